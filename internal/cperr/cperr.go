@@ -1,0 +1,174 @@
+// Package cperr defines cellplane's domain errors: one typed error that
+// carries a stable reason from the error contract (DESIGN §9), a message
+// safe to show a caller, metadata, and field violations.
+//
+// Every component returns these errors; the gRPC edge translates them to
+// statuses in exactly one table (internal/rpcerr). Callers test reasons
+// with errors.Is against the sentinels below, never by comparing strings:
+//
+//	if errors.Is(err, cperr.ErrNotLeader) { ... }
+//	var e *cperr.Error
+//	if errors.As(err, &e) { leader := e.Metadata[cperr.MetaLeader] }
+package cperr
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Reason is a stable, machine-readable error reason (google.rpc.ErrorInfo.reason).
+type Reason string
+
+// The reasons of the error contract.
+const (
+	InvalidArgument       Reason = "INVALID_ARGUMENT"
+	TenantNotFound        Reason = "TENANT_NOT_FOUND"
+	ContextNotFound       Reason = "CONTEXT_NOT_FOUND"
+	KeyNotFound           Reason = "KEY_NOT_FOUND"
+	AlreadyExists         Reason = "ALREADY_EXISTS"
+	RevisionMismatch      Reason = "REVISION_MISMATCH"
+	SequenceMismatch      Reason = "SEQUENCE_MISMATCH"
+	NotLeader             Reason = "NOT_LEADER"
+	WrongCell             Reason = "WRONG_CELL"
+	StaleEpoch            Reason = "STALE_EPOCH"
+	TenantMoving          Reason = "TENANT_MOVING"
+	CellUnavailable       Reason = "CELL_UNAVAILABLE"
+	AuthorityLeaseExpired Reason = "AUTHORITY_LEASE_EXPIRED"
+	StalenessExceeded     Reason = "STALENESS_EXCEEDED"
+	RateLimited           Reason = "RATE_LIMITED"
+	QuotaExceeded         Reason = "QUOTA_EXCEEDED"
+	Unauthenticated       Reason = "UNAUTHENTICATED"
+	PermissionDenied      Reason = "PERMISSION_DENIED"
+	Internal              Reason = "INTERNAL"
+)
+
+// Metadata keys used with the reasons above.
+const (
+	MetaLeader       = "leader"        // NOT_LEADER: the leader's gRPC address, when known
+	MetaLeaderID     = "leader_id"     // NOT_LEADER: the leader's node id, when known
+	MetaEpoch        = "epoch"         // WRONG_CELL, STALE_EPOCH: the tenant's current epoch here
+	MetaRole         = "role"          // WRONG_CELL: the tenant's role here
+	MetaCell         = "cell"          // WRONG_CELL, STALE_EPOCH: the cell answering
+	MetaTenant       = "tenant"        // tenant-scoped errors
+	MetaLastSeq      = "last_seq"      // SEQUENCE_MISMATCH: the context's current last seq
+	MetaRevision     = "revision"      // REVISION_MISMATCH: the key's current revision (0: absent)
+	MetaLastContact  = "last_contact"  // STALENESS_EXCEEDED: time since the member heard from the leader
+	MetaMaxStaleness = "max_staleness" // STALENESS_EXCEEDED: the bound asked for
+)
+
+// FieldViolation names one invalid request field (google.rpc.BadRequest).
+type FieldViolation struct {
+	Field       string
+	Description string
+}
+
+// Error is a cellplane error. Its Message must be safe to return to a
+// client: no internals, no stack traces, no secrets.
+type Error struct {
+	Reason     Reason
+	Message    string
+	Metadata   map[string]string
+	Violations []FieldViolation
+	// RetryAfter, when positive, tells the caller when a retry may succeed
+	// (google.rpc.RetryInfo, HTTP Retry-After).
+	RetryAfter time.Duration
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(string(e.Reason))
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Message)
+	}
+	for _, v := range e.Violations {
+		fmt.Fprintf(&b, "; %s: %s", v.Field, v.Description)
+	}
+	return b.String()
+}
+
+// Is reports whether target is a sentinel (an *Error without message)
+// with the same reason, so that errors.Is(err, cperr.ErrNotLeader) works
+// for every NOT_LEADER error whatever its message and metadata.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Message == "" && t.Reason == e.Reason
+}
+
+// Sentinels for errors.Is. Do not return them directly when a message or
+// metadata can say more; use New.
+var (
+	ErrInvalidArgument       = &Error{Reason: InvalidArgument}
+	ErrTenantNotFound        = &Error{Reason: TenantNotFound}
+	ErrContextNotFound       = &Error{Reason: ContextNotFound}
+	ErrKeyNotFound           = &Error{Reason: KeyNotFound}
+	ErrAlreadyExists         = &Error{Reason: AlreadyExists}
+	ErrRevisionMismatch      = &Error{Reason: RevisionMismatch}
+	ErrSequenceMismatch      = &Error{Reason: SequenceMismatch}
+	ErrNotLeader             = &Error{Reason: NotLeader}
+	ErrWrongCell             = &Error{Reason: WrongCell}
+	ErrStaleEpoch            = &Error{Reason: StaleEpoch}
+	ErrTenantMoving          = &Error{Reason: TenantMoving}
+	ErrCellUnavailable       = &Error{Reason: CellUnavailable}
+	ErrAuthorityLeaseExpired = &Error{Reason: AuthorityLeaseExpired}
+	ErrStalenessExceeded     = &Error{Reason: StalenessExceeded}
+	ErrRateLimited           = &Error{Reason: RateLimited}
+	ErrQuotaExceeded         = &Error{Reason: QuotaExceeded}
+	ErrUnauthenticated       = &Error{Reason: Unauthenticated}
+	ErrPermissionDenied      = &Error{Reason: PermissionDenied}
+	ErrInternal              = &Error{Reason: Internal}
+)
+
+// New returns an error with a reason and a formatted message.
+func New(r Reason, format string, args ...any) *Error {
+	return &Error{Reason: r, Message: fmt.Sprintf(format, args...)}
+}
+
+// With returns e with one more metadata key. It mutates and returns e, for
+// chaining on a freshly made error.
+func (e *Error) With(key, value string) *Error {
+	if e.Metadata == nil {
+		e.Metadata = make(map[string]string, 2)
+	}
+	e.Metadata[key] = value
+	return e
+}
+
+// WithRetryAfter sets RetryAfter and returns e.
+func (e *Error) WithRetryAfter(d time.Duration) *Error {
+	e.RetryAfter = d
+	return e
+}
+
+// Invalid returns an INVALID_ARGUMENT error listing field violations.
+func Invalid(violations ...FieldViolation) *Error {
+	msg := "invalid request"
+	if len(violations) == 1 {
+		msg = "invalid " + violations[0].Field
+	}
+	return &Error{Reason: InvalidArgument, Message: msg, Violations: violations}
+}
+
+// ReasonOf returns the reason of err if it is (or wraps) an *Error, else "".
+func ReasonOf(err error) Reason {
+	if e, ok := asError(err); ok {
+		return e.Reason
+	}
+	return ""
+}
+
+func asError(err error) (*Error, bool) {
+	for err != nil {
+		if e, ok := err.(*Error); ok {
+			return e, true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return nil, false
+		}
+		err = u.Unwrap()
+	}
+	return nil, false
+}
