@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -69,6 +70,10 @@ type Config struct {
 	NodeID string
 	// RaftBind is the address the Raft transport listens on.
 	RaftBind string
+	// RaftListener, when set, is used instead of listening on RaftBind
+	// (tests open listeners on port 0 first so that no port can be taken
+	// between choosing and binding it). RaftAdvertise defaults to its address.
+	RaftListener net.Listener
 	// RaftAdvertise is the address peers dial; empty means RaftBind.
 	RaftAdvertise string
 	// GRPCAdvertise and HTTPAdvertise are this node's service addresses.
