@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -140,12 +139,3 @@ type Member struct {
 // ErrChangesTrimmed is returned by TenantView.Changes when the change log
 // no longer holds the events right after the requested tseq.
 var ErrChangesTrimmed = errors.New("store: change log trimmed past the requested tseq")
-
-// DefaultConfig returns a Config with every limit and timeout set to its
-// default; NodeID, RaftBind and DataDir still need to be set.
-func DefaultConfig() Config { panic("store: not implemented yet") }
-
-// Validate reports the first problem with c as an error naming the field.
-func (c Config) Validate() error { panic("store: not implemented yet") }
-
-var _ = context.Background

@@ -2,22 +2,302 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/logging"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Store is one node's replica of a cell: Raft (raft-wal log, file
 // snapshots, TCP transport) in front of a Pebble state machine.
-type Store struct{}
+type Store struct {
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm
+	trans *raft.NetworkTransport
+	wal   *raftwal.WAL
+	self  *cellv1.NodeInfo
+
+	proposals chan *proposal
+	inflight  chan *inflight
+	reads     readIndexer
+	// readyTerm is the term in which this node, as leader, has applied
+	// everything committed before its term (its barrier completed).
+	readyTerm atomic.Uint64
+	metrics   *metrics
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	workers   sync.WaitGroup // proposer and leadership watcher
+	waiter    sync.WaitGroup
+
+	done     chan struct{}
+	doneOnce sync.Once
+	fatal    atomic.Pointer[error]
+}
 
 // Open opens (or creates) the node's data dir, starts Raft and, when
 // cfg.Bootstrap is set and there is no Raft state yet, bootstraps the cell.
-func Open(cfg Config) (*Store, error) { panic("store: not implemented yet") }
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("node", cfg.NodeID)
+	s := &Store{
+		cfg:       cfg,
+		log:       log,
+		proposals: make(chan *proposal, 4*cfg.MaxBatchCommands),
+		inflight:  make(chan *inflight, 1024),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		metrics:   newMetrics(),
+	}
+	s.reads.s = s
+	if err := s.open(); err != nil {
+		s.closeParts()
+		return nil, err
+	}
+	s.workers.Add(2)
+	s.waiter.Add(1)
+	go s.runProposer()
+	go s.runWaiter()
+	go s.watchLeadership()
+	return s, nil
+}
+
+func (s *Store) open() error {
+	cfg := s.cfg
+	fs := vfs.Default
+	stateDir := filepath.Join(cfg.DataDir, "state")
+	if cfg.TestingKnobs.InMemoryState {
+		fs = vfs.NewMem()
+		stateDir = "state"
+	}
+	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "raft-wal"), filepath.Join(cfg.DataDir, "snapshots")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("data dir %s is not usable: %w", cfg.DataDir, err)
+		}
+	}
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return err
+	}
+	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
+
+	f, err := openFSM(fsmConfig{fs: fs, dir: stateDir, log: s.log, dedup: cfg.DedupWindow, changelog: cfg.ChangeLog, onFatal: s.failWith})
+	if err != nil {
+		return err
+	}
+	s.fsm = f
+
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), cfg.Raft.SnapshotRetain, hlog)
+	if err != nil {
+		return fmt.Errorf("open snapshots: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(snaps); err != nil {
+		return err
+	}
+
+	s.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft-wal"), raftwal.WithLogger(hlog))
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+
+	ln := cfg.RaftListener
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.RaftBind)
+		if err != nil {
+			return fmt.Errorf("raft address %s: %w", cfg.RaftBind, err)
+		}
+	}
+	layer := &streamLayer{Listener: ln, filter: cfg.TestingKnobs.Network}
+	if cfg.RaftAdvertise != "" {
+		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("raft advertise address %s: %w", cfg.RaftAdvertise, err)
+		}
+		layer.advertise = adv
+	}
+	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Raft.CommitTimeout
+	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
+	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = true // the Pebble state survives restarts
+	rc.Logger = hlog
+
+	if len(cfg.Bootstrap) > 0 {
+		has, err := raft.HasExistingState(s.wal, s.wal, snaps)
+		if err != nil {
+			return fmt.Errorf("inspect raft state: %w", err)
+		}
+		if !has {
+			var conf raft.Configuration
+			for _, p := range cfg.Bootstrap {
+				addr := raft.ServerAddress(p.Addr)
+				if p.ID == cfg.NodeID {
+					addr = s.trans.LocalAddr()
+				}
+				conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: addr})
+			}
+			if err := raft.BootstrapCluster(rc, s.wal, s.wal, snaps, s.trans, conf); err != nil {
+				return fmt.Errorf("bootstrap cell: %w", err)
+			}
+			s.log.Info("bootstrapped new cell", "voters", len(conf.Servers))
+		}
+	}
+	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	return nil
+}
+
+// catchUpFromSnapshot restores the newest snapshot when the Pebble state is
+// behind it (lost or wiped state): Raft will only replay entries after the
+// snapshot, so the state must not start below it.
+func (s *Store) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		return err
+	}
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", metas[0].ID, err)
+	}
+	idx, err := snapshotAppliedIndex(rc)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", metas[0].ID, err)
+	}
+	if idx <= s.fsm.applied.Load() {
+		return nil
+	}
+	s.log.Warn("state is behind the newest snapshot; restoring it", "state_index", s.fsm.applied.Load(), "snapshot_index", idx)
+	_, rc, err = snaps.Open(metas[0].ID)
+	if err != nil {
+		return err
+	}
+	return s.fsm.Restore(rc)
+}
+
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
 
 // Close stops Raft and closes the state. It does not remove the node from
-// the cell.
-func (s *Store) Close() error { panic("store: not implemented yet") }
+// the cell. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.workers.Wait()
+		if s.raft != nil {
+			if err := s.raft.Shutdown().Error(); err != nil {
+				s.closeErr = err
+			}
+		}
+		s.waiter.Wait()
+		s.reads.wait()
+		if err := s.closeParts(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeParts() error {
+	var errs []error
+	if s.trans != nil {
+		errs = append(errs, s.trans.Close())
+	} else if s.cfg.RaftListener != nil {
+		errs = append(errs, s.cfg.RaftListener.Close())
+	}
+	if s.wal != nil {
+		errs = append(errs, s.wal.Close())
+	}
+	if s.fsm != nil {
+		errs = append(errs, s.fsm.close())
+	}
+	return errors.Join(errs...)
+}
+
+// failWith records a fatal error and closes Done. It must not block: it
+// runs on Raft's apply goroutine.
+func (s *Store) failWith(err error) {
+	s.fatal.CompareAndSwap(nil, &err)
+	s.doneOnce.Do(func() { close(s.done) })
+}
+
+// Done is closed when the store stopped by itself because it cannot go on
+// safely (an unknown non-ignorable command, a storage failure); Err then
+// says why. The owner should Close the store.
+func (s *Store) Done() <-chan struct{} { return s.done }
+
+// Err returns why the store stopped, or nil.
+func (s *Store) Err() error {
+	if p := s.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// proposal is one command waiting to be group-committed.
+type proposal struct {
+	data []byte // encoded Command
+	ch   chan proposalResult
+}
+
+type proposalResult struct {
+	res *cellv1.CommandResult
+	err error
+}
+
+// inflight is one Raft entry (a batch of proposals) being replicated.
+type inflight struct {
+	f     raft.ApplyFuture
+	batch []*proposal
+	start time.Time
+}
 
 // Propose replicates cmd through Raft (group-committed with concurrent
 // proposals) and returns the state machine's result. It fills in the
@@ -27,126 +307,329 @@ func (s *Store) Close() error { panic("store: not implemented yet") }
 // A context that ends before the result is known returns the context's
 // error: the command may still be applied (retry with the same request_id).
 func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error) {
-	panic("store: not implemented yet")
+	if s.raft.State() != raft.Leader {
+		return nil, s.notLeader()
+	}
+	if cmd.Version == 0 {
+		cmd.Version = commandVersion
+	}
+	if cmd.TimeUnixNano == 0 {
+		cmd.TimeUnixNano = time.Now().UnixNano()
+	}
+	data, err := marshalOpts.Marshal(cmd)
+	if err != nil {
+		return nil, cperr.New(cperr.InvalidArgument, "command cannot be encoded")
+	}
+	p := &proposal{data: data, ch: make(chan proposalResult, 1)}
+	select {
+	case s.proposals <- p:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.closing:
+		return nil, errUnavailable("the node is shutting down")
+	}
+	var r proposalResult
+	select {
+	case r = <-p.ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.closing:
+		return nil, errUnavailable("the node is shutting down; the outcome is unknown, retry with the same request_id")
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if e := r.res.GetError(); e != nil {
+		return nil, &cperr.Error{Reason: cperr.Reason(e.GetReason()), Message: e.GetMessage(), Metadata: e.GetMetadata()}
+	}
+	return r.res, nil
 }
 
-// ReadTenant runs fn on a consistent read-only view of one tenant after
-// establishing the consistency asked for (LINEARIZABLE: leadership confirmed
-// by a quorum, shared by concurrent readers, and applied ≥ the commit index
-// seen; LEADER: leader's local state; STALE: any member within its staleness
-// bound). The tenant must be OWNER here at epoch (0: any) or the read fails
-// with WRONG_CELL / STALE_EPOCH. fn must not keep the view.
-func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opts ReadOptions, fn func(*TenantView) error) error {
-	panic("store: not implemented yet")
+func errUnavailable(msg string) *cperr.Error {
+	return cperr.New(cperr.CellUnavailable, "%s", msg).WithRetryAfter(100 * time.Millisecond)
 }
 
-// ReadCell runs fn on a consistent read-only view of the whole cell.
-func (s *Store) ReadCell(ctx context.Context, opts ReadOptions, fn func(*CellView) error) error {
-	panic("store: not implemented yet")
+// runProposer batches queued proposals into Raft entries: while Raft is
+// busy, proposals pile up and the next entry carries all of them, so one
+// fsync serves many writers (group commit).
+func (s *Store) runProposer() {
+	defer s.workers.Done()
+	defer close(s.inflight)
+	var buf []byte
+	for {
+		var first *proposal
+		select {
+		case first = <-s.proposals:
+		case <-s.closing:
+			return
+		}
+		batch := []*proposal{first}
+		size := len(first.data)
+	fill:
+		for len(batch) < s.cfg.MaxBatchCommands && size < s.cfg.MaxBatchBytes {
+			select {
+			case p := <-s.proposals:
+				batch = append(batch, p)
+				size += len(p.data)
+			default:
+				break fill
+			}
+		}
+		buf = buf[:0]
+		for _, p := range batch {
+			buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+			buf = protowire.AppendBytes(buf, p.data)
+		}
+		data := append([]byte(nil), buf...)
+		s.metrics.batchSize.Observe(float64(len(batch)))
+		f := s.raft.Apply(data, s.cfg.ApplyTimeout)
+		select {
+		case s.inflight <- &inflight{f: f, batch: batch, start: time.Now()}:
+		case <-s.closing:
+			answer(batch, proposalResult{err: errUnavailable("the node is shutting down")})
+			return
+		}
+	}
 }
 
-// WaitTenant blocks until the tenant's tseq on this node is above
-// afterTseq, or ctx ends.
-func (s *Store) WaitTenant(ctx context.Context, tenant string, afterTseq uint64) error {
-	panic("store: not implemented yet")
+// runWaiter answers proposals in commit order.
+func (s *Store) runWaiter() {
+	defer s.waiter.Done()
+	for inf := range s.inflight {
+		err := inf.f.Error()
+		s.metrics.commitLatency.Observe(time.Since(inf.start).Seconds())
+		if err != nil {
+			answer(inf.batch, proposalResult{err: s.applyError(err)})
+			continue
+		}
+		resp, _ := inf.f.Response().(*batchResponse)
+		switch {
+		case resp == nil:
+			answer(inf.batch, proposalResult{err: cperr.New(cperr.Internal, "no result from the state machine")})
+		case resp.err != nil || len(resp.results) != len(inf.batch):
+			answer(inf.batch, proposalResult{err: errUnavailable("the cell's state machine stopped")})
+		default:
+			for i, p := range inf.batch {
+				p.ch <- proposalResult{res: resp.results[i]}
+			}
+		}
+	}
+}
+
+func answer(batch []*proposal, r proposalResult) {
+	for _, p := range batch {
+		p.ch <- r
+	}
+}
+
+// applyError maps a Raft apply error to the error contract.
+func (s *Store) applyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return s.notLeader() // never appended: safe to retry anywhere
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return errUnavailable("leadership changed while the write was in flight; the outcome is unknown, retry with the same request_id")
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return errUnavailable("the cell is overloaded")
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return errUnavailable("the node is shutting down")
+	}
+	s.log.Error("raft apply failed", "err", err)
+	return errUnavailable("the write could not be replicated")
+}
+
+// notLeader is the NOT_LEADER error with the leader's addresses, or
+// CELL_UNAVAILABLE when no leader is known.
+func (s *Store) notLeader() error {
+	id, info := s.Leader()
+	if id == "" {
+		return cperr.New(cperr.CellUnavailable, "the cell has no leader right now").WithRetryAfter(s.cfg.Raft.HeartbeatTimeout)
+	}
+	e := cperr.New(cperr.NotLeader, "this node is not the cell leader").With(cperr.MetaLeaderID, id)
+	if info != nil && info.GetGrpcAddr() != "" {
+		e.With(cperr.MetaLeader, info.GetGrpcAddr())
+	}
+	return e
 }
 
 // IsLeader reports whether this node is the Raft leader.
-func (s *Store) IsLeader() bool { panic("store: not implemented yet") }
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
 // Leader returns the leader's node id and its registered addresses (nil
 // when unknown or not registered yet).
-func (s *Store) Leader() (id string, info *cellv1.NodeInfo) { panic("store: not implemented yet") }
+func (s *Store) Leader() (id string, info *cellv1.NodeInfo) {
+	_, lid := s.raft.LeaderWithID()
+	if lid == "" {
+		return "", nil
+	}
+	id = string(lid)
+	if id == s.cfg.NodeID {
+		return id, s.self
+	}
+	info, _ = s.fsm.node(id)
+	return id, info
+}
 
-// Status reports this node's view of the cell.
-func (s *Store) Status() Status { panic("store: not implemented yet") }
+// Self returns this node's advertised addresses.
+func (s *Store) Self() *cellv1.NodeInfo { return s.self }
+
+// watchLeadership makes a new leader ready to serve reads: it waits until
+// everything committed in earlier terms is applied (a barrier), then
+// registers this node's addresses in the cell state if they changed.
+func (s *Store) watchLeadership() {
+	defer s.workers.Done()
+	ch := s.raft.LeaderCh()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case isLeader := <-ch:
+			if !isLeader {
+				s.log.Info("lost leadership")
+				continue
+			}
+			term := s.raft.CurrentTerm()
+			if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+				s.log.Warn("leader barrier failed", "err", err)
+				continue
+			}
+			s.readyTerm.Store(term)
+			s.log.Info("became leader", "term", term)
+			s.registerSelf()
+		}
+	}
+}
+
+func (s *Store) registerSelf() {
+	cur, _ := s.fsm.node(s.cfg.NodeID)
+	if cur != nil && cur.GetRaftAddr() == s.self.GetRaftAddr() && cur.GetGrpcAddr() == s.self.GetGrpcAddr() && cur.GetHttpAddr() == s.self.GetHttpAddr() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ApplyTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if _, err := s.Propose(ctx, &cellv1.Command{Op: &cellv1.Command_RegisterNode{RegisterNode: s.self}}); err != nil {
+		s.log.Warn("registering this node failed", "err", err)
+	}
+}
 
 // AddVoter adds a voting member (leader only).
 func (s *Store) AddVoter(ctx context.Context, id, raftAddr string) error {
-	panic("store: not implemented yet")
+	return s.membership(ctx, func(d time.Duration) raft.Future {
+		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, d)
+	})
 }
 
 // AddNonVoter adds a non-voting member (leader only).
 func (s *Store) AddNonVoter(ctx context.Context, id, raftAddr string) error {
-	panic("store: not implemented yet")
+	return s.membership(ctx, func(d time.Duration) raft.Future {
+		return s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, d)
+	})
 }
 
 // RemoveServer removes a member (leader only).
 func (s *Store) RemoveServer(ctx context.Context, id string) error {
-	panic("store: not implemented yet")
+	return s.membership(ctx, func(d time.Duration) raft.Future {
+		return s.raft.RemoveServer(raft.ServerID(id), 0, d)
+	})
+}
+
+func (s *Store) membership(ctx context.Context, op func(time.Duration) raft.Future) error {
+	if !s.IsLeader() {
+		return s.notLeader()
+	}
+	d := s.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		d = time.Until(dl)
+	}
+	if err := op(d).Error(); err != nil {
+		return s.applyError(err)
+	}
+	return nil
 }
 
 // TransferLeadership hands leadership to id (or the most up-to-date
 // follower when id is empty) and returns the new leader's id.
 func (s *Store) TransferLeadership(ctx context.Context, id string) (string, error) {
-	panic("store: not implemented yet")
+	if !s.IsLeader() {
+		return "", s.notLeader()
+	}
+	var f raft.Future
+	if id == "" {
+		f = s.raft.LeadershipTransfer()
+	} else {
+		cf := s.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return "", s.applyError(err)
+		}
+		var addr raft.ServerAddress
+		for _, srv := range cf.Configuration().Servers {
+			if string(srv.ID) == id {
+				addr = srv.Address
+			}
+		}
+		if addr == "" {
+			return "", cperr.Invalid(cperr.FieldViolation{Field: "node_id", Description: "not a member of this cell"})
+		}
+		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	}
+	if err := f.Error(); err != nil {
+		return "", cperr.New(cperr.CellUnavailable, "leadership transfer failed: %v", err)
+	}
+	for {
+		if lid, _ := s.Leader(); lid != "" && lid != s.cfg.NodeID {
+			return lid, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
-// Snapshot takes a Raft snapshot now and truncates the log.
-func (s *Store) Snapshot() error { panic("store: not implemented yet") }
-
-// Done is closed when the store stopped by itself because it cannot go on
-// safely (an unknown non-ignorable command, a storage failure); Err then
-// says why.
-func (s *Store) Done() <-chan struct{} { panic("store: not implemented yet") }
-
-// Err returns why the store stopped, or nil.
-func (s *Store) Err() error { panic("store: not implemented yet") }
-
-// TenantView is a read-only view of one tenant at one point in time.
-type TenantView struct{}
-
-// Info returns the tenant's role, epoch, tseq and usage.
-func (v *TenantView) Info() *cellv1.TenantInfo { panic("store: not implemented yet") }
-
-// Context returns a context's metadata or CONTEXT_NOT_FOUND.
-func (v *TenantView) Context(id string) (*contextv1.Context, error) {
-	panic("store: not implemented yet")
+// Snapshot takes a Raft snapshot now, which lets Raft truncate its log.
+func (s *Store) Snapshot() error {
+	err := s.raft.Snapshot().Error()
+	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil
+	}
+	return err
 }
 
-// ListContexts returns up to limit contexts with ids after `after`, in id
-// order, and whether more exist.
-func (v *TenantView) ListContexts(after string, limit int) ([]*contextv1.Context, bool, error) {
-	panic("store: not implemented yet")
+// Status reports this node's view of the cell.
+func (s *Store) Status() Status {
+	leaderAddr, leaderID := s.raft.LeaderWithID()
+	st := Status{
+		NodeID:       s.cfg.NodeID,
+		State:        s.raft.State().String(),
+		Term:         s.raft.CurrentTerm(),
+		LeaderID:     string(leaderID),
+		LeaderAddr:   string(leaderAddr),
+		CommitIndex:  s.raft.CommitIndex(),
+		AppliedIndex: s.raft.AppliedIndex(),
+		LastLogIndex: s.raft.LastIndex(),
+		Tenants:      s.fsm.tenantCount(),
+	}
+	if st.State != raft.Leader.String() {
+		if lc := s.raft.LastContact(); !lc.IsZero() {
+			st.LastContact = time.Since(lc)
+		}
+	}
+	if cf := s.raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			m := Member{ID: string(srv.ID), RaftAddr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leaderID}
+			m.Info, _ = s.fsm.node(m.ID)
+			st.Members = append(st.Members, m)
+		}
+	}
+	return st
 }
 
-// Entries returns entries of a context from fromSeq on (1 = first), at most
-// maxEntries and about maxBytes (at least one when any exists).
-// CONTEXT_NOT_FOUND when the context does not exist.
-func (v *TenantView) Entries(id string, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
-	panic("store: not implemented yet")
-}
-
-// Memory returns a memory item or KEY_NOT_FOUND.
-func (v *TenantView) Memory(key string) (*contextv1.MemoryItem, error) {
-	panic("store: not implemented yet")
-}
-
-// ListMemory returns up to limit items whose key has prefix and sorts
-// after `after`, in key order, and whether more exist.
-func (v *TenantView) ListMemory(prefix, after string, limit int, keysOnly bool) ([]*contextv1.MemoryItem, bool, error) {
-	panic("store: not implemented yet")
-}
-
-// Changes returns up to limit change-log events with tseq > afterTseq. When
-// events after afterTseq were already trimmed it returns ErrChangesTrimmed.
-func (v *TenantView) Changes(afterTseq uint64, limit int) ([]*cellv1.ChangeEvent, error) {
-	panic("store: not implemented yet")
-}
-
-// CellView is a read-only view of the whole cell at one point in time.
-type CellView struct{}
-
-// Tenant returns a tenant's info in any role, or TENANT_NOT_FOUND.
-func (v *CellView) Tenant(tenant string) (*cellv1.TenantInfo, error) {
-	panic("store: not implemented yet")
-}
-
-// ListTenants returns up to limit tenants after `after`, in id order, and
-// whether more exist.
-func (v *CellView) ListTenants(after string, limit int) ([]*cellv1.TenantInfo, bool, error) {
-	panic("store: not implemented yet")
-}
-
-// Nodes returns the registered node infos.
-func (v *CellView) Nodes() ([]*cellv1.NodeInfo, error) { panic("store: not implemented yet") }
+var _ io.Closer = (*Store)(nil)

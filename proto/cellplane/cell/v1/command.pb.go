@@ -726,16 +726,21 @@ type TenantRecord struct {
 	// Last tenant change sequence assigned.
 	Tseq  uint64       `protobuf:"varint,3,opt,name=tseq,proto3" json:"tseq,omitempty"`
 	Usage *TenantUsage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
-	// Deduplication window bookkeeping.
-	DedupCount uint64 `protobuf:"varint,5,opt,name=dedup_count,json=dedupCount,proto3" json:"dedup_count,omitempty"`
-	// Change log bookkeeping.
+	// Deduplication window: remembered request ids are numbered
+	// contiguously; [dedup_first, dedup_next) are kept.
+	DedupFirst uint64 `protobuf:"varint,5,opt,name=dedup_first,json=dedupFirst,proto3" json:"dedup_first,omitempty"`
+	DedupNext  uint64 `protobuf:"varint,11,opt,name=dedup_next,json=dedupNext,proto3" json:"dedup_next,omitempty"`
+	// Change log bookkeeping: events [changelog_first_tseq, tseq] are kept
+	// (changelog_count of them; none when changelog_count is 0).
 	ChangelogFirstTseq uint64 `protobuf:"varint,6,opt,name=changelog_first_tseq,json=changelogFirstTseq,proto3" json:"changelog_first_tseq,omitempty"`
 	ChangelogCount     uint64 `protobuf:"varint,7,opt,name=changelog_count,json=changelogCount,proto3" json:"changelog_count,omitempty"`
 	ChangelogBytes     uint64 `protobuf:"varint,8,opt,name=changelog_bytes,json=changelogBytes,proto3" json:"changelog_bytes,omitempty"`
-	CreateTimeUnixNano int64  `protobuf:"varint,9,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
-	UpdateTimeUnixNano int64  `protobuf:"varint,10,opt,name=update_time_unix_nano,json=updateTimeUnixNano,proto3" json:"update_time_unix_nano,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Time of the oldest kept event, for retention by age.
+	ChangelogFirstTimeUnixNano int64 `protobuf:"varint,12,opt,name=changelog_first_time_unix_nano,json=changelogFirstTimeUnixNano,proto3" json:"changelog_first_time_unix_nano,omitempty"`
+	CreateTimeUnixNano         int64 `protobuf:"varint,9,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
+	UpdateTimeUnixNano         int64 `protobuf:"varint,10,opt,name=update_time_unix_nano,json=updateTimeUnixNano,proto3" json:"update_time_unix_nano,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *TenantRecord) Reset() {
@@ -796,9 +801,16 @@ func (x *TenantRecord) GetUsage() *TenantUsage {
 	return nil
 }
 
-func (x *TenantRecord) GetDedupCount() uint64 {
+func (x *TenantRecord) GetDedupFirst() uint64 {
 	if x != nil {
-		return x.DedupCount
+		return x.DedupFirst
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetDedupNext() uint64 {
+	if x != nil {
+		return x.DedupNext
 	}
 	return 0
 }
@@ -820,6 +832,13 @@ func (x *TenantRecord) GetChangelogCount() uint64 {
 func (x *TenantRecord) GetChangelogBytes() uint64 {
 	if x != nil {
 		return x.ChangelogBytes
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetChangelogFirstTimeUnixNano() int64 {
+	if x != nil {
+		return x.ChangelogFirstTimeUnixNano
 	}
 	return 0
 }
@@ -1251,17 +1270,20 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2-.cellplane.cell.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x04\n" +
 	"\fTenantRecord\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04tseq\x18\x03 \x01(\x04R\x04tseq\x124\n" +
 	"\x05usage\x18\x04 \x01(\v2\x1e.cellplane.cell.v1.TenantUsageR\x05usage\x12\x1f\n" +
-	"\vdedup_count\x18\x05 \x01(\x04R\n" +
-	"dedupCount\x120\n" +
+	"\vdedup_first\x18\x05 \x01(\x04R\n" +
+	"dedupFirst\x12\x1d\n" +
+	"\n" +
+	"dedup_next\x18\v \x01(\x04R\tdedupNext\x120\n" +
 	"\x14changelog_first_tseq\x18\x06 \x01(\x04R\x12changelogFirstTseq\x12'\n" +
 	"\x0fchangelog_count\x18\a \x01(\x04R\x0echangelogCount\x12'\n" +
-	"\x0fchangelog_bytes\x18\b \x01(\x04R\x0echangelogBytes\x121\n" +
+	"\x0fchangelog_bytes\x18\b \x01(\x04R\x0echangelogBytes\x12B\n" +
+	"\x1echangelog_first_time_unix_nano\x18\f \x01(\x03R\x1achangelogFirstTimeUnixNano\x121\n" +
 	"\x15create_time_unix_nano\x18\t \x01(\x03R\x12createTimeUnixNano\x121\n" +
 	"\x15update_time_unix_nano\x18\n" +
 	" \x01(\x03R\x12updateTimeUnixNano\"z\n" +

@@ -1,0 +1,116 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultConfig returns a Config with every limit and timeout set to its
+// default; NodeID, RaftBind (or RaftListener) and DataDir still need to be
+// set.
+//
+// Raft timing: a follower starts an election after 500–1000 ms without
+// hearing from the leader (HeartbeatTimeout, randomized by Raft up to 2×);
+// the leader heartbeats every HeartbeatTimeout/10. On a loaded 2-core box
+// lower values caused spurious elections (docs/benchmarks.md).
+func DefaultConfig() Config {
+	return Config{
+		Raft: RaftConfig{
+			HeartbeatTimeout:   500 * time.Millisecond,
+			ElectionTimeout:    500 * time.Millisecond,
+			LeaderLeaseTimeout: 250 * time.Millisecond,
+			CommitTimeout:      10 * time.Millisecond,
+			MaxAppendEntries:   64,
+			SnapshotInterval:   30 * time.Second,
+			SnapshotThreshold:  8192,
+			TrailingLogs:       10240,
+			SnapshotRetain:     2,
+		},
+		MaxBatchCommands: 512,
+		MaxBatchBytes:    4 << 20,
+		DedupWindow:      10000,
+		ChangeLog: ChangeLogConfig{
+			RetentionAge: 24 * time.Hour,
+			MaxBytes:     64 << 20,
+			MaxEvents:    100000,
+		},
+		ApplyTimeout:        10 * time.Second,
+		DefaultMaxStaleness: 5 * time.Second,
+	}
+}
+
+// Validate reports every problem with c, each naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("store config %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.NodeID == "" {
+		bad("NodeID", "required")
+	}
+	if c.RaftBind == "" && c.RaftListener == nil {
+		bad("RaftBind", "required (or RaftListener)")
+	}
+	if c.DataDir == "" && !c.TestingKnobs.InMemoryState {
+		bad("DataDir", "required")
+	}
+	r := c.Raft
+	if r.HeartbeatTimeout < 5*time.Millisecond {
+		bad("Raft.HeartbeatTimeout", "%v is below 5ms", r.HeartbeatTimeout)
+	}
+	if r.ElectionTimeout < r.HeartbeatTimeout {
+		bad("Raft.ElectionTimeout", "%v is below HeartbeatTimeout %v", r.ElectionTimeout, r.HeartbeatTimeout)
+	}
+	if r.LeaderLeaseTimeout <= 0 || r.LeaderLeaseTimeout > r.HeartbeatTimeout {
+		bad("Raft.LeaderLeaseTimeout", "%v must be positive and at most HeartbeatTimeout", r.LeaderLeaseTimeout)
+	}
+	if r.CommitTimeout <= 0 {
+		bad("Raft.CommitTimeout", "must be positive")
+	}
+	if r.MaxAppendEntries < 1 || r.MaxAppendEntries > 1024 {
+		bad("Raft.MaxAppendEntries", "%d is not in [1, 1024]", r.MaxAppendEntries)
+	}
+	if r.SnapshotInterval <= 0 || r.SnapshotThreshold == 0 {
+		bad("Raft.SnapshotInterval/SnapshotThreshold", "must be positive")
+	}
+	if r.SnapshotRetain < 1 {
+		bad("Raft.SnapshotRetain", "must be at least 1")
+	}
+	if c.MaxBatchCommands < 1 {
+		bad("MaxBatchCommands", "must be at least 1")
+	}
+	if c.MaxBatchBytes < 1<<10 {
+		bad("MaxBatchBytes", "%d is below 1 KiB", c.MaxBatchBytes)
+	}
+	if c.DedupWindow < 0 {
+		bad("DedupWindow", "must not be negative")
+	}
+	if c.ChangeLog.RetentionAge < 0 {
+		bad("ChangeLog.RetentionAge", "must not be negative")
+	}
+	if c.ApplyTimeout <= 0 {
+		bad("ApplyTimeout", "must be positive")
+	}
+	if c.DefaultMaxStaleness <= 0 {
+		bad("DefaultMaxStaleness", "must be positive")
+	}
+	for i, p := range c.Bootstrap {
+		if p.ID == "" || p.Addr == "" {
+			bad(fmt.Sprintf("Bootstrap[%d]", i), "needs an id and an address")
+		}
+	}
+	if len(c.Bootstrap) > 0 && !containsPeer(c.Bootstrap, c.NodeID) {
+		bad("Bootstrap", "does not include this node %q", c.NodeID)
+	}
+	return errors.Join(errs...)
+}
+
+func containsPeer(peers []Peer, id string) bool {
+	for _, p := range peers {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}

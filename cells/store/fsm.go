@@ -1,0 +1,341 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+)
+
+// commandVersion is the newest Command encoding this node understands.
+const commandVersion = 1
+
+// errStopped is answered to proposals once the state machine stopped.
+var errStopped = errors.New("store: state machine stopped")
+
+var marshalOpts = proto.MarshalOptions{Deterministic: true}
+
+// fsm is the Raft state machine: commands applied to Pebble. Each Raft
+// apply batch becomes one Pebble batch that also records the last applied
+// Raft index, so a restart resumes exactly where the state is and never
+// re-applies a command.
+//
+// Pebble batches are committed without fsync: the Raft log is the durable
+// record, and entries whose effects a crash lost are applied again on
+// restart (the persisted applied index says which). Before a snapshot is
+// handed to Raft the Pebble WAL is synced, so the state is never behind a
+// snapshot Raft may truncate its log to.
+type fsm struct {
+	// mu is held for reading by views and by apply, and for writing only
+	// while a snapshot restore swaps the database.
+	mu  sync.RWMutex
+	db  *pebble.DB
+	fs  vfs.FS
+	dir string
+
+	log        *slog.Logger
+	dedup      uint64
+	changelog  ChangeLogConfig
+	onFatal    func(error)
+	notify     *notifier
+	applied    atomic.Uint64
+	stopped    atomic.Bool
+	wakeMu     sync.Mutex
+	wake       chan struct{} // closed and replaced after every applied batch
+	pebbleOpts func() *pebble.Options
+}
+
+type fsmConfig struct {
+	fs        vfs.FS
+	dir       string
+	log       *slog.Logger
+	dedup     int
+	changelog ChangeLogConfig
+	onFatal   func(error)
+}
+
+func openFSM(cfg fsmConfig) (*fsm, error) {
+	f := &fsm{
+		fs:        cfg.fs,
+		dir:       cfg.dir,
+		log:       cfg.log,
+		dedup:     uint64(cfg.dedup),
+		changelog: cfg.changelog,
+		onFatal:   cfg.onFatal,
+		notify:    newNotifier(),
+		wake:      make(chan struct{}),
+	}
+	f.pebbleOpts = func() *pebble.Options {
+		return &pebble.Options{FS: cfg.fs, Logger: pebbleLogger{cfg.log}}
+	}
+	db, err := pebble.Open(cfg.dir, f.pebbleOpts())
+	if err != nil {
+		return nil, fmt.Errorf("open state in %s: %w", cfg.dir, err)
+	}
+	f.db = db
+	idx, err := readApplied(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	f.applied.Store(idx)
+	return f, nil
+}
+
+func readApplied(r pebble.Reader) (uint64, error) {
+	v, closer, err := r.Get(keyApplied)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read applied index: %w", err)
+	}
+	defer closer.Close()
+	if len(v) < 8 {
+		return 0, fmt.Errorf("corrupt applied index (%d bytes)", len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (f *fsm) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped.Store(true)
+	if f.db == nil {
+		return nil
+	}
+	err := f.db.Close()
+	f.db = nil
+	return err
+}
+
+// fail stops the state machine for good: nothing more is applied and the
+// store shuts down. The applied index stays before the failing entry, so a
+// fixed (upgraded) node resumes from it.
+func (f *fsm) fail(err error) {
+	if f.stopped.Swap(true) {
+		return
+	}
+	f.log.Error("state machine stopped", "err", err)
+	if f.onFatal != nil {
+		f.onFatal(err)
+	}
+}
+
+// Apply implements raft.FSM for a single entry.
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// batchResponse is the response to one Raft log entry: one result per
+// command of its CommandBatch, or the error that stopped the machine.
+type batchResponse struct {
+	results []*cellv1.CommandResult
+	err     error
+}
+
+// ApplyBatch implements raft.BatchingFSM.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	resps := make([]any, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.stopped.Load() {
+		for i := range resps {
+			resps[i] = &batchResponse{err: errStopped}
+		}
+		return resps
+	}
+
+	tx := newTxn(f)
+	defer tx.close()
+	var last *raft.Log
+	for i, l := range logs {
+		if l.Index <= f.applied.Load() {
+			continue // already part of the persisted state
+		}
+		if l.Type == raft.LogCommand {
+			cmds, err := decodeBatch(l.Data)
+			if err == nil {
+				err = checkKnown(cmds)
+			}
+			if err != nil {
+				// Commit what came before, then stop: applying past an
+				// entry this node does not understand would diverge.
+				f.commit(tx, last)
+				f.fail(fmt.Errorf("raft index %d: %w", l.Index, err))
+				for j := i; j < len(resps); j++ {
+					resps[j] = &batchResponse{err: errStopped}
+				}
+				return resps
+			}
+			results := make([]*cellv1.CommandResult, len(cmds))
+			for j, c := range cmds {
+				results[j] = tx.apply(c)
+			}
+			if tx.err != nil {
+				f.fail(fmt.Errorf("raft index %d: %w", l.Index, tx.err))
+				for j := range resps {
+					resps[j] = &batchResponse{err: errStopped}
+				}
+				return resps
+			}
+			resps[i] = &batchResponse{results: results}
+		}
+		last = l
+	}
+	f.commit(tx, last)
+	return resps
+}
+
+// commit writes the batch with the applied index of last, then publishes
+// the new state to waiters.
+func (f *fsm) commit(tx *txn, last *raft.Log) {
+	if last == nil {
+		return
+	}
+	if err := tx.flushRecords(); err != nil {
+		f.fail(err)
+		return
+	}
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:8], last.Index)
+	binary.BigEndian.PutUint64(v[8:], last.Term)
+	if err := tx.b.Set(keyApplied, v[:], nil); err != nil {
+		f.fail(err)
+		return
+	}
+	if err := tx.b.Commit(pebble.NoSync); err != nil {
+		f.fail(fmt.Errorf("commit state: %w", err))
+		return
+	}
+	f.applied.Store(last.Index)
+	for tenant := range tx.touched {
+		f.notify.notify(tenant)
+	}
+	f.wakeMu.Lock()
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.wakeMu.Unlock()
+}
+
+// appliedWake returns a channel closed at the next applied batch.
+func (f *fsm) appliedWake() <-chan struct{} {
+	f.wakeMu.Lock()
+	defer f.wakeMu.Unlock()
+	return f.wake
+}
+
+// decodeBatch decodes a Raft entry's CommandBatch.
+func decodeBatch(data []byte) ([]*cellv1.Command, error) {
+	var b cellv1.CommandBatch
+	if err := proto.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("decode command batch: %w", err)
+	}
+	return b.GetCommands(), nil
+}
+
+// errUnknownCommand marks a command this node cannot apply.
+var errUnknownCommand = errors.New("unknown command")
+
+// checkKnown verifies every command of an entry can be applied (or may be
+// skipped) before any of them is, so an entry is applied whole or not at all.
+func checkKnown(cmds []*cellv1.Command) error {
+	for i, c := range cmds {
+		if c.GetIgnorable() {
+			continue
+		}
+		if c.GetVersion() > commandVersion {
+			return fmt.Errorf("%w: command %d has version %d, this node knows up to %d", errUnknownCommand, i, c.GetVersion(), commandVersion)
+		}
+		if _, ok := lookupOp(c); !ok {
+			return fmt.Errorf("%w: command %d has an operation this node does not know (fields %x)", errUnknownCommand, i, c.ProtoReflect().GetUnknown())
+		}
+	}
+	return nil
+}
+
+// Snapshot implements raft.FSM: a consistent Pebble view at the applied
+// index, streamed by Persist.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, errStopped
+	}
+	// Make the state durable up to here before Raft may truncate its log.
+	if err := f.db.LogData(nil, pebble.Sync); err != nil {
+		return nil, fmt.Errorf("sync state: %w", err)
+	}
+	return &fsmSnapshot{snap: f.db.NewSnapshot(), applied: f.applied.Load()}, nil
+}
+
+// Restore implements raft.FSM: it replaces the state with a snapshot. The
+// snapshot is written to a fresh database and checked whole before it
+// replaces the current one, so a corrupt snapshot leaves the state as it was.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := f.dir + ".restore"
+	_ = f.fs.RemoveAll(tmp)
+	db, err := pebble.Open(tmp, f.pebbleOpts())
+	if err != nil {
+		return fmt.Errorf("open restore state: %w", err)
+	}
+	applied, err := readSnapshot(rc, db)
+	if err == nil {
+		err = db.Flush()
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = f.fs.RemoveAll(tmp)
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db != nil {
+		if err := f.db.Close(); err != nil {
+			return fmt.Errorf("close state for restore: %w", err)
+		}
+		f.db = nil
+	}
+	if err := f.fs.RemoveAll(f.dir); err != nil {
+		return fmt.Errorf("remove old state: %w", err)
+	}
+	if err := f.fs.Rename(tmp, f.dir); err != nil {
+		return fmt.Errorf("install restored state: %w", err)
+	}
+	db, err = pebble.Open(f.dir, f.pebbleOpts())
+	if err != nil {
+		return fmt.Errorf("reopen restored state: %w", err)
+	}
+	f.db = db
+	f.applied.Store(applied)
+	f.log.Info("state restored from snapshot", "applied_index", applied)
+	f.notify.notifyAll()
+	return nil
+}
+
+// pebbleLogger sends Pebble's logs to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,336 @@
+package store
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// opSpec describes one state-machine operation.
+type opSpec struct {
+	name string
+	// tenant: the command needs Command.tenant.
+	tenant bool
+	// owner: the tenant must be OWNER here at the command's epoch.
+	owner bool
+	// mutation: a successful apply that changed something gets the next
+	// tseq, a change-log event and (with a request id) a dedup record.
+	mutation bool
+	apply    func(*opCtx) (*cellv1.CommandResult, error)
+}
+
+// opCtx is what an operation works with. An operation must check
+// everything before it writes anything: a returned error means "rejected,
+// nothing applied".
+type opCtx struct {
+	tx  *txn
+	c   *cellv1.Command
+	st  *tenantState
+	now int64
+	// changed is set by an operation that mutated the tenant.
+	changed bool
+}
+
+func (o *opCtx) ts() *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, o.now)) }
+
+// ops is the dispatch table, keyed by the Command.op field number.
+var ops = map[protoreflect.FieldNumber]opSpec{
+	10: {name: "create_context", tenant: true, owner: true, mutation: true, apply: applyCreateContext},
+	11: {name: "delete_context", tenant: true, owner: true, mutation: true, apply: applyDeleteContext},
+	12: {name: "append", tenant: true, owner: true, mutation: true, apply: applyAppend},
+	13: {name: "put_memory", tenant: true, owner: true, mutation: true, apply: applyPutMemory},
+	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, apply: applyDeleteMemory},
+	20: {name: "set_tenant", tenant: true, mutation: true, apply: applySetTenant},
+	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
+	30: {name: "register_node", apply: applyRegisterNode},
+	31: {name: "noop", apply: func(*opCtx) (*cellv1.CommandResult, error) { return nil, nil }},
+}
+
+var opOneof = (&cellv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("op")
+
+func lookupOp(c *cellv1.Command) (opSpec, bool) {
+	fd := c.ProtoReflect().WhichOneof(opOneof)
+	if fd == nil {
+		return opSpec{}, false
+	}
+	spec, ok := ops[fd.Number()]
+	return spec, ok
+}
+
+// opName names a command's operation for logs and metrics.
+func opName(c *cellv1.Command) string {
+	if spec, ok := lookupOp(c); ok {
+		return spec.name
+	}
+	return "unknown"
+}
+
+// checkOwner is the write (and read) admission rule: the tenant is OWNER
+// here, and the caller's epoch (0: any) is the tenant's epoch.
+func checkOwner(rec *cellv1.TenantRecord, epoch uint64) *cperr.Error {
+	if rec == nil {
+		return cperr.New(cperr.WrongCell, "tenant is not served by this cell").With(cperr.MetaRole, "NONE")
+	}
+	if rec.GetRole() != cellv1.Role_ROLE_OWNER {
+		return cperr.New(cperr.WrongCell, "tenant is not owned by this cell").
+			With(cperr.MetaRole, rec.GetRole().String()).
+			With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
+	}
+	if epoch != 0 && epoch != rec.GetEpoch() {
+		return cperr.New(cperr.StaleEpoch, "request epoch %d is not the tenant's epoch %d", epoch, rec.GetEpoch()).
+			With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
+	}
+	return nil
+}
+
+// asErr converts a typed nil-able *cperr.Error into an error without the
+// typed-nil trap.
+func asErr(e *cperr.Error) error {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
+	req := o.c.GetCreateContext()
+	tenant, id := o.c.GetTenant(), req.GetContextId()
+	if id == "" {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "context_id", Description: "required"})
+	}
+	var existing contextv1.Context
+	if o.tx.get(contextKey(tenant, id), &existing) {
+		return nil, cperr.New(cperr.AlreadyExists, "context %q already exists", id)
+	}
+	ctx := &contextv1.Context{ContextId: id, Labels: req.GetLabels(), CreateTime: o.ts(), UpdateTime: o.ts()}
+	o.tx.put(contextKey(tenant, id), ctx)
+	o.st.rec.Usage = usage(o.st.rec)
+	o.st.rec.Usage.Contexts++
+	o.changed = true
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Context{Context: ctx}}, nil
+}
+
+func applyDeleteContext(o *opCtx) (*cellv1.CommandResult, error) {
+	tenant, id := o.c.GetTenant(), o.c.GetDeleteContext().GetContextId()
+	var ctx contextv1.Context
+	if !o.tx.get(contextKey(tenant, id), &ctx) {
+		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
+	}
+	p := entryPrefix(tenant, id)
+	o.tx.delRange(p, prefixEnd(p))
+	o.tx.del(contextKey(tenant, id))
+	u := usage(o.st.rec)
+	u.Contexts = sub(u.Contexts, 1)
+	u.Entries = sub(u.Entries, ctx.GetEntryCount())
+	u.Bytes = sub(u.Bytes, ctx.GetSizeBytes())
+	o.changed = true
+	return nil, nil
+}
+
+func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
+	req := o.c.GetAppend()
+	tenant, id := o.c.GetTenant(), req.GetContextId()
+	if len(req.GetEntries()) == 0 {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "entries", Description: "at least one entry is required"})
+	}
+	var ctx contextv1.Context
+	if !o.tx.get(contextKey(tenant, id), &ctx) {
+		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
+	}
+	if req.ExpectedSeq != nil && req.GetExpectedSeq() != ctx.GetLastSeq() {
+		return nil, cperr.New(cperr.SequenceMismatch, "expected last seq %d, context is at %d", req.GetExpectedSeq(), ctx.GetLastSeq()).
+			With(cperr.MetaLastSeq, strconv.FormatUint(ctx.GetLastSeq(), 10))
+	}
+	first := ctx.GetLastSeq() + 1
+	ts := o.ts()
+	var size uint64
+	for i, e := range req.GetEntries() {
+		seq := first + uint64(i)
+		ent := &contextv1.Entry{Seq: seq, Role: e.GetRole(), Metadata: e.GetMetadata(), CreateTime: ts}
+		switch c := e.GetContent().(type) {
+		case *contextv1.Entry_Text:
+			ent.Content = &contextv1.Entry_Text{Text: c.Text}
+		case *contextv1.Entry_Data:
+			ent.Content = &contextv1.Entry_Data{Data: c.Data}
+		}
+		o.tx.put(entryKey(tenant, id, seq), ent)
+		size += EntrySize(e)
+	}
+	n := uint64(len(req.GetEntries()))
+	ctx.LastSeq += n
+	ctx.EntryCount += n
+	ctx.SizeBytes += size
+	ctx.UpdateTime = ts
+	o.tx.put(contextKey(tenant, id), &ctx)
+	u := usage(o.st.rec)
+	u.Entries += n
+	u.Bytes += size
+	o.changed = true
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Append{Append: &contextv1.AppendResponse{FirstSeq: first, LastSeq: ctx.LastSeq}}}, nil
+}
+
+// EntrySize is the accounted size of an entry: role, content and metadata.
+func EntrySize(e *contextv1.Entry) uint64 {
+	n := len(e.GetRole()) + len(e.GetText()) + len(e.GetData())
+	for k, v := range e.GetMetadata() {
+		n += len(k) + len(v)
+	}
+	return uint64(n)
+}
+
+func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
+	req := o.c.GetPutMemory()
+	tenant, key := o.c.GetTenant(), req.GetKey()
+	if key == "" {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "key", Description: "required"})
+	}
+	var old contextv1.MemoryItem
+	exists := o.tx.get(memoryKey(tenant, key), &old)
+	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
+		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
+	}
+	// A key's revision is the tseq of the mutation that wrote it: it grows
+	// with every change and is never 0.
+	rev := o.st.rec.GetTseq() + 1
+	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Revision: rev, CreateTime: o.ts(), UpdateTime: o.ts()}
+	u := usage(o.st.rec)
+	if exists {
+		item.CreateTime = old.GetCreateTime()
+		u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))
+	} else {
+		u.MemoryKeys++
+	}
+	u.Bytes += uint64(len(key) + len(req.GetValue()))
+	o.tx.put(memoryKey(tenant, key), item)
+	o.changed = true
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev}}}, nil
+}
+
+func revisionMismatch(want, have uint64) *cperr.Error {
+	return cperr.New(cperr.RevisionMismatch, "expected revision %d, key is at revision %d", want, have).
+		With(cperr.MetaRevision, strconv.FormatUint(have, 10))
+}
+
+func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
+	req := o.c.GetDeleteMemory()
+	tenant, key := o.c.GetTenant(), req.GetKey()
+	var old contextv1.MemoryItem
+	if !o.tx.get(memoryKey(tenant, key), &old) {
+		if req.ExpectedRevision != nil && req.GetExpectedRevision() != 0 {
+			return nil, revisionMismatch(req.GetExpectedRevision(), 0)
+		}
+		return nil, cperr.New(cperr.KeyNotFound, "memory key not found")
+	}
+	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
+		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
+	}
+	o.tx.del(memoryKey(tenant, key))
+	u := usage(o.st.rec)
+	u.MemoryKeys = sub(u.MemoryKeys, 1)
+	u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))
+	o.changed = true
+	return nil, nil
+}
+
+// applySetTenant changes a tenant's role and epoch. Epochs never go down.
+// At the same epoch a tenant may only lose authority (OWNER → STANDBY or
+// FENCED, STANDBY → FENCED): becoming OWNER always takes a new epoch, so
+// two cells can never both be OWNER at one epoch.
+func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
+	op := o.c.GetSetTenant()
+	role, epoch := op.GetRole(), op.GetEpoch()
+	if role == cellv1.Role_ROLE_UNSPECIFIED {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "role", Description: "required"})
+	}
+	if epoch == 0 {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "epoch", Description: "must be at least 1"})
+	}
+	rec := o.st.rec
+	if rec != nil {
+		switch {
+		case epoch < rec.GetEpoch():
+			return nil, cperr.New(cperr.StaleEpoch, "epoch %d is below the tenant's epoch %d", epoch, rec.GetEpoch()).
+				With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
+		case epoch == rec.GetEpoch() && role == rec.GetRole():
+			return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: tenantInfo(o.c.GetTenant(), rec)}}, nil
+		case epoch == rec.GetEpoch() && authority(role) > authority(rec.GetRole()):
+			return nil, cperr.New(cperr.StaleEpoch, "becoming %s needs an epoch above %d", role, rec.GetEpoch()).
+				With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
+		}
+	} else {
+		rec = &cellv1.TenantRecord{CreateTimeUnixNano: o.now, Usage: &cellv1.TenantUsage{}}
+		o.st.rec = rec
+		o.st.deleted = false
+	}
+	rec.Role, rec.Epoch = role, epoch
+	o.st.dirty = true
+	o.changed = true
+	// tseq is assigned after apply; the info in the result is completed then.
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: &cellv1.TenantInfo{Tenant: o.c.GetTenant(), Role: role, Epoch: epoch}}}, nil
+}
+
+func authority(r cellv1.Role) int {
+	switch r {
+	case cellv1.Role_ROLE_OWNER:
+		return 2
+	case cellv1.Role_ROLE_STANDBY:
+		return 1
+	}
+	return 0
+}
+
+func applyDeleteTenant(o *opCtx) (*cellv1.CommandResult, error) {
+	tenant := o.c.GetTenant()
+	if o.st.rec == nil {
+		return nil, cperr.New(cperr.TenantNotFound, "tenant not found in this cell")
+	}
+	o.tx.delRange(tenantPrefix(tenant), tenantEnd(tenant))
+	o.st.rec = nil
+	o.st.deleted = true
+	o.st.dirty = false
+	return nil, nil
+}
+
+func applyRegisterNode(o *opCtx) (*cellv1.CommandResult, error) {
+	n := o.c.GetRegisterNode()
+	if n.GetNodeId() == "" {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "node.node_id", Description: "required"})
+	}
+	o.tx.put(nodeKey(n.GetNodeId()), n)
+	return nil, nil
+}
+
+func usage(rec *cellv1.TenantRecord) *cellv1.TenantUsage {
+	if rec.Usage == nil {
+		rec.Usage = &cellv1.TenantUsage{}
+	}
+	return rec.Usage
+}
+
+func sub(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
+}
+
+// tenantInfo renders a record for CellService.
+func tenantInfo(tenant string, rec *cellv1.TenantRecord) *cellv1.TenantInfo {
+	return &cellv1.TenantInfo{
+		Tenant:             tenant,
+		Role:               rec.GetRole(),
+		Epoch:              rec.GetEpoch(),
+		Tseq:               rec.GetTseq(),
+		Usage:              usage(rec),
+		ChangelogFirstTseq: rec.GetChangelogFirstTseq(),
+		ChangelogCount:     rec.GetChangelogCount(),
+		ChangelogBytes:     rec.GetChangelogBytes(),
+	}
+}
+
+var _ = asErr
