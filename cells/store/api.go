@@ -54,6 +54,9 @@ type TestingKnobs struct {
 	// Network, when set, decides which Raft connections may be made; it
 	// lets a test partition and heal nodes over real TCP.
 	Network NetworkFilter
+	// OnApply, when set, is called with the Raft index of every log entry
+	// the state machine applies (not the ones it skips as already applied).
+	OnApply func(index uint64)
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft
@@ -121,9 +124,12 @@ type Status struct {
 	CommitIndex  uint64
 	AppliedIndex uint64
 	LastLogIndex uint64
-	LastContact  time.Duration
-	Members      []Member
-	Tenants      uint64
+	// FirstLogIndex is the oldest entry still in the Raft log (it grows
+	// when a snapshot lets the log be truncated).
+	FirstLogIndex uint64
+	LastContact   time.Duration
+	Members       []Member
+	Tenants       uint64
 }
 
 // Member is one server of the Raft configuration.

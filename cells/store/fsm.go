@@ -46,6 +46,7 @@ type fsm struct {
 	dedup      uint64
 	changelog  ChangeLogConfig
 	onFatal    func(error)
+	onApply    func(uint64)
 	notify     *notifier
 	applied    atomic.Uint64
 	stopped    atomic.Bool
@@ -61,6 +62,7 @@ type fsmConfig struct {
 	dedup     int
 	changelog ChangeLogConfig
 	onFatal   func(error)
+	onApply   func(uint64)
 }
 
 func openFSM(cfg fsmConfig) (*fsm, error) {
@@ -71,6 +73,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		dedup:     uint64(cfg.dedup),
 		changelog: cfg.changelog,
 		onFatal:   cfg.onFatal,
+		onApply:   cfg.onApply,
 		notify:    newNotifier(),
 		wake:      make(chan struct{}),
 	}
@@ -187,6 +190,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				return resps
 			}
 			resps[i] = &batchResponse{results: results}
+		}
+		if f.onApply != nil {
+			f.onApply(l.Index)
 		}
 		last = l
 	}

@@ -103,7 +103,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{fs: fs, dir: stateDir, log: s.log, dedup: cfg.DedupWindow, changelog: cfg.ChangeLog, onFatal: s.failWith})
+	f, err := openFSM(fsmConfig{fs: fs, dir: stateDir, log: s.log, dedup: cfg.DedupWindow, changelog: cfg.ChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply})
 	if err != nil {
 		return err
 	}
@@ -616,6 +616,9 @@ func (s *Store) Status() Status {
 		AppliedIndex: s.raft.AppliedIndex(),
 		LastLogIndex: s.raft.LastIndex(),
 		Tenants:      s.fsm.tenantCount(),
+	}
+	if first, err := s.wal.FirstIndex(); err == nil {
+		st.FirstLogIndex = first
 	}
 	if st.State != raft.Leader.String() {
 		if lc := s.raft.LastContact(); !lc.IsZero() {
