@@ -247,8 +247,12 @@ func decodeBatch(data []byte) ([]*cellv1.Command, error) {
 	return b.GetCommands(), nil
 }
 
-// errUnknownCommand marks a command this node cannot apply.
-var errUnknownCommand = errors.New("unknown command")
+// ErrUnknownCommand is the store's Err() after the state machine met a
+// non-ignorable command it does not know (a newer node proposed it): the
+// node stops instead of diverging; upgrade it and restart.
+var ErrUnknownCommand = errors.New("store: unknown command")
+
+var errUnknownCommand = ErrUnknownCommand
 
 // checkKnown verifies every command of an entry can be applied (or may be
 // skipped) before any of them is, so an entry is applied whole or not at all.

@@ -1,14 +1,24 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
+	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 )
 
 // testLogger sends logs to t.Log so they show only when a test fails.
@@ -113,4 +123,511 @@ func readAll(t testing.TB, s *Store, tenant, id string) []*contextv1.Entry {
 		t.Fatalf("read %s/%s: %v", tenant, id, err)
 	}
 	return out
+}
+
+// ---- state-machine harness (drives *fsm directly, no Raft) ----
+
+// testT0 is the base of the harness clock: every command gets a distinct,
+// deterministic time.
+const testT0 = int64(1_700_000_000_000_000_000)
+
+// fsmHarness feeds log entries to an fsm on an in-memory filesystem.
+type fsmHarness struct {
+	t     testing.TB
+	f     *fsm
+	fs    vfs.FS
+	cfg   fsmConfig
+	index uint64 // last Raft index handed out
+	now   int64  // last command time handed out
+	fatal []error
+	// applied records the indexes passed to onApply.
+	applied []uint64
+}
+
+// newFSM opens a state machine on a fresh in-memory filesystem with a
+// dedup window of 100 and an unbounded change log; mutate adjusts the
+// config. The fsm is closed at cleanup.
+func newFSM(t testing.TB, mutate ...func(*fsmConfig)) *fsmHarness {
+	t.Helper()
+	h := &fsmHarness{t: t, fs: vfs.NewMem(), now: testT0}
+	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedup: 100}
+	for _, m := range mutate {
+		m(&h.cfg)
+	}
+	h.cfg.onFatal = func(err error) { h.fatal = append(h.fatal, err) }
+	h.cfg.onApply = func(i uint64) { h.applied = append(h.applied, i) }
+	h.open()
+	t.Cleanup(func() {
+		if h.f != nil {
+			if err := h.f.close(); err != nil {
+				t.Errorf("close fsm: %v", err)
+			}
+		}
+	})
+	return h
+}
+
+// open (re)opens the state machine on the harness filesystem.
+func (h *fsmHarness) open() {
+	h.t.Helper()
+	f, err := openFSM(h.cfg)
+	if err != nil {
+		h.t.Fatalf("open fsm: %v", err)
+	}
+	h.f = f
+	h.index = max(h.index, f.applied.Load())
+}
+
+// reopen closes and reopens the state machine on the same filesystem, as a
+// restart does.
+func (h *fsmHarness) reopen() {
+	h.t.Helper()
+	if err := h.f.close(); err != nil {
+		h.t.Fatalf("close fsm: %v", err)
+	}
+	h.open()
+}
+
+// stamp gives a command the version and time Propose would.
+func (h *fsmHarness) stamp(c *cellv1.Command) *cellv1.Command {
+	if c.Version == 0 {
+		c.Version = commandVersion
+	}
+	if c.TimeUnixNano == 0 {
+		h.now += int64(time.Millisecond)
+		c.TimeUnixNano = h.now
+	}
+	return c
+}
+
+// entry builds the next log entry carrying cmds (stamped).
+func (h *fsmHarness) entry(cmds ...*cellv1.Command) *raft.Log {
+	h.t.Helper()
+	for _, c := range cmds {
+		h.stamp(c)
+	}
+	h.index++
+	return &raft.Log{Index: h.index, Term: 1, Type: raft.LogCommand, Data: encodeBatch(h.t, cmds...)}
+}
+
+// rawEntry builds the next log entry with arbitrary data.
+func (h *fsmHarness) rawEntry(data []byte) *raft.Log {
+	h.index++
+	return &raft.Log{Index: h.index, Term: 1, Type: raft.LogCommand, Data: data}
+}
+
+func encodeBatch(t testing.TB, cmds ...*cellv1.Command) []byte {
+	t.Helper()
+	data, err := marshalOpts.Marshal(&cellv1.CommandBatch{Commands: cmds})
+	if err != nil {
+		t.Fatalf("encode batch: %v", err)
+	}
+	return data
+}
+
+// applyLogs hands logs to ApplyBatch in one call and returns the responses.
+func (h *fsmHarness) applyLogs(logs ...*raft.Log) []*batchResponse {
+	h.t.Helper()
+	resps := h.f.ApplyBatch(logs)
+	if len(resps) != len(logs) {
+		h.t.Fatalf("ApplyBatch returned %d responses for %d logs", len(resps), len(logs))
+	}
+	out := make([]*batchResponse, len(resps))
+	for i, r := range resps {
+		if r == nil {
+			continue
+		}
+		br, ok := r.(*batchResponse)
+		if !ok {
+			h.t.Fatalf("response %d is %T, want *batchResponse", i, r)
+		}
+		out[i] = br
+	}
+	return out
+}
+
+// apply applies cmds as one log entry and returns one result per command.
+func (h *fsmHarness) apply(cmds ...*cellv1.Command) []*cellv1.CommandResult {
+	h.t.Helper()
+	r := h.applyLogs(h.entry(cmds...))[0]
+	if r == nil || r.err != nil {
+		h.t.Fatalf("apply %v: response %+v", cmds, r)
+	}
+	if len(r.results) != len(cmds) {
+		h.t.Fatalf("apply: %d results for %d commands", len(r.results), len(cmds))
+	}
+	return r.results
+}
+
+// applyOne applies one command in its own log entry.
+func (h *fsmHarness) applyOne(c *cellv1.Command) *cellv1.CommandResult {
+	h.t.Helper()
+	return h.apply(c)[0]
+}
+
+// mustApply applies one command and fails the test if it was rejected.
+func (h *fsmHarness) mustApply(c *cellv1.Command) *cellv1.CommandResult {
+	h.t.Helper()
+	res := h.applyOne(c)
+	if e := res.GetError(); e != nil {
+		h.t.Fatalf("%s on %q rejected: %s %s %v", opName(c), c.GetTenant(), e.GetReason(), e.GetMessage(), e.GetMetadata())
+	}
+	return res
+}
+
+// tenant runs fn on a view of the tenant (whatever its role). It fails the
+// test when the tenant does not exist.
+func (h *fsmHarness) tenant(tenant string, fn func(v *TenantView)) {
+	h.t.Helper()
+	err := h.f.view(func(r pebble.Reader) error {
+		rec, err := getRecord(r, tenant)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			return fmt.Errorf("tenant %q does not exist", tenant)
+		}
+		fn(&TenantView{r: r, tenant: tenant, rec: rec})
+		return nil
+	})
+	if err != nil {
+		h.t.Fatalf("view %s: %v", tenant, err)
+	}
+}
+
+// record returns the tenant's record, or nil.
+func (h *fsmHarness) record(tenant string) *cellv1.TenantRecord {
+	h.t.Helper()
+	var rec *cellv1.TenantRecord
+	err := h.f.view(func(r pebble.Reader) error {
+		var err error
+		rec, err = getRecord(r, tenant)
+		return err
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return rec
+}
+
+// cell runs fn on a view of the whole cell.
+func (h *fsmHarness) cell(fn func(v *CellView)) {
+	h.t.Helper()
+	if err := h.f.view(func(r pebble.Reader) error { fn(&CellView{r: r}); return nil }); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// kv is one key of the state.
+type kv struct{ k, v string }
+
+// dump returns every key of the state in order. The applied index is left
+// out unless withApplied.
+func (h *fsmHarness) dump(withApplied bool) []kv {
+	h.t.Helper()
+	return dumpRange(h.t, h.f, nil, nil, withApplied)
+}
+
+// dumpRange returns the keys in [lower, upper) (nil: unbounded).
+func dumpRange(t testing.TB, f *fsm, lower, upper []byte, withApplied bool) []kv {
+	t.Helper()
+	var out []kv
+	err := f.view(func(r pebble.Reader) error {
+		return scan(r, lower, upper, func(k, v []byte) (bool, error) {
+			if !withApplied && bytes.Equal(k, keyApplied) {
+				return true, nil
+			}
+			out = append(out, kv{string(k), string(v)})
+			return true, nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	return out
+}
+
+// diffDumps describes how two dumps differ ("" when equal).
+func diffDumps(a, b []kv) string {
+	am, bm := map[string]string{}, map[string]string{}
+	for _, e := range a {
+		am[e.k] = e.v
+	}
+	for _, e := range b {
+		bm[e.k] = e.v
+	}
+	var d []string
+	for k, v := range am {
+		if w, ok := bm[k]; !ok {
+			d = append(d, fmt.Sprintf("removed %q", k))
+		} else if w != v {
+			d = append(d, fmt.Sprintf("changed %q", k))
+		}
+	}
+	for k := range bm {
+		if _, ok := am[k]; !ok {
+			d = append(d, fmt.Sprintf("added %q", k))
+		}
+	}
+	sort.Strings(d)
+	return strings.Join(d, "; ")
+}
+
+// ---- command builders ----
+
+func setTenant(tenant string, role cellv1.Role, epoch uint64) *cellv1.Command {
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_SetTenant{SetTenant: &cellv1.SetTenantOp{Role: role, Epoch: epoch}}}
+}
+
+func deleteTenant(tenant string) *cellv1.Command {
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_DeleteTenant{DeleteTenant: &cellv1.DeleteTenantOp{}}}
+}
+
+func deleteContext(tenant, id string) *cellv1.Command {
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_DeleteContext{DeleteContext: &contextv1.DeleteContextRequest{ContextId: id}}}
+}
+
+// appendExpect is appendText with expected_seq set.
+func appendExpect(tenant, id string, expected uint64, texts ...string) *cellv1.Command {
+	c := appendText(tenant, id, "", texts...)
+	c.GetAppend().ExpectedSeq = &expected
+	return c
+}
+
+// putMemory writes key=value; expected (optional) is the CAS revision.
+func putMemory(tenant, key, value string, expected ...uint64) *cellv1.Command {
+	req := &contextv1.PutMemoryRequest{Key: key, Value: []byte(value)}
+	if len(expected) > 0 {
+		req.ExpectedRevision = &expected[0]
+	}
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_PutMemory{PutMemory: req}}
+}
+
+func deleteMemory(tenant, key string, expected ...uint64) *cellv1.Command {
+	req := &contextv1.DeleteMemoryRequest{Key: key}
+	if len(expected) > 0 {
+		req.ExpectedRevision = &expected[0]
+	}
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_DeleteMemory{DeleteMemory: req}}
+}
+
+func registerNode(id, grpcAddr string) *cellv1.Command {
+	return &cellv1.Command{Op: &cellv1.Command_RegisterNode{RegisterNode: &cellv1.NodeInfo{NodeId: id, RaftAddr: "127.0.0.1:1", GrpcAddr: grpcAddr}}}
+}
+
+func noop() *cellv1.Command {
+	return &cellv1.Command{Op: &cellv1.Command_Noop{Noop: &cellv1.NoopOp{}}}
+}
+
+// withReq sets a command's request id; withEpoch its epoch.
+func withReq(c *cellv1.Command, id string) *cellv1.Command { c.RequestId = id; return c }
+
+func withEpoch(c *cellv1.Command, e uint64) *cellv1.Command { c.Epoch = e; return c }
+
+// reasonOf returns a result's rejection reason ("" when applied).
+func reasonOf(res *cellv1.CommandResult) string { return res.GetError().GetReason() }
+
+// checkState verifies the bookkeeping of the whole state against the keys
+// it describes: tenant count, per-tenant usage, context counters, the
+// change log's [first, tseq] range and byte count, and the dedup window.
+// It assumes tenant and context ids are valid ([A-Za-z0-9._-]).
+func checkState(t testing.TB, f *fsm) {
+	t.Helper()
+	for _, p := range stateProblems(t, f) {
+		t.Errorf("state invariant: %s", p)
+	}
+}
+
+type tenantKeys struct {
+	contexts map[string]*contextv1.Context
+	entries  map[string][]*contextv1.Entry // by context id, in key order
+	memory   []*contextv1.MemoryItem
+	memBytes uint64
+	changes  []uint64
+	chBytes  uint64
+	events   []*cellv1.ChangeEvent
+	dedup    int
+	dedupQ   []uint64
+}
+
+func stateProblems(t testing.TB, f *fsm) []string {
+	t.Helper()
+	var probs []string
+	bad := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	recs := map[string]*cellv1.TenantRecord{}
+	data := map[string]*tenantKeys{}
+	tk := func(tenant string) *tenantKeys {
+		if d, ok := data[tenant]; ok {
+			return d
+		}
+		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}}
+		data[tenant] = d
+		return d
+	}
+	count, hasCount := int64(0), false
+	for _, e := range dumpRange(t, f, nil, nil, true) {
+		k, v := []byte(e.k), []byte(e.v)
+		switch k[0] {
+		case spaceMeta:
+			switch {
+			case bytes.Equal(k, keyApplied):
+				if len(v) != 16 {
+					bad("applied index value has %d bytes", len(v))
+				}
+			case bytes.Equal(k, keyTenantCount):
+				hasCount = true
+				n, err := strconv.ParseInt(e.v, 10, 64)
+				if err != nil {
+					bad("tenant count %q: %v", e.v, err)
+				}
+				count = n
+			default:
+				bad("unknown meta key %q", k)
+			}
+		case spaceNode:
+			var n cellv1.NodeInfo
+			if err := proto.Unmarshal(v, &n); err != nil || n.GetNodeId() != string(k[1:]) {
+				bad("node key %q holds %v (%v)", k, &n, err)
+			}
+		case spaceRecord:
+			var rec cellv1.TenantRecord
+			if err := proto.Unmarshal(v, &rec); err != nil {
+				bad("record %q: %v", k, err)
+			}
+			recs[string(k[1:])] = &rec
+		case spaceTenant:
+			i := bytes.IndexByte(k, 0)
+			if i < 0 || i+1 >= len(k) {
+				bad("tenant key %q has no kind", k)
+				continue
+			}
+			d, rest := tk(string(k[1:i])), k[i+2:]
+			switch k[i+1] {
+			case kindContext:
+				var c contextv1.Context
+				if err := proto.Unmarshal(v, &c); err != nil || c.GetContextId() != string(rest) {
+					bad("context key %q holds %v (%v)", k, &c, err)
+				}
+				d.contexts[string(rest)] = &c
+			case kindEntry:
+				j := bytes.IndexByte(rest, 0)
+				if j < 0 || len(rest) != j+9 {
+					bad("entry key %q is malformed", k)
+					continue
+				}
+				var en contextv1.Entry
+				if err := proto.Unmarshal(v, &en); err != nil || en.GetSeq() != binary.BigEndian.Uint64(rest[j+1:]) {
+					bad("entry key %q holds seq %d (%v)", k, en.GetSeq(), err)
+				}
+				d.entries[string(rest[:j])] = append(d.entries[string(rest[:j])], &en)
+			case kindMemory:
+				var m contextv1.MemoryItem
+				if err := proto.Unmarshal(v, &m); err != nil || m.GetKey() != string(rest) || m.GetRevision() == 0 {
+					bad("memory key %q holds %v (%v)", k, &m, err)
+				}
+				d.memory = append(d.memory, &m)
+				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
+			case kindChange:
+				var ev cellv1.ChangeEvent
+				if err := proto.Unmarshal(v, &ev); err != nil || len(rest) != 8 {
+					bad("change key %q: %v", k, err)
+					continue
+				}
+				tseq := binary.BigEndian.Uint64(rest)
+				if ev.GetTseq() != tseq || ev.GetResult().GetTseq() != tseq {
+					bad("change key %q holds event tseq %d result tseq %d", k, ev.GetTseq(), ev.GetResult().GetTseq())
+				}
+				d.changes = append(d.changes, tseq)
+				d.chBytes += uint64(len(v))
+				d.events = append(d.events, &ev)
+			case kindDedup:
+				d.dedup++
+			case kindDedupQ:
+				if len(rest) != 8 {
+					bad("dedup queue key %q is malformed", k)
+					continue
+				}
+				d.dedupQ = append(d.dedupQ, binary.BigEndian.Uint64(rest))
+			default:
+				bad("unknown tenant key kind in %q", k)
+			}
+		default:
+			bad("key %q in an unknown space", k)
+		}
+	}
+	if hasCount || len(recs) > 0 {
+		if count != int64(len(recs)) {
+			bad("tenant count is %d, %d records exist", count, len(recs))
+		}
+	}
+	for tenant := range data {
+		if recs[tenant] == nil {
+			bad("tenant %q has data but no record", tenant)
+		}
+	}
+	for tenant, rec := range recs {
+		d := tk(tenant)
+		u := rec.GetUsage()
+		var entries, entryBytes uint64
+		for id, c := range d.contexts {
+			es := d.entries[id]
+			var size uint64
+			for i, e := range es {
+				if e.GetSeq() != uint64(i)+1 {
+					bad("%s/%s: entry %d has seq %d", tenant, id, i, e.GetSeq())
+				}
+				size += EntrySize(e)
+			}
+			if c.GetLastSeq() != uint64(len(es)) || c.GetEntryCount() != uint64(len(es)) || c.GetSizeBytes() != size {
+				bad("%s/%s: context says last_seq %d entry_count %d size %d; %d entries of %d bytes stored",
+					tenant, id, c.GetLastSeq(), c.GetEntryCount(), c.GetSizeBytes(), len(es), size)
+			}
+			entries += uint64(len(es))
+			entryBytes += size
+		}
+		for id := range d.entries {
+			if d.contexts[id] == nil {
+				bad("%s: entries of missing context %q", tenant, id)
+			}
+		}
+		if u.GetContexts() != uint64(len(d.contexts)) || u.GetEntries() != entries ||
+			u.GetMemoryKeys() != uint64(len(d.memory)) || u.GetBytes() != entryBytes+d.memBytes {
+			bad("%s: usage %v; stored contexts %d entries %d memory keys %d bytes %d",
+				tenant, u, len(d.contexts), entries, len(d.memory), entryBytes+d.memBytes)
+		}
+		for _, m := range d.memory {
+			if m.GetRevision() > rec.GetTseq() {
+				bad("%s: memory %q revision %d above tseq %d", tenant, m.GetKey(), m.GetRevision(), rec.GetTseq())
+			}
+		}
+		if rec.GetChangelogCount() != uint64(len(d.changes)) || rec.GetChangelogBytes() != d.chBytes {
+			bad("%s: change log says %d events %d bytes; %d events %d bytes stored",
+				tenant, rec.GetChangelogCount(), rec.GetChangelogBytes(), len(d.changes), d.chBytes)
+		}
+		for i, tseq := range d.changes {
+			if want := rec.GetChangelogFirstTseq() + uint64(i); tseq != want {
+				bad("%s: change log event %d has tseq %d, want %d", tenant, i, tseq, want)
+				break
+			}
+		}
+		if n := len(d.changes); n > 0 && d.changes[n-1] != rec.GetTseq() {
+			bad("%s: last change event %d, tseq %d", tenant, d.changes[n-1], rec.GetTseq())
+		}
+		if n := len(d.changes); n > 0 && rec.GetChangelogFirstTimeUnixNano() != d.events[0].GetTimeUnixNano() && f.changelog.RetentionAge > 0 {
+			bad("%s: first change time %d, oldest event's %d", tenant, rec.GetChangelogFirstTimeUnixNano(), d.events[0].GetTimeUnixNano())
+		}
+		if rec.GetTseq() > 0 && len(d.changes) == 0 {
+			bad("%s: tseq %d but an empty change log", tenant, rec.GetTseq())
+		}
+		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) != want || uint64(len(d.dedupQ)) != want || want > f.dedup {
+			bad("%s: dedup window [%d, %d) (limit %d); %d records %d queued", tenant, rec.GetDedupFirst(), rec.GetDedupNext(), f.dedup, d.dedup, len(d.dedupQ))
+		}
+		for i, q := range d.dedupQ {
+			if q != rec.GetDedupFirst()+uint64(i) {
+				bad("%s: dedup queue slot %d is %d", tenant, i, q)
+				break
+			}
+		}
+	}
+	return probs
 }

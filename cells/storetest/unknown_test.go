@@ -1,0 +1,49 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cellplane/cellplane/cells/store"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// unknownCommand carries an operation no node knows (field 99).
+func unknownCommand(ignorable bool) *cellv1.Command {
+	c := &cellv1.Command{Tenant: "acme", Ignorable: ignorable}
+	b := protowire.AppendTag(nil, 99, protowire.BytesType)
+	b = protowire.AppendBytes(b, []byte("from the future"))
+	c.ProtoReflect().SetUnknown(b)
+	return c
+}
+
+// TestUnknownCommand: an ignorable unknown command is skipped; a
+// non-ignorable one stops every node (Done closes, Err says why) rather
+// than letting replicas diverge.
+func TestUnknownCommand(t *testing.T) {
+	c := NewCluster(t, 3)
+	mustCreate(t, c, "acme", "c")
+	ctx := testCtx(t, 20*time.Second)
+	if _, err := c.Propose(ctx, unknownCommand(true)); err != nil {
+		t.Fatalf("ignorable unknown command: %v", err)
+	}
+	if _, err := c.Propose(ctx, appendCmd("acme", "c", "", "still-fine")); err != nil {
+		t.Fatalf("write after an ignorable command: %v", err)
+	}
+	leader := c.Leader().S()
+	if _, err := leader.Propose(ctx, unknownCommand(false)); err == nil {
+		t.Fatalf("unknown command was acknowledged")
+	}
+	for _, n := range c.Nodes {
+		select {
+		case <-n.S().Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not stop", n.ID)
+		}
+		if err := n.S().Err(); err == nil || !errors.Is(err, store.ErrUnknownCommand) {
+			t.Fatalf("%s: Err() = %v", n.ID, err)
+		}
+	}
+}
