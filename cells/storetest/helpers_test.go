@@ -91,4 +91,6 @@ func head(s []string) []string {
 	return s
 }
 
-func isRetryable(err error) bool { return err != nil && Retryable(err) && !errors.Is(err, context.DeadlineExceeded) }
+func isRetryable(err error) bool {
+	return err != nil && Retryable(err) && !errors.Is(err, context.DeadlineExceeded)
+}
