@@ -94,6 +94,15 @@ type Config struct {
 	// log entry.
 	MaxBatchCommands int
 	MaxBatchBytes    int
+	// MaxInflightBatches bounds the Raft entries proposed but not yet
+	// applied. While that many are in flight, new proposals wait and join
+	// the next entry: the bound is what makes batches grow with load.
+	MaxInflightBatches int
+	// StateCacheBytes is Pebble's block cache; StateMemTableBytes its
+	// memtable size. A memtable large enough to hold the recent dedup
+	// windows and context heads keeps the apply path off the disk.
+	StateCacheBytes    int64
+	StateMemTableBytes uint64
 	// DedupWindow is how many request ids per tenant are remembered.
 	DedupWindow int
 	ChangeLog   ChangeLogConfig

@@ -27,9 +27,12 @@ func DefaultConfig() Config {
 			TrailingLogs:       10240,
 			SnapshotRetain:     2,
 		},
-		MaxBatchCommands: 512,
-		MaxBatchBytes:    4 << 20,
-		DedupWindow:      10000,
+		StateCacheBytes:    64 << 20,
+		StateMemTableBytes: 32 << 20,
+		MaxBatchCommands:   512,
+		MaxInflightBatches: 4,
+		MaxBatchBytes:      4 << 20,
+		DedupWindow:        10000,
 		ChangeLog: ChangeLogConfig{
 			RetentionAge: 24 * time.Hour,
 			MaxBytes:     64 << 20,
@@ -80,8 +83,17 @@ func (c Config) Validate() error {
 	if c.MaxBatchCommands < 1 {
 		bad("MaxBatchCommands", "must be at least 1")
 	}
+	if c.MaxInflightBatches < 1 {
+		bad("MaxInflightBatches", "must be at least 1")
+	}
 	if c.MaxBatchBytes < 1<<10 {
 		bad("MaxBatchBytes", "%d is below 1 KiB", c.MaxBatchBytes)
+	}
+	if c.StateCacheBytes < 1<<20 {
+		bad("StateCacheBytes", "%d is below 1 MiB", c.StateCacheBytes)
+	}
+	if c.StateMemTableBytes < 1<<20 || c.StateMemTableBytes > 1<<30 {
+		bad("StateMemTableBytes", "%d is not in [1 MiB, 1 GiB]", c.StateMemTableBytes)
 	}
 	if c.DedupWindow < 0 {
 		bad("DedupWindow", "must not be negative")

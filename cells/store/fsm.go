@@ -11,6 +11,7 @@ import (
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -56,13 +57,15 @@ type fsm struct {
 }
 
 type fsmConfig struct {
-	fs        vfs.FS
-	dir       string
-	log       *slog.Logger
-	dedup     int
-	changelog ChangeLogConfig
-	onFatal   func(error)
-	onApply   func(uint64)
+	cacheBytes    int64
+	memTableBytes uint64
+	fs            vfs.FS
+	dir           string
+	log           *slog.Logger
+	dedup         int
+	changelog     ChangeLogConfig
+	onFatal       func(error)
+	onApply       func(uint64)
 }
 
 func openFSM(cfg fsmConfig) (*fsm, error) {
@@ -78,7 +81,17 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		wake:      make(chan struct{}),
 	}
 	f.pebbleOpts = func() *pebble.Options {
-		return &pebble.Options{FS: cfg.fs, Logger: pebbleLogger{cfg.log}}
+		o := &pebble.Options{
+			FS:           cfg.fs,
+			Logger:       pebbleLogger{cfg.log},
+			CacheSize:    cfg.cacheBytes,
+			MemTableSize: cfg.memTableBytes,
+		}
+		// Bloom filters: most dedup lookups are for ids never seen.
+		for i := range o.Levels {
+			o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		}
+		return o
 	}
 	db, err := pebble.Open(cfg.dir, f.pebbleOpts())
 	if err != nil {

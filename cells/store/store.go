@@ -35,7 +35,9 @@ type Store struct {
 
 	proposals chan *proposal
 	inflight  chan *inflight
-	reads     readIndexer
+	// slots holds one token per batch in flight (MaxInflightBatches).
+	slots chan struct{}
+	reads readIndexer
 	// readyTerm is the term in which this node, as leader, has applied
 	// everything committed before its term (its barrier completed).
 	readyTerm atomic.Uint64
@@ -67,7 +69,8 @@ func Open(cfg Config) (*Store, error) {
 		cfg:       cfg,
 		log:       log,
 		proposals: make(chan *proposal, 4*cfg.MaxBatchCommands),
-		inflight:  make(chan *inflight, 1024),
+		inflight:  make(chan *inflight, cfg.MaxInflightBatches),
+		slots:     make(chan struct{}, cfg.MaxInflightBatches),
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		metrics:   newMetrics(),
@@ -103,7 +106,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{fs: fs, dir: stateDir, log: s.log, dedup: cfg.DedupWindow, changelog: cfg.ChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply})
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedup: cfg.DedupWindow, changelog: cfg.ChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply})
 	if err != nil {
 		return err
 	}
@@ -349,9 +352,10 @@ func errUnavailable(msg string) *cperr.Error {
 	return cperr.New(cperr.CellUnavailable, "%s", msg).WithRetryAfter(100 * time.Millisecond)
 }
 
-// runProposer batches queued proposals into Raft entries: while Raft is
-// busy, proposals pile up and the next entry carries all of them, so one
-// fsync serves many writers (group commit).
+// runProposer batches queued proposals into Raft entries: while
+// MaxInflightBatches entries are being replicated, proposals pile up and the
+// next entry carries all of them, so one fsync and one Raft round serve many
+// writers (group commit).
 func (s *Store) runProposer() {
 	defer s.workers.Done()
 	defer close(s.inflight)
@@ -361,6 +365,12 @@ func (s *Store) runProposer() {
 		select {
 		case first = <-s.proposals:
 		case <-s.closing:
+			return
+		}
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.closing:
+			answer([]*proposal{first}, proposalResult{err: errUnavailable("the node is shutting down")})
 			return
 		}
 		batch := []*proposal{first}
@@ -397,6 +407,7 @@ func (s *Store) runWaiter() {
 	defer s.waiter.Done()
 	for inf := range s.inflight {
 		err := inf.f.Error()
+		<-s.slots
 		s.metrics.commitLatency.Observe(time.Since(inf.start).Seconds())
 		if err != nil {
 			answer(inf.batch, proposalResult{err: s.applyError(err)})
