@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // DefaultConfig returns a Config with every limit and timeout set to its
@@ -65,17 +67,20 @@ func (c Config) Validate() error {
 	if r.ElectionTimeout < r.HeartbeatTimeout {
 		bad("Raft.ElectionTimeout", "%v is below HeartbeatTimeout %v", r.ElectionTimeout, r.HeartbeatTimeout)
 	}
-	if r.LeaderLeaseTimeout <= 0 || r.LeaderLeaseTimeout > r.HeartbeatTimeout {
-		bad("Raft.LeaderLeaseTimeout", "%v must be positive and at most HeartbeatTimeout", r.LeaderLeaseTimeout)
+	if r.LeaderLeaseTimeout < 5*time.Millisecond || r.LeaderLeaseTimeout > r.HeartbeatTimeout {
+		bad("Raft.LeaderLeaseTimeout", "%v must be at least 5ms and at most HeartbeatTimeout", r.LeaderLeaseTimeout)
 	}
-	if r.CommitTimeout <= 0 {
-		bad("Raft.CommitTimeout", "must be positive")
+	if r.CommitTimeout < time.Millisecond {
+		bad("Raft.CommitTimeout", "%v is below 1ms", r.CommitTimeout)
 	}
 	if r.MaxAppendEntries < 1 || r.MaxAppendEntries > 1024 {
 		bad("Raft.MaxAppendEntries", "%d is not in [1, 1024]", r.MaxAppendEntries)
 	}
-	if r.SnapshotInterval <= 0 || r.SnapshotThreshold == 0 {
-		bad("Raft.SnapshotInterval/SnapshotThreshold", "must be positive")
+	if r.SnapshotInterval < 5*time.Millisecond {
+		bad("Raft.SnapshotInterval", "%v is below 5ms", r.SnapshotInterval)
+	}
+	if r.SnapshotThreshold == 0 {
+		bad("Raft.SnapshotThreshold", "must be positive")
 	}
 	if r.SnapshotRetain < 1 {
 		bad("Raft.SnapshotRetain", "must be at least 1")
@@ -114,6 +119,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.Bootstrap) > 0 && !containsPeer(c.Bootstrap, c.NodeID) {
 		bad("Bootstrap", "does not include this node %q", c.NodeID)
+	}
+	if len(errs) == 0 && c.NodeID != "" {
+		// Backstop: whatever else Raft refuses at start.
+		if err := raft.ValidateConfig(raftConfig(c)); err != nil {
+			bad("Raft", "%v", err)
+		}
 	}
 	return errors.Join(errs...)
 }

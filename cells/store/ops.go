@@ -7,6 +7,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -326,7 +327,7 @@ func tenantInfo(tenant string, rec *cellv1.TenantRecord) *cellv1.TenantInfo {
 		Role:               rec.GetRole(),
 		Epoch:              rec.GetEpoch(),
 		Tseq:               rec.GetTseq(),
-		Usage:              usage(rec),
+		Usage:              proto.Clone(usage(rec)).(*cellv1.TenantUsage), // not the record's own: it changes with later commands
 		ChangelogFirstTseq: rec.GetChangelogFirstTseq(),
 		ChangelogCount:     rec.GetChangelogCount(),
 		ChangelogBytes:     rec.GetChangelogBytes(),

@@ -149,18 +149,7 @@ func (s *Store) open() error {
 	})
 	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise}
 
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(cfg.NodeID)
-	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
-	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
-	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
-	rc.CommitTimeout = cfg.Raft.CommitTimeout
-	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
-	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
-	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
-	rc.TrailingLogs = cfg.Raft.TrailingLogs
-	rc.BatchApplyCh = true
-	rc.NoSnapshotRestoreOnStart = true // the Pebble state survives restarts
+	rc := raftConfig(cfg)
 	rc.Logger = hlog
 
 	if len(cfg.Bootstrap) > 0 {
@@ -188,6 +177,23 @@ func (s *Store) open() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	return nil
+}
+
+// raftConfig derives hashicorp/raft's config from ours.
+func raftConfig(cfg Config) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Raft.CommitTimeout
+	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
+	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = true // the Pebble state survives restarts
+	return rc
 }
 
 // catchUpFromSnapshot restores the newest snapshot when the Pebble state is

@@ -147,8 +147,8 @@ func (tx *txn) flushRecords() error {
 // results with an error; nothing of a rejected command is written.
 func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
 	spec, ok := lookupOp(c)
-	if !ok {
-		return &cellv1.CommandResult{} // ignorable and unknown: skipped (checkKnown vetted it)
+	if !ok || c.GetVersion() > commandVersion {
+		return &cellv1.CommandResult{} // ignorable and unknown or newer: skipped (checkKnown vetted it)
 	}
 	var st *tenantState
 	if spec.tenant {
