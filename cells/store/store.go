@@ -597,7 +597,8 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) (string, erro
 		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
 	}
 	if err := f.Error(); err != nil {
-		return "", cperr.New(cperr.CellUnavailable, "leadership transfer failed: %v", err)
+		s.log.Warn("leadership transfer failed", "target", id, "err", err)
+		return "", cperr.New(cperr.CellUnavailable, "leadership transfer did not complete; retry").WithRetryAfter(s.cfg.Raft.HeartbeatTimeout)
 	}
 	for {
 		if lid, _ := s.Leader(); lid != "" && lid != s.cfg.NodeID {

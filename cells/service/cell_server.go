@@ -1,0 +1,214 @@
+package service
+
+import (
+	"context"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/cells/validate"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// CellServer implements cellv1.CellServiceServer over a Store. Its
+// mutating calls are forwarded to the leader like data writes.
+type CellServer struct {
+	cellv1.UnimplementedCellServiceServer
+	*core
+}
+
+var _ cellv1.CellServiceServer = (*CellServer)(nil)
+
+func cellClient(cc *grpc.ClientConn) cellv1.CellServiceClient {
+	return cellv1.NewCellServiceClient(cc)
+}
+
+// SetTenant implements CellService.SetTenant.
+func (s *CellServer) SetTenant(ctx context.Context, req *cellv1.SetTenantRequest) (*cellv1.SetTenantResponse, error) {
+	if err := validate.SetTenant(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.SetTenantResponse, error) {
+		op := &cellv1.SetTenantOp{Role: req.GetRole(), Epoch: req.GetEpoch()}
+		res, err := s.propose(ctx, &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_SetTenant{SetTenant: op}})
+		if err != nil {
+			return nil, err
+		}
+		if res.GetTenant() == nil {
+			return nil, s.missingResult("set_tenant", req.GetTenant())
+		}
+		s.log.Info("tenant role set", "tenant", req.GetTenant(), "role", req.GetRole().String(), "epoch", req.GetEpoch())
+		return &cellv1.SetTenantResponse{Tenant: res.GetTenant()}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.SetTenantResponse, error) {
+		return cellClient(cc).SetTenant(ctx, req)
+	})
+}
+
+// GetTenant implements CellService.GetTenant.
+func (s *CellServer) GetTenant(ctx context.Context, req *cellv1.GetTenantRequest) (*cellv1.GetTenantResponse, error) {
+	if err := validate.GetTenant(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.GetTenantResponse, error) {
+		var out *cellv1.TenantInfo
+		err := s.st.ReadCell(ctx, readOptions(req.GetReadOptions()), func(v *store.CellView) error {
+			t, err := v.Tenant(req.GetTenant())
+			out = t
+			return err
+		})
+		if err != nil {
+			return nil, s.storeErr("get_tenant", err)
+		}
+		return &cellv1.GetTenantResponse{Tenant: out}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.GetTenantResponse, error) {
+		return cellClient(cc).GetTenant(ctx, req)
+	})
+}
+
+// ListTenants implements CellService.ListTenants.
+func (s *CellServer) ListTenants(ctx context.Context, req *cellv1.ListTenantsRequest) (*cellv1.ListTenantsResponse, error) {
+	if err := validate.ListTenants(s.lim, req); err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(kindTenants, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.ListTenantsResponse, error) {
+		resp := &cellv1.ListTenantsResponse{}
+		err := s.st.ReadCell(ctx, readOptions(req.GetReadOptions()), func(v *store.CellView) error {
+			ts, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, after, v.ListTenants,
+				(*cellv1.TenantInfo).GetTenant, func(t *cellv1.TenantInfo) int { return proto.Size(t) })
+			if err != nil {
+				return err
+			}
+			resp.Tenants, resp.NextPageToken = ts, ""
+			if more && len(ts) > 0 {
+				resp.NextPageToken = encodePageToken(kindTenants, ts[len(ts)-1].GetTenant())
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, s.storeErr("list_tenants", err)
+		}
+		return resp, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.ListTenantsResponse, error) {
+		return cellClient(cc).ListTenants(ctx, req)
+	})
+}
+
+// DeleteTenant implements CellService.DeleteTenant.
+func (s *CellServer) DeleteTenant(ctx context.Context, req *cellv1.DeleteTenantRequest) (*cellv1.DeleteTenantResponse, error) {
+	if err := validate.DeleteTenant(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.DeleteTenantResponse, error) {
+		cmd := &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteTenant{DeleteTenant: &cellv1.DeleteTenantOp{}}}
+		if _, err := s.propose(ctx, cmd); err != nil {
+			return nil, err
+		}
+		s.log.Info("tenant deleted", "tenant", req.GetTenant())
+		return &cellv1.DeleteTenantResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.DeleteTenantResponse, error) {
+		return cellClient(cc).DeleteTenant(ctx, req)
+	})
+}
+
+// AddVoter implements CellService.AddVoter: it adds (or re-addresses)
+// the member, then registers its addresses in the cell state when it
+// has a gRPC address (an AddVoter naming only a Raft address must not
+// erase an earlier registration).
+func (s *CellServer) AddVoter(ctx context.Context, req *cellv1.AddVoterRequest) (*cellv1.AddVoterResponse, error) {
+	if err := validate.AddVoter(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.AddVoterResponse, error) {
+		n := req.GetNode()
+		if err := s.st.AddVoter(ctx, n.GetNodeId(), n.GetRaftAddr()); err != nil {
+			return nil, s.storeErr("add_voter", err)
+		}
+		if err := s.register(ctx, n); err != nil {
+			return nil, err
+		}
+		s.log.Info("voter added", "member", n.GetNodeId(), "raft_addr", n.GetRaftAddr())
+		return &cellv1.AddVoterResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.AddVoterResponse, error) {
+		return cellClient(cc).AddVoter(ctx, req)
+	})
+}
+
+// AddNonVoter implements CellService.AddNonVoter like AddVoter.
+func (s *CellServer) AddNonVoter(ctx context.Context, req *cellv1.AddNonVoterRequest) (*cellv1.AddNonVoterResponse, error) {
+	if err := validate.AddNonVoter(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.AddNonVoterResponse, error) {
+		n := req.GetNode()
+		if err := s.st.AddNonVoter(ctx, n.GetNodeId(), n.GetRaftAddr()); err != nil {
+			return nil, s.storeErr("add_nonvoter", err)
+		}
+		if err := s.register(ctx, n); err != nil {
+			return nil, err
+		}
+		s.log.Info("non-voter added", "member", n.GetNodeId(), "raft_addr", n.GetRaftAddr())
+		return &cellv1.AddNonVoterResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.AddNonVoterResponse, error) {
+		return cellClient(cc).AddNonVoter(ctx, req)
+	})
+}
+
+func (s *CellServer) register(ctx context.Context, n *cellv1.NodeInfo) error {
+	if n.GetGrpcAddr() == "" {
+		return nil
+	}
+	_, err := s.propose(ctx, &cellv1.Command{Op: &cellv1.Command_RegisterNode{RegisterNode: n}})
+	return err
+}
+
+// RemoveServer implements CellService.RemoveServer.
+func (s *CellServer) RemoveServer(ctx context.Context, req *cellv1.RemoveServerRequest) (*cellv1.RemoveServerResponse, error) {
+	if err := validate.RemoveServer(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.RemoveServerResponse, error) {
+		if err := s.st.RemoveServer(ctx, req.GetNodeId()); err != nil {
+			return nil, s.storeErr("remove_server", err)
+		}
+		s.log.Info("member removed", "member", req.GetNodeId())
+		return &cellv1.RemoveServerResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.RemoveServerResponse, error) {
+		return cellClient(cc).RemoveServer(ctx, req)
+	})
+}
+
+// TransferLeadership implements CellService.TransferLeadership.
+func (s *CellServer) TransferLeadership(ctx context.Context, req *cellv1.TransferLeadershipRequest) (*cellv1.TransferLeadershipResponse, error) {
+	if err := validate.TransferLeadership(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.TransferLeadershipResponse, error) {
+		id, err := s.st.TransferLeadership(ctx, req.GetNodeId())
+		if err != nil {
+			return nil, s.storeErr("transfer_leadership", err)
+		}
+		s.log.Info("leadership transferred", "leader", id)
+		return &cellv1.TransferLeadershipResponse{LeaderId: id}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.TransferLeadershipResponse, error) {
+		return cellClient(cc).TransferLeadership(ctx, req)
+	})
+}
+
+// RegisterNode implements CellService.RegisterNode.
+func (s *CellServer) RegisterNode(ctx context.Context, req *cellv1.RegisterNodeRequest) (*cellv1.RegisterNodeResponse, error) {
+	if err := validate.RegisterNode(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.RegisterNodeResponse, error) {
+		if err := s.register(ctx, req.GetNode()); err != nil {
+			return nil, err
+		}
+		return &cellv1.RegisterNodeResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.RegisterNodeResponse, error) {
+		return cellClient(cc).RegisterNode(ctx, req)
+	})
+}

@@ -1,0 +1,59 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cellplane/cellplane/cells/validate"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	"google.golang.org/grpc"
+)
+
+// Config configures the services of one node.
+type Config struct {
+	// Limits bound every request.
+	Limits validate.Limits
+	// Node is this node (NodeId required). GetStatus reports it, and
+	// forwarding never targets it.
+	Node *cellv1.NodeInfo
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+	// RetryAfter is the retry hint sent with CELL_UNAVAILABLE (no known
+	// leader, leader unreachable, node shutting down).
+	RetryAfter time.Duration
+	// ForwardDialOptions are used to dial the leader when forwarding; nil
+	// means plaintext (insecure credentials).
+	ForwardDialOptions []grpc.DialOption
+	// WatchChangeBatch is how many change-log events Watch reads at once.
+	WatchChangeBatch int
+}
+
+// DefaultConfig returns a Config with the default limits and timings;
+// Node still needs to be set.
+func DefaultConfig() Config {
+	return Config{
+		Limits:           validate.DefaultLimits(),
+		RetryAfter:       250 * time.Millisecond,
+		WatchChangeBatch: 256,
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Node == nil || !validate.ValidID(c.Node.GetNodeId(), c.Limits.MaxIDLen) {
+		errs = append(errs, errors.New("service: Config.Node.NodeId must be a valid node id"))
+	}
+	if c.RetryAfter <= 0 {
+		errs = append(errs, fmt.Errorf("service: Config.RetryAfter must be > 0, got %v", c.RetryAfter))
+	}
+	if c.WatchChangeBatch <= 0 {
+		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,218 @@
+package service
+
+import (
+	"context"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// ContextServer implements contextv1.ContextServiceServer over a Store.
+type ContextServer struct {
+	contextv1.UnimplementedContextServiceServer
+	*core
+}
+
+var _ contextv1.ContextServiceServer = (*ContextServer)(nil)
+
+func client(cc *grpc.ClientConn) contextv1.ContextServiceClient {
+	return contextv1.NewContextServiceClient(cc)
+}
+
+// CreateContext implements ContextService.CreateContext. An empty
+// context_id is minted here, before proposing, so that every replica
+// applies the same id.
+func (s *ContextServer) CreateContext(ctx context.Context, req *contextv1.CreateContextRequest) (*contextv1.CreateContextResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.CreateContext(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.CreateContextResponse, error) {
+		op := &contextv1.CreateContextRequest{ContextId: req.GetContextId(), Labels: req.GetLabels(), RequestId: req.GetRequestId()}
+		if op.ContextId == "" {
+			op.ContextId = mintContextID()
+		}
+		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_CreateContext{CreateContext: op}})
+		if err != nil {
+			return nil, err
+		}
+		if res.GetContext() == nil {
+			return nil, s.missingResult("create_context", tenant)
+		}
+		return &contextv1.CreateContextResponse{Context: res.GetContext()}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.CreateContextResponse, error) {
+		return client(cc).CreateContext(ctx, req)
+	})
+}
+
+// GetContext implements ContextService.GetContext.
+func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContextRequest) (*contextv1.GetContextResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.GetContext(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.GetContextResponse, error) {
+		var out *contextv1.Context
+		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+			c, err := v.Context(req.GetContextId())
+			out = c
+			return err
+		})
+		if err != nil {
+			return nil, s.storeErr("get_context", err)
+		}
+		return &contextv1.GetContextResponse{Context: out}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.GetContextResponse, error) {
+		return client(cc).GetContext(ctx, req)
+	})
+}
+
+// ListContexts implements ContextService.ListContexts.
+func (s *ContextServer) ListContexts(ctx context.Context, req *contextv1.ListContextsRequest) (*contextv1.ListContextsResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.ListContexts(s.lim, req); err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(kindContexts, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.ListContextsResponse, error) {
+		resp := &contextv1.ListContextsResponse{}
+		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+			cs, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, after, v.ListContexts,
+				(*contextv1.Context).GetContextId, func(c *contextv1.Context) int { return proto.Size(c) })
+			if err != nil {
+				return err
+			}
+			resp.Contexts, resp.NextPageToken = cs, ""
+			if more && len(cs) > 0 {
+				resp.NextPageToken = encodePageToken(kindContexts, cs[len(cs)-1].GetContextId())
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, s.storeErr("list_contexts", err)
+		}
+		return resp, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ListContextsResponse, error) {
+		return client(cc).ListContexts(ctx, req)
+	})
+}
+
+// DeleteContext implements ContextService.DeleteContext.
+func (s *ContextServer) DeleteContext(ctx context.Context, req *contextv1.DeleteContextRequest) (*contextv1.DeleteContextResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.DeleteContext(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.DeleteContextResponse, error) {
+		op := &contextv1.DeleteContextRequest{ContextId: req.GetContextId(), RequestId: req.GetRequestId()}
+		if _, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteContext{DeleteContext: op}}); err != nil {
+			return nil, err
+		}
+		return &contextv1.DeleteContextResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.DeleteContextResponse, error) {
+		return client(cc).DeleteContext(ctx, req)
+	})
+}
+
+// Append implements ContextService.Append.
+func (s *ContextServer) Append(ctx context.Context, req *contextv1.AppendRequest) (*contextv1.AppendResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.Append(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.AppendResponse, error) {
+		op := &contextv1.AppendRequest{ContextId: req.GetContextId(), Entries: sanitizeEntries(req.GetEntries()), RequestId: req.GetRequestId(), ExpectedSeq: req.ExpectedSeq}
+		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_Append{Append: op}})
+		if err != nil {
+			return nil, err
+		}
+		if res.GetAppend() == nil {
+			return nil, s.missingResult("append", tenant)
+		}
+		return res.GetAppend(), nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.AppendResponse, error) {
+		return client(cc).Append(ctx, req)
+	})
+}
+
+// Read implements ContextService.Read.
+func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*contextv1.ReadResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.Read(s.lim, req); err != nil {
+		return nil, err
+	}
+	maxEntries, maxBytes := s.lim.ReadEntries(req.GetMaxEntries()), s.lim.ReadBytes(req.GetMaxBytes())
+	return forward(ctx, s.core, func() (*contextv1.ReadResponse, error) {
+		resp := &contextv1.ReadResponse{}
+		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+			c, err := v.Context(req.GetContextId())
+			if err != nil {
+				return err
+			}
+			last := c.GetLastSeq()
+			from := readStart(req, last)
+			resp.Entries, resp.NextSeq, resp.LastSeq = nil, from, last
+			if from > last {
+				return nil
+			}
+			es, err := v.Entries(req.GetContextId(), from, maxEntries, maxBytes)
+			if err != nil {
+				return err
+			}
+			resp.Entries = es
+			if len(es) > 0 {
+				resp.NextSeq = es[len(es)-1].GetSeq() + 1
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, s.storeErr("read", err)
+		}
+		return resp, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ReadResponse, error) {
+		return client(cc).Read(ctx, req)
+	})
+}
+
+// readStart is the first seq a read asks for: from_seq (0 and 1 both mean
+// the first entry), or max(1, last-tail+1) for a tail (tail 0 reads
+// nothing: last+1).
+func readStart(req *contextv1.ReadRequest, last uint64) uint64 {
+	switch st := req.GetStart().(type) {
+	case *contextv1.ReadRequest_Tail:
+		n := uint64(st.Tail)
+		if n > last {
+			return 1
+		}
+		return last - n + 1
+	case *contextv1.ReadRequest_FromSeq:
+		return max(1, st.FromSeq)
+	}
+	return 1
+}

@@ -1,0 +1,158 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// forward runs local; when it fails with NOT_LEADER it either returns
+// that error (the caller asked not to be forwarded, or the call already
+// was) or runs remote against the leader. The leader's errors come back
+// as cperr errors, so the rpcerr interceptor reproduces its status.
+func forward[T any](ctx context.Context, c *core, local func() (T, error), remote func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+	var zero T
+	out, err := local()
+	if err == nil || !errors.Is(err, cperr.ErrNotLeader) {
+		return out, err
+	}
+	addr, err := c.leaderAddr(ctx, err)
+	if err != nil {
+		return zero, err
+	}
+	cc, err := c.pool.get(addr)
+	if err != nil {
+		return zero, err
+	}
+	c.log.Debug("forwarding to leader", "leader", addr)
+	out, err = remote(forwardedContext(ctx), cc)
+	if err != nil {
+		return zero, c.fromLeader(addr, err)
+	}
+	return out, nil
+}
+
+// leaderAddr decides what to do with a NOT_LEADER error: it returns the
+// leader's gRPC address to forward to, or the error to answer with.
+func (c *core) leaderAddr(ctx context.Context, notLeader error) (string, error) {
+	ce := &cperr.Error{Reason: cperr.NotLeader}
+	errors.As(notLeader, &ce)
+	leaderID, info := c.st.Leader()
+	addr := info.GetGrpcAddr()
+	if addr == "" {
+		addr = ce.Metadata[cperr.MetaLeader]
+	}
+	if tenantmd.NoForward(ctx) || tenantmd.Forwarded(ctx) {
+		// Answer with the hint, filling in what the store left out.
+		out := &cperr.Error{Reason: cperr.NotLeader, Message: ce.Message, Metadata: maps.Clone(ce.Metadata), RetryAfter: ce.RetryAfter}
+		if out.Message == "" {
+			out.Message = "this node is not the leader"
+		}
+		if addr != "" && out.Metadata[cperr.MetaLeader] == "" {
+			out.With(cperr.MetaLeader, addr)
+		}
+		if leaderID != "" && out.Metadata[cperr.MetaLeaderID] == "" {
+			out.With(cperr.MetaLeaderID, leaderID)
+		}
+		return "", out
+	}
+	switch {
+	case addr == "":
+		return "", c.unavailable("no known leader")
+	case leaderID == c.node.GetNodeId() || addr == c.node.GetGrpcAddr():
+		// The store's idea of the leader is this node while it refuses to
+		// lead: an election is in progress. Forwarding would loop.
+		return "", c.unavailable("leadership is changing")
+	}
+	return addr, nil
+}
+
+// forwardedContext carries the caller's tenant and epoch to the leader,
+// marked as forwarded so that the leader never forwards it again. The
+// caller's deadline travels with ctx.
+func forwardedContext(ctx context.Context) context.Context {
+	in, _ := metadata.FromIncomingContext(ctx)
+	out := metadata.MD{}
+	for _, k := range []string{tenantmd.TenantKey, tenantmd.EpochKey} {
+		if v := in.Get(k); len(v) > 0 {
+			out[k] = slices.Clone(v)
+		}
+	}
+	out.Set(tenantmd.ForwardedKey, "true")
+	return metadata.NewOutgoingContext(ctx, out)
+}
+
+// fromLeader converts an error of a forwarded call: cellplane statuses
+// and context errors come back as they were; a transport failure is
+// CELL_UNAVAILABLE; anything else is INTERNAL.
+func (c *core) fromLeader(addr string, err error) error {
+	e := rpcerr.FromStatus(err)
+	var ce *cperr.Error
+	if errors.As(e, &ce) || errors.Is(e, context.Canceled) || errors.Is(e, context.DeadlineExceeded) {
+		return e
+	}
+	if status.Code(err) == codes.Unavailable {
+		c.log.Warn("leader unreachable", "leader", addr, "err", err)
+		return c.unavailable("the cell leader is unreachable")
+	}
+	c.log.Error("forwarded call failed", "leader", addr, "err", err)
+	return cperr.New(cperr.Internal, "internal error")
+}
+
+// connPool keeps one client connection per leader address. A cell has a
+// handful of members, so connections are never evicted before Close.
+type connPool struct {
+	opts   []grpc.DialOption
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+func newConnPool(opts []grpc.DialOption) *connPool {
+	if opts == nil {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &connPool{opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, cperr.New(cperr.CellUnavailable, "node is shutting down")
+	}
+	if cc, ok := p.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, p.opts...)
+	if err != nil {
+		return nil, cperr.New(cperr.CellUnavailable, "the cell leader's address is unusable")
+	}
+	p.conns[addr] = cc
+	return cc, nil
+}
+
+func (p *connPool) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	var errs []error
+	for addr, cc := range p.conns {
+		if err := cc.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(p.conns, addr)
+	}
+	return errors.Join(errs...)
+}

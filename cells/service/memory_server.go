@@ -1,0 +1,130 @@
+package service
+
+import (
+	"context"
+	"strings"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// PutMemory implements ContextService.PutMemory.
+func (s *ContextServer) PutMemory(ctx context.Context, req *contextv1.PutMemoryRequest) (*contextv1.PutMemoryResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.PutMemory(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.PutMemoryResponse, error) {
+		op := &contextv1.PutMemoryRequest{Key: req.GetKey(), Value: req.GetValue(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId()}
+		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_PutMemory{PutMemory: op}})
+		if err != nil {
+			return nil, err
+		}
+		if res.GetPutMemory() == nil {
+			return nil, s.missingResult("put_memory", tenant)
+		}
+		return res.GetPutMemory(), nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.PutMemoryResponse, error) {
+		return client(cc).PutMemory(ctx, req)
+	})
+}
+
+// GetMemory implements ContextService.GetMemory.
+func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryRequest) (*contextv1.GetMemoryResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.GetMemory(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.GetMemoryResponse, error) {
+		var out *contextv1.MemoryItem
+		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+			it, err := v.Memory(req.GetKey())
+			out = it
+			return err
+		})
+		if err != nil {
+			return nil, s.storeErr("get_memory", err)
+		}
+		return &contextv1.GetMemoryResponse{Item: out}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.GetMemoryResponse, error) {
+		return client(cc).GetMemory(ctx, req)
+	})
+}
+
+// DeleteMemory implements ContextService.DeleteMemory.
+func (s *ContextServer) DeleteMemory(ctx context.Context, req *contextv1.DeleteMemoryRequest) (*contextv1.DeleteMemoryResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.DeleteMemory(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*contextv1.DeleteMemoryResponse, error) {
+		op := &contextv1.DeleteMemoryRequest{Key: req.GetKey(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId()}
+		if _, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteMemory{DeleteMemory: op}}); err != nil {
+			return nil, err
+		}
+		return &contextv1.DeleteMemoryResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.DeleteMemoryResponse, error) {
+		return client(cc).DeleteMemory(ctx, req)
+	})
+}
+
+// ListMemory implements ContextService.ListMemory.
+func (s *ContextServer) ListMemory(ctx context.Context, req *contextv1.ListMemoryRequest) (*contextv1.ListMemoryResponse, error) {
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.ListMemory(s.lim, req); err != nil {
+		return nil, err
+	}
+	after, err := decodeMemoryToken(req.GetPageToken(), req.GetPrefix())
+	if err != nil {
+		return nil, err
+	}
+	chunk := pageChunk
+	if !req.GetKeysOnly() {
+		chunk = pageChunkValue
+	}
+	return forward(ctx, s.core, func() (*contextv1.ListMemoryResponse, error) {
+		resp := &contextv1.ListMemoryResponse{}
+		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+			list := func(after string, n int) ([]*contextv1.MemoryItem, bool, error) {
+				return v.ListMemory(req.GetPrefix(), after, n, req.GetKeysOnly())
+			}
+			items, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), chunk, s.lim.MaxReadBytes, after, list,
+				(*contextv1.MemoryItem).GetKey, func(it *contextv1.MemoryItem) int { return proto.Size(it) })
+			if err != nil {
+				return err
+			}
+			resp.Items, resp.NextPageToken = items, ""
+			if more && len(items) > 0 {
+				last := items[len(items)-1].GetKey()
+				if !strings.HasPrefix(last, req.GetPrefix()) {
+					return s.missingResult("list_memory", tenant)
+				}
+				resp.NextPageToken = encodePageToken(kindMemory, last)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, s.storeErr("list_memory", err)
+		}
+		return resp, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ListMemoryResponse, error) {
+		return client(cc).ListMemory(ctx, req)
+	})
+}

@@ -1,0 +1,78 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/cellplane/cellplane/cells/validate"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// Server holds both services of a node and what they share: the store,
+// the limits, the logger and the pool of connections to the leader.
+type Server struct {
+	core *core
+	ctx  *ContextServer
+	cell *CellServer
+}
+
+// core is the state shared by ContextServer and CellServer.
+type core struct {
+	st      Store
+	lim     validate.Limits
+	node    *cellv1.NodeInfo
+	log     *slog.Logger
+	cfg     Config
+	pool    *connPool
+	closing context.Context // done when Close was called
+	stopAll context.CancelFunc
+}
+
+// New returns the services of one node over st.
+func New(st Store, cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	node := proto.Clone(cfg.Node).(*cellv1.NodeInfo)
+	log = log.With("node", node.GetNodeId())
+	closing, stop := context.WithCancel(context.Background())
+	c := &core{
+		st:      st,
+		lim:     cfg.Limits,
+		node:    node,
+		log:     log,
+		cfg:     cfg,
+		pool:    newConnPool(cfg.ForwardDialOptions),
+		closing: closing,
+		stopAll: stop,
+	}
+	return &Server{core: c, ctx: &ContextServer{core: c}, cell: &CellServer{core: c}}, nil
+}
+
+// ContextService returns the ContextService implementation.
+func (s *Server) ContextService() *ContextServer { return s.ctx }
+
+// CellService returns the CellService implementation.
+func (s *Server) CellService() *CellServer { return s.cell }
+
+// Register registers both services on a gRPC server.
+func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	contextv1.RegisterContextServiceServer(gs, s.ctx)
+	cellv1.RegisterCellServiceServer(gs, s.cell)
+}
+
+// Close ends open Watch streams (with CELL_UNAVAILABLE, so that clients
+// resume on another member) and closes the forwarding connections. Call
+// it before or while gracefully stopping the gRPC server: open watches
+// would otherwise keep GracefulStop waiting. It is idempotent.
+func (s *Server) Close() error {
+	s.core.stopAll()
+	return s.core.pool.close()
+}

@@ -1,0 +1,151 @@
+package validate
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+)
+
+// CreateContext validates a CreateContextRequest. An empty context_id is
+// valid: the server mints one.
+func CreateContext(lim Limits, req *contextv1.CreateContextRequest) error {
+	var v violations
+	v.size(lim, req)
+	v.optionalID("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.stringMap("labels", req.GetLabels(), lim.Labels)
+	v.requestID(lim, req.GetRequestId())
+	return v.err()
+}
+
+// GetContext validates a GetContextRequest.
+func GetContext(lim Limits, req *contextv1.GetContextRequest) error {
+	var v violations
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.readOptions("read_options", req.GetReadOptions())
+	return v.err()
+}
+
+// ListContexts validates a ListContextsRequest. A page_size above the
+// maximum is capped by the server, not rejected.
+func ListContexts(lim Limits, req *contextv1.ListContextsRequest) error {
+	var v violations
+	v.pageToken(lim, req.GetPageToken())
+	v.readOptions("read_options", req.GetReadOptions())
+	return v.err()
+}
+
+// DeleteContext validates a DeleteContextRequest.
+func DeleteContext(lim Limits, req *contextv1.DeleteContextRequest) error {
+	var v violations
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.requestID(lim, req.GetRequestId())
+	return v.err()
+}
+
+// Append validates an AppendRequest: the context id, the number of
+// entries, and each entry's role, content and metadata. Entries' seq and
+// create_time are ignored (the server assigns them).
+func Append(lim Limits, req *contextv1.AppendRequest) error {
+	var v violations
+	v.size(lim, req)
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.requestID(lim, req.GetRequestId())
+	entries := req.GetEntries()
+	switch {
+	case len(entries) == 0:
+		v.add("entries", "at least one entry is required")
+	case len(entries) > lim.MaxEntriesPerAppend:
+		// Checking each of a huge list would only make a huge error.
+		v.add("entries", "has %d entries; the limit is %d", len(entries), lim.MaxEntriesPerAppend)
+		return v.err()
+	}
+	for i, e := range entries {
+		v.entry(lim, fmt.Sprintf("entries[%d]", i), e)
+	}
+	return v.err()
+}
+
+func (v *violations) entry(lim Limits, field string, e *contextv1.Entry) {
+	if e == nil {
+		v.add(field, "must not be null")
+		return
+	}
+	role := e.GetRole()
+	switch {
+	case role == "":
+		v.add(field+".role", "is required")
+	case len(role) > lim.MaxRoleBytes:
+		v.add(field+".role", "is %d bytes; the limit is %d bytes", len(role), lim.MaxRoleBytes)
+	case !utf8.ValidString(role) || strings.IndexFunc(role, isControl) >= 0:
+		v.add(field+".role", "must be printable UTF-8")
+	}
+	var n int
+	switch c := e.GetContent().(type) {
+	case *contextv1.Entry_Text:
+		n = len(c.Text)
+	case *contextv1.Entry_Data:
+		n = len(c.Data)
+	}
+	if n > lim.MaxEntryContentBytes {
+		v.add(field+".content", "is %d bytes; the limit is %d bytes", n, lim.MaxEntryContentBytes)
+	}
+	v.stringMap(field+".metadata", e.GetMetadata(), lim.EntryMetadata)
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// Read validates a ReadRequest. from_seq may be anything (past the end
+// reads nothing); tail 0 reads nothing and reports the next seq.
+// max_entries and max_bytes above the maxima are capped, not rejected.
+func Read(lim Limits, req *contextv1.ReadRequest) error {
+	var v violations
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.readOptions("read_options", req.GetReadOptions())
+	return v.err()
+}
+
+// Watch validates a WatchRequest.
+func Watch(lim Limits, req *contextv1.WatchRequest) error {
+	var v violations
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	return v.err()
+}
+
+// PutMemory validates a PutMemoryRequest.
+func PutMemory(lim Limits, req *contextv1.PutMemoryRequest) error {
+	var v violations
+	v.size(lim, req)
+	v.memoryKey(lim, "key", req.GetKey(), true)
+	if n := len(req.GetValue()); n > lim.MaxMemoryValueBytes {
+		v.add("value", "is %d bytes; the limit is %d bytes", n, lim.MaxMemoryValueBytes)
+	}
+	v.requestID(lim, req.GetRequestId())
+	return v.err()
+}
+
+// GetMemory validates a GetMemoryRequest.
+func GetMemory(lim Limits, req *contextv1.GetMemoryRequest) error {
+	var v violations
+	v.memoryKey(lim, "key", req.GetKey(), true)
+	v.readOptions("read_options", req.GetReadOptions())
+	return v.err()
+}
+
+// DeleteMemory validates a DeleteMemoryRequest.
+func DeleteMemory(lim Limits, req *contextv1.DeleteMemoryRequest) error {
+	var v violations
+	v.memoryKey(lim, "key", req.GetKey(), true)
+	v.requestID(lim, req.GetRequestId())
+	return v.err()
+}
+
+// ListMemory validates a ListMemoryRequest. The prefix may be empty.
+func ListMemory(lim Limits, req *contextv1.ListMemoryRequest) error {
+	var v violations
+	v.memoryKey(lim, "prefix", req.GetPrefix(), false)
+	v.pageToken(lim, req.GetPageToken())
+	v.readOptions("read_options", req.GetReadOptions())
+	return v.err()
+}

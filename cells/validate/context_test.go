@@ -1,0 +1,153 @@
+package validate
+
+import (
+	"strings"
+	"testing"
+
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+func text(role, s string) *contextv1.Entry {
+	return &contextv1.Entry{Role: role, Content: &contextv1.Entry_Text{Text: s}}
+}
+
+func TestCreateContext(t *testing.T) {
+	lim := DefaultLimits()
+	bigLabels := map[string]string{}
+	for i := range lim.Labels.MaxPairs + 1 {
+		bigLabels[strings.Repeat("k", i+1)] = "v"
+	}
+	tests := []struct {
+		name   string
+		req    *contextv1.CreateContextRequest
+		fields []string
+	}{
+		{"empty id is minted", &contextv1.CreateContextRequest{}, nil},
+		{"nil request", nil, nil},
+		{"valid", &contextv1.CreateContextRequest{ContextId: "c-1", Labels: map[string]string{"a": "b"}, RequestId: "r1"}, nil},
+		{"bad id", &contextv1.CreateContextRequest{ContextId: "c/1"}, []string{"context_id"}},
+		{"long id", &contextv1.CreateContextRequest{ContextId: strings.Repeat("c", 129)}, []string{"context_id"}},
+		{"bad request id", &contextv1.CreateContextRequest{RequestId: "r 1"}, []string{"request_id"}},
+		{"too many labels", &contextv1.CreateContextRequest{Labels: bigLabels}, []string{"labels"}},
+		{"label key", &contextv1.CreateContextRequest{Labels: map[string]string{strings.Repeat("k", 129): "v", "": "x"}}, []string{"labels", "labels"}},
+		{"label value", &contextv1.CreateContextRequest{Labels: map[string]string{"k": strings.Repeat("v", 513)}}, []string{"labels"}},
+		{"all at once", &contextv1.CreateContextRequest{ContextId: "?", RequestId: "?", Labels: map[string]string{"k": strings.Repeat("v", 513)}}, []string{"context_id", "labels", "request_id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkFields(t, CreateContext(lim, tt.req), tt.fields...) })
+	}
+}
+
+func TestAppend(t *testing.T) {
+	lim := DefaultLimits()
+	many := make([]*contextv1.Entry, lim.MaxEntriesPerAppend+1)
+	for i := range many {
+		many[i] = text("user", "x")
+	}
+	meta := func(n int) map[string]string {
+		m := map[string]string{}
+		for i := range n {
+			m[strings.Repeat("k", i+1)] = "v"
+		}
+		return m
+	}
+	tests := []struct {
+		name   string
+		req    *contextv1.AppendRequest
+		fields []string
+	}{
+		{"valid", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("user", "hi"), {Role: "tool", Content: &contextv1.Entry_Data{Data: []byte{0, 1}}}}, RequestId: "r"}, nil},
+		{"no content is fine", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "system"}}}, nil},
+		{"seq and time ignored", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "a", Seq: 9}}}, nil},
+		{"max content", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("user", strings.Repeat("x", 1<<20))}}, nil},
+		{"missing context", &contextv1.AppendRequest{Entries: []*contextv1.Entry{text("user", "hi")}}, []string{"context_id"}},
+		{"no entries", &contextv1.AppendRequest{ContextId: "c"}, []string{"entries"}},
+		{"too many entries", &contextv1.AppendRequest{ContextId: "c", Entries: many}, []string{"entries"}},
+		{"nil entry", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{nil}}, []string{"entries[0]"}},
+		{"text too big", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("user", "ok"), text("user", "ok"), text("user", "ok"), text("user", strings.Repeat("x", 1<<20+1))}}, []string{"entries[3].content"}},
+		{"data too big", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Content: &contextv1.Entry_Data{Data: make([]byte, 1<<20+1)}}}}, []string{"entries[0].content"}},
+		{"role missing", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("", "x")}}, []string{"entries[0].role"}},
+		{"role long", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text(strings.Repeat("r", 65), "x")}}, []string{"entries[0].role"}},
+		{"role control", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("a\nb", "x")}}, []string{"entries[0].role"}},
+		{"metadata count", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Metadata: meta(65)}}}, []string{"entries[0].metadata"}},
+		{"metadata value", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Metadata: map[string]string{"k": strings.Repeat("v", 4097)}}}}, []string{"entries[0].metadata"}},
+		{"request too big", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("u", strings.Repeat("x", 1<<20)), text("u", strings.Repeat("x", 1<<20)), text("u", strings.Repeat("x", 1<<20)), text("u", strings.Repeat("x", 1<<20))}}, []string{"request"}},
+		{"everything wrong", &contextv1.AppendRequest{ContextId: "bad id", RequestId: "bad id", Entries: []*contextv1.Entry{text("", strings.Repeat("x", 1<<20+1))}}, []string{"context_id", "request_id", "entries[0].role", "entries[0].content"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkFields(t, Append(lim, tt.req), tt.fields...) })
+	}
+}
+
+func TestReadsAndDeletes(t *testing.T) {
+	lim := DefaultLimits()
+	bad := &contextv1.ReadOptions{Consistency: 9, MaxStaleness: durationpb.New(-1)}
+	tests := []struct {
+		name   string
+		err    error
+		fields []string
+	}{
+		{"get ok", GetContext(lim, &contextv1.GetContextRequest{ContextId: "c", ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE, MaxStaleness: durationpb.New(5e9)}}), nil},
+		{"get missing id", GetContext(lim, &contextv1.GetContextRequest{}), []string{"context_id"}},
+		{"get bad options", GetContext(lim, &contextv1.GetContextRequest{ContextId: "c", ReadOptions: bad}), []string{"read_options.consistency", "read_options.max_staleness"}},
+		{"get invalid duration", GetContext(lim, &contextv1.GetContextRequest{ContextId: "c", ReadOptions: &contextv1.ReadOptions{MaxStaleness: &durationpb.Duration{Seconds: 1, Nanos: -1}}}), []string{"read_options.max_staleness"}},
+		{"list ok", ListContexts(lim, &contextv1.ListContextsRequest{PageSize: 1 << 30}), nil},
+		{"list long token", ListContexts(lim, &contextv1.ListContextsRequest{PageToken: strings.Repeat("t", 1025)}), []string{"page_token"}},
+		{"delete ok", DeleteContext(lim, &contextv1.DeleteContextRequest{ContextId: "c", RequestId: "r"}), nil},
+		{"delete bad", DeleteContext(lim, &contextv1.DeleteContextRequest{ContextId: "", RequestId: "?"}), []string{"context_id", "request_id"}},
+		{"read ok", Read(lim, &contextv1.ReadRequest{ContextId: "c", Start: &contextv1.ReadRequest_Tail{Tail: 0}, MaxEntries: 1 << 31, MaxBytes: 1 << 62}), nil},
+		{"read bad", Read(lim, &contextv1.ReadRequest{ContextId: "c d", ReadOptions: bad}), []string{"context_id", "read_options.consistency", "read_options.max_staleness"}},
+		{"watch ok", Watch(lim, &contextv1.WatchRequest{ContextId: "c", FromSeq: 1 << 60}), nil},
+		{"watch bad", Watch(lim, &contextv1.WatchRequest{}), []string{"context_id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkFields(t, tt.err, tt.fields...) })
+	}
+}
+
+func TestMemory(t *testing.T) {
+	lim := DefaultLimits()
+	tests := []struct {
+		name   string
+		err    error
+		fields []string
+	}{
+		{"put ok", PutMemory(lim, &contextv1.PutMemoryRequest{Key: "any key/with spaces é", Value: []byte("v"), ExpectedRevision: proto.Uint64(0)}), nil},
+		{"put max", PutMemory(lim, &contextv1.PutMemoryRequest{Key: strings.Repeat("k", 512), Value: make([]byte, 1<<20)}), nil},
+		{"put empty value", PutMemory(lim, &contextv1.PutMemoryRequest{Key: "k"}), nil},
+		{"put no key", PutMemory(lim, &contextv1.PutMemoryRequest{}), []string{"key"}},
+		{"put long key", PutMemory(lim, &contextv1.PutMemoryRequest{Key: strings.Repeat("k", 513)}), []string{"key"}},
+		{"put nul key", PutMemory(lim, &contextv1.PutMemoryRequest{Key: "a\x00b"}), []string{"key"}},
+		{"put bad utf8", PutMemory(lim, &contextv1.PutMemoryRequest{Key: "a\xffb"}), []string{"key"}},
+		{"put big value", PutMemory(lim, &contextv1.PutMemoryRequest{Key: "k", Value: make([]byte, 1<<20+1), RequestId: "x y"}), []string{"value", "request_id"}},
+		{"get ok", GetMemory(lim, &contextv1.GetMemoryRequest{Key: "k"}), nil},
+		{"get bad", GetMemory(lim, &contextv1.GetMemoryRequest{ReadOptions: &contextv1.ReadOptions{Consistency: -1}}), []string{"key", "read_options.consistency"}},
+		{"delete ok", DeleteMemory(lim, &contextv1.DeleteMemoryRequest{Key: "k", ExpectedRevision: proto.Uint64(3)}), nil},
+		{"delete bad", DeleteMemory(lim, &contextv1.DeleteMemoryRequest{Key: ""}), []string{"key"}},
+		{"list ok empty prefix", ListMemory(lim, &contextv1.ListMemoryRequest{}), nil},
+		{"list ok", ListMemory(lim, &contextv1.ListMemoryRequest{Prefix: "a/", PageSize: 5, KeysOnly: true}), nil},
+		{"list bad", ListMemory(lim, &contextv1.ListMemoryRequest{Prefix: strings.Repeat("p", 513), PageToken: strings.Repeat("t", 2000)}), []string{"prefix", "page_token"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkFields(t, tt.err, tt.fields...) })
+	}
+}
+
+// TestDescriptionsDoNotEchoValues guards against reflecting client input
+// (possibly large or sensitive) into error messages.
+func TestDescriptionsDoNotEchoValues(t *testing.T) {
+	lim := DefaultLimits()
+	secret := "SECRET" + strings.Repeat("s", 600)
+	errs := []error{
+		PutMemory(lim, &contextv1.PutMemoryRequest{Key: secret}),
+		CreateContext(lim, &contextv1.CreateContextRequest{ContextId: secret, Labels: map[string]string{secret: secret}}),
+		Append(lim, &contextv1.AppendRequest{ContextId: secret, Entries: []*contextv1.Entry{{Role: secret, Metadata: map[string]string{secret: secret}}}}),
+	}
+	for i, err := range errs {
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("case %d: %v", i, err)
+		}
+	}
+}

@@ -1,0 +1,164 @@
+package validate
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// fuzzLimits are small so that the fuzzer reaches every bound quickly.
+func fuzzLimits() Limits {
+	l := DefaultLimits()
+	l.MaxIDLen = 8
+	l.MaxRequestBytes = 4096
+	l.MaxEntriesPerAppend = 4
+	l.MaxEntryContentBytes = 64
+	l.MaxRoleBytes = 8
+	l.EntryMetadata = MapLimits{MaxPairs: 2, MaxKeyBytes: 8, MaxValueBytes: 16}
+	l.Labels = l.EntryMetadata
+	l.MaxMemoryKeyBytes = 16
+	l.MaxMemoryValueBytes = 64
+	l.MaxPageTokenBytes = 32
+	return l
+}
+
+// checkResult is the invariant of every validator: nil, or an
+// INVALID_ARGUMENT *cperr.Error with at least one described violation.
+func checkResult(t *testing.T, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	var ce *cperr.Error
+	if !errors.As(err, &ce) || !errors.Is(err, cperr.ErrInvalidArgument) {
+		t.Fatalf("got %T %v, want INVALID_ARGUMENT", err, err)
+	}
+	if len(ce.Violations) == 0 {
+		t.Fatalf("no violations in %v", err)
+	}
+	for _, v := range ce.Violations {
+		if v.Field == "" || v.Description == "" {
+			t.Fatalf("incomplete violation %+v", v)
+		}
+	}
+}
+
+// FuzzContextRequests decodes arbitrary bytes as each ContextService
+// request and runs its validator: it must never panic, and what it accepts
+// must really be within the limits.
+func FuzzContextRequests(f *testing.F) {
+	seed := func(m proto.Message) {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	seed(&contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "hi"}, Metadata: map[string]string{"k": "v"}}}, RequestId: "r", ExpectedSeq: proto.Uint64(0)})
+	seed(&contextv1.PutMemoryRequest{Key: "a/b", Value: []byte("v"), ExpectedRevision: proto.Uint64(1)})
+	seed(&contextv1.CreateContextRequest{ContextId: "ctx", Labels: map[string]string{"a": "b"}})
+	seed(&contextv1.ReadRequest{ContextId: "c", Start: &contextv1.ReadRequest_Tail{Tail: 3}, ReadOptions: &contextv1.ReadOptions{Consistency: 3}})
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x01, 0x00})
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var app contextv1.AppendRequest
+		if proto.Unmarshal(b, &app) == nil {
+			err := Append(lim, &app)
+			checkResult(t, err)
+			if err == nil {
+				if !ValidID(app.GetContextId(), lim.MaxIDLen) || len(app.GetEntries()) == 0 || len(app.GetEntries()) > lim.MaxEntriesPerAppend {
+					t.Fatalf("accepted %v", &app)
+				}
+				for _, e := range app.GetEntries() {
+					if len(e.GetText()) > lim.MaxEntryContentBytes || len(e.GetData()) > lim.MaxEntryContentBytes || e.GetRole() == "" || len(e.GetMetadata()) > lim.EntryMetadata.MaxPairs {
+						t.Fatalf("accepted entry %v", e)
+					}
+				}
+			}
+		}
+		var put contextv1.PutMemoryRequest
+		if proto.Unmarshal(b, &put) == nil {
+			err := PutMemory(lim, &put)
+			checkResult(t, err)
+			if err == nil && (put.GetKey() == "" || len(put.GetKey()) > lim.MaxMemoryKeyBytes || len(put.GetValue()) > lim.MaxMemoryValueBytes) {
+				t.Fatalf("accepted %v", &put)
+			}
+		}
+		var cc contextv1.CreateContextRequest
+		if proto.Unmarshal(b, &cc) == nil {
+			checkResult(t, CreateContext(lim, &cc))
+		}
+		var rd contextv1.ReadRequest
+		if proto.Unmarshal(b, &rd) == nil {
+			checkResult(t, Read(lim, &rd))
+		}
+		var lm contextv1.ListMemoryRequest
+		if proto.Unmarshal(b, &lm) == nil {
+			checkResult(t, ListMemory(lim, &lm))
+		}
+		var dm contextv1.DeleteMemoryRequest
+		if proto.Unmarshal(b, &dm) == nil {
+			checkResult(t, DeleteMemory(lim, &dm))
+		}
+	})
+}
+
+// FuzzCellRequests does the same for CellService's mutating requests.
+func FuzzCellRequests(f *testing.F) {
+	for _, m := range []proto.Message{
+		&cellv1.SetTenantRequest{Tenant: "t", Role: cellv1.Role_ROLE_OWNER, Epoch: 1},
+		&cellv1.AddVoterRequest{Node: &cellv1.NodeInfo{NodeId: "n", RaftAddr: "h:1", GrpcAddr: "h:2"}},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var st cellv1.SetTenantRequest
+		if proto.Unmarshal(b, &st) == nil {
+			err := SetTenant(lim, &st)
+			checkResult(t, err)
+			if err == nil && (st.GetEpoch() == 0 || st.GetRole() == cellv1.Role_ROLE_UNSPECIFIED) {
+				t.Fatalf("accepted %v", &st)
+			}
+		}
+		var av cellv1.AddVoterRequest
+		if proto.Unmarshal(b, &av) == nil {
+			checkResult(t, AddVoter(lim, &av))
+		}
+		var rn cellv1.RegisterNodeRequest
+		if proto.Unmarshal(b, &rn) == nil {
+			checkResult(t, RegisterNode(lim, &rn))
+		}
+		var dt cellv1.DeleteTenantRequest
+		if proto.Unmarshal(b, &dt) == nil {
+			checkResult(t, DeleteTenant(lim, &dt))
+		}
+	})
+}
+
+// FuzzValidID checks ValidID against its definition.
+func FuzzValidID(f *testing.F) {
+	for _, s := range []string{"", "a", "a-b_c.d", "a b", "é", "\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := len(s) >= 1 && len(s) <= 8
+		for _, c := range []byte(s) {
+			if !idChar(c) {
+				want = false
+			}
+		}
+		if got := ValidID(s, 8); got != want {
+			t.Fatalf("ValidID(%q) = %v, want %v", s, got, want)
+		}
+	})
+}

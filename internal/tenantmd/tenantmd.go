@@ -1,0 +1,122 @@
+package tenantmd
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"google.golang.org/grpc/metadata"
+)
+
+// Metadata keys (gRPC metadata keys are lower case).
+const (
+	// TenantKey names the tenant of a call. Required on ContextService.
+	TenantKey = "x-cellplane-tenant"
+	// EpochKey pins a call to an ownership epoch of the tenant (decimal;
+	// absent or 0 means "current").
+	EpochKey = "x-cellplane-epoch"
+	// NoForwardKey asks a follower to answer NOT_LEADER (with the leader's
+	// address) instead of forwarding the call to the leader. The router
+	// sets it: it prefers to follow the hint itself.
+	NoForwardKey = "x-cellplane-no-forward"
+	// ForwardedKey marks a call forwarded by a cell member. A forwarded
+	// call is never forwarded again, so forwarding cannot loop.
+	ForwardedKey = "x-cellplane-forwarded"
+)
+
+// MaxTenantLen bounds tenant ids; the charset is validate.ValidID's.
+const MaxTenantLen = validate.DefaultMaxIDLen
+
+// FromIncoming returns the tenant and epoch of an incoming call. The
+// tenant is required and must be a valid id; the epoch is optional. Both
+// must be given at most once. Errors are cperr INVALID_ARGUMENT with a
+// field violation naming the metadata key.
+func FromIncoming(ctx context.Context) (tenant string, epoch uint64, err error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return Parse(md)
+}
+
+// Parse is FromIncoming on metadata already extracted.
+func Parse(md metadata.MD) (tenant string, epoch uint64, err error) {
+	var vs []cperr.FieldViolation
+	ts := md.Get(TenantKey)
+	switch {
+	case len(ts) == 0 || (len(ts) == 1 && ts[0] == ""):
+		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: "metadata is required; " + validate.IDRule(MaxTenantLen)})
+	case len(ts) > 1:
+		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: "metadata must be given once"})
+	case !validate.ValidID(ts[0], MaxTenantLen):
+		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: validate.IDRule(MaxTenantLen)})
+	default:
+		tenant = ts[0]
+	}
+	switch es := md.Get(EpochKey); {
+	case len(es) > 1:
+		vs = append(vs, cperr.FieldViolation{Field: EpochKey, Description: "metadata must be given once"})
+	case len(es) == 1:
+		e, perr := parseEpoch(es[0])
+		if perr != nil {
+			vs = append(vs, cperr.FieldViolation{Field: EpochKey, Description: "must be a decimal unsigned 64-bit integer"})
+		}
+		epoch = e
+	}
+	if len(vs) > 0 {
+		return "", 0, cperr.Invalid(vs...)
+	}
+	return tenant, epoch, nil
+}
+
+// parseEpoch accepts plain decimal digits only (no sign, no spaces).
+func parseEpoch(s string) (uint64, error) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, strconv.ErrSyntax
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+// NoForward reports whether the caller asked not to be forwarded.
+func NoForward(ctx context.Context) bool { return flag(ctx, NoForwardKey) }
+
+// Forwarded reports whether the call was forwarded by a cell member.
+func Forwarded(ctx context.Context) bool { return flag(ctx, ForwardedKey) }
+
+// flag is true when the key is present with a value other than "",
+// "0" or "false": presence is what matters, and a sender cannot be
+// expected to agree on one spelling of true.
+func flag(ctx context.Context, key string) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get(key) {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "", "0", "false":
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// Outgoing returns ctx with the tenant (and the epoch, when not 0) set on
+// outgoing metadata, replacing any earlier values of those keys.
+func Outgoing(ctx context.Context, tenant string, epoch uint64) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set(TenantKey, tenant)
+	if epoch != 0 {
+		md.Set(EpochKey, strconv.FormatUint(epoch, 10))
+	} else {
+		md.Delete(EpochKey)
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// WithNoForward returns ctx with NoForwardKey set on outgoing metadata.
+func WithNoForward(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, NoForwardKey, "true")
+}
+
+// WithForwarded returns ctx with ForwardedKey set on outgoing metadata.
+func WithForwarded(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, ForwardedKey, "true")
+}
