@@ -38,6 +38,8 @@ type RaftConfig struct {
 
 // ChangeLogConfig bounds each tenant's change log. Trimming happens in the
 // state machine, with the command's timestamp, so all replicas trim alike.
+// Like DedupWindow, these bounds are replicated cell settings: the leader
+// proposes its configured values, and every replica applies the cell's.
 type ChangeLogConfig struct {
 	// RetentionAge drops events older than this (0: keep by size only).
 	RetentionAge time.Duration
@@ -57,6 +59,9 @@ type TestingKnobs struct {
 	// OnApply, when set, is called with the Raft index of every log entry
 	// the state machine applies (not the ones it skips as already applied).
 	OnApply func(index uint64)
+	// ProposeUnchecked lets Propose pass commands this node does not know,
+	// to simulate a proposal from a newer node.
+	ProposeUnchecked bool
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft
@@ -125,12 +130,14 @@ type ReadOptions struct {
 
 // Status is a node's view of the cell.
 type Status struct {
-	NodeID       string
-	State        string // Leader, Follower, Candidate, Shutdown
-	Term         uint64
-	LeaderID     string
-	LeaderAddr   string // Raft address of the leader
-	CommitIndex  uint64
+	NodeID      string
+	State       string // Leader, Follower, Candidate, Shutdown
+	Term        uint64
+	LeaderID    string
+	LeaderAddr  string // Raft address of the leader
+	CommitIndex uint64
+	// AppliedIndex is the highest Raft index the state reflects (not
+	// Raft's own applied index, which runs ahead of the state machine).
 	AppliedIndex uint64
 	LastLogIndex uint64
 	// FirstLogIndex is the oldest entry still in the Raft log (it grows

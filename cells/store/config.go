@@ -8,6 +8,12 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// Defaults of the replicated cell settings: what every replica uses until
+// a leader proposes its configured DedupWindow and ChangeLog.
+const defaultDedupWindow = 10000
+
+var defaultChangeLog = ChangeLogConfig{RetentionAge: 24 * time.Hour, MaxBytes: 64 << 20, MaxEvents: 100000}
+
 // DefaultConfig returns a Config with every limit and timeout set to its
 // default; NodeID, RaftBind (or RaftListener) and DataDir still need to be
 // set.

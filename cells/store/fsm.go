@@ -43,9 +43,11 @@ type fsm struct {
 	fs  vfs.FS
 	dir string
 
-	log        *slog.Logger
-	dedup      uint64
-	changelog  ChangeLogConfig
+	log *slog.Logger
+	// initial are the settings of a cell whose state holds none yet;
+	// settings are the ones in force (replicated state, see CellSettings).
+	initial    *cellv1.CellSettings
+	settings   atomic.Pointer[cellv1.CellSettings]
 	onFatal    func(error)
 	onApply    func(uint64)
 	notify     *notifier
@@ -70,15 +72,14 @@ type fsmConfig struct {
 
 func openFSM(cfg fsmConfig) (*fsm, error) {
 	f := &fsm{
-		fs:        cfg.fs,
-		dir:       cfg.dir,
-		log:       cfg.log,
-		dedup:     uint64(cfg.dedup),
-		changelog: cfg.changelog,
-		onFatal:   cfg.onFatal,
-		onApply:   cfg.onApply,
-		notify:    newNotifier(),
-		wake:      make(chan struct{}),
+		fs:      cfg.fs,
+		dir:     cfg.dir,
+		log:     cfg.log,
+		initial: settingsOf(cfg.dedup, cfg.changelog),
+		onFatal: cfg.onFatal,
+		onApply: cfg.onApply,
+		notify:  newNotifier(),
+		wake:    make(chan struct{}),
 	}
 	f.pebbleOpts = func() *pebble.Options {
 		o := &pebble.Options{
@@ -99,12 +100,40 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 	}
 	f.db = db
 	idx, err := readApplied(db)
+	if err == nil {
+		err = f.loadSettings(db)
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	f.applied.Store(idx)
 	return f, nil
+}
+
+// settingsOf builds CellSettings from configuration values.
+func settingsOf(dedup int, cl ChangeLogConfig) *cellv1.CellSettings {
+	return &cellv1.CellSettings{
+		DedupWindow:             uint64(max(dedup, 0)),
+		ChangelogRetentionNanos: int64(cl.RetentionAge),
+		ChangelogMaxBytes:       cl.MaxBytes,
+		ChangelogMaxEvents:      cl.MaxEvents,
+	}
+}
+
+// loadSettings reads the settings in force from the state.
+func (f *fsm) loadSettings(r pebble.Reader) error {
+	var st cellv1.CellSettings
+	ok, err := getProto(r, keySettings, &st)
+	if err != nil {
+		return err
+	}
+	if ok {
+		f.settings.Store(&st)
+	} else {
+		f.settings.Store(f.initial)
+	}
+	return nil
 }
 
 func readApplied(r pebble.Reader) (uint64, error) {
@@ -235,6 +264,7 @@ func (f *fsm) commit(tx *txn, last *raft.Log) {
 		return
 	}
 	f.applied.Store(last.Index)
+	f.settings.Store(tx.settings)
 	for tenant := range tx.touched {
 		f.notify.notify(tenant)
 	}
@@ -341,6 +371,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("reopen restored state: %w", err)
 	}
 	f.db = db
+	if err := f.loadSettings(db); err != nil {
+		return err
+	}
 	f.applied.Store(applied)
 	f.log.Info("state restored from snapshot", "applied_index", applied)
 	f.notify.notifyAll()

@@ -613,14 +613,14 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if n := len(d.changes); n > 0 && d.changes[n-1] != rec.GetTseq() {
 			bad("%s: last change event %d, tseq %d", tenant, d.changes[n-1], rec.GetTseq())
 		}
-		if n := len(d.changes); n > 0 && rec.GetChangelogFirstTimeUnixNano() != d.events[0].GetTimeUnixNano() && f.changelog.RetentionAge > 0 {
+		if n := len(d.changes); n > 0 && rec.GetChangelogFirstTimeUnixNano() != d.events[0].GetTimeUnixNano() {
 			bad("%s: first change time %d, oldest event's %d", tenant, rec.GetChangelogFirstTimeUnixNano(), d.events[0].GetTimeUnixNano())
 		}
 		if rec.GetTseq() > 0 && len(d.changes) == 0 {
 			bad("%s: tseq %d but an empty change log", tenant, rec.GetTseq())
 		}
-		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) != want || uint64(len(d.dedupQ)) != want || want > f.dedup {
-			bad("%s: dedup window [%d, %d) (limit %d); %d records %d queued", tenant, rec.GetDedupFirst(), rec.GetDedupNext(), f.dedup, d.dedup, len(d.dedupQ))
+		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) != want || uint64(len(d.dedupQ)) != want || want > f.settings.Load().GetDedupWindow() {
+			bad("%s: dedup window [%d, %d) (limit %d); %d records %d queued", tenant, rec.GetDedupFirst(), rec.GetDedupNext(), f.settings.Load().GetDedupWindow(), d.dedup, len(d.dedupQ))
 		}
 		for i, q := range d.dedupQ {
 			if q != rec.GetDedupFirst()+uint64(i) {

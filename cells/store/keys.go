@@ -8,6 +8,7 @@ import (
 //
 //	"\x00a"                          last applied Raft index and term (16 bytes)
 //	"\x00t"                          number of tenant records (decimal)
+//	"\x00s"                          CellSettings (replicated bounds)
 //	"n" node id                      NodeInfo of a registered member
 //	"T" tenant                       TenantRecord
 //	"t" tenant "\x00" kind rest      the tenant's data, one contiguous range:
@@ -38,6 +39,7 @@ const (
 var (
 	keyApplied     = []byte{spaceMeta, 'a'}
 	keyTenantCount = []byte{spaceMeta, 't'} // decimal count of tenant records
+	keySettings    = []byte{spaceMeta, 's'} // CellSettings
 )
 
 func nodeKey(id string) []byte { return append([]byte{spaceNode}, id...) }

@@ -50,6 +50,7 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	30: {name: "register_node", apply: applyRegisterNode},
 	31: {name: "noop", apply: func(*opCtx) (*cellv1.CommandResult, error) { return nil, nil }},
+	32: {name: "cell_settings", apply: applyCellSettings},
 }
 
 var opOneof = (&cellv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("op")
@@ -303,6 +304,16 @@ func applyRegisterNode(o *opCtx) (*cellv1.CommandResult, error) {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "node.node_id", Description: "required"})
 	}
 	o.tx.put(nodeKey(n.GetNodeId()), n)
+	return nil, nil
+}
+
+func applyCellSettings(o *opCtx) (*cellv1.CommandResult, error) {
+	st := o.c.GetCellSettings()
+	if st.GetChangelogRetentionNanos() < 0 {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "cell_settings.changelog_retention_nanos", Description: "must not be negative"})
+	}
+	o.tx.put(keySettings, st)
+	o.tx.settings = st
 	return nil, nil
 }
 

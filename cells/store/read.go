@@ -116,13 +116,11 @@ func (s *Store) waitReady(ctx context.Context) error {
 	}
 }
 
-// waitApplied waits until the state machine has applied index idx.
+// waitApplied waits until the state reflects every entry up to idx.
 func (s *Store) waitApplied(ctx context.Context, idx uint64) error {
 	for {
 		wake := s.fsm.appliedWake()
-		// Raft's applied index also counts entries that never reach the
-		// state machine (no-ops, barriers).
-		if s.fsm.applied.Load() >= idx || s.raft.AppliedIndex() >= idx {
+		if s.stateIndex() >= idx {
 			return nil
 		}
 		select {
@@ -134,6 +132,27 @@ func (s *Store) waitApplied(ctx context.Context, idx uint64) error {
 			return errUnavailable("the node is shutting down")
 		}
 	}
+}
+
+// stateIndex is the highest Raft index the state reflects. The state
+// machine's own applied index is authoritative: Raft's AppliedIndex counts
+// entries it merely handed to the state machine, which may not be applied
+// yet. Raft's index is trusted beyond the state machine's only when every
+// entry in between is one that never reaches the state machine (no-ops,
+// barriers), which is what the last entries of a new term often are.
+func (s *Store) stateIndex() uint64 {
+	applied := s.fsm.applied.Load()
+	dispatched := s.raft.AppliedIndex()
+	if dispatched <= applied || dispatched-applied > 64 {
+		return applied
+	}
+	var l raft.Log
+	for i := applied + 1; i <= dispatched; i++ {
+		if err := s.wal.GetLog(i, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return applied
+		}
+	}
+	return dispatched
 }
 
 // readBarrier establishes the consistency a read asked for.
@@ -544,4 +563,15 @@ func (v *CellView) Nodes() ([]*cellv1.NodeInfo, error) {
 		return true, nil
 	})
 	return out, err
+}
+
+// Settings returns the replicated cell settings in force at this view
+// (the package defaults until a leader proposed its configuration).
+func (v *CellView) Settings() (*cellv1.CellSettings, error) {
+	var st cellv1.CellSettings
+	ok, err := getProto(v.r, keySettings, &st)
+	if err != nil || !ok {
+		return settingsOf(defaultDedupWindow, defaultChangeLog), err
+	}
+	return &st, nil
 }

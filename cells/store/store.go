@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // Store is one node's replica of a cell: Raft (raft-wal log, file
@@ -106,7 +107,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedup: cfg.DedupWindow, changelog: cfg.ChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply})
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedup: defaultDedupWindow, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply})
 	if err != nil {
 		return err
 	}
@@ -191,7 +192,9 @@ func raftConfig(cfg Config) *raft.Config {
 	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
 	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
 	rc.TrailingLogs = cfg.Raft.TrailingLogs
-	rc.BatchApplyCh = true
+	// Not BatchApplyCh: futures buffered there are never answered when Raft
+	// shuts down (a Close would hang on them). The proposer batches instead.
+	rc.BatchApplyCh = false
 	rc.NoSnapshotRestoreOnStart = true // the Pebble state survives restarts
 	return rc
 }
@@ -321,6 +324,16 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 	}
 	if cmd.Version == 0 {
 		cmd.Version = commandVersion
+	}
+	// A command no replica can apply would stop the whole cell (see
+	// checkKnown): refuse it here, at the door.
+	if !cmd.GetIgnorable() && !s.cfg.TestingKnobs.ProposeUnchecked {
+		if _, ok := lookupOp(cmd); !ok {
+			return nil, cperr.Invalid(cperr.FieldViolation{Field: "op", Description: "unknown or missing operation"})
+		}
+		if cmd.GetVersion() > commandVersion {
+			return nil, cperr.Invalid(cperr.FieldViolation{Field: "version", Description: "newer than this node understands"})
+		}
 	}
 	if cmd.TimeUnixNano == 0 {
 		cmd.TimeUnixNano = time.Now().UnixNano()
@@ -513,8 +526,27 @@ func (s *Store) watchLeadership() {
 			s.readyTerm.Store(term)
 			s.log.Info("became leader", "term", term)
 			s.registerSelf()
+			s.ensureSettings()
 		}
 	}
+}
+
+// ensureSettings makes the cell's replicated settings the ones this leader
+// is configured with. Until a leader has done so, every replica uses the
+// package defaults, so replicas never disagree.
+func (s *Store) ensureSettings() {
+	want := settingsOf(s.cfg.DedupWindow, s.cfg.ChangeLog)
+	if proto.Equal(s.fsm.settings.Load(), want) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ApplyTimeout)
+	defer cancel()
+	if _, err := s.Propose(ctx, &cellv1.Command{Op: &cellv1.Command_CellSettings{CellSettings: want}}); err != nil {
+		s.log.Warn("updating cell settings failed", "err", err)
+		return
+	}
+	s.log.Info("cell settings updated", "dedup_window", want.GetDedupWindow(), "changelog_max_events", want.GetChangelogMaxEvents(),
+		"changelog_max_bytes", want.GetChangelogMaxBytes(), "changelog_retention", time.Duration(want.GetChangelogRetentionNanos()))
 }
 
 func (s *Store) registerSelf() {
@@ -631,7 +663,7 @@ func (s *Store) Status() Status {
 		LeaderID:     string(leaderID),
 		LeaderAddr:   string(leaderAddr),
 		CommitIndex:  s.raft.CommitIndex(),
-		AppliedIndex: s.raft.AppliedIndex(),
+		AppliedIndex: s.stateIndex(),
 		LastLogIndex: s.raft.LastIndex(),
 		Tenants:      s.fsm.tenantCount(),
 	}

@@ -21,6 +21,9 @@ type txn struct {
 	b       *pebble.Batch
 	recs    map[string]*tenantState
 	touched map[string]struct{}
+	// settings in force for this batch (a cell_settings command changes
+	// them for the commands after it).
+	settings *cellv1.CellSettings
 	// err is a storage failure; it stops the state machine.
 	err error
 }
@@ -33,7 +36,7 @@ type tenantState struct {
 }
 
 func newTxn(f *fsm) *txn {
-	return &txn{f: f, b: f.db.NewIndexedBatch(), recs: map[string]*tenantState{}, touched: map[string]struct{}{}}
+	return &txn{f: f, b: f.db.NewIndexedBatch(), recs: map[string]*tenantState{}, touched: map[string]struct{}{}, settings: f.settings.Load()}
 }
 
 func (tx *txn) close() { _ = tx.b.Close() }
@@ -217,11 +220,12 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 	rec.ChangelogBytes += uint64(n)
 	tx.trimChanges(tenant, rec, c.GetTimeUnixNano())
 
-	if id := c.GetRequestId(); id != "" && tx.f.dedup > 0 {
+	window := tx.settings.GetDedupWindow()
+	if id := c.GetRequestId(); id != "" && window > 0 {
 		tx.put(dedupKey(tenant, id), &cellv1.DedupRecord{Tseq: rec.Tseq, Result: res})
 		tx.setRaw(dedupQueueKey(tenant, rec.DedupNext), []byte(id))
 		rec.DedupNext++
-		for rec.DedupNext-rec.DedupFirst > tx.f.dedup {
+		for rec.DedupNext-rec.DedupFirst > window {
 			old := tx.getRaw(dedupQueueKey(tenant, rec.DedupFirst))
 			if old != nil {
 				tx.del(dedupKey(tenant, string(old)))
@@ -236,11 +240,11 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 // bound; the newest event always stays. The state machine trims (not each
 // node on its own) so that replicas hold the same log.
 func (tx *txn) trimChanges(tenant string, rec *cellv1.TenantRecord, now int64) {
-	cfg := tx.f.changelog
+	cfg := tx.settings
 	for rec.ChangelogCount > 1 {
-		over := (cfg.MaxEvents > 0 && rec.ChangelogCount > cfg.MaxEvents) ||
-			(cfg.MaxBytes > 0 && rec.ChangelogBytes > cfg.MaxBytes) ||
-			(cfg.RetentionAge > 0 && now-rec.ChangelogFirstTimeUnixNano > int64(cfg.RetentionAge))
+		over := (cfg.GetChangelogMaxEvents() > 0 && rec.ChangelogCount > cfg.GetChangelogMaxEvents()) ||
+			(cfg.GetChangelogMaxBytes() > 0 && rec.ChangelogBytes > cfg.GetChangelogMaxBytes()) ||
+			(cfg.GetChangelogRetentionNanos() > 0 && now-rec.ChangelogFirstTimeUnixNano > cfg.GetChangelogRetentionNanos())
 		if !over {
 			return
 		}
@@ -250,9 +254,9 @@ func (tx *txn) trimChanges(tenant string, rec *cellv1.TenantRecord, now int64) {
 		rec.ChangelogCount--
 		rec.ChangelogBytes -= min(uint64(size), rec.ChangelogBytes)
 		rec.ChangelogFirstTseq++
-		if cfg.RetentionAge > 0 {
-			rec.ChangelogFirstTimeUnixNano = eventTime(tx.getRaw(changeKey(tenant, rec.ChangelogFirstTseq)))
-		}
+		// Always kept current, so that enabling age retention later
+		// measures from the real oldest event.
+		rec.ChangelogFirstTimeUnixNano = eventTime(tx.getRaw(changeKey(tenant, rec.ChangelogFirstTseq)))
 	}
 }
 

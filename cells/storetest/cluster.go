@@ -86,10 +86,10 @@ func NewCluster(t testing.TB, n int, opts ...Options) *Cluster {
 
 func (n *Node) config(ln net.Listener, peers []store.Peer) store.Config {
 	cfg := TestConfig()
+	cfg.NodeID = n.ID
 	if n.c.opts.Config != nil {
 		n.c.opts.Config(&cfg)
 	}
-	cfg.NodeID = n.ID
 	cfg.RaftListener = ln
 	cfg.DataDir = n.Dir
 	cfg.Bootstrap = peers

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func checkAllNodes(t *testing.T, c *Cluster, tenant, ctxID string, want []string
 			t.Fatalf("%s: read: %v", n.ID, err)
 		}
 		if !equal(got, want) {
-			t.Fatalf("%s: %d entries, want %d\n got %v\nwant %v", n.ID, len(got), len(want), head(got), head(want))
+			t.Fatalf("%s: %d entries, want %d; %s", n.ID, len(got), len(want), diff(got, want))
 		}
 	}
 }
@@ -82,6 +83,30 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// diff names the entries missing from got and the unexpected ones.
+func diff(got, want []string) string {
+	in := func(xs []string) map[string]int {
+		m := map[string]int{}
+		for i, x := range xs {
+			m[x] = i
+		}
+		return m
+	}
+	g, w := in(got), in(want)
+	var missing, extra []string
+	for _, x := range want {
+		if _, ok := g[x]; !ok {
+			missing = append(missing, fmt.Sprintf("%s@%d", x, w[x]+1))
+		}
+	}
+	for _, x := range got {
+		if _, ok := w[x]; !ok {
+			extra = append(extra, x)
+		}
+	}
+	return fmt.Sprintf("missing %v, unexpected %v", head(missing), head(extra))
 }
 
 func head(s []string) []string {

@@ -353,3 +353,28 @@ func TestStaleReadBound(t *testing.T) {
 	c.Heal()
 	Eventually(t, 10*time.Second, func() error { _, err := texts(t, f.S(), "acme", "c", bounded); return err })
 }
+
+// TestSettingsAreReplicated: nodes configured with different dedup windows
+// all apply the leader's, so their states cannot diverge.
+func TestSettingsAreReplicated(t *testing.T) {
+	c := NewCluster(t, 3, Options{Config: func(cfg *store.Config) {
+		cfg.DedupWindow = map[string]int{"n1": 11, "n2": 22, "n3": 33}[cfg.NodeID]
+	}})
+	leader := c.Leader()
+	want := uint64(map[string]int{"n1": 11, "n2": 22, "n3": 33}[leader.ID])
+	c.WaitConverged()
+	for _, n := range c.Running() {
+		Eventually(t, 10*time.Second, func() error {
+			var got uint64
+			err := n.S().ReadCell(testCtx(t, 5*time.Second), stale, func(v *store.CellView) error {
+				st, err := v.Settings()
+				got = st.GetDedupWindow()
+				return err
+			})
+			if err != nil || got != want {
+				return fmt.Errorf("%s: dedup window %d (err %v), want the leader's %d", n.ID, got, err, want)
+			}
+			return nil
+		})
+	}
+}

@@ -2,6 +2,9 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
+
+	"github.com/cellplane/cellplane/internal/cperr"
 	"testing"
 	"time"
 
@@ -20,10 +23,12 @@ func unknownCommand(ignorable bool) *cellv1.Command {
 }
 
 // TestUnknownCommand: an ignorable unknown command is skipped; a
-// non-ignorable one stops every node (Done closes, Err says why) rather
-// than letting replicas diverge.
+// non-ignorable one is refused at the door; one that a newer node managed
+// to propose stops every node (Done closes, Err says why) rather than
+// letting replicas diverge.
 func TestUnknownCommand(t *testing.T) {
-	c := NewCluster(t, 3)
+	newer := false
+	c := NewCluster(t, 3, Options{Config: func(cfg *store.Config) { cfg.TestingKnobs.ProposeUnchecked = newer }})
 	mustCreate(t, c, "acme", "c")
 	ctx := testCtx(t, 20*time.Second)
 	if _, err := c.Propose(ctx, unknownCommand(true)); err != nil {
@@ -32,8 +37,26 @@ func TestUnknownCommand(t *testing.T) {
 	if _, err := c.Propose(ctx, appendCmd("acme", "c", "", "still-fine")); err != nil {
 		t.Fatalf("write after an ignorable command: %v", err)
 	}
-	leader := c.Leader().S()
-	if _, err := leader.Propose(ctx, unknownCommand(false)); err == nil {
+	if _, err := c.Leader().S().Propose(ctx, unknownCommand(false)); !errors.Is(err, cperr.ErrInvalidArgument) {
+		t.Fatalf("unknown command: err = %v, want INVALID_ARGUMENT", err)
+	}
+	if _, err := c.Propose(ctx, appendCmd("acme", "c", "", "still-fine-2")); err != nil {
+		t.Fatalf("write after a refused command: %v", err)
+	}
+	// The leader restarts as a "newer" node that proposes what others do not know.
+	newer = true
+	leader := c.Leader()
+	c.Kill(leader.Index)
+	c.Restart(leader.Index)
+	var s *store.Store
+	Eventually(t, 20*time.Second, func() error {
+		if s = c.Leader().S(); s != c.Nodes[leader.Index].S() {
+			_, err := s.TransferLeadership(ctx, leader.ID)
+			return fmt.Errorf("leader is not the newer node yet (transfer: %v)", err)
+		}
+		return nil
+	})
+	if _, err := s.Propose(ctx, unknownCommand(false)); err == nil {
 		t.Fatalf("unknown command was acknowledged")
 	}
 	for _, n := range c.Nodes {

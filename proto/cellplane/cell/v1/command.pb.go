@@ -161,6 +161,7 @@ type Command struct {
 	//	*Command_DeleteTenant
 	//	*Command_RegisterNode
 	//	*Command_Noop
+	//	*Command_CellSettings
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -326,6 +327,15 @@ func (x *Command) GetNoop() *NoopOp {
 	return nil
 }
 
+func (x *Command) GetCellSettings() *CellSettings {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CellSettings); ok {
+			return x.CellSettings
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -366,6 +376,10 @@ type Command_Noop struct {
 	Noop *NoopOp `protobuf:"bytes,31,opt,name=noop,proto3,oneof"`
 }
 
+type Command_CellSettings struct {
+	CellSettings *CellSettings `protobuf:"bytes,32,opt,name=cell_settings,json=cellSettings,proto3,oneof"`
+}
+
 func (*Command_CreateContext) isCommand_Op() {}
 
 func (*Command_DeleteContext) isCommand_Op() {}
@@ -384,6 +398,82 @@ func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_Noop) isCommand_Op() {}
 
+func (*Command_CellSettings) isCommand_Op() {}
+
+// CellSettings are the bounds that decide what the state machine writes
+// (dedup window, change-log retention). They are replicated state, not node
+// configuration, so every replica applies the same bounds: the leader
+// proposes its configured values when they differ from the cell's.
+type CellSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Request ids remembered per tenant.
+	DedupWindow uint64 `protobuf:"varint,1,opt,name=dedup_window,json=dedupWindow,proto3" json:"dedup_window,omitempty"`
+	// Change-log retention per tenant (0: no bound).
+	ChangelogRetentionNanos int64  `protobuf:"varint,2,opt,name=changelog_retention_nanos,json=changelogRetentionNanos,proto3" json:"changelog_retention_nanos,omitempty"`
+	ChangelogMaxBytes       uint64 `protobuf:"varint,3,opt,name=changelog_max_bytes,json=changelogMaxBytes,proto3" json:"changelog_max_bytes,omitempty"`
+	ChangelogMaxEvents      uint64 `protobuf:"varint,4,opt,name=changelog_max_events,json=changelogMaxEvents,proto3" json:"changelog_max_events,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *CellSettings) Reset() {
+	*x = CellSettings{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CellSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CellSettings) ProtoMessage() {}
+
+func (x *CellSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CellSettings.ProtoReflect.Descriptor instead.
+func (*CellSettings) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CellSettings) GetDedupWindow() uint64 {
+	if x != nil {
+		return x.DedupWindow
+	}
+	return 0
+}
+
+func (x *CellSettings) GetChangelogRetentionNanos() int64 {
+	if x != nil {
+		return x.ChangelogRetentionNanos
+	}
+	return 0
+}
+
+func (x *CellSettings) GetChangelogMaxBytes() uint64 {
+	if x != nil {
+		return x.ChangelogMaxBytes
+	}
+	return 0
+}
+
+func (x *CellSettings) GetChangelogMaxEvents() uint64 {
+	if x != nil {
+		return x.ChangelogMaxEvents
+	}
+	return 0
+}
+
 // SetTenantOp sets a tenant's role at an epoch. Epochs never go down; a
 // tenant becomes OWNER only at an epoch above every epoch it had before
 // (or at its first epoch, when the cell did not know it).
@@ -397,7 +487,7 @@ type SetTenantOp struct {
 
 func (x *SetTenantOp) Reset() {
 	*x = SetTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +499,7 @@ func (x *SetTenantOp) String() string {
 func (*SetTenantOp) ProtoMessage() {}
 
 func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +512,7 @@ func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantOp.ProtoReflect.Descriptor instead.
 func (*SetTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SetTenantOp) GetRole() Role {
@@ -448,7 +538,7 @@ type DeleteTenantOp struct {
 
 func (x *DeleteTenantOp) Reset() {
 	*x = DeleteTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +550,7 @@ func (x *DeleteTenantOp) String() string {
 func (*DeleteTenantOp) ProtoMessage() {}
 
 func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +563,7 @@ func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantOp.ProtoReflect.Descriptor instead.
 func (*DeleteTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 // NoopOp does nothing; used to confirm leadership and in tests.
@@ -485,7 +575,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +587,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +600,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -537,7 +627,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +639,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +652,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -669,7 +759,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +771,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +784,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommandError) GetReason() string {
@@ -745,7 +835,7 @@ type TenantRecord struct {
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +847,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +860,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -871,7 +961,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +973,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +986,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -944,7 +1034,7 @@ type TenantInfo struct {
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1046,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1059,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -1042,7 +1132,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1144,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1157,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -1109,7 +1199,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1211,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1224,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -1164,7 +1254,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1266,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1279,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -1226,7 +1316,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xbe\x06\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x86\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -1246,8 +1336,14 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
 	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12B\n" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
-	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noopB\x04\n" +
-	"\x02op\"P\n" +
+	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
+	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
+	"\x02op\"\xcf\x01\n" +
+	"\fCellSettings\x12!\n" +
+	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
+	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
+	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
+	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\"P\n" +
 	"\vSetTenantOp\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\x10\n" +
@@ -1336,62 +1432,64 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
 	(*CommandBatch)(nil),            // 1: cellplane.cell.v1.CommandBatch
 	(*Command)(nil),                 // 2: cellplane.cell.v1.Command
-	(*SetTenantOp)(nil),             // 3: cellplane.cell.v1.SetTenantOp
-	(*DeleteTenantOp)(nil),          // 4: cellplane.cell.v1.DeleteTenantOp
-	(*NoopOp)(nil),                  // 5: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 6: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 7: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 8: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 9: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 10: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 11: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 12: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 13: cellplane.cell.v1.NodeInfo
-	nil,                             // 14: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 15: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 16: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 17: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 18: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 19: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.Context)(nil),              // 20: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 21: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 22: cellplane.context.v1.PutMemoryResponse
+	(*CellSettings)(nil),            // 3: cellplane.cell.v1.CellSettings
+	(*SetTenantOp)(nil),             // 4: cellplane.cell.v1.SetTenantOp
+	(*DeleteTenantOp)(nil),          // 5: cellplane.cell.v1.DeleteTenantOp
+	(*NoopOp)(nil),                  // 6: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 7: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 8: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 9: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 10: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 11: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 12: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 13: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 14: cellplane.cell.v1.NodeInfo
+	nil,                             // 15: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 16: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 17: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 18: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 19: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 20: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.Context)(nil),              // 21: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 22: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 23: cellplane.context.v1.PutMemoryResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	15, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	16, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	17, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	18, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	19, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	3,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	4,  // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	13, // 8: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	5,  // 9: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	0,  // 10: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	7,  // 11: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	20, // 12: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	21, // 13: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	22, // 14: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	10, // 15: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	14, // 16: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 17: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	9,  // 18: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	0,  // 19: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	9,  // 20: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	2,  // 21: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	6,  // 22: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	6,  // 23: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	16, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	17, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	18, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	19, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	20, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	4,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	5,  // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	14, // 8: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	6,  // 9: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	3,  // 10: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	0,  // 11: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	8,  // 12: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	21, // 13: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	22, // 14: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	23, // 15: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	11, // 16: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	15, // 17: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 18: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	10, // 19: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	0,  // 20: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	10, // 21: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	2,  // 22: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	7,  // 23: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	7,  // 24: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -1409,8 +1507,9 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_DeleteTenant)(nil),
 		(*Command_RegisterNode)(nil),
 		(*Command_Noop)(nil),
+		(*Command_CellSettings)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[5].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[6].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
@@ -1422,7 +1521,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
