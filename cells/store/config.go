@@ -20,14 +20,16 @@ var defaultChangeLog = ChangeLogConfig{RetentionAge: 24 * time.Hour, MaxBytes: 6
 //
 // Raft timing: a follower starts an election after 500–1000 ms without
 // hearing from the leader (HeartbeatTimeout, randomized by Raft up to 2×);
-// the leader heartbeats every HeartbeatTimeout/10. On a loaded 2-core box
-// lower values caused spurious elections (docs/benchmarks.md).
+// the leader heartbeats every HeartbeatTimeout/10. A leader steps down when
+// it has not reached a quorum for LeaderLeaseTimeout; at 250 ms that
+// happened on a CPU-starved 2-core box (docs/benchmarks.md), so it equals
+// HeartbeatTimeout, the most Raft allows.
 func DefaultConfig() Config {
 	return Config{
 		Raft: RaftConfig{
 			HeartbeatTimeout:   500 * time.Millisecond,
 			ElectionTimeout:    500 * time.Millisecond,
-			LeaderLeaseTimeout: 250 * time.Millisecond,
+			LeaderLeaseTimeout: 500 * time.Millisecond,
 			CommitTimeout:      10 * time.Millisecond,
 			MaxAppendEntries:   64,
 			SnapshotInterval:   30 * time.Second,
