@@ -1,0 +1,43 @@
+// Package bench holds the machinery of `cellplane bench <scenario>` and
+// the scenarios themselves (DESIGN §12). A scenario runs the system under
+// test together with its baselines, in one process and on one filesystem,
+// and reports ratios between them: absolute figures on a shared 2-core box
+// are noise, ratios measured in the same run are not.
+//
+// The reusable parts:
+//
+//   - Run drives one step of load: Concurrency workers calling an Op for a
+//     duration or an op count, closed loop (best throughput) or open loop
+//     at a fixed Rate (latency at a given load, charged from each op's
+//     scheduled start so that queueing is not hidden). It returns a Result:
+//     ops/s, a latency summary and errors counted by gRPC code.
+//   - Histogram is a lock-free log-linear latency histogram (≈0.4% error,
+//     exact min/max) shared by all workers of a step.
+//   - DescribeMachine, ReadMemory/ResetPeakRSS and PeakSampler describe
+//     the machine and the process's memory during a phase.
+//   - FsyncLoop and StartEtcd/EtcdPuts are the baselines.
+//   - Report renders any scenario as a table (WriteTable: one row per step
+//     when the results implement StepLister, ratios next to their targets)
+//     or as the JSON document {"scenario", "machine", "results", "ratios"}
+//     that every scenario emits (WriteJSON).
+//
+// A new scenario is a function like RunCell: it builds its system, calls
+// Run once per step, and returns a Report whose Results implement
+// StepLister.
+//
+// Usage:
+//
+//	rep, err := bench.RunCell(ctx, bench.CellOptions{Duration: 2 * time.Second, Progress: os.Stderr})
+//	if err != nil {
+//		return err
+//	}
+//	return rep.WriteTable(os.Stdout)
+//
+// Or, for one step of any workload:
+//
+//	res, err := bench.Run(ctx, bench.Load{Name: "get", Concurrency: 16, Duration: 3 * time.Second},
+//		func(ctx context.Context, worker int) error {
+//			_, err := client.Get(ctx, req)
+//			return err
+//		})
+package bench
