@@ -1,0 +1,41 @@
+# Thin, documented shortcuts for the commands in CONTRIBUTING.md. Every
+# target is one or two plain go/buf commands; run them directly if you
+# prefer. `make help` lists the targets.
+
+GO      ?= go
+BUF     := bin/buf
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+
+.PHONY: help generate lint test test-short build ci clean
+
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+generate: $(BUF) ## Regenerate the Go code beside proto/**/*.proto (buf generate).
+	$(BUF) generate
+
+lint: $(BUF) ## gofmt check, go vet and buf lint (as CI runs them).
+	@files="$$(gofmt -l .)"; if [ -n "$$files" ]; then echo "gofmt needed:"; echo "$$files"; exit 1; fi
+	$(GO) vet ./...
+	$(BUF) lint
+
+test: ## Run every test (what CI runs; a few minutes).
+	$(GO) test -timeout 15m ./...
+
+test-short: ## Run the fast tests (tests that start nodes skip themselves with -short where they opt in).
+	$(GO) test -short ./...
+
+build: ## Build bin/cellplane with the version and commit stamped in.
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/cellplane ./cmd/cellplane
+
+ci: ## Run the CI script exactly as CI does.
+	bash .ci/run
+
+clean: ## Remove bin/.
+	rm -rf bin
+
+# buf is pinned in tools/go.mod (kept apart from the main module so that
+# its dependencies do not move ours).
+$(BUF): tools/go.mod tools/go.sum
+	$(GO) build -C tools -o "$(CURDIR)/$(BUF)" github.com/bufbuild/buf/cmd/buf

@@ -1,0 +1,163 @@
+package cells
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/cells/validate"
+)
+
+// Config configures a Node. Start it from DefaultConfig and set NodeID,
+// DataDir and either Bootstrap or Join (or neither, to restart a node whose
+// data dir already holds its Raft state).
+type Config struct {
+	// NodeID is this node's id in the cell: 1–128 characters of
+	// [A-Za-z0-9._-], stable across restarts.
+	NodeID string
+
+	// RaftAddr, GRPCAddr and HTTPAddr are the addresses to listen on
+	// ("127.0.0.1:0" picks a free port; the Node's accessors report the
+	// bound ones). The bound addresses are what the node advertises to its
+	// peers unless Store.RaftAdvertise / GRPCAdvertise / HTTPAdvertise name
+	// others (needed when binding a wildcard address such as 0.0.0.0).
+	RaftAddr, GRPCAddr, HTTPAddr string
+	// RaftListener, GRPCListener and HTTPListener are optional pre-opened
+	// listeners; when set they win over the addresses above. Tests and
+	// benchmarks open them on port 0 first so no port can be taken between
+	// choosing and binding it. The node closes them.
+	RaftListener, GRPCListener, HTTPListener net.Listener
+
+	// DataDir holds the store's files (Raft log, snapshots, state). It is
+	// created if missing and must be writable.
+	DataDir string
+	// Bootstrap forms a new cell with these voters, which must include this
+	// node. It is ignored when DataDir already holds Raft state, so the
+	// same command line can restart a node.
+	Bootstrap []store.Peer
+	// Join is the gRPC address of any member of an existing cell; Start
+	// asks it to add this node as a voter (a follower forwards the request
+	// to the leader) and retries until it succeeds or Start's ctx ends.
+	Join string
+
+	// Limits bound every request (validate.DefaultLimits()).
+	Limits validate.Limits
+	// Store holds the store's tuning knobs. NodeID, RaftBind, RaftListener,
+	// DataDir, Bootstrap and Logger are filled from the fields above;
+	// RaftAdvertise, GRPCAdvertise and HTTPAdvertise default to the bound
+	// addresses.
+	Store store.Config
+
+	// ShutdownTimeout bounds the graceful part of Close: draining gRPC
+	// calls and HTTP requests and handing leadership over. Calls still
+	// running after it are cut. 0 means no graceful phase.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the node's logs (with node=<NodeID>); nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Default listen addresses; all loopback, so that a node started without
+// flags is not reachable from other machines.
+const (
+	DefaultRaftAddr = "127.0.0.1:7000"
+	DefaultGRPCAddr = "127.0.0.1:7001"
+	DefaultHTTPAddr = "127.0.0.1:7002"
+)
+
+// DefaultConfig returns a Config with the default addresses, limits, store
+// tuning and shutdown timeout; NodeID and DataDir still need to be set.
+func DefaultConfig() Config {
+	return Config{
+		RaftAddr:        DefaultRaftAddr,
+		GRPCAddr:        DefaultGRPCAddr,
+		HTTPAddr:        DefaultHTTPAddr,
+		Limits:          validate.DefaultLimits(),
+		Store:           store.DefaultConfig(),
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Validate reports every problem with c, each naming the field.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cells: "+format, args...)) }
+
+	if !validate.ValidID(c.NodeID, validate.DefaultMaxIDLen) {
+		add("NodeID %q must be %s", c.NodeID, validate.IDRule(validate.DefaultMaxIDLen))
+	}
+	if c.DataDir == "" {
+		add("DataDir is required")
+	}
+	for _, a := range []struct {
+		name string
+		addr string
+		lis  net.Listener
+	}{{"RaftAddr", c.RaftAddr, c.RaftListener}, {"GRPCAddr", c.GRPCAddr, c.GRPCListener}, {"HTTPAddr", c.HTTPAddr, c.HTTPListener}} {
+		if a.lis != nil {
+			continue
+		}
+		if a.addr == "" {
+			add("%s is required (or a pre-opened listener)", a.name)
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			add("%s %q is not host:port: %v", a.name, a.addr, err)
+		}
+	}
+	if len(c.Bootstrap) > 0 && c.Join != "" {
+		add("Bootstrap and Join are exclusive: bootstrap forms a new cell, join enters an existing one")
+	}
+	if len(c.Bootstrap) > 0 {
+		ids := make(map[string]bool, len(c.Bootstrap))
+		addrs := make(map[string]bool, len(c.Bootstrap))
+		for i, p := range c.Bootstrap {
+			if !validate.ValidID(p.ID, validate.DefaultMaxIDLen) {
+				add("Bootstrap[%d]: id %q must be %s", i, p.ID, validate.IDRule(validate.DefaultMaxIDLen))
+			}
+			if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+				add("Bootstrap[%d] (%s): Raft address %q is not host:port", i, p.ID, p.Addr)
+			}
+			if ids[p.ID] {
+				add("Bootstrap: id %q is listed twice", p.ID)
+			}
+			if addrs[p.Addr] {
+				add("Bootstrap: address %q is listed twice", p.Addr)
+			}
+			ids[p.ID], addrs[p.Addr] = true, true
+		}
+		if !ids[c.NodeID] {
+			add("Bootstrap must include this node (%q)", c.NodeID)
+		}
+	}
+	if c.Join != "" {
+		if _, _, err := net.SplitHostPort(c.Join); err != nil {
+			add("Join %q is not a host:port gRPC address: %v", c.Join, err)
+		}
+	}
+	if c.ShutdownTimeout < 0 {
+		add("ShutdownTimeout must be ≥ 0, got %s", c.ShutdownTimeout)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		add("Limits: %w", err)
+	}
+	if len(errs) == 0 {
+		// The store checks its own knobs; give it the fields we fill in.
+		sc := c.Store
+		sc.NodeID, sc.DataDir, sc.Bootstrap = c.NodeID, c.DataDir, c.Bootstrap
+		if c.RaftListener != nil {
+			sc.RaftListener = c.RaftListener
+			sc.RaftBind = c.RaftListener.Addr().String()
+		} else {
+			sc.RaftBind = c.RaftAddr
+		}
+		if err := sc.Validate(); err != nil {
+			add("Store: %w", err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,59 @@
+// Package cells runs one node of a cell: the Raft-replicated context store
+// (cells/store) behind a gRPC server and an HTTP server.
+//
+// A node serves, on its gRPC address:
+//
+//   - cellplane.context.v1.ContextService, the public data API, and
+//     cellplane.cell.v1.CellService, the internal and admin API
+//     (cells/service); followers forward writes and linearizable reads to
+//     the leader;
+//   - grpc.health.v1 (SERVING while the store knows a leader, NOT_SERVING
+//     once shutdown starts) and server reflection (for grpcurl).
+//
+// Every call passes, from outermost to innermost: a slog logging
+// interceptor (one line per finished call, Debug unless the call failed
+// for a bad reason), Prometheus metrics, panic recovery (INTERNAL, stack
+// logged, never sent) and the internal/rpcerr error table.
+//
+// On its HTTP address it serves /metrics (a registry owned by the node, so
+// several nodes can share a process), /healthz (200 while the node and its
+// store run) and /readyz (200 once the store knows a leader and has applied
+// entries; a JSON body says why not).
+//
+// Membership: Config.Bootstrap forms a new cell; Config.Join adds the node
+// to an existing one through any member (CellService.AddVoter, forwarded
+// to the leader). Either way, once a leader is known, the node makes sure
+// its addresses are registered in the cell state (CellService.RegisterNode
+// on the leader; the leader registers itself), so that peers can forward
+// to it and report it.
+//
+// Close is graceful: health goes NOT_SERVING, new calls are refused, open
+// Watch streams end with UNAVAILABLE (clients resume elsewhere), running
+// calls drain for up to Config.ShutdownTimeout, a leader hands leadership
+// to a peer, and the store closes. When the store fails by itself (an
+// unknown command, a storage error), the node stops and Done/Err report it.
+//
+// Usage (see cmd/cellplane for the command line):
+//
+//	cfg := cells.DefaultConfig()
+//	cfg.NodeID = "n1"
+//	cfg.DataDir = "/var/lib/cellplane/n1"
+//	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = "10.0.0.1:7000", "10.0.0.1:7001", "10.0.0.1:7002"
+//	cfg.Bootstrap = []store.Peer{{ID: "n1", Addr: "10.0.0.1:7000"}, {ID: "n2", Addr: "10.0.0.2:7000"}, {ID: "n3", Addr: "10.0.0.3:7000"}}
+//	cfg.Logger = logger
+//	node, err := cells.Start(ctx, cfg)
+//	if err != nil {
+//		return err // a taken port is a *cells.ListenError
+//	}
+//	defer node.Close()
+//	select {
+//	case <-ctx.Done(): // SIGTERM
+//	case <-node.Done():
+//		return node.Err() // the store failed
+//	}
+//	return nil
+//
+// Tests and benchmarks pass pre-opened listeners (Config.RaftListener,
+// GRPCListener, HTTPListener) on 127.0.0.1:0 and read the bound addresses
+// back with RaftAddr, GRPCAddr and HTTPAddr.
+package cells

@@ -1,0 +1,192 @@
+package cells
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+)
+
+// Retry pacing of join and registration: quick at first (a cell that is
+// just electing a leader answers within a second), then backing off so a
+// node waiting for an absent cell does not spin.
+const (
+	retryMin     = 50 * time.Millisecond
+	retryMax     = 2 * time.Second
+	rpcTimeout   = 10 * time.Second
+	errNoLeader  = staticError("no known leader")
+	errNoAddress = staticError("leader has not registered its gRPC address yet")
+)
+
+type staticError string
+
+func (e staticError) Error() string { return string(e) }
+
+// join asks the cell, through the member at cfg.Join, to add this node as
+// a voter, retrying until it succeeds, a permanent error comes back, or ctx
+// ends. A node that is already a voter (a restart) skips the call.
+func (n *Node) join(ctx context.Context) error {
+	if n.isVoter() {
+		n.log.Info("already a voter of the cell; not joining again", "join", n.cfg.Join)
+		return nil
+	}
+	conn, err := grpc.NewClient(n.cfg.Join, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("cells: join through %s: %w", n.cfg.Join, err)
+	}
+	defer conn.Close()
+	client := cellv1.NewCellServiceClient(conn)
+
+	wait := retryMin
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		_, err := client.AddVoter(cctx, &cellv1.AddVoterRequest{Node: n.Info()})
+		cancel()
+		if err == nil {
+			n.log.Info("joined the cell as a voter", "via", n.cfg.Join, "attempts", attempt)
+			return nil
+		}
+		err = rpcerr.FromStatus(err)
+		if permanent(err) {
+			return fmt.Errorf("cells: join through %s refused: %w", n.cfg.Join, err)
+		}
+		n.log.Log(ctx, debugThenWarn(attempt), "join failed; retrying", "via", n.cfg.Join, "attempt", attempt, "err", err)
+		if serr := sleep(ctx, wait); serr != nil {
+			return fmt.Errorf("cells: join through %s: gave up after %d attempts: %w (last error: %v)", n.cfg.Join, attempt, serr, err)
+		}
+		wait = min(wait*2, retryMax)
+	}
+}
+
+// isVoter reports whether the store's Raft configuration already lists
+// this node as a voter.
+func (n *Node) isVoter() bool {
+	for _, m := range n.st.Status().Members {
+		if m.ID == n.cfg.NodeID && m.Voter {
+			return true
+		}
+	}
+	return false
+}
+
+// registerLoop makes sure the cell state holds this node's addresses (so
+// that peers can forward to it and report it), then ends. The leader
+// registers itself from within the store; a follower asks the leader.
+func (n *Node) registerLoop() {
+	defer n.bgWG.Done()
+	ctx := n.bg
+	wait := retryMin
+	for attempt := 1; ; attempt++ {
+		done, err := n.ensureRegistered(ctx)
+		if done {
+			n.log.Debug("node registered in the cell state", "attempts", attempt)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errNoLeader) || errors.Is(err, errNoAddress) || err == nil {
+			// Waiting on this node's own view (an election, the leader's
+			// self-registration, our registration being applied): cheap
+			// to check, so check often.
+			if sleep(ctx, retryMin) != nil {
+				return
+			}
+			continue
+		}
+		n.log.Log(ctx, debugThenWarn(attempt), "registration pending", "attempt", attempt, "err", err)
+		if sleep(ctx, wait) != nil {
+			return
+		}
+		wait = min(wait*2, retryMax)
+	}
+}
+
+// ensureRegistered returns true when the cell state already has this
+// node's current addresses, or after the leader accepted them.
+func (n *Node) ensureRegistered(ctx context.Context) (bool, error) {
+	leaderID, leader := n.st.Leader()
+	if leaderID == "" {
+		return false, errNoLeader
+	}
+	registered := false
+	err := n.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE}, func(v *store.CellView) error {
+		nodes, err := v.Nodes()
+		if err != nil {
+			return err
+		}
+		for _, info := range nodes {
+			if sameInfo(info, n.info) {
+				registered = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("read cell state: %w", err)
+	}
+	if registered {
+		return true, nil
+	}
+	if leaderID == n.cfg.NodeID {
+		// The store registers the leader itself; wait to see it applied.
+		return false, nil
+	}
+	if leader.GetGrpcAddr() == "" {
+		return false, errNoAddress
+	}
+	conn, err := grpc.NewClient(leader.GetGrpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	if _, err := cellv1.NewCellServiceClient(conn).RegisterNode(cctx, &cellv1.RegisterNodeRequest{Node: n.Info()}); err != nil {
+		return false, fmt.Errorf("RegisterNode at leader %s (%s): %w", leaderID, leader.GetGrpcAddr(), rpcerr.FromStatus(err))
+	}
+	n.log.Info("registered with the leader", "leader_id", leaderID)
+	return true, nil
+}
+
+func sameInfo(a, b *cellv1.NodeInfo) bool {
+	return a.GetNodeId() == b.GetNodeId() && a.GetRaftAddr() == b.GetRaftAddr() &&
+		a.GetGrpcAddr() == b.GetGrpcAddr() && a.GetHttpAddr() == b.GetHttpAddr()
+}
+
+// permanent reports errors a retry cannot fix.
+func permanent(err error) bool {
+	return errors.Is(err, cperr.ErrInvalidArgument) || errors.Is(err, cperr.ErrPermissionDenied) ||
+		errors.Is(err, cperr.ErrUnauthenticated) || errors.Is(err, cperr.ErrAlreadyExists)
+}
+
+// debugThenWarn logs the first few retries at Debug (a cell electing a
+// leader is normal) and later ones at Warn (something is wrong).
+func debugThenWarn(attempt int) slog.Level {
+	if attempt < 10 {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
+
+// sleep waits d or until ctx ends (then it returns ctx's error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

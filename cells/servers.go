@@ -1,0 +1,252 @@
+package cells
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	grpclog "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+)
+
+// recvHeadroom is added to Limits.MaxRequestBytes for gRPC's receive
+// limit: a request somewhat over the limit still reaches the validator and
+// gets INVALID_ARGUMENT with a field violation, while a far larger one is
+// refused by gRPC (RESOURCE_EXHAUSTED) before it is decoded.
+const recvHeadroom = 64 << 10
+
+// healthServices are the names grpc.health.v1 reports: "" for the whole
+// server and each served API.
+func healthServices() []string {
+	return []string{"", contextv1.ContextService_ServiceDesc.ServiceName, cellv1.CellService_ServiceDesc.ServiceName}
+}
+
+// newGRPCServer builds the gRPC server with its interceptor chain, from
+// outermost to innermost:
+//
+//  1. logging: one line per finished call (Debug when it went as expected,
+//     Error for INTERNAL/UNKNOWN/DATA_LOSS), so it sees the final code;
+//  2. Prometheus metrics (grpc_server_*), likewise on the final code;
+//  3. recovery: a panicking handler becomes INTERNAL with a generic
+//     message; the panic and its stack are logged, never sent. It sits
+//     inside logging and metrics so that panics are counted and logged as
+//     failed calls.
+//  4. rpcerr: maps the handlers' cperr errors to statuses (the one table).
+func (n *Node) newGRPCServer() *grpc.Server {
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	n.reg.MustRegister(metrics)
+
+	logger := grpclog.LoggerFunc(func(ctx context.Context, level grpclog.Level, msg string, fields ...any) {
+		n.log.Log(ctx, slog.Level(level), msg, fields...)
+	})
+	logOpts := []grpclog.Option{
+		grpclog.WithLogOnEvents(grpclog.FinishCall),
+		grpclog.WithLevels(codeToLevel),
+		grpclog.WithFieldsFromContext(tenantField),
+	}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(n.recoverPanic)}
+
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes+recvHeadroom),
+		grpc.ChainUnaryInterceptor(
+			grpclog.UnaryServerInterceptor(logger, logOpts...),
+			metrics.UnaryServerInterceptor(),
+			recovery.UnaryServerInterceptor(recoverOpts...),
+			rpcerr.UnaryServerInterceptor(),
+		),
+		grpc.ChainStreamInterceptor(
+			grpclog.StreamServerInterceptor(logger, logOpts...),
+			metrics.StreamServerInterceptor(),
+			recovery.StreamServerInterceptor(recoverOpts...),
+			rpcerr.StreamServerInterceptor(),
+		),
+	)
+	n.svc.Register(gs)
+	healthpb.RegisterHealthServer(gs, &healthServer{Server: n.health, closing: n.bg})
+	reflection.Register(gs)
+	metrics.InitializeMetrics(gs)
+	return gs
+}
+
+// recoverPanic logs a handler's panic with its stack and returns the
+// generic INTERNAL status the client sees.
+func (n *Node) recoverPanic(ctx context.Context, p any) error {
+	method, _ := grpc.Method(ctx)
+	n.log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
+	return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
+}
+
+// codeToLevel chooses the log level of a finished call: expected outcomes
+// (including the error contract's client-facing reasons such as NOT_FOUND,
+// NOT_LEADER or STALE_EPOCH) are Debug; a client talking an API we do not
+// have is Warn; a failure of ours is Error.
+func codeToLevel(c codes.Code) grpclog.Level {
+	switch c {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return grpclog.LevelError
+	case codes.Unimplemented:
+		return grpclog.LevelWarn
+	default:
+		return grpclog.LevelDebug
+	}
+}
+
+// tenantField adds the call's tenant (from metadata) to its log line.
+func tenantField(ctx context.Context) grpclog.Fields {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if t := md.Get(tenantmd.TenantKey); len(t) == 1 {
+		return grpclog.Fields{"tenant", t[0]}
+	}
+	return nil
+}
+
+func (n *Node) newHTTPServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.HandleFunc("GET /healthz", n.serveHealthz)
+	mux.HandleFunc("GET /readyz", n.serveReadyz)
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// serveHealthz answers 200 while the node runs and its store is alive.
+func (n *Node) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	select {
+	case <-n.st.Done():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("store stopped\n"))
+		return
+	default:
+	}
+	if n.closing.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readiness is the JSON body of /readyz.
+type readiness struct {
+	Ready        bool   `json:"ready"`
+	NodeID       string `json:"node_id"`
+	State        string `json:"state"`
+	LeaderID     string `json:"leader_id"`
+	Leader       string `json:"leader,omitempty"` // the leader's gRPC address, once registered
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+// serveReadyz answers 200 when the store knows a leader and has applied
+// entries, i.e. when the node can serve reads and forward writes.
+func (n *Node) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	s := n.st.Status()
+	r := readiness{
+		NodeID:       n.cfg.NodeID,
+		State:        s.State,
+		LeaderID:     s.LeaderID,
+		Term:         s.Term,
+		CommitIndex:  s.CommitIndex,
+		AppliedIndex: s.AppliedIndex,
+	}
+	if _, info := n.st.Leader(); info != nil {
+		r.Leader = info.GetGrpcAddr()
+	}
+	switch {
+	case n.closing.Load():
+		r.Reason = "shutting down"
+	case s.LeaderID == "":
+		r.Reason = "no known leader"
+	case s.AppliedIndex == 0:
+		r.Reason = "nothing applied yet"
+	default:
+		r.Ready = true
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !r.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+// healthLoop keeps grpc.health.v1 in step with the store: SERVING while a
+// leader is known (so calls can be served or forwarded), NOT_SERVING
+// otherwise. Shutdown switches to NOT_SERVING for good (health.Shutdown).
+func (n *Node) healthLoop() {
+	defer n.bgWG.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	serving := false
+	for {
+		id, _ := n.st.Leader()
+		if now := id != ""; now != serving {
+			serving = now
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if serving {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			for _, name := range healthServices() {
+				n.health.SetServingStatus(name, st)
+			}
+			n.log.Debug("health changed", "serving", serving, "leader_id", id)
+		}
+		select {
+		case <-n.bg.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// healthServer ends grpc.health.v1 Watch streams when the node shuts down
+// (with UNAVAILABLE, after the NOT_SERVING update when it could be sent).
+// grpc-go's health server keeps them open forever, which would hold
+// GracefulStop until the shutdown timeout: clients that use client-side
+// health checking always have one open.
+type healthServer struct {
+	*health.Server
+	closing context.Context // done when shutdown starts
+}
+
+func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(h.closing, cancel)()
+	err := h.Server.Watch(req, ctxStream{ServerStreamingServer: stream, ctx: ctx})
+	if h.closing.Err() != nil && stream.Context().Err() == nil {
+		return status.Error(codes.Unavailable, "node shutting down")
+	}
+	return err
+}
+
+// ctxStream is a server stream with its context replaced.
+type ctxStream struct {
+	grpc.ServerStreamingServer[healthpb.HealthCheckResponse]
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/logging"
+)
+
+// listenFlag names the flag behind each of the node's listeners, so that
+// "address already in use" says which flag to change.
+func listenFlag(listener string) string {
+	switch listener {
+	case "raft", "grpc", "http":
+		return "--" + listener + "-addr"
+	}
+	return listener + " address"
+}
+
+func newCellCmd(std streams, stopSignals func()) *cobra.Command {
+	cfg := cells.DefaultConfig()
+	var (
+		bootstrap string
+		logLevel  = "info"
+		logFormat = "text"
+	)
+
+	cmd := &cobra.Command{
+		Use:   "cell --id ID --data-dir DIR (--bootstrap PEERS | --join ADDR)",
+		Short: "Run one node of a cell (Raft member + context store + gRPC and HTTP servers)",
+		Long: `Run one node of a cell: a Raft member with its share of the context store,
+serving ContextService and CellService over gRPC (with health and reflection)
+and /metrics, /healthz and /readyz over HTTP.
+
+A new cell is formed by starting each of its nodes with the same --bootstrap
+list of "id@raft-address" voters. A node is added to a running cell with
+--join and the gRPC address of any member. A node restarted on its data dir
+rejoins its cell by itself; --bootstrap is then ignored, so the same command
+line can be reused.
+
+SIGINT or SIGTERM stops the node gracefully: it reports NOT_SERVING, hands
+Raft leadership over if it leads, drains calls for up to --shutdown-timeout
+and closes the store. A second signal exits at once.
+
+Listen addresses are advertised to peers as bound; when listening on a
+wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
+--http-advertise to addresses the peers can reach.`,
+		Example: `  # A 3-node cell on one machine (run each line in its own terminal):
+  cellplane cell --id n1 --data-dir data/n1 --raft-addr 127.0.0.1:7000 --grpc-addr 127.0.0.1:7001 --http-addr 127.0.0.1:7002 \
+      --bootstrap n1@127.0.0.1:7000,n2@127.0.0.1:7010,n3@127.0.0.1:7020
+  cellplane cell --id n2 --data-dir data/n2 --raft-addr 127.0.0.1:7010 --grpc-addr 127.0.0.1:7011 --http-addr 127.0.0.1:7012 \
+      --bootstrap n1@127.0.0.1:7000,n2@127.0.0.1:7010,n3@127.0.0.1:7020
+  cellplane cell --id n3 --data-dir data/n3 --raft-addr 127.0.0.1:7020 --grpc-addr 127.0.0.1:7021 --http-addr 127.0.0.1:7022 \
+      --bootstrap n1@127.0.0.1:7000,n2@127.0.0.1:7010,n3@127.0.0.1:7020
+
+  # Add a fourth voter through any member:
+  cellplane cell --id n4 --data-dir data/n4 --raft-addr 127.0.0.1:7030 --grpc-addr 127.0.0.1:7031 --http-addr 127.0.0.1:7032 \
+      --join 127.0.0.1:7001`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			peers, err := parsePeers(bootstrap)
+			if err != nil {
+				return usageErrorf("--bootstrap: %w", err)
+			}
+			cfg.Bootstrap = peers
+			if len(cfg.Bootstrap) > 0 && cfg.Join != "" {
+				return usageErrorf("--bootstrap and --join are exclusive: bootstrap forms a new cell, join enters an existing one")
+			}
+			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("invalid configuration: %w", err)
+			}
+			return runCell(cmd, cfg, stopSignals)
+		},
+	}
+
+	node := pflag.NewFlagSet("node", pflag.ContinueOnError)
+	node.StringVar(&cfg.NodeID, "id", "", "node id, unique in the cell and stable across restarts (1-128 of [A-Za-z0-9._-]) (required)")
+	node.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, snapshots and state; created if missing (required)")
+	node.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address the Raft transport listens on")
+	node.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address the gRPC API listens on")
+	node.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of /metrics, /healthz and /readyz")
+	node.StringVar(&cfg.Store.RaftAdvertise, "raft-advertise", "", "Raft address peers dial (default: the bound --raft-addr)")
+	node.StringVar(&cfg.Store.GRPCAdvertise, "grpc-advertise", "", "gRPC address peers forward to (default: the bound --grpc-addr)")
+	node.StringVar(&cfg.Store.HTTPAdvertise, "http-advertise", "", "HTTP address reported to peers (default: the bound --http-addr)")
+	node.StringVar(&bootstrap, "bootstrap", "", `form a new cell with these voters, this node included: "id1@host:port,id2@host:port,..." (Raft addresses)`)
+	node.StringVar(&cfg.Join, "join", "", "join an existing cell as a voter through the gRPC address of any member")
+	node.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls before cutting them")
+
+	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
+	lim.IntVar(&cfg.Limits.MaxIDLen, "max-id-len", cfg.Limits.MaxIDLen, "longest tenant, context or node id")
+	lim.IntVar(&cfg.Limits.MaxRequestBytes, "max-request-bytes", cfg.Limits.MaxRequestBytes, "largest encoded request")
+	lim.IntVar(&cfg.Limits.MaxEntryContentBytes, "max-entry-bytes", cfg.Limits.MaxEntryContentBytes, "largest content of one context entry")
+	lim.IntVar(&cfg.Limits.MaxEntriesPerAppend, "max-entries-per-append", cfg.Limits.MaxEntriesPerAppend, "most entries in one Append")
+	lim.IntVar(&cfg.Limits.MaxMemoryKeyBytes, "max-memory-key-bytes", cfg.Limits.MaxMemoryKeyBytes, "longest memory key")
+	lim.IntVar(&cfg.Limits.MaxMemoryValueBytes, "max-memory-value-bytes", cfg.Limits.MaxMemoryValueBytes, "largest memory value")
+
+	st := pflag.NewFlagSet("store", pflag.ContinueOnError)
+	sc := &cfg.Store
+	st.DurationVar(&sc.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", sc.Raft.HeartbeatTimeout, "follower: time without leader contact before starting an election")
+	st.DurationVar(&sc.Raft.ElectionTimeout, "raft-election-timeout", sc.Raft.ElectionTimeout, "candidate: time without a won election before trying again")
+	st.DurationVar(&sc.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", sc.Raft.LeaderLeaseTimeout, "leader: time without quorum contact before stepping down")
+	st.DurationVar(&sc.Raft.CommitTimeout, "raft-commit-timeout", sc.Raft.CommitTimeout, "leader: longest wait before sending a heartbeat carrying the commit index")
+	st.IntVar(&sc.Raft.MaxAppendEntries, "raft-max-append-entries", sc.Raft.MaxAppendEntries, "most log entries in one AppendEntries RPC")
+	st.DurationVar(&sc.Raft.SnapshotInterval, "raft-snapshot-interval", sc.Raft.SnapshotInterval, "how often Raft checks whether to snapshot")
+	st.Uint64Var(&sc.Raft.SnapshotThreshold, "raft-snapshot-threshold", sc.Raft.SnapshotThreshold, "new log entries that trigger a snapshot")
+	st.Uint64Var(&sc.Raft.TrailingLogs, "raft-trailing-logs", sc.Raft.TrailingLogs, "log entries kept after a snapshot (lets slow followers catch up without one)")
+	st.IntVar(&sc.Raft.SnapshotRetain, "raft-snapshot-retain", sc.Raft.SnapshotRetain, "snapshots kept on disk")
+	st.IntVar(&sc.MaxBatchCommands, "max-batch-commands", sc.MaxBatchCommands, "most commands group-committed in one Raft entry")
+	st.IntVar(&sc.MaxBatchBytes, "max-batch-bytes", sc.MaxBatchBytes, "largest group-committed Raft entry")
+	st.IntVar(&sc.MaxInflightBatches, "max-inflight-batches", sc.MaxInflightBatches, "Raft entries proposed but not yet applied; more proposals wait and join the next entry")
+	st.Int64Var(&sc.StateCacheBytes, "state-cache-bytes", sc.StateCacheBytes, "Pebble block cache of the state machine")
+	st.Uint64Var(&sc.StateMemTableBytes, "state-memtable-bytes", sc.StateMemTableBytes, "Pebble memtable size of the state machine")
+	st.IntVar(&sc.DedupWindow, "dedup-window", sc.DedupWindow, "request ids remembered per tenant for idempotent retries (cell-wide: the leader's value applies)")
+	st.DurationVar(&sc.ChangeLog.RetentionAge, "changelog-retention", sc.ChangeLog.RetentionAge, "drop change-log events older than this, 0: by size only (cell-wide: the leader's value applies)")
+	st.Uint64Var(&sc.ChangeLog.MaxBytes, "changelog-max-bytes", sc.ChangeLog.MaxBytes, "largest change log per tenant, 0: unbounded (cell-wide: the leader's value applies)")
+	st.Uint64Var(&sc.ChangeLog.MaxEvents, "changelog-max-events", sc.ChangeLog.MaxEvents, "most change-log events per tenant, 0: unbounded (cell-wide: the leader's value applies)")
+	st.DurationVar(&sc.ApplyTimeout, "apply-timeout", sc.ApplyTimeout, "bound on a write when the caller set no earlier deadline")
+	st.DurationVar(&sc.DefaultMaxStaleness, "default-max-staleness", sc.DefaultMaxStaleness, "staleness bound of STALE reads that name none")
+
+	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
+	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
+	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
+
+	groups := []flagGroup{
+		{"Node", node},
+		{"Request limits", lim},
+		{"Raft and store tuning", st},
+		{"Logging", logf},
+	}
+	for _, g := range groups {
+		cmd.Flags().AddFlagSet(g.set)
+	}
+	_ = cmd.MarkFlagRequired("id")
+	_ = cmd.MarkFlagRequired("data-dir")
+	cmd.SetUsageFunc(groupedUsage(groups))
+	return cmd
+}
+
+// runCell starts the node and waits for a signal (ctx) or for the node to
+// stop by itself.
+func runCell(cmd *cobra.Command, cfg cells.Config, stopSignals func()) error {
+	ctx := cmd.Context()
+	n, err := cells.Start(ctx, cfg)
+	if err != nil {
+		var le *cells.ListenError
+		if errors.As(err, &le) {
+			return fmt.Errorf("%s %s: %s", listenFlag(le.Name), le.Addr, le.Reason())
+		}
+		return err
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	select {
+	case <-ctx.Done():
+		if stopSignals != nil {
+			stopSignals() // a second signal now kills the process
+		}
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+		start := time.Now()
+		if err := n.Close(); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	case <-n.Done():
+		cerr := n.Close()
+		if err := n.Err(); err != nil {
+			return fmt.Errorf("node stopped: %w", err)
+		}
+		return cerr
+	}
+}
+
+// parsePeers parses "id1@host:port,id2@host:port" (spaces allowed around
+// commas). Empty input gives no peers.
+func parsePeers(s string) ([]store.Peer, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var peers []store.Peer
+	for i, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		id, addr, ok := strings.Cut(part, "@")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %d %q: want id@host:port", i+1, part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("peer %d %q: address: %w", i+1, part, err)
+		}
+		peers = append(peers, store.Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+// flagGroup is a titled group of flags in a command's help.
+type flagGroup struct {
+	title string
+	set   *pflag.FlagSet
+}
+
+// groupedUsage prints a command's usage with its flags in titled groups;
+// flags in no group (such as --help) come last.
+func groupedUsage(groups []flagGroup) func(*cobra.Command) error {
+	return func(c *cobra.Command) error {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Usage:\n  %s\n", c.UseLine())
+		if c.HasExample() {
+			fmt.Fprintf(&b, "\nExamples:\n%s\n", c.Example)
+		}
+		grouped := map[string]bool{}
+		for _, g := range groups {
+			fmt.Fprintf(&b, "\n%s flags:\n%s", g.title, g.set.FlagUsages())
+			g.set.VisitAll(func(f *pflag.Flag) { grouped[f.Name] = true })
+		}
+		other := pflag.NewFlagSet("other", pflag.ContinueOnError)
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if !grouped[f.Name] {
+				other.AddFlag(f)
+			}
+		})
+		c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+			if !grouped[f.Name] && other.Lookup(f.Name) == nil {
+				other.AddFlag(f)
+			}
+		})
+		if other.HasFlags() {
+			fmt.Fprintf(&b, "\nOther flags:\n%s", other.FlagUsages())
+		}
+		_, err := fmt.Fprint(c.OutOrStderr(), b.String())
+		return err
+	}
+}

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/spf13/cobra"
+)
+
+func newVersionCmd(std streams, info buildInfo) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and commit of this binary",
+		Long: `Print the version and commit this binary was built from (set with -ldflags at
+build time; "dev" for a plain 'go build'), the Go version and the platform.`,
+		Example: `  cellplane version
+  go build -ldflags "-X main.version=v0.1.0 -X main.commit=$(git rev-parse --short HEAD)" ./cmd/cellplane`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := fmt.Fprintf(std.Out, "cellplane %s (commit %s, %s %s/%s)\n",
+				info.Version, info.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return err
+		},
+	}
+}
