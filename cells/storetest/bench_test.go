@@ -14,6 +14,11 @@ import (
 
 // meanBatch is the mean number of commands per Raft entry on s.
 func meanBatch(b *testing.B, s *store.Store) float64 {
+	return meanOf(b, s, "cellplane_store_proposal_batch_size")
+}
+
+// meanOf is the mean of one of s's histograms.
+func meanOf(b *testing.B, s *store.Store, name string) float64 {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s.Collectors()...)
 	mfs, err := reg.Gather()
@@ -21,7 +26,7 @@ func meanBatch(b *testing.B, s *store.Store) float64 {
 		b.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "cellplane_store_proposal_batch_size" {
+		if mf.GetName() == name {
 			h := mf.GetMetric()[0].GetHistogram()
 			return h.GetSampleSum() / float64(h.GetSampleCount())
 		}
@@ -60,6 +65,7 @@ func BenchmarkProposeParallel(b *testing.B) {
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 			b.ReportMetric(meanBatch(b, leader), "cmds/entry")
+			b.ReportMetric(meanOf(b, leader, "cellplane_store_commit_seconds")*1000, "commit-ms")
 		})
 	}
 }
