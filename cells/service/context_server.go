@@ -5,7 +5,6 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
-	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc"
@@ -28,14 +27,7 @@ func client(cc *grpc.ClientConn) contextv1.ContextServiceClient {
 // context_id is minted here, before proposing, so that every replica
 // applies the same id.
 func (s *ContextServer) CreateContext(ctx context.Context, req *contextv1.CreateContextRequest) (*contextv1.CreateContextResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.CreateContext(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.CreateContextResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.CreateContext, func(tenant string, epoch uint64) (*contextv1.CreateContextResponse, error) {
 		op := &contextv1.CreateContextRequest{ContextId: req.GetContextId(), Labels: req.GetLabels(), RequestId: req.GetRequestId()}
 		if op.ContextId == "" {
 			op.ContextId = mintContextID()
@@ -55,14 +47,7 @@ func (s *ContextServer) CreateContext(ctx context.Context, req *contextv1.Create
 
 // GetContext implements ContextService.GetContext.
 func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContextRequest) (*contextv1.GetContextResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.GetContext(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.GetContextResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.GetContext, func(tenant string, epoch uint64) (*contextv1.GetContextResponse, error) {
 		var out *contextv1.Context
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			c, err := v.Context(req.GetContextId())
@@ -80,20 +65,13 @@ func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContex
 
 // ListContexts implements ContextService.ListContexts.
 func (s *ContextServer) ListContexts(ctx context.Context, req *contextv1.ListContextsRequest) (*contextv1.ListContextsResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.ListContexts(s.lim, req); err != nil {
-		return nil, err
-	}
-	after, err := decodePageToken(kindContexts, req.GetPageToken())
-	if err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.ListContextsResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.ListContexts, func(tenant string, epoch uint64) (*contextv1.ListContextsResponse, error) {
+		after, err := decodePageToken(kindContexts, req.GetPageToken())
+		if err != nil {
+			return nil, err
+		}
 		resp := &contextv1.ListContextsResponse{}
-		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+		err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			cs, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, after, v.ListContexts,
 				(*contextv1.Context).GetContextId, func(c *contextv1.Context) int { return proto.Size(c) })
 			if err != nil {
@@ -116,14 +94,7 @@ func (s *ContextServer) ListContexts(ctx context.Context, req *contextv1.ListCon
 
 // DeleteContext implements ContextService.DeleteContext.
 func (s *ContextServer) DeleteContext(ctx context.Context, req *contextv1.DeleteContextRequest) (*contextv1.DeleteContextResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.DeleteContext(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.DeleteContextResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.DeleteContext, func(tenant string, epoch uint64) (*contextv1.DeleteContextResponse, error) {
 		op := &contextv1.DeleteContextRequest{ContextId: req.GetContextId(), RequestId: req.GetRequestId()}
 		if _, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteContext{DeleteContext: op}}); err != nil {
 			return nil, err
@@ -136,14 +107,7 @@ func (s *ContextServer) DeleteContext(ctx context.Context, req *contextv1.Delete
 
 // Append implements ContextService.Append.
 func (s *ContextServer) Append(ctx context.Context, req *contextv1.AppendRequest) (*contextv1.AppendResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.Append(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.AppendResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.Append, func(tenant string, epoch uint64) (*contextv1.AppendResponse, error) {
 		op := &contextv1.AppendRequest{ContextId: req.GetContextId(), Entries: sanitizeEntries(req.GetEntries()), RequestId: req.GetRequestId(), ExpectedSeq: req.ExpectedSeq}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_Append{Append: op}})
 		if err != nil {
@@ -160,15 +124,8 @@ func (s *ContextServer) Append(ctx context.Context, req *contextv1.AppendRequest
 
 // Read implements ContextService.Read.
 func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*contextv1.ReadResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.Read(s.lim, req); err != nil {
-		return nil, err
-	}
-	maxEntries, maxBytes := s.lim.ReadEntries(req.GetMaxEntries()), s.lim.ReadBytes(req.GetMaxBytes())
-	return forward(ctx, s.core, func() (*contextv1.ReadResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.Read, func(tenant string, epoch uint64) (*contextv1.ReadResponse, error) {
+		maxEntries, maxBytes := s.lim.ReadEntries(req.GetMaxEntries()), s.lim.ReadBytes(req.GetMaxBytes())
 		resp := &contextv1.ReadResponse{}
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			c, err := v.Context(req.GetContextId())

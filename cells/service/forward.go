@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -155,4 +156,20 @@ func (p *connPool) close() error {
 		delete(p.conns, addr)
 	}
 	return errors.Join(errs...)
+}
+
+// tenantCall is the shape of every tenant-scoped unary RPC: the tenant and
+// epoch come from the metadata, the request is validated (nothing reaches
+// the store otherwise), then it is served here or forwarded to the leader.
+func tenantCall[Req, Resp any](ctx context.Context, c *core, req Req, check func(validate.Limits, Req) error,
+	local func(tenant string, epoch uint64) (Resp, error), remote func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	var zero Resp
+	tenant, epoch, err := tenantmd.FromIncoming(ctx)
+	if err != nil {
+		return zero, err
+	}
+	if err := check(c.lim, req); err != nil {
+		return zero, err
+	}
+	return forward(ctx, c, func() (Resp, error) { return local(tenant, epoch) }, remote)
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
-	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc"
@@ -15,14 +14,7 @@ import (
 
 // PutMemory implements ContextService.PutMemory.
 func (s *ContextServer) PutMemory(ctx context.Context, req *contextv1.PutMemoryRequest) (*contextv1.PutMemoryResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.PutMemory(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.PutMemoryResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.PutMemory, func(tenant string, epoch uint64) (*contextv1.PutMemoryResponse, error) {
 		op := &contextv1.PutMemoryRequest{Key: req.GetKey(), Value: req.GetValue(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId()}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_PutMemory{PutMemory: op}})
 		if err != nil {
@@ -39,14 +31,7 @@ func (s *ContextServer) PutMemory(ctx context.Context, req *contextv1.PutMemoryR
 
 // GetMemory implements ContextService.GetMemory.
 func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryRequest) (*contextv1.GetMemoryResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.GetMemory(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.GetMemoryResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.GetMemory, func(tenant string, epoch uint64) (*contextv1.GetMemoryResponse, error) {
 		var out *contextv1.MemoryItem
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			it, err := v.Memory(req.GetKey())
@@ -64,14 +49,7 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 
 // DeleteMemory implements ContextService.DeleteMemory.
 func (s *ContextServer) DeleteMemory(ctx context.Context, req *contextv1.DeleteMemoryRequest) (*contextv1.DeleteMemoryResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.DeleteMemory(s.lim, req); err != nil {
-		return nil, err
-	}
-	return forward(ctx, s.core, func() (*contextv1.DeleteMemoryResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.DeleteMemory, func(tenant string, epoch uint64) (*contextv1.DeleteMemoryResponse, error) {
 		op := &contextv1.DeleteMemoryRequest{Key: req.GetKey(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId()}
 		if _, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteMemory{DeleteMemory: op}}); err != nil {
 			return nil, err
@@ -84,24 +62,18 @@ func (s *ContextServer) DeleteMemory(ctx context.Context, req *contextv1.DeleteM
 
 // ListMemory implements ContextService.ListMemory.
 func (s *ContextServer) ListMemory(ctx context.Context, req *contextv1.ListMemoryRequest) (*contextv1.ListMemoryResponse, error) {
-	tenant, epoch, err := tenantmd.FromIncoming(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := validate.ListMemory(s.lim, req); err != nil {
-		return nil, err
-	}
-	after, err := decodeMemoryToken(req.GetPageToken(), req.GetPrefix())
-	if err != nil {
-		return nil, err
-	}
-	chunk := pageChunk
-	if !req.GetKeysOnly() {
-		chunk = pageChunkValue
-	}
-	return forward(ctx, s.core, func() (*contextv1.ListMemoryResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.ListMemory, func(tenant string, epoch uint64) (*contextv1.ListMemoryResponse, error) {
+		after, err := decodeMemoryToken(req.GetPageToken(), req.GetPrefix())
+		if err != nil {
+			return nil, err
+		}
+		chunk := pageChunk
+		if !req.GetKeysOnly() {
+			chunk = pageChunkValue
+		}
+
 		resp := &contextv1.ListMemoryResponse{}
-		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+		err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			list := func(after string, n int) ([]*contextv1.MemoryItem, bool, error) {
 				return v.ListMemory(req.GetPrefix(), after, n, req.GetKeysOnly())
 			}
