@@ -108,7 +108,8 @@ type Config struct {
 	// windows and context heads keeps the apply path off the disk.
 	StateCacheBytes    int64
 	StateMemTableBytes uint64
-	// DedupWindow is how many request ids per tenant are remembered.
+	// DedupWindow is how many request ids per tenant are remembered at
+	// least (the oldest are forgotten in chunks of DedupWindow/16).
 	DedupWindow int
 	ChangeLog   ChangeLogConfig
 	// ApplyTimeout bounds a proposal when the caller's context has no

@@ -1303,3 +1303,34 @@ func TestFSMReplicasWithDifferentConfigAgree(t *testing.T) {
 		t.Errorf("context c has %d and %d entries, want 4 on both (r1 was evicted from the window of 2)", last[0], last[1])
 	}
 }
+
+// TestFSMDedupChunkedEviction: with a window of 64, ids are forgotten four
+// at a time (DedupWindow/16), and never before 64 newer ids were seen.
+func TestFSMDedupChunkedEviction(t *testing.T) {
+	h := newFSM(t, func(c *fsmConfig) { c.dedup = 64 })
+	h.mustApply(ownedBy("acme"))
+	h.mustApply(createContext("acme", "c"))
+	id := func(i int) string { return fmt.Sprintf("r%d", i) }
+	for i := range 64 + 3 { // the queue may run 3 past the window
+		h.mustApply(appendText("acme", "c", id(i), "x"))
+	}
+	if rec := h.record("acme"); rec.GetDedupFirst() != 0 || rec.GetDedupNext() != 67 {
+		t.Fatalf("window [%d, %d), want [0, 67)", rec.GetDedupFirst(), rec.GetDedupNext())
+	}
+	if r := h.mustApply(appendText("acme", "c", id(0), "x")); !r.GetDeduplicated() {
+		t.Fatalf("r0 forgotten before the queue ran a chunk past the window")
+	}
+	h.mustApply(appendText("acme", "c", id(67), "x")) // 68 ids: a chunk of 4 goes
+	if rec := h.record("acme"); rec.GetDedupFirst() != 4 || rec.GetDedupNext() != 68 {
+		t.Fatalf("window [%d, %d), want [4, 68)", rec.GetDedupFirst(), rec.GetDedupNext())
+	}
+	if r := h.mustApply(appendText("acme", "c", id(4), "x")); !r.GetDeduplicated() {
+		t.Fatalf("r4 forgotten with the chunk before it")
+	}
+	for i := range 4 {
+		if r := h.mustApply(appendText("acme", "c", id(i), "again")); r.GetDeduplicated() {
+			t.Fatalf("%s still remembered after its chunk was evicted", id(i))
+		}
+	}
+	checkState(t, h.f)
+}

@@ -619,7 +619,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if rec.GetTseq() > 0 && len(d.changes) == 0 {
 			bad("%s: tseq %d but an empty change log", tenant, rec.GetTseq())
 		}
-		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) != want || uint64(len(d.dedupQ)) != want || want > f.settings.Load().GetDedupWindow() {
+		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) != want || uint64(len(d.dedupQ)) != want || want >= f.settings.Load().GetDedupWindow()+dedupEvictChunk(f.settings.Load().GetDedupWindow()) {
 			bad("%s: dedup window [%d, %d) (limit %d); %d records %d queued", tenant, rec.GetDedupFirst(), rec.GetDedupNext(), f.settings.Load().GetDedupWindow(), d.dedup, len(d.dedupQ))
 		}
 		for i, q := range d.dedupQ {

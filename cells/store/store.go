@@ -243,12 +243,22 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		s.workers.Wait()
+		// Drain the entries in flight while Raft still runs: each is then
+		// applied or fails (leadership lost) and is answered. Raft's shutdown
+		// drops entries queued for the state machine without answering
+		// their futures, which would leave the waiter blocked for ever.
+		drained := make(chan struct{})
+		go func() { s.waiter.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(s.cfg.ApplyTimeout):
+			s.log.Warn("in-flight writes not answered before shutdown; their outcome is unknown")
+		}
 		if s.raft != nil {
 			if err := s.raft.Shutdown().Error(); err != nil {
 				s.closeErr = err
 			}
 		}
-		s.waiter.Wait()
 		s.reads.wait()
 		if err := s.closeParts(); err != nil && s.closeErr == nil {
 			s.closeErr = err

@@ -225,15 +225,35 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 		tx.put(dedupKey(tenant, id), &cellv1.DedupRecord{Tseq: rec.Tseq, Result: res})
 		tx.setRaw(dedupQueueKey(tenant, rec.DedupNext), []byte(id))
 		rec.DedupNext++
-		for rec.DedupNext-rec.DedupFirst > window {
-			old := tx.getRaw(dedupQueueKey(tenant, rec.DedupFirst))
-			if old != nil {
-				tx.del(dedupKey(tenant, string(old)))
-			}
-			tx.del(dedupQueueKey(tenant, rec.DedupFirst))
-			rec.DedupFirst++
-		}
 	}
+	if over := rec.DedupNext - rec.DedupFirst - min(window, rec.DedupNext-rec.DedupFirst); over >= dedupEvictChunk(window) {
+		tx.evictDedup(tenant, rec, over)
+	}
+}
+
+// dedupEvictChunk is how far past the window the dedup queue may grow
+// before the oldest ids are evicted together: one queue scan and one range
+// delete per chunk instead of a read and two deletes per write. At least
+// DedupWindow ids are always remembered.
+func dedupEvictChunk(window uint64) uint64 { return max(1, window/16) }
+
+// evictDedup forgets the n oldest remembered request ids.
+func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, n uint64) {
+	lo, hi := dedupQueueKey(tenant, rec.DedupFirst), dedupQueueKey(tenant, rec.DedupFirst+n)
+	it, err := tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		tx.fail(err)
+		return
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		tx.del(dedupKey(tenant, string(it.Value())))
+	}
+	if err := it.Close(); err != nil {
+		tx.fail(err)
+		return
+	}
+	tx.delRange(lo, hi)
+	rec.DedupFirst += n
 }
 
 // trimChanges drops the oldest change-log events while the log is over a
