@@ -18,6 +18,9 @@ type Config struct {
 	// NodeID is this node's id in the cell: 1–128 characters of
 	// [A-Za-z0-9._-], stable across restarts.
 	NodeID string
+	// CellID names the cell (optional until the control plane assigns
+	// cells); WRONG_CELL and STALE_EPOCH errors carry it.
+	CellID string
 
 	// RaftAddr, GRPCAddr and HTTPAddr are the addresses to listen on
 	// ("127.0.0.1:0" picks a free port; the Node's accessors report the
@@ -87,6 +90,9 @@ func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cells: "+format, args...)) }
 
+	if c.CellID != "" && !validate.ValidID(c.CellID, validate.DefaultMaxIDLen) {
+		add("CellID %q must be %s", c.CellID, validate.IDRule(validate.DefaultMaxIDLen))
+	}
 	if !validate.ValidID(c.NodeID, validate.DefaultMaxIDLen) {
 		add("NodeID %q must be %s", c.NodeID, validate.IDRule(validate.DefaultMaxIDLen))
 	}

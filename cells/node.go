@@ -161,6 +161,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	svcCfg := service.DefaultConfig()
 	svcCfg.Limits = cfg.Limits
 	svcCfg.Node = info
+	svcCfg.CellID = cfg.CellID
 	svcCfg.Logger = base
 	svc, err := service.New(st, svcCfg)
 	if err != nil {

@@ -18,6 +18,9 @@ type Config struct {
 	// Node is this node (NodeId required). GetStatus reports it, and
 	// forwarding never targets it.
 	Node *cellv1.NodeInfo
+	// CellID names the cell this node belongs to; when set, WRONG_CELL and
+	// STALE_EPOCH errors carry it in their metadata (DESIGN §9).
+	CellID string
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 	// RetryAfter is the retry hint sent with CELL_UNAVAILABLE (no known

@@ -278,3 +278,25 @@ func checkSeqs(t *testing.T, es []*contextv1.Entry, from, to uint64) {
 		t.Fatalf("seqs %v, want %v", got, want)
 	}
 }
+
+// TestCellIDInOwnershipErrors: with a cell id configured, WRONG_CELL and
+// STALE_EPOCH name the answering cell (DESIGN §9); other errors do not.
+func TestCellIDInOwnershipErrors(t *testing.T) {
+	n := newCell(t, nil, func(c *Config) { c.CellID = "use-1" })
+	base := testutil.Context(t, 30*time.Second)
+	must(n.ctx.CreateContext(as(base, "acme", 0), &contextv1.CreateContextRequest{ContextId: "c"}))(t)
+	app := &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{textEntry("user", "x")}}
+
+	_, err := n.ctx.Append(as(base, "nobody", 0), app)
+	if e := wantErr(t, err, codes.FailedPrecondition, cperr.WrongCell); e.Metadata[cperr.MetaCell] != "use-1" {
+		t.Fatalf("WRONG_CELL metadata %v", e.Metadata)
+	}
+	_, err = n.ctx.Read(as(base, "acme", 7), &contextv1.ReadRequest{ContextId: "c"})
+	if e := wantErr(t, err, codes.FailedPrecondition, cperr.StaleEpoch); e.Metadata[cperr.MetaCell] != "use-1" || e.Metadata[cperr.MetaEpoch] != "1" {
+		t.Fatalf("STALE_EPOCH metadata %v", e.Metadata)
+	}
+	_, err = n.ctx.GetContext(as(base, "acme", 0), &contextv1.GetContextRequest{ContextId: "missing"})
+	if e := wantErr(t, err, codes.NotFound, cperr.ContextNotFound); e.Metadata[cperr.MetaCell] != "" {
+		t.Fatalf("CONTEXT_NOT_FOUND carries a cell: %v", e.Metadata)
+	}
+}

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"maps"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -16,7 +17,15 @@ func (c *core) storeErr(op string, err error) error {
 		return nil
 	}
 	var ce *cperr.Error
-	if errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.As(err, &ce) {
+		if c.cfg.CellID != "" && (ce.Reason == cperr.WrongCell || ce.Reason == cperr.StaleEpoch) {
+			out := *ce
+			out.Metadata = maps.Clone(ce.Metadata)
+			return out.With(cperr.MetaCell, c.cfg.CellID)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	c.log.Error("store call failed", "op", op, "err", err)

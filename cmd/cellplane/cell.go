@@ -88,6 +88,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 
 	node := pflag.NewFlagSet("node", pflag.ContinueOnError)
 	node.StringVar(&cfg.NodeID, "id", "", "node id, unique in the cell and stable across restarts (1-128 of [A-Za-z0-9._-]) (required)")
+	node.StringVar(&cfg.CellID, "cell", "", "id of the cell this node belongs to, reported in WRONG_CELL and STALE_EPOCH errors (optional)")
 	node.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, snapshots and state; created if missing (required)")
 	node.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address the Raft transport listens on")
 	node.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address the gRPC API listens on")
