@@ -90,15 +90,6 @@ func checkOwner(rec *cellv1.TenantRecord, epoch uint64) *cperr.Error {
 	return nil
 }
 
-// asErr converts a typed nil-able *cperr.Error into an error without the
-// typed-nil trap.
-func asErr(e *cperr.Error) error {
-	if e == nil {
-		return nil
-	}
-	return e
-}
-
 func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 	req := o.c.GetCreateContext()
 	tenant, id := o.c.GetTenant(), req.GetContextId()
@@ -344,5 +335,3 @@ func tenantInfo(tenant string, rec *cellv1.TenantRecord) *cellv1.TenantInfo {
 		ChangelogBytes:     rec.GetChangelogBytes(),
 	}
 }
-
-var _ = asErr

@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -301,5 +300,3 @@ func eventTime(b []byte) int64 {
 	}
 	return 0
 }
-
-var _ io.Closer = (*pebble.Batch)(nil)
