@@ -3,6 +3,8 @@ package store
 import (
 	"time"
 
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,11 +17,14 @@ type metrics struct {
 	commitLatency    prometheus.Histogram
 	readIndexLatency prometheus.Histogram
 	readLatency      *prometheus.HistogramVec
+	// readObs are readLatency's observers by consistency, resolved once:
+	// reads are the hottest path.
+	readObs map[contextv1.Consistency]prometheus.Observer
 }
 
 func newMetrics() *metrics {
 	lat := prometheus.ExponentialBuckets(0.0001, 2, 16) // 100µs … ~3.3s
-	return &metrics{
+	m := &metrics{
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cellplane_store_proposal_batch_size",
 			Help:    "Commands per Raft log entry (group commit).",
@@ -41,6 +46,11 @@ func newMetrics() *metrics {
 			Buckets: lat,
 		}, []string{"consistency"}),
 	}
+	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
+	for c := range contextv1.Consistency_name {
+		m.readObs[contextv1.Consistency(c)] = m.readLatency.WithLabelValues(consistencyLabel(contextv1.Consistency(c)))
+	}
+	return m
 }
 
 // Collectors returns the store's metrics for registration: the histograms
