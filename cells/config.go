@@ -67,9 +67,9 @@ type Config struct {
 // Default listen addresses; all loopback, so that a node started without
 // flags is not reachable from other machines.
 const (
-	DefaultRaftAddr = "127.0.0.1:7000"
-	DefaultGRPCAddr = "127.0.0.1:7001"
-	DefaultHTTPAddr = "127.0.0.1:7002"
+	DefaultRaftAddr = "127.0.0.1:7210"
+	DefaultGRPCAddr = "127.0.0.1:7211"
+	DefaultHTTPAddr = "127.0.0.1:7212"
 )
 
 // DefaultConfig returns a Config with the default addresses, limits, store

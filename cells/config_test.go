@@ -23,19 +23,19 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"defaults plus id and dir", func(*cells.Config) {}, nil},
 		{"bootstrap with self", func(c *cells.Config) {
-			c.Bootstrap = []store.Peer{{ID: "n1", Addr: "127.0.0.1:7000"}, {ID: "n2", Addr: "127.0.0.1:7010"}}
+			c.Bootstrap = []store.Peer{{ID: "n1", Addr: "127.0.0.1:7210"}, {ID: "n2", Addr: "127.0.0.1:7220"}}
 		}, nil},
-		{"join", func(c *cells.Config) { c.Join = "127.0.0.1:7001" }, nil},
+		{"join", func(c *cells.Config) { c.Join = "127.0.0.1:7211" }, nil},
 		{"missing id and dir", func(c *cells.Config) { c.NodeID, c.DataDir = "", "" }, []string{"NodeID", "DataDir is required"}},
 		{"bad id", func(c *cells.Config) { c.NodeID = "n/1" }, []string{`NodeID "n/1"`}},
 		{"missing address", func(c *cells.Config) { c.GRPCAddr = "" }, []string{"GRPCAddr is required"}},
 		{"address without port", func(c *cells.Config) { c.HTTPAddr = "localhost" }, []string{`HTTPAddr "localhost" is not host:port`}},
 		{"bootstrap and join", func(c *cells.Config) {
-			c.Bootstrap = []store.Peer{{ID: "n1", Addr: "127.0.0.1:7000"}}
-			c.Join = "127.0.0.1:7001"
+			c.Bootstrap = []store.Peer{{ID: "n1", Addr: "127.0.0.1:7210"}}
+			c.Join = "127.0.0.1:7211"
 		}, []string{"exclusive"}},
 		{"bootstrap without self", func(c *cells.Config) {
-			c.Bootstrap = []store.Peer{{ID: "n2", Addr: "127.0.0.1:7010"}}
+			c.Bootstrap = []store.Peer{{ID: "n2", Addr: "127.0.0.1:7220"}}
 		}, []string{`Bootstrap must include this node ("n1")`}},
 		{"bootstrap duplicates", func(c *cells.Config) {
 			c.Bootstrap = []store.Peer{{ID: "n1", Addr: "a:1"}, {ID: "n1", Addr: "a:1"}}

@@ -38,8 +38,8 @@
 //	cfg := cells.DefaultConfig()
 //	cfg.NodeID = "n1"
 //	cfg.DataDir = "/var/lib/cellplane/n1"
-//	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = "10.0.0.1:7000", "10.0.0.1:7001", "10.0.0.1:7002"
-//	cfg.Bootstrap = []store.Peer{{ID: "n1", Addr: "10.0.0.1:7000"}, {ID: "n2", Addr: "10.0.0.2:7000"}, {ID: "n3", Addr: "10.0.0.3:7000"}}
+//	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = "10.0.0.1:7210", "10.0.0.1:7211", "10.0.0.1:7212"
+//	cfg.Bootstrap = []store.Peer{{ID: "n1", Addr: "10.0.0.1:7210"}, {ID: "n2", Addr: "10.0.0.2:7210"}, {ID: "n3", Addr: "10.0.0.3:7210"}}
 //	cfg.Logger = logger
 //	node, err := cells.Start(ctx, cfg)
 //	if err != nil {

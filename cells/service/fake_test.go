@@ -80,8 +80,8 @@ func (f *fakeStore) Leader() (string, *cellv1.NodeInfo) { return f.leaderID, f.l
 
 func (f *fakeStore) Status() store.Status {
 	return store.Status{NodeID: "f1", State: "Follower", Term: 3, LeaderID: f.leaderID, Members: []store.Member{
-		{ID: "f1", RaftAddr: "127.0.0.1:7001", Voter: true},
-		{ID: f.leaderID, RaftAddr: "127.0.0.1:7002", Voter: true, Info: f.leader},
+		{ID: "f1", RaftAddr: "127.0.0.1:7211", Voter: true},
+		{ID: f.leaderID, RaftAddr: "127.0.0.1:7212", Voter: true, Info: f.leader},
 	}}
 }
 

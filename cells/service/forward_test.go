@@ -356,7 +356,7 @@ func TestStatusFromFollower(t *testing.T) {
 	if st.GetNode().GetNodeId() != "n1" || st.GetState() != "Follower" || st.GetLeaderId() != "n2" || st.GetTerm() != 3 {
 		t.Fatalf("GetStatus = %v", st)
 	}
-	if len(st.GetMembers()) != 2 || !st.GetMembers()[1].GetLeader() || st.GetMembers()[0].GetNode().GetRaftAddr() != "127.0.0.1:7001" {
+	if len(st.GetMembers()) != 2 || !st.GetMembers()[1].GetLeader() || st.GetMembers()[0].GetNode().GetRaftAddr() != "127.0.0.1:7211" {
 		t.Fatalf("members %v", st.GetMembers())
 	}
 	if st.GetLeader().GetGrpcAddr() != p.leader.info.GetGrpcAddr() {

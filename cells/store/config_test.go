@@ -13,7 +13,7 @@ import (
 func validConfig() Config {
 	c := DefaultConfig()
 	c.NodeID = "n1"
-	c.RaftBind = "127.0.0.1:7000"
+	c.RaftBind = "127.0.0.1:7210"
 	c.DataDir = "/var/lib/cellplane"
 	return c
 }

@@ -8,7 +8,7 @@ import (
 
 func TestCellRequests(t *testing.T) {
 	lim := DefaultLimits()
-	node := &cellv1.NodeInfo{NodeId: "n1", RaftAddr: "127.0.0.1:7000", GrpcAddr: "node1.example:9000", HttpAddr: "[::1]:8080"}
+	node := &cellv1.NodeInfo{NodeId: "n1", RaftAddr: "127.0.0.1:7210", GrpcAddr: "node1.example:9000", HttpAddr: "[::1]:8080"}
 	tests := []struct {
 		name   string
 		err    error

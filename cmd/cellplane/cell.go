@@ -54,16 +54,16 @@ Listen addresses are advertised to peers as bound; when listening on a
 wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 --http-advertise to addresses the peers can reach.`,
 		Example: `  # A 3-node cell on one machine (run each line in its own terminal):
-  cellplane cell --id n1 --data-dir data/n1 --raft-addr 127.0.0.1:7000 --grpc-addr 127.0.0.1:7001 --http-addr 127.0.0.1:7002 \
-      --bootstrap n1@127.0.0.1:7000,n2@127.0.0.1:7010,n3@127.0.0.1:7020
-  cellplane cell --id n2 --data-dir data/n2 --raft-addr 127.0.0.1:7010 --grpc-addr 127.0.0.1:7011 --http-addr 127.0.0.1:7012 \
-      --bootstrap n1@127.0.0.1:7000,n2@127.0.0.1:7010,n3@127.0.0.1:7020
-  cellplane cell --id n3 --data-dir data/n3 --raft-addr 127.0.0.1:7020 --grpc-addr 127.0.0.1:7021 --http-addr 127.0.0.1:7022 \
-      --bootstrap n1@127.0.0.1:7000,n2@127.0.0.1:7010,n3@127.0.0.1:7020
+  cellplane cell --id n1 --data-dir data/n1 --raft-addr 127.0.0.1:7210 --grpc-addr 127.0.0.1:7211 --http-addr 127.0.0.1:7212 \
+      --bootstrap n1@127.0.0.1:7210,n2@127.0.0.1:7220,n3@127.0.0.1:7230
+  cellplane cell --id n2 --data-dir data/n2 --raft-addr 127.0.0.1:7220 --grpc-addr 127.0.0.1:7221 --http-addr 127.0.0.1:7222 \
+      --bootstrap n1@127.0.0.1:7210,n2@127.0.0.1:7220,n3@127.0.0.1:7230
+  cellplane cell --id n3 --data-dir data/n3 --raft-addr 127.0.0.1:7230 --grpc-addr 127.0.0.1:7231 --http-addr 127.0.0.1:7232 \
+      --bootstrap n1@127.0.0.1:7210,n2@127.0.0.1:7220,n3@127.0.0.1:7230
 
   # Add a fourth voter through any member:
-  cellplane cell --id n4 --data-dir data/n4 --raft-addr 127.0.0.1:7030 --grpc-addr 127.0.0.1:7031 --http-addr 127.0.0.1:7032 \
-      --join 127.0.0.1:7001`,
+  cellplane cell --id n4 --data-dir data/n4 --raft-addr 127.0.0.1:7240 --grpc-addr 127.0.0.1:7241 --http-addr 127.0.0.1:7242 \
+      --join 127.0.0.1:7211`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			peers, err := parsePeers(bootstrap)

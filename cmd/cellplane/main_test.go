@@ -177,7 +177,7 @@ func TestParsePeers(t *testing.T) {
 		wantErr string
 	}{
 		{"", nil, ""},
-		{"n1@127.0.0.1:7000", []store.Peer{{ID: "n1", Addr: "127.0.0.1:7000"}}, ""},
+		{"n1@127.0.0.1:7210", []store.Peer{{ID: "n1", Addr: "127.0.0.1:7210"}}, ""},
 		{"n1@a:1, n2@b:2 ,n3@[::1]:3", []store.Peer{{ID: "n1", Addr: "a:1"}, {ID: "n2", Addr: "b:2"}, {ID: "n3", Addr: "[::1]:3"}}, ""},
 		{"n1@a:1,", nil, `peer 2 "": want id@host:port`},
 		{"@a:1", nil, "want id@host:port"},

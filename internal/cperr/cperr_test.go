@@ -7,7 +7,7 @@ import (
 )
 
 func TestIsMatchesReasonOnly(t *testing.T) {
-	err := fmt.Errorf("forwarding: %w", New(NotLeader, "this node is not the cell leader").With(MetaLeader, "127.0.0.1:7011"))
+	err := fmt.Errorf("forwarding: %w", New(NotLeader, "this node is not the cell leader").With(MetaLeader, "127.0.0.1:7221"))
 	if !errors.Is(err, ErrNotLeader) {
 		t.Fatal("a wrapped NOT_LEADER is not ErrNotLeader")
 	}
@@ -19,7 +19,7 @@ func TestIsMatchesReasonOnly(t *testing.T) {
 		t.Fatal("two distinct errors with messages compare equal")
 	}
 	var e *Error
-	if !errors.As(err, &e) || e.Metadata[MetaLeader] != "127.0.0.1:7011" {
+	if !errors.As(err, &e) || e.Metadata[MetaLeader] != "127.0.0.1:7221" {
 		t.Fatalf("As lost the metadata: %v", e)
 	}
 	if ReasonOf(err) != NotLeader || ReasonOf(errors.New("x")) != "" {
