@@ -127,17 +127,8 @@ func TestConfigValidateCoversRaft(t *testing.T) {
 		if c.Validate() != nil {
 			continue // refused up front: fine
 		}
-		rc := raft.DefaultConfig()
-		rc.LocalID = raft.ServerID(c.NodeID)
-		rc.HeartbeatTimeout = c.Raft.HeartbeatTimeout
-		rc.ElectionTimeout = c.Raft.ElectionTimeout
-		rc.LeaderLeaseTimeout = c.Raft.LeaderLeaseTimeout
-		rc.CommitTimeout = c.Raft.CommitTimeout
-		rc.MaxAppendEntries = c.Raft.MaxAppendEntries
-		rc.SnapshotInterval = c.Raft.SnapshotInterval
-		rc.SnapshotThreshold = c.Raft.SnapshotThreshold
-		rc.TrailingLogs = c.Raft.TrailingLogs
-		if err := raft.ValidateConfig(rc); err != nil {
+		// The config Open hands to Raft: whatever Raft refuses, Validate must have refused.
+		if err := raft.ValidateConfig(raftConfig(c)); err != nil {
 			t.Errorf("%s: Config.Validate accepts what Raft refuses: %v", name, err)
 		}
 	}
