@@ -1,0 +1,132 @@
+package topo
+
+import "strings"
+
+// Prefix is the root of cellplane's keyspace in etcd. Store keys are
+// relative to it; etcdtopo prepends it.
+const Prefix = "/cellplane/v1/"
+
+// The keyspace (values are cellplane.controlplane.v1 protobufs; see
+// docs/controlplane.md for every key):
+//
+//	regions/<r>                  Region
+//	cells/<c>                    Cell
+//	cells/<c>/load               CellLoad        (controller, same txn as placements)
+//	cells/<c>/bootstrap          CellBootstrap   (first node to see enough members)
+//	cells/<c>/leader             CellLeader      (leased, the cell's Raft leader)
+//	cells/<c>/nodes/<n>          Node            (leased, each node)
+//	tenants/<t>                  Tenant          (placement)
+//	tenants/<t>/keys/<id>        ApiKey          (hashed)
+//	workflows/<id>               Workflow        (durable controller workflows)
+//	controller/leader/<lease>    ControllerLeader (election)
+const (
+	RegionsPrefix   = "regions/"
+	CellsPrefix     = "cells/"
+	TenantsPrefix   = "tenants/"
+	WorkflowsPrefix = "workflows/"
+	// ControllerElection is the election name of controller replicas.
+	ControllerElection = "controller/leader"
+)
+
+// RegionKey is regions/<r>.
+func RegionKey(r string) string { return RegionsPrefix + r }
+
+// CellKey is cells/<c>.
+func CellKey(c string) string { return CellsPrefix + c }
+
+// CellLoadKey is cells/<c>/load.
+func CellLoadKey(c string) string { return CellsPrefix + c + "/load" }
+
+// CellBootstrapKey is cells/<c>/bootstrap.
+func CellBootstrapKey(c string) string { return CellsPrefix + c + "/bootstrap" }
+
+// CellLeaderKey is cells/<c>/leader.
+func CellLeaderKey(c string) string { return CellsPrefix + c + "/leader" }
+
+// CellNodesPrefix is cells/<c>/nodes/.
+func CellNodesPrefix(c string) string { return CellsPrefix + c + "/nodes/" }
+
+// CellNodeKey is cells/<c>/nodes/<n>.
+func CellNodeKey(c, n string) string { return CellNodesPrefix(c) + n }
+
+// TenantKey is tenants/<t>.
+func TenantKey(t string) string { return TenantsPrefix + t }
+
+// TenantKeysPrefix is tenants/<t>/keys/.
+func TenantKeysPrefix(t string) string { return TenantsPrefix + t + "/keys/" }
+
+// APIKeyKey is tenants/<t>/keys/<id>.
+func APIKeyKey(t, id string) string { return TenantKeysPrefix(t) + id }
+
+// WorkflowKey is workflows/<id>.
+func WorkflowKey(id string) string { return WorkflowsPrefix + id }
+
+// KeyKind classifies a key of the keyspace.
+type KeyKind int
+
+// Key kinds returned by ParseKey.
+const (
+	KindUnknown KeyKind = iota
+	KindRegion
+	KindCell
+	KindCellLoad
+	KindCellBootstrap
+	KindCellLeader
+	KindCellNode
+	KindTenant
+	KindAPIKey
+	KindWorkflow
+)
+
+// ParsedKey is a key split into its parts.
+type ParsedKey struct {
+	Kind KeyKind
+	// Region, Cell, Tenant, Workflow: the id the key is about.
+	ID string
+	// Sub is the second id: the node of a CellNode, the key id of an APIKey.
+	Sub string
+}
+
+// ParseKey classifies a relative key. Ids never contain '/', so the split
+// is unambiguous; anything else is KindUnknown.
+func ParseKey(key string) ParsedKey {
+	switch {
+	case strings.HasPrefix(key, RegionsPrefix):
+		if id := key[len(RegionsPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindRegion, ID: id}
+		}
+	case strings.HasPrefix(key, WorkflowsPrefix):
+		if id := key[len(WorkflowsPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindWorkflow, ID: id}
+		}
+	case strings.HasPrefix(key, CellsPrefix):
+		parts := strings.Split(key[len(CellsPrefix):], "/")
+		if parts[0] == "" {
+			break
+		}
+		switch {
+		case len(parts) == 1:
+			return ParsedKey{Kind: KindCell, ID: parts[0]}
+		case len(parts) == 2 && parts[1] == "load":
+			return ParsedKey{Kind: KindCellLoad, ID: parts[0]}
+		case len(parts) == 2 && parts[1] == "bootstrap":
+			return ParsedKey{Kind: KindCellBootstrap, ID: parts[0]}
+		case len(parts) == 2 && parts[1] == "leader":
+			return ParsedKey{Kind: KindCellLeader, ID: parts[0]}
+		case len(parts) == 3 && parts[1] == "nodes" && parts[2] != "":
+			return ParsedKey{Kind: KindCellNode, ID: parts[0], Sub: parts[2]}
+		}
+	case strings.HasPrefix(key, TenantsPrefix):
+		parts := strings.Split(key[len(TenantsPrefix):], "/")
+		if parts[0] == "" {
+			break
+		}
+		switch {
+		case len(parts) == 1:
+			return ParsedKey{Kind: KindTenant, ID: parts[0]}
+		case len(parts) == 3 && parts[1] == "keys" && parts[2] != "":
+			return ParsedKey{Kind: KindAPIKey, ID: parts[0], Sub: parts[2]}
+		}
+	}
+	return ParsedKey{Kind: KindUnknown}
+}
