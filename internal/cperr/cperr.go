@@ -41,6 +41,15 @@ const (
 	Unauthenticated       Reason = "UNAUTHENTICATED"
 	PermissionDenied      Reason = "PERMISSION_DENIED"
 	Internal              Reason = "INTERNAL"
+
+	// Control plane (issue 3).
+	RegionNotFound          Reason = "REGION_NOT_FOUND"
+	CellNotFound            Reason = "CELL_NOT_FOUND"
+	APIKeyNotFound          Reason = "API_KEY_NOT_FOUND"
+	NoCapacity              Reason = "NO_CAPACITY"              // no ACTIVE cell of the region has room
+	CellNotActive           Reason = "CELL_NOT_ACTIVE"          // an explicit cell is cordoned, draining or down
+	TenantBusy              Reason = "TENANT_BUSY"              // another workflow of the tenant is running
+	ControlPlaneUnavailable Reason = "CONTROLPLANE_UNAVAILABLE" // etcd unreachable (+ RetryInfo)
 )
 
 // Metadata keys used with the reasons above.
@@ -119,6 +128,14 @@ var (
 	ErrUnauthenticated       = &Error{Reason: Unauthenticated}
 	ErrPermissionDenied      = &Error{Reason: PermissionDenied}
 	ErrInternal              = &Error{Reason: Internal}
+
+	ErrRegionNotFound          = &Error{Reason: RegionNotFound}
+	ErrCellNotFound            = &Error{Reason: CellNotFound}
+	ErrAPIKeyNotFound          = &Error{Reason: APIKeyNotFound}
+	ErrNoCapacity              = &Error{Reason: NoCapacity}
+	ErrCellNotActive           = &Error{Reason: CellNotActive}
+	ErrTenantBusy              = &Error{Reason: TenantBusy}
+	ErrControlPlaneUnavailable = &Error{Reason: ControlPlaneUnavailable}
 )
 
 // New returns an error with a reason and a formatted message.

@@ -48,6 +48,14 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.Unauthenticated:       codes.Unauthenticated,
 	cperr.PermissionDenied:      codes.PermissionDenied,
 	cperr.Internal:              codes.Internal,
+
+	cperr.RegionNotFound:          codes.NotFound,
+	cperr.CellNotFound:            codes.NotFound,
+	cperr.APIKeyNotFound:          codes.NotFound,
+	cperr.NoCapacity:              codes.FailedPrecondition,
+	cperr.CellNotActive:           codes.FailedPrecondition,
+	cperr.TenantBusy:              codes.FailedPrecondition,
+	cperr.ControlPlaneUnavailable: codes.Unavailable,
 }
 
 // Code returns the gRPC code of a reason (INTERNAL for an unknown one).

@@ -38,6 +38,13 @@ func TestCodeTable(t *testing.T) {
 		{cperr.Unauthenticated, codes.Unauthenticated},
 		{cperr.PermissionDenied, codes.PermissionDenied},
 		{cperr.Internal, codes.Internal},
+		{cperr.RegionNotFound, codes.NotFound},
+		{cperr.CellNotFound, codes.NotFound},
+		{cperr.APIKeyNotFound, codes.NotFound},
+		{cperr.NoCapacity, codes.FailedPrecondition},
+		{cperr.CellNotActive, codes.FailedPrecondition},
+		{cperr.TenantBusy, codes.FailedPrecondition},
+		{cperr.ControlPlaneUnavailable, codes.Unavailable},
 		{"SOMETHING_NEW", codes.Internal},
 	}
 	if len(tests)-1 != len(codeOf) {
