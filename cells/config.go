@@ -7,13 +7,16 @@ import (
 	"net"
 	"time"
 
+	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/controlplane/topo"
 )
 
 // Config configures a Node. Start it from DefaultConfig and set NodeID,
 // DataDir and either Bootstrap or Join (or neither, to restart a node whose
-// data dir already holds its Raft state).
+// data dir already holds its Raft state, or to form the cell from the
+// control plane's registry: see Registry).
 type Config struct {
 	// NodeID is this node's id in the cell: 1–128 characters of
 	// [A-Za-z0-9._-], stable across restarts.
@@ -45,6 +48,20 @@ type Config struct {
 	// asks it to add this node as a voter (a follower forwards the request
 	// to the leader) and retries until it succeeds or Start's ctx ends.
 	Join string
+
+	// Registry is the control plane's store (etcd through
+	// controlplane/topo), or nil for a standalone node. With it, the node
+	// registers itself under cells/<CellID>/nodes/<NodeID> for as long as
+	// it runs, publishes cells/<CellID>/leader while it leads, and, when
+	// its data dir holds no Raft state and neither Bootstrap nor Join is
+	// set, forms or joins its cell as the registry's bootstrap record
+	// says (see cells/registry). CellID is then required. The node does
+	// not close the Registry.
+	Registry topo.Store
+	// RegistryTTL is the lease TTL of the node's registry keys: how long
+	// they outlive a node that dies without Close (0: registry.DefaultTTL;
+	// at least registry.MinTTL).
+	RegistryTTL time.Duration
 
 	// Limits bound every request (validate.DefaultLimits()).
 	Limits validate.Limits
@@ -144,6 +161,12 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Join); err != nil {
 			add("Join %q is not a host:port gRPC address: %v", c.Join, err)
 		}
+	}
+	if c.Registry != nil && c.CellID == "" {
+		add("CellID is required with a Registry (the node registers under cells/<CellID>)")
+	}
+	if c.RegistryTTL != 0 && c.RegistryTTL < registry.MinTTL {
+		add("RegistryTTL must be 0 (default %s) or ≥ %s, got %s", registry.DefaultTTL, registry.MinTTL, c.RegistryTTL)
 	}
 	if c.ShutdownTimeout < 0 {
 		add("ShutdownTimeout must be ≥ 0, got %s", c.ShutdownTimeout)

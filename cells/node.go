@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/service"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/logging"
@@ -32,12 +33,13 @@ type Node struct {
 	log  *slog.Logger
 	info *cellv1.NodeInfo // what this node advertises
 
-	st      *store.Store
-	svc     *service.Server
-	grpcSrv *grpc.Server
-	httpSrv *http.Server
-	health  *health.Server
-	reg     *prometheus.Registry
+	st        *store.Store
+	registrar *registry.Registrar // nil without a registry
+	svc       *service.Server
+	grpcSrv   *grpc.Server
+	httpSrv   *http.Server
+	health    *health.Server
+	reg       *prometheus.Registry
 
 	grpcLis, httpLis net.Listener
 
@@ -143,6 +145,25 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		HttpAddr: orDefault(cfg.Store.HTTPAdvertise, httpLis.Addr().String()),
 	}
 
+	// With a registry: register first (so that peers see this node), then
+	// learn from the registry whether to form the cell or join it.
+	leader := &leaderSource{}
+	var reg *registry.Registrar
+	if cfg.Registry != nil {
+		reg, err = startRegistrar(ctx, cfg, info, leader, base)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = reg.Close()
+			}
+		}()
+		if err = fromRegistry(ctx, &cfg, base); err != nil {
+			return nil, err
+		}
+	}
+
 	sc := cfg.Store
 	sc.NodeID = cfg.NodeID
 	sc.RaftBind = raftLis.Addr().String()
@@ -157,6 +178,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cells: open store in %s: %w", cfg.DataDir, err)
 	}
+	leader.st.Store(st)
 
 	svcCfg := service.DefaultConfig()
 	svcCfg.Limits = cfg.Limits
@@ -171,18 +193,19 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 
 	bg, bgCancel := context.WithCancel(context.Background())
 	n = &Node{
-		cfg:      cfg,
-		log:      log,
-		info:     info,
-		st:       st,
-		svc:      svc,
-		health:   health.NewServer(),
-		reg:      prometheus.NewRegistry(),
-		grpcLis:  grpcLis,
-		httpLis:  httpLis,
-		bg:       bg,
-		bgCancel: bgCancel,
-		done:     make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		info:      info,
+		st:        st,
+		registrar: reg,
+		svc:       svc,
+		health:    health.NewServer(),
+		reg:       prometheus.NewRegistry(),
+		grpcLis:   grpcLis,
+		httpLis:   httpLis,
+		bg:        bg,
+		bgCancel:  bgCancel,
+		done:      make(chan struct{}),
 	}
 	n.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -311,8 +334,15 @@ func (n *Node) stop(cause error) {
 		if cause == nil && graceful > 0 {
 			n.handOverLeadership()
 		}
+		// Unregister before the store closes (the registrar polls it for
+		// leadership); after the hand-over, so that the new leader's key
+		// replaces ours with hardly a gap.
+		var regErr error
+		if n.registrar != nil {
+			regErr = n.registrar.Close()
+		}
 		stErr := n.st.Close()
-		n.stopErr = errors.Join(wrapErr("services", svcErr), wrapErr("store", stErr))
+		n.stopErr = errors.Join(wrapErr("services", svcErr), wrapErr("registry", regErr), wrapErr("store", stErr))
 		n.log.Info("node stopped")
 		close(n.done)
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/cellplane/cellplane/internal/logging"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -494,6 +495,49 @@ func (s *Store) notLeader() error {
 
 // IsLeader reports whether this node is the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// LeaderTerm returns the current Raft term and true while this node is
+// the leader and ready to serve (everything committed in earlier terms is
+// applied). It is cheap enough to poll.
+func (s *Store) LeaderTerm() (uint64, bool) {
+	if s.raft.State() != raft.Leader {
+		return 0, false
+	}
+	term := s.raft.CurrentTerm()
+	return term, s.readyTerm.Load() == term
+}
+
+// HasState reports whether dataDir already holds Raft state (a log or a
+// snapshot), that is whether a node opened on it restarts rather than
+// starts a new member. A missing dir holds none.
+func HasState(dataDir string) (bool, error) {
+	walDir, snapDir := filepath.Join(dataDir, "raft-wal"), filepath.Join(dataDir, "snapshots")
+	if _, err := os.Stat(walDir); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(snapDir); errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+	}
+	if err := os.MkdirAll(walDir, 0o750); err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(snapDir, 0o750); err != nil {
+		return false, err
+	}
+	hlog := hclog.NewNullLogger()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 1, hlog)
+	if err != nil {
+		return false, fmt.Errorf("open snapshots: %w", err)
+	}
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hlog))
+	if err != nil {
+		return false, fmt.Errorf("open raft log: %w", err)
+	}
+	has, err := raft.HasExistingState(wal, wal, snaps)
+	if cerr := wal.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return has, err
+}
 
 // Leader returns the leader's node id and its registered addresses (nil
 // when unknown or not registered yet).

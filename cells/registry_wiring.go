@@ -1,0 +1,91 @@
+package cells
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/cellplane/cellplane/cells/registry"
+	"github.com/cellplane/cellplane/cells/store"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// leaderSource tells the registrar whether this node leads; it reports
+// false until the store is open.
+type leaderSource struct {
+	st atomic.Pointer[store.Store]
+}
+
+func (l *leaderSource) LeaderTerm() (uint64, bool) {
+	st := l.st.Load()
+	if st == nil {
+		return 0, false
+	}
+	return st.LeaderTerm()
+}
+
+// startRegistrar registers the node in the control plane's registry.
+func startRegistrar(ctx context.Context, cfg Config, info *cellv1.NodeInfo, leader registry.LeaderSource, log *slog.Logger) (*registry.Registrar, error) {
+	rc := registry.DefaultConfig()
+	rc.Cell = cfg.CellID
+	rc.Node = &controlplanev1.Node{
+		Id:       cfg.NodeID,
+		Cell:     cfg.CellID,
+		Role:     controlplanev1.NodeRole_NODE_ROLE_MEMBER,
+		RaftAddr: info.RaftAddr,
+		GrpcAddr: info.GrpcAddr,
+		HttpAddr: info.HttpAddr,
+	}
+	if cfg.RegistryTTL > 0 {
+		rc.TTL = cfg.RegistryTTL
+	}
+	rc.Logger = log
+	reg, err := registry.Start(ctx, cfg.Registry, rc, leader)
+	if err != nil {
+		return nil, fmt.Errorf("cells: registry: %w", err)
+	}
+	return reg, nil
+}
+
+// fromRegistry fills cfg.Bootstrap or cfg.Join from the registry's
+// bootstrap record when the node is new: no Raft state in its data dir and
+// neither Bootstrap nor Join given. It waits (within ctx) for the control
+// plane to create the cell and for enough nodes to register.
+func fromRegistry(ctx context.Context, cfg *Config, base *slog.Logger) error {
+	log := base.With("node", cfg.NodeID)
+	if len(cfg.Bootstrap) > 0 || cfg.Join != "" {
+		return nil
+	}
+	has, err := store.HasState(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("cells: inspect raft state in %s: %w", cfg.DataDir, err)
+	}
+	if has {
+		return nil // a restart: the node knows its cell
+	}
+	self := &controlplanev1.Node{Id: cfg.NodeID, Cell: cfg.CellID}
+	members, err := registry.WaitBootstrap(ctx, cfg.Registry, cfg.CellID, self, base)
+	if err != nil {
+		return fmt.Errorf("cells: bootstrap from the registry: %w", err)
+	}
+	if registry.Contains(members, cfg.NodeID) {
+		for _, m := range members {
+			cfg.Bootstrap = append(cfg.Bootstrap, store.Peer{ID: m.GetId(), Addr: m.GetRaftAddr()})
+		}
+		log.Info("forming the cell from the registry's bootstrap record", "members", len(members))
+		return nil
+	}
+	for _, m := range members {
+		if m.GetGrpcAddr() != "" {
+			cfg.Join = m.GetGrpcAddr()
+			break
+		}
+	}
+	if cfg.Join == "" {
+		return fmt.Errorf("cells: the registry's bootstrap record for cell %s names no member with a gRPC address to join through", cfg.CellID)
+	}
+	log.Info("the cell was formed without this node; joining it", "via", cfg.Join)
+	return nil
+}
