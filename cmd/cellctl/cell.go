@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+func newCellCmd(a *app) *cobra.Command {
+	return group("cell", "List, inspect, create, cordon and uncordon cells",
+		`A cell is a 3- or 5-node Raft-replicated store in one region that owns a set
+of tenants. Creating a cell registers it; its nodes then register themselves
+and bootstrap the Raft group once the expected number of members is there.
+A cordoned cell keeps serving its tenants but takes no new ones.`,
+		`  cellctl cell list --region eu-west-1
+  cellctl cell create eu1-a --region eu-west-1 --members 3 --max-tenants 1000
+  cellctl cell get eu1-a
+  cellctl cell cordon eu1-a`,
+		newCellListCmd(a),
+		newCellGetCmd(a),
+		newCellCreateCmd(a),
+		newCellCordonCmd(a, true),
+		newCellCordonCmd(a, false),
+	)
+}
+
+func newCellListCmd(a *app) *cobra.Command {
+	var region string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List cells with their live status",
+		Long: `List the cells, optionally only one region's, with their state, health,
+Raft leader, live members out of the expected ones and tenant count (out of
+the maximum, when the cell has one).`,
+		Example: `  cellctl cell list
+  cellctl cell list --region eu-west-1 -o json`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListCellsResponse, error) {
+				return api.ListCells(ctx, &controlplanev1.ListCellsRequest{Region: region})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				return writeCells(w, resp.GetCells(), true)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&region, "region", "", "only the cells of this region")
+	return cmd
+}
+
+func newCellGetCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get <id>",
+		Short: "Show one cell, its leader and its nodes",
+		Long: `Show one cell: its state and health, capacity and load, the published Raft
+leader, and the nodes registered for it now (Raft members and stand-alone
+MCP workers).`,
+		Example: `  cellctl cell get eu1-a`,
+		Args:    exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetCellResponse, error) {
+				return api.GetCell(ctx, &controlplanev1.GetCellRequest{Id: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error { return writeCell(w, resp.GetCell()) })
+		},
+	}
+}
+
+func writeCell(w io.Writer, cs *controlplanev1.CellStatus) error {
+	cell := cs.GetCell()
+	f := newFields(w)
+	f.add("Cell", cell.GetId())
+	f.add("Region", cell.GetRegion())
+	f.add("State", cellState(cell.GetState()))
+	f.add("Health", cellHealth(cs.GetHealth()))
+	f.add("Members", members(cs)+" live/expected")
+	leader := ""
+	if l := cs.GetLeader(); l.GetNodeId() != "" {
+		leader = fmt.Sprintf("%s (%s, term %d, since %s)", l.GetNodeId(), l.GetGrpcAddr(), l.GetTerm(), timeString(l.GetSince()))
+	}
+	f.add("Leader", leader)
+	f.add("Tenants", fmt.Sprintf("%d (max %s)", cs.GetLoad().GetTenants(), limit(cell.GetCapacity().GetMaxTenants(), "unbounded")))
+	f.add("Bytes", fmt.Sprintf("%d (max %s)", cs.GetLoad().GetBytes(), limit(cell.GetCapacity().GetMaxBytes(), "unbounded")))
+	f.add("Created", timeString(cell.GetCreateTime()))
+	if err := f.flush(); err != nil {
+		return err
+	}
+	if len(cs.GetNodes()) == 0 {
+		_, err := fmt.Fprintln(w, "\nNo node registered.")
+		return err
+	}
+	fmt.Fprintln(w)
+	t := newTable(w, "NODE", "ROLE", "GRPC", "RAFT", "HTTP", "VERSION", "STARTED")
+	for _, n := range cs.GetNodes() {
+		t.row(n.GetId(), enumName(n.GetRole().String(), "NODE_ROLE_"), n.GetGrpcAddr(), n.GetRaftAddr(),
+			n.GetHttpAddr(), n.GetVersion(), timeString(n.GetStartTime()))
+	}
+	return t.flush()
+}
+
+func newCellCreateCmd(a *app) *cobra.Command {
+	var (
+		region               string
+		members              uint32
+		maxTenants, maxBytes uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "create <id> --region <region>",
+		Short: "Register a cell in a region",
+		Long: `Register a cell in a region. Its nodes ('cellplane cell') then register with
+the control plane, and the cell's Raft group bootstraps once --members of
+them are there. --max-tenants and --max-bytes bound what placement puts on
+the cell (0: unbounded).`,
+		Example: `  cellctl cell create eu1-a --region eu-west-1
+  cellctl cell create eu1-b --region eu-west-1 --members 5 --max-tenants 1000 --max-bytes 500000000000`,
+		Args: exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if region == "" {
+				return usageErrorf("--region is required")
+			}
+			if members != 3 && members != 5 {
+				return usageErrorf("--members %d: want 3 or 5", members)
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &controlplanev1.CreateCellRequest{
+				Id:              args[0],
+				Region:          region,
+				ExpectedMembers: members,
+				Capacity:        &controlplanev1.CellCapacity{MaxTenants: maxTenants, MaxBytes: maxBytes},
+			}
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateCellResponse, error) {
+				return api.CreateCell(ctx, req)
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				cell := resp.GetCell()
+				_, err := fmt.Fprintf(w, "cell %s created in region %s; start its %d nodes to bootstrap it\n",
+					cell.GetId(), cell.GetRegion(), cell.GetExpectedMembers())
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&region, "region", "", "the region of the cell (required)")
+	cmd.Flags().Uint32Var(&members, "members", 3, "number of Raft members the cell bootstraps with: 3 or 5")
+	cmd.Flags().Uint64Var(&maxTenants, "max-tenants", 0, "most tenants placement puts on the cell (0: unbounded)")
+	cmd.Flags().Uint64Var(&maxBytes, "max-bytes", 0, "most bytes placement lets the cell hold (0: unbounded)")
+	return cmd
+}
+
+func newCellCordonCmd(a *app, cordon bool) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cordon <id>",
+		Short: "Stop placing new tenants on a cell",
+		Long: `Cordon a cell: it keeps serving the tenants it has, and placement puts no new
+tenant on it. 'cellctl cell uncordon' undoes it.`,
+		Example: `  cellctl cell cordon eu1-a`,
+	}
+	if !cordon {
+		cmd.Use = "uncordon <id>"
+		cmd.Short = "Let a cordoned cell take new tenants again"
+		cmd.Long = `Uncordon a cell: placement may put new tenants on it again.`
+		cmd.Example = `  cellctl cell uncordon eu1-a`
+	}
+	cmd.Args = exactArgs("id")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := a.connect()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var resp interface {
+			proto.Message
+			GetCell() *controlplanev1.Cell
+		}
+		if cordon {
+			resp, err = call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CordonCellResponse, error) {
+				return api.CordonCell(ctx, &controlplanev1.CordonCellRequest{Id: args[0]})
+			})
+		} else {
+			resp, err = call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.UncordonCellResponse, error) {
+				return api.UncordonCell(ctx, &controlplanev1.UncordonCellRequest{Id: args[0]})
+			})
+		}
+		if err != nil {
+			return err
+		}
+		return a.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "cell %s is %s\n", resp.GetCell().GetId(), cellState(resp.GetCell().GetState()))
+			return err
+		})
+	}
+	return cmd
+}

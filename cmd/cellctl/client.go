@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// client is a connection to the control plane.
+type client struct {
+	api     controlplanev1.ControlPlaneServiceClient
+	conn    *grpc.ClientConn
+	addr    string
+	timeout time.Duration
+}
+
+// connect makes a client for the control plane named by the options. It
+// does not connect yet: the first call does, within --timeout.
+func (a *app) connect() (*client, error) {
+	creds, err := a.opts.transportCredentials()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(a.opts.controlPlane,
+		grpc.WithTransportCredentials(creds),
+		// Fail fast: a call on a connection that cannot be established
+		// returns UNAVAILABLE instead of waiting for the deadline.
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(false)),
+	)
+	if err != nil {
+		return nil, usageErrorf("--controlplane %q: %v", a.opts.controlPlane, err)
+	}
+	return &client{
+		api:     controlplanev1.NewControlPlaneServiceClient(conn),
+		conn:    conn,
+		addr:    a.opts.controlPlane,
+		timeout: a.opts.timeout,
+	}, nil
+}
+
+// Close closes the connection.
+func (c *client) Close() { _ = c.conn.Close() }
+
+func (o *options) transportCredentials() (credentials.TransportCredentials, error) {
+	if o.tlsCA == "" {
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := os.ReadFile(o.tlsCA)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", o.tlsCA)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// call runs one RPC within the client's timeout and turns its error into
+// one that reads well on one line: a *cperr.Error (REASON: message) for the
+// control plane's own errors, "cannot reach the control plane at ..." when
+// it is not there.
+func call[Resp any](ctx context.Context, c *client, rpc func(context.Context, controlplanev1.ControlPlaneServiceClient) (Resp, error)) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := rpc(ctx, c.api)
+	if err != nil {
+		var zero Resp
+		return zero, c.explain(ctx, err)
+	}
+	return resp, nil
+}
+
+func (c *client) explain(ctx context.Context, err error) error {
+	mapped := rpcerr.FromStatus(err)
+	var ce *cperr.Error
+	if errors.As(mapped, &ce) {
+		return ce
+	}
+	switch {
+	case errors.Is(mapped, context.DeadlineExceeded):
+		return fmt.Errorf("no answer from the control plane at %s within %s (see --timeout)", c.addr, c.timeout)
+	case errors.Is(mapped, context.Canceled):
+		return errors.New("canceled")
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch s.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("cannot reach the control plane at %s: %s", c.addr, s.Message())
+	case codes.Unimplemented:
+		return fmt.Errorf("the server at %s does not serve the control plane API: %s", c.addr, s.Message())
+	}
+	return fmt.Errorf("%s: %s", s.Code(), s.Message())
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+func newKeyCmd(a *app) *cobra.Command {
+	return group("key", "Create, list and revoke a tenant's API keys",
+		`A tenant's agents authenticate with API keys. The control plane keeps only a
+hash of each key's secret: the secret is shown once, when the key is
+created. A revoked key authenticates nothing.`,
+		`  cellctl tenant key create acme --description "production agents"
+  cellctl tenant key list acme
+  cellctl tenant key revoke acme <key-id>`,
+		newKeyCreateCmd(a),
+		newKeyListCmd(a),
+		newKeyRevokeCmd(a),
+	)
+}
+
+func newKeyCreateCmd(a *app) *cobra.Command {
+	var description string
+	cmd := &cobra.Command{
+		Use:   "create <tenant>",
+		Short: "Create an API key and print its secret once",
+		Long: `Create an API key for a tenant and print its secret. The secret cannot be
+shown again (the control plane keeps only its hash): store it now, in a
+secret manager. With -o json or -o yaml the secret is the "secret" field.`,
+		Example: `  cellctl tenant key create acme --description "production agents"
+  cellctl tenant key create acme -o json | jq -r .secret`,
+		Args: exactArgs("tenant"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateApiKeyResponse, error) {
+				return api.CreateApiKey(ctx, &controlplanev1.CreateApiKeyRequest{Tenant: args[0], Description: description})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "API key %s created for tenant %s.\nSecret (shown only this once; it cannot be shown again, store it now):\n\n  %s\n",
+					resp.GetKey().GetId(), resp.GetKey().GetTenant(), resp.GetSecret())
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&description, "description", "", "what the key is for, shown in listings")
+	return cmd
+}
+
+func newKeyListCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list <tenant>",
+		Aliases: []string{"ls"},
+		Short:   "List a tenant's API keys (never their secrets)",
+		Long:    `List a tenant's API keys, revoked ones included, without their secrets.`,
+		Example: `  cellctl tenant key list acme`,
+		Args:    exactArgs("tenant"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListApiKeysResponse, error) {
+				return api.ListApiKeys(ctx, &controlplanev1.ListApiKeysRequest{Tenant: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				t := newTable(w, "KEY", "STATE", "DESCRIPTION", "CREATED", "REVOKED")
+				for _, k := range resp.GetKeys() {
+					state := "ACTIVE"
+					if k.GetRevokeTime() != nil {
+						state = "REVOKED"
+					}
+					t.row(k.GetId(), state, k.GetDescription(), timeString(k.GetCreateTime()), timeString(k.GetRevokeTime()))
+				}
+				return t.flush()
+			})
+		},
+	}
+}
+
+func newKeyRevokeCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke <tenant> <key-id>",
+		Short: "Revoke an API key",
+		Long: `Revoke one of a tenant's API keys: from then on it authenticates nothing.
+The key stays listed, as REVOKED.`,
+		Example: `  cellctl tenant key revoke acme key-0001`,
+		Args:    exactArgs("tenant", "key-id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.RevokeApiKeyResponse, error) {
+				return api.RevokeApiKey(ctx, &controlplanev1.RevokeApiKeyRequest{Tenant: args[0], Id: args[1]})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "API key %s of tenant %s revoked\n", resp.GetKey().GetId(), resp.GetKey().GetTenant())
+				return err
+			})
+		},
+	}
+}

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+func newTenantCmd(a *app) *cobra.Command {
+	return group("tenant", "Create, inspect, list and delete tenants and their API keys",
+		`A tenant is a customer whose agents' context lives in one owner cell of its
+home region. Creating a tenant places it: the control plane picks a cell (or
+takes --cell), the cell makes the tenant its owner at epoch 1, and the
+placement is published to routers. Deleting a tenant removes its data and
+its API keys for good.`,
+		`  cellctl tenant create acme --region eu-west-1 --rate 100 --burst 200
+  cellctl tenant get acme
+  cellctl tenant list --region eu-west-1 --state active
+  cellctl tenant key create acme
+  cellctl tenant delete acme --yes`,
+		newTenantCreateCmd(a),
+		newTenantGetCmd(a),
+		newTenantListCmd(a),
+		newTenantDeleteCmd(a),
+		newKeyCmd(a),
+	)
+}
+
+func newTenantCreateCmd(a *app) *cobra.Command {
+	var (
+		region, cell string
+		limits       controlplanev1.TenantLimits
+	)
+	cmd := &cobra.Command{
+		Use:   "create <id> --region <region>",
+		Short: "Place a new tenant on a cell",
+		Long: `Create a tenant in its home region. The placement policy picks an ACTIVE cell
+of the region with room left, unless --cell names one. The command returns
+when the placement is published (the tenant is ACTIVE and routable) or the
+creation failed. --rate, --burst and --max-bytes are the tenant's limits
+(0: the components' defaults).`,
+		Example: `  cellctl tenant create acme --region eu-west-1
+  cellctl tenant create globex --region eu-west-1 --cell eu1-b --rate 50 --burst 100 --max-bytes 10000000000`,
+		Args: exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if region == "" {
+				return usageErrorf("--region is required")
+			}
+			if limits.Rate < 0 {
+				return usageErrorf("--rate %g: must not be negative", limits.Rate)
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &controlplanev1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell}
+			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 {
+				req.Limits = &controlplanev1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes}
+			}
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateTenantResponse, error) {
+				return api.CreateTenant(ctx, req)
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				t := resp.GetTenant()
+				_, err := fmt.Fprintf(w, "tenant %s created on cell %s (region %s, epoch %d, %s)\n",
+					t.GetId(), t.GetCell(), t.GetHomeRegion(), t.GetEpoch(), tenantState(t.GetState()))
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&region, "region", "", "the tenant's home region (required)")
+	cmd.Flags().StringVar(&cell, "cell", "", "place on this cell instead of letting the policy choose")
+	cmd.Flags().Float64Var(&limits.Rate, "rate", 0, "requests per second of the tenant's token bucket (0: default)")
+	cmd.Flags().Uint32Var(&limits.Burst, "burst", 0, "burst of the tenant's token bucket (0: default)")
+	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store (0: default)")
+	return cmd
+}
+
+func newTenantGetCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get <id>",
+		Short: "Show a tenant's placement and limits",
+		Long: `Show a tenant's placement: its home region, owner cell, standby cell,
+state and epoch (which grows each time the tenant moves), and its limits.`,
+		Example: `  cellctl tenant get acme
+  cellctl tenant get acme -o json`,
+		Args: exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetTenantResponse, error) {
+				return api.GetTenant(ctx, &controlplanev1.GetTenantRequest{Id: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				t := resp.GetTenant()
+				f := newFields(w)
+				f.add("Tenant", t.GetId())
+				f.add("Home region", t.GetHomeRegion())
+				f.add("Cell", t.GetCell())
+				f.add("Standby cell", t.GetStandbyCell())
+				f.add("State", tenantState(t.GetState()))
+				f.add("Epoch", fmt.Sprint(t.GetEpoch()))
+				l := t.GetLimits()
+				rate := "default"
+				if l.GetRate() != 0 {
+					rate = fmt.Sprintf("%g/s", l.GetRate())
+				}
+				f.add("Rate", rate)
+				f.add("Burst", limit(uint64(l.GetBurst()), "default"))
+				f.add("Max bytes", limit(l.GetMaxBytes(), "default"))
+				f.add("Created", timeString(t.GetCreateTime()))
+				f.add("Updated", timeString(t.GetUpdateTime()))
+				return f.flush()
+			})
+		},
+	}
+}
+
+// tenantStates are the values of --state.
+var tenantStates = []string{"active", "creating", "deleting"}
+
+func parseTenantState(s string) (controlplanev1.TenantState, error) {
+	if s == "" {
+		return controlplanev1.TenantState_TENANT_STATE_UNSPECIFIED, nil
+	}
+	v, ok := controlplanev1.TenantState_value["TENANT_STATE_"+strings.ToUpper(s)]
+	if !ok || v == 0 {
+		return 0, usageErrorf("--state %q: want one of %s", s, strings.Join(tenantStates, ", "))
+	}
+	return controlplanev1.TenantState(v), nil
+}
+
+func tenantState(s controlplanev1.TenantState) string {
+	return enumName(s.String(), "TENANT_STATE_")
+}
+
+func newTenantListCmd(a *app) *cobra.Command {
+	var (
+		req   controlplanev1.ListTenantsRequest
+		state string
+		all   bool
+	)
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List tenants, a page at a time",
+		Long: `List tenants' placements by id, optionally only those on one cell, in one
+region or in one state. The control plane answers a page at a time
+(--page-size, default 100, at most 1000); when there is more, the table ends
+with the command for the next page (--page-token), and -o json/yaml carry
+nextPageToken. --all follows the pages to the end and prints them as one.`,
+		Example: `  cellctl tenant list
+  cellctl tenant list --cell eu1-a --state active
+  cellctl tenant list --page-size 50 --page-token <token>
+  cellctl tenant list --all -o json`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := parseTenantState(state)
+			if err != nil {
+				return err
+			}
+			if all && req.PageToken != "" {
+				return usageErrorf("--all and --page-token are exclusive")
+			}
+			req.State = st
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp := &controlplanev1.ListTenantsResponse{}
+			for {
+				page, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListTenantsResponse, error) {
+					return api.ListTenants(ctx, &req)
+				})
+				if err != nil {
+					return err
+				}
+				resp.Tenants = append(resp.Tenants, page.GetTenants()...)
+				resp.NextPageToken = page.GetNextPageToken()
+				if !all || page.GetNextPageToken() == "" {
+					break
+				}
+				if page.GetNextPageToken() == req.PageToken {
+					return fmt.Errorf("the control plane returned the same page token %q twice", req.PageToken)
+				}
+				req.PageToken = page.GetNextPageToken()
+			}
+			return a.print(resp, func(w io.Writer) error {
+				t := newTable(w, "TENANT", "REGION", "CELL", "STANDBY", "STATE", "EPOCH", "CREATED")
+				for _, tn := range resp.GetTenants() {
+					t.row(tn.GetId(), tn.GetHomeRegion(), tn.GetCell(), tn.GetStandbyCell(),
+						tenantState(tn.GetState()), fmt.Sprint(tn.GetEpoch()), timeString(tn.GetCreateTime()))
+				}
+				if err := t.flush(); err != nil {
+					return err
+				}
+				if resp.GetNextPageToken() != "" {
+					_, err := fmt.Fprintf(w, "\nMore tenants: add --page-token %s (or use --all)\n", resp.GetNextPageToken())
+					return err
+				}
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Cell, "cell", "", "only the tenants owned by this cell")
+	f.StringVar(&req.Region, "region", "", "only the tenants of this home region")
+	f.StringVar(&state, "state", "", "only the tenants in this state: "+strings.Join(tenantStates, ", "))
+	f.Uint32Var(&req.PageSize, "page-size", 0, "tenants per page (0: the control plane's default, 100; at most 1000)")
+	f.StringVar(&req.PageToken, "page-token", "", "the page to list, from the previous page's answer")
+	f.BoolVar(&all, "all", false, "follow the pages to the end")
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(tenantStates, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func newTenantDeleteCmd(a *app) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete <id> --yes",
+		Short: "Delete a tenant, its data and its API keys",
+		Long: `Delete a tenant: its placement is tombstoned (routers stop sending it
+requests), its owner cell removes all its data, then the record and its API
+keys are removed. This cannot be undone, so the command wants --yes. It
+returns when the deletion is done.`,
+		Example: `  cellctl tenant delete acme --yes`,
+		Args:    exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return usageErrorf("deleting tenant %q removes its data and API keys for good; add --yes to confirm", args[0])
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.DeleteTenantResponse, error) {
+				return api.DeleteTenant(ctx, &controlplanev1.DeleteTenantRequest{Id: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "tenant %s deleted\n", args[0])
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm the deletion")
+	return cmd
+}
