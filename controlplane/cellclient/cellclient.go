@@ -1,0 +1,150 @@
+// Package cellclient is how the control plane calls cells: it finds a
+// cell's leader (or any live member) in the registry, keeps one gRPC
+// connection per node address, and calls CellService with the error
+// contract restored on the way back (rpcerr.FromStatus). It implements
+// controller.Cells.
+//
+//	cc := cellclient.New(st, logger)
+//	defer cc.Close()
+//	err := cc.SetOwner(ctx, "use1-a", "acme", 1, "create-acme/owner")
+package cellclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+)
+
+// Client calls cells. Safe for concurrent use.
+type Client struct {
+	st  topo.Store
+	log *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// New returns a client that resolves cells through st.
+func New(st topo.Store, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Client{st: st, log: log, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for addr, conn := range c.conns {
+		errs = append(errs, conn.Close())
+		delete(c.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// SetOwner makes cell the OWNER of tenant at epoch. Repeating it is
+// harmless: the cell answers success for the role and epoch it already has.
+func (c *Client) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
+	return c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
+		_, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch, RequestId: requestID})
+		return err
+	})
+}
+
+// DeleteTenant removes the tenant's data from cell; a cell that does not
+// know the tenant (already deleted) is success.
+func (c *Client) DeleteTenant(ctx context.Context, cell, tenant, requestID string) error {
+	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
+		_, err := cl.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: requestID})
+		return err
+	})
+	if errors.Is(err, cperr.ErrTenantNotFound) {
+		return nil
+	}
+	return err
+}
+
+// call runs fn against the cell's published leader, else against each live
+// member in turn (members forward to their leader). NOT_LEADER with a
+// leader address is followed once.
+func (c *Client) call(ctx context.Context, cell string, fn func(cellv1.CellServiceClient) error) error {
+	ci, err := catalog.Cell(ctx, c.st, cell)
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	if ci.Leader != nil && ci.Leader.GetGrpcAddr() != "" {
+		addrs = append(addrs, ci.Leader.GetGrpcAddr())
+	}
+	for _, n := range ci.Nodes {
+		if n.GetGrpcAddr() != "" && (ci.Leader == nil || n.GetGrpcAddr() != ci.Leader.GetGrpcAddr()) {
+			addrs = append(addrs, n.GetGrpcAddr())
+		}
+	}
+	if len(addrs) == 0 {
+		return cperr.New(cperr.CellUnavailable, "cell %s has no live node registered", cell)
+	}
+	var lastErr error
+	for _, addr := range addrs {
+		err := c.callAt(ctx, addr, fn)
+		var ce *cperr.Error
+		if errors.As(err, &ce) && ce.Reason == cperr.NotLeader && ce.Metadata[cperr.MetaLeader] != "" {
+			err = c.callAt(ctx, ce.Metadata[cperr.MetaLeader], fn)
+		}
+		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
+			return err
+		}
+		c.log.Debug("cell call failed; trying another member", "cell", cell, "addr", addr, "err", err)
+		lastErr = err
+	}
+	return fmt.Errorf("cell %s: every member failed: %w", cell, lastErr)
+}
+
+func (c *Client) callAt(ctx context.Context, addr string, fn func(cellv1.CellServiceClient) error) error {
+	conn, err := c.conn(addr)
+	if err != nil {
+		return err
+	}
+	return rpcerr.FromStatus(fn(cellv1.NewCellServiceClient(conn)))
+}
+
+// retryElsewhere: errors another member may not have (unreachable node,
+// no leader yet).
+func retryElsewhere(err error) bool {
+	var ce *cperr.Error
+	if errors.As(err, &ce) {
+		switch ce.Reason {
+		case cperr.NotLeader, cperr.CellUnavailable, cperr.Internal:
+			return true
+		}
+		return false
+	}
+	return true // transport errors, UNAVAILABLE without ErrorInfo
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conn := c.conns[addr]; conn != nil {
+		return conn, nil
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("cellclient: dial %s: %w", addr, err)
+	}
+	c.conns[addr] = conn
+	return conn, nil
+}

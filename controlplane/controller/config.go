@@ -1,0 +1,74 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// Config configures a controller replica.
+type Config struct {
+	// ID names this replica (the election value); unique among replicas.
+	ID string
+	// Advertise is this replica's gRPC address, published with its
+	// leadership so operators see who leads.
+	Advertise string
+	// SessionTTL is the lease of the replica's election session: a killed
+	// leader is replaced after at most about this long.
+	SessionTTL time.Duration
+	// MaxConcurrentWorkflows bounds the workflows the leader drives at once.
+	MaxConcurrentWorkflows int
+	// RetryMin and RetryMax pace the retries of a failing workflow step.
+	RetryMin, RetryMax time.Duration
+	// CellCallTimeout bounds one call to a cell.
+	CellCallTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// TestingKnobs are hooks for tests only.
+	TestingKnobs Knobs
+}
+
+// Knobs are test hooks.
+type Knobs struct {
+	// BeforeStep runs before the leader acts on a workflow's recorded
+	// step. A non-nil error makes the leader stop acting on it, as if the
+	// process had died right there (the step stays recorded, nothing of it
+	// done).
+	BeforeStep func(ctx context.Context, wf *cpv1.Workflow) error
+}
+
+// DefaultConfig returns the defaults (ID must still be set).
+func DefaultConfig() Config {
+	return Config{
+		SessionTTL:             5 * time.Second,
+		MaxConcurrentWorkflows: 64,
+		RetryMin:               100 * time.Millisecond,
+		RetryMax:               5 * time.Second,
+		CellCallTimeout:        10 * time.Second,
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("controller: ID is required"))
+	}
+	if c.SessionTTL < time.Second {
+		errs = append(errs, fmt.Errorf("controller: SessionTTL %v < 1s (etcd leases are whole seconds)", c.SessionTTL))
+	}
+	if c.MaxConcurrentWorkflows < 1 {
+		errs = append(errs, fmt.Errorf("controller: MaxConcurrentWorkflows %d < 1", c.MaxConcurrentWorkflows))
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, fmt.Errorf("controller: need 0 < RetryMin (%v) <= RetryMax (%v)", c.RetryMin, c.RetryMax))
+	}
+	if c.CellCallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("controller: CellCallTimeout %v <= 0", c.CellCallTimeout))
+	}
+	return errors.Join(errs...)
+}

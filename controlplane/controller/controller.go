@@ -1,0 +1,280 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// Cells is what the controller asks of cells (implemented over
+// CellService by package cellclient; by fakes in tests). Every call is
+// idempotent for a given request id.
+type Cells interface {
+	// SetOwner makes cell the OWNER of tenant at epoch.
+	SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error
+	// DeleteTenant removes the tenant's data from cell (no error if the
+	// cell does not know the tenant).
+	DeleteTenant(ctx context.Context, cell, tenant, requestID string) error
+}
+
+// Controller is one control-plane replica's controller. Run campaigns for
+// leadership; while it leads, it drives every recorded workflow to its end.
+type Controller struct {
+	cfg   Config
+	st    topo.Store
+	cells Cells
+	log   *slog.Logger
+
+	leading atomic.Bool
+	m       metrics
+}
+
+// New returns a controller; Run starts it.
+func New(st topo.Store, cells Cells, cfg Config) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Controller{cfg: cfg, st: st, cells: cells, log: log.With("controller", cfg.ID), m: newMetrics()}, nil
+}
+
+// IsLeader reports whether this replica leads right now.
+func (c *Controller) IsLeader() bool { return c.leading.Load() }
+
+// Collectors returns the controller's Prometheus collectors.
+func (c *Controller) Collectors() []prometheus.Collector { return c.m.collectors() }
+
+// Run campaigns, leads while elected, and campaigns again when leadership
+// is lost, until ctx ends; then it resigns (so a successor takes over at
+// once) and returns nil. Store errors are retried with backoff.
+func (c *Controller) Run(ctx context.Context) error {
+	wait := c.cfg.RetryMin
+	for ctx.Err() == nil {
+		err := c.campaignAndLead(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			c.log.Warn("controller election failed; retrying", "err", err, "retry_in", wait)
+			if sleep(ctx, wait) != nil {
+				break
+			}
+			wait = min(wait*2, c.cfg.RetryMax)
+			continue
+		}
+		wait = c.cfg.RetryMin
+	}
+	return nil
+}
+
+func (c *Controller) campaignAndLead(ctx context.Context) error {
+	sess, err := c.st.NewSession(ctx, c.cfg.SessionTTL)
+	if err != nil {
+		return fmt.Errorf("new session: %w", err)
+	}
+	defer sess.Close()
+	value := catalog.Encode(&cpv1.ControllerLeader{Id: c.cfg.ID, GrpcAddr: c.cfg.Advertise, Since: timestamppb.Now()})
+	lead, err := c.st.Campaign(ctx, sess, topo.ControllerElection, value)
+	if err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	c.log.Info("became controller leader", "key", lead.Key())
+	c.leading.Store(true)
+	c.m.leader.Set(1)
+	defer func() {
+		c.leading.Store(false)
+		c.m.leader.Set(0)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = lead.Resign(rctx)
+		cancel()
+	}()
+
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lead.Done():
+		case <-sess.Done():
+		case <-lctx.Done():
+		}
+		cancel()
+	}()
+	err = c.lead(lctx, lead)
+	if ctx.Err() == nil {
+		c.log.Warn("lost controller leadership", "err", err)
+	}
+	return nil
+}
+
+// lead drives workflows until lctx ends: every recorded one, then each new
+// one the watch shows.
+func (c *Controller) lead(ctx context.Context, lead topo.Leadership) error {
+	r := &runner{c: c, lead: lead, running: map[string]bool{}, sem: make(chan struct{}, c.cfg.MaxConcurrentWorkflows)}
+	defer r.wg.Wait()
+	for ctx.Err() == nil {
+		rev, err := catalog.Each(ctx, c.st, topo.WorkflowsPrefix, 0, func(kv topo.KV) error {
+			r.consider(ctx, kv)
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("listing workflows failed; retrying", "err", err)
+				_ = sleep(ctx, c.cfg.RetryMin)
+			}
+			continue
+		}
+		for resp := range c.st.Watch(ctx, topo.WorkflowsPrefix, rev+1) {
+			if resp.Err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("workflow watch ended; listing again", "err", resp.Err)
+				}
+				break
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == topo.EventPut {
+					r.consider(ctx, ev.KV)
+				}
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// runner tracks the workflows one leadership term drives.
+type runner struct {
+	c    *Controller
+	lead topo.Leadership
+	sem  chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[string]bool
+}
+
+// consider starts a worker for a workflow record unless one runs already
+// or the workflow has failed for good.
+func (r *runner) consider(ctx context.Context, kv topo.KV) {
+	pk := topo.ParseKey(kv.Key)
+	if pk.Kind != topo.KindWorkflow {
+		return
+	}
+	wf := &cpv1.Workflow{}
+	if err := catalog.Decode(kv, wf); err != nil {
+		r.c.log.Error("undecodable workflow record; skipping it", "key", kv.Key, "err", err)
+		return
+	}
+	if wf.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED {
+		return
+	}
+	r.mu.Lock()
+	if r.running[pk.ID] {
+		r.mu.Unlock()
+		return
+	}
+	r.running[pk.ID] = true
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.running, pk.ID)
+			r.mu.Unlock()
+		}()
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-r.sem }()
+		r.drive(ctx, pk.ID)
+	}()
+}
+
+// drive runs one workflow step by step until it ends, fails for good, or
+// this replica stops leading. Each iteration re-reads the record, so it
+// always acts on the recorded step.
+func (r *runner) drive(ctx context.Context, id string) {
+	c := r.c
+	wait := c.cfg.RetryMin
+	for ctx.Err() == nil {
+		wf, v, err := catalog.GetWorkflow(ctx, c.st, id)
+		if errors.Is(err, topo.ErrNotFound) {
+			return // finished (by us or a predecessor)
+		}
+		if err == nil {
+			if wf.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED {
+				return
+			}
+			if k := c.cfg.TestingKnobs.BeforeStep; k != nil {
+				if kerr := k(ctx, wf); kerr != nil {
+					c.log.Debug("testing knob stopped the workflow", "workflow", id, "step", wf.GetStep().String())
+					return
+				}
+			}
+			err = r.step(ctx, wf, v)
+		}
+		switch {
+		case err == nil || errors.Is(err, errConflict):
+			wait = c.cfg.RetryMin
+			continue
+		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
+			return
+		}
+		c.m.stepErrors.WithLabelValues(wf.GetKind().String()).Inc()
+		c.log.Warn("workflow step failed; retrying", "workflow", id, "tenant", wf.GetTenant(), "step", wf.GetStep().String(), "err", err, "retry_in", wait)
+		if sleep(ctx, wait) != nil {
+			return
+		}
+		wait = min(wait*2, c.cfg.RetryMax)
+	}
+}
+
+var (
+	// errNotLeader: a guarded write found this replica no longer leads.
+	errNotLeader = errors.New("controller: not the leader any more")
+	// errConflict: a record changed under a step; re-read and go on.
+	errConflict = errors.New("controller: record changed concurrently")
+)
+
+// commit writes ops in one transaction guarded by this replica's
+// leadership key (condition 0) and by conds. A failed guard is
+// errNotLeader (a deposed leader writes nothing); a failed cond is
+// errConflict.
+func (r *runner) commit(ctx context.Context, conds []topo.Cond, ops []topo.Op) error {
+	all := append([]topo.Cond{topo.IfVersion(r.lead.Key(), r.lead.Version())}, conds...)
+	_, err := r.c.st.Txn(ctx, all, ops)
+	var ce *topo.CondError
+	if errors.As(err, &ce) {
+		if ce.Index == 0 {
+			return errNotLeader
+		}
+		return fmt.Errorf("%w: %v", errConflict, err)
+	}
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

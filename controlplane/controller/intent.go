@@ -1,0 +1,176 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// StartCreate records the intent to create tenant t (state CREATING) and
+// its workflow in one transaction. Any replica may call it; the leader
+// drives the workflow. ALREADY_EXISTS if the tenant exists.
+func StartCreate(ctx context.Context, st topo.Store, t *cpv1.Tenant, requestedCell string) error {
+	now := timestamppb.Now()
+	t = proto.Clone(t).(*cpv1.Tenant)
+	t.State = cpv1.TenantState_TENANT_STATE_CREATING
+	t.Cell, t.Epoch = "", 0
+	t.CreateTime, t.UpdateTime = now, now
+	wf := &cpv1.Workflow{
+		Id: createID(t.GetId()), Kind: cpv1.WorkflowKind_WORKFLOW_KIND_TENANT_CREATE, Tenant: t.GetId(),
+		Step: cpv1.WorkflowStep_WORKFLOW_STEP_PENDING, RequestedCell: requestedCell, CreateTime: now, UpdateTime: now,
+	}
+	tkey, wkey := topo.TenantKey(t.GetId()), topo.WorkflowKey(wf.GetId())
+	_, err := st.Txn(ctx,
+		[]topo.Cond{topo.IfAbsent(tkey), topo.IfAbsent(wkey)},
+		[]topo.Op{topo.Put(tkey, catalog.Encode(t)), topo.Put(wkey, catalog.Encode(wf))})
+	var ce *topo.CondError
+	if errors.As(err, &ce) {
+		if ce.Index == 0 {
+			return cperr.New(cperr.AlreadyExists, "tenant %s already exists", t.GetId())
+		}
+		// A failed create of an earlier attempt is still recorded: clear
+		// it (the tenant record is gone) and try once more.
+		if old, v, gerr := catalog.GetWorkflow(ctx, st, wf.GetId()); gerr == nil && old.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED {
+			if _, derr := st.Txn(ctx, []topo.Cond{topo.IfVersion(wkey, v)}, []topo.Op{topo.Del(wkey)}); derr == nil {
+				return StartCreate(ctx, st, t, requestedCell)
+			}
+		}
+		return cperr.New(cperr.TenantBusy, "tenant %s is being created or deleted; try again", t.GetId())
+	}
+	return err
+}
+
+// StartDelete tombstones the placement (state DELETING: routers stop
+// routing it) and records the delete workflow, in one transaction.
+// TENANT_NOT_FOUND if absent, TENANT_BUSY while another workflow runs.
+func StartDelete(ctx context.Context, st topo.Store, id string) error {
+	t, tv, err := catalog.GetTenant(ctx, st, id)
+	if errors.Is(err, topo.ErrNotFound) {
+		return cperr.New(cperr.TenantNotFound, "tenant %s does not exist", id)
+	}
+	if err != nil {
+		return err
+	}
+	switch t.GetState() {
+	case cpv1.TenantState_TENANT_STATE_DELETING:
+		return nil // already being deleted: the caller waits for it
+	case cpv1.TenantState_TENANT_STATE_CREATING:
+		return cperr.New(cperr.TenantBusy, "tenant %s is still being created; try again when it is ACTIVE", id)
+	}
+	now := timestamppb.Now()
+	t.State = cpv1.TenantState_TENANT_STATE_DELETING
+	t.UpdateTime = now
+	wf := &cpv1.Workflow{
+		Id: deleteID(id), Kind: cpv1.WorkflowKind_WORKFLOW_KIND_TENANT_DELETE, Tenant: id,
+		Step: cpv1.WorkflowStep_WORKFLOW_STEP_PENDING, Cell: t.GetCell(), CreateTime: now, UpdateTime: now,
+	}
+	tkey, wkey := topo.TenantKey(id), topo.WorkflowKey(wf.GetId())
+	_, err = st.Txn(ctx,
+		[]topo.Cond{topo.IfVersion(tkey, tv), topo.IfAbsent(wkey)},
+		[]topo.Op{topo.Put(tkey, catalog.Encode(t)), topo.Put(wkey, catalog.Encode(wf))})
+	if errors.Is(err, topo.ErrConditionFailed) {
+		return cperr.New(cperr.TenantBusy, "tenant %s changed while being deleted; try again", id)
+	}
+	return err
+}
+
+// WaitCreate waits until tenant id's create workflow ends and returns the
+// published tenant, or the workflow's error (its record is then cleared).
+func WaitCreate(ctx context.Context, st topo.Store, id string) (*cpv1.Tenant, error) {
+	var out *cpv1.Tenant
+	err := waitFor(ctx, st, []string{topo.TenantKey(id), topo.WorkflowKey(createID(id))}, func() (bool, error) {
+		t, _, err := catalog.GetTenant(ctx, st, id)
+		switch {
+		case err == nil && t.GetState() == cpv1.TenantState_TENANT_STATE_ACTIVE:
+			out = t
+			return true, nil
+		case err != nil && !errors.Is(err, topo.ErrNotFound):
+			return false, err
+		}
+		wf, v, werr := catalog.GetWorkflow(ctx, st, createID(id))
+		if werr == nil && wf.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED {
+			_, _ = st.Txn(ctx, []topo.Cond{topo.IfVersion(topo.WorkflowKey(wf.GetId()), v)}, []topo.Op{topo.Del(topo.WorkflowKey(wf.GetId()))})
+			return true, &cperr.Error{Reason: cperr.Reason(wf.GetErrorReason()), Message: wf.GetErrorMessage()}
+		}
+		if errors.Is(err, topo.ErrNotFound) && errors.Is(werr, topo.ErrNotFound) {
+			return true, cperr.New(cperr.TenantNotFound, "tenant %s was deleted while being created", id)
+		}
+		return false, nil
+	})
+	return out, err
+}
+
+// WaitDelete waits until tenant id's record is gone.
+func WaitDelete(ctx context.Context, st topo.Store, id string) error {
+	return waitFor(ctx, st, []string{topo.TenantKey(id)}, func() (bool, error) {
+		_, err := st.Get(ctx, topo.TenantKey(id))
+		if errors.Is(err, topo.ErrNotFound) {
+			return true, nil
+		}
+		return false, err
+	})
+}
+
+// waitFor evaluates done now and after every change under the watched
+// prefixes, until it reports true or ctx ends.
+func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() (bool, error)) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Watch from a revision read before the first check, so that no change
+	// falls between the check and the watch.
+	page, err := st.List(ctx, prefixes[0], topo.ListOptions{Limit: 1, KeysOnly: true})
+	if err != nil {
+		return err
+	}
+	wake := make(chan struct{}, 1)
+	for _, p := range prefixes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := page.Revision + 1
+			for ctx.Err() == nil {
+				for resp := range st.Watch(ctx, p, from) {
+					if resp.Err != nil {
+						break
+					}
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
+				// The watch broke (compaction, store trouble): wake the
+				// waiter to re-check, then follow from now.
+				from = 0
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+				if sleep(ctx, 100*time.Millisecond) != nil {
+					return
+				}
+			}
+		}()
+	}
+	for {
+		ok, err := done()
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

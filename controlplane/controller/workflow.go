@@ -1,0 +1,216 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/placement"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// Workflow ids are derived from the tenant so that a retried request can
+// never start a second workflow of the same kind.
+func createID(tenant string) string { return "create-" + tenant }
+func deleteID(tenant string) string { return "delete-" + tenant }
+
+// The epoch a new tenant's first owner gets.
+const firstEpoch = 1
+
+// maxOpsPerTxn stays under etcd's default of 128 operations.
+const maxOpsPerTxn = 100
+
+// step acts on wf's recorded step and records the next one.
+func (r *runner) step(ctx context.Context, wf *cpv1.Workflow, v topo.Version) error {
+	switch wf.GetKind() {
+	case cpv1.WorkflowKind_WORKFLOW_KIND_TENANT_CREATE:
+		return r.stepCreate(ctx, wf, v)
+	case cpv1.WorkflowKind_WORKFLOW_KIND_TENANT_DELETE:
+		return r.stepDelete(ctx, wf, v)
+	}
+	return r.fail(ctx, wf, v, nil, cperr.New(cperr.Internal, "unknown workflow kind %s", wf.GetKind()))
+}
+
+// Tenant create: PENDING → (pick a cell, count it in the cell's load)
+// PLACED → (the cell makes the tenant OWNER at epoch 1) CELL_DONE →
+// (publish the placement ACTIVE, delete the workflow).
+func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Version) error {
+	c := r.c
+	wkey := topo.WorkflowKey(wf.GetId())
+	tenant, tv, err := catalog.GetTenant(ctx, c.st, wf.GetTenant())
+	if errors.Is(err, topo.ErrNotFound) {
+		// The intent lost its tenant record (cannot happen through the
+		// API, which writes both in one transaction): nothing to create.
+		return r.commit(ctx, []topo.Cond{topo.IfVersion(wkey, v)}, []topo.Op{topo.Del(wkey)})
+	}
+	if err != nil {
+		return err
+	}
+	switch wf.GetStep() {
+	case cpv1.WorkflowStep_WORKFLOW_STEP_PENDING:
+		cells, err := catalog.Cells(ctx, c.st)
+		if err != nil {
+			return err
+		}
+		cands := make([]placement.Candidate, len(cells))
+		for i, ci := range cells {
+			cands[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
+		}
+		cell, perr := placement.Pick(cands, placement.Request{Region: tenant.GetHomeRegion(), Cell: wf.GetRequestedCell()})
+		if perr != nil {
+			// Nothing was placed: drop the tenant record so the id is free.
+			return r.fail(ctx, wf, v, []topo.Op{topo.Del(topo.TenantKey(tenant.GetId()))}, perr,
+				topo.IfVersion(topo.TenantKey(tenant.GetId()), tv))
+		}
+		var ci *catalog.CellInfo
+		for _, x := range cells {
+			if x.Cell.GetId() == cell {
+				ci = x
+			}
+		}
+		load := proto.Clone(ci.Load).(*cpv1.CellLoad)
+		load.Tenants++
+		next := proto.Clone(wf).(*cpv1.Workflow)
+		next.Step = cpv1.WorkflowStep_WORKFLOW_STEP_PLACED
+		next.Cell = cell
+		next.UpdateTime = timestamppb.Now()
+		return r.commit(ctx,
+			[]topo.Cond{topo.IfVersion(wkey, v), topo.IfVersion(topo.CellLoadKey(cell), ci.LoadVersion)},
+			[]topo.Op{topo.Put(topo.CellLoadKey(cell), catalog.Encode(load)), topo.Put(wkey, catalog.Encode(next))})
+
+	case cpv1.WorkflowStep_WORKFLOW_STEP_PLACED:
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
+		err := c.cells.SetOwner(cctx, wf.GetCell(), wf.GetTenant(), firstEpoch, wf.GetId()+"/owner")
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cell %s: make %s OWNER: %w", wf.GetCell(), wf.GetTenant(), err)
+		}
+		return r.advance(ctx, wf, v, cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE)
+
+	case cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE:
+		pub := proto.Clone(tenant).(*cpv1.Tenant)
+		pub.State = cpv1.TenantState_TENANT_STATE_ACTIVE
+		pub.Cell = wf.GetCell()
+		pub.Epoch = firstEpoch
+		pub.UpdateTime = timestamppb.Now()
+		err := r.commit(ctx,
+			[]topo.Cond{topo.IfVersion(wkey, v), topo.IfVersion(topo.TenantKey(pub.GetId()), tv)},
+			[]topo.Op{topo.Put(topo.TenantKey(pub.GetId()), catalog.Encode(pub)), topo.Del(wkey)})
+		if err == nil {
+			c.m.finished.WithLabelValues("tenant_create", "done").Inc()
+			c.log.Info("tenant placed", "tenant", pub.GetId(), "cell", pub.GetCell(), "epoch", pub.GetEpoch())
+		}
+		return err
+	}
+	return r.fail(ctx, wf, v, nil, cperr.New(cperr.Internal, "tenant create: unexpected step %s", wf.GetStep()))
+}
+
+// Tenant delete: PENDING → (the cell removes the data) CELL_DONE → (API
+// keys removed in batches, then the record, the load count and the
+// workflow in one transaction).
+func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Version) error {
+	c := r.c
+	wkey := topo.WorkflowKey(wf.GetId())
+	switch wf.GetStep() {
+	case cpv1.WorkflowStep_WORKFLOW_STEP_PENDING:
+		if wf.GetCell() != "" {
+			cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
+			err := c.cells.DeleteTenant(cctx, wf.GetCell(), wf.GetTenant(), wf.GetId()+"/cell")
+			cancel()
+			if err != nil {
+				return fmt.Errorf("cell %s: delete %s: %w", wf.GetCell(), wf.GetTenant(), err)
+			}
+		}
+		return r.advance(ctx, wf, v, cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE)
+
+	case cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE:
+		// API keys first, a batch at a time (each batch guarded too).
+		for {
+			page, err := c.st.List(ctx, topo.TenantKeysPrefix(wf.GetTenant()), topo.ListOptions{Limit: maxOpsPerTxn, KeysOnly: true})
+			if err != nil {
+				return err
+			}
+			if len(page.KVs) == 0 {
+				break
+			}
+			ops := make([]topo.Op, len(page.KVs))
+			for i, kv := range page.KVs {
+				ops[i] = topo.Del(kv.Key)
+			}
+			if err := r.commit(ctx, []topo.Cond{topo.IfVersion(wkey, v)}, ops); err != nil {
+				return err
+			}
+		}
+		tkey := topo.TenantKey(wf.GetTenant())
+		conds := []topo.Cond{topo.IfVersion(wkey, v)}
+		ops := []topo.Op{topo.Del(tkey), topo.Del(wkey)}
+		if _, err := c.st.Get(ctx, tkey); err == nil && wf.GetCell() != "" {
+			ci, err := catalog.Cell(ctx, c.st, wf.GetCell())
+			switch {
+			case err == nil:
+				load := proto.Clone(ci.Load).(*cpv1.CellLoad)
+				if load.Tenants > 0 {
+					load.Tenants--
+				}
+				conds = append(conds, topo.IfVersion(topo.CellLoadKey(wf.GetCell()), ci.LoadVersion), topo.IfExists(tkey))
+				ops = append(ops, topo.Put(topo.CellLoadKey(wf.GetCell()), catalog.Encode(load)))
+			case errors.Is(err, cperr.ErrCellNotFound):
+			default:
+				return err
+			}
+		}
+		err := r.commit(ctx, conds, ops)
+		if err == nil {
+			c.m.finished.WithLabelValues("tenant_delete", "done").Inc()
+			c.log.Info("tenant deleted", "tenant", wf.GetTenant(), "cell", wf.GetCell())
+		}
+		return err
+	}
+	return r.fail(ctx, wf, v, nil, cperr.New(cperr.Internal, "tenant delete: unexpected step %s", wf.GetStep()))
+}
+
+// advance records the next step.
+func (r *runner) advance(ctx context.Context, wf *cpv1.Workflow, v topo.Version, step cpv1.WorkflowStep) error {
+	next := proto.Clone(wf).(*cpv1.Workflow)
+	next.Step = step
+	next.UpdateTime = timestamppb.Now()
+	key := topo.WorkflowKey(wf.GetId())
+	return r.commit(ctx, []topo.Cond{topo.IfVersion(key, v)}, []topo.Op{topo.Put(key, catalog.Encode(next))})
+}
+
+// fail records the workflow as FAILED for good with the error's reason and
+// message (kept for the caller waiting on it), together with extra ops.
+func (r *runner) fail(ctx context.Context, wf *cpv1.Workflow, v topo.Version, ops []topo.Op, cause error, conds ...topo.Cond) error {
+	next := proto.Clone(wf).(*cpv1.Workflow)
+	next.Step = cpv1.WorkflowStep_WORKFLOW_STEP_FAILED
+	next.UpdateTime = timestamppb.Now()
+	var ce *cperr.Error
+	if errors.As(cause, &ce) {
+		next.ErrorReason, next.ErrorMessage = string(ce.Reason), ce.Message
+	} else {
+		next.ErrorReason, next.ErrorMessage = string(cperr.Internal), "internal error"
+	}
+	key := topo.WorkflowKey(wf.GetId())
+	err := r.commit(ctx, append([]topo.Cond{topo.IfVersion(key, v)}, conds...), append(ops, topo.Put(key, catalog.Encode(next))))
+	if err == nil {
+		r.c.m.finished.WithLabelValues(kindLabel(wf.GetKind()), "failed").Inc()
+		r.c.log.Warn("workflow failed", "workflow", wf.GetId(), "tenant", wf.GetTenant(), "reason", next.ErrorReason, "message", next.ErrorMessage)
+	}
+	return err
+}
+
+func kindLabel(k cpv1.WorkflowKind) string {
+	switch k {
+	case cpv1.WorkflowKind_WORKFLOW_KIND_TENANT_CREATE:
+		return "tenant_create"
+	case cpv1.WorkflowKind_WORKFLOW_KIND_TENANT_DELETE:
+		return "tenant_delete"
+	}
+	return "unknown"
+}
