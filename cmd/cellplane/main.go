@@ -115,6 +115,7 @@ the router, control plane and MCP workers come next.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newCellCmd(std, stopSignals),
+		newControlPlaneCmd(std, stopSignals),
 		newBenchCmd(std),
 		newVersionCmd(std, info),
 	)

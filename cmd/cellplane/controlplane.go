@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cellplane/cellplane/controlplane"
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/internal/logging"
+)
+
+func newControlPlaneCmd(std streams, stopSignals func()) *cobra.Command {
+	cfg := controlplane.DefaultConfig()
+	var (
+		endpoints string
+		logLevel  = "info"
+		logFormat = "text"
+	)
+	cmd := &cobra.Command{
+		Use:   "controlplane [--data-dir DIR | --etcd-endpoints URLS]",
+		Short: "Run a control-plane replica (placement, registry, workflows) on embedded or external etcd",
+		Long: `Run one control-plane replica: the controller (placement of tenants on cells,
+durable tenant create/delete workflows) and the admin API
+cellplane.controlplane.v1.ControlPlaneService over gRPC (with health and
+reflection), plus /metrics, /healthz and /readyz over HTTP.
+
+Without --etcd-endpoints the replica embeds a single-member etcd in
+--data-dir (clients, including cell nodes, reach it at --etcd-client-url).
+With --etcd-endpoints it uses that cluster (production: 3 or 5 members spread
+over regions), with TLS when --etcd-ca/--etcd-cert/--etcd-key are given.
+
+Several replicas may run on one etcd: one leads the controller (an etcd
+election; a killed leader is replaced within --session-ttl) and every
+workflow write is a transaction guarded by its leadership key. Any replica
+serves the API.
+
+SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
+		Example: `  # A control plane with embedded etcd in ./data/cp:
+  cellplane controlplane --data-dir data/cp
+
+  # Two more replicas on the same (now external to them) etcd:
+  cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7010 --http-addr 127.0.0.1:7011
+  cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7020 --http-addr 127.0.0.1:7021
+
+  # Then, with cellctl:
+  cellctl region create us-east
+  cellctl cell create use1-a --region us-east`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, e := range strings.Split(endpoints, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
+				}
+			}
+			if len(cfg.EtcdEndpoints) == 0 && cfg.DataDir == "" {
+				return usageErrorf("--data-dir is required to embed etcd (or give --etcd-endpoints)")
+			}
+			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("invalid configuration: %w", err)
+			}
+			return runControlPlane(cmd, cfg, stopSignals)
+		},
+	}
+	cp := pflag.NewFlagSet("control plane", pflag.ContinueOnError)
+	cp.StringVar(&cfg.ID, "id", cfg.ID, "replica id, unique among replicas (default host-pid)")
+	cp.StringVar(&cfg.DataDir, "data-dir", "", "directory of the embedded etcd's data; created if missing")
+	cp.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address the gRPC admin API listens on")
+	cp.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of /metrics, /healthz and /readyz")
+	cp.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls")
+
+	etcd := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
+	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embed one)")
+	etcd.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "key prefix of cellplane's keyspace")
+	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle to verify etcd's certificate (enables TLS)")
+	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd (with --etcd-key)")
+	etcd.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "client key for etcd (with --etcd-cert)")
+	etcd.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "how long to try reaching etcd at start")
+	etcd.StringVar(&cfg.EmbeddedClientURL, "etcd-client-url", cfg.EmbeddedClientURL, "embedded etcd: client URL to listen on")
+	etcd.StringVar(&cfg.EmbeddedPeerURL, "etcd-peer-url", cfg.EmbeddedPeerURL, "embedded etcd: peer URL to listen on")
+
+	ctl := pflag.NewFlagSet("controller", pflag.ContinueOnError)
+	ctl.DurationVar(&cfg.Controller.SessionTTL, "session-ttl", cfg.Controller.SessionTTL, "controller leadership lease: a killed leader is replaced after about this long")
+	ctl.IntVar(&cfg.Controller.MaxConcurrentWorkflows, "max-concurrent-workflows", cfg.Controller.MaxConcurrentWorkflows, "workflows the leader drives at once")
+	ctl.DurationVar(&cfg.Controller.CellCallTimeout, "cell-call-timeout", cfg.Controller.CellCallTimeout, "bound on one call to a cell")
+	ctl.DurationVar(&cfg.API.WorkflowWait, "workflow-wait", cfg.API.WorkflowWait, "how long tenant create/delete calls wait for their workflow when the caller set no deadline")
+	ctl.IntVar(&cfg.API.MaxPageSize, "max-page-size", cfg.API.MaxPageSize, "largest ListTenants page")
+
+	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
+	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
+	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
+
+	groups := []flagGroup{{"Control plane", cp}, {"etcd", etcd}, {"Controller and API", ctl}, {"Logging", logf}}
+	for _, g := range groups {
+		cmd.Flags().AddFlagSet(g.set)
+	}
+	cmd.SetUsageFunc(groupedUsage(groups))
+	return cmd
+}
+
+// runControlPlane starts the replica and waits for a signal (ctx).
+func runControlPlane(cmd *cobra.Command, cfg controlplane.Config, stopSignals func()) error {
+	ctx := cmd.Context()
+	s, err := controlplane.Start(ctx, cfg)
+	if err != nil {
+		var le *controlplane.ListenError
+		switch {
+		case errors.As(err, &le):
+			return fmt.Errorf("--%s-addr %s: %w", le.Name, le.Addr, errors.Unwrap(err))
+		case errors.Is(err, etcdserver.ErrAddrInUse):
+			return fmt.Errorf("embedded etcd: --etcd-client-url %s or --etcd-peer-url %s is already in use (another etcd or control plane?)", cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL)
+		}
+		return err
+	}
+	<-ctx.Done()
+	if stopSignals != nil {
+		stopSignals()
+	}
+	cfg.Logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	cfg.Logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,115 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/api"
+	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/topo"
+)
+
+// Default listen addresses.
+const (
+	DefaultGRPCAddr          = "127.0.0.1:7000"
+	DefaultHTTPAddr          = "127.0.0.1:7001"
+	DefaultEmbeddedClientURL = "http://127.0.0.1:7379"
+	DefaultEmbeddedPeerURL   = "http://127.0.0.1:7380"
+)
+
+// Config configures a control-plane replica.
+type Config struct {
+	// ID names this replica among controller replicas (default: host-pid).
+	ID string
+	// DataDir holds the embedded etcd's data (unused with EtcdEndpoints).
+	DataDir string
+
+	// EtcdEndpoints: an external etcd cluster. Empty: embed a single
+	// member in DataDir.
+	EtcdEndpoints []string
+	// EtcdPrefix is the keyspace root (default topo.Prefix).
+	EtcdPrefix string
+	// EtcdCertFile, EtcdKeyFile, EtcdCAFile: TLS to an external etcd.
+	EtcdCertFile, EtcdKeyFile, EtcdCAFile string
+	// EtcdDialTimeout bounds reaching etcd at start.
+	EtcdDialTimeout time.Duration
+	// EmbeddedClientURL and EmbeddedPeerURL are the embedded member's URLs.
+	EmbeddedClientURL, EmbeddedPeerURL string
+
+	// GRPCAddr and HTTPAddr are the listen addresses; GRPCListener and
+	// HTTPListener, when set, are used instead (tests).
+	GRPCAddr, HTTPAddr         string
+	GRPCListener, HTTPListener net.Listener
+
+	// Controller and API configure the parts (their ID/Logger are filled).
+	Controller controller.Config
+	API        api.Config
+
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+
+	// TestingKnobs for tests only.
+	TestingKnobs Knobs
+}
+
+// Knobs are test hooks.
+type Knobs struct {
+	// UnsafeNoFsync makes the embedded etcd skip fsync.
+	UnsafeNoFsync bool
+	// NoController runs the API without a controller (workflows wait).
+	NoController bool
+}
+
+// DefaultConfig returns the defaults (DataDir must be set to embed etcd).
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "cp"
+	}
+	return Config{
+		ID:                host + "-" + strconv.Itoa(os.Getpid()),
+		EtcdPrefix:        topo.Prefix,
+		EtcdDialTimeout:   5 * time.Second,
+		EmbeddedClientURL: DefaultEmbeddedClientURL,
+		EmbeddedPeerURL:   DefaultEmbeddedPeerURL,
+		GRPCAddr:          DefaultGRPCAddr,
+		HTTPAddr:          DefaultHTTPAddr,
+		Controller:        controller.DefaultConfig(),
+		API:               api.DefaultConfig(),
+		ShutdownTimeout:   10 * time.Second,
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("controlplane: ID is required"))
+	}
+	if len(c.EtcdEndpoints) == 0 && c.DataDir == "" {
+		errs = append(errs, errors.New("controlplane: a data dir is required to embed etcd (or give etcd endpoints)"))
+	}
+	if c.EtcdDialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("controlplane: etcd dial timeout %v <= 0", c.EtcdDialTimeout))
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		errs = append(errs, errors.New("controlplane: etcd cert and key files go together"))
+	}
+	if c.GRPCListener == nil && c.GRPCAddr == "" || c.HTTPListener == nil && c.HTTPAddr == "" {
+		errs = append(errs, errors.New("controlplane: gRPC and HTTP addresses are required"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("controlplane: shutdown timeout %v <= 0", c.ShutdownTimeout))
+	}
+	ctl := c.Controller
+	ctl.ID = c.ID
+	errs = append(errs, ctl.Validate(), c.API.Validate())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,410 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/testutil"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeCells records what the controller asks of cells. Like a real cell,
+// SetOwner at the epoch a tenant already has is a no-op; failNext makes the
+// next calls fail as an unreachable cell would.
+type fakeCells struct {
+	mu         sync.Mutex
+	owner      map[string]uint64 // tenant → epoch
+	setCalls   map[string]int
+	applied    map[string]int // effects that changed something
+	deleted    map[string]int
+	failNext   int
+	blockOwner chan struct{} // if set, SetOwner waits for it
+}
+
+func newFakeCells() *fakeCells {
+	return &fakeCells{owner: map[string]uint64{}, setCalls: map[string]int{}, applied: map[string]int{}, deleted: map[string]int{}}
+}
+
+func (f *fakeCells) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
+	f.mu.Lock()
+	block := f.blockOwner
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.setCalls[tenant]++
+	if f.failNext > 0 {
+		f.failNext--
+		return cperr.New(cperr.CellUnavailable, "injected")
+	}
+	if f.owner[tenant] != epoch {
+		f.owner[tenant] = epoch
+		f.applied[tenant]++
+	}
+	return nil
+}
+
+func (f *fakeCells) DeleteTenant(_ context.Context, cell, tenant, requestID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failNext > 0 {
+		f.failNext--
+		return cperr.New(cperr.CellUnavailable, "injected")
+	}
+	if _, ok := f.owner[tenant]; ok {
+		delete(f.owner, tenant)
+		f.deleted[tenant]++
+	}
+	return nil
+}
+
+func (f *fakeCells) counts(tenant string) (calls, applied int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.setCalls[tenant], f.applied[tenant]
+}
+
+// seed writes a region and cells into st as the API would.
+func seed(t *testing.T, st topo.Store, region string, cells ...*cpv1.Cell) {
+	t.Helper()
+	ctx := testutil.Context(t, 5*time.Second)
+	if _, err := st.Create(ctx, topo.RegionKey(region), catalog.Encode(&cpv1.Region{Name: region})); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cells {
+		if _, err := st.Txn(ctx, nil, []topo.Op{
+			topo.Put(topo.CellKey(c.GetId()), catalog.Encode(c)),
+			topo.Put(topo.CellLoadKey(c.GetId()), catalog.Encode(&cpv1.CellLoad{})),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func activeCell(id, region string, maxTenants uint64) *cpv1.Cell {
+	return &cpv1.Cell{Id: id, Region: region, ExpectedMembers: 3, State: cpv1.CellState_CELL_STATE_ACTIVE,
+		Capacity: &cpv1.CellCapacity{MaxTenants: maxTenants}}
+}
+
+// startController runs a controller until the test ends or stop is called.
+func startController(t *testing.T, st topo.Store, cells controller.Cells, id string, knobs controller.Knobs) (c *controller.Controller, stop func()) {
+	t.Helper()
+	cfg := controller.DefaultConfig()
+	cfg.ID = id
+	cfg.SessionTTL = time.Second
+	cfg.RetryMin, cfg.RetryMax = 5*time.Millisecond, 50*time.Millisecond
+	cfg.Logger = testutil.Logger(t)
+	cfg.TestingKnobs = knobs
+	c, err := controller.New(st, cells, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return c, stop
+}
+
+func load(t *testing.T, st topo.Store, cell string) uint64 {
+	t.Helper()
+	l := &cpv1.CellLoad{}
+	if _, err := catalog.Get(testutil.Context(t, 5*time.Second), st, topo.CellLoadKey(cell), l); err != nil {
+		t.Fatal(err)
+	}
+	return l.GetTenants()
+}
+
+func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("a", "us", 0), activeCell("b", "us", 0), activeCell("eu1", "eu", 0))
+	cells := newFakeCells()
+	startController(t, st, cells, "c1", controller.Knobs{})
+	ctx := testutil.Context(t, 10*time.Second)
+
+	placed := map[string]int{}
+	for i := range 6 {
+		id := fmt.Sprintf("t%d", i)
+		if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		got, err := controller.WaitCreate(ctx, st, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE || got.GetEpoch() != 1 || got.GetCell() == "" {
+			t.Fatalf("placement %v: want ACTIVE at epoch 1 on a cell", got)
+		}
+		if _, applied := cells.counts(id); applied != 1 {
+			t.Fatalf("tenant %s: cell ownership applied %d times, want 1", id, applied)
+		}
+		placed[got.GetCell()]++
+	}
+	if placed["a"] != 3 || placed["b"] != 3 {
+		t.Fatalf("placements %v: want 3 on a and 3 on b (least loaded, us only)", placed)
+	}
+	if load(t, st, "a") != 3 || load(t, st, "b") != 3 {
+		t.Fatalf("load counters a=%d b=%d, want 3 and 3", load(t, st, "a"), load(t, st, "b"))
+	}
+	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "t0", HomeRegion: "us"}, ""); !errors.Is(err, cperr.ErrAlreadyExists) {
+		t.Fatalf("second create of t0: %v, want ALREADY_EXISTS", err)
+	}
+}
+
+func TestCreateWithoutCapacityFailsAndFreesTheID(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("a", "us", 1))
+	startController(t, st, newFakeCells(), "c1", controller.Knobs{})
+	ctx := testutil.Context(t, 10*time.Second)
+	for _, id := range []string{"first", "second"} {
+		if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := controller.WaitCreate(ctx, st, "first"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := controller.WaitCreate(ctx, st, "second")
+	if !errors.Is(err, cperr.ErrNoCapacity) {
+		t.Fatalf("second tenant on a full region: %v, want NO_CAPACITY", err)
+	}
+	if _, err := st.Get(ctx, topo.TenantKey("second")); !errors.Is(err, topo.ErrNotFound) {
+		t.Fatalf("failed tenant's record: %v, want it removed", err)
+	}
+	if _, err := st.Get(ctx, topo.WorkflowKey("create-second")); !errors.Is(err, topo.ErrNotFound) {
+		t.Fatalf("failed workflow record after the waiter read it: %v, want it removed", err)
+	}
+	if load(t, st, "a") != 1 {
+		t.Fatalf("load = %d, want 1", load(t, st, "a"))
+	}
+}
+
+// A controller killed before each step of a create is replaced; the new
+// leader finishes the workflow, and no recorded step runs twice: the cell
+// load is counted once, and ownership is asked for again only when the
+// kill came before that step was recorded.
+func TestKilledBetweenStepsNewLeaderFinishes(t *testing.T) {
+	steps := []cpv1.WorkflowStep{
+		cpv1.WorkflowStep_WORKFLOW_STEP_PENDING,
+		cpv1.WorkflowStep_WORKFLOW_STEP_PLACED,
+		cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE,
+	}
+	for _, killAt := range steps {
+		t.Run(killAt.String(), func(t *testing.T) {
+			st := memtopo.New()
+			defer st.Close()
+			seed(t, st, "us", activeCell("a", "us", 0))
+			cells := newFakeCells()
+			ctx := testutil.Context(t, 15*time.Second)
+
+			reached := make(chan struct{})
+			var once sync.Once
+			knob := func(_ context.Context, wf *cpv1.Workflow) error {
+				if wf.GetStep() == killAt {
+					once.Do(func() { close(reached) })
+					return errors.New("killed")
+				}
+				return nil
+			}
+			first, stopFirst := startController(t, st, cells, "first", controller.Knobs{BeforeStep: knob})
+			testutil.Eventually(t, 5*time.Second, func() error {
+				if !first.IsLeader() {
+					return errors.New("first controller not leading yet")
+				}
+				return nil
+			})
+			if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-reached:
+			case <-ctx.Done():
+				t.Fatal("the workflow never reached the step")
+			}
+			callsBefore, _ := cells.counts("acme")
+			stopFirst() // the process dies here
+
+			startController(t, st, cells, "second", controller.Knobs{})
+			got, err := controller.WaitCreate(ctx, st, "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.GetCell() != "a" || got.GetEpoch() != 1 {
+				t.Fatalf("placement %v", got)
+			}
+			if n := load(t, st, "a"); n != 1 {
+				t.Fatalf("cell load = %d, want 1 (the PLACED step ran twice?)", n)
+			}
+			calls, applied := cells.counts("acme")
+			if applied != 1 {
+				t.Fatalf("ownership applied %d times", applied)
+			}
+			wantCalls := 1
+			if killAt == cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE {
+				wantCalls = callsBefore // recorded as done: never asked again
+			}
+			if calls != wantCalls {
+				t.Fatalf("SetOwner called %d times, want %d", calls, wantCalls)
+			}
+		})
+	}
+}
+
+// A leader whose lease expired while it was acting cannot write: its
+// guarded commit fails, and the successor's result is the only one.
+func TestDeposedLeaderCannotWrite(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("a", "us", 0))
+	cells := newFakeCells()
+	release := make(chan struct{})
+	cells.blockOwner = release
+	ctx := testutil.Context(t, 15*time.Second)
+
+	old, _ := startController(t, st, cells, "old", controller.Knobs{})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if !old.IsLeader() {
+			return errors.New("not leading yet")
+		}
+		return nil
+	})
+	leases := st.Leases()
+	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	// old is now inside SetOwner (blocked). Its lease expires.
+	testutil.Eventually(t, 5*time.Second, func() error {
+		wf, _, err := catalog.GetWorkflow(ctx, st, "create-acme")
+		if err != nil || wf.GetStep() != cpv1.WorkflowStep_WORKFLOW_STEP_PLACED {
+			return fmt.Errorf("workflow not PLACED yet (%v)", err)
+		}
+		return nil
+	})
+	for _, l := range leases {
+		st.ExpireLease(l)
+	}
+	_, err := st.Txn(ctx, []topo.Cond{topo.IfExists("controller/leader/none")}, nil)
+	if !errors.Is(err, topo.ErrConditionFailed) {
+		t.Fatalf("sanity: %v", err)
+	}
+	cells.mu.Lock()
+	cells.blockOwner = nil
+	cells.mu.Unlock()
+	close(release)
+	startController(t, st, cells, "new", controller.Knobs{})
+	got, err := controller.WaitCreate(ctx, st, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetEpoch() != 1 || load(t, st, "a") != 1 {
+		t.Fatalf("placement %v load %d", got, load(t, st, "a"))
+	}
+}
+
+func TestDeleteRemovesDataKeysAndLoad(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("a", "us", 0))
+	cells := newFakeCells()
+	startController(t, st, cells, "c1", controller.Knobs{})
+	ctx := testutil.Context(t, 10*time.Second)
+	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.WaitCreate(ctx, st, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 150 { // more than one transaction's worth of keys
+		if _, err := st.Create(ctx, topo.APIKeyKey("acme", fmt.Sprintf("k%03d", i)), catalog.Encode(&cpv1.ApiKey{Id: "k"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cells.mu.Lock()
+	cells.failNext = 2 // the cell is briefly unreachable: retried
+	cells.mu.Unlock()
+	if err := controller.StartDelete(ctx, st, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	// Routers see the tombstone before anything is removed.
+	if err := controller.WaitDelete(ctx, st, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	page, err := st.List(ctx, topo.TenantsPrefix, topo.ListOptions{})
+	if err != nil || len(page.KVs) != 0 {
+		t.Fatalf("left under tenants/: %d keys (%v)", len(page.KVs), err)
+	}
+	if cells.deleted["acme"] != 1 {
+		t.Fatalf("cell data removed %d times", cells.deleted["acme"])
+	}
+	if n := load(t, st, "a"); n != 0 {
+		t.Fatalf("load = %d, want 0", n)
+	}
+	if err := controller.StartDelete(ctx, st, "acme"); !errors.Is(err, cperr.ErrTenantNotFound) {
+		t.Fatalf("delete of a deleted tenant: %v", err)
+	}
+}
+
+// Store errors on a step are retried, not fatal.
+func TestStoreErrorsAreRetried(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("a", "us", 0))
+	st.FailNext(memtopo.OpTxn, topo.WorkflowsPrefix, topo.ErrUnavailable, 3)
+	startController(t, st, newFakeCells(), "c1", controller.Knobs{})
+	ctx := testutil.Context(t, 10*time.Second)
+	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+		// the injected failures may hit the intent itself: retry it
+		if !errors.Is(err, topo.ErrUnavailable) {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 5*time.Second, func() error {
+			return controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, "")
+		})
+	}
+	if _, err := controller.WaitCreate(ctx, st, "acme"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := controller.DefaultConfig()
+	good.ID = "x"
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*controller.Config){
+		"no id":       func(c *controller.Config) { c.ID = "" },
+		"short ttl":   func(c *controller.Config) { c.SessionTTL = 10 * time.Millisecond },
+		"no workers":  func(c *controller.Config) { c.MaxConcurrentWorkflows = 0 },
+		"retry order": func(c *controller.Config) { c.RetryMax = c.RetryMin / 2 },
+	} {
+		c := good
+		mut(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: Validate passed", name)
+		}
+	}
+}

@@ -1,0 +1,336 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/controlplane/api"
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/cellclient"
+	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// ListenError is returned by Start when a listen address cannot be bound.
+type ListenError struct {
+	Name, Addr string
+	Err        error
+}
+
+func (e *ListenError) Error() string {
+	reason := e.Err.Error()
+	if errors.Is(e.Err, syscall.EADDRINUSE) {
+		reason = "address already in use (another process holds the port)"
+	}
+	return fmt.Sprintf("controlplane: cannot listen on %s address %s: %s", e.Name, e.Addr, reason)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// Server is a running control-plane replica.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	etcd  *etcdserver.Server // nil with external etcd
+	st    topo.Store
+	cells *cellclient.Client
+	ctl   *controller.Controller
+	grpc  *grpc.Server
+	http  *http.Server
+	hlth  *health.Server
+
+	grpcLis, httpLis net.Listener
+	cancel           context.CancelFunc
+	wg               sync.WaitGroup
+	closeOnce        sync.Once
+	closeErr         error
+}
+
+// Start starts a replica: listeners first (a taken port fails fast), then
+// etcd (embedded or dialed), the controller and the servers. ctx bounds
+// the start only; the replica runs until Close.
+func Start(ctx context.Context, cfg Config) (s *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := logging.OrDefault(cfg.Logger).With("component", "controlplane", "replica", cfg.ID)
+	s = &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.closeParts()
+		}
+	}()
+	if s.grpcLis, err = listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
+		return nil, err
+	}
+	if s.httpLis, err = listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
+		return nil, err
+	}
+
+	endpoints := cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		ecfg := etcdserver.DefaultConfig()
+		ecfg.DataDir = filepath.Join(cfg.DataDir, "etcd")
+		ecfg.ClientURL, ecfg.PeerURL = cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL
+		ecfg.UnsafeNoFsync = cfg.TestingKnobs.UnsafeNoFsync
+		ecfg.Logger = logging.OrDefault(cfg.Logger).With("component", "etcd")
+		if s.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
+			return nil, fmt.Errorf("controlplane: embedded etcd: %w", err)
+		}
+		endpoints = s.etcd.Endpoints()
+		log.Info("embedded etcd started", "endpoints", endpoints, "data_dir", ecfg.DataDir)
+	}
+	tcfg := etcdtopo.DefaultConfig()
+	tcfg.Endpoints, tcfg.Prefix, tcfg.DialTimeout = endpoints, cfg.EtcdPrefix, cfg.EtcdDialTimeout
+	tcfg.CertFile, tcfg.KeyFile, tcfg.CAFile = cfg.EtcdCertFile, cfg.EtcdKeyFile, cfg.EtcdCAFile
+	tcfg.Logger = log
+	st, err := etcdtopo.Dial(ctx, tcfg)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: etcd at %v: %w", endpoints, err)
+	}
+	s.st = st
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	s.cells = cellclient.New(st, log)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	if !cfg.TestingKnobs.NoController {
+		ccfg := cfg.Controller
+		ccfg.ID = cfg.ID
+		ccfg.Advertise = s.grpcLis.Addr().String()
+		ccfg.Logger = log
+		if s.ctl, err = controller.New(st, s.cells, ccfg); err != nil {
+			return nil, err
+		}
+		reg.MustRegister(s.ctl.Collectors()...)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = s.ctl.Run(runCtx)
+		}()
+	}
+
+	acfg := cfg.API
+	acfg.Logger = log
+	svc, err := api.New(st, acfg)
+	if err != nil {
+		return nil, err
+	}
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg.MustRegister(metrics)
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(
+			s.logUnary,
+			metrics.UnaryServerInterceptor(),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
+			rpcerr.UnaryServerInterceptor(),
+			s.internalErrors,
+			api.UnaryServerInterceptor(),
+		),
+	)
+	svc.Register(s.grpc)
+	s.hlth = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.hlth)
+	reflection.Register(s.grpc)
+	metrics.InitializeMetrics(s.grpc)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	s.hlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.hlth.SetServingStatus(cpv1.ControlPlaneService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	log.Info("control plane started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "etcd", endpoints)
+	return s, nil
+}
+
+func listen(name, addr string, pre net.Listener) (net.Listener, error) {
+	if pre != nil {
+		return pre, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, &ListenError{Name: name, Addr: addr, Err: err}
+	}
+	return l, nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// EtcdEndpoints are the embedded etcd's client endpoints (nil when external).
+func (s *Server) EtcdEndpoints() []string {
+	if s.etcd == nil {
+		return nil
+	}
+	return s.etcd.Endpoints()
+}
+
+// Store is the replica's topo store (for tests and tools in this process).
+func (s *Server) Store() topo.Store { return s.st }
+
+// IsLeader reports whether this replica's controller leads.
+func (s *Server) IsLeader() bool { return s.ctl != nil && s.ctl.IsLeader() }
+
+// Close stops the replica: the servers, the controller (resigning, so a
+// peer takes over at once), the store, then embedded etcd.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.log.Info("control plane stopping")
+		if s.hlth != nil {
+			s.hlth.Shutdown()
+		}
+		if s.grpc != nil {
+			done := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(s.cfg.ShutdownTimeout):
+				s.grpc.Stop()
+			}
+		}
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+			_ = s.http.Shutdown(ctx)
+			cancel()
+		}
+		s.closeErr = s.closeParts()
+	})
+	return s.closeErr
+}
+
+func (s *Server) closeParts() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	var errs []error
+	if s.cells != nil {
+		errs = append(errs, s.cells.Close())
+	}
+	if s.st != nil {
+		errs = append(errs, s.st.Close())
+	}
+	if s.etcd != nil {
+		errs = append(errs, s.etcd.Close())
+	}
+	for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+		if l != nil && s.grpc == nil {
+			_ = l.Close()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) recoverPanic(ctx context.Context, p any) error {
+	method, _ := grpc.Method(ctx)
+	s.log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
+	return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
+}
+
+// internalErrors logs an error that will reach the client as INTERNAL
+// (with the cause, which the client never sees).
+func (s *Server) internalErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	if err != nil && errors.Is(err, cperr.ErrInternal) {
+		s.log.ErrorContext(ctx, "internal error", "grpc.method", info.FullMethod, "err", err)
+	}
+	return resp, err
+}
+
+func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	code := status.Code(err)
+	level := slog.LevelDebug
+	if code == codes.Internal || code == codes.Unknown {
+		level = slog.LevelError
+	}
+	if s.log.Enabled(ctx, level) {
+		s.log.Log(ctx, level, "finished call", "grpc.method", info.FullMethod, "grpc.code", code.String(),
+			"grpc.time_ms", float64(time.Since(start).Microseconds())/1000)
+	}
+	return resp, err
+}
+
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "replica": s.cfg.ID})
+}
+
+// serveReadyz is ready when etcd answers; it also says who leads.
+func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	body := map[string]any{"replica": s.cfg.ID, "leader": s.IsLeader()}
+	kv, err := s.st.Leader(ctx, topo.ControllerElection)
+	switch {
+	case err == nil:
+		l := &cpv1.ControllerLeader{}
+		if catalog.Decode(kv, l) == nil {
+			body["controller_leader"] = l.GetId()
+		}
+	case errors.Is(err, topo.ErrNotFound):
+		body["controller_leader"] = ""
+	default:
+		body["ready"] = false
+		body["error"] = "etcd unreachable"
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	body["ready"] = true
+	writeJSON(w, http.StatusOK, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
