@@ -1,0 +1,23 @@
+// Package etcdtopo is the topo.Store on etcd, through clientv3: versions
+// are ModRevisions, transactions are etcd txns (with a Get per condition in
+// the else branch, so a failure says which condition failed and why),
+// lists are ranges pinned to a revision, watches require a leader (a
+// partitioned member ends the watch instead of going silent), sessions
+// are leases kept alive by concurrency.Session, and elections are
+// concurrency.Election. Keys are relative to the store's prefix
+// (topo.Prefix by default); no etcd type leaves the package except New's
+// argument.
+//
+//	st, err := etcdtopo.Dial(ctx, etcdtopo.Config{
+//		Endpoints:   []string{"http://127.0.0.1:7379"},
+//		DialTimeout: 5 * time.Second,
+//	})
+//	if errors.Is(err, topo.ErrUnavailable) { ... nobody answered ... }
+//	defer st.Close()
+//	v, err := st.Create(ctx, topo.TenantKey("acme"), b)
+//
+// Errors are mapped to the topo sentinels: compaction to ErrCompacted,
+// unreachable or leaderless clusters and client-side deadlines to
+// ErrUnavailable (but a caller's own ended ctx yields its ctx.Err()),
+// malformed requests (too many ops, duplicate keys) to ErrInvalid.
+package etcdtopo

@@ -1,0 +1,127 @@
+package etcdtopo_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	topotest.Run(t, func(t *testing.T) topo.Store { return topotest.NewEtcdStore(t) })
+}
+
+// TestDialDeadEndpoint: nothing listens on the port (it was just freed).
+func TestDialDeadEndpoint(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := etcdtopo.DefaultConfig()
+	cfg.Endpoints = []string{"http://" + addr}
+	cfg.DialTimeout = 300 * time.Millisecond
+	start := time.Now()
+	st, err := etcdtopo.Dial(testutil.Context(t, 10*time.Second), cfg)
+	if err == nil {
+		st.Close()
+		t.Fatal("dial of a dead endpoint succeeded")
+	}
+	if !errors.Is(err, topo.ErrUnavailable) {
+		t.Fatalf("dial = %v, want ErrUnavailable", err)
+	}
+	// Not a timing assertion on the store, a bound on a hang: the dial
+	// must give up near its timeout, not wait for the test's.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("dial took %s with a %s timeout", d, cfg.DialTimeout)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*etcdtopo.Config)
+	}{
+		{"no endpoints", func(c *etcdtopo.Config) { c.Endpoints = nil }},
+		{"no prefix", func(c *etcdtopo.Config) { c.Prefix = "" }},
+		{"no timeout", func(c *etcdtopo.Config) { c.DialTimeout = 0 }},
+		{"cert without key", func(c *etcdtopo.Config) { c.CertFile = "c.pem" }},
+		{"password without user", func(c *etcdtopo.Config) { c.Password = "x" }},
+		{"max txn ops", func(c *etcdtopo.Config) { c.MaxTxnOps = 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := etcdtopo.DefaultConfig()
+			c.Endpoints = []string{"http://127.0.0.1:1"}
+			if err := c.Validate(); err != nil {
+				t.Fatalf("valid config: %v", err)
+			}
+			tc.mod(&c)
+			if err := c.Validate(); err == nil {
+				t.Fatal("Validate accepted it")
+			}
+		})
+	}
+}
+
+func TestMaxTxnOps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	eps := topotest.StartEtcd(t)
+	cfg := etcdtopo.DefaultConfig()
+	cfg.Endpoints = eps
+	cfg.MaxTxnOps = 3
+	st, err := etcdtopo.Dial(testutil.Context(t, 10*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := testutil.Context(t, 10*time.Second)
+	ops := make([]topo.Op, 4)
+	for i := range ops {
+		ops[i] = topo.Put(fmt.Sprint(i), nil)
+	}
+	if _, err := st.Txn(ctx, nil, ops); !errors.Is(err, topo.ErrInvalid) {
+		t.Fatalf("txn of 4 ops with MaxTxnOps 3 = %v", err)
+	}
+	if _, err := st.Txn(ctx, nil, ops[:3]); err != nil {
+		t.Fatal(err)
+	}
+	// The default prefix is topo.Prefix.
+	kv, err := st.Get(ctx, "0")
+	if err != nil || kv.Key != "0" {
+		t.Fatalf("get = %+v, %v", kv, err)
+	}
+}
+
+func TestEtcdServerAddrInUse(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	eps := topotest.StartEtcd(t)
+	cfg := etcdserver.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.ClientURL = eps[0]
+	l := testutil.Listen(t) // a free peer port, held so it stays free of others
+	cfg.PeerURL = "http://" + l.Addr().String()
+	l.Close()
+	_, err := etcdserver.Start(testutil.Context(t, 10*time.Second), cfg)
+	if !errors.Is(err, etcdserver.ErrAddrInUse) {
+		t.Fatalf("start on a taken client port = %v, want ErrAddrInUse", err)
+	}
+}

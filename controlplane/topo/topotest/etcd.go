@@ -1,0 +1,80 @@
+package topotest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/testutil"
+)
+
+// StartEtcd starts a single-member embedded etcd on free loopback ports,
+// with fsync off and data in t.TempDir(), stopped on cleanup; it returns
+// the client endpoints. etcd cannot take pre-opened listeners, so ports
+// are picked by opening and closing 127.0.0.1:0, and the start is retried
+// (up to 3 times) if another process took one in between.
+func StartEtcd(t testing.TB) []string {
+	t.Helper()
+	var lastErr error
+	for range 3 {
+		ports, err := freePorts(2)
+		if err != nil {
+			t.Fatalf("topotest: free ports: %v", err)
+		}
+		cfg := etcdserver.DefaultConfig()
+		cfg.DataDir = t.TempDir()
+		cfg.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		cfg.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		cfg.UnsafeNoFsync = true
+		cfg.Logger = testutil.Logger(t).With("component", "etcd")
+		srv, err := etcdserver.Start(testutil.Context(t, 30*time.Second), cfg)
+		if err == nil {
+			t.Cleanup(func() { _ = srv.Close() })
+			return srv.Endpoints()
+		}
+		lastErr = err
+		if !errors.Is(err, etcdserver.ErrAddrInUse) {
+			break
+		}
+	}
+	t.Fatalf("topotest: start etcd: %v", lastErr)
+	return nil
+}
+
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+var storeSeq atomic.Int64
+
+// NewEtcdStore returns an etcdtopo store on a fresh embedded etcd (see
+// StartEtcd) under a unique prefix; both are closed on cleanup.
+func NewEtcdStore(t testing.TB) topo.Store {
+	t.Helper()
+	eps := StartEtcd(t)
+	cfg := etcdtopo.DefaultConfig()
+	cfg.Endpoints = eps
+	cfg.Prefix = fmt.Sprintf("/cellplane-test/%d/", storeSeq.Add(1))
+	cfg.Logger = testutil.Logger(t)
+	st, err := etcdtopo.Dial(testutil.Context(t, 10*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("topotest: dial etcd: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
