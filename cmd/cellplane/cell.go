@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -11,7 +12,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/logging"
 )
 
@@ -31,10 +35,11 @@ func newCellCmd(std streams, stopSignals func()) *cobra.Command {
 		bootstrap string
 		logLevel  = "info"
 		logFormat = "text"
+		etcd      = etcdFlags{Prefix: topo.Prefix, DialTimeout: 5 * time.Second}
 	)
 
 	cmd := &cobra.Command{
-		Use:   "cell --id ID --data-dir DIR (--bootstrap PEERS | --join ADDR)",
+		Use:   "cell --id ID --data-dir DIR (--bootstrap PEERS | --join ADDR | --etcd-endpoints URLS --cell CELL)",
 		Short: "Run one node of a cell (Raft member + context store + gRPC and HTTP servers)",
 		Long: `Run one node of a cell: a Raft member with its share of the context store,
 serving ContextService and CellService over gRPC (with health and reflection)
@@ -45,6 +50,16 @@ list of "id@raft-address" voters. A node is added to a running cell with
 --join and the gRPC address of any member. A node restarted on its data dir
 rejoins its cell by itself; --bootstrap is then ignored, so the same command
 line can be reused.
+
+With --etcd-endpoints (or CELLPLANE_ETCD_ENDPOINTS) the node registers in the
+control plane's registry under cells/<cell>/nodes/<id> (a key leased for
+--registry-ttl, kept alive while the node runs) and, while it is the Raft
+leader, publishes cells/<cell>/leader. --cell is then required. A new node
+started this way with neither --bootstrap nor --join waits until the cell was
+created in the control plane and enough nodes registered, then forms the cell
+with the members of the registry's bootstrap record (or joins it, if the cell
+was formed without this node). Without --etcd-endpoints the node runs
+standalone.
 
 SIGINT or SIGTERM stops the node gracefully: it reports NOT_SERVING, hands
 Raft leadership over if it leads, drains calls for up to --shutdown-timeout
@@ -63,7 +78,11 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 
   # Add a fourth voter through any member:
   cellplane cell --id n4 --data-dir data/n4 --raft-addr 127.0.0.1:7240 --grpc-addr 127.0.0.1:7241 --http-addr 127.0.0.1:7242 \
-      --join 127.0.0.1:7211`,
+      --join 127.0.0.1:7211
+
+  # A cell formed from the control plane's registry (after creating cell c1 with
+  # 3 expected members in the control plane); the same line for n2 and n3:
+  cellplane cell --id n1 --cell c1 --data-dir data/n1 --etcd-endpoints http://127.0.0.1:2379`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			peers, err := parsePeers(bootstrap)
@@ -79,8 +98,37 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageError{err}
 			}
 			cfg.Logger = logger
+			if !cmd.Flags().Changed("etcd-endpoints") {
+				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
+			}
+			endpoints := splitList(etcd.Endpoints)
+			if len(endpoints) > 0 && cfg.CellID == "" {
+				return usageErrorf("--cell is required with --etcd-endpoints (the node registers under cells/<cell>)")
+			}
+			if len(endpoints) > 0 && etcd.DialTimeout <= 0 {
+				return usageErrorf("--etcd-dial-timeout must be > 0, got %s", etcd.DialTimeout)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
+			}
+			if len(endpoints) > 0 {
+				reg, err := etcdtopo.Dial(cmd.Context(), etcdtopo.Config{
+					Endpoints:   endpoints,
+					Prefix:      etcd.Prefix,
+					DialTimeout: etcd.DialTimeout,
+					CertFile:    etcd.CertFile,
+					KeyFile:     etcd.KeyFile,
+					CAFile:      etcd.CAFile,
+					Logger:      logger.With("component", "etcd"),
+				})
+				if err != nil {
+					return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
+				}
+				defer reg.Close()
+				cfg.Registry = reg
+				if err := cfg.Validate(); err != nil {
+					return usageErrorf("invalid configuration: %w", err)
+				}
 			}
 			return runCell(cmd, cfg, stopSignals)
 		},
@@ -88,7 +136,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 
 	node := pflag.NewFlagSet("node", pflag.ContinueOnError)
 	node.StringVar(&cfg.NodeID, "id", "", "node id, unique in the cell and stable across restarts (1-128 of [A-Za-z0-9._-]) (required)")
-	node.StringVar(&cfg.CellID, "cell", "", "id of the cell this node belongs to, reported in WRONG_CELL and STALE_EPOCH errors (optional)")
+	node.StringVar(&cfg.CellID, "cell", "", "id of the cell this node belongs to, reported in WRONG_CELL and STALE_EPOCH errors (required with --etcd-endpoints)")
 	node.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, snapshots and state; created if missing (required)")
 	node.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address the Raft transport listens on")
 	node.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address the gRPC API listens on")
@@ -131,6 +179,15 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.DurationVar(&sc.ApplyTimeout, "apply-timeout", sc.ApplyTimeout, "bound on a write when the caller set no earlier deadline")
 	st.DurationVar(&sc.DefaultMaxStaleness, "default-max-staleness", sc.DefaultMaxStaleness, "staleness bound of STALE reads that name none")
 
+	cp := pflag.NewFlagSet("control plane", pflag.ContinueOnError)
+	cp.StringVar(&etcd.Endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints of the control plane's registry (env "+envEtcdEndpoints+"); empty: standalone node")
+	cp.StringVar(&etcd.Prefix, "etcd-prefix", etcd.Prefix, "key prefix of cellplane's keyspace in etcd")
+	cp.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (TLS)")
+	cp.StringVar(&etcd.KeyFile, "etcd-key", "", "client key for etcd (TLS)")
+	cp.StringVar(&etcd.CAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (TLS)")
+	cp.DurationVar(&etcd.DialTimeout, "etcd-dial-timeout", etcd.DialTimeout, "how long connecting to etcd may take")
+	cp.DurationVar(&cfg.RegistryTTL, "registry-ttl", registry.DefaultTTL, "lease TTL of the node's registry keys: how long they outlive a node that dies without stopping")
+
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
@@ -138,6 +195,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	groups := []flagGroup{
 		{"Node", node},
 		{"Request limits", lim},
+		{"Control plane", cp},
 		{"Raft and store tuning", st},
 		{"Logging", logf},
 	}
@@ -182,6 +240,29 @@ func runCell(cmd *cobra.Command, cfg cells.Config, stopSignals func()) error {
 		}
 		return cerr
 	}
+}
+
+// envEtcdEndpoints is the environment variable read when --etcd-endpoints
+// is not given.
+const envEtcdEndpoints = "CELLPLANE_ETCD_ENDPOINTS"
+
+// etcdFlags are the control-plane registry flags of 'cell'.
+type etcdFlags struct {
+	Endpoints                 string
+	Prefix                    string
+	CertFile, KeyFile, CAFile string
+	DialTimeout               time.Duration
+}
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // parsePeers parses "id1@host:port,id2@host:port" (spaces allowed around
