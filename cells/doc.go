@@ -27,6 +27,15 @@
 // on the leader; the leader registers itself), so that peers can forward
 // to it and report it.
 //
+// Control plane: with Config.Registry (a controlplane/topo store, etcd) the
+// node also registers in the control plane's registry under a leased key
+// and, while it leads, publishes its cell's leader key (cells/registry).
+// A new node (no Raft state in its data dir) given neither Bootstrap nor
+// Join then waits for the control plane to create its cell (Config.CellID)
+// and for enough nodes to register, and bootstraps or joins the cell as
+// the registry's bootstrap record says. Close unregisters it. Without a
+// Registry the node is standalone.
+//
 // Close is graceful: health goes NOT_SERVING, new calls are refused, open
 // Watch streams end with UNAVAILABLE (clients resume elsewhere), running
 // calls drain for up to Config.ShutdownTimeout, a leader hands leadership
