@@ -77,12 +77,12 @@ type Server struct {
 // Start starts a replica: listeners first (a taken port fails fast), then
 // etcd (embedded or dialed), the controller and the servers. ctx bounds
 // the start only; the replica runs until Close.
-func Start(ctx context.Context, cfg Config) (s *Server, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	log := logging.OrDefault(cfg.Logger).With("component", "controlplane", "replica", cfg.ID)
-	s = &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			s.closeParts()

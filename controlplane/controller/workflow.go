@@ -86,8 +86,24 @@ func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 
 	case cpv1.WorkflowStep_WORKFLOW_STEP_PLACED:
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-		err := c.cells.SetOwner(cctx, wf.GetCell(), wf.GetTenant(), firstEpoch, wf.GetId()+"/owner")
+		err := c.cells.SetOwner(cctx, wf.GetCell(), wf.GetTenant(), firstEpoch, wf.GetId()+".owner")
 		cancel()
+		if permanent(err) {
+			// The cell refuses for good (it should not: the tenant is new
+			// to it). Undo the placement so the id and the load are free.
+			ci, cerr := catalog.Cell(ctx, c.st, wf.GetCell())
+			if cerr != nil {
+				return cerr
+			}
+			load := proto.Clone(ci.Load).(*cpv1.CellLoad)
+			if load.Tenants > 0 {
+				load.Tenants--
+			}
+			return r.fail(ctx, wf, v,
+				[]topo.Op{topo.Del(topo.TenantKey(tenant.GetId())), topo.Put(topo.CellLoadKey(wf.GetCell()), catalog.Encode(load))},
+				fmt.Errorf("cell %s refused the tenant: %w", wf.GetCell(), err),
+				topo.IfVersion(topo.TenantKey(tenant.GetId()), tv), topo.IfVersion(topo.CellLoadKey(wf.GetCell()), ci.LoadVersion))
+		}
 		if err != nil {
 			return fmt.Errorf("cell %s: make %s OWNER: %w", wf.GetCell(), wf.GetTenant(), err)
 		}
@@ -121,7 +137,7 @@ func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 	case cpv1.WorkflowStep_WORKFLOW_STEP_PENDING:
 		if wf.GetCell() != "" {
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-			err := c.cells.DeleteTenant(cctx, wf.GetCell(), wf.GetTenant(), wf.GetId()+"/cell")
+			err := c.cells.DeleteTenant(cctx, wf.GetCell(), wf.GetTenant(), wf.GetId()+".cell")
 			cancel()
 			if err != nil {
 				return fmt.Errorf("cell %s: delete %s: %w", wf.GetCell(), wf.GetTenant(), err)
@@ -173,6 +189,15 @@ func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 		return err
 	}
 	return r.fail(ctx, wf, v, nil, cperr.New(cperr.Internal, "tenant delete: unexpected step %s", wf.GetStep()))
+}
+
+// permanent reports a cell's answer that retrying cannot change.
+func permanent(err error) bool {
+	switch cperr.ReasonOf(err) {
+	case cperr.InvalidArgument, cperr.StaleEpoch, cperr.PermissionDenied, cperr.AlreadyExists:
+		return true
+	}
+	return false
 }
 
 // advance records the next step.
