@@ -258,3 +258,54 @@ func httpGet(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return fmt.Sprintf("%d %s", resp.StatusCode, b)
 }
+
+// freeURL returns an http URL on a loopback port that was free a moment
+// ago (embedded etcd binds its own listeners).
+func freeURL(t *testing.T) string {
+	l := testutil.Listen(t)
+	addr := l.Addr().String()
+	_ = l.Close()
+	return "http://" + addr
+}
+
+// Without endpoints the replica embeds etcd in its data dir; a restart on
+// the same dir finds everything again.
+func TestEmbeddedEtcdKeepsDataAcrossRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts embedded etcd twice")
+	}
+	dir := t.TempDir()
+	clientURL, peerURL := freeURL(t), freeURL(t)
+	start := func() *controlplane.Server {
+		cfg := controlplane.DefaultConfig()
+		cfg.ID = "solo"
+		cfg.DataDir = dir
+		cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL = clientURL, peerURL
+		cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t)
+		cfg.Controller.SessionTTL = time.Second
+		cfg.TestingKnobs.UnsafeNoFsync = true
+		cfg.Logger = testutil.Logger(t)
+		s, err := controlplane.Start(testutil.Context(t, 30*time.Second), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start()
+	if got := s.EtcdEndpoints(); len(got) != 1 || got[0] != clientURL {
+		t.Fatalf("embedded endpoints %v, want [%s]", got, clientURL)
+	}
+	ctx := testutil.Context(t, 30*time.Second)
+	if _, err := cptest.Dial(t, s.GRPCAddr()).CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: "eu-west"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = start()
+	defer s.Close()
+	regions, err := cptest.Dial(t, s.GRPCAddr()).ListRegions(ctx, &cpv1.ListRegionsRequest{})
+	if err != nil || len(regions.GetRegions()) != 1 || regions.GetRegions()[0].GetName() != "eu-west" {
+		t.Fatalf("after restart: %v %v", regions, err)
+	}
+}
