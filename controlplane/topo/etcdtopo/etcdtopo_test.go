@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
@@ -106,22 +105,5 @@ func TestMaxTxnOps(t *testing.T) {
 	kv, err := st.Get(ctx, "0")
 	if err != nil || kv.Key != "0" {
 		t.Fatalf("get = %+v, %v", kv, err)
-	}
-}
-
-func TestEtcdServerAddrInUse(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd")
-	}
-	eps := topotest.StartEtcd(t)
-	cfg := etcdserver.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.ClientURL = eps[0]
-	l := testutil.Listen(t) // a free peer port, held so it stays free of others
-	cfg.PeerURL = "http://" + l.Addr().String()
-	l.Close()
-	_, err := etcdserver.Start(testutil.Context(t, 10*time.Second), cfg)
-	if !errors.Is(err, etcdserver.ErrAddrInUse) {
-		t.Fatalf("start on a taken client port = %v, want ErrAddrInUse", err)
 	}
 }

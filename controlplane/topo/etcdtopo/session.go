@@ -78,6 +78,10 @@ func (s *Store) Campaign(ctx context.Context, sess topo.Session, name string, va
 	// from the create revision etcd's Election.Rev reports).
 	resp, err := s.cli.Get(ctx, e.Key())
 	if err != nil {
+		// Do not stay leader unbeknownst to the caller.
+		rctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		_ = e.Resign(rctx)
+		cancel()
 		return nil, s.mapErr(ctx, "campaign "+name, err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != int64(ss.cs.Lease()) {

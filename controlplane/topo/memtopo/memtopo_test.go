@@ -190,3 +190,19 @@ func TestClosed(t *testing.T) {
 		t.Fatalf("compact after close: %v", err)
 	}
 }
+
+func TestWatchFromFutureRevision(t *testing.T) {
+	ctx := testutil.Context(t, 10*time.Second)
+	st := newStore(t)
+	from := st.Revision() + 3
+	ch := st.Watch(ctx, "f/", from)
+	for i := range 4 {
+		if _, err := st.Create(ctx, fmt.Sprintf("f/%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := <-ch
+	if r.Err != nil || r.Revision != from || len(r.Events) != 1 || r.Events[0].KV.Key != "f/2" {
+		t.Fatalf("first response %+v, want f/2 at %d", r, from)
+	}
+}

@@ -12,6 +12,7 @@ import (
 // watcher queues responses for one Watch; its goroutine delivers them.
 type watcher struct {
 	prefix  string
+	minRev  int64 // events before it are not delivered (a watch from the future)
 	max     int
 	mu      sync.Mutex
 	queue   []topo.WatchResponse
@@ -23,6 +24,9 @@ type watcher struct {
 // push queues the events of rev under w's prefix; called with s.mu held,
 // so pushes arrive in revision order.
 func (w *watcher) push(rev int64, evs []topo.Event) {
+	if rev < w.minRev {
+		return
+	}
 	var mine []topo.Event
 	for _, e := range evs {
 		if strings.HasPrefix(e.KV.Key, w.prefix) {
@@ -71,7 +75,7 @@ func (s *Store) Watch(ctx context.Context, prefix string, from topo.Revision) <-
 		close(out)
 		return out
 	}
-	w := &watcher{prefix: prefix, max: s.opts.MaxWatchBacklog, wake: make(chan struct{}, 1)}
+	w := &watcher{prefix: prefix, minRev: int64(from), max: s.opts.MaxWatchBacklog, wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	switch {
 	case from > 0 && int64(from) < s.compactRev:

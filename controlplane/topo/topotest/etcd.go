@@ -32,7 +32,7 @@ func StartEtcd(t testing.TB) []string {
 		cfg.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 		cfg.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 		cfg.UnsafeNoFsync = true
-		cfg.Logger = testutil.Logger(t).With("component", "etcd")
+		cfg.Logger = testutil.Logger(t)
 		srv, err := etcdserver.Start(testutil.Context(t, 30*time.Second), cfg)
 		if err == nil {
 			t.Cleanup(func() { _ = srv.Close() })

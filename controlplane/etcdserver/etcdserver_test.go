@@ -1,0 +1,81 @@
+package etcdserver_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*etcdserver.Config)
+	}{
+		{"no data dir", func(c *etcdserver.Config) { c.DataDir = "" }},
+		{"no name", func(c *etcdserver.Config) { c.Name = "" }},
+		{"bad client url", func(c *etcdserver.Config) { c.ClientURL = "127.0.0.1:1" }},
+		{"https peer url", func(c *etcdserver.Config) { c.PeerURL = "https://127.0.0.1:2" }},
+		{"same urls", func(c *etcdserver.Config) { c.PeerURL = c.ClientURL }},
+		{"no start timeout", func(c *etcdserver.Config) { c.StartTimeout = 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := etcdserver.DefaultConfig()
+			c.DataDir = "/tmp/x"
+			if err := c.Validate(); err != nil {
+				t.Fatalf("valid config: %v", err)
+			}
+			tc.mod(&c)
+			if err := c.Validate(); err == nil {
+				t.Fatal("Validate accepted it")
+			}
+		})
+	}
+}
+
+func TestStartServeClose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	eps := topotest.StartEtcd(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := testutil.Context(t, 10*time.Second)
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	resp, err := cli.Get(ctx, "k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("get = %v, %v", resp, err)
+	}
+}
+
+func TestAddrInUse(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	eps := topotest.StartEtcd(t)
+	cfg := etcdserver.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.ClientURL = eps[0] // taken by the first member
+	l := testutil.Listen(t)
+	cfg.PeerURL = "http://" + l.Addr().String()
+	l.Close()
+	cfg.Logger = testutil.Logger(t)
+	_, err := etcdserver.Start(testutil.Context(t, 10*time.Second), cfg)
+	if !errors.Is(err, etcdserver.ErrAddrInUse) {
+		t.Fatalf("start on a taken client port = %v, want ErrAddrInUse", err)
+	}
+}
