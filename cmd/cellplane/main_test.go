@@ -76,6 +76,7 @@ func TestHelp(t *testing.T) {
 		{"help-cell.golden", []string{"cell", "--help"}},
 		{"help-bench.golden", []string{"bench", "--help"}},
 		{"help-bench-cell.golden", []string{"bench", "cell", "--help"}},
+		{"help-bench-placement.golden", []string{"bench", "placement", "--help"}},
 		{"help-version.golden", []string{"version", "--help"}},
 	}
 	for _, tt := range tests {
@@ -151,7 +152,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"bad id", []string{"cell", "--id", "n 1", "--data-dir", "x"}, 2, `NodeID "n 1" must be`},
 		{"bad log level", []string{"cell", "--id", "n1", "--data-dir", "x", "--log-level", "loud"}, 2, `unknown level "loud"`},
 		{"unknown flag", []string{"cell", "--nope"}, 2, "unknown flag: --nope"},
-		{"unknown scenario", []string{"bench", "router"}, 2, `unknown scenario "router" (available: cell)`},
+		{"unknown scenario", []string{"bench", "router"}, 2, `unknown scenario "router" (available: cell, placement)`},
 		{"unknown command", []string{"frobnicate"}, 1, `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {
