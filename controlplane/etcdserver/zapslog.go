@@ -5,10 +5,13 @@ import (
 	"log/slog"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/cellplane/cellplane/internal/logging"
 )
 
 // slogCore is a zapcore.Core writing to an slog.Logger: etcd logs with
-// zap, cellplane with slog. etcd's Info is routine and becomes Debug.
+// zap, cellplane with slog. etcd's Info is routine and becomes Debug; its
+// Debug (bbolt transactions, raft details) becomes logging.LevelTrace.
 type slogCore struct {
 	l      *slog.Logger
 	fields []zapcore.Field
@@ -23,7 +26,9 @@ func newSlogCore(l *slog.Logger) zapcore.Core {
 
 func slogLevel(l zapcore.Level) slog.Level {
 	switch {
-	case l <= zapcore.InfoLevel:
+	case l < zapcore.InfoLevel:
+		return logging.LevelTrace
+	case l == zapcore.InfoLevel:
 		return slog.LevelDebug
 	case l == zapcore.WarnLevel:
 		return slog.LevelWarn

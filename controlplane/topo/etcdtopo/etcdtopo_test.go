@@ -17,6 +17,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+var _ topotest.Compacter = (*etcdtopo.Store)(nil)
+
 func TestConformance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd")

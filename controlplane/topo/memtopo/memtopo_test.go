@@ -17,6 +17,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+var _ topotest.Compacter = (*memtopo.Store)(nil)
+
 func newStore(t *testing.T) *memtopo.Store {
 	st := memtopo.New()
 	t.Cleanup(func() { _ = st.Close() })
