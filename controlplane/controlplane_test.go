@@ -194,6 +194,17 @@ func TestControllerFailover(t *testing.T) {
 	if err != nil || resp.GetTenant().GetCell() != "c1" {
 		t.Fatalf("create after failover: %v %v", resp, err)
 	}
+	metrics := httpGet(t, "http://"+second.HTTPAddr()+"/metrics")
+	for _, want := range []string{
+		`cellplane_cell_health{cell="c1",health="HEALTHY",region="us-east"} 1`,
+		`cellplane_cell_live_members{cell="c1",region="us-east"} 3`,
+		`cellplane_cell_tenants{cell="c1",region="us-east"} 1`,
+		`cellplane_controller_leader 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	// readyz names the new leader.
 	body := httpGet(t, "http://"+second.HTTPAddr()+"/readyz")
 	if !strings.Contains(body, `"controller_leader":"cp2"`) || !strings.Contains(body, `"ready":true`) {

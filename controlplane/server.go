@@ -121,6 +121,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	reg.MustRegister(newCellCollector(st, log))
 	s.cells = cellclient.New(st, log)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
