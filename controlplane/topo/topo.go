@@ -173,7 +173,8 @@ type Store interface {
 	// Create writes a new key; ErrExists if it exists.
 	Create(ctx context.Context, key string, value []byte) (Version, error)
 	// Update overwrites key if its version is expect; ErrVersionMismatch
-	// otherwise (ErrNotFound if it does not exist).
+	// otherwise (ErrNotFound if it does not exist). expect 0 is ErrInvalid:
+	// use Create, or Txn for an unconditional put.
 	Update(ctx context.Context, key string, value []byte, expect Version) (Version, error)
 	// Delete removes key if its version is expect (0: any version);
 	// ErrNotFound if absent, ErrVersionMismatch on a version mismatch.
@@ -187,7 +188,8 @@ type Store interface {
 	List(ctx context.Context, prefix string, opts ListOptions) (ListResult, error)
 	// Watch streams changes under prefix from revision from (0: from now)
 	// until ctx ends. A from older than the compaction point yields one
-	// response with ErrCompacted.
+	// response with ErrCompacted. "From now" is registered asynchronously
+	// by etcd: to miss nothing, watch from a List's Revision+1.
 	Watch(ctx context.Context, prefix string, from Revision) <-chan WatchResponse
 	// NewSession grants a lease of ttl and keeps it alive.
 	NewSession(ctx context.Context, ttl time.Duration) (Session, error)
