@@ -13,8 +13,8 @@ import (
 
 func newCellCmd(a *app) *cobra.Command {
 	return group("cell", "List, inspect, create, cordon and uncordon cells",
-		`A cell is a 3- or 5-node Raft-replicated store in one region that owns a set
-of tenants. Creating a cell registers it; its nodes then register themselves
+		`A cell is a Raft-replicated store of 1, 3, 5 or 7 nodes (3 or 5 in
+production) in one region that owns a set of tenants. Creating a cell registers it; its nodes then register themselves
 and bootstrap the Raft group once the expected number of members is there.
 A cordoned cell keeps serving its tenants but takes no new ones.`,
 		`  cellctl cell list --region eu-west-1
@@ -140,8 +140,8 @@ the cell (0: unbounded).`,
 			if region == "" {
 				return usageErrorf("--region is required")
 			}
-			if members != 3 && members != 5 {
-				return usageErrorf("--members %d: want 3 or 5", members)
+			if !validMembers(members) {
+				return usageErrorf("--members %d: want 1, 3, 5 or 7", members)
 			}
 			c, err := a.connect()
 			if err != nil {
@@ -169,10 +169,16 @@ the cell (0: unbounded).`,
 		},
 	}
 	cmd.Flags().StringVar(&region, "region", "", "the region of the cell (required)")
-	cmd.Flags().Uint32Var(&members, "members", 3, "number of Raft members the cell bootstraps with: 3 or 5")
+	cmd.Flags().Uint32Var(&members, "members", 3, "number of Raft members the cell bootstraps with: 1, 3, 5 or 7")
 	cmd.Flags().Uint64Var(&maxTenants, "max-tenants", 0, "most tenants placement puts on the cell (0: unbounded)")
 	cmd.Flags().Uint64Var(&maxBytes, "max-bytes", 0, "most bytes placement lets the cell hold (0: unbounded)")
 	return cmd
+}
+
+// validMembers reports whether n is a Raft group size the control plane
+// accepts: odd, from 1 (no fault tolerance, for development) to 7.
+func validMembers(n uint32) bool {
+	return n == 1 || n == 3 || n == 5 || n == 7
 }
 
 func newCellCordonCmd(a *app, cordon bool) *cobra.Command {

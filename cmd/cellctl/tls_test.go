@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,21 +14,48 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// TestTLS talks to a control plane that serves TLS with a self-signed
+// regionsOnly is a ControlPlaneService that only creates and lists regions,
+// in memory: enough to test cellctl's transport (TLS), which the real
+// control plane's test harness (cptest) does not serve. Everything else
+// is tested against the real control plane (TestControlPlane).
+type regionsOnly struct {
+	controlplanev1.UnimplementedControlPlaneServiceServer
+
+	mu      sync.Mutex
+	regions []*controlplanev1.Region
+}
+
+func (s *regionsOnly) CreateRegion(_ context.Context, req *controlplanev1.CreateRegionRequest) (*controlplanev1.CreateRegionResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &controlplanev1.Region{Name: req.GetName(), Description: req.GetDescription(), CreateTime: timestamppb.Now()}
+	s.regions = append(s.regions, r)
+	return &controlplanev1.CreateRegionResponse{Region: r}, nil
+}
+
+func (s *regionsOnly) ListRegions(context.Context, *controlplanev1.ListRegionsRequest) (*controlplanev1.ListRegionsResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &controlplanev1.ListRegionsResponse{Regions: s.regions}, nil
+}
+
+// TestTLSTransport talks to a server that serves TLS with a self-signed
 // certificate: --tls-ca makes cellctl use TLS; without it the call fails
 // with one line.
-func TestTLS(t *testing.T) {
+func TestTLSTransport(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +90,7 @@ func TestTLS(t *testing.T) {
 		MinVersion:   tls.VersionTLS12,
 	})
 	srv := grpc.NewServer(grpc.Creds(creds), grpc.ChainUnaryInterceptor(rpcerr.UnaryServerInterceptor()))
-	controlplanev1.RegisterControlPlaneServiceServer(srv, newFakeControlPlane())
+	controlplanev1.RegisterControlPlaneServiceServer(srv, &regionsOnly{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -76,6 +104,9 @@ func TestTLS(t *testing.T) {
 
 	if r := cp(t, addr, "--tls-ca", ca, "region", "create", "eu-west-1"); r.code != 0 || r.out != "region eu-west-1 created\n" {
 		t.Errorf("with --tls-ca: %+v", r)
+	}
+	if r := cp(t, addr, "--tls-ca", ca, "region", "list", "-o", "json"); r.code != 0 || !strings.Contains(r.out, `"name": "eu-west-1"`) {
+		t.Errorf("list with --tls-ca: %+v", r)
 	}
 	r := cp(t, addr, "--timeout", "2s", "region", "list")
 	if r.code != 1 || strings.Count(r.err, "\n") != 1 {
