@@ -17,6 +17,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
+	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -209,6 +210,37 @@ func TestControllerFailover(t *testing.T) {
 	body := httpGet(t, "http://"+second.HTTPAddr()+"/readyz")
 	if !strings.Contains(body, `"controller_leader":"cp2"`) || !strings.Contains(body, `"ready":true`) {
 		t.Fatalf("readyz: %s", body)
+	}
+}
+
+// A killed leader (no resignation: its lease just stops being renewed) is
+// replaced within a few seconds: the session TTL (1 s here) plus an
+// election.
+func TestKilledControllerReplaced(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and two control planes")
+	}
+	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
+	first := env.AddReplica(t, "cp1", func(c *controlplane.Config) { c.Controller.TestingKnobs.Abandon = true })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !first.IsLeader() {
+			return errors.New("cp1 does not lead yet")
+		}
+		return nil
+	})
+	second := env.AddReplica(t, "cp2")
+	start := time.Now()
+	_ = first.Close() // the process dies: nothing resigns, the lease lapses
+	testutil.Eventually(t, 15*time.Second, func() error {
+		if !second.IsLeader() {
+			return errors.New("cp2 does not lead yet")
+		}
+		return nil
+	})
+	took := time.Since(start)
+	t.Logf("cp2 took over %v after cp1 was killed", took.Round(time.Millisecond))
+	if took < 500*time.Millisecond {
+		t.Fatalf("cp2 led after %v: before cp1's lease could have expired (did cp1 resign?)", took)
 	}
 }
 

@@ -39,6 +39,9 @@ type Knobs struct {
 	// process had died right there (the step stays recorded, nothing of it
 	// done).
 	BeforeStep func(ctx context.Context, wf *cpv1.Workflow) error
+	// Abandon makes Run exit like a killed process: no resignation and no
+	// lease revocation, so successors wait for the lease to expire.
+	Abandon bool
 }
 
 // DefaultConfig returns the defaults (ID must still be set).

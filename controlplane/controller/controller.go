@@ -86,7 +86,11 @@ func (c *Controller) campaignAndLead(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("new session: %w", err)
 	}
-	defer sess.Close()
+	defer func() {
+		if !c.cfg.TestingKnobs.Abandon {
+			_ = sess.Close()
+		}
+	}()
 	value := catalog.Encode(&cpv1.ControllerLeader{Id: c.cfg.ID, GrpcAddr: c.cfg.Advertise, Since: timestamppb.Now()})
 	lead, err := c.st.Campaign(ctx, sess, topo.ControllerElection, value)
 	if err != nil {
@@ -98,6 +102,9 @@ func (c *Controller) campaignAndLead(ctx context.Context) error {
 	defer func() {
 		c.leading.Store(false)
 		c.m.leader.Set(0)
+		if c.cfg.TestingKnobs.Abandon {
+			return
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = lead.Resign(rctx)
 		cancel()

@@ -45,8 +45,9 @@ func New(t testing.TB) *Env {
 	return env
 }
 
-// AddReplica starts another replica on the same etcd.
-func (e *Env) AddReplica(t testing.TB, id string) *controlplane.Server {
+// AddReplica starts another replica on the same etcd; opts adjust its
+// configuration before it starts.
+func (e *Env) AddReplica(t testing.TB, id string, opts ...func(*controlplane.Config)) *controlplane.Server {
 	t.Helper()
 	cfg := controlplane.DefaultConfig()
 	cfg.ID = id
@@ -58,6 +59,9 @@ func (e *Env) AddReplica(t testing.TB, id string) *controlplane.Server {
 	cfg.Controller.RetryMax = 200 * time.Millisecond
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = testutil.Logger(t).With("replica", id)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	s, err := controlplane.Start(testutil.Context(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatalf("start control plane %s: %v", id, err)
