@@ -1,0 +1,341 @@
+// Package mcpproxy is the router's HTTP front for MCP: it serves
+// /t/<tenant>/mcp (POST, GET, DELETE) by proxying each request to a worker
+// of the tenant's cell, chosen by least connections among the healthy
+// ones. Server-sent events stream through unbuffered (every write is
+// flushed, X-Accel-Buffering: no), the request body is bounded, hop-by-hop
+// headers are dropped, and the caller's check (auth, rate limit) runs
+// before anything is forwarded.
+//
+//	p, _ := mcpproxy.New(cfg, resolve, check)
+//	mux.Handle("/t/", p)
+//
+// Errors are JSON {"error":{"reason":…,"message":…}} with the status the
+// reason maps to (401 + WWW-Authenticate, 403, 404, 413, 429 + Retry-After,
+// 503 + Retry-After).
+package mcpproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+)
+
+// Resolver finds the workers (HTTP addresses) of a tenant's cell. It must
+// not block (the router answers it from memory).
+type Resolver func(tenant string) (cell string, workers []string, ok bool)
+
+// Check authorises a request for tenant (authentication, rate limits). It
+// returns a *cperr.Error to refuse.
+type Check func(r *http.Request, tenant string) error
+
+// Config configures the proxy.
+type Config struct {
+	// MaxBodyBytes bounds a request body (413 above it).
+	MaxBodyBytes int64
+	// Path is the worker's MCP path for tenant t; default "/t/<t>/mcp".
+	Path func(tenant string) string
+	// FailureCooldown is how long a worker that refused a connection is
+	// skipped.
+	FailureCooldown time.Duration
+	// DialTimeout bounds connecting to a worker.
+	DialTimeout time.Duration
+	// WWWAuthenticate gives the header of a 401 (nil: `Bearer realm="cellplane"`).
+	WWWAuthenticate func(err error) string
+	Logger          *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 4 << 20, FailureCooldown: 2 * time.Second, DialTimeout: 2 * time.Second}
+}
+
+// Validate reports an unusable configuration.
+func (c Config) Validate() error {
+	if c.MaxBodyBytes <= 0 || c.FailureCooldown < 0 || c.DialTimeout <= 0 {
+		return errors.New("mcpproxy: MaxBodyBytes and DialTimeout must be positive, FailureCooldown >= 0")
+	}
+	return nil
+}
+
+// Proxy is the http.Handler.
+type Proxy struct {
+	cfg     Config
+	resolve Resolver
+	check   Check
+	log     *slog.Logger
+	rp      *httputil.ReverseProxy
+
+	mu      sync.Mutex
+	backend map[string]*backend
+
+	requests *prometheus.CounterVec
+}
+
+type backend struct {
+	active    atomic.Int64
+	failUntil atomic.Int64 // unix nanos
+}
+
+type ctxKey struct{}
+
+type target struct {
+	addr, path string
+	err        error
+}
+
+// New returns a proxy.
+func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Path == nil {
+		cfg.Path = func(t string) string { return "/t/" + t + "/mcp" }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Proxy{cfg: cfg, resolve: resolve, check: check, log: log, backend: map[string]*backend{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_router_mcp_requests_total",
+			Help: "MCP HTTP requests through the router, by method and status class.",
+		}, []string{"method", "status"}),
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		// SSE responses must not be compressed or buffered on the way.
+		DisableCompression: true,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			t := pr.In.Context().Value(ctxKey{}).(*target)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = t.addr
+			pr.Out.URL.Path = t.path
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = t.addr
+			pr.SetXForwarded()
+			// Credentials were checked here; workers trust the router's
+			// hop and never see the caller's secret.
+			pr.Out.Header.Del("X-Api-Key")
+		},
+		Transport:     transport,
+		FlushInterval: -1, // flush after every write: SSE events go out as they come
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Set("X-Accel-Buffering", "no")
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			t := r.Context().Value(ctxKey{}).(*target)
+			if errors.Is(err, context.Canceled) {
+				return // the client went away
+			}
+			p.markFailed(t.addr)
+			p.log.Warn("MCP worker unreachable", "worker", t.addr, "err", err)
+			p.writeError(w, r, cperr.New(cperr.CellUnavailable, "the tenant's MCP worker did not answer; retry").WithRetryAfter(time.Second))
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return p, nil
+}
+
+// Collectors returns the proxy's metrics.
+func (p *Proxy) Collectors() []prometheus.Collector { return []prometheus.Collector{p.requests} }
+
+// ServeHTTP implements http.Handler for /t/<tenant>/mcp.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() { p.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(sw.status/100)+"xx").Inc() }()
+	w = sw
+
+	tenant, ok := tenantOf(r.URL.Path)
+	if !ok {
+		p.writeError(w, r, cperr.New(cperr.InvalidArgument, "the MCP endpoint is /t/<tenant>/mcp"))
+		return
+	}
+	switch r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		p.writeStatus(w, http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "method not allowed")
+		return
+	}
+	if err := p.check(r, tenant); err != nil {
+		p.writeError(w, r, err)
+		return
+	}
+	if r.ContentLength > p.cfg.MaxBodyBytes {
+		p.writeStatus(w, http.StatusRequestEntityTooLarge, string(cperr.InvalidArgument), "request body over "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+
+	_, workers, ok := p.resolve(tenant)
+	if !ok {
+		p.writeError(w, r, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", tenant))
+		return
+	}
+	addr := p.pick(workers)
+	if addr == "" {
+		p.writeError(w, r, cperr.New(cperr.CellUnavailable, "no MCP worker of the tenant's cell is available").WithRetryAfter(time.Second))
+		return
+	}
+	b := p.get(addr)
+	b.active.Add(1)
+	defer b.active.Add(-1)
+	t := &target{addr: addr, path: p.cfg.Path(tenant)}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+// tenantOf parses /t/<tenant>/mcp.
+func tenantOf(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, "/t/")
+	if !ok {
+		return "", false
+	}
+	tenant, tail, ok := strings.Cut(rest, "/")
+	if !ok || tenant == "" || tail != "mcp" {
+		return "", false
+	}
+	return tenant, true
+}
+
+// pick returns the worker with the fewest active requests, skipping the
+// ones that failed recently (all of them failing: the least loaded anyway).
+func (p *Proxy) pick(workers []string) string {
+	now := time.Now().UnixNano()
+	best, bestAny := "", ""
+	var bestN, bestAnyN int64 = math.MaxInt64, math.MaxInt64
+	for _, w := range workers {
+		b := p.get(w)
+		n := b.active.Load()
+		if n < bestAnyN {
+			bestAny, bestAnyN = w, n
+		}
+		if b.failUntil.Load() > now {
+			continue
+		}
+		if n < bestN {
+			best, bestN = w, n
+		}
+	}
+	if best == "" {
+		return bestAny
+	}
+	return best
+}
+
+func (p *Proxy) get(addr string) *backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.backend[addr]
+	if b == nil {
+		b = &backend{}
+		p.backend[addr] = b
+	}
+	return b
+}
+
+func (p *Proxy) markFailed(addr string) {
+	p.get(addr).failUntil.Store(time.Now().Add(p.cfg.FailureCooldown).UnixNano())
+}
+
+// statusOf maps a reason to an HTTP status.
+func statusOf(r cperr.Reason) int {
+	switch r {
+	case cperr.Unauthenticated:
+		return http.StatusUnauthorized
+	case cperr.PermissionDenied:
+		return http.StatusForbidden
+	case cperr.TenantNotFound:
+		return http.StatusNotFound
+	case cperr.RateLimited, cperr.QuotaExceeded:
+		return http.StatusTooManyRequests
+	case cperr.InvalidArgument:
+		return http.StatusBadRequest
+	case cperr.CellUnavailable, cperr.TenantMoving, cperr.NotLeader:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ce *cperr.Error
+	if !errors.As(err, &ce) {
+		p.log.Error("MCP proxy: unexpected error", "err", err, "path", r.URL.Path)
+		p.writeStatus(w, http.StatusInternalServerError, string(cperr.Internal), "internal error")
+		return
+	}
+	code := statusOf(ce.Reason)
+	if code == http.StatusUnauthorized {
+		h := `Bearer realm="cellplane"`
+		if p.cfg.WWWAuthenticate != nil {
+			h = p.cfg.WWWAuthenticate(err)
+		}
+		w.Header().Set("WWW-Authenticate", h)
+	}
+	if ce.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ce.RetryAfter.Seconds()))))
+	}
+	p.writeStatus(w, code, string(ce.Reason), ce.Message)
+}
+
+func (p *Proxy) writeStatus(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"reason": reason, "message": msg}})
+}
+
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+		return m
+	}
+	return "other"
+}
+
+// statusWriter remembers the status and passes Flush through (SSE).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
