@@ -42,6 +42,11 @@ type Config struct {
 	MaxTxnOps int
 	// Logger receives the store's own logs (nil: discarded).
 	Logger *slog.Logger
+	// Lazy skips Dial's reachability probe: the store is returned at once
+	// and calls fail with ErrUnavailable until etcd answers. For components
+	// that must start while etcd is down (a router routing from its
+	// snapshot).
+	Lazy bool
 }
 
 // DefaultConfig returns the defaults; Endpoints must still be set.
@@ -150,14 +155,11 @@ func Dial(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdtopo: client for %v: %v: %w", cfg.Endpoints, err, topo.ErrUnavailable)
 	}
-	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	if _, err := cli.Get(pctx, cfg.Prefix, clientv3.WithCountOnly()); err != nil {
-		cli.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("etcdtopo: dial %v: %w", cfg.Endpoints, ctx.Err())
+	if !cfg.Lazy {
+		if err := probe(ctx, cli, cfg); err != nil {
+			cli.Close()
+			return nil, err
 		}
-		return nil, fmt.Errorf("etcdtopo: no endpoint of %v answered within %s (%v): %w", cfg.Endpoints, cfg.DialTimeout, err, topo.ErrUnavailable)
 	}
 	s := New(cli, cfg.Prefix)
 	s.maxTxnOps = cfg.MaxTxnOps
@@ -167,6 +169,19 @@ func Dial(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.log.Debug("connected to etcd", "endpoints", cfg.Endpoints, "prefix", cfg.Prefix)
 	return s, nil
+}
+
+// probe checks with a read bounded by DialTimeout that the cluster answers.
+func probe(ctx context.Context, cli *clientv3.Client, cfg Config) error {
+	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, cfg.Prefix, clientv3.WithCountOnly()); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("etcdtopo: dial %v: %w", cfg.Endpoints, ctx.Err())
+		}
+		return fmt.Errorf("etcdtopo: no endpoint of %v answered within %s (%v): %w", cfg.Endpoints, cfg.DialTimeout, err, topo.ErrUnavailable)
+	}
+	return nil
 }
 
 // Close stops the store's background work and, for a Dialed store,

@@ -1,6 +1,7 @@
 package etcdtopo_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -107,5 +108,27 @@ func TestMaxTxnOps(t *testing.T) {
 	kv, err := st.Get(ctx, "0")
 	if err != nil || kv.Key != "0" {
 		t.Fatalf("get = %+v, %v", kv, err)
+	}
+}
+
+// A Lazy store is returned at once even with etcd down; its calls fail
+// with ErrUnavailable within their context.
+func TestLazyDialToDeadEndpoint(t *testing.T) {
+	cfg := etcdtopo.DefaultConfig()
+	cfg.Endpoints = []string{"http://127.0.0.1:1"}
+	cfg.Lazy = true
+	start := time.Now()
+	st, err := etcdtopo.Dial(testutil.Context(t, 10*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("lazy Dial took %v", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := st.Get(ctx, "x"); !errors.Is(err, topo.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get on a dead etcd: %v", err)
 	}
 }
