@@ -1,0 +1,372 @@
+// Package client is the Go client of cellplane: a smart client that
+// resolves a tenant once through the router (RouterService.Lookup), then
+// calls the tenant's cell directly — the leader for writes and consistent
+// reads, any member for STALE reads — caching the route and refreshing it
+// when a cell answers NOT_LEADER, WRONG_CELL or STALE_EPOCH. Mutating
+// requests get a request id when they have none, so every retry is safe
+// (the cell applies a request id once). When the cell cannot be reached
+// directly, calls fall back to the router.
+//
+//	cfg := client.DefaultConfig()
+//	cfg.Router, cfg.Tenant, cfg.APIKey = "127.0.0.1:7100", "acme", secret
+//	c, err := client.New(cfg)
+//	if err != nil { ... }
+//	defer c.Close()
+//	cs := c.Context() // a contextv1.ContextServiceClient
+//	_, err = cs.Append(ctx, &contextv1.AppendRequest{ContextId: "chat-1", Entries: entries})
+//
+// Direct calls reach cell nodes without the router's authentication: they
+// are for clients inside the platform's network boundary (the API key is
+// still sent and checked whenever a call goes through the router).
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Router is the router's gRPC address (required).
+	Router string
+	// Tenant every call is made for (required).
+	Tenant string
+	// APIKey, if set, is sent to the router as "authorization: Bearer <key>".
+	APIKey string
+	// Direct: call cells directly (default true via DefaultConfig); false
+	// sends everything through the router.
+	Direct bool
+	// MaxAttempts bounds the tries of one call (direct and via the router).
+	MaxAttempts int
+	// RouteTTL: a cached route older than this is looked up again.
+	RouteTTL time.Duration
+	// DialOptions are added to every connection (TLS credentials, …);
+	// without them connections are plaintext.
+	DialOptions []grpc.DialOption
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults; Router and Tenant must be set.
+func DefaultConfig() Config {
+	return Config{Direct: true, MaxAttempts: 4, RouteTTL: time.Minute}
+}
+
+// Validate reports an unusable configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.Router == "":
+		return errors.New("client: Router is required")
+	case c.Tenant == "":
+		return errors.New("client: Tenant is required")
+	case c.MaxAttempts < 1:
+		return errors.New("client: MaxAttempts must be at least 1")
+	case c.RouteTTL <= 0:
+		return errors.New("client: RouteTTL must be positive")
+	}
+	return nil
+}
+
+// Client is safe for concurrent use.
+type Client struct {
+	cfg    Config
+	log    *slog.Logger
+	router *grpc.ClientConn
+	lookup routerv1.RouterServiceClient
+
+	mu    sync.Mutex
+	route *route
+	conns map[string]*grpc.ClientConn
+}
+
+type route struct {
+	cell    string
+	epoch   uint64
+	leader  string
+	members []string
+	at      time.Time
+}
+
+// New returns a client. It does not contact anything yet: the first call
+// resolves the tenant.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, log: log, conns: map[string]*grpc.ClientConn{}}
+	conn, err := grpc.NewClient(cfg.Router, c.dialOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("client: router %s: %w", cfg.Router, err)
+	}
+	c.router = conn
+	c.lookup = routerv1.NewRouterServiceClient(conn)
+	return c, nil
+}
+
+func (c *Client) dialOptions() []grpc.DialOption {
+	if len(c.cfg.DialOptions) == 0 {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return c.cfg.DialOptions
+}
+
+// Context returns the ContextService API of the client's tenant.
+func (c *Client) Context() contextv1.ContextServiceClient {
+	return contextv1.NewContextServiceClient((*conn)(c))
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	errs := []error{c.router.Close()}
+	for addr, cc := range c.conns {
+		errs = append(errs, cc.Close())
+		delete(c.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// Lookup resolves the tenant through the router now (and caches it).
+func (c *Client) Lookup(ctx context.Context) (*routerv1.LookupResponse, error) {
+	resp, err := c.lookup.Lookup(c.routerContext(ctx), &routerv1.LookupRequest{Tenant: c.cfg.Tenant})
+	if err != nil {
+		return nil, rpcerr.FromStatus(err)
+	}
+	r := &route{cell: resp.GetCell(), epoch: resp.GetEpoch(), at: time.Now()}
+	for _, m := range resp.GetMembers() {
+		if m.GetLeader() {
+			r.leader = m.GetGrpcAddr()
+		}
+		r.members = append(r.members, m.GetGrpcAddr())
+	}
+	c.mu.Lock()
+	c.route = r
+	c.mu.Unlock()
+	return resp, nil
+}
+
+// cached returns the cached route, looking it up when missing or old.
+func (c *Client) cached(ctx context.Context) (*route, error) {
+	c.mu.Lock()
+	r := c.route
+	c.mu.Unlock()
+	if r != nil && time.Since(r.at) < c.cfg.RouteTTL {
+		return r, nil
+	}
+	if _, err := c.Lookup(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.route, nil
+}
+
+func (c *Client) forget() {
+	c.mu.Lock()
+	c.route = nil
+	c.mu.Unlock()
+}
+
+func (c *Client) setLeader(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.route != nil {
+		nr := *c.route
+		nr.leader = addr
+		c.route = &nr
+	}
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc := c.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, c.dialOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// routerContext adds the tenant and the credentials for the router.
+func (c *Client) routerContext(ctx context.Context) context.Context {
+	kv := []string{tenantmd.TenantKey, c.cfg.Tenant}
+	if c.cfg.APIKey != "" {
+		kv = append(kv, "authorization", "Bearer "+c.cfg.APIKey)
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
+}
+
+// cellContext adds the tenant and the epoch the route was resolved at.
+func (c *Client) cellContext(ctx context.Context, r *route) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, tenantmd.TenantKey, c.cfg.Tenant, tenantmd.EpochKey, strconv.FormatUint(r.epoch, 10))
+}
+
+// conn adapts the Client to grpc.ClientConnInterface: each call is routed.
+type conn Client
+
+func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	c := (*Client)(cc)
+	args = withRequestID(args)
+	var lastErr error
+	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
+		if ctx.Err() != nil {
+			break
+		}
+		if !c.cfg.Direct || attempt == c.cfg.MaxAttempts-1 && attempt > 0 {
+			// Last resort (or by choice): through the router.
+			err := rpcerr.FromStatus(c.router.Invoke(c.routerContext(ctx), method, args, reply, opts...))
+			if err == nil || !retryable(err) {
+				return err
+			}
+			lastErr = err
+			continue
+		}
+		r, err := c.cached(ctx)
+		if err != nil {
+			if !retryable(err) {
+				return err
+			}
+			lastErr = err
+			continue
+		}
+		addr := r.leader
+		if stale(args) || addr == "" {
+			addr = pickMember(r, attempt)
+		}
+		if addr == "" {
+			c.forget()
+			lastErr = cperr.New(cperr.CellUnavailable, "no member of cell %s known", r.cell)
+			continue
+		}
+		cn, err := c.conn(addr)
+		if err != nil {
+			return err
+		}
+		err = rpcerr.FromStatus(cn.Invoke(c.cellContext(ctx, r), method, args, reply, opts...))
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		var ce *cperr.Error
+		switch {
+		case errors.As(err, &ce) && ce.Reason == cperr.NotLeader:
+			if l := ce.Metadata[cperr.MetaLeader]; l != "" {
+				c.setLeader(l)
+			} else {
+				c.forget()
+			}
+		case errors.As(err, &ce) && (ce.Reason == cperr.WrongCell || ce.Reason == cperr.StaleEpoch):
+			c.forget() // the tenant moved or its epoch changed: look it up again
+		case retryable(err):
+			c.setLeader("") // that node is gone: try another member
+		default:
+			return err
+		}
+		c.log.Debug("cellplane client: retrying", "method", method, "attempt", attempt+1, "err", err)
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return lastErr
+}
+
+func (cc *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	c := (*Client)(cc)
+	if c.cfg.Direct {
+		if r, err := c.cached(ctx); err == nil {
+			// Streams (Watch) are served by any member: no retry once open.
+			if addr := pickMember(r, 0); addr != "" {
+				if cn, err := c.conn(addr); err == nil {
+					return cn.NewStream(c.cellContext(ctx, r), desc, method, opts...)
+				}
+			}
+		}
+	}
+	return c.router.NewStream(c.routerContext(ctx), desc, method, opts...)
+}
+
+func pickMember(r *route, attempt int) string {
+	if len(r.members) == 0 {
+		return ""
+	}
+	return r.members[attempt%len(r.members)]
+}
+
+// retryable: errors another node or a later attempt may not have.
+func retryable(err error) bool {
+	var ce *cperr.Error
+	if errors.As(err, &ce) {
+		switch ce.Reason {
+		case cperr.NotLeader, cperr.WrongCell, cperr.StaleEpoch, cperr.CellUnavailable, cperr.TenantMoving, cperr.StalenessExceeded:
+			return true
+		}
+		return false
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// withRequestID returns args with a fresh request_id when it has such a
+// field left empty (a clone: the caller's message is not changed).
+func withRequestID(args any) any {
+	m, ok := args.(proto.Message)
+	if !ok {
+		return args
+	}
+	fd := m.ProtoReflect().Descriptor().Fields().ByName("request_id")
+	if fd == nil || fd.Kind() != protoreflect.StringKind || m.ProtoReflect().Get(fd).String() != "" {
+		return args
+	}
+	m = proto.Clone(m)
+	m.ProtoReflect().Set(fd, protoreflect.ValueOfString(NewRequestID()))
+	return m
+}
+
+// stale reports a read that asked for CONSISTENCY_STALE.
+func stale(args any) bool {
+	m, ok := args.(proto.Message)
+	if !ok {
+		return false
+	}
+	ro := m.ProtoReflect().Descriptor().Fields().ByName("read_options")
+	if ro == nil || ro.Kind() != protoreflect.MessageKind || !m.ProtoReflect().Has(ro) {
+		return false
+	}
+	opts := m.ProtoReflect().Get(ro).Message()
+	cf := opts.Descriptor().Fields().ByName("consistency")
+	return cf != nil && opts.Get(cf).Enum() == protoreflect.EnumNumber(contextv1.Consistency_CONSISTENCY_STALE)
+}
+
+// NewRequestID returns a random request id (32 hex characters).
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
