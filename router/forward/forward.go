@@ -1,0 +1,663 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+
+	// The default forwarded service's descriptor must be registered.
+	_ "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+)
+
+// ConsistencyKey is the metadata key of the routing hint for reads. With
+// the value ConsistencyStale the forwarder may send the call to any healthy
+// member of the cell instead of the leader. The forwarder never decodes
+// payloads, so it cannot see ReadOptions.consistency: a client that asks
+// for a STALE read should also send this hint. A hint on a call that is
+// not a STALE read is harmless: a member that cannot serve it answers
+// NOT_LEADER and the call is retried at the leader.
+const ConsistencyKey = "x-cellplane-consistency"
+
+// ConsistencyStale is the value of ConsistencyKey for STALE reads.
+const ConsistencyStale = "stale"
+
+// Target is where a tenant's calls go: its owner cell, the tenant's
+// ownership epoch there, and the cell's member gRPC addresses.
+type Target struct {
+	Cell       string
+	Epoch      uint64
+	LeaderAddr string
+	// Members are the healthy members' gRPC addresses (the leader may be
+	// among them).
+	Members []string
+}
+
+// Resolver maps tenants to targets; the router's routing table adapts to
+// it.
+type Resolver interface {
+	// Resolve looks the tenant up in memory; it never blocks.
+	Resolve(tenant string) (Target, bool)
+	// Refresh re-reads the tenant's placement (after WRONG_CELL or
+	// STALE_EPOCH from a cell).
+	Refresh(ctx context.Context, tenant string) (Target, bool, error)
+}
+
+// Forwarder forwards calls of tenant-routed services to cells as raw
+// frames. Install its Handler with grpc.UnknownServiceHandler on a server
+// created with ServerOption().
+type Forwarder struct {
+	cfg      Config
+	res      Resolver
+	tenantOf func(ctx context.Context) (string, error)
+	log      *slog.Logger
+	pool     *pool
+	m        *metrics
+	services map[string]map[string]methodInfo // service → method → info
+	rr       atomic.Uint64                    // spreads STALE reads over members
+
+	leadersMu sync.Mutex
+	leaders   map[string]leaderHint // cell → leader learned from NOT_LEADER
+}
+
+type methodInfo struct {
+	clientStreams, serverStreams bool
+}
+
+// leaderHint is a leader address learned from a NOT_LEADER answer. It is
+// used while the routing table still names base as the cell's leader (a
+// table update supersedes it).
+type leaderHint struct {
+	base, addr string
+}
+
+// New returns a forwarder. tenantOf extracts and authorises the tenant of
+// a call (the auth layer); its error is returned to the client as is (it
+// should be a *cperr.Error).
+func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, error)) (*Forwarder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if r == nil || tenantOf == nil {
+		return nil, errors.New("forward: a Resolver and a tenantOf function are required")
+	}
+	f := &Forwarder{
+		cfg:      cfg,
+		res:      r,
+		tenantOf: tenantOf,
+		log:      cfg.Logger,
+		pool:     newPool(cfg),
+		m:        newMetrics(),
+		services: make(map[string]map[string]methodInfo, len(cfg.Services)),
+		leaders:  make(map[string]leaderHint),
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	for _, name := range cfg.Services {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+		if err != nil {
+			return nil, fmt.Errorf("forward: service %s: descriptor not linked into the binary: %w", name, err)
+		}
+		sd, ok := d.(protoreflect.ServiceDescriptor)
+		if !ok {
+			return nil, fmt.Errorf("forward: %s is not a service", name)
+		}
+		ms := make(map[string]methodInfo, sd.Methods().Len())
+		for i := range sd.Methods().Len() {
+			md := sd.Methods().Get(i)
+			ms[string(md.Name())] = methodInfo{clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer()}
+		}
+		f.services[name] = ms
+	}
+	return f, nil
+}
+
+// Handler returns the stream handler to install with
+// grpc.UnknownServiceHandler. Calls to services not in Config.Services
+// fail with UNIMPLEMENTED.
+func (f *Forwarder) Handler() grpc.StreamHandler { return f.handle }
+
+// Close closes the backend connections. Calls still running fail.
+func (f *Forwarder) Close() error { return f.pool.close() }
+
+// Collectors returns the forwarder's Prometheus collectors, for the
+// caller to register.
+func (f *Forwarder) Collectors() []prometheus.Collector { return f.m.collectors() }
+
+func (f *Forwarder) handle(_ any, ss grpc.ServerStream) error {
+	start := time.Now()
+	full, ok := grpc.MethodFromServerStream(ss)
+	if !ok {
+		return status.Error(codes.Internal, "no method on the stream")
+	}
+	svc, meth, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+	methods, ok := f.services[svc]
+	if !ok {
+		return status.Errorf(codes.Unimplemented, "unknown service %s", svc)
+	}
+	mi, known := methods[meth]
+	label := meth
+	if !known {
+		label = "other"
+	}
+	var cell string
+	err := f.toStatus(f.forward(ss, full, mi, known, &cell))
+	f.m.forwarded.WithLabelValues(label, status.Code(err).String(), cell).Inc()
+	f.m.latency.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	return err
+}
+
+// toStatus maps the forwarder's errors at its edge: backend statuses pass
+// through (with their details), except transport failures (UNAVAILABLE
+// without cellplane ErrorInfo), which become CELL_UNAVAILABLE.
+func (f *Forwarder) toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
+		var ce *cperr.Error
+		if !errors.As(rpcerr.FromStatus(err), &ce) {
+			return rpcerr.ToStatus(f.unavailable())
+		}
+	}
+	return rpcerr.ToStatus(err)
+}
+
+func (f *Forwarder) unavailable() *cperr.Error {
+	return cperr.New(cperr.CellUnavailable, "the tenant's cell is unavailable").WithRetryAfter(f.cfg.UnavailableRetryAfter)
+}
+
+func (f *Forwarder) forward(ss grpc.ServerStream, full string, mi methodInfo, known bool, cell *string) error {
+	ctx := ss.Context()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.cfg.DefaultTimeout)
+		defer cancel()
+	}
+	tenant, err := f.tenantOf(ctx)
+	if err != nil {
+		return err
+	}
+	target, ok := f.res.Resolve(tenant)
+	if !ok {
+		return cperr.New(cperr.TenantNotFound, "tenant %q not found", tenant).With(cperr.MetaTenant, tenant)
+	}
+	*cell = target.Cell
+	in, _ := metadata.FromIncomingContext(ctx)
+	c := &call{
+		f: f, ss: ss, ctx: ctx, method: full, tenant: tenant, in: in,
+		stale: staleHint(in), cell: cell,
+	}
+	c.setTarget(target)
+	if !known || mi.clientStreams {
+		// Several request frames: a plain proxy, never retried.
+		return c.proxy()
+	}
+	var req Frame
+	if err := ss.RecvMsg(&req); err != nil {
+		if errors.Is(err, io.EOF) {
+			return status.Error(codes.InvalidArgument, "no request message")
+		}
+		return err
+	}
+	return c.retrying(&req, mi.serverStreams)
+}
+
+func staleHint(md metadata.MD) bool {
+	for _, v := range md.Get(ConsistencyKey) {
+		if strings.EqualFold(strings.TrimSpace(v), ConsistencyStale) {
+			return true
+		}
+	}
+	return false
+}
+
+// call is one forwarded call and its retry state.
+type call struct {
+	f      *Forwarder
+	ss     grpc.ServerStream
+	ctx    context.Context
+	method string
+	tenant string
+	in     metadata.MD
+	stale  bool
+	cell   *string
+
+	target     Target
+	candidates []string // addresses in the order to try
+	next       int      // index of the next candidate
+}
+
+func (c *call) setTarget(t Target) {
+	c.target = t
+	*c.cell = t.Cell
+	c.candidates = c.candidates[:0]
+	add := func(a string) {
+		if a == "" {
+			return
+		}
+		for _, x := range c.candidates {
+			if x == a {
+				return
+			}
+		}
+		c.candidates = append(c.candidates, a)
+	}
+	if c.stale && len(t.Members) > 0 {
+		off := int(c.f.rr.Add(1) % uint64(len(t.Members)))
+		for i := range t.Members {
+			add(t.Members[(off+i)%len(t.Members)])
+		}
+		add(t.LeaderAddr)
+	} else {
+		if h, ok := c.f.leaderHint(t); ok {
+			add(h)
+		}
+		add(t.LeaderAddr)
+		for _, m := range t.Members {
+			add(m)
+		}
+	}
+	c.next = 0
+}
+
+// nextAddr returns the next candidate; after the last one it re-resolves
+// the tenant (the table may have changed) and starts over. wrapped reports
+// that every candidate has been tried.
+func (c *call) nextAddr() (addr string, wrapped bool) {
+	if c.next >= len(c.candidates) {
+		if t, ok := c.f.res.Resolve(c.tenant); ok {
+			c.setTarget(t)
+		}
+		c.next = 0
+		wrapped = true
+	}
+	if len(c.candidates) == 0 {
+		return "", wrapped
+	}
+	addr = c.candidates[c.next]
+	c.next++
+	return addr, wrapped
+}
+
+// outgoing is the metadata sent to the backend: the caller's, minus hop
+// and credential headers, plus the tenant, the route's epoch and the
+// no-forward flag (the forwarder follows NOT_LEADER hints itself).
+func (c *call) outgoing() metadata.MD {
+	md := make(metadata.MD, len(c.in)+3)
+	for k, vs := range c.in {
+		if dropIncoming(k) {
+			continue
+		}
+		md[k] = append([]string(nil), vs...)
+	}
+	md.Set(tenantmd.TenantKey, c.tenant)
+	if c.target.Epoch != 0 {
+		md.Set(tenantmd.EpochKey, strconv.FormatUint(c.target.Epoch, 10))
+	} else {
+		md.Delete(tenantmd.EpochKey)
+	}
+	md.Set(tenantmd.NoForwardKey, "true")
+	return md
+}
+
+// dropIncoming reports the caller's metadata keys that are not forwarded:
+// credentials (the router authenticated the caller; cells trust the
+// router), pseudo and transport headers, and the cell-internal
+// forwarding marker.
+func dropIncoming(k string) bool {
+	switch k {
+	case "authorization", "x-api-key", "cookie", tenantmd.ForwardedKey,
+		"content-type", "user-agent", "te", "host", "connection", "keep-alive",
+		"proxy-authorization", "transfer-encoding", "upgrade":
+		return true
+	case "grpc-trace-bin", "grpc-tags-bin":
+		return false
+	}
+	return strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-")
+}
+
+// dropReturned filters backend headers and trailers sent back to the
+// client (gRPC filters its reserved keys again; this keeps pseudo headers
+// out explicitly).
+func dropReturned(md metadata.MD) metadata.MD {
+	out := make(metadata.MD, len(md))
+	for k, vs := range md {
+		if strings.HasPrefix(k, ":") || k == "content-type" || k == "grpc-status" || k == "grpc-message" || k == "grpc-status-details-bin" {
+			continue
+		}
+		out[k] = vs
+	}
+	return out
+}
+
+// attempt is one try of a call at one backend.
+type attempt struct {
+	addr    string
+	cs      grpc.ClientStream
+	first   *Frame // first response frame; nil when the stream ended without one
+	cancel  context.CancelFunc
+	release func()
+	header  metadata.MD
+	trailer metadata.MD
+	err     error
+}
+
+func (a *attempt) done() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.release != nil {
+		a.release()
+	}
+}
+
+// try sends the request frame to addr and waits for the first response
+// frame (or the end of the call): until then nothing reached the client
+// and the call may be retried.
+func (c *call) try(addr string, req *Frame, serverStreams bool) *attempt {
+	a := &attempt{addr: addr}
+	cc, release, err := c.f.pool.get(addr)
+	if err != nil {
+		a.err = status.Error(codes.Unavailable, err.Error())
+		return a
+	}
+	a.release = release
+	ctx, cancel := context.WithCancel(c.ctx)
+	a.cancel = cancel
+	ctx = metadata.NewOutgoingContext(ctx, c.outgoing())
+	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: serverStreams}, c.method, grpc.ForceCodecV2(codecV2{}))
+	if err != nil {
+		a.err = err
+		return a
+	}
+	a.cs = cs
+	if err := cs.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
+		a.err = err
+		return a
+	}
+	_ = cs.CloseSend()
+	var first Frame
+	switch err := cs.RecvMsg(&first); {
+	case err == nil:
+		a.first = &first
+	case errors.Is(err, io.EOF):
+		// A stream that ended OK without a message.
+	default:
+		a.err = err
+		a.header, _ = cs.Header()
+		a.trailer = cs.Trailer()
+	}
+	return a
+}
+
+// retrying forwards a call with one request frame (unary or
+// server-streaming), retrying as long as nothing reached the client.
+func (c *call) retrying(req *Frame, serverStreams bool) error {
+	f := c.f
+	var (
+		retries     int
+		refreshed   bool
+		firstFail   time.Time
+		movingSince time.Time
+		backoff     = f.cfg.RetryBackoff
+	)
+	addr, _ := c.nextAddr()
+	for {
+		if addr == "" {
+			return f.unavailable()
+		}
+		a := c.try(addr, req, serverStreams)
+		if a.err == nil {
+			return c.relay(a)
+		}
+		a.done()
+		err := a.err
+		if c.ctx.Err() != nil {
+			return c.final(a)
+		}
+		var ce *cperr.Error
+		cp := errors.As(rpcerr.FromStatus(err), &ce)
+		var reason string
+		wait := false
+		now := time.Now()
+		switch {
+		case cp && ce.Reason == cperr.NotLeader:
+			reason = retryNotLeader
+			if hint := ce.Metadata[cperr.MetaLeader]; hint != "" && hint != addr {
+				f.learnLeader(c.target, hint)
+				addr = hint
+			} else {
+				var wrapped bool
+				addr, wrapped = c.nextAddr()
+				wait = wrapped
+			}
+		case cp && (ce.Reason == cperr.WrongCell || ce.Reason == cperr.StaleEpoch):
+			if refreshed {
+				return c.final(a)
+			}
+			refreshed = true
+			reason = retryStaleRoute
+			t, ok, rerr := f.res.Refresh(c.ctx, c.tenant)
+			if rerr != nil {
+				f.log.Debug("placement refresh failed", "tenant", c.tenant, "err", rerr)
+				return c.final(a)
+			}
+			if !ok {
+				return cperr.New(cperr.TenantNotFound, "tenant %q not found", c.tenant).With(cperr.MetaTenant, c.tenant)
+			}
+			c.setTarget(t)
+			addr, _ = c.nextAddr()
+		case cp && ce.Reason == cperr.TenantMoving:
+			reason = retryMoving
+			if movingSince.IsZero() {
+				movingSince = now
+			}
+			if now.Sub(movingSince) >= f.cfg.MovingHold {
+				return cperr.New(cperr.TenantMoving, "tenant %q is moving to another cell; retry later", c.tenant).
+					With(cperr.MetaTenant, c.tenant).WithRetryAfter(max(f.cfg.UnavailableRetryAfter, ce.RetryAfter))
+			}
+			if t, ok := f.res.Resolve(c.tenant); ok {
+				c.setTarget(t)
+			}
+			addr, _ = c.nextAddr()
+			wait = true
+		case (cp && (ce.Reason == cperr.CellUnavailable || ce.Reason == cperr.AuthorityLeaseExpired)) ||
+			(!cp && status.Code(err) == codes.Unavailable):
+			reason = retryUnavailable
+			f.forgetLeader(c.target, addr)
+			var wrapped bool
+			addr, wrapped = c.nextAddr()
+			wait = wrapped
+		default:
+			return c.final(a)
+		}
+		if reason != retryMoving {
+			if firstFail.IsZero() {
+				firstFail = now
+			}
+			if now.Sub(firstFail) >= f.cfg.FailoverHold {
+				return c.final(a)
+			}
+		}
+		retries++
+		f.m.retries.WithLabelValues(reason).Inc()
+		f.log.Debug("retrying forwarded call", "tenant", c.tenant, "cell", c.target.Cell, "epoch", c.target.Epoch,
+			"method", c.method, "reason", reason, "from", a.addr, "to", addr, "retry", retries, "err", err)
+		if wait || retries > f.cfg.MaxRetries {
+			if !sleep(c.ctx, backoff) {
+				return c.final(a)
+			}
+			backoff = min(2*backoff, f.cfg.MaxRetryBackoff)
+		}
+	}
+}
+
+// final returns the failed attempt's error to the client, with the
+// backend's headers and trailers.
+func (c *call) final(a *attempt) error {
+	if len(a.header) > 0 {
+		_ = c.ss.SetHeader(dropReturned(a.header))
+	}
+	if len(a.trailer) > 0 {
+		c.ss.SetTrailer(dropReturned(a.trailer))
+	}
+	return a.err
+}
+
+// relay copies a successful attempt's response to the client: headers,
+// the first frame, the rest of the stream, trailers.
+func (c *call) relay(a *attempt) error {
+	defer a.done()
+	if h, err := a.cs.Header(); err == nil && len(h) > 0 {
+		if err := c.ss.SetHeader(dropReturned(h)); err != nil {
+			return err
+		}
+	}
+	if a.first != nil {
+		if err := c.ss.SendMsg(a.first); err != nil {
+			return err
+		}
+		for {
+			var fr Frame
+			err := a.cs.RecvMsg(&fr)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				c.ss.SetTrailer(dropReturned(a.cs.Trailer()))
+				return err
+			}
+			if err := c.ss.SendMsg(&fr); err != nil {
+				return err
+			}
+		}
+	}
+	c.ss.SetTrailer(dropReturned(a.cs.Trailer()))
+	return nil
+}
+
+// proxy forwards a call with a client stream both ways, without retries:
+// it goes to the leader.
+func (c *call) proxy() error {
+	addr, _ := c.nextAddr()
+	if addr == "" {
+		return c.f.unavailable()
+	}
+	cc, release, err := c.f.pool.get(addr)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	defer release()
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	ctx = metadata.NewOutgoingContext(ctx, c.outgoing())
+	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, c.method, grpc.ForceCodecV2(codecV2{}))
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			var fr Frame
+			if err := c.ss.RecvMsg(&fr); err != nil {
+				if errors.Is(err, io.EOF) {
+					_ = cs.CloseSend()
+				} else {
+					cancel()
+				}
+				return
+			}
+			if err := cs.SendMsg(&fr); err != nil {
+				return // the backend ended the call; RecvMsg below sees why
+			}
+		}
+	}()
+	a := &attempt{addr: addr, cs: cs}
+	if h, err := cs.Header(); err == nil && len(h) > 0 {
+		if err := c.ss.SetHeader(dropReturned(h)); err != nil {
+			return err
+		}
+	}
+	for {
+		var fr Frame
+		err := cs.RecvMsg(&fr)
+		if errors.Is(err, io.EOF) {
+			c.ss.SetTrailer(dropReturned(cs.Trailer()))
+			return nil
+		}
+		if err != nil {
+			a.trailer = cs.Trailer()
+			a.err = err
+			return c.final(a)
+		}
+		if err := c.ss.SendMsg(&fr); err != nil {
+			return err
+		}
+	}
+}
+
+func (f *Forwarder) leaderHint(t Target) (string, bool) {
+	f.leadersMu.Lock()
+	defer f.leadersMu.Unlock()
+	h, ok := f.leaders[t.Cell]
+	if !ok || h.base != t.LeaderAddr {
+		return "", false
+	}
+	return h.addr, true
+}
+
+func (f *Forwarder) learnLeader(t Target, addr string) {
+	if t.Cell == "" || addr == t.LeaderAddr {
+		f.forgetLeader(t, "")
+		return
+	}
+	f.leadersMu.Lock()
+	defer f.leadersMu.Unlock()
+	f.leaders[t.Cell] = leaderHint{base: t.LeaderAddr, addr: addr}
+}
+
+// forgetLeader drops the learned leader of t's cell when it is addr (or
+// whatever it is, for addr "").
+func (f *Forwarder) forgetLeader(t Target, addr string) {
+	f.leadersMu.Lock()
+	defer f.leadersMu.Unlock()
+	if h, ok := f.leaders[t.Cell]; ok && (addr == "" || h.addr == addr) {
+		delete(f.leaders, t.Cell)
+	}
+}
+
+// sleep waits d unless ctx ends first or its deadline comes before d has
+// passed (a retry after the deadline is pointless); it reports whether the
+// caller may retry.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
