@@ -1,0 +1,324 @@
+package routing
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// listTimeout bounds one List page of a full load.
+const listTimeout = 30 * time.Second
+
+// cellState is the loader's raw view of one cell: it is owned by the
+// loader goroutine and turned into an immutable CellRoute on change.
+type cellState struct {
+	cell   *cpv1.Cell
+	leader *cpv1.CellLeader
+	nodes  map[string]*cpv1.Node
+}
+
+type cellStates map[string]*cellState
+
+func (cs cellStates) get(id string) *cellState {
+	c := cs[id]
+	if c == nil {
+		c = &cellState{nodes: map[string]*cpv1.Node{}}
+		cs[id] = c
+	}
+	return c
+}
+
+// route builds the CellRoute of a cell (nil: not a cell, only registry
+// entries of a deleted or not yet created cell).
+func (c *cellState) route(id string) *CellRoute {
+	if c == nil || c.cell == nil {
+		return nil
+	}
+	r := &CellRoute{ID: id, Region: c.cell.GetRegion()}
+	if c.leader != nil {
+		r.LeaderID, r.LeaderGRPC, r.LeaderHTTP = c.leader.GetNodeId(), c.leader.GetGrpcAddr(), c.leader.GetHttpAddr()
+	}
+	for nid, n := range c.nodes {
+		node := Node{ID: nid, GRPCAddr: n.GetGrpcAddr(), HTTPAddr: n.GetHttpAddr(), Worker: n.GetRole() == cpv1.NodeRole_NODE_ROLE_WORKER}
+		if node.Worker {
+			r.Workers = append(r.Workers, node)
+		} else {
+			r.Members = append(r.Members, node)
+		}
+	}
+	byID := func(a, b Node) int { return cmp.Compare(a.ID, b.ID) }
+	slices.SortFunc(r.Members, byID)
+	slices.SortFunc(r.Workers, byID)
+	return r
+}
+
+// run loads, watches, and reloads until ctx ends.
+func (t *Table) run(ctx context.Context) {
+	backoff := t.cfg.RetryMin
+	wait := func() bool {
+		timer := time.NewTimer(backoff)
+		defer timer.Stop()
+		backoff = min(backoff*2, t.cfg.RetryMax)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		v, cells, err := t.load(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			t.log.Warn("routing: load failed; serving the previous table", "err", err, "retry_in", backoff)
+			if !wait() {
+				return
+			}
+			continue
+		}
+		t.view.Store(v)
+		t.loaded.Store(true)
+		t.touch()
+		t.changed()
+		t.reloads.Inc()
+		t.nReloads.Add(1)
+		t.log.Info("routing: table loaded", "revision", v.rev.Load(), "tenants", v.n.Load(), "cells", len(v.cellMap()))
+		progressed, err := t.watch(ctx, v, cells)
+		if ctx.Err() != nil {
+			return
+		}
+		if progressed {
+			backoff = t.cfg.RetryMin
+		}
+		if errors.Is(err, topo.ErrCompacted) {
+			t.log.Warn("routing: watch compacted; reloading", "err", err)
+			continue // a compaction is not a failure: reload at once
+		}
+		t.log.Warn("routing: watch failed; reloading", "err", err, "retry_in", backoff)
+		if !wait() {
+			return
+		}
+	}
+}
+
+// list calls fn for each key under prefix, every page at revision rev (0:
+// now). It returns the revision read.
+func (t *Table) list(ctx context.Context, prefix string, rev topo.Revision, fn func(topo.KV)) (topo.Revision, error) {
+	opts := topo.ListOptions{Limit: t.cfg.PageSize, Revision: rev}
+	for {
+		lctx, cancel := context.WithTimeout(ctx, listTimeout)
+		page, err := t.st.List(lctx, prefix, opts)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("routing: list %s: %w", prefix, err)
+		}
+		for _, kv := range page.KVs {
+			fn(kv)
+		}
+		opts.Revision = page.Revision
+		if !page.More || len(page.KVs) == 0 {
+			return page.Revision, nil
+		}
+		opts.After = page.KVs[len(page.KVs)-1].Key
+	}
+}
+
+// load builds a new view from a full listing of tenants/ and cells/ at one
+// revision.
+func (t *Table) load(ctx context.Context) (*view, cellStates, error) {
+	v := newView()
+	rev, err := t.list(ctx, topo.TenantsPrefix, 0, func(kv topo.KV) { t.applyTenantPut(v, kv) })
+	if err != nil {
+		return nil, nil, err
+	}
+	cells := cellStates{}
+	if _, err := t.list(ctx, topo.CellsPrefix, rev, func(kv topo.KV) { t.applyCell(cells, topo.Event{Type: topo.EventPut, KV: kv}) }); err != nil {
+		return nil, nil, err
+	}
+	m := make(map[string]*CellRoute, len(cells))
+	for id, c := range cells {
+		if r := c.route(id); r != nil {
+			m[id] = r
+		}
+	}
+	v.setCells(m)
+	v.rev.Store(int64(rev))
+	v.tenantsRev.Store(int64(rev))
+	return v, cells, nil
+}
+
+// watch follows tenants/ and cells/ from the view's revision + 1 until a
+// watch fails (returned) or ctx ends. progressed reports that at least one
+// response was applied.
+func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progressed bool, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	from := topo.Revision(v.rev.Load() + 1)
+	tch := t.st.Watch(wctx, topo.TenantsPrefix, from)
+	cch := t.st.Watch(wctx, topo.CellsPrefix, from)
+	for {
+		var (
+			r  topo.WatchResponse
+			ok bool
+		)
+		isTenants := false
+		select {
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		case r, ok = <-tch:
+			isTenants = true
+		case r, ok = <-cch:
+		}
+		switch {
+		case !ok:
+			return progressed, errors.New("routing: watch channel closed")
+		case r.Err != nil:
+			return progressed, r.Err
+		}
+		progressed = true
+		if len(r.Events) == 0 {
+			continue
+		}
+		rev := int64(r.Revision)
+		for _, e := range r.Events {
+			rev = max(rev, int64(e.KV.Version))
+		}
+		if isTenants {
+			// Published before the events apply: Refresh must not re-add a
+			// tenant these events delete (see Table.Refresh).
+			if rev > v.tenantsRev.Load() {
+				v.tenantsRev.Store(rev)
+			}
+			for _, e := range r.Events {
+				t.applyTenantEvent(v, e)
+			}
+		} else {
+			dirty := map[string]bool{}
+			for _, e := range r.Events {
+				if id := t.applyCell(cells, e); id != "" {
+					dirty[id] = true
+				}
+			}
+			if len(dirty) > 0 {
+				old := v.cellMap()
+				m := make(map[string]*CellRoute, len(old)+1)
+				for id, c := range old {
+					m[id] = c
+				}
+				for id := range dirty {
+					if r := cells[id].route(id); r != nil {
+						m[id] = r
+					} else {
+						delete(m, id)
+					}
+					if c := cells[id]; c != nil && c.cell == nil && c.leader == nil && len(c.nodes) == 0 {
+						delete(cells, id)
+					}
+				}
+				v.setCells(m)
+			}
+		}
+		if rev > v.rev.Load() {
+			v.rev.Store(rev)
+		}
+		t.touch()
+		t.changed()
+	}
+}
+
+// applyTenantEvent applies one event of tenants/.
+func (t *Table) applyTenantEvent(v *view, e topo.Event) {
+	if e.Type == topo.EventPut {
+		t.applyTenantPut(v, e.KV)
+		return
+	}
+	pk := topo.ParseKey(e.KV.Key)
+	switch pk.Kind {
+	case topo.KindTenant:
+		v.del(pk.ID, int64(e.KV.Version))
+	case topo.KindAPIKey:
+		v.delKey(pk.Sub)
+	}
+}
+
+// applyTenantPut stores a tenant or API key record.
+func (t *Table) applyTenantPut(v *view, kv topo.KV) {
+	pk := topo.ParseKey(kv.Key)
+	switch pk.Kind {
+	case topo.KindTenant:
+		rec := &cpv1.Tenant{}
+		if err := catalog.Decode(kv, rec); err != nil {
+			t.log.Warn("routing: skipping corrupt tenant record", "err", err)
+			return
+		}
+		e, err := v.makeEntry(rec, int64(kv.Version))
+		if err != nil {
+			t.log.Warn("routing: skipping tenant", "tenant", pk.ID, "err", err)
+			return
+		}
+		// Clone: pk.ID is a substring of the key, whose prefix the map
+		// would otherwise keep alive.
+		v.put(clone(pk.ID), e, nil)
+	case topo.KindAPIKey:
+		rec := &cpv1.ApiKey{}
+		if err := catalog.Decode(kv, rec); err != nil {
+			t.log.Warn("routing: skipping corrupt API key record", "err", err)
+			return
+		}
+		v.setKey(clone(pk.Sub), apiKey{tenant: clone(pk.ID), hash: slices.Clone(rec.GetSecretHash()), revoked: rec.GetRevokeTime() != nil})
+	}
+}
+
+// applyCell applies one event of cells/ to the raw cell states and
+// returns the cell it touched ("" if none).
+func (t *Table) applyCell(cells cellStates, e topo.Event) string {
+	pk := topo.ParseKey(e.KV.Key)
+	put := e.Type == topo.EventPut
+	switch pk.Kind {
+	case topo.KindCell:
+		c := cells.get(pk.ID)
+		c.cell = nil
+		if put {
+			rec := &cpv1.Cell{}
+			if err := catalog.Decode(e.KV, rec); err != nil {
+				t.log.Warn("routing: skipping corrupt cell record", "err", err)
+				return pk.ID
+			}
+			c.cell = rec
+		}
+	case topo.KindCellLeader:
+		c := cells.get(pk.ID)
+		c.leader = nil
+		if put {
+			rec := &cpv1.CellLeader{}
+			if err := catalog.Decode(e.KV, rec); err != nil {
+				t.log.Warn("routing: skipping corrupt cell leader record", "err", err)
+				return pk.ID
+			}
+			c.leader = rec
+		}
+	case topo.KindCellNode:
+		c := cells.get(pk.ID)
+		delete(c.nodes, pk.Sub)
+		if put {
+			rec := &cpv1.Node{}
+			if err := catalog.Decode(e.KV, rec); err != nil {
+				t.log.Warn("routing: skipping corrupt node record", "err", err)
+				return pk.ID
+			}
+			c.nodes[pk.Sub] = rec
+		}
+	default:
+		return ""
+	}
+	return pk.ID
+}

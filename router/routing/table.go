@@ -1,0 +1,228 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// Limits are a tenant's rate limits; 0 means the router's default.
+type Limits struct {
+	Rate  float64
+	Burst uint32
+}
+
+// Route is where an ACTIVE tenant lives.
+type Route struct {
+	Tenant, Cell string
+	Epoch        uint64
+	Limits       Limits
+}
+
+// Node is a live node of a cell. Worker: NODE_ROLE_WORKER, else a Raft
+// member.
+type Node struct {
+	ID, GRPCAddr, HTTPAddr string
+	Worker                 bool
+}
+
+// CellRoute is a cell's addresses. It is immutable once published: a
+// change builds a new CellRoute, so callers may keep and share it.
+type CellRoute struct {
+	ID, Region                       string
+	LeaderID, LeaderGRPC, LeaderHTTP string
+	Members                          []Node
+	Workers                          []Node
+}
+
+// Table is the router's routing table. Every read method is served from
+// memory and never waits on etcd; the zero value is not usable (Start).
+type Table struct {
+	cfg   Config
+	st    topo.Store
+	log   *slog.Logger
+	start time.Time
+
+	view     atomic.Pointer[view]
+	loaded   atomic.Bool
+	lastSync atomic.Int64 // unix nanos of the last event or successful sync
+	// changes counts modifications; the snapshot writer compares it.
+	changes atomic.Uint64
+
+	// nReloads and nSnapshots mirror the counters for tests.
+	nReloads, nSnapshots atomic.Int64
+	reloads              prometheus.Counter
+	snapshotWrites       prometheus.Counter
+	collectors           []prometheus.Collector
+
+	snapMu      sync.Mutex // serializes snapshot writes
+	snapChanges uint64     // changes at the last write (under snapMu)
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start returns a table at once: loaded from cfg.SnapshotPath if it holds
+// a valid snapshot, else empty (Loaded false). In the background it lists
+// tenants/ and cells/ at one revision, swaps the result in, and follows
+// both prefixes with watches, reloading on any watch failure. Background
+// work ends with ctx or Close.
+func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	t := &Table{cfg: cfg, st: st, log: cfg.Logger, start: time.Now()}
+	t.view.Store(newView())
+	t.initMetrics()
+	if cfg.SnapshotPath != "" {
+		v, written, err := readSnapshotFile(cfg.SnapshotPath)
+		switch {
+		case err == nil:
+			t.view.Store(v)
+			t.loaded.Store(true)
+			t.lastSync.Store(written.UnixNano())
+			t.log.Info("routing: loaded snapshot", "path", cfg.SnapshotPath, "revision", v.rev.Load(), "tenants", v.n.Load(), "written", written)
+		case errors.Is(err, errNoSnapshot):
+			t.log.Info("routing: no snapshot yet", "path", cfg.SnapshotPath)
+		default:
+			t.log.Warn("routing: ignoring snapshot", "path", cfg.SnapshotPath, "err", err)
+		}
+	}
+	ctx, t.cancel = context.WithCancel(ctx)
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.run(ctx)
+	}()
+	if cfg.SnapshotPath != "" {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.snapshotLoop(ctx)
+		}()
+	}
+	return t, nil
+}
+
+// Close stops the background work and writes a final snapshot (if a path
+// is configured and the table changed since the last write).
+func (t *Table) Close() error {
+	t.closeOnce.Do(func() {
+		t.cancel()
+		t.wg.Wait()
+		t.closeErr = t.writeSnapshotIfChanged()
+	})
+	return t.closeErr
+}
+
+// Lookup returns the route of an ACTIVE tenant. It is O(1) and allocates
+// nothing.
+func (t *Table) Lookup(tenant string) (Route, bool) {
+	v := t.view.Load()
+	e, ok := v.get(tenant)
+	if !ok || !e.active() {
+		return Route{}, false
+	}
+	return v.route(tenant, e), true
+}
+
+// Cell returns a cell's addresses (shared and immutable: do not modify).
+func (t *Table) Cell(id string) (*CellRoute, bool) {
+	c, ok := t.view.Load().cellMap()[id]
+	return c, ok
+}
+
+// APIKey returns the tenant and the SHA-256 of the secret of an API key
+// (the hash is shared: do not modify it). Revoked keys and keys of a tenant
+// that is not ACTIVE are not returned.
+func (t *Table) APIKey(keyID string) (tenant string, hash []byte, ok bool) {
+	v := t.view.Load()
+	k, ok := v.apiKey(keyID)
+	if !ok || k.revoked {
+		return "", nil, false
+	}
+	if e, ok := v.get(k.tenant); !ok || !e.active() {
+		return "", nil, false
+	}
+	return k.tenant, k.hash, true
+}
+
+// Revision is the newest etcd revision applied to the table (the
+// snapshot's before the first load; 0 if nothing is loaded).
+func (t *Table) Revision() int64 { return t.view.Load().rev.Load() }
+
+// Loaded reports whether the table holds data (from a load or a snapshot).
+func (t *Table) Loaded() bool { return t.loaded.Load() }
+
+// Age is the time since the last watch event or successful load (for a
+// table loaded from a snapshot only: since the snapshot was written;
+// nothing loaded: since Start). A quiet but healthy watch also ages.
+func (t *Table) Age() time.Duration {
+	last := t.lastSync.Load()
+	if last == 0 {
+		return time.Since(t.start)
+	}
+	return time.Since(time.Unix(0, last))
+}
+
+// Len is the number of tenant records in the table (any state).
+func (t *Table) Len() int { return int(t.view.Load().n.Load()) }
+
+// Refresh re-reads tenants/<tenant> now (bounded by ctx), updates the
+// entry and returns it (ok false: not ACTIVE or absent). On a store error
+// it returns the current entry and the error. A result older than what the
+// watch already applied never overwrites it.
+func (t *Table) Refresh(ctx context.Context, tenant string) (Route, bool, error) {
+	v := t.view.Load()
+	// A List of the tenant's key (limit 1) rather than a Get: it also says
+	// at which revision the key was absent.
+	key := topo.TenantKey(tenant)
+	res, err := t.st.List(ctx, key, topo.ListOptions{Limit: 1})
+	if err != nil {
+		r, ok := t.Lookup(tenant)
+		return r, ok, fmt.Errorf("routing: refresh %q: %w", tenant, err)
+	}
+	readRev := int64(res.Revision)
+	newer := func() bool { return readRev > v.tenantsRev.Load() }
+	if len(res.KVs) == 0 || res.KVs[0].Key != key {
+		if v.del(tenant, readRev) {
+			t.changed()
+		}
+		return Route{}, false, nil
+	}
+	kv := res.KVs[0]
+	rec := &cpv1.Tenant{}
+	if err := catalog.Decode(kv, rec); err != nil {
+		r, ok := t.Lookup(tenant)
+		return r, ok, fmt.Errorf("routing: refresh %q: %w", tenant, err)
+	}
+	e, err := v.makeEntry(rec, int64(kv.Version))
+	if err != nil {
+		r, ok := t.Lookup(tenant)
+		return r, ok, fmt.Errorf("routing: refresh %q: %w", tenant, err)
+	}
+	if v.put(clone(tenant), e, newer) {
+		t.changed()
+	}
+	r, ok := t.Lookup(tenant)
+	return r, ok, nil
+}
+
+func (t *Table) changed() { t.changes.Add(1) }
+
+func (t *Table) touch() { t.lastSync.Store(time.Now().UnixNano()) }
+
+func clone(s string) string { return string([]byte(s)) }
