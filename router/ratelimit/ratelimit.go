@@ -1,0 +1,228 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// numShards is the number of independently locked parts of the bucket map.
+const numShards = 64
+
+// Config configures a Limiter.
+type Config struct {
+	// DefaultRate is the refill rate, in requests per second, of a tenant
+	// whose placement record sets none.
+	DefaultRate float64
+	// DefaultBurst is the bucket size of a tenant whose record sets none.
+	DefaultBurst int
+	// MaxTenants bounds the number of buckets kept. Past it, buckets are
+	// evicted (idle ones first); an evicted tenant starts again with a
+	// full bucket.
+	MaxTenants int
+	// IdleTTL is how long a bucket may go unused before it is evicted.
+	IdleTTL time.Duration
+}
+
+// DefaultConfig returns 1000 requests/s with a burst of 2000, at most
+// 1,000,000 buckets, evicted after 10 minutes unused.
+func DefaultConfig() Config {
+	return Config{
+		DefaultRate:  1000,
+		DefaultBurst: 2000,
+		MaxTenants:   1_000_000,
+		IdleTTL:      10 * time.Minute,
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if !(c.DefaultRate > 0) || math.IsInf(c.DefaultRate, 0) {
+		errs = append(errs, fmt.Errorf("ratelimit: Config.DefaultRate must be a finite number > 0, got %v", c.DefaultRate))
+	}
+	if c.DefaultBurst < 1 {
+		errs = append(errs, fmt.Errorf("ratelimit: Config.DefaultBurst must be >= 1, got %d", c.DefaultBurst))
+	}
+	if c.MaxTenants < 1 {
+		errs = append(errs, fmt.Errorf("ratelimit: Config.MaxTenants must be >= 1, got %d", c.MaxTenants))
+	}
+	if c.IdleTTL <= 0 {
+		errs = append(errs, fmt.Errorf("ratelimit: Config.IdleTTL must be > 0, got %v", c.IdleTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// Limiter holds one token bucket per tenant. It is safe for concurrent use.
+type Limiter struct {
+	cfg      Config
+	seed     maphash.Seed
+	shardCap int // buckets per shard before eviction
+	shards   [numShards]shard
+	now      func() time.Time
+
+	buckets atomic.Int64
+	limited prometheus.Counter
+	gauge   prometheus.GaugeFunc
+}
+
+type shard struct {
+	mu        sync.Mutex
+	m         map[string]*bucket
+	nextSweep time.Time // the next time an insert sweeps idle buckets
+	_         [24]byte  // 64 bytes: shards on separate cache lines
+}
+
+type bucket struct {
+	lim      *rate.Limiter
+	rate     float64
+	burst    int
+	lastUsed time.Time
+}
+
+// New returns a Limiter. cfg should have passed Validate; fields that did
+// not are replaced by their defaults.
+func New(cfg Config) *Limiter {
+	def := DefaultConfig()
+	if !(cfg.DefaultRate > 0) || math.IsInf(cfg.DefaultRate, 0) {
+		cfg.DefaultRate = def.DefaultRate
+	}
+	if cfg.DefaultBurst < 1 {
+		cfg.DefaultBurst = def.DefaultBurst
+	}
+	if cfg.MaxTenants < 1 {
+		cfg.MaxTenants = def.MaxTenants
+	}
+	if cfg.IdleTTL <= 0 {
+		cfg.IdleTTL = def.IdleTTL
+	}
+	l := &Limiter{
+		cfg:      cfg,
+		seed:     maphash.MakeSeed(),
+		shardCap: (cfg.MaxTenants + numShards - 1) / numShards,
+		now:      time.Now,
+	}
+	for i := range l.shards {
+		l.shards[i].m = make(map[string]*bucket)
+	}
+	l.limited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellplane_router_rate_limited_total",
+		Help: "Requests refused by the per-tenant rate limits (all tenants).",
+	})
+	l.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cellplane_router_rate_limit_buckets",
+		Help: "Tenant token buckets currently tracked by the router.",
+	}, func() float64 { return float64(l.buckets.Load()) })
+	return l
+}
+
+// Allow takes one token from tenant's bucket. rps (tokens per second) and
+// burst are the tenant's limits from its placement record; 0 (or a
+// negative, NaN or infinite rate) means the configured default. When they
+// differ from the bucket's, the bucket is updated in place: tokens already
+// earned are kept, up to the new burst.
+//
+// When the bucket is empty, ok is false and retryAfter is how long until a
+// token is available (at least 1ms). Allow does not allocate for a tenant
+// that already has a bucket.
+func (l *Limiter) Allow(tenant string, rps float64, burst uint32) (ok bool, retryAfter time.Duration) {
+	if !(rps > 0) || math.IsInf(rps, 0) {
+		rps = l.cfg.DefaultRate
+	}
+	b := int(burst)
+	if b == 0 {
+		b = l.cfg.DefaultBurst
+	}
+	now := l.now()
+	s := &l.shards[maphash.String(l.seed, tenant)%numShards]
+	s.mu.Lock()
+	bk := s.m[tenant]
+	if bk == nil {
+		bk = l.insert(s, tenant, rps, b, now)
+	} else if bk.rate != rps || bk.burst != b {
+		bk.lim.SetLimitAt(now, rate.Limit(rps))
+		bk.lim.SetBurstAt(now, b)
+		bk.rate, bk.burst = rps, b
+	}
+	bk.lastUsed = now
+	if bk.lim.AllowN(now, 1) {
+		s.mu.Unlock()
+		return true, 0
+	}
+	tokens := bk.lim.TokensAt(now)
+	s.mu.Unlock()
+	l.limited.Inc()
+	return false, waitFor(tokens, rps)
+}
+
+// maxRetryAfter caps the retry delay of absurdly low rates.
+const maxRetryAfter = 24 * time.Hour
+
+// waitFor is the time until tokens reach 1 at rps tokens per second,
+// rounded up to the millisecond, between 1ms and maxRetryAfter.
+func waitFor(tokens, rps float64) time.Duration {
+	secs := (1 - tokens) / rps
+	if !(secs < maxRetryAfter.Seconds()) { // also NaN
+		return maxRetryAfter
+	}
+	ms := math.Ceil(secs * 1000)
+	return max(time.Duration(ms)*time.Millisecond, time.Millisecond)
+}
+
+// insert adds a full bucket for tenant to s (locked), evicting buckets
+// first when s is full: idle ones, then arbitrary ones.
+func (l *Limiter) insert(s *shard, tenant string, r float64, burst int, now time.Time) *bucket {
+	if len(s.m) >= l.shardCap || !now.Before(s.nextSweep) {
+		l.sweep(s, now)
+	}
+	for k := range s.m { // map order is random: this evicts a random bucket
+		if len(s.m) < l.shardCap {
+			break
+		}
+		delete(s.m, k)
+		l.buckets.Add(-1)
+	}
+	bk := &bucket{lim: rate.NewLimiter(rate.Limit(r), burst), rate: r, burst: burst, lastUsed: now}
+	s.m[tenant] = bk
+	l.buckets.Add(1)
+	return bk
+}
+
+// sweep removes the buckets of s (locked) unused for IdleTTL.
+func (l *Limiter) sweep(s *shard, now time.Time) {
+	cutoff := now.Add(-l.cfg.IdleTTL)
+	for k, bk := range s.m {
+		if bk.lastUsed.Before(cutoff) {
+			delete(s.m, k)
+			l.buckets.Add(-1)
+		}
+	}
+	s.nextSweep = now.Add(l.cfg.IdleTTL / 2)
+}
+
+// Len returns the number of buckets tracked.
+func (l *Limiter) Len() int { return int(l.buckets.Load()) }
+
+// Err returns the RATE_LIMITED error for a refused request of tenant, with
+// its retry delay (RESOURCE_EXHAUSTED + RetryInfo in gRPC, HTTP 429 +
+// Retry-After).
+func (l *Limiter) Err(tenant string, retryAfter time.Duration) error {
+	return cperr.New(cperr.RateLimited, "tenant request rate limit exceeded").
+		With(cperr.MetaTenant, tenant).
+		WithRetryAfter(retryAfter)
+}
+
+// Collectors returns the limiter's metrics, for registration:
+// cellplane_router_rate_limited_total (a counter over all tenants: a
+// per-tenant label would be unbounded) and cellplane_router_rate_limit_buckets.
+func (l *Limiter) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{l.limited, l.gauge}
+}
