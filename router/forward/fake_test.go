@@ -266,4 +266,3 @@ func TestForwardFake(t *testing.T) {
 		}
 	})
 }
-

@@ -428,6 +428,12 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		}
 		a := c.try(addr, req, serverStreams)
 		if a.err == nil {
+			if retries > 0 && !c.stale {
+				// The member that took a leader-bound call after a
+				// failure is the leader: later calls go there first,
+				// until the routing table names a leader again.
+				f.learnLeader(c.target, a.addr)
+			}
 			return c.relay(a)
 		}
 		a.done()

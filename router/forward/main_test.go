@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -122,4 +123,9 @@ func testConfig() Config {
 	cfg.MovingHold = 300 * time.Millisecond
 	cfg.FailoverHold = time.Second
 	return cfg
+}
+
+// contextWithStale adds the STALE routing hint.
+func contextWithStale(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, ConsistencyKey, ConsistencyStale)
 }
