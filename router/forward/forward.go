@@ -378,7 +378,7 @@ func (c *call) try(addr string, req *Frame, serverStreams bool) *attempt {
 	a := &attempt{addr: addr}
 	cc, release, err := c.f.pool.get(addr)
 	if err != nil {
-		a.err = status.Error(codes.Unavailable, err.Error())
+		a.err = err
 		return a
 	}
 	a.release = release
@@ -438,6 +438,14 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		}
 		a.done()
 		err := a.err
+		if errors.Is(err, errPoolClosed) {
+			return f.unavailable()
+		}
+		if a.cs == nil && status.Code(err) == codes.Unknown {
+			// The backend connection could not be made (a bad address).
+			err = status.Error(codes.Unavailable, err.Error())
+			a.err = err
+		}
 		if c.ctx.Err() != nil {
 			return c.final(a)
 		}
