@@ -23,8 +23,11 @@
 //     any other error — the table reloads with a fresh List (retrying with
 //     exponential backoff between RetryMin and RetryMax while the old view
 //     keeps serving) and counts the reload
-//     (cellplane_router_table_reloads_total). A compaction is not an
-//     error: the reload starts at once; other failures wait a backoff.
+//     (cellplane_router_table_reloads_total). A compaction of a running
+//     watch is not an error: the reload starts at once; other failures
+//     (and a watch compacted before its first response) wait a backoff.
+//     Full loads that fail (etcd down, ErrCompacted between pages) retry
+//     with backoff.
 //   - Refresh re-reads one tenant now (the router calls it on WRONG_CELL or
 //     STALE_EPOCH). Each entry carries its key's version, so a Refresh
 //     answer never overwrites a newer watch event and vice versa.

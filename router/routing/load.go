@@ -99,9 +99,12 @@ func (t *Table) run(ctx context.Context) {
 		if progressed {
 			backoff = t.cfg.RetryMin
 		}
-		if errors.Is(err, topo.ErrCompacted) {
+		if errors.Is(err, topo.ErrCompacted) && progressed {
+			// A compaction (or a watch that fell too far behind) is not a
+			// failure: reload at once. A watch compacted before its first
+			// response waits a backoff, so that it cannot spin.
 			t.log.Warn("routing: watch compacted; reloading", "err", err)
-			continue // a compaction is not a failure: reload at once
+			continue
 		}
 		t.log.Warn("routing: watch failed; reloading", "err", err, "retry_in", backoff)
 		if !wait() {

@@ -417,8 +417,6 @@ func TestListFailuresRetry(t *testing.T) {
 
 	// Watches failing (not compaction) also reload, with backoff.
 	st.FailNext(memtopo.OpWatch, "", topo.ErrUnavailable, 4)
-	ws := tb.st.(*memtopo.Store)
-	_ = ws
 	putTenant(t, st, "t000", "c2", active, 99)
 	waitRoute(t, tb, "t000", "c2", 99)
 }
@@ -501,8 +499,7 @@ func TestSnapshotCorruptIgnored(t *testing.T) {
 	st := memtopo.New()
 	defer st.Close()
 	fixture(t, st, 3)
-	v, cells := loadView(t, st)
-	_ = cells
+	v, _ := loadView(t, st)
 	good := encodeSnapshot(v, time.Now())
 	if _, _, err := decodeSnapshot(good); err != nil {
 		t.Fatalf("decode: %v", err)
@@ -692,6 +689,9 @@ type killableStore struct {
 	mu      sync.Mutex
 	kills   []chan error
 	holding chan struct{}
+	// beforePinnedList, if set, runs once before the next List of a
+	// page pinned to a revision (a second page).
+	beforePinnedList func()
 }
 
 func (k *killableStore) hold() {
@@ -710,7 +710,16 @@ func (k *killableStore) release() {
 func (k *killableStore) List(ctx context.Context, prefix string, opts topo.ListOptions) (topo.ListResult, error) {
 	k.mu.Lock()
 	h := k.holding
+	hook := k.beforePinnedList
+	if opts.Revision != 0 {
+		k.beforePinnedList = nil
+	} else {
+		hook = nil
+	}
 	k.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if h != nil {
 		select {
 		case <-h:
@@ -773,3 +782,5 @@ func (k *killableStore) Watch(ctx context.Context, prefix string, from topo.Revi
 	}()
 	return out
 }
+
+func mustEncode(t *cpv1.Tenant) []byte { return catalog.Encode(t) }
