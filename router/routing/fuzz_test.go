@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"math"
 	"testing"
 	"time"
@@ -21,29 +23,44 @@ func FuzzSnapshot(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(encodeSnapshot(newView(), time.Unix(0, 1)))
 	f.Add([]byte(snapshotMagic))
+	f.Add(good[headerLen : len(good)-4]) // a bare payload (sealed below)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		v, written, err := decodeSnapshot(b)
-		if err != nil {
-			return
-		}
-		again := encodeSnapshot(v, written)
-		v2, written2, err := decodeSnapshot(again)
-		if err != nil {
-			t.Fatalf("re-encoded snapshot does not decode: %v", err)
-		}
-		if !written2.Equal(written) || v2.rev.Load() != v.rev.Load() || v2.n.Load() != v.n.Load() ||
-			len(v2.keys) != len(v.keys) || len(v2.cellMap()) != len(v.cellMap()) {
-			t.Fatalf("round trip differs")
-		}
-		for i := range v.shards {
-			for id, e := range v.shards[i].m {
-				e2, ok := v2.get(id)
-				r, r2 := v.route(id, e), v2.route(id, e2)
-				if !ok || e2.epoch != e.epoch || e2.ver != e.ver || e2.state != e.state || r.Cell != r2.Cell ||
-					r.Limits.Burst != r2.Limits.Burst || math.Float64bits(r.Limits.Rate) != math.Float64bits(r2.Limits.Rate) {
-					t.Fatalf("tenant %q differs", id)
-				}
+		checkRoundTrip(t, b)
+		// The checksum stops most mutations before the payload decoder:
+		// also decode b as a payload with a valid header and checksum.
+		sealed := make([]byte, headerLen, headerLen+len(b)+4)
+		copy(sealed, snapshotMagic)
+		binary.LittleEndian.PutUint32(sealed[8:], snapshotVersion)
+		binary.LittleEndian.PutUint64(sealed[12:], uint64(len(b)))
+		sealed = append(sealed, b...)
+		sealed = binary.LittleEndian.AppendUint32(sealed, crc32.Checksum(sealed, castagnoli))
+		checkRoundTrip(t, sealed)
+	})
+}
+
+func checkRoundTrip(t *testing.T, b []byte) {
+	t.Helper()
+	v, written, err := decodeSnapshot(b)
+	if err != nil {
+		return
+	}
+	again := encodeSnapshot(v, written)
+	v2, written2, err := decodeSnapshot(again)
+	if err != nil {
+		t.Fatalf("re-encoded snapshot does not decode: %v", err)
+	}
+	if !written2.Equal(written) || v2.rev.Load() != v.rev.Load() || v2.n.Load() != v.n.Load() ||
+		len(v2.keys) != len(v.keys) || len(v2.cellMap()) != len(v.cellMap()) {
+		t.Fatalf("round trip differs")
+	}
+	for i := range v.shards {
+		for id, e := range v.shards[i].m {
+			e2, ok := v2.get(id)
+			r, r2 := v.route(id, e), v2.route(id, e2)
+			if !ok || e2.epoch != e.epoch || e2.ver != e.ver || e2.state != e.state || r.Cell != r2.Cell ||
+				r.Limits.Burst != r2.Limits.Burst || math.Float64bits(r.Limits.Rate) != math.Float64bits(r2.Limits.Rate) {
+				t.Fatalf("tenant %q differs", id)
 			}
 		}
-	})
+	}
 }
