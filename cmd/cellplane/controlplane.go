@@ -16,6 +16,7 @@ import (
 
 func newControlPlaneCmd(std streams, stopSignals func()) *cobra.Command {
 	cfg := controlplane.DefaultConfig()
+	defaultID := cfg.ID // host-pid: not printed as the flag's default (it changes every run)
 	var (
 		endpoints string
 		logLevel  = "info"
@@ -57,6 +58,9 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 					cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
 				}
 			}
+			if cfg.ID == "" {
+				cfg.ID = defaultID
+			}
 			if len(cfg.EtcdEndpoints) == 0 && cfg.DataDir == "" {
 				return usageErrorf("--data-dir is required to embed etcd (or give --etcd-endpoints)")
 			}
@@ -72,7 +76,7 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 		},
 	}
 	cp := pflag.NewFlagSet("control plane", pflag.ContinueOnError)
-	cp.StringVar(&cfg.ID, "id", cfg.ID, "replica id, unique among replicas (default host-pid)")
+	cp.StringVar(&cfg.ID, "id", "", "replica id, unique among replicas (default: <host>-<pid>)")
 	cp.StringVar(&cfg.DataDir, "data-dir", "", "directory of the embedded etcd's data; created if missing")
 	cp.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address the gRPC admin API listens on")
 	cp.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of /metrics, /healthz and /readyz")

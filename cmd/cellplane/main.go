@@ -116,6 +116,7 @@ the router, control plane and MCP workers come next.`,
 	root.AddCommand(
 		newCellCmd(std, stopSignals),
 		newControlPlaneCmd(std, stopSignals),
+		newRouterCmd(std, stopSignals),
 		newBenchCmd(std),
 		newVersionCmd(std, info),
 	)

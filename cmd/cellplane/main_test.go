@@ -77,6 +77,8 @@ func TestHelp(t *testing.T) {
 		{"help-bench.golden", []string{"bench", "--help"}},
 		{"help-bench-cell.golden", []string{"bench", "cell", "--help"}},
 		{"help-bench-placement.golden", []string{"bench", "placement", "--help"}},
+		{"help-controlplane.golden", []string{"controlplane", "--help"}},
+		{"help-router.golden", []string{"router", "--help"}},
 		{"help-version.golden", []string{"version", "--help"}},
 	}
 	for _, tt := range tests {

@@ -21,6 +21,13 @@ import (
 // (up to 3 times) if another process took one in between.
 func StartEtcd(t testing.TB) []string {
 	t.Helper()
+	return StartEtcdServer(t).Endpoints()
+}
+
+// StartEtcdServer is StartEtcd returning the server, for tests that stop
+// etcd on purpose (Close is safe to call again at cleanup).
+func StartEtcdServer(t testing.TB) *etcdserver.Server {
+	t.Helper()
 	var lastErr error
 	for range 3 {
 		ports, err := freePorts(2)
@@ -36,7 +43,7 @@ func StartEtcd(t testing.TB) []string {
 		srv, err := etcdserver.Start(testutil.Context(t, 30*time.Second), cfg)
 		if err == nil {
 			t.Cleanup(func() { _ = srv.Close() })
-			return srv.Endpoints()
+			return srv
 		}
 		lastErr = err
 		if !errors.Is(err, etcdserver.ErrAddrInUse) {

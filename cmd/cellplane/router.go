@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/router"
+	"github.com/cellplane/cellplane/router/auth"
+)
+
+func newRouterCmd(std streams, stopSignals func()) *cobra.Command {
+	cfg := router.DefaultConfig()
+	var (
+		endpoints string
+		authMode  = string(cfg.Auth.Mode)
+		logLevel  = "info"
+		logFormat = "text"
+	)
+	cmd := &cobra.Command{
+		Use:   "router --etcd-endpoints URLS [--auth apikey|jwt|none]",
+		Short: "Run a global router (tenant → cell routing for gRPC and MCP, auth, rate limits)",
+		Long: `Run a global router. It keeps the tenant → cell table in memory, fed by a
+watch on the control plane's etcd, and forwards each tenant's calls to its
+cell: cellplane.context.v1.ContextService over gRPC (raw frames, writes and
+consistent reads to the cell leader, reads marked x-cellplane-consistency:
+stale to any member) and MCP over HTTP at /t/<tenant>/mcp. It serves
+cellplane.router.v1.RouterService.Lookup for smart clients, health,
+reflection, and /metrics, /healthz, /readyz.
+
+Requests never wait on etcd: with --snapshot the table is saved to a local
+file, and a router restarted while etcd is down routes from it. Routers run
+side by side with no coordination.
+
+Authentication (--auth): apikey (tenant API keys from 'cellctl tenant key
+create', sent as "authorization: Bearer <key>" or "x-api-key"), jwt (bearer
+JWTs checked against --jwks-file, --jwt-issuer and --jwt-audience, tenant
+from --jwt-tenant-claim), or none (development only: the tenant comes from
+x-cellplane-tenant and is trusted).`,
+		Example: `  # A router on the control plane's embedded etcd, API keys required:
+  cellplane router --etcd-endpoints http://127.0.0.1:7379 --snapshot data/router/table.snap
+
+  # Then, with a key from 'cellctl tenant key create acme':
+  grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{"context_id":"chat-1"}' \
+      127.0.0.1:7100 cellplane.context.v1.ContextService/CreateContext`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, e := range strings.Split(endpoints, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
+				}
+			}
+			if len(cfg.EtcdEndpoints) == 0 {
+				return usageErrorf("--etcd-endpoints is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
+			}
+			cfg.Auth.Mode = auth.Mode(authMode)
+			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("invalid configuration: %w", err)
+			}
+			return runRouter(cmd, cfg, stopSignals)
+		},
+	}
+	r := pflag.NewFlagSet("router", pflag.ContinueOnError)
+	r.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address of the gRPC front (ContextService, RouterService)")
+	r.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of the HTTP front (/t/<tenant>/mcp, /metrics, /healthz, /readyz)")
+	r.StringVar(&cfg.Routing.SnapshotPath, "snapshot", "", "file the routing table is saved to and started from when etcd is down (empty: none)")
+	r.DurationVar(&cfg.Routing.SnapshotInterval, "snapshot-interval", cfg.Routing.SnapshotInterval, "how often a changed table is saved")
+	r.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls")
+
+	etcd := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
+	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of the control plane's etcd (required)")
+	etcd.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "key prefix of cellplane's keyspace")
+	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle to verify etcd's certificate (enables TLS)")
+	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd (with --etcd-key)")
+	etcd.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "client key for etcd (with --etcd-cert)")
+
+	a := pflag.NewFlagSet("auth", pflag.ContinueOnError)
+	a.StringVar(&authMode, "auth", authMode, "apikey, jwt or none (development only)")
+	a.StringVar(&cfg.Auth.JWKSFile, "jwks-file", "", "jwt: JSON Web Key Set file with the RS256/ES256 verification keys")
+	a.StringVar(&cfg.Auth.Issuer, "jwt-issuer", "", "jwt: required issuer (iss)")
+	a.StringVar(&cfg.Auth.Audience, "jwt-audience", "", "jwt: required audience (aud)")
+	a.StringVar(&cfg.Auth.TenantClaim, "jwt-tenant-claim", cfg.Auth.TenantClaim, "jwt: claim holding the tenant id")
+
+	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
+	lim.Float64Var(&cfg.RateLimit.DefaultRate, "default-rate", cfg.RateLimit.DefaultRate, "requests per second of a tenant whose record sets none")
+	lim.IntVar(&cfg.RateLimit.DefaultBurst, "default-burst", cfg.RateLimit.DefaultBurst, "token-bucket burst of a tenant whose record sets none")
+	lim.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message")
+	lim.Int64Var(&cfg.MCP.MaxBodyBytes, "max-mcp-body-bytes", cfg.MCP.MaxBodyBytes, "largest MCP request body (413 above)")
+	lim.DurationVar(&cfg.Forward.DefaultTimeout, "default-timeout", cfg.Forward.DefaultTimeout, "deadline of a call whose caller set none")
+	lim.DurationVar(&cfg.Forward.MovingHold, "moving-hold", cfg.Forward.MovingHold, "how long a call waits for a moving tenant before UNAVAILABLE")
+
+	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
+	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
+	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
+
+	groups := []flagGroup{{"Router", r}, {"etcd", etcd}, {"Authentication", a}, {"Limits", lim}, {"Logging", logf}}
+	for _, g := range groups {
+		cmd.Flags().AddFlagSet(g.set)
+	}
+	cmd.SetUsageFunc(groupedUsage(groups))
+	return cmd
+}
+
+func runRouter(cmd *cobra.Command, cfg router.Config, stopSignals func()) error {
+	ctx := cmd.Context()
+	s, err := router.Start(ctx, cfg)
+	if err != nil {
+		var le *router.ListenError
+		if errors.As(err, &le) {
+			return fmt.Errorf("--%s-addr %s: %w", le.Name, le.Addr, errors.Unwrap(err))
+		}
+		return err
+	}
+	<-ctx.Done()
+	if stopSignals != nil {
+		stopSignals()
+	}
+	cfg.Logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	cfg.Logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,94 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/router/auth"
+	"github.com/cellplane/cellplane/router/forward"
+	"github.com/cellplane/cellplane/router/mcpproxy"
+	"github.com/cellplane/cellplane/router/ratelimit"
+	"github.com/cellplane/cellplane/router/routing"
+)
+
+// Default listen addresses.
+const (
+	DefaultGRPCAddr = "127.0.0.1:7100"
+	DefaultHTTPAddr = "127.0.0.1:7180"
+)
+
+// Config configures a router.
+type Config struct {
+	// EtcdEndpoints of the control plane's etcd (required unless Store).
+	EtcdEndpoints []string
+	// EtcdPrefix is the keyspace root (default topo.Prefix).
+	EtcdPrefix string
+	// EtcdCertFile, EtcdKeyFile, EtcdCAFile: TLS to etcd.
+	EtcdCertFile, EtcdKeyFile, EtcdCAFile string
+	// Store, when set, is used instead of dialing etcd (tests; not closed).
+	Store topo.Store
+
+	// GRPCAddr and HTTPAddr are the listen addresses; the listeners, when
+	// set, are used instead (tests).
+	GRPCAddr, HTTPAddr         string
+	GRPCListener, HTTPListener net.Listener
+
+	// MaxRecvMsgBytes bounds a request message (RESOURCE_EXHAUSTED above).
+	MaxRecvMsgBytes int
+
+	Routing   routing.Config
+	Forward   forward.Config
+	Auth      auth.Config
+	RateLimit ratelimit.Config
+	MCP       mcpproxy.Config
+
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults (EtcdEndpoints must be set). Auth
+// defaults to API keys.
+func DefaultConfig() Config {
+	a := auth.DefaultConfig()
+	a.Mode = auth.ModeAPIKey
+	return Config{
+		EtcdPrefix:      topo.Prefix,
+		GRPCAddr:        DefaultGRPCAddr,
+		HTTPAddr:        DefaultHTTPAddr,
+		MaxRecvMsgBytes: 8 << 20,
+		Routing:         routing.DefaultConfig(),
+		Forward:         forward.DefaultConfig(),
+		Auth:            a,
+		RateLimit:       ratelimit.DefaultConfig(),
+		MCP:             mcpproxy.DefaultConfig(),
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Validate reports an unusable configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.EtcdEndpoints) == 0 && c.Store == nil {
+		errs = append(errs, errors.New("router: etcd endpoints are required"))
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		errs = append(errs, errors.New("router: etcd cert and key files go together"))
+	}
+	if c.GRPCListener == nil && c.GRPCAddr == "" || c.HTTPListener == nil && c.HTTPAddr == "" {
+		errs = append(errs, errors.New("router: gRPC and HTTP addresses are required"))
+	}
+	if c.MaxRecvMsgBytes < 1024 {
+		errs = append(errs, fmt.Errorf("router: MaxRecvMsgBytes %d < 1024", c.MaxRecvMsgBytes))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("router: ShutdownTimeout %v <= 0", c.ShutdownTimeout))
+	}
+	errs = append(errs, c.Routing.Validate(), c.Forward.Validate(), c.Auth.Validate(), c.RateLimit.Validate(), c.MCP.Validate())
+	return errors.Join(errs...)
+}

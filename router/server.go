@@ -1,0 +1,477 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
+	"github.com/cellplane/cellplane/router/auth"
+	"github.com/cellplane/cellplane/router/forward"
+	"github.com/cellplane/cellplane/router/mcpproxy"
+	"github.com/cellplane/cellplane/router/ratelimit"
+	"github.com/cellplane/cellplane/router/routing"
+)
+
+// ListenError is returned by Start when a listen address cannot be bound.
+type ListenError struct {
+	Name, Addr string
+	Err        error
+}
+
+func (e *ListenError) Error() string {
+	reason := e.Err.Error()
+	if errors.Is(e.Err, syscall.EADDRINUSE) {
+		reason = "address already in use (another process holds the port)"
+	}
+	return fmt.Sprintf("router: cannot listen on %s address %s: %s", e.Name, e.Addr, reason)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// Server is a running router.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	st      topo.Store
+	ownsSt  bool
+	table   *routing.Table
+	authn   *auth.Authenticator
+	limiter *ratelimit.Limiter
+	fwd     *forward.Forwarder
+	mcp     *mcpproxy.Proxy
+	grpc    *grpc.Server
+	http    *http.Server
+	hlth    *health.Server
+
+	grpcLis, httpLis net.Listener
+	wg               sync.WaitGroup
+	closeOnce        sync.Once
+	closeErr         error
+}
+
+// Start starts a router: listeners first (a taken port fails fast), then
+// the routing table (from its snapshot at once if there is one; etcd in
+// the background), then the servers. It does not wait for etcd.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := logging.OrDefault(cfg.Logger).With("component", "router")
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.closeParts()
+		}
+	}()
+	if s.grpcLis, err = listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
+		return nil, err
+	}
+	if s.httpLis, err = listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
+		return nil, err
+	}
+
+	s.st = cfg.Store
+	if s.st == nil {
+		tcfg := etcdtopo.DefaultConfig()
+		tcfg.Endpoints, tcfg.Prefix = cfg.EtcdEndpoints, cfg.EtcdPrefix
+		tcfg.CertFile, tcfg.KeyFile, tcfg.CAFile = cfg.EtcdCertFile, cfg.EtcdKeyFile, cfg.EtcdCAFile
+		tcfg.Lazy = true // static stability: start (from the snapshot) even with etcd down
+		tcfg.Logger = log
+		st, err := etcdtopo.Dial(ctx, tcfg)
+		if err != nil {
+			return nil, fmt.Errorf("router: etcd: %w", err)
+		}
+		s.st, s.ownsSt = st, true
+	}
+	rcfg := cfg.Routing
+	rcfg.Logger = log
+	if s.table, err = routing.Start(ctx, s.st, rcfg); err != nil {
+		return nil, err
+	}
+	acfg := cfg.Auth
+	acfg.Logger = log
+	if s.authn, err = auth.New(acfg, s.table); err != nil {
+		return nil, err
+	}
+	s.limiter = ratelimit.New(cfg.RateLimit)
+	fcfg := cfg.Forward
+	fcfg.Logger = log
+	if fcfg.MaxMsgBytes < cfg.MaxRecvMsgBytes {
+		fcfg.MaxMsgBytes = cfg.MaxRecvMsgBytes
+	}
+	if s.fwd, err = forward.New(fcfg, resolver{s.table}, s.tenantOf); err != nil {
+		return nil, err
+	}
+	mcfg := cfg.MCP
+	mcfg.Logger = log
+	mcfg.WWWAuthenticate = s.authn.WWWAuthenticate
+	if s.mcp, err = mcpproxy.New(mcfg, s.workers, s.checkHTTP); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(s.table.Collectors()...)
+	reg.MustRegister(s.fwd.Collectors()...)
+	reg.MustRegister(s.limiter.Collectors()...)
+	reg.MustRegister(s.mcp.Collectors()...)
+
+	s.grpc = grpc.NewServer(
+		forward.ServerOption(),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.UnknownServiceHandler(s.fwd.Handler()),
+		grpc.ChainUnaryInterceptor(
+			s.logUnary,
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
+			rpcerr.UnaryServerInterceptor(),
+		),
+		grpc.ChainStreamInterceptor(
+			s.logStream,
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
+			rpcerr.StreamServerInterceptor(),
+		),
+	)
+	routerv1.RegisterRouterServiceServer(s.grpc, &lookupServer{s: s})
+	s.hlth = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.hlth)
+	// Reflection lists the forwarded services too, so grpcurl works
+	// against a router without .proto files.
+	reflection.Register(serviceLister{s.grpc, fcfg.Services})
+
+	mux := http.NewServeMux()
+	mux.Handle("/t/", s.mcp)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	s.hlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if s.authn.Mode() == auth.ModeNone {
+		log.Warn("AUTHENTICATION IS OFF (--auth=none): any caller can act as any tenant; for local development only")
+	}
+	log.Info("router started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "auth", string(s.authn.Mode()), "table_loaded", s.table.Loaded())
+	return s, nil
+}
+
+func listen(name, addr string, pre net.Listener) (net.Listener, error) {
+	if pre != nil {
+		return pre, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, &ListenError{Name: name, Addr: addr, Err: err}
+	}
+	return l, nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Table is the router's routing table.
+func (s *Server) Table() *routing.Table { return s.table }
+
+// Close stops the router gracefully.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if s.hlth != nil {
+			s.hlth.Shutdown()
+		}
+		if s.grpc != nil {
+			done := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(s.cfg.ShutdownTimeout):
+				s.grpc.Stop()
+			}
+		}
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+			_ = s.http.Shutdown(ctx)
+			cancel()
+		}
+		s.closeErr = s.closeParts()
+	})
+	return s.closeErr
+}
+
+func (s *Server) closeParts() error {
+	s.wg.Wait()
+	var errs []error
+	if s.fwd != nil {
+		errs = append(errs, s.fwd.Close())
+	}
+	if s.table != nil {
+		errs = append(errs, s.table.Close())
+	}
+	if s.ownsSt && s.st != nil {
+		errs = append(errs, s.st.Close())
+	}
+	if s.grpc == nil {
+		for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// authorize authenticates the caller from its credentials, settles the
+// tenant (requested, if any, must match the identity's), and charges the
+// tenant's token bucket.
+func (s *Server) authorize(ctx context.Context, authorization, apiKey, requested string) (string, error) {
+	var id auth.Identity
+	var err error
+	if authorization == "" && apiKey != "" {
+		id, err = s.authn.AuthenticateAPIKey(apiKey)
+	} else {
+		id, err = s.authn.Authenticate(ctx, authorization)
+	}
+	if err != nil {
+		return "", err
+	}
+	tenant, err := auth.CheckTenant(id, requested)
+	if err != nil {
+		return "", err
+	}
+	var lim routing.Limits
+	if r, ok := s.table.Lookup(tenant); ok {
+		lim = r.Limits
+	}
+	if ok, wait := s.limiter.Allow(tenant, lim.Rate, lim.Burst); !ok {
+		return "", s.limiter.Err(tenant, wait)
+	}
+	return tenant, nil
+}
+
+// tenantOf is the forwarder's hook: the tenant of a gRPC call.
+func (s *Server) tenantOf(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return s.authorize(ctx, first(md, "authorization"), first(md, "x-api-key"), first(md, tenantmd.TenantKey))
+}
+
+// checkHTTP is the MCP proxy's hook: the path names the tenant.
+func (s *Server) checkHTTP(r *http.Request, tenant string) error {
+	_, err := s.authorize(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), tenant)
+	return err
+}
+
+// workers are the HTTP endpoints serving MCP for the tenant's cell: every
+// live member (a worker runs in each node) and any registered worker pool.
+func (s *Server) workers(tenant string) (string, []string, bool) {
+	r, ok := s.table.Lookup(tenant)
+	if !ok {
+		return "", nil, false
+	}
+	c, ok := s.table.Cell(r.Cell)
+	if !ok {
+		return r.Cell, nil, true
+	}
+	out := make([]string, 0, len(c.Members)+len(c.Workers))
+	for _, n := range c.Members {
+		if n.HTTPAddr != "" {
+			out = append(out, n.HTTPAddr)
+		}
+	}
+	for _, n := range c.Workers {
+		if n.HTTPAddr != "" {
+			out = append(out, n.HTTPAddr)
+		}
+	}
+	return r.Cell, out, true
+}
+
+func first(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// resolver adapts the routing table to the forwarder.
+type resolver struct{ t *routing.Table }
+
+func (r resolver) target(route routing.Route) forward.Target {
+	tg := forward.Target{Cell: route.Cell, Epoch: route.Epoch}
+	if c, ok := r.t.Cell(route.Cell); ok {
+		tg.LeaderAddr = c.LeaderGRPC
+		for _, n := range c.Members {
+			if n.GRPCAddr != "" {
+				tg.Members = append(tg.Members, n.GRPCAddr)
+			}
+		}
+	}
+	return tg
+}
+
+func (r resolver) Resolve(tenant string) (forward.Target, bool) {
+	route, ok := r.t.Lookup(tenant)
+	if !ok {
+		return forward.Target{}, false
+	}
+	return r.target(route), true
+}
+
+func (r resolver) Refresh(ctx context.Context, tenant string) (forward.Target, bool, error) {
+	route, ok, err := r.t.Refresh(ctx, tenant)
+	if !ok {
+		return forward.Target{}, false, err
+	}
+	return r.target(route), true, err
+}
+
+// serviceLister adds the forwarded services to what reflection lists.
+type serviceLister struct {
+	*grpc.Server
+	forwarded []string
+}
+
+func (l serviceLister) GetServiceInfo() map[string]grpc.ServiceInfo {
+	m := l.Server.GetServiceInfo()
+	for _, name := range l.forwarded {
+		if _, ok := m[name]; !ok {
+			m[name] = grpc.ServiceInfo{}
+		}
+	}
+	return m
+}
+
+func (s *Server) recoverPanic(ctx context.Context, p any) error {
+	method, _ := grpc.Method(ctx)
+	s.log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
+	return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
+}
+
+func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	s.logCall(ctx, info.FullMethod, start, err)
+	return resp, err
+}
+
+func (s *Server) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
+	err := h(srv, ss)
+	s.logCall(ss.Context(), info.FullMethod, start, err)
+	return err
+}
+
+func (s *Server) logCall(ctx context.Context, method string, start time.Time, err error) {
+	code := status.Code(err)
+	level := slog.LevelDebug
+	if code == codes.Internal || code == codes.Unknown {
+		level = slog.LevelError
+	}
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	s.log.Log(ctx, level, "finished call", "grpc.method", method, "grpc.code", code.String(),
+		"grpc.time_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// serveReadyz: ready once a table is loaded (from etcd or the snapshot);
+// it shows the table's revision and age so an operator sees staleness.
+func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	body := map[string]any{
+		"ready":             s.table.Loaded(),
+		"table_revision":    s.table.Revision(),
+		"table_age_seconds": s.table.Age().Seconds(),
+		"tenants":           s.table.Len(),
+		"auth":              string(s.authn.Mode()),
+	}
+	code := http.StatusOK
+	if !s.table.Loaded() {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// lookupServer implements RouterService.
+type lookupServer struct {
+	routerv1.UnimplementedRouterServiceServer
+	s *Server
+}
+
+// Lookup implements RouterService.
+func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) (*routerv1.LookupResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	requested := req.GetTenant()
+	if requested == "" {
+		requested = first(md, tenantmd.TenantKey)
+	}
+	tenant, err := l.s.authorize(ctx, first(md, "authorization"), first(md, "x-api-key"), requested)
+	if err != nil {
+		return nil, err
+	}
+	route, ok := l.s.table.Lookup(tenant)
+	if !ok {
+		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", tenant)
+	}
+	resp := &routerv1.LookupResponse{Tenant: tenant, Cell: route.Cell, Epoch: route.Epoch, TableRevision: l.s.table.Revision()}
+	if c, ok := l.s.table.Cell(route.Cell); ok {
+		for _, n := range c.Members {
+			m := &routerv1.Member{NodeId: n.ID, GrpcAddr: n.GRPCAddr, HttpAddr: n.HTTPAddr, Leader: n.ID == c.LeaderID}
+			if m.Leader {
+				resp.Members = append([]*routerv1.Member{m}, resp.Members...)
+			} else {
+				resp.Members = append(resp.Members, m)
+			}
+		}
+	}
+	return resp, nil
+}
+
