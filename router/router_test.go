@@ -22,8 +22,8 @@ import (
 	"github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/cptest"
-	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
@@ -461,4 +461,3 @@ func TestRateLimitIsolation(t *testing.T) {
 		t.Fatalf("the flood raised the quiet tenant's p99 from %v to %v (bound %v)", a, f, limit)
 	}
 }
-

@@ -474,4 +474,3 @@ func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) 
 	}
 	return resp, nil
 }
-
