@@ -46,6 +46,10 @@ type Config struct {
 	RateLimit ratelimit.Config
 	MCP       mcpproxy.Config
 
+	// JWKSReloadInterval: how often the JWKS file is re-read (key
+	// rotation) in jwt mode; 0 never.
+	JWKSReloadInterval time.Duration
+
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 	// Logger; nil means slog.Default().
@@ -68,6 +72,8 @@ func DefaultConfig() Config {
 		RateLimit:       ratelimit.DefaultConfig(),
 		MCP:             mcpproxy.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
+
+		JWKSReloadInterval: time.Minute,
 	}
 }
 
@@ -85,6 +91,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecvMsgBytes < 1024 {
 		errs = append(errs, fmt.Errorf("router: MaxRecvMsgBytes %d < 1024", c.MaxRecvMsgBytes))
+	}
+	if c.JWKSReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("router: JWKSReloadInterval %v < 0", c.JWKSReloadInterval))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("router: ShutdownTimeout %v <= 0", c.ShutdownTimeout))

@@ -71,6 +71,7 @@ type Server struct {
 	hlth    *health.Server
 
 	grpcLis, httpLis net.Listener
+	stop             chan struct{}
 	wg               sync.WaitGroup
 	closeOnce        sync.Once
 	closeErr         error
@@ -84,7 +85,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	log := logging.OrDefault(cfg.Logger).With("component", "router")
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.closeParts()
@@ -185,6 +186,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			log.Error("HTTP server stopped", "err", err)
 		}
 	}()
+	if s.authn.Mode() == auth.ModeJWT && cfg.JWKSReloadInterval > 0 {
+		s.wg.Add(1)
+		go s.reloadJWKS(cfg.JWKSReloadInterval)
+	}
 	s.hlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if s.authn.Mode() == auth.ModeNone {
 		log.Warn("AUTHENTICATION IS OFF (--auth=none): any caller can act as any tenant; for local development only")
@@ -238,7 +243,26 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// reloadJWKS re-reads the JWKS file every interval; a bad file keeps the
+// previous keys (and says so).
+func (s *Server) reloadJWKS(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.authn.ReloadJWKS(); err != nil {
+				s.log.Warn("reloading the JWKS file failed; keeping the previous keys", "file", s.cfg.Auth.JWKSFile, "err", err)
+			}
+		}
+	}
+}
+
 func (s *Server) closeParts() error {
+	close(s.stop)
 	s.wg.Wait()
 	var errs []error
 	if s.fwd != nil {

@@ -90,6 +90,7 @@ x-cellplane-tenant and is trusted).`,
 	a.StringVar(&cfg.Auth.Issuer, "jwt-issuer", "", "jwt: required issuer (iss)")
 	a.StringVar(&cfg.Auth.Audience, "jwt-audience", "", "jwt: required audience (aud)")
 	a.StringVar(&cfg.Auth.TenantClaim, "jwt-tenant-claim", cfg.Auth.TenantClaim, "jwt: claim holding the tenant id")
+	a.DurationVar(&cfg.JWKSReloadInterval, "jwks-reload-interval", cfg.JWKSReloadInterval, "jwt: how often the JWKS file is re-read (key rotation); 0 never")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
 	lim.Float64Var(&cfg.RateLimit.DefaultRate, "default-rate", cfg.RateLimit.DefaultRate, "requests per second of a tenant whose record sets none")
