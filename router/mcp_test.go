@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -109,8 +110,13 @@ func TestJWTAndMCPThroughRouter(t *testing.T) {
 		return nil
 	})
 
+	// Health checks and reflection need no credentials.
+	conn := dial(t, r.GRPCAddr())
+	if hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health check without credentials: %v %v", hr, err)
+	}
 	// gRPC: the tenant comes from the token's claim.
-	lookup := routerv1.NewRouterServiceClient(dial(t, r.GRPCAddr()))
+	lookup := routerv1.NewRouterServiceClient(conn)
 	good := iss.token(t, "acme", "cellplane", time.Minute)
 	resp, err := lookup.Lookup(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+good), &routerv1.LookupRequest{})
 	if err != nil || resp.GetTenant() != "acme" || resp.GetCell() != "w1" {

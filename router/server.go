@@ -13,7 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -152,11 +155,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.logUnary,
 			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
 			rpcerr.UnaryServerInterceptor(),
+			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
+			s.limitUnary,
 		),
 		grpc.ChainStreamInterceptor(
 			s.logStream,
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
 			rpcerr.StreamServerInterceptor(),
+			selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
+			s.limitStream,
 		),
 	)
 	routerv1.RegisterRouterServiceServer(s.grpc, &lookupServer{s: s})
@@ -284,17 +291,31 @@ func (s *Server) closeParts() error {
 	return errors.Join(errs...)
 }
 
-// authorize authenticates the caller from its credentials, settles the
-// tenant (requested, if any, must match the identity's), and charges the
-// tenant's token bucket.
-func (s *Server) authorize(ctx context.Context, authorization, apiKey, requested string) (string, error) {
-	var id auth.Identity
-	var err error
+// authenticate checks the caller's credentials ("authorization: Bearer
+// <API key or JWT>", or "x-api-key").
+func (s *Server) authenticate(ctx context.Context, authorization, apiKey string) (auth.Identity, error) {
 	if authorization == "" && apiKey != "" {
-		id, err = s.authn.AuthenticateAPIKey(apiKey)
-	} else {
-		id, err = s.authn.Authenticate(ctx, authorization)
+		return s.authn.AuthenticateAPIKey(apiKey)
 	}
+	return s.authn.Authenticate(ctx, authorization)
+}
+
+// admit charges the tenant's token bucket (limits from its placement).
+func (s *Server) admit(tenant string) error {
+	var lim routing.Limits
+	if r, ok := s.table.Lookup(tenant); ok {
+		lim = r.Limits
+	}
+	if ok, wait := s.limiter.Allow(tenant, lim.Rate, lim.Burst); !ok {
+		return s.limiter.Err(tenant, wait)
+	}
+	return nil
+}
+
+// authorize is the whole check for an HTTP request: authenticate, settle
+// the tenant (the requested one must be the identity's), admit.
+func (s *Server) authorize(ctx context.Context, authorization, apiKey, requested string) (string, error) {
+	id, err := s.authenticate(ctx, authorization, apiKey)
 	if err != nil {
 		return "", err
 	}
@@ -302,26 +323,74 @@ func (s *Server) authorize(ctx context.Context, authorization, apiKey, requested
 	if err != nil {
 		return "", err
 	}
-	var lim routing.Limits
-	if r, ok := s.table.Lookup(tenant); ok {
-		lim = r.Limits
-	}
-	if ok, wait := s.limiter.Allow(tenant, lim.Rate, lim.Burst); !ok {
-		return "", s.limiter.Err(tenant, wait)
-	}
-	return tenant, nil
+	return tenant, s.admit(tenant)
 }
 
-// tenantOf is the forwarder's hook: the tenant of a gRPC call.
-func (s *Server) tenantOf(ctx context.Context) (string, error) {
+type tenantKey struct{}
+
+// authFunc is the go-grpc-middleware auth hook of gRPC calls: it
+// authenticates, settles the tenant from the identity and the
+// x-cellplane-tenant metadata, and puts the tenant in the context.
+func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	return s.authorize(ctx, first(md, "authorization"), first(md, "x-api-key"), first(md, tenantmd.TenantKey))
+	id, err := s.authenticate(ctx, first(md, "authorization"), first(md, "x-api-key"))
+	if err != nil {
+		return nil, err
+	}
+	requested := first(md, tenantmd.TenantKey)
+	if id.Method == auth.MethodNone && requested == "" {
+		return ctx, nil // auth off and no tenant named: a handler decides (Lookup takes it from the request)
+	}
+	tenant, err := auth.CheckTenant(id, requested)
+	if err != nil {
+		return nil, err
+	}
+	return context.WithValue(ctx, tenantKey{}, tenant), nil
+}
+
+// limitUnary and limitStream charge the authenticated tenant's bucket
+// before any work (the middleware's own ratelimit interceptor would drop
+// the error contract's RATE_LIMITED details).
+func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if t, ok := ctx.Value(tenantKey{}).(string); ok {
+		if err := s.admit(t); err != nil {
+			return nil, err
+		}
+	}
+	return h(ctx, req)
+}
+
+func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if t, ok := ss.Context().Value(tenantKey{}).(string); ok {
+		if err := s.admit(t); err != nil {
+			return err
+		}
+	}
+	return h(srv, ss)
+}
+
+// tenantOf is the forwarder's hook: the tenant settled by authFunc.
+func (s *Server) tenantOf(ctx context.Context) (string, error) {
+	if t, ok := ctx.Value(tenantKey{}).(string); ok {
+		return t, nil
+	}
+	return "", cperr.Invalid(cperr.FieldViolation{Field: tenantmd.TenantKey, Description: "is required (metadata)"})
 }
 
 // checkHTTP is the MCP proxy's hook: the path names the tenant.
 func (s *Server) checkHTTP(r *http.Request, tenant string) error {
 	_, err := s.authorize(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), tenant)
 	return err
+}
+
+// needsAuth selects the calls the auth and limit interceptors apply to:
+// everything but health checks and reflection.
+func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
+	switch c.Service {
+	case healthpb.Health_ServiceDesc.ServiceName, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection":
+		return false
+	}
+	return true
 }
 
 // workers are the HTTP endpoints serving MCP for the tenant's cell: every
@@ -472,14 +541,19 @@ type lookupServer struct {
 
 // Lookup implements RouterService.
 func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) (*routerv1.LookupResponse, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	requested := req.GetTenant()
-	if requested == "" {
-		requested = first(md, tenantmd.TenantKey)
-	}
-	tenant, err := l.s.authorize(ctx, first(md, "authorization"), first(md, "x-api-key"), requested)
-	if err != nil {
-		return nil, err
+	tenant, _ := ctx.Value(tenantKey{}).(string)
+	switch {
+	case tenant == "":
+		// Auth is off and no metadata named the tenant: the request does.
+		tenant = req.GetTenant()
+		if tenant == "" {
+			return nil, cperr.Invalid(cperr.FieldViolation{Field: "tenant", Description: "is required"})
+		}
+		if err := l.s.admit(tenant); err != nil {
+			return nil, err
+		}
+	case req.GetTenant() != "" && req.GetTenant() != tenant:
+		return nil, cperr.New(cperr.PermissionDenied, "the credentials are not for tenant %s", req.GetTenant()).With(cperr.MetaTenant, req.GetTenant())
 	}
 	route, ok := l.s.table.Lookup(tenant)
 	if !ok {
