@@ -2,16 +2,13 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
-	"syscall"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -20,11 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/controlplane/api"
 	"github.com/cellplane/cellplane/controlplane/catalog"
@@ -36,24 +31,12 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // ListenError is returned by Start when a listen address cannot be bound.
-type ListenError struct {
-	Name, Addr string
-	Err        error
-}
-
-func (e *ListenError) Error() string {
-	reason := e.Err.Error()
-	if errors.Is(e.Err, syscall.EADDRINUSE) {
-		reason = "address already in use (another process holds the port)"
-	}
-	return fmt.Sprintf("controlplane: cannot listen on %s address %s: %s", e.Name, e.Addr, reason)
-}
-
-func (e *ListenError) Unwrap() error { return e.Err }
+type ListenError = serve.ListenError
 
 // Server is a running control-plane replica.
 type Server struct {
@@ -88,10 +71,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.closeParts()
 		}
 	}()
-	if s.grpcLis, err = listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
+	if s.grpcLis, err = serve.Listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
 		return nil, err
 	}
-	if s.httpLis, err = listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
+	if s.httpLis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
 	}
 
@@ -151,9 +134,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(metrics)
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
-			s.logUnary,
+			serve.CallLogger{Log: log}.Unary,
 			metrics.UnaryServerInterceptor(),
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(serve.Recover(log))),
 			rpcerr.UnaryServerInterceptor(),
 			s.internalErrors,
 			api.UnaryServerInterceptor(),
@@ -190,17 +173,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	return s, nil
 }
 
-func listen(name, addr string, pre net.Listener) (net.Listener, error) {
-	if pre != nil {
-		return pre, nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, &ListenError{Name: name, Addr: addr, Err: err}
-	}
-	return l, nil
-}
-
 // GRPCAddr is the bound gRPC address.
 func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
 
@@ -229,20 +201,7 @@ func (s *Server) Close() error {
 		if s.hlth != nil {
 			s.hlth.Shutdown()
 		}
-		if s.grpc != nil {
-			done := make(chan struct{})
-			go func() { s.grpc.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(s.cfg.ShutdownTimeout):
-				s.grpc.Stop()
-			}
-		}
-		if s.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-			_ = s.http.Shutdown(ctx)
-			cancel()
-		}
+		serve.Stop(s.grpc, s.http, s.cfg.ShutdownTimeout)
 		s.closeErr = s.closeParts()
 	})
 	return s.closeErr
@@ -271,12 +230,6 @@ func (s *Server) closeParts() error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) recoverPanic(ctx context.Context, p any) error {
-	method, _ := grpc.Method(ctx)
-	s.log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
-	return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
-}
-
 // internalErrors logs an error that will reach the client as INTERNAL
 // (with the cause, which the client never sees).
 func (s *Server) internalErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -287,23 +240,8 @@ func (s *Server) internalErrors(ctx context.Context, req any, info *grpc.UnarySe
 	return resp, err
 }
 
-func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := h(ctx, req)
-	code := status.Code(err)
-	level := slog.LevelDebug
-	if code == codes.Internal || code == codes.Unknown {
-		level = slog.LevelError
-	}
-	if s.log.Enabled(ctx, level) {
-		s.log.Log(ctx, level, "finished call", "grpc.method", info.FullMethod, "grpc.code", code.String(),
-			"grpc.time_ms", float64(time.Since(start).Microseconds())/1000)
-	}
-	return resp, err
-}
-
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "replica": s.cfg.ID})
+	serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "replica": s.cfg.ID})
 }
 
 // serveReadyz is ready when etcd answers; it also says who leads.
@@ -323,15 +261,9 @@ func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	default:
 		body["ready"] = false
 		body["error"] = "etcd unreachable"
-		writeJSON(w, http.StatusServiceUnavailable, body)
+		serve.WriteJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
 	body["ready"] = true
-	writeJSON(w, http.StatusOK, body)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	serve.WriteJSON(w, http.StatusOK, body)
 }

@@ -2,15 +2,12 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -21,18 +18,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router/auth"
@@ -43,20 +39,7 @@ import (
 )
 
 // ListenError is returned by Start when a listen address cannot be bound.
-type ListenError struct {
-	Name, Addr string
-	Err        error
-}
-
-func (e *ListenError) Error() string {
-	reason := e.Err.Error()
-	if errors.Is(e.Err, syscall.EADDRINUSE) {
-		reason = "address already in use (another process holds the port)"
-	}
-	return fmt.Sprintf("router: cannot listen on %s address %s: %s", e.Name, e.Addr, reason)
-}
-
-func (e *ListenError) Unwrap() error { return e.Err }
+type ListenError = serve.ListenError
 
 // Server is a running router.
 type Server struct {
@@ -94,10 +77,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.closeParts()
 		}
 	}()
-	if s.grpcLis, err = listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
+	if s.grpcLis, err = serve.Listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
 		return nil, err
 	}
-	if s.httpLis, err = listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
+	if s.httpLis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
 	}
 
@@ -152,15 +135,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.UnknownServiceHandler(s.fwd.Handler()),
 		grpc.ChainUnaryInterceptor(
-			s.logUnary,
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
+			serve.CallLogger{Log: log}.Unary,
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(serve.Recover(log))),
 			rpcerr.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
 			s.limitUnary,
 		),
 		grpc.ChainStreamInterceptor(
-			s.logStream,
-			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(s.recoverPanic)),
+			serve.CallLogger{Log: log}.Stream,
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(serve.Recover(log))),
 			rpcerr.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
 			s.limitStream,
@@ -205,17 +188,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	return s, nil
 }
 
-func listen(name, addr string, pre net.Listener) (net.Listener, error) {
-	if pre != nil {
-		return pre, nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, &ListenError{Name: name, Addr: addr, Err: err}
-	}
-	return l, nil
-}
-
 // GRPCAddr is the bound gRPC address.
 func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
 
@@ -231,20 +203,7 @@ func (s *Server) Close() error {
 		if s.hlth != nil {
 			s.hlth.Shutdown()
 		}
-		if s.grpc != nil {
-			done := make(chan struct{})
-			go func() { s.grpc.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(s.cfg.ShutdownTimeout):
-				s.grpc.Stop()
-			}
-		}
-		if s.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-			_ = s.http.Shutdown(ctx)
-			cancel()
-		}
+		serve.Stop(s.grpc, s.http, s.cfg.ShutdownTimeout)
 		s.closeErr = s.closeParts()
 	})
 	return s.closeErr
@@ -473,41 +432,8 @@ func (l serviceLister) GetServiceInfo() map[string]grpc.ServiceInfo {
 	return m
 }
 
-func (s *Server) recoverPanic(ctx context.Context, p any) error {
-	method, _ := grpc.Method(ctx)
-	s.log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
-	return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
-}
-
-func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := h(ctx, req)
-	s.logCall(ctx, info.FullMethod, start, err)
-	return resp, err
-}
-
-func (s *Server) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	start := time.Now()
-	err := h(srv, ss)
-	s.logCall(ss.Context(), info.FullMethod, start, err)
-	return err
-}
-
-func (s *Server) logCall(ctx context.Context, method string, start time.Time, err error) {
-	code := status.Code(err)
-	level := slog.LevelDebug
-	if code == codes.Internal || code == codes.Unknown {
-		level = slog.LevelError
-	}
-	if !s.log.Enabled(ctx, level) {
-		return
-	}
-	s.log.Log(ctx, level, "finished call", "grpc.method", method, "grpc.code", code.String(),
-		"grpc.time_ms", float64(time.Since(start).Microseconds())/1000)
-}
-
 func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true})
 }
 
 // serveReadyz: ready once a table is loaded (from etcd or the snapshot);
@@ -524,13 +450,7 @@ func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	if !s.table.Loaded() {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, body)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	serve.WriteJSON(w, code, body)
 }
 
 // lookupServer implements RouterService.

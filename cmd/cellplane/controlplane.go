@@ -119,7 +119,7 @@ func runControlPlane(cmd *cobra.Command, cfg controlplane.Config, stopSignals fu
 		var le *controlplane.ListenError
 		switch {
 		case errors.As(err, &le):
-			return fmt.Errorf("--%s-addr %s: %w", le.Name, le.Addr, errors.Unwrap(err))
+			return fmt.Errorf("--%s-addr %s: %s", le.Name, le.Addr, le.Reason())
 		case errors.Is(err, etcdserver.ErrAddrInUse):
 			return fmt.Errorf("embedded etcd: --etcd-client-url %s or --etcd-peer-url %s is already in use (another etcd or control plane?)", cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL)
 		}

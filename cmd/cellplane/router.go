@@ -118,7 +118,7 @@ func runRouter(cmd *cobra.Command, cfg router.Config, stopSignals func()) error 
 	if err != nil {
 		var le *router.ListenError
 		if errors.As(err, &le) {
-			return fmt.Errorf("--%s-addr %s: %w", le.Name, le.Addr, errors.Unwrap(err))
+			return fmt.Errorf("--%s-addr %s: %s", le.Name, le.Addr, le.Reason())
 		}
 		return err
 	}

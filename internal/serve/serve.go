@@ -1,0 +1,154 @@
+// Package serve holds what every cellplane server process shares around
+// its gRPC and HTTP servers: opening listeners with an error that names
+// the address, one log line per finished gRPC call at a level that follows
+// its code, panic recovery that never leaks a stack to the client, a JSON
+// health answer, and a bounded graceful stop.
+//
+//	l, err := serve.Listen("grpc", cfg.GRPCAddr, cfg.GRPCListener)
+//	calls := serve.CallLogger{Log: log}
+//	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(calls.Unary, ...))
+//	...
+//	serve.Stop(gs, hs, 10*time.Second)
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+)
+
+// ListenError is returned when a listen address cannot be bound.
+type ListenError struct {
+	// Name is the listener ("grpc", "http", ...).
+	Name string
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("cannot listen on %s address %s: %s", e.Name, e.Addr, e.Reason())
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// Reason says briefly why the address could not be bound.
+func (e *ListenError) Reason() string {
+	switch {
+	case errors.Is(e.Err, syscall.EADDRINUSE):
+		return "address already in use (another process holds the port)"
+	case errors.Is(e.Err, syscall.EADDRNOTAVAIL):
+		return "address not available on this machine"
+	case errors.Is(e.Err, syscall.EACCES):
+		return "permission denied"
+	}
+	return e.Err.Error()
+}
+
+// Listen returns pre when set (a test's pre-opened listener), else a TCP
+// listener on addr; a failure is a *ListenError.
+func Listen(name, addr string, pre net.Listener) (net.Listener, error) {
+	if pre != nil {
+		return pre, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, &ListenError{Name: name, Addr: addr, Err: err}
+	}
+	return l, nil
+}
+
+// CallLogger logs one line per finished gRPC call: Debug when it went as
+// the error contract expects, Error for INTERNAL/UNKNOWN/DATA_LOSS. It
+// checks the level before building anything, so a dropped line costs
+// nothing.
+type CallLogger struct {
+	Log *slog.Logger
+}
+
+// Unary is the unary interceptor.
+func (c CallLogger) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	c.log(ctx, info.FullMethod, start, err)
+	return resp, err
+}
+
+// Stream is the stream interceptor.
+func (c CallLogger) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
+	err := h(srv, ss)
+	c.log(ss.Context(), info.FullMethod, start, err)
+	return err
+}
+
+func (c CallLogger) log(ctx context.Context, method string, start time.Time, err error) {
+	code := status.Code(err)
+	level := slog.LevelDebug
+	switch code {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		level = slog.LevelError
+	case codes.Unimplemented:
+		level = slog.LevelWarn
+	}
+	if !c.Log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []any{"grpc.method", method, "grpc.code", code.String(), "grpc.time_ms", float64(time.Since(start).Microseconds()) / 1000}
+	if err != nil {
+		attrs = append(attrs, "error", status.Convert(err).Message())
+	}
+	c.Log.Log(ctx, level, "finished call", attrs...)
+}
+
+// Recover returns a go-grpc-middleware recovery handler: the panic and
+// its stack are logged, the client gets a generic INTERNAL.
+func Recover(log *slog.Logger) func(ctx context.Context, p any) error {
+	return func(ctx context.Context, p any) error {
+		method, _ := grpc.Method(ctx)
+		log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
+		return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
+	}
+}
+
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Stop stops gs gracefully (cutting calls still running after timeout)
+// and shuts hs down within timeout. Either may be nil.
+func Stop(gs *grpc.Server, hs *http.Server, timeout time.Duration) {
+	if gs != nil {
+		done := make(chan struct{})
+		go func() { gs.GracefulStop(); close(done) }()
+		t := time.NewTimer(timeout)
+		select {
+		case <-done:
+		case <-t.C:
+			gs.Stop()
+			<-done
+		}
+		t.Stop()
+	}
+	if hs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		_ = hs.Shutdown(ctx)
+		cancel()
+	}
+}
