@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -23,10 +24,13 @@ stderr. Results are recorded in docs/benchmarks.md.
 Scenarios:
   cell        a 3-node cell on real disk vs an fsync loop and a 3-member etcd
   placement   a router's full load of 1M placements from etcd and the watch
-              propagation of placement changes`,
+              propagation of placement changes
+  router      appends and reads direct to a cell leader vs via the router vs
+              via the smart client; router memory with 1M placements`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
-  cellplane bench placement --json > placement.json`,
+  cellplane bench placement --json > placement.json
+  cellplane bench router --json > router.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -41,7 +45,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(newBenchCellCmd(std), newBenchPlacementCmd(std))
+	cmd.AddCommand(newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std))
 	return cmd
 }
 
@@ -75,23 +79,16 @@ two minutes. Component logs go to stderr at --log-level.`,
   cellplane bench cell --duration 1s --data-dir /mnt/nvme/tmp`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level, err := logging.ParseLevel(logLevel)
-			if err != nil {
-				return usageError{err}
+			check := func() error {
+				if opts.Duration <= 0 {
+					return usageErrorf("--duration must be > 0")
+				}
+				return nil
 			}
-			opts.Logger = slog.New(logging.NewHandler(std.Err, logging.FormatText, level, false))
-			opts.Progress = std.Err
-			if opts.Duration <= 0 {
-				return usageErrorf("--duration must be > 0")
-			}
-			rep, err := bench.RunCell(cmd.Context(), opts)
-			if err != nil {
-				return fmt.Errorf("bench cell: %w", err)
-			}
-			if asJSON {
-				return rep.WriteJSON(std.Out)
-			}
-			return rep.WriteTable(std.Out)
+			return runScenario(cmd, std, "cell", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
+				opts.Logger, opts.Progress = log, std.Err
+				return bench.RunCell(ctx, opts)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -139,34 +136,27 @@ The default run takes under three minutes. Component logs go to stderr at
   cellplane bench placement --tenants 100000 --page-size 1000 --unsafe-no-fsync`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level, err := logging.ParseLevel(logLevel)
-			if err != nil {
-				return usageError{err}
+			check := func() error {
+				switch {
+				case opts.Tenants < 1:
+					return usageErrorf("--tenants must be ≥ 1")
+				case opts.PageSize < 1:
+					return usageErrorf("--page-size must be ≥ 1")
+				case opts.Updates < 1:
+					return usageErrorf("--updates must be ≥ 1")
+				case opts.Loads < 1:
+					return usageErrorf("--loads must be ≥ 1")
+				case opts.LoadConcurrency < 1:
+					return usageErrorf("--load-concurrency must be ≥ 1")
+				case opts.UpdateInterval < 0:
+					return usageErrorf("--update-interval must be ≥ 0")
+				}
+				return nil
 			}
-			switch {
-			case opts.Tenants < 1:
-				return usageErrorf("--tenants must be ≥ 1")
-			case opts.PageSize < 1:
-				return usageErrorf("--page-size must be ≥ 1")
-			case opts.Updates < 1:
-				return usageErrorf("--updates must be ≥ 1")
-			case opts.Loads < 1:
-				return usageErrorf("--loads must be ≥ 1")
-			case opts.LoadConcurrency < 1:
-				return usageErrorf("--load-concurrency must be ≥ 1")
-			case opts.UpdateInterval < 0:
-				return usageErrorf("--update-interval must be ≥ 0")
-			}
-			opts.Logger = slog.New(logging.NewHandler(std.Err, logging.FormatText, level, false))
-			opts.Progress = std.Err
-			rep, err := bench.RunPlacement(cmd.Context(), opts)
-			if err != nil {
-				return fmt.Errorf("bench placement: %w", err)
-			}
-			if asJSON {
-				return rep.WriteJSON(std.Out)
-			}
-			return rep.WriteTable(std.Out)
+			return runScenario(cmd, std, "placement", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
+				opts.Logger, opts.Progress = log, std.Err
+				return bench.RunPlacement(ctx, opts)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -181,4 +171,101 @@ The default run takes under three minutes. Component logs go to stderr at
 	f.StringVar(&opts.DataDir, "dir", opts.DataDir, "directory for etcd's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd
+}
+
+func newBenchRouterCmd(std streams) *cobra.Command {
+	opts := bench.DefaultRouterOptions()
+	var (
+		asJSON   bool
+		logLevel = "error"
+	)
+	cmd := &cobra.Command{
+		Use:   "router",
+		Short: "Benchmark the router: direct vs via the router vs the smart client, and its memory",
+		Long: `Start a single-member embedded etcd (fsync off: no etcd write is measured)
+and a 3-node cell (real disk, loopback TCP), write the cell's records and
+the placement of tenant "bench" on it into etcd, bulk-load --tenants more
+placements, then start a router on that etcd (auth off: the tenant comes
+from x-cellplane-tenant) and measure:
+
+  - router memory: the live heap growth (after a forced GC) from the
+    router's start until its table holds every placement, per tenant;
+  - 1 KiB text Appends (with request ids) and linearizable Reads of the
+    tail, closed loop at --concurrency, each for --duration, by three
+    paths: direct to the cell's leader (gRPC with x-cellplane-tenant), the
+    same calls to the router, and the smart client (package client, which
+    resolves the tenant through the router and calls the leader). The
+    paths are interleaved over --rounds rounds (their order rotating) and
+    the medians over the rounds are reported.
+
+Ratios (targets in the table): router_p50_vs_direct, router_p99_vs_direct,
+router_qps_vs_direct (ops/s at --concurrency), client_p50_vs_direct (each
+the worse of appends and reads; per-op ratios are in the results) and
+router_bytes_per_tenant. The default run takes under two minutes.
+Component logs go to stderr at --log-level.`,
+		Example: `  cellplane bench router
+  cellplane bench router --json > router.json
+  cellplane bench router --tenants 100000 --duration 1s --rounds 1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			check := func() error {
+				switch {
+				case opts.Concurrency < 1:
+					return usageErrorf("--concurrency must be ≥ 1")
+				case opts.Duration <= 0:
+					return usageErrorf("--duration must be > 0")
+				case opts.Rounds < 1:
+					return usageErrorf("--rounds must be ≥ 1")
+				case opts.EntrySize < 1:
+					return usageErrorf("--entry-size must be ≥ 1")
+				case opts.Tenants < 1:
+					return usageErrorf("--tenants must be ≥ 1")
+				case opts.PageSize < 1:
+					return usageErrorf("--page-size must be ≥ 1")
+				case opts.LoadConcurrency < 1:
+					return usageErrorf("--load-concurrency must be ≥ 1")
+				}
+				return nil
+			}
+			return runScenario(cmd, std, "router", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
+				opts.Logger, opts.Progress = log, std.Err
+				return bench.RunRouter(ctx, opts)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
+	f.IntVar(&opts.Concurrency, "concurrency", opts.Concurrency, "workers of every step (closed loop)")
+	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step (one path, one op, one round)")
+	f.IntVar(&opts.Rounds, "rounds", opts.Rounds, "rounds of the three paths (the medians are reported)")
+	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per appended entry")
+	f.IntVar(&opts.Tenants, "tenants", opts.Tenants, "placements loaded into etcd before the router starts")
+	f.IntVar(&opts.PageSize, "page-size", opts.PageSize, "keys per List page of the router's full load")
+	f.IntVar(&opts.LoadConcurrency, "load-concurrency", opts.LoadConcurrency, "concurrent writers of the bulk load")
+	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
+	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
+	return cmd
+}
+
+// runScenario is the body of every scenario command: it parses the log
+// level, checks the options (check returns usage errors), runs the
+// scenario with component logs on stderr at that level, and prints the
+// report as a table or, with --json, as the JSON document alone.
+func runScenario(cmd *cobra.Command, std streams, name, logLevel string, asJSON bool, check func() error,
+	run func(context.Context, *slog.Logger) (*bench.Report, error)) error {
+	level, err := logging.ParseLevel(logLevel)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	rep, err := run(cmd.Context(), slog.New(logging.NewHandler(std.Err, logging.FormatText, level, false)))
+	if err != nil {
+		return fmt.Errorf("bench %s: %w", name, err)
+	}
+	if asJSON {
+		return rep.WriteJSON(std.Out)
+	}
+	return rep.WriteTable(std.Out)
 }
