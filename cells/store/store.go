@@ -148,6 +148,15 @@ func (s *Store) open() error {
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
+		// 1 turns hashicorp/raft's pipelined replication off. In v1.8.0 a
+		// pipeline can deadlock: when a follower answers unsuccessfully
+		// (or with a newer term) the decoding goroutine exits, nothing
+		// drains the responses any more, and the sender blocks for ever
+		// handing over its next request; the leader's Shutdown then waits
+		// on it for ever. Seen as a hung Close in storetest under load.
+		// Group commit keeps batches large, so one AppendEntries in flight
+		// per follower costs little throughput.
+		MaxRPCsInFlight: 1,
 	})
 	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise}
 
