@@ -89,3 +89,13 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal("New accepted a service whose descriptor is not linked")
 	}
 }
+
+func TestTenantRoutedServices(t *testing.T) {
+	got := TenantRoutedServices()
+	if len(got) != 1 || got[0] != contextv1.ContextService_ServiceDesc.ServiceName {
+		t.Fatalf("tenant-routed services %v, want only ContextService", got)
+	}
+	if d := DefaultConfig().Services; len(d) != 1 || d[0] != got[0] {
+		t.Fatalf("default Services %v", d)
+	}
+}

@@ -9,15 +9,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
-
-	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
 // Config configures a Forwarder.
 type Config struct {
 	// Services are the fully-qualified names of the forwarded services.
 	// Their descriptors must be linked into the binary (the forwarder
-	// looks up which methods stream). Default: ContextService.
+	// looks up which methods stream). Default: every linked service marked
+	// (cellplane.router.v1.tenant_routed) — today ContextService.
 	Services []string
 	// DefaultTimeout is the deadline given to a call whose caller set
 	// none. Default 10 s.
@@ -70,7 +69,7 @@ type Config struct {
 // DefaultConfig returns the defaults described on Config.
 func DefaultConfig() Config {
 	return Config{
-		Services:              []string{contextv1.ContextService_ServiceDesc.ServiceName},
+		Services:              TenantRoutedServices(),
 		DefaultTimeout:        10 * time.Second,
 		MovingHold:            2 * time.Second,
 		MaxRetries:            3,

@@ -18,6 +18,7 @@
 package contextv1
 
 import (
+	_ "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1690,7 +1691,7 @@ var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\n" +
-	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
+	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
 	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xfb\x02\n" +
@@ -1828,7 +1829,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x032\xa8\b\n" +
+	"\x11CONSISTENCY_STALE\x10\x032\xae\b\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -1842,7 +1843,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\tGetMemory\x12&.cellplane.context.v1.GetMemoryRequest\x1a'.cellplane.context.v1.GetMemoryResponse\x12e\n" +
 	"\fDeleteMemory\x12).cellplane.context.v1.DeleteMemoryRequest\x1a*.cellplane.context.v1.DeleteMemoryResponse\x12_\n" +
 	"\n" +
-	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponseBEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
