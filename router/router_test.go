@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -384,26 +385,22 @@ func TestRateLimitIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// p99 of the quiet tenant's reads, in rounds alternating between alone
-	// and during a flood of 1000 calls/s from the other tenant (50 times
-	// its limit, open loop: the flood does not slow down when refused).
-	p99 := func() time.Duration {
-		var lat []time.Duration
-		for range 200 {
-			start := time.Now()
-			if _, err := cs.GetContext(qctx, &contextv1.GetContextRequest{ContextId: "q"}); err != nil {
-				t.Fatalf("quiet tenant: %v", err)
-			}
-			lat = append(lat, time.Since(start))
-		}
-		slices.Sort(lat)
-		return lat[len(lat)*99/100]
+	// The flood: 100 calls/s (five times its limit), open loop — it does not
+	// slow down when refused. It is switched on and off in alternating
+	// windows of the quiet tenant's calls, so that background noise on a
+	// shared machine hits both sides alike.
+	p99 := func(l []time.Duration) time.Duration {
+		slices.Sort(l)
+		return l[len(l)*99/100]
 	}
-	var limited, served, badRefusals int64
-	var mu sync.Mutex
-	flood := func(stop chan struct{}, wg *sync.WaitGroup) {
+	var floodOn atomic.Bool
+	var limited, served, badRefusals atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(time.Millisecond)
+		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		var inner sync.WaitGroup
 		defer inner.Wait()
@@ -413,50 +410,69 @@ func TestRateLimitIsolation(t *testing.T) {
 				return
 			case <-tick.C:
 			}
+			if !floodOn.Load() {
+				continue
+			}
 			inner.Add(1)
 			go func() {
 				defer inner.Done()
 				_, err := cs.GetContext(fctx, &contextv1.GetContextRequest{ContextId: "x"})
-				mu.Lock()
-				defer mu.Unlock()
 				if status.Code(err) != codes.ResourceExhausted {
-					served++
+					served.Add(1)
 					return
 				}
-				limited++
+				limited.Add(1)
 				var ce *cperr.Error
 				if !errors.As(rpcerr.FromStatus(err), &ce) || ce.Reason != cperr.RateLimited || ce.RetryAfter <= 0 {
-					badRefusals++
+					badRefusals.Add(1)
 				}
 			}()
 		}
+	}()
+	began := time.Now()
+	// One measurement: the quiet tenant's p99 alone and during the flood.
+	measure := func() (alone, flooded time.Duration) {
+		var a, f []time.Duration
+		for w := range 48 { // short windows: a burst of background noise lands on both sides
+			floodOn.Store(w%2 == 1)
+			for range 25 {
+				start := time.Now()
+				if _, err := cs.GetContext(qctx, &contextv1.GetContextRequest{ContextId: "q"}); err != nil {
+					t.Fatalf("quiet tenant: %v", err)
+				}
+				if w%2 == 1 {
+					f = append(f, time.Since(start))
+				} else {
+					a = append(a, time.Since(start))
+				}
+			}
+		}
+		floodOn.Store(false)
+		return p99(a), p99(f)
 	}
-	// Seven alternating pairs of rounds: background noise on a shared
-	// machine hits both sides alike, and the medians drop an outlier round.
-	var alone, flooded []time.Duration
-	for range 7 {
-		alone = append(alone, p99())
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go flood(stop, &wg)
-		flooded = append(flooded, p99())
-		close(stop)
-		wg.Wait()
+	// Three independent measurements; the medians are compared.
+	var alones, floodeds []time.Duration
+	for range 3 {
+		a, f := measure()
+		alones, floodeds = append(alones, a), append(floodeds, f)
 	}
-	slices.Sort(alone)
-	slices.Sort(flooded)
-	a, f := alone[3], flooded[3]
-	t.Logf("quiet tenant p99 (median of 7 rounds): %v alone, %v during the flood (%.2fx); flood: %d served, %d refused",
-		a, f, float64(f)/float64(a), served, limited)
-	if limited == 0 || served > limited/10 {
-		t.Fatalf("flood: %d served, %d refused: the limit (20/s) did not hold", served, limited)
+	close(stop)
+	wg.Wait()
+	slices.Sort(alones)
+	slices.Sort(floodeds)
+	elapsed := time.Since(began)
+	a, f := alones[1], floodeds[1]
+	t.Logf("quiet tenant p99 (median of 3 measurements): %v alone, %v during the flood (%.2fx); flood: %d served, %d refused",
+		a, f, float64(f)/float64(a), served.Load(), limited.Load())
+	// At most the burst plus what the bucket refilled meanwhile.
+	if most := int64(20 + 20*elapsed.Seconds() + 2); limited.Load() == 0 || served.Load() > most {
+		t.Fatalf("flood: %d served (at most %d allowed), %d refused: the limit (20/s, burst 20) did not hold", served.Load(), most, limited.Load())
 	}
-	if badRefusals > 0 {
-		t.Fatalf("%d refusals lacked RATE_LIMITED + RetryInfo", badRefusals)
+	if badRefusals.Load() > 0 {
+		t.Fatalf("%d refusals lacked RATE_LIMITED + RetryInfo", badRefusals.Load())
 	}
 	// The isolation bound: +20%, plus 1 ms for timer and scheduler noise
-	// on a shared 2-core machine at sub-millisecond latencies.
+	// on a shared 2-core machine at millisecond latencies.
 	if limit := a + a/5 + time.Millisecond; f > limit {
 		t.Fatalf("the flood raised the quiet tenant's p99 from %v to %v (bound %v)", a, f, limit)
 	}
