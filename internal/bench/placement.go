@@ -14,6 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/router/routing"
 )
 
 // Ratio names of the placement scenario (the targets).
@@ -66,7 +67,7 @@ type PlacementOptions struct {
 func DefaultPlacementOptions() PlacementOptions {
 	return PlacementOptions{
 		Tenants:         1_000_000,
-		PageSize:        5000,
+		PageSize:        routing.DefaultPageSize, // what a router uses
 		Loads:           3,
 		Updates:         200,
 		UpdateInterval:  10 * time.Millisecond,
