@@ -66,8 +66,12 @@ type Config struct {
 	JWKSFile string
 	// Issuer must equal a token's "iss" exactly (ModeJWT; required there).
 	Issuer string
-	// Audience must be one of a token's "aud" values (ModeJWT; required there).
+	// Audience must be one of a token's "aud" values (ModeJWT; required
+	// there unless PerRequestAudience).
 	Audience string
+	// PerRequestAudience: the audience is given with each call
+	// (AuthenticateFor), e.g. the tenant's MCP URL; Audience may be empty.
+	PerRequestAudience bool
 	// TenantClaim names the string claim that carries the tenant.
 	TenantClaim string
 	// Leeway is the clock skew allowed when checking exp, nbf and iat.
@@ -101,7 +105,7 @@ func (c Config) Validate() error {
 		if c.Issuer == "" {
 			errs = append(errs, errors.New("auth: Config.Issuer is required in mode jwt"))
 		}
-		if c.Audience == "" {
+		if c.Audience == "" && !c.PerRequestAudience {
 			errs = append(errs, errors.New("auth: Config.Audience is required in mode jwt"))
 		}
 	default:
@@ -145,15 +149,7 @@ func New(cfg Config, keys KeyLookup) (*Authenticator, error) {
 		a.log = slog.Default()
 	}
 	a.log = a.log.With("component", "auth")
-	a.parser = jwt.NewParser(
-		jwt.WithValidMethods([]string{"RS256", "ES256"}),
-		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithAudience(cfg.Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(cfg.Leeway),
-		jwt.WithTimeFunc(func() time.Time { return a.now() }),
-	)
+	a.parser = a.newParser(cfg.Audience)
 	switch cfg.Mode {
 	case ModeJWT:
 		if err := a.ReloadJWKS(); err != nil {
@@ -164,6 +160,19 @@ func New(cfg Config, keys KeyLookup) (*Authenticator, error) {
 			TenantHeader + "; development only, never expose this router")
 	}
 	return a, nil
+}
+
+// newParser returns the JWT parser for an audience.
+func (a *Authenticator) newParser(audience string) *jwt.Parser {
+	return jwt.NewParser(
+		jwt.WithValidMethods([]string{"RS256", "ES256"}),
+		jwt.WithIssuer(a.cfg.Issuer),
+		jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(a.cfg.Leeway),
+		jwt.WithTimeFunc(func() time.Time { return a.now() }),
+	)
 }
 
 // Mode returns the configured mode.
@@ -244,7 +253,25 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 	if a.cfg.Mode != ModeJWT {
 		return Identity{}, unauthenticated(msgJWTDisabled)
 	}
-	return a.authenticateJWT(token)
+	return a.authenticateJWT(a.parser, token)
+}
+
+// AuthenticateFor is Authenticate with the JWT audience given per call
+// (an MCP worker checks that a token was issued for the tenant's MCP URL).
+// API keys are checked as in Authenticate.
+func (a *Authenticator) AuthenticateFor(ctx context.Context, authorization, audience string) (Identity, error) {
+	if a.cfg.Mode != ModeJWT {
+		return a.Authenticate(ctx, authorization)
+	}
+	_, token, _ := strings.Cut(strings.TrimSpace(authorization), " ")
+	token = strings.TrimLeft(token, " ")
+	if token == "" || strings.HasPrefix(token, apiKeyPrefix) {
+		return a.Authenticate(ctx, authorization)
+	}
+	if scheme, _, _ := strings.Cut(strings.TrimSpace(authorization), " "); !strings.EqualFold(scheme, "Bearer") {
+		return Identity{}, unauthenticated(msgScheme)
+	}
+	return a.authenticateJWT(a.newParser(audience), token)
 }
 
 // dummyHash is compared against when a key id is unknown, so that unknown
@@ -280,7 +307,7 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 }
 
 // authenticateJWT verifies a compact JWS and its claims.
-func (a *Authenticator) authenticateJWT(raw string) (Identity, error) {
+func (a *Authenticator) authenticateJWT(parser *jwt.Parser, raw string) (Identity, error) {
 	keysp := a.jwks.Load()
 	if keysp == nil {
 		return Identity{}, unauthenticated(msgUnknownKey)
@@ -288,7 +315,7 @@ func (a *Authenticator) authenticateJWT(raw string) (Identity, error) {
 	keys := *keysp
 	var kid string
 	claims := jwt.MapClaims{}
-	token, err := a.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+	token, err := parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		alg, _ := t.Header["alg"].(string)
 		if alg != "RS256" && alg != "ES256" {
 			return nil, unauthenticated(msgAlg)

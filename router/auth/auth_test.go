@@ -652,3 +652,32 @@ func FuzzAuthenticate(f *testing.F) {
 		}
 	})
 }
+
+// AuthenticateFor checks the audience given with the call (an MCP
+// worker's per-tenant URL), not the configured one.
+func TestAuthenticateForAudience(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	k := newKeys(t)
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeJWKS(t, path, ecJWK("ec-1", &k.ec.PublicKey))
+	cfg := jwtConfig(t, path)
+	cfg.Audience = ""
+	cfg.PerRequestAudience = true
+	a, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := "https://mcp.example/t/acme/mcp"
+	tok := sign(t, jwt.SigningMethodES256, "ec-1", k.ec, with(goodClaims(), "aud", acme))
+	if id, err := a.AuthenticateFor(ctx, "Bearer "+tok, acme); err != nil || id.Tenant != "t1" {
+		t.Fatalf("token for its audience: %+v, %v", id, err)
+	}
+	_, err = a.AuthenticateFor(ctx, "Bearer "+tok, "https://mcp.example/t/globex/mcp")
+	wantReason(t, err, cperr.Unauthenticated)
+	_, err = a.AuthenticateFor(ctx, "Basic xyz", acme)
+	wantReason(t, err, cperr.Unauthenticated)
+	cfg.PerRequestAudience = false
+	if cfg.Validate() == nil {
+		t.Fatal("jwt mode without an audience validated")
+	}
+}
