@@ -47,7 +47,7 @@ func TestFollowsTheRegistry(t *testing.T) {
 	a, b := member(t), member(t)
 	register(t, st, "c1", "n1", a, cpv1.NodeRole_NODE_ROLE_MEMBER)
 	register(t, st, "c1", "w1", "127.0.0.1:1", cpv1.NodeRole_NODE_ROLE_WORKER) // workers are not members
-	register(t, st, "c2", "x1", "127.0.0.1:2", cpv1.NodeRole_NODE_ROLE_MEMBER)  // another cell
+	register(t, st, "c2", "x1", "127.0.0.1:2", cpv1.NodeRole_NODE_ROLE_MEMBER) // another cell
 	ctx := testutil.Context(t, 20*time.Second)
 	conn, err := Dial(ctx, st, "c1", testutil.Logger(t))
 	if err != nil {
