@@ -148,15 +148,6 @@ func (s *Store) open() error {
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
-		// 1 turns hashicorp/raft's pipelined replication off. In v1.8.0 a
-		// pipeline can deadlock: when a follower answers unsuccessfully
-		// (or with a newer term) the decoding goroutine exits, nothing
-		// drains the responses any more, and the sender blocks for ever
-		// handing over its next request; the leader's Shutdown then waits
-		// on it for ever. Seen as a hung Close in storetest under load.
-		// Group commit keeps batches large, so one AppendEntries in flight
-		// per follower costs little throughput.
-		MaxRPCsInFlight: 1,
 	})
 	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise}
 
@@ -177,13 +168,14 @@ func (s *Store) open() error {
 				}
 				conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: addr})
 			}
-			if err := raft.BootstrapCluster(rc, s.wal, s.wal, snaps, s.trans, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, s.wal, s.wal, snaps, safeTransport{s.trans}, conf); err != nil {
 				return fmt.Errorf("bootstrap cell: %w", err)
 			}
 			s.log.Info("bootstrapped new cell", "voters", len(conf.Servers))
 		}
 	}
-	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.trans)
+	// safeTransport: raft's own pipeline can deadlock (see pipeline.go).
+	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, safeTransport{s.trans})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}

@@ -1,0 +1,89 @@
+package store
+
+import (
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// safeTransport is raft's NetworkTransport with a pipeline that cannot
+// deadlock. In hashicorp/raft v1.8.0, when a follower answers a pipelined
+// AppendEntries unsuccessfully (or with a newer term), the leader's
+// decoding goroutine (pipelineDecode) returns and nothing reads the
+// pipeline's responses any more; the transport's response reader then
+// blocks handing over the next response, the in-flight slots fill, and
+// the sender blocks for ever inside AppendEntries — so the replication
+// goroutine never sees that decoding stopped, and Raft's Shutdown waits on
+// it for ever (seen as a hung Store.Close in storetest under load).
+//
+// safePipeline drains the inner pipeline's responses into a queue of its
+// own, so the transport's reader never blocks and the sender always gets
+// its slot back; the replication loop then notices that decoding stopped
+// and closes the pipeline, which ends the queue.
+type safeTransport struct {
+	*raft.NetworkTransport
+}
+
+// AppendEntriesPipeline implements raft.Transport.
+func (t safeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	return newSafePipeline(p), nil
+}
+
+type safePipeline struct {
+	inner raft.AppendPipeline
+	out   chan raft.AppendFuture
+	done  chan struct{}
+	once  sync.Once
+	pump  sync.WaitGroup
+}
+
+func newSafePipeline(inner raft.AppendPipeline) *safePipeline {
+	p := &safePipeline{inner: inner, out: make(chan raft.AppendFuture), done: make(chan struct{})}
+	p.pump.Add(1)
+	go p.run()
+	return p
+}
+
+// run moves responses from the inner pipeline to the consumer, queueing
+// them while the consumer is not reading.
+func (p *safePipeline) run() {
+	defer p.pump.Done()
+	in := p.inner.Consumer()
+	var queue []raft.AppendFuture
+	for {
+		var out chan raft.AppendFuture
+		var next raft.AppendFuture
+		if len(queue) > 0 {
+			out, next = p.out, queue[0]
+		}
+		select {
+		case f := <-in:
+			queue = append(queue, f)
+		case out <- next:
+			queue[0] = nil
+			queue = queue[1:]
+		case <-p.done:
+			return
+		}
+	}
+}
+
+func (p *safePipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	return p.inner.AppendEntries(args, resp)
+}
+
+func (p *safePipeline) Consumer() <-chan raft.AppendFuture { return p.out }
+
+func (p *safePipeline) Close() error {
+	var err error
+	p.once.Do(func() {
+		err = p.inner.Close()
+		close(p.done)
+		p.pump.Wait()
+	})
+	return err
+}
