@@ -1,0 +1,112 @@
+package mcp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Authenticator checks the credentials of an MCP request. The worker
+// calls it after the path, method, Origin and body-size checks and before
+// the SDK sees the request.
+type Authenticator interface {
+	// Authenticate checks r's credentials for tenant's MCP endpoint
+	// (audience = resource, the tenant's public MCP URL). It returns the
+	// principal (subject) or a *cperr.Error (UNAUTHENTICATED /
+	// PERMISSION_DENIED).
+	Authenticate(r *http.Request, tenant, resource string) (principal string, err error)
+	// Challenge is the WWW-Authenticate value for a 401 (the worker
+	// appends resource_metadata="…").
+	Challenge(err error) string
+	// AuthorizationServers for the RFC 9728 metadata (may be empty).
+	AuthorizationServers() []string
+}
+
+// Config configures a Worker.
+type Config struct {
+	// MaxBodyBytes bounds a request body: 413 above it, before the SDK
+	// reads it (Content-Length) or while it reads it (chunked bodies).
+	MaxBodyBytes int64
+	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
+	// to call the endpoint. A request with an Origin header must match one
+	// of them or the request's own Host, else 403 (DNS-rebinding and
+	// cross-site protection). Empty: same host only. Requests without an
+	// Origin header (non-browser clients) are not affected.
+	AllowedOrigins []string
+	// PublicURL is the tenant's MCP URL as clients see it: the audience
+	// handed to the Authenticator and the "resource" of the RFC 9728
+	// metadata. Nil: "http://"+r.Host+"/t/"+tenant+"/mcp".
+	PublicURL func(r *http.Request, tenant string) string
+	// CallTimeout bounds each backend (ContextService) call, retries of
+	// transient failures included.
+	CallTimeout time.Duration
+	// MaxReadEntries and MaxReadBytes cap context_read (and a resource
+	// read); they are also the defaults when a call gives no bound.
+	MaxReadEntries int
+	MaxReadBytes   int64
+	// Logger receives the worker's logs (nil: discarded).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: 4 MiB bodies, same-host origins,
+// 10 s per backend call, reads capped at 1000 entries and 1 MiB.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:   4 << 20,
+		CallTimeout:    10 * time.Second,
+		MaxReadEntries: 1000,
+		MaxReadBytes:   1 << 20,
+	}
+}
+
+// Validate reports every unusable setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, errors.New("MaxBodyBytes must be positive"))
+	}
+	if c.CallTimeout <= 0 {
+		errs = append(errs, errors.New("CallTimeout must be positive"))
+	}
+	if c.MaxReadEntries <= 0 {
+		errs = append(errs, errors.New("MaxReadEntries must be positive"))
+	}
+	if c.MaxReadBytes <= 0 {
+		errs = append(errs, errors.New("MaxReadBytes must be positive"))
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := normalizeOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("AllowedOrigins: %q: %w", o, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("mcp: invalid config: %w", err)
+	}
+	return nil
+}
+
+// normalizeOrigin returns "scheme://host[:port]" in lower case, with the
+// scheme's default port removed, or an error for anything else (paths,
+// queries, user info, "null").
+func normalizeOrigin(o string) (string, error) {
+	u, err := url.Parse(o)
+	if err != nil {
+		return "", err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", errors.New("want scheme://host[:port] with scheme http or https")
+	}
+	host := strings.ToLower(u.Host)
+	switch {
+	case u.Scheme == "http" && strings.HasSuffix(host, ":80"):
+		host = strings.TrimSuffix(host, ":80")
+	case u.Scheme == "https" && strings.HasSuffix(host, ":443"):
+		host = strings.TrimSuffix(host, ":443")
+	}
+	return u.Scheme + "://" + host, nil
+}

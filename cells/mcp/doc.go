@@ -1,0 +1,66 @@
+// Package mcp is the MCP worker: it serves each tenant's contexts and
+// memory as Model Context Protocol tools over Streamable HTTP, at
+// /t/<tenant>/mcp.
+//
+//	w, err := mcp.New(mcp.DefaultConfig(), cellConn, authn) // authn nil: no authentication
+//	mux.Handle("/", w.Handler())
+//	reg.MustRegister(w.Collectors()...)
+//
+// # Statelessness
+//
+// The worker keeps no state between requests. It runs the go-sdk's
+// Streamable HTTP handler in stateless mode with one sdk.Server built in
+// New: no Mcp-Session-Id, GET and DELETE answer 405, and every tool call
+// is one or two ContextService calls to the cell (any member: members
+// forward writes to the leader), with x-cellplane-tenant set to the URL's
+// tenant. Any worker serves any request, and a worker killed mid-call
+// loses nothing: the caller retries elsewhere. Writes carry a request id,
+// so the worker's own retries of a transient failure (NOT_LEADER,
+// CELL_UNAVAILABLE, ...) within Config.CallTimeout apply once;
+// context_append takes the caller's request_id and derives the backend id
+// from it deterministically (tenant-wide dedup, namespaced by principal
+// and context), so a retry through another worker appends once too.
+//
+// # Handles and principals
+//
+// A context id is a handle bound to the tenant (the store is per tenant,
+// so another tenant's id is simply not found). With an Authenticator, the
+// principal it returns is written in the reserved label
+// "cellplane.principal" by context_create, and every other context_* call
+// (and the cellplane://contexts/{id} resource) first reads the context and
+// answers CONTEXT_NOT_FOUND, with the same text as for a missing context,
+// when the label differs: possessing a handle is not authorization.
+// context_list shows only the principal's contexts. Labels starting with
+// "cellplane." are refused in input and removed from output. Memory keys
+// are tenant-wide (not per principal). Without an Authenticator the
+// principal is "" and no check applies.
+//
+// The tenant and principal reach the tool handlers as request headers
+// (X-Cellplane-Tenant, X-Cellplane-Principal) that the wrapper sets after
+// authentication, having deleted any client-sent copies; the handlers read
+// them from sdk.RequestExtra.Header.
+//
+// # Errors
+//
+// Tool failures are tool errors (isError results) whose text is
+// "REASON: message" with a reason of the error contract (DESIGN §9), e.g.
+// "CONTEXT_NOT_FOUND: context chat-9 does not exist" or
+// "REVISION_MISMATCH: ...": backend statuses go through rpcerr.FromStatus;
+// timeouts and unreachable cells become CELL_UNAVAILABLE; anything else
+// INTERNAL (logged at Error, its text not passed on). Protocol errors are
+// what the MCP spec prescribes, and HTTP-level refusals by the wrapper are
+// JSON {"error":{"reason","message"}} like the router's: 404 (malformed
+// tenant id), 405 (not POST), 403 (Origin not allowed, PERMISSION_DENIED),
+// 413 (body over MaxBodyBytes), 401 with WWW-Authenticate carrying
+// resource_metadata (RFC 9728; the document is served at
+// /.well-known/oauth-protected-resource/t/<tenant>/mcp).
+//
+// # Protocol eras
+//
+// One endpoint serves the stateless 2026-07-28 protocol (server/discover,
+// per-request _meta) and the initialize-handshake versions 2025-11-25,
+// 2025-06-18 and 2025-03-26 (served without sessions, as the spec allows).
+// An Mcp-Protocol-Version header naming another version is refused with
+// 400; for 2026-07-28 requests the SDK also checks that the header matches
+// the request's _meta protocol version (400, JSON-RPC -32020 otherwise).
+package mcp

@@ -1,0 +1,721 @@
+package mcp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+)
+
+// PrincipalLabel is the reserved context label holding the principal that
+// created a context (when authentication is on). Labels starting with
+// ReservedLabelPrefix are refused in input and removed from output.
+const (
+	PrincipalLabel      = "cellplane.principal"
+	ReservedLabelPrefix = "cellplane."
+)
+
+// ContextURITemplate is the resource template of a context's entries.
+const ContextURITemplate = "cellplane://contexts/{context_id}"
+
+const contextURIPrefix = "cellplane://contexts/"
+
+// caller is who a tool call is for: the URL's tenant and the
+// authenticated principal ("" without authentication).
+type caller struct {
+	tenant    string
+	principal string
+}
+
+// callerOf reads the headers serveMCP set. Their absence means the SDK
+// handler was reached without the wrapper: a wiring bug.
+func callerOf(extra *sdk.RequestExtra) (caller, error) {
+	if extra == nil || extra.Header == nil {
+		return caller{}, cperr.New(cperr.Internal, "request reached the tools without the worker's wrapper")
+	}
+	c := caller{tenant: extra.Header.Get(TenantHeader), principal: extra.Header.Get(PrincipalHeader)}
+	if !validate.ValidID(c.tenant, validate.DefaultMaxIDLen) {
+		return caller{}, cperr.New(cperr.Internal, "request reached the tools without a tenant")
+	}
+	return c, nil
+}
+
+func boolp(b bool) *bool { return &b }
+
+// Tool inputs and outputs. The JSON names are the contract; the
+// jsonschema tags are the descriptions the SDK puts in the schemas.
+type (
+	CreateInput struct {
+		ContextID string            `json:"context_id,omitempty" jsonschema:"optional id for the new context (1-128 characters of [A-Za-z0-9._-]); omitted: the server mints one"`
+		Labels    map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string); keys starting with 'cellplane.' are reserved"`
+	}
+	CreateOutput struct {
+		ContextID string `json:"context_id" jsonschema:"the context's id: the handle to pass to the other context_* tools"`
+	}
+
+	EntryInput struct {
+		Role     string            `json:"role" jsonschema:"who wrote the entry, e.g. user, assistant, tool, system"`
+		Content  string            `json:"content" jsonschema:"the entry's text"`
+		Metadata map[string]string `json:"metadata,omitempty" jsonschema:"optional string metadata"`
+	}
+	AppendInput struct {
+		ContextID string       `json:"context_id" jsonschema:"the context to append to"`
+		Entries   []EntryInput `json:"entries" jsonschema:"the entries to append, in order (at least one)"`
+		RequestID string       `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id appends once and returns the same seqs"`
+	}
+	AppendOutput struct {
+		FirstSeq uint64 `json:"first_seq" jsonschema:"seq of the first appended entry"`
+		LastSeq  uint64 `json:"last_seq" jsonschema:"seq of the last appended entry"`
+	}
+
+	ReadInput struct {
+		ContextID  string  `json:"context_id" jsonschema:"the context to read"`
+		FromSeq    *uint64 `json:"from_seq,omitempty" jsonschema:"read from this seq on (inclusive; 0 and 1 mean the first entry); not with tail"`
+		Tail       *uint32 `json:"tail,omitempty" jsonschema:"read the last tail entries; not with from_seq"`
+		MaxEntries uint32  `json:"max_entries,omitempty" jsonschema:"at most this many entries (0: the worker's cap)"`
+		MaxBytes   uint64  `json:"max_bytes,omitempty" jsonschema:"at most about this many bytes of entries (0: the worker's cap); at least one entry is returned when one exists"`
+	}
+	EntryOutput struct {
+		Seq        uint64            `json:"seq"`
+		Role       string            `json:"role"`
+		Content    string            `json:"content"`
+		Encoding   string            `json:"encoding,omitempty" jsonschema:"base64 when the entry holds binary data"`
+		Metadata   map[string]string `json:"metadata,omitempty"`
+		CreateTime string            `json:"create_time,omitempty" jsonschema:"RFC 3339"`
+	}
+	ReadOutput struct {
+		Entries []EntryOutput `json:"entries"`
+		NextSeq uint64        `json:"next_seq" jsonschema:"the from_seq of the next read: last returned seq + 1"`
+		LastSeq uint64        `json:"last_seq" jsonschema:"the context's last seq at the time of the read"`
+	}
+
+	ListInput struct {
+		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
+	}
+	ContextOutput struct {
+		ContextID  string            `json:"context_id"`
+		Labels     map[string]string `json:"labels,omitempty"`
+		LastSeq    uint64            `json:"last_seq"`
+		EntryCount uint64            `json:"entry_count"`
+		SizeBytes  uint64            `json:"size_bytes"`
+		CreateTime string            `json:"create_time,omitempty"`
+		UpdateTime string            `json:"update_time,omitempty"`
+	}
+	ListOutput struct {
+		Contexts      []ContextOutput `json:"contexts"`
+		NextPageToken string          `json:"next_page_token" jsonschema:"empty on the last page"`
+	}
+
+	DeleteInput struct {
+		ContextID string `json:"context_id" jsonschema:"the context to delete, with all its entries"`
+	}
+	DeleteOutput struct {
+		ContextID string `json:"context_id"`
+		Deleted   bool   `json:"deleted"`
+	}
+
+	PutInput struct {
+		Key              string  `json:"key" jsonschema:"the memory key (UTF-8, at most 512 bytes)"`
+		Value            string  `json:"value" jsonschema:"the value to store"`
+		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
+	}
+	PutOutput struct {
+		Revision uint64 `json:"revision" jsonschema:"the key's new revision"`
+	}
+	GetInput struct {
+		Key string `json:"key" jsonschema:"the memory key"`
+	}
+	GetOutput struct {
+		Value    string `json:"value"`
+		Encoding string `json:"encoding,omitempty" jsonschema:"base64 when the value is not UTF-8 text"`
+		Revision uint64 `json:"revision"`
+	}
+	MemDeleteInput struct {
+		Key              string  `json:"key" jsonschema:"the memory key"`
+		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"delete only if the key's current revision is this"`
+	}
+	MemDeleteOutput struct {
+		Key     string `json:"key"`
+		Deleted bool   `json:"deleted"`
+	}
+	MemListInput struct {
+		Prefix    string `json:"prefix,omitempty" jsonschema:"list only keys starting with this"`
+		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
+	}
+	MemItem struct {
+		Key      string `json:"key"`
+		Revision uint64 `json:"revision"`
+	}
+	MemListOutput struct {
+		Items         []MemItem `json:"items"`
+		NextPageToken string    `json:"next_page_token" jsonschema:"empty on the last page"`
+	}
+)
+
+// addTools registers the tools and the resource template on w.server.
+//
+// Annotations, per the MCP definitions (readOnly: no modification;
+// destructive: may delete or overwrite, as opposed to only adding;
+// idempotent: repeating the call with the same arguments has no further
+// effect; openWorld: reaches outside a closed domain, which the tenant's
+// store is not):
+//   - context_create: additive; not idempotent (without context_id every
+//     call makes a new context; with one, a repeat fails ALREADY_EXISTS).
+//   - context_append: additive; NOT idempotent as a tool: a repeat without
+//     request_id appends again. With request_id it is (the hint cannot say
+//     "idempotent when an argument is given", so it says false).
+//   - context_read/list, memory_get/list: read-only (hence idempotent).
+//   - context_delete, memory_delete: destructive; idempotent (a repeat
+//     deletes nothing more: it fails CONTEXT_NOT_FOUND / KEY_NOT_FOUND or
+//     REVISION_MISMATCH, or succeeds on an absent key).
+//   - memory_put: destructive, because it overwrites the previous value;
+//     not idempotent, because every put bumps the revision, which other
+//     callers' compare-and-set depends on.
+func (w *Worker) addTools() {
+	closed := boolp(false)
+	addTool(w, &sdk.Tool{
+		Name:        "context_create",
+		Title:       "Create a context",
+		Description: "Create a conversation context (an append-only log of entries) and return its context_id handle.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(false), OpenWorldHint: closed},
+	}, w.contextCreate)
+	addTool(w, &sdk.Tool{
+		Name:  "context_append",
+		Title: "Append entries to a context",
+		Description: "Append entries (role, content, metadata) to a context; returns the seqs they got. " +
+			"Pass a request_id to make retries safe: the same request_id appends once.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(false), OpenWorldHint: closed},
+	}, w.contextAppend)
+	addTool(w, &sdk.Tool{
+		Name:        "context_read",
+		Title:       "Read a context",
+		Description: "Read a context's entries from a seq (from_seq) or its last entries (tail), within an entry and byte budget; next_seq continues the read.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.contextRead)
+	addTool(w, &sdk.Tool{
+		Name:        "context_list",
+		Title:       "List contexts",
+		Description: "List the caller's contexts, one page at a time.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.contextList)
+	addTool(w, &sdk.Tool{
+		Name:        "context_delete",
+		Title:       "Delete a context",
+		Description: "Delete a context and all its entries.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(true), IdempotentHint: true, OpenWorldHint: closed},
+	}, w.contextDelete)
+	addTool(w, &sdk.Tool{
+		Name:        "memory_put",
+		Title:       "Write a memory key",
+		Description: "Set a memory key to a value; with expected_revision, only if the key is at that revision (compare-and-set). Returns the new revision.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(true), OpenWorldHint: closed},
+	}, w.memoryPut)
+	addTool(w, &sdk.Tool{
+		Name:        "memory_get",
+		Title:       "Read a memory key",
+		Description: "Get a memory key's value and revision.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.memoryGet)
+	addTool(w, &sdk.Tool{
+		Name:        "memory_delete",
+		Title:       "Delete a memory key",
+		Description: "Delete a memory key; with expected_revision, only if the key is at that revision.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(true), IdempotentHint: true, OpenWorldHint: closed},
+	}, w.memoryDelete)
+	addTool(w, &sdk.Tool{
+		Name:        "memory_list",
+		Title:       "List memory keys",
+		Description: "List memory keys (and revisions) with an optional prefix, one page at a time.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.memoryList)
+
+	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
+		Name:        "context",
+		Title:       "Context entries",
+		Description: "A context's entries as text, one \"role: content\" per entry (up to the worker's read caps).",
+		MIMEType:    "text/plain",
+		URITemplate: ContextURITemplate,
+	}, w.readContextResource)
+}
+
+// addTool registers a typed tool whose handler gets the caller and returns
+// the structured output or an error; it adds metrics, logs and the error
+// mapping. Errors become tool errors (isError results) whose text is
+// "REASON: message".
+func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller, In) (Out, error)) {
+	name := t.Name
+	sdk.AddTool(w.server, t, func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
+		start := time.Now()
+		c, err := callerOf(req.Extra)
+		var out Out
+		if err == nil {
+			out, err = h(ctx, c, in)
+		}
+		err = toolError(err)
+		w.observe(name, c, start, err)
+		if err != nil {
+			var zero Out
+			return nil, zero, err
+		}
+		return nil, out, nil
+	})
+}
+
+func (w *Worker) observe(tool string, c caller, start time.Time, err error) {
+	d := time.Since(start)
+	result := "ok"
+	if err != nil {
+		result = string(cperr.ReasonOf(err))
+	}
+	w.toolCalls.WithLabelValues(tool, result).Inc()
+	w.toolDur.WithLabelValues(tool).Observe(d.Seconds())
+	if cperr.ReasonOf(err) == cperr.Internal {
+		w.log.Error("MCP tool call failed", "method", "tools/call", "tool", tool, "tenant", c.tenant, "err", err, "duration", d)
+		return
+	}
+	w.log.Debug("MCP tool call", "method", "tools/call", "tool", tool, "tenant", c.tenant, "result", result, "duration", d)
+}
+
+// knownReasons bounds the result label and the reasons a tool error names.
+var knownReasons = map[cperr.Reason]bool{
+	cperr.InvalidArgument: true, cperr.TenantNotFound: true, cperr.ContextNotFound: true, cperr.KeyNotFound: true,
+	cperr.AlreadyExists: true, cperr.RevisionMismatch: true, cperr.SequenceMismatch: true, cperr.NotLeader: true,
+	cperr.WrongCell: true, cperr.StaleEpoch: true, cperr.TenantMoving: true, cperr.CellUnavailable: true,
+	cperr.AuthorityLeaseExpired: true, cperr.StalenessExceeded: true, cperr.RateLimited: true, cperr.QuotaExceeded: true,
+	cperr.Unauthenticated: true, cperr.PermissionDenied: true, cperr.Internal: true,
+}
+
+// toolError turns any error into a *cperr.Error with a known reason; the
+// message of an unexpected error is not passed on.
+func toolError(err error) error {
+	if err == nil {
+		return nil
+	}
+	err = rpcerr.FromStatus(err)
+	var ce *cperr.Error
+	switch {
+	case errors.As(err, &ce) && knownReasons[ce.Reason]:
+		return ce
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return cperr.New(cperr.CellUnavailable, "the cell did not answer in time").WithRetryAfter(time.Second)
+	case status.Code(err) == codes.Unavailable:
+		return cperr.New(cperr.CellUnavailable, "the cell is unreachable").WithRetryAfter(time.Second)
+	}
+	return &cperr.Error{Reason: cperr.Internal, Message: "internal error"}
+}
+
+// transient reports errors worth retrying within the call's budget. Every
+// write carries a request id, so a retry never applies twice.
+func transient(err error) bool {
+	switch cperr.ReasonOf(err) {
+	case cperr.NotLeader, cperr.CellUnavailable, cperr.TenantMoving, cperr.AuthorityLeaseExpired:
+		return true
+	}
+	return false
+}
+
+// call runs one backend call for c's tenant, bounded by CallTimeout, and
+// retries transient failures with backoff until the budget ends.
+func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
+	ctx = tenantmd.Outgoing(ctx, c.tenant, 0)
+	backoff := 20 * time.Millisecond
+	for {
+		res, err := fn(ctx)
+		if err == nil {
+			return res, nil
+		}
+		err = toolError(err)
+		if !transient(err) || ctx.Err() != nil {
+			var zero T
+			return zero, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			var zero T
+			return zero, err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+func contextNotFound(id string) error {
+	return cperr.New(cperr.ContextNotFound, "context %s does not exist", id)
+}
+
+// contextErr gives every CONTEXT_NOT_FOUND the same text, so that a
+// context of another principal and a missing one read alike.
+func contextErr(id string, err error) error {
+	if errors.Is(err, cperr.ErrContextNotFound) {
+		return contextNotFound(id)
+	}
+	return err
+}
+
+func invalid(field, desc string) error {
+	return cperr.Invalid(cperr.FieldViolation{Field: field, Description: desc})
+}
+
+func checkContextID(id string) error {
+	if !validate.ValidID(id, validate.DefaultMaxIDLen) {
+		return invalid("context_id", "is required; "+validate.IDRule(validate.DefaultMaxIDLen))
+	}
+	return nil
+}
+
+// checkOwner makes a context of another principal look missing. Without
+// a principal (no authentication) there is nothing to check. The check
+// precedes the operation (one extra read); a context deleted and re-created
+// in between by another principal is the only window, and its id would
+// have to be chosen by that principal.
+func (w *Worker) checkOwner(ctx context.Context, c caller, id string) error {
+	if err := checkContextID(id); err != nil {
+		return err
+	}
+	if c.principal == "" {
+		return nil
+	}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.GetContextResponse, error) {
+		return w.cell.GetContext(ctx, &contextv1.GetContextRequest{ContextId: id})
+	})
+	if err != nil {
+		return contextErr(id, err)
+	}
+	if res.GetContext().GetLabels()[PrincipalLabel] != c.principal {
+		return contextNotFound(id)
+	}
+	return nil
+}
+
+// newRequestID makes a request id for one tool call, so that the worker's
+// own retries of the backend call are applied once.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "mcp-" + hex.EncodeToString(b[:])
+}
+
+// appendRequestID derives the backend request id from the caller's: the
+// same on every worker (so a retry through another worker deduplicates)
+// and namespaced by principal and context (so that callers' ids never
+// collide in the tenant-wide dedup table).
+func appendRequestID(c caller, contextID, requestID string) string {
+	h := sha256.Sum256([]byte("context_append\x00" + c.principal + "\x00" + contextID + "\x00" + requestID))
+	return "mcp-a-" + hex.EncodeToString(h[:16])
+}
+
+func userLabels(in map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(in)+1)
+	for k, v := range in {
+		if strings.HasPrefix(strings.ToLower(k), ReservedLabelPrefix) {
+			return nil, invalid("labels", "keys starting with '"+ReservedLabelPrefix+"' are reserved")
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func visibleLabels(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(strings.ToLower(k), ReservedLabelPrefix) {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(in))
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func timeString(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return t.AsTime().UTC().Format(time.RFC3339Nano)
+}
+
+func (w *Worker) contextCreate(ctx context.Context, c caller, in CreateInput) (CreateOutput, error) {
+	if in.ContextID != "" {
+		if err := checkContextID(in.ContextID); err != nil {
+			return CreateOutput{}, err
+		}
+	}
+	labels, err := userLabels(in.Labels)
+	if err != nil {
+		return CreateOutput{}, err
+	}
+	if c.principal != "" {
+		labels[PrincipalLabel] = c.principal
+	}
+	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: newRequestID()}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.CreateContextResponse, error) {
+		return w.cell.CreateContext(ctx, req)
+	})
+	if err != nil {
+		if errors.Is(err, cperr.ErrAlreadyExists) {
+			// Whoever owns it: do not tell more than that the id is taken.
+			return CreateOutput{}, cperr.New(cperr.AlreadyExists, "context %s already exists", in.ContextID)
+		}
+		return CreateOutput{}, err
+	}
+	return CreateOutput{ContextID: res.GetContext().GetContextId()}, nil
+}
+
+func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (AppendOutput, error) {
+	if err := checkContextID(in.ContextID); err != nil {
+		return AppendOutput{}, err
+	}
+	if len(in.Entries) == 0 {
+		return AppendOutput{}, invalid("entries", "at least one entry is required")
+	}
+	rid := newRequestID()
+	if in.RequestID != "" {
+		if !validate.ValidID(in.RequestID, validate.DefaultMaxIDLen) {
+			return AppendOutput{}, invalid("request_id", validate.IDRule(validate.DefaultMaxIDLen))
+		}
+		rid = appendRequestID(c, in.ContextID, in.RequestID)
+	}
+	entries := make([]*contextv1.Entry, len(in.Entries))
+	for i, e := range in.Entries {
+		if e.Role == "" {
+			return AppendOutput{}, invalid(fmt.Sprintf("entries[%d].role", i), "is required")
+		}
+		entries[i] = &contextv1.Entry{Role: e.Role, Content: &contextv1.Entry_Text{Text: e.Content}, Metadata: e.Metadata}
+	}
+	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
+		return AppendOutput{}, err
+	}
+	req := &contextv1.AppendRequest{ContextId: in.ContextID, Entries: entries, RequestId: rid}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.AppendResponse, error) {
+		return w.cell.Append(ctx, req)
+	})
+	if err != nil {
+		return AppendOutput{}, contextErr(in.ContextID, err)
+	}
+	return AppendOutput{FirstSeq: res.GetFirstSeq(), LastSeq: res.GetLastSeq()}, nil
+}
+
+// readBudget caps a requested budget (0: the cap).
+func readBudget[T uint32 | uint64](requested T, limit T) T {
+	if requested == 0 || requested > limit {
+		return limit
+	}
+	return requested
+}
+
+func (w *Worker) read(ctx context.Context, c caller, req *contextv1.ReadRequest) (*contextv1.ReadResponse, error) {
+	req.MaxEntries = readBudget(req.MaxEntries, uint32(min(w.cfg.MaxReadEntries, 1<<31)))
+	req.MaxBytes = readBudget(req.MaxBytes, uint64(w.cfg.MaxReadBytes))
+	if err := w.checkOwner(ctx, c, req.GetContextId()); err != nil {
+		return nil, err
+	}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ReadResponse, error) {
+		return w.cell.Read(ctx, req)
+	})
+	if err != nil {
+		return nil, contextErr(req.GetContextId(), err)
+	}
+	return res, nil
+}
+
+func entryContent(e *contextv1.Entry) (content, encoding string) {
+	switch x := e.GetContent().(type) {
+	case *contextv1.Entry_Text:
+		return x.Text, ""
+	case *contextv1.Entry_Data:
+		if utf8.Valid(x.Data) {
+			return string(x.Data), ""
+		}
+		return base64.StdEncoding.EncodeToString(x.Data), "base64"
+	}
+	return "", ""
+}
+
+func (w *Worker) contextRead(ctx context.Context, c caller, in ReadInput) (ReadOutput, error) {
+	if err := checkContextID(in.ContextID); err != nil {
+		return ReadOutput{}, err
+	}
+	req := &contextv1.ReadRequest{ContextId: in.ContextID, MaxEntries: in.MaxEntries, MaxBytes: in.MaxBytes}
+	switch {
+	case in.FromSeq != nil && in.Tail != nil:
+		return ReadOutput{}, invalid("from_seq", "give from_seq or tail, not both")
+	case in.Tail != nil:
+		req.Start = &contextv1.ReadRequest_Tail{Tail: *in.Tail}
+	case in.FromSeq != nil:
+		req.Start = &contextv1.ReadRequest_FromSeq{FromSeq: *in.FromSeq}
+	default:
+		req.Start = &contextv1.ReadRequest_FromSeq{FromSeq: 1}
+	}
+	res, err := w.read(ctx, c, req)
+	if err != nil {
+		return ReadOutput{}, err
+	}
+	out := ReadOutput{Entries: make([]EntryOutput, 0, len(res.GetEntries())), NextSeq: res.GetNextSeq(), LastSeq: res.GetLastSeq()}
+	for _, e := range res.GetEntries() {
+		content, enc := entryContent(e)
+		out.Entries = append(out.Entries, EntryOutput{
+			Seq: e.GetSeq(), Role: e.GetRole(), Content: content, Encoding: enc,
+			Metadata: e.GetMetadata(), CreateTime: timeString(e.GetCreateTime()),
+		})
+	}
+	return out, nil
+}
+
+func (w *Worker) contextList(ctx context.Context, c caller, in ListInput) (ListOutput, error) {
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListContextsResponse, error) {
+		return w.cell.ListContexts(ctx, &contextv1.ListContextsRequest{PageToken: in.PageToken})
+	})
+	if err != nil {
+		return ListOutput{}, err
+	}
+	// With a principal, a page lists only the principal's contexts (it may
+	// be shorter than the store's page, even empty, with more to come).
+	out := ListOutput{Contexts: []ContextOutput{}, NextPageToken: res.GetNextPageToken()}
+	for _, x := range res.GetContexts() {
+		if c.principal != "" && x.GetLabels()[PrincipalLabel] != c.principal {
+			continue
+		}
+		out.Contexts = append(out.Contexts, ContextOutput{
+			ContextID: x.GetContextId(), Labels: visibleLabels(x.GetLabels()),
+			LastSeq: x.GetLastSeq(), EntryCount: x.GetEntryCount(), SizeBytes: x.GetSizeBytes(),
+			CreateTime: timeString(x.GetCreateTime()), UpdateTime: timeString(x.GetUpdateTime()),
+		})
+	}
+	return out, nil
+}
+
+func (w *Worker) contextDelete(ctx context.Context, c caller, in DeleteInput) (DeleteOutput, error) {
+	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
+		return DeleteOutput{}, err
+	}
+	req := &contextv1.DeleteContextRequest{ContextId: in.ContextID, RequestId: newRequestID()}
+	if _, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.DeleteContextResponse, error) {
+		return w.cell.DeleteContext(ctx, req)
+	}); err != nil {
+		return DeleteOutput{}, contextErr(in.ContextID, err)
+	}
+	return DeleteOutput{ContextID: in.ContextID, Deleted: true}, nil
+}
+
+func checkKey(key string) error {
+	if key == "" {
+		return invalid("key", "is required")
+	}
+	return nil
+}
+
+func (w *Worker) memoryPut(ctx context.Context, c caller, in PutInput) (PutOutput, error) {
+	if err := checkKey(in.Key); err != nil {
+		return PutOutput{}, err
+	}
+	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: newRequestID()}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.PutMemoryResponse, error) {
+		return w.cell.PutMemory(ctx, req)
+	})
+	if err != nil {
+		return PutOutput{}, err
+	}
+	return PutOutput{Revision: res.GetRevision()}, nil
+}
+
+func (w *Worker) memoryGet(ctx context.Context, c caller, in GetInput) (GetOutput, error) {
+	if err := checkKey(in.Key); err != nil {
+		return GetOutput{}, err
+	}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.GetMemoryResponse, error) {
+		return w.cell.GetMemory(ctx, &contextv1.GetMemoryRequest{Key: in.Key})
+	})
+	if err != nil {
+		return GetOutput{}, err
+	}
+	item := res.GetItem()
+	out := GetOutput{Value: string(item.GetValue()), Revision: item.GetRevision()}
+	if !utf8.Valid(item.GetValue()) {
+		out.Value, out.Encoding = base64.StdEncoding.EncodeToString(item.GetValue()), "base64"
+	}
+	return out, nil
+}
+
+func (w *Worker) memoryDelete(ctx context.Context, c caller, in MemDeleteInput) (MemDeleteOutput, error) {
+	if err := checkKey(in.Key); err != nil {
+		return MemDeleteOutput{}, err
+	}
+	req := &contextv1.DeleteMemoryRequest{Key: in.Key, ExpectedRevision: in.ExpectedRevision, RequestId: newRequestID()}
+	if _, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.DeleteMemoryResponse, error) {
+		return w.cell.DeleteMemory(ctx, req)
+	}); err != nil {
+		return MemDeleteOutput{}, err
+	}
+	return MemDeleteOutput{Key: in.Key, Deleted: true}, nil
+}
+
+func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (MemListOutput, error) {
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListMemoryResponse, error) {
+		return w.cell.ListMemory(ctx, &contextv1.ListMemoryRequest{Prefix: in.Prefix, PageToken: in.PageToken, KeysOnly: true})
+	})
+	if err != nil {
+		return MemListOutput{}, err
+	}
+	out := MemListOutput{Items: make([]MemItem, 0, len(res.GetItems())), NextPageToken: res.GetNextPageToken()}
+	for _, it := range res.GetItems() {
+		out.Items = append(out.Items, MemItem{Key: it.GetKey(), Revision: it.GetRevision()})
+	}
+	return out, nil
+}
+
+// readContextResource serves cellplane://contexts/{context_id}: the
+// entries from the first one, up to the read caps, "role: content" per
+// line; a last line says where the text was cut.
+func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
+	uri := req.Params.URI
+	id, ok := strings.CutPrefix(uri, contextURIPrefix)
+	if !ok || !validate.ValidID(id, validate.DefaultMaxIDLen) {
+		return nil, sdk.ResourceNotFoundError(uri)
+	}
+	start := time.Now()
+	c, err := callerOf(req.Extra)
+	var res *contextv1.ReadResponse
+	if err == nil {
+		res, err = w.read(ctx, c, &contextv1.ReadRequest{ContextId: id, Start: &contextv1.ReadRequest_FromSeq{FromSeq: 1}})
+	}
+	err = toolError(err)
+	w.observe("resources/read", c, start, err)
+	if errors.Is(err, cperr.ErrContextNotFound) {
+		return nil, sdk.ResourceNotFoundError(uri)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	for _, e := range res.GetEntries() {
+		content, _ := entryContent(e)
+		fmt.Fprintf(&b, "%s: %s\n", e.GetRole(), content)
+	}
+	if n := res.GetNextSeq(); n <= res.GetLastSeq() {
+		fmt.Fprintf(&b, "[truncated: entries %d to %d not shown; use context_read with from_seq %d]\n", n, res.GetLastSeq(), n)
+	}
+	return &sdk.ReadResourceResult{Contents: []*sdk.ResourceContents{{URI: uri, MIMEType: "text/plain", Text: b.String()}}}, nil
+}

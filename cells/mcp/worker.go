@@ -1,0 +1,337 @@
+package mcp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+)
+
+// Headers the worker sets on the request it hands to the SDK, after
+// authentication, so that tool handlers read them from
+// sdk.RequestExtra.Header. Copies sent by the client are deleted first.
+const (
+	TenantHeader    = "X-Cellplane-Tenant"
+	PrincipalHeader = "X-Cellplane-Principal"
+)
+
+// ProtocolVersions are the MCP protocol versions the endpoint serves,
+// newest first: the stateless 2026-07-28 protocol and the three
+// initialize-handshake versions before it (served without sessions).
+var ProtocolVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"}
+
+// metadataPrefix is the RFC 9728 well-known path prefix.
+const metadataPrefix = "/.well-known/oauth-protected-resource"
+
+// Worker serves tenants' contexts and memory as MCP tools. It keeps no
+// state between requests: every tool call is a ContextService call.
+type Worker struct {
+	cfg     Config
+	log     *slog.Logger
+	cell    contextv1.ContextServiceClient
+	authn   Authenticator
+	origins map[string]bool
+	server  *sdk.Server
+	mcp     http.Handler
+	handler http.Handler
+
+	requests  *prometheus.CounterVec
+	toolCalls *prometheus.CounterVec
+	toolDur   *prometheus.HistogramVec
+}
+
+// New returns a Worker calling cell (a connection to any member of the
+// cell). authn nil disables authentication: every caller's principal is "".
+func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cell == nil {
+		return nil, errors.New("mcp: nil cell connection")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	w := &Worker{
+		cfg:     cfg,
+		log:     log,
+		cell:    contextv1.NewContextServiceClient(cell),
+		authn:   authn,
+		origins: make(map[string]bool, len(cfg.AllowedOrigins)),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_mcp_requests_total",
+			Help: "MCP HTTP requests served by the worker, by method and HTTP status.",
+		}, []string{"method", "status"}),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_mcp_tool_calls_total",
+			Help: "MCP tool calls, by tool and result (ok or the error-contract reason).",
+		}, []string{"tool", "result"}),
+		toolDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cellplane_mcp_tool_duration_seconds",
+			Help:    "Duration of MCP tool calls, by tool.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"tool"}),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		n, _ := normalizeOrigin(o) // checked by Validate
+		w.origins[n] = true
+	}
+	w.server = sdk.NewServer(&sdk.Implementation{Name: "cellplane", Title: "cellplane contexts and memory", Version: "v1"}, &sdk.ServerOptions{
+		Instructions: "Durable conversation contexts (append-only entry logs addressed by context_id handles) " +
+			"and a key-value memory with revisions, stored in cellplane. Handles are bound to the tenant and to the caller.",
+		Logger:                    log,
+		SupportedProtocolVersions: ProtocolVersions,
+	})
+	w.addTools()
+	w.mcp = sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return w.server }, &sdk.StreamableHTTPOptions{
+		Stateless:           true,
+		JSONResponse:        true,
+		Logger:              log,
+		MaxRequestBodyBytes: cfg.MaxBodyBytes,
+	})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/t/{tenant}/mcp", w.serveMCP)
+	mux.HandleFunc(metadataPrefix+"/t/{tenant}/mcp", w.serveMetadata)
+	mux.HandleFunc("/", func(rw http.ResponseWriter, _ *http.Request) {
+		writeJSONError(rw, http.StatusNotFound, "NOT_FOUND", "no MCP endpoint here; use /t/<tenant>/mcp")
+	})
+	w.handler = mux
+	return w, nil
+}
+
+// Collectors returns the worker's metrics, for the caller to register.
+func (w *Worker) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{w.requests, w.toolCalls, w.toolDur}
+}
+
+// Handler serves "/t/{tenant}/mcp" (MCP Streamable HTTP, stateless: POST;
+// GET and DELETE answer 405) and
+// "/.well-known/oauth-protected-resource/t/{tenant}/mcp" (RFC 9728).
+func (w *Worker) Handler() http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: rw}
+		defer func() {
+			code := sw.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			w.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(code)).Inc()
+		}()
+		w.handler.ServeHTTP(sw, r)
+	})
+}
+
+// serveMCP checks what the SDK does not (tenant id, method, Origin, body
+// size, credentials), sets the tenant and principal headers and hands the
+// request to the SDK's stateless handler.
+func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
+	tenant := r.PathValue("tenant")
+	if !validate.ValidID(tenant, validate.DefaultMaxIDLen) {
+		writeJSONError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
+		return
+	}
+	if r.Method != http.MethodPost {
+		// Stateless: no sessions, so no GET stream and nothing to DELETE.
+		rw.Header().Set("Allow", http.MethodPost)
+		writeJSONError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this MCP endpoint is stateless: only POST is served")
+		return
+	}
+	if !w.originAllowed(r) {
+		writeJSONError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "origin not allowed")
+		return
+	}
+	if r.ContentLength > w.cfg.MaxBodyBytes {
+		writeJSONError(rw, http.StatusRequestEntityTooLarge, string(cperr.InvalidArgument),
+			fmt.Sprintf("request body exceeds %d bytes", w.cfg.MaxBodyBytes))
+		return
+	}
+	r.Body = http.MaxBytesReader(rw, r.Body, w.cfg.MaxBodyBytes)
+
+	var principal string
+	if w.authn != nil {
+		resource := w.publicURL(r, tenant)
+		p, err := w.authn.Authenticate(r, tenant, resource)
+		if err != nil {
+			w.authError(rw, r, tenant, resource, err)
+			return
+		}
+		principal = p
+	}
+	r2 := r.Clone(r.Context())
+	r2.Header.Del(TenantHeader)
+	r2.Header.Del(PrincipalHeader)
+	r2.Header.Set(TenantHeader, tenant)
+	if principal != "" {
+		r2.Header.Set(PrincipalHeader, principal)
+	}
+	w.mcp.ServeHTTP(rw, r2)
+}
+
+func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, resource string, err error) {
+	var ce *cperr.Error
+	if !errors.As(err, &ce) {
+		w.log.Error("MCP authentication failed unexpectedly", "tenant", tenant, "err", err)
+		writeJSONError(rw, http.StatusInternalServerError, string(cperr.Internal), "internal error")
+		return
+	}
+	switch ce.Reason {
+	case cperr.PermissionDenied:
+		writeJSONError(rw, http.StatusForbidden, string(ce.Reason), ce.Message)
+	case cperr.Unauthenticated:
+		challenge := strings.TrimSpace(w.authn.Challenge(err))
+		md := fmt.Sprintf("resource_metadata=%q", metadataURL(resource))
+		switch {
+		case challenge == "":
+			challenge = "Bearer " + md
+		case strings.Contains(challenge, "="):
+			challenge += ", " + md
+		default: // a bare scheme ("Bearer")
+			challenge += " " + md
+		}
+		rw.Header().Set("WWW-Authenticate", challenge)
+		writeJSONError(rw, http.StatusUnauthorized, string(ce.Reason), ce.Message)
+	default:
+		w.log.Debug("MCP authentication refused", "tenant", tenant, "err", err, "path", r.URL.Path)
+		writeJSONError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "access denied")
+	}
+}
+
+// serveMetadata serves the RFC 9728 protected-resource metadata.
+func (w *Worker) serveMetadata(rw http.ResponseWriter, r *http.Request) {
+	tenant := r.PathValue("tenant")
+	if !validate.ValidID(tenant, validate.DefaultMaxIDLen) {
+		writeJSONError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		rw.Header().Set("Allow", "GET, HEAD")
+		writeJSONError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "use GET")
+		return
+	}
+	doc := ProtectedResourceMetadata{
+		Resource:               w.publicURL(r, tenant),
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "cellplane MCP (" + tenant + ")",
+	}
+	if w.authn != nil {
+		doc.AuthorizationServers = w.authn.AuthorizationServers()
+	}
+	rw.Header().Set("Content-Type", "application/json")
+	rw.Header().Set("Access-Control-Allow-Origin", "*") // public document, read by browser-based clients
+	rw.Header().Set("Cache-Control", "max-age=300")
+	_ = json.NewEncoder(rw).Encode(doc)
+}
+
+// ProtectedResourceMetadata is the RFC 9728 document served for each
+// tenant's endpoint.
+type ProtectedResourceMetadata struct {
+	Resource               string   `json:"resource"`
+	AuthorizationServers   []string `json:"authorization_servers,omitempty"`
+	BearerMethodsSupported []string `json:"bearer_methods_supported"`
+	ScopesSupported        []string `json:"scopes_supported,omitempty"`
+	ResourceName           string   `json:"resource_name,omitempty"`
+}
+
+func (w *Worker) publicURL(r *http.Request, tenant string) string {
+	if w.cfg.PublicURL != nil {
+		return w.cfg.PublicURL(r, tenant)
+	}
+	return "http://" + r.Host + "/t/" + tenant + "/mcp"
+}
+
+// metadataURL is the RFC 9728 §3.1 metadata URL of resource: the
+// well-known prefix inserted between the host and the path.
+func metadataURL(resource string) string {
+	u, err := url.Parse(resource)
+	if err != nil || u.Host == "" {
+		return resource
+	}
+	u.Path = metadataPrefix + u.Path
+	u.RawPath = ""
+	u.RawQuery, u.Fragment = "", ""
+	return u.String()
+}
+
+// originAllowed: no Origin (not a browser), an allowed origin, or the
+// request's own host.
+func (w *Worker) originAllowed(r *http.Request) bool {
+	vs := r.Header.Values("Origin")
+	if len(vs) == 0 {
+		return true
+	}
+	if len(vs) > 1 {
+		return false
+	}
+	o, err := normalizeOrigin(vs[0])
+	if err != nil {
+		return false // includes "null"
+	}
+	if w.origins[o] {
+		return true
+	}
+	host := strings.ToLower(r.Host)
+	switch {
+	case strings.HasPrefix(o, "http://") && strings.HasSuffix(host, ":80"):
+		host = strings.TrimSuffix(host, ":80")
+	case strings.HasPrefix(o, "https://") && strings.HasSuffix(host, ":443"):
+		host = strings.TrimSuffix(host, ":443")
+	}
+	_, oh, _ := strings.Cut(o, "://")
+	return host != "" && oh == host
+}
+
+func writeJSONError(rw http.ResponseWriter, code int, reason, msg string) {
+	rw.Header().Set("Content-Type", "application/json")
+	rw.Header().Set("X-Content-Type-Options", "nosniff")
+	rw.WriteHeader(code)
+	_ = json.NewEncoder(rw).Encode(map[string]any{"error": map[string]string{"reason": reason, "message": msg}})
+}
+
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+		return m
+	}
+	return "OTHER"
+}
+
+// statusWriter remembers the status and passes Flush through (SSE).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
