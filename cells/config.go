@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/cellplane/cellplane/cells/mcp"
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
@@ -63,6 +64,14 @@ type Config struct {
 	// at least registry.MinTTL).
 	RegistryTTL time.Duration
 
+	// MCP configures the MCP worker the node serves on its HTTP port at
+	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off.
+	MCP         mcp.Config
+	MCPDisabled bool
+	// MCPAuth authenticates MCP calls (cells/mcpauth); nil accepts every
+	// call (a standalone node, or a node behind a router that checked it).
+	MCPAuth mcp.Authenticator
+
 	// Limits bound every request (validate.DefaultLimits()).
 	Limits validate.Limits
 	// Store holds the store's tuning knobs. NodeID, RaftBind, RaftListener,
@@ -98,6 +107,7 @@ func DefaultConfig() Config {
 		HTTPAddr:        DefaultHTTPAddr,
 		Limits:          validate.DefaultLimits(),
 		Store:           store.DefaultConfig(),
+		MCP:             mcp.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
 	}
 }
@@ -107,6 +117,11 @@ func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cells: "+format, args...)) }
 
+	if !c.MCPDisabled {
+		if err := c.MCP.Validate(); err != nil {
+			add("MCP: %v", err)
+		}
+	}
 	if c.CellID != "" && !validate.ValidID(c.CellID, validate.DefaultMaxIDLen) {
 		add("CellID %q must be %s", c.CellID, validate.IDRule(validate.DefaultMaxIDLen))
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/cellplane/cellplane/cells/mcp"
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/service"
 	"github.com/cellplane/cellplane/cells/store"
@@ -38,6 +39,8 @@ type Node struct {
 	svc       *service.Server
 	grpcSrv   *grpc.Server
 	httpSrv   *http.Server
+	mcp       *mcp.Worker      // nil when disabled
+	mcpConn   *grpc.ClientConn // the worker's connection to this node's gRPC
 	health    *health.Server
 	reg       *prometheus.Registry
 
@@ -213,6 +216,15 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	)
 	n.reg.MustRegister(st.Collectors()...)
 	n.grpcSrv = n.newGRPCServer()
+	if !cfg.MCPDisabled {
+		// The worker calls this node's own gRPC API: the node forwards to
+		// the cell leader, so the worker keeps no state and needs no more.
+		if err := n.startMCP(grpcLis.Addr().String()); err != nil {
+			bgCancel()
+			_ = st.Close()
+			return nil, err
+		}
+	}
 	n.httpSrv = n.newHTTPServer()
 
 	// Not serving until the store knows a leader (healthLoop flips it).
@@ -330,6 +342,9 @@ func (n *Node) stop(cause error) {
 		svcErr := n.svc.Close()
 		wg.Wait()
 		n.serveWG.Wait()
+		if n.mcpConn != nil {
+			_ = n.mcpConn.Close()
+		}
 
 		if cause == nil && graceful > 0 {
 			n.handOverLeadership()

@@ -3,6 +3,7 @@ package cells
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -13,12 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/cellplane/cellplane/cells/mcp"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -141,6 +144,11 @@ func (n *Node) newHTTPServer() *http.Server {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	mux.HandleFunc("GET /readyz", n.serveReadyz)
+	if n.mcp != nil {
+		h := n.mcp.Handler()
+		mux.Handle("/t/", h)
+		mux.Handle("/.well-known/oauth-protected-resource/", h)
+	}
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -268,3 +276,24 @@ type ctxStream struct {
 }
 
 func (s ctxStream) Context() context.Context { return s.ctx }
+
+// startMCP starts the node's MCP worker over a loopback connection to its
+// own gRPC listener (addr).
+func (n *Node) startMCP(addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("cells: MCP worker connection: %w", err)
+	}
+	mc := n.cfg.MCP
+	if mc.Logger == nil {
+		mc.Logger = n.log
+	}
+	w, err := mcp.New(mc, conn, n.cfg.MCPAuth)
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("cells: MCP worker: %w", err)
+	}
+	n.mcp, n.mcpConn = w, conn
+	n.reg.MustRegister(w.Collectors()...)
+	return nil
+}
