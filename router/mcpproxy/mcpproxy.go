@@ -130,11 +130,10 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 			pr.Out.URL.Host = t.addr
 			pr.Out.URL.Path = t.path
 			pr.Out.URL.RawPath = ""
-			pr.Out.Host = t.addr
+			// The Host stays the router's: a worker derives the tenant's
+			// public MCP URL (a token's audience, RFC 9728 metadata) from
+			// it. Credentials pass through: workers check them again.
 			pr.SetXForwarded()
-			// Credentials were checked here; workers trust the router's
-			// hop and never see the caller's secret.
-			pr.Out.Header.Del("X-Api-Key")
 		},
 		Transport:     transport,
 		FlushInterval: -1, // flush after every write: SSE events go out as they come
