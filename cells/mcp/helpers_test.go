@@ -1,0 +1,231 @@
+package mcp_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/mcp"
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/testutil"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// startCell starts a one-node cell on loopback, makes it OWNER of
+// tenants at epoch 1 and returns a connection to it.
+func startCell(t *testing.T, tenants ...string) *grpc.ClientConn {
+	t.Helper()
+	cfg := cells.DefaultConfig()
+	cfg.NodeID = "n1"
+	cfg.DataDir = filepath.Join(t.TempDir(), "n1")
+	cfg.RaftListener = testutil.Listen(t)
+	cfg.GRPCListener = testutil.Listen(t)
+	cfg.HTTPListener = testutil.Listen(t)
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Logger = testutil.Logger(t)
+	cfg.Bootstrap = []store.Peer{{ID: cfg.NodeID, Addr: cfg.RaftListener.Addr().String()}}
+	n, err := cells.Start(testutil.Context(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("close node: %v", err)
+		}
+	})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if id, info := n.Store().Leader(); id == "" || info.GetGrpcAddr() == "" {
+			return errors.New("no registered leader yet")
+		}
+		return nil
+	})
+	conn := dial(t, n.GRPCAddr())
+	ctx := testutil.Context(t, 20*time.Second)
+	for _, tenant := range tenants {
+		_, err := cellv1.NewCellServiceClient(conn).SetTenant(ctx, &cellv1.SetTenantRequest{
+			Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: 1, RequestId: "own-" + tenant,
+		})
+		if err != nil {
+			t.Fatalf("SetTenant %s: %v", tenant, err)
+		}
+	}
+	return conn
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+type worker struct {
+	*mcp.Worker
+	srv  *http.Server
+	base string // http://127.0.0.1:port
+}
+
+func (w *worker) url(tenant string) string { return w.base + "/t/" + tenant + "/mcp" }
+
+// startWorker serves a Worker on a loopback listener until the test ends.
+func startWorker(t *testing.T, cfg mcp.Config, cell grpc.ClientConnInterface, authn mcp.Authenticator) *worker {
+	t.Helper()
+	cfg.Logger = testutil.Logger(t).With("component", "mcp")
+	w, err := mcp.New(cfg, cell, authn)
+	if err != nil {
+		t.Fatalf("mcp.New: %v", err)
+	}
+	l := testutil.Listen(t)
+	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return &worker{Worker: w, srv: srv, base: "http://" + l.Addr().String()}
+}
+
+// headerTransport adds headers to every request.
+type headerTransport struct {
+	base   http.RoundTripper
+	header http.Header
+}
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, vs := range h.header {
+		r.Header[k] = vs
+	}
+	return h.base.RoundTrip(r)
+}
+
+// connect opens an MCP client session at protocol version (the SDK
+// client discovers with 2026-07-28 or initializes with older versions).
+func connect(t *testing.T, ctx context.Context, endpoint, version string, header http.Header) *sdk.ClientSession {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	transport := &sdk.StreamableClientTransport{
+		Endpoint:             endpoint,
+		HTTPClient:           &http.Client{Transport: headerTransport{base: tr, header: header}},
+		DisableStandaloneSSE: true,
+		MaxRetries:           -1,
+	}
+	client := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "v0"}, nil)
+	cs, err := client.Connect(ctx, transport, &sdk.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatalf("connect %s at %s: %v", endpoint, version, err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// callTool calls a tool and fails the test on a protocol error.
+func callTool(t *testing.T, ctx context.Context, cs *sdk.ClientSession, name string, args any) *sdk.CallToolResult {
+	t.Helper()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: protocol error: %v", name, err)
+	}
+	return res
+}
+
+// ok calls a tool that must succeed and decodes its structured content
+// into out (may be nil).
+func ok(t *testing.T, ctx context.Context, cs *sdk.ClientSession, name string, args, out any) {
+	t.Helper()
+	res := callTool(t, ctx, cs, name, args)
+	if res.IsError {
+		t.Fatalf("%s(%v): tool error: %s", name, args, text(res))
+	}
+	if res.StructuredContent == nil {
+		t.Fatalf("%s: no structured content", name)
+	}
+	if len(res.Content) == 0 {
+		t.Fatalf("%s: no text content", name)
+	}
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s: decode %s: %v", name, b, err)
+		}
+	}
+}
+
+// fails calls a tool that must fail with reason and returns the text.
+func fails(t *testing.T, ctx context.Context, cs *sdk.ClientSession, name string, args any, reason cperr.Reason) string {
+	t.Helper()
+	res := callTool(t, ctx, cs, name, args)
+	txt := text(res)
+	if !res.IsError {
+		t.Fatalf("%s(%v) succeeded (%s), want %s", name, args, txt, reason)
+	}
+	if !strings.HasPrefix(txt, string(reason)+":") {
+		t.Fatalf("%s(%v) failed with %q, want reason %s", name, args, txt, reason)
+	}
+	return txt
+}
+
+func text(res *sdk.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*sdk.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+// fakeAuth accepts "Authorization: Bearer <principal>" for the audience
+// the worker computes; "Bearer denied" is PERMISSION_DENIED.
+type fakeAuth struct{}
+
+func (fakeAuth) Authenticate(r *http.Request, tenant, resource string) (string, error) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	switch {
+	case !ok || tok == "":
+		return "", cperr.New(cperr.Unauthenticated, "a bearer token is required")
+	case tok == "denied":
+		return "", cperr.New(cperr.PermissionDenied, "no access to tenant %s", tenant)
+	case resource != "http://"+r.Host+"/t/"+tenant+"/mcp":
+		return "", cperr.New(cperr.Unauthenticated, "wrong audience %s", resource)
+	}
+	return tok, nil
+}
+
+func (fakeAuth) Challenge(err error) string {
+	return `Bearer realm="cellplane", error="invalid_token"`
+}
+
+func (fakeAuth) AuthorizationServers() []string { return []string{"https://auth.example"} }
+
+func bearer(p string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + p}}
+}
+
