@@ -36,6 +36,7 @@ func newCellCmd(std streams, stopSignals func()) *cobra.Command {
 		logLevel  = "info"
 		logFormat = "text"
 		etcd      = etcdFlags{Prefix: topo.Prefix, DialTimeout: 5 * time.Second}
+		mflags    mcpFlags
 	)
 
 	cmd := &cobra.Command{
@@ -60,6 +61,11 @@ created in the control plane and enough nodes registered, then forms the cell
 with the members of the registry's bootstrap record (or joins it, if the cell
 was formed without this node). Without --etcd-endpoints the node runs
 standalone.
+
+The HTTP port also serves the MCP worker: each tenant's context and memory
+as MCP tools at /t/<tenant>/mcp (Streamable HTTP). With a registry, calls
+need the tenant's API key (--mcp-auth); standalone, they are not
+authenticated.
 
 SIGINT or SIGTERM stops the node gracefully: it reports NOT_SERVING, hands
 Raft leadership over if it leads, drains calls for up to --shutdown-timeout
@@ -108,6 +114,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 			if len(endpoints) > 0 && etcd.DialTimeout <= 0 {
 				return usageErrorf("--etcd-dial-timeout must be > 0, got %s", etcd.DialTimeout)
 			}
+			mflags.apply(&cfg.MCP)
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
@@ -128,6 +135,11 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				cfg.Registry = reg
 				if err := cfg.Validate(); err != nil {
 					return usageErrorf("invalid configuration: %w", err)
+				}
+			}
+			if !cfg.MCPDisabled {
+				if cfg.MCPAuth, err = mflags.authenticator(cfg.Registry, logger); err != nil {
+					return err
 				}
 			}
 			return runCell(cmd, cfg, stopSignals)
@@ -188,6 +200,10 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	cp.DurationVar(&etcd.DialTimeout, "etcd-dial-timeout", etcd.DialTimeout, "how long connecting to etcd may take")
 	cp.DurationVar(&cfg.RegistryTTL, "registry-ttl", registry.DefaultTTL, "lease TTL of the node's registry keys: how long they outlive a node that dies without stopping")
 
+	mcpf := pflag.NewFlagSet("mcp", pflag.ContinueOnError)
+	mcpf.BoolVar(&cfg.MCPDisabled, "mcp-disabled", false, "do not serve the MCP worker at /t/<tenant>/mcp on the HTTP port")
+	mflags.register(mcpf, "mcp-")
+
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
@@ -196,6 +212,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 		{"Node", node},
 		{"Request limits", lim},
 		{"Control plane", cp},
+		{"MCP worker", mcpf},
 		{"Raft and store tuning", st},
 		{"Logging", logf},
 	}

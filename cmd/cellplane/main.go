@@ -117,6 +117,7 @@ the router, control plane and MCP workers come next.`,
 		newCellCmd(std, stopSignals),
 		newControlPlaneCmd(std, stopSignals),
 		newRouterCmd(std, stopSignals),
+		newWorkerCmd(std, info, stopSignals),
 		newBenchCmd(std),
 		newVersionCmd(std, info),
 	)

@@ -80,6 +80,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-router.golden", []string{"bench", "router", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
+		{"help-worker.golden", []string{"worker", "--help"}},
 		{"help-version.golden", []string{"version", "--help"}},
 	}
 	for _, tt := range tests {
