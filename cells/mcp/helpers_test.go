@@ -228,4 +228,3 @@ func (fakeAuth) AuthorizationServers() []string { return []string{"https://auth.
 func bearer(p string) http.Header {
 	return http.Header{"Authorization": {"Bearer " + p}}
 }
-

@@ -63,4 +63,3 @@ func (f *mcpFlags) authenticator(registry topo.Store, log *slog.Logger) (mcp.Aut
 	}
 	return nil, usageErrorf("MCP auth must be auto, apikey, jwt or none, got %q", f.auth)
 }
-
