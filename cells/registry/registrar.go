@@ -87,7 +87,10 @@ func (c Config) Validate() error {
 		if c.Node.GetCell() != "" && c.Node.GetCell() != c.Cell {
 			add("Node.Cell %q differs from Cell %q", c.Node.GetCell(), c.Cell)
 		}
-		if c.Node.GetGrpcAddr() == "" {
+		switch {
+		case c.Node.GetRole() == controlplanev1.NodeRole_NODE_ROLE_WORKER && c.Node.GetHttpAddr() == "":
+			add("Node.HttpAddr is required for a worker")
+		case c.Node.GetRole() != controlplanev1.NodeRole_NODE_ROLE_WORKER && c.Node.GetGrpcAddr() == "":
 			add("Node.GrpcAddr is required")
 		}
 	}
