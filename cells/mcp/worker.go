@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +86,7 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"tool"}),
 	}
+	sdkLog := slog.New(demoteInfo{log.Handler()}).With("component", "mcp-sdk")
 	for _, o := range cfg.AllowedOrigins {
 		n, _ := normalizeOrigin(o) // checked by Validate
 		w.origins[n] = true
@@ -92,14 +94,14 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 	w.server = sdk.NewServer(&sdk.Implementation{Name: "cellplane", Title: "cellplane contexts and memory", Version: "v1"}, &sdk.ServerOptions{
 		Instructions: "Durable conversation contexts (append-only entry logs addressed by context_id handles) " +
 			"and a key-value memory with revisions, stored in cellplane. Handles are bound to the tenant and to the caller.",
-		Logger:                    log,
+		Logger:                    sdkLog,
 		SupportedProtocolVersions: ProtocolVersions,
 	})
 	w.addTools()
 	w.mcp = sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return w.server }, &sdk.StreamableHTTPOptions{
 		Stateless:           true,
 		JSONResponse:        true,
-		Logger:              log,
+		Logger:              sdkLog,
 		MaxRequestBodyBytes: cfg.MaxBodyBytes,
 	})
 	mux := http.NewServeMux()
@@ -335,3 +337,27 @@ func (s *statusWriter) Flush() {
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// demoteInfo turns the SDK's Info lines (one "session connected" and
+// "disconnected" per stateless request) into Debug lines: Info is for
+// rare events here (CONTRIBUTING.md).
+type demoteInfo struct{ h slog.Handler }
+
+func demote(l slog.Level) slog.Level {
+	if l == slog.LevelInfo {
+		return slog.LevelDebug
+	}
+	return l
+}
+
+func (d demoteInfo) Enabled(ctx context.Context, l slog.Level) bool {
+	return d.h.Enabled(ctx, demote(l))
+}
+
+func (d demoteInfo) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return d.h.Handle(ctx, r)
+}
+
+func (d demoteInfo) WithAttrs(as []slog.Attr) slog.Handler { return demoteInfo{d.h.WithAttrs(as)} }
+func (d demoteInfo) WithGroup(g string) slog.Handler       { return demoteInfo{d.h.WithGroup(g)} }
