@@ -26,11 +26,14 @@ Scenarios:
   placement   a router's full load of 1M placements from etcd and the watch
               propagation of placement changes
   router      appends and reads direct to a cell leader vs via the router vs
-              via the smart client; router memory with 1M placements`,
+              via the smart client; router memory with 1M placements
+  mcp         MCP tools/call (context_append, context_read) direct to a
+              worker process vs via the router; worker CPU per call`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
   cellplane bench placement --json > placement.json
-  cellplane bench router --json > router.json`,
+  cellplane bench router --json > router.json
+  cellplane bench mcp --json > mcp.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -45,7 +48,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std))
+	cmd.AddCommand(newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std))
 	return cmd
 }
 
@@ -242,6 +245,79 @@ Component logs go to stderr at --log-level.`,
 	f.IntVar(&opts.Tenants, "tenants", opts.Tenants, "placements loaded into etcd before the router starts")
 	f.IntVar(&opts.PageSize, "page-size", opts.PageSize, "keys per List page of the router's full load")
 	f.IntVar(&opts.LoadConcurrency, "load-concurrency", opts.LoadConcurrency, "concurrent writers of the bulk load")
+	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
+	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
+	return cmd
+}
+
+func newBenchMCPCmd(std streams) *cobra.Command {
+	opts := bench.DefaultMCPOptions()
+	var (
+		asJSON   bool
+		logLevel = "error"
+	)
+	cmd := &cobra.Command{
+		Use:   "mcp",
+		Short: "Benchmark the MCP worker: tools/call direct vs via the router, and its CPU per call",
+		Long: `Start a single-member embedded etcd (fsync off) and a 3-node cell (real
+disk, loopback TCP), write the cell's records and the placement of tenant
+"bench" into etcd, start one MCP worker as a separate process (this
+binary's 'worker' command, --auth none) and a router (auth off: the tenant
+comes from the /t/<tenant>/mcp path). The cell's Node records carry no
+HTTP address, so the router's MCP proxy sends every call to that worker.
+Then measure, closed loop with --concurrency go-sdk client sessions, each
+step for --duration after a warm-up:
+
+  - tools/call context_append (one --entry-size text entry, with a
+    request_id) and context_read (the last --tail of --prefill entries),
+    direct to the worker and via the router, interleaved over --rounds
+    rounds (the medians are reported): p50, p99, calls/s;
+  - the worker's CPU over each step (utime+stime from /proc/<pid>/stat):
+    cores busy and CPU time per call.
+
+Ratios (targets in the table): mcp_router_p50_vs_direct (context_read;
+append's is in the results) and mcp_rps_per_core (direct context_read
+calls per second of worker CPU). With --in-process-worker the worker runs
+in the bench process and its CPU figures are the whole process's (an upper
+bound). The default run takes under two minutes. Component logs go to
+stderr at --log-level.`,
+		Example: `  cellplane bench mcp
+  cellplane bench mcp --json > mcp.json
+  cellplane bench mcp --concurrency 32 --duration 2s --rounds 2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			check := func() error {
+				switch {
+				case opts.Concurrency < 1:
+					return usageErrorf("--concurrency must be ≥ 1")
+				case opts.Duration <= 0:
+					return usageErrorf("--duration must be > 0")
+				case opts.Rounds < 1:
+					return usageErrorf("--rounds must be ≥ 1")
+				case opts.EntrySize < 1:
+					return usageErrorf("--entry-size must be ≥ 1")
+				case opts.Prefill < 1:
+					return usageErrorf("--prefill must be ≥ 1")
+				case opts.Tail < 1:
+					return usageErrorf("--tail must be ≥ 1")
+				}
+				return nil
+			}
+			return runScenario(cmd, std, "mcp", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
+				opts.Logger, opts.Progress = log, std.Err
+				return bench.RunMCP(ctx, opts)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
+	f.IntVar(&opts.Concurrency, "concurrency", opts.Concurrency, "MCP client sessions of every step (closed loop)")
+	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step (one path, one tool, one round)")
+	f.IntVar(&opts.Rounds, "rounds", opts.Rounds, "rounds of the two paths (the medians are reported)")
+	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per entry (pre-filled and appended)")
+	f.IntVar(&opts.Prefill, "prefill", opts.Prefill, "entries in each session's context before the steps")
+	f.IntVar(&opts.Tail, "tail", opts.Tail, "entries each context_read asks for (the last ones)")
+	f.BoolVar(&opts.InProcessWorker, "in-process-worker", false, "run the worker in the bench process (its CPU is then the whole process's)")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd

@@ -78,6 +78,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-cell.golden", []string{"bench", "cell", "--help"}},
 		{"help-bench-placement.golden", []string{"bench", "placement", "--help"}},
 		{"help-bench-router.golden", []string{"bench", "router", "--help"}},
+		{"help-bench-mcp.golden", []string{"bench", "mcp", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
 		{"help-worker.golden", []string{"worker", "--help"}},
@@ -156,7 +157,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"bad id", []string{"cell", "--id", "n 1", "--data-dir", "x"}, 2, `NodeID "n 1" must be`},
 		{"bad log level", []string{"cell", "--id", "n1", "--data-dir", "x", "--log-level", "loud"}, 2, `unknown level "loud"`},
 		{"unknown flag", []string{"cell", "--nope"}, 2, "unknown flag: --nope"},
-		{"unknown scenario", []string{"bench", "mcp"}, 2, `unknown scenario "mcp" (available: cell, placement, router)`},
+		{"unknown scenario", []string{"bench", "nosuch"}, 2, `unknown scenario "nosuch" (available: cell, mcp, placement, router)`},
 		{"unknown command", []string{"frobnicate"}, 1, `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {
