@@ -114,6 +114,7 @@ the router, control plane and MCP workers come next.`,
 	root.SetErr(std.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
+		newDevCmd(std, stopSignals),
 		newCellCmd(std, stopSignals),
 		newControlPlaneCmd(std, stopSignals),
 		newRouterCmd(std, stopSignals),

@@ -82,6 +82,7 @@ func TestHelp(t *testing.T) {
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
 		{"help-worker.golden", []string{"worker", "--help"}},
+		{"help-dev.golden", []string{"dev", "--help"}},
 		{"help-version.golden", []string{"version", "--help"}},
 	}
 	for _, tt := range tests {

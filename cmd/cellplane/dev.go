@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/internal/devenv"
+	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/serve"
+)
+
+func newDevCmd(std streams, stopSignals func()) *cobra.Command {
+	cfg := devenv.DefaultConfig()
+	var (
+		regions  = strings.Join(cfg.Regions, ",")
+		logLevel = "warn"
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole platform on this machine: etcd, control plane, 2 regions × 2 cells × 3 nodes, a router",
+		Long: `Run the whole multi-region platform on one machine: embedded etcd and the
+control plane, regions × cells × nodes (real Raft on disk over loopback
+TCP, an MCP worker in every node) and one router, all on fixed loopback
+ports. Progress goes to stderr; when everything is up, a banner with the
+endpoints and copy-paste commands goes to stdout, and <data-dir>/dev.json
+describes the platform for scripts.
+
+Started again on the same --data-dir, every tenant and all data are back
+(--reset starts from scratch). With --multiprocess every node is its own
+child process of this binary, so you can kill -9 one (its pid is in
+dev.json) and watch the cell fail over with 'cellctl status'; a killed node
+is restarted only with --restart-killed. Ctrl-C or SIGTERM stops
+everything, children included.
+
+Authentication is off by default (--auth none): anyone on this machine can
+act as any tenant. Use --auth apikey (with --demo for a ready key) to try
+it on.`,
+		Example: `  cellplane dev --demo
+  cellplane dev --multiprocess --demo
+  cellplane dev --regions us-east --cells-per-region 1 --nodes-per-cell 3 --reset`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Regions = splitList(regions)
+			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.FormatText})
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			cfg.LogLevel = logLevel
+			cfg.Progress = std.Err
+			if err := cfg.Validate(); err != nil {
+				return usageErrorf("%w", err)
+			}
+			if cfg.Auth == "none" {
+				fmt.Fprintln(std.Err, "cellplane dev: WARNING: authentication is off (--auth none): anyone on this machine can act as any tenant")
+			}
+			return runDev(cmd, cfg, std.Out, stopSignals)
+		},
+	}
+	f := pflag.NewFlagSet("platform", pflag.ContinueOnError)
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of everything the platform stores")
+	f.BoolVar(&cfg.Reset, "reset", false, "delete the data dir first")
+	f.StringVar(&regions, "regions", regions, "comma-separated regions")
+	f.IntVar(&cfg.CellsPerRegion, "cells-per-region", cfg.CellsPerRegion, "cells in each region")
+	f.IntVar(&cfg.NodesPerCell, "nodes-per-cell", cfg.NodesPerCell, "Raft members of each cell (1, 3, 5 or 7)")
+	f.StringVar(&cfg.Auth, "auth", cfg.Auth, "none or apikey (router and MCP workers)")
+	f.BoolVar(&cfg.Demo, "demo", false, "create tenant demo (with --auth apikey, also print its API key)")
+	f.BoolVar(&cfg.Multiprocess, "multiprocess", false, "run every node as its own child process")
+	f.BoolVar(&cfg.RestartKilled, "restart-killed", false, "with --multiprocess: restart a node process that died")
+
+	p := pflag.NewFlagSet("ports", pflag.ContinueOnError)
+	p.StringVar(&cfg.ControlPlaneAddr, "controlplane-addr", cfg.ControlPlaneAddr, "control plane gRPC (cellctl)")
+	p.StringVar(&cfg.ControlPlaneHTTPAddr, "controlplane-http-addr", cfg.ControlPlaneHTTPAddr, "control plane /metrics, /healthz, /readyz")
+	p.StringVar(&cfg.RouterAddr, "router-addr", cfg.RouterAddr, "router gRPC (ContextService, RouterService)")
+	p.StringVar(&cfg.RouterHTTPAddr, "router-http-addr", cfg.RouterHTTPAddr, "router HTTP (/t/<tenant>/mcp, /metrics)")
+	p.StringVar(&cfg.EtcdClientURL, "etcd-client-url", cfg.EtcdClientURL, "embedded etcd client URL")
+	p.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", cfg.EtcdPeerURL, "embedded etcd peer URL")
+	p.IntVar(&cfg.NodeBasePort, "node-base-port", cfg.NodeBasePort, "node i listens on base+3i (Raft), +3i+1 (gRPC), +3i+2 (HTTP)")
+
+	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
+	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error (components' logs on stderr; node processes log to <data-dir>/logs)")
+
+	groups := []flagGroup{{"Platform", f}, {"Ports", p}, {"Logging", logf}}
+	for _, g := range groups {
+		cmd.Flags().AddFlagSet(g.set)
+	}
+	cmd.SetUsageFunc(groupedUsage(groups))
+	return cmd
+}
+
+func runDev(cmd *cobra.Command, cfg devenv.Config, out io.Writer, stopSignals func()) error {
+	ctx := cmd.Context()
+	start := time.Now()
+	env, err := devenv.Start(ctx, cfg)
+	if err != nil {
+		return devError(err)
+	}
+	printBanner(out, cfg, env.State(), time.Since(start))
+	<-ctx.Done()
+	if stopSignals != nil {
+		stopSignals()
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), "cellplane dev: shutting down")
+	env.Close()
+	fmt.Fprintln(cmd.ErrOrStderr(), "cellplane dev: stopped")
+	return nil
+}
+
+// devError turns a start failure into one line an operator can act on.
+func devError(err error) error {
+	var le *serve.ListenError
+	var ce *cells.ListenError
+	switch {
+	case errors.As(err, &le):
+		return fmt.Errorf("%s address %s: %s (another cellplane dev? pick another port with the flags under Ports)", le.Name, le.Addr, le.Reason())
+	case errors.As(err, &ce):
+		return fmt.Errorf("node %s address %s: %s (change --node-base-port)", ce.Name, ce.Addr, ce.Reason())
+	case errors.Is(err, etcdserver.ErrAddrInUse):
+		return errors.New("embedded etcd: --etcd-client-url or --etcd-peer-url is already in use (another cellplane dev or etcd?)")
+	}
+	return err
+}
+
+func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Duration) {
+	cells := map[string]bool{}
+	for _, n := range st.Nodes {
+		cells[n.Cell] = true
+	}
+	fmt.Fprintf(w, "cellplane dev is ready (%d regions, %d cells, %d nodes, %s)\n\n", len(cfg.Regions), len(cells), len(st.Nodes), took.Round(100*time.Millisecond))
+	fmt.Fprintf(w, "  control plane   %s   (cellctl --controlplane %s)\n", st.ControlPlane, st.ControlPlane)
+	fmt.Fprintf(w, "  router gRPC     %s\n", st.RouterGRPC)
+	fmt.Fprintf(w, "  router MCP      http://%s/t/<tenant>/mcp\n", st.RouterHTTP)
+	fmt.Fprintf(w, "  etcd            %s\n", strings.Join(st.Etcd, ","))
+	fmt.Fprintf(w, "  data            %s   (dev.json: addresses and pids)\n\n", cfg.DataDir)
+	tenant := "acme"
+	if st.DemoTenant != "" {
+		tenant = st.DemoTenant
+	}
+	authHdr := fmt.Sprintf("-H 'x-cellplane-tenant: %s'", tenant)
+	if st.DemoAPIKey != "" {
+		fmt.Fprintf(w, "  demo API key    %s   (shown once; only its hash is stored)\n\n", st.DemoAPIKey)
+		authHdr = "-H 'authorization: Bearer " + st.DemoAPIKey + "'"
+	}
+	fmt.Fprintf(w, "Try:\n")
+	fmt.Fprintf(w, "  go run ./cmd/cellctl --controlplane %s status\n", st.ControlPlane)
+	if st.DemoTenant == "" {
+		fmt.Fprintf(w, "  go run ./cmd/cellctl --controlplane %s tenant create %s --region %s\n", st.ControlPlane, tenant, cfg.Regions[0])
+	}
+	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\"}' %s cellplane.context.v1.ContextService/CreateContext\n", authHdr, st.RouterGRPC)
+	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\",\"entries\":[{\"role\":\"user\",\"text\":\"hello\"}]}' %s cellplane.context.v1.ContextService/Append\n", authHdr, st.RouterGRPC)
+	fmt.Fprintf(w, "  MCP client → http://%s/t/%s/mcp (tools: context_create, context_append, context_read, memory_put, …)\n", st.RouterHTTP, tenant)
+	if cfg.Multiprocess {
+		fmt.Fprintf(w, "  kill -9 <a node's pid from %s/dev.json>, then cellctl status: the cell elects a new leader\n", cfg.DataDir)
+	}
+	fmt.Fprintf(w, "\nCtrl-C stops everything.\n")
+}
