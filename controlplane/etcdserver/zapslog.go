@@ -3,6 +3,7 @@ package etcdserver
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"go.uber.org/zap/zapcore"
 
@@ -60,6 +61,10 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	for _, f := range fields {
 		f.AddTo(enc)
 	}
+	level := slogLevel(e.Level)
+	if shutdownNoise(e.Message, enc.Fields) {
+		level = slog.LevelDebug
+	}
 	attrs := make([]slog.Attr, 0, len(enc.Fields)+1)
 	if e.LoggerName != "" {
 		attrs = append(attrs, slog.String("logger", e.LoggerName))
@@ -70,8 +75,21 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		}
 		attrs = append(attrs, slog.Any(k, v))
 	}
-	c.l.LogAttrs(context.Background(), slogLevel(e.Level), e.Message, attrs...)
+	c.l.LogAttrs(context.Background(), level, e.Message, attrs...)
 	return nil
+}
+
+// shutdownNoise reports the lines embed logs at Error/Warn when it is
+// closed on purpose (its listeners report "closed"): routine at shutdown,
+// so they are demoted to Debug.
+func shutdownNoise(msg string, fields map[string]any) bool {
+	switch msg {
+	case "setting up serving from embedded etcd failed.", "stopping insecure grpc server due to error", "stopped insecure grpc server due to error":
+	default:
+		return false
+	}
+	err, _ := fields["error"].(string)
+	return strings.Contains(err, "closed")
 }
 
 func (c *slogCore) Sync() error { return nil }
