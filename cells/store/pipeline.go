@@ -20,12 +20,45 @@ import (
 // own, so the transport's reader never blocks and the sender always gets
 // its slot back; the replication loop then notices that decoding stopped
 // and closes the pipeline, which ends the queue.
+//
+// It also gates raft's heartbeat handler: the transport runs it on its
+// connection goroutines, which Raft's Shutdown does not wait for, and it
+// writes the stable store (the term). closeHeartbeats waits for the ones
+// running and refuses later ones, so that the store can close its log
+// without a late heartbeat writing to it (raft panics on that write).
 type safeTransport struct {
 	*raft.NetworkTransport
+
+	mu      sync.RWMutex // held for reading by each running heartbeat
+	stopped bool
+}
+
+// SetHeartbeatHandler implements raft.Transport.
+func (t *safeTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
+	if cb == nil {
+		t.NetworkTransport.SetHeartbeatHandler(nil)
+		return
+	}
+	t.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		if t.stopped {
+			rpc.Respond(nil, raft.ErrTransportShutdown)
+			return
+		}
+		cb(rpc)
+	})
+}
+
+// closeHeartbeats waits for running heartbeats and refuses new ones.
+func (t *safeTransport) closeHeartbeats() {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
 }
 
 // AppendEntriesPipeline implements raft.Transport.
-func (t safeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+func (t *safeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,7 @@ type Store struct {
 	raft  *raft.Raft
 	fsm   *fsm
 	trans *raft.NetworkTransport
+	safe  *safeTransport // what Raft uses: trans with a safe pipeline and gated heartbeats
 	wal   *raftwal.WAL
 	self  *cellv1.NodeInfo
 
@@ -149,6 +150,7 @@ func (s *Store) open() error {
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
 	})
+	s.safe = &safeTransport{NetworkTransport: s.trans}
 	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise}
 
 	rc := raftConfig(cfg)
@@ -168,14 +170,15 @@ func (s *Store) open() error {
 				}
 				conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: addr})
 			}
-			if err := raft.BootstrapCluster(rc, s.wal, s.wal, snaps, safeTransport{s.trans}, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, s.wal, s.wal, snaps, s.safe, conf); err != nil {
 				return fmt.Errorf("bootstrap cell: %w", err)
 			}
 			s.log.Info("bootstrapped new cell", "voters", len(conf.Servers))
 		}
 	}
-	// safeTransport: raft's own pipeline can deadlock (see pipeline.go).
-	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, safeTransport{s.trans})
+	// safeTransport: raft's own pipeline can deadlock, and its heartbeats
+	// can outlive Shutdown (see pipeline.go).
+	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.safe)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -271,6 +274,9 @@ func (s *Store) Close() error {
 
 func (s *Store) closeParts() error {
 	var errs []error
+	if s.safe != nil {
+		s.safe.closeHeartbeats() // before the log closes under a late heartbeat
+	}
 	if s.trans != nil {
 		errs = append(errs, s.trans.Close())
 	} else if s.cfg.RaftListener != nil {
