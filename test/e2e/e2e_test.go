@@ -150,8 +150,8 @@ func cellLeader(ctx context.Context, p *platform, cell string) (string, error) {
 		return "", err
 	}
 	var resp cpv1.GetCellResponse
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(out), &resp); err != nil {
-		return "", fmt.Errorf("cell get -o json: %w\n%s", err, out)
+	if err := unmarshalJSON(out, &resp); err != nil {
+		return "", err
 	}
 	if id := resp.GetCell().GetLeader().GetNodeId(); id != "" {
 		return id, nil
@@ -161,9 +161,18 @@ func cellLeader(ctx context.Context, p *platform, cell string) (string, error) {
 
 func unmarshalCLI(t *testing.T, out string, m proto.Message) {
 	t.Helper()
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(out), m); err != nil {
-		t.Fatalf("cellctl -o json output: %v\n%s", err, out)
+	if err := unmarshalJSON(out, m); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// unmarshalJSON decodes cellctl's -o json output (the protobuf JSON
+// mapping of the API's response).
+func unmarshalJSON(out string, m proto.Message) error {
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(out), m); err != nil {
+		return fmt.Errorf("cellctl -o json output: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // routerClient is a plain gRPC ContextService client of the router.
@@ -203,11 +212,16 @@ func createContext(t *testing.T, ctx context.Context, cs contextv1.ContextServic
 
 // readAll reads a whole context through the router, a page at a time.
 func readAll(ctx context.Context, cs contextv1.ContextServiceClient, id string) ([]*contextv1.Entry, error) {
+	return readAllAs(ctx, cs, asTenant, id)
+}
+
+// readAllAs is readAll with the caller's credentials added by as.
+func readAllAs(ctx context.Context, cs contextv1.ContextServiceClient, as func(context.Context) context.Context, id string) ([]*contextv1.Entry, error) {
 	var all []*contextv1.Entry
 	next := uint64(1)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := cs.Read(asTenant(rctx), &contextv1.ReadRequest{ContextId: id, Start: &contextv1.ReadRequest_FromSeq{FromSeq: next}, MaxEntries: 1000})
+		resp, err := cs.Read(as(rctx), &contextv1.ReadRequest{ContextId: id, Start: &contextv1.ReadRequest_FromSeq{FromSeq: next}, MaxEntries: 1000})
 		cancel()
 		if err != nil {
 			return nil, err
@@ -404,13 +418,7 @@ func testMCP(t *testing.T, ctx context.Context, routerHTTP string, cs contextv1.
 			t.Fatalf("%s: %v", name, err)
 		}
 		if res.IsError {
-			var msg []string
-			for _, c := range res.Content {
-				if tc, ok := c.(*mcp.TextContent); ok {
-					msg = append(msg, tc.Text)
-				}
-			}
-			t.Fatalf("%s: tool error: %s", name, strings.Join(msg, "; "))
+			t.Fatalf("%s: tool error: %s", name, toolText(res))
 		}
 		if out != nil {
 			b, err := json.Marshal(res.StructuredContent)
@@ -648,9 +656,15 @@ func testKillLeader(t *testing.T, ctx context.Context, p *platform, cs contextv1
 	}
 	w.set(ctxID, texts(entries))
 
-	// The killed process is gone and the cell has another leader.
+	// The killed process is gone, stays gone (no --restart-killed), and
+	// the cell has another leader.
 	if alive(node.PID) {
 		t.Errorf("pid %d still alive after kill -9", node.PID)
+	}
+	if now, err := p.readDevJSON(); err == nil {
+		if n, _ := now.node(leader); n.PID != node.PID {
+			t.Errorf("node %s was restarted (pid %d, was %d) without --restart-killed", leader, n.PID, node.PID)
+		}
 	}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		now, err := cellLeader(ctx, p, cell)
@@ -718,4 +732,15 @@ func firstDiff(a, b []string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// toolText is the text of a tool result.
+func toolText(res *mcp.CallToolResult) string {
+	var msg []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			msg = append(msg, tc.Text)
+		}
+	}
+	return strings.Join(msg, "; ")
 }

@@ -368,13 +368,17 @@ func alive(pid int) bool {
 }
 
 // freePorts picks loopback ports for a dev platform: one contiguous range
-// of 6 + nodePorts ports in 20000-60000, every one of them free now (bound
-// and closed again). Nothing is held between here and `cellplane dev`
-// binding them; startPlatform retries on other ports if one was taken.
+// of 6 + nodePorts ports in 20000-60000 outside the kernel's ephemeral
+// range, every one of them free now (bound and closed again). Outside the
+// ephemeral range, no outgoing connection (the nodes' own, or a client
+// reconnecting to a stopped router) takes one of them between two runs.
+// Nothing is held between here and `cellplane dev` binding them;
+// startPlatform retries on other ports if one was taken.
 func freePorts(nodePorts int) (ports, error) {
 	n := 6 + nodePorts
+	from, to := portWindow(n)
 	for try := 0; try < 50; try++ {
-		base := 20000 + rand.IntN(40000-n)
+		base := from + rand.IntN(to-from-n)
 		if !rangeFree(base, n) {
 			continue
 		}
@@ -387,6 +391,29 @@ func freePorts(nodePorts int) (ports, error) {
 		}, nil
 	}
 	return ports{}, errors.New("no free range of loopback ports found")
+}
+
+// portWindow is where freePorts picks: the larger part of 20000-60000
+// outside /proc/sys/net/ipv4/ip_local_port_range (32768-60999 by default),
+// or all of it when that leaves too little room.
+func portWindow(n int) (from, to int) {
+	from, to = 20000, 60000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return from, to
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return from, to
+	}
+	below, above := lo-from, to-(hi+1)
+	switch {
+	case below >= above && below > 4*n:
+		return from, lo
+	case above > below && above > 4*n:
+		return hi + 1, to
+	}
+	return from, to
 }
 
 func rangeFree(base, n int) bool {
