@@ -24,8 +24,20 @@
 //   - SIGTERM stops the platform with exit code 0 and leaves no node
 //     process behind; starting it again on the same data directory brings
 //     back every tenant, context entry and memory key.
+//   - With --auth apikey --demo (TestDevAPIKeyAndRestartKilled), the demo
+//     key from dev.json opens gRPC, the Go client and MCP through the
+//     router, and calls without it (or with a wrong one) are refused; with
+//     --restart-killed, a node killed with kill -9 comes back as a new
+//     process (new pid in dev.json, /readyz ready) with its data.
 //
-// Run it (about two minutes; it needs the Go toolchain on PATH):
+// Ports: every flag gets a loopback port from one contiguous free range
+// outside the kernel's ephemeral port range, so that no outgoing
+// connection takes one of them while the platform restarts; the same
+// ports are used again after the restart (the nodes' addresses are in the
+// registry).
+//
+// Run it (under a minute on an idle 2-core machine, building included; it
+// needs the Go toolchain on PATH):
 //
 //	go test ./test/e2e -v
 //
