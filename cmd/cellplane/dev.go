@@ -134,7 +134,9 @@ func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Dura
 	for _, n := range st.Nodes {
 		cells[n.Cell] = true
 	}
-	fmt.Fprintf(w, "cellplane dev is ready (%d regions, %d cells, %d nodes, %s)\n\n", len(cfg.Regions), len(cells), len(st.Nodes), took.Round(100*time.Millisecond))
+	// The first line is exactly "cellplane dev is ready": scripts wait for it.
+	fmt.Fprintf(w, "cellplane dev is ready\n")
+	fmt.Fprintf(w, "  %d regions, %d cells, %d nodes, up in %s\n\n", len(cfg.Regions), len(cells), len(st.Nodes), took.Round(100*time.Millisecond))
 	fmt.Fprintf(w, "  control plane   %s   (cellctl --controlplane %s)\n", st.ControlPlane, st.ControlPlane)
 	fmt.Fprintf(w, "  router gRPC     %s\n", st.RouterGRPC)
 	fmt.Fprintf(w, "  router MCP      http://%s/t/<tenant>/mcp\n", st.RouterHTTP)
