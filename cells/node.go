@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +23,7 @@ import (
 	"github.com/cellplane/cellplane/cells/service"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/serve"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
@@ -62,33 +62,9 @@ type Node struct {
 	err   error // why the node stopped by itself
 }
 
-// ListenError is returned by Start when a listener cannot be opened.
-type ListenError struct {
-	// Name is the listener: "raft", "grpc" or "http".
-	Name string
-	// Addr is the address that could not be bound.
-	Addr string
-	Err  error
-}
-
-func (e *ListenError) Error() string {
-	return fmt.Sprintf("cells: cannot listen on %s address %s: %s", e.Name, e.Addr, e.Reason())
-}
-
-func (e *ListenError) Unwrap() error { return e.Err }
-
-// Reason says briefly why the address could not be bound.
-func (e *ListenError) Reason() string {
-	switch {
-	case errors.Is(e.Err, syscall.EADDRINUSE):
-		return "address already in use (another process holds the port)"
-	case errors.Is(e.Err, syscall.EADDRNOTAVAIL):
-		return "address not available on this machine"
-	case errors.Is(e.Err, syscall.EACCES):
-		return "permission denied"
-	}
-	return e.Err.Error()
-}
+// ListenError is returned by Start when a listener ("raft", "grpc" or
+// "http") cannot be opened.
+type ListenError = serve.ListenError
 
 // Start starts a node: it checks the data dir, opens the listeners (so a
 // taken port fails fast, before any state is touched), opens the store

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/serve"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
@@ -108,7 +109,7 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 	mux.HandleFunc("/t/{tenant}/mcp", w.serveMCP)
 	mux.HandleFunc(metadataPrefix+"/t/{tenant}/mcp", w.serveMetadata)
 	mux.HandleFunc("/", func(rw http.ResponseWriter, _ *http.Request) {
-		writeJSONError(rw, http.StatusNotFound, "NOT_FOUND", "no MCP endpoint here; use /t/<tenant>/mcp")
+		serve.WriteError(rw, http.StatusNotFound, "NOT_FOUND", "no MCP endpoint here; use /t/<tenant>/mcp")
 	})
 	w.handler = mux
 	return w, nil
@@ -124,9 +125,9 @@ func (w *Worker) Collectors() []prometheus.Collector {
 // "/.well-known/oauth-protected-resource/t/{tenant}/mcp" (RFC 9728).
 func (w *Worker) Handler() http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: rw}
+		sw := &serve.StatusWriter{ResponseWriter: rw}
 		defer func() {
-			code := sw.status
+			code := sw.Status
 			if code == 0 {
 				code = http.StatusOK
 			}
@@ -142,21 +143,21 @@ func (w *Worker) Handler() http.Handler {
 func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
 	if !validate.ValidID(tenant, validate.DefaultMaxIDLen) {
-		writeJSONError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
+		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
 		return
 	}
 	if r.Method != http.MethodPost {
 		// Stateless: no sessions, so no GET stream and nothing to DELETE.
 		rw.Header().Set("Allow", http.MethodPost)
-		writeJSONError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this MCP endpoint is stateless: only POST is served")
+		serve.WriteError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this MCP endpoint is stateless: only POST is served")
 		return
 	}
 	if !w.originAllowed(r) {
-		writeJSONError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "origin not allowed")
+		serve.WriteError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "origin not allowed")
 		return
 	}
 	if r.ContentLength > w.cfg.MaxBodyBytes {
-		writeJSONError(rw, http.StatusRequestEntityTooLarge, string(cperr.InvalidArgument),
+		serve.WriteError(rw, http.StatusRequestEntityTooLarge, string(cperr.InvalidArgument),
 			fmt.Sprintf("request body exceeds %d bytes", w.cfg.MaxBodyBytes))
 		return
 	}
@@ -186,12 +187,12 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 	var ce *cperr.Error
 	if !errors.As(err, &ce) {
 		w.log.Error("MCP authentication failed unexpectedly", "tenant", tenant, "err", err)
-		writeJSONError(rw, http.StatusInternalServerError, string(cperr.Internal), "internal error")
+		serve.WriteError(rw, http.StatusInternalServerError, string(cperr.Internal), "internal error")
 		return
 	}
 	switch ce.Reason {
 	case cperr.PermissionDenied:
-		writeJSONError(rw, http.StatusForbidden, string(ce.Reason), ce.Message)
+		serve.WriteError(rw, http.StatusForbidden, string(ce.Reason), ce.Message)
 	case cperr.Unauthenticated:
 		challenge := strings.TrimSpace(w.authn.Challenge(err))
 		md := fmt.Sprintf("resource_metadata=%q", metadataURL(resource))
@@ -204,10 +205,10 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 			challenge += " " + md
 		}
 		rw.Header().Set("WWW-Authenticate", challenge)
-		writeJSONError(rw, http.StatusUnauthorized, string(ce.Reason), ce.Message)
+		serve.WriteError(rw, http.StatusUnauthorized, string(ce.Reason), ce.Message)
 	default:
 		w.log.Debug("MCP authentication refused", "tenant", tenant, "err", err, "path", r.URL.Path)
-		writeJSONError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "access denied")
+		serve.WriteError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "access denied")
 	}
 }
 
@@ -215,12 +216,12 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 func (w *Worker) serveMetadata(rw http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
 	if !validate.ValidID(tenant, validate.DefaultMaxIDLen) {
-		writeJSONError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
+		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		rw.Header().Set("Allow", "GET, HEAD")
-		writeJSONError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "use GET")
+		serve.WriteError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "use GET")
 		return
 	}
 	doc := ProtectedResourceMetadata{
@@ -295,13 +296,6 @@ func (w *Worker) originAllowed(r *http.Request) bool {
 	return host != "" && oh == host
 }
 
-func writeJSONError(rw http.ResponseWriter, code int, reason, msg string) {
-	rw.Header().Set("Content-Type", "application/json")
-	rw.Header().Set("X-Content-Type-Options", "nosniff")
-	rw.WriteHeader(code)
-	_ = json.NewEncoder(rw).Encode(map[string]any{"error": map[string]string{"reason": reason, "message": msg}})
-}
-
 func methodLabel(m string) string {
 	switch m {
 	case http.MethodGet, http.MethodPost, http.MethodDelete:
@@ -309,34 +303,6 @@ func methodLabel(m string) string {
 	}
 	return "OTHER"
 }
-
-// statusWriter remembers the status and passes Flush through (SSE).
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(p []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(p)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // demoteInfo turns the SDK's Info lines (one "session connected" and
 // "disconnected" per stateless request) into Debug lines: Info is for

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/internal/devenv"
 	"github.com/cellplane/cellplane/internal/logging"
@@ -117,12 +116,11 @@ func runDev(cmd *cobra.Command, cfg devenv.Config, out io.Writer, stopSignals fu
 // devError turns a start failure into one line an operator can act on.
 func devError(err error) error {
 	var le *serve.ListenError
-	var ce *cells.ListenError
 	switch {
+	case errors.As(err, &le) && le.Name == "raft":
+		return fmt.Errorf("node raft address %s: %s (change --node-base-port)", le.Addr, le.Reason())
 	case errors.As(err, &le):
-		return fmt.Errorf("%s address %s: %s (another cellplane dev? pick another port with the flags under Ports)", le.Name, le.Addr, le.Reason())
-	case errors.As(err, &ce):
-		return fmt.Errorf("node %s address %s: %s (change --node-base-port)", ce.Name, ce.Addr, ce.Reason())
+		return fmt.Errorf("%s address %s: %s (another cellplane dev? pick other ports with the flags under Ports, or --node-base-port)", le.Name, le.Addr, le.Reason())
 	case errors.Is(err, etcdserver.ErrAddrInUse):
 		return errors.New("embedded etcd: --etcd-client-url or --etcd-peer-url is already in use (another cellplane dev or etcd?)")
 	}

@@ -152,3 +152,46 @@ func Stop(gs *grpc.Server, hs *http.Server, timeout time.Duration) {
 		cancel()
 	}
 }
+
+// WriteError answers an HTTP request with the error contract's JSON body:
+// {"error":{"reason":…,"message":…}}.
+func WriteError(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"reason": reason, "message": msg}})
+}
+
+// StatusWriter records the status a handler answered with (for metrics)
+// and passes Flush through, so server-sent events still stream.
+type StatusWriter struct {
+	http.ResponseWriter
+	// Status is the answered status (0 until the handler writes).
+	Status int
+}
+
+// WriteHeader implements http.ResponseWriter.
+func (s *StatusWriter) WriteHeader(code int) {
+	if s.Status == 0 {
+		s.Status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Write implements http.ResponseWriter.
+func (s *StatusWriter) Write(p []byte) (int, error) {
+	if s.Status == 0 {
+		s.Status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Flush implements http.Flusher.
+func (s *StatusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

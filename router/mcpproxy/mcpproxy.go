@@ -16,7 +16,6 @@ package mcpproxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
@@ -32,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/serve"
 )
 
 // Resolver finds the workers (HTTP addresses) of a tenant's cell. It must
@@ -160,8 +160,8 @@ func (p *Proxy) Collectors() []prometheus.Collector { return []prometheus.Collec
 
 // ServeHTTP implements http.Handler for /t/<tenant>/mcp.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	sw := &statusWriter{ResponseWriter: w}
-	defer func() { p.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(sw.status/100)+"xx").Inc() }()
+	sw := &serve.StatusWriter{ResponseWriter: w}
+	defer func() { p.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(sw.Status/100)+"xx").Inc() }()
 	w = sw
 
 	tenant, ok := tenantOf(r.URL.Path)
@@ -173,7 +173,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost, http.MethodGet, http.MethodDelete:
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		p.writeStatus(w, http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "method not allowed")
+		serve.WriteError(w, http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "method not allowed")
 		return
 	}
 	if err := p.check(r, tenant); err != nil {
@@ -181,7 +181,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > p.cfg.MaxBodyBytes {
-		p.writeStatus(w, http.StatusRequestEntityTooLarge, string(cperr.InvalidArgument), "request body over "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes")
+		serve.WriteError(w, http.StatusRequestEntityTooLarge, string(cperr.InvalidArgument), "request body over "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
@@ -279,7 +279,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ce *cperr.Error
 	if !errors.As(err, &ce) {
 		p.log.Error("MCP proxy: unexpected error", "err", err, "path", r.URL.Path)
-		p.writeStatus(w, http.StatusInternalServerError, string(cperr.Internal), "internal error")
+		serve.WriteError(w, http.StatusInternalServerError, string(cperr.Internal), "internal error")
 		return
 	}
 	code := statusOf(ce.Reason)
@@ -293,13 +293,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if ce.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ce.RetryAfter.Seconds()))))
 	}
-	p.writeStatus(w, code, string(ce.Reason), ce.Message)
-}
-
-func (p *Proxy) writeStatus(w http.ResponseWriter, code int, reason, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"reason": reason, "message": msg}})
+	serve.WriteError(w, code, string(ce.Reason), ce.Message)
 }
 
 func methodLabel(m string) string {
@@ -309,32 +303,3 @@ func methodLabel(m string) string {
 	}
 	return "other"
 }
-
-// statusWriter remembers the status and passes Flush through (SSE).
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

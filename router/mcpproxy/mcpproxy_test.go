@@ -21,7 +21,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serve runs h on a loopback listener until the test ends.
-func serve(t *testing.T, h http.Handler) string {
+func listenAndServe(t *testing.T, h http.Handler) string {
 	t.Helper()
 	l := testutil.Listen(t)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
@@ -59,7 +59,7 @@ func mcpWorker(t *testing.T, name string, hits *atomic.Int64) string {
 		}
 		h.ServeHTTP(w, r)
 	})
-	return serve(t, mux)
+	return listenAndServe(t, mux)
 }
 
 func newProxy(t *testing.T, workers map[string][]string, check Check) string {
@@ -79,7 +79,7 @@ func newProxy(t *testing.T, workers map[string][]string, check Check) string {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/t/", p)
-	return serve(t, mux)
+	return listenAndServe(t, mux)
 }
 
 // An MCP client (go-sdk) talks to a worker through the proxy: initialize,
@@ -119,7 +119,7 @@ func TestMCPClientThroughProxy(t *testing.T) {
 // while the worker still holds the second back.
 func TestSSEIsNotBuffered(t *testing.T) {
 	release := make(chan struct{})
-	worker := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	worker := listenAndServe(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(http.StatusOK)
 		fmt.Fprint(w, "id: 1\ndata: {\"n\":1}\n\n")
