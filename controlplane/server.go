@@ -154,19 +154,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", "err", err)
-		}
-	}()
+	serve.Start(&s.wg, log, s.grpc, s.grpcLis, s.http, s.httpLis)
 	s.hlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.hlth.SetServingStatus(cpv1.ControlPlaneService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	log.Info("control plane started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "etcd", endpoints)

@@ -163,19 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", "err", err)
-		}
-	}()
+	serve.Start(&s.wg, log, s.grpc, s.grpcLis, s.http, s.httpLis)
 	if s.authn.Mode() == auth.ModeJWT && cfg.JWKSReloadInterval > 0 {
 		s.wg.Add(1)
 		go s.reloadJWKS(cfg.JWKSReloadInterval)

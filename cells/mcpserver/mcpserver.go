@@ -148,13 +148,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.http.Serve(s.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", "err", err)
-		}
-	}()
+	serve.Start(&s.wg, log, nil, nil, s.http, s.lis)
 
 	advertise := cfg.HTTPAdvertise
 	if advertise == "" {

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -195,3 +196,27 @@ func (s *StatusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Start serves gs on gl and hs on hl in the background, each tracked by
+// wg; either may be nil. A server that stops for another reason than being
+// stopped is logged at Error.
+func Start(wg *sync.WaitGroup, log *slog.Logger, gs *grpc.Server, gl net.Listener, hs *http.Server, hl net.Listener) {
+	if gs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := gs.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				log.Error("gRPC server stopped", "err", err)
+			}
+		}()
+	}
+	if hs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server stopped", "err", err)
+			}
+		}()
+	}
+}
