@@ -116,7 +116,10 @@ func runDev(cmd *cobra.Command, cfg devenv.Config, out io.Writer, stopSignals fu
 // devError turns a start failure into one line an operator can act on.
 func devError(err error) error {
 	var le *serve.ListenError
+	var pe *devenv.PortError
 	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("%w (another cellplane dev? pick other ports with the flags under Ports)", pe)
 	case errors.As(err, &le) && le.Name == "raft":
 		return fmt.Errorf("node raft address %s: %s (change --node-base-port)", le.Addr, le.Reason())
 	case errors.As(err, &le):

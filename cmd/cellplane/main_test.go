@@ -290,3 +290,13 @@ func TestCellUnusableDataDir(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.err)
 	}
 }
+
+// cellplane dev refuses a taken port in one line naming the flag, before
+// it starts anything.
+func TestDevTakenPort(t *testing.T) {
+	taken := testutil.Listen(t)
+	r := runCmd(t.Context(), "dev", "--data-dir", t.TempDir(), "--controlplane-addr", taken.Addr().String())
+	if r.code != 1 || strings.Count(strings.TrimSpace(r.err), "\n") != 1 || !strings.Contains(r.err, "--controlplane-addr "+taken.Addr().String()+": address already in use") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.err)
+	}
+}

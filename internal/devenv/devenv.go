@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
 	"github.com/cellplane/cellplane/router/auth"
@@ -191,6 +193,9 @@ func Start(ctx context.Context, cfg Config) (_ *Env, err error) {
 	if err := e.prepareDir(); err != nil {
 		return nil, err
 	}
+	if err := preflight(cfg); err != nil {
+		return nil, err
+	}
 
 	e.progress("starting the control plane (etcd embedded in %s)", filepath.Join(cfg.DataDir, "controlplane"))
 	cpc := controlplane.DefaultConfig()
@@ -274,6 +279,40 @@ func Start(ctx context.Context, cfg Config) (_ *Env, err error) {
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 func exists(err error) bool { return errors.Is(rpcerr.FromStatus(err), cperr.ErrAlreadyExists) }
+
+// PortError says which flag's address is taken.
+type PortError struct {
+	Flag, Addr string
+	Err        error
+}
+
+func (e *PortError) Error() string {
+	return fmt.Sprintf("%s %s: %s", e.Flag, e.Addr, (&serve.ListenError{Name: e.Flag, Addr: e.Addr, Err: e.Err}).Reason())
+}
+
+func (e *PortError) Unwrap() error { return e.Err }
+
+// preflight binds every fixed address once, so that a taken port is one
+// clear line before anything starts (rather than after the nodes).
+func preflight(cfg Config) error {
+	type want struct{ flag, addr string }
+	wants := []want{
+		{"--controlplane-addr", cfg.ControlPlaneAddr}, {"--controlplane-http-addr", cfg.ControlPlaneHTTPAddr},
+		{"--router-addr", cfg.RouterAddr}, {"--router-http-addr", cfg.RouterHTTPAddr},
+		{"--etcd-client-url", strings.TrimPrefix(cfg.EtcdClientURL, "http://")}, {"--etcd-peer-url", strings.TrimPrefix(cfg.EtcdPeerURL, "http://")},
+	}
+	for i := range 3 * len(cfg.Regions) * cfg.CellsPerRegion * cfg.NodesPerCell {
+		wants = append(wants, want{"--node-base-port", addr(cfg.NodeBasePort + i)})
+	}
+	for _, w := range wants {
+		l, err := net.Listen("tcp", w.addr)
+		if err != nil {
+			return &PortError{Flag: w.flag, Addr: w.addr, Err: err}
+		}
+		_ = l.Close()
+	}
+	return nil
+}
 
 // prepareDir resets, creates and checks the data dir and its version.
 func (e *Env) prepareDir() error {
