@@ -126,6 +126,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	acfg := cfg.API
 	acfg.Logger = log
+	acfg.RegistryEndpoints, acfg.RegistryPrefix = endpoints, cfg.EtcdPrefix
 	svc, err := api.New(st, acfg)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,8 @@ func newCellCmd(std streams, stopSignals func()) *cobra.Command {
 		logFormat = "text"
 		etcd      = etcdFlags{Prefix: topo.Prefix, DialTimeout: 5 * time.Second}
 		mflags    mcpFlags
+
+		controlplaneAddr string
 	)
 
 	cmd := &cobra.Command{
@@ -108,6 +110,16 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
 			endpoints := splitList(etcd.Endpoints)
+			if len(endpoints) == 0 && controlplaneAddr != "" {
+				eps, prefix, err := askRegistry(cmd.Context(), controlplaneAddr, etcd.DialTimeout)
+				if err != nil {
+					return err
+				}
+				endpoints = eps
+				if !cmd.Flags().Changed("etcd-prefix") {
+					etcd.Prefix = prefix
+				}
+			}
 			if len(endpoints) > 0 && cfg.CellID == "" {
 				return usageErrorf("--cell is required with --etcd-endpoints (the node registers under cells/<cell>)")
 			}
@@ -193,6 +205,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 
 	cp := pflag.NewFlagSet("control plane", pflag.ContinueOnError)
 	cp.StringVar(&etcd.Endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints of the control plane's registry (env "+envEtcdEndpoints+"); empty: standalone node")
+	cp.StringVar(&controlplaneAddr, "controlplane", "", "the control plane's gRPC address: ask it where etcd is (instead of --etcd-endpoints)")
 	cp.StringVar(&etcd.Prefix, "etcd-prefix", etcd.Prefix, "key prefix of cellplane's keyspace in etcd")
 	cp.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (TLS)")
 	cp.StringVar(&etcd.KeyFile, "etcd-key", "", "client key for etcd (TLS)")

@@ -19,8 +19,10 @@ func newRouterCmd(std streams, stopSignals func()) *cobra.Command {
 	var (
 		endpoints string
 		authMode  = string(cfg.Auth.Mode)
-		logLevel  = "info"
-		logFormat = "text"
+
+		controlplaneAddr string
+		logLevel         = "info"
+		logFormat        = "text"
 	)
 	cmd := &cobra.Command{
 		Use:   "router --etcd-endpoints URLS [--auth apikey|jwt|none]",
@@ -55,8 +57,18 @@ x-cellplane-tenant and is trusted).`,
 					cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
 				}
 			}
+			if len(cfg.EtcdEndpoints) == 0 && controlplaneAddr != "" {
+				eps, prefix, err := askRegistry(cmd.Context(), controlplaneAddr, 10*time.Second)
+				if err != nil {
+					return err
+				}
+				cfg.EtcdEndpoints = eps
+				if !cmd.Flags().Changed("etcd-prefix") {
+					cfg.EtcdPrefix = prefix
+				}
+			}
 			if len(cfg.EtcdEndpoints) == 0 {
-				return usageErrorf("--etcd-endpoints is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
+				return usageErrorf("--etcd-endpoints or --controlplane is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
 			}
 			cfg.Auth.Mode = auth.Mode(authMode)
 			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
@@ -79,6 +91,7 @@ x-cellplane-tenant and is trusted).`,
 
 	etcd := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
 	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of the control plane's etcd (required)")
+	etcd.StringVar(&controlplaneAddr, "controlplane", "", "the control plane's gRPC address: ask it where etcd is (instead of --etcd-endpoints)")
 	etcd.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "key prefix of cellplane's keyspace")
 	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle to verify etcd's certificate (enables TLS)")
 	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd (with --etcd-key)")

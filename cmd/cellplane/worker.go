@@ -20,10 +20,12 @@ import (
 func newWorkerCmd(std streams, info buildInfo, stopSignals func()) *cobra.Command {
 	cfg := mcpserver.DefaultConfig()
 	var (
-		etcd      = etcdFlags{Prefix: topo.Prefix, DialTimeout: 5 * time.Second}
-		mflags    mcpFlags
-		logLevel  = "info"
-		logFormat = "text"
+		etcd     = etcdFlags{Prefix: topo.Prefix, DialTimeout: 5 * time.Second}
+		mflags   mcpFlags
+		logLevel = "info"
+
+		controlplaneAddr string
+		logFormat        = "text"
 	)
 	cmd := &cobra.Command{
 		Use:   "worker --id ID --cell CELL --etcd-endpoints URLS",
@@ -44,8 +46,18 @@ and deregisters when it stops (SIGINT or SIGTERM).`,
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
 			endpoints := splitList(etcd.Endpoints)
+			if len(endpoints) == 0 && controlplaneAddr != "" {
+				eps, prefix, err := askRegistry(cmd.Context(), controlplaneAddr, etcd.DialTimeout)
+				if err != nil {
+					return err
+				}
+				endpoints = eps
+				if !cmd.Flags().Changed("etcd-prefix") {
+					etcd.Prefix = prefix
+				}
+			}
 			if len(endpoints) == 0 {
-				return usageErrorf("--etcd-endpoints is required (the worker finds its cell and registers in the control plane's etcd)")
+				return usageErrorf("--etcd-endpoints or --controlplane is required (the worker finds its cell and registers in the control plane's etcd)")
 			}
 			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
 			if err != nil {
@@ -83,6 +95,7 @@ and deregisters when it stops (SIGINT or SIGTERM).`,
 
 	e := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
 	e.StringVar(&etcd.Endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints of the control plane (env "+envEtcdEndpoints+") (required)")
+	e.StringVar(&controlplaneAddr, "controlplane", "", "the control plane's gRPC address: ask it where etcd is (instead of --etcd-endpoints)")
 	e.StringVar(&etcd.Prefix, "etcd-prefix", etcd.Prefix, "key prefix of cellplane's keyspace in etcd")
 	e.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (TLS)")
 	e.StringVar(&etcd.KeyFile, "etcd-key", "", "client key for etcd (TLS)")

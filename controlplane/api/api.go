@@ -47,6 +47,10 @@ type Config struct {
 	WorkflowWait time.Duration
 	// MaxDescriptionLen bounds free-text descriptions.
 	MaxDescriptionLen int
+	// RegistryEndpoints and RegistryPrefix are what GetRegistry answers
+	// (filled in by the replica).
+	RegistryEndpoints []string
+	RegistryPrefix    string
 	Logger            *slog.Logger
 }
 
@@ -527,6 +531,14 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *cpv1.RevokeApiKeyRequest
 		s.log.Info("api key revoked", "tenant", k.GetTenant(), "key_id", k.GetId())
 		return &cpv1.RevokeApiKeyResponse{Key: public(k)}, nil
 	}
+}
+
+// GetRegistry implements ControlPlaneService.
+func (s *Server) GetRegistry(context.Context, *cpv1.GetRegistryRequest) (*cpv1.GetRegistryResponse, error) {
+	if len(s.cfg.RegistryEndpoints) == 0 {
+		return nil, cperr.New(cperr.ControlPlaneUnavailable, "this replica does not know its etcd endpoints")
+	}
+	return &cpv1.GetRegistryResponse{EtcdEndpoints: s.cfg.RegistryEndpoints, Prefix: s.cfg.RegistryPrefix}, nil
 }
 
 // public strips the hash: it never leaves the control plane's API.

@@ -2835,6 +2835,95 @@ func (x *RevokeApiKeyResponse) GetKey() *ApiKey {
 	return nil
 }
 
+type GetRegistryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRegistryRequest) Reset() {
+	*x = GetRegistryRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRegistryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRegistryRequest) ProtoMessage() {}
+
+func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRegistryRequest.ProtoReflect.Descriptor instead.
+func (*GetRegistryRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
+}
+
+type GetRegistryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The etcd client endpoints and the keyspace prefix.
+	EtcdEndpoints []string `protobuf:"bytes,1,rep,name=etcd_endpoints,json=etcdEndpoints,proto3" json:"etcd_endpoints,omitempty"`
+	Prefix        string   `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRegistryResponse) Reset() {
+	*x = GetRegistryResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRegistryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRegistryResponse) ProtoMessage() {}
+
+func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRegistryResponse.ProtoReflect.Descriptor instead.
+func (*GetRegistryResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetRegistryResponse) GetEtcdEndpoints() []string {
+	if x != nil {
+		return x.EtcdEndpoints
+	}
+	return nil
+}
+
+func (x *GetRegistryResponse) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
 var File_cellplane_controlplane_v1_controlplane_proto protoreflect.FileDescriptor
 
 const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
@@ -3010,7 +3099,11 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
 	"\x14RevokeApiKeyResponse\x123\n" +
-	"\x03key\x18\x01 \x01(\v2!.cellplane.controlplane.v1.ApiKeyR\x03key*\x85\x01\n" +
+	"\x03key\x18\x01 \x01(\v2!.cellplane.controlplane.v1.ApiKeyR\x03key\"\x14\n" +
+	"\x12GetRegistryRequest\"T\n" +
+	"\x13GetRegistryResponse\x12%\n" +
+	"\x0eetcd_endpoints\x18\x01 \x03(\tR\retcdEndpoints\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix*\x85\x01\n" +
 	"\tCellState\x12\x1a\n" +
 	"\x16CELL_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CELL_STATE_ACTIVE\x10\x01\x12\x17\n" +
@@ -3043,7 +3136,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13CELL_HEALTH_HEALTHY\x10\x01\x12\x18\n" +
 	"\x14CELL_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNAVAILABLE\x10\x03\x12\x1b\n" +
-	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xf5\f\n" +
+	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xe3\r\n" +
 	"\x13ControlPlaneService\x12f\n" +
 	"\tGetStatus\x12+.cellplane.controlplane.v1.GetStatusRequest\x1a,.cellplane.controlplane.v1.GetStatusResponse\x12o\n" +
 	"\fCreateRegion\x12..cellplane.controlplane.v1.CreateRegionRequest\x1a/.cellplane.controlplane.v1.CreateRegionResponse\x12l\n" +
@@ -3061,7 +3154,8 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\fDeleteTenant\x12..cellplane.controlplane.v1.DeleteTenantRequest\x1a/.cellplane.controlplane.v1.DeleteTenantResponse\x12o\n" +
 	"\fCreateApiKey\x12..cellplane.controlplane.v1.CreateApiKeyRequest\x1a/.cellplane.controlplane.v1.CreateApiKeyResponse\x12l\n" +
 	"\vListApiKeys\x12-.cellplane.controlplane.v1.ListApiKeysRequest\x1a..cellplane.controlplane.v1.ListApiKeysResponse\x12o\n" +
-	"\fRevokeApiKey\x12..cellplane.controlplane.v1.RevokeApiKeyRequest\x1a/.cellplane.controlplane.v1.RevokeApiKeyResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
+	"\fRevokeApiKey\x12..cellplane.controlplane.v1.RevokeApiKeyRequest\x1a/.cellplane.controlplane.v1.RevokeApiKeyResponse\x12l\n" +
+	"\vGetRegistry\x12-.cellplane.controlplane.v1.GetRegistryRequest\x1a..cellplane.controlplane.v1.GetRegistryResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
 	file_cellplane_controlplane_v1_controlplane_proto_rawDescOnce sync.Once
@@ -3076,7 +3170,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(CellState)(0),                // 0: cellplane.controlplane.v1.CellState
 	(NodeRole)(0),                 // 1: cellplane.controlplane.v1.NodeRole
@@ -3127,29 +3221,31 @@ var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(*ListApiKeysResponse)(nil),   // 46: cellplane.controlplane.v1.ListApiKeysResponse
 	(*RevokeApiKeyRequest)(nil),   // 47: cellplane.controlplane.v1.RevokeApiKeyRequest
 	(*RevokeApiKeyResponse)(nil),  // 48: cellplane.controlplane.v1.RevokeApiKeyResponse
-	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(*GetRegistryRequest)(nil),    // 49: cellplane.controlplane.v1.GetRegistryRequest
+	(*GetRegistryResponse)(nil),   // 50: cellplane.controlplane.v1.GetRegistryResponse
+	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	49, // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	51, // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
 	7,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
 	0,  // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	49, // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	51, // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
 	1,  // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	49, // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	51, // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
 	10, // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	49, // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	49, // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	51, // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	51, // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
 	2,  // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
 	13, // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	49, // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	49, // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	49, // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	49, // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	51, // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	51, // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	51, // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	51, // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
 	3,  // 15: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
 	4,  // 16: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	49, // 17: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	49, // 18: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	49, // 19: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	51, // 17: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	51, // 18: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	51, // 19: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
 	8,  // 20: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
 	5,  // 21: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
 	12, // 22: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
@@ -3189,23 +3285,25 @@ var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	43, // 56: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
 	45, // 57: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
 	47, // 58: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	20, // 59: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	22, // 60: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	24, // 61: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	26, // 62: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	28, // 63: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	30, // 64: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	32, // 65: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	34, // 66: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	36, // 67: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	38, // 68: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	40, // 69: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	42, // 70: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	44, // 71: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	46, // 72: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	48, // 73: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	59, // [59:74] is the sub-list for method output_type
-	44, // [44:59] is the sub-list for method input_type
+	49, // 59: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	20, // 60: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	22, // 61: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	24, // 62: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	26, // 63: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	28, // 64: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	30, // 65: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	32, // 66: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	34, // 67: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	36, // 68: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	38, // 69: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	40, // 70: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	42, // 71: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	44, // 72: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	46, // 73: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	48, // 74: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	50, // 75: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	60, // [60:76] is the sub-list for method output_type
+	44, // [44:60] is the sub-list for method input_type
 	44, // [44:44] is the sub-list for extension type_name
 	44, // [44:44] is the sub-list for extension extendee
 	0,  // [0:44] is the sub-list for field type_name
@@ -3222,7 +3320,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,7 @@ const (
 	ControlPlaneService_CreateApiKey_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
 	ControlPlaneService_ListApiKeys_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
 	ControlPlaneService_RevokeApiKey_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
+	ControlPlaneService_GetRegistry_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -80,6 +81,10 @@ type ControlPlaneServiceClient interface {
 	ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error)
 	// RevokeApiKey revokes an API key.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
+	// GetRegistry tells a component where the registry (etcd) is, so that a
+	// node, worker or router started with only the control plane's address
+	// (--controlplane) can register and watch.
+	GetRegistry(ctx context.Context, in *GetRegistryRequest, opts ...grpc.CallOption) (*GetRegistryResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -240,6 +245,16 @@ func (c *controlPlaneServiceClient) RevokeApiKey(ctx context.Context, in *Revoke
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) GetRegistry(ctx context.Context, in *GetRegistryRequest, opts ...grpc.CallOption) (*GetRegistryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRegistryResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_GetRegistry_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -284,6 +299,10 @@ type ControlPlaneServiceServer interface {
 	ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error)
 	// RevokeApiKey revokes an API key.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)
+	// GetRegistry tells a component where the registry (etcd) is, so that a
+	// node, worker or router started with only the control plane's address
+	// (--controlplane) can register and watch.
+	GetRegistry(context.Context, *GetRegistryRequest) (*GetRegistryResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -338,6 +357,9 @@ func (UnimplementedControlPlaneServiceServer) ListApiKeys(context.Context, *List
 }
 func (UnimplementedControlPlaneServiceServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) GetRegistry(context.Context, *GetRegistryRequest) (*GetRegistryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRegistry not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -630,6 +652,24 @@ func _ControlPlaneService_RevokeApiKey_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_GetRegistry_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRegistryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).GetRegistry(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_GetRegistry_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).GetRegistry(ctx, req.(*GetRegistryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -696,6 +736,10 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeApiKey",
 			Handler:    _ControlPlaneService_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "GetRegistry",
+			Handler:    _ControlPlaneService_GetRegistry_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
