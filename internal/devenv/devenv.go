@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -151,6 +152,10 @@ type Env struct {
 	reg   topo.Store
 	rt    *router.Server
 	conns []*grpc.ClientConn
+
+	// quiet mutes the in-process nodes' logs once shutdown starts: peers
+	// of a cell that stops as a whole log every vanished connection.
+	quiet atomic.Bool
 
 	mu       sync.Mutex
 	state    State
@@ -395,7 +400,7 @@ func (e *Env) startInProcess(ctx context.Context, n NodeInfo) (*cells.Node, erro
 	c.DataDir = filepath.Join(e.cfg.DataDir, "nodes", n.ID)
 	c.RaftAddr, c.GRPCAddr, c.HTTPAddr = n.Raft, n.GRPC, n.HTTP
 	c.Registry = e.reg
-	c.Logger = e.cfg.Logger.With("node", n.ID)
+	c.Logger = slog.New(muted{h: e.cfg.Logger.Handler(), quiet: &e.quiet}).With("node", n.ID)
 	if e.cfg.Auth == "apikey" {
 		a, err := mcpauth.New(mcpauth.Config{Registry: e.reg})
 		if err != nil {
@@ -593,6 +598,7 @@ func (e *Env) Close() {
 	}
 	inproc := e.inproc
 	e.mu.Unlock()
+	e.quiet.Store(true)
 	if e.rt != nil {
 		e.progress("stopping the router")
 		_ = e.rt.Close()
@@ -634,3 +640,25 @@ func (e *Env) Close() {
 		_ = e.cp.Close()
 	}
 }
+
+// muted is a slog.Handler that drops everything once quiet is set.
+type muted struct {
+	h     slog.Handler
+	quiet *atomic.Bool
+}
+
+func (m muted) Enabled(ctx context.Context, l slog.Level) bool {
+	return !m.quiet.Load() && m.h.Enabled(ctx, l)
+}
+
+func (m muted) Handle(ctx context.Context, r slog.Record) error {
+	if m.quiet.Load() {
+		return nil
+	}
+	return m.h.Handle(ctx, r)
+}
+
+func (m muted) WithAttrs(a []slog.Attr) slog.Handler {
+	return muted{h: m.h.WithAttrs(a), quiet: m.quiet}
+}
+func (m muted) WithGroup(g string) slog.Handler { return muted{h: m.h.WithGroup(g), quiet: m.quiet} }
