@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -83,10 +84,7 @@ two minutes. Component logs go to stderr at --log-level.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			check := func() error {
-				if opts.Duration <= 0 {
-					return usageErrorf("--duration must be > 0")
-				}
-				return nil
+				return firstBroken(flagRule{"--duration", opts.Duration > 0, "> 0"})
 			}
 			return runScenario(cmd, std, "cell", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
@@ -140,21 +138,11 @@ The default run takes under three minutes. Component logs go to stderr at
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			check := func() error {
-				switch {
-				case opts.Tenants < 1:
-					return usageErrorf("--tenants must be ≥ 1")
-				case opts.PageSize < 1:
-					return usageErrorf("--page-size must be ≥ 1")
-				case opts.Updates < 1:
-					return usageErrorf("--updates must be ≥ 1")
-				case opts.Loads < 1:
-					return usageErrorf("--loads must be ≥ 1")
-				case opts.LoadConcurrency < 1:
-					return usageErrorf("--load-concurrency must be ≥ 1")
-				case opts.UpdateInterval < 0:
-					return usageErrorf("--update-interval must be ≥ 0")
-				}
-				return nil
+				return firstBroken(
+					atLeastOne("--tenants", opts.Tenants), atLeastOne("--page-size", opts.PageSize),
+					atLeastOne("--updates", opts.Updates), atLeastOne("--loads", opts.Loads),
+					atLeastOne("--load-concurrency", opts.LoadConcurrency),
+					flagRule{"--update-interval", opts.UpdateInterval >= 0, "≥ 0"})
 			}
 			return runScenario(cmd, std, "placement", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
@@ -212,23 +200,9 @@ Component logs go to stderr at --log-level.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			check := func() error {
-				switch {
-				case opts.Concurrency < 1:
-					return usageErrorf("--concurrency must be ≥ 1")
-				case opts.Duration <= 0:
-					return usageErrorf("--duration must be > 0")
-				case opts.Rounds < 1:
-					return usageErrorf("--rounds must be ≥ 1")
-				case opts.EntrySize < 1:
-					return usageErrorf("--entry-size must be ≥ 1")
-				case opts.Tenants < 1:
-					return usageErrorf("--tenants must be ≥ 1")
-				case opts.PageSize < 1:
-					return usageErrorf("--page-size must be ≥ 1")
-				case opts.LoadConcurrency < 1:
-					return usageErrorf("--load-concurrency must be ≥ 1")
-				}
-				return nil
+				return firstBroken(append(loadRules(opts.Concurrency, opts.Duration, opts.Rounds, opts.EntrySize),
+					atLeastOne("--tenants", opts.Tenants), atLeastOne("--page-size", opts.PageSize),
+					atLeastOne("--load-concurrency", opts.LoadConcurrency))...)
 			}
 			return runScenario(cmd, std, "router", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
@@ -287,21 +261,8 @@ stderr at --log-level.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			check := func() error {
-				switch {
-				case opts.Concurrency < 1:
-					return usageErrorf("--concurrency must be ≥ 1")
-				case opts.Duration <= 0:
-					return usageErrorf("--duration must be > 0")
-				case opts.Rounds < 1:
-					return usageErrorf("--rounds must be ≥ 1")
-				case opts.EntrySize < 1:
-					return usageErrorf("--entry-size must be ≥ 1")
-				case opts.Prefill < 1:
-					return usageErrorf("--prefill must be ≥ 1")
-				case opts.Tail < 1:
-					return usageErrorf("--tail must be ≥ 1")
-				}
-				return nil
+				return firstBroken(append(loadRules(opts.Concurrency, opts.Duration, opts.Rounds, opts.EntrySize),
+					atLeastOne("--prefill", opts.Prefill), atLeastOne("--tail", opts.Tail))...)
 			}
 			return runScenario(cmd, std, "mcp", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
@@ -321,6 +282,33 @@ stderr at --log-level.`,
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd
+}
+
+// flagRule is one "--flag must be …" check of a scenario's options.
+type flagRule struct {
+	flag string
+	ok   bool
+	rule string
+}
+
+func atLeastOne(flag string, v int) flagRule { return flagRule{flag, v >= 1, "≥ 1"} }
+
+// loadRules are the checks of the options every load-driving scenario has.
+func loadRules(concurrency int, duration time.Duration, rounds, entrySize int) []flagRule {
+	return []flagRule{
+		atLeastOne("--concurrency", concurrency), {"--duration", duration > 0, "> 0"},
+		atLeastOne("--rounds", rounds), atLeastOne("--entry-size", entrySize),
+	}
+}
+
+// firstBroken is the usage error of the first rule that does not hold.
+func firstBroken(rules ...flagRule) error {
+	for _, r := range rules {
+		if !r.ok {
+			return usageErrorf("%s must be %s", r.flag, r.rule)
+		}
+	}
+	return nil
 }
 
 // runScenario is the body of every scenario command: it parses the log

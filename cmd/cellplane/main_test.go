@@ -300,3 +300,22 @@ func TestDevTakenPort(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.err)
 	}
 }
+
+// Every scenario refuses a broken option with a usage error naming it.
+func TestBenchOptionRules(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "cell", "--duration", "0s"}, "--duration must be > 0"},
+		{[]string{"bench", "placement", "--update-interval", "-1s"}, "--update-interval must be ≥ 0"},
+		{[]string{"bench", "router", "--rounds", "0"}, "--rounds must be ≥ 1"},
+		{[]string{"bench", "router", "--page-size", "0"}, "--page-size must be ≥ 1"},
+		{[]string{"bench", "mcp", "--tail", "0"}, "--tail must be ≥ 1"},
+	} {
+		r := runCmd(t.Context(), tc.args...)
+		if r.code != 2 || !strings.Contains(r.err, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", tc.args, r.code, r.err, tc.want)
+		}
+	}
+}

@@ -15,9 +15,7 @@ import (
 // publishedCell is the set-up the router and mcp scenarios share: a
 // single-member embedded etcd (fsync off: no etcd write is measured), a
 // store on it, and a 3-node cell whose records and tenant "bench" are
-// published in it (publishCell). RunRouter still spells the same steps
-// out inline (it also bulk-loads placements between them); it can move
-// to this helper.
+// published in it (publishCell).
 type publishedCell struct {
 	etcd         *etcdserver.Server
 	st           topo.Store

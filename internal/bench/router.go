@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
@@ -229,45 +228,20 @@ func RunRouter(ctx context.Context, opts RouterOptions) (*Report, error) {
 	p.printf("bench router: %d tenants, %d workers, %s per step, %d rounds, data dir %s",
 		opts.Tenants, opts.Concurrency, opts.Duration, opts.Rounds, root)
 
-	// etcd, without fsync: no etcd write is measured here.
-	t0 := time.Now()
+	// etcd (without fsync: no etcd write is measured here) and the cell.
+	pc, err := startPublishedCell(ctx, root, opts.Logger, p)
+	if err != nil {
+		return nil, err
+	}
+	defer pc.close(p)
+	st, cell := pc.st, pc.cell
+	res.EtcdStartSec, res.CellStartSec = pc.etcdStartSec, pc.cellStartSec
+	termStart := cell.Term()
 	popts := PlacementOptions{
 		Tenants:         opts.Tenants,
 		LoadConcurrency: opts.LoadConcurrency,
 		LoadBatch:       etcdtopo.DefaultMaxTxnOps,
-		UnsafeNoFsync:   true,
 		Logger:          opts.Logger,
-	}
-	srv, err := startSingleEtcd(ctx, filepath.Join(root, "etcd"), popts)
-	if err != nil {
-		return nil, err
-	}
-	defer srv.Close()
-	ecfg := etcdtopo.DefaultConfig()
-	ecfg.Endpoints = srv.Endpoints()
-	st, err := etcdtopo.Dial(ctx, ecfg)
-	if err != nil {
-		return nil, fmt.Errorf("bench: dial etcd: %w", err)
-	}
-	defer st.Close()
-	res.EtcdStartSec = time.Since(t0).Seconds()
-
-	p.printf("starting a 3-node cell")
-	t0 = time.Now()
-	cell, err := StartCell(ctx, filepath.Join(root, "cell"), opts.Logger)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := cell.Close(); cerr != nil {
-			p.printf("warning: closing the cell: %v", cerr)
-		}
-	}()
-	res.CellStartSec = time.Since(t0).Seconds()
-	p.printf("  cell ready in %.2f s (leader %s)", res.CellStartSec, cell.Leader().GRPCAddr())
-	termStart := cell.Term()
-	if err := publishCell(ctx, st, cell); err != nil {
-		return nil, err
 	}
 
 	p.printf("loading %d placements into etcd", opts.Tenants)
@@ -290,9 +264,7 @@ func RunRouter(ctx context.Context, opts RouterOptions) (*Report, error) {
 	res.CellLeaderMoved = cell.CurrentLeader() != cell.leader
 
 	rt.close()
-	_ = cell.Close()
-	_ = st.Close()
-	_ = srv.Close()
+	pc.close(p)
 	res.TotalSec = time.Since(began).Seconds()
 	res.LoadAvgEnd = loadAvg()
 	return &Report{
