@@ -109,16 +109,9 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
-			endpoints := splitList(etcd.Endpoints)
-			if len(endpoints) == 0 && controlplaneAddr != "" {
-				eps, prefix, err := askRegistry(cmd.Context(), controlplaneAddr, etcd.DialTimeout)
-				if err != nil {
-					return err
-				}
-				endpoints = eps
-				if !cmd.Flags().Changed("etcd-prefix") {
-					etcd.Prefix = prefix
-				}
+			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout)
+			if err != nil {
+				return err
 			}
 			if len(endpoints) > 0 && cfg.CellID == "" {
 				return usageErrorf("--cell is required with --etcd-endpoints (the node registers under cells/<cell>)")

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,11 +52,7 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
   cellctl cell create use1-a --region us-east`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, e := range strings.Split(endpoints, ",") {
-				if e = strings.TrimSpace(e); e != "" {
-					cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
-				}
-			}
+			cfg.EtcdEndpoints = splitList(endpoints)
 			if cfg.ID == "" {
 				cfg.ID = defaultID
 			}

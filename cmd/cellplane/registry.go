@@ -5,12 +5,30 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
+
+// etcdEndpoints returns the etcd endpoints a component uses: the ones
+// given, or, when none are and cpAddr is set, the ones the control plane
+// names (its prefix replaces *prefix unless --etcd-prefix was set).
+func etcdEndpoints(cmd *cobra.Command, given []string, cpAddr string, prefix *string, timeout time.Duration) ([]string, error) {
+	if len(given) > 0 || cpAddr == "" {
+		return given, nil
+	}
+	eps, p, err := askRegistry(cmd.Context(), cpAddr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if !cmd.Flags().Changed("etcd-prefix") {
+		*prefix = p
+	}
+	return eps, nil
+}
 
 // askRegistry asks the control plane at addr where etcd is (GetRegistry),
 // for components started with --controlplane instead of --etcd-endpoints.

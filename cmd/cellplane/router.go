@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,21 +51,11 @@ x-cellplane-tenant and is trusted).`,
       127.0.0.1:7100 cellplane.context.v1.ContextService/CreateContext`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, e := range strings.Split(endpoints, ",") {
-				if e = strings.TrimSpace(e); e != "" {
-					cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
-				}
+			eps, err := etcdEndpoints(cmd, splitList(endpoints), controlplaneAddr, &cfg.EtcdPrefix, 10*time.Second)
+			if err != nil {
+				return err
 			}
-			if len(cfg.EtcdEndpoints) == 0 && controlplaneAddr != "" {
-				eps, prefix, err := askRegistry(cmd.Context(), controlplaneAddr, 10*time.Second)
-				if err != nil {
-					return err
-				}
-				cfg.EtcdEndpoints = eps
-				if !cmd.Flags().Changed("etcd-prefix") {
-					cfg.EtcdPrefix = prefix
-				}
-			}
+			cfg.EtcdEndpoints = eps
 			if len(cfg.EtcdEndpoints) == 0 {
 				return usageErrorf("--etcd-endpoints or --controlplane is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
 			}

@@ -45,16 +45,9 @@ and deregisters when it stops (SIGINT or SIGTERM).`,
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
-			endpoints := splitList(etcd.Endpoints)
-			if len(endpoints) == 0 && controlplaneAddr != "" {
-				eps, prefix, err := askRegistry(cmd.Context(), controlplaneAddr, etcd.DialTimeout)
-				if err != nil {
-					return err
-				}
-				endpoints = eps
-				if !cmd.Flags().Changed("etcd-prefix") {
-					etcd.Prefix = prefix
-				}
+			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout)
+			if err != nil {
+				return err
 			}
 			if len(endpoints) == 0 {
 				return usageErrorf("--etcd-endpoints or --controlplane is required (the worker finds its cell and registers in the control plane's etcd)")
