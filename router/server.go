@@ -341,7 +341,8 @@ func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
 }
 
 // workers are the HTTP endpoints serving MCP for the tenant's cell: every
-// live member (a worker runs in each node) and any registered worker pool.
+// live member (a worker runs in each node) and any registered worker pool
+// (computed once per route; shared, read-only).
 func (s *Server) workers(tenant string) (string, []string, bool) {
 	r, ok := s.table.Lookup(tenant)
 	if !ok {
@@ -351,18 +352,7 @@ func (s *Server) workers(tenant string) (string, []string, bool) {
 	if !ok {
 		return r.Cell, nil, true
 	}
-	out := make([]string, 0, len(c.Members)+len(c.Workers))
-	for _, n := range c.Members {
-		if n.HTTPAddr != "" {
-			out = append(out, n.HTTPAddr)
-		}
-	}
-	for _, n := range c.Workers {
-		if n.HTTPAddr != "" {
-			out = append(out, n.HTTPAddr)
-		}
-	}
-	return r.Cell, out, true
+	return r.Cell, c.MCPHTTP(), true
 }
 
 func first(md metadata.MD, key string) string {
@@ -378,12 +368,7 @@ type resolver struct{ t *routing.Table }
 func (r resolver) target(route routing.Route) forward.Target {
 	tg := forward.Target{Cell: route.Cell, Epoch: route.Epoch}
 	if c, ok := r.t.Cell(route.Cell); ok {
-		tg.LeaderAddr = c.LeaderGRPC
-		for _, n := range c.Members {
-			if n.GRPCAddr != "" {
-				tg.Members = append(tg.Members, n.GRPCAddr)
-			}
-		}
+		tg.LeaderAddr, tg.Members = c.LeaderGRPC, c.MemberGRPC()
 	}
 	return tg
 }

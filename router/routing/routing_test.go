@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -784,3 +785,19 @@ func (k *killableStore) Watch(ctx context.Context, prefix string, from topo.Revi
 }
 
 func mustEncode(t *cpv1.Tenant) []byte { return catalog.Encode(t) }
+
+func TestCellRouteAddresses(t *testing.T) {
+	c := &CellRoute{
+		Members: []Node{{ID: "n1", GRPCAddr: "g1", HTTPAddr: "h1"}, {ID: "n2", GRPCAddr: "g2"}},
+		Workers: []Node{{ID: "w1", HTTPAddr: "hw", Worker: true}, {ID: "w2", Worker: true}},
+	}
+	if got := c.MemberGRPC(); !slices.Equal(got, []string{"g1", "g2"}) {
+		t.Fatalf("MemberGRPC = %v", got)
+	}
+	if got := c.MCPHTTP(); !slices.Equal(got, []string{"h1", "hw"}) {
+		t.Fatalf("MCPHTTP = %v", got)
+	}
+	if a, b := c.MemberGRPC(), c.MemberGRPC(); &a[0] != &b[0] {
+		t.Fatal("MemberGRPC rebuilt its slice on a second call")
+	}
+}

@@ -43,6 +43,39 @@ type CellRoute struct {
 	LeaderID, LeaderGRPC, LeaderHTTP string
 	Members                          []Node
 	Workers                          []Node
+
+	addrsOnce           sync.Once
+	memberGRPC, mcpHTTP []string
+}
+
+// MemberGRPC returns the members' gRPC addresses, computed once per route
+// (a route is immutable), so the request path does not rebuild them.
+func (c *CellRoute) MemberGRPC() []string {
+	c.addrsOnce.Do(c.addrs)
+	return c.memberGRPC
+}
+
+// MCPHTTP returns the HTTP addresses serving MCP for the cell: every
+// member's (a worker runs in each node) and every registered worker's.
+func (c *CellRoute) MCPHTTP() []string {
+	c.addrsOnce.Do(c.addrs)
+	return c.mcpHTTP
+}
+
+func (c *CellRoute) addrs() {
+	for _, n := range c.Members {
+		if n.GRPCAddr != "" {
+			c.memberGRPC = append(c.memberGRPC, n.GRPCAddr)
+		}
+		if n.HTTPAddr != "" {
+			c.mcpHTTP = append(c.mcpHTTP, n.HTTPAddr)
+		}
+	}
+	for _, n := range c.Workers {
+		if n.HTTPAddr != "" {
+			c.mcpHTTP = append(c.mcpHTTP, n.HTTPAddr)
+		}
+	}
 }
 
 // Table is the router's routing table. Every read method is served from
