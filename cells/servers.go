@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"runtime/debug"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -22,8 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/cells/mcp"
-	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -56,18 +55,19 @@ func (n *Node) newGRPCServer() *grpc.Server {
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	n.reg.MustRegister(metrics)
 
-	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(n.recoverPanic)}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(serve.Recover(n.log))}
+	calls := serve.CallLogger{Log: n.log, Attrs: tenantAttr}
 
 	gs := grpc.NewServer(
 		grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes+recvHeadroom),
 		grpc.ChainUnaryInterceptor(
-			n.logUnary,
+			calls.Unary,
 			metrics.UnaryServerInterceptor(),
 			recovery.UnaryServerInterceptor(recoverOpts...),
 			rpcerr.UnaryServerInterceptor(),
 		),
 		grpc.ChainStreamInterceptor(
-			n.logStream,
+			calls.Stream,
 			metrics.StreamServerInterceptor(),
 			recovery.StreamServerInterceptor(recoverOpts...),
 			rpcerr.StreamServerInterceptor(),
@@ -80,63 +80,13 @@ func (n *Node) newGRPCServer() *grpc.Server {
 	return gs
 }
 
-// recoverPanic logs a handler's panic with its stack and returns the
-// generic INTERNAL status the client sees.
-func (n *Node) recoverPanic(ctx context.Context, p any) error {
-	method, _ := grpc.Method(ctx)
-	n.log.ErrorContext(ctx, "panic in gRPC handler", "grpc.method", method, "panic", p, "stack", string(debug.Stack()))
-	return rpcerr.ToStatus(cperr.New(cperr.Internal, "internal error"))
-}
-
-// codeToLevel chooses the log level of a finished call: expected outcomes
-// (including the error contract's client-facing reasons such as NOT_FOUND,
-// NOT_LEADER or STALE_EPOCH) are Debug; a client talking an API we do not
-// have is Warn; a failure of ours is Error.
-func codeToLevel(c codes.Code) slog.Level {
-	switch c {
-	case codes.Internal, codes.Unknown, codes.DataLoss:
-		return slog.LevelError
-	case codes.Unimplemented:
-		return slog.LevelWarn
-	default:
-		return slog.LevelDebug
-	}
-}
-
-// logUnary logs one line per finished call at the level of its code. It
-// checks the level before building anything: the request path pays nothing
-// when the line would be dropped (the middleware's logger built its fields
-// on every call, ~11% of the CPU of a read).
-func (n *Node) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	n.logCall(ctx, info.FullMethod, start, err)
-	return resp, err
-}
-
-// logStream is logUnary for streams.
-func (n *Node) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	start := time.Now()
-	err := handler(srv, ss)
-	n.logCall(ss.Context(), info.FullMethod, start, err)
-	return err
-}
-
-func (n *Node) logCall(ctx context.Context, method string, start time.Time, err error) {
-	code := status.Code(err)
-	level := codeToLevel(code)
-	if !n.log.Enabled(ctx, level) {
-		return
-	}
-	attrs := []any{"grpc.method", method, "grpc.code", code.String(), "grpc.time_ms", float64(time.Since(start).Microseconds()) / 1000}
+// tenantAttr adds the call's tenant to its log line.
+func tenantAttr(ctx context.Context) []any {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if t := md.Get(tenantmd.TenantKey); len(t) == 1 {
-		attrs = append(attrs, "tenant", t[0])
+		return []any{"tenant", t[0]}
 	}
-	if err != nil {
-		attrs = append(attrs, "error", status.Convert(err).Message())
-	}
-	n.log.Log(ctx, level, "finished call", attrs...)
+	return nil
 }
 
 func (n *Node) newHTTPServer() *http.Server {

@@ -78,6 +78,9 @@ func Listen(name, addr string, pre net.Listener) (net.Listener, error) {
 // nothing.
 type CallLogger struct {
 	Log *slog.Logger
+	// Attrs, if set, adds attributes to a line from the call's context
+	// (called only when the line is written).
+	Attrs func(ctx context.Context) []any
 }
 
 // Unary is the unary interceptor.
@@ -109,6 +112,9 @@ func (c CallLogger) log(ctx context.Context, method string, start time.Time, err
 		return
 	}
 	attrs := []any{"grpc.method", method, "grpc.code", code.String(), "grpc.time_ms", float64(time.Since(start).Microseconds()) / 1000}
+	if c.Attrs != nil {
+		attrs = append(attrs, c.Attrs(ctx)...)
+	}
 	if err != nil {
 		attrs = append(attrs, "error", status.Convert(err).Message())
 	}

@@ -3,10 +3,15 @@ package serve
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -41,5 +46,19 @@ func TestWriteJSON(t *testing.T) {
 	WriteJSON(w, 503, map[string]any{"ready": false})
 	if w.Code != 503 || w.Header().Get("Content-Type") != "application/json" || strings.TrimSpace(w.Body.String()) != `{"ready":false}` {
 		t.Fatalf("%d %q %q", w.Code, w.Header().Get("Content-Type"), w.Body.String())
+	}
+}
+
+func TestCallLoggerLevelsAndAttrs(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c := CallLogger{Log: log, Attrs: func(context.Context) []any { return []any{"tenant", "acme"} }}
+	info := &grpc.UnaryServerInfo{FullMethod: "/s/M"}
+	for _, err := range []error{nil, status.Error(codes.NotFound, "x"), status.Error(codes.Internal, "boom")} {
+		_, _ = c.Unary(context.Background(), nil, info, func(context.Context, any) (any, error) { return nil, err })
+	}
+	out := buf.String()
+	if strings.Count(out, "finished call") != 1 || !strings.Contains(out, "grpc.code=Internal") || !strings.Contains(out, "tenant=acme") {
+		t.Fatalf("at Warn only the INTERNAL call is logged, with its attrs: %q", out)
 	}
 }
