@@ -2,7 +2,6 @@ package cells
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -162,11 +161,11 @@ func (n *Node) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	default:
 		r.Ready = true
 	}
-	w.Header().Set("Content-Type", "application/json")
+	code := http.StatusOK
 	if !r.Ready {
-		w.WriteHeader(http.StatusServiceUnavailable)
+		code = http.StatusServiceUnavailable
 	}
-	_ = json.NewEncoder(w).Encode(r)
+	serve.WriteJSON(w, code, r)
 }
 
 // healthLoop keeps grpc.health.v1 in step with the store: SERVING while a
