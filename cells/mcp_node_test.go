@@ -8,6 +8,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -15,8 +16,8 @@ import (
 // one node (a follower: the worker's call is forwarded to the leader) and
 // reads on another.
 func TestNodeServesMCP(t *testing.T) {
-	nodes := startCell(t, 3)
-	leader := waitLeader(t, nodes)
+	nodes := celltest.StartCell(t, 3)
+	leader := celltest.WaitLeader(t, nodes)
 	ctx := testutil.Context(t, 30*time.Second)
 	ownTenant(t, ctx, leader.GRPCAddr())
 

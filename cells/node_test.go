@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -42,81 +43,6 @@ const tenant = "acme"
 
 // nodeConfig returns a config for node id on pre-opened loopback
 // listeners, with logs to t.Log.
-func nodeConfig(t *testing.T, id string) cells.Config {
-	t.Helper()
-	cfg := cells.DefaultConfig()
-	cfg.NodeID = id
-	cfg.DataDir = filepath.Join(t.TempDir(), id)
-	cfg.RaftListener = testutil.Listen(t)
-	cfg.GRPCListener = testutil.Listen(t)
-	cfg.HTTPListener = testutil.Listen(t)
-	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.Logger = testutil.Logger(t)
-	return cfg
-}
-
-// startNode starts a node and closes it on cleanup.
-func startNode(t *testing.T, cfg cells.Config) *cells.Node {
-	t.Helper()
-	n, err := cells.Start(testutil.Context(t, 30*time.Second), cfg)
-	if err != nil {
-		t.Fatalf("start %s: %v", cfg.NodeID, err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close %s: %v", cfg.NodeID, err)
-		}
-	})
-	return n
-}
-
-// startCell starts a cell of size nodes over loopback and waits until
-// every node knows the leader and its address.
-func startCell(t *testing.T, size int) []*cells.Node {
-	t.Helper()
-	cfgs := make([]cells.Config, size)
-	var peers []store.Peer
-	for i := range cfgs {
-		cfgs[i] = nodeConfig(t, fmt.Sprintf("n%d", i+1))
-		peers = append(peers, store.Peer{ID: cfgs[i].NodeID, Addr: cfgs[i].RaftListener.Addr().String()})
-	}
-	nodes := make([]*cells.Node, size)
-	for i := range cfgs {
-		cfgs[i].Bootstrap = peers
-		nodes[i] = startNode(t, cfgs[i])
-	}
-	waitLeader(t, nodes)
-	return nodes
-}
-
-// waitLeader waits until all nodes agree on a registered leader and
-// returns it.
-func waitLeader(t *testing.T, nodes []*cells.Node) *cells.Node {
-	t.Helper()
-	var leader *cells.Node
-	testutil.Eventually(t, 20*time.Second, func() error {
-		leader = nil
-		var want string
-		for _, n := range nodes {
-			id, info := n.Store().Leader()
-			if id == "" || info.GetGrpcAddr() == "" {
-				return fmt.Errorf("%s: leader %q not known or not registered", n.Info().NodeId, id)
-			}
-			if want != "" && id != want {
-				return fmt.Errorf("nodes disagree on the leader: %s vs %s", want, id)
-			}
-			want = id
-			if n.Info().NodeId == id {
-				leader = n
-			}
-		}
-		if leader == nil {
-			return fmt.Errorf("leader %s is not among the nodes", want)
-		}
-		return nil
-	})
-	return leader
-}
 
 func followerOf(nodes []*cells.Node, leader *cells.Node) *cells.Node {
 	for _, n := range nodes {
@@ -138,14 +64,9 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 }
 
 // ownTenant makes the cell OWNER of tenant at epoch 1, through any node.
-func ownTenant(t *testing.T, ctx context.Context, addr string) {
+func ownTenant(t *testing.T, _ context.Context, addr string) {
 	t.Helper()
-	_, err := cellv1.NewCellServiceClient(dial(t, addr)).SetTenant(ctx, &cellv1.SetTenantRequest{
-		Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: 1, RequestId: "own-" + tenant,
-	})
-	if err != nil {
-		t.Fatalf("SetTenant: %v", err)
-	}
+	celltest.Own(t, addr, tenant)
 }
 
 func appendText(ctx context.Context, c contextv1.ContextServiceClient, contextID, text string) (*contextv1.AppendResponse, error) {
@@ -182,8 +103,8 @@ func TestCell(t *testing.T) {
 		t.Skip("starts a 3-node cell; skipped with -short")
 	}
 	ctx := testutil.Context(t, 2*time.Minute)
-	nodes := startCell(t, 3)
-	leader := waitLeader(t, nodes)
+	nodes := celltest.StartCell(t, 3)
+	leader := celltest.WaitLeader(t, nodes)
 	follower := followerOf(nodes, leader)
 	ownTenant(t, ctx, follower.GRPCAddr()) // forwarded to the leader too
 
@@ -305,9 +226,9 @@ func TestCell(t *testing.T) {
 	})
 
 	t.Run("a fourth node joins through a follower", func(t *testing.T) {
-		cfg := nodeConfig(t, "n4")
+		cfg := celltest.NodeConfig(t, "n4")
 		cfg.Join = follower.GRPCAddr()
-		n4 := startNode(t, cfg)
+		n4 := celltest.StartNode(t, cfg)
 		// Leave the cell as it was even if this subtest fails: with n4
 		// stopped but still a voter, closing the leader below would leave
 		// 2 of 4 voters, no quorum. (Cleanups run last-in first-out: this
@@ -338,7 +259,7 @@ func TestCell(t *testing.T) {
 		})
 		// n4 registers its addresses, so it reports the leader's and can
 		// forward writes.
-		waitLeader(t, all)
+		celltest.WaitLeader(t, all)
 		testutil.Eventually(t, 20*time.Second, func() error {
 			return leader.Store().ReadCell(ctx, store.ReadOptions{}, func(v *store.CellView) error {
 				infos, err := v.Nodes()
@@ -358,7 +279,7 @@ func TestCell(t *testing.T) {
 			t.Fatalf("Append via n4: %v", err)
 		}
 	})
-	leader = waitLeader(t, nodes) // n4's arrival may have moved leadership
+	leader = celltest.WaitLeader(t, nodes) // n4's arrival may have moved leadership
 
 	t.Run("close is graceful", func(t *testing.T) {
 		// A watcher on the leader must be ended by Close, not hang it.
@@ -427,7 +348,7 @@ func TestCell(t *testing.T) {
 				rest = append(rest, n)
 			}
 		}
-		newLeader := waitLeader(t, rest)
+		newLeader := celltest.WaitLeader(t, rest)
 		c := contextv1.NewContextServiceClient(dial(t, followerOf(rest, newLeader).GRPCAddr()))
 		testutil.Eventually(t, 10*time.Second, func() error {
 			_, err := appendText(ctx, c, "chat-1", "after close")
@@ -464,7 +385,7 @@ func TestUnusableDataDirIsAClearError(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := nodeConfig(t, "n1")
+	cfg := celltest.NodeConfig(t, "n1")
 	cfg.DataDir = filepath.Join(file, "data")
 	n, err := cells.Start(testutil.Context(t, 10*time.Second), cfg)
 	if err == nil {
@@ -488,14 +409,14 @@ func TestSingleNodeRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node twice; skipped with -short")
 	}
-	cfg := nodeConfig(t, "solo")
+	cfg := celltest.NodeConfig(t, "solo")
 	cfg.Bootstrap = []store.Peer{{ID: "solo", Addr: cfg.RaftListener.Addr().String()}}
 	ctx := testutil.Context(t, time.Minute)
 	n, err := cells.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitLeader(t, []*cells.Node{n})
+	celltest.WaitLeader(t, []*cells.Node{n})
 	ownTenant(t, ctx, n.GRPCAddr())
 	c1 := contextv1.NewContextServiceClient(dial(t, n.GRPCAddr()))
 	if _, err := c1.CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "c1"}); err != nil {
@@ -510,11 +431,11 @@ func TestSingleNodeRestart(t *testing.T) {
 
 	// Same data dir, new ports: the node keeps its state and re-registers
 	// its new addresses.
-	cfg2 := nodeConfig(t, "solo")
+	cfg2 := celltest.NodeConfig(t, "solo")
 	cfg2.DataDir = cfg.DataDir
 	cfg2.Bootstrap = []store.Peer{{ID: "solo", Addr: cfg2.RaftListener.Addr().String()}}
-	n2 := startNode(t, cfg2)
-	waitLeader(t, []*cells.Node{n2})
+	n2 := celltest.StartNode(t, cfg2)
+	celltest.WaitLeader(t, []*cells.Node{n2})
 	c := contextv1.NewContextServiceClient(dial(t, n2.GRPCAddr()))
 	var read *contextv1.ReadResponse
 	testutil.Eventually(t, 10*time.Second, func() error {
@@ -527,7 +448,7 @@ func TestSingleNodeRestart(t *testing.T) {
 }
 
 func TestConcurrentClose(t *testing.T) {
-	cfg := nodeConfig(t, "solo")
+	cfg := celltest.NodeConfig(t, "solo")
 	cfg.Bootstrap = []store.Peer{{ID: "solo", Addr: cfg.RaftListener.Addr().String()}}
 	n, err := cells.Start(testutil.Context(t, time.Minute), cfg)
 	if err != nil {
@@ -551,12 +472,12 @@ func TestStoreFailureStopsNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a node; skipped with -short")
 	}
-	cfg := nodeConfig(t, "solo")
+	cfg := celltest.NodeConfig(t, "solo")
 	cfg.Bootstrap = []store.Peer{{ID: "solo", Addr: cfg.RaftListener.Addr().String()}}
 	// Act as a newer node whose proposal this binary cannot apply.
 	cfg.Store.TestingKnobs.ProposeUnchecked = true
-	n := startNode(t, cfg)
-	waitLeader(t, []*cells.Node{n})
+	n := celltest.StartNode(t, cfg)
+	celltest.WaitLeader(t, []*cells.Node{n})
 	ctx := testutil.Context(t, 30*time.Second)
 
 	unknown := &cellv1.Command{Tenant: tenant}

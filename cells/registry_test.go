@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
@@ -40,7 +41,7 @@ func TestRegistryConfigValidate(t *testing.T) {
 // registryNode returns the config of a node that forms or joins cell c1
 // from the registry.
 func registryNode(t *testing.T, st topo.Store, id string) cells.Config {
-	cfg := nodeConfig(t, id)
+	cfg := celltest.NodeConfig(t, id)
 	cfg.CellID = "c1"
 	cfg.Registry = st
 	cfg.RegistryTTL = time.Second
@@ -142,7 +143,7 @@ func TestRegistryFormsCell(t *testing.T) {
 		nodes = append(nodes, r.n)
 	}
 
-	leader := waitLeader(t, nodes)
+	leader := celltest.WaitLeader(t, nodes)
 	testutil.Eventually(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			if v := voters(n); len(v) != 3 {
@@ -188,6 +189,6 @@ func TestRegistryFormsCell(t *testing.T) {
 			rest = append(rest, n)
 		}
 	}
-	next := waitLeader(t, rest)
+	next := celltest.WaitLeader(t, rest)
 	testutil.Eventually(t, 10*time.Second, func() error { return leaderKeyNames(t, st, next) })
 }

@@ -3,9 +3,7 @@ package mcp_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,12 +13,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/cells/mcp"
-	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
-	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
 func TestMain(m *testing.M) {
@@ -31,41 +27,9 @@ func TestMain(m *testing.M) {
 // tenants at epoch 1 and returns a connection to it.
 func startCell(t *testing.T, tenants ...string) *grpc.ClientConn {
 	t.Helper()
-	cfg := cells.DefaultConfig()
-	cfg.NodeID = "n1"
-	cfg.DataDir = filepath.Join(t.TempDir(), "n1")
-	cfg.RaftListener = testutil.Listen(t)
-	cfg.GRPCListener = testutil.Listen(t)
-	cfg.HTTPListener = testutil.Listen(t)
-	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.Logger = testutil.Logger(t)
-	cfg.Bootstrap = []store.Peer{{ID: cfg.NodeID, Addr: cfg.RaftListener.Addr().String()}}
-	n, err := cells.Start(testutil.Context(t, 30*time.Second), cfg)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	testutil.Eventually(t, 20*time.Second, func() error {
-		if id, info := n.Store().Leader(); id == "" || info.GetGrpcAddr() == "" {
-			return errors.New("no registered leader yet")
-		}
-		return nil
-	})
-	conn := dial(t, n.GRPCAddr())
-	ctx := testutil.Context(t, 20*time.Second)
-	for _, tenant := range tenants {
-		_, err := cellv1.NewCellServiceClient(conn).SetTenant(ctx, &cellv1.SetTenantRequest{
-			Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: 1, RequestId: "own-" + tenant,
-		})
-		if err != nil {
-			t.Fatalf("SetTenant %s: %v", tenant, err)
-		}
-	}
-	return conn
+	n := celltest.StartCell(t, 1)[0]
+	celltest.Own(t, n.GRPCAddr(), tenants...)
+	return dial(t, n.GRPCAddr())
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,78 +12,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/cells"
-	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
-
-// startCell starts a real 3-node cell over loopback (as cells/node_test.go
-// does) and waits until every node knows the leader and its address.
-func startCell(t *testing.T, size int) []*cells.Node {
-	t.Helper()
-	cfgs := make([]cells.Config, size)
-	var peers []store.Peer
-	for i := range cfgs {
-		id := fmt.Sprintf("n%d", i+1)
-		cfg := cells.DefaultConfig()
-		cfg.NodeID = id
-		cfg.DataDir = filepath.Join(t.TempDir(), id)
-		cfg.RaftListener = testutil.Listen(t)
-		cfg.GRPCListener = testutil.Listen(t)
-		cfg.HTTPListener = testutil.Listen(t)
-		cfg.ShutdownTimeout = 2 * time.Second
-		cfg.Logger = testutil.Logger(t).With("node", id)
-		cfgs[i] = cfg
-		peers = append(peers, store.Peer{ID: id, Addr: cfg.RaftListener.Addr().String()})
-	}
-	nodes := make([]*cells.Node, size)
-	for i := range cfgs {
-		cfgs[i].Bootstrap = peers
-		n, err := cells.Start(testutil.Context(t, 30*time.Second), cfgs[i])
-		if err != nil {
-			t.Fatalf("start %s: %v", cfgs[i].NodeID, err)
-		}
-		t.Cleanup(func() {
-			if err := n.Close(); err != nil {
-				t.Errorf("close %s: %v", cfgs[i].NodeID, err)
-			}
-		})
-		nodes[i] = n
-	}
-	waitLeader(t, nodes)
-	return nodes
-}
-
-// waitLeader waits until the running nodes agree on a registered leader
-// and returns it.
-func waitLeader(t *testing.T, nodes []*cells.Node) *cells.Node {
-	t.Helper()
-	var leader *cells.Node
-	testutil.Eventually(t, 20*time.Second, func() error {
-		leader = nil
-		var want string
-		for _, n := range nodes {
-			id, info := n.Store().Leader()
-			if id == "" || info.GetGrpcAddr() == "" {
-				return fmt.Errorf("%s: leader %q not known or not registered", n.Info().NodeId, id)
-			}
-			if want != "" && id != want {
-				return fmt.Errorf("nodes disagree on the leader: %s vs %s", want, id)
-			}
-			want = id
-			if n.Info().NodeId == id {
-				leader = n
-			}
-		}
-		if leader == nil {
-			return fmt.Errorf("leader %s is not among the nodes", want)
-		}
-		return nil
-	})
-	return leader
-}
 
 const cellTenant = "acme"
 
@@ -96,8 +29,8 @@ func TestForwardCell(t *testing.T) {
 		t.Skip("starts a 3-node cell; skipped with -short")
 	}
 	ctx := testutil.Context(t, 90*time.Second)
-	nodes := startCell(t, 3)
-	leader := waitLeader(t, nodes)
+	nodes := celltest.StartCell(t, 3)
+	leader := celltest.WaitLeader(t, nodes)
 	var follower *cells.Node
 	var addrs []string
 	for _, n := range nodes {
