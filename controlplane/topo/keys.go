@@ -15,15 +15,21 @@ const Prefix = "/cellplane/v1/"
 //	cells/<c>/bootstrap          CellBootstrap   (first node to see enough members)
 //	cells/<c>/leader             CellLeader      (leased, the cell's Raft leader)
 //	cells/<c>/nodes/<n>          Node            (leased, each node)
+//	cells/<c>/authority          CellAuthority   (leased, the cell leader may acknowledge writes)
+//	cells/<c>/fence/<t>          CellFence       (emergency promotion: the cell must fence t)
 //	tenants/<t>                  Tenant          (placement)
 //	tenants/<t>/keys/<id>        ApiKey          (hashed)
 //	workflows/<id>               Workflow        (durable controller workflows)
+//	moves/<id>                   Move            (tenant moves)
+//	failovers/<id>               Failover        (switchovers and promotions)
 //	controller/leader/<lease>    ControllerLeader (election)
 const (
 	RegionsPrefix   = "regions/"
 	CellsPrefix     = "cells/"
 	TenantsPrefix   = "tenants/"
 	WorkflowsPrefix = "workflows/"
+	MovesPrefix     = "moves/"
+	FailoversPrefix = "failovers/"
 	// ControllerElection is the election name of controller replicas.
 	ControllerElection = "controller/leader"
 )
@@ -48,6 +54,21 @@ func CellNodesPrefix(c string) string { return CellsPrefix + c + "/nodes/" }
 
 // CellNodeKey is cells/<c>/nodes/<n>.
 func CellNodeKey(c, n string) string { return CellNodesPrefix(c) + n }
+
+// CellAuthorityKey is cells/<c>/authority.
+func CellAuthorityKey(c string) string { return CellsPrefix + c + "/authority" }
+
+// CellFencePrefix is cells/<c>/fence/.
+func CellFencePrefix(c string) string { return CellsPrefix + c + "/fence/" }
+
+// CellFenceKey is cells/<c>/fence/<t>.
+func CellFenceKey(c, t string) string { return CellFencePrefix(c) + t }
+
+// MoveKey is moves/<id>.
+func MoveKey(id string) string { return MovesPrefix + id }
+
+// FailoverKey is failovers/<id>.
+func FailoverKey(id string) string { return FailoversPrefix + id }
 
 // TenantKey is tenants/<t>.
 func TenantKey(t string) string { return TenantsPrefix + t }
@@ -76,6 +97,10 @@ const (
 	KindTenant
 	KindAPIKey
 	KindWorkflow
+	KindCellAuthority
+	KindCellFence
+	KindMove
+	KindFailover
 )
 
 // ParsedKey is a key split into its parts.
@@ -99,6 +124,14 @@ func ParseKey(key string) ParsedKey {
 		if id := key[len(WorkflowsPrefix):]; id != "" && !strings.Contains(id, "/") {
 			return ParsedKey{Kind: KindWorkflow, ID: id}
 		}
+	case strings.HasPrefix(key, MovesPrefix):
+		if id := key[len(MovesPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindMove, ID: id}
+		}
+	case strings.HasPrefix(key, FailoversPrefix):
+		if id := key[len(FailoversPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindFailover, ID: id}
+		}
 	case strings.HasPrefix(key, CellsPrefix):
 		parts := strings.Split(key[len(CellsPrefix):], "/")
 		if parts[0] == "" {
@@ -113,6 +146,10 @@ func ParseKey(key string) ParsedKey {
 			return ParsedKey{Kind: KindCellBootstrap, ID: parts[0]}
 		case len(parts) == 2 && parts[1] == "leader":
 			return ParsedKey{Kind: KindCellLeader, ID: parts[0]}
+		case len(parts) == 2 && parts[1] == "authority":
+			return ParsedKey{Kind: KindCellAuthority, ID: parts[0]}
+		case len(parts) == 3 && parts[1] == "fence" && parts[2] != "":
+			return ParsedKey{Kind: KindCellFence, ID: parts[0], Sub: parts[2]}
 		case len(parts) == 3 && parts[1] == "nodes" && parts[2] != "":
 			return ParsedKey{Kind: KindCellNode, ID: parts[0], Sub: parts[2]}
 		}

@@ -16,6 +16,12 @@ func TestParseKey(t *testing.T) {
 		{TenantKey("acme"), ParsedKey{Kind: KindTenant, ID: "acme"}},
 		{APIKeyKey("acme", "k1"), ParsedKey{Kind: KindAPIKey, ID: "acme", Sub: "k1"}},
 		{WorkflowKey("create-acme"), ParsedKey{Kind: KindWorkflow, ID: "create-acme"}},
+		{CellAuthorityKey("c1"), ParsedKey{Kind: KindCellAuthority, ID: "c1"}},
+		{CellFenceKey("c1", "acme"), ParsedKey{Kind: KindCellFence, ID: "c1", Sub: "acme"}},
+		{MoveKey("m1"), ParsedKey{Kind: KindMove, ID: "m1"}},
+		{FailoverKey("f1"), ParsedKey{Kind: KindFailover, ID: "f1"}},
+		{"cells/c1/fence/", ParsedKey{}},
+		{"moves/a/b", ParsedKey{}},
 		{"regions/", ParsedKey{}},
 		{"regions/a/b", ParsedKey{}},
 		{"cells/", ParsedKey{}},
@@ -66,6 +72,14 @@ func FuzzParseKey(f *testing.F) {
 			back = APIKeyKey(pk.ID, pk.Sub)
 		case KindWorkflow:
 			back = WorkflowKey(pk.ID)
+		case KindCellAuthority:
+			back = CellAuthorityKey(pk.ID)
+		case KindCellFence:
+			back = CellFenceKey(pk.ID, pk.Sub)
+		case KindMove:
+			back = MoveKey(pk.ID)
+		case KindFailover:
+			back = FailoverKey(pk.ID)
 		}
 		if back != key {
 			t.Fatalf("ParseKey(%q) = %+v rebuilds as %q", key, pk, back)

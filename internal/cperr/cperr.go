@@ -50,6 +50,13 @@ const (
 	CellNotActive           Reason = "CELL_NOT_ACTIVE"          // an explicit cell is cordoned, draining or down
 	TenantBusy              Reason = "TENANT_BUSY"              // another workflow of the tenant is running
 	ControlPlaneUnavailable Reason = "CONTROLPLANE_UNAVAILABLE" // etcd unreachable (+ RetryInfo)
+
+	// Replication, moves, failover (issue 7).
+	ChangesTrimmed     Reason = "CHANGES_TRIMMED"      // the change log no longer holds the events after the asked tseq: re-bootstrap from an export
+	MoveNotFound       Reason = "MOVE_NOT_FOUND"       // no move with that id
+	FailoverNotFound   Reason = "FAILOVER_NOT_FOUND"   // no failover with that id
+	MoveNotCancellable Reason = "MOVE_NOT_CANCELLABLE" // the move fenced its source (or ended): it can no longer be cancelled
+	NoStandby          Reason = "NO_STANDBY"           // failover of a tenant without a (bootstrapped) standby
 )
 
 // Metadata keys used with the reasons above.
@@ -136,6 +143,12 @@ var (
 	ErrCellNotActive           = &Error{Reason: CellNotActive}
 	ErrTenantBusy              = &Error{Reason: TenantBusy}
 	ErrControlPlaneUnavailable = &Error{Reason: ControlPlaneUnavailable}
+
+	ErrChangesTrimmed     = &Error{Reason: ChangesTrimmed}
+	ErrMoveNotFound       = &Error{Reason: MoveNotFound}
+	ErrFailoverNotFound   = &Error{Reason: FailoverNotFound}
+	ErrMoveNotCancellable = &Error{Reason: MoveNotCancellable}
+	ErrNoStandby          = &Error{Reason: NoStandby}
 )
 
 // New returns an error with a reason and a formatted message.

@@ -56,6 +56,12 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.CellNotActive:           codes.FailedPrecondition,
 	cperr.TenantBusy:              codes.FailedPrecondition,
 	cperr.ControlPlaneUnavailable: codes.Unavailable,
+
+	cperr.ChangesTrimmed:     codes.FailedPrecondition,
+	cperr.MoveNotFound:       codes.NotFound,
+	cperr.FailoverNotFound:   codes.NotFound,
+	cperr.MoveNotCancellable: codes.FailedPrecondition,
+	cperr.NoStandby:          codes.FailedPrecondition,
 }
 
 // Code returns the gRPC code of a reason (INTERNAL for an unknown one).

@@ -45,6 +45,11 @@ func TestCodeTable(t *testing.T) {
 		{cperr.CellNotActive, codes.FailedPrecondition},
 		{cperr.TenantBusy, codes.FailedPrecondition},
 		{cperr.ControlPlaneUnavailable, codes.Unavailable},
+		{cperr.ChangesTrimmed, codes.FailedPrecondition},
+		{cperr.MoveNotFound, codes.NotFound},
+		{cperr.FailoverNotFound, codes.NotFound},
+		{cperr.MoveNotCancellable, codes.FailedPrecondition},
+		{cperr.NoStandby, codes.FailedPrecondition},
 		{"SOMETHING_NEW", codes.Internal},
 	}
 	if len(tests)-1 != len(codeOf) {

@@ -74,11 +74,13 @@ func (Suffrage) EnumDescriptor() ([]byte, []int) {
 }
 
 type SetTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Role          Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=cellplane.cell.v1.Role" json:"role,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Role      Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=cellplane.cell.v1.Role" json:"role,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RequestId string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// STANDBY only: the cell to replicate from.
+	SourceCell    string `protobuf:"bytes,5,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +139,13 @@ func (x *SetTenantRequest) GetEpoch() uint64 {
 func (x *SetTenantRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetTenantRequest) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
 	}
 	return ""
 }
@@ -238,8 +247,11 @@ func (x *GetTenantRequest) GetReadOptions() *v1.ReadOptions {
 }
 
 type GetTenantResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        *TenantInfo            `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant *TenantInfo            `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// STANDBY: the replication stream as this cell's leader runs it (unset
+	// on a follower or when no stream runs).
+	Replication   *ReplicationStatus `protobuf:"bytes,2,opt,name=replication,proto3" json:"replication,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +293,338 @@ func (x *GetTenantResponse) GetTenant() *TenantInfo {
 	return nil
 }
 
+func (x *GetTenantResponse) GetReplication() *ReplicationStatus {
+	if x != nil {
+		return x.Replication
+	}
+	return nil
+}
+
+// ReplicationStatus is a standby tenant's stream, as seen by the sink.
+type ReplicationStatus struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SourceCell string                 `protobuf:"bytes,1,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	// The last tseq the standby applied, and the source's newest tseq the
+	// stream has seen.
+	AppliedTseq uint64 `protobuf:"varint,2,opt,name=applied_tseq,json=appliedTseq,proto3" json:"applied_tseq,omitempty"`
+	SourceTseq  uint64 `protobuf:"varint,3,opt,name=source_tseq,json=sourceTseq,proto3" json:"source_tseq,omitempty"`
+	// How far behind the standby is, in events and in time (the age of the
+	// oldest event not applied yet; 0 when caught up).
+	LagEvents uint64               `protobuf:"varint,4,opt,name=lag_events,json=lagEvents,proto3" json:"lag_events,omitempty"`
+	Lag       *durationpb.Duration `protobuf:"bytes,5,opt,name=lag,proto3" json:"lag,omitempty"`
+	// STREAMING, BOOTSTRAPPING, RETRYING.
+	State     string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	LastError string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Exports imported (re-bootstraps) since the sink started.
+	Bootstraps uint64 `protobuf:"varint,8,opt,name=bootstraps,proto3" json:"bootstraps,omitempty"`
+	// The source's role and epoch as last reported by the stream.
+	SourceRole    Role   `protobuf:"varint,9,opt,name=source_role,json=sourceRole,proto3,enum=cellplane.cell.v1.Role" json:"source_role,omitempty"`
+	SourceEpoch   uint64 `protobuf:"varint,10,opt,name=source_epoch,json=sourceEpoch,proto3" json:"source_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationStatus) Reset() {
+	*x = ReplicationStatus{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationStatus) ProtoMessage() {}
+
+func (x *ReplicationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationStatus.ProtoReflect.Descriptor instead.
+func (*ReplicationStatus) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReplicationStatus) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
+	}
+	return ""
+}
+
+func (x *ReplicationStatus) GetAppliedTseq() uint64 {
+	if x != nil {
+		return x.AppliedTseq
+	}
+	return 0
+}
+
+func (x *ReplicationStatus) GetSourceTseq() uint64 {
+	if x != nil {
+		return x.SourceTseq
+	}
+	return 0
+}
+
+func (x *ReplicationStatus) GetLagEvents() uint64 {
+	if x != nil {
+		return x.LagEvents
+	}
+	return 0
+}
+
+func (x *ReplicationStatus) GetLag() *durationpb.Duration {
+	if x != nil {
+		return x.Lag
+	}
+	return nil
+}
+
+func (x *ReplicationStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReplicationStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ReplicationStatus) GetBootstraps() uint64 {
+	if x != nil {
+		return x.Bootstraps
+	}
+	return 0
+}
+
+func (x *ReplicationStatus) GetSourceRole() Role {
+	if x != nil {
+		return x.SourceRole
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *ReplicationStatus) GetSourceEpoch() uint64 {
+	if x != nil {
+		return x.SourceEpoch
+	}
+	return 0
+}
+
+type AckReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tseq          uint64                 `protobuf:"varint,2,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckReplicaRequest) Reset() {
+	*x = AckReplicaRequest{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckReplicaRequest) ProtoMessage() {}
+
+func (x *AckReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckReplicaRequest.ProtoReflect.Descriptor instead.
+func (*AckReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AckReplicaRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AckReplicaRequest) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+type AckReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckReplicaResponse) Reset() {
+	*x = AckReplicaResponse{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckReplicaResponse) ProtoMessage() {}
+
+func (x *AckReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckReplicaResponse.ProtoReflect.Descriptor instead.
+func (*AckReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{6}
+}
+
+type ListChangesRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AfterTseq uint64                 `protobuf:"varint,2,opt,name=after_tseq,json=afterTseq,proto3" json:"after_tseq,omitempty"`
+	// 0 means 100; at most 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesRequest) Reset() {
+	*x = ListChangesRequest{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesRequest) ProtoMessage() {}
+
+func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListChangesRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListChangesRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetAfterTseq() uint64 {
+	if x != nil {
+		return x.AfterTseq
+	}
+	return 0
+}
+
+func (x *ListChangesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListChangesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*ChangeEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Tenant        *TenantInfo            `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesResponse) Reset() {
+	*x = ListChangesResponse{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesResponse) ProtoMessage() {}
+
+func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListChangesResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListChangesResponse) GetEvents() []*ChangeEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListChangesResponse) GetTenant() *TenantInfo {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
 type ListTenantsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PageSize      uint32                 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -292,7 +636,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +648,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +661,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -351,7 +695,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +707,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +720,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*TenantInfo {
@@ -403,7 +747,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +759,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +772,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteTenantRequest) GetTenant() string {
@@ -453,7 +797,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +809,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +822,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{12}
 }
 
 type GetStatusRequest struct {
@@ -489,7 +833,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +845,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +858,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{13}
 }
 
 type Member struct {
@@ -528,7 +872,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +884,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +897,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Member) GetNode() *NodeInfo {
@@ -598,7 +942,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +954,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +967,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetStatusResponse) GetNode() *NodeInfo {
@@ -712,7 +1056,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +1068,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +1081,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AddVoterRequest) GetNode() *NodeInfo {
@@ -755,7 +1099,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +1111,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1124,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{17}
 }
 
 type AddNonVoterRequest struct {
@@ -792,7 +1136,7 @@ type AddNonVoterRequest struct {
 
 func (x *AddNonVoterRequest) Reset() {
 	*x = AddNonVoterRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1148,7 @@ func (x *AddNonVoterRequest) String() string {
 func (*AddNonVoterRequest) ProtoMessage() {}
 
 func (x *AddNonVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1161,7 @@ func (x *AddNonVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNonVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddNonVoterRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AddNonVoterRequest) GetNode() *NodeInfo {
@@ -835,7 +1179,7 @@ type AddNonVoterResponse struct {
 
 func (x *AddNonVoterResponse) Reset() {
 	*x = AddNonVoterResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1191,7 @@ func (x *AddNonVoterResponse) String() string {
 func (*AddNonVoterResponse) ProtoMessage() {}
 
 func (x *AddNonVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1204,7 @@ func (x *AddNonVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNonVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddNonVoterResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{19}
 }
 
 type RemoveServerRequest struct {
@@ -872,7 +1216,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1228,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1241,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveServerRequest) GetNodeId() string {
@@ -915,7 +1259,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1271,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1284,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{21}
 }
 
 type TransferLeadershipRequest struct {
@@ -953,7 +1297,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1309,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1322,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -997,7 +1341,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1353,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1366,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1041,7 +1385,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1397,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1410,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegisterNodeRequest) GetNode() *NodeInfo {
@@ -1084,7 +1428,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1440,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,27 +1453,61 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{25}
 }
 
 var File_cellplane_cell_v1_cell_proto protoreflect.FileDescriptor
 
 const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccellplane/cell/v1/cell.proto\x12\x11cellplane.cell.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\"cellplane/context/v1/context.proto\x1a\x1egoogle/protobuf/duration.proto\"\x8c\x01\n" +
+	"\x1ccellplane/cell/v1/cell.proto\x12\x11cellplane.cell.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\"cellplane/context/v1/context.proto\x1a\x1egoogle/protobuf/duration.proto\"\xad\x01\n" +
 	"\x10SetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"J\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1f\n" +
+	"\vsource_cell\x18\x05 \x01(\tR\n" +
+	"sourceCell\"J\n" +
 	"\x11SetTenantResponse\x125\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"p\n" +
 	"\x10GetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12D\n" +
-	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"J\n" +
+	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"\x92\x01\n" +
 	"\x11GetTenantResponse\x125\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"\x96\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\x12F\n" +
+	"\vreplication\x18\x02 \x01(\v2$.cellplane.cell.v1.ReplicationStatusR\vreplication\"\xf6\x02\n" +
+	"\x11ReplicationStatus\x12\x1f\n" +
+	"\vsource_cell\x18\x01 \x01(\tR\n" +
+	"sourceCell\x12!\n" +
+	"\fapplied_tseq\x18\x02 \x01(\x04R\vappliedTseq\x12\x1f\n" +
+	"\vsource_tseq\x18\x03 \x01(\x04R\n" +
+	"sourceTseq\x12\x1d\n" +
+	"\n" +
+	"lag_events\x18\x04 \x01(\x04R\tlagEvents\x12+\n" +
+	"\x03lag\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03lag\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12\x1e\n" +
+	"\n" +
+	"bootstraps\x18\b \x01(\x04R\n" +
+	"bootstraps\x128\n" +
+	"\vsource_role\x18\t \x01(\x0e2\x17.cellplane.cell.v1.RoleR\n" +
+	"sourceRole\x12!\n" +
+	"\fsource_epoch\x18\n" +
+	" \x01(\x04R\vsourceEpoch\"?\n" +
+	"\x11AckReplicaRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\"\x14\n" +
+	"\x12AckReplicaResponse\"a\n" +
+	"\x12ListChangesRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"after_tseq\x18\x02 \x01(\x04R\tafterTseq\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x84\x01\n" +
+	"\x13ListChangesResponse\x126\n" +
+	"\x06events\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.ChangeEventR\x06events\x125\n" +
+	"\x06tenant\x18\x02 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"\x96\x01\n" +
 	"\x12ListTenantsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1180,12 +1558,15 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\bSuffrage\x12\x18\n" +
 	"\x14SUFFRAGE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSUFFRAGE_VOTER\x10\x01\x12\x15\n" +
-	"\x11SUFFRAGE_NONVOTER\x10\x022\xbc\a\n" +
+	"\x11SUFFRAGE_NONVOTER\x10\x022\xf5\b\n" +
 	"\vCellService\x12V\n" +
 	"\tSetTenant\x12#.cellplane.cell.v1.SetTenantRequest\x1a$.cellplane.cell.v1.SetTenantResponse\x12V\n" +
 	"\tGetTenant\x12#.cellplane.cell.v1.GetTenantRequest\x1a$.cellplane.cell.v1.GetTenantResponse\x12\\\n" +
 	"\vListTenants\x12%.cellplane.cell.v1.ListTenantsRequest\x1a&.cellplane.cell.v1.ListTenantsResponse\x12_\n" +
-	"\fDeleteTenant\x12&.cellplane.cell.v1.DeleteTenantRequest\x1a'.cellplane.cell.v1.DeleteTenantResponse\x12V\n" +
+	"\fDeleteTenant\x12&.cellplane.cell.v1.DeleteTenantRequest\x1a'.cellplane.cell.v1.DeleteTenantResponse\x12Y\n" +
+	"\n" +
+	"AckReplica\x12$.cellplane.cell.v1.AckReplicaRequest\x1a%.cellplane.cell.v1.AckReplicaResponse\x12\\\n" +
+	"\vListChanges\x12%.cellplane.cell.v1.ListChangesRequest\x1a&.cellplane.cell.v1.ListChangesResponse\x12V\n" +
 	"\tGetStatus\x12#.cellplane.cell.v1.GetStatusRequest\x1a$.cellplane.cell.v1.GetStatusResponse\x12S\n" +
 	"\bAddVoter\x12\".cellplane.cell.v1.AddVoterRequest\x1a#.cellplane.cell.v1.AddVoterResponse\x12\\\n" +
 	"\vAddNonVoter\x12%.cellplane.cell.v1.AddNonVoterRequest\x1a&.cellplane.cell.v1.AddNonVoterResponse\x12_\n" +
@@ -1206,77 +1587,92 @@ func file_cellplane_cell_v1_cell_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_cell_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_cell_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cellplane_cell_v1_cell_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_cellplane_cell_v1_cell_proto_goTypes = []any{
 	(Suffrage)(0),                      // 0: cellplane.cell.v1.Suffrage
 	(*SetTenantRequest)(nil),           // 1: cellplane.cell.v1.SetTenantRequest
 	(*SetTenantResponse)(nil),          // 2: cellplane.cell.v1.SetTenantResponse
 	(*GetTenantRequest)(nil),           // 3: cellplane.cell.v1.GetTenantRequest
 	(*GetTenantResponse)(nil),          // 4: cellplane.cell.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),         // 5: cellplane.cell.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 6: cellplane.cell.v1.ListTenantsResponse
-	(*DeleteTenantRequest)(nil),        // 7: cellplane.cell.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),       // 8: cellplane.cell.v1.DeleteTenantResponse
-	(*GetStatusRequest)(nil),           // 9: cellplane.cell.v1.GetStatusRequest
-	(*Member)(nil),                     // 10: cellplane.cell.v1.Member
-	(*GetStatusResponse)(nil),          // 11: cellplane.cell.v1.GetStatusResponse
-	(*AddVoterRequest)(nil),            // 12: cellplane.cell.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 13: cellplane.cell.v1.AddVoterResponse
-	(*AddNonVoterRequest)(nil),         // 14: cellplane.cell.v1.AddNonVoterRequest
-	(*AddNonVoterResponse)(nil),        // 15: cellplane.cell.v1.AddNonVoterResponse
-	(*RemoveServerRequest)(nil),        // 16: cellplane.cell.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 17: cellplane.cell.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 18: cellplane.cell.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 19: cellplane.cell.v1.TransferLeadershipResponse
-	(*RegisterNodeRequest)(nil),        // 20: cellplane.cell.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 21: cellplane.cell.v1.RegisterNodeResponse
-	(Role)(0),                          // 22: cellplane.cell.v1.Role
-	(*TenantInfo)(nil),                 // 23: cellplane.cell.v1.TenantInfo
-	(*v1.ReadOptions)(nil),             // 24: cellplane.context.v1.ReadOptions
-	(*NodeInfo)(nil),                   // 25: cellplane.cell.v1.NodeInfo
-	(*durationpb.Duration)(nil),        // 26: google.protobuf.Duration
+	(*ReplicationStatus)(nil),          // 5: cellplane.cell.v1.ReplicationStatus
+	(*AckReplicaRequest)(nil),          // 6: cellplane.cell.v1.AckReplicaRequest
+	(*AckReplicaResponse)(nil),         // 7: cellplane.cell.v1.AckReplicaResponse
+	(*ListChangesRequest)(nil),         // 8: cellplane.cell.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),        // 9: cellplane.cell.v1.ListChangesResponse
+	(*ListTenantsRequest)(nil),         // 10: cellplane.cell.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 11: cellplane.cell.v1.ListTenantsResponse
+	(*DeleteTenantRequest)(nil),        // 12: cellplane.cell.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),       // 13: cellplane.cell.v1.DeleteTenantResponse
+	(*GetStatusRequest)(nil),           // 14: cellplane.cell.v1.GetStatusRequest
+	(*Member)(nil),                     // 15: cellplane.cell.v1.Member
+	(*GetStatusResponse)(nil),          // 16: cellplane.cell.v1.GetStatusResponse
+	(*AddVoterRequest)(nil),            // 17: cellplane.cell.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 18: cellplane.cell.v1.AddVoterResponse
+	(*AddNonVoterRequest)(nil),         // 19: cellplane.cell.v1.AddNonVoterRequest
+	(*AddNonVoterResponse)(nil),        // 20: cellplane.cell.v1.AddNonVoterResponse
+	(*RemoveServerRequest)(nil),        // 21: cellplane.cell.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 22: cellplane.cell.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 23: cellplane.cell.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 24: cellplane.cell.v1.TransferLeadershipResponse
+	(*RegisterNodeRequest)(nil),        // 25: cellplane.cell.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 26: cellplane.cell.v1.RegisterNodeResponse
+	(Role)(0),                          // 27: cellplane.cell.v1.Role
+	(*TenantInfo)(nil),                 // 28: cellplane.cell.v1.TenantInfo
+	(*v1.ReadOptions)(nil),             // 29: cellplane.context.v1.ReadOptions
+	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
+	(*ChangeEvent)(nil),                // 31: cellplane.cell.v1.ChangeEvent
+	(*NodeInfo)(nil),                   // 32: cellplane.cell.v1.NodeInfo
 }
 var file_cellplane_cell_v1_cell_proto_depIdxs = []int32{
-	22, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
-	23, // 1: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	24, // 2: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	23, // 3: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	24, // 4: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	23, // 5: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
-	25, // 6: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
-	0,  // 7: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
-	25, // 8: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
-	25, // 9: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
-	26, // 10: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
-	10, // 11: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
-	25, // 12: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	25, // 13: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	25, // 14: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	1,  // 15: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
-	3,  // 16: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
-	5,  // 17: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
-	7,  // 18: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
-	9,  // 19: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
-	12, // 20: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
-	14, // 21: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
-	16, // 22: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
-	18, // 23: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
-	20, // 24: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
-	2,  // 25: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
-	4,  // 26: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
-	6,  // 27: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
-	8,  // 28: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
-	11, // 29: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
-	13, // 30: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
-	15, // 31: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
-	17, // 32: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
-	19, // 33: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
-	21, // 34: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	27, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
+	28, // 1: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	29, // 2: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	28, // 3: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	5,  // 4: cellplane.cell.v1.GetTenantResponse.replication:type_name -> cellplane.cell.v1.ReplicationStatus
+	30, // 5: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
+	27, // 6: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
+	31, // 7: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
+	28, // 8: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	29, // 9: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	28, // 10: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
+	32, // 11: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
+	0,  // 12: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
+	32, // 13: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 14: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
+	30, // 15: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
+	15, // 16: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
+	32, // 17: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 18: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 19: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	1,  // 20: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
+	3,  // 21: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
+	10, // 22: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
+	12, // 23: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
+	6,  // 24: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
+	8,  // 25: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
+	14, // 26: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
+	17, // 27: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
+	19, // 28: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
+	21, // 29: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
+	23, // 30: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
+	25, // 31: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
+	2,  // 32: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
+	4,  // 33: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
+	11, // 34: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
+	13, // 35: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
+	7,  // 36: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
+	9,  // 37: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
+	16, // 38: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
+	18, // 39: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
+	20, // 40: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
+	22, // 41: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
+	24, // 42: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
+	26, // 43: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
+	32, // [32:44] is the sub-list for method output_type
+	20, // [20:32] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_cell_proto_init() }
@@ -1291,7 +1687,7 @@ func file_cellplane_cell_v1_cell_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_cell_proto_rawDesc), len(file_cellplane_cell_v1_cell_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,8 @@ const (
 	CellService_GetTenant_FullMethodName          = "/cellplane.cell.v1.CellService/GetTenant"
 	CellService_ListTenants_FullMethodName        = "/cellplane.cell.v1.CellService/ListTenants"
 	CellService_DeleteTenant_FullMethodName       = "/cellplane.cell.v1.CellService/DeleteTenant"
+	CellService_AckReplica_FullMethodName         = "/cellplane.cell.v1.CellService/AckReplica"
+	CellService_ListChanges_FullMethodName        = "/cellplane.cell.v1.CellService/ListChanges"
 	CellService_GetStatus_FullMethodName          = "/cellplane.cell.v1.CellService/GetStatus"
 	CellService_AddVoter_FullMethodName           = "/cellplane.cell.v1.CellService/AddVoter"
 	CellService_AddNonVoter_FullMethodName        = "/cellplane.cell.v1.CellService/AddNonVoter"
@@ -47,6 +49,13 @@ type CellServiceClient interface {
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
 	// DeleteTenant removes all of a tenant's data from this cell.
 	DeleteTenant(ctx context.Context, in *DeleteTenantRequest, opts ...grpc.CallOption) (*DeleteTenantResponse, error)
+	// AckReplica records the standby's applied tseq on the owner (or fenced
+	// source), so that its change log keeps what the standby still needs.
+	AckReplica(ctx context.Context, in *AckReplicaRequest, opts ...grpc.CallOption) (*AckReplicaResponse, error)
+	// ListChanges returns a tenant's change-log events after a tseq, in any
+	// role: how an operator inspects the writes a fenced old owner
+	// acknowledged that never reached its standby.
+	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
 	// GetStatus reports this node's view of the cell.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// AddVoter adds (or re-addresses) a voting member.
@@ -105,6 +114,26 @@ func (c *cellServiceClient) DeleteTenant(ctx context.Context, in *DeleteTenantRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteTenantResponse)
 	err := c.cc.Invoke(ctx, CellService_DeleteTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cellServiceClient) AckReplica(ctx context.Context, in *AckReplicaRequest, opts ...grpc.CallOption) (*AckReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AckReplicaResponse)
+	err := c.cc.Invoke(ctx, CellService_AckReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cellServiceClient) ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListChangesResponse)
+	err := c.cc.Invoke(ctx, CellService_ListChanges_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +216,13 @@ type CellServiceServer interface {
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
 	// DeleteTenant removes all of a tenant's data from this cell.
 	DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error)
+	// AckReplica records the standby's applied tseq on the owner (or fenced
+	// source), so that its change log keeps what the standby still needs.
+	AckReplica(context.Context, *AckReplicaRequest) (*AckReplicaResponse, error)
+	// ListChanges returns a tenant's change-log events after a tseq, in any
+	// role: how an operator inspects the writes a fenced old owner
+	// acknowledged that never reached its standby.
+	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
 	// GetStatus reports this node's view of the cell.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// AddVoter adds (or re-addresses) a voting member.
@@ -222,6 +258,12 @@ func (UnimplementedCellServiceServer) ListTenants(context.Context, *ListTenantsR
 }
 func (UnimplementedCellServiceServer) DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteTenant not implemented")
+}
+func (UnimplementedCellServiceServer) AckReplica(context.Context, *AckReplicaRequest) (*AckReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AckReplica not implemented")
+}
+func (UnimplementedCellServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
 }
 func (UnimplementedCellServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
@@ -330,6 +372,42 @@ func _CellService_DeleteTenant_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CellServiceServer).DeleteTenant(ctx, req.(*DeleteTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CellService_AckReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AckReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CellServiceServer).AckReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CellService_AckReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CellServiceServer).AckReplica(ctx, req.(*AckReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CellService_ListChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CellServiceServer).ListChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CellService_ListChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CellServiceServer).ListChanges(ctx, req.(*ListChangesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -464,6 +542,14 @@ var CellService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteTenant",
 			Handler:    _CellService_DeleteTenant_Handler,
+		},
+		{
+			MethodName: "AckReplica",
+			Handler:    _CellService_AckReplica_Handler,
+		},
+		{
+			MethodName: "ListChanges",
+			Handler:    _CellService_ListChanges_Handler,
 		},
 		{
 			MethodName: "GetStatus",

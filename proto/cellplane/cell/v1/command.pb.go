@@ -159,6 +159,9 @@ type Command struct {
 	//	*Command_DeleteMemory
 	//	*Command_SetTenant
 	//	*Command_DeleteTenant
+	//	*Command_ApplyChanges
+	//	*Command_ImportTenant
+	//	*Command_ReplicaAck
 	//	*Command_RegisterNode
 	//	*Command_Noop
 	//	*Command_CellSettings
@@ -309,6 +312,33 @@ func (x *Command) GetDeleteTenant() *DeleteTenantOp {
 	return nil
 }
 
+func (x *Command) GetApplyChanges() *ApplyChangesOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ApplyChanges); ok {
+			return x.ApplyChanges
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetImportTenant() *ImportTenantOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ImportTenant); ok {
+			return x.ImportTenant
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReplicaAck() *ReplicaAckOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ReplicaAck); ok {
+			return x.ReplicaAck
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRegisterNode() *NodeInfo {
 	if x != nil {
 		if x, ok := x.Op.(*Command_RegisterNode); ok {
@@ -368,6 +398,18 @@ type Command_DeleteTenant struct {
 	DeleteTenant *DeleteTenantOp `protobuf:"bytes,21,opt,name=delete_tenant,json=deleteTenant,proto3,oneof"`
 }
 
+type Command_ApplyChanges struct {
+	ApplyChanges *ApplyChangesOp `protobuf:"bytes,22,opt,name=apply_changes,json=applyChanges,proto3,oneof"`
+}
+
+type Command_ImportTenant struct {
+	ImportTenant *ImportTenantOp `protobuf:"bytes,23,opt,name=import_tenant,json=importTenant,proto3,oneof"`
+}
+
+type Command_ReplicaAck struct {
+	ReplicaAck *ReplicaAckOp `protobuf:"bytes,24,opt,name=replica_ack,json=replicaAck,proto3,oneof"`
+}
+
 type Command_RegisterNode struct {
 	RegisterNode *NodeInfo `protobuf:"bytes,30,opt,name=register_node,json=registerNode,proto3,oneof"`
 }
@@ -393,6 +435,12 @@ func (*Command_DeleteMemory) isCommand_Op() {}
 func (*Command_SetTenant) isCommand_Op() {}
 
 func (*Command_DeleteTenant) isCommand_Op() {}
+
+func (*Command_ApplyChanges) isCommand_Op() {}
+
+func (*Command_ImportTenant) isCommand_Op() {}
+
+func (*Command_ReplicaAck) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
 
@@ -478,9 +526,13 @@ func (x *CellSettings) GetChangelogMaxEvents() uint64 {
 // tenant becomes OWNER only at an epoch above every epoch it had before
 // (or at its first epoch, when the cell did not know it).
 type SetTenantOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          Role                   `protobuf:"varint,1,opt,name=role,proto3,enum=cellplane.cell.v1.Role" json:"role,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Role  Role                   `protobuf:"varint,1,opt,name=role,proto3,enum=cellplane.cell.v1.Role" json:"role,omitempty"`
+	Epoch uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// For STANDBY: the cell the tenant replicates from. A tenant that
+	// becomes STANDBY (from another role, or of another source) must be
+	// bootstrapped again from an export before it applies changes.
+	SourceCell    string `protobuf:"bytes,3,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -529,6 +581,237 @@ func (x *SetTenantOp) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *SetTenantOp) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
+	}
+	return ""
+}
+
+// ApplyChangesOp applies a source cell's change events to a STANDBY tenant,
+// in tseq order. Events at or below the tenant's tseq were applied before
+// and are skipped (idempotent by tseq); an event after a gap is refused.
+// Each applied event keeps its tseq, time and request id, so the standby's
+// change log and dedup window continue the source's.
+type ApplyChangesOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*ChangeEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyChangesOp) Reset() {
+	*x = ApplyChangesOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyChangesOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyChangesOp) ProtoMessage() {}
+
+func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyChangesOp.ProtoReflect.Descriptor instead.
+func (*ApplyChangesOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ApplyChangesOp) GetEvents() []*ChangeEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// ImportTenantOp loads one chunk of a tenant export into a STANDBY tenant.
+// The first chunk clears the tenant's data; the last one (record set)
+// takes the source's record (tseq, usage, dedup and change-log counters)
+// and marks the standby bootstrapped.
+type ImportTenantOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	First bool                   `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	// Keys are relative to the tenant's data range.
+	Pairs []*KeyValue `protobuf:"bytes,2,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	// Set on the last chunk only.
+	Record *TenantRecord `protobuf:"bytes,3,opt,name=record,proto3" json:"record,omitempty"`
+	// The source cell the export came from (must be the tenant's source).
+	SourceCell    string `protobuf:"bytes,4,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportTenantOp) Reset() {
+	*x = ImportTenantOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportTenantOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportTenantOp) ProtoMessage() {}
+
+func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportTenantOp.ProtoReflect.Descriptor instead.
+func (*ImportTenantOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ImportTenantOp) GetFirst() bool {
+	if x != nil {
+		return x.First
+	}
+	return false
+}
+
+func (x *ImportTenantOp) GetPairs() []*KeyValue {
+	if x != nil {
+		return x.Pairs
+	}
+	return nil
+}
+
+func (x *ImportTenantOp) GetRecord() *TenantRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *ImportTenantOp) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
+	}
+	return ""
+}
+
+// KeyValue is one key of a tenant's data range, relative to the range.
+type KeyValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyValue) Reset() {
+	*x = KeyValue{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyValue) ProtoMessage() {}
+
+func (x *KeyValue) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
+func (*KeyValue) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *KeyValue) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *KeyValue) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// ReplicaAckOp records how far the tenant's standby has applied the change
+// log: events above it are kept even past the age and count bounds (only
+// the hard byte bound may trim them). tseq 0 clears the floor.
+type ReplicaAckOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tseq          uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaAckOp) Reset() {
+	*x = ReplicaAckOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaAckOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaAckOp) ProtoMessage() {}
+
+func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaAckOp.ProtoReflect.Descriptor instead.
+func (*ReplicaAckOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReplicaAckOp) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
 // DeleteTenantOp removes every key of a tenant from the cell.
 type DeleteTenantOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -538,7 +821,7 @@ type DeleteTenantOp struct {
 
 func (x *DeleteTenantOp) Reset() {
 	*x = DeleteTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +833,7 @@ func (x *DeleteTenantOp) String() string {
 func (*DeleteTenantOp) ProtoMessage() {}
 
 func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +846,7 @@ func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantOp.ProtoReflect.Descriptor instead.
 func (*DeleteTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 // NoopOp does nothing; used to confirm leadership and in tests.
@@ -575,7 +858,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +870,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +883,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -627,7 +910,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +922,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +935,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -759,7 +1042,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1054,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1067,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommandError) GetReason() string {
@@ -829,13 +1112,22 @@ type TenantRecord struct {
 	ChangelogFirstTimeUnixNano int64 `protobuf:"varint,12,opt,name=changelog_first_time_unix_nano,json=changelogFirstTimeUnixNano,proto3" json:"changelog_first_time_unix_nano,omitempty"`
 	CreateTimeUnixNano         int64 `protobuf:"varint,9,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
 	UpdateTimeUnixNano         int64 `protobuf:"varint,10,opt,name=update_time_unix_nano,json=updateTimeUnixNano,proto3" json:"update_time_unix_nano,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// STANDBY: the cell it replicates from, and whether an export was
+	// imported since it became a standby of that cell.
+	SourceCell   string `protobuf:"bytes,13,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	Bootstrapped bool   `protobuf:"varint,14,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
+	// OWNER/FENCED: the standby's acknowledged tseq (0: no standby floor).
+	ReplicaFloorTseq uint64 `protobuf:"varint,15,opt,name=replica_floor_tseq,json=replicaFloorTseq,proto3" json:"replica_floor_tseq,omitempty"`
+	// Events trimmed although the standby had not applied them (the hard
+	// byte bound forced it); the standby must re-bootstrap.
+	ReplicaForcedTrims uint64 `protobuf:"varint,16,opt,name=replica_forced_trims,json=replicaForcedTrims,proto3" json:"replica_forced_trims,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1139,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1152,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -947,6 +1239,34 @@ func (x *TenantRecord) GetUpdateTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *TenantRecord) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
+	}
+	return ""
+}
+
+func (x *TenantRecord) GetBootstrapped() bool {
+	if x != nil {
+		return x.Bootstrapped
+	}
+	return false
+}
+
+func (x *TenantRecord) GetReplicaFloorTseq() uint64 {
+	if x != nil {
+		return x.ReplicaFloorTseq
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetReplicaForcedTrims() uint64 {
+	if x != nil {
+		return x.ReplicaForcedTrims
+	}
+	return 0
+}
+
 // TenantUsage counts what a tenant stores in the cell.
 type TenantUsage struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -961,7 +1281,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1293,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1306,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -1028,13 +1348,17 @@ type TenantInfo struct {
 	ChangelogFirstTseq uint64                 `protobuf:"varint,6,opt,name=changelog_first_tseq,json=changelogFirstTseq,proto3" json:"changelog_first_tseq,omitempty"`
 	ChangelogCount     uint64                 `protobuf:"varint,7,opt,name=changelog_count,json=changelogCount,proto3" json:"changelog_count,omitempty"`
 	ChangelogBytes     uint64                 `protobuf:"varint,8,opt,name=changelog_bytes,json=changelogBytes,proto3" json:"changelog_bytes,omitempty"`
+	SourceCell         string                 `protobuf:"bytes,9,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	Bootstrapped       bool                   `protobuf:"varint,10,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
+	ReplicaFloorTseq   uint64                 `protobuf:"varint,11,opt,name=replica_floor_tseq,json=replicaFloorTseq,proto3" json:"replica_floor_tseq,omitempty"`
+	ReplicaForcedTrims uint64                 `protobuf:"varint,12,opt,name=replica_forced_trims,json=replicaForcedTrims,proto3" json:"replica_forced_trims,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1370,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1383,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -1118,6 +1442,34 @@ func (x *TenantInfo) GetChangelogBytes() uint64 {
 	return 0
 }
 
+func (x *TenantInfo) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
+	}
+	return ""
+}
+
+func (x *TenantInfo) GetBootstrapped() bool {
+	if x != nil {
+		return x.Bootstrapped
+	}
+	return false
+}
+
+func (x *TenantInfo) GetReplicaFloorTseq() uint64 {
+	if x != nil {
+		return x.ReplicaFloorTseq
+	}
+	return 0
+}
+
+func (x *TenantInfo) GetReplicaForcedTrims() uint64 {
+	if x != nil {
+		return x.ReplicaForcedTrims
+	}
+	return 0
+}
+
 // ChangeEvent is one entry of a tenant's change log: a mutation that was
 // applied, with the tseq it got.
 type ChangeEvent struct {
@@ -1132,7 +1484,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1496,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1509,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -1199,7 +1551,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1563,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1576,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -1254,7 +1606,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1618,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1631,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -1316,7 +1668,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x86\a\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xde\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -1334,7 +1686,11 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12?\n" +
 	"\n" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
-	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12B\n" +
+	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12H\n" +
+	"\rapply_changes\x18\x16 \x01(\v2!.cellplane.cell.v1.ApplyChangesOpH\x00R\fapplyChanges\x12H\n" +
+	"\rimport_tenant\x18\x17 \x01(\v2!.cellplane.cell.v1.ImportTenantOpH\x00R\fimportTenant\x12B\n" +
+	"\vreplica_ack\x18\x18 \x01(\v2\x1f.cellplane.cell.v1.ReplicaAckOpH\x00R\n" +
+	"replicaAck\x12B\n" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
 	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
@@ -1343,10 +1699,25 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
-	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\"P\n" +
+	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\"q\n" +
 	"\vSetTenantOp\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\x10\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vsource_cell\x18\x03 \x01(\tR\n" +
+	"sourceCell\"H\n" +
+	"\x0eApplyChangesOp\x126\n" +
+	"\x06events\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.ChangeEventR\x06events\"\xb3\x01\n" +
+	"\x0eImportTenantOp\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\bR\x05first\x121\n" +
+	"\x05pairs\x18\x02 \x03(\v2\x1b.cellplane.cell.v1.KeyValueR\x05pairs\x127\n" +
+	"\x06record\x18\x03 \x01(\v2\x1f.cellplane.cell.v1.TenantRecordR\x06record\x12\x1f\n" +
+	"\vsource_cell\x18\x04 \x01(\tR\n" +
+	"sourceCell\"2\n" +
+	"\bKeyValue\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\"\n" +
+	"\fReplicaAckOp\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\"\x10\n" +
 	"\x0eDeleteTenantOp\"\b\n" +
 	"\x06NoopOp\"\x86\x03\n" +
 	"\rCommandResult\x125\n" +
@@ -1366,7 +1737,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2-.cellplane.cell.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x05\n" +
 	"\fTenantRecord\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -1382,13 +1753,18 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x1echangelog_first_time_unix_nano\x18\f \x01(\x03R\x1achangelogFirstTimeUnixNano\x121\n" +
 	"\x15create_time_unix_nano\x18\t \x01(\x03R\x12createTimeUnixNano\x121\n" +
 	"\x15update_time_unix_nano\x18\n" +
-	" \x01(\x03R\x12updateTimeUnixNano\"z\n" +
+	" \x01(\x03R\x12updateTimeUnixNano\x12\x1f\n" +
+	"\vsource_cell\x18\r \x01(\tR\n" +
+	"sourceCell\x12\"\n" +
+	"\fbootstrapped\x18\x0e \x01(\bR\fbootstrapped\x12,\n" +
+	"\x12replica_floor_tseq\x18\x0f \x01(\x04R\x10replicaFloorTseq\x120\n" +
+	"\x14replica_forced_trims\x18\x10 \x01(\x04R\x12replicaForcedTrims\"z\n" +
 	"\vTenantUsage\x12\x1a\n" +
 	"\bcontexts\x18\x01 \x01(\x04R\bcontexts\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
 	"\vmemory_keys\x18\x03 \x01(\x04R\n" +
 	"memoryKeys\x12\x14\n" +
-	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\"\xb5\x02\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\"\xda\x03\n" +
 	"\n" +
 	"TenantInfo\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
@@ -1398,7 +1774,13 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x05usage\x18\x05 \x01(\v2\x1e.cellplane.cell.v1.TenantUsageR\x05usage\x120\n" +
 	"\x14changelog_first_tseq\x18\x06 \x01(\x04R\x12changelogFirstTseq\x12'\n" +
 	"\x0fchangelog_count\x18\a \x01(\x04R\x0echangelogCount\x12'\n" +
-	"\x0fchangelog_bytes\x18\b \x01(\x04R\x0echangelogBytes\"\xb7\x01\n" +
+	"\x0fchangelog_bytes\x18\b \x01(\x04R\x0echangelogBytes\x12\x1f\n" +
+	"\vsource_cell\x18\t \x01(\tR\n" +
+	"sourceCell\x12\"\n" +
+	"\fbootstrapped\x18\n" +
+	" \x01(\bR\fbootstrapped\x12,\n" +
+	"\x12replica_floor_tseq\x18\v \x01(\x04R\x10replicaFloorTseq\x120\n" +
+	"\x14replica_forced_trims\x18\f \x01(\x04R\x12replicaForcedTrims\"\xb7\x01\n" +
 	"\vChangeEvent\x12\x12\n" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x124\n" +
@@ -1432,64 +1814,74 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
 	(*CommandBatch)(nil),            // 1: cellplane.cell.v1.CommandBatch
 	(*Command)(nil),                 // 2: cellplane.cell.v1.Command
 	(*CellSettings)(nil),            // 3: cellplane.cell.v1.CellSettings
 	(*SetTenantOp)(nil),             // 4: cellplane.cell.v1.SetTenantOp
-	(*DeleteTenantOp)(nil),          // 5: cellplane.cell.v1.DeleteTenantOp
-	(*NoopOp)(nil),                  // 6: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 7: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 8: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 9: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 10: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 11: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 12: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 13: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 14: cellplane.cell.v1.NodeInfo
-	nil,                             // 15: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 16: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 17: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 18: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 19: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 20: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.Context)(nil),              // 21: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 22: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 23: cellplane.context.v1.PutMemoryResponse
+	(*ApplyChangesOp)(nil),          // 5: cellplane.cell.v1.ApplyChangesOp
+	(*ImportTenantOp)(nil),          // 6: cellplane.cell.v1.ImportTenantOp
+	(*KeyValue)(nil),                // 7: cellplane.cell.v1.KeyValue
+	(*ReplicaAckOp)(nil),            // 8: cellplane.cell.v1.ReplicaAckOp
+	(*DeleteTenantOp)(nil),          // 9: cellplane.cell.v1.DeleteTenantOp
+	(*NoopOp)(nil),                  // 10: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 11: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 12: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 13: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 14: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 15: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 16: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 17: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 18: cellplane.cell.v1.NodeInfo
+	nil,                             // 19: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 20: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 21: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 22: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 23: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 24: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.Context)(nil),              // 25: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 26: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 27: cellplane.context.v1.PutMemoryResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	16, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	17, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	18, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	19, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	20, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	20, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	21, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	22, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	23, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	24, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
 	4,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	5,  // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	14, // 8: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	6,  // 9: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	3,  // 10: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	0,  // 11: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	8,  // 12: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	21, // 13: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	22, // 14: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	23, // 15: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	11, // 16: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	15, // 17: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 18: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	10, // 19: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	0,  // 20: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	10, // 21: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	2,  // 22: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	7,  // 23: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	7,  // 24: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	9,  // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	5,  // 8: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	6,  // 9: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	8,  // 10: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	18, // 11: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	10, // 12: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	3,  // 13: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	0,  // 14: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	16, // 15: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	7,  // 16: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	13, // 17: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	12, // 18: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	25, // 19: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	26, // 20: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	27, // 21: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	15, // 22: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	19, // 23: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 24: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	14, // 25: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	0,  // 26: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	14, // 27: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	2,  // 28: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	11, // 29: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	11, // 30: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -1505,11 +1897,14 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_DeleteMemory)(nil),
 		(*Command_SetTenant)(nil),
 		(*Command_DeleteTenant)(nil),
+		(*Command_ApplyChanges)(nil),
+		(*Command_ImportTenant)(nil),
+		(*Command_ReplicaAck)(nil),
 		(*Command_RegisterNode)(nil),
 		(*Command_Noop)(nil),
 		(*Command_CellSettings)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[6].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[10].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
@@ -1521,7 +1916,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -9,6 +9,7 @@ package controlplanev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -304,6 +305,202 @@ func (WorkflowStep) EnumDescriptor() ([]byte, []int) {
 	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{4}
 }
 
+// MoveState is the visible state of a move, in order.
+type MoveState int32
+
+const (
+	MoveState_MOVE_STATE_UNSPECIFIED MoveState = 0
+	// Recorded; the target is being made a STANDBY of the source.
+	MoveState_MOVE_STATE_PREPARING MoveState = 1
+	// The target imports an export of the source.
+	MoveState_MOVE_STATE_COPYING MoveState = 2
+	// The target applies the change stream; waiting for the lag to drop
+	// under the bound.
+	MoveState_MOVE_STATE_CATCHING_UP MoveState = 3
+	// The source is being fenced (FENCED, epoch + 1). No cancel from here.
+	MoveState_MOVE_STATE_FENCING MoveState = 4
+	// The target applies up to the fence, becomes OWNER at epoch + 1, the
+	// placement flips.
+	MoveState_MOVE_STATE_CUTTING_OVER MoveState = 5
+	// Routers follow; the source's copy is removed after a grace period.
+	MoveState_MOVE_STATE_CLEANING_UP MoveState = 6
+	MoveState_MOVE_STATE_DONE        MoveState = 7
+	MoveState_MOVE_STATE_CANCELLED   MoveState = 8
+	MoveState_MOVE_STATE_FAILED      MoveState = 9
+)
+
+// Enum value maps for MoveState.
+var (
+	MoveState_name = map[int32]string{
+		0: "MOVE_STATE_UNSPECIFIED",
+		1: "MOVE_STATE_PREPARING",
+		2: "MOVE_STATE_COPYING",
+		3: "MOVE_STATE_CATCHING_UP",
+		4: "MOVE_STATE_FENCING",
+		5: "MOVE_STATE_CUTTING_OVER",
+		6: "MOVE_STATE_CLEANING_UP",
+		7: "MOVE_STATE_DONE",
+		8: "MOVE_STATE_CANCELLED",
+		9: "MOVE_STATE_FAILED",
+	}
+	MoveState_value = map[string]int32{
+		"MOVE_STATE_UNSPECIFIED":  0,
+		"MOVE_STATE_PREPARING":    1,
+		"MOVE_STATE_COPYING":      2,
+		"MOVE_STATE_CATCHING_UP":  3,
+		"MOVE_STATE_FENCING":      4,
+		"MOVE_STATE_CUTTING_OVER": 5,
+		"MOVE_STATE_CLEANING_UP":  6,
+		"MOVE_STATE_DONE":         7,
+		"MOVE_STATE_CANCELLED":    8,
+		"MOVE_STATE_FAILED":       9,
+	}
+)
+
+func (x MoveState) Enum() *MoveState {
+	p := new(MoveState)
+	*p = x
+	return p
+}
+
+func (x MoveState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MoveState) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_controlplane_v1_controlplane_proto_enumTypes[5].Descriptor()
+}
+
+func (MoveState) Type() protoreflect.EnumType {
+	return &file_cellplane_controlplane_v1_controlplane_proto_enumTypes[5]
+}
+
+func (x MoveState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MoveState.Descriptor instead.
+func (MoveState) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{5}
+}
+
+type FailoverKind int32
+
+const (
+	FailoverKind_FAILOVER_KIND_UNSPECIFIED FailoverKind = 0
+	// Planned: the owner is reachable and fenced first; RPO 0.
+	FailoverKind_FAILOVER_KIND_SWITCHOVER FailoverKind = 1
+	// Emergency: the owner is lost; the standby is promoted with what it has.
+	FailoverKind_FAILOVER_KIND_PROMOTE FailoverKind = 2
+)
+
+// Enum value maps for FailoverKind.
+var (
+	FailoverKind_name = map[int32]string{
+		0: "FAILOVER_KIND_UNSPECIFIED",
+		1: "FAILOVER_KIND_SWITCHOVER",
+		2: "FAILOVER_KIND_PROMOTE",
+	}
+	FailoverKind_value = map[string]int32{
+		"FAILOVER_KIND_UNSPECIFIED": 0,
+		"FAILOVER_KIND_SWITCHOVER":  1,
+		"FAILOVER_KIND_PROMOTE":     2,
+	}
+)
+
+func (x FailoverKind) Enum() *FailoverKind {
+	p := new(FailoverKind)
+	*p = x
+	return p
+}
+
+func (x FailoverKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailoverKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_controlplane_v1_controlplane_proto_enumTypes[6].Descriptor()
+}
+
+func (FailoverKind) Type() protoreflect.EnumType {
+	return &file_cellplane_controlplane_v1_controlplane_proto_enumTypes[6]
+}
+
+func (x FailoverKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailoverKind.Descriptor instead.
+func (FailoverKind) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{6}
+}
+
+type FailoverState int32
+
+const (
+	FailoverState_FAILOVER_STATE_UNSPECIFIED FailoverState = 0
+	// Recorded; the epoch is being bumped (emergency) or the owner fenced.
+	FailoverState_FAILOVER_STATE_FENCING FailoverState = 1
+	// Emergency: waiting for the old owner's authority lease to expire
+	// (plus the margin).
+	FailoverState_FAILOVER_STATE_WAITING_LEASE FailoverState = 2
+	// The standby is being made OWNER and the placement flipped.
+	FailoverState_FAILOVER_STATE_PROMOTING FailoverState = 3
+	// Promoted; the old owner has not reported yet (emergency).
+	FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER FailoverState = 4
+	FailoverState_FAILOVER_STATE_DONE               FailoverState = 5
+	FailoverState_FAILOVER_STATE_FAILED             FailoverState = 6
+)
+
+// Enum value maps for FailoverState.
+var (
+	FailoverState_name = map[int32]string{
+		0: "FAILOVER_STATE_UNSPECIFIED",
+		1: "FAILOVER_STATE_FENCING",
+		2: "FAILOVER_STATE_WAITING_LEASE",
+		3: "FAILOVER_STATE_PROMOTING",
+		4: "FAILOVER_STATE_AWAITING_OLD_OWNER",
+		5: "FAILOVER_STATE_DONE",
+		6: "FAILOVER_STATE_FAILED",
+	}
+	FailoverState_value = map[string]int32{
+		"FAILOVER_STATE_UNSPECIFIED":        0,
+		"FAILOVER_STATE_FENCING":            1,
+		"FAILOVER_STATE_WAITING_LEASE":      2,
+		"FAILOVER_STATE_PROMOTING":          3,
+		"FAILOVER_STATE_AWAITING_OLD_OWNER": 4,
+		"FAILOVER_STATE_DONE":               5,
+		"FAILOVER_STATE_FAILED":             6,
+	}
+)
+
+func (x FailoverState) Enum() *FailoverState {
+	p := new(FailoverState)
+	*p = x
+	return p
+}
+
+func (x FailoverState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailoverState) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_controlplane_v1_controlplane_proto_enumTypes[7].Descriptor()
+}
+
+func (FailoverState) Type() protoreflect.EnumType {
+	return &file_cellplane_controlplane_v1_controlplane_proto_enumTypes[7]
+}
+
+func (x FailoverState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailoverState.Descriptor instead.
+func (FailoverState) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{7}
+}
+
 // CellHealth is derived from the registry, never stored.
 type CellHealth int32
 
@@ -348,11 +545,11 @@ func (x CellHealth) String() string {
 }
 
 func (CellHealth) Descriptor() protoreflect.EnumDescriptor {
-	return file_cellplane_controlplane_v1_controlplane_proto_enumTypes[5].Descriptor()
+	return file_cellplane_controlplane_v1_controlplane_proto_enumTypes[8].Descriptor()
 }
 
 func (CellHealth) Type() protoreflect.EnumType {
-	return &file_cellplane_controlplane_v1_controlplane_proto_enumTypes[5]
+	return &file_cellplane_controlplane_v1_controlplane_proto_enumTypes[8]
 }
 
 func (x CellHealth) Number() protoreflect.EnumNumber {
@@ -361,7 +558,7 @@ func (x CellHealth) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CellHealth.Descriptor instead.
 func (CellHealth) EnumDescriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{8}
 }
 
 // Region is stored at regions/<name>.
@@ -924,12 +1121,18 @@ type Tenant struct {
 	// The owner cell (empty while CREATING and not yet placed).
 	Cell string `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
 	// The standby cell in another region (replication), if any.
-	StandbyCell   string                 `protobuf:"bytes,4,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
-	State         TenantState            `protobuf:"varint,5,opt,name=state,proto3,enum=cellplane.controlplane.v1.TenantState" json:"state,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Limits        *TenantLimits          `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	StandbyCell string                 `protobuf:"bytes,4,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
+	State       TenantState            `protobuf:"varint,5,opt,name=state,proto3,enum=cellplane.controlplane.v1.TenantState" json:"state,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Limits      *TenantLimits          `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Set while a move or failover cuts the tenant over (from the fence to
+	// the flip): routers hold the tenant's requests (bounded) instead of
+	// failing them, and release them when the placement changes.
+	CuttingOver bool `protobuf:"varint,10,opt,name=cutting_over,json=cuttingOver,proto3" json:"cutting_over,omitempty"`
+	// The move or failover in progress, if any.
+	OperationId   string `protobuf:"bytes,11,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1025,6 +1228,20 @@ func (x *Tenant) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Tenant) GetCuttingOver() bool {
+	if x != nil {
+		return x.CuttingOver
+	}
+	return false
+}
+
+func (x *Tenant) GetOperationId() string {
+	if x != nil {
+		return x.OperationId
+	}
+	return ""
 }
 
 // ApiKey is stored at tenants/<tenant>/keys/<id>. The secret is never
@@ -1307,6 +1524,560 @@ func (x *ControllerLeader) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+// Move is stored at moves/<id>.
+type Move struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tenant     string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	SourceCell string                 `protobuf:"bytes,3,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	TargetCell string                 `protobuf:"bytes,4,opt,name=target_cell,json=targetCell,proto3" json:"target_cell,omitempty"`
+	State      MoveState              `protobuf:"varint,5,opt,name=state,proto3,enum=cellplane.controlplane.v1.MoveState" json:"state,omitempty"`
+	// The placement epoch before the move; the target owns at epoch + 1.
+	SourceEpoch uint64 `protobuf:"varint,6,opt,name=source_epoch,json=sourceEpoch,proto3" json:"source_epoch,omitempty"`
+	// The source's tseq at the fence: the target must apply it before it
+	// becomes OWNER.
+	FenceTseq uint64 `protobuf:"varint,7,opt,name=fence_tseq,json=fenceTseq,proto3" json:"fence_tseq,omitempty"`
+	// Progress: the source's newest tseq and the target's applied tseq.
+	SourceTseq      uint64 `protobuf:"varint,8,opt,name=source_tseq,json=sourceTseq,proto3" json:"source_tseq,omitempty"`
+	TargetTseq      uint64 `protobuf:"varint,9,opt,name=target_tseq,json=targetTseq,proto3" json:"target_tseq,omitempty"`
+	CopiedBytes     uint64 `protobuf:"varint,10,opt,name=copied_bytes,json=copiedBytes,proto3" json:"copied_bytes,omitempty"`
+	CancelRequested bool   `protobuf:"varint,11,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	// The drain that started this move, if any.
+	DrainCell    string                 `protobuf:"bytes,12,opt,name=drain_cell,json=drainCell,proto3" json:"drain_cell,omitempty"`
+	ErrorReason  string                 `protobuf:"bytes,13,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage string                 `protobuf:"bytes,14,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	CreateTime   *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime   *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Fence to flip: the write pause clients saw.
+	FenceTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=fence_time,json=fenceTime,proto3" json:"fence_time,omitempty"`
+	FlipTime  *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=flip_time,json=flipTime,proto3" json:"flip_time,omitempty"`
+	// When the source's copy may be removed.
+	CleanupAfter *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=cleanup_after,json=cleanupAfter,proto3" json:"cleanup_after,omitempty"`
+	// The tenant's standby cell before the move (kept after it).
+	StandbyCell   string `protobuf:"bytes,20,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Move) Reset() {
+	*x = Move{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Move) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Move) ProtoMessage() {}
+
+func (x *Move) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Move.ProtoReflect.Descriptor instead.
+func (*Move) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Move) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Move) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Move) GetSourceCell() string {
+	if x != nil {
+		return x.SourceCell
+	}
+	return ""
+}
+
+func (x *Move) GetTargetCell() string {
+	if x != nil {
+		return x.TargetCell
+	}
+	return ""
+}
+
+func (x *Move) GetState() MoveState {
+	if x != nil {
+		return x.State
+	}
+	return MoveState_MOVE_STATE_UNSPECIFIED
+}
+
+func (x *Move) GetSourceEpoch() uint64 {
+	if x != nil {
+		return x.SourceEpoch
+	}
+	return 0
+}
+
+func (x *Move) GetFenceTseq() uint64 {
+	if x != nil {
+		return x.FenceTseq
+	}
+	return 0
+}
+
+func (x *Move) GetSourceTseq() uint64 {
+	if x != nil {
+		return x.SourceTseq
+	}
+	return 0
+}
+
+func (x *Move) GetTargetTseq() uint64 {
+	if x != nil {
+		return x.TargetTseq
+	}
+	return 0
+}
+
+func (x *Move) GetCopiedBytes() uint64 {
+	if x != nil {
+		return x.CopiedBytes
+	}
+	return 0
+}
+
+func (x *Move) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
+func (x *Move) GetDrainCell() string {
+	if x != nil {
+		return x.DrainCell
+	}
+	return ""
+}
+
+func (x *Move) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *Move) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *Move) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Move) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Move) GetFenceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FenceTime
+	}
+	return nil
+}
+
+func (x *Move) GetFlipTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FlipTime
+	}
+	return nil
+}
+
+func (x *Move) GetCleanupAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CleanupAfter
+	}
+	return nil
+}
+
+func (x *Move) GetStandbyCell() string {
+	if x != nil {
+		return x.StandbyCell
+	}
+	return ""
+}
+
+// Failover is stored at failovers/<id>.
+type Failover struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tenant string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Kind   FailoverKind           `protobuf:"varint,3,opt,name=kind,proto3,enum=cellplane.controlplane.v1.FailoverKind" json:"kind,omitempty"`
+	State  FailoverState          `protobuf:"varint,4,opt,name=state,proto3,enum=cellplane.controlplane.v1.FailoverState" json:"state,omitempty"`
+	// The owner before and after.
+	FromCell string `protobuf:"bytes,5,opt,name=from_cell,json=fromCell,proto3" json:"from_cell,omitempty"`
+	ToCell   string `protobuf:"bytes,6,opt,name=to_cell,json=toCell,proto3" json:"to_cell,omitempty"`
+	OldEpoch uint64 `protobuf:"varint,7,opt,name=old_epoch,json=oldEpoch,proto3" json:"old_epoch,omitempty"`
+	NewEpoch uint64 `protobuf:"varint,8,opt,name=new_epoch,json=newEpoch,proto3" json:"new_epoch,omitempty"`
+	// Why it started: "operator", "policy: cell c1 unhealthy for 30s", ...
+	Trigger string `protobuf:"bytes,9,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// The standby's applied tseq when it was promoted.
+	PromotedTseq uint64 `protobuf:"varint,10,opt,name=promoted_tseq,json=promotedTseq,proto3" json:"promoted_tseq,omitempty"`
+	// Once the old owner reported: the last tseq it applied. Events in
+	// (promoted_tseq, old_owner_tseq] were acknowledged by the old owner and
+	// never reached the standby: the RPO, kept on the old owner (FENCED) for
+	// inspection (cellctl tenant changes --cell <from_cell>).
+	OldOwnerTseq     uint64 `protobuf:"varint,11,opt,name=old_owner_tseq,json=oldOwnerTseq,proto3" json:"old_owner_tseq,omitempty"`
+	OldOwnerReported bool   `protobuf:"varint,12,opt,name=old_owner_reported,json=oldOwnerReported,proto3" json:"old_owner_reported,omitempty"`
+	LostEvents       uint64 `protobuf:"varint,13,opt,name=lost_events,json=lostEvents,proto3" json:"lost_events,omitempty"`
+	// Time from the start to the flip.
+	TimeToPromote *durationpb.Duration   `protobuf:"bytes,14,opt,name=time_to_promote,json=timeToPromote,proto3" json:"time_to_promote,omitempty"`
+	ErrorReason   string                 `protobuf:"bytes,15,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,16,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	PromoteTime   *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=promote_time,json=promoteTime,proto3" json:"promote_time,omitempty"`
+	// The authority lease deadline waited for (emergency).
+	LeaseWaitUntil *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=lease_wait_until,json=leaseWaitUntil,proto3" json:"lease_wait_until,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Failover) Reset() {
+	*x = Failover{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Failover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Failover) ProtoMessage() {}
+
+func (x *Failover) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Failover.ProtoReflect.Descriptor instead.
+func (*Failover) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Failover) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Failover) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Failover) GetKind() FailoverKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FailoverKind_FAILOVER_KIND_UNSPECIFIED
+}
+
+func (x *Failover) GetState() FailoverState {
+	if x != nil {
+		return x.State
+	}
+	return FailoverState_FAILOVER_STATE_UNSPECIFIED
+}
+
+func (x *Failover) GetFromCell() string {
+	if x != nil {
+		return x.FromCell
+	}
+	return ""
+}
+
+func (x *Failover) GetToCell() string {
+	if x != nil {
+		return x.ToCell
+	}
+	return ""
+}
+
+func (x *Failover) GetOldEpoch() uint64 {
+	if x != nil {
+		return x.OldEpoch
+	}
+	return 0
+}
+
+func (x *Failover) GetNewEpoch() uint64 {
+	if x != nil {
+		return x.NewEpoch
+	}
+	return 0
+}
+
+func (x *Failover) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
+func (x *Failover) GetPromotedTseq() uint64 {
+	if x != nil {
+		return x.PromotedTseq
+	}
+	return 0
+}
+
+func (x *Failover) GetOldOwnerTseq() uint64 {
+	if x != nil {
+		return x.OldOwnerTseq
+	}
+	return 0
+}
+
+func (x *Failover) GetOldOwnerReported() bool {
+	if x != nil {
+		return x.OldOwnerReported
+	}
+	return false
+}
+
+func (x *Failover) GetLostEvents() uint64 {
+	if x != nil {
+		return x.LostEvents
+	}
+	return 0
+}
+
+func (x *Failover) GetTimeToPromote() *durationpb.Duration {
+	if x != nil {
+		return x.TimeToPromote
+	}
+	return nil
+}
+
+func (x *Failover) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *Failover) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *Failover) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Failover) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Failover) GetPromoteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PromoteTime
+	}
+	return nil
+}
+
+func (x *Failover) GetLeaseWaitUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseWaitUntil
+	}
+	return nil
+}
+
+// CellAuthority is stored at cells/<c>/authority under the cell leader's
+// lease: while it exists the cell may acknowledge writes.
+type CellAuthority struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Term   uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// The lease TTL and the margin the leader keeps on its own clock.
+	Ttl           *durationpb.Duration   `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	DriftMargin   *durationpb.Duration   `protobuf:"bytes,4,opt,name=drift_margin,json=driftMargin,proto3" json:"drift_margin,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CellAuthority) Reset() {
+	*x = CellAuthority{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CellAuthority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CellAuthority) ProtoMessage() {}
+
+func (x *CellAuthority) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CellAuthority.ProtoReflect.Descriptor instead.
+func (*CellAuthority) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CellAuthority) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CellAuthority) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *CellAuthority) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *CellAuthority) GetDriftMargin() *durationpb.Duration {
+	if x != nil {
+		return x.DriftMargin
+	}
+	return nil
+}
+
+func (x *CellAuthority) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// CellFence is stored at cells/<c>/fence/<tenant>: written by an emergency
+// promotion for the cell that lost the tenant. The cell applies it (the
+// tenant becomes FENCED at the epoch) before it takes its authority again,
+// reports its tseq into the failover and deletes the key.
+type CellFence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	FailoverId    string                 `protobuf:"bytes,3,opt,name=failover_id,json=failoverId,proto3" json:"failover_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CellFence) Reset() {
+	*x = CellFence{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CellFence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CellFence) ProtoMessage() {}
+
+func (x *CellFence) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CellFence.ProtoReflect.Descriptor instead.
+func (*CellFence) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CellFence) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *CellFence) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *CellFence) GetFailoverId() string {
+	if x != nil {
+		return x.FailoverId
+	}
+	return ""
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1315,7 +2086,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +2098,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +2111,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 // CellStatus is a cell with what the registry says about it now.
@@ -1359,7 +2130,7 @@ type CellStatus struct {
 
 func (x *CellStatus) Reset() {
 	*x = CellStatus{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +2142,7 @@ func (x *CellStatus) String() string {
 func (*CellStatus) ProtoMessage() {}
 
 func (x *CellStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +2155,7 @@ func (x *CellStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellStatus.ProtoReflect.Descriptor instead.
 func (*CellStatus) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CellStatus) GetCell() *Cell {
@@ -1436,7 +2207,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +2219,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +2232,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetStatusResponse) GetRegions() []*Region {
@@ -1502,7 +2273,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +2285,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +2298,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateRegionRequest) GetName() string {
@@ -1553,7 +2324,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +2336,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +2349,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateRegionResponse) GetRegion() *Region {
@@ -1596,7 +2367,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +2379,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +2392,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 type ListRegionsResponse struct {
@@ -1633,7 +2404,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +2416,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +2429,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -1681,7 +2452,7 @@ type CreateCellRequest struct {
 
 func (x *CreateCellRequest) Reset() {
 	*x = CreateCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +2464,7 @@ func (x *CreateCellRequest) String() string {
 func (*CreateCellRequest) ProtoMessage() {}
 
 func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +2477,7 @@ func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellRequest.ProtoReflect.Descriptor instead.
 func (*CreateCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateCellRequest) GetId() string {
@@ -1746,7 +2517,7 @@ type CreateCellResponse struct {
 
 func (x *CreateCellResponse) Reset() {
 	*x = CreateCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2529,7 @@ func (x *CreateCellResponse) String() string {
 func (*CreateCellResponse) ProtoMessage() {}
 
 func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2542,7 @@ func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellResponse.ProtoReflect.Descriptor instead.
 func (*CreateCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateCellResponse) GetCell() *Cell {
@@ -1790,7 +2561,7 @@ type GetCellRequest struct {
 
 func (x *GetCellRequest) Reset() {
 	*x = GetCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2573,7 @@ func (x *GetCellRequest) String() string {
 func (*GetCellRequest) ProtoMessage() {}
 
 func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2586,7 @@ func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellRequest.ProtoReflect.Descriptor instead.
 func (*GetCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCellRequest) GetId() string {
@@ -1834,7 +2605,7 @@ type GetCellResponse struct {
 
 func (x *GetCellResponse) Reset() {
 	*x = GetCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2617,7 @@ func (x *GetCellResponse) String() string {
 func (*GetCellResponse) ProtoMessage() {}
 
 func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2630,7 @@ func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellResponse.ProtoReflect.Descriptor instead.
 func (*GetCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCellResponse) GetCell() *CellStatus {
@@ -1879,7 +2650,7 @@ type ListCellsRequest struct {
 
 func (x *ListCellsRequest) Reset() {
 	*x = ListCellsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2662,7 @@ func (x *ListCellsRequest) String() string {
 func (*ListCellsRequest) ProtoMessage() {}
 
 func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2675,7 @@ func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsRequest.ProtoReflect.Descriptor instead.
 func (*ListCellsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListCellsRequest) GetRegion() string {
@@ -1923,7 +2694,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2706,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2719,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListCellsResponse) GetCells() []*CellStatus {
@@ -1967,7 +2738,7 @@ type CordonCellRequest struct {
 
 func (x *CordonCellRequest) Reset() {
 	*x = CordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2750,7 @@ func (x *CordonCellRequest) String() string {
 func (*CordonCellRequest) ProtoMessage() {}
 
 func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2763,7 @@ func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellRequest.ProtoReflect.Descriptor instead.
 func (*CordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CordonCellRequest) GetId() string {
@@ -2011,7 +2782,7 @@ type CordonCellResponse struct {
 
 func (x *CordonCellResponse) Reset() {
 	*x = CordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2794,7 @@ func (x *CordonCellResponse) String() string {
 func (*CordonCellResponse) ProtoMessage() {}
 
 func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2807,7 @@ func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellResponse.ProtoReflect.Descriptor instead.
 func (*CordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CordonCellResponse) GetCell() *Cell {
@@ -2055,7 +2826,7 @@ type UncordonCellRequest struct {
 
 func (x *UncordonCellRequest) Reset() {
 	*x = UncordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2838,7 @@ func (x *UncordonCellRequest) String() string {
 func (*UncordonCellRequest) ProtoMessage() {}
 
 func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2851,7 @@ func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellRequest.ProtoReflect.Descriptor instead.
 func (*UncordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UncordonCellRequest) GetId() string {
@@ -2099,7 +2870,7 @@ type UncordonCellResponse struct {
 
 func (x *UncordonCellResponse) Reset() {
 	*x = UncordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2882,7 @@ func (x *UncordonCellResponse) String() string {
 func (*UncordonCellResponse) ProtoMessage() {}
 
 func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2895,7 @@ func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellResponse.ProtoReflect.Descriptor instead.
 func (*UncordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UncordonCellResponse) GetCell() *Cell {
@@ -2140,15 +2911,17 @@ type CreateTenantRequest struct {
 	HomeRegion string                 `protobuf:"bytes,2,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	// Optional: place on this cell (it must be ACTIVE, in the home region,
 	// and under capacity).
-	Cell          string        `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
-	Limits        *TenantLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	Cell   string        `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
+	Limits *TenantLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Optional: give the tenant a standby in this (other) region.
+	StandbyRegion string `protobuf:"bytes,5,opt,name=standby_region,json=standbyRegion,proto3" json:"standby_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2933,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2946,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -2204,6 +2977,13 @@ func (x *CreateTenantRequest) GetLimits() *TenantLimits {
 	return nil
 }
 
+func (x *CreateTenantRequest) GetStandbyRegion() string {
+	if x != nil {
+		return x.StandbyRegion
+	}
+	return ""
+}
+
 type CreateTenantResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -2213,7 +2993,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +3005,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +3018,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -2257,7 +3037,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +3049,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +3062,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -2293,15 +3073,18 @@ func (x *GetTenantRequest) GetId() string {
 }
 
 type GetTenantResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The standby's replication, when the tenant has one and its cell
+	// answered.
+	Replication   *ReplicationLag `protobuf:"bytes,2,opt,name=replication,proto3" json:"replication,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +3096,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +3109,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -2334,6 +3117,106 @@ func (x *GetTenantResponse) GetTenant() *Tenant {
 		return x.Tenant
 	}
 	return nil
+}
+
+func (x *GetTenantResponse) GetReplication() *ReplicationLag {
+	if x != nil {
+		return x.Replication
+	}
+	return nil
+}
+
+// ReplicationLag is a standby's position behind the owner.
+type ReplicationLag struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StandbyCell   string                 `protobuf:"bytes,1,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
+	AppliedTseq   uint64                 `protobuf:"varint,2,opt,name=applied_tseq,json=appliedTseq,proto3" json:"applied_tseq,omitempty"`
+	SourceTseq    uint64                 `protobuf:"varint,3,opt,name=source_tseq,json=sourceTseq,proto3" json:"source_tseq,omitempty"`
+	LagEvents     uint64                 `protobuf:"varint,4,opt,name=lag_events,json=lagEvents,proto3" json:"lag_events,omitempty"`
+	Lag           *durationpb.Duration   `protobuf:"bytes,5,opt,name=lag,proto3" json:"lag,omitempty"`
+	State         string                 `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	LastError     string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationLag) Reset() {
+	*x = ReplicationLag{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationLag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationLag) ProtoMessage() {}
+
+func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationLag.ProtoReflect.Descriptor instead.
+func (*ReplicationLag) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ReplicationLag) GetStandbyCell() string {
+	if x != nil {
+		return x.StandbyCell
+	}
+	return ""
+}
+
+func (x *ReplicationLag) GetAppliedTseq() uint64 {
+	if x != nil {
+		return x.AppliedTseq
+	}
+	return 0
+}
+
+func (x *ReplicationLag) GetSourceTseq() uint64 {
+	if x != nil {
+		return x.SourceTseq
+	}
+	return 0
+}
+
+func (x *ReplicationLag) GetLagEvents() uint64 {
+	if x != nil {
+		return x.LagEvents
+	}
+	return 0
+}
+
+func (x *ReplicationLag) GetLag() *durationpb.Duration {
+	if x != nil {
+		return x.Lag
+	}
+	return nil
+}
+
+func (x *ReplicationLag) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReplicationLag) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
 }
 
 type ListTenantsRequest struct {
@@ -2351,7 +3234,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +3246,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +3259,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -2424,7 +3307,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +3319,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +3332,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -2475,7 +3358,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +3370,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +3383,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteTenantRequest) GetId() string {
@@ -2518,7 +3401,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2530,7 +3413,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2543,7 +3426,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 type CreateApiKeyRequest struct {
@@ -2556,7 +3439,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +3451,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +3464,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateApiKeyRequest) GetTenant() string {
@@ -2609,7 +3492,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +3504,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +3517,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateApiKeyResponse) GetKey() *ApiKey {
@@ -2660,7 +3543,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +3555,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +3568,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListApiKeysRequest) GetTenant() string {
@@ -2704,7 +3587,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +3599,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +3612,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKey {
@@ -2749,7 +3632,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +3644,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +3657,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeApiKeyRequest) GetTenant() string {
@@ -2800,7 +3683,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3695,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3708,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeApiKeyResponse) GetKey() *ApiKey {
@@ -2843,7 +3726,7 @@ type GetRegistryRequest struct {
 
 func (x *GetRegistryRequest) Reset() {
 	*x = GetRegistryRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2855,7 +3738,7 @@ func (x *GetRegistryRequest) String() string {
 func (*GetRegistryRequest) ProtoMessage() {}
 
 func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2868,7 +3751,7 @@ func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryRequest.ProtoReflect.Descriptor instead.
 func (*GetRegistryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
 }
 
 type GetRegistryResponse struct {
@@ -2882,7 +3765,7 @@ type GetRegistryResponse struct {
 
 func (x *GetRegistryResponse) Reset() {
 	*x = GetRegistryResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +3777,7 @@ func (x *GetRegistryResponse) String() string {
 func (*GetRegistryResponse) ProtoMessage() {}
 
 func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3790,7 @@ func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryResponse.ProtoReflect.Descriptor instead.
 func (*GetRegistryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetRegistryResponse) GetEtcdEndpoints() []string {
@@ -2924,11 +3807,1003 @@ func (x *GetRegistryResponse) GetPrefix() string {
 	return ""
 }
 
+type SetStandbyRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The region to pick a standby cell in (not the owner's), or a cell.
+	Region        string `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	Cell          string `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStandbyRequest) Reset() {
+	*x = SetStandbyRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStandbyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStandbyRequest) ProtoMessage() {}
+
+func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStandbyRequest.ProtoReflect.Descriptor instead.
+func (*SetStandbyRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SetStandbyRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetStandbyRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *SetStandbyRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+type SetStandbyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStandbyResponse) Reset() {
+	*x = SetStandbyResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStandbyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStandbyResponse) ProtoMessage() {}
+
+func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStandbyResponse.ProtoReflect.Descriptor instead.
+func (*SetStandbyResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *SetStandbyResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+type ClearStandbyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearStandbyRequest) Reset() {
+	*x = ClearStandbyRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearStandbyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearStandbyRequest) ProtoMessage() {}
+
+func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearStandbyRequest.ProtoReflect.Descriptor instead.
+func (*ClearStandbyRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ClearStandbyRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type ClearStandbyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearStandbyResponse) Reset() {
+	*x = ClearStandbyResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearStandbyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearStandbyResponse) ProtoMessage() {}
+
+func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearStandbyResponse.ProtoReflect.Descriptor instead.
+func (*ClearStandbyResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ClearStandbyResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+type StartMoveRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	TargetCell string                 `protobuf:"bytes,2,opt,name=target_cell,json=targetCell,proto3" json:"target_cell,omitempty"`
+	// Only validate and return the plan; nothing is recorded.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartMoveRequest) Reset() {
+	*x = StartMoveRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartMoveRequest) ProtoMessage() {}
+
+func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartMoveRequest.ProtoReflect.Descriptor instead.
+func (*StartMoveRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *StartMoveRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *StartMoveRequest) GetTargetCell() string {
+	if x != nil {
+		return x.TargetCell
+	}
+	return ""
+}
+
+func (x *StartMoveRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type StartMoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Move  *Move                  `protobuf:"bytes,1,opt,name=move,proto3" json:"move,omitempty"`
+	// The steps the move will take, for --dry-run.
+	Plan          []string `protobuf:"bytes,2,rep,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartMoveResponse) Reset() {
+	*x = StartMoveResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartMoveResponse) ProtoMessage() {}
+
+func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartMoveResponse.ProtoReflect.Descriptor instead.
+func (*StartMoveResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *StartMoveResponse) GetMove() *Move {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+func (x *StartMoveResponse) GetPlan() []string {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+type GetMoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMoveRequest) Reset() {
+	*x = GetMoveRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMoveRequest) ProtoMessage() {}
+
+func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMoveRequest.ProtoReflect.Descriptor instead.
+func (*GetMoveRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *GetMoveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetMoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Move          *Move                  `protobuf:"bytes,1,opt,name=move,proto3" json:"move,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMoveResponse) Reset() {
+	*x = GetMoveResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMoveResponse) ProtoMessage() {}
+
+func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMoveResponse.ProtoReflect.Descriptor instead.
+func (*GetMoveResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *GetMoveResponse) GetMove() *Move {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+type ListMovesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional filters.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Cell   string `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
+	// Include finished moves (DONE, CANCELLED, FAILED) that are still kept.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMovesRequest) Reset() {
+	*x = ListMovesRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMovesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMovesRequest) ProtoMessage() {}
+
+func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
+func (*ListMovesRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ListMovesRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListMovesRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *ListMovesRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ListMovesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*Move                `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMovesResponse) Reset() {
+	*x = ListMovesResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMovesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMovesResponse) ProtoMessage() {}
+
+func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
+func (*ListMovesResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ListMovesResponse) GetMoves() []*Move {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+type CancelMoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMoveRequest) Reset() {
+	*x = CancelMoveRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMoveRequest) ProtoMessage() {}
+
+func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMoveRequest.ProtoReflect.Descriptor instead.
+func (*CancelMoveRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *CancelMoveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CancelMoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Move          *Move                  `protobuf:"bytes,1,opt,name=move,proto3" json:"move,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMoveResponse) Reset() {
+	*x = CancelMoveResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMoveResponse) ProtoMessage() {}
+
+func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMoveResponse.ProtoReflect.Descriptor instead.
+func (*CancelMoveResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *CancelMoveResponse) GetMove() *Move {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+type DrainCellRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cell  string                 `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	// Moves running at once (0: the controller's default).
+	Concurrency   uint32 `protobuf:"varint,2,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainCellRequest) Reset() {
+	*x = DrainCellRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainCellRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainCellRequest) ProtoMessage() {}
+
+func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainCellRequest.ProtoReflect.Descriptor instead.
+func (*DrainCellRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *DrainCellRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *DrainCellRequest) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+type DrainCellResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cell  *Cell                  `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	// Tenants still owned by the cell.
+	Remaining     uint64  `protobuf:"varint,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	Moves         []*Move `protobuf:"bytes,3,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainCellResponse) Reset() {
+	*x = DrainCellResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainCellResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainCellResponse) ProtoMessage() {}
+
+func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainCellResponse.ProtoReflect.Descriptor instead.
+func (*DrainCellResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *DrainCellResponse) GetCell() *Cell {
+	if x != nil {
+		return x.Cell
+	}
+	return nil
+}
+
+func (x *DrainCellResponse) GetRemaining() uint64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *DrainCellResponse) GetMoves() []*Move {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+type FailoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One tenant, or every tenant the cell owns that has a standby.
+	Tenant        string       `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Cell          string       `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
+	Kind          FailoverKind `protobuf:"varint,3,opt,name=kind,proto3,enum=cellplane.controlplane.v1.FailoverKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverRequest) Reset() {
+	*x = FailoverRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverRequest) ProtoMessage() {}
+
+func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
+func (*FailoverRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *FailoverRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *FailoverRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *FailoverRequest) GetKind() FailoverKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FailoverKind_FAILOVER_KIND_UNSPECIFIED
+}
+
+type FailoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Failovers     []*Failover            `protobuf:"bytes,1,rep,name=failovers,proto3" json:"failovers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverResponse) Reset() {
+	*x = FailoverResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverResponse) ProtoMessage() {}
+
+func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
+func (*FailoverResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *FailoverResponse) GetFailovers() []*Failover {
+	if x != nil {
+		return x.Failovers
+	}
+	return nil
+}
+
+type GetFailoverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFailoverRequest) Reset() {
+	*x = GetFailoverRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFailoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFailoverRequest) ProtoMessage() {}
+
+func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFailoverRequest.ProtoReflect.Descriptor instead.
+func (*GetFailoverRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetFailoverRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetFailoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Failover      *Failover              `protobuf:"bytes,1,opt,name=failover,proto3" json:"failover,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFailoverResponse) Reset() {
+	*x = GetFailoverResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFailoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFailoverResponse) ProtoMessage() {}
+
+func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFailoverResponse.ProtoReflect.Descriptor instead.
+func (*GetFailoverResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *GetFailoverResponse) GetFailover() *Failover {
+	if x != nil {
+		return x.Failover
+	}
+	return nil
+}
+
+type ListFailoversRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Cell          string                 `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFailoversRequest) Reset() {
+	*x = ListFailoversRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFailoversRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFailoversRequest) ProtoMessage() {}
+
+func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFailoversRequest.ProtoReflect.Descriptor instead.
+func (*ListFailoversRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListFailoversRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListFailoversRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+type ListFailoversResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Failovers     []*Failover            `protobuf:"bytes,1,rep,name=failovers,proto3" json:"failovers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFailoversResponse) Reset() {
+	*x = ListFailoversResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFailoversResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFailoversResponse) ProtoMessage() {}
+
+func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFailoversResponse.ProtoReflect.Descriptor instead.
+func (*ListFailoversResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ListFailoversResponse) GetFailovers() []*Failover {
+	if x != nil {
+		return x.Failovers
+	}
+	return nil
+}
+
 var File_cellplane_controlplane_v1_controlplane_proto protoreflect.FileDescriptor
 
 const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
-	",cellplane/controlplane/v1/controlplane.proto\x12\x19cellplane.controlplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
+	",cellplane/controlplane/v1/controlplane.proto\x12\x19cellplane.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12;\n" +
@@ -2973,7 +4848,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\fTenantLimits\x12\x12\n" +
 	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12\x14\n" +
 	"\x05burst\x18\x02 \x01(\rR\x05burst\x12\x1b\n" +
-	"\tmax_bytes\x18\x03 \x01(\x04R\bmaxBytes\"\xff\x02\n" +
+	"\tmax_bytes\x18\x03 \x01(\x04R\bmaxBytes\"\xc5\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
@@ -2986,7 +4861,10 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xed\x01\n" +
+	"updateTime\x12!\n" +
+	"\fcutting_over\x18\n" +
+	" \x01(\bR\vcuttingOver\x12!\n" +
+	"\foperation_id\x18\v \x01(\tR\voperationId\"\xed\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
@@ -3015,7 +4893,74 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x10ControllerLeader\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x120\n" +
-	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x12\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xb7\x06\n" +
+	"\x04Move\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
+	"\vsource_cell\x18\x03 \x01(\tR\n" +
+	"sourceCell\x12\x1f\n" +
+	"\vtarget_cell\x18\x04 \x01(\tR\n" +
+	"targetCell\x12:\n" +
+	"\x05state\x18\x05 \x01(\x0e2$.cellplane.controlplane.v1.MoveStateR\x05state\x12!\n" +
+	"\fsource_epoch\x18\x06 \x01(\x04R\vsourceEpoch\x12\x1d\n" +
+	"\n" +
+	"fence_tseq\x18\a \x01(\x04R\tfenceTseq\x12\x1f\n" +
+	"\vsource_tseq\x18\b \x01(\x04R\n" +
+	"sourceTseq\x12\x1f\n" +
+	"\vtarget_tseq\x18\t \x01(\x04R\n" +
+	"targetTseq\x12!\n" +
+	"\fcopied_bytes\x18\n" +
+	" \x01(\x04R\vcopiedBytes\x12)\n" +
+	"\x10cancel_requested\x18\v \x01(\bR\x0fcancelRequested\x12\x1d\n" +
+	"\n" +
+	"drain_cell\x18\f \x01(\tR\tdrainCell\x12!\n" +
+	"\ferror_reason\x18\r \x01(\tR\verrorReason\x12#\n" +
+	"\rerror_message\x18\x0e \x01(\tR\ferrorMessage\x12;\n" +
+	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x129\n" +
+	"\n" +
+	"fence_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tfenceTime\x127\n" +
+	"\tflip_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\bflipTime\x12?\n" +
+	"\rcleanup_after\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fcleanupAfter\x12!\n" +
+	"\fstandby_cell\x18\x14 \x01(\tR\vstandbyCell\"\xdd\x06\n" +
+	"\bFailover\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12;\n" +
+	"\x04kind\x18\x03 \x01(\x0e2'.cellplane.controlplane.v1.FailoverKindR\x04kind\x12>\n" +
+	"\x05state\x18\x04 \x01(\x0e2(.cellplane.controlplane.v1.FailoverStateR\x05state\x12\x1b\n" +
+	"\tfrom_cell\x18\x05 \x01(\tR\bfromCell\x12\x17\n" +
+	"\ato_cell\x18\x06 \x01(\tR\x06toCell\x12\x1b\n" +
+	"\told_epoch\x18\a \x01(\x04R\boldEpoch\x12\x1b\n" +
+	"\tnew_epoch\x18\b \x01(\x04R\bnewEpoch\x12\x18\n" +
+	"\atrigger\x18\t \x01(\tR\atrigger\x12#\n" +
+	"\rpromoted_tseq\x18\n" +
+	" \x01(\x04R\fpromotedTseq\x12$\n" +
+	"\x0eold_owner_tseq\x18\v \x01(\x04R\foldOwnerTseq\x12,\n" +
+	"\x12old_owner_reported\x18\f \x01(\bR\x10oldOwnerReported\x12\x1f\n" +
+	"\vlost_events\x18\r \x01(\x04R\n" +
+	"lostEvents\x12A\n" +
+	"\x0ftime_to_promote\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\rtimeToPromote\x12!\n" +
+	"\ferror_reason\x18\x0f \x01(\tR\verrorReason\x12#\n" +
+	"\rerror_message\x18\x10 \x01(\tR\ferrorMessage\x12;\n" +
+	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12=\n" +
+	"\fpromote_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vpromoteTime\x12D\n" +
+	"\x10lease_wait_until\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseWaitUntil\"\xd9\x01\n" +
+	"\rCellAuthority\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12<\n" +
+	"\fdrift_margin\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vdriftMargin\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"Z\n" +
+	"\tCellFence\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vfailover_id\x18\x03 \x01(\tR\n" +
+	"failoverId\"\x12\n" +
 	"\x10GetStatusRequest\"\xaf\x02\n" +
 	"\n" +
 	"CellStatus\x123\n" +
@@ -3059,19 +5004,32 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13UncordonCellRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
 	"\x14UncordonCellResponse\x123\n" +
-	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\"\x9b\x01\n" +
+	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\"\xc2\x01\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
 	"homeRegion\x12\x12\n" +
 	"\x04cell\x18\x03 \x01(\tR\x04cell\x12?\n" +
-	"\x06limits\x18\x04 \x01(\v2'.cellplane.controlplane.v1.TenantLimitsR\x06limits\"Q\n" +
+	"\x06limits\x18\x04 \x01(\v2'.cellplane.controlplane.v1.TenantLimitsR\x06limits\x12%\n" +
+	"\x0estandby_region\x18\x05 \x01(\tR\rstandbyRegion\"Q\n" +
 	"\x14CreateTenantResponse\x129\n" +
 	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"\"\n" +
 	"\x10GetTenantRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"N\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9b\x01\n" +
 	"\x11GetTenantResponse\x129\n" +
-	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"\xba\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\x12K\n" +
+	"\vreplication\x18\x02 \x01(\v2).cellplane.controlplane.v1.ReplicationLagR\vreplication\"\xf8\x01\n" +
+	"\x0eReplicationLag\x12!\n" +
+	"\fstandby_cell\x18\x01 \x01(\tR\vstandbyCell\x12!\n" +
+	"\fapplied_tseq\x18\x02 \x01(\x04R\vappliedTseq\x12\x1f\n" +
+	"\vsource_tseq\x18\x03 \x01(\x04R\n" +
+	"sourceTseq\x12\x1d\n" +
+	"\n" +
+	"lag_events\x18\x04 \x01(\x04R\tlagEvents\x12+\n" +
+	"\x03lag\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03lag\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\"\xba\x01\n" +
 	"\x12ListTenantsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -3103,7 +5061,61 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x12GetRegistryRequest\"T\n" +
 	"\x13GetRegistryResponse\x12%\n" +
 	"\x0eetcd_endpoints\x18\x01 \x03(\tR\retcdEndpoints\x12\x16\n" +
-	"\x06prefix\x18\x02 \x01(\tR\x06prefix*\x85\x01\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\"W\n" +
+	"\x11SetStandbyRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
+	"\x04cell\x18\x03 \x01(\tR\x04cell\"O\n" +
+	"\x12SetStandbyResponse\x129\n" +
+	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"-\n" +
+	"\x13ClearStandbyRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"Q\n" +
+	"\x14ClearStandbyResponse\x129\n" +
+	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"d\n" +
+	"\x10StartMoveRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1f\n" +
+	"\vtarget_cell\x18\x02 \x01(\tR\n" +
+	"targetCell\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\\\n" +
+	"\x11StartMoveResponse\x123\n" +
+	"\x04move\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.MoveR\x04move\x12\x12\n" +
+	"\x04plan\x18\x02 \x03(\tR\x04plan\" \n" +
+	"\x0eGetMoveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
+	"\x0fGetMoveResponse\x123\n" +
+	"\x04move\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.MoveR\x04move\"P\n" +
+	"\x10ListMovesRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"J\n" +
+	"\x11ListMovesResponse\x125\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1f.cellplane.controlplane.v1.MoveR\x05moves\"#\n" +
+	"\x11CancelMoveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x12CancelMoveResponse\x123\n" +
+	"\x04move\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.MoveR\x04move\"H\n" +
+	"\x10DrainCellRequest\x12\x12\n" +
+	"\x04cell\x18\x01 \x01(\tR\x04cell\x12 \n" +
+	"\vconcurrency\x18\x02 \x01(\rR\vconcurrency\"\x9d\x01\n" +
+	"\x11DrainCellResponse\x123\n" +
+	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\x12\x1c\n" +
+	"\tremaining\x18\x02 \x01(\x04R\tremaining\x125\n" +
+	"\x05moves\x18\x03 \x03(\v2\x1f.cellplane.controlplane.v1.MoveR\x05moves\"z\n" +
+	"\x0fFailoverRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04cell\x18\x02 \x01(\tR\x04cell\x12;\n" +
+	"\x04kind\x18\x03 \x01(\x0e2'.cellplane.controlplane.v1.FailoverKindR\x04kind\"U\n" +
+	"\x10FailoverResponse\x12A\n" +
+	"\tfailovers\x18\x01 \x03(\v2#.cellplane.controlplane.v1.FailoverR\tfailovers\"$\n" +
+	"\x12GetFailoverRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
+	"\x13GetFailoverResponse\x12?\n" +
+	"\bfailover\x18\x01 \x01(\v2#.cellplane.controlplane.v1.FailoverR\bfailover\"B\n" +
+	"\x14ListFailoversRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04cell\x18\x02 \x01(\tR\x04cell\"Z\n" +
+	"\x15ListFailoversResponse\x12A\n" +
+	"\tfailovers\x18\x01 \x03(\v2#.cellplane.controlplane.v1.FailoverR\tfailovers*\x85\x01\n" +
 	"\tCellState\x12\x1a\n" +
 	"\x16CELL_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CELL_STATE_ACTIVE\x10\x01\x12\x17\n" +
@@ -3129,14 +5141,37 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x14WORKFLOW_STEP_PLACED\x10\x02\x12\x1b\n" +
 	"\x17WORKFLOW_STEP_CELL_DONE\x10\x03\x12\x16\n" +
 	"\x12WORKFLOW_STEP_DONE\x10\x04\x12\x18\n" +
-	"\x14WORKFLOW_STEP_FAILED\x10\x05*\x96\x01\n" +
+	"\x14WORKFLOW_STEP_FAILED\x10\x05*\x8c\x02\n" +
+	"\tMoveState\x12\x1a\n" +
+	"\x16MOVE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14MOVE_STATE_PREPARING\x10\x01\x12\x16\n" +
+	"\x12MOVE_STATE_COPYING\x10\x02\x12\x1a\n" +
+	"\x16MOVE_STATE_CATCHING_UP\x10\x03\x12\x16\n" +
+	"\x12MOVE_STATE_FENCING\x10\x04\x12\x1b\n" +
+	"\x17MOVE_STATE_CUTTING_OVER\x10\x05\x12\x1a\n" +
+	"\x16MOVE_STATE_CLEANING_UP\x10\x06\x12\x13\n" +
+	"\x0fMOVE_STATE_DONE\x10\a\x12\x18\n" +
+	"\x14MOVE_STATE_CANCELLED\x10\b\x12\x15\n" +
+	"\x11MOVE_STATE_FAILED\x10\t*f\n" +
+	"\fFailoverKind\x12\x1d\n" +
+	"\x19FAILOVER_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18FAILOVER_KIND_SWITCHOVER\x10\x01\x12\x19\n" +
+	"\x15FAILOVER_KIND_PROMOTE\x10\x02*\xe6\x01\n" +
+	"\rFailoverState\x12\x1e\n" +
+	"\x1aFAILOVER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16FAILOVER_STATE_FENCING\x10\x01\x12 \n" +
+	"\x1cFAILOVER_STATE_WAITING_LEASE\x10\x02\x12\x1c\n" +
+	"\x18FAILOVER_STATE_PROMOTING\x10\x03\x12%\n" +
+	"!FAILOVER_STATE_AWAITING_OLD_OWNER\x10\x04\x12\x17\n" +
+	"\x13FAILOVER_STATE_DONE\x10\x05\x12\x19\n" +
+	"\x15FAILOVER_STATE_FAILED\x10\x06*\x96\x01\n" +
 	"\n" +
 	"CellHealth\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CELL_HEALTH_HEALTHY\x10\x01\x12\x18\n" +
 	"\x14CELL_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNAVAILABLE\x10\x03\x12\x1b\n" +
-	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xe3\r\n" +
+	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\x8b\x16\n" +
 	"\x13ControlPlaneService\x12f\n" +
 	"\tGetStatus\x12+.cellplane.controlplane.v1.GetStatusRequest\x1a,.cellplane.controlplane.v1.GetStatusResponse\x12o\n" +
 	"\fCreateRegion\x12..cellplane.controlplane.v1.CreateRegionRequest\x1a/.cellplane.controlplane.v1.CreateRegionResponse\x12l\n" +
@@ -3155,7 +5190,19 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\fCreateApiKey\x12..cellplane.controlplane.v1.CreateApiKeyRequest\x1a/.cellplane.controlplane.v1.CreateApiKeyResponse\x12l\n" +
 	"\vListApiKeys\x12-.cellplane.controlplane.v1.ListApiKeysRequest\x1a..cellplane.controlplane.v1.ListApiKeysResponse\x12o\n" +
 	"\fRevokeApiKey\x12..cellplane.controlplane.v1.RevokeApiKeyRequest\x1a/.cellplane.controlplane.v1.RevokeApiKeyResponse\x12l\n" +
-	"\vGetRegistry\x12-.cellplane.controlplane.v1.GetRegistryRequest\x1a..cellplane.controlplane.v1.GetRegistryResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
+	"\vGetRegistry\x12-.cellplane.controlplane.v1.GetRegistryRequest\x1a..cellplane.controlplane.v1.GetRegistryResponse\x12i\n" +
+	"\n" +
+	"SetStandby\x12,.cellplane.controlplane.v1.SetStandbyRequest\x1a-.cellplane.controlplane.v1.SetStandbyResponse\x12o\n" +
+	"\fClearStandby\x12..cellplane.controlplane.v1.ClearStandbyRequest\x1a/.cellplane.controlplane.v1.ClearStandbyResponse\x12f\n" +
+	"\tStartMove\x12+.cellplane.controlplane.v1.StartMoveRequest\x1a,.cellplane.controlplane.v1.StartMoveResponse\x12`\n" +
+	"\aGetMove\x12).cellplane.controlplane.v1.GetMoveRequest\x1a*.cellplane.controlplane.v1.GetMoveResponse\x12f\n" +
+	"\tListMoves\x12+.cellplane.controlplane.v1.ListMovesRequest\x1a,.cellplane.controlplane.v1.ListMovesResponse\x12i\n" +
+	"\n" +
+	"CancelMove\x12,.cellplane.controlplane.v1.CancelMoveRequest\x1a-.cellplane.controlplane.v1.CancelMoveResponse\x12f\n" +
+	"\tDrainCell\x12+.cellplane.controlplane.v1.DrainCellRequest\x1a,.cellplane.controlplane.v1.DrainCellResponse\x12c\n" +
+	"\bFailover\x12*.cellplane.controlplane.v1.FailoverRequest\x1a+.cellplane.controlplane.v1.FailoverResponse\x12l\n" +
+	"\vGetFailover\x12-.cellplane.controlplane.v1.GetFailoverRequest\x1a..cellplane.controlplane.v1.GetFailoverResponse\x12r\n" +
+	"\rListFailovers\x12/.cellplane.controlplane.v1.ListFailoversRequest\x1a0.cellplane.controlplane.v1.ListFailoversResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
 	file_cellplane_controlplane_v1_controlplane_proto_rawDescOnce sync.Once
@@ -3169,144 +5216,223 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_cellplane_controlplane_v1_controlplane_proto_rawDescData
 }
 
-var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(CellState)(0),                // 0: cellplane.controlplane.v1.CellState
 	(NodeRole)(0),                 // 1: cellplane.controlplane.v1.NodeRole
 	(TenantState)(0),              // 2: cellplane.controlplane.v1.TenantState
 	(WorkflowKind)(0),             // 3: cellplane.controlplane.v1.WorkflowKind
 	(WorkflowStep)(0),             // 4: cellplane.controlplane.v1.WorkflowStep
-	(CellHealth)(0),               // 5: cellplane.controlplane.v1.CellHealth
-	(*Region)(nil),                // 6: cellplane.controlplane.v1.Region
-	(*CellCapacity)(nil),          // 7: cellplane.controlplane.v1.CellCapacity
-	(*Cell)(nil),                  // 8: cellplane.controlplane.v1.Cell
-	(*CellLoad)(nil),              // 9: cellplane.controlplane.v1.CellLoad
-	(*Node)(nil),                  // 10: cellplane.controlplane.v1.Node
-	(*CellBootstrap)(nil),         // 11: cellplane.controlplane.v1.CellBootstrap
-	(*CellLeader)(nil),            // 12: cellplane.controlplane.v1.CellLeader
-	(*TenantLimits)(nil),          // 13: cellplane.controlplane.v1.TenantLimits
-	(*Tenant)(nil),                // 14: cellplane.controlplane.v1.Tenant
-	(*ApiKey)(nil),                // 15: cellplane.controlplane.v1.ApiKey
-	(*Workflow)(nil),              // 16: cellplane.controlplane.v1.Workflow
-	(*ControllerLeader)(nil),      // 17: cellplane.controlplane.v1.ControllerLeader
-	(*GetStatusRequest)(nil),      // 18: cellplane.controlplane.v1.GetStatusRequest
-	(*CellStatus)(nil),            // 19: cellplane.controlplane.v1.CellStatus
-	(*GetStatusResponse)(nil),     // 20: cellplane.controlplane.v1.GetStatusResponse
-	(*CreateRegionRequest)(nil),   // 21: cellplane.controlplane.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),  // 22: cellplane.controlplane.v1.CreateRegionResponse
-	(*ListRegionsRequest)(nil),    // 23: cellplane.controlplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),   // 24: cellplane.controlplane.v1.ListRegionsResponse
-	(*CreateCellRequest)(nil),     // 25: cellplane.controlplane.v1.CreateCellRequest
-	(*CreateCellResponse)(nil),    // 26: cellplane.controlplane.v1.CreateCellResponse
-	(*GetCellRequest)(nil),        // 27: cellplane.controlplane.v1.GetCellRequest
-	(*GetCellResponse)(nil),       // 28: cellplane.controlplane.v1.GetCellResponse
-	(*ListCellsRequest)(nil),      // 29: cellplane.controlplane.v1.ListCellsRequest
-	(*ListCellsResponse)(nil),     // 30: cellplane.controlplane.v1.ListCellsResponse
-	(*CordonCellRequest)(nil),     // 31: cellplane.controlplane.v1.CordonCellRequest
-	(*CordonCellResponse)(nil),    // 32: cellplane.controlplane.v1.CordonCellResponse
-	(*UncordonCellRequest)(nil),   // 33: cellplane.controlplane.v1.UncordonCellRequest
-	(*UncordonCellResponse)(nil),  // 34: cellplane.controlplane.v1.UncordonCellResponse
-	(*CreateTenantRequest)(nil),   // 35: cellplane.controlplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),  // 36: cellplane.controlplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),      // 37: cellplane.controlplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),     // 38: cellplane.controlplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),    // 39: cellplane.controlplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),   // 40: cellplane.controlplane.v1.ListTenantsResponse
-	(*DeleteTenantRequest)(nil),   // 41: cellplane.controlplane.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),  // 42: cellplane.controlplane.v1.DeleteTenantResponse
-	(*CreateApiKeyRequest)(nil),   // 43: cellplane.controlplane.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 44: cellplane.controlplane.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 45: cellplane.controlplane.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 46: cellplane.controlplane.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),   // 47: cellplane.controlplane.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 48: cellplane.controlplane.v1.RevokeApiKeyResponse
-	(*GetRegistryRequest)(nil),    // 49: cellplane.controlplane.v1.GetRegistryRequest
-	(*GetRegistryResponse)(nil),   // 50: cellplane.controlplane.v1.GetRegistryResponse
-	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
+	(MoveState)(0),                // 5: cellplane.controlplane.v1.MoveState
+	(FailoverKind)(0),             // 6: cellplane.controlplane.v1.FailoverKind
+	(FailoverState)(0),            // 7: cellplane.controlplane.v1.FailoverState
+	(CellHealth)(0),               // 8: cellplane.controlplane.v1.CellHealth
+	(*Region)(nil),                // 9: cellplane.controlplane.v1.Region
+	(*CellCapacity)(nil),          // 10: cellplane.controlplane.v1.CellCapacity
+	(*Cell)(nil),                  // 11: cellplane.controlplane.v1.Cell
+	(*CellLoad)(nil),              // 12: cellplane.controlplane.v1.CellLoad
+	(*Node)(nil),                  // 13: cellplane.controlplane.v1.Node
+	(*CellBootstrap)(nil),         // 14: cellplane.controlplane.v1.CellBootstrap
+	(*CellLeader)(nil),            // 15: cellplane.controlplane.v1.CellLeader
+	(*TenantLimits)(nil),          // 16: cellplane.controlplane.v1.TenantLimits
+	(*Tenant)(nil),                // 17: cellplane.controlplane.v1.Tenant
+	(*ApiKey)(nil),                // 18: cellplane.controlplane.v1.ApiKey
+	(*Workflow)(nil),              // 19: cellplane.controlplane.v1.Workflow
+	(*ControllerLeader)(nil),      // 20: cellplane.controlplane.v1.ControllerLeader
+	(*Move)(nil),                  // 21: cellplane.controlplane.v1.Move
+	(*Failover)(nil),              // 22: cellplane.controlplane.v1.Failover
+	(*CellAuthority)(nil),         // 23: cellplane.controlplane.v1.CellAuthority
+	(*CellFence)(nil),             // 24: cellplane.controlplane.v1.CellFence
+	(*GetStatusRequest)(nil),      // 25: cellplane.controlplane.v1.GetStatusRequest
+	(*CellStatus)(nil),            // 26: cellplane.controlplane.v1.CellStatus
+	(*GetStatusResponse)(nil),     // 27: cellplane.controlplane.v1.GetStatusResponse
+	(*CreateRegionRequest)(nil),   // 28: cellplane.controlplane.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),  // 29: cellplane.controlplane.v1.CreateRegionResponse
+	(*ListRegionsRequest)(nil),    // 30: cellplane.controlplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),   // 31: cellplane.controlplane.v1.ListRegionsResponse
+	(*CreateCellRequest)(nil),     // 32: cellplane.controlplane.v1.CreateCellRequest
+	(*CreateCellResponse)(nil),    // 33: cellplane.controlplane.v1.CreateCellResponse
+	(*GetCellRequest)(nil),        // 34: cellplane.controlplane.v1.GetCellRequest
+	(*GetCellResponse)(nil),       // 35: cellplane.controlplane.v1.GetCellResponse
+	(*ListCellsRequest)(nil),      // 36: cellplane.controlplane.v1.ListCellsRequest
+	(*ListCellsResponse)(nil),     // 37: cellplane.controlplane.v1.ListCellsResponse
+	(*CordonCellRequest)(nil),     // 38: cellplane.controlplane.v1.CordonCellRequest
+	(*CordonCellResponse)(nil),    // 39: cellplane.controlplane.v1.CordonCellResponse
+	(*UncordonCellRequest)(nil),   // 40: cellplane.controlplane.v1.UncordonCellRequest
+	(*UncordonCellResponse)(nil),  // 41: cellplane.controlplane.v1.UncordonCellResponse
+	(*CreateTenantRequest)(nil),   // 42: cellplane.controlplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),  // 43: cellplane.controlplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),      // 44: cellplane.controlplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),     // 45: cellplane.controlplane.v1.GetTenantResponse
+	(*ReplicationLag)(nil),        // 46: cellplane.controlplane.v1.ReplicationLag
+	(*ListTenantsRequest)(nil),    // 47: cellplane.controlplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),   // 48: cellplane.controlplane.v1.ListTenantsResponse
+	(*DeleteTenantRequest)(nil),   // 49: cellplane.controlplane.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),  // 50: cellplane.controlplane.v1.DeleteTenantResponse
+	(*CreateApiKeyRequest)(nil),   // 51: cellplane.controlplane.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 52: cellplane.controlplane.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 53: cellplane.controlplane.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 54: cellplane.controlplane.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),   // 55: cellplane.controlplane.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 56: cellplane.controlplane.v1.RevokeApiKeyResponse
+	(*GetRegistryRequest)(nil),    // 57: cellplane.controlplane.v1.GetRegistryRequest
+	(*GetRegistryResponse)(nil),   // 58: cellplane.controlplane.v1.GetRegistryResponse
+	(*SetStandbyRequest)(nil),     // 59: cellplane.controlplane.v1.SetStandbyRequest
+	(*SetStandbyResponse)(nil),    // 60: cellplane.controlplane.v1.SetStandbyResponse
+	(*ClearStandbyRequest)(nil),   // 61: cellplane.controlplane.v1.ClearStandbyRequest
+	(*ClearStandbyResponse)(nil),  // 62: cellplane.controlplane.v1.ClearStandbyResponse
+	(*StartMoveRequest)(nil),      // 63: cellplane.controlplane.v1.StartMoveRequest
+	(*StartMoveResponse)(nil),     // 64: cellplane.controlplane.v1.StartMoveResponse
+	(*GetMoveRequest)(nil),        // 65: cellplane.controlplane.v1.GetMoveRequest
+	(*GetMoveResponse)(nil),       // 66: cellplane.controlplane.v1.GetMoveResponse
+	(*ListMovesRequest)(nil),      // 67: cellplane.controlplane.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),     // 68: cellplane.controlplane.v1.ListMovesResponse
+	(*CancelMoveRequest)(nil),     // 69: cellplane.controlplane.v1.CancelMoveRequest
+	(*CancelMoveResponse)(nil),    // 70: cellplane.controlplane.v1.CancelMoveResponse
+	(*DrainCellRequest)(nil),      // 71: cellplane.controlplane.v1.DrainCellRequest
+	(*DrainCellResponse)(nil),     // 72: cellplane.controlplane.v1.DrainCellResponse
+	(*FailoverRequest)(nil),       // 73: cellplane.controlplane.v1.FailoverRequest
+	(*FailoverResponse)(nil),      // 74: cellplane.controlplane.v1.FailoverResponse
+	(*GetFailoverRequest)(nil),    // 75: cellplane.controlplane.v1.GetFailoverRequest
+	(*GetFailoverResponse)(nil),   // 76: cellplane.controlplane.v1.GetFailoverResponse
+	(*ListFailoversRequest)(nil),  // 77: cellplane.controlplane.v1.ListFailoversRequest
+	(*ListFailoversResponse)(nil), // 78: cellplane.controlplane.v1.ListFailoversResponse
+	(*timestamppb.Timestamp)(nil), // 79: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 80: google.protobuf.Duration
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	51, // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	0,  // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	51, // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	51, // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
-	10, // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	51, // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	51, // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
-	2,  // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
-	13, // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	51, // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	51, // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	51, // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	51, // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	3,  // 15: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
-	4,  // 16: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	51, // 17: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	51, // 18: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	51, // 19: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
-	8,  // 20: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
-	5,  // 21: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
-	12, // 22: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
-	10, // 23: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
-	9,  // 24: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
-	6,  // 25: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	19, // 26: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	17, // 27: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
-	6,  // 28: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	6,  // 29: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	7,  // 30: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	8,  // 31: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	19, // 32: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
-	19, // 33: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	8,  // 34: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	8,  // 35: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	13, // 36: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	14, // 37: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	14, // 38: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	2,  // 39: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
-	14, // 40: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
-	15, // 41: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	15, // 42: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
-	15, // 43: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	18, // 44: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	21, // 45: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	23, // 46: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	25, // 47: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	27, // 48: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	29, // 49: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	31, // 50: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	33, // 51: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	35, // 52: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	37, // 53: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	39, // 54: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	41, // 55: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	43, // 56: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	45, // 57: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	47, // 58: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	49, // 59: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	20, // 60: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	22, // 61: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	24, // 62: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	26, // 63: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	28, // 64: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	30, // 65: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	32, // 66: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	34, // 67: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	36, // 68: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	38, // 69: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	40, // 70: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	42, // 71: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	44, // 72: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	46, // 73: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	48, // 74: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	50, // 75: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	60, // [60:76] is the sub-list for method output_type
-	44, // [44:60] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	79,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	10,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	0,   // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
+	79,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	1,   // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
+	79,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
+	79,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	2,   // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
+	16,  // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	79,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	79,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	3,   // 15: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
+	4,   // 16: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
+	79,  // 17: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 18: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	79,  // 19: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	5,   // 20: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
+	79,  // 21: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 22: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	79,  // 23: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	79,  // 24: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	79,  // 25: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	6,   // 26: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	7,   // 27: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
+	80,  // 28: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	79,  // 29: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 30: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	79,  // 31: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	79,  // 32: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	80,  // 33: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	80,  // 34: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	79,  // 35: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	11,  // 36: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
+	8,   // 37: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
+	15,  // 38: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
+	13,  // 39: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
+	12,  // 40: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
+	9,   // 41: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	26,  // 42: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	20,  // 43: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
+	9,   // 44: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	9,   // 45: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	10,  // 46: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	11,  // 47: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	26,  // 48: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
+	26,  // 49: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	11,  // 50: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	11,  // 51: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	16,  // 52: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 53: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 54: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	46,  // 55: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
+	80,  // 56: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	2,   // 57: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
+	17,  // 58: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
+	18,  // 59: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 60: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 61: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	17,  // 62: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 63: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	21,  // 64: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	21,  // 65: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	21,  // 66: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	21,  // 67: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	11,  // 68: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	21,  // 69: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	6,   // 70: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	22,  // 71: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	22,  // 72: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
+	22,  // 73: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 74: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	28,  // 75: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	30,  // 76: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	32,  // 77: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	34,  // 78: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	36,  // 79: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	38,  // 80: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	40,  // 81: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	42,  // 82: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	44,  // 83: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	47,  // 84: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	49,  // 85: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	51,  // 86: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	53,  // 87: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	55,  // 88: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	57,  // 89: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	59,  // 90: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	61,  // 91: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	63,  // 92: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	65,  // 93: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	67,  // 94: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	69,  // 95: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	71,  // 96: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	73,  // 97: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	75,  // 98: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	77,  // 99: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	27,  // 100: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	29,  // 101: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	31,  // 102: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	33,  // 103: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	35,  // 104: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	37,  // 105: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	39,  // 106: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	41,  // 107: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	43,  // 108: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	45,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	48,  // 110: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	50,  // 111: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	52,  // 112: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	54,  // 113: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	56,  // 114: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	58,  // 115: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	60,  // 116: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	62,  // 117: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	64,  // 118: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	66,  // 119: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	68,  // 120: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	70,  // 121: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	72,  // 122: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	74,  // 123: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	76,  // 124: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	78,  // 125: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	100, // [100:126] is the sub-list for method output_type
+	74,  // [74:100] is the sub-list for method input_type
+	74,  // [74:74] is the sub-list for extension type_name
+	74,  // [74:74] is the sub-list for extension extendee
+	0,   // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
@@ -3319,8 +5445,8 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   45,
+			NumEnums:      9,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

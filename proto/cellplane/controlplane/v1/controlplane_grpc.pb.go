@@ -19,22 +19,32 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlPlaneService_GetStatus_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/GetStatus"
-	ControlPlaneService_CreateRegion_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/CreateRegion"
-	ControlPlaneService_ListRegions_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ListRegions"
-	ControlPlaneService_CreateCell_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/CreateCell"
-	ControlPlaneService_GetCell_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/GetCell"
-	ControlPlaneService_ListCells_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/ListCells"
-	ControlPlaneService_CordonCell_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/CordonCell"
-	ControlPlaneService_UncordonCell_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/UncordonCell"
-	ControlPlaneService_CreateTenant_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/CreateTenant"
-	ControlPlaneService_GetTenant_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/GetTenant"
-	ControlPlaneService_ListTenants_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ListTenants"
-	ControlPlaneService_DeleteTenant_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/DeleteTenant"
-	ControlPlaneService_CreateApiKey_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
-	ControlPlaneService_ListApiKeys_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
-	ControlPlaneService_RevokeApiKey_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
-	ControlPlaneService_GetRegistry_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
+	ControlPlaneService_GetStatus_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/GetStatus"
+	ControlPlaneService_CreateRegion_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateRegion"
+	ControlPlaneService_ListRegions_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListRegions"
+	ControlPlaneService_CreateCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CreateCell"
+	ControlPlaneService_GetCell_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetCell"
+	ControlPlaneService_ListCells_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListCells"
+	ControlPlaneService_CordonCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CordonCell"
+	ControlPlaneService_UncordonCell_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/UncordonCell"
+	ControlPlaneService_CreateTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateTenant"
+	ControlPlaneService_GetTenant_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/GetTenant"
+	ControlPlaneService_ListTenants_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListTenants"
+	ControlPlaneService_DeleteTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/DeleteTenant"
+	ControlPlaneService_CreateApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
+	ControlPlaneService_ListApiKeys_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
+	ControlPlaneService_RevokeApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
+	ControlPlaneService_GetRegistry_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
+	ControlPlaneService_SetStandby_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/SetStandby"
+	ControlPlaneService_ClearStandby_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ClearStandby"
+	ControlPlaneService_StartMove_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/StartMove"
+	ControlPlaneService_GetMove_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetMove"
+	ControlPlaneService_ListMoves_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListMoves"
+	ControlPlaneService_CancelMove_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CancelMove"
+	ControlPlaneService_DrainCell_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/DrainCell"
+	ControlPlaneService_Failover_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/Failover"
+	ControlPlaneService_GetFailover_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetFailover"
+	ControlPlaneService_ListFailovers_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/ListFailovers"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -85,6 +95,29 @@ type ControlPlaneServiceClient interface {
 	// node, worker or router started with only the control plane's address
 	// (--controlplane) can register and watch.
 	GetRegistry(ctx context.Context, in *GetRegistryRequest, opts ...grpc.CallOption) (*GetRegistryResponse, error)
+	// SetStandby gives a tenant a standby cell in another region (picked in
+	// region, or the given cell) and starts its replication. ClearStandby
+	// stops it and removes the standby's copy.
+	SetStandby(ctx context.Context, in *SetStandbyRequest, opts ...grpc.CallOption) (*SetStandbyResponse, error)
+	ClearStandby(ctx context.Context, in *ClearStandbyRequest, opts ...grpc.CallOption) (*ClearStandbyResponse, error)
+	// StartMove starts a live move of a tenant to another cell (a durable
+	// workflow; see Move). dry_run only returns the plan.
+	StartMove(ctx context.Context, in *StartMoveRequest, opts ...grpc.CallOption) (*StartMoveResponse, error)
+	GetMove(ctx context.Context, in *GetMoveRequest, opts ...grpc.CallOption) (*GetMoveResponse, error)
+	ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error)
+	// CancelMove cancels a move that has not fenced its source yet.
+	CancelMove(ctx context.Context, in *CancelMoveRequest, opts ...grpc.CallOption) (*CancelMoveResponse, error)
+	// DrainCell marks a cell DRAINING and moves all its tenants out, a
+	// bounded number at a time.
+	DrainCell(ctx context.Context, in *DrainCellRequest, opts ...grpc.CallOption) (*DrainCellResponse, error)
+	// Failover hands a tenant (or every tenant owned by a cell) to its
+	// standby. Planned (switchover): fence the owner, let the standby catch
+	// up, promote it: RPO 0. Emergency (promote): the owner is unreachable;
+	// bump the epoch, wait out its authority lease, promote the standby with
+	// whatever it has: the RPO is reported.
+	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error)
+	GetFailover(ctx context.Context, in *GetFailoverRequest, opts ...grpc.CallOption) (*GetFailoverResponse, error)
+	ListFailovers(ctx context.Context, in *ListFailoversRequest, opts ...grpc.CallOption) (*ListFailoversResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -255,6 +288,106 @@ func (c *controlPlaneServiceClient) GetRegistry(ctx context.Context, in *GetRegi
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) SetStandby(ctx context.Context, in *SetStandbyRequest, opts ...grpc.CallOption) (*SetStandbyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetStandbyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_SetStandby_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) ClearStandby(ctx context.Context, in *ClearStandbyRequest, opts ...grpc.CallOption) (*ClearStandbyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClearStandbyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ClearStandby_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) StartMove(ctx context.Context, in *StartMoveRequest, opts ...grpc.CallOption) (*StartMoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartMoveResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_StartMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) GetMove(ctx context.Context, in *GetMoveRequest, opts ...grpc.CallOption) (*GetMoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMoveResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_GetMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMovesResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ListMoves_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) CancelMove(ctx context.Context, in *CancelMoveRequest, opts ...grpc.CallOption) (*CancelMoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelMoveResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_CancelMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) DrainCell(ctx context.Context, in *DrainCellRequest, opts ...grpc.CallOption) (*DrainCellResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainCellResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_DrainCell_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FailoverResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_Failover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) GetFailover(ctx context.Context, in *GetFailoverRequest, opts ...grpc.CallOption) (*GetFailoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFailoverResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_GetFailover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) ListFailovers(ctx context.Context, in *ListFailoversRequest, opts ...grpc.CallOption) (*ListFailoversResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFailoversResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ListFailovers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -303,6 +436,29 @@ type ControlPlaneServiceServer interface {
 	// node, worker or router started with only the control plane's address
 	// (--controlplane) can register and watch.
 	GetRegistry(context.Context, *GetRegistryRequest) (*GetRegistryResponse, error)
+	// SetStandby gives a tenant a standby cell in another region (picked in
+	// region, or the given cell) and starts its replication. ClearStandby
+	// stops it and removes the standby's copy.
+	SetStandby(context.Context, *SetStandbyRequest) (*SetStandbyResponse, error)
+	ClearStandby(context.Context, *ClearStandbyRequest) (*ClearStandbyResponse, error)
+	// StartMove starts a live move of a tenant to another cell (a durable
+	// workflow; see Move). dry_run only returns the plan.
+	StartMove(context.Context, *StartMoveRequest) (*StartMoveResponse, error)
+	GetMove(context.Context, *GetMoveRequest) (*GetMoveResponse, error)
+	ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error)
+	// CancelMove cancels a move that has not fenced its source yet.
+	CancelMove(context.Context, *CancelMoveRequest) (*CancelMoveResponse, error)
+	// DrainCell marks a cell DRAINING and moves all its tenants out, a
+	// bounded number at a time.
+	DrainCell(context.Context, *DrainCellRequest) (*DrainCellResponse, error)
+	// Failover hands a tenant (or every tenant owned by a cell) to its
+	// standby. Planned (switchover): fence the owner, let the standby catch
+	// up, promote it: RPO 0. Emergency (promote): the owner is unreachable;
+	// bump the epoch, wait out its authority lease, promote the standby with
+	// whatever it has: the RPO is reported.
+	Failover(context.Context, *FailoverRequest) (*FailoverResponse, error)
+	GetFailover(context.Context, *GetFailoverRequest) (*GetFailoverResponse, error)
+	ListFailovers(context.Context, *ListFailoversRequest) (*ListFailoversResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -360,6 +516,36 @@ func (UnimplementedControlPlaneServiceServer) RevokeApiKey(context.Context, *Rev
 }
 func (UnimplementedControlPlaneServiceServer) GetRegistry(context.Context, *GetRegistryRequest) (*GetRegistryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRegistry not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) SetStandby(context.Context, *SetStandbyRequest) (*SetStandbyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetStandby not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ClearStandby(context.Context, *ClearStandbyRequest) (*ClearStandbyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClearStandby not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) StartMove(context.Context, *StartMoveRequest) (*StartMoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartMove not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) GetMove(context.Context, *GetMoveRequest) (*GetMoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMove not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMoves not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) CancelMove(context.Context, *CancelMoveRequest) (*CancelMoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelMove not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) DrainCell(context.Context, *DrainCellRequest) (*DrainCellResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainCell not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) Failover(context.Context, *FailoverRequest) (*FailoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Failover not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) GetFailover(context.Context, *GetFailoverRequest) (*GetFailoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFailover not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ListFailovers(context.Context, *ListFailoversRequest) (*ListFailoversResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFailovers not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -670,6 +856,186 @@ func _ControlPlaneService_GetRegistry_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_SetStandby_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetStandbyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).SetStandby(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_SetStandby_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).SetStandby(ctx, req.(*SetStandbyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_ClearStandby_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClearStandbyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ClearStandby(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ClearStandby_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ClearStandby(ctx, req.(*ClearStandbyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_StartMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).StartMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_StartMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).StartMove(ctx, req.(*StartMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_GetMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).GetMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_GetMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).GetMove(ctx, req.(*GetMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_ListMoves_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMovesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ListMoves(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ListMoves_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ListMoves(ctx, req.(*ListMovesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_CancelMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).CancelMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_CancelMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).CancelMove(ctx, req.(*CancelMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_DrainCell_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainCellRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).DrainCell(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_DrainCell_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).DrainCell(ctx, req.(*DrainCellRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_Failover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).Failover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_Failover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).Failover(ctx, req.(*FailoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_GetFailover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFailoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).GetFailover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_GetFailover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).GetFailover(ctx, req.(*GetFailoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_ListFailovers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFailoversRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ListFailovers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ListFailovers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ListFailovers(ctx, req.(*ListFailoversRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -740,6 +1106,46 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRegistry",
 			Handler:    _ControlPlaneService_GetRegistry_Handler,
+		},
+		{
+			MethodName: "SetStandby",
+			Handler:    _ControlPlaneService_SetStandby_Handler,
+		},
+		{
+			MethodName: "ClearStandby",
+			Handler:    _ControlPlaneService_ClearStandby_Handler,
+		},
+		{
+			MethodName: "StartMove",
+			Handler:    _ControlPlaneService_StartMove_Handler,
+		},
+		{
+			MethodName: "GetMove",
+			Handler:    _ControlPlaneService_GetMove_Handler,
+		},
+		{
+			MethodName: "ListMoves",
+			Handler:    _ControlPlaneService_ListMoves_Handler,
+		},
+		{
+			MethodName: "CancelMove",
+			Handler:    _ControlPlaneService_CancelMove_Handler,
+		},
+		{
+			MethodName: "DrainCell",
+			Handler:    _ControlPlaneService_DrainCell_Handler,
+		},
+		{
+			MethodName: "Failover",
+			Handler:    _ControlPlaneService_Failover_Handler,
+		},
+		{
+			MethodName: "GetFailover",
+			Handler:    _ControlPlaneService_GetFailover_Handler,
+		},
+		{
+			MethodName: "ListFailovers",
+			Handler:    _ControlPlaneService_ListFailovers_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
