@@ -80,7 +80,10 @@ type SetTenantRequest struct {
 	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	RequestId string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// STANDBY only: the cell to replicate from.
-	SourceCell    string `protobuf:"bytes,5,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	SourceCell string `protobuf:"bytes,5,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	// STANDBY only: keep the data and stream on from its tseq (see
+	// SetTenantOp.resume).
+	Resume        bool `protobuf:"varint,6,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,6 +151,13 @@ func (x *SetTenantRequest) GetSourceCell() string {
 		return x.SourceCell
 	}
 	return ""
+}
+
+func (x *SetTenantRequest) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
 }
 
 type SetTenantResponse struct {
@@ -1460,7 +1470,7 @@ var File_cellplane_cell_v1_cell_proto protoreflect.FileDescriptor
 
 const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccellplane/cell/v1/cell.proto\x12\x11cellplane.cell.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\"cellplane/context/v1/context.proto\x1a\x1egoogle/protobuf/duration.proto\"\xad\x01\n" +
+	"\x1ccellplane/cell/v1/cell.proto\x12\x11cellplane.cell.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\"cellplane/context/v1/context.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc5\x01\n" +
 	"\x10SetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
@@ -1468,7 +1478,8 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1f\n" +
 	"\vsource_cell\x18\x05 \x01(\tR\n" +
-	"sourceCell\"J\n" +
+	"sourceCell\x12\x16\n" +
+	"\x06resume\x18\x06 \x01(\bR\x06resume\"J\n" +
 	"\x11SetTenantResponse\x125\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"p\n" +
 	"\x10GetTenantRequest\x12\x16\n" +

@@ -532,7 +532,11 @@ type SetTenantOp struct {
 	// For STANDBY: the cell the tenant replicates from. A tenant that
 	// becomes STANDBY (from another role, or of another source) must be
 	// bootstrapped again from an export before it applies changes.
-	SourceCell    string `protobuf:"bytes,3,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	SourceCell string `protobuf:"bytes,3,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
+	// STANDBY: the tenant's history here is a prefix of the source's (the
+	// old owner of a planned switchover, a standby whose owner moved): keep
+	// the data and stream on from its tseq instead of bootstrapping again.
+	Resume        bool `protobuf:"varint,4,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +590,13 @@ func (x *SetTenantOp) GetSourceCell() string {
 		return x.SourceCell
 	}
 	return ""
+}
+
+func (x *SetTenantOp) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
 }
 
 // ApplyChangesOp applies a source cell's change events to a STANDBY tenant,
@@ -1699,12 +1710,13 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
-	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\"q\n" +
+	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\"\x89\x01\n" +
 	"\vSetTenantOp\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vsource_cell\x18\x03 \x01(\tR\n" +
-	"sourceCell\"H\n" +
+	"sourceCell\x12\x16\n" +
+	"\x06resume\x18\x04 \x01(\bR\x06resume\"H\n" +
 	"\x0eApplyChangesOp\x126\n" +
 	"\x06events\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.ChangeEventR\x06events\"\xb3\x01\n" +
 	"\x0eImportTenantOp\x12\x14\n" +

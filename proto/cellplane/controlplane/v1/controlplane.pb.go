@@ -2019,10 +2019,14 @@ func (x *CellAuthority) GetSince() *timestamppb.Timestamp {
 // tenant becomes FENCED at the epoch) before it takes its authority again,
 // reports its tseq into the failover and deletes the key.
 type CellFence struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	FailoverId    string                 `protobuf:"bytes,3,opt,name=failover_id,json=failoverId,proto3" json:"failover_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Epoch      uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	FailoverId string                 `protobuf:"bytes,3,opt,name=failover_id,json=failoverId,proto3" json:"failover_id,omitempty"`
+	// Written back by the cell once the tenant is FENCED there: its tseq
+	// then (the last write it can have acknowledged).
+	Applied       bool   `protobuf:"varint,4,opt,name=applied,proto3" json:"applied,omitempty"`
+	Tseq          uint64 `protobuf:"varint,5,opt,name=tseq,proto3" json:"tseq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2076,6 +2080,20 @@ func (x *CellFence) GetFailoverId() string {
 		return x.FailoverId
 	}
 	return ""
+}
+
+func (x *CellFence) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *CellFence) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
 }
 
 type GetStatusRequest struct {
@@ -4955,12 +4973,14 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12+\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12<\n" +
 	"\fdrift_margin\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vdriftMargin\x120\n" +
-	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"Z\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x88\x01\n" +
 	"\tCellFence\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vfailover_id\x18\x03 \x01(\tR\n" +
-	"failoverId\"\x12\n" +
+	"failoverId\x12\x18\n" +
+	"\aapplied\x18\x04 \x01(\bR\aapplied\x12\x12\n" +
+	"\x04tseq\x18\x05 \x01(\x04R\x04tseq\"\x12\n" +
 	"\x10GetStatusRequest\"\xaf\x02\n" +
 	"\n" +
 	"CellStatus\x123\n" +
