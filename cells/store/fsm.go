@@ -56,6 +56,63 @@ type fsm struct {
 	wakeMu     sync.Mutex
 	wake       chan struct{} // closed and replaced after every applied batch
 	pebbleOpts func() *pebble.Options
+
+	// snaps are long-lived snapshots (exports) read in steps without
+	// holding mu in between; closing or swapping the database closes them
+	// first.
+	snapMu sync.Mutex
+	snaps  map[*pebble.Snapshot]struct{}
+}
+
+// openSnapshot opens a snapshot that outlives one view (see snaps).
+func (f *fsm) openSnapshot() (*pebble.Snapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, errUnavailable("the node's state is closed")
+	}
+	s := f.db.NewSnapshot()
+	f.snapMu.Lock()
+	if f.snaps == nil {
+		f.snaps = map[*pebble.Snapshot]struct{}{}
+	}
+	f.snaps[s] = struct{}{}
+	f.snapMu.Unlock()
+	return s, nil
+}
+
+// withSnapshot runs fn on s unless the database closed it meanwhile.
+func (f *fsm) withSnapshot(s *pebble.Snapshot, fn func(pebble.Reader) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.snapMu.Lock()
+	_, ok := f.snaps[s]
+	f.snapMu.Unlock()
+	if !ok || f.db == nil {
+		return errUnavailable("the node's state was closed or replaced during the read")
+	}
+	return fn(s)
+}
+
+// releaseSnapshot closes s if the database has not already.
+func (f *fsm) releaseSnapshot(s *pebble.Snapshot) {
+	f.snapMu.Lock()
+	_, ok := f.snaps[s]
+	delete(f.snaps, s)
+	f.snapMu.Unlock()
+	if ok {
+		_ = s.Close()
+	}
+}
+
+// closeSnapshots closes every long-lived snapshot; f.mu is held for writing.
+func (f *fsm) closeSnapshots() {
+	f.snapMu.Lock()
+	defer f.snapMu.Unlock()
+	for s := range f.snaps {
+		_ = s.Close()
+	}
+	f.snaps = nil
 }
 
 type fsmConfig struct {
@@ -158,6 +215,7 @@ func (f *fsm) close() error {
 	if f.db == nil {
 		return nil
 	}
+	f.closeSnapshots()
 	err := f.db.Close()
 	f.db = nil
 	return err
@@ -355,6 +413,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db != nil {
+		f.closeSnapshots()
 		if err := f.db.Close(); err != nil {
 			return fmt.Errorf("close state for restore: %w", err)
 		}

@@ -371,7 +371,11 @@ func TestFSMSetTenant(t *testing.T) {
 	changes := func(role cellv1.Role, epoch, tseq uint64) func(*testing.T, *fsmHarness, *cellv1.CommandResult) {
 		return func(t *testing.T, h *fsmHarness, res *cellv1.CommandResult) {
 			info := res.GetTenant()
-			if info.GetTenant() != "acme" || info.GetRole() != role || info.GetEpoch() != epoch || info.GetTseq() != tseq || res.GetTseq() != tseq {
+			resTseq := tseq // the tseq of the change event
+			if role == standby {
+				resTseq = 0 // no event
+			}
+			if info.GetTenant() != "acme" || info.GetRole() != role || info.GetEpoch() != epoch || info.GetTseq() != tseq || res.GetTseq() != resTseq {
 				t.Errorf("result = %v, want %v@%d tseq %d", res, role, epoch, tseq)
 			}
 			rec := h.record("acme")
@@ -381,9 +385,17 @@ func TestFSMSetTenant(t *testing.T) {
 		}
 	}
 	var cases []opCase
+	// Becoming STANDBY is this cell's bookkeeping: no tseq (a standby's
+	// tseq is its source's).
+	first := func(role cellv1.Role) uint64 {
+		if role == standby {
+			return 0
+		}
+		return 1
+	}
 	for _, role := range []cellv1.Role{owner, standby, fenced} {
-		cases = append(cases, opCase{name: "new tenant " + role.String(), cmd: setTenant("acme", role, 1), check: changes(role, 1, 1)})
-		cases = append(cases, opCase{name: "new tenant at a high epoch " + role.String(), cmd: setTenant("acme", role, 42), check: changes(role, 42, 1)})
+		cases = append(cases, opCase{name: "new tenant " + role.String(), cmd: setTenant("acme", role, 1), check: changes(role, 1, first(role))})
+		cases = append(cases, opCase{name: "new tenant at a high epoch " + role.String(), cmd: setTenant("acme", role, 42), check: changes(role, 42, first(role))})
 	}
 	cases = append(cases,
 		opCase{name: "new tenant epoch 0", cmd: setTenant("acme", owner, 0), reason: cperr.InvalidArgument},
@@ -394,24 +406,25 @@ func TestFSMSetTenant(t *testing.T) {
 		opCase{name: "lower epoch demotion", setup: at(owner, 3), cmd: setTenant("acme", fenced, 2), reason: cperr.StaleEpoch, meta: epochMeta(3)},
 		opCase{name: "same epoch OWNER from STANDBY", setup: at(standby, 3), cmd: setTenant("acme", owner, 3), reason: cperr.StaleEpoch, meta: epochMeta(3)},
 		opCase{name: "same epoch OWNER from FENCED", setup: at(fenced, 3), cmd: setTenant("acme", owner, 3), reason: cperr.StaleEpoch, meta: epochMeta(3)},
-		opCase{name: "same epoch STANDBY from FENCED", setup: at(fenced, 3), cmd: setTenant("acme", standby, 3), reason: cperr.StaleEpoch, meta: epochMeta(3)},
-		opCase{name: "same epoch OWNER to STANDBY", setup: at(owner, 3), cmd: setTenant("acme", standby, 3), check: changes(standby, 3, 2)},
+		opCase{name: "same epoch STANDBY from FENCED", setup: at(fenced, 3), cmd: setTenant("acme", standby, 3), check: changes(standby, 3, 1)},
+		opCase{name: "same epoch OWNER to STANDBY", setup: at(owner, 3), cmd: setTenant("acme", standby, 3), check: changes(standby, 3, 1)},
 		opCase{name: "same epoch OWNER to FENCED", setup: at(owner, 3), cmd: setTenant("acme", fenced, 3), check: changes(fenced, 3, 2)},
-		opCase{name: "same epoch STANDBY to FENCED", setup: at(standby, 3), cmd: setTenant("acme", fenced, 3), check: changes(fenced, 3, 2)},
+		opCase{name: "same epoch STANDBY to FENCED", setup: at(standby, 3), cmd: setTenant("acme", fenced, 3), check: changes(fenced, 3, 1)},
 		opCase{name: "higher epoch FENCED to OWNER", setup: at(fenced, 3), cmd: setTenant("acme", owner, 4), check: changes(owner, 4, 2)},
-		opCase{name: "higher epoch STANDBY to OWNER", setup: at(standby, 3), cmd: setTenant("acme", owner, 9), check: changes(owner, 9, 2)},
+		opCase{name: "higher epoch STANDBY to OWNER", setup: at(standby, 3), cmd: setTenant("acme", owner, 9), check: changes(owner, 9, 1)},
 		opCase{name: "higher epoch OWNER to OWNER", setup: at(owner, 3), cmd: setTenant("acme", owner, 4), check: changes(owner, 4, 2)},
-		opCase{name: "higher epoch OWNER to STANDBY", setup: at(owner, 3), cmd: setTenant("acme", standby, 4), check: changes(standby, 4, 2)},
+		opCase{name: "higher epoch OWNER to STANDBY", setup: at(owner, 3), cmd: setTenant("acme", standby, 4), check: changes(standby, 4, 1)},
+		opCase{name: "STANDBY needs a source", cmd: &cellv1.Command{Tenant: "acme", Op: &cellv1.Command_SetTenant{SetTenant: &cellv1.SetTenantOp{Role: standby, Epoch: 1}}}, reason: cperr.InvalidArgument},
 	)
 	for _, role := range []cellv1.Role{owner, standby, fenced} {
 		cases = append(cases, opCase{
 			name: "same epoch same role " + role.String(), setup: cmds(setTenant("acme", role, 3), setTenant("other", owner, 1)), cmd: setTenant("acme", role, 3),
 			check: func(t *testing.T, h *fsmHarness, res *cellv1.CommandResult) {
 				// Idempotent: the current info, no new tseq, nothing written.
-				if info := res.GetTenant(); res.GetTseq() != 0 || info.GetRole() != role || info.GetEpoch() != 3 || info.GetTseq() != 1 {
+				if info := res.GetTenant(); res.GetTseq() != 0 || info.GetRole() != role || info.GetEpoch() != 3 || info.GetTseq() != first(role) {
 					t.Errorf("result = %v", res)
 				}
-				if rec := h.record("acme"); rec.GetTseq() != 1 || rec.GetChangelogCount() != 1 {
+				if rec := h.record("acme"); rec.GetTseq() != first(role) || rec.GetChangelogCount() != first(role) {
 					t.Errorf("record = %v", rec)
 				}
 			},
@@ -759,7 +772,7 @@ func TestFSMTseqAndChangeLog(t *testing.T) {
 	add(false, appendText("acme", "c", "r1", "x"), setTenant("acme", owner, 1), noop(), registerNode("n1", "a"))
 	add(true, ownedBy("other"), setTenant("acme", owner, 2), deleteMemory("acme", "k"), deleteContext("acme", "c"))
 	add(false, withEpoch(createContext("acme", "d"), 1))
-	add(true, setTenant("acme", standby, 2))
+	add(false, setTenant("acme", standby, 2))
 	add(false, createContext("acme", "d"))
 
 	var tseq uint64

@@ -376,7 +376,11 @@ func diffDumps(a, b []kv) string {
 // ---- command builders ----
 
 func setTenant(tenant string, role cellv1.Role, epoch uint64) *cellv1.Command {
-	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_SetTenant{SetTenant: &cellv1.SetTenantOp{Role: role, Epoch: epoch}}}
+	op := &cellv1.SetTenantOp{Role: role, Epoch: epoch}
+	if role == cellv1.Role_ROLE_STANDBY {
+		op.SourceCell = "src"
+	}
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_SetTenant{SetTenant: op}}
 }
 
 func deleteTenant(tenant string) *cellv1.Command {

@@ -20,6 +20,9 @@ type metrics struct {
 	// readObs are readLatency's observers by consistency, resolved once:
 	// reads are the hottest path.
 	readObs map[contextv1.Consistency]prometheus.Observer
+	// authorityRefusals counts writes and reads refused because the cell's
+	// authority lease could not be confirmed.
+	authorityRefusals prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -45,6 +48,10 @@ func newMetrics() *metrics {
 			Help:    "Store read latency by consistency level.",
 			Buckets: lat,
 		}, []string{"consistency"}),
+		authorityRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_authority_refusals_total",
+			Help: "Client writes and linearizable reads refused because the cell's authority lease was not valid.",
+		}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -60,7 +67,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency,
+		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals,
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

@@ -48,6 +48,8 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, apply: applyDeleteMemory},
 	20: {name: "set_tenant", tenant: true, mutation: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
+	23: {name: "import_tenant", tenant: true, apply: applyImport},
+	24: {name: "replica_ack", tenant: true, apply: applyReplicaAck},
 	30: {name: "register_node", apply: applyRegisterNode},
 	31: {name: "noop", apply: func(*opCtx) (*cellv1.CommandResult, error) { return nil, nil }},
 	32: {name: "cell_settings", apply: applyCellSettings},
@@ -231,9 +233,14 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 }
 
 // applySetTenant changes a tenant's role and epoch. Epochs never go down.
-// At the same epoch a tenant may only lose authority (OWNER → STANDBY or
-// FENCED, STANDBY → FENCED): becoming OWNER always takes a new epoch, so
-// two cells can never both be OWNER at one epoch.
+// Becoming OWNER always takes a new epoch (at the same epoch a tenant may
+// only lose authority, or move between STANDBY and FENCED, which
+// acknowledge nothing), so two cells can never both be OWNER at one epoch.
+//
+// OWNER and FENCED changes are tenant mutations: they get a tseq and a
+// change-log event (a fence's tseq is what a move's target must reach).
+// Becoming STANDBY is bookkeeping of this cell only and gets none: a
+// standby's tseq is its source's.
 func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
 	op := o.c.GetSetTenant()
 	role, epoch := op.GetRole(), op.GetEpoch()
@@ -243,15 +250,18 @@ func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
 	if epoch == 0 {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "epoch", Description: "must be at least 1"})
 	}
+	if role == cellv1.Role_ROLE_STANDBY && op.GetSourceCell() == "" {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "source_cell", Description: "required for STANDBY"})
+	}
 	rec := o.st.rec
 	if rec != nil {
 		switch {
 		case epoch < rec.GetEpoch():
 			return nil, cperr.New(cperr.StaleEpoch, "epoch %d is below the tenant's epoch %d", epoch, rec.GetEpoch()).
 				With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
-		case epoch == rec.GetEpoch() && role == rec.GetRole():
+		case epoch == rec.GetEpoch() && role == rec.GetRole() && (role != cellv1.Role_ROLE_STANDBY || op.GetSourceCell() == rec.GetSourceCell()):
 			return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: tenantInfo(o.c.GetTenant(), rec)}}, nil
-		case epoch == rec.GetEpoch() && authority(role) > authority(rec.GetRole()):
+		case epoch == rec.GetEpoch() && role == cellv1.Role_ROLE_OWNER:
 			return nil, cperr.New(cperr.StaleEpoch, "becoming %s needs an epoch above %d", role, rec.GetEpoch()).
 				With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
 		}
@@ -260,21 +270,29 @@ func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
 		o.st.rec = rec
 		o.st.deleted = false
 	}
-	rec.Role, rec.Epoch = role, epoch
 	o.st.dirty = true
+	if role == cellv1.Role_ROLE_STANDBY {
+		// A standby keeps its data only when the caller vouches that it is
+		// a prefix of the new source's history (resume); otherwise the sink
+		// bootstraps it from an export first.
+		var keep bool
+		switch rec.GetRole() {
+		case cellv1.Role_ROLE_STANDBY:
+			keep = rec.GetBootstrapped() && (rec.GetSourceCell() == op.GetSourceCell() || op.GetResume())
+		case cellv1.Role_ROLE_OWNER, cellv1.Role_ROLE_FENCED:
+			keep = op.GetResume() // an old owner's own history
+		}
+		rec.Role, rec.Epoch, rec.SourceCell, rec.Bootstrapped = role, epoch, op.GetSourceCell(), keep
+		rec.ReplicaFloorTseq = 0
+		return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: tenantInfo(o.c.GetTenant(), rec)}}, nil
+	}
+	if role == cellv1.Role_ROLE_OWNER {
+		rec.SourceCell, rec.Bootstrapped = "", false
+	}
+	rec.Role, rec.Epoch = role, epoch
 	o.changed = true
 	// tseq is assigned after apply; the info in the result is completed then.
 	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: &cellv1.TenantInfo{Tenant: o.c.GetTenant(), Role: role, Epoch: epoch}}}, nil
-}
-
-func authority(r cellv1.Role) int {
-	switch r {
-	case cellv1.Role_ROLE_OWNER:
-		return 2
-	case cellv1.Role_ROLE_STANDBY:
-		return 1
-	}
-	return 0
 }
 
 func applyDeleteTenant(o *opCtx) (*cellv1.CommandResult, error) {
@@ -333,5 +351,9 @@ func tenantInfo(tenant string, rec *cellv1.TenantRecord) *cellv1.TenantInfo {
 		ChangelogFirstTseq: rec.GetChangelogFirstTseq(),
 		ChangelogCount:     rec.GetChangelogCount(),
 		ChangelogBytes:     rec.GetChangelogBytes(),
+		SourceCell:         rec.GetSourceCell(),
+		Bootstrapped:       rec.GetBootstrapped(),
+		ReplicaFloorTseq:   rec.GetReplicaFloorTseq(),
+		ReplicaForcedTrims: rec.GetReplicaForcedTrims(),
 	}
 }

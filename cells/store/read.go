@@ -162,6 +162,9 @@ func (s *Store) readBarrier(ctx context.Context, opts ReadOptions) error {
 		if s.raft.State() != raft.Leader {
 			return s.notLeader()
 		}
+		if err := s.checkAuthority(); err != nil {
+			return err
+		}
 		idx, err := s.reads.readIndex(ctx)
 		if err != nil {
 			return err

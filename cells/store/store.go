@@ -45,6 +45,8 @@ type Store struct {
 	// everything committed before its term (its barrier completed).
 	readyTerm atomic.Uint64
 	metrics   *metrics
+	// authority is the cell authority gate (nil: none); see SetAuthority.
+	authority atomic.Pointer[Authority]
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -353,6 +355,15 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 			return nil, cperr.Invalid(cperr.FieldViolation{Field: "version", Description: "newer than this node understands"})
 		}
 	}
+	gated := false
+	if spec, ok := lookupOp(cmd); ok && spec.owner {
+		// A client write: only while the cell's authority is valid, and
+		// acknowledged only if it still is once applied.
+		if err := s.checkAuthority(); err != nil {
+			return nil, err
+		}
+		gated = true
+	}
 	if cmd.TimeUnixNano == 0 {
 		cmd.TimeUnixNano = time.Now().UnixNano()
 	}
@@ -381,6 +392,11 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 	}
 	if e := r.res.GetError(); e != nil {
 		return nil, &cperr.Error{Reason: cperr.Reason(e.GetReason()), Message: e.GetMessage(), Metadata: e.GetMetadata()}
+	}
+	if gated {
+		if err := s.checkAuthority(); err != nil {
+			return nil, err
+		}
 	}
 	return r.res, nil
 }

@@ -185,7 +185,7 @@ func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
 		res = &cellv1.CommandResult{}
 	}
 	if spec.mutation && op.changed {
-		tx.finishMutation(c, st, res)
+		tx.finishMutation(c, st, res, false)
 	}
 	if st != nil {
 		tx.touched[c.GetTenant()] = struct{}{}
@@ -199,12 +199,14 @@ func reject(err *cperr.Error) *cellv1.CommandResult {
 }
 
 // finishMutation gives a tenant mutation its tseq, logs it in the change
-// log, remembers its request id, and trims both to their bounds.
-func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.CommandResult) {
+// log, remembers its request id, and trims both to their bounds. A
+// replicated mutation (a standby applying its source's event) keeps the
+// source's result as it is.
+func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.CommandResult, replicated bool) {
 	rec, tenant := st.rec, c.GetTenant()
 	rec.Tseq++
 	res.Tseq = rec.Tseq
-	if res.GetTenant() != nil {
+	if res.GetTenant() != nil && !replicated {
 		res.Result = &cellv1.CommandResult_Tenant{Tenant: tenantInfo(tenant, rec)}
 	}
 	rec.UpdateTimeUnixNano = c.GetTimeUnixNano()
@@ -258,14 +260,26 @@ func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, n uint64) {
 // trimChanges drops the oldest change-log events while the log is over a
 // bound; the newest event always stays. The state machine trims (not each
 // node on its own) so that replicas hold the same log.
+//
+// While a standby follows the tenant (replica floor set), events it has not
+// applied yet are kept past the age and count bounds; only the byte bound
+// (the hard one) trims them, and each such trim is counted: the standby
+// will find its position gone and bootstrap again.
 func (tx *txn) trimChanges(tenant string, rec *cellv1.TenantRecord, now int64) {
 	cfg := tx.settings
+	floor := rec.GetReplicaFloorTseq()
 	for rec.ChangelogCount > 1 {
-		over := (cfg.GetChangelogMaxEvents() > 0 && rec.ChangelogCount > cfg.GetChangelogMaxEvents()) ||
-			(cfg.GetChangelogMaxBytes() > 0 && rec.ChangelogBytes > cfg.GetChangelogMaxBytes()) ||
+		hard := cfg.GetChangelogMaxBytes() > 0 && rec.ChangelogBytes > cfg.GetChangelogMaxBytes()
+		soft := (cfg.GetChangelogMaxEvents() > 0 && rec.ChangelogCount > cfg.GetChangelogMaxEvents()) ||
 			(cfg.GetChangelogRetentionNanos() > 0 && now-rec.ChangelogFirstTimeUnixNano > cfg.GetChangelogRetentionNanos())
-		if !over {
+		if !hard && !soft {
 			return
+		}
+		if floor > 0 && rec.ChangelogFirstTseq > floor {
+			if !hard {
+				return // the standby still needs this event
+			}
+			rec.ReplicaForcedTrims++
 		}
 		k := changeKey(tenant, rec.ChangelogFirstTseq)
 		size := len(tx.getRaw(k))

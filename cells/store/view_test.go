@@ -190,7 +190,7 @@ func TestViewListTenants(t *testing.T) {
 			}
 		}
 		infos, _, _ := v.ListTenants("", 10)
-		want := map[string][3]uint64{"a": {uint64(owner), 4, 2}, "a.b": {uint64(fenced), 3, 1}, "ab": {uint64(standby), 2, 1}, "b": {uint64(owner), 1, 1}}
+		want := map[string][3]uint64{"a": {uint64(owner), 4, 2}, "a.b": {uint64(fenced), 3, 1}, "ab": {uint64(standby), 2, 0}, "b": {uint64(owner), 1, 1}}
 		for _, i := range infos {
 			w := want[i.GetTenant()]
 			if uint64(i.GetRole()) != w[0] || i.GetEpoch() != w[1] || i.GetTseq() != w[2] {
@@ -347,12 +347,12 @@ func TestViewCell(t *testing.T) {
 	h.cell(func(v *CellView) {
 		for tenant, want := range map[string]*cellv1.TenantInfo{
 			"own": {Tenant: "own", Role: owner, Epoch: 2, Tseq: 2},
-			"sby": {Tenant: "sby", Role: standby, Epoch: 3, Tseq: 1},
+			"sby": {Tenant: "sby", Role: standby, Epoch: 3, Tseq: 0},
 			"fen": {Tenant: "fen", Role: fenced, Epoch: 4, Tseq: 1},
 		} {
 			info, err := v.Tenant(tenant)
 			if err != nil || info.GetRole() != want.GetRole() || info.GetEpoch() != want.GetEpoch() || info.GetTseq() != want.GetTseq() ||
-				info.GetTenant() != tenant || info.GetChangelogCount() != want.GetTseq() || info.GetChangelogFirstTseq() != 1 {
+				info.GetTenant() != tenant || info.GetChangelogCount() != want.GetTseq() || info.GetChangelogFirstTseq() != min(want.GetTseq(), 1) {
 				t.Errorf("Tenant(%s) = %v, %v; want %v", tenant, info, err, want)
 			}
 		}
