@@ -2,9 +2,11 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -29,7 +31,7 @@ func (s *CellServer) SetTenant(ctx context.Context, req *cellv1.SetTenantRequest
 		return nil, err
 	}
 	return forward(ctx, s.core, func() (*cellv1.SetTenantResponse, error) {
-		op := &cellv1.SetTenantOp{Role: req.GetRole(), Epoch: req.GetEpoch()}
+		op := &cellv1.SetTenantOp{Role: req.GetRole(), Epoch: req.GetEpoch(), SourceCell: req.GetSourceCell(), Resume: req.GetResume()}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_SetTenant{SetTenant: op}})
 		if err != nil {
 			return nil, err
@@ -37,7 +39,8 @@ func (s *CellServer) SetTenant(ctx context.Context, req *cellv1.SetTenantRequest
 		if res.GetTenant() == nil {
 			return nil, s.missingResult("set_tenant", req.GetTenant())
 		}
-		s.log.Info("tenant role set", "tenant", req.GetTenant(), "role", req.GetRole().String(), "epoch", req.GetEpoch())
+		s.log.Info("tenant role set", "tenant", req.GetTenant(), "role", req.GetRole().String(), "epoch", req.GetEpoch(),
+			"source_cell", req.GetSourceCell(), "tseq", res.GetTseq())
 		return &cellv1.SetTenantResponse{Tenant: res.GetTenant()}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.SetTenantResponse, error) {
 		return cellClient(cc).SetTenant(ctx, req)
@@ -59,7 +62,11 @@ func (s *CellServer) GetTenant(ctx context.Context, req *cellv1.GetTenantRequest
 		if err != nil {
 			return nil, s.storeErr("get_tenant", err)
 		}
-		return &cellv1.GetTenantResponse{Tenant: out}, nil
+		resp := &cellv1.GetTenantResponse{Tenant: out}
+		if r := s.cfg.Replication; r != nil && out.GetRole() == cellv1.Role_ROLE_STANDBY {
+			resp.Replication = r.Status(req.GetTenant())
+		}
+		return resp, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.GetTenantResponse, error) {
 		return cellClient(cc).GetTenant(ctx, req)
 	})
@@ -112,6 +119,48 @@ func (s *CellServer) DeleteTenant(ctx context.Context, req *cellv1.DeleteTenantR
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.DeleteTenantResponse, error) {
 		return cellClient(cc).DeleteTenant(ctx, req)
 	})
+}
+
+// AckReplica implements CellService.AckReplica.
+func (s *CellServer) AckReplica(ctx context.Context, req *cellv1.AckReplicaRequest) (*cellv1.AckReplicaResponse, error) {
+	if err := validate.AckReplica(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.AckReplicaResponse, error) {
+		cmd := &cellv1.Command{Tenant: req.GetTenant(), Op: &cellv1.Command_ReplicaAck{ReplicaAck: &cellv1.ReplicaAckOp{Tseq: req.GetTseq()}}}
+		if _, err := s.propose(ctx, cmd); err != nil {
+			return nil, err
+		}
+		return &cellv1.AckReplicaResponse{}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.AckReplicaResponse, error) {
+		return cellClient(cc).AckReplica(ctx, req)
+	})
+}
+
+// ListChanges implements CellService.ListChanges: this node's applied
+// change log of a tenant in any role (FENCED included).
+func (s *CellServer) ListChanges(ctx context.Context, req *cellv1.ListChangesRequest) (*cellv1.ListChangesResponse, error) {
+	if err := validate.ListChanges(s.lim, req); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 100
+	}
+	resp := &cellv1.ListChangesResponse{}
+	err := s.st.ReadReplica(req.GetTenant(), func(v *store.TenantView) error {
+		resp.Tenant = v.Info()
+		evs, err := v.Changes(req.GetAfterTseq(), limit)
+		if errors.Is(err, store.ErrChangesTrimmed) {
+			return cperr.New(cperr.ChangesTrimmed, "the change log starts after tseq %d", req.GetAfterTseq()+1)
+		}
+		resp.Events = evs
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr("list_changes", err)
+	}
+	return resp, nil
 }
 
 // AddVoter implements CellService.AddVoter: it adds (or re-addresses)

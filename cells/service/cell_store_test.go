@@ -33,8 +33,24 @@ func TestStoreCellService(t *testing.T) {
 	}
 
 	for _, id := range []string{"t4", "t2", "t3", "t1"} {
-		must(n.cell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: id, Role: cellv1.Role_ROLE_STANDBY, Epoch: 1}))(t)
+		must(n.cell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: id, Role: cellv1.Role_ROLE_STANDBY, Epoch: 1, SourceCell: "src"}))(t)
 	}
+	_, err = n.cell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: "t5", Role: cellv1.Role_ROLE_STANDBY, Epoch: 1})
+	wantField(t, err, "source_cell")
+	_, err = n.cell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: "t5", Role: cellv1.Role_ROLE_OWNER, Epoch: 1, SourceCell: "src"})
+	wantField(t, err, "source_cell")
+
+	// The change log of any role, and the standby floor on the owner.
+	lc := must(n.cell.ListChanges(ctx, &cellv1.ListChangesRequest{Tenant: "acme"}))(t)
+	if len(lc.GetEvents()) != 2 || lc.GetEvents()[1].GetCommand().GetSetTenant().GetEpoch() != 3 || lc.GetTenant().GetTseq() != 2 {
+		t.Fatalf("ListChanges = %v", lc)
+	}
+	must(n.cell.AckReplica(ctx, &cellv1.AckReplicaRequest{Tenant: "acme", Tseq: 2}))(t)
+	if got := must(n.cell.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: "acme"}))(t).GetTenant(); got.GetReplicaFloorTseq() != 2 {
+		t.Fatalf("after AckReplica: %v", got)
+	}
+	_, err = n.cell.AckReplica(ctx, &cellv1.AckReplicaRequest{Tenant: "t4", Tseq: 1})
+	wantErr(t, err, codes.FailedPrecondition, cperr.WrongCell)
 	var ids []string
 	for tok := ""; ; {
 		resp := must(n.cell.ListTenants(ctx, &cellv1.ListTenantsRequest{PageSize: 2, PageToken: tok}))(t)

@@ -31,6 +31,15 @@ type Config struct {
 	ForwardDialOptions []grpc.DialOption
 	// WatchChangeBatch is how many change-log events Watch reads at once.
 	WatchChangeBatch int
+	// Replication, when set, reports the standby streams this node runs
+	// (CellService.GetTenant answers with the tenant's).
+	Replication ReplicationReporter
+}
+
+// ReplicationReporter reports the replication stream of a standby tenant
+// as this node's sink runs it (nil when it runs none for the tenant).
+type ReplicationReporter interface {
+	Status(tenant string) *cellv1.ReplicationStatus
 }
 
 // DefaultConfig returns a Config with the default limits and timings;

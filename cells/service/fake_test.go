@@ -71,6 +71,8 @@ func (f *fakeStore) read(opts store.ReadOptions) error {
 	return cperr.New(cperr.Internal, "fake store has no views")
 }
 
+func (f *fakeStore) ReadReplica(string, func(*store.TenantView) error) error { return f.leaderOnly() }
+
 func (f *fakeStore) WaitTenant(ctx context.Context, _ string, _ uint64) error {
 	<-ctx.Done()
 	return ctx.Err()

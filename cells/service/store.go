@@ -22,6 +22,7 @@ type Store interface {
 	ReadTenant(ctx context.Context, tenant string, epoch uint64, opts store.ReadOptions, fn func(*store.TenantView) error) error
 	ReadCell(ctx context.Context, opts store.ReadOptions, fn func(*store.CellView) error) error
 	WaitTenant(ctx context.Context, tenant string, afterTseq uint64) error
+	ReadReplica(tenant string, fn func(*store.TenantView) error) error
 	Leader() (id string, info *cellv1.NodeInfo)
 	Status() store.Status
 	AddVoter(ctx context.Context, id, raftAddr string) error

@@ -16,7 +16,29 @@ func SetTenant(lim Limits, req *cellv1.SetTenantRequest) error {
 	if req.GetEpoch() < 1 {
 		v.add("epoch", "must be at least 1")
 	}
+	if r == cellv1.Role_ROLE_STANDBY {
+		v.id("source_cell", req.GetSourceCell(), lim.MaxIDLen)
+	} else if req.GetSourceCell() != "" || req.GetResume() {
+		v.add("source_cell", "only a STANDBY has a source cell")
+	}
 	v.requestID(lim, req.GetRequestId())
+	return v.err()
+}
+
+// AckReplica validates an AckReplicaRequest.
+func AckReplica(lim Limits, req *cellv1.AckReplicaRequest) error {
+	var v violations
+	v.id("tenant", req.GetTenant(), lim.MaxIDLen)
+	return v.err()
+}
+
+// ListChanges validates a ListChangesRequest.
+func ListChanges(lim Limits, req *cellv1.ListChangesRequest) error {
+	var v violations
+	v.id("tenant", req.GetTenant(), lim.MaxIDLen)
+	if req.GetLimit() > 1000 {
+		v.add("limit", "must be at most 1000")
+	}
 	return v.err()
 }
 
