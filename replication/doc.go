@@ -1,4 +1,26 @@
-// Package replication will hold tenant change streams, standby apply and
-// lag accounting (DESIGN §8). It is built by the replication issue; the
-// per-tenant change log it reads already exists in cells/store.
+// Package replication moves a tenant's data between cells (DESIGN §8).
+//
+// Source (source.go) serves ReplicationService on every cell node:
+// StreamChanges streams a tenant's committed change events in tseq order
+// from the node's applied state (bounded messages, gRPC flow control,
+// heartbeats with the source's head when idle, resumable from any tseq the
+// change log still holds; CHANGES_TRIMMED otherwise), and ExportTenant
+// streams a consistent snapshot of the tenant's data range in chunks.
+//
+// Sink (sink.go) runs on the standby cell's Raft leader: one stream per
+// STANDBY tenant. It bootstraps the tenant from an export when it is not
+// bootstrapped, then applies the stream through the standby cell's own
+// Raft (the store's apply_changes: idempotent by tseq, refusing gaps),
+// acknowledges its applied tseq to the source (which then keeps the change
+// log the standby still needs), re-bootstraps when the source answers
+// CHANGES_TRIMMED, and restarts with backoff on any other failure. It
+// follows leaders on both sides: the source is reached through any member
+// (members forward what needs their leader), and a new standby leader's
+// sink resumes from the replicated applied tseq. Lag per tenant (events
+// and seconds) is exported as metrics and answered by
+// CellService.GetTenant on the standby's leader.
+//
+// The controller decides which cell is a tenant's standby (and re-points
+// standbys after moves and switchovers); moves and failovers use the same
+// streams (controlplane/controller).
 package replication

@@ -39,6 +39,9 @@ func (s *CellServer) SetTenant(ctx context.Context, req *cellv1.SetTenantRequest
 		if res.GetTenant() == nil {
 			return nil, s.missingResult("set_tenant", req.GetTenant())
 		}
+		if r := s.cfg.Replication; r != nil {
+			r.Notify(req.GetTenant())
+		}
 		s.log.Info("tenant role set", "tenant", req.GetTenant(), "role", req.GetRole().String(), "epoch", req.GetEpoch(),
 			"source_cell", req.GetSourceCell(), "tseq", res.GetTseq())
 		return &cellv1.SetTenantResponse{Tenant: res.GetTenant()}, nil

@@ -40,6 +40,8 @@ type Config struct {
 // as this node's sink runs it (nil when it runs none for the tenant).
 type ReplicationReporter interface {
 	Status(tenant string) *cellv1.ReplicationStatus
+	// Notify is told that a tenant's role changed on this node.
+	Notify(tenant string)
 }
 
 // DefaultConfig returns a Config with the default limits and timings;

@@ -106,8 +106,9 @@ func (e *Env) Store(t testing.TB) topo.Store {
 
 // CreateCell creates region (if new) and cell through the API, starts
 // members real nodes that form the cell from the registry, and waits until
-// the control plane reports the cell HEALTHY.
-func (e *Env) CreateCell(t testing.TB, region, cell string, members int) []*cells.Node {
+// the control plane reports the cell HEALTHY. opts adjust each node's
+// configuration.
+func (e *Env) CreateCell(t testing.TB, region, cell string, members int, opts ...func(*cells.Config)) []*cells.Node {
 	t.Helper()
 	ctx := testutil.Context(t, 60*time.Second)
 	cl := e.Client(t)
@@ -117,7 +118,7 @@ func (e *Env) CreateCell(t testing.TB, region, cell string, members int) []*cell
 	if _, err := cl.CreateCell(ctx, &cpv1.CreateCellRequest{Id: cell, Region: region, ExpectedMembers: uint32(members)}); err != nil {
 		t.Fatalf("create cell %s: %v", cell, err)
 	}
-	nodes := e.StartNodes(t, cell, members)
+	nodes := e.StartNodes(t, cell, members, opts...)
 	testutil.Eventually(t, 30*time.Second, func() error {
 		resp, err := cl.GetCell(ctx, &cpv1.GetCellRequest{Id: cell})
 		if err != nil {
@@ -133,7 +134,8 @@ func (e *Env) CreateCell(t testing.TB, region, cell string, members int) []*cell
 
 // StartNodes starts n nodes of cell, concurrently (they wait for each other
 // in the registry before forming the Raft group), each closed on cleanup.
-func (e *Env) StartNodes(t testing.TB, cell string, n int) []*cells.Node {
+// opts adjust each node's configuration.
+func (e *Env) StartNodes(t testing.TB, cell string, n int, opts ...func(*cells.Config)) []*cells.Node {
 	t.Helper()
 	st := e.Store(t)
 	nodes := make([]*cells.Node, n)
@@ -151,6 +153,9 @@ func (e *Env) StartNodes(t testing.TB, cell string, n int) []*cells.Node {
 		cfg.Registry = st
 		cfg.RegistryTTL = time.Second
 		cfg.Logger = testutil.Logger(t).With("node", cfg.NodeID)
+		for _, o := range opts {
+			o(&cfg)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

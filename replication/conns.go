@@ -1,0 +1,63 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"github.com/cellplane/cellplane/cells/cellconn"
+	"github.com/cellplane/cellplane/controlplane/topo"
+)
+
+// CellConns connects to cells by name through the registry and keeps one
+// connection per cell (it follows the cell's members). Its Connect is a
+// Connector.
+type CellConns struct {
+	reg  topo.Store
+	log  *slog.Logger
+	opts []grpc.DialOption
+
+	mu     sync.Mutex
+	conns  map[string]*cellconn.Conn
+	closed bool
+}
+
+// NewCellConns returns a connection cache over the registry. Without dial
+// options connections are plaintext.
+func NewCellConns(reg topo.Store, log *slog.Logger, opts ...grpc.DialOption) *CellConns {
+	return &CellConns{reg: reg, log: log, opts: opts, conns: map[string]*cellconn.Conn{}}
+}
+
+// Connect returns the connection to cell, dialing it the first time.
+func (c *CellConns) Connect(ctx context.Context, cell string) (grpc.ClientConnInterface, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("replication: connections closed")
+	}
+	if cc, ok := c.conns[cell]; ok {
+		return cc, nil
+	}
+	cc, err := cellconn.Dial(ctx, c.reg, cell, c.log, c.opts...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[cell] = cc
+	return cc, nil
+}
+
+// Close closes every connection.
+func (c *CellConns) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	var errs []error
+	for cell, cc := range c.conns {
+		errs = append(errs, cc.Close())
+		delete(c.conns, cell)
+	}
+	return errors.Join(errs...)
+}

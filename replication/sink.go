@@ -1,0 +1,547 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
+)
+
+// SinkStore is what the sink needs from the standby cell's store.
+// *store.Store implements it.
+type SinkStore interface {
+	Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error)
+	ReadCell(ctx context.Context, opts store.ReadOptions, fn func(*store.CellView) error) error
+	LeaderTerm() (uint64, bool)
+}
+
+var _ SinkStore = (*store.Store)(nil)
+
+// Connector returns a connection to any member of a cell (members forward
+// what needs the leader). The sink does not close it.
+type Connector func(ctx context.Context, cell string) (grpc.ClientConnInterface, error)
+
+// SinkConfig configures the standby side.
+type SinkConfig struct {
+	// Connect reaches a source cell (required).
+	Connect Connector
+	// Rescan is how often the leader re-lists its STANDBY tenants (Notify
+	// starts a new standby's stream at once).
+	Rescan time.Duration
+	// AckInterval is how often the applied position is reported to the
+	// source (it keeps the change log the standby still needs).
+	AckInterval time.Duration
+	// RetryMin and RetryMax bound the backoff of a failing stream.
+	RetryMin, RetryMax time.Duration
+	// MaxBatchEvents and MaxBatchBytes are asked of the source per message.
+	MaxBatchEvents uint32
+	MaxBatchBytes  uint64
+	// ExportChunkBytes is asked of the source per export chunk (one Raft
+	// entry each on the standby).
+	ExportChunkBytes uint32
+	// CallTimeout bounds one apply or import proposal and one ack.
+	CallTimeout time.Duration
+	Logger      *slog.Logger
+	// OnApplied, when set, is called after each applied batch (tests and
+	// the replication benchmark measure delays with it).
+	OnApplied func(tenant string, events []*cellv1.ChangeEvent, at time.Time)
+}
+
+// DefaultSinkConfig returns the defaults; Connect must still be set.
+func DefaultSinkConfig() SinkConfig {
+	return SinkConfig{
+		Rescan:           time.Second,
+		AckInterval:      time.Second,
+		RetryMin:         50 * time.Millisecond,
+		RetryMax:         2 * time.Second,
+		MaxBatchEvents:   512,
+		MaxBatchBytes:    1 << 20,
+		ExportChunkBytes: 1 << 20,
+		CallTimeout:      10 * time.Second,
+	}
+}
+
+// Validate reports every problem with c.
+func (c SinkConfig) Validate() error {
+	var errs []error
+	if c.Connect == nil {
+		errs = append(errs, errors.New("replication: SinkConfig.Connect is required"))
+	}
+	for name, d := range map[string]time.Duration{"Rescan": c.Rescan, "AckInterval": c.AckInterval, "RetryMin": c.RetryMin, "RetryMax": c.RetryMax, "CallTimeout": c.CallTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("replication: SinkConfig.%s must be > 0, got %v", name, d))
+		}
+	}
+	if c.RetryMax < c.RetryMin {
+		errs = append(errs, fmt.Errorf("replication: RetryMax %v is below RetryMin %v", c.RetryMax, c.RetryMin))
+	}
+	if c.MaxBatchEvents == 0 || c.MaxBatchBytes == 0 || c.ExportChunkBytes == 0 {
+		errs = append(errs, errors.New("replication: MaxBatchEvents, MaxBatchBytes and ExportChunkBytes must be > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Sink runs, on the standby cell's Raft leader, one stream per STANDBY
+// tenant: it bootstraps the tenant from an export of its source when
+// needed, then applies the source's change stream through this cell's
+// Raft, acknowledges its position to the source, and re-bootstraps when
+// the source no longer holds that position. Streams stop when this node
+// stops leading (the new leader's sink takes over from the replicated
+// applied tseq) or the tenant stops being a standby.
+type Sink struct {
+	st  SinkStore
+	cfg SinkConfig
+	log *slog.Logger
+	m   *sinkMetrics
+
+	poke chan struct{}
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	wg      sync.WaitGroup
+}
+
+// NewSink returns a sink; Run drives it.
+func NewSink(st SinkStore, cfg SinkConfig) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Sink{st: st, cfg: cfg, log: log.With("component", "replication-sink"), m: newSinkMetrics(),
+		poke: make(chan struct{}, 1), streams: map[string]*stream{}}, nil
+}
+
+// Collectors returns the sink's metrics.
+func (s *Sink) Collectors() []prometheus.Collector { return s.m.collectors() }
+
+// Notify tells the sink a tenant's role changed here (a new standby
+// starts streaming without waiting for the next rescan).
+func (s *Sink) Notify(string) {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Run manages the streams until ctx ends; then it stops them all and
+// returns when they have.
+func (s *Sink) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Rescan)
+	defer t.Stop()
+	defer func() {
+		s.stopAll()
+		s.wg.Wait()
+	}()
+	for {
+		if _, leader := s.st.LeaderTerm(); leader {
+			if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+				s.log.Debug("listing standby tenants failed", "err", err)
+			}
+		} else {
+			s.stopAll()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.poke:
+		}
+	}
+}
+
+// reconcile starts a stream for every STANDBY tenant with a source and
+// stops the others.
+func (s *Sink) reconcile(ctx context.Context) error {
+	want := map[string]string{}
+	after := ""
+	for {
+		var page []*cellv1.TenantInfo
+		var more bool
+		err := s.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}, func(v *store.CellView) error {
+			var err error
+			page, more, err = v.ListTenants(after, 1000)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, t := range page {
+			if t.GetRole() == cellv1.Role_ROLE_STANDBY && t.GetSourceCell() != "" {
+				want[t.GetTenant()] = t.GetSourceCell()
+			}
+		}
+		if !more || len(page) == 0 {
+			break
+		}
+		after = page[len(page)-1].GetTenant()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tenant, st := range s.streams {
+		if src, ok := want[tenant]; !ok || src != st.source {
+			st.cancel()
+			delete(s.streams, tenant)
+		}
+	}
+	for tenant, src := range want {
+		if _, ok := s.streams[tenant]; ok {
+			continue
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		st := &stream{sink: s, tenant: tenant, source: src, cancel: cancel,
+			log: s.log.With("tenant", tenant, "source_cell", src)}
+		st.status.SourceCell = src
+		st.status.State = "STARTING"
+		s.streams[tenant] = st
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			st.run(sctx)
+		}()
+	}
+	s.m.streams.Set(float64(len(s.streams)))
+	return nil
+}
+
+func (s *Sink) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tenant, st := range s.streams {
+		st.cancel()
+		delete(s.streams, tenant)
+	}
+	s.m.streams.Set(0)
+}
+
+// Status reports a tenant's stream (nil when this node runs none for it).
+func (s *Sink) Status(tenant string) *cellv1.ReplicationStatus {
+	s.mu.Lock()
+	st := s.streams[tenant]
+	s.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return st.snapshot()
+}
+
+// stream is one standby tenant's replication.
+type stream struct {
+	sink   *Sink
+	tenant string
+	source string
+	cancel context.CancelFunc
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	status cellv1.ReplicationStatus
+	// pendingSince is the source time of the oldest change not applied
+	// yet (zero when caught up).
+	pendingSince time.Time
+	lastAck      time.Time
+	ackedTseq    uint64
+}
+
+func (st *stream) snapshot() *cellv1.ReplicationStatus {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := &cellv1.ReplicationStatus{
+		SourceCell: st.status.SourceCell, AppliedTseq: st.status.AppliedTseq, SourceTseq: st.status.SourceTseq,
+		State: st.status.State, LastError: st.status.LastError, Bootstraps: st.status.Bootstraps,
+		SourceRole: st.status.SourceRole, SourceEpoch: st.status.SourceEpoch,
+	}
+	if out.SourceTseq > out.AppliedTseq {
+		out.LagEvents = out.SourceTseq - out.AppliedTseq
+	}
+	out.Lag = durationpb.New(st.lagLocked())
+	return out
+}
+
+func (st *stream) lagLocked() time.Duration {
+	if st.status.SourceTseq <= st.status.AppliedTseq || st.pendingSince.IsZero() {
+		return 0
+	}
+	return max(0, time.Since(st.pendingSince))
+}
+
+func (st *stream) setState(state string, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.status.State = state
+	if err != nil {
+		st.status.LastError = err.Error()
+	}
+}
+
+var (
+	// errNotStandby: the tenant is no longer a standby of this source here.
+	errNotStandby = errors.New("replication: tenant is no longer a standby of this source")
+	// errBootstrap: the stream cannot continue; import an export first.
+	errBootstrap = errors.New("replication: standby must bootstrap from an export")
+)
+
+// run keeps the stream going until ctx ends or the tenant is no longer a
+// standby of the source.
+func (st *stream) run(ctx context.Context) {
+	s := st.sink
+	defer func() {
+		s.m.lagEvents.DeleteLabelValues(st.tenant)
+		s.m.lagSeconds.DeleteLabelValues(st.tenant)
+	}()
+	wait := s.cfg.RetryMin
+	reason := "initial"
+	for ctx.Err() == nil {
+		rec, err := st.localRecord(ctx)
+		if err == nil {
+			if rec.GetRole() != cellv1.Role_ROLE_STANDBY || rec.GetSourceCell() != st.source {
+				return
+			}
+			st.mu.Lock()
+			st.status.AppliedTseq = rec.GetTseq()
+			st.mu.Unlock()
+			if !rec.GetBootstrapped() {
+				err = st.bootstrap(ctx, reason)
+			} else {
+				err = st.follow(ctx, rec.GetTseq())
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errNotStandby):
+			return
+		case errors.Is(err, errBootstrap):
+			reason = "trimmed"
+			if err := st.markForBootstrap(ctx); err != nil {
+				st.log.Warn("cannot reset the standby for a bootstrap", "err", err)
+			} else {
+				wait = s.cfg.RetryMin
+				continue
+			}
+		case err == nil:
+			wait = s.cfg.RetryMin
+			continue
+		}
+		s.m.restarts.Inc()
+		st.setState("RETRYING", err)
+		st.log.Warn("replication stream failed; retrying", "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, s.cfg.RetryMax)
+	}
+}
+
+func (st *stream) localRecord(ctx context.Context) (*cellv1.TenantInfo, error) {
+	var info *cellv1.TenantInfo
+	err := st.sink.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}, func(v *store.CellView) error {
+		var err error
+		info, err = v.Tenant(st.tenant)
+		return err
+	})
+	if errors.Is(err, cperr.ErrTenantNotFound) {
+		return nil, errNotStandby
+	}
+	return info, err
+}
+
+// markForBootstrap makes the next loop import an export: an empty first
+// import chunk clears the tenant's data and its bootstrapped mark.
+func (st *stream) markForBootstrap(ctx context.Context) error {
+	_, err := st.propose(ctx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ImportTenant{ImportTenant: &cellv1.ImportTenantOp{First: true, SourceCell: st.source}}})
+	return err
+}
+
+func (st *stream) propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error) {
+	pctx, cancel := context.WithTimeout(ctx, st.sink.cfg.CallTimeout)
+	defer cancel()
+	res, err := st.sink.st.Propose(pctx, cmd)
+	switch {
+	case errors.Is(err, cperr.ErrWrongCell), errors.Is(err, cperr.ErrTenantNotFound), errors.Is(err, cperr.ErrStaleEpoch):
+		return nil, fmt.Errorf("%w: %v", errNotStandby, err)
+	case errors.Is(err, cperr.ErrChangesTrimmed):
+		return nil, fmt.Errorf("%w: %v", errBootstrap, err)
+	}
+	return res, err
+}
+
+// bootstrap imports a consistent export of the source.
+func (st *stream) bootstrap(ctx context.Context, reason string) error {
+	s := st.sink
+	st.setState("BOOTSTRAPPING", nil)
+	conn, err := s.cfg.Connect(ctx, st.source)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	exp, err := replicationv1.NewReplicationServiceClient(conn).ExportTenant(ectx, &replicationv1.ExportTenantRequest{Tenant: st.tenant, ChunkBytes: s.cfg.ExportChunkBytes})
+	if err != nil {
+		return rpcerr.FromStatus(err)
+	}
+	first := true
+	var rec *cellv1.TenantRecord
+	for {
+		chunk, err := exp.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return rpcerr.FromStatus(err)
+		}
+		op := &cellv1.ImportTenantOp{First: first, Pairs: chunk.GetPairs(), Record: chunk.GetRecord(), SourceCell: st.source}
+		if _, err := st.propose(ctx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ImportTenant{ImportTenant: op}}); err != nil {
+			return err
+		}
+		first = false
+		s.m.importedBytes.Add(float64(proto64(chunk)))
+		if chunk.GetRecord() != nil {
+			rec = chunk.GetRecord()
+		}
+	}
+	if rec == nil {
+		return errors.New("replication: export ended without the tenant record")
+	}
+	s.m.bootstraps.WithLabelValues(reason).Inc()
+	st.mu.Lock()
+	st.status.Bootstraps++
+	st.status.AppliedTseq = rec.GetTseq()
+	if rec.GetTseq() > st.status.SourceTseq {
+		st.status.SourceTseq = rec.GetTseq()
+	}
+	st.mu.Unlock()
+	st.log.Info("standby bootstrapped from an export", "reason", reason, "tseq", rec.GetTseq(), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func proto64(c *replicationv1.ExportTenantResponse) int {
+	n := 0
+	for _, kv := range c.GetPairs() {
+		n += len(kv.GetKey()) + len(kv.GetValue())
+	}
+	return n
+}
+
+// follow applies the change stream after `after` until it fails.
+func (st *stream) follow(ctx context.Context, after uint64) error {
+	s := st.sink
+	conn, err := s.cfg.Connect(ctx, st.source)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rs, err := replicationv1.NewReplicationServiceClient(conn).StreamChanges(sctx, &replicationv1.StreamChangesRequest{
+		Tenant: st.tenant, AfterTseq: after, MaxBatchEvents: s.cfg.MaxBatchEvents, MaxBatchBytes: s.cfg.MaxBatchBytes})
+	if err != nil {
+		return rpcerr.FromStatus(err)
+	}
+	st.setState("STREAMING", nil)
+	cells := cellv1.NewCellServiceClient(conn)
+	for {
+		msg, err := rs.Recv()
+		if err != nil {
+			err = rpcerr.FromStatus(err)
+			if errors.Is(err, cperr.ErrChangesTrimmed) {
+				return fmt.Errorf("%w: %v", errBootstrap, err)
+			}
+			return err
+		}
+		evs := msg.GetEvents()
+		st.mu.Lock()
+		if h := msg.GetHeadTseq(); h > st.status.SourceTseq {
+			st.status.SourceTseq = h
+		}
+		st.status.SourceRole, st.status.SourceEpoch = msg.GetSourceRole(), msg.GetSourceEpoch()
+		if len(evs) > 0 && st.pendingSince.IsZero() {
+			st.pendingSince = time.Unix(0, evs[0].GetTimeUnixNano())
+		}
+		st.mu.Unlock()
+		if len(evs) > 0 {
+			res, err := st.propose(ctx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ApplyChanges{ApplyChanges: &cellv1.ApplyChangesOp{Events: evs}}})
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			last := evs[len(evs)-1]
+			s.m.applied.Add(float64(len(evs)))
+			s.m.applyDelay.Observe(now.Sub(time.Unix(0, last.GetTimeUnixNano())).Seconds())
+			st.mu.Lock()
+			st.status.AppliedTseq = res.GetTseq()
+			st.status.LastError = ""
+			st.pendingSince = time.Time{}
+			if st.status.SourceTseq > st.status.AppliedTseq {
+				// Behind by events not received yet: at least as old as
+				// the source's newest write.
+				if ht := msg.GetHeadTime(); ht != nil {
+					st.pendingSince = ht.AsTime()
+				}
+			}
+			st.mu.Unlock()
+			if f := s.cfg.OnApplied; f != nil {
+				f(st.tenant, evs, now)
+			}
+			if res.GetTseq() < last.GetTseq() {
+				// The standby refused to follow (it diverged): bootstrap.
+				return fmt.Errorf("%w: applied only up to %d of %d", errBootstrap, res.GetTseq(), last.GetTseq())
+			}
+		}
+		st.exportLag()
+		st.maybeAck(ctx, cells)
+	}
+}
+
+func (st *stream) exportLag() {
+	st.mu.Lock()
+	var ev uint64
+	if st.status.SourceTseq > st.status.AppliedTseq {
+		ev = st.status.SourceTseq - st.status.AppliedTseq
+	}
+	lag := st.lagLocked()
+	st.mu.Unlock()
+	st.sink.m.lagEvents.WithLabelValues(st.tenant).Set(float64(ev))
+	st.sink.m.lagSeconds.WithLabelValues(st.tenant).Set(lag.Seconds())
+}
+
+// maybeAck reports the applied tseq to the source at most every
+// AckInterval. A failed ack is retried at the next one; the source keeps
+// more of its log meanwhile, nothing else.
+func (st *stream) maybeAck(ctx context.Context, cells cellv1.CellServiceClient) {
+	st.mu.Lock()
+	applied := st.status.AppliedTseq
+	due := applied != st.ackedTseq && time.Since(st.lastAck) >= st.sink.cfg.AckInterval
+	st.mu.Unlock()
+	if !due {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, st.sink.cfg.CallTimeout)
+	defer cancel()
+	if _, err := cells.AckReplica(actx, &cellv1.AckReplicaRequest{Tenant: st.tenant, Tseq: applied}); err != nil {
+		st.log.Debug("ack to the source failed", "err", err)
+		return
+	}
+	st.mu.Lock()
+	st.ackedTseq, st.lastAck = applied, time.Now()
+	st.mu.Unlock()
+}

@@ -1,0 +1,237 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
+)
+
+// SourceStore is what the source side reads from a cell store.
+// *store.Store implements it.
+type SourceStore interface {
+	ReadReplica(tenant string, fn func(*store.TenantView) error) error
+	WaitTenant(ctx context.Context, tenant string, afterTseq uint64) error
+	ExportTenant(ctx context.Context, tenant string, chunkBytes int, fn func(store.ExportChunk) error) error
+}
+
+var _ SourceStore = (*store.Store)(nil)
+
+// SourceConfig bounds what one source node sends.
+type SourceConfig struct {
+	// MaxBatchEvents and MaxBatchBytes bound one StreamChanges message (a
+	// request may ask for less).
+	MaxBatchEvents int
+	MaxBatchBytes  int
+	// Heartbeat is how often an idle stream reports the source's head, so
+	// that the standby knows it is caught up (and lag is measurable).
+	Heartbeat time.Duration
+	// ExportChunkBytes is the default (and largest) export chunk.
+	ExportChunkBytes int
+	// MaxIDLen bounds tenant ids.
+	MaxIDLen int
+	Logger   *slog.Logger
+}
+
+// DefaultSourceConfig returns the defaults.
+func DefaultSourceConfig() SourceConfig {
+	return SourceConfig{
+		MaxBatchEvents:   512,
+		MaxBatchBytes:    1 << 20,
+		Heartbeat:        time.Second,
+		ExportChunkBytes: 1 << 20,
+		MaxIDLen:         validate.DefaultLimits().MaxIDLen,
+	}
+}
+
+// Validate reports every problem with c.
+func (c SourceConfig) Validate() error {
+	var errs []error
+	if c.MaxBatchEvents <= 0 || c.MaxBatchBytes <= 0 {
+		errs = append(errs, fmt.Errorf("replication: MaxBatchEvents and MaxBatchBytes must be > 0 (got %d, %d)", c.MaxBatchEvents, c.MaxBatchBytes))
+	}
+	if c.Heartbeat <= 0 {
+		errs = append(errs, fmt.Errorf("replication: Heartbeat must be > 0, got %v", c.Heartbeat))
+	}
+	if c.ExportChunkBytes <= 0 || c.ExportChunkBytes > 3<<20 {
+		errs = append(errs, fmt.Errorf("replication: ExportChunkBytes must be in (0, 3 MiB] (gRPC's message bound), got %d", c.ExportChunkBytes))
+	}
+	if c.MaxIDLen <= 0 {
+		errs = append(errs, fmt.Errorf("replication: MaxIDLen must be > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Source serves ReplicationService on a cell node: the tenant change
+// streams and exports other cells' standbys read.
+type Source struct {
+	replicationv1.UnimplementedReplicationServiceServer
+	st  SourceStore
+	cfg SourceConfig
+	log *slog.Logger
+
+	sent     prometheus.Counter
+	exported prometheus.Counter
+	trimmed  prometheus.Counter
+}
+
+// NewSource returns the ReplicationService of a node.
+func NewSource(st SourceStore, cfg SourceConfig) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Source{
+		st: st, cfg: cfg, log: log.With("component", "replication-source"),
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_replication_source_events_sent_total",
+			Help: "Change events this node streamed to standbys.",
+		}),
+		exported: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_replication_source_export_bytes_total",
+			Help: "Bytes of tenant exports this node sent.",
+		}),
+		trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_replication_source_trimmed_total",
+			Help: "Streams refused because the change log no longer held the standby's position (the standby bootstraps again).",
+		}),
+	}, nil
+}
+
+// Collectors returns the source's metrics.
+func (s *Source) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.sent, s.exported, s.trimmed}
+}
+
+func (s *Source) checkTenant(tenant string) error {
+	if !validate.ValidID(tenant, s.cfg.MaxIDLen) {
+		return rpcerr.ToStatus(cperr.Invalid(cperr.FieldViolation{Field: "tenant", Description: validate.IDRule(s.cfg.MaxIDLen)}))
+	}
+	return nil
+}
+
+// StreamChanges implements ReplicationService.StreamChanges.
+func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream replicationv1.ReplicationService_StreamChangesServer) error {
+	if err := s.checkTenant(req.GetTenant()); err != nil {
+		return err
+	}
+	maxEvents, maxBytes := s.cfg.MaxBatchEvents, s.cfg.MaxBatchBytes
+	if n := int(req.GetMaxBatchEvents()); n > 0 && n < maxEvents {
+		maxEvents = n
+	}
+	if n := int(req.GetMaxBatchBytes()); n > 0 && n < maxBytes {
+		maxBytes = n
+	}
+	ctx := stream.Context()
+	tenant, after := req.GetTenant(), req.GetAfterTseq()
+	log := s.log.With("tenant", tenant)
+	for {
+		msg, err := s.batch(tenant, after, maxEvents, maxBytes)
+		if err != nil {
+			if errors.Is(err, cperr.ErrChangesTrimmed) {
+				s.trimmed.Inc()
+				log.Warn("standby position no longer in the change log; it must bootstrap again", "after_tseq", after)
+			}
+			return rpcerr.ToStatus(err)
+		}
+		// Events, or a heartbeat (nothing new: the head tells the standby
+		// it is caught up).
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		if n := len(msg.GetEvents()); n > 0 {
+			s.sent.Add(float64(n))
+			after = msg.GetEvents()[n-1].GetTseq()
+			continue // more may be there already
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.Heartbeat)
+		err = s.st.WaitTenant(wctx, tenant, after)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return rpcerr.ToStatus(err)
+		}
+	}
+}
+
+// batch reads the events after `after` within the bounds, with the head.
+func (s *Source) batch(tenant string, after uint64, maxEvents, maxBytes int) (*replicationv1.StreamChangesResponse, error) {
+	msg := &replicationv1.StreamChangesResponse{}
+	err := s.st.ReadReplica(tenant, func(v *store.TenantView) error {
+		rec := v.Record()
+		msg.HeadTseq, msg.SourceRole, msg.SourceEpoch = rec.GetTseq(), rec.GetRole(), rec.GetEpoch()
+		if rec.GetUpdateTimeUnixNano() != 0 {
+			msg.HeadTime = timestamppb.New(time.Unix(0, rec.GetUpdateTimeUnixNano()))
+		}
+		if rec.GetRole() == cellv1.Role_ROLE_STANDBY {
+			return cperr.New(cperr.WrongCell, "the tenant is a standby in this cell, not a source").With(cperr.MetaRole, rec.GetRole().String())
+		}
+		if after > rec.GetTseq() {
+			// The standby is ahead of this member: it diverged (an old
+			// owner's writes) or this member lags. Either way it must not
+			// continue from here.
+			return cperr.New(cperr.ChangesTrimmed, "the standby is at tseq %d, beyond the source's %d", after, rec.GetTseq())
+		}
+		evs, err := v.Changes(after, maxEvents)
+		if errors.Is(err, store.ErrChangesTrimmed) {
+			return cperr.New(cperr.ChangesTrimmed, "the change log starts after tseq %d", after+1)
+		}
+		if err != nil {
+			return err
+		}
+		size := 0
+		for i, e := range evs {
+			size += sizeOf(e)
+			if i > 0 && size > maxBytes {
+				evs = evs[:i]
+				break
+			}
+		}
+		msg.Events = evs
+		return nil
+	})
+	return msg, err
+}
+
+func sizeOf(e *cellv1.ChangeEvent) int { return proto.Size(e) }
+
+// ExportTenant implements ReplicationService.ExportTenant.
+func (s *Source) ExportTenant(req *replicationv1.ExportTenantRequest, stream replicationv1.ReplicationService_ExportTenantServer) error {
+	if err := s.checkTenant(req.GetTenant()); err != nil {
+		return err
+	}
+	chunk := s.cfg.ExportChunkBytes
+	if n := int(req.GetChunkBytes()); n > 0 && n < chunk {
+		chunk = n
+	}
+	var sentBytes, sentKeys uint64
+	start := time.Now()
+	err := s.st.ExportTenant(stream.Context(), req.GetTenant(), chunk, func(c store.ExportChunk) error {
+		sentBytes += uint64(c.Bytes)
+		sentKeys += uint64(len(c.Pairs))
+		s.exported.Add(float64(c.Bytes))
+		return stream.Send(&replicationv1.ExportTenantResponse{Pairs: c.Pairs, Record: c.Record, SentBytes: sentBytes, SentKeys: sentKeys})
+	})
+	if err != nil {
+		return rpcerr.ToStatus(err)
+	}
+	s.log.Info("tenant exported", "tenant", req.GetTenant(), "bytes", sentBytes, "keys", sentKeys, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
