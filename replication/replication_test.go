@@ -33,7 +33,6 @@ type pair struct {
 func newPair(t *testing.T, srcOpts ...func(*cells.Config)) *pair {
 	t.Helper()
 	env := cptest.New(t)
-	env.AddReplica(t, "cp1")
 	src := env.CreateCell(t, "us-east", "east-a", 1, srcOpts...)[0]
 	dst := env.CreateCell(t, "eu-west", "west-a", 1)[0]
 	p := &pair{src: src, dst: dst}

@@ -1,0 +1,314 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/controlplane"
+	"github.com/cellplane/cellplane/controlplane/cptest"
+	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/testutil"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	"github.com/cellplane/cellplane/router"
+	"github.com/cellplane/cellplane/router/auth"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// platform is a control plane on real etcd with real cells and a router,
+// all in this process over loopback.
+type platform struct {
+	env *cptest.Env
+	cp  cpv1.ControlPlaneServiceClient
+	rt  *router.Server
+	// data is a ContextService client of the router.
+	data contextv1.ContextServiceClient
+}
+
+// newPlatform starts etcd and a control plane replica (opts adjust it).
+// Cells are added by the test; the router by startRouter.
+func newPlatform(t *testing.T, opts ...func(*controlplane.Config)) *platform {
+	t.Helper()
+	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
+	env.AddReplica(t, "cp1", append([]func(*controlplane.Config){fastController}, opts...)...)
+	return &platform{env: env, cp: env.Client(t)}
+}
+
+// fastController shortens the controller's waits so that tests finish
+// quickly (the move's cleanup grace most of all).
+func fastController(c *controlplane.Config) {
+	c.Controller.RetryMin = 10 * time.Millisecond
+	c.Controller.RetryMax = 200 * time.Millisecond
+}
+
+func (p *platform) startRouter(t *testing.T) {
+	t.Helper()
+	cfg := router.DefaultConfig()
+	cfg.EtcdEndpoints = p.env.Endpoints
+	cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t)
+	cfg.Auth.Mode = auth.ModeNone
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Logger = testutil.Logger(t).With("component", "router")
+	r, err := router.Start(testutil.Context(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	p.rt = r
+	p.data = contextv1.NewContextServiceClient(dial(t, r.GRPCAddr()))
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// createTenant places tenant on cell, optionally with a standby region,
+// and waits until the router routes it and its context "chat" exists.
+func (p *platform) createTenant(t *testing.T, ctx context.Context, tenant, region, cell, standbyRegion string) {
+	t.Helper()
+	if _, err := p.cp.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: tenant, HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}); err != nil {
+		t.Fatalf("create tenant: %v", err)
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		_, err := p.data.CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "chat"})
+		if err == nil || errors.Is(rpcerr.FromStatus(err), cperr.ErrAlreadyExists) {
+			return nil
+		}
+		return err
+	})
+}
+
+// retryable says whether a client should retry a call that failed with
+// err (with the same request id): what the platform promises is
+// transient.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.FailedPrecondition, codes.Aborted:
+		// FAILED_PRECONDITION: WRONG_CELL / STALE_EPOCH seen while a
+		// placement flips (the router retries once; a client retries too).
+		return !errors.Is(rpcerr.FromStatus(err), cperr.ErrSequenceMismatch)
+	}
+	return false
+}
+
+// ---- a porcupine model of one context: appends and linearizable reads ----
+
+type opInput struct {
+	append bool
+	value  string
+}
+
+type opOutput struct {
+	seq    uint64 // appends: the seq the entry got
+	values string // reads: the texts joined with ","
+}
+
+var contextModel = porcupine.Model{
+	Init: func() any { return "" },
+	Step: func(state, input, output any) (bool, any) {
+		st, in, out := state.(string), input.(opInput), output.(opOutput)
+		if in.append {
+			next := st + in.value + ","
+			return out.seq == uint64(strings.Count(next, ",")), next
+		}
+		return out.values == st, st
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(opInput), output.(opOutput)
+		if in.append {
+			return fmt.Sprintf("append(%s) → %d", in.value, out.seq)
+		}
+		return fmt.Sprintf("read() → %d entries", strings.Count(out.values, ","))
+	},
+}
+
+// load drives clients that append to and read tenant/chat through the
+// router, retrying every failure the platform calls transient with the
+// same request id until it succeeds (an operation's interval spans all its
+// attempts), and records a porcupine history and every ack time.
+type load struct {
+	data   contextv1.ContextServiceClient
+	tenant string
+	start  time.Time
+
+	mu        sync.Mutex
+	history   []porcupine.Operation
+	ackTimes  []time.Time
+	acked     map[string]uint64 // value → seq
+	failures  []error           // non-retryable failures (a test failure)
+	retries   int
+	readEvery int
+}
+
+func newLoad(data contextv1.ContextServiceClient, tenant string) *load {
+	return &load{data: data, tenant: tenant, start: time.Now(), acked: map[string]uint64{}, readEvery: 3}
+}
+
+// run starts clients until ctx ends; wait with the returned func.
+func (l *load) run(ctx context.Context, clients int) (wait func()) {
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				if i%l.readEvery == l.readEvery-1 {
+					l.read(ctx, c)
+				} else {
+					l.append(ctx, c, fmt.Sprintf("c%d-%d", c, i))
+				}
+			}
+		}()
+	}
+	return wg.Wait
+}
+
+func (l *load) call(ctx context.Context, fn func(context.Context) error) (bool, time.Time, time.Time) {
+	call := time.Now()
+	for {
+		cctx, cancel := context.WithTimeout(tenantmd.Outgoing(context.WithoutCancel(ctx), l.tenant, 0), 10*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil {
+			return true, call, time.Now()
+		}
+		if !retryable(err) {
+			l.mu.Lock()
+			l.failures = append(l.failures, err)
+			l.mu.Unlock()
+			return false, call, time.Now()
+		}
+		if ctx.Err() != nil {
+			// The test is ending: an operation left pending is not in the
+			// history (it may or may not have been applied).
+			return false, call, time.Now()
+		}
+		l.mu.Lock()
+		l.retries++
+		l.mu.Unlock()
+		time.Sleep(5 * time.Millisecond) // client backoff between attempts
+	}
+}
+
+func (l *load) append(ctx context.Context, client int, value string) {
+	var seq uint64
+	ok, call, ret := l.call(ctx, func(cctx context.Context) error {
+		resp, err := l.data.Append(cctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: value,
+			Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: value}}}})
+		seq = resp.GetFirstSeq()
+		return err
+	})
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acked[value] = seq
+	l.ackTimes = append(l.ackTimes, ret)
+	l.history = append(l.history, porcupine.Operation{ClientId: client, Input: opInput{append: true, value: value},
+		Call: call.Sub(l.start).Nanoseconds(), Output: opOutput{seq: seq}, Return: ret.Sub(l.start).Nanoseconds()})
+}
+
+func (l *load) read(ctx context.Context, client int) {
+	var vals string
+	ok, call, ret := l.call(ctx, func(cctx context.Context) error {
+		v, err := readAll(cctx, l.data)
+		vals = v
+		return err
+	})
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.history = append(l.history, porcupine.Operation{ClientId: client, Input: opInput{},
+		Call: call.Sub(l.start).Nanoseconds(), Output: opOutput{values: vals}, Return: ret.Sub(l.start).Nanoseconds()})
+}
+
+// readAll reads every entry of chat linearizably, in pages.
+func readAll(ctx context.Context, c contextv1.ContextServiceClient) (string, error) {
+	var b strings.Builder
+	for from := uint64(1); ; {
+		resp, err := c.Read(ctx, &contextv1.ReadRequest{ContextId: "chat", Start: &contextv1.ReadRequest_FromSeq{FromSeq: from}, MaxEntries: 1000})
+		if err != nil {
+			return "", err
+		}
+		for _, e := range resp.GetEntries() {
+			b.WriteString(e.GetText())
+			b.WriteByte(',')
+		}
+		if len(resp.GetEntries()) == 0 || resp.GetNextSeq() > resp.GetLastSeq() {
+			return b.String(), nil
+		}
+		from = resp.GetNextSeq()
+	}
+}
+
+// check verifies the history is linearizable, nothing failed for good,
+// and every acknowledged append is in the final state exactly once at the
+// seq it was acknowledged with. It returns the longest gap between two
+// consecutive acknowledgements.
+func (l *load) check(t *testing.T, ctx context.Context) time.Duration {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, err := range l.failures {
+		t.Errorf("a client request failed for good: %v", err)
+	}
+	final, err := readAll(tenantmd.Outgoing(ctx, l.tenant, 0), l.data)
+	if err != nil {
+		t.Fatalf("final read: %v", err)
+	}
+	entries := strings.Split(strings.TrimSuffix(final, ","), ",")
+	seen := map[string]int{}
+	for i, v := range entries {
+		if prev, dup := seen[v]; dup && v != "" {
+			t.Errorf("entry %q appears at seq %d and %d", v, prev+1, i+1)
+		}
+		seen[v] = i
+	}
+	for v, seq := range l.acked {
+		i, ok := seen[v]
+		if !ok {
+			t.Errorf("acknowledged append %q (seq %d) is lost", v, seq)
+		} else if uint64(i+1) != seq {
+			t.Errorf("acknowledged append %q got seq %d but is at %d", v, seq, i+1)
+		}
+	}
+	res := porcupine.CheckOperationsTimeout(contextModel, l.history, 60*time.Second)
+	if res != porcupine.Ok {
+		t.Errorf("history of %d operations is not linearizable (%v)", len(l.history), res)
+	}
+	times := slices.Clone(l.ackTimes)
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	var gap time.Duration
+	for i := 1; i < len(times); i++ {
+		gap = max(gap, times[i].Sub(times[i-1]))
+	}
+	t.Logf("%d operations (%d appends acknowledged, %d retried attempts), longest gap between acks %v",
+		len(l.history), len(l.acked), l.retries, gap.Round(time.Millisecond))
+	return gap
+}
