@@ -137,6 +137,9 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 
 	// Partition. Writers outside the region start now, through the router:
 	// every acknowledgement they get comes from the promoted standby.
+	if r, err := p.cp.GetTenant(ctx, &cpv1.GetTenantRequest{Id: "acme"}); err == nil {
+		t.Logf("before the cut: %v, replication %v", r.GetTenant(), r.GetReplication())
+	}
 	cut := time.Now()
 	for _, px := range proxies {
 		px.Cut()
@@ -246,14 +249,25 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 		onNew[v] = true
 	}
 	oldCell := cellv1.NewCellServiceClient(dial(t, east.GRPCAddr()))
-	lc, err := oldCell.ListChanges(ctx, &cellv1.ListChangesRequest{Tenant: "acme", AfterTseq: fo.GetPromotedTseq(), Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
 	beyond := map[string]bool{}
-	for _, ev := range lc.GetEvents() {
-		if a := ev.GetCommand().GetAppend(); a != nil {
-			beyond[ev.GetCommand().GetRequestId()] = true
+	var events uint64
+	for after := fo.GetPromotedTseq(); ; {
+		lc, err := oldCell.ListChanges(ctx, &cellv1.ListChangesRequest{Tenant: "acme", AfterTseq: after, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range lc.GetEvents() {
+			if ev.GetTseq() > fo.GetOldOwnerTseq() {
+				break // the fence itself
+			}
+			events++
+			if ev.GetCommand().GetAppend() != nil {
+				beyond[ev.GetCommand().GetRequestId()] = true
+			}
+			after = ev.GetTseq()
+		}
+		if len(lc.GetEvents()) < 1000 || after >= fo.GetOldOwnerTseq() {
+			break
 		}
 	}
 	var ackedLost []string
@@ -265,9 +279,9 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 			}
 		}
 	}
-	if fo.GetLostEvents() != uint64(len(beyond)) || !fo.GetOldOwnerReported() {
-		t.Errorf("failover reports %d lost events (reported=%v); the old owner holds %d events beyond tseq %d",
-			fo.GetLostEvents(), fo.GetOldOwnerReported(), len(beyond), fo.GetPromotedTseq())
+	if fo.GetLostEvents() != events || events != uint64(len(beyond)) || !fo.GetOldOwnerReported() {
+		t.Errorf("failover reports %d lost events (reported=%v); the old owner holds %d events (%d appends) in (%d, %d]",
+			fo.GetLostEvents(), fo.GetOldOwnerReported(), events, len(beyond), fo.GetPromotedTseq(), fo.GetOldOwnerTseq())
 	}
 	for v := range beyond {
 		if onNew[v] {
