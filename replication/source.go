@@ -85,6 +85,10 @@ type Source struct {
 	sent     prometheus.Counter
 	exported prometheus.Counter
 	trimmed  prometheus.Counter
+
+	// closing ends open streams when the node shuts down.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 // NewSource returns the ReplicationService of a node.
@@ -96,8 +100,9 @@ func NewSource(st SourceStore, cfg SourceConfig) (*Source, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	closing, closeFn := context.WithCancel(context.Background())
 	return &Source{
-		st: st, cfg: cfg, log: log.With("component", "replication-source"),
+		st: st, cfg: cfg, log: log.With("component", "replication-source"), closing: closing, close: closeFn,
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cellplane_replication_source_events_sent_total",
 			Help: "Change events this node streamed to standbys.",
@@ -111,6 +116,22 @@ func NewSource(st SourceStore, cfg SourceConfig) (*Source, error) {
 			Help: "Streams refused because the change log no longer held the standby's position (the standby bootstraps again).",
 		}),
 	}, nil
+}
+
+// Close ends open streams and exports with CELL_UNAVAILABLE (the standby
+// resumes on another member), so that a node's graceful stop does not wait
+// for them. Call it when the node starts shutting down; it is idempotent.
+func (s *Source) Close() { s.close() }
+
+// streamContext is the call's context, also ended by Close.
+func (s *Source) streamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closing, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+func (s *Source) closedErr() error {
+	return rpcerr.ToStatus(cperr.New(cperr.CellUnavailable, "the node is shutting down; resume on another member").WithRetryAfter(100 * time.Millisecond))
 }
 
 // Collectors returns the source's metrics.
@@ -137,7 +158,8 @@ func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream r
 	if n := int(req.GetMaxBatchBytes()); n > 0 && n < maxBytes {
 		maxBytes = n
 	}
-	ctx := stream.Context()
+	ctx, done := s.streamContext(stream.Context())
+	defer done()
 	tenant, after := req.GetTenant(), req.GetAfterTseq()
 	log := s.log.With("tenant", tenant)
 	for {
@@ -162,6 +184,9 @@ func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream r
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.Heartbeat)
 		err = s.st.WaitTenant(wctx, tenant, after)
 		cancel()
+		if s.closing.Err() != nil {
+			return s.closedErr()
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -223,13 +248,18 @@ func (s *Source) ExportTenant(req *replicationv1.ExportTenantRequest, stream rep
 	}
 	var sentBytes, sentKeys uint64
 	start := time.Now()
-	err := s.st.ExportTenant(stream.Context(), req.GetTenant(), chunk, func(c store.ExportChunk) error {
+	ctx, done := s.streamContext(stream.Context())
+	defer done()
+	err := s.st.ExportTenant(ctx, req.GetTenant(), chunk, func(c store.ExportChunk) error {
 		sentBytes += uint64(c.Bytes)
 		sentKeys += uint64(len(c.Pairs))
 		s.exported.Add(float64(c.Bytes))
 		return stream.Send(&replicationv1.ExportTenantResponse{Pairs: c.Pairs, Record: c.Record, SentBytes: sentBytes, SentKeys: sentKeys})
 	})
 	if err != nil {
+		if s.closing.Err() != nil {
+			return s.closedErr()
+		}
 		return rpcerr.ToStatus(err)
 	}
 	s.log.Info("tenant exported", "tenant", req.GetTenant(), "bytes", sentBytes, "keys", sentKeys, "took", time.Since(start).Round(time.Millisecond))
