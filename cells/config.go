@@ -1,6 +1,7 @@
 package cells
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/replication"
+	"google.golang.org/grpc"
 )
 
 // Config configures a Node. Start it from DefaultConfig and set NodeID,
@@ -63,6 +66,22 @@ type Config struct {
 	// they outlive a node that dies without Close (0: registry.DefaultTTL;
 	// at least registry.MinTTL).
 	RegistryTTL time.Duration
+	// AuthorityTTL and AuthorityDriftMargin configure the cell authority
+	// lease the node keeps while it leads (with a Registry only; see
+	// registry.Authority): it acknowledges writes only while its last
+	// renewal was sent less than AuthorityTTL − AuthorityDriftMargin ago.
+	// 0: registry.DefaultAuthorityTTL (5s) / registry.DefaultDriftMargin (1s).
+	AuthorityTTL, AuthorityDriftMargin time.Duration
+
+	// Replication configures the standby side (the sink that keeps this
+	// cell's STANDBY tenants up to date, run while the node leads; only
+	// with a Registry, through which it finds source cells). Connect is
+	// set by the node. ReplicationDialOptions dial source cells (nil:
+	// plaintext).
+	Replication            replication.SinkConfig
+	ReplicationDialOptions []grpc.DialOption
+	// ReplicationSource configures the ReplicationService every node serves.
+	ReplicationSource replication.SourceConfig
 
 	// MCP configures the MCP worker the node serves on its HTTP port at
 	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off.
@@ -109,6 +128,9 @@ func DefaultConfig() Config {
 		Store:           store.DefaultConfig(),
 		MCP:             mcp.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
+
+		Replication:       replication.DefaultSinkConfig(),
+		ReplicationSource: replication.DefaultSourceConfig(),
 	}
 }
 
@@ -120,6 +142,16 @@ func (c Config) Validate() error {
 	if !c.MCPDisabled {
 		if err := c.MCP.Validate(); err != nil {
 			add("MCP: %v", err)
+		}
+	}
+	if err := c.ReplicationSource.Validate(); err != nil {
+		add("ReplicationSource: %v", err)
+	}
+	if c.Registry != nil {
+		sc := c.Replication
+		sc.Connect = func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, nil } // set by the node
+		if err := sc.Validate(); err != nil {
+			add("Replication: %v", err)
 		}
 	}
 	if c.CellID != "" && !validate.ValidID(c.CellID, validate.DefaultMaxIDLen) {
@@ -182,6 +214,11 @@ func (c Config) Validate() error {
 	}
 	if c.RegistryTTL != 0 && c.RegistryTTL < registry.MinTTL {
 		add("RegistryTTL must be 0 (default %s) or ≥ %s, got %s", registry.DefaultTTL, registry.MinTTL, c.RegistryTTL)
+	}
+	if c.Registry != nil && c.CellID != "" {
+		if err := authorityConfig(c, nil).Validate(); err != nil {
+			add("Authority: %w", err)
+		}
 	}
 	if c.ShutdownTimeout < 0 {
 		add("ShutdownTimeout must be ≥ 0, got %s", c.ShutdownTimeout)

@@ -25,6 +25,7 @@ import (
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/serve"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	"github.com/cellplane/cellplane/replication"
 )
 
 // Node is one running member of a cell: its store plus the gRPC and HTTP
@@ -36,7 +37,11 @@ type Node struct {
 
 	st        *store.Store
 	registrar *registry.Registrar // nil without a registry
+	authority *registry.Authority // nil without a registry
 	svc       *service.Server
+	source    *replication.Source
+	sink      *replication.Sink      // nil without a registry
+	conns     *replication.CellConns // the sink's connections to source cells
 	grpcSrv   *grpc.Server
 	httpSrv   *http.Server
 	mcp       *mcp.Worker      // nil when disabled
@@ -159,11 +164,34 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	leader.st.Store(st)
 
+	srcCfg := cfg.ReplicationSource
+	srcCfg.Logger = base
+	source, err := replication.NewSource(st, srcCfg)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("cells: replication source: %w", err)
+	}
+	var sink *replication.Sink
+	var conns *replication.CellConns
+	if cfg.Registry != nil {
+		conns = replication.NewCellConns(cfg.Registry, base, cfg.ReplicationDialOptions...)
+		sinkCfg := cfg.Replication
+		sinkCfg.Connect = conns.Connect
+		sinkCfg.Logger = base
+		if sink, err = replication.NewSink(st, sinkCfg); err != nil {
+			_ = st.Close()
+			return nil, fmt.Errorf("cells: replication sink: %w", err)
+		}
+	}
+
 	svcCfg := service.DefaultConfig()
 	svcCfg.Limits = cfg.Limits
 	svcCfg.Node = info
 	svcCfg.CellID = cfg.CellID
 	svcCfg.Logger = base
+	if sink != nil {
+		svcCfg.Replication = sink
+	}
 	svc, err := service.New(st, svcCfg)
 	if err != nil {
 		_ = st.Close()
@@ -178,6 +206,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		st:        st,
 		registrar: reg,
 		svc:       svc,
+		source:    source,
+		sink:      sink,
+		conns:     conns,
 		health:    health.NewServer(),
 		reg:       prometheus.NewRegistry(),
 		grpcLis:   grpcLis,
@@ -191,6 +222,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	n.reg.MustRegister(st.Collectors()...)
+	n.reg.MustRegister(source.Collectors()...)
+	if sink != nil {
+		n.reg.MustRegister(sink.Collectors()...)
+	}
 	n.grpcSrv = n.newGRPCServer()
 	if !cfg.MCPDisabled {
 		// The worker calls this node's own gRPC API: the node forwards to
@@ -202,6 +237,16 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 	}
 	n.httpSrv = n.newHTTPServer()
+	if cfg.Registry != nil {
+		// Installed before the node serves: a leader acknowledges no write
+		// before it has published its authority (and applied its fences).
+		if n.authority, err = startAuthority(cfg, st, leader, base); err != nil {
+			bgCancel()
+			_ = st.Close()
+			return nil, err
+		}
+		n.reg.MustRegister(n.authority.Collectors()...)
+	}
 
 	// Not serving until the store knows a leader (healthLoop flips it).
 	for _, name := range healthServices() {
@@ -226,6 +271,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	go n.watchStore()
 	go n.healthLoop()
 	go n.registerLoop()
+	if sink != nil {
+		n.bgWG.Add(1)
+		go func() {
+			defer n.bgWG.Done()
+			sink.Run(n.bg)
+		}()
+	}
 
 	log.Info("node started", "raft", info.RaftAddr, "grpc", info.GrpcAddr, "http", info.HttpAddr,
 		"data_dir", cfg.DataDir, "bootstrap", len(cfg.Bootstrap) > 0, "join", cfg.Join)
@@ -256,6 +308,9 @@ func (n *Node) Info() *cellv1.NodeInfo {
 
 // Store returns the node's store.
 func (n *Node) Store() *store.Store { return n.st }
+
+// Authority returns the node's authority keeper (nil without a registry).
+func (n *Node) Authority() *registry.Authority { return n.authority }
 
 // Done is closed when the node has stopped: by itself, because its store
 // failed (Err says why), or after Close.
@@ -316,6 +371,7 @@ func (n *Node) stop(cause error) {
 			}
 		}()
 		svcErr := n.svc.Close()
+		n.source.Close()
 		wg.Wait()
 		n.serveWG.Wait()
 		if n.mcpConn != nil {
@@ -329,8 +385,14 @@ func (n *Node) stop(cause error) {
 		// leadership); after the hand-over, so that the new leader's key
 		// replaces ours with hardly a gap.
 		var regErr error
+		if n.authority != nil {
+			_ = n.authority.Close() // gives the authority up before the registration goes
+		}
 		if n.registrar != nil {
 			regErr = n.registrar.Close()
+		}
+		if n.conns != nil {
+			_ = n.conns.Close()
 		}
 		stErr := n.st.Close()
 		n.stopErr = errors.Join(wrapErr("services", svcErr), wrapErr("registry", regErr), wrapErr("store", stErr))

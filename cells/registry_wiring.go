@@ -89,3 +89,29 @@ func fromRegistry(ctx context.Context, cfg *Config, base *slog.Logger) error {
 	log.Info("the cell was formed without this node; joining it", "via", cfg.Join)
 	return nil
 }
+
+// authorityConfig is the authority keeper's configuration for cfg.
+func authorityConfig(cfg Config, log *slog.Logger) registry.AuthorityConfig {
+	ac := registry.DefaultAuthorityConfig()
+	ac.Cell, ac.NodeID, ac.Logger = cfg.CellID, cfg.NodeID, log
+	if cfg.AuthorityTTL > 0 {
+		ac.TTL = cfg.AuthorityTTL
+	}
+	if cfg.AuthorityDriftMargin > 0 {
+		ac.DriftMargin = cfg.AuthorityDriftMargin
+	}
+	return ac
+}
+
+// startAuthority starts the node's authority keeper (with a registry
+// only) and installs it as the store's write gate: the node acknowledges
+// writes only while it leads with a valid authority lease, and applies
+// the fences of emergency promotions (cells/registry/authority.go).
+func startAuthority(cfg Config, st *store.Store, leader registry.LeaderSource, log *slog.Logger) (*registry.Authority, error) {
+	a, err := registry.StartAuthority(cfg.Registry, authorityConfig(cfg, log), leader, st)
+	if err != nil {
+		return nil, fmt.Errorf("cells: authority: %w", err)
+	}
+	st.SetAuthority(a)
+	return a, nil
+}

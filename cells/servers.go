@@ -25,6 +25,7 @@ import (
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
 )
 
 // recvHeadroom is added to Limits.MaxRequestBytes for gRPC's receive
@@ -73,6 +74,7 @@ func (n *Node) newGRPCServer() *grpc.Server {
 		),
 	)
 	n.svc.Register(gs)
+	replicationv1.RegisterReplicationServiceServer(gs, n.source)
 	healthpb.RegisterHealthServer(gs, &healthServer{Server: n.health, closing: n.bg})
 	reflection.Register(gs)
 	metrics.InitializeMetrics(gs)

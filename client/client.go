@@ -7,6 +7,18 @@
 // (the cell applies a request id once). When the cell cannot be reached
 // directly, calls fall back to the router.
 //
+// # Moves and failovers
+//
+// While a tenant is cut over to another cell, its old owner is fenced and
+// its new one not yet the owner: both answer WRONG_CELL (or STALE_EPOCH),
+// and a router whose hold ran out answers TENANT_MOVING. The client then
+// looks the tenant up again with a short backoff (RetryBackoff, doubling
+// up to MaxRetryBackoff) until the route changes, then tries again, for at
+// most MovingWait and never past the call's deadline; these tries do not
+// count against MaxAttempts. While the route says the tenant is cutting over
+// (LookupResponse.cutting_over), calls go through the router, which holds
+// them and forwards them to the new owner at the flip.
+//
 //	cfg := client.DefaultConfig()
 //	cfg.Router, cfg.Tenant, cfg.APIKey = "127.0.0.1:7100", "acme", secret
 //	c, err := client.New(cfg)
@@ -59,6 +71,13 @@ type Config struct {
 	MaxAttempts int
 	// RouteTTL: a cached route older than this is looked up again.
 	RouteTTL time.Duration
+	// MovingWait bounds how long one call waits for the tenant's route to
+	// change after WRONG_CELL, STALE_EPOCH or TENANT_MOVING (a move or
+	// failover in progress), looking it up again with backoff. 0: 5 s.
+	MovingWait time.Duration
+	// RetryBackoff is the first delay between those lookups (doubling up
+	// to MaxRetryBackoff). 0: 20 ms and 250 ms.
+	RetryBackoff, MaxRetryBackoff time.Duration
 	// DialOptions are added to every connection (TLS credentials, …);
 	// without them connections are plaintext.
 	DialOptions []grpc.DialOption
@@ -66,9 +85,17 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Defaults of the moving-tenant waits.
+const (
+	DefaultMovingWait      = 5 * time.Second
+	DefaultRetryBackoff    = 20 * time.Millisecond
+	DefaultMaxRetryBackoff = 250 * time.Millisecond
+)
+
 // DefaultConfig returns the defaults; Router and Tenant must be set.
 func DefaultConfig() Config {
-	return Config{Direct: true, MaxAttempts: 4, RouteTTL: time.Minute}
+	return Config{Direct: true, MaxAttempts: 4, RouteTTL: time.Minute,
+		MovingWait: DefaultMovingWait, RetryBackoff: DefaultRetryBackoff, MaxRetryBackoff: DefaultMaxRetryBackoff}
 }
 
 // Validate reports an unusable configuration.
@@ -82,8 +109,26 @@ func (c Config) Validate() error {
 		return errors.New("client: MaxAttempts must be at least 1")
 	case c.RouteTTL <= 0:
 		return errors.New("client: RouteTTL must be positive")
+	case c.MovingWait < 0 || c.RetryBackoff < 0 || c.MaxRetryBackoff < 0:
+		return errors.New("client: MovingWait, RetryBackoff and MaxRetryBackoff must not be negative")
+	case c.RetryBackoff > 0 && c.MaxRetryBackoff > 0 && c.MaxRetryBackoff < c.RetryBackoff:
+		return errors.New("client: MaxRetryBackoff is below RetryBackoff")
 	}
 	return nil
+}
+
+// withDefaults fills the zero moving-wait settings.
+func (c Config) withDefaults() Config {
+	if c.MovingWait == 0 {
+		c.MovingWait = DefaultMovingWait
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = DefaultRetryBackoff
+	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = max(DefaultMaxRetryBackoff, c.RetryBackoff)
+	}
+	return c
 }
 
 // Client is safe for concurrent use.
@@ -99,11 +144,17 @@ type Client struct {
 }
 
 type route struct {
-	cell    string
-	epoch   uint64
-	leader  string
-	members []string
-	at      time.Time
+	cell        string
+	epoch       uint64
+	cuttingOver bool
+	leader      string
+	members     []string
+	at          time.Time
+}
+
+// differs reports a placement change: another cell, epoch or cutover flag.
+func (r *route) differs(o *route) bool {
+	return o == nil || r.cell != o.cell || r.epoch != o.epoch || r.cuttingOver != o.cuttingOver
 }
 
 // New returns a client. It does not contact anything yet: the first call
@@ -112,6 +163,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -156,7 +208,7 @@ func (c *Client) Lookup(ctx context.Context) (*routerv1.LookupResponse, error) {
 	if err != nil {
 		return nil, rpcerr.FromStatus(err)
 	}
-	r := &route{cell: resp.GetCell(), epoch: resp.GetEpoch(), at: time.Now()}
+	r := &route{cell: resp.GetCell(), epoch: resp.GetEpoch(), cuttingOver: resp.GetCuttingOver(), at: time.Now()}
 	for _, m := range resp.GetMembers() {
 		if m.GetLeader() {
 			r.leader = m.GetGrpcAddr()
@@ -235,26 +287,42 @@ type conn Client
 func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	c := (*Client)(cc)
 	args = withRequestID(args)
-	var lastErr error
+	var (
+		lastErr error
+		mw      = c.newMovingWait()
+	)
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		if ctx.Err() != nil {
 			break
 		}
-		if !c.cfg.Direct || attempt == c.cfg.MaxAttempts-1 && attempt > 0 {
-			// Last resort (or by choice): through the router.
+		var r *route
+		viaRouter := !c.cfg.Direct || attempt == c.cfg.MaxAttempts-1 && attempt > 0
+		if !viaRouter {
+			var err error
+			if r, err = c.cached(ctx); err != nil {
+				if !retryable(err) {
+					return err
+				}
+				lastErr = err
+				continue
+			}
+			// During a cutover neither cell takes the call: the router
+			// holds it and forwards it at the flip.
+			viaRouter = r.cuttingOver
+		}
+		if viaRouter {
+			// Last resort, by choice, or during a cutover: through the router.
 			err := rpcerr.FromStatus(c.router.Invoke(c.routerContext(ctx), method, args, reply, opts...))
 			if err == nil || !retryable(err) {
 				return err
 			}
 			lastErr = err
-			continue
-		}
-		r, err := c.cached(ctx)
-		if err != nil {
-			if !retryable(err) {
-				return err
+			if moving(err) {
+				if !c.awaitMove(ctx, mw, r) {
+					break
+				}
+				attempt-- // waiting out a move costs time (MovingWait), not attempts
 			}
-			lastErr = err
 			continue
 		}
 		addr := r.leader
@@ -283,8 +351,13 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 			} else {
 				c.forget()
 			}
-		case errors.As(err, &ce) && (ce.Reason == cperr.WrongCell || ce.Reason == cperr.StaleEpoch):
-			c.forget() // the tenant moved or its epoch changed: look it up again
+		case moving(err):
+			// The tenant moved, its epoch changed, or it is being cut
+			// over: wait (briefly) until the router has a new route.
+			if !c.awaitMove(ctx, mw, r) {
+				return lastErr
+			}
+			attempt--
 		case retryable(err):
 			c.setLeader("") // that node is gone: try another member
 		default:
@@ -298,10 +371,87 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 	return lastErr
 }
 
+// movingWait is one call's budget for waiting on a moving tenant.
+type movingWait struct {
+	since   time.Time
+	backoff time.Duration
+}
+
+func (c *Client) newMovingWait() *movingWait { return &movingWait{backoff: c.cfg.RetryBackoff} }
+
+// awaitMove forgets the cached route and looks the tenant up again until
+// the route differs from old (nil: any route will do, after a backoff),
+// the call's MovingWait runs out or the next backoff would pass ctx's
+// deadline. The first lookup is immediate when there is an old route to
+// compare with (the router often knows the new route already); later ones
+// back off. It reports whether the call may try again. A route that says
+// the tenant is cutting over counts as a change: the next try goes
+// through the router, which holds the call until the flip.
+func (c *Client) awaitMove(ctx context.Context, mw *movingWait, old *route) bool {
+	c.forget()
+	if mw.since.IsZero() {
+		mw.since = time.Now()
+	}
+	for now := old != nil; ; now = false {
+		if !now {
+			if time.Since(mw.since)+mw.backoff > c.cfg.MovingWait || !sleep(ctx, mw.backoff) {
+				return false
+			}
+			mw.backoff = min(2*mw.backoff, c.cfg.MaxRetryBackoff)
+		} else if time.Since(mw.since) >= c.cfg.MovingWait {
+			return false
+		}
+		if _, err := c.Lookup(ctx); err != nil {
+			if !retryable(err) {
+				return false
+			}
+			continue
+		}
+		c.mu.Lock()
+		r := c.route
+		c.mu.Unlock()
+		if r != nil && r.differs(old) {
+			c.log.Debug("cellplane client: new route", "cell", r.cell, "epoch", r.epoch, "cutting_over", r.cuttingOver)
+			return true
+		}
+	}
+}
+
+// moving reports the answers of a tenant whose placement is changing.
+func moving(err error) bool {
+	var ce *cperr.Error
+	if !errors.As(err, &ce) {
+		return false
+	}
+	switch ce.Reason {
+	case cperr.WrongCell, cperr.StaleEpoch, cperr.TenantMoving:
+		return true
+	}
+	return false
+}
+
+// sleep waits d unless ctx ends first or its deadline comes before d has
+// passed; it reports whether the caller may go on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 func (cc *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	c := (*Client)(cc)
 	if c.cfg.Direct {
-		if r, err := c.cached(ctx); err == nil {
+		// A tenant being cut over is served by neither cell: the router
+		// holds the stream's start until the flip.
+		if r, err := c.cached(ctx); err == nil && !r.cuttingOver {
 			// Streams (Watch) are served by any member: no retry once open.
 			if addr := pickMember(r, 0); addr != "" {
 				if cn, err := c.conn(addr); err == nil {

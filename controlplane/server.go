@@ -127,6 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	acfg := cfg.API
 	acfg.Logger = log
 	acfg.RegistryEndpoints, acfg.RegistryPrefix = endpoints, cfg.EtcdPrefix
+	acfg.Cells = s.cells // GetTenant shows the standby's replication
 	svc, err := api.New(st, acfg)
 	if err != nil {
 		return nil, err

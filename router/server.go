@@ -119,6 +119,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mcfg := cfg.MCP
 	mcfg.Logger = log
 	mcfg.WWWAuthenticate = s.authn.WWWAuthenticate
+	mcfg.WaitChange = s.waitMCPRoute
 	if s.mcp, err = mcpproxy.New(mcfg, s.workers, s.checkHTTP); err != nil {
 		return nil, err
 	}
@@ -340,19 +341,34 @@ func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
 	return true
 }
 
-// workers are the HTTP endpoints serving MCP for the tenant's cell: every
-// live member (a worker runs in each node) and any registered worker pool
-// (computed once per route; shared, read-only).
-func (s *Server) workers(tenant string) (string, []string, bool) {
+// mcpRoute is the MCP proxy's route of a tenant: its cell and the HTTP
+// endpoints serving MCP there — every live member (a worker runs in each
+// node) and any registered worker pool (computed once per cell route;
+// shared, read-only).
+func (s *Server) mcpRoute(r routing.Route) mcpproxy.Route {
+	mr := mcpproxy.Route{Cell: r.Cell, Epoch: r.Epoch, CuttingOver: r.CuttingOver}
+	if c, ok := s.table.Cell(r.Cell); ok {
+		mr.Workers = c.MCPHTTP()
+	}
+	return mr
+}
+
+// workers is the MCP proxy's Resolver.
+func (s *Server) workers(tenant string) (mcpproxy.Route, bool) {
 	r, ok := s.table.Lookup(tenant)
 	if !ok {
-		return "", nil, false
+		return mcpproxy.Route{}, false
 	}
-	c, ok := s.table.Cell(r.Cell)
+	return s.mcpRoute(r), true
+}
+
+// waitMCPRoute is the MCP proxy's Waiter.
+func (s *Server) waitMCPRoute(ctx context.Context, tenant string, seen mcpproxy.Route) (mcpproxy.Route, bool, error) {
+	r, ok, err := s.table.WaitChange(ctx, tenant, routing.Route{Cell: seen.Cell, Epoch: seen.Epoch, CuttingOver: seen.CuttingOver})
 	if !ok {
-		return r.Cell, nil, true
+		return mcpproxy.Route{}, false, err
 	}
-	return r.Cell, c.MCPHTTP(), true
+	return s.mcpRoute(r), true, err
 }
 
 func first(md metadata.MD, key string) string {
@@ -366,7 +382,7 @@ func first(md metadata.MD, key string) string {
 type resolver struct{ t *routing.Table }
 
 func (r resolver) target(route routing.Route) forward.Target {
-	tg := forward.Target{Cell: route.Cell, Epoch: route.Epoch}
+	tg := forward.Target{Cell: route.Cell, Epoch: route.Epoch, CuttingOver: route.CuttingOver}
 	if c, ok := r.t.Cell(route.Cell); ok {
 		tg.LeaderAddr, tg.Members = c.LeaderGRPC, c.MemberGRPC()
 	}
@@ -383,6 +399,14 @@ func (r resolver) Resolve(tenant string) (forward.Target, bool) {
 
 func (r resolver) Refresh(ctx context.Context, tenant string) (forward.Target, bool, error) {
 	route, ok, err := r.t.Refresh(ctx, tenant)
+	if !ok {
+		return forward.Target{}, false, err
+	}
+	return r.target(route), true, err
+}
+
+func (r resolver) WaitChange(ctx context.Context, tenant string, seen forward.Target) (forward.Target, bool, error) {
+	route, ok, err := r.t.WaitChange(ctx, tenant, routing.Route{Cell: seen.Cell, Epoch: seen.Epoch, CuttingOver: seen.CuttingOver})
 	if !ok {
 		return forward.Target{}, false, err
 	}
@@ -452,7 +476,7 @@ func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) 
 	if !ok {
 		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", tenant)
 	}
-	resp := &routerv1.LookupResponse{Tenant: tenant, Cell: route.Cell, Epoch: route.Epoch, TableRevision: l.s.table.Revision()}
+	resp := &routerv1.LookupResponse{Tenant: tenant, Cell: route.Cell, Epoch: route.Epoch, TableRevision: l.s.table.Revision(), CuttingOver: route.CuttingOver}
 	if c, ok := l.s.table.Cell(route.Cell); ok {
 		for _, n := range c.Members {
 			m := &routerv1.Member{NodeId: n.ID, GrpcAddr: n.GRPCAddr, HttpAddr: n.HTTPAddr, Leader: n.ID == c.LeaderID}

@@ -9,6 +9,8 @@
 //	cells/<c>/nodes/<n>   Node           leased: one per running node (Registrar)
 //	cells/<c>/leader      CellLeader     leased: the Raft leader's (Registrar)
 //	cells/<c>/bootstrap   CellBootstrap  the first expected_members nodes (WaitBootstrap)
+//	cells/<c>/authority   CellAuthority  leased: the leader may acknowledge writes (Authority)
+//	cells/<c>/fence/<t>   CellFence      written by an emergency promotion; applied and reported by the leader
 //
 // A Registrar holds a session (a lease of Config.TTL kept alive by the
 // topo store) and puts the node's record under it, so the record vanishes
@@ -31,6 +33,13 @@
 // every node then reads that record back, so all agree on one member list.
 // A node listed bootstraps Raft with the list; a node not listed (a
 // latecomer) joins the cell through a listed member's gRPC address.
+//
+// The Authority keeper (authority.go, fence.go) is the cell leader's
+// authority lease: the node acknowledges writes only while its last
+// renewal was sent less than TTL − DriftMargin ago, on its monotonic clock,
+// and applies the fences of emergency promotions before it publishes or
+// renews (see docs/failover.md). cells.Start installs it as the store's
+// write gate (store.SetAuthority).
 //
 // Usage (cells.Start does this when cells.Config.Registry is set):
 //

@@ -26,6 +26,8 @@ A cordoned cell keeps serving its tenants but takes no new ones.`,
 		newCellCreateCmd(a),
 		newCellCordonCmd(a, true),
 		newCellCordonCmd(a, false),
+		newCellFailoverCmd(a), newCellPromoteCmd(a), // failover.go
+		newCellDrainCmd(a), // move.go
 	)
 }
 

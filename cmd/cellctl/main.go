@@ -167,6 +167,8 @@ table for people (-o table) or the API's messages as JSON or YAML for scripts
 		newRegionCmd(a),
 		newCellCmd(a),
 		newTenantCmd(a),
+		newFailoverCmd(a),
+		newMoveCmd(a),
 		newVersionCmd(a),
 	)
 	return root

@@ -28,13 +28,15 @@ its API keys for good.`,
 		newTenantListCmd(a),
 		newTenantDeleteCmd(a),
 		newKeyCmd(a),
+		newTenantFailoverCmd(a), newTenantPromoteCmd(a), newTenantChangesCmd(a), // failover.go
+		newTenantMoveCmd(a), newStandbyCmd(a), // move.go, standby.go
 	)
 }
 
 func newTenantCreateCmd(a *app) *cobra.Command {
 	var (
-		region, cell string
-		limits       controlplanev1.TenantLimits
+		region, cell, standbyRegion string
+		limits                      controlplanev1.TenantLimits
 	)
 	cmd := &cobra.Command{
 		Use:   "create <id> --region <region>",
@@ -45,7 +47,8 @@ when the placement is published (the tenant is ACTIVE and routable) or the
 creation failed. --rate, --burst and --max-bytes are the tenant's limits
 (0: the components' defaults).`,
 		Example: `  cellctl tenant create acme --region eu-west-1
-  cellctl tenant create globex --region eu-west-1 --cell eu1-b --rate 50 --burst 100 --max-bytes 10000000000`,
+  cellctl tenant create globex --region eu-west-1 --cell eu1-b --rate 50 --burst 100 --max-bytes 10000000000
+  cellctl tenant create initech --region eu-west-1 --standby-region us-east-1`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if region == "" {
@@ -59,7 +62,7 @@ creation failed. --rate, --burst and --max-bytes are the tenant's limits
 				return err
 			}
 			defer c.Close()
-			req := &controlplanev1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell}
+			req := &controlplanev1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}
 			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 {
 				req.Limits = &controlplanev1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes}
 			}
@@ -71,14 +74,19 @@ creation failed. --rate, --burst and --max-bytes are the tenant's limits
 			}
 			return a.print(resp, func(w io.Writer) error {
 				t := resp.GetTenant()
-				_, err := fmt.Fprintf(w, "tenant %s created on cell %s (region %s, epoch %d, %s)\n",
-					t.GetId(), t.GetCell(), t.GetHomeRegion(), t.GetEpoch(), tenantState(t.GetState()))
+				standby := ""
+				if t.GetStandbyCell() != "" {
+					standby = ", standby " + t.GetStandbyCell()
+				}
+				_, err := fmt.Fprintf(w, "tenant %s created on cell %s (region %s, epoch %d, %s%s)\n",
+					t.GetId(), t.GetCell(), t.GetHomeRegion(), t.GetEpoch(), tenantState(t.GetState()), standby)
 				return err
 			})
 		},
 	}
 	cmd.Flags().StringVar(&region, "region", "", "the tenant's home region (required)")
 	cmd.Flags().StringVar(&cell, "cell", "", "place on this cell instead of letting the policy choose")
+	cmd.Flags().StringVar(&standbyRegion, "standby-region", "", "give the tenant a standby in this (other) region")
 	cmd.Flags().Float64Var(&limits.Rate, "rate", 0, "requests per second of the tenant's token bucket (0: default)")
 	cmd.Flags().Uint32Var(&limits.Burst, "burst", 0, "burst of the tenant's token bucket (0: default)")
 	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store (0: default)")
@@ -90,7 +98,10 @@ func newTenantGetCmd(a *app) *cobra.Command {
 		Use:   "get <id>",
 		Short: "Show a tenant's placement and limits",
 		Long: `Show a tenant's placement: its home region, owner cell, standby cell,
-state and epoch (which grows each time the tenant moves), and its limits.`,
+state and epoch (which grows each time the tenant moves), and its limits.
+When the tenant has a standby, its lag behind the owner (events and time,
+as the standby cell's leader reports it) is shown too; an operation in
+progress (a move, a failover) is named.`,
 		Example: `  cellctl tenant get acme
   cellctl tenant get acme -o json`,
 		Args: exactArgs("id"),
@@ -113,6 +124,12 @@ state and epoch (which grows each time the tenant moves), and its limits.`,
 				f.add("Home region", t.GetHomeRegion())
 				f.add("Cell", t.GetCell())
 				f.add("Standby cell", t.GetStandbyCell())
+				if r := resp.GetReplication(); r != nil {
+					f.add("Standby lag", standbyLine(r)) // standby.go
+				}
+				if op := t.GetOperationId(); op != "" {
+					f.add("Operation", op)
+				}
 				f.add("State", tenantState(t.GetState()))
 				f.add("Epoch", fmt.Sprint(t.GetEpoch()))
 				l := t.GetLimits()

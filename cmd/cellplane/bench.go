@@ -29,12 +29,21 @@ Scenarios:
   router      appends and reads direct to a cell leader vs via the router vs
               via the smart client; router memory with 1M placements
   mcp         MCP tools/call (context_append, context_read) direct to a
-              worker process vs via the router; worker CPU per call`,
+              worker process vs via the router; worker CPU per call
+  replication the lag of a standby in another region, with an injected
+              one-way delay and without, at half of write saturation
+  move        the write pause clients see through the router during live
+              tenant moves (1 MiB and 64 MiB tenants) vs the write latency
+  failover    in-cell leader kills and region promotions: the time to the
+              first acknowledged write through the router; the RPO`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
   cellplane bench placement --json > placement.json
   cellplane bench router --json > router.json
-  cellplane bench mcp --json > mcp.json`,
+  cellplane bench mcp --json > mcp.json
+  cellplane bench replication --json > replication.json
+  cellplane bench move --json > move.json
+  cellplane bench failover --json > failover.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -49,7 +58,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std))
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std)}, newBenchIssue7Cmds(std)...)...)
 	return cmd
 }
 

@@ -205,6 +205,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	cp.StringVar(&etcd.CAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (TLS)")
 	cp.DurationVar(&etcd.DialTimeout, "etcd-dial-timeout", etcd.DialTimeout, "how long connecting to etcd may take")
 	cp.DurationVar(&cfg.RegistryTTL, "registry-ttl", registry.DefaultTTL, "lease TTL of the node's registry keys: how long they outlive a node that dies without stopping")
+	cp.DurationVar(&cfg.AuthorityTTL, "authority-ttl", registry.DefaultAuthorityTTL, "etcd lease TTL of the cell leader's authority (whole seconds): an emergency promotion waits for it to expire")
+	cp.DurationVar(&cfg.AuthorityDriftMargin, "authority-drift-margin", registry.DefaultDriftMargin, "the leader stops acknowledging writes this long before its authority lease can expire in etcd")
 
 	mcpf := pflag.NewFlagSet("mcp", pflag.ContinueOnError)
 	mcpf.BoolVar(&cfg.MCPDisabled, "mcp-disabled", false, "do not serve the MCP worker at /t/<tenant>/mcp on the HTTP port")

@@ -93,6 +93,10 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	ctl.DurationVar(&cfg.Controller.CellCallTimeout, "cell-call-timeout", cfg.Controller.CellCallTimeout, "bound on one call to a cell")
 	ctl.DurationVar(&cfg.API.WorkflowWait, "workflow-wait", cfg.API.WorkflowWait, "how long tenant create/delete calls wait for their workflow when the caller set no deadline")
 	ctl.IntVar(&cfg.API.MaxPageSize, "max-page-size", cfg.API.MaxPageSize, "largest ListTenants page")
+	ctl.DurationVar(&cfg.Controller.Failover.LeaseMargin, "failover-lease-margin", cfg.Controller.Failover.LeaseMargin, "an emergency promotion waits this long after the old cell's authority lease expired")
+	ctl.BoolVar(&cfg.Controller.AutoPromote.Enabled, "auto-promote", false, "promote the standbys of a cell's tenants when the cell stays unhealthy (may lose the writes they have not received)")
+	ctl.DurationVar(&cfg.Controller.AutoPromote.UnhealthyFor, "auto-promote-after", cfg.Controller.AutoPromote.UnhealthyFor, "how long a cell must stay unhealthy before --auto-promote acts")
+	ctl.StringSliceVar(&cfg.Controller.AutoPromote.Regions, "auto-promote-regions", nil, "regions whose cells --auto-promote covers (comma-separated; empty: all)")
 
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")

@@ -100,7 +100,7 @@ x-cellplane-tenant and is trusted).`,
 	lim.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message")
 	lim.Int64Var(&cfg.MCP.MaxBodyBytes, "max-mcp-body-bytes", cfg.MCP.MaxBodyBytes, "largest MCP request body (413 above)")
 	lim.DurationVar(&cfg.Forward.DefaultTimeout, "default-timeout", cfg.Forward.DefaultTimeout, "deadline of a call whose caller set none")
-	lim.DurationVar(&cfg.Forward.MovingHold, "moving-hold", cfg.Forward.MovingHold, "how long a call waits for a moving tenant before UNAVAILABLE")
+	lim.DurationVar(&cfg.Forward.MovingHold, "moving-hold", cfg.Forward.MovingHold, "how long a call (gRPC or MCP) of a tenant being cut over or moving waits before UNAVAILABLE TENANT_MOVING / 503")
 
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
@@ -116,6 +116,7 @@ x-cellplane-tenant and is trusted).`,
 
 func runRouter(cmd *cobra.Command, cfg router.Config, stopSignals func()) error {
 	ctx := cmd.Context()
+	cfg.MCP.CutoverHold = cfg.Forward.MovingHold // one flag bounds both holds
 	s, err := router.Start(ctx, cfg)
 	if err != nil {
 		var le *router.ListenError

@@ -52,19 +52,23 @@ type Config struct {
 	RegistryEndpoints []string
 	RegistryPrefix    string
 	Logger            *slog.Logger
+	// Cells reads a standby's replication for GetTenant (nil: never shown);
+	// StandbyStatusTimeout bounds that read (see standby.go).
+	Cells                CellReader
+	StandbyStatusTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
 		MaxIDLen: 63, DefaultPageSize: 100, MaxPageSize: 1000, MaxScanPerPage: 10000,
-		WorkflowWait: 30 * time.Second, MaxDescriptionLen: 256,
+		WorkflowWait: 30 * time.Second, MaxDescriptionLen: 256, StandbyStatusTimeout: time.Second,
 	}
 }
 
 // Validate reports an unusable configuration.
 func (c Config) Validate() error {
-	if c.MaxIDLen < 1 || c.DefaultPageSize < 1 || c.MaxPageSize < c.DefaultPageSize || c.MaxScanPerPage < c.MaxPageSize || c.WorkflowWait <= 0 || c.MaxDescriptionLen < 0 {
+	if c.MaxIDLen < 1 || c.DefaultPageSize < 1 || c.MaxPageSize < c.DefaultPageSize || c.MaxScanPerPage < c.MaxPageSize || c.WorkflowWait <= 0 || c.MaxDescriptionLen < 0 || c.StandbyStatusTimeout <= 0 {
 		return fmt.Errorf("api: invalid config %+v", c)
 	}
 	return nil
@@ -323,7 +327,11 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if _, err := placement.Pick(cands, placement.Request{Region: req.GetHomeRegion(), Cell: req.GetCell()}); err != nil {
 		return nil, err
 	}
-	t := &cpv1.Tenant{Id: req.GetId(), HomeRegion: req.GetHomeRegion(), Limits: req.GetLimits()}
+	standby, err := s.standbyForCreate(ctx, req) // standby.go
+	if err != nil {
+		return nil, err
+	}
+	t := &cpv1.Tenant{Id: req.GetId(), HomeRegion: req.GetHomeRegion(), Limits: req.GetLimits(), StandbyCell: standby}
 	if t.Limits == nil {
 		t.Limits = &cpv1.TenantLimits{}
 	}
@@ -363,7 +371,7 @@ func (s *Server) GetTenant(ctx context.Context, req *cpv1.GetTenantRequest) (*cp
 	if err != nil {
 		return nil, err
 	}
-	return &cpv1.GetTenantResponse{Tenant: t}, nil
+	return &cpv1.GetTenantResponse{Tenant: t, Replication: s.standbyLag(ctx, t)}, nil
 }
 
 // ListTenants implements ControlPlaneService.

@@ -26,6 +26,12 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// CellCallTimeout bounds one call to a cell.
 	CellCallTimeout time.Duration
+	// Moves configures live moves, drains and standbys.
+	Moves MoveConfig
+	// Failover configures switchovers and emergency promotions;
+	// AutoPromote the automatic promotion policy (off by default).
+	Failover    FailoverConfig
+	AutoPromote AutoPromoteConfig
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// TestingKnobs are hooks for tests only.
@@ -39,6 +45,12 @@ type Knobs struct {
 	// process had died right there (the step stays recorded, nothing of it
 	// done).
 	BeforeStep func(ctx context.Context, wf *cpv1.Workflow) error
+	// BeforeMoveStep is BeforeStep for moves: it runs before the leader
+	// acts on a move's recorded state; an error stops the leader acting on
+	// that move (as if it died there).
+	BeforeMoveStep func(ctx context.Context, mv *cpv1.Move) error
+	// BeforeFailoverStep is BeforeStep for failovers.
+	BeforeFailoverStep func(ctx context.Context, fo *cpv1.Failover) error
 	// Abandon makes Run exit like a killed process: no resignation and no
 	// lease revocation, so successors wait for the lease to expire.
 	Abandon bool
@@ -52,6 +64,9 @@ func DefaultConfig() Config {
 		RetryMin:               100 * time.Millisecond,
 		RetryMax:               5 * time.Second,
 		CellCallTimeout:        10 * time.Second,
+		Moves:                  DefaultMoveConfig(),
+		Failover:               DefaultFailoverConfig(),
+		AutoPromote:            DefaultAutoPromoteConfig(),
 	}
 }
 
@@ -73,5 +88,7 @@ func (c Config) Validate() error {
 	if c.CellCallTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("controller: CellCallTimeout %v <= 0", c.CellCallTimeout))
 	}
+	errs = append(errs, c.Moves.Validate())
+	errs = append(errs, c.Failover.Validate(), c.AutoPromote.Validate())
 	return errors.Join(errs...)
 }

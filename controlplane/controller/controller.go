@@ -38,6 +38,8 @@ type Controller struct {
 
 	leading atomic.Bool
 	m       metrics
+	mm      moveMetrics
+	fm      failoverMetrics
 }
 
 // New returns a controller; Run starts it.
@@ -49,14 +51,16 @@ func New(st topo.Store, cells Cells, cfg Config) (*Controller, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Controller{cfg: cfg, st: st, cells: cells, log: log.With("controller", cfg.ID), m: newMetrics()}, nil
+	return &Controller{cfg: cfg, st: st, cells: cells, log: log.With("controller", cfg.ID), m: newMetrics(), mm: newMoveMetrics(), fm: newFailoverMetrics()}, nil
 }
 
 // IsLeader reports whether this replica leads right now.
 func (c *Controller) IsLeader() bool { return c.leading.Load() }
 
 // Collectors returns the controller's Prometheus collectors.
-func (c *Controller) Collectors() []prometheus.Collector { return c.m.collectors() }
+func (c *Controller) Collectors() []prometheus.Collector {
+	return append(append(c.m.collectors(), c.mm.collectors()...), c.fm.collectors()...)
+}
 
 // Run campaigns, leads while elected, and campaigns again when leadership
 // is lost, until ctx ends; then it resigns (so a successor takes over at
@@ -132,6 +136,10 @@ func (c *Controller) campaignAndLead(ctx context.Context) error {
 func (c *Controller) lead(ctx context.Context, lead topo.Leadership) error {
 	r := &runner{c: c, lead: lead, running: map[string]bool{}, sem: make(chan struct{}, c.cfg.MaxConcurrentWorkflows)}
 	defer r.wg.Wait()
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.leadMoves(ctx) }() // moves, drains, standbys: move_runner.go
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.leadFailovers(ctx) }() // failovers and the promotion policy: failover.go
 	for ctx.Err() == nil {
 		rev, err := catalog.Each(ctx, c.st, topo.WorkflowsPrefix, 0, func(kv topo.KV) error {
 			r.consider(ctx, kv)

@@ -66,6 +66,9 @@ func StartDelete(ctx context.Context, st topo.Store, id string) error {
 	case cpv1.TenantState_TENANT_STATE_CREATING:
 		return cperr.New(cperr.TenantBusy, "tenant %s is still being created; try again when it is ACTIVE", id)
 	}
+	if op := t.GetOperationId(); op != "" { // a move, failover or standby change holds it
+		return cperr.New(cperr.TenantBusy, "tenant %s is busy with operation %s; try again when it ends", id, op)
+	}
 	now := timestamppb.Now()
 	t.State = cpv1.TenantState_TENANT_STATE_DELETING
 	t.UpdateTime = now

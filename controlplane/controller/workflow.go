@@ -115,9 +115,12 @@ func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 		pub.Cell = wf.GetCell()
 		pub.Epoch = firstEpoch
 		pub.UpdateTime = timestamppb.Now()
-		err := r.commit(ctx,
-			[]topo.Cond{topo.IfVersion(wkey, v), topo.IfVersion(topo.TenantKey(pub.GetId()), tv)},
-			[]topo.Op{topo.Put(topo.TenantKey(pub.GetId()), catalog.Encode(pub)), topo.Del(wkey)})
+		conds, ops, err := r.publishStandby(ctx, pub, // standby.go: counts the standby chosen at create
+			[]topo.Cond{topo.IfVersion(wkey, v), topo.IfVersion(topo.TenantKey(pub.GetId()), tv)}, []topo.Op{topo.Del(wkey)})
+		if err != nil {
+			return err
+		}
+		err = r.commit(ctx, conds, append(ops, topo.Put(topo.TenantKey(pub.GetId()), catalog.Encode(pub))))
 		if err == nil {
 			c.m.finished.WithLabelValues("tenant_create", "done").Inc()
 			c.log.Info("tenant placed", "tenant", pub.GetId(), "cell", pub.GetCell(), "epoch", pub.GetEpoch())
@@ -142,6 +145,9 @@ func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 			if err != nil {
 				return fmt.Errorf("cell %s: delete %s: %w", wf.GetCell(), wf.GetTenant(), err)
 			}
+		}
+		if err := r.deleteStandbyCopy(ctx, wf); err != nil { // standby.go
+			return err
 		}
 		return r.advance(ctx, wf, v, cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE)
 
@@ -181,7 +187,11 @@ func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 				return err
 			}
 		}
-		err := r.commit(ctx, conds, ops)
+		conds, ops, err := r.unloadStandby(ctx, wf.GetTenant(), conds, ops) // standby.go
+		if err != nil {
+			return err
+		}
+		err = r.commit(ctx, conds, ops)
 		if err == nil {
 			c.m.finished.WithLabelValues("tenant_delete", "done").Inc()
 			c.log.Info("tenant deleted", "tenant", wf.GetTenant(), "cell", wf.GetCell())

@@ -526,11 +526,23 @@ func (e *Env) waitHealthy(ctx context.Context, admin cpv1.ControlPlaneServiceCli
 	}
 }
 
-// demo creates tenant "demo" (and a key with auth on).
+// demo creates tenant "demo" (and a key with auth on). With a second
+// region, the tenant gets a standby there (also when it existed already:
+// a platform started again keeps it).
 func (e *Env) demo(ctx context.Context, admin cpv1.ControlPlaneServiceClient) error {
 	e.progress("creating the demo tenant")
-	_, err := admin.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "demo", HomeRegion: e.cfg.Regions[0]})
-	if err != nil && !exists(err) {
+	standby := ""
+	if len(e.cfg.Regions) > 1 {
+		standby = e.cfg.Regions[1]
+	}
+	_, err := admin.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "demo", HomeRegion: e.cfg.Regions[0], StandbyRegion: standby})
+	switch {
+	case err == nil:
+	case exists(err) && standby != "":
+		if err := e.demoStandby(ctx, admin, standby); err != nil {
+			return err
+		}
+	case !exists(err):
 		return fmt.Errorf("create tenant demo: %w", rpcerr.FromStatus(err))
 	}
 	e.state.DemoTenant = "demo"
@@ -540,6 +552,25 @@ func (e *Env) demo(ctx context.Context, admin cpv1.ControlPlaneServiceClient) er
 			return fmt.Errorf("create the demo API key: %w", rpcerr.FromStatus(err))
 		}
 		e.state.DemoAPIKey = k.GetSecret()
+	}
+	return nil
+}
+
+// demoStandby gives an existing demo tenant its standby in region unless it
+// has one (best effort).
+func (e *Env) demoStandby(ctx context.Context, admin cpv1.ControlPlaneServiceClient, region string) error {
+	t, err := admin.GetTenant(ctx, &cpv1.GetTenantRequest{Id: "demo"})
+	if err != nil {
+		return fmt.Errorf("get tenant demo: %w", rpcerr.FromStatus(err))
+	}
+	if t.GetTenant().GetStandbyCell() != "" {
+		return nil
+	}
+	e.progress("giving the demo tenant a standby in %s", region)
+	if _, err := admin.SetStandby(ctx, &cpv1.SetStandbyRequest{Tenant: "demo", Region: region}); err != nil {
+		// Not fatal: the tenant may have been failed over to that region,
+		// or be busy; the platform works without it.
+		e.progress("the demo tenant keeps no standby: %v", rpcerr.FromStatus(err))
 	}
 	return nil
 }

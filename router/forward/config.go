@@ -21,9 +21,13 @@ type Config struct {
 	// DefaultTimeout is the deadline given to a call whose caller set
 	// none. Default 10 s.
 	DefaultTimeout time.Duration
-	// MovingHold is how long a call is held (retried with backoff) while
-	// its tenant is TENANT_MOVING before it fails with UNAVAILABLE
-	// TENANT_MOVING + RetryInfo. Default 2 s.
+	// MovingHold bounds how long one call is held while its tenant moves:
+	// while the placement says the tenant is cutting over (the call waits
+	// for the placement to change, then goes to the new owner), and while
+	// cells answer TENANT_MOVING (retried with backoff). Both share the
+	// budget, counted from the call's first hold. When it runs out the
+	// call fails with UNAVAILABLE TENANT_MOVING + RetryInfo; the call's
+	// deadline ends a hold earlier. Default 2 s.
 	MovingHold time.Duration
 	// MaxRetries is how many retries a call makes right away (following a
 	// leader hint, trying the next member, after a placement refresh).

@@ -58,10 +58,15 @@
 //   - NOT_LEADER: retry at the hinted leader (metadata "leader"), which is
 //     also remembered for the cell until the routing table names another
 //     leader; without a hint, try the next member.
-//   - WRONG_CELL / STALE_EPOCH: Resolver.Refresh the tenant and retry once
-//     with the new target (a second one is returned to the caller).
+//   - WRONG_CELL / STALE_EPOCH: retry with the table's route if it changed
+//     since the call started; otherwise Resolver.Refresh the tenant and
+//     retry once with the new target (a second one is returned to the
+//     caller).
 //   - TENANT_MOVING: keep retrying with backoff for up to MovingHold, then
 //     UNAVAILABLE TENANT_MOVING with RetryInfo.
+//   - WRONG_CELL, STALE_EPOCH or TENANT_MOVING while the tenant's placement
+//     says it is cutting over (looked up again, or re-read by Refresh when
+//     the table had not seen the cutover yet): hold the call (below).
 //   - CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED or a connection failure:
 //     try the next member (then re-resolve and start over).
 //   - Anything else is the answer.
@@ -72,6 +77,28 @@
 // leader election. Retries stop at FailoverHold after the first failure
 // and never go past the call's deadline: a backoff that would end after the
 // deadline is not started.
+//
+// # Cutovers: a pause, not errors
+//
+// A move or failover marks the placement cutting_over right before it
+// fences the old owner, and clears the flag in the same etcd transaction
+// that names the new owner at epoch + 1. In between, the old owner is
+// FENCED and the new one STANDBY: both refuse the tenant's calls with
+// WRONG_CELL. So a call whose Target says CuttingOver is not sent at all:
+// it is held in Resolver.WaitChange until the placement changes, then
+// forwarded to the new owner (with the new epoch). A call that was already
+// refused because the table lagged (the router had not seen the flag yet)
+// finds the flag through Refresh and is held the same way. The hold costs
+// no etcd traffic: the table's watch releases every held call of the
+// tenant at once. A hold is bounded by MovingHold (shared with the
+// TENANT_MOVING retries of the call) and by the call's deadline; when
+// MovingHold runs out the call fails with UNAVAILABLE TENANT_MOVING and
+// RetryInfo (UnavailableRetryAfter). The hold happens before any frame is
+// sent, so it is the same for every method, streaming ones included.
+// Metrics: cellplane_router_forward_held_total{trigger} (cutting_over: the
+// route said so; refused: a cell refused the call during the cutover) and
+// cellplane_router_forward_hold_duration_seconds{outcome} (released,
+// expired, canceled, gone). Holds are logged at debug.
 //
 // # Why retrying is safe
 //
@@ -84,5 +111,8 @@
 // re-sending the same frame, byte for byte, applies it at most once.
 // Clients must set request ids for that guarantee; a write without one may
 // be applied twice when a retry follows an ambiguous failure. Reads are
-// always safe to retry.
+// always safe to retry. Across a cutover the same holds: the new owner
+// applied the old one's changes up to the fence, request ids included, so
+// a write retried there after an ambiguous answer from the old owner is
+// still applied once.
 package forward

@@ -31,6 +31,7 @@ type fakeCell struct {
 	md     []metadata.MD
 	errs   []error // returned by Append, in order, before succeeding
 	always error   // returned by GetContext every time
+	onErr  func()  // run by Append before it returns one of errs
 }
 
 func startFake(t *testing.T) *fakeCell {
@@ -74,8 +75,12 @@ func (fc *fakeCell) Append(ctx context.Context, req *contextv1.AppendRequest) (*
 	if len(fc.errs) > 0 {
 		err, fc.errs = fc.errs[0], fc.errs[1:]
 	}
+	hook := fc.onErr
 	fc.mu.Unlock()
 	if err != nil {
+		if hook != nil {
+			hook()
+		}
 		return nil, err
 	}
 	return &contextv1.AppendResponse{FirstSeq: 7, LastSeq: uint64(6 + len(req.GetEntries()))}, nil
@@ -263,6 +268,94 @@ func TestForwardFake(t *testing.T) {
 		}
 		if ce := rpcerr.FromStatus(err).(*cperr.Error); ce.RetryAfter <= 0 {
 			t.Errorf("CELL_UNAVAILABLE without RetryInfo: %v", err)
+		}
+	})
+}
+
+// TestHoldFake covers the hold's branches against a scripted cell.
+func TestHoldFake(t *testing.T) {
+	ctx := testutil.Context(t, 20*time.Second)
+	fc := startFake(t)
+	res := newResolver()
+	cfg := testConfig()
+	cfg.MovingHold = 5 * time.Second
+	client, fwd, _ := startRouter(t, cfg, res)
+	base := Target{Cell: "c1", Epoch: 4, LeaderAddr: fc.addr, Members: []string{fc.addr}}
+
+	t.Run("TENANT_MOVING while the route says cutting over: held until the flip", func(t *testing.T) {
+		res.set("acme", base)
+		cutting := base
+		cutting.CuttingOver = true
+		fc.mu.Lock()
+		fc.errs = []error{cperr.New(cperr.TenantMoving, "moving")}
+		// The table learns of the cutover while the cell answers.
+		fc.onErr = func() { res.set("acme", cutting) }
+		fc.mu.Unlock()
+		t.Cleanup(func() { fc.mu.Lock(); fc.onErr = nil; fc.mu.Unlock() })
+		refused := fwd.m.held.WithLabelValues(holdRefused)
+		before := counterValue(t, refused)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := client.Append(tenantmd.Outgoing(ctx, "acme", 0), &contextv1.AppendRequest{ContextId: "c", RequestId: "r-moving-cutover"})
+			errc <- err
+		}()
+		waitCounter(t, "calls held after TENANT_MOVING", refused, before)
+		flipped := base
+		flipped.Epoch = 5
+		res.set("acme", flipped)
+		if err := <-errc; err != nil {
+			t.Fatalf("Append held across a cutover: %v", err)
+		}
+		calls := fc.calls()
+		if got := calls[len(calls)-1].Get(tenantmd.EpochKey); len(got) != 1 || got[0] != "5" {
+			t.Errorf("retried at epoch %v, want the new placement's 5", got)
+		}
+	})
+
+	t.Run("tenant deleted during the hold is NOT_FOUND", func(t *testing.T) {
+		cutting := base
+		cutting.CuttingOver = true
+		res.set("gone", cutting)
+		held := fwd.m.held.WithLabelValues(holdRoute)
+		before := counterValue(t, held)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := client.GetContext(tenantmd.Outgoing(ctx, "gone", 0), &contextv1.GetContextRequest{ContextId: "c"})
+			errc <- err
+		}()
+		waitCounter(t, "held calls", held, before)
+		res.remove("gone")
+		if err := <-errc; status.Code(err) != codes.NotFound || !errors.Is(rpcerr.FromStatus(err), cperr.ErrTenantNotFound) {
+			t.Fatalf("held call of a deleted tenant: %v, want NOT_FOUND TENANT_NOT_FOUND", err)
+		}
+	})
+
+	t.Run("a route change that still cuts over keeps holding", func(t *testing.T) {
+		cutting := base
+		cutting.CuttingOver = true
+		res.set("beta", cutting)
+		held := fwd.m.held.WithLabelValues(holdRoute)
+		before := counterValue(t, held)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := client.Append(tenantmd.Outgoing(ctx, "beta", 0), &contextv1.AppendRequest{ContextId: "c", RequestId: "r-beta"})
+			errc <- err
+		}()
+		waitCounter(t, "held calls", held, before)
+		bumped := cutting
+		bumped.Epoch = 5 // an emergency promotion bumps the epoch first
+		res.set("beta", bumped)
+		waitCounter(t, "held calls", held, before+1)
+		select {
+		case err := <-errc:
+			t.Fatalf("call released while the tenant still cuts over: %v", err)
+		default:
+		}
+		flipped := base
+		flipped.Epoch = 6
+		res.set("beta", flipped)
+		if err := <-errc; err != nil {
+			t.Fatalf("Append after the flip: %v", err)
 		}
 	})
 }

@@ -49,6 +49,16 @@ type Target struct {
 	// Members are the healthy members' gRPC addresses (the leader may be
 	// among them).
 	Members []string
+	// CuttingOver: a move or failover is cutting the tenant over (between
+	// the fence of the old owner and the flip of the placement); calls are
+	// held until the placement changes (see the package doc).
+	CuttingOver bool
+}
+
+// differs reports a placement change that releases a held call: another
+// cell, another epoch, or the cutover flag (addresses do not count).
+func (t Target) differs(o Target) bool {
+	return t.Cell != o.Cell || t.Epoch != o.Epoch || t.CuttingOver != o.CuttingOver
 }
 
 // Resolver maps tenants to targets; the router's routing table adapts to
@@ -59,6 +69,12 @@ type Resolver interface {
 	// Refresh re-reads the tenant's placement (after WRONG_CELL or
 	// STALE_EPOCH from a cell).
 	Refresh(ctx context.Context, tenant string) (Target, bool, error)
+	// WaitChange waits until the tenant's placement differs from seen
+	// (another cell, epoch or CuttingOver) and returns it (ok false: the
+	// tenant is no longer routable), or returns ctx's error when ctx ends
+	// first. It answers at once when the placement already differs. It
+	// must not poll etcd: the change arrives through the table's watch.
+	WaitChange(ctx context.Context, tenant string, seen Target) (Target, bool, error)
 }
 
 // Forwarder forwards calls of tenant-routed services to cells as raw
@@ -209,7 +225,11 @@ func (f *Forwarder) forward(ss grpc.ServerStream, full string, mi methodInfo, kn
 	}
 	c.setTarget(target)
 	if !known || mi.clientStreams {
-		// Several request frames: a plain proxy, never retried.
+		// Several request frames: a plain proxy, never retried; but it
+		// may wait for a cutover before it starts.
+		if err := c.holdWhileCuttingOver(holdRoute); err != nil {
+			return err
+		}
 		return c.proxy()
 	}
 	var req Frame
@@ -245,6 +265,10 @@ type call struct {
 	target     Target
 	candidates []string // addresses in the order to try
 	next       int      // index of the next candidate
+
+	// holdStart is when the call was first held (a cutover) or first
+	// answered TENANT_MOVING: both share the MovingHold budget.
+	holdStart time.Time
 }
 
 func (c *call) setTarget(t Target) {
@@ -415,14 +439,21 @@ func (c *call) try(addr string, req *Frame, serverStreams bool) *attempt {
 func (c *call) retrying(req *Frame, serverStreams bool) error {
 	f := c.f
 	var (
-		retries     int
-		refreshed   bool
-		firstFail   time.Time
-		movingSince time.Time
-		backoff     = f.cfg.RetryBackoff
+		retries   int
+		refreshed bool
+		firstFail time.Time
+		backoff   = f.cfg.RetryBackoff
 	)
 	addr, _ := c.nextAddr()
 	for {
+		if c.target.CuttingOver {
+			// Neither the old owner (fenced) nor the new one (standby)
+			// takes the call before the flip: wait for it here.
+			if err := c.holdWhileCuttingOver(holdRoute); err != nil {
+				return err
+			}
+			addr, _ = c.nextAddr()
+		}
 		if addr == "" {
 			return f.unavailable()
 		}
@@ -452,7 +483,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		var ce *cperr.Error
 		cp := errors.As(rpcerr.FromStatus(err), &ce)
 		var reason string
-		wait := false
+		wait, held := false, false
 		now := time.Now()
 		switch {
 		case cp && ce.Reason == cperr.NotLeader:
@@ -466,35 +497,54 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 				wait = wrapped
 			}
 		case cp && (ce.Reason == cperr.WrongCell || ce.Reason == cperr.StaleEpoch):
-			if refreshed {
-				return c.final(a)
-			}
-			refreshed = true
 			reason = retryStaleRoute
-			t, ok, rerr := f.res.Refresh(c.ctx, c.tenant)
-			if rerr != nil {
-				f.log.Debug("placement refresh failed", "tenant", c.tenant, "err", rerr)
-				return c.final(a)
+			if t, ok := f.res.Resolve(c.tenant); ok && t.differs(c.target) {
+				// The table moved on since the call started.
+				c.setTarget(t)
+			} else if !c.target.CuttingOver {
+				if refreshed {
+					return c.final(a)
+				}
+				refreshed = true
+				t, ok, rerr := f.res.Refresh(c.ctx, c.tenant)
+				if rerr != nil {
+					f.log.Debug("placement refresh failed", "tenant", c.tenant, "err", rerr)
+					return c.final(a)
+				}
+				if !ok {
+					return c.notFound()
+				}
+				c.setTarget(t)
 			}
-			if !ok {
-				return cperr.New(cperr.TenantNotFound, "tenant %q not found", c.tenant).With(cperr.MetaTenant, c.tenant)
+			if c.target.CuttingOver {
+				// A fenced old owner or a standby new one refused the
+				// call during a cutover: hold it until the flip.
+				if err := c.holdWhileCuttingOver(holdRefused); err != nil {
+					return err
+				}
+				held, refreshed = true, false
 			}
-			c.setTarget(t)
 			addr, _ = c.nextAddr()
 		case cp && ce.Reason == cperr.TenantMoving:
 			reason = retryMoving
-			if movingSince.IsZero() {
-				movingSince = now
-			}
-			if now.Sub(movingSince) >= f.cfg.MovingHold {
-				return cperr.New(cperr.TenantMoving, "tenant %q is moving to another cell; retry later", c.tenant).
-					With(cperr.MetaTenant, c.tenant).WithRetryAfter(max(f.cfg.UnavailableRetryAfter, ce.RetryAfter))
-			}
 			if t, ok := f.res.Resolve(c.tenant); ok {
 				c.setTarget(t)
 			}
+			if c.target.CuttingOver {
+				if err := c.holdWhileCuttingOver(holdRefused); err != nil {
+					return err
+				}
+				held = true
+			} else {
+				if c.holdStart.IsZero() {
+					c.holdStart = now
+				}
+				if now.Sub(c.holdStart) >= f.cfg.MovingHold {
+					return c.movingErr(ce.RetryAfter)
+				}
+				wait = true
+			}
 			addr, _ = c.nextAddr()
-			wait = true
 		case (cp && (ce.Reason == cperr.CellUnavailable || ce.Reason == cperr.AuthorityLeaseExpired)) ||
 			(!cp && status.Code(err) == codes.Unavailable):
 			reason = retryUnavailable
@@ -505,7 +555,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		default:
 			return c.final(a)
 		}
-		if reason != retryMoving {
+		if reason != retryMoving && !held {
 			if firstFail.IsZero() {
 				firstFail = now
 			}
@@ -517,7 +567,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		f.m.retries.WithLabelValues(reason).Inc()
 		f.log.Debug("retrying forwarded call", "tenant", c.tenant, "cell", c.target.Cell, "epoch", c.target.Epoch,
 			"method", c.method, "reason", reason, "from", a.addr, "to", addr, "retry", retries, "err", err)
-		if wait || retries > f.cfg.MaxRetries {
+		if !held && (wait || retries > f.cfg.MaxRetries) {
 			if !sleep(c.ctx, backoff) {
 				return c.final(a)
 			}

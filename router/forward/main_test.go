@@ -23,22 +23,50 @@ func TestMain(m *testing.M) {
 }
 
 // testResolver is a Resolver over fixed targets; Refresh returns the
-// refresh target (when set) and counts calls.
+// refresh target (when set) and counts calls; set wakes WaitChange.
 type testResolver struct {
 	mu        sync.Mutex
 	targets   map[string]Target
 	refreshTo map[string]Target
 	refreshes int
+	changed   chan struct{} // closed and replaced by set
 }
 
 func newResolver() *testResolver {
-	return &testResolver{targets: map[string]Target{}, refreshTo: map[string]Target{}}
+	return &testResolver{targets: map[string]Target{}, refreshTo: map[string]Target{}, changed: make(chan struct{})}
 }
 
 func (r *testResolver) set(tenant string, t Target) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.targets[tenant] = t
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *testResolver) remove(tenant string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.targets, tenant)
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *testResolver) WaitChange(ctx context.Context, tenant string, seen Target) (Target, bool, error) {
+	for {
+		r.mu.Lock()
+		t, ok := r.targets[tenant]
+		ch := r.changed
+		r.mu.Unlock()
+		if !ok || t.differs(seen) {
+			return t, ok, nil
+		}
+		select {
+		case <-ctx.Done():
+			return t, ok, ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 func (r *testResolver) Resolve(tenant string) (Target, bool) {

@@ -8,11 +8,13 @@ import (
 // bounded: method is a known method name of a forwarded service or
 // "other", code a gRPC code name, cell a cell id from the routing table
 // (or "" when the tenant did not resolve), reason one of the retry reasons
-// below.
+// below, trigger and outcome the hold triggers and outcomes of hold.go.
 type metrics struct {
-	forwarded *prometheus.CounterVec
-	retries   *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
+	forwarded    *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	held         *prometheus.CounterVec
+	holdDuration *prometheus.HistogramVec
 }
 
 // Retry reasons (the reason label of cellplane_router_forward_retries_total).
@@ -38,9 +40,18 @@ func newMetrics() *metrics {
 			Help:    "Time from receiving a forwarded call to its end (streams: to the stream's end), retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"method"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_router_forward_held_total",
+			Help: "Holds of forwarded calls while their tenant was cut over, by trigger (cutting_over: the route said so; refused: a cell refused the call during the cutover).",
+		}, []string{"trigger"}),
+		holdDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cellplane_router_forward_hold_duration_seconds",
+			Help:    "Time a forwarded call was held for a cutover, by outcome (released, expired, canceled, gone).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"outcome"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.forwarded, m.retries, m.latency}
+	return []prometheus.Collector{m.forwarded, m.retries, m.latency, m.held, m.holdDuration}
 }

@@ -9,6 +9,11 @@
 //	p, _ := mcpproxy.New(cfg, resolve, check)
 //	mux.Handle("/t/", p)
 //
+// While the tenant is being cut over to another cell (Route.CuttingOver),
+// a request waits for the route to change before a worker is picked, for
+// at most Config.CutoverHold (then 503 TENANT_MOVING + Retry-After), so
+// that a move is a pause for MCP clients rather than an error.
+//
 // Errors are JSON {"error":{"reason":…,"message":…}} with the status the
 // reason maps to (401 + WWW-Authenticate, 403, 404, 413, 429 + Retry-After,
 // 503 + Retry-After).
@@ -34,9 +39,26 @@ import (
 	"github.com/cellplane/cellplane/internal/serve"
 )
 
-// Resolver finds the workers (HTTP addresses) of a tenant's cell. It must
-// not block (the router answers it from memory).
-type Resolver func(tenant string) (cell string, workers []string, ok bool)
+// Route is where a tenant's MCP requests go.
+type Route struct {
+	Cell  string
+	Epoch uint64
+	// Workers are the HTTP addresses serving MCP for the cell (shared,
+	// read-only).
+	Workers []string
+	// CuttingOver: a move or failover is cutting the tenant over to
+	// another cell; requests wait for the route to change.
+	CuttingOver bool
+}
+
+// Resolver finds a tenant's route. It must not block (the router answers
+// it from memory).
+type Resolver func(tenant string) (Route, bool)
+
+// Waiter waits until the tenant's route differs from seen (another cell,
+// epoch or CuttingOver) and returns it (ok false: no longer routable), or
+// returns ctx's error when ctx ends first.
+type Waiter func(ctx context.Context, tenant string, seen Route) (Route, bool, error)
 
 // Check authorises a request for tenant (authentication, rate limits). It
 // returns a *cperr.Error to refuse.
@@ -55,18 +77,30 @@ type Config struct {
 	DialTimeout time.Duration
 	// WWWAuthenticate gives the header of a 401 (nil: `Bearer realm="cellplane"`).
 	WWWAuthenticate func(err error) string
-	Logger          *slog.Logger
+	// WaitChange, when set, holds the requests of a tenant that is cutting
+	// over until its route changes (nil: they go to the current cell).
+	WaitChange Waiter
+	// CutoverHold bounds such a hold: then 503 TENANT_MOVING with
+	// Retry-After. Default 2 s (the gRPC forwarder's MovingHold).
+	CutoverHold time.Duration
+	// CutoverRetryAfter is the Retry-After of that 503. Default 1 s.
+	CutoverRetryAfter time.Duration
+	Logger            *slog.Logger
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 4 << 20, FailureCooldown: 2 * time.Second, DialTimeout: 2 * time.Second}
+	return Config{MaxBodyBytes: 4 << 20, FailureCooldown: 2 * time.Second, DialTimeout: 2 * time.Second,
+		CutoverHold: 2 * time.Second, CutoverRetryAfter: time.Second}
 }
 
 // Validate reports an unusable configuration.
 func (c Config) Validate() error {
 	if c.MaxBodyBytes <= 0 || c.FailureCooldown < 0 || c.DialTimeout <= 0 {
 		return errors.New("mcpproxy: MaxBodyBytes and DialTimeout must be positive, FailureCooldown >= 0")
+	}
+	if c.CutoverHold <= 0 || c.CutoverRetryAfter <= 0 {
+		return errors.New("mcpproxy: CutoverHold and CutoverRetryAfter must be positive")
 	}
 	return nil
 }
@@ -83,6 +117,7 @@ type Proxy struct {
 	backend map[string]*backend
 
 	requests *prometheus.CounterVec
+	held     *prometheus.HistogramVec
 }
 
 type backend struct {
@@ -114,6 +149,11 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 			Name: "cellplane_router_mcp_requests_total",
 			Help: "MCP HTTP requests through the router, by method and status class.",
 		}, []string{"method", "status"}),
+		held: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cellplane_router_mcp_hold_duration_seconds",
+			Help:    "Time an MCP request was held while its tenant was cut over, by outcome (released, expired, canceled, gone).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"outcome"}),
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
@@ -156,7 +196,9 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 }
 
 // Collectors returns the proxy's metrics.
-func (p *Proxy) Collectors() []prometheus.Collector { return []prometheus.Collector{p.requests} }
+func (p *Proxy) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.requests, p.held}
+}
 
 // ServeHTTP implements http.Handler for /t/<tenant>/mcp.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -186,12 +228,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
 
-	_, workers, ok := p.resolve(tenant)
+	route, ok := p.resolve(tenant)
+	if ok && route.CuttingOver && p.cfg.WaitChange != nil {
+		var err error
+		if route, ok, err = p.hold(r.Context(), tenant, route); err != nil {
+			if r.Context().Err() == nil {
+				p.writeError(w, r, err)
+			}
+			return
+		}
+	}
 	if !ok {
 		p.writeError(w, r, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", tenant))
 		return
 	}
-	addr := p.pick(workers)
+	addr := p.pick(route.Workers)
 	if addr == "" {
 		p.writeError(w, r, cperr.New(cperr.CellUnavailable, "no MCP worker of the tenant's cell is available").WithRetryAfter(time.Second))
 		return

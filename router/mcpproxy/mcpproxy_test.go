@@ -70,9 +70,9 @@ func newProxy(t *testing.T, workers map[string][]string, check Check) string {
 	if check == nil {
 		check = func(*http.Request, string) error { return nil }
 	}
-	p, err := New(cfg, func(tenant string) (string, []string, bool) {
+	p, err := New(cfg, func(tenant string) (Route, bool) {
 		w, ok := workers[tenant]
-		return "c1", w, ok
+		return Route{Cell: "c1", Epoch: 1, Workers: w}, ok
 	}, check)
 	if err != nil {
 		t.Fatal(err)

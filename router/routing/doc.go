@@ -32,11 +32,26 @@
 //     STALE_EPOCH). Each entry carries its key's version, so a Refresh
 //     answer never overwrites a newer watch event and vice versa.
 //
+// # Cutovers
+//
+// A placement record with cutting_over set (a move or failover between
+// the fence of the old owner and the flip of the placement) routes as
+// usual, with Route.CuttingOver true: neither cell takes the tenant's calls
+// meanwhile, and callers hold them. WaitChange(ctx, tenant, seen) waits
+// until the tenant's cell, epoch or cutover flag differs from seen (the
+// flip clears the flag in the same etcd write that names the new owner).
+// Waiters sleep on a channel that the table closes after every applied
+// watch batch of tenants/, every full load and every Refresh that changed
+// an entry; it is made only when somebody waits, so the table pays nothing
+// for it otherwise. cellplane_router_table_tenants_cutting_over counts the
+// records with the flag.
+//
 // # Memory
 //
 // A tenant costs its id string plus a 24-byte entry (version, epoch, an
 // index into an interned cell-id table, an index into interned limits,
-// the state) in a Go map: about 80 bytes at 200k tenants (see
+// the state, a flags byte for cutting_over that fills what was padding)
+// in a Go map: about 80 bytes at 200k tenants (see
 // BenchmarkMemory), so 1M tenants take about 80 MB. Interned values are
 // dropped at the next full load.
 //
@@ -47,13 +62,14 @@
 // file is written atomically (temporary file in the same directory, fsync,
 // rename, fsync of the directory). Format (little-endian):
 //
-//	"CPROUTE\n" | version uint32 (1) | payload length uint64 | payload | CRC-32C of all before
+//	"CPROUTE\n" | version uint32 (2) | payload length uint64 | payload | CRC-32C of all before
 //
 // The payload holds the revision, the write time, the interned cell ids
-// and limits, every tenant record (any state), every API key (revoked ones
-// marked) and every cell with its leader and nodes (see snapshot.go). A
-// missing, truncated, corrupt or other-version file is ignored with a
-// warning; the table then starts empty and waits for etcd. Events may land
+// and limits, every tenant record (any state, with its flags), every API
+// key (revoked ones marked) and every cell with its leader and nodes (see
+// snapshot.go). Version 1 files (no flags: nothing cutting over) are still
+// read. A missing, truncated, corrupt or other-version file is ignored
+// with a warning; the table then starts empty and waits for etcd. Events may land
 // while a snapshot is taken, so its entries are at least as new as its
 // revision; a snapshot only serves until the next full load and the watch
 // never resumes from it.

@@ -22,6 +22,7 @@ func FuzzSnapshot(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)/2])
 	f.Add(encodeSnapshot(newView(), time.Unix(0, 1)))
+	f.Add(encodeSnapshotFormat(v, time.Unix(0, 12345), snapshotVersionNoFlags))
 	f.Add([]byte(snapshotMagic))
 	f.Add(good[headerLen : len(good)-4]) // a bare payload (sealed below)
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -57,7 +58,7 @@ func checkRoundTrip(t *testing.T, b []byte) {
 		for id, e := range v.shards[i].m {
 			e2, ok := v2.get(id)
 			r, r2 := v.route(id, e), v2.route(id, e2)
-			if !ok || e2.epoch != e.epoch || e2.ver != e.ver || e2.state != e.state || r.Cell != r2.Cell ||
+			if !ok || e2.epoch != e.epoch || e2.ver != e.ver || e2.state != e.state || e2.flags != e.flags || r.Cell != r2.Cell ||
 				r.Limits.Burst != r2.Limits.Burst || math.Float64bits(r.Limits.Rate) != math.Float64bits(r2.Limits.Rate) {
 				t.Fatalf("tenant %q differs", id)
 			}

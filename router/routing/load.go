@@ -89,6 +89,7 @@ func (t *Table) run(ctx context.Context) {
 		t.loaded.Store(true)
 		t.touch()
 		t.changed()
+		t.routes.notify()
 		t.reloads.Inc()
 		t.nReloads.Add(1)
 		t.log.Info("routing: table loaded", "revision", v.rev.Load(), "tenants", v.n.Load(), "cells", len(v.cellMap()))
@@ -204,6 +205,7 @@ func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progresse
 			for _, e := range r.Events {
 				t.applyTenantEvent(v, e)
 			}
+			t.routes.notify()
 		} else {
 			dirty := map[string]bool{}
 			for _, e := range r.Events {

@@ -24,6 +24,10 @@ func (t *Table) initMetrics() {
 			Name: "cellplane_router_table_age_seconds",
 			Help: "Seconds since the routing table last saw a watch event or a successful load.",
 		}, func() float64 { return t.Age().Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cellplane_router_table_tenants_cutting_over",
+			Help: "Tenants whose placement says a move or failover is cutting them over (their calls are held).",
+		}, func() float64 { return float64(t.CuttingOver()) }),
 		t.reloads,
 		t.snapshotWrites,
 	}

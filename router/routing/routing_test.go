@@ -507,7 +507,7 @@ func TestSnapshotCorruptIgnored(t *testing.T) {
 	}
 	flip := func(i int) []byte { b := append([]byte(nil), good...); b[i] ^= 0x40; return b }
 	wrongVersion := append([]byte(nil), good...)
-	wrongVersion[8] = 2
+	wrongVersion[8] = snapshotVersion + 1
 	for name, b := range map[string][]byte{
 		"empty":         {},
 		"truncated":     good[:len(good)-5],

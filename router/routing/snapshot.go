@@ -28,14 +28,20 @@ import (
 //	revision, written (unix nanos)
 //	cell ids:   n, n × string               (index 0 is "")
 //	limits:     n, n × (float64 bits as uint64 uvarint, burst)
-//	tenants:    n, n × (id, cell index, limits index, epoch, version, state)
+//	tenants:    n, n × (id, cell index, limits index, epoch, version, state,
+//	                    flags)
+//	            flags is one byte (bit 0: cutting_over); version 1 files
+//	            have no flags byte and are still read
 //	api keys:   n, n × (key id, tenant, hash, revoked 0/1)
 //	cells:      n, n × (id, region, leader id, leader grpc, leader http,
 //	                    nodes n, n × (id, grpc, http, worker 0/1))
 const (
 	snapshotMagic   = "CPROUTE\n"
-	snapshotVersion = 1
+	snapshotVersion = 2
 	headerLen       = 8 + 4 + 8
+	// snapshotVersionNoFlags is the oldest readable version: tenants
+	// without the flags byte.
+	snapshotVersionNoFlags = 1
 )
 
 var (
@@ -49,6 +55,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // snapshot then holds some entries newer than its revision, which is
 // harmless (a snapshot only serves until the next full load).
 func encodeSnapshot(v *view, written time.Time) []byte {
+	return encodeSnapshotFormat(v, written, snapshotVersion)
+}
+
+// encodeSnapshotFormat writes format snapshotVersion, or
+// snapshotVersionNoFlags (tests of the old format's reader).
+func encodeSnapshotFormat(v *view, written time.Time, format uint32) []byte {
 	rev := v.rev.Load()
 	cellIdx := map[string]uint64{"": 0}
 	cellIDs := []string{""}
@@ -80,6 +92,9 @@ func encodeSnapshot(v *view, written time.Time) []byte {
 			tenants = binary.AppendUvarint(tenants, e.epoch)
 			tenants = binary.AppendUvarint(tenants, uint64(e.ver))
 			tenants = append(tenants, e.state)
+			if format > snapshotVersionNoFlags {
+				tenants = append(tenants, e.flags)
+			}
 			nt++
 		}
 		sh.mu.RUnlock()
@@ -139,7 +154,7 @@ func encodeSnapshot(v *view, written time.Time) []byte {
 	}
 
 	copy(b, snapshotMagic)
-	binary.LittleEndian.PutUint32(b[8:], snapshotVersion)
+	binary.LittleEndian.PutUint32(b[8:], format)
 	binary.LittleEndian.PutUint64(b[12:], uint64(len(b)-headerLen))
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
@@ -238,8 +253,9 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 	if string(b[:8]) != snapshotMagic {
 		return nil, time.Time{}, fmt.Errorf("%w: bad magic", errBadSnapshot)
 	}
-	if ver := binary.LittleEndian.Uint32(b[8:]); ver != snapshotVersion {
-		return nil, time.Time{}, fmt.Errorf("%w: format version %d, want %d", errBadSnapshot, ver, snapshotVersion)
+	format := binary.LittleEndian.Uint32(b[8:])
+	if format != snapshotVersion && format != snapshotVersionNoFlags {
+		return nil, time.Time{}, fmt.Errorf("%w: format version %d, want %d (or %d)", errBadSnapshot, format, snapshotVersion, snapshotVersionNoFlags)
 	}
 	if n := binary.LittleEndian.Uint64(b[12:]); n != uint64(len(b)-headerLen-4) {
 		return nil, time.Time{}, fmt.Errorf("%w: payload length %d, file holds %d", errBadSnapshot, n, len(b)-headerLen-4)
@@ -288,17 +304,25 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 		}
 		limIdx[i] = idx
 	}
-	nt := d.count(6)
+	withFlags := format > snapshotVersionNoFlags
+	minTenant := 6
+	if withFlags {
+		minTenant = 7
+	}
+	nt := d.count(minTenant)
 	for range nt {
 		id := d.string()
 		ci, li := d.uvarint(), d.uvarint()
 		e := entry{epoch: d.uvarint()}
 		ver := d.uvarint()
 		e.state = d.byte()
+		if withFlags {
+			e.flags = d.byte()
+		}
 		if d.err != nil {
 			break
 		}
-		if id == "" || ci >= uint64(len(cellIdx)) || li >= uint64(len(limIdx)) || ver > math.MaxInt64 {
+		if id == "" || ci >= uint64(len(cellIdx)) || li >= uint64(len(limIdx)) || ver > math.MaxInt64 || e.flags&^knownFlags != 0 {
 			d.fail("bad tenant %q", id)
 			break
 		}

@@ -27,6 +27,17 @@ type Route struct {
 	Tenant, Cell string
 	Epoch        uint64
 	Limits       Limits
+	// CuttingOver: a move or failover is cutting the tenant over (from the
+	// fence of the old owner to the flip of the placement). Neither Cell
+	// nor the next owner takes the tenant's calls meanwhile; callers hold
+	// them until the route changes (WaitChange).
+	CuttingOver bool
+}
+
+// differs reports a change that matters to a held call: another cell,
+// another epoch, or the cutover flag.
+func (r Route) differs(o Route) bool {
+	return r.Cell != o.Cell || r.Epoch != o.Epoch || r.CuttingOver != o.CuttingOver
 }
 
 // Node is a live node of a cell. Worker: NODE_ROLE_WORKER, else a Raft
@@ -91,6 +102,8 @@ type Table struct {
 	lastSync atomic.Int64 // unix nanos of the last event or successful sync
 	// changes counts modifications; the snapshot writer compares it.
 	changes atomic.Uint64
+	// routes wakes WaitChange callers when tenant entries may have changed.
+	routes broadcast
 
 	// nReloads and nSnapshots mirror the counters for tests.
 	nReloads, nSnapshots atomic.Int64
@@ -233,6 +246,7 @@ func (t *Table) Refresh(ctx context.Context, tenant string) (Route, bool, error)
 	if len(res.KVs) == 0 || res.KVs[0].Key != key {
 		if v.del(tenant, readRev) {
 			t.changed()
+			t.routes.notify()
 		}
 		return Route{}, false, nil
 	}
@@ -249,10 +263,35 @@ func (t *Table) Refresh(ctx context.Context, tenant string) (Route, bool, error)
 	}
 	if v.put(clone(tenant), e, newer) {
 		t.changed()
+		t.routes.notify()
 	}
 	r, ok := t.Lookup(tenant)
 	return r, ok, nil
 }
+
+// WaitChange waits until the tenant's route differs from seen (another
+// cell, epoch or CuttingOver; limits do not count) and returns the new
+// route (ok false: the tenant is no longer routable). It returns at once
+// when the route already differs, and ctx's error when ctx ends first. It
+// reads memory only: a change arrives through the watch (or a Refresh);
+// while nobody waits, the table pays nothing for it.
+func (t *Table) WaitChange(ctx context.Context, tenant string, seen Route) (Route, bool, error) {
+	for {
+		ch := t.routes.wait() // before the Lookup: no change can slip between
+		r, ok := t.Lookup(tenant)
+		if !ok || r.differs(seen) {
+			return r, ok, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, ok, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// CuttingOver is the number of tenant records marked cutting_over.
+func (t *Table) CuttingOver() int { return int(t.view.Load().cutting.Load()) }
 
 func (t *Table) changed() { t.changes.Add(1) }
 

@@ -14,7 +14,8 @@ import (
 const numShards = 64
 
 // entry is one tenant, 24 bytes: the cell and the limits are indexes into
-// the view's interners, never strings or protobufs.
+// the view's interners, never strings or protobufs; the flags byte sits in
+// what would otherwise be padding.
 type entry struct {
 	// ver is the tenant key's version (etcd ModRevision): watch events and
 	// Refresh apply only newer versions.
@@ -23,10 +24,35 @@ type entry struct {
 	limits uint32
 	cell   uint16
 	state  uint8 // cpv1.TenantState
+	flags  uint8 // flag* bits
 }
+
+// Entry flags (also their encoding in the snapshot).
+const (
+	// flagCuttingOver: the placement record says cutting_over (a move or
+	// failover is between the fence and the flip).
+	flagCuttingOver uint8 = 1 << iota
+
+	knownFlags = flagCuttingOver
+)
 
 func (e entry) active() bool {
 	return cpv1.TenantState(e.state) == cpv1.TenantState_TENANT_STATE_ACTIVE && e.cell != 0
+}
+
+func (e entry) cuttingOver() bool { return e.flags&flagCuttingOver != 0 }
+
+// cutoverDelta is what replacing old (ok: present) by e adds to the count
+// of tenants cutting over.
+func cutoverDelta(old entry, ok bool, e entry) int64 {
+	var d int64
+	if ok && old.cuttingOver() {
+		d--
+	}
+	if e.cuttingOver() {
+		d++
+	}
+	return d
 }
 
 type shard struct {
@@ -122,6 +148,8 @@ type view struct {
 	rev        atomic.Int64
 	tenantsRev atomic.Int64
 	n          atomic.Int64
+	// cutting counts the tenant records with flagCuttingOver (any state).
+	cutting atomic.Int64
 }
 
 func newView() *view {
@@ -152,7 +180,7 @@ func (v *view) get(tenant string) (entry, bool) {
 }
 
 func (v *view) route(tenant string, e entry) Route {
-	return Route{Tenant: tenant, Cell: v.cellIDs.get(uint32(e.cell)), Epoch: e.epoch, Limits: v.limits.get(e.limits)}
+	return Route{Tenant: tenant, Cell: v.cellIDs.get(uint32(e.cell)), Epoch: e.epoch, Limits: v.limits.get(e.limits), CuttingOver: e.cuttingOver()}
 }
 
 // makeEntry interns a tenant record's cell and limits.
@@ -165,7 +193,11 @@ func (v *view) makeEntry(t *cpv1.Tenant, ver int64) (entry, error) {
 	if err != nil {
 		return entry{}, err
 	}
-	return entry{ver: ver, epoch: t.GetEpoch(), limits: l, cell: uint16(c), state: uint8(t.GetState())}, nil
+	e := entry{ver: ver, epoch: t.GetEpoch(), limits: l, cell: uint16(c), state: uint8(t.GetState())}
+	if t.GetCuttingOver() {
+		e.flags |= flagCuttingOver
+	}
+	return e, nil
 }
 
 // put stores e for tenant if it is newer than the entry there; cond, when
@@ -185,6 +217,9 @@ func (v *view) put(tenant string, e entry, absentOK func() bool) bool {
 	if !ok {
 		v.n.Add(1)
 	}
+	if d := cutoverDelta(old, ok, e); d != 0 {
+		v.cutting.Add(d)
+	}
 	return true
 }
 
@@ -199,6 +234,9 @@ func (v *view) del(tenant string, ver int64) bool {
 	}
 	delete(sh.m, tenant)
 	v.n.Add(-1)
+	if old.cuttingOver() {
+		v.cutting.Add(-1)
+	}
 	return true
 }
 

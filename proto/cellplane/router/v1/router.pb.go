@@ -147,6 +147,12 @@ type LookupResponse struct {
 	Members []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	// The routing table's etcd revision this answer came from.
 	TableRevision int64 `protobuf:"varint,5,opt,name=table_revision,json=tableRevision,proto3" json:"table_revision,omitempty"`
+	// A move or failover is cutting the tenant over to another cell (from
+	// the fence of the old owner to the flip of the placement): neither cell
+	// takes the tenant's calls until the placement changes. Send calls
+	// through the router meanwhile (it holds them, bounded, and forwards
+	// them to the new owner), or look the tenant up again shortly.
+	CuttingOver   bool `protobuf:"varint,6,opt,name=cutting_over,json=cuttingOver,proto3" json:"cutting_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -216,6 +222,13 @@ func (x *LookupResponse) GetTableRevision() int64 {
 	return 0
 }
 
+func (x *LookupResponse) GetCuttingOver() bool {
+	if x != nil {
+		return x.CuttingOver
+	}
+	return false
+}
+
 var File_cellplane_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_cellplane_router_v1_router_proto_rawDesc = "" +
@@ -227,13 +240,14 @@ const file_cellplane_router_v1_router_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xb0\x01\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xd3\x01\n" +
 	"\x0eLookupResponse\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x125\n" +
 	"\amembers\x18\x04 \x03(\v2\x1b.cellplane.router.v1.MemberR\amembers\x12%\n" +
-	"\x0etable_revision\x18\x05 \x01(\x03R\rtableRevision2b\n" +
+	"\x0etable_revision\x18\x05 \x01(\x03R\rtableRevision\x12!\n" +
+	"\fcutting_over\x18\x06 \x01(\bR\vcuttingOver2b\n" +
 	"\rRouterService\x12Q\n" +
 	"\x06Lookup\x12\".cellplane.router.v1.LookupRequest\x1a#.cellplane.router.v1.LookupResponseBCZAgithub.com/cellplane/cellplane/proto/cellplane/router/v1;routerv1b\x06proto3"
 

@@ -1,0 +1,108 @@
+package api
+
+import (
+	"context"
+
+	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/internal/cperr"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// maxMoveIDLen bounds move ids: "<tenant>-<8 hex digits>".
+const maxMoveIDLen = 128
+
+// StartMove implements ControlPlaneService: it records the move (or, with
+// dry_run, only validates it) and returns it with its plan; the
+// controller leader drives it (GetMove shows its progress).
+func (s *Server) StartMove(ctx context.Context, req *cpv1.StartMoveRequest) (*cpv1.StartMoveResponse, error) {
+	if err := s.checkID("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.checkID("target_cell", req.GetTargetCell()); err != nil {
+		return nil, err
+	}
+	mv, plan, err := controller.StartMove(ctx, s.st, controller.MoveRequest{Tenant: req.GetTenant(), Target: req.GetTargetCell(), DryRun: req.GetDryRun()})
+	if err != nil {
+		return nil, err
+	}
+	if !req.GetDryRun() {
+		s.log.Info("move started", "move", mv.GetId(), "tenant", mv.GetTenant(), "cell", mv.GetTargetCell(), "source_cell", mv.GetSourceCell())
+	}
+	return &cpv1.StartMoveResponse{Move: mv, Plan: plan}, nil
+}
+
+// GetMove implements ControlPlaneService.
+func (s *Server) GetMove(ctx context.Context, req *cpv1.GetMoveRequest) (*cpv1.GetMoveResponse, error) {
+	if err := checkMoveID(req.GetId()); err != nil {
+		return nil, err
+	}
+	mv, _, err := controller.GetMove(ctx, s.st, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &cpv1.GetMoveResponse{Move: mv}, nil
+}
+
+// ListMoves implements ControlPlaneService: the unfinished moves (with
+// all, also the finished ones still kept), oldest first.
+func (s *Server) ListMoves(ctx context.Context, req *cpv1.ListMovesRequest) (*cpv1.ListMovesResponse, error) {
+	for _, f := range []struct{ name, id string }{{"tenant", req.GetTenant()}, {"cell", req.GetCell()}} {
+		if f.id != "" {
+			if err := s.checkID(f.name, f.id); err != nil {
+				return nil, err
+			}
+		}
+	}
+	moves, err := controller.ListMoves(ctx, s.st, controller.MoveFilter{Tenant: req.GetTenant(), Cell: req.GetCell(), All: req.GetAll()})
+	if err != nil {
+		return nil, err
+	}
+	return &cpv1.ListMovesResponse{Moves: moves}, nil
+}
+
+// CancelMove implements ControlPlaneService: it records the cancel
+// request, which the leader honours until the fence (the target's copy is
+// deleted); MOVE_NOT_CANCELLABLE after it.
+func (s *Server) CancelMove(ctx context.Context, req *cpv1.CancelMoveRequest) (*cpv1.CancelMoveResponse, error) {
+	if err := checkMoveID(req.GetId()); err != nil {
+		return nil, err
+	}
+	mv, err := controller.CancelMove(ctx, s.st, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("move cancel requested", "move", mv.GetId(), "tenant", mv.GetTenant())
+	return &cpv1.CancelMoveResponse{Move: mv}, nil
+}
+
+// DrainCell implements ControlPlaneService: it marks the cell DRAINING and
+// records the drain; the leader moves its tenants out, concurrency at a
+// time (0: the recorded or the default concurrency). The answer is the
+// progress right after (moves start within a drain pass).
+func (s *Server) DrainCell(ctx context.Context, req *cpv1.DrainCellRequest) (*cpv1.DrainCellResponse, error) {
+	if err := s.checkID("cell", req.GetCell()); err != nil {
+		return nil, err
+	}
+	if req.GetConcurrency() > maxDrainConcurrency {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "concurrency", Description: "at most 1000"})
+	}
+	p, err := controller.StartDrain(ctx, s.st, req.GetCell(), req.GetConcurrency())
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("cell draining", "cell", req.GetCell(), "remaining", p.Remaining)
+	return &cpv1.DrainCellResponse{Cell: p.Cell, Remaining: p.Remaining, Moves: p.Moves}, nil
+}
+
+const maxDrainConcurrency = 1000
+
+func checkMoveID(id string) error {
+	if !validate.ValidID(id, maxMoveIDLen) {
+		if id == "" {
+			return cperr.Invalid(cperr.FieldViolation{Field: "id", Description: "is required; " + validate.IDRule(maxMoveIDLen)})
+		}
+		return cperr.Invalid(cperr.FieldViolation{Field: "id", Description: validate.IDRule(maxMoveIDLen)})
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package cellclient
+
+import (
+	"context"
+
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+)
+
+// SetTenant sets tenant's role and epoch on cell and returns the tenant's
+// record there afterwards. For a STANDBY, sourceCell is the cell it
+// replicates from and resume keeps its data (its history is a prefix of
+// the source's) instead of bootstrapping it again from an export. For an
+// OWNER or FENCED transition the answer's tseq is the tseq of that event
+// (for FENCED: the fence tseq). Repeating a call is harmless: the cell
+// answers with the record it has for the role and epoch it already has
+// (and a repeated request id gets the first answer).
+func (c *Client) SetTenant(ctx context.Context, cell, tenant string, role cellv1.Role, epoch uint64, sourceCell string, resume bool, requestID string) (*cellv1.TenantInfo, error) {
+	var out *cellv1.TenantInfo
+	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
+		resp, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{
+			Tenant: tenant, Role: role, Epoch: epoch, SourceCell: sourceCell, Resume: resume, RequestId: requestID,
+		})
+		if err != nil {
+			return err
+		}
+		out = resp.GetTenant()
+		return nil
+	})
+	return out, err
+}
+
+// GetTenant returns tenant's record on cell, read on the cell's leader
+// (linearizable), and, for a STANDBY, its replication stream as the
+// leader's sink runs it (nil when no stream runs there). A cell that does
+// not know the tenant answers TENANT_NOT_FOUND.
+func (c *Client) GetTenant(ctx context.Context, cell, tenant string) (*cellv1.TenantInfo, *cellv1.ReplicationStatus, error) {
+	var resp *cellv1.GetTenantResponse
+	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
+		r, err := cl.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: tenant})
+		if err != nil {
+			return err
+		}
+		resp = r
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp.GetTenant(), resp.GetReplication(), nil
+}

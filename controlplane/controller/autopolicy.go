@@ -1,0 +1,159 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// The automatic promotion policy (AutoPromoteConfig). Every Interval the
+// leader reads every cell's health as the registry shows it (catalog.Health:
+// a published leader and a quorum of live members). A cell that is
+// UNAVAILABLE or has nothing registered any more (NOT_STARTED) is
+// unhealthy; once it has been so for UnhealthyFor without a break, the
+// leader records an emergency promotion (trigger "policy: ...") for each
+// ACTIVE tenant it owns whose standby cell is healthy and that no other
+// operation holds, at most MaxConcurrent of the policy's promotions in
+// flight at a time. A cell seen healthy again is forgotten at once: it
+// needs a whole new UnhealthyFor before anything happens. The intents are
+// recorded under the leader's guard, so a deposed leader records none.
+//
+// The policy never fences on its own: the promotion it starts waits for
+// the old cell's authority lease exactly like one an operator starts.
+
+// unhealthy reports a health the policy acts on.
+func unhealthy(h cpv1.CellHealth) bool {
+	return h == cpv1.CellHealth_CELL_HEALTH_UNAVAILABLE || h == cpv1.CellHealth_CELL_HEALTH_NOT_STARTED
+}
+
+func (f *failoverer) autoPromote(ctx context.Context) {
+	cfg := f.r.c.cfg.AutoPromote
+	if !cfg.Enabled {
+		return
+	}
+	since := map[string]time.Time{} // cell → first seen unhealthy (this term)
+	tick := time.NewTicker(cfg.Interval)
+	defer tick.Stop()
+	for {
+		if err := f.policyPass(ctx, since); err != nil && ctx.Err() == nil {
+			if errors.Is(err, errNotLeader) {
+				return
+			}
+			f.r.c.log.Warn("automatic promotion pass failed; retrying at the next one", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// policyPass is one pass of the policy.
+func (f *failoverer) policyPass(ctx context.Context, since map[string]time.Time) error {
+	c := f.r.c
+	cfg := c.cfg.AutoPromote
+	cells, err := catalog.Cells(ctx, c.st)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	health := map[string]cpv1.CellHealth{}
+	var due []*catalog.CellInfo
+	for _, ci := range cells {
+		id := ci.Cell.GetId()
+		h := catalog.Health(ci)
+		health[id] = h
+		if !unhealthy(h) || !cfg.allows(ci.Cell.GetRegion()) {
+			delete(since, id)
+			continue
+		}
+		first, seen := since[id]
+		if !seen {
+			since[id] = now
+			c.log.Warn("cell unhealthy; automatic promotion of its tenants if it stays so", "cell", id, "health", h.String(), "after", cfg.UnhealthyFor)
+			continue
+		}
+		if now.Sub(first) >= cfg.UnhealthyFor {
+			due = append(due, ci)
+		}
+	}
+	for id := range since {
+		if _, ok := health[id]; !ok {
+			delete(since, id) // the cell was deleted
+		}
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	budget := cfg.MaxConcurrent
+	fos, err := ListFailovers(ctx, c.st, FailoverFilter{})
+	if err != nil {
+		return err
+	}
+	for _, fo := range fos {
+		if fo.GetKind() == cpv1.FailoverKind_FAILOVER_KIND_PROMOTE && isPolicyTrigger(fo.GetTrigger()) &&
+			(fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_FENCING || fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_WAITING_LEASE ||
+				fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_PROMOTING) {
+			budget--
+		}
+	}
+	if budget <= 0 {
+		return nil
+	}
+	guard := []topo.Cond{topo.IfVersion(f.r.lead.Key(), f.r.lead.Version())}
+	for _, ci := range due {
+		cell := ci.Cell.GetId()
+		trigger := fmt.Sprintf("%s cell %s %s for %s", policyTrigger, cell, trimEnum(health[cell].String(), "CELL_HEALTH_"),
+			now.Sub(since[cell]).Round(time.Second))
+		_, err := catalog.Each(ctx, c.st, topo.TenantsPrefix, 0, func(kv topo.KV) error {
+			if budget <= 0 || topo.ParseKey(kv.Key).Kind != topo.KindTenant {
+				return nil
+			}
+			t := &cpv1.Tenant{}
+			if err := catalog.Decode(kv, t); err != nil {
+				return err
+			}
+			if t.GetCell() != cell || t.GetStandbyCell() == "" || t.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE ||
+				t.GetOperationId() != "" || t.GetCuttingOver() {
+				return nil
+			}
+			if h, ok := health[t.GetStandbyCell()]; !ok || unhealthy(h) {
+				return nil // the standby cannot take it either
+			}
+			started, err := startFailover(ctx, c.st, FailoverRequest{Tenant: t.GetId(), Kind: cpv1.FailoverKind_FAILOVER_KIND_PROMOTE, Trigger: trigger}, guard)
+			switch {
+			case errors.Is(err, errNotLeader):
+				return err
+			case errors.Is(err, cperr.ErrTenantBusy), errors.Is(err, cperr.ErrNoStandby):
+				return nil // changed meanwhile: the next pass sees it
+			case err != nil:
+				return err
+			}
+			budget--
+			c.fm.policyStarted.Inc()
+			for _, fo := range started {
+				c.log.Warn("automatic emergency promotion started", "failover", fo.GetId(), "tenant", fo.GetTenant(),
+					"cell", cell, "standby", fo.GetToCell(), "trigger", trigger)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// policyTrigger prefixes the trigger of the policy's promotions.
+const policyTrigger = "policy:"
+
+func isPolicyTrigger(s string) bool {
+	return len(s) >= len(policyTrigger) && s[:len(policyTrigger)] == policyTrigger
+}

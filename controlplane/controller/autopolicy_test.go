@@ -1,0 +1,102 @@
+package controller_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/testutil"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// liveCell is a 1-member cell of region with its node and leader
+// registered (HEALTHY).
+func liveCell(t *testing.T, st topo.Store, id, region string) {
+	t.Helper()
+	c := &cpv1.Cell{Id: id, Region: region, ExpectedMembers: 1, State: cpv1.CellState_CELL_STATE_ACTIVE, Capacity: &cpv1.CellCapacity{}}
+	foSeedCells(t, st, c)
+	ctx := testutil.Context(t, 5*time.Second)
+	if _, err := st.Txn(ctx, nil, []topo.Op{
+		topo.Put(topo.CellNodeKey(id, id+"-n1"), catalog.Encode(&cpv1.Node{Id: id + "-n1", Cell: id, Role: cpv1.NodeRole_NODE_ROLE_MEMBER, GrpcAddr: id + ":1"})),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	setLeader(t, st, id, true)
+}
+
+// setLeader publishes (or removes) the cell's leader key: without it the
+// cell is UNAVAILABLE.
+func setLeader(t *testing.T, st topo.Store, cell string, on bool) {
+	t.Helper()
+	op := topo.Del(topo.CellLeaderKey(cell))
+	if on {
+		op = topo.Put(topo.CellLeaderKey(cell), catalog.Encode(&cpv1.CellLeader{NodeId: cell + "-n1", GrpcAddr: cell + ":1", Term: 1}))
+	}
+	if _, err := st.Txn(testutil.Context(t, 5*time.Second), nil, []topo.Op{op}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The policy promotes the tenants of a cell unhealthy for UnhealthyFor,
+// in the regions it covers, and never those of a cell that was unhealthy
+// only briefly.
+func TestAutoPromote(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	e := &foEnv{st: st, cells: newSimCells()}
+	liveCell(t, st, "a", "us")   // will stay down: its tenant is promoted
+	liveCell(t, st, "c", "us")   // down briefly, then healthy again
+	liveCell(t, st, "d", "ap")   // down, but the policy does not cover region ap
+	liveCell(t, st, "b", "eu")   // the standbys
+	liveCell(t, st, "x", "us")   // down, but its tenant's standby is down too
+	liveCell(t, st, "y", "eu-2") // x's tenant's standby
+	e.place(t, "acme", "a", "b")
+	e.place(t, "beta", "c", "b")
+	e.place(t, "gamma", "d", "b")
+	e.place(t, "delta", "x", "y")
+	e.start(t, "c1", func(c *controller.Config) {
+		c.AutoPromote = controller.AutoPromoteConfig{Enabled: true, UnhealthyFor: 300 * time.Millisecond,
+			Interval: 10 * time.Millisecond, MaxConcurrent: 4, Regions: []string{"us", "eu"}}
+	})
+	ctx := testutil.Context(t, 20*time.Second)
+
+	setLeader(t, st, "c", false)
+	setLeader(t, st, "c", true) // a blip: healthy again at once
+	for _, cell := range []string{"a", "d", "x", "y"} {
+		setLeader(t, st, cell, false)
+	}
+
+	var fo *cpv1.Failover
+	testutil.Eventually(t, 10*time.Second, func() error {
+		fos, err := controller.ListFailovers(ctx, st, controller.FailoverFilter{Tenant: "acme"})
+		if err != nil || len(fos) != 1 {
+			return fmt.Errorf("acme's failovers: %v (%v)", fos, err)
+		}
+		fo = fos[0]
+		return nil
+	})
+	if fo.GetKind() != promote || !strings.HasPrefix(fo.GetTrigger(), "policy: cell a UNAVAILABLE for ") {
+		t.Fatalf("policy failover %v", fo)
+	}
+	e.waitFailover(t, fo.GetId(), cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER)
+	if p := e.tenant(t, "acme"); p.GetCell() != "b" || p.GetEpoch() != 2 {
+		t.Fatalf("acme after the policy's promotion: %v", p)
+	}
+	// Nothing else within another UnhealthyFor and more.
+	if err := testutil.Poll(ctx, 700*time.Millisecond, func() error {
+		fos, err := controller.ListFailovers(ctx, st, controller.FailoverFilter{})
+		if err == nil && len(fos) > 1 {
+			return nil
+		}
+		return errors.New("only acme's")
+	}); err == nil {
+		fos, _ := controller.ListFailovers(ctx, st, controller.FailoverFilter{})
+		t.Fatalf("failovers %v: want only acme's (c recovered, d's region is not covered, x's standby is down)", fos)
+	}
+}

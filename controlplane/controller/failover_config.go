@@ -1,0 +1,108 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// FailoverConfig configures switchovers and emergency promotions
+// (Config.Failover).
+type FailoverConfig struct {
+	// MaxConcurrent bounds the failover steps the leader runs at once (a
+	// cell failover starts one per tenant; waits do not hold a slot).
+	MaxConcurrent int
+	// PollInterval paces the leader's reads while it waits: the standby
+	// catching up to the fence (switchover), the old owner's authority key
+	// (emergency).
+	PollInterval time.Duration
+	// LeaseMargin is how long an emergency promotion waits after it saw
+	// the old owner cell's authority key gone (its lease expired in etcd)
+	// before it promotes the standby. The cell already stops acknowledging
+	// writes a drift margin before etcd expires its lease; this margin is
+	// the control plane's own slack on top (and covers clock skew between
+	// controller replicas, which record the deadline as a timestamp).
+	LeaseMargin time.Duration
+}
+
+// DefaultFailoverConfig returns the defaults.
+func DefaultFailoverConfig() FailoverConfig {
+	return FailoverConfig{
+		MaxConcurrent: 16,
+		PollInterval:  200 * time.Millisecond,
+		LeaseMargin:   time.Second,
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c FailoverConfig) Validate() error {
+	var errs []error
+	if c.MaxConcurrent < 1 {
+		errs = append(errs, fmt.Errorf("controller: Failover.MaxConcurrent %d < 1", c.MaxConcurrent))
+	}
+	if c.PollInterval <= 0 {
+		errs = append(errs, fmt.Errorf("controller: Failover.PollInterval %v <= 0", c.PollInterval))
+	}
+	if c.LeaseMargin < 0 {
+		errs = append(errs, fmt.Errorf("controller: Failover.LeaseMargin %v < 0", c.LeaseMargin))
+	}
+	return errors.Join(errs...)
+}
+
+// AutoPromoteConfig is the automatic failover policy (Config.AutoPromote):
+// when a cell has been unhealthy (no published leader, or fewer live
+// members than a quorum, or none at all) for UnhealthyFor, the leader
+// starts an emergency promotion for each tenant the cell owns whose
+// standby is in a healthy cell. Off by default: promoting loses the writes
+// the standby had not received (reported per failover).
+type AutoPromoteConfig struct {
+	Enabled bool
+	// UnhealthyFor is how long a cell must stay unhealthy, as seen by the
+	// leader (a new leader starts counting afresh).
+	UnhealthyFor time.Duration
+	// Regions limits the policy to the cells of these regions (empty: all).
+	Regions []string
+	// Interval paces the policy's passes over the cells' health.
+	Interval time.Duration
+	// MaxConcurrent bounds the policy's promotions in flight (recorded and
+	// not yet promoted); more wait for the next passes.
+	MaxConcurrent int
+}
+
+// DefaultAutoPromoteConfig returns the defaults (disabled).
+func DefaultAutoPromoteConfig() AutoPromoteConfig {
+	return AutoPromoteConfig{UnhealthyFor: 10 * time.Second, Interval: time.Second, MaxConcurrent: 16}
+}
+
+// Validate reports a configuration that cannot work.
+func (c AutoPromoteConfig) Validate() error {
+	var errs []error
+	if c.UnhealthyFor <= 0 {
+		errs = append(errs, fmt.Errorf("controller: AutoPromote.UnhealthyFor %v <= 0", c.UnhealthyFor))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("controller: AutoPromote.Interval %v <= 0", c.Interval))
+	}
+	if c.MaxConcurrent < 1 {
+		errs = append(errs, fmt.Errorf("controller: AutoPromote.MaxConcurrent %d < 1", c.MaxConcurrent))
+	}
+	for _, r := range c.Regions {
+		if r == "" {
+			errs = append(errs, errors.New("controller: AutoPromote.Regions lists an empty region"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// allows reports whether the policy covers region.
+func (c AutoPromoteConfig) allows(region string) bool {
+	if len(c.Regions) == 0 {
+		return true
+	}
+	for _, r := range c.Regions {
+		if r == region {
+			return true
+		}
+	}
+	return false
+}

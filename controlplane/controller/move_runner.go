@@ -1,0 +1,215 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// ReplicaCells is what moves and standbys ask of cells beyond Cells
+// (implemented by cellclient.Client). Without it (a Cells that lacks these
+// methods) the leader drives no moves, drains or standbys.
+type ReplicaCells interface {
+	Cells
+	// SetTenant sets a tenant's role and epoch on a cell (STANDBY: with
+	// the cell it replicates from, and whether it keeps its data) and
+	// returns the tenant's record there; for OWNER and FENCED the record's
+	// tseq is that transition's.
+	SetTenant(ctx context.Context, cell, tenant string, role cellv1.Role, epoch uint64, sourceCell string, resume bool, requestID string) (*cellv1.TenantInfo, error)
+	// GetTenant reads a tenant's record on a cell's leader, with its
+	// replication stream when it is a STANDBY there (nil when none runs).
+	GetTenant(ctx context.Context, cell, tenant string) (*cellv1.TenantInfo, *cellv1.ReplicationStatus, error)
+}
+
+// mover is one leadership term's driver of moves, drains and standbys. It
+// shares the runner's leadership guard (runner.commit), its goroutine
+// accounting and its set of running items.
+type mover struct {
+	r     *runner
+	cells ReplicaCells
+	cfg   MoveConfig
+	sem   chan struct{} // moves driven at once
+	// drainWake is nudged when a move ends or a drain is recorded.
+	drainWake chan struct{}
+	standby   *keyQueue
+}
+
+// leadMoves runs, while this replica leads, the move driver (every
+// recorded move, then each new one the watch shows), the housekeeping of
+// finished moves, the drain loop and the standby reconciler.
+func (r *runner) leadMoves(ctx context.Context) {
+	rc, ok := r.c.cells.(ReplicaCells)
+	if !ok {
+		r.c.log.Warn("the cell client cannot set standbys: moves, drains and standbys are not driven")
+		return
+	}
+	cfg := r.c.cfg.Moves
+	m := &mover{r: r, cells: rc, cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrent),
+		drainWake: make(chan struct{}, 1), standby: newKeyQueue()}
+	defer r.c.mm.reset()
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){m.watchMoves, m.housekeeping, m.drainLoop, m.standbyLoop} {
+		wg.Add(1)
+		go func() { defer wg.Done(); loop(ctx) }()
+	}
+	wg.Wait()
+}
+
+// watchMoves drives every unfinished move: those recorded now, then each
+// one the watch shows.
+func (m *mover) watchMoves(ctx context.Context) {
+	m.follow(ctx, topo.MovesPrefix, func(kv topo.KV, put bool) {
+		if !put || topo.ParseKey(kv.Key).Kind != topo.KindMove {
+			return
+		}
+		mv := &cpv1.Move{}
+		if err := catalog.Decode(kv, mv); err != nil {
+			m.r.c.log.Error("undecodable move record; skipping it", "key", kv.Key, "err", err)
+			return
+		}
+		if MoveFinished(mv.GetState()) {
+			nudge(m.drainWake)
+			return
+		}
+		m.spawn(ctx, "move:"+mv.GetId(), m.sem, func(ctx context.Context) { m.drive(ctx, mv.GetId()) })
+	})
+}
+
+// follow calls fn for every key under prefix now (put=true), then for each
+// change the watch shows, until ctx ends; a broken watch lists again.
+func (m *mover) follow(ctx context.Context, prefix string, fn func(kv topo.KV, put bool)) {
+	log := m.r.c.log
+	for ctx.Err() == nil {
+		rev, err := catalog.Each(ctx, m.r.c.st, prefix, 0, func(kv topo.KV) error {
+			fn(kv, true)
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
+				_ = sleep(ctx, m.r.c.cfg.RetryMin)
+			}
+			continue
+		}
+		for resp := range m.r.c.st.Watch(ctx, prefix, rev+1) {
+			if resp.Err != nil {
+				if ctx.Err() == nil {
+					log.Warn("watch ended; listing again", "prefix", prefix, "err", resp.Err)
+				}
+				break
+			}
+			for _, ev := range resp.Events {
+				fn(ev.KV, ev.Type == topo.EventPut)
+			}
+		}
+	}
+}
+
+// spawn runs fn in a goroutine unless one runs already under key, holding
+// a slot of sem while it runs (the runner's running set and WaitGroup, so
+// the term ends only when every item stopped).
+func (m *mover) spawn(ctx context.Context, key string, sem chan struct{}, fn func(context.Context)) {
+	r := m.r
+	r.mu.Lock()
+	if r.running[key] {
+		r.mu.Unlock()
+		return
+	}
+	r.running[key] = true
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.running, key)
+			r.mu.Unlock()
+		}()
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-sem }()
+		fn(ctx)
+	}()
+}
+
+// housekeeping keeps the move history bounded and the move gauges set.
+func (m *mover) housekeeping(ctx context.Context) {
+	t := time.NewTicker(m.cfg.HousekeepingInterval)
+	defer t.Stop()
+	for {
+		if err := m.pruneMoves(ctx); err != nil && ctx.Err() == nil {
+			m.r.c.log.Warn("move housekeeping failed; retrying at the next pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pruneMoves deletes finished moves beyond the history bounds (older than
+// HistoryTTL, or beyond the HistoryMax newest) and sets the gauges.
+func (m *mover) pruneMoves(ctx context.Context) error {
+	all, err := allMoves(ctx, m.r.c.st)
+	if err != nil {
+		return err
+	}
+	byState := map[cpv1.MoveState]int{}
+	var finished []storedMove
+	for _, sm := range all {
+		byState[sm.mv.GetState()]++
+		if MoveFinished(sm.mv.GetState()) {
+			finished = append(finished, sm)
+		}
+	}
+	for s := cpv1.MoveState_MOVE_STATE_PREPARING; s <= cpv1.MoveState_MOVE_STATE_FAILED; s++ {
+		m.r.c.mm.byState.WithLabelValues(MoveStateName(s)).Set(float64(byState[s]))
+	}
+	// Newest first by the time they finished.
+	sortByUpdateDesc(finished)
+	cutoff := time.Now().Add(-m.cfg.HistoryTTL)
+	var conds []topo.Cond
+	var ops []topo.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		err := m.r.commit(ctx, conds, ops)
+		conds, ops = nil, nil
+		if err != nil && !isConflict(err) {
+			return err
+		}
+		return nil
+	}
+	for i, sm := range finished {
+		if i < m.cfg.HistoryMax && sm.mv.GetUpdateTime().AsTime().After(cutoff) {
+			continue
+		}
+		key := topo.MoveKey(sm.mv.GetId())
+		conds = append(conds, topo.IfVersion(key, sm.v))
+		ops = append(ops, topo.Del(key))
+		if len(ops) == maxOpsPerTxn/2 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// nudge wakes a loop waiting on ch without blocking.
+func nudge(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
