@@ -9,6 +9,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -22,7 +23,7 @@ func TestAuthorityLapsesBeforeEtcdDeletesTheKey(t *testing.T) {
 		t.Skip("starts etcd")
 	}
 	eps := topotest.StartEtcd(t)
-	proxy := newCutProxy(t, trimScheme(eps[0]))
+	proxy := faultnet.Start(t, trimScheme(eps[0]))
 	dial := func(endpoint string) topo.Store {
 		cfg := etcdtopo.DefaultConfig()
 		cfg.Endpoints = []string{endpoint}

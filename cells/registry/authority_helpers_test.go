@@ -3,8 +3,6 @@ package registry_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,83 +142,4 @@ func getFence(ctx context.Context, st topo.Store, tenant string) (*controlplanev
 		return nil, err
 	}
 	return &f, nil
-}
-
-// cutProxy forwards TCP connections to target until Cut: then it closes
-// every open connection and refuses new ones (a partition), until Heal.
-type cutProxy struct {
-	lis    net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	p := &cutProxy{lis: testutil.Listen(t), target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = p.lis.Close()
-		p.Cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// Addr is the proxy's address.
-func (p *cutProxy) Addr() string { return p.lis.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.lis.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.wg.Add(2)
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-// Cut closes every connection and refuses new ones.
-func (p *cutProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		_ = c.Close()
-		delete(p.conns, c)
-	}
-}
-
-// Heal accepts connections again.
-func (p *cutProxy) Heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
 }

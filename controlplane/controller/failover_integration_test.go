@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -213,88 +211,11 @@ func TestSwitchoverRealCells(t *testing.T) {
 	}
 }
 
-// cutProxy forwards TCP connections to target until Cut: then it closes
-// every open connection and refuses new ones (a partition), until Heal.
-// (A copy of the one in cells/registry's tests.)
-type cutProxy struct {
-	lis    net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	p := &cutProxy{lis: testutil.Listen(t), target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = p.lis.Close()
-		p.Cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) Addr() string { return p.lis.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.lis.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.wg.Add(2)
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-func (p *cutProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		_ = c.Close()
-		delete(p.conns, c)
-	}
-}
-
-func (p *cutProxy) Heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
 // partitionableNode starts the one node of cell behind two proxies: its
 // registry (etcd) connection, and the gRPC address it advertises (which
 // the control plane and other cells' sinks use). The test still reaches
 // the node at its own address, as a client in its region would.
-func partitionableNode(t *testing.T, env *cptest.Env, cl cpv1.ControlPlaneServiceClient, region, cell string) (node *cells.Node, etcdProxy, grpcProxy *cutProxy) {
+func partitionableNode(t *testing.T, env *cptest.Env, cl cpv1.ControlPlaneServiceClient, region, cell string) (node *cells.Node, etcdProxy, grpcProxy *faultnet.Proxy) {
 	t.Helper()
 	ctx := testutil.Context(t, 60*time.Second)
 	if _, err := cl.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: region}); err != nil && !errors.Is(rpcerr.FromStatus(err), cperr.ErrAlreadyExists) {
@@ -303,7 +224,7 @@ func partitionableNode(t *testing.T, env *cptest.Env, cl cpv1.ControlPlaneServic
 	if _, err := cl.CreateCell(ctx, &cpv1.CreateCellRequest{Id: cell, Region: region, ExpectedMembers: 1}); err != nil {
 		t.Fatal(err)
 	}
-	etcdProxy = newCutProxy(t, strings.TrimPrefix(env.Endpoints[0], "http://"))
+	etcdProxy = faultnet.Start(t, strings.TrimPrefix(env.Endpoints[0], "http://"))
 	ecfg := etcdtopo.DefaultConfig()
 	ecfg.Endpoints = []string{"http://" + etcdProxy.Addr()}
 	ecfg.DialTimeout = 2 * time.Second
@@ -317,7 +238,7 @@ func partitionableNode(t *testing.T, env *cptest.Env, cl cpv1.ControlPlaneServic
 	cfg.NodeID, cfg.CellID = cell+"-n1", cell
 	cfg.DataDir = filepath.Join(t.TempDir(), cfg.NodeID)
 	cfg.RaftListener, cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t), testutil.Listen(t)
-	grpcProxy = newCutProxy(t, cfg.GRPCListener.Addr().String())
+	grpcProxy = faultnet.Start(t, cfg.GRPCListener.Addr().String())
 	cfg.Store.GRPCAdvertise = grpcProxy.Addr()
 	cfg.Registry = reg
 	cfg.RegistryTTL = time.Second
