@@ -71,7 +71,7 @@ it on.`,
 	f.IntVar(&cfg.CellsPerRegion, "cells-per-region", cfg.CellsPerRegion, "cells in each region")
 	f.IntVar(&cfg.NodesPerCell, "nodes-per-cell", cfg.NodesPerCell, "Raft members of each cell (1, 3, 5 or 7)")
 	f.StringVar(&cfg.Auth, "auth", cfg.Auth, "none or apikey (router and MCP workers)")
-	f.BoolVar(&cfg.Demo, "demo", false, "create tenant demo (with --auth apikey, also print its API key)")
+	f.BoolVar(&cfg.Demo, "demo", false, "create tenant demo with a standby in the second region (with --auth apikey, also print its API key)")
 	f.BoolVar(&cfg.Multiprocess, "multiprocess", false, "run every node as its own child process")
 	f.BoolVar(&cfg.RestartKilled, "restart-killed", false, "with --multiprocess: restart a node process that died")
 

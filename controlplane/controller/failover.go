@@ -459,7 +459,7 @@ func (f *failoverer) promote(ctx context.Context, fo *cpv1.Failover, v topo.Vers
 				applied = repl.GetAppliedTseq()
 			}
 			if applied < fenceTseq {
-				return f.cfg.PollInterval, nil // still catching up to the fence
+				return f.cfg.CutoverPollInterval, nil // still catching up to the fence: writes are paused, look often
 			}
 		}
 	}

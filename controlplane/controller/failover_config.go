@@ -16,6 +16,9 @@ type FailoverConfig struct {
 	// catching up to the fence (switchover), the old owner's authority key
 	// (emergency).
 	PollInterval time.Duration
+	// CutoverPollInterval paces the reads of a switchover's standby
+	// between the fence and the promotion: clients' writes are paused then.
+	CutoverPollInterval time.Duration
 	// LeaseMargin is how long an emergency promotion waits after it saw
 	// the old owner cell's authority key gone (its lease expired in etcd)
 	// before it promotes the standby. The cell already stops acknowledging
@@ -28,9 +31,10 @@ type FailoverConfig struct {
 // DefaultFailoverConfig returns the defaults.
 func DefaultFailoverConfig() FailoverConfig {
 	return FailoverConfig{
-		MaxConcurrent: 16,
-		PollInterval:  200 * time.Millisecond,
-		LeaseMargin:   time.Second,
+		MaxConcurrent:       16,
+		PollInterval:        200 * time.Millisecond,
+		CutoverPollInterval: 5 * time.Millisecond,
+		LeaseMargin:         time.Second,
 	}
 }
 
@@ -42,6 +46,9 @@ func (c FailoverConfig) Validate() error {
 	}
 	if c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("controller: Failover.PollInterval %v <= 0", c.PollInterval))
+	}
+	if c.CutoverPollInterval <= 0 {
+		errs = append(errs, fmt.Errorf("controller: Failover.CutoverPollInterval %v <= 0", c.CutoverPollInterval))
 	}
 	if c.LeaseMargin < 0 {
 		errs = append(errs, fmt.Errorf("controller: Failover.LeaseMargin %v < 0", c.LeaseMargin))

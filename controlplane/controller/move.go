@@ -88,7 +88,11 @@ func (m *mover) drive(ctx context.Context, id string) {
 			continue
 		case errors.Is(err, errPoll):
 			wait = c.cfg.RetryMin
-			if sleep(ctx, m.cfg.PollInterval) != nil {
+			poll := m.cfg.PollInterval
+			if mv.GetState() == cpv1.MoveState_MOVE_STATE_CUTTING_OVER {
+				poll = m.cfg.CutoverPollInterval
+			}
+			if sleep(ctx, poll) != nil {
 				return
 			}
 			continue

@@ -15,6 +15,9 @@ type MoveConfig struct {
 	// PollInterval paces the leader's reads of a target's progress while
 	// it copies, catches up and applies the fence.
 	PollInterval time.Duration
+	// CutoverPollInterval paces the same reads between the fence and the
+	// flip: clients' writes are paused then, so the leader looks often.
+	CutoverPollInterval time.Duration
 	// LagBound is the replication lag (events) under which the target is
 	// close enough to fence the source: the write pause is about the time
 	// to apply this many events.
@@ -60,6 +63,7 @@ func DefaultMoveConfig() MoveConfig {
 	return MoveConfig{
 		MaxConcurrent:         16,
 		PollInterval:          200 * time.Millisecond,
+		CutoverPollInterval:   5 * time.Millisecond,
 		LagBound:              100,
 		PrepareTimeout:        5 * time.Minute,
 		CopyTimeout:           30 * time.Minute,
@@ -86,6 +90,7 @@ func (c MoveConfig) Validate() error {
 		}
 	}
 	positive("PollInterval", c.PollInterval)
+	positive("CutoverPollInterval", c.CutoverPollInterval)
 	positive("PrepareTimeout", c.PrepareTimeout)
 	positive("CopyTimeout", c.CopyTimeout)
 	positive("CatchUpTimeout", c.CatchUpTimeout)

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -131,15 +130,17 @@ func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cel
 func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *platformCell, w *steadyWriter, round int, p progress) (LeaderKill, error) {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	li, err := cell.waitLeader(wctx, 64)
-	if err != nil {
+	if _, err := cell.waitLeader(wctx, 64); err != nil {
 		return LeaderKill{}, err
 	}
 	if err := pause(ctx, opts.Settle); err != nil {
 		return LeaderKill{}, err
 	}
-	if li = cell.leader(); li < 0 {
-		return LeaderKill{}, errors.New("bench: the cell lost its leader before the kill")
+	// Leadership may have moved meanwhile (a starved machine): the kill
+	// goes to whoever leads now.
+	li, err := cell.waitLeader(wctx, 64)
+	if err != nil {
+		return LeaderKill{}, err
 	}
 	victim := cell.nodes[li]
 	k := LeaderKill{Round: round, Killed: victim.cfg.NodeID}

@@ -209,6 +209,9 @@ func Start(ctx context.Context, cfg Config) (_ *Env, err error) {
 	cpc.GRPCAddr, cpc.HTTPAddr = cfg.ControlPlaneAddr, cfg.ControlPlaneHTTPAddr
 	cpc.EmbeddedClientURL, cpc.EmbeddedPeerURL = cfg.EtcdClientURL, cfg.EtcdPeerURL
 	cpc.Controller.SessionTTL = 2 * time.Second
+	// One machine, no other routers to wait for: a moved tenant's old
+	// copy can go soon after the flip (production keeps it 30 s).
+	cpc.Controller.Moves.CleanupGrace = 3 * time.Second
 	cpc.Logger = cfg.Logger.With("component", "controlplane")
 	if e.cp, err = controlplane.Start(ctx, cpc); err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)

@@ -88,6 +88,7 @@ func TestDevPlatform(t *testing.T) {
 	t.Run("client", func(t *testing.T) { testClient(t, ctx, info.RouterGRPC, p, w) })
 	t.Run("mcp", func(t *testing.T) { testMCP(t, ctx, info.RouterHTTP, cs, w) })
 	t.Run("kill-leader", func(t *testing.T) { testKillLeader(t, ctx, p, cs, w) })
+	t.Run("move-and-switchover", func(t *testing.T) { testMoveAndSwitchover(t, ctx, p, cs, w) })
 	t.Run("restart", func(t *testing.T) { testRestart(t, ctx, p, w) })
 }
 
@@ -506,7 +507,7 @@ func (l *load) run(ctx context.Context, stop <-chan struct{}) {
 		default:
 		}
 		s := fmt.Sprintf("w-%05d", i)
-		req := &contextv1.AppendRequest{ContextId: l.context, RequestId: "load-" + s, Entries: []*contextv1.Entry{text("user", s)}}
+		req := &contextv1.AppendRequest{ContextId: l.context, RequestId: "load-" + l.context + "-" + s, Entries: []*contextv1.Entry{text("user", s)}}
 		began := time.Now()
 		for {
 			actx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -615,8 +616,36 @@ func testKillLeader(t *testing.T, ctx context.Context, p *platform, cs contextv1
 	}
 	t.Logf("writes paused at most %s (gap ending %s after the kill)", maxGap.Round(time.Millisecond), gapEnd.Sub(killedAt).Round(time.Millisecond))
 
-	// Every acknowledged append is there exactly once, at its seq; nothing
-	// is there twice.
+	w.set(ctxID, verifyLoad(t, ctx, cs, ctxID, l))
+
+	// The killed process is gone, stays gone (no --restart-killed), and
+	// the cell has another leader.
+	if alive(node.PID) {
+		t.Errorf("pid %d still alive after kill -9", node.PID)
+	}
+	if now, err := p.readDevJSON(); err == nil {
+		if n, _ := now.node(leader); n.PID != node.PID {
+			t.Errorf("node %s was restarted (pid %d, was %d) without --restart-killed", leader, n.PID, node.PID)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		now, err := cellLeader(ctx, p, cell)
+		if err != nil {
+			return err
+		}
+		if now == leader {
+			return fmt.Errorf("cell %s still shows %s as leader", cell, leader)
+		}
+		t.Logf("cell %s: new leader %s", cell, now)
+		return nil
+	})
+}
+
+// verifyLoad checks that every acknowledged append of l is in ctxID
+// exactly once, at its seq, and that nothing is there twice; it returns
+// the context's texts.
+func verifyLoad(t *testing.T, ctx context.Context, cs contextv1.ContextServiceClient, ctxID string, l *load) []string {
+	t.Helper()
 	var entries []*contextv1.Entry
 	testutil.Eventually(t, 20*time.Second, func() (err error) {
 		entries, err = readAll(ctx, cs, ctxID)
@@ -654,29 +683,80 @@ func testKillLeader(t *testing.T, ctx context.Context, p *platform, cs contextv1
 	if extra := len(entries) - len(l.acks); extra < 0 || extra > len(l.unacked) {
 		t.Errorf("%d entries read back for %d acknowledged and %d unacknowledged appends", len(entries), len(l.acks), len(l.unacked))
 	}
-	w.set(ctxID, texts(entries))
+	return texts(entries)
+}
 
-	// The killed process is gone, stays gone (no --restart-killed), and
-	// the cell has another leader.
-	if alive(node.PID) {
-		t.Errorf("pid %d still alive after kill -9", node.PID)
-	}
-	if now, err := p.readDevJSON(); err == nil {
-		if n, _ := now.node(leader); n.PID != node.PID {
-			t.Errorf("node %s was restarted (pid %d, was %d) without --restart-killed", leader, n.PID, node.PID)
+// testMoveAndSwitchover moves the tenant to the other region's cell with
+// `cellctl tenant move --wait` under write load through the router (no
+// acknowledged write lost or doubled, no append given up), then switches
+// the demo tenant over to its standby with `cellctl tenant failover
+// --wait`. The restart that follows finds both where they went.
+func testMoveAndSwitchover(t *testing.T, ctx context.Context, p *platform, cs contextv1.ContextServiceClient, w *written) {
+	info := p.info(t)
+	before := tenantGet(t, ctx, p, tenant)
+	var to string
+	for _, n := range info.Nodes {
+		if n.Region != homeRegion {
+			to = n.Cell
 		}
 	}
-	testutil.Eventually(t, 30*time.Second, func() error {
-		now, err := cellLeader(ctx, p, cell)
+	if to == "" {
+		t.Fatalf("no cell outside %s in %v", homeRegion, info.cells())
+	}
+
+	const ctxID = "move-1"
+	createContext(t, ctx, cs, ctxID)
+	l := &load{cs: cs, context: ctxID}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.run(ctx, stop)
+	}()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		rd, err := cs.Read(asTenant(ctx), &contextv1.ReadRequest{ContextId: ctxID, Start: &contextv1.ReadRequest_Tail{Tail: 1}})
 		if err != nil {
 			return err
 		}
-		if now == leader {
-			return fmt.Errorf("cell %s still shows %s as leader", cell, leader)
+		if rd.GetLastSeq() < 20 {
+			return fmt.Errorf("%d entries", rd.GetLastSeq())
 		}
-		t.Logf("cell %s: new leader %s", cell, now)
 		return nil
 	})
+	moveStart := time.Now()
+	out, err := p.cellctl(ctx, "tenant", "move", tenant, "--to", to, "--wait")
+	t.Logf("cellctl tenant move %s --to %s --wait (%s):\n%s", tenant, to, time.Since(moveStart).Round(time.Millisecond), out)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.err != nil {
+		t.Errorf("load: %v", l.err)
+	}
+	t.Logf("load: %d appends acknowledged, %d given up; failed attempts by code: %v", len(l.acks), len(l.unacked), l.failures)
+	w.set(ctxID, verifyLoad(t, ctx, cs, ctxID, l))
+	after := tenantGet(t, ctx, p, tenant)
+	if after.GetCell() != to || after.GetEpoch() != before.GetEpoch()+1 || after.GetCuttingOver() {
+		t.Errorf("after the move: %v, want cell %s at epoch %d", after, to, before.GetEpoch()+1)
+	}
+
+	// The demo tenant's standby takes over, planned: nothing is lost.
+	demo := tenantGet(t, ctx, p, "demo")
+	if demo.GetStandbyCell() == "" {
+		t.Fatalf("demo has no standby: %v", demo)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error { // until the standby has bootstrapped
+		out, err := p.cellctl(ctx, "tenant", "failover", "demo", "--wait")
+		if err == nil {
+			t.Logf("cellctl tenant failover demo --wait:\n%s", out)
+		}
+		return err
+	})
+	now := tenantGet(t, ctx, p, "demo")
+	if now.GetCell() != demo.GetStandbyCell() || now.GetStandbyCell() != demo.GetCell() || now.GetEpoch() != demo.GetEpoch()+1 {
+		t.Errorf("after the switchover: %v, want owner %s and standby %s at epoch %d", now, demo.GetStandbyCell(), demo.GetCell(), demo.GetEpoch()+1)
+	}
 }
 
 func testRestart(t *testing.T, ctx context.Context, p *platform, w *written) {
