@@ -10,6 +10,7 @@ type sinkMetrics struct {
 	lagSeconds    *prometheus.GaugeVec
 	applied       prometheus.Counter
 	applyDelay    prometheus.Histogram
+	applyBatch    prometheus.Histogram
 	bootstraps    *prometheus.CounterVec
 	importedBytes prometheus.Counter
 	restarts      prometheus.Counter
@@ -38,6 +39,11 @@ func newSinkMetrics() *sinkMetrics {
 			Help:    "Time from the source's commit of a change to its apply on the standby (source and standby clocks).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		applyBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cellplane_replication_apply_batch_events",
+			Help:    "Change events per standby apply proposal (messages received during a Raft round are coalesced).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
 		bootstraps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cellplane_replication_bootstraps_total",
 			Help: "Standbys bootstrapped from an export, by reason (initial, trimmed: the source no longer held the position).",
@@ -54,5 +60,5 @@ func newSinkMetrics() *sinkMetrics {
 }
 
 func (m *sinkMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streams, m.lagEvents, m.lagSeconds, m.applied, m.applyDelay, m.bootstraps, m.importedBytes, m.restarts}
+	return []prometheus.Collector{m.streams, m.lagEvents, m.lagSeconds, m.applied, m.applyDelay, m.applyBatch, m.bootstraps, m.importedBytes, m.restarts}
 }

@@ -50,6 +50,10 @@ type SinkConfig struct {
 	// MaxBatchEvents and MaxBatchBytes are asked of the source per message.
 	MaxBatchEvents uint32
 	MaxBatchBytes  uint64
+	// ReadAhead is how many received messages wait while one apply is in
+	// Raft; MaxApplyEvents bounds the events coalesced into one proposal.
+	ReadAhead      int
+	MaxApplyEvents uint32
 	// ExportChunkBytes is asked of the source per export chunk (one Raft
 	// entry each on the standby).
 	ExportChunkBytes uint32
@@ -70,6 +74,8 @@ func DefaultSinkConfig() SinkConfig {
 		RetryMax:         2 * time.Second,
 		MaxBatchEvents:   512,
 		MaxBatchBytes:    1 << 20,
+		ReadAhead:        64,
+		MaxApplyEvents:   2048,
 		ExportChunkBytes: 1 << 20,
 		CallTimeout:      10 * time.Second,
 	}
@@ -91,6 +97,9 @@ func (c SinkConfig) Validate() error {
 	}
 	if c.MaxBatchEvents == 0 || c.MaxBatchBytes == 0 || c.ExportChunkBytes == 0 {
 		errs = append(errs, errors.New("replication: MaxBatchEvents, MaxBatchBytes and ExportChunkBytes must be > 0"))
+	}
+	if c.ReadAhead < 1 || c.MaxApplyEvents < c.MaxBatchEvents {
+		errs = append(errs, fmt.Errorf("replication: ReadAhead must be ≥ 1 (got %d) and MaxApplyEvents ≥ MaxBatchEvents (got %d < %d)", c.ReadAhead, c.MaxApplyEvents, c.MaxBatchEvents))
 	}
 	return errors.Join(errs...)
 }
@@ -459,16 +468,59 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 	}
 	st.setState("STREAMING", nil)
 	cells := cellv1.NewCellServiceClient(conn)
+	// A receiver reads ahead while the applier proposes: messages that
+	// arrive during one Raft round are coalesced into the next proposal,
+	// so the standby's apply batches grow when it falls behind (like the
+	// owner's group commit) instead of one Raft round per message.
+	type received struct {
+		msg *replicationv1.StreamChangesResponse
+		err error
+	}
+	in := make(chan received, s.cfg.ReadAhead)
+	go func() {
+		for {
+			msg, err := rs.Recv()
+			select {
+			case in <- received{msg, err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		msg, err := rs.Recv()
-		if err != nil {
-			err = rpcerr.FromStatus(err)
+		var r received
+		select {
+		case r = <-in:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if r.err != nil {
+			err := rpcerr.FromStatus(r.err)
 			if errors.Is(err, cperr.ErrChangesTrimmed) {
 				return fmt.Errorf("%w: %v", errBootstrap, err)
 			}
 			return err
 		}
+		msg := r.msg
 		evs := msg.GetEvents()
+		var pendingErr error
+	coalesce:
+		for uint32(len(evs)) < s.cfg.MaxApplyEvents {
+			select {
+			case more := <-in:
+				if more.err != nil {
+					pendingErr = more.err // apply what came before it first
+					break coalesce
+				}
+				msg = more.msg
+				evs = append(evs, msg.GetEvents()...)
+			default:
+				break coalesce
+			}
+		}
 		st.mu.Lock()
 		if h := msg.GetHeadTseq(); h > st.status.SourceTseq {
 			st.status.SourceTseq = h
@@ -479,37 +531,55 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 		}
 		st.mu.Unlock()
 		if len(evs) > 0 {
-			res, err := st.propose(ctx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ApplyChanges{ApplyChanges: &cellv1.ApplyChangesOp{Events: evs}}})
-			if err != nil {
+			if err := st.apply(ctx, evs, msg); err != nil {
 				return err
-			}
-			now := time.Now()
-			last := evs[len(evs)-1]
-			s.m.applied.Add(float64(len(evs)))
-			s.m.applyDelay.Observe(now.Sub(time.Unix(0, last.GetTimeUnixNano())).Seconds())
-			st.mu.Lock()
-			st.status.AppliedTseq = res.GetTseq()
-			st.status.LastError = ""
-			st.pendingSince = time.Time{}
-			if st.status.SourceTseq > st.status.AppliedTseq {
-				// Behind by events not received yet: at least as old as
-				// the source's newest write.
-				if ht := msg.GetHeadTime(); ht != nil {
-					st.pendingSince = ht.AsTime()
-				}
-			}
-			st.mu.Unlock()
-			if f := s.cfg.OnApplied; f != nil {
-				f(st.tenant, evs, now)
-			}
-			if res.GetTseq() < last.GetTseq() {
-				// The standby refused to follow (it diverged): bootstrap.
-				return fmt.Errorf("%w: applied only up to %d of %d", errBootstrap, res.GetTseq(), last.GetTseq())
 			}
 		}
 		st.exportLag()
 		st.maybeAck(ctx, cells)
+		if pendingErr != nil {
+			err := rpcerr.FromStatus(pendingErr)
+			if errors.Is(err, cperr.ErrChangesTrimmed) {
+				return fmt.Errorf("%w: %v", errBootstrap, err)
+			}
+			return err
+		}
 	}
+}
+
+// apply proposes events (in tseq order) through the standby's Raft and
+// records the new position; msg is the newest message they came with.
+func (st *stream) apply(ctx context.Context, evs []*cellv1.ChangeEvent, msg *replicationv1.StreamChangesResponse) error {
+	s := st.sink
+	res, err := st.propose(ctx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ApplyChanges{ApplyChanges: &cellv1.ApplyChangesOp{Events: evs}}})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	last := evs[len(evs)-1]
+	s.m.applied.Add(float64(len(evs)))
+	s.m.applyBatch.Observe(float64(len(evs)))
+	s.m.applyDelay.Observe(now.Sub(time.Unix(0, last.GetTimeUnixNano())).Seconds())
+	st.mu.Lock()
+	st.status.AppliedTseq = res.GetTseq()
+	st.status.LastError = ""
+	st.pendingSince = time.Time{}
+	if st.status.SourceTseq > st.status.AppliedTseq {
+		// Behind by events not received yet: at least as old as the
+		// source's newest write.
+		if ht := msg.GetHeadTime(); ht != nil {
+			st.pendingSince = ht.AsTime()
+		}
+	}
+	st.mu.Unlock()
+	if f := s.cfg.OnApplied; f != nil {
+		f(st.tenant, evs, now)
+	}
+	if res.GetTseq() < last.GetTseq() {
+		// The standby refused to follow (it diverged): bootstrap.
+		return fmt.Errorf("%w: applied only up to %d of %d", errBootstrap, res.GetTseq(), last.GetTseq())
+	}
+	return nil
 }
 
 func (st *stream) exportLag() {
