@@ -70,7 +70,7 @@ type Config struct {
 	// lease the node keeps while it leads (with a Registry only; see
 	// registry.Authority): it acknowledges writes only while its last
 	// renewal was sent less than AuthorityTTL − AuthorityDriftMargin ago.
-	// 0: registry.DefaultAuthorityTTL (5s) / registry.DefaultDriftMargin (1s).
+	// 0: registry.DefaultAuthorityTTL (3s) / registry.DefaultDriftMargin (1s).
 	AuthorityTTL, AuthorityDriftMargin time.Duration
 
 	// Replication configures the standby side (the sink that keeps this

@@ -22,12 +22,15 @@ import (
 )
 
 // Authority lease defaults. With them a leader cut off from etcd stops
-// acknowledging writes at most TTL − DriftMargin = 4 s after it last
+// acknowledging writes at most TTL − DriftMargin = 2 s after it last
 // renewed, at least DriftMargin = 1 s before etcd deletes its authority
-// key; it renews every (TTL − DriftMargin)/3 ≈ 1.3 s, so two renewals in a
-// row may fail without a gap.
+// key; it renews every (TTL − DriftMargin)/3 ≈ 0.67 s, so two renewals in
+// a row may fail without a gap. The TTL bounds an emergency promotion
+// (it waits for the key to expire, plus the controller's margin): 3 s
+// keeps a region's promotion under 5 s (docs/benchmarks.md), at about
+// 4.5 etcd writes per second per cell leader.
 const (
-	DefaultAuthorityTTL = 5 * time.Second
+	DefaultAuthorityTTL = 3 * time.Second
 	DefaultDriftMargin  = time.Second
 	// MinDriftMargin is the smallest DriftMargin Validate accepts: far
 	// above any clock-rate error (ppm), it keeps a zero margin out.

@@ -50,8 +50,8 @@ func TestAuthorityConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	if w, r := valid.Window(), valid.RenewEvery(); w != 4*time.Second || r != w/3 {
-		t.Fatalf("default window %s, renewal every %s; want 4s and a third of it", w, r)
+	if w, r := valid.Window(), valid.RenewEvery(); w != 2*time.Second || r != w/3 {
+		t.Fatalf("default window %s, renewal every %s; want 2s and a third of it", w, r)
 	}
 }
 

@@ -34,7 +34,7 @@ func DefaultFailoverConfig() FailoverConfig {
 		MaxConcurrent:       16,
 		PollInterval:        200 * time.Millisecond,
 		CutoverPollInterval: 5 * time.Millisecond,
-		LeaseMargin:         time.Second,
+		LeaseMargin:         500 * time.Millisecond,
 	}
 }
 
