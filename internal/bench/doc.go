@@ -21,6 +21,12 @@
 //     or as the JSON document {"scenario", "machine", "results", "ratios"}
 //     that every scenario emits (WriteJSON).
 //
+// Scenarios: RunCell, RunPlacement, RunRouter, RunMCP, and for
+// replication, moves and failover RunReplication (standby lag with an
+// injected one-way delay), RunMove (client-visible write pause of moves
+// under load) and RunFailover (in-cell leader kills and region
+// promotions, seen through the router).
+//
 // A new scenario is a function like RunCell: it builds its system, calls
 // Run once per step, and returns a Report whose Results implement
 // StepLister.
