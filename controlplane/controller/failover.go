@@ -87,7 +87,7 @@ func (r *runner) leadFailovers(ctx context.Context) {
 	}
 	f := &failoverer{r: r, cells: fc, cfg: r.c.cfg.Failover, sem: make(chan struct{}, r.c.cfg.Failover.MaxConcurrent), wake: make(chan struct{})}
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){f.watchFailovers, f.watchCells, f.autoPromote} {
+	for _, loop := range []func(context.Context){f.watchFailovers, f.watchCells, f.autoPromote, f.housekeeping} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
 	}
@@ -639,4 +639,41 @@ func (f *failoverer) fail(ctx context.Context, fo *cpv1.Failover, v topo.Version
 		"reason", next.GetErrorReason(), "message", next.GetErrorMessage())
 	f.finished(next)
 	return nil
+}
+
+// housekeeping deletes finished failovers beyond the history bounds.
+func (f *failoverer) housekeeping(ctx context.Context) {
+	t := time.NewTicker(f.cfg.HousekeepingInterval)
+	defer t.Stop()
+	for {
+		if err := f.pruneFailovers(ctx); err != nil && ctx.Err() == nil {
+			f.r.c.log.Warn("failover housekeeping failed; retrying at the next pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *failoverer) pruneFailovers(ctx context.Context) error {
+	var finished []historyEntry
+	_, err := catalog.Each(ctx, f.r.c.st, topo.FailoversPrefix, 0, func(kv topo.KV) error {
+		if topo.ParseKey(kv.Key).Kind != topo.KindFailover {
+			return nil
+		}
+		fo := &cpv1.Failover{}
+		if err := catalog.Decode(kv, fo); err != nil {
+			return err
+		}
+		if FailoverFinished(fo.GetState()) {
+			finished = append(finished, historyEntry{key: kv.Key, v: kv.Version, finished: fo.GetUpdateTime().AsTime()})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return f.r.pruneHistory(ctx, finished, f.cfg.HistoryMax, f.cfg.HistoryTTL)
 }

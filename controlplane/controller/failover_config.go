@@ -26,15 +26,25 @@ type FailoverConfig struct {
 	// the control plane's own slack on top (and covers clock skew between
 	// controller replicas, which record the deadline as a timestamp).
 	LeaseMargin time.Duration
+	// HistoryMax and HistoryTTL bound the finished failovers (DONE,
+	// FAILED) kept for 'cellctl failover list|get': older or more are
+	// deleted every HousekeepingInterval. A failover waiting for its old
+	// owner's report is never deleted.
+	HistoryMax           int
+	HistoryTTL           time.Duration
+	HousekeepingInterval time.Duration
 }
 
 // DefaultFailoverConfig returns the defaults.
 func DefaultFailoverConfig() FailoverConfig {
 	return FailoverConfig{
-		MaxConcurrent:       16,
-		PollInterval:        200 * time.Millisecond,
-		CutoverPollInterval: 5 * time.Millisecond,
-		LeaseMargin:         500 * time.Millisecond,
+		MaxConcurrent:        16,
+		PollInterval:         200 * time.Millisecond,
+		CutoverPollInterval:  5 * time.Millisecond,
+		LeaseMargin:          500 * time.Millisecond,
+		HistoryMax:           10000, // a cell failover writes one per tenant; the standby reconciler reads DONE switchovers
+		HistoryTTL:           7 * 24 * time.Hour,
+		HousekeepingInterval: time.Minute,
 	}
 }
 
@@ -49,6 +59,9 @@ func (c FailoverConfig) Validate() error {
 	}
 	if c.CutoverPollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("controller: Failover.CutoverPollInterval %v <= 0", c.CutoverPollInterval))
+	}
+	if c.HistoryMax < 1 || c.HistoryTTL <= 0 || c.HousekeepingInterval <= 0 {
+		errs = append(errs, fmt.Errorf("controller: Failover.HistoryMax (%d) must be ≥ 1, HistoryTTL (%v) and HousekeepingInterval (%v) > 0", c.HistoryMax, c.HistoryTTL, c.HousekeepingInterval))
 	}
 	if c.LeaseMargin < 0 {
 		errs = append(errs, fmt.Errorf("controller: Failover.LeaseMargin %v < 0", c.LeaseMargin))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
@@ -420,4 +422,44 @@ func TestCellSwitchover(t *testing.T) {
 	if err != nil || len(all) != 1 || all[0].GetTenant() != "beta" {
 		t.Fatalf("list: %v %v", all, err)
 	}
+}
+
+// Finished failovers beyond the history bounds are deleted (the newest
+// HistoryMax within HistoryTTL are kept); one still waiting for its old
+// owner's report is kept however old.
+func TestFailoverHistoryIsBounded(t *testing.T) {
+	st := memtopo.New()
+	e := newFoEnv(t, st)
+	ctx := testutil.Context(t, 15*time.Second)
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	put := func(id string, state cpv1.FailoverState, updated time.Time) {
+		fo := &cpv1.Failover{Id: id, Tenant: "t-" + id, Kind: promote, State: state, UpdateTime: timestamppb.New(updated)}
+		if _, err := st.Txn(ctx, nil, []topo.Op{topo.Put(topo.FailoverKey(id), catalog.Encode(fo))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	put("f1", cpv1.FailoverState_FAILOVER_STATE_DONE, now.Add(-3*time.Minute))
+	put("f2", cpv1.FailoverState_FAILOVER_STATE_FAILED, now.Add(-2*time.Minute))
+	put("f3", cpv1.FailoverState_FAILOVER_STATE_DONE, now.Add(-time.Minute))
+	put("f4", cpv1.FailoverState_FAILOVER_STATE_DONE, old)               // past the TTL
+	put("f5", cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER, old) // not finished: kept
+	e.start(t, "c1", func(c *controller.Config) {
+		c.Failover.HistoryMax = 2
+		c.Failover.HousekeepingInterval = 20 * time.Millisecond
+	})
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var ids []string
+		_, err := catalog.Each(ctx, st, topo.FailoversPrefix, 0, func(kv topo.KV) error {
+			ids = append(ids, topo.ParseKey(kv.Key).ID)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if want := []string{"f2", "f3", "f5"}; !slices.Equal(ids, want) {
+			return fmt.Errorf("kept %v, want %v", ids, want)
+		}
+		return nil
+	})
 }

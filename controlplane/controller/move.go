@@ -1,11 +1,9 @@
 package controller
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -547,9 +545,3 @@ func appendMsg(a, b string) string {
 }
 
 func isConflict(err error) bool { return errors.Is(err, errConflict) }
-
-func sortByUpdateDesc(ms []storedMove) {
-	slices.SortFunc(ms, func(a, b storedMove) int {
-		return cmp.Or(b.mv.GetUpdateTime().AsTime().Compare(a.mv.GetUpdateTime().AsTime()), cmp.Compare(a.mv.GetId(), b.mv.GetId()))
-	})
-}

@@ -174,36 +174,11 @@ func (m *mover) pruneMoves(ctx context.Context) error {
 	for s := cpv1.MoveState_MOVE_STATE_PREPARING; s <= cpv1.MoveState_MOVE_STATE_FAILED; s++ {
 		m.r.c.mm.byState.WithLabelValues(MoveStateName(s)).Set(float64(byState[s]))
 	}
-	// Newest first by the time they finished.
-	sortByUpdateDesc(finished)
-	cutoff := time.Now().Add(-m.cfg.HistoryTTL)
-	var conds []topo.Cond
-	var ops []topo.Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		err := m.r.commit(ctx, conds, ops)
-		conds, ops = nil, nil
-		if err != nil && !isConflict(err) {
-			return err
-		}
-		return nil
-	}
+	entries := make([]historyEntry, len(finished))
 	for i, sm := range finished {
-		if i < m.cfg.HistoryMax && sm.mv.GetUpdateTime().AsTime().After(cutoff) {
-			continue
-		}
-		key := topo.MoveKey(sm.mv.GetId())
-		conds = append(conds, topo.IfVersion(key, sm.v))
-		ops = append(ops, topo.Del(key))
-		if len(ops) == maxOpsPerTxn/2 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
+		entries[i] = historyEntry{key: topo.MoveKey(sm.mv.GetId()), v: sm.v, finished: sm.mv.GetUpdateTime().AsTime()}
 	}
-	return flush()
+	return m.r.pruneHistory(ctx, entries, m.cfg.HistoryMax, m.cfg.HistoryTTL)
 }
 
 // nudge wakes a loop waiting on ch without blocking.

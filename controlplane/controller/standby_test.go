@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/topo"
@@ -209,6 +211,7 @@ func TestStandbyResumeOnlyAfterSwitchover(t *testing.T) {
 			ops := []topo.Op{topo.Put(topo.TenantKey("acme"), catalog.Encode(&cpv1.Tenant{Id: "acme", HomeRegion: "us", Cell: "a",
 				StandbyCell: "e1", State: cpv1.TenantState_TENANT_STATE_ACTIVE, Epoch: 2}))}
 			if tt.failover != nil {
+				tt.failover.UpdateTime = timestamppb.Now() // recent: within the kept history
 				ops = append(ops, topo.Put(topo.FailoverKey(tt.failover.GetId()), catalog.Encode(tt.failover)))
 			}
 			if _, err := e.st.Txn(ctx, nil, ops); err != nil {

@@ -1,0 +1,54 @@
+package controller
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/topo"
+)
+
+// historyEntry is a finished workflow record (a move or a failover) that
+// the history bounds may delete.
+type historyEntry struct {
+	key      string
+	v        topo.Version
+	finished time.Time // when it ended (its last update)
+}
+
+// pruneHistory deletes the finished records beyond the newest keep, and
+// those that ended before now − ttl, in leader-guarded transactions (a
+// record that changed meanwhile is left for the next pass).
+func (r *runner) pruneHistory(ctx context.Context, finished []historyEntry, keep int, ttl time.Duration) error {
+	slices.SortFunc(finished, func(a, b historyEntry) int {
+		return cmp.Or(b.finished.Compare(a.finished), cmp.Compare(a.key, b.key))
+	})
+	cutoff := time.Now().Add(-ttl)
+	var conds []topo.Cond
+	var ops []topo.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		err := r.commit(ctx, conds, ops)
+		conds, ops = nil, nil
+		if err != nil && !isConflict(err) {
+			return err
+		}
+		return nil
+	}
+	for i, e := range finished {
+		if i < keep && e.finished.After(cutoff) {
+			continue
+		}
+		conds = append(conds, topo.IfVersion(e.key, e.v))
+		ops = append(ops, topo.Del(e.key))
+		if len(ops) == maxOpsPerTxn/2 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
