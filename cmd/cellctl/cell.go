@@ -44,18 +44,9 @@ the maximum, when the cell has one).`,
   cellctl cell list --region eu-west-1 -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListCellsResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListCellsResponse, error) {
 				return api.ListCells(ctx, &controlplanev1.ListCellsRequest{Region: region})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.ListCellsResponse) error {
 				return writeCells(w, resp.GetCells(), true)
 			})
 		},
@@ -74,18 +65,9 @@ MCP workers).`,
 		Example: `  cellctl cell get eu1-a`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetCellResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetCellResponse, error) {
 				return api.GetCell(ctx, &controlplanev1.GetCellRequest{Id: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeCell(w, resp.GetCell()) })
+			}, func(w io.Writer, resp *controlplanev1.GetCellResponse) error { return writeCell(w, resp.GetCell()) })
 		},
 	}
 }

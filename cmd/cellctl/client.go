@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -91,6 +93,22 @@ func call[Resp any](ctx context.Context, c *client, rpc func(context.Context, co
 		return zero, c.explain(ctx, err)
 	}
 	return resp, nil
+}
+
+// do is the body of most commands: connect, make one call, print its
+// answer (with table for the table output).
+func do[Resp proto.Message](a *app, ctx context.Context, rpc func(context.Context, controlplanev1.ControlPlaneServiceClient) (Resp, error),
+	table func(w io.Writer, resp Resp) error) error {
+	c, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, rpc)
+	if err != nil {
+		return err
+	}
+	return a.print(resp, func(w io.Writer) error { return table(w, resp) })
 }
 
 func (c *client) explain(ctx context.Context, err error) error {

@@ -247,18 +247,11 @@ promotion lost ("?" until the old owner has reported).`,
   cellctl failover list --tenant acme -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListFailoversResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListFailoversResponse, error) {
 				return api.ListFailovers(ctx, &req)
+			}, func(w io.Writer, resp *controlplanev1.ListFailoversResponse) error {
+				return writeFailovers(w, resp.GetFailovers())
 			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeFailovers(w, resp.GetFailovers()) })
 		},
 	}
 	cmd.Flags().StringVar(&req.Tenant, "tenant", "", "only this tenant's failovers")
@@ -277,18 +270,11 @@ old owner has come back and reported), with the command that lists them.`,
 		Example: `  cellctl failover get acme-e2-promote`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetFailoverResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetFailoverResponse, error) {
 				return api.GetFailover(ctx, &controlplanev1.GetFailoverRequest{Id: args[0]})
+			}, func(w io.Writer, resp *controlplanev1.GetFailoverResponse) error {
+				return writeFailover(w, resp.GetFailover())
 			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeFailover(w, resp.GetFailover()) })
 		},
 	}
 }

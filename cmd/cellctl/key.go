@@ -36,18 +36,9 @@ secret manager. With -o json or -o yaml the secret is the "secret" field.`,
   cellctl tenant key create acme -o json | jq -r .secret`,
 		Args: exactArgs("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateApiKeyResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateApiKeyResponse, error) {
 				return api.CreateApiKey(ctx, &controlplanev1.CreateApiKeyRequest{Tenant: args[0], Description: description})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.CreateApiKeyResponse) error {
 				_, err := fmt.Fprintf(w, "API key %s created for tenant %s.\nSecret (shown only this once; it cannot be shown again, store it now):\n\n  %s\n",
 					resp.GetKey().GetId(), resp.GetKey().GetTenant(), resp.GetSecret())
 				return err
@@ -67,18 +58,9 @@ func newKeyListCmd(a *app) *cobra.Command {
 		Example: `  cellctl tenant key list acme`,
 		Args:    exactArgs("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListApiKeysResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListApiKeysResponse, error) {
 				return api.ListApiKeys(ctx, &controlplanev1.ListApiKeysRequest{Tenant: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.ListApiKeysResponse) error {
 				t := newTable(w, "KEY", "STATE", "DESCRIPTION", "CREATED", "REVOKED")
 				for _, k := range resp.GetKeys() {
 					state := "ACTIVE"
@@ -102,18 +84,9 @@ The key stays listed, as REVOKED.`,
 		Example: `  cellctl tenant key revoke acme key-0001`,
 		Args:    exactArgs("tenant", "key-id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.RevokeApiKeyResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.RevokeApiKeyResponse, error) {
 				return api.RevokeApiKey(ctx, &controlplanev1.RevokeApiKeyRequest{Tenant: args[0], Id: args[1]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.RevokeApiKeyResponse) error {
 				_, err := fmt.Fprintf(w, "API key %s of tenant %s revoked\n", resp.GetKey().GetId(), resp.GetKey().GetTenant())
 				return err
 			})

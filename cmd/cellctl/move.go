@@ -205,18 +205,9 @@ control plane still keeps (DONE, CANCELLED, FAILED).`,
   cellctl move list --cell use1-a --all -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListMovesResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListMovesResponse, error) {
 				return api.ListMoves(ctx, &req)
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.ListMovesResponse) error {
 				t := newTable(w, "MOVE", "TENANT", "FROM", "TO", "STATE", "EPOCH", "DRAIN", "CREATED")
 				for _, mv := range resp.GetMoves() {
 					t.row(mv.GetId(), mv.GetTenant(), mv.GetSourceCell(), mv.GetTargetCell(), moveState(mv.GetState()),
@@ -244,18 +235,9 @@ that failed or is stuck, the error.`,
   cellctl move get acme-1a2b3c4d -o yaml`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetMoveResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetMoveResponse, error) {
 				return api.GetMove(ctx, &controlplanev1.GetMoveRequest{Id: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeMove(w, resp.GetMove()) })
+			}, func(w io.Writer, resp *controlplanev1.GetMoveResponse) error { return writeMove(w, resp.GetMove()) })
 		},
 	}
 }
@@ -304,18 +286,9 @@ the cancel is refused (MOVE_NOT_CANCELLABLE).`,
 		Example: `  cellctl move cancel acme-1a2b3c4d`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CancelMoveResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CancelMoveResponse, error) {
 				return api.CancelMove(ctx, &controlplanev1.CancelMoveRequest{Id: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.CancelMoveResponse) error {
 				mv := resp.GetMove()
 				if mv.GetState() == controlplanev1.MoveState_MOVE_STATE_CANCELLED {
 					_, err := fmt.Fprintf(w, "move %s is CANCELLED; tenant %s stays on %s\n", mv.GetId(), mv.GetTenant(), mv.GetSourceCell())

@@ -31,18 +31,9 @@ func newRegionListCmd(a *app) *cobra.Command {
   cellctl region list -o yaml`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListRegionsResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListRegionsResponse, error) {
 				return api.ListRegions(ctx, &controlplanev1.ListRegionsRequest{})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.ListRegionsResponse) error {
 				t := newTable(w, "REGION", "DESCRIPTION", "CREATED")
 				for _, r := range resp.GetRegions() {
 					t.row(r.GetName(), r.GetDescription(), timeString(r.GetCreateTime()))
@@ -63,18 +54,9 @@ refer to with --region; it cannot be changed later.`,
 		Example: `  cellctl region create eu-west-1 --description "Ireland"`,
 		Args:    exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateRegionResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateRegionResponse, error) {
 				return api.CreateRegion(ctx, &controlplanev1.CreateRegionRequest{Name: args[0], Description: description})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.CreateRegionResponse) error {
 				_, err := fmt.Fprintf(w, "region %s created\n", resp.GetRegion().GetName())
 				return err
 			})

@@ -45,18 +45,9 @@ A tenant has at most one standby: clear it before choosing another.`,
 			case region != "" && cell != "":
 				return usageErrorf("--region and --cell are exclusive")
 			}
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.SetStandbyResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.SetStandbyResponse, error) {
 				return api.SetStandby(ctx, &controlplanev1.SetStandbyRequest{Tenant: args[0], Region: region, Cell: cell})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.SetStandbyResponse) error {
 				t := resp.GetTenant()
 				_, err := fmt.Fprintf(w, "tenant %s has standby %s (owner %s, epoch %d); it copies the data and follows the owner: 'cellctl tenant get %s' shows its lag\n",
 					t.GetId(), t.GetStandbyCell(), t.GetCell(), t.GetEpoch(), t.GetId())

@@ -106,18 +106,9 @@ progress (a move, a failover) is named.`,
   cellctl tenant get acme -o json`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetTenantResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetTenantResponse, error) {
 				return api.GetTenant(ctx, &controlplanev1.GetTenantRequest{Id: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.GetTenantResponse) error {
 				t := resp.GetTenant()
 				f := newFields(w)
 				f.add("Tenant", t.GetId())
@@ -261,18 +252,9 @@ returns when the deletion is done.`,
 			if !yes {
 				return usageErrorf("deleting tenant %q removes its data and API keys for good; add --yes to confirm", args[0])
 			}
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.DeleteTenantResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.DeleteTenantResponse, error) {
 				return api.DeleteTenant(ctx, &controlplanev1.DeleteTenantRequest{Id: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			}, func(w io.Writer, resp *controlplanev1.DeleteTenantResponse) error {
 				_, err := fmt.Fprintf(w, "tenant %s deleted\n", args[0])
 				return err
 			})
