@@ -643,18 +643,7 @@ func (f *failoverer) fail(ctx context.Context, fo *cpv1.Failover, v topo.Version
 
 // housekeeping deletes finished failovers beyond the history bounds.
 func (f *failoverer) housekeeping(ctx context.Context) {
-	t := time.NewTicker(f.cfg.HousekeepingInterval)
-	defer t.Stop()
-	for {
-		if err := f.pruneFailovers(ctx); err != nil && ctx.Err() == nil {
-			f.r.c.log.Warn("failover housekeeping failed; retrying at the next pass", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	f.r.every(ctx, f.cfg.HousekeepingInterval, "failover housekeeping", f.pruneFailovers)
 }
 
 func (f *failoverer) pruneFailovers(ctx context.Context) error {

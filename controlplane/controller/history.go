@@ -17,6 +17,23 @@ type historyEntry struct {
 	finished time.Time // when it ended (its last update)
 }
 
+// every runs pass now and then every interval until ctx ends; a failed
+// pass is logged and retried at the next one.
+func (r *runner) every(ctx context.Context, interval time.Duration, what string, pass func(context.Context) error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
+			r.c.log.Warn(what+" failed; retrying at the next pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // pruneHistory deletes the finished records beyond the newest keep, and
 // those that ended before now − ttl, in leader-guarded transactions (a
 // record that changed meanwhile is left for the next pass).

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
@@ -142,18 +141,7 @@ func (m *mover) spawn(ctx context.Context, key string, sem chan struct{}, fn fun
 
 // housekeeping keeps the move history bounded and the move gauges set.
 func (m *mover) housekeeping(ctx context.Context) {
-	t := time.NewTicker(m.cfg.HousekeepingInterval)
-	defer t.Stop()
-	for {
-		if err := m.pruneMoves(ctx); err != nil && ctx.Err() == nil {
-			m.r.c.log.Warn("move housekeeping failed; retrying at the next pass", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	m.r.every(ctx, m.cfg.HousekeepingInterval, "move housekeeping", m.pruneMoves)
 }
 
 // pruneMoves deletes finished moves beyond the history bounds (older than
