@@ -38,21 +38,7 @@ func (f *failoverer) autoPromote(ctx context.Context) {
 		return
 	}
 	since := map[string]time.Time{} // cell → first seen unhealthy (this term)
-	tick := time.NewTicker(cfg.Interval)
-	defer tick.Stop()
-	for {
-		if err := f.policyPass(ctx, since); err != nil && ctx.Err() == nil {
-			if errors.Is(err, errNotLeader) {
-				return
-			}
-			f.r.c.log.Warn("automatic promotion pass failed; retrying at the next one", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	f.r.every(ctx, cfg.Interval, nil, "automatic promotion pass", func(ctx context.Context) error { return f.policyPass(ctx, since) })
 }
 
 // policyPass is one pass of the policy.

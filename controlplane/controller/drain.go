@@ -129,19 +129,7 @@ func (m *mover) drainLoop(ctx context.Context) {
 		defer m.r.wg.Done()
 		m.follow(ctx, DrainsPrefix, func(topo.KV, bool) { nudge(m.drainWake) })
 	}()
-	t := time.NewTicker(m.cfg.DrainInterval)
-	defer t.Stop()
-	for {
-		if err := m.drainPass(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNotLeader) {
-			m.r.c.log.Warn("drain pass failed; retrying at the next one", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-m.drainWake:
-		}
-	}
+	m.r.every(ctx, m.cfg.DrainInterval, m.drainWake, "drain pass", m.drainPass)
 }
 
 func (m *mover) drainPass(ctx context.Context) error {

@@ -643,7 +643,7 @@ func (f *failoverer) fail(ctx context.Context, fo *cpv1.Failover, v topo.Version
 
 // housekeeping deletes finished failovers beyond the history bounds.
 func (f *failoverer) housekeeping(ctx context.Context) {
-	f.r.every(ctx, f.cfg.HousekeepingInterval, "failover housekeeping", f.pruneFailovers)
+	f.r.every(ctx, f.cfg.HousekeepingInterval, nil, "failover housekeeping", f.pruneFailovers)
 }
 
 func (f *failoverer) pruneFailovers(ctx context.Context) error {

@@ -3,6 +3,7 @@ package controller
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -17,19 +18,25 @@ type historyEntry struct {
 	finished time.Time // when it ended (its last update)
 }
 
-// every runs pass now and then every interval until ctx ends; a failed
+// every runs pass now, then every interval and whenever wake (may be nil)
+// fires, until ctx ends or this replica is found not to lead; a failed
 // pass is logged and retried at the next one.
-func (r *runner) every(ctx context.Context, interval time.Duration, what string, pass func(context.Context) error) {
+func (r *runner) every(ctx context.Context, interval time.Duration, wake <-chan struct{}, what string, pass func(context.Context) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := pass(ctx); err != nil && ctx.Err() == nil {
+		err := pass(ctx)
+		switch {
+		case errors.Is(err, errNotLeader):
+			return
+		case err != nil && ctx.Err() == nil:
 			r.c.log.Warn(what+" failed; retrying at the next pass", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 	}
 }

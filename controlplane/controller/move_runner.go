@@ -141,7 +141,7 @@ func (m *mover) spawn(ctx context.Context, key string, sem chan struct{}, fn fun
 
 // housekeeping keeps the move history bounded and the move gauges set.
 func (m *mover) housekeeping(ctx context.Context) {
-	m.r.every(ctx, m.cfg.HousekeepingInterval, "move housekeeping", m.pruneMoves)
+	m.r.every(ctx, m.cfg.HousekeepingInterval, nil, "move housekeeping", m.pruneMoves)
 }
 
 // pruneMoves deletes finished moves beyond the history bounds (older than
