@@ -345,24 +345,24 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 	if cmd.Version == 0 {
 		cmd.Version = commandVersion
 	}
+	spec, known := lookupOp(cmd)
 	// A command no replica can apply would stop the whole cell (see
 	// checkKnown): refuse it here, at the door.
 	if !cmd.GetIgnorable() && !s.cfg.TestingKnobs.ProposeUnchecked {
-		if _, ok := lookupOp(cmd); !ok {
+		if !known {
 			return nil, cperr.Invalid(cperr.FieldViolation{Field: "op", Description: "unknown or missing operation"})
 		}
 		if cmd.GetVersion() > commandVersion {
 			return nil, cperr.Invalid(cperr.FieldViolation{Field: "version", Description: "newer than this node understands"})
 		}
 	}
-	gated := false
-	if spec, ok := lookupOp(cmd); ok && spec.owner {
-		// A client write: only while the cell's authority is valid, and
-		// acknowledged only if it still is once applied.
+	// A client write is proposed only while the cell's authority is valid,
+	// and acknowledged only if it still is once applied.
+	gated := known && spec.owner
+	if gated {
 		if err := s.checkAuthority(); err != nil {
 			return nil, err
 		}
-		gated = true
 	}
 	if cmd.TimeUnixNano == 0 {
 		cmd.TimeUnixNano = time.Now().UnixNano()
