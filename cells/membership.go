@@ -12,6 +12,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -61,7 +62,7 @@ func (n *Node) join(ctx context.Context) error {
 			return fmt.Errorf("cells: join through %s refused: %w", n.cfg.Join, err)
 		}
 		n.log.Log(ctx, debugThenWarn(attempt), "join failed; retrying", "via", n.cfg.Join, "attempt", attempt, "err", err)
-		if serr := sleep(ctx, wait); serr != nil {
+		if serr := ctxtime.Sleep(ctx, wait); serr != nil {
 			return fmt.Errorf("cells: join through %s: gave up after %d attempts: %w (last error: %v)", n.cfg.Join, attempt, serr, err)
 		}
 		wait = min(wait*2, retryMax)
@@ -99,13 +100,13 @@ func (n *Node) registerLoop() {
 			// Waiting on this node's own view (an election, the leader's
 			// self-registration, our registration being applied): cheap
 			// to check, so check often.
-			if sleep(ctx, retryMin) != nil {
+			if ctxtime.Sleep(ctx, retryMin) != nil {
 				return
 			}
 			continue
 		}
 		n.log.Log(ctx, debugThenWarn(attempt), "registration pending", "attempt", attempt, "err", err)
-		if sleep(ctx, wait) != nil {
+		if ctxtime.Sleep(ctx, wait) != nil {
 			return
 		}
 		wait = min(wait*2, retryMax)
@@ -177,16 +178,4 @@ func debugThenWarn(attempt int) slog.Level {
 		return slog.LevelDebug
 	}
 	return slog.LevelWarn
-}
-
-// sleep waits d or until ctx ends (then it returns ctx's error).
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -50,6 +50,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -394,7 +395,7 @@ func (c *Client) awaitMove(ctx context.Context, mw *movingWait, old *route) bool
 	}
 	for now := old != nil; ; now = false {
 		if !now {
-			if time.Since(mw.since)+mw.backoff > c.cfg.MovingWait || !sleep(ctx, mw.backoff) {
+			if time.Since(mw.since)+mw.backoff > c.cfg.MovingWait || !ctxtime.Within(ctx, mw.backoff) {
 				return false
 			}
 			mw.backoff = min(2*mw.backoff, c.cfg.MaxRetryBackoff)
@@ -428,22 +429,6 @@ func moving(err error) bool {
 		return true
 	}
 	return false
-}
-
-// sleep waits d unless ctx ends first or its deadline comes before d has
-// passed; it reports whether the caller may go on.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
-		return false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func (cc *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {

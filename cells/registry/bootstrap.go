@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/logging"
 	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -65,7 +66,7 @@ func WaitBootstrap(ctx context.Context, st topo.Store, cell string, self *contro
 				lvl = slog.LevelWarn
 			}
 			log.Log(ctx, lvl, "reading the cell's registry failed; retrying", "attempt", attempt, "retry_in", retry, "err", err)
-			if err := sleep(ctx, retry); err != nil {
+			if err := ctxtime.Sleep(ctx, retry); err != nil {
 				return nil, fmt.Errorf("registry: wait for cell %s bootstrap: %w", cell, err)
 			}
 			retry = min(retry*2, bootstrapRetryMax)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/logging"
 	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -230,7 +231,7 @@ func (r *Registrar) loop(ctx context.Context) {
 				}
 				r.log.Log(ctx, lvl, "registering in the control plane failed; retrying", "attempt", attempt, "retry_in", retry, "err", err)
 				attempt++
-				if sleep(ctx, retry) != nil {
+				if ctxtime.Sleep(ctx, retry) != nil {
 					return
 				}
 				retry = min(retry*2, r.cfg.RetryMax)
@@ -378,16 +379,4 @@ func (r *Registrar) Close() error {
 		r.log.Info("unregistered from the control plane")
 	})
 	return r.closeErr
-}
-
-// sleep waits d or until ctx ends (then it returns ctx's error).
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -74,7 +75,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			c.log.Warn("controller election failed; retrying", "err", err, "retry_in", wait)
-			if sleep(ctx, wait) != nil {
+			if ctxtime.Sleep(ctx, wait) != nil {
 				break
 			}
 			wait = min(wait*2, c.cfg.RetryMax)
@@ -148,7 +149,7 @@ func (c *Controller) lead(ctx context.Context, lead topo.Leadership) error {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("listing workflows failed; retrying", "err", err)
-				_ = sleep(ctx, c.cfg.RetryMin)
+				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
 			}
 			continue
 		}
@@ -252,7 +253,7 @@ func (r *runner) drive(ctx context.Context, id string) {
 		}
 		c.m.stepErrors.WithLabelValues(wf.GetKind().String()).Inc()
 		c.log.Warn("workflow step failed; retrying", "workflow", id, "tenant", wf.GetTenant(), "step", wf.GetStep().String(), "err", err, "retry_in", wait)
-		if sleep(ctx, wait) != nil {
+		if ctxtime.Sleep(ctx, wait) != nil {
 			return
 		}
 		wait = min(wait*2, c.cfg.RetryMax)
@@ -281,15 +282,4 @@ func (r *runner) commit(ctx context.Context, conds []topo.Cond, ops []topo.Op) e
 		return fmt.Errorf("%w: %v", errConflict, err)
 	}
 	return err
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -145,7 +146,7 @@ func (f *failoverer) follow(ctx context.Context, prefix string, fn func(topo.Eve
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
-				_ = sleep(ctx, c.cfg.RetryMin)
+				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
 			}
 			continue
 		}
@@ -238,7 +239,7 @@ func (f *failoverer) drive(ctx context.Context, id string) {
 			return
 		}
 		c.log.Warn("failover step failed; retrying", "failover", id, "tenant", fo.GetTenant(), "state", FailoverStateName(fo.GetState()), "err", err, "retry_in", backoff)
-		if sleep(ctx, backoff) != nil {
+		if ctxtime.Sleep(ctx, backoff) != nil {
 			return
 		}
 		backoff = min(backoff*2, c.cfg.RetryMax)

@@ -12,6 +12,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -90,7 +91,7 @@ func (m *mover) drive(ctx context.Context, id string) {
 			if mv.GetState() == cpv1.MoveState_MOVE_STATE_CUTTING_OVER {
 				poll = m.cfg.CutoverPollInterval
 			}
-			if sleep(ctx, poll) != nil {
+			if ctxtime.Sleep(ctx, poll) != nil {
 				return
 			}
 			continue
@@ -99,7 +100,7 @@ func (m *mover) drive(ctx context.Context, id string) {
 		}
 		c.mm.stepError.WithLabelValues(MoveStateName(mv.GetState())).Inc()
 		c.log.Warn("move step failed; retrying", "move", id, "tenant", mv.GetTenant(), "state", MoveStateName(mv.GetState()), "err", err, "retry_in", wait)
-		if sleep(ctx, wait) != nil {
+		if ctxtime.Sleep(ctx, wait) != nil {
 			return
 		}
 		wait = min(wait*2, c.cfg.RetryMax)
@@ -326,7 +327,7 @@ func (m *mover) cutOver(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 func (m *mover) cleanUp(ctx context.Context, mv *cpv1.Move, v topo.Version, run *moveRun) error {
 	c := m.r.c
 	if d := time.Until(mv.GetCleanupAfter().AsTime()); d > 0 {
-		return sleep(ctx, d)
+		return ctxtime.Sleep(ctx, d)
 	}
 	t, _, err := catalog.GetTenant(ctx, c.st, mv.GetTenant())
 	switch {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -91,7 +92,7 @@ func (m *mover) follow(ctx context.Context, prefix string, fn func(kv topo.KV, p
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
-				_ = sleep(ctx, m.r.c.cfg.RetryMin)
+				_ = ctxtime.Sleep(ctx, m.r.c.cfg.RetryMin)
 			}
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
@@ -48,21 +49,6 @@ func waitAck(ctx context.Context, w *steadyWriter, t time.Time, timeout time.Dur
 	}
 }
 
-// pause waits d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // runLeaderKills is part a of the failover scenario: the baseline window,
 // the kills, and the optional soak.
 func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cell *platformCell, res *FailoverResults, p progress) error {
@@ -84,11 +70,11 @@ func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cel
 	defer w.halt()
 
 	warm := warmupFor(opts.Baseline)
-	if err := pause(ctx, warm); err != nil {
+	if err := ctxtime.Sleep(ctx, warm); err != nil {
 		return err
 	}
 	from := time.Now()
-	if err := pause(ctx, opts.Baseline); err != nil {
+	if err := ctxtime.Sleep(ctx, opts.Baseline); err != nil {
 		return err
 	}
 	res.Baseline = windowStats("steady writes, no kill", w.records(), from, time.Now(), opts.Rate)
@@ -133,7 +119,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	if _, err := cell.waitLeader(wctx, 64); err != nil {
 		return LeaderKill{}, err
 	}
-	if err := pause(ctx, opts.Settle); err != nil {
+	if err := ctxtime.Sleep(ctx, opts.Settle); err != nil {
 		return LeaderKill{}, err
 	}
 	// Leadership may have moved meanwhile (a starved machine): the kill
@@ -171,7 +157,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	k.Elections = cell.term() - term
 	// Writes already in flight fail or finish within a second of the
 	// first acknowledgement; then count.
-	if err := pause(ctx, time.Second); err != nil {
+	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
 		return k, err
 	}
 	recs := w.records()

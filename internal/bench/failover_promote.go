@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -73,7 +74,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 	if _, err := waitAck(ctx, w, time.Now(), 10*time.Second); err != nil {
 		return pr, fmt.Errorf("bench: promotion %d: writes before the kill: %w", round, err)
 	}
-	if err := pause(ctx, time.Second); err != nil {
+	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
 		return pr, err
 	}
 
@@ -95,7 +96,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 		return pr, fmt.Errorf("bench: promotion %d: %w", round, err)
 	}
 	pr.PromoteMs = ms(ack.Sub(killedAt))
-	if err := pause(ctx, time.Second); err != nil {
+	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
 		return pr, err
 	}
 	w.halt()

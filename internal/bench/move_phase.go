@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -144,12 +145,12 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform, tenant stri
 	defer cancel()
 	w.start(wctx)
 	defer w.halt()
-	if err := pause(ctx, warmupFor(opts.Baseline)); err != nil {
+	if err := ctxtime.Sleep(ctx, warmupFor(opts.Baseline)); err != nil {
 		return nil, err
 	}
 	if baseline != nil {
 		from := time.Now()
-		if err := pause(ctx, opts.Baseline); err != nil {
+		if err := ctxtime.Sleep(ctx, opts.Baseline); err != nil {
 			return nil, err
 		}
 		*baseline = windowStats(tenant+" writes, no move", w.records(), from, time.Now(), opts.Rate)
@@ -169,7 +170,7 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform, tenant stri
 			fenceToFlip(mw.mv), ms(mw.mv.GetFlipTime().AsTime().Sub(mw.start)))
 	}
 	// Writes in flight end (or fail) before the figures are taken.
-	if err := pause(ctx, time.Second); err != nil {
+	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
 		return nil, err
 	}
 	setEnd := time.Now()

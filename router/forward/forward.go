@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 
@@ -568,7 +569,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		f.log.Debug("retrying forwarded call", "tenant", c.tenant, "cell", c.target.Cell, "epoch", c.target.Epoch,
 			"method", c.method, "reason", reason, "from", a.addr, "to", addr, "retry", retries, "err", err)
 		if !held && (wait || retries > f.cfg.MaxRetries) {
-			if !sleep(c.ctx, backoff) {
+			if !ctxtime.Within(c.ctx, backoff) {
 				return c.final(a)
 			}
 			backoff = min(2*backoff, f.cfg.MaxRetryBackoff)
@@ -706,22 +707,5 @@ func (f *Forwarder) forgetLeader(t Target, addr string) {
 	defer f.leadersMu.Unlock()
 	if h, ok := f.leaders[t.Cell]; ok && (addr == "" || h.addr == addr) {
 		delete(f.leaders, t.Cell)
-	}
-}
-
-// sleep waits d unless ctx ends first or its deadline comes before d has
-// passed (a retry after the deadline is pointless); it reports whether the
-// caller may retry.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
-		return false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
