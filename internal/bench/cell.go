@@ -99,9 +99,7 @@ func (r *CellResults) Notes() []Note {
 		Note{"each step", fmt.Sprintf("%.1f s after %.2f s warm-up", r.StepSec, r.WarmupSec)},
 		Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)},
 	)
-	if len(r.LoadAvgEnd) == 3 {
-		n = append(n, Note{"load average at the end", fmt.Sprintf("%.2f %.2f %.2f", r.LoadAvgEnd[0], r.LoadAvgEnd[1], r.LoadAvgEnd[2])})
-	}
+	n = append(n, loadAvgNote(r.LoadAvgEnd)...)
 	return n
 }
 

@@ -185,9 +185,7 @@ func (r *MCPResults) Notes() []Note {
 			r.StepSec, r.WarmupSec, r.Concurrency, r.EntrySize, r.Tail, r.Prefill, r.Rounds)},
 		Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)},
 	)
-	if len(r.LoadAvgEnd) == 3 {
-		n = append(n, Note{"load average at the end", fmt.Sprintf("%.2f %.2f %.2f", r.LoadAvgEnd[0], r.LoadAvgEnd[1], r.LoadAvgEnd[2])})
-	}
+	n = append(n, loadAvgNote(r.LoadAvgEnd)...)
 	return n
 }
 

@@ -217,9 +217,7 @@ func (r *MoveResults) Notes() []Note {
 		Note{"start (etcd, control plane, cells, router)", fmt.Sprintf("%.1f s", r.StartSec)},
 		Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)},
 	)
-	if len(r.LoadAvgEnd) == 3 {
-		n = append(n, Note{"load average at the end", fmt.Sprintf("%.2f %.2f %.2f", r.LoadAvgEnd[0], r.LoadAvgEnd[1], r.LoadAvgEnd[2])})
-	}
+	n = append(n, loadAvgNote(r.LoadAvgEnd)...)
 	return n
 }
 

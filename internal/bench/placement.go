@@ -192,9 +192,7 @@ func (r *PlacementResults) Notes() []Note {
 		{"propagation", fmt.Sprintf("%d updates, %d seen before their ack", r.Propagation.Ops, r.SeenBeforeAck)},
 		{"total", fmt.Sprintf("%.1f s", r.TotalSec)},
 	}
-	if len(r.LoadAvgEnd) == 3 {
-		n = append(n, Note{"load average at the end", fmt.Sprintf("%.2f %.2f %.2f", r.LoadAvgEnd[0], r.LoadAvgEnd[1], r.LoadAvgEnd[2])})
-	}
+	n = append(n, loadAvgNote(r.LoadAvgEnd)...)
 	return n
 }
 

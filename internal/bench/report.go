@@ -227,3 +227,12 @@ func (e *errWriter) Write(p []byte) (int, error) {
 func (e *errWriter) printf(format string, args ...any) {
 	fmt.Fprintf(e, format, args...)
 }
+
+// loadAvgNote is the "load average at the end" note of a scenario (none
+// when the machine did not report one).
+func loadAvgNote(l []float64) []Note {
+	if len(l) != 3 {
+		return nil
+	}
+	return []Note{{"load average at the end", fmt.Sprintf("%.2f %.2f %.2f", l[0], l[1], l[2])}}
+}
