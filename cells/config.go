@@ -1,7 +1,6 @@
 package cells
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -148,9 +147,7 @@ func (c Config) Validate() error {
 		add("ReplicationSource: %v", err)
 	}
 	if c.Registry != nil {
-		sc := c.Replication
-		sc.Connect = func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, nil } // set by the node
-		if err := sc.Validate(); err != nil {
+		if err := c.Replication.Validate(); err != nil {
 			add("Replication: %v", err)
 		}
 	}

@@ -81,12 +81,10 @@ func DefaultSinkConfig() SinkConfig {
 	}
 }
 
-// Validate reports every problem with c.
+// Validate reports every problem with c's knobs (Connect is checked by
+// NewSink: a node sets it when it starts).
 func (c SinkConfig) Validate() error {
 	var errs []error
-	if c.Connect == nil {
-		errs = append(errs, errors.New("replication: SinkConfig.Connect is required"))
-	}
 	for name, d := range map[string]time.Duration{"Rescan": c.Rescan, "AckInterval": c.AckInterval, "RetryMin": c.RetryMin, "RetryMax": c.RetryMax, "CallTimeout": c.CallTimeout} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("replication: SinkConfig.%s must be > 0, got %v", name, d))
@@ -126,6 +124,9 @@ type Sink struct {
 
 // NewSink returns a sink; Run drives it.
 func NewSink(st SinkStore, cfg SinkConfig) (*Sink, error) {
+	if cfg.Connect == nil {
+		return nil, errors.New("replication: SinkConfig.Connect is required")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
