@@ -1,0 +1,61 @@
+package replication
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultSinkConfig().Validate(); err != nil {
+		t.Fatalf("default sink config: %v", err)
+	}
+	if err := DefaultSourceConfig().Validate(); err != nil {
+		t.Fatalf("default source config: %v", err)
+	}
+	sink := []struct {
+		name string
+		mod  func(*SinkConfig)
+		want string
+	}{
+		{"rescan", func(c *SinkConfig) { c.Rescan = 0 }, "Rescan"},
+		{"retry order", func(c *SinkConfig) { c.RetryMax = c.RetryMin / 2 }, "RetryMax"},
+		{"batch", func(c *SinkConfig) { c.MaxBatchEvents = 0 }, "MaxBatchEvents"},
+		{"apply below batch", func(c *SinkConfig) { c.MaxApplyEvents = c.MaxBatchEvents - 1 }, "MaxApplyEvents"},
+		{"read ahead", func(c *SinkConfig) { c.ReadAhead = 0 }, "ReadAhead"},
+	}
+	for _, tc := range sink {
+		c := DefaultSinkConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("sink %s: Validate = %v, want an error about %s", tc.name, err, tc.want)
+		}
+	}
+	source := []struct {
+		name string
+		mod  func(*SourceConfig)
+		want string
+	}{
+		{"heartbeat", func(c *SourceConfig) { c.Heartbeat = -time.Second }, "Heartbeat"},
+		{"chunk over gRPC's bound", func(c *SourceConfig) { c.ExportChunkBytes = 8 << 20 }, "ExportChunkBytes"},
+		{"batch", func(c *SourceConfig) { c.MaxBatchBytes = 0 }, "MaxBatchEvents and MaxBatchBytes"},
+	}
+	for _, tc := range source {
+		c := DefaultSourceConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("source %s: Validate = %v, want an error about %s", tc.name, err, tc.want)
+		}
+	}
+	if _, err := NewSink(nil, DefaultSinkConfig()); err == nil || !strings.Contains(err.Error(), "Connect") {
+		t.Errorf("NewSink without Connect = %v", err)
+	}
+	c := DefaultSinkConfig()
+	c.Connect = func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, nil }
+	if _, err := NewSink(nil, c); err != nil {
+		t.Errorf("NewSink = %v", err)
+	}
+}
