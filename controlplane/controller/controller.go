@@ -141,32 +141,11 @@ func (c *Controller) lead(ctx context.Context, lead topo.Leadership) error {
 	go func() { defer r.wg.Done(); r.leadMoves(ctx) }() // moves, drains, standbys: move_runner.go
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.leadFailovers(ctx) }() // failovers and the promotion policy: failover.go
-	for ctx.Err() == nil {
-		rev, err := catalog.Each(ctx, c.st, topo.WorkflowsPrefix, 0, func(kv topo.KV) error {
-			r.consider(ctx, kv)
-			return nil
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("listing workflows failed; retrying", "err", err)
-				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
-			}
-			continue
+	r.follow(ctx, topo.WorkflowsPrefix, func(ev topo.Event) {
+		if ev.Type == topo.EventPut {
+			r.consider(ctx, ev.KV)
 		}
-		for resp := range c.st.Watch(ctx, topo.WorkflowsPrefix, rev+1) {
-			if resp.Err != nil {
-				if ctx.Err() == nil {
-					c.log.Warn("workflow watch ended; listing again", "err", resp.Err)
-				}
-				break
-			}
-			for _, ev := range resp.Events {
-				if ev.Type == topo.EventPut {
-					r.consider(ctx, ev.KV)
-				}
-			}
-		}
-	}
+	})
 	return ctx.Err()
 }
 
@@ -196,29 +175,7 @@ func (r *runner) consider(ctx context.Context, kv topo.KV) {
 	if wf.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED {
 		return
 	}
-	r.mu.Lock()
-	if r.running[pk.ID] {
-		r.mu.Unlock()
-		return
-	}
-	r.running[pk.ID] = true
-	r.mu.Unlock()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer func() {
-			r.mu.Lock()
-			delete(r.running, pk.ID)
-			r.mu.Unlock()
-		}()
-		select {
-		case r.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		defer func() { <-r.sem }()
-		r.drive(ctx, pk.ID)
-	}()
+	r.spawn(ctx, "workflow:"+pk.ID, r.sem, func(ctx context.Context) { r.drive(ctx, pk.ID) })
 }
 
 // drive runs one workflow step by step until it ends, fails for good, or

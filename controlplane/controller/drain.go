@@ -127,7 +127,7 @@ func (m *mover) drainLoop(ctx context.Context) {
 	m.r.wg.Add(1)
 	go func() {
 		defer m.r.wg.Done()
-		m.follow(ctx, DrainsPrefix, func(topo.KV, bool) { nudge(m.drainWake) })
+		m.r.follow(ctx, DrainsPrefix, func(topo.Event) { nudge(m.drainWake) })
 	}()
 	m.r.every(ctx, m.cfg.DrainInterval, m.drainWake, "drain pass", m.drainPass)
 }

@@ -98,7 +98,7 @@ func (r *runner) leadFailovers(ctx context.Context) {
 // watchFailovers drives every unfinished failover: those recorded now,
 // then each one the watch shows.
 func (f *failoverer) watchFailovers(ctx context.Context) {
-	f.follow(ctx, topo.FailoversPrefix, func(ev topo.Event) {
+	f.r.follow(ctx, topo.FailoversPrefix, func(ev topo.Event) {
 		if ev.Type != topo.EventPut || topo.ParseKey(ev.KV.Key).Kind != topo.KindFailover {
 			return
 		}
@@ -117,7 +117,7 @@ func (f *failoverer) watchFailovers(ctx context.Context) {
 // lease expired) or a fence changes (a report). Authority renewals (puts,
 // about one a second per cell) do not wake anything.
 func (f *failoverer) watchCells(ctx context.Context) {
-	f.follow(ctx, topo.CellsPrefix, func(ev topo.Event) {
+	f.r.follow(ctx, topo.CellsPrefix, func(ev topo.Event) {
 		switch k := topo.ParseKey(ev.KV.Key).Kind; {
 		case k == topo.KindCellAuthority && ev.Type == topo.EventDelete, k == topo.KindCellFence && ev.Type == topo.EventPut:
 			f.mu.Lock()
@@ -134,59 +134,9 @@ func (f *failoverer) wakeChan() <-chan struct{} {
 	return f.wake
 }
 
-// follow calls fn for every key under prefix now (as puts), then for each
-// change the watch shows, until ctx ends; a broken watch lists again.
-func (f *failoverer) follow(ctx context.Context, prefix string, fn func(topo.Event)) {
-	c := f.r.c
-	for ctx.Err() == nil {
-		rev, err := catalog.Each(ctx, c.st, prefix, 0, func(kv topo.KV) error {
-			fn(topo.Event{Type: topo.EventPut, KV: kv})
-			return nil
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
-				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
-			}
-			continue
-		}
-		for resp := range c.st.Watch(ctx, prefix, rev+1) {
-			if resp.Err != nil {
-				if ctx.Err() == nil {
-					c.log.Warn("watch ended; listing again", "prefix", prefix, "err", resp.Err)
-				}
-				break
-			}
-			for _, ev := range resp.Events {
-				fn(ev)
-			}
-		}
-	}
-}
-
-// spawn drives failover id in a goroutine unless one runs already (the
-// runner's running set and WaitGroup: the term ends when every driver
-// stopped).
+// spawn drives failover id in a goroutine unless one runs already.
 func (f *failoverer) spawn(ctx context.Context, id string) {
-	r := f.r
-	key := "failover:" + id
-	r.mu.Lock()
-	if r.running[key] {
-		r.mu.Unlock()
-		return
-	}
-	r.running[key] = true
-	r.mu.Unlock()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer func() {
-			r.mu.Lock()
-			delete(r.running, key)
-			r.mu.Unlock()
-		}()
-		f.drive(ctx, id)
-	}()
+	f.r.spawn(ctx, "failover:"+id, nil, func(ctx context.Context) { f.drive(ctx, id) })
 }
 
 // drive runs failover id step by step until it finishes or this replica

@@ -6,7 +6,6 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -63,7 +62,8 @@ func (r *runner) leadMoves(ctx context.Context) {
 // watchMoves drives every unfinished move: those recorded now, then each
 // one the watch shows.
 func (m *mover) watchMoves(ctx context.Context) {
-	m.follow(ctx, topo.MovesPrefix, func(kv topo.KV, put bool) {
+	m.r.follow(ctx, topo.MovesPrefix, func(ev topo.Event) {
+		kv, put := ev.KV, ev.Type == topo.EventPut
 		if !put || topo.ParseKey(kv.Key).Kind != topo.KindMove {
 			return
 		}
@@ -76,68 +76,8 @@ func (m *mover) watchMoves(ctx context.Context) {
 			nudge(m.drainWake)
 			return
 		}
-		m.spawn(ctx, "move:"+mv.GetId(), m.sem, func(ctx context.Context) { m.drive(ctx, mv.GetId()) })
+		m.r.spawn(ctx, "move:"+mv.GetId(), m.sem, func(ctx context.Context) { m.drive(ctx, mv.GetId()) })
 	})
-}
-
-// follow calls fn for every key under prefix now (put=true), then for each
-// change the watch shows, until ctx ends; a broken watch lists again.
-func (m *mover) follow(ctx context.Context, prefix string, fn func(kv topo.KV, put bool)) {
-	log := m.r.c.log
-	for ctx.Err() == nil {
-		rev, err := catalog.Each(ctx, m.r.c.st, prefix, 0, func(kv topo.KV) error {
-			fn(kv, true)
-			return nil
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
-				_ = ctxtime.Sleep(ctx, m.r.c.cfg.RetryMin)
-			}
-			continue
-		}
-		for resp := range m.r.c.st.Watch(ctx, prefix, rev+1) {
-			if resp.Err != nil {
-				if ctx.Err() == nil {
-					log.Warn("watch ended; listing again", "prefix", prefix, "err", resp.Err)
-				}
-				break
-			}
-			for _, ev := range resp.Events {
-				fn(ev.KV, ev.Type == topo.EventPut)
-			}
-		}
-	}
-}
-
-// spawn runs fn in a goroutine unless one runs already under key, holding
-// a slot of sem while it runs (the runner's running set and WaitGroup, so
-// the term ends only when every item stopped).
-func (m *mover) spawn(ctx context.Context, key string, sem chan struct{}, fn func(context.Context)) {
-	r := m.r
-	r.mu.Lock()
-	if r.running[key] {
-		r.mu.Unlock()
-		return
-	}
-	r.running[key] = true
-	r.mu.Unlock()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer func() {
-			r.mu.Lock()
-			delete(r.running, key)
-			r.mu.Unlock()
-		}()
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		defer func() { <-sem }()
-		fn(ctx)
-	}()
 }
 
 // housekeeping keeps the move history bounded and the move gauges set.

@@ -99,7 +99,8 @@ func (m *mover) standbyLoop(ctx context.Context) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		m.follow(ctx, topo.TenantsPrefix, func(kv topo.KV, put bool) {
+		m.r.follow(ctx, topo.TenantsPrefix, func(ev topo.Event) {
+			kv, put := ev.KV, ev.Type == topo.EventPut
 			if !put || topo.ParseKey(kv.Key).Kind != topo.KindTenant {
 				return
 			}

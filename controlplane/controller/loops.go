@@ -7,7 +7,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/ctxtime"
 )
 
 // historyEntry is a finished workflow record (a move or a failover) that
@@ -16,6 +18,67 @@ type historyEntry struct {
 	key      string
 	v        topo.Version
 	finished time.Time // when it ended (its last update)
+}
+
+// follow calls fn for every key under prefix now (as puts), then for each
+// change the watch shows, until ctx ends; a broken watch lists again.
+func (r *runner) follow(ctx context.Context, prefix string, fn func(topo.Event)) {
+	c := r.c
+	for ctx.Err() == nil {
+		rev, err := catalog.Each(ctx, c.st, prefix, 0, func(kv topo.KV) error {
+			fn(topo.Event{Type: topo.EventPut, KV: kv})
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
+				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
+			}
+			continue
+		}
+		for resp := range c.st.Watch(ctx, prefix, rev+1) {
+			if resp.Err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("watch ended; listing again", "prefix", prefix, "err", resp.Err)
+				}
+				break
+			}
+			for _, ev := range resp.Events {
+				fn(ev)
+			}
+		}
+	}
+}
+
+// spawn runs fn in a goroutine unless one runs already under key, holding
+// a slot of sem (nil: none) while it runs; the term ends only when every
+// spawned goroutine has (the runner's WaitGroup).
+func (r *runner) spawn(ctx context.Context, key string, sem chan struct{}, fn func(context.Context)) {
+	r.mu.Lock()
+	if r.running[key] {
+		r.mu.Unlock()
+		return
+	}
+	r.running[key] = true
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.running, key)
+			r.mu.Unlock()
+		}()
+		if sem != nil {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+		}
+		fn(ctx)
+	}()
 }
 
 // every runs pass now, then every interval and whenever wake (may be nil)
