@@ -425,7 +425,7 @@ func (st *stream) bootstrap(ctx context.Context, reason string) error {
 			return err
 		}
 		first = false
-		s.m.importedBytes.Add(float64(proto64(chunk)))
+		s.m.importedBytes.Add(float64(chunkBytes(chunk)))
 		if chunk.GetRecord() != nil {
 			rec = chunk.GetRecord()
 		}
@@ -445,7 +445,8 @@ func (st *stream) bootstrap(ctx context.Context, reason string) error {
 	return nil
 }
 
-func proto64(c *replicationv1.ExportTenantResponse) int {
+// chunkBytes is the key and value bytes of an export chunk.
+func chunkBytes(c *replicationv1.ExportTenantResponse) int {
 	n := 0
 	for _, kv := range c.GetPairs() {
 		n += len(kv.GetKey()) + len(kv.GetValue())

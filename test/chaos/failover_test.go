@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -103,5 +102,3 @@ func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 	}
 	t.Logf("switchover %s: time to promote %v, longest gap between acks %v", f.GetId(), f.GetTimeToPromote().AsDuration(), gap)
 }
-
-var _ = store.ErrChangesTrimmed
