@@ -51,7 +51,7 @@ a router (auth off), then measure:
 Ratios (targets in the table): leader_failover_p50_ms, leader_failover_p99_ms,
 region_promotion_p99_ms, soak_leader_changes (with --soak), and
 leader_failover_p99_vs_write_p99. The promotion waits for the old owner's
-authority lease (--authority-ttl, default 5 s) plus the control plane's
+authority lease (--authority-ttl, default 3 s) plus the control plane's
 margin (1 s). The default run takes about two minutes. Component logs go
 to stderr at --log-level.`,
 		Example: `  cellplane bench failover

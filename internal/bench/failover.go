@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/controlplane/controller"
 )
 
@@ -61,7 +62,7 @@ type FailoverOptions struct {
 	// promote (a cell unhealthy for this long); 0: the bench calls
 	// ControlPlaneService.Failover(PROMOTE) right after the kill.
 	AutoPromote time.Duration
-	// AuthorityTTL is the cells' authority lease TTL (0: the default, 5 s).
+	// AuthorityTTL is the cells' authority lease TTL (0: registry.DefaultAuthorityTTL).
 	AuthorityTTL time.Duration
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout override
 	// the cells' Raft timeouts (0: the store's defaults).
@@ -309,7 +310,7 @@ func RunFailover(ctx context.Context, opts FailoverOptions) (*Report, error) {
 	res.HeartbeatTimeoutMs = ms(probe.Store.Raft.HeartbeatTimeout)
 	res.ElectionTimeoutMs = ms(probe.Store.Raft.ElectionTimeout)
 	res.LeaderLeaseTimeoutMs = ms(probe.Store.Raft.LeaderLeaseTimeout)
-	res.AuthorityTTLSec = 5
+	res.AuthorityTTLSec = registry.DefaultAuthorityTTL.Seconds()
 	if opts.AuthorityTTL > 0 {
 		res.AuthorityTTLSec = opts.AuthorityTTL.Seconds()
 	}
