@@ -15,7 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func TestRegistryConfigValidate(t *testing.T) {
@@ -59,12 +59,12 @@ func startRegistryNode(t *testing.T, cfg cells.Config) (*cells.Node, error) {
 	return n, nil
 }
 
-func readLeaderKey(t *testing.T, st topo.Store) (*controlplanev1.CellLeader, error) {
+func readLeaderKey(t *testing.T, st topo.Store) (*cpv1.CellLeader, error) {
 	kv, err := st.Get(testutil.Context(t, 5*time.Second), topo.CellLeaderKey("c1"))
 	if err != nil {
 		return nil, err
 	}
-	var l controlplanev1.CellLeader
+	var l cpv1.CellLeader
 	if err := proto.Unmarshal(kv.Value, &l); err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func TestRegistryFormsCell(t *testing.T) {
 		}
 		return nil
 	})
-	b, err := proto.Marshal(&controlplanev1.Cell{Id: "c1", Region: "r1", ExpectedMembers: 3, State: controlplanev1.CellState_CELL_STATE_ACTIVE})
+	b, err := proto.Marshal(&cpv1.Cell{Id: "c1", Region: "r1", ExpectedMembers: 3, State: cpv1.CellState_CELL_STATE_ACTIVE})
 	if err != nil {
 		t.Fatal(err)
 	}

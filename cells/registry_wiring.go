@@ -9,7 +9,7 @@ import (
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/store"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // leaderSource tells the registrar whether this node leads; it reports
@@ -30,10 +30,10 @@ func (l *leaderSource) LeaderTerm() (uint64, bool) {
 func startRegistrar(ctx context.Context, cfg Config, info *cellv1.NodeInfo, leader registry.LeaderSource, log *slog.Logger) (*registry.Registrar, error) {
 	rc := registry.DefaultConfig()
 	rc.Cell = cfg.CellID
-	rc.Node = &controlplanev1.Node{
+	rc.Node = &cpv1.Node{
 		Id:       cfg.NodeID,
 		Cell:     cfg.CellID,
-		Role:     controlplanev1.NodeRole_NODE_ROLE_MEMBER,
+		Role:     cpv1.NodeRole_NODE_ROLE_MEMBER,
 		RaftAddr: info.RaftAddr,
 		GrpcAddr: info.GrpcAddr,
 		HttpAddr: info.HttpAddr,
@@ -65,7 +65,7 @@ func fromRegistry(ctx context.Context, cfg *Config, base *slog.Logger) error {
 	if has {
 		return nil // a restart: the node knows its cell
 	}
-	self := &controlplanev1.Node{Id: cfg.NodeID, Cell: cfg.CellID}
+	self := &cpv1.Node{Id: cfg.NodeID, Cell: cfg.CellID}
 	members, err := registry.WaitBootstrap(ctx, cfg.Registry, cfg.CellID, self, base)
 	if err != nil {
 		return fmt.Errorf("cells: bootstrap from the registry: %w", err)

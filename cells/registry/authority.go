@@ -18,7 +18,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/logging"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // Authority lease defaults. With them a leader cut off from etcd stops
@@ -407,7 +407,7 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 	if a.since == nil || a.term.Load() != term {
 		a.since = timestamppb.Now()
 	}
-	val, err := proto.Marshal(&controlplanev1.CellAuthority{
+	val, err := proto.Marshal(&cpv1.CellAuthority{
 		NodeId: a.cfg.NodeID, Term: term,
 		Ttl: durationpb.New(a.cfg.TTL), DriftMargin: durationpb.New(a.cfg.DriftMargin), Since: a.since,
 	})
@@ -494,14 +494,14 @@ func closeSession(s topo.Session, ttl time.Duration) {
 type cellState struct {
 	cellVersion      topo.Version
 	authorityVersion topo.Version
-	authority        *controlplanev1.CellAuthority // nil: absent or undecodable
+	authority        *cpv1.CellAuthority // nil: absent or undecodable
 	fences           []storedFence
 }
 
 type storedFence struct {
 	key     string
 	version topo.Version
-	fence   *controlplanev1.CellFence
+	fence   *cpv1.CellFence
 }
 
 // readCell reads cells/<c>, cells/<c>/authority and cells/<c>/fence/* at
@@ -524,12 +524,12 @@ func readCell(ctx context.Context, st topo.Store, cell string) (cellState, error
 				cs.cellVersion = kv.Version
 			case topo.KindCellAuthority:
 				cs.authorityVersion = kv.Version
-				var cur controlplanev1.CellAuthority
+				var cur cpv1.CellAuthority
 				if proto.Unmarshal(kv.Value, &cur) == nil {
 					cs.authority = &cur
 				}
 			case topo.KindCellFence:
-				var f controlplanev1.CellFence
+				var f cpv1.CellFence
 				if err := proto.Unmarshal(kv.Value, &f); err != nil {
 					return cellState{}, fmt.Errorf("decode %s: %w", kv.Key, err)
 				}

@@ -15,7 +15,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // fakeClock is a monotonic clock the test moves.
@@ -90,12 +90,12 @@ func startAuthority(t *testing.T, st topo.Store, id string, src registry.LeaderS
 }
 
 // getAuthority returns the published authority, or an error.
-func getAuthority(ctx context.Context, st topo.Store) (*controlplanev1.CellAuthority, topo.KV, error) {
+func getAuthority(ctx context.Context, st topo.Store) (*cpv1.CellAuthority, topo.KV, error) {
 	kv, err := st.Get(ctx, topo.CellAuthorityKey(cell))
 	if err != nil {
 		return nil, kv, err
 	}
-	var a controlplanev1.CellAuthority
+	var a cpv1.CellAuthority
 	if err := proto.Unmarshal(kv.Value, &a); err != nil {
 		return nil, kv, err
 	}
@@ -120,7 +120,7 @@ func putFence(t *testing.T, st topo.Store, tenant string, epoch uint64, failover
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := proto.Marshal(&controlplanev1.CellFence{Tenant: tenant, Epoch: epoch, FailoverId: failover})
+	b, err := proto.Marshal(&cpv1.CellFence{Tenant: tenant, Epoch: epoch, FailoverId: failover})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,12 +132,12 @@ func putFence(t *testing.T, st topo.Store, tenant string, epoch uint64, failover
 	return rev
 }
 
-func getFence(ctx context.Context, st topo.Store, tenant string) (*controlplanev1.CellFence, error) {
+func getFence(ctx context.Context, st topo.Store, tenant string) (*cpv1.CellFence, error) {
 	kv, err := st.Get(ctx, topo.CellFenceKey(cell, tenant))
 	if err != nil {
 		return nil, err
 	}
-	var f controlplanev1.CellFence
+	var f cpv1.CellFence
 	if err := proto.Unmarshal(kv.Value, &f); err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/logging"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // DefaultExpectedMembers is used when a Cell record leaves
@@ -42,7 +42,7 @@ const (
 // self should already be registered (a running Registrar). If self is not
 // among the returned members, the cell was formed without it: the caller
 // joins through a member's gRPC address instead of bootstrapping.
-func WaitBootstrap(ctx context.Context, st topo.Store, cell string, self *controlplanev1.Node, log *slog.Logger) ([]*controlplanev1.Node, error) {
+func WaitBootstrap(ctx context.Context, st topo.Store, cell string, self *cpv1.Node, log *slog.Logger) ([]*cpv1.Node, error) {
 	log = logging.OrDefault(log).With("cell", cell, "node", self.GetId())
 	w := bootstrapWaiter{st: st, cell: cell, log: log}
 
@@ -104,12 +104,12 @@ type bootstrapWaiter struct {
 
 // step makes one pass: it returns the members once the bootstrap record
 // exists; wait=true when nothing can be done until something changes.
-func (w *bootstrapWaiter) step(ctx context.Context) (members []*controlplanev1.Node, wait bool, err error) {
+func (w *bootstrapWaiter) step(ctx context.Context) (members []*cpv1.Node, wait bool, err error) {
 	bkey := topo.CellBootstrapKey(w.cell)
 	kv, err := w.st.Get(ctx, bkey)
 	switch {
 	case err == nil:
-		var b controlplanev1.CellBootstrap
+		var b cpv1.CellBootstrap
 		if err := proto.Unmarshal(kv.Value, &b); err != nil {
 			return nil, false, fmt.Errorf("decode %s: %w", bkey, err)
 		}
@@ -132,7 +132,7 @@ func (w *bootstrapWaiter) step(ctx context.Context) (members []*controlplanev1.N
 	if err != nil {
 		return nil, false, fmt.Errorf("get %s: %w", topo.CellKey(w.cell), err)
 	}
-	var c controlplanev1.Cell
+	var c cpv1.Cell
 	if err := proto.Unmarshal(ckv.Value, &c); err != nil {
 		return nil, false, fmt.Errorf("decode %s: %w", topo.CellKey(w.cell), err)
 	}
@@ -152,7 +152,7 @@ func (w *bootstrapWaiter) step(ctx context.Context) (members []*controlplanev1.N
 		}
 		return nil, true, nil
 	}
-	rec := &controlplanev1.CellBootstrap{CreateTime: timestamppb.Now()}
+	rec := &cpv1.CellBootstrap{CreateTime: timestamppb.Now()}
 	for _, n := range nodes[:expected] {
 		rec.Members = append(rec.Members, n.Node)
 	}
@@ -174,7 +174,7 @@ func (w *bootstrapWaiter) step(ctx context.Context) (members []*controlplanev1.N
 
 // RegisteredNode is a node record with the revision that created its key.
 type RegisteredNode struct {
-	Node    *controlplanev1.Node
+	Node    *cpv1.Node
 	Created topo.Version
 }
 
@@ -191,11 +191,11 @@ func RegisteredMembers(ctx context.Context, st topo.Store, cell string) ([]Regis
 			return nil, fmt.Errorf("list %s: %w", prefix, err)
 		}
 		for _, kv := range page.KVs {
-			var n controlplanev1.Node
+			var n cpv1.Node
 			if proto.Unmarshal(kv.Value, &n) != nil || n.GetId() == "" {
 				continue
 			}
-			if r := n.GetRole(); r != controlplanev1.NodeRole_NODE_ROLE_MEMBER && r != controlplanev1.NodeRole_NODE_ROLE_UNSPECIFIED {
+			if r := n.GetRole(); r != cpv1.NodeRole_NODE_ROLE_MEMBER && r != cpv1.NodeRole_NODE_ROLE_UNSPECIFIED {
 				continue
 			}
 			out = append(out, RegisteredNode{Node: &n, Created: kv.Created})
@@ -216,7 +216,7 @@ func RegisteredMembers(ctx context.Context, st topo.Store, cell string) ([]Regis
 }
 
 // Contains reports whether members lists node id.
-func Contains(members []*controlplanev1.Node, id string) bool {
+func Contains(members []*cpv1.Node, id string) bool {
 	for _, m := range members {
 		if m.GetId() == id {
 			return true
@@ -225,7 +225,7 @@ func Contains(members []*controlplanev1.Node, id string) bool {
 	return false
 }
 
-func memberIDs(ms []*controlplanev1.Node) []string {
+func memberIDs(ms []*cpv1.Node) []string {
 	ids := make([]string, len(ms))
 	for i, m := range ms {
 		ids[i] = m.GetId()

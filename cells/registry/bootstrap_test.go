@@ -11,12 +11,12 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 type bootResult struct {
 	id      string
-	members []*controlplanev1.Node
+	members []*cpv1.Node
 	err     error
 }
 
@@ -28,7 +28,7 @@ func waitAsync(ctx context.Context, t *testing.T, st topo.Store, id string, out 
 	}()
 }
 
-func ids(ms []*controlplanev1.Node) []string {
+func ids(ms []*cpv1.Node) []string {
 	var out []string
 	for _, m := range ms {
 		out = append(out, m.GetId())
@@ -101,7 +101,7 @@ func TestWaitBootstrapPicksOldestMembers(t *testing.T) {
 	ctx := testutil.Context(t, 10*time.Second)
 	createCell(t, st, 2)
 	w := nodeRecord("w0")
-	w.Role = controlplanev1.NodeRole_NODE_ROLE_WORKER
+	w.Role = cpv1.NodeRole_NODE_ROLE_WORKER
 	cfg := registry.DefaultConfig()
 	cfg.Cell, cfg.Node, cfg.Logger = cell, w, testutil.Logger(t)
 	wr, err := registry.Start(ctx, st, cfg, nil)

@@ -43,7 +43,7 @@
 //
 // Usage (cells.Start does this when cells.Config.Registry is set):
 //
-//	self := &controlplanev1.Node{Id: "n1", Cell: "c1", Role: controlplanev1.NodeRole_NODE_ROLE_MEMBER,
+//	self := &cpv1.Node{Id: "n1", Cell: "c1", Role: cpv1.NodeRole_NODE_ROLE_MEMBER,
 //		RaftAddr: "10.0.0.1:7210", GrpcAddr: "10.0.0.1:7211", HttpAddr: "10.0.0.1:7212"}
 //	cfg := registry.DefaultConfig()
 //	cfg.Cell, cfg.Node, cfg.Logger = "c1", self, logger

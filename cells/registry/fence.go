@@ -10,7 +10,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // Fences. An emergency promotion takes a tenant from a cell that may still
@@ -34,7 +34,7 @@ import (
 
 // FenceRequestID is the request id under which a fence is proposed (and
 // deduplicated if proposed again, by this leader or the next).
-func FenceRequestID(f *controlplanev1.CellFence) string {
+func FenceRequestID(f *cpv1.CellFence) string {
 	if f.GetFailoverId() != "" {
 		return "fence." + f.GetFailoverId()
 	}
@@ -72,7 +72,7 @@ func (a *Authority) applyFence(ctx context.Context, sf storedFence) error {
 	default:
 		return fmt.Errorf("fence %s at epoch %d: %w", f.GetTenant(), f.GetEpoch(), err)
 	}
-	done := proto.Clone(f).(*controlplanev1.CellFence)
+	done := proto.Clone(f).(*cpv1.CellFence)
 	done.Applied, done.Tseq = true, tseq
 	b, err := proto.Marshal(done)
 	if err != nil {

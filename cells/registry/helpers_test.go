@@ -16,7 +16,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 const cell = "c1"
@@ -28,11 +28,11 @@ func newStore(t *testing.T) *memtopo.Store {
 	return st
 }
 
-func nodeRecord(id string) *controlplanev1.Node {
-	return &controlplanev1.Node{
+func nodeRecord(id string) *cpv1.Node {
+	return &cpv1.Node{
 		Id:       id,
 		Cell:     cell,
-		Role:     controlplanev1.NodeRole_NODE_ROLE_MEMBER,
+		Role:     cpv1.NodeRole_NODE_ROLE_MEMBER,
 		RaftAddr: id + ".raft:7210",
 		GrpcAddr: id + ".grpc:7211",
 		HttpAddr: id + ".http:7212",
@@ -76,12 +76,12 @@ func startRegistrar(t *testing.T, st topo.Store, id string, src registry.LeaderS
 }
 
 // getNode returns the registered record of node id, or an error.
-func getNode(ctx context.Context, st topo.Store, id string) (*controlplanev1.Node, topo.KV, error) {
+func getNode(ctx context.Context, st topo.Store, id string) (*cpv1.Node, topo.KV, error) {
 	kv, err := st.Get(ctx, topo.CellNodeKey(cell, id))
 	if err != nil {
 		return nil, kv, err
 	}
-	var n controlplanev1.Node
+	var n cpv1.Node
 	if err := proto.Unmarshal(kv.Value, &n); err != nil {
 		return nil, kv, err
 	}
@@ -89,12 +89,12 @@ func getNode(ctx context.Context, st topo.Store, id string) (*controlplanev1.Nod
 }
 
 // getLeader returns the published cell leader, or an error.
-func getLeader(ctx context.Context, st topo.Store) (*controlplanev1.CellLeader, topo.KV, error) {
+func getLeader(ctx context.Context, st topo.Store) (*cpv1.CellLeader, topo.KV, error) {
 	kv, err := st.Get(ctx, topo.CellLeaderKey(cell))
 	if err != nil {
 		return nil, kv, err
 	}
-	var l controlplanev1.CellLeader
+	var l cpv1.CellLeader
 	if err := proto.Unmarshal(kv.Value, &l); err != nil {
 		return nil, kv, err
 	}
@@ -129,7 +129,7 @@ func wantAbsent(ctx context.Context, st topo.Store, key string) func() error {
 
 func createCell(t *testing.T, st topo.Store, expected uint32) {
 	t.Helper()
-	b, err := proto.Marshal(&controlplanev1.Cell{Id: cell, Region: "r1", ExpectedMembers: expected, State: controlplanev1.CellState_CELL_STATE_ACTIVE})
+	b, err := proto.Marshal(&cpv1.Cell{Id: cell, Region: "r1", ExpectedMembers: expected, State: cpv1.CellState_CELL_STATE_ACTIVE})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/logging"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // LeaderSource tells the Registrar whether this node leads its cell. The
@@ -40,7 +40,7 @@ type Config struct {
 	// Node is the record published at cells/<Cell>/nodes/<Node.Id>: its
 	// id and addresses are required; Cell is filled in, Role defaults to
 	// NODE_ROLE_MEMBER and StartTime to Start's time.
-	Node *controlplanev1.Node
+	Node *cpv1.Node
 	// TTL of the session's lease: how long the node's keys outlive it
 	// when it dies without Close. At least MinTTL.
 	TTL time.Duration
@@ -89,9 +89,9 @@ func (c Config) Validate() error {
 			add("Node.Cell %q differs from Cell %q", c.Node.GetCell(), c.Cell)
 		}
 		switch {
-		case c.Node.GetRole() == controlplanev1.NodeRole_NODE_ROLE_WORKER && c.Node.GetHttpAddr() == "":
+		case c.Node.GetRole() == cpv1.NodeRole_NODE_ROLE_WORKER && c.Node.GetHttpAddr() == "":
 			add("Node.HttpAddr is required for a worker")
-		case c.Node.GetRole() != controlplanev1.NodeRole_NODE_ROLE_WORKER && c.Node.GetGrpcAddr() == "":
+		case c.Node.GetRole() != cpv1.NodeRole_NODE_ROLE_WORKER && c.Node.GetGrpcAddr() == "":
 			add("Node.GrpcAddr is required")
 		}
 	}
@@ -148,10 +148,10 @@ func Start(ctx context.Context, st topo.Store, cfg Config, leader LeaderSource) 
 	if st == nil {
 		return nil, errors.New("registry: nil topo store")
 	}
-	node := proto.Clone(cfg.Node).(*controlplanev1.Node)
+	node := proto.Clone(cfg.Node).(*cpv1.Node)
 	node.Cell = cfg.Cell
-	if node.Role == controlplanev1.NodeRole_NODE_ROLE_UNSPECIFIED {
-		node.Role = controlplanev1.NodeRole_NODE_ROLE_MEMBER
+	if node.Role == cpv1.NodeRole_NODE_ROLE_UNSPECIFIED {
+		node.Role = cpv1.NodeRole_NODE_ROLE_MEMBER
 	}
 	if node.StartTime == nil {
 		node.StartTime = timestamppb.Now()
@@ -299,7 +299,7 @@ func (r *Registrar) publish(ctx context.Context, term uint64, lease topo.LeaseID
 	case err != nil:
 		return err
 	default:
-		var cur controlplanev1.CellLeader
+		var cur cpv1.CellLeader
 		if err := proto.Unmarshal(kv.Value, &cur); err != nil {
 			r.log.Warn("cell leader key is not a CellLeader; overwriting it", "err", err)
 		} else if cur.GetNodeId() != r.cfg.Node.GetId() && cur.GetTerm() >= term {
@@ -307,7 +307,7 @@ func (r *Registrar) publish(ctx context.Context, term uint64, lease topo.LeaseID
 		}
 		cond = topo.IfVersion(key, kv.Version)
 	}
-	b, err := proto.Marshal(&controlplanev1.CellLeader{
+	b, err := proto.Marshal(&cpv1.CellLeader{
 		NodeId:   r.cfg.Node.GetId(),
 		GrpcAddr: r.cfg.Node.GetGrpcAddr(),
 		HttpAddr: r.cfg.Node.GetHttpAddr(),
@@ -337,7 +337,7 @@ func (r *Registrar) unpublish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var cur controlplanev1.CellLeader
+	var cur cpv1.CellLeader
 	if proto.Unmarshal(kv.Value, &cur) != nil || cur.GetNodeId() != r.cfg.Node.GetId() || kv.Lease != r.pub.lease {
 		return nil // someone else's by now
 	}

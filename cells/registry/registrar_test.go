@@ -11,7 +11,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -27,9 +27,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no cell", func(c *registry.Config) { c.Cell = "" }, "Cell"},
 		{"bad cell", func(c *registry.Config) { c.Cell = "a/b" }, "Cell"},
 		{"no node", func(c *registry.Config) { c.Node = nil }, "Node is required"},
-		{"no node id", func(c *registry.Config) { c.Node = &controlplanev1.Node{GrpcAddr: "x:1"} }, "Node.Id"},
+		{"no node id", func(c *registry.Config) { c.Node = &cpv1.Node{GrpcAddr: "x:1"} }, "Node.Id"},
 		{"other cell", func(c *registry.Config) { c.Node = nodeRecord("n1"); c.Node.Cell = "c2" }, "Node.Cell"},
-		{"no grpc addr", func(c *registry.Config) { c.Node = &controlplanev1.Node{Id: "n1"} }, "GrpcAddr"},
+		{"no grpc addr", func(c *registry.Config) { c.Node = &cpv1.Node{Id: "n1"} }, "GrpcAddr"},
 		{"short ttl", func(c *registry.Config) { c.TTL = 500 * time.Millisecond }, "TTL"},
 		{"no poll", func(c *registry.Config) { c.LeaderPoll = 0 }, "LeaderPoll"},
 		{"bad retry", func(c *registry.Config) { c.RetryMin, c.RetryMax = time.Second, time.Millisecond }, "RetryMin"},
@@ -58,7 +58,7 @@ func TestRegistrarRegistersAndUnregisters(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node key after Start: %v", err)
 	}
-	if n.GetCell() != cell || n.GetRole() != controlplanev1.NodeRole_NODE_ROLE_MEMBER || n.GetGrpcAddr() != "n1.grpc:7211" || n.GetStartTime() == nil {
+	if n.GetCell() != cell || n.GetRole() != cpv1.NodeRole_NODE_ROLE_MEMBER || n.GetGrpcAddr() != "n1.grpc:7211" || n.GetStartTime() == nil {
 		t.Fatalf("registered %v", n)
 	}
 	if kv.Lease == 0 || kv.Lease != r.Lease() {

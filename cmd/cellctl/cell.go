@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func newCellCmd(a *app) *cobra.Command {
@@ -44,9 +44,9 @@ the maximum, when the cell has one).`,
   cellctl cell list --region eu-west-1 -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListCellsResponse, error) {
-				return api.ListCells(ctx, &controlplanev1.ListCellsRequest{Region: region})
-			}, func(w io.Writer, resp *controlplanev1.ListCellsResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListCellsResponse, error) {
+				return api.ListCells(ctx, &cpv1.ListCellsRequest{Region: region})
+			}, func(w io.Writer, resp *cpv1.ListCellsResponse) error {
 				return writeCells(w, resp.GetCells(), true)
 			})
 		},
@@ -65,14 +65,14 @@ MCP workers).`,
 		Example: `  cellctl cell get eu1-a`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetCellResponse, error) {
-				return api.GetCell(ctx, &controlplanev1.GetCellRequest{Id: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.GetCellResponse) error { return writeCell(w, resp.GetCell()) })
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetCellResponse, error) {
+				return api.GetCell(ctx, &cpv1.GetCellRequest{Id: args[0]})
+			}, func(w io.Writer, resp *cpv1.GetCellResponse) error { return writeCell(w, resp.GetCell()) })
 		},
 	}
 }
 
-func writeCell(w io.Writer, cs *controlplanev1.CellStatus) error {
+func writeCell(w io.Writer, cs *cpv1.CellStatus) error {
 	cell := cs.GetCell()
 	f := newFields(w)
 	f.add("Cell", cell.GetId())
@@ -132,13 +132,13 @@ the cell (0: unbounded).`,
 				return err
 			}
 			defer c.Close()
-			req := &controlplanev1.CreateCellRequest{
+			req := &cpv1.CreateCellRequest{
 				Id:              args[0],
 				Region:          region,
 				ExpectedMembers: members,
-				Capacity:        &controlplanev1.CellCapacity{MaxTenants: maxTenants, MaxBytes: maxBytes},
+				Capacity:        &cpv1.CellCapacity{MaxTenants: maxTenants, MaxBytes: maxBytes},
 			}
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateCellResponse, error) {
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateCellResponse, error) {
 				return api.CreateCell(ctx, req)
 			})
 			if err != nil {
@@ -188,15 +188,15 @@ tenant on it. 'cellctl cell uncordon' undoes it.`,
 		defer c.Close()
 		var resp interface {
 			proto.Message
-			GetCell() *controlplanev1.Cell
+			GetCell() *cpv1.Cell
 		}
 		if cordon {
-			resp, err = call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CordonCellResponse, error) {
-				return api.CordonCell(ctx, &controlplanev1.CordonCellRequest{Id: args[0]})
+			resp, err = call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CordonCellResponse, error) {
+				return api.CordonCell(ctx, &cpv1.CordonCellRequest{Id: args[0]})
 			})
 		} else {
-			resp, err = call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.UncordonCellResponse, error) {
-				return api.UncordonCell(ctx, &controlplanev1.UncordonCellRequest{Id: args[0]})
+			resp, err = call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.UncordonCellResponse, error) {
+				return api.UncordonCell(ctx, &cpv1.UncordonCellRequest{Id: args[0]})
 			})
 		}
 		if err != nil {

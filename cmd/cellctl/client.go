@@ -19,12 +19,12 @@ import (
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // client is a connection to the control plane.
 type client struct {
-	api     controlplanev1.ControlPlaneServiceClient
+	api     cpv1.ControlPlaneServiceClient
 	conn    *grpc.ClientConn
 	addr    string
 	timeout time.Duration
@@ -47,7 +47,7 @@ func (a *app) connect() (*client, error) {
 		return nil, usageErrorf("--controlplane %q: %v", a.opts.controlPlane, err)
 	}
 	return &client{
-		api:     controlplanev1.NewControlPlaneServiceClient(conn),
+		api:     cpv1.NewControlPlaneServiceClient(conn),
 		conn:    conn,
 		addr:    a.opts.controlPlane,
 		timeout: a.opts.timeout,
@@ -84,7 +84,7 @@ func (o *options) transportCredentials() (credentials.TransportCredentials, erro
 // one that reads well on one line: a *cperr.Error (REASON: message) for the
 // control plane's own errors, "cannot reach the control plane at ..." when
 // it is not there.
-func call[Resp any](ctx context.Context, c *client, rpc func(context.Context, controlplanev1.ControlPlaneServiceClient) (Resp, error)) (Resp, error) {
+func call[Resp any](ctx context.Context, c *client, rpc func(context.Context, cpv1.ControlPlaneServiceClient) (Resp, error)) (Resp, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := rpc(ctx, c.api)
@@ -97,7 +97,7 @@ func call[Resp any](ctx context.Context, c *client, rpc func(context.Context, co
 
 // do is the body of most commands: connect, make one call, print its
 // answer (with table for the table output).
-func do[Resp proto.Message](a *app, ctx context.Context, rpc func(context.Context, controlplanev1.ControlPlaneServiceClient) (Resp, error),
+func do[Resp proto.Message](a *app, ctx context.Context, rpc func(context.Context, cpv1.ControlPlaneServiceClient) (Resp, error),
 	table func(w io.Writer, resp Resp) error) error {
 	c, err := a.connect()
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // startControlPlane starts a real control plane (embedded etcd and one
@@ -79,11 +79,11 @@ func waitHealthy(t *testing.T, env *cptest.Env, cellIDs ...string) {
 	cl := env.Client(t)
 	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, id := range cellIDs {
-			resp, err := cl.GetCell(testutil.Context(t, 5*time.Second), &controlplanev1.GetCellRequest{Id: id})
+			resp, err := cl.GetCell(testutil.Context(t, 5*time.Second), &cpv1.GetCellRequest{Id: id})
 			if err != nil {
 				return err
 			}
-			if h := resp.GetCell().GetHealth(); h != controlplanev1.CellHealth_CELL_HEALTH_HEALTHY {
+			if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
 				return fmt.Errorf("cell %s is %s", id, h)
 			}
 		}

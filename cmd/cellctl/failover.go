@@ -14,7 +14,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // Failover commands: planned switchovers (tenant failover, cell failover),
@@ -23,8 +23,8 @@ import (
 // owner's writes (tenant changes).
 
 const (
-	switchoverKind = controlplanev1.FailoverKind_FAILOVER_KIND_SWITCHOVER
-	promoteKind    = controlplanev1.FailoverKind_FAILOVER_KIND_PROMOTE
+	switchoverKind = cpv1.FailoverKind_FAILOVER_KIND_SWITCHOVER
+	promoteKind    = cpv1.FailoverKind_FAILOVER_KIND_PROMOTE
 	// waitPoll paces --wait.
 	waitPoll = 200 * time.Millisecond
 )
@@ -47,7 +47,7 @@ The command returns once the switchover is recorded and its standby checked;
   cellctl failover get acme-e2-switchover`,
 		Args: exactArgs("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runFailover(cmd, &controlplanev1.FailoverRequest{Tenant: args[0], Kind: switchoverKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Tenant: args[0], Kind: switchoverKind}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the switchover is done (or failed)")
@@ -78,7 +78,7 @@ supersedes a planned switchover of the tenant that is stuck.`,
 			if !yes {
 				return usageErrorf("promoting tenant %q's standby may lose the writes it has not received yet; add --yes to confirm (or use 'cellctl tenant failover %s' while the owner is reachable)", args[0], args[0])
 			}
-			return a.runFailover(cmd, &controlplanev1.FailoverRequest{Tenant: args[0], Kind: promoteKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Tenant: args[0], Kind: promoteKind}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: writes the standby has not received may be lost")
@@ -99,7 +99,7 @@ Tenants without a standby, and tenants busy with another operation, stay.
   cellctl failover list --cell use1-a`,
 		Args: exactArgs("cell"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runFailover(cmd, &controlplanev1.FailoverRequest{Cell: args[0], Kind: switchoverKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Cell: args[0], Kind: switchoverKind}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every switchover is done (or failed)")
@@ -122,7 +122,7 @@ reported per tenant once the cell comes back. The command wants --yes.`,
 			if !yes {
 				return usageErrorf("promoting the standbys of cell %q's tenants may lose the writes they have not received yet; add --yes to confirm", args[0])
 			}
-			return a.runFailover(cmd, &controlplanev1.FailoverRequest{Cell: args[0], Kind: promoteKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Cell: args[0], Kind: promoteKind}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: writes the standbys have not received may be lost")
@@ -131,13 +131,13 @@ reported per tenant once the cell comes back. The command wants --yes.`,
 }
 
 // runFailover starts failovers, prints them, and with wait follows them.
-func (a *app) runFailover(cmd *cobra.Command, req *controlplanev1.FailoverRequest, wait bool) error {
+func (a *app) runFailover(cmd *cobra.Command, req *cpv1.FailoverRequest, wait bool) error {
 	c, err := a.connect()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.FailoverResponse, error) {
+	resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.FailoverResponse, error) {
 		return api.Failover(ctx, req)
 	})
 	if err != nil {
@@ -161,7 +161,7 @@ func (a *app) runFailover(cmd *cobra.Command, req *controlplanev1.FailoverReques
 			return err
 		})
 	}
-	var done []*controlplanev1.Failover
+	var done []*cpv1.Failover
 	var failed []string
 	for _, fo := range resp.GetFailovers() {
 		fo, err := a.waitFailover(cmd.Context(), c, fo)
@@ -169,11 +169,11 @@ func (a *app) runFailover(cmd *cobra.Command, req *controlplanev1.FailoverReques
 			return err
 		}
 		done = append(done, fo)
-		if fo.GetState() == controlplanev1.FailoverState_FAILOVER_STATE_FAILED {
+		if fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_FAILED {
 			failed = append(failed, fo.GetId())
 		}
 	}
-	out := &controlplanev1.FailoverResponse{Failovers: done}
+	out := &cpv1.FailoverResponse{Failovers: done}
 	if err := a.print(out, func(w io.Writer) error {
 		if len(done) == 1 {
 			return writeFailover(w, done[0])
@@ -194,11 +194,11 @@ func (a *app) runFailover(cmd *cobra.Command, req *controlplanev1.FailoverReques
 // waitFailover polls a failover until the standby serves (DONE,
 // AWAITING_OLD_OWNER) or it FAILED. Each poll has --timeout; the wait
 // itself ends with the command's context (Ctrl-C).
-func (a *app) waitFailover(ctx context.Context, c *client, fo *controlplanev1.Failover) (*controlplanev1.Failover, error) {
+func (a *app) waitFailover(ctx context.Context, c *client, fo *cpv1.Failover) (*cpv1.Failover, error) {
 	for {
 		switch fo.GetState() {
-		case controlplanev1.FailoverState_FAILOVER_STATE_DONE, controlplanev1.FailoverState_FAILOVER_STATE_FAILED,
-			controlplanev1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER:
+		case cpv1.FailoverState_FAILOVER_STATE_DONE, cpv1.FailoverState_FAILOVER_STATE_FAILED,
+			cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER:
 			return fo, nil
 		}
 		t := time.NewTimer(waitPoll)
@@ -208,8 +208,8 @@ func (a *app) waitFailover(ctx context.Context, c *client, fo *controlplanev1.Fa
 			return nil, fmt.Errorf("stopped waiting for failover %s (%s); it goes on: cellctl failover get %s", fo.GetId(), failoverState(fo.GetState()), fo.GetId())
 		case <-t.C:
 		}
-		resp, err := call(ctx, c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetFailoverResponse, error) {
-			return api.GetFailover(ctx, &controlplanev1.GetFailoverRequest{Id: fo.GetId()})
+		resp, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetFailoverResponse, error) {
+			return api.GetFailover(ctx, &cpv1.GetFailoverRequest{Id: fo.GetId()})
 		})
 		if err != nil {
 			return nil, err
@@ -235,7 +235,7 @@ them, with the time to promote and, for promotions, the lost events.`,
 }
 
 func newFailoverListCmd(a *app) *cobra.Command {
-	var req controlplanev1.ListFailoversRequest
+	var req cpv1.ListFailoversRequest
 	cmd := &cobra.Command{
 		Use:     "list [--tenant <id>] [--cell <id>]",
 		Aliases: []string{"ls"},
@@ -247,9 +247,9 @@ promotion lost ("?" until the old owner has reported).`,
   cellctl failover list --tenant acme -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListFailoversResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListFailoversResponse, error) {
 				return api.ListFailovers(ctx, &req)
-			}, func(w io.Writer, resp *controlplanev1.ListFailoversResponse) error {
+			}, func(w io.Writer, resp *cpv1.ListFailoversResponse) error {
 				return writeFailovers(w, resp.GetFailovers())
 			})
 		},
@@ -270,16 +270,16 @@ old owner has come back and reported), with the command that lists them.`,
 		Example: `  cellctl failover get acme-e2-promote`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetFailoverResponse, error) {
-				return api.GetFailover(ctx, &controlplanev1.GetFailoverRequest{Id: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.GetFailoverResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetFailoverResponse, error) {
+				return api.GetFailover(ctx, &cpv1.GetFailoverRequest{Id: args[0]})
+			}, func(w io.Writer, resp *cpv1.GetFailoverResponse) error {
 				return writeFailover(w, resp.GetFailover())
 			})
 		},
 	}
 }
 
-func kindName(k controlplanev1.FailoverKind) string {
+func kindName(k cpv1.FailoverKind) string {
 	switch k {
 	case switchoverKind:
 		return "switchover"
@@ -289,15 +289,15 @@ func kindName(k controlplanev1.FailoverKind) string {
 	return enumName(k.String(), "FAILOVER_KIND_")
 }
 
-func failoverState(s controlplanev1.FailoverState) string {
+func failoverState(s cpv1.FailoverState) string {
 	return enumName(s.String(), "FAILOVER_STATE_")
 }
 
 // lostColumn is the LOST column: a number, or "?" while a promotion's old
 // owner has not reported.
-func lostColumn(fo *controlplanev1.Failover) string {
+func lostColumn(fo *cpv1.Failover) string {
 	switch {
-	case fo.GetState() == controlplanev1.FailoverState_FAILOVER_STATE_FAILED:
+	case fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_FAILED:
 		return ""
 	case fo.GetKind() == promoteKind && !fo.GetOldOwnerReported():
 		return "?"
@@ -305,7 +305,7 @@ func lostColumn(fo *controlplanev1.Failover) string {
 	return fmt.Sprint(fo.GetLostEvents())
 }
 
-func writeFailovers(w io.Writer, fos []*controlplanev1.Failover) error {
+func writeFailovers(w io.Writer, fos []*cpv1.Failover) error {
 	t := newTable(w, "ID", "KIND", "TENANT", "FROM", "TO", "STATE", "EPOCH", "LOST", "CREATED")
 	for _, fo := range fos {
 		t.row(fo.GetId(), kindName(fo.GetKind()), fo.GetTenant(), fo.GetFromCell(), fo.GetToCell(), failoverState(fo.GetState()),
@@ -314,7 +314,7 @@ func writeFailovers(w io.Writer, fos []*controlplanev1.Failover) error {
 	return t.flush()
 }
 
-func writeFailover(w io.Writer, fo *controlplanev1.Failover) error {
+func writeFailover(w io.Writer, fo *cpv1.Failover) error {
 	f := newFields(w)
 	f.add("Failover", fo.GetId())
 	f.add("Kind", kindName(fo.GetKind()))
@@ -340,7 +340,7 @@ func writeFailover(w io.Writer, fo *controlplanev1.Failover) error {
 		if fo.GetOldOwnerReported() {
 			f.add("Fence tseq", fmt.Sprint(fo.GetOldOwnerTseq()+1))
 		}
-		if fo.GetState() == controlplanev1.FailoverState_FAILOVER_STATE_DONE {
+		if fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_DONE {
 			f.add("Lost events", "0 (planned switchover)")
 		}
 	case fo.GetOldOwnerReported():
@@ -395,8 +395,8 @@ the control plane: it must be able to reach the cell.`,
 				return err
 			}
 			defer c.Close()
-			cs, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetCellResponse, error) {
-				return api.GetCell(ctx, &controlplanev1.GetCellRequest{Id: cell})
+			cs, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetCellResponse, error) {
+				return api.GetCell(ctx, &cpv1.GetCellRequest{Id: cell})
 			})
 			if err != nil {
 				return err
@@ -416,13 +416,13 @@ the control plane: it must be able to reach the cell.`,
 
 // listChanges calls ListChanges on the cell's published leader, else on
 // each registered member in turn (a member forwards to its leader).
-func (a *app) listChanges(ctx context.Context, cs *controlplanev1.CellStatus, req *cellv1.ListChangesRequest) (*cellv1.ListChangesResponse, error) {
+func (a *app) listChanges(ctx context.Context, cs *cpv1.CellStatus, req *cellv1.ListChangesRequest) (*cellv1.ListChangesResponse, error) {
 	var addrs []string
 	if l := cs.GetLeader().GetGrpcAddr(); l != "" {
 		addrs = append(addrs, l)
 	}
 	for _, n := range cs.GetNodes() {
-		if n.GetRole() == controlplanev1.NodeRole_NODE_ROLE_MEMBER && n.GetGrpcAddr() != "" && n.GetGrpcAddr() != cs.GetLeader().GetGrpcAddr() {
+		if n.GetRole() == cpv1.NodeRole_NODE_ROLE_MEMBER && n.GetGrpcAddr() != "" && n.GetGrpcAddr() != cs.GetLeader().GetGrpcAddr() {
 			addrs = append(addrs, n.GetGrpcAddr())
 		}
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // failoverFake is a ControlPlaneService with fixed failover records (so
@@ -26,13 +26,13 @@ import (
 // ListChanges. The real control plane's failovers are tested in
 // controlplane/controller and controlplane/failover_test.go.
 type failoverFake struct {
-	controlplanev1.UnimplementedControlPlaneServiceServer
+	cpv1.UnimplementedControlPlaneServiceServer
 
 	cellAddr string
 	mu       sync.Mutex
-	records  map[string]*controlplanev1.Failover
+	records  map[string]*cpv1.Failover
 	order    []string
-	requests []*controlplanev1.FailoverRequest
+	requests []*cpv1.FailoverRequest
 	changes  *cellv1.ListChangesRequest
 }
 
@@ -45,23 +45,23 @@ func at(s string) *timestamppb.Timestamp {
 }
 
 func newFailoverFake() *failoverFake {
-	f := &failoverFake{records: map[string]*controlplanev1.Failover{}}
-	for _, fo := range []*controlplanev1.Failover{
-		{Id: "hooli-e2-switchover", Tenant: "hooli", Kind: switchoverKind, State: controlplanev1.FailoverState_FAILOVER_STATE_DONE,
+	f := &failoverFake{records: map[string]*cpv1.Failover{}}
+	for _, fo := range []*cpv1.Failover{
+		{Id: "hooli-e2-switchover", Tenant: "hooli", Kind: switchoverKind, State: cpv1.FailoverState_FAILOVER_STATE_DONE,
 			FromCell: "use1-a", ToCell: "euw1-a", OldEpoch: 1, NewEpoch: 2, Trigger: "operator",
 			OldOwnerTseq: 120, OldOwnerReported: true, PromotedTseq: 121, TimeToPromote: durationpb.New(840 * time.Millisecond),
 			CreateTime: at("2026-03-01T11:00:00Z"), PromoteTime: at("2026-03-01T11:00:00.84Z"), UpdateTime: at("2026-03-01T11:00:00.84Z")},
-		{Id: "acme-e2-promote", Tenant: "acme", Kind: promoteKind, State: controlplanev1.FailoverState_FAILOVER_STATE_DONE,
+		{Id: "acme-e2-promote", Tenant: "acme", Kind: promoteKind, State: cpv1.FailoverState_FAILOVER_STATE_DONE,
 			FromCell: "use1-a", ToCell: "euw1-a", OldEpoch: 1, NewEpoch: 2, Trigger: "policy: cell use1-a UNAVAILABLE for 10s",
 			PromotedTseq: 41, OldOwnerTseq: 44, OldOwnerReported: true, LostEvents: 3, TimeToPromote: durationpb.New(7500 * time.Millisecond),
 			CreateTime: at("2026-03-01T12:00:00Z"), LeaseWaitUntil: at("2026-03-01T12:00:07Z"), PromoteTime: at("2026-03-01T12:00:07.5Z"),
 			UpdateTime: at("2026-03-01T12:30:00Z")},
-		{Id: "globex-e3-promote", Tenant: "globex", Kind: promoteKind, State: controlplanev1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER,
+		{Id: "globex-e3-promote", Tenant: "globex", Kind: promoteKind, State: cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER,
 			FromCell: "use1-a", ToCell: "euw1-b", OldEpoch: 2, NewEpoch: 3, Trigger: "operator",
 			PromotedTseq: 10, TimeToPromote: durationpb.New(6200 * time.Millisecond),
 			CreateTime: at("2026-03-01T12:00:01Z"), LeaseWaitUntil: at("2026-03-01T12:00:07Z"), PromoteTime: at("2026-03-01T12:00:07.2Z"),
 			UpdateTime: at("2026-03-01T12:00:07.2Z")},
-		{Id: "initech-e5-switchover", Tenant: "initech", Kind: switchoverKind, State: controlplanev1.FailoverState_FAILOVER_STATE_FAILED,
+		{Id: "initech-e5-switchover", Tenant: "initech", Kind: switchoverKind, State: cpv1.FailoverState_FAILOVER_STATE_FAILED,
 			FromCell: "use1-b", ToCell: "euw1-a", OldEpoch: 4, Trigger: "operator", ErrorReason: "NO_STANDBY",
 			ErrorMessage: "tenant initech on standby cell euw1-a is STANDBY, bootstrapped=false: it needs a bootstrapped STANDBY",
 			CreateTime:   at("2026-03-01T13:00:00Z"), UpdateTime: at("2026-03-01T13:00:00.1Z")},
@@ -74,48 +74,48 @@ func newFailoverFake() *failoverFake {
 
 // Failover records a new failover in FENCING; the next GetFailover of it
 // shows it DONE (switchover) or AWAITING_OLD_OWNER (promotion).
-func (f *failoverFake) Failover(_ context.Context, req *controlplanev1.FailoverRequest) (*controlplanev1.FailoverResponse, error) {
+func (f *failoverFake) Failover(_ context.Context, req *cpv1.FailoverRequest) (*cpv1.FailoverResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.requests = append(f.requests, proto.Clone(req).(*controlplanev1.FailoverRequest))
+	f.requests = append(f.requests, proto.Clone(req).(*cpv1.FailoverRequest))
 	tenants := []string{req.GetTenant()}
 	if req.GetCell() != "" {
 		tenants = []string{"t1", "t2"}
 	}
-	out := &controlplanev1.FailoverResponse{}
+	out := &cpv1.FailoverResponse{}
 	for _, tn := range tenants {
-		fo := &controlplanev1.Failover{Id: fmt.Sprintf("%s-e8-%s", tn, strings.ToLower(strings.TrimPrefix(req.GetKind().String(), "FAILOVER_KIND_"))), Tenant: tn, Kind: req.GetKind(),
-			State: controlplanev1.FailoverState_FAILOVER_STATE_FENCING, FromCell: "use1-a", ToCell: "euw1-a", OldEpoch: 7, NewEpoch: 8,
+		fo := &cpv1.Failover{Id: fmt.Sprintf("%s-e8-%s", tn, strings.ToLower(strings.TrimPrefix(req.GetKind().String(), "FAILOVER_KIND_"))), Tenant: tn, Kind: req.GetKind(),
+			State: cpv1.FailoverState_FAILOVER_STATE_FENCING, FromCell: "use1-a", ToCell: "euw1-a", OldEpoch: 7, NewEpoch: 8,
 			Trigger: "operator", CreateTime: at("2026-03-02T09:00:00Z"), UpdateTime: at("2026-03-02T09:00:00Z")}
 		f.records[fo.GetId()] = fo
 		f.order = append(f.order, fo.GetId())
-		out.Failovers = append(out.Failovers, proto.Clone(fo).(*controlplanev1.Failover))
+		out.Failovers = append(out.Failovers, proto.Clone(fo).(*cpv1.Failover))
 	}
 	return out, nil
 }
 
-func (f *failoverFake) GetFailover(_ context.Context, req *controlplanev1.GetFailoverRequest) (*controlplanev1.GetFailoverResponse, error) {
+func (f *failoverFake) GetFailover(_ context.Context, req *cpv1.GetFailoverRequest) (*cpv1.GetFailoverResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fo, ok := f.records[req.GetId()]
 	if !ok {
 		return nil, rpcerr.ToStatus(cperr.New(cperr.FailoverNotFound, "failover %s does not exist", req.GetId()))
 	}
-	if fo.GetState() == controlplanev1.FailoverState_FAILOVER_STATE_FENCING {
+	if fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_FENCING {
 		fo.PromotedTseq, fo.TimeToPromote = 99, durationpb.New(1500*time.Millisecond)
 		fo.PromoteTime, fo.UpdateTime = at("2026-03-02T09:00:01.5Z"), at("2026-03-02T09:00:01.5Z")
-		fo.State = controlplanev1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER
+		fo.State = cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER
 		if fo.GetKind() == switchoverKind {
-			fo.State, fo.OldOwnerTseq, fo.OldOwnerReported = controlplanev1.FailoverState_FAILOVER_STATE_DONE, 98, true
+			fo.State, fo.OldOwnerTseq, fo.OldOwnerReported = cpv1.FailoverState_FAILOVER_STATE_DONE, 98, true
 		}
 	}
-	return &controlplanev1.GetFailoverResponse{Failover: proto.Clone(fo).(*controlplanev1.Failover)}, nil
+	return &cpv1.GetFailoverResponse{Failover: proto.Clone(fo).(*cpv1.Failover)}, nil
 }
 
-func (f *failoverFake) ListFailovers(_ context.Context, req *controlplanev1.ListFailoversRequest) (*controlplanev1.ListFailoversResponse, error) {
+func (f *failoverFake) ListFailovers(_ context.Context, req *cpv1.ListFailoversRequest) (*cpv1.ListFailoversResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := &controlplanev1.ListFailoversResponse{}
+	out := &cpv1.ListFailoversResponse{}
 	for _, id := range f.order {
 		fo := f.records[id]
 		if (req.GetTenant() == "" || fo.GetTenant() == req.GetTenant()) && (req.GetCell() == "" || fo.GetFromCell() == req.GetCell() || fo.GetToCell() == req.GetCell()) {
@@ -125,14 +125,14 @@ func (f *failoverFake) ListFailovers(_ context.Context, req *controlplanev1.List
 	return out, nil
 }
 
-func (f *failoverFake) GetCell(_ context.Context, req *controlplanev1.GetCellRequest) (*controlplanev1.GetCellResponse, error) {
+func (f *failoverFake) GetCell(_ context.Context, req *cpv1.GetCellRequest) (*cpv1.GetCellResponse, error) {
 	if req.GetId() != "use1-a" {
 		return nil, rpcerr.ToStatus(cperr.New(cperr.CellNotFound, "cell %s does not exist", req.GetId()))
 	}
-	return &controlplanev1.GetCellResponse{Cell: &controlplanev1.CellStatus{
-		Cell:   &controlplanev1.Cell{Id: "use1-a", Region: "us-east", ExpectedMembers: 1},
-		Leader: &controlplanev1.CellLeader{NodeId: "use1-a-n1", GrpcAddr: f.cellAddr, Term: 3},
-		Nodes:  []*controlplanev1.Node{{Id: "use1-a-n1", Cell: "use1-a", Role: controlplanev1.NodeRole_NODE_ROLE_MEMBER, GrpcAddr: f.cellAddr}},
+	return &cpv1.GetCellResponse{Cell: &cpv1.CellStatus{
+		Cell:   &cpv1.Cell{Id: "use1-a", Region: "us-east", ExpectedMembers: 1},
+		Leader: &cpv1.CellLeader{NodeId: "use1-a-n1", GrpcAddr: f.cellAddr, Term: 3},
+		Nodes:  []*cpv1.Node{{Id: "use1-a-n1", Cell: "use1-a", Role: cpv1.NodeRole_NODE_ROLE_MEMBER, GrpcAddr: f.cellAddr}},
 	}}, nil
 }
 
@@ -172,7 +172,7 @@ func serveFailoverFake(t *testing.T, f *failoverFake) string {
 	cpLis, cellLis := testutil.Listen(t), testutil.Listen(t)
 	f.cellAddr = cellLis.Addr().String()
 	cp, cell := grpc.NewServer(), grpc.NewServer()
-	controlplanev1.RegisterControlPlaneServiceServer(cp, f)
+	cpv1.RegisterControlPlaneServiceServer(cp, f)
 	cellv1.RegisterCellServiceServer(cell, fakeCell{f: f})
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func newKeyCmd(a *app) *cobra.Command {
@@ -36,9 +36,9 @@ secret manager. With -o json or -o yaml the secret is the "secret" field.`,
   cellctl tenant key create acme -o json | jq -r .secret`,
 		Args: exactArgs("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateApiKeyResponse, error) {
-				return api.CreateApiKey(ctx, &controlplanev1.CreateApiKeyRequest{Tenant: args[0], Description: description})
-			}, func(w io.Writer, resp *controlplanev1.CreateApiKeyResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateApiKeyResponse, error) {
+				return api.CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: args[0], Description: description})
+			}, func(w io.Writer, resp *cpv1.CreateApiKeyResponse) error {
 				_, err := fmt.Fprintf(w, "API key %s created for tenant %s.\nSecret (shown only this once; it cannot be shown again, store it now):\n\n  %s\n",
 					resp.GetKey().GetId(), resp.GetKey().GetTenant(), resp.GetSecret())
 				return err
@@ -58,9 +58,9 @@ func newKeyListCmd(a *app) *cobra.Command {
 		Example: `  cellctl tenant key list acme`,
 		Args:    exactArgs("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListApiKeysResponse, error) {
-				return api.ListApiKeys(ctx, &controlplanev1.ListApiKeysRequest{Tenant: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.ListApiKeysResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListApiKeysResponse, error) {
+				return api.ListApiKeys(ctx, &cpv1.ListApiKeysRequest{Tenant: args[0]})
+			}, func(w io.Writer, resp *cpv1.ListApiKeysResponse) error {
 				t := newTable(w, "KEY", "STATE", "DESCRIPTION", "CREATED", "REVOKED")
 				for _, k := range resp.GetKeys() {
 					state := "ACTIVE"
@@ -84,9 +84,9 @@ The key stays listed, as REVOKED.`,
 		Example: `  cellctl tenant key revoke acme key-0001`,
 		Args:    exactArgs("tenant", "key-id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.RevokeApiKeyResponse, error) {
-				return api.RevokeApiKey(ctx, &controlplanev1.RevokeApiKeyRequest{Tenant: args[0], Id: args[1]})
-			}, func(w io.Writer, resp *controlplanev1.RevokeApiKeyResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.RevokeApiKeyResponse, error) {
+				return api.RevokeApiKey(ctx, &cpv1.RevokeApiKeyRequest{Tenant: args[0], Id: args[1]})
+			}, func(w io.Writer, resp *cpv1.RevokeApiKeyResponse) error {
 				_, err := fmt.Fprintf(w, "API key %s of tenant %s revoked\n", resp.GetKey().GetId(), resp.GetKey().GetTenant())
 				return err
 			})

@@ -27,7 +27,7 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -239,33 +239,33 @@ func testMachineOutput(t *testing.T, addr string) {
 		msg   func() proto.Message
 		check func(t *testing.T, m proto.Message)
 	}{
-		{[]string{"status"}, func() proto.Message { return &controlplanev1.GetStatusResponse{} }, func(t *testing.T, m proto.Message) {
-			s := m.(*controlplanev1.GetStatusResponse)
+		{[]string{"status"}, func() proto.Message { return &cpv1.GetStatusResponse{} }, func(t *testing.T, m proto.Message) {
+			s := m.(*cpv1.GetStatusResponse)
 			if len(s.GetRegions()) != 3 || len(s.GetCells()) != 3 || s.GetControllerLeader().GetId() != "cp1" {
 				t.Errorf("status = %v", s)
 			}
 		}},
-		{[]string{"cell", "get", "use1-a"}, func() proto.Message { return &controlplanev1.GetCellResponse{} }, func(t *testing.T, m proto.Message) {
-			c := m.(*controlplanev1.GetCellResponse).GetCell()
+		{[]string{"cell", "get", "use1-a"}, func() proto.Message { return &cpv1.GetCellResponse{} }, func(t *testing.T, m proto.Message) {
+			c := m.(*cpv1.GetCellResponse).GetCell()
 			if c.GetCell().GetExpectedMembers() != 3 || len(c.GetNodes()) != 3 || c.GetLeader().GetNodeId() == "" ||
-				c.GetHealth() != controlplanev1.CellHealth_CELL_HEALTH_HEALTHY || c.GetCell().GetCapacity().GetMaxTenants() != 100 {
+				c.GetHealth() != cpv1.CellHealth_CELL_HEALTH_HEALTHY || c.GetCell().GetCapacity().GetMaxTenants() != 100 {
 				t.Errorf("cell = %v", c)
 			}
 		}},
-		{[]string{"cell", "get", "euw1-a"}, func() proto.Message { return &controlplanev1.GetCellResponse{} }, func(t *testing.T, m proto.Message) {
-			c := m.(*controlplanev1.GetCellResponse).GetCell()
+		{[]string{"cell", "get", "euw1-a"}, func() proto.Message { return &cpv1.GetCellResponse{} }, func(t *testing.T, m proto.Message) {
+			c := m.(*cpv1.GetCellResponse).GetCell()
 			if c.GetCell().GetExpectedMembers() != 5 || len(c.GetNodes()) != 0 || c.GetCell().GetCapacity().GetMaxBytes() != 1000000 {
 				t.Errorf("cell = %v", c)
 			}
 		}},
-		{[]string{"tenant", "get", "hooli"}, func() proto.Message { return &controlplanev1.GetTenantResponse{} }, func(t *testing.T, m proto.Message) {
-			tn := m.(*controlplanev1.GetTenantResponse).GetTenant()
+		{[]string{"tenant", "get", "hooli"}, func() proto.Message { return &cpv1.GetTenantResponse{} }, func(t *testing.T, m proto.Message) {
+			tn := m.(*cpv1.GetTenantResponse).GetTenant()
 			if tn.GetId() != "hooli" || tn.GetCell() != "use1-a" || tn.GetEpoch() != 1 || tn.GetLimits().GetRate() != 100.5 || tn.GetCreateTime() == nil {
 				t.Errorf("tenant = %v", tn)
 			}
 		}},
-		{[]string{"tenant", "list", "--all", "--page-size", "1"}, func() proto.Message { return &controlplanev1.ListTenantsResponse{} }, func(t *testing.T, m proto.Message) {
-			l := m.(*controlplanev1.ListTenantsResponse)
+		{[]string{"tenant", "list", "--all", "--page-size", "1"}, func() proto.Message { return &cpv1.ListTenantsResponse{} }, func(t *testing.T, m proto.Message) {
+			l := m.(*cpv1.ListTenantsResponse)
 			var ids []string
 			for _, tn := range l.GetTenants() {
 				ids = append(ids, tn.GetId())
@@ -274,8 +274,8 @@ func testMachineOutput(t *testing.T, addr string) {
 				t.Errorf("--all listed %v, next token %q", ids, l.GetNextPageToken())
 			}
 		}},
-		{[]string{"tenant", "key", "list", "hooli"}, func() proto.Message { return &controlplanev1.ListApiKeysResponse{} }, func(t *testing.T, m proto.Message) {
-			ks := m.(*controlplanev1.ListApiKeysResponse).GetKeys()
+		{[]string{"tenant", "key", "list", "hooli"}, func() proto.Message { return &cpv1.ListApiKeysResponse{} }, func(t *testing.T, m proto.Message) {
+			ks := m.(*cpv1.ListApiKeysResponse).GetKeys()
 			revoked := 0
 			for _, k := range ks {
 				if k.GetRevokeTime() != nil {
@@ -289,8 +289,8 @@ func testMachineOutput(t *testing.T, addr string) {
 				t.Errorf("keys = %v", ks)
 			}
 		}},
-		{[]string{"region", "list"}, func() proto.Message { return &controlplanev1.ListRegionsResponse{} }, func(t *testing.T, m proto.Message) {
-			if rs := m.(*controlplanev1.ListRegionsResponse).GetRegions(); len(rs) != 3 || rs[1].GetName() != "eu-west" || rs[1].GetDescription() != "Ireland" {
+		{[]string{"region", "list"}, func() proto.Message { return &cpv1.ListRegionsResponse{} }, func(t *testing.T, m proto.Message) {
+			if rs := m.(*cpv1.ListRegionsResponse).GetRegions(); len(rs) != 3 || rs[1].GetName() != "eu-west" || rs[1].GetDescription() != "Ireland" {
 				t.Errorf("regions = %v", rs)
 			}
 		}},
@@ -401,7 +401,7 @@ func testCommands(t *testing.T, addr string) {
 		t.Errorf("delete -o json: %q", out)
 	}
 	out := mustCP(t, addr, "tenant", "key", "create", "hooli", "-o", "json")
-	var kr controlplanev1.CreateApiKeyResponse
+	var kr cpv1.CreateApiKeyResponse
 	if err := protojson.Unmarshal([]byte(out), &kr); err != nil || !strings.HasPrefix(kr.GetSecret(), "cpk_"+kr.GetKey().GetId()+"_") {
 		t.Errorf("key create -o json: %v %q", err, out)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // pollInterval paces --wait.
@@ -52,8 +52,8 @@ records nothing. A move can be cancelled until its source is fenced
 				return err
 			}
 			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.StartMoveResponse, error) {
-				return api.StartMove(ctx, &controlplanev1.StartMoveRequest{Tenant: args[0], TargetCell: to, DryRun: dryRun})
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.StartMoveResponse, error) {
+				return api.StartMove(ctx, &cpv1.StartMoveRequest{Tenant: args[0], TargetCell: to, DryRun: dryRun})
 			})
 			if err != nil {
 				return err
@@ -86,7 +86,7 @@ records nothing. A move can be cancelled until its source is fenced
 
 // waitMove follows a move until it ends: progress lines (on stdout for
 // -o table, on stderr otherwise), then the final move. Only DONE succeeds.
-func (a *app) waitMove(ctx context.Context, c *client, mv *controlplanev1.Move) error {
+func (a *app) waitMove(ctx context.Context, c *client, mv *cpv1.Move) error {
 	progress := a.std.Out
 	if a.opts.output != "table" {
 		progress = a.std.Err
@@ -95,8 +95,8 @@ func (a *app) waitMove(ctx context.Context, c *client, mv *controlplanev1.Move) 
 		mv.GetId(), mv.GetTenant(), mv.GetSourceCell(), mv.GetTargetCell(), mv.GetSourceEpoch(), mv.GetSourceEpoch()+1)
 	last := ""
 	for {
-		resp, err := call(ctx, c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetMoveResponse, error) {
-			return api.GetMove(ctx, &controlplanev1.GetMoveRequest{Id: mv.GetId()})
+		resp, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetMoveResponse, error) {
+			return api.GetMove(ctx, &cpv1.GetMoveRequest{Id: mv.GetId()})
 		})
 		if err != nil {
 			return err
@@ -107,7 +107,7 @@ func (a *app) waitMove(ctx context.Context, c *client, mv *controlplanev1.Move) 
 			last = line
 		}
 		if moveFinished(mv.GetState()) {
-			if mv.GetState() != controlplanev1.MoveState_MOVE_STATE_DONE {
+			if mv.GetState() != cpv1.MoveState_MOVE_STATE_DONE {
 				if a.opts.output != "table" {
 					if err := a.print(resp, nil); err != nil {
 						return err
@@ -130,7 +130,7 @@ func (a *app) waitMove(ctx context.Context, c *client, mv *controlplanev1.Move) 
 }
 
 // progressLine is one --wait line: state, bytes copied, lag.
-func progressLine(mv *controlplanev1.Move) string {
+func progressLine(mv *cpv1.Move) string {
 	s := fmt.Sprintf("  %-12s copied %d bytes, target tseq %d", moveState(mv.GetState()), mv.GetCopiedBytes(), mv.GetTargetTseq())
 	if mv.GetSourceTseq() > 0 {
 		s += fmt.Sprintf(", lag %d events", lag(mv))
@@ -141,26 +141,26 @@ func progressLine(mv *controlplanev1.Move) string {
 	return s
 }
 
-func lag(mv *controlplanev1.Move) uint64 {
+func lag(mv *cpv1.Move) uint64 {
 	if mv.GetSourceTseq() > mv.GetTargetTseq() {
 		return mv.GetSourceTseq() - mv.GetTargetTseq()
 	}
 	return 0
 }
 
-func moveFinished(s controlplanev1.MoveState) bool {
+func moveFinished(s cpv1.MoveState) bool {
 	switch s {
-	case controlplanev1.MoveState_MOVE_STATE_DONE, controlplanev1.MoveState_MOVE_STATE_CANCELLED, controlplanev1.MoveState_MOVE_STATE_FAILED:
+	case cpv1.MoveState_MOVE_STATE_DONE, cpv1.MoveState_MOVE_STATE_CANCELLED, cpv1.MoveState_MOVE_STATE_FAILED:
 		return true
 	}
 	return false
 }
 
-func moveState(s controlplanev1.MoveState) string { return enumName(s.String(), "MOVE_STATE_") }
+func moveState(s cpv1.MoveState) string { return enumName(s.String(), "MOVE_STATE_") }
 
-func moveError(mv *controlplanev1.Move) string {
+func moveError(mv *cpv1.Move) string {
 	switch {
-	case mv.GetErrorReason() == "" && mv.GetState() == controlplanev1.MoveState_MOVE_STATE_CANCELLED:
+	case mv.GetErrorReason() == "" && mv.GetState() == cpv1.MoveState_MOVE_STATE_CANCELLED:
 		return "cancelled by request; the tenant stays on " + mv.GetSourceCell()
 	case mv.GetErrorReason() == "":
 		return "no reason recorded"
@@ -168,7 +168,7 @@ func moveError(mv *controlplanev1.Move) string {
 	return mv.GetErrorReason() + ": " + mv.GetErrorMessage()
 }
 
-func writePause(mv *controlplanev1.Move) string {
+func writePause(mv *cpv1.Move) string {
 	if mv.GetFenceTime() == nil || mv.GetFlipTime() == nil {
 		return ""
 	}
@@ -193,7 +193,7 @@ clients saw. Finished moves are kept for a while (--all lists them).`,
 }
 
 func newMoveListCmd(a *app) *cobra.Command {
-	var req controlplanev1.ListMovesRequest
+	var req cpv1.ListMovesRequest
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -205,9 +205,9 @@ control plane still keeps (DONE, CANCELLED, FAILED).`,
   cellctl move list --cell use1-a --all -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListMovesResponse, error) {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListMovesResponse, error) {
 				return api.ListMoves(ctx, &req)
-			}, func(w io.Writer, resp *controlplanev1.ListMovesResponse) error {
+			}, func(w io.Writer, resp *cpv1.ListMovesResponse) error {
 				t := newTable(w, "MOVE", "TENANT", "FROM", "TO", "STATE", "EPOCH", "DRAIN", "CREATED")
 				for _, mv := range resp.GetMoves() {
 					t.row(mv.GetId(), mv.GetTenant(), mv.GetSourceCell(), mv.GetTargetCell(), moveState(mv.GetState()),
@@ -235,14 +235,14 @@ that failed or is stuck, the error.`,
   cellctl move get acme-1a2b3c4d -o yaml`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetMoveResponse, error) {
-				return api.GetMove(ctx, &controlplanev1.GetMoveRequest{Id: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.GetMoveResponse) error { return writeMove(w, resp.GetMove()) })
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetMoveResponse, error) {
+				return api.GetMove(ctx, &cpv1.GetMoveRequest{Id: args[0]})
+			}, func(w io.Writer, resp *cpv1.GetMoveResponse) error { return writeMove(w, resp.GetMove()) })
 		},
 	}
 }
 
-func writeMove(w io.Writer, mv *controlplanev1.Move) error {
+func writeMove(w io.Writer, mv *cpv1.Move) error {
 	f := newFields(w)
 	f.add("Move", mv.GetId())
 	f.add("Tenant", mv.GetTenant())
@@ -286,11 +286,11 @@ the cancel is refused (MOVE_NOT_CANCELLABLE).`,
 		Example: `  cellctl move cancel acme-1a2b3c4d`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CancelMoveResponse, error) {
-				return api.CancelMove(ctx, &controlplanev1.CancelMoveRequest{Id: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.CancelMoveResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CancelMoveResponse, error) {
+				return api.CancelMove(ctx, &cpv1.CancelMoveRequest{Id: args[0]})
+			}, func(w io.Writer, resp *cpv1.CancelMoveResponse) error {
 				mv := resp.GetMove()
-				if mv.GetState() == controlplanev1.MoveState_MOVE_STATE_CANCELLED {
+				if mv.GetState() == cpv1.MoveState_MOVE_STATE_CANCELLED {
 					_, err := fmt.Fprintf(w, "move %s is CANCELLED; tenant %s stays on %s\n", mv.GetId(), mv.GetTenant(), mv.GetSourceCell())
 					return err
 				}
@@ -327,8 +327,8 @@ empty.`,
 				return err
 			}
 			defer c.Close()
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.DrainCellResponse, error) {
-				return api.DrainCell(ctx, &controlplanev1.DrainCellRequest{Cell: args[0], Concurrency: concurrency})
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.DrainCellResponse, error) {
+				return api.DrainCell(ctx, &cpv1.DrainCellRequest{Cell: args[0], Concurrency: concurrency})
 			})
 			if err != nil {
 				return err
@@ -357,8 +357,8 @@ func (a *app) waitDrain(ctx context.Context, c *client, cell string) error {
 	}
 	last := ""
 	for {
-		cs, err := call(ctx, c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetCellResponse, error) {
-			return api.GetCell(ctx, &controlplanev1.GetCellRequest{Id: cell})
+		cs, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetCellResponse, error) {
+			return api.GetCell(ctx, &cpv1.GetCellRequest{Id: cell})
 		})
 		if err != nil {
 			return err
@@ -367,8 +367,8 @@ func (a *app) waitDrain(ctx context.Context, c *client, cell string) error {
 		if err != nil {
 			return err
 		}
-		moves, err := call(ctx, c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListMovesResponse, error) {
-			return api.ListMoves(ctx, &controlplanev1.ListMovesRequest{Cell: cell})
+		moves, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListMovesResponse, error) {
+			return api.ListMoves(ctx, &cpv1.ListMovesRequest{Cell: cell})
 		})
 		if err != nil {
 			return err
@@ -385,13 +385,13 @@ func (a *app) waitDrain(ctx context.Context, c *client, cell string) error {
 		}
 		state := cs.GetCell().GetCell().GetState()
 		if remaining == 0 && running == 0 {
-			out := &controlplanev1.DrainCellResponse{Cell: cs.GetCell().GetCell()}
+			out := &cpv1.DrainCellResponse{Cell: cs.GetCell().GetCell()}
 			return a.print(out, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "cell %s drained (%s)\n", cell, cellState(state))
 				return err
 			})
 		}
-		if state != controlplanev1.CellState_CELL_STATE_DRAINING {
+		if state != cpv1.CellState_CELL_STATE_DRAINING {
 			return fmt.Errorf("the drain of cell %s stopped: the cell is %s, %d tenant(s) left", cell, cellState(state), remaining)
 		}
 		select {
@@ -404,10 +404,10 @@ func (a *app) waitDrain(ctx context.Context, c *client, cell string) error {
 
 // countTenants counts the tenants a cell owns (every page).
 func countTenants(ctx context.Context, c *client, cell string) (int, error) {
-	req := &controlplanev1.ListTenantsRequest{Cell: cell, PageSize: 1000}
+	req := &cpv1.ListTenantsRequest{Cell: cell, PageSize: 1000}
 	n := 0
 	for {
-		page, err := call(ctx, c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListTenantsResponse, error) {
+		page, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListTenantsResponse, error) {
 			return api.ListTenants(ctx, req)
 		})
 		if err != nil {

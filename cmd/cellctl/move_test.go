@@ -14,7 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func TestMoveHelp(t *testing.T) {
@@ -105,8 +105,8 @@ func startMoveControlPlane(t *testing.T) string {
 		m.CleanupGrace = 100 * time.Millisecond
 		m.DrainInterval = 100 * time.Millisecond
 		m.StandbyResyncInterval = 500 * time.Millisecond
-		c.Controller.TestingKnobs.BeforeMoveStep = func(_ context.Context, mv *controlplanev1.Move) error {
-			if mv.GetTenant() == "slowpoke" && mv.GetState() == controlplanev1.MoveState_MOVE_STATE_CATCHING_UP && !mv.GetCancelRequested() {
+		c.Controller.TestingKnobs.BeforeMoveStep = func(_ context.Context, mv *cpv1.Move) error {
+			if mv.GetTenant() == "slowpoke" && mv.GetState() == cpv1.MoveState_MOVE_STATE_CATCHING_UP && !mv.GetCancelRequested() {
 				return errors.New("held by the test until cancelled") // driven again when the record changes
 			}
 			return nil
@@ -132,11 +132,11 @@ func startMoveControlPlane(t *testing.T) string {
 			return errors.New("cp2 does not lead yet")
 		}
 		for _, c := range []string{"use1-a", "use1-b", "euw1-a"} {
-			resp, err := cl.GetCell(testutil.Context(t, 5*time.Second), &controlplanev1.GetCellRequest{Id: c})
+			resp, err := cl.GetCell(testutil.Context(t, 5*time.Second), &cpv1.GetCellRequest{Id: c})
 			if err != nil {
 				return err
 			}
-			if h := resp.GetCell().GetHealth(); h != controlplanev1.CellHealth_CELL_HEALTH_HEALTHY {
+			if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
 				return fmt.Errorf("cell %s is %s", c, h)
 			}
 		}
@@ -182,12 +182,12 @@ func TestMoveCommands(t *testing.T) {
 		}
 		moveID = strings.TrimSuffix(strings.Fields(first)[1], ":")
 		checkGolden(t, "move-get.golden", normalizeMoves(mustCP(t, addr, "move", "get", moveID)))
-		var got controlplanev1.GetMoveResponse
+		var got cpv1.GetMoveResponse
 		if err := protojson.Unmarshal([]byte(mustCP(t, addr, "move", "get", moveID, "-o", "json")), &got); err != nil ||
-			got.GetMove().GetState() != controlplanev1.MoveState_MOVE_STATE_DONE || got.GetMove().GetFlipTime() == nil {
+			got.GetMove().GetState() != cpv1.MoveState_MOVE_STATE_DONE || got.GetMove().GetFlipTime() == nil {
 			t.Fatalf("move get -o json: %v %v", got.GetMove(), err)
 		}
-		var tn controlplanev1.GetTenantResponse
+		var tn cpv1.GetTenantResponse
 		if err := protojson.Unmarshal([]byte(mustCP(t, addr, "tenant", "get", "acme", "-o", "json")), &tn); err != nil ||
 			tn.GetTenant().GetCell() != "use1-b" || tn.GetTenant().GetEpoch() != 2 || tn.GetTenant().GetStandbyCell() != "euw1-a" {
 			t.Fatalf("tenant after the move: %v %v", tn.GetTenant(), err)
@@ -205,11 +205,11 @@ func TestMoveCommands(t *testing.T) {
 		}()
 		var id string
 		testutil.Eventually(t, 20*time.Second, func() error {
-			var l controlplanev1.ListMovesResponse
+			var l cpv1.ListMovesResponse
 			if err := protojson.Unmarshal([]byte(mustCP(t, addr, "move", "list", "--tenant", "slowpoke", "-o", "json")), &l); err != nil {
 				return err
 			}
-			if len(l.GetMoves()) != 1 || l.GetMoves()[0].GetState() != controlplanev1.MoveState_MOVE_STATE_CATCHING_UP {
+			if len(l.GetMoves()) != 1 || l.GetMoves()[0].GetState() != cpv1.MoveState_MOVE_STATE_CATCHING_UP {
 				return fmt.Errorf("moves %v", l.GetMoves())
 			}
 			id = l.GetMoves()[0].GetId()
@@ -251,7 +251,7 @@ func TestMoveCommands(t *testing.T) {
 		if !strings.HasPrefix(out, "cell use1-b: 1 tenant(s) left") || !strings.HasSuffix(out, "cell use1-b drained (DRAINING)\n") {
 			t.Errorf("drain --wait:\n%s", out)
 		}
-		var tn controlplanev1.GetTenantResponse
+		var tn cpv1.GetTenantResponse
 		if err := protojson.Unmarshal([]byte(mustCP(t, addr, "tenant", "get", "acme", "-o", "json")), &tn); err != nil || tn.GetTenant().GetCell() != "use1-a" {
 			t.Fatalf("tenant after the drain: %v %v", tn.GetTenant(), err)
 		}
@@ -263,7 +263,7 @@ func TestMoveCommands(t *testing.T) {
 func waitCaughtUp(t *testing.T, addr, tenant string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() error {
-		var resp controlplanev1.GetTenantResponse
+		var resp cpv1.GetTenantResponse
 		if err := protojson.Unmarshal([]byte(mustCP(t, addr, "tenant", "get", tenant, "-o", "json")), &resp); err != nil {
 			return err
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func newRegionCmd(a *app) *cobra.Command {
@@ -31,9 +31,9 @@ func newRegionListCmd(a *app) *cobra.Command {
   cellctl region list -o yaml`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListRegionsResponse, error) {
-				return api.ListRegions(ctx, &controlplanev1.ListRegionsRequest{})
-			}, func(w io.Writer, resp *controlplanev1.ListRegionsResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListRegionsResponse, error) {
+				return api.ListRegions(ctx, &cpv1.ListRegionsRequest{})
+			}, func(w io.Writer, resp *cpv1.ListRegionsResponse) error {
 				t := newTable(w, "REGION", "DESCRIPTION", "CREATED")
 				for _, r := range resp.GetRegions() {
 					t.row(r.GetName(), r.GetDescription(), timeString(r.GetCreateTime()))
@@ -54,9 +54,9 @@ refer to with --region; it cannot be changed later.`,
 		Example: `  cellctl region create eu-west-1 --description "Ireland"`,
 		Args:    exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateRegionResponse, error) {
-				return api.CreateRegion(ctx, &controlplanev1.CreateRegionRequest{Name: args[0], Description: description})
-			}, func(w io.Writer, resp *controlplanev1.CreateRegionResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateRegionResponse, error) {
+				return api.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: args[0], Description: description})
+			}, func(w io.Writer, resp *cpv1.CreateRegionResponse) error {
 				_, err := fmt.Fprintf(w, "region %s created\n", resp.GetRegion().GetName())
 				return err
 			})

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func newStandbyCmd(a *app) *cobra.Command {
@@ -45,9 +45,9 @@ A tenant has at most one standby: clear it before choosing another.`,
 			case region != "" && cell != "":
 				return usageErrorf("--region and --cell are exclusive")
 			}
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.SetStandbyResponse, error) {
-				return api.SetStandby(ctx, &controlplanev1.SetStandbyRequest{Tenant: args[0], Region: region, Cell: cell})
-			}, func(w io.Writer, resp *controlplanev1.SetStandbyResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.SetStandbyResponse, error) {
+				return api.SetStandby(ctx, &cpv1.SetStandbyRequest{Tenant: args[0], Region: region, Cell: cell})
+			}, func(w io.Writer, resp *cpv1.SetStandbyResponse) error {
 				t := resp.GetTenant()
 				_, err := fmt.Fprintf(w, "tenant %s has standby %s (owner %s, epoch %d); it copies the data and follows the owner: 'cellctl tenant get %s' shows its lag\n",
 					t.GetId(), t.GetStandbyCell(), t.GetCell(), t.GetEpoch(), t.GetId())
@@ -75,14 +75,14 @@ both are done. Without a standby the tenant cannot be failed over.`,
 				return err
 			}
 			defer c.Close()
-			before, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetTenantResponse, error) {
-				return api.GetTenant(ctx, &controlplanev1.GetTenantRequest{Id: args[0]})
+			before, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetTenantResponse, error) {
+				return api.GetTenant(ctx, &cpv1.GetTenantRequest{Id: args[0]})
 			})
 			if err != nil {
 				return err
 			}
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ClearStandbyResponse, error) {
-				return api.ClearStandby(ctx, &controlplanev1.ClearStandbyRequest{Tenant: args[0]})
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ClearStandbyResponse, error) {
+				return api.ClearStandby(ctx, &cpv1.ClearStandbyRequest{Tenant: args[0]})
 			})
 			if err != nil {
 				return err
@@ -100,7 +100,7 @@ both are done. Without a standby the tenant cannot be failed over.`,
 }
 
 // standbyLine formats a GetTenant's replication for people.
-func standbyLine(r *controlplanev1.ReplicationLag) string {
+func standbyLine(r *cpv1.ReplicationLag) string {
 	s := fmt.Sprintf("%d event(s) behind (%s), applied tseq %d", r.GetLagEvents(), r.GetLag().AsDuration(), r.GetAppliedTseq())
 	if r.GetState() != "" {
 		s += ", " + r.GetState()

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func newStatusCmd(a *app) *cobra.Command {
@@ -38,8 +38,8 @@ func (a *app) status(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
-	resp, err := call(ctx, c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetStatusResponse, error) {
-		return api.GetStatus(ctx, &controlplanev1.GetStatusRequest{})
+	resp, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetStatusResponse, error) {
+		return api.GetStatus(ctx, &cpv1.GetStatusRequest{})
 	})
 	if err != nil {
 		return err
@@ -77,7 +77,7 @@ func (a *app) status(ctx context.Context) error {
 }
 
 // writeCells writes the cells table; created adds the creation time.
-func writeCells(w io.Writer, cells []*controlplanev1.CellStatus, created bool) error {
+func writeCells(w io.Writer, cells []*cpv1.CellStatus, created bool) error {
 	header := []string{"CELL", "REGION", "STATE", "HEALTH", "LEADER", "MEMBERS", "TENANTS"}
 	if created {
 		header = append(header, "CREATED")
@@ -102,19 +102,19 @@ func writeCells(w io.Writer, cells []*controlplanev1.CellStatus, created bool) e
 	return t.flush()
 }
 
-func cellState(s controlplanev1.CellState) string {
+func cellState(s cpv1.CellState) string {
 	return enumName(s.String(), "CELL_STATE_")
 }
 
-func cellHealth(h controlplanev1.CellHealth) string {
+func cellHealth(h cpv1.CellHealth) string {
 	return enumName(h.String(), "CELL_HEALTH_")
 }
 
 // members is "live/expected" Raft members.
-func members(cs *controlplanev1.CellStatus) string {
+func members(cs *cpv1.CellStatus) string {
 	live := 0
 	for _, n := range cs.GetNodes() {
-		if n.GetRole() == controlplanev1.NodeRole_NODE_ROLE_MEMBER {
+		if n.GetRole() == cpv1.NodeRole_NODE_ROLE_MEMBER {
 			live++
 		}
 	}
@@ -122,7 +122,7 @@ func members(cs *controlplanev1.CellStatus) string {
 }
 
 // tenants is the tenant count, "n/max" when the cell has a bound.
-func tenants(cs *controlplanev1.CellStatus) string {
+func tenants(cs *cpv1.CellStatus) string {
 	n := fmt.Sprint(cs.GetLoad().GetTenants())
 	if max := cs.GetCell().GetCapacity().GetMaxTenants(); max > 0 {
 		n += fmt.Sprintf("/%d", max)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func newTenantCmd(a *app) *cobra.Command {
@@ -36,7 +36,7 @@ its API keys for good.`,
 func newTenantCreateCmd(a *app) *cobra.Command {
 	var (
 		region, cell, standbyRegion string
-		limits                      controlplanev1.TenantLimits
+		limits                      cpv1.TenantLimits
 	)
 	cmd := &cobra.Command{
 		Use:   "create <id> --region <region>",
@@ -62,11 +62,11 @@ creation failed. --rate, --burst and --max-bytes are the tenant's limits
 				return err
 			}
 			defer c.Close()
-			req := &controlplanev1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}
+			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}
 			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 {
-				req.Limits = &controlplanev1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes}
+				req.Limits = &cpv1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes}
 			}
-			resp, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.CreateTenantResponse, error) {
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateTenantResponse, error) {
 				return api.CreateTenant(ctx, req)
 			})
 			if err != nil {
@@ -106,9 +106,9 @@ progress (a move, a failover) is named.`,
   cellctl tenant get acme -o json`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.GetTenantResponse, error) {
-				return api.GetTenant(ctx, &controlplanev1.GetTenantRequest{Id: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.GetTenantResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetTenantResponse, error) {
+				return api.GetTenant(ctx, &cpv1.GetTenantRequest{Id: args[0]})
+			}, func(w io.Writer, resp *cpv1.GetTenantResponse) error {
 				t := resp.GetTenant()
 				f := newFields(w)
 				f.add("Tenant", t.GetId())
@@ -142,24 +142,24 @@ progress (a move, a failover) is named.`,
 // tenantStates are the values of --state.
 var tenantStates = []string{"active", "creating", "deleting"}
 
-func parseTenantState(s string) (controlplanev1.TenantState, error) {
+func parseTenantState(s string) (cpv1.TenantState, error) {
 	if s == "" {
-		return controlplanev1.TenantState_TENANT_STATE_UNSPECIFIED, nil
+		return cpv1.TenantState_TENANT_STATE_UNSPECIFIED, nil
 	}
-	v, ok := controlplanev1.TenantState_value["TENANT_STATE_"+strings.ToUpper(s)]
+	v, ok := cpv1.TenantState_value["TENANT_STATE_"+strings.ToUpper(s)]
 	if !ok || v == 0 {
 		return 0, usageErrorf("--state %q: want one of %s", s, strings.Join(tenantStates, ", "))
 	}
-	return controlplanev1.TenantState(v), nil
+	return cpv1.TenantState(v), nil
 }
 
-func tenantState(s controlplanev1.TenantState) string {
+func tenantState(s cpv1.TenantState) string {
 	return enumName(s.String(), "TENANT_STATE_")
 }
 
 func newTenantListCmd(a *app) *cobra.Command {
 	var (
-		req   controlplanev1.ListTenantsRequest
+		req   cpv1.ListTenantsRequest
 		state string
 		all   bool
 	)
@@ -191,9 +191,9 @@ nextPageToken. --all follows the pages to the end and prints them as one.`,
 				return err
 			}
 			defer c.Close()
-			resp := &controlplanev1.ListTenantsResponse{}
+			resp := &cpv1.ListTenantsResponse{}
 			for {
-				page, err := call(cmd.Context(), c, func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.ListTenantsResponse, error) {
+				page, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListTenantsResponse, error) {
 					return api.ListTenants(ctx, &req)
 				})
 				if err != nil {
@@ -252,9 +252,9 @@ returns when the deletion is done.`,
 			if !yes {
 				return usageErrorf("deleting tenant %q removes its data and API keys for good; add --yes to confirm", args[0])
 			}
-			return do(a, cmd.Context(), func(ctx context.Context, api controlplanev1.ControlPlaneServiceClient) (*controlplanev1.DeleteTenantResponse, error) {
-				return api.DeleteTenant(ctx, &controlplanev1.DeleteTenantRequest{Id: args[0]})
-			}, func(w io.Writer, resp *controlplanev1.DeleteTenantResponse) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.DeleteTenantResponse, error) {
+				return api.DeleteTenant(ctx, &cpv1.DeleteTenantRequest{Id: args[0]})
+			}, func(w io.Writer, resp *cpv1.DeleteTenantResponse) error {
 				_, err := fmt.Fprintf(w, "tenant %s deleted\n", args[0])
 				return err
 			})

@@ -24,7 +24,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // regionsOnly is a ControlPlaneService that only creates and lists regions,
@@ -32,24 +32,24 @@ import (
 // control plane's test harness (cptest) does not serve. Everything else
 // is tested against the real control plane (TestControlPlane).
 type regionsOnly struct {
-	controlplanev1.UnimplementedControlPlaneServiceServer
+	cpv1.UnimplementedControlPlaneServiceServer
 
 	mu      sync.Mutex
-	regions []*controlplanev1.Region
+	regions []*cpv1.Region
 }
 
-func (s *regionsOnly) CreateRegion(_ context.Context, req *controlplanev1.CreateRegionRequest) (*controlplanev1.CreateRegionResponse, error) {
+func (s *regionsOnly) CreateRegion(_ context.Context, req *cpv1.CreateRegionRequest) (*cpv1.CreateRegionResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := &controlplanev1.Region{Name: req.GetName(), Description: req.GetDescription(), CreateTime: timestamppb.Now()}
+	r := &cpv1.Region{Name: req.GetName(), Description: req.GetDescription(), CreateTime: timestamppb.Now()}
 	s.regions = append(s.regions, r)
-	return &controlplanev1.CreateRegionResponse{Region: r}, nil
+	return &cpv1.CreateRegionResponse{Region: r}, nil
 }
 
-func (s *regionsOnly) ListRegions(context.Context, *controlplanev1.ListRegionsRequest) (*controlplanev1.ListRegionsResponse, error) {
+func (s *regionsOnly) ListRegions(context.Context, *cpv1.ListRegionsRequest) (*cpv1.ListRegionsResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &controlplanev1.ListRegionsResponse{Regions: s.regions}, nil
+	return &cpv1.ListRegionsResponse{Regions: s.regions}, nil
 }
 
 // TestTLSTransport talks to a server that serves TLS with a self-signed
@@ -90,7 +90,7 @@ func TestTLSTransport(t *testing.T) {
 		MinVersion:   tls.VersionTLS12,
 	})
 	srv := grpc.NewServer(grpc.Creds(creds), grpc.ChainUnaryInterceptor(rpcerr.UnaryServerInterceptor()))
-	controlplanev1.RegisterControlPlaneServiceServer(srv, &regionsOnly{})
+	cpv1.RegisterControlPlaneServiceServer(srv, &regionsOnly{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

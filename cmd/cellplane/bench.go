@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cellplane/cellplane/internal/bench"
+	"github.com/cellplane/cellplane/cmd/cellplane/internal/bench"
 	"github.com/cellplane/cellplane/internal/logging"
 )
 

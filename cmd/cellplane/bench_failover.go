@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cellplane/cellplane/internal/bench"
+	"github.com/cellplane/cellplane/cmd/cellplane/internal/bench"
 )
 
 // newBenchIssue7Cmds are the scenarios of replication, moves and failover.

@@ -13,7 +13,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func TestCellEtcdFlagErrors(t *testing.T) {
@@ -55,7 +55,7 @@ func TestCellFromRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	b, _ := proto.Marshal(&controlplanev1.Cell{Id: "c1", Region: "r1", ExpectedMembers: 1})
+	b, _ := proto.Marshal(&cpv1.Cell{Id: "c1", Region: "r1", ExpectedMembers: 1})
 	if _, err := st.Create(testutil.Context(t, 10*time.Second), topo.CellKey("c1"), b); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestCellFromRegistry(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		var l controlplanev1.CellLeader
+		var l cpv1.CellLeader
 		if err := proto.Unmarshal(kv.Value, &l); err != nil {
 			return err
 		}

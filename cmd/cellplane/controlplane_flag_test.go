@@ -8,7 +8,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/internal/testutil"
-	controlplanev1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // A node started with only the control plane's address (--controlplane)
@@ -20,13 +20,13 @@ func TestCellWithControlPlaneAddress(t *testing.T) {
 	env := cptest.New(t)
 	cl := env.Client(t)
 	ctx := testutil.Context(t, time.Minute)
-	if _, err := cl.CreateRegion(ctx, &controlplanev1.CreateRegionRequest{Name: "r1"}); err != nil {
+	if _, err := cl.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: "r1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.CreateCell(ctx, &controlplanev1.CreateCellRequest{Id: "c1", Region: "r1", ExpectedMembers: 1}); err != nil {
+	if _, err := cl.CreateCell(ctx, &cpv1.CreateCellRequest{Id: "c1", Region: "r1", ExpectedMembers: 1}); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := cl.GetRegistry(ctx, &controlplanev1.GetRegistryRequest{})
+	reg, err := cl.GetRegistry(ctx, &cpv1.GetRegistryRequest{})
 	if err != nil || len(reg.GetEtcdEndpoints()) == 0 || reg.GetPrefix() == "" {
 		t.Fatalf("GetRegistry: %v %v", reg, err)
 	}
@@ -44,11 +44,11 @@ func TestCellWithControlPlaneAddress(t *testing.T) {
 			t.Fatalf("the node exited early: %d %s", r.code, r.err)
 		default:
 		}
-		resp, err := cl.GetCell(ctx, &controlplanev1.GetCellRequest{Id: "c1"})
+		resp, err := cl.GetCell(ctx, &cpv1.GetCellRequest{Id: "c1"})
 		if err != nil {
 			return err
 		}
-		if h := resp.GetCell().GetHealth(); h != controlplanev1.CellHealth_CELL_HEALTH_HEALTHY {
+		if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
 			return fmt.Errorf("cell c1 is %s", h)
 		}
 		return nil

@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cellplane/cellplane/cmd/cellplane/internal/devenv"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
-	"github.com/cellplane/cellplane/internal/devenv"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/serve"
 )
