@@ -56,15 +56,7 @@ type Config struct {
 	Logger *slog.Logger
 
 	// TestingKnobs for tests only.
-	TestingKnobs Knobs
-}
-
-// Knobs are test hooks.
-type Knobs struct {
-	// UnsafeNoFsync makes the embedded etcd skip fsync.
-	UnsafeNoFsync bool
-	// NoController runs the API without a controller (workflows wait).
-	NoController bool
+	TestingKnobs TestingKnobs
 }
 
 // DefaultConfig returns the defaults (DataDir must be set to embed etcd).

@@ -75,17 +75,7 @@ type AuthorityConfig struct {
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
 	// TestingKnobs are hooks for tests only.
-	TestingKnobs AuthorityKnobs
-}
-
-// AuthorityKnobs are test hooks.
-type AuthorityKnobs struct {
-	// Now replaces the monotonic clock: the time since an arbitrary
-	// origin. Renewals and Valid read it.
-	Now func() time.Duration
-	// AfterRead runs after a publication read the cell's keys and applied
-	// its fences, before it grants the new lease (to race a fence in).
-	AfterRead func()
+	TestingKnobs TestingKnobs
 }
 
 // DefaultAuthorityConfig returns the defaults; Cell and NodeID still need

@@ -1,13 +1,10 @@
 package controller
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
-
-	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // Config configures a controller replica.
@@ -35,25 +32,7 @@ type Config struct {
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// TestingKnobs are hooks for tests only.
-	TestingKnobs Knobs
-}
-
-// Knobs are test hooks.
-type Knobs struct {
-	// BeforeStep runs before the leader acts on a workflow's recorded
-	// step. A non-nil error makes the leader stop acting on it, as if the
-	// process had died right there (the step stays recorded, nothing of it
-	// done).
-	BeforeStep func(ctx context.Context, wf *cpv1.Workflow) error
-	// BeforeMoveStep is BeforeStep for moves: it runs before the leader
-	// acts on a move's recorded state; an error stops the leader acting on
-	// that move (as if it died there).
-	BeforeMoveStep func(ctx context.Context, mv *cpv1.Move) error
-	// BeforeFailoverStep is BeforeStep for failovers.
-	BeforeFailoverStep func(ctx context.Context, fo *cpv1.Failover) error
-	// Abandon makes Run exit like a killed process: no resignation and no
-	// lease revocation, so successors wait for the lease to expire.
-	Abandon bool
+	TestingKnobs TestingKnobs
 }
 
 // DefaultConfig returns the defaults (ID must still be set).

@@ -106,7 +106,7 @@ func activeCell(id, region string, maxTenants uint64) *cpv1.Cell {
 }
 
 // startController runs a controller until the test ends or stop is called.
-func startController(t *testing.T, st topo.Store, cells controller.Cells, id string, knobs controller.Knobs) (c *controller.Controller, stop func()) {
+func startController(t *testing.T, st topo.Store, cells controller.Cells, id string, knobs controller.TestingKnobs) (c *controller.Controller, stop func()) {
 	t.Helper()
 	cfg := controller.DefaultConfig()
 	cfg.ID = id
@@ -141,7 +141,7 @@ func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	defer st.Close()
 	seed(t, st, "us", activeCell("a", "us", 0), activeCell("b", "us", 0), activeCell("eu1", "eu", 0))
 	cells := newFakeCells()
-	startController(t, st, cells, "c1", controller.Knobs{})
+	startController(t, st, cells, "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
 
 	placed := map[string]int{}
@@ -177,7 +177,7 @@ func TestCreateWithoutCapacityFailsAndFreesTheID(t *testing.T) {
 	st := memtopo.New()
 	defer st.Close()
 	seed(t, st, "us", activeCell("a", "us", 1))
-	startController(t, st, newFakeCells(), "c1", controller.Knobs{})
+	startController(t, st, newFakeCells(), "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
 	for _, id := range []string{"first", "second"} {
 		if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
@@ -237,7 +237,7 @@ func TestKilledBetweenStepsNewLeaderFinishes(t *testing.T) {
 				}
 				return nil
 			}
-			first, stopFirst := startController(t, st, cells, "first", controller.Knobs{BeforeStep: knob})
+			first, stopFirst := startController(t, st, cells, "first", controller.TestingKnobs{BeforeStep: knob})
 			testutil.Eventually(t, 5*time.Second, func() error {
 				if !first.IsLeader() {
 					return errors.New("first controller not leading yet")
@@ -255,7 +255,7 @@ func TestKilledBetweenStepsNewLeaderFinishes(t *testing.T) {
 			callsBefore, _ := cells.counts("acme")
 			stopFirst() // the process dies here
 
-			startController(t, st, cells, "second", controller.Knobs{})
+			startController(t, st, cells, "second", controller.TestingKnobs{})
 			got, err := controller.WaitCreate(ctx, st, "acme")
 			if err != nil {
 				t.Fatal(err)
@@ -292,7 +292,7 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 	cells.blockOwner = release
 	ctx := testutil.Context(t, 15*time.Second)
 
-	old, _ := startController(t, st, cells, "old", controller.Knobs{})
+	old, _ := startController(t, st, cells, "old", controller.TestingKnobs{})
 	testutil.Eventually(t, 5*time.Second, func() error {
 		if !old.IsLeader() {
 			return errors.New("not leading yet")
@@ -322,7 +322,7 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 	cells.blockOwner = nil
 	cells.mu.Unlock()
 	close(release)
-	startController(t, st, cells, "new", controller.Knobs{})
+	startController(t, st, cells, "new", controller.TestingKnobs{})
 	got, err := controller.WaitCreate(ctx, st, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +337,7 @@ func TestDeleteRemovesDataKeysAndLoad(t *testing.T) {
 	defer st.Close()
 	seed(t, st, "us", activeCell("a", "us", 0))
 	cells := newFakeCells()
-	startController(t, st, cells, "c1", controller.Knobs{})
+	startController(t, st, cells, "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
 	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
 		t.Fatal(err)
@@ -381,7 +381,7 @@ func TestStoreErrorsAreRetried(t *testing.T) {
 	defer st.Close()
 	seed(t, st, "us", activeCell("a", "us", 0))
 	st.FailNext(memtopo.OpTxn, topo.WorkflowsPrefix, topo.ErrUnavailable, 3)
-	startController(t, st, newFakeCells(), "c1", controller.Knobs{})
+	startController(t, st, newFakeCells(), "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
 	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
 		// the injected failures may hit the intent itself: retry it

@@ -21,7 +21,7 @@ import (
 // of leader, and ends when the cell is empty.
 func TestDrainMovesAllTenants(t *testing.T) {
 	e := newMoveEnv(t)
-	_, stopSetup := e.start(t, "setup", controller.Knobs{})
+	_, stopSetup := e.start(t, "setup", controller.TestingKnobs{})
 	for i := range 6 {
 		e.create(t, fmt.Sprintf("t%d", i), "a")
 	}
@@ -41,7 +41,7 @@ func TestDrainMovesAllTenants(t *testing.T) {
 		return nil
 	}
 	// The first leader stops after a few steps; the second goes on.
-	_, stopFirst := e.start(t, "first", controller.Knobs{BeforeMoveStep: knob})
+	_, stopFirst := e.start(t, "first", controller.TestingKnobs{BeforeMoveStep: knob})
 	ctx := testutil.Context(t, 20*time.Second)
 	p, err := controller.StartDrain(ctx, e.st, "a", 2)
 	if err != nil {
@@ -59,7 +59,7 @@ func TestDrainMovesAllTenants(t *testing.T) {
 		return nil
 	})
 	stopFirst()
-	e.start(t, "second", controller.Knobs{BeforeMoveStep: knob})
+	e.start(t, "second", controller.TestingKnobs{BeforeMoveStep: knob})
 
 	testutil.Eventually(t, 15*time.Second, func() error {
 		p, err := controller.GetDrainProgress(ctx, e.st, "a")
@@ -105,7 +105,7 @@ func TestDrainMovesAllTenants(t *testing.T) {
 // A drain stops when the cell is uncordoned; a DOWN cell is not drained.
 func TestDrainStopsWhenCellActiveAgain(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	e.create(t, "t0", "a")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true }) // moves stay in COPYING
 	ctx := testutil.Context(t, 10*time.Second)

@@ -235,7 +235,7 @@ func newMoveEnv(t *testing.T) *moveEnv {
 }
 
 // start runs a controller with fast move settings.
-func (e *moveEnv) start(t *testing.T, id string, knobs controller.Knobs, opts ...func(*controller.MoveConfig)) (*controller.Controller, func()) {
+func (e *moveEnv) start(t *testing.T, id string, knobs controller.TestingKnobs, opts ...func(*controller.MoveConfig)) (*controller.Controller, func()) {
 	t.Helper()
 	cfg := controller.DefaultConfig()
 	cfg.ID = id

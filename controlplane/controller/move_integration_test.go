@@ -57,12 +57,12 @@ func newRealEnv(t *testing.T) *realEnv {
 	e.cells = cellclient.New(e.st, testutil.Logger(t))
 	t.Cleanup(func() { _ = e.cells.Close() })
 	// From here on, replicas with fast move settings lead.
-	e.takeOver(t, controller.Knobs{})
+	e.takeOver(t, controller.TestingKnobs{})
 	return e
 }
 
 // fastMoves are the test's move settings.
-func fastMoves(knobs controller.Knobs) func(*controlplane.Config) {
+func fastMoves(knobs controller.TestingKnobs) func(*controlplane.Config) {
 	return func(c *controlplane.Config) {
 		m := &c.Controller.Moves
 		m.PollInterval = 20 * time.Millisecond
@@ -77,12 +77,12 @@ func fastMoves(knobs controller.Knobs) func(*controlplane.Config) {
 // takeOver starts a replica with knobs and a plain one after it, then
 // closes the older ones: the knob replica leads (it campaigned first),
 // the plain one is its successor when the test closes it.
-func (e *realEnv) takeOver(t *testing.T, knobs controller.Knobs) (withKnobs *controlplane.Server) {
+func (e *realEnv) takeOver(t *testing.T, knobs controller.TestingKnobs) (withKnobs *controlplane.Server) {
 	t.Helper()
 	e.n++
 	k := e.env.AddReplica(e.top, fmt.Sprintf("k%d", e.n), fastMoves(knobs))
 	e.waitCandidates(t, len(e.live)+1) // k campaigns before p
-	p := e.env.AddReplica(e.top, fmt.Sprintf("p%d", e.n), fastMoves(controller.Knobs{}))
+	p := e.env.AddReplica(e.top, fmt.Sprintf("p%d", e.n), fastMoves(controller.TestingKnobs{}))
 	e.waitCandidates(t, len(e.live)+2)
 	for _, old := range e.live {
 		_ = old.Close()
@@ -309,7 +309,7 @@ func testRealCancel(t *testing.T, e *realEnv) {
 	release := make(chan struct{})
 	held := make(chan string, 1)
 	var once sync.Once
-	e.takeOver(t, controller.Knobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
+	e.takeOver(t, controller.TestingKnobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
 		if mv.GetTenant() == "cancel-me" && mv.GetState() == cpv1.MoveState_MOVE_STATE_CATCHING_UP && !mv.GetCancelRequested() {
 			once.Do(func() { held <- mv.GetId() })
 			select {
@@ -369,7 +369,7 @@ func testRealKilled(t *testing.T, e *realEnv) {
 			var seen []string
 			reached := make(chan struct{})
 			var once sync.Once
-			k := e.takeOver(t, controller.Knobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
+			k := e.takeOver(t, controller.TestingKnobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
 				recs := e.records(t, "bounce", from, to)
 				mu.Lock()
 				seen = append(seen, controller.MoveStateName(mv.GetState())+" "+strings.Join(recs, " "))

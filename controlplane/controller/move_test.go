@@ -22,7 +22,7 @@ import (
 // period, and no two cells ever owned the tenant.
 func TestMoveFlipsPlacement(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	e.create(t, "acme", "a")
 	e.cells.write(t, "acme", 5) // tseq 1 (owner) + 5
 	ctx := testutil.Context(t, 10*time.Second)
@@ -87,7 +87,7 @@ func TestMoveKilledBeforeEachStepNewLeaderFinishes(t *testing.T) {
 	for _, killAt := range states {
 		t.Run(controller.MoveStateName(killAt), func(t *testing.T) {
 			e := newMoveEnv(t)
-			_, stopSetup := e.start(t, "setup", controller.Knobs{})
+			_, stopSetup := e.start(t, "setup", controller.TestingKnobs{})
 			e.create(t, "acme", "a")
 			e.cells.write(t, "acme", 3)
 			stopSetup()
@@ -101,7 +101,7 @@ func TestMoveKilledBeforeEachStepNewLeaderFinishes(t *testing.T) {
 				}
 				return nil
 			}
-			_, stopFirst := e.start(t, "first", controller.Knobs{BeforeMoveStep: knob})
+			_, stopFirst := e.start(t, "first", controller.TestingKnobs{BeforeMoveStep: knob})
 			ctx := testutil.Context(t, 15*time.Second)
 			mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
 			if err != nil {
@@ -117,7 +117,7 @@ func TestMoveKilledBeforeEachStepNewLeaderFinishes(t *testing.T) {
 			}
 			stopFirst() // the process dies here
 
-			e.start(t, "second", controller.Knobs{})
+			e.start(t, "second", controller.TestingKnobs{})
 			e.waitMove(t, mv.GetId(), cpv1.MoveState_MOVE_STATE_DONE)
 			if tn := e.tenant(t, "acme"); tn.GetCell() != "b" || tn.GetEpoch() != 2 || tn.GetOperationId() != "" || tn.GetCuttingOver() {
 				t.Fatalf("placement %v", tn)
@@ -151,7 +151,7 @@ func countOwners(roles []string) int {
 // move again.
 func TestCancelBeforeFence(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	e.create(t, "acme", "a")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true }) // the copy never ends
 	ctx := testutil.Context(t, 10*time.Second)
@@ -194,7 +194,7 @@ func TestCancelAfterFenceIsRefused(t *testing.T) {
 	release := make(chan struct{})
 	at := make(chan struct{})
 	var once sync.Once
-	e.start(t, "c1", controller.Knobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
+	e.start(t, "c1", controller.TestingKnobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
 		if mv.GetState() == cpv1.MoveState_MOVE_STATE_CUTTING_OVER {
 			once.Do(func() { close(at) })
 			select {
@@ -238,7 +238,7 @@ func TestCancelAfterFenceIsRefused(t *testing.T) {
 // A move whose target does not copy in time fails and is undone.
 func TestMoveTimeoutUndoes(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{}, func(m *controller.MoveConfig) { m.CopyTimeout = 100 * time.Millisecond })
+	e.start(t, "c1", controller.TestingKnobs{}, func(m *controller.MoveConfig) { m.CopyTimeout = 100 * time.Millisecond })
 	e.create(t, "acme", "a")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true })
 	ctx := testutil.Context(t, 10*time.Second)
@@ -266,7 +266,7 @@ func TestMoveTimeoutUndoes(t *testing.T) {
 // removed (said in the move's error).
 func TestMoveTargetDownFailsAndReleases(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{}, func(m *controller.MoveConfig) {
+	e.start(t, "c1", controller.TestingKnobs{}, func(m *controller.MoveConfig) {
 		m.PrepareTimeout = 100 * time.Millisecond
 	})
 	e.create(t, "acme", "a")
@@ -290,7 +290,7 @@ func TestMoveTargetDownFailsAndReleases(t *testing.T) {
 
 func TestStartMoveValidation(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	e.create(t, "acme", "a")
 	e.create(t, "busy", "a")
 	ctx := testutil.Context(t, 10*time.Second)
@@ -351,7 +351,7 @@ func TestStartMoveValidation(t *testing.T) {
 // Finished moves are kept up to HistoryMax, then the oldest go.
 func TestMoveHistoryIsBounded(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{}, func(m *controller.MoveConfig) { m.HistoryMax = 2 })
+	e.start(t, "c1", controller.TestingKnobs{}, func(m *controller.MoveConfig) { m.HistoryMax = 2 })
 	e.create(t, "acme", "a")
 	ctx := testutil.Context(t, 15*time.Second)
 	var ids []string
@@ -388,7 +388,7 @@ func TestMoveHistoryIsBounded(t *testing.T) {
 func TestMoveAfterFenceGoesForward(t *testing.T) {
 	e := newMoveEnv(t)
 	var once sync.Once
-	e.start(t, "c1", controller.Knobs{BeforeMoveStep: func(_ context.Context, mv *cpv1.Move) error {
+	e.start(t, "c1", controller.TestingKnobs{BeforeMoveStep: func(_ context.Context, mv *cpv1.Move) error {
 		if mv.GetState() == cpv1.MoveState_MOVE_STATE_CUTTING_OVER {
 			once.Do(func() { e.cells.set(func(f *fleet) { f.down["b"] = true }) })
 		}

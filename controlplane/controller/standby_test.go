@@ -34,7 +34,7 @@ func (e *moveEnv) waitRoles(t *testing.T, tenant, want string) {
 // is removed when cleared.
 func TestStandbyFollowsTheOwner(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	e.create(t, "acme", "a")
 	e.create(t, "other", "e1") // e1 has a tenant: the policy picks e2
 	e.cells.write(t, "acme", 4)
@@ -114,7 +114,7 @@ func TestStandbyFollowsTheOwner(t *testing.T) {
 
 func TestSetStandbyValidation(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	e.create(t, "acme", "a")
 	ctx := testutil.Context(t, 10*time.Second)
 	tests := []struct {
@@ -145,7 +145,7 @@ func TestSetStandbyValidation(t *testing.T) {
 // removes both copies and both counts.
 func TestCreateAndDeleteWithStandby(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.Knobs{})
+	e.start(t, "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
 	sb, err := controller.ChooseStandby(ctx, e.st, "", "eu", "")
 	if err != nil || sb != "e1" {
@@ -217,7 +217,7 @@ func TestStandbyResumeOnlyAfterSwitchover(t *testing.T) {
 			if _, err := e.st.Txn(ctx, nil, ops); err != nil {
 				t.Fatal(err)
 			}
-			e.start(t, "c1", controller.Knobs{})
+			e.start(t, "c1", controller.TestingKnobs{})
 			e.waitRoles(t, "acme", "a:OWNER@2 e1:STANDBY@2")
 			key := fmt.Sprintf("e1/acme/ROLE_STANDBY/2/%t", tt.wantResume)
 			if n := e.cells.changeCount(key); n != 1 {

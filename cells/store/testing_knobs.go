@@ -1,0 +1,24 @@
+package store
+
+// TestingKnobs are hooks for tests only. The zero value is production.
+type TestingKnobs struct {
+	// InMemoryState keeps the Pebble state in memory (the Raft log and
+	// snapshots still go to DataDir).
+	InMemoryState bool
+	// Network, when set, decides which Raft connections may be made; it
+	// lets a test partition and heal nodes over real TCP.
+	Network NetworkFilter
+	// OnApply, when set, is called with the Raft index of every log entry
+	// the state machine applies (not the ones it skips as already applied).
+	OnApply func(index uint64)
+	// ProposeUnchecked lets Propose pass commands this node does not know,
+	// to simulate a proposal from a newer node.
+	ProposeUnchecked bool
+}
+
+// NetworkFilter decides whether this node may talk to a peer's Raft
+// address. Connections to a blocked peer fail to dial, and established
+// ones are closed when Blocked starts returning true (checked on each use).
+type NetworkFilter interface {
+	Blocked(peerAddr string) bool
+}

@@ -1,0 +1,26 @@
+package controller
+
+import (
+	"context"
+
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// TestingKnobs are the controller's test hooks. The zero value is
+// production.
+type TestingKnobs struct {
+	// BeforeStep runs before the leader acts on a workflow's recorded
+	// step. A non-nil error makes the leader stop acting on it, as if the
+	// process had died right there (the step stays recorded, nothing of it
+	// done).
+	BeforeStep func(ctx context.Context, wf *cpv1.Workflow) error
+	// BeforeMoveStep is BeforeStep for moves: it runs before the leader
+	// acts on a move's recorded state; an error stops the leader acting on
+	// that move (as if it died there).
+	BeforeMoveStep func(ctx context.Context, mv *cpv1.Move) error
+	// BeforeFailoverStep is BeforeStep for failovers.
+	BeforeFailoverStep func(ctx context.Context, fo *cpv1.Failover) error
+	// Abandon makes Run exit like a killed process: no resignation and no
+	// lease revocation, so successors wait for the lease to expire.
+	Abandon bool
+}
