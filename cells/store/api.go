@@ -100,7 +100,7 @@ type Config struct {
 	TestingKnobs TestingKnobs
 }
 
-// ReadOptions choose a read's consistency (docs/design.md §4).
+// ReadOptions choose a read's consistency (DESIGN §4).
 type ReadOptions struct {
 	Consistency  contextv1.Consistency
 	MaxStaleness time.Duration
