@@ -1,4 +1,4 @@
-// Package replication moves a tenant's data between cells (DESIGN §8).
+// Package replication moves a tenant's data between cells (docs/design.md §8).
 //
 // Source (source.go) serves ReplicationService on every cell node:
 // StreamChanges streams a tenant's committed change events in tseq order

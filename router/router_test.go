@@ -259,7 +259,7 @@ func transfer(ctx context.Context, nodes []*cells.Node) error {
 
 // etcd stopped → routing continues; a router restarted while etcd is
 // still down routes from its snapshot. (Writes stop once the cell's
-// authority lease lapses without etcd — DESIGN §8 — so the router's static
+// authority lease lapses without etcd — docs/design.md §8 — so the router's static
 // stability is checked with STALE reads.)
 func TestStaticStability(t *testing.T) {
 	p := newPlatform(t, &cpv1.CreateTenantRequest{Id: "acme"})

@@ -43,7 +43,7 @@
 // # Errors
 //
 // Tool failures are tool errors (isError results) whose text is
-// "REASON: message" with a reason of the error contract (DESIGN §9), e.g.
+// "REASON: message" with a reason of the error contract (docs/design.md §9), e.g.
 // "CONTEXT_NOT_FOUND: context chat-9 does not exist" or
 // "REVISION_MISMATCH: ...": backend statuses go through rpcerr.FromStatus;
 // timeouts and unreachable cells become CELL_UNAVAILABLE; anything else

@@ -19,7 +19,7 @@ type Config struct {
 	// forwarding never targets it.
 	Node *cellv1.NodeInfo
 	// CellID names the cell this node belongs to; when set, WRONG_CELL and
-	// STALE_EPOCH errors carry it in their metadata (DESIGN §9).
+	// STALE_EPOCH errors carry it in their metadata (docs/design.md §9).
 	CellID string
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger

@@ -280,7 +280,7 @@ func checkSeqs(t *testing.T, es []*contextv1.Entry, from, to uint64) {
 }
 
 // TestCellIDInOwnershipErrors: with a cell id configured, WRONG_CELL and
-// STALE_EPOCH name the answering cell (DESIGN §9); other errors do not.
+// STALE_EPOCH name the answering cell (docs/design.md §9); other errors do not.
 func TestCellIDInOwnershipErrors(t *testing.T) {
 	n := newCell(t, nil, func(c *Config) { c.CellID = "use-1" })
 	base := testutil.Context(t, 30*time.Second)

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// This file is the store's side of replication (DESIGN §8): a STANDBY
+// This file is the store's side of replication (docs/design.md §8): a STANDBY
 // tenant applies its source's change events and imports its exports
 // through this cell's Raft; the source keeps the change-log events its
 // standby still needs (replica floor); exports read a consistent snapshot.
@@ -235,7 +235,7 @@ func (s *Store) ExportTenant(ctx context.Context, tenant string, chunkBytes int,
 	}
 }
 
-// Authority says whether this cell may acknowledge writes now (DESIGN §8,
+// Authority says whether this cell may acknowledge writes now (docs/design.md §8,
 // the cell authority lease). It must answer from local state only.
 type Authority interface {
 	Valid() bool

@@ -1,5 +1,5 @@
 // Package cperr defines cellplane's domain errors: one typed error that
-// carries a stable reason from the error contract (DESIGN §9), a message
+// carries a stable reason from the error contract (docs/design.md §9), a message
 // safe to show a caller, metadata, and field violations.
 //
 // Every component returns these errors; the gRPC edge translates them to

@@ -27,7 +27,7 @@ import (
 // Domain is the ErrorInfo domain of every cellplane error.
 const Domain = "cellplane.dev"
 
-// codeOf is the error contract's reason → code table (DESIGN §9).
+// codeOf is the error contract's reason → code table (docs/design.md §9).
 var codeOf = map[cperr.Reason]codes.Code{
 	cperr.InvalidArgument:       codes.InvalidArgument,
 	cperr.TenantNotFound:        codes.NotFound,

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// The error contract, DESIGN §9: every reason and its code.
+// The error contract, docs/design.md §9: every reason and its code.
 func TestCodeTable(t *testing.T) {
 	tests := []struct {
 		reason cperr.Reason

@@ -1,6 +1,6 @@
 // Package forward is the router's transparent gRPC forwarding of
 // tenant-routed services (today cellplane.context.v1.ContextService) to the
-// cell that owns the tenant (DESIGN §6). Calls travel as raw frames: the
+// cell that owns the tenant (docs/design.md §6). Calls travel as raw frames: the
 // forwarder never decodes a payload, so it costs a copy, not a parse, and
 // it needs no change when the service's messages change.
 //

@@ -1,4 +1,4 @@
-// Package ratelimit holds the router's per-tenant rate limits (DESIGN §6):
+// Package ratelimit holds the router's per-tenant rate limits (docs/design.md §6):
 // one token bucket (golang.org/x/time/rate) per tenant, with the rate and
 // burst of the tenant's placement record, or the configured defaults.
 //

@@ -119,7 +119,7 @@ func warmupFor(d time.Duration) time.Duration {
 // single-thread fsync loop; a 3-node in-process cell on real disk taking
 // 1-entry Appends at each concurrency and Reads at each consistency; and a
 // 3-member embedded etcd (fsync on) taking Puts of the same size at the
-// same concurrencies. The ratios compare them (DESIGN §12).
+// same concurrencies. The ratios compare them (docs/design.md §12).
 //
 // Errors inside a step are counted and reported with it; a step in which
 // no op succeeds, or a component that fails to start, stops the run (no

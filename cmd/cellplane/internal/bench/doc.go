@@ -1,5 +1,5 @@
 // Package bench holds the machinery of `cellplane bench <scenario>` and
-// the scenarios themselves (DESIGN §12). A scenario runs the system under
+// the scenarios themselves (docs/design.md §12). A scenario runs the system under
 // test together with its baselines, in one process and on one filesystem,
 // and reports ratios between them: absolute figures on a shared 2-core box
 // are noise, ratios measured in the same run are not.

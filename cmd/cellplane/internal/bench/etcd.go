@@ -18,7 +18,7 @@ import (
 )
 
 // EtcdCluster is an embedded etcd cluster on loopback with fsync ON: the
-// baseline every cellplane write path is compared with (DESIGN §12). Its
+// baseline every cellplane write path is compared with (docs/design.md §12). Its
 // members run in this process, on the benchmark's filesystem.
 type EtcdCluster struct {
 	members []*embed.Etcd

@@ -49,7 +49,7 @@ func DefaultCellOptions() CellOptions {
 }
 
 // Report is the outcome of one scenario. Its JSON form is the contract of
-// every `cellplane bench` scenario (DESIGN §12):
+// every `cellplane bench` scenario (docs/design.md §12):
 //
 //	{"scenario":"cell","machine":{…},"results":{…},"ratios":{…}}
 type Report struct {
