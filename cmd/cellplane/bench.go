@@ -58,7 +58,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std)}, newBenchIssue7Cmds(std)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std)}, newBenchFailoverCmds(std)...)...)
 	return cmd
 }
 

@@ -2,15 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cmd/cellplane/internal/bench"
 )
 
-// newBenchIssue7Cmds are the scenarios of replication, moves and failover.
-func newBenchIssue7Cmds(std streams) []*cobra.Command {
+// newBenchFailoverCmds are the scenarios of replication, moves and failover.
+func newBenchFailoverCmds(std streams) []*cobra.Command {
 	return []*cobra.Command{newBenchReplicationCmd(std), newBenchMoveCmd(std), newBenchFailoverCmd(std)}
 }
 
@@ -91,7 +93,7 @@ to stderr at --log-level.`,
 	f.IntVar(&opts.SoakConcurrency, "soak-concurrency", opts.SoakConcurrency, "writers of the soak (closed loop)")
 	f.IntVar(&opts.Promotions, "promotions", opts.Promotions, "region promotions (0: skip part b)")
 	f.DurationVar(&opts.AutoPromote, "auto-promote", 0, "let the control plane's policy promote after the cell is unhealthy this long (0: call Failover right after the kill)")
-	f.DurationVar(&opts.AuthorityTTL, "authority-ttl", 0, "the cells' authority lease TTL, whole seconds (0: the default, 5s)")
+	f.DurationVar(&opts.AuthorityTTL, "authority-ttl", 0, fmt.Sprintf("the cells' authority lease TTL, whole seconds (0: the default, %v)", registry.DefaultAuthorityTTL))
 	f.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", 0, "the cells' Raft heartbeat timeout (0: the store's default)")
 	f.DurationVar(&opts.ElectionTimeout, "election-timeout", 0, "the cells' Raft election timeout (0: the store's default)")
 	f.DurationVar(&opts.LeaderLeaseTimeout, "leader-lease-timeout", 0, "the cells' Raft leader lease timeout (0: the store's default)")
