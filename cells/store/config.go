@@ -10,38 +10,6 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// RaftConfig holds the Raft timing knobs. Defaults were chosen by
-// measurement on a loaded 2-core machine (docs/benchmarks.md): fast failover
-// without spurious elections.
-type RaftConfig struct {
-	HeartbeatTimeout   time.Duration
-	ElectionTimeout    time.Duration
-	LeaderLeaseTimeout time.Duration
-	CommitTimeout      time.Duration
-	// MaxAppendEntries caps log entries per AppendEntries RPC.
-	MaxAppendEntries int
-	// SnapshotInterval is how often Raft checks whether to snapshot;
-	// SnapshotThreshold is how many new log entries trigger one;
-	// TrailingLogs is how many entries stay in the log after a snapshot.
-	SnapshotInterval  time.Duration
-	SnapshotThreshold uint64
-	TrailingLogs      uint64
-	// SnapshotRetain is how many snapshots are kept on disk.
-	SnapshotRetain int
-}
-
-// ChangeLogConfig bounds each tenant's change log. Trimming happens in the
-// state machine, with the command's timestamp, so all replicas trim alike.
-// Like DedupWindow, these bounds are replicated cell settings: the leader
-// proposes its configured values, and every replica applies the cell's.
-type ChangeLogConfig struct {
-	// RetentionAge drops events older than this (0: keep by size only).
-	RetentionAge time.Duration
-	// MaxBytes and MaxEvents bound one tenant's log (0: unbounded).
-	MaxBytes  uint64
-	MaxEvents uint64
-}
-
 // Config configures a Store.
 type Config struct {
 	// NodeID is this node's id in the cell.
@@ -92,6 +60,38 @@ type Config struct {
 	// Logger receives structured logs; nil means slog.Default().
 	Logger       *slog.Logger
 	TestingKnobs TestingKnobs
+}
+
+// RaftConfig holds the Raft timing knobs. Defaults were chosen by
+// measurement on a loaded 2-core machine (docs/benchmarks.md): fast failover
+// without spurious elections.
+type RaftConfig struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// MaxAppendEntries caps log entries per AppendEntries RPC.
+	MaxAppendEntries int
+	// SnapshotInterval is how often Raft checks whether to snapshot;
+	// SnapshotThreshold is how many new log entries trigger one;
+	// TrailingLogs is how many entries stay in the log after a snapshot.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// SnapshotRetain is how many snapshots are kept on disk.
+	SnapshotRetain int
+}
+
+// ChangeLogConfig bounds each tenant's change log. Trimming happens in the
+// state machine, with the command's timestamp, so all replicas trim alike.
+// Like DedupWindow, these bounds are replicated cell settings: the leader
+// proposes its configured values, and every replica applies the cell's.
+type ChangeLogConfig struct {
+	// RetentionAge drops events older than this (0: keep by size only).
+	RetentionAge time.Duration
+	// MaxBytes and MaxEvents bound one tenant's log (0: unbounded).
+	MaxBytes  uint64
+	MaxEvents uint64
 }
 
 // Defaults of the replicated cell settings: what every replica uses until
