@@ -93,7 +93,8 @@ type Config struct {
 	// Limits bound every request (validate.DefaultLimits()).
 	Limits validate.Limits
 	// Store holds the store's tuning knobs. NodeID, RaftBind, RaftListener,
-	// DataDir, Bootstrap and Logger are filled from the fields above;
+	// DataDir, Bootstrap and Logger are filled from the fields above, and
+	// TestingKnobs from TestingKnobs.Store (leave Store.TestingKnobs zero);
 	// RaftAdvertise, GRPCAdvertise and HTTPAdvertise default to the bound
 	// addresses.
 	Store store.Config
@@ -106,6 +107,10 @@ type Config struct {
 	// Logger receives the node's logs (with node=<NodeID>); nil means
 	// slog.Default().
 	Logger *slog.Logger
+
+	// TestingKnobs are hooks for tests only; the node forwards them to
+	// its parts.
+	TestingKnobs TestingKnobs
 }
 
 // Default listen addresses; all loopback, so that a node started without
@@ -223,10 +228,14 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		add("Limits: %w", err)
 	}
+	if k := c.Store.TestingKnobs; k.InMemoryState || k.Network != nil || k.OnApply != nil || k.ProposeUnchecked {
+		add("Store.TestingKnobs is not read: set TestingKnobs.Store")
+	}
 	if len(errs) == 0 {
 		// The store checks its own knobs; give it the fields we fill in.
 		sc := c.Store
 		sc.NodeID, sc.DataDir, sc.Bootstrap = c.NodeID, c.DataDir, c.Bootstrap
+		sc.TestingKnobs = c.TestingKnobs.Store
 		if c.RaftListener != nil {
 			sc.RaftListener = c.RaftListener
 			sc.RaftBind = c.RaftListener.Addr().String()

@@ -44,6 +44,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative shutdown timeout", func(c *cells.Config) { c.ShutdownTimeout = -time.Second }, []string{"ShutdownTimeout"}},
 		{"bad limits", func(c *cells.Config) { c.Limits.MaxRequestBytes = 0 }, []string{"Limits", "MaxRequestBytes"}},
 		{"bad store tuning", func(c *cells.Config) { c.Store.Raft.HeartbeatTimeout = 0 }, []string{"Store", "HeartbeatTimeout"}},
+		{"store knobs through TestingKnobs", func(c *cells.Config) { c.TestingKnobs.Store.ProposeUnchecked = true }, nil},
+		{"store knobs in Store", func(c *cells.Config) { c.Store.TestingKnobs.ProposeUnchecked = true }, []string{"Store.TestingKnobs is not read"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,8 @@
 // Every call passes, from outermost to innermost: a slog logging
 // interceptor (one line per finished call, Debug unless the call failed
 // for a bad reason), Prometheus metrics, panic recovery (INTERNAL, stack
-// logged, never sent) and the internal/rpcerr error table.
+// logged, never sent) and the internal/rpcerr error table: the chain every
+// cellplane server shares (internal/serve.NewGRPCServer).
 //
 // On its HTTP address it serves /metrics (a registry owned by the node, so
 // several nodes can share a process), /healthz (200 while the node and its
@@ -64,5 +65,6 @@
 //
 // Tests and benchmarks pass pre-opened listeners (Config.RaftListener,
 // GRPCListener, HTTPListener) on 127.0.0.1:0 and read the bound addresses
-// back with RaftAddr, GRPCAddr and HTTPAddr.
+// back with RaftAddr, GRPCAddr and HTTPAddr. Tests reach the store's and
+// the authority keeper's hooks through Config.TestingKnobs.
 package cells

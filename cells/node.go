@@ -34,25 +34,11 @@ type Node struct {
 	cfg  Config
 	log  *slog.Logger
 	info *cellv1.NodeInfo // what this node advertises
-
-	st        *store.Store
-	registrar *registry.Registrar // nil without a registry
-	authority *registry.Authority // nil without a registry
-	svc       *service.Server
-	source    *replication.Source
-	sink      *replication.Sink      // nil without a registry
-	conns     *replication.CellConns // the sink's connections to source cells
-	grpcSrv   *grpc.Server
-	httpSrv   *http.Server
-	mcp       *mcp.Worker      // nil when disabled
-	mcpConn   *grpc.ClientConn // the worker's connection to this node's gRPC
-	health    *health.Server
-	reg       *prometheus.Registry
-
-	grpcLis, httpLis net.Listener
+	parts
+	health *health.Server
 
 	// bg is cancelled when shutdown starts; the background loops (health,
-	// registration, store watch) end with it.
+	// registration, store watch, replication sink) end with it.
 	bg       context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
@@ -67,6 +53,30 @@ type Node struct {
 	err   error // why the node stopped by itself
 }
 
+// parts are what Start opens, in this order, and closeParts closes. Each
+// is nil until opened; a failed Start leaves the later ones nil.
+type parts struct {
+	raftLis, grpcLis, httpLis net.Listener
+	registrar                 *registry.Registrar // nil without a registry
+	st                        *store.Store
+	source                    *replication.Source
+	conns                     *replication.CellConns // the sink's connections to source cells; nil without a registry
+	svc                       *service.Server
+	mcpConn                   *grpc.ClientConn    // the MCP worker's connection to this node's gRPC; nil when disabled
+	authority                 *registry.Authority // nil without a registry
+	grpcSrv                   *grpc.Server
+	httpSrv                   *http.Server
+}
+
+// wiring is what Start's steps hand each other and the Node does not
+// keep once it runs.
+type wiring struct {
+	leader  *leaderSource // whether this node leads, for the registrar and the authority
+	metrics *prometheus.Registry
+	sink    *replication.Sink // nil without a registry
+	mcp     *mcp.Worker       // nil when disabled
+}
+
 // ListenError is returned by Start when a listener ("raft", "grpc" or
 // "http") cannot be opened.
 type ListenError = serve.ListenError
@@ -78,217 +88,207 @@ type ListenError = serve.ListenError
 //
 // ctx bounds the start-up only (joining may wait for the cell to have a
 // leader); the node runs until Close or until its store fails (Done).
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
-	// The node owns the pre-opened listeners from the moment Start is
-	// called: on failure they are closed like the ones Start opens.
-	opened := []net.Listener{cfg.RaftListener, cfg.GRPCListener, cfg.HTTPListener}
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	n := newNode(cfg)
+	// The one cleanup of every failure: Close stops what was started and
+	// closes what was opened, the pre-opened listeners included (the node
+	// owns them from the moment Start is called).
 	defer func() {
 		if err != nil {
-			closeListeners(opened...)
+			_ = n.Close()
 		}
 	}()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	base := logging.OrDefault(cfg.Logger)
-	log := base.With("node", cfg.NodeID)
-
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-
 	// Listeners next: they are the likeliest to fail (a taken port), and
 	// the bound addresses are what the store advertises.
-	var raftLis, grpcLis, httpLis net.Listener
-	for _, l := range []struct {
-		name string
-		addr string
-		pre  net.Listener
-		out  *net.Listener
-	}{
-		{"raft", cfg.RaftAddr, cfg.RaftListener, &raftLis},
-		{"grpc", cfg.GRPCAddr, cfg.GRPCListener, &grpcLis},
-		{"http", cfg.HTTPAddr, cfg.HTTPListener, &httpLis},
-	} {
-		if l.pre != nil {
-			*l.out = l.pre
-			continue
-		}
-		lis, lerr := net.Listen("tcp", l.addr)
-		if lerr != nil {
-			return nil, &ListenError{Name: l.name, Addr: l.addr, Err: lerr}
-		}
-		*l.out = lis
-		opened = append(opened, lis)
+	if err := n.listen(); err != nil {
+		return nil, err
 	}
-
-	info := &cellv1.NodeInfo{
-		NodeId:   cfg.NodeID,
-		RaftAddr: orDefault(cfg.Store.RaftAdvertise, raftLis.Addr().String()),
-		GrpcAddr: orDefault(cfg.Store.GRPCAdvertise, grpcLis.Addr().String()),
-		HttpAddr: orDefault(cfg.Store.HTTPAdvertise, httpLis.Addr().String()),
-	}
-
-	// With a registry: register first (so that peers see this node), then
-	// learn from the registry whether to form the cell or join it.
-	leader := &leaderSource{}
-	var reg *registry.Registrar
-	if cfg.Registry != nil {
-		reg, err = startRegistrar(ctx, cfg, info, leader, base)
-		if err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err != nil {
-				_ = reg.Close()
-			}
-		}()
-		if err = fromRegistry(ctx, &cfg, base); err != nil {
-			return nil, err
-		}
-	}
-
-	sc := cfg.Store
-	sc.NodeID = cfg.NodeID
-	sc.RaftBind = raftLis.Addr().String()
-	sc.RaftListener = raftLis
-	sc.RaftAdvertise = info.RaftAddr
-	sc.GRPCAdvertise = info.GrpcAddr
-	sc.HTTPAdvertise = info.HttpAddr
-	sc.DataDir = cfg.DataDir
-	sc.Bootstrap = cfg.Bootstrap
-	sc.Logger = base
-	st, err := store.Open(sc)
-	if err != nil {
-		return nil, fmt.Errorf("cells: open store in %s: %w", cfg.DataDir, err)
-	}
-	leader.st.Store(st)
-
-	srcCfg := cfg.ReplicationSource
-	srcCfg.Logger = base
-	source, err := replication.NewSource(st, srcCfg)
-	if err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("cells: replication source: %w", err)
-	}
-	var sink *replication.Sink
-	var conns *replication.CellConns
-	if cfg.Registry != nil {
-		conns = replication.NewCellConns(cfg.Registry, base, cfg.ReplicationDialOptions...)
-		sinkCfg := cfg.Replication
-		sinkCfg.Connect = conns.Connect
-		sinkCfg.Logger = base
-		if sink, err = replication.NewSink(st, sinkCfg); err != nil {
-			_ = st.Close()
-			return nil, fmt.Errorf("cells: replication sink: %w", err)
-		}
-	}
-
-	svcCfg := service.DefaultConfig()
-	svcCfg.Limits = cfg.Limits
-	svcCfg.Node = info
-	svcCfg.CellID = cfg.CellID
-	svcCfg.Logger = base
-	if sink != nil {
-		svcCfg.Replication = sink
-	}
-	svc, err := service.New(st, svcCfg)
-	if err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("cells: services: %w", err)
-	}
-
-	bg, bgCancel := context.WithCancel(context.Background())
-	n = &Node{
-		cfg:       cfg,
-		log:       log,
-		info:      info,
-		st:        st,
-		registrar: reg,
-		svc:       svc,
-		source:    source,
-		sink:      sink,
-		conns:     conns,
-		health:    health.NewServer(),
-		reg:       prometheus.NewRegistry(),
-		grpcLis:   grpcLis,
-		httpLis:   httpLis,
-		bg:        bg,
-		bgCancel:  bgCancel,
-		done:      make(chan struct{}),
-	}
-	n.reg.MustRegister(
+	w := &wiring{leader: &leaderSource{}, metrics: prometheus.NewRegistry()}
+	w.metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	n.reg.MustRegister(st.Collectors()...)
-	n.reg.MustRegister(source.Collectors()...)
-	if sink != nil {
-		n.reg.MustRegister(sink.Collectors()...)
-	}
-	n.grpcSrv = n.newGRPCServer()
-	if !cfg.MCPDisabled {
-		// The worker calls this node's own gRPC API: the node forwards to
-		// the cell leader, so the worker keeps no state and needs no more.
-		if err := n.startMCP(grpcLis.Addr().String()); err != nil {
-			bgCancel()
-			_ = st.Close()
+	for _, step := range []func(*wiring) error{
+		func(w *wiring) error { return n.register(ctx, w) },
+		n.openStore,
+		n.openReplication,
+		n.openServices,
+		n.startMCP,
+		n.startAuthority,
+	} {
+		if err := step(w); err != nil {
 			return nil, err
 		}
 	}
-	n.httpSrv = n.newHTTPServer()
-	if cfg.Registry != nil {
-		// Installed before the node serves: a leader acknowledges no write
-		// before it has published its authority (and applied its fences).
-		if n.authority, err = startAuthority(cfg, st, leader, base); err != nil {
-			bgCancel()
-			_ = st.Close()
-			return nil, err
-		}
-		n.reg.MustRegister(n.authority.Collectors()...)
-	}
+	n.startServers(w)
+	n.startBackground(w.sink)
+	n.log.Info("node started", "raft", n.info.RaftAddr, "grpc", n.info.GrpcAddr, "http", n.info.HttpAddr,
+		"data_dir", n.cfg.DataDir, "bootstrap", len(n.cfg.Bootstrap) > 0, "join", n.cfg.Join)
 
-	// Not serving until the store knows a leader (healthLoop flips it).
+	if n.cfg.Join != "" {
+		if err := n.join(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// newNode returns a node that owns cfg's pre-opened listeners and has
+// opened nothing yet.
+func newNode(cfg Config) *Node {
+	bg, bgCancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:      cfg,
+		log:      logging.OrDefault(cfg.Logger).With("node", cfg.NodeID),
+		health:   health.NewServer(),
+		bg:       bg,
+		bgCancel: bgCancel,
+		done:     make(chan struct{}),
+	}
+	n.raftLis, n.grpcLis, n.httpLis = cfg.RaftListener, cfg.GRPCListener, cfg.HTTPListener
+	return n
+}
+
+// base is the logger the node's components log to (they add their own
+// attributes).
+func (n *Node) base() *slog.Logger { return logging.OrDefault(n.cfg.Logger) }
+
+// listen opens the listeners that were not pre-opened and settles the
+// addresses the node advertises.
+func (n *Node) listen() (err error) {
+	if n.raftLis, err = serve.Listen("raft", n.cfg.RaftAddr, n.raftLis); err != nil {
+		return err
+	}
+	if n.grpcLis, err = serve.Listen("grpc", n.cfg.GRPCAddr, n.grpcLis); err != nil {
+		return err
+	}
+	if n.httpLis, err = serve.Listen("http", n.cfg.HTTPAddr, n.httpLis); err != nil {
+		return err
+	}
+	n.info = &cellv1.NodeInfo{
+		NodeId:   n.cfg.NodeID,
+		RaftAddr: orDefault(n.cfg.Store.RaftAdvertise, n.raftLis.Addr().String()),
+		GrpcAddr: orDefault(n.cfg.Store.GRPCAdvertise, n.grpcLis.Addr().String()),
+		HttpAddr: orDefault(n.cfg.Store.HTTPAdvertise, n.httpLis.Addr().String()),
+	}
+	return nil
+}
+
+// register, with a registry, registers the node first (so that peers see
+// it), then learns from the registry whether to form the cell or join it.
+func (n *Node) register(ctx context.Context, w *wiring) (err error) {
+	if n.cfg.Registry == nil {
+		return nil
+	}
+	if n.registrar, err = startRegistrar(ctx, n.cfg, n.info, w.leader, n.base()); err != nil {
+		return err
+	}
+	return fromRegistry(ctx, &n.cfg, n.base())
+}
+
+// openStore opens the store on the Raft listener, with the node's
+// identity, addresses and knobs.
+func (n *Node) openStore(w *wiring) (err error) {
+	sc := n.cfg.Store
+	sc.NodeID = n.cfg.NodeID
+	sc.RaftBind = n.raftLis.Addr().String()
+	sc.RaftListener = n.raftLis
+	sc.RaftAdvertise = n.info.RaftAddr
+	sc.GRPCAdvertise = n.info.GrpcAddr
+	sc.HTTPAdvertise = n.info.HttpAddr
+	sc.DataDir = n.cfg.DataDir
+	sc.Bootstrap = n.cfg.Bootstrap
+	sc.Logger = n.base()
+	sc.TestingKnobs = n.cfg.TestingKnobs.Store
+	if n.st, err = store.Open(sc); err != nil {
+		return fmt.Errorf("cells: open store in %s: %w", n.cfg.DataDir, err)
+	}
+	w.leader.st.Store(n.st)
+	w.metrics.MustRegister(n.st.Collectors()...)
+	return nil
+}
+
+// openReplication makes the replication source every node serves and,
+// with a registry (through which it finds source cells), the standby
+// sink.
+func (n *Node) openReplication(w *wiring) (err error) {
+	srcCfg := n.cfg.ReplicationSource
+	srcCfg.Logger = n.base()
+	if n.source, err = replication.NewSource(n.st, srcCfg); err != nil {
+		return fmt.Errorf("cells: replication source: %w", err)
+	}
+	w.metrics.MustRegister(n.source.Collectors()...)
+	if n.cfg.Registry == nil {
+		return nil
+	}
+	n.conns = replication.NewCellConns(n.cfg.Registry, n.base(), n.cfg.ReplicationDialOptions...)
+	sinkCfg := n.cfg.Replication
+	sinkCfg.Connect = n.conns.Connect
+	sinkCfg.Logger = n.base()
+	if w.sink, err = replication.NewSink(n.st, sinkCfg); err != nil {
+		return fmt.Errorf("cells: replication sink: %w", err)
+	}
+	w.metrics.MustRegister(w.sink.Collectors()...)
+	return nil
+}
+
+// openServices makes the gRPC services (context, cell admin).
+func (n *Node) openServices(w *wiring) (err error) {
+	svcCfg := service.DefaultConfig()
+	svcCfg.Limits = n.cfg.Limits
+	svcCfg.Node = n.info
+	svcCfg.CellID = n.cfg.CellID
+	svcCfg.Logger = n.base()
+	if w.sink != nil {
+		svcCfg.Replication = w.sink
+	}
+	if n.svc, err = service.New(n.st, svcCfg); err != nil {
+		return fmt.Errorf("cells: services: %w", err)
+	}
+	return nil
+}
+
+// startAuthority, with a registry, starts the authority keeper and
+// installs it as the store's write gate. It runs before the node serves:
+// a leader acknowledges no write before it has published its authority
+// (and applied its fences).
+func (n *Node) startAuthority(w *wiring) (err error) {
+	if n.cfg.Registry == nil {
+		return nil
+	}
+	if n.authority, err = startAuthority(n.cfg, n.st, w.leader, n.base()); err != nil {
+		return err
+	}
+	w.metrics.MustRegister(n.authority.Collectors()...)
+	return nil
+}
+
+// startServers builds the gRPC and HTTP servers and serves them. Health
+// says NOT_SERVING until the store knows a leader (healthLoop flips it).
+func (n *Node) startServers(w *wiring) {
 	for _, name := range healthServices() {
 		n.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
+	n.grpcSrv = n.newGRPCServer(w.metrics)
+	n.httpSrv = n.newHTTPServer(w.metrics, w.mcp)
+	serve.Start(&n.serveWG, n.log, n.grpcSrv, n.grpcLis, n.httpSrv, n.httpLis)
+}
 
-	n.serveWG.Add(2)
-	go func() {
-		defer n.serveWG.Done()
-		if err := n.grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			n.log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	go func() {
-		defer n.serveWG.Done()
-		if err := n.httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("HTTP server stopped", "err", err)
-		}
-	}()
-
+// startBackground starts the loops that run until shutdown starts.
+func (n *Node) startBackground(sink *replication.Sink) {
 	n.bgWG.Add(3)
 	go n.watchStore()
 	go n.healthLoop()
 	go n.registerLoop()
 	if sink != nil {
-		n.bgWG.Add(1)
-		go func() {
-			defer n.bgWG.Done()
-			sink.Run(n.bg)
-		}()
+		n.bgWG.Go(func() { sink.Run(n.bg) })
 	}
-
-	log.Info("node started", "raft", info.RaftAddr, "grpc", info.GrpcAddr, "http", info.HttpAddr,
-		"data_dir", cfg.DataDir, "bootstrap", len(cfg.Bootstrap) > 0, "join", cfg.Join)
-
-	if cfg.Join != "" {
-		if err := n.join(ctx); err != nil {
-			_ = n.Close()
-			return nil, err
-		}
-	}
-	return n, nil
 }
 
 // GRPCAddr returns the address the gRPC server is bound to.
@@ -335,87 +335,87 @@ func (n *Node) Close() error {
 	return n.stopErr
 }
 
-// stop shuts the node down once. cause is nil for Close and the store's
-// error when the store failed.
+// stop shuts the node down once: it stops what Start started and closes
+// what it opened, however far Start got. cause is nil for Close and the
+// store's error when the store failed.
 func (n *Node) stop(cause error) {
 	n.stopOnce.Do(func() {
 		n.closing.Store(true)
-		if cause != nil {
+		started := n.grpcSrv != nil // a failed Start stops quietly
+		switch {
+		case cause != nil:
 			n.errMu.Lock()
 			n.err = cause
 			n.errMu.Unlock()
 			n.log.Error("node stopping: store failed", "err", cause)
-		} else {
+		case started:
 			n.log.Info("node stopping")
 		}
 		n.health.Shutdown()
 		n.bgCancel()
-
-		graceful := n.cfg.ShutdownTimeout
-		deadline := time.Now().Add(graceful)
-
-		// Drain gRPC and HTTP together. svc.Close ends open Watch streams,
-		// which would otherwise hold GracefulStop until the deadline.
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			n.stopGRPC(deadline)
-		}()
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
-			defer cancel()
-			if err := n.httpSrv.Shutdown(ctx); err != nil {
-				_ = n.httpSrv.Close()
-			}
-		}()
-		svcErr := n.svc.Close()
-		n.source.Close()
-		wg.Wait()
-		n.serveWG.Wait()
-		if n.mcpConn != nil {
-			_ = n.mcpConn.Close()
-		}
-
-		if cause == nil && graceful > 0 {
+		svcErr := n.drain()
+		if cause == nil && n.cfg.ShutdownTimeout > 0 {
 			n.handOverLeadership()
 		}
-		// Unregister before the store closes (the registrar polls it for
-		// leadership); after the hand-over, so that the new leader's key
-		// replaces ours with hardly a gap.
-		var regErr error
-		if n.authority != nil {
-			_ = n.authority.Close() // gives the authority up before the registration goes
+		n.stopErr = errors.Join(wrapErr("services", svcErr), n.closeParts())
+		if started {
+			n.log.Info("node stopped")
 		}
-		if n.registrar != nil {
-			regErr = n.registrar.Close()
-		}
-		if n.conns != nil {
-			_ = n.conns.Close()
-		}
-		stErr := n.st.Close()
-		n.stopErr = errors.Join(wrapErr("services", svcErr), wrapErr("registry", regErr), wrapErr("store", stErr))
-		n.log.Info("node stopped")
 		close(n.done)
 	})
 }
 
-func (n *Node) stopGRPC(deadline time.Time) {
-	stopped := make(chan struct{})
-	go func() {
-		n.grpcSrv.GracefulStop()
-		close(stopped)
-	}()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	select {
-	case <-stopped:
-	case <-timer.C:
-		n.log.Warn("graceful gRPC stop timed out; cutting remaining calls", "timeout", n.cfg.ShutdownTimeout)
-		n.grpcSrv.Stop()
-		<-stopped
+// drain stops the servers gracefully (calls still running after
+// ShutdownTimeout are cut) and meanwhile closes the services: svc.Close
+// ends open Watch streams, which would otherwise hold the gRPC stop until
+// the deadline.
+func (n *Node) drain() error {
+	var cut bool
+	var wg sync.WaitGroup
+	wg.Go(func() { cut = serve.Stop(n.grpcSrv, n.httpSrv, n.cfg.ShutdownTimeout) })
+	var err error
+	if n.svc != nil {
+		err = n.svc.Close()
 	}
+	if n.source != nil {
+		n.source.Close()
+	}
+	wg.Wait()
+	n.serveWG.Wait()
+	if cut {
+		n.log.Warn("graceful stop timed out; cut the remaining calls", "timeout", n.cfg.ShutdownTimeout)
+	}
+	return err
+}
+
+// closeParts closes whatever Start opened (any part may be missing), after
+// drain. The order is the reverse of opening but for the registration,
+// which goes before the store it polls for leadership (and after the
+// hand-over, so that the new leader's key replaces ours with hardly a
+// gap).
+func (n *Node) closeParts() error {
+	if n.mcpConn != nil {
+		_ = n.mcpConn.Close()
+	}
+	if n.authority != nil {
+		_ = n.authority.Close() // gives the authority up before the registration goes
+	}
+	var regErr, stErr error
+	if n.registrar != nil {
+		regErr = n.registrar.Close()
+	}
+	if n.conns != nil {
+		_ = n.conns.Close()
+	}
+	if n.st != nil {
+		stErr = n.st.Close()
+	} else {
+		closeListeners(n.raftLis)
+	}
+	if n.grpcSrv == nil { // never served: no server closed them
+		closeListeners(n.grpcLis, n.httpLis)
+	}
+	return errors.Join(wrapErr("registry", regErr), wrapErr("store", stErr))
 }
 
 // handOverLeadership transfers leadership to a peer when this node leads a
@@ -423,7 +423,7 @@ func (n *Node) stopGRPC(deadline time.Time) {
 // timeout for a new leader. Failure is logged, not returned: the cell
 // elects a leader by itself anyway.
 func (n *Node) handOverLeadership() {
-	if !n.st.IsLeader() {
+	if n.st == nil || !n.st.IsLeader() {
 		return
 	}
 	voters := 0

@@ -475,7 +475,7 @@ func TestStoreFailureStopsNode(t *testing.T) {
 	cfg := celltest.NodeConfig(t, "solo")
 	cfg.Bootstrap = []store.Peer{{ID: "solo", Addr: cfg.RaftListener.Addr().String()}}
 	// Act as a newer node whose proposal this binary cannot apply.
-	cfg.Store.TestingKnobs.ProposeUnchecked = true
+	cfg.TestingKnobs.Store.ProposeUnchecked = true
 	n := celltest.StartNode(t, cfg)
 	celltest.WaitLeader(t, []*cells.Node{n})
 	ctx := testutil.Context(t, 30*time.Second)

@@ -94,6 +94,7 @@ func fromRegistry(ctx context.Context, cfg *Config, base *slog.Logger) error {
 func authorityConfig(cfg Config, log *slog.Logger) registry.AuthorityConfig {
 	ac := registry.DefaultAuthorityConfig()
 	ac.Cell, ac.NodeID, ac.Logger = cfg.CellID, cfg.NodeID, log
+	ac.TestingKnobs = cfg.TestingKnobs.Authority
 	if cfg.AuthorityTTL > 0 {
 		ac.TTL = cfg.AuthorityTTL
 	}

@@ -7,8 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/cells/mcp"
-	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -40,45 +38,21 @@ func healthServices() []string {
 	return []string{"", contextv1.ContextService_ServiceDesc.ServiceName, cellv1.CellService_ServiceDesc.ServiceName}
 }
 
-// newGRPCServer builds the gRPC server with its interceptor chain, from
-// outermost to innermost:
-//
-//  1. logging: one line per finished call (Debug when it went as expected,
-//     Error for INTERNAL/UNKNOWN/DATA_LOSS), so it sees the final code;
-//  2. Prometheus metrics (grpc_server_*), likewise on the final code;
-//  3. recovery: a panicking handler becomes INTERNAL with a generic
-//     message; the panic and its stack are logged, never sent. It sits
-//     inside logging and metrics so that panics are counted and logged as
-//     failed calls.
-//  4. rpcerr: maps the handlers' cperr errors to statuses (the one table).
-func (n *Node) newGRPCServer() *grpc.Server {
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-	n.reg.MustRegister(metrics)
-
-	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(serve.Recover(n.log))}
-	calls := serve.CallLogger{Log: n.log, Attrs: tenantAttr}
-
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes+recvHeadroom),
-		grpc.ChainUnaryInterceptor(
-			calls.Unary,
-			metrics.UnaryServerInterceptor(),
-			recovery.UnaryServerInterceptor(recoverOpts...),
-			rpcerr.UnaryServerInterceptor(),
-		),
-		grpc.ChainStreamInterceptor(
-			calls.Stream,
-			metrics.StreamServerInterceptor(),
-			recovery.StreamServerInterceptor(recoverOpts...),
-			rpcerr.StreamServerInterceptor(),
-		),
-	)
-	n.svc.Register(gs)
-	replicationv1.RegisterReplicationServiceServer(gs, n.source)
-	healthpb.RegisterHealthServer(gs, &healthServer{Server: n.health, closing: n.bg})
-	reflection.Register(gs)
-	metrics.InitializeMetrics(gs)
-	return gs
+// newGRPCServer builds the gRPC server (with the house interceptor chain,
+// see serve.NewGRPCServer; each call's log line names its tenant) and
+// registers the node's services on it.
+func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
+	return serve.NewGRPCServer(serve.GRPCConfig{
+		Log:       n.log,
+		CallAttrs: tenantAttr,
+		Metrics:   metrics,
+		Options:   []grpc.ServerOption{grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes + recvHeadroom)},
+	}, func(gs *grpc.Server) {
+		n.svc.Register(gs)
+		replicationv1.RegisterReplicationServiceServer(gs, n.source)
+		healthpb.RegisterHealthServer(gs, &healthServer{Server: n.health, closing: n.bg})
+		reflection.Register(gs)
+	})
 }
 
 // tenantAttr adds the call's tenant to its log line.
@@ -90,13 +64,15 @@ func tenantAttr(ctx context.Context) []any {
 	return nil
 }
 
-func (n *Node) newHTTPServer() *http.Server {
+// newHTTPServer builds the HTTP server: metrics, health, readiness and,
+// unless disabled, the MCP worker (w).
+func (n *Node) newHTTPServer(metrics *prometheus.Registry, w *mcp.Worker) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	mux.HandleFunc("GET /readyz", n.serveReadyz)
-	if n.mcp != nil {
-		h := n.mcp.Handler()
+	if w != nil {
+		h := w.Handler()
 		mux.Handle("/t/", h)
 		mux.Handle("/.well-known/oauth-protected-resource/", h)
 	}
@@ -228,23 +204,28 @@ type ctxStream struct {
 
 func (s ctxStream) Context() context.Context { return s.ctx }
 
-// startMCP starts the node's MCP worker over a loopback connection to its
-// own gRPC listener (addr).
-func (n *Node) startMCP(addr string) error {
+// startMCP starts the node's MCP worker (unless disabled) over a loopback
+// connection to its own gRPC listener: the node forwards to the cell
+// leader, so the worker keeps no state and needs no more.
+func (n *Node) startMCP(w *wiring) error {
+	if n.cfg.MCPDisabled {
+		return nil
+	}
+	addr := n.grpcLis.Addr().String()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("cells: MCP worker connection: %w", err)
 	}
+	n.mcpConn = conn
 	mc := n.cfg.MCP
 	if mc.Logger == nil {
 		mc.Logger = n.log
 	}
-	w, err := mcp.New(mc, conn, n.cfg.MCPAuth)
+	worker, err := mcp.New(mc, conn, n.cfg.MCPAuth)
 	if err != nil {
-		_ = conn.Close()
 		return fmt.Errorf("cells: MCP worker: %w", err)
 	}
-	n.mcp, n.mcpConn = w, conn
-	n.reg.MustRegister(w.Collectors()...)
+	w.mcp = worker
+	w.metrics.MustRegister(worker.Collectors()...)
 	return nil
 }

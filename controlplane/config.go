@@ -40,6 +40,11 @@ type Config struct {
 	EtcdDialTimeout time.Duration
 	// EmbeddedClientURL and EmbeddedPeerURL are the embedded member's URLs.
 	EmbeddedClientURL, EmbeddedPeerURL string
+	// EtcdUnsafeNoFsync makes the embedded etcd skip fsync: faster, but a
+	// crash of the machine may lose acknowledged writes or corrupt the
+	// data dir. UNSAFE: for tests and benchmarks (bulk loads), never for a
+	// member whose data matters.
+	EtcdUnsafeNoFsync bool
 
 	// GRPCAddr and HTTPAddr are the listen addresses; GRPCListener and
 	// HTTPListener, when set, are used instead (tests).

@@ -326,7 +326,7 @@ func TestEmbeddedEtcdKeepsDataAcrossRestart(t *testing.T) {
 		cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL = clientURL, peerURL
 		cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t)
 		cfg.Controller.SessionTTL = time.Second
-		cfg.TestingKnobs.UnsafeNoFsync = true
+		cfg.EtcdUnsafeNoFsync = true
 		cfg.Logger = testutil.Logger(t)
 		s, err := controlplane.Start(testutil.Context(t, 30*time.Second), cfg)
 		if err != nil {

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -30,7 +28,6 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
-	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -83,7 +80,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ecfg := etcdserver.DefaultConfig()
 		ecfg.DataDir = filepath.Join(cfg.DataDir, "etcd")
 		ecfg.ClientURL, ecfg.PeerURL = cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL
-		ecfg.UnsafeNoFsync = cfg.TestingKnobs.UnsafeNoFsync
+		ecfg.UnsafeNoFsync = cfg.EtcdUnsafeNoFsync
 		ecfg.Logger = logging.OrDefault(cfg.Logger).With("component", "etcd")
 		if s.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
 			return nil, fmt.Errorf("controlplane: embedded etcd: %w", err)
@@ -132,23 +129,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-	reg.MustRegister(metrics)
-	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(
-			serve.CallLogger{Log: log}.Unary,
-			metrics.UnaryServerInterceptor(),
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(serve.Recover(log))),
-			rpcerr.UnaryServerInterceptor(),
-			s.internalErrors,
-			api.UnaryServerInterceptor(),
-		),
-	)
-	svc.Register(s.grpc)
 	s.hlth = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.hlth)
-	reflection.Register(s.grpc)
-	metrics.InitializeMetrics(s.grpc)
+	s.grpc = serve.NewGRPCServer(serve.GRPCConfig{
+		Log:     log,
+		Metrics: reg,
+		Unary:   []grpc.UnaryServerInterceptor{s.internalErrors, api.UnaryServerInterceptor()},
+	}, func(gs *grpc.Server) {
+		svc.Register(gs)
+		healthpb.RegisterHealthServer(gs, s.hlth)
+		reflection.Register(gs)
+	})
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -3,8 +3,6 @@ package controlplane
 // TestingKnobs are the control plane replica's test hooks. The zero
 // value is production.
 type TestingKnobs struct {
-	// UnsafeNoFsync makes the embedded etcd skip fsync.
-	UnsafeNoFsync bool
 	// NoController runs the API without a controller (workflows wait).
 	NoController bool
 }

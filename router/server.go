@@ -12,7 +12,6 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,7 +26,6 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
-	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
@@ -131,31 +129,30 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(s.limiter.Collectors()...)
 	reg.MustRegister(s.mcp.Collectors()...)
 
-	s.grpc = grpc.NewServer(
-		forward.ServerOption(),
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
-		grpc.UnknownServiceHandler(s.fwd.Handler()),
-		grpc.ChainUnaryInterceptor(
-			serve.CallLogger{Log: log}.Unary,
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(serve.Recover(log))),
-			rpcerr.UnaryServerInterceptor(),
+	// No grpc_server_* metrics here: the forwarder exports its own.
+	s.hlth = health.NewServer()
+	s.grpc = serve.NewGRPCServer(serve.GRPCConfig{
+		Log: log,
+		Unary: []grpc.UnaryServerInterceptor{
 			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
 			s.limitUnary,
-		),
-		grpc.ChainStreamInterceptor(
-			serve.CallLogger{Log: log}.Stream,
-			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(serve.Recover(log))),
-			rpcerr.StreamServerInterceptor(),
+		},
+		Stream: []grpc.StreamServerInterceptor{
 			selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
 			s.limitStream,
-		),
-	)
-	routerv1.RegisterRouterServiceServer(s.grpc, &lookupServer{s: s})
-	s.hlth = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.hlth)
-	// Reflection lists the forwarded services too, so grpcurl works
-	// against a router without .proto files.
-	reflection.Register(serviceLister{s.grpc, fcfg.Services})
+		},
+		Options: []grpc.ServerOption{
+			forward.ServerOption(),
+			grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+			grpc.UnknownServiceHandler(s.fwd.Handler()),
+		},
+	}, func(gs *grpc.Server) {
+		routerv1.RegisterRouterServiceServer(gs, &lookupServer{s: s})
+		healthpb.RegisterHealthServer(gs, s.hlth)
+		// Reflection lists the forwarded services too, so grpcurl works
+		// against a router without .proto files.
+		reflection.Register(serviceLister{gs, fcfg.Services})
+	})
 
 	mux := http.NewServeMux()
 	mux.Handle("/t/", s.mcp)

@@ -1,12 +1,15 @@
 // Package serve holds what every cellplane server process shares around
 // its gRPC and HTTP servers: opening listeners with an error that names
-// the address, one log line per finished gRPC call at a level that follows
-// its code, panic recovery that never leaks a stack to the client, a JSON
-// health answer, and a bounded graceful stop.
+// the address, the gRPC interceptor chain (one log line per finished call
+// at a level that follows its code, metrics, panic recovery that never
+// leaks a stack to the client, the error mapping), a JSON health answer,
+// and a bounded graceful stop.
 //
 //	l, err := serve.Listen("grpc", cfg.GRPCAddr, cfg.GRPCListener)
-//	calls := serve.CallLogger{Log: log}
-//	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(calls.Unary, ...))
+//	gs := serve.NewGRPCServer(serve.GRPCConfig{Log: log, Metrics: reg}, func(gs *grpc.Server) {
+//		myv1.RegisterMyServiceServer(gs, svc)
+//	})
+//	serve.Start(&wg, log, gs, l, hs, hl)
 //	...
 //	serve.Stop(gs, hs, 10*time.Second)
 package serve
@@ -138,26 +141,37 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Stop stops gs gracefully (cutting calls still running after timeout)
-// and shuts hs down within timeout. Either may be nil.
-func Stop(gs *grpc.Server, hs *http.Server, timeout time.Duration) {
+// Stop stops gs gracefully and shuts hs down, both at once and within
+// one timeout; gRPC calls and HTTP requests still running then are cut.
+// Either may be nil. It reports whether anything had to be cut.
+func Stop(gs *grpc.Server, hs *http.Server, timeout time.Duration) (cut bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var gcut, hcut bool
+	var wg sync.WaitGroup
 	if gs != nil {
-		done := make(chan struct{})
-		go func() { gs.GracefulStop(); close(done) }()
-		t := time.NewTimer(timeout)
-		select {
-		case <-done:
-		case <-t.C:
-			gs.Stop()
-			<-done
-		}
-		t.Stop()
+		wg.Go(func() {
+			done := make(chan struct{})
+			go func() { gs.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				gcut = true
+				gs.Stop()
+				<-done
+			}
+		})
 	}
 	if hs != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		_ = hs.Shutdown(ctx)
-		cancel()
+		wg.Go(func() {
+			if hs.Shutdown(ctx) != nil {
+				hcut = true
+				_ = hs.Close()
+			}
+		})
 	}
+	wg.Wait()
+	return gcut || hcut
 }
 
 // WriteError answers an HTTP request with the error contract's JSON body:
