@@ -14,7 +14,7 @@ type Peer struct {
 	Addr string // Raft address (host:port)
 }
 
-// ReadOptions choose a read's consistency (DESIGN §4).
+// ReadOptions choose a read's consistency (docs/design.md §4).
 type ReadOptions struct {
 	Consistency  contextv1.Consistency
 	MaxStaleness time.Duration

@@ -1,7 +1,7 @@
-// Package auth authenticates the requests of the global router (DESIGN §6,
+// Package auth authenticates the requests of the global router (docs/design.md §6,
 // §10), for gRPC (metadata) and HTTP (headers) alike: the caller passes the
 // "authorization" value (or the "x-api-key" value) and gets an Identity or
-// an UNAUTHENTICATED *cperr.Error (DESIGN §9).
+// an UNAUTHENTICATED *cperr.Error (docs/design.md §9).
 //
 // Credentials:
 //
