@@ -20,6 +20,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -159,7 +160,7 @@ func TestSwitchoverRealCells(t *testing.T) {
 	env, cl, st := failoverEnv(t)
 	use1 := env.CreateCell(t, "us", "use1", 1)
 	euw1 := env.CreateCell(t, "eu", "euw1", 1)
-	cc := cellclient.New(st, testutil.Logger(t))
+	cc := cellclient.New(st, dial.DefaultConfig(), testutil.Logger(t))
 	defer cc.Close()
 	placeWithStandby(t, cl, cc, "acme", "use1", "euw1")
 	ctx := testutil.Context(t, 60*time.Second)
@@ -278,7 +279,7 @@ func TestEmergencyPromotionRealCells(t *testing.T) {
 	env, cl, st := failoverEnv(t)
 	old, etcdProxy, grpcProxy := partitionableNode(t, env, cl, "us", "use1")
 	euw1 := env.CreateCell(t, "eu", "euw1", 1)
-	cc := cellclient.New(st, testutil.Logger(t))
+	cc := cellclient.New(st, dial.DefaultConfig(), testutil.Logger(t))
 	defer cc.Close()
 	placeWithStandby(t, cl, cc, "acme", "use1", "euw1")
 	ctx := testutil.Context(t, 90*time.Second)

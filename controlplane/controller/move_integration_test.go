@@ -20,6 +20,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -54,7 +55,7 @@ func newRealEnv(t *testing.T) *realEnv {
 	}
 	wg.Wait()
 	e := &realEnv{env: env, st: env.Store(t), live: env.Replicas, top: t}
-	e.cells = cellclient.New(e.st, testutil.Logger(t))
+	e.cells = cellclient.New(e.st, dial.DefaultConfig(), testutil.Logger(t))
 	t.Cleanup(func() { _ = e.cells.Close() })
 	// From here on, replicas with fast move settings lead.
 	e.takeOver(t, controller.TestingKnobs{})
