@@ -174,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	var sink *replication.Sink
 	var conns *replication.CellConns
 	if cfg.Registry != nil {
-		conns = replication.NewCellConns(cfg.Registry, base, cfg.ReplicationDialOptions...)
+		conns = replication.NewCellConns(cfg.Registry, cfg.Dial.With(cfg.ReplicationDialOptions...), base)
 		sinkCfg := cfg.Replication
 		sinkCfg.Connect = conns.Connect
 		sinkCfg.Logger = base
@@ -188,6 +188,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	svcCfg.Limits = cfg.Limits
 	svcCfg.Node = info
 	svcCfg.CellID = cfg.CellID
+	svcCfg.Dial = cfg.Dial
 	svcCfg.Logger = base
 	if sink != nil {
 		svcCfg.Replication = sink
