@@ -129,7 +129,7 @@ func retryElsewhere(err error) bool {
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	conn, err := c.conns.Get(addr)
 	if err != nil {
-		return nil, fmt.Errorf("cellclient: %w", err)
+		return nil, fmt.Errorf("cellclient: dial %s: %w", addr, err)
 	}
 	return conn, nil
 }

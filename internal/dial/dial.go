@@ -100,14 +100,11 @@ func (c Config) Options() []grpc.DialOption {
 }
 
 // New returns a connection to target configured by cfg. Like
-// grpc.NewClient it does not connect yet: the first call does.
+// grpc.NewClient it does not connect yet: the first call does. Its errors
+// are grpc.NewClient's (or cfg's Validate's), for the caller to wrap.
 func New(target string, cfg Config) (*grpc.ClientConn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cc, err := grpc.NewClient(target, cfg.Options()...)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", target, err)
-	}
-	return cc, nil
+	return grpc.NewClient(target, cfg.Options()...)
 }
