@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cellclient"
@@ -101,7 +98,7 @@ type dataClient struct {
 
 func dialData(t *testing.T, addr, tenant string) dataClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +384,7 @@ func TestEmergencyPromotionRealCells(t *testing.T) {
 		t.Fatalf("write to the fenced old owner: %v, want WRONG_CELL", err)
 	}
 	// The lost writes are kept on the old owner for inspection.
-	conn, err := grpc.NewClient(old.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(old.GRPCAddr(), dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

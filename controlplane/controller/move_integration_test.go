@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/cellclient"
@@ -132,7 +129,7 @@ func (e *realEnv) memory(t *testing.T, cell string) contextv1.ContextServiceClie
 	if err != nil || ci.Leader == nil {
 		t.Fatalf("cell %s leader: %v %v", cell, ci, err)
 	}
-	conn, err := grpc.NewClient(ci.Leader.GetGrpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(ci.Leader.GetGrpcAddr(), dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
