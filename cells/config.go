@@ -12,6 +12,7 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/replication"
 	"google.golang.org/grpc"
 )
@@ -75,12 +76,18 @@ type Config struct {
 	// Replication configures the standby side (the sink that keeps this
 	// cell's STANDBY tenants up to date, run while the node leads; only
 	// with a Registry, through which it finds source cells). Connect is
-	// set by the node. ReplicationDialOptions dial source cells (nil:
-	// plaintext).
+	// set by the node. ReplicationDialOptions are added to Dial for the
+	// connections to source cells (benchmarks delay them).
 	Replication            replication.SinkConfig
 	ReplicationDialOptions []grpc.DialOption
 	// ReplicationSource configures the ReplicationService every node serves.
 	ReplicationSource replication.SourceConfig
+
+	// Dial configures every gRPC connection the node opens: to the member
+	// it joins through, to its leader (registration, forwarding), to
+	// source cells (replication) and to itself (its MCP worker). The zero
+	// value is plaintext.
+	Dial dial.Config
 
 	// MCP configures the MCP worker the node serves on its HTTP port at
 	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off.
@@ -150,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.ReplicationSource.Validate(); err != nil {
 		add("ReplicationSource: %v", err)
+	}
+	if err := c.Dial.Validate(); err != nil {
+		add("Dial: %v", err)
 	}
 	if c.Registry != nil {
 		if err := c.Replication.Validate(); err != nil {

@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -41,7 +39,7 @@ func (n *Node) join(ctx context.Context) error {
 		n.log.Info("already a voter of the cell; not joining again", "join", n.cfg.Join)
 		return nil
 	}
-	conn, err := grpc.NewClient(n.cfg.Join, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(n.cfg.Join, n.cfg.Dial)
 	if err != nil {
 		return fmt.Errorf("cells: join through %s: %w", n.cfg.Join, err)
 	}
@@ -146,7 +144,7 @@ func (n *Node) ensureRegistered(ctx context.Context) (bool, error) {
 	if leader.GetGrpcAddr() == "" {
 		return false, errNoAddress
 	}
-	conn, err := grpc.NewClient(leader.GetGrpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(leader.GetGrpcAddr(), n.cfg.Dial)
 	if err != nil {
 		return false, err
 	}

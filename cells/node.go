@@ -227,7 +227,7 @@ func (n *Node) openReplication(w *wiring) (err error) {
 	if n.cfg.Registry == nil {
 		return nil
 	}
-	n.conns = replication.NewCellConns(n.cfg.Registry, n.base(), n.cfg.ReplicationDialOptions...)
+	n.conns = replication.NewCellConns(n.cfg.Registry, n.cfg.Dial.With(n.cfg.ReplicationDialOptions...), n.base())
 	sinkCfg := n.cfg.Replication
 	sinkCfg.Connect = n.conns.Connect
 	sinkCfg.Logger = n.base()
@@ -244,6 +244,7 @@ func (n *Node) openServices(w *wiring) (err error) {
 	svcCfg.Limits = n.cfg.Limits
 	svcCfg.Node = n.info
 	svcCfg.CellID = n.cfg.CellID
+	svcCfg.Dial = n.cfg.Dial
 	svcCfg.Logger = n.base()
 	if w.sink != nil {
 		svcCfg.Replication = w.sink

@@ -44,13 +44,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -79,8 +79,9 @@ type Config struct {
 	// RetryBackoff is the first delay between those lookups (doubling up
 	// to MaxRetryBackoff). 0: 20 ms and 250 ms.
 	RetryBackoff, MaxRetryBackoff time.Duration
-	// DialOptions are added to every connection (TLS credentials, …);
-	// without them connections are plaintext.
+	// DialOptions are added to every connection (TLS credentials, …)
+	// after the defaults, so grpc.WithTransportCredentials among them
+	// replaces plaintext; without it connections are plaintext.
 	DialOptions []grpc.DialOption
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -141,7 +142,7 @@ type Client struct {
 
 	mu    sync.Mutex
 	route *route
-	conns map[string]*grpc.ClientConn
+	conns *dial.Pool // the cells' nodes
 }
 
 type route struct {
@@ -169,21 +170,15 @@ func New(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, log: log, conns: map[string]*grpc.ClientConn{}}
-	conn, err := grpc.NewClient(cfg.Router, c.dialOptions()...)
+	dc := dial.Config{ExtraOptions: cfg.DialOptions}
+	c := &Client{cfg: cfg, log: log, conns: dial.NewPool(dc)}
+	conn, err := dial.New(cfg.Router, dc)
 	if err != nil {
 		return nil, fmt.Errorf("client: router %s: %w", cfg.Router, err)
 	}
 	c.router = conn
 	c.lookup = routerv1.NewRouterServiceClient(conn)
 	return c, nil
-}
-
-func (c *Client) dialOptions() []grpc.DialOption {
-	if len(c.cfg.DialOptions) == 0 {
-		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	return c.cfg.DialOptions
 }
 
 // Context returns the ContextService API of the client's tenant.
@@ -193,14 +188,7 @@ func (c *Client) Context() contextv1.ContextServiceClient {
 
 // Close closes every connection.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	errs := []error{c.router.Close()}
-	for addr, cc := range c.conns {
-		errs = append(errs, cc.Close())
-		delete(c.conns, addr)
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.router.Close(), c.conns.Close())
 }
 
 // Lookup resolves the tenant through the router now (and caches it).
@@ -255,17 +243,7 @@ func (c *Client) setLeader(addr string) {
 }
 
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cc := c.conns[addr]; cc != nil {
-		return cc, nil
-	}
-	cc, err := grpc.NewClient(addr, c.dialOptions()...)
-	if err != nil {
-		return nil, err
-	}
-	c.conns[addr] = cc
-	return cc, nil
+	return c.conns.Get(addr)
 }
 
 // routerContext adds the tenant and the credentials for the router.

@@ -12,6 +12,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/api"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/dial"
 )
 
 // Default listen addresses.
@@ -55,6 +56,10 @@ type Config struct {
 	Controller controller.Config
 	API        api.Config
 
+	// Dial configures the connections the replica opens to cells
+	// (credentials, keepalive); the zero value is plaintext.
+	Dial dial.Config
+
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 	// Logger; nil means slog.Default().
@@ -80,6 +85,7 @@ func DefaultConfig() Config {
 		HTTPAddr:          DefaultHTTPAddr,
 		Controller:        controller.DefaultConfig(),
 		API:               api.DefaultConfig(),
+		Dial:              dial.DefaultConfig(),
 		ShutdownTimeout:   10 * time.Second,
 	}
 }
@@ -107,6 +113,6 @@ func (c Config) Validate() error {
 	}
 	ctl := c.Controller
 	ctl.ID = c.ID
-	errs = append(errs, ctl.Validate(), c.API.Validate())
+	errs = append(errs, ctl.Validate(), c.API.Validate(), c.Dial.Validate())
 	return errors.Join(errs...)
 }

@@ -10,15 +10,14 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -274,7 +273,7 @@ func TestUnreachableEtcdFailsStart(t *testing.T) {
 }
 
 func cellClient(t *testing.T, addr string) cellv1.CellServiceClient {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	reg.MustRegister(newCellCollector(st, log))
-	s.cells = cellclient.New(st, log)
+	s.cells = cellclient.New(st, cfg.Dial, log)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if !cfg.TestingKnobs.NoController {

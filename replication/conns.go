@@ -7,10 +7,10 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/cells/cellconn"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/dial"
 )
 
 // CellConns connects to cells by name through the registry and keeps one
@@ -19,7 +19,7 @@ import (
 type CellConns struct {
 	reg  topo.Store
 	log  *slog.Logger
-	opts []grpc.DialOption
+	dial dial.Config
 
 	mu     sync.Mutex
 	conns  map[string]*cellconn.Conn
@@ -36,15 +36,12 @@ const (
 	ConnWindow   = 32 << 20
 )
 
-// NewCellConns returns a connection cache over the registry. Without dial
-// options connections are plaintext; the replication flow-control windows
+// NewCellConns returns a connection cache over the registry whose
+// connections are opened as dc says; the replication flow-control windows
 // are always set.
-func NewCellConns(reg topo.Store, log *slog.Logger, opts ...grpc.DialOption) *CellConns {
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	opts = append(opts, grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow))
-	return &CellConns{reg: reg, log: log, opts: opts, conns: map[string]*cellconn.Conn{}}
+func NewCellConns(reg topo.Store, dc dial.Config, log *slog.Logger) *CellConns {
+	dc = dc.With(grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow))
+	return &CellConns{reg: reg, log: log, dial: dc, conns: map[string]*cellconn.Conn{}}
 }
 
 // Connect returns the connection to cell, dialing it the first time.
@@ -57,7 +54,7 @@ func (c *CellConns) Connect(ctx context.Context, cell string) (grpc.ClientConnIn
 	if cc, ok := c.conns[cell]; ok {
 		return cc, nil
 	}
-	cc, err := cellconn.Dial(ctx, c.reg, cell, c.log, c.opts...)
+	cc, err := cellconn.Dial(ctx, c.reg, cell, c.dial, c.log)
 	if err != nil {
 		return nil, err
 	}

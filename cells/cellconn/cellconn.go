@@ -4,7 +4,7 @@
 // a call (followers forward writes and consistent reads to their leader),
 // so a stand-alone MCP worker pool needs nothing more to reach its cell.
 //
-//	conn, err := cellconn.Dial(ctx, registry, "use1-a", log)
+//	conn, err := cellconn.Dial(ctx, registry, "use1-a", dial.DefaultConfig(), log)
 //	defer conn.Close()
 //	cs := contextv1.NewContextServiceClient(conn)
 package cellconn
@@ -20,12 +20,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/dial"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -41,8 +41,9 @@ type Conn struct {
 
 // Dial connects to cell: it reads the cell's members now (failing if the
 // registry cannot be read within ctx), then follows them with a watch.
-// Without dial options the connection is plaintext.
-func Dial(ctx context.Context, st topo.Store, cell string, log *slog.Logger, opts ...grpc.DialOption) (*Conn, error) {
+// The connection is opened as dc says, balanced round robin over the
+// members.
+func Dial(ctx context.Context, st topo.Store, cell string, dc dial.Config, log *slog.Logger) (*Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -54,11 +55,8 @@ func Dial(ctx context.Context, st topo.Store, cell string, log *slog.Logger, opt
 		return nil, fmt.Errorf("cellconn: members of cell %s: %w", cell, err)
 	}
 	r.InitialState(state(addrs))
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	opts = append(opts, grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
-	cc, err := grpc.NewClient(r.Scheme()+":///"+cell, opts...)
+	dc.ServiceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+	cc, err := dial.New(r.Scheme()+":///"+cell, dc.With(grpc.WithResolvers(r)))
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -49,7 +50,7 @@ func TestFollowsTheRegistry(t *testing.T) {
 	register(t, st, "c1", "w1", "127.0.0.1:1", cpv1.NodeRole_NODE_ROLE_WORKER) // workers are not members
 	register(t, st, "c2", "x1", "127.0.0.1:2", cpv1.NodeRole_NODE_ROLE_MEMBER) // another cell
 	ctx := testutil.Context(t, 20*time.Second)
-	conn, err := Dial(ctx, st, "c1", testutil.Logger(t))
+	conn, err := Dial(ctx, st, "c1", dial.DefaultConfig(), testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestDialFailsWhenTheRegistryIsDown(t *testing.T) {
 	st := memtopo.New()
 	defer st.Close()
 	st.Fail(memtopo.OpList, "", topo.ErrUnavailable)
-	if _, err := Dial(testutil.Context(t, 5*time.Second), st, "c1", nil); err == nil {
+	if _, err := Dial(testutil.Context(t, 5*time.Second), st, "c1", dial.DefaultConfig(), nil); err == nil {
 		t.Fatal("Dial with the registry down succeeded")
 	}
 }

@@ -14,11 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
@@ -104,7 +102,7 @@ func WaitLeader(t testing.TB, nodes []*cells.Node) *cells.Node {
 // Own makes the cell at addr (any member) OWNER of tenants at epoch 1.
 func Own(t testing.TB, addr string, tenants ...string) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

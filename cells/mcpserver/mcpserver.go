@@ -33,6 +33,7 @@ import (
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -62,7 +63,10 @@ type Config struct {
 	Version string
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// Dial configures the connection to the cell's members; the zero
+	// value is plaintext.
+	Dial   dial.Config
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults (ID, Cell and Registry must be set).
@@ -88,7 +92,7 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("mcpserver: ShutdownTimeout %v <= 0", c.ShutdownTimeout))
 	}
-	errs = append(errs, c.MCP.Validate())
+	errs = append(errs, c.MCP.Validate(), c.Dial.Validate())
 	return errors.Join(errs...)
 }
 
@@ -124,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.lis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
 	}
-	if s.conn, err = cellconn.Dial(ctx, cfg.Registry, cfg.Cell, log); err != nil {
+	if s.conn, err = cellconn.Dial(ctx, cfg.Registry, cfg.Cell, cfg.Dial, log); err != nil {
 		return nil, err
 	}
 	if len(s.conn.Members()) == 0 {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/dial"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
-	"google.golang.org/grpc"
 )
 
 // Config configures the services of one node.
@@ -26,9 +26,9 @@ type Config struct {
 	// RetryAfter is the retry hint sent with CELL_UNAVAILABLE (no known
 	// leader, leader unreachable, node shutting down).
 	RetryAfter time.Duration
-	// ForwardDialOptions are used to dial the leader when forwarding; nil
-	// means plaintext (insecure credentials).
-	ForwardDialOptions []grpc.DialOption
+	// Dial configures the connections to the leader when forwarding; the
+	// zero value is plaintext.
+	Dial dial.Config
 	// WatchChangeBatch is how many change-log events Watch reads at once.
 	WatchChangeBatch int
 	// Replication, when set, reports the standby streams this node runs
@@ -69,5 +69,6 @@ func (c Config) Validate() error {
 	if c.WatchChangeBatch <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))
 	}
+	errs = append(errs, c.Dial.Validate())
 	return errors.Join(errs...)
 }

@@ -5,15 +5,14 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"sync"
 
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -32,9 +31,12 @@ func forward[T any](ctx context.Context, c *core, local func() (T, error), remot
 	if err != nil {
 		return zero, err
 	}
-	cc, err := c.pool.get(addr)
+	cc, err := c.pool.Get(addr)
 	if err != nil {
-		return zero, err
+		if errors.Is(err, dial.ErrPoolClosed) {
+			return zero, cperr.New(cperr.CellUnavailable, "node is shutting down")
+		}
+		return zero, cperr.New(cperr.CellUnavailable, "the cell leader's address is unusable")
 	}
 	c.log.Debug("forwarding to leader", "leader", addr)
 	out, err = remote(forwardedContext(ctx), cc)
@@ -109,53 +111,6 @@ func (c *core) fromLeader(addr string, err error) error {
 	}
 	c.log.Error("forwarded call failed", "leader", addr, "err", err)
 	return cperr.New(cperr.Internal, "internal error")
-}
-
-// connPool keeps one client connection per leader address. A cell has a
-// handful of members, so connections are never evicted before Close.
-type connPool struct {
-	opts   []grpc.DialOption
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	closed bool
-}
-
-func newConnPool(opts []grpc.DialOption) *connPool {
-	if opts == nil {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	return &connPool{opts: opts, conns: map[string]*grpc.ClientConn{}}
-}
-
-func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil, cperr.New(cperr.CellUnavailable, "node is shutting down")
-	}
-	if cc, ok := p.conns[addr]; ok {
-		return cc, nil
-	}
-	cc, err := grpc.NewClient(addr, p.opts...)
-	if err != nil {
-		return nil, cperr.New(cperr.CellUnavailable, "the cell leader's address is unusable")
-	}
-	p.conns[addr] = cc
-	return cc, nil
-}
-
-func (p *connPool) close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	var errs []error
-	for addr, cc := range p.conns {
-		if err := cc.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		delete(p.conns, addr)
-	}
-	return errors.Join(errs...)
 }
 
 // tenantCall is the shape of every tenant-scoped unary RPC: the tenant and

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/dial"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc"
@@ -26,7 +27,7 @@ type core struct {
 	node    *cellv1.NodeInfo
 	log     *slog.Logger
 	cfg     Config
-	pool    *connPool
+	pool    *dial.Pool      // connections to the leader; a cell has a handful of members, so none is evicted before Close
 	closing context.Context // done when Close was called
 	stopAll context.CancelFunc
 }
@@ -49,7 +50,7 @@ func New(st Store, cfg Config) (*Server, error) {
 		node:    node,
 		log:     log,
 		cfg:     cfg,
-		pool:    newConnPool(cfg.ForwardDialOptions),
+		pool:    dial.NewPool(cfg.Dial),
 		closing: closing,
 		stopAll: stop,
 	}
@@ -74,5 +75,5 @@ func (s *Server) Register(gs grpc.ServiceRegistrar) {
 // would otherwise keep GracefulStop waiting. It is idempotent.
 func (s *Server) Close() error {
 	s.core.stopAll()
-	return s.core.pool.close()
+	return s.core.pool.Close()
 }

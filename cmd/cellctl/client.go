@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -37,12 +38,11 @@ func (a *app) connect() (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(a.opts.controlPlane,
-		grpc.WithTransportCredentials(creds),
+	conn, err := dial.New(a.opts.controlPlane, dial.Config{Credentials: creds}.With(
 		// Fail fast: a call on a connection that cannot be established
 		// returns UNAVAILABLE instead of waiting for the deadline.
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(false)),
-	)
+	))
 	if err != nil {
 		return nil, usageErrorf("--controlplane %q: %v", a.opts.controlPlane, err)
 	}

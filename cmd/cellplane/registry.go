@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -33,7 +33,7 @@ func etcdEndpoints(cmd *cobra.Command, given []string, cpAddr string, prefix *st
 // askRegistry asks the control plane at addr where etcd is (GetRegistry),
 // for components started with --controlplane instead of --etcd-endpoints.
 func askRegistry(ctx context.Context, addr string, timeout time.Duration) (endpoints []string, prefix string, err error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		return nil, "", fmt.Errorf("--controlplane %s: %w", addr, err)
 	}

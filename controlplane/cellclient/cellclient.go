@@ -4,7 +4,7 @@
 // contract restored on the way back (rpcerr.FromStatus). It implements
 // controller.Cells.
 //
-//	cc := cellclient.New(st, logger)
+//	cc := cellclient.New(st, dial.DefaultConfig(), logger)
 //	defer cc.Close()
 //	err := cc.SetOwner(ctx, "use1-a", "acme", 1, "create-acme/owner")
 package cellclient
@@ -14,45 +14,36 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
 // Client calls cells. Safe for concurrent use.
 type Client struct {
-	st  topo.Store
-	log *slog.Logger
-
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	st    topo.Store
+	log   *slog.Logger
+	conns *dial.Pool
 }
 
-// New returns a client that resolves cells through st.
-func New(st topo.Store, log *slog.Logger) *Client {
+// New returns a client that resolves cells through st and opens its
+// connections to cell nodes as dc says.
+func New(st topo.Store, dc dial.Config, log *slog.Logger) *Client {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Client{st: st, log: log, conns: map[string]*grpc.ClientConn{}}
+	return &Client{st: st, log: log, conns: dial.NewPool(dc)}
 }
 
 // Close closes every connection.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var errs []error
-	for addr, conn := range c.conns {
-		errs = append(errs, conn.Close())
-		delete(c.conns, addr)
-	}
-	return errors.Join(errs...)
+	return c.conns.Close()
 }
 
 // SetOwner makes cell the OWNER of tenant at epoch. Repeating it is
@@ -136,15 +127,9 @@ func retryElsewhere(err error) bool {
 }
 
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if conn := c.conns[addr]; conn != nil {
-		return conn, nil
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := c.conns.Get(addr)
 	if err != nil {
 		return nil, fmt.Errorf("cellclient: dial %s: %w", addr, err)
 	}
-	c.conns[addr] = conn
 	return conn, nil
 }

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cellclient"
@@ -20,6 +17,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -100,7 +98,7 @@ type dataClient struct {
 
 func dialData(t *testing.T, addr, tenant string) dataClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +157,7 @@ func TestSwitchoverRealCells(t *testing.T) {
 	env, cl, st := failoverEnv(t)
 	use1 := env.CreateCell(t, "us", "use1", 1)
 	euw1 := env.CreateCell(t, "eu", "euw1", 1)
-	cc := cellclient.New(st, testutil.Logger(t))
+	cc := cellclient.New(st, dial.DefaultConfig(), testutil.Logger(t))
 	defer cc.Close()
 	placeWithStandby(t, cl, cc, "acme", "use1", "euw1")
 	ctx := testutil.Context(t, 60*time.Second)
@@ -278,7 +276,7 @@ func TestEmergencyPromotionRealCells(t *testing.T) {
 	env, cl, st := failoverEnv(t)
 	old, etcdProxy, grpcProxy := partitionableNode(t, env, cl, "us", "use1")
 	euw1 := env.CreateCell(t, "eu", "euw1", 1)
-	cc := cellclient.New(st, testutil.Logger(t))
+	cc := cellclient.New(st, dial.DefaultConfig(), testutil.Logger(t))
 	defer cc.Close()
 	placeWithStandby(t, cl, cc, "acme", "use1", "euw1")
 	ctx := testutil.Context(t, 90*time.Second)
@@ -386,7 +384,7 @@ func TestEmergencyPromotionRealCells(t *testing.T) {
 		t.Fatalf("write to the fenced old owner: %v, want WRONG_CELL", err)
 	}
 	// The lost writes are kept on the old owner for inspection.
-	conn, err := grpc.NewClient(old.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(old.GRPCAddr(), dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/cellclient"
@@ -20,6 +17,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -54,7 +52,7 @@ func newRealEnv(t *testing.T) *realEnv {
 	}
 	wg.Wait()
 	e := &realEnv{env: env, st: env.Store(t), live: env.Replicas, top: t}
-	e.cells = cellclient.New(e.st, testutil.Logger(t))
+	e.cells = cellclient.New(e.st, dial.DefaultConfig(), testutil.Logger(t))
 	t.Cleanup(func() { _ = e.cells.Close() })
 	// From here on, replicas with fast move settings lead.
 	e.takeOver(t, controller.TestingKnobs{})
@@ -131,7 +129,7 @@ func (e *realEnv) memory(t *testing.T, cell string) contextv1.ContextServiceClie
 	if err != nil || ci.Leader == nil {
 		t.Fatalf("cell %s leader: %v %v", cell, ci, err)
 	}
-	conn, err := grpc.NewClient(ci.Leader.GetGrpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(ci.Leader.GetGrpcAddr(), dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

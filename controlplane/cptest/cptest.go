@@ -17,15 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -83,7 +81,7 @@ func (e *Env) Client(t testing.TB) cpv1.ControlPlaneServiceClient {
 // Dial returns a ControlPlaneService client of addr, closed on cleanup.
 func Dial(t testing.TB, addr string) cpv1.ControlPlaneServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestForwardCell(t *testing.T) {
 			follower = n
 		}
 	}
-	if _, err := cellv1.NewCellServiceClient(dial(t, leader.GRPCAddr())).SetTenant(ctx, &cellv1.SetTenantRequest{
+	if _, err := cellv1.NewCellServiceClient(mustDial(t, leader.GRPCAddr())).SetTenant(ctx, &cellv1.SetTenantRequest{
 		Tenant: cellTenant, Role: cellv1.Role_ROLE_OWNER, Epoch: 1, RequestId: "own-" + cellTenant,
 	}); err != nil {
 		t.Fatalf("SetTenant: %v", err)

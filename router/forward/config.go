@@ -7,8 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/cellplane/cellplane/internal/dial"
 )
 
 // Config configures a Forwarder.
@@ -62,10 +63,11 @@ type Config struct {
 	// this long (an address that left the routing table). 0 keeps
 	// connections until Close. Default 10 min.
 	IdleConnTimeout time.Duration
-	// DialOptions are added to every backend connection, after the
-	// forwarder's own; they must include transport credentials (the
-	// default is insecure, for loopback tests and a trusted network).
-	DialOptions []grpc.DialOption
+	// Dial configures every backend connection (credentials — plaintext
+	// when nil —, interceptors, extra dial options). Its Keepalive is
+	// replaced by KeepaliveTime and KeepaliveTimeout, and the MaxMsgBytes
+	// call limits are added to its options.
+	Dial dial.Config
 	// Logger receives debug lines about retries; nil discards.
 	Logger *slog.Logger
 }
@@ -124,6 +126,7 @@ func (c Config) Validate() error {
 	if c.IdleConnTimeout < 0 {
 		errs = append(errs, fmt.Errorf("forward: IdleConnTimeout must not be negative, got %s", c.IdleConnTimeout))
 	}
+	errs = append(errs, c.Dial.Validate())
 	return errors.Join(errs...)
 }
 

@@ -184,7 +184,7 @@ func (e *cutoverEnv) setRole(t *testing.T, cell, tenant string, role cellv1.Role
 	if role == cellv1.Role_ROLE_STANDBY {
 		req.SourceCell = map[string]string{"a": "b", "b": "a"}[cell]
 	}
-	_, err := cellv1.NewCellServiceClient(dial(t, e.cells[cell].GRPCAddr())).SetTenant(testutil.Context(t, 10*time.Second), req)
+	_, err := cellv1.NewCellServiceClient(mustDial(t, e.cells[cell].GRPCAddr())).SetTenant(testutil.Context(t, 10*time.Second), req)
 	if err != nil {
 		t.Fatalf("SetTenant(%s, %s, %s, %d): %v", cell, tenant, role, epoch, err)
 	}
@@ -207,7 +207,7 @@ func (e *cutoverEnv) waitRoute(t *testing.T, tenant, cell string, epoch uint64, 
 func (e *cutoverEnv) getContext(t *testing.T, cell, tenant, id string) error {
 	t.Helper()
 	ctx := tenantmd.Outgoing(testutil.Context(t, 10*time.Second), tenant, 0)
-	_, err := contextv1.NewContextServiceClient(dial(t, e.cells[cell].GRPCAddr())).GetContext(ctx, &contextv1.GetContextRequest{ContextId: id})
+	_, err := contextv1.NewContextServiceClient(mustDial(t, e.cells[cell].GRPCAddr())).GetContext(ctx, &contextv1.GetContextRequest{ContextId: id})
 	return err
 }
 

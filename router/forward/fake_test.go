@@ -201,7 +201,7 @@ func TestForwardFake(t *testing.T) {
 	})
 
 	t.Run("unknown service is UNIMPLEMENTED", func(t *testing.T) {
-		err := dial(t, raddr).Invoke(tctx, "/cellplane.other.v1.Other/Do", &contextv1.GetContextRequest{}, &contextv1.GetContextResponse{})
+		err := mustDial(t, raddr).Invoke(tctx, "/cellplane.other.v1.Other/Do", &contextv1.GetContextRequest{}, &contextv1.GetContextResponse{})
 		if status.Code(err) != codes.Unimplemented {
 			t.Fatalf("unknown service: %v, want UNIMPLEMENTED", err)
 		}

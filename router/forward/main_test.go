@@ -10,9 +10,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -123,12 +123,12 @@ func startRouter(t *testing.T, cfg Config, r Resolver) (contextv1.ContextService
 			t.Errorf("forwarder close: %v", err)
 		}
 	})
-	return contextv1.NewContextServiceClient(dial(t, lis.Addr().String())), f, lis.Addr().String()
+	return contextv1.NewContextServiceClient(mustDial(t, lis.Addr().String())), f, lis.Addr().String()
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func mustDial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}

@@ -6,15 +6,18 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cellplane/cellplane/internal/dial"
 )
 
 // pool holds one *grpc.ClientConn per backend address, created on first
 // use. Connections idle for IdleConnTimeout (the address left the routing
 // table, or its tenants moved) are closed by a sweep that runs on get, so
-// the pool needs no goroutine of its own.
+// the pool needs no goroutine of its own. (dial.Pool never evicts, so
+// this pool keeps its own map and opens each connection with dial.New.)
 type pool struct {
-	cfg Config
+	cfg  Config
+	dial dial.Config
 
 	mu        sync.Mutex
 	conns     map[string]*poolConn
@@ -31,7 +34,13 @@ type poolConn struct {
 var errPoolClosed = errors.New("forward: forwarder closed")
 
 func newPool(cfg Config) *pool {
-	return &pool{cfg: cfg, conns: make(map[string]*poolConn), lastSweep: time.Now()}
+	dc := cfg.Dial
+	dc.Keepalive = cfg.keepalive()
+	dc = dc.With(grpc.WithDefaultCallOptions(
+		grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes),
+		grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes),
+	))
+	return &pool{cfg: cfg, dial: dc, conns: make(map[string]*poolConn), lastSweep: time.Now()}
 }
 
 // get returns the connection to addr and a release function to call when
@@ -46,15 +55,7 @@ func (p *pool) get(addr string) (*grpc.ClientConn, func(), error) {
 	p.sweepLocked(now)
 	pc, ok := p.conns[addr]
 	if !ok {
-		opts := []grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithKeepaliveParams(p.cfg.keepalive()),
-			grpc.WithDefaultCallOptions(
-				grpc.MaxCallRecvMsgSize(p.cfg.MaxMsgBytes),
-				grpc.MaxCallSendMsgSize(p.cfg.MaxMsgBytes),
-			),
-		}
-		cc, err := grpc.NewClient(addr, append(opts, p.cfg.DialOptions...)...)
+		cc, err := dial.New(addr, p.dial)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -13,11 +13,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/dial"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -241,7 +241,7 @@ func StartCell(ctx context.Context, dir string, logger *slog.Logger) (c *Cell, e
 		return c, fmt.Errorf("bench: start cell: %w", err)
 	}
 	for _, n := range c.nodes {
-		conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := dial.New(n.GRPCAddr(), dial.DefaultConfig())
 		if err != nil {
 			return c, fmt.Errorf("bench: dial %s: %w", n.GRPCAddr(), err)
 		}

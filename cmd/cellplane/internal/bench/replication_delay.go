@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // delayLine is a one-way delay injected on connections: bytes read from
@@ -27,10 +26,10 @@ func (l *delayLine) set(d time.Duration) { l.d.Store(int64(max(d, 0))) }
 func (l *delayLine) get() time.Duration { return time.Duration(l.d.Load()) }
 
 // dialOptions are the gRPC dial options of a client whose connections
-// read through the delay line (plaintext, like the cells' default).
+// read through the delay line (added to the node's dial.Config, which
+// sets the credentials).
 func (l *delayLine) dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "tcp", addr)

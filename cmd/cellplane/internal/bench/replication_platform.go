@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
@@ -20,6 +19,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -127,7 +127,7 @@ func startPlatform(ctx context.Context, root string, opts platformOptions, p pro
 		httpLis.Close()
 		return nil, fmt.Errorf("bench: start the control plane: %w", err)
 	}
-	if pf.conn, err = grpc.NewClient(pf.cp.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if pf.conn, err = dial.New(pf.cp.GRPCAddr(), dial.DefaultConfig()); err != nil {
 		return nil, fmt.Errorf("bench: dial the control plane: %w", err)
 	}
 	pf.admin = cpv1.NewControlPlaneServiceClient(pf.conn)
@@ -226,7 +226,7 @@ func (pf *platform) startNode(ctx context.Context, n *platformNode) error {
 		_ = link.Close()
 		return fmt.Errorf("bench: start node %s: %w", cfg.NodeID, err)
 	}
-	conn, err := grpc.NewClient(node.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(node.GRPCAddr(), dial.DefaultConfig())
 	if err != nil {
 		_ = node.Close()
 		_ = link.Close()
@@ -431,7 +431,7 @@ func (pf *platform) startRouter(ctx context.Context) error {
 		httpLis.Close()
 		return fmt.Errorf("bench: start the router: %w", err)
 	}
-	if pf.rconn, err = grpc.NewClient(pf.rt.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if pf.rconn, err = dial.New(pf.rt.GRPCAddr(), dial.DefaultConfig()); err != nil {
 		return fmt.Errorf("bench: dial the router: %w", err)
 	}
 	return nil

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -150,7 +150,7 @@ func startBenchRouter(ctx context.Context, st topo.Store, opts RouterOptions, re
 	p.printf("  router table: %d tenants in %.2f s, live heap +%s (%.0f B per tenant)",
 		res.TableTenants, res.RouterLoadSec, mib(res.RouterHeapBytes), res.BytesPerTenant)
 
-	if b.conn, err = grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if b.conn, err = dial.New(srv.GRPCAddr(), dial.DefaultConfig()); err != nil {
 		return b, fmt.Errorf("bench: dial the router: %w", err)
 	}
 	ccfg := client.DefaultConfig()

@@ -35,7 +35,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/mcpauth"
@@ -43,6 +42,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -356,7 +356,7 @@ func (e *Env) prepareDir() error {
 }
 
 func (e *Env) adminClient() (cpv1.ControlPlaneServiceClient, error) {
-	conn, err := grpc.NewClient(e.cp.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial.New(e.cp.GRPCAddr(), dial.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}
