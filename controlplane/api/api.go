@@ -23,11 +23,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -463,7 +463,7 @@ func (s *Server) CreateApiKey(ctx context.Context, req *cpv1.CreateApiKeyRequest
 	if err != nil {
 		return nil, err
 	}
-	id, secret, hash, err := apikey.New()
+	id, secret, hash, err := auth.NewKey()
 	if err != nil {
 		return nil, err
 	}

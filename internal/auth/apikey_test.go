@@ -1,9 +1,9 @@
-package apikey
+package auth
 
 import "testing"
 
-func TestNewRoundTrip(t *testing.T) {
-	id, secret, hash, err := New()
+func TestNewKeyRoundTrip(t *testing.T) {
+	id, secret, hash, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -17,7 +17,7 @@ func TestNewRoundTrip(t *testing.T) {
 	if Verify(secret+"x", hash) || Verify(secret, hash[:10]) {
 		t.Fatal("Verify accepted a wrong secret or a short hash")
 	}
-	_, secret2, _, _ := New()
+	_, secret2, _, _ := NewKey()
 	if secret2 == secret {
 		t.Fatal("two keys with one secret")
 	}

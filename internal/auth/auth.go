@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -276,7 +275,7 @@ func (a *Authenticator) AuthenticateFor(ctx context.Context, authorization, audi
 
 // dummyHash is compared against when a key id is unknown, so that unknown
 // and wrong keys take the same time.
-var dummyHash = apikey.Hash("cpk_0000000000000000_dummy")
+var dummyHash = Hash("cpk_0000000000000000_dummy")
 
 // AuthenticateAPIKey checks an API key secret, as sent in the x-api-key
 // header (or as a bearer token, through Authenticate). An empty secret is
@@ -292,7 +291,7 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if a.keys == nil {
 		return Identity{}, unauthenticated(msgAPIKeyDisabled)
 	}
-	id, ok := apikey.ID(secret)
+	id, ok := ID(secret)
 	if !ok {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
 	}
@@ -300,7 +299,7 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if !found {
 		hash = dummyHash
 	}
-	if !apikey.Verify(secret, hash) || !found || tenant == "" {
+	if !Verify(secret, hash) || !found || tenant == "" {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
 	}
 	return Identity{Tenant: tenant, Subject: id, Method: MethodAPIKey, KeyID: id}, nil

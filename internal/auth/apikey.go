@@ -7,7 +7,7 @@
 //	id, secret, hash, err := apikey.New()
 //	...
 //	if id, ok := apikey.ID(secret); ok { rec := load(id); ok = apikey.Verify(secret, rec.SecretHash) }
-package apikey
+package auth
 
 import (
 	"crypto/rand"
@@ -23,8 +23,8 @@ const prefix = "cpk_"
 // idLen is the id's length in hex characters.
 const idLen = 16
 
-// New returns a fresh key id, its secret and the secret's hash.
-func New() (id, secret string, hash []byte, err error) {
+// NewKey returns a fresh key id, its secret and the secret's hash.
+func NewKey() (id, secret string, hash []byte, err error) {
 	var idb [idLen / 2]byte
 	var rnd [32]byte
 	if _, err := rand.Read(idb[:]); err != nil {
