@@ -114,7 +114,7 @@ func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (
 
 func (a *Authenticator) apiKey(ctx context.Context, tenant, secret string) (string, error) {
 	invalid := cperr.New(cperr.Unauthenticated, "invalid API key")
-	id, ok := auth.ID(secret)
+	id, ok := auth.KeyID(secret)
 	if !ok || a.cfg.Registry == nil {
 		return "", invalid
 	}
@@ -122,7 +122,7 @@ func (a *Authenticator) apiKey(ctx context.Context, tenant, secret string) (stri
 	if err != nil {
 		return "", err
 	}
-	if !k.found || k.revoked || !auth.Verify(secret, k.hash) {
+	if !k.found || k.revoked || !auth.VerifyKey(secret, k.hash) {
 		return "", invalid
 	}
 	return "key:" + id, nil

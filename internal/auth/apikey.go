@@ -1,12 +1,3 @@
-// Package apikey makes and checks tenant API keys. A secret looks like
-// "cpk_<id>_<random>": the id names the stored record
-// (tenants/<t>/keys/<id>), the random part is 32 bytes from crypto/rand.
-// Only SHA-256 of the whole secret is stored; Verify compares in constant
-// time.
-//
-//	id, secret, hash, err := apikey.New()
-//	...
-//	if id, ok := apikey.ID(secret); ok { rec := load(id); ok = apikey.Verify(secret, rec.SecretHash) }
 package auth
 
 import (
@@ -18,14 +9,15 @@ import (
 	"strings"
 )
 
-const prefix = "cpk_"
+// apiKeyPrefix starts every API key secret.
+const apiKeyPrefix = "cpk_"
 
-// idLen is the id's length in hex characters.
-const idLen = 16
+// keyIDLen is the key id's length in hex characters.
+const keyIDLen = 16
 
 // NewKey returns a fresh key id, its secret and the secret's hash.
 func NewKey() (id, secret string, hash []byte, err error) {
-	var idb [idLen / 2]byte
+	var idb [keyIDLen / 2]byte
 	var rnd [32]byte
 	if _, err := rand.Read(idb[:]); err != nil {
 		return "", "", nil, err
@@ -34,31 +26,31 @@ func NewKey() (id, secret string, hash []byte, err error) {
 		return "", "", nil, err
 	}
 	id = hex.EncodeToString(idb[:])
-	secret = prefix + id + "_" + base64.RawURLEncoding.EncodeToString(rnd[:])
-	return id, secret, Hash(secret), nil
+	secret = apiKeyPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(rnd[:])
+	return id, secret, HashKey(secret), nil
 }
 
-// Hash is the stored form of a secret.
-func Hash(secret string) []byte {
+// HashKey is the stored form of a secret.
+func HashKey(secret string) []byte {
 	h := sha256.Sum256([]byte(secret))
 	return h[:]
 }
 
-// ID extracts the key id from a secret; ok is false if it is not shaped
+// KeyID extracts the key id from a secret; ok is false if it is not shaped
 // like one of ours.
-func ID(secret string) (id string, ok bool) {
-	rest, found := strings.CutPrefix(secret, prefix)
-	if !found || len(rest) < idLen+2 || rest[idLen] != '_' {
+func KeyID(secret string) (id string, ok bool) {
+	rest, found := strings.CutPrefix(secret, apiKeyPrefix)
+	if !found || len(rest) < keyIDLen+2 || rest[keyIDLen] != '_' {
 		return "", false
 	}
-	id = rest[:idLen]
+	id = rest[:keyIDLen]
 	if _, err := hex.DecodeString(id); err != nil {
 		return "", false
 	}
 	return id, true
 }
 
-// Verify reports whether secret hashes to hash, in constant time.
-func Verify(secret string, hash []byte) bool {
-	return len(hash) == sha256.Size && subtle.ConstantTimeCompare(Hash(secret), hash) == 1
+// VerifyKey reports whether secret hashes to hash, in constant time.
+func VerifyKey(secret string, hash []byte) bool {
+	return len(hash) == sha256.Size && subtle.ConstantTimeCompare(HashKey(secret), hash) == 1
 }

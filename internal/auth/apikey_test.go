@@ -7,15 +7,15 @@ func TestNewKeyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, ok := ID(secret)
+	got, ok := KeyID(secret)
 	if !ok || got != id {
-		t.Fatalf("ID(%q) = %q, %v; want %q", secret, got, ok, id)
+		t.Fatalf("KeyID(%q) = %q, %v; want %q", secret, got, ok, id)
 	}
-	if !Verify(secret, hash) {
-		t.Fatal("Verify(secret, its hash) = false")
+	if !VerifyKey(secret, hash) {
+		t.Fatal("VerifyKey(secret, its hash) = false")
 	}
-	if Verify(secret+"x", hash) || Verify(secret, hash[:10]) {
-		t.Fatal("Verify accepted a wrong secret or a short hash")
+	if VerifyKey(secret+"x", hash) || VerifyKey(secret, hash[:10]) {
+		t.Fatal("VerifyKey accepted a wrong secret or a short hash")
 	}
 	_, secret2, _, _ := NewKey()
 	if secret2 == secret {
@@ -23,19 +23,19 @@ func TestNewKeyRoundTrip(t *testing.T) {
 	}
 }
 
-func TestIDRejects(t *testing.T) {
+func TestKeyIDRejects(t *testing.T) {
 	for _, s := range []string{"", "cpk_", "abc", "cpk_0123456789abcdef", "cpk_0123456789abcdeX_rest", "xpk_0123456789abcdef_rest", "cpk_0123456789abcdef-rest"} {
-		if id, ok := ID(s); ok {
-			t.Errorf("ID(%q) = %q, true", s, id)
+		if id, ok := KeyID(s); ok {
+			t.Errorf("KeyID(%q) = %q, true", s, id)
 		}
 	}
 }
 
-func FuzzID(f *testing.F) {
+func FuzzKeyID(f *testing.F) {
 	f.Add("cpk_0123456789abcdef_xyz")
 	f.Fuzz(func(t *testing.T, s string) {
-		if id, ok := ID(s); ok && len(id) != idLen {
-			t.Fatalf("ID(%q) = %q", s, id)
+		if id, ok := KeyID(s); ok && len(id) != keyIDLen {
+			t.Fatalf("KeyID(%q) = %q", s, id)
 		}
 	})
 }
