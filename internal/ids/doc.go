@@ -12,6 +12,10 @@
 //		return nil, err // *cperr.Error, INVALID_ARGUMENT naming the field
 //	}
 //
+// An id built from other ids (a move id "<tenant>-<8 hex>", a request id
+// "<move id>.cleanup") goes through Fit, which shortens it
+// deterministically when it would exceed MaxLen.
+//
 // ids imports nothing but internal/cperr and the standard library: it is
 // the ground floor every component stands on.
 package ids

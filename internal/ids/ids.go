@@ -1,6 +1,8 @@
 package ids
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -58,4 +60,23 @@ func Check(field, id string, max int) error {
 		return cperr.Invalid(v)
 	}
 	return nil
+}
+
+// fitHashLen is how many hex digits of SHA-256 Fit keeps.
+const fitHashLen = 16
+
+// Fit returns id unchanged when it is at most MaxLen characters, else a
+// MaxLen-character id: id's first MaxLen-17 characters, '.', and 16 hex
+// digits of its SHA-256. It is for ids built from other ids ("<tenant>-
+// <8 hex>", "create-<tenant>.owner"): a valid tenant id then never yields
+// an invalid derived id, and the same input always yields the same id, so
+// derived request ids still deduplicate. Fit keeps the charset of its
+// input, and ids of up to MaxLen characters (every id derived from a
+// tenant id of up to 100 characters) do not change.
+func Fit(id string) string {
+	if len(id) <= MaxLen {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return id[:MaxLen-fitHashLen-1] + "." + hex.EncodeToString(sum[:])[:fitHashLen]
 }

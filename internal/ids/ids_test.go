@@ -81,6 +81,30 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+func TestFit(t *testing.T) {
+	short := "create-acme.owner"
+	if got := Fit(short); got != short {
+		t.Errorf("Fit(%q) = %q, want it unchanged", short, got)
+	}
+	atMax := strings.Repeat("a", MaxLen)
+	if got := Fit(atMax); got != atMax {
+		t.Errorf("Fit of a %d-character id changed it", MaxLen)
+	}
+	tenant := strings.Repeat("t", MaxLen)
+	a, b := Fit("create-"+tenant+".owner"), Fit("create-"+tenant+".cell")
+	for _, got := range []string{a, b} {
+		if len(got) != MaxLen || !Valid(got, MaxLen) {
+			t.Errorf("Fit(long) = %q (%d characters), want a valid %d-character id", got, len(got), MaxLen)
+		}
+	}
+	if a == b {
+		t.Errorf("two long ids with one prefix fit to the same id %q", a)
+	}
+	if again := Fit("create-" + tenant + ".owner"); again != a {
+		t.Errorf("Fit is not deterministic: %q then %q", a, again)
+	}
+}
+
 // FuzzValid checks Valid against its definition, and Check against Valid.
 func FuzzValid(f *testing.F) {
 	for _, s := range []string{"", "a", "a-b_c.d", "a b", "é", "\x00", strings.Repeat("x", 9)} {
@@ -99,6 +123,11 @@ func FuzzValid(f *testing.F) {
 		}
 		if err := Check("id", s, max); (err == nil) != want {
 			t.Fatalf("Check(%q) = %v, want valid=%v", s, err, want)
+		}
+		if Valid(s, len(s)) {
+			if f := Fit(s); !Valid(f, MaxLen) || (len(s) <= MaxLen && f != s) {
+				t.Fatalf("Fit(%q) = %q", s, f)
+			}
 		}
 	})
 }
