@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/replication"
 	"google.golang.org/grpc"
 )
@@ -166,11 +167,11 @@ func (c Config) Validate() error {
 			add("Replication: %v", err)
 		}
 	}
-	if c.CellID != "" && !validate.ValidID(c.CellID, validate.DefaultMaxIDLen) {
-		add("CellID %q must be %s", c.CellID, validate.IDRule(validate.DefaultMaxIDLen))
+	if c.CellID != "" && !ids.Valid(c.CellID, ids.MaxLen) {
+		add("CellID %q must be %s", c.CellID, ids.Rule(ids.MaxLen))
 	}
-	if !validate.ValidID(c.NodeID, validate.DefaultMaxIDLen) {
-		add("NodeID %q must be %s", c.NodeID, validate.IDRule(validate.DefaultMaxIDLen))
+	if !ids.Valid(c.NodeID, ids.MaxLen) {
+		add("NodeID %q must be %s", c.NodeID, ids.Rule(ids.MaxLen))
 	}
 	if c.DataDir == "" {
 		add("DataDir is required")
@@ -195,24 +196,24 @@ func (c Config) Validate() error {
 		add("Bootstrap and Join are exclusive: bootstrap forms a new cell, join enters an existing one")
 	}
 	if len(c.Bootstrap) > 0 {
-		ids := make(map[string]bool, len(c.Bootstrap))
+		seen := make(map[string]bool, len(c.Bootstrap))
 		addrs := make(map[string]bool, len(c.Bootstrap))
 		for i, p := range c.Bootstrap {
-			if !validate.ValidID(p.ID, validate.DefaultMaxIDLen) {
-				add("Bootstrap[%d]: id %q must be %s", i, p.ID, validate.IDRule(validate.DefaultMaxIDLen))
+			if !ids.Valid(p.ID, ids.MaxLen) {
+				add("Bootstrap[%d]: id %q must be %s", i, p.ID, ids.Rule(ids.MaxLen))
 			}
 			if _, _, err := net.SplitHostPort(p.Addr); err != nil {
 				add("Bootstrap[%d] (%s): Raft address %q is not host:port", i, p.ID, p.Addr)
 			}
-			if ids[p.ID] {
+			if seen[p.ID] {
 				add("Bootstrap: id %q is listed twice", p.ID)
 			}
 			if addrs[p.Addr] {
 				add("Bootstrap: address %q is listed twice", p.Addr)
 			}
-			ids[p.ID], addrs[p.Addr] = true, true
+			seen[p.ID], addrs[p.Addr] = true, true
 		}
-		if !ids[c.NodeID] {
+		if !seen[c.NodeID] {
 			add("Bootstrap must include this node (%q)", c.NodeID)
 		}
 	}

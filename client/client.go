@@ -51,6 +51,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -61,7 +62,8 @@ import (
 type Config struct {
 	// Router is the router's gRPC address (required).
 	Router string
-	// Tenant every call is made for (required).
+	// Tenant every call is made for (required; 1-128 characters of
+	// [A-Za-z0-9._-]).
 	Tenant string
 	// APIKey, if set, is sent to the router as "authorization: Bearer <key>".
 	APIKey string
@@ -115,6 +117,9 @@ func (c Config) Validate() error {
 		return errors.New("client: MovingWait, RetryBackoff and MaxRetryBackoff must not be negative")
 	case c.RetryBackoff > 0 && c.MaxRetryBackoff > 0 && c.MaxRetryBackoff < c.RetryBackoff:
 		return errors.New("client: MaxRetryBackoff is below RetryBackoff")
+	}
+	if err := ids.Check("Tenant", c.Tenant, ids.MaxLen); err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	return nil
 }

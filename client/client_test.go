@@ -1,6 +1,7 @@
 package client
 
 import (
+	"strings"
 	"testing"
 
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -58,10 +59,12 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, mut := range map[string]func(*Config){
-		"no router":   func(c *Config) { c.Router = "" },
-		"no tenant":   func(c *Config) { c.Tenant = "" },
-		"no attempts": func(c *Config) { c.MaxAttempts = 0 },
-		"no ttl":      func(c *Config) { c.RouteTTL = 0 },
+		"no router":       func(c *Config) { c.Router = "" },
+		"no tenant":       func(c *Config) { c.Tenant = "" },
+		"tenant charset":  func(c *Config) { c.Tenant = "acme/prod" },
+		"tenant too long": func(c *Config) { c.Tenant = strings.Repeat("t", 129) },
+		"no attempts":     func(c *Config) { c.MaxAttempts = 0 },
+		"no ttl":          func(c *Config) { c.RouteTTL = 0 },
 	} {
 		c := good
 		mut(&c)

@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/cells/store"
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
@@ -40,7 +40,7 @@ type SourceConfig struct {
 	Heartbeat time.Duration
 	// ExportChunkBytes is the default (and largest) export chunk.
 	ExportChunkBytes int
-	// MaxIDLen bounds tenant ids.
+	// MaxIDLen bounds tenant ids (the rule of package ids).
 	MaxIDLen int
 	Logger   *slog.Logger
 }
@@ -52,7 +52,7 @@ func DefaultSourceConfig() SourceConfig {
 		MaxBatchBytes:    1 << 20,
 		Heartbeat:        time.Second,
 		ExportChunkBytes: 1 << 20,
-		MaxIDLen:         validate.DefaultLimits().MaxIDLen,
+		MaxIDLen:         ids.MaxLen,
 	}
 }
 
@@ -140,8 +140,8 @@ func (s *Source) Collectors() []prometheus.Collector {
 }
 
 func (s *Source) checkTenant(tenant string) error {
-	if !validate.ValidID(tenant, s.cfg.MaxIDLen) {
-		return rpcerr.ToStatus(cperr.Invalid(cperr.FieldViolation{Field: "tenant", Description: validate.IDRule(s.cfg.MaxIDLen)}))
+	if err := ids.Check("tenant", tenant, s.cfg.MaxIDLen); err != nil {
+		return rpcerr.ToStatus(err)
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/router/auth"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
 	"github.com/cellplane/cellplane/router/ratelimit"

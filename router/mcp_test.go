@@ -24,11 +24,11 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 // jwtIssuer signs RS256 tokens with a key published in a JWKS file.

@@ -26,6 +26,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -35,7 +36,6 @@ import (
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 	"github.com/cellplane/cellplane/router/forward"
 )
 

@@ -24,12 +24,12 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
-	"github.com/cellplane/cellplane/router/auth"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
 	"github.com/cellplane/cellplane/router/ratelimit"

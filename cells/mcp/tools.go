@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -53,7 +53,7 @@ func callerOf(extra *sdk.RequestExtra) (caller, error) {
 		return caller{}, cperr.New(cperr.Internal, "request reached the tools without the worker's wrapper")
 	}
 	c := caller{tenant: extra.Header.Get(TenantHeader), principal: extra.Header.Get(PrincipalHeader)}
-	if !validate.ValidID(c.tenant, validate.DefaultMaxIDLen) {
+	if !ids.Valid(c.tenant, ids.MaxLen) {
 		return caller{}, cperr.New(cperr.Internal, "request reached the tools without a tenant")
 	}
 	return c, nil
@@ -395,10 +395,7 @@ func invalid(field, desc string) error {
 }
 
 func checkContextID(id string) error {
-	if !validate.ValidID(id, validate.DefaultMaxIDLen) {
-		return invalid("context_id", "is required; "+validate.IDRule(validate.DefaultMaxIDLen))
-	}
-	return nil
+	return ids.Check("context_id", id, ids.MaxLen)
 }
 
 // checkOwner makes a context of another principal look missing. Without
@@ -510,8 +507,8 @@ func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (A
 	}
 	rid := newRequestID()
 	if in.RequestID != "" {
-		if !validate.ValidID(in.RequestID, validate.DefaultMaxIDLen) {
-			return AppendOutput{}, invalid("request_id", validate.IDRule(validate.DefaultMaxIDLen))
+		if err := ids.Check("request_id", in.RequestID, ids.MaxLen); err != nil {
+			return AppendOutput{}, err
 		}
 		rid = appendRequestID(c, in.ContextID, in.RequestID)
 	}
@@ -709,7 +706,7 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
 	uri := req.Params.URI
 	id, ok := strings.CutPrefix(uri, contextURIPrefix)
-	if !ok || !validate.ValidID(id, validate.DefaultMaxIDLen) {
+	if !ok || !ids.Valid(id, ids.MaxLen) {
 		return nil, sdk.ResourceNotFoundError(uri)
 	}
 	start := time.Now()

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/serve"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -142,8 +142,8 @@ func (w *Worker) Handler() http.Handler {
 // request to the SDK's stateless handler.
 func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
-	if !validate.ValidID(tenant, validate.DefaultMaxIDLen) {
-		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
+	if !ids.Valid(tenant, ids.MaxLen) {
+		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -215,8 +215,8 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 // serveMetadata serves the RFC 9728 protected-resource metadata.
 func (w *Worker) serveMetadata(rw http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
-	if !validate.ValidID(tenant, validate.DefaultMaxIDLen) {
-		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+validate.IDRule(validate.DefaultMaxIDLen))
+	if !ids.Valid(tenant, ids.MaxLen) {
+		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -15,12 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 // Config configures an Authenticator.
@@ -115,7 +114,7 @@ func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (
 
 func (a *Authenticator) apiKey(ctx context.Context, tenant, secret string) (string, error) {
 	invalid := cperr.New(cperr.Unauthenticated, "invalid API key")
-	id, ok := apikey.ID(secret)
+	id, ok := auth.KeyID(secret)
 	if !ok || a.cfg.Registry == nil {
 		return "", invalid
 	}
@@ -123,7 +122,7 @@ func (a *Authenticator) apiKey(ctx context.Context, tenant, secret string) (stri
 	if err != nil {
 		return "", err
 	}
-	if !k.found || k.revoked || !apikey.Verify(secret, k.hash) {
+	if !k.found || k.revoked || !auth.VerifyKey(secret, k.hash) {
 		return "", invalid
 	}
 	return "key:" + id, nil

@@ -16,14 +16,13 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 func request(headers ...string) *http.Request {
@@ -36,7 +35,7 @@ func request(headers ...string) *http.Request {
 
 func newKey(t *testing.T, st topo.Store, tenant string, revoked bool) string {
 	t.Helper()
-	id, secret, hash, err := apikey.New()
+	id, secret, hash, err := auth.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

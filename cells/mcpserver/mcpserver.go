@@ -31,9 +31,9 @@ import (
 	"github.com/cellplane/cellplane/cells/cellconn"
 	"github.com/cellplane/cellplane/cells/mcp"
 	"github.com/cellplane/cellplane/cells/registry"
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -77,11 +77,11 @@ func DefaultConfig() Config {
 // Validate reports an unusable configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if !validate.ValidID(c.ID, validate.DefaultMaxIDLen) {
-		errs = append(errs, fmt.Errorf("mcpserver: ID %q must be %s", c.ID, validate.IDRule(validate.DefaultMaxIDLen)))
+	if !ids.Valid(c.ID, ids.MaxLen) {
+		errs = append(errs, fmt.Errorf("mcpserver: ID %q must be %s", c.ID, ids.Rule(ids.MaxLen)))
 	}
-	if !validate.ValidID(c.Cell, validate.DefaultMaxIDLen) {
-		errs = append(errs, fmt.Errorf("mcpserver: Cell %q must be %s", c.Cell, validate.IDRule(validate.DefaultMaxIDLen)))
+	if !ids.Valid(c.Cell, ids.MaxLen) {
+		errs = append(errs, fmt.Errorf("mcpserver: Cell %q must be %s", c.Cell, ids.Rule(ids.MaxLen)))
 	}
 	if c.Registry == nil {
 		errs = append(errs, errors.New("mcpserver: a Registry (the control plane's etcd) is required"))

@@ -16,10 +16,10 @@ import (
 	"github.com/cellplane/cellplane/cells/mcpserver"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

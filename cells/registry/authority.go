@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -102,11 +102,11 @@ func (c AuthorityConfig) Validate() error {
 	add := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("registry: authority: "+format, args...))
 	}
-	if !validate.ValidID(c.Cell, validate.DefaultMaxIDLen) {
-		add("Cell %q must be %s", c.Cell, validate.IDRule(validate.DefaultMaxIDLen))
+	if !ids.Valid(c.Cell, ids.MaxLen) {
+		add("Cell %q must be %s", c.Cell, ids.Rule(ids.MaxLen))
 	}
-	if !validate.ValidID(c.NodeID, validate.DefaultMaxIDLen) {
-		add("NodeID %q must be %s", c.NodeID, validate.IDRule(validate.DefaultMaxIDLen))
+	if !ids.Valid(c.NodeID, ids.MaxLen) {
+		add("NodeID %q must be %s", c.NodeID, ids.Rule(ids.MaxLen))
 	}
 	if c.TTL < time.Second || c.TTL%time.Second != 0 {
 		add("TTL must be whole seconds ≥ 1s (etcd leases are), got %s", c.TTL)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -33,12 +34,13 @@ import (
 // again, and so never acknowledges another write for a fenced tenant.
 
 // FenceRequestID is the request id under which a fence is proposed (and
-// deduplicated if proposed again, by this leader or the next).
+// deduplicated if proposed again, by this leader or the next); ids.Fit
+// keeps it within the id rule for long tenant and failover ids.
 func FenceRequestID(f *cpv1.CellFence) string {
 	if f.GetFailoverId() != "" {
-		return "fence." + f.GetFailoverId()
+		return ids.Fit("fence." + f.GetFailoverId())
 	}
-	return fmt.Sprintf("fence.%s.e%d", f.GetTenant(), f.GetEpoch())
+	return ids.Fit(fmt.Sprintf("fence.%s.e%d", f.GetTenant(), f.GetEpoch()))
 }
 
 // applyFence makes the fenced tenant FENCED through Raft and writes the

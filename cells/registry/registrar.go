@@ -11,9 +11,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -76,14 +76,14 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("registry: "+format, args...)) }
-	if !validate.ValidID(c.Cell, validate.DefaultMaxIDLen) {
-		add("Cell %q must be %s", c.Cell, validate.IDRule(validate.DefaultMaxIDLen))
+	if !ids.Valid(c.Cell, ids.MaxLen) {
+		add("Cell %q must be %s", c.Cell, ids.Rule(ids.MaxLen))
 	}
 	if c.Node == nil {
 		add("Node is required")
 	} else {
-		if !validate.ValidID(c.Node.GetId(), validate.DefaultMaxIDLen) {
-			add("Node.Id %q must be %s", c.Node.GetId(), validate.IDRule(validate.DefaultMaxIDLen))
+		if !ids.Valid(c.Node.GetId(), ids.MaxLen) {
+			add("Node.Id %q must be %s", c.Node.GetId(), ids.Rule(ids.MaxLen))
 		}
 		if c.Node.GetCell() != "" && c.Node.GetCell() != c.Cell {
 			add("Node.Cell %q differs from Cell %q", c.Node.GetCell(), c.Cell)

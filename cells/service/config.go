@@ -8,6 +8,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/ids"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
@@ -60,7 +61,7 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Node == nil || !validate.ValidID(c.Node.GetNodeId(), c.Limits.MaxIDLen) {
+	if c.Node == nil || !ids.Valid(c.Node.GetNodeId(), c.Limits.MaxIDLen) {
 		errs = append(errs, errors.New("service: Config.Node.NodeId must be a valid node id"))
 	}
 	if c.RetryAfter <= 0 {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -164,7 +164,7 @@ func TestMintContextID(t *testing.T) {
 	seen := map[string]bool{}
 	for range 1000 {
 		id := mintContextID()
-		if !re.MatchString(id) || !validate.ValidID(id, validate.DefaultMaxIDLen) {
+		if !re.MatchString(id) || !ids.Valid(id, ids.MaxLen) {
 			t.Fatalf("minted %q", id)
 		}
 		if seen[id] {

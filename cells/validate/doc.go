@@ -10,7 +10,7 @@
 // fails it has had no effect at all.
 //
 // The id rule shared by tenants, contexts, nodes and request ids is 1 to
-// MaxIDLen characters of [A-Za-z0-9._-] (ValidID).
+// MaxIDLen characters of [A-Za-z0-9._-] (package internal/ids).
 //
 // Usage:
 //

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/proto"
@@ -71,7 +72,7 @@ func FuzzContextRequests(f *testing.F) {
 			err := Append(lim, &app)
 			checkResult(t, err)
 			if err == nil {
-				if !ValidID(app.GetContextId(), lim.MaxIDLen) || len(app.GetEntries()) == 0 || len(app.GetEntries()) > lim.MaxEntriesPerAppend {
+				if !ids.Valid(app.GetContextId(), lim.MaxIDLen) || len(app.GetEntries()) == 0 || len(app.GetEntries()) > lim.MaxEntriesPerAppend {
 					t.Fatalf("accepted %v", &app)
 				}
 				for _, e := range app.GetEntries() {
@@ -141,24 +142,6 @@ func FuzzCellRequests(f *testing.F) {
 		var dt cellv1.DeleteTenantRequest
 		if proto.Unmarshal(b, &dt) == nil {
 			checkResult(t, DeleteTenant(lim, &dt))
-		}
-	})
-}
-
-// FuzzValidID checks ValidID against its definition.
-func FuzzValidID(f *testing.F) {
-	for _, s := range []string{"", "a", "a-b_c.d", "a b", "é", "\x00"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want := len(s) >= 1 && len(s) <= 8
-		for _, c := range []byte(s) {
-			if !idChar(c) {
-				want = false
-			}
-		}
-		if got := ValidID(s, 8); got != want {
-			t.Fatalf("ValidID(%q) = %v, want %v", s, got, want)
 		}
 	})
 }

@@ -3,10 +3,9 @@ package validate
 import (
 	"errors"
 	"fmt"
-)
 
-// DefaultMaxIDLen is the default (and the metadata) bound on ids.
-const DefaultMaxIDLen = 128
+	"github.com/cellplane/cellplane/internal/ids"
+)
 
 // MapLimits bound a string map field (entry metadata, context labels).
 type MapLimits struct {
@@ -23,7 +22,7 @@ type MapLimits struct {
 // defaults; a node may load other values from its configuration.
 type Limits struct {
 	// MaxIDLen bounds tenant, context and node ids (1..MaxIDLen characters
-	// of [A-Za-z0-9._-]).
+	// of [A-Za-z0-9._-], the rule of package ids).
 	MaxIDLen int
 	// MaxRequestIDLen bounds request_id (same charset; empty is allowed and
 	// disables deduplication).
@@ -80,8 +79,8 @@ const (
 // ≤ 1 MiB, one request ≤ 4 MiB, and the bounds below.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxIDLen:             DefaultMaxIDLen,
-		MaxRequestIDLen:      128,
+		MaxIDLen:             ids.MaxLen,
+		MaxRequestIDLen:      ids.MaxLen,
 		MaxRequestBytes:      4 * mib,
 		MaxEntriesPerAppend:  1000,
 		MaxEntryContentBytes: 1 * mib,

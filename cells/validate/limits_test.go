@@ -89,27 +89,3 @@ func TestEffectiveSizes(t *testing.T) {
 		}
 	}
 }
-
-func TestValidID(t *testing.T) {
-	tests := []struct {
-		id   string
-		max  int
-		want bool
-	}{
-		{"a", 128, true},
-		{"Tenant_1.prod-eu", 128, true},
-		{strings.Repeat("x", 128), 128, true},
-		{strings.Repeat("x", 129), 128, false},
-		{"", 128, false},
-		{"a b", 128, false},
-		{"a/b", 128, false},
-		{"é", 128, false},
-		{"a\x00", 128, false},
-		{"abc", 2, false},
-	}
-	for _, tt := range tests {
-		if got := ValidID(tt.id, tt.max); got != tt.want {
-			t.Errorf("ValidID(%q, %d) = %v, want %v", tt.id, tt.max, got, tt.want)
-		}
-	}
-}

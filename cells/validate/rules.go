@@ -9,32 +9,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/proto"
 )
-
-// ValidID reports whether s is 1..maxLen characters of [A-Za-z0-9._-],
-// the rule for tenant, context, node and request ids.
-func ValidID(s string, maxLen int) bool {
-	if len(s) == 0 || len(s) > maxLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !idChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func idChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-}
-
-// IDRule describes the id rule for a bound, for field violations.
-func IDRule(maxLen int) string {
-	return fmt.Sprintf("must be 1-%d characters of [A-Za-z0-9._-]", maxLen)
-}
 
 // violations collects field violations. Descriptions never echo the
 // offending value: it may be large or sensitive.
@@ -53,12 +31,8 @@ func (v violations) err() error {
 }
 
 func (v *violations) id(field, s string, maxLen int) {
-	if !ValidID(s, maxLen) {
-		if s == "" {
-			v.add(field, "is required; %s", IDRule(maxLen))
-			return
-		}
-		v.add(field, "%s", IDRule(maxLen))
+	if fv, bad := ids.Violation(field, s, maxLen); bad {
+		*v = append(*v, fv)
 	}
 }
 

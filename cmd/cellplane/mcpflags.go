@@ -8,7 +8,7 @@ import (
 	"github.com/cellplane/cellplane/cells/mcp"
 	"github.com/cellplane/cellplane/cells/mcpauth"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/router/auth"
+	"github.com/cellplane/cellplane/internal/auth"
 )
 
 // mcpFlags are the MCP worker's flags, shared by 'cell' (prefixed mcp-)

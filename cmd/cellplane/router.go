@@ -8,9 +8,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 func newRouterCmd(std streams, stopSignals func()) *cobra.Command {

@@ -23,19 +23,19 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/cellplane/cellplane/cells/validate"
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // Config bounds the API.
 type Config struct {
-	// MaxIDLen bounds region, cell and tenant ids ([A-Za-z0-9._-]).
+	// MaxIDLen bounds region, cell and tenant ids (the rule of package ids).
 	MaxIDLen int
 	// DefaultPageSize and MaxPageSize bound ListTenants pages.
 	DefaultPageSize, MaxPageSize int
@@ -61,7 +61,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		MaxIDLen: 63, DefaultPageSize: 100, MaxPageSize: 1000, MaxScanPerPage: 10000,
+		MaxIDLen: ids.MaxLen, DefaultPageSize: 100, MaxPageSize: 1000, MaxScanPerPage: 10000,
 		WorkflowWait: 30 * time.Second, MaxDescriptionLen: 256, StandbyStatusTimeout: time.Second,
 	}
 }
@@ -107,13 +107,7 @@ func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 }
 
 func (s *Server) checkID(field, id string) error {
-	if !validate.ValidID(id, s.cfg.MaxIDLen) {
-		if id == "" {
-			return cperr.Invalid(cperr.FieldViolation{Field: field, Description: "is required; " + validate.IDRule(s.cfg.MaxIDLen)})
-		}
-		return cperr.Invalid(cperr.FieldViolation{Field: field, Description: validate.IDRule(s.cfg.MaxIDLen)})
-	}
-	return nil
+	return ids.Check(field, id, s.cfg.MaxIDLen)
 }
 
 func (s *Server) checkDescription(d string) error {
@@ -386,7 +380,7 @@ func (s *Server) ListTenants(ctx context.Context, req *cpv1.ListTenantsRequest) 
 	after := ""
 	if tok := req.GetPageToken(); tok != "" {
 		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || !validate.ValidID(string(b), s.cfg.MaxIDLen) {
+		if err != nil || !ids.Valid(string(b), s.cfg.MaxIDLen) {
 			return nil, cperr.Invalid(cperr.FieldViolation{Field: "page_token", Description: "not a token from a previous page"})
 		}
 		// Past the tenant and its API keys ("tenants/<id>/...").
@@ -469,7 +463,7 @@ func (s *Server) CreateApiKey(ctx context.Context, req *cpv1.CreateApiKeyRequest
 	if err != nil {
 		return nil, err
 	}
-	id, secret, hash, err := apikey.New()
+	id, secret, hash, err := auth.NewKey()
 	if err != nil {
 		return nil, err
 	}

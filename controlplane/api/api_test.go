@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -150,7 +152,7 @@ func TestCordonUncordon(t *testing.T) {
 func TestValidation(t *testing.T) {
 	s, _ := newServer(t)
 	ctx := testutil.Context(t, 10*time.Second)
-	long := string(make([]byte, 64))
+	long := strings.Repeat("r", ids.MaxLen+1) // 129: the bound is ids.MaxLen (it was 63)
 	checks := map[string]error{
 		"region empty":       call(s.CreateRegion(ctx, &cpv1.CreateRegionRequest{})),
 		"region bad chars":   call(s.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: "a/b"})),
@@ -168,6 +170,9 @@ func TestValidation(t *testing.T) {
 		if !errors.Is(err, cperr.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want INVALID_ARGUMENT", name, err)
 		}
+	}
+	if _, err := s.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: strings.Repeat("r", ids.MaxLen)}); err != nil {
+		t.Errorf("a region id of %d characters: %v", ids.MaxLen, err)
 	}
 }
 

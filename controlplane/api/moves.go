@@ -3,14 +3,14 @@ package api
 import (
 	"context"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // maxMoveIDLen bounds move ids: "<tenant>-<8 hex digits>".
-const maxMoveIDLen = 128
+const maxMoveIDLen = ids.MaxLen
 
 // StartMove implements ControlPlaneService: it records the move (or, with
 // dry_run, only validates it) and returns it with its plan; the
@@ -98,11 +98,5 @@ func (s *Server) DrainCell(ctx context.Context, req *cpv1.DrainCellRequest) (*cp
 const maxDrainConcurrency = 1000
 
 func checkMoveID(id string) error {
-	if !validate.ValidID(id, maxMoveIDLen) {
-		if id == "" {
-			return cperr.Invalid(cperr.FieldViolation{Field: "id", Description: "is required; " + validate.IDRule(maxMoveIDLen)})
-		}
-		return cperr.Invalid(cperr.FieldViolation{Field: "id", Description: validate.IDRule(maxMoveIDLen)})
-	}
-	return nil
+	return ids.Check("id", id, maxMoveIDLen)
 }

@@ -1,8 +1,9 @@
 // Package cellclient is how the control plane calls cells: it finds a
 // cell's leader (or any live member) in the registry, keeps one gRPC
 // connection per node address, and calls CellService with the error
-// contract restored on the way back (rpcerr.FromStatus). It implements
-// controller.Cells.
+// contract restored on the way back (rpcerr.FromStatus). Request ids pass
+// through ids.Fit, so that one derived from a long tenant id stays valid.
+// It implements controller.Cells.
 //
 //	cc := cellclient.New(st, dial.DefaultConfig(), logger)
 //	defer cc.Close()
@@ -21,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
@@ -50,7 +52,7 @@ func (c *Client) Close() error {
 // harmless: the cell answers success for the role and epoch it already has.
 func (c *Client) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
 	return c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
-		_, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch, RequestId: requestID})
+		_, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch, RequestId: ids.Fit(requestID)})
 		return err
 	})
 }
@@ -59,7 +61,7 @@ func (c *Client) SetOwner(ctx context.Context, cell, tenant string, epoch uint64
 // know the tenant (already deleted) is success.
 func (c *Client) DeleteTenant(ctx context.Context, cell, tenant, requestID string) error {
 	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
-		_, err := cl.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: requestID})
+		_, err := cl.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: ids.Fit(requestID)})
 		return err
 	})
 	if errors.Is(err, cperr.ErrTenantNotFound) {

@@ -3,6 +3,7 @@ package cellclient
 import (
 	"context"
 
+	"github.com/cellplane/cellplane/internal/ids"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
@@ -18,7 +19,7 @@ func (c *Client) SetTenant(ctx context.Context, cell, tenant string, role cellv1
 	var out *cellv1.TenantInfo
 	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
 		resp, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{
-			Tenant: tenant, Role: role, Epoch: epoch, SourceCell: sourceCell, Resume: resume, RequestId: requestID,
+			Tenant: tenant, Role: role, Epoch: epoch, SourceCell: sourceCell, Resume: resume, RequestId: ids.Fit(requestID),
 		})
 		if err != nil {
 			return err

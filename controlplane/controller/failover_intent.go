@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -203,6 +204,7 @@ func newFailoverID(ctx context.Context, st topo.Store, t *cpv1.Tenant, kind cpv1
 		if i > 1 {
 			id = fmt.Sprintf("%s-%d", base, i)
 		}
+		id = ids.Fit(id) // a long tenant id must not make an invalid failover id
 		_, err := st.Get(ctx, topo.FailoverKey(id))
 		if errors.Is(err, topo.ErrNotFound) {
 			return id, nil

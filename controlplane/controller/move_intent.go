@@ -16,6 +16,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -264,11 +265,12 @@ func activeMove(ctx context.Context, st topo.Store, tenant string) (*cpv1.Move, 
 	return nil, nil
 }
 
-// newMoveID is "<tenant>-<8 hex digits>": readable in listings, unique.
+// newMoveID is "<tenant>-<8 hex digits>": readable in listings, unique
+// (ids.Fit shortens it for a tenant id of more than 119 characters).
 func newMoveID(tenant string) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return tenant + "-" + hex.EncodeToString(b[:])
+	return ids.Fit(tenant + "-" + hex.EncodeToString(b[:]))
 }
 
 // MoveStateName is the short name of a move state (COPYING, DONE, ...).

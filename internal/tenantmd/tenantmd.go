@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -26,8 +26,8 @@ const (
 	ForwardedKey = "x-cellplane-forwarded"
 )
 
-// MaxTenantLen bounds tenant ids; the charset is validate.ValidID's.
-const MaxTenantLen = validate.DefaultMaxIDLen
+// MaxTenantLen bounds tenant ids; the rule is package ids'.
+const MaxTenantLen = ids.MaxLen
 
 // FromIncoming returns the tenant and epoch of an incoming call. The
 // tenant is required and must be a valid id; the epoch is optional. Both
@@ -44,13 +44,15 @@ func Parse(md metadata.MD) (tenant string, epoch uint64, err error) {
 	ts := md.Get(TenantKey)
 	switch {
 	case len(ts) == 0 || (len(ts) == 1 && ts[0] == ""):
-		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: "metadata is required; " + validate.IDRule(MaxTenantLen)})
+		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: "metadata is required; " + ids.Rule(MaxTenantLen)})
 	case len(ts) > 1:
 		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: "metadata must be given once"})
-	case !validate.ValidID(ts[0], MaxTenantLen):
-		vs = append(vs, cperr.FieldViolation{Field: TenantKey, Description: validate.IDRule(MaxTenantLen)})
 	default:
-		tenant = ts[0]
+		if v, bad := ids.Violation(TenantKey, ts[0], MaxTenantLen); bad {
+			vs = append(vs, v)
+		} else {
+			tenant = ts[0]
+		}
 	}
 	switch es := md.Get(EpochKey); {
 	case len(es) > 1:

@@ -20,6 +20,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -27,7 +28,6 @@ import (
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -18,6 +18,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -26,7 +27,6 @@ import (
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 // platform is the whole system in this process, as the replication, move

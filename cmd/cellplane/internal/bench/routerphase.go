@@ -15,12 +15,12 @@ import (
 	"github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
-	"github.com/cellplane/cellplane/router/auth"
 )
 
 // The bench cell's place in the control plane's keyspace.

@@ -11,12 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Mode selects which credentials the router accepts.
+// Mode selects which credentials an edge (the router, an MCP worker) accepts.
 type Mode string
 
 const (
@@ -123,7 +122,7 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Authenticator checks the credentials of router requests. It is safe for
+// Authenticator checks the credentials of requests at an edge. It is safe for
 // concurrent use; ReloadJWKS may run while requests are authenticated.
 type Authenticator struct {
 	cfg    Config
@@ -220,9 +219,6 @@ func unauthenticated(msg string) *cperr.Error {
 	return &cperr.Error{Reason: cperr.Unauthenticated, Message: msg}
 }
 
-// apiKeyPrefix starts every API key secret.
-const apiKeyPrefix = "cpk_"
-
 // Authenticate checks the value of the "authorization" metadata or header:
 // "Bearer <JWT>" or "Bearer cpk_..." (an API key). Failures are
 // UNAUTHENTICATED *cperr.Error values; an empty value is "missing
@@ -276,7 +272,7 @@ func (a *Authenticator) AuthenticateFor(ctx context.Context, authorization, audi
 
 // dummyHash is compared against when a key id is unknown, so that unknown
 // and wrong keys take the same time.
-var dummyHash = apikey.Hash("cpk_0000000000000000_dummy")
+var dummyHash = HashKey("cpk_0000000000000000_dummy")
 
 // AuthenticateAPIKey checks an API key secret, as sent in the x-api-key
 // header (or as a bearer token, through Authenticate). An empty secret is
@@ -292,7 +288,7 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if a.keys == nil {
 		return Identity{}, unauthenticated(msgAPIKeyDisabled)
 	}
-	id, ok := apikey.ID(secret)
+	id, ok := KeyID(secret)
 	if !ok {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
 	}
@@ -300,7 +296,7 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if !found {
 		hash = dummyHash
 	}
-	if !apikey.Verify(secret, hash) || !found || tenant == "" {
+	if !VerifyKey(secret, hash) || !found || tenant == "" {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
 	}
 	return Identity{Tenant: tenant, Subject: id, Method: MethodAPIKey, KeyID: id}, nil

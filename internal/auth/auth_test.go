@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	"github.com/golang-jwt/jwt/v5"
@@ -265,19 +264,19 @@ func TestTenantClaimConfigurable(t *testing.T) {
 
 func TestAPIKeys(t *testing.T) {
 	ctx := testutil.Context(t, time.Minute)
-	goodID, good, goodHash, err := apikey.New()
+	goodID, good, goodHash, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	revokedID, revoked, _, err := apikey.New()
+	revokedID, revoked, _, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, unknown, _, err := apikey.New()
+	_, unknown, _, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongID, _, wrongHash, err := apikey.New()
+	wrongID, _, wrongHash, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +612,7 @@ func FuzzAuthenticate(f *testing.F) {
 	k := newKeys(f)
 	path := filepath.Join(f.TempDir(), "jwks.json")
 	writeJWKS(f, path, rsaJWK("rsa-1", &k.rsa.PublicKey), ecJWK("ec-1", &k.ec.PublicKey))
-	id, secret, hash, err := apikey.New()
+	id, secret, hash, err := NewKey()
 	if err != nil {
 		f.Fatal(err)
 	}
