@@ -2,7 +2,7 @@
 // the topo store. Reads go straight to the store; admin writes (regions,
 // cells, API keys) are single-record compare-and-set transactions that any
 // replica may serve; tenant create and delete record a durable workflow
-// (controller.StartCreate / StartDelete) that the controller leader drives,
+// (intent.StartCreate / StartDelete) that the controller leader drives,
 // and the call waits for it to finish.
 //
 // Errors follow the error contract: handlers return *cperr.Error; store
@@ -26,7 +26,7 @@ import (
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/controlplane/apikey"
 	"github.com/cellplane/cellplane/controlplane/catalog"
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -335,12 +335,12 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if t.Limits == nil {
 		t.Limits = &cpv1.TenantLimits{}
 	}
-	if err := controller.StartCreate(ctx, s.st, t, req.GetCell()); err != nil {
+	if err := intent.StartCreate(ctx, s.st, t, req.GetCell()); err != nil {
 		return nil, err
 	}
 	wctx, cancel := s.waitContext(ctx)
 	defer cancel()
-	placed, err := controller.WaitCreate(wctx, s.st, t.GetId())
+	placed, err := intent.WaitCreate(wctx, s.st, t.GetId())
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, cperr.New(cperr.ControlPlaneUnavailable,
 			"tenant %s is recorded but not placed yet after %v (is a controller leader running?); 'cellctl tenant get %s' shows when it is", t.GetId(), s.cfg.WorkflowWait, t.GetId()).
@@ -440,12 +440,12 @@ func (s *Server) DeleteTenant(ctx context.Context, req *cpv1.DeleteTenantRequest
 	if err := s.checkID("id", req.GetId()); err != nil {
 		return nil, err
 	}
-	if err := controller.StartDelete(ctx, s.st, req.GetId()); err != nil {
+	if err := intent.StartDelete(ctx, s.st, req.GetId()); err != nil {
 		return nil, err
 	}
 	wctx, cancel := s.waitContext(ctx)
 	defer cancel()
-	err := controller.WaitDelete(wctx, s.st, req.GetId())
+	err := intent.WaitDelete(wctx, s.st, req.GetId())
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, cperr.New(cperr.ControlPlaneUnavailable,
 			"tenant %s is tombstoned but its data is not removed yet after %v (is a controller leader running? is its cell up?)", req.GetId(), s.cfg.WorkflowWait).
