@@ -137,9 +137,10 @@ func (s *Server) GetStatus(ctx context.Context, _ *cpv1.GetStatusRequest) (*cpv1
 	for _, ci := range cells {
 		out.Cells = append(out.Cells, ci.Status())
 	}
-	if kv, err := s.st.Leader(ctx, topo.ControllerElection); err == nil {
-		_ = catalog.Decode(kv, out.ControllerLeader)
-	} else if !errors.Is(err, topo.ErrNotFound) {
+	switch l, err := catalog.ControllerLeader(ctx, s.st); {
+	case err == nil:
+		out.ControllerLeader = l
+	case !errors.Is(err, topo.ErrNotFound) && !errors.Is(err, catalog.ErrCorrupt):
 		return nil, err
 	}
 	if _, err := catalog.Each(ctx, s.st, topo.WorkflowsPrefix, 0, func(kv topo.KV) error {
@@ -265,8 +266,7 @@ func (s *Server) setCellState(ctx context.Context, id string, to cpv1.CellState)
 		return nil, err
 	}
 	for {
-		c := &cpv1.Cell{}
-		v, err := catalog.Get(ctx, s.st, topo.CellKey(id), c)
+		c, v, err := catalog.GetCell(ctx, s.st, id)
 		if errors.Is(err, topo.ErrNotFound) {
 			return nil, cperr.New(cperr.CellNotFound, "cell %s does not exist", id)
 		}
@@ -497,17 +497,13 @@ func (s *Server) ListApiKeys(ctx context.Context, req *cpv1.ListApiKeysRequest) 
 	} else if err != nil {
 		return nil, err
 	}
-	out := &cpv1.ListApiKeysResponse{}
-	_, err := catalog.Each(ctx, s.st, topo.TenantKeysPrefix(req.GetTenant()), 0, func(kv topo.KV) error {
-		k := &cpv1.ApiKey{}
-		if err := catalog.Decode(kv, k); err != nil {
-			return err
-		}
-		out.Keys = append(out.Keys, public(k))
-		return nil
-	})
+	keys, _, err := catalog.ListAPIKeys(ctx, s.st, req.GetTenant())
 	if err != nil {
 		return nil, err
+	}
+	out := &cpv1.ListApiKeysResponse{}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, public(k.Value))
 	}
 	return out, nil
 }
@@ -519,8 +515,7 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *cpv1.RevokeApiKeyRequest
 	}
 	key := topo.APIKeyKey(req.GetTenant(), req.GetId())
 	for {
-		k := &cpv1.ApiKey{}
-		v, err := catalog.Get(ctx, s.st, key, k)
+		k, v, err := catalog.GetAPIKey(ctx, s.st, req.GetTenant(), req.GetId())
 		if errors.Is(err, topo.ErrNotFound) {
 			return nil, cperr.New(cperr.APIKeyNotFound, "tenant %s has no API key %s", req.GetTenant(), req.GetId())
 		}
