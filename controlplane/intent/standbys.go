@@ -23,7 +23,10 @@ const clearStandbyOp = "standby-clear."
 // operation is removing, if that is its operation.
 func ClearingStandby(t *cpv1.Tenant) (string, bool) {
 	cell, ok := strings.CutPrefix(t.GetOperationId(), clearStandbyOp)
-	return cell, ok && cell != ""
+	if !ok || cell == "" {
+		return "", false
+	}
+	return cell, true
 }
 
 // ChooseStandby picks the standby cell for a tenant owned by cell owner:
