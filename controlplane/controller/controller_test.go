@@ -153,6 +153,32 @@ func load(t *testing.T, st topo.Store, cell string) uint64 {
 	return l.GetTenants()
 }
 
+// A controller without the client that calls cells would drive nothing
+// that needs them: it is refused at construction.
+func TestNewRequiresStoreAndCells(t *testing.T) {
+	st := memtopo.New()
+	t.Cleanup(func() { _ = st.Close() })
+	cfg := controller.DefaultConfig()
+	cfg.ID = "c1"
+	tests := []struct {
+		name  string
+		st    topo.Store
+		cells controller.Cells
+		ok    bool
+	}{
+		{"both", st, newFakeCells(), true},
+		{"no cells", st, nil, false},
+		{"no store", nil, newFakeCells(), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := controller.New(tc.st, tc.cells, cfg); (err == nil) != tc.ok {
+				t.Fatalf("New: %v, want ok=%t", err, tc.ok)
+			}
+		})
+	}
+}
+
 func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	st := memtopo.New()
 	defer st.Close()
