@@ -229,13 +229,11 @@ func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	body := map[string]any{"replica": s.cfg.ID, "leader": s.IsLeader()}
-	kv, err := s.st.Leader(ctx, topo.ControllerElection)
+	l, err := catalog.ControllerLeader(ctx, s.st)
 	switch {
 	case err == nil:
-		l := &cpv1.ControllerLeader{}
-		if catalog.Decode(kv, l) == nil {
-			body["controller_leader"] = l.GetId()
-		}
+		body["controller_leader"] = l.GetId()
+	case errors.Is(err, catalog.ErrCorrupt):
 	case errors.Is(err, topo.ErrNotFound):
 		body["controller_leader"] = ""
 	default:

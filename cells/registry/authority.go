@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
@@ -498,41 +499,36 @@ type storedFence struct {
 // one revision.
 func readCell(ctx context.Context, st topo.Store, cell string) (cellState, error) {
 	var cs cellState
-	opts := topo.ListOptions{}
-	for {
-		page, err := st.List(ctx, topo.CellKey(cell), opts)
-		if err != nil {
-			return cellState{}, fmt.Errorf("list %s: %w", topo.CellKey(cell), err)
+	_, err := catalog.Each(ctx, st, topo.CellKey(cell), 0, func(kv topo.KV) error {
+		e, derr := catalog.DecodeKV(kv)
+		if e.Key.ID != cell {
+			return nil // cells/<cell>x/...
 		}
-		for _, kv := range page.KVs {
-			pk := topo.ParseKey(kv.Key)
-			if pk.ID != cell {
-				continue // cells/<cell>x/...
+		switch e.Key.Kind {
+		case topo.KindCell:
+			cs.cellVersion = kv.Version // only its version matters
+		case topo.KindCellAuthority:
+			cs.authorityVersion = kv.Version
+			if derr == nil {
+				cs.authority = e.Value.(*cpv1.CellAuthority)
 			}
-			switch pk.Kind {
-			case topo.KindCell:
-				cs.cellVersion = kv.Version
-			case topo.KindCellAuthority:
-				cs.authorityVersion = kv.Version
-				var cur cpv1.CellAuthority
-				if proto.Unmarshal(kv.Value, &cur) == nil {
-					cs.authority = &cur
-				}
-			case topo.KindCellFence:
-				var f cpv1.CellFence
-				if err := proto.Unmarshal(kv.Value, &f); err != nil {
-					return cellState{}, fmt.Errorf("decode %s: %w", kv.Key, err)
-				}
-				if f.GetTenant() == "" {
-					f.Tenant = pk.Sub
-				}
-				cs.fences = append(cs.fences, storedFence{key: kv.Key, version: kv.Version, fence: &f})
+		case topo.KindCellFence:
+			if derr != nil {
+				return derr
 			}
+			f := e.Value.(*cpv1.CellFence)
+			if f.GetTenant() == "" {
+				f.Tenant = e.Key.Sub
+			}
+			cs.fences = append(cs.fences, storedFence{key: kv.Key, version: kv.Version, fence: f})
 		}
-		if !page.More || len(page.KVs) == 0 {
-			return cs, nil
-		}
-		opts.After = page.KVs[len(page.KVs)-1].Key
-		opts.Revision = page.Revision
+		return nil
+	})
+	switch {
+	case errors.Is(err, catalog.ErrCorrupt):
+		return cellState{}, err
+	case err != nil:
+		return cellState{}, fmt.Errorf("list %s: %w", topo.CellKey(cell), err)
 	}
+	return cs, nil
 }

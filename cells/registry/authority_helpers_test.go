@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/cells/registry"
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -96,7 +97,7 @@ func getAuthority(ctx context.Context, st topo.Store) (*cpv1.CellAuthority, topo
 		return nil, kv, err
 	}
 	var a cpv1.CellAuthority
-	if err := proto.Unmarshal(kv.Value, &a); err != nil {
+	if err := catalog.Decode(kv, &a); err != nil {
 		return nil, kv, err
 	}
 	return &a, kv, nil
@@ -138,7 +139,7 @@ func getFence(ctx context.Context, st topo.Store, tenant string) (*cpv1.CellFenc
 		return nil, err
 	}
 	var f cpv1.CellFence
-	if err := proto.Unmarshal(kv.Value, &f); err != nil {
+	if err := catalog.Decode(kv, &f); err != nil {
 		return nil, err
 	}
 	return &f, nil

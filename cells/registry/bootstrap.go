@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/logging"
@@ -106,22 +107,20 @@ type bootstrapWaiter struct {
 // exists; wait=true when nothing can be done until something changes.
 func (w *bootstrapWaiter) step(ctx context.Context) (members []*cpv1.Node, wait bool, err error) {
 	bkey := topo.CellBootstrapKey(w.cell)
-	kv, err := w.st.Get(ctx, bkey)
+	boot, _, err := catalog.GetCellBootstrap(ctx, w.st, w.cell)
 	switch {
+	case errors.Is(err, catalog.ErrCorrupt):
+		return nil, false, fmt.Errorf("decode %s: %w", bkey, err)
 	case err == nil:
-		var b cpv1.CellBootstrap
-		if err := proto.Unmarshal(kv.Value, &b); err != nil {
-			return nil, false, fmt.Errorf("decode %s: %w", bkey, err)
-		}
-		if len(b.GetMembers()) == 0 {
+		if len(boot.GetMembers()) == 0 {
 			return nil, false, fmt.Errorf("%s lists no members", bkey)
 		}
-		return b.GetMembers(), false, nil
+		return boot.GetMembers(), false, nil
 	case !errors.Is(err, topo.ErrNotFound):
 		return nil, false, fmt.Errorf("get %s: %w", bkey, err)
 	}
 
-	ckv, err := w.st.Get(ctx, topo.CellKey(w.cell))
+	c, _, err := catalog.GetCell(ctx, w.st, w.cell)
 	if errors.Is(err, topo.ErrNotFound) {
 		if !w.loggedNoCell {
 			w.log.Info(fmt.Sprintf("waiting for cell %s to be created in the control plane", w.cell))
@@ -129,12 +128,11 @@ func (w *bootstrapWaiter) step(ctx context.Context) (members []*cpv1.Node, wait 
 		}
 		return nil, true, nil
 	}
+	if errors.Is(err, catalog.ErrCorrupt) {
+		return nil, false, fmt.Errorf("decode %s: %w", topo.CellKey(w.cell), err)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("get %s: %w", topo.CellKey(w.cell), err)
-	}
-	var c cpv1.Cell
-	if err := proto.Unmarshal(ckv.Value, &c); err != nil {
-		return nil, false, fmt.Errorf("decode %s: %w", topo.CellKey(w.cell), err)
 	}
 	expected := int(c.GetExpectedMembers())
 	if expected == 0 {
@@ -182,29 +180,20 @@ type RegisteredNode struct {
 // registered under cells/<cell>/nodes/, oldest registration first (by
 // creation revision, then id). Records that do not decode are skipped.
 func RegisteredMembers(ctx context.Context, st topo.Store, cell string) ([]RegisteredNode, error) {
-	prefix := topo.CellNodesPrefix(cell)
+	recs, _, err := catalog.ListNodes(ctx, st, cell)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", topo.CellNodesPrefix(cell), err)
+	}
 	var out []RegisteredNode
-	opts := topo.ListOptions{}
-	for {
-		page, err := st.List(ctx, prefix, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", prefix, err)
+	for _, rec := range recs {
+		n := rec.Value
+		if n.GetId() == "" {
+			continue
 		}
-		for _, kv := range page.KVs {
-			var n cpv1.Node
-			if proto.Unmarshal(kv.Value, &n) != nil || n.GetId() == "" {
-				continue
-			}
-			if r := n.GetRole(); r != cpv1.NodeRole_NODE_ROLE_MEMBER && r != cpv1.NodeRole_NODE_ROLE_UNSPECIFIED {
-				continue
-			}
-			out = append(out, RegisteredNode{Node: &n, Created: kv.Created})
+		if r := n.GetRole(); r != cpv1.NodeRole_NODE_ROLE_MEMBER && r != cpv1.NodeRole_NODE_ROLE_UNSPECIFIED {
+			continue
 		}
-		if !page.More || len(page.KVs) == 0 {
-			break
-		}
-		opts.After = page.KVs[len(page.KVs)-1].Key
-		opts.Revision = page.Revision
+		out = append(out, RegisteredNode{Node: n, Created: rec.Created})
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Created != out[j].Created {

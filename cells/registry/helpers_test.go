@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/cells/registry"
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -82,7 +83,7 @@ func getNode(ctx context.Context, st topo.Store, id string) (*cpv1.Node, topo.KV
 		return nil, kv, err
 	}
 	var n cpv1.Node
-	if err := proto.Unmarshal(kv.Value, &n); err != nil {
+	if err := catalog.Decode(kv, &n); err != nil {
 		return nil, kv, err
 	}
 	return &n, kv, nil
@@ -95,7 +96,7 @@ func getLeader(ctx context.Context, st topo.Store) (*cpv1.CellLeader, topo.KV, e
 		return nil, kv, err
 	}
 	var l cpv1.CellLeader
-	if err := proto.Unmarshal(kv.Value, &l); err != nil {
+	if err := catalog.Decode(kv, &l); err != nil {
 		return nil, kv, err
 	}
 	return &l, kv, nil

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/ids"
@@ -293,19 +294,19 @@ func (r *Registrar) publish(ctx context.Context, term uint64, lease topo.LeaseID
 	defer cancel()
 	key := topo.CellLeaderKey(r.cfg.Cell)
 	cond := topo.IfAbsent(key)
-	kv, err := r.st.Get(ctx, key)
+	cur, err := catalog.GetCellLeader(ctx, r.st, r.cfg.Cell)
 	switch {
 	case errors.Is(err, topo.ErrNotFound):
+	case errors.Is(err, catalog.ErrCorrupt):
+		r.log.Warn("cell leader key is not a CellLeader; overwriting it", "err", err)
+		cond = topo.IfVersion(key, cur.Version)
 	case err != nil:
 		return err
 	default:
-		var cur cpv1.CellLeader
-		if err := proto.Unmarshal(kv.Value, &cur); err != nil {
-			r.log.Warn("cell leader key is not a CellLeader; overwriting it", "err", err)
-		} else if cur.GetNodeId() != r.cfg.Node.GetId() && cur.GetTerm() >= term {
-			return fmt.Errorf("%w (%s at term %d, ours %d)", errNotOurs, cur.GetNodeId(), cur.GetTerm(), term)
+		if l := cur.Value; l.GetNodeId() != r.cfg.Node.GetId() && l.GetTerm() >= term {
+			return fmt.Errorf("%w (%s at term %d, ours %d)", errNotOurs, l.GetNodeId(), l.GetTerm(), term)
 		}
-		cond = topo.IfVersion(key, kv.Version)
+		cond = topo.IfVersion(key, cur.Version)
 	}
 	b, err := proto.Marshal(&cpv1.CellLeader{
 		NodeId:   r.cfg.Node.GetId(),
@@ -330,18 +331,16 @@ func (r *Registrar) unpublish(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
 	defer cancel()
 	key := topo.CellLeaderKey(r.cfg.Cell)
-	kv, err := r.st.Get(ctx, key)
-	if errors.Is(err, topo.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	cur, err := catalog.GetCellLeader(ctx, r.st, r.cfg.Cell)
+	switch {
+	case errors.Is(err, topo.ErrNotFound), errors.Is(err, catalog.ErrCorrupt):
+		return nil // gone, or not a leader record of ours
+	case err != nil:
 		return err
-	}
-	var cur cpv1.CellLeader
-	if proto.Unmarshal(kv.Value, &cur) != nil || cur.GetNodeId() != r.cfg.Node.GetId() || kv.Lease != r.pub.lease {
+	case cur.Value.GetNodeId() != r.cfg.Node.GetId() || cur.Lease != r.pub.lease:
 		return nil // someone else's by now
 	}
-	err = r.st.Delete(ctx, key, kv.Version)
+	err = r.st.Delete(ctx, key, cur.Version)
 	if errors.Is(err, topo.ErrNotFound) || errors.Is(err, topo.ErrVersionMismatch) {
 		return nil // gone or replaced meanwhile
 	}

@@ -2,7 +2,7 @@
 // the topo store. Reads go straight to the store; admin writes (regions,
 // cells, API keys) are single-record compare-and-set transactions that any
 // replica may serve; tenant create and delete record a durable workflow
-// (controller.StartCreate / StartDelete) that the controller leader drives,
+// (intent.StartCreate / StartDelete) that the controller leader drives,
 // and the call waits for it to finish.
 //
 // Errors follow the error contract: handlers return *cperr.Error; store
@@ -24,7 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/auth"
@@ -131,9 +131,10 @@ func (s *Server) GetStatus(ctx context.Context, _ *cpv1.GetStatusRequest) (*cpv1
 	for _, ci := range cells {
 		out.Cells = append(out.Cells, ci.Status())
 	}
-	if kv, err := s.st.Leader(ctx, topo.ControllerElection); err == nil {
-		_ = catalog.Decode(kv, out.ControllerLeader)
-	} else if !errors.Is(err, topo.ErrNotFound) {
+	switch l, err := catalog.ControllerLeader(ctx, s.st); {
+	case err == nil:
+		out.ControllerLeader = l
+	case !errors.Is(err, topo.ErrNotFound) && !errors.Is(err, catalog.ErrCorrupt):
 		return nil, err
 	}
 	if _, err := catalog.Each(ctx, s.st, topo.WorkflowsPrefix, 0, func(kv topo.KV) error {
@@ -259,8 +260,7 @@ func (s *Server) setCellState(ctx context.Context, id string, to cpv1.CellState)
 		return nil, err
 	}
 	for {
-		c := &cpv1.Cell{}
-		v, err := catalog.Get(ctx, s.st, topo.CellKey(id), c)
+		c, v, err := catalog.GetCell(ctx, s.st, id)
 		if errors.Is(err, topo.ErrNotFound) {
 			return nil, cperr.New(cperr.CellNotFound, "cell %s does not exist", id)
 		}
@@ -329,12 +329,12 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if t.Limits == nil {
 		t.Limits = &cpv1.TenantLimits{}
 	}
-	if err := controller.StartCreate(ctx, s.st, t, req.GetCell()); err != nil {
+	if err := intent.StartCreate(ctx, s.st, t, req.GetCell()); err != nil {
 		return nil, err
 	}
 	wctx, cancel := s.waitContext(ctx)
 	defer cancel()
-	placed, err := controller.WaitCreate(wctx, s.st, t.GetId())
+	placed, err := intent.WaitCreate(wctx, s.st, t.GetId())
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, cperr.New(cperr.ControlPlaneUnavailable,
 			"tenant %s is recorded but not placed yet after %v (is a controller leader running?); 'cellctl tenant get %s' shows when it is", t.GetId(), s.cfg.WorkflowWait, t.GetId()).
@@ -434,12 +434,12 @@ func (s *Server) DeleteTenant(ctx context.Context, req *cpv1.DeleteTenantRequest
 	if err := s.checkID("id", req.GetId()); err != nil {
 		return nil, err
 	}
-	if err := controller.StartDelete(ctx, s.st, req.GetId()); err != nil {
+	if err := intent.StartDelete(ctx, s.st, req.GetId()); err != nil {
 		return nil, err
 	}
 	wctx, cancel := s.waitContext(ctx)
 	defer cancel()
-	err := controller.WaitDelete(wctx, s.st, req.GetId())
+	err := intent.WaitDelete(wctx, s.st, req.GetId())
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, cperr.New(cperr.ControlPlaneUnavailable,
 			"tenant %s is tombstoned but its data is not removed yet after %v (is a controller leader running? is its cell up?)", req.GetId(), s.cfg.WorkflowWait).
@@ -491,17 +491,13 @@ func (s *Server) ListApiKeys(ctx context.Context, req *cpv1.ListApiKeysRequest) 
 	} else if err != nil {
 		return nil, err
 	}
-	out := &cpv1.ListApiKeysResponse{}
-	_, err := catalog.Each(ctx, s.st, topo.TenantKeysPrefix(req.GetTenant()), 0, func(kv topo.KV) error {
-		k := &cpv1.ApiKey{}
-		if err := catalog.Decode(kv, k); err != nil {
-			return err
-		}
-		out.Keys = append(out.Keys, public(k))
-		return nil
-	})
+	keys, _, err := catalog.ListAPIKeys(ctx, s.st, req.GetTenant())
 	if err != nil {
 		return nil, err
+	}
+	out := &cpv1.ListApiKeysResponse{}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, public(k.Value))
 	}
 	return out, nil
 }
@@ -513,8 +509,7 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *cpv1.RevokeApiKeyRequest
 	}
 	key := topo.APIKeyKey(req.GetTenant(), req.GetId())
 	for {
-		k := &cpv1.ApiKey{}
-		v, err := catalog.Get(ctx, s.st, key, k)
+		k, v, err := catalog.GetAPIKey(ctx, s.st, req.GetTenant(), req.GetId())
 		if errors.Is(err, topo.ErrNotFound) {
 			return nil, cperr.New(cperr.APIKeyNotFound, "tenant %s has no API key %s", req.GetTenant(), req.GetId())
 		}

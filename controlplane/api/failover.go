@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -36,14 +36,14 @@ func (s *Server) Failover(ctx context.Context, req *cpv1.FailoverRequest) (*cpv1
 	default:
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "tenant", Description: "a tenant or a cell is required"})
 	}
-	fos, err := controller.StartFailover(ctx, s.st, controller.FailoverRequest{
+	fos, err := intent.StartFailover(ctx, s.st, intent.FailoverRequest{
 		Tenant: req.GetTenant(), Cell: req.GetCell(), Kind: req.GetKind(), Trigger: "operator",
 	})
 	if err != nil {
 		return nil, err
 	}
 	for _, fo := range fos {
-		s.log.Warn("failover started", "failover", fo.GetId(), "kind", controller.FailoverKindName(fo.GetKind()),
+		s.log.Warn("failover started", "failover", fo.GetId(), "kind", intent.FailoverKindName(fo.GetKind()),
 			"tenant", fo.GetTenant(), "cell", fo.GetFromCell(), "standby", fo.GetToCell(), "epoch", fo.GetOldEpoch())
 	}
 	if req.GetTenant() == "" {
@@ -51,11 +51,11 @@ func (s *Server) Failover(ctx context.Context, req *cpv1.FailoverRequest) (*cpv1
 		// NO_STANDBY is in its record).
 		return &cpv1.FailoverResponse{Failovers: fos}, nil
 	}
-	fos, err = controller.WaitFailoverAck(ctx, s.st, fos, min(failoverAckWait, s.cfg.WorkflowWait))
+	fos, err = intent.WaitFailoverAck(ctx, s.st, fos, min(failoverAckWait, s.cfg.WorkflowWait))
 	if err != nil {
 		return nil, err
 	}
-	if ferr := controller.FailoverError(fos[0]); ferr != nil {
+	if ferr := intent.FailoverError(fos[0]); ferr != nil {
 		return nil, ferr
 	}
 	return &cpv1.FailoverResponse{Failovers: fos}, nil
@@ -66,7 +66,7 @@ func (s *Server) GetFailover(ctx context.Context, req *cpv1.GetFailoverRequest) 
 	if err := s.checkID("id", req.GetId()); err != nil {
 		return nil, err
 	}
-	fo, _, err := controller.GetFailover(ctx, s.st, req.GetId())
+	fo, _, err := intent.GetFailover(ctx, s.st, req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func (s *Server) ListFailovers(ctx context.Context, req *cpv1.ListFailoversReque
 			}
 		}
 	}
-	fos, err := controller.ListFailovers(ctx, s.st, controller.FailoverFilter{Tenant: req.GetTenant(), Cell: req.GetCell()})
+	fos, err := intent.ListFailovers(ctx, s.st, intent.FailoverFilter{Tenant: req.GetTenant(), Cell: req.GetCell()})
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,7 @@ package api
 import (
 	"context"
 
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -22,7 +22,7 @@ func (s *Server) StartMove(ctx context.Context, req *cpv1.StartMoveRequest) (*cp
 	if err := s.checkID("target_cell", req.GetTargetCell()); err != nil {
 		return nil, err
 	}
-	mv, plan, err := controller.StartMove(ctx, s.st, controller.MoveRequest{Tenant: req.GetTenant(), Target: req.GetTargetCell(), DryRun: req.GetDryRun()})
+	mv, plan, err := intent.StartMove(ctx, s.st, intent.MoveRequest{Tenant: req.GetTenant(), Target: req.GetTargetCell(), DryRun: req.GetDryRun()})
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func (s *Server) GetMove(ctx context.Context, req *cpv1.GetMoveRequest) (*cpv1.G
 	if err := checkMoveID(req.GetId()); err != nil {
 		return nil, err
 	}
-	mv, _, err := controller.GetMove(ctx, s.st, req.GetId())
+	mv, _, err := intent.GetMove(ctx, s.st, req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +54,7 @@ func (s *Server) ListMoves(ctx context.Context, req *cpv1.ListMovesRequest) (*cp
 			}
 		}
 	}
-	moves, err := controller.ListMoves(ctx, s.st, controller.MoveFilter{Tenant: req.GetTenant(), Cell: req.GetCell(), All: req.GetAll()})
+	moves, err := intent.ListMoves(ctx, s.st, intent.MoveFilter{Tenant: req.GetTenant(), Cell: req.GetCell(), All: req.GetAll()})
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func (s *Server) CancelMove(ctx context.Context, req *cpv1.CancelMoveRequest) (*
 	if err := checkMoveID(req.GetId()); err != nil {
 		return nil, err
 	}
-	mv, err := controller.CancelMove(ctx, s.st, req.GetId())
+	mv, err := intent.CancelMove(ctx, s.st, req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (s *Server) DrainCell(ctx context.Context, req *cpv1.DrainCellRequest) (*cp
 	if req.GetConcurrency() > maxDrainConcurrency {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "concurrency", Description: "at most 1000"})
 	}
-	p, err := controller.StartDrain(ctx, s.st, req.GetCell(), req.GetConcurrency())
+	p, err := intent.StartDrain(ctx, s.st, req.GetCell(), req.GetConcurrency())
 	if err != nil {
 		return nil, err
 	}

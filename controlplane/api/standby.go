@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -44,7 +44,7 @@ func (s *Server) SetStandby(ctx context.Context, req *cpv1.SetStandbyRequest) (*
 			return nil, err
 		}
 	}
-	t, err := controller.SetStandby(ctx, s.st, req.GetTenant(), req.GetRegion(), req.GetCell())
+	t, err := intent.SetStandby(ctx, s.st, req.GetTenant(), req.GetRegion(), req.GetCell())
 	if err != nil {
 		return nil, err
 	}
@@ -58,13 +58,13 @@ func (s *Server) ClearStandby(ctx context.Context, req *cpv1.ClearStandbyRequest
 	if err := s.checkID("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	cell, err := controller.StartClearStandby(ctx, s.st, req.GetTenant())
+	cell, err := intent.StartClearStandby(ctx, s.st, req.GetTenant())
 	if err != nil {
 		return nil, err
 	}
 	wctx, cancel := s.waitContext(ctx)
 	defer cancel()
-	t, err := controller.WaitStandbyCleared(wctx, s.st, req.GetTenant(), cell)
+	t, err := intent.WaitStandbyCleared(wctx, s.st, req.GetTenant(), cell)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, cperr.New(cperr.ControlPlaneUnavailable,
 			"the standby %s of tenant %s is being cleared but is not yet after %v (is a controller leader running? is the cell up?)", cell, req.GetTenant(), s.cfg.WorkflowWait).
@@ -127,5 +127,5 @@ func (s *Server) standbyForCreate(ctx context.Context, req *cpv1.CreateTenantReq
 	} else if err != nil {
 		return "", err
 	}
-	return controller.ChooseStandby(ctx, s.st, "", region, "")
+	return intent.ChooseStandby(ctx, s.st, "", region, "")
 }

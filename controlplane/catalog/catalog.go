@@ -1,17 +1,9 @@
-// Package catalog reads and writes the control plane's records in the topo
-// store as typed protobufs: the one place that knows which message lives at
-// which key (topo/keys.go) and how a cell's registry entries assemble into
-// a cell's live status and health. The controller and the API both use it.
-//
-//	cells, err := catalog.Cells(ctx, st)       // every cell with load, leader, nodes
-//	t, v, err := catalog.GetTenant(ctx, st, "acme")
 package catalog
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -24,6 +16,26 @@ import (
 // ErrCorrupt is returned (wrapped) when a stored value does not decode.
 var ErrCorrupt = errors.New("catalog: corrupt record")
 
+// Record is a decoded record with the metadata of the key it was read
+// from.
+type Record[T proto.Message] struct {
+	Value T
+	// Key is the record's key, relative to the store's prefix; Parsed is
+	// that key split into its kind and ids.
+	Key    string
+	Parsed topo.ParsedKey
+	// Version is the revision of the record's last write (the condition
+	// for writing it back), Created the one that created it.
+	Version topo.Version
+	Created topo.Version
+	// Lease is the lease the record is bound to (0: none).
+	Lease topo.LeaseID
+}
+
+func recordOf[T proto.Message](kv topo.KV, v T) Record[T] {
+	return Record[T]{Value: v, Key: kv.Key, Parsed: topo.ParseKey(kv.Key), Version: kv.Version, Created: kv.Created, Lease: kv.Lease}
+}
+
 // Get reads key into msg and returns its version (topo.ErrNotFound when
 // absent).
 func Get(ctx context.Context, st topo.Store, key string, msg proto.Message) (topo.Version, error) {
@@ -35,6 +47,18 @@ func Get(ctx context.Context, st topo.Store, key string, msg proto.Message) (top
 		return 0, err
 	}
 	return kv.Version, nil
+}
+
+// GetRecord reads the record at key (topo.ErrNotFound when absent). When
+// the value does not decode (ErrCorrupt) the record's metadata is still
+// filled in, so that the caller can overwrite or delete it conditionally.
+func GetRecord[T proto.Message](ctx context.Context, st topo.Store, key string, newT func() T) (Record[T], error) {
+	kv, err := st.Get(ctx, key)
+	if err != nil {
+		return Record[T]{}, err
+	}
+	rec := recordOf(kv, newT())
+	return rec, Decode(kv, rec.Value)
 }
 
 // Decode unmarshals a KV's value into msg.
@@ -54,20 +78,6 @@ func Encode(msg proto.Message) []byte {
 		panic(fmt.Sprintf("catalog: marshal %T: %v", msg, err))
 	}
 	return b
-}
-
-// GetTenant reads tenants/<id>.
-func GetTenant(ctx context.Context, st topo.Store, id string) (*cpv1.Tenant, topo.Version, error) {
-	t := &cpv1.Tenant{}
-	v, err := Get(ctx, st, topo.TenantKey(id), t)
-	return t, v, err
-}
-
-// GetWorkflow reads workflows/<id>.
-func GetWorkflow(ctx context.Context, st topo.Store, id string) (*cpv1.Workflow, topo.Version, error) {
-	w := &cpv1.Workflow{}
-	v, err := Get(ctx, st, topo.WorkflowKey(id), w)
-	return w, v, err
 }
 
 // Each calls fn for every key under prefix, page by page, all pages read
@@ -93,158 +103,110 @@ func Each(ctx context.Context, st topo.Store, prefix string, pageSize int, fn fu
 	}
 }
 
-// Regions lists every region, by name.
-func Regions(ctx context.Context, st topo.Store) ([]*cpv1.Region, error) {
-	var out []*cpv1.Region
-	_, err := Each(ctx, st, topo.RegionsPrefix, 0, func(kv topo.KV) error {
-		if topo.ParseKey(kv.Key).Kind != topo.KindRegion {
+// ListRecords decodes every record of kind under prefix (keys of other
+// kinds that share the prefix are skipped), at one revision, in key order.
+// A record that does not decode fails the listing (ErrCorrupt). The
+// revision is the one read: watch from it + 1 to follow later changes.
+func ListRecords[T proto.Message](ctx context.Context, st topo.Store, prefix string, kind topo.KeyKind, newT func() T) ([]Record[T], topo.Revision, error) {
+	return listRecords(ctx, st, prefix, kind, newT, false)
+}
+
+// ListDecodable is ListRecords for readers that must not stop on one bad
+// record: records that do not decode are left out.
+func ListDecodable[T proto.Message](ctx context.Context, st topo.Store, prefix string, kind topo.KeyKind, newT func() T) ([]Record[T], topo.Revision, error) {
+	return listRecords(ctx, st, prefix, kind, newT, true)
+}
+
+// List decodes every record of kind under prefix, at one revision.
+//
+//	moves, rev, err := catalog.List(ctx, st, topo.MovesPrefix, topo.KindMove, func() *cpv1.Move { return new(cpv1.Move) })
+func List[T proto.Message](ctx context.Context, st topo.Store, prefix string, kind topo.KeyKind, newT func() T) ([]T, topo.Revision, error) {
+	recs, rev, err := ListRecords(ctx, st, prefix, kind, newT)
+	if err != nil {
+		return nil, 0, err
+	}
+	return Values(recs), rev, nil
+}
+
+// Values drops the metadata of records.
+func Values[T proto.Message](recs []Record[T]) []T {
+	out := make([]T, len(recs))
+	for i, r := range recs {
+		out[i] = r.Value
+	}
+	return out
+}
+
+func listRecords[T proto.Message](ctx context.Context, st topo.Store, prefix string, kind topo.KeyKind, newT func() T, skipCorrupt bool) ([]Record[T], topo.Revision, error) {
+	var out []Record[T]
+	rev, err := Each(ctx, st, prefix, 0, func(kv topo.KV) error {
+		rec := recordOf(kv, newT())
+		if rec.Parsed.Kind != kind {
 			return nil
 		}
-		r := &cpv1.Region{}
-		if err := Decode(kv, r); err != nil {
+		if err := Decode(kv, rec.Value); err != nil {
+			if skipCorrupt {
+				return nil
+			}
 			return err
 		}
-		out = append(out, r)
-		return nil
-	})
-	return out, err
-}
-
-// CellInfo is a cell with everything the registry holds about it.
-type CellInfo struct {
-	Cell        *cpv1.Cell
-	CellVersion topo.Version
-	Load        *cpv1.CellLoad
-	LoadVersion topo.Version // 0: no load record yet
-	Leader      *cpv1.CellLeader
-	Nodes       []*cpv1.Node
-}
-
-// Status returns the API view of the cell, with derived health.
-func (ci *CellInfo) Status() *cpv1.CellStatus {
-	return &cpv1.CellStatus{Cell: ci.Cell, Health: Health(ci), Leader: ci.Leader, Nodes: ci.Nodes, Load: ci.Load}
-}
-
-// Health derives a cell's health from the registry: a published leader and
-// every expected member alive is HEALTHY; a leader and a quorum DEGRADED;
-// no leader or no quorum UNAVAILABLE; nothing registered yet NOT_STARTED.
-func Health(ci *CellInfo) cpv1.CellHealth {
-	members := 0
-	for _, n := range ci.Nodes {
-		if n.GetRole() == cpv1.NodeRole_NODE_ROLE_MEMBER {
-			members++
-		}
-	}
-	expected := int(ci.Cell.GetExpectedMembers())
-	if expected == 0 {
-		expected = 3
-	}
-	switch {
-	case members == 0 && ci.Leader == nil:
-		return cpv1.CellHealth_CELL_HEALTH_NOT_STARTED
-	case ci.Leader == nil || members < expected/2+1:
-		return cpv1.CellHealth_CELL_HEALTH_UNAVAILABLE
-	case members < expected:
-		return cpv1.CellHealth_CELL_HEALTH_DEGRADED
-	default:
-		return cpv1.CellHealth_CELL_HEALTH_HEALTHY
-	}
-}
-
-// Cells lists every cell with its load, leader and live nodes, by id.
-func Cells(ctx context.Context, st topo.Store) ([]*CellInfo, error) {
-	byID := map[string]*CellInfo{}
-	get := func(id string) *CellInfo {
-		ci := byID[id]
-		if ci == nil {
-			ci = &CellInfo{Load: &cpv1.CellLoad{}}
-			byID[id] = ci
-		}
-		return ci
-	}
-	_, err := Each(ctx, st, topo.CellsPrefix, 0, func(kv topo.KV) error {
-		pk := topo.ParseKey(kv.Key)
-		switch pk.Kind {
-		case topo.KindCell:
-			ci := get(pk.ID)
-			ci.Cell = &cpv1.Cell{}
-			ci.CellVersion = kv.Version
-			return Decode(kv, ci.Cell)
-		case topo.KindCellLoad:
-			ci := get(pk.ID)
-			ci.LoadVersion = kv.Version
-			return Decode(kv, ci.Load)
-		case topo.KindCellLeader:
-			l := &cpv1.CellLeader{}
-			if err := Decode(kv, l); err != nil {
-				return err
-			}
-			get(pk.ID).Leader = l
-		case topo.KindCellNode:
-			n := &cpv1.Node{}
-			if err := Decode(kv, n); err != nil {
-				return err
-			}
-			ci := get(pk.ID)
-			ci.Nodes = append(ci.Nodes, n)
-		}
+		out = append(out, rec)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := make([]*CellInfo, 0, len(byID))
-	for _, ci := range byID {
-		if ci.Cell != nil { // registry entries of a deleted cell are not a cell
-			out = append(out, ci)
-		}
-	}
-	slices.SortFunc(out, func(a, b *CellInfo) int {
-		switch {
-		case a.Cell.GetId() < b.Cell.GetId():
-			return -1
-		case a.Cell.GetId() > b.Cell.GetId():
-			return 1
-		}
-		return 0
-	})
-	return out, nil
+	return out, rev, nil
 }
 
-// Cell reads one cell with its registry entries; CELL_NOT_FOUND if absent.
-func Cell(ctx context.Context, st topo.Store, id string) (*CellInfo, error) {
-	ci := &CellInfo{Cell: &cpv1.Cell{}, Load: &cpv1.CellLoad{}}
-	_, err := Each(ctx, st, topo.CellKey(id), 0, func(kv topo.KV) error {
-		pk := topo.ParseKey(kv.Key)
-		if pk.ID != id {
-			return nil // cells/<id>x/...: another cell sharing the prefix
-		}
-		switch pk.Kind {
-		case topo.KindCell:
-			ci.CellVersion = kv.Version
-			return Decode(kv, ci.Cell)
-		case topo.KindCellLoad:
-			ci.LoadVersion = kv.Version
-			return Decode(kv, ci.Load)
-		case topo.KindCellLeader:
-			ci.Leader = &cpv1.CellLeader{}
-			return Decode(kv, ci.Leader)
-		case topo.KindCellNode:
-			n := &cpv1.Node{}
-			if err := Decode(kv, n); err != nil {
-				return err
-			}
-			ci.Nodes = append(ci.Nodes, n)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+// Entry is a record of any kind as a listing or a watch shows it.
+type Entry struct {
+	// Type is EventPut for a listed record.
+	Type topo.EventType
+	// Key is the record's key split into its kind and ids.
+	Key topo.ParsedKey
+	KV  topo.KV
+	// Value is the decoded record, of the message type that lives at Key's
+	// kind (NewRecord); nil for a delete, a key of no known kind, or a
+	// value that does not decode (DecodeEvent's error says so).
+	Value proto.Message
+}
+
+// DecodeEvent decodes a watch event of any record kind: it parses the key
+// and, for a put, decodes the value into the message its kind holds. On
+// ErrCorrupt the entry still has its Type, Key and KV.
+func DecodeEvent(ev topo.Event) (Entry, error) {
+	e := Entry{Type: ev.Type, Key: topo.ParseKey(ev.KV.Key), KV: ev.KV}
+	if ev.Type != topo.EventPut {
+		return e, nil
 	}
-	if ci.CellVersion == 0 {
-		return nil, cperr.New(cperr.CellNotFound, "cell %s does not exist", id)
+	msg := NewRecord(e.Key.Kind)
+	if msg == nil {
+		return e, nil
 	}
-	return ci, nil
+	if err := Decode(ev.KV, msg); err != nil {
+		return e, err
+	}
+	e.Value = msg
+	return e, nil
+}
+
+// DecodeKV decodes a listed KV of any record kind (DecodeEvent of a put).
+func DecodeKV(kv topo.KV) (Entry, error) {
+	return DecodeEvent(topo.Event{Type: topo.EventPut, KV: kv})
+}
+
+// DecodePut decodes a watch event that puts a record of kind; ok is false
+// (and nothing is decoded) for a delete or a key of another kind.
+func DecodePut[T proto.Message](ev topo.Event, kind topo.KeyKind, newT func() T) (rec Record[T], ok bool, err error) {
+	if ev.Type != topo.EventPut {
+		return rec, false, nil
+	}
+	rec = recordOf(ev.KV, newT())
+	if rec.Parsed.Kind != kind {
+		return Record[T]{}, false, nil
+	}
+	return rec, true, Decode(ev.KV, rec.Value)
 }
 
 // StoreError turns a topo error into the error contract: an unreachable
@@ -266,4 +228,41 @@ func StoreError(err error) error {
 		return e
 	}
 	return fmt.Errorf("%w: %w", cperr.ErrInternal, err)
+}
+
+// NewRecord returns an empty message of the type that lives at keys of
+// kind (nil for KindUnknown): with topo/keys.go, the one table of which
+// record is stored where.
+func NewRecord(kind topo.KeyKind) proto.Message {
+	switch kind {
+	case topo.KindRegion:
+		return &cpv1.Region{}
+	case topo.KindCell:
+		return &cpv1.Cell{}
+	case topo.KindCellLoad:
+		return &cpv1.CellLoad{}
+	case topo.KindCellBootstrap:
+		return &cpv1.CellBootstrap{}
+	case topo.KindCellLeader:
+		return &cpv1.CellLeader{}
+	case topo.KindCellNode:
+		return &cpv1.Node{}
+	case topo.KindCellAuthority:
+		return &cpv1.CellAuthority{}
+	case topo.KindCellFence:
+		return &cpv1.CellFence{}
+	case topo.KindTenant:
+		return &cpv1.Tenant{}
+	case topo.KindAPIKey:
+		return &cpv1.ApiKey{}
+	case topo.KindWorkflow:
+		return &cpv1.Workflow{}
+	case topo.KindMove:
+		return &cpv1.Move{}
+	case topo.KindFailover:
+		return &cpv1.Failover{}
+	case topo.KindDrain:
+		return &cpv1.DrainCellRequest{}
+	}
+	return nil
 }

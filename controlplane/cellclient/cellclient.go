@@ -7,7 +7,9 @@
 //
 //	cc := cellclient.New(st, dial.DefaultConfig(), logger)
 //	defer cc.Close()
-//	err := cc.SetOwner(ctx, "use1-a", "acme", 1, "create-acme/owner")
+//	info, err := cc.SetTenant(ctx, "use1-a", &cellv1.SetTenantRequest{
+//		Tenant: "acme", Role: cellv1.Role_ROLE_OWNER, Epoch: 1, RequestId: "create-acme.owner",
+//	})
 package cellclient
 
 import (
@@ -46,15 +48,6 @@ func New(st topo.Store, dc dial.Config, log *slog.Logger) *Client {
 // Close closes every connection.
 func (c *Client) Close() error {
 	return c.conns.Close()
-}
-
-// SetOwner makes cell the OWNER of tenant at epoch. Repeating it is
-// harmless: the cell answers success for the role and epoch it already has.
-func (c *Client) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
-	return c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
-		_, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch, RequestId: ids.Fit(requestID)})
-		return err
-	})
 }
 
 // DeleteTenant removes the tenant's data from cell; a cell that does not

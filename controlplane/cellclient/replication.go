@@ -5,22 +5,23 @@ import (
 
 	"github.com/cellplane/cellplane/internal/ids"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	"google.golang.org/protobuf/proto"
 )
 
-// SetTenant sets tenant's role and epoch on cell and returns the tenant's
-// record there afterwards. For a STANDBY, sourceCell is the cell it
-// replicates from and resume keeps its data (its history is a prefix of
-// the source's) instead of bootstrapping it again from an export. For an
-// OWNER or FENCED transition the answer's tseq is the tseq of that event
-// (for FENCED: the fence tseq). Repeating a call is harmless: the cell
-// answers with the record it has for the role and epoch it already has
-// (and a repeated request id gets the first answer).
-func (c *Client) SetTenant(ctx context.Context, cell, tenant string, role cellv1.Role, epoch uint64, sourceCell string, resume bool, requestID string) (*cellv1.TenantInfo, error) {
+// SetTenant sets req.Tenant's role and epoch on cell and returns the
+// tenant's record there afterwards. For a STANDBY, req.SourceCell is the
+// cell it replicates from and req.Resume keeps its data (its history is a
+// prefix of the source's) instead of bootstrapping it again from an
+// export. For an OWNER or FENCED transition the answer's tseq is the tseq
+// of that event (for FENCED: the fence tseq). Repeating a call is
+// harmless: the cell answers with the record it has for the role and
+// epoch it already has (and a repeated request id gets the first answer).
+func (c *Client) SetTenant(ctx context.Context, cell string, req *cellv1.SetTenantRequest) (*cellv1.TenantInfo, error) {
 	var out *cellv1.TenantInfo
 	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
-		resp, err := cl.SetTenant(ctx, &cellv1.SetTenantRequest{
-			Tenant: tenant, Role: role, Epoch: epoch, SourceCell: sourceCell, Resume: resume, RequestId: ids.Fit(requestID),
-		})
+		fit := proto.Clone(req).(*cellv1.SetTenantRequest)
+		fit.RequestId = ids.Fit(req.GetRequestId())
+		resp, err := cl.SetTenant(ctx, fit)
 		if err != nil {
 			return err
 		}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -79,7 +81,7 @@ func (f *failoverer) policyPass(ctx context.Context, since map[string]time.Time)
 		return nil
 	}
 	budget := cfg.MaxConcurrent
-	fos, err := ListFailovers(ctx, c.st, FailoverFilter{})
+	fos, err := intent.ListFailovers(ctx, c.st, intent.FailoverFilter{})
 	if err != nil {
 		return err
 	}
@@ -96,29 +98,30 @@ func (f *failoverer) policyPass(ctx context.Context, since map[string]time.Time)
 	guard := []topo.Cond{topo.IfVersion(f.r.lead.Key(), f.r.lead.Version())}
 	for _, ci := range due {
 		cell := ci.Cell.GetId()
-		trigger := fmt.Sprintf("%s cell %s %s for %s", policyTrigger, cell, trimEnum(health[cell].String(), "CELL_HEALTH_"),
+		trigger := fmt.Sprintf("%s cell %s %s for %s", policyTrigger, cell, strings.TrimPrefix(health[cell].String(), "CELL_HEALTH_"),
 			now.Sub(since[cell]).Round(time.Second))
-		_, err := catalog.Each(ctx, c.st, topo.TenantsPrefix, 0, func(kv topo.KV) error {
-			if budget <= 0 || topo.ParseKey(kv.Key).Kind != topo.KindTenant {
-				return nil
+		tenants, _, err := catalog.ListTenants(ctx, c.st)
+		if err != nil {
+			return err
+		}
+		for _, rec := range tenants {
+			if budget <= 0 {
+				break
 			}
-			t := &cpv1.Tenant{}
-			if err := catalog.Decode(kv, t); err != nil {
-				return err
-			}
+			t := rec.Value
 			if t.GetCell() != cell || t.GetStandbyCell() == "" || t.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE ||
 				t.GetOperationId() != "" || t.GetCuttingOver() {
-				return nil
+				continue
 			}
 			if h, ok := health[t.GetStandbyCell()]; !ok || unhealthy(h) {
-				return nil // the standby cannot take it either
+				continue // the standby cannot take it either
 			}
-			started, err := startFailover(ctx, c.st, FailoverRequest{Tenant: t.GetId(), Kind: cpv1.FailoverKind_FAILOVER_KIND_PROMOTE, Trigger: trigger}, guard)
+			started, err := intent.StartFailoverGuarded(ctx, c.st, intent.FailoverRequest{Tenant: t.GetId(), Kind: cpv1.FailoverKind_FAILOVER_KIND_PROMOTE, Trigger: trigger}, guard)
 			switch {
 			case errors.Is(err, errNotLeader):
 				return err
 			case errors.Is(err, cperr.ErrTenantBusy), errors.Is(err, cperr.ErrNoStandby):
-				return nil // changed meanwhile: the next pass sees it
+				continue // changed meanwhile: the next pass sees it
 			case err != nil:
 				return err
 			}
@@ -128,10 +131,6 @@ func (f *failoverer) policyPass(ctx context.Context, since map[string]time.Time)
 				c.log.Warn("automatic emergency promotion started", "failover", fo.GetId(), "tenant", fo.GetTenant(),
 					"cell", cell, "standby", fo.GetToCell(), "trigger", trigger)
 			}
-			return nil
-		})
-		if err != nil {
-			return err
 		}
 	}
 	return nil

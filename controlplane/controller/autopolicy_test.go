@@ -9,6 +9,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -74,7 +75,7 @@ func TestAutoPromote(t *testing.T) {
 
 	var fo *cpv1.Failover
 	testutil.Eventually(t, 10*time.Second, func() error {
-		fos, err := controller.ListFailovers(ctx, st, controller.FailoverFilter{Tenant: "acme"})
+		fos, err := intent.ListFailovers(ctx, st, intent.FailoverFilter{Tenant: "acme"})
 		if err != nil || len(fos) != 1 {
 			return fmt.Errorf("acme's failovers: %v (%v)", fos, err)
 		}
@@ -90,13 +91,13 @@ func TestAutoPromote(t *testing.T) {
 	}
 	// Nothing else within another UnhealthyFor and more.
 	if err := testutil.Poll(ctx, 700*time.Millisecond, func() error {
-		fos, err := controller.ListFailovers(ctx, st, controller.FailoverFilter{})
+		fos, err := intent.ListFailovers(ctx, st, intent.FailoverFilter{})
 		if err == nil && len(fos) > 1 {
 			return nil
 		}
 		return errors.New("only acme's")
 	}); err == nil {
-		fos, _ := controller.ListFailovers(ctx, st, controller.FailoverFilter{})
+		fos, _ := intent.ListFailovers(ctx, st, intent.FailoverFilter{})
 		t.Fatalf("failovers %v: want only acme's (c recovered, d's region is not covered, x's standby is down)", fos)
 	}
 }

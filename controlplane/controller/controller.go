@@ -13,17 +13,27 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ctxtime"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// Cells is what the controller asks of cells (implemented over
-// CellService by package cellclient; by fakes in tests). Every call is
-// idempotent for a given request id.
+// Cells is what the controller asks of cells: everything tenant creates
+// and deletes, moves, drains, standbys and failovers need (implemented
+// over CellService by package cellclient; by fakes in tests). Every call is
+// idempotent for a given request id. It is a required collaborator: New
+// refuses a nil one.
 type Cells interface {
-	// SetOwner makes cell the OWNER of tenant at epoch.
-	SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error
+	// SetTenant sets a tenant's role and epoch on a cell (STANDBY: with
+	// the cell it replicates from, and whether it keeps its data) and
+	// returns the tenant's record there; for OWNER and FENCED the record's
+	// tseq is that transition's.
+	SetTenant(ctx context.Context, cell string, req *cellv1.SetTenantRequest) (*cellv1.TenantInfo, error)
+	// GetTenant reads a tenant's record on a cell's leader, with its
+	// replication stream when it is a STANDBY there (nil when none runs).
+	GetTenant(ctx context.Context, cell, tenant string) (*cellv1.TenantInfo, *cellv1.ReplicationStatus, error)
 	// DeleteTenant removes the tenant's data from cell (no error if the
 	// cell does not know the tenant).
 	DeleteTenant(ctx context.Context, cell, tenant, requestID string) error
@@ -43,10 +53,16 @@ type Controller struct {
 	fm      failoverMetrics
 }
 
-// New returns a controller; Run starts it.
+// New returns a controller; Run starts it. st and cells are required.
 func New(st topo.Store, cells Cells, cfg Config) (*Controller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	switch {
+	case st == nil:
+		return nil, errors.New("controller: no topo store")
+	case cells == nil:
+		return nil, errors.New("controller: no Cells (the client that calls cells)")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -141,11 +157,7 @@ func (c *Controller) lead(ctx context.Context, lead topo.Leadership) error {
 	go func() { defer r.wg.Done(); r.leadMoves(ctx) }() // moves, drains, standbys: move_runner.go
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.leadFailovers(ctx) }() // failovers and the promotion policy: failover.go
-	r.follow(ctx, topo.WorkflowsPrefix, func(ev topo.Event) {
-		if ev.Type == topo.EventPut {
-			r.consider(ctx, ev.KV)
-		}
-	})
+	r.follow(ctx, topo.WorkflowsPrefix, func(ev topo.Event) { r.consider(ctx, ev) })
 	return ctx.Err()
 }
 
@@ -162,20 +174,19 @@ type runner struct {
 
 // consider starts a worker for a workflow record unless one runs already
 // or the workflow has failed for good.
-func (r *runner) consider(ctx context.Context, kv topo.KV) {
-	pk := topo.ParseKey(kv.Key)
-	if pk.Kind != topo.KindWorkflow {
+func (r *runner) consider(ctx context.Context, ev topo.Event) {
+	rec, ok, err := catalog.WorkflowEvent(ev)
+	switch {
+	case !ok:
+		return
+	case err != nil:
+		r.c.log.Error("undecodable workflow record; skipping it", "key", ev.KV.Key, "err", err)
+		return
+	case rec.Value.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED:
 		return
 	}
-	wf := &cpv1.Workflow{}
-	if err := catalog.Decode(kv, wf); err != nil {
-		r.c.log.Error("undecodable workflow record; skipping it", "key", kv.Key, "err", err)
-		return
-	}
-	if wf.GetStep() == cpv1.WorkflowStep_WORKFLOW_STEP_FAILED {
-		return
-	}
-	r.spawn(ctx, "workflow:"+pk.ID, r.sem, func(ctx context.Context) { r.drive(ctx, pk.ID) })
+	id := rec.Parsed.ID
+	r.spawn(ctx, "workflow:"+id, r.sem, func(ctx context.Context) { r.drive(ctx, id) })
 }
 
 // drive runs one workflow step by step until it ends, fails for good, or
@@ -218,8 +229,9 @@ func (r *runner) drive(ctx context.Context, id string) {
 }
 
 var (
-	// errNotLeader: a guarded write found this replica no longer leads.
-	errNotLeader = errors.New("controller: not the leader any more")
+	// errNotLeader: a guarded write found this replica no longer leads
+	// (the intents the leader records itself fail the same way).
+	errNotLeader = intent.ErrNotLeader
 	// errConflict: a record changed under a step; re-read and go on.
 	errConflict = errors.New("controller: record changed concurrently")
 )

@@ -12,18 +12,21 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeCells records what the controller asks of cells. Like a real cell,
-// SetOwner at the epoch a tenant already has is a no-op; failNext makes the
-// next calls fail as an unreachable cell would.
+// fakeCells records what the controller asks of cells (tenant creates and
+// deletes: it knows owners only). Like a real cell, making a tenant OWNER
+// at the epoch it already has is a no-op; failNext makes the next calls
+// fail as an unreachable cell would.
 type fakeCells struct {
 	mu         sync.Mutex
 	owner      map[string]uint64 // tenant → epoch
@@ -31,14 +34,18 @@ type fakeCells struct {
 	applied    map[string]int // effects that changed something
 	deleted    map[string]int
 	failNext   int
-	blockOwner chan struct{} // if set, SetOwner waits for it
+	blockOwner chan struct{} // if set, SetTenant waits for it
 }
 
 func newFakeCells() *fakeCells {
 	return &fakeCells{owner: map[string]uint64{}, setCalls: map[string]int{}, applied: map[string]int{}, deleted: map[string]int{}}
 }
 
-func (f *fakeCells) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
+func (f *fakeCells) SetTenant(ctx context.Context, cell string, req *cellv1.SetTenantRequest) (*cellv1.TenantInfo, error) {
+	if req.GetRole() != cellv1.Role_ROLE_OWNER {
+		return nil, cperr.New(cperr.Internal, "fakeCells: only OWNER is supported, not %s", req.GetRole())
+	}
+	tenant, epoch := req.GetTenant(), req.GetEpoch()
 	f.mu.Lock()
 	block := f.blockOwner
 	f.mu.Unlock()
@@ -46,7 +53,7 @@ func (f *fakeCells) SetOwner(ctx context.Context, cell, tenant string, epoch uin
 		select {
 		case <-block:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	f.mu.Lock()
@@ -54,13 +61,23 @@ func (f *fakeCells) SetOwner(ctx context.Context, cell, tenant string, epoch uin
 	f.setCalls[tenant]++
 	if f.failNext > 0 {
 		f.failNext--
-		return cperr.New(cperr.CellUnavailable, "injected")
+		return nil, cperr.New(cperr.CellUnavailable, "injected")
 	}
 	if f.owner[tenant] != epoch {
 		f.owner[tenant] = epoch
 		f.applied[tenant]++
 	}
-	return nil
+	return &cellv1.TenantInfo{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch}, nil
+}
+
+func (f *fakeCells) GetTenant(_ context.Context, cell, tenant string) (*cellv1.TenantInfo, *cellv1.ReplicationStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	epoch, ok := f.owner[tenant]
+	if !ok {
+		return nil, nil, cperr.New(cperr.TenantNotFound, "tenant %s not on cell %s", tenant, cell)
+	}
+	return &cellv1.TenantInfo{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch}, nil, nil
 }
 
 func (f *fakeCells) DeleteTenant(_ context.Context, cell, tenant, requestID string) error {
@@ -136,6 +153,32 @@ func load(t *testing.T, st topo.Store, cell string) uint64 {
 	return l.GetTenants()
 }
 
+// A controller without the client that calls cells would drive nothing
+// that needs them: it is refused at construction.
+func TestNewRequiresStoreAndCells(t *testing.T) {
+	st := memtopo.New()
+	t.Cleanup(func() { _ = st.Close() })
+	cfg := controller.DefaultConfig()
+	cfg.ID = "c1"
+	tests := []struct {
+		name  string
+		st    topo.Store
+		cells controller.Cells
+		ok    bool
+	}{
+		{"both", st, newFakeCells(), true},
+		{"no cells", st, nil, false},
+		{"no store", nil, newFakeCells(), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := controller.New(tc.st, tc.cells, cfg); (err == nil) != tc.ok {
+				t.Fatalf("New: %v, want ok=%t", err, tc.ok)
+			}
+		})
+	}
+}
+
 func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	st := memtopo.New()
 	defer st.Close()
@@ -147,10 +190,10 @@ func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	placed := map[string]int{}
 	for i := range 6 {
 		id := fmt.Sprintf("t%d", i)
-		if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
+		if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
 			t.Fatal(err)
 		}
-		got, err := controller.WaitCreate(ctx, st, id)
+		got, err := intent.WaitCreate(ctx, st, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +211,7 @@ func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	if load(t, st, "a") != 3 || load(t, st, "b") != 3 {
 		t.Fatalf("load counters a=%d b=%d, want 3 and 3", load(t, st, "a"), load(t, st, "b"))
 	}
-	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "t0", HomeRegion: "us"}, ""); !errors.Is(err, cperr.ErrAlreadyExists) {
+	if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "t0", HomeRegion: "us"}, ""); !errors.Is(err, cperr.ErrAlreadyExists) {
 		t.Fatalf("second create of t0: %v, want ALREADY_EXISTS", err)
 	}
 }
@@ -180,14 +223,14 @@ func TestCreateWithoutCapacityFailsAndFreesTheID(t *testing.T) {
 	startController(t, st, newFakeCells(), "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
 	for _, id := range []string{"first", "second"} {
-		if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
+		if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Both race for the one free slot: exactly one is placed.
 	var failed string
 	for _, id := range []string{"first", "second"} {
-		_, err := controller.WaitCreate(ctx, st, id)
+		_, err := intent.WaitCreate(ctx, st, id)
 		switch {
 		case err == nil:
 		case errors.Is(err, cperr.ErrNoCapacity) && failed == "":
@@ -244,7 +287,7 @@ func TestKilledBetweenStepsNewLeaderFinishes(t *testing.T) {
 				}
 				return nil
 			})
-			if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+			if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -256,7 +299,7 @@ func TestKilledBetweenStepsNewLeaderFinishes(t *testing.T) {
 			stopFirst() // the process dies here
 
 			startController(t, st, cells, "second", controller.TestingKnobs{})
-			got, err := controller.WaitCreate(ctx, st, "acme")
+			got, err := intent.WaitCreate(ctx, st, "acme")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -275,7 +318,7 @@ func TestKilledBetweenStepsNewLeaderFinishes(t *testing.T) {
 				wantCalls = callsBefore // recorded as done: never asked again
 			}
 			if calls != wantCalls {
-				t.Fatalf("SetOwner called %d times, want %d", calls, wantCalls)
+				t.Fatalf("SetTenant(OWNER) called %d times, want %d", calls, wantCalls)
 			}
 		})
 	}
@@ -300,10 +343,10 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 		return nil
 	})
 	leases := st.Leases()
-	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+	if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	// old is now inside SetOwner (blocked). Its lease expires.
+	// old is now inside SetTenant (blocked). Its lease expires.
 	testutil.Eventually(t, 5*time.Second, func() error {
 		wf, _, err := catalog.GetWorkflow(ctx, st, "create-acme")
 		if err != nil || wf.GetStep() != cpv1.WorkflowStep_WORKFLOW_STEP_PLACED {
@@ -323,7 +366,7 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 	cells.mu.Unlock()
 	close(release)
 	startController(t, st, cells, "new", controller.TestingKnobs{})
-	got, err := controller.WaitCreate(ctx, st, "acme")
+	got, err := intent.WaitCreate(ctx, st, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,10 +382,10 @@ func TestDeleteRemovesDataKeysAndLoad(t *testing.T) {
 	cells := newFakeCells()
 	startController(t, st, cells, "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
-	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+	if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := controller.WaitCreate(ctx, st, "acme"); err != nil {
+	if _, err := intent.WaitCreate(ctx, st, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 150 { // more than one transaction's worth of keys
@@ -353,11 +396,11 @@ func TestDeleteRemovesDataKeysAndLoad(t *testing.T) {
 	cells.mu.Lock()
 	cells.failNext = 2 // the cell is briefly unreachable: retried
 	cells.mu.Unlock()
-	if err := controller.StartDelete(ctx, st, "acme"); err != nil {
+	if err := intent.StartDelete(ctx, st, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	// Routers see the tombstone before anything is removed.
-	if err := controller.WaitDelete(ctx, st, "acme"); err != nil {
+	if err := intent.WaitDelete(ctx, st, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	page, err := st.List(ctx, topo.TenantsPrefix, topo.ListOptions{})
@@ -370,7 +413,7 @@ func TestDeleteRemovesDataKeysAndLoad(t *testing.T) {
 	if n := load(t, st, "a"); n != 0 {
 		t.Fatalf("load = %d, want 0", n)
 	}
-	if err := controller.StartDelete(ctx, st, "acme"); !errors.Is(err, cperr.ErrTenantNotFound) {
+	if err := intent.StartDelete(ctx, st, "acme"); !errors.Is(err, cperr.ErrTenantNotFound) {
 		t.Fatalf("delete of a deleted tenant: %v", err)
 	}
 }
@@ -383,16 +426,16 @@ func TestStoreErrorsAreRetried(t *testing.T) {
 	st.FailNext(memtopo.OpTxn, topo.WorkflowsPrefix, topo.ErrUnavailable, 3)
 	startController(t, st, newFakeCells(), "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
-	if err := controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
+	if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, ""); err != nil {
 		// the injected failures may hit the intent itself: retry it
 		if !errors.Is(err, topo.ErrUnavailable) {
 			t.Fatal(err)
 		}
 		testutil.Eventually(t, 5*time.Second, func() error {
-			return controller.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, "")
+			return intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "acme", HomeRegion: "us"}, "")
 		})
 	}
-	if _, err := controller.WaitCreate(ctx, st, "acme"); err != nil {
+	if _, err := intent.WaitCreate(ctx, st, "acme"); err != nil {
 		t.Fatal(err)
 	}
 }

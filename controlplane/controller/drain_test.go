@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -30,7 +31,7 @@ func TestDrainMovesAllTenants(t *testing.T) {
 	var mu sync.Mutex
 	maxRunning, steps := 0, 0
 	knob := func(ctx context.Context, mv *cpv1.Move) error {
-		moves, err := controller.ListMoves(ctx, e.st, controller.MoveFilter{Cell: "a"})
+		moves, err := intent.ListMoves(ctx, e.st, intent.MoveFilter{Cell: "a"})
 		if err != nil {
 			return nil
 		}
@@ -43,7 +44,7 @@ func TestDrainMovesAllTenants(t *testing.T) {
 	// The first leader stops after a few steps; the second goes on.
 	_, stopFirst := e.start(t, "first", controller.TestingKnobs{BeforeMoveStep: knob})
 	ctx := testutil.Context(t, 20*time.Second)
-	p, err := controller.StartDrain(ctx, e.st, "a", 2)
+	p, err := intent.StartDrain(ctx, e.st, "a", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +63,14 @@ func TestDrainMovesAllTenants(t *testing.T) {
 	e.start(t, "second", controller.TestingKnobs{BeforeMoveStep: knob})
 
 	testutil.Eventually(t, 15*time.Second, func() error {
-		p, err := controller.GetDrainProgress(ctx, e.st, "a")
+		p, err := intent.GetDrainProgress(ctx, e.st, "a")
 		if err != nil {
 			return err
 		}
 		if p.Remaining != 0 || len(p.Moves) != 0 {
 			return fmt.Errorf("%d tenants left, %d moves running", p.Remaining, len(p.Moves))
 		}
-		if _, err := e.st.Get(ctx, controller.DrainKey("a")); !errors.Is(err, topo.ErrNotFound) {
+		if _, err := e.st.Get(ctx, topo.DrainKey("a")); !errors.Is(err, topo.ErrNotFound) {
 			return fmt.Errorf("drain record still there (%v)", err)
 		}
 		return nil
@@ -79,7 +80,7 @@ func TestDrainMovesAllTenants(t *testing.T) {
 		t.Errorf("%d moves ran at once, concurrency 2", maxRunning)
 	}
 	mu.Unlock()
-	all, err := controller.ListMoves(ctx, e.st, controller.MoveFilter{Cell: "a", All: true})
+	all, err := intent.ListMoves(ctx, e.st, intent.MoveFilter{Cell: "a", All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,11 +110,11 @@ func TestDrainStopsWhenCellActiveAgain(t *testing.T) {
 	e.create(t, "t0", "a")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true }) // moves stay in COPYING
 	ctx := testutil.Context(t, 10*time.Second)
-	if _, err := controller.StartDrain(ctx, e.st, "a", 0); err != nil {
+	if _, err := intent.StartDrain(ctx, e.st, "a", 0); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
-		moves, err := controller.ListMoves(ctx, e.st, controller.MoveFilter{Cell: "a"})
+		moves, err := intent.ListMoves(ctx, e.st, intent.MoveFilter{Cell: "a"})
 		if err != nil || len(moves) != 1 {
 			return fmt.Errorf("moves %v %v", moves, err)
 		}
@@ -129,7 +130,7 @@ func TestDrainStopsWhenCellActiveAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
-		if _, err := e.st.Get(ctx, controller.DrainKey("a")); !errors.Is(err, topo.ErrNotFound) {
+		if _, err := e.st.Get(ctx, topo.DrainKey("a")); !errors.Is(err, topo.ErrNotFound) {
 			return fmt.Errorf("drain record still there (%v)", err)
 		}
 		return nil
@@ -138,10 +139,10 @@ func TestDrainStopsWhenCellActiveAgain(t *testing.T) {
 	down := activeCell("x", "us", 0)
 	down.State = cpv1.CellState_CELL_STATE_DOWN
 	seedCells(t, e.st, down)
-	if _, err := controller.StartDrain(ctx, e.st, "x", 0); !errors.Is(err, cperr.ErrCellNotActive) {
+	if _, err := intent.StartDrain(ctx, e.st, "x", 0); !errors.Is(err, cperr.ErrCellNotActive) {
 		t.Fatalf("drain of a DOWN cell: %v", err)
 	}
-	if _, err := controller.StartDrain(ctx, e.st, "nope", 0); !errors.Is(err, cperr.ErrCellNotFound) {
+	if _, err := intent.StartDrain(ctx, e.st, "nope", 0); !errors.Is(err, cperr.ErrCellNotFound) {
 		t.Fatalf("drain of no cell: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
@@ -59,17 +61,11 @@ import (
 //	               reported its last tseq: lost_events = old_owner_tseq −
 //	               promoted_tseq; DONE, and the fence key is deleted.
 
-// failoverCells is what failovers ask of cells (cellclient.Client).
-type failoverCells interface {
-	SetTenant(ctx context.Context, cell, tenant string, role cellv1.Role, epoch uint64, sourceCell string, resume bool, requestID string) (*cellv1.TenantInfo, error)
-	GetTenant(ctx context.Context, cell, tenant string) (*cellv1.TenantInfo, *cellv1.ReplicationStatus, error)
-}
-
 // failoverer is one leadership term's driver of failovers and of the
 // automatic promotion policy.
 type failoverer struct {
 	r     *runner
-	cells failoverCells
+	cells Cells
 	cfg   FailoverConfig
 	sem   chan struct{} // steps run at once
 
@@ -81,12 +77,7 @@ type failoverer struct {
 // watch on the cells' authority and fence keys that wakes waiting
 // failovers, and the automatic promotion policy.
 func (r *runner) leadFailovers(ctx context.Context) {
-	fc, ok := r.c.cells.(failoverCells)
-	if !ok {
-		r.c.log.Warn("the cell client cannot set tenant roles: failovers are not driven")
-		return
-	}
-	f := &failoverer{r: r, cells: fc, cfg: r.c.cfg.Failover, sem: make(chan struct{}, r.c.cfg.Failover.MaxConcurrent), wake: make(chan struct{})}
+	f := &failoverer{r: r, cells: r.c.cells, cfg: r.c.cfg.Failover, sem: make(chan struct{}, r.c.cfg.Failover.MaxConcurrent), wake: make(chan struct{})}
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){f.watchFailovers, f.watchCells, f.autoPromote, f.housekeeping} {
 		wg.Add(1)
@@ -99,16 +90,16 @@ func (r *runner) leadFailovers(ctx context.Context) {
 // then each one the watch shows.
 func (f *failoverer) watchFailovers(ctx context.Context) {
 	f.r.follow(ctx, topo.FailoversPrefix, func(ev topo.Event) {
-		if ev.Type != topo.EventPut || topo.ParseKey(ev.KV.Key).Kind != topo.KindFailover {
+		rec, ok, err := catalog.FailoverEvent(ev)
+		switch {
+		case !ok:
 			return
-		}
-		fo := &cpv1.Failover{}
-		if err := catalog.Decode(ev.KV, fo); err != nil {
+		case err != nil:
 			f.r.c.log.Error("undecodable failover record; skipping it", "key", ev.KV.Key, "err", err)
 			return
 		}
-		if !FailoverFinished(fo.GetState()) {
-			f.spawn(ctx, fo.GetId())
+		if !intent.FailoverFinished(rec.Value.GetState()) {
+			f.spawn(ctx, rec.Value.GetId())
 		}
 	})
 }
@@ -118,7 +109,8 @@ func (f *failoverer) watchFailovers(ctx context.Context) {
 // about one a second per cell) do not wake anything.
 func (f *failoverer) watchCells(ctx context.Context) {
 	f.r.follow(ctx, topo.CellsPrefix, func(ev topo.Event) {
-		switch k := topo.ParseKey(ev.KV.Key).Kind; {
+		e, _ := catalog.DecodeEvent(ev) // only the kind matters: a corrupt value wakes too
+		switch k := e.Key.Kind; {
 		case k == topo.KindCellAuthority && ev.Type == topo.EventDelete, k == topo.KindCellFence && ev.Type == topo.EventPut:
 			f.mu.Lock()
 			close(f.wake)
@@ -147,18 +139,18 @@ func (f *failoverer) drive(ctx context.Context, id string) {
 	c := f.r.c
 	backoff := c.cfg.RetryMin
 	for ctx.Err() == nil {
-		fo, v, err := GetFailover(ctx, c.st, id)
+		fo, v, err := intent.GetFailover(ctx, c.st, id)
 		if errors.Is(err, cperr.ErrFailoverNotFound) {
 			return
 		}
 		var pause time.Duration
 		if err == nil {
-			if FailoverFinished(fo.GetState()) {
+			if intent.FailoverFinished(fo.GetState()) {
 				return
 			}
 			if k := c.cfg.TestingKnobs.BeforeFailoverStep; k != nil {
 				if kerr := k(ctx, fo); kerr != nil {
-					c.log.Debug("testing knob stopped the failover", "failover", id, "state", FailoverStateName(fo.GetState()))
+					c.log.Debug("testing knob stopped the failover", "failover", id, "state", intent.FailoverStateName(fo.GetState()))
 					return
 				}
 			}
@@ -188,7 +180,7 @@ func (f *failoverer) drive(ctx context.Context, id string) {
 		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
 			return
 		}
-		c.log.Warn("failover step failed; retrying", "failover", id, "tenant", fo.GetTenant(), "state", FailoverStateName(fo.GetState()), "err", err, "retry_in", backoff)
+		c.log.Warn("failover step failed; retrying", "failover", id, "tenant", fo.GetTenant(), "state", intent.FailoverStateName(fo.GetState()), "err", err, "retry_in", backoff)
 		if ctxtime.Sleep(ctx, backoff) != nil {
 			return
 		}
@@ -212,7 +204,7 @@ func (f *failoverer) step(ctx context.Context, fo *cpv1.Failover, v topo.Version
 	case s == cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER && promote:
 		return f.awaitOldOwner(ctx, fo, v)
 	}
-	return 0, f.fail(ctx, fo, v, false, cperr.New(cperr.Internal, "failover %s: unexpected state %s for a %s", fo.GetId(), FailoverStateName(fo.GetState()), FailoverKindName(fo.GetKind())))
+	return 0, f.fail(ctx, fo, v, false, cperr.New(cperr.Internal, "failover %s: unexpected state %s for a %s", fo.GetId(), intent.FailoverStateName(fo.GetState()), intent.FailoverKindName(fo.GetKind())))
 }
 
 // failoverRequestID names a cell call of the failover to epoch of tenant;
@@ -260,7 +252,7 @@ func (f *failoverer) begin(ctx context.Context, fo *cpv1.Failover, v topo.Versio
 		return fmt.Errorf("standby cell %s: %w", fo.GetToCell(), err)
 	case info.GetRole() != cellv1.Role_ROLE_STANDBY || !info.GetBootstrapped():
 		return f.fail(ctx, fo, v, true, cperr.New(cperr.NoStandby, "tenant %s on standby cell %s is %s, bootstrapped=%t: it needs a bootstrapped STANDBY (wait for its copy, see 'cellctl tenant get %s')",
-			fo.GetTenant(), fo.GetToCell(), trimEnum(info.GetRole().String(), "ROLE_"), info.GetBootstrapped(), fo.GetTenant()))
+			fo.GetTenant(), fo.GetToCell(), strings.TrimPrefix(info.GetRole().String(), "ROLE_"), info.GetBootstrapped(), fo.GetTenant()))
 	case info.GetSourceCell() != "" && info.GetSourceCell() != fo.GetFromCell():
 		return f.fail(ctx, fo, v, true, cperr.New(cperr.NoStandby, "tenant %s on standby cell %s replicates from cell %s, not from its owner %s (being re-pointed? try again)",
 			fo.GetTenant(), fo.GetToCell(), info.GetSourceCell(), fo.GetFromCell()))
@@ -311,8 +303,10 @@ func (f *failoverer) fenceOwner(ctx context.Context, fo *cpv1.Failover, v topo.V
 		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	info, err := f.cells.SetTenant(cctx, fo.GetFromCell(), fo.GetTenant(), cellv1.Role_ROLE_FENCED, fo.GetNewEpoch(), "", false,
-		failoverRequestID(fo.GetTenant(), fo.GetNewEpoch(), "fence"))
+	info, err := f.cells.SetTenant(cctx, fo.GetFromCell(), &cellv1.SetTenantRequest{
+		Tenant: fo.GetTenant(), Role: cellv1.Role_ROLE_FENCED, Epoch: fo.GetNewEpoch(),
+		RequestId: failoverRequestID(fo.GetTenant(), fo.GetNewEpoch(), "fence"),
+	})
 	cancel()
 	if err != nil {
 		// Retried until the owner answers: a planned switchover needs it.
@@ -369,8 +363,7 @@ func (f *failoverer) waitLease(ctx context.Context, fo *cpv1.Failover, v topo.Ve
 // fenceReport returns the old cell's fence for fo once it is applied
 // (nil while not, or when the key is not fo's).
 func (f *failoverer) fenceReport(ctx context.Context, fo *cpv1.Failover) (*cpv1.CellFence, error) {
-	fence := &cpv1.CellFence{}
-	_, err := catalog.Get(ctx, f.r.c.st, topo.CellFenceKey(fo.GetFromCell(), fo.GetTenant()), fence)
+	fence, _, err := catalog.GetFence(ctx, f.r.c.st, fo.GetFromCell(), fo.GetTenant())
 	switch {
 	case errors.Is(err, topo.ErrNotFound):
 		return nil, nil
@@ -415,8 +408,10 @@ func (f *failoverer) promote(ctx context.Context, fo *cpv1.Failover, v topo.Vers
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	info, err := f.cells.SetTenant(cctx, fo.GetToCell(), fo.GetTenant(), cellv1.Role_ROLE_OWNER, E1, "", false,
-		failoverRequestID(fo.GetTenant(), E1, "owner"))
+	info, err := f.cells.SetTenant(cctx, fo.GetToCell(), &cellv1.SetTenantRequest{
+		Tenant: fo.GetTenant(), Role: cellv1.Role_ROLE_OWNER, Epoch: E1,
+		RequestId: failoverRequestID(fo.GetTenant(), E1, "owner"),
+	})
 	cancel()
 	if err != nil {
 		if permanent(err) {
@@ -459,7 +454,7 @@ func (f *failoverer) promote(ctx context.Context, fo *cpv1.Failover, v topo.Vers
 			conds, ops = f.finishReport(ctx, next, conds, ops)
 		}
 	}
-	kind := FailoverKindName(fo.GetKind())
+	kind := intent.FailoverKindName(fo.GetKind())
 	if err := f.record(ctx, next, v, conds, ops); err != nil {
 		return 0, err
 	}
@@ -474,9 +469,7 @@ func (f *failoverer) promote(ctx context.Context, fo *cpv1.Failover, v topo.Vers
 // report and computes the lost events.
 func (f *failoverer) awaitOldOwner(ctx context.Context, fo *cpv1.Failover, v topo.Version) (time.Duration, error) {
 	c := f.r.c
-	fkey := topo.CellFenceKey(fo.GetFromCell(), fo.GetTenant())
-	fence := &cpv1.CellFence{}
-	_, err := catalog.Get(ctx, c.st, fkey, fence)
+	fence, _, err := catalog.GetFence(ctx, c.st, fo.GetFromCell(), fo.GetTenant())
 	next := proto.Clone(fo).(*cpv1.Failover)
 	switch {
 	case errors.Is(err, topo.ErrNotFound) || (err == nil && fence.GetFailoverId() != fo.GetId()):
@@ -527,10 +520,10 @@ func lostEvents(fo *cpv1.Failover) uint64 {
 // finished counts and logs a failover that reached DONE (or FAILED).
 func (f *failoverer) finished(fo *cpv1.Failover) {
 	c := f.r.c
-	if !FailoverFinished(fo.GetState()) {
+	if !intent.FailoverFinished(fo.GetState()) {
 		return
 	}
-	kind := FailoverKindName(fo.GetKind())
+	kind := intent.FailoverKindName(fo.GetKind())
 	outcome := "done"
 	if fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_FAILED {
 		outcome = "failed"
@@ -586,7 +579,7 @@ func (f *failoverer) fail(ctx context.Context, fo *cpv1.Failover, v topo.Version
 	if err := f.record(ctx, next, v, conds, ops); err != nil {
 		return err
 	}
-	c.log.Warn("failover failed", "failover", fo.GetId(), "kind", FailoverKindName(fo.GetKind()), "tenant", fo.GetTenant(),
+	c.log.Warn("failover failed", "failover", fo.GetId(), "kind", intent.FailoverKindName(fo.GetKind()), "tenant", fo.GetTenant(),
 		"reason", next.GetErrorReason(), "message", next.GetErrorMessage())
 	f.finished(next)
 	return nil
@@ -598,22 +591,15 @@ func (f *failoverer) housekeeping(ctx context.Context) {
 }
 
 func (f *failoverer) pruneFailovers(ctx context.Context) error {
-	var finished []historyEntry
-	_, err := catalog.Each(ctx, f.r.c.st, topo.FailoversPrefix, 0, func(kv topo.KV) error {
-		if topo.ParseKey(kv.Key).Kind != topo.KindFailover {
-			return nil
-		}
-		fo := &cpv1.Failover{}
-		if err := catalog.Decode(kv, fo); err != nil {
-			return err
-		}
-		if FailoverFinished(fo.GetState()) {
-			finished = append(finished, historyEntry{key: kv.Key, v: kv.Version, finished: fo.GetUpdateTime().AsTime()})
-		}
-		return nil
-	})
+	all, _, err := catalog.ListFailovers(ctx, f.r.c.st)
 	if err != nil {
 		return err
+	}
+	var finished []historyEntry
+	for _, rec := range all {
+		if intent.FailoverFinished(rec.Value.GetState()) {
+			finished = append(finished, historyEntry{key: rec.Key, v: rec.Version, finished: rec.Value.GetUpdateTime().AsTime()})
+		}
 	}
 	return f.r.pruneHistory(ctx, finished, f.cfg.HistoryMax, f.cfg.HistoryTTL)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -71,12 +72,8 @@ func (s *simCells) catchUp(cell, tenant string) {
 	}
 }
 
-func (s *simCells) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
-	_, err := s.SetTenant(ctx, cell, tenant, cellv1.Role_ROLE_OWNER, epoch, "", false, requestID)
-	return err
-}
-
-func (s *simCells) SetTenant(ctx context.Context, cell, tenant string, role cellv1.Role, epoch uint64, source string, resume bool, requestID string) (*cellv1.TenantInfo, error) {
+func (s *simCells) SetTenant(ctx context.Context, cell string, req *cellv1.SetTenantRequest) (*cellv1.TenantInfo, error) {
+	tenant, role, epoch, source, resume, requestID := req.GetTenant(), req.GetRole(), req.GetEpoch(), req.GetSourceCell(), req.GetResume(), req.GetRequestId()
 	s.mu.Lock()
 	block := s.block
 	s.mu.Unlock()
@@ -156,7 +153,7 @@ func (s *simCells) DeleteTenant(_ context.Context, cell, tenant, _ string) error
 func (s *simCells) proposer(cell string) proposeFunc {
 	return func(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error) {
 		op := cmd.GetSetTenant()
-		info, err := s.SetTenant(ctx, cell, cmd.GetTenant(), op.GetRole(), op.GetEpoch(), "", false, cmd.GetRequestId())
+		info, err := s.SetTenant(ctx, cell, &cellv1.SetTenantRequest{Tenant: cmd.GetTenant(), Role: op.GetRole(), Epoch: op.GetEpoch(), RequestId: cmd.GetRequestId()})
 		if err != nil {
 			return nil, err
 		}
@@ -225,12 +222,12 @@ func newFoEnv(t *testing.T, st topo.Store) *foEnv {
 func (e *foEnv) place(t *testing.T, tenant, cell, standby string) {
 	t.Helper()
 	ctx := testutil.Context(t, 5*time.Second)
-	if _, err := e.cells.SetTenant(ctx, cell, tenant, cellv1.Role_ROLE_OWNER, 1, "", false, ""); err != nil {
+	if _, err := e.cells.SetTenant(ctx, cell, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: 1}); err != nil {
 		t.Fatal(err)
 	}
 	e.cells.write(t, cell, tenant, 5)
 	if standby != "" {
-		if _, err := e.cells.SetTenant(ctx, standby, tenant, cellv1.Role_ROLE_STANDBY, 1, cell, false, ""); err != nil {
+		if _, err := e.cells.SetTenant(ctx, standby, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_STANDBY, Epoch: 1, SourceCell: cell}); err != nil {
 			t.Fatal(err)
 		}
 		e.cells.get(standby, tenant) // caught up
@@ -288,13 +285,13 @@ func (e *foEnv) waitFailover(t *testing.T, id string, want cpv1.FailoverState) *
 	var fo *cpv1.Failover
 	testutil.Eventually(t, 10*time.Second, func() error {
 		var err error
-		fo, _, err = controller.GetFailover(testutil.Context(t, 5*time.Second), e.st, id)
+		fo, _, err = intent.GetFailover(testutil.Context(t, 5*time.Second), e.st, id)
 		if err != nil {
 			return err
 		}
 		if fo.GetState() != want {
-			return fmt.Errorf("failover %s is %s (%s %s), want %s", id, controller.FailoverStateName(fo.GetState()),
-				fo.GetErrorReason(), fo.GetErrorMessage(), controller.FailoverStateName(want))
+			return fmt.Errorf("failover %s is %s (%s %s), want %s", id, intent.FailoverStateName(fo.GetState()),
+				fo.GetErrorReason(), fo.GetErrorMessage(), intent.FailoverStateName(want))
 		}
 		return nil
 	})
@@ -303,9 +300,9 @@ func (e *foEnv) waitFailover(t *testing.T, id string, want cpv1.FailoverState) *
 
 func (e *foEnv) startFailover(t *testing.T, tenant string, kind cpv1.FailoverKind) *cpv1.Failover {
 	t.Helper()
-	fos, err := controller.StartFailover(testutil.Context(t, 5*time.Second), e.st, controller.FailoverRequest{Tenant: tenant, Kind: kind})
+	fos, err := intent.StartFailover(testutil.Context(t, 5*time.Second), e.st, intent.FailoverRequest{Tenant: tenant, Kind: kind})
 	if err != nil {
-		t.Fatalf("start %s of %s: %v", controller.FailoverKindName(kind), tenant, err)
+		t.Fatalf("start %s of %s: %v", intent.FailoverKindName(kind), tenant, err)
 	}
 	if len(fos) != 1 {
 		t.Fatalf("started %d failovers, want 1", len(fos))

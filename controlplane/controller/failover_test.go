@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -90,18 +91,18 @@ func TestFailoverNeedsABootstrappedStandby(t *testing.T) {
 	e.start(t, "c1", nil)
 	ctx := testutil.Context(t, 10*time.Second)
 
-	if _, err := controller.StartFailover(ctx, st, controller.FailoverRequest{Tenant: "solo", Kind: switchover}); !errors.Is(err, cperr.ErrNoStandby) {
+	if _, err := intent.StartFailover(ctx, st, intent.FailoverRequest{Tenant: "solo", Kind: switchover}); !errors.Is(err, cperr.ErrNoStandby) {
 		t.Fatalf("failover of a tenant without a standby: %v, want NO_STANDBY", err)
 	}
-	fos, err := controller.StartFailover(ctx, st, controller.FailoverRequest{Tenant: "acme", Kind: switchover})
+	fos, err := intent.StartFailover(ctx, st, intent.FailoverRequest{Tenant: "acme", Kind: switchover})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fos, err = controller.WaitFailoverAck(ctx, st, fos, 5*time.Second)
+	fos, err = intent.WaitFailoverAck(ctx, st, fos, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controller.FailoverError(fos[0]); !errors.Is(err, cperr.ErrNoStandby) {
+	if err := intent.FailoverError(fos[0]); !errors.Is(err, cperr.ErrNoStandby) {
 		t.Fatalf("failover with a standby still copying: %v (%v), want NO_STANDBY", err, fos[0])
 	}
 	p := e.tenant(t, "acme")
@@ -127,7 +128,7 @@ func TestPromotionSupersedesAStuckSwitchover(t *testing.T) {
 
 	sw := e.startFailover(t, "acme", switchover)
 	e.waitFailover(t, sw.GetId(), cpv1.FailoverState_FAILOVER_STATE_PROMOTING)
-	if _, err := controller.StartFailover(ctx, st, controller.FailoverRequest{Tenant: "acme", Kind: switchover}); !errors.Is(err, cperr.ErrTenantBusy) {
+	if _, err := intent.StartFailover(ctx, st, intent.FailoverRequest{Tenant: "acme", Kind: switchover}); !errors.Is(err, cperr.ErrTenantBusy) {
 		t.Fatalf("a second switchover: %v, want TENANT_BUSY", err)
 	}
 	pr := e.startFailover(t, "acme", promote)
@@ -349,7 +350,7 @@ func TestDeposedControllerCannotWriteTheFailover(t *testing.T) {
 	// old recorded the first step and is now inside the fence call.
 	var v topo.Version
 	testutil.Eventually(t, 5*time.Second, func() error {
-		cur, cv, err := controller.GetFailover(ctx, st, fo.GetId())
+		cur, cv, err := intent.GetFailover(ctx, st, fo.GetId())
 		if err != nil || cur.GetNewEpoch() != 2 {
 			return fmt.Errorf("first step not recorded yet (%v)", err)
 		}
@@ -363,7 +364,7 @@ func TestDeposedControllerCannotWriteTheFailover(t *testing.T) {
 	e.cells.set(func(s *simCells) { s.block = nil })
 	close(release)
 	if err := testutil.Poll(ctx, 300*time.Millisecond, func() error {
-		_, cv, err := controller.GetFailover(ctx, st, fo.GetId())
+		_, cv, err := intent.GetFailover(ctx, st, fo.GetId())
 		if err == nil && cv != v {
 			return nil
 		}
@@ -397,7 +398,7 @@ func TestCellSwitchover(t *testing.T) {
 	e.place(t, "beta", "a", "b")
 	e.place(t, "solo", "a", "")
 	e.start(t, "c1", nil)
-	fos, err := controller.StartFailover(testutil.Context(t, 5*time.Second), st, controller.FailoverRequest{Cell: "a", Kind: switchover})
+	fos, err := intent.StartFailover(testutil.Context(t, 5*time.Second), st, intent.FailoverRequest{Cell: "a", Kind: switchover})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +419,7 @@ func TestCellSwitchover(t *testing.T) {
 	if p := e.tenant(t, "solo"); p.GetCell() != "a" || p.GetEpoch() != 1 || p.GetOperationId() != "" {
 		t.Fatalf("solo: %v", p)
 	}
-	all, err := controller.ListFailovers(testutil.Context(t, 5*time.Second), st, controller.FailoverFilter{Cell: "b", Tenant: "beta"})
+	all, err := intent.ListFailovers(testutil.Context(t, 5*time.Second), st, intent.FailoverFilter{Cell: "b", Tenant: "beta"})
 	if err != nil || len(all) != 1 || all[0].GetTenant() != "beta" {
 		t.Fatalf("list: %v %v", all, err)
 	}
@@ -449,13 +450,13 @@ func TestFailoverHistoryIsBounded(t *testing.T) {
 		c.Failover.HousekeepingInterval = 20 * time.Millisecond
 	})
 	testutil.Eventually(t, 10*time.Second, func() error {
-		var ids []string
-		_, err := catalog.Each(ctx, st, topo.FailoversPrefix, 0, func(kv topo.KV) error {
-			ids = append(ids, topo.ParseKey(kv.Key).ID)
-			return nil
-		})
+		recs, _, err := catalog.ListRecords(ctx, st, topo.FailoversPrefix, topo.KindFailover, catalog.NewFailover)
 		if err != nil {
 			return err
+		}
+		var ids []string
+		for _, r := range recs {
+			ids = append(ids, r.Parsed.ID)
 		}
 		if want := []string{"f2", "f3", "f5"}; !slices.Equal(ids, want) {
 			return fmt.Errorf("kept %v, want %v", ids, want)

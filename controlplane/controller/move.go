@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
@@ -62,12 +64,12 @@ func (m *mover) drive(ctx context.Context, id string) {
 	run := &moveRun{}
 	wait := c.cfg.RetryMin
 	for ctx.Err() == nil {
-		mv, v, err := GetMove(ctx, c.st, id)
+		mv, v, err := intent.GetMove(ctx, c.st, id)
 		if errors.Is(err, cperr.ErrMoveNotFound) {
 			return
 		}
 		if err == nil {
-			if MoveFinished(mv.GetState()) {
+			if intent.MoveFinished(mv.GetState()) {
 				return
 			}
 			if mv.GetState() != run.state {
@@ -75,7 +77,7 @@ func (m *mover) drive(ctx context.Context, id string) {
 			}
 			if k := c.cfg.TestingKnobs.BeforeMoveStep; k != nil {
 				if kerr := k(ctx, mv); kerr != nil {
-					c.log.Debug("testing knob stopped the move", "move", id, "state", MoveStateName(mv.GetState()))
+					c.log.Debug("testing knob stopped the move", "move", id, "state", intent.MoveStateName(mv.GetState()))
 					return
 				}
 			}
@@ -98,8 +100,8 @@ func (m *mover) drive(ctx context.Context, id string) {
 		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
 			return
 		}
-		c.mm.stepError.WithLabelValues(MoveStateName(mv.GetState())).Inc()
-		c.log.Warn("move step failed; retrying", "move", id, "tenant", mv.GetTenant(), "state", MoveStateName(mv.GetState()), "err", err, "retry_in", wait)
+		c.mm.stepError.WithLabelValues(intent.MoveStateName(mv.GetState())).Inc()
+		c.log.Warn("move step failed; retrying", "move", id, "tenant", mv.GetTenant(), "state", intent.MoveStateName(mv.GetState()), "err", err, "retry_in", wait)
 		if ctxtime.Sleep(ctx, wait) != nil {
 			return
 		}
@@ -109,13 +111,13 @@ func (m *mover) drive(ctx context.Context, id string) {
 
 // step acts on mv's recorded state and records what follows.
 func (m *mover) step(ctx context.Context, mv *cpv1.Move, v topo.Version, run *moveRun) error {
-	if moveBeforeFence(mv.GetState()) {
+	if intent.MoveBeforeFence(mv.GetState()) {
 		if mv.GetCancelRequested() || mv.GetErrorReason() != "" {
 			return m.undo(ctx, mv, v, run)
 		}
 		if limit := m.timeout(mv.GetState()); time.Since(run.since) > limit {
 			return m.markFailing(ctx, mv, v, cperr.New(cperr.CellUnavailable, "move %s: %s did not finish %s within %v",
-				mv.GetId(), mv.GetTargetCell(), MoveStateName(mv.GetState()), limit))
+				mv.GetId(), mv.GetTargetCell(), intent.MoveStateName(mv.GetState()), limit))
 		}
 	}
 	switch mv.GetState() {
@@ -167,11 +169,13 @@ func (m *mover) prepare(ctx context.Context, mv *cpv1.Move, v topo.Version) erro
 		return err
 	}
 	if s := target.Cell.GetState(); s != cpv1.CellState_CELL_STATE_ACTIVE {
-		return m.markFailing(ctx, mv, v, cperr.New(cperr.CellNotActive, "target cell %s became %s", mv.GetTargetCell(), trimEnum(s.String(), "CELL_STATE_")))
+		return m.markFailing(ctx, mv, v, cperr.New(cperr.CellNotActive, "target cell %s became %s", mv.GetTargetCell(), strings.TrimPrefix(s.String(), "CELL_STATE_")))
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	info, err := m.cells.SetTenant(cctx, mv.GetTargetCell(), mv.GetTenant(), cellv1.Role_ROLE_STANDBY, mv.GetSourceEpoch(),
-		mv.GetSourceCell(), false, moveRequestID(mv.GetId(), "standby"))
+	info, err := m.cells.SetTenant(cctx, mv.GetTargetCell(), &cellv1.SetTenantRequest{
+		Tenant: mv.GetTenant(), Role: cellv1.Role_ROLE_STANDBY, Epoch: mv.GetSourceEpoch(),
+		SourceCell: mv.GetSourceCell(), RequestId: moveRequestID(mv.GetId(), "standby"),
+	})
 	cancel()
 	if permanent(err) {
 		return m.markFailing(ctx, mv, v, fmt.Errorf("target %s refused the standby: %w", mv.GetTargetCell(), err))
@@ -253,8 +257,10 @@ func caughtUp(info *cellv1.TenantInfo, repl *cellv1.ReplicationStatus, bound uin
 func (m *mover) fence(ctx context.Context, mv *cpv1.Move, v topo.Version, run *moveRun) error {
 	c := m.r.c
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	info, err := m.cells.SetTenant(cctx, mv.GetSourceCell(), mv.GetTenant(), cellv1.Role_ROLE_FENCED, mv.GetSourceEpoch()+1,
-		"", false, moveRequestID(mv.GetId(), "fence"))
+	info, err := m.cells.SetTenant(cctx, mv.GetSourceCell(), &cellv1.SetTenantRequest{
+		Tenant: mv.GetTenant(), Role: cellv1.Role_ROLE_FENCED, Epoch: mv.GetSourceEpoch() + 1,
+		RequestId: moveRequestID(mv.GetId(), "fence"),
+	})
 	cancel()
 	if err == nil && (info.GetRole() != cellv1.Role_ROLE_FENCED || info.GetEpoch() != mv.GetSourceEpoch()+1) {
 		err = cperr.New(cperr.Internal, "source %s answered the fence with %s at epoch %d", mv.GetSourceCell(), info.GetRole(), info.GetEpoch())
@@ -287,7 +293,10 @@ func (m *mover) cutOver(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 	}
 	newEpoch := mv.GetSourceEpoch() + 1
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	_, err = m.cells.SetTenant(cctx, mv.GetTargetCell(), mv.GetTenant(), cellv1.Role_ROLE_OWNER, newEpoch, "", false, moveRequestID(mv.GetId(), "owner"))
+	_, err = m.cells.SetTenant(cctx, mv.GetTargetCell(), &cellv1.SetTenantRequest{
+		Tenant: mv.GetTenant(), Role: cellv1.Role_ROLE_OWNER, Epoch: newEpoch,
+		RequestId: moveRequestID(mv.GetId(), "owner"),
+	})
 	cancel()
 	if err != nil {
 		return m.stuck(ctx, mv, v, run, fmt.Errorf("target %s: make %s OWNER: %w", mv.GetTargetCell(), mv.GetTenant(), err))
@@ -365,7 +374,7 @@ func (m *mover) cleanUp(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 // iteration undoes it. Recording first makes the decision durable: a new
 // leader undoes the move too instead of going on with it.
 func (m *mover) markFailing(ctx context.Context, mv *cpv1.Move, v topo.Version, cause error) error {
-	if !moveBeforeFence(mv.GetState()) {
+	if !intent.MoveBeforeFence(mv.GetState()) {
 		return cause // never undo a fenced move: retried
 	}
 	next := proto.Clone(mv).(*cpv1.Move)
@@ -424,7 +433,7 @@ func (m *mover) undo(ctx context.Context, mv *cpv1.Move, v topo.Version, run *mo
 		return err
 	}
 	c.mm.finished.WithLabelValues(result).Inc()
-	c.log.Info("move undone", "move", mv.GetId(), "tenant", mv.GetTenant(), "state", MoveStateName(next.GetState()), "reason", next.GetErrorReason())
+	c.log.Info("move undone", "move", mv.GetId(), "tenant", mv.GetTenant(), "state", intent.MoveStateName(next.GetState()), "reason", next.GetErrorReason())
 	return nil
 }
 
@@ -438,10 +447,10 @@ func (m *mover) stuck(ctx context.Context, mv *cpv1.Move, v topo.Version, run *m
 	run.lastWarn = time.Now()
 	next := proto.Clone(mv).(*cpv1.Move)
 	next.ErrorReason, next.ErrorMessage = reasonAndMessage(cause)
-	next.ErrorMessage = fmt.Sprintf("%s for %v: %s", MoveStateName(mv.GetState()), time.Since(run.since).Round(time.Second), next.ErrorMessage)
+	next.ErrorMessage = fmt.Sprintf("%s for %v: %s", intent.MoveStateName(mv.GetState()), time.Since(run.since).Round(time.Second), next.ErrorMessage)
 	next.UpdateTime = timestamppb.Now()
 	m.r.c.log.Warn("move stuck after the fence; it only goes forward, retrying", "move", mv.GetId(), "tenant", mv.GetTenant(),
-		"state", MoveStateName(mv.GetState()), "err", cause)
+		"state", intent.MoveStateName(mv.GetState()), "err", cause)
 	if err := m.record(ctx, next, v); err != nil {
 		return err
 	}

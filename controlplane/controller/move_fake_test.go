@@ -11,6 +11,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -58,12 +59,8 @@ func (f *fleet) rec(cell, tenant string) *fakeRec {
 	return f.cells[cell][tenant]
 }
 
-func (f *fleet) SetOwner(ctx context.Context, cell, tenant string, epoch uint64, requestID string) error {
-	_, err := f.SetTenant(ctx, cell, tenant, cellv1.Role_ROLE_OWNER, epoch, "", false, requestID)
-	return err
-}
-
-func (f *fleet) SetTenant(_ context.Context, cell, tenant string, role cellv1.Role, epoch uint64, source string, resume bool, _ string) (*cellv1.TenantInfo, error) {
+func (f *fleet) SetTenant(_ context.Context, cell string, req *cellv1.SetTenantRequest) (*cellv1.TenantInfo, error) {
+	tenant, role, epoch, source, resume := req.GetTenant(), req.GetRole(), req.GetEpoch(), req.GetSourceCell(), req.GetResume()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down[cell] {
@@ -280,10 +277,10 @@ func (e *moveEnv) create(t *testing.T, id, cell string) *cpv1.Tenant {
 	if cell == "e1" || cell == "e2" {
 		region = "eu"
 	}
-	if err := controller.StartCreate(ctx, e.st, &cpv1.Tenant{Id: id, HomeRegion: region}, cell); err != nil {
+	if err := intent.StartCreate(ctx, e.st, &cpv1.Tenant{Id: id, HomeRegion: region}, cell); err != nil {
 		t.Fatal(err)
 	}
-	tn, err := controller.WaitCreate(ctx, e.st, id)
+	tn, err := intent.WaitCreate(ctx, e.st, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +301,7 @@ func (e *moveEnv) waitMove(t *testing.T, id string, want cpv1.MoveState) *cpv1.M
 	t.Helper()
 	var out *cpv1.Move
 	testutil.Eventually(t, 10*time.Second, func() error {
-		mv, _, err := controller.GetMove(testutil.Context(t, 5*time.Second), e.st, id)
+		mv, _, err := intent.GetMove(testutil.Context(t, 5*time.Second), e.st, id)
 		if err != nil {
 			return err
 		}

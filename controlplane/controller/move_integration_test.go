@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/cellclient"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/cptest"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
@@ -184,12 +185,12 @@ func (e *realEnv) waitMove(t *testing.T, id string, want cpv1.MoveState) *cpv1.M
 	t.Helper()
 	var out *cpv1.Move
 	testutil.Eventually(t, 30*time.Second, func() error {
-		mv, _, err := controller.GetMove(testutil.Context(t, 5*time.Second), e.st, id)
+		mv, _, err := intent.GetMove(testutil.Context(t, 5*time.Second), e.st, id)
 		if err != nil {
 			return err
 		}
 		if mv.GetState() != want {
-			return fmt.Errorf("move %s is %s (%s %s), want %s", id, controller.MoveStateName(mv.GetState()), mv.GetErrorReason(), mv.GetErrorMessage(), controller.MoveStateName(want))
+			return fmt.Errorf("move %s is %s (%s %s), want %s", id, intent.MoveStateName(mv.GetState()), mv.GetErrorReason(), mv.GetErrorMessage(), intent.MoveStateName(want))
 		}
 		out = mv
 		return nil
@@ -362,7 +363,7 @@ func testRealKilled(t *testing.T, e *realEnv) {
 	e.writeKeys(t, "bounce", "us-a", 10)
 	from, to := "us-a", "us-b"
 	for i, killAt := range states {
-		t.Run(controller.MoveStateName(killAt), func(t *testing.T) {
+		t.Run(intent.MoveStateName(killAt), func(t *testing.T) {
 			var mu sync.Mutex
 			var seen []string
 			reached := make(chan struct{})
@@ -370,7 +371,7 @@ func testRealKilled(t *testing.T, e *realEnv) {
 			k := e.takeOver(t, controller.TestingKnobs{BeforeMoveStep: func(ctx context.Context, mv *cpv1.Move) error {
 				recs := e.records(t, "bounce", from, to)
 				mu.Lock()
-				seen = append(seen, controller.MoveStateName(mv.GetState())+" "+strings.Join(recs, " "))
+				seen = append(seen, intent.MoveStateName(mv.GetState())+" "+strings.Join(recs, " "))
 				mu.Unlock()
 				if mv.GetState() == killAt {
 					once.Do(func() { close(reached) })
@@ -379,7 +380,7 @@ func testRealKilled(t *testing.T, e *realEnv) {
 				return nil
 			}})
 			ctx := testutil.Context(t, 60*time.Second)
-			mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "bounce", Target: to})
+			mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "bounce", Target: to})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -417,7 +418,7 @@ func testRealDrain(t *testing.T, e *realEnv) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 45*time.Second, func() error {
-		p, err := controller.GetDrainProgress(ctx, e.st, "us-a")
+		p, err := intent.GetDrainProgress(ctx, e.st, "us-a")
 		if err != nil {
 			return err
 		}

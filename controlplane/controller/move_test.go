@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -27,7 +28,7 @@ func TestMoveFlipsPlacement(t *testing.T) {
 	e.cells.write(t, "acme", 5) // tseq 1 (owner) + 5
 	ctx := testutil.Context(t, 10*time.Second)
 
-	mv, plan, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, plan, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestMoveFlipsPlacement(t *testing.T) {
 		t.Errorf("fence or ownership applied more than once: %v", e.cells.changes)
 	}
 	// The next move is allowed, and goes back.
-	mv2, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "a"})
+	mv2, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestMoveKilledBeforeEachStepNewLeaderFinishes(t *testing.T) {
 		cpv1.MoveState_MOVE_STATE_CLEANING_UP,
 	}
 	for _, killAt := range states {
-		t.Run(controller.MoveStateName(killAt), func(t *testing.T) {
+		t.Run(intent.MoveStateName(killAt), func(t *testing.T) {
 			e := newMoveEnv(t)
 			_, stopSetup := e.start(t, "setup", controller.TestingKnobs{})
 			e.create(t, "acme", "a")
@@ -103,7 +104,7 @@ func TestMoveKilledBeforeEachStepNewLeaderFinishes(t *testing.T) {
 			}
 			_, stopFirst := e.start(t, "first", controller.TestingKnobs{BeforeMoveStep: knob})
 			ctx := testutil.Context(t, 15*time.Second)
-			mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+			mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +156,7 @@ func TestCancelBeforeFence(t *testing.T) {
 	e.create(t, "acme", "a")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true }) // the copy never ends
 	ctx := testutil.Context(t, 10*time.Second)
-	mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +164,7 @@ func TestCancelBeforeFence(t *testing.T) {
 	if got := e.loads(t, "a", "b"); got != "a=1 b=1" {
 		t.Fatalf("loads while copying: %s", got)
 	}
-	if _, err := controller.CancelMove(ctx, e.st, mv.GetId()); err != nil {
+	if _, err := intent.CancelMove(ctx, e.st, mv.GetId()); err != nil {
 		t.Fatal(err)
 	}
 	e.waitMove(t, mv.GetId(), cpv1.MoveState_MOVE_STATE_CANCELLED)
@@ -176,11 +177,11 @@ func TestCancelBeforeFence(t *testing.T) {
 	if got := e.loads(t, "a", "b"); got != "a=1 b=0" {
 		t.Fatalf("loads %s", got)
 	}
-	if again, err := controller.CancelMove(ctx, e.st, mv.GetId()); err != nil || again.GetState() != cpv1.MoveState_MOVE_STATE_CANCELLED {
+	if again, err := intent.CancelMove(ctx, e.st, mv.GetId()); err != nil || again.GetState() != cpv1.MoveState_MOVE_STATE_CANCELLED {
 		t.Fatalf("second cancel: %v %v", again, err)
 	}
 	e.cells.set(func(f *fleet) { f.noBootstrap = false })
-	mv2, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "c"})
+	mv2, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "c"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestCancelAfterFenceIsRefused(t *testing.T) {
 	}})
 	e.create(t, "acme", "a")
 	ctx := testutil.Context(t, 10*time.Second)
-	mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestCancelAfterFenceIsRefused(t *testing.T) {
 	if tn := e.tenant(t, "acme"); !tn.GetCuttingOver() {
 		t.Errorf("placement not held (cutting_over) after the fence: %v", tn)
 	}
-	if _, err := controller.CancelMove(ctx, e.st, mv.GetId()); !errors.Is(err, cperr.ErrMoveNotCancellable) {
+	if _, err := intent.CancelMove(ctx, e.st, mv.GetId()); !errors.Is(err, cperr.ErrMoveNotCancellable) {
 		t.Fatalf("cancel after the fence: %v, want MOVE_NOT_CANCELLABLE", err)
 	}
 	close(release)
@@ -227,10 +228,10 @@ func TestCancelAfterFenceIsRefused(t *testing.T) {
 	if done.GetCancelRequested() {
 		t.Fatal("cancel_requested recorded after the fence")
 	}
-	if _, err := controller.CancelMove(ctx, e.st, mv.GetId()); !errors.Is(err, cperr.ErrMoveNotCancellable) {
+	if _, err := intent.CancelMove(ctx, e.st, mv.GetId()); !errors.Is(err, cperr.ErrMoveNotCancellable) {
 		t.Fatalf("cancel of a finished move: %v", err)
 	}
-	if _, err := controller.CancelMove(ctx, e.st, "nope-00000000"); !errors.Is(err, cperr.ErrMoveNotFound) {
+	if _, err := intent.CancelMove(ctx, e.st, "nope-00000000"); !errors.Is(err, cperr.ErrMoveNotFound) {
 		t.Fatalf("cancel of no move: %v", err)
 	}
 }
@@ -242,7 +243,7 @@ func TestMoveTimeoutUndoes(t *testing.T) {
 	e.create(t, "acme", "a")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true })
 	ctx := testutil.Context(t, 10*time.Second)
-	mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func TestMoveTargetDownFailsAndReleases(t *testing.T) {
 	e.create(t, "acme", "a")
 	e.cells.set(func(f *fleet) { f.down["b"] = true })
 	ctx := testutil.Context(t, 10*time.Second)
-	mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +295,7 @@ func TestStartMoveValidation(t *testing.T) {
 	e.create(t, "acme", "a")
 	e.create(t, "busy", "a")
 	ctx := testutil.Context(t, 10*time.Second)
-	if _, err := controller.SetStandby(ctx, e.st, "acme", "eu", "e1"); err != nil {
+	if _, err := intent.SetStandby(ctx, e.st, "acme", "eu", "e1"); err != nil {
 		t.Fatal(err)
 	}
 	cordoned := activeCell("d", "us", 0)
@@ -302,27 +303,27 @@ func TestStartMoveValidation(t *testing.T) {
 	seedCells(t, e.st, cordoned, func() *cpv1.Cell { c := activeCell("full", "us", 1); return c }())
 	e.create(t, "filler", "full")
 	e.cells.set(func(f *fleet) { f.noBootstrap = true })
-	if _, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "busy", Target: "b"}); err != nil {
+	if _, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "busy", Target: "b"}); err != nil {
 		t.Fatal(err)
 	}
 
 	tests := []struct {
 		name   string
-		req    controller.MoveRequest
+		req    intent.MoveRequest
 		reason *cperr.Error
 	}{
-		{"unknown tenant", controller.MoveRequest{Tenant: "nope", Target: "b"}, cperr.ErrTenantNotFound},
-		{"to its owner", controller.MoveRequest{Tenant: "acme", Target: "a"}, cperr.ErrInvalidArgument},
-		{"to its standby", controller.MoveRequest{Tenant: "acme", Target: "e1"}, cperr.ErrInvalidArgument},
-		{"to its standby's region", controller.MoveRequest{Tenant: "acme", Target: "e2"}, cperr.ErrInvalidArgument},
-		{"unknown cell", controller.MoveRequest{Tenant: "acme", Target: "zz"}, cperr.ErrCellNotFound},
-		{"cordoned cell", controller.MoveRequest{Tenant: "acme", Target: "d"}, cperr.ErrCellNotActive},
-		{"full cell", controller.MoveRequest{Tenant: "acme", Target: "full"}, cperr.ErrNoCapacity},
-		{"already moving", controller.MoveRequest{Tenant: "busy", Target: "c"}, cperr.ErrTenantBusy},
+		{"unknown tenant", intent.MoveRequest{Tenant: "nope", Target: "b"}, cperr.ErrTenantNotFound},
+		{"to its owner", intent.MoveRequest{Tenant: "acme", Target: "a"}, cperr.ErrInvalidArgument},
+		{"to its standby", intent.MoveRequest{Tenant: "acme", Target: "e1"}, cperr.ErrInvalidArgument},
+		{"to its standby's region", intent.MoveRequest{Tenant: "acme", Target: "e2"}, cperr.ErrInvalidArgument},
+		{"unknown cell", intent.MoveRequest{Tenant: "acme", Target: "zz"}, cperr.ErrCellNotFound},
+		{"cordoned cell", intent.MoveRequest{Tenant: "acme", Target: "d"}, cperr.ErrCellNotActive},
+		{"full cell", intent.MoveRequest{Tenant: "acme", Target: "full"}, cperr.ErrNoCapacity},
+		{"already moving", intent.MoveRequest{Tenant: "busy", Target: "c"}, cperr.ErrTenantBusy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := controller.StartMove(ctx, e.st, tt.req)
+			_, _, err := intent.StartMove(ctx, e.st, tt.req)
 			if !errors.Is(err, tt.reason) {
 				t.Fatalf("StartMove(%+v) = %v, want %s", tt.req, err, tt.reason.Reason)
 			}
@@ -330,7 +331,7 @@ func TestStartMoveValidation(t *testing.T) {
 	}
 	t.Run("dry run records nothing", func(t *testing.T) {
 		before := e.moveKeys(t)
-		mv, plan, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b", DryRun: true})
+		mv, plan, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b", DryRun: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -342,7 +343,7 @@ func TestStartMoveValidation(t *testing.T) {
 		}
 	})
 	t.Run("delete refused while moving", func(t *testing.T) {
-		if err := controller.StartDelete(ctx, e.st, "busy"); !errors.Is(err, cperr.ErrTenantBusy) {
+		if err := intent.StartDelete(ctx, e.st, "busy"); !errors.Is(err, cperr.ErrTenantBusy) {
 			t.Fatalf("delete during a move: %v", err)
 		}
 	})
@@ -356,7 +357,7 @@ func TestMoveHistoryIsBounded(t *testing.T) {
 	ctx := testutil.Context(t, 15*time.Second)
 	var ids []string
 	for _, to := range []string{"b", "a", "b"} {
-		mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: to})
+		mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: to})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -364,7 +365,7 @@ func TestMoveHistoryIsBounded(t *testing.T) {
 		ids = append(ids, mv.GetId())
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
-		all, err := controller.ListMoves(ctx, e.st, controller.MoveFilter{All: true})
+		all, err := intent.ListMoves(ctx, e.st, intent.MoveFilter{All: true})
 		if err != nil {
 			return err
 		}
@@ -377,7 +378,7 @@ func TestMoveHistoryIsBounded(t *testing.T) {
 		}
 		return nil
 	})
-	if active, err := controller.ListMoves(ctx, e.st, controller.MoveFilter{}); err != nil || len(active) != 0 {
+	if active, err := intent.ListMoves(ctx, e.st, intent.MoveFilter{}); err != nil || len(active) != 0 {
 		t.Fatalf("active moves %v %v", active, err)
 	}
 }
@@ -396,12 +397,12 @@ func TestMoveAfterFenceGoesForward(t *testing.T) {
 	}}, func(m *controller.MoveConfig) { m.CutoverWarnAfter = 50 * time.Millisecond })
 	e.create(t, "acme", "a")
 	ctx := testutil.Context(t, 10*time.Second)
-	mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
-		got, _, err := controller.GetMove(ctx, e.st, mv.GetId())
+		got, _, err := intent.GetMove(ctx, e.st, mv.GetId())
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
-	"github.com/cellplane/cellplane/controlplane/placement"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -40,17 +39,6 @@ import (
 // old OWNER or FENCED cell, whose history may hold writes that never
 // reached the new owner: an emergency promotion's RPO) and a missing
 // record are bootstrapped again from an export.
-
-// clearStandbyOp prefixes the operation_id of a standby being cleared:
-// "standby-clear.<cell>".
-const clearStandbyOp = "standby-clear."
-
-// ClearingStandby returns the cell whose standby copy the tenant's
-// operation is removing, if that is its operation.
-func ClearingStandby(t *cpv1.Tenant) (string, bool) {
-	cell, ok := strings.CutPrefix(t.GetOperationId(), clearStandbyOp)
-	return cell, ok && cell != ""
-}
 
 // standbyLoop runs the reconciler: a check of each tenant the tenants/
 // watch shows changing, and a full pass every StandbyResyncInterval; at
@@ -100,13 +88,9 @@ func (m *mover) standbyLoop(ctx context.Context) {
 	go func() {
 		defer wg.Done()
 		m.r.follow(ctx, topo.TenantsPrefix, func(ev topo.Event) {
-			kv, put := ev.KV, ev.Type == topo.EventPut
-			if !put || topo.ParseKey(kv.Key).Kind != topo.KindTenant {
-				return
-			}
-			t := &cpv1.Tenant{}
-			if catalog.Decode(kv, t) == nil && needsStandbyCheck(t) {
-				m.standby.add(t.GetId())
+			rec, ok, err := catalog.TenantEvent(ev)
+			if ok && err == nil && needsStandbyCheck(rec.Value) {
+				m.standby.add(rec.Value.GetId())
 			}
 		})
 	}()
@@ -120,22 +104,15 @@ func (m *mover) standbyLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		n := 0
-		_, err := catalog.Each(ctx, m.r.c.st, topo.TenantsPrefix, 0, func(kv topo.KV) error {
-			if topo.ParseKey(kv.Key).Kind != topo.KindTenant {
-				return nil
-			}
-			t := &cpv1.Tenant{}
-			if catalog.Decode(kv, t) != nil {
-				return nil
-			}
-			if t.GetStandbyCell() != "" {
+		tenants, _, err := catalog.ListDecodable(ctx, m.r.c.st, topo.TenantsPrefix, topo.KindTenant, catalog.NewTenant)
+		for _, rec := range tenants {
+			if t := rec.Value; t.GetStandbyCell() != "" {
 				n++
 			}
-			if needsStandbyCheck(t) {
-				m.standby.add(t.GetId())
+			if needsStandbyCheck(rec.Value) {
+				m.standby.add(rec.Value.GetId())
 			}
-			return nil
-		})
+		}
 		if err == nil {
 			m.r.c.mm.standbys.Set(float64(n))
 		} else if ctx.Err() == nil {
@@ -145,7 +122,7 @@ func (m *mover) standbyLoop(ctx context.Context) {
 }
 
 func needsStandbyCheck(t *cpv1.Tenant) bool {
-	_, clearing := ClearingStandby(t)
+	_, clearing := intent.ClearingStandby(t)
 	return clearing || (t.GetStandbyCell() != "" && t.GetState() == cpv1.TenantState_TENANT_STATE_ACTIVE)
 }
 
@@ -161,7 +138,7 @@ func (m *mover) repairStandby(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if cell, ok := ClearingStandby(t); ok {
+	if cell, ok := intent.ClearingStandby(t); ok {
 		return m.finishClear(ctx, t, tv, cell)
 	}
 	sb := t.GetStandbyCell()
@@ -190,7 +167,9 @@ func (m *mover) repairStandby(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	_, err = m.cells.SetTenant(cctx, sb, id, cellv1.Role_ROLE_STANDBY, t.GetEpoch(), t.GetCell(), resume, "")
+	_, err = m.cells.SetTenant(cctx, sb, &cellv1.SetTenantRequest{
+		Tenant: id, Role: cellv1.Role_ROLE_STANDBY, Epoch: t.GetEpoch(), SourceCell: t.GetCell(), Resume: resume,
+	})
 	if err != nil {
 		c.mm.repairs.WithLabelValues("error").Inc()
 		return fmt.Errorf("standby %s: make %s STANDBY of %s at epoch %d: %w", sb, id, t.GetCell(), t.GetEpoch(), err)
@@ -206,21 +185,16 @@ func (m *mover) repairStandby(ctx context.Context, id string) error {
 // and it may keep its data. Failover ids are "<tenant>-e<epoch>-<kind>"
 // (docs/failover.md), so the candidates are found by prefix.
 func (m *mover) switchedOver(ctx context.Context, t *cpv1.Tenant, cell string) (bool, error) {
-	found := false
 	prefix := topo.FailoverKey(fmt.Sprintf("%s-e%d-switchover", t.GetId(), t.GetEpoch()))
-	_, err := catalog.Each(ctx, m.r.c.st, prefix, 0, func(kv topo.KV) error {
-		fo := &cpv1.Failover{}
-		if catalog.Decode(kv, fo) != nil {
-			return nil
-		}
-		if fo.GetTenant() == t.GetId() && fo.GetKind() == cpv1.FailoverKind_FAILOVER_KIND_SWITCHOVER &&
+	fos, _, err := catalog.ListDecodable(ctx, m.r.c.st, prefix, topo.KindFailover, catalog.NewFailover)
+	for _, rec := range fos {
+		if fo := rec.Value; fo.GetTenant() == t.GetId() && fo.GetKind() == cpv1.FailoverKind_FAILOVER_KIND_SWITCHOVER &&
 			fo.GetState() == cpv1.FailoverState_FAILOVER_STATE_DONE && fo.GetFromCell() == cell &&
 			fo.GetToCell() == t.GetCell() && fo.GetNewEpoch() == t.GetEpoch() {
-			found = true
+			return true, nil
 		}
-		return nil
-	})
-	return found, err
+	}
+	return false, err
 }
 
 // finishClear removes the old standby's copy, then clears standby_cell,
@@ -258,30 +232,6 @@ func (m *mover) finishClear(ctx context.Context, t *cpv1.Tenant, tv topo.Version
 	return nil
 }
 
-// chooseStandby picks the standby cell of a tenant owned by owner: the
-// requested cell, or the least loaded ACTIVE cell of region with room,
-// never in the owner's region.
-func chooseStandby(cells []*catalog.CellInfo, owner, region, cell string) (string, error) {
-	if cell != "" {
-		ci := findCell(cells, cell)
-		if ci == nil {
-			return "", cperr.New(cperr.CellNotFound, "cell %s does not exist", cell)
-		}
-		if region != "" && region != ci.Cell.GetRegion() {
-			return "", cperr.Invalid(cperr.FieldViolation{Field: "cell", Description: "cell " + cell + " is in region " + ci.Cell.GetRegion() + ", not " + region})
-		}
-		region = ci.Cell.GetRegion()
-	}
-	if region == "" {
-		return "", cperr.Invalid(cperr.FieldViolation{Field: "region", Description: "a region or a cell for the standby is required"})
-	}
-	if oc := findCell(cells, owner); oc != nil && oc.Cell.GetRegion() == region {
-		return "", cperr.Invalid(cperr.FieldViolation{Field: "region",
-			Description: "the standby must be in another region than the owner " + owner + " (" + region + ")"})
-	}
-	return placement.Pick(candidates(cells), placement.Request{Region: region, Cell: cell})
-}
-
 // publishStandby is the create workflow's hook when it publishes a
 // placement: the standby cell recorded with the intent (chosen by the API)
 // is checked again and counted in its load, in the publishing transaction;
@@ -298,12 +248,12 @@ func (r *runner) publishStandby(ctx context.Context, pub *cpv1.Tenant, conds []t
 		return nil, nil, err
 	}
 	region := ""
-	if ci := findCell(cells, want); ci != nil {
+	if ci := catalog.FindCell(cells, want); ci != nil {
 		region = ci.Cell.GetRegion()
 	}
-	cell, perr := chooseStandby(cells, pub.GetCell(), region, want)
+	cell, perr := intent.PickStandby(cells, pub.GetCell(), region, want)
 	if perr != nil && region != "" {
-		cell, perr = chooseStandby(cells, pub.GetCell(), region, "")
+		cell, perr = intent.PickStandby(cells, pub.GetCell(), region, "")
 	}
 	if perr != nil {
 		r.c.log.Warn("tenant published without its standby", "tenant", pub.GetId(), "cell", want, "err", perr)
@@ -311,7 +261,7 @@ func (r *runner) publishStandby(ctx context.Context, pub *cpv1.Tenant, conds []t
 		return conds, ops, nil
 	}
 	pub.StandbyCell = cell
-	ci := findCell(cells, cell)
+	ci := catalog.FindCell(cells, cell)
 	load := proto.Clone(ci.Load).(*cpv1.CellLoad)
 	load.Tenants++
 	key := topo.CellLoadKey(cell)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -40,17 +41,17 @@ func TestStandbyFollowsTheOwner(t *testing.T) {
 	e.cells.write(t, "acme", 4)
 	ctx := testutil.Context(t, 15*time.Second)
 
-	tn, err := controller.SetStandby(ctx, e.st, "acme", "eu", "")
+	tn, err := intent.SetStandby(ctx, e.st, "acme", "eu", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tn.GetStandbyCell() != "e2" {
 		t.Fatalf("standby %q, want e2 (the least loaded cell of eu)", tn.GetStandbyCell())
 	}
-	if again, err := controller.SetStandby(ctx, e.st, "acme", "eu", ""); err != nil || again.GetStandbyCell() != "e2" {
+	if again, err := intent.SetStandby(ctx, e.st, "acme", "eu", ""); err != nil || again.GetStandbyCell() != "e2" {
 		t.Fatalf("setting the same standby again: %v %v", again, err)
 	}
-	if _, err := controller.SetStandby(ctx, e.st, "acme", "", "e1"); !errors.Is(err, cperr.ErrAlreadyExists) {
+	if _, err := intent.SetStandby(ctx, e.st, "acme", "", "e1"); !errors.Is(err, cperr.ErrAlreadyExists) {
 		t.Fatalf("another standby: %v, want ALREADY_EXISTS", err)
 	}
 	e.waitRoles(t, "acme", "a:OWNER@1 e2:STANDBY@1")
@@ -68,7 +69,7 @@ func TestStandbyFollowsTheOwner(t *testing.T) {
 		return nil
 	})
 
-	mv, _, err := controller.StartMove(ctx, e.st, controller.MoveRequest{Tenant: "acme", Target: "b"})
+	mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: "acme", Target: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,11 +92,11 @@ func TestStandbyFollowsTheOwner(t *testing.T) {
 	}
 	e.waitRoles(t, "acme", "b:OWNER@2 e2:STANDBY@2")
 
-	cell, err := controller.StartClearStandby(ctx, e.st, "acme")
+	cell, err := intent.StartClearStandby(ctx, e.st, "acme")
 	if err != nil || cell != "e2" {
 		t.Fatalf("clear: %q %v", cell, err)
 	}
-	cleared, err := controller.WaitStandbyCleared(ctx, e.st, "acme", cell)
+	cleared, err := intent.WaitStandbyCleared(ctx, e.st, "acme", cell)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestStandbyFollowsTheOwner(t *testing.T) {
 	if got := e.loads(t, "e2"); got != "e2=0" {
 		t.Fatalf("loads %s", got)
 	}
-	if cell, err := controller.StartClearStandby(ctx, e.st, "acme"); err != nil || cell != "" {
+	if cell, err := intent.StartClearStandby(ctx, e.st, "acme"); err != nil || cell != "" {
 		t.Fatalf("clearing no standby: %q %v", cell, err)
 	}
 	e.cells.checkNoViolation(t)
@@ -133,7 +134,7 @@ func TestSetStandbyValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := controller.SetStandby(ctx, e.st, tt.tenant, tt.region, tt.cell); !errors.Is(err, tt.want) {
+			if _, err := intent.SetStandby(ctx, e.st, tt.tenant, tt.region, tt.cell); !errors.Is(err, tt.want) {
 				t.Fatalf("SetStandby = %v, want %s", err, tt.want.Reason)
 			}
 		})
@@ -147,14 +148,14 @@ func TestCreateAndDeleteWithStandby(t *testing.T) {
 	e := newMoveEnv(t)
 	e.start(t, "c1", controller.TestingKnobs{})
 	ctx := testutil.Context(t, 10*time.Second)
-	sb, err := controller.ChooseStandby(ctx, e.st, "", "eu", "")
+	sb, err := intent.ChooseStandby(ctx, e.st, "", "eu", "")
 	if err != nil || sb != "e1" {
 		t.Fatalf("ChooseStandby = %q %v", sb, err)
 	}
-	if err := controller.StartCreate(ctx, e.st, &cpv1.Tenant{Id: "acme", HomeRegion: "us", StandbyCell: sb}, "a"); err != nil {
+	if err := intent.StartCreate(ctx, e.st, &cpv1.Tenant{Id: "acme", HomeRegion: "us", StandbyCell: sb}, "a"); err != nil {
 		t.Fatal(err)
 	}
-	tn, err := controller.WaitCreate(ctx, e.st, "acme")
+	tn, err := intent.WaitCreate(ctx, e.st, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,10 +166,10 @@ func TestCreateAndDeleteWithStandby(t *testing.T) {
 	if got := e.loads(t, "a", "e1"); got != "a=1 e1=1" {
 		t.Fatalf("loads %s", got)
 	}
-	if err := controller.StartDelete(ctx, e.st, "acme"); err != nil {
+	if err := intent.StartDelete(ctx, e.st, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if err := controller.WaitDelete(ctx, e.st, "acme"); err != nil {
+	if err := intent.WaitDelete(ctx, e.st, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	e.waitRoles(t, "acme", "")
@@ -199,13 +200,13 @@ func TestStandbyResumeOnlyAfterSwitchover(t *testing.T) {
 			e := newMoveEnv(t)
 			ctx := testutil.Context(t, 10*time.Second)
 			// e1 owned acme at epoch 1 and was fenced at 2; a owns it at 2.
-			if _, err := e.cells.SetTenant(ctx, "e1", "acme", cellv1.Role_ROLE_OWNER, 1, "", false, ""); err != nil {
+			if _, err := e.cells.SetTenant(ctx, "e1", &cellv1.SetTenantRequest{Tenant: "acme", Role: cellv1.Role_ROLE_OWNER, Epoch: 1}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.cells.SetTenant(ctx, "e1", "acme", cellv1.Role_ROLE_FENCED, 2, "", false, ""); err != nil {
+			if _, err := e.cells.SetTenant(ctx, "e1", &cellv1.SetTenantRequest{Tenant: "acme", Role: cellv1.Role_ROLE_FENCED, Epoch: 2}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.cells.SetTenant(ctx, "a", "acme", cellv1.Role_ROLE_OWNER, 2, "", false, ""); err != nil {
+			if _, err := e.cells.SetTenant(ctx, "a", &cellv1.SetTenantRequest{Tenant: "acme", Role: cellv1.Role_ROLE_OWNER, Epoch: 2}); err != nil {
 				t.Fatal(err)
 			}
 			ops := []topo.Op{topo.Put(topo.TenantKey("acme"), catalog.Encode(&cpv1.Tenant{Id: "acme", HomeRegion: "us", Cell: "a",

@@ -12,13 +12,9 @@ import (
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
-
-// Workflow ids are derived from the tenant so that a retried request can
-// never start a second workflow of the same kind.
-func createID(tenant string) string { return "create-" + tenant }
-func deleteID(tenant string) string { return "delete-" + tenant }
 
 // The epoch a new tenant's first owner gets.
 const firstEpoch = 1
@@ -58,22 +54,13 @@ func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 		if err != nil {
 			return err
 		}
-		cands := make([]placement.Candidate, len(cells))
-		for i, ci := range cells {
-			cands[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
-		}
-		cell, perr := placement.Pick(cands, placement.Request{Region: tenant.GetHomeRegion(), Cell: wf.GetRequestedCell()})
+		cell, perr := placement.Pick(candidates(cells), placement.Request{Region: tenant.GetHomeRegion(), Cell: wf.GetRequestedCell()})
 		if perr != nil {
 			// Nothing was placed: drop the tenant record so the id is free.
 			return r.fail(ctx, wf, v, []topo.Op{topo.Del(topo.TenantKey(tenant.GetId()))}, perr,
 				topo.IfVersion(topo.TenantKey(tenant.GetId()), tv))
 		}
-		var ci *catalog.CellInfo
-		for _, x := range cells {
-			if x.Cell.GetId() == cell {
-				ci = x
-			}
-		}
+		ci := catalog.FindCell(cells, cell)
 		load := proto.Clone(ci.Load).(*cpv1.CellLoad)
 		load.Tenants++
 		next := proto.Clone(wf).(*cpv1.Workflow)
@@ -86,7 +73,9 @@ func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 
 	case cpv1.WorkflowStep_WORKFLOW_STEP_PLACED:
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-		err := c.cells.SetOwner(cctx, wf.GetCell(), wf.GetTenant(), firstEpoch, wf.GetId()+".owner")
+		_, err := c.cells.SetTenant(cctx, wf.GetCell(), &cellv1.SetTenantRequest{
+			Tenant: wf.GetTenant(), Role: cellv1.Role_ROLE_OWNER, Epoch: firstEpoch, RequestId: wf.GetId() + ".owner",
+		})
 		cancel()
 		if permanent(err) {
 			// The cell refuses for good (it should not: the tenant is new

@@ -22,6 +22,7 @@ const Prefix = "/cellplane/v1/"
 //	workflows/<id>               Workflow        (durable controller workflows)
 //	moves/<id>                   Move            (tenant moves)
 //	failovers/<id>               Failover        (switchovers and promotions)
+//	drains/<c>                   DrainCellRequest (cells being drained)
 //	controller/leader/<lease>    ControllerLeader (election)
 const (
 	RegionsPrefix   = "regions/"
@@ -30,6 +31,11 @@ const (
 	WorkflowsPrefix = "workflows/"
 	MovesPrefix     = "moves/"
 	FailoversPrefix = "failovers/"
+	// DrainsPrefix holds one record per cell being drained. The record is
+	// the DrainCellRequest that started the drain (the concurrency asked
+	// for); a CellDrain message would say it better at the next keyspace
+	// change.
+	DrainsPrefix = "drains/"
 	// ControllerElection is the election name of controller replicas.
 	ControllerElection = "controller/leader"
 )
@@ -70,6 +76,9 @@ func MoveKey(id string) string { return MovesPrefix + id }
 // FailoverKey is failovers/<id>.
 func FailoverKey(id string) string { return FailoversPrefix + id }
 
+// DrainKey is drains/<c>.
+func DrainKey(c string) string { return DrainsPrefix + c }
+
 // TenantKey is tenants/<t>.
 func TenantKey(t string) string { return TenantsPrefix + t }
 
@@ -101,6 +110,7 @@ const (
 	KindCellFence
 	KindMove
 	KindFailover
+	KindDrain
 )
 
 // ParsedKey is a key split into its parts.
@@ -131,6 +141,10 @@ func ParseKey(key string) ParsedKey {
 	case strings.HasPrefix(key, FailoversPrefix):
 		if id := key[len(FailoversPrefix):]; id != "" && !strings.Contains(id, "/") {
 			return ParsedKey{Kind: KindFailover, ID: id}
+		}
+	case strings.HasPrefix(key, DrainsPrefix):
+		if id := key[len(DrainsPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindDrain, ID: id}
 		}
 	case strings.HasPrefix(key, CellsPrefix):
 		parts := strings.Split(key[len(CellsPrefix):], "/")

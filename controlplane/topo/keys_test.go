@@ -20,6 +20,8 @@ func TestParseKey(t *testing.T) {
 		{CellFenceKey("c1", "acme"), ParsedKey{Kind: KindCellFence, ID: "c1", Sub: "acme"}},
 		{MoveKey("m1"), ParsedKey{Kind: KindMove, ID: "m1"}},
 		{FailoverKey("f1"), ParsedKey{Kind: KindFailover, ID: "f1"}},
+		{DrainKey("c1"), ParsedKey{Kind: KindDrain, ID: "c1"}},
+		{"drains/c1/x", ParsedKey{}},
 		{"cells/c1/fence/", ParsedKey{}},
 		{"moves/a/b", ParsedKey{}},
 		{"regions/", ParsedKey{}},
@@ -80,6 +82,8 @@ func FuzzParseKey(f *testing.F) {
 			back = MoveKey(pk.ID)
 		case KindFailover:
 			back = FailoverKey(pk.ID)
+		case KindDrain:
+			back = DrainKey(pk.ID)
 		}
 		if back != key {
 			t.Fatalf("ParseKey(%q) = %+v rebuilds as %q", key, pk, back)

@@ -140,7 +140,7 @@ func (t *Table) list(ctx context.Context, prefix string, rev topo.Revision, fn f
 // revision.
 func (t *Table) load(ctx context.Context) (*view, cellStates, error) {
 	v := newView()
-	rev, err := t.list(ctx, topo.TenantsPrefix, 0, func(kv topo.KV) { t.applyTenantPut(v, kv) })
+	rev, err := t.list(ctx, topo.TenantsPrefix, 0, func(kv topo.KV) { t.applyTenantEvent(v, topo.Event{Type: topo.EventPut, KV: kv}) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -241,86 +241,72 @@ func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progresse
 }
 
 // applyTenantEvent applies one event of tenants/.
-func (t *Table) applyTenantEvent(v *view, e topo.Event) {
-	if e.Type == topo.EventPut {
-		t.applyTenantPut(v, e.KV)
-		return
-	}
-	pk := topo.ParseKey(e.KV.Key)
-	switch pk.Kind {
-	case topo.KindTenant:
-		v.del(pk.ID, int64(e.KV.Version))
-	case topo.KindAPIKey:
+func (t *Table) applyTenantEvent(v *view, ev topo.Event) {
+	e, err := catalog.DecodeEvent(ev)
+	pk, put := e.Key, ev.Type == topo.EventPut
+	switch {
+	case pk.Kind == topo.KindTenant && !put:
+		v.del(pk.ID, int64(ev.KV.Version))
+	case pk.Kind == topo.KindAPIKey && !put:
 		v.delKey(pk.Sub)
-	}
-}
-
-// applyTenantPut stores a tenant or API key record.
-func (t *Table) applyTenantPut(v *view, kv topo.KV) {
-	pk := topo.ParseKey(kv.Key)
-	switch pk.Kind {
-	case topo.KindTenant:
-		rec := &cpv1.Tenant{}
-		if err := catalog.Decode(kv, rec); err != nil {
+	case pk.Kind == topo.KindTenant:
+		if err != nil {
 			t.log.Warn("routing: skipping corrupt tenant record", "err", err)
 			return
 		}
-		e, err := v.makeEntry(rec, int64(kv.Version))
+		ent, err := v.makeEntry(e.Value.(*cpv1.Tenant), int64(ev.KV.Version))
 		if err != nil {
 			t.log.Warn("routing: skipping tenant", "tenant", pk.ID, "err", err)
 			return
 		}
 		// Clone: pk.ID is a substring of the key, whose prefix the map
 		// would otherwise keep alive.
-		v.put(clone(pk.ID), e, nil)
-	case topo.KindAPIKey:
-		rec := &cpv1.ApiKey{}
-		if err := catalog.Decode(kv, rec); err != nil {
+		v.put(clone(pk.ID), ent, nil)
+	case pk.Kind == topo.KindAPIKey:
+		if err != nil {
 			t.log.Warn("routing: skipping corrupt API key record", "err", err)
 			return
 		}
+		rec := e.Value.(*cpv1.ApiKey)
 		v.setKey(clone(pk.Sub), apiKey{tenant: clone(pk.ID), hash: slices.Clone(rec.GetSecretHash()), revoked: rec.GetRevokeTime() != nil})
 	}
 }
 
 // applyCell applies one event of cells/ to the raw cell states and
 // returns the cell it touched ("" if none).
-func (t *Table) applyCell(cells cellStates, e topo.Event) string {
-	pk := topo.ParseKey(e.KV.Key)
-	put := e.Type == topo.EventPut
+func (t *Table) applyCell(cells cellStates, ev topo.Event) string {
+	e, err := catalog.DecodeEvent(ev)
+	pk, put := e.Key, ev.Type == topo.EventPut
 	switch pk.Kind {
 	case topo.KindCell:
 		c := cells.get(pk.ID)
 		c.cell = nil
 		if put {
-			rec := &cpv1.Cell{}
-			if err := catalog.Decode(e.KV, rec); err != nil {
+			if err != nil {
 				t.log.Warn("routing: skipping corrupt cell record", "err", err)
 				return pk.ID
 			}
-			c.cell = rec
+			c.cell = e.Value.(*cpv1.Cell)
 		}
 	case topo.KindCellLeader:
 		c := cells.get(pk.ID)
 		c.leader = nil
 		if put {
-			rec := &cpv1.CellLeader{}
-			if err := catalog.Decode(e.KV, rec); err != nil {
+			if err != nil {
 				t.log.Warn("routing: skipping corrupt cell leader record", "err", err)
 				return pk.ID
 			}
-			c.leader = rec
+			c.leader = e.Value.(*cpv1.CellLeader)
 		}
 	case topo.KindCellNode:
 		c := cells.get(pk.ID)
 		delete(c.nodes, pk.Sub)
 		if put {
-			rec := &cpv1.Node{}
-			if err := catalog.Decode(e.KV, rec); err != nil {
+			if err != nil {
 				t.log.Warn("routing: skipping corrupt node record", "err", err)
 				return pk.ID
 			}
-			c.nodes[pk.Sub] = rec
+			c.nodes[pk.Sub] = e.Value.(*cpv1.Node)
 		}
 	default:
 		return ""

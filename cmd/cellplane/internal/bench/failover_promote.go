@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -135,7 +135,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 	}
 	pr.PromotedTseq, pr.OldOwnerTseq, pr.LostEvents = fo.GetPromotedTseq(), fo.GetOldOwnerTseq(), fo.GetLostEvents()
 	pr.OldOwnerReported = fo.GetOldOwnerReported()
-	pr.FinalState = controller.FailoverStateName(fo.GetState())
+	pr.FinalState = intent.FailoverStateName(fo.GetState())
 	p.printf("  promotion %d: %s, trigger %q, time to promote %.0f ms, RPO %d events (reported %v), %d failed writes %v",
 		round, pr.FinalState, pr.Trigger, pr.TimeToPromoteMs, pr.LostEvents, pr.OldOwnerReported, pr.FailedWrites, pr.FailedByCode)
 	return pr, nil
@@ -176,10 +176,10 @@ func waitFailoverReport(ctx context.Context, pf *platform, id string, timeout ti
 			return err
 		}
 		fo = resp.GetFailover()
-		if fo.GetOldOwnerReported() || controller.FailoverFinished(fo.GetState()) {
+		if fo.GetOldOwnerReported() || intent.FailoverFinished(fo.GetState()) {
 			return nil
 		}
-		return fmt.Errorf("failover %s is %s", id, controller.FailoverStateName(fo.GetState()))
+		return fmt.Errorf("failover %s is %s", id, intent.FailoverStateName(fo.GetState()))
 	})
 	if fo == nil {
 		return nil, fmt.Errorf("bench: failover %s: %w", id, err)

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -166,7 +166,7 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform, tenant stri
 		}
 		windows = append(windows, mw)
 		p.printf("  %s move %d %s→%s: %s, fence→flip %.0f ms, flip after %.0f ms",
-			tenant, i, mw.mv.GetSourceCell(), mw.mv.GetTargetCell(), controller.MoveStateName(mw.mv.GetState()),
+			tenant, i, mw.mv.GetSourceCell(), mw.mv.GetTargetCell(), intent.MoveStateName(mw.mv.GetState()),
 			fenceToFlip(mw.mv), ms(mw.mv.GetFlipTime().AsTime().Sub(mw.start)))
 	}
 	// Writes in flight end (or fail) before the figures are taken.
@@ -183,7 +183,7 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform, tenant stri
 		m := moveFigures(mw, recs)
 		set.Moves = append(set.Moves, m)
 		set.FailedWrites += m.FailedWrites
-		if m.State != controller.MoveStateName(cpv1.MoveState_MOVE_STATE_DONE) {
+		if m.State != intent.MoveStateName(cpv1.MoveState_MOVE_STATE_DONE) {
 			set.FailedMoves++
 			continue
 		}
@@ -232,7 +232,7 @@ func moveOnce(ctx context.Context, pf *platform, tenant string) (moveWindow, err
 	defer tick.Stop()
 	for {
 		resp, err := pf.admin.GetMove(wctx, &cpv1.GetMoveRequest{Id: id})
-		if err == nil && controller.MoveFinished(resp.GetMove().GetState()) {
+		if err == nil && intent.MoveFinished(resp.GetMove().GetState()) {
 			mw.mv, mw.done = resp.GetMove(), time.Now()
 			return mw, nil
 		}
@@ -258,7 +258,7 @@ func moveFigures(mw moveWindow, recs []writeRec) Move {
 	mv := mw.mv
 	m := Move{
 		ID: mv.GetId(), From: mv.GetSourceCell(), To: mv.GetTargetCell(),
-		State: controller.MoveStateName(mv.GetState()), ErrorMsg: mv.GetErrorMessage(),
+		State: intent.MoveStateName(mv.GetState()), ErrorMsg: mv.GetErrorMessage(),
 		FenceToFlipMs: fenceToFlip(mv), TotalMs: ms(mw.done.Sub(mw.start)), CopiedBytes: mv.GetCopiedBytes(),
 	}
 	if ft := mv.GetFlipTime(); ft != nil {

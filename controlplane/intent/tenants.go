@@ -1,10 +1,8 @@
-package controller
+package intent
 
 import (
 	"context"
 	"errors"
-	"sync"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -12,9 +10,13 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
+
+// Workflow ids are derived from the tenant so that a retried request can
+// never start a second workflow of the same kind.
+func createID(tenant string) string { return "create-" + tenant }
+func deleteID(tenant string) string { return "delete-" + tenant }
 
 // StartCreate records the intent to create tenant t (state CREATING) and
 // its workflow in one transaction. Any replica may call it; the leader
@@ -122,59 +124,4 @@ func WaitDelete(ctx context.Context, st topo.Store, id string) error {
 		}
 		return false, err
 	})
-}
-
-// waitFor evaluates done now and after every change under the watched
-// prefixes, until it reports true or ctx ends.
-func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() (bool, error)) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Watch from a revision read before the first check, so that no change
-	// falls between the check and the watch.
-	page, err := st.List(ctx, prefixes[0], topo.ListOptions{Limit: 1, KeysOnly: true})
-	if err != nil {
-		return err
-	}
-	wake := make(chan struct{}, 1)
-	for _, p := range prefixes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			from := page.Revision + 1
-			for ctx.Err() == nil {
-				for resp := range st.Watch(ctx, p, from) {
-					if resp.Err != nil {
-						break
-					}
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}
-				// The watch broke (compaction, store trouble): wake the
-				// waiter to re-check, then follow from now.
-				from = 0
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-				if ctxtime.Sleep(ctx, 100*time.Millisecond) != nil {
-					return
-				}
-			}
-		}()
-	}
-	for {
-		ok, err := done()
-		if ok || err != nil {
-			return err
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }

@@ -1,13 +1,13 @@
-package controller
+package intent
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -41,9 +41,9 @@ func MoveFinished(s cpv1.MoveState) bool {
 	return false
 }
 
-// moveBeforeFence reports the states from which a move can still be
+// MoveBeforeFence reports the states from which a move can still be
 // cancelled or undone: the source has not been fenced.
-func moveBeforeFence(s cpv1.MoveState) bool {
+func MoveBeforeFence(s cpv1.MoveState) bool {
 	switch s {
 	case cpv1.MoveState_MOVE_STATE_PREPARING, cpv1.MoveState_MOVE_STATE_COPYING, cpv1.MoveState_MOVE_STATE_CATCHING_UP:
 		return true
@@ -60,12 +60,13 @@ func moveBeforeFence(s cpv1.MoveState) bool {
 // INVALID_ARGUMENT (the target is the owner or the standby, or in the
 // standby's region); CELL_NOT_FOUND, CELL_NOT_ACTIVE, NO_CAPACITY (target).
 func StartMove(ctx context.Context, st topo.Store, req MoveRequest) (*cpv1.Move, []string, error) {
-	return startMove(ctx, st, req, nil)
+	return StartMoveGuarded(ctx, st, req, nil)
 }
 
-// startMove is StartMove with extra transaction conditions (the leader's
-// guard when a drain starts the move); a failed guard is errNotLeader.
-func startMove(ctx context.Context, st topo.Store, req MoveRequest, guard []topo.Cond) (*cpv1.Move, []string, error) {
+// StartMoveGuarded is StartMove with extra transaction conditions (the
+// controller leader's guard when a drain starts the move); a failed guard
+// is ErrNotLeader.
+func StartMoveGuarded(ctx context.Context, st topo.Store, req MoveRequest, guard []topo.Cond) (*cpv1.Move, []string, error) {
 	t, tv, err := catalog.GetTenant(ctx, st, req.Tenant)
 	if errors.Is(err, topo.ErrNotFound) {
 		return nil, nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", req.Tenant)
@@ -93,11 +94,11 @@ func startMove(ctx context.Context, st topo.Store, req MoveRequest, guard []topo
 	if err != nil {
 		return nil, nil, err
 	}
-	target := findCell(cells, req.Target)
+	target := catalog.FindCell(cells, req.Target)
 	if target == nil {
 		return nil, nil, cperr.New(cperr.CellNotFound, "cell %s does not exist", req.Target)
 	}
-	if sb := findCell(cells, t.GetStandbyCell()); sb != nil && sb.Cell.GetRegion() == target.Cell.GetRegion() {
+	if sb := catalog.FindCell(cells, t.GetStandbyCell()); sb != nil && sb.Cell.GetRegion() == target.Cell.GetRegion() {
 		return nil, nil, cperr.Invalid(cperr.FieldViolation{Field: "target_cell",
 			Description: "cell " + req.Target + " is in region " + target.Cell.GetRegion() + ", the region of the tenant's standby " + sb.Cell.GetId()})
 	}
@@ -125,7 +126,7 @@ func startMove(ctx context.Context, st topo.Store, req MoveRequest, guard []topo
 	var ce *topo.CondError
 	if errors.As(err, &ce) {
 		if ce.Index < len(guard) {
-			return nil, nil, errNotLeader
+			return nil, nil, ErrNotLeader
 		}
 		return nil, nil, cperr.New(cperr.TenantBusy, "tenant %s or cell %s changed while the move was recorded; try again", req.Tenant, req.Target)
 	}
@@ -168,11 +169,11 @@ func CancelMove(ctx context.Context, st topo.Store, id string) (*cpv1.Move, erro
 			return nil, err
 		}
 		switch {
-		case mv.GetState() == cpv1.MoveState_MOVE_STATE_CANCELLED || (mv.GetCancelRequested() && moveBeforeFence(mv.GetState())):
+		case mv.GetState() == cpv1.MoveState_MOVE_STATE_CANCELLED || (mv.GetCancelRequested() && MoveBeforeFence(mv.GetState())):
 			return mv, nil
 		case MoveFinished(mv.GetState()):
 			return nil, cperr.New(cperr.MoveNotCancellable, "move %s already ended %s", id, MoveStateName(mv.GetState()))
-		case !moveBeforeFence(mv.GetState()):
+		case !MoveBeforeFence(mv.GetState()):
 			return nil, cperr.New(cperr.MoveNotCancellable, "move %s is %s: its source is fenced, so it only goes forward", id, MoveStateName(mv.GetState()))
 		}
 		mv.CancelRequested = true
@@ -190,8 +191,7 @@ func CancelMove(ctx context.Context, st topo.Store, id string) (*cpv1.Move, erro
 
 // GetMove reads moves/<id>; MOVE_NOT_FOUND if absent.
 func GetMove(ctx context.Context, st topo.Store, id string) (*cpv1.Move, topo.Version, error) {
-	mv := &cpv1.Move{}
-	v, err := catalog.Get(ctx, st, topo.MoveKey(id), mv)
+	mv, v, err := catalog.GetMove(ctx, st, id)
 	if errors.Is(err, topo.ErrNotFound) {
 		return nil, 0, cperr.New(cperr.MoveNotFound, "move %s does not exist (finished moves are kept for a while, then deleted)", id)
 	}
@@ -208,58 +208,31 @@ type MoveFilter struct {
 
 // ListMoves lists the moves that match f, oldest first.
 func ListMoves(ctx context.Context, st topo.Store, f MoveFilter) ([]*cpv1.Move, error) {
-	all, err := allMoves(ctx, st)
+	all, _, err := catalog.ListMoves(ctx, st)
 	if err != nil {
 		return nil, err
 	}
 	var out []*cpv1.Move
-	for _, m := range all {
-		if (f.All || !MoveFinished(m.mv.GetState())) &&
-			(f.Tenant == "" || m.mv.GetTenant() == f.Tenant) &&
-			(f.Cell == "" || m.mv.GetSourceCell() == f.Cell || m.mv.GetTargetCell() == f.Cell) {
-			out = append(out, m.mv)
+	for _, r := range all {
+		if mv := r.Value; (f.All || !MoveFinished(mv.GetState())) &&
+			(f.Tenant == "" || mv.GetTenant() == f.Tenant) &&
+			(f.Cell == "" || mv.GetSourceCell() == f.Cell || mv.GetTargetCell() == f.Cell) {
+			out = append(out, mv)
 		}
 	}
 	return out, nil
 }
 
-// storedMove is a move record with its version.
-type storedMove struct {
-	mv *cpv1.Move
-	v  topo.Version
-}
-
-// allMoves reads every move record, oldest first. The move records are
-// bounded: the active ones plus the kept history (MoveConfig.HistoryMax).
-func allMoves(ctx context.Context, st topo.Store) ([]storedMove, error) {
-	var out []storedMove
-	_, err := catalog.Each(ctx, st, topo.MovesPrefix, 0, func(kv topo.KV) error {
-		if topo.ParseKey(kv.Key).Kind != topo.KindMove {
-			return nil
-		}
-		mv := &cpv1.Move{}
-		if err := catalog.Decode(kv, mv); err != nil {
-			return err
-		}
-		out = append(out, storedMove{mv: mv, v: kv.Version})
-		return nil
-	})
-	slices.SortFunc(out, func(a, b storedMove) int {
-		return cmp.Or(a.mv.GetCreateTime().AsTime().Compare(b.mv.GetCreateTime().AsTime()), cmp.Compare(a.mv.GetId(), b.mv.GetId()))
-	})
-	return out, err
-}
-
 // activeMove returns the tenant's unfinished move, if any (CLEANING_UP
 // included: its source still holds a copy that is about to be deleted).
 func activeMove(ctx context.Context, st topo.Store, tenant string) (*cpv1.Move, error) {
-	all, err := allMoves(ctx, st)
+	all, _, err := catalog.ListMoves(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range all {
-		if m.mv.GetTenant() == tenant && !MoveFinished(m.mv.GetState()) {
-			return m.mv, nil
+	for _, r := range all {
+		if r.Value.GetTenant() == tenant && !MoveFinished(r.Value.GetState()) {
+			return r.Value, nil
 		}
 	}
 	return nil, nil
@@ -275,30 +248,11 @@ func newMoveID(tenant string) string {
 
 // MoveStateName is the short name of a move state (COPYING, DONE, ...).
 func MoveStateName(s cpv1.MoveState) string {
-	return trimEnum(s.String(), "MOVE_STATE_")
+	return strings.TrimPrefix(s.String(), "MOVE_STATE_")
 }
 
 func tenantStateName(s cpv1.TenantState) string {
-	return trimEnum(s.String(), "TENANT_STATE_")
-}
-
-func trimEnum(name, prefix string) string {
-	if len(name) > len(prefix) && name[:len(prefix)] == prefix {
-		return name[len(prefix):]
-	}
-	return name
-}
-
-func findCell(cells []*catalog.CellInfo, id string) *catalog.CellInfo {
-	if id == "" {
-		return nil
-	}
-	for _, ci := range cells {
-		if ci.Cell.GetId() == id {
-			return ci
-		}
-	}
-	return nil
+	return strings.TrimPrefix(s.String(), "TENANT_STATE_")
 }
 
 func candidates(cells []*catalog.CellInfo) []placement.Candidate {

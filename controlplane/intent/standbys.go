@@ -1,17 +1,33 @@
-package controller
+package intent
 
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
+
+// clearStandbyOp prefixes the operation_id of a standby being cleared:
+// "standby-clear.<cell>".
+const clearStandbyOp = "standby-clear."
+
+// ClearingStandby returns the cell whose standby copy the tenant's
+// operation is removing, if that is its operation.
+func ClearingStandby(t *cpv1.Tenant) (string, bool) {
+	cell, ok := strings.CutPrefix(t.GetOperationId(), clearStandbyOp)
+	if !ok || cell == "" {
+		return "", false
+	}
+	return cell, true
+}
 
 // ChooseStandby picks the standby cell for a tenant owned by cell owner:
 // cell if set (it must be ACTIVE with room), else the least loaded ACTIVE
@@ -21,7 +37,7 @@ func ChooseStandby(ctx context.Context, st topo.Store, owner, region, cell strin
 	if err != nil {
 		return "", err
 	}
-	return chooseStandby(cells, owner, region, cell)
+	return PickStandby(cells, owner, region, cell)
 }
 
 // SetStandby gives tenant a standby cell (cell, or one picked in region)
@@ -52,17 +68,17 @@ func SetStandby(ctx context.Context, st topo.Store, tenant, region, cell string)
 		return nil, err
 	}
 	if sb := t.GetStandbyCell(); sb != "" {
-		ci := findCell(cells, sb)
+		ci := catalog.FindCell(cells, sb)
 		if sb == cell || (cell == "" && ci != nil && ci.Cell.GetRegion() == region) {
 			return t, nil
 		}
 		return nil, cperr.New(cperr.AlreadyExists, "tenant %s already has standby %s; clear it first ('cellctl tenant standby clear %s')", tenant, sb, tenant)
 	}
-	chosen, err := chooseStandby(cells, t.GetCell(), region, cell)
+	chosen, err := PickStandby(cells, t.GetCell(), region, cell)
 	if err != nil {
 		return nil, err
 	}
-	ci := findCell(cells, chosen)
+	ci := catalog.FindCell(cells, chosen)
 	next := proto.Clone(t).(*cpv1.Tenant)
 	next.StandbyCell = chosen
 	next.UpdateTime = timestamppb.Now()
@@ -139,4 +155,28 @@ func WaitStandbyCleared(ctx context.Context, st topo.Store, tenant, cell string)
 		return true, nil
 	})
 	return out, err
+}
+
+// PickStandby picks the standby cell of a tenant owned by owner among
+// cells: the requested cell, or the least loaded ACTIVE cell of region with
+// room, never in the owner's region.
+func PickStandby(cells []*catalog.CellInfo, owner, region, cell string) (string, error) {
+	if cell != "" {
+		ci := catalog.FindCell(cells, cell)
+		if ci == nil {
+			return "", cperr.New(cperr.CellNotFound, "cell %s does not exist", cell)
+		}
+		if region != "" && region != ci.Cell.GetRegion() {
+			return "", cperr.Invalid(cperr.FieldViolation{Field: "cell", Description: "cell " + cell + " is in region " + ci.Cell.GetRegion() + ", not " + region})
+		}
+		region = ci.Cell.GetRegion()
+	}
+	if region == "" {
+		return "", cperr.Invalid(cperr.FieldViolation{Field: "region", Description: "a region or a cell for the standby is required"})
+	}
+	if oc := catalog.FindCell(cells, owner); oc != nil && oc.Cell.GetRegion() == region {
+		return "", cperr.Invalid(cperr.FieldViolation{Field: "region",
+			Description: "the standby must be in another region than the owner " + owner + " (" + region + ")"})
+	}
+	return placement.Pick(candidates(cells), placement.Request{Region: region, Cell: cell})
 }

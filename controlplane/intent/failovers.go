@@ -1,7 +1,6 @@
-package controller
+package intent
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,13 +65,13 @@ func FailoverKindName(k cpv1.FailoverKind) string {
 // may have died while being fenced): the switchover is marked FAILED in
 // the same transaction.
 func StartFailover(ctx context.Context, st topo.Store, req FailoverRequest) ([]*cpv1.Failover, error) {
-	return startFailover(ctx, st, req, nil)
+	return StartFailoverGuarded(ctx, st, req, nil)
 }
 
-// startFailover is StartFailover with extra transaction conditions (the
-// leader's guard when the policy starts a promotion); a failed guard is
-// errNotLeader.
-func startFailover(ctx context.Context, st topo.Store, req FailoverRequest, guard []topo.Cond) ([]*cpv1.Failover, error) {
+// StartFailoverGuarded is StartFailover with extra transaction conditions
+// (the controller leader's guard when the promotion policy starts a
+// promotion); a failed guard is ErrNotLeader.
+func StartFailoverGuarded(ctx context.Context, st topo.Store, req FailoverRequest, guard []topo.Cond) ([]*cpv1.Failover, error) {
 	if req.Kind != cpv1.FailoverKind_FAILOVER_KIND_SWITCHOVER && req.Kind != cpv1.FailoverKind_FAILOVER_KIND_PROMOTE {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "kind", Description: "SWITCHOVER or PROMOTE"})
 	}
@@ -97,19 +96,17 @@ func startFailover(ctx context.Context, st topo.Store, req FailoverRequest, guar
 	var out []*cpv1.Failover
 	busy, candidates := 0, 0
 	var lastBusy error
-	_, err := catalog.Each(ctx, st, topo.TenantsPrefix, 0, func(kv topo.KV) error {
-		if topo.ParseKey(kv.Key).Kind != topo.KindTenant {
-			return nil
-		}
-		t := &cpv1.Tenant{}
-		if err := catalog.Decode(kv, t); err != nil {
-			return err
-		}
+	tenants, _, err := catalog.ListTenants(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range tenants {
+		t := r.Value
 		if t.GetCell() != req.Cell || t.GetStandbyCell() == "" || t.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE {
-			return nil
+			continue
 		}
 		candidates++
-		fo, err := startOneFailover(ctx, st, t, kv.Version, req, guard)
+		fo, err := startOneFailover(ctx, st, t, r.Version, req, guard)
 		switch {
 		case err == nil:
 			out = append(out, fo)
@@ -117,12 +114,8 @@ func startFailover(ctx context.Context, st topo.Store, req FailoverRequest, guar
 			busy++
 			lastBusy = err
 		default:
-			return err
+			return out, err
 		}
-		return nil
-	})
-	if err != nil {
-		return out, err
 	}
 	switch {
 	case len(out) > 0:
@@ -180,7 +173,7 @@ func startOneFailover(ctx context.Context, st topo.Store, t *cpv1.Tenant, tv top
 	var ce *topo.CondError
 	if errors.As(err, &ce) {
 		if ce.Index < len(guard) {
-			return nil, errNotLeader
+			return nil, ErrNotLeader
 		}
 		return nil, cperr.New(cperr.TenantBusy, "tenant %s changed while the failover was recorded; check it and try again", id)
 	}
@@ -217,8 +210,7 @@ func newFailoverID(ctx context.Context, st topo.Store, t *cpv1.Tenant, kind cpv1
 
 // GetFailover reads failovers/<id>; FAILOVER_NOT_FOUND if absent.
 func GetFailover(ctx context.Context, st topo.Store, id string) (*cpv1.Failover, topo.Version, error) {
-	fo := &cpv1.Failover{}
-	v, err := catalog.Get(ctx, st, topo.FailoverKey(id), fo)
+	fo, v, err := catalog.GetFailover(ctx, st, id)
 	if errors.Is(err, topo.ErrNotFound) {
 		return nil, 0, cperr.New(cperr.FailoverNotFound, "failover %s does not exist", id)
 	}
@@ -233,24 +225,17 @@ type FailoverFilter struct {
 
 // ListFailovers lists the recorded failovers that match f, oldest first.
 func ListFailovers(ctx context.Context, st topo.Store, f FailoverFilter) ([]*cpv1.Failover, error) {
+	all, _, err := catalog.ListFailovers(ctx, st)
+	if err != nil {
+		return nil, err
+	}
 	var out []*cpv1.Failover
-	_, err := catalog.Each(ctx, st, topo.FailoversPrefix, 0, func(kv topo.KV) error {
-		if topo.ParseKey(kv.Key).Kind != topo.KindFailover {
-			return nil
-		}
-		fo := &cpv1.Failover{}
-		if err := catalog.Decode(kv, fo); err != nil {
-			return err
-		}
-		if (f.Tenant == "" || fo.GetTenant() == f.Tenant) && (f.Cell == "" || fo.GetFromCell() == f.Cell || fo.GetToCell() == f.Cell) {
+	for _, r := range all {
+		if fo := r.Value; (f.Tenant == "" || fo.GetTenant() == f.Tenant) && (f.Cell == "" || fo.GetFromCell() == f.Cell || fo.GetToCell() == f.Cell) {
 			out = append(out, fo)
 		}
-		return nil
-	})
-	slices.SortFunc(out, func(a, b *cpv1.Failover) int {
-		return cmp.Or(a.GetCreateTime().AsTime().Compare(b.GetCreateTime().AsTime()), cmp.Compare(a.GetId(), b.GetId()))
-	})
-	return out, err
+	}
+	return out, nil
 }
 
 // WaitFailoverAck waits (up to d, or ctx) until the leader took the first
