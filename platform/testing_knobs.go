@@ -1,0 +1,30 @@
+package platform
+
+import (
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/controlplane"
+	"github.com/cellplane/cellplane/controlplane/controller"
+)
+
+// TestingKnobs is the one bundle of test hooks that reaches every
+// component the platform builds: each in-process node, the control plane
+// replica and its controller. The zero value is production. (The router
+// has no knobs.)
+type TestingKnobs struct {
+	// Cell reaches every in-process node's store.
+	Cell CellKnobs
+	// ControlPlane reaches the control plane replica.
+	ControlPlane controlplane.TestingKnobs
+	// Controller reaches the replica's controller.
+	Controller controller.TestingKnobs
+}
+
+// CellKnobs are a node's knobs. Today cells.Config exposes only its
+// store's; when cells.Config gains TestingKnobs (a cells.TestingKnobs
+// bundling the store's and the authority's), this becomes an alias of it
+// and applyCellKnobs sets c.TestingKnobs.
+type CellKnobs = store.TestingKnobs
+
+// applyCellKnobs forwards the cell knobs into a node's configuration.
+func applyCellKnobs(c *cells.Config, k CellKnobs) { c.Store.TestingKnobs = k }
