@@ -1,8 +1,0 @@
-//go:build !linux
-
-package devenv
-
-import "syscall"
-
-// childAttrs puts a node process in its own process group.
-func childAttrs() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
