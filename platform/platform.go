@@ -20,8 +20,6 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
-	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
@@ -42,7 +40,6 @@ type Platform struct {
 	quiet atomic.Bool
 
 	cp    *controlplane.Server
-	reg   topo.Store // the platform's own etcd connection
 	admin *grpc.ClientConn
 	rt    *router.Server
 	rconn *grpc.ClientConn
@@ -83,11 +80,6 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 
 	p.progress("starting the control plane (etcd embedded in %s)", filepath.Join(cfg.DataDir, "controlplane"))
 	if err := p.startControlPlane(ctx); err != nil {
-		return nil, err
-	}
-	tc := etcdtopo.DefaultConfig()
-	tc.Endpoints = p.cp.EtcdEndpoints()
-	if p.reg, err = etcdtopo.Dial(ctx, tc); err != nil {
 		return nil, err
 	}
 	if p.admin, err = dial(p.cp.GRPCAddr()); err != nil {
@@ -404,10 +396,6 @@ func (p *Platform) ControlPlaneAddr() string { return p.cp.GRPCAddr() }
 // EtcdEndpoints are the embedded etcd's client URLs.
 func (p *Platform) EtcdEndpoints() []string { return p.cp.EtcdEndpoints() }
 
-// Registry is the platform's own connection to etcd (the control plane's
-// store); the platform closes it.
-func (p *Platform) Registry() topo.Store { return p.reg }
-
 // Router is the router.
 func (p *Platform) Router() *router.Server { return p.rt }
 
@@ -512,9 +500,6 @@ func (p *Platform) close() {
 	p.wg.Wait()
 	if p.admin != nil {
 		_ = p.admin.Close()
-	}
-	if p.reg != nil {
-		_ = p.reg.Close()
 	}
 	if p.cp != nil {
 		p.progress("stopping the control plane")
