@@ -24,10 +24,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestPlatform starts 1 region × 1 cell × 3 nodes in process, creates a
 // tenant through the control plane and writes through the router; the
-// controller knob in the bundle sees the tenant's workflow; a killed
+// knobs in the bundle reach the controller and the nodes' stores; a killed
 // node restarts as the same member.
 func TestPlatform(t *testing.T) {
-	var steps atomic.Int64
+	var steps, applied atomic.Int64
 	cfg := platform.DefaultConfig()
 	cfg.Name = "test"
 	cfg.DataDir = t.TempDir()
@@ -42,6 +42,8 @@ func TestPlatform(t *testing.T) {
 		steps.Add(1)
 		return nil
 	}
+	// When cells.Config gains TestingKnobs, this is Cell.Store.OnApply.
+	cfg.TestingKnobs.Cell.OnApply = func(uint64) { applied.Add(1) }
 	ctx := testutil.Context(t, 2*time.Minute)
 	p, err := platform.Start(ctx, cfg)
 	if err != nil {
@@ -80,6 +82,9 @@ func TestPlatform(t *testing.T) {
 	}
 	if err := appendText("hello"); err != nil {
 		t.Fatalf("append through the router: %v", err)
+	}
+	if applied.Load() == 0 {
+		t.Error("the store's OnApply knob was not called")
 	}
 
 	leader, err := cell.WaitLeader(ctx, 0)
