@@ -14,6 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/serve"
+	"github.com/cellplane/cellplane/platform"
 )
 
 func newDevCmd(std streams, stopSignals func()) *cobra.Command {
@@ -53,8 +54,10 @@ it on.`,
 				return usageError{err}
 			}
 			cfg.Logger = logger
-			cfg.LogLevel = logLevel
-			cfg.Progress = std.Err
+			cfg.ChildLogLevel = logLevel
+			cfg.Progress = func(format string, args ...any) {
+				fmt.Fprintf(std.Err, "cellplane dev: "+format+"\n", args...)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%w", err)
 			}
@@ -72,7 +75,7 @@ it on.`,
 	f.IntVar(&cfg.NodesPerCell, "nodes-per-cell", cfg.NodesPerCell, "Raft members of each cell (1, 3, 5 or 7)")
 	f.StringVar(&cfg.Auth, "auth", cfg.Auth, "none or apikey (router and MCP workers)")
 	f.BoolVar(&cfg.Demo, "demo", false, "create tenant demo with a standby in the second region (with --auth apikey, also print its API key)")
-	f.BoolVar(&cfg.Multiprocess, "multiprocess", false, "run every node as its own child process")
+	f.BoolVar(&cfg.MultiProcess, "multiprocess", false, "run every node as its own child process")
 	f.BoolVar(&cfg.RestartKilled, "restart-killed", false, "with --multiprocess: restart a node process that died")
 
 	p := pflag.NewFlagSet("ports", pflag.ContinueOnError)
@@ -113,13 +116,21 @@ func runDev(cmd *cobra.Command, cfg devenv.Config, out io.Writer, stopSignals fu
 	return nil
 }
 
+// portFlags names the flag of each platform.Config address.
+var portFlags = map[string]string{
+	"ControlPlaneAddr": "--controlplane-addr", "ControlPlaneHTTPAddr": "--controlplane-http-addr",
+	"RouterAddr": "--router-addr", "RouterHTTPAddr": "--router-http-addr",
+	"EtcdClientURL": "--etcd-client-url", "EtcdPeerURL": "--etcd-peer-url",
+	"NodeBasePort": "--node-base-port",
+}
+
 // devError turns a start failure into one line an operator can act on.
 func devError(err error) error {
 	var le *serve.ListenError
-	var pe *devenv.PortError
+	var pe *platform.PortError
 	switch {
 	case errors.As(err, &pe):
-		return fmt.Errorf("%w (another cellplane dev? pick other ports with the flags under Ports)", pe)
+		return fmt.Errorf("%s %s: %s (another cellplane dev? pick other ports with the flags under Ports)", portFlags[pe.Field], pe.Addr, pe.Reason())
 	case errors.As(err, &le) && le.Name == "raft":
 		return fmt.Errorf("node raft address %s: %s (change --node-base-port)", le.Addr, le.Reason())
 	case errors.As(err, &le):
@@ -160,7 +171,7 @@ func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Dura
 	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\"}' %s cellplane.context.v1.ContextService/CreateContext\n", authHdr, st.RouterGRPC)
 	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\",\"entries\":[{\"role\":\"user\",\"text\":\"hello\"}]}' %s cellplane.context.v1.ContextService/Append\n", authHdr, st.RouterGRPC)
 	fmt.Fprintf(w, "  MCP client → http://%s/t/%s/mcp (tools: context_create, context_append, context_read, memory_put, …)\n", st.RouterHTTP, tenant)
-	if cfg.Multiprocess {
+	if cfg.MultiProcess {
 		fmt.Fprintf(w, "  kill -9 <a node's pid from %s/dev.json>, then cellctl status: the cell elects a new leader\n", cfg.DataDir)
 	}
 	fmt.Fprintf(w, "\nCtrl-C stops everything.\n")

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/internal/testutil"
+	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // waitFailover polls a failover until it reaches one of the states.
-func (p *platform) waitFailover(t *testing.T, ctx context.Context, id string, timeout time.Duration, states ...cpv1.FailoverState) *cpv1.Failover {
+func (p *harness) waitFailover(t *testing.T, ctx context.Context, id string, timeout time.Duration, states ...cpv1.FailoverState) *cpv1.Failover {
 	t.Helper()
 	var f *cpv1.Failover
 	testutil.Eventually(t, timeout, func() error {
@@ -36,7 +37,7 @@ func (p *platform) waitFailover(t *testing.T, ctx context.Context, id string, ti
 
 // waitStandby waits until the tenant's standby has bootstrapped and
 // caught up with the owner.
-func (p *platform) waitStandby(t *testing.T, ctx context.Context, tenant string) {
+func (p *harness) waitStandby(t *testing.T, ctx context.Context, tenant string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() error {
 		r, err := p.cp.GetTenant(ctx, &cpv1.GetTenantRequest{Id: tenant})
@@ -57,9 +58,8 @@ func (p *platform) waitStandby(t *testing.T, ctx context.Context, tenant string)
 // next epoch.
 func TestSwitchoverUnderLoadLosesNothing(t *testing.T) {
 	p := newPlatform(t, fastMoves)
-	east := p.env.CreateCell(t, "us-east", "east-a", 1)[0]
-	west := p.env.CreateCell(t, "eu-west", "west-a", 1)[0]
-	p.startRouter(t)
+	east := p.createCell(t, platform.CellSpec{Region: "us-east", ID: "east-a", Nodes: 1})[0]
+	west := p.createCell(t, platform.CellSpec{Region: "eu-west", ID: "west-a", Nodes: 1})[0]
 	ctx := testutil.Context(t, 3*time.Minute)
 	p.createTenant(t, ctx, "acme", "us-east", "east-a", "eu-west")
 	p.waitStandby(t, ctx, "acme")

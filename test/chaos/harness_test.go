@@ -17,62 +17,70 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/cellplane/cellplane/controlplane"
-	"github.com/cellplane/cellplane/controlplane/cptest"
-	"github.com/cellplane/cellplane/controlplane/topo/topotest"
-	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
+	"github.com/cellplane/cellplane/platform"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
-	"github.com/cellplane/cellplane/router"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// platform is a control plane on real etcd with real cells and a router,
-// all in this process over loopback.
-type platform struct {
-	env *cptest.Env
-	cp  cpv1.ControlPlaneServiceClient
-	rt  *router.Server
+// harness is the whole platform (package platform) in this process over
+// loopback, with clients of its control plane and its router.
+type harness struct {
+	*platform.Platform
+	cp cpv1.ControlPlaneServiceClient
 	// data is a ContextService client of the router.
 	data contextv1.ContextServiceClient
 }
 
-// newPlatform starts etcd and a control plane replica (opts adjust it).
-// Cells are added by the test; the router by startRouter.
-func newPlatform(t *testing.T, opts ...func(*controlplane.Config)) *platform {
+// newPlatform starts etcd, a control plane replica (opts adjust its
+// controller) and a router. Cells are added by the test (createCell).
+func newPlatform(t *testing.T, opts ...func(*controller.Config)) *harness {
 	t.Helper()
-	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
-	env.AddReplica(t, "cp1", append([]func(*controlplane.Config){fastController}, opts...)...)
-	return &platform{env: env, cp: env.Client(t)}
-}
-
-// fastController shortens the controller's waits so that tests finish
-// quickly (the move's cleanup grace most of all).
-func fastController(c *controlplane.Config) {
-	c.Controller.RetryMin = 10 * time.Millisecond
-	c.Controller.RetryMax = 200 * time.Millisecond
-}
-
-func (p *platform) startRouter(t *testing.T) {
-	t.Helper()
-	cfg := router.DefaultConfig()
-	cfg.EtcdEndpoints = p.env.Endpoints
-	cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t)
-	cfg.Auth.Mode = auth.ModeNone
+	cfg := platform.DefaultConfig()
+	cfg.Name = "chaos"
+	cfg.DataDir = t.TempDir()
+	cfg.Regions, cfg.CellsPerRegion = nil, 0
+	cfg.Node.ShutdownTimeout = 5 * time.Second
+	cfg.Node.RegistryTTL = time.Second
+	cfg.Controller = controller.DefaultConfig()
+	cfg.Controller.SessionTTL = time.Second
+	// Short controller waits, so that tests finish quickly.
+	cfg.Controller.RetryMin = 10 * time.Millisecond
+	cfg.Controller.RetryMax = 200 * time.Millisecond
+	for _, o := range opts {
+		o(&cfg.Controller)
+	}
 	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.Logger = testutil.Logger(t).With("component", "router")
-	r, err := router.Start(testutil.Context(t, 30*time.Second), cfg)
+	cfg.Logger = testutil.Logger(t)
+	cfg.EtcdUnsafeNoFsync = true
+	p, err := platform.Start(testutil.Context(t, 60*time.Second), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
-	p.rt = r
-	p.data = contextv1.NewContextServiceClient(dial(t, r.GRPCAddr()))
+	t.Cleanup(p.Close)
+	return &harness{Platform: p, cp: p.Admin(), data: contextv1.NewContextServiceClient(p.RouterConn())}
+}
+
+// createCell adds a cell (its region if new), waits until it is HEALTHY
+// and returns its nodes.
+func (p *harness) createCell(t *testing.T, spec platform.CellSpec) []*cells.Node {
+	t.Helper()
+	c, err := p.AddCell(testutil.Context(t, 3*time.Minute), spec)
+	if err != nil {
+		t.Fatalf("create cell %s: %v", spec.ID, err)
+	}
+	var nodes []*cells.Node
+	for _, n := range c.Nodes() {
+		nodes = append(nodes, n.Node())
+	}
+	return nodes
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
@@ -87,7 +95,7 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 
 // createTenant places tenant on cell, optionally with a standby region,
 // and waits until the router routes it and its context "chat" exists.
-func (p *platform) createTenant(t *testing.T, ctx context.Context, tenant, region, cell, standbyRegion string) {
+func (p *harness) createTenant(t *testing.T, ctx context.Context, tenant, region, cell, standbyRegion string) {
 	t.Helper()
 	if _, err := p.cp.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: tenant, HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}); err != nil {
 		t.Fatalf("create tenant: %v", err)

@@ -7,20 +7,21 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/store"
-	"github.com/cellplane/cellplane/controlplane"
+	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/testutil"
+	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-func fastMoves(c *controlplane.Config) {
-	c.Controller.Moves.PollInterval = 20 * time.Millisecond
-	c.Controller.Moves.CleanupGrace = 500 * time.Millisecond
-	c.Controller.Moves.LagBound = 20
+func fastMoves(c *controller.Config) {
+	c.Moves.PollInterval = 20 * time.Millisecond
+	c.Moves.CleanupGrace = 500 * time.Millisecond
+	c.Moves.LagBound = 20
 }
 
 // moveAndWait starts a move of tenant to cell and waits until it is DONE.
-func (p *platform) moveAndWait(t *testing.T, ctx context.Context, tenant, to string) *cpv1.Move {
+func (p *harness) moveAndWait(t *testing.T, ctx context.Context, tenant, to string) *cpv1.Move {
 	t.Helper()
 	resp, err := p.cp.StartMove(ctx, &cpv1.StartMoveRequest{Tenant: tenant, TargetCell: to})
 	if err != nil {
@@ -53,9 +54,8 @@ func (p *platform) moveAndWait(t *testing.T, ctx context.Context, tenant, to str
 // moves' fence-to-flip windows.
 func TestMoveUnderLoadIsLinearizable(t *testing.T) {
 	p := newPlatform(t, fastMoves)
-	a := p.env.CreateCell(t, "us-east", "east-a", 1)[0]
-	b := p.env.CreateCell(t, "us-east", "east-b", 1)[0]
-	p.startRouter(t)
+	a := p.createCell(t, platform.CellSpec{Region: "us-east", ID: "east-a", Nodes: 1})[0]
+	b := p.createCell(t, platform.CellSpec{Region: "us-east", ID: "east-b", Nodes: 1})[0]
 	ctx := testutil.Context(t, 3*time.Minute)
 	p.createTenant(t, ctx, "acme", "us-east", "east-a", "")
 

@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells"
-	"github.com/cellplane/cellplane/controlplane"
-	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
+	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -55,25 +55,19 @@ func (a *ackLog) refuse(value string, err error) {
 // address it advertises (routers, the standby's sink and the controller
 // reach it there). A client inside the region reaches the node directly.
 // Cutting both proxies is a partition of the region from the rest.
-func isolatedCell(t *testing.T, p *platform, region, cell string) (*cells.Node, []*faultnet.Proxy) {
+func isolatedCell(t *testing.T, p *harness, region, cell string) (*cells.Node, []*faultnet.Proxy) {
 	t.Helper()
-	etcdProxy := faultnet.Start(t, strings.TrimPrefix(p.env.Endpoints[0], "http://"))
-	ecfg := etcdtopo.DefaultConfig()
-	ecfg.Endpoints = []string{"http://" + etcdProxy.Addr()}
-	ecfg.Logger = testutil.Logger(t).With("component", "isolated-registry")
-	reg, err := etcdtopo.Dial(testutil.Context(t, 10*time.Second), ecfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = reg.Close() })
-	grpcLis := testutil.Listen(t)
-	grpcProxy := faultnet.Start(t, grpcLis.Addr().String())
-	nodes := p.env.CreateCell(t, region, cell, 1, func(c *cells.Config) {
-		c.Registry = reg
-		c.GRPCListener = grpcLis
-		c.Store.GRPCAdvertise = grpcProxy.Addr()
-		c.AuthorityTTL, c.AuthorityDriftMargin = 2*time.Second, 500*time.Millisecond
-	})
+	etcdProxy := faultnet.Start(t, strings.TrimPrefix(p.EtcdEndpoints()[0], "http://"))
+	var grpcProxy *faultnet.Proxy
+	nodes := p.createCell(t, platform.CellSpec{Region: region, ID: cell, Nodes: 1,
+		EtcdEndpoints: []string{"http://" + etcdProxy.Addr()},
+		Configure: func(c *cells.Config) {
+			grpcProxy = faultnet.Start(t, c.GRPCAddr)
+			c.Store.GRPCAdvertise = grpcProxy.Addr()
+			c.AuthorityTTL, c.AuthorityDriftMargin = 2*time.Second, 500*time.Millisecond
+		}})
+	// The node stops before its proxies close (cleanups run last first).
+	t.Cleanup(func() { p.Cell(cell).Nodes()[0].Stop() })
 	return nodes[0], []*faultnet.Proxy{etcdProxy, grpcProxy}
 }
 
@@ -88,16 +82,15 @@ func isolatedCell(t *testing.T, p *platform, region, cell string) (*cells.Node, 
 // never received, every acknowledged one of them among them, and nothing
 // acknowledged after the promotion is lost.
 func TestRegionPartitionPromotesTheStandby(t *testing.T) {
-	p := newPlatform(t, fastMoves, func(c *controlplane.Config) {
-		c.Controller.Failover.PollInterval = 20 * time.Millisecond
-		c.Controller.Failover.LeaseMargin = 300 * time.Millisecond
-		c.Controller.AutoPromote.Enabled = true
-		c.Controller.AutoPromote.UnhealthyFor = time.Second
-		c.Controller.AutoPromote.Interval = 100 * time.Millisecond
+	p := newPlatform(t, fastMoves, func(c *controller.Config) {
+		c.Failover.PollInterval = 20 * time.Millisecond
+		c.Failover.LeaseMargin = 300 * time.Millisecond
+		c.AutoPromote.Enabled = true
+		c.AutoPromote.UnhealthyFor = time.Second
+		c.AutoPromote.Interval = 100 * time.Millisecond
 	})
 	east, proxies := isolatedCell(t, p, "us-east", "east-a")
-	p.env.CreateCell(t, "eu-west", "west-a", 1)
-	p.startRouter(t)
+	p.createCell(t, platform.CellSpec{Region: "eu-west", ID: "west-a", Nodes: 1})
 	ctx := testutil.Context(t, 3*time.Minute)
 	p.createTenant(t, ctx, "acme", "us-east", "east-a", "eu-west")
 	p.waitStandby(t, ctx, "acme")

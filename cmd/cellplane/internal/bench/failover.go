@@ -326,13 +326,10 @@ func RunFailover(ctx context.Context, opts FailoverOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer pf.close()
+	defer pf.Close()
 	p.printf("starting a 3-node cell and a router")
-	cell, err := pf.addCell(ctx, failoverRegion, failoverCell, 3, opts.nodeConfig)
+	cell, err := addCell(ctx, pf, failoverRegion, failoverCell, 3, opts.nodeConfig)
 	if err != nil {
-		return nil, err
-	}
-	if err := pf.startRouter(ctx); err != nil {
 		return nil, err
 	}
 	res.StartSec = time.Since(began).Seconds()
@@ -347,7 +344,7 @@ func RunFailover(ctx context.Context, opts FailoverOptions) (*Report, error) {
 		}
 	}
 
-	pf.close()
+	pf.Close()
 	res.TotalSec = time.Since(began).Seconds()
 	res.LoadAvgEnd = loadAvg()
 	return &Report{

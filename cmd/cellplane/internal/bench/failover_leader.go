@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/platform"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
@@ -51,14 +52,14 @@ func waitAck(ctx context.Context, w *steadyWriter, t time.Time, timeout time.Dur
 
 // runLeaderKills is part a of the failover scenario: the baseline window,
 // the kills, and the optional soak.
-func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cell *platformCell, res *FailoverResults, p progress) error {
-	if _, err := pf.createTenant(ctx, failoverTenant, failoverRegion, cell.id, ""); err != nil {
+func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform.Platform, cell *platform.Cell, res *FailoverResults, p progress) error {
+	if _, err := createTenant(ctx, pf, failoverTenant, failoverRegion, cell.ID(), ""); err != nil {
 		return err
 	}
-	if err := pf.waitRouted(ctx, failoverTenant); err != nil {
+	if err := waitRouted(ctx, pf, failoverTenant); err != nil {
 		return err
 	}
-	cs := pf.routerData()
+	cs := routerData(pf)
 	ids, err := benchContexts(ctx, cs, failoverTenant, "kill", 8)
 	if err != nil {
 		return err
@@ -91,7 +92,7 @@ func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cel
 		samples = append(samples, time.Duration(k.FailoverMs*float64(time.Millisecond)))
 	}
 	if opts.Kills > 0 {
-		if _, err := cell.waitLeader(ctx, 64); err != nil {
+		if _, err := cell.WaitLeader(ctx, 64); err != nil {
 			return err
 		}
 		res.KillPhase = windowStats("steady writes, leader kills", w.records(), phaseStart, time.Now(), opts.Rate)
@@ -113,10 +114,10 @@ func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cel
 // killLeader kills the cell's leader once under the steady writes, waits
 // for the first acknowledgement of a write sent after the kill, restarts
 // the node and waits until it caught up and writes ran opts.Settle.
-func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *platformCell, w *steadyWriter, round int, p progress) (LeaderKill, error) {
+func killLeader(ctx context.Context, opts FailoverOptions, pf *platform.Platform, cell *platform.Cell, w *steadyWriter, round int, p progress) (LeaderKill, error) {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := cell.waitLeader(wctx, 64); err != nil {
+	if _, err := cell.WaitLeader(wctx, 64); err != nil {
 		return LeaderKill{}, err
 	}
 	if err := ctxtime.Sleep(ctx, opts.Settle); err != nil {
@@ -124,15 +125,13 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	}
 	// Leadership may have moved meanwhile (a starved machine): the kill
 	// goes to whoever leads now.
-	li, err := cell.waitLeader(wctx, 64)
+	victim, err := cell.WaitLeader(wctx, 64)
 	if err != nil {
 		return LeaderKill{}, err
 	}
-	victim := cell.nodes[li]
-	k := LeaderKill{Round: round, Killed: victim.cfg.NodeID}
-	term := cell.term()
-	down := victim.kill()
-	killedAt := victim.killedAt
+	k := LeaderKill{Round: round, Killed: victim.ID()}
+	term := cell.Term()
+	killedAt, down := victim.Kill()
 	k.CloseMs = ms(down.Sub(killedAt))
 	// A write sent after the victim's Raft stopped can only be
 	// acknowledged by a new leader; the time counts from the kill's start.
@@ -151,10 +150,10 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	if !authorized.IsZero() {
 		k.AuthorityMs = ms(authorized.Sub(killedAt))
 	}
-	if nl := cell.leader(); nl >= 0 {
-		k.NewLeader = cell.nodes[nl].cfg.NodeID
+	if nl := cell.Leader(); nl != nil {
+		k.NewLeader = nl.ID()
 	}
-	k.Elections = cell.term() - term
+	k.Elections = cell.Term() - term
 	// Writes already in flight fail or finish within a second of the
 	// first acknowledgement; then count.
 	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
@@ -165,7 +164,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	k.FailedWrites = windowStats("", recs, killedAt, ack.Add(time.Second), 0).Errors
 
 	t0 := time.Now()
-	if err := pf.startNode(ctx, victim); err != nil {
+	if err := victim.Restart(ctx); err != nil {
 		return k, err
 	}
 	k.RestartMs = ms(time.Since(t0))
@@ -178,7 +177,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 // leader and for a leader whose authority is valid (it may acknowledge
 // writes); the returned function stops it and returns when each was
 // first seen (zero: not seen).
-func watchLeaderChange(ctx context.Context, cell *platformCell) func() (elected, authorized time.Time) {
+func watchLeaderChange(ctx context.Context, cell *platform.Cell) func() (elected, authorized time.Time) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	var elected, authorized time.Time
@@ -187,12 +186,12 @@ func watchLeaderChange(ctx context.Context, cell *platformCell) func() (elected,
 		t := time.NewTicker(time.Millisecond)
 		defer t.Stop()
 		for authorized.IsZero() {
-			if l := cell.leader(); l >= 0 {
+			if l := cell.Leader(); l != nil {
 				now := time.Now()
 				if elected.IsZero() {
 					elected = now
 				}
-				if a := cell.nodes[l].node.Authority(); a != nil && a.Valid() {
+				if n := l.Node(); n != nil && n.Authority() != nil && n.Authority().Valid() {
 					authorized = now
 				}
 			}
@@ -219,13 +218,13 @@ func gapAround(recs []writeRec, killedAt, ack time.Time) time.Duration {
 
 // runSoak runs closed-loop writes through the router for opts.Soak and
 // counts the leader changes and elections meanwhile.
-func runSoak(ctx context.Context, opts FailoverOptions, cell *platformCell, cs contextv1.ContextServiceClient, ids []string, res *FailoverResults, p progress) error {
-	if _, err := cell.waitLeader(ctx, 64); err != nil {
+func runSoak(ctx context.Context, opts FailoverOptions, cell *platform.Cell, cs contextv1.ContextServiceClient, ids []string, res *FailoverResults, p progress) error {
+	if _, err := cell.WaitLeader(ctx, 64); err != nil {
 		return err
 	}
 	p.printf("soak: closed-loop writes at %d for %s", opts.SoakConcurrency, opts.Soak)
-	term := cell.term()
-	leader := cell.leader()
+	term := cell.Term()
+	leader := cell.Leader()
 	changes := 0
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -239,7 +238,7 @@ func runSoak(ctx context.Context, opts FailoverOptions, cell *platformCell, cs c
 				return
 			case <-t.C:
 			}
-			if l := cell.leader(); l != leader {
+			if l := cell.Leader(); l != leader {
 				changes++
 				leader = l
 			}
@@ -265,7 +264,7 @@ func runSoak(ctx context.Context, opts FailoverOptions, cell *platformCell, cs c
 	}
 	res.Soak = &r
 	res.SoakLeaderChanges = changes
-	res.SoakElections = cell.term() - term
+	res.SoakElections = cell.Term() - term
 	p.result(r)
 	p.printf("  soak: %d leader changes, %d elections", changes, res.SoakElections)
 	return nil

@@ -2,14 +2,13 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/platform"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -21,9 +20,9 @@ const (
 
 // runPromotions is part b of the failover scenario: a standby cell in
 // another region, then opts.Promotions lost-region promotions.
-func runPromotions(ctx context.Context, opts FailoverOptions, pf *platform, owner *platformCell, res *FailoverResults, p progress) error {
+func runPromotions(ctx context.Context, opts FailoverOptions, pf *platform.Platform, owner *platform.Cell, res *FailoverResults, p progress) error {
 	p.printf("starting the standby cell (region %s)", failoverStandbyRegion)
-	sb, err := pf.addCell(ctx, failoverStandbyRegion, failoverStandbyCell, 3, opts.nodeConfig)
+	sb, err := addCell(ctx, pf, failoverStandbyRegion, failoverStandbyCell, 3, opts.nodeConfig)
 	if err != nil {
 		return err
 	}
@@ -49,19 +48,19 @@ func runPromotions(ctx context.Context, opts FailoverOptions, pf *platform, owne
 // it through the router, kills every node of owner, has the standby
 // promoted, measures the time to the first write acknowledged after the
 // kill, then restarts owner and waits for the RPO report.
-func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner, sb *platformCell, round int, p progress) (Promotion, error) {
+func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform.Platform, owner, sb *platform.Cell, round int, p progress) (Promotion, error) {
 	tenant := fmt.Sprintf("promo-%d", round)
 	pr := Promotion{Tenant: tenant}
-	if _, err := pf.createTenant(ctx, tenant, owner.region, owner.id, sb.region); err != nil {
+	if _, err := createTenant(ctx, pf, tenant, owner.Region(), owner.ID(), sb.Region()); err != nil {
 		return pr, err
 	}
-	if _, err := pf.waitStandby(ctx, sb, tenant, 60*time.Second); err != nil {
+	if _, err := waitStandby(ctx, sb, tenant, 60*time.Second); err != nil {
 		return pr, err
 	}
-	if err := pf.waitRouted(ctx, tenant); err != nil {
+	if err := waitRouted(ctx, pf, tenant); err != nil {
 		return pr, err
 	}
-	cs := pf.routerData()
+	cs := routerData(pf)
 	ids, err := benchContexts(ctx, cs, tenant, "promo", 8)
 	if err != nil {
 		return pr, err
@@ -78,11 +77,11 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 		return pr, err
 	}
 
-	killedAt, down := owner.killAll()
+	killedAt, down := owner.KillAll()
 	pr.KillMs = ms(down.Sub(killedAt))
 	var fo *cpv1.Failover
 	if opts.AutoPromote <= 0 {
-		resp, err := pf.admin.Failover(ctx, &cpv1.FailoverRequest{Tenant: tenant, Kind: cpv1.FailoverKind_FAILOVER_KIND_PROMOTE})
+		resp, err := pf.Admin().Failover(ctx, &cpv1.FailoverRequest{Tenant: tenant, Kind: cpv1.FailoverKind_FAILOVER_KIND_PROMOTE})
 		if err != nil {
 			return pr, fmt.Errorf("bench: promote %s: %w", tenant, rpcerr.FromStatus(err))
 		}
@@ -112,17 +111,8 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 
 	// The old owner comes back: it applies the fence and reports its last
 	// tseq (the RPO).
-	errs := make([]error, len(owner.nodes))
-	var wg sync.WaitGroup
-	for i, n := range owner.nodes {
-		wg.Go(func() { errs[i] = pf.startNode(ctx, n) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return pr, err
-	}
-	if err := pf.waitHealthy(ctx, owner.id); err != nil {
-		return pr, err
+	if err := owner.Restart(ctx); err != nil {
+		return pr, fmt.Errorf("bench: %w", err)
 	}
 	fo, err = waitFailoverReport(ctx, pf, pr.FailoverID, 30*time.Second)
 	if err != nil {
@@ -143,12 +133,12 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 
 // findFailover waits for the tenant's failover to be recorded (the
 // automatic policy starts it).
-func findFailover(ctx context.Context, pf *platform, tenant string) (*cpv1.Failover, error) {
+func findFailover(ctx context.Context, pf *platform.Platform, tenant string) (*cpv1.Failover, error) {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var fo *cpv1.Failover
 	err := retry(wctx, func() error {
-		resp, err := pf.admin.ListFailovers(wctx, &cpv1.ListFailoversRequest{Tenant: tenant})
+		resp, err := pf.Admin().ListFailovers(wctx, &cpv1.ListFailoversRequest{Tenant: tenant})
 		if err != nil {
 			return err
 		}
@@ -166,12 +156,12 @@ func findFailover(ctx context.Context, pf *platform, tenant string) (*cpv1.Failo
 
 // waitFailoverReport waits until failover id has the old owner's report
 // (or finished), and returns it as it is then (also on timeout).
-func waitFailoverReport(ctx context.Context, pf *platform, id string, timeout time.Duration) (*cpv1.Failover, error) {
+func waitFailoverReport(ctx context.Context, pf *platform.Platform, id string, timeout time.Duration) (*cpv1.Failover, error) {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var fo *cpv1.Failover
 	err := retry(wctx, func() error {
-		resp, err := pf.admin.GetFailover(wctx, &cpv1.GetFailoverRequest{Id: id})
+		resp, err := pf.Admin().GetFailover(wctx, &cpv1.GetFailoverRequest{Id: id})
 		if err != nil {
 			return err
 		}

@@ -249,14 +249,11 @@ func RunMove(ctx context.Context, opts MoveOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer pf.close()
+	defer pf.Close()
 	for _, id := range []string{moveCellA, moveCellB} {
-		if _, err := pf.addCell(ctx, moveRegion, id, opts.Members, nil); err != nil {
+		if _, err := addCell(ctx, pf, moveRegion, id, opts.Members, nil); err != nil {
 			return nil, err
 		}
-	}
-	if err := pf.startRouter(ctx); err != nil {
-		return nil, err
 	}
 	res.StartSec = time.Since(began).Seconds()
 	p.printf("  ready in %.1f s", res.StartSec)
@@ -289,7 +286,7 @@ func RunMove(ctx context.Context, opts MoveOptions) (*Report, error) {
 		r := stopOther()
 		res.Other, stopOther = &r, nil
 	}
-	pf.close()
+	pf.Close()
 	res.TotalSec = time.Since(began).Seconds()
 	res.LoadAvgEnd = loadAvg()
 	return &Report{

@@ -12,6 +12,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/rpcerr"
+	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -82,18 +83,16 @@ func fillTenant(ctx context.Context, cs contextv1.ContextServiceClient, tenant s
 }
 
 // tenantBytes is the tenant's stored size on its owner cell's leader.
-func tenantBytes(ctx context.Context, pf *platform, tenant string) (uint64, error) {
-	resp, err := pf.admin.GetTenant(ctx, &cpv1.GetTenantRequest{Id: tenant})
+func tenantBytes(ctx context.Context, pf *platform.Platform, tenant string) (uint64, error) {
+	resp, err := pf.Admin().GetTenant(ctx, &cpv1.GetTenantRequest{Id: tenant})
 	if err != nil {
 		return 0, rpcerr.FromStatus(err)
 	}
-	pf.mu.Lock()
-	c := pf.cells[resp.GetTenant().GetCell()]
-	pf.mu.Unlock()
+	c := pf.Cell(resp.GetTenant().GetCell())
 	if c == nil {
 		return 0, fmt.Errorf("bench: tenant %s is on unknown cell %q", tenant, resp.GetTenant().GetCell())
 	}
-	conn, err := c.leaderConn(ctx)
+	conn, err := c.LeaderConn(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -115,15 +114,15 @@ type moveWindow struct {
 // to it steadily through the router and moves it moves times between the
 // two cells. With baseline set, it first measures the writes with no move
 // into it.
-func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform, tenant string, size int64, moves int, baseline *Result, p progress) (*MoveSet, error) {
+func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform.Platform, tenant string, size int64, moves int, baseline *Result, p progress) (*MoveSet, error) {
 	set := &MoveSet{Tenant: tenant}
-	if _, err := pf.createTenant(ctx, tenant, moveRegion, moveCellA, ""); err != nil {
+	if _, err := createTenant(ctx, pf, tenant, moveRegion, moveCellA, ""); err != nil {
 		return nil, err
 	}
-	if err := pf.waitRouted(ctx, tenant); err != nil {
+	if err := waitRouted(ctx, pf, tenant); err != nil {
 		return nil, err
 	}
-	cs := pf.routerData()
+	cs := routerData(pf)
 	p.printf("filling %s with %s", tenant, mib(uint64(size)))
 	t0 := time.Now()
 	if err := fillTenant(ctx, cs, tenant, size); err != nil {
@@ -198,8 +197,8 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform, tenant stri
 
 // moveOnce moves tenant to the cell that does not own it and waits for
 // the move to end.
-func moveOnce(ctx context.Context, pf *platform, tenant string) (moveWindow, error) {
-	tr, err := pf.admin.GetTenant(ctx, &cpv1.GetTenantRequest{Id: tenant})
+func moveOnce(ctx context.Context, pf *platform.Platform, tenant string) (moveWindow, error) {
+	tr, err := pf.Admin().GetTenant(ctx, &cpv1.GetTenantRequest{Id: tenant})
 	if err != nil {
 		return moveWindow{}, fmt.Errorf("bench: get tenant %s: %w", tenant, rpcerr.FromStatus(err))
 	}
@@ -212,7 +211,7 @@ func moveOnce(ctx context.Context, pf *platform, tenant string) (moveWindow, err
 	defer cancel()
 	var id string
 	err = retry(sctx, func() error {
-		resp, err := pf.admin.StartMove(sctx, &cpv1.StartMoveRequest{Tenant: tenant, TargetCell: target})
+		resp, err := pf.Admin().StartMove(sctx, &cpv1.StartMoveRequest{Tenant: tenant, TargetCell: target})
 		if err != nil {
 			err = rpcerr.FromStatus(err)
 			if errors.Is(err, cperr.ErrTenantBusy) {
@@ -231,7 +230,7 @@ func moveOnce(ctx context.Context, pf *platform, tenant string) (moveWindow, err
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		resp, err := pf.admin.GetMove(wctx, &cpv1.GetMoveRequest{Id: id})
+		resp, err := pf.Admin().GetMove(wctx, &cpv1.GetMoveRequest{Id: id})
 		if err == nil && intent.MoveFinished(resp.GetMove().GetState()) {
 			mw.mv, mw.done = resp.GetMove(), time.Now()
 			return mw, nil
@@ -276,14 +275,14 @@ func moveFigures(mw moveWindow, recs []writeRec) Move {
 
 // otherLoad writes to a tenant of the first cell that never moves, at
 // opts.OtherRate; stop ends it and returns its writes' figures.
-func otherLoad(ctx context.Context, opts MoveOptions, pf *platform) (stop func() Result, err error) {
-	if _, err := pf.createTenant(ctx, moveOtherT, moveRegion, moveCellA, ""); err != nil {
+func otherLoad(ctx context.Context, opts MoveOptions, pf *platform.Platform) (stop func() Result, err error) {
+	if _, err := createTenant(ctx, pf, moveOtherT, moveRegion, moveCellA, ""); err != nil {
 		return nil, err
 	}
-	if err := pf.waitRouted(ctx, moveOtherT); err != nil {
+	if err := waitRouted(ctx, pf, moveOtherT); err != nil {
 		return nil, err
 	}
-	cs := pf.routerData()
+	cs := routerData(pf)
 	ids, err := benchContexts(ctx, cs, moveOtherT, "other", 8)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -276,14 +277,14 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 	if err != nil {
 		return nil, err
 	}
-	defer pf.close()
+	defer pf.Close()
 	line := &delayLine{}
 	rec := newLagRecorder(replTenant)
-	owner, err := pf.addCell(ctx, replOwnerRegion, replOwnerCell, opts.Members, nil)
+	owner, err := addCell(ctx, pf, replOwnerRegion, replOwnerCell, opts.Members, nil)
 	if err != nil {
 		return nil, err
 	}
-	standby, err := pf.addCell(ctx, replStandbyRegion, replStandbyCell, opts.Members, func(c *cells.Config) {
+	standby, err := addCell(ctx, pf, replStandbyRegion, replStandbyCell, opts.Members, func(c *cells.Config) {
 		c.ReplicationDialOptions = line.dialOptions()
 		c.Replication.OnApplied = rec.onApplied
 	})
@@ -294,16 +295,16 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 	p.printf("  cells ready in %.1f s", res.StartSec)
 
 	t0 := time.Now()
-	if _, err := pf.createTenant(ctx, replTenant, replOwnerRegion, owner.id, replStandbyRegion); err != nil {
+	if _, err := createTenant(ctx, pf, replTenant, replOwnerRegion, owner.ID(), replStandbyRegion); err != nil {
 		return nil, err
 	}
-	if _, err := pf.waitStandby(ctx, standby, replTenant, time.Minute); err != nil {
+	if _, err := waitStandby(ctx, standby, replTenant, time.Minute); err != nil {
 		return nil, err
 	}
 	res.Bootstrap = time.Since(t0).Seconds()
-	p.printf("  standby of %s on %s streaming after %.2f s", replTenant, standby.id, res.Bootstrap)
+	p.printf("  standby of %s on %s streaming after %.2f s", replTenant, standby.ID(), res.Bootstrap)
 
-	conn, err := owner.leaderConn(ctx)
+	conn, err := owner.LeaderConn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -342,13 +343,13 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 		}
 		res.Phases = append(res.Phases, ph)
 	}
-	if st, err := pf.waitStandby(ctx, standby, replTenant, 10*time.Second); err == nil {
+	if st, err := waitStandby(ctx, standby, replTenant, 10*time.Second); err == nil {
 		res.StandbyState = fmt.Sprintf("%s, %d bootstraps", st.GetState(), st.GetBootstraps())
 	} else {
 		res.StandbyState = err.Error()
 	}
 
-	pf.close()
+	pf.Close()
 	res.TotalSec = time.Since(began).Seconds()
 	res.LoadAvgEnd = loadAvg()
 	return &Report{
@@ -364,7 +365,7 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 // opts.Settle (unmeasured) then opts.Duration, and the lags of the events
 // proposed in the measured window, once the standby applied them all (or
 // 30 s passed).
-func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platformCell, rec *lagRecorder, line *delayLine, d time.Duration,
+func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platform.Cell, rec *lagRecorder, line *delayLine, d time.Duration,
 	rate float64, tctx context.Context, op Op, p progress) (LagPhase, error) {
 	line.set(d)
 	ph := LagPhase{DelayMs: ms(d)}
@@ -405,8 +406,8 @@ func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platformCell,
 }
 
 // ownerTseq is the tenant's newest tseq on the owner's leader.
-func ownerTseq(ctx context.Context, owner *platformCell) (uint64, error) {
-	conn, err := owner.leaderConn(ctx)
+func ownerTseq(ctx context.Context, owner *platform.Cell) (uint64, error) {
+	conn, err := owner.LeaderConn(ctx)
 	if err != nil {
 		return 0, err
 	}

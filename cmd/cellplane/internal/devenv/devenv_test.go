@@ -28,8 +28,7 @@ func TestPrepareDir(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.setup(dir)
-			e := &Env{cfg: Config{DataDir: dir, Reset: tc.reset}}
-			err := e.prepareDir()
+			err := prepareDir(dir, tc.reset)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Fatalf("prepareDir: %v", err)
@@ -55,14 +54,13 @@ func TestValidate(t *testing.T) {
 		"27 cells":     func(c *Config) { c.CellsPerRegion = 27 },
 		"port too low": func(c *Config) { c.NodeBasePort = 80 },
 		"bad auth":     func(c *Config) { c.Auth = "jwt" },
+		"no cells":     func(c *Config) { c.CellsPerRegion = 0 },
+		"free ports":   func(c *Config) { c.NodeBasePort = 0 },
 	} {
 		c := DefaultConfig()
 		mut(&c)
 		if c.Validate() == nil {
 			t.Errorf("%s: Validate passed", name)
 		}
-	}
-	if CellName("us-east", 1) != "us-east-b" {
-		t.Fatalf("CellName = %s", CellName("us-east", 1))
 	}
 }

@@ -1,0 +1,420 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/mcpauth"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+)
+
+// nodeStartTimeout bounds one node's start.
+const nodeStartTimeout = healthTimeout
+
+// Node is a node of a platform cell: in this process, or a child process
+// (Config.MultiProcess). Its addresses are fixed at creation, so that it
+// restarts as the same Raft member.
+//
+// An in-process node talks to etcd through a connection of its own (its
+// link), so that Kill can stop it the way a process dies: the link goes
+// first (its registry keys and its cell's authority key are then left to
+// expire with their leases, as after kill -9, instead of being deleted),
+// then the node closes without a graceful phase (no leadership hand-over).
+type Node struct {
+	p    *Platform
+	cell *Cell
+	// cfg is an in-process node's configuration; its listeners are used
+	// by the first start only.
+	cfg       cells.Config
+	endpoints []string // the registry link's etcd (nil: the platform's)
+
+	mu   sync.Mutex
+	info NodeInfo
+	// In process, while it runs.
+	node *cells.Node
+	link topo.Store
+	conn *grpc.ClientConn
+	// stopped is closed when a killed in-process node has closed
+	// completely.
+	stopped chan struct{}
+	// A child process, while it runs: done is closed when it exited.
+	child *child
+}
+
+// newNode prepares the k-th node of c: its addresses and configuration.
+func (p *Platform) newNode(c *Cell, k int, spec CellSpec) (*Node, error) {
+	n := &Node{p: p, cell: c, endpoints: spec.EtcdEndpoints}
+	n.info = NodeInfo{ID: NodeName(c.id, k), Cell: c.id, Region: c.region}
+	p.mu.Lock()
+	i := len(p.nodes)
+	p.nodes = append(p.nodes, n)
+	p.mu.Unlock()
+
+	var lis [3]net.Listener
+	switch {
+	case p.cfg.NodeBasePort != 0:
+		base := p.cfg.NodeBasePort + 3*i
+		n.info.Raft, n.info.GRPC, n.info.HTTP = addr(base), addr(base+1), addr(base+2)
+	case p.cfg.MultiProcess:
+		ports, err := freePorts(3)
+		if err != nil {
+			return nil, err
+		}
+		n.info.Raft, n.info.GRPC, n.info.HTTP = addr(ports[0]), addr(ports[1]), addr(ports[2])
+	default:
+		// Listeners opened now cannot be taken before the node binds them.
+		for j := range lis {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				for _, l := range lis[:j] {
+					_ = l.Close()
+				}
+				return nil, fmt.Errorf("listen: %w", err)
+			}
+			lis[j] = l
+		}
+		n.info.Raft, n.info.GRPC, n.info.HTTP = lis[0].Addr().String(), lis[1].Addr().String(), lis[2].Addr().String()
+	}
+	if p.cfg.MultiProcess {
+		return n, nil
+	}
+	cfg := p.cfg.Node
+	cfg.NodeID, cfg.CellID = n.info.ID, c.id
+	cfg.DataDir = filepath.Join(p.cfg.DataDir, "nodes", n.info.ID)
+	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = n.info.Raft, n.info.GRPC, n.info.HTTP
+	cfg.RaftListener, cfg.GRPCListener, cfg.HTTPListener = lis[0], lis[1], lis[2]
+	cfg.Registry = nil // the link, at each start
+	cfg.Logger = slog.New(muted{h: p.log.Handler(), quiet: &p.quiet}).With("node", n.info.ID)
+	applyCellKnobs(&cfg, p.cfg.TestingKnobs.Cell)
+	if spec.Configure != nil {
+		spec.Configure(&cfg)
+	}
+	n.cfg = cfg
+	return n, nil
+}
+
+// start starts (or restarts) the node.
+func (n *Node) start(ctx context.Context) error {
+	if n.p.cfg.MultiProcess {
+		return n.spawn()
+	}
+	return n.startInProcess(ctx)
+}
+
+func (n *Node) startInProcess(ctx context.Context) error {
+	n.waitStopped()
+	cfg := n.cfg
+	var link topo.Store
+	if cfg.Registry == nil {
+		ec := etcdtopo.DefaultConfig()
+		ec.Endpoints = n.endpoints
+		if ec.Endpoints == nil {
+			ec.Endpoints = n.p.cp.EtcdEndpoints()
+		}
+		var err error
+		if link, err = etcdtopo.Dial(ctx, ec); err != nil {
+			return fmt.Errorf("node %s: dial etcd: %w", cfg.NodeID, err)
+		}
+		cfg.Registry = link
+	}
+	closeLink := func() {
+		if link != nil {
+			_ = link.Close()
+		}
+	}
+	if n.p.cfg.Auth == AuthAPIKey {
+		a, err := mcpauth.New(mcpauth.Config{Registry: cfg.Registry})
+		if err != nil {
+			closeLink()
+			return err
+		}
+		cfg.MCPAuth = a
+	}
+	sctx, cancel := context.WithTimeout(ctx, nodeStartTimeout)
+	defer cancel()
+	node, err := cells.Start(sctx, cfg)
+	// Listeners are used once: a restart binds the addresses again.
+	n.cfg.RaftListener, n.cfg.GRPCListener, n.cfg.HTTPListener = nil, nil, nil
+	if err != nil {
+		closeLink()
+		return fmt.Errorf("node %s: %w", cfg.NodeID, err)
+	}
+	conn, err := dial(node.GRPCAddr())
+	if err != nil {
+		_ = node.Close()
+		closeLink()
+		return fmt.Errorf("node %s: dial %s: %w", cfg.NodeID, node.GRPCAddr(), err)
+	}
+	n.mu.Lock()
+	n.node, n.link, n.conn = node, link, conn
+	n.mu.Unlock()
+	return nil
+}
+
+// waitStopped waits until a killed in-process node has closed completely.
+func (n *Node) waitStopped() {
+	n.mu.Lock()
+	ch := n.stopped
+	n.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// Restart starts the node again (after Kill or Stop; a killed in-process
+// node is first waited for). It returns once the node runs (in process:
+// cells.Start returned; a child: its process started).
+func (n *Node) Restart(ctx context.Context) error {
+	if n.Running() {
+		return fmt.Errorf("node %s runs", n.ID())
+	}
+	return n.start(ctx)
+}
+
+// Kill stops the node the way a crash does. In process: its etcd link
+// goes first (nothing it registered is deleted: leases expire), then its
+// store (Raft stops: its peers no longer hear from it, and it
+// acknowledges nothing more), then the rest of the node closes in the
+// background without a graceful phase (Restart waits for it). A child
+// process gets SIGKILL. Kill returns when it started and when the node
+// was down (Raft stopped, or the process exited).
+func (n *Node) Kill() (killedAt, downAt time.Time) {
+	if n.p.cfg.MultiProcess {
+		return n.killChild()
+	}
+	n.mu.Lock()
+	node, link, conn := n.node, n.link, n.conn
+	if node == nil {
+		n.mu.Unlock()
+		now := time.Now()
+		return now, now
+	}
+	stopped := make(chan struct{})
+	n.node, n.link, n.conn, n.stopped = nil, nil, nil, stopped
+	n.mu.Unlock()
+	killedAt = time.Now()
+	if link != nil {
+		_ = link.Close()
+	}
+	_ = conn.Close()
+	_ = node.Store().Close()
+	downAt = time.Now()
+	go func() {
+		defer close(stopped)
+		_ = node.Close()
+	}()
+	return killedAt, downAt
+}
+
+// Stop stops the node: in process, cells.Node.Close (graceful within its
+// ShutdownTimeout); a child gets SIGTERM, then SIGKILL after 15 s.
+func (n *Node) Stop() {
+	if n.p.cfg.MultiProcess {
+		n.stopChild()
+		return
+	}
+	n.waitStopped()
+	n.mu.Lock()
+	node, link, conn := n.node, n.link, n.conn
+	n.node, n.link, n.conn = nil, nil, nil
+	lis := []net.Listener{n.cfg.RaftListener, n.cfg.GRPCListener, n.cfg.HTTPListener}
+	n.cfg.RaftListener, n.cfg.GRPCListener, n.cfg.HTTPListener = nil, nil, nil
+	n.mu.Unlock()
+	for _, l := range lis { // never started
+		closeListener(l)
+	}
+	if node == nil {
+		return
+	}
+	_ = conn.Close()
+	_ = node.Close()
+	if link != nil {
+		_ = link.Close()
+	}
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.info.ID }
+
+// Cell is the node's cell.
+func (n *Node) Cell() *Cell { return n.cell }
+
+// Info describes the node.
+func (n *Node) Info() NodeInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.info
+}
+
+// Running reports whether the node runs.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.node != nil || n.child != nil
+}
+
+// Node returns the running in-process node; nil when it does not run or
+// runs as a child process.
+func (n *Node) Node() *cells.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.node
+}
+
+// Conn returns a client connection to the running node (nil when it does
+// not run).
+func (n *Node) Conn() *grpc.ClientConn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.conn
+}
+
+// Cell is a cell of the platform.
+type Cell struct {
+	p          *Platform
+	id, region string
+	nodes      []*Node
+}
+
+// ID is the cell's id.
+func (c *Cell) ID() string { return c.id }
+
+// Region is the cell's region.
+func (c *Cell) Region() string { return c.region }
+
+// Nodes returns the cell's nodes.
+func (c *Cell) Nodes() []*Node { return append([]*Node(nil), c.nodes...) }
+
+// Leader returns the running in-process node that leads, nil if none.
+func (c *Cell) Leader() *Node {
+	for _, n := range c.nodes {
+		if node := n.Node(); node != nil && node.Store().IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// Term returns the highest Raft term the running in-process nodes have
+// seen: it grows by one per election (won or not).
+func (c *Cell) Term() uint64 {
+	var t uint64
+	for _, n := range c.nodes {
+		if node := n.Node(); node != nil {
+			t = max(t, node.Store().Status().Term)
+		}
+	}
+	return t
+}
+
+// WaitLeader waits until every running in-process node knows one leader
+// and reaches the leader's applied index within lag entries; it returns
+// the leader.
+func (c *Cell) WaitLeader(ctx context.Context, lag uint64) (*Node, error) {
+	var leader *Node
+	err := poll(ctx, func() error {
+		leader = c.Leader()
+		if leader == nil {
+			return errors.New("no leader")
+		}
+		ln := leader.Node()
+		if ln == nil {
+			return errors.New("the leader stopped")
+		}
+		ls := ln.Store().Status()
+		for _, n := range c.nodes {
+			node := n.Node()
+			if node == nil {
+				continue
+			}
+			s := node.Store().Status()
+			if s.LeaderID != ls.NodeID {
+				return fmt.Errorf("node %s follows %q, not %s", s.NodeID, s.LeaderID, ls.NodeID)
+			}
+			if s.AppliedIndex+lag < ls.AppliedIndex {
+				return fmt.Errorf("node %s applied %d of the leader's %d", s.NodeID, s.AppliedIndex, ls.AppliedIndex)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cell %s: %w", c.id, err)
+	}
+	return leader, nil
+}
+
+// LeaderConn returns a connection to the node that leads now.
+func (c *Cell) LeaderConn(ctx context.Context) (*grpc.ClientConn, error) {
+	l, err := c.WaitLeader(ctx, 1<<62)
+	if err != nil {
+		return nil, err
+	}
+	if conn := l.Conn(); conn != nil {
+		return conn, nil
+	}
+	return nil, fmt.Errorf("cell %s: the leader %s stopped", c.id, l.ID())
+}
+
+// KillAll kills every running node of the cell at once (a lost region).
+// It returns when the kill started and when every node was down.
+func (c *Cell) KillAll() (start, down time.Time) {
+	start = time.Now()
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		if n.Running() {
+			wg.Go(func() { n.Kill() })
+		}
+	}
+	wg.Wait()
+	return start, time.Now()
+}
+
+// Restart starts every node of the cell that does not run, at once, and
+// waits until the control plane reports the cell HEALTHY.
+func (c *Cell) Restart(ctx context.Context) error {
+	errs := make([]error, len(c.nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.nodes {
+		if !n.Running() {
+			wg.Go(func() { errs[i] = n.start(ctx) })
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return c.p.waitHealthy(ctx, []string{c.id})
+}
+
+// muted is a slog.Handler that drops everything once quiet is set.
+type muted struct {
+	h     slog.Handler
+	quiet interface{ Load() bool }
+}
+
+func (m muted) Enabled(ctx context.Context, l slog.Level) bool {
+	return !m.quiet.Load() && m.h.Enabled(ctx, l)
+}
+
+func (m muted) Handle(ctx context.Context, r slog.Record) error {
+	if m.quiet.Load() {
+		return nil
+	}
+	return m.h.Handle(ctx, r)
+}
+
+func (m muted) WithAttrs(a []slog.Attr) slog.Handler {
+	return muted{h: m.h.WithAttrs(a), quiet: m.quiet}
+}
+
+func (m muted) WithGroup(g string) slog.Handler { return muted{h: m.h.WithGroup(g), quiet: m.quiet} }
