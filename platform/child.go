@@ -55,7 +55,7 @@ func (n *Node) spawn() error {
 		logf.Close()
 		return fmt.Errorf("start node %s: %w", info.ID, err)
 	}
-	conn, err := dial(info.GRPC)
+	conn, err := n.p.dial(info.GRPC)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()

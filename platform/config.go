@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/internal/dial"
 )
 
 // Auth modes of the router and the MCP workers.
@@ -73,6 +74,10 @@ type Config struct {
 	// Controller configures the control plane's controller (its ID,
 	// Logger and TestingKnobs are filled).
 	Controller controller.Config
+	// Dial configures the connections the platform itself opens (to the
+	// control plane, the router and every node); in-process nodes take
+	// theirs from Node.Dial.
+	Dial dial.Config
 	// EtcdUnsafeNoFsync runs the embedded etcd without fsync: faster, and
 	// a crash of the machine may lose control-plane writes (tests only).
 	EtcdUnsafeNoFsync bool
@@ -163,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %v < 0", c.ShutdownTimeout))
+	}
+	if err := c.Dial.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

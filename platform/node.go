@@ -149,7 +149,7 @@ func (n *Node) startInProcess(ctx context.Context) error {
 		closeLink()
 		return fmt.Errorf("node %s: %w", cfg.NodeID, err)
 	}
-	conn, err := dial(node.GRPCAddr())
+	conn, err := n.p.dial(node.GRPCAddr())
 	if err != nil {
 		_ = node.Close()
 		closeLink()

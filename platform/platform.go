@@ -15,13 +15,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -82,7 +82,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err := p.startControlPlane(ctx); err != nil {
 		return nil, err
 	}
-	if p.admin, err = dial(p.cp.GRPCAddr()); err != nil {
+	if p.admin, err = p.dial(p.cp.GRPCAddr()); err != nil {
 		return nil, err
 	}
 	if !cfg.TestingKnobs.ControlPlane.NoController {
@@ -233,7 +233,7 @@ func (p *Platform) startRouter(ctx context.Context) (err error) {
 		closeListener(rc.HTTPListener)
 		return fmt.Errorf("router: %w", err)
 	}
-	if p.rconn, err = dial(p.rt.GRPCAddr()); err != nil {
+	if p.rconn, err = p.dial(p.rt.GRPCAddr()); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -595,8 +595,8 @@ func freePorts(n int) ([]int, error) {
 }
 
 // dial opens a client connection (plaintext: everything is on loopback).
-func dial(target string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (p *Platform) dial(target string) (*grpc.ClientConn, error) {
+	return dial.New(target, p.cfg.Dial)
 }
 
 // poll calls fn every 20 ms until it succeeds or ctx ends.
