@@ -95,6 +95,22 @@ var rules = map[cperr.Reason]rule{
 	cperr.NoStandby:          {RetryNo, false},
 }
 
+// Unsent marks err as the failure of a call that never reached a server
+// (no connection or stream could be opened), so nothing was applied:
+// Allowed then lets even a Mutating call retry it. Errors, classes and
+// messages are otherwise those of err.
+func Unsent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &unsent{err}
+}
+
+type unsent struct{ err error }
+
+func (u *unsent) Error() string { return u.err.Error() }
+func (u *unsent) Unwrap() error { return u.err }
+
 // ruleOf returns the advice for err: by reason for a cellplane error
 // (after rpcerr.FromStatus for a status), CELL_UNAVAILABLE's for a
 // transport failure, RetryNo for context errors and anything else.
@@ -102,13 +118,17 @@ func ruleOf(err error) rule {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return rule{}
 	}
+	r := rule{}
 	if rpcerr.IsTransport(err) {
-		return rules[cperr.CellUnavailable]
+		r = rules[cperr.CellUnavailable]
+	} else if reason := cperr.ReasonOf(rpcerr.FromStatus(err)); reason != "" {
+		r = rules[reason]
 	}
-	if r := cperr.ReasonOf(rpcerr.FromStatus(err)); r != "" {
-		return rules[r]
+	var u *unsent
+	if r.class != RetryNo && errors.As(err, &u) {
+		r.unapplied = true
 	}
-	return rule{}
+	return r
 }
 
 // ClassOf says how a caller may retry err. err may be a *cperr.Error or a

@@ -102,13 +102,17 @@ func (b *Backoff) Reset() { b.n = 0 }
 // its deadline would pass during the next wait). It returns nil or fn's
 // last error. Between tries it waits the policy's backoff, or the error's
 // RetryAfter for a RetryLater failure when that is longer.
+//
+// Do sends the same request again: it retries RetryElsewhere and
+// RetryLater failures. A RetryRefresh failure is returned, for the caller
+// that owns the route to look the tenant up again.
 func Do(ctx context.Context, p Policy, k Kind, fn func(context.Context) error) error {
 	for n := 0; ; n++ {
 		err := fn(ctx)
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !Allowed(k, err) || (p.MaxAttempts > 0 && n+1 >= p.MaxAttempts) {
+		if ctx.Err() != nil || !Allowed(k, err) || ClassOf(err) == RetryRefresh || (p.MaxAttempts > 0 && n+1 >= p.MaxAttempts) {
 			return err
 		}
 		if !Within(ctx, WaitFor(p, n, err)) {

@@ -79,6 +79,9 @@ func TestClassAndAllowed(t *testing.T) {
 	}{
 		{"transport", status.Error(codes.Unavailable, "connection refused"), unknownOutcome(RetryElsewhere)},
 		{"wrapped transport", fmt.Errorf("dial: %w", status.Error(codes.Unavailable, "connection refused")), unknownOutcome(RetryElsewhere)},
+		{"transport, never sent", Unsent(status.Error(codes.Unavailable, "connection refused")), refused(RetryElsewhere)},
+		{"CELL_UNAVAILABLE, never sent", Unsent(cperr.New(cperr.CellUnavailable, "no member")), refused(RetryElsewhere)},
+		{"INVALID_ARGUMENT, never sent", Unsent(cperr.New(cperr.InvalidArgument, "bad")), no},
 		{"canceled", context.Canceled, no},
 		{"deadline", context.DeadlineExceeded, no},
 		{"deadline status", status.Error(codes.DeadlineExceeded, "deadline"), no},
@@ -186,6 +189,8 @@ func TestDo(t *testing.T) {
 	notLeader := cperr.New(cperr.NotLeader, "follower")
 	unavailable := rpcerr.ToStatus(cperr.New(cperr.CellUnavailable, "timeout"))
 	invalid := cperr.New(cperr.InvalidArgument, "bad")
+	wrongCell := cperr.New(cperr.WrongCell, "elsewhere")
+	moving := cperr.New(cperr.TenantMoving, "moving")
 	tests := []struct {
 		name      string
 		kind      Kind
@@ -201,6 +206,8 @@ func TestDo(t *testing.T) {
 		{"mutating: retried when no server applied it", Mutating, 5, []error{notLeader}, 2, nil},
 		{"mutating: not retried on an unknown outcome", Mutating, 5, []error{unavailable}, 1, unavailable},
 		{"idempotent: retried on an unknown outcome", Idempotent, 5, []error{unavailable}, 2, nil},
+		{"a stale route is the caller's to refresh", Immutable, 5, []error{wrongCell}, 1, wrongCell},
+		{"later", Idempotent, 5, []error{moving, moving}, 3, nil},
 		{"no limit", Immutable, 0, []error{notLeader, notLeader, notLeader, notLeader, notLeader, notLeader}, 7, nil},
 	}
 	for _, tc := range tests {
