@@ -160,6 +160,13 @@ func Allowed(k Kind, err error) bool {
 	return k != Mutating || r.unapplied
 }
 
+// Resend reports whether a call of kind k that failed with err may be sent
+// again as it is: Allowed, and not a stale route (RetryRefresh) that the
+// caller must look up again first. It is what Do retries.
+func Resend(k Kind, err error) bool {
+	return Allowed(k, err) && ClassOf(err) != RetryRefresh
+}
+
 // RetryAfter returns the delay err asks for (google.rpc.RetryInfo), or 0.
 func RetryAfter(err error) time.Duration {
 	var ce *cperr.Error

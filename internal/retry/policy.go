@@ -112,7 +112,7 @@ func Do(ctx context.Context, p Policy, k Kind, fn func(context.Context) error) e
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !Allowed(k, err) || ClassOf(err) == RetryRefresh || (p.MaxAttempts > 0 && n+1 >= p.MaxAttempts) {
+		if ctx.Err() != nil || !Resend(k, err) || (p.MaxAttempts > 0 && n+1 >= p.MaxAttempts) {
 			return err
 		}
 		if !Within(ctx, WaitFor(p, n, err)) {

@@ -68,6 +68,9 @@ func TestClassAndAllowed(t *testing.T) {
 					if got := Allowed(k, err); got != allowed {
 						t.Errorf("Allowed(%d) = %v, want %v", k, got, allowed)
 					}
+					if got, want := Resend(k, err), allowed && w.class != RetryRefresh; got != want {
+						t.Errorf("Resend(%d) = %v, want %v", k, got, want)
+					}
 				}
 			})
 		}
