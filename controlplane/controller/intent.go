@@ -12,7 +12,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -160,7 +160,7 @@ func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() 
 				case wake <- struct{}{}:
 				default:
 				}
-				if ctxtime.Sleep(ctx, 100*time.Millisecond) != nil {
+				if retry.Sleep(ctx, 100*time.Millisecond) != nil {
 					return
 				}
 			}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 )
 
 // historyEntry is a finished workflow record (a move or a failover) that
@@ -32,7 +32,7 @@ func (r *runner) follow(ctx context.Context, prefix string, fn func(topo.Event))
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
-				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
+				_ = retry.Sleep(ctx, c.cfg.RetryMin)
 			}
 			continue
 		}
