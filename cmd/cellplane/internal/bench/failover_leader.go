@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
@@ -22,7 +22,7 @@ func benchContexts(ctx context.Context, cs contextv1.ContextServiceClient, tenan
 	}
 	cctx, cancel := context.WithTimeout(asTenant(ctx, tenant), 30*time.Second)
 	defer cancel()
-	if err := retry(cctx, func() error { return createContexts(cctx, cs, ids) }); err != nil {
+	if err := poll(cctx, func() error { return createContexts(cctx, cs, ids) }); err != nil {
 		return nil, fmt.Errorf("bench: create contexts of %s: %w", tenant, err)
 	}
 	return ids, nil
@@ -70,11 +70,11 @@ func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform, cel
 	defer w.halt()
 
 	warm := warmupFor(opts.Baseline)
-	if err := ctxtime.Sleep(ctx, warm); err != nil {
+	if err := retry.Sleep(ctx, warm); err != nil {
 		return err
 	}
 	from := time.Now()
-	if err := ctxtime.Sleep(ctx, opts.Baseline); err != nil {
+	if err := retry.Sleep(ctx, opts.Baseline); err != nil {
 		return err
 	}
 	res.Baseline = windowStats("steady writes, no kill", w.records(), from, time.Now(), opts.Rate)
@@ -119,7 +119,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	if _, err := cell.waitLeader(wctx, 64); err != nil {
 		return LeaderKill{}, err
 	}
-	if err := ctxtime.Sleep(ctx, opts.Settle); err != nil {
+	if err := retry.Sleep(ctx, opts.Settle); err != nil {
 		return LeaderKill{}, err
 	}
 	// Leadership may have moved meanwhile (a starved machine): the kill
@@ -157,7 +157,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform, cell *p
 	k.Elections = cell.term() - term
 	// Writes already in flight fail or finish within a second of the
 	// first acknowledgement; then count.
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return k, err
 	}
 	recs := w.records()

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/controller"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -74,7 +74,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 	if _, err := waitAck(ctx, w, time.Now(), 10*time.Second); err != nil {
 		return pr, fmt.Errorf("bench: promotion %d: writes before the kill: %w", round, err)
 	}
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return pr, err
 	}
 
@@ -96,7 +96,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform, owner,
 		return pr, fmt.Errorf("bench: promotion %d: %w", round, err)
 	}
 	pr.PromoteMs = ms(ack.Sub(killedAt))
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return pr, err
 	}
 	w.halt()
@@ -147,7 +147,7 @@ func findFailover(ctx context.Context, pf *platform, tenant string) (*cpv1.Failo
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var fo *cpv1.Failover
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		resp, err := pf.admin.ListFailovers(wctx, &cpv1.ListFailoversRequest{Tenant: tenant})
 		if err != nil {
 			return err
@@ -170,7 +170,7 @@ func waitFailoverReport(ctx context.Context, pf *platform, id string, timeout ti
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var fo *cpv1.Failover
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		resp, err := pf.admin.GetFailover(wctx, &cpv1.GetFailoverRequest{Id: id})
 		if err != nil {
 			return err

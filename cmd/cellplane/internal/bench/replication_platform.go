@@ -133,7 +133,7 @@ func startPlatform(ctx context.Context, root string, opts platformOptions, p pro
 	pf.admin = cpv1.NewControlPlaneServiceClient(pf.conn)
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := retry(wctx, func() error {
+	if err := poll(wctx, func() error {
 		if !pf.cp.IsLeader() {
 			return errors.New("the control plane does not lead yet")
 		}
@@ -298,7 +298,7 @@ func (c *platformCell) term() uint64 {
 // entries; it returns the leader's index.
 func (c *platformCell) waitLeader(ctx context.Context, lag uint64) (int, error) {
 	leader := -1
-	err := retry(ctx, func() error {
+	err := poll(ctx, func() error {
 		leader = c.leader()
 		if leader < 0 {
 			return errors.New("no leader")
@@ -351,7 +351,7 @@ func (c *platformCell) killAll() (start, down time.Time) {
 func (pf *platform) waitHealthy(ctx context.Context, cell string) error {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		resp, err := pf.admin.GetCell(wctx, &cpv1.GetCellRequest{Id: cell})
 		if err != nil {
 			return err
@@ -386,7 +386,7 @@ func (pf *platform) waitStandby(ctx context.Context, cell *platformCell, tenant 
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var st *cellv1.ReplicationStatus
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		conn, err := cell.leaderConn(wctx)
 		if err != nil {
 			return err
@@ -442,7 +442,7 @@ func (pf *platform) startRouter(ctx context.Context) error {
 func (pf *platform) waitRouted(ctx context.Context, tenant string) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return retry(wctx, func() error {
+	return poll(wctx, func() error {
 		t := pf.rt.Table()
 		r, ok := t.Lookup(tenant)
 		if !t.Loaded() || !ok {

@@ -43,6 +43,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -521,10 +522,8 @@ func (e *Env) waitHealthy(ctx context.Context, admin cpv1.ControlPlaneServiceCli
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cells not healthy after 2 minutes: %s (node logs under %s)", strings.Join(waiting, ", "), filepath.Join(e.cfg.DataDir, "logs"))
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil { // poll
+			return err
 		}
 	}
 }
@@ -593,10 +592,8 @@ func (e *Env) waitRouted(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return errors.New("the router did not load its table within 30 s")
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := retry.Sleep(ctx, 50*time.Millisecond); err != nil { // poll
+			return err
 		}
 	}
 }
@@ -646,9 +643,11 @@ func (e *Env) Close() {
 		go func() {
 			defer wg.Done()
 			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+			grace := time.NewTimer(15 * time.Second)
+			defer grace.Stop()
 			select {
 			case <-c.done:
-			case <-time.After(15 * time.Second):
+			case <-grace.C:
 				_ = c.cmd.Process.Kill()
 				<-c.done
 			}
