@@ -15,11 +15,11 @@
 // looks the tenant up again with a short backoff (RetryBackoff, doubling
 // up to MaxRetryBackoff, with full jitter) until the route changes, then
 // tries again, for at most MovingWait and never past the call's deadline;
-// these tries do not count against MaxAttempts. Which failures are retried
-// at all is the policy of internal/retry (a RATE_LIMITED or
-// STALENESS_EXCEEDED answer is retried after its RetryAfter). While the route says the tenant is cutting over
-// (LookupResponse.cutting_over), calls go through the router, which holds
-// them and forwards them to the new owner at the flip.
+// these tries do not count against MaxAttempts. While the route says the
+// tenant is cutting over (LookupResponse.cutting_over), calls go through
+// the router, which holds them and forwards them to the new owner at the
+// flip. Which failures are retried at all is the policy of internal/retry
+// (RATE_LIMITED, for one, is retried after its RetryAfter).
 //
 //	cfg := client.DefaultConfig()
 //	cfg.Router, cfg.Tenant, cfg.APIKey = "127.0.0.1:7100", "acme", secret
@@ -368,7 +368,7 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 			}
 			attempt--
 		case retry.Allowed(kind, err) && retry.ClassOf(err) == retry.RetryLater:
-			// Rate limited, or a member too far behind: wait (RetryAfter).
+			// Rate limited (or the like): wait (RetryAfter).
 			if !retry.Within(ctx, retry.WaitFor(c.retryPolicy(), attempt, err)) {
 				return lastErr
 			}

@@ -16,14 +16,14 @@ const (
 	// RetryNo: the caller must change something (or the server failed for
 	// a bad reason); the same request fails again.
 	RetryNo Class = iota
-	// RetryElsewhere: NOT_LEADER, CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED
-	// and transport failures: try another member (or the same one a
-	// little later), with the same request id.
+	// RetryElsewhere: NOT_LEADER, CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED,
+	// STALENESS_EXCEEDED and transport failures: try another member (or
+	// the same one a little later), with the same request id.
 	RetryElsewhere
 	// RetryRefresh: WRONG_CELL, STALE_EPOCH: the caller's route is out of
 	// date; look the tenant up again, then retry.
 	RetryRefresh
-	// RetryLater: TENANT_MOVING, RATE_LIMITED, STALENESS_EXCEEDED,
+	// RetryLater: TENANT_MOVING, RATE_LIMITED, TENANT_BUSY,
 	// CONTROLPLANE_UNAVAILABLE: the same request succeeds after a while;
 	// wait the error's RetryAfter (at least the backoff).
 	RetryLater
@@ -72,19 +72,22 @@ var rules = map[cperr.Reason]rule{
 	cperr.CellUnavailable: {RetryElsewhere, false},
 	// A write applied while the lease lapsed is not acknowledged.
 	cperr.AuthorityLeaseExpired: {RetryElsewhere, false},
-	cperr.StalenessExceeded:     {RetryLater, true},
-	cperr.RateLimited:           {RetryLater, true},
-	cperr.QuotaExceeded:         {RetryNo, false},
-	cperr.Unauthenticated:       {RetryNo, false},
-	cperr.PermissionDenied:      {RetryNo, false},
-	cperr.Internal:              {RetryNo, false},
+	// One member is out of touch, not the cell (docs/errors.md): another
+	// member (or the leader) serves the read now.
+	cperr.StalenessExceeded: {RetryElsewhere, true},
+	cperr.RateLimited:       {RetryLater, true},
+	cperr.QuotaExceeded:     {RetryNo, false},
+	cperr.Unauthenticated:   {RetryNo, false},
+	cperr.PermissionDenied:  {RetryNo, false},
+	cperr.Internal:          {RetryNo, false},
 
 	cperr.RegionNotFound: {RetryNo, false},
 	cperr.CellNotFound:   {RetryNo, false},
 	cperr.APIKeyNotFound: {RetryNo, false},
 	cperr.NoCapacity:     {RetryNo, false},
 	cperr.CellNotActive:  {RetryNo, false},
-	cperr.TenantBusy:     {RetryNo, false},
+	// Another workflow of the tenant runs: refused, retry when it ends.
+	cperr.TenantBusy: {RetryLater, true},
 	// etcd unreachable: a write may have reached it.
 	cperr.ControlPlaneUnavailable: {RetryLater, false},
 

@@ -45,8 +45,9 @@ func TestClassAndAllowed(t *testing.T) {
 		cperr.StaleEpoch:              refused(RetryRefresh),
 		cperr.TenantMoving:            refused(RetryLater),
 		cperr.RateLimited:             refused(RetryLater),
-		cperr.StalenessExceeded:       refused(RetryLater),
+		cperr.StalenessExceeded:       refused(RetryElsewhere),
 		cperr.ControlPlaneUnavailable: unknownOutcome(RetryLater),
+		cperr.TenantBusy:              refused(RetryLater),
 	}
 	for _, r := range cperr.Reasons() {
 		w, ok := byReason[r]

@@ -591,7 +591,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 				wait = true
 			}
 			addr, _ = c.nextAddr()
-		case class == retry.RetryElsewhere: // CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED, transport
+		case class == retry.RetryElsewhere: // CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED, STALENESS_EXCEEDED, transport
 			reason = retryUnavailable
 			f.forgetLeader(c.target, addr)
 			var wrapped bool
@@ -599,7 +599,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 			wait = wrapped
 		default:
 			// RetryNo, and the RetryLater reasons a client waits out
-			// itself (RATE_LIMITED, STALENESS_EXCEEDED).
+			// itself (RATE_LIMITED, TENANT_BUSY, ...).
 			return c.final(a)
 		}
 		if reason != retryMoving && !held {
