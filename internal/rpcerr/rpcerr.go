@@ -9,6 +9,10 @@
 // CANCELED and DEADLINE_EXCEEDED. Anything unexpected becomes INTERNAL with a
 // generic message: internals never reach a client, and codes.Unknown is
 // never produced.
+//
+// The same table gives the HTTP status of a reason (HTTPStatus, for the MCP
+// endpoints), and IsTransport is the one rule that a gRPC UNAVAILABLE
+// without cellplane ErrorInfo is a transport failure (CELL_UNAVAILABLE).
 package rpcerr
 
 import (
