@@ -9,8 +9,8 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -26,6 +26,9 @@ const (
 	errNoLeader  = staticError("no known leader")
 	errNoAddress = staticError("leader has not registered its gRPC address yet")
 )
+
+// membershipRetry is the backoff of join and registration (full jitter).
+var membershipRetry = retry.Policy{Min: retryMin, Max: retryMax}
 
 type staticError string
 
@@ -46,7 +49,7 @@ func (n *Node) join(ctx context.Context) error {
 	defer conn.Close()
 	client := cellv1.NewCellServiceClient(conn)
 
-	wait := retryMin
+	backoff := membershipRetry.Backoff()
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		_, err := client.AddVoter(cctx, &cellv1.AddVoterRequest{Node: n.Info()})
@@ -60,10 +63,9 @@ func (n *Node) join(ctx context.Context) error {
 			return fmt.Errorf("cells: join through %s refused: %w", n.cfg.Join, err)
 		}
 		n.log.Log(ctx, debugThenWarn(attempt), "join failed; retrying", "via", n.cfg.Join, "attempt", attempt, "err", err)
-		if serr := ctxtime.Sleep(ctx, wait); serr != nil {
+		if serr := retry.Sleep(ctx, backoff.Next()); serr != nil {
 			return fmt.Errorf("cells: join through %s: gave up after %d attempts: %w (last error: %v)", n.cfg.Join, attempt, serr, err)
 		}
-		wait = min(wait*2, retryMax)
 	}
 }
 
@@ -84,7 +86,7 @@ func (n *Node) isVoter() bool {
 func (n *Node) registerLoop() {
 	defer n.bgWG.Done()
 	ctx := n.bg
-	wait := retryMin
+	backoff := membershipRetry.Backoff()
 	for attempt := 1; ; attempt++ {
 		done, err := n.ensureRegistered(ctx)
 		if done {
@@ -98,16 +100,15 @@ func (n *Node) registerLoop() {
 			// Waiting on this node's own view (an election, the leader's
 			// self-registration, our registration being applied): cheap
 			// to check, so check often.
-			if ctxtime.Sleep(ctx, retryMin) != nil {
+			if retry.Sleep(ctx, retryMin) != nil {
 				return
 			}
 			continue
 		}
 		n.log.Log(ctx, debugThenWarn(attempt), "registration pending", "attempt", attempt, "err", err)
-		if ctxtime.Sleep(ctx, wait) != nil {
+		if retry.Sleep(ctx, backoff.Next()) != nil {
 			return
 		}
-		wait = min(wait*2, retryMax)
 	}
 }
 

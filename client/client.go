@@ -13,11 +13,13 @@
 // its new one not yet the owner: both answer WRONG_CELL (or STALE_EPOCH),
 // and a router whose hold ran out answers TENANT_MOVING. The client then
 // looks the tenant up again with a short backoff (RetryBackoff, doubling
-// up to MaxRetryBackoff) until the route changes, then tries again, for at
-// most MovingWait and never past the call's deadline; these tries do not
-// count against MaxAttempts. While the route says the tenant is cutting over
-// (LookupResponse.cutting_over), calls go through the router, which holds
-// them and forwards them to the new owner at the flip.
+// up to MaxRetryBackoff, with full jitter) until the route changes, then
+// tries again, for at most MovingWait and never past the call's deadline;
+// these tries do not count against MaxAttempts. While the route says the
+// tenant is cutting over (LookupResponse.cutting_over), calls go through
+// the router, which holds them and forwards them to the new owner at the
+// flip. Which failures are retried at all is the policy of internal/retry
+// (RATE_LIMITED, for one, is retried after its RetryAfter).
 //
 //	cfg := client.DefaultConfig()
 //	cfg.Router, cfg.Tenant, cfg.APIKey = "127.0.0.1:7100", "acme", secret
@@ -49,9 +51,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -274,6 +276,7 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 	var (
 		lastErr error
 		mw      = c.newMovingWait()
+		kind    = kindOf(args)
 	)
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		if ctx.Err() != nil {
@@ -284,7 +287,7 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 		if !viaRouter {
 			var err error
 			if r, err = c.cached(ctx); err != nil {
-				if !retryable(err) {
+				if !retry.Allowed(retry.Immutable, err) {
 					return err
 				}
 				lastErr = err
@@ -297,15 +300,20 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 		if viaRouter {
 			// Last resort, by choice, or during a cutover: through the router.
 			err := rpcerr.FromStatus(c.router.Invoke(c.routerContext(ctx), method, args, reply, opts...))
-			if err == nil || !retryable(err) {
+			if err == nil || !retry.Allowed(kind, err) {
 				return err
 			}
 			lastErr = err
-			if moving(err) {
+			switch {
+			case moving(err):
 				if !c.awaitMove(ctx, mw, r) {
-					break
+					return lastErr
 				}
 				attempt-- // waiting out a move costs time (MovingWait), not attempts
+			case retry.ClassOf(err) == retry.RetryLater:
+				if !retry.Within(ctx, retry.WaitFor(c.retryPolicy(), attempt, err)) {
+					return lastErr
+				}
 			}
 			continue
 		}
@@ -342,7 +350,12 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 				return lastErr
 			}
 			attempt--
-		case retryable(err):
+		case retry.Allowed(kind, err) && retry.ClassOf(err) == retry.RetryLater:
+			// Rate limited (or the like): wait (RetryAfter).
+			if !retry.Within(ctx, retry.WaitFor(c.retryPolicy(), attempt, err)) {
+				return lastErr
+			}
+		case retry.Allowed(kind, err):
 			c.setLeader("") // that node is gone: try another member
 		default:
 			return err
@@ -358,10 +371,17 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 // movingWait is one call's budget for waiting on a moving tenant.
 type movingWait struct {
 	since   time.Time
-	backoff time.Duration
+	backoff *retry.Backoff
 }
 
-func (c *Client) newMovingWait() *movingWait { return &movingWait{backoff: c.cfg.RetryBackoff} }
+func (c *Client) newMovingWait() *movingWait { return &movingWait{backoff: c.retryPolicy().Backoff()} }
+
+// retryPolicy is the backoff between a call's waits: RetryBackoff
+// doubling up to MaxRetryBackoff, with full jitter. MaxAttempts and
+// MovingWait bound the loops.
+func (c *Client) retryPolicy() retry.Policy {
+	return retry.Policy{Min: c.cfg.RetryBackoff, Max: c.cfg.MaxRetryBackoff}
+}
 
 // awaitMove forgets the cached route and looks the tenant up again until
 // the route differs from old (nil: any route will do, after a backoff),
@@ -378,15 +398,15 @@ func (c *Client) awaitMove(ctx context.Context, mw *movingWait, old *route) bool
 	}
 	for now := old != nil; ; now = false {
 		if !now {
-			if time.Since(mw.since)+mw.backoff > c.cfg.MovingWait || !ctxtime.Within(ctx, mw.backoff) {
+			d := mw.backoff.Next()
+			if time.Since(mw.since)+d > c.cfg.MovingWait || !retry.Within(ctx, d) {
 				return false
 			}
-			mw.backoff = min(2*mw.backoff, c.cfg.MaxRetryBackoff)
 		} else if time.Since(mw.since) >= c.cfg.MovingWait {
 			return false
 		}
 		if _, err := c.Lookup(ctx); err != nil {
-			if !retryable(err) {
+			if !retry.Allowed(retry.Immutable, err) {
 				return false
 			}
 			continue
@@ -401,17 +421,10 @@ func (c *Client) awaitMove(ctx context.Context, mw *movingWait, old *route) bool
 	}
 }
 
-// moving reports the answers of a tenant whose placement is changing.
+// moving reports the answers of a tenant whose placement is changing: a
+// stale route (RetryRefresh) or TENANT_MOVING.
 func moving(err error) bool {
-	var ce *cperr.Error
-	if !errors.As(err, &ce) {
-		return false
-	}
-	switch ce.Reason {
-	case cperr.WrongCell, cperr.StaleEpoch, cperr.TenantMoving:
-		return true
-	}
-	return false
+	return retry.ClassOf(err) == retry.RetryRefresh || errors.Is(err, cperr.ErrTenantMoving)
 }
 
 func (cc *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -438,17 +451,14 @@ func pickMember(r *route, attempt int) string {
 	return r.members[attempt%len(r.members)]
 }
 
-// retryable: errors another node or a later attempt may not have.
-func retryable(err error) bool {
-	var ce *cperr.Error
-	if errors.As(err, &ce) {
-		switch ce.Reason {
-		case cperr.NotLeader, cperr.WrongCell, cperr.StaleEpoch, cperr.CellUnavailable, cperr.TenantMoving, cperr.StalenessExceeded:
-			return true
-		}
-		return false
+// kindOf returns the retry kind of a call: a request with a request_id
+// field is a write, and withRequestID has given it an id (Idempotent);
+// any other request is a read.
+func kindOf(args any) retry.Kind {
+	if m, ok := args.(proto.Message); ok && m.ProtoReflect().Descriptor().Fields().ByName("request_id") != nil {
+		return retry.Idempotent
 	}
-	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	return retry.Immutable
 }
 
 // withRequestID returns args with a fresh request_id when it has such a

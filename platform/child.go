@@ -128,9 +128,11 @@ func (n *Node) stopChild() {
 		return
 	}
 	_ = ch.cmd.Process.Signal(syscall.SIGTERM)
+	grace := time.NewTimer(15 * time.Second)
+	defer grace.Stop()
 	select {
 	case <-ch.done:
-	case <-time.After(15 * time.Second):
+	case <-grace.C:
 		_ = ch.cmd.Process.Kill()
 		<-ch.done
 	}

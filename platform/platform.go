@@ -22,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -363,10 +364,8 @@ func (p *Platform) waitHealthy(ctx context.Context, only []string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cells not healthy after 2 minutes: %s (node logs under %s)", strings.Join(waiting, ", "), filepath.Join(p.cfg.DataDir, "logs"))
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }

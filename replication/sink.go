@@ -15,6 +15,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -45,7 +46,8 @@ type SinkConfig struct {
 	// AckInterval is how often the applied position is reported to the
 	// source (it keeps the change log the standby still needs).
 	AckInterval time.Duration
-	// RetryMin and RetryMax bound the backoff of a failing stream.
+	// RetryMin and RetryMax bound the backoff of a failing stream
+	// (internal/retry: doubling, with full jitter).
 	RetryMin, RetryMax time.Duration
 	// MaxBatchEvents and MaxBatchBytes are asked of the source per message.
 	MaxBatchEvents uint32
@@ -314,7 +316,7 @@ func (st *stream) run(ctx context.Context) {
 		s.m.lagEvents.DeleteLabelValues(st.tenant)
 		s.m.lagSeconds.DeleteLabelValues(st.tenant)
 	}()
-	wait := s.cfg.RetryMin
+	backoff := retry.Policy{Min: s.cfg.RetryMin, Max: s.cfg.RetryMax}.Backoff()
 	reason := "initial"
 	for ctx.Err() == nil {
 		rec, err := st.localRecord(ctx)
@@ -341,24 +343,20 @@ func (st *stream) run(ctx context.Context) {
 			if err := st.markForBootstrap(ctx); err != nil {
 				st.log.Warn("cannot reset the standby for a bootstrap", "err", err)
 			} else {
-				wait = s.cfg.RetryMin
+				backoff.Reset()
 				continue
 			}
 		case err == nil:
-			wait = s.cfg.RetryMin
+			backoff.Reset()
 			continue
 		}
 		s.m.restarts.Inc()
 		st.setState("RETRYING", err)
+		wait := backoff.Next()
 		st.log.Warn("replication stream failed; retrying", "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, wait) != nil {
 			return
-		case <-t.C:
 		}
-		wait = min(wait*2, s.cfg.RetryMax)
 	}
 }
 

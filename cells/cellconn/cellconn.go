@@ -26,6 +26,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -87,7 +88,7 @@ func (c *Conn) Close() error {
 // follow re-reads the members on every change under cells/<cell>/nodes/
 // and hands the new list to the resolver; a broken watch is re-listed.
 func (c *Conn) follow(ctx context.Context, st topo.Store, cell string, rev topo.Revision, r *manual.Resolver, log *slog.Logger) {
-	wait := 100 * time.Millisecond
+	backoff := retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}.Backoff()
 	for ctx.Err() == nil {
 		// Wait for the next change (or a broken watch), then re-list.
 		wctx, stop := context.WithCancel(ctx)
@@ -98,16 +99,14 @@ func (c *Conn) follow(ctx context.Context, st topo.Store, cell string, rev topo.
 		}
 		addrs, newRev, err := members(ctx, st, cell)
 		if err != nil {
+			wait := backoff.Next()
 			log.Warn("cellconn: reading the cell's members failed; keeping the last list", "cell", cell, "err", err, "retry_in", wait)
-			select {
-			case <-ctx.Done():
+			if retry.Sleep(ctx, wait) != nil {
 				return
-			case <-time.After(wait):
 			}
-			wait = min(wait*2, 5*time.Second)
 			continue
 		}
-		wait = 100 * time.Millisecond
+		backoff.Reset()
 		rev = newRev
 		c.mu.Lock()
 		same := slices.Equal(addrs, c.addrs)

@@ -15,12 +15,11 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -310,71 +309,49 @@ func (w *Worker) observe(tool string, c caller, start time.Time, err error) {
 	w.log.Debug("MCP tool call", "method", "tools/call", "tool", tool, "tenant", c.tenant, "result", result, "duration", d)
 }
 
-// knownReasons bounds the result label and the reasons a tool error names.
-var knownReasons = map[cperr.Reason]bool{
-	cperr.InvalidArgument: true, cperr.TenantNotFound: true, cperr.ContextNotFound: true, cperr.KeyNotFound: true,
-	cperr.AlreadyExists: true, cperr.RevisionMismatch: true, cperr.SequenceMismatch: true, cperr.NotLeader: true,
-	cperr.WrongCell: true, cperr.StaleEpoch: true, cperr.TenantMoving: true, cperr.CellUnavailable: true,
-	cperr.AuthorityLeaseExpired: true, cperr.StalenessExceeded: true, cperr.RateLimited: true, cperr.QuotaExceeded: true,
-	cperr.Unauthenticated: true, cperr.PermissionDenied: true, cperr.Internal: true,
-}
-
-// toolError turns any error into a *cperr.Error with a known reason; the
-// message of an unexpected error is not passed on.
+// toolError turns any error into a *cperr.Error with a reason of the
+// error contract (which bounds the result label and the reasons a tool
+// error names); the message of an unexpected error is not passed on.
 func toolError(err error) error {
 	if err == nil {
 		return nil
 	}
+	if rpcerr.IsTransport(err) {
+		return cperr.New(cperr.CellUnavailable, "the cell is unreachable").WithRetryAfter(time.Second)
+	}
 	err = rpcerr.FromStatus(err)
 	var ce *cperr.Error
 	switch {
-	case errors.As(err, &ce) && knownReasons[ce.Reason]:
+	case errors.As(err, &ce) && cperr.Known(ce.Reason):
 		return ce
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return cperr.New(cperr.CellUnavailable, "the cell did not answer in time").WithRetryAfter(time.Second)
-	case status.Code(err) == codes.Unavailable:
-		return cperr.New(cperr.CellUnavailable, "the cell is unreachable").WithRetryAfter(time.Second)
 	}
 	return &cperr.Error{Reason: cperr.Internal, Message: "internal error"}
 }
 
-// transient reports errors worth retrying within the call's budget. Every
-// write carries a request id, so a retry never applies twice.
-func transient(err error) bool {
-	switch cperr.ReasonOf(err) {
-	case cperr.NotLeader, cperr.CellUnavailable, cperr.TenantMoving, cperr.AuthorityLeaseExpired:
-		return true
-	}
-	return false
-}
+// callPolicy is the backoff of a tool's backend call; CallTimeout bounds
+// the tries.
+var callPolicy = retry.Policy{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
 
 // call runs one backend call for c's tenant, bounded by CallTimeout, and
-// retries transient failures with backoff until the budget ends.
+// retries what the retry policy allows until the budget ends. Every write
+// carries a request id, so a retry never applies twice.
 func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	ctx = tenantmd.Outgoing(ctx, c.tenant, 0)
-	backoff := 20 * time.Millisecond
-	for {
-		res, err := fn(ctx)
-		if err == nil {
-			return res, nil
-		}
-		err = toolError(err)
-		if !transient(err) || ctx.Err() != nil {
-			var zero T
-			return zero, err
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			var zero T
-			return zero, err
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+	var res T
+	err := retry.Do(ctx, callPolicy, retry.Idempotent, func(ctx context.Context) error {
+		var err error
+		res, err = fn(ctx)
+		return toolError(err)
+	})
+	if err != nil {
+		var zero T
+		return zero, err
 	}
+	return res, nil
 }
 
 func contextNotFound(id string) error {

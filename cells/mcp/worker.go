@@ -17,6 +17,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -143,7 +144,7 @@ func (w *Worker) Handler() http.Handler {
 func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
 	if !ids.Valid(tenant, ids.MaxLen) {
-		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
+		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.TenantNotFound), string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -153,7 +154,7 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !w.originAllowed(r) {
-		serve.WriteError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "origin not allowed")
+		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.PermissionDenied), string(cperr.PermissionDenied), "origin not allowed")
 		return
 	}
 	if r.ContentLength > w.cfg.MaxBodyBytes {
@@ -187,12 +188,12 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 	var ce *cperr.Error
 	if !errors.As(err, &ce) {
 		w.log.Error("MCP authentication failed unexpectedly", "tenant", tenant, "err", err)
-		serve.WriteError(rw, http.StatusInternalServerError, string(cperr.Internal), "internal error")
+		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.Internal), string(cperr.Internal), "internal error")
 		return
 	}
 	switch ce.Reason {
 	case cperr.PermissionDenied:
-		serve.WriteError(rw, http.StatusForbidden, string(ce.Reason), ce.Message)
+		serve.WriteError(rw, rpcerr.HTTPStatus(ce.Reason), string(ce.Reason), ce.Message)
 	case cperr.Unauthenticated:
 		challenge := strings.TrimSpace(w.authn.Challenge(err))
 		md := fmt.Sprintf("resource_metadata=%q", metadataURL(resource))
@@ -205,10 +206,10 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 			challenge += " " + md
 		}
 		rw.Header().Set("WWW-Authenticate", challenge)
-		serve.WriteError(rw, http.StatusUnauthorized, string(ce.Reason), ce.Message)
+		serve.WriteError(rw, rpcerr.HTTPStatus(ce.Reason), string(ce.Reason), ce.Message)
 	default:
 		w.log.Debug("MCP authentication refused", "tenant", tenant, "err", err, "path", r.URL.Path)
-		serve.WriteError(rw, http.StatusForbidden, string(cperr.PermissionDenied), "access denied")
+		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.PermissionDenied), string(cperr.PermissionDenied), "access denied")
 	}
 }
 
@@ -216,7 +217,7 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 func (w *Worker) serveMetadata(rw http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
 	if !ids.Valid(tenant, ids.MaxLen) {
-		serve.WriteError(rw, http.StatusNotFound, string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
+		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.TenantNotFound), string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

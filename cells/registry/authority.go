@@ -18,6 +18,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -258,7 +259,7 @@ func (a *Authority) loop(ctx context.Context) {
 	var (
 		w           fenceWatch
 		nextRenew   time.Duration
-		retry       = a.cfg.Poll
+		backoff     = retry.Policy{Min: a.cfg.Poll, Max: a.cfg.RenewEvery()}.Backoff()
 		fenceDirty  bool
 		failedSince time.Duration = -1
 	)
@@ -280,7 +281,8 @@ func (a *Authority) loop(ctx context.Context) {
 				err := a.sync(ctx, term, rotate)
 				switch {
 				case err == nil:
-					fenceDirty, retry, failedSince = false, a.cfg.Poll, -1
+					fenceDirty, failedSince = false, -1
+					backoff.Reset()
 					if rotate {
 						nextRenew = now + a.cfg.RenewEvery()
 					}
@@ -294,9 +296,9 @@ func (a *Authority) loop(ctx context.Context) {
 					if now-failedSince > a.cfg.RenewEvery() {
 						lvl = slog.LevelWarn // a renewal or more missed: the authority may lapse
 					}
-					a.log.Log(ctx, lvl, "authority renewal failed; retrying", "term", term, "valid_for", a.ValidFor(), "retry_in", retry, "err", err)
-					nextRenew = now + retry
-					retry = min(retry*2, a.cfg.RenewEvery())
+					wait := backoff.Next()
+					a.log.Log(ctx, lvl, "authority renewal failed; retrying", "term", term, "valid_for", a.ValidFor(), "retry_in", wait, "err", err)
+					nextRenew = now + wait
 				}
 			}
 		}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -51,7 +51,7 @@ func WaitBootstrap(ctx context.Context, st topo.Store, cell string, self *cpv1.N
 	defer cancel()
 	changes := st.Watch(wctx, topo.CellKey(cell), 0)
 
-	retry := bootstrapRetryMin
+	backoff := retry.Policy{Min: bootstrapRetryMin, Max: bootstrapRetryMax}.Backoff()
 	for attempt := 1; ; attempt++ {
 		members, wait, err := w.step(ctx)
 		if members != nil {
@@ -66,14 +66,14 @@ func WaitBootstrap(ctx context.Context, st topo.Store, cell string, self *cpv1.N
 			if attempt%10 == 0 {
 				lvl = slog.LevelWarn
 			}
-			log.Log(ctx, lvl, "reading the cell's registry failed; retrying", "attempt", attempt, "retry_in", retry, "err", err)
-			if err := ctxtime.Sleep(ctx, retry); err != nil {
+			wait := backoff.Next()
+			log.Log(ctx, lvl, "reading the cell's registry failed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
+			if err := retry.Sleep(ctx, wait); err != nil {
 				return nil, fmt.Errorf("registry: wait for cell %s bootstrap: %w", cell, err)
 			}
-			retry = min(retry*2, bootstrapRetryMax)
 			continue
 		}
-		retry = bootstrapRetryMin
+		backoff.Reset()
 		if !wait {
 			continue // progress made (the record written): read it back now
 		}

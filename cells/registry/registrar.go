@@ -13,9 +13,9 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -49,7 +49,8 @@ type Config struct {
 	// published within about this long).
 	LeaderPoll time.Duration
 	// RetryMin and RetryMax bound the backoff between failed attempts to
-	// open a session, register or publish.
+	// open a session, register or publish (internal/retry: doubling, with
+	// full jitter).
 	RetryMin, RetryMax time.Duration
 	// Logger receives the logs (with cell and node); nil: slog.Default().
 	Logger *slog.Logger
@@ -217,9 +218,9 @@ func (r *Registrar) loop(ctx context.Context) {
 	defer close(r.done)
 	ticker := time.NewTicker(r.cfg.LeaderPoll)
 	defer ticker.Stop()
-	retry := r.cfg.RetryMin
+	backoff := retry.Policy{Min: r.cfg.RetryMin, Max: r.cfg.RetryMax}.Backoff()
 	var nextPublish time.Time // backoff of failed publications
-	pubRetry := r.cfg.LeaderPoll
+	pubBackoff := retry.Policy{Min: r.cfg.LeaderPoll, Max: r.cfg.RetryMax}.Backoff()
 	for attempt := 1; ; {
 		if r.sess == nil {
 			if err := r.connect(ctx); err != nil {
@@ -230,15 +231,16 @@ func (r *Registrar) loop(ctx context.Context) {
 				if attempt == 1 || attempt%10 == 0 {
 					lvl = slog.LevelWarn
 				}
-				r.log.Log(ctx, lvl, "registering in the control plane failed; retrying", "attempt", attempt, "retry_in", retry, "err", err)
+				wait := backoff.Next()
+				r.log.Log(ctx, lvl, "registering in the control plane failed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
 				attempt++
-				if ctxtime.Sleep(ctx, retry) != nil {
+				if retry.Sleep(ctx, wait) != nil {
 					return
 				}
-				retry = min(retry*2, r.cfg.RetryMax)
 				continue
 			}
-			attempt, retry = 1, r.cfg.RetryMin
+			attempt = 1
+			backoff.Reset()
 			nextPublish = time.Time{}
 		}
 		if time.Now().After(nextPublish) {
@@ -246,11 +248,11 @@ func (r *Registrar) loop(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.log.Debug("publishing the cell leader failed; retrying", "retry_in", pubRetry, "err", err)
-				nextPublish = time.Now().Add(pubRetry)
-				pubRetry = min(pubRetry*2, r.cfg.RetryMax)
+				wait := pubBackoff.Next()
+				r.log.Debug("publishing the cell leader failed; retrying", "retry_in", wait, "err", err)
+				nextPublish = time.Now().Add(wait)
 			} else {
-				pubRetry = r.cfg.LeaderPoll
+				pubBackoff.Reset()
 			}
 		}
 		select {

@@ -12,9 +12,7 @@ import (
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
 
 // forward runs local; when it fails with NOT_LEADER it either returns
@@ -105,7 +103,7 @@ func (c *core) fromLeader(addr string, err error) error {
 	if errors.As(e, &ce) || errors.Is(e, context.Canceled) || errors.Is(e, context.DeadlineExceeded) {
 		return e
 	}
-	if status.Code(err) == codes.Unavailable {
+	if rpcerr.IsTransport(err) {
 		c.log.Warn("leader unreachable", "leader", addr, "err", err)
 		return c.unavailable("the cell leader is unreachable")
 	}

@@ -99,6 +99,8 @@ func (s *Store) confirmLeadership() (uint64, error) {
 // waitReady waits until this node leads and has finished its leader
 // barrier in the current term.
 func (s *Store) waitReady(ctx context.Context) error {
+	poll := time.NewTimer(0)
+	defer poll.Stop()
 	for {
 		if s.raft.State() != raft.Leader {
 			return s.notLeader()
@@ -106,26 +108,30 @@ func (s *Store) waitReady(ctx context.Context) error {
 		if s.readyTerm.Load() == s.raft.CurrentTerm() {
 			return nil
 		}
+		poll.Reset(2 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.closing:
 			return errUnavailable("the node is shutting down")
-		case <-time.After(2 * time.Millisecond):
+		case <-poll.C:
 		}
 	}
 }
 
 // waitApplied waits until the state reflects every entry up to idx.
 func (s *Store) waitApplied(ctx context.Context, idx uint64) error {
+	poll := time.NewTimer(0)
+	defer poll.Stop()
 	for {
 		wake := s.fsm.appliedWake()
 		if s.stateIndex() >= idx {
 			return nil
 		}
+		poll.Reset(time.Millisecond)
 		select {
 		case <-wake:
-		case <-time.After(time.Millisecond):
+		case <-poll.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.closing:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
@@ -256,11 +257,13 @@ func (s *Store) Close() error {
 		// their futures, which would leave the waiter blocked for ever.
 		drained := make(chan struct{})
 		go func() { s.waiter.Wait(); close(drained) }()
+		timeout := time.NewTimer(s.cfg.ApplyTimeout)
 		select {
 		case <-drained:
-		case <-time.After(s.cfg.ApplyTimeout):
+		case <-timeout.C:
 			s.log.Warn("in-flight writes not answered before shutdown; their outcome is unknown")
 		}
+		timeout.Stop()
 		if s.raft != nil {
 			if err := s.raft.Shutdown().Error(); err != nil {
 				s.closeErr = err
@@ -713,10 +716,8 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) (string, erro
 		if lid, _ := s.Leader(); lid != "" && lid != s.cfg.NodeID {
 			return lid, nil
 		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		if err := retry.Sleep(ctx, 5*time.Millisecond); err != nil { // poll for the new leader
+			return "", err
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/retry"
+	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
@@ -131,14 +133,10 @@ func (c *Cluster) Restart(i int) {
 	var ln net.Listener
 	var err error
 	// The port was just released; binding it again can briefly fail.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	err = testutil.Poll(context.Background(), 5*time.Second, func() error {
 		ln, err = net.Listen("tcp", n.Addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err
+	})
 	if err != nil {
 		c.t.Fatalf("restart %s: listen %s: %v", n.ID, n.Addr, err)
 	}
@@ -187,7 +185,7 @@ func (n *Node) S() *store.Store {
 func (c *Cluster) Leader() *Node {
 	c.t.Helper()
 	var leader *Node
-	Eventually(c.t, 20*time.Second, func() error {
+	testutil.Eventually(c.t, 20*time.Second, func() error {
 		for _, n := range c.Running() {
 			s := n.S()
 			if s == nil || !s.IsLeader() {
@@ -235,7 +233,7 @@ func (c *Cluster) Heal() { c.net.heal() }
 // commit index.
 func (c *Cluster) WaitConverged() {
 	c.t.Helper()
-	Eventually(c.t, 20*time.Second, func() error {
+	testutil.Eventually(c.t, 20*time.Second, func() error {
 		leader := c.Leader().S()
 		commit := leader.Status().CommitIndex
 		for _, n := range c.Running() {
@@ -259,14 +257,12 @@ func (c *Cluster) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Com
 		}
 		if s != nil {
 			res, err := s.Propose(ctx, cmd)
-			if err == nil || !Retryable(err) {
+			if err == nil || !retry.Resend(retry.Idempotent, err) {
 				return res, err
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		if err := retry.Sleep(ctx, 5*time.Millisecond); err != nil {
+			return nil, err
 		}
 	}
 }

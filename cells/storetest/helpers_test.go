@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -117,5 +118,5 @@ func head(s []string) []string {
 }
 
 func isRetryable(err error) bool {
-	return err != nil && Retryable(err) && !errors.Is(err, context.DeadlineExceeded)
+	return err != nil && retry.Resend(retry.Idempotent, err) && !errors.Is(err, context.DeadlineExceeded)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/retry"
 )
 
 // A porcupine model of one context: appends return the seq they got,
@@ -129,7 +130,7 @@ func linearizableRead(t *testing.T, c *Cluster) (string, error) {
 				}
 				return strings.Join(vals, ",") + ",", nil
 			}
-			if !Retryable(err) {
+			if !retry.Resend(retry.Idempotent, err) {
 				return "", err
 			}
 		}

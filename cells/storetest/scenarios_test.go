@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -64,7 +65,7 @@ func startWriteLoad(t *testing.T, c *Cluster, tenant string, writers int) *write
 
 func (w *writeLoad) waitAcks(t *testing.T, n int64) {
 	t.Helper()
-	Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		if err := w.err(); err != nil {
 			t.Fatal(err)
 		}
@@ -312,7 +313,7 @@ func TestPartitionedLeader(t *testing.T) {
 		t.Fatalf("isolated leader served a linearizable read")
 	}
 	var newLeader *Node
-	Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		for _, i := range c.Others(old.Index) {
 			if s := c.Nodes[i].S(); s.IsLeader() {
 				newLeader = c.Nodes[i]
@@ -336,10 +337,10 @@ func TestStaleReadBound(t *testing.T) {
 	leader := c.Leader()
 	f := c.Nodes[c.Others(leader.Index)[0]]
 	bounded := store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE, MaxStaleness: 100 * time.Millisecond}
-	Eventually(t, 10*time.Second, func() error { _, err := texts(t, f.S(), "acme", "c", bounded); return err })
+	testutil.Eventually(t, 10*time.Second, func() error { _, err := texts(t, f.S(), "acme", "c", bounded); return err })
 
 	c.Isolate(f.Index)
-	Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		_, err := texts(t, f.S(), "acme", "c", bounded)
 		if errors.Is(err, cperr.ErrStalenessExceeded) {
 			return nil
@@ -351,7 +352,7 @@ func TestStaleReadBound(t *testing.T) {
 		t.Fatalf("linearizable read on follower: %v", err)
 	}
 	c.Heal()
-	Eventually(t, 10*time.Second, func() error { _, err := texts(t, f.S(), "acme", "c", bounded); return err })
+	testutil.Eventually(t, 10*time.Second, func() error { _, err := texts(t, f.S(), "acme", "c", bounded); return err })
 }
 
 // TestSettingsAreReplicated: nodes configured with different dedup windows
@@ -364,7 +365,7 @@ func TestSettingsAreReplicated(t *testing.T) {
 	want := uint64(map[string]int{"n1": 11, "n2": 22, "n3": 33}[leader.ID])
 	c.WaitConverged()
 	for _, n := range c.Running() {
-		Eventually(t, 10*time.Second, func() error {
+		testutil.Eventually(t, 10*time.Second, func() error {
 			var got uint64
 			err := n.S().ReadCell(testCtx(t, 5*time.Second), stale, func(v *store.CellView) error {
 				st, err := v.Settings()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/testutil"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func TestUnknownCommand(t *testing.T) {
 	c.Kill(leader.Index)
 	c.Restart(leader.Index)
 	var s *store.Store
-	Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		if s = c.Leader().S(); s != c.Nodes[leader.Index].S() {
 			_, err := s.TransferLeadership(ctx, leader.ID)
 			return fmt.Errorf("leader is not the newer node yet (transfer: %v)", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -201,12 +202,8 @@ func (a *app) waitFailover(ctx context.Context, c *client, fo *cpv1.Failover) (*
 			cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER:
 			return fo, nil
 		}
-		t := time.NewTimer(waitPoll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, waitPoll) != nil {
 			return nil, fmt.Errorf("stopped waiting for failover %s (%s); it goes on: cellctl failover get %s", fo.GetId(), failoverState(fo.GetState()), fo.GetId())
-		case <-t.C:
 		}
 		resp, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetFailoverResponse, error) {
 			return api.GetFailover(ctx, &cpv1.GetFailoverRequest{Id: fo.GetId()})

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -121,10 +122,8 @@ func (a *app) waitMove(ctx context.Context, c *client, mv *cpv1.Move) error {
 				return err
 			})
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, pollInterval) != nil {
 			return errors.New("canceled")
-		case <-time.After(pollInterval):
 		}
 	}
 }
@@ -394,10 +393,8 @@ func (a *app) waitDrain(ctx context.Context, c *client, cell string) error {
 		if state != cpv1.CellState_CELL_STATE_DRAINING {
 			return fmt.Errorf("the drain of cell %s stopped: the cell is %s, %d tenant(s) left", cell, cellState(state), remaining)
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, pollInterval) != nil {
 			return errors.New("canceled")
-		case <-time.After(pollInterval):
 		}
 	}
 }

@@ -19,12 +19,15 @@ import (
 	"log/slog"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
@@ -90,7 +93,9 @@ func (c *Client) call(ctx context.Context, cell string, fn func(cellv1.CellServi
 		if errors.As(err, &ce) && ce.Reason == cperr.NotLeader && ce.Metadata[cperr.MetaLeader] != "" {
 			err = c.callAt(ctx, ce.Metadata[cperr.MetaLeader], fn)
 		}
-		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
+		// Every cell call is a read or carries a request id: the policy
+		// lets it try another member after any RetryElsewhere failure.
+		if err == nil || retry.ClassOf(err) != retry.RetryElsewhere || ctx.Err() != nil {
 			return err
 		}
 		c.log.Debug("cell call failed; trying another member", "cell", cell, "addr", addr, "err", err)
@@ -102,23 +107,11 @@ func (c *Client) call(ctx context.Context, cell string, fn func(cellv1.CellServi
 func (c *Client) callAt(ctx context.Context, addr string, fn func(cellv1.CellServiceClient) error) error {
 	conn, err := c.conn(addr)
 	if err != nil {
-		return err
+		// A connection that cannot be made is a transport failure: the
+		// call may go to another member.
+		return status.Error(codes.Unavailable, err.Error())
 	}
 	return rpcerr.FromStatus(fn(cellv1.NewCellServiceClient(conn)))
-}
-
-// retryElsewhere: errors another member may not have (unreachable node,
-// no leader yet).
-func retryElsewhere(err error) bool {
-	var ce *cperr.Error
-	if errors.As(err, &ce) {
-		switch ce.Reason {
-		case cperr.NotLeader, cperr.CellUnavailable, cperr.Internal:
-			return true
-		}
-		return false
-	}
-	return true // transport errors, UNAVAILABLE without ErrorInfo
 }
 
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {

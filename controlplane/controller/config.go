@@ -19,7 +19,8 @@ type Config struct {
 	SessionTTL time.Duration
 	// MaxConcurrentWorkflows bounds the workflows the leader drives at once.
 	MaxConcurrentWorkflows int
-	// RetryMin and RetryMax pace the retries of a failing workflow step.
+	// RetryMin and RetryMax pace the retries of a failing workflow step
+	// (internal/retry: doubling, with full jitter).
 	RetryMin, RetryMax time.Duration
 	// CellCallTimeout bounds one call to a cell.
 	CellCallTimeout time.Duration

@@ -15,7 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -71,6 +71,12 @@ func New(st topo.Store, cells Cells, cfg Config) (*Controller, error) {
 	return &Controller{cfg: cfg, st: st, cells: cells, log: log.With("controller", cfg.ID), m: newMetrics(), mm: newMoveMetrics(), fm: newFailoverMetrics()}, nil
 }
 
+// backoff returns the delays of one retry loop: RetryMin doubling up to
+// RetryMax, with full jitter (internal/retry).
+func (c *Controller) backoff() *retry.Backoff {
+	return retry.Policy{Min: c.cfg.RetryMin, Max: c.cfg.RetryMax}.Backoff()
+}
+
 // IsLeader reports whether this replica leads right now.
 func (c *Controller) IsLeader() bool { return c.leading.Load() }
 
@@ -83,21 +89,21 @@ func (c *Controller) Collectors() []prometheus.Collector {
 // is lost, until ctx ends; then it resigns (so a successor takes over at
 // once) and returns nil. Store errors are retried with backoff.
 func (c *Controller) Run(ctx context.Context) error {
-	wait := c.cfg.RetryMin
+	backoff := c.backoff()
 	for ctx.Err() == nil {
 		err := c.campaignAndLead(ctx)
 		if ctx.Err() != nil {
 			break
 		}
 		if err != nil {
+			wait := backoff.Next()
 			c.log.Warn("controller election failed; retrying", "err", err, "retry_in", wait)
-			if ctxtime.Sleep(ctx, wait) != nil {
+			if retry.Sleep(ctx, wait) != nil {
 				break
 			}
-			wait = min(wait*2, c.cfg.RetryMax)
 			continue
 		}
-		wait = c.cfg.RetryMin
+		backoff.Reset()
 	}
 	return nil
 }
@@ -194,7 +200,7 @@ func (r *runner) consider(ctx context.Context, ev topo.Event) {
 // always acts on the recorded step.
 func (r *runner) drive(ctx context.Context, id string) {
 	c := r.c
-	wait := c.cfg.RetryMin
+	backoff := c.backoff()
 	for ctx.Err() == nil {
 		wf, v, err := catalog.GetWorkflow(ctx, c.st, id)
 		if errors.Is(err, topo.ErrNotFound) {
@@ -214,17 +220,17 @@ func (r *runner) drive(ctx context.Context, id string) {
 		}
 		switch {
 		case err == nil || errors.Is(err, errConflict):
-			wait = c.cfg.RetryMin
+			backoff.Reset()
 			continue
 		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
 			return
 		}
 		c.m.stepErrors.WithLabelValues(wf.GetKind().String()).Inc()
+		wait := backoff.Next()
 		c.log.Warn("workflow step failed; retrying", "workflow", id, "tenant", wf.GetTenant(), "step", wf.GetStep().String(), "err", err, "retry_in", wait)
-		if ctxtime.Sleep(ctx, wait) != nil {
+		if retry.Sleep(ctx, wait) != nil {
 			return
 		}
-		wait = min(wait*2, c.cfg.RetryMax)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -137,7 +137,7 @@ func (f *failoverer) spawn(ctx context.Context, id string) {
 // up) holds no slot while it waits.
 func (f *failoverer) drive(ctx context.Context, id string) {
 	c := f.r.c
-	backoff := c.cfg.RetryMin
+	backoff := c.backoff()
 	for ctx.Err() == nil {
 		fo, v, err := intent.GetFailover(ctx, c.st, id)
 		if errors.Is(err, cperr.ErrFailoverNotFound) {
@@ -175,16 +175,16 @@ func (f *failoverer) drive(ctx context.Context, id string) {
 		}
 		switch {
 		case err == nil || errors.Is(err, errConflict):
-			backoff = c.cfg.RetryMin
+			backoff.Reset()
 			continue
 		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
 			return
 		}
-		c.log.Warn("failover step failed; retrying", "failover", id, "tenant", fo.GetTenant(), "state", intent.FailoverStateName(fo.GetState()), "err", err, "retry_in", backoff)
-		if ctxtime.Sleep(ctx, backoff) != nil {
+		wait := backoff.Next()
+		c.log.Warn("failover step failed; retrying", "failover", id, "tenant", fo.GetTenant(), "state", intent.FailoverStateName(fo.GetState()), "err", err, "retry_in", wait)
+		if retry.Sleep(ctx, wait) != nil {
 			return
 		}
-		backoff = min(backoff*2, c.cfg.RetryMax)
 	}
 }
 

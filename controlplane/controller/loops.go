@@ -9,7 +9,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 )
 
 // historyEntry is a finished workflow record (a move or a failover) that
@@ -24,6 +24,7 @@ type historyEntry struct {
 // change the watch shows, until ctx ends; a broken watch lists again.
 func (r *runner) follow(ctx context.Context, prefix string, fn func(topo.Event)) {
 	c := r.c
+	backoff := c.backoff()
 	for ctx.Err() == nil {
 		rev, err := catalog.Each(ctx, c.st, prefix, 0, func(kv topo.KV) error {
 			fn(topo.Event{Type: topo.EventPut, KV: kv})
@@ -31,11 +32,13 @@ func (r *runner) follow(ctx context.Context, prefix string, fn func(topo.Event))
 		})
 		if err != nil {
 			if ctx.Err() == nil {
-				c.log.Warn("listing failed; retrying", "prefix", prefix, "err", err)
-				_ = ctxtime.Sleep(ctx, c.cfg.RetryMin)
+				wait := backoff.Next()
+				c.log.Warn("listing failed; retrying", "prefix", prefix, "err", err, "retry_in", wait)
+				_ = retry.Sleep(ctx, wait)
 			}
 			continue
 		}
+		backoff.Reset()
 		for resp := range c.st.Watch(ctx, prefix, rev+1) {
 			if resp.Err != nil {
 				if ctx.Err() == nil {

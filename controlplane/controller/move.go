@@ -14,7 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -62,7 +62,7 @@ func moveRequestID(id, act string) string { return id + "." + act }
 func (m *mover) drive(ctx context.Context, id string) {
 	c := m.r.c
 	run := &moveRun{}
-	wait := c.cfg.RetryMin
+	backoff := c.backoff()
 	for ctx.Err() == nil {
 		mv, v, err := intent.GetMove(ctx, c.st, id)
 		if errors.Is(err, cperr.ErrMoveNotFound) {
@@ -85,15 +85,15 @@ func (m *mover) drive(ctx context.Context, id string) {
 		}
 		switch {
 		case err == nil || errors.Is(err, errConflict):
-			wait = c.cfg.RetryMin
+			backoff.Reset()
 			continue
 		case errors.Is(err, errPoll):
-			wait = c.cfg.RetryMin
+			backoff.Reset()
 			poll := m.cfg.PollInterval
 			if mv.GetState() == cpv1.MoveState_MOVE_STATE_CUTTING_OVER {
 				poll = m.cfg.CutoverPollInterval
 			}
-			if ctxtime.Sleep(ctx, poll) != nil {
+			if retry.Sleep(ctx, poll) != nil {
 				return
 			}
 			continue
@@ -101,11 +101,11 @@ func (m *mover) drive(ctx context.Context, id string) {
 			return
 		}
 		c.mm.stepError.WithLabelValues(intent.MoveStateName(mv.GetState())).Inc()
+		wait := backoff.Next()
 		c.log.Warn("move step failed; retrying", "move", id, "tenant", mv.GetTenant(), "state", intent.MoveStateName(mv.GetState()), "err", err, "retry_in", wait)
-		if ctxtime.Sleep(ctx, wait) != nil {
+		if retry.Sleep(ctx, wait) != nil {
 			return
 		}
-		wait = min(wait*2, c.cfg.RetryMax)
 	}
 }
 
@@ -336,7 +336,7 @@ func (m *mover) cutOver(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 func (m *mover) cleanUp(ctx context.Context, mv *cpv1.Move, v topo.Version, run *moveRun) error {
 	c := m.r.c
 	if d := time.Until(mv.GetCleanupAfter().AsTime()); d > 0 {
-		return ctxtime.Sleep(ctx, d)
+		return retry.Sleep(ctx, d)
 	}
 	t, _, err := catalog.GetTenant(ctx, c.st, mv.GetTenant())
 	switch {

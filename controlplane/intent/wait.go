@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 )
 
 // waitFor evaluates done now and after every change under the watched
@@ -45,7 +45,7 @@ func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() 
 				case wake <- struct{}{}:
 				default:
 				}
-				if ctxtime.Sleep(ctx, 100*time.Millisecond) != nil {
+				if retry.Sleep(ctx, 100*time.Millisecond) != nil {
 					return
 				}
 			}

@@ -13,6 +13,7 @@ package cperr
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -58,6 +59,28 @@ const (
 	MoveNotCancellable Reason = "MOVE_NOT_CANCELLABLE" // the move fenced its source (or ended): it can no longer be cancelled
 	NoStandby          Reason = "NO_STANDBY"           // failover of a tenant without a (bootstrapped) standby
 )
+
+// reasons lists every reason above, in the order of the error contract.
+// The tables keyed by reason (internal/rpcerr's codes and HTTP statuses,
+// internal/retry's classes) are tested against it, so a new reason must be
+// added here and then to each table.
+var reasons = []Reason{
+	InvalidArgument, TenantNotFound, ContextNotFound, KeyNotFound, AlreadyExists, RevisionMismatch,
+	SequenceMismatch, NotLeader, WrongCell, StaleEpoch, TenantMoving, CellUnavailable,
+	AuthorityLeaseExpired, StalenessExceeded, RateLimited, QuotaExceeded, Unauthenticated,
+	PermissionDenied, Internal,
+
+	RegionNotFound, CellNotFound, APIKeyNotFound, NoCapacity, CellNotActive, TenantBusy,
+	ControlPlaneUnavailable,
+
+	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
+}
+
+// Reasons returns every reason of the error contract (a fresh slice).
+func Reasons() []Reason { return append([]Reason(nil), reasons...) }
+
+// Known reports whether r is a reason of the error contract.
+func Known(r Reason) bool { return slices.Contains(reasons, r) }
 
 // Metadata keys used with the reasons above.
 const (

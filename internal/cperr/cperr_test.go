@@ -3,6 +3,11 @@ package cperr
 import (
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -41,5 +46,50 @@ func TestErrorString(t *testing.T) {
 		if got := tc.err.Error(); got != tc.want {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// TestReasonsListsEveryConstant parses this package's source so that a new
+// Reason constant missing from Reasons (and so from every table tested
+// against it) fails here.
+func TestReasonsListsEveryConstant(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "cperr.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared []Reason
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "Reason" {
+				continue
+			}
+			for _, v := range vs.Values {
+				lit := v.(*ast.BasicLit)
+				s, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				declared = append(declared, Reason(s))
+			}
+		}
+	}
+	if len(declared) < 20 {
+		t.Fatalf("parsed only %d reasons: the test no longer understands cperr.go", len(declared))
+	}
+	if !slices.Equal(declared, Reasons()) {
+		t.Fatalf("Reasons() = %v\nconstants = %v", Reasons(), declared)
+	}
+	for _, r := range declared {
+		if !Known(r) {
+			t.Errorf("Known(%s) = false", r)
+		}
+	}
+	if Known("NO_SUCH_REASON") {
+		t.Error("Known accepts an unknown reason")
 	}
 }

@@ -9,11 +9,16 @@
 // CANCELED and DEADLINE_EXCEEDED. Anything unexpected becomes INTERNAL with a
 // generic message: internals never reach a client, and codes.Unknown is
 // never produced.
+//
+// The same table gives the HTTP status of a reason (HTTPStatus, for the MCP
+// endpoints), and IsTransport is the one rule that a gRPC UNAVAILABLE
+// without cellplane ErrorInfo is a transport failure (CELL_UNAVAILABLE).
 package rpcerr
 
 import (
 	"context"
 	"errors"
+	"net/http"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -70,6 +75,48 @@ func Code(r cperr.Reason) codes.Code {
 		return c
 	}
 	return codes.Internal
+}
+
+// httpOf maps a gRPC code to the HTTP status of the same meaning (the
+// mapping of google.rpc.Code), for the reasons' HTTP table.
+var httpOf = map[codes.Code]int{
+	codes.InvalidArgument:    http.StatusBadRequest,
+	codes.NotFound:           http.StatusNotFound,
+	codes.AlreadyExists:      http.StatusConflict,
+	codes.Aborted:            http.StatusConflict,
+	codes.FailedPrecondition: http.StatusBadRequest,
+	codes.Unavailable:        http.StatusServiceUnavailable,
+	codes.ResourceExhausted:  http.StatusTooManyRequests,
+	codes.Unauthenticated:    http.StatusUnauthorized,
+	codes.PermissionDenied:   http.StatusForbidden,
+	codes.Internal:           http.StatusInternalServerError,
+}
+
+// HTTPStatus returns the HTTP status of a reason (for the MCP endpoints),
+// derived from its gRPC code so that the two tables cannot disagree: 500
+// for an unknown reason.
+func HTTPStatus(r cperr.Reason) int {
+	if s, ok := httpOf[Code(r)]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// IsTransport reports a transport failure: a gRPC UNAVAILABLE that carries
+// no cellplane ErrorInfo, so no cellplane server answered (the connection
+// could not be made or broke). Callers report it as CELL_UNAVAILABLE; this
+// is the one place that says so.
+func IsTransport(err error) bool {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range s.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == Domain {
+			return false
+		}
+	}
+	return true
 }
 
 // ToStatus converts err to a gRPC status error. A status error that came

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -166,5 +167,69 @@ func TestForeignErrors(t *testing.T) {
 	plain := status.Error(codes.Unavailable, "no details")
 	if FromStatus(plain) != plain {
 		t.Fatal("a status without cellplane ErrorInfo must be returned unchanged")
+	}
+}
+
+// TestEveryReasonHasACode: the gRPC table (and the HTTP statuses derived
+// from it) covers the whole error contract.
+func TestEveryReasonHasACode(t *testing.T) {
+	for _, r := range cperr.Reasons() {
+		if _, ok := codeOf[r]; !ok {
+			t.Errorf("reason %s has no gRPC code", r)
+		}
+		if _, ok := httpOf[Code(r)]; !ok {
+			t.Errorf("reason %s (code %s) has no HTTP status", r, Code(r))
+		}
+	}
+}
+
+func TestHTTPStatus(t *testing.T) {
+	tests := []struct {
+		reason cperr.Reason
+		want   int
+	}{
+		{cperr.Unauthenticated, http.StatusUnauthorized},
+		{cperr.PermissionDenied, http.StatusForbidden},
+		{cperr.TenantNotFound, http.StatusNotFound},
+		{cperr.RateLimited, http.StatusTooManyRequests},
+		{cperr.QuotaExceeded, http.StatusTooManyRequests},
+		{cperr.InvalidArgument, http.StatusBadRequest},
+		{cperr.CellUnavailable, http.StatusServiceUnavailable},
+		{cperr.TenantMoving, http.StatusServiceUnavailable},
+		{cperr.NotLeader, http.StatusServiceUnavailable},
+		{cperr.AuthorityLeaseExpired, http.StatusServiceUnavailable},
+		{cperr.AlreadyExists, http.StatusConflict},
+		{cperr.Internal, http.StatusInternalServerError},
+		{"NO_SUCH_REASON", http.StatusInternalServerError},
+	}
+	for _, tc := range tests {
+		if got := HTTPStatus(tc.reason); got != tc.want {
+			t.Errorf("HTTPStatus(%s) = %d, want %d", tc.reason, got, tc.want)
+		}
+	}
+}
+
+func TestIsTransport(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"connection refused", status.Error(codes.Unavailable, "connection refused"), true},
+		{"wrapped", fmt.Errorf("call: %w", status.Error(codes.Unavailable, "transport is closing")), true},
+		{"cellplane CELL_UNAVAILABLE", ToStatus(cperr.New(cperr.CellUnavailable, "down")), false},
+		{"cellplane NOT_LEADER", ToStatus(cperr.New(cperr.NotLeader, "follower")), false},
+		{"other code", status.Error(codes.Internal, "boom"), false},
+		{"domain error", cperr.New(cperr.CellUnavailable, "down"), false},
+		{"plain error", errors.New("x"), false},
+		{"deadline", context.DeadlineExceeded, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := IsTransport(tc.err); got != tc.want {
+				t.Fatalf("IsTransport(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
 	}
 }

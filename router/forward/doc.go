@@ -67,12 +67,18 @@
 //   - WRONG_CELL, STALE_EPOCH or TENANT_MOVING while the tenant's placement
 //     says it is cutting over (looked up again, or re-read by Refresh when
 //     the table had not seen the cutover yet): hold the call (below).
-//   - CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED or a connection failure:
-//     try the next member (then re-resolve and start over).
-//   - Anything else is the answer.
+//   - CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED, STALENESS_EXCEEDED or a
+//     connection failure: try the next member (then re-resolve and start
+//     over).
+//   - Anything else is the answer (RATE_LIMITED and the like included: the
+//     client waits those out).
+//
+// The classes are internal/retry's (retry.ClassOf); so is the rule of what
+// a write may retry (below).
 //
 // The first MaxRetries retries are immediate (they follow new information);
-// later ones back off exponentially (RetryBackoff up to MaxRetryBackoff),
+// later ones back off exponentially with full jitter (RetryBackoff up to
+// MaxRetryBackoff),
 // and every trip through all members backs off, so that a call rides out a
 // leader election. Retries stop at FailoverHold after the first failure
 // and never go past the call's deadline: a backoff that would end after the
@@ -109,9 +115,10 @@
 // DeleteContext, PutMemory, DeleteMemory) carry a request_id that the cell
 // deduplicates (a retried request id returns the first result), so
 // re-sending the same frame, byte for byte, applies it at most once.
-// Clients must set request ids for that guarantee; a write without one may
-// be applied twice when a retry follows an ambiguous failure. Reads are
-// always safe to retry. Across a cutover the same holds: the new owner
+// A write without a request id is therefore not retried after an
+// ambiguous failure (retry.Mutating): the forwarder walks the frame's
+// top-level fields to see whether request_id is set, and decodes nothing
+// else. Reads are always safe to retry. Across a cutover the same holds: the new owner
 // applied the old one's changes up to the fence, request ids included, so
 // a write retried there after an ambiguous answer from the old owner is
 // still applied once.

@@ -17,11 +17,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 
@@ -97,6 +98,39 @@ type Forwarder struct {
 
 type methodInfo struct {
 	clientStreams, serverStreams bool
+	// requestID is the number of the request's top-level string field
+	// request_id (0: none, the method is a read). It decides the kind of
+	// the call for the retry policy.
+	requestID protowire.Number
+}
+
+// kindOf returns the retry kind of a call with request frame req: a read
+// (no request_id field) is Immutable, a write is Idempotent when it
+// carries a request id and Mutating when it does not. The forwarder
+// decodes nothing else: it only walks the frame's top-level fields.
+func (mi methodInfo) kindOf(req *Frame) retry.Kind {
+	if mi.requestID == 0 {
+		return retry.Immutable
+	}
+	b := req.Payload
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			break
+		}
+		if num == mi.requestID && typ == protowire.BytesType {
+			if v, _ := protowire.ConsumeBytes(b); len(v) > 0 {
+				return retry.Idempotent
+			}
+		}
+		b = b[m:]
+	}
+	return retry.Mutating
 }
 
 // leaderHint is a leader address learned from a NOT_LEADER answer. It is
@@ -141,7 +175,11 @@ func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, err
 		ms := make(map[string]methodInfo, sd.Methods().Len())
 		for i := range sd.Methods().Len() {
 			md := sd.Methods().Get(i)
-			ms[string(md.Name())] = methodInfo{clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer()}
+			mi := methodInfo{clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer()}
+			if fd := md.Input().Fields().ByName("request_id"); fd != nil && fd.Kind() == protoreflect.StringKind && !fd.IsList() {
+				mi.requestID = fd.Number()
+			}
+			ms[string(md.Name())] = mi
 		}
 		f.services[name] = ms
 	}
@@ -190,11 +228,8 @@ func (f *Forwarder) toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
-		var ce *cperr.Error
-		if !errors.As(rpcerr.FromStatus(err), &ce) {
-			return rpcerr.ToStatus(f.unavailable())
-		}
+	if rpcerr.IsTransport(err) {
+		return rpcerr.ToStatus(f.unavailable())
 	}
 	return rpcerr.ToStatus(err)
 }
@@ -240,6 +275,7 @@ func (f *Forwarder) forward(ss grpc.ServerStream, full string, mi methodInfo, kn
 		}
 		return err
 	}
+	c.kind = mi.kindOf(&req)
 	return c.retrying(&req, mi.serverStreams)
 }
 
@@ -262,6 +298,7 @@ type call struct {
 	in     metadata.MD
 	stale  bool
 	cell   *string
+	kind   retry.Kind // what the policy lets this call retry
 
 	target     Target
 	candidates []string // addresses in the order to try
@@ -443,7 +480,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		retries   int
 		refreshed bool
 		firstFail time.Time
-		backoff   = f.cfg.RetryBackoff
+		backoff   = retry.Policy{Min: f.cfg.RetryBackoff, Max: f.cfg.MaxRetryBackoff}.Backoff()
 	)
 	addr, _ := c.nextAddr()
 	for {
@@ -481,12 +518,20 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		if c.ctx.Err() != nil {
 			return c.final(a)
 		}
+		policyErr := err
+		if a.cs == nil {
+			// No stream was opened: no backend saw the request.
+			policyErr = retry.Unsent(err)
+		}
+		if !retry.Allowed(c.kind, policyErr) {
+			return c.final(a)
+		}
 		var ce *cperr.Error
 		cp := errors.As(rpcerr.FromStatus(err), &ce)
 		var reason string
 		wait, held := false, false
 		now := time.Now()
-		switch {
+		switch class := retry.ClassOf(err); {
 		case cp && ce.Reason == cperr.NotLeader:
 			reason = retryNotLeader
 			if hint := ce.Metadata[cperr.MetaLeader]; hint != "" && hint != addr {
@@ -497,7 +542,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 				addr, wrapped = c.nextAddr()
 				wait = wrapped
 			}
-		case cp && (ce.Reason == cperr.WrongCell || ce.Reason == cperr.StaleEpoch):
+		case class == retry.RetryRefresh:
 			reason = retryStaleRoute
 			if t, ok := f.res.Resolve(c.tenant); ok && t.differs(c.target) {
 				// The table moved on since the call started.
@@ -546,14 +591,15 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 				wait = true
 			}
 			addr, _ = c.nextAddr()
-		case (cp && (ce.Reason == cperr.CellUnavailable || ce.Reason == cperr.AuthorityLeaseExpired)) ||
-			(!cp && status.Code(err) == codes.Unavailable):
+		case class == retry.RetryElsewhere: // CELL_UNAVAILABLE, AUTHORITY_LEASE_EXPIRED, STALENESS_EXCEEDED, transport
 			reason = retryUnavailable
 			f.forgetLeader(c.target, addr)
 			var wrapped bool
 			addr, wrapped = c.nextAddr()
 			wait = wrapped
 		default:
+			// RetryNo, and the RetryLater reasons a client waits out
+			// itself (RATE_LIMITED, TENANT_BUSY, ...).
 			return c.final(a)
 		}
 		if reason != retryMoving && !held {
@@ -569,10 +615,9 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		f.log.Debug("retrying forwarded call", "tenant", c.tenant, "cell", c.target.Cell, "epoch", c.target.Epoch,
 			"method", c.method, "reason", reason, "from", a.addr, "to", addr, "retry", retries, "err", err)
 		if !held && (wait || retries > f.cfg.MaxRetries) {
-			if !ctxtime.Within(c.ctx, backoff) {
+			if !retry.Within(c.ctx, backoff.Next()) {
 				return c.final(a)
 			}
-			backoff = min(2*backoff, f.cfg.MaxRetryBackoff)
 		}
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 )
 
@@ -307,25 +308,6 @@ func (p *Proxy) markFailed(addr string) {
 	p.get(addr).failUntil.Store(time.Now().Add(p.cfg.FailureCooldown).UnixNano())
 }
 
-// statusOf maps a reason to an HTTP status.
-func statusOf(r cperr.Reason) int {
-	switch r {
-	case cperr.Unauthenticated:
-		return http.StatusUnauthorized
-	case cperr.PermissionDenied:
-		return http.StatusForbidden
-	case cperr.TenantNotFound:
-		return http.StatusNotFound
-	case cperr.RateLimited, cperr.QuotaExceeded:
-		return http.StatusTooManyRequests
-	case cperr.InvalidArgument:
-		return http.StatusBadRequest
-	case cperr.CellUnavailable, cperr.TenantMoving, cperr.NotLeader:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ce *cperr.Error
 	if !errors.As(err, &ce) {
@@ -333,7 +315,7 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		serve.WriteError(w, http.StatusInternalServerError, string(cperr.Internal), "internal error")
 		return
 	}
-	code := statusOf(ce.Reason)
+	code := rpcerr.HTTPStatus(ce.Reason)
 	if code == http.StatusUnauthorized {
 		h := `Bearer realm="cellplane"`
 		if p.cfg.WWWAuthenticate != nil {

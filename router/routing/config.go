@@ -20,8 +20,8 @@ type Config struct {
 	// pages × remaining keys — large pages keep a 1M-tenant load near
 	// 8 s instead of 30 s; a page is ~4 MB).
 	PageSize int
-	// RetryMin and RetryMax bound the exponential backoff between failed
-	// loads (defaults 100ms and 10s).
+	// RetryMin and RetryMax bound the exponential backoff (full jitter:
+	// internal/retry) between failed loads (defaults 100ms and 10s).
 	RetryMin, RetryMax time.Duration
 	// Logger receives warnings (reloads, corrupt snapshots, bad records).
 	Logger *slog.Logger

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -61,17 +62,12 @@ func (c *cellState) route(id string) *CellRoute {
 
 // run loads, watches, and reloads until ctx ends.
 func (t *Table) run(ctx context.Context) {
-	backoff := t.cfg.RetryMin
-	wait := func() bool {
-		timer := time.NewTimer(backoff)
-		defer timer.Stop()
-		backoff = min(backoff*2, t.cfg.RetryMax)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-timer.C:
-			return true
-		}
+	backoff := retry.Policy{Min: t.cfg.RetryMin, Max: t.cfg.RetryMax}.Backoff()
+	// wait logs msg and waits the next backoff; false when ctx ended.
+	wait := func(msg string, err error) bool {
+		d := backoff.Next()
+		t.log.Warn(msg, "err", err, "retry_in", d)
+		return retry.Sleep(ctx, d) == nil
 	}
 	for ctx.Err() == nil {
 		v, cells, err := t.load(ctx)
@@ -79,8 +75,7 @@ func (t *Table) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			t.log.Warn("routing: load failed; serving the previous table", "err", err, "retry_in", backoff)
-			if !wait() {
+			if !wait("routing: load failed; serving the previous table", err) {
 				return
 			}
 			continue
@@ -98,7 +93,7 @@ func (t *Table) run(ctx context.Context) {
 			return
 		}
 		if progressed {
-			backoff = t.cfg.RetryMin
+			backoff.Reset()
 		}
 		if errors.Is(err, topo.ErrCompacted) && progressed {
 			// A compaction (or a watch that fell too far behind) is not a
@@ -107,8 +102,7 @@ func (t *Table) run(ctx context.Context) {
 			t.log.Warn("routing: watch compacted; reloading", "err", err)
 			continue
 		}
-		t.log.Warn("routing: watch failed; reloading", "err", err, "retry_in", backoff)
-		if !wait() {
+		if !wait("routing: watch failed; reloading", err) {
 			return
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -109,19 +110,6 @@ func (p *harness) createTenant(t *testing.T, ctx context.Context, tenant, region
 	})
 }
 
-// retryable says whether a client should retry a call that failed with
-// err (with the same request id): what the platform promises is
-// transient.
-func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.FailedPrecondition, codes.Aborted:
-		// FAILED_PRECONDITION: WRONG_CELL / STALE_EPOCH seen while a
-		// placement flips (the router retries once; a client retries too).
-		return !errors.Is(rpcerr.FromStatus(err), cperr.ErrSequenceMismatch)
-	}
-	return false
-}
-
 // ---- a porcupine model of one context: appends and linearizable reads ----
 
 type opInput struct {
@@ -203,7 +191,11 @@ func (l *load) call(ctx context.Context, fn func(context.Context) error) (bool, 
 		if err == nil {
 			return true, call, time.Now()
 		}
-		if !retryable(err) {
+		// Every call carries a request id: the client retries what the
+		// retry policy allows an idempotent call (a stale route too: the
+		// router looks it up again), and an attempt that ran out of its
+		// own time (its outcome is unknown; the request id makes it safe).
+		if !retry.Allowed(retry.Idempotent, err) && status.Code(err) != codes.DeadlineExceeded {
 			l.mu.Lock()
 			l.failures = append(l.failures, err)
 			l.mu.Unlock()
@@ -217,7 +209,7 @@ func (l *load) call(ctx context.Context, fn func(context.Context) error) (bool, 
 		l.mu.Lock()
 		l.retries++
 		l.mu.Unlock()
-		time.Sleep(5 * time.Millisecond) // client backoff between attempts
+		_ = retry.Sleep(ctx, 5*time.Millisecond) // client backoff between attempts
 	}
 }
 

@@ -252,7 +252,7 @@ func StartCell(ctx context.Context, dir string, logger *slog.Logger) (c *Cell, e
 		return c, err
 	}
 	admin := cellv1.NewCellServiceClient(c.conns[c.leader])
-	err = retry(startCtx, func() error {
+	err = poll(startCtx, func() error {
 		_, err := admin.SetTenant(startCtx, &cellv1.SetTenantRequest{
 			Tenant:    benchTenant,
 			Role:      cellv1.Role_ROLE_OWNER,
@@ -272,7 +272,7 @@ func StartCell(ctx context.Context, dir string, logger *slog.Logger) (c *Cell, e
 
 // waitLeader waits until one node leads and every node knows it.
 func (c *Cell) waitLeader(ctx context.Context) error {
-	return retry(ctx, func() error {
+	return poll(ctx, func() error {
 		leader := -1
 		for i, n := range c.nodes {
 			if n.Store().IsLeader() {
@@ -293,14 +293,14 @@ func (c *Cell) waitLeader(ctx context.Context) error {
 	})
 }
 
-// permanent marks an error retry must not retry.
+// permanent marks an error poll must not retry.
 type permanent struct{ error }
 
 func (p permanent) Unwrap() error { return p.error }
 
-// retry calls fn every 20 ms until it succeeds, returns a permanent error,
+// poll calls fn every 20 ms until it succeeds, returns a permanent error,
 // or ctx ends.
-func retry(ctx context.Context, fn func() error) error {
+func poll(ctx context.Context, fn func() error) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/platform"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -23,7 +23,7 @@ func benchContexts(ctx context.Context, cs contextv1.ContextServiceClient, tenan
 	}
 	cctx, cancel := context.WithTimeout(asTenant(ctx, tenant), 30*time.Second)
 	defer cancel()
-	if err := retry(cctx, func() error { return createContexts(cctx, cs, ids) }); err != nil {
+	if err := poll(cctx, func() error { return createContexts(cctx, cs, ids) }); err != nil {
 		return nil, fmt.Errorf("bench: create contexts of %s: %w", tenant, err)
 	}
 	return ids, nil
@@ -71,11 +71,11 @@ func runLeaderKills(ctx context.Context, opts FailoverOptions, pf *platform.Plat
 	defer w.halt()
 
 	warm := warmupFor(opts.Baseline)
-	if err := ctxtime.Sleep(ctx, warm); err != nil {
+	if err := retry.Sleep(ctx, warm); err != nil {
 		return err
 	}
 	from := time.Now()
-	if err := ctxtime.Sleep(ctx, opts.Baseline); err != nil {
+	if err := retry.Sleep(ctx, opts.Baseline); err != nil {
 		return err
 	}
 	res.Baseline = windowStats("steady writes, no kill", w.records(), from, time.Now(), opts.Rate)
@@ -120,7 +120,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform.Platform
 	if _, err := cell.WaitLeader(wctx, 64); err != nil {
 		return LeaderKill{}, err
 	}
-	if err := ctxtime.Sleep(ctx, opts.Settle); err != nil {
+	if err := retry.Sleep(ctx, opts.Settle); err != nil {
 		return LeaderKill{}, err
 	}
 	// Leadership may have moved meanwhile (a starved machine): the kill
@@ -156,7 +156,7 @@ func killLeader(ctx context.Context, opts FailoverOptions, pf *platform.Platform
 	k.Elections = cell.Term() - term
 	// Writes already in flight fail or finish within a second of the
 	// first acknowledgement; then count.
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return k, err
 	}
 	recs := w.records()

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/intent"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/platform"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -73,7 +73,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform.Platfor
 	if _, err := waitAck(ctx, w, time.Now(), 10*time.Second); err != nil {
 		return pr, fmt.Errorf("bench: promotion %d: writes before the kill: %w", round, err)
 	}
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return pr, err
 	}
 
@@ -95,7 +95,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform.Platfor
 		return pr, fmt.Errorf("bench: promotion %d: %w", round, err)
 	}
 	pr.PromoteMs = ms(ack.Sub(killedAt))
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return pr, err
 	}
 	w.halt()
@@ -137,7 +137,7 @@ func findFailover(ctx context.Context, pf *platform.Platform, tenant string) (*c
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var fo *cpv1.Failover
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		resp, err := pf.Admin().ListFailovers(wctx, &cpv1.ListFailoversRequest{Tenant: tenant})
 		if err != nil {
 			return err
@@ -160,7 +160,7 @@ func waitFailoverReport(ctx context.Context, pf *platform.Platform, id string, t
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var fo *cpv1.Failover
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		resp, err := pf.Admin().GetFailover(wctx, &cpv1.GetFailoverRequest{Id: id})
 		if err != nil {
 			return err

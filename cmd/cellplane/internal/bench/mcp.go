@@ -315,7 +315,7 @@ func hideMemberHTTP(ctx context.Context, st topo.Store, cell *Cell) error {
 func waitOnlyWorker(ctx context.Context, rt *benchRouter, addr string) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		c, ok := rt.srv.Table().Cell(routerBenchCell)
 		if !ok {
 			return fmt.Errorf("router table has no cell %s", routerBenchCell)

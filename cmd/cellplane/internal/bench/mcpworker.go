@@ -101,13 +101,15 @@ func startMCPWorker(ctx context.Context, st topo.Store, etcdEndpoints []string, 
 		once.Do(func() {
 			// SIGTERM: the worker deregisters and drains; killed if slow.
 			_ = cmd.Process.Signal(syscall.SIGTERM)
+			grace := time.NewTimer(10 * time.Second)
+			defer grace.Stop()
 			select {
 			case err := <-exited:
 				var ee *exec.ExitError
 				if err != nil && !errors.As(err, &ee) {
 					stopErr = err
 				}
-			case <-time.After(10 * time.Second):
+			case <-grace.C:
 				_ = cmd.Process.Kill()
 				<-exited
 				stopErr = fmt.Errorf("bench: worker process %d killed after 10 s", pid)
@@ -137,7 +139,7 @@ func waitReady(ctx context.Context, addr string, exited <-chan error) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	return retry(ctx, func() error {
+	return poll(ctx, func() error {
 		select {
 		case err := <-exited:
 			return permanent{fmt.Errorf("bench: the worker process exited: %v", err)}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
-	"github.com/cellplane/cellplane/internal/ctxtime"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -58,7 +58,7 @@ func fillTenant(ctx context.Context, cs contextv1.ContextServiceClient, tenant s
 					return
 				}
 				fctx, cancel := context.WithTimeout(asTenant(ctx, tenant), time.Minute)
-				err := retry(fctx, func() error {
+				err := poll(fctx, func() error {
 					_, err := cs.Append(fctx, &contextv1.AppendRequest{
 						ContextId: ids[w],
 						Entries:   []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Data{Data: data}}},
@@ -144,12 +144,12 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform.Platform, te
 	defer cancel()
 	w.start(wctx)
 	defer w.halt()
-	if err := ctxtime.Sleep(ctx, warmupFor(opts.Baseline)); err != nil {
+	if err := retry.Sleep(ctx, warmupFor(opts.Baseline)); err != nil {
 		return nil, err
 	}
 	if baseline != nil {
 		from := time.Now()
-		if err := ctxtime.Sleep(ctx, opts.Baseline); err != nil {
+		if err := retry.Sleep(ctx, opts.Baseline); err != nil {
 			return nil, err
 		}
 		*baseline = windowStats(tenant+" writes, no move", w.records(), from, time.Now(), opts.Rate)
@@ -169,7 +169,7 @@ func runMoveSet(ctx context.Context, opts MoveOptions, pf *platform.Platform, te
 			fenceToFlip(mw.mv), ms(mw.mv.GetFlipTime().AsTime().Sub(mw.start)))
 	}
 	// Writes in flight end (or fail) before the figures are taken.
-	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+	if err := retry.Sleep(ctx, time.Second); err != nil {
 		return nil, err
 	}
 	setEnd := time.Now()
@@ -210,7 +210,7 @@ func moveOnce(ctx context.Context, pf *platform.Platform, tenant string) (moveWi
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var id string
-	err = retry(sctx, func() error {
+	err = poll(sctx, func() error {
 		resp, err := pf.Admin().StartMove(sctx, &cpv1.StartMoveRequest{Tenant: tenant, TargetCell: target})
 		if err != nil {
 			err = rpcerr.FromStatus(err)

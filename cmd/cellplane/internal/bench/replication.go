@@ -387,7 +387,7 @@ func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platform.Cell
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_ = retry(wctx, func() error {
+	_ = poll(wctx, func() error {
 		if a := rec.applied.Load(); a < head {
 			return fmt.Errorf("standby applied %d of %d", a, head)
 		}

@@ -83,7 +83,7 @@ func waitStandby(ctx context.Context, cell *platform.Cell, tenant string, timeou
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var st *cellv1.ReplicationStatus
-	err := retry(wctx, func() error {
+	err := poll(wctx, func() error {
 		conn, err := cell.LeaderConn(wctx)
 		if err != nil {
 			return err
@@ -110,7 +110,7 @@ func waitStandby(ctx context.Context, cell *platform.Cell, tenant string, timeou
 func waitRouted(ctx context.Context, pf *platform.Platform, tenant string) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return retry(wctx, func() error {
+	return poll(wctx, func() error {
 		t := pf.Router().Table()
 		r, ok := t.Lookup(tenant)
 		if !t.Loaded() || !ok {

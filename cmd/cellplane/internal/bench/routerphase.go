@@ -127,7 +127,7 @@ func startBenchRouter(ctx context.Context, st topo.Store, opts RouterOptions, re
 	want := opts.Tenants + 1 // the placements and the bench tenant
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	err = retry(wctx, func() error {
+	err = poll(wctx, func() error {
 		t := srv.Table()
 		if !t.Loaded() || t.Len() < want {
 			return fmt.Errorf("router table has %d of %d tenants", t.Len(), want)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/platform"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -235,10 +236,8 @@ func (e *Env) waitRouted(ctx context.Context, p *platform.Platform) error {
 		if time.Now().After(deadline) {
 			return errors.New("the router did not load its table within 30 s")
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := retry.Sleep(ctx, 50*time.Millisecond); err != nil { // poll
+			return err
 		}
 	}
 }
