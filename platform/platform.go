@@ -600,17 +600,5 @@ func (p *Platform) dial(target string) (*grpc.ClientConn, error) {
 
 // poll calls fn every 20 ms until it succeeds or ctx ends.
 func poll(ctx context.Context, fn func() error) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-t.C:
-		}
-	}
+	return retry.Poll(ctx, 20*time.Millisecond, fn)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
@@ -260,7 +261,7 @@ func StartCell(ctx context.Context, dir string, logger *slog.Logger) (c *Cell, e
 			RequestId: "bench-set-tenant",
 		})
 		if err != nil && Code(err) != codes.Unavailable {
-			return permanent{err} // only a missing leader is worth waiting out
+			return retry.Permanent(err) // only a missing leader is worth waiting out
 		}
 		return err
 	})
@@ -293,30 +294,10 @@ func (c *Cell) waitLeader(ctx context.Context) error {
 	})
 }
 
-// permanent marks an error poll must not retry.
-type permanent struct{ error }
-
-func (p permanent) Unwrap() error { return p.error }
-
-// poll calls fn every 20 ms until it succeeds, returns a permanent error,
-// or ctx ends.
+// poll calls fn every 20 ms until it succeeds, returns an error marked
+// retry.Permanent, or ctx ends.
 func poll(ctx context.Context, fn func() error) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if p, ok := err.(permanent); ok {
-			return p.error
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-t.C:
-		}
-	}
+	return retry.Poll(ctx, 20*time.Millisecond, fn)
 }
 
 // Term returns the highest Raft term any node has seen: it grows by one

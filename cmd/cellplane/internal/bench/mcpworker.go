@@ -17,6 +17,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/mcpserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/retry"
 )
 
 // mcpBenchWorkerID is the registry id of the worker under test.
@@ -142,7 +143,7 @@ func waitReady(ctx context.Context, addr string, exited <-chan error) error {
 	return poll(ctx, func() error {
 		select {
 		case err := <-exited:
-			return permanent{fmt.Errorf("bench: the worker process exited: %v", err)}
+			return retry.Permanent(fmt.Errorf("bench: the worker process exited: %v", err))
 		default:
 		}
 		resp, err := hc.Get("http://" + addr + "/readyz")

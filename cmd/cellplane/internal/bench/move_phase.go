@@ -217,7 +217,7 @@ func moveOnce(ctx context.Context, pf *platform.Platform, tenant string) (moveWi
 			if errors.Is(err, cperr.ErrTenantBusy) {
 				return err // the previous operation is still being released
 			}
-			return permanent{err}
+			return retry.Permanent(err)
 		}
 		id = resp.GetMove().GetId()
 		return nil
