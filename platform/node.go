@@ -16,6 +16,7 @@ import (
 	"github.com/cellplane/cellplane/cells/mcpauth"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/serve"
 )
 
 // nodeStartTimeout bounds one node's start.
@@ -66,7 +67,7 @@ func (p *Platform) newNode(c *Cell, k int, spec CellSpec) (*Node, error) {
 		base := p.cfg.NodeBasePort + 3*i
 		n.info.Raft, n.info.GRPC, n.info.HTTP = addr(base), addr(base+1), addr(base+2)
 	case p.cfg.MultiProcess:
-		ports, err := freePorts(3)
+		ports, err := serve.FreeLoopbackPorts(3)
 		if err != nil {
 			return nil, err
 		}

@@ -180,7 +180,7 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 		}
 		free := p.cfg.EtcdClientURL == ""
 		if free {
-			ports, err := freePorts(2)
+			ports, err := serve.FreeLoopbackPorts(2)
 			if err != nil {
 				closeListener(c.GRPCListener)
 				closeListener(c.HTTPListener)
@@ -577,20 +577,6 @@ func closeListener(l net.Listener) {
 	if l != nil {
 		_ = l.Close()
 	}
-}
-
-// freePorts returns n loopback ports free a moment ago.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // dial opens a client connection (plaintext: everything is on loopback).

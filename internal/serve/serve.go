@@ -75,6 +75,29 @@ func Listen(name, addr string, pre net.Listener) (net.Listener, error) {
 	return l, nil
 }
 
+// FreeLoopbackPorts returns n distinct ports on 127.0.0.1 that were free a
+// moment ago, for servers that must be given an address rather than a
+// listener (embedded etcd, a child process). Another process may take one
+// before it is used: callers retry on ErrAddrInUse-like failures.
+func FreeLoopbackPorts(n int) ([]int, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 // CallLogger logs one line per finished gRPC call: Debug when it went as
 // the error contract expects, Error for INTERNAL/UNKNOWN/DATA_LOSS. It
 // checks the level before building anything, so a dropped line costs

@@ -3,7 +3,6 @@ package topotest
 import (
 	"errors"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -30,7 +30,7 @@ func StartEtcdServer(t testing.TB) *etcdserver.Server {
 	t.Helper()
 	var lastErr error
 	for range 3 {
-		ports, err := freePorts(2)
+		ports, err := serve.FreeLoopbackPorts(2)
 		if err != nil {
 			t.Fatalf("topotest: free ports: %v", err)
 		}
@@ -52,19 +52,6 @@ func StartEtcdServer(t testing.TB) *etcdserver.Server {
 	}
 	t.Fatalf("topotest: start etcd: %v", lastErr)
 	return nil
-}
-
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 var storeSeq atomic.Int64

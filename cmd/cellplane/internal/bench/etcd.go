@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/serve"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -56,7 +56,7 @@ func isAddrInUse(err error) bool {
 }
 
 func startEtcdOnce(ctx context.Context, dir string, size int) (*EtcdCluster, error) {
-	ports, err := freePorts(2 * size)
+	ports, err := serve.FreeLoopbackPorts(2 * size)
 	if err != nil {
 		return nil, err
 	}
@@ -113,26 +113,6 @@ func startEtcdOnce(ctx context.Context, dir string, size int) (*EtcdCluster, err
 		}
 	}
 	return c, nil
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // LeaderURL returns the client URL of the current leader, waiting for one

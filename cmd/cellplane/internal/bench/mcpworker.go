@@ -18,6 +18,7 @@ import (
 	"github.com/cellplane/cellplane/cells/mcpserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/retry"
+	"github.com/cellplane/cellplane/internal/serve"
 )
 
 // mcpBenchWorkerID is the registry id of the worker under test.
@@ -78,7 +79,7 @@ func startMCPWorker(ctx context.Context, st topo.Store, etcdEndpoints []string, 
 		}
 		bin = exe
 	}
-	port, err := freePorts(1)
+	port, err := serve.FreeLoopbackPorts(1)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/router/routing"
 )
 
@@ -301,7 +302,7 @@ func RunPlacement(ctx context.Context, opts PlacementOptions) (*Report, error) {
 func startSingleEtcd(ctx context.Context, dir string, opts PlacementOptions) (*etcdserver.Server, error) {
 	var lastErr error
 	for attempt := range 3 {
-		ports, err := freePorts(2)
+		ports, err := serve.FreeLoopbackPorts(2)
 		if err != nil {
 			return nil, err
 		}
