@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/spf13/cobra"
 )
 
@@ -208,7 +209,7 @@ func noSubcommand(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// exactArgs wants exactly the named positional arguments.
+// exactArgs wants exactly the named positional arguments, each an id.
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != len(names) {
@@ -217,6 +218,12 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 		for i, a := range args {
 			if strings.TrimSpace(a) == "" {
 				return usageErrorf("<%s> is empty", names[i])
+			}
+			// Every positional argument is an id: the platform's one rule,
+			// checked here with the control plane's error (exit 1,
+			// INVALID_ARGUMENT) before any connection is made.
+			if err := ids.Check(names[i], a, ids.MaxLen); err != nil {
+				return err
 			}
 		}
 		return nil

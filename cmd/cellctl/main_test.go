@@ -520,6 +520,8 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"bad page size flag", []string{"tenant", "list", "--page-size", "-1"}, 2, "--page-size"},
 		{"all and token", []string{"tenant", "list", "--all", "--page-token", "x"}, 2, "--all and --page-token are exclusive"},
 		{"missing id", []string{"tenant", "get"}, 2, "want 1 argument(s) <id>, got 0"},
+		{"malformed id", []string{"tenant", "get", "acme/x"}, 1, "INVALID_ARGUMENT: invalid id"},
+		{"id too long", []string{"tenant", "move", strings.Repeat("t", 129), "--to", "c2"}, 1, "INVALID_ARGUMENT: invalid tenant"},
 		{"extra arg", []string{"status", "now"}, 2, "want 0 argument(s)"},
 		{"delete without yes", []string{"tenant", "delete", "acme"}, 2, "add --yes to confirm"},
 		{"cell without region", []string{"cell", "create", "c1"}, 2, "--region is required"},

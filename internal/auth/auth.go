@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -385,6 +386,11 @@ func CheckTenant(id Identity, requested string) (string, error) {
 				Message:    TenantHeader + " is required",
 				Violations: []cperr.FieldViolation{{Field: TenantHeader, Description: "required when authentication is off"}},
 			}
+		}
+		// The one id rule, as the cells check it: a malformed id is a bad
+		// request, not an unknown tenant.
+		if err := ids.Check(TenantHeader, requested, ids.MaxLen); err != nil {
+			return "", err
 		}
 		return requested, nil
 	}

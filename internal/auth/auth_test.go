@@ -393,6 +393,9 @@ func TestCheckTenant(t *testing.T) {
 		{name: "api key, same tenant", id: keyID, requested: "t1", want: "t1"},
 		{name: "none, tenant asked", id: none, requested: "t3", want: "t3"},
 		{name: "none, no tenant", id: none, wantErr: cperr.InvalidArgument},
+		{name: "none, malformed tenant", id: none, requested: "acme/../x", wantErr: cperr.InvalidArgument},
+		{name: "none, tenant too long", id: none, requested: strings.Repeat("t", 129), wantErr: cperr.InvalidArgument},
+		{name: "none, longest tenant", id: none, requested: strings.Repeat("t", 128), want: strings.Repeat("t", 128)},
 		{name: "empty identity", id: Identity{}, requested: "t1", wantErr: cperr.Unauthenticated},
 	}
 	for _, tc := range tests {
