@@ -123,19 +123,15 @@ func (c *Conn) follow(ctx context.Context, st topo.Store, cell string, rev topo.
 
 // members lists the cell's live Raft members' gRPC addresses, sorted.
 func members(ctx context.Context, st topo.Store, cell string) ([]string, topo.Revision, error) {
-	var addrs []string
-	rev, err := catalog.Each(ctx, st, topo.CellNodesPrefix(cell), 0, func(kv topo.KV) error {
-		n := &cpv1.Node{}
-		if err := catalog.Decode(kv, n); err != nil {
-			return err
-		}
-		if n.GetRole() == cpv1.NodeRole_NODE_ROLE_MEMBER && n.GetGrpcAddr() != "" {
-			addrs = append(addrs, n.GetGrpcAddr())
-		}
-		return nil
-	})
+	nodes, rev, err := catalog.ListNodes(ctx, st, cell)
 	if err != nil {
 		return nil, 0, err
+	}
+	var addrs []string
+	for _, n := range nodes {
+		if n.Value.GetRole() == cpv1.NodeRole_NODE_ROLE_MEMBER && n.Value.GetGrpcAddr() != "" {
+			addrs = append(addrs, n.Value.GetGrpcAddr())
+		}
 	}
 	slices.Sort(addrs)
 	return addrs, rev, nil

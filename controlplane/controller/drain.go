@@ -147,13 +147,5 @@ func (m *mover) drainTarget(ctx context.Context, from *cpv1.Cell, t *cpv1.Tenant
 // chooseTarget is the placement policy for a moved tenant: the least
 // loaded ACTIVE cell with room of region among cands.
 func chooseTarget(cands []*catalog.CellInfo, region string) (string, error) {
-	return placement.Pick(candidates(cands), placement.Request{Region: region})
-}
-
-func candidates(cells []*catalog.CellInfo) []placement.Candidate {
-	out := make([]placement.Candidate, len(cells))
-	for i, ci := range cells {
-		out[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
-	}
-	return out
+	return placement.Pick(intent.Candidates(cands), placement.Request{Region: region})
 }

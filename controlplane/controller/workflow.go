@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -54,7 +55,7 @@ func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 		if err != nil {
 			return err
 		}
-		cell, perr := placement.Pick(candidates(cells), placement.Request{Region: tenant.GetHomeRegion(), Cell: wf.GetRequestedCell()})
+		cell, perr := placement.Pick(intent.Candidates(cells), placement.Request{Region: tenant.GetHomeRegion(), Cell: wf.GetRequestedCell()})
 		if perr != nil {
 			// Nothing was placed: drop the tenant record so the id is free.
 			return r.fail(ctx, wf, v, []topo.Op{topo.Del(topo.TenantKey(tenant.GetId()))}, perr,

@@ -102,7 +102,7 @@ func StartMoveGuarded(ctx context.Context, st topo.Store, req MoveRequest, guard
 		return nil, nil, cperr.Invalid(cperr.FieldViolation{Field: "target_cell",
 			Description: "cell " + req.Target + " is in region " + target.Cell.GetRegion() + ", the region of the tenant's standby " + sb.Cell.GetId()})
 	}
-	if _, err := placement.Pick(candidates(cells), placement.Request{Region: target.Cell.GetRegion(), Cell: req.Target}); err != nil {
+	if _, err := placement.Pick(Candidates(cells), placement.Request{Region: target.Cell.GetRegion(), Cell: req.Target}); err != nil {
 		return nil, nil, err
 	}
 	now := timestamppb.Now()
@@ -255,7 +255,8 @@ func tenantStateName(s cpv1.TenantState) string {
 	return strings.TrimPrefix(s.String(), "TENANT_STATE_")
 }
 
-func candidates(cells []*catalog.CellInfo) []placement.Candidate {
+// Candidates turns cells into the placement policy's candidates.
+func Candidates(cells []*catalog.CellInfo) []placement.Candidate {
 	out := make([]placement.Candidate, len(cells))
 	for i, ci := range cells {
 		out[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}

@@ -178,5 +178,5 @@ func PickStandby(cells []*catalog.CellInfo, owner, region, cell string) (string,
 		return "", cperr.Invalid(cperr.FieldViolation{Field: "region",
 			Description: "the standby must be in another region than the owner " + owner + " (" + region + ")"})
 	}
-	return placement.Pick(candidates(cells), placement.Request{Region: region, Cell: cell})
+	return placement.Pick(Candidates(cells), placement.Request{Region: region, Cell: cell})
 }
