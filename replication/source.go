@@ -14,7 +14,6 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
-	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
 )
@@ -131,7 +130,7 @@ func (s *Source) streamContext(ctx context.Context) (context.Context, context.Ca
 }
 
 func (s *Source) closedErr() error {
-	return rpcerr.ToStatus(cperr.New(cperr.CellUnavailable, "the node is shutting down; resume on another member").WithRetryAfter(100 * time.Millisecond))
+	return cperr.New(cperr.CellUnavailable, "the node is shutting down; resume on another member").WithRetryAfter(100 * time.Millisecond)
 }
 
 // Collectors returns the source's metrics.
@@ -141,7 +140,7 @@ func (s *Source) Collectors() []prometheus.Collector {
 
 func (s *Source) checkTenant(tenant string) error {
 	if err := ids.Check("tenant", tenant, s.cfg.MaxIDLen); err != nil {
-		return rpcerr.ToStatus(err)
+		return err
 	}
 	return nil
 }
@@ -169,7 +168,7 @@ func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream r
 				s.trimmed.Inc()
 				log.Warn("standby position no longer in the change log; it must bootstrap again", "after_tseq", after)
 			}
-			return rpcerr.ToStatus(err)
+			return err
 		}
 		// Events, or a heartbeat (nothing new: the head tells the standby
 		// it is caught up).
@@ -191,7 +190,7 @@ func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream r
 			return ctx.Err()
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return rpcerr.ToStatus(err)
+			return err
 		}
 	}
 }
@@ -260,7 +259,7 @@ func (s *Source) ExportTenant(req *replicationv1.ExportTenantRequest, stream rep
 		if s.closing.Err() != nil {
 			return s.closedErr()
 		}
-		return rpcerr.ToStatus(err)
+		return err
 	}
 	s.log.Info("tenant exported", "tenant", req.GetTenant(), "bytes", sentBytes, "keys", sentKeys, "took", time.Since(start).Round(time.Millisecond))
 	return nil
