@@ -166,6 +166,10 @@ func (c Config) Validate() error {
 		if err := c.Replication.Validate(); err != nil {
 			add("Replication: %v", err)
 		}
+	} else if err := c.Replication.Metrics.Validate(); err != nil {
+		// No sink runs without a registry, but a bad flag is still
+		// reported before anything starts.
+		add("Replication: %v", err)
 	}
 	if c.CellID != "" && !ids.Valid(c.CellID, ids.MaxLen) {
 		add("CellID %q must be %s", c.CellID, ids.Rule(ids.MaxLen))

@@ -44,6 +44,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative shutdown timeout", func(c *cells.Config) { c.ShutdownTimeout = -time.Second }, []string{"ShutdownTimeout"}},
 		{"bad limits", func(c *cells.Config) { c.Limits.MaxRequestBytes = 0 }, []string{"Limits", "MaxRequestBytes"}},
 		{"bad store tuning", func(c *cells.Config) { c.Store.Raft.HeartbeatTimeout = 0 }, []string{"Store", "HeartbeatTimeout"}},
+		{"tenant series bound", func(c *cells.Config) {
+			c.Replication.Metrics.TenantLabels, c.Replication.Metrics.MaxTenantSeries = true, 0
+		}, []string{"Replication", "MaxTenantSeries"}},
 		{"store knobs through TestingKnobs", func(c *cells.Config) { c.TestingKnobs.Store.ProposeUnchecked = true }, nil},
 		{"store knobs in Store", func(c *cells.Config) { c.Store.TestingKnobs.ProposeUnchecked = true }, []string{"Store.TestingKnobs is not read"}},
 	}

@@ -26,6 +26,8 @@ func TestConfigValidate(t *testing.T) {
 		{"batch", func(c *SinkConfig) { c.MaxBatchEvents = 0 }, "MaxBatchEvents"},
 		{"apply below batch", func(c *SinkConfig) { c.MaxApplyEvents = c.MaxBatchEvents - 1 }, "MaxApplyEvents"},
 		{"read ahead", func(c *SinkConfig) { c.ReadAhead = 0 }, "ReadAhead"},
+		{"lag threshold", func(c *SinkConfig) { c.Metrics.LagThreshold = 0 }, "Metrics.LagThreshold"},
+		{"tenant series bound", func(c *SinkConfig) { c.Metrics.MaxTenantSeries = 0 }, "Metrics.MaxTenantSeries"},
 	}
 	for _, tc := range sink {
 		c := DefaultSinkConfig()
@@ -49,6 +51,9 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("source %s: Validate = %v, want an error about %s", tc.name, err, tc.want)
 		}
+	}
+	if DefaultSinkConfig().Metrics.TenantLabels {
+		t.Error("tenant labels are on by default: /metrics would name every standby tenant (M7)")
 	}
 	if _, err := NewSink(nil, DefaultSinkConfig()); err == nil || !strings.Contains(err.Error(), "Connect") {
 		t.Errorf("NewSink without Connect = %v", err)

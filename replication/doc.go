@@ -17,8 +17,10 @@
 // follows leaders on both sides: the source is reached through any member
 // (members forward what needs their leader), and a new standby leader's
 // sink resumes from the replicated applied tseq. Lag per tenant (events
-// and seconds) is exported as metrics and answered by
-// CellService.GetTenant on the standby's leader.
+// and seconds) is answered by CellService.GetTenant on the standby's
+// leader; the metrics export it aggregated over the node's standby
+// tenants, with no tenant label unless MetricsConfig.TenantLabels is set
+// (/metrics is not authenticated: see MetricsConfig).
 //
 // The controller decides which cell is a tenant's standby (and re-points
 // standbys after moves and switchovers); moves and failovers use the same

@@ -32,9 +32,15 @@ type pair struct {
 
 func newPair(t *testing.T, srcOpts ...func(*cells.Config)) *pair {
 	t.Helper()
+	return newPairWith(t, srcOpts, nil)
+}
+
+// newPairWith is newPair with options for the standby cell's node too.
+func newPairWith(t *testing.T, srcOpts, dstOpts []func(*cells.Config)) *pair {
+	t.Helper()
 	env := cptest.New(t)
 	src := env.CreateCell(t, "us-east", "east-a", 1, srcOpts...)[0]
-	dst := env.CreateCell(t, "eu-west", "west-a", 1)[0]
+	dst := env.CreateCell(t, "eu-west", "west-a", 1, dstOpts...)[0]
 	p := &pair{src: src, dst: dst}
 	sc, dc := dial(t, src.GRPCAddr()), dial(t, dst.GRPCAddr())
 	p.srcCell, p.dstCell = cellv1.NewCellServiceClient(sc), cellv1.NewCellServiceClient(dc)

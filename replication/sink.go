@@ -62,6 +62,8 @@ type SinkConfig struct {
 	// CallTimeout bounds one apply or import proposal and one ack.
 	CallTimeout time.Duration
 	Logger      *slog.Logger
+	// Metrics says what the lag metrics show (no tenant ids by default).
+	Metrics MetricsConfig
 	// OnApplied, when set, is called after each applied batch (tests and
 	// the replication benchmark measure delays with it).
 	OnApplied func(tenant string, events []*cellv1.ChangeEvent, at time.Time)
@@ -80,6 +82,7 @@ func DefaultSinkConfig() SinkConfig {
 		MaxApplyEvents:   2048,
 		ExportChunkBytes: 1 << 20,
 		CallTimeout:      10 * time.Second,
+		Metrics:          DefaultMetricsConfig(),
 	}
 }
 
@@ -101,6 +104,9 @@ func (c SinkConfig) Validate() error {
 	if c.ReadAhead < 1 || c.MaxApplyEvents < c.MaxBatchEvents {
 		errs = append(errs, fmt.Errorf("replication: ReadAhead must be ≥ 1 (got %d) and MaxApplyEvents ≥ MaxBatchEvents (got %d < %d)", c.ReadAhead, c.MaxApplyEvents, c.MaxBatchEvents))
 	}
+	if err := c.Metrics.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -116,6 +122,7 @@ type Sink struct {
 	cfg SinkConfig
 	log *slog.Logger
 	m   *sinkMetrics
+	lag *lagCollector
 
 	poke chan struct{}
 
@@ -136,12 +143,35 @@ func NewSink(st SinkStore, cfg SinkConfig) (*Sink, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{st: st, cfg: cfg, log: log.With("component", "replication-sink"), m: newSinkMetrics(),
-		poke: make(chan struct{}, 1), streams: map[string]*stream{}}, nil
+	s := &Sink{st: st, cfg: cfg, log: log.With("component", "replication-sink"), m: newSinkMetrics(),
+		poke: make(chan struct{}, 1), streams: map[string]*stream{}}
+	s.lag = newLagCollector(s, cfg.Metrics)
+	return s, nil
 }
 
-// Collectors returns the sink's metrics.
-func (s *Sink) Collectors() []prometheus.Collector { return s.m.collectors() }
+// Collectors returns the sink's metrics. None carries a tenant id unless
+// SinkConfig.Metrics.TenantLabels is set (see MetricsConfig).
+func (s *Sink) Collectors() []prometheus.Collector { return append(s.m.collectors(), s.lag) }
+
+// lags reads every stream's lag at now, and counts the streams by state.
+func (s *Sink) lags(now time.Time) ([]tenantLag, map[string]int) {
+	s.mu.Lock()
+	streams := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		streams = append(streams, st)
+	}
+	s.mu.Unlock()
+	lags := make([]tenantLag, 0, len(streams))
+	states := make(map[string]int, len(streamStates))
+	for _, st := range streams {
+		st.mu.Lock()
+		l := tenantLag{tenant: st.tenant, events: st.lagEventsLocked(), seconds: st.lagLocked(now).Seconds()}
+		states[st.status.State]++
+		st.mu.Unlock()
+		lags = append(lags, l)
+	}
+	return lags, states
+}
 
 // Notify tells the sink a tenant's role changed here (a new standby
 // starts streaming without waiting for the next rescan).
@@ -220,7 +250,7 @@ func (s *Sink) reconcile(ctx context.Context) error {
 		st := &stream{sink: s, tenant: tenant, source: src, cancel: cancel,
 			log: s.log.With("tenant", tenant, "source_cell", src)}
 		st.status.SourceCell = src
-		st.status.State = "STARTING"
+		st.status.State = stateStarting
 		s.streams[tenant] = st
 		s.wg.Add(1)
 		go func() {
@@ -278,18 +308,27 @@ func (st *stream) snapshot() *cellv1.ReplicationStatus {
 		State: st.status.State, LastError: st.status.LastError, Bootstraps: st.status.Bootstraps,
 		SourceRole: st.status.SourceRole, SourceEpoch: st.status.SourceEpoch,
 	}
-	if out.SourceTseq > out.AppliedTseq {
-		out.LagEvents = out.SourceTseq - out.AppliedTseq
-	}
-	out.Lag = durationpb.New(st.lagLocked())
+	out.LagEvents = st.lagEventsLocked()
+	out.Lag = durationpb.New(st.lagLocked(time.Now()))
 	return out
 }
 
-func (st *stream) lagLocked() time.Duration {
+// lagEventsLocked is how many events the standby is behind the source's
+// newest it knows of.
+func (st *stream) lagEventsLocked() uint64 {
+	if st.status.SourceTseq > st.status.AppliedTseq {
+		return st.status.SourceTseq - st.status.AppliedTseq
+	}
+	return 0
+}
+
+// lagLocked is the age at now of the oldest change not applied yet (0
+// when caught up).
+func (st *stream) lagLocked(now time.Time) time.Duration {
 	if st.status.SourceTseq <= st.status.AppliedTseq || st.pendingSince.IsZero() {
 		return 0
 	}
-	return max(0, time.Since(st.pendingSince))
+	return max(0, now.Sub(st.pendingSince))
 }
 
 func (st *stream) setState(state string, err error) {
@@ -312,10 +351,6 @@ var (
 // standby of the source.
 func (st *stream) run(ctx context.Context) {
 	s := st.sink
-	defer func() {
-		s.m.lagEvents.DeleteLabelValues(st.tenant)
-		s.m.lagSeconds.DeleteLabelValues(st.tenant)
-	}()
 	backoff := retry.Policy{Min: s.cfg.RetryMin, Max: s.cfg.RetryMax}.Backoff()
 	reason := "initial"
 	for ctx.Err() == nil {
@@ -351,7 +386,7 @@ func (st *stream) run(ctx context.Context) {
 			continue
 		}
 		s.m.restarts.Inc()
-		st.setState("RETRYING", err)
+		st.setState(stateRetrying, err)
 		wait := backoff.Next()
 		st.log.Warn("replication stream failed; retrying", "err", err, "retry_in", wait)
 		if retry.Sleep(ctx, wait) != nil {
@@ -396,7 +431,7 @@ func (st *stream) propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Com
 // bootstrap imports a consistent export of the source.
 func (st *stream) bootstrap(ctx context.Context, reason string) error {
 	s := st.sink
-	st.setState("BOOTSTRAPPING", nil)
+	st.setState(stateBootstrapping, nil)
 	conn, err := s.cfg.Connect(ctx, st.source)
 	if err != nil {
 		return err
@@ -466,7 +501,7 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 	if err != nil {
 		return rpcerr.FromStatus(err)
 	}
-	st.setState("STREAMING", nil)
+	st.setState(stateStreaming, nil)
 	cells := cellv1.NewCellServiceClient(conn)
 	// A receiver reads ahead while the applier proposes: messages that
 	// arrive during one Raft round are coalesced into the next proposal,
@@ -535,7 +570,6 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 				return err
 			}
 		}
-		st.exportLag()
 		st.maybeAck(ctx, cells)
 		if pendingErr != nil {
 			err := rpcerr.FromStatus(pendingErr)
@@ -580,18 +614,6 @@ func (st *stream) apply(ctx context.Context, evs []*cellv1.ChangeEvent, msg *rep
 		return fmt.Errorf("%w: applied only up to %d of %d", errBootstrap, res.GetTseq(), last.GetTseq())
 	}
 	return nil
-}
-
-func (st *stream) exportLag() {
-	st.mu.Lock()
-	var ev uint64
-	if st.status.SourceTseq > st.status.AppliedTseq {
-		ev = st.status.SourceTseq - st.status.AppliedTseq
-	}
-	lag := st.lagLocked()
-	st.mu.Unlock()
-	st.sink.m.lagEvents.WithLabelValues(st.tenant).Set(float64(ev))
-	st.sink.m.lagSeconds.WithLabelValues(st.tenant).Set(lag.Seconds())
 }
 
 // maybeAck reports the applied tseq to the source at most every

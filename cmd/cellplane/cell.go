@@ -212,6 +212,12 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	mcpf.BoolVar(&cfg.MCPDisabled, "mcp-disabled", false, "do not serve the MCP worker at /t/<tenant>/mcp on the HTTP port")
 	mflags.register(mcpf, "mcp-")
 
+	met := pflag.NewFlagSet("metrics", pflag.ContinueOnError)
+	mc := &cfg.Replication.Metrics
+	met.BoolVar(&mc.TenantLabels, "metrics-tenant-labels", mc.TenantLabels, "also export standby replication lag per tenant (cellplane_replication_lag_events/_seconds{tenant}); off: /metrics, which is not authenticated, names no tenant")
+	met.IntVar(&mc.MaxTenantSeries, "metrics-max-tenant-series", mc.MaxTenantSeries, "with --metrics-tenant-labels: most tenants exported per scrape, the most lagging first (the rest are counted in cellplane_replication_tenant_series_dropped)")
+	met.DurationVar(&mc.LagThreshold, "replication-lag-threshold", mc.LagThreshold, "a standby tenant lagging at least this counts in cellplane_replication_streams_lagging")
+
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
@@ -221,6 +227,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 		{"Request limits", lim},
 		{"Control plane", cp},
 		{"MCP worker", mcpf},
+		{"Metrics", met},
 		{"Raft and store tuning", st},
 		{"Logging", logf},
 	}

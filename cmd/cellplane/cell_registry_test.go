@@ -33,6 +33,20 @@ func TestCellEtcdFlagErrors(t *testing.T) {
 	}
 }
 
+// The metrics flags land in the node's configuration: a bad bound is
+// refused before anything starts.
+func TestCellMetricsFlags(t *testing.T) {
+	base := []string{"cell", "--id", "n1", "--data-dir", t.TempDir(), "--metrics-tenant-labels"}
+	r := runCmd(t.Context(), append(base, "--metrics-max-tenant-series", "0")...)
+	if r.code != 2 || !strings.Contains(r.err, "MaxTenantSeries must be ≥ 1") {
+		t.Fatalf("--metrics-max-tenant-series 0: exit %d, stderr %q", r.code, r.err)
+	}
+	r = runCmd(t.Context(), append(base, "--replication-lag-threshold", "0s")...)
+	if r.code != 2 || !strings.Contains(r.err, "LagThreshold must be > 0") {
+		t.Fatalf("--replication-lag-threshold 0s: exit %d, stderr %q", r.code, r.err)
+	}
+}
+
 func TestSplitList(t *testing.T) {
 	for in, want := range map[string]string{"": "", " a , ,b ": "a|b", "http://x:1": "http://x:1"} {
 		if got := strings.Join(splitList(in), "|"); got != want {
