@@ -46,10 +46,12 @@ type fsm struct {
 	log *slog.Logger
 	// initial are the settings of a cell whose state holds none yet;
 	// settings are the ones in force (replicated state, see CellSettings).
-	initial    *cellv1.CellSettings
-	settings   atomic.Pointer[cellv1.CellSettings]
-	onFatal    func(error)
-	onApply    func(uint64)
+	initial  *cellv1.CellSettings
+	settings atomic.Pointer[cellv1.CellSettings]
+	onFatal  func(error)
+	onApply  func(uint64)
+	// onRejected counts an apply_changes batch refused by invariant 12.
+	onRejected func()
 	notify     *notifier
 	applied    atomic.Uint64
 	stopped    atomic.Bool
@@ -125,18 +127,20 @@ type fsmConfig struct {
 	changelog     ChangeLogConfig
 	onFatal       func(error)
 	onApply       func(uint64)
+	onRejected    func()
 }
 
 func openFSM(cfg fsmConfig) (*fsm, error) {
 	f := &fsm{
-		fs:      cfg.fs,
-		dir:     cfg.dir,
-		log:     cfg.log,
-		initial: settingsOf(cfg.dedup, cfg.changelog),
-		onFatal: cfg.onFatal,
-		onApply: cfg.onApply,
-		notify:  newNotifier(),
-		wake:    make(chan struct{}),
+		fs:         cfg.fs,
+		dir:        cfg.dir,
+		log:        cfg.log,
+		initial:    settingsOf(cfg.dedup, cfg.changelog),
+		onFatal:    cfg.onFatal,
+		onApply:    cfg.onApply,
+		notify:     newNotifier(),
+		onRejected: cfg.onRejected,
+		wake:       make(chan struct{}),
 	}
 	f.pebbleOpts = func() *pebble.Options {
 		o := &pebble.Options{
