@@ -14,6 +14,7 @@ type sinkMetrics struct {
 	bootstraps    *prometheus.CounterVec
 	importedBytes prometheus.Counter
 	restarts      prometheus.Counter
+	rejected      prometheus.Counter
 }
 
 func newSinkMetrics() *sinkMetrics {
@@ -56,9 +57,13 @@ func newSinkMetrics() *sinkMetrics {
 			Name: "cellplane_replication_stream_restarts_total",
 			Help: "Replication streams that failed and were restarted.",
 		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_replication_rejected_batches_total",
+			Help: "Batches of a source's change events the standby refused (REPLICATION_EVENT_REJECTED); the stream holds its position and retries after RejectRetry.",
+		}),
 	}
 }
 
 func (m *sinkMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streams, m.lagEvents, m.lagSeconds, m.applied, m.applyDelay, m.applyBatch, m.bootstraps, m.importedBytes, m.restarts}
+	return []prometheus.Collector{m.streams, m.lagEvents, m.lagSeconds, m.applied, m.applyDelay, m.applyBatch, m.bootstraps, m.importedBytes, m.restarts, m.rejected}
 }
