@@ -46,12 +46,11 @@ type fsm struct {
 	log *slog.Logger
 	// initial are the settings of a cell whose state holds none yet;
 	// settings are the ones in force (replicated state, see CellSettings).
-	initial  *cellv1.CellSettings
-	settings atomic.Pointer[cellv1.CellSettings]
-	onFatal  func(error)
-	onApply  func(uint64)
-	// onRejected counts an apply_changes batch refused by invariant 12.
-	onRejected func()
+	initial    *cellv1.CellSettings
+	settings   atomic.Pointer[cellv1.CellSettings]
+	onFatal    func(error)
+	onApply    func(uint64)
+	onRejected func() // counts an apply_changes batch refused by invariant 12
 	notify     *notifier
 	applied    atomic.Uint64
 	stopped    atomic.Bool
