@@ -41,13 +41,13 @@ func ReplicatedCommand(lim Limits, c *cellv1.Command) error {
 			v.add("command.set_tenant.role", "a source logs only OWNER and FENCED")
 		}
 		err = SetTenant(lim, &cellv1.SetTenantRequest{Tenant: c.GetTenant(), Role: s.GetRole(), Epoch: s.GetEpoch(),
-			SourceCell: s.GetSourceCell(), Resume: s.GetResume(), RequestId: c.GetRequestId()})
+			SourceCell: s.GetSourceCell(), Resume: s.GetResume()}) // tenant and request id: checked above
 	}
 	var ce *cperr.Error
 	if errors.As(err, &ce) {
 		for _, fv := range ce.Violations {
-			if fv.Field == "tenant" || fv.Field == "request_id" {
-				continue // checked above on the command
+			if _, ok := c.GetOp().(*cellv1.Command_SetTenant); ok && fv.Field == "tenant" {
+				continue // the command's, checked above
 			}
 			v.add("command."+opField(c)+"."+fv.Field, "%s", fv.Description)
 		}

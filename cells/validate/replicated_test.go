@@ -46,6 +46,7 @@ func TestReplicatedCommand(t *testing.T) {
 		{"delete context bad", cmd("t", &contextv1.DeleteContextRequest{ContextId: "a/b"}), []string{"command.delete_context.context_id"}},
 		{"bad tenant", cmd("a\x00b", &contextv1.DeleteMemoryRequest{Key: "k"}), []string{"command.tenant"}},
 		{"bad request id", &cellv1.Command{Tenant: "t", RequestId: "r r", Op: &cellv1.Command_DeleteMemory{DeleteMemory: &contextv1.DeleteMemoryRequest{Key: "k"}}}, []string{"command.request_id"}},
+		{"bad op request id", cmd("t", &contextv1.DeleteMemoryRequest{Key: "k", RequestId: "r r"}), []string{"command.delete_memory.request_id"}},
 		{"fence ok", cmd("t", &cellv1.SetTenantOp{Role: cellv1.Role_ROLE_FENCED, Epoch: 2}), nil},
 		{"owner ok", cmd("t", &cellv1.SetTenantOp{Role: cellv1.Role_ROLE_OWNER, Epoch: 3}), nil},
 		{"standby is never logged", cmd("t", &cellv1.SetTenantOp{Role: cellv1.Role_ROLE_STANDBY, Epoch: 3, SourceCell: "x"}), []string{"command.set_tenant.role"}},
