@@ -206,6 +206,7 @@ func (n *Node) openStore(w *wiring) (err error) {
 	sc.Bootstrap = n.cfg.Bootstrap
 	sc.Logger = n.base()
 	sc.TestingKnobs = n.cfg.TestingKnobs.Store
+	sc.ReplicatedLimits = n.cfg.Limits // a source's events meet the client limits (H3)
 	if n.st, err = store.Open(sc); err != nil {
 		return fmt.Errorf("cells: open store in %s: %w", n.cfg.DataDir, err)
 	}

@@ -22,6 +22,7 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"rescan", func(c *SinkConfig) { c.Rescan = 0 }, "Rescan"},
+		{"reject retry", func(c *SinkConfig) { c.RejectRetry = 0 }, "RejectRetry"},
 		{"retry order", func(c *SinkConfig) { c.RetryMax = c.RetryMin / 2 }, "RetryMax"},
 		{"batch", func(c *SinkConfig) { c.MaxBatchEvents = 0 }, "MaxBatchEvents"},
 		{"apply below batch", func(c *SinkConfig) { c.MaxApplyEvents = c.MaxBatchEvents - 1 }, "MaxApplyEvents"},

@@ -65,9 +65,12 @@ const (
 	stateBootstrapping = "BOOTSTRAPPING"
 	stateStreaming     = "STREAMING"
 	stateRetrying      = "RETRYING"
+	// stateRejected: the source sent a batch the store refused
+	// (REPLICATION_EVENT_REJECTED); the stream waits RejectRetry.
+	stateRejected = "REJECTED"
 )
 
-var streamStates = []string{stateStarting, stateBootstrapping, stateStreaming, stateRetrying}
+var streamStates = []string{stateStarting, stateBootstrapping, stateStreaming, stateRetrying, stateRejected}
 
 // sinkMetrics are the standby side's metrics: event counters here, the
 // lag computed from the streams at scrape time (lagCollector).
@@ -79,6 +82,7 @@ type sinkMetrics struct {
 	bootstraps    *prometheus.CounterVec
 	importedBytes prometheus.Counter
 	restarts      prometheus.Counter
+	rejected      prometheus.Counter
 }
 
 func newSinkMetrics() *sinkMetrics {
@@ -113,11 +117,15 @@ func newSinkMetrics() *sinkMetrics {
 			Name: "cellplane_replication_stream_restarts_total",
 			Help: "Replication streams that failed and were restarted.",
 		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_replication_rejected_batches_total",
+			Help: "Batches of a source's change events the standby refused (REPLICATION_EVENT_REJECTED); the stream holds its position and retries after RejectRetry.",
+		}),
 	}
 }
 
 func (m *sinkMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streams, m.applied, m.applyDelay, m.applyBatch, m.bootstraps, m.importedBytes, m.restarts}
+	return []prometheus.Collector{m.streams, m.applied, m.applyDelay, m.applyBatch, m.bootstraps, m.importedBytes, m.restarts, m.rejected}
 }
 
 // lagCollector exports the standby tenants' lag, read from the sink's
@@ -147,7 +155,7 @@ func newLagCollector(s *Sink, cfg MetricsConfig) *lagCollector {
 		threshold: prometheus.NewDesc("cellplane_replication_lag_threshold_seconds",
 			"The lag from which a standby tenant counts in cellplane_replication_streams_lagging (--replication-lag-threshold).", nil, nil),
 		byState: prometheus.NewDesc("cellplane_replication_streams_by_state",
-			"Standby streams of this node by state (STARTING, BOOTSTRAPPING, STREAMING, RETRYING: the source cannot be reached or refused).", []string{"state"}, nil),
+			"Standby streams of this node by state (STARTING, BOOTSTRAPPING, STREAMING, RETRYING: the source cannot be reached or refused; REJECTED: the source sent events the store refused).", []string{"state"}, nil),
 	}
 	if cfg.TenantLabels {
 		c.tenantEvents = prometheus.NewDesc("cellplane_replication_lag_events",

@@ -49,6 +49,13 @@ type SinkConfig struct {
 	// RetryMin and RetryMax bound the backoff of a failing stream
 	// (internal/retry: doubling, with full jitter).
 	RetryMin, RetryMax time.Duration
+	// RejectRetry is how long a stream waits after the standby refused its
+	// source's events (REPLICATION_EVENT_REJECTED: another tenant's
+	// command, a forbidden operation; docs/security.md). The same events
+	// would be refused again, so it does not spin: it stays at its
+	// position, reports state REJECTED and tries again this much later
+	// (the source may have been fixed or the standby re-pointed).
+	RejectRetry time.Duration
 	// MaxBatchEvents and MaxBatchBytes are asked of the source per message.
 	MaxBatchEvents uint32
 	MaxBatchBytes  uint64
@@ -76,6 +83,7 @@ func DefaultSinkConfig() SinkConfig {
 		AckInterval:      time.Second,
 		RetryMin:         50 * time.Millisecond,
 		RetryMax:         2 * time.Second,
+		RejectRetry:      time.Minute,
 		MaxBatchEvents:   512,
 		MaxBatchBytes:    1 << 20,
 		ReadAhead:        64,
@@ -90,7 +98,7 @@ func DefaultSinkConfig() SinkConfig {
 // NewSink: a node sets it when it starts).
 func (c SinkConfig) Validate() error {
 	var errs []error
-	for name, d := range map[string]time.Duration{"Rescan": c.Rescan, "AckInterval": c.AckInterval, "RetryMin": c.RetryMin, "RetryMax": c.RetryMax, "CallTimeout": c.CallTimeout} {
+	for name, d := range map[string]time.Duration{"Rescan": c.Rescan, "AckInterval": c.AckInterval, "RetryMin": c.RetryMin, "RetryMax": c.RetryMax, "RejectRetry": c.RejectRetry, "CallTimeout": c.CallTimeout} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("replication: SinkConfig.%s must be > 0, got %v", name, d))
 		}
@@ -373,6 +381,19 @@ func (st *stream) run(ctx context.Context) {
 			return
 		case errors.Is(err, errNotStandby):
 			return
+		case errors.Is(err, cperr.ErrReplicationEventRejected):
+			// Permanent for this position: no bootstrap, no fast retry.
+			s.m.rejected.Inc()
+			st.setState(stateRejected, err)
+			st.mu.Lock()
+			at := st.status.AppliedTseq
+			st.mu.Unlock()
+			st.log.Error("the standby refused its source's change events; the stream holds its position",
+				"tseq", at, "err", err, "retry_in", s.cfg.RejectRetry)
+			if retry.Sleep(ctx, s.cfg.RejectRetry) != nil {
+				return
+			}
+			continue
 		case errors.Is(err, errBootstrap):
 			reason = "trimmed"
 			if err := st.markForBootstrap(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/hashicorp/raft"
 )
 
@@ -56,6 +57,12 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// DefaultMaxStaleness applies to STALE reads that name no bound.
 	DefaultMaxStaleness time.Duration
+	// ReplicatedLimits are the request limits a source's change events are
+	// validated against before a standby proposes them (the node sets its
+	// client request limits: a source cannot make the standby store what a
+	// client could not send). A standby's limits must be at least its
+	// source's, or the stream stops with REPLICATION_EVENT_REJECTED.
+	ReplicatedLimits validate.Limits
 
 	// Logger receives structured logs; nil means slog.Default().
 	Logger       *slog.Logger
@@ -136,6 +143,7 @@ func DefaultConfig() Config {
 		},
 		ApplyTimeout:        10 * time.Second,
 		DefaultMaxStaleness: 5 * time.Second,
+		ReplicatedLimits:    validate.DefaultLimits(),
 	}
 }
 
@@ -205,6 +213,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultMaxStaleness <= 0 {
 		bad("DefaultMaxStaleness", "must be positive")
+	}
+	if err := c.ReplicatedLimits.Validate(); err != nil {
+		bad("ReplicatedLimits", "%v", err)
 	}
 	for i, p := range c.Bootstrap {
 		if p.ID == "" || p.Addr == "" {

@@ -50,6 +50,7 @@ type fsm struct {
 	settings   atomic.Pointer[cellv1.CellSettings]
 	onFatal    func(error)
 	onApply    func(uint64)
+	onRejected func() // counts an apply_changes batch refused by invariant 12
 	notify     *notifier
 	applied    atomic.Uint64
 	stopped    atomic.Bool
@@ -125,18 +126,20 @@ type fsmConfig struct {
 	changelog     ChangeLogConfig
 	onFatal       func(error)
 	onApply       func(uint64)
+	onRejected    func()
 }
 
 func openFSM(cfg fsmConfig) (*fsm, error) {
 	f := &fsm{
-		fs:      cfg.fs,
-		dir:     cfg.dir,
-		log:     cfg.log,
-		initial: settingsOf(cfg.dedup, cfg.changelog),
-		onFatal: cfg.onFatal,
-		onApply: cfg.onApply,
-		notify:  newNotifier(),
-		wake:    make(chan struct{}),
+		fs:         cfg.fs,
+		dir:        cfg.dir,
+		log:        cfg.log,
+		initial:    settingsOf(cfg.dedup, cfg.changelog),
+		onFatal:    cfg.onFatal,
+		onApply:    cfg.onApply,
+		notify:     newNotifier(),
+		onRejected: cfg.onRejected,
+		wake:       make(chan struct{}),
 	}
 	f.pebbleOpts = func() *pebble.Options {
 		o := &pebble.Options{

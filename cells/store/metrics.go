@@ -23,6 +23,10 @@ type metrics struct {
 	// authorityRefusals counts writes and reads refused because the cell's
 	// authority lease could not be confirmed.
 	authorityRefusals prometheus.Counter
+	// eventsRejected counts apply_changes batches refused by invariant 12,
+	// by stage: propose (the leader's check) or apply (the state machine,
+	// on every replica).
+	eventsRejected *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -52,6 +56,10 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_authority_refusals_total",
 			Help: "Client writes and linearizable reads refused because the cell's authority lease was not valid.",
 		}),
+		eventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_store_replication_batches_rejected_total",
+			Help: "Batches of a source's change events refused whole (another tenant's command, a forbidden operation, a malformed or out-of-order event), by stage: propose (leader) or apply (state machine).",
+		}, []string{"stage"}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -67,7 +75,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals,
+		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected,
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

@@ -22,7 +22,11 @@ type opSpec struct {
 	// mutation: a successful apply that changed something gets the next
 	// tseq, a change-log event and (with a request id) a dedup record.
 	mutation bool
-	apply    func(*opCtx) (*cellv1.CommandResult, error)
+	// replicated: the operation may appear in a source's change event
+	// (what finishMutation logs: data mutations and OWNER/FENCED role
+	// changes); apply_changes refuses a batch with any other (invariant 12).
+	replicated bool
+	apply      func(*opCtx) (*cellv1.CommandResult, error)
 }
 
 // opCtx is what an operation works with. An operation must check
@@ -41,12 +45,12 @@ func (o *opCtx) ts() *timestamppb.Timestamp { return timestamppb.New(time.Unix(0
 
 // ops is the dispatch table, keyed by the Command.op field number.
 var ops = map[protoreflect.FieldNumber]opSpec{
-	10: {name: "create_context", tenant: true, owner: true, mutation: true, apply: applyCreateContext},
-	11: {name: "delete_context", tenant: true, owner: true, mutation: true, apply: applyDeleteContext},
-	12: {name: "append", tenant: true, owner: true, mutation: true, apply: applyAppend},
-	13: {name: "put_memory", tenant: true, owner: true, mutation: true, apply: applyPutMemory},
-	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, apply: applyDeleteMemory},
-	20: {name: "set_tenant", tenant: true, mutation: true, apply: applySetTenant},
+	10: {name: "create_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyCreateContext},
+	11: {name: "delete_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyDeleteContext},
+	12: {name: "append", tenant: true, owner: true, mutation: true, replicated: true, apply: applyAppend},
+	13: {name: "put_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyPutMemory},
+	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyDeleteMemory},
+	20: {name: "set_tenant", tenant: true, mutation: true, replicated: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	23: {name: "import_tenant", tenant: true, apply: applyImport},
 	24: {name: "replica_ack", tenant: true, apply: applyReplicaAck},

@@ -53,6 +53,14 @@ func applyChanges(o *opCtx) (*cellv1.CommandResult, error) {
 	if rec == nil || rec.GetRole() != cellv1.Role_ROLE_STANDBY {
 		return nil, notStandby(rec)
 	}
+	if err := checkEvents(o.c.GetTenant(), o.c.GetApplyChanges().GetEvents()); err != nil {
+		// Invariant 12: nothing of the batch is applied.
+		if o.tx.f.onRejected != nil {
+			o.tx.f.onRejected()
+		}
+		logRejected(o.tx.f.log, "apply", o.c.GetTenant(), rec.GetSourceCell(), err)
+		return nil, err
+	}
 	if !rec.GetBootstrapped() {
 		return nil, needsBootstrap("the standby has not been bootstrapped from its source")
 	}
@@ -71,11 +79,14 @@ func applyChanges(o *opCtx) (*cellv1.CommandResult, error) {
 		if ev.GetTseq() <= rec.GetTseq() {
 			continue
 		}
-		inner := ev.GetCommand()
-		spec, ok := lookupOp(inner)
-		if ok && spec.owner {
+		// The command as this tenant's: checkEvents made sure it names
+		// no other, and the copy keeps it so whatever the event holds.
+		cmd := proto.Clone(ev.GetCommand()).(*cellv1.Command)
+		cmd.Tenant = o.c.GetTenant()
+		spec, ok := lookupOp(cmd)
+		if ok && spec.owner && cmd.GetVersion() <= commandVersion {
 			// A data mutation: the source applied it, so must we.
-			op := &opCtx{tx: o.tx, c: inner, st: o.st, now: inner.GetTimeUnixNano()}
+			op := &opCtx{tx: o.tx, c: cmd, st: o.st, now: cmd.GetTimeUnixNano()}
 			if _, err := spec.apply(op); err != nil {
 				rec.Bootstrapped = false
 				o.tx.f.log.Warn("standby diverged from its source; it will bootstrap again",
@@ -85,8 +96,6 @@ func applyChanges(o *opCtx) (*cellv1.CommandResult, error) {
 		}
 		// Role changes of the source (a fence) and unknown ignorable
 		// operations only continue the log.
-		cmd := proto.Clone(inner).(*cellv1.Command)
-		cmd.Tenant = o.c.GetTenant()
 		res, _ := proto.Clone(ev.GetResult()).(*cellv1.CommandResult)
 		if res == nil {
 			res = &cellv1.CommandResult{}

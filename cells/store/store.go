@@ -112,7 +112,8 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedup: defaultDedupWindow, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply})
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedup: defaultDedupWindow, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
+		onRejected: func() { s.metrics.eventsRejected.WithLabelValues("apply").Inc() }})
 	if err != nil {
 		return err
 	}
@@ -357,6 +358,13 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 		}
 		if cmd.GetVersion() > commandVersion {
 			return nil, cperr.Invalid(cperr.FieldViolation{Field: "version", Description: "newer than this node understands"})
+		}
+	}
+	// A source's events are checked before they enter the log (the state
+	// machine checks them again, invariant 12).
+	if cmd.GetApplyChanges() != nil && !s.cfg.TestingKnobs.ProposeUnchecked {
+		if err := s.checkReplicated(cmd); err != nil {
+			return nil, err
 		}
 	}
 	// A client write is proposed only while the cell's authority is valid,

@@ -12,7 +12,9 @@ type TestingKnobs struct {
 	// the state machine applies (not the ones it skips as already applied).
 	OnApply func(index uint64)
 	// ProposeUnchecked lets Propose pass commands this node does not know,
-	// to simulate a proposal from a newer node.
+	// to simulate a proposal from a newer node, and skips the leader's
+	// check of apply_changes events (as an older leader would propose
+	// them; the state machine still checks, invariant 12).
 	ProposeUnchecked bool
 }
 

@@ -145,3 +145,57 @@ func FuzzCellRequests(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReplicatedCommand decodes arbitrary bytes as a replicated Command:
+// the validator never panics, and what it accepts names a valid tenant
+// and, for a data operation, passes that operation's client validator.
+func FuzzReplicatedCommand(f *testing.F) {
+	for _, c := range []*cellv1.Command{
+		{Tenant: "t", RequestId: "r", Op: &cellv1.Command_Append{Append: &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "user"}}}}},
+		{Tenant: "t", Op: &cellv1.Command_CreateContext{CreateContext: &contextv1.CreateContextRequest{ContextId: "c"}}},
+		{Tenant: "t", Op: &cellv1.Command_PutMemory{PutMemory: &contextv1.PutMemoryRequest{Key: "k"}}},
+		{Tenant: "t", Op: &cellv1.Command_SetTenant{SetTenant: &cellv1.SetTenantOp{Role: cellv1.Role_ROLE_FENCED, Epoch: 2}}},
+		{Tenant: "t", Op: &cellv1.Command_ImportTenant{ImportTenant: &cellv1.ImportTenantOp{First: true}}},
+	} {
+		b, err := proto.Marshal(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var c cellv1.Command
+		if proto.Unmarshal(b, &c) != nil {
+			return
+		}
+		err := ReplicatedCommand(lim, &c)
+		checkResult(t, err)
+		if err != nil {
+			return
+		}
+		if !ids.Valid(c.GetTenant(), lim.MaxIDLen) {
+			t.Fatalf("accepted tenant %q", c.GetTenant())
+		}
+		var opErr error
+		switch op := c.GetOp().(type) {
+		case *cellv1.Command_CreateContext:
+			opErr = CreateContext(lim, op.CreateContext)
+		case *cellv1.Command_Append:
+			opErr = Append(lim, op.Append)
+		case *cellv1.Command_PutMemory:
+			opErr = PutMemory(lim, op.PutMemory)
+		case *cellv1.Command_DeleteMemory:
+			opErr = DeleteMemory(lim, op.DeleteMemory)
+		case *cellv1.Command_DeleteContext:
+			opErr = DeleteContext(lim, op.DeleteContext)
+		case *cellv1.Command_SetTenant:
+			if r := op.SetTenant.GetRole(); r != cellv1.Role_ROLE_OWNER && r != cellv1.Role_ROLE_FENCED {
+				t.Fatalf("accepted set_tenant %v", op.SetTenant)
+			}
+		}
+		if opErr != nil {
+			t.Fatalf("accepted %v, which its client validator refuses: %v", &c, opErr)
+		}
+	})
+}

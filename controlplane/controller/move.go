@@ -246,7 +246,7 @@ func caughtUp(info *cellv1.TenantInfo, repl *cellv1.ReplicationStatus, bound uin
 		return false
 	}
 	switch repl.GetState() {
-	case "BOOTSTRAPPING", "RETRYING":
+	case "BOOTSTRAPPING", "RETRYING", "REJECTED": // REJECTED: the target refuses the source's events (H3)
 		return false
 	}
 	return repl.GetLagEvents() <= bound

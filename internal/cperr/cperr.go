@@ -58,6 +58,9 @@ const (
 	FailoverNotFound   Reason = "FAILOVER_NOT_FOUND"   // no failover with that id
 	MoveNotCancellable Reason = "MOVE_NOT_CANCELLABLE" // the move fenced its source (or ended): it can no longer be cancelled
 	NoStandby          Reason = "NO_STANDBY"           // failover of a tenant without a (bootstrapped) standby
+
+	// Zero trust (issue 13).
+	ReplicationEventRejected Reason = "REPLICATION_EVENT_REJECTED" // a standby refused a batch of its source's change events (another tenant's command, a forbidden op, a malformed or out-of-order event): nothing of it was applied
 )
 
 // reasons lists every reason above, in the order of the error contract.
@@ -74,6 +77,8 @@ var reasons = []Reason{
 	ControlPlaneUnavailable,
 
 	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
+
+	ReplicationEventRejected,
 }
 
 // Reasons returns every reason of the error contract (a fresh slice).
@@ -94,6 +99,7 @@ const (
 	MetaRevision     = "revision"      // REVISION_MISMATCH: the key's current revision (0: absent)
 	MetaLastContact  = "last_contact"  // STALENESS_EXCEEDED: time since the member heard from the leader
 	MetaMaxStaleness = "max_staleness" // STALENESS_EXCEEDED: the bound asked for
+	MetaTseq         = "tseq"          // REPLICATION_EVENT_REJECTED: the tseq of the first refused event
 )
 
 // FieldViolation names one invalid request field (google.rpc.BadRequest).
@@ -172,6 +178,8 @@ var (
 	ErrFailoverNotFound   = &Error{Reason: FailoverNotFound}
 	ErrMoveNotCancellable = &Error{Reason: MoveNotCancellable}
 	ErrNoStandby          = &Error{Reason: NoStandby}
+
+	ErrReplicationEventRejected = &Error{Reason: ReplicationEventRejected}
 )
 
 // New returns an error with a reason and a formatted message.

@@ -96,6 +96,9 @@ var rules = map[cperr.Reason]rule{
 	cperr.FailoverNotFound:   {RetryNo, false},
 	cperr.MoveNotCancellable: {RetryNo, false},
 	cperr.NoStandby:          {RetryNo, false},
+	// The source sent what no standby may apply: the same events are
+	// refused again (the sink waits long and reports it, docs/security.md).
+	cperr.ReplicationEventRejected: {RetryNo, false},
 }
 
 // Unsent marks err as the failure of a call that never reached a server

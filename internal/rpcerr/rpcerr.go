@@ -67,6 +67,8 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.FailoverNotFound:   codes.NotFound,
 	cperr.MoveNotCancellable: codes.FailedPrecondition,
 	cperr.NoStandby:          codes.FailedPrecondition,
+
+	cperr.ReplicationEventRejected: codes.InvalidArgument,
 }
 
 // Code returns the gRPC code of a reason (INTERNAL for an unknown one).

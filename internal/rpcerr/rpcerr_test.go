@@ -51,6 +51,7 @@ func TestCodeTable(t *testing.T) {
 		{cperr.FailoverNotFound, codes.NotFound},
 		{cperr.MoveNotCancellable, codes.FailedPrecondition},
 		{cperr.NoStandby, codes.FailedPrecondition},
+		{cperr.ReplicationEventRejected, codes.InvalidArgument},
 		{"SOMETHING_NEW", codes.Internal},
 	}
 	if len(tests)-1 != len(codeOf) {
