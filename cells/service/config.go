@@ -32,6 +32,12 @@ type Config struct {
 	Dial dial.Config
 	// WatchChangeBatch is how many change-log events Watch reads at once.
 	WatchChangeBatch int
+	// AllowCrossHostAddrs lets a member register gRPC and HTTP addresses
+	// on another host than its Raft address. By default they must share
+	// the Raft address's host, so that a registration (or a poisoned
+	// record) cannot point a member's traffic at another machine (see
+	// registration.go, finding C5).
+	AllowCrossHostAddrs bool
 	// Replication, when set, reports the standby streams this node runs
 	// (CellService.GetTenant answers with the tenant's).
 	Replication ReplicationReporter
