@@ -1,6 +1,7 @@
 package service
 
 import (
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -151,4 +152,41 @@ func TestFollowerForwardsOnlyToAMember(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSameHost(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.0.1:1", "127.0.0.1:2", true},
+		{"Node-1.example:7211", "node-1.example:7210", true},
+		{"[::ffff:10.0.0.1]:1", "10.0.0.1:2", true},
+		{"[::1]:1", "[0:0:0:0:0:0:0:1]:2", true},
+		{"127.0.0.1:1", "127.0.0.2:1", false},
+		{"localhost:1", "127.0.0.1:1", false},
+		{"127.0.0.1", "127.0.0.1:1", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		if got := sameHost(tt.a, tt.b); got != tt.want {
+			t.Errorf("sameHost(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+// FuzzSameHost: sameHost never panics, is symmetric, and an address is
+// on its own host whenever it parses.
+func FuzzSameHost(f *testing.F) {
+	f.Add("127.0.0.1:1", "127.0.0.1:2")
+	f.Add("[::ffff:10.0.0.1]:1", "10.0.0.1:2")
+	f.Add("host:1", "HOST:2")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if sameHost(a, b) != sameHost(b, a) {
+			t.Fatalf("sameHost(%q, %q) is not symmetric", a, b)
+		}
+		if _, _, err := net.SplitHostPort(a); err == nil && !sameHost(a, a) {
+			t.Fatalf("%q is not on its own host", a)
+		}
+	})
 }
