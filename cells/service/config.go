@@ -76,6 +76,13 @@ func (c Config) Validate() error {
 	if c.WatchChangeBatch <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))
 	}
+	if c.Node != nil && c.Node.GetRaftAddr() != "" && !c.AllowCrossHostAddrs {
+		for _, a := range []string{c.Node.GetGrpcAddr(), c.Node.GetHttpAddr()} {
+			if a != "" && !sameHost(a, c.Node.GetRaftAddr()) {
+				errs = append(errs, fmt.Errorf("service: this node's address %q is not on the host of its Raft address %q: the cell would refuse its registration (advertise addresses on one host, or allow cross-host addresses)", a, c.Node.GetRaftAddr()))
+			}
+		}
+	}
 	errs = append(errs, c.Dial.Validate())
 	return errors.Join(errs...)
 }
