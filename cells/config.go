@@ -90,6 +90,13 @@ type Config struct {
 	// value is plaintext.
 	Dial dial.Config
 
+	// AllowCrossHostAddrs lets members advertise gRPC and HTTP addresses
+	// on another host than their Raft address. By default the cell
+	// refuses such registrations, and a node whose own advertised
+	// addresses break the rule does not start (docs/cell.md,
+	// "Registration rule"; security finding C5).
+	AllowCrossHostAddrs bool
+
 	// MCP configures the MCP worker the node serves on its HTTP port at
 	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off.
 	MCP         mcp.Config

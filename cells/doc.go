@@ -26,7 +26,9 @@
 // to the leader). Either way, once a leader is known, the node makes sure
 // its addresses are registered in the cell state (CellService.RegisterNode
 // on the leader; the leader registers itself), so that peers can forward
-// to it and report it.
+// to it and report it. The leader accepts a registration only for a
+// member of the Raft configuration, with its Raft address there and its
+// gRPC/HTTP addresses on that host (docs/cell.md, "Registration rule").
 //
 // Control plane: with Config.Registry (a controlplane/topo store, etcd) the
 // node also registers in the control plane's registry under a leased key

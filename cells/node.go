@@ -246,6 +246,7 @@ func (n *Node) openServices(w *wiring) (err error) {
 	svcCfg.Node = n.info
 	svcCfg.CellID = n.cfg.CellID
 	svcCfg.Dial = n.cfg.Dial
+	svcCfg.AllowCrossHostAddrs = n.cfg.AllowCrossHostAddrs
 	svcCfg.Logger = n.base()
 	if w.sink != nil {
 		svcCfg.Replication = w.sink

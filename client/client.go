@@ -21,6 +21,15 @@
 // flip. Which failures are retried at all is the policy of internal/retry
 // (RATE_LIMITED, for one, is retried after its RetryAfter).
 //
+// # Leader hints
+//
+// A NOT_LEADER answer's leader hint (ErrorInfo metadata "leader") is
+// followed only when it names a member of the tenant's cell in the last
+// Lookup answer. Any other hint is ignored (logged at Warn with the keys
+// cell and leader_addr, counted by IgnoredLeaderHints) and the call is
+// retried at another known member: a malicious or misconfigured node
+// cannot redirect the tenant's writes to an address of its choosing.
+//
 //	cfg := client.DefaultConfig()
 //	cfg.Router, cfg.Tenant, cfg.APIKey = "127.0.0.1:7100", "acme", secret
 //	c, err := client.New(cfg)
@@ -41,8 +50,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -150,7 +161,16 @@ type Client struct {
 	mu    sync.Mutex
 	route *route
 	conns *dial.Pool // the cells' nodes
+
+	ignoredHints atomic.Int64 // NOT_LEADER hints naming no member
 }
+
+// IgnoredLeaderHints returns how many NOT_LEADER answers of the direct
+// path named a leader address that is not a member of the tenant's cell
+// in the last Lookup answer. Such hints are never followed (the call is
+// retried at another known member); a non-zero count means a node of the
+// cell answers with bogus leader addresses (misconfigured or malicious).
+func (c *Client) IgnoredLeaderHints() int64 { return c.ignoredHints.Load() }
 
 type route struct {
 	cell        string
@@ -338,10 +358,20 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 		var ce *cperr.Error
 		switch {
 		case errors.As(err, &ce) && ce.Reason == cperr.NotLeader:
-			if l := ce.Metadata[cperr.MetaLeader]; l != "" {
-				c.setLeader(l)
-			} else {
+			switch l := ce.Metadata[cperr.MetaLeader]; {
+			case l == "":
 				c.forget()
+			case slices.Contains(r.members, l):
+				c.setLeader(l)
+			default:
+				// The hint names no member of the cell as the last Lookup
+				// answered it: never follow it (a malicious or confused
+				// node must not redirect the tenant's writes, finding
+				// C5); try another known member instead.
+				c.ignoredHints.Add(1)
+				c.log.Warn("cellplane client: ignoring a NOT_LEADER hint that names no member of the cell",
+					"cell", r.cell, "leader_addr", l, "from", addr)
+				c.setLeader("")
 			}
 		case moving(err):
 			// The tenant moved, its epoch changed, or it is being cut

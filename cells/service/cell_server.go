@@ -176,6 +176,9 @@ func (s *CellServer) AddVoter(ctx context.Context, req *cellv1.AddVoterRequest) 
 	}
 	return forward(ctx, s.core, func() (*cellv1.AddVoterResponse, error) {
 		n := req.GetNode()
+		if err := s.checkHosts(n); err != nil {
+			return nil, err
+		}
 		if err := s.st.AddVoter(ctx, n.GetNodeId(), n.GetRaftAddr()); err != nil {
 			return nil, s.storeErr("add_voter", err)
 		}
@@ -196,6 +199,9 @@ func (s *CellServer) AddNonVoter(ctx context.Context, req *cellv1.AddNonVoterReq
 	}
 	return forward(ctx, s.core, func() (*cellv1.AddNonVoterResponse, error) {
 		n := req.GetNode()
+		if err := s.checkHosts(n); err != nil {
+			return nil, err
+		}
 		if err := s.st.AddNonVoter(ctx, n.GetNodeId(), n.GetRaftAddr()); err != nil {
 			return nil, s.storeErr("add_nonvoter", err)
 		}
@@ -256,6 +262,13 @@ func (s *CellServer) RegisterNode(ctx context.Context, req *cellv1.RegisterNodeR
 		return nil, err
 	}
 	return forward(ctx, s.core, func() (*cellv1.RegisterNodeResponse, error) {
+		if err := s.checkRegistration(req.GetNode()); errors.Is(err, cperr.ErrNotLeader) {
+			return nil, err
+		} else if err != nil {
+			s.log.Warn("node registration refused", "member", req.GetNode().GetNodeId(), "raft_addr", req.GetNode().GetRaftAddr(),
+				"grpc_addr", req.GetNode().GetGrpcAddr(), "http_addr", req.GetNode().GetHttpAddr(), "err", err)
+			return nil, err
+		}
 		if err := s.register(ctx, req.GetNode()); err != nil {
 			return nil, err
 		}

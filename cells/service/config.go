@@ -32,6 +32,12 @@ type Config struct {
 	Dial dial.Config
 	// WatchChangeBatch is how many change-log events Watch reads at once.
 	WatchChangeBatch int
+	// AllowCrossHostAddrs lets a member register gRPC and HTTP addresses
+	// on another host than its Raft address. By default they must share
+	// the Raft address's host, so that a registration (or a poisoned
+	// record) cannot point a member's traffic at another machine (see
+	// registration.go, finding C5).
+	AllowCrossHostAddrs bool
 	// Replication, when set, reports the standby streams this node runs
 	// (CellService.GetTenant answers with the tenant's).
 	Replication ReplicationReporter
@@ -69,6 +75,13 @@ func (c Config) Validate() error {
 	}
 	if c.WatchChangeBatch <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))
+	}
+	if c.Node != nil && c.Node.GetRaftAddr() != "" && !c.AllowCrossHostAddrs {
+		for _, a := range []string{c.Node.GetGrpcAddr(), c.Node.GetHttpAddr()} {
+			if a != "" && !sameHost(a, c.Node.GetRaftAddr()) {
+				errs = append(errs, fmt.Errorf("service: this node's address %q is not on the host of its Raft address %q: the cell would refuse its registration (advertise addresses on one host, or allow cross-host addresses)", a, c.Node.GetRaftAddr()))
+			}
+		}
 	}
 	errs = append(errs, c.Dial.Validate())
 	return errors.Join(errs...)

@@ -12,7 +12,11 @@
 // the leader over a pooled connection, unless the caller set
 // x-cellplane-no-forward or the call was already forwarded once; then it
 // answers NOT_LEADER with the leader's address. Watch is served by any
-// member from its own replica.
+// member from its own replica. The leader's address is used only when it
+// is the registered address of the Raft leader and that record matches
+// the Raft configuration; RegisterNode accepts only a member's own Raft
+// address and gRPC/HTTP addresses on its host (registration.go, finding
+// C5).
 //
 // Errors are cperr errors (or context errors); the node installs the
 // internal/rpcerr interceptors that turn them into statuses.

@@ -22,6 +22,7 @@ type fakeStore struct {
 	propose  func(*cellv1.Command) (*cellv1.CommandResult, error)
 	readErr  error
 	transfer string
+	members  []store.Member // the Raft configuration Status reports (nil: f1 and the leader)
 }
 
 var _ Store = (*fakeStore)(nil)
@@ -80,10 +81,18 @@ func (f *fakeStore) WaitTenant(ctx context.Context, _ string, _ uint64) error {
 
 func (f *fakeStore) Leader() (string, *cellv1.NodeInfo) { return f.leaderID, f.leader }
 
+// fakeLeaderRaft is the leader's Raft address in the fake configuration.
+const fakeLeaderRaft = "127.0.0.1:7212"
+
 func (f *fakeStore) Status() store.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.members != nil {
+		return store.Status{NodeID: "f1", State: "Follower", Term: 3, LeaderID: f.leaderID, Members: f.members}
+	}
 	return store.Status{NodeID: "f1", State: "Follower", Term: 3, LeaderID: f.leaderID, Members: []store.Member{
 		{ID: "f1", RaftAddr: "127.0.0.1:7211", Voter: true},
-		{ID: f.leaderID, RaftAddr: "127.0.0.1:7212", Voter: true, Info: f.leader},
+		{ID: f.leaderID, RaftAddr: fakeLeaderRaft, Voter: true, Info: f.leader},
 	}}
 }
 

@@ -75,6 +75,11 @@ func (c *core) leaderAddr(ctx context.Context, notLeader error) (string, error) 
 		// The store's idea of the leader is this node while it refuses to
 		// lead: an election is in progress. Forwarding would loop.
 		return "", c.unavailable("leadership is changing")
+	case !c.leaderIsMember(leaderID, addr):
+		// Never forward to an address that is not the registered address
+		// of the Raft leader (finding C5, see registration.go).
+		c.log.Warn("not forwarding to a leader address that is not a member's", "leader_id", leaderID, "leader_addr", addr)
+		return "", c.unavailable("the cell leader's address is not a member's")
 	}
 	return addr, nil
 }

@@ -26,7 +26,7 @@ type pair struct {
 func newPair(t *testing.T) *pair {
 	t.Helper()
 	llis, flis := testutil.Listen(t), testutil.Listen(t)
-	linfo := &cellv1.NodeInfo{NodeId: "n2", GrpcAddr: llis.Addr().String()}
+	linfo := &cellv1.NodeInfo{NodeId: "n2", RaftAddr: fakeLeaderRaft, GrpcAddr: llis.Addr().String()}
 	finfo := &cellv1.NodeInfo{NodeId: "n1", GrpcAddr: flis.Addr().String()}
 	lst := &fakeStore{leaderID: "n2", leader: linfo}
 	fst := &fakeStore{follower: true, leaderID: "n2", leader: linfo}
@@ -234,7 +234,7 @@ func TestForwardWithoutUsableLeader(t *testing.T) {
 		{"leader not registered", "n2", func(*cellv1.NodeInfo, string) *cellv1.NodeInfo { return nil }, func(string) string { return "" }},
 		{"leader is this node", "n1", func(self *cellv1.NodeInfo, _ string) *cellv1.NodeInfo { return self }, func(string) string { return "" }},
 		{"leader unreachable", "n2", func(_ *cellv1.NodeInfo, dead string) *cellv1.NodeInfo {
-			return &cellv1.NodeInfo{NodeId: "n2", GrpcAddr: dead}
+			return &cellv1.NodeInfo{NodeId: "n2", RaftAddr: fakeLeaderRaft, GrpcAddr: dead}
 		}, func(string) string { return "" }},
 		{"hint only, unreachable", "", func(*cellv1.NodeInfo, string) *cellv1.NodeInfo { return nil }, func(dead string) string { return dead }},
 	}

@@ -203,6 +203,19 @@ func TestConfigValidate(t *testing.T) {
 		{"retry", func(c *Config) { c.RetryAfter = 0 }, "RetryAfter"},
 		{"batch", func(c *Config) { c.WatchChangeBatch = 0 }, "WatchChangeBatch"},
 		{"limits", func(c *Config) { c.Limits.MaxPageSize = 0 }, "MaxPageSize"},
+		{"own addresses on one host", func(c *Config) {
+			c.Node = &cellv1.NodeInfo{NodeId: "n1", RaftAddr: "10.0.0.1:7210", GrpcAddr: "10.0.0.1:7211", HttpAddr: "10.0.0.1:7212"}
+		}, ""},
+		{"own gRPC address on another host", func(c *Config) {
+			c.Node = &cellv1.NodeInfo{NodeId: "n1", RaftAddr: "10.0.0.1:7210", GrpcAddr: "10.0.0.2:7211"}
+		}, "Raft address"},
+		{"own HTTP address on another host", func(c *Config) {
+			c.Node = &cellv1.NodeInfo{NodeId: "n1", RaftAddr: "10.0.0.1:7210", HttpAddr: "node1:7212"}
+		}, "Raft address"},
+		{"cross-host allowed", func(c *Config) {
+			c.Node = &cellv1.NodeInfo{NodeId: "n1", RaftAddr: "10.0.0.1:7210", GrpcAddr: "10.0.0.2:7211"}
+			c.AllowCrossHostAddrs = true
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

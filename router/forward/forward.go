@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -534,7 +535,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 		switch class := retry.ClassOf(err); {
 		case cp && ce.Reason == cperr.NotLeader:
 			reason = retryNotLeader
-			if hint := ce.Metadata[cperr.MetaLeader]; hint != "" && hint != addr {
+			if hint := c.memberHint(ce.Metadata[cperr.MetaLeader]); hint != "" && hint != addr {
 				f.learnLeader(c.target, hint)
 				addr = hint
 			} else {
@@ -729,10 +730,36 @@ func (f *Forwarder) leaderHint(t Target) (string, bool) {
 	f.leadersMu.Lock()
 	defer f.leadersMu.Unlock()
 	h, ok := f.leaders[t.Cell]
-	if !ok || h.base != t.LeaderAddr {
+	if !ok || h.base != t.LeaderAddr || !t.isMember(h.addr) {
 		return "", false
 	}
 	return h.addr, true
+}
+
+// isMember reports whether addr is one of t's member addresses (its
+// leader or one of its members), as the routing table knows them.
+func (t Target) isMember(addr string) bool {
+	return addr != "" && (addr == t.LeaderAddr || slices.Contains(t.Members, addr))
+}
+
+// memberHint returns the leader address a NOT_LEADER answer names when it
+// is a member of the call's cell as the routing table knows it (the
+// call's target or, after a table change, the tenant's current target of
+// the same cell), and "" otherwise. A hint naming anything else is
+// ignored, logged and counted: a malicious or confused node must not
+// redirect the router's retries (and the learned leader of the cell) to
+// an address of its choosing (finding C5). A legitimate hint always names
+// a registered member, so following it costs nothing more.
+func (c *call) memberHint(hint string) string {
+	if hint == "" || c.target.isMember(hint) {
+		return hint
+	}
+	if t, ok := c.f.res.Resolve(c.tenant); ok && t.Cell == c.target.Cell && t.isMember(hint) {
+		return hint
+	}
+	c.f.m.hintsIgnored.WithLabelValues(c.target.Cell).Inc()
+	c.f.log.Warn("ignoring a NOT_LEADER hint that names no member of the cell", "cell", c.target.Cell, "leader_addr", hint, "tenant", c.tenant)
+	return ""
 }
 
 func (f *Forwarder) learnLeader(t Target, addr string) {

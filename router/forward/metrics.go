@@ -15,6 +15,7 @@ type metrics struct {
 	latency      *prometheus.HistogramVec
 	held         *prometheus.CounterVec
 	holdDuration *prometheus.HistogramVec
+	hintsIgnored *prometheus.CounterVec
 }
 
 // Retry reasons (the reason label of cellplane_router_forward_retries_total).
@@ -49,9 +50,13 @@ func newMetrics() *metrics {
 			Help:    "Time a forwarded call was held for a cutover, by outcome (released, expired, canceled, gone).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}, []string{"outcome"}),
+		hintsIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_router_leader_hints_ignored_total",
+			Help: "NOT_LEADER answers whose leader hint named no member of the cell in the routing table, by cell (the hint was not followed).",
+		}, []string{"cell"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.forwarded, m.retries, m.latency, m.held, m.holdDuration}
+	return []prometheus.Collector{m.forwarded, m.retries, m.latency, m.held, m.holdDuration, m.hintsIgnored}
 }
