@@ -358,7 +358,9 @@ func (s *Source) verifyConnection(usage x509.ExtKeyUsage, verify VerifyFunc, sid
 func (s *Source) ServerTLSConfig(verify VerifyFunc) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		ClientAuth: tls.RequireAnyClientCert,
+		// Requested, and required by VerifyConnection, which refuses a
+		// missing certificate with ErrNoCertificate.
+		ClientAuth: tls.RequestClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.current().cert, nil
 		},
