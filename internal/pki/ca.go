@@ -118,7 +118,7 @@ type LeafRequest struct {
 	// browser). Platform components check the identity URI instead.
 	Hosts []string
 	// Lifetime is how long the certificate is valid; 0 means
-	// DefaultLifetime(Identity.Kind).
+	// DefaultLifetime(Identity.Kind). It is cut to the CA's expiry.
 	Lifetime time.Duration
 	// NotBefore is when it becomes valid; zero means a few minutes ago
 	// (clock skew). Tests set it in the past to make expired certificates.
@@ -153,6 +153,10 @@ func (ca *CA) Issue(req LeafRequest) (*Leaf, error) {
 	if notBefore.IsZero() {
 		notBefore = time.Now().Add(-backdate)
 	}
+	notAfter := notBefore.Add(lifetime)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter // a leaf does not outlive its CA
+	}
 	uri, err := url.Parse(id.String())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadIdentity, err)
@@ -173,7 +177,7 @@ func (ca *CA) Issue(req LeafRequest) (*Leaf, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: id.FileName(), Organization: []string{"cellplane"}},
 		NotBefore:             notBefore,
-		NotAfter:              notBefore.Add(lifetime),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           usage,
 		BasicConstraintsValid: true,
@@ -238,7 +242,7 @@ func writePair(dir, certName, keyName string, certs []*x509.Certificate, key cry
 	if !overwrite {
 		for _, p := range []string{certPath, keyPath} {
 			if _, err := os.Lstat(p); err == nil {
-				return fmt.Errorf("%w: %s: %w", ErrExists, p, fs.ErrExist)
+				return &existsError{path: p}
 			}
 		}
 	}
@@ -254,6 +258,12 @@ func writePair(dir, certName, keyName string, certs []*x509.Certificate, key cry
 	}
 	return writeAtomic(certPath, EncodeCerts(certs...), 0o644)
 }
+
+// existsError is ErrExists and fs.ErrExist for one path.
+type existsError struct{ path string }
+
+func (e *existsError) Error() string   { return ErrExists.Error() + " " + e.path }
+func (e *existsError) Unwrap() []error { return []error{ErrExists, fs.ErrExist} }
 
 // EncodeCerts returns certs as concatenated PEM blocks.
 func EncodeCerts(certs ...*x509.Certificate) []byte {

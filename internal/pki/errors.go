@@ -35,8 +35,8 @@ var (
 	// side accepts (another cluster, or refused by a VerifyFunc).
 	ErrUnexpectedIdentity = errors.New("pki: unexpected peer identity")
 	// ErrExists: a certificate or key file exists and overwriting was not
-	// asked for. It also matches fs.ErrExist.
-	ErrExists = errors.New("pki: file exists (use overwrite to replace it)")
+	// asked for. It comes with fs.ErrExist.
+	ErrExists = errors.New("pki: refusing to overwrite an existing file")
 )
 
 // peerError is an error about a peer: a pki sentinel and a cperr
