@@ -22,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -132,6 +133,10 @@ func TestPeerIdentityWithoutTLS(t *testing.T) {
 	_, err := pki.PeerIdentity(context.Background())
 	if !errors.Is(err, pki.ErrNoCertificate) || !errors.Is(err, cperr.ErrUnauthenticated) {
 		t.Fatalf("PeerIdentity(no peer) = %v, want ErrNoCertificate and UNAUTHENTICATED", err)
+	}
+	// The gRPC edge maps it once, like every domain error.
+	if st := status.Convert(rpcerr.ToStatus(err)); st.Code() != codes.Unauthenticated {
+		t.Errorf("rpcerr.ToStatus(%v) = %v, want UNAUTHENTICATED", err, st)
 	}
 	_, err = pki.IdentityFromState(tls.ConnectionState{})
 	if !errors.Is(err, pki.ErrNoCertificate) {
