@@ -136,3 +136,14 @@ func FuzzParseIdentity(f *testing.F) {
 		}
 	})
 }
+
+func TestVerifyFuncs(t *testing.T) {
+	node := pki.NodeIdentity("c", "eu", "c1", "n1")
+	other := pki.NodeIdentity("c", "eu", "c1", "n2")
+	if pki.ExpectKinds(pki.KindNode, pki.KindWorker)(node) != nil || pki.ExpectKinds(pki.KindRouter)(node) == nil {
+		t.Error("ExpectKinds")
+	}
+	if pki.ExpectIdentity(node)(node) != nil || pki.ExpectIdentity(node)(other) == nil {
+		t.Error("ExpectIdentity")
+	}
+}

@@ -90,6 +90,17 @@ func ExpectKinds(kinds ...Kind) VerifyFunc {
 	}
 }
 
+// ExpectIdentity returns a VerifyFunc accepting only want (a Raft peer
+// dialing a member it knows by id).
+func ExpectIdentity(want Identity) VerifyFunc {
+	return func(id Identity) error {
+		if id != want {
+			return fmt.Errorf("want %s", want)
+		}
+		return nil
+	}
+}
+
 // Source serves this process's TLS material from disk and reloads it when
 // the files change, so certificates and CAs rotate without a restart. It
 // has no goroutine: a handshake re-checks the files at most once per
