@@ -239,7 +239,7 @@ it takes unless --cluster names it (then they must agree).`,
 		f.StringVar(&id.ID, "id", "", "the "+string(kind)+"'s id")
 		required("id")
 	case pki.KindOperator:
-		f.StringVar(&id.Name, "name", "", "the operator's name")
+		f.StringVar(&id.ID, "name", "", "the operator's name")
 		f.StringVar(&role, "role", "", "the operator's role: admin or read-only")
 		required("name")
 		required("role")

@@ -73,9 +73,8 @@ type Identity struct {
 	Region  string // node
 	Cell    string // node
 	Node    string // node
-	ID      string // router, controlplane, worker
+	ID      string // router, controlplane, worker: its id; operator: its name
 	Role    Role   // operator
-	Name    string // operator
 	Tenant  string // client
 }
 
@@ -103,7 +102,7 @@ func WorkerIdentity(cluster, id string) Identity {
 
 // OperatorIdentity returns the identity of an operator with a role.
 func OperatorIdentity(cluster string, role Role, name string) Identity {
-	return Identity{Cluster: cluster, Kind: KindOperator, Role: role, Name: name}
+	return Identity{Cluster: cluster, Kind: KindOperator, Role: role, ID: name}
 }
 
 // ClientIdentity returns the identity of a program acting for one tenant.
@@ -132,7 +131,7 @@ func (id Identity) segments() []string {
 	case KindRouter, KindControlPlane, KindWorker:
 		return []string{string(id.Kind), id.ID}
 	case KindOperator:
-		return []string{string(id.Kind), string(id.Role), id.Name}
+		return []string{string(id.Kind), string(id.Role), id.ID}
 	case KindClient:
 		return []string{string(id.Kind), id.Tenant}
 	}
@@ -151,7 +150,7 @@ func (id Identity) FileName() string {
 	case KindRouter, KindControlPlane, KindWorker:
 		return string(id.Kind) + "." + id.ID
 	case KindOperator:
-		return "operator." + id.Name
+		return "operator." + id.ID
 	case KindClient:
 		return "client." + id.Tenant
 	}
@@ -184,8 +183,8 @@ func (id Identity) Validate() error {
 		if id.Role != RoleAdmin && id.Role != RoleReadOnly {
 			return fmt.Errorf("%w: operator role %q: want %s or %s", ErrBadIdentity, id.Role, RoleAdmin, RoleReadOnly)
 		}
-		want.Role, want.Name = id.Role, id.Name
-		fields = [][2]string{{"name", id.Name}}
+		want.Role, want.ID = id.Role, id.ID
+		fields = [][2]string{{"name", id.ID}}
 	case KindClient:
 		want.Tenant = id.Tenant
 		fields = [][2]string{{"tenant", id.Tenant}}
@@ -227,7 +226,7 @@ func ParseIdentity(uri string) (Identity, error) {
 	case len(segs) == 2 && (segs[0] == string(KindRouter) || segs[0] == string(KindControlPlane) || segs[0] == string(KindWorker)):
 		id.Kind, id.ID = Kind(segs[0]), segs[1]
 	case len(segs) == 3 && segs[0] == string(KindOperator):
-		id.Kind, id.Role, id.Name = KindOperator, Role(segs[1]), segs[2]
+		id.Kind, id.Role, id.ID = KindOperator, Role(segs[1]), segs[2]
 	case len(segs) == 2 && segs[0] == string(KindClient):
 		id.Kind, id.Tenant = KindClient, segs[1]
 	default:
