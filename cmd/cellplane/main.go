@@ -120,6 +120,7 @@ the router, control plane and MCP workers come next.`,
 		newRouterCmd(std, stopSignals),
 		newWorkerCmd(std, info, stopSignals),
 		newBenchCmd(std),
+		newCertCmd(std),
 		newVersionCmd(std, info),
 	)
 	return root

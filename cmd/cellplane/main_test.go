@@ -84,6 +84,16 @@ func TestHelp(t *testing.T) {
 		{"help-worker.golden", []string{"worker", "--help"}},
 		{"help-dev.golden", []string{"dev", "--help"}},
 		{"help-version.golden", []string{"version", "--help"}},
+		{"help-cert.golden", []string{"cert", "--help"}},
+		{"help-cert-create-ca.golden", []string{"cert", "create-ca", "--help"}},
+		{"help-cert-finish-ca-rotation.golden", []string{"cert", "finish-ca-rotation", "--help"}},
+		{"help-cert-create-node.golden", []string{"cert", "create-node", "--help"}},
+		{"help-cert-create-router.golden", []string{"cert", "create-router", "--help"}},
+		{"help-cert-create-controlplane.golden", []string{"cert", "create-controlplane", "--help"}},
+		{"help-cert-create-worker.golden", []string{"cert", "create-worker", "--help"}},
+		{"help-cert-create-operator.golden", []string{"cert", "create-operator", "--help"}},
+		{"help-cert-create-client.golden", []string{"cert", "create-client", "--help"}},
+		{"help-cert-list.golden", []string{"cert", "list", "--help"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
