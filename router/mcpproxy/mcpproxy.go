@@ -171,9 +171,11 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 			pr.Out.URL.Host = t.addr
 			pr.Out.URL.Path = t.path
 			pr.Out.URL.RawPath = ""
-			// The Host stays the router's: a worker derives the tenant's
-			// public MCP URL (a token's audience, RFC 9728 metadata) from
-			// it. Credentials pass through: workers check them again.
+			// The Host stays the client's (workers compare a browser's
+			// Origin with it); nothing derives a token's audience from it:
+			// workers take the tenant's MCP URL from their configured
+			// public URL (mcp.Config.PublicURL). Credentials pass through:
+			// workers check them again.
 			pr.SetXForwarded()
 		},
 		Transport:     transport,
