@@ -3,8 +3,19 @@
 // bearer JWTs whose audience must be the tenant's MCP URL (RFC 8707 /
 // the MCP authorization spec). It implements mcp.Authenticator.
 //
-//	a, err := mcpauth.New(mcpauth.Config{Registry: st, JWT: &jwtCfg})
+//	cfg := mcpauth.DefaultConfig()
+//	cfg.Registry, cfg.JWT = st, &jwtCfg
+//	a, err := mcpauth.New(cfg)
 //	w, err := mcp.New(mcpCfg, conn, a)
+//
+// Every API-key check that misses the caches is an etcd read, and anyone
+// can send a well-formed key id, so the reads are bounded: a bounded LRU
+// of existing keys' records (fresh for KeyCacheTTL: a revocation takes
+// effect within it, there is no watch), a separate bounded LRU of unknown
+// ids (NegativeCacheTTL), one shared read for concurrent misses of an id,
+// and a token bucket (MissRate, MissBurst) charged for each id found in
+// neither cache: empty, the request is refused with RATE_LIMITED and a
+// retry hint without reading etcd.
 package mcpauth
 
 import (
