@@ -225,7 +225,8 @@ func (p *Platform) startRouter(ctx context.Context) (err error) {
 		return fmt.Errorf("router: %w", err)
 	}
 	rc.HTTPAddr, rc.HTTPListener = p.routerHTTP, p.routerHTTPLis
-	p.routerHTTPLis = nil // the router's now (closed below on error)
+	rc.MCP.PublicURL = p.MCPPublicURL() // the nodes' too: one MCP URL
+	p.routerHTTPLis = nil               // the router's now (closed below on error)
 	rc.Routing.SnapshotPath = filepath.Join(p.cfg.DataDir, "router", "table.snap")
 	rc.Auth.Mode = auth.Mode(p.cfg.Auth)
 	if p.cfg.ShutdownTimeout > 0 {
