@@ -173,6 +173,9 @@ func TestUnknownKeysAreRateLimited(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, `"RATE_LIMITED"`) || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("second unknown key: %d %q Retry-After %q, want 429 RATE_LIMITED with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
+	if ra := resp.Header.Get("Retry-After"); ra != "60" {
+		t.Fatalf("Retry-After %q, want the 60 s cap (the next read is 1e9 s away)", ra)
+	}
 	// The first id again: remembered as unknown, so 401 at once (not 429).
 	resp, body = post(t, w, host, "X-Api-Key", "cpk_0123456789abcdef_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
 	if resp.StatusCode != http.StatusUnauthorized {

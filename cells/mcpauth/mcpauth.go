@@ -173,6 +173,9 @@ const (
 	resultLimited     = "limited"      // refused: the miss budget is spent
 )
 
+// maxRetryAfter caps the retry hint of a RATE_LIMITED refusal.
+const maxRetryAfter = time.Minute
+
 // New returns an Authenticator; with neither a registry nor JWT it refuses
 // everything (use no authenticator at all to turn auth off).
 func New(cfg Config) (*Authenticator, error) {
@@ -299,15 +302,17 @@ func (a *Authenticator) key(ctx context.Context, tenant, id string) (cachedKey, 
 		select {
 		case <-f.done:
 			return f.k, f.err
-		case <-ctx.Done():
-			return cachedKey{}, ctx.Err()
+		case <-ctx.Done(): // the caller went away (or its deadline passed)
+			return cachedKey{}, cperr.New(cperr.Unauthenticated, "the API key check did not finish: %v", ctx.Err()).WithRetryAfter(time.Second)
 		}
 	}
 	if !known {
 		if ok, wait := a.misses.take(now); !ok {
 			a.mu.Unlock()
 			a.lookups.WithLabelValues(resultLimited).Inc()
-			return cachedKey{}, cperr.New(cperr.RateLimited, "too many unknown API keys checked at this worker; retry later").WithRetryAfter(wait)
+			// The hint is when the next read is allowed, capped: a retry
+			// then competes with the flood anyway.
+			return cachedKey{}, cperr.New(cperr.RateLimited, "too many unknown API keys checked at this worker; retry later").WithRetryAfter(min(wait, maxRetryAfter))
 		}
 	}
 	f := &flight{done: make(chan struct{})}
