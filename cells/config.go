@@ -98,7 +98,8 @@ type Config struct {
 	AllowCrossHostAddrs bool
 
 	// MCP configures the MCP worker the node serves on its HTTP port at
-	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off.
+	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off. An empty
+	// MCP.PublicURL is "http://" + the advertised HTTP address.
 	MCP         mcp.Config
 	MCPDisabled bool
 	// MCPAuth authenticates MCP calls (cells/mcpauth); nil accepts every

@@ -221,6 +221,11 @@ func (n *Node) startMCP(w *wiring) error {
 	if mc.Logger == nil {
 		mc.Logger = n.log
 	}
+	if mc.PublicURL == "" {
+		// From configuration (the advertised HTTP address), never from
+		// a request's Host header: see mcp.Config.PublicURL.
+		mc.PublicURL = "http://" + n.info.HttpAddr
+	}
 	worker, err := mcp.New(mc, conn, n.cfg.MCPAuth)
 	if err != nil {
 		return fmt.Errorf("cells: MCP worker: %w", err)

@@ -45,7 +45,8 @@ func (n *Node) spawn() error {
 		"--etcd-endpoints", strings.Join(p.cp.EtcdEndpoints(), ","),
 		"--raft-addr", info.Raft, "--grpc-addr", info.GRPC, "--http-addr", info.HTTP,
 		"--log-level", orDefault(p.cfg.ChildLogLevel, "info"),
-		"--mcp-auth", map[bool]string{true: "apikey", false: "none"}[p.cfg.Auth == AuthAPIKey]}
+		"--mcp-auth", map[bool]string{true: "apikey", false: "none"}[p.cfg.Auth == AuthAPIKey],
+		"--mcp-public-url", p.MCPPublicURL()}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C in the terminal reaches the parent

@@ -69,7 +69,9 @@ type Config struct {
 
 	// Node is the template of every in-process node's configuration: the
 	// platform fills NodeID, CellID, DataDir, the addresses and listeners,
-	// Registry, MCPAuth (with AuthAPIKey), Logger and TestingKnobs.
+	// Registry, MCPAuth (with AuthAPIKey), Logger and TestingKnobs, and
+	// MCP.PublicURL when empty (the router's HTTP address: the MCP URL
+	// clients are given, so a JWT's audience and the URL agree).
 	Node cells.Config
 	// Controller configures the control plane's controller (its ID,
 	// Logger and TestingKnobs are filled).

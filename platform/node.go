@@ -90,6 +90,7 @@ func (p *Platform) newNode(c *Cell, k int, spec CellSpec) (*Node, error) {
 		return n, nil
 	}
 	cfg := p.cfg.Node
+	cfg.MCP.PublicURL = p.MCPPublicURL()
 	cfg.NodeID, cfg.CellID = n.info.ID, c.id
 	cfg.DataDir = filepath.Join(p.cfg.DataDir, "nodes", n.info.ID)
 	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = n.info.Raft, n.info.GRPC, n.info.HTTP
@@ -134,7 +135,9 @@ func (n *Node) startInProcess(ctx context.Context) error {
 		}
 	}
 	if n.p.cfg.Auth == AuthAPIKey {
-		a, err := mcpauth.New(mcpauth.Config{Registry: cfg.Registry})
+		kc := mcpauth.DefaultConfig()
+		kc.Registry = cfg.Registry
+		a, err := mcpauth.New(kc)
 		if err != nil {
 			closeLink()
 			return err

@@ -44,6 +44,12 @@ type Platform struct {
 	admin *grpc.ClientConn
 	rt    *router.Server
 	rconn *grpc.ClientConn
+	// routerHTTP is the router's HTTP address, bound before any node
+	// starts so that the nodes' MCP public URL (a JWT's audience, the RFC
+	// 9728 resource) is the router's, the URL clients are given;
+	// routerHTTPLis is its listener until the router takes it.
+	routerHTTP    string
+	routerHTTPLis net.Listener
 
 	mu      sync.Mutex
 	cells   []*Cell
@@ -77,6 +83,10 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	if err := preflight(cfg); err != nil {
 		return nil, err
+	}
+
+	if p.routerHTTP, p.routerHTTPLis, err = listenOn(cfg.RouterHTTPAddr); err != nil {
+		return nil, fmt.Errorf("router: %w", err)
 	}
 
 	p.progress("starting the control plane (etcd embedded in %s)", filepath.Join(cfg.DataDir, "controlplane"))
@@ -214,10 +224,9 @@ func (p *Platform) startRouter(ctx context.Context) (err error) {
 	if rc.GRPCAddr, rc.GRPCListener, err = listenOn(p.cfg.RouterAddr); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	if rc.HTTPAddr, rc.HTTPListener, err = listenOn(p.cfg.RouterHTTPAddr); err != nil {
-		closeListener(rc.GRPCListener)
-		return fmt.Errorf("router: %w", err)
-	}
+	rc.HTTPAddr, rc.HTTPListener = p.routerHTTP, p.routerHTTPLis
+	rc.MCP.PublicURL = p.MCPPublicURL() // the nodes' too: one MCP URL
+	p.routerHTTPLis = nil               // the router's now (closed below on error)
 	rc.Routing.SnapshotPath = filepath.Join(p.cfg.DataDir, "router", "table.snap")
 	rc.Auth.Mode = auth.Mode(p.cfg.Auth)
 	if p.cfg.ShutdownTimeout > 0 {
@@ -489,6 +498,7 @@ func (p *Platform) close() {
 		p.progress("stopping the router")
 		_ = p.rt.Close()
 	}
+	closeListener(p.routerHTTPLis) // bound, but the router never started
 	if len(nodes) > 0 {
 		p.progress("stopping %d nodes", len(nodes))
 	}
@@ -587,4 +597,14 @@ func (p *Platform) dial(target string) (*grpc.ClientConn, error) {
 // poll calls fn every 20 ms until it succeeds or ctx ends.
 func poll(ctx context.Context, fn func() error) error {
 	return retry.Poll(ctx, 20*time.Millisecond, fn)
+}
+
+// MCPPublicURL is the base URL of MCP as the platform's clients see it
+// (the router's HTTP address): the nodes' mcp.Config.PublicURL unless the
+// Node template sets one.
+func (p *Platform) MCPPublicURL() string {
+	if u := p.cfg.Node.MCP.PublicURL; u != "" {
+		return u
+	}
+	return "http://" + p.routerHTTP
 }

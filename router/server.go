@@ -117,6 +117,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mcfg := cfg.MCP
 	mcfg.Logger = log
 	mcfg.WWWAuthenticate = s.authn.WWWAuthenticate
+	if cfg.Auth.Mode == auth.ModeJWT && cfg.Auth.Issuer != "" {
+		mcfg.AuthorizationServers = []string{cfg.Auth.Issuer}
+	}
 	mcfg.WaitChange = s.waitMCPRoute
 	if s.mcp, err = mcpproxy.New(mcfg, s.workers, s.checkHTTP); err != nil {
 		return nil, err
@@ -156,6 +159,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/t/", s.mcp)
+	if cfg.MCP.PublicURL != "" {
+		mux.Handle("/.well-known/oauth-protected-resource/", s.mcp)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
@@ -259,8 +265,16 @@ func (s *Server) admit(tenant string) error {
 
 // authorize is the whole check for an HTTP request: authenticate, settle
 // the tenant (the requested one must be the identity's), admit.
-func (s *Server) authorize(ctx context.Context, authorization, apiKey, requested string) (string, error) {
-	id, err := s.authenticate(ctx, authorization, apiKey)
+// With a JWT audience (audience non-empty: the tenant's MCP URL from the
+// configured public URL), a bearer JWT must carry it.
+func (s *Server) authorize(ctx context.Context, authorization, apiKey, audience, requested string) (string, error) {
+	var id auth.Identity
+	var err error
+	if audience != "" && authorization != "" {
+		id, err = s.authn.AuthenticateFor(ctx, authorization, audience)
+	} else {
+		id, err = s.authenticate(ctx, authorization, apiKey)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -322,9 +336,11 @@ func (s *Server) tenantOf(ctx context.Context) (string, error) {
 	return "", cperr.Invalid(cperr.FieldViolation{Field: tenantmd.TenantKey, Description: "is required (metadata)"})
 }
 
-// checkHTTP is the MCP proxy's hook: the path names the tenant.
+// checkHTTP is the MCP proxy's hook: the path names the tenant. With
+// MCP.PublicURL set, a JWT's audience must be the tenant's MCP URL under
+// it (never derived from the Host header); else the fixed Auth.Audience.
 func (s *Server) checkHTTP(r *http.Request, tenant string) error {
-	_, err := s.authorize(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), tenant)
+	_, err := s.authorize(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), s.mcp.Resource(tenant), tenant)
 	return err
 }
 

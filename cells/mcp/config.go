@@ -37,10 +37,15 @@ type Config struct {
 	// cross-site protection). Empty: same host only. Requests without an
 	// Origin header (non-browser clients) are not affected.
 	AllowedOrigins []string
-	// PublicURL is the tenant's MCP URL as clients see it: the audience
-	// handed to the Authenticator and the "resource" of the RFC 9728
-	// metadata. Nil: "http://"+r.Host+"/t/"+tenant+"/mcp".
-	PublicURL func(r *http.Request, tenant string) string
+	// PublicURL is the base URL clients reach the MCP endpoint at
+	// ("https://mcp.example.com", optionally with a path prefix): tenant
+	// t's MCP URL is PublicURL+"/t/<t>/mcp". That URL is the audience a
+	// bearer JWT must carry (RFC 8707) and the "resource" of the RFC 9728
+	// metadata. It comes from configuration only, never from the request's
+	// Host header (which the client chooses). Required by New; cells and
+	// the stand-alone worker default it to "http://" + their advertised
+	// HTTP address.
+	PublicURL string
 	// CallTimeout bounds each backend (ContextService) call, retries of
 	// transient failures included.
 	CallTimeout time.Duration
@@ -78,6 +83,11 @@ func (c Config) Validate() error {
 	if c.MaxReadBytes <= 0 {
 		errs = append(errs, errors.New("MaxReadBytes must be positive"))
 	}
+	if c.PublicURL != "" {
+		if _, err := ParsePublicURL(c.PublicURL); err != nil {
+			errs = append(errs, fmt.Errorf("PublicURL: %w", err))
+		}
+	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := normalizeOrigin(o); err != nil {
 			errs = append(errs, fmt.Errorf("AllowedOrigins: %q: %w", o, err))
@@ -109,4 +119,19 @@ func normalizeOrigin(o string) (string, error) {
 		host = strings.TrimSuffix(host, ":443")
 	}
 	return u.Scheme + "://" + host, nil
+}
+
+// ParsePublicURL checks a public base URL (an absolute http or https URL
+// without user info, query or fragment) and returns it without a trailing
+// slash.
+func ParsePublicURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", fmt.Errorf("%q: want an absolute http or https URL (scheme://host[:port][/prefix]) without user info, query or fragment", s)
+	}
+	return strings.TrimRight(s, "/"), nil
 }

@@ -53,7 +53,15 @@
 // tenant id), 405 (not POST), 403 (Origin not allowed, PERMISSION_DENIED),
 // 413 (body over MaxBodyBytes), 401 with WWW-Authenticate carrying
 // resource_metadata (RFC 9728; the document is served at
-// /.well-known/oauth-protected-resource/t/<tenant>/mcp).
+// /.well-known/oauth-protected-resource/t/<tenant>/mcp), 429 with
+// Retry-After when the Authenticator says RATE_LIMITED.
+//
+// # The public URL
+//
+// A tenant's MCP URL, Config.PublicURL + "/t/<tenant>/mcp", is the
+// audience handed to the Authenticator and the RFC 9728 "resource". It is
+// configured, never taken from the Host header: the client chooses Host,
+// and could then choose the audience its token is checked against.
 //
 // # Protocol eras
 //

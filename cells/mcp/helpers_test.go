@@ -54,11 +54,14 @@ func (w *worker) url(tenant string) string { return w.base + "/t/" + tenant + "/
 func startWorker(t *testing.T, cfg mcp.Config, cell grpc.ClientConnInterface, authn mcp.Authenticator) *worker {
 	t.Helper()
 	cfg.Logger = testutil.Logger(t).With("component", "mcp")
+	l := testutil.Listen(t)
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + l.Addr().String()
+	}
 	w, err := mcp.New(cfg, cell, authn)
 	if err != nil {
 		t.Fatalf("mcp.New: %v", err)
 	}
-	l := testutil.Listen(t)
 	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {

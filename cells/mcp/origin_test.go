@@ -63,3 +63,25 @@ func FuzzNormalizeOrigin(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePublicURL: an accepted public URL is canonical (parsing it
+// again gives it back), absolute http(s), and has no trailing slash, so
+// "<it>/t/<tenant>/mcp" is well formed.
+func FuzzParsePublicURL(f *testing.F) {
+	for _, s := range []string{"https://mcp.example", "http://127.0.0.1:7180/", "https://x/prefix//", "https://u@x", "https://x/?q", "x", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParsePublicURL(s)
+		if err != nil {
+			return
+		}
+		if strings.HasSuffix(got, "/") || !(strings.HasPrefix(got, "http://") || strings.HasPrefix(got, "https://")) {
+			t.Fatalf("ParsePublicURL(%q) = %q", s, got)
+		}
+		again, err := ParsePublicURL(got)
+		if err != nil || again != got {
+			t.Fatalf("ParsePublicURL(%q) = %q, again %q %v", s, got, again, err)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -42,6 +43,7 @@ const metadataPrefix = "/.well-known/oauth-protected-resource"
 // state between requests: every tool call is a ContextService call.
 type Worker struct {
 	cfg     Config
+	base    string // PublicURL, no trailing slash
 	log     *slog.Logger
 	cell    contextv1.ContextServiceClient
 	authn   Authenticator
@@ -64,12 +66,20 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 	if cell == nil {
 		return nil, errors.New("mcp: nil cell connection")
 	}
+	if cfg.PublicURL == "" {
+		return nil, errors.New("mcp: PublicURL is required (the base URL clients reach the endpoint at)")
+	}
+	base, err := ParsePublicURL(cfg.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("mcp: PublicURL: %w", err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	w := &Worker{
 		cfg:     cfg,
+		base:    base,
 		log:     log,
 		cell:    contextv1.NewContextServiceClient(cell),
 		authn:   authn,
@@ -117,8 +127,14 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 }
 
 // Collectors returns the worker's metrics, for the caller to register.
+// An Authenticator with metrics (a Collectors method, as mcpauth's has)
+// has them included.
 func (w *Worker) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{w.requests, w.toolCalls, w.toolDur}
+	cs := []prometheus.Collector{w.requests, w.toolCalls, w.toolDur}
+	if m, ok := w.authn.(interface{ Collectors() []prometheus.Collector }); ok {
+		cs = append(cs, m.Collectors()...)
+	}
+	return cs
 }
 
 // Handler serves "/t/{tenant}/mcp" (MCP Streamable HTTP, stateless: POST;
@@ -166,7 +182,7 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 
 	var principal string
 	if w.authn != nil {
-		resource := w.publicURL(r, tenant)
+		resource := w.publicURL(tenant)
 		p, err := w.authn.Authenticate(r, tenant, resource)
 		if err != nil {
 			w.authError(rw, r, tenant, resource, err)
@@ -191,8 +207,11 @@ func (w *Worker) authError(rw http.ResponseWriter, r *http.Request, tenant, reso
 		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.Internal), string(cperr.Internal), "internal error")
 		return
 	}
+	if ce.RetryAfter > 0 {
+		rw.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ce.RetryAfter.Seconds()))))
+	}
 	switch ce.Reason {
-	case cperr.PermissionDenied:
+	case cperr.PermissionDenied, cperr.RateLimited:
 		serve.WriteError(rw, rpcerr.HTTPStatus(ce.Reason), string(ce.Reason), ce.Message)
 	case cperr.Unauthenticated:
 		challenge := strings.TrimSpace(w.authn.Challenge(err))
@@ -226,7 +245,7 @@ func (w *Worker) serveMetadata(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	doc := ProtectedResourceMetadata{
-		Resource:               w.publicURL(r, tenant),
+		Resource:               w.publicURL(tenant),
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "cellplane MCP (" + tenant + ")",
 	}
@@ -249,11 +268,11 @@ type ProtectedResourceMetadata struct {
 	ResourceName           string   `json:"resource_name,omitempty"`
 }
 
-func (w *Worker) publicURL(r *http.Request, tenant string) string {
-	if w.cfg.PublicURL != nil {
-		return w.cfg.PublicURL(r, tenant)
-	}
-	return "http://" + r.Host + "/t/" + tenant + "/mcp"
+// publicURL is the tenant's MCP URL: from the configured base, never from
+// the request's Host header (a client could then choose the audience its
+// token is checked against).
+func (w *Worker) publicURL(tenant string) string {
+	return w.base + "/t/" + tenant + "/mcp"
 }
 
 // metadataURL is the RFC 9728 §3.1 metadata URL of resource: the

@@ -134,8 +134,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if len(s.conn.Members()) == 0 {
 		log.Warn("the cell has no live member registered yet; calls fail until one registers")
 	}
+	advertise := cfg.HTTPAdvertise
+	if advertise == "" {
+		advertise = s.lis.Addr().String()
+	}
 	mc := cfg.MCP
 	mc.Logger = log
+	if mc.PublicURL == "" {
+		// From configuration, never from a request's Host header.
+		mc.PublicURL = "http://" + advertise
+	}
 	if s.w, err = mcp.New(mc, s.conn, cfg.Auth); err != nil {
 		return nil, err
 	}
@@ -154,10 +162,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serve.Start(&s.wg, log, nil, nil, s.http, s.lis)
 
-	advertise := cfg.HTTPAdvertise
-	if advertise == "" {
-		advertise = s.lis.Addr().String()
-	}
 	rcfg := registry.DefaultConfig()
 	rcfg.Cell = cfg.Cell
 	rcfg.TTL = cfg.RegistryTTL

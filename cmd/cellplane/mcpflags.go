@@ -20,6 +20,8 @@ type mcpFlags struct {
 	tenantClaim string
 	origins     string
 	maxBody     int64
+	publicURL   string
+	keys        mcpauth.Config // the key caches and the miss budget
 }
 
 func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
@@ -31,12 +33,22 @@ func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.StringVar(&f.tenantClaim, prefix+"jwt-tenant-claim", f.tenantClaim, "jwt: claim holding the tenant id")
 	fs.StringVar(&f.origins, prefix+"allowed-origins", "", "comma-separated browser origins allowed to call (scheme://host[:port]); requests with another Origin get 403 (default: same host only)")
 	fs.Int64Var(&f.maxBody, prefix+"max-body-bytes", f.maxBody, "largest MCP request body (413 above it)")
+	fs.StringVar(&f.publicURL, prefix+"public-url", "", "base URL clients reach MCP at (https://mcp.example.com): a JWT's audience must be <it>/t/<tenant>/mcp, and the RFC 9728 metadata names it; never taken from the Host header (default: http://<the advertised HTTP address>)")
+	k := mcpauth.DefaultConfig()
+	f.keys = k
+	fs.DurationVar(&f.keys.KeyCacheTTL, prefix+"key-cache-ttl", k.KeyCacheTTL, "how long an API key's record is reused before it is read again (a revocation takes effect within it)")
+	fs.IntVar(&f.keys.KeyCacheSize, prefix+"key-cache-size", k.KeyCacheSize, "API keys whose records are cached (least recently used evicted first)")
+	fs.DurationVar(&f.keys.NegativeCacheTTL, prefix+"unknown-key-ttl", k.NegativeCacheTTL, "how long an unknown API key id is remembered as unknown (no registry read for it meanwhile)")
+	fs.IntVar(&f.keys.NegativeCacheSize, prefix+"unknown-key-cache-size", k.NegativeCacheSize, "unknown API key ids remembered (least recently used evicted first)")
+	fs.Float64Var(&f.keys.MissRate, prefix+"key-miss-rate", k.MissRate, "registry reads per second for API key ids in neither cache; beyond it (and the burst) such requests get 429 RATE_LIMITED")
+	fs.IntVar(&f.keys.MissBurst, prefix+"key-miss-burst", k.MissBurst, "burst of those registry reads")
 }
 
 // apply sets the worker configuration from the flags.
 func (f *mcpFlags) apply(cfg *mcp.Config) {
 	cfg.AllowedOrigins = splitList(f.origins)
 	cfg.MaxBodyBytes = f.maxBody
+	cfg.PublicURL = f.publicURL
 }
 
 // authenticator builds the MCP authenticator; nil means no authentication.
@@ -55,11 +67,15 @@ func (f *mcpFlags) authenticator(registry topo.Store, log *slog.Logger) (mcp.Aut
 		if registry == nil {
 			return nil, usageErrorf("MCP auth apikey needs the registry (--etcd-endpoints): API keys live there")
 		}
-		return mcpauth.New(mcpauth.Config{Registry: registry})
+		kc := f.keys
+		kc.Registry = registry
+		return mcpauth.New(kc)
 	case "jwt":
 		jc := auth.DefaultConfig()
 		jc.JWKSFile, jc.Issuer, jc.TenantClaim, jc.Logger = f.jwks, f.issuer, f.tenantClaim, log
-		return mcpauth.New(mcpauth.Config{Registry: registry, JWT: &jc})
+		kc := f.keys
+		kc.Registry, kc.JWT = registry, &jc
+		return mcpauth.New(kc)
 	}
 	return nil, usageErrorf("MCP auth must be auto, apikey, jwt or none, got %q", f.auth)
 }

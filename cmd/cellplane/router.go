@@ -98,6 +98,7 @@ x-cellplane-tenant and is trusted).`,
 	lim.Float64Var(&cfg.RateLimit.DefaultRate, "default-rate", cfg.RateLimit.DefaultRate, "requests per second of a tenant whose record sets none")
 	lim.IntVar(&cfg.RateLimit.DefaultBurst, "default-burst", cfg.RateLimit.DefaultBurst, "token-bucket burst of a tenant whose record sets none")
 	lim.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message")
+	r.StringVar(&cfg.MCP.PublicURL, "mcp-public-url", "", "base URL clients reach MCP at (https://mcp.example.com): with it, an MCP JWT's audience must be <it>/t/<tenant>/mcp (not --jwt-audience), 401s name the RFC 9728 metadata, served at /.well-known/oauth-protected-resource/t/<tenant>/mcp; never taken from the Host header")
 	lim.Int64Var(&cfg.MCP.MaxBodyBytes, "max-mcp-body-bytes", cfg.MCP.MaxBodyBytes, "largest MCP request body (413 above)")
 	lim.DurationVar(&cfg.Forward.DefaultTimeout, "default-timeout", cfg.Forward.DefaultTimeout, "deadline of a call whose caller set none")
 	lim.DurationVar(&cfg.Forward.MovingHold, "moving-hold", cfg.Forward.MovingHold, "how long a call (gRPC or MCP) of a tenant being cut over or moving waits before UNAVAILABLE TENANT_MOVING / 503")

@@ -22,11 +22,13 @@ package mcpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,7 +88,17 @@ type Config struct {
 	CutoverHold time.Duration
 	// CutoverRetryAfter is the Retry-After of that 503. Default 1 s.
 	CutoverRetryAfter time.Duration
-	Logger            *slog.Logger
+	// PublicURL, when set, is the base URL clients reach the router's MCP
+	// at ("https://mcp.example.com"): tenant t's MCP URL is
+	// PublicURL+"/t/<t>/mcp" (Resource), the audience the caller's Check
+	// requires of a JWT, named in a 401's resource_metadata, and the proxy
+	// serves the RFC 9728 metadata of it at
+	// /.well-known/oauth-protected-resource/t/<t>/mcp. Never derived from
+	// the Host header. Empty: no metadata, and Resource is "".
+	PublicURL string
+	// AuthorizationServers are named in that metadata (the JWT issuer).
+	AuthorizationServers []string
+	Logger               *slog.Logger
 }
 
 // DefaultConfig returns the defaults.
@@ -103,7 +115,60 @@ func (c Config) Validate() error {
 	if c.CutoverHold <= 0 || c.CutoverRetryAfter <= 0 {
 		return errors.New("mcpproxy: CutoverHold and CutoverRetryAfter must be positive")
 	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return fmt.Errorf("mcpproxy: PublicURL %q: want an absolute http or https URL (scheme://host[:port][/prefix]) without user info, query or fragment", c.PublicURL)
+		}
+	}
 	return nil
+}
+
+// metadataPrefix is the RFC 9728 well-known path prefix.
+const metadataPrefix = "/.well-known/oauth-protected-resource"
+
+// Resource is tenant's MCP URL under Config.PublicURL ("" without one).
+func (p *Proxy) Resource(tenant string) string {
+	if p.cfg.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimRight(p.cfg.PublicURL, "/") + "/t/" + tenant + "/mcp"
+}
+
+// metadataURL is the RFC 9728 §3.1 metadata URL of tenant's resource.
+func (p *Proxy) metadataURL(tenant string) string {
+	u, err := url.Parse(p.Resource(tenant))
+	if err != nil {
+		return ""
+	}
+	u.Path = metadataPrefix + u.Path
+	u.RawPath = ""
+	return u.String()
+}
+
+// serveMetadata serves the RFC 9728 protected-resource metadata of
+// tenant's MCP URL (GET /.well-known/oauth-protected-resource/t/<t>/mcp).
+func (p *Proxy) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := tenantOf(strings.TrimPrefix(r.URL.Path, metadataPrefix))
+	if !ok || p.cfg.PublicURL == "" {
+		serve.WriteError(w, http.StatusNotFound, "NOT_FOUND", "no metadata here; use /.well-known/oauth-protected-resource/t/<tenant>/mcp")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		serve.WriteError(w, http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "use GET")
+		return
+	}
+	doc := struct {
+		Resource               string   `json:"resource"`
+		AuthorizationServers   []string `json:"authorization_servers,omitempty"`
+		BearerMethodsSupported []string `json:"bearer_methods_supported"`
+		ResourceName           string   `json:"resource_name,omitempty"`
+	}{p.Resource(tenant), p.cfg.AuthorizationServers, []string{"header"}, "cellplane MCP (" + tenant + ")"}
+	w.Header().Set("Access-Control-Allow-Origin", "*") // public document, read by browser-based clients
+	w.Header().Set("Cache-Control", "max-age=300")
+	serve.WriteJSON(w, http.StatusOK, doc)
 }
 
 // Proxy is the http.Handler.
@@ -171,9 +236,11 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 			pr.Out.URL.Host = t.addr
 			pr.Out.URL.Path = t.path
 			pr.Out.URL.RawPath = ""
-			// The Host stays the router's: a worker derives the tenant's
-			// public MCP URL (a token's audience, RFC 9728 metadata) from
-			// it. Credentials pass through: workers check them again.
+			// The Host stays the client's (workers compare a browser's
+			// Origin with it); nothing derives a token's audience from it:
+			// workers take the tenant's MCP URL from their configured
+			// public URL (mcp.Config.PublicURL). Credentials pass through:
+			// workers check them again.
 			pr.SetXForwarded()
 		},
 		Transport:     transport,
@@ -207,6 +274,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { p.requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(sw.Status/100)+"xx").Inc() }()
 	w = sw
 
+	if strings.HasPrefix(r.URL.Path, metadataPrefix+"/") {
+		p.serveMetadata(w, r)
+		return
+	}
 	tenant, ok := tenantOf(r.URL.Path)
 	if !ok {
 		p.writeError(w, r, cperr.New(cperr.InvalidArgument, "the MCP endpoint is /t/<tenant>/mcp"))
@@ -320,6 +391,9 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		h := `Bearer realm="cellplane"`
 		if p.cfg.WWWAuthenticate != nil {
 			h = p.cfg.WWWAuthenticate(err)
+		}
+		if tenant, ok := tenantOf(r.URL.Path); ok && p.cfg.PublicURL != "" {
+			h += fmt.Sprintf(", resource_metadata=%q", p.metadataURL(tenant))
 		}
 		w.Header().Set("WWW-Authenticate", h)
 	}
