@@ -23,7 +23,17 @@ import (
 // period, and no two cells ever owned the tenant.
 func TestMoveFlipsPlacement(t *testing.T) {
 	e := newMoveEnv(t)
-	e.start(t, "c1", controller.TestingKnobs{})
+	// The leader waits for the test to read the placement the intent wrote
+	// (on fake cells the whole move can otherwise end before that read).
+	release := make(chan struct{})
+	e.start(t, "c1", controller.TestingKnobs{BeforeMoveStep: func(ctx context.Context, _ *cpv1.Move) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
 	e.create(t, "acme", "a")
 	e.cells.write(t, "acme", 5) // tseq 1 (owner) + 5
 	ctx := testutil.Context(t, 10*time.Second)
@@ -38,6 +48,7 @@ func TestMoveFlipsPlacement(t *testing.T) {
 	if got := e.tenant(t, "acme").GetOperationId(); got != mv.GetId() {
 		t.Fatalf("placement operation_id = %q, want the move", got)
 	}
+	close(release)
 	done := e.waitMove(t, mv.GetId(), cpv1.MoveState_MOVE_STATE_DONE)
 
 	tn := e.tenant(t, "acme")
