@@ -2,7 +2,6 @@ package mcp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -244,29 +244,16 @@ func (w *Worker) serveMetadata(rw http.ResponseWriter, r *http.Request) {
 		serve.WriteError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "use GET")
 		return
 	}
-	doc := ProtectedResourceMetadata{
-		Resource:               w.publicURL(tenant),
-		BearerMethodsSupported: []string{"header"},
-		ResourceName:           "cellplane MCP (" + tenant + ")",
-	}
+	var servers []string
 	if w.authn != nil {
-		doc.AuthorizationServers = w.authn.AuthorizationServers()
+		servers = w.authn.AuthorizationServers()
 	}
-	rw.Header().Set("Content-Type", "application/json")
-	rw.Header().Set("Access-Control-Allow-Origin", "*") // public document, read by browser-based clients
-	rw.Header().Set("Cache-Control", "max-age=300")
-	_ = json.NewEncoder(rw).Encode(doc)
+	auth.WriteProtectedResource(rw, auth.NewProtectedResource(w.publicURL(tenant), tenant, servers))
 }
 
 // ProtectedResourceMetadata is the RFC 9728 document served for each
-// tenant's endpoint.
-type ProtectedResourceMetadata struct {
-	Resource               string   `json:"resource"`
-	AuthorizationServers   []string `json:"authorization_servers,omitempty"`
-	BearerMethodsSupported []string `json:"bearer_methods_supported"`
-	ScopesSupported        []string `json:"scopes_supported,omitempty"`
-	ResourceName           string   `json:"resource_name,omitempty"`
-}
+// tenant's endpoint (the one type, shared with the router's MCP proxy).
+type ProtectedResourceMetadata = auth.ProtectedResource
 
 // publicURL is the tenant's MCP URL: from the configured base, never from
 // the request's Host header (a client could then choose the audience its

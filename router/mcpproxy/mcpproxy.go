@@ -37,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
@@ -160,15 +161,7 @@ func (p *Proxy) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		serve.WriteError(w, http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "use GET")
 		return
 	}
-	doc := struct {
-		Resource               string   `json:"resource"`
-		AuthorizationServers   []string `json:"authorization_servers,omitempty"`
-		BearerMethodsSupported []string `json:"bearer_methods_supported"`
-		ResourceName           string   `json:"resource_name,omitempty"`
-	}{p.Resource(tenant), p.cfg.AuthorizationServers, []string{"header"}, "cellplane MCP (" + tenant + ")"}
-	w.Header().Set("Access-Control-Allow-Origin", "*") // public document, read by browser-based clients
-	w.Header().Set("Cache-Control", "max-age=300")
-	serve.WriteJSON(w, http.StatusOK, doc)
+	auth.WriteProtectedResource(w, auth.NewProtectedResource(p.Resource(tenant), tenant, p.cfg.AuthorizationServers))
 }
 
 // Proxy is the http.Handler.
