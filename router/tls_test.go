@@ -400,13 +400,23 @@ func TestMCPOverHTTPS(t *testing.T) {
 	}
 
 	// Plain HTTP to the TLS port: Go's server answers 400 before any
-	// handler runs; the MCP worker never sees the request.
+	// handler runs; the MCP proxy never sees the request. Nor does it see
+	// one from a client that does not trust the certificate.
+	mcpRequests := func() float64 {
+		return metricSum(t, hc, "https://"+r.HTTPAddr()+"/metrics", "cellplane_router_mcp_requests_total")
+	}
+	before := mcpRequests()
+	if before < 1 {
+		t.Fatalf("the proxy counted %v requests, want the initialize", before)
+	}
 	if resp, body, err := post(&http.Client{}, "http://"+r.HTTPAddr()+"/t/acme/mcp"); err == nil && (resp.StatusCode == http.StatusOK || strings.Contains(body, "protocolVersion")) {
 		t.Fatalf("plain HTTP to the TLS port: %d %s", resp.StatusCode, body)
 	}
-	// And a client that does not trust the certificate cannot connect.
 	if _, _, err := post(&http.Client{Transport: &http.Transport{}}, "https://"+r.HTTPAddr()+"/t/acme/mcp"); err == nil {
 		t.Fatal("an HTTPS client that does not trust the certificate got through")
+	}
+	if got := mcpRequests() - before; got != 0 {
+		t.Fatalf("refused clients: the MCP proxy counted %v requests, want 0", got)
 	}
 }
 
