@@ -119,9 +119,9 @@ type Config struct {
 	// RetryBackoff is the first delay between those lookups (doubling up
 	// to MaxRetryBackoff). 0: 20 ms and 250 ms.
 	RetryBackoff, MaxRetryBackoff time.Duration
-	// DialOptions are added to every connection (TLS credentials, …)
-	// after the defaults, so grpc.WithTransportCredentials among them
-	// replaces plaintext; without it connections are plaintext.
+	// DialOptions are added to every connection (router and cells) after
+	// the defaults, so grpc.WithTransportCredentials among them replaces
+	// plaintext, and TLS too; prefer TLS for the router.
 	DialOptions []grpc.DialOption
 	// Logger; nil discards.
 	Logger *slog.Logger
