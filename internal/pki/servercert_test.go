@@ -2,6 +2,7 @@ package pki_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -146,4 +147,31 @@ func TestServerCertReloadsOnHandshake(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A certificate from `cellplane cert create-router` (the cluster CA, an
+// identity URI SAN) serves the front door too; clients trust ca.crt.
+func TestServerCertFromClusterCA(t *testing.T) {
+	ca := newCA(t)
+	dir := t.TempDir()
+	id := pki.RouterIdentity(cluster, "r1")
+	leaf := install(t, ca, dir, pki.LeafRequest{Identity: id, Hosts: []string{"127.0.0.1"}})
+	cfg := pki.DefaultServerCertConfig()
+	cfg.CertFile, cfg.KeyFile = filepath.Join(dir, id.FileName()+".crt"), filepath.Join(dir, id.FileName()+".key")
+	cfg.Logger = testutil.Logger(t)
+	sc, err := pki.NewServerCert(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveTLS(t, sc.PublicTLSConfig())
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(leaf.Cert.SerialNumber) != 0 {
+		t.Fatalf("serial %x, want %x", got, leaf.Cert.SerialNumber)
+	}
 }
