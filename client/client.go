@@ -41,11 +41,24 @@
 // Direct calls reach cell nodes without the router's authentication: they
 // are for clients inside the platform's network boundary (the API key is
 // still sent and checked whenever a call goes through the router).
+//
+// # TLS
+//
+// Config.TLS secures the connection to the router (a router started with
+// --tls-cert/--tls-key): the API key or JWT and the tenant's data then
+// travel encrypted. Cells do not serve TLS yet, so a direct call would send
+// the tenant's data in clear beside an encrypted router connection: with
+// TLS set, the client calls everything through the router, whatever
+// Direct says, unless DirectPlaintext opts back in to plaintext direct
+// calls (a network the caller trusts between it and the cells).
+//
+//	cfg.TLS = &tls.Config{RootCAs: pool} // nil RootCAs: the system's CAs
 package client
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -57,6 +70,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -81,8 +95,19 @@ type Config struct {
 	// APIKey, if set, is sent to the router as "authorization: Bearer <key>".
 	APIKey string
 	// Direct: call cells directly (default true via DefaultConfig); false
-	// sends everything through the router.
+	// sends everything through the router. With TLS set it is ignored
+	// unless DirectPlaintext is set too.
 	Direct bool
+	// TLS, if set, is the TLS configuration of the connection to the
+	// router (RootCAs, ServerName; MinVersion at least TLS 1.2 is
+	// enforced). Cells do not serve TLS yet: with TLS set, every call goes
+	// through the router unless DirectPlaintext is set.
+	TLS *tls.Config
+	// DirectPlaintext, with TLS and Direct, still calls cells directly
+	// in plaintext: the tenant's data (not the API key) crosses the
+	// network between the client and the cells in clear. Only for a
+	// network the caller trusts.
+	DirectPlaintext bool
 	// MaxAttempts bounds the tries of one call (direct and via the router).
 	MaxAttempts int
 	// RouteTTL: a cached route older than this is looked up again.
@@ -94,9 +119,9 @@ type Config struct {
 	// RetryBackoff is the first delay between those lookups (doubling up
 	// to MaxRetryBackoff). 0: 20 ms and 250 ms.
 	RetryBackoff, MaxRetryBackoff time.Duration
-	// DialOptions are added to every connection (TLS credentials, …)
-	// after the defaults, so grpc.WithTransportCredentials among them
-	// replaces plaintext; without it connections are plaintext.
+	// DialOptions are added to every connection (router and cells) after
+	// the defaults, so grpc.WithTransportCredentials among them replaces
+	// plaintext, and TLS too; prefer TLS for the router.
 	DialOptions []grpc.DialOption
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -130,6 +155,10 @@ func (c Config) Validate() error {
 		return errors.New("client: MovingWait, RetryBackoff and MaxRetryBackoff must not be negative")
 	case c.RetryBackoff > 0 && c.MaxRetryBackoff > 0 && c.MaxRetryBackoff < c.RetryBackoff:
 		return errors.New("client: MaxRetryBackoff is below RetryBackoff")
+	case c.TLS != nil && c.TLS.MaxVersion != 0 && c.TLS.MaxVersion < tls.VersionTLS12:
+		return errors.New("client: TLS.MaxVersion is below TLS 1.2 (the router serves 1.2 and later)")
+	case c.TLS != nil && c.TLS.InsecureSkipVerify && c.TLS.VerifyConnection == nil && c.TLS.VerifyPeerCertificate == nil:
+		return errors.New("client: TLS.InsecureSkipVerify without a VerifyConnection or VerifyPeerCertificate would trust any server with the API key")
 	}
 	if err := ids.Check("Tenant", c.Tenant, ids.MaxLen); err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -155,6 +184,7 @@ func (c Config) withDefaults() Config {
 type Client struct {
 	cfg    Config
 	log    *slog.Logger
+	direct bool // call cells directly (Direct, and no TLS or DirectPlaintext)
 	router *grpc.ClientConn
 	lookup routerv1.RouterServiceClient
 
@@ -198,8 +228,18 @@ func New(cfg Config) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	dc := dial.Config{ExtraOptions: cfg.DialOptions}
-	c := &Client{cfg: cfg, log: log, conns: dial.NewPool(dc)}
-	conn, err := dial.New(cfg.Router, dc)
+	direct := cfg.Direct && (cfg.TLS == nil || cfg.DirectPlaintext)
+	c := &Client{cfg: cfg, log: log, direct: direct, conns: dial.NewPool(dc)}
+	rc := dc
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
+		rc.Credentials = credentials.NewTLS(tc)
+		if cfg.Direct && !direct {
+			log.Info("cellplane client: TLS to the router and cells without TLS: every call goes through the router (DirectPlaintext calls cells in clear)")
+		}
+	}
+	conn, err := dial.New(cfg.Router, rc)
 	if err != nil {
 		return nil, fmt.Errorf("client: router %s: %w", cfg.Router, err)
 	}
@@ -303,7 +343,7 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 			break
 		}
 		var r *route
-		viaRouter := !c.cfg.Direct || attempt == c.cfg.MaxAttempts-1 && attempt > 0
+		viaRouter := !c.direct || attempt == c.cfg.MaxAttempts-1 && attempt > 0
 		if !viaRouter {
 			var err error
 			if r, err = c.cached(ctx); err != nil {
@@ -459,7 +499,7 @@ func moving(err error) bool {
 
 func (cc *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	c := (*Client)(cc)
-	if c.cfg.Direct {
+	if c.direct {
 		// A tenant being cut over is served by neither cell: the router
 		// holds the stream's start until the flip.
 		if r, err := c.cached(ctx); err == nil && !r.cuttingOver {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"strings"
 	"testing"
 
@@ -65,11 +66,47 @@ func TestConfigValidate(t *testing.T) {
 		"tenant too long": func(c *Config) { c.Tenant = strings.Repeat("t", 129) },
 		"no attempts":     func(c *Config) { c.MaxAttempts = 0 },
 		"no ttl":          func(c *Config) { c.RouteTTL = 0 },
+		"tls below 1.2":   func(c *Config) { c.TLS = &tls.Config{MaxVersion: tls.VersionTLS11} },
+		"tls trusting anyone": func(c *Config) {
+			c.TLS = &tls.Config{InsecureSkipVerify: true}
+		},
 	} {
 		c := good
 		mut(&c)
 		if c.Validate() == nil {
 			t.Errorf("%s: Validate passed", name)
 		}
+	}
+}
+
+// With TLS to the router, the cells (plaintext) are called directly only
+// when DirectPlaintext says so.
+func TestDirectWithTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		direct, tls, plaintext bool
+		want                   bool
+	}{
+		{"plaintext, direct", true, false, false, true},
+		{"plaintext, via router", false, false, false, false},
+		{"tls, direct asked", true, true, false, false},
+		{"tls, direct plaintext", true, true, true, true},
+		{"tls, via router", false, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Router, cfg.Tenant, cfg.Direct, cfg.DirectPlaintext = "127.0.0.1:7100", "acme", tc.direct, tc.plaintext
+			if tc.tls {
+				cfg.TLS = &tls.Config{}
+			}
+			c, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.direct != tc.want {
+				t.Fatalf("direct = %v, want %v", c.direct, tc.want)
+			}
+		})
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
 	"github.com/cellplane/cellplane/router/ratelimit"
@@ -36,6 +38,15 @@ type Config struct {
 	// set, are used instead (tests).
 	GRPCAddr, HTTPAddr         string
 	GRPCListener, HTTPListener net.Listener
+
+	// TLS, with CertFile and KeyFile set, makes the front door (the gRPC
+	// port and the HTTP port: MCP, the RFC 9728 metadata, /metrics,
+	// /healthz, /readyz) serve TLS 1.2+ with that certificate, reloaded
+	// from disk when the files change (every TLS.ReloadInterval at most).
+	// Server-side TLS only: tenants authenticate with API keys or JWTs,
+	// not client certificates. Without files the front door is plaintext
+	// (and Start says so at Warn).
+	TLS pki.ServerCertConfig
 
 	// MaxRecvMsgBytes bounds a request message (RESOURCE_EXHAUSTED above).
 	MaxRecvMsgBytes int
@@ -71,11 +82,16 @@ func DefaultConfig() Config {
 		Auth:            a,
 		RateLimit:       ratelimit.DefaultConfig(),
 		MCP:             mcpproxy.DefaultConfig(),
+		TLS:             pki.DefaultServerCertConfig(),
 		ShutdownTimeout: 10 * time.Second,
 
 		JWKSReloadInterval: time.Minute,
 	}
 }
+
+// TLSEnabled reports whether the front door serves TLS (a certificate or
+// key file is configured; Validate requires both).
+func (c Config) TLSEnabled() bool { return c.TLS.CertFile != "" || c.TLS.KeyFile != "" }
 
 // Validate reports an unusable configuration.
 func (c Config) Validate() error {
@@ -88,6 +104,18 @@ func (c Config) Validate() error {
 	}
 	if c.GRPCListener == nil && c.GRPCAddr == "" || c.HTTPListener == nil && c.HTTPAddr == "" {
 		errs = append(errs, errors.New("router: gRPC and HTTP addresses are required"))
+	}
+	if c.TLSEnabled() {
+		if err := c.TLS.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("router: TLS: %w", err))
+		}
+		if u, err := url.Parse(c.MCP.PublicURL); c.MCP.PublicURL != "" && err == nil && u.Scheme != "https" {
+			// The RFC 9728 resource and a JWT's audience would name a
+			// plaintext URL of a server that only speaks TLS.
+			errs = append(errs, fmt.Errorf("router: the front door serves TLS but the MCP public URL %q is not https", c.MCP.PublicURL))
+		}
+	} else if c.TLS.ReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("router: TLS.ReloadInterval %v < 0", c.TLS.ReloadInterval))
 	}
 	if c.MaxRecvMsgBytes < 1024 {
 		errs = append(errs, fmt.Errorf("router: MaxRecvMsgBytes %d < 1024", c.MaxRecvMsgBytes))

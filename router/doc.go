@@ -11,8 +11,14 @@
 // its last table while etcd is down. Routers run side by side with no
 // coordination. DESIGN.md states the invariants.
 //
+// With Config.TLS (a certificate and key) both public ports serve TLS 1.2+
+// — gRPC over h2, MCP and the HTTP endpoints over HTTPS — with the
+// certificate reloaded from disk when it changes; without, they are
+// plaintext and Start logs a Warn.
+//
 //	cfg := router.DefaultConfig()
 //	cfg.EtcdEndpoints = []string{"http://127.0.0.1:7379"}
+//	cfg.TLS.CertFile, cfg.TLS.KeyFile = "front.crt", "front.key" // optional
 //	r, err := router.Start(ctx, cfg)
 //	...
 //	defer r.Close()

@@ -91,6 +91,13 @@ func newPlatform(t *testing.T, tenants ...*cpv1.CreateTenantRequest) *platform {
 
 func (p *platform) startRouter(t *testing.T) *router.Server {
 	t.Helper()
+	return p.startRouterWith(t, nil)
+}
+
+// startRouterWith starts a router of the platform with mod applied to its
+// configuration.
+func (p *platform) startRouterWith(t *testing.T, mod func(*router.Config)) *router.Server {
+	t.Helper()
 	cfg := router.DefaultConfig()
 	cfg.EtcdEndpoints = p.etcd.Endpoints()
 	cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t)
@@ -101,6 +108,9 @@ func (p *platform) startRouter(t *testing.T) *router.Server {
 	// Info, not Debug: a debug line per call would dominate the CPU the
 	// isolation test measures.
 	cfg.Logger = slog.New(logging.NewHandler(testutil.SlogWriter(t), logging.FormatText, slog.LevelInfo, false))
+	if mod != nil {
+		mod(&cfg)
+	}
 	r, err := router.Start(testutil.Context(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatal(err)

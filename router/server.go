@@ -2,11 +2,13 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -27,6 +30,7 @@ import (
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
@@ -75,11 +79,28 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.closeParts()
 		}
 	}()
+	// The front door's certificate, before any port is bound: a bad
+	// certificate fails the start, never a plaintext fallback.
+	var front *tls.Config
+	if cfg.TLSEnabled() {
+		tcfg := cfg.TLS
+		tcfg.Logger = log
+		sc, err := pki.NewServerCert(tcfg)
+		if err != nil {
+			return nil, fmt.Errorf("router: TLS: %w", err)
+		}
+		front = sc.PublicTLSConfig()
+	}
 	if s.grpcLis, err = serve.Listen("grpc", cfg.GRPCAddr, cfg.GRPCListener); err != nil {
 		return nil, err
 	}
 	if s.httpLis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
+	}
+	if front != nil {
+		// HTTPS on the HTTP port: the same certificate and versions as
+		// the gRPC port, HTTP/2 and HTTP/1.1 offered by ALPN.
+		s.httpLis = tls.NewListener(s.httpLis, front.Clone())
 	}
 
 	s.st = cfg.Store
@@ -134,6 +155,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	// No grpc_server_* metrics here: the forwarder exports its own.
 	s.hlth = health.NewServer()
+	grpcOpts := []grpc.ServerOption{
+		forward.ServerOption(),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.UnknownServiceHandler(s.fwd.Handler()),
+	}
+	if front != nil {
+		// credentials.NewTLS keeps h2 in NextProtos (gRPC needs it).
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(front.Clone())))
+	}
 	s.grpc = serve.NewGRPCServer(serve.GRPCConfig{
 		Log: log,
 		Unary: []grpc.UnaryServerInterceptor{
@@ -144,11 +174,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
 			s.limitStream,
 		},
-		Options: []grpc.ServerOption{
-			forward.ServerOption(),
-			grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
-			grpc.UnknownServiceHandler(s.fwd.Handler()),
-		},
+		Options: grpcOpts,
 	}, func(gs *grpc.Server) {
 		routerv1.RegisterRouterServiceServer(gs, &lookupServer{s: s})
 		healthpb.RegisterHealthServer(gs, s.hlth)
@@ -176,7 +202,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.authn.Mode() == auth.ModeNone {
 		log.Warn("AUTHENTICATION IS OFF (--auth=none): any caller can act as any tenant; for local development only")
 	}
-	log.Info("router started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "auth", string(s.authn.Mode()), "table_loaded", s.table.Loaded())
+	if front == nil {
+		log.Warn("the router's front door is plaintext: API keys and tenant data cross the network in clear; serve TLS with --tls-cert and --tls-key (or terminate TLS in front of the router)")
+	}
+	if u, err := url.Parse(cfg.MCP.PublicURL); cfg.MCP.PublicURL != "" && err == nil && u.Scheme != "https" {
+		log.Warn("the MCP public URL is not https: MCP authorization (OAuth 2.1) requires HTTPS", "mcp_public_url", cfg.MCP.PublicURL)
+	}
+	log.Info("router started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "tls", front != nil, "auth", string(s.authn.Mode()), "table_loaded", s.table.Loaded())
 	return s, nil
 }
 

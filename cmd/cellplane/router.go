@@ -42,13 +42,26 @@ Authentication (--auth): apikey (tenant API keys from 'cellctl tenant key
 create', sent as "authorization: Bearer <key>" or "x-api-key"), jwt (bearer
 JWTs checked against --jwks-file, --jwt-issuer and --jwt-audience, tenant
 from --jwt-tenant-claim), or none (development only: the tenant comes from
-x-cellplane-tenant and is trusted).`,
+x-cellplane-tenant and is trusted).
+
+TLS (--tls-cert, --tls-key): both ports serve TLS 1.2 or later with that
+certificate (one from a public CA, or 'cellplane cert create-router'), gRPC
+over h2 and MCP over HTTPS; /metrics, /healthz and /readyz move to HTTPS
+with them. Replacing the files rotates the certificate without a restart.
+Clients still authenticate with API keys or JWTs. Without them both ports are
+plaintext and the router warns at start: credentials and tenant data then
+cross the network in clear.`,
 		Example: `  # A router on the control plane's embedded etcd, API keys required:
   cellplane router --etcd-endpoints http://127.0.0.1:7379 --snapshot data/router/table.snap
 
   # Then, with a key from 'cellctl tenant key create acme':
   grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{"context_id":"chat-1"}' \
-      127.0.0.1:7100 cellplane.context.v1.ContextService/CreateContext`,
+      127.0.0.1:7100 cellplane.context.v1.ContextService/CreateContext
+
+  # The front door over TLS (gRPC and HTTPS), MCP at https://mcp.example.com/t/<tenant>/mcp:
+  cellplane router --etcd-endpoints http://127.0.0.1:7379 --grpc-addr :7100 --http-addr :443 \
+      --tls-cert /etc/cellplane/front.crt --tls-key /etc/cellplane/front.key \
+      --mcp-public-url https://mcp.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			eps, err := etcdEndpoints(cmd, splitList(endpoints), controlplaneAddr, &cfg.EtcdPrefix, 10*time.Second)
@@ -74,6 +87,9 @@ x-cellplane-tenant and is trusted).`,
 	r := pflag.NewFlagSet("router", pflag.ContinueOnError)
 	r.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address of the gRPC front (ContextService, RouterService)")
 	r.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of the HTTP front (/t/<tenant>/mcp, /metrics, /healthz, /readyz)")
+	r.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "server certificate (PEM, leaf first) of the front door: with --tls-key, the gRPC and HTTP ports serve TLS 1.2+ (HTTPS for MCP); reloaded when the file changes")
+	r.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
+	r.DurationVar(&cfg.TLS.ReloadInterval, "tls-reload-interval", cfg.TLS.ReloadInterval, "how often a handshake re-checks --tls-cert/--tls-key for a new certificate; 0 never")
 	r.StringVar(&cfg.Routing.SnapshotPath, "snapshot", "", "file the routing table is saved to and started from when etcd is down (empty: none)")
 	r.DurationVar(&cfg.Routing.SnapshotInterval, "snapshot-interval", cfg.Routing.SnapshotInterval, "how often a changed table is saved")
 	r.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls")

@@ -37,6 +37,14 @@
 // For HTTP and raw TCP (the Raft stream layer), ServerTLSConfig and
 // ClientTLSConfig give the tls.Configs and IdentityFromState the peer.
 //
+// A public front door (the router's gRPC and HTTPS ports) serves a plain
+// server certificate instead, with no identity and no client CA: tenants
+// authenticate with API keys or JWTs. ServerCert reads it and reloads it
+// the same way; PublicTLSConfig allows TLS 1.2 for external clients:
+//
+//	sc, err := pki.NewServerCert(pki.ServerCertConfig{CertFile: "front.crt", KeyFile: "front.key", ReloadInterval: pki.DefaultReloadInterval})
+//	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(sc.PublicTLSConfig())))
+//
 // The package stands on the ground floor: it imports the standard
 // library's crypto, gRPC's credentials and internal/ids and internal/cperr,
 // and no component.
