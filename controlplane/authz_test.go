@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -421,5 +423,64 @@ func TestPolicyDocumented(t *testing.T) {
 		if len(a.Kinds) == 0 && row[2] != "—" {
 			t.Errorf("docs/security.md: %s allows %q, Policy nobody but operators", name, row[2])
 		}
+	}
+}
+
+// Config.TLS must hold a control plane's certificate.
+func TestConfigTLSIdentity(t *testing.T) {
+	e := &pkiEnv{dir: t.TempDir()}
+	var err error
+	if e.ca, err = pki.NewCA(testCluster, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCA(e.dir, e.ca, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id pki.Identity
+		ok bool
+	}{{pki.ControlPlaneIdentity(testCluster, "cp1"), true}, {admin, false}, {router, false}} {
+		e.issue(t, pki.LeafRequest{Identity: tc.id})
+		src, err := pki.NewSource(pki.DirConfig(e.dir, tc.id.FileName()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := controlplane.DefaultConfig()
+		cfg.DataDir = t.TempDir()
+		cfg.TLS = src
+		if err := cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("TLS with %s: Validate() = %v", tc.id, err)
+		}
+	}
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Without TLS the replica says loudly that its API is open to anyone.
+func TestPlaintextWarns(t *testing.T) {
+	var logs lockedBuffer
+	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
+	env.AddReplica(t, "cp1", func(c *controlplane.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
+	want := "level=WARN msg=\"the control plane API is unauthenticated: anyone who reaches it owns every tenant; pass --certs-dir\""
+	if !strings.Contains(logs.String(), want) {
+		t.Fatalf("logs lack %s:\n%s", want, logs.String())
 	}
 }
