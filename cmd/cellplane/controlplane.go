@@ -54,20 +54,20 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 		Example: `  # A control plane with embedded etcd in ./data/cp:
   cellplane controlplane --data-dir data/cp
 
-  # The same with mutual TLS and authorisation by identity:
-  cellplane cert create-ca --cluster prod --certs-dir certs
-  cellplane cert create-controlplane --id cp1 --certs-dir certs
-  cellplane cert create-operator --name alice --role admin --certs-dir certs
-  cellplane controlplane --id cp1 --data-dir data/cp --certs-dir certs
-  cellctl --certs-dir certs --cert-name operator.alice status
-
   # Two more replicas on the same (now external to them) etcd:
   cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7010 --http-addr 127.0.0.1:7011
   cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7020 --http-addr 127.0.0.1:7021
 
   # Then, with cellctl:
   cellctl region create us-east
-  cellctl cell create use1-a --region us-east`,
+  cellctl cell create use1-a --region us-east
+
+  # With mutual TLS and authorisation by identity:
+  cellplane cert create-ca --cluster prod --certs-dir certs
+  cellplane cert create-controlplane --id cp1 --certs-dir certs
+  cellplane cert create-operator --name alice --role admin --certs-dir certs
+  cellplane controlplane --id cp1 --data-dir data/cp --certs-dir certs
+  cellctl --certs-dir certs --cert-name operator.alice status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.EtcdEndpoints = splitList(endpoints)
