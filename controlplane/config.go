@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 // Default listen addresses.
@@ -51,6 +52,14 @@ type Config struct {
 	// HTTPListener, when set, are used instead (tests).
 	GRPCAddr, HTTPAddr         string
 	GRPCListener, HTTPListener net.Listener
+
+	// TLS, when set, makes the gRPC API serve mutual TLS only (no
+	// plaintext fallback) with this process's certificate (a controlplane
+	// identity), and authorises every call by the caller's identity
+	// (Policy). nil serves plaintext with no authentication: anyone who
+	// reaches GRPCAddr owns every tenant (Start logs a warning). The HTTP
+	// port (metrics, health, readiness) stays plaintext either way.
+	TLS *pki.Source
 
 	// Controller and API configure the parts (their ID/Logger are filled).
 	Controller controller.Config
@@ -110,6 +119,11 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("controlplane: shutdown timeout %v <= 0", c.ShutdownTimeout))
+	}
+	if c.TLS != nil {
+		if k := c.TLS.Identity().Kind; k != pki.KindControlPlane {
+			errs = append(errs, fmt.Errorf("controlplane: TLS certificate is a %s identity (%s), want a controlplane one", k, c.TLS.Identity()))
+		}
 	}
 	ctl := c.Controller
 	ctl.ID = c.ID

@@ -11,6 +11,13 @@
 // (the gRPC service), cellclient (calls to cells), apikey (tenant keys),
 // etcdserver (the embedded etcd). DESIGN.md states the invariants.
 //
+// With Config.TLS (a pki.Source of a controlplane identity) the gRPC
+// server serves mutual TLS only and one interceptor (unary and stream)
+// authorises every call by the caller's certificate against one table,
+// Policy (authz.go): admin operators everything, read-only operators the
+// reads, components only what they call (GetRegistry). Without it the API
+// is unauthenticated, and Start logs a warning.
+//
 //	cfg := controlplane.DefaultConfig()
 //	cfg.DataDir = "data/cp"
 //	cp, err := controlplane.Start(ctx, cfg)

@@ -28,6 +28,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -130,11 +131,25 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.hlth = health.NewServer()
-	s.grpc = serve.NewGRPCServer(serve.GRPCConfig{
+	gcfg := serve.GRPCConfig{
 		Log:     log,
 		Metrics: reg,
 		Unary:   []grpc.UnaryServerInterceptor{s.internalErrors, api.UnaryServerInterceptor()},
-	}, func(gs *grpc.Server) {
+	}
+	if cfg.TLS != nil {
+		// Mutual TLS only, and every call authorised by identity before
+		// anything else runs.
+		authz := newAuthorizer(log)
+		gcfg.Options = append(gcfg.Options, grpc.Creds(pki.ServerCredentials(cfg.TLS)))
+		gcfg.Unary = append([]grpc.UnaryServerInterceptor{authz.Unary}, gcfg.Unary...)
+		gcfg.Stream = append([]grpc.StreamServerInterceptor{authz.Stream}, gcfg.Stream...)
+		log.Info("control plane API serves mutual TLS; calls are authorised by identity",
+			"identity", cfg.TLS.Identity().String())
+	} else {
+		log.Warn("the control plane API is unauthenticated: anyone who reaches it owns every tenant; pass --certs-dir",
+			"grpc", s.grpcLis.Addr().String())
+	}
+	s.grpc = serve.NewGRPCServer(gcfg, func(gs *grpc.Server) {
 		svc.Register(gs)
 		healthpb.RegisterHealthServer(gs, s.hlth)
 		reflection.Register(gs)

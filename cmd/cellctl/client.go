@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -57,10 +61,63 @@ func (a *app) connect() (*client, error) {
 // Close closes the connection.
 func (c *client) Close() { _ = c.conn.Close() }
 
+// transportCredentials returns the connection's credentials: mutual TLS
+// with a pki.Source (--certs-dir, or --tls-ca with --tls-cert and
+// --tls-key), checking that the server is a control plane of the CA's
+// cluster; TLS with only server verification (--tls-ca alone: a control
+// plane behind a TLS-terminating proxy); else plaintext.
 func (o *options) transportCredentials() (credentials.TransportCredentials, error) {
-	if o.tlsCA == "" {
+	var pcfg pki.Config
+	switch {
+	case o.certsDir != "":
+		name := o.certName
+		if name == "" {
+			var err error
+			if name, err = onlyOperatorCert(o.certsDir); err != nil {
+				return nil, err
+			}
+		}
+		pcfg = pki.DirConfig(o.certsDir, name)
+	case o.tlsCert != "":
+		pcfg = pki.DefaultConfig()
+		pcfg.CAFile, pcfg.CertFile, pcfg.KeyFile = o.tlsCA, o.tlsCert, o.tlsKey
+	case o.tlsCA == "":
 		return insecure.NewCredentials(), nil
+	default:
+		return serverOnlyTLS(o.tlsCA)
 	}
+	pcfg.Logger = slog.New(slog.DiscardHandler) // refusals come back as the call's error
+	src, err := pki.NewSource(pcfg)
+	if err != nil {
+		return nil, err
+	}
+	return pki.ClientCredentials(src, pki.ExpectKinds(pki.KindControlPlane)), nil
+}
+
+// onlyOperatorCert returns the base name of the one operator certificate
+// in dir (--certs-dir without --cert-name).
+func onlyOperatorCert(dir string) (string, error) {
+	matches, err := filepath.Glob(filepath.Join(dir, "operator.*.crt"))
+	if err != nil {
+		return "", err
+	}
+	switch len(matches) {
+	case 0:
+		return "", usageErrorf("--certs-dir %s holds no operator.*.crt: make one with 'cellplane cert create-operator' or pass --cert-name", dir)
+	case 1:
+		return strings.TrimSuffix(filepath.Base(matches[0]), ".crt"), nil
+	}
+	names := make([]string, len(matches))
+	for i, m := range matches {
+		names[i] = strings.TrimSuffix(filepath.Base(m), ".crt")
+	}
+	return "", usageErrorf("--certs-dir %s holds several operator certificates (%s): pass --cert-name", dir, strings.Join(names, ", "))
+}
+
+// serverOnlyTLS returns TLS credentials that verify the server's chain
+// and host name against the CA file and present no client certificate.
+func serverOnlyTLS(caFile string) (credentials.TransportCredentials, error) {
+	o := &options{tlsCA: caFile}
 	pem, err := os.ReadFile(o.tlsCA)
 	if err != nil {
 		return nil, fmt.Errorf("--tls-ca: %w", err)
@@ -69,15 +126,7 @@ func (o *options) transportCredentials() (credentials.TransportCredentials, erro
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", o.tlsCA)
 	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if o.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return credentials.NewTLS(cfg), nil
+	return credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
 }
 
 // call runs one RPC within the client's timeout and turns its error into

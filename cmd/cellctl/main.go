@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	goclient "github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/spf13/cobra"
 )
@@ -100,6 +101,8 @@ type options struct {
 	tlsCA        string
 	tlsCert      string
 	tlsKey       string
+	certsDir     string
+	certName     string
 }
 
 // app is what every command needs: the streams, the global options and the
@@ -120,9 +123,27 @@ and cells, places tenants on cells, manages tenants' API keys and shows the
 topology status, through the control plane's ControlPlaneService gRPC API.
 
 The control plane's address comes from --controlplane, else from the
-CELLPLANE_CONTROLPLANE environment variable, else 127.0.0.1:7000. Output is a
-table for people (-o table) or the API's messages as JSON or YAML for scripts
-(-o json, -o yaml).`,
+CELLPLANE_CONTROLPLANE environment variable, else from the client
+configuration file, else 127.0.0.1:7000. Output is a table for people
+(-o table) or the API's messages as JSON or YAML for scripts (-o json,
+-o yaml).
+
+A control plane started with --certs-dir serves mutual TLS and authorises
+each call by the caller's certificate (an operator's, role admin or
+read-only: 'cellplane cert create-operator'). Give cellctl the certificate
+with --certs-dir (and --cert-name when the directory holds several operator
+certificates), or --tls-ca, --tls-cert and --tls-key. cellctl checks that
+the server is a control plane of the CA's cluster.
+
+The client configuration file, named by the CELLPLANE_CONFIG environment
+variable, is YAML or JSON with the keys controlplane, ca, cert and key
+(paths relative to the file), plus router, tenant and apiKey for the Go
+client; flags override it:
+
+  controlplane: cp.example.internal:7000
+  ca: certs/ca.crt
+  cert: certs/operator.alice.crt
+  key: certs/operator.alice.key`,
 		Example: `  # What runs where:
   cellctl status
 
@@ -135,7 +156,10 @@ table for people (-o table) or the API's messages as JSON or YAML for scripts
   cellctl tenant key create acme --description "production agents"
 
   # Talk to another control plane, output JSON:
-  cellctl --controlplane cp.example.internal:7000 -o json tenant list --all`,
+  cellctl --controlplane cp.example.internal:7000 -o json tenant list --all
+
+  # With mutual TLS, as the operator whose certificate is in ./certs:
+  cellctl --certs-dir certs --cert-name operator.alice status`,
 		Version:       fmt.Sprintf("%s (commit %s)", info.Version, info.Commit),
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -158,10 +182,13 @@ table for people (-o table) or the API's messages as JSON or YAML for scripts
 	pf.StringVar(&a.opts.tlsCA, "tls-ca", "", "PEM file of the CA that signed the control plane's certificate; enables TLS")
 	pf.StringVar(&a.opts.tlsCert, "tls-cert", "", "PEM client certificate for mutual TLS (needs --tls-ca and --tls-key)")
 	pf.StringVar(&a.opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	pf.StringVar(&a.opts.certsDir, "certs-dir", "", "certs directory (cellplane cert) holding ca.crt and the operator's certificate: mutual TLS (instead of --tls-*)")
+	pf.StringVar(&a.opts.certName, "cert-name", "", "base name of the certificate and key in --certs-dir, e.g. operator.alice (default: the directory's only operator.*.crt)")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(outputFormats, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.MarkPersistentFlagFilename("tls-ca", "pem", "crt")
 	_ = root.MarkPersistentFlagFilename("tls-cert", "pem", "crt")
 	_ = root.MarkPersistentFlagFilename("tls-key", "pem", "key")
+	_ = root.MarkPersistentFlagDirname("certs-dir")
 
 	root.AddCommand(
 		newStatusCmd(a),
@@ -175,9 +202,29 @@ table for people (-o table) or the API's messages as JSON or YAML for scripts
 	return root
 }
 
-// finish validates the global flags and applies the environment.
+// finish validates the global flags and applies the environment and the
+// client configuration file (CELLPLANE_CONFIG): a flag wins over the
+// environment variable, which wins over the file.
 func (o *options) finish(cmd *cobra.Command) error {
-	if f := cmd.Flags().Lookup("controlplane"); f == nil || !f.Changed {
+	changed := func(name string) bool {
+		f := cmd.Flags().Lookup(name)
+		return f != nil && f.Changed
+	}
+	if path := os.Getenv(goclient.EnvConfigFile); path != "" {
+		cf, err := goclient.LoadConfigFile(path)
+		if err != nil {
+			return usageErrorf("%s: %v", goclient.EnvConfigFile, err)
+		}
+		if !changed("controlplane") && cf.ControlPlane != "" {
+			o.controlPlane = cf.ControlPlane
+		}
+		// The file's TLS material is used only when no flag names any:
+		// flags replace it as a whole, never mix with it.
+		if !changed("tls-ca") && !changed("tls-cert") && !changed("tls-key") && !changed("certs-dir") {
+			o.tlsCA, o.tlsCert, o.tlsKey = cf.CA, cf.Cert, cf.Key
+		}
+	}
+	if !changed("controlplane") {
 		if v, ok := os.LookupEnv(envControlPlane); ok && v != "" {
 			o.controlPlane = v
 		}
@@ -196,6 +243,12 @@ func (o *options) finish(cmd *cobra.Command) error {
 	}
 	if o.tlsCert != "" && o.tlsCA == "" {
 		return usageErrorf("--tls-cert needs --tls-ca")
+	}
+	if o.certsDir != "" && (o.tlsCA != "" || o.tlsCert != "") {
+		return usageErrorf("--certs-dir replaces --tls-ca, --tls-cert and --tls-key: give one or the other")
+	}
+	if o.certName != "" && o.certsDir == "" {
+		return usageErrorf("--cert-name needs --certs-dir")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 func newControlPlaneCmd(std streams, stopSignals func()) *cobra.Command {
@@ -20,6 +21,8 @@ func newControlPlaneCmd(std streams, stopSignals func()) *cobra.Command {
 		endpoints string
 		logLevel  = "info"
 		logFormat = "text"
+		certsDir  string
+		certName  string
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane [--data-dir DIR | --etcd-endpoints URLS]",
@@ -39,6 +42,14 @@ election; a killed leader is replaced within --session-ttl) and every
 workflow write is a transaction guarded by its leadership key. Any replica
 serves the API.
 
+With --certs-dir the gRPC API serves mutual TLS only, with the certificate
+<certs-dir>/<cert-name>.crt (a controlplane identity, made by 'cellplane cert
+create-controlplane --id <id>'), and authorises every call by the caller's
+certificate: admin operators may call everything, read-only operators only
+the reads, cell nodes, routers and workers only GetRegistry (see
+docs/security.md). Without it the API is unauthenticated: anyone who reaches
+--grpc-addr owns every tenant. The HTTP port stays plaintext.
+
 SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 		Example: `  # A control plane with embedded etcd in ./data/cp:
   cellplane controlplane --data-dir data/cp
@@ -49,7 +60,14 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 
   # Then, with cellctl:
   cellctl region create us-east
-  cellctl cell create use1-a --region us-east`,
+  cellctl cell create use1-a --region us-east
+
+  # With mutual TLS and authorisation by identity:
+  cellplane cert create-ca --cluster prod --certs-dir certs
+  cellplane cert create-controlplane --id cp1 --certs-dir certs
+  cellplane cert create-operator --name alice --role admin --certs-dir certs
+  cellplane controlplane --id cp1 --data-dir data/cp --certs-dir certs
+  cellctl --certs-dir certs --cert-name operator.alice status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.EtcdEndpoints = splitList(endpoints)
@@ -64,6 +82,19 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 				return usageError{err}
 			}
 			cfg.Logger = logger
+			if certsDir == "" && certName != "" {
+				return usageErrorf("--cert-name needs --certs-dir")
+			}
+			if certsDir != "" {
+				if certName == "" {
+					certName = "controlplane." + cfg.ID // what cert create-controlplane --id writes
+				}
+				pcfg := pki.DirConfig(certsDir, certName)
+				pcfg.Logger = logger
+				if cfg.TLS, err = pki.NewSource(pcfg); err != nil {
+					return usageErrorf("--certs-dir %s --cert-name %s: %w", certsDir, certName, err)
+				}
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
@@ -76,6 +107,10 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	cp.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "address the gRPC admin API listens on")
 	cp.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of /metrics, /healthz and /readyz")
 	cp.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls")
+
+	tlsf := pflag.NewFlagSet("TLS", pflag.ContinueOnError)
+	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of ca.crt and this replica's certificate (cellplane cert): serve the gRPC API over mutual TLS and authorise calls by identity (default: plaintext, unauthenticated)")
+	tlsf.StringVar(&certName, "cert-name", "", "base name of the certificate and key files in --certs-dir (default controlplane.<id>)")
 
 	etcd := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
 	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embed one)")
@@ -106,7 +141,7 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
 
-	groups := []flagGroup{{"Control plane", cp}, {"etcd", etcd}, {"Controller and API", ctl}, {"Logging", logf}}
+	groups := []flagGroup{{"Control plane", cp}, {"TLS", tlsf}, {"etcd", etcd}, {"Controller and API", ctl}, {"Logging", logf}}
 	for _, g := range groups {
 		cmd.Flags().AddFlagSet(g.set)
 	}

@@ -1,0 +1,91 @@
+package client_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cellplane/cellplane/client"
+)
+
+func TestParseConfigFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, data string
+		want       client.ConfigFile
+		err        string
+	}{
+		{name: "yaml", data: "controlplane: cp:7000\nrouter: 10.0.0.1:7100\nca: certs/ca.crt\ncert: certs/operator.alice.crt\nkey: /abs/operator.alice.key\ntenant: acme\napiKey: cpk_abc.def\n",
+			want: client.ConfigFile{ControlPlane: "cp:7000", Router: "10.0.0.1:7100", CA: "/etc/cp/certs/ca.crt",
+				Cert: "/etc/cp/certs/operator.alice.crt", Key: "/abs/operator.alice.key", Tenant: "acme", APIKey: "cpk_abc.def"}},
+		{name: "json", data: `{"controlplane": "[::1]:7000"}`, want: client.ConfigFile{ControlPlane: "[::1]:7000"}},
+		{name: "empty", data: ""},
+		{name: "unknown key", data: "controlplan: cp:7000\n", err: "unknown field"},
+		{name: "duplicate key", data: "controlplane: a:1\ncontrolplane: b:2\n", err: "controlplane"},
+		{name: "no port", data: "controlplane: cp\n", err: "want host:port"},
+		{name: "cert without key", data: "ca: ca.crt\ncert: a.crt\n", err: "cert and key go together"},
+		{name: "cert without ca", data: "cert: a.crt\nkey: a.key\n", err: "cert needs ca"},
+		{name: "bad tenant", data: "tenant: a/b\n", err: "tenant"},
+		{name: "bad api key", data: "apiKey: \"a b\"\n", err: "apiKey"},
+		{name: "not a map", data: "- a\n", err: "cannot unmarshal"},
+		{name: "too large", data: "router: a:1\n" + strings.Repeat("#", client.MaxConfigFileSize), err: "larger than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := client.ParseConfigFile([]byte(tc.data), "/etc/cp")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte("router: 127.0.0.1:7100\ntenant: acme\napiKey: k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cf, err := client.LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := cf.ClientConfig()
+	if err != nil || cfg.Router != "127.0.0.1:7100" || cfg.Tenant != "acme" || cfg.APIKey != "k" || cfg.Validate() != nil {
+		t.Fatalf("ClientConfig: %+v %v", cfg, err)
+	}
+	if _, err := client.LoadConfigFile(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("a missing file loaded")
+	}
+	cf.CA, cf.Cert, cf.Key = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "x.crt"), filepath.Join(dir, "x.key")
+	if _, err := cf.ClientConfig(); err == nil {
+		t.Fatal("missing certificate files accepted")
+	}
+}
+
+// FuzzParseConfigFile: the decoder never panics, and what it accepts
+// validates and parses again to the same value.
+func FuzzParseConfigFile(f *testing.F) {
+	for _, s := range []string{
+		"controlplane: cp:7000\nca: ca.crt\ncert: a.crt\nkey: a.key\n",
+		`{"router": "r:1", "tenant": "acme", "apiKey": "k"}`,
+		"tenant: &a x\nrouter: *a\n",
+		"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cf, err := client.ParseConfigFile(data, "")
+		if err != nil {
+			return
+		}
+		if err := cf.Validate(); err != nil {
+			t.Fatalf("accepted %+v that does not validate: %v", cf, err)
+		}
+	})
+}
