@@ -34,6 +34,7 @@ type Store struct {
 	fsm   *fsm
 	trans *raft.NetworkTransport
 	safe  *safeTransport // what Raft uses: trans with a safe pipeline and gated heartbeats
+	layer *streamLayer   // trans's stream layer
 	wal   *raftwal.WAL
 	self  *cellv1.NodeInfo
 
@@ -153,6 +154,7 @@ func (s *Store) open() error {
 	}
 	layer := newStreamLayer(ln, cfg.TestingKnobs.Network, tl)
 	layer.advertise = adv
+	s.layer = layer
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: 4,
