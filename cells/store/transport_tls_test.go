@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -626,6 +627,31 @@ func TestRaftTLSConfigValidate(t *testing.T) {
 	for _, f := range []string{"Transport.HandshakeTimeout", "Transport.MaxHandshakes"} {
 		if err == nil || !strings.Contains(err.Error(), f) {
 			t.Errorf("Validate() = %v, want an error on %s", err, f)
+		}
+	}
+}
+
+func TestHandshakeReason(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("x: %w", pki.ErrUnexpectedIdentity), reasonIdentity},
+		{fmt.Errorf("x: %w", pki.ErrNoCertificate), reasonNoCertificate},
+		{fmt.Errorf("x: %w", pki.ErrUnknownCA), reasonUnknownCA},
+		{fmt.Errorf("x: %w", pki.ErrExpired), reasonExpired},
+		{fmt.Errorf("x: %w", pki.ErrKeyUsage), reasonBadCert},
+		{fmt.Errorf("x: %w", pki.ErrNoURISAN), reasonBadCert},
+		{fmt.Errorf("x: %w", pki.ErrBadIdentity), reasonBadCert},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), reasonTimeout},
+		{&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, reasonTimeout},
+		{errTooManyHandshakes, reasonOverload},
+		{errors.New("tls: first record does not look like a TLS handshake"), reasonHandshake},
+		{io.EOF, reasonHandshake},
+	}
+	for _, tt := range tests {
+		if got := handshakeReason(tt.err); got != tt.want {
+			t.Errorf("handshakeReason(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
 }
