@@ -14,6 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/replication"
 	"google.golang.org/grpc"
 )
@@ -84,6 +85,16 @@ type Config struct {
 	// ReplicationSource configures the ReplicationService every node serves.
 	ReplicationSource replication.SourceConfig
 
+	// TLS is this node's TLS material: its certificate (a node identity,
+	// spiffe://<cluster>/region/<r>/cell/<c>/node/<NodeID>, of cell CellID
+	// when that is set), key and cluster CA bundle, reloaded from disk
+	// (pki.NewSource). Today it secures the Raft transport with mutual TLS
+	// (only nodes of this node's cell may connect; store.Config.TLS); the
+	// cell's gRPC server and its dials will use the same source. nil: the
+	// Raft transport is plain TCP with no peer authentication, and anyone
+	// who reaches the Raft address can rewrite the cell (finding C4).
+	TLS *pki.Source
+
 	// Dial configures every gRPC connection the node opens: to the member
 	// it joins through, to its leader (registration, forwarding), to
 	// source cells (replication) and to itself (its MCP worker). The zero
@@ -109,7 +120,7 @@ type Config struct {
 	// Limits bound every request (validate.DefaultLimits()).
 	Limits validate.Limits
 	// Store holds the store's tuning knobs. NodeID, RaftBind, RaftListener,
-	// DataDir, Bootstrap and Logger are filled from the fields above, and
+	// DataDir, Bootstrap, TLS and Logger are filled from the fields above, and
 	// TestingKnobs from TestingKnobs.Store (leave Store.TestingKnobs zero);
 	// RaftAdvertise, GRPCAdvertise and HTTPAdvertise default to the bound
 	// addresses.
@@ -254,10 +265,18 @@ func (c Config) Validate() error {
 	if k := c.Store.TestingKnobs; k.InMemoryState || k.Network != nil || k.OnApply != nil || k.ProposeUnchecked {
 		add("Store.TestingKnobs is not read: set TestingKnobs.Store")
 	}
+	if c.Store.TLS != nil {
+		add("Store.TLS is not read: set TLS")
+	}
+	if c.TLS != nil {
+		if id := c.TLS.Identity(); id.Kind == pki.KindNode && c.CellID != "" && id.Cell != c.CellID {
+			add("TLS: certificate identity %s is of cell %q, this node's cell is %q", id, id.Cell, c.CellID)
+		}
+	}
 	if len(errs) == 0 {
 		// The store checks its own knobs; give it the fields we fill in.
 		sc := c.Store
-		sc.NodeID, sc.DataDir, sc.Bootstrap = c.NodeID, c.DataDir, c.Bootstrap
+		sc.NodeID, sc.DataDir, sc.Bootstrap, sc.TLS = c.NodeID, c.DataDir, c.Bootstrap, c.TLS
 		sc.TestingKnobs = c.TestingKnobs.Store
 		if c.RaftListener != nil {
 			sc.RaftListener = c.RaftListener

@@ -204,6 +204,7 @@ func (n *Node) openStore(w *wiring) (err error) {
 	sc.HTTPAdvertise = n.info.HttpAddr
 	sc.DataDir = n.cfg.DataDir
 	sc.Bootstrap = n.cfg.Bootstrap
+	sc.TLS = n.cfg.TLS
 	sc.Logger = n.base()
 	sc.TestingKnobs = n.cfg.TestingKnobs.Store
 	sc.ReplicatedLimits = n.cfg.Limits // a source's events meet the client limits (H3)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/hashicorp/raft"
 )
 
@@ -33,6 +34,17 @@ type Config struct {
 	// Bootstrap, when non-empty and DataDir holds no Raft state, creates a
 	// new cell with these voters (which must include this node).
 	Bootstrap []Peer
+
+	// TLS, when set, makes the Raft transport mutual TLS with this
+	// node's certificate, key and CA bundle (a node identity whose node is
+	// NodeID): both sides of every Raft connection must be nodes of the
+	// cell of this certificate, and a dialed peer the node the Raft
+	// configuration has at that address (transport_tls.go). nil is plain
+	// TCP with no peer authentication: anyone who reaches RaftBind can
+	// rewrite the cell's state (security finding C4).
+	TLS *pki.Source
+	// Transport bounds the TLS handshakes of the Raft transport.
+	Transport TransportConfig
 
 	Raft RaftConfig
 	// MaxBatchCommands and MaxBatchBytes bound one group-committed Raft
@@ -67,6 +79,18 @@ type Config struct {
 	// Logger receives structured logs; nil means slog.Default().
 	Logger       *slog.Logger
 	TestingKnobs TestingKnobs
+}
+
+// TransportConfig bounds the Raft transport's TLS handshakes (used only
+// with Config.TLS).
+type TransportConfig struct {
+	// HandshakeTimeout bounds one TLS handshake, accepted or dialed (a
+	// dial's is also bounded by Raft's dial timeout).
+	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the accepted connections whose handshake is in
+	// progress; a connection arriving while that many are is closed at
+	// once (counted with reason "overload").
+	MaxHandshakes int
 }
 
 // RaftConfig holds the Raft timing knobs. Defaults were chosen by
@@ -119,6 +143,7 @@ var defaultChangeLog = ChangeLogConfig{RetentionAge: 24 * time.Hour, MaxBytes: 6
 // HeartbeatTimeout, the most Raft allows.
 func DefaultConfig() Config {
 	return Config{
+		Transport: TransportConfig{HandshakeTimeout: 5 * time.Second, MaxHandshakes: 64},
 		Raft: RaftConfig{
 			HeartbeatTimeout:   500 * time.Millisecond,
 			ElectionTimeout:    500 * time.Millisecond,
@@ -161,6 +186,19 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" && !c.TestingKnobs.InMemoryState {
 		bad("DataDir", "required")
+	}
+	if c.TLS != nil {
+		if id := c.TLS.Identity(); id.Kind != pki.KindNode {
+			bad("TLS", "certificate identity %s is not a cell node's", id)
+		} else if id.Node != c.NodeID {
+			bad("TLS", "certificate identity %s is not node %q's", id, c.NodeID)
+		}
+	}
+	if c.Transport.HandshakeTimeout <= 0 {
+		bad("Transport.HandshakeTimeout", "must be positive")
+	}
+	if c.Transport.MaxHandshakes < 1 {
+		bad("Transport.MaxHandshakes", "must be at least 1")
 	}
 	r := c.Raft
 	if r.HeartbeatTimeout < 5*time.Millisecond {

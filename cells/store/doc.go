@@ -1,6 +1,7 @@
 // Package store is one node's replica of a cell's context store:
-// hashicorp/raft (raft-wal log and stable store, file snapshots, TCP
-// transport) in front of a Pebble state machine that keeps every tenant's
+// hashicorp/raft (raft-wal log and stable store, file snapshots, a TCP
+// transport that is mutual TLS between nodes of the cell when Config.TLS
+// is set) in front of a Pebble state machine that keeps every tenant's
 // contexts, entries, memory, change log and idempotency window.
 //
 // Writes are cellv1.Command values. Propose group-commits concurrent

@@ -27,6 +27,9 @@ type metrics struct {
 	// by stage: propose (the leader's check) or apply (the state machine,
 	// on every replica).
 	eventsRejected *prometheus.CounterVec
+	// raftConnsRefused counts Raft connections closed before Raft saw
+	// them (TLS handshake or peer check failed), by side and reason.
+	raftConnsRefused *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -60,6 +63,10 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_replication_batches_rejected_total",
 			Help: "Batches of a source's change events refused whole (another tenant's command, a forbidden operation, a malformed or out-of-order event), by stage: propose (leader) or apply (state machine).",
 		}, []string{"stage"}),
+		raftConnsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_store_raft_conns_refused_total",
+			Help: "Raft connections closed before Raft read or wrote a byte: the TLS handshake or the peer check failed. side: inbound (accepted) or outbound (dialed); reason: identity, no_certificate, unknown_ca, expired, bad_certificate, timeout, handshake, overload.",
+		}, []string{"side", "reason"}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -75,7 +82,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected,
+		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

@@ -34,6 +34,7 @@ type Store struct {
 	fsm   *fsm
 	trans *raft.NetworkTransport
 	safe  *safeTransport // what Raft uses: trans with a safe pipeline and gated heartbeats
+	layer *streamLayer   // trans's stream layer
 	wal   *raftwal.WAL
 	self  *cellv1.NodeInfo
 
@@ -139,15 +140,21 @@ func (s *Store) open() error {
 			return fmt.Errorf("raft address %s: %w", cfg.RaftBind, err)
 		}
 	}
-	layer := &streamLayer{Listener: ln, filter: cfg.TestingKnobs.Network}
+	var adv net.Addr
 	if cfg.RaftAdvertise != "" {
-		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
-		if err != nil {
+		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
 			ln.Close()
 			return fmt.Errorf("raft advertise address %s: %w", cfg.RaftAdvertise, err)
 		}
-		layer.advertise = adv
 	}
+	var tl *tlsLayer
+	if cfg.TLS != nil {
+		tl = newTLSLayer(cfg, s.log, s.metrics.raftConnsRefused)
+		s.log.Info("raft transport: mutual TLS", "identity", tl.self.String())
+	}
+	layer := newStreamLayer(ln, cfg.TestingKnobs.Network, tl)
+	layer.advertise = adv
+	s.layer = layer
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: 4,
@@ -185,6 +192,9 @@ func (s *Store) open() error {
 	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.safe)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
+	}
+	if tl != nil {
+		tl.raft.Store(s.raft)
 	}
 	return nil
 }

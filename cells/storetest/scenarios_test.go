@@ -125,7 +125,10 @@ func TestLeaderKilledUnderWriteLoad(t *testing.T) {
 // TestFollowerRestartCatchesUp: a follower that was down while writes
 // happened catches up after restart.
 func TestFollowerRestartCatchesUp(t *testing.T) {
-	c := NewCluster(t, 3)
+	testFollowerRestartCatchesUp(t, NewCluster(t, 3))
+}
+
+func testFollowerRestartCatchesUp(t *testing.T, c *Cluster) {
 	mustCreate(t, c, "acme", "w0")
 	leader := c.Leader()
 	follower := c.Others(leader.Index)[0]
@@ -300,7 +303,10 @@ func assertReason(t *testing.T, err error, want *cperr.Error, epoch string) {
 // acknowledge writes nor serve linearizable reads; the majority elects a
 // new leader; after healing, every node converges on the majority's log.
 func TestPartitionedLeader(t *testing.T) {
-	c := NewCluster(t, 3)
+	testPartitionedLeader(t, NewCluster(t, 3))
+}
+
+func testPartitionedLeader(t *testing.T, c *Cluster) {
 	mustCreate(t, c, "acme", "c")
 	old := c.Leader()
 	c.Isolate(old.Index)

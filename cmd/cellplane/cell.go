@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 // listenFlag names the flag behind each of the node's listeners, so that
@@ -39,6 +42,8 @@ func newCellCmd(std streams, stopSignals func()) *cobra.Command {
 		mflags    mcpFlags
 
 		controlplaneAddr string
+		certsDir         string
+		certName         string
 	)
 
 	cmd := &cobra.Command{
@@ -72,6 +77,13 @@ authenticated.
 SIGINT or SIGTERM stops the node gracefully: it reports NOT_SERVING, hands
 Raft leadership over if it leads, drains calls for up to --shutdown-timeout
 and closes the store. A second signal exits at once.
+
+With --certs-dir (the directory "cellplane cert create-node" writes), the
+Raft transport uses mutual TLS: a Raft connection is accepted or kept only
+when its peer presents a certificate of the cluster CA naming a node of
+this node's cell (and, when dialing a member, that member). Without it the
+node warns at start: Raft is then plain TCP, and anyone who can reach
+--raft-addr can rewrite the cell's state.
 
 Listen addresses are advertised to peers as bound; when listening on a
 wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
@@ -120,6 +132,13 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageErrorf("--etcd-dial-timeout must be > 0, got %s", etcd.DialTimeout)
 			}
 			mflags.apply(&cfg.MCP)
+			if certsDir != "" {
+				if cfg.TLS, err = nodeTLS(certsDir, certName, cfg.NodeID, cfg.CellID, logger); err != nil {
+					return err
+				}
+			} else if certName != "" {
+				return usageErrorf("--cert-name needs --certs-dir")
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
@@ -147,6 +166,10 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 					return err
 				}
 			}
+			if cfg.TLS == nil {
+				logger.Warn("the Raft transport is NOT authenticated: anyone who can reach the Raft address can rewrite this cell's state; pass --certs-dir (docs/security.md, C4)",
+					"raft_addr", cfg.RaftAddr)
+			}
 			return runCell(cmd, cfg, stopSignals)
 		},
 	}
@@ -165,6 +188,10 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	node.StringVar(&bootstrap, "bootstrap", "", `form a new cell with these voters, this node included: "id1@host:port,id2@host:port,..." (Raft addresses)`)
 	node.StringVar(&cfg.Join, "join", "", "join an existing cell as a voter through the gRPC address of any member")
 	node.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls before cutting them")
+
+	tlsf := pflag.NewFlagSet("tls", pflag.ContinueOnError)
+	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell (empty: Raft is plain TCP and unauthenticated)")
+	tlsf.StringVar(&certName, "cert-name", "", "base name of this node's certificate in --certs-dir (default: the one node.<region>.<cell>.<id> there, <cell> being --cell when set)")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
 	lim.IntVar(&cfg.Limits.MaxIDLen, "max-id-len", cfg.Limits.MaxIDLen, "longest tenant, context or node id")
@@ -194,6 +221,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.DurationVar(&sc.ChangeLog.RetentionAge, "changelog-retention", sc.ChangeLog.RetentionAge, "drop change-log events older than this, 0: by size only (cell-wide: the leader's value applies)")
 	st.Uint64Var(&sc.ChangeLog.MaxBytes, "changelog-max-bytes", sc.ChangeLog.MaxBytes, "largest change log per tenant, 0: unbounded (cell-wide: the leader's value applies)")
 	st.Uint64Var(&sc.ChangeLog.MaxEvents, "changelog-max-events", sc.ChangeLog.MaxEvents, "most change-log events per tenant, 0: unbounded (cell-wide: the leader's value applies)")
+	st.DurationVar(&sc.Transport.HandshakeTimeout, "raft-handshake-timeout", sc.Transport.HandshakeTimeout, "with --certs-dir: bound on a Raft connection's TLS handshake, accepted or dialed")
 	st.DurationVar(&sc.ApplyTimeout, "apply-timeout", sc.ApplyTimeout, "bound on a write when the caller set no earlier deadline")
 	st.DurationVar(&sc.DefaultMaxStaleness, "default-max-staleness", sc.DefaultMaxStaleness, "staleness bound of STALE reads that name none")
 
@@ -225,6 +253,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 
 	groups := []flagGroup{
 		{"Node", node},
+		{"TLS", tlsf},
 		{"Request limits", lim},
 		{"Control plane", cp},
 		{"MCP worker", mcpf},
@@ -357,4 +386,38 @@ func groupedUsage(groups []flagGroup) func(*cobra.Command) error {
 		_, err := fmt.Fprint(c.OutOrStderr(), b.String())
 		return err
 	}
+}
+
+// nodeTLS opens the node's TLS material in dir: <name>.crt/.key and
+// ca.crt. Without a name, it is the one node.<region>.<cell>.<id>.crt in
+// dir (cell: any when empty).
+func nodeTLS(dir, name, nodeID, cellID string, logger *slog.Logger) (*pki.Source, error) {
+	if name == "" {
+		cell := cellID
+		if cell == "" {
+			cell = "*"
+		}
+		matches, err := filepath.Glob(filepath.Join(dir, "node.*."+cell+"."+nodeID+".crt"))
+		if err != nil {
+			return nil, usageErrorf("--certs-dir: %w", err)
+		}
+		switch len(matches) {
+		case 0:
+			return nil, usageErrorf("--certs-dir %s holds no certificate of node %q (node.<region>.%s.%s.crt): create one with `cellplane cert create-node` or name it with --cert-name", dir, nodeID, cell, nodeID)
+		case 1:
+			name = strings.TrimSuffix(filepath.Base(matches[0]), ".crt")
+		default:
+			for i, m := range matches {
+				matches[i] = filepath.Base(m)
+			}
+			return nil, usageErrorf("--certs-dir %s holds several certificates of node %q (%s): choose one with --cert-name", dir, nodeID, strings.Join(matches, ", "))
+		}
+	}
+	cfg := pki.DirConfig(dir, name)
+	cfg.Logger = logger.With("component", "pki")
+	src, err := pki.NewSource(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--certs-dir: %w", err)
+	}
+	return src, nil
 }

@@ -271,7 +271,7 @@ func TestCellRunsAndStopsGracefully(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", r.code, r.err)
 	}
-	for _, want := range []string{`"msg":"node started"`, `"msg":"shutting down"`, `"msg":"stopped"`} {
+	for _, want := range []string{`"msg":"node started"`, `"msg":"shutting down"`, `"msg":"stopped"`, `the Raft transport is NOT authenticated`} {
 		if !strings.Contains(r.err, want) {
 			t.Errorf("logs lack %s:\n%s", want, r.err)
 		}
