@@ -14,7 +14,7 @@ import (
 )
 
 // Access says who may call one method of the control plane's gRPC server
-// (finding C3 of issue 13). An operator with role admin may call every
+// (finding C3 in docs/security.md). An operator with role admin may call every
 // method of the table; the other identities only what their Access names.
 type Access struct {
 	// ReadOnly: operators with role read-only may call it too (it only

@@ -43,7 +43,7 @@ const (
 	PermissionDenied      Reason = "PERMISSION_DENIED"
 	Internal              Reason = "INTERNAL"
 
-	// Control plane (issue 3).
+	// Control plane.
 	RegionNotFound          Reason = "REGION_NOT_FOUND"
 	CellNotFound            Reason = "CELL_NOT_FOUND"
 	APIKeyNotFound          Reason = "API_KEY_NOT_FOUND"
@@ -52,14 +52,14 @@ const (
 	TenantBusy              Reason = "TENANT_BUSY"              // another workflow of the tenant is running
 	ControlPlaneUnavailable Reason = "CONTROLPLANE_UNAVAILABLE" // etcd unreachable (+ RetryInfo)
 
-	// Replication, moves, failover (issue 7).
+	// Replication, moves, failover.
 	ChangesTrimmed     Reason = "CHANGES_TRIMMED"      // the change log no longer holds the events after the asked tseq: re-bootstrap from an export
 	MoveNotFound       Reason = "MOVE_NOT_FOUND"       // no move with that id
 	FailoverNotFound   Reason = "FAILOVER_NOT_FOUND"   // no failover with that id
 	MoveNotCancellable Reason = "MOVE_NOT_CANCELLABLE" // the move fenced its source (or ended): it can no longer be cancelled
 	NoStandby          Reason = "NO_STANDBY"           // failover of a tenant without a (bootstrapped) standby
 
-	// Zero trust (issue 13).
+	// Zero trust: identities and authorisation.
 	ReplicationEventRejected Reason = "REPLICATION_EVENT_REJECTED" // a standby refused a batch of its source's change events (another tenant's command, a forbidden op, a malformed or out-of-order event): nothing of it was applied
 )
 
