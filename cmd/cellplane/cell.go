@@ -81,9 +81,14 @@ and closes the store. A second signal exits at once.
 With --certs-dir (the directory "cellplane cert create-node" writes), the
 Raft transport uses mutual TLS: a Raft connection is accepted or kept only
 when its peer presents a certificate of the cluster CA naming a node of
-this node's cell (and, when dialing a member, that member). Without it the
-node warns at start: Raft is then plain TCP, and anyone who can reach
---raft-addr can rewrite the cell's state.
+this node's cell (and, when dialing a member, that member); and the gRPC
+port serves mutual TLS only, authorising every call by the caller's
+identity (the control plane places tenants, routers and workers call
+ContextService, nodes join, register and replicate: docs/security.md,
+"Cell gRPC"), while the node's own connections to other nodes present its
+certificate. Without it the node warns at start: Raft is then plain TCP
+and the gRPC port plaintext, and anyone who can reach them can rewrite the
+cell's state or read and write every tenant of the cell.
 
 Listen addresses are advertised to peers as bound; when listening on a
 wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
@@ -169,6 +174,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 			if cfg.TLS == nil {
 				logger.Warn("the Raft transport is NOT authenticated: anyone who can reach the Raft address can rewrite this cell's state; pass --certs-dir (docs/security.md, C4)",
 					"raft_addr", cfg.RaftAddr)
+				logger.Warn("the cell gRPC port is NOT authenticated: anyone who can reach it can read, write and delete every tenant of this cell; pass --certs-dir (docs/security.md, C1, C2)",
+					"grpc_addr", cfg.GRPCAddr)
 			}
 			return runCell(cmd, cfg, stopSignals)
 		},
@@ -190,7 +197,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	node.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls before cutting them")
 
 	tlsf := pflag.NewFlagSet("tls", pflag.ContinueOnError)
-	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell (empty: Raft is plain TCP and unauthenticated)")
+	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell, and the gRPC port serves mutual TLS only and authorises every call by identity (empty: Raft and gRPC are plaintext and unauthenticated)")
 	tlsf.StringVar(&certName, "cert-name", "", "base name of this node's certificate in --certs-dir (default: the one node.<region>.<cell>.<id> there, <cell> being --cell when set)")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
