@@ -395,6 +395,36 @@ func groupedUsage(groups []flagGroup) func(*cobra.Command) error {
 	}
 }
 
+// componentTLS opens a component's TLS material in dir: <name>.crt/.key
+// and ca.crt. Without a name, it is the one <prefix>.*.crt in dir (what
+// `cellplane cert create-<prefix>` writes).
+func componentTLS(dir, name, prefix string, logger *slog.Logger) (*pki.Source, error) {
+	if name == "" {
+		matches, err := filepath.Glob(filepath.Join(dir, prefix+".*.crt"))
+		if err != nil {
+			return nil, usageErrorf("--certs-dir: %w", err)
+		}
+		switch len(matches) {
+		case 0:
+			return nil, usageErrorf("--certs-dir %s holds no %s certificate (%s.<id>.crt): create one with `cellplane cert create-%s` or name it with --cert-name", dir, prefix, prefix, prefix)
+		case 1:
+			name = strings.TrimSuffix(filepath.Base(matches[0]), ".crt")
+		default:
+			for i, m := range matches {
+				matches[i] = filepath.Base(m)
+			}
+			return nil, usageErrorf("--certs-dir %s holds several %s certificates (%s): choose one with --cert-name", dir, prefix, strings.Join(matches, ", "))
+		}
+	}
+	cfg := pki.DirConfig(dir, name)
+	cfg.Logger = logger.With("component", "pki")
+	src, err := pki.NewSource(cfg)
+	if err != nil {
+		return nil, usageErrorf("--certs-dir %s --cert-name %s: %w", dir, name, err)
+	}
+	return src, nil
+}
+
 // nodeTLS opens the node's TLS material in dir: <name>.crt/.key and
 // ca.crt. Without a name, it is the one node.<region>.<cell>.<id>.crt in
 // dir (cell: any when empty).
