@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -195,9 +196,20 @@ func TestCellTLSCluster(t *testing.T) {
 		Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "hello"}}}}); err != nil {
 		t.Fatalf("Append as router through a follower: %v", err)
 	}
+	// The node's own MCP worker (a self-connection with the node's
+	// identity) on a follower: its call is forwarded to the leader.
+	mc := sdk.NewClient(&sdk.Implementation{Name: "agent", Version: "v0"}, nil)
+	mcs, err := mc.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: "http://" + follower.HTTPAddr() + "/t/" + tenant + "/mcp", MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mcs.Close()
+	if res, err := mcs.CallTool(ctx, &sdk.CallToolParams{Name: "context_create", Arguments: map[string]any{"context_id": "c2"}}); err != nil || res.IsError {
+		t.Fatalf("MCP context_create on a TLS node: %v %v", res, err)
+	}
 	// A stand-alone worker reads it.
 	wk := contextv1.NewContextServiceClient(c.dialAs(t, c.leader.GRPCAddr(), workerID))
-	if got := contexts(t, ctx, wk); !slices.Equal(got, []string{"c1"}) {
+	if got := contexts(t, ctx, wk); !slices.Equal(got, []string{"c1", "c2"}) {
 		t.Fatalf("contexts as worker: %v", got)
 	}
 	// A node of another cell (a standby's sink) exports the tenant.
