@@ -16,6 +16,7 @@ import (
 	cpdial "github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
@@ -62,7 +63,8 @@ func (d *certsDir) source(t testing.TB, id pki.Identity) *pki.Source {
 // all with identities of one cluster CA. The control plane's cell client
 // places a tenant on the cell (SetTenant over mutual TLS, a control plane
 // identity); a write through a router with its internal identity reaches
-// the cell; a router without one cannot reach it (no plaintext fallback).
+// the cell; a standby cell replicates it (node identities across cells); a
+// router without an identity cannot reach the cell (no plaintext fallback).
 func TestCellMutualTLSEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd, a control plane, a 3-node cell and routers, all over mutual TLS")
@@ -115,6 +117,47 @@ func TestCellMutualTLSEndToEnd(t *testing.T) {
 	if _, err := cs.Append(p.as(ctx, "acme"), appendReq("chat-1", "over mutual TLS")); err != nil {
 		t.Fatalf("append through the router: %v", err)
 	}
+
+	// A standby cell in another region replicates the tenant from the
+	// owner cell: its sink streams and exports over mutual TLS with its
+	// node identity (ReplicationService, AckReplica).
+	if _, err := adm.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: "eu"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateCell(ctx, &cpv1.CreateCellRequest{Id: "e1", Region: "eu", ExpectedMembers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	standby := env.StartNodes(t, "e1", 1, func(c *cells.Config) {
+		c.TLS = d.source(t, pki.NodeIdentity("test", "eu", "e1", c.NodeID))
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		resp, err := adm.GetCell(ctx, &cpv1.GetCellRequest{Id: "e1"})
+		if err != nil {
+			return err
+		}
+		if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
+			return fmt.Errorf("cell e1 is %s", h)
+		}
+		return nil
+	})
+	if _, err := adm.SetStandby(ctx, &cpv1.SetStandbyRequest{Tenant: "acme", Region: "eu"}); err != nil {
+		t.Fatal(err)
+	}
+	cpsrc, err := pki.NewSource(pki.DirConfig(d.dir, pki.ControlPlaneIdentity("test", "cp1").FileName()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1 := cellv1.NewCellServiceClient(dialPKI(t, standby[0].GRPCAddr(), cpsrc, pki.KindNode))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		resp, err := e1.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: "acme"})
+		if err != nil {
+			return err
+		}
+		if !resp.GetTenant().GetBootstrapped() || resp.GetReplication().GetAppliedTseq() < 2 {
+			return fmt.Errorf("standby e1: %v %v", resp.GetTenant(), resp.GetReplication())
+		}
+		return nil
+	})
 
 	// A router without an internal identity reaches nothing.
 	plain := p.startRouterWith(t, nil)
