@@ -438,3 +438,56 @@ func TestCellPolicyDocumented(t *testing.T) {
 		}
 	}
 }
+
+// Access.Allows, rule by rule.
+func TestAccessAllows(t *testing.T) {
+	self := pki.NodeIdentity(tlsCluster, "eu", "c1", "n1")
+	peer := pki.NodeIdentity(tlsCluster, "eu", "c1", "n2")
+	p := cells.Policy()
+	m := func(svc, name string) cells.Access { return p["/cellplane."+svc+"/"+name] }
+	tests := []struct {
+		name      string
+		access    cells.Access
+		id        pki.Identity
+		reqNode   string
+		forwarded bool
+		want      bool
+	}{
+		{"control plane deletes", m("cell.v1.CellService", "DeleteTenant"), cpID, "", false, true},
+		{"router deletes", m("cell.v1.CellService", "DeleteTenant"), routerID, "", false, false},
+		{"peer forwards a delete", m("cell.v1.CellService", "DeleteTenant"), peer, "", true, true},
+		{"peer deletes unforwarded", m("cell.v1.CellService", "DeleteTenant"), peer, "", false, false},
+		{"other cell forwards a delete", m("cell.v1.CellService", "DeleteTenant"), otherCell, "", true, false},
+		{"node registers itself", m("cell.v1.CellService", "RegisterNode"), peer, "n2", false, true},
+		{"node registers another", m("cell.v1.CellService", "RegisterNode"), peer, "n3", false, false},
+		{"other cell's node registers its namesake", m("cell.v1.CellService", "RegisterNode"), pki.NodeIdentity(tlsCluster, "eu", "c2", "n2"), "n2", false, false},
+		{"control plane registers", m("cell.v1.CellService", "RegisterNode"), cpID, "n2", false, false},
+		{"node joins itself", m("cell.v1.CellService", "AddVoter"), peer, "n2", false, true},
+		{"node joins another", m("cell.v1.CellService", "AddVoter"), peer, "n9", false, false},
+		{"control plane adds a voter", m("cell.v1.CellService", "AddVoter"), cpID, "n9", false, true},
+		{"node removes a member", m("cell.v1.CellService", "RemoveServer"), peer, "", false, false},
+		{"admin reads changes", m("cell.v1.CellService", "ListChanges"), adminID, "", false, true},
+		{"read-only reads changes", m("cell.v1.CellService", "ListChanges"), readOnlyID, "", false, false},
+		{"read-only status", m("cell.v1.CellService", "GetStatus"), readOnlyID, "", false, true},
+		{"other cell acks", m("cell.v1.CellService", "AckReplica"), otherCell, "", false, true},
+		{"router acks", m("cell.v1.CellService", "AckReplica"), routerID, "", false, false},
+		{"other cell exports", m("replication.v1.ReplicationService", "ExportTenant"), otherCell, "", false, true},
+		{"admin exports", m("replication.v1.ReplicationService", "ExportTenant"), adminID, "", false, false},
+		{"router appends", m("context.v1.ContextService", "Append"), routerID, "", false, true},
+		{"worker reads", m("context.v1.ContextService", "Read"), workerID, "", false, true},
+		{"peer appends", m("context.v1.ContextService", "Append"), peer, "", false, true},
+		{"other cell appends", m("context.v1.ContextService", "Append"), otherCell, "", true, false},
+		{"client appends", m("context.v1.ContextService", "Append"), clientID, "", false, false},
+		{"admin appends", m("context.v1.ContextService", "Append"), adminID, "", false, false},
+		{"control plane appends", m("context.v1.ContextService", "Append"), cpID, "", false, false},
+		{"client checks health", p["/grpc.health.v1.Health/Check"], clientID, "", false, true},
+		{"unknown method", cells.Access{}, adminID, "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.access.Allows(self, tt.id, tt.reqNode, tt.forwarded); got != tt.want {
+				t.Fatalf("Allows(%s, node %q, forwarded %v) = %v, want %v", tt.id, tt.reqNode, tt.forwarded, got, tt.want)
+			}
+		})
+	}
+}

@@ -64,18 +64,6 @@ are plaintext.`,
 				return usageError{err}
 			}
 			cfg.Logger = logger
-			cfg.Version = info.Version
-			mflags.apply(&cfg.MCP)
-			reg, err := etcdtopo.Dial(cmd.Context(), etcdtopo.Config{
-				Endpoints: endpoints, Prefix: etcd.Prefix, DialTimeout: etcd.DialTimeout,
-				CertFile: etcd.CertFile, KeyFile: etcd.KeyFile, CAFile: etcd.CAFile,
-				Logger: logger.With("component", "etcd"),
-			})
-			if err != nil {
-				return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
-			}
-			defer reg.Close()
-			cfg.Registry = reg
 			if certsDir == "" && certName != "" {
 				return usageErrorf("--cert-name needs --certs-dir")
 			}
@@ -89,6 +77,18 @@ are plaintext.`,
 			} else {
 				logger.Warn("the worker has no identity: its calls to the cell are plaintext and unauthenticated, and cells serving mutual TLS refuse them; pass --certs-dir (docs/security.md, \"Cell gRPC\")")
 			}
+			cfg.Version = info.Version
+			mflags.apply(&cfg.MCP)
+			reg, err := etcdtopo.Dial(cmd.Context(), etcdtopo.Config{
+				Endpoints: endpoints, Prefix: etcd.Prefix, DialTimeout: etcd.DialTimeout,
+				CertFile: etcd.CertFile, KeyFile: etcd.KeyFile, CAFile: etcd.CAFile,
+				Logger: logger.With("component", "etcd"),
+			})
+			if err != nil {
+				return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
+			}
+			defer reg.Close()
+			cfg.Registry = reg
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
