@@ -359,7 +359,7 @@ func TestCellTLSRefusals(t *testing.T) {
 	}
 }
 
-// TestCellTLSNoCallerMaterial: a node without TLS material cannot join a
+// TestCellTLSJoinWithoutMaterial: a node without TLS material cannot join a
 // cell that requires it: the join fails with a clear error, no fallback.
 func TestCellTLSJoinWithoutMaterial(t *testing.T) {
 	c := startTLSCell(t)

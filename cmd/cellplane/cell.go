@@ -123,10 +123,17 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageError{err}
 			}
 			cfg.Logger = logger
+			if certsDir != "" {
+				if cfg.TLS, err = nodeTLS(certsDir, certName, cfg.NodeID, cfg.CellID, logger); err != nil {
+					return err
+				}
+			} else if certName != "" {
+				return usageErrorf("--cert-name needs --certs-dir")
+			}
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
-			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout)
+			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout, cfg.TLS)
 			if err != nil {
 				return err
 			}
@@ -137,13 +144,6 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageErrorf("--etcd-dial-timeout must be > 0, got %s", etcd.DialTimeout)
 			}
 			mflags.apply(&cfg.MCP)
-			if certsDir != "" {
-				if cfg.TLS, err = nodeTLS(certsDir, certName, cfg.NodeID, cfg.CellID, logger); err != nil {
-					return err
-				}
-			} else if certName != "" {
-				return usageErrorf("--cert-name needs --certs-dir")
-			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane"
+	"github.com/cellplane/cellplane/controlplane/cptest"
+	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/testutil"
 )
 
 // The router's and the worker's --certs-dir / --cert-name: their
@@ -42,5 +50,47 @@ func TestComponentTLSFlagErrors(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want 2 and %q", r.code, r.err, tt.want)
 			}
 		})
+	}
+}
+
+// --controlplane against a control plane serving mutual TLS: a component
+// asks where etcd is with its identity; without one it is refused.
+func TestAskRegistryWithIdentity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs etcd and a control plane with mutual TLS")
+	}
+	ca, err := pki.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pki.WriteCA(dir, ca, false); err != nil {
+		t.Fatal(err)
+	}
+	source := func(id pki.Identity) *pki.Source {
+		leaf, err := ca.Issue(pki.LeafRequest{Identity: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WriteLeaf(dir, id.FileName(), leaf, false); err != nil {
+			t.Fatal(err)
+		}
+		src, err := pki.NewSource(pki.DirConfig(dir, id.FileName()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
+	env.AddReplica(t, "cp1", func(c *controlplane.Config) { c.TLS = source(pki.ControlPlaneIdentity("test", "cp1")) })
+	ctx := testutil.Context(t, 30*time.Second)
+	for _, id := range []pki.Identity{pki.RouterIdentity("test", "r1"), pki.WorkerIdentity("test", "w1"), pki.NodeIdentity("test", "r1", "c1", "n1")} {
+		eps, prefix, err := askRegistry(ctx, env.Addr(), 5*time.Second, source(id))
+		if err != nil || !slices.Equal(eps, env.Endpoints) || prefix == "" {
+			t.Fatalf("askRegistry as %s: %v %q %v, want %v", id, eps, prefix, err, env.Endpoints)
+		}
+	}
+	if _, _, err := askRegistry(ctx, env.Addr(), 2*time.Second, nil); err == nil {
+		t.Fatal("askRegistry without an identity reached a control plane serving mutual TLS")
 	}
 }

@@ -72,15 +72,6 @@ it the calls are plaintext and the router warns at start.`,
       --mcp-public-url https://mcp.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			eps, err := etcdEndpoints(cmd, splitList(endpoints), controlplaneAddr, &cfg.EtcdPrefix, 10*time.Second)
-			if err != nil {
-				return err
-			}
-			cfg.EtcdEndpoints = eps
-			if len(cfg.EtcdEndpoints) == 0 {
-				return usageErrorf("--etcd-endpoints or --controlplane is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
-			}
-			cfg.Auth.Mode = auth.Mode(authMode)
 			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
 			if err != nil {
 				return usageError{err}
@@ -94,6 +85,15 @@ it the calls are plaintext and the router warns at start.`,
 					return err
 				}
 			}
+			eps, err := etcdEndpoints(cmd, splitList(endpoints), controlplaneAddr, &cfg.EtcdPrefix, 10*time.Second, cfg.InternalTLS)
+			if err != nil {
+				return err
+			}
+			cfg.EtcdEndpoints = eps
+			if len(cfg.EtcdEndpoints) == 0 {
+				return usageErrorf("--etcd-endpoints or --controlplane is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
+			}
+			cfg.Auth.Mode = auth.Mode(authMode)
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}

@@ -52,13 +52,6 @@ are plaintext.`,
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
-			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout)
-			if err != nil {
-				return err
-			}
-			if len(endpoints) == 0 {
-				return usageErrorf("--etcd-endpoints or --controlplane is required (the worker finds its cell and registers in the control plane's etcd)")
-			}
 			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
 			if err != nil {
 				return usageError{err}
@@ -76,6 +69,15 @@ are plaintext.`,
 				}
 			} else {
 				logger.Warn("the worker has no identity: its calls to the cell are plaintext and unauthenticated, and cells serving mutual TLS refuse them; pass --certs-dir (docs/security.md, \"Cell gRPC\")")
+			}
+			// With --controlplane, the worker presents its identity to ask
+			// where etcd is.
+			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout, cfg.TLS)
+			if err != nil {
+				return err
+			}
+			if len(endpoints) == 0 {
+				return usageErrorf("--etcd-endpoints or --controlplane is required (the worker finds its cell and registers in the control plane's etcd)")
 			}
 			cfg.Version = info.Version
 			mflags.apply(&cfg.MCP)
