@@ -88,17 +88,22 @@ type Config struct {
 	// TLS is this node's TLS material: its certificate (a node identity,
 	// spiffe://<cluster>/region/<r>/cell/<c>/node/<NodeID>, of cell CellID
 	// when that is set), key and cluster CA bundle, reloaded from disk
-	// (pki.NewSource). Today it secures the Raft transport with mutual TLS
-	// (only nodes of this node's cell may connect; store.Config.TLS); the
-	// cell's gRPC server and its dials will use the same source. nil: the
-	// Raft transport is plain TCP with no peer authentication, and anyone
-	// who reaches the Raft address can rewrite the cell (finding C4).
+	// (pki.NewSource). It secures the Raft transport with mutual TLS (only
+	// nodes of this node's cell may connect; store.Config.TLS); the gRPC
+	// server then serves mutual TLS only and authorises every call by its
+	// caller's identity against Policy (findings C1, C2); and, unless
+	// Dial.Credentials is set, every connection the node opens presents
+	// this identity and accepts only cell nodes. nil: Raft is plain TCP
+	// and gRPC plaintext with no authentication, and anyone who reaches
+	// either can rewrite the cell or read and write its tenants (the node
+	// logs a Warn at start).
 	TLS *pki.Source
 
 	// Dial configures every gRPC connection the node opens: to the member
 	// it joins through, to its leader (registration, forwarding), to
 	// source cells (replication) and to itself (its MCP worker). The zero
-	// value is plaintext.
+	// value is plaintext, or mutual TLS with this node's identity when TLS
+	// is set.
 	Dial dial.Config
 
 	// AllowCrossHostAddrs lets members advertise gRPC and HTTP addresses

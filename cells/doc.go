@@ -65,6 +65,13 @@
 //	}
 //	return nil
 //
+// With Config.TLS (a node identity, pki.Source), the Raft transport and
+// the gRPC port serve mutual TLS only, every gRPC call is authorised by
+// its caller's identity against Policy (authz.go: one table, one
+// interceptor), and the node's own connections present its identity
+// (docs/security.md, "Cell gRPC (C1, C2)"). Without it everything is
+// plaintext and unauthenticated, and the node says so at start.
+//
 // Tests and benchmarks pass pre-opened listeners (Config.RaftListener,
 // GRPCListener, HTTPListener) on 127.0.0.1:0 and read the bound addresses
 // back with RaftAddr, GRPCAddr and HTTPAddr. Tests reach the store's and

@@ -23,6 +23,7 @@ import (
 	"github.com/cellplane/cellplane/cells/service"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cellplane/cellplane/replication"
@@ -142,6 +143,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 // newNode returns a node that owns cfg's pre-opened listeners and has
 // opened nothing yet.
 func newNode(cfg Config) *Node {
+	if cfg.TLS != nil && cfg.Dial.Credentials == nil {
+		// Every hop from this node into a cell (join, registration,
+		// forwarding, replication, its own MCP worker) presents this
+		// node's identity and accepts only a cell node.
+		cfg.Dial.Credentials = pki.ClientCredentials(cfg.TLS, pki.ExpectKinds(pki.KindNode))
+	}
 	bg, bgCancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:      cfg,

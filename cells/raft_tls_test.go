@@ -12,6 +12,7 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/cells/store"
+	cpdial "github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
@@ -61,7 +62,9 @@ func TestRaftTLS(t *testing.T) {
 		nodes = append(nodes, celltest.StartNode(t, cfg))
 	}
 	leader := celltest.WaitLeader(t, nodes)
-	celltest.Own(t, leader.GRPCAddr(), "acme")
+	cp := cpdial.DefaultConfig()
+	cp.Credentials = pki.ClientCredentials(source(t, ca, t.TempDir(), cpID), pki.ExpectKinds(pki.KindNode))
+	celltest.OwnWith(t, cp, leader.GRPCAddr(), "acme")
 
 	target := followerOf(nodes, leader)
 	conn, err := net.Dial("tcp", target.RaftAddr())
@@ -87,7 +90,7 @@ func TestRaftTLS(t *testing.T) {
 		}
 		return nil
 	})
-	celltest.Own(t, leader.GRPCAddr(), "acme2")
+	celltest.OwnWith(t, cp, leader.GRPCAddr(), "acme2")
 }
 
 func TestConfigValidateTLS(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/mcp"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -41,13 +42,28 @@ func healthServices() []string {
 // newGRPCServer builds the gRPC server (with the house interceptor chain,
 // see serve.NewGRPCServer; each call's log line names its tenant) and
 // registers the node's services on it.
+//
+// With Config.TLS the server serves mutual TLS only (no plaintext
+// fallback) and authorises every call by its caller's identity against
+// Policy (authz.go); without it, it serves plaintext to anyone who reaches
+// the port (findings C1, C2), and says so loudly at start.
 func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
-	return serve.NewGRPCServer(serve.GRPCConfig{
+	gc := serve.GRPCConfig{
 		Log:       n.log,
 		CallAttrs: tenantAttr,
 		Metrics:   metrics,
 		Options:   []grpc.ServerOption{grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes + recvHeadroom)},
-	}, func(gs *grpc.Server) {
+	}
+	if n.cfg.TLS != nil {
+		az := newAuthorizer(n.cfg.TLS, n.log)
+		gc.Options = append(gc.Options, grpc.Creds(pki.ServerCredentials(n.cfg.TLS)))
+		gc.Unary = append(gc.Unary, az.Unary)
+		gc.Stream = append(gc.Stream, az.Stream)
+	} else {
+		n.log.Warn("cell gRPC server has no TLS and no authentication: anyone who reaches the port can read, write and delete every tenant of the cell (set --certs-dir; docs/security.md, \"Cell gRPC\")",
+			"grpc", n.grpcLis.Addr().String())
+	}
+	return serve.NewGRPCServer(gc, func(gs *grpc.Server) {
 		n.svc.Register(gs)
 		replicationv1.RegisterReplicationServiceServer(gs, n.source)
 		healthpb.RegisterHealthServer(gs, &healthServer{Server: n.health, closing: n.bg})

@@ -40,14 +40,18 @@
 //
 // Direct calls reach cell nodes without the router's authentication: they
 // are for clients inside the platform's network boundary (the API key is
-// still sent and checked whenever a call goes through the router).
+// still sent and checked whenever a call goes through the router). Cells
+// started with TLS material serve mutual TLS and accept ContextService
+// calls from routers, workers and nodes only, so against them direct
+// calls are refused: set Direct false (or TLS), or use
+// ConfigFile.ClientConfig, which does so when it names a certificate.
 //
 // # TLS
 //
 // Config.TLS secures the connection to the router (a router started with
 // --tls-cert/--tls-key): the API key or JWT and the tenant's data then
-// travel encrypted. Cells do not serve TLS yet, so a direct call would send
-// the tenant's data in clear beside an encrypted router connection: with
+// travel encrypted. A direct call would send the tenant's data in clear
+// beside an encrypted router connection (and cells with TLS refuse it): with
 // TLS set, the client calls everything through the router, whatever
 // Direct says, unless DirectPlaintext opts back in to plaintext direct
 // calls (a network the caller trusts between it and the cells).
@@ -100,8 +104,9 @@ type Config struct {
 	Direct bool
 	// TLS, if set, is the TLS configuration of the connection to the
 	// router (RootCAs, ServerName; MinVersion at least TLS 1.2 is
-	// enforced). Cells do not serve TLS yet: with TLS set, every call goes
-	// through the router unless DirectPlaintext is set.
+	// enforced). With TLS set, every call goes through the router unless
+	// DirectPlaintext is set (cells serving mutual TLS refuse direct
+	// calls from clients).
 	TLS *tls.Config
 	// DirectPlaintext, with TLS and Direct, still calls cells directly
 	// in plaintext: the tenant's data (not the API key) crosses the

@@ -147,9 +147,11 @@ func (f ConfigFile) TLSSource() (*pki.Source, error) {
 }
 
 // ClientConfig returns DefaultConfig with f's router, tenant and API key,
-// and, when f names a certificate, mutual TLS to the router and the cells
-// (a server must prove a router or cell node identity of the CA's
-// cluster).
+// and, when f names a certificate, mutual TLS to the router (a server must
+// prove a router identity of the CA's cluster) and every call through the
+// router: cells serving mutual TLS accept ContextService calls from
+// routers, workers and nodes only, never from a client identity
+// (docs/security.md, "Cell gRPC").
 func (f ConfigFile) ClientConfig() (Config, error) {
 	c := DefaultConfig()
 	c.Router, c.Tenant, c.APIKey = f.Router, f.Tenant, f.APIKey
@@ -158,8 +160,9 @@ func (f ConfigFile) ClientConfig() (Config, error) {
 		return Config{}, err
 	}
 	if src != nil {
+		c.Direct = false
 		c.DialOptions = append(c.DialOptions, grpc.WithTransportCredentials(
-			pki.ClientCredentials(src, pki.ExpectKinds(pki.KindRouter, pki.KindNode))))
+			pki.ClientCredentials(src, pki.ExpectKinds(pki.KindRouter))))
 	}
 	return c, nil
 }

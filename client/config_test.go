@@ -5,8 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cellplane/cellplane/client"
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 func TestParseConfigFile(t *testing.T) {
@@ -62,9 +64,33 @@ func TestLoadConfigFile(t *testing.T) {
 	if _, err := client.LoadConfigFile(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("a missing file loaded")
 	}
+	if !cfg.Direct {
+		t.Fatal("without a certificate the client no longer calls cells directly")
+	}
 	cf.CA, cf.Cert, cf.Key = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "x.crt"), filepath.Join(dir, "x.key")
 	if _, err := cf.ClientConfig(); err == nil {
 		t.Fatal("missing certificate files accepted")
+	}
+	// With a client certificate every call goes through the router: a
+	// cell serving mutual TLS refuses a client identity.
+	ca, err := pki.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := pki.ClientIdentity("test", "acme")
+	leaf, err := ca.Issue(pki.LeafRequest{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCA(dir, ca, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteLeaf(dir, "x", leaf, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = cf.ClientConfig()
+	if err != nil || cfg.Direct {
+		t.Fatalf("ClientConfig with a client certificate: Direct %v, %v", cfg.Direct, err)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
@@ -237,7 +238,17 @@ func TestMutualTLSRefusals(t *testing.T) {
 	if _, err := adm.CreateCell(ctx, &cpv1.CreateCellRequest{Id: "c1", Region: "r1", ExpectedMembers: 1}); err != nil {
 		t.Fatal(err)
 	}
-	e.env.StartNodes(t, "c1", 1)
+	// The cell serves mutual TLS too: the control plane's cell client
+	// presents its identity, and a cell with TLS accepts it (C1, C2).
+	e.env.StartNodes(t, "c1", 1, func(c *cells.Config) {
+		id := pki.NodeIdentity(testCluster, "r1", "c1", c.NodeID)
+		e.issue(t, pki.LeafRequest{Identity: id})
+		src, err := pki.NewSource(pki.DirConfig(e.dir, id.FileName()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TLS = src
+	})
 	testutil.Eventually(t, 30*time.Second, func() error {
 		resp, err := adm.GetCell(ctx, &cpv1.GetCellRequest{Id: "c1"})
 		if err != nil {

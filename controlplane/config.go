@@ -66,7 +66,10 @@ type Config struct {
 	API        api.Config
 
 	// Dial configures the connections the replica opens to cells
-	// (credentials, keepalive); the zero value is plaintext.
+	// (credentials, keepalive); the zero value is plaintext, or mutual
+	// TLS with the control plane's identity when TLS is set (cells
+	// serving mutual TLS accept tenant placement from the control plane
+	// only).
 	Dial dial.Config
 
 	// ShutdownTimeout bounds a graceful stop.

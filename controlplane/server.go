@@ -103,7 +103,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	reg.MustRegister(newCellCollector(st, log))
-	s.cells = cellclient.New(st, cfg.Dial, log)
+	dc := cfg.Dial
+	if cfg.TLS != nil && dc.Credentials == nil {
+		// Calls into cells (tenant placement) carry the control plane's
+		// identity and accept only cell nodes (C1, C2).
+		dc.Credentials = pki.ClientCredentials(cfg.TLS, pki.ExpectKinds(pki.KindNode))
+	}
+	s.cells = cellclient.New(st, dc, log)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if !cfg.TestingKnobs.NoController {

@@ -48,6 +48,16 @@ type Config struct {
 	// (and Start says so at Warn).
 	TLS pki.ServerCertConfig
 
+	// InternalTLS is the router's identity inside the cluster (a router
+	// certificate of the cluster CA, spiffe://<cluster>/router/<id>, and
+	// the CA bundle, reloaded from disk: pki.NewSource), separate from
+	// the front door's TLS. With it, the forwarder's connections to cells
+	// use mutual TLS, present it and accept only cell nodes (unless
+	// Forward.Dial.Credentials is set): cells serving mutual TLS
+	// (cells.Config.TLS) accept ContextService calls from routers only.
+	// nil: plaintext to cells, which a cell with TLS refuses.
+	InternalTLS *pki.Source
+
 	// MaxRecvMsgBytes bounds a request message (RESOURCE_EXHAUSTED above).
 	MaxRecvMsgBytes int
 
@@ -116,6 +126,11 @@ func (c Config) Validate() error {
 		}
 	} else if c.TLS.ReloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("router: TLS.ReloadInterval %v < 0", c.TLS.ReloadInterval))
+	}
+	if c.InternalTLS != nil {
+		if id := c.InternalTLS.Identity(); id.Kind != pki.KindRouter {
+			errs = append(errs, fmt.Errorf("router: InternalTLS: certificate identity %s is not a router's", id))
+		}
 	}
 	if c.MaxRecvMsgBytes < 1024 {
 		errs = append(errs, fmt.Errorf("router: MaxRecvMsgBytes %d < 1024", c.MaxRecvMsgBytes))

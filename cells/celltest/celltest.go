@@ -102,7 +102,14 @@ func WaitLeader(t testing.TB, nodes []*cells.Node) *cells.Node {
 // Own makes the cell at addr (any member) OWNER of tenants at epoch 1.
 func Own(t testing.TB, addr string, tenants ...string) {
 	t.Helper()
-	conn, err := dial.New(addr, dial.DefaultConfig())
+	OwnWith(t, dial.DefaultConfig(), addr, tenants...)
+}
+
+// OwnWith is Own over connections configured by cfg (a cell serving
+// mutual TLS needs the control plane's credentials).
+func OwnWith(t testing.TB, cfg dial.Config, addr string, tenants ...string) {
+	t.Helper()
+	conn, err := dial.New(addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

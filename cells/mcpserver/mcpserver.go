@@ -35,6 +35,7 @@ import (
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/logging"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -64,8 +65,17 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 	// Dial configures the connection to the cell's members; the zero
-	// value is plaintext.
-	Dial   dial.Config
+	// value is plaintext, or mutual TLS with TLS's identity when TLS is
+	// set.
+	Dial dial.Config
+	// TLS is the worker's identity inside the cluster (a worker
+	// certificate of the cluster CA, spiffe://<cluster>/worker/<id>, and
+	// the CA bundle: pki.NewSource). With it, unless Dial.Credentials is
+	// set, the connection to the cell's members uses mutual TLS, presents
+	// it and accepts only cell nodes (cells serving mutual TLS accept
+	// ContextService calls from workers). nil: plaintext, which a cell
+	// with TLS refuses.
+	TLS    *pki.Source
 	Logger *slog.Logger
 }
 
@@ -91,6 +101,11 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("mcpserver: ShutdownTimeout %v <= 0", c.ShutdownTimeout))
+	}
+	if c.TLS != nil {
+		if id := c.TLS.Identity(); id.Kind != pki.KindWorker {
+			errs = append(errs, fmt.Errorf("mcpserver: TLS: certificate identity %s is not a worker's", id))
+		}
 	}
 	errs = append(errs, c.MCP.Validate(), c.Dial.Validate())
 	return errors.Join(errs...)
@@ -128,7 +143,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.lis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
 	}
-	if s.conn, err = cellconn.Dial(ctx, cfg.Registry, cfg.Cell, cfg.Dial, log); err != nil {
+	dc := cfg.Dial
+	if cfg.TLS != nil && dc.Credentials == nil {
+		dc.Credentials = pki.ClientCredentials(cfg.TLS, pki.ExpectKinds(pki.KindNode))
+	}
+	if s.conn, err = cellconn.Dial(ctx, cfg.Registry, cfg.Cell, dc, log); err != nil {
 		return nil, err
 	}
 	if len(s.conn.Members()) == 0 {

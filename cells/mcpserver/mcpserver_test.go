@@ -12,11 +12,16 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
+	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/mcpauth"
 	"github.com/cellplane/cellplane/cells/mcpserver"
+	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router"
@@ -163,5 +168,82 @@ func TestWorkerPoolThroughTheRouter(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, topo.CellNodeKey("c1", "pool-1")); !errors.Is(err, topo.ErrNotFound) {
 		t.Fatalf("worker key after Close: %v", err)
+	}
+}
+
+// A stand-alone worker with a worker identity (Config.TLS) reaches a cell
+// serving mutual TLS; one without an identity is refused by the cell.
+func TestWorkerMutualTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd, a control plane and a 3-node cell over mutual TLS, and workers")
+	}
+	ca, err := pki.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pki.WriteCA(dir, ca, false); err != nil {
+		t.Fatal(err)
+	}
+	source := func(id pki.Identity) *pki.Source {
+		leaf, err := ca.Issue(pki.LeafRequest{Identity: id, Hosts: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WriteLeaf(dir, id.FileName(), leaf, true); err != nil {
+			t.Fatal(err)
+		}
+		src, err := pki.NewSource(pki.DirConfig(dir, id.FileName()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
+	env.AddReplica(t, "cp1", func(c *controlplane.Config) { c.TLS = source(pki.ControlPlaneIdentity("test", "cp1")) })
+	dc := dial.DefaultConfig()
+	dc.Credentials = pki.ClientCredentials(source(pki.OperatorIdentity("test", pki.RoleAdmin, "alice")), pki.ExpectKinds(pki.KindControlPlane))
+	conn, err := dial.New(env.Addr(), dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	adm := cpv1.NewControlPlaneServiceClient(conn)
+	ctx := testutil.Context(t, 90*time.Second)
+	if _, err := adm.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: "us-east"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateCell(ctx, &cpv1.CreateCellRequest{Id: "c1", Region: "us-east", ExpectedMembers: 3}); err != nil {
+		t.Fatal(err)
+	}
+	env.StartNodes(t, "c1", 3, func(c *cells.Config) { c.TLS = source(pki.NodeIdentity("test", "us-east", "c1", c.NodeID)) })
+	if _, err := adm.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
+		t.Fatal(err)
+	}
+	st := env.Store(t)
+	start := func(id string, src *pki.Source) *mcpserver.Server {
+		cfg := mcpserver.DefaultConfig()
+		cfg.ID, cfg.Cell, cfg.Registry, cfg.TLS = id, "c1", st, src
+		cfg.HTTPListener = testutil.Listen(t)
+		cfg.RegistryTTL = time.Second
+		cfg.Logger = testutil.Logger(t)
+		w, err := mcpserver.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.Close() })
+		return w
+	}
+	withID := start("w1", source(pki.WorkerIdentity("test", "w1")))
+	testutil.Eventually(t, 30*time.Second, func() error {
+		cs := connect(t, ctx, "http://"+withID.HTTPAddr()+"/t/acme/mcp", "")
+		_, err := call(ctx, cs, "context_create", map[string]any{"context_id": "chat"})
+		return err
+	})
+
+	without := start("w2", nil)
+	cs := connect(t, ctx, "http://"+without.HTTPAddr()+"/t/acme/mcp", "")
+	if _, err := call(ctx, cs, "context_list", map[string]any{}); err == nil {
+		t.Fatal("a worker without an identity reached a cell serving mutual TLS")
 	}
 }

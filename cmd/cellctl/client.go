@@ -38,7 +38,7 @@ type client struct {
 // connect makes a client for the control plane named by the options. It
 // does not connect yet: the first call does, within --timeout.
 func (a *app) connect() (*client, error) {
-	creds, err := a.opts.transportCredentials()
+	creds, err := a.opts.transportCredentials(pki.KindControlPlane)
 	if err != nil {
 		return nil, err
 	}
@@ -63,10 +63,11 @@ func (c *client) Close() { _ = c.conn.Close() }
 
 // transportCredentials returns the connection's credentials: mutual TLS
 // with a pki.Source (--certs-dir, or --tls-ca with --tls-cert and
-// --tls-key), checking that the server is a control plane of the CA's
-// cluster; TLS with only server verification (--tls-ca alone: a control
-// plane behind a TLS-terminating proxy); else plaintext.
-func (o *options) transportCredentials() (credentials.TransportCredentials, error) {
+// --tls-key), checking that the server is a peer (a control plane, or a
+// cell node for the calls cellctl makes to cells) of the CA's cluster; TLS
+// with only server verification (--tls-ca alone: a control plane behind a
+// TLS-terminating proxy); else plaintext.
+func (o *options) transportCredentials(peer pki.Kind) (credentials.TransportCredentials, error) {
 	var pcfg pki.Config
 	switch {
 	case o.certsDir != "":
@@ -91,7 +92,7 @@ func (o *options) transportCredentials() (credentials.TransportCredentials, erro
 	if err != nil {
 		return nil, err
 	}
-	return pki.ClientCredentials(src, pki.ExpectKinds(pki.KindControlPlane)), nil
+	return pki.ClientCredentials(src, pki.ExpectKinds(peer)), nil
 }
 
 // onlyOperatorCert returns the base name of the one operator certificate

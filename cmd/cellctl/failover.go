@@ -12,6 +12,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -426,7 +427,9 @@ func (a *app) listChanges(ctx context.Context, cs *cpv1.CellStatus, req *cellv1.
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("cell %s has no live member registered: its change log cannot be read now", cs.GetCell().GetId())
 	}
-	creds, err := a.opts.transportCredentials()
+	// A cell serving mutual TLS lets admin operators read its change log
+	// (docs/security.md, "Cell gRPC").
+	creds, err := a.opts.transportCredentials(pki.KindNode)
 	if err != nil {
 		return nil, err
 	}

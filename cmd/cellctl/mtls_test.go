@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellplane/cellplane/cells"
 	goclient "github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/controlplane"
 	"github.com/cellplane/cellplane/controlplane/cptest"
@@ -67,7 +68,17 @@ func TestMutualTLS(t *testing.T) {
 	tlsFlags := []string{"--tls-ca", filepath.Join(dir, "ca.crt"), "--tls-cert", filepath.Join(dir, "operator.alice.crt"), "--tls-key", filepath.Join(dir, "operator.alice.key")}
 	mustCP(t, addr, append(tlsFlags, "region", "create", "r1")...)
 	mustCP(t, addr, "--certs-dir", dir, "cell", "create", "c1", "--region", "r1", "--members", "1")
-	env.StartNodes(t, "c1", 1)
+	// The cell serves mutual TLS too: the control plane's cell client
+	// presents its identity, and a cell with TLS accepts it (C1, C2).
+	env.StartNodes(t, "c1", 1, func(c *cells.Config) {
+		id := pki.NodeIdentity("test", "r1", "c1", c.NodeID)
+		issueTo(t, ca, dir, id)
+		nsrc, err := pki.NewSource(pki.DirConfig(dir, id.FileName()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TLS = nsrc
+	})
 	testutil.Eventually(t, 30*time.Second, func() error {
 		if r := cp(t, addr, "--certs-dir", dir, "cell", "get", "c1", "-o", "json"); !strings.Contains(r.out, "CELL_HEALTH_HEALTHY") {
 			return fmt.Errorf("cell c1: %+v", r)

@@ -81,9 +81,14 @@ and closes the store. A second signal exits at once.
 With --certs-dir (the directory "cellplane cert create-node" writes), the
 Raft transport uses mutual TLS: a Raft connection is accepted or kept only
 when its peer presents a certificate of the cluster CA naming a node of
-this node's cell (and, when dialing a member, that member). Without it the
-node warns at start: Raft is then plain TCP, and anyone who can reach
---raft-addr can rewrite the cell's state.
+this node's cell (and, when dialing a member, that member); and the gRPC
+port serves mutual TLS only, authorising every call by the caller's
+identity (the control plane places tenants, routers and workers call
+ContextService, nodes join, register and replicate: docs/security.md,
+"Cell gRPC"), while the node's own connections to other nodes present its
+certificate. Without it the node warns at start: Raft is then plain TCP
+and the gRPC port plaintext, and anyone who can reach them can rewrite the
+cell's state or read and write every tenant of the cell.
 
 Listen addresses are advertised to peers as bound; when listening on a
 wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
@@ -118,10 +123,17 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageError{err}
 			}
 			cfg.Logger = logger
+			if certsDir != "" {
+				if cfg.TLS, err = nodeTLS(certsDir, certName, cfg.NodeID, cfg.CellID, logger); err != nil {
+					return err
+				}
+			} else if certName != "" {
+				return usageErrorf("--cert-name needs --certs-dir")
+			}
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
-			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout)
+			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout, cfg.TLS)
 			if err != nil {
 				return err
 			}
@@ -132,13 +144,6 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageErrorf("--etcd-dial-timeout must be > 0, got %s", etcd.DialTimeout)
 			}
 			mflags.apply(&cfg.MCP)
-			if certsDir != "" {
-				if cfg.TLS, err = nodeTLS(certsDir, certName, cfg.NodeID, cfg.CellID, logger); err != nil {
-					return err
-				}
-			} else if certName != "" {
-				return usageErrorf("--cert-name needs --certs-dir")
-			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
@@ -169,6 +174,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 			if cfg.TLS == nil {
 				logger.Warn("the Raft transport is NOT authenticated: anyone who can reach the Raft address can rewrite this cell's state; pass --certs-dir (docs/security.md, C4)",
 					"raft_addr", cfg.RaftAddr)
+				logger.Warn("the cell gRPC port is NOT authenticated: anyone who can reach it can read, write and delete every tenant of this cell; pass --certs-dir (docs/security.md, C1, C2)",
+					"grpc_addr", cfg.GRPCAddr)
 			}
 			return runCell(cmd, cfg, stopSignals)
 		},
@@ -190,7 +197,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	node.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls before cutting them")
 
 	tlsf := pflag.NewFlagSet("tls", pflag.ContinueOnError)
-	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell (empty: Raft is plain TCP and unauthenticated)")
+	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell, and the gRPC port serves mutual TLS only and authorises every call by identity (empty: Raft and gRPC are plaintext and unauthenticated)")
 	tlsf.StringVar(&certName, "cert-name", "", "base name of this node's certificate in --certs-dir (default: the one node.<region>.<cell>.<id> there, <cell> being --cell when set)")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
@@ -386,6 +393,36 @@ func groupedUsage(groups []flagGroup) func(*cobra.Command) error {
 		_, err := fmt.Fprint(c.OutOrStderr(), b.String())
 		return err
 	}
+}
+
+// componentTLS opens a component's TLS material in dir: <name>.crt/.key
+// and ca.crt. Without a name, it is the one <prefix>.*.crt in dir (what
+// `cellplane cert create-<prefix>` writes).
+func componentTLS(dir, name, prefix string, logger *slog.Logger) (*pki.Source, error) {
+	if name == "" {
+		matches, err := filepath.Glob(filepath.Join(dir, prefix+".*.crt"))
+		if err != nil {
+			return nil, usageErrorf("--certs-dir: %w", err)
+		}
+		switch len(matches) {
+		case 0:
+			return nil, usageErrorf("--certs-dir %s holds no %s certificate (%s.<id>.crt): create one with `cellplane cert create-%s` or name it with --cert-name", dir, prefix, prefix, prefix)
+		case 1:
+			name = strings.TrimSuffix(filepath.Base(matches[0]), ".crt")
+		default:
+			for i, m := range matches {
+				matches[i] = filepath.Base(m)
+			}
+			return nil, usageErrorf("--certs-dir %s holds several %s certificates (%s): choose one with --cert-name", dir, prefix, strings.Join(matches, ", "))
+		}
+	}
+	cfg := pki.DirConfig(dir, name)
+	cfg.Logger = logger.With("component", "pki")
+	src, err := pki.NewSource(cfg)
+	if err != nil {
+		return nil, usageErrorf("--certs-dir %s --cert-name %s: %w", dir, name, err)
+	}
+	return src, nil
 }
 
 // nodeTLS opens the node's TLS material in dir: <name>.crt/.key and

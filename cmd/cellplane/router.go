@@ -20,6 +20,8 @@ func newRouterCmd(std streams, stopSignals func()) *cobra.Command {
 		authMode  = string(cfg.Auth.Mode)
 
 		controlplaneAddr string
+		certsDir         string
+		certName         string
 		logLevel         = "info"
 		logFormat        = "text"
 	)
@@ -50,7 +52,13 @@ over h2 and MCP over HTTPS; /metrics, /healthz and /readyz move to HTTPS
 with them. Replacing the files rotates the certificate without a restart.
 Clients still authenticate with API keys or JWTs. Without them both ports are
 plaintext and the router warns at start: credentials and tenant data then
-cross the network in clear.`,
+cross the network in clear.
+
+The router's identity inside the cluster (--certs-dir, --cert-name: the
+files 'cellplane cert create-router' writes) is separate from the front
+door: with it, the router's calls to cells use mutual TLS and present a
+router certificate, as cells started with --certs-dir require. Without
+it the calls are plaintext and the router warns at start.`,
 		Example: `  # A router on the control plane's embedded etcd, API keys required:
   cellplane router --etcd-endpoints http://127.0.0.1:7379 --snapshot data/router/table.snap
 
@@ -64,7 +72,20 @@ cross the network in clear.`,
       --mcp-public-url https://mcp.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			eps, err := etcdEndpoints(cmd, splitList(endpoints), controlplaneAddr, &cfg.EtcdPrefix, 10*time.Second)
+			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			if certsDir == "" && certName != "" {
+				return usageErrorf("--cert-name needs --certs-dir")
+			}
+			if certsDir != "" {
+				if cfg.InternalTLS, err = componentTLS(certsDir, certName, "router", logger); err != nil {
+					return err
+				}
+			}
+			eps, err := etcdEndpoints(cmd, splitList(endpoints), controlplaneAddr, &cfg.EtcdPrefix, 10*time.Second, cfg.InternalTLS)
 			if err != nil {
 				return err
 			}
@@ -73,11 +94,6 @@ cross the network in clear.`,
 				return usageErrorf("--etcd-endpoints or --controlplane is required (the control plane's etcd, e.g. http://127.0.0.1:7379)")
 			}
 			cfg.Auth.Mode = auth.Mode(authMode)
-			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
-			if err != nil {
-				return usageError{err}
-			}
-			cfg.Logger = logger
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
@@ -90,6 +106,8 @@ cross the network in clear.`,
 	r.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "server certificate (PEM, leaf first) of the front door: with --tls-key, the gRPC and HTTP ports serve TLS 1.2+ (HTTPS for MCP); reloaded when the file changes")
 	r.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	r.DurationVar(&cfg.TLS.ReloadInterval, "tls-reload-interval", cfg.TLS.ReloadInterval, "how often a handshake re-checks --tls-cert/--tls-key for a new certificate; 0 never")
+	r.StringVar(&certsDir, "certs-dir", "", "directory of the router's internal certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-router\" writes them, reloaded when they change: calls to cells then use mutual TLS with this identity (empty: plaintext to cells)")
+	r.StringVar(&certName, "cert-name", "", "base name of the router's certificate in --certs-dir (default: the one router.<id>.crt there)")
 	r.StringVar(&cfg.Routing.SnapshotPath, "snapshot", "", "file the routing table is saved to and started from when etcd is down (empty: none)")
 	r.DurationVar(&cfg.Routing.SnapshotInterval, "snapshot-interval", cfg.Routing.SnapshotInterval, "how often a changed table is saved")
 	r.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls")

@@ -25,6 +25,8 @@ func newWorkerCmd(std streams, info buildInfo, stopSignals func()) *cobra.Comman
 		logLevel = "info"
 
 		controlplaneAddr string
+		certsDir         string
+		certName         string
 		logFormat        = "text"
 	)
 	cmd := &cobra.Command{
@@ -38,25 +40,45 @@ workers can serve a cell and a killed worker loses nothing.
 
 It registers under cells/<cell>/nodes/<id> with role WORKER on a lease
 (--registry-ttl), so routers send it MCP traffic next to the cell's nodes,
-and deregisters when it stops (SIGINT or SIGTERM).`,
+and deregisters when it stops (SIGINT or SIGTERM).
+
+With --certs-dir (the files 'cellplane cert create-worker' writes) the
+worker's connections to the cell use mutual TLS and present its worker
+certificate, as cells started with --certs-dir require; without it they
+are plaintext.`,
 		Example: `  cellplane worker --id w1 --cell use1-a --etcd-endpoints http://127.0.0.1:7379 --http-addr 127.0.0.1:7300`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
 			}
-			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout)
+			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Logger = logger
+			if certsDir == "" && certName != "" {
+				return usageErrorf("--cert-name needs --certs-dir")
+			}
+			if certsDir != "" {
+				if certName == "" {
+					certName = "worker." + cfg.ID // what cert create-worker --id writes
+				}
+				if cfg.TLS, err = componentTLS(certsDir, certName, "worker", logger); err != nil {
+					return err
+				}
+			} else {
+				logger.Warn("the worker has no identity: its calls to the cell are plaintext and unauthenticated, and cells serving mutual TLS refuse them; pass --certs-dir (docs/security.md, \"Cell gRPC\")")
+			}
+			// With --controlplane, the worker presents its identity to ask
+			// where etcd is.
+			endpoints, err := etcdEndpoints(cmd, splitList(etcd.Endpoints), controlplaneAddr, &etcd.Prefix, etcd.DialTimeout, cfg.TLS)
 			if err != nil {
 				return err
 			}
 			if len(endpoints) == 0 {
 				return usageErrorf("--etcd-endpoints or --controlplane is required (the worker finds its cell and registers in the control plane's etcd)")
 			}
-			logger, err := logging.New(std.Err, logging.Options{Level: logLevel, Format: logging.Format(logFormat)})
-			if err != nil {
-				return usageError{err}
-			}
-			cfg.Logger = logger
 			cfg.Version = info.Version
 			mflags.apply(&cfg.MCP)
 			reg, err := etcdtopo.Dial(cmd.Context(), etcdtopo.Config{
@@ -83,6 +105,8 @@ and deregisters when it stops (SIGINT or SIGTERM).`,
 	w.StringVar(&cfg.Cell, "cell", "", "the cell this worker serves (required)")
 	w.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of /t/<tenant>/mcp, /metrics, /healthz and /readyz")
 	w.StringVar(&cfg.HTTPAdvertise, "http-advertise", "", "HTTP address routers dial (default: the bound --http-addr)")
+	w.StringVar(&certsDir, "certs-dir", "", "directory of the worker's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-worker\" writes them, reloaded when they change: calls to the cell then use mutual TLS with this identity (empty: plaintext)")
+	w.StringVar(&certName, "cert-name", "", "base name of the worker's certificate in --certs-dir (default: worker.<id>)")
 	w.DurationVar(&cfg.RegistryTTL, "registry-ttl", registry.DefaultTTL, "lease TTL of the worker's registry key")
 	w.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain requests")
 
