@@ -18,7 +18,7 @@ import (
 )
 
 // Access says who may call one method of a cell node's gRPC server
-// (findings C1 and C2 of issue 13). It is enforced only when the node
+// (findings C1 and C2 in docs/security.md). It is enforced only when the node
 // serves mutual TLS (Config.TLS): without TLS there is no identity.
 type Access struct {
 	// Kinds may call it: any identity of these kinds of the cluster.
