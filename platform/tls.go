@@ -138,12 +138,17 @@ func (p *Platform) writeClientConfig() error {
 }
 
 // ClientConfigPath is the client configuration file of a platform started
-// with MutualTLS (<DataDir>/client.yaml); "" without.
+// with MutualTLS (<DataDir>/client.yaml, absolute when the working
+// directory is known); "" without.
 func (p *Platform) ClientConfigPath() string {
 	if !p.cfg.MutualTLS {
 		return ""
 	}
-	return filepath.Join(p.cfg.DataDir, ClientConfigFile)
+	path := filepath.Join(p.cfg.DataDir, ClientConfigFile)
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // CertsDir is the dev certs directory of a platform started with
