@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 // child is a node's process.
@@ -47,6 +49,9 @@ func (n *Node) spawn() error {
 		"--log-level", orDefault(p.cfg.ChildLogLevel, "info"),
 		"--mcp-auth", map[bool]string{true: "apikey", false: "none"}[p.cfg.Auth == AuthAPIKey],
 		"--mcp-public-url", p.MCPPublicURL()}
+	if p.certs != nil {
+		args = append(args, "--certs-dir", p.certs.dir, "--cert-name", n.certName)
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C in the terminal reaches the parent
@@ -56,7 +61,7 @@ func (n *Node) spawn() error {
 		logf.Close()
 		return fmt.Errorf("start node %s: %w", info.ID, err)
 	}
-	conn, err := n.p.dial(info.GRPC)
+	conn, err := n.p.dialAs(info.GRPC, pki.KindNode)
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()

@@ -52,6 +52,23 @@ type Config struct {
 	// Auth is AuthNone or AuthAPIKey (the router and the MCP workers).
 	Auth string
 
+	// MutualTLS runs every internal hop with mutual TLS. Start creates
+	// (first start) or reuses (a restart on the same DataDir) a dev CA of
+	// cluster Name and one certificate per component in <DataDir>/certs
+	// (hosts 127.0.0.1 and localhost), plus an admin operator's
+	// (operator.admin); the control plane's API, every node's gRPC port
+	// and Raft transport (in process: cells.Config.TLS; a child:
+	// --certs-dir), the router's calls into cells (router.Config.
+	// InternalTLS) and the control plane's calls into cells then require
+	// mutual TLS and authorise by identity (docs/security.md). The
+	// platform's own connections to the control plane and the nodes
+	// present the admin operator's certificate (unless Dial sets
+	// credentials). Start writes <DataDir>/client.yaml, a client
+	// configuration file (CELLPLANE_CONFIG) for cellctl. Not covered: the
+	// router's front door (plaintext on loopback), the HTTP ports (MCP,
+	// metrics) and the embedded etcd stay plaintext.
+	MutualTLS bool
+
 	// MultiProcess runs each node as a child process of Binary
 	// (`<Binary> cell …`, in its own process group, logging to
 	// <DataDir>/logs/<node>.log at ChildLogLevel). Such nodes run with the

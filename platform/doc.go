@@ -15,6 +15,13 @@
 // with the same fixed addresses, the platform comes back with every
 // tenant and all data.
 //
+// With Config.MutualTLS every internal hop runs with mutual TLS: a dev CA
+// and one certificate per component in <DataDir>/certs (reused on a
+// restart), the admin operator's for the platform's own connections, and
+// <DataDir>/client.yaml for cellctl (Description.ClientConfig). The
+// router's front door stays plaintext (docs/security.md, "cellplane dev
+// with mutual TLS").
+//
 // TestingKnobs is one bundle of test hooks that reaches every component
 // the platform builds in this process.
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/cellplane/cellplane/cells/mcpauth"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 )
 
@@ -38,6 +39,10 @@ type Node struct {
 	// by the first start only.
 	cfg       cells.Config
 	endpoints []string // the registry link's etcd (nil: the platform's)
+	// With MutualTLS: an in-process node's TLS material, a child's
+	// certificate name in the certs directory.
+	tls      *pki.Source
+	certName string
 
 	mu   sync.Mutex
 	info NodeInfo
@@ -86,10 +91,26 @@ func (p *Platform) newNode(c *Cell, k int, spec CellSpec) (*Node, error) {
 		}
 		n.info.Raft, n.info.GRPC, n.info.HTTP = lis[0].Addr().String(), lis[1].Addr().String(), lis[2].Addr().String()
 	}
+	if p.certs != nil {
+		id := pki.NodeIdentity(p.cfg.Name, c.region, c.id, n.info.ID)
+		var err error
+		if p.cfg.MultiProcess {
+			n.certName, err = p.certs.ensure(id)
+		} else {
+			n.tls, err = p.certs.source(id)
+		}
+		if err != nil {
+			for _, l := range lis {
+				closeListener(l)
+			}
+			return nil, fmt.Errorf("node %s: %w", n.info.ID, err)
+		}
+	}
 	if p.cfg.MultiProcess {
 		return n, nil
 	}
 	cfg := p.cfg.Node
+	cfg.TLS = n.tls
 	cfg.MCP.PublicURL = p.MCPPublicURL()
 	cfg.NodeID, cfg.CellID = n.info.ID, c.id
 	cfg.DataDir = filepath.Join(p.cfg.DataDir, "nodes", n.info.ID)
@@ -153,7 +174,7 @@ func (n *Node) startInProcess(ctx context.Context) error {
 		closeLink()
 		return fmt.Errorf("node %s: %w", cfg.NodeID, err)
 	}
-	conn, err := n.p.dial(node.GRPCAddr())
+	conn, err := n.p.dialAs(node.GRPCAddr(), pki.KindNode)
 	if err != nil {
 		_ = node.Close()
 		closeLink()

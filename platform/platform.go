@@ -22,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
@@ -39,6 +40,9 @@ type Platform struct {
 	// quiet mutes the in-process nodes' logs once Close starts: peers of
 	// a cell that stops as a whole log every vanished connection.
 	quiet atomic.Bool
+
+	// certs is the dev PKI (MutualTLS); nil without.
+	certs *certs
 
 	cp    *controlplane.Server
 	admin *grpc.ClientConn
@@ -85,6 +89,13 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 
+	if cfg.MutualTLS {
+		p.progress("mutual TLS: certificates in %s", filepath.Join(cfg.DataDir, CertsDir))
+		if p.certs, err = openCerts(filepath.Join(cfg.DataDir, CertsDir), cfg.Name); err != nil {
+			return nil, err
+		}
+	}
+
 	if p.routerHTTP, p.routerHTTPLis, err = listenOn(cfg.RouterHTTPAddr); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
@@ -93,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err := p.startControlPlane(ctx); err != nil {
 		return nil, err
 	}
-	if p.admin, err = p.dial(p.cp.GRPCAddr()); err != nil {
+	if p.admin, err = p.dialAs(p.cp.GRPCAddr(), pki.KindControlPlane); err != nil {
 		return nil, err
 	}
 	if !cfg.TestingKnobs.ControlPlane.NoController {
@@ -139,6 +150,11 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err := p.startRouter(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.MutualTLS {
+		if err := p.writeClientConfig(); err != nil {
+			return nil, err
+		}
+	}
 	p.mu.Lock()
 	p.started = true
 	p.mu.Unlock()
@@ -181,6 +197,11 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 		}
 		c.Logger = p.log.With("component", "controlplane")
 		var err error
+		if p.certs != nil {
+			if c.TLS, err = p.certs.source(pki.ControlPlaneIdentity(p.cfg.Name, c.ID)); err != nil {
+				return fmt.Errorf("control plane: %w", err)
+			}
+		}
 		if c.GRPCAddr, c.GRPCListener, err = listenOn(p.cfg.ControlPlaneAddr); err != nil {
 			return fmt.Errorf("control plane: %w", err)
 		}
@@ -233,6 +254,13 @@ func (p *Platform) startRouter(ctx context.Context) (err error) {
 		rc.ShutdownTimeout = p.cfg.ShutdownTimeout
 	}
 	rc.Logger = p.log.With("component", "router")
+	if p.certs != nil {
+		if rc.InternalTLS, err = p.certs.source(pki.RouterIdentity(p.cfg.Name, p.cfg.Name+"-router")); err != nil {
+			closeListener(rc.GRPCListener)
+			closeListener(rc.HTTPListener)
+			return fmt.Errorf("router: %w", err)
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(rc.Routing.SnapshotPath), 0o755); err != nil {
 		closeListener(rc.GRPCListener)
 		closeListener(rc.HTTPListener)
@@ -450,6 +478,9 @@ type Description struct {
 	Etcd         []string   `json:"etcd"`
 	Auth         string     `json:"auth"`
 	Nodes        []NodeInfo `json:"nodes"`
+	// ClientConfig is the client configuration file (CELLPLANE_CONFIG)
+	// of a platform started with MutualTLS; "" without.
+	ClientConfig string `json:"client_config,omitempty"`
 }
 
 // NodeInfo describes a node.
@@ -466,7 +497,7 @@ type NodeInfo struct {
 
 // Describe returns the platform's endpoints and nodes.
 func (p *Platform) Describe() Description {
-	d := Description{Auth: p.cfg.Auth}
+	d := Description{Auth: p.cfg.Auth, ClientConfig: p.ClientConfigPath()}
 	if p.cp != nil {
 		d.ControlPlane, d.Etcd = p.cp.GRPCAddr(), p.cp.EtcdEndpoints()
 	}
@@ -589,7 +620,8 @@ func closeListener(l net.Listener) {
 	}
 }
 
-// dial opens a client connection (plaintext: everything is on loopback).
+// dial opens a plaintext client connection (the router's front door,
+// plaintext on loopback even with MutualTLS).
 func (p *Platform) dial(target string) (*grpc.ClientConn, error) {
 	return dial.New(target, p.cfg.Dial)
 }

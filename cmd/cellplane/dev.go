@@ -42,9 +42,20 @@ everything, children included.
 
 Authentication is off by default (--auth none): anyone on this machine can
 act as any tenant. Use --auth apikey (with --demo for a ready key) to try
-it on.`,
+it on.
+
+With --mtls every internal hop runs with mutual TLS: a dev CA and one
+certificate per component are created in <data-dir>/certs (reused when
+started again), and the control plane API, every node's gRPC port and Raft
+transport, and the router's and control plane's calls into cells require a
+certificate of that CA and authorise by identity. <data-dir>/client.yaml
+holds an admin operator's certificate for cellctl, and dev.json names it:
+  CELLPLANE_CONFIG=$(jq -r .client_config .cellplane-dev/dev.json) cellctl status
+The router's front door stays plaintext on loopback, as do the HTTP ports
+and the embedded etcd.`,
 		Example: `  cellplane dev --demo
   cellplane dev --multiprocess --demo
+  cellplane dev --demo --mtls
   cellplane dev --regions us-east --cells-per-region 1 --nodes-per-cell 3 --reset`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -75,6 +86,7 @@ it on.`,
 	f.IntVar(&cfg.NodesPerCell, "nodes-per-cell", cfg.NodesPerCell, "Raft members of each cell (1, 3, 5 or 7)")
 	f.StringVar(&cfg.Auth, "auth", cfg.Auth, "none or apikey (router and MCP workers)")
 	f.BoolVar(&cfg.Demo, "demo", false, "create tenant demo with a standby in the second region (with --auth apikey, also print its API key)")
+	f.BoolVar(&cfg.MutualTLS, "mtls", false, "run every internal hop with mutual TLS (a dev CA in <data-dir>/certs; cellctl reads <data-dir>/client.yaml through CELLPLANE_CONFIG)")
 	f.BoolVar(&cfg.MultiProcess, "multiprocess", false, "run every node as its own child process")
 	f.BoolVar(&cfg.RestartKilled, "restart-killed", false, "with --multiprocess: restart a node process that died")
 
@@ -149,11 +161,19 @@ func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Dura
 	// The first line is exactly "cellplane dev is ready": scripts wait for it.
 	fmt.Fprintf(w, "cellplane dev is ready\n")
 	fmt.Fprintf(w, "  %d regions, %d cells, %d nodes, up in %s\n\n", len(cfg.Regions), len(cells), len(st.Nodes), took.Round(100*time.Millisecond))
-	fmt.Fprintf(w, "  control plane   %s   (cellctl --controlplane %s)\n", st.ControlPlane, st.ControlPlane)
+	if st.ClientConfig != "" {
+		fmt.Fprintf(w, "  control plane   %s   (mutual TLS: CELLPLANE_CONFIG=%s cellctl status)\n", st.ControlPlane, st.ClientConfig)
+	} else {
+		fmt.Fprintf(w, "  control plane   %s   (cellctl --controlplane %s)\n", st.ControlPlane, st.ControlPlane)
+	}
 	fmt.Fprintf(w, "  router gRPC     %s\n", st.RouterGRPC)
 	fmt.Fprintf(w, "  router MCP      http://%s/t/<tenant>/mcp\n", st.RouterHTTP)
 	fmt.Fprintf(w, "  etcd            %s\n", strings.Join(st.Etcd, ","))
-	fmt.Fprintf(w, "  data            %s   (dev.json: addresses and pids)\n\n", cfg.DataDir)
+	fmt.Fprintf(w, "  data            %s   (dev.json: addresses and pids)\n", cfg.DataDir)
+	if st.ClientConfig != "" {
+		fmt.Fprintf(w, "  mutual TLS      every internal hop (certificates in %s/certs); the router front door stays plaintext on loopback\n", cfg.DataDir)
+	}
+	fmt.Fprintln(w)
 	tenant := "acme"
 	if st.DemoTenant != "" {
 		tenant = st.DemoTenant
@@ -164,9 +184,13 @@ func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Dura
 		authHdr = "-H 'authorization: Bearer " + st.DemoAPIKey + "'"
 	}
 	fmt.Fprintf(w, "Try:\n")
-	fmt.Fprintf(w, "  go run ./cmd/cellctl --controlplane %s status\n", st.ControlPlane)
+	cellctl := "go run ./cmd/cellctl --controlplane " + st.ControlPlane
+	if st.ClientConfig != "" {
+		cellctl = "CELLPLANE_CONFIG=" + st.ClientConfig + " go run ./cmd/cellctl"
+	}
+	fmt.Fprintf(w, "  %s status\n", cellctl)
 	if st.DemoTenant == "" {
-		fmt.Fprintf(w, "  go run ./cmd/cellctl --controlplane %s tenant create %s --region %s\n", st.ControlPlane, tenant, cfg.Regions[0])
+		fmt.Fprintf(w, "  %s tenant create %s --region %s\n", cellctl, tenant, cfg.Regions[0])
 	}
 	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\"}' %s cellplane.context.v1.ContextService/CreateContext\n", authHdr, st.RouterGRPC)
 	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\",\"entries\":[{\"role\":\"user\",\"text\":\"hello\"}]}' %s cellplane.context.v1.ContextService/Append\n", authHdr, st.RouterGRPC)

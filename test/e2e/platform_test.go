@@ -37,6 +37,7 @@ type devInfo struct {
 	DemoTenant   string    `json:"demo_tenant"`
 	DemoAPIKey   string    `json:"demo_api_key"`
 	Nodes        []devNode `json:"nodes"`
+	ClientConfig string    `json:"client_config"`
 }
 
 type devNode struct {

@@ -38,7 +38,7 @@ import (
 const Version = "cellplane-dev/1"
 
 // Config configures the environment: the platform (its Name, topology,
-// fixed addresses, Auth, MultiProcess, RestartKilled, Binary,
+// fixed addresses, Auth, MutualTLS, MultiProcess, RestartKilled, Binary,
 // ChildLogLevel, Logger and Progress) and what dev adds.
 type Config struct {
 	platform.Config
@@ -88,6 +88,9 @@ type State struct {
 	DemoTenant   string              `json:"demo_tenant"`
 	DemoAPIKey   string              `json:"demo_api_key"`
 	Nodes        []platform.NodeInfo `json:"nodes"`
+	// ClientConfig is the client configuration file for cellctl
+	// (CELLPLANE_CONFIG) with MutualTLS; absent without.
+	ClientConfig string `json:"client_config,omitempty"`
 }
 
 // Env is a running environment.
@@ -251,6 +254,7 @@ func (e *Env) State() State {
 	if p != nil {
 		d := p.Describe()
 		s.ControlPlane, s.RouterGRPC, s.RouterHTTP, s.Etcd, s.Auth, s.Nodes = d.ControlPlane, d.RouterGRPC, d.RouterHTTP, d.Etcd, d.Auth, d.Nodes
+		s.ClientConfig = d.ClientConfig
 	}
 	return s
 }
