@@ -230,7 +230,9 @@ func TestEvictionBound(t *testing.T) {
 }
 
 func TestErrAndMetrics(t *testing.T) {
-	l, _ := newTest(Config{DefaultRate: 1, DefaultBurst: 2, MaxTenants: 10, IdleTTL: time.Minute})
+	// Room for both tenants in any one shard (the cap is per shard: with
+	// MaxTenants 10 it is 1, and t1 and t2 shared a shard 1 time in 64).
+	l, _ := newTest(Config{DefaultRate: 1, DefaultBurst: 2, MaxTenants: 1000, IdleTTL: time.Minute})
 	drain(t, l, "t1", 0, 0)
 	ok, retry := l.Allow("t1", 0, 0)
 	if ok {
