@@ -74,6 +74,18 @@ func (c *core) checkRegistration(n *cellv1.NodeInfo) error {
 
 // leaderIsMember applies rule 2: addr may be forwarded to as leader id's.
 func (c *core) leaderIsMember(id, addr string) bool {
+	if v := c.verifiedLeader.Load(); v != nil && v[0] == id && v[1] == addr {
+		return true
+	}
+	if !c.checkLeaderMember(id, addr) {
+		return false
+	}
+	c.verifiedLeader.Store(&[2]string{id, addr})
+	return true
+}
+
+// checkLeaderMember is leaderIsMember without the memo.
+func (c *core) checkLeaderMember(id, addr string) bool {
 	st := c.st.Status()
 	m, ok := member(st, id)
 	if !ok || m.Info == nil || m.Info.GetNodeId() != id || m.Info.GetGrpcAddr() != addr {

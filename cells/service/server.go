@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/dial"
@@ -30,6 +31,11 @@ type core struct {
 	pool    *dial.Pool      // connections to the leader; a cell has a handful of members, so none is evicted before Close
 	closing context.Context // done when Close was called
 	stopAll context.CancelFunc
+	// verifiedLeader is the last (leader id, gRPC address) leaderIsMember
+	// accepted: the check reads the store's whole status (the Raft
+	// configuration goes through Raft's own loop), too much for every
+	// forwarded call, and the leader rarely changes.
+	verifiedLeader atomic.Pointer[[2]string]
 }
 
 // New returns the services of one node over st.
