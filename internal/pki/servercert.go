@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -66,10 +63,8 @@ type ServerCert struct {
 	cfg ServerCertConfig
 	log *slog.Logger
 
-	cur       atomic.Pointer[servedCert]
-	nextCheck atomic.Int64 // unix nanoseconds of the next file check
-
-	mu sync.Mutex // serialises loads
+	cur   atomic.Pointer[servedCert]
+	clock reloadClock
 }
 
 type servedCert struct {
@@ -84,7 +79,7 @@ func NewServerCert(cfg ServerCertConfig) (*ServerCert, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &ServerCert{cfg: cfg, log: cfg.Logger}
+	c := &ServerCert{cfg: cfg, log: cfg.Logger, clock: reloadClock{interval: cfg.ReloadInterval}}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -97,14 +92,13 @@ func NewServerCert(cfg ServerCertConfig) (*ServerCert, error) {
 // Reload re-reads the files now. On error the current certificate stays
 // in use.
 func (c *ServerCert) Reload() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	defer c.scheduleCheck()
-	stamp, err := stampFiles(c.cfg.CertFile, c.cfg.KeyFile)
-	if err != nil {
-		return err
-	}
-	return c.load(stamp)
+	return c.clock.now(func() error {
+		stamp, err := stampFiles(c.cfg.CertFile, c.cfg.KeyFile)
+		if err != nil {
+			return err
+		}
+		return c.load(stamp)
+	})
 }
 
 // Certificate returns the current leaf certificate.
@@ -133,19 +127,15 @@ func (c *ServerCert) PublicTLSConfig() *tls.Config {
 
 // current returns the certificate after a file check if one is due.
 func (c *ServerCert) current() *servedCert {
-	if c.cfg.ReloadInterval > 0 && time.Now().UnixNano() >= c.nextCheck.Load() {
-		c.check()
+	if c.clock.due() {
+		c.clock.check(c.check)
 	}
 	return c.cur.Load()
 }
 
+// check reloads the files if they changed since the last load (under the
+// clock's lock).
 func (c *ServerCert) check() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Now().UnixNano() < c.nextCheck.Load() {
-		return // another handshake checked meanwhile
-	}
-	defer c.scheduleCheck()
 	stamp, err := stampFiles(c.cfg.CertFile, c.cfg.KeyFile)
 	if err == nil {
 		if m := c.cur.Load(); m != nil && m.stamp == stamp {
@@ -156,10 +146,6 @@ func (c *ServerCert) check() {
 	if err != nil {
 		c.log.Warn("pki: reloading the server certificate failed; keeping the current one", "cert", c.cfg.CertFile, "err", err)
 	}
-}
-
-func (c *ServerCert) scheduleCheck() {
-	c.nextCheck.Store(time.Now().Add(c.cfg.ReloadInterval).UnixNano())
 }
 
 func (c *ServerCert) load(stamp string) error {
@@ -179,18 +165,4 @@ func (c *ServerCert) load(stamp string) error {
 			"not_after", leaf.NotAfter)
 	}
 	return nil
-}
-
-// stampFiles describes the files' current versions (names, sizes and
-// modification times).
-func stampFiles(paths ...string) (string, error) {
-	var b strings.Builder
-	for _, p := range paths {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return "", fmt.Errorf("pki: %w", err)
-		}
-		fmt.Fprintf(&b, "%s:%d:%d;", p, fi.Size(), fi.ModTime().UnixNano())
-	}
-	return b.String(), nil
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,10 +125,8 @@ type Source struct {
 	cfg Config
 	log *slog.Logger
 
-	cur       atomic.Pointer[material]
-	nextCheck atomic.Int64 // unix nanoseconds of the next file check
-
-	mu sync.Mutex // serialises loads
+	cur   atomic.Pointer[material]
+	clock reloadClock
 }
 
 // material is one loaded set of files.
@@ -148,7 +145,7 @@ func NewSource(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger}
+	s := &Source{cfg: cfg, log: cfg.Logger, clock: reloadClock{interval: cfg.ReloadInterval}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -161,14 +158,13 @@ func NewSource(cfg Config) (*Source, error) {
 // Reload re-reads the files now. On error the current material stays in
 // use.
 func (s *Source) Reload() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	stamp, err := s.stamp()
-	if err == nil {
-		err = s.load(stamp)
-	}
-	s.scheduleCheck()
-	return err
+	return s.clock.now(func() error {
+		stamp, err := s.stamp()
+		if err != nil {
+			return err
+		}
+		return s.load(stamp)
+	})
 }
 
 // Identity returns the identity of this process's current certificate.
@@ -182,20 +178,15 @@ func (s *Source) CAs() []*x509.Certificate { return slices.Clone(s.current().cas
 
 // current returns the material after a file check if one is due.
 func (s *Source) current() *material {
-	if s.cfg.ReloadInterval > 0 && time.Now().UnixNano() >= s.nextCheck.Load() {
-		s.check()
+	if s.clock.due() {
+		s.clock.check(s.check)
 	}
 	return s.cur.Load()
 }
 
-// check reloads the files if they changed since the last load.
+// check reloads the files if they changed since the last load (under the
+// clock's lock).
 func (s *Source) check() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Now().UnixNano() < s.nextCheck.Load() {
-		return // another handshake checked meanwhile
-	}
-	defer s.scheduleCheck()
 	stamp, err := s.stamp()
 	if err == nil {
 		if m := s.cur.Load(); m != nil && m.stamp == stamp {
@@ -208,26 +199,13 @@ func (s *Source) check() {
 	}
 }
 
-func (s *Source) scheduleCheck() {
-	s.nextCheck.Store(time.Now().Add(s.cfg.ReloadInterval).UnixNano())
-}
-
 // stamp describes the files' current versions.
 func (s *Source) stamp() (string, error) {
-	paths := []string{s.cfg.CertFile, s.cfg.KeyFile}
 	cas, err := s.caFiles()
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	for _, p := range append(paths, cas...) {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return "", fmt.Errorf("pki: %w", err)
-		}
-		fmt.Fprintf(&b, "%s:%d:%d;", p, fi.Size(), fi.ModTime().UnixNano())
-	}
-	return b.String(), nil
+	return stampFiles(append([]string{s.cfg.CertFile, s.cfg.KeyFile}, cas...)...)
 }
 
 // caFiles lists the files of the CA bundle.
