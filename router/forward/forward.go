@@ -276,7 +276,7 @@ func (f *Forwarder) forward(ss grpc.ServerStream, full string, mi methodInfo, kn
 		}
 		return err
 	}
-	c.kind = mi.kindOf(&req)
+	c.info = mi
 	return c.retrying(&req, mi.serverStreams)
 }
 
@@ -299,7 +299,7 @@ type call struct {
 	in     metadata.MD
 	stale  bool
 	cell   *string
-	kind   retry.Kind // what the policy lets this call retry
+	info   methodInfo // the retry kind is read from the request frame only after a failure (off the hot path)
 
 	target     Target
 	candidates []string // addresses in the order to try
@@ -524,7 +524,7 @@ func (c *call) retrying(req *Frame, serverStreams bool) error {
 			// No stream was opened: no backend saw the request.
 			policyErr = retry.Unsent(err)
 		}
-		if !retry.Allowed(c.kind, policyErr) {
+		if !retry.Allowed(c.info.kindOf(req), policyErr) {
 			return c.final(a)
 		}
 		var ce *cperr.Error
