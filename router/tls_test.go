@@ -239,6 +239,10 @@ func TestTLSFrontDoor(t *testing.T) {
 			done          = make(chan struct{})
 		)
 		persistent := contextv1.NewContextServiceClient(front.dialTLS(t, r.GRPCAddr()))
+		// The context exists before the loop appends to it.
+		if _, err := cs.CreateContext(actx, &contextv1.CreateContextRequest{ContextId: "rot"}); err != nil {
+			t.Fatal(err)
+		}
 		go func() {
 			defer close(done)
 			for i := 0; ; i++ {
@@ -273,9 +277,6 @@ func TestTLSFrontDoor(t *testing.T) {
 		}()
 		stopLoop := sync.OnceFunc(func() { close(stop); <-done })
 		defer stopLoop()
-		if _, err := cs.CreateContext(actx, &contextv1.CreateContextRequest{ContextId: "rot"}); err != nil {
-			t.Fatal(err)
-		}
 		seen := func(s *big.Int) bool { mu.Lock(); defer mu.Unlock(); return serials[s.Text(16)] }
 		testutil.Eventually(t, 20*time.Second, func() error {
 			if !seen(old) {
