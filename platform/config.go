@@ -68,6 +68,12 @@ type Config struct {
 	// router's front door (plaintext on loopback), the HTTP ports (MCP,
 	// metrics) and the embedded etcd stay plaintext.
 	MutualTLS bool
+	// TLSReloadInterval is how often the TLS material of the in-process
+	// components (pki.Config.ReloadInterval) is re-checked on disk, so
+	// that RotateCA, ReissueCerts and FinishCARotation take effect
+	// without a restart (0: pki.DefaultReloadInterval, 5 s; child
+	// processes always use that). Tests shorten it.
+	TLSReloadInterval time.Duration
 
 	// MultiProcess runs each node as a child process of Binary
 	// (`<Binary> cell …`, in its own process group, logging to
@@ -184,6 +190,9 @@ func (c Config) Validate() error {
 		if p, err := url.Parse(u); err != nil || p.Scheme != "http" || p.Port() == "" {
 			errs = append(errs, fmt.Errorf("etcd URL %q: want http://host:port", u))
 		}
+	}
+	if c.TLSReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("TLS reload interval %v < 0", c.TLSReloadInterval))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %v < 0", c.ShutdownTimeout))

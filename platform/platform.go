@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 
 	if cfg.MutualTLS {
 		p.progress("mutual TLS: certificates in %s", filepath.Join(cfg.DataDir, CertsDir))
-		if p.certs, err = openCerts(filepath.Join(cfg.DataDir, CertsDir), cfg.Name); err != nil {
+		if p.certs, err = openCerts(filepath.Join(cfg.DataDir, CertsDir), cfg.Name, cfg.TLSReloadInterval, p.log.With("component", "pki")); err != nil {
 			return nil, err
 		}
 	}

@@ -1,11 +1,15 @@
 package platform
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,8 +41,13 @@ const devCALifetime = 10 * 365 * 24 * time.Hour
 // and the certificates it issued (reused too, issued when missing).
 type certs struct {
 	dir string
-	mu  sync.Mutex
-	ca  *pki.CA
+	// reload is the Sources' ReloadInterval (Config.TLSReloadInterval).
+	reload time.Duration
+	log    *slog.Logger
+	mu     sync.Mutex
+	ca     *pki.CA // the CA that signs (the new one during a rotation)
+	// srcs are the Sources made for in-process components, by file name.
+	srcs map[string]*pki.Source
 	// op is the admin operator's source: the platform's own connections
 	// to the control plane and the nodes present it.
 	op *pki.Source
@@ -48,9 +57,13 @@ type certs struct {
 var hosts = []string{"127.0.0.1", "localhost"}
 
 // openCerts loads or creates the dev CA of cluster in dir and the admin
-// operator's certificate.
-func openCerts(dir, cluster string) (*certs, error) {
-	c := &certs{dir: dir}
+// operator's certificate; the Sources it makes re-check their files every
+// reload (0: pki.DefaultReloadInterval).
+func openCerts(dir, cluster string, reload time.Duration, log *slog.Logger) (*certs, error) {
+	if reload == 0 {
+		reload = pki.DefaultReloadInterval
+	}
+	c := &certs{dir: dir, reload: reload, log: log, srcs: map[string]*pki.Source{}}
 	ca, err := pki.LoadCA(dir)
 	switch {
 	case err == nil:
@@ -81,10 +94,15 @@ func (c *certs) source(id pki.Identity) (*pki.Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := pki.NewSource(pki.DirConfig(c.dir, name))
+	cfg := pki.DirConfig(c.dir, name)
+	cfg.ReloadInterval, cfg.Logger = c.reload, c.log
+	src, err := pki.NewSource(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %s: %w", name, err)
 	}
+	c.mu.Lock()
+	c.srcs[name] = src
+	c.mu.Unlock()
 	return src, nil
 }
 
@@ -158,4 +176,127 @@ func (p *Platform) CertsDir() string {
 		return ""
 	}
 	return filepath.Join(p.cfg.DataDir, CertsDir)
+}
+
+// ErrNoMutualTLS is returned by the certificate methods of a platform
+// started without MutualTLS.
+var ErrNoMutualTLS = errors.New("platform: started without MutualTLS")
+
+// RotateCA starts a rotation of the dev CA (docs/security.md, "Rotation
+// without a restart", step 1): a new CA for the same cluster signs from
+// now on (ReissueCerts, and the certificates of nodes added later), and
+// <DataDir>/certs/ca.crt holds the new CA and the old one. Every component
+// trusts both at its next file check (TLSReloadInterval; child processes:
+// pki.DefaultReloadInterval); the leaves are still the old CA's. It
+// returns the new CA's certificate.
+func (p *Platform) RotateCA() (*x509.Certificate, error) {
+	if p.certs == nil {
+		return nil, ErrNoMutualTLS
+	}
+	c := p.certs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ca, err := pki.RotateCA(c.dir, devCALifetime)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	c.ca = ca
+	return ca.Cert, nil
+}
+
+// ReissueCerts replaces every leaf certificate in <DataDir>/certs (each
+// component's and each operator's) by one of the same identity and hosts
+// signed by the current CA, each pair written atomically (step 2 of a CA
+// rotation, or a routine leaf renewal). Every component presents its new
+// certificate from its next file check on (TLSReloadInterval; child
+// processes: pki.DefaultReloadInterval); connections already established
+// keep the certificates they were made with. It returns the names of the
+// certificates replaced, sorted.
+func (p *Platform) ReissueCerts() ([]string, error) {
+	if p.certs == nil {
+		return nil, ErrNoMutualTLS
+	}
+	c := p.certs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	paths, err := filepath.Glob(filepath.Join(c.dir, "*.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	var names []string
+	for _, path := range paths {
+		name := strings.TrimSuffix(filepath.Base(path), ".crt")
+		if filepath.Base(path) == pki.CACertFile {
+			continue
+		}
+		old, err := pki.ReadCerts(path)
+		if err != nil {
+			return names, fmt.Errorf("certs: %w", err)
+		}
+		id, err := pki.IdentityOf(old[0])
+		if err != nil {
+			return names, fmt.Errorf("certs: %s: %w", name, err)
+		}
+		leaf, err := c.ca.Issue(pki.LeafRequest{Identity: id, Hosts: hosts})
+		if err != nil {
+			return names, fmt.Errorf("certs: %s: %w", name, err)
+		}
+		if err := pki.WriteLeaf(c.dir, name, leaf, true); err != nil {
+			return names, fmt.Errorf("certs: %w", err)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// FinishCARotation ends a CA rotation (step 3): ca.crt keeps only the
+// CA that signs. From each component's next file check on, certificates
+// of the old CA are refused at the handshake; call it once every
+// component presents a certificate of the new CA (ReissueCerts, then
+// TLSStates and the served certificates).
+func (p *Platform) FinishCARotation() error {
+	if p.certs == nil {
+		return ErrNoMutualTLS
+	}
+	c := p.certs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ca, err := pki.FinishRotation(c.dir)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	c.ca = ca
+	return nil
+}
+
+// TLSState is what an in-process component's TLS material holds.
+type TLSState struct {
+	// Leaf is the certificate its next handshake presents.
+	Leaf *x509.Certificate
+	// CAs are the CAs its next handshake trusts.
+	CAs []*x509.Certificate
+}
+
+// TLSStates returns, by certificate name (node.<r>.<c>.<n>, router.<id>,
+// controlplane.<id>, operator.admin), the TLS material each in-process
+// component holds now, after a file check if one is due: what its next
+// handshake presents and trusts. Child processes are not included (dial
+// their ports). nil without MutualTLS.
+func (p *Platform) TLSStates() map[string]TLSState {
+	if p.certs == nil {
+		return nil
+	}
+	c := p.certs
+	c.mu.Lock()
+	srcs := make(map[string]*pki.Source, len(c.srcs))
+	for name, src := range c.srcs {
+		srcs[name] = src
+	}
+	c.mu.Unlock()
+	out := make(map[string]TLSState, len(srcs))
+	for name, src := range srcs {
+		out[name] = TLSState{Leaf: src.Certificate(), CAs: src.CAs()}
+	}
+	return out
 }
