@@ -35,7 +35,9 @@ Scenarios:
   move        the write pause clients see through the router during live
               tenant moves (1 MiB and 64 MiB tenants) vs the write latency
   failover    in-cell leader kills and region promotions: the time to the
-              first acknowledged write through the router; the RPO`,
+              first acknowledged write through the router; the RPO
+  mtls        the cost of mutual TLS: the router and direct cell paths with
+              mutual TLS on vs off, at 64 in flight`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
   cellplane bench placement --json > placement.json
@@ -43,7 +45,8 @@ Scenarios:
   cellplane bench mcp --json > mcp.json
   cellplane bench replication --json > replication.json
   cellplane bench move --json > move.json
-  cellplane bench failover --json > failover.json`,
+  cellplane bench failover --json > failover.json
+  cellplane bench mtls --json > mtls.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -58,7 +61,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std)}, newBenchFailoverCmds(std)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchMTLSCmd(std)}, newBenchFailoverCmds(std)...)...)
 	return cmd
 }
 

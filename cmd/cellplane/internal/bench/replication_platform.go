@@ -21,6 +21,8 @@ type platformOptions struct {
 	Logger *slog.Logger
 	// Controller adjusts the controller's configuration (moves, failover).
 	Controller func(*controller.Config)
+	// MutualTLS starts the platform with platform.Config.MutualTLS.
+	MutualTLS bool
 }
 
 // startPlatform starts the whole system in this process, as the
@@ -47,6 +49,7 @@ func startPlatform(ctx context.Context, root string, opts platformOptions, _ pro
 	}
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = opts.Logger
+	cfg.MutualTLS = opts.MutualTLS
 	pf, err := platform.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
