@@ -20,7 +20,10 @@
 // restart), the admin operator's for the platform's own connections, and
 // <DataDir>/client.yaml for cellctl (Description.ClientConfig). The
 // router's front door stays plaintext (docs/security.md, "cellplane dev
-// with mutual TLS").
+// with mutual TLS"). RotateCA, ReissueCerts and FinishCARotation rotate
+// that CA and every leaf while the platform serves; TLSStates shows what
+// each in-process component presents and trusts (docs/security.md,
+// "Rotation under load").
 //
 // TestingKnobs is one bundle of test hooks that reaches every component
 // the platform builds in this process.

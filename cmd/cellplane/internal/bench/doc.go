@@ -25,7 +25,8 @@
 // replication, moves and failover RunReplication (standby lag with an
 // injected one-way delay), RunMove (client-visible write pause of moves
 // under load) and RunFailover (in-cell leader kills and region
-// promotions, seen through the router).
+// promotions, seen through the router); RunMTLS (the router and direct
+// cell paths on two platforms, mutual TLS on and off, alternating).
 //
 // A new scenario is a function like RunCell: it builds its system, calls
 // Run once per step, and returns a Report whose Results implement
