@@ -489,7 +489,7 @@ func probe(addr string, cert tls.Certificate, raft bool) (*x509.Certificate, err
 		return served, nil
 	case raft && errors.As(err, &ne) && ne.Timeout():
 		return served, nil
-	case errors.As(err, &op) && op.Op == "remote error":
+	case errors.As(err, &op) && op.Op == "remote error": // crypto/tls's only mark of a peer's alert
 		return served, fmt.Errorf("%w: %v", errRefused, err)
 	case errors.Is(err, io.EOF):
 		return served, fmt.Errorf("%w: closed", errRefused)

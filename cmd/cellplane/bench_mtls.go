@@ -41,8 +41,8 @@ Ratios (targets in the table): mtls_router_p50_on_vs_off,
 mtls_router_qps_off_vs_on, mtls_direct_p50_on_vs_off,
 mtls_direct_qps_off_vs_on, and the p99 ratios without a target: each the
 median of the per-round ratios, the worse of appends and reads (per-op
-ratios are in the results). The default run takes about two minutes.
-Component logs go to stderr at --log-level.`,
+ratios are in the results). The default run (24 steps) takes under two
+minutes. Component logs go to stderr at --log-level.`,
 		Example: `  cellplane bench mtls
   cellplane bench mtls --json > mtls.json
   cellplane bench mtls --duration 500ms --rounds 3`,

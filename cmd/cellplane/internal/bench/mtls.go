@@ -74,8 +74,8 @@ type MTLSOptions struct {
 }
 
 // DefaultMTLSOptions returns the options of a default run: 64 in flight,
-// 3 rounds of 2 s steps, 1 KiB entries (24 steps: about 90 s with the
-// start-up).
+// 3 rounds of 2 s steps, 1 KiB entries (24 steps: under two minutes with
+// the start-up).
 func DefaultMTLSOptions() MTLSOptions {
 	return MTLSOptions{Concurrency: 64, Duration: 2 * time.Second, Rounds: 3, EntrySize: 1024}
 }
