@@ -146,6 +146,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		mcfg.AuthorizationServers = []string{cfg.Auth.Issuer}
 	}
 	mcfg.WaitChange = s.waitMCPRoute
+	if cfg.InternalTLS != nil && mcfg.TLS == nil {
+		// MCP to workers with the router's identity; the answer must come
+		// from a node or a stand-alone worker of the cluster.
+		mcfg.TLS = cfg.InternalTLS.ClientTLSConfig(pki.ExpectKinds(pki.KindNode, pki.KindWorker))
+	}
 	if s.mcp, err = mcpproxy.New(mcfg, s.workers, s.checkHTTP); err != nil {
 		return nil, err
 	}
