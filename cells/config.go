@@ -98,8 +98,8 @@ type Config struct {
 	// Dial.Credentials is set, every connection the node opens presents
 	// this identity and accepts only cell nodes. nil: Raft is plain TCP
 	// and gRPC and HTTP plaintext with no authentication, and anyone who
-	// reaches them can rewrite the cell or read and write its tenants (the
-	// node logs a Warn at start).
+	// reaches them can rewrite the cell or read and write its tenants
+	// (`cellplane cell` refuses to start so unless --insecure is given).
 	TLS *pki.Source
 
 	// Dial configures every gRPC connection the node opens: to the member

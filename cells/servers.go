@@ -48,7 +48,8 @@ func healthServices() []string {
 // With Config.TLS the server serves mutual TLS only (no plaintext
 // fallback) and authorises every call by its caller's identity against
 // Policy (authz.go); without it, it serves plaintext to anyone who reaches
-// the port (findings C1, C2), and says so loudly at start.
+// the port (findings C1, C2): `cellplane cell` refuses to start so unless
+// --insecure is given, and then says so loudly.
 func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 	gc := serve.GRPCConfig{
 		Log:       n.log,
@@ -61,9 +62,6 @@ func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 		gc.Options = append(gc.Options, grpc.Creds(pki.ServerCredentials(n.cfg.TLS)))
 		gc.Unary = append(gc.Unary, az.Unary)
 		gc.Stream = append(gc.Stream, az.Stream)
-	} else {
-		n.log.Warn("cell gRPC server has no TLS and no authentication: anyone who reaches the port can read, write and delete every tenant of the cell (set --certs-dir; docs/security.md, \"Cell gRPC\")",
-			"grpc", n.grpcLis.Addr().String())
 	}
 	return serve.NewGRPCServer(gc, func(gs *grpc.Server) {
 		n.svc.Register(gs)
@@ -88,8 +86,7 @@ func tenantAttr(ctx context.Context) []any {
 // With Config.TLS the port serves mutual TLS only (httpListener) and every
 // handler is authorised by the caller's identity against mcp.HTTPPolicy:
 // MCP from routers only, the monitoring pages from components and
-// operators. Without it, it serves plaintext to anyone (and says so at
-// start).
+// operators. Without it, it serves plaintext to anyone.
 func (n *Node) newHTTPServer(metrics *prometheus.Registry, w *mcp.Worker) *http.Server {
 	mux := http.NewServeMux()
 	handle := mcp.Guard(mux, n.cfg.TLS != nil, n.log)
@@ -100,10 +97,6 @@ func (n *Node) newHTTPServer(metrics *prometheus.Registry, w *mcp.Worker) *http.
 		h := w.Handler()
 		handle(mcp.PatternMCP, h)
 		handle(mcp.PatternMetadata, h)
-	}
-	if n.cfg.TLS == nil {
-		n.log.Warn("cell HTTP port has no TLS and no authentication: anyone who reaches it can call the MCP worker with a tenant's credential and read /metrics (set --certs-dir; docs/security.md, \"MCP worker HTTP\")",
-			"http", n.httpLis.Addr().String())
 	}
 	return &http.Server{
 		Handler:           mux,

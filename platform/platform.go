@@ -94,6 +94,9 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if p.certs, err = openCerts(filepath.Join(cfg.DataDir, CertsDir), cfg.Name); err != nil {
 			return nil, err
 		}
+	} else {
+		p.log.Warn("INSECURE: the platform runs without mutual TLS: every internal hop (control plane, cell gRPC, Raft, MCP HTTP) is plaintext and unauthenticated; anyone who can reach the ports can read, write and delete every tenant's data (docs/security.md, \"--insecure and the dev shortcuts\")",
+			"insecure", true)
 	}
 
 	if p.routerHTTP, p.routerHTTPLis, err = listenOn(cfg.RouterHTTPAddr); err != nil {

@@ -214,9 +214,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if front == nil {
 		log.Warn("the router's front door is plaintext: API keys and tenant data cross the network in clear; serve TLS with --tls-cert and --tls-key (or terminate TLS in front of the router)")
 	}
-	if cfg.InternalTLS == nil && cfg.Forward.Dial.Credentials == nil {
-		log.Warn("the router has no internal identity: its calls to cells are plaintext and unauthenticated, and cells serving mutual TLS refuse them; pass --certs-dir (docs/security.md, \"Cell gRPC\")")
-	}
 	if u, err := url.Parse(cfg.MCP.PublicURL); cfg.MCP.PublicURL != "" && err == nil && u.Scheme != "https" {
 		log.Warn("the MCP public URL is not https: MCP authorization (OAuth 2.1) requires HTTPS", "mcp_public_url", cfg.MCP.PublicURL)
 	}

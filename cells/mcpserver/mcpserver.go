@@ -78,7 +78,7 @@ type Config struct {
 	// TLS only, authorising every request against mcp.HTTPPolicy (MCP
 	// from routers only, the monitoring pages from components and
 	// operators). nil: plaintext both ways, which a cell with TLS refuses
-	// (and HTTP open to anyone; Start logs a Warn).
+	// (and HTTP open to anyone: `cellplane worker` requires --insecure).
 	TLS    *pki.Source
 	Logger *slog.Logger
 }
@@ -190,8 +190,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	lis := s.lis
 	if cfg.TLS != nil {
 		lis = tls.NewListener(s.lis, mcp.ServerTLSConfig(cfg.TLS))
-	} else {
-		log.Warn("the worker's HTTP port has no TLS and no authentication: anyone who reaches it can call MCP with a tenant's credential and read /metrics; pass --certs-dir (docs/security.md, \"MCP worker HTTP\")", "http", s.lis.Addr().String())
 	}
 	serve.Start(&s.wg, log, nil, nil, s.http, lis)
 
