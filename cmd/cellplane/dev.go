@@ -81,6 +81,9 @@ before mutual TLS (with a warning).`,
 			if insecure && (cfg.FrontDoorTLS || mtls) {
 				return usageErrorf("--insecure turns mutual TLS off: it cannot go with --tls or --mtls")
 			}
+			if mtls {
+				fmt.Fprintln(std.Err, "cellplane dev: --mtls is the default now (--insecure turns mutual TLS off); the flag is kept for older command lines")
+			}
 			cfg.MutualTLS = !insecure
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%w", err)
@@ -121,7 +124,9 @@ before mutual TLS (with a warning).`,
 	for _, g := range groups {
 		cmd.Flags().AddFlagSet(g.set)
 	}
-	_ = cmd.Flags().MarkDeprecated("mtls", "mutual TLS is the default; --insecure turns it off")
+	// Not MarkDeprecated: cobra prints its note on stdout, whose first
+	// line scripts wait for.
+	_ = cmd.Flags().MarkHidden("mtls")
 	cmd.SetUsageFunc(groupedUsage(groups))
 	return cmd
 }
