@@ -4,8 +4,10 @@
 // the cell's live members), registers itself under cells/<c>/nodes/<id>
 // with role WORKER on a lease so that routers send it MCP traffic, and
 // serves /t/<tenant>/mcp, /metrics, /healthz and /readyz on one HTTP
-// port. It keeps no state: any number of workers can serve a cell, and a
-// killed one loses nothing.
+// port — with Config.TLS over mutual TLS only, each request authorised by
+// the caller's identity (mcp.HTTPPolicy: MCP from routers). It keeps no
+// state: any number of workers can serve a cell, and a killed one loses
+// nothing.
 //
 //	cfg := mcpserver.DefaultConfig()
 //	cfg.ID, cfg.Cell, cfg.Registry = "w1", "use1-a", st

@@ -4,7 +4,9 @@
 // ones. Server-sent events stream through unbuffered (every write is
 // flushed, X-Accel-Buffering: no), the request body is bounded, hop-by-hop
 // headers are dropped, and the caller's check (auth, rate limit) runs
-// before anything is forwarded.
+// before anything is forwarded. With Config.TLS it reaches workers over
+// https with mutual TLS (the router's identity; only a node or worker may
+// answer).
 //
 //	p, _ := mcpproxy.New(cfg, resolve, check)
 //	mux.Handle("/t/", p)
