@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -99,6 +100,15 @@ func (c *tlsCell) dialConfig(t *testing.T, id pki.Identity) cpdial.Config {
 	cfg := cpdial.DefaultConfig()
 	cfg.Credentials = pki.ClientCredentials(source(t, c.ca, c.dir, id), pki.ExpectKinds(pki.KindNode))
 	return cfg
+}
+
+// httpClient returns an HTTP client presenting id's certificate and
+// accepting only a node's.
+func (c *tlsCell) httpClient(t *testing.T, id pki.Identity) *http.Client {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: source(t, c.ca, c.dir, id).ClientTLSConfig(pki.ExpectKinds(pki.KindNode))}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }
 
 func dialWith(t *testing.T, addr string, cfg cpdial.Config) *grpc.ClientConn {
@@ -197,9 +207,11 @@ func TestCellTLSCluster(t *testing.T) {
 		t.Fatalf("Append as router through a follower: %v", err)
 	}
 	// The node's own MCP worker (a self-connection with the node's
-	// identity) on a follower: its call is forwarded to the leader.
+	// identity) on a follower, called by a router over mutual TLS: its
+	// call is forwarded to the leader.
 	mc := sdk.NewClient(&sdk.Implementation{Name: "agent", Version: "v0"}, nil)
-	mcs, err := mc.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: "http://" + follower.HTTPAddr() + "/t/" + tenant + "/mcp", MaxRetries: -1}, nil)
+	mcs, err := mc.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: "https://" + follower.HTTPAddr() + "/t/" + tenant + "/mcp",
+		HTTPClient: c.httpClient(t, routerID), MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,6 +372,81 @@ func TestCellTLSRefusals(t *testing.T) {
 }
 
 // TestCellTLSJoinWithoutMaterial: a node without TLS material cannot join a
+
+// TestCellTLSHTTP: a TLS node's HTTP port serves mutual TLS only and
+// authorises by mcp.HTTPPolicy: MCP from a router only (plaintext, no
+// certificate, another CA's and every other identity refused, nothing
+// written), /metrics from components and operators, never a tenant's
+// client certificate.
+func TestCellTLSHTTP(t *testing.T) {
+	c := startTLSCell(t)
+	ctx := testutil.Context(t, time.Minute)
+	celltest.OwnWith(t, c.dialConfig(t, cpID), c.leader.GRPCAddr(), tenant)
+	node := followerOf(c.nodes, c.leader)
+	otherCA, err := pki.NewCA(tlsCluster, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport := func(cfg *tls.Config) *http.Client {
+		tr := &http.Transport{TLSClientConfig: cfg}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr}
+	}
+	for _, tc := range []struct {
+		name         string
+		client       *http.Client
+		scheme       string
+		mcp, metrics bool
+	}{
+		{name: "router", client: c.httpClient(t, routerID), mcp: true, metrics: true},
+		{name: "plaintext", client: http.DefaultClient, scheme: "http"},
+		{name: "no certificate", client: transport(&tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true})}, //nolint:gosec // the test's point
+		{name: "another CA", client: transport(source(t, otherCA, t.TempDir(), routerID).ClientTLSConfig(nil))},
+		{name: "tenant client", client: c.httpClient(t, clientID)},
+		{name: "admin operator", client: c.httpClient(t, adminID), metrics: true},
+		{name: "read-only operator", client: c.httpClient(t, readOnlyID), metrics: true},
+		{name: "control plane", client: c.httpClient(t, cpID), metrics: true},
+		{name: "worker", client: c.httpClient(t, workerID), metrics: true},
+		{name: "node of another cell", client: c.httpClient(t, otherCell), metrics: true},
+	} {
+		scheme := tc.scheme
+		if scheme == "" {
+			scheme = "https"
+		}
+		base := scheme + "://" + node.HTTPAddr()
+		id := strings.ReplaceAll(tc.name, " ", "-")
+		err := func() error {
+			mcs, err := sdk.NewClient(&sdk.Implementation{Name: "agent", Version: "v0"}, nil).Connect(ctx,
+				&sdk.StreamableClientTransport{Endpoint: base + "/t/" + tenant + "/mcp", HTTPClient: tc.client, MaxRetries: -1}, nil)
+			if err != nil {
+				return err
+			}
+			defer mcs.Close()
+			res, err := mcs.CallTool(ctx, &sdk.CallToolParams{Name: "context_create", Arguments: map[string]any{"context_id": id}})
+			if err == nil && res.IsError {
+				err = fmt.Errorf("tool error %v", res.Content)
+			}
+			return err
+		}()
+		if (err == nil) != tc.mcp {
+			t.Errorf("%s: MCP context_create: %v, want served %v", tc.name, err, tc.mcp)
+		}
+		code := 0
+		if resp, err := tc.client.Get(base + "/metrics"); err == nil {
+			code = resp.StatusCode
+			_ = resp.Body.Close()
+		}
+		if (code == http.StatusOK) != tc.metrics {
+			t.Errorf("%s: /metrics = %d, want served %v", tc.name, code, tc.metrics)
+		}
+	}
+	// Only the router's context exists.
+	got := contexts(t, ctx, contextv1.NewContextServiceClient(c.dialAs(t, c.leader.GRPCAddr(), routerID)))
+	if !slices.Equal(got, []string{"router"}) {
+		t.Fatalf("contexts after the refusals: %v", got)
+	}
+}
+
 // cell that requires it: the join fails with a clear error, no fallback.
 func TestCellTLSJoinWithoutMaterial(t *testing.T) {
 	c := startTLSCell(t)

@@ -91,12 +91,15 @@ type Config struct {
 	// (pki.NewSource). It secures the Raft transport with mutual TLS (only
 	// nodes of this node's cell may connect; store.Config.TLS); the gRPC
 	// server then serves mutual TLS only and authorises every call by its
-	// caller's identity against Policy (findings C1, C2); and, unless
+	// caller's identity against Policy (findings C1, C2); the HTTP port
+	// (MCP, /metrics, /healthz, /readyz) serves mutual TLS only and
+	// authorises every request against mcp.HTTPPolicy (MCP from routers
+	// only); and, unless
 	// Dial.Credentials is set, every connection the node opens presents
 	// this identity and accepts only cell nodes. nil: Raft is plain TCP
-	// and gRPC plaintext with no authentication, and anyone who reaches
-	// either can rewrite the cell or read and write its tenants (the node
-	// logs a Warn at start).
+	// and gRPC and HTTP plaintext with no authentication, and anyone who
+	// reaches them can rewrite the cell or read and write its tenants
+	// (`cellplane cell` refuses to start so unless --insecure is given).
 	TLS *pki.Source
 
 	// Dial configures every gRPC connection the node opens: to the member

@@ -288,7 +288,7 @@ func (n *Node) startServers(w *wiring) {
 	}
 	n.grpcSrv = n.newGRPCServer(w.metrics)
 	n.httpSrv = n.newHTTPServer(w.metrics, w.mcp)
-	serve.Start(&n.serveWG, n.log, n.grpcSrv, n.grpcLis, n.httpSrv, n.httpLis)
+	serve.Start(&n.serveWG, n.log, n.grpcSrv, n.grpcLis, n.httpSrv, n.httpListener())
 }
 
 // startBackground starts the loops that run until shutdown starts.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -83,9 +84,25 @@ func TestRaftTLS(t *testing.T) {
 		t.Fatal("the Raft port kept a plain TCP connection open")
 	}
 	ctx := testutil.Context(t, 10*time.Second)
+	// The HTTP port serves mutual TLS too: scrape as an operator.
+	scraper := &http.Transport{TLSClientConfig: nodeSource(t, ca, pki.OperatorIdentity("test", pki.RoleReadOnly, "prometheus")).
+		ClientTLSConfig(pki.ExpectKinds(pki.KindNode))}
+	defer scraper.CloseIdleConnections()
 	testutil.Eventually(t, 10*time.Second, func() error {
-		_, body := httpGet(t, ctx, "http://"+target.HTTPAddr()+"/metrics")
-		if !strings.Contains(body, `cellplane_store_raft_conns_refused_total{reason="handshake",side="inbound"} `) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+target.HTTPAddr()+"/metrics", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := scraper.RoundTrip(req)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if body := string(b); resp.StatusCode != http.StatusOK || !strings.Contains(body, `cellplane_store_raft_conns_refused_total{reason="handshake",side="inbound"} `) {
 			return errors.New("refusal not counted on /metrics")
 		}
 		return nil

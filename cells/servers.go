@@ -2,8 +2,10 @@ package cells
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -46,7 +48,8 @@ func healthServices() []string {
 // With Config.TLS the server serves mutual TLS only (no plaintext
 // fallback) and authorises every call by its caller's identity against
 // Policy (authz.go); without it, it serves plaintext to anyone who reaches
-// the port (findings C1, C2), and says so loudly at start.
+// the port (findings C1, C2): `cellplane cell` refuses to start so unless
+// --insecure is given, and then says so loudly.
 func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 	gc := serve.GRPCConfig{
 		Log:       n.log,
@@ -59,9 +62,6 @@ func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 		gc.Options = append(gc.Options, grpc.Creds(pki.ServerCredentials(n.cfg.TLS)))
 		gc.Unary = append(gc.Unary, az.Unary)
 		gc.Stream = append(gc.Stream, az.Stream)
-	} else {
-		n.log.Warn("cell gRPC server has no TLS and no authentication: anyone who reaches the port can read, write and delete every tenant of the cell (set --certs-dir; docs/security.md, \"Cell gRPC\")",
-			"grpc", n.grpcLis.Addr().String())
 	}
 	return serve.NewGRPCServer(gc, func(gs *grpc.Server) {
 		n.svc.Register(gs)
@@ -82,21 +82,36 @@ func tenantAttr(ctx context.Context) []any {
 
 // newHTTPServer builds the HTTP server: metrics, health, readiness and,
 // unless disabled, the MCP worker (w).
+//
+// With Config.TLS the port serves mutual TLS only (httpListener) and every
+// handler is authorised by the caller's identity against mcp.HTTPPolicy:
+// MCP from routers only, the monitoring pages from components and
+// operators. Without it, it serves plaintext to anyone.
 func (n *Node) newHTTPServer(metrics *prometheus.Registry, w *mcp.Worker) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
-	mux.HandleFunc("GET /healthz", n.serveHealthz)
-	mux.HandleFunc("GET /readyz", n.serveReadyz)
+	handle := mcp.Guard(mux, n.cfg.TLS != nil, n.log)
+	handle(mcp.PatternMetrics, promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
+	handle(mcp.PatternHealthz, http.HandlerFunc(n.serveHealthz))
+	handle(mcp.PatternReadyz, http.HandlerFunc(n.serveReadyz))
 	if w != nil {
 		h := w.Handler()
-		mux.Handle("/t/", h)
-		mux.Handle("/.well-known/oauth-protected-resource/", h)
+		handle(mcp.PatternMCP, h)
+		handle(mcp.PatternMetadata, h)
 	}
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// httpListener is the listener the HTTP server serves: n.httpLis, wrapped
+// in mutual TLS (mcp.ServerTLSConfig) with Config.TLS.
+func (n *Node) httpListener() net.Listener {
+	if n.cfg.TLS == nil {
+		return n.httpLis
+	}
+	return tls.NewListener(n.httpLis, mcp.ServerTLSConfig(n.cfg.TLS))
 }
 
 // serveHealthz answers 200 while the node runs and its store is alive.
@@ -241,6 +256,9 @@ func (n *Node) startMCP(w *wiring) error {
 		// From configuration (the advertised HTTP address), never from
 		// a request's Host header: see mcp.Config.PublicURL.
 		mc.PublicURL = "http://" + n.info.HttpAddr
+		if n.cfg.TLS != nil {
+			mc.PublicURL = "https://" + n.info.HttpAddr
+		}
 	}
 	worker, err := mcp.New(mc, conn, n.cfg.MCPAuth)
 	if err != nil {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -462,36 +460,5 @@ func TestConfigTLSIdentity(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("TLS with %s: Validate() = %v", tc.id, err)
 		}
-	}
-}
-
-// lockedBuffer is a log sink safe for the server's goroutines and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// Without TLS the replica says loudly that its API is open to anyone.
-func TestPlaintextWarns(t *testing.T) {
-	var logs lockedBuffer
-	env := &cptest.Env{Endpoints: topotest.StartEtcd(t)}
-	env.AddReplica(t, "cp1", func(c *controlplane.Config) {
-		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	})
-	want := "level=WARN msg=\"the control plane API is unauthenticated: anyone who reaches it owns every tenant; pass --certs-dir\""
-	if !strings.Contains(logs.String(), want) {
-		t.Fatalf("logs lack %s:\n%s", want, logs.String())
 	}
 }

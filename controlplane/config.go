@@ -57,7 +57,8 @@ type Config struct {
 	// plaintext fallback) with this process's certificate (a controlplane
 	// identity), and authorises every call by the caller's identity
 	// (Policy). nil serves plaintext with no authentication: anyone who
-	// reaches GRPCAddr owns every tenant (Start logs a warning). The HTTP
+	// reaches GRPCAddr owns every tenant (`cellplane controlplane` refuses
+	// to start so unless --insecure is given, and warns then). The HTTP
 	// port (metrics, health, readiness) stays plaintext either way.
 	TLS *pki.Source
 

@@ -51,6 +51,8 @@ func (n *Node) spawn() error {
 		"--mcp-public-url", p.MCPPublicURL()}
 	if p.certs != nil {
 		args = append(args, "--certs-dir", p.certs.dir, "--cert-name", n.certName)
+	} else {
+		args = append(args, "--insecure") // the platform said so once, at Start
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -64,9 +64,12 @@ type Config struct {
 	// platform's own connections to the control plane and the nodes
 	// present the admin operator's certificate (unless Dial sets
 	// credentials). Start writes <DataDir>/client.yaml, a client
-	// configuration file (CELLPLANE_CONFIG) for cellctl. Not covered: the
-	// router's front door (plaintext on loopback), the HTTP ports (MCP,
-	// metrics) and the embedded etcd stay plaintext.
+	// configuration file (CELLPLANE_CONFIG) for cellctl. The nodes' HTTP
+	// ports (MCP, metrics) serve mutual TLS too, and the router's MCP
+	// proxy reaches them with its identity. Not covered: the router's
+	// front door stays plaintext on loopback unless FrontDoorTLS, and the
+	// embedded etcd is plaintext. Without MutualTLS Start logs one
+	// INSECURE warning.
 	MutualTLS bool
 	// TLSReloadInterval is how often the TLS material of the in-process
 	// components (pki.Config.ReloadInterval) is re-checked on disk, so
@@ -74,6 +77,13 @@ type Config struct {
 	// without a restart (0: pki.DefaultReloadInterval, 5 s; child
 	// processes always use that). Tests shorten it.
 	TLSReloadInterval time.Duration
+
+	// FrontDoorTLS (with MutualTLS) serves the router's front door, gRPC
+	// and HTTP (MCP), over TLS with the router's certificate of the dev CA
+	// (SANs 127.0.0.1 and localhost; clients trust <DataDir>/certs/ca.crt).
+	// The MCP public URL is then https, and RouterConn and client.yaml use
+	// TLS to the router.
+	FrontDoorTLS bool
 
 	// MultiProcess runs each node as a child process of Binary
 	// (`<Binary> cell …`, in its own process group, logging to
@@ -165,6 +175,9 @@ func (c Config) Validate() error {
 	}
 	if c.NodeBasePort != 0 && (c.NodeBasePort < 1024 || c.NodeBasePort+3*len(c.Regions)*c.CellsPerRegion*c.NodesPerCell > 65535) {
 		errs = append(errs, fmt.Errorf("node base port %d leaves no room for the nodes' ports", c.NodeBasePort))
+	}
+	if c.FrontDoorTLS && !c.MutualTLS {
+		errs = append(errs, errors.New("TLS on the router's front door needs mutual TLS (the dev CA signs the router's certificate)"))
 	}
 	if c.Auth != AuthNone && c.Auth != AuthAPIKey {
 		errs = append(errs, fmt.Errorf("auth must be none or apikey, got %q", c.Auth))

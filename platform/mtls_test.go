@@ -1,12 +1,18 @@
 package platform_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -134,5 +140,109 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if ts := tenants.GetTenants(); len(ts) != 1 || ts[0].GetId() != "acme" {
 		t.Fatalf("tenants %v", ts)
+	}
+}
+
+// TestFrontDoorTLS: with FrontDoorTLS the router's front door serves TLS
+// with its certificate of the dev CA: the platform's router connection,
+// the Go client from the client configuration file and an MCP client over
+// https (whose calls the router proxies to the node's MCP worker over
+// mutual TLS) work; plaintext gRPC and HTTP to the router do not.
+func TestFrontDoorTLS(t *testing.T) {
+	cfg := platform.DefaultConfig()
+	cfg.FrontDoorTLS = true
+	cfg.DataDir = t.TempDir()
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("FrontDoorTLS without MutualTLS validated")
+	}
+	cfg.Name = "devfront"
+	cfg.Regions, cfg.CellsPerRegion, cfg.NodesPerCell = []string{"us-east"}, 1, 1
+	cfg.MutualTLS = true
+	cfg.Node.RegistryTTL = time.Second
+	cfg.Controller.RetryMin, cfg.Controller.RetryMax = 10*time.Millisecond, 200*time.Millisecond
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Logger = testutil.Logger(t)
+	cfg.EtcdUnsafeNoFsync = true
+	ctx := testutil.Context(t, 2*time.Minute)
+	p, err := platform.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	d := p.Describe()
+	if !d.RouterTLS || d.CA == "" || !strings.HasPrefix(p.MCPPublicURL(), "https://") {
+		t.Fatalf("Describe() = %+v, MCP URL %s", d, p.MCPPublicURL())
+	}
+	if _, err := p.Admin().CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
+		t.Fatal(err)
+	}
+	data := contextv1.NewContextServiceClient(p.RouterConn())
+	tctx := tenantmd.Outgoing(ctx, "acme", 0)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		_, err := data.CreateContext(tctx, &contextv1.CreateContextRequest{ContextId: "chat"})
+		if err == nil || errors.Is(rpcerr.FromStatus(err), cperr.ErrAlreadyExists) {
+			return nil
+		}
+		return err
+	})
+
+	// Plaintext to the router's ports: refused.
+	conn, err := dial.New(p.RouterAddr(), dial.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = contextv1.NewContextServiceClient(conn).ListContexts(tctx, &contextv1.ListContextsRequest{})
+	_ = conn.Close()
+	if err == nil {
+		t.Error("a plaintext gRPC call to the TLS front door succeeded")
+	}
+	if resp, err := http.Get("http://" + d.RouterHTTP + "/t/acme/mcp"); err == nil {
+		_ = resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Errorf("plain HTTP to the TLS front door: %d", resp.StatusCode)
+		}
+	}
+
+	// The Go client from client.yaml: TLS to the router.
+	cf, err := client.LoadConfigFile(d.ClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cf.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Tenant = "acme"
+	c, err := client.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Context().Append(ctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: "go-client",
+		Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "via the Go client"}}}}); err != nil {
+		t.Fatalf("Append with the client configuration file: %v", err)
+	}
+
+	// MCP over https, trusting the dev CA.
+	pem, err := os.ReadFile(d.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	defer tr.CloseIdleConnections()
+	sess, err := sdk.NewClient(&sdk.Implementation{Name: "agent", Version: "v0"}, nil).Connect(ctx,
+		&sdk.StreamableClientTransport{Endpoint: p.MCPPublicURL() + "/t/acme/mcp", HTTPClient: &http.Client{Transport: tr}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("MCP over https: %v", err)
+	}
+	defer sess.Close()
+	res, err := sess.CallTool(ctx, &sdk.CallToolParams{Name: "context_read", Arguments: map[string]any{"context_id": "chat"}})
+	if err != nil || res.IsError {
+		t.Fatalf("MCP context_read over https: %v %+v", err, res)
+	}
+	if b, _ := json.Marshal(res.StructuredContent); !strings.Contains(string(b), "via the Go client") {
+		t.Fatalf("MCP read: %s", b)
 	}
 }

@@ -94,6 +94,9 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if p.certs, err = openCerts(filepath.Join(cfg.DataDir, CertsDir), cfg.Name, cfg.TLSReloadInterval, p.log.With("component", "pki")); err != nil {
 			return nil, err
 		}
+	} else {
+		p.log.Warn("INSECURE: the platform runs without mutual TLS: every internal hop (control plane, cell gRPC, Raft, MCP HTTP) is plaintext and unauthenticated; anyone who can reach the ports can read, write and delete every tenant's data (docs/security.md, \"--insecure and the dev shortcuts\")",
+			"insecure", true)
 	}
 
 	if p.routerHTTP, p.routerHTTPLis, err = listenOn(cfg.RouterHTTPAddr); err != nil {
@@ -255,10 +258,16 @@ func (p *Platform) startRouter(ctx context.Context) (err error) {
 	}
 	rc.Logger = p.log.With("component", "router")
 	if p.certs != nil {
-		if rc.InternalTLS, err = p.certs.source(pki.RouterIdentity(p.cfg.Name, p.cfg.Name+"-router")); err != nil {
+		id := pki.RouterIdentity(p.cfg.Name, p.cfg.Name+"-router")
+		if rc.InternalTLS, err = p.certs.source(id); err != nil {
 			closeListener(rc.GRPCListener)
 			closeListener(rc.HTTPListener)
 			return fmt.Errorf("router: %w", err)
+		}
+		if p.cfg.FrontDoorTLS {
+			// The same certificate: it has server auth and the loopback SANs.
+			base := filepath.Join(p.certs.dir, id.FileName())
+			rc.TLS.CertFile, rc.TLS.KeyFile = base+".crt", base+".key"
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(rc.Routing.SnapshotPath), 0o755); err != nil {
@@ -481,6 +490,10 @@ type Description struct {
 	// ClientConfig is the client configuration file (CELLPLANE_CONFIG)
 	// of a platform started with MutualTLS; "" without.
 	ClientConfig string `json:"client_config,omitempty"`
+	// RouterTLS: the router's front door serves TLS (FrontDoorTLS);
+	// clients trust CA, the dev CA's certificate.
+	RouterTLS bool   `json:"router_tls,omitempty"`
+	CA        string `json:"ca,omitempty"`
 }
 
 // NodeInfo describes a node.
@@ -497,7 +510,13 @@ type NodeInfo struct {
 
 // Describe returns the platform's endpoints and nodes.
 func (p *Platform) Describe() Description {
-	d := Description{Auth: p.cfg.Auth, ClientConfig: p.ClientConfigPath()}
+	d := Description{Auth: p.cfg.Auth, ClientConfig: p.ClientConfigPath(), RouterTLS: p.cfg.FrontDoorTLS}
+	if dir := p.CertsDir(); dir != "" {
+		d.CA = filepath.Join(dir, pki.CACertFile)
+		if abs, err := filepath.Abs(d.CA); err == nil {
+			d.CA = abs
+		}
+	}
 	if p.cp != nil {
 		d.ControlPlane, d.Etcd = p.cp.GRPCAddr(), p.cp.EtcdEndpoints()
 	}
@@ -620,10 +639,15 @@ func closeListener(l net.Listener) {
 	}
 }
 
-// dial opens a plaintext client connection (the router's front door,
-// plaintext on loopback even with MutualTLS).
+// dial opens a client connection to the router's front door: plaintext
+// on loopback, or with FrontDoorTLS TLS accepting the router's certificate
+// of the dev CA (unless Config.Dial sets credentials).
 func (p *Platform) dial(target string) (*grpc.ClientConn, error) {
-	return dial.New(target, p.cfg.Dial)
+	dc := p.cfg.Dial
+	if p.cfg.FrontDoorTLS && p.certs != nil && dc.Credentials == nil {
+		dc.Credentials = pki.ClientCredentials(p.certs.op, pki.ExpectKinds(pki.KindRouter))
+	}
+	return dial.New(target, dc)
 }
 
 // poll calls fn every 20 ms until it succeeds or ctx ends.
@@ -637,6 +661,9 @@ func poll(ctx context.Context, fn func() error) error {
 func (p *Platform) MCPPublicURL() string {
 	if u := p.cfg.Node.MCP.PublicURL; u != "" {
 		return u
+	}
+	if p.cfg.FrontDoorTLS {
+		return "https://" + p.routerHTTP
 	}
 	return "http://" + p.routerHTTP
 }

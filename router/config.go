@@ -55,7 +55,10 @@ type Config struct {
 	// use mutual TLS, present it and accept only cell nodes (unless
 	// Forward.Dial.Credentials is set): cells serving mutual TLS
 	// (cells.Config.TLS) accept ContextService calls from routers only.
-	// nil: plaintext to cells, which a cell with TLS refuses.
+	// The MCP proxy's requests to workers (nodes' and stand-alone workers'
+	// HTTP ports) then use https with mutual TLS too, accepting only a
+	// node or worker identity (unless MCP.TLS is set).
+	// nil: plaintext to cells and workers, which those with TLS refuse.
 	InternalTLS *pki.Source
 
 	// MaxRecvMsgBytes bounds a request message (RESOURCE_EXHAUSTED above).

@@ -146,6 +146,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		mcfg.AuthorizationServers = []string{cfg.Auth.Issuer}
 	}
 	mcfg.WaitChange = s.waitMCPRoute
+	if cfg.InternalTLS != nil && mcfg.TLS == nil {
+		// MCP to workers with the router's identity; the answer must come
+		// from a node or a stand-alone worker of the cluster.
+		mcfg.TLS = cfg.InternalTLS.ClientTLSConfig(pki.ExpectKinds(pki.KindNode, pki.KindWorker))
+	}
 	if s.mcp, err = mcpproxy.New(mcfg, s.workers, s.checkHTTP); err != nil {
 		return nil, err
 	}
@@ -208,9 +213,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if front == nil {
 		log.Warn("the router's front door is plaintext: API keys and tenant data cross the network in clear; serve TLS with --tls-cert and --tls-key (or terminate TLS in front of the router)")
-	}
-	if cfg.InternalTLS == nil && cfg.Forward.Dial.Credentials == nil {
-		log.Warn("the router has no internal identity: its calls to cells are plaintext and unauthenticated, and cells serving mutual TLS refuse them; pass --certs-dir (docs/security.md, \"Cell gRPC\")")
 	}
 	if u, err := url.Parse(cfg.MCP.PublicURL); cfg.MCP.PublicURL != "" && err == nil && u.Scheme != "https" {
 		log.Warn("the MCP public URL is not https: MCP authorization (OAuth 2.1) requires HTTPS", "mcp_public_url", cfg.MCP.PublicURL)

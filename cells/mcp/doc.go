@@ -1,6 +1,9 @@
 // Package mcp is the MCP worker: it serves each tenant's contexts and
 // memory as Model Context Protocol tools over Streamable HTTP, at
-// /t/<tenant>/mcp.
+// /t/<tenant>/mcp. The servers that mount it (a cell node, a stand-alone
+// worker) serve their HTTP port over mutual TLS when they have an
+// identity, with ServerTLSConfig, and guard every handler with Authorize
+// against HTTPPolicy (access.go): MCP from routers only.
 //
 //	w, err := mcp.New(mcp.DefaultConfig(), cellConn, authn) // authn nil: no authentication
 //	mux.Handle("/", w.Handler())

@@ -4,8 +4,10 @@
 // the cell's live members), registers itself under cells/<c>/nodes/<id>
 // with role WORKER on a lease so that routers send it MCP traffic, and
 // serves /t/<tenant>/mcp, /metrics, /healthz and /readyz on one HTTP
-// port. It keeps no state: any number of workers can serve a cell, and a
-// killed one loses nothing.
+// port — with Config.TLS over mutual TLS only, each request authorised by
+// the caller's identity (mcp.HTTPPolicy: MCP from routers). It keeps no
+// state: any number of workers can serve a cell, and a killed one loses
+// nothing.
 //
 //	cfg := mcpserver.DefaultConfig()
 //	cfg.ID, cfg.Cell, cfg.Registry = "w1", "use1-a", st
@@ -15,6 +17,7 @@ package mcpserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,8 +76,11 @@ type Config struct {
 	// the CA bundle: pki.NewSource). With it, unless Dial.Credentials is
 	// set, the connection to the cell's members uses mutual TLS, presents
 	// it and accepts only cell nodes (cells serving mutual TLS accept
-	// ContextService calls from workers). nil: plaintext, which a cell
-	// with TLS refuses.
+	// ContextService calls from workers); and the HTTP port serves mutual
+	// TLS only, authorising every request against mcp.HTTPPolicy (MCP
+	// from routers only, the monitoring pages from components and
+	// operators). nil: plaintext both ways, which a cell with TLS refuses
+	// (and HTTP open to anyone: `cellplane worker` requires --insecure).
 	TLS    *pki.Source
 	Logger *slog.Logger
 }
@@ -162,6 +168,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if mc.PublicURL == "" {
 		// From configuration, never from a request's Host header.
 		mc.PublicURL = "http://" + advertise
+		if cfg.TLS != nil {
+			mc.PublicURL = "https://" + advertise
+		}
 	}
 	if s.w, err = mcp.New(mc, s.conn, cfg.Auth); err != nil {
 		return nil, err
@@ -170,16 +179,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	promReg.MustRegister(s.w.Collectors()...)
 	mux := http.NewServeMux()
+	handle := mcp.Guard(mux, cfg.TLS != nil, log)
 	h := s.w.Handler()
-	mux.Handle("/t/", h)
-	mux.Handle("/.well-known/oauth-protected-resource/", h)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	handle(mcp.PatternMCP, h)
+	handle(mcp.PatternMetadata, h)
+	handle(mcp.PatternMetrics, promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
+	handle(mcp.PatternHealthz, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "worker": cfg.ID})
-	})
-	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	}))
+	handle(mcp.PatternReadyz, http.HandlerFunc(s.serveReadyz))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	serve.Start(&s.wg, log, nil, nil, s.http, s.lis)
+	lis := s.lis
+	if cfg.TLS != nil {
+		lis = tls.NewListener(s.lis, mcp.ServerTLSConfig(cfg.TLS))
+	}
+	serve.Start(&s.wg, log, nil, nil, s.http, lis)
 
 	rcfg := registry.DefaultConfig()
 	rcfg.Cell = cfg.Cell

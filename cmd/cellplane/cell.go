@@ -44,6 +44,7 @@ func newCellCmd(std streams, stopSignals func()) *cobra.Command {
 		controlplaneAddr string
 		certsDir         string
 		certName         string
+		insecure         bool
 	)
 
 	cmd := &cobra.Command{
@@ -86,28 +87,33 @@ port serves mutual TLS only, authorising every call by the caller's
 identity (the control plane places tenants, routers and workers call
 ContextService, nodes join, register and replicate: docs/security.md,
 "Cell gRPC"), while the node's own connections to other nodes present its
-certificate. Without it the node warns at start: Raft is then plain TCP
-and the gRPC port plaintext, and anyone who can reach them can rewrite the
-cell's state or read and write every tenant of the cell.
+certificate. The HTTP port (MCP, /metrics, /healthz, /readyz) serves
+mutual TLS too: MCP to routers only, the monitoring pages to components
+and operators ('cellplane cert create-operator --role read-only' for a
+scraper). Without --certs-dir the node refuses to start unless --insecure
+is given: Raft is then plain TCP and the gRPC and HTTP ports plaintext, so
+anyone who can reach them can rewrite the cell's state or read and write
+every tenant of the cell, and the node warns at every start.
 
 Listen addresses are advertised to peers as bound; when listening on a
 wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 --http-advertise to addresses the peers can reach.`,
 		Example: `  # A 3-node cell on one machine (run each line in its own terminal):
-  cellplane cell --id n1 --data-dir data/n1 --raft-addr 127.0.0.1:7210 --grpc-addr 127.0.0.1:7211 --http-addr 127.0.0.1:7212 \
+  cellplane cell --id n1 --data-dir data/n1 --raft-addr 127.0.0.1:7210 --grpc-addr 127.0.0.1:7211 --http-addr 127.0.0.1:7212 --insecure \
       --bootstrap n1@127.0.0.1:7210,n2@127.0.0.1:7220,n3@127.0.0.1:7230
-  cellplane cell --id n2 --data-dir data/n2 --raft-addr 127.0.0.1:7220 --grpc-addr 127.0.0.1:7221 --http-addr 127.0.0.1:7222 \
+  cellplane cell --id n2 --data-dir data/n2 --raft-addr 127.0.0.1:7220 --grpc-addr 127.0.0.1:7221 --http-addr 127.0.0.1:7222 --insecure \
       --bootstrap n1@127.0.0.1:7210,n2@127.0.0.1:7220,n3@127.0.0.1:7230
-  cellplane cell --id n3 --data-dir data/n3 --raft-addr 127.0.0.1:7230 --grpc-addr 127.0.0.1:7231 --http-addr 127.0.0.1:7232 \
+  cellplane cell --id n3 --data-dir data/n3 --raft-addr 127.0.0.1:7230 --grpc-addr 127.0.0.1:7231 --http-addr 127.0.0.1:7232 --insecure \
       --bootstrap n1@127.0.0.1:7210,n2@127.0.0.1:7220,n3@127.0.0.1:7230
 
   # Add a fourth voter through any member:
-  cellplane cell --id n4 --data-dir data/n4 --raft-addr 127.0.0.1:7240 --grpc-addr 127.0.0.1:7241 --http-addr 127.0.0.1:7242 \
+  cellplane cell --id n4 --data-dir data/n4 --raft-addr 127.0.0.1:7240 --grpc-addr 127.0.0.1:7241 --http-addr 127.0.0.1:7242 --insecure \
       --join 127.0.0.1:7211
 
   # A cell formed from the control plane's registry (after creating cell c1 with
   # 3 expected members in the control plane); the same line for n2 and n3:
-  cellplane cell --id n1 --cell c1 --data-dir data/n1 --etcd-endpoints http://127.0.0.1:2379`,
+  cellplane cell --id n1 --cell c1 --data-dir data/n1 --etcd-endpoints http://127.0.0.1:2379 \
+      --certs-dir certs   # or --insecure on a laptop`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			peers, err := parsePeers(bootstrap)
@@ -123,12 +129,13 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageError{err}
 			}
 			cfg.Logger = logger
+			if err := checkTLSChoice(certsDir, certName, insecure); err != nil {
+				return err
+			}
 			if certsDir != "" {
 				if cfg.TLS, err = nodeTLS(certsDir, certName, cfg.NodeID, cfg.CellID, logger); err != nil {
 					return err
 				}
-			} else if certName != "" {
-				return usageErrorf("--cert-name needs --certs-dir")
 			}
 			if !cmd.Flags().Changed("etcd-endpoints") {
 				etcd.Endpoints = os.Getenv(envEtcdEndpoints)
@@ -171,11 +178,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 					return err
 				}
 			}
-			if cfg.TLS == nil {
-				logger.Warn("the Raft transport is NOT authenticated: anyone who can reach the Raft address can rewrite this cell's state; pass --certs-dir (docs/security.md, C4)",
-					"raft_addr", cfg.RaftAddr)
-				logger.Warn("the cell gRPC port is NOT authenticated: anyone who can reach it can read, write and delete every tenant of this cell; pass --certs-dir (docs/security.md, C1, C2)",
-					"grpc_addr", cfg.GRPCAddr)
+			if insecure {
+				warnInsecure(logger, "the cell node", "raft_addr", cfg.RaftAddr, "grpc_addr", cfg.GRPCAddr, "http_addr", cfg.HTTPAddr)
 			}
 			return runCell(cmd, cfg, stopSignals)
 		},
@@ -197,7 +201,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	node.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls before cutting them")
 
 	tlsf := pflag.NewFlagSet("tls", pflag.ContinueOnError)
-	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell, and the gRPC port serves mutual TLS only and authorises every call by identity (empty: Raft and gRPC are plaintext and unauthenticated)")
+	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of this node's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-node\" writes them, reloaded when they change; the Raft transport then uses mutual TLS and accepts only nodes of this node's cell, the gRPC port serves mutual TLS only and authorises every call by identity, and so does the HTTP port (MCP from routers only); required unless --insecure")
+	addInsecureFlag(tlsf, &insecure, "Raft, gRPC and HTTP are")
 	tlsf.StringVar(&certName, "cert-name", "", "base name of this node's certificate in --certs-dir (default: the one node.<region>.<cell>.<id> there, <cell> being --cell when set)")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)

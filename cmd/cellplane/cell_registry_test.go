@@ -17,7 +17,7 @@ import (
 )
 
 func TestCellEtcdFlagErrors(t *testing.T) {
-	base := []string{"cell", "--id", "n1", "--data-dir", t.TempDir()}
+	base := []string{"cell", "--id", "n1", "--data-dir", t.TempDir(), "--insecure"}
 	r := runCmd(t.Context(), append(base, "--etcd-endpoints", "http://127.0.0.1:1")...)
 	if r.code != 2 || !strings.Contains(r.err, "--cell is required with --etcd-endpoints") || strings.Count(r.err, "\n") != 1 {
 		t.Fatalf("without --cell: exit %d, stderr %q", r.code, r.err)
@@ -36,7 +36,7 @@ func TestCellEtcdFlagErrors(t *testing.T) {
 // The metrics flags land in the node's configuration: a bad bound is
 // refused before anything starts.
 func TestCellMetricsFlags(t *testing.T) {
-	base := []string{"cell", "--id", "n1", "--data-dir", t.TempDir(), "--metrics-tenant-labels"}
+	base := []string{"cell", "--id", "n1", "--data-dir", t.TempDir(), "--insecure", "--metrics-tenant-labels"}
 	r := runCmd(t.Context(), append(base, "--metrics-max-tenant-series", "0")...)
 	if r.code != 2 || !strings.Contains(r.err, "MaxTenantSeries must be ≥ 1") {
 		t.Fatalf("--metrics-max-tenant-series 0: exit %d, stderr %q", r.code, r.err)
@@ -80,7 +80,7 @@ func TestCellFromRegistry(t *testing.T) {
 	t.Setenv(envEtcdEndpoints, strings.Join(eps, ","))
 	done := make(chan result, 1)
 	go func() {
-		done <- runCmd(ctx, "cell", "--id", "n1", "--cell", "c1", "--data-dir", t.TempDir(),
+		done <- runCmd(ctx, "cell", "--id", "n1", "--cell", "c1", "--data-dir", t.TempDir(), "--insecure",
 			"--raft-addr", raft, "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
 			"--etcd-prefix", prefix, "--registry-ttl", "2s", "--log-format", "json")
 	}()

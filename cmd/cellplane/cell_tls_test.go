@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -62,6 +63,16 @@ func TestCellTLS(t *testing.T) {
 		t.Skip("runs a node; skipped with -short")
 	}
 	dir := certsDir(t, [3]string{"eu", "c1", "n1"}, [3]string{"eu", "c2", "n1"})
+	// The HTTP port serves mutual TLS: probe it as an operator.
+	if r := runCmd(t.Context(), "cert", "create-operator", "--name", "probe", "--role", "read-only", "--certs-dir", dir); r.code != 0 {
+		t.Fatalf("create-operator: exit %d, %s", r.code, r.err)
+	}
+	probe, err := pki.NewSource(pki.DirConfig(dir, "operator.probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: probe.ClientTLSConfig(pki.ExpectKinds(pki.KindNode))}}
+	defer hc.CloseIdleConnections()
 	raft, grpcAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
 	defer cancel()
@@ -78,7 +89,7 @@ func TestCellTLS(t *testing.T) {
 			return nil // exited early: reported below
 		default:
 		}
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		resp, err := hc.Get("https://" + httpAddr + "/readyz")
 		if err != nil {
 			return err
 		}
@@ -96,7 +107,7 @@ func TestCellTLS(t *testing.T) {
 	if !strings.Contains(r.err, `"msg":"raft transport: mutual TLS","node":"n1","identity":"spiffe://prod/region/eu/cell/c1/node/n1"`) {
 		t.Errorf("logs lack the Raft transport's identity:\n%s", r.err)
 	}
-	if strings.Contains(r.err, "NOT authenticated") {
-		t.Errorf("logs warn that Raft is not authenticated:\n%s", r.err)
+	if strings.Contains(r.err, "INSECURE") {
+		t.Errorf("logs warn of --insecure:\n%s", r.err)
 	}
 }

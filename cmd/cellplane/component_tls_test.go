@@ -94,3 +94,28 @@ func TestAskRegistryWithIdentity(t *testing.T) {
 		t.Fatal("askRegistry without an identity reached a control plane serving mutual TLS")
 	}
 }
+
+// Every serving command refuses to start without TLS material unless
+// --insecure is given, naming both; the two are exclusive.
+func TestServingCommandsNeedTLSOrInsecure(t *testing.T) {
+	dir := t.TempDir()
+	commands := map[string][]string{
+		"cell":         {"cell", "--id", "n1", "--data-dir", t.TempDir(), "--bootstrap", "n1@127.0.0.1:1"},
+		"router":       {"router", "--etcd-endpoints", "http://127.0.0.1:1"},
+		"worker":       {"worker", "--id", "w1", "--cell", "c1", "--etcd-endpoints", "http://127.0.0.1:1"},
+		"controlplane": {"controlplane", "--id", "cp1", "--data-dir", t.TempDir()},
+	}
+	for name, args := range commands {
+		t.Run(name, func(t *testing.T) {
+			r := runCmd(t.Context(), args...)
+			if r.code != 2 || !strings.Contains(r.err, "no TLS material: pass --certs-dir DIR") || !strings.Contains(r.err, "--insecure") ||
+				strings.Count(r.err, "\n") != 1 {
+				t.Fatalf("without TLS material: exit %d, stderr %q", r.code, r.err)
+			}
+			r = runCmd(t.Context(), append(args, "--certs-dir", dir, "--insecure")...)
+			if r.code != 2 || !strings.Contains(r.err, "--certs-dir and --insecure are exclusive") {
+				t.Fatalf("with both: exit %d, stderr %q", r.code, r.err)
+			}
+		})
+	}
+}

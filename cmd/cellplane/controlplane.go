@@ -23,6 +23,7 @@ func newControlPlaneCmd(std streams, stopSignals func()) *cobra.Command {
 		logFormat = "text"
 		certsDir  string
 		certName  string
+		insecure  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane [--data-dir DIR | --etcd-endpoints URLS]",
@@ -47,16 +48,18 @@ With --certs-dir the gRPC API serves mutual TLS only, with the certificate
 create-controlplane --id <id>'), and authorises every call by the caller's
 certificate: admin operators may call everything, read-only operators only
 the reads, cell nodes, routers and workers only GetRegistry (see
-docs/security.md). Without it the API is unauthenticated: anyone who reaches
---grpc-addr owns every tenant. The HTTP port stays plaintext.
+docs/security.md). The HTTP port stays plaintext. Without TLS material the
+replica refuses to start unless --insecure is given: the API is then
+unauthenticated (anyone who reaches --grpc-addr owns every tenant) and the
+replica warns at every start.
 
 SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 		Example: `  # A control plane with embedded etcd in ./data/cp:
-  cellplane controlplane --data-dir data/cp
+  cellplane controlplane --data-dir data/cp --insecure
 
   # Two more replicas on the same (now external to them) etcd:
-  cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7010 --http-addr 127.0.0.1:7011
-  cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7020 --http-addr 127.0.0.1:7021
+  cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7010 --http-addr 127.0.0.1:7011 --insecure
+  cellplane controlplane --etcd-endpoints http://127.0.0.1:7379 --grpc-addr 127.0.0.1:7020 --http-addr 127.0.0.1:7021 --insecure
 
   # Then, with cellctl:
   cellctl region create us-east
@@ -82,8 +85,8 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 				return usageError{err}
 			}
 			cfg.Logger = logger
-			if certsDir == "" && certName != "" {
-				return usageErrorf("--cert-name needs --certs-dir")
+			if err := checkTLSChoice(certsDir, certName, insecure); err != nil {
+				return err
 			}
 			if certsDir != "" {
 				if certName == "" {
@@ -98,6 +101,9 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
+			if insecure {
+				warnInsecure(logger, "the control plane", "grpc_addr", cfg.GRPCAddr)
+			}
 			return runControlPlane(cmd, cfg, stopSignals)
 		},
 	}
@@ -109,8 +115,9 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	cp.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain calls")
 
 	tlsf := pflag.NewFlagSet("TLS", pflag.ContinueOnError)
-	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of ca.crt and this replica's certificate (cellplane cert): serve the gRPC API over mutual TLS and authorise calls by identity (default: plaintext, unauthenticated)")
+	tlsf.StringVar(&certsDir, "certs-dir", "", "directory of ca.crt and this replica's certificate (cellplane cert): serve the gRPC API over mutual TLS and authorise calls by identity; required unless --insecure")
 	tlsf.StringVar(&certName, "cert-name", "", "base name of the certificate and key files in --certs-dir (default controlplane.<id>)")
+	addInsecureFlag(tlsf, &insecure, "its gRPC API is")
 
 	etcd := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
 	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embed one)")

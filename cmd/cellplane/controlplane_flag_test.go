@@ -34,7 +34,7 @@ func TestCellWithControlPlaneAddress(t *testing.T) {
 	defer cancel()
 	done := make(chan result, 1)
 	go func() {
-		done <- runCmd(runCtx, "cell", "--id", "n1", "--cell", "c1", "--data-dir", t.TempDir(),
+		done <- runCmd(runCtx, "cell", "--id", "n1", "--cell", "c1", "--data-dir", t.TempDir(), "--insecure",
 			"--raft-addr", freeAddr(t), "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t),
 			"--controlplane", env.Addr(), "--registry-ttl", "2s")
 	}()

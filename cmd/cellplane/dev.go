@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,6 +23,8 @@ func newDevCmd(std streams, stopSignals func()) *cobra.Command {
 	var (
 		regions  = strings.Join(cfg.Regions, ",")
 		logLevel = "warn"
+		insecure bool
+		mtls     bool // deprecated: the default
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -44,18 +47,24 @@ Authentication is off by default (--auth none): anyone on this machine can
 act as any tenant. Use --auth apikey (with --demo for a ready key) to try
 it on.
 
-With --mtls every internal hop runs with mutual TLS: a dev CA and one
-certificate per component are created in <data-dir>/certs (reused when
-started again), and the control plane API, every node's gRPC port and Raft
-transport, and the router's and control plane's calls into cells require a
-certificate of that CA and authorise by identity. <data-dir>/client.yaml
-holds an admin operator's certificate for cellctl, and dev.json names it:
+Every internal hop runs with mutual TLS: on the first start a dev CA and
+one certificate per component are created in <data-dir>/certs (reused when
+started again), and the control plane API, every node's gRPC port, Raft
+transport and HTTP port (MCP), and the router's and control plane's calls
+into cells require a certificate of that CA and authorise by identity, in
+process and with --multiprocess alike. <data-dir>/client.yaml holds an
+admin operator's certificate for cellctl, and dev.json names it:
   CELLPLANE_CONFIG=$(jq -r .client_config .cellplane-dev/dev.json) cellctl status
-The router's front door stays plaintext on loopback, as do the HTTP ports
-and the embedded etcd.`,
+The router's front door (gRPC and MCP) stays plaintext on loopback, so
+grpcurl -plaintext and MCP clients work as they are; --tls serves it over
+TLS with the router's certificate of the dev CA (clients trust
+<data-dir>/certs/ca.crt, named "ca" in dev.json). The embedded etcd is
+plaintext. --insecure runs every hop plaintext and unauthenticated, as
+before mutual TLS (with a warning).`,
 		Example: `  cellplane dev --demo
   cellplane dev --multiprocess --demo
-  cellplane dev --demo --mtls
+  cellplane dev --demo --tls
+  cellplane dev --demo --insecure
   cellplane dev --regions us-east --cells-per-region 1 --nodes-per-cell 3 --reset`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,6 +78,13 @@ and the embedded etcd.`,
 			cfg.Progress = func(format string, args ...any) {
 				fmt.Fprintf(std.Err, "cellplane dev: "+format+"\n", args...)
 			}
+			if insecure && (cfg.FrontDoorTLS || mtls) {
+				return usageErrorf("--insecure turns mutual TLS off: it cannot go with --tls or --mtls")
+			}
+			if mtls {
+				fmt.Fprintln(std.Err, "cellplane dev: --mtls is the default now (--insecure turns mutual TLS off); the flag is kept for older command lines")
+			}
+			cfg.MutualTLS = !insecure
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%w", err)
 			}
@@ -86,7 +102,9 @@ and the embedded etcd.`,
 	f.IntVar(&cfg.NodesPerCell, "nodes-per-cell", cfg.NodesPerCell, "Raft members of each cell (1, 3, 5 or 7)")
 	f.StringVar(&cfg.Auth, "auth", cfg.Auth, "none or apikey (router and MCP workers)")
 	f.BoolVar(&cfg.Demo, "demo", false, "create tenant demo with a standby in the second region (with --auth apikey, also print its API key)")
-	f.BoolVar(&cfg.MutualTLS, "mtls", false, "run every internal hop with mutual TLS (a dev CA in <data-dir>/certs; cellctl reads <data-dir>/client.yaml through CELLPLANE_CONFIG)")
+	f.BoolVar(&insecure, "insecure", false, "run every internal hop plaintext and unauthenticated (no dev CA, no client.yaml)")
+	f.BoolVar(&cfg.FrontDoorTLS, "tls", false, "serve the router's front door (gRPC and MCP) over TLS too, with its certificate of the dev CA (<data-dir>/certs/ca.crt)")
+	f.BoolVar(&mtls, "mtls", false, "mutual TLS on every internal hop (the default now; kept so that older command lines still work)")
 	f.BoolVar(&cfg.MultiProcess, "multiprocess", false, "run every node as its own child process")
 	f.BoolVar(&cfg.RestartKilled, "restart-killed", false, "with --multiprocess: restart a node process that died")
 
@@ -106,6 +124,9 @@ and the embedded etcd.`,
 	for _, g := range groups {
 		cmd.Flags().AddFlagSet(g.set)
 	}
+	// Not MarkDeprecated: cobra prints its note on stdout, whose first
+	// line scripts wait for.
+	_ = cmd.Flags().MarkHidden("mtls")
 	cmd.SetUsageFunc(groupedUsage(groups))
 	return cmd
 }
@@ -162,16 +183,28 @@ func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Dura
 	fmt.Fprintf(w, "cellplane dev is ready\n")
 	fmt.Fprintf(w, "  %d regions, %d cells, %d nodes, up in %s\n\n", len(cfg.Regions), len(cells), len(st.Nodes), took.Round(100*time.Millisecond))
 	if st.ClientConfig != "" {
-		fmt.Fprintf(w, "  control plane   %s   (mutual TLS: CELLPLANE_CONFIG=%s cellctl status)\n", st.ControlPlane, st.ClientConfig)
+		fmt.Fprintf(w, "  control plane   %s   (mutual TLS: CELLPLANE_CONFIG=$(jq -r .client_config %s) cellctl status)\n",
+			st.ControlPlane, filepath.Join(cfg.DataDir, "dev.json"))
 	} else {
 		fmt.Fprintf(w, "  control plane   %s   (cellctl --controlplane %s)\n", st.ControlPlane, st.ControlPlane)
 	}
-	fmt.Fprintf(w, "  router gRPC     %s\n", st.RouterGRPC)
-	fmt.Fprintf(w, "  router MCP      http://%s/t/<tenant>/mcp\n", st.RouterHTTP)
+	scheme, grpcurlTLS := "http", "-plaintext"
+	if st.RouterTLS {
+		scheme, grpcurlTLS = "https", "-cacert "+st.CA
+		fmt.Fprintf(w, "  router gRPC     %s   (TLS: trust %s)\n", st.RouterGRPC, st.CA)
+	} else {
+		fmt.Fprintf(w, "  router gRPC     %s\n", st.RouterGRPC)
+	}
+	fmt.Fprintf(w, "  router MCP      %s://%s/t/<tenant>/mcp\n", scheme, st.RouterHTTP)
 	fmt.Fprintf(w, "  etcd            %s\n", strings.Join(st.Etcd, ","))
 	fmt.Fprintf(w, "  data            %s   (dev.json: addresses and pids)\n", cfg.DataDir)
-	if st.ClientConfig != "" {
-		fmt.Fprintf(w, "  mutual TLS      every internal hop (certificates in %s/certs); the router front door stays plaintext on loopback\n", cfg.DataDir)
+	switch {
+	case st.ClientConfig != "" && st.RouterTLS:
+		fmt.Fprintf(w, "  mutual TLS      every internal hop (certificates in %s/certs); the router front door serves TLS (--tls)\n", cfg.DataDir)
+	case st.ClientConfig != "":
+		fmt.Fprintf(w, "  mutual TLS      every internal hop (certificates in %s/certs); the router front door stays plaintext on loopback (--tls for TLS)\n", cfg.DataDir)
+	default:
+		fmt.Fprintf(w, "  INSECURE        every hop is plaintext and unauthenticated (--insecure): anyone on this machine can read and write every tenant\n")
 	}
 	fmt.Fprintln(w)
 	tenant := "acme"
@@ -192,9 +225,9 @@ func printBanner(w io.Writer, cfg devenv.Config, st devenv.State, took time.Dura
 	if st.DemoTenant == "" {
 		fmt.Fprintf(w, "  %s tenant create %s --region %s\n", cellctl, tenant, cfg.Regions[0])
 	}
-	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\"}' %s cellplane.context.v1.ContextService/CreateContext\n", authHdr, st.RouterGRPC)
-	fmt.Fprintf(w, "  grpcurl -plaintext %s -d '{\"context_id\":\"chat-1\",\"entries\":[{\"role\":\"user\",\"text\":\"hello\"}]}' %s cellplane.context.v1.ContextService/Append\n", authHdr, st.RouterGRPC)
-	fmt.Fprintf(w, "  MCP client → http://%s/t/%s/mcp (tools: context_create, context_append, context_read, memory_put, …)\n", st.RouterHTTP, tenant)
+	fmt.Fprintf(w, "  grpcurl %s %s -d '{\"context_id\":\"chat-1\"}' %s cellplane.context.v1.ContextService/CreateContext\n", grpcurlTLS, authHdr, st.RouterGRPC)
+	fmt.Fprintf(w, "  grpcurl %s %s -d '{\"context_id\":\"chat-1\",\"entries\":[{\"role\":\"user\",\"text\":\"hello\"}]}' %s cellplane.context.v1.ContextService/Append\n", grpcurlTLS, authHdr, st.RouterGRPC)
+	fmt.Fprintf(w, "  MCP client → %s://%s/t/%s/mcp (tools: context_create, context_append, context_read, memory_put, …)\n", scheme, st.RouterHTTP, tenant)
 	if cfg.MultiProcess {
 		fmt.Fprintf(w, "  kill -9 <a node's pid from %s/dev.json>, then cellctl status: the cell elects a new leader\n", cfg.DataDir)
 	}

@@ -99,7 +99,7 @@ a 3-node Raft-replicated store serving the ContextService gRPC API.
 This binary runs the components. Today that is a cell node ('cellplane cell');
 the router, control plane and MCP workers come next.`,
 		Example: `  # A single-node cell for a quick try (data in ./data/n1):
-  cellplane cell --id n1 --data-dir ./data/n1 --bootstrap n1@127.0.0.1:7210
+  cellplane cell --id n1 --data-dir ./data/n1 --bootstrap n1@127.0.0.1:7210 --insecure
 
   # Measure a 3-node cell on this machine:
   cellplane bench cell`,

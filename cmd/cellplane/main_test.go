@@ -163,11 +163,11 @@ func TestErrorsAreOneLine(t *testing.T) {
 		want     string
 	}{
 		{"missing id", []string{"cell", "--data-dir", "x"}, 1, `required flag(s) "id" not set`},
-		{"bootstrap and join", []string{"cell", "--id", "n1", "--data-dir", "x", "--bootstrap", "n1@127.0.0.1:1", "--join", "127.0.0.1:2"}, 2, "--bootstrap and --join are exclusive"},
-		{"bad bootstrap", []string{"cell", "--id", "n1", "--data-dir", "x", "--bootstrap", "n1-127.0.0.1"}, 2, `--bootstrap: peer 1 "n1-127.0.0.1": want id@host:port`},
-		{"bootstrap without self", []string{"cell", "--id", "n1", "--data-dir", "x", "--bootstrap", "n2@127.0.0.1:1"}, 2, `Bootstrap must include this node ("n1")`},
-		{"bad id", []string{"cell", "--id", "n 1", "--data-dir", "x"}, 2, `NodeID "n 1" must be`},
-		{"bad log level", []string{"cell", "--id", "n1", "--data-dir", "x", "--log-level", "loud"}, 2, `unknown level "loud"`},
+		{"bootstrap and join", []string{"cell", "--id", "n1", "--data-dir", "x", "--insecure", "--bootstrap", "n1@127.0.0.1:1", "--join", "127.0.0.1:2"}, 2, "--bootstrap and --join are exclusive"},
+		{"bad bootstrap", []string{"cell", "--id", "n1", "--data-dir", "x", "--insecure", "--bootstrap", "n1-127.0.0.1"}, 2, `--bootstrap: peer 1 "n1-127.0.0.1": want id@host:port`},
+		{"bootstrap without self", []string{"cell", "--id", "n1", "--data-dir", "x", "--insecure", "--bootstrap", "n2@127.0.0.1:1"}, 2, `Bootstrap must include this node ("n1")`},
+		{"bad id", []string{"cell", "--id", "n 1", "--data-dir", "x", "--insecure"}, 2, `NodeID "n 1" must be`},
+		{"bad log level", []string{"cell", "--id", "n1", "--data-dir", "x", "--insecure", "--log-level", "loud"}, 2, `unknown level "loud"`},
 		{"unknown flag", []string{"cell", "--nope"}, 2, "unknown flag: --nope"},
 		{"unknown scenario", []string{"bench", "nosuch"}, 2, `unknown scenario "nosuch" (available: cell, failover, mcp, move, mtls, placement, replication, router)`},
 		{"unknown command", []string{"frobnicate"}, 1, `unknown command "frobnicate"`},
@@ -241,7 +241,7 @@ func TestCellRunsAndStopsGracefully(t *testing.T) {
 	defer cancel()
 	done := make(chan result, 1)
 	go func() {
-		done <- runCmd(ctx, "cell", "--id", "n1", "--data-dir", t.TempDir(),
+		done <- runCmd(ctx, "cell", "--id", "n1", "--data-dir", t.TempDir(), "--insecure",
 			"--raft-addr", raft, "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
 			"--bootstrap", "n1@"+raft, "--log-format", "json", "--log-level", "debug")
 	}()
@@ -272,16 +272,20 @@ func TestCellRunsAndStopsGracefully(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", r.code, r.err)
 	}
-	for _, want := range []string{`"msg":"node started"`, `"msg":"shutting down"`, `"msg":"stopped"`, `the Raft transport is NOT authenticated`} {
+	for _, want := range []string{`"msg":"node started"`, `"msg":"shutting down"`, `"msg":"stopped"`} {
 		if !strings.Contains(r.err, want) {
 			t.Errorf("logs lack %s:\n%s", want, r.err)
 		}
+	}
+	// --insecure: one loud warning, and no other about TLS.
+	if n := strings.Count(r.err, `"level":"WARN","msg":"INSECURE: the cell node runs with --insecure`); n != 1 {
+		t.Errorf("%d --insecure warnings, want 1:\n%s", n, r.err)
 	}
 }
 
 func TestCellTakenPort(t *testing.T) {
 	taken := testutil.Listen(t)
-	r := runCmd(testutil.Context(t, 30*time.Second), "cell", "--id", "n1", "--data-dir", t.TempDir(),
+	r := runCmd(testutil.Context(t, 30*time.Second), "cell", "--id", "n1", "--data-dir", t.TempDir(), "--insecure",
 		"--raft-addr", taken.Addr().String(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--log-level", "error")
 	want := fmt.Sprintf("cellplane cell: --raft-addr %s: address already in use", taken.Addr())
@@ -295,7 +299,7 @@ func TestCellUnusableDataDir(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := runCmd(testutil.Context(t, 30*time.Second), "cell", "--id", "n1", "--data-dir", file,
+	r := runCmd(testutil.Context(t, 30*time.Second), "cell", "--id", "n1", "--data-dir", file, "--insecure",
 		"--raft-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "error")
 	if r.code != 1 || !strings.Contains(r.err, "data dir "+file+" is unusable") || strings.Count(r.err, "\n") != 1 {
 		t.Fatalf("exit %d, stderr %q", r.code, r.err)

@@ -22,6 +22,7 @@ func newRouterCmd(std streams, stopSignals func()) *cobra.Command {
 		controlplaneAddr string
 		certsDir         string
 		certName         string
+		insecure         bool
 		logLevel         = "info"
 		logFormat        = "text"
 	)
@@ -57,17 +58,19 @@ cross the network in clear.
 The router's identity inside the cluster (--certs-dir, --cert-name: the
 files 'cellplane cert create-router' writes) is separate from the front
 door: with it, the router's calls to cells use mutual TLS and present a
-router certificate, as cells started with --certs-dir require. Without
-it the calls are plaintext and the router warns at start.`,
+router certificate, as cells started with --certs-dir require, and its
+MCP requests to workers use https with mutual TLS. Without --certs-dir the
+router refuses to start unless --insecure is given: its calls are then
+plaintext and it warns at every start.`,
 		Example: `  # A router on the control plane's embedded etcd, API keys required:
-  cellplane router --etcd-endpoints http://127.0.0.1:7379 --snapshot data/router/table.snap
+  cellplane router --etcd-endpoints http://127.0.0.1:7379 --snapshot data/router/table.snap --certs-dir certs
 
   # Then, with a key from 'cellctl tenant key create acme':
   grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{"context_id":"chat-1"}' \
       127.0.0.1:7100 cellplane.context.v1.ContextService/CreateContext
 
   # The front door over TLS (gRPC and HTTPS), MCP at https://mcp.example.com/t/<tenant>/mcp:
-  cellplane router --etcd-endpoints http://127.0.0.1:7379 --grpc-addr :7100 --http-addr :443 \
+  cellplane router --etcd-endpoints http://127.0.0.1:7379 --grpc-addr :7100 --http-addr :443 --certs-dir certs \
       --tls-cert /etc/cellplane/front.crt --tls-key /etc/cellplane/front.key \
       --mcp-public-url https://mcp.example.com`,
 		Args: cobra.NoArgs,
@@ -77,8 +80,8 @@ it the calls are plaintext and the router warns at start.`,
 				return usageError{err}
 			}
 			cfg.Logger = logger
-			if certsDir == "" && certName != "" {
-				return usageErrorf("--cert-name needs --certs-dir")
+			if err := checkTLSChoice(certsDir, certName, insecure); err != nil {
+				return err
 			}
 			if certsDir != "" {
 				if cfg.InternalTLS, err = componentTLS(certsDir, certName, "router", logger); err != nil {
@@ -97,6 +100,9 @@ it the calls are plaintext and the router warns at start.`,
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
+			if insecure {
+				warnInsecure(logger, "the router", "grpc_addr", cfg.GRPCAddr, "http_addr", cfg.HTTPAddr)
+			}
 			return runRouter(cmd, cfg, stopSignals)
 		},
 	}
@@ -106,7 +112,8 @@ it the calls are plaintext and the router warns at start.`,
 	r.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "server certificate (PEM, leaf first) of the front door: with --tls-key, the gRPC and HTTP ports serve TLS 1.2+ (HTTPS for MCP); reloaded when the file changes")
 	r.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	r.DurationVar(&cfg.TLS.ReloadInterval, "tls-reload-interval", cfg.TLS.ReloadInterval, "how often a handshake re-checks --tls-cert/--tls-key for a new certificate; 0 never")
-	r.StringVar(&certsDir, "certs-dir", "", "directory of the router's internal certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-router\" writes them, reloaded when they change: calls to cells then use mutual TLS with this identity (empty: plaintext to cells)")
+	r.StringVar(&certsDir, "certs-dir", "", "directory of the router's internal certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-router\" writes them, reloaded when they change: calls to cells and MCP workers then use mutual TLS with this identity; required unless --insecure")
+	addInsecureFlag(r, &insecure, "its calls to cells and MCP workers are")
 	r.StringVar(&certName, "cert-name", "", "base name of the router's certificate in --certs-dir (default: the one router.<id>.crt there)")
 	r.StringVar(&cfg.Routing.SnapshotPath, "snapshot", "", "file the routing table is saved to and started from when etcd is down (empty: none)")
 	r.DurationVar(&cfg.Routing.SnapshotInterval, "snapshot-interval", cfg.Routing.SnapshotInterval, "how often a changed table is saved")

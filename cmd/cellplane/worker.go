@@ -27,6 +27,7 @@ func newWorkerCmd(std streams, info buildInfo, stopSignals func()) *cobra.Comman
 		controlplaneAddr string
 		certsDir         string
 		certName         string
+		insecure         bool
 		logFormat        = "text"
 	)
 	cmd := &cobra.Command{
@@ -44,9 +45,11 @@ and deregisters when it stops (SIGINT or SIGTERM).
 
 With --certs-dir (the files 'cellplane cert create-worker' writes) the
 worker's connections to the cell use mutual TLS and present its worker
-certificate, as cells started with --certs-dir require; without it they
-are plaintext.`,
-		Example: `  cellplane worker --id w1 --cell use1-a --etcd-endpoints http://127.0.0.1:7379 --http-addr 127.0.0.1:7300`,
+certificate, as cells started with --certs-dir require, and its HTTP port
+serves mutual TLS (MCP to routers only). Without it the worker refuses to
+start unless --insecure is given: both are then plaintext and it warns at
+every start.`,
+		Example: `  cellplane worker --id w1 --cell use1-a --etcd-endpoints http://127.0.0.1:7379 --http-addr 127.0.0.1:7300 --certs-dir certs`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("etcd-endpoints") {
@@ -57,8 +60,8 @@ are plaintext.`,
 				return usageError{err}
 			}
 			cfg.Logger = logger
-			if certsDir == "" && certName != "" {
-				return usageErrorf("--cert-name needs --certs-dir")
+			if err := checkTLSChoice(certsDir, certName, insecure); err != nil {
+				return err
 			}
 			if certsDir != "" {
 				if certName == "" {
@@ -68,7 +71,7 @@ are plaintext.`,
 					return err
 				}
 			} else {
-				logger.Warn("the worker has no identity: its calls to the cell are plaintext and unauthenticated, and cells serving mutual TLS refuse them; pass --certs-dir (docs/security.md, \"Cell gRPC\")")
+				warnInsecure(logger, "the MCP worker", "http_addr", cfg.HTTPAddr)
 			}
 			// With --controlplane, the worker presents its identity to ask
 			// where etcd is.
@@ -105,7 +108,8 @@ are plaintext.`,
 	w.StringVar(&cfg.Cell, "cell", "", "the cell this worker serves (required)")
 	w.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of /t/<tenant>/mcp, /metrics, /healthz and /readyz")
 	w.StringVar(&cfg.HTTPAdvertise, "http-advertise", "", "HTTP address routers dial (default: the bound --http-addr)")
-	w.StringVar(&certsDir, "certs-dir", "", "directory of the worker's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-worker\" writes them, reloaded when they change: calls to the cell then use mutual TLS with this identity (empty: plaintext)")
+	w.StringVar(&certsDir, "certs-dir", "", "directory of the worker's certificate and key (<cert-name>.crt/.key) and the cluster CA bundle (ca.crt), as \"cellplane cert create-worker\" writes them, reloaded when they change: calls to the cell then use mutual TLS with this identity and the HTTP port serves mutual TLS only (MCP from routers); required unless --insecure")
+	addInsecureFlag(w, &insecure, "its HTTP port and its calls to the cell are")
 	w.StringVar(&certName, "cert-name", "", "base name of the worker's certificate in --certs-dir (default: worker.<id>)")
 	w.DurationVar(&cfg.RegistryTTL, "registry-ttl", registry.DefaultTTL, "lease TTL of the worker's registry key")
 	w.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may drain requests")

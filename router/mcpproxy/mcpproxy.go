@@ -4,7 +4,9 @@
 // ones. Server-sent events stream through unbuffered (every write is
 // flushed, X-Accel-Buffering: no), the request body is bounded, hop-by-hop
 // headers are dropped, and the caller's check (auth, rate limit) runs
-// before anything is forwarded.
+// before anything is forwarded. With Config.TLS it reaches workers over
+// https with mutual TLS (the router's identity; only a node or worker may
+// answer).
 //
 //	p, _ := mcpproxy.New(cfg, resolve, check)
 //	mux.Handle("/t/", p)
@@ -21,6 +23,7 @@ package mcpproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,7 +102,14 @@ type Config struct {
 	PublicURL string
 	// AuthorizationServers are named in that metadata (the JWT issuer).
 	AuthorizationServers []string
-	Logger               *slog.Logger
+	// TLS, when set, is the client side of mutual TLS to the workers
+	// (https): the router's identity and the check that a worker is one of
+	// the cluster's (router.Config.InternalTLS gives
+	// pki.Source.ClientTLSConfig(pki.ExpectKinds(node, worker))). Workers
+	// serving mutual TLS accept MCP from routers only. nil: plain http,
+	// which such a worker refuses at the handshake.
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults.
@@ -221,11 +231,18 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 		IdleConnTimeout:     90 * time.Second,
 		// SSE responses must not be compressed or buffered on the way.
 		DisableCompression: true,
+		// HTTP/1.1 either way (workers offer only it): one worker
+		// connection per request in flight, kept alive.
+		TLSClientConfig: cfg.TLS,
+	}
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := pr.In.Context().Value(ctxKey{}).(*target)
-			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Scheme = scheme
 			pr.Out.URL.Host = t.addr
 			pr.Out.URL.Path = t.path
 			pr.Out.URL.RawPath = ""

@@ -14,12 +14,12 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -61,6 +61,7 @@ func newPlatform(t *testing.T, opts ...func(*controller.Config)) *harness {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = testutil.Logger(t)
 	cfg.EtcdUnsafeNoFsync = true
+	cfg.MutualTLS = true // every internal hop authenticated, as in production
 	p, err := platform.Start(testutil.Context(t, 60*time.Second), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -84,9 +85,16 @@ func (p *harness) createCell(t *testing.T, spec platform.CellSpec) []*cells.Node
 	return nodes
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+// dialNode connects to a node's gRPC port over mutual TLS with the
+// platform's certificate certName (router.chaos-router for ContextService,
+// operator.admin for the change log).
+func (p *harness) dialNode(t *testing.T, addr, certName string) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	src, err := pki.NewSource(pki.DirConfig(p.CertsDir(), certName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ExpectKinds(pki.KindNode))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 	log := &ackLog{refused: map[string]error{}}
 	// The writer inside the region: straight to the owner's node, one
 	// attempt per value (a refusal is recorded, not retried).
-	inside := contextv1.NewContextServiceClient(dial(t, east.GRPCAddr()))
+	inside := contextv1.NewContextServiceClient(p.dialNode(t, east.GRPCAddr(), "router.chaos-router"))
 	ictx, stopInside := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -241,7 +241,7 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 	for _, v := range strings.Split(strings.TrimSuffix(final, ","), ",") {
 		onNew[v] = true
 	}
-	oldCell := cellv1.NewCellServiceClient(dial(t, east.GRPCAddr()))
+	oldCell := cellv1.NewCellServiceClient(p.dialNode(t, east.GRPCAddr(), "operator.admin"))
 	beyond := map[string]bool{}
 	var events uint64
 	for after := fo.GetPromotedTseq(); ; {

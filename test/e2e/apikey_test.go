@@ -154,9 +154,11 @@ func TestDevAPIKeyAndRestartKilled(t *testing.T) {
 			back = n
 			return nil
 		})
-		// The new process serves: its /readyz says ready.
+		// The new process serves: its /readyz says ready (over mutual TLS,
+		// as the dev admin operator).
+		hc, scheme := p.nodeHTTP(t)
 		testutil.Eventually(t, 30*time.Second, func() error {
-			resp, err := http.Get("http://" + back.HTTP + "/readyz")
+			resp, err := hc.Get(scheme + "://" + back.HTTP + "/readyz")
 			if err != nil {
 				return err
 			}

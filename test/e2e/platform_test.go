@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -486,12 +488,51 @@ func (p *platform) cellctl(ctx context.Context, args ...string) (string, error) 
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.cellctl, append([]string{"--controlplane", p.ports.controlplane}, args...)...)
+	// With mutual TLS (dev's default) as the admin operator of dev.json's
+	// client configuration; --controlplane still names the address.
+	cmd.Env = cellctlEnv("")
+	if info, err := p.readDevJSON(); err == nil && info.ClientConfig != "" {
+		cmd.Env = cellctlEnv(info.ClientConfig)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("cellctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// cellctlEnv is this process's environment without CELLPLANE_ variables,
+// plus CELLPLANE_CONFIG=config unless config is "".
+func cellctlEnv(config string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CELLPLANE_") {
+			env = append(env, kv)
+		}
+	}
+	if config != "" {
+		env = append(env, "CELLPLANE_CONFIG="+config)
+	}
+	return env
+}
+
+// nodeHTTP returns an HTTP client of the nodes' HTTP ports and their
+// scheme: with mutual TLS (dev.json names a client configuration) https,
+// presenting the dev admin operator's certificate; plain http otherwise.
+func (p *platform) nodeHTTP(t *testing.T) (*http.Client, string) {
+	t.Helper()
+	info := p.info(t)
+	if info.ClientConfig == "" {
+		return http.DefaultClient, "http"
+	}
+	src, err := pki.NewSource(pki.DirConfig(filepath.Join(p.dataDir, "certs"), "operator.admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: src.ClientTLSConfig(pki.ExpectKinds(pki.KindNode))}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}, "https"
 }
 
 // mustCellctl is cellctl that fails the test on error.

@@ -54,7 +54,7 @@ func promoteOnce(ctx context.Context, opts FailoverOptions, pf *platform.Platfor
 	if _, err := createTenant(ctx, pf, tenant, owner.Region(), owner.ID(), sb.Region()); err != nil {
 		return pr, err
 	}
-	if _, err := waitStandby(ctx, sb, tenant, 60*time.Second); err != nil {
+	if _, err := waitStandby(ctx, pf, sb, tenant, 60*time.Second); err != nil {
 		return pr, err
 	}
 	if err := waitRouted(ctx, pf, tenant); err != nil {

@@ -86,7 +86,8 @@ func startMCPWorker(ctx context.Context, st topo.Store, etcdEndpoints []string, 
 	addr := fmt.Sprintf("127.0.0.1:%d", port[0])
 	cmd := exec.Command(bin, "worker", "--id", mcpBenchWorkerID, "--cell", cell,
 		"--etcd-endpoints", strings.Join(etcdEndpoints, ","), "--http-addr", addr,
-		"--auth", "none", "--log-level", "warn")
+		"--auth", "none", "--log-level", "warn",
+		"--insecure") // the scenario's cell is plaintext: it measures MCP, not TLS
 	var stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Start(); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/platform"
@@ -92,10 +93,11 @@ func tenantBytes(ctx context.Context, pf *platform.Platform, tenant string) (uin
 	if c == nil {
 		return 0, fmt.Errorf("bench: tenant %s is on unknown cell %q", tenant, resp.GetTenant().GetCell())
 	}
-	conn, err := c.LeaderConn(ctx)
+	conn, closeConn, err := leaderConnAs(ctx, pf, c, pki.KindControlPlane)
 	if err != nil {
 		return 0, err
 	}
+	defer closeConn()
 	info, err := cellv1.NewCellServiceClient(conn).GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: tenant})
 	if err != nil {
 		return 0, rpcerr.FromStatus(err)

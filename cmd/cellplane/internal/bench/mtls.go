@@ -247,7 +247,7 @@ func RunMTLS(ctx context.Context, opts MTLSOptions) (*Report, error) {
 // startMTLSSide starts one platform (MutualTLS when mode is on), its cell
 // and the bench tenant, and opens the two paths' connections.
 func startMTLSSide(ctx context.Context, dir, mode string, opts MTLSOptions, handshakes *atomic.Int64) (_ *mtlsSide, err error) {
-	pf, err := startPlatform(ctx, dir, platformOptions{Logger: opts.Logger, MutualTLS: mode == mtlsOn}, progress{})
+	pf, err := startPlatform(ctx, dir, platformOptions{Logger: opts.Logger, Insecure: mode != mtlsOn}, progress{})
 	if err != nil {
 		return nil, err
 	}

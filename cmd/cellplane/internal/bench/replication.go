@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/platform"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -298,16 +299,17 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 	if _, err := createTenant(ctx, pf, replTenant, replOwnerRegion, owner.ID(), replStandbyRegion); err != nil {
 		return nil, err
 	}
-	if _, err := waitStandby(ctx, standby, replTenant, time.Minute); err != nil {
+	if _, err := waitStandby(ctx, pf, standby, replTenant, time.Minute); err != nil {
 		return nil, err
 	}
 	res.Bootstrap = time.Since(t0).Seconds()
 	p.printf("  standby of %s on %s streaming after %.2f s", replTenant, standby.ID(), res.Bootstrap)
 
-	conn, err := owner.LeaderConn(ctx)
+	conn, closeConn, err := leaderConnAs(ctx, pf, owner, pki.KindRouter)
 	if err != nil {
 		return nil, err
 	}
+	defer closeConn()
 	cs := contextv1.NewContextServiceClient(conn)
 	tctx := asTenant(ctx, replTenant)
 	ids, err := benchContexts(ctx, cs, replTenant, "repl", max(opts.SaturationConcurrency, opts.Concurrency))
@@ -337,13 +339,13 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 	rate := res.Saturation.OpsPerSec * opts.Load
 
 	for _, d := range []time.Duration{0, opts.Delay} {
-		ph, err := lagPhase(ctx, opts, owner, rec, line, d, rate, tctx, appendOp, p)
+		ph, err := lagPhase(ctx, opts, pf, owner, rec, line, d, rate, tctx, appendOp, p)
 		if err != nil {
 			return nil, err
 		}
 		res.Phases = append(res.Phases, ph)
 	}
-	if st, err := waitStandby(ctx, standby, replTenant, 10*time.Second); err == nil {
+	if st, err := waitStandby(ctx, pf, standby, replTenant, 10*time.Second); err == nil {
 		res.StandbyState = fmt.Sprintf("%s, %d bootstraps", st.GetState(), st.GetBootstraps())
 	} else {
 		res.StandbyState = err.Error()
@@ -365,7 +367,7 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 // opts.Settle (unmeasured) then opts.Duration, and the lags of the events
 // proposed in the measured window, once the standby applied them all (or
 // 30 s passed).
-func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platform.Cell, rec *lagRecorder, line *delayLine, d time.Duration,
+func lagPhase(ctx context.Context, opts ReplicationOptions, pf *platform.Platform, owner *platform.Cell, rec *lagRecorder, line *delayLine, d time.Duration,
 	rate float64, tctx context.Context, op Op, p progress) (LagPhase, error) {
 	line.set(d)
 	ph := LagPhase{DelayMs: ms(d)}
@@ -381,7 +383,7 @@ func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platform.Cell
 	}
 	p.result(ph.Writes)
 	// Wait until the standby applied everything the owner has.
-	head, err := ownerTseq(ctx, owner)
+	head, err := ownerTseq(ctx, pf, owner)
 	if err != nil {
 		return ph, err
 	}
@@ -406,11 +408,12 @@ func lagPhase(ctx context.Context, opts ReplicationOptions, owner *platform.Cell
 }
 
 // ownerTseq is the tenant's newest tseq on the owner's leader.
-func ownerTseq(ctx context.Context, owner *platform.Cell) (uint64, error) {
-	conn, err := owner.LeaderConn(ctx)
+func ownerTseq(ctx context.Context, pf *platform.Platform, owner *platform.Cell) (uint64, error) {
+	conn, closeConn, err := leaderConnAs(ctx, pf, owner, pki.KindControlPlane)
 	if err != nil {
 		return 0, err
 	}
+	defer closeConn()
 	resp, err := cellv1.NewCellServiceClient(conn).GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: replTenant})
 	if err != nil {
 		return 0, fmt.Errorf("bench: owner's tseq: %w", err)

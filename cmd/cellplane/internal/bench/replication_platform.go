@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/platform"
@@ -16,13 +20,17 @@ import (
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
+// benchCluster is the platform's name: its dev CA's cluster.
+const benchCluster = "bench"
+
 // platformOptions configures startPlatform.
 type platformOptions struct {
 	Logger *slog.Logger
 	// Controller adjusts the controller's configuration (moves, failover).
 	Controller func(*controller.Config)
-	// MutualTLS starts the platform with platform.Config.MutualTLS.
-	MutualTLS bool
+	// Insecure starts the platform without mutual TLS (the mtls
+	// scenario's baseline); every other scenario runs with it.
+	Insecure bool
 }
 
 // startPlatform starts the whole system in this process, as the
@@ -34,7 +42,7 @@ type platformOptions struct {
 // kill (no leadership hand-over).
 func startPlatform(ctx context.Context, root string, opts platformOptions, _ progress) (*platform.Platform, error) {
 	cfg := platform.DefaultConfig()
-	cfg.Name = "bench"
+	cfg.Name = benchCluster
 	cfg.DataDir = root
 	cfg.Regions, cfg.CellsPerRegion = nil, 0
 	cfg.Node.ShutdownTimeout = 0
@@ -49,12 +57,49 @@ func startPlatform(ctx context.Context, root string, opts platformOptions, _ pro
 	}
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = opts.Logger
-	cfg.MutualTLS = opts.MutualTLS
+	cfg.MutualTLS = !opts.Insecure // every internal hop on mutual TLS, as in production
 	pf, err := platform.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	return pf, nil
+}
+
+// leaderConnAs returns a connection to cell's leader presenting the
+// platform's certificate of id's kind (with mutual TLS): the control
+// plane's for CellService (tenant state), the router's for ContextService
+// (the bench's writers call the owner directly, as a router does). Close
+// it with the returned function. Without mutual TLS it is the platform's
+// own connection (closed by the platform).
+func leaderConnAs(ctx context.Context, pf *platform.Platform, cell *platform.Cell, kind pki.Kind) (*grpc.ClientConn, func(), error) {
+	if pf.CertsDir() == "" {
+		conn, err := cell.LeaderConn(ctx)
+		return conn, func() {}, err
+	}
+	l, err := cell.WaitLeader(ctx, 1<<62)
+	if err != nil {
+		return nil, nil, err
+	}
+	var id pki.Identity
+	switch kind {
+	case pki.KindControlPlane:
+		id = pki.ControlPlaneIdentity(benchCluster, benchCluster+"-cp")
+	case pki.KindRouter:
+		id = pki.RouterIdentity(benchCluster, benchCluster+"-router")
+	default:
+		return nil, nil, fmt.Errorf("bench: no platform certificate of kind %s", kind)
+	}
+	src, err := pki.NewSource(pki.DirConfig(pf.CertsDir(), id.FileName()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	dc := dial.DefaultConfig()
+	dc.Credentials = pki.ClientCredentials(src, pki.ExpectKinds(pki.KindNode))
+	conn, err := dial.New(l.Info().GRPC, dc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	return conn, func() { _ = conn.Close() }, nil
 }
 
 // addCell adds a cell of members nodes to pf; opt adjusts each node's
@@ -82,15 +127,16 @@ func createTenant(ctx context.Context, pf *platform.Platform, id, region, cell, 
 
 // waitStandby waits until tenant's standby on cell is bootstrapped and
 // streaming, and returns its replication status.
-func waitStandby(ctx context.Context, cell *platform.Cell, tenant string, timeout time.Duration) (*cellv1.ReplicationStatus, error) {
+func waitStandby(ctx context.Context, pf *platform.Platform, cell *platform.Cell, tenant string, timeout time.Duration) (*cellv1.ReplicationStatus, error) {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var st *cellv1.ReplicationStatus
 	err := poll(wctx, func() error {
-		conn, err := cell.LeaderConn(wctx)
+		conn, closeConn, err := leaderConnAs(wctx, pf, cell, pki.KindControlPlane)
 		if err != nil {
 			return err
 		}
+		defer closeConn()
 		resp, err := cellv1.NewCellServiceClient(conn).GetTenant(wctx, &cellv1.GetTenantRequest{Tenant: tenant})
 		if err != nil {
 			return err

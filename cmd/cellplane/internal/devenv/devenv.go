@@ -59,6 +59,7 @@ func DefaultConfig() Config {
 	pc.EtcdClientURL, pc.EtcdPeerURL = "http://127.0.0.1:7379", "http://127.0.0.1:7380"
 	pc.NodeBasePort = 7400
 	pc.ChildLogLevel = "warn"
+	pc.MutualTLS = true // dev proves the model: every internal hop on mutual TLS
 	return Config{Config: pc}
 }
 
@@ -91,6 +92,10 @@ type State struct {
 	// ClientConfig is the client configuration file for cellctl
 	// (CELLPLANE_CONFIG) with MutualTLS; absent without.
 	ClientConfig string `json:"client_config,omitempty"`
+	// RouterTLS: the router's front door serves TLS (--tls); clients
+	// trust CA (the dev CA's certificate, present with mutual TLS).
+	RouterTLS bool   `json:"router_tls,omitempty"`
+	CA        string `json:"ca,omitempty"`
 }
 
 // Env is a running environment.
@@ -254,7 +259,7 @@ func (e *Env) State() State {
 	if p != nil {
 		d := p.Describe()
 		s.ControlPlane, s.RouterGRPC, s.RouterHTTP, s.Etcd, s.Auth, s.Nodes = d.ControlPlane, d.RouterGRPC, d.RouterHTTP, d.Etcd, d.Auth, d.Nodes
-		s.ClientConfig = d.ClientConfig
+		s.ClientConfig, s.RouterTLS, s.CA = d.ClientConfig, d.RouterTLS, d.CA
 	}
 	return s
 }
