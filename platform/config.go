@@ -181,8 +181,10 @@ func (c Config) Validate() error {
 		if u == "" {
 			continue
 		}
-		if p, err := url.Parse(u); err != nil || p.Scheme != "http" || p.Port() == "" {
-			errs = append(errs, fmt.Errorf("etcd URL %q: want http://host:port", u))
+		// With MutualTLS the embedded etcd serves https only.
+		scheme := map[bool]string{true: "https", false: "http"}[c.MutualTLS]
+		if p, err := url.Parse(u); err != nil || p.Scheme != scheme || p.Port() == "" {
+			errs = append(errs, fmt.Errorf("etcd URL %q: want %s://host:port", u, scheme))
 		}
 	}
 	if c.ShutdownTimeout < 0 {

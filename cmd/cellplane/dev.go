@@ -51,8 +51,10 @@ transport, and the router's and control plane's calls into cells require a
 certificate of that CA and authorise by identity. <data-dir>/client.yaml
 holds an admin operator's certificate for cellctl, and dev.json names it:
   CELLPLANE_CONFIG=$(jq -r .client_config .cellplane-dev/dev.json) cellctl status
-The router's front door stays plaintext on loopback, as do the HTTP ports
-and the embedded etcd.`,
+The embedded etcd serves https with client certificates and RBAC (each
+component its own etcd user; routers and workers read only, a node writes
+only its cell's registry keys). The router's front door stays plaintext on
+loopback, as do the HTTP ports.`,
 		Example: `  cellplane dev --demo
   cellplane dev --multiprocess --demo
   cellplane dev --demo --mtls
