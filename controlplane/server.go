@@ -39,18 +39,18 @@ type ListenError = serve.ListenError
 
 // Server is a running control-plane replica.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	etcd  *etcdserver.Server // nil with external etcd
+	cfg  Config
+	log  *slog.Logger
+	etcd *etcdserver.Server // nil with external etcd
 	// etcdUsers provisions components' etcd users; nil unless the replica
 	// reaches etcd with its own identity.
 	etcdUsers *etcdauth.Provisioner
-	st    topo.Store
-	cells *cellclient.Client
-	ctl   *controller.Controller
-	grpc  *grpc.Server
-	http  *http.Server
-	hlth  *health.Server
+	st        topo.Store
+	cells     *cellclient.Client
+	ctl       *controller.Controller
+	grpc      *grpc.Server
+	http      *http.Server
+	hlth      *health.Server
 
 	grpcLis, httpLis net.Listener
 	cancel           context.CancelFunc

@@ -85,7 +85,7 @@ are plaintext.`,
 				Endpoints: endpoints, Prefix: etcd.Prefix, DialTimeout: etcd.DialTimeout,
 				CertFile: etcd.CertFile, KeyFile: etcd.KeyFile, CAFile: etcd.CAFile,
 				Identity: etcd.identity(endpoints, cfg.TLS),
-				Logger: logger.With("component", "etcd"),
+				Logger:   logger.With("component", "etcd"),
 			})
 			if err != nil {
 				return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)

@@ -55,7 +55,7 @@ type Config struct {
 	// replica provisions the caller's etcd user there. Its error is
 	// returned to the caller.
 	RegistryCaller func(ctx context.Context) error
-	Logger            *slog.Logger
+	Logger         *slog.Logger
 	// Cells reads a standby's replication for GetTenant (nil: never shown);
 	// StandbyStatusTimeout bounds that read (see standby.go).
 	Cells                CellReader

@@ -61,7 +61,8 @@ func (r Range) abs(prefix string) (key, end string) {
 	return key, end
 }
 
-// String renders r for the docs: "cells/c1/nodes/*", "cells/c1/leader",
+// String renders r relative to the prefix, for the docs:
+// "cells/c1/nodes/*", "cells/c1/leader", "[start, tokenkeys/private/)",
 // "[tokenkeys/private0, end)".
 func (r Range) String() string {
 	switch {
@@ -69,10 +70,15 @@ func (r Range) String() string {
 		return r.Key + "*"
 	case r.End == "":
 		return r.Key
-	case r.End == EndOfPrefix:
-		return "[" + r.Key + ", end)"
 	}
-	return "[" + r.Key + ", " + r.End + ")"
+	from, to := r.Key, r.End
+	if from == "" {
+		from = "start"
+	}
+	if to == EndOfPrefix {
+		to = "end"
+	}
+	return "[" + from + ", " + to + ")"
 }
 
 // Role is an etcd role: its name and ranges.
@@ -153,8 +159,17 @@ func Bootstrap(ctx context.Context, cli *clientv3.Client, admin string) error {
 // ensureUser creates user (no password: certificate only) and grants it
 // role; both steps are no-ops when done before.
 func ensureUser(ctx context.Context, cli *clientv3.Client, user, role string) error {
-	if _, err := cli.UserAddWithOptions(ctx, user, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
-		return fmt.Errorf("etcdauth: add user %s: %w", user, err)
+	// Read first: etcd logs a failed add at Warn.
+	got, err := cli.UserGet(ctx, user)
+	switch {
+	case errors.Is(err, rpctypes.ErrUserNotFound):
+		if _, err := cli.UserAddWithOptions(ctx, user, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
+			return fmt.Errorf("etcdauth: add user %s: %w", user, err)
+		}
+	case err != nil:
+		return fmt.Errorf("etcdauth: get user %s: %w", user, err)
+	case slices.Contains(got.Roles, role):
+		return nil
 	}
 	if _, err := cli.UserGrantRole(ctx, user, role); err != nil {
 		return fmt.Errorf("etcdauth: grant role %s to %s: %w", role, user, err)
@@ -216,8 +231,10 @@ type perm struct {
 // ensureRole creates role if missing and sets its permissions to exactly
 // its ranges.
 func (p *Provisioner) ensureRole(ctx context.Context, role Role) error {
-	if _, err := p.cli.RoleAdd(ctx, role.Name); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
-		return fmt.Errorf("etcdauth: add role %s: %w", role.Name, err)
+	if _, err := p.cli.RoleGet(ctx, role.Name); errors.Is(err, rpctypes.ErrRoleNotFound) {
+		if _, err := p.cli.RoleAdd(ctx, role.Name); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
+			return fmt.Errorf("etcdauth: add role %s: %w", role.Name, err)
+		}
 	}
 	var want []perm
 	for _, r := range role.Ranges {
