@@ -118,12 +118,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// component's user when it asks where etcd is (GetRegistry).
 		admin := cfg.TLS.Certificate().Subject.CommonName
 		bctx, cancel := context.WithTimeout(ctx, cfg.EtcdDialTimeout)
-		err := etcdauth.Bootstrap(bctx, st.Client(), admin)
+		err := etcdauth.Bootstrap(bctx, st, admin)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: etcd authentication: %w", err)
 		}
-		s.etcdUsers = etcdauth.NewProvisioner(st.Client(), cfg.EtcdPrefix)
+		s.etcdUsers = etcdauth.NewProvisioner(st, cfg.EtcdPrefix)
 		log.Info("etcd serves mutual TLS with authentication on; components' users are provisioned on GetRegistry", "etcd_user", admin)
 	}
 

@@ -27,5 +27,8 @@
 // (Bootstrap: a root user, its own user with the root role, auth on;
 // idempotent) and creates a component's user and role when the component
 // asks it where etcd is (ControlPlaneService.GetRegistry, authenticated by
-// the caller's mutual-TLS identity), before the component connects.
+// the caller's mutual-TLS identity), before the component connects. The
+// etcd calls themselves are etcdtopo.Store's (EnableAuth, EnsureRole,
+// EnsureUser): the etcd client stays in etcdtopo. docs/security.md "etcd
+// (mutual TLS and RBAC)" has the table (a test keeps it RoleFor's).
 package etcdauth

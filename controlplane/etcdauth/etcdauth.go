@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
-	"go.etcd.io/etcd/api/v3/authpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/pki"
 )
 
@@ -21,12 +17,8 @@ import (
 // them, nodes and workers must not.
 const TokenKeysPrivatePrefix = "tokenkeys/private/"
 
-// RootRole and RootUser are etcd's built-in administrator role and the
-// user etcd requires before authentication can be enabled.
-const (
-	RootRole = "root"
-	RootUser = "root"
-)
+// RootRole is etcd's built-in administrator role.
+const RootRole = etcdtopo.RootRole
 
 // ErrNoAccess is returned for an identity that gets no etcd user
 // (operators, tenant clients: they use the control plane's API).
@@ -52,9 +44,9 @@ func (r Range) abs(prefix string) (key, end string) {
 	key = prefix + r.Key
 	switch {
 	case r.Prefix:
-		end = clientv3.GetPrefixRangeEnd(key)
+		end = prefixEnd(key)
 	case r.End == EndOfPrefix:
-		end = clientv3.GetPrefixRangeEnd(prefix)
+		end = prefixEnd(prefix)
 	case r.End != "":
 		end = prefix + r.End
 	}
@@ -125,75 +117,51 @@ func RoleFor(id pki.Identity, prefix string) (Role, error) {
 	return Role{}, fmt.Errorf("%w: %s", ErrNoAccess, id.Kind)
 }
 
+// prefixEnd is the end of the range of keys beginning with p (etcd's
+// clientv3.GetPrefixRangeEnd): p with its last byte below 0xff
+// incremented and what follows dropped; "\x00" (to the end of the
+// keyspace) when every byte is 0xff.
+func prefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00"
+}
+
 // UserName is id's etcd user: its certificate's common name.
 func UserName(id pki.Identity) string { return id.FileName() }
 
 // Bootstrap enables etcd authentication with admin (the control plane's
-// user, its certificate's common name) as a root user, and is a no-op
-// when authentication is already on. cli must be admin's connection (its
-// certificate): before auth is on anyone may do this; after, only root.
-func Bootstrap(ctx context.Context, cli *clientv3.Client, admin string) error {
-	st, err := cli.AuthStatus(ctx)
-	if err != nil {
-		return fmt.Errorf("etcdauth: auth status: %w", err)
-	}
-	if st.Enabled {
-		// Check that admin is root: a replica whose user is not cannot
-		// provision anyone.
-		if _, err := cli.UserGet(ctx, admin); err != nil {
-			return fmt.Errorf("etcdauth: etcd authentication is on and %q cannot administer it (grant it the root role): %w", admin, err)
-		}
-		return nil
-	}
-	for _, u := range []string{RootUser, admin} {
-		if err := ensureUser(ctx, cli, u, RootRole); err != nil {
-			return err
-		}
-	}
-	if _, err := cli.AuthEnable(ctx); err != nil {
-		return fmt.Errorf("etcdauth: enable authentication: %w", err)
-	}
-	return nil
-}
-
-// ensureUser creates user (no password: certificate only) and grants it
-// role; both steps are no-ops when done before.
-func ensureUser(ctx context.Context, cli *clientv3.Client, user, role string) error {
-	// Read first: etcd logs a failed add at Warn.
-	got, err := cli.UserGet(ctx, user)
-	switch {
-	case errors.Is(err, rpctypes.ErrUserNotFound):
-		if _, err := cli.UserAddWithOptions(ctx, user, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
-			return fmt.Errorf("etcdauth: add user %s: %w", user, err)
-		}
-	case err != nil:
-		return fmt.Errorf("etcdauth: get user %s: %w", user, err)
-	case slices.Contains(got.Roles, role):
-		return nil
-	}
-	if _, err := cli.UserGrantRole(ctx, user, role); err != nil {
-		return fmt.Errorf("etcdauth: grant role %s to %s: %w", role, user, err)
+// user, its certificate's common name) as a root user; a no-op when
+// authentication is on already. st must be admin's connection.
+func Bootstrap(ctx context.Context, st *etcdtopo.Store, admin string) error {
+	if err := st.EnableAuth(ctx, admin); err != nil {
+		return fmt.Errorf("etcdauth: %w", err)
 	}
 	return nil
 }
 
 // Provisioner creates the etcd users and roles of identities, as root.
 type Provisioner struct {
-	cli    *clientv3.Client
+	st     *etcdtopo.Store
 	prefix string
 
 	mu   sync.Mutex
 	done map[string]bool // users ensured by this process
 }
 
-// NewProvisioner returns a Provisioner on cli (a root user's connection)
+// NewProvisioner returns a Provisioner on st (a root user's connection)
 // for the keyspace under prefix.
-func NewProvisioner(cli *clientv3.Client, prefix string) *Provisioner {
-	return &Provisioner{cli: cli, prefix: prefix, done: map[string]bool{}}
+func NewProvisioner(st *etcdtopo.Store, prefix string) *Provisioner {
+	return &Provisioner{st: st, prefix: prefix, done: map[string]bool{}}
 }
 
 // Ensure makes id's etcd user exist with its role (RoleFor), the role's
-// permissions exactly its ranges. It is idempotent and cheap after the
+// permissions exactly its ranges. It is idempotent, and cheap after the
 // first success for an identity in this process. Operators and clients
 // get ErrNoAccess.
 func (p *Provisioner) Ensure(ctx context.Context, id pki.Identity) error {
@@ -211,62 +179,18 @@ func (p *Provisioner) Ensure(ctx context.Context, id pki.Identity) error {
 		return nil
 	}
 	if !role.Root {
-		if err := p.ensureRole(ctx, role); err != nil {
-			return err
+		perms := make([]etcdtopo.Perm, 0, len(role.Ranges))
+		for _, r := range role.Ranges {
+			k, e := r.abs(p.prefix)
+			perms = append(perms, etcdtopo.Perm{Key: k, End: e, Write: r.Write})
+		}
+		if err := p.st.EnsureRole(ctx, role.Name, perms); err != nil {
+			return fmt.Errorf("etcdauth: role %s: %w", role.Name, err)
 		}
 	}
-	if err := ensureUser(ctx, p.cli, user, role.Name); err != nil {
-		return err
+	if err := p.st.EnsureUser(ctx, user, role.Name); err != nil {
+		return fmt.Errorf("etcdauth: user %s: %w", user, err)
 	}
 	p.done[user] = true
-	return nil
-}
-
-// perm is an etcd permission in comparable form.
-type perm struct {
-	key, end string
-	typ      clientv3.PermissionType
-}
-
-// ensureRole creates role if missing and sets its permissions to exactly
-// its ranges.
-func (p *Provisioner) ensureRole(ctx context.Context, role Role) error {
-	if _, err := p.cli.RoleGet(ctx, role.Name); errors.Is(err, rpctypes.ErrRoleNotFound) {
-		if _, err := p.cli.RoleAdd(ctx, role.Name); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
-			return fmt.Errorf("etcdauth: add role %s: %w", role.Name, err)
-		}
-	}
-	var want []perm
-	for _, r := range role.Ranges {
-		k, e := r.abs(p.prefix)
-		t := clientv3.PermissionType(clientv3.PermRead)
-		if r.Write {
-			t = clientv3.PermissionType(clientv3.PermReadWrite)
-		}
-		want = append(want, perm{k, e, t})
-	}
-	got, err := p.cli.RoleGet(ctx, role.Name)
-	if err != nil {
-		return fmt.Errorf("etcdauth: get role %s: %w", role.Name, err)
-	}
-	for _, gp := range got.Perm {
-		have := perm{string(gp.Key), string(gp.RangeEnd), clientv3.PermissionType(gp.PermType)}
-		if slices.Contains(want, have) {
-			continue
-		}
-		if _, err := p.cli.RoleRevokePermission(ctx, role.Name, have.key, have.end); err != nil && !errors.Is(err, rpctypes.ErrPermissionNotGranted) {
-			return fmt.Errorf("etcdauth: revoke %q..%q from role %s: %w", have.key, have.end, role.Name, err)
-		}
-	}
-	for _, w := range want {
-		if slices.ContainsFunc(got.Perm, func(gp *authpb.Permission) bool {
-			return string(gp.Key) == w.key && string(gp.RangeEnd) == w.end && clientv3.PermissionType(gp.PermType) == w.typ
-		}) {
-			continue
-		}
-		if _, err := p.cli.RoleGrantPermission(ctx, role.Name, w.key, w.end, w.typ); err != nil {
-			return fmt.Errorf("etcdauth: grant %q..%q to role %s: %w", w.key, w.end, role.Name, err)
-		}
-	}
 	return nil
 }

@@ -87,7 +87,7 @@ func (d *certsDir) files(id pki.Identity) *etcdserver.TLSFiles {
 	}
 }
 
-func dialAs(t *testing.T, eps []string, src *pki.Source) topo.Store {
+func dialAs(t *testing.T, eps []string, src *pki.Source) *etcdtopo.Store {
 	t.Helper()
 	cfg := etcdtopo.DefaultConfig()
 	cfg.Endpoints, cfg.Prefix, cfg.Identity, cfg.Logger = eps, prefix, src, testutil.Logger(t)
@@ -113,7 +113,7 @@ var (
 type env struct {
 	d    *certsDir
 	eps  []string
-	root topo.Store
+	root *etcdtopo.Store
 	prov *etcdauth.Provisioner
 }
 
@@ -127,24 +127,20 @@ func newEnv(t *testing.T) *env {
 	}
 	root := dialAs(t, e.eps, d.source(cpID))
 	e.root = root
-	cli := root.(*etcdtopo.Store).Client()
 	ctx := testutil.Context(t, 30*time.Second)
 	for range 2 { // idempotent
-		if err := etcdauth.Bootstrap(ctx, cli, cpID.FileName()); err != nil {
+		if err := etcdauth.Bootstrap(ctx, root, cpID.FileName()); err != nil {
 			t.Fatalf("Bootstrap: %v", err)
 		}
 	}
-	if st, err := cli.AuthStatus(ctx); err != nil || !st.Enabled {
-		t.Fatalf("auth status %v, %v: want enabled", st, err)
-	}
-	e.prov = etcdauth.NewProvisioner(cli, prefix)
+	e.prov = etcdauth.NewProvisioner(root, prefix)
 	for _, id := range []pki.Identity{routerID, workerID, nodeA, nodeB} {
 		if err := e.prov.Ensure(ctx, id); err != nil {
 			t.Fatalf("Ensure %s: %v", id, err)
 		}
 		// A second provisioner (another replica, a restart) finds it all
 		// in place.
-		if err := etcdauth.NewProvisioner(cli, prefix).Ensure(ctx, id); err != nil {
+		if err := etcdauth.NewProvisioner(root, prefix).Ensure(ctx, id); err != nil {
 			t.Fatalf("Ensure %s again: %v", id, err)
 		}
 	}
@@ -262,6 +258,31 @@ func TestRBAC(t *testing.T) {
 		}
 		if _, err := st.Txn(ctx, nil, []topo.Op{topo.PutLeased(topo.CellNodeKey("b", "n2"), []byte("n2"), sess.Lease())}); !errors.Is(err, topo.ErrPermissionDenied) {
 			t.Fatalf("leased registration in cell b: %v, want denied", err)
+		}
+	})
+
+	t.Run("role reset", func(t *testing.T) {
+		// A role changed behind the control plane's back (or by an older
+		// version) is set back to exactly its ranges by the next Ensure.
+		role, err := etcdauth.RoleFor(workerID, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.root.EnsureRole(ctx, role.Name, []etcdtopo.Perm{{Key: prefix + "tenants/", End: prefix + "tenants0", Write: true}}); err != nil {
+			t.Fatal(err)
+		}
+		st := dialAs(t, e.eps, e.d.source(workerID))
+		if err := put(ctx, st, "tenants/tampered"); err != nil {
+			t.Fatalf("the tampered role does not apply: %v", err)
+		}
+		if err := etcdauth.NewProvisioner(e.root, prefix).Ensure(ctx, workerID); err != nil {
+			t.Fatal(err)
+		}
+		if err := put(ctx, st, "tenants/tampered2"); !errors.Is(err, topo.ErrPermissionDenied) {
+			t.Fatalf("write after the reset: %v, want denied", err)
+		}
+		if _, err := st.Get(ctx, topo.CellKey("a")); err != nil {
+			t.Fatalf("read after the reset: %v", err)
 		}
 	})
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/pki"
 )
@@ -156,4 +158,13 @@ func TestPrintRows(t *testing.T) {
 		docRow(pki.NodeIdentity("c", "<r>", "<c>", "<n>"), "node.<r>.<c>.<n>") + "\n" +
 		docRow(pki.OperatorIdentity("c", pki.RoleAdmin, "<name>"), "") + "\n" +
 		docRow(pki.ClientIdentity("c", "<t>"), ""))
+}
+
+// prefixEnd is etcd's own range end of a prefix.
+func TestPrefixEnd(t *testing.T) {
+	for _, p := range []string{"/cellplane/v1/", "a", "a\xff", "\xff\xff", "cells/c1/nodes/", ""} {
+		if got, want := prefixEnd(p), clientv3.GetPrefixRangeEnd(p); got != want {
+			t.Errorf("prefixEnd(%q) = %q, want %q", p, got, want)
+		}
+	}
 }

@@ -218,10 +218,6 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Client is the store's etcd client (for the control plane's user and
-// role provisioning, controlplane/etcdauth).
-func (s *Store) Client() *clientv3.Client { return s.cli }
-
 func (s *Store) closed() bool { return s.ctx.Err() != nil }
 
 // mapErr turns a clientv3 error into a topo sentinel. The caller's ended
