@@ -54,7 +54,7 @@ func (n *Node) spawn() error {
 		// Its certificate is its etcd identity too (cellplane cell uses
 		// --certs-dir for https etcd endpoints): its user first.
 		ectx, cancel := context.WithTimeout(context.Background(), nodeStartTimeout)
-		err := p.cp.EnsureEtcdUser(ectx, n.tls.Identity())
+		err := p.cp.EnsureEtcdUser(ectx, pki.NodeIdentity(p.cfg.Name, n.cell.region, n.cell.id, info.ID))
 		cancel()
 		if err != nil {
 			logf.Close()
