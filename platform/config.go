@@ -64,9 +64,13 @@ type Config struct {
 	// platform's own connections to the control plane and the nodes
 	// present the admin operator's certificate (unless Dial sets
 	// credentials). Start writes <DataDir>/client.yaml, a client
-	// configuration file (CELLPLANE_CONFIG) for cellctl. Not covered: the
-	// router's front door (plaintext on loopback), the HTTP ports (MCP,
-	// metrics) and the embedded etcd stay plaintext.
+	// configuration file (CELLPLANE_CONFIG) for cellctl. The embedded
+	// etcd serves https with client certificates and RBAC (EtcdClientURL
+	// and EtcdPeerURL, when set, must be https): the router and every
+	// node reach it with their own certificate, their etcd users created
+	// by Start before they connect. Not covered: the router's front door
+	// (plaintext on loopback) and the HTTP ports (MCP, metrics) stay
+	// plaintext.
 	MutualTLS bool
 
 	// MultiProcess runs each node as a child process of Binary

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/cellplane/cellplane/cmd/cellplane/internal/devenv"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/dial"
@@ -141,5 +142,34 @@ func TestEtcdFlagsIdentity(t *testing.T) {
 		if got := tc.f.identity(tc.eps, tc.src); (got != nil) != tc.wants {
 			t.Errorf("%s: identity = %v, want set %v", tc.name, got, tc.wants)
 		}
+	}
+}
+
+// `cellplane dev --mtls` serves its embedded etcd on https: the default
+// URLs switch, given ones are kept (and validated).
+func TestDevEtcdURLsForMTLS(t *testing.T) {
+	never := func(string) bool { return false }
+	cfg := devenv.DefaultConfig()
+	etcdURLsForMTLS(&cfg, never)
+	if !strings.HasPrefix(cfg.EtcdClientURL, "http://") {
+		t.Fatalf("without --mtls: %s", cfg.EtcdClientURL)
+	}
+	cfg.MutualTLS = true
+	etcdURLsForMTLS(&cfg, never)
+	if cfg.EtcdClientURL != "https://127.0.0.1:7379" || cfg.EtcdPeerURL != "https://127.0.0.1:7380" {
+		t.Fatalf("with --mtls: %s %s", cfg.EtcdClientURL, cfg.EtcdPeerURL)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("--mtls defaults: %v", err)
+	}
+	cfg = devenv.DefaultConfig()
+	cfg.MutualTLS = true
+	cfg.EtcdClientURL = "http://127.0.0.1:9"
+	etcdURLsForMTLS(&cfg, func(f string) bool { return f == "etcd-client-url" })
+	if cfg.EtcdClientURL != "http://127.0.0.1:9" {
+		t.Fatalf("a given URL changed: %s", cfg.EtcdClientURL)
+	}
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("--mtls with an http --etcd-client-url: Validate accepted it")
 	}
 }

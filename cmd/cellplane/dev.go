@@ -68,6 +68,7 @@ loopback, as do the HTTP ports.`,
 			}
 			cfg.Logger = logger
 			cfg.ChildLogLevel = logLevel
+			etcdURLsForMTLS(&cfg, cmd.Flags().Changed)
 			cfg.Progress = func(format string, args ...any) {
 				fmt.Fprintf(std.Err, "cellplane dev: "+format+"\n", args...)
 			}
@@ -97,8 +98,8 @@ loopback, as do the HTTP ports.`,
 	p.StringVar(&cfg.ControlPlaneHTTPAddr, "controlplane-http-addr", cfg.ControlPlaneHTTPAddr, "control plane /metrics, /healthz, /readyz")
 	p.StringVar(&cfg.RouterAddr, "router-addr", cfg.RouterAddr, "router gRPC (ContextService, RouterService)")
 	p.StringVar(&cfg.RouterHTTPAddr, "router-http-addr", cfg.RouterHTTPAddr, "router HTTP (/t/<tenant>/mcp, /metrics)")
-	p.StringVar(&cfg.EtcdClientURL, "etcd-client-url", cfg.EtcdClientURL, "embedded etcd client URL")
-	p.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", cfg.EtcdPeerURL, "embedded etcd peer URL")
+	p.StringVar(&cfg.EtcdClientURL, "etcd-client-url", cfg.EtcdClientURL, "embedded etcd client URL (https:// with --mtls)")
+	p.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", cfg.EtcdPeerURL, "embedded etcd peer URL (https:// with --mtls)")
 	p.IntVar(&cfg.NodeBasePort, "node-base-port", cfg.NodeBasePort, "node i listens on base+3i (Raft), +3i+1 (gRPC), +3i+2 (HTTP)")
 
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
@@ -110,6 +111,23 @@ loopback, as do the HTTP ports.`,
 	}
 	cmd.SetUsageFunc(groupedUsage(groups))
 	return cmd
+}
+
+// etcdURLsForMTLS makes the default etcd URLs https with --mtls (the
+// embedded etcd serves mutual TLS too); URLs given on the command line are
+// kept, and must be https then (platform.Config.Validate).
+func etcdURLsForMTLS(cfg *devenv.Config, changed func(flag string) bool) {
+	if !cfg.MutualTLS {
+		return
+	}
+	for _, u := range []struct {
+		flag string
+		v    *string
+	}{{"etcd-client-url", &cfg.EtcdClientURL}, {"etcd-peer-url", &cfg.EtcdPeerURL}} {
+		if !changed(u.flag) {
+			*u.v = strings.Replace(*u.v, "http://", "https://", 1)
+		}
+	}
 }
 
 func runDev(cmd *cobra.Command, cfg devenv.Config, out io.Writer, stopSignals func()) error {
