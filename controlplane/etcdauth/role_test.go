@@ -168,3 +168,20 @@ func TestPrefixEnd(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPrefixEnd: prefixEnd is etcd's range end for any prefix, and every
+// key beginning with the prefix falls in [prefix, end).
+func FuzzPrefixEnd(f *testing.F) {
+	for _, s := range []string{"/cellplane/v1/", "a\xff", "\xff", "", "tokenkeys/private/"} {
+		f.Add(s, "x")
+	}
+	f.Fuzz(func(t *testing.T, p, rest string) {
+		end := prefixEnd(p)
+		if want := clientv3.GetPrefixRangeEnd(p); end != want {
+			t.Fatalf("prefixEnd(%q) = %q, want %q", p, end, want)
+		}
+		if k := p + rest; end != "\x00" && (k < p || k >= end) {
+			t.Fatalf("%q is outside [%q, %q)", k, p, end)
+		}
+	})
+}
