@@ -136,8 +136,8 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd, with --etcd-key (default for https endpoints: the replica's --certs-dir certificate)")
 	etcd.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "client key for etcd (with --etcd-cert)")
 	etcd.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "how long to try reaching etcd at start")
-	etcd.StringVar(&cfg.EmbeddedClientURL, "etcd-client-url", cfg.EmbeddedClientURL, "embedded etcd: client URL to listen on")
-	etcd.StringVar(&cfg.EmbeddedPeerURL, "etcd-peer-url", cfg.EmbeddedPeerURL, "embedded etcd: peer URL to listen on")
+	etcd.StringVar(&cfg.EmbeddedClientURL, "etcd-client-url", cfg.EmbeddedClientURL, "embedded etcd: client URL to listen on (https://127.0.0.1:7379 with --certs-dir)")
+	etcd.StringVar(&cfg.EmbeddedPeerURL, "etcd-peer-url", cfg.EmbeddedPeerURL, "embedded etcd: peer URL to listen on (https://127.0.0.1:7380 with --certs-dir)")
 
 	ctl := pflag.NewFlagSet("controller", pflag.ContinueOnError)
 	ctl.DurationVar(&cfg.Controller.SessionTTL, "session-ttl", cfg.Controller.SessionTTL, "controller leadership lease: a killed leader is replaced after about this long")
