@@ -457,8 +457,27 @@ func TestConfigTLSIdentity(t *testing.T) {
 		cfg := controlplane.DefaultConfig()
 		cfg.DataDir = t.TempDir()
 		cfg.TLS = src
+		cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL = controlplane.DefaultEmbeddedTLSClientURL, controlplane.DefaultEmbeddedTLSPeerURL
 		if err := cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("TLS with %s: Validate() = %v", tc.id, err)
+		}
+		if !tc.ok {
+			continue
+		}
+		// The embedded etcd is https with TLS, http without: no
+		// plaintext listener next to the mutual-TLS API, no https
+		// without certificates.
+		cfg.EmbeddedClientURL = controlplane.DefaultEmbeddedClientURL
+		if err := cfg.Validate(); err == nil {
+			t.Error("TLS with an http embedded etcd URL: Validate accepted it")
+		}
+		cfg.TLS, cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL = nil, controlplane.DefaultEmbeddedTLSClientURL, controlplane.DefaultEmbeddedPeerURL
+		if err := cfg.Validate(); err == nil {
+			t.Error("no TLS with an https embedded etcd URL: Validate accepted it")
+		}
+		cfg.EtcdEndpoints = []string{"https://10.0.0.1:2379"} // external: the URLs are unused
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("external etcd: %v", err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/api"
@@ -22,6 +23,10 @@ const (
 	DefaultHTTPAddr          = "127.0.0.1:7001"
 	DefaultEmbeddedClientURL = "http://127.0.0.1:7379"
 	DefaultEmbeddedPeerURL   = "http://127.0.0.1:7380"
+	// DefaultEmbeddedTLSClientURL and DefaultEmbeddedTLSPeerURL are the
+	// embedded member's URLs with TLS (Config.TLS set).
+	DefaultEmbeddedTLSClientURL = "https://127.0.0.1:7379"
+	DefaultEmbeddedTLSPeerURL   = "https://127.0.0.1:7380"
 )
 
 // Config configures a control-plane replica.
@@ -36,11 +41,19 @@ type Config struct {
 	EtcdEndpoints []string
 	// EtcdPrefix is the keyspace root (default topo.Prefix).
 	EtcdPrefix string
-	// EtcdCertFile, EtcdKeyFile, EtcdCAFile: TLS to an external etcd.
+	// EtcdCertFile, EtcdKeyFile, EtcdCAFile: TLS to an external etcd
+	// whose certificates are not the cluster's. Unset, a replica with TLS
+	// reaches https endpoints with its own identity (TLS), and, as root,
+	// turns etcd authentication on and provisions the components' etcd
+	// users (controlplane/etcdauth, docs/security.md "etcd").
 	EtcdCertFile, EtcdKeyFile, EtcdCAFile string
 	// EtcdDialTimeout bounds reaching etcd at start.
 	EtcdDialTimeout time.Duration
-	// EmbeddedClientURL and EmbeddedPeerURL are the embedded member's URLs.
+	// EmbeddedClientURL and EmbeddedPeerURL are the embedded member's
+	// URLs. With TLS they must be https: the member then serves TLS with
+	// this replica's certificate, requires a client certificate of the
+	// cluster's CA, and runs with authentication on (each component's
+	// certificate is its etcd user).
 	EmbeddedClientURL, EmbeddedPeerURL string
 	// EtcdUnsafeNoFsync makes the embedded etcd skip fsync: faster, but a
 	// crash of the machine may lose acknowledged writes or corrupt the
@@ -127,6 +140,19 @@ func (c Config) Validate() error {
 	if c.TLS != nil {
 		if k := c.TLS.Identity().Kind; k != pki.KindControlPlane {
 			errs = append(errs, fmt.Errorf("controlplane: TLS certificate is a %s identity (%s), want a controlplane one", k, c.TLS.Identity()))
+		}
+	}
+	if len(c.EtcdEndpoints) == 0 {
+		// The embedded member: https with TLS, http without (no
+		// plaintext listener next to the mutual-TLS API).
+		want := "http://"
+		if c.TLS != nil {
+			want = "https://"
+		}
+		for _, u := range []string{c.EmbeddedClientURL, c.EmbeddedPeerURL} {
+			if u != "" && !strings.HasPrefix(u, want) {
+				errs = append(errs, fmt.Errorf("controlplane: embedded etcd URL %q: want %shost:port (TLS %s)", u, want, map[bool]string{true: "set", false: "unset"}[c.TLS != nil]))
+			}
 		}
 	}
 	ctl := c.Controller

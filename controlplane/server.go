@@ -23,6 +23,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/cellclient"
 	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/controlplane/etcdauth"
 	"github.com/cellplane/cellplane/controlplane/etcdserver"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
@@ -38,15 +39,18 @@ type ListenError = serve.ListenError
 
 // Server is a running control-plane replica.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	etcd  *etcdserver.Server // nil with external etcd
-	st    topo.Store
-	cells *cellclient.Client
-	ctl   *controller.Controller
-	grpc  *grpc.Server
-	http  *http.Server
-	hlth  *health.Server
+	cfg  Config
+	log  *slog.Logger
+	etcd *etcdserver.Server // nil with external etcd
+	// etcdUsers provisions components' etcd users; nil unless the replica
+	// reaches etcd with its own identity.
+	etcdUsers *etcdauth.Provisioner
+	st        topo.Store
+	cells     *cellclient.Client
+	ctl       *controller.Controller
+	grpc      *grpc.Server
+	http      *http.Server
+	hlth      *health.Server
 
 	grpcLis, httpLis net.Listener
 	cancel           context.CancelFunc
@@ -83,6 +87,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ecfg.ClientURL, ecfg.PeerURL = cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL
 		ecfg.UnsafeNoFsync = cfg.EtcdUnsafeNoFsync
 		ecfg.Logger = logging.OrDefault(cfg.Logger).With("component", "etcd")
+		if cfg.TLS != nil {
+			f := cfg.TLS.Files()
+			ecfg.TLS = &etcdserver.TLSFiles{CertFile: f.CertFile, KeyFile: f.KeyFile, CAFile: f.CAFile}
+		}
 		if s.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
 			return nil, fmt.Errorf("controlplane: embedded etcd: %w", err)
 		}
@@ -92,12 +100,32 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	tcfg := etcdtopo.DefaultConfig()
 	tcfg.Endpoints, tcfg.Prefix, tcfg.DialTimeout = endpoints, cfg.EtcdPrefix, cfg.EtcdDialTimeout
 	tcfg.CertFile, tcfg.KeyFile, tcfg.CAFile = cfg.EtcdCertFile, cfg.EtcdKeyFile, cfg.EtcdCAFile
+	ownIdentity := cfg.TLS != nil && cfg.EtcdCertFile == "" && cfg.EtcdCAFile == "" && etcdtopo.SecureEndpoints(endpoints)
+	if ownIdentity {
+		tcfg.Identity = cfg.TLS
+	} else if cfg.TLS != nil && !etcdtopo.SecureEndpoints(endpoints) {
+		log.Warn("etcd is reached in plaintext and without authorisation: whoever reaches it rewrites the placements and the registry; use https endpoints",
+			"endpoints", endpoints)
+	}
 	tcfg.Logger = log
 	st, err := etcdtopo.Dial(ctx, tcfg)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: etcd at %v: %w", endpoints, err)
 	}
 	s.st = st
+	if ownIdentity {
+		// As root: authentication on (first start), then each
+		// component's user when it asks where etcd is (GetRegistry).
+		admin := cfg.TLS.Certificate().Subject.CommonName
+		bctx, cancel := context.WithTimeout(ctx, cfg.EtcdDialTimeout)
+		err := etcdauth.Bootstrap(bctx, st, admin)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: etcd authentication: %w", err)
+		}
+		s.etcdUsers = etcdauth.NewProvisioner(st, cfg.EtcdPrefix)
+		log.Info("etcd serves mutual TLS with authentication on; components' users are provisioned on GetRegistry", "etcd_user", admin)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -132,6 +160,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	acfg.Logger = log
 	acfg.RegistryEndpoints, acfg.RegistryPrefix = endpoints, cfg.EtcdPrefix
 	acfg.Cells = s.cells // GetTenant shows the standby's replication
+	if s.etcdUsers != nil {
+		acfg.RegistryCaller = s.provisionCaller
+	}
 	svc, err := api.New(st, acfg)
 	if err != nil {
 		return nil, err
@@ -169,6 +200,35 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.hlth.SetServingStatus(cpv1.ControlPlaneService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	log.Info("control plane started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "etcd", endpoints)
 	return s, nil
+}
+
+// provisionCaller creates the etcd user of a GetRegistry caller (a node,
+// router or worker identity, authenticated by mutual TLS) before it
+// connects to etcd. Operators get no etcd user.
+func (s *Server) provisionCaller(ctx context.Context) error {
+	id, err := pki.PeerIdentity(ctx)
+	if err != nil || id.Kind == pki.KindOperator {
+		return nil // the authoriser admitted it; nothing to provision
+	}
+	return s.EnsureEtcdUser(ctx, id)
+}
+
+// EnsureEtcdUser creates id's etcd user and role (controlplane/etcdauth)
+// if missing: what GetRegistry does for its caller, for a builder that
+// starts components with their etcd endpoints (platform). It is a no-op
+// when the replica does not reach etcd with its own identity.
+func (s *Server) EnsureEtcdUser(ctx context.Context, id pki.Identity) error {
+	if s.etcdUsers == nil {
+		return nil
+	}
+	if err := s.etcdUsers.Ensure(ctx, id); err != nil {
+		s.log.Warn("cannot provision an etcd user", "identity", id.String(), "err", err)
+		if errors.Is(err, etcdauth.ErrNoAccess) {
+			return cperr.New(cperr.PermissionDenied, "%s gets no etcd user", id)
+		}
+		return cperr.New(cperr.ControlPlaneUnavailable, "provisioning the etcd user of %s: %v", id, err)
+	}
+	return nil
 }
 
 // GRPCAddr is the bound gRPC address.

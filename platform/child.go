@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,6 +51,15 @@ func (n *Node) spawn() error {
 		"--mcp-auth", map[bool]string{true: "apikey", false: "none"}[p.cfg.Auth == AuthAPIKey],
 		"--mcp-public-url", p.MCPPublicURL()}
 	if p.certs != nil {
+		// Its certificate is its etcd identity too (cellplane cell uses
+		// --certs-dir for https etcd endpoints): its user first.
+		ectx, cancel := context.WithTimeout(context.Background(), nodeStartTimeout)
+		err := p.cp.EnsureEtcdUser(ectx, pki.NodeIdentity(p.cfg.Name, n.cell.region, n.cell.id, info.ID))
+		cancel()
+		if err != nil {
+			logf.Close()
+			return fmt.Errorf("node %s: etcd user: %w", info.ID, err)
+		}
 		args = append(args, "--certs-dir", p.certs.dir, "--cert-name", n.certName)
 	} else {
 		args = append(args, "--insecure") // the platform said so once, at Start

@@ -66,9 +66,12 @@ type Config struct {
 	// credentials). Start writes <DataDir>/client.yaml, a client
 	// configuration file (CELLPLANE_CONFIG) for cellctl. The nodes' HTTP
 	// ports (MCP, metrics) serve mutual TLS too, and the router's MCP
-	// proxy reaches them with its identity. Not covered: the router's
-	// front door stays plaintext on loopback unless FrontDoorTLS, and the
-	// embedded etcd is plaintext. Without MutualTLS Start logs one
+	// proxy reaches them with its identity. The embedded etcd serves https
+	// with client certificates and RBAC (EtcdClientURL and EtcdPeerURL,
+	// when set, must be https): the router and every node reach it with
+	// their own certificate, their etcd users created by Start before they
+	// connect. Not covered: the router's front door stays plaintext on
+	// loopback unless FrontDoorTLS. Without MutualTLS Start logs one
 	// INSECURE warning.
 	MutualTLS bool
 	// TLSReloadInterval is how often the TLS material of the in-process
@@ -200,8 +203,10 @@ func (c Config) Validate() error {
 		if u == "" {
 			continue
 		}
-		if p, err := url.Parse(u); err != nil || p.Scheme != "http" || p.Port() == "" {
-			errs = append(errs, fmt.Errorf("etcd URL %q: want http://host:port", u))
+		// With MutualTLS the embedded etcd serves https only.
+		scheme := map[bool]string{true: "https", false: "http"}[c.MutualTLS]
+		if p, err := url.Parse(u); err != nil || p.Scheme != scheme || p.Port() == "" {
+			errs = append(errs, fmt.Errorf("etcd URL %q: want %s://host:port", u, scheme))
 		}
 	}
 	if c.TLSReloadInterval < 0 {

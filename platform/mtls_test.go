@@ -1,6 +1,7 @@
 package platform_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -13,8 +14,12 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/cellplane/cellplane/client"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
@@ -115,6 +120,51 @@ func TestMutualTLS(t *testing.T) {
 		if err == nil {
 			t.Errorf("a plaintext call to %s succeeded", target)
 		}
+	}
+
+	// etcd: https only, each component its own etcd user.
+	eps := p.EtcdEndpoints()
+	for _, ep := range eps {
+		if !strings.HasPrefix(ep, "https://") {
+			t.Fatalf("etcd endpoint %s, want https", ep)
+		}
+	}
+	plain, err := clientv3.New(clientv3.Config{Endpoints: []string{strings.Replace(eps[0], "https://", "http://", 1)}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err == nil {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err = plain.Get(pctx, topo.Prefix+"tenants/acme")
+		cancel()
+		_ = plain.Close()
+		if err == nil {
+			t.Error("a plaintext etcd client read a placement")
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		key  string
+	}{
+		{"router.devtls-router", topo.TenantKey("acme")},                                // read only
+		{"node.us-east.us-east-a.us-east-a-n1", topo.TenantKey("acme")},                 // not a registry key
+		{"node.us-east.us-east-a.us-east-a-n1", topo.CellNodeKey("other", "x")},         // another cell's
+		{"node.us-east.us-east-a.us-east-a-n1", topo.CellAuthorityKey("us-east-other")}, // another cell's
+	} {
+		src, err := pki.NewSource(pki.DirConfig(p.CertsDir(), tc.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ec := etcdtopo.DefaultConfig()
+		ec.Endpoints, ec.Identity = eps, src
+		st, err := etcdtopo.Dial(ctx, ec)
+		if err != nil {
+			t.Fatalf("%s: dial etcd: %v", tc.name, err)
+		}
+		if _, err := st.Get(ctx, topo.TenantKey("acme")); err != nil {
+			t.Errorf("%s: read the placement: %v", tc.name, err)
+		}
+		if _, err := st.Txn(ctx, nil, []topo.Op{topo.Put(tc.key, []byte("x"))}); !errors.Is(err, topo.ErrPermissionDenied) {
+			t.Errorf("%s: put %s: %v, want topo.ErrPermissionDenied", tc.name, tc.key, err)
+		}
+		_ = st.Close()
 	}
 
 	// The client configuration file: what cellctl reads.

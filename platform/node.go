@@ -144,6 +144,14 @@ func (n *Node) startInProcess(ctx context.Context) error {
 		if ec.Endpoints == nil {
 			ec.Endpoints = n.p.cp.EtcdEndpoints()
 		}
+		if n.tls != nil && etcdtopo.SecureEndpoints(ec.Endpoints) {
+			// The node's own identity: its etcd user, whose role writes
+			// only its cell's registry keys, provisioned first.
+			ec.Identity = n.tls
+			if err := n.p.cp.EnsureEtcdUser(ctx, n.tls.Identity()); err != nil {
+				return fmt.Errorf("node %s: etcd user: %w", cfg.NodeID, err)
+			}
+		}
 		var err error
 		if link, err = etcdtopo.Dial(ctx, ec); err != nil {
 			return fmt.Errorf("node %s: dial etcd: %w", cfg.NodeID, err)

@@ -220,7 +220,11 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 				closeListener(c.HTTPListener)
 				return fmt.Errorf("control plane: %w", err)
 			}
-			c.EmbeddedClientURL, c.EmbeddedPeerURL = "http://"+addr(ports[0]), "http://"+addr(ports[1])
+			scheme := "http://"
+			if p.certs != nil {
+				scheme = "https://" // etcd with mutual TLS and RBAC
+			}
+			c.EmbeddedClientURL, c.EmbeddedPeerURL = scheme+addr(ports[0]), scheme+addr(ports[1])
 		} else {
 			c.EmbeddedClientURL, c.EmbeddedPeerURL = p.cfg.EtcdClientURL, p.cfg.EtcdPeerURL
 		}
@@ -259,7 +263,11 @@ func (p *Platform) startRouter(ctx context.Context) (err error) {
 	rc.Logger = p.log.With("component", "router")
 	if p.certs != nil {
 		id := pki.RouterIdentity(p.cfg.Name, p.cfg.Name+"-router")
-		if rc.InternalTLS, err = p.certs.source(id); err != nil {
+		if rc.InternalTLS, err = p.certs.source(id); err == nil {
+			// Its etcd user (read-only) before it connects.
+			err = p.cp.EnsureEtcdUser(ctx, rc.InternalTLS.Identity())
+		}
+		if err != nil {
 			closeListener(rc.GRPCListener)
 			closeListener(rc.HTTPListener)
 			return fmt.Errorf("router: %w", err)
@@ -587,6 +595,11 @@ func (e *PortError) Reason() string {
 
 func (e *PortError) Unwrap() error { return e.Err }
 
+// urlHost is the host:port of an etcd URL.
+func urlHost(u string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://")
+}
+
 // preflight binds every fixed address once, so that a taken port is one
 // clear error before anything starts (rather than after the nodes).
 func preflight(cfg Config) error {
@@ -595,7 +608,7 @@ func preflight(cfg Config) error {
 	for _, w := range []want{
 		{"ControlPlaneAddr", cfg.ControlPlaneAddr}, {"ControlPlaneHTTPAddr", cfg.ControlPlaneHTTPAddr},
 		{"RouterAddr", cfg.RouterAddr}, {"RouterHTTPAddr", cfg.RouterHTTPAddr},
-		{"EtcdClientURL", strings.TrimPrefix(cfg.EtcdClientURL, "http://")}, {"EtcdPeerURL", strings.TrimPrefix(cfg.EtcdPeerURL, "http://")},
+		{"EtcdClientURL", urlHost(cfg.EtcdClientURL)}, {"EtcdPeerURL", urlHost(cfg.EtcdPeerURL)},
 	} {
 		if w.addr != "" {
 			wants = append(wants, w)

@@ -123,6 +123,15 @@ func TestValidate(t *testing.T) {
 		{"bad address", func(c *platform.Config) { c.RouterAddr = "nowhere" }, "router address"},
 		{"client URL alone", func(c *platform.Config) { c.EtcdClientURL = "http://127.0.0.1:2379" }, "go together"},
 		{"bad etcd URL", func(c *platform.Config) { c.EtcdClientURL, c.EtcdPeerURL = "127.0.0.1:2379", "http://127.0.0.1:2380" }, "etcd URL"},
+		{"https etcd without mTLS", func(c *platform.Config) {
+			c.EtcdClientURL, c.EtcdPeerURL = "https://127.0.0.1:2379", "https://127.0.0.1:2380"
+		}, "want http://"},
+		{"http etcd with mTLS", func(c *platform.Config) {
+			c.MutualTLS, c.EtcdClientURL, c.EtcdPeerURL = true, "http://127.0.0.1:2379", "http://127.0.0.1:2380"
+		}, "want https://"},
+		{"https etcd with mTLS", func(c *platform.Config) {
+			c.MutualTLS, c.EtcdClientURL, c.EtcdPeerURL = true, "https://127.0.0.1:2379", "https://127.0.0.1:2380"
+		}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

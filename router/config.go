@@ -29,7 +29,9 @@ type Config struct {
 	EtcdEndpoints []string
 	// EtcdPrefix is the keyspace root (default topo.Prefix).
 	EtcdPrefix string
-	// EtcdCertFile, EtcdKeyFile, EtcdCAFile: TLS to etcd.
+	// EtcdCertFile, EtcdKeyFile, EtcdCAFile: TLS to etcd. Unset, https
+	// endpoints are reached with InternalTLS (the router's identity: its
+	// certificate's common name is its etcd user).
 	EtcdCertFile, EtcdKeyFile, EtcdCAFile string
 	// Store, when set, is used instead of dialing etcd (tests; not closed).
 	Store topo.Store

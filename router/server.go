@@ -108,6 +108,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		tcfg := etcdtopo.DefaultConfig()
 		tcfg.Endpoints, tcfg.Prefix = cfg.EtcdEndpoints, cfg.EtcdPrefix
 		tcfg.CertFile, tcfg.KeyFile, tcfg.CAFile = cfg.EtcdCertFile, cfg.EtcdKeyFile, cfg.EtcdCAFile
+		if cfg.InternalTLS != nil && cfg.EtcdCertFile == "" && cfg.EtcdCAFile == "" && etcdtopo.SecureEndpoints(cfg.EtcdEndpoints) {
+			// The router's own identity: its etcd user (read-only).
+			tcfg.Identity = cfg.InternalTLS
+		}
 		tcfg.Lazy = true // static stability: start (from the snapshot) even with etcd down
 		tcfg.Logger = log
 		st, err := etcdtopo.Dial(ctx, tcfg)

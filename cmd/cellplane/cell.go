@@ -162,6 +162,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 					CertFile:    etcd.CertFile,
 					KeyFile:     etcd.KeyFile,
 					CAFile:      etcd.CAFile,
+					Identity:    etcd.identity(endpoints, cfg.TLS),
 					Logger:      logger.With("component", "etcd"),
 				})
 				if err != nil {
@@ -241,9 +242,9 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	cp.StringVar(&etcd.Endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints of the control plane's registry (env "+envEtcdEndpoints+"); empty: standalone node")
 	cp.StringVar(&controlplaneAddr, "controlplane", "", "the control plane's gRPC address: ask it where etcd is (instead of --etcd-endpoints)")
 	cp.StringVar(&etcd.Prefix, "etcd-prefix", etcd.Prefix, "key prefix of cellplane's keyspace in etcd")
-	cp.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (TLS)")
+	cp.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (default for https endpoints: the node's --certs-dir certificate)")
 	cp.StringVar(&etcd.KeyFile, "etcd-key", "", "client key for etcd (TLS)")
-	cp.StringVar(&etcd.CAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (TLS)")
+	cp.StringVar(&etcd.CAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (default for https endpoints: --certs-dir's ca.crt)")
 	cp.DurationVar(&etcd.DialTimeout, "etcd-dial-timeout", etcd.DialTimeout, "how long connecting to etcd may take")
 	cp.DurationVar(&cfg.RegistryTTL, "registry-ttl", registry.DefaultTTL, "lease TTL of the node's registry keys: how long they outlive a node that dies without stopping")
 	cp.DurationVar(&cfg.AuthorityTTL, "authority-ttl", registry.DefaultAuthorityTTL, "etcd lease TTL of the cell leader's authority (whole seconds): an emergency promotion waits for it to expire")
@@ -326,6 +327,16 @@ type etcdFlags struct {
 	Prefix                    string
 	CertFile, KeyFile, CAFile string
 	DialTimeout               time.Duration
+}
+
+// identity is the TLS identity a component reaches etcd with: its own
+// (--certs-dir) for https endpoints, unless --etcd-cert/--etcd-ca name
+// other files (an external etcd with certificates of its own).
+func (f etcdFlags) identity(endpoints []string, src *pki.Source) *pki.Source {
+	if src == nil || f.CertFile != "" || f.CAFile != "" || !etcdtopo.SecureEndpoints(endpoints) {
+		return nil
+	}
+	return src
 }
 
 // splitList splits a comma-separated list, dropping blanks.

@@ -53,6 +53,16 @@ replica refuses to start unless --insecure is given: the API is then
 unauthenticated (anyone who reaches --grpc-addr owns every tenant) and the
 replica warns at every start.
 
+With --certs-dir the embedded etcd serves https only (--etcd-client-url
+default https://127.0.0.1:7379) with the same certificate, requires a client
+certificate of the cluster's CA, and runs with etcd authentication on: each
+component's certificate common name is its etcd user, created by the control
+plane when the component asks it where etcd is (--controlplane): routers and
+workers read only, a node writes only its own cell's registry keys. With
+https --etcd-endpoints and no --etcd-cert/--etcd-ca the replica reaches an
+external etcd with its own certificate and does the same there (it must be
+root once authentication is on).
+
 SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 		Example: `  # A control plane with embedded etcd in ./data/cp:
   cellplane controlplane --data-dir data/cp --insecure
@@ -97,6 +107,13 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 				if cfg.TLS, err = pki.NewSource(pcfg); err != nil {
 					return usageErrorf("--certs-dir %s --cert-name %s: %w", certsDir, certName, err)
 				}
+				// The embedded etcd serves mutual TLS too.
+				if !cmd.Flags().Changed("etcd-client-url") {
+					cfg.EmbeddedClientURL = controlplane.DefaultEmbeddedTLSClientURL
+				}
+				if !cmd.Flags().Changed("etcd-peer-url") {
+					cfg.EmbeddedPeerURL = controlplane.DefaultEmbeddedTLSPeerURL
+				}
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
@@ -122,12 +139,12 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	etcd := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
 	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embed one)")
 	etcd.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "key prefix of cellplane's keyspace")
-	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle to verify etcd's certificate (enables TLS)")
-	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd (with --etcd-key)")
+	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (default for https endpoints: --certs-dir's ca.crt)")
+	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd, with --etcd-key (default for https endpoints: the replica's --certs-dir certificate)")
 	etcd.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "client key for etcd (with --etcd-cert)")
 	etcd.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "how long to try reaching etcd at start")
-	etcd.StringVar(&cfg.EmbeddedClientURL, "etcd-client-url", cfg.EmbeddedClientURL, "embedded etcd: client URL to listen on")
-	etcd.StringVar(&cfg.EmbeddedPeerURL, "etcd-peer-url", cfg.EmbeddedPeerURL, "embedded etcd: peer URL to listen on")
+	etcd.StringVar(&cfg.EmbeddedClientURL, "etcd-client-url", cfg.EmbeddedClientURL, "embedded etcd: client URL to listen on (https://127.0.0.1:7379 with --certs-dir)")
+	etcd.StringVar(&cfg.EmbeddedPeerURL, "etcd-peer-url", cfg.EmbeddedPeerURL, "embedded etcd: peer URL to listen on (https://127.0.0.1:7380 with --certs-dir)")
 
 	ctl := pflag.NewFlagSet("controller", pflag.ContinueOnError)
 	ctl.DurationVar(&cfg.Controller.SessionTTL, "session-ttl", cfg.Controller.SessionTTL, "controller leadership lease: a killed leader is replaced after about this long")

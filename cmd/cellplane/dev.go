@@ -55,12 +55,14 @@ into cells require a certificate of that CA and authorise by identity, in
 process and with --multiprocess alike. <data-dir>/client.yaml holds an
 admin operator's certificate for cellctl, and dev.json names it:
   CELLPLANE_CONFIG=$(jq -r .client_config .cellplane-dev/dev.json) cellctl status
-The router's front door (gRPC and MCP) stays plaintext on loopback, so
-grpcurl -plaintext and MCP clients work as they are; --tls serves it over
-TLS with the router's certificate of the dev CA (clients trust
-<data-dir>/certs/ca.crt, named "ca" in dev.json). The embedded etcd is
-plaintext. --insecure runs every hop plaintext and unauthenticated, as
-before mutual TLS (with a warning).`,
+The embedded etcd serves https with client certificates and RBAC (each
+component its own etcd user; routers and workers read only, a node writes
+only its cell's registry keys). The router's front door (gRPC and MCP)
+stays plaintext on loopback, so grpcurl -plaintext and MCP clients work as
+they are; --tls serves it over TLS with the router's certificate of the
+dev CA (clients trust <data-dir>/certs/ca.crt, named "ca" in dev.json).
+--insecure runs every hop plaintext and unauthenticated, as before mutual
+TLS (with a warning).`,
 		Example: `  cellplane dev --demo
   cellplane dev --multiprocess --demo
   cellplane dev --demo --tls
@@ -75,6 +77,8 @@ before mutual TLS (with a warning).`,
 			}
 			cfg.Logger = logger
 			cfg.ChildLogLevel = logLevel
+			cfg.MutualTLS = !insecure
+			etcdURLsForMTLS(&cfg, cmd.Flags().Changed)
 			cfg.Progress = func(format string, args ...any) {
 				fmt.Fprintf(std.Err, "cellplane dev: "+format+"\n", args...)
 			}
@@ -84,7 +88,6 @@ before mutual TLS (with a warning).`,
 			if mtls {
 				fmt.Fprintln(std.Err, "cellplane dev: --mtls is the default now (--insecure turns mutual TLS off); the flag is kept for older command lines")
 			}
-			cfg.MutualTLS = !insecure
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("%w", err)
 			}
@@ -113,8 +116,8 @@ before mutual TLS (with a warning).`,
 	p.StringVar(&cfg.ControlPlaneHTTPAddr, "controlplane-http-addr", cfg.ControlPlaneHTTPAddr, "control plane /metrics, /healthz, /readyz")
 	p.StringVar(&cfg.RouterAddr, "router-addr", cfg.RouterAddr, "router gRPC (ContextService, RouterService)")
 	p.StringVar(&cfg.RouterHTTPAddr, "router-http-addr", cfg.RouterHTTPAddr, "router HTTP (/t/<tenant>/mcp, /metrics)")
-	p.StringVar(&cfg.EtcdClientURL, "etcd-client-url", cfg.EtcdClientURL, "embedded etcd client URL")
-	p.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", cfg.EtcdPeerURL, "embedded etcd peer URL")
+	p.StringVar(&cfg.EtcdClientURL, "etcd-client-url", cfg.EtcdClientURL, "embedded etcd client URL (https:// unless --insecure)")
+	p.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", cfg.EtcdPeerURL, "embedded etcd peer URL (https:// unless --insecure)")
 	p.IntVar(&cfg.NodeBasePort, "node-base-port", cfg.NodeBasePort, "node i listens on base+3i (Raft), +3i+1 (gRPC), +3i+2 (HTTP)")
 
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
@@ -129,6 +132,23 @@ before mutual TLS (with a warning).`,
 	_ = cmd.Flags().MarkHidden("mtls")
 	cmd.SetUsageFunc(groupedUsage(groups))
 	return cmd
+}
+
+// etcdURLsForMTLS makes the default etcd URLs https with mutual TLS (the
+// embedded etcd serves mutual TLS too); URLs given on the command line are
+// kept, and must be https then (platform.Config.Validate).
+func etcdURLsForMTLS(cfg *devenv.Config, changed func(flag string) bool) {
+	if !cfg.MutualTLS {
+		return
+	}
+	for _, u := range []struct {
+		flag string
+		v    *string
+	}{{"etcd-client-url", &cfg.EtcdClientURL}, {"etcd-peer-url", &cfg.EtcdPeerURL}} {
+		if !changed(u.flag) {
+			*u.v = strings.Replace(*u.v, "http://", "https://", 1)
+		}
+	}
 }
 
 func runDev(cmd *cobra.Command, cfg devenv.Config, out io.Writer, stopSignals func()) error {

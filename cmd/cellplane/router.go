@@ -123,8 +123,8 @@ plaintext and it warns at every start.`,
 	etcd.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of the control plane's etcd (required)")
 	etcd.StringVar(&controlplaneAddr, "controlplane", "", "the control plane's gRPC address: ask it where etcd is (instead of --etcd-endpoints)")
 	etcd.StringVar(&cfg.EtcdPrefix, "etcd-prefix", cfg.EtcdPrefix, "key prefix of cellplane's keyspace")
-	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle to verify etcd's certificate (enables TLS)")
-	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd (with --etcd-key)")
+	etcd.StringVar(&cfg.EtcdCAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (default for https endpoints: --certs-dir's ca.crt)")
+	etcd.StringVar(&cfg.EtcdCertFile, "etcd-cert", "", "client certificate for etcd, with --etcd-key (default for https endpoints: the router's --certs-dir certificate)")
 	etcd.StringVar(&cfg.EtcdKeyFile, "etcd-key", "", "client key for etcd (with --etcd-cert)")
 
 	a := pflag.NewFlagSet("auth", pflag.ContinueOnError)

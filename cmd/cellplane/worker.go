@@ -87,7 +87,8 @@ every start.`,
 			reg, err := etcdtopo.Dial(cmd.Context(), etcdtopo.Config{
 				Endpoints: endpoints, Prefix: etcd.Prefix, DialTimeout: etcd.DialTimeout,
 				CertFile: etcd.CertFile, KeyFile: etcd.KeyFile, CAFile: etcd.CAFile,
-				Logger: logger.With("component", "etcd"),
+				Identity: etcd.identity(endpoints, cfg.TLS),
+				Logger:   logger.With("component", "etcd"),
 			})
 			if err != nil {
 				return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
@@ -118,9 +119,9 @@ every start.`,
 	e.StringVar(&etcd.Endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints of the control plane (env "+envEtcdEndpoints+") (required)")
 	e.StringVar(&controlplaneAddr, "controlplane", "", "the control plane's gRPC address: ask it where etcd is (instead of --etcd-endpoints)")
 	e.StringVar(&etcd.Prefix, "etcd-prefix", etcd.Prefix, "key prefix of cellplane's keyspace in etcd")
-	e.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (TLS)")
+	e.StringVar(&etcd.CertFile, "etcd-cert", "", "client certificate for etcd (default for https endpoints: the worker's --certs-dir certificate)")
 	e.StringVar(&etcd.KeyFile, "etcd-key", "", "client key for etcd (TLS)")
-	e.StringVar(&etcd.CAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (TLS)")
+	e.StringVar(&etcd.CAFile, "etcd-ca", "", "CA bundle verifying etcd's certificate (default for https endpoints: --certs-dir's ca.crt)")
 	e.DurationVar(&etcd.DialTimeout, "etcd-dial-timeout", etcd.DialTimeout, "how long connecting to etcd may take")
 
 	m := pflag.NewFlagSet("mcp", pflag.ContinueOnError)

@@ -51,7 +51,11 @@ type Config struct {
 	// (filled in by the replica).
 	RegistryEndpoints []string
 	RegistryPrefix    string
-	Logger            *slog.Logger
+	// RegistryCaller, when set, runs before GetRegistry answers: the
+	// replica provisions the caller's etcd user there. Its error is
+	// returned to the caller.
+	RegistryCaller func(ctx context.Context) error
+	Logger         *slog.Logger
 	// Cells reads a standby's replication for GetTenant (nil: never shown);
 	// StandbyStatusTimeout bounds that read (see standby.go).
 	Cells                CellReader
@@ -531,9 +535,14 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *cpv1.RevokeApiKeyRequest
 }
 
 // GetRegistry implements ControlPlaneService.
-func (s *Server) GetRegistry(context.Context, *cpv1.GetRegistryRequest) (*cpv1.GetRegistryResponse, error) {
+func (s *Server) GetRegistry(ctx context.Context, _ *cpv1.GetRegistryRequest) (*cpv1.GetRegistryResponse, error) {
 	if len(s.cfg.RegistryEndpoints) == 0 {
 		return nil, cperr.New(cperr.ControlPlaneUnavailable, "this replica does not know its etcd endpoints")
+	}
+	if s.cfg.RegistryCaller != nil {
+		if err := s.cfg.RegistryCaller(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return &cpv1.GetRegistryResponse{EtcdEndpoints: s.cfg.RegistryEndpoints, Prefix: s.cfg.RegistryPrefix}, nil
 }

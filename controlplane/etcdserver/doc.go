@@ -13,5 +13,13 @@
 //	defer srv.Close()
 //	st, err := etcdtopo.Dial(ctx, etcdtopo.Config{Endpoints: srv.Endpoints()})
 //
-// Tests use topotest.StartEtcd, which picks free loopback ports.
+// With Config.TLS the member serves https only on both URLs, TLS 1.3,
+// and requires a client certificate of the bundle's CAs (etcd's
+// --client-cert-auth and --peer-client-cert-auth): the control plane runs
+// it so with its own certificate, then turns etcd authentication on
+// (controlplane/etcdauth). etcd re-reads the certificate and key at every
+// handshake but the CA bundle only at start.
+//
+// Tests use topotest.StartEtcd (StartEtcdServerTLS for TLS), which picks
+// free loopback ports.
 package etcdserver

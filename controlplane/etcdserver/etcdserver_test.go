@@ -2,6 +2,8 @@ package etcdserver_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -37,6 +39,53 @@ func TestValidate(t *testing.T) {
 			tc.mod(&c)
 			if err := c.Validate(); err == nil {
 				t.Fatal("Validate accepted it")
+			}
+		})
+	}
+}
+
+// TestValidateTLS: https with TLS files, http without; the files must be
+// files.
+func TestValidateTLS(t *testing.T) {
+	dir := t.TempDir()
+	files := &etcdserver.TLSFiles{CertFile: filepath.Join(dir, "a.crt"), KeyFile: filepath.Join(dir, "a.key"), CAFile: filepath.Join(dir, "ca.crt")}
+	for _, f := range []string{files.CertFile, files.KeyFile, files.CAFile} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	https := func(c *etcdserver.Config) {
+		c.TLS = files
+		c.ClientURL, c.PeerURL = "https://127.0.0.1:1", "https://127.0.0.1:2"
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*etcdserver.Config)
+		ok   bool
+	}{
+		{"https with TLS", https, true},
+		{"http with TLS", func(c *etcdserver.Config) { c.TLS = files }, false},
+		{"http peer with TLS", func(c *etcdserver.Config) { https(c); c.PeerURL = "http://127.0.0.1:2" }, false},
+		{"https without TLS", func(c *etcdserver.Config) { https(c); c.TLS = nil }, false},
+		{"no CA file", func(c *etcdserver.Config) {
+			https(c)
+			c.TLS = &etcdserver.TLSFiles{CertFile: files.CertFile, KeyFile: files.KeyFile}
+		}, false},
+		{"CA directory", func(c *etcdserver.Config) {
+			https(c)
+			c.TLS = &etcdserver.TLSFiles{CertFile: files.CertFile, KeyFile: files.KeyFile, CAFile: dir}
+		}, false},
+		{"missing key", func(c *etcdserver.Config) {
+			https(c)
+			c.TLS = &etcdserver.TLSFiles{CertFile: files.CertFile, KeyFile: filepath.Join(dir, "none"), CAFile: files.CAFile}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := etcdserver.DefaultConfig()
+			c.DataDir = dir
+			tc.mod(&c)
+			if err := c.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok %v", err, tc.ok)
 			}
 		})
 	}

@@ -220,6 +220,11 @@ var (
 	ErrClosed = errors.New("topo: closed")
 	// ErrInvalid: a malformed call (empty key, bad TTL, too many ops).
 	ErrInvalid = errors.New("topo: invalid request")
+	// ErrPermissionDenied: the store refused the caller's identity this
+	// key or range (etcd RBAC: a router writing, a node writing another
+	// cell's keys), or knows no user of that identity. Retrying does not
+	// help.
+	ErrPermissionDenied = errors.New("topo: permission denied")
 )
 
 // CondError says which condition of a Txn failed.

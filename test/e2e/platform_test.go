@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -157,14 +158,18 @@ func startPlatform(t *testing.T, nodes int, args ...string) *platform {
 // ports, and waits for it to be ready.
 func (p *platform) start() error {
 	p.run++
+	etcdScheme := "http://"
+	if slices.Contains(p.args, "--mtls") {
+		etcdScheme = "https://" // the embedded etcd serves mutual TLS too
+	}
 	args := append([]string{"dev",
 		"--data-dir", p.dataDir,
 		"--controlplane-addr", p.ports.controlplane,
 		"--controlplane-http-addr", p.ports.controlplaneHTTP,
 		"--router-addr", p.ports.router,
 		"--router-http-addr", p.ports.routerHTTP,
-		"--etcd-client-url", "http://" + p.ports.etcdClient,
-		"--etcd-peer-url", "http://" + p.ports.etcdPeer,
+		"--etcd-client-url", etcdScheme + p.ports.etcdClient,
+		"--etcd-peer-url", etcdScheme + p.ports.etcdPeer,
 		"--node-base-port", strconv.Itoa(p.ports.nodeBase),
 	}, p.args...)
 	proc := &devProc{

@@ -19,5 +19,14 @@
 // Errors are mapped to the topo sentinels: compaction to ErrCompacted,
 // unreachable or leaderless clusters and client-side deadlines to
 // ErrUnavailable (but a caller's own ended ctx yields its ctx.Err()),
-// malformed requests (too many ops, duplicate keys) to ErrInvalid.
+// malformed requests (too many ops, duplicate keys) to ErrInvalid, etcd's
+// refusals of the caller's identity (RBAC, no such user) to
+// ErrPermissionDenied.
+//
+// TLS: Config.Identity (a component's pki.Source: its certificate,
+// reloaded on rotation, is its etcd user with client-certificate auth) or
+// CertFile/KeyFile/CAFile for an external etcd with certificates of its
+// own. https endpoints need one of them and http endpoints take neither:
+// no plaintext fallback. EnableAuth, EnsureRole and EnsureUser are the
+// control plane's provisioning calls (controlplane/etcdauth).
 package etcdtopo

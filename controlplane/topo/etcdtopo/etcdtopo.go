@@ -2,7 +2,6 @@ package etcdtopo
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,13 +11,13 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 // DefaultMaxTxnOps is etcd's default --max-txn-ops.
@@ -33,8 +32,20 @@ type Config struct {
 	Prefix string
 	// DialTimeout bounds Dial's wait for an endpoint to answer (default 5s).
 	DialTimeout time.Duration
-	// TLS client certificate, key and CA (PEM files); all empty: plain
-	// text. CAFile alone verifies the server only.
+	// Identity is the component's TLS identity (its certs directory):
+	// the client presents its current certificate, reloaded when the
+	// files change, and verifies etcd against its CA bundle (IdentityTLS).
+	// With etcd authentication on, the certificate's common name is the
+	// etcd user. It excludes CertFile, KeyFile and CAFile.
+	Identity *pki.Source
+	// TLS client certificate, key and CA (PEM files), for an external etcd
+	// whose certificates are not the cluster's; CAFile alone verifies the
+	// server only. etcd's client re-reads the certificate and key at every
+	// handshake.
+	//
+	// No TLS material: plaintext, and then every endpoint must be http
+	// (or bare host:port); https endpoints without TLS material, and TLS
+	// material with http endpoints, are refused by Validate.
 	CertFile, KeyFile, CAFile string
 	// Username and Password enable etcd authentication.
 	Username, Password string
@@ -87,6 +98,9 @@ func (c Config) Validate() error {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return errors.New("etcdtopo: CertFile and KeyFile go together")
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	if c.Password != "" && c.Username == "" {
 		return errors.New("etcdtopo: Password without Username")
 	}
@@ -135,14 +149,9 @@ func Dial(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", err, topo.ErrInvalid)
 	}
-	var tlsCfg *tls.Config
-	if cfg.CertFile != "" || cfg.CAFile != "" {
-		info := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.CAFile}
-		c, err := info.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("etcdtopo: tls: %v: %w", err, topo.ErrInvalid)
-		}
-		tlsCfg = c
+	tlsCfg, err := cfg.clientTLS()
+	if err != nil {
+		return nil, fmt.Errorf("etcdtopo: tls: %v: %w", err, topo.ErrInvalid)
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
@@ -179,9 +188,18 @@ func probe(ctx context.Context, cli *clientv3.Client, cfg Config) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("etcdtopo: dial %v: %w", cfg.Endpoints, ctx.Err())
 		}
+		if denied(err) {
+			return fmt.Errorf("etcdtopo: etcd at %v refused this client (%v; is its etcd user provisioned?): %w", cfg.Endpoints, err, topo.ErrPermissionDenied)
+		}
 		return fmt.Errorf("etcdtopo: no endpoint of %v answered within %s (%v): %w", cfg.Endpoints, cfg.DialTimeout, err, topo.ErrUnavailable)
 	}
 	return nil
+}
+
+// denied reports an etcd refusal of the caller's identity.
+func denied(err error) bool {
+	return errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserNotFound) ||
+		errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrUserEmpty)
 }
 
 // Close stops the store's background work and, for a Dialed store,
@@ -220,6 +238,8 @@ func (s *Store) mapErr(ctx context.Context, what string, err error) error {
 		sentinel = topo.ErrCompacted
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		sentinel = topo.ErrNotFound
+	case denied(err):
+		sentinel = topo.ErrPermissionDenied
 	case errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrDuplicateKey),
 		errors.Is(err, rpctypes.ErrEmptyKey), errors.Is(err, rpctypes.ErrRequestTooLarge),
 		errors.Is(err, rpctypes.ErrFutureRev), errors.Is(err, rpctypes.ErrLeaseTTLTooLarge):

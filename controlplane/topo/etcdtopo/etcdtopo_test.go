@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -130,5 +131,64 @@ func TestLazyDialToDeadEndpoint(t *testing.T) {
 	defer cancel()
 	if _, err := st.Get(ctx, "x"); !errors.Is(err, topo.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Get on a dead etcd: %v", err)
+	}
+}
+
+// TestValidateTLS: no plaintext fallback, no client certificate in clear.
+func TestValidateTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCA(dir, ca, false); err != nil {
+		t.Fatal(err)
+	}
+	id := pki.RouterIdentity("test", "r1")
+	leaf, err := ca.Issue(pki.LeafRequest{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteLeaf(dir, id.FileName(), leaf, false); err != nil {
+		t.Fatal(err)
+	}
+	src, err := pki.NewSource(pki.DirConfig(dir, id.FileName()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*etcdtopo.Config)
+		ok   bool
+	}{
+		{"http, no TLS", func(c *etcdtopo.Config) { c.Endpoints = []string{"http://127.0.0.1:1"} }, true},
+		{"bare, no TLS", func(c *etcdtopo.Config) { c.Endpoints = []string{"127.0.0.1:1"} }, true},
+		{"https with identity", func(c *etcdtopo.Config) { c.Endpoints, c.Identity = []string{"https://127.0.0.1:1"}, src }, true},
+		{"https with files", func(c *etcdtopo.Config) { c.Endpoints, c.CAFile = []string{"https://127.0.0.1:1"}, "ca.crt" }, true},
+		{"https without TLS material", func(c *etcdtopo.Config) { c.Endpoints = []string{"https://127.0.0.1:1"} }, false},
+		{"http with identity", func(c *etcdtopo.Config) { c.Endpoints, c.Identity = []string{"http://127.0.0.1:1"}, src }, false},
+		{"http with files", func(c *etcdtopo.Config) {
+			c.Endpoints, c.CertFile, c.KeyFile = []string{"http://127.0.0.1:1"}, "a.crt", "a.key"
+		}, false},
+		{"mixed schemes", func(c *etcdtopo.Config) {
+			c.Endpoints, c.Identity = []string{"https://127.0.0.1:1", "http://127.0.0.1:2"}, src
+		}, false},
+		{"identity and files", func(c *etcdtopo.Config) {
+			c.Endpoints, c.Identity, c.CAFile = []string{"https://127.0.0.1:1"}, src, "ca.crt"
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := etcdtopo.DefaultConfig()
+			tc.mod(&c)
+			if err := c.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok %v", err, tc.ok)
+			}
+			if !tc.ok {
+				// Dial refuses it as invalid, before any connection.
+				if _, err := etcdtopo.Dial(testutil.Context(t, 5*time.Second), c); !errors.Is(err, topo.ErrInvalid) {
+					t.Fatalf("Dial = %v, want topo.ErrInvalid", err)
+				}
+			}
+		})
 	}
 }

@@ -28,6 +28,17 @@ func StartEtcd(t testing.TB) []string {
 // etcd on purpose (Close is safe to call again at cleanup).
 func StartEtcdServer(t testing.TB) *etcdserver.Server {
 	t.Helper()
+	return StartEtcdServerTLS(t, nil)
+}
+
+// StartEtcdServerTLS is StartEtcdServer serving https with tls (client
+// certificates required; see etcdserver.Config.TLS); nil: plaintext.
+func StartEtcdServerTLS(t testing.TB, tls *etcdserver.TLSFiles) *etcdserver.Server {
+	t.Helper()
+	scheme := "http"
+	if tls != nil {
+		scheme = "https"
+	}
 	var lastErr error
 	for range 3 {
 		ports, err := serve.FreeLoopbackPorts(2)
@@ -36,8 +47,9 @@ func StartEtcdServer(t testing.TB) *etcdserver.Server {
 		}
 		cfg := etcdserver.DefaultConfig()
 		cfg.DataDir = t.TempDir()
-		cfg.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-		cfg.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		cfg.ClientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0])
+		cfg.PeerURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[1])
+		cfg.TLS = tls
 		cfg.UnsafeNoFsync = true
 		cfg.Logger = testutil.Logger(t)
 		srv, err := etcdserver.Start(testutil.Context(t, 30*time.Second), cfg)
