@@ -38,23 +38,36 @@
 //	cs := c.Context() // a contextv1.ContextServiceClient
 //	_, err = cs.Append(ctx, &contextv1.AppendRequest{ContextId: "chat-1", Entries: entries})
 //
-// Direct calls reach cell nodes without the router's authentication: they
-// are for clients inside the platform's network boundary (the API key is
-// still sent and checked whenever a call goes through the router). Cells
-// started with TLS material serve mutual TLS and accept ContextService
-// calls from routers, workers and nodes only, so against them direct
-// calls are refused: set Direct false (or TLS), or use
-// ConfigFile.ClientConfig, which does so when it names a certificate.
+// # The direct path and tenant tokens
+//
+// Against cells without TLS, direct calls reach cell nodes without the
+// router's authentication: they are for clients inside the platform's
+// network boundary (the API key is still sent and checked whenever a call
+// goes through the router). Cells started with TLS material serve mutual
+// TLS and accept a tenant program only with a tenant token: set CellCAs
+// (the cluster CA; "cellCA" in the CELLPLANE_CONFIG file) and the client
+// calls the tenant's cell over TLS — accepting only a node identity of
+// that cell — with the token the router minted in its Lookup answer for
+// the tenant its API key authenticates (x-cellplane-token). The client
+// looks the tenant up again before the token expires (TokenRefresh) and
+// once per call when a cell refuses the token (UNAUTHENTICATED: its key
+// was rotated away); a Lookup without a token sends calls through the
+// router.
+//
+//	cf, _ := client.LoadConfigFile(os.Getenv(client.EnvConfigFile)) // router, tenant, apiKey, cellCA
+//	cfg, _ := cf.ClientConfig()
+//	c, err := client.New(cfg)
 //
 // # TLS
 //
 // Config.TLS secures the connection to the router (a router started with
 // --tls-cert/--tls-key): the API key or JWT and the tenant's data then
-// travel encrypted. A direct call would send the tenant's data in clear
-// beside an encrypted router connection (and cells with TLS refuse it): with
-// TLS set, the client calls everything through the router, whatever
-// Direct says, unless DirectPlaintext opts back in to plaintext direct
-// calls (a network the caller trusts between it and the cells).
+// travel encrypted. Without CellCAs a direct call would send the tenant's
+// data in clear beside an encrypted router connection (and cells with TLS
+// refuse it): with TLS set and no CellCAs, the client calls everything
+// through the router, whatever Direct says, unless DirectPlaintext opts
+// back in to plaintext direct calls (a network the caller trusts between
+// it and the cells).
 //
 //	cfg.TLS = &tls.Config{RootCAs: pool} // nil RootCAs: the system's CAs
 package client
