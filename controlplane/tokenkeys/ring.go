@@ -115,15 +115,15 @@ func (r *Ring) Signer(now time.Time) (tenanttoken.SigningKey, bool) {
 	return best.key, found
 }
 
-// follow lists prefix, replaces the ring's view with it, then applies
-// the watch's changes; a failed list or a broken watch lists again.
-func (r *Ring) follow(ctx context.Context, st topo.Store, prefix string, apply func(reset bool, ev topo.Event)) {
+// follow lists prefix, replaces the ring's view with it at once, then
+// applies the watch's changes; a failed list or a broken watch lists
+// again.
+func (r *Ring) follow(ctx context.Context, st topo.Store, prefix string, apply func(reset bool, evs []topo.Event)) {
 	b := r.cfg.Retry.Backoff()
 	for ctx.Err() == nil {
-		first := true
+		var listed []topo.Event
 		rev, err := catalog.Each(ctx, st, prefix, 0, func(kv topo.KV) error {
-			apply(first, topo.Event{Type: topo.EventPut, KV: kv})
-			first = false
+			listed = append(listed, topo.Event{Type: topo.EventPut, KV: kv})
 			return nil
 		})
 		if err != nil {
@@ -134,9 +134,7 @@ func (r *Ring) follow(ctx context.Context, st topo.Store, prefix string, apply f
 			}
 			continue
 		}
-		if first {
-			apply(true, topo.Event{}) // an empty listing: forget every key
-		}
+		apply(true, listed)
 		if prefix == topo.TokenPublicKeysPrefix {
 			r.once.Do(func() { close(r.loaded) })
 		}
@@ -148,60 +146,61 @@ func (r *Ring) follow(ctx context.Context, st topo.Store, prefix string, apply f
 				}
 				break
 			}
-			for _, ev := range resp.Events {
-				apply(false, ev)
+			apply(false, resp.Events)
+		}
+	}
+}
+
+// applyPublic applies public key events; reset replaces every key with
+// those of evs (a new listing), swapped in at once.
+func (r *Ring) applyPublic(reset bool, evs []topo.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.public
+	if reset {
+		m = map[string]ed25519.PublicKey{}
+	}
+	for _, ev := range evs {
+		kid := topo.ParseKey(ev.KV.Key).ID
+		rec, ok, err := catalog.TokenPublicKeyEvent(ev)
+		switch {
+		case ev.Type == topo.EventDelete:
+			delete(m, kid)
+		case !ok:
+		case err != nil || len(rec.Value.GetPublicKey()) != ed25519.PublicKeySize || rec.Value.GetKeyId() != kid:
+			r.log.Error("tokenkeys: unusable public key record; ignoring it", "key", ev.KV.Key, "err", err)
+			delete(m, kid)
+		default:
+			m[kid] = ed25519.PublicKey(rec.Value.GetPublicKey())
+		}
+	}
+	r.public = m
+}
+
+// applyPrivate applies private key events, as applyPublic.
+func (r *Ring) applyPrivate(reset bool, evs []topo.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.private
+	if reset {
+		m = map[string]signer{}
+	}
+	for _, ev := range evs {
+		kid := topo.ParseKey(ev.KV.Key).ID
+		rec, ok, err := catalog.TokenPrivateKeyEvent(ev)
+		switch {
+		case ev.Type == topo.EventDelete:
+			delete(m, kid)
+		case !ok:
+		case err != nil || len(rec.Value.GetSeed()) != ed25519.SeedSize || rec.Value.GetKeyId() != kid || !tenanttoken.ValidKeyID(kid):
+			r.log.Error("tokenkeys: unusable private key record; ignoring it", "key", ev.KV.Key, "err", err)
+			delete(m, kid)
+		default:
+			m[kid] = signer{
+				key:  tenanttoken.SigningKey{ID: kid, Private: ed25519.NewKeyFromSeed(rec.Value.GetSeed())},
+				from: rec.Value.GetSignFrom().AsTime(),
 			}
 		}
 	}
-}
-
-// applyPublic applies one public key event; reset starts a new listing.
-func (r *Ring) applyPublic(reset bool, ev topo.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if reset {
-		r.public = map[string]ed25519.PublicKey{}
-	}
-	if ev.KV.Key == "" {
-		return
-	}
-	kid := topo.ParseKey(ev.KV.Key).ID
-	rec, ok, err := catalog.TokenPublicKeyEvent(ev)
-	switch {
-	case ev.Type == topo.EventDelete:
-		delete(r.public, kid)
-	case !ok:
-	case err != nil || len(rec.Value.GetPublicKey()) != ed25519.PublicKeySize || rec.Value.GetKeyId() != kid:
-		r.log.Error("tokenkeys: unusable public key record; ignoring it", "key", ev.KV.Key, "err", err)
-		delete(r.public, kid)
-	default:
-		r.public[kid] = ed25519.PublicKey(rec.Value.GetPublicKey())
-	}
-}
-
-// applyPrivate applies one private key event.
-func (r *Ring) applyPrivate(reset bool, ev topo.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if reset {
-		r.private = map[string]signer{}
-	}
-	if ev.KV.Key == "" {
-		return
-	}
-	kid := topo.ParseKey(ev.KV.Key).ID
-	rec, ok, err := catalog.TokenPrivateKeyEvent(ev)
-	switch {
-	case ev.Type == topo.EventDelete:
-		delete(r.private, kid)
-	case !ok:
-	case err != nil || len(rec.Value.GetSeed()) != ed25519.SeedSize || rec.Value.GetKeyId() != kid || !tenanttoken.ValidKeyID(kid):
-		r.log.Error("tokenkeys: unusable private key record; ignoring it", "key", ev.KV.Key, "err", err)
-		delete(r.private, kid)
-	default:
-		r.private[kid] = signer{
-			key:  tenanttoken.SigningKey{ID: kid, Private: ed25519.NewKeyFromSeed(rec.Value.GetSeed())},
-			from: rec.Value.GetSignFrom().AsTime(),
-		}
-	}
+	r.private = m
 }
