@@ -139,7 +139,8 @@ type Config struct {
 	// then also check that the token's tenant is the certificate's).
 	CellCertificate *tls.Certificate
 	// TokenRefresh: with CellCAs, the tenant is looked up again (a new
-	// token) when its token expires within TokenRefresh. 0: 30 s.
+	// token) when its token expires within TokenRefresh (or within a
+	// quarter of its lifetime, if that is shorter). 0: 30 s.
 	TokenRefresh time.Duration
 	// DirectPlaintext, with TLS and Direct, still calls cells directly
 	// in plaintext: the tenant's data (not the API key) crosses the
@@ -354,7 +355,7 @@ func (c *Client) cached(ctx context.Context) (*route, error) {
 	c.mu.Lock()
 	r := c.route
 	c.mu.Unlock()
-	if r != nil && time.Since(r.at) < c.cfg.RouteTTL && (!c.cellTLS || r.token == "" || time.Until(r.tokenExp) > c.cfg.TokenRefresh) {
+	if r != nil && time.Since(r.at) < c.cfg.RouteTTL && !c.tokenDue(r) {
 		return r, nil
 	}
 	if _, err := c.Lookup(ctx); err != nil {
@@ -403,6 +404,17 @@ func (c *Client) conn(r *route, addr string) (*grpc.ClientConn, error) {
 	}
 	c.mu.Unlock()
 	return p.Get(addr)
+}
+
+// tokenDue reports whether r's token expires soon: within TokenRefresh,
+// or within a quarter of its lifetime when that is shorter (a router
+// minting short tokens).
+func (c *Client) tokenDue(r *route) bool {
+	if !c.cellTLS || r.token == "" {
+		return false
+	}
+	margin := min(c.cfg.TokenRefresh, r.tokenExp.Sub(r.at)/4)
+	return time.Until(r.tokenExp) <= margin
 }
 
 // directOK reports whether r can be used on the direct path: with
