@@ -473,6 +473,9 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 			// holds it and forwards it at the flip. Without a token
 			// (cellTLS) the cells would refuse it.
 			viaRouter = r.cuttingOver || !c.directOK(r)
+			if !c.directOK(r) {
+				c.log.Debug("cellplane client: the Lookup answer has no tenant token; calling through the router", "cell", r.cell)
+			}
 		}
 		if viaRouter {
 			// Last resort, by choice, or during a cutover: through the router.
