@@ -5,13 +5,17 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/tenanttoken"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
@@ -38,6 +42,11 @@ type Access struct {
 	Forwardable bool
 	// AnyIdentity: every identity of the cluster may call it (health).
 	AnyIdentity bool
+	// Token: a caller without a certificate, or with a client/<tenant>
+	// certificate, may call it with a valid router-minted tenant token for
+	// this cell (x-cellplane-token; internal/tenanttoken), for the token's
+	// tenant and epoch only (the smart client's direct path).
+	Token bool
 }
 
 // The accesses of the table.
@@ -46,7 +55,9 @@ var (
 	// workers vouch for the tenant they authenticated; nodes of the cell
 	// forward to their leader and serve their own MCP worker over a
 	// self-connection. Clients and operators go through the router.
-	dataPath = Access{Kinds: []pki.Kind{pki.KindRouter, pki.KindWorker}, CellNodes: true}
+	// A tenant's own program may call it directly with a tenant token
+	// that a router minted for the tenant it authenticated.
+	dataPath = Access{Kinds: []pki.Kind{pki.KindRouter, pki.KindWorker}, CellNodes: true, Token: true}
 	// CellService calls of the control plane (cellclient: SetTenant,
 	// GetTenant, DeleteTenant; ListTenants for the same reconciliation).
 	controlPlane = Access{Kinds: []pki.Kind{pki.KindControlPlane}, Forwardable: true}
@@ -166,6 +177,9 @@ func (a Access) Describe() string {
 	if a.Forwardable {
 		who = append(who, "forwarded by a node of this cell")
 	}
+	if a.Token {
+		who = append(who, "a tenant token for this cell (its tenant only)")
+	}
 	return strings.Join(who, "; ")
 }
 
@@ -179,52 +193,137 @@ func requestNode(req any) string {
 
 // authorizer is the one interceptor (unary and stream) that authorises
 // every call of the node's gRPC server by its caller's verified identity
-// against Policy. It runs before any handler: a refused call writes
+// against Policy, or, for a method open to tokens, by a router-minted
+// tenant token. It runs before any handler: a refused call writes
 // nothing.
 type authorizer struct {
 	src    *pki.Source // this node's identity (its cell)
 	policy map[string]Access
+	keys   tenanttoken.KeySet // the token keys; nil: no token is accepted
+	tokens tenanttoken.Config
+	now    func() time.Time
 	log    *slog.Logger
 }
 
-func newAuthorizer(src *pki.Source, log *slog.Logger) *authorizer {
-	return &authorizer{src: src, policy: Policy(), log: log}
+func newAuthorizer(src *pki.Source, keys tenanttoken.KeySet, tokens tenanttoken.Config, log *slog.Logger) *authorizer {
+	return &authorizer{src: src, policy: Policy(), keys: keys, tokens: tokens, now: time.Now, log: log}
 }
 
-// check returns nil when the peer of ctx may call fullMethod with req
-// (nil for a stream), else a cperr UNAUTHENTICATED (no valid identity) or
-// PERMISSION_DENIED error.
-func (a *authorizer) check(ctx context.Context, fullMethod string, req any) error {
+// check returns the context to run the call with when the peer of ctx
+// may call fullMethod with req (nil for a stream), else a cperr
+// UNAUTHENTICATED (no valid identity or token) or PERMISSION_DENIED
+// error. A call authorised by a token runs with its tenant and epoch
+// metadata set from the token.
+func (a *authorizer) check(ctx context.Context, fullMethod string, req any) (context.Context, error) {
+	access, known := a.policy[fullMethod]
 	id, err := pki.PeerIdentity(ctx)
-	if err != nil {
+	switch {
+	case err != nil && errors.Is(err, pki.ErrNoCertificate) && known && access.Token:
+		return a.checkToken(ctx, fullMethod, nil)
+	case err != nil:
 		a.log.WarnContext(ctx, "cell call refused: no valid client identity", "grpc.method", fullMethod, "err", err)
 		var ce *cperr.Error
 		if errors.As(err, &ce) {
-			return ce
+			return nil, ce
 		}
-		return cperr.New(cperr.Unauthenticated, "no valid client certificate")
+		return nil, cperr.New(cperr.Unauthenticated, "no valid client certificate")
+	case id.Kind == pki.KindClient && known && access.Token && hasToken(ctx):
+		return a.checkToken(ctx, fullMethod, &id)
 	}
-	access, ok := a.policy[fullMethod]
-	if ok && access.Allows(a.src.Identity(), id, requestNode(req), tenantmd.Forwarded(ctx)) {
-		return nil
+	if known && access.Allows(a.src.Identity(), id, requestNode(req), tenantmd.Forwarded(ctx)) {
+		return ctx, nil
 	}
 	a.log.WarnContext(ctx, "cell call refused", "grpc.method", fullMethod, "peer_identity", id.String())
-	return cperr.New(cperr.PermissionDenied, "%s may not call %s", id, fullMethod).
+	return nil, cperr.New(cperr.PermissionDenied, "%s may not call %s", id, fullMethod).
 		With("identity", id.String()).With("method", fullMethod)
+}
+
+// hasToken reports whether the call carries a tenant token.
+func hasToken(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(tenantmd.TokenKey)) > 0
+}
+
+// checkToken authorises a call by its tenant token: valid (signature by
+// a key in etcd, cluster, lifetime, not expired), for this cell, for the
+// client certificate's tenant if there is one, and matching any tenant or
+// epoch the call names. The call then runs for the token's tenant at the
+// token's epoch: the store refuses it (STALE_EPOCH, WRONG_CELL) unless
+// that is the tenant's current epoch as OWNER here, so a token minted
+// before a move or a failover is dead.
+func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *pki.Identity) (context.Context, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	refuse := func(err error, why string) (context.Context, error) {
+		a.log.WarnContext(ctx, "cell call refused: tenant token", "grpc.method", fullMethod, "why", why, "err", err)
+		return nil, err
+	}
+	toks := md.Get(tenantmd.TokenKey)
+	switch {
+	case len(toks) == 0:
+		return refuse(cperr.New(cperr.Unauthenticated, "a client certificate of the cluster or a tenant token (%s) is required", tenantmd.TokenKey).
+			With(cperr.MetaToken, "missing"), "missing")
+	case len(toks) > 1:
+		return refuse(cperr.New(cperr.Unauthenticated, "%s must be given once", tenantmd.TokenKey).With(cperr.MetaToken, "malformed"), "repeated")
+	case a.keys == nil:
+		return refuse(cperr.New(cperr.Unauthenticated, "this node accepts no tenant tokens (it has no registry to read the keys from)").
+			With(cperr.MetaToken, "unknown_key"), "no keys")
+	}
+	self := a.src.Identity()
+	claims, err := tenanttoken.Verify(a.tokens, a.keys, toks[0], self.Cluster, a.now())
+	if err != nil {
+		return refuse(err, "invalid")
+	}
+	denied := func(format string, args ...any) (context.Context, error) {
+		return refuse(cperr.New(cperr.PermissionDenied, format, args...).With(cperr.MetaTenant, claims.Tenant).With("method", fullMethod), "mismatch")
+	}
+	if claims.Cell != self.Cell {
+		return denied("the tenant token is for cell %s, not %s", claims.Cell, self.Cell)
+	}
+	if client != nil && client.Tenant != claims.Tenant {
+		return denied("the client certificate is for tenant %s, the token for another", client.Tenant)
+	}
+	if ts := md.Get(tenantmd.TenantKey); len(ts) > 1 || len(ts) == 1 && ts[0] != claims.Tenant {
+		return denied("%s does not name the token's tenant", tenantmd.TenantKey)
+	}
+	if es := md.Get(tenantmd.EpochKey); len(es) > 1 || len(es) == 1 && es[0] != strconv.FormatUint(claims.Epoch, 10) && es[0] != "0" {
+		return denied("%s is not the token's epoch", tenantmd.EpochKey)
+	}
+	out := md.Copy()
+	out.Set(tenantmd.TenantKey, claims.Tenant)
+	out.Set(tenantmd.EpochKey, strconv.FormatUint(claims.Epoch, 10))
+	// Only a node of this cell forwards; the token is not needed past here.
+	out.Delete(tenantmd.ForwardedKey)
+	out.Delete(tenantmd.TokenKey)
+	return metadata.NewIncomingContext(ctx, out), nil
 }
 
 // Unary is the unary half of the interceptor.
 func (a *authorizer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod, req); err != nil {
+	ctx, err := a.check(ctx, info.FullMethod, req)
+	if err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
 }
 
-// Stream is the stream half of the interceptor.
+// Stream is the stream half of the interceptor. A stream authorised by a
+// token lives on after the token expires (its tenant and epoch were
+// checked at its start; a move ends it).
 func (a *authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod, nil); err != nil {
+	ctx, err := a.check(ss.Context(), info.FullMethod, nil)
+	if err != nil {
 		return err
+	}
+	if ctx != ss.Context() {
+		ss = &tokenStream{ServerStream: ss, ctx: ctx}
 	}
 	return h(srv, ss)
 }
+
+// tokenStream is a ServerStream with another context.
+type tokenStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *tokenStream) Context() context.Context { return s.ctx }

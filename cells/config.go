@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/tenanttoken"
 	"github.com/cellplane/cellplane/replication"
 	"google.golang.org/grpc"
 )
@@ -102,6 +103,14 @@ type Config struct {
 	// (`cellplane cell` refuses to start so unless --insecure is given).
 	TLS *pki.Source
 
+	// Tokens bounds the router-minted tenant tokens the node accepts with
+	// TLS and a Registry (internal/tenanttoken: MaxTTL, ClockSkew,
+	// MaxTokenBytes; the routers' must agree). The verification keys come
+	// from the Registry (controlplane/tokenkeys): a node without one has
+	// no keys and refuses every token call (docs/security.md, "Tenant
+	// tokens").
+	Tokens tenanttoken.Config
+
 	// Dial configures every gRPC connection the node opens: to the member
 	// it joins through, to its leader (registration, forwarding), to
 	// source cells (replication) and to itself (its MCP worker). The zero
@@ -167,6 +176,7 @@ func DefaultConfig() Config {
 		Store:           store.DefaultConfig(),
 		MCP:             mcp.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
+		Tokens:          tenanttoken.DefaultConfig(),
 
 		Replication:       replication.DefaultSinkConfig(),
 		ReplicationSource: replication.DefaultSourceConfig(),
@@ -188,6 +198,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Dial.Validate(); err != nil {
 		add("Dial: %v", err)
+	}
+	if err := c.Tokens.Validate(); err != nil {
+		add("Tokens: %v", err)
 	}
 	if c.Registry != nil {
 		if err := c.Replication.Validate(); err != nil {

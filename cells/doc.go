@@ -72,8 +72,13 @@
 // the gRPC port serve mutual TLS only, every gRPC call is authorised by
 // its caller's identity against Policy (authz.go: one table, one
 // interceptor), and the node's own connections present its identity
-// (docs/security.md, "Cell gRPC (C1, C2)"). Without it everything is
-// plaintext and unauthenticated, and the node says so at start.
+// (docs/security.md, "Cell gRPC (C1, C2)"). A caller without a
+// certificate completes the handshake but may call only ContextService,
+// with a router-minted tenant token for this cell, for the token's tenant
+// and epoch (the smart client's direct path; the keys come from the
+// Registry, controlplane/tokenkeys; docs/security.md, "Tenant tokens").
+// Without TLS everything is plaintext and unauthenticated, and the node
+// says so at start.
 //
 // Tests and benchmarks pass pre-opened listeners (Config.RaftListener,
 // GRPCListener, HTTPListener) on 127.0.0.1:0 and read the bound addresses

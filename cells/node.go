@@ -22,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/service"
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/controlplane/tokenkeys"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
@@ -65,6 +66,7 @@ type parts struct {
 	svc                       *service.Server
 	mcpConn                   *grpc.ClientConn    // the MCP worker's connection to this node's gRPC; nil when disabled
 	authority                 *registry.Authority // nil without a registry
+	tokenKeys                 *tokenkeys.Ring     // the tenant-token keys; nil without TLS or a registry
 	grpcSrv                   *grpc.Server
 	httpSrv                   *http.Server
 }
@@ -407,6 +409,9 @@ func (n *Node) drain() error {
 func (n *Node) closeParts() error {
 	if n.mcpConn != nil {
 		_ = n.mcpConn.Close()
+	}
+	if n.tokenKeys != nil {
+		n.tokenKeys.Close()
 	}
 	if n.authority != nil {
 		_ = n.authority.Close() // gives the authority up before the registration goes

@@ -20,10 +20,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/cells/mcp"
+	"github.com/cellplane/cellplane/controlplane/tokenkeys"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/tenanttoken"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	replicationv1 "github.com/cellplane/cellplane/proto/cellplane/replication/v1"
@@ -58,8 +60,20 @@ func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 		Options:   []grpc.ServerOption{grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes + recvHeadroom)},
 	}
 	if n.cfg.TLS != nil {
-		az := newAuthorizer(n.cfg.TLS, n.log)
-		gc.Options = append(gc.Options, grpc.Creds(pki.ServerCredentials(n.cfg.TLS)))
+		// Tenant tokens are verified with the public keys in the
+		// registry; a node without one accepts no token.
+		var keys tenanttoken.KeySet
+		if n.cfg.Registry != nil {
+			n.tokenKeys = tokenkeys.StartRing(n.bg, n.cfg.Registry, tokenkeys.RingConfig{Logger: n.base()})
+			keys = n.tokenKeys
+		} else {
+			n.log.Info("no registry: this node accepts no tenant tokens (the smart client's direct path goes through the router)")
+		}
+		az := newAuthorizer(n.cfg.TLS, keys, n.cfg.Tokens, n.log)
+		// A client certificate is verified when given, and may be
+		// missing: the authoriser then refuses everything but a
+		// ContextService call with a valid tenant token.
+		gc.Options = append(gc.Options, grpc.Creds(pki.ServerCredentialsCertIfGiven(n.cfg.TLS)))
 		gc.Unary = append(gc.Unary, az.Unary)
 		gc.Stream = append(gc.Stream, az.Stream)
 	}

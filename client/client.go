@@ -38,23 +38,36 @@
 //	cs := c.Context() // a contextv1.ContextServiceClient
 //	_, err = cs.Append(ctx, &contextv1.AppendRequest{ContextId: "chat-1", Entries: entries})
 //
-// Direct calls reach cell nodes without the router's authentication: they
-// are for clients inside the platform's network boundary (the API key is
-// still sent and checked whenever a call goes through the router). Cells
-// started with TLS material serve mutual TLS and accept ContextService
-// calls from routers, workers and nodes only, so against them direct
-// calls are refused: set Direct false (or TLS), or use
-// ConfigFile.ClientConfig, which does so when it names a certificate.
+// # The direct path and tenant tokens
+//
+// Against cells without TLS, direct calls reach cell nodes without the
+// router's authentication: they are for clients inside the platform's
+// network boundary (the API key is still sent and checked whenever a call
+// goes through the router). Cells started with TLS material serve mutual
+// TLS and accept a tenant program only with a tenant token: set CellCAs
+// (the cluster CA; "cellCA" in the CELLPLANE_CONFIG file) and the client
+// calls the tenant's cell over TLS — accepting only a node identity of
+// that cell — with the token the router minted in its Lookup answer for
+// the tenant its API key authenticates (x-cellplane-token). The client
+// looks the tenant up again before the token expires (TokenRefresh) and
+// once per call when a cell refuses the token (UNAUTHENTICATED: its key
+// was rotated away); a Lookup without a token sends calls through the
+// router.
+//
+//	cf, _ := client.LoadConfigFile(os.Getenv(client.EnvConfigFile)) // router, tenant, apiKey, cellCA
+//	cfg, _ := cf.ClientConfig()
+//	c, err := client.New(cfg)
 //
 // # TLS
 //
 // Config.TLS secures the connection to the router (a router started with
 // --tls-cert/--tls-key): the API key or JWT and the tenant's data then
-// travel encrypted. A direct call would send the tenant's data in clear
-// beside an encrypted router connection (and cells with TLS refuse it): with
-// TLS set, the client calls everything through the router, whatever
-// Direct says, unless DirectPlaintext opts back in to plaintext direct
-// calls (a network the caller trusts between it and the cells).
+// travel encrypted. Without CellCAs a direct call would send the tenant's
+// data in clear beside an encrypted router connection (and cells with TLS
+// refuse it): with TLS set and no CellCAs, the client calls everything
+// through the router, whatever Direct says, unless DirectPlaintext opts
+// back in to plaintext direct calls (a network the caller trusts between
+// it and the cells).
 //
 //	cfg.TLS = &tls.Config{RootCAs: pool} // nil RootCAs: the system's CAs
 package client
@@ -63,6 +76,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -82,6 +96,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -108,6 +123,25 @@ type Config struct {
 	// DirectPlaintext is set (cells serving mutual TLS refuse direct
 	// calls from clients).
 	TLS *tls.Config
+	// CellCAs is the cluster's CA bundle (the CA certificates the cells'
+	// node certificates chain to; `cellplane cert create-ca`'s ca.crt).
+	// With it and Direct, the direct path is authenticated: the client
+	// calls the tenant's cell over TLS 1.3, accepting only a node
+	// identity of that cell in the CAs' cluster, with the tenant token
+	// the router minted in its last Lookup answer (x-cellplane-token;
+	// cells serving mutual TLS accept a token caller for the token's
+	// tenant only). A Lookup answered without a token (a router without
+	// signing keys) sends calls through the router. Independent of TLS
+	// (the router's front door).
+	CellCAs []*x509.Certificate
+	// CellCertificate, optional with CellCAs, is presented to cells: a
+	// client/<tenant> certificate of the cluster for this Tenant (cells
+	// then also check that the token's tenant is the certificate's).
+	CellCertificate *tls.Certificate
+	// TokenRefresh: with CellCAs, the tenant is looked up again (a new
+	// token) when its token expires within TokenRefresh (or within a
+	// quarter of its lifetime, if that is shorter). 0: 30 s.
+	TokenRefresh time.Duration
 	// DirectPlaintext, with TLS and Direct, still calls cells directly
 	// in plaintext: the tenant's data (not the API key) crosses the
 	// network between the client and the cells in clear. Only for a
@@ -137,6 +171,7 @@ const (
 	DefaultMovingWait      = 5 * time.Second
 	DefaultRetryBackoff    = 20 * time.Millisecond
 	DefaultMaxRetryBackoff = 250 * time.Millisecond
+	DefaultTokenRefresh    = 30 * time.Second
 )
 
 // DefaultConfig returns the defaults; Router and Tenant must be set.
@@ -156,7 +191,7 @@ func (c Config) Validate() error {
 		return errors.New("client: MaxAttempts must be at least 1")
 	case c.RouteTTL <= 0:
 		return errors.New("client: RouteTTL must be positive")
-	case c.MovingWait < 0 || c.RetryBackoff < 0 || c.MaxRetryBackoff < 0:
+	case c.MovingWait < 0 || c.RetryBackoff < 0 || c.MaxRetryBackoff < 0 || c.TokenRefresh < 0:
 		return errors.New("client: MovingWait, RetryBackoff and MaxRetryBackoff must not be negative")
 	case c.RetryBackoff > 0 && c.MaxRetryBackoff > 0 && c.MaxRetryBackoff < c.RetryBackoff:
 		return errors.New("client: MaxRetryBackoff is below RetryBackoff")
@@ -167,6 +202,13 @@ func (c Config) Validate() error {
 	}
 	if err := ids.Check("Tenant", c.Tenant, ids.MaxLen); err != nil {
 		return fmt.Errorf("client: %w", err)
+	}
+	if len(c.CellCAs) > 0 {
+		if _, err := pki.ClusterOfCAs(c.CellCAs); err != nil {
+			return fmt.Errorf("client: CellCAs: %w", err)
+		}
+	} else if c.CellCertificate != nil {
+		return errors.New("client: CellCertificate needs CellCAs")
 	}
 	return nil
 }
@@ -182,6 +224,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxRetryBackoff == 0 {
 		c.MaxRetryBackoff = max(DefaultMaxRetryBackoff, c.RetryBackoff)
 	}
+	if c.TokenRefresh == 0 {
+		c.TokenRefresh = DefaultTokenRefresh
+	}
 	return c
 }
 
@@ -189,13 +234,19 @@ func (c Config) withDefaults() Config {
 type Client struct {
 	cfg    Config
 	log    *slog.Logger
-	direct bool // call cells directly (Direct, and no TLS or DirectPlaintext)
-	router *grpc.ClientConn
-	lookup routerv1.RouterServiceClient
+	direct bool // call cells directly (Direct, and CellCAs, no TLS or DirectPlaintext)
+	// cellTLS: the direct path uses TLS and tenant tokens (CellCAs);
+	// cluster is the CAs' cluster.
+	cellTLS bool
+	cluster string
+	dc      dial.Config
+	router  *grpc.ClientConn
+	lookup  routerv1.RouterServiceClient
 
-	mu    sync.Mutex
-	route *route
-	conns *dial.Pool // the cells' nodes
+	mu        sync.Mutex
+	route     *route
+	conns     *dial.Pool            // the cells' nodes (plaintext direct path)
+	cellPools map[string]*dial.Pool // with cellTLS: per cell, accepting only that cell's nodes
 
 	ignoredHints atomic.Int64 // NOT_LEADER hints naming no member
 }
@@ -214,6 +265,10 @@ type route struct {
 	leader      string
 	members     []string
 	at          time.Time
+	// token is the tenant token of the Lookup answer ("" when none),
+	// tokenExp its expiry.
+	token    string
+	tokenExp time.Time
 }
 
 // differs reports a placement change: another cell, epoch or cutover flag.
@@ -233,15 +288,19 @@ func New(cfg Config) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	dc := dial.Config{ExtraOptions: cfg.DialOptions}
-	direct := cfg.Direct && (cfg.TLS == nil || cfg.DirectPlaintext)
-	c := &Client{cfg: cfg, log: log, direct: direct, conns: dial.NewPool(dc)}
+	cellTLS := len(cfg.CellCAs) > 0
+	direct := cfg.Direct && (cellTLS || cfg.TLS == nil || cfg.DirectPlaintext)
+	c := &Client{cfg: cfg, log: log, direct: direct, cellTLS: cellTLS, dc: dc, conns: dial.NewPool(dc), cellPools: map[string]*dial.Pool{}}
+	if cellTLS {
+		c.cluster, _ = pki.ClusterOfCAs(cfg.CellCAs) // Validate checked it
+	}
 	rc := dc
 	if cfg.TLS != nil {
 		tc := cfg.TLS.Clone()
 		tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
 		rc.Credentials = credentials.NewTLS(tc)
 		if cfg.Direct && !direct {
-			log.Info("cellplane client: TLS to the router and cells without TLS: every call goes through the router (DirectPlaintext calls cells in clear)")
+			log.Info("cellplane client: TLS to the router and no CellCAs for the cells: every call goes through the router (DirectPlaintext calls cells in clear)")
 		}
 	}
 	conn, err := dial.New(cfg.Router, rc)
@@ -260,7 +319,13 @@ func (c *Client) Context() contextv1.ContextServiceClient {
 
 // Close closes every connection.
 func (c *Client) Close() error {
-	return errors.Join(c.router.Close(), c.conns.Close())
+	errs := []error{c.router.Close(), c.conns.Close()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.cellPools {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Lookup resolves the tenant through the router now (and caches it).
@@ -269,7 +334,10 @@ func (c *Client) Lookup(ctx context.Context) (*routerv1.LookupResponse, error) {
 	if err != nil {
 		return nil, rpcerr.FromStatus(err)
 	}
-	r := &route{cell: resp.GetCell(), epoch: resp.GetEpoch(), cuttingOver: resp.GetCuttingOver(), at: time.Now()}
+	r := &route{cell: resp.GetCell(), epoch: resp.GetEpoch(), cuttingOver: resp.GetCuttingOver(), at: time.Now(), token: resp.GetToken()}
+	if r.token != "" {
+		r.tokenExp = resp.GetTokenExpireTime().AsTime()
+	}
 	for _, m := range resp.GetMembers() {
 		if m.GetLeader() {
 			r.leader = m.GetGrpcAddr()
@@ -287,7 +355,7 @@ func (c *Client) cached(ctx context.Context) (*route, error) {
 	c.mu.Lock()
 	r := c.route
 	c.mu.Unlock()
-	if r != nil && time.Since(r.at) < c.cfg.RouteTTL {
+	if r != nil && time.Since(r.at) < c.cfg.RouteTTL && !c.tokenDue(r) {
 		return r, nil
 	}
 	if _, err := c.Lookup(ctx); err != nil {
@@ -314,8 +382,45 @@ func (c *Client) setLeader(addr string) {
 	}
 }
 
-func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
-	return c.conns.Get(addr)
+// conn returns a connection to addr, a member of r's cell: with cellTLS
+// over TLS, from a pool that accepts only a node identity of that cell.
+func (c *Client) conn(r *route, addr string) (*grpc.ClientConn, error) {
+	if !c.cellTLS {
+		return c.conns.Get(addr)
+	}
+	c.mu.Lock()
+	p, ok := c.cellPools[r.cell]
+	if !ok {
+		cell, cluster := r.cell, c.cluster
+		dc := c.dc
+		dc.Credentials = credentials.NewTLS(pki.ClientTLSConfigFromCAs(c.cfg.CellCAs, cluster, c.cfg.CellCertificate, func(id pki.Identity) error {
+			if id.Kind != pki.KindNode || id.Cell != cell {
+				return fmt.Errorf("want a node of cell %s", cell)
+			}
+			return nil
+		}))
+		p = dial.NewPool(dc)
+		c.cellPools[r.cell] = p
+	}
+	c.mu.Unlock()
+	return p.Get(addr)
+}
+
+// tokenDue reports whether r's token expires soon: within TokenRefresh,
+// or within a quarter of its lifetime when that is shorter (a router
+// minting short tokens).
+func (c *Client) tokenDue(r *route) bool {
+	if !c.cellTLS || r.token == "" {
+		return false
+	}
+	margin := min(c.cfg.TokenRefresh, r.tokenExp.Sub(r.at)/4)
+	return time.Until(r.tokenExp) <= margin
+}
+
+// directOK reports whether r can be used on the direct path: with
+// cellTLS it needs a token.
+func (c *Client) directOK(r *route) bool {
+	return !c.cellTLS || r.token != ""
 }
 
 // routerContext adds the tenant and the credentials for the router.
@@ -327,9 +432,14 @@ func (c *Client) routerContext(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
-// cellContext adds the tenant and the epoch the route was resolved at.
+// cellContext adds the tenant and the epoch the route was resolved at,
+// and with cellTLS the route's tenant token.
 func (c *Client) cellContext(ctx context.Context, r *route) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, tenantmd.TenantKey, c.cfg.Tenant, tenantmd.EpochKey, strconv.FormatUint(r.epoch, 10))
+	kv := []string{tenantmd.TenantKey, c.cfg.Tenant, tenantmd.EpochKey, strconv.FormatUint(r.epoch, 10)}
+	if c.cellTLS {
+		kv = append(kv, tenantmd.TokenKey, r.token)
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
 // conn adapts the Client to grpc.ClientConnInterface: each call is routed.
@@ -339,9 +449,10 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 	c := (*Client)(cc)
 	args = withRequestID(args)
 	var (
-		lastErr error
-		mw      = c.newMovingWait()
-		kind    = kindOf(args)
+		lastErr  error
+		mw       = c.newMovingWait()
+		kind     = kindOf(args)
+		relooked bool // a refused token was replaced once
 	)
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		if ctx.Err() != nil {
@@ -359,8 +470,12 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 				continue
 			}
 			// During a cutover neither cell takes the call: the router
-			// holds it and forwards it at the flip.
-			viaRouter = r.cuttingOver
+			// holds it and forwards it at the flip. Without a token
+			// (cellTLS) the cells would refuse it.
+			viaRouter = r.cuttingOver || !c.directOK(r)
+			if !c.directOK(r) {
+				c.log.Debug("cellplane client: the Lookup answer has no tenant token; calling through the router", "cell", r.cell)
+			}
 		}
 		if viaRouter {
 			// Last resort, by choice, or during a cutover: through the router.
@@ -391,7 +506,7 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 			lastErr = cperr.New(cperr.CellUnavailable, "no member of cell %s known", r.cell)
 			continue
 		}
-		cn, err := c.conn(addr)
+		cn, err := c.conn(r, addr)
 		if err != nil {
 			return err
 		}
@@ -402,6 +517,15 @@ func (cc *conn) Invoke(ctx context.Context, method string, args, reply any, opts
 		lastErr = err
 		var ce *cperr.Error
 		switch {
+		case c.cellTLS && !relooked && errors.Is(err, cperr.ErrUnauthenticated):
+			// The token was refused (expired, its key rotated away, a
+			// cell that has not seen the new key yet): look the tenant
+			// up again, once per call, for a new one.
+			relooked = true
+			c.forget()
+			attempt--
+			c.log.Debug("cellplane client: tenant token refused; looking the tenant up again", "cell", r.cell, "err", err)
+			continue
 		case errors.As(err, &ce) && ce.Reason == cperr.NotLeader:
 			switch l := ce.Metadata[cperr.MetaLeader]; {
 			case l == "":
@@ -507,10 +631,10 @@ func (cc *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method str
 	if c.direct {
 		// A tenant being cut over is served by neither cell: the router
 		// holds the stream's start until the flip.
-		if r, err := c.cached(ctx); err == nil && !r.cuttingOver {
+		if r, err := c.cached(ctx); err == nil && !r.cuttingOver && c.directOK(r) {
 			// Streams (Watch) are served by any member: no retry once open.
 			if addr := pickMember(r, 0); addr != "" {
-				if cn, err := c.conn(addr); err == nil {
+				if cn, err := c.conn(r, addr); err == nil {
 					return cn.NewStream(c.cellContext(ctx, r), desc, method, opts...)
 				}
 			}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"unicode"
 
-	"google.golang.org/grpc"
 	"sigs.k8s.io/yaml"
 
 	"github.com/cellplane/cellplane/internal/ids"
@@ -37,6 +37,9 @@ const MaxConfigFileSize = 64 << 10
 //	key: certs/operator.alice.key
 //	tenant: acme                  # the Go client's tenant
 //	apiKey: cpk_...               # and its API key (keep the file private)
+//	cellCA: certs/ca.crt          # the cluster CA: the Go client calls the
+//	                              # tenant's cell directly over TLS with a
+//	                              # router-minted tenant token
 //
 // cellctl uses controlplane and the TLS material (its flags override the
 // file's values); the Go client uses router, tenant, apiKey and the TLS
@@ -55,6 +58,12 @@ type ConfigFile struct {
 	// Tenant is the tenant the Go client acts for, APIKey its API key.
 	Tenant string `json:"tenant,omitempty"`
 	APIKey string `json:"apiKey,omitempty"`
+	// CellCA is the PEM bundle of the cluster CA(s) the cells' node
+	// certificates chain to. With it the Go client's direct path is on
+	// and authenticated: TLS to the tenant's cell (a node identity of that
+	// cell is required) with the tenant token its router Lookup returns
+	// (Config.CellCAs). Often the same file as CA.
+	CellCA string `json:"cellCA,omitempty"`
 }
 
 // LoadConfigFile reads, parses and validates the configuration file at
@@ -91,7 +100,7 @@ func ParseConfigFile(data []byte, dir string) (ConfigFile, error) {
 		return ConfigFile{}, err
 	}
 	if dir != "" {
-		for _, p := range []*string{&cf.CA, &cf.Cert, &cf.Key} {
+		for _, p := range []*string{&cf.CA, &cf.Cert, &cf.Key, &cf.CellCA} {
 			if *p != "" && !filepath.IsAbs(*p) {
 				*p = filepath.Join(dir, *p)
 			}
@@ -119,7 +128,7 @@ func (f ConfigFile) Validate() error {
 	if f.Cert != "" && f.CA == "" {
 		errs = append(errs, errors.New("cert needs ca"))
 	}
-	for _, p := range []struct{ name, v string }{{"ca", f.CA}, {"cert", f.Cert}, {"key", f.Key}} {
+	for _, p := range []struct{ name, v string }{{"ca", f.CA}, {"cert", f.Cert}, {"key", f.Key}, {"cellCA", f.CellCA}} {
 		if strings.ContainsFunc(p.v, func(r rune) bool { return r == 0 || unicode.IsControl(r) }) {
 			errs = append(errs, fmt.Errorf("%s: control character in the path", p.name))
 		}
@@ -146,12 +155,13 @@ func (f ConfigFile) TLSSource() (*pki.Source, error) {
 	return pki.NewSource(cfg)
 }
 
-// ClientConfig returns DefaultConfig with f's router, tenant and API key,
-// and, when f names a certificate, mutual TLS to the router (a server must
-// prove a router identity of the CA's cluster) and every call through the
-// router: cells serving mutual TLS accept ContextService calls from
-// routers, workers and nodes only, never from a client identity
-// (docs/security.md, "Cell gRPC").
+// ClientConfig returns DefaultConfig with f's router, tenant and API key;
+// when f names a certificate, mutual TLS to the router (a server must
+// prove a router identity of the CA's cluster); and when f names cellCA,
+// the authenticated direct path (Config.CellCAs: TLS to the tenant's
+// cell with a router-minted tenant token; a client/<tenant> certificate
+// of f is presented to the cells too). A certificate without cellCA sends
+// every call through the router (docs/security.md, "Tenant tokens").
 func (f ConfigFile) ClientConfig() (Config, error) {
 	c := DefaultConfig()
 	c.Router, c.Tenant, c.APIKey = f.Router, f.Tenant, f.APIKey
@@ -161,8 +171,23 @@ func (f ConfigFile) ClientConfig() (Config, error) {
 	}
 	if src != nil {
 		c.Direct = false
-		c.DialOptions = append(c.DialOptions, grpc.WithTransportCredentials(
-			pki.ClientCredentials(src, pki.ExpectKinds(pki.KindRouter))))
+		// The router's connection only (Config.TLS): DialOptions would
+		// apply to the cells' connections too.
+		c.TLS = src.ClientTLSConfig(pki.ExpectKinds(pki.KindRouter))
+	}
+	if f.CellCA != "" {
+		cas, err := pki.ReadCerts(f.CellCA)
+		if err != nil {
+			return Config{}, fmt.Errorf("cellCA: %w", err)
+		}
+		c.CellCAs, c.Direct = cas, true
+		if src != nil && src.Identity().Kind == pki.KindClient {
+			cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+			if err != nil {
+				return Config{}, fmt.Errorf("cert: %w", err)
+			}
+			c.CellCertificate = &cert
+		}
 	}
 	return c, nil
 }

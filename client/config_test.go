@@ -1,6 +1,8 @@
 package client_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,9 @@ func TestParseConfigFile(t *testing.T) {
 			want: client.ConfigFile{ControlPlane: "cp:7000", Router: "10.0.0.1:7100", CA: "/etc/cp/certs/ca.crt",
 				Cert: "/etc/cp/certs/operator.alice.crt", Key: "/abs/operator.alice.key", Tenant: "acme", APIKey: "cpk_abc.def"}},
 		{name: "json", data: `{"controlplane": "[::1]:7000"}`, want: client.ConfigFile{ControlPlane: "[::1]:7000"}},
+		{name: "cell CA", data: "router: r:7100\ntenant: acme\napiKey: k\ncellCA: certs/ca.crt\n",
+			want: client.ConfigFile{Router: "r:7100", Tenant: "acme", APIKey: "k", CellCA: "/etc/cp/certs/ca.crt"}},
+		{name: "control character in cellCA", data: "cellCA: \"a\\u0001\"\n", err: "cellCA"},
 		{name: "empty", data: ""},
 		{name: "unknown key", data: "controlplan: cp:7000\n", err: "unknown field"},
 		{name: "duplicate key", data: "controlplane: a:1\ncontrolplane: b:2\n", err: "controlplane"},
@@ -91,6 +96,47 @@ func TestLoadConfigFile(t *testing.T) {
 	cfg, err = cf.ClientConfig()
 	if err != nil || cfg.Direct {
 		t.Fatalf("ClientConfig with a client certificate: Direct %v, %v", cfg.Direct, err)
+	}
+	if cfg.TLS == nil || len(cfg.DialOptions) != 0 {
+		t.Fatal("the router's mutual TLS must be Config.TLS (DialOptions would reach the cells too)")
+	}
+
+	// With cellCA: the authenticated direct path, the client certificate
+	// (a client/<tenant> one) presented to the cells.
+	cf.CellCA = filepath.Join(dir, pki.CACertFile)
+	cfg, err = cf.ClientConfig()
+	if err != nil || !cfg.Direct || len(cfg.CellCAs) != 1 || cfg.CellCertificate == nil || cfg.Validate() != nil {
+		t.Fatalf("ClientConfig with cellCA: Direct %v, CAs %d, cert %v, %v (%v)", cfg.Direct, len(cfg.CellCAs), cfg.CellCertificate != nil, err, cfg.Validate())
+	}
+	cf.CellCA = filepath.Join(dir, "x.crt") // a leaf, not a cluster CA
+	if cfg, err := cf.ClientConfig(); err == nil && cfg.Validate() == nil {
+		t.Fatal("a leaf certificate accepted as the cells' CA")
+	}
+}
+
+func TestConfigValidateCellCAs(t *testing.T) {
+	ca, err := pki.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewCA("prod", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := client.DefaultConfig()
+	cfg.Router, cfg.Tenant = "127.0.0.1:7100", "acme"
+	cfg.CellCAs = []*x509.Certificate{ca.Cert}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.CellCAs = append(cfg.CellCAs, other.Cert)
+	if cfg.Validate() == nil {
+		t.Fatal("CAs of two clusters accepted")
+	}
+	cfg.CellCAs = nil
+	cfg.CellCertificate = &tls.Certificate{}
+	if cfg.Validate() == nil {
+		t.Fatal("CellCertificate without CellCAs accepted")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/tenanttoken"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
 	"github.com/cellplane/cellplane/router/ratelimit"
@@ -63,6 +64,13 @@ type Config struct {
 	// nil: plaintext to cells and workers, which those with TLS refuse.
 	InternalTLS *pki.Source
 
+	// Tokens bounds the tenant tokens Lookup mints (internal/tenanttoken;
+	// TTL is their lifetime). A router mints them only with InternalTLS
+	// (the token's audience is its cluster), with the newest signing key
+	// in etcd (controlplane/tokenkeys); cells must agree on MaxTTL and
+	// ClockSkew.
+	Tokens tenanttoken.Config
+
 	// MaxRecvMsgBytes bounds a request message (RESOURCE_EXHAUSTED above).
 	MaxRecvMsgBytes int
 
@@ -98,6 +106,7 @@ func DefaultConfig() Config {
 		RateLimit:       ratelimit.DefaultConfig(),
 		MCP:             mcpproxy.DefaultConfig(),
 		TLS:             pki.DefaultServerCertConfig(),
+		Tokens:          tenanttoken.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
 
 		JWKSReloadInterval: time.Minute,
@@ -145,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("router: ShutdownTimeout %v <= 0", c.ShutdownTimeout))
+	}
+	if err := c.Tokens.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("router: Tokens: %w", err))
 	}
 	errs = append(errs, c.Routing.Validate(), c.Forward.Validate(), c.Auth.Validate(), c.RateLimit.Validate(), c.MCP.Validate())
 	return errors.Join(errs...)

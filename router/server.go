@@ -24,7 +24,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/controlplane/tokenkeys"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/auth"
@@ -33,6 +35,7 @@ import (
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/tenanttoken"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
@@ -54,6 +57,7 @@ type Server struct {
 	limiter *ratelimit.Limiter
 	fwd     *forward.Forwarder
 	mcp     *mcpproxy.Proxy
+	keys    *tokenkeys.Ring // the tenant-token keys (with InternalTLS); nil without
 	grpc    *grpc.Server
 	http    *http.Server
 	hlth    *health.Server
@@ -124,6 +128,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	rcfg.Logger = log
 	if s.table, err = routing.Start(ctx, s.st, rcfg); err != nil {
 		return nil, err
+	}
+	if cfg.InternalTLS != nil {
+		// Lookup mints tenant tokens for the direct path (the private
+		// keys: etcd RBAC lets routers read them).
+		s.keys = tokenkeys.StartRing(ctx, s.st, tokenkeys.RingConfig{Private: true, Logger: log})
 	}
 	acfg := cfg.Auth
 	acfg.Logger = log
@@ -270,6 +279,9 @@ func (s *Server) closeParts() error {
 	var errs []error
 	if s.fwd != nil {
 		errs = append(errs, s.fwd.Close())
+	}
+	if s.keys != nil {
+		s.keys.Close()
 	}
 	if s.table != nil {
 		errs = append(errs, s.table.Close())
@@ -545,5 +557,30 @@ func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) 
 			}
 		}
 	}
+	l.s.mint(ctx, resp)
 	return resp, nil
+}
+
+// mint adds a tenant token for resp's tenant, cell and epoch to resp
+// (docs/security.md, "Tenant tokens"). The tenant is the one the caller's
+// credentials settled (Lookup never names another). No token without an
+// internal identity or before the first signing key arrives: the client
+// then calls through the router.
+func (s *Server) mint(ctx context.Context, resp *routerv1.LookupResponse) {
+	if s.keys == nil || resp.GetEpoch() == 0 {
+		return
+	}
+	now := time.Now()
+	key, ok := s.keys.Signer(now)
+	if !ok {
+		s.log.WarnContext(ctx, "no tenant-token signing key yet; Lookup answers without a token", "tenant", resp.GetTenant())
+		return
+	}
+	claims := tenanttoken.Claims{Tenant: resp.GetTenant(), Cell: resp.GetCell(), Epoch: resp.GetEpoch(), Audience: s.cfg.InternalTLS.Identity().Cluster}
+	tok, exp, err := tenanttoken.Mint(s.cfg.Tokens, key, claims, now)
+	if err != nil {
+		s.log.ErrorContext(ctx, "minting a tenant token failed", "tenant", resp.GetTenant(), "err", err)
+		return
+	}
+	resp.Token, resp.TokenExpireTime = tok, timestamppb.New(exp)
 }

@@ -160,6 +160,8 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	ctl.BoolVar(&cfg.Controller.AutoPromote.Enabled, "auto-promote", false, "promote the standbys of a cell's tenants when the cell stays unhealthy (may lose the writes they have not received)")
 	ctl.DurationVar(&cfg.Controller.AutoPromote.UnhealthyFor, "auto-promote-after", cfg.Controller.AutoPromote.UnhealthyFor, "how long a cell must stay unhealthy before --auto-promote acts")
 	ctl.StringSliceVar(&cfg.Controller.AutoPromote.Regions, "auto-promote-regions", nil, "regions whose cells --auto-promote covers (comma-separated; empty: all)")
+	ctl.DurationVar(&cfg.Controller.TokenKeys.Period, "token-key-rotation", cfg.Controller.TokenKeys.Period, "how long one tenant-token signing key signs before the next takes over (keys live in etcd under tokenkeys/)")
+	ctl.DurationVar(&cfg.Controller.TokenKeys.Lead, "token-key-lead", cfg.Controller.TokenKeys.Lead, "how long before it signs a new tenant-token key is published (the time cells and routers have to see it)")
 
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")

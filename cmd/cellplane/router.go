@@ -133,6 +133,7 @@ plaintext and it warns at every start.`,
 	a.StringVar(&cfg.Auth.Issuer, "jwt-issuer", "", "jwt: required issuer (iss)")
 	a.StringVar(&cfg.Auth.Audience, "jwt-audience", "", "jwt: required audience (aud)")
 	a.StringVar(&cfg.Auth.TenantClaim, "jwt-tenant-claim", cfg.Auth.TenantClaim, "jwt: claim holding the tenant id")
+	a.DurationVar(&cfg.Tokens.TTL, "token-ttl", cfg.Tokens.TTL, "lifetime of the tenant tokens Lookup mints for the smart client's direct path (with --certs-dir; at most 15m, what cells accept)")
 	a.DurationVar(&cfg.JWKSReloadInterval, "jwks-reload-interval", cfg.JWKSReloadInterval, "jwt: how often the JWKS file is re-read (key rotation); 0 never")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)

@@ -263,6 +263,10 @@ func NewRecord(kind topo.KeyKind) proto.Message {
 		return &cpv1.Failover{}
 	case topo.KindDrain:
 		return &cpv1.DrainCellRequest{}
+	case topo.KindTokenPublicKey:
+		return &cpv1.TokenPublicKey{}
+	case topo.KindTokenPrivateKey:
+		return &cpv1.TokenPrivateKey{}
 	}
 	return nil
 }

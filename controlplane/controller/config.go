@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"github.com/cellplane/cellplane/controlplane/tokenkeys"
 	"log/slog"
 	"time"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	// AutoPromote the automatic promotion policy (off by default).
 	Failover    FailoverConfig
 	AutoPromote AutoPromoteConfig
+	// TokenKeys configures the rotation of the tenant-token signing keys
+	// (controlplane/tokenkeys) the leader runs.
+	TokenKeys tokenkeys.RotationConfig
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// TestingKnobs are hooks for tests only.
@@ -47,6 +51,7 @@ func DefaultConfig() Config {
 		Moves:                  DefaultMoveConfig(),
 		Failover:               DefaultFailoverConfig(),
 		AutoPromote:            DefaultAutoPromoteConfig(),
+		TokenKeys:              tokenkeys.DefaultRotationConfig(),
 	}
 }
 
@@ -69,6 +74,6 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("controller: CellCallTimeout %v <= 0", c.CellCallTimeout))
 	}
 	errs = append(errs, c.Moves.Validate())
-	errs = append(errs, c.Failover.Validate(), c.AutoPromote.Validate())
+	errs = append(errs, c.Failover.Validate(), c.AutoPromote.Validate(), c.TokenKeys.Validate())
 	return errors.Join(errs...)
 }

@@ -13,9 +13,9 @@ import (
 )
 
 // TokenKeysPrivatePrefix holds the routers' tenant-token signing keys
-// (relative to the prefix): the control plane writes them, routers read
-// them, nodes and workers must not.
-const TokenKeysPrivatePrefix = "tokenkeys/private/"
+// (relative to the prefix; topo.TokenPrivateKeysPrefix): the control plane
+// writes them, routers read them, nodes and workers must not.
+const TokenKeysPrivatePrefix = topo.TokenPrivateKeysPrefix
 
 // RootRole is etcd's built-in administrator role.
 const RootRole = etcdtopo.RootRole

@@ -24,6 +24,8 @@ const Prefix = "/cellplane/v1/"
 //	failovers/<id>               Failover        (switchovers and promotions)
 //	drains/<c>                   DrainCellRequest (cells being drained)
 //	controller/leader/<lease>    ControllerLeader (election)
+//	tokenkeys/public/<kid>       TokenPublicKey  (tenant-token verification keys: nodes, workers, routers read)
+//	tokenkeys/private/<kid>      TokenPrivateKey (tenant-token signing keys: the control plane and routers only)
 const (
 	RegionsPrefix   = "regions/"
 	CellsPrefix     = "cells/"
@@ -38,7 +40,19 @@ const (
 	DrainsPrefix = "drains/"
 	// ControllerElection is the election name of controller replicas.
 	ControllerElection = "controller/leader"
+	// TokenKeysPrefix holds the tenant-token keys (controlplane/tokenkeys).
+	// Its two halves are separate prefixes so that etcd RBAC can give the
+	// private one to the control plane and routers only.
+	TokenKeysPrefix        = "tokenkeys/"
+	TokenPublicKeysPrefix  = TokenKeysPrefix + "public/"
+	TokenPrivateKeysPrefix = TokenKeysPrefix + "private/"
 )
+
+// TokenPublicKeyKey is tokenkeys/public/<kid>.
+func TokenPublicKeyKey(kid string) string { return TokenPublicKeysPrefix + kid }
+
+// TokenPrivateKeyKey is tokenkeys/private/<kid>.
+func TokenPrivateKeyKey(kid string) string { return TokenPrivateKeysPrefix + kid }
 
 // RegionKey is regions/<r>.
 func RegionKey(r string) string { return RegionsPrefix + r }
@@ -111,6 +125,8 @@ const (
 	KindMove
 	KindFailover
 	KindDrain
+	KindTokenPublicKey
+	KindTokenPrivateKey
 )
 
 // ParsedKey is a key split into its parts.
@@ -141,6 +157,14 @@ func ParseKey(key string) ParsedKey {
 	case strings.HasPrefix(key, FailoversPrefix):
 		if id := key[len(FailoversPrefix):]; id != "" && !strings.Contains(id, "/") {
 			return ParsedKey{Kind: KindFailover, ID: id}
+		}
+	case strings.HasPrefix(key, TokenPublicKeysPrefix):
+		if id := key[len(TokenPublicKeysPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindTokenPublicKey, ID: id}
+		}
+	case strings.HasPrefix(key, TokenPrivateKeysPrefix):
+		if id := key[len(TokenPrivateKeysPrefix):]; id != "" && !strings.Contains(id, "/") {
+			return ParsedKey{Kind: KindTokenPrivateKey, ID: id}
 		}
 	case strings.HasPrefix(key, DrainsPrefix):
 		if id := key[len(DrainsPrefix):]; id != "" && !strings.Contains(id, "/") {

@@ -21,6 +21,11 @@ func TestParseKey(t *testing.T) {
 		{MoveKey("m1"), ParsedKey{Kind: KindMove, ID: "m1"}},
 		{FailoverKey("f1"), ParsedKey{Kind: KindFailover, ID: "f1"}},
 		{DrainKey("c1"), ParsedKey{Kind: KindDrain, ID: "c1"}},
+		{TokenPublicKeyKey("k1"), ParsedKey{Kind: KindTokenPublicKey, ID: "k1"}},
+		{TokenPrivateKeyKey("k1"), ParsedKey{Kind: KindTokenPrivateKey, ID: "k1"}},
+		{"tokenkeys/public/", ParsedKey{}},
+		{"tokenkeys/private/a/b", ParsedKey{}},
+		{"tokenkeys/other/k1", ParsedKey{}},
 		{"drains/c1/x", ParsedKey{}},
 		{"cells/c1/fence/", ParsedKey{}},
 		{"moves/a/b", ParsedKey{}},
@@ -84,6 +89,10 @@ func FuzzParseKey(f *testing.F) {
 			back = FailoverKey(pk.ID)
 		case KindDrain:
 			back = DrainKey(pk.ID)
+		case KindTokenPublicKey:
+			back = TokenPublicKeyKey(pk.ID)
+		case KindTokenPrivateKey:
+			back = TokenPrivateKeyKey(pk.ID)
 		}
 		if back != key {
 			t.Fatalf("ParseKey(%q) = %+v rebuilds as %q", key, pk, back)

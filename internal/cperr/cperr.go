@@ -100,6 +100,7 @@ const (
 	MetaLastContact  = "last_contact"  // STALENESS_EXCEEDED: time since the member heard from the leader
 	MetaMaxStaleness = "max_staleness" // STALENESS_EXCEEDED: the bound asked for
 	MetaTseq         = "tseq"          // REPLICATION_EVENT_REJECTED: the tseq of the first refused event
+	MetaToken        = "token"         // UNAUTHENTICATED: why a tenant token was refused (internal/tenanttoken)
 )
 
 // FieldViolation names one invalid request field (google.rpc.BadRequest).

@@ -357,6 +357,26 @@ func (s *Source) ServerTLSConfig(verify VerifyFunc) *tls.Config {
 	}
 }
 
+// ServerTLSConfigCertIfGiven is ServerTLSConfig for a server that also
+// accepts callers without a client certificate
+// (tls.VerifyClientCertIfGiven semantics): a certificate, when given, is
+// verified exactly as ServerTLSConfig does (a bad one fails the
+// handshake); without one the handshake completes and PeerIdentity
+// returns ErrNoCertificate, so the server's authoriser must refuse every
+// call it cannot authorise otherwise (a cell node: a ContextService call
+// with a tenant token, docs/security.md "Tenant tokens").
+func (s *Source) ServerTLSConfigCertIfGiven(verify VerifyFunc) *tls.Config {
+	c := s.ServerTLSConfig(verify)
+	strict := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		return strict(cs)
+	}
+	return c
+}
+
 // ClientTLSConfig returns the tls.Config of a client: it presents the
 // current certificate and accepts a server whose certificate verifies
 // against the current bundle, with server-auth usage and an identity
@@ -382,6 +402,13 @@ func (s *Source) ClientTLSConfig(verify VerifyFunc) *tls.Config {
 // the job of the server's interceptor, with PeerIdentity.
 func ServerCredentials(src *Source) credentials.TransportCredentials {
 	return credentials.NewTLS(src.ServerTLSConfig(nil))
+}
+
+// ServerCredentialsCertIfGiven returns gRPC transport credentials for a
+// server that accepts callers without a client certificate:
+// ServerTLSConfigCertIfGiven(nil).
+func ServerCredentialsCertIfGiven(src *Source) credentials.TransportCredentials {
+	return credentials.NewTLS(src.ServerTLSConfigCertIfGiven(nil))
 }
 
 // ClientCredentials returns gRPC transport credentials for a client
@@ -422,4 +449,72 @@ func IdentityFromState(cs tls.ConnectionState) (Identity, error) {
 		return Identity{}, unauthenticated(ErrExpired, "valid %s to %s", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return IdentityOf(leaf)
+}
+
+// ClientTLSConfigFromCAs returns the tls.Config of a client that is not
+// a component (the smart client of a tenant): it presents cert when not
+// nil (a client/<tenant> certificate) and accepts a server whose
+// certificate verifies against cas (fixed: the caller builds a new config
+// to trust other CAs) with server-auth usage and exactly one identity of
+// cluster, accepted by verify. Host names are not checked: the identity
+// is.
+func ClientTLSConfigFromCAs(cas []*x509.Certificate, cluster string, cert *tls.Certificate, verify VerifyFunc) *tls.Config {
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pool.AddCert(c)
+	}
+	m := &material{pool: pool}
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // VerifyConnection verifies the chain and the identity
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return unauthenticated(ErrNoCertificate, "")
+			}
+			var rest [][]byte
+			for _, pc := range cs.PeerCertificates[1:] {
+				rest = append(rest, pc.Raw)
+			}
+			if _, err := verifyChain(m, cs.PeerCertificates[0], rest, x509.ExtKeyUsageServerAuth); err != nil {
+				return classify(err)
+			}
+			id, err := IdentityOf(cs.PeerCertificates[0])
+			if err != nil {
+				return err
+			}
+			if id.Cluster != cluster {
+				return unauthenticated(ErrUnexpectedIdentity, "%s is not of cluster %q", id, cluster)
+			}
+			if verify != nil {
+				if err := verify(id); err != nil {
+					return unauthenticated(ErrUnexpectedIdentity, "%s: %v", id, err)
+				}
+			}
+			return nil
+		},
+	}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
+}
+
+// ClusterOfCAs returns the cluster (trust domain) the CA certificates
+// sign for, from their identity URI (spiffe://<cluster>); an error when
+// there is none, one is not a CA of a cluster, or they disagree.
+func ClusterOfCAs(cas []*x509.Certificate) (string, error) {
+	cluster := ""
+	for _, c := range cas {
+		if !c.IsCA || len(c.URIs) != 1 || c.URIs[0].Scheme != "spiffe" || c.URIs[0].Host == "" {
+			return "", fmt.Errorf("pki: %s is not a cluster CA", c.Subject)
+		}
+		if cluster != "" && c.URIs[0].Host != cluster {
+			return "", fmt.Errorf("pki: CAs of clusters %q and %q", cluster, c.URIs[0].Host)
+		}
+		cluster = c.URIs[0].Host
+	}
+	if cluster == "" {
+		return "", errors.New("pki: no CA certificate")
+	}
+	return cluster, nil
 }

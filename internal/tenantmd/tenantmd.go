@@ -24,6 +24,9 @@ const (
 	// ForwardedKey marks a call forwarded by a cell member. A forwarded
 	// call is never forwarded again, so forwarding cannot loop.
 	ForwardedKey = "x-cellplane-forwarded"
+	// TokenKey carries a router-minted tenant token (internal/tenanttoken)
+	// on the smart client's direct calls to a cell serving mutual TLS.
+	TokenKey = "x-cellplane-token"
 )
 
 // MaxTenantLen bounds tenant ids; the rule is package ids'.

@@ -1331,6 +1331,153 @@ func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// TokenPublicKey is stored at tokenkeys/public/<key_id>: a public key
+// that verifies router-minted tenant tokens (internal/tenanttoken). Cell
+// nodes, workers and routers read it; the control plane's leader writes
+// it before the private half signs anything and deletes it once every
+// token it signed has expired (controlplane/tokenkeys).
+type TokenPublicKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The Ed25519 public key (32 bytes).
+	PublicKey  []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// From when routers sign with the private half.
+	SignFrom      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=sign_from,json=signFrom,proto3" json:"sign_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenPublicKey) Reset() {
+	*x = TokenPublicKey{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenPublicKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenPublicKey) ProtoMessage() {}
+
+func (x *TokenPublicKey) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenPublicKey.ProtoReflect.Descriptor instead.
+func (*TokenPublicKey) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TokenPublicKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *TokenPublicKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *TokenPublicKey) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *TokenPublicKey) GetSignFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SignFrom
+	}
+	return nil
+}
+
+// TokenPrivateKey is stored at tokenkeys/private/<key_id>: the signing
+// half, read by the control plane and routers only (etcd RBAC on the
+// prefix). The newest key whose sign_from has passed signs.
+type TokenPrivateKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The Ed25519 private key's seed (32 bytes).
+	Seed          []byte                 `protobuf:"bytes,2,opt,name=seed,proto3" json:"seed,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	SignFrom      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=sign_from,json=signFrom,proto3" json:"sign_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenPrivateKey) Reset() {
+	*x = TokenPrivateKey{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenPrivateKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenPrivateKey) ProtoMessage() {}
+
+func (x *TokenPrivateKey) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenPrivateKey.ProtoReflect.Descriptor instead.
+func (*TokenPrivateKey) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TokenPrivateKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *TokenPrivateKey) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *TokenPrivateKey) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *TokenPrivateKey) GetSignFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SignFrom
+	}
+	return nil
+}
+
 // Workflow is stored at workflows/<id>: a durable state machine the
 // controller leader drives step by step. Each step is recorded before the
 // next is acted on, and every step is idempotent, so a new leader resumes
@@ -1357,7 +1504,7 @@ type Workflow struct {
 
 func (x *Workflow) Reset() {
 	*x = Workflow{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1516,7 @@ func (x *Workflow) String() string {
 func (*Workflow) ProtoMessage() {}
 
 func (x *Workflow) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1529,7 @@ func (x *Workflow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workflow.ProtoReflect.Descriptor instead.
 func (*Workflow) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Workflow) GetId() string {
@@ -1475,7 +1622,7 @@ type ControllerLeader struct {
 
 func (x *ControllerLeader) Reset() {
 	*x = ControllerLeader{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1634,7 @@ func (x *ControllerLeader) String() string {
 func (*ControllerLeader) ProtoMessage() {}
 
 func (x *ControllerLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1647,7 @@ func (x *ControllerLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerLeader.ProtoReflect.Descriptor instead.
 func (*ControllerLeader) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ControllerLeader) GetId() string {
@@ -1561,7 +1708,7 @@ type Move struct {
 
 func (x *Move) Reset() {
 	*x = Move{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1720,7 @@ func (x *Move) String() string {
 func (*Move) ProtoMessage() {}
 
 func (x *Move) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1733,7 @@ func (x *Move) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Move.ProtoReflect.Descriptor instead.
 func (*Move) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Move) GetId() string {
@@ -1767,7 +1914,7 @@ type Failover struct {
 
 func (x *Failover) Reset() {
 	*x = Failover{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1926,7 @@ func (x *Failover) String() string {
 func (*Failover) ProtoMessage() {}
 
 func (x *Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1939,7 @@ func (x *Failover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failover.ProtoReflect.Descriptor instead.
 func (*Failover) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Failover) GetId() string {
@@ -1951,7 +2098,7 @@ type CellAuthority struct {
 
 func (x *CellAuthority) Reset() {
 	*x = CellAuthority{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2110,7 @@ func (x *CellAuthority) String() string {
 func (*CellAuthority) ProtoMessage() {}
 
 func (x *CellAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2123,7 @@ func (x *CellAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellAuthority.ProtoReflect.Descriptor instead.
 func (*CellAuthority) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CellAuthority) GetNodeId() string {
@@ -2033,7 +2180,7 @@ type CellFence struct {
 
 func (x *CellFence) Reset() {
 	*x = CellFence{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2192,7 @@ func (x *CellFence) String() string {
 func (*CellFence) ProtoMessage() {}
 
 func (x *CellFence) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2205,7 @@ func (x *CellFence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellFence.ProtoReflect.Descriptor instead.
 func (*CellFence) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CellFence) GetTenant() string {
@@ -2104,7 +2251,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2263,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2276,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 // CellStatus is a cell with what the registry says about it now.
@@ -2148,7 +2295,7 @@ type CellStatus struct {
 
 func (x *CellStatus) Reset() {
 	*x = CellStatus{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2307,7 @@ func (x *CellStatus) String() string {
 func (*CellStatus) ProtoMessage() {}
 
 func (x *CellStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2320,7 @@ func (x *CellStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellStatus.ProtoReflect.Descriptor instead.
 func (*CellStatus) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CellStatus) GetCell() *Cell {
@@ -2225,7 +2372,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2384,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2397,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetStatusResponse) GetRegions() []*Region {
@@ -2291,7 +2438,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2450,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2463,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateRegionRequest) GetName() string {
@@ -2342,7 +2489,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2501,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2514,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateRegionResponse) GetRegion() *Region {
@@ -2385,7 +2532,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2544,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2557,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 type ListRegionsResponse struct {
@@ -2422,7 +2569,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2581,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2594,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -2470,7 +2617,7 @@ type CreateCellRequest struct {
 
 func (x *CreateCellRequest) Reset() {
 	*x = CreateCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +2629,7 @@ func (x *CreateCellRequest) String() string {
 func (*CreateCellRequest) ProtoMessage() {}
 
 func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +2642,7 @@ func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellRequest.ProtoReflect.Descriptor instead.
 func (*CreateCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateCellRequest) GetId() string {
@@ -2535,7 +2682,7 @@ type CreateCellResponse struct {
 
 func (x *CreateCellResponse) Reset() {
 	*x = CreateCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2694,7 @@ func (x *CreateCellResponse) String() string {
 func (*CreateCellResponse) ProtoMessage() {}
 
 func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2707,7 @@ func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellResponse.ProtoReflect.Descriptor instead.
 func (*CreateCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateCellResponse) GetCell() *Cell {
@@ -2579,7 +2726,7 @@ type GetCellRequest struct {
 
 func (x *GetCellRequest) Reset() {
 	*x = GetCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2738,7 @@ func (x *GetCellRequest) String() string {
 func (*GetCellRequest) ProtoMessage() {}
 
 func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2751,7 @@ func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellRequest.ProtoReflect.Descriptor instead.
 func (*GetCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCellRequest) GetId() string {
@@ -2623,7 +2770,7 @@ type GetCellResponse struct {
 
 func (x *GetCellResponse) Reset() {
 	*x = GetCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2782,7 @@ func (x *GetCellResponse) String() string {
 func (*GetCellResponse) ProtoMessage() {}
 
 func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2795,7 @@ func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellResponse.ProtoReflect.Descriptor instead.
 func (*GetCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCellResponse) GetCell() *CellStatus {
@@ -2668,7 +2815,7 @@ type ListCellsRequest struct {
 
 func (x *ListCellsRequest) Reset() {
 	*x = ListCellsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2827,7 @@ func (x *ListCellsRequest) String() string {
 func (*ListCellsRequest) ProtoMessage() {}
 
 func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2840,7 @@ func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsRequest.ProtoReflect.Descriptor instead.
 func (*ListCellsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListCellsRequest) GetRegion() string {
@@ -2712,7 +2859,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2871,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2884,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListCellsResponse) GetCells() []*CellStatus {
@@ -2756,7 +2903,7 @@ type CordonCellRequest struct {
 
 func (x *CordonCellRequest) Reset() {
 	*x = CordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +2915,7 @@ func (x *CordonCellRequest) String() string {
 func (*CordonCellRequest) ProtoMessage() {}
 
 func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +2928,7 @@ func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellRequest.ProtoReflect.Descriptor instead.
 func (*CordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CordonCellRequest) GetId() string {
@@ -2800,7 +2947,7 @@ type CordonCellResponse struct {
 
 func (x *CordonCellResponse) Reset() {
 	*x = CordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +2959,7 @@ func (x *CordonCellResponse) String() string {
 func (*CordonCellResponse) ProtoMessage() {}
 
 func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +2972,7 @@ func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellResponse.ProtoReflect.Descriptor instead.
 func (*CordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CordonCellResponse) GetCell() *Cell {
@@ -2844,7 +2991,7 @@ type UncordonCellRequest struct {
 
 func (x *UncordonCellRequest) Reset() {
 	*x = UncordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3003,7 @@ func (x *UncordonCellRequest) String() string {
 func (*UncordonCellRequest) ProtoMessage() {}
 
 func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3016,7 @@ func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellRequest.ProtoReflect.Descriptor instead.
 func (*UncordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UncordonCellRequest) GetId() string {
@@ -2888,7 +3035,7 @@ type UncordonCellResponse struct {
 
 func (x *UncordonCellResponse) Reset() {
 	*x = UncordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +3047,7 @@ func (x *UncordonCellResponse) String() string {
 func (*UncordonCellResponse) ProtoMessage() {}
 
 func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3060,7 @@ func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellResponse.ProtoReflect.Descriptor instead.
 func (*UncordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UncordonCellResponse) GetCell() *Cell {
@@ -2939,7 +3086,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2951,7 +3098,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2964,7 +3111,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -3011,7 +3158,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3170,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3183,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -3055,7 +3202,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3214,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3227,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -3102,7 +3249,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3261,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3274,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -3160,7 +3307,7 @@ type ReplicationLag struct {
 
 func (x *ReplicationLag) Reset() {
 	*x = ReplicationLag{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3319,7 @@ func (x *ReplicationLag) String() string {
 func (*ReplicationLag) ProtoMessage() {}
 
 func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3332,7 @@ func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationLag.ProtoReflect.Descriptor instead.
 func (*ReplicationLag) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReplicationLag) GetStandbyCell() string {
@@ -3252,7 +3399,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3264,7 +3411,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3277,7 +3424,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -3325,7 +3472,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3484,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3497,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -3376,7 +3523,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3388,7 +3535,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3401,7 +3548,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteTenantRequest) GetId() string {
@@ -3419,7 +3566,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3431,7 +3578,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3444,7 +3591,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 type CreateApiKeyRequest struct {
@@ -3457,7 +3604,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3616,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3629,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateApiKeyRequest) GetTenant() string {
@@ -3510,7 +3657,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3522,7 +3669,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3535,7 +3682,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateApiKeyResponse) GetKey() *ApiKey {
@@ -3561,7 +3708,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3573,7 +3720,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3586,7 +3733,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListApiKeysRequest) GetTenant() string {
@@ -3605,7 +3752,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +3764,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +3777,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKey {
@@ -3650,7 +3797,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3809,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3822,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeApiKeyRequest) GetTenant() string {
@@ -3701,7 +3848,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +3860,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +3873,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeApiKeyResponse) GetKey() *ApiKey {
@@ -3744,7 +3891,7 @@ type GetRegistryRequest struct {
 
 func (x *GetRegistryRequest) Reset() {
 	*x = GetRegistryRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3903,7 @@ func (x *GetRegistryRequest) String() string {
 func (*GetRegistryRequest) ProtoMessage() {}
 
 func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3916,7 @@ func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryRequest.ProtoReflect.Descriptor instead.
 func (*GetRegistryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
 }
 
 type GetRegistryResponse struct {
@@ -3783,7 +3930,7 @@ type GetRegistryResponse struct {
 
 func (x *GetRegistryResponse) Reset() {
 	*x = GetRegistryResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3795,7 +3942,7 @@ func (x *GetRegistryResponse) String() string {
 func (*GetRegistryResponse) ProtoMessage() {}
 
 func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3808,7 +3955,7 @@ func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryResponse.ProtoReflect.Descriptor instead.
 func (*GetRegistryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetRegistryResponse) GetEtcdEndpoints() []string {
@@ -3837,7 +3984,7 @@ type SetStandbyRequest struct {
 
 func (x *SetStandbyRequest) Reset() {
 	*x = SetStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3849,7 +3996,7 @@ func (x *SetStandbyRequest) String() string {
 func (*SetStandbyRequest) ProtoMessage() {}
 
 func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3862,7 +4009,7 @@ func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyRequest.ProtoReflect.Descriptor instead.
 func (*SetStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetStandbyRequest) GetTenant() string {
@@ -3895,7 +4042,7 @@ type SetStandbyResponse struct {
 
 func (x *SetStandbyResponse) Reset() {
 	*x = SetStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +4054,7 @@ func (x *SetStandbyResponse) String() string {
 func (*SetStandbyResponse) ProtoMessage() {}
 
 func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4067,7 @@ func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyResponse.ProtoReflect.Descriptor instead.
 func (*SetStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetStandbyResponse) GetTenant() *Tenant {
@@ -3939,7 +4086,7 @@ type ClearStandbyRequest struct {
 
 func (x *ClearStandbyRequest) Reset() {
 	*x = ClearStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +4098,7 @@ func (x *ClearStandbyRequest) String() string {
 func (*ClearStandbyRequest) ProtoMessage() {}
 
 func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +4111,7 @@ func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyRequest.ProtoReflect.Descriptor instead.
 func (*ClearStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ClearStandbyRequest) GetTenant() string {
@@ -3983,7 +4130,7 @@ type ClearStandbyResponse struct {
 
 func (x *ClearStandbyResponse) Reset() {
 	*x = ClearStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3995,7 +4142,7 @@ func (x *ClearStandbyResponse) String() string {
 func (*ClearStandbyResponse) ProtoMessage() {}
 
 func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4008,7 +4155,7 @@ func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyResponse.ProtoReflect.Descriptor instead.
 func (*ClearStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ClearStandbyResponse) GetTenant() *Tenant {
@@ -4030,7 +4177,7 @@ type StartMoveRequest struct {
 
 func (x *StartMoveRequest) Reset() {
 	*x = StartMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4042,7 +4189,7 @@ func (x *StartMoveRequest) String() string {
 func (*StartMoveRequest) ProtoMessage() {}
 
 func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4055,7 +4202,7 @@ func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveRequest.ProtoReflect.Descriptor instead.
 func (*StartMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StartMoveRequest) GetTenant() string {
@@ -4090,7 +4237,7 @@ type StartMoveResponse struct {
 
 func (x *StartMoveResponse) Reset() {
 	*x = StartMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4102,7 +4249,7 @@ func (x *StartMoveResponse) String() string {
 func (*StartMoveResponse) ProtoMessage() {}
 
 func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4115,7 +4262,7 @@ func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveResponse.ProtoReflect.Descriptor instead.
 func (*StartMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StartMoveResponse) GetMove() *Move {
@@ -4141,7 +4288,7 @@ type GetMoveRequest struct {
 
 func (x *GetMoveRequest) Reset() {
 	*x = GetMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4153,7 +4300,7 @@ func (x *GetMoveRequest) String() string {
 func (*GetMoveRequest) ProtoMessage() {}
 
 func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4166,7 +4313,7 @@ func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveRequest.ProtoReflect.Descriptor instead.
 func (*GetMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetMoveRequest) GetId() string {
@@ -4185,7 +4332,7 @@ type GetMoveResponse struct {
 
 func (x *GetMoveResponse) Reset() {
 	*x = GetMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4197,7 +4344,7 @@ func (x *GetMoveResponse) String() string {
 func (*GetMoveResponse) ProtoMessage() {}
 
 func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4210,7 +4357,7 @@ func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveResponse.ProtoReflect.Descriptor instead.
 func (*GetMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetMoveResponse) GetMove() *Move {
@@ -4233,7 +4380,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4245,7 +4392,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4258,7 +4405,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListMovesRequest) GetTenant() string {
@@ -4291,7 +4438,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4303,7 +4450,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4316,7 +4463,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListMovesResponse) GetMoves() []*Move {
@@ -4335,7 +4482,7 @@ type CancelMoveRequest struct {
 
 func (x *CancelMoveRequest) Reset() {
 	*x = CancelMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4347,7 +4494,7 @@ func (x *CancelMoveRequest) String() string {
 func (*CancelMoveRequest) ProtoMessage() {}
 
 func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4360,7 +4507,7 @@ func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveRequest.ProtoReflect.Descriptor instead.
 func (*CancelMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CancelMoveRequest) GetId() string {
@@ -4379,7 +4526,7 @@ type CancelMoveResponse struct {
 
 func (x *CancelMoveResponse) Reset() {
 	*x = CancelMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4538,7 @@ func (x *CancelMoveResponse) String() string {
 func (*CancelMoveResponse) ProtoMessage() {}
 
 func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4551,7 @@ func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveResponse.ProtoReflect.Descriptor instead.
 func (*CancelMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CancelMoveResponse) GetMove() *Move {
@@ -4425,7 +4572,7 @@ type DrainCellRequest struct {
 
 func (x *DrainCellRequest) Reset() {
 	*x = DrainCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4584,7 @@ func (x *DrainCellRequest) String() string {
 func (*DrainCellRequest) ProtoMessage() {}
 
 func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4597,7 @@ func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellRequest.ProtoReflect.Descriptor instead.
 func (*DrainCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DrainCellRequest) GetCell() string {
@@ -4479,7 +4626,7 @@ type DrainCellResponse struct {
 
 func (x *DrainCellResponse) Reset() {
 	*x = DrainCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4491,7 +4638,7 @@ func (x *DrainCellResponse) String() string {
 func (*DrainCellResponse) ProtoMessage() {}
 
 func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4504,7 +4651,7 @@ func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellResponse.ProtoReflect.Descriptor instead.
 func (*DrainCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *DrainCellResponse) GetCell() *Cell {
@@ -4540,7 +4687,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4552,7 +4699,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4565,7 +4712,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FailoverRequest) GetTenant() string {
@@ -4598,7 +4745,7 @@ type FailoverResponse struct {
 
 func (x *FailoverResponse) Reset() {
 	*x = FailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4610,7 +4757,7 @@ func (x *FailoverResponse) String() string {
 func (*FailoverResponse) ProtoMessage() {}
 
 func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4623,7 +4770,7 @@ func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
 func (*FailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FailoverResponse) GetFailovers() []*Failover {
@@ -4642,7 +4789,7 @@ type GetFailoverRequest struct {
 
 func (x *GetFailoverRequest) Reset() {
 	*x = GetFailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4654,7 +4801,7 @@ func (x *GetFailoverRequest) String() string {
 func (*GetFailoverRequest) ProtoMessage() {}
 
 func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4667,7 +4814,7 @@ func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverRequest.ProtoReflect.Descriptor instead.
 func (*GetFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetFailoverRequest) GetId() string {
@@ -4686,7 +4833,7 @@ type GetFailoverResponse struct {
 
 func (x *GetFailoverResponse) Reset() {
 	*x = GetFailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4698,7 +4845,7 @@ func (x *GetFailoverResponse) String() string {
 func (*GetFailoverResponse) ProtoMessage() {}
 
 func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4711,7 +4858,7 @@ func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverResponse.ProtoReflect.Descriptor instead.
 func (*GetFailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetFailoverResponse) GetFailover() *Failover {
@@ -4731,7 +4878,7 @@ type ListFailoversRequest struct {
 
 func (x *ListFailoversRequest) Reset() {
 	*x = ListFailoversRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4743,7 +4890,7 @@ func (x *ListFailoversRequest) String() string {
 func (*ListFailoversRequest) ProtoMessage() {}
 
 func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4756,7 +4903,7 @@ func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversRequest.ProtoReflect.Descriptor instead.
 func (*ListFailoversRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListFailoversRequest) GetTenant() string {
@@ -4782,7 +4929,7 @@ type ListFailoversResponse struct {
 
 func (x *ListFailoversResponse) Reset() {
 	*x = ListFailoversResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4794,7 +4941,7 @@ func (x *ListFailoversResponse) String() string {
 func (*ListFailoversResponse) ProtoMessage() {}
 
 func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4807,7 +4954,7 @@ func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversResponse.ProtoReflect.Descriptor instead.
 func (*ListFailoversResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListFailoversResponse) GetFailovers() []*Failover {
@@ -4892,7 +5039,20 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xc5\x03\n" +
+	"revokeTime\"\xbc\x01\n" +
+	"\x0eTokenPublicKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x127\n" +
+	"\tsign_from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsignFrom\"\xb2\x01\n" +
+	"\x0fTokenPrivateKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04seed\x18\x02 \x01(\fR\x04seed\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x127\n" +
+	"\tsign_from\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsignFrom\"\xc5\x03\n" +
 	"\bWorkflow\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\x04kind\x18\x02 \x01(\x0e2'.cellplane.controlplane.v1.WorkflowKindR\x04kind\x12\x16\n" +
@@ -5237,7 +5397,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(CellState)(0),                // 0: cellplane.controlplane.v1.CellState
 	(NodeRole)(0),                 // 1: cellplane.controlplane.v1.NodeRole
@@ -5258,201 +5418,207 @@ var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(*TenantLimits)(nil),          // 16: cellplane.controlplane.v1.TenantLimits
 	(*Tenant)(nil),                // 17: cellplane.controlplane.v1.Tenant
 	(*ApiKey)(nil),                // 18: cellplane.controlplane.v1.ApiKey
-	(*Workflow)(nil),              // 19: cellplane.controlplane.v1.Workflow
-	(*ControllerLeader)(nil),      // 20: cellplane.controlplane.v1.ControllerLeader
-	(*Move)(nil),                  // 21: cellplane.controlplane.v1.Move
-	(*Failover)(nil),              // 22: cellplane.controlplane.v1.Failover
-	(*CellAuthority)(nil),         // 23: cellplane.controlplane.v1.CellAuthority
-	(*CellFence)(nil),             // 24: cellplane.controlplane.v1.CellFence
-	(*GetStatusRequest)(nil),      // 25: cellplane.controlplane.v1.GetStatusRequest
-	(*CellStatus)(nil),            // 26: cellplane.controlplane.v1.CellStatus
-	(*GetStatusResponse)(nil),     // 27: cellplane.controlplane.v1.GetStatusResponse
-	(*CreateRegionRequest)(nil),   // 28: cellplane.controlplane.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),  // 29: cellplane.controlplane.v1.CreateRegionResponse
-	(*ListRegionsRequest)(nil),    // 30: cellplane.controlplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),   // 31: cellplane.controlplane.v1.ListRegionsResponse
-	(*CreateCellRequest)(nil),     // 32: cellplane.controlplane.v1.CreateCellRequest
-	(*CreateCellResponse)(nil),    // 33: cellplane.controlplane.v1.CreateCellResponse
-	(*GetCellRequest)(nil),        // 34: cellplane.controlplane.v1.GetCellRequest
-	(*GetCellResponse)(nil),       // 35: cellplane.controlplane.v1.GetCellResponse
-	(*ListCellsRequest)(nil),      // 36: cellplane.controlplane.v1.ListCellsRequest
-	(*ListCellsResponse)(nil),     // 37: cellplane.controlplane.v1.ListCellsResponse
-	(*CordonCellRequest)(nil),     // 38: cellplane.controlplane.v1.CordonCellRequest
-	(*CordonCellResponse)(nil),    // 39: cellplane.controlplane.v1.CordonCellResponse
-	(*UncordonCellRequest)(nil),   // 40: cellplane.controlplane.v1.UncordonCellRequest
-	(*UncordonCellResponse)(nil),  // 41: cellplane.controlplane.v1.UncordonCellResponse
-	(*CreateTenantRequest)(nil),   // 42: cellplane.controlplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),  // 43: cellplane.controlplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),      // 44: cellplane.controlplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),     // 45: cellplane.controlplane.v1.GetTenantResponse
-	(*ReplicationLag)(nil),        // 46: cellplane.controlplane.v1.ReplicationLag
-	(*ListTenantsRequest)(nil),    // 47: cellplane.controlplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),   // 48: cellplane.controlplane.v1.ListTenantsResponse
-	(*DeleteTenantRequest)(nil),   // 49: cellplane.controlplane.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),  // 50: cellplane.controlplane.v1.DeleteTenantResponse
-	(*CreateApiKeyRequest)(nil),   // 51: cellplane.controlplane.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 52: cellplane.controlplane.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 53: cellplane.controlplane.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 54: cellplane.controlplane.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),   // 55: cellplane.controlplane.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 56: cellplane.controlplane.v1.RevokeApiKeyResponse
-	(*GetRegistryRequest)(nil),    // 57: cellplane.controlplane.v1.GetRegistryRequest
-	(*GetRegistryResponse)(nil),   // 58: cellplane.controlplane.v1.GetRegistryResponse
-	(*SetStandbyRequest)(nil),     // 59: cellplane.controlplane.v1.SetStandbyRequest
-	(*SetStandbyResponse)(nil),    // 60: cellplane.controlplane.v1.SetStandbyResponse
-	(*ClearStandbyRequest)(nil),   // 61: cellplane.controlplane.v1.ClearStandbyRequest
-	(*ClearStandbyResponse)(nil),  // 62: cellplane.controlplane.v1.ClearStandbyResponse
-	(*StartMoveRequest)(nil),      // 63: cellplane.controlplane.v1.StartMoveRequest
-	(*StartMoveResponse)(nil),     // 64: cellplane.controlplane.v1.StartMoveResponse
-	(*GetMoveRequest)(nil),        // 65: cellplane.controlplane.v1.GetMoveRequest
-	(*GetMoveResponse)(nil),       // 66: cellplane.controlplane.v1.GetMoveResponse
-	(*ListMovesRequest)(nil),      // 67: cellplane.controlplane.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),     // 68: cellplane.controlplane.v1.ListMovesResponse
-	(*CancelMoveRequest)(nil),     // 69: cellplane.controlplane.v1.CancelMoveRequest
-	(*CancelMoveResponse)(nil),    // 70: cellplane.controlplane.v1.CancelMoveResponse
-	(*DrainCellRequest)(nil),      // 71: cellplane.controlplane.v1.DrainCellRequest
-	(*DrainCellResponse)(nil),     // 72: cellplane.controlplane.v1.DrainCellResponse
-	(*FailoverRequest)(nil),       // 73: cellplane.controlplane.v1.FailoverRequest
-	(*FailoverResponse)(nil),      // 74: cellplane.controlplane.v1.FailoverResponse
-	(*GetFailoverRequest)(nil),    // 75: cellplane.controlplane.v1.GetFailoverRequest
-	(*GetFailoverResponse)(nil),   // 76: cellplane.controlplane.v1.GetFailoverResponse
-	(*ListFailoversRequest)(nil),  // 77: cellplane.controlplane.v1.ListFailoversRequest
-	(*ListFailoversResponse)(nil), // 78: cellplane.controlplane.v1.ListFailoversResponse
-	(*timestamppb.Timestamp)(nil), // 79: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 80: google.protobuf.Duration
+	(*TokenPublicKey)(nil),        // 19: cellplane.controlplane.v1.TokenPublicKey
+	(*TokenPrivateKey)(nil),       // 20: cellplane.controlplane.v1.TokenPrivateKey
+	(*Workflow)(nil),              // 21: cellplane.controlplane.v1.Workflow
+	(*ControllerLeader)(nil),      // 22: cellplane.controlplane.v1.ControllerLeader
+	(*Move)(nil),                  // 23: cellplane.controlplane.v1.Move
+	(*Failover)(nil),              // 24: cellplane.controlplane.v1.Failover
+	(*CellAuthority)(nil),         // 25: cellplane.controlplane.v1.CellAuthority
+	(*CellFence)(nil),             // 26: cellplane.controlplane.v1.CellFence
+	(*GetStatusRequest)(nil),      // 27: cellplane.controlplane.v1.GetStatusRequest
+	(*CellStatus)(nil),            // 28: cellplane.controlplane.v1.CellStatus
+	(*GetStatusResponse)(nil),     // 29: cellplane.controlplane.v1.GetStatusResponse
+	(*CreateRegionRequest)(nil),   // 30: cellplane.controlplane.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),  // 31: cellplane.controlplane.v1.CreateRegionResponse
+	(*ListRegionsRequest)(nil),    // 32: cellplane.controlplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),   // 33: cellplane.controlplane.v1.ListRegionsResponse
+	(*CreateCellRequest)(nil),     // 34: cellplane.controlplane.v1.CreateCellRequest
+	(*CreateCellResponse)(nil),    // 35: cellplane.controlplane.v1.CreateCellResponse
+	(*GetCellRequest)(nil),        // 36: cellplane.controlplane.v1.GetCellRequest
+	(*GetCellResponse)(nil),       // 37: cellplane.controlplane.v1.GetCellResponse
+	(*ListCellsRequest)(nil),      // 38: cellplane.controlplane.v1.ListCellsRequest
+	(*ListCellsResponse)(nil),     // 39: cellplane.controlplane.v1.ListCellsResponse
+	(*CordonCellRequest)(nil),     // 40: cellplane.controlplane.v1.CordonCellRequest
+	(*CordonCellResponse)(nil),    // 41: cellplane.controlplane.v1.CordonCellResponse
+	(*UncordonCellRequest)(nil),   // 42: cellplane.controlplane.v1.UncordonCellRequest
+	(*UncordonCellResponse)(nil),  // 43: cellplane.controlplane.v1.UncordonCellResponse
+	(*CreateTenantRequest)(nil),   // 44: cellplane.controlplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),  // 45: cellplane.controlplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),      // 46: cellplane.controlplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),     // 47: cellplane.controlplane.v1.GetTenantResponse
+	(*ReplicationLag)(nil),        // 48: cellplane.controlplane.v1.ReplicationLag
+	(*ListTenantsRequest)(nil),    // 49: cellplane.controlplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),   // 50: cellplane.controlplane.v1.ListTenantsResponse
+	(*DeleteTenantRequest)(nil),   // 51: cellplane.controlplane.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),  // 52: cellplane.controlplane.v1.DeleteTenantResponse
+	(*CreateApiKeyRequest)(nil),   // 53: cellplane.controlplane.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 54: cellplane.controlplane.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 55: cellplane.controlplane.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 56: cellplane.controlplane.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),   // 57: cellplane.controlplane.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 58: cellplane.controlplane.v1.RevokeApiKeyResponse
+	(*GetRegistryRequest)(nil),    // 59: cellplane.controlplane.v1.GetRegistryRequest
+	(*GetRegistryResponse)(nil),   // 60: cellplane.controlplane.v1.GetRegistryResponse
+	(*SetStandbyRequest)(nil),     // 61: cellplane.controlplane.v1.SetStandbyRequest
+	(*SetStandbyResponse)(nil),    // 62: cellplane.controlplane.v1.SetStandbyResponse
+	(*ClearStandbyRequest)(nil),   // 63: cellplane.controlplane.v1.ClearStandbyRequest
+	(*ClearStandbyResponse)(nil),  // 64: cellplane.controlplane.v1.ClearStandbyResponse
+	(*StartMoveRequest)(nil),      // 65: cellplane.controlplane.v1.StartMoveRequest
+	(*StartMoveResponse)(nil),     // 66: cellplane.controlplane.v1.StartMoveResponse
+	(*GetMoveRequest)(nil),        // 67: cellplane.controlplane.v1.GetMoveRequest
+	(*GetMoveResponse)(nil),       // 68: cellplane.controlplane.v1.GetMoveResponse
+	(*ListMovesRequest)(nil),      // 69: cellplane.controlplane.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),     // 70: cellplane.controlplane.v1.ListMovesResponse
+	(*CancelMoveRequest)(nil),     // 71: cellplane.controlplane.v1.CancelMoveRequest
+	(*CancelMoveResponse)(nil),    // 72: cellplane.controlplane.v1.CancelMoveResponse
+	(*DrainCellRequest)(nil),      // 73: cellplane.controlplane.v1.DrainCellRequest
+	(*DrainCellResponse)(nil),     // 74: cellplane.controlplane.v1.DrainCellResponse
+	(*FailoverRequest)(nil),       // 75: cellplane.controlplane.v1.FailoverRequest
+	(*FailoverResponse)(nil),      // 76: cellplane.controlplane.v1.FailoverResponse
+	(*GetFailoverRequest)(nil),    // 77: cellplane.controlplane.v1.GetFailoverRequest
+	(*GetFailoverResponse)(nil),   // 78: cellplane.controlplane.v1.GetFailoverResponse
+	(*ListFailoversRequest)(nil),  // 79: cellplane.controlplane.v1.ListFailoversRequest
+	(*ListFailoversResponse)(nil), // 80: cellplane.controlplane.v1.ListFailoversResponse
+	(*timestamppb.Timestamp)(nil), // 81: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 82: google.protobuf.Duration
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	79,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
 	10,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
 	0,   // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	79,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
 	1,   // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	79,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	81,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
 	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	79,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	81,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
 	2,   // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
 	16,  // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	79,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	3,   // 15: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
-	4,   // 16: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	79,  // 17: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 18: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 19: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
-	5,   // 20: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
-	79,  // 21: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 22: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 23: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
-	79,  // 24: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
-	79,  // 25: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
-	6,   // 26: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	7,   // 27: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
-	80,  // 28: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
-	79,  // 29: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 30: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 31: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
-	79,  // 32: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
-	80,  // 33: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
-	80,  // 34: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
-	79,  // 35: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
-	11,  // 36: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
-	8,   // 37: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
-	15,  // 38: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
-	13,  // 39: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
-	12,  // 40: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
-	9,   // 41: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	26,  // 42: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	20,  // 43: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
-	9,   // 44: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	9,   // 45: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	10,  // 46: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	11,  // 47: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	26,  // 48: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
-	26,  // 49: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	11,  // 50: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	11,  // 51: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	16,  // 52: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 53: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 54: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	46,  // 55: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
-	80,  // 56: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
-	2,   // 57: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
-	17,  // 58: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
-	18,  // 59: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 60: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 61: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	17,  // 62: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 63: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	21,  // 64: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	21,  // 65: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	21,  // 66: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	21,  // 67: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	11,  // 68: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	21,  // 69: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	6,   // 70: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	22,  // 71: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	22,  // 72: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
-	22,  // 73: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 74: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	28,  // 75: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	30,  // 76: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	32,  // 77: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	34,  // 78: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	36,  // 79: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	38,  // 80: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	40,  // 81: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	42,  // 82: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	44,  // 83: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	47,  // 84: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	49,  // 85: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	51,  // 86: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	53,  // 87: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	55,  // 88: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	57,  // 89: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	59,  // 90: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
-	61,  // 91: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
-	63,  // 92: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
-	65,  // 93: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
-	67,  // 94: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
-	69,  // 95: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
-	71,  // 96: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
-	73,  // 97: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
-	75,  // 98: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
-	77,  // 99: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
-	27,  // 100: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	29,  // 101: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	31,  // 102: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	33,  // 103: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	35,  // 104: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	37,  // 105: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	39,  // 106: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	41,  // 107: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	43,  // 108: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	45,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	48,  // 110: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	50,  // 111: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	52,  // 112: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	54,  // 113: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	56,  // 114: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	58,  // 115: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	60,  // 116: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
-	62,  // 117: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
-	64,  // 118: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
-	66,  // 119: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
-	68,  // 120: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
-	70,  // 121: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
-	72,  // 122: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
-	74,  // 123: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
-	76,  // 124: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
-	78,  // 125: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
-	100, // [100:126] is the sub-list for method output_type
-	74,  // [74:100] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	81,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	81,  // 15: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 16: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
+	81,  // 17: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 18: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
+	3,   // 19: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
+	4,   // 20: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
+	81,  // 21: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 22: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 23: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	5,   // 24: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
+	81,  // 25: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 26: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 27: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	81,  // 28: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	81,  // 29: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	6,   // 30: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	7,   // 31: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
+	82,  // 32: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	81,  // 33: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	81,  // 34: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 35: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	81,  // 36: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	82,  // 37: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	82,  // 38: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	81,  // 39: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	11,  // 40: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
+	8,   // 41: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
+	15,  // 42: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
+	13,  // 43: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
+	12,  // 44: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
+	9,   // 45: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	28,  // 46: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	22,  // 47: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
+	9,   // 48: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	9,   // 49: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	10,  // 50: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	11,  // 51: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	28,  // 52: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
+	28,  // 53: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	11,  // 54: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	11,  // 55: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	16,  // 56: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 57: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 58: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	48,  // 59: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
+	82,  // 60: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	2,   // 61: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
+	17,  // 62: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
+	18,  // 63: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 64: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 65: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	17,  // 66: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 67: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	23,  // 68: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	23,  // 69: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	23,  // 70: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	23,  // 71: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	11,  // 72: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	23,  // 73: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	6,   // 74: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	24,  // 75: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	24,  // 76: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
+	24,  // 77: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	27,  // 78: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	30,  // 79: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	32,  // 80: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	34,  // 81: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	36,  // 82: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	38,  // 83: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	40,  // 84: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	42,  // 85: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	44,  // 86: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	46,  // 87: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	49,  // 88: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	51,  // 89: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	53,  // 90: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	55,  // 91: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	57,  // 92: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	59,  // 93: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	61,  // 94: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	63,  // 95: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	65,  // 96: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	67,  // 97: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	69,  // 98: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	71,  // 99: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	73,  // 100: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	75,  // 101: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	77,  // 102: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	79,  // 103: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	29,  // 104: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	31,  // 105: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	33,  // 106: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	35,  // 107: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	37,  // 108: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	39,  // 109: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	41,  // 110: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	43,  // 111: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	45,  // 112: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	47,  // 113: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	50,  // 114: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	52,  // 115: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	54,  // 116: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	56,  // 117: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	58,  // 118: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	60,  // 119: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	62,  // 120: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	64,  // 121: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	66,  // 122: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	68,  // 123: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	70,  // 124: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	72,  // 125: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	74,  // 126: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	76,  // 127: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	78,  // 128: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	80,  // 129: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	104, // [104:130] is the sub-list for method output_type
+	78,  // [78:104] is the sub-list for method input_type
+	78,  // [78:78] is the sub-list for extension type_name
+	78,  // [78:78] is the sub-list for extension extendee
+	0,   // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
@@ -5466,7 +5632,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   70,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

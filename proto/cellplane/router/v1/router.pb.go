@@ -9,6 +9,7 @@ package routerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -152,9 +153,18 @@ type LookupResponse struct {
 	// takes the tenant's calls until the placement changes. Send calls
 	// through the router meanwhile (it holds them, bounded, and forwards
 	// them to the new owner), or look the tenant up again shortly.
-	CuttingOver   bool `protobuf:"varint,6,opt,name=cutting_over,json=cuttingOver,proto3" json:"cutting_over,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CuttingOver bool `protobuf:"varint,6,opt,name=cutting_over,json=cuttingOver,proto3" json:"cutting_over,omitempty"`
+	// A tenant token for the direct path (internal/tenanttoken): minted for
+	// the authenticated tenant, bound to this cell and epoch, signed with a
+	// key the cells trust. Send it as x-cellplane-token on ContextService
+	// calls to the cell's members (cells serving mutual TLS accept a caller
+	// without a component certificate only with it). Empty when the router
+	// mints no tokens (no signing key yet, or no internal identity).
+	Token string `protobuf:"bytes,7,opt,name=token,proto3" json:"token,omitempty"`
+	// When the token expires: look the tenant up again before.
+	TokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=token_expire_time,json=tokenExpireTime,proto3" json:"token_expire_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *LookupResponse) Reset() {
@@ -229,25 +239,41 @@ func (x *LookupResponse) GetCuttingOver() bool {
 	return false
 }
 
+func (x *LookupResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetTokenExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpireTime
+	}
+	return nil
+}
+
 var File_cellplane_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_cellplane_router_v1_router_proto_rawDesc = "" +
 	"\n" +
-	" cellplane/router/v1/router.proto\x12\x13cellplane.router.v1\"'\n" +
+	" cellplane/router/v1/router.proto\x12\x13cellplane.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"'\n" +
 	"\rLookupRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"s\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xd3\x01\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xb1\x02\n" +
 	"\x0eLookupResponse\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x125\n" +
 	"\amembers\x18\x04 \x03(\v2\x1b.cellplane.router.v1.MemberR\amembers\x12%\n" +
 	"\x0etable_revision\x18\x05 \x01(\x03R\rtableRevision\x12!\n" +
-	"\fcutting_over\x18\x06 \x01(\bR\vcuttingOver2b\n" +
+	"\fcutting_over\x18\x06 \x01(\bR\vcuttingOver\x12\x14\n" +
+	"\x05token\x18\a \x01(\tR\x05token\x12F\n" +
+	"\x11token_expire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0ftokenExpireTime2b\n" +
 	"\rRouterService\x12Q\n" +
 	"\x06Lookup\x12\".cellplane.router.v1.LookupRequest\x1a#.cellplane.router.v1.LookupResponseBCZAgithub.com/cellplane/cellplane/proto/cellplane/router/v1;routerv1b\x06proto3"
 
@@ -265,19 +291,21 @@ func file_cellplane_router_v1_router_proto_rawDescGZIP() []byte {
 
 var file_cellplane_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_cellplane_router_v1_router_proto_goTypes = []any{
-	(*LookupRequest)(nil),  // 0: cellplane.router.v1.LookupRequest
-	(*Member)(nil),         // 1: cellplane.router.v1.Member
-	(*LookupResponse)(nil), // 2: cellplane.router.v1.LookupResponse
+	(*LookupRequest)(nil),         // 0: cellplane.router.v1.LookupRequest
+	(*Member)(nil),                // 1: cellplane.router.v1.Member
+	(*LookupResponse)(nil),        // 2: cellplane.router.v1.LookupResponse
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_cellplane_router_v1_router_proto_depIdxs = []int32{
 	1, // 0: cellplane.router.v1.LookupResponse.members:type_name -> cellplane.router.v1.Member
-	0, // 1: cellplane.router.v1.RouterService.Lookup:input_type -> cellplane.router.v1.LookupRequest
-	2, // 2: cellplane.router.v1.RouterService.Lookup:output_type -> cellplane.router.v1.LookupResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 1: cellplane.router.v1.LookupResponse.token_expire_time:type_name -> google.protobuf.Timestamp
+	0, // 2: cellplane.router.v1.RouterService.Lookup:input_type -> cellplane.router.v1.LookupRequest
+	2, // 3: cellplane.router.v1.RouterService.Lookup:output_type -> cellplane.router.v1.LookupResponse
+	3, // [3:4] is the sub-list for method output_type
+	2, // [2:3] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_router_v1_router_proto_init() }
