@@ -3,6 +3,8 @@ package platform_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"testing"
@@ -107,11 +109,33 @@ func TestMaliciousTenant(t *testing.T) {
 	_, err = direct.Read(metadata.AppendToOutgoingContext(ctx, tenantmd.TokenKey, evil.GetToken()), &contextv1.ReadRequest{ContextId: "secret"})
 	refused("direct, evil's token: the victim's context", err)
 
-	// 3. MCP on the node and through the router, with evil's key.
-	for _, base := range []string{"http://" + p.Cell(cellA).Nodes()[0].Info().HTTP, p.MCPPublicURL()} {
+	// 3. MCP on the node and through the router, with evil's key. The
+	// node's HTTP port serves mutual TLS to routers only: evil, with no
+	// certificate, is refused at the handshake (https) or by the TLS port
+	// (plain http: 400); the router authenticates evil and refuses the
+	// victim's tenant.
+	cas, err := pki.ReadCerts(p.caFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pool.AddCert(c)
+	}
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}}
+	nodeHTTP := p.Cell(cellA).Nodes()[0].Info().HTTP
+	for _, target := range []struct {
+		base   string
+		client *http.Client
+		router bool
+	}{
+		{"https://" + nodeHTTP, noCert, false},
+		{"http://" + nodeHTTP, http.DefaultClient, false},
+		{p.MCPPublicURL(), http.DefaultClient, true},
+	} {
 		for _, hdr := range []string{"Authorization", "X-Api-Key"} {
 			body := []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"evil","version":"0"}}}`)
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/t/victim/mcp", bytes.NewReader(body))
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.base+"/t/victim/mcp", bytes.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,23 +146,26 @@ func TestMaliciousTenant(t *testing.T) {
 			req.Header.Set(hdr, v)
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
+			resp, err := target.client.Do(req)
+			switch {
+			case err != nil && target.router:
 				t.Fatal(err)
+			case err != nil:
+				continue // refused at the TLS handshake
 			}
 			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
-				t.Errorf("MCP %s/t/victim/mcp with evil's key (%s): status %d, want 401 or 403", base, hdr, resp.StatusCode)
+			ok := resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden
+			if !target.router {
+				ok = ok || resp.StatusCode == http.StatusBadRequest // plain HTTP to a TLS port
+			}
+			if !ok {
+				t.Errorf("MCP %s/t/victim/mcp with evil's key (%s): status %d, want a refusal", target.base, hdr, resp.StatusCode)
 			}
 		}
 	}
 
 	// 4. Minting API keys: the control plane takes operators' certificates
 	// only; the router forwards no admin API.
-	cas, err := pki.ReadCerts(p.caFile())
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, cfg := range map[string]dial.Config{
 		"plaintext":                 {},
 		"TLS without a certificate": {Credentials: credentials.NewTLS(pki.ClientTLSConfigFromCAs(cas, p.cfg.Name, nil, pki.ExpectKinds(pki.KindControlPlane)))},

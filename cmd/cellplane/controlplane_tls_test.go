@@ -152,8 +152,11 @@ func TestDevEtcdURLsForMTLS(t *testing.T) {
 	cfg := devenv.DefaultConfig()
 	cfg.MutualTLS = false // --insecure
 	etcdURLsForMTLS(&cfg, never)
-	if !strings.HasPrefix(cfg.EtcdClientURL, "http://") {
-		t.Fatalf("with --insecure: %s", cfg.EtcdClientURL)
+	if cfg.EtcdClientURL != "http://127.0.0.1:7379" || cfg.EtcdPeerURL != "http://127.0.0.1:7380" {
+		t.Fatalf("with --insecure: %s %s", cfg.EtcdClientURL, cfg.EtcdPeerURL)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("--insecure defaults: %v", err)
 	}
 	cfg.MutualTLS = true
 	etcdURLsForMTLS(&cfg, never)

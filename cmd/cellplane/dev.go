@@ -134,19 +134,21 @@ TLS (with a warning).`,
 	return cmd
 }
 
-// etcdURLsForMTLS makes the default etcd URLs https with mutual TLS (the
-// embedded etcd serves mutual TLS too); URLs given on the command line are
-// kept, and must be https then (platform.Config.Validate).
+// etcdURLsForMTLS gives the default etcd URLs the scheme of the
+// platform's mode: https with mutual TLS (the embedded etcd serves it
+// too), http with --insecure. URLs given on the command line are kept, and
+// must match the mode (platform.Config.Validate).
 func etcdURLsForMTLS(cfg *devenv.Config, changed func(flag string) bool) {
+	from, to := "http://", "https://"
 	if !cfg.MutualTLS {
-		return
+		from, to = to, from
 	}
 	for _, u := range []struct {
 		flag string
 		v    *string
 	}{{"etcd-client-url", &cfg.EtcdClientURL}, {"etcd-peer-url", &cfg.EtcdPeerURL}} {
 		if !changed(u.flag) {
-			*u.v = strings.Replace(*u.v, "http://", "https://", 1)
+			*u.v = strings.Replace(*u.v, from, to, 1)
 		}
 	}
 }

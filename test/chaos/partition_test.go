@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -57,10 +58,14 @@ func (a *ackLog) refuse(value string, err error) {
 // Cutting both proxies is a partition of the region from the rest.
 func isolatedCell(t *testing.T, p *harness, region, cell string) (*cells.Node, []*faultnet.Proxy) {
 	t.Helper()
-	etcdProxy := faultnet.Start(t, strings.TrimPrefix(p.EtcdEndpoints()[0], "http://"))
+	etcd, err := url.Parse(p.EtcdEndpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcdProxy := faultnet.Start(t, etcd.Host)
 	var grpcProxy *faultnet.Proxy
 	nodes := p.createCell(t, platform.CellSpec{Region: region, ID: cell, Nodes: 1,
-		EtcdEndpoints: []string{"http://" + etcdProxy.Addr()},
+		EtcdEndpoints: []string{etcd.Scheme + "://" + etcdProxy.Addr()},
 		Configure: func(c *cells.Config) {
 			grpcProxy = faultnet.Start(t, c.GRPCAddr)
 			c.Store.GRPCAdvertise = grpcProxy.Addr()

@@ -158,9 +158,9 @@ func startPlatform(t *testing.T, nodes int, args ...string) *platform {
 // ports, and waits for it to be ready.
 func (p *platform) start() error {
 	p.run++
-	etcdScheme := "http://"
-	if slices.Contains(p.args, "--mtls") {
-		etcdScheme = "https://" // the embedded etcd serves mutual TLS too
+	etcdScheme := "https://" // the embedded etcd serves mutual TLS too
+	if slices.Contains(p.args, "--insecure") {
+		etcdScheme = "http://"
 	}
 	args := append([]string{"dev",
 		"--data-dir", p.dataDir,

@@ -56,10 +56,11 @@ func DefaultConfig() Config {
 	pc.DataDir = ".cellplane-dev"
 	pc.ControlPlaneAddr, pc.ControlPlaneHTTPAddr = "127.0.0.1:7000", "127.0.0.1:7001"
 	pc.RouterAddr, pc.RouterHTTPAddr = "127.0.0.1:7100", "127.0.0.1:7180"
-	pc.EtcdClientURL, pc.EtcdPeerURL = "http://127.0.0.1:7379", "http://127.0.0.1:7380"
 	pc.NodeBasePort = 7400
 	pc.ChildLogLevel = "warn"
 	pc.MutualTLS = true // dev proves the model: every internal hop on mutual TLS
+	// The embedded etcd serves mutual TLS too (http with --insecure).
+	pc.EtcdClientURL, pc.EtcdPeerURL = "https://127.0.0.1:7379", "https://127.0.0.1:7380"
 	return Config{Config: pc}
 }
 
