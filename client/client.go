@@ -418,9 +418,16 @@ func (c *Client) tokenDue(r *route) bool {
 }
 
 // directOK reports whether r can be used on the direct path: with
-// cellTLS it needs a token.
+// cellTLS it needs a token. Without cellTLS, a token in the answer means
+// the cells serve mutual TLS (a router mints tokens only with its internal
+// identity, which it has exactly when the cells it calls serve mutual
+// TLS): a plaintext direct call would be refused, so calls go through the
+// router.
 func (c *Client) directOK(r *route) bool {
-	return !c.cellTLS || r.token != ""
+	if !c.cellTLS {
+		return r.token == ""
+	}
+	return r.token != ""
 }
 
 // routerContext adds the tenant and the credentials for the router.

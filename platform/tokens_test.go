@@ -487,3 +487,44 @@ func TestTenantTokenKeyRotation(t *testing.T) {
 	}
 	t.Logf("%d writes over %d keys, %d lookups, %d writes through the router", writes, len(seen), cnt.get("lookup"), cnt.get(p.RouterAddr()))
 }
+
+// TestPlaintextClientGoesThroughTheRouter: a smart client with its
+// default configuration (Direct, no cell CA) against cells serving mutual
+// TLS sees a token in the Lookup answer and sends every call through the
+// router instead of trying plaintext direct calls the cells would refuse.
+func TestPlaintextClientGoesThroughTheRouter(t *testing.T) {
+	p := startTokenPlatform(t, nil)
+	ctx := testutil.Context(t, 2*time.Minute)
+	p.tenant(t, ctx, "acme", cellA)
+
+	cfg := client.DefaultConfig()
+	cfg.Router, cfg.Tenant, cfg.APIKey = p.RouterAddr(), "acme", p.keys["acme"]
+	cnt := &callCounter{n: map[string]int{}}
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithChainUnaryInterceptor(cnt.intercept))
+	cfg.Logger = testutil.Logger(t)
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	cs := c.Context()
+	if _, err := cs.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: "chat"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := appendText(ctx, cs, "chat", fmt.Sprintf("m%d", i)); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	if got, err := cs.Read(ctx, &contextv1.ReadRequest{ContextId: "chat"}); err != nil || len(got.GetEntries()) != 5 {
+		t.Fatalf("Read: %v %v", got, err)
+	}
+	if n := cnt.get(p.RouterAddr()); n != 7 {
+		t.Fatalf("%d data calls through the router, want all 7", n)
+	}
+	for _, node := range p.Nodes() {
+		if n := cnt.get(node.Info().GRPC); n != 0 {
+			t.Fatalf("%d plaintext direct calls to %s, want none", n, node.Info().GRPC)
+		}
+	}
+}
