@@ -52,7 +52,9 @@
 // looks the tenant up again before the token expires (TokenRefresh) and
 // once per call when a cell refuses the token (UNAUTHENTICATED: its key
 // was rotated away); a Lookup without a token sends calls through the
-// router.
+// router. Without CellCAs, a Lookup answer that carries a token (the
+// cells serve mutual TLS) sends every call through the router too: the
+// cells would refuse a plaintext direct call.
 //
 //	cf, _ := client.LoadConfigFile(os.Getenv(client.EnvConfigFile)) // router, tenant, apiKey, cellCA
 //	cfg, _ := cf.ClientConfig()
