@@ -52,9 +52,14 @@ const (
 const TenantHeader = "x-cellplane-tenant"
 
 // KeyLookup finds a tenant API key by id (the routing table implements it).
-// ok is false for an unknown or revoked key.
+// ok is false for an unknown or revoked key. KeysFresh says whether the
+// lookup's answers may be trusted now: an error (CREDENTIALS_STALE) when
+// its view of the keys is older than its staleness bound, so that a key
+// revoked meanwhile is not honoured; every API key is then refused with
+// that error.
 type KeyLookup interface {
 	APIKey(keyID string) (tenant string, hash []byte, ok bool)
+	KeysFresh() error
 }
 
 // Config configures an Authenticator.
@@ -292,6 +297,9 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	id, ok := KeyID(secret)
 	if !ok {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
+	}
+	if err := a.keys.KeysFresh(); err != nil {
+		return Identity{}, err
 	}
 	tenant, hash, found := a.keys.APIKey(id)
 	if !found {

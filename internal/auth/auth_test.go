@@ -37,6 +37,44 @@ func (m keyMap) APIKey(id string) (string, []byte, bool) {
 	return k.tenant, k.hash, ok
 }
 
+func (m keyMap) KeysFresh() error { return nil }
+
+// staleKeys is a KeyLookup whose view is past its staleness bound.
+type staleKeys struct{ keyMap }
+
+func (staleKeys) KeysFresh() error { return cperr.New(cperr.CredentialsStale, "stale") }
+
+// TestStaleKeysFailClosed: a KeyLookup past its bound refuses every API
+// key, the good one included, with CREDENTIALS_STALE; a malformed key is
+// still INVALID and JWTs are not affected (M9).
+func TestStaleKeysFailClosed(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	id, good, hash, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKeys(t)
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeJWKS(t, path, ecJWK("ec-1", &k.ec.PublicKey))
+	a, err := New(jwtConfig(t, path), staleKeys{keyMap{id: {tenant: "t1", hash: hash}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AuthenticateAPIKey(good); cperr.ReasonOf(err) != cperr.CredentialsStale {
+		t.Fatalf("good key with a stale view: %v, want CREDENTIALS_STALE", err)
+	}
+	if _, err := a.Authenticate(ctx, "Bearer "+good); cperr.ReasonOf(err) != cperr.CredentialsStale {
+		t.Fatalf("good bearer key with a stale view: %v, want CREDENTIALS_STALE", err)
+	}
+	if _, err := a.AuthenticateAPIKey("hello"); cperr.ReasonOf(err) != cperr.Unauthenticated {
+		t.Fatalf("malformed key: %v, want UNAUTHENTICATED", err)
+	}
+	tok := sign(t, jwt.SigningMethodES256, "ec-1", k.ec, goodClaims())
+	if id, err := a.Authenticate(ctx, "Bearer "+tok); err != nil || id.Method != MethodJWT {
+		t.Fatalf("JWT with a stale key view: %+v, %v", id, err)
+	}
+}
+
 // keys are the signing keys of a test.
 type keys struct {
 	rsa, rsaOther *rsa.PrivateKey

@@ -70,6 +70,9 @@ func (t *Table) run(ctx context.Context) {
 		return retry.Sleep(ctx, d) == nil
 	}
 	for ctx.Err() == nil {
+		// The load's first List is linearizable and starts after began:
+		// the loaded view holds every change made before began.
+		began := time.Now()
 		v, cells, err := t.load(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -83,6 +86,7 @@ func (t *Table) run(ctx context.Context) {
 		t.view.Store(v)
 		t.loaded.Store(true)
 		t.touch()
+		t.markFresh(began)
 		t.changed()
 		t.routes.notify()
 		t.reloads.Inc()
@@ -154,15 +158,52 @@ func (t *Table) load(ctx context.Context) (*view, cellStates, error) {
 	return v, cells, nil
 }
 
+// freshnessProbePrefix is an empty range of the keyspace: a List of it is
+// a cheap linearizable read of etcd's current revision (nothing is ever
+// stored there).
+const freshnessProbePrefix = "router-freshness-probe/"
+
+// probe is a freshness probe in flight: etcd was at rev after began, so
+// a tenants/ watch that reports progress at rev or later held, as of
+// began, every change made before it.
+type probe struct {
+	began time.Time
+	rev   int64
+}
+
+// probeFreshness reads etcd's current revision and asks the watches for a
+// progress notification (ok false: etcd did not answer; the view ages).
+func (t *Table) probeFreshness(ctx context.Context) (probe, bool) {
+	began := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, t.cfg.FreshnessInterval)
+	defer cancel()
+	res, err := t.st.List(pctx, freshnessProbePrefix, topo.ListOptions{Limit: 1})
+	if err == nil {
+		err = t.st.RequestProgress(pctx)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			t.log.Debug("routing: freshness probe failed", "err", err)
+		}
+		return probe{}, false
+	}
+	return probe{began: began, rev: int64(res.Revision)}, true
+}
+
 // watch follows tenants/ and cells/ from the view's revision + 1 until a
 // watch fails (returned) or ctx ends. progressed reports that at least one
-// response was applied.
+// response was applied. Every FreshnessInterval it probes that the
+// tenants/ watch is caught up (see Config.APIKeyMaxStaleness).
 func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progressed bool, err error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	from := topo.Revision(v.rev.Load() + 1)
 	tch := t.st.Watch(wctx, topo.TenantsPrefix, from)
 	cch := t.st.Watch(wctx, topo.CellsPrefix, from)
+	tick := time.NewTicker(t.cfg.FreshnessInterval)
+	defer tick.Stop()
+	// pending is the newest probe not yet answered by the tenants/ watch.
+	var pending *probe
 	for {
 		var (
 			r  topo.WatchResponse
@@ -172,6 +213,11 @@ func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progresse
 		select {
 		case <-ctx.Done():
 			return progressed, ctx.Err()
+		case <-tick.C:
+			if p, ok := t.probeFreshness(wctx); ok {
+				pending = &p
+			}
+			continue
 		case r, ok = <-tch:
 			isTenants = true
 		case r, ok = <-cch:
@@ -184,6 +230,12 @@ func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progresse
 		}
 		progressed = true
 		if len(r.Events) == 0 {
+			// A progress notification: the tenants/ watch delivered every
+			// change up to r.Revision.
+			if isTenants && pending != nil && int64(r.Revision) >= pending.rev {
+				t.markFresh(pending.began)
+				pending = nil
+			}
 			continue
 		}
 		rev := int64(r.Revision)

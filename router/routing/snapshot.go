@@ -25,7 +25,8 @@ import (
 // The payload is a sequence of uvarints and strings (uvarint length +
 // bytes):
 //
-//	revision, written (unix nanos)
+//	revision, written (unix nanos: when the table was last known to match
+//	          etcd, which a restarted router takes as its keys' freshness)
 //	cell ids:   n, n × string               (index 0 is "")
 //	limits:     n, n × (float64 bits as uint64 uvarint, burst)
 //	tenants:    n, n × (id, cell index, limits index, epoch, version, state,
@@ -430,7 +431,14 @@ func (t *Table) writeSnapshotIfChanged() error {
 	if changes == t.snapChanges {
 		return nil
 	}
-	b := encodeSnapshot(t.view.Load(), time.Now())
+	// The time written is when the table was last known to match etcd,
+	// not now: a router restarted from this file must not count a table
+	// that was already stale when written as fresh (APIKeyMaxStaleness).
+	written := time.Now()
+	if f := t.keysFresh.Load(); f != 0 {
+		written = time.Unix(0, f)
+	}
+	b := encodeSnapshot(t.view.Load(), written)
 	if err := writeFileAtomic(t.cfg.SnapshotPath, b); err != nil {
 		return fmt.Errorf("routing: write snapshot %s: %w", t.cfg.SnapshotPath, err)
 	}

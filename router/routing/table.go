@@ -13,6 +13,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -100,6 +101,10 @@ type Table struct {
 	view     atomic.Pointer[view]
 	loaded   atomic.Bool
 	lastSync atomic.Int64 // unix nanos of the last event or successful sync
+	// keysFresh is the unix nanos as of which the view is known to hold
+	// every change of etcd (a full load's start, a progress notification's
+	// probe, the snapshot's freshness); 0: never. See KeysFresh.
+	keysFresh atomic.Int64
 	// changes counts modifications; the snapshot writer compares it.
 	changes atomic.Uint64
 	// routes wakes WaitChange callers when tenant entries may have changed.
@@ -140,6 +145,9 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 			t.view.Store(v)
 			t.loaded.Store(true)
 			t.lastSync.Store(written.UnixNano())
+			// The snapshot records when its table was last known fresh: a
+			// restart from an old file does not make its keys valid again.
+			t.keysFresh.Store(written.UnixNano())
 			t.log.Info("routing: loaded snapshot", "path", cfg.SnapshotPath, "revision", v.rev.Load(), "tenants", v.n.Load(), "written", written)
 		case errors.Is(err, errNoSnapshot):
 			t.log.Info("routing: no snapshot yet", "path", cfg.SnapshotPath)
@@ -204,6 +212,52 @@ func (t *Table) APIKey(keyID string) (tenant string, hash []byte, ok bool) {
 		return "", nil, false
 	}
 	return k.tenant, k.hash, true
+}
+
+// KeysFresh reports whether the table may authenticate API keys: nil
+// while its view was known to match etcd within APIKeyMaxStaleness (or
+// the bound is 0); else a CREDENTIALS_STALE error (UNAVAILABLE, with the
+// view's age and a retry hint). It implements auth.KeyLookup.
+func (t *Table) KeysFresh() error {
+	bound := t.cfg.APIKeyMaxStaleness
+	if bound <= 0 {
+		return nil
+	}
+	age, known := t.KeysAge()
+	if known && age <= bound {
+		return nil
+	}
+	e := cperr.New(cperr.CredentialsStale, "API keys cannot be checked: this router's view of them is older than %s (its etcd watch is down or not yet synced)", bound).
+		With(cperr.MetaMaxStaleness, bound.String()).
+		WithRetryAfter(t.cfg.FreshnessInterval)
+	if known {
+		e = e.With(cperr.MetaCredentialsAge, age.Round(time.Millisecond).String())
+	} else {
+		e = e.With(cperr.MetaCredentialsAge, "unknown")
+	}
+	return e
+}
+
+// KeysAge is the time since the view was last known to match etcd (see
+// Config.APIKeyMaxStaleness); known is false if it never was (no load
+// yet and no snapshot), and age is then the time since Start.
+func (t *Table) KeysAge() (age time.Duration, known bool) {
+	f := t.keysFresh.Load()
+	if f == 0 {
+		return time.Since(t.start), false
+	}
+	return time.Since(time.Unix(0, f)), true
+}
+
+// markFresh records that the view held every change of etcd as of at.
+func (t *Table) markFresh(at time.Time) {
+	n := at.UnixNano()
+	for {
+		old := t.keysFresh.Load()
+		if old >= n || t.keysFresh.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // Revision is the newest etcd revision applied to the table (the
