@@ -1,0 +1,126 @@
+package routing
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/testutil"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// M9: a quiet but healthy watch stays fresh (its progress notifications
+// answer the probes); with the store unreachable the key view ages past
+// the bound and KeysFresh refuses (routing goes on); back, it is fresh
+// again.
+func TestKeysFreshness(t *testing.T) {
+	st := memtopo.New()
+	putTenant(t, st, "acme", "c1", cpv1.TenantState_TENANT_STATE_ACTIVE, 1)
+	cfg := testConfig(t)
+	cfg.APIKeyMaxStaleness = 300 * time.Millisecond
+	cfg.FreshnessInterval = 10 * time.Millisecond
+	tb := start(t, st, cfg)
+	waitLoaded(t, tb, 1)
+	loadedAt := time.Now()
+	// Nothing changes in the store: only progress notifications can keep
+	// the view fresh beyond the bound.
+	testutil.Eventually(t, wait, func() error {
+		if err := tb.KeysFresh(); err != nil {
+			t.Fatalf("a quiet, healthy watch went stale: %v", err)
+		}
+		if time.Since(loadedAt) < 3*cfg.APIKeyMaxStaleness {
+			return errors.New("not yet three bounds after the load")
+		}
+		return nil
+	})
+
+	down := errors.Join(topo.ErrUnavailable, errors.New("injected"))
+	st.Fail(memtopo.OpList, "", down)
+	st.Fail(memtopo.OpWatch, "", down)
+	testutil.Eventually(t, wait, func() error {
+		err := tb.KeysFresh()
+		if err == nil {
+			return errors.New("still fresh")
+		}
+		var ce *cperr.Error
+		if !errors.As(err, &ce) || ce.Reason != cperr.CredentialsStale || ce.Metadata[cperr.MetaMaxStaleness] != "300ms" || ce.RetryAfter <= 0 {
+			t.Fatalf("KeysFresh = %#v, want CREDENTIALS_STALE with the bound and a retry hint", err)
+		}
+		return nil
+	})
+	if age, known := tb.KeysAge(); !known || age <= cfg.APIKeyMaxStaleness {
+		t.Fatalf("KeysAge = %s, %v while stale", age, known)
+	}
+	if _, ok := tb.Lookup("acme"); !ok {
+		t.Fatal("a stale key view stopped routing")
+	}
+
+	st.Clear()
+	testutil.Eventually(t, wait, func() error { return tb.KeysFresh() })
+}
+
+// Bound 0 is the old behaviour: keys are served however old the view.
+func TestKeysFreshnessUnbounded(t *testing.T) {
+	st := memtopo.New()
+	st.Fail(memtopo.OpList, "", topo.ErrUnavailable)
+	cfg := testConfig(t)
+	cfg.APIKeyMaxStaleness = 0
+	tb := start(t, st, cfg)
+	if err := tb.KeysFresh(); err != nil {
+		t.Fatalf("unbounded: %v", err)
+	}
+	if _, known := tb.KeysAge(); known {
+		t.Fatal("never loaded, yet the key view's age is known")
+	}
+}
+
+// Nothing loaded yet and no snapshot: keys are refused with the age
+// "unknown".
+func TestKeysFreshNeverSynced(t *testing.T) {
+	st := memtopo.New()
+	st.Fail(memtopo.OpList, "", topo.ErrUnavailable)
+	tb := start(t, st, testConfig(t))
+	err := tb.KeysFresh()
+	var ce *cperr.Error
+	if !errors.As(err, &ce) || ce.Reason != cperr.CredentialsStale || ce.Metadata[cperr.MetaCredentialsAge] != "unknown" {
+		t.Fatalf("KeysFresh before any load = %v", err)
+	}
+}
+
+// The snapshot records when the table was last fresh, not when it was
+// written: a table that went stale and was then saved restarts stale.
+func TestSnapshotKeepsFreshness(t *testing.T) {
+	st := memtopo.New()
+	putTenant(t, st, "acme", "c1", cpv1.TenantState_TENANT_STATE_ACTIVE, 1)
+	cfg := testConfig(t)
+	cfg.SnapshotPath = t.TempDir() + "/snap"
+	tb, err := Start(testutil.Context(t, time.Minute), st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLoaded(t, tb, 1)
+	old := time.Now().Add(-time.Hour)
+	tb.keysFresh.Store(old.UnixNano()) // as if its watch had been down for an hour
+	tb.cancel()
+	tb.wg.Wait()
+	tb.changed()
+	if err := tb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st2 := memtopo.New()
+	st2.Fail(memtopo.OpList, "", topo.ErrUnavailable)
+	tb2 := start(t, st2, cfg)
+	if !tb2.Loaded() {
+		t.Fatal("snapshot not loaded")
+	}
+	age, known := tb2.KeysAge()
+	if !known || age < time.Hour {
+		t.Fatalf("restarted key age = %s, %v; want ≥ 1h (the freshness saved)", age, known)
+	}
+	if cperr.ReasonOf(tb2.KeysFresh()) != cperr.CredentialsStale {
+		t.Fatal("a restart from a stale snapshot serves keys")
+	}
+}
