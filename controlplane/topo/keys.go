@@ -38,6 +38,10 @@ const (
 	DrainsPrefix = "drains/"
 	// ControllerElection is the election name of controller replicas.
 	ControllerElection = "controller/leader"
+	// RevisionProbePrefix is a range nothing is ever stored under: a List
+	// of it is a cheap linearizable read of the store's current revision
+	// (routers and MCP workers use it to prove their watches caught up).
+	RevisionProbePrefix = "revision-probe/"
 )
 
 // RegionKey is regions/<r>.

@@ -158,11 +158,6 @@ func (t *Table) load(ctx context.Context) (*view, cellStates, error) {
 	return v, cells, nil
 }
 
-// freshnessProbePrefix is an empty range of the keyspace: a List of it is
-// a cheap linearizable read of etcd's current revision (nothing is ever
-// stored there).
-const freshnessProbePrefix = "router-freshness-probe/"
-
 // probe is a freshness probe in flight: etcd was at rev after began, so
 // a tenants/ watch that reports progress at rev or later held, as of
 // began, every change made before it.
@@ -177,7 +172,7 @@ func (t *Table) probeFreshness(ctx context.Context) (probe, bool) {
 	began := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, t.cfg.FreshnessInterval)
 	defer cancel()
-	res, err := t.st.List(pctx, freshnessProbePrefix, topo.ListOptions{Limit: 1})
+	res, err := t.st.List(pctx, topo.RevisionProbePrefix, topo.ListOptions{Limit: 1})
 	if err == nil {
 		err = t.st.RequestProgress(pctx)
 	}
