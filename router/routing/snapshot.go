@@ -421,14 +421,23 @@ func writeFileAtomic(path string, b []byte) (err error) {
 
 // writeSnapshotIfChanged writes the snapshot if a path is set, something
 // is loaded and the table changed since the last write.
-func (t *Table) writeSnapshotIfChanged() error {
+func (t *Table) writeSnapshotIfChanged() error { return t.writeSnapshotIf(-1) }
+
+// writeSnapshotIf writes the snapshot if a path is set, something is
+// loaded, and the table changed since the last write or, with
+// freshAdvance ≥ 0, its key freshness advanced by more than freshAdvance
+// (so that a router restarted while etcd is down does not find its keys
+// stale only because its table had not changed for a while).
+func (t *Table) writeSnapshotIf(freshAdvance time.Duration) error {
 	if t.cfg.SnapshotPath == "" || !t.loaded.Load() {
 		return nil
 	}
 	t.snapMu.Lock()
 	defer t.snapMu.Unlock()
 	changes := t.changes.Load()
-	if changes == t.snapChanges {
+	fresh := t.keysFresh.Load()
+	advanced := freshAdvance >= 0 && fresh-t.snapFresh > int64(freshAdvance)
+	if changes == t.snapChanges && !advanced {
 		return nil
 	}
 	// The time written is when the table was last known to match etcd,
@@ -442,7 +451,7 @@ func (t *Table) writeSnapshotIfChanged() error {
 	if err := writeFileAtomic(t.cfg.SnapshotPath, b); err != nil {
 		return fmt.Errorf("routing: write snapshot %s: %w", t.cfg.SnapshotPath, err)
 	}
-	t.snapChanges = changes
+	t.snapChanges, t.snapFresh = changes, fresh
 	t.snapshotWrites.Inc()
 	t.nSnapshots.Add(1)
 	return nil
@@ -456,7 +465,13 @@ func (t *Table) snapshotLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := t.writeSnapshotIfChanged(); err != nil {
+			// Rewritten for freshness alone every quarter of the bound
+			// at most: a crash loses at most that much of it.
+			advance := time.Duration(-1)
+			if t.cfg.APIKeyMaxStaleness > 0 {
+				advance = t.cfg.APIKeyMaxStaleness / 4
+			}
+			if err := t.writeSnapshotIf(advance); err != nil {
 				t.log.Warn("routing: snapshot write failed", "err", err)
 			}
 		}

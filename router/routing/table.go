@@ -118,6 +118,7 @@ type Table struct {
 
 	snapMu      sync.Mutex // serializes snapshot writes
 	snapChanges uint64     // changes at the last write (under snapMu)
+	snapFresh   int64      // keysFresh at the last write (under snapMu)
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -148,6 +149,7 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 			// The snapshot records when its table was last known fresh: a
 			// restart from an old file does not make its keys valid again.
 			t.keysFresh.Store(written.UnixNano())
+			t.snapFresh = written.UnixNano()
 			t.log.Info("routing: loaded snapshot", "path", cfg.SnapshotPath, "revision", v.rev.Load(), "tenants", v.n.Load(), "written", written)
 		case errors.Is(err, errNoSnapshot):
 			t.log.Info("routing: no snapshot yet", "path", cfg.SnapshotPath)
@@ -172,12 +174,15 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 }
 
 // Close stops the background work and writes a final snapshot (if a path
-// is configured and the table changed since the last write).
+// is configured and the table changed, or its key freshness advanced,
+// since the last write).
 func (t *Table) Close() error {
 	t.closeOnce.Do(func() {
 		t.cancel()
 		t.wg.Wait()
-		t.closeErr = t.writeSnapshotIfChanged()
+		// Also when only the key freshness advanced: a restart then
+		// counts the keys as fresh as they were at the stop.
+		t.closeErr = t.writeSnapshotIf(0)
 	})
 	return t.closeErr
 }
