@@ -103,7 +103,7 @@ func TestSnapshotKeepsFreshness(t *testing.T) {
 	}
 	waitLoaded(t, tb, 1)
 	old := time.Now().Add(-time.Hour)
-	tb.keysFresh.Store(old.UnixNano()) // as if its watch had been down for an hour
+	tb.keysFresh.Store(int64(old.Sub(tb.start))) // as if its watch had been down for an hour
 	tb.cancel()
 	tb.wg.Wait()
 	tb.changed()
@@ -144,9 +144,9 @@ func TestSnapshotRewrittenForFreshness(t *testing.T) {
 	if err := tb.writeSnapshotIfChanged(); err != nil {
 		t.Fatal(err)
 	}
-	written := tb.keysFresh.Load()
+	written, _ := tb.freshAt()
 	testutil.Eventually(t, wait, func() error {
-		if time.Duration(tb.keysFresh.Load()-written) < 2*cfg.APIKeyMaxStaleness {
+		if now, _ := tb.freshAt(); now.Sub(written) < 2*cfg.APIKeyMaxStaleness {
 			return errors.New("freshness has not advanced past twice the bound yet")
 		}
 		return nil
@@ -157,7 +157,7 @@ func TestSnapshotRewrittenForFreshness(t *testing.T) {
 	st2 := memtopo.New()
 	st2.Fail(memtopo.OpList, "", topo.ErrUnavailable)
 	tb2 := start(t, st2, cfg)
-	if got := tb2.keysFresh.Load(); got <= written+int64(cfg.APIKeyMaxStaleness) {
-		t.Fatalf("restarted freshness %d, want > %d (the freshness at Close, not at the last change)", got, written)
+	if got, _ := tb2.freshAt(); !got.After(written.Add(cfg.APIKeyMaxStaleness)) {
+		t.Fatalf("restarted freshness %s, want after %s (the freshness at Close, not at the last change)", got, written.Add(cfg.APIKeyMaxStaleness))
 	}
 }

@@ -436,16 +436,17 @@ func (t *Table) writeSnapshotIf(freshAdvance time.Duration) error {
 	defer t.snapMu.Unlock()
 	changes := t.changes.Load()
 	fresh := t.keysFresh.Load()
-	advanced := freshAdvance >= 0 && fresh-t.snapFresh > int64(freshAdvance)
+	advanced := freshAdvance >= 0 && fresh != neverFresh &&
+		(t.snapFresh == neverFresh || fresh-t.snapFresh > int64(freshAdvance))
 	if changes == t.snapChanges && !advanced {
 		return nil
 	}
 	// The time written is when the table was last known to match etcd,
 	// not now: a router restarted from this file must not count a table
 	// that was already stale when written as fresh (APIKeyMaxStaleness).
-	written := time.Now()
-	if f := t.keysFresh.Load(); f != 0 {
-		written = time.Unix(0, f)
+	written, ok := t.freshAt()
+	if !ok {
+		written = time.Now()
 	}
 	b := encodeSnapshot(t.view.Load(), written)
 	if err := writeFileAtomic(t.cfg.SnapshotPath, b); err != nil {

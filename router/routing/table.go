@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,9 @@ func (c *CellRoute) addrs() {
 	}
 }
 
+// neverFresh is Table.keysFresh before any load or snapshot.
+const neverFresh = math.MinInt64
+
 // Table is the router's routing table. Every read method is served from
 // memory and never waits on etcd; the zero value is not usable (Start).
 type Table struct {
@@ -101,9 +105,11 @@ type Table struct {
 	view     atomic.Pointer[view]
 	loaded   atomic.Bool
 	lastSync atomic.Int64 // unix nanos of the last event or successful sync
-	// keysFresh is the unix nanos as of which the view is known to hold
-	// every change of etcd (a full load's start, a progress notification's
-	// probe, the snapshot's freshness); 0: never. See KeysFresh.
+	// keysFresh is when the view was last known to hold every change of
+	// etcd (a full load's start, a progress notification's probe, the
+	// snapshot's freshness), as nanoseconds since start: ages are measured
+	// on the monotonic clock within a run (the snapshot's wall-clock time
+	// only across a restart). neverFresh: never. See KeysFresh.
 	keysFresh atomic.Int64
 	// changes counts modifications; the snapshot writer compares it.
 	changes atomic.Uint64
@@ -137,6 +143,8 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 	}
 	cfg = cfg.withDefaults()
 	t := &Table{cfg: cfg, st: st, log: cfg.Logger, start: time.Now()}
+	t.keysFresh.Store(neverFresh)
+	t.snapFresh = neverFresh
 	t.view.Store(newView())
 	t.initMetrics()
 	if cfg.SnapshotPath != "" {
@@ -148,8 +156,8 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 			t.lastSync.Store(written.UnixNano())
 			// The snapshot records when its table was last known fresh: a
 			// restart from an old file does not make its keys valid again.
-			t.keysFresh.Store(written.UnixNano())
-			t.snapFresh = written.UnixNano()
+			t.markFresh(written)
+			t.snapFresh = t.keysFresh.Load()
 			t.log.Info("routing: loaded snapshot", "path", cfg.SnapshotPath, "revision", v.rev.Load(), "tenants", v.n.Load(), "written", written)
 		case errors.Is(err, errNoSnapshot):
 			t.log.Info("routing: no snapshot yet", "path", cfg.SnapshotPath)
@@ -247,16 +255,28 @@ func (t *Table) KeysFresh() error {
 // Config.APIKeyMaxStaleness); known is false if it never was (no load
 // yet and no snapshot), and age is then the time since Start.
 func (t *Table) KeysAge() (age time.Duration, known bool) {
+	since := time.Since(t.start)
 	f := t.keysFresh.Load()
-	if f == 0 {
-		return time.Since(t.start), false
+	if f == neverFresh {
+		return since, false
 	}
-	return time.Since(time.Unix(0, f)), true
+	return since - time.Duration(f), true
 }
 
-// markFresh records that the view held every change of etcd as of at.
+// freshAt is the wall-clock time of keysFresh (ok false: never fresh).
+func (t *Table) freshAt() (time.Time, bool) {
+	f := t.keysFresh.Load()
+	if f == neverFresh {
+		return time.Time{}, false
+	}
+	return t.start.Add(time.Duration(f)).Round(0), true
+}
+
+// markFresh records that the view held every change of etcd as of at (a
+// time.Now of this run, on the monotonic clock, or a wall-clock time
+// read from the snapshot).
 func (t *Table) markFresh(at time.Time) {
-	n := at.UnixNano()
+	n := int64(at.Sub(t.start))
 	for {
 		old := t.keysFresh.Load()
 		if old >= n || t.keysFresh.CompareAndSwap(old, n) {
