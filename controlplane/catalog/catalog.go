@@ -263,6 +263,8 @@ func NewRecord(kind topo.KeyKind) proto.Message {
 		return &cpv1.Failover{}
 	case topo.KindDrain:
 		return &cpv1.DrainCellRequest{}
+	case topo.KindRevokedToken:
+		return &cpv1.RevokedToken{}
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ func TestNewRecord(t *testing.T) {
 		{topo.MoveKey("m"), &cpv1.Move{}},
 		{topo.FailoverKey("f"), &cpv1.Failover{}},
 		{topo.DrainKey("c"), &cpv1.DrainCellRequest{}},
+		{topo.RevokedTokenKey("t", catalog.RevokedSubjectID("alice")), &cpv1.RevokedToken{}},
 		{"controller/leader/x", nil},
 	}
 	seen := map[topo.KeyKind]bool{}
@@ -52,7 +53,7 @@ func TestNewRecord(t *testing.T) {
 			}
 		})
 	}
-	for k := topo.KindUnknown; k <= topo.KindDrain; k++ {
+	for k := topo.KindUnknown; k <= topo.KindRevokedToken; k++ {
 		if !seen[k] {
 			t.Errorf("kind %d has no case in this test", k)
 		}

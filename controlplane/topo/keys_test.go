@@ -21,6 +21,8 @@ func TestParseKey(t *testing.T) {
 		{MoveKey("m1"), ParsedKey{Kind: KindMove, ID: "m1"}},
 		{FailoverKey("f1"), ParsedKey{Kind: KindFailover, ID: "f1"}},
 		{DrainKey("c1"), ParsedKey{Kind: KindDrain, ID: "c1"}},
+		{RevokedTokenKey("acme", "sub-YWxpY2U"), ParsedKey{Kind: KindRevokedToken, ID: "acme", Sub: "sub-YWxpY2U"}},
+		{"tenants/acme/revoked/", ParsedKey{}},
 		{"drains/c1/x", ParsedKey{}},
 		{"cells/c1/fence/", ParsedKey{}},
 		{"moves/a/b", ParsedKey{}},
@@ -84,6 +86,8 @@ func FuzzParseKey(f *testing.F) {
 			back = FailoverKey(pk.ID)
 		case KindDrain:
 			back = DrainKey(pk.ID)
+		case KindRevokedToken:
+			back = RevokedTokenKey(pk.ID, pk.Sub)
 		}
 		if back != key {
 			t.Fatalf("ParseKey(%q) = %+v rebuilds as %q", key, pk, back)

@@ -1331,6 +1331,95 @@ func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// RevokedToken is an entry of a tenant's JWT revocation list
+// (tenants/<t>/revoked/<sub-|jti-><base64url value>). A subject entry
+// refuses the subject's tokens issued at or before revoke_time (and those
+// without iat); a jti entry refuses that token. Past expire_time the entry
+// is ignored.
+type RevokedToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Jti           string                 `protobuf:"bytes,3,opt,name=jti,proto3" json:"jti,omitempty"`
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedToken) Reset() {
+	*x = RevokedToken{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedToken) ProtoMessage() {}
+
+func (x *RevokedToken) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedToken.ProtoReflect.Descriptor instead.
+func (*RevokedToken) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RevokedToken) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RevokedToken) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *RevokedToken) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *RevokedToken) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *RevokedToken) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *RevokedToken) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Workflow is stored at workflows/<id>: a durable state machine the
 // controller leader drives step by step. Each step is recorded before the
 // next is acted on, and every step is idempotent, so a new leader resumes
@@ -1357,7 +1446,7 @@ type Workflow struct {
 
 func (x *Workflow) Reset() {
 	*x = Workflow{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1458,7 @@ func (x *Workflow) String() string {
 func (*Workflow) ProtoMessage() {}
 
 func (x *Workflow) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[10]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1471,7 @@ func (x *Workflow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workflow.ProtoReflect.Descriptor instead.
 func (*Workflow) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Workflow) GetId() string {
@@ -1475,7 +1564,7 @@ type ControllerLeader struct {
 
 func (x *ControllerLeader) Reset() {
 	*x = ControllerLeader{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1576,7 @@ func (x *ControllerLeader) String() string {
 func (*ControllerLeader) ProtoMessage() {}
 
 func (x *ControllerLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[11]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1589,7 @@ func (x *ControllerLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerLeader.ProtoReflect.Descriptor instead.
 func (*ControllerLeader) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ControllerLeader) GetId() string {
@@ -1561,7 +1650,7 @@ type Move struct {
 
 func (x *Move) Reset() {
 	*x = Move{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1662,7 @@ func (x *Move) String() string {
 func (*Move) ProtoMessage() {}
 
 func (x *Move) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[12]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1675,7 @@ func (x *Move) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Move.ProtoReflect.Descriptor instead.
 func (*Move) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Move) GetId() string {
@@ -1767,7 +1856,7 @@ type Failover struct {
 
 func (x *Failover) Reset() {
 	*x = Failover{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1868,7 @@ func (x *Failover) String() string {
 func (*Failover) ProtoMessage() {}
 
 func (x *Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[13]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1881,7 @@ func (x *Failover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failover.ProtoReflect.Descriptor instead.
 func (*Failover) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Failover) GetId() string {
@@ -1951,7 +2040,7 @@ type CellAuthority struct {
 
 func (x *CellAuthority) Reset() {
 	*x = CellAuthority{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2052,7 @@ func (x *CellAuthority) String() string {
 func (*CellAuthority) ProtoMessage() {}
 
 func (x *CellAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[14]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2065,7 @@ func (x *CellAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellAuthority.ProtoReflect.Descriptor instead.
 func (*CellAuthority) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CellAuthority) GetNodeId() string {
@@ -2033,7 +2122,7 @@ type CellFence struct {
 
 func (x *CellFence) Reset() {
 	*x = CellFence{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2134,7 @@ func (x *CellFence) String() string {
 func (*CellFence) ProtoMessage() {}
 
 func (x *CellFence) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[15]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2147,7 @@ func (x *CellFence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellFence.ProtoReflect.Descriptor instead.
 func (*CellFence) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CellFence) GetTenant() string {
@@ -2104,7 +2193,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2205,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[16]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2218,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 // CellStatus is a cell with what the registry says about it now.
@@ -2148,7 +2237,7 @@ type CellStatus struct {
 
 func (x *CellStatus) Reset() {
 	*x = CellStatus{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2249,7 @@ func (x *CellStatus) String() string {
 func (*CellStatus) ProtoMessage() {}
 
 func (x *CellStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[17]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2262,7 @@ func (x *CellStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellStatus.ProtoReflect.Descriptor instead.
 func (*CellStatus) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CellStatus) GetCell() *Cell {
@@ -2225,7 +2314,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2326,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[18]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2339,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetStatusResponse) GetRegions() []*Region {
@@ -2291,7 +2380,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2392,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2405,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateRegionRequest) GetName() string {
@@ -2342,7 +2431,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2443,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2456,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateRegionResponse) GetRegion() *Region {
@@ -2385,7 +2474,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2486,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2499,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 type ListRegionsResponse struct {
@@ -2422,7 +2511,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2523,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2536,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -2470,7 +2559,7 @@ type CreateCellRequest struct {
 
 func (x *CreateCellRequest) Reset() {
 	*x = CreateCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +2571,7 @@ func (x *CreateCellRequest) String() string {
 func (*CreateCellRequest) ProtoMessage() {}
 
 func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +2584,7 @@ func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellRequest.ProtoReflect.Descriptor instead.
 func (*CreateCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateCellRequest) GetId() string {
@@ -2535,7 +2624,7 @@ type CreateCellResponse struct {
 
 func (x *CreateCellResponse) Reset() {
 	*x = CreateCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2636,7 @@ func (x *CreateCellResponse) String() string {
 func (*CreateCellResponse) ProtoMessage() {}
 
 func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2649,7 @@ func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellResponse.ProtoReflect.Descriptor instead.
 func (*CreateCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateCellResponse) GetCell() *Cell {
@@ -2579,7 +2668,7 @@ type GetCellRequest struct {
 
 func (x *GetCellRequest) Reset() {
 	*x = GetCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2680,7 @@ func (x *GetCellRequest) String() string {
 func (*GetCellRequest) ProtoMessage() {}
 
 func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2693,7 @@ func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellRequest.ProtoReflect.Descriptor instead.
 func (*GetCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCellRequest) GetId() string {
@@ -2623,7 +2712,7 @@ type GetCellResponse struct {
 
 func (x *GetCellResponse) Reset() {
 	*x = GetCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2724,7 @@ func (x *GetCellResponse) String() string {
 func (*GetCellResponse) ProtoMessage() {}
 
 func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2737,7 @@ func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellResponse.ProtoReflect.Descriptor instead.
 func (*GetCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCellResponse) GetCell() *CellStatus {
@@ -2668,7 +2757,7 @@ type ListCellsRequest struct {
 
 func (x *ListCellsRequest) Reset() {
 	*x = ListCellsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2769,7 @@ func (x *ListCellsRequest) String() string {
 func (*ListCellsRequest) ProtoMessage() {}
 
 func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2782,7 @@ func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsRequest.ProtoReflect.Descriptor instead.
 func (*ListCellsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListCellsRequest) GetRegion() string {
@@ -2712,7 +2801,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2813,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2826,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListCellsResponse) GetCells() []*CellStatus {
@@ -2756,7 +2845,7 @@ type CordonCellRequest struct {
 
 func (x *CordonCellRequest) Reset() {
 	*x = CordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +2857,7 @@ func (x *CordonCellRequest) String() string {
 func (*CordonCellRequest) ProtoMessage() {}
 
 func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +2870,7 @@ func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellRequest.ProtoReflect.Descriptor instead.
 func (*CordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CordonCellRequest) GetId() string {
@@ -2800,7 +2889,7 @@ type CordonCellResponse struct {
 
 func (x *CordonCellResponse) Reset() {
 	*x = CordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +2901,7 @@ func (x *CordonCellResponse) String() string {
 func (*CordonCellResponse) ProtoMessage() {}
 
 func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +2914,7 @@ func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellResponse.ProtoReflect.Descriptor instead.
 func (*CordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CordonCellResponse) GetCell() *Cell {
@@ -2844,7 +2933,7 @@ type UncordonCellRequest struct {
 
 func (x *UncordonCellRequest) Reset() {
 	*x = UncordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +2945,7 @@ func (x *UncordonCellRequest) String() string {
 func (*UncordonCellRequest) ProtoMessage() {}
 
 func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +2958,7 @@ func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellRequest.ProtoReflect.Descriptor instead.
 func (*UncordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UncordonCellRequest) GetId() string {
@@ -2888,7 +2977,7 @@ type UncordonCellResponse struct {
 
 func (x *UncordonCellResponse) Reset() {
 	*x = UncordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +2989,7 @@ func (x *UncordonCellResponse) String() string {
 func (*UncordonCellResponse) ProtoMessage() {}
 
 func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3002,7 @@ func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellResponse.ProtoReflect.Descriptor instead.
 func (*UncordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UncordonCellResponse) GetCell() *Cell {
@@ -2939,7 +3028,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2951,7 +3040,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2964,7 +3053,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -3011,7 +3100,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3112,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3125,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -3055,7 +3144,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3156,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3169,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -3102,7 +3191,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3203,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3216,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -3160,7 +3249,7 @@ type ReplicationLag struct {
 
 func (x *ReplicationLag) Reset() {
 	*x = ReplicationLag{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3261,7 @@ func (x *ReplicationLag) String() string {
 func (*ReplicationLag) ProtoMessage() {}
 
 func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3274,7 @@ func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationLag.ProtoReflect.Descriptor instead.
 func (*ReplicationLag) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReplicationLag) GetStandbyCell() string {
@@ -3252,7 +3341,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3264,7 +3353,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3277,7 +3366,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -3325,7 +3414,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3426,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3439,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -3376,7 +3465,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3388,7 +3477,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3401,7 +3490,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteTenantRequest) GetId() string {
@@ -3419,7 +3508,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3431,7 +3520,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3444,7 +3533,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 type CreateApiKeyRequest struct {
@@ -3457,7 +3546,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3558,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3571,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateApiKeyRequest) GetTenant() string {
@@ -3510,7 +3599,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3522,7 +3611,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3535,7 +3624,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateApiKeyResponse) GetKey() *ApiKey {
@@ -3561,7 +3650,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3573,7 +3662,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3586,7 +3675,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListApiKeysRequest) GetTenant() string {
@@ -3605,7 +3694,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +3706,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +3719,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKey {
@@ -3650,7 +3739,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3751,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3764,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeApiKeyRequest) GetTenant() string {
@@ -3701,7 +3790,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +3802,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,12 +3815,136 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeApiKeyResponse) GetKey() *ApiKey {
 	if x != nil {
 		return x.Key
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Exactly one of subject (the token's "sub") and jti (its "jti").
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Jti     string `protobuf:"bytes,3,opt,name=jti,proto3" json:"jti,omitempty"`
+	// Until when the entry is kept: past it, it is ignored (set it to the
+	// longest remaining lifetime of the tokens concerned). Required, in the
+	// future and at most a year ahead.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RevokeTokenRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetJti() string {
+	if x != nil {
+		return x.Jti
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *RevokeTokenRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       *RevokedToken          `protobuf:"bytes,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RevokeTokenResponse) GetRevoked() *RevokedToken {
+	if x != nil {
+		return x.Revoked
 	}
 	return nil
 }
@@ -3744,7 +3957,7 @@ type GetRegistryRequest struct {
 
 func (x *GetRegistryRequest) Reset() {
 	*x = GetRegistryRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3969,7 @@ func (x *GetRegistryRequest) String() string {
 func (*GetRegistryRequest) ProtoMessage() {}
 
 func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3982,7 @@ func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryRequest.ProtoReflect.Descriptor instead.
 func (*GetRegistryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
 }
 
 type GetRegistryResponse struct {
@@ -3783,7 +3996,7 @@ type GetRegistryResponse struct {
 
 func (x *GetRegistryResponse) Reset() {
 	*x = GetRegistryResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3795,7 +4008,7 @@ func (x *GetRegistryResponse) String() string {
 func (*GetRegistryResponse) ProtoMessage() {}
 
 func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3808,7 +4021,7 @@ func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryResponse.ProtoReflect.Descriptor instead.
 func (*GetRegistryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetRegistryResponse) GetEtcdEndpoints() []string {
@@ -3837,7 +4050,7 @@ type SetStandbyRequest struct {
 
 func (x *SetStandbyRequest) Reset() {
 	*x = SetStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3849,7 +4062,7 @@ func (x *SetStandbyRequest) String() string {
 func (*SetStandbyRequest) ProtoMessage() {}
 
 func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3862,7 +4075,7 @@ func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyRequest.ProtoReflect.Descriptor instead.
 func (*SetStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetStandbyRequest) GetTenant() string {
@@ -3895,7 +4108,7 @@ type SetStandbyResponse struct {
 
 func (x *SetStandbyResponse) Reset() {
 	*x = SetStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +4120,7 @@ func (x *SetStandbyResponse) String() string {
 func (*SetStandbyResponse) ProtoMessage() {}
 
 func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4133,7 @@ func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyResponse.ProtoReflect.Descriptor instead.
 func (*SetStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetStandbyResponse) GetTenant() *Tenant {
@@ -3939,7 +4152,7 @@ type ClearStandbyRequest struct {
 
 func (x *ClearStandbyRequest) Reset() {
 	*x = ClearStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +4164,7 @@ func (x *ClearStandbyRequest) String() string {
 func (*ClearStandbyRequest) ProtoMessage() {}
 
 func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +4177,7 @@ func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyRequest.ProtoReflect.Descriptor instead.
 func (*ClearStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ClearStandbyRequest) GetTenant() string {
@@ -3983,7 +4196,7 @@ type ClearStandbyResponse struct {
 
 func (x *ClearStandbyResponse) Reset() {
 	*x = ClearStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3995,7 +4208,7 @@ func (x *ClearStandbyResponse) String() string {
 func (*ClearStandbyResponse) ProtoMessage() {}
 
 func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4008,7 +4221,7 @@ func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyResponse.ProtoReflect.Descriptor instead.
 func (*ClearStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ClearStandbyResponse) GetTenant() *Tenant {
@@ -4030,7 +4243,7 @@ type StartMoveRequest struct {
 
 func (x *StartMoveRequest) Reset() {
 	*x = StartMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4042,7 +4255,7 @@ func (x *StartMoveRequest) String() string {
 func (*StartMoveRequest) ProtoMessage() {}
 
 func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4055,7 +4268,7 @@ func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveRequest.ProtoReflect.Descriptor instead.
 func (*StartMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StartMoveRequest) GetTenant() string {
@@ -4090,7 +4303,7 @@ type StartMoveResponse struct {
 
 func (x *StartMoveResponse) Reset() {
 	*x = StartMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4102,7 +4315,7 @@ func (x *StartMoveResponse) String() string {
 func (*StartMoveResponse) ProtoMessage() {}
 
 func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4115,7 +4328,7 @@ func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveResponse.ProtoReflect.Descriptor instead.
 func (*StartMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *StartMoveResponse) GetMove() *Move {
@@ -4141,7 +4354,7 @@ type GetMoveRequest struct {
 
 func (x *GetMoveRequest) Reset() {
 	*x = GetMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4153,7 +4366,7 @@ func (x *GetMoveRequest) String() string {
 func (*GetMoveRequest) ProtoMessage() {}
 
 func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4166,7 +4379,7 @@ func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveRequest.ProtoReflect.Descriptor instead.
 func (*GetMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetMoveRequest) GetId() string {
@@ -4185,7 +4398,7 @@ type GetMoveResponse struct {
 
 func (x *GetMoveResponse) Reset() {
 	*x = GetMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4197,7 +4410,7 @@ func (x *GetMoveResponse) String() string {
 func (*GetMoveResponse) ProtoMessage() {}
 
 func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4210,7 +4423,7 @@ func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveResponse.ProtoReflect.Descriptor instead.
 func (*GetMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetMoveResponse) GetMove() *Move {
@@ -4233,7 +4446,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4245,7 +4458,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4258,7 +4471,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListMovesRequest) GetTenant() string {
@@ -4291,7 +4504,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4303,7 +4516,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4316,7 +4529,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListMovesResponse) GetMoves() []*Move {
@@ -4335,7 +4548,7 @@ type CancelMoveRequest struct {
 
 func (x *CancelMoveRequest) Reset() {
 	*x = CancelMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4347,7 +4560,7 @@ func (x *CancelMoveRequest) String() string {
 func (*CancelMoveRequest) ProtoMessage() {}
 
 func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4360,7 +4573,7 @@ func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveRequest.ProtoReflect.Descriptor instead.
 func (*CancelMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CancelMoveRequest) GetId() string {
@@ -4379,7 +4592,7 @@ type CancelMoveResponse struct {
 
 func (x *CancelMoveResponse) Reset() {
 	*x = CancelMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4604,7 @@ func (x *CancelMoveResponse) String() string {
 func (*CancelMoveResponse) ProtoMessage() {}
 
 func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4617,7 @@ func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveResponse.ProtoReflect.Descriptor instead.
 func (*CancelMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CancelMoveResponse) GetMove() *Move {
@@ -4425,7 +4638,7 @@ type DrainCellRequest struct {
 
 func (x *DrainCellRequest) Reset() {
 	*x = DrainCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4650,7 @@ func (x *DrainCellRequest) String() string {
 func (*DrainCellRequest) ProtoMessage() {}
 
 func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4663,7 @@ func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellRequest.ProtoReflect.Descriptor instead.
 func (*DrainCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *DrainCellRequest) GetCell() string {
@@ -4479,7 +4692,7 @@ type DrainCellResponse struct {
 
 func (x *DrainCellResponse) Reset() {
 	*x = DrainCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4491,7 +4704,7 @@ func (x *DrainCellResponse) String() string {
 func (*DrainCellResponse) ProtoMessage() {}
 
 func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4504,7 +4717,7 @@ func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellResponse.ProtoReflect.Descriptor instead.
 func (*DrainCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DrainCellResponse) GetCell() *Cell {
@@ -4540,7 +4753,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4552,7 +4765,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4565,7 +4778,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FailoverRequest) GetTenant() string {
@@ -4598,7 +4811,7 @@ type FailoverResponse struct {
 
 func (x *FailoverResponse) Reset() {
 	*x = FailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4610,7 +4823,7 @@ func (x *FailoverResponse) String() string {
 func (*FailoverResponse) ProtoMessage() {}
 
 func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4623,7 +4836,7 @@ func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
 func (*FailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FailoverResponse) GetFailovers() []*Failover {
@@ -4642,7 +4855,7 @@ type GetFailoverRequest struct {
 
 func (x *GetFailoverRequest) Reset() {
 	*x = GetFailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4654,7 +4867,7 @@ func (x *GetFailoverRequest) String() string {
 func (*GetFailoverRequest) ProtoMessage() {}
 
 func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4667,7 +4880,7 @@ func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverRequest.ProtoReflect.Descriptor instead.
 func (*GetFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetFailoverRequest) GetId() string {
@@ -4686,7 +4899,7 @@ type GetFailoverResponse struct {
 
 func (x *GetFailoverResponse) Reset() {
 	*x = GetFailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4698,7 +4911,7 @@ func (x *GetFailoverResponse) String() string {
 func (*GetFailoverResponse) ProtoMessage() {}
 
 func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4711,7 +4924,7 @@ func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverResponse.ProtoReflect.Descriptor instead.
 func (*GetFailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetFailoverResponse) GetFailover() *Failover {
@@ -4731,7 +4944,7 @@ type ListFailoversRequest struct {
 
 func (x *ListFailoversRequest) Reset() {
 	*x = ListFailoversRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4743,7 +4956,7 @@ func (x *ListFailoversRequest) String() string {
 func (*ListFailoversRequest) ProtoMessage() {}
 
 func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4756,7 +4969,7 @@ func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversRequest.ProtoReflect.Descriptor instead.
 func (*ListFailoversRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListFailoversRequest) GetTenant() string {
@@ -4782,7 +4995,7 @@ type ListFailoversResponse struct {
 
 func (x *ListFailoversResponse) Reset() {
 	*x = ListFailoversResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4794,7 +5007,7 @@ func (x *ListFailoversResponse) String() string {
 func (*ListFailoversResponse) ProtoMessage() {}
 
 func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4807,7 +5020,7 @@ func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversResponse.ProtoReflect.Descriptor instead.
 func (*ListFailoversResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListFailoversResponse) GetFailovers() []*Failover {
@@ -4892,7 +5105,16 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xc5\x03\n" +
+	"revokeTime\"\xe4\x01\n" +
+	"\fRevokedToken\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x10\n" +
+	"\x03jti\x18\x03 \x01(\tR\x03jti\x12;\n" +
+	"\vrevoke_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\x12;\n" +
+	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xc5\x03\n" +
 	"\bWorkflow\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\x04kind\x18\x02 \x01(\x0e2'.cellplane.controlplane.v1.WorkflowKindR\x04kind\x12\x16\n" +
@@ -5077,7 +5299,16 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
 	"\x14RevokeApiKeyResponse\x123\n" +
-	"\x03key\x18\x01 \x01(\v2!.cellplane.controlplane.v1.ApiKeyR\x03key\"\x14\n" +
+	"\x03key\x18\x01 \x01(\v2!.cellplane.controlplane.v1.ApiKeyR\x03key\"\xad\x01\n" +
+	"\x12RevokeTokenRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x10\n" +
+	"\x03jti\x18\x03 \x01(\tR\x03jti\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"X\n" +
+	"\x13RevokeTokenResponse\x12A\n" +
+	"\arevoked\x18\x01 \x01(\v2'.cellplane.controlplane.v1.RevokedTokenR\arevoked\"\x14\n" +
 	"\x12GetRegistryRequest\"T\n" +
 	"\x13GetRegistryResponse\x12%\n" +
 	"\x0eetcd_endpoints\x18\x01 \x03(\tR\retcdEndpoints\x12\x16\n" +
@@ -5191,7 +5422,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13CELL_HEALTH_HEALTHY\x10\x01\x12\x18\n" +
 	"\x14CELL_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNAVAILABLE\x10\x03\x12\x1b\n" +
-	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\x8b\x16\n" +
+	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xf9\x16\n" +
 	"\x13ControlPlaneService\x12f\n" +
 	"\tGetStatus\x12+.cellplane.controlplane.v1.GetStatusRequest\x1a,.cellplane.controlplane.v1.GetStatusResponse\x12o\n" +
 	"\fCreateRegion\x12..cellplane.controlplane.v1.CreateRegionRequest\x1a/.cellplane.controlplane.v1.CreateRegionResponse\x12l\n" +
@@ -5210,6 +5441,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\fCreateApiKey\x12..cellplane.controlplane.v1.CreateApiKeyRequest\x1a/.cellplane.controlplane.v1.CreateApiKeyResponse\x12l\n" +
 	"\vListApiKeys\x12-.cellplane.controlplane.v1.ListApiKeysRequest\x1a..cellplane.controlplane.v1.ListApiKeysResponse\x12o\n" +
 	"\fRevokeApiKey\x12..cellplane.controlplane.v1.RevokeApiKeyRequest\x1a/.cellplane.controlplane.v1.RevokeApiKeyResponse\x12l\n" +
+	"\vRevokeToken\x12-.cellplane.controlplane.v1.RevokeTokenRequest\x1a..cellplane.controlplane.v1.RevokeTokenResponse\x12l\n" +
 	"\vGetRegistry\x12-.cellplane.controlplane.v1.GetRegistryRequest\x1a..cellplane.controlplane.v1.GetRegistryResponse\x12i\n" +
 	"\n" +
 	"SetStandby\x12,.cellplane.controlplane.v1.SetStandbyRequest\x1a-.cellplane.controlplane.v1.SetStandbyResponse\x12o\n" +
@@ -5237,7 +5469,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(CellState)(0),                // 0: cellplane.controlplane.v1.CellState
 	(NodeRole)(0),                 // 1: cellplane.controlplane.v1.NodeRole
@@ -5258,201 +5490,210 @@ var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(*TenantLimits)(nil),          // 16: cellplane.controlplane.v1.TenantLimits
 	(*Tenant)(nil),                // 17: cellplane.controlplane.v1.Tenant
 	(*ApiKey)(nil),                // 18: cellplane.controlplane.v1.ApiKey
-	(*Workflow)(nil),              // 19: cellplane.controlplane.v1.Workflow
-	(*ControllerLeader)(nil),      // 20: cellplane.controlplane.v1.ControllerLeader
-	(*Move)(nil),                  // 21: cellplane.controlplane.v1.Move
-	(*Failover)(nil),              // 22: cellplane.controlplane.v1.Failover
-	(*CellAuthority)(nil),         // 23: cellplane.controlplane.v1.CellAuthority
-	(*CellFence)(nil),             // 24: cellplane.controlplane.v1.CellFence
-	(*GetStatusRequest)(nil),      // 25: cellplane.controlplane.v1.GetStatusRequest
-	(*CellStatus)(nil),            // 26: cellplane.controlplane.v1.CellStatus
-	(*GetStatusResponse)(nil),     // 27: cellplane.controlplane.v1.GetStatusResponse
-	(*CreateRegionRequest)(nil),   // 28: cellplane.controlplane.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),  // 29: cellplane.controlplane.v1.CreateRegionResponse
-	(*ListRegionsRequest)(nil),    // 30: cellplane.controlplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),   // 31: cellplane.controlplane.v1.ListRegionsResponse
-	(*CreateCellRequest)(nil),     // 32: cellplane.controlplane.v1.CreateCellRequest
-	(*CreateCellResponse)(nil),    // 33: cellplane.controlplane.v1.CreateCellResponse
-	(*GetCellRequest)(nil),        // 34: cellplane.controlplane.v1.GetCellRequest
-	(*GetCellResponse)(nil),       // 35: cellplane.controlplane.v1.GetCellResponse
-	(*ListCellsRequest)(nil),      // 36: cellplane.controlplane.v1.ListCellsRequest
-	(*ListCellsResponse)(nil),     // 37: cellplane.controlplane.v1.ListCellsResponse
-	(*CordonCellRequest)(nil),     // 38: cellplane.controlplane.v1.CordonCellRequest
-	(*CordonCellResponse)(nil),    // 39: cellplane.controlplane.v1.CordonCellResponse
-	(*UncordonCellRequest)(nil),   // 40: cellplane.controlplane.v1.UncordonCellRequest
-	(*UncordonCellResponse)(nil),  // 41: cellplane.controlplane.v1.UncordonCellResponse
-	(*CreateTenantRequest)(nil),   // 42: cellplane.controlplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),  // 43: cellplane.controlplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),      // 44: cellplane.controlplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),     // 45: cellplane.controlplane.v1.GetTenantResponse
-	(*ReplicationLag)(nil),        // 46: cellplane.controlplane.v1.ReplicationLag
-	(*ListTenantsRequest)(nil),    // 47: cellplane.controlplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),   // 48: cellplane.controlplane.v1.ListTenantsResponse
-	(*DeleteTenantRequest)(nil),   // 49: cellplane.controlplane.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),  // 50: cellplane.controlplane.v1.DeleteTenantResponse
-	(*CreateApiKeyRequest)(nil),   // 51: cellplane.controlplane.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 52: cellplane.controlplane.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 53: cellplane.controlplane.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 54: cellplane.controlplane.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),   // 55: cellplane.controlplane.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 56: cellplane.controlplane.v1.RevokeApiKeyResponse
-	(*GetRegistryRequest)(nil),    // 57: cellplane.controlplane.v1.GetRegistryRequest
-	(*GetRegistryResponse)(nil),   // 58: cellplane.controlplane.v1.GetRegistryResponse
-	(*SetStandbyRequest)(nil),     // 59: cellplane.controlplane.v1.SetStandbyRequest
-	(*SetStandbyResponse)(nil),    // 60: cellplane.controlplane.v1.SetStandbyResponse
-	(*ClearStandbyRequest)(nil),   // 61: cellplane.controlplane.v1.ClearStandbyRequest
-	(*ClearStandbyResponse)(nil),  // 62: cellplane.controlplane.v1.ClearStandbyResponse
-	(*StartMoveRequest)(nil),      // 63: cellplane.controlplane.v1.StartMoveRequest
-	(*StartMoveResponse)(nil),     // 64: cellplane.controlplane.v1.StartMoveResponse
-	(*GetMoveRequest)(nil),        // 65: cellplane.controlplane.v1.GetMoveRequest
-	(*GetMoveResponse)(nil),       // 66: cellplane.controlplane.v1.GetMoveResponse
-	(*ListMovesRequest)(nil),      // 67: cellplane.controlplane.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),     // 68: cellplane.controlplane.v1.ListMovesResponse
-	(*CancelMoveRequest)(nil),     // 69: cellplane.controlplane.v1.CancelMoveRequest
-	(*CancelMoveResponse)(nil),    // 70: cellplane.controlplane.v1.CancelMoveResponse
-	(*DrainCellRequest)(nil),      // 71: cellplane.controlplane.v1.DrainCellRequest
-	(*DrainCellResponse)(nil),     // 72: cellplane.controlplane.v1.DrainCellResponse
-	(*FailoverRequest)(nil),       // 73: cellplane.controlplane.v1.FailoverRequest
-	(*FailoverResponse)(nil),      // 74: cellplane.controlplane.v1.FailoverResponse
-	(*GetFailoverRequest)(nil),    // 75: cellplane.controlplane.v1.GetFailoverRequest
-	(*GetFailoverResponse)(nil),   // 76: cellplane.controlplane.v1.GetFailoverResponse
-	(*ListFailoversRequest)(nil),  // 77: cellplane.controlplane.v1.ListFailoversRequest
-	(*ListFailoversResponse)(nil), // 78: cellplane.controlplane.v1.ListFailoversResponse
-	(*timestamppb.Timestamp)(nil), // 79: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 80: google.protobuf.Duration
+	(*RevokedToken)(nil),          // 19: cellplane.controlplane.v1.RevokedToken
+	(*Workflow)(nil),              // 20: cellplane.controlplane.v1.Workflow
+	(*ControllerLeader)(nil),      // 21: cellplane.controlplane.v1.ControllerLeader
+	(*Move)(nil),                  // 22: cellplane.controlplane.v1.Move
+	(*Failover)(nil),              // 23: cellplane.controlplane.v1.Failover
+	(*CellAuthority)(nil),         // 24: cellplane.controlplane.v1.CellAuthority
+	(*CellFence)(nil),             // 25: cellplane.controlplane.v1.CellFence
+	(*GetStatusRequest)(nil),      // 26: cellplane.controlplane.v1.GetStatusRequest
+	(*CellStatus)(nil),            // 27: cellplane.controlplane.v1.CellStatus
+	(*GetStatusResponse)(nil),     // 28: cellplane.controlplane.v1.GetStatusResponse
+	(*CreateRegionRequest)(nil),   // 29: cellplane.controlplane.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),  // 30: cellplane.controlplane.v1.CreateRegionResponse
+	(*ListRegionsRequest)(nil),    // 31: cellplane.controlplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),   // 32: cellplane.controlplane.v1.ListRegionsResponse
+	(*CreateCellRequest)(nil),     // 33: cellplane.controlplane.v1.CreateCellRequest
+	(*CreateCellResponse)(nil),    // 34: cellplane.controlplane.v1.CreateCellResponse
+	(*GetCellRequest)(nil),        // 35: cellplane.controlplane.v1.GetCellRequest
+	(*GetCellResponse)(nil),       // 36: cellplane.controlplane.v1.GetCellResponse
+	(*ListCellsRequest)(nil),      // 37: cellplane.controlplane.v1.ListCellsRequest
+	(*ListCellsResponse)(nil),     // 38: cellplane.controlplane.v1.ListCellsResponse
+	(*CordonCellRequest)(nil),     // 39: cellplane.controlplane.v1.CordonCellRequest
+	(*CordonCellResponse)(nil),    // 40: cellplane.controlplane.v1.CordonCellResponse
+	(*UncordonCellRequest)(nil),   // 41: cellplane.controlplane.v1.UncordonCellRequest
+	(*UncordonCellResponse)(nil),  // 42: cellplane.controlplane.v1.UncordonCellResponse
+	(*CreateTenantRequest)(nil),   // 43: cellplane.controlplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),  // 44: cellplane.controlplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),      // 45: cellplane.controlplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),     // 46: cellplane.controlplane.v1.GetTenantResponse
+	(*ReplicationLag)(nil),        // 47: cellplane.controlplane.v1.ReplicationLag
+	(*ListTenantsRequest)(nil),    // 48: cellplane.controlplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),   // 49: cellplane.controlplane.v1.ListTenantsResponse
+	(*DeleteTenantRequest)(nil),   // 50: cellplane.controlplane.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),  // 51: cellplane.controlplane.v1.DeleteTenantResponse
+	(*CreateApiKeyRequest)(nil),   // 52: cellplane.controlplane.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 53: cellplane.controlplane.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 54: cellplane.controlplane.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 55: cellplane.controlplane.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),   // 56: cellplane.controlplane.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 57: cellplane.controlplane.v1.RevokeApiKeyResponse
+	(*RevokeTokenRequest)(nil),    // 58: cellplane.controlplane.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 59: cellplane.controlplane.v1.RevokeTokenResponse
+	(*GetRegistryRequest)(nil),    // 60: cellplane.controlplane.v1.GetRegistryRequest
+	(*GetRegistryResponse)(nil),   // 61: cellplane.controlplane.v1.GetRegistryResponse
+	(*SetStandbyRequest)(nil),     // 62: cellplane.controlplane.v1.SetStandbyRequest
+	(*SetStandbyResponse)(nil),    // 63: cellplane.controlplane.v1.SetStandbyResponse
+	(*ClearStandbyRequest)(nil),   // 64: cellplane.controlplane.v1.ClearStandbyRequest
+	(*ClearStandbyResponse)(nil),  // 65: cellplane.controlplane.v1.ClearStandbyResponse
+	(*StartMoveRequest)(nil),      // 66: cellplane.controlplane.v1.StartMoveRequest
+	(*StartMoveResponse)(nil),     // 67: cellplane.controlplane.v1.StartMoveResponse
+	(*GetMoveRequest)(nil),        // 68: cellplane.controlplane.v1.GetMoveRequest
+	(*GetMoveResponse)(nil),       // 69: cellplane.controlplane.v1.GetMoveResponse
+	(*ListMovesRequest)(nil),      // 70: cellplane.controlplane.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),     // 71: cellplane.controlplane.v1.ListMovesResponse
+	(*CancelMoveRequest)(nil),     // 72: cellplane.controlplane.v1.CancelMoveRequest
+	(*CancelMoveResponse)(nil),    // 73: cellplane.controlplane.v1.CancelMoveResponse
+	(*DrainCellRequest)(nil),      // 74: cellplane.controlplane.v1.DrainCellRequest
+	(*DrainCellResponse)(nil),     // 75: cellplane.controlplane.v1.DrainCellResponse
+	(*FailoverRequest)(nil),       // 76: cellplane.controlplane.v1.FailoverRequest
+	(*FailoverResponse)(nil),      // 77: cellplane.controlplane.v1.FailoverResponse
+	(*GetFailoverRequest)(nil),    // 78: cellplane.controlplane.v1.GetFailoverRequest
+	(*GetFailoverResponse)(nil),   // 79: cellplane.controlplane.v1.GetFailoverResponse
+	(*ListFailoversRequest)(nil),  // 80: cellplane.controlplane.v1.ListFailoversRequest
+	(*ListFailoversResponse)(nil), // 81: cellplane.controlplane.v1.ListFailoversResponse
+	(*timestamppb.Timestamp)(nil), // 82: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 83: google.protobuf.Duration
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	79,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
 	10,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
 	0,   // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	79,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
 	1,   // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	79,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	82,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
 	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	79,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	82,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
 	2,   // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
 	16,  // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	79,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	3,   // 15: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
-	4,   // 16: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	79,  // 17: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 18: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 19: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
-	5,   // 20: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
-	79,  // 21: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 22: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 23: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
-	79,  // 24: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
-	79,  // 25: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
-	6,   // 26: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	7,   // 27: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
-	80,  // 28: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
-	79,  // 29: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 30: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 31: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
-	79,  // 32: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
-	80,  // 33: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
-	80,  // 34: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
-	79,  // 35: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
-	11,  // 36: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
-	8,   // 37: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
-	15,  // 38: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
-	13,  // 39: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
-	12,  // 40: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
-	9,   // 41: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	26,  // 42: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	20,  // 43: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
-	9,   // 44: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	9,   // 45: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	10,  // 46: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	11,  // 47: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	26,  // 48: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
-	26,  // 49: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	11,  // 50: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	11,  // 51: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	16,  // 52: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 53: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 54: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	46,  // 55: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
-	80,  // 56: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
-	2,   // 57: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
-	17,  // 58: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
-	18,  // 59: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 60: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 61: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	17,  // 62: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 63: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	21,  // 64: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	21,  // 65: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	21,  // 66: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	21,  // 67: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	11,  // 68: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	21,  // 69: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	6,   // 70: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	22,  // 71: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	22,  // 72: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
-	22,  // 73: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 74: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	28,  // 75: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	30,  // 76: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	32,  // 77: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	34,  // 78: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	36,  // 79: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	38,  // 80: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	40,  // 81: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	42,  // 82: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	44,  // 83: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	47,  // 84: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	49,  // 85: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	51,  // 86: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	53,  // 87: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	55,  // 88: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	57,  // 89: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	59,  // 90: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
-	61,  // 91: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
-	63,  // 92: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
-	65,  // 93: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
-	67,  // 94: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
-	69,  // 95: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
-	71,  // 96: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
-	73,  // 97: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
-	75,  // 98: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
-	77,  // 99: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
-	27,  // 100: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	29,  // 101: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	31,  // 102: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	33,  // 103: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	35,  // 104: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	37,  // 105: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	39,  // 106: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	41,  // 107: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	43,  // 108: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	45,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	48,  // 110: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	50,  // 111: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	52,  // 112: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	54,  // 113: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	56,  // 114: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	58,  // 115: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	60,  // 116: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
-	62,  // 117: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
-	64,  // 118: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
-	66,  // 119: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
-	68,  // 120: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
-	70,  // 121: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
-	72,  // 122: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
-	74,  // 123: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
-	76,  // 124: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
-	78,  // 125: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
-	100, // [100:126] is the sub-list for method output_type
-	74,  // [74:100] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	82,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	82,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	82,  // 15: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
+	82,  // 16: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
+	3,   // 17: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
+	4,   // 18: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
+	82,  // 19: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 20: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	82,  // 21: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	5,   // 22: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
+	82,  // 23: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 24: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	82,  // 25: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	82,  // 26: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	82,  // 27: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	6,   // 28: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	7,   // 29: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
+	83,  // 30: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	82,  // 31: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 32: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	82,  // 33: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	82,  // 34: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	83,  // 35: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	83,  // 36: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	82,  // 37: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	11,  // 38: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
+	8,   // 39: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
+	15,  // 40: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
+	13,  // 41: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
+	12,  // 42: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
+	9,   // 43: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	27,  // 44: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	21,  // 45: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
+	9,   // 46: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	9,   // 47: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	10,  // 48: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	11,  // 49: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	27,  // 50: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
+	27,  // 51: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	11,  // 52: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	11,  // 53: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	16,  // 54: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 55: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 56: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	47,  // 57: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
+	83,  // 58: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	2,   // 59: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
+	17,  // 60: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
+	18,  // 61: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 62: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 63: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	82,  // 64: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	19,  // 65: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
+	17,  // 66: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 67: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	22,  // 68: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	22,  // 69: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	22,  // 70: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	22,  // 71: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	11,  // 72: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	22,  // 73: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	6,   // 74: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	23,  // 75: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	23,  // 76: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
+	23,  // 77: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	26,  // 78: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	29,  // 79: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	31,  // 80: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	33,  // 81: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	35,  // 82: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	37,  // 83: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	39,  // 84: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	41,  // 85: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	43,  // 86: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	45,  // 87: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	48,  // 88: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	50,  // 89: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	52,  // 90: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	54,  // 91: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	56,  // 92: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	58,  // 93: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
+	60,  // 94: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	62,  // 95: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	64,  // 96: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	66,  // 97: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	68,  // 98: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	70,  // 99: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	72,  // 100: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	74,  // 101: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	76,  // 102: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	78,  // 103: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	80,  // 104: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	28,  // 105: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	30,  // 106: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	32,  // 107: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	34,  // 108: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	36,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	38,  // 110: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	40,  // 111: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	42,  // 112: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	44,  // 113: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	46,  // 114: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	49,  // 115: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	51,  // 116: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	53,  // 117: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	55,  // 118: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	57,  // 119: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	59,  // 120: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
+	61,  // 121: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	63,  // 122: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	65,  // 123: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	67,  // 124: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	69,  // 125: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	71,  // 126: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	73,  // 127: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	75,  // 128: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	77,  // 129: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	79,  // 130: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	81,  // 131: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	105, // [105:132] is the sub-list for method output_type
+	78,  // [78:105] is the sub-list for method input_type
+	78,  // [78:78] is the sub-list for extension type_name
+	78,  // [78:78] is the sub-list for extension extendee
+	0,   // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
@@ -5466,7 +5707,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   70,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
