@@ -39,6 +39,8 @@ func (m keyMap) APIKey(id string) (string, []byte, bool) {
 
 func (m keyMap) KeysFresh() error { return nil }
 
+func (m keyMap) TokenRevoked(Identity) error { return nil }
+
 // staleKeys is a KeyLookup whose view is past its staleness bound.
 type staleKeys struct{ keyMap }
 

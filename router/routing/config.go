@@ -34,6 +34,14 @@ type Config struct {
 	// before M9: a key revoked during an etcd outage works until the watch
 	// recovers). DefaultConfig: DefaultAPIKeyMaxStaleness.
 	APIKeyMaxStaleness time.Duration
+	// JWTRevocationMaxStaleness bounds how old the view of the JWT
+	// revocation list (the same view as the keys) may be and still vouch
+	// that a verified JWT is not revoked; older, TokenRevoked refuses
+	// every JWT with CREDENTIALS_STALE. 0 (the default) means unbounded: a
+	// JWT is checked against the last list known however old it is, so
+	// JWT callers keep static stability through an etcd outage (a JWT is
+	// bounded by its own exp; see docs/decisions.md).
+	JWTRevocationMaxStaleness time.Duration
 	// FreshnessInterval is how often the table probes that its watch is
 	// caught up (one linearizable read of an empty range, then a progress
 	// request on the watches). Default min(10s, APIKeyMaxStaleness/4).
@@ -82,8 +90,11 @@ func (c Config) Validate() error {
 	if c.RetryMin > 0 && c.RetryMax > 0 && c.RetryMin > c.RetryMax {
 		errs = append(errs, fmt.Errorf("routing: RetryMin %s > RetryMax %s", c.RetryMin, c.RetryMax))
 	}
-	if c.APIKeyMaxStaleness < 0 || c.FreshnessInterval < 0 {
-		errs = append(errs, fmt.Errorf("routing: negative APIKeyMaxStaleness %s or FreshnessInterval %s", c.APIKeyMaxStaleness, c.FreshnessInterval))
+	if c.APIKeyMaxStaleness < 0 || c.FreshnessInterval < 0 || c.JWTRevocationMaxStaleness < 0 {
+		errs = append(errs, fmt.Errorf("routing: negative APIKeyMaxStaleness %s, JWTRevocationMaxStaleness %s or FreshnessInterval %s", c.APIKeyMaxStaleness, c.JWTRevocationMaxStaleness, c.FreshnessInterval))
+	}
+	if c.JWTRevocationMaxStaleness > 0 && c.FreshnessInterval >= c.JWTRevocationMaxStaleness {
+		errs = append(errs, fmt.Errorf("routing: FreshnessInterval %s must be below JWTRevocationMaxStaleness %s", c.FreshnessInterval, c.JWTRevocationMaxStaleness))
 	}
 	if c.APIKeyMaxStaleness > 0 && c.FreshnessInterval >= c.APIKeyMaxStaleness {
 		errs = append(errs, fmt.Errorf("routing: FreshnessInterval %s must be below APIKeyMaxStaleness %s (keys would go stale between probes)", c.FreshnessInterval, c.APIKeyMaxStaleness))
@@ -107,8 +118,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FreshnessInterval == 0 {
 		c.FreshnessInterval = DefaultFreshnessInterval
-		if c.APIKeyMaxStaleness > 0 {
-			c.FreshnessInterval = max(min(c.FreshnessInterval, c.APIKeyMaxStaleness/4), time.Millisecond)
+		for _, b := range []time.Duration{c.APIKeyMaxStaleness, c.JWTRevocationMaxStaleness} {
+			if b > 0 {
+				c.FreshnessInterval = max(min(c.FreshnessInterval, b/4), time.Millisecond)
+			}
 		}
 	}
 	if c.Logger == nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -290,6 +291,15 @@ func (t *Table) applyTenantEvent(v *view, ev topo.Event) {
 		v.del(pk.ID, int64(ev.KV.Version))
 	case pk.Kind == topo.KindAPIKey && !put:
 		v.delKey(pk.Sub)
+	case pk.Kind == topo.KindRevokedToken && !put:
+		v.delRevoked(pk.ID, pk.Sub)
+	case pk.Kind == topo.KindRevokedToken:
+		if err != nil {
+			t.log.Warn("routing: skipping corrupt revoked-token record", "tenant", pk.ID, "err", err)
+			return
+		}
+		rec := e.Value.(*cpv1.RevokedToken)
+		v.setRevoked(clone(pk.ID), clone(pk.Sub), auth.RevocationEntry{RevokedAt: rec.GetRevokeTime().AsTime(), ExpiresAt: rec.GetExpireTime().AsTime()})
 	case pk.Kind == topo.KindTenant:
 		if err != nil {
 			t.log.Warn("routing: skipping corrupt tenant record", "err", err)

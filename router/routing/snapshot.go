@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/cellplane/cellplane/internal/auth"
 )
 
 // Snapshot file format (all integers little-endian):
@@ -36,10 +39,16 @@ import (
 //	api keys:   n, n × (key id, tenant, hash, revoked 0/1)
 //	cells:      n, n × (id, region, leader id, leader grpc, leader http,
 //	                    nodes n, n × (id, grpc, http, worker 0/1))
+//	revoked:    n, n × (tenant, entry id, revoked at, expires at: unix
+//	                    nanos as zig-zag varints); version 3 only (older
+//	                    files have no revocation list and are still read)
 const (
 	snapshotMagic   = "CPROUTE\n"
-	snapshotVersion = 2
-	headerLen       = 8 + 4 + 8
+	snapshotVersion = 3
+	// snapshotVersionRevoked is the first version with the JWT revocation
+	// list; version 2 files (without it) are still read.
+	snapshotVersionRevoked = 3
+	headerLen              = 8 + 4 + 8
 	// snapshotVersionNoFlags is the oldest readable version: tenants
 	// without the flags byte.
 	snapshotVersionNoFlags = 1
@@ -154,6 +163,26 @@ func encodeSnapshotFormat(v *view, written time.Time, format uint32) []byte {
 		}
 	}
 
+	if format >= snapshotVersionRevoked {
+		v.keysMu.RLock()
+		var n uint64
+		var rb []byte
+		for _, tenant := range slices.Sorted(maps.Keys(v.revoked)) {
+			m := v.revoked[tenant]
+			for _, id := range slices.Sorted(maps.Keys(m)) {
+				e := m[id]
+				rb = appendString(rb, tenant)
+				rb = appendString(rb, id)
+				rb = binary.AppendVarint(rb, e.RevokedAt.UnixNano())
+				rb = binary.AppendVarint(rb, e.ExpiresAt.UnixNano())
+				n++
+			}
+		}
+		v.keysMu.RUnlock()
+		b = binary.AppendUvarint(b, n)
+		b = append(b, rb...)
+	}
+
 	copy(b, snapshotMagic)
 	binary.LittleEndian.PutUint32(b[8:], format)
 	binary.LittleEndian.PutUint64(b[12:], uint64(len(b)-headerLen))
@@ -189,6 +218,19 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
 	if n <= 0 {
 		d.fail("bad varint")
 		return 0
@@ -255,8 +297,8 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("%w: bad magic", errBadSnapshot)
 	}
 	format := binary.LittleEndian.Uint32(b[8:])
-	if format != snapshotVersion && format != snapshotVersionNoFlags {
-		return nil, time.Time{}, fmt.Errorf("%w: format version %d, want %d (or %d)", errBadSnapshot, format, snapshotVersion, snapshotVersionNoFlags)
+	if format < snapshotVersionNoFlags || format > snapshotVersion {
+		return nil, time.Time{}, fmt.Errorf("%w: format version %d, want %d to %d", errBadSnapshot, format, snapshotVersionNoFlags, snapshotVersion)
 	}
 	if n := binary.LittleEndian.Uint64(b[12:]); n != uint64(len(b)-headerLen-4) {
 		return nil, time.Time{}, fmt.Errorf("%w: payload length %d, file holds %d", errBadSnapshot, n, len(b)-headerLen-4)
@@ -361,6 +403,21 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 			break
 		}
 		cells[c.ID] = c
+	}
+	if format >= snapshotVersionRevoked {
+		nr := d.count(4)
+		for range nr {
+			tenant, id := d.string(), d.string()
+			at, exp := d.varint(), d.varint()
+			if d.err != nil {
+				break
+			}
+			if tenant == "" || id == "" {
+				d.fail("bad revoked token %q/%q", tenant, id)
+				break
+			}
+			v.setRevoked(tenant, id, auth.RevocationEntry{RevokedAt: time.Unix(0, at), ExpiresAt: time.Unix(0, exp)})
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -240,15 +241,37 @@ func (t *Table) KeysFresh() error {
 	if known && age <= bound {
 		return nil
 	}
-	e := cperr.New(cperr.CredentialsStale, "API keys cannot be checked: this router's view of them is older than %s (its etcd watch is down or not yet synced)", bound).
+	return cperr.New(cperr.CredentialsStale, "API keys cannot be checked: this router's view of them is older than %s (its etcd watch is down or not yet synced)", bound).
 		With(cperr.MetaMaxStaleness, bound.String()).
+		With(cperr.MetaCredentialsAge, ageString(age, known)).
 		WithRetryAfter(t.cfg.FreshnessInterval)
-	if known {
-		e = e.With(cperr.MetaCredentialsAge, age.Round(time.Millisecond).String())
-	} else {
-		e = e.With(cperr.MetaCredentialsAge, "unknown")
+}
+
+// TokenRevoked checks a verified JWT against its tenant's revocation list
+// (auth.Revoked): nil if it may be used, UNAUTHENTICATED if revoked, and
+// CREDENTIALS_STALE if JWTRevocationMaxStaleness is set and the view is
+// older than it. It implements auth.KeyLookup.
+func (t *Table) TokenRevoked(id auth.Identity) error {
+	if bound := t.cfg.JWTRevocationMaxStaleness; bound > 0 {
+		if age, known := t.KeysAge(); !known || age > bound {
+			return cperr.New(cperr.CredentialsStale, "tokens cannot be checked against the revocation list: this router's view of it is older than %s", bound).
+				With(cperr.MetaMaxStaleness, bound.String()).
+				With(cperr.MetaCredentialsAge, ageString(age, known)).
+				WithRetryAfter(t.cfg.FreshnessInterval)
+		}
 	}
-	return e
+	v := t.view.Load()
+	if auth.Revoked(id, time.Now(), func(e string) (auth.RevocationEntry, bool) { return v.revokedEntry(id.Tenant, e) }) {
+		return auth.TokenRevokedError()
+	}
+	return nil
+}
+
+func ageString(age time.Duration, known bool) string {
+	if !known {
+		return "unknown"
+	}
+	return age.Round(time.Millisecond).String()
 }
 
 // KeysAge is the time since the view was last known to match etcd (see
