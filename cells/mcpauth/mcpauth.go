@@ -67,6 +67,14 @@ type Config struct {
 	// last answer stands while the registry is down). Unlike the other
 	// fields, 0 is not replaced by the default: DefaultConfig sets 5m.
 	APIKeyMaxStaleness time.Duration
+	// JWTRevocationMaxStaleness: a verified JWT is checked against its
+	// tenant's revocation list (tenants/<t>/revoked/, cached per tenant
+	// like key records: KeyCacheTTL, KeyCacheSize, dropped at a watch
+	// event). With the registry unreachable, a cached list older than this
+	// no longer vouches for a JWT (CREDENTIALS_STALE). 0 (the default)
+	// means the last list stands, and a tenant whose list was never read
+	// is not checked, so JWT callers keep working through an etcd outage.
+	JWTRevocationMaxStaleness time.Duration
 	// KeyCacheSize bounds the records of existing keys kept (an LRU: the
 	// least recently used one is evicted, one at a time). Default 10000.
 	KeyCacheSize int
@@ -136,8 +144,8 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.KeyCacheTTL < 0 || c.NegativeCacheTTL < 0 || c.LookupTimeout < 0 || c.APIKeyMaxStaleness < 0 {
-		errs = append(errs, errors.New("KeyCacheTTL, NegativeCacheTTL, LookupTimeout and APIKeyMaxStaleness must be positive"))
+	if c.KeyCacheTTL < 0 || c.NegativeCacheTTL < 0 || c.LookupTimeout < 0 || c.APIKeyMaxStaleness < 0 || c.JWTRevocationMaxStaleness < 0 {
+		errs = append(errs, errors.New("KeyCacheTTL, NegativeCacheTTL, LookupTimeout, APIKeyMaxStaleness and JWTRevocationMaxStaleness must be positive"))
 	}
 	if c.KeyCacheSize < 0 || c.NegativeCacheSize < 0 {
 		errs = append(errs, errors.New("KeyCacheSize and NegativeCacheSize must be positive"))
@@ -157,8 +165,9 @@ type Authenticator struct {
 	jwt *auth.Authenticator
 
 	mu       sync.Mutex
-	keys     *lru[cachedKey] // keys that exist (revoked ones included)
-	unknown  *lru[time.Time] // key ids the registry does not know, and when it said so
+	keys     *lru[cachedKey]  // keys that exist (revoked ones included)
+	revs     *lru[cachedRevs] // tenants' JWT revocation lists
+	unknown  *lru[time.Time]  // key ids the registry does not know, and when it said so
 	inflight map[string]*flight
 	misses   *bucket
 	// gen counts watch evictions and purges: a read that began before one
@@ -212,6 +221,7 @@ func New(cfg Config) (*Authenticator, error) {
 	a := &Authenticator{
 		cfg:      cfg,
 		keys:     newLRU[cachedKey](cfg.KeyCacheSize),
+		revs:     newLRU[cachedRevs](cfg.KeyCacheSize),
 		unknown:  newLRU[time.Time](cfg.NegativeCacheSize),
 		inflight: map[string]*flight{},
 		misses:   newBucket(cfg.MissRate, cfg.MissBurst),
@@ -286,6 +296,9 @@ func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (
 	}
 	if id.Tenant != tenant {
 		return "", cperr.New(cperr.PermissionDenied, "the token is not for tenant %s", tenant).With(cperr.MetaTenant, tenant)
+	}
+	if err := a.tokenRevoked(r.Context(), id); err != nil {
+		return "", err
 	}
 	return "jwt:" + id.Subject, nil
 }
@@ -449,8 +462,11 @@ func (a *Authenticator) Run(ctx context.Context) {
 			backoff.Reset()
 			for _, ev := range r.Events {
 				from = max(from, topo.Revision(ev.KV.Version)+1)
-				if pk := topo.ParseKey(ev.KV.Key); pk.Kind == topo.KindAPIKey {
+				switch pk := topo.ParseKey(ev.KV.Key); pk.Kind {
+				case topo.KindAPIKey:
 					a.evict(pk.ID + "/" + pk.Sub)
+				case topo.KindRevokedToken:
+					a.evictRevocations(pk.ID)
 				}
 			}
 		}
@@ -481,11 +497,72 @@ func (a *Authenticator) evict(ck string) {
 	}
 }
 
+// evictRevocations drops a tenant's cached revocation list.
+func (a *Authenticator) evictRevocations(tenant string) {
+	a.mu.Lock()
+	a.gen++
+	a.revs.remove(tenant)
+	a.mu.Unlock()
+	a.watched.Inc()
+}
+
+// cachedRevs is a tenant's JWT revocation list as read at at.
+type cachedRevs struct {
+	entries map[string]auth.RevocationEntry
+	at      time.Time
+}
+
+// tokenRevoked checks a verified JWT against its tenant's revocation list
+// (auth.Revoked): from the cache while younger than KeyCacheTTL, else read
+// again; with the registry unreachable, the cached list stands within
+// JWTRevocationMaxStaleness (0: always; no list at all: not checked).
+func (a *Authenticator) tokenRevoked(ctx context.Context, id auth.Identity) error {
+	if a.cfg.Registry == nil {
+		return nil
+	}
+	now := time.Now()
+	a.mu.Lock()
+	cached, known := a.revs.get(id.Tenant)
+	gen := a.gen
+	a.mu.Unlock()
+	list := cached
+	if !known || now.Sub(cached.at) >= a.cfg.KeyCacheTTL {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.LookupTimeout)
+		recs, _, err := catalog.ListRevokedTokens(rctx, a.cfg.Registry, id.Tenant)
+		cancel()
+		after := time.Now()
+		bound := a.cfg.JWTRevocationMaxStaleness
+		switch {
+		case err == nil:
+			list = cachedRevs{entries: make(map[string]auth.RevocationEntry, len(recs)), at: now}
+			for _, r := range recs {
+				list.entries[r.Parsed.Sub] = auth.RevocationEntry{RevokedAt: r.Value.GetRevokeTime().AsTime(), ExpiresAt: r.Value.GetExpireTime().AsTime()}
+			}
+			a.mu.Lock()
+			if a.gen == gen { // else a watch event may have changed the list meanwhile
+				a.revs.put(id.Tenant, list)
+			}
+			a.mu.Unlock()
+		case bound > 0 && (!known || after.Sub(cached.at) > bound):
+			a.lookups.WithLabelValues(resultStale).Inc()
+			return cperr.New(cperr.CredentialsStale, "tokens cannot be checked against the revocation list right now (the registry is unreachable and this worker's copy is older than %s)", bound).
+				With(cperr.MetaMaxStaleness, bound.String()).
+				WithRetryAfter(time.Second)
+		}
+		// Else the registry is down: the last list (or none) stands.
+	}
+	if auth.Revoked(id, now, func(e string) (auth.RevocationEntry, bool) { r, ok := list.entries[e]; return r, ok }) {
+		return auth.TokenRevokedError()
+	}
+	return nil
+}
+
 // purge drops every cached key and unknown id.
 func (a *Authenticator) purge() {
 	a.mu.Lock()
 	a.gen++
 	a.keys = newLRU[cachedKey](a.cfg.KeyCacheSize)
+	a.revs = newLRU[cachedRevs](a.cfg.KeyCacheSize)
 	a.unknown = newLRU[time.Time](a.cfg.NegativeCacheSize)
 	a.mu.Unlock()
 }

@@ -2,13 +2,21 @@ package mcpauth
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,6 +30,7 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/testutil"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 func gauge(g prometheus.Gauge) float64 {
@@ -212,4 +221,155 @@ func TestUnboundedStalenessKeepsLastAnswer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// testIssuer signs ES256 JWTs for tenant acme, verified through a JWKS
+// file.
+type testIssuer struct {
+	key  *ecdsa.PrivateKey
+	file string
+}
+
+func newTestIssuer(t *testing.T) *testIssuer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := func(b []byte) string {
+		out := make([]byte, 32)
+		copy(out[32-len(b):], b)
+		return base64.RawURLEncoding.EncodeToString(out)
+	}
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "crv": "P-256", "kid": "k", "use": "sig", "alg": "ES256",
+		"x": pad(key.X.Bytes()), "y": pad(key.Y.Bytes())}}})
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &testIssuer{key: key, file: file}
+}
+
+const acmeURL = "https://mcp.example/t/acme/mcp"
+
+func (i *testIssuer) token(t *testing.T, sub, jti string, iat time.Time) string {
+	t.Helper()
+	claims := jwt.MapClaims{"iss": "https://issuer.test", "aud": acmeURL, "sub": sub, "tenant": "acme",
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": iat.Unix()}
+	if jti != "" {
+		claims["jti"] = jti
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+	tok.Header["kid"] = "k"
+	s, err := tok.SignedString(i.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func checkJWT(a *Authenticator, token string) error {
+	_, err := a.Authenticate(request("Authorization", "Bearer "+token), "acme", acmeURL)
+	return err
+}
+
+// M9, JWTs at the worker, with a real etcd: a subject or jti put on the
+// tenant's revocation list (as RevokeToken writes it) is refused at the
+// watch event, though the cached list would be reused for an hour; a
+// token issued to the subject afterwards, and other subjects, work.
+func TestWatchRefusesRevokedJWT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	st := dialEtcd(t, topotest.StartEtcd(t)[0])
+	iss := newTestIssuer(t)
+	jc := auth.DefaultConfig()
+	jc.JWKSFile, jc.Issuer, jc.Logger = iss.file, "https://issuer.test", testutil.Logger(t)
+	a, err := New(Config{Registry: st, JWT: &jc, KeyCacheTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, a)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if gauge(a.watchUp) != 1 {
+			return errors.New("watch not up")
+		}
+		return nil
+	})
+	before := time.Now().Add(-time.Minute)
+	bySubject, byJTI, other := iss.token(t, "agent-7", "", before), iss.token(t, "agent-8", "tok-9", before), iss.token(t, "agent-9", "", before)
+	for _, tok := range []string{bySubject, byJTI, other} {
+		if err := checkJWT(a, tok); err != nil {
+			t.Fatalf("token before the revocation: %v", err)
+		}
+	}
+	ctx := testutil.Context(t, 10*time.Second)
+	revokedAt := time.Now()
+	for _, rec := range []*cpv1.RevokedToken{
+		{Tenant: "acme", Subject: "agent-7", RevokeTime: timestamppb.New(revokedAt), ExpireTime: timestamppb.New(revokedAt.Add(time.Hour))},
+		{Tenant: "acme", Jti: "tok-9", RevokeTime: timestamppb.New(revokedAt), ExpireTime: timestamppb.New(revokedAt.Add(time.Hour))},
+	} {
+		if _, err := st.Txn(ctx, nil, []topo.Op{topo.Put(topo.RevokedTokenKey("acme", catalog.RevokedTokenID(rec)), catalog.Encode(rec))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, tok := range []string{bySubject, byJTI} {
+			if err := checkJWT(a, tok); cperr.ReasonOf(err) != cperr.Unauthenticated {
+				return fmt.Errorf("revoked token: %v", err)
+			}
+		}
+		return nil
+	})
+	if err := checkJWT(a, other); err != nil {
+		t.Fatalf("another subject's token: %v", err)
+	}
+	if err := checkJWT(a, iss.token(t, "agent-7", "", revokedAt.Add(2*time.Second))); err != nil {
+		t.Fatalf("a token issued to the subject after the revocation: %v", err)
+	}
+}
+
+// With JWTRevocationMaxStaleness, a JWT is refused (CREDENTIALS_STALE)
+// once the cached revocation list is older than the bound and the
+// registry cannot be read; without it the last list stands.
+func TestStaleRevocationList(t *testing.T) {
+	for _, bound := range []time.Duration{0, 100 * time.Millisecond} {
+		t.Run(bound.String(), func(t *testing.T) {
+			st := memtopo.New()
+			defer st.Close()
+			iss := newTestIssuer(t)
+			jc := auth.DefaultConfig()
+			jc.JWKSFile, jc.Issuer, jc.Logger = iss.file, "https://issuer.test", testutil.Logger(t)
+			a, err := New(Config{Registry: st, JWT: &jc, KeyCacheTTL: time.Millisecond, JWTRevocationMaxStaleness: bound})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok := iss.token(t, "agent", "", time.Now())
+			if err := checkJWT(a, tok); err != nil {
+				t.Fatal(err)
+			}
+			st.Fail(memtopo.OpList, "", topo.ErrUnavailable)
+			start := time.Now()
+			testutil.Eventually(t, 5*time.Second, func() error {
+				err := checkJWT(a, tok)
+				if bound == 0 {
+					if err != nil {
+						t.Fatalf("unbounded: %v", err)
+					}
+					if time.Since(start) < 300*time.Millisecond {
+						return errors.New("not yet")
+					}
+					return nil
+				}
+				switch cperr.ReasonOf(err) {
+				case "":
+					return errors.New("still accepted")
+				case cperr.CredentialsStale:
+					return nil
+				}
+				t.Fatalf("stale list: %v", err)
+				return nil
+			})
+		})
+	}
 }

@@ -39,6 +39,7 @@ func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
 	f.keys = k
 	fs.DurationVar(&f.keys.KeyCacheTTL, prefix+"key-cache-ttl", k.KeyCacheTTL, "how long an API key's record is reused before it is read again (a revocation takes effect at once through the watch on key records, or within this TTL while the watch is down)")
 	fs.DurationVar(&f.keys.APIKeyMaxStaleness, prefix+"api-key-max-staleness", k.APIKeyMaxStaleness, "with etcd unreachable, a cached API key record older than this no longer authenticates: the key is refused (503 CREDENTIALS_STALE) rather than honoured though it may have been revoked; 0 unbounded (the last answer stands while etcd is down)")
+	fs.DurationVar(&f.keys.JWTRevocationMaxStaleness, prefix+"jwt-revocation-max-staleness", k.JWTRevocationMaxStaleness, "jwt: JWTs are checked against the tenant's revocation list (cellctl tenant token revoke); with etcd unreachable, a cached list older than this no longer vouches for a JWT (503 CREDENTIALS_STALE); 0 (default) the last list stands")
 	fs.IntVar(&f.keys.KeyCacheSize, prefix+"key-cache-size", k.KeyCacheSize, "API keys whose records are cached (least recently used evicted first)")
 	fs.DurationVar(&f.keys.NegativeCacheTTL, prefix+"unknown-key-ttl", k.NegativeCacheTTL, "how long an unknown API key id is remembered as unknown (no registry read for it meanwhile)")
 	fs.IntVar(&f.keys.NegativeCacheSize, prefix+"unknown-key-cache-size", k.NegativeCacheSize, "unknown API key ids remembered (least recently used evicted first)")
