@@ -73,6 +73,7 @@ func Policy() map[string]Access {
 		method("DeleteTenant"): adminOnly,
 		method("CreateApiKey"): adminOnly,
 		method("RevokeApiKey"): adminOnly,
+		method("RevokeToken"):  adminOnly,
 		method("SetStandby"):   adminOnly,
 		method("ClearStandby"): adminOnly,
 		method("StartMove"):    adminOnly,

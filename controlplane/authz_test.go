@@ -21,9 +21,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane"
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/cptest"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -265,10 +267,16 @@ func TestMutualTLSRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	st := e.env.Store(t)
+	revokeReq := &cpv1.RevokeTokenRequest{Tenant: "t1", Subject: "mallory", ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}
 	// state is what the refused calls must not change.
 	state := func() string {
 		t.Helper()
-		var b []byte
+		revoked, _, err := catalog.ListRevokedTokens(ctx, st, "t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := fmt.Appendf(nil, "revoked tokens: %d\n", len(revoked))
 		for _, m := range []proto.Message{
 			must(t)(adm.ListTenants(ctx, &cpv1.ListTenantsRequest{})),
 			must(t)(adm.GetTenant(ctx, &cpv1.GetTenantRequest{Id: "t1"})).(*cpv1.GetTenantResponse).GetTenant(),
@@ -291,6 +299,8 @@ func TestMutualTLSRefusals(t *testing.T) {
 		noCert := dialCreds(t, e.addr, credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}))
 		_, err := cpv1.NewControlPlaneServiceClient(noCert).CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: "t1"})
 		wantHandshakeRefused(t, "no client certificate", err)
+		_, err = cpv1.NewControlPlaneServiceClient(noCert).RevokeToken(ctx, revokeReq)
+		wantHandshakeRefused(t, "no client certificate RevokeToken", err)
 		plain := dialCreds(t, e.addr, insecure.NewCredentials())
 		_, err = cpv1.NewControlPlaneServiceClient(plain).ListTenants(ctx, &cpv1.ListTenantsRequest{})
 		wantHandshakeRefused(t, "plaintext", err)
@@ -325,6 +335,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 		denied := map[string]error{}
 		_, denied["CreateApiKey"] = ro.CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: "t1"})
 		_, denied["RevokeApiKey"] = ro.RevokeApiKey(ctx, &cpv1.RevokeApiKeyRequest{Tenant: "t1", Id: key.GetKey().GetId()})
+		_, denied["RevokeToken"] = ro.RevokeToken(ctx, revokeReq)
 		_, denied["DeleteTenant"] = ro.DeleteTenant(ctx, &cpv1.DeleteTenantRequest{Id: "t1"})
 		_, denied["StartMove"] = ro.StartMove(ctx, &cpv1.StartMoveRequest{Tenant: "t1", TargetCell: "c1"})
 		_, denied["Failover"] = ro.Failover(ctx, &cpv1.FailoverRequest{Tenant: "t1"})
@@ -361,6 +372,12 @@ func TestMutualTLSRefusals(t *testing.T) {
 	// And the admin can still do what the others could not.
 	if _, err := adm.RevokeApiKey(ctx, &cpv1.RevokeApiKeyRequest{Tenant: "t1", Id: key.GetKey().GetId()}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := adm.RevokeToken(ctx, revokeReq); err != nil {
+		t.Fatal(err)
+	}
+	if revoked, _, err := catalog.ListRevokedTokens(ctx, st, "t1"); err != nil || len(revoked) != 1 || revoked[0].Value.GetSubject() != "mallory" {
+		t.Fatalf("the admin's RevokeToken wrote %v, %v", revoked, err)
 	}
 	if _, err := adm.DeleteTenant(ctx, &cpv1.DeleteTenantRequest{Id: "t1"}); err != nil {
 		t.Fatal(err)

@@ -50,6 +50,8 @@ type Node struct {
 	node *cells.Node
 	link topo.Store
 	conn *grpc.ClientConn
+	// stopAuth ends the MCP authenticator's watch on key records.
+	stopAuth context.CancelFunc
 	// stopped is closed when a killed in-process node has closed
 	// completely.
 	stopped chan struct{}
@@ -158,7 +160,9 @@ func (n *Node) startInProcess(ctx context.Context) error {
 		}
 		cfg.Registry = link
 	}
+	stopAuth := func() {}
 	closeLink := func() {
+		stopAuth()
 		if link != nil {
 			_ = link.Close()
 		}
@@ -172,6 +176,10 @@ func (n *Node) startInProcess(ctx context.Context) error {
 			return err
 		}
 		cfg.MCPAuth = a
+		// The watch on key records lives as long as this start of the node.
+		actx, cancel := context.WithCancel(context.Background())
+		go a.Run(actx)
+		stopAuth = cancel
 	}
 	sctx, cancel := context.WithTimeout(ctx, nodeStartTimeout)
 	defer cancel()
@@ -189,7 +197,7 @@ func (n *Node) startInProcess(ctx context.Context) error {
 		return fmt.Errorf("node %s: dial %s: %w", cfg.NodeID, node.GRPCAddr(), err)
 	}
 	n.mu.Lock()
-	n.node, n.link, n.conn = node, link, conn
+	n.node, n.link, n.conn, n.stopAuth = node, link, conn, stopAuth
 	n.mu.Unlock()
 	return nil
 }
@@ -233,9 +241,13 @@ func (n *Node) Kill() (killedAt, downAt time.Time) {
 		return now, now
 	}
 	stopped := make(chan struct{})
-	n.node, n.link, n.conn, n.stopped = nil, nil, nil, stopped
+	stopAuth := n.stopAuth
+	n.node, n.link, n.conn, n.stopped, n.stopAuth = nil, nil, nil, stopped, nil
 	n.mu.Unlock()
 	killedAt = time.Now()
+	if stopAuth != nil {
+		stopAuth()
+	}
 	if link != nil {
 		_ = link.Close()
 	}
@@ -258,8 +270,11 @@ func (n *Node) Stop() {
 	}
 	n.waitStopped()
 	n.mu.Lock()
-	node, link, conn := n.node, n.link, n.conn
-	n.node, n.link, n.conn = nil, nil, nil
+	node, link, conn, stopAuth := n.node, n.link, n.conn, n.stopAuth
+	n.node, n.link, n.conn, n.stopAuth = nil, nil, nil, nil
+	if stopAuth != nil {
+		stopAuth()
+	}
 	lis := []net.Listener{n.cfg.RaftListener, n.cfg.GRPCListener, n.cfg.HTTPListener}
 	n.cfg.RaftListener, n.cfg.GRPCListener, n.cfg.HTTPListener = nil, nil, nil
 	n.mu.Unlock()

@@ -213,6 +213,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	mux.HandleFunc("GET /readyz/apikeys", s.serveReadyzAPIKeys)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	serve.Start(&s.wg, log, s.grpc, s.grpcLis, s.http, s.httpLis)
@@ -504,17 +505,43 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // serveReadyz: ready once a table is loaded (from etcd or the snapshot);
-// it shows the table's revision and age so an operator sees staleness.
+// it shows the table's revision and age so an operator sees staleness,
+// and whether API keys are accepted (api_keys_fresh: false while the key
+// view is past --api-key-max-staleness). Stale keys do not make the
+// router unready: it still routes JWT callers (static stability); a load
+// balancer that should prefer routers accepting API keys checks
+// /readyz/apikeys instead.
 func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	keysAge, _ := s.table.KeysAge()
 	body := map[string]any{
-		"ready":             s.table.Loaded(),
-		"table_revision":    s.table.Revision(),
-		"table_age_seconds": s.table.Age().Seconds(),
-		"tenants":           s.table.Len(),
-		"auth":              string(s.authn.Mode()),
+		"ready":                  s.table.Loaded(),
+		"table_revision":         s.table.Revision(),
+		"table_age_seconds":      s.table.Age().Seconds(),
+		"tenants":                s.table.Len(),
+		"auth":                   string(s.authn.Mode()),
+		"api_keys_fresh":         s.table.KeysFresh() == nil,
+		"api_keys_age_seconds":   keysAge.Seconds(),
+		"api_keys_max_staleness": s.cfg.Routing.APIKeyMaxStaleness.String(),
 	}
 	code := http.StatusOK
 	if !s.table.Loaded() {
+		code = http.StatusServiceUnavailable
+	}
+	serve.WriteJSON(w, code, body)
+}
+
+// serveReadyzAPIKeys: 200 while the router accepts API keys (its table is
+// loaded and its key view within the staleness bound), 503 otherwise.
+func (s *Server) serveReadyzAPIKeys(w http.ResponseWriter, _ *http.Request) {
+	keysAge, known := s.table.KeysAge()
+	err := s.table.KeysFresh()
+	body := map[string]any{
+		"ready":                s.table.Loaded() && err == nil,
+		"api_keys_age_seconds": keysAge.Seconds(),
+		"api_keys_synced":      known,
+	}
+	code := http.StatusOK
+	if !s.table.Loaded() || err != nil {
 		code = http.StatusServiceUnavailable
 	}
 	serve.WriteJSON(w, code, body)

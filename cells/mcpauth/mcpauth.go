@@ -10,12 +10,18 @@
 //
 // Every API-key check that misses the caches is an etcd read, and anyone
 // can send a well-formed key id, so the reads are bounded: a bounded LRU
-// of existing keys' records (fresh for KeyCacheTTL: a revocation takes
-// effect within it, there is no watch), a separate bounded LRU of unknown
+// of existing keys' records (fresh for KeyCacheTTL; Run follows the key
+// records with a watch and evicts a changed key at once, so a revocation
+// takes effect on the watch event), a separate bounded LRU of unknown
 // ids (NegativeCacheTTL), one shared read for concurrent misses of an id,
 // and a token bucket (MissRate, MissBurst) charged for each id found in
 // neither cache: empty, the request is refused with RATE_LIMITED and a
 // retry hint without reading etcd.
+//
+// With the registry unreachable, a cached record is used past its TTL only
+// while it is younger than APIKeyMaxStaleness; older, the key is refused
+// with CREDENTIALS_STALE (UNAVAILABLE) rather than honoured though it may
+// have been revoked meanwhile (M9, docs/security.md).
 package mcpauth
 
 import (
@@ -34,6 +40,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -47,9 +54,27 @@ type Config struct {
 	// checked per call against the tenant's MCP URL).
 	JWT *auth.Config
 	// KeyCacheTTL bounds how long a key's record is reused before it is
-	// read again: a revocation takes effect within it (there is no watch
-	// on the keys at workers). Default 5s.
+	// read again: a revocation takes effect within it even if the watch
+	// (Run) is down or not running; with the watch, at its event. Default
+	// 5s.
 	KeyCacheTTL time.Duration
+	// APIKeyMaxStaleness bounds how old a key's record may be and still
+	// authenticate: when the registry cannot be read, a cached record
+	// older than this is not used, and the key is refused with
+	// CREDENTIALS_STALE (UNAVAILABLE, retry hint) instead of being
+	// honoured though it may have been revoked. Hits within KeyCacheTTL
+	// are served only while younger than it too. 0 means unbounded (the
+	// last answer stands while the registry is down). Unlike the other
+	// fields, 0 is not replaced by the default: DefaultConfig sets 5m.
+	APIKeyMaxStaleness time.Duration
+	// JWTRevocationMaxStaleness: a verified JWT is checked against its
+	// tenant's revocation list (tenants/<t>/revoked/, cached per tenant
+	// like key records: KeyCacheTTL, KeyCacheSize, dropped at a watch
+	// event). With the registry unreachable, a cached list older than this
+	// no longer vouches for a JWT (CREDENTIALS_STALE). 0 (the default)
+	// means the last list stands, and a tenant whose list was never read
+	// is not checked, so JWT callers keep working through an etcd outage.
+	JWTRevocationMaxStaleness time.Duration
 	// KeyCacheSize bounds the records of existing keys kept (an LRU: the
 	// least recently used one is evicted, one at a time). Default 10000.
 	KeyCacheSize int
@@ -76,13 +101,14 @@ type Config struct {
 // DefaultConfig returns the defaults (Registry and JWT unset).
 func DefaultConfig() Config {
 	return Config{
-		KeyCacheTTL:       5 * time.Second,
-		KeyCacheSize:      10000,
-		NegativeCacheTTL:  30 * time.Second,
-		NegativeCacheSize: 10000,
-		MissRate:          50,
-		MissBurst:         500,
-		LookupTimeout:     2 * time.Second,
+		KeyCacheTTL:        5 * time.Second,
+		APIKeyMaxStaleness: 5 * time.Minute,
+		KeyCacheSize:       10000,
+		NegativeCacheTTL:   30 * time.Second,
+		NegativeCacheSize:  10000,
+		MissRate:           50,
+		MissBurst:          500,
+		LookupTimeout:      2 * time.Second,
 	}
 }
 
@@ -118,8 +144,8 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.KeyCacheTTL < 0 || c.NegativeCacheTTL < 0 || c.LookupTimeout < 0 {
-		errs = append(errs, errors.New("KeyCacheTTL, NegativeCacheTTL and LookupTimeout must be positive"))
+	if c.KeyCacheTTL < 0 || c.NegativeCacheTTL < 0 || c.LookupTimeout < 0 || c.APIKeyMaxStaleness < 0 || c.JWTRevocationMaxStaleness < 0 {
+		errs = append(errs, errors.New("KeyCacheTTL, NegativeCacheTTL, LookupTimeout, APIKeyMaxStaleness and JWTRevocationMaxStaleness must be positive"))
 	}
 	if c.KeyCacheSize < 0 || c.NegativeCacheSize < 0 {
 		errs = append(errs, errors.New("KeyCacheSize and NegativeCacheSize must be positive"))
@@ -139,13 +165,20 @@ type Authenticator struct {
 	jwt *auth.Authenticator
 
 	mu       sync.Mutex
-	keys     *lru[cachedKey] // keys that exist (revoked ones included)
-	unknown  *lru[time.Time] // key ids the registry does not know, and when it said so
+	keys     *lru[cachedKey]  // keys that exist (revoked ones included)
+	revs     *lru[cachedRevs] // tenants' JWT revocation lists
+	unknown  *lru[time.Time]  // key ids the registry does not know, and when it said so
 	inflight map[string]*flight
 	misses   *bucket
+	// gen counts watch evictions and purges: a read that began before one
+	// may hold a record the watch has since changed, so its answer is not
+	// cached (under mu).
+	gen uint64
 
 	lookups   *prometheus.CounterVec
 	evictions *prometheus.CounterVec
+	watched   prometheus.Counter // keys evicted by a watch event
+	watchUp   prometheus.Gauge   // 1 while Run's watch is established
 }
 
 type cachedKey struct {
@@ -158,6 +191,7 @@ type cachedKey struct {
 // flight is one registry read that concurrent misses of the same key id
 // share (singleflight).
 type flight struct {
+	gen  uint64 // Authenticator.gen when the read began
 	done chan struct{}
 	k    cachedKey
 	err  error
@@ -171,6 +205,7 @@ const (
 	resultMiss        = "miss"         // read from the registry
 	resultShared      = "shared"       // waited for a concurrent read of the same id
 	resultLimited     = "limited"      // refused: the miss budget is spent
+	resultStale       = "stale"        // refused: the registry is down and the record is older than APIKeyMaxStaleness
 )
 
 // maxRetryAfter caps the retry hint of a RATE_LIMITED refusal.
@@ -186,6 +221,7 @@ func New(cfg Config) (*Authenticator, error) {
 	a := &Authenticator{
 		cfg:      cfg,
 		keys:     newLRU[cachedKey](cfg.KeyCacheSize),
+		revs:     newLRU[cachedRevs](cfg.KeyCacheSize),
 		unknown:  newLRU[time.Time](cfg.NegativeCacheSize),
 		inflight: map[string]*flight{},
 		misses:   newBucket(cfg.MissRate, cfg.MissBurst),
@@ -198,7 +234,15 @@ func New(cfg Config) (*Authenticator, error) {
 			Help: "Entries evicted from the MCP worker's API-key caches when full, by cache (keys, unknown).",
 		}, []string{"cache"}),
 	}
-	for _, r := range []string{resultHit, resultNegativeHit, resultMiss, resultShared, resultLimited} {
+	a.watched = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellplane_mcp_apikey_watch_evictions_total",
+		Help: "API keys dropped from the MCP worker's caches because the watch saw their record change (a revocation, a deletion, a new key).",
+	})
+	a.watchUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cellplane_mcp_apikey_watch_up",
+		Help: "1 while the MCP worker's watch on API key records is established (revocations then take effect at once), else 0 (they take effect within the key cache TTL).",
+	})
+	for _, r := range []string{resultHit, resultNegativeHit, resultMiss, resultShared, resultLimited, resultStale} {
 		a.lookups.WithLabelValues(r)
 	}
 	a.evictions.WithLabelValues("keys")
@@ -219,7 +263,7 @@ func New(cfg Config) (*Authenticator, error) {
 // Collectors returns the authenticator's metrics, for the caller to
 // register (the MCP worker adds them to its own).
 func (a *Authenticator) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{a.lookups, a.evictions}
+	return []prometheus.Collector{a.lookups, a.evictions, a.watched, a.watchUp}
 }
 
 // ReloadJWKS re-reads the JWKS file (no-op without JWT).
@@ -253,6 +297,9 @@ func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (
 	if id.Tenant != tenant {
 		return "", cperr.New(cperr.PermissionDenied, "the token is not for tenant %s", tenant).With(cperr.MetaTenant, tenant)
 	}
+	if err := a.tokenRevoked(r.Context(), id); err != nil {
+		return "", err
+	}
 	return "jwt:" + id.Subject, nil
 }
 
@@ -281,7 +328,7 @@ func (a *Authenticator) key(ctx context.Context, tenant, id string) (cachedKey, 
 	now := time.Now()
 	a.mu.Lock()
 	stale, known := a.keys.get(ck)
-	if known && now.Sub(stale.at) < a.cfg.KeyCacheTTL {
+	if known && now.Sub(stale.at) < a.cfg.KeyCacheTTL && a.withinBound(now, stale) {
 		a.mu.Unlock()
 		a.lookups.WithLabelValues(resultHit).Inc()
 		return stale, nil
@@ -315,7 +362,7 @@ func (a *Authenticator) key(ctx context.Context, tenant, id string) (cachedKey, 
 			return cachedKey{}, cperr.New(cperr.RateLimited, "too many unknown API keys checked at this worker; retry later").WithRetryAfter(min(wait, maxRetryAfter))
 		}
 	}
-	f := &flight{done: make(chan struct{})}
+	f := &flight{gen: a.gen, done: make(chan struct{})}
 	a.inflight[ck] = f
 	a.mu.Unlock()
 	a.lookups.WithLabelValues(resultMiss).Inc()
@@ -325,10 +372,25 @@ func (a *Authenticator) key(ctx context.Context, tenant, id string) (cachedKey, 
 
 	a.mu.Lock()
 	delete(a.inflight, ck)
+	after := time.Now()
+	// unchanged: no watch event since the read began, so the last answer
+	// (stale) is still the newest this worker saw.
+	unchanged := f.gen == a.gen
 	switch {
-	case f.err != nil && known:
-		f.k, f.err = stale, nil // the registry is down: the last answer stands
+	case f.err != nil && known && unchanged && a.withinBound(after, stale):
+		f.k, f.err = stale, nil // the registry is down: the last answer stands, within the bound
+	case f.err != nil && known && unchanged:
+		// The registry is down and the last answer is too old to vouch for
+		// the key: it may have been revoked meanwhile (M9). Fail closed.
+		a.lookups.WithLabelValues(resultStale).Inc()
+		f.err = cperr.New(cperr.CredentialsStale, "API keys cannot be checked right now (the registry is unreachable and this worker's record of the key is older than %s)", a.cfg.APIKeyMaxStaleness).
+			With(cperr.MetaMaxStaleness, a.cfg.APIKeyMaxStaleness.String()).
+			With(cperr.MetaCredentialsAge, after.Sub(stale.at).Round(time.Millisecond).String()).
+			WithRetryAfter(time.Second)
 	case f.err != nil:
+	case !unchanged:
+		// The watch changed a key while this read ran: answer with it,
+		// but do not cache what may be the record before the change.
 	case f.k.found:
 		a.unknown.remove(ck)
 		if a.keys.put(ck, f.k) {
@@ -343,6 +405,166 @@ func (a *Authenticator) key(ctx context.Context, tenant, id string) (cachedKey, 
 	a.mu.Unlock()
 	close(f.done)
 	return f.k, f.err
+}
+
+// withinBound reports whether k is young enough to authenticate
+// (APIKeyMaxStaleness; 0: always).
+func (a *Authenticator) withinBound(now time.Time, k cachedKey) bool {
+	return a.cfg.APIKeyMaxStaleness <= 0 || now.Sub(k.at) <= a.cfg.APIKeyMaxStaleness
+}
+
+// Run follows the registry's API-key records until ctx ends and evicts a
+// key from both caches as soon as its record changes or is deleted: a
+// revocation takes effect at its watch event rather than at KeyCacheTTL
+// (and a key created after its id was tried is accepted at once). The
+// watch is re-established from where it stopped after a failure; after a
+// compaction (events lost) every cached key is dropped. It returns at once
+// without a registry. The owner of the Authenticator runs it (in a
+// goroutine, for the worker's lifetime): without it, revocations take
+// effect within KeyCacheTTL.
+func (a *Authenticator) Run(ctx context.Context) {
+	st := a.cfg.Registry
+	if st == nil {
+		return
+	}
+	defer a.watchUp.Set(0)
+	backoff := retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}.Backoff()
+	var from topo.Revision // 0: (re)start from the current revision
+	lost := false          // events were lost (a compaction): drop the caches at the restart
+	for ctx.Err() == nil {
+		if from == 0 {
+			lctx, cancel := context.WithTimeout(ctx, a.cfg.LookupTimeout)
+			res, err := st.List(lctx, topo.RevisionProbePrefix, topo.ListOptions{Limit: 1})
+			cancel()
+			if err != nil {
+				if errors.Is(err, topo.ErrClosed) || retry.Sleep(ctx, backoff.Next()) != nil {
+					return
+				}
+				continue
+			}
+			if lost {
+				// Events up to res.Revision were not seen: drop what they may
+				// have changed. (At the first start, what was cached before
+				// the watch is left to KeyCacheTTL.)
+				a.purge()
+				lost = false
+			}
+			from = res.Revision + 1
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		var err error
+		a.watchUp.Set(1)
+		for r := range st.Watch(wctx, topo.TenantsPrefix, from) {
+			if r.Err != nil {
+				err = r.Err
+				break
+			}
+			backoff.Reset()
+			for _, ev := range r.Events {
+				from = max(from, topo.Revision(ev.KV.Version)+1)
+				switch pk := topo.ParseKey(ev.KV.Key); pk.Kind {
+				case topo.KindAPIKey:
+					a.evict(pk.ID + "/" + pk.Sub)
+				case topo.KindRevokedToken:
+					a.evictRevocations(pk.ID)
+				}
+			}
+		}
+		cancel()
+		a.watchUp.Set(0)
+		switch {
+		case ctx.Err() != nil || errors.Is(err, topo.ErrClosed):
+			return
+		case errors.Is(err, topo.ErrCompacted):
+			from, lost = 0, true
+		}
+		if retry.Sleep(ctx, backoff.Next()) != nil {
+			return
+		}
+	}
+}
+
+// evict drops a key (tenant/id) from both caches.
+func (a *Authenticator) evict(ck string) {
+	a.mu.Lock()
+	a.gen++
+	_, known := a.keys.get(ck)
+	a.keys.remove(ck)
+	a.unknown.remove(ck)
+	a.mu.Unlock()
+	if known {
+		a.watched.Inc()
+	}
+}
+
+// evictRevocations drops a tenant's cached revocation list.
+func (a *Authenticator) evictRevocations(tenant string) {
+	a.mu.Lock()
+	a.gen++
+	a.revs.remove(tenant)
+	a.mu.Unlock()
+	a.watched.Inc()
+}
+
+// cachedRevs is a tenant's JWT revocation list as read at at.
+type cachedRevs struct {
+	entries map[string]auth.RevocationEntry
+	at      time.Time
+}
+
+// tokenRevoked checks a verified JWT against its tenant's revocation list
+// (auth.Revoked): from the cache while younger than KeyCacheTTL, else read
+// again; with the registry unreachable, the cached list stands within
+// JWTRevocationMaxStaleness (0: always; no list at all: not checked).
+func (a *Authenticator) tokenRevoked(ctx context.Context, id auth.Identity) error {
+	if a.cfg.Registry == nil {
+		return nil
+	}
+	now := time.Now()
+	a.mu.Lock()
+	cached, known := a.revs.get(id.Tenant)
+	gen := a.gen
+	a.mu.Unlock()
+	list := cached
+	if !known || now.Sub(cached.at) >= a.cfg.KeyCacheTTL {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.LookupTimeout)
+		recs, _, err := catalog.ListRevokedTokens(rctx, a.cfg.Registry, id.Tenant)
+		cancel()
+		after := time.Now()
+		bound := a.cfg.JWTRevocationMaxStaleness
+		switch {
+		case err == nil:
+			list = cachedRevs{entries: make(map[string]auth.RevocationEntry, len(recs)), at: now}
+			for _, r := range recs {
+				list.entries[r.Parsed.Sub] = auth.RevocationEntry{RevokedAt: r.Value.GetRevokeTime().AsTime(), ExpiresAt: r.Value.GetExpireTime().AsTime()}
+			}
+			a.mu.Lock()
+			if a.gen == gen { // else a watch event may have changed the list meanwhile
+				a.revs.put(id.Tenant, list)
+			}
+			a.mu.Unlock()
+		case bound > 0 && (!known || after.Sub(cached.at) > bound):
+			a.lookups.WithLabelValues(resultStale).Inc()
+			return cperr.New(cperr.CredentialsStale, "tokens cannot be checked against the revocation list right now (the registry is unreachable and this worker's copy is older than %s)", bound).
+				With(cperr.MetaMaxStaleness, bound.String()).
+				WithRetryAfter(time.Second)
+		}
+		// Else the registry is down: the last list (or none) stands.
+	}
+	if auth.Revoked(id, now, func(e string) (auth.RevocationEntry, bool) { r, ok := list.entries[e]; return r, ok }) {
+		return auth.TokenRevokedError()
+	}
+	return nil
+}
+
+// purge drops every cached key and unknown id.
+func (a *Authenticator) purge() {
+	a.mu.Lock()
+	a.gen++
+	a.keys = newLRU[cachedKey](a.cfg.KeyCacheSize)
+	a.revs = newLRU[cachedRevs](a.cfg.KeyCacheSize)
+	a.unknown = newLRU[time.Time](a.cfg.NegativeCacheSize)
+	a.mu.Unlock()
 }
 
 // read reads a key record from the registry.

@@ -407,6 +407,12 @@ func testCommands(t *testing.T, addr string) {
 	if out := mustCP(t, addr, "tenant", "key", "revoke", "hooli", kr.GetKey().GetId()); out != "API key "+kr.GetKey().GetId()+" of tenant hooli revoked\n" {
 		t.Errorf("revoke: %q", out)
 	}
+	if out := mustCP(t, addr, "tenant", "token", "revoke", "hooli", "--subject", "agent-7", "--for", "1h"); !strings.HasPrefix(out, "subject agent-7 of tenant hooli revoked until ") {
+		t.Errorf("token revoke: %q", out)
+	}
+	if r := cp(t, addr, "tenant", "token", "revoke", "hooli", "--subject", "a", "--jti", "b", "--for", "1h"); r.code == 0 {
+		t.Errorf("token revoke with both --subject and --jti: exit 0, %q", r.out)
+	}
 	out = normalize(mustCP(t, addr, "cell", "list"))
 	if !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool {
 		return strings.Join(strings.Fields(l), " ") == "use1-a us-east ACTIVE HEALTHY <LEADER> 3/3 1/100 <TIME>"

@@ -28,6 +28,7 @@ its API keys for good.`,
 		newTenantListCmd(a),
 		newTenantDeleteCmd(a),
 		newKeyCmd(a),
+		newTokenCmd(a),                                                          // token.go
 		newTenantFailoverCmd(a), newTenantPromoteCmd(a), newTenantChangesCmd(a), // failover.go
 		newTenantMoveCmd(a), newStandbyCmd(a), // move.go, standby.go
 	)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -175,7 +176,10 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				}
 			}
 			if !cfg.MCPDisabled {
-				if cfg.MCPAuth, err = mflags.authenticator(cfg.Registry, logger); err != nil {
+				// The key watch ends with the command (before the registry closes).
+				authCtx, stopAuth := context.WithCancel(cmd.Context())
+				defer stopAuth()
+				if cfg.MCPAuth, err = mflags.authenticator(authCtx, cfg.Registry, logger); err != nil {
 					return err
 				}
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/spf13/pflag"
@@ -36,7 +37,9 @@ func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.StringVar(&f.publicURL, prefix+"public-url", "", "base URL clients reach MCP at (https://mcp.example.com): a JWT's audience must be <it>/t/<tenant>/mcp, and the RFC 9728 metadata names it; never taken from the Host header (default: http://<the advertised HTTP address>)")
 	k := mcpauth.DefaultConfig()
 	f.keys = k
-	fs.DurationVar(&f.keys.KeyCacheTTL, prefix+"key-cache-ttl", k.KeyCacheTTL, "how long an API key's record is reused before it is read again (a revocation takes effect within it)")
+	fs.DurationVar(&f.keys.KeyCacheTTL, prefix+"key-cache-ttl", k.KeyCacheTTL, "how long an API key's record is reused before it is read again (a revocation takes effect at once through the watch on key records, or within this TTL while the watch is down)")
+	fs.DurationVar(&f.keys.APIKeyMaxStaleness, prefix+"api-key-max-staleness", k.APIKeyMaxStaleness, "with etcd unreachable, a cached API key record older than this no longer authenticates: the key is refused (503 CREDENTIALS_STALE) rather than honoured though it may have been revoked; 0 unbounded (the last answer stands while etcd is down)")
+	fs.DurationVar(&f.keys.JWTRevocationMaxStaleness, prefix+"jwt-revocation-max-staleness", k.JWTRevocationMaxStaleness, "jwt: JWTs are checked against the tenant's revocation list (cellctl tenant token revoke); with etcd unreachable, a cached list older than this no longer vouches for a JWT (503 CREDENTIALS_STALE); 0 (default) the last list stands")
 	fs.IntVar(&f.keys.KeyCacheSize, prefix+"key-cache-size", k.KeyCacheSize, "API keys whose records are cached (least recently used evicted first)")
 	fs.DurationVar(&f.keys.NegativeCacheTTL, prefix+"unknown-key-ttl", k.NegativeCacheTTL, "how long an unknown API key id is remembered as unknown (no registry read for it meanwhile)")
 	fs.IntVar(&f.keys.NegativeCacheSize, prefix+"unknown-key-cache-size", k.NegativeCacheSize, "unknown API key ids remembered (least recently used evicted first)")
@@ -52,7 +55,9 @@ func (f *mcpFlags) apply(cfg *mcp.Config) {
 }
 
 // authenticator builds the MCP authenticator; nil means no authentication.
-func (f *mcpFlags) authenticator(registry topo.Store, log *slog.Logger) (mcp.Authenticator, error) {
+// An API-key authenticator follows the key records (mcpauth.Run) until
+// ctx ends.
+func (f *mcpFlags) authenticator(ctx context.Context, registry topo.Store, log *slog.Logger) (mcp.Authenticator, error) {
 	mode := f.auth
 	if mode == "auto" {
 		mode = "none"
@@ -69,13 +74,24 @@ func (f *mcpFlags) authenticator(registry topo.Store, log *slog.Logger) (mcp.Aut
 		}
 		kc := f.keys
 		kc.Registry = registry
-		return mcpauth.New(kc)
+		return startAuth(ctx, kc)
 	case "jwt":
 		jc := auth.DefaultConfig()
 		jc.JWKSFile, jc.Issuer, jc.TenantClaim, jc.Logger = f.jwks, f.issuer, f.tenantClaim, log
 		kc := f.keys
 		kc.Registry, kc.JWT = registry, &jc
-		return mcpauth.New(kc)
+		return startAuth(ctx, kc)
 	}
 	return nil, usageErrorf("MCP auth must be auto, apikey, jwt or none, got %q", f.auth)
+}
+
+// startAuth builds an mcpauth.Authenticator and runs its watch on the key
+// records (revocations take effect at once) until ctx ends.
+func startAuth(ctx context.Context, kc mcpauth.Config) (mcp.Authenticator, error) {
+	a, err := mcpauth.New(kc)
+	if err != nil {
+		return nil, err
+	}
+	go a.Run(ctx)
+	return a, nil
 }

@@ -135,6 +135,9 @@ plaintext and it warns at every start.`,
 	a.StringVar(&cfg.Auth.TenantClaim, "jwt-tenant-claim", cfg.Auth.TenantClaim, "jwt: claim holding the tenant id")
 	a.DurationVar(&cfg.Tokens.TTL, "token-ttl", cfg.Tokens.TTL, "lifetime of the tenant tokens Lookup mints for the smart client's direct path (with --certs-dir; at most 15m, what cells accept)")
 	a.DurationVar(&cfg.JWKSReloadInterval, "jwks-reload-interval", cfg.JWKSReloadInterval, "jwt: how often the JWKS file is re-read (key rotation); 0 never")
+	a.DurationVar(&cfg.Routing.APIKeyMaxStaleness, "api-key-max-staleness", cfg.Routing.APIKeyMaxStaleness, "API keys are refused (UNAVAILABLE CREDENTIALS_STALE) once the router's view of them was last confirmed against etcd longer ago than this (etcd watch down, or a restart from an old snapshot), so a key revoked meanwhile stops working; JWTs and routing are not affected; 0 unbounded (a revoked key works until the watch recovers)")
+	a.DurationVar(&cfg.Routing.JWTRevocationMaxStaleness, "jwt-revocation-max-staleness", 0, "jwt: JWTs are checked against the tenants' revocation list (cellctl tenant token revoke); once the router's copy of it was last confirmed against etcd longer ago than this, JWTs are refused too (CREDENTIALS_STALE); 0 (default) checks against the last list known however old, so JWT callers keep working through an etcd outage")
+	a.DurationVar(&cfg.Routing.FreshnessInterval, "api-key-freshness-interval", 0, "how often the router confirms its watch is caught up with etcd (default min(10s, --api-key-max-staleness/4))")
 
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
 	lim.Float64Var(&cfg.RateLimit.DefaultRate, "default-rate", cfg.RateLimit.DefaultRate, "requests per second of a tenant whose record sets none")

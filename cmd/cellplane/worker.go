@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -98,7 +99,10 @@ every start.`,
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
-			if cfg.Auth, err = mflags.authenticator(reg, logger); err != nil {
+			// The key watch ends with the command (before the registry closes).
+			authCtx, stopAuth := context.WithCancel(cmd.Context())
+			defer stopAuth()
+			if cfg.Auth, err = mflags.authenticator(authCtx, reg, logger); err != nil {
 				return err
 			}
 			return runWorker(cmd, cfg, stopSignals)

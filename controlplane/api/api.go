@@ -534,6 +534,64 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *cpv1.RevokeApiKeyRequest
 	}
 }
 
+// Limits of a RevokeToken request.
+const (
+	// maxTokenClaimLen bounds a revoked subject or jti (bytes).
+	maxTokenClaimLen = 1024
+	// maxTokenRevocation bounds how far ahead an entry may expire: longer
+	// than any sane JWT lifetime, short enough that the list stays small.
+	maxTokenRevocation = 366 * 24 * time.Hour
+)
+
+// RevokeToken implements ControlPlaneService: one guarded write of the
+// entry (the tenant must exist and not be deleting). Revoking again
+// replaces the entry (a later revoke_time, the new expiry).
+func (s *Server) RevokeToken(ctx context.Context, req *cpv1.RevokeTokenRequest) (*cpv1.RevokeTokenResponse, error) {
+	now := time.Now()
+	var errs []error
+	errs = append(errs, s.checkID("tenant", req.GetTenant()), s.checkDescription(req.GetReason()))
+	sub, jti := req.GetSubject(), req.GetJti()
+	switch {
+	case (sub == "") == (jti == ""):
+		errs = append(errs, cperr.Invalid(cperr.FieldViolation{Field: "subject", Description: "exactly one of subject and jti is required"}))
+	case len(sub) > maxTokenClaimLen:
+		errs = append(errs, cperr.Invalid(cperr.FieldViolation{Field: "subject", Description: fmt.Sprintf("at most %d bytes", maxTokenClaimLen)}))
+	case len(jti) > maxTokenClaimLen:
+		errs = append(errs, cperr.Invalid(cperr.FieldViolation{Field: "jti", Description: fmt.Sprintf("at most %d bytes", maxTokenClaimLen)}))
+	}
+	exp := req.GetExpireTime()
+	switch {
+	case exp == nil || !exp.IsValid():
+		errs = append(errs, cperr.Invalid(cperr.FieldViolation{Field: "expire_time", Description: "is required (until when the tokens concerned may still be presented)"}))
+	case !exp.AsTime().After(now):
+		errs = append(errs, cperr.Invalid(cperr.FieldViolation{Field: "expire_time", Description: "must be in the future"}))
+	case exp.AsTime().Sub(now) > maxTokenRevocation:
+		errs = append(errs, cperr.Invalid(cperr.FieldViolation{Field: "expire_time", Description: fmt.Sprintf("at most %s ahead", maxTokenRevocation)}))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, firstInvalid(err)
+	}
+	t, tv, err := catalog.GetTenant(ctx, s.st, req.GetTenant())
+	if errors.Is(err, topo.ErrNotFound) || (err == nil && t.GetState() == cpv1.TenantState_TENANT_STATE_DELETING) {
+		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", req.GetTenant())
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec := &cpv1.RevokedToken{Tenant: req.GetTenant(), Subject: sub, Jti: jti, RevokeTime: timestamppb.New(now), ExpireTime: exp, Reason: req.GetReason()}
+	if _, err := s.st.Txn(ctx,
+		[]topo.Cond{topo.IfVersion(topo.TenantKey(rec.GetTenant()), tv)},
+		[]topo.Op{topo.Put(topo.RevokedTokenKey(rec.GetTenant(), catalog.RevokedTokenID(rec)), catalog.Encode(rec))}); err != nil {
+		if errors.Is(err, topo.ErrConditionFailed) {
+			return nil, cperr.New(cperr.TenantBusy, "tenant %s changed while the token was revoked; try again", rec.GetTenant())
+		}
+		return nil, err
+	}
+	// The subject and jti are not logged: they may be personal data.
+	s.log.Info("token revoked", "tenant", rec.GetTenant(), "by_subject", sub != "", "expire_time", exp.AsTime())
+	return &cpv1.RevokeTokenResponse{Revoked: rec}, nil
+}
+
 // GetRegistry implements ControlPlaneService.
 func (s *Server) GetRegistry(ctx context.Context, _ *cpv1.GetRegistryRequest) (*cpv1.GetRegistryResponse, error) {
 	if len(s.cfg.RegistryEndpoints) == 0 {

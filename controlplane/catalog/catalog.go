@@ -267,6 +267,8 @@ func NewRecord(kind topo.KeyKind) proto.Message {
 		return &cpv1.TokenPublicKey{}
 	case topo.KindTokenPrivateKey:
 		return &cpv1.TokenPrivateKey{}
+	case topo.KindRevokedToken:
+		return &cpv1.RevokedToken{}
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ func TestNewRecord(t *testing.T) {
 		{topo.DrainKey("c"), &cpv1.DrainCellRequest{}},
 		{topo.TokenPublicKeyKey("k"), &cpv1.TokenPublicKey{}},
 		{topo.TokenPrivateKeyKey("k"), &cpv1.TokenPrivateKey{}},
+		{topo.RevokedTokenKey("t", catalog.RevokedSubjectID("alice")), &cpv1.RevokedToken{}},
 		{"controller/leader/x", nil},
 	}
 	seen := map[topo.KeyKind]bool{}
@@ -54,7 +55,7 @@ func TestNewRecord(t *testing.T) {
 			}
 		})
 	}
-	for k := topo.KindUnknown; k <= topo.KindTokenPrivateKey; k++ {
+	for k := topo.KindUnknown; k <= topo.KindRevokedToken; k++ {
 		if !seen[k] {
 			t.Errorf("kind %d has no case in this test", k)
 		}

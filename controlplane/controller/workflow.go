@@ -142,9 +142,10 @@ func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 		return r.advance(ctx, wf, v, cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE)
 
 	case cpv1.WorkflowStep_WORKFLOW_STEP_CELL_DONE:
-		// API keys first, a batch at a time (each batch guarded too).
+		// The tenant's sub-records first (API keys, its JWT revocation
+		// list), a batch at a time (each batch guarded too).
 		for {
-			page, err := c.st.List(ctx, topo.TenantKeysPrefix(wf.GetTenant()), topo.ListOptions{Limit: maxOpsPerTxn, KeysOnly: true})
+			page, err := c.st.List(ctx, topo.TenantKey(wf.GetTenant())+"/", topo.ListOptions{Limit: maxOpsPerTxn, KeysOnly: true})
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ const Prefix = "/cellplane/v1/"
 //	cells/<c>/fence/<t>          CellFence       (emergency promotion: the cell must fence t)
 //	tenants/<t>                  Tenant          (placement)
 //	tenants/<t>/keys/<id>        ApiKey          (hashed)
+//	tenants/<t>/revoked/<id>     RevokedToken    (JWT revocation list)
 //	workflows/<id>               Workflow        (durable controller workflows)
 //	moves/<id>                   Move            (tenant moves)
 //	failovers/<id>               Failover        (switchovers and promotions)
@@ -46,6 +47,10 @@ const (
 	TokenKeysPrefix        = "tokenkeys/"
 	TokenPublicKeysPrefix  = TokenKeysPrefix + "public/"
 	TokenPrivateKeysPrefix = TokenKeysPrefix + "private/"
+	// RevisionProbePrefix is a range nothing is ever stored under: a List
+	// of it is a cheap linearizable read of the store's current revision
+	// (routers and MCP workers use it to prove their watches caught up).
+	RevisionProbePrefix = "revision-probe/"
 )
 
 // TokenPublicKeyKey is tokenkeys/public/<kid>.
@@ -102,6 +107,13 @@ func TenantKeysPrefix(t string) string { return TenantsPrefix + t + "/keys/" }
 // APIKeyKey is tenants/<t>/keys/<id>.
 func APIKeyKey(t, id string) string { return TenantKeysPrefix(t) + id }
 
+// TenantRevokedPrefix is tenants/<t>/revoked/: the tenant's JWT
+// revocation list.
+func TenantRevokedPrefix(t string) string { return TenantsPrefix + t + "/revoked/" }
+
+// RevokedTokenKey is tenants/<t>/revoked/<id> (id: catalog.RevokedTokenID).
+func RevokedTokenKey(t, id string) string { return TenantRevokedPrefix(t) + id }
+
 // WorkflowKey is workflows/<id>.
 func WorkflowKey(id string) string { return WorkflowsPrefix + id }
 
@@ -127,6 +139,7 @@ const (
 	KindDrain
 	KindTokenPublicKey
 	KindTokenPrivateKey
+	KindRevokedToken
 )
 
 // ParsedKey is a key split into its parts.
@@ -201,6 +214,8 @@ func ParseKey(key string) ParsedKey {
 			return ParsedKey{Kind: KindTenant, ID: parts[0]}
 		case len(parts) == 3 && parts[1] == "keys" && parts[2] != "":
 			return ParsedKey{Kind: KindAPIKey, ID: parts[0], Sub: parts[2]}
+		case len(parts) == 3 && parts[1] == "revoked" && parts[2] != "":
+			return ParsedKey{Kind: KindRevokedToken, ID: parts[0], Sub: parts[2]}
 		}
 	}
 	return ParsedKey{Kind: KindUnknown}

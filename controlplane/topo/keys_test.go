@@ -26,6 +26,8 @@ func TestParseKey(t *testing.T) {
 		{"tokenkeys/public/", ParsedKey{}},
 		{"tokenkeys/private/a/b", ParsedKey{}},
 		{"tokenkeys/other/k1", ParsedKey{}},
+		{RevokedTokenKey("acme", "sub-YWxpY2U"), ParsedKey{Kind: KindRevokedToken, ID: "acme", Sub: "sub-YWxpY2U"}},
+		{"tenants/acme/revoked/", ParsedKey{}},
 		{"drains/c1/x", ParsedKey{}},
 		{"cells/c1/fence/", ParsedKey{}},
 		{"moves/a/b", ParsedKey{}},
@@ -93,6 +95,8 @@ func FuzzParseKey(f *testing.F) {
 			back = TokenPublicKeyKey(pk.ID)
 		case KindTokenPrivateKey:
 			back = TokenPrivateKeyKey(pk.ID)
+		case KindRevokedToken:
+			back = RevokedTokenKey(pk.ID, pk.Sub)
 		}
 		if back != key {
 			t.Fatalf("ParseKey(%q) = %+v rebuilds as %q", key, pk, back)

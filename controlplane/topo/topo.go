@@ -133,7 +133,10 @@ type Event struct {
 // WatchResponse is one batch of events, in revision order. Err is set on
 // the last response of a watch that failed: ErrCompacted (reload with a
 // List, then watch from its revision) or another error; the channel is
-// closed after it.
+// closed after it. A response with neither events nor Err is a progress
+// notification (the answer to Store.RequestProgress): every change under
+// the prefix up to Revision has been delivered. Consumers that only wait
+// for changes may treat it as a spurious wake-up.
 type WatchResponse struct {
 	Events   []Event
 	Revision Revision
@@ -191,6 +194,13 @@ type Store interface {
 	// response with ErrCompacted. "From now" is registered asynchronously
 	// by etcd: to miss nothing, watch from a List's Revision+1.
 	Watch(ctx context.Context, prefix string, from Revision) <-chan WatchResponse
+	// RequestProgress asks every open watch of this store to send a
+	// progress notification once it has delivered every change up to the
+	// store's current revision (a response with no events: see
+	// WatchResponse). It is how a watcher proves that a quiet watch is
+	// still connected and caught up; it returns once the request is sent,
+	// and a watch that is reconnecting answers only after it caught up.
+	RequestProgress(ctx context.Context) error
 	// NewSession grants a lease of ttl and keeps it alive.
 	NewSession(ctx context.Context, ttl time.Duration) (Session, error)
 	// Campaign blocks until this session leads election name (or ctx ends),

@@ -39,6 +39,10 @@ type Identity struct {
 	Method string
 	// KeyID is the API key id, or the kid of the JWT's signing key.
 	KeyID string
+	// JTI and IssuedAt are a JWT's "jti" and "iat" (empty and zero when
+	// absent): the revocation list names tokens by them.
+	JTI      string
+	IssuedAt time.Time
 }
 
 // The values of Identity.Method.
@@ -51,11 +55,26 @@ const (
 // TenantHeader is the metadata/header a caller names its tenant with.
 const TenantHeader = "x-cellplane-tenant"
 
-// KeyLookup finds a tenant API key by id (the routing table implements it).
-// ok is false for an unknown or revoked key.
+// KeyLookup is the registry's credential data as a verifier sees it (the
+// routing table implements it): API keys and the JWT revocation list.
+//
+// APIKey finds a tenant API key by id; ok is false for an unknown or
+// revoked key. KeysFresh says whether those answers may be trusted now:
+// an error (CREDENTIALS_STALE) when the view of the keys is older than its
+// staleness bound, so that a key revoked meanwhile is not honoured; every
+// API key is then refused with that error.
+//
+// TokenRevoked checks a verified JWT against its tenant's revocation list
+// (see Revoked): nil if it may be used, an UNAUTHENTICATED error if it is
+// revoked, CREDENTIALS_STALE if the list is too old to tell.
 type KeyLookup interface {
 	APIKey(keyID string) (tenant string, hash []byte, ok bool)
+	KeysFresh() error
+	TokenRevoked(id Identity) error
 }
+
+// TokenRevokedError is the error of a revoked JWT (UNAUTHENTICATED).
+func TokenRevokedError() error { return cperr.New(cperr.Unauthenticated, "the token has been revoked") }
 
 // Config configures an Authenticator.
 type Config struct {
@@ -293,6 +312,9 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if !ok {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
 	}
+	if err := a.keys.KeysFresh(); err != nil {
+		return Identity{}, err
+	}
 	tenant, hash, found := a.keys.APIKey(id)
 	if !found {
 		hash = dummyHash
@@ -336,7 +358,17 @@ func (a *Authenticator) authenticateJWT(parser *jwt.Parser, raw string) (Identit
 		return Identity{}, unauthenticated(msgTenantClaim)
 	}
 	sub, _ := claims["sub"].(string)
-	return Identity{Tenant: tenant, Subject: sub, Method: MethodJWT, KeyID: kid}, nil
+	jti, _ := claims["jti"].(string)
+	id := Identity{Tenant: tenant, Subject: sub, Method: MethodJWT, KeyID: kid, JTI: jti}
+	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
+		id.IssuedAt = iat.Time
+	}
+	if a.keys != nil {
+		if err := a.keys.TokenRevoked(id); err != nil {
+			return Identity{}, err
+		}
+	}
+	return id, nil
 }
 
 // jwtErrorMessage turns a golang-jwt error into a short, safe message.

@@ -37,6 +37,121 @@ func (m keyMap) APIKey(id string) (string, []byte, bool) {
 	return k.tenant, k.hash, ok
 }
 
+func (m keyMap) KeysFresh() error { return nil }
+
+func (m keyMap) TokenRevoked(Identity) error { return nil }
+
+// revokingKeys is a KeyLookup that revokes one JWT subject and records
+// the identities it was asked about.
+type revokingKeys struct {
+	keyMap
+	subject string
+	seen    *[]Identity
+}
+
+func (r revokingKeys) TokenRevoked(id Identity) error {
+	*r.seen = append(*r.seen, id)
+	if id.Subject == r.subject {
+		return TokenRevokedError()
+	}
+	return nil
+}
+
+// A verified JWT is checked against the KeyLookup's revocation list, with
+// its jti and iat; a revoked one is UNAUTHENTICATED.
+func TestJWTRevocationChecked(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	k := newKeys(t)
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeJWKS(t, path, ecJWK("ec-1", &k.ec.PublicKey))
+	var seen []Identity
+	a, err := New(jwtConfig(t, path), revokingKeys{keyMap: keyMap{}, subject: "mallory", seen: &seen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iat := time.Now().Add(-time.Minute).Truncate(time.Second)
+	ok := sign(t, jwt.SigningMethodES256, "ec-1", k.ec, with(with(goodClaims(), "jti", "tok-1"), "iat", iat.Unix()))
+	if id, err := a.Authenticate(ctx, "Bearer "+ok); err != nil || id.JTI != "tok-1" || !id.IssuedAt.Equal(iat) {
+		t.Fatalf("valid token: %+v, %v", id, err)
+	}
+	bad := sign(t, jwt.SigningMethodES256, "ec-1", k.ec, with(goodClaims(), "sub", "mallory"))
+	if _, err := a.Authenticate(ctx, "Bearer "+bad); cperr.ReasonOf(err) != cperr.Unauthenticated {
+		t.Fatalf("revoked token: %v, want UNAUTHENTICATED", err)
+	}
+	if len(seen) != 2 || seen[0].Tenant != "t1" || seen[0].JTI != "tok-1" {
+		t.Fatalf("TokenRevoked saw %+v", seen)
+	}
+}
+
+// TestRevoked: the matching rule of the revocation list.
+func TestRevoked(t *testing.T) {
+	now := time.Now()
+	at := now.Add(-time.Minute)
+	entries := map[string]RevocationEntry{
+		RevokedSubjectID("alice"): {RevokedAt: at, ExpiresAt: now.Add(time.Hour)},
+		RevokedJTIID("tok-1"):     {RevokedAt: at, ExpiresAt: now.Add(time.Hour)},
+		RevokedSubjectID("old"):   {RevokedAt: at, ExpiresAt: now.Add(-time.Second)},
+	}
+	lookup := func(id string) (RevocationEntry, bool) { e, ok := entries[id]; return e, ok }
+	for _, tc := range []struct {
+		name string
+		id   Identity
+		want bool
+	}{
+		{"subject, issued before", Identity{Subject: "alice", IssuedAt: at.Add(-time.Second)}, true},
+		{"subject, issued at the revocation", Identity{Subject: "alice", IssuedAt: at}, true},
+		{"subject, no iat", Identity{Subject: "alice"}, true},
+		{"subject, issued after", Identity{Subject: "alice", IssuedAt: at.Add(time.Second)}, false},
+		{"jti", Identity{Subject: "bob", JTI: "tok-1", IssuedAt: now}, true},
+		{"other jti", Identity{Subject: "bob", JTI: "tok-2"}, false},
+		{"expired entry", Identity{Subject: "old"}, false},
+		{"ids are not prefixes", Identity{Subject: "alic"}, false},
+	} {
+		if got := Revoked(tc.id, now, lookup); got != tc.want {
+			t.Errorf("%s: Revoked = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if RevokedSubjectID("a/b") == RevokedJTIID("a/b") || strings.Contains(RevokedSubjectID("a/b"), "/") {
+		t.Error("entry ids: a subject and a jti collide, or an id holds a slash")
+	}
+}
+
+// staleKeys is a KeyLookup whose view is past its staleness bound.
+type staleKeys struct{ keyMap }
+
+func (staleKeys) KeysFresh() error { return cperr.New(cperr.CredentialsStale, "stale") }
+
+// TestStaleKeysFailClosed: a KeyLookup past its bound refuses every API
+// key, the good one included, with CREDENTIALS_STALE; a malformed key is
+// still INVALID and JWTs are not affected (M9).
+func TestStaleKeysFailClosed(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	id, good, hash, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKeys(t)
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeJWKS(t, path, ecJWK("ec-1", &k.ec.PublicKey))
+	a, err := New(jwtConfig(t, path), staleKeys{keyMap{id: {tenant: "t1", hash: hash}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AuthenticateAPIKey(good); cperr.ReasonOf(err) != cperr.CredentialsStale {
+		t.Fatalf("good key with a stale view: %v, want CREDENTIALS_STALE", err)
+	}
+	if _, err := a.Authenticate(ctx, "Bearer "+good); cperr.ReasonOf(err) != cperr.CredentialsStale {
+		t.Fatalf("good bearer key with a stale view: %v, want CREDENTIALS_STALE", err)
+	}
+	if _, err := a.AuthenticateAPIKey("hello"); cperr.ReasonOf(err) != cperr.Unauthenticated {
+		t.Fatalf("malformed key: %v, want UNAUTHENTICATED", err)
+	}
+	tok := sign(t, jwt.SigningMethodES256, "ec-1", k.ec, goodClaims())
+	if id, err := a.Authenticate(ctx, "Bearer "+tok); err != nil || id.Method != MethodJWT {
+		t.Fatalf("JWT with a stale key view: %+v, %v", id, err)
+	}
+}
+
 // keys are the signing keys of a test.
 type keys struct {
 	rsa, rsaOther *rsa.PrivateKey
@@ -220,6 +335,10 @@ func TestAuthenticateJWT(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Authenticate: %v", err)
 				}
+				if id.IssuedAt.IsZero() {
+					t.Fatalf("identity %+v: no IssuedAt (the token has an iat)", id)
+				}
+				id.IssuedAt = time.Time{}
 				if id != tc.want {
 					t.Fatalf("identity = %+v, want %+v", id, tc.want)
 				}

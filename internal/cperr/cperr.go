@@ -61,6 +61,7 @@ const (
 
 	// Zero trust: identities and authorisation.
 	ReplicationEventRejected Reason = "REPLICATION_EVENT_REJECTED" // a standby refused a batch of its source's change events (another tenant's command, a forbidden op, a malformed or out-of-order event): nothing of it was applied
+	CredentialsStale         Reason = "CREDENTIALS_STALE"          // the server's view of API keys (or revoked tokens) is older than its staleness bound: it refuses them rather than honour a possibly revoked one
 )
 
 // reasons lists every reason above, in the order of the error contract.
@@ -78,7 +79,7 @@ var reasons = []Reason{
 
 	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
 
-	ReplicationEventRejected,
+	ReplicationEventRejected, CredentialsStale,
 }
 
 // Reasons returns every reason of the error contract (a fresh slice).
@@ -89,18 +90,19 @@ func Known(r Reason) bool { return slices.Contains(reasons, r) }
 
 // Metadata keys used with the reasons above.
 const (
-	MetaLeader       = "leader"        // NOT_LEADER: the leader's gRPC address, when known
-	MetaLeaderID     = "leader_id"     // NOT_LEADER: the leader's node id, when known
-	MetaEpoch        = "epoch"         // WRONG_CELL, STALE_EPOCH: the tenant's current epoch here
-	MetaRole         = "role"          // WRONG_CELL: the tenant's role here
-	MetaCell         = "cell"          // WRONG_CELL, STALE_EPOCH: the cell answering
-	MetaTenant       = "tenant"        // tenant-scoped errors
-	MetaLastSeq      = "last_seq"      // SEQUENCE_MISMATCH: the context's current last seq
-	MetaRevision     = "revision"      // REVISION_MISMATCH: the key's current revision (0: absent)
-	MetaLastContact  = "last_contact"  // STALENESS_EXCEEDED: time since the member heard from the leader
-	MetaMaxStaleness = "max_staleness" // STALENESS_EXCEEDED: the bound asked for
-	MetaTseq         = "tseq"          // REPLICATION_EVENT_REJECTED: the tseq of the first refused event
-	MetaToken        = "token"         // UNAUTHENTICATED: why a tenant token was refused (internal/tenanttoken)
+	MetaLeader         = "leader"          // NOT_LEADER: the leader's gRPC address, when known
+	MetaLeaderID       = "leader_id"       // NOT_LEADER: the leader's node id, when known
+	MetaEpoch          = "epoch"           // WRONG_CELL, STALE_EPOCH: the tenant's current epoch here
+	MetaRole           = "role"            // WRONG_CELL: the tenant's role here
+	MetaCell           = "cell"            // WRONG_CELL, STALE_EPOCH: the cell answering
+	MetaTenant         = "tenant"          // tenant-scoped errors
+	MetaLastSeq        = "last_seq"        // SEQUENCE_MISMATCH: the context's current last seq
+	MetaRevision       = "revision"        // REVISION_MISMATCH: the key's current revision (0: absent)
+	MetaLastContact    = "last_contact"    // STALENESS_EXCEEDED: time since the member heard from the leader
+	MetaMaxStaleness   = "max_staleness"   // STALENESS_EXCEEDED: the bound asked for
+	MetaTseq           = "tseq"            // REPLICATION_EVENT_REJECTED: the tseq of the first refused event
+	MetaCredentialsAge = "credentials_age" // CREDENTIALS_STALE: how old the server's credential view is ("unknown": never synced)
+	MetaToken          = "token"           // UNAUTHENTICATED: why a tenant token was refused (internal/tenanttoken)
 )
 
 // FieldViolation names one invalid request field (google.rpc.BadRequest).

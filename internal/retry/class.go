@@ -99,6 +99,9 @@ var rules = map[cperr.Reason]rule{
 	// The source sent what no standby may apply: the same events are
 	// refused again (the sink waits long and reports it, docs/security.md).
 	cperr.ReplicationEventRejected: {RetryNo, false},
+	// Refused at the front door before anything was forwarded: another
+	// router (or this one once its watch catches up) may answer.
+	cperr.CredentialsStale: {RetryElsewhere, true},
 }
 
 // Unsent marks err as the failure of a call that never reached a server

@@ -48,6 +48,7 @@ func TestClassAndAllowed(t *testing.T) {
 		cperr.StalenessExceeded:       refused(RetryElsewhere),
 		cperr.ControlPlaneUnavailable: unknownOutcome(RetryLater),
 		cperr.TenantBusy:              refused(RetryLater),
+		cperr.CredentialsStale:        refused(RetryElsewhere),
 	}
 	for _, r := range cperr.Reasons() {
 		w, ok := byReason[r]

@@ -69,6 +69,7 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.NoStandby:          codes.FailedPrecondition,
 
 	cperr.ReplicationEventRejected: codes.InvalidArgument,
+	cperr.CredentialsStale:         codes.Unavailable,
 }
 
 // Code returns the gRPC code of a reason (INTERNAL for an unknown one).

@@ -52,6 +52,7 @@ func TestCodeTable(t *testing.T) {
 		{cperr.MoveNotCancellable, codes.FailedPrecondition},
 		{cperr.NoStandby, codes.FailedPrecondition},
 		{cperr.ReplicationEventRejected, codes.InvalidArgument},
+		{cperr.CredentialsStale, codes.Unavailable},
 		{"SOMETHING_NEW", codes.Internal},
 	}
 	if len(tests)-1 != len(codeOf) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/auth"
 )
 
 // FuzzSnapshot feeds arbitrary bytes to the snapshot decoder: it must
@@ -18,6 +19,7 @@ func FuzzSnapshot(f *testing.F) {
 	defer st.Close()
 	fixture(f, st, 5)
 	v, _ := loadView(f, st)
+	v.setRevoked("t1", auth.RevokedSubjectID("alice"), auth.RevocationEntry{RevokedAt: time.Unix(0, 7), ExpiresAt: time.Unix(3600, 0)})
 	good := encodeSnapshot(v, time.Unix(0, 12345))
 	f.Add(good)
 	f.Add(good[:len(good)/2])
@@ -51,7 +53,7 @@ func checkRoundTrip(t *testing.T, b []byte) {
 		t.Fatalf("re-encoded snapshot does not decode: %v", err)
 	}
 	if !written2.Equal(written) || v2.rev.Load() != v.rev.Load() || v2.n.Load() != v.n.Load() ||
-		len(v2.keys) != len(v.keys) || len(v2.cellMap()) != len(v.cellMap()) {
+		len(v2.keys) != len(v.keys) || len(v2.cellMap()) != len(v.cellMap()) || len(v2.revoked) != len(v.revoked) {
 		t.Fatalf("round trip differs")
 	}
 	for i := range v.shards {

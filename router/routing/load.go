@@ -10,6 +10,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -70,6 +71,9 @@ func (t *Table) run(ctx context.Context) {
 		return retry.Sleep(ctx, d) == nil
 	}
 	for ctx.Err() == nil {
+		// The load's first List is linearizable and starts after began:
+		// the loaded view holds every change made before began.
+		began := time.Now()
 		v, cells, err := t.load(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -83,6 +87,7 @@ func (t *Table) run(ctx context.Context) {
 		t.view.Store(v)
 		t.loaded.Store(true)
 		t.touch()
+		t.markFresh(began)
 		t.changed()
 		t.routes.notify()
 		t.reloads.Inc()
@@ -154,15 +159,47 @@ func (t *Table) load(ctx context.Context) (*view, cellStates, error) {
 	return v, cells, nil
 }
 
+// probe is a freshness probe in flight: etcd was at rev after began, so
+// a tenants/ watch that reports progress at rev or later held, as of
+// began, every change made before it.
+type probe struct {
+	began time.Time
+	rev   int64
+}
+
+// probeFreshness reads etcd's current revision and asks the watches for a
+// progress notification (ok false: etcd did not answer; the view ages).
+func (t *Table) probeFreshness(ctx context.Context) (probe, bool) {
+	began := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, t.cfg.FreshnessInterval)
+	defer cancel()
+	res, err := t.st.List(pctx, topo.RevisionProbePrefix, topo.ListOptions{Limit: 1})
+	if err == nil {
+		err = t.st.RequestProgress(pctx)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			t.log.Debug("routing: freshness probe failed", "err", err)
+		}
+		return probe{}, false
+	}
+	return probe{began: began, rev: int64(res.Revision)}, true
+}
+
 // watch follows tenants/ and cells/ from the view's revision + 1 until a
 // watch fails (returned) or ctx ends. progressed reports that at least one
-// response was applied.
+// response was applied. Every FreshnessInterval it probes that the
+// tenants/ watch is caught up (see Config.APIKeyMaxStaleness).
 func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progressed bool, err error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	from := topo.Revision(v.rev.Load() + 1)
 	tch := t.st.Watch(wctx, topo.TenantsPrefix, from)
 	cch := t.st.Watch(wctx, topo.CellsPrefix, from)
+	tick := time.NewTicker(t.cfg.FreshnessInterval)
+	defer tick.Stop()
+	// pending is the newest probe not yet answered by the tenants/ watch.
+	var pending *probe
 	for {
 		var (
 			r  topo.WatchResponse
@@ -172,6 +209,11 @@ func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progresse
 		select {
 		case <-ctx.Done():
 			return progressed, ctx.Err()
+		case <-tick.C:
+			if p, ok := t.probeFreshness(wctx); ok {
+				pending = &p
+			}
+			continue
 		case r, ok = <-tch:
 			isTenants = true
 		case r, ok = <-cch:
@@ -184,6 +226,12 @@ func (t *Table) watch(ctx context.Context, v *view, cells cellStates) (progresse
 		}
 		progressed = true
 		if len(r.Events) == 0 {
+			// A progress notification: the tenants/ watch delivered every
+			// change up to r.Revision.
+			if isTenants && pending != nil && int64(r.Revision) >= pending.rev {
+				t.markFresh(pending.began)
+				pending = nil
+			}
 			continue
 		}
 		rev := int64(r.Revision)
@@ -243,6 +291,15 @@ func (t *Table) applyTenantEvent(v *view, ev topo.Event) {
 		v.del(pk.ID, int64(ev.KV.Version))
 	case pk.Kind == topo.KindAPIKey && !put:
 		v.delKey(pk.Sub)
+	case pk.Kind == topo.KindRevokedToken && !put:
+		v.delRevoked(pk.ID, pk.Sub)
+	case pk.Kind == topo.KindRevokedToken:
+		if err != nil {
+			t.log.Warn("routing: skipping corrupt revoked-token record", "tenant", pk.ID, "err", err)
+			return
+		}
+		rec := e.Value.(*cpv1.RevokedToken)
+		v.setRevoked(clone(pk.ID), clone(pk.Sub), auth.RevocationEntry{RevokedAt: rec.GetRevokeTime().AsTime(), ExpiresAt: rec.GetExpireTime().AsTime()})
 	case pk.Kind == topo.KindTenant:
 		if err != nil {
 			t.log.Warn("routing: skipping corrupt tenant record", "err", err)

@@ -25,6 +25,14 @@ func (t *Table) initMetrics() {
 			Help: "Seconds since the routing table last saw a watch event or a successful load.",
 		}, func() float64 { return t.Age().Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cellplane_router_apikeys_age_seconds",
+			Help: "Seconds since the router's view of API keys was last known to match etcd (a load, or a progress notification of its watch; after a restart: the snapshot's). Above the API-key staleness bound, API keys are refused with CREDENTIALS_STALE.",
+		}, func() float64 { a, _ := t.KeysAge(); return a.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cellplane_router_apikeys_max_staleness_seconds",
+			Help: "The API-key staleness bound (0: unbounded).",
+		}, func() float64 { return t.cfg.APIKeyMaxStaleness.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cellplane_router_table_tenants_cutting_over",
 			Help: "Tenants whose placement says a move or failover is cutting them over (their calls are held).",
 		}, func() float64 { return float64(t.CuttingOver()) }),

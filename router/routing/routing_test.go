@@ -588,6 +588,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{SnapshotInterval: -1}, false},
 		{Config{RetryMin: time.Second, RetryMax: time.Millisecond}, false},
 		{Config{RetryMin: -1}, false},
+		{Config{APIKeyMaxStaleness: -1}, false},
+		{Config{FreshnessInterval: -1}, false},
+		{Config{APIKeyMaxStaleness: time.Second, FreshnessInterval: time.Second}, false},
+		{Config{APIKeyMaxStaleness: time.Second, FreshnessInterval: time.Millisecond}, true},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v", tc.cfg, err)

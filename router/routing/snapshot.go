@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/cellplane/cellplane/internal/auth"
 )
 
 // Snapshot file format (all integers little-endian):
@@ -25,7 +28,8 @@ import (
 // The payload is a sequence of uvarints and strings (uvarint length +
 // bytes):
 //
-//	revision, written (unix nanos)
+//	revision, written (unix nanos: when the table was last known to match
+//	          etcd, which a restarted router takes as its keys' freshness)
 //	cell ids:   n, n × string               (index 0 is "")
 //	limits:     n, n × (float64 bits as uint64 uvarint, burst)
 //	tenants:    n, n × (id, cell index, limits index, epoch, version, state,
@@ -35,10 +39,16 @@ import (
 //	api keys:   n, n × (key id, tenant, hash, revoked 0/1)
 //	cells:      n, n × (id, region, leader id, leader grpc, leader http,
 //	                    nodes n, n × (id, grpc, http, worker 0/1))
+//	revoked:    n, n × (tenant, entry id, revoked at, expires at: unix
+//	                    nanos as zig-zag varints); version 3 only (older
+//	                    files have no revocation list and are still read)
 const (
 	snapshotMagic   = "CPROUTE\n"
-	snapshotVersion = 2
-	headerLen       = 8 + 4 + 8
+	snapshotVersion = 3
+	// snapshotVersionRevoked is the first version with the JWT revocation
+	// list; version 2 files (without it) are still read.
+	snapshotVersionRevoked = 3
+	headerLen              = 8 + 4 + 8
 	// snapshotVersionNoFlags is the oldest readable version: tenants
 	// without the flags byte.
 	snapshotVersionNoFlags = 1
@@ -153,6 +163,26 @@ func encodeSnapshotFormat(v *view, written time.Time, format uint32) []byte {
 		}
 	}
 
+	if format >= snapshotVersionRevoked {
+		v.keysMu.RLock()
+		var n uint64
+		var rb []byte
+		for _, tenant := range slices.Sorted(maps.Keys(v.revoked)) {
+			m := v.revoked[tenant]
+			for _, id := range slices.Sorted(maps.Keys(m)) {
+				e := m[id]
+				rb = appendString(rb, tenant)
+				rb = appendString(rb, id)
+				rb = binary.AppendVarint(rb, e.RevokedAt.UnixNano())
+				rb = binary.AppendVarint(rb, e.ExpiresAt.UnixNano())
+				n++
+			}
+		}
+		v.keysMu.RUnlock()
+		b = binary.AppendUvarint(b, n)
+		b = append(b, rb...)
+	}
+
 	copy(b, snapshotMagic)
 	binary.LittleEndian.PutUint32(b[8:], format)
 	binary.LittleEndian.PutUint64(b[12:], uint64(len(b)-headerLen))
@@ -188,6 +218,19 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
 	if n <= 0 {
 		d.fail("bad varint")
 		return 0
@@ -254,8 +297,8 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("%w: bad magic", errBadSnapshot)
 	}
 	format := binary.LittleEndian.Uint32(b[8:])
-	if format != snapshotVersion && format != snapshotVersionNoFlags {
-		return nil, time.Time{}, fmt.Errorf("%w: format version %d, want %d (or %d)", errBadSnapshot, format, snapshotVersion, snapshotVersionNoFlags)
+	if format < snapshotVersionNoFlags || format > snapshotVersion {
+		return nil, time.Time{}, fmt.Errorf("%w: format version %d, want %d to %d", errBadSnapshot, format, snapshotVersionNoFlags, snapshotVersion)
 	}
 	if n := binary.LittleEndian.Uint64(b[12:]); n != uint64(len(b)-headerLen-4) {
 		return nil, time.Time{}, fmt.Errorf("%w: payload length %d, file holds %d", errBadSnapshot, n, len(b)-headerLen-4)
@@ -361,6 +404,21 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 		}
 		cells[c.ID] = c
 	}
+	if format >= snapshotVersionRevoked {
+		nr := d.count(4)
+		for range nr {
+			tenant, id := d.string(), d.string()
+			at, exp := d.varint(), d.varint()
+			if d.err != nil {
+				break
+			}
+			if tenant == "" || id == "" {
+				d.fail("bad revoked token %q/%q", tenant, id)
+				break
+			}
+			v.setRevoked(tenant, id, auth.RevocationEntry{RevokedAt: time.Unix(0, at), ExpiresAt: time.Unix(0, exp)})
+		}
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))
 	}
@@ -420,21 +478,38 @@ func writeFileAtomic(path string, b []byte) (err error) {
 
 // writeSnapshotIfChanged writes the snapshot if a path is set, something
 // is loaded and the table changed since the last write.
-func (t *Table) writeSnapshotIfChanged() error {
+func (t *Table) writeSnapshotIfChanged() error { return t.writeSnapshotIf(-1) }
+
+// writeSnapshotIf writes the snapshot if a path is set, something is
+// loaded, and the table changed since the last write or, with
+// freshAdvance ≥ 0, its key freshness advanced by more than freshAdvance
+// (so that a router restarted while etcd is down does not find its keys
+// stale only because its table had not changed for a while).
+func (t *Table) writeSnapshotIf(freshAdvance time.Duration) error {
 	if t.cfg.SnapshotPath == "" || !t.loaded.Load() {
 		return nil
 	}
 	t.snapMu.Lock()
 	defer t.snapMu.Unlock()
 	changes := t.changes.Load()
-	if changes == t.snapChanges {
+	fresh := t.keysFresh.Load()
+	advanced := freshAdvance >= 0 && fresh != neverFresh &&
+		(t.snapFresh == neverFresh || fresh-t.snapFresh > int64(freshAdvance))
+	if changes == t.snapChanges && !advanced {
 		return nil
 	}
-	b := encodeSnapshot(t.view.Load(), time.Now())
+	// The time written is when the table was last known to match etcd,
+	// not now: a router restarted from this file must not count a table
+	// that was already stale when written as fresh (APIKeyMaxStaleness).
+	written, ok := t.freshAt()
+	if !ok {
+		written = time.Now()
+	}
+	b := encodeSnapshot(t.view.Load(), written)
 	if err := writeFileAtomic(t.cfg.SnapshotPath, b); err != nil {
 		return fmt.Errorf("routing: write snapshot %s: %w", t.cfg.SnapshotPath, err)
 	}
-	t.snapChanges = changes
+	t.snapChanges, t.snapFresh = changes, fresh
 	t.snapshotWrites.Inc()
 	t.nSnapshots.Add(1)
 	return nil
@@ -448,7 +523,13 @@ func (t *Table) snapshotLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := t.writeSnapshotIfChanged(); err != nil {
+			// Rewritten for freshness alone every quarter of the bound
+			// at most: a crash loses at most that much of it.
+			advance := time.Duration(-1)
+			if t.cfg.APIKeyMaxStaleness > 0 {
+				advance = t.cfg.APIKeyMaxStaleness / 4
+			}
+			if err := t.writeSnapshotIf(advance); err != nil {
 				t.log.Warn("routing: snapshot write failed", "err", err)
 			}
 		}

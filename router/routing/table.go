@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/internal/cperr"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -89,6 +92,9 @@ func (c *CellRoute) addrs() {
 	}
 }
 
+// neverFresh is Table.keysFresh before any load or snapshot.
+const neverFresh = math.MinInt64
+
 // Table is the router's routing table. Every read method is served from
 // memory and never waits on etcd; the zero value is not usable (Start).
 type Table struct {
@@ -100,6 +106,12 @@ type Table struct {
 	view     atomic.Pointer[view]
 	loaded   atomic.Bool
 	lastSync atomic.Int64 // unix nanos of the last event or successful sync
+	// keysFresh is when the view was last known to hold every change of
+	// etcd (a full load's start, a progress notification's probe, the
+	// snapshot's freshness), as nanoseconds since start: ages are measured
+	// on the monotonic clock within a run (the snapshot's wall-clock time
+	// only across a restart). neverFresh: never. See KeysFresh.
+	keysFresh atomic.Int64
 	// changes counts modifications; the snapshot writer compares it.
 	changes atomic.Uint64
 	// routes wakes WaitChange callers when tenant entries may have changed.
@@ -113,6 +125,7 @@ type Table struct {
 
 	snapMu      sync.Mutex // serializes snapshot writes
 	snapChanges uint64     // changes at the last write (under snapMu)
+	snapFresh   int64      // keysFresh at the last write (under snapMu)
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -131,6 +144,8 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 	}
 	cfg = cfg.withDefaults()
 	t := &Table{cfg: cfg, st: st, log: cfg.Logger, start: time.Now()}
+	t.keysFresh.Store(neverFresh)
+	t.snapFresh = neverFresh
 	t.view.Store(newView())
 	t.initMetrics()
 	if cfg.SnapshotPath != "" {
@@ -140,6 +155,10 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 			t.view.Store(v)
 			t.loaded.Store(true)
 			t.lastSync.Store(written.UnixNano())
+			// The snapshot records when its table was last known fresh: a
+			// restart from an old file does not make its keys valid again.
+			t.markFresh(written)
+			t.snapFresh = t.keysFresh.Load()
 			t.log.Info("routing: loaded snapshot", "path", cfg.SnapshotPath, "revision", v.rev.Load(), "tenants", v.n.Load(), "written", written)
 		case errors.Is(err, errNoSnapshot):
 			t.log.Info("routing: no snapshot yet", "path", cfg.SnapshotPath)
@@ -164,12 +183,15 @@ func Start(ctx context.Context, st topo.Store, cfg Config) (*Table, error) {
 }
 
 // Close stops the background work and writes a final snapshot (if a path
-// is configured and the table changed since the last write).
+// is configured and the table changed, or its key freshness advanced,
+// since the last write).
 func (t *Table) Close() error {
 	t.closeOnce.Do(func() {
 		t.cancel()
 		t.wg.Wait()
-		t.closeErr = t.writeSnapshotIfChanged()
+		// Also when only the key freshness advanced: a restart then
+		// counts the keys as fresh as they were at the stop.
+		t.closeErr = t.writeSnapshotIf(0)
 	})
 	return t.closeErr
 }
@@ -204,6 +226,86 @@ func (t *Table) APIKey(keyID string) (tenant string, hash []byte, ok bool) {
 		return "", nil, false
 	}
 	return k.tenant, k.hash, true
+}
+
+// KeysFresh reports whether the table may authenticate API keys: nil
+// while its view was known to match etcd within APIKeyMaxStaleness (or
+// the bound is 0); else a CREDENTIALS_STALE error (UNAVAILABLE, with the
+// view's age and a retry hint). It implements auth.KeyLookup.
+func (t *Table) KeysFresh() error {
+	bound := t.cfg.APIKeyMaxStaleness
+	if bound <= 0 {
+		return nil
+	}
+	age, known := t.KeysAge()
+	if known && age <= bound {
+		return nil
+	}
+	return cperr.New(cperr.CredentialsStale, "API keys cannot be checked: this router's view of them is older than %s (its etcd watch is down or not yet synced)", bound).
+		With(cperr.MetaMaxStaleness, bound.String()).
+		With(cperr.MetaCredentialsAge, ageString(age, known)).
+		WithRetryAfter(t.cfg.FreshnessInterval)
+}
+
+// TokenRevoked checks a verified JWT against its tenant's revocation list
+// (auth.Revoked): nil if it may be used, UNAUTHENTICATED if revoked, and
+// CREDENTIALS_STALE if JWTRevocationMaxStaleness is set and the view is
+// older than it. It implements auth.KeyLookup.
+func (t *Table) TokenRevoked(id auth.Identity) error {
+	if bound := t.cfg.JWTRevocationMaxStaleness; bound > 0 {
+		if age, known := t.KeysAge(); !known || age > bound {
+			return cperr.New(cperr.CredentialsStale, "tokens cannot be checked against the revocation list: this router's view of it is older than %s", bound).
+				With(cperr.MetaMaxStaleness, bound.String()).
+				With(cperr.MetaCredentialsAge, ageString(age, known)).
+				WithRetryAfter(t.cfg.FreshnessInterval)
+		}
+	}
+	v := t.view.Load()
+	if auth.Revoked(id, time.Now(), func(e string) (auth.RevocationEntry, bool) { return v.revokedEntry(id.Tenant, e) }) {
+		return auth.TokenRevokedError()
+	}
+	return nil
+}
+
+func ageString(age time.Duration, known bool) string {
+	if !known {
+		return "unknown"
+	}
+	return age.Round(time.Millisecond).String()
+}
+
+// KeysAge is the time since the view was last known to match etcd (see
+// Config.APIKeyMaxStaleness); known is false if it never was (no load
+// yet and no snapshot), and age is then the time since Start.
+func (t *Table) KeysAge() (age time.Duration, known bool) {
+	since := time.Since(t.start)
+	f := t.keysFresh.Load()
+	if f == neverFresh {
+		return since, false
+	}
+	return since - time.Duration(f), true
+}
+
+// freshAt is the wall-clock time of keysFresh (ok false: never fresh).
+func (t *Table) freshAt() (time.Time, bool) {
+	f := t.keysFresh.Load()
+	if f == neverFresh {
+		return time.Time{}, false
+	}
+	return t.start.Add(time.Duration(f)).Round(0), true
+}
+
+// markFresh records that the view held every change of etcd as of at (a
+// time.Now of this run, on the monotonic clock, or a wall-clock time
+// read from the snapshot).
+func (t *Table) markFresh(at time.Time) {
+	n := int64(at.Sub(t.start))
+	for {
+		old := t.keysFresh.Load()
+		if old >= n || t.keysFresh.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // Revision is the newest etcd revision applied to the table (the

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cellplane/cellplane/internal/auth"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
@@ -139,6 +140,9 @@ type view struct {
 
 	keysMu sync.RWMutex
 	keys   map[string]apiKey
+	// revoked is the JWT revocation list: tenant → entry id → entry
+	// (under keysMu).
+	revoked map[string]map[string]auth.RevocationEntry
 
 	cells atomic.Pointer[map[string]*CellRoute]
 
@@ -158,6 +162,7 @@ func newView() *view {
 		cellIDs: newInterner[string](1 << 16),
 		limits:  newInterner[Limits](1 << 31),
 		keys:    make(map[string]apiKey),
+		revoked: make(map[string]map[string]auth.RevocationEntry),
 	}
 	for i := range v.shards {
 		v.shards[i].m = make(map[string]entry)
@@ -256,6 +261,36 @@ func (v *view) setKey(id string, k apiKey) {
 func (v *view) delKey(id string) {
 	v.keysMu.Lock()
 	delete(v.keys, id)
+	v.keysMu.Unlock()
+}
+
+// revokedEntry finds an entry of tenant's revocation list.
+func (v *view) revokedEntry(tenant, id string) (auth.RevocationEntry, bool) {
+	v.keysMu.RLock()
+	e, ok := v.revoked[tenant][id]
+	v.keysMu.RUnlock()
+	return e, ok
+}
+
+func (v *view) setRevoked(tenant, id string, e auth.RevocationEntry) {
+	v.keysMu.Lock()
+	m := v.revoked[tenant]
+	if m == nil {
+		m = map[string]auth.RevocationEntry{}
+		v.revoked[tenant] = m
+	}
+	m[id] = e
+	v.keysMu.Unlock()
+}
+
+func (v *view) delRevoked(tenant, id string) {
+	v.keysMu.Lock()
+	if m := v.revoked[tenant]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(v.revoked, tenant)
+		}
+	}
 	v.keysMu.Unlock()
 }
 

@@ -507,6 +507,16 @@ func (s *Store) Compact(ctx context.Context, rev topo.Revision) error {
 	return nil
 }
 
+// RequestProgress implements topo.Store: etcd's progress request, on the
+// watch stream that Watch's contexts share (the require-leader metadata
+// keys it).
+func (s *Store) RequestProgress(ctx context.Context) error {
+	if err := s.cli.RequestProgress(clientv3.WithRequireLeader(ctx)); err != nil {
+		return s.mapErr(ctx, "request progress", err)
+	}
+	return nil
+}
+
 // Watch implements topo.Store. It uses clientv3.WithRequireLeader, so a
 // member cut off from its leader ends the watch (ErrUnavailable) instead
 // of serving nothing forever.
@@ -554,8 +564,14 @@ func (s *Store) Watch(ctx context.Context, prefix string, from topo.Revision) <-
 			case wr.Err() != nil:
 				send(topo.WatchResponse{Err: s.mapErr(ctx, "watch "+prefix, wr.Err())})
 				return
+			case wr.IsProgressNotify():
+				// Passed on: the answer to RequestProgress.
+				if !send(topo.WatchResponse{Revision: topo.Revision(wr.Header.Revision)}) {
+					return
+				}
+				continue
 			case len(wr.Events) == 0:
-				continue // progress notifications
+				continue // created notifications
 			}
 			r := topo.WatchResponse{Revision: topo.Revision(wr.Header.Revision), Events: make([]topo.Event, len(wr.Events))}
 			for i, e := range wr.Events {

@@ -131,3 +131,30 @@ func (s *Store) Watch(ctx context.Context, prefix string, from topo.Revision) <-
 	}()
 	return out
 }
+
+// progress queues a progress notification at rev; called with s.mu held,
+// so it follows every event of rev and before.
+func (w *watcher) progress(rev int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return
+	}
+	w.queue = append(w.queue, topo.WatchResponse{Revision: topo.Revision(rev)})
+	w.signal()
+}
+
+// RequestProgress implements topo.Store: every open watch gets a progress
+// notification at the current revision, after the events it still holds.
+// It fails like a Watch (fault injection: OpWatch).
+func (s *Store) RequestProgress(ctx context.Context) error {
+	if err := s.begin(ctx, OpWatch, ""); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.watchers {
+		w.progress(s.rev)
+	}
+	return nil
+}

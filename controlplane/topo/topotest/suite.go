@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) topo.Store) {
 		{"ListPagination", testListPagination},
 		{"Watch", testWatch},
 		{"WatchCancel", testWatchCancel},
+		{"WatchProgress", testWatchProgress},
 		{"Compacted", testCompacted},
 		{"Session", testSession},
 		{"Campaign", testCampaign},
@@ -442,6 +443,47 @@ func testWatchCancel(t *testing.T, st topo.Store) {
 			t.Fatalf("watch channel not closed after cancel: %v", ctx.Err())
 		}
 	}
+}
+
+// testWatchProgress: RequestProgress makes a quiet watch send a response
+// with no events at a revision at least the store's, after every event
+// up to it.
+func testWatchProgress(t *testing.T, st topo.Store) {
+	ctx := testutil.Context(t, 20*time.Second)
+	v1, err := st.Create(ctx, "wp/a", []byte("1"))
+	must(t, "create", err)
+	ch := st.Watch(ctx, "wp/", topo.Revision(v1))
+	v2, err := st.Create(ctx, "other/b", []byte("2")) // outside the prefix
+	must(t, "create other", err)
+	sawEvent := false
+	testutil.Eventually(t, 15*time.Second, func() error {
+		// The first request may reach etcd before the watch is registered:
+		// ask again until a notification answers.
+		if err := st.RequestProgress(ctx); err != nil {
+			return err
+		}
+		timer := time.NewTimer(200 * time.Millisecond)
+		defer timer.Stop()
+		for {
+			select {
+			case r, ok := <-ch:
+				switch {
+				case !ok || r.Err != nil:
+					t.Fatalf("watch ended: %v", r.Err)
+				case len(r.Events) > 0:
+					sawEvent = true
+				case !sawEvent:
+					t.Fatalf("progress at %d before the event of %d", r.Revision, v1)
+				case r.Revision < topo.Revision(v2):
+					return fmt.Errorf("progress at %d, want >= %d", r.Revision, v2)
+				default:
+					return nil
+				}
+			case <-timer.C:
+				return errors.New("no progress notification yet")
+			}
+		}
+	})
 }
 
 func testCompacted(t *testing.T, st topo.Store) {

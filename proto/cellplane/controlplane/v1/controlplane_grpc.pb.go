@@ -34,6 +34,7 @@ const (
 	ControlPlaneService_CreateApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
 	ControlPlaneService_ListApiKeys_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
 	ControlPlaneService_RevokeApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
+	ControlPlaneService_RevokeToken_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/RevokeToken"
 	ControlPlaneService_GetRegistry_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
 	ControlPlaneService_SetStandby_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/SetStandby"
 	ControlPlaneService_ClearStandby_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ClearStandby"
@@ -91,6 +92,10 @@ type ControlPlaneServiceClient interface {
 	ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error)
 	// RevokeApiKey revokes an API key.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
+	// RevokeToken puts a tenant's JWT subject (every token of it issued up
+	// to now) or one token (its jti) on the revocation list that routers and
+	// MCP workers honour, until expire_time (admin operators only).
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
 	// GetRegistry tells a component where the registry (etcd) is, so that a
 	// node, worker or router started with only the control plane's address
 	// (--controlplane) can register and watch.
@@ -278,6 +283,16 @@ func (c *controlPlaneServiceClient) RevokeApiKey(ctx context.Context, in *Revoke
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlPlaneServiceClient) GetRegistry(ctx context.Context, in *GetRegistryRequest, opts ...grpc.CallOption) (*GetRegistryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetRegistryResponse)
@@ -432,6 +447,10 @@ type ControlPlaneServiceServer interface {
 	ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error)
 	// RevokeApiKey revokes an API key.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)
+	// RevokeToken puts a tenant's JWT subject (every token of it issued up
+	// to now) or one token (its jti) on the revocation list that routers and
+	// MCP workers honour, until expire_time (admin operators only).
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
 	// GetRegistry tells a component where the registry (etcd) is, so that a
 	// node, worker or router started with only the control plane's address
 	// (--controlplane) can register and watch.
@@ -513,6 +532,9 @@ func (UnimplementedControlPlaneServiceServer) ListApiKeys(context.Context, *List
 }
 func (UnimplementedControlPlaneServiceServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) GetRegistry(context.Context, *GetRegistryRequest) (*GetRegistryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRegistry not implemented")
@@ -838,6 +860,24 @@ func _ControlPlaneService_RevokeApiKey_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlPlaneService_GetRegistry_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRegistryRequest)
 	if err := dec(in); err != nil {
@@ -1102,6 +1142,10 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeApiKey",
 			Handler:    _ControlPlaneService_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _ControlPlaneService_RevokeToken_Handler,
 		},
 		{
 			MethodName: "GetRegistry",
