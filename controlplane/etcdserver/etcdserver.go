@@ -2,11 +2,13 @@ package etcdserver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +18,9 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 // ErrAddrInUse is returned (wrapped) by Start when the client or peer
@@ -51,8 +56,9 @@ type Config struct {
 
 // TLSFiles are the PEM files of a TLS member. etcd reads the certificate
 // and key at every handshake, so a rotated leaf is served without a
-// restart; it reads the CA bundle once, at start, so a CA rotation puts
-// both CAs in the bundle before the member restarts.
+// restart; it reads the CA bundle once, at start, so a changed bundle
+// takes effect at Server.Restart (the control plane restarts its member
+// when its CAs change).
 type TLSFiles struct {
 	// CertFile and KeyFile are the member's certificate (server and client
 	// auth: the member presents it to peers too) and key.
@@ -148,9 +154,18 @@ func (c Config) withDefaults() Config {
 
 // Server is a running embedded etcd member.
 type Server struct {
-	etcd      *embed.Etcd
+	cfg       Config // with defaults
 	endpoints []string
-	closeOnce sync.Once
+	errc      chan error // the current member's fatal errors (Err)
+
+	mu       sync.Mutex // serialises Restart and Close
+	etcd     *embed.Etcd
+	grpcs    *grpcServers  // the current member's gRPC servers
+	stopFwd  chan struct{} // stops the current member's error forwarder
+	fwdDone  chan struct{}
+	trusted  []*x509.Certificate // the CA bundle read at the last (re)start
+	restarts int
+	closed   bool
 }
 
 // Start starts the member and waits until it serves clients, ctx ends, or
@@ -163,8 +178,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	curl, _ := url.Parse(cfg.ClientURL)
-	purl, _ := url.Parse(cfg.PeerURL)
+	s := &Server{cfg: cfg, endpoints: []string{curl.String()}, errc: make(chan error, 1)}
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Info("etcd started", "component", "etcd", "client_url", cfg.ClientURL, "dir", cfg.DataDir, "tls", cfg.TLS != nil)
+	}
+	return s, nil
+}
 
+// embedConfig is etcd's config for cfg: the same on every (re)start (same
+// name, data dir, client and peer URLs, TLS files).
+func embedConfig(cfg Config, grpcs *grpcServers) *embed.Config {
+	curl, _ := url.Parse(cfg.ClientURL)
+	purl, _ := url.Parse(cfg.PeerURL)
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = cfg.DataDir
@@ -174,7 +202,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.AdvertisePeerUrls = []url.URL{*purl}
 	ec.InitialCluster = cfg.Name + "=" + purl.String()
 	ec.InitialClusterToken = "cellplane"
-	ec.ClusterState = embed.ClusterStateFlagNew
+	ec.ClusterState = embed.ClusterStateFlagNew // ignored once the data dir has a member
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	if t := cfg.TLS; t != nil {
 		info := transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile, TrustedCAFile: t.CAFile, ClientCertAuth: true}
@@ -183,13 +211,32 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ec.Logger = "zap"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger)))
+	ec.ServiceRegister = grpcs.add // no service: only to hold the servers
+	return ec
+}
 
-	e, err := embed.StartEtcd(ec)
+// start starts a member on s.cfg and waits until it is ready (s.mu held,
+// or s not yet shared).
+func (s *Server) start(ctx context.Context) error {
+	cfg := s.cfg
+	var trusted []*x509.Certificate
+	if cfg.TLS != nil {
+		// Read before etcd does: if the file changes in between, etcd
+		// trusts the newer bundle and TrustedCAs reports the older one,
+		// so a caller comparing bundles restarts once more (never the
+		// other way round, which would miss a change).
+		var err error
+		if trusted, err = pki.ReadCerts(cfg.TLS.CAFile); err != nil {
+			return fmt.Errorf("etcdserver: CA bundle: %w", err)
+		}
+	}
+	grpcs := &grpcServers{}
+	e, err := embed.StartEtcd(embedConfig(cfg, grpcs))
 	if err != nil {
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("%w: %s or %s: %v", ErrAddrInUse, cfg.ClientURL, cfg.PeerURL, err)
+			return fmt.Errorf("%w: %s or %s: %v", ErrAddrInUse, cfg.ClientURL, cfg.PeerURL, err)
 		}
-		return nil, fmt.Errorf("etcdserver: start: %w", err)
+		return fmt.Errorf("etcdserver: start: %w", err)
 	}
 	timer := time.NewTimer(cfg.StartTimeout)
 	defer timer.Stop()
@@ -197,18 +244,122 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
 		e.Close()
-		return nil, fmt.Errorf("etcdserver: member failed while starting: %w", err)
+		return fmt.Errorf("etcdserver: member failed while starting: %w", err)
 	case <-ctx.Done():
 		e.Close()
-		return nil, fmt.Errorf("etcdserver: start: %w", ctx.Err())
+		return fmt.Errorf("etcdserver: start: %w", ctx.Err())
 	case <-timer.C:
 		e.Close()
-		return nil, fmt.Errorf("etcdserver: not ready after %s", cfg.StartTimeout)
+		return fmt.Errorf("etcdserver: not ready after %s", cfg.StartTimeout)
 	}
-	if cfg.Logger != nil {
-		cfg.Logger.Info("etcd started", "component", "etcd", "client_url", cfg.ClientURL, "dir", cfg.DataDir, "tls", cfg.TLS != nil)
+	s.etcd, s.grpcs, s.trusted = e, grpcs, trusted
+	s.stopFwd, s.fwdDone = make(chan struct{}), make(chan struct{})
+	go forward(e.Err(), s.errc, s.stopFwd, s.fwdDone)
+	return nil
+}
+
+// forward passes a member's fatal errors to Err until stop closes.
+func forward(from <-chan error, to chan<- error, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case err, ok := <-from:
+			if !ok {
+				return
+			}
+			select {
+			case to <- err:
+			default: // one pending error is enough to act on
+			}
+		case <-stop:
+			return
+		}
 	}
-	return &Server{etcd: e, endpoints: []string{curl.String()}}, nil
+}
+
+// grpcServers collects a member's client gRPC servers as etcd creates
+// them (embed.Config.ServiceRegister).
+type grpcServers struct {
+	mu   sync.Mutex
+	list []*grpc.Server
+}
+
+func (g *grpcServers) add(gs *grpc.Server) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.list = append(g.list, gs)
+}
+
+// stop ends every RPC and connection of the servers at once.
+func (g *grpcServers) stop() {
+	g.mu.Lock()
+	list := slices.Clone(g.list)
+	g.mu.Unlock()
+	for _, gs := range list {
+		gs.Stop()
+	}
+}
+
+// stop closes the current member (s.mu held). fast ends the clients'
+// RPCs first: etcd's Close shuts its HTTP server down gracefully, which
+// waits for the long-lived streams (watches, lease keep-alives) until
+// its request timeout (at least 5s) before stopping the gRPC server
+// anyway; stopping the gRPC servers first (what etcd does after the
+// wait: with TLS, gRPC runs under the HTTP server, which cannot drain
+// it) lets Close return at once. The clients see their streams end and
+// reconnect.
+func (s *Server) stop(fast bool) {
+	if s.etcd == nil {
+		return
+	}
+	close(s.stopFwd) // a member closed on purpose is no fatal error
+	<-s.fwdDone
+	if fast {
+		s.grpcs.stop()
+	}
+	s.etcd.Close()
+	s.etcd, s.grpcs = nil, nil
+}
+
+// ErrClosed is returned by Restart after Close.
+var ErrClosed = errors.New("etcdserver: closed")
+
+// Restart stops the member and starts it again in place: the same data
+// dir, name, client and peer URLs and TLS files, re-read (etcd reads its
+// CA bundle only at start, so this is how a changed bundle takes
+// effect). It waits until the new member is ready, ctx ends or
+// StartTimeout passes. Clients lose their connections and reconnect;
+// data, leases (their expiry extended by etcd's election timeout when the
+// member leads again), users and roles live in the data dir and survive.
+// On error the member is down; a later Restart may start it.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.stop(true)
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	s.restarts++
+	return nil
+}
+
+// TrustedCAs returns the CAs of the bundle the member read at its last
+// (re)start: the client and peer certificates it accepts are chained to
+// one of them (nil without TLS).
+func (s *Server) TrustedCAs() []*x509.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.trusted)
+}
+
+// Restarts returns how many times Restart succeeded.
+func (s *Server) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts
 }
 
 func isAddrInUse(err error) bool {
@@ -218,11 +369,15 @@ func isAddrInUse(err error) bool {
 // Endpoints returns the client URLs, for clientv3 / etcdtopo.Config.
 func (s *Server) Endpoints() []string { return append([]string(nil), s.endpoints...) }
 
-// Err returns a channel that receives the member's fatal errors.
-func (s *Server) Err() <-chan error { return s.etcd.Err() }
+// Err returns a channel that receives the member's fatal errors (of the
+// member running now: a Restart's stop is not one).
+func (s *Server) Err() <-chan error { return s.errc }
 
 // Close stops the member and waits for it; it is idempotent.
 func (s *Server) Close() error {
-	s.closeOnce.Do(s.etcd.Close)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.stop(false)
 	return nil
 }
