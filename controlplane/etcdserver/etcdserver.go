@@ -19,6 +19,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cellplane/cellplane/internal/pki"
 )
@@ -160,7 +162,7 @@ type Server struct {
 
 	mu       sync.Mutex // serialises Restart and Close
 	etcd     *embed.Etcd
-	grpcs    *grpcServers  // the current member's gRPC servers
+	streams  *streamGate   // the current member's client streams
 	stopFwd  chan struct{} // stops the current member's error forwarder
 	fwdDone  chan struct{}
 	trusted  []*x509.Certificate // the CA bundle read at the last (re)start
@@ -190,7 +192,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 // embedConfig is etcd's config for cfg: the same on every (re)start (same
 // name, data dir, client and peer URLs, TLS files).
-func embedConfig(cfg Config, grpcs *grpcServers) *embed.Config {
+func embedConfig(cfg Config, streams *streamGate) *embed.Config {
 	curl, _ := url.Parse(cfg.ClientURL)
 	purl, _ := url.Parse(cfg.PeerURL)
 	ec := embed.NewConfig()
@@ -211,7 +213,7 @@ func embedConfig(cfg Config, grpcs *grpcServers) *embed.Config {
 	}
 	ec.Logger = "zap"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger)))
-	ec.ServiceRegister = grpcs.add // no service: only to hold the servers
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(streams.intercept)}
 	return ec
 }
 
@@ -230,8 +232,8 @@ func (s *Server) start(ctx context.Context) error {
 			return fmt.Errorf("etcdserver: CA bundle: %w", err)
 		}
 	}
-	grpcs := &grpcServers{}
-	e, err := embed.StartEtcd(embedConfig(cfg, grpcs))
+	streams := newStreamGate()
+	e, err := embed.StartEtcd(embedConfig(cfg, streams))
 	if err != nil {
 		if isAddrInUse(err) {
 			return fmt.Errorf("%w: %s or %s: %v", ErrAddrInUse, cfg.ClientURL, cfg.PeerURL, err)
@@ -252,7 +254,7 @@ func (s *Server) start(ctx context.Context) error {
 		e.Close()
 		return fmt.Errorf("etcdserver: not ready after %s", cfg.StartTimeout)
 	}
-	s.etcd, s.grpcs, s.trusted = e, grpcs, trusted
+	s.etcd, s.streams, s.trusted = e, streams, trusted
 	s.stopFwd, s.fwdDone = make(chan struct{}), make(chan struct{})
 	go forward(e.Err(), s.errc, s.stopFwd, s.fwdDone)
 	return nil
@@ -277,37 +279,70 @@ func forward(from <-chan error, to chan<- error, stop <-chan struct{}, done chan
 	}
 }
 
-// grpcServers collects a member's client gRPC servers as etcd creates
-// them (embed.Config.ServiceRegister).
-type grpcServers struct {
-	mu   sync.Mutex
-	list []*grpc.Server
+// streamGate ends the member's client streams (watches, lease
+// keep-alives) on demand: a gRPC stream interceptor (inside etcd's own)
+// that gives each stream a context it can cancel, and refuses new
+// streams once closed. Unary requests are left alone, to finish.
+type streamGate struct {
+	mu      sync.Mutex
+	closed  bool
+	next    uint64
+	cancels map[uint64]context.CancelFunc
 }
 
-func (g *grpcServers) add(gs *grpc.Server) {
+func newStreamGate() *streamGate {
+	return &streamGate{cancels: make(map[uint64]context.CancelFunc)}
+}
+
+// errRestarting refuses a stream opened while the member stops: the
+// client opens it again (on a new connection, to the next member).
+var errRestarting = status.Error(codes.Unavailable, "etcdserver: the member is restarting")
+
+func (g *streamGate) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return errRestarting
+	}
+	id := g.next
+	g.next++
+	g.cancels[id] = cancel
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.cancels, id)
+		g.mu.Unlock()
+	}()
+	return h(srv, ctxStream{ServerStream: ss, ctx: ctx})
+}
+
+// close ends every stream and refuses new ones.
+func (g *streamGate) close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.list = append(g.list, gs)
-}
-
-// stop ends every RPC and connection of the servers at once.
-func (g *grpcServers) stop() {
-	g.mu.Lock()
-	list := slices.Clone(g.list)
-	g.mu.Unlock()
-	for _, gs := range list {
-		gs.Stop()
+	g.closed = true
+	for _, cancel := range g.cancels {
+		cancel()
 	}
 }
 
+// ctxStream is a stream with the gate's context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c ctxStream) Context() context.Context { return c.ctx }
+
 // stop closes the current member (s.mu held). fast ends the clients'
-// RPCs first: etcd's Close shuts its HTTP server down gracefully, which
-// waits for the long-lived streams (watches, lease keep-alives) until
-// its request timeout (at least 5s) before stopping the gRPC server
-// anyway; stopping the gRPC servers first (what etcd does after the
-// wait: with TLS, gRPC runs under the HTTP server, which cannot drain
-// it) lets Close return at once. The clients see their streams end and
-// reconnect.
+// streams first: etcd's Close shuts its client server down gracefully,
+// which waits for the long-lived streams (watches, lease keep-alives)
+// until its request timeout (at least 5s) before cutting them anyway;
+// ending them first lets Close return as soon as the unary requests in
+// flight are answered (none is cut). The clients see their streams end
+// and open them again on the next member.
 func (s *Server) stop(fast bool) {
 	if s.etcd == nil {
 		return
@@ -315,10 +350,10 @@ func (s *Server) stop(fast bool) {
 	close(s.stopFwd) // a member closed on purpose is no fatal error
 	<-s.fwdDone
 	if fast {
-		s.grpcs.stop()
+		s.streams.close()
 	}
 	s.etcd.Close()
-	s.etcd, s.grpcs = nil, nil
+	s.etcd, s.streams = nil, nil
 }
 
 // ErrClosed is returned by Restart after Close.
