@@ -315,7 +315,15 @@ func (g *streamGate) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServ
 		delete(g.cancels, id)
 		g.mu.Unlock()
 	}()
-	return h(srv, ctxStream{ServerStream: ss, ctx: ctx})
+	err := h(srv, ctxStream{ServerStream: ss, ctx: ctx})
+	if ctx.Err() != nil && ss.Context().Err() == nil {
+		// Ended by close, not by the client: say UNAVAILABLE, which
+		// etcd's client retries (a watch resumes at its revision, a
+		// keep-alive opens again), not the handler's CANCELED, which
+		// ends a watch for good.
+		return errRestarting
+	}
+	return err
 }
 
 // close ends every stream and refuses new ones.
@@ -336,22 +344,20 @@ type ctxStream struct {
 
 func (c ctxStream) Context() context.Context { return c.ctx }
 
-// stop closes the current member (s.mu held). fast ends the clients'
+// stop closes the current member (s.mu held). It ends the clients'
 // streams first: etcd's Close shuts its client server down gracefully,
 // which waits for the long-lived streams (watches, lease keep-alives)
 // until its request timeout (at least 5s) before cutting them anyway;
 // ending them first lets Close return as soon as the unary requests in
 // flight are answered (none is cut). The clients see their streams end
 // and open them again on the next member.
-func (s *Server) stop(fast bool) {
+func (s *Server) stop() {
 	if s.etcd == nil {
 		return
 	}
 	close(s.stopFwd) // a member closed on purpose is no fatal error
 	<-s.fwdDone
-	if fast {
-		s.streams.close()
-	}
+	s.streams.close()
 	s.etcd.Close()
 	s.etcd, s.streams = nil, nil
 }
@@ -373,7 +379,7 @@ func (s *Server) Restart(ctx context.Context) error {
 	if s.closed {
 		return ErrClosed
 	}
-	s.stop(true)
+	s.stop()
 	if err := s.start(ctx); err != nil {
 		return err
 	}
@@ -413,6 +419,6 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.stop(false)
+	s.stop()
 	return nil
 }
