@@ -240,3 +240,31 @@ func restarts(t *testing.T, s *controlplane.Server, result string) string {
 	}
 	return ""
 }
+
+// TestEtcdRestartTimeoutValidate: the embedded member's restart bound must
+// be positive; with external etcd it is unused.
+func TestEtcdRestartTimeoutValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		timeout  time.Duration
+		external bool
+		ok       bool
+	}{
+		{"default", 30 * time.Second, false, true},
+		{"zero embedded", 0, false, false},
+		{"negative embedded", -time.Second, false, false},
+		{"zero external", 0, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := controlplane.DefaultConfig()
+			cfg.DataDir = t.TempDir()
+			cfg.EtcdRestartTimeout = tc.timeout
+			if tc.external {
+				cfg.EtcdEndpoints = []string{"http://127.0.0.1:1"}
+			}
+			if err := cfg.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
