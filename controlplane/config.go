@@ -60,6 +60,11 @@ type Config struct {
 	// data dir. UNSAFE: for tests and benchmarks (bulk loads), never for a
 	// member whose data matters.
 	EtcdUnsafeNoFsync bool
+	// EtcdRestartTimeout bounds a restart of the embedded member, which
+	// the replica makes when the CAs of its TLS bundle change (etcd reads
+	// its CA bundle only at start): the wait until the member serves
+	// again (default 30s).
+	EtcdRestartTimeout time.Duration
 
 	// GRPCAddr and HTTPAddr are the listen addresses; GRPCListener and
 	// HTTPListener, when set, are used instead (tests).
@@ -102,17 +107,18 @@ func DefaultConfig() Config {
 		host = "cp"
 	}
 	return Config{
-		ID:                host + "-" + strconv.Itoa(os.Getpid()),
-		EtcdPrefix:        topo.Prefix,
-		EtcdDialTimeout:   5 * time.Second,
-		EmbeddedClientURL: DefaultEmbeddedClientURL,
-		EmbeddedPeerURL:   DefaultEmbeddedPeerURL,
-		GRPCAddr:          DefaultGRPCAddr,
-		HTTPAddr:          DefaultHTTPAddr,
-		Controller:        controller.DefaultConfig(),
-		API:               api.DefaultConfig(),
-		Dial:              dial.DefaultConfig(),
-		ShutdownTimeout:   10 * time.Second,
+		ID:                 host + "-" + strconv.Itoa(os.Getpid()),
+		EtcdPrefix:         topo.Prefix,
+		EtcdDialTimeout:    5 * time.Second,
+		EtcdRestartTimeout: 30 * time.Second,
+		EmbeddedClientURL:  DefaultEmbeddedClientURL,
+		EmbeddedPeerURL:    DefaultEmbeddedPeerURL,
+		GRPCAddr:           DefaultGRPCAddr,
+		HTTPAddr:           DefaultHTTPAddr,
+		Controller:         controller.DefaultConfig(),
+		API:                api.DefaultConfig(),
+		Dial:               dial.DefaultConfig(),
+		ShutdownTimeout:    10 * time.Second,
 	}
 }
 
@@ -127,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if c.EtcdDialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("controlplane: etcd dial timeout %v <= 0", c.EtcdDialTimeout))
+	}
+	if len(c.EtcdEndpoints) == 0 && c.EtcdRestartTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("controlplane: embedded etcd restart timeout %v <= 0", c.EtcdRestartTimeout))
 	}
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
 		errs = append(errs, errors.New("controlplane: etcd cert and key files go together"))

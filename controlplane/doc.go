@@ -18,6 +18,10 @@
 // reads, components only what they call (GetRegistry). Without it the API
 // is unauthenticated, and Start logs a warning.
 //
+// With TLS and an embedded etcd, the replica restarts the member in place
+// when the CAs of its bundle change (etcdca.go: etcd loads its CA bundle
+// only at start), so a CA rotation needs no restart of the replica.
+//
 //	cfg := controlplane.DefaultConfig()
 //	cfg.DataDir = "data/cp"
 //	cp, err := controlplane.Start(ctx, cfg)

@@ -131,6 +131,20 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	reg.MustRegister(newCellCollector(st, log))
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	if s.etcd != nil && cfg.TLS != nil {
+		// etcd reads its CA bundle only at start: restart the member
+		// when the trusted CAs change (a CA rotation), checked as often
+		// as the replica's own TLS material is.
+		if interval := cfg.TLS.Files().ReloadInterval; interval > 0 {
+			w := newEtcdCAWatch(s, interval)
+			reg.MustRegister(w.restarts)
+			s.wg.Go(func() { w.run(runCtx) })
+		} else {
+			log.Warn("TLS material is not reloaded: a CA rotation needs a restart of the control plane and its embedded etcd")
+		}
+	}
 	dc := cfg.Dial
 	if cfg.TLS != nil && dc.Credentials == nil {
 		// Calls into cells (tenant placement) carry the control plane's
@@ -138,8 +152,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		dc.Credentials = pki.ClientCredentials(cfg.TLS, pki.ExpectKinds(pki.KindNode))
 	}
 	s.cells = cellclient.New(st, dc, log)
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
 	if !cfg.TestingKnobs.NoController {
 		ccfg := cfg.Controller
 		ccfg.ID = cfg.ID

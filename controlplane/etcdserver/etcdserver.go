@@ -2,11 +2,13 @@ package etcdserver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +18,11 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cellplane/cellplane/internal/pki"
 )
 
 // ErrAddrInUse is returned (wrapped) by Start when the client or peer
@@ -51,8 +58,9 @@ type Config struct {
 
 // TLSFiles are the PEM files of a TLS member. etcd reads the certificate
 // and key at every handshake, so a rotated leaf is served without a
-// restart; it reads the CA bundle once, at start, so a CA rotation puts
-// both CAs in the bundle before the member restarts.
+// restart; it reads the CA bundle once, at start, so a changed bundle
+// takes effect at Server.Restart (the control plane restarts its member
+// when its CAs change).
 type TLSFiles struct {
 	// CertFile and KeyFile are the member's certificate (server and client
 	// auth: the member presents it to peers too) and key.
@@ -148,9 +156,18 @@ func (c Config) withDefaults() Config {
 
 // Server is a running embedded etcd member.
 type Server struct {
-	etcd      *embed.Etcd
+	cfg       Config // with defaults
 	endpoints []string
-	closeOnce sync.Once
+	errc      chan error // the current member's fatal errors (Err)
+
+	mu       sync.Mutex // serialises Restart and Close
+	etcd     *embed.Etcd
+	streams  *streamGate   // the current member's client streams
+	stopFwd  chan struct{} // stops the current member's error forwarder
+	fwdDone  chan struct{}
+	trusted  []*x509.Certificate // the CA bundle read at the last (re)start
+	restarts int
+	closed   bool
 }
 
 // Start starts the member and waits until it serves clients, ctx ends, or
@@ -163,8 +180,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	curl, _ := url.Parse(cfg.ClientURL)
-	purl, _ := url.Parse(cfg.PeerURL)
+	s := &Server{cfg: cfg, endpoints: []string{curl.String()}, errc: make(chan error, 1)}
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Info("etcd started", "component", "etcd", "client_url", cfg.ClientURL, "dir", cfg.DataDir, "tls", cfg.TLS != nil)
+	}
+	return s, nil
+}
 
+// embedConfig is etcd's config for cfg: the same on every (re)start (same
+// name, data dir, client and peer URLs, TLS files).
+func embedConfig(cfg Config, streams *streamGate) *embed.Config {
+	curl, _ := url.Parse(cfg.ClientURL)
+	purl, _ := url.Parse(cfg.PeerURL)
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = cfg.DataDir
@@ -174,7 +204,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.AdvertisePeerUrls = []url.URL{*purl}
 	ec.InitialCluster = cfg.Name + "=" + purl.String()
 	ec.InitialClusterToken = "cellplane"
-	ec.ClusterState = embed.ClusterStateFlagNew
+	ec.ClusterState = embed.ClusterStateFlagNew // ignored once the data dir has a member
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	if t := cfg.TLS; t != nil {
 		info := transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile, TrustedCAFile: t.CAFile, ClientCertAuth: true}
@@ -183,13 +213,32 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ec.Logger = "zap"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger)))
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(streams.intercept)}
+	return ec
+}
 
-	e, err := embed.StartEtcd(ec)
+// start starts a member on s.cfg and waits until it is ready (s.mu held,
+// or s not yet shared).
+func (s *Server) start(ctx context.Context) error {
+	cfg := s.cfg
+	var trusted []*x509.Certificate
+	if cfg.TLS != nil {
+		// Read before etcd does: if the file changes in between, etcd
+		// trusts the newer bundle and TrustedCAs reports the older one,
+		// so a caller comparing bundles restarts once more (never the
+		// other way round, which would miss a change).
+		var err error
+		if trusted, err = pki.ReadCerts(cfg.TLS.CAFile); err != nil {
+			return fmt.Errorf("etcdserver: CA bundle: %w", err)
+		}
+	}
+	streams := newStreamGate()
+	e, err := embed.StartEtcd(embedConfig(cfg, streams))
 	if err != nil {
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("%w: %s or %s: %v", ErrAddrInUse, cfg.ClientURL, cfg.PeerURL, err)
+			return fmt.Errorf("%w: %s or %s: %v", ErrAddrInUse, cfg.ClientURL, cfg.PeerURL, err)
 		}
-		return nil, fmt.Errorf("etcdserver: start: %w", err)
+		return fmt.Errorf("etcdserver: start: %w", err)
 	}
 	timer := time.NewTimer(cfg.StartTimeout)
 	defer timer.Stop()
@@ -197,18 +246,161 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
 		e.Close()
-		return nil, fmt.Errorf("etcdserver: member failed while starting: %w", err)
+		return fmt.Errorf("etcdserver: member failed while starting: %w", err)
 	case <-ctx.Done():
 		e.Close()
-		return nil, fmt.Errorf("etcdserver: start: %w", ctx.Err())
+		return fmt.Errorf("etcdserver: start: %w", ctx.Err())
 	case <-timer.C:
 		e.Close()
-		return nil, fmt.Errorf("etcdserver: not ready after %s", cfg.StartTimeout)
+		return fmt.Errorf("etcdserver: not ready after %s", cfg.StartTimeout)
 	}
-	if cfg.Logger != nil {
-		cfg.Logger.Info("etcd started", "component", "etcd", "client_url", cfg.ClientURL, "dir", cfg.DataDir, "tls", cfg.TLS != nil)
+	s.etcd, s.streams, s.trusted = e, streams, trusted
+	s.stopFwd, s.fwdDone = make(chan struct{}), make(chan struct{})
+	go forward(e.Err(), s.errc, s.stopFwd, s.fwdDone)
+	return nil
+}
+
+// forward passes a member's fatal errors to Err until stop closes.
+func forward(from <-chan error, to chan<- error, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case err, ok := <-from:
+			if !ok {
+				return
+			}
+			select {
+			case to <- err:
+			default: // one pending error is enough to act on
+			}
+		case <-stop:
+			return
+		}
 	}
-	return &Server{etcd: e, endpoints: []string{curl.String()}}, nil
+}
+
+// streamGate ends the member's client streams (watches, lease
+// keep-alives) on demand: a gRPC stream interceptor (inside etcd's own)
+// that gives each stream a context it can cancel, and refuses new
+// streams once closed. Unary requests are left alone, to finish.
+type streamGate struct {
+	mu      sync.Mutex
+	closed  bool
+	next    uint64
+	cancels map[uint64]context.CancelFunc
+}
+
+func newStreamGate() *streamGate {
+	return &streamGate{cancels: make(map[uint64]context.CancelFunc)}
+}
+
+// errRestarting refuses a stream opened while the member stops: the
+// client opens it again (on a new connection, to the next member).
+var errRestarting = status.Error(codes.Unavailable, "etcdserver: the member is restarting")
+
+func (g *streamGate) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return errRestarting
+	}
+	id := g.next
+	g.next++
+	g.cancels[id] = cancel
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.cancels, id)
+		g.mu.Unlock()
+	}()
+	err := h(srv, ctxStream{ServerStream: ss, ctx: ctx})
+	if ctx.Err() != nil && ss.Context().Err() == nil {
+		// Ended by close, not by the client: say UNAVAILABLE, which
+		// etcd's client retries (a watch resumes at its revision, a
+		// keep-alive opens again), not the handler's CANCELED, which
+		// ends a watch for good.
+		return errRestarting
+	}
+	return err
+}
+
+// close ends every stream and refuses new ones.
+func (g *streamGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for _, cancel := range g.cancels {
+		cancel()
+	}
+}
+
+// ctxStream is a stream with the gate's context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c ctxStream) Context() context.Context { return c.ctx }
+
+// stop closes the current member (s.mu held). It ends the clients'
+// streams first: etcd's Close shuts its client server down gracefully,
+// which waits for the long-lived streams (watches, lease keep-alives)
+// until its request timeout (at least 5s) before cutting them anyway;
+// ending them first lets Close return as soon as the unary requests in
+// flight are answered (none is cut). The clients see their streams end
+// and open them again on the next member.
+func (s *Server) stop() {
+	if s.etcd == nil {
+		return
+	}
+	close(s.stopFwd) // a member closed on purpose is no fatal error
+	<-s.fwdDone
+	s.streams.close()
+	s.etcd.Close()
+	s.etcd, s.streams = nil, nil
+}
+
+// ErrClosed is returned by Restart after Close.
+var ErrClosed = errors.New("etcdserver: closed")
+
+// Restart stops the member and starts it again in place: the same data
+// dir, name, client and peer URLs and TLS files, re-read (etcd reads its
+// CA bundle only at start, so this is how a changed bundle takes
+// effect). It waits until the new member is ready, ctx ends or
+// StartTimeout passes. Clients lose their connections and reconnect;
+// data, leases (their expiry extended by etcd's election timeout when the
+// member leads again), users and roles live in the data dir and survive.
+// On error the member is down; a later Restart may start it.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.stop()
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	s.restarts++
+	return nil
+}
+
+// TrustedCAs returns the CAs of the bundle the member read at its last
+// (re)start: the client and peer certificates it accepts are chained to
+// one of them (nil without TLS).
+func (s *Server) TrustedCAs() []*x509.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.trusted)
+}
+
+// Restarts returns how many times Restart succeeded.
+func (s *Server) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts
 }
 
 func isAddrInUse(err error) bool {
@@ -218,11 +410,15 @@ func isAddrInUse(err error) bool {
 // Endpoints returns the client URLs, for clientv3 / etcdtopo.Config.
 func (s *Server) Endpoints() []string { return append([]string(nil), s.endpoints...) }
 
-// Err returns a channel that receives the member's fatal errors.
-func (s *Server) Err() <-chan error { return s.etcd.Err() }
+// Err returns a channel that receives the member's fatal errors (of the
+// member running now: a Restart's stop is not one).
+func (s *Server) Err() <-chan error { return s.errc }
 
 // Close stops the member and waits for it; it is idempotent.
 func (s *Server) Close() error {
-	s.closeOnce.Do(s.etcd.Close)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.stop()
 	return nil
 }

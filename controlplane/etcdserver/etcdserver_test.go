@@ -1,9 +1,11 @@
 package etcdserver_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -126,5 +128,93 @@ func TestAddrInUse(t *testing.T) {
 	_, err := etcdserver.Start(testutil.Context(t, 10*time.Second), cfg)
 	if !errors.Is(err, etcdserver.ErrAddrInUse) {
 		t.Fatalf("start on a taken client port = %v, want ErrAddrInUse", err)
+	}
+}
+
+// TestRestart: a member restarted in place keeps its data and leases on
+// the same URLs; a client's watch and lease keep-alive carry on; and the
+// restart does not wait for those streams (etcd's own graceful close
+// would, for at least 5s).
+func TestRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	srv := topotest.StartEtcdServer(t)
+	eps := srv.Endpoints()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := testutil.Context(t, 30*time.Second)
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cli.Grant(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "leased", "x", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	ka, err := cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range ka { // drain the keep-alive answers
+		}
+	}()
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := cli.Watch(wctx, "w")
+
+	start := time.Now()
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restarted in %s", time.Since(start))
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Restart took %s with a watch and a keep-alive open, want well under etcd's 5s graceful wait", d)
+	}
+	if got := srv.Endpoints(); !slices.Equal(got, eps) {
+		t.Errorf("endpoints after Restart %v, want %v", got, eps)
+	}
+	if n := srv.Restarts(); n != 1 {
+		t.Errorf("Restarts() = %d, want 1", n)
+	}
+	resp, err := cli.Get(ctx, "k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("get after Restart = %v, %v", resp, err)
+	}
+	// The lease outlives the restart and its keep-alive goes on: still
+	// there after more than its TTL.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if time.Since(start) < 6*time.Second {
+			return errors.New("waiting past the lease's TTL")
+		}
+		return nil
+	})
+	ttl, err := cli.TimeToLive(ctx, lease.ID)
+	if err != nil || ttl.TTL <= 0 {
+		t.Fatalf("the lease after Restart and its TTL: %v, %v", ttl, err)
+	}
+	// The watch resumed.
+	if _, err := cli.Put(ctx, "w", "1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case wr := <-wch:
+		if err := wr.Err(); err != nil || len(wr.Events) != 1 || string(wr.Events[0].Kv.Value) != "1" {
+			t.Fatalf("the watch after Restart: %+v, %v", wr, err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the watch opened before Restart saw nothing")
+	}
+	srv.Close()
+	if err := srv.Restart(ctx); !errors.Is(err, etcdserver.ErrClosed) {
+		t.Fatalf("Restart after Close = %v, want ErrClosed", err)
 	}
 }

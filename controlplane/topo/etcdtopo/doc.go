@@ -23,6 +23,13 @@
 // refusals of the caller's identity (RBAC, no such user) to
 // ErrPermissionDenied.
 //
+// A read (Get, List, an election's reads) whose connection broke under it
+// (UNAVAILABLE or CANCELLED while neither the caller nor the store is
+// done: a member restarting, as the control plane's embedded etcd does
+// when its CA bundle changes) is sent again, up to 4 tries with
+// internal/retry's backoff; etcd's client already waits for a connection
+// and retries what it could not send. Writes are not resent.
+//
 // TLS: Config.Identity (a component's pki.Source: its certificate,
 // reloaded on rotation, is its etcd user with client-certificate auth) or
 // CertFile/KeyFile/CAFile for an external etcd with certificates of its

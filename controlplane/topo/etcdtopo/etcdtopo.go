@@ -284,7 +284,7 @@ func (s *Store) Get(ctx context.Context, key string) (topo.KV, error) {
 	if err := checkKey("get", key); err != nil {
 		return topo.KV{}, err
 	}
-	resp, err := s.cli.Get(ctx, s.abs(key))
+	resp, err := s.get(ctx, s.abs(key))
 	if err != nil {
 		return topo.KV{}, s.mapErr(ctx, "get "+key, err)
 	}
@@ -467,7 +467,7 @@ func (s *Store) List(ctx context.Context, prefix string, opts topo.ListOptions) 
 	if start >= end {
 		if res.Revision == 0 {
 			// Still report the revision the (empty) page stands for.
-			r, err := s.cli.Get(ctx, s.abs(prefix), clientv3.WithCountOnly())
+			r, err := s.get(ctx, s.abs(prefix), clientv3.WithCountOnly())
 			if err != nil {
 				return topo.ListResult{}, s.mapErr(ctx, "list "+prefix, err)
 			}
@@ -482,7 +482,7 @@ func (s *Store) List(ctx context.Context, prefix string, opts topo.ListOptions) 
 	if opts.KeysOnly {
 		ropts = append(ropts, clientv3.WithKeysOnly())
 	}
-	resp, err := s.cli.Get(ctx, start, ropts...)
+	resp, err := s.get(ctx, start, ropts...)
 	if err != nil {
 		return topo.ListResult{}, s.mapErr(ctx, "list "+prefix, err)
 	}

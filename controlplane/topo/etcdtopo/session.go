@@ -76,7 +76,7 @@ func (s *Store) Campaign(ctx context.Context, sess topo.Session, name string, va
 	// The version guarding writes is the key's ModRevision; read it (a
 	// re-campaign of the same session rewrites the value, so it can differ
 	// from the create revision etcd's Election.Rev reports).
-	resp, err := s.cli.Get(ctx, e.Key())
+	resp, err := s.get(ctx, e.Key())
 	if err != nil {
 		// Do not stay leader unbeknownst to the caller.
 		rctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
@@ -144,7 +144,7 @@ func (s *Store) Leader(ctx context.Context, name string) (topo.KV, error) {
 	if name == "" {
 		return topo.KV{}, fmt.Errorf("etcdtopo: empty election name: %w", topo.ErrInvalid)
 	}
-	resp, err := s.cli.Get(ctx, s.abs(name)+"/", append([]clientv3.OpOption{clientv3.WithPrefix()}, clientv3.WithFirstCreate()...)...)
+	resp, err := s.get(ctx, s.abs(name)+"/", append([]clientv3.OpOption{clientv3.WithPrefix()}, clientv3.WithFirstCreate()...)...)
 	if err != nil {
 		return topo.KV{}, s.mapErr(ctx, "leader "+name, err)
 	}
