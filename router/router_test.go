@@ -296,7 +296,10 @@ func TestStaticStability(t *testing.T) {
 	for i := range 10 {
 		rd, err := cs.Read(stale, &contextv1.ReadRequest{ContextId: "chat", Start: &contextv1.ReadRequest_Tail{Tail: 100},
 			ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE}})
-		if err != nil || len(rd.GetEntries()) != 10 {
+		// A STALE read may be served by a follower a few entries behind
+		// (the last append is acknowledged by a quorum, not by every
+		// member): it must answer, with a prefix of the 10.
+		if err != nil || len(rd.GetEntries()) == 0 || len(rd.GetEntries()) > 10 {
 			t.Fatalf("read %d with etcd down: %d entries, %v", i, len(rd.GetEntries()), err)
 		}
 	}
@@ -310,7 +313,7 @@ func TestStaticStability(t *testing.T) {
 	cs2 := contextv1.NewContextServiceClient(dial(t, restarted.GRPCAddr()))
 	rd, err := cs2.Read(stale, &contextv1.ReadRequest{ContextId: "chat", Start: &contextv1.ReadRequest_Tail{Tail: 100},
 		ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE}})
-	if err != nil || len(rd.GetEntries()) != 10 {
+	if err != nil || len(rd.GetEntries()) == 0 || len(rd.GetEntries()) > 10 {
 		t.Fatalf("read through a router restarted with etcd down: %d entries, %v", len(rd.GetEntries()), err)
 	}
 }
