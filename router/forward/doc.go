@@ -106,6 +106,19 @@
 // cellplane_router_forward_hold_duration_seconds{outcome} (released,
 // expired, canceled, gone). Holds are logged at debug.
 //
+// # Backend connections
+//
+// The forwarder keeps one *grpc.ClientConn per backend address (a pool
+// keyed by address only), opened on first use with Config.Dial (mutual
+// TLS with the router's identity when the router has one) and shared by
+// every call and stream to that address; a connection idle for
+// IdleConnTimeout is closed. The TLS handshake is therefore paid once per
+// backend, not per call. cellplane_router_backend_handshakes_total{result}
+// counts the handshakes (ok, error): under steady load it stays at one
+// per backend, and a count that rises with the calls means connections
+// are being re-established (a test holds it at one per backend across
+// many concurrent calls).
+//
 // # Why retrying is safe
 //
 // Most retried answers (NOT_LEADER, WRONG_CELL, STALE_EPOCH, TENANT_MOVING)

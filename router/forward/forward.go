@@ -151,13 +151,14 @@ func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, err
 	if r == nil || tenantOf == nil {
 		return nil, errors.New("forward: a Resolver and a tenantOf function are required")
 	}
+	m := newMetrics()
 	f := &Forwarder{
 		cfg:      cfg,
 		res:      r,
 		tenantOf: tenantOf,
 		log:      cfg.Logger,
-		pool:     newPool(cfg),
-		m:        newMetrics(),
+		pool:     newPool(cfg, m.handshakes),
+		m:        m,
 		services: make(map[string]map[string]methodInfo, len(cfg.Services)),
 		leaders:  make(map[string]leaderHint),
 	}

@@ -16,6 +16,7 @@ type metrics struct {
 	held         *prometheus.CounterVec
 	holdDuration *prometheus.HistogramVec
 	hintsIgnored *prometheus.CounterVec
+	handshakes   *prometheus.CounterVec
 }
 
 // Retry reasons (the reason label of cellplane_router_forward_retries_total).
@@ -54,9 +55,13 @@ func newMetrics() *metrics {
 			Name: "cellplane_router_leader_hints_ignored_total",
 			Help: "NOT_LEADER answers whose leader hint named no member of the cell in the routing table, by cell (the hint was not followed).",
 		}, []string{"cell"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_router_backend_handshakes_total",
+			Help: "Transport handshakes of the connections to cells (mutual TLS, or plaintext without it), by result (ok, error). One per backend connection: a count that keeps rising under steady load means connections are re-established.",
+		}, []string{"result"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.forwarded, m.retries, m.latency, m.held, m.holdDuration, m.hintsIgnored}
+	return []prometheus.Collector{m.forwarded, m.retries, m.latency, m.held, m.holdDuration, m.hintsIgnored, m.handshakes}
 }

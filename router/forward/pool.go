@@ -1,11 +1,16 @@
 package forward
 
 import (
+	"context"
 	"errors"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cellplane/cellplane/internal/dial"
 )
@@ -33,8 +38,13 @@ type poolConn struct {
 
 var errPoolClosed = errors.New("forward: forwarder closed")
 
-func newPool(cfg Config) *pool {
+func newPool(cfg Config, handshakes *prometheus.CounterVec) *pool {
 	dc := cfg.Dial
+	creds := dc.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	dc.Credentials = &countingCreds{TransportCredentials: creds, n: handshakes}
 	dc.Keepalive = cfg.keepalive()
 	dc = dc.With(grpc.WithDefaultCallOptions(
 		grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes),
@@ -111,4 +121,27 @@ func (p *pool) close() error {
 		delete(p.conns, addr)
 	}
 	return errors.Join(errs...)
+}
+
+// countingCreds counts the client handshakes of the backend connections
+// (cellplane_router_backend_handshakes_total): one per connection, which
+// carries every call to its backend; a handshake per call would show as a
+// count that grows with the calls.
+type countingCreds struct {
+	credentials.TransportCredentials
+	n *prometheus.CounterVec
+}
+
+func (c *countingCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	c.n.WithLabelValues(result).Inc()
+	return conn, info, err
+}
+
+func (c *countingCreds) Clone() credentials.TransportCredentials {
+	return &countingCreds{TransportCredentials: c.TransportCredentials.Clone(), n: c.n}
 }

@@ -1,6 +1,10 @@
 package bench
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -13,4 +17,29 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processRunDelay returns how long this process's threads have been
+// runnable but waiting for a CPU (the run delay of Linux's
+// /proc/self/task/*/schedstat): time the machine gave to other processes
+// while this one had work. 0 where schedstat is not available.
+func processRunDelay() time.Duration {
+	tasks, err := filepath.Glob("/proc/self/task/*/schedstat")
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		// "<ns on CPU> <ns runnable, waiting> <timeslices>"
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
 }

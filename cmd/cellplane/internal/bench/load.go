@@ -71,6 +71,15 @@ type Result struct {
 	// something (disk, locks, other processes on a shared machine).
 	CPUCores   float64 `json:"cpu_cores"`
 	CPUPerOpUs float64 `json:"cpu_per_op_us"`
+	// CPUWaitCores is how long this process's threads were ready to run
+	// but waited for a CPU during the measured window (the run delay of
+	// Linux's schedstat), in cores. Its own threads beyond the cores
+	// (back from a syscall, fsync) make a floor: about 0.2-0.4 for
+	// appends and under 0.1 for reads in `bench mtls` on a quiet 2-core
+	// machine. Well above that (1 and more), other processes took the
+	// CPU: that explains a low CPUCores and a slow step, rather than the
+	// system under test waiting on something. 0 where not measured.
+	CPUWaitCores float64 `json:"cpu_wait_cores"`
 }
 
 func (r Result) errorsText() string {
@@ -125,18 +134,19 @@ func Run(ctx context.Context, l Load, op Op) (Result, error) {
 		r.stopAt = r.measureFrom.Add(l.Duration)
 	}
 	// The CPU counter is read when the measured window opens.
-	cpuAtMeasure := make(chan time.Duration, 1)
-	cpuTimer := time.AfterFunc(time.Until(r.measureFrom), func() { cpuAtMeasure <- processCPU() })
+	cpuAtMeasure := make(chan [2]time.Duration, 1)
+	cpuTimer := time.AfterFunc(time.Until(r.measureFrom), func() { cpuAtMeasure <- [2]time.Duration{processCPU(), processRunDelay()} })
 	var wg sync.WaitGroup
 	for w := range l.Concurrency {
 		wg.Go(func() { r.work(ctx, w, start) })
 	}
 	wg.Wait()
 	end := r.lastEnd()
-	cpuEnd := processCPU()
-	var cpu time.Duration
+	cpuEnd, waitEnd := processCPU(), processRunDelay()
+	var cpu, wait time.Duration
 	if !cpuTimer.Stop() { // it fired: its reading is (or is about to be) sent
-		cpu = cpuEnd - <-cpuAtMeasure
+		at := <-cpuAtMeasure
+		cpu, wait = cpuEnd-at[0], max(waitEnd-at[1], 0)
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
@@ -162,6 +172,7 @@ func Run(ctx context.Context, l Load, op Op) (Result, error) {
 		// CPU was read from the window's opening to the last op's end.
 		if window := end.Sub(r.measureFrom); window > 0 {
 			res.CPUCores = round3(cpu.Seconds() / window.Seconds())
+			res.CPUWaitCores = round3(wait.Seconds() / window.Seconds())
 		}
 	}
 	if res.Ops > 0 {

@@ -1,13 +1,16 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -121,6 +124,14 @@ type MTLSResults struct {
 	// connection (mode on) over the whole run: 1 when the connection was
 	// reused by every call, as it must be.
 	DirectHandshakes int64 `json:"direct_handshakes"`
+	// RouterHandshakes counts, per mode, the handshakes of the router's
+	// connections to the cell over the whole run
+	// (cellplane_router_backend_handshakes_total{result="ok"} on the
+	// router's /metrics): one per cell node the router called, 1 when the
+	// leader stayed; RouterHandshakesInSteps those made during the steps
+	// (0: the connection opened before them carried every call).
+	RouterHandshakes        map[string]int64 `json:"router_handshakes"`
+	RouterHandshakesInSteps map[string]int64 `json:"router_handshakes_in_steps"`
 	// Elections counts the elections of each platform's cell during the
 	// steps (a leader change costs the direct path errors).
 	Elections map[string]uint64 `json:"elections"`
@@ -157,6 +168,8 @@ func (r *MTLSResults) Notes() []Note {
 	}
 	n = append(n,
 		Note{"direct path TLS handshakes", fmt.Sprintf("%d (one connection for every call)", r.DirectHandshakes)},
+		Note{"router's handshakes to the cell", fmt.Sprintf("mtls on %d (%d during the steps), off %d (%d during the steps); one per cell node called",
+			r.RouterHandshakes[mtlsOn], r.RouterHandshakesInSteps[mtlsOn], r.RouterHandshakes[mtlsOff], r.RouterHandshakesInSteps[mtlsOff])},
 		Note{"cell elections during the steps", fmt.Sprintf("mtls on %d, off %d", r.Elections[mtlsOn], r.Elections[mtlsOff])},
 		Note{"each step", fmt.Sprintf("%.1f s after %.2f s warm-up, %d in flight, %d B entries, %d rounds", r.StepSec, r.WarmupSec, r.Concurrency, r.EntrySize, r.Rounds)},
 		Note{"start (two platforms)", fmt.Sprintf("%.1f s", r.StartSec)},
@@ -171,8 +184,10 @@ type mtlsSide struct {
 	pf        *platform.Platform
 	cell      *platform.Cell
 	termStart uint64
-	paths     map[string]benchPath
-	direct    *grpc.ClientConn
+	// handshakesStart is the router's backend handshakes before the steps.
+	handshakesStart int64
+	paths           map[string]benchPath
+	direct          *grpc.ClientConn
 }
 
 // RunMTLS runs `cellplane bench mtls`: two whole platforms in this
@@ -203,6 +218,9 @@ func RunMTLS(ctx context.Context, opts MTLSOptions) (*Report, error) {
 		StepSec:     opts.Duration.Seconds(),
 		WarmupSec:   warmupFor(opts.Duration).Seconds(),
 		Elections:   map[string]uint64{},
+
+		RouterHandshakes:        map[string]int64{},
+		RouterHandshakesInSteps: map[string]int64{},
 	}
 	p.printf("bench mtls: %d in flight, %s per step, %d rounds, data dir %s", opts.Concurrency, opts.Duration, opts.Rounds, root)
 
@@ -230,6 +248,11 @@ func RunMTLS(ctx context.Context, opts MTLSOptions) (*Report, error) {
 	}
 	for mode, s := range sides {
 		res.Elections[mode] = s.cell.Term() - s.termStart
+		n, err := routerHandshakes(ctx, s.pf)
+		if err != nil {
+			return nil, err
+		}
+		res.RouterHandshakes[mode], res.RouterHandshakesInSteps[mode] = n, n-s.handshakesStart
 		s.close()
 	}
 	res.DirectHandshakes = handshakes.Load()
@@ -321,6 +344,39 @@ func routerSource(pf *platform.Platform) (*pki.Source, error) {
 	return src, nil
 }
 
+// routerHandshakes reads cellplane_router_backend_handshakes_total
+// {result="ok"} from pf's router's /metrics.
+func routerHandshakes(ctx context.Context, pf *platform.Platform) (int64, error) {
+	const series = `cellplane_router_backend_handshakes_total{result="ok"} `
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+pf.Router().HTTPAddr()+"/metrics", nil)
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("bench: router metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("bench: router metrics: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("bench: router metrics: %q: %w", sc.Text(), err)
+			}
+			return int64(f), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("bench: router metrics: %w", err)
+	}
+	return 0, nil // no handshake yet: the series is not exported
+}
+
 // countingCreds counts client handshakes: a path that reuses its
 // connection makes one.
 type countingCreds struct {
@@ -351,6 +407,11 @@ func runMTLSSteps(ctx context.Context, opts MTLSOptions, sides map[string]*mtlsS
 		if err := createContexts(rp.ctx, rp.cs, ids); err != nil {
 			return err
 		}
+		n, err := routerHandshakes(ctx, s.pf)
+		if err != nil {
+			return err
+		}
+		s.handshakesStart = n
 	}
 	text := string(payload(opts.EntrySize))
 	var reqs atomic.Uint64

@@ -49,6 +49,15 @@ func TestRunMTLS(t *testing.T) {
 	if res.DirectHandshakes != 1 {
 		t.Errorf("the direct path made %d TLS handshakes, want 1 (one reused connection)", res.DirectHandshakes)
 	}
+	for _, mode := range mtlsModes {
+		// One connection from the router to the leader carried every
+		// call (a handshake per call would count thousands); a leader
+		// change may add one per other node.
+		if n, in := res.RouterHandshakes[mode], res.RouterHandshakesInSteps[mode]; n < 1 || n > 3 || in > int64(res.Elections[mode]) {
+			t.Errorf("mtls %s: the router made %d handshakes to the cell (%d during the steps, %d elections), want 1 to 3 (one per node called) and none during the steps without an election",
+				mode, n, in, res.Elections[mode])
+		}
+	}
 	for _, k := range []string{RatioMTLSRouterP50, RatioMTLSRouterP99, RatioMTLSRouterQPS, RatioMTLSDirectP50, RatioMTLSDirectP99, RatioMTLSDirectQPS} {
 		if v, ok := rep.Ratios[k]; !ok || v <= 0 {
 			t.Errorf("ratio %s = %v (present %v): %v", k, v, ok, rep.Ratios)

@@ -135,15 +135,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 			width = max(width, len(s.Name))
 		}
 		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "%-*s\tconc\trate/s\tops\tops/s\tp50 ms\tp99 ms\tmax ms\tcpu\terrors\t\n", width, "step")
+		fmt.Fprintf(tw, "%-*s\tconc\trate/s\tops\tops/s\tp50 ms\tp99 ms\tmax ms\tcpu\tcpu wait\terrors\t\n", width, "step")
 		for _, s := range steps {
 			rate := "-"
 			if s.TargetRate > 0 {
 				rate = fmt.Sprintf("%.0f", s.TargetRate)
 			}
-			fmt.Fprintf(tw, "%-*s\t%d\t%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.2f\t%s\t\n",
+			fmt.Fprintf(tw, "%-*s\t%d\t%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.2f\t%.2f\t%s\t\n",
 				width, s.Name, s.Concurrency, rate, s.Ops, s.OpsPerSec,
-				s.Latency.P50, s.Latency.P99, s.Latency.Max, s.CPUCores, s.errorsText())
+				s.Latency.P50, s.Latency.P99, s.Latency.Max, s.CPUCores, s.CPUWaitCores, s.errorsText())
 		}
 		if err := tw.Flush(); err != nil {
 			return err
