@@ -20,7 +20,7 @@ func newBenchMTLSCmd(std streams) *cobra.Command {
 		Short: "Benchmark the cost of mutual TLS on the router and direct cell paths (on ÷ off)",
 		Long: `Start two whole platforms in this process (each: the control plane with
 etcd embedded, one cell of 3 nodes on real disk, a router; auth off), one
-with mutual TLS on every internal hop (a dev CA, as 'cellplane dev --mtls')
+with mutual TLS on every internal hop (a dev CA, as 'cellplane dev' runs by default)
 and one without, and the tenant "bench" on each. Then measure 1 KiB text
 Appends (with request ids) and linearizable Reads of the tail, closed loop
 at --concurrency, each for --duration after a warm-up, by two paths on each
