@@ -7,7 +7,7 @@ BUF     := bin/buf
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 
-.PHONY: help generate lint test test-short build ci clean
+.PHONY: help generate lint test test-short fuzz build ci clean
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ test: ## Run every test (what CI runs; a few minutes).
 
 test-short: ## Run the fast tests (tests that start nodes skip themselves with -short where they opt in).
 	$(GO) test -short ./...
+
+fuzz: ## Run every fuzz target for FUZZTIME each (default 3s; CI runs this).
+	bash .ci/fuzz
 
 build: ## Build bin/cellplane with the version and commit stamped in.
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/cellplane ./cmd/cellplane
