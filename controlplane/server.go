@@ -131,6 +131,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	reg.MustRegister(newCellCollector(st, log))
+	if s.etcd != nil {
+		reg.MustRegister(s.etcd.Collectors()...)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if s.etcd != nil && cfg.TLS != nil {
@@ -314,11 +317,26 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "replica": s.cfg.ID})
 }
 
-// serveReadyz is ready when etcd answers; it also says who leads.
+// serveReadyz is ready when etcd answers and the embedded member has no
+// alarm raised (NOSPACE: etcd refuses writes; docs/reliability.md); it
+// also says who leads.
 func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	body := map[string]any{"replica": s.cfg.ID, "leader": s.IsLeader()}
+	if s.etcd != nil {
+		if alarms := s.etcd.Alarms(); len(alarms) > 0 {
+			types := make([]string, len(alarms))
+			for i, a := range alarms {
+				types[i] = a.Type
+			}
+			body["ready"] = false
+			body["etcd_alarms"] = types
+			body["error"] = "etcd alarm raised"
+			serve.WriteJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
+	}
 	l, err := catalog.ControllerLeader(ctx, s.st)
 	switch {
 	case err == nil:
