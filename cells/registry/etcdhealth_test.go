@@ -188,4 +188,3 @@ func rev(srv *etcdserver.Server) int64 {
 	cur, _ := srv.Revisions()
 	return cur
 }
-
