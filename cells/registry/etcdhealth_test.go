@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/cells/registry"
@@ -187,4 +188,128 @@ func TestAuthorityRenewalEtcdWrites(t *testing.T) {
 func rev(srv *etcdserver.Server) int64 {
 	cur, _ := srv.Revisions()
 	return cur
+}
+
+// Compressed time: several cells renew their authority every few
+// milliseconds (hundreds of times the default rate) against an embedded
+// etcd whose compaction keeps one second of history and whose
+// defragmentation runs every half second. The history etcd keeps and
+// the backend's size stay bounded; without compaction (the control case)
+// the history grows with every renewal; with keep-alives there is no
+// history to keep.
+func TestEtcdStaysBoundedUnderRenewals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd, runs for seconds")
+	}
+	const (
+		cells = 8
+		renew = 5 * time.Millisecond
+		run   = 5 * time.Second
+	)
+	type sample struct {
+		kept, size, inUse, rev int64
+	}
+	compacted := func(c *etcdserver.Config) {
+		c.AutoCompactionMode, c.AutoCompactionRetention = "periodic", "1s"
+		c.DefragInterval, c.DefragMinFreeBytes, c.DefragMinFreeRatio = 500*time.Millisecond, -1, 0.3
+	}
+	uncompacted := func(c *etcdserver.Config) {
+		c.AutoCompactionRetention = "0"
+		c.DefragInterval = -1
+	}
+	for _, tc := range []struct {
+		name      string
+		edit      func(*etcdserver.Config)
+		keepAlive bool
+		check     func(t *testing.T, first, mid, last sample, maxKept, maxInUse int64, defrags float64)
+	}{
+		{name: "compaction", edit: compacted, check: func(t *testing.T, first, mid, last sample, maxKept, maxInUse int64, defrags float64) {
+			grown := last.rev - first.rev
+			// etcd's periodic compactor compacts every retention (1 s)
+			// to the revision of one retention ago: between 1 s and 2 s
+			// of history is kept. Allow 3 s of the run's rate.
+			if bound := grown * 3 / int64(run/time.Second); maxKept > bound {
+				t.Errorf("history kept reached %d revisions (bound: 3 s of renewals, %d; %d written): compaction does not bound it", maxKept, bound, grown)
+			}
+			if last.inUse > 2*mid.inUse+(1<<20) {
+				t.Errorf("backend in use grew from %d to %d bytes in the second half", mid.inUse, last.inUse)
+			}
+			if defrags < 1 {
+				t.Errorf("no defragmentation ran")
+			}
+		}},
+		{name: "no compaction (control)", edit: uncompacted, check: func(t *testing.T, first, mid, last sample, maxKept, maxInUse int64, _ float64) {
+			if last.kept < last.rev-1 || last.kept <= mid.kept*3/2 {
+				t.Errorf("history kept %d at the middle, %d at the end (rev %d): want all of it, growing", mid.kept, last.kept, last.rev)
+			}
+			if last.inUse <= mid.inUse {
+				t.Errorf("backend in use %d at the middle, %d at the end: want growth without compaction", mid.inUse, last.inUse)
+			}
+		}},
+		{name: "keep-alive, no compaction", edit: uncompacted, keepAlive: true, check: func(t *testing.T, first, mid, last sample, maxKept, maxInUse int64, _ float64) {
+			if last.rev != first.rev {
+				t.Errorf("revision moved from %d to %d under keep-alive renewals: want none", first.rev, last.rev)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := topotest.StartEtcdServerWith(t, tc.edit)
+			raw := dialEtcd(t, srv)
+			c := &writeCounter{}
+			var st topo.Store = countingStore{Store: raw, c: c}
+			if tc.keepAlive {
+				st = countingLeaser{countingStore: countingStore{Store: raw, c: c}, l: raw.(topo.Leaser)}
+			}
+			startCells(t, st, cells, renew)
+			take := func() sample {
+				cur, comp := srv.Revisions()
+				size, inUse := srv.BackendSize()
+				return sample{kept: cur - comp, size: size, inUse: inUse, rev: cur}
+			}
+			ctx := testutil.Context(t, run+10*time.Second)
+			first := take()
+			var mid, last sample
+			var maxKept, maxInUse int64
+			const step = 100 * time.Millisecond
+			for i := 1; i <= int(run/step); i++ {
+				if err := retry.Sleep(ctx, step); err != nil {
+					t.Fatal(err)
+				}
+				s := take()
+				if i > int(run/step)/5 { // after the first second: the retention
+					maxKept, maxInUse = max(maxKept, s.kept), max(maxInUse, s.inUse)
+				}
+				if i == int(run/step)/2 {
+					mid = s
+				}
+				last = s
+			}
+			defrags := gauge(t, srv.Collectors(), "cellplane_etcd_defrags_total")
+			t.Logf("%s: %d renewals (%d etcd writes, %d keep-alives) in %s by %d cells: revision %d → %d; history kept: middle %d, end %d, max %d; backend size/in use: middle %d/%d, end %d/%d (max in use %d); %v defragmentations",
+				tc.name, c.txns.Load()+c.keepAlives.Load(), c.writes(), c.keepAlives.Load(), run, cells, first.rev, last.rev,
+				mid.kept, last.kept, maxKept, mid.size, mid.inUse, last.size, last.inUse, maxInUse, defrags)
+			tc.check(t, first, mid, last, maxKept, maxInUse, defrags)
+		})
+	}
+}
+
+// gauge sums the values of the metric name among cs.
+func gauge(t *testing.T, cs []prometheus.Collector, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(cs...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return v
 }
