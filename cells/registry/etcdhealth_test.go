@@ -313,3 +313,41 @@ func gauge(t *testing.T, cs []prometheus.Collector, name string) float64 {
 	}
 	return v
 }
+
+// A keep-alive that finds the authority lease gone (it expired in etcd,
+// or was revoked: the key is deleted) is detected: the keeper counts it
+// and publishes the authority again under a fresh lease.
+func TestAuthorityKeepAliveDetectsALostLease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	srv := topotest.StartEtcdServer(t)
+	st := dialEtcd(t, srv)
+	createCell(t, st, 3)
+	l := &leader{}
+	l.set(4, true)
+	a := startAuthority(t, st, "n1", l, newFencer(), func(c *registry.AuthorityConfig) { c.Renew = 50 * time.Millisecond })
+	testutil.Eventually(t, 10*time.Second, wantValid(a, true))
+	ctx := testutil.Context(t, 10*time.Second)
+	_, first, err := getAuthority(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.(topo.Leaser).Revoke(ctx, first.Lease); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		auth, kv, err := getAuthority(ctx, st)
+		if err != nil {
+			return err
+		}
+		if kv.Lease == first.Lease || auth.GetTerm() != 4 {
+			return fmt.Errorf("authority %v under lease %x, want term 4 under a new lease", auth, kv.Lease)
+		}
+		return nil
+	})
+	if n := gauge(t, a.Collectors(), "cellplane_cell_authority_leases_lost_total"); n != 1 {
+		t.Fatalf("leases lost = %v, want 1", n)
+	}
+	testutil.Eventually(t, 10*time.Second, wantValid(a, true))
+}
