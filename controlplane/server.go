@@ -86,6 +86,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ecfg.DataDir = filepath.Join(cfg.DataDir, "etcd")
 		ecfg.ClientURL, ecfg.PeerURL = cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL
 		ecfg.UnsafeNoFsync = cfg.EtcdUnsafeNoFsync
+		if h := cfg.EmbeddedEtcdHealth; h != (EtcdHealth{}) {
+			ecfg.AutoCompactionMode, ecfg.AutoCompactionRetention = h.AutoCompactionMode, h.AutoCompactionRetention
+			ecfg.QuotaBackendBytes, ecfg.DefragInterval = h.QuotaBackendBytes, h.DefragInterval
+			ecfg.DefragMinFreeBytes, ecfg.DefragMinFreeRatio = h.DefragMinFreeBytes, h.DefragMinFreeRatio
+		}
 		ecfg.Logger = logging.OrDefault(cfg.Logger).With("component", "etcd")
 		if cfg.TLS != nil {
 			f := cfg.TLS.Files()
