@@ -65,6 +65,12 @@ type Config struct {
 	// its CA bundle only at start): the wait until the member serves
 	// again (default 30s).
 	EtcdRestartTimeout time.Duration
+	// EmbeddedEtcdHealth sets the embedded member's compaction, quota and
+	// defragmentation (etcdserver.Config; zero fields: etcdserver's
+	// defaults: periodic compaction keeping 10m, 2 GiB quota, a
+	// thresholded defragmentation check every hour). See
+	// docs/reliability.md "etcd health (H2)".
+	EmbeddedEtcdHealth EtcdHealth
 
 	// GRPCAddr and HTTPAddr are the listen addresses; GRPCListener and
 	// HTTPListener, when set, are used instead (tests).
@@ -168,4 +174,14 @@ func (c Config) Validate() error {
 	ctl.ID = c.ID
 	errs = append(errs, ctl.Validate(), c.API.Validate(), c.Dial.Validate())
 	return errors.Join(errs...)
+}
+
+// EtcdHealth is the embedded etcd member's housekeeping (the fields of
+// etcdserver.Config of the same names; zero: etcdserver's defaults).
+type EtcdHealth struct {
+	AutoCompactionMode, AutoCompactionRetention string
+	QuotaBackendBytes                           int64
+	DefragInterval                              time.Duration
+	DefragMinFreeBytes                          int64
+	DefragMinFreeRatio                          float64
 }

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -349,5 +351,56 @@ func TestEmbeddedEtcdKeepsDataAcrossRestart(t *testing.T) {
 	regions, err := cptest.Dial(t, s.GRPCAddr()).ListRegions(ctx, &cpv1.ListRegionsRequest{})
 	if err != nil || len(regions.GetRegions()) != 1 || regions.GetRegions()[0].GetName() != "eu-west" {
 		t.Fatalf("after restart: %v %v", regions, err)
+	}
+}
+
+// The embedded member's NOSPACE alarm makes /readyz answer 503 naming
+// it, and shows as cellplane_etcd_alarm{type="NOSPACE"} 1.
+func TestReadyzReportsEtcdAlarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts embedded etcd")
+	}
+	clientURL, peerURL := freeURL(t), freeURL(t)
+	cfg := controlplane.DefaultConfig()
+	cfg.ID = "solo"
+	cfg.DataDir = t.TempDir()
+	cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL = clientURL, peerURL
+	cfg.GRPCListener, cfg.HTTPListener = testutil.Listen(t), testutil.Listen(t)
+	cfg.Controller.SessionTTL = time.Second
+	cfg.EtcdUnsafeNoFsync = true
+	cfg.EmbeddedEtcdHealth.QuotaBackendBytes = 1 << 20
+	cfg.Logger = testutil.Logger(t)
+	s, err := controlplane.Start(testutil.Context(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if body := httpGet(t, "http://"+s.HTTPAddr()+"/readyz"); !strings.HasPrefix(body, "200 ") {
+		t.Fatalf("readyz before the alarm: %s", body)
+	}
+	if body := httpGet(t, "http://"+s.HTTPAddr()+"/metrics"); !strings.Contains(body, `cellplane_etcd_alarm{type="NOSPACE"} 0`) {
+		t.Fatalf("metrics lack cellplane_etcd_alarm{type=\"NOSPACE\"} 0")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cli.Close() }()
+	ctx := testutil.Context(t, 30*time.Second)
+	val := string(make([]byte, 64<<10))
+	for i := 0; ; i++ {
+		if _, err := cli.Put(ctx, "/filler", val); err != nil {
+			break
+		}
+		if i > 200 {
+			t.Fatal("no NOSPACE under a 1 MiB quota")
+		}
+	}
+	body := httpGet(t, "http://"+s.HTTPAddr()+"/readyz")
+	if !strings.HasPrefix(body, "503 ") || !strings.Contains(body, `"etcd_alarms":["NOSPACE"]`) {
+		t.Fatalf("readyz under NOSPACE: %s", body)
+	}
+	if body := httpGet(t, "http://"+s.HTTPAddr()+"/metrics"); !strings.Contains(body, `cellplane_etcd_alarm{type="NOSPACE"} 1`) {
+		t.Fatalf("metrics lack cellplane_etcd_alarm{type=\"NOSPACE\"} 1")
 	}
 }

@@ -86,6 +86,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ecfg.DataDir = filepath.Join(cfg.DataDir, "etcd")
 		ecfg.ClientURL, ecfg.PeerURL = cfg.EmbeddedClientURL, cfg.EmbeddedPeerURL
 		ecfg.UnsafeNoFsync = cfg.EtcdUnsafeNoFsync
+		if h := cfg.EmbeddedEtcdHealth; h != (EtcdHealth{}) {
+			ecfg.AutoCompactionMode, ecfg.AutoCompactionRetention = h.AutoCompactionMode, h.AutoCompactionRetention
+			ecfg.QuotaBackendBytes, ecfg.DefragInterval = h.QuotaBackendBytes, h.DefragInterval
+			ecfg.DefragMinFreeBytes, ecfg.DefragMinFreeRatio = h.DefragMinFreeBytes, h.DefragMinFreeRatio
+		}
 		ecfg.Logger = logging.OrDefault(cfg.Logger).With("component", "etcd")
 		if cfg.TLS != nil {
 			f := cfg.TLS.Files()
@@ -131,6 +136,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	reg.MustRegister(newCellCollector(st, log))
+	if s.etcd != nil {
+		reg.MustRegister(s.etcd.Collectors()...)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if s.etcd != nil && cfg.TLS != nil {
@@ -314,11 +322,26 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "replica": s.cfg.ID})
 }
 
-// serveReadyz is ready when etcd answers; it also says who leads.
+// serveReadyz is ready when etcd answers and the embedded member has no
+// alarm raised (NOSPACE: etcd refuses writes; docs/reliability.md); it
+// also says who leads.
 func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	body := map[string]any{"replica": s.cfg.ID, "leader": s.IsLeader()}
+	if s.etcd != nil {
+		if alarms := s.etcd.Alarms(); len(alarms) > 0 {
+			types := make([]string, len(alarms))
+			for i, a := range alarms {
+				types[i] = a.Type
+			}
+			body["ready"] = false
+			body["etcd_alarms"] = types
+			body["error"] = "etcd alarm raised"
+			serve.WriteJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
+	}
 	l, err := catalog.ControllerLeader(ctx, s.st)
 	switch {
 	case err == nil:

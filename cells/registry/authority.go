@@ -30,7 +30,9 @@ import (
 // a row may fail without a gap. The TTL bounds an emergency promotion
 // (it waits for the key to expire, plus the controller's margin): 3 s
 // keeps a region's promotion under 5 s (docs/benchmarks.md), at about
-// 4.5 etcd writes per second per cell leader.
+// 4.5 etcd writes per second per cell leader when renewing by grant +
+// transaction + revoke, and none (1.5 keep-alives and linearizable reads
+// per second) with keep-alives (etcd).
 const (
 	DefaultAuthorityTTL = 3 * time.Second
 	DefaultDriftMargin  = time.Second
@@ -132,28 +134,42 @@ func (c AuthorityConfig) Validate() error {
 // acknowledge writes. It implements store.Authority (Valid).
 //
 // While the node leads, the keeper publishes cells/<c>/authority under a
-// lease it grants itself, and renews by granting a fresh lease and moving
-// the key onto it (one transaction). The monotonic time at which a grant
-// was sent is the anchor: etcd cannot expire that lease, and so cannot
-// delete the key, before sentAt + TTL, while the node stops acknowledging
-// at sentAt + TTL − DriftMargin. A node cut off from etcd therefore stops
-// before its key disappears, which is what an emergency promotion waits
-// for. (topo sessions keep their leases alive in the background without
-// telling when a keep-alive was sent, so the keeper cannot anchor on
-// keep-alives; each renewal costs a grant, a transaction and a revoke.)
+// lease it grants itself. With a store that hands out bare leases
+// (topo.Leaser: etcd), it renews with one keep-alive of that lease: no
+// etcd write, no new revision. The monotonic time at which a grant or a
+// keep-alive was sent is the anchor: etcd cannot expire the lease, and so
+// cannot delete the key, before sentAt + TTL, while the node stops
+// acknowledging at sentAt + TTL − DriftMargin. A node cut off from etcd
+// therefore stops before its key disappears, which is what an emergency
+// promotion waits for. The bare lease has no background keep-alive: the
+// key expires TTL after the keeper's last renewal. A keep-alive that
+// finds the lease gone (it expired) ends the validity at once and the
+// keeper publishes again. With a store without bare leases (topo
+// sessions keep theirs alive in the background without telling when a
+// keep-alive was sent), each renewal grants a fresh lease, moves the key
+// onto it (one transaction) and revokes the old one: three etcd writes
+// and a revision per renewal, against none with keep-alives.
 //
-// Every publication — the first of a term and each renewal — first reads
-// the cell record, the authority key and the fences under cells/<c>/fence/
-// at one revision, applies the pending fences through Raft, and writes on
-// the condition that the cell record and the authority key did not change
-// since. An emergency promotion writes its fence and rewrites the cell
-// record in one transaction, so no publication can succeed that has not
-// seen (and applied) a fence written before it. A new leader is valid once
+// Every publication — the first of a term, a republication after the key
+// changed or the lease was lost, and each renewal without bare leases —
+// first reads the cell record, the authority key and the fences under
+// cells/<c>/fence/ at one revision, applies the pending fences through
+// Raft, and writes on the condition that the cell record and the
+// authority key did not change since. An emergency promotion writes its
+// fence and rewrites the cell record in one transaction, so no
+// publication can succeed that has not seen (and applied) a fence written
+// before it. A keep-alive renewal reads the same keys after its
+// keep-alive was sent and extends the validity only once the fences it
+// read are applied and the key is still the one it wrote: a fence written
+// before the read is applied first; one written after it is one the
+// renewal's anchor (sent before the read) predates, as with a conditional
+// write that committed before the fence. A new leader is valid once
 // it published (an etcd round trip or three after it is elected): being
 // valid on its own node lease alone would let it acknowledge a fenced
 // tenant's writes after the controller saw the old leader's key expire.
 type Authority struct {
 	st     topo.Store
+	leaser topo.Leaser // nil: the store has no bare leases (renew by grant + txn + revoke)
 	cfg    AuthorityConfig
 	leader LeaderSource
 	prop   Proposer
@@ -171,7 +187,7 @@ type Authority struct {
 	closeOnce sync.Once
 
 	// Owned by the loop goroutine (and by Close after it ended).
-	sess  topo.Session // the lease the authority key is under; nil: none
+	lease heldLease    // the lease the authority key is under; nil: none
 	ver   topo.Version // the key's version as we wrote it
 	since *timestamppb.Timestamp
 }
@@ -193,8 +209,9 @@ func StartAuthority(st topo.Store, cfg AuthorityConfig, leader LeaderSource, pro
 		origin := time.Now()
 		now = func() time.Duration { return time.Since(origin) } // monotonic
 	}
+	leaser, _ := st.(topo.Leaser)
 	a := &Authority{
-		st: st, cfg: cfg, leader: leader, prop: prop, now: now,
+		st: st, leaser: leaser, cfg: cfg, leader: leader, prop: prop, now: now,
 		log:  logging.OrDefault(cfg.Logger).With("cell", cfg.Cell, "node", cfg.NodeID, "component", "authority"),
 		m:    newAuthorityMetrics(),
 		done: make(chan struct{}),
@@ -268,7 +285,7 @@ func (a *Authority) loop(ctx context.Context) {
 		term, leading := a.leader.LeaderTerm()
 		switch {
 		case !leading:
-			if a.sess != nil || a.term.Load() != 0 {
+			if a.lease != nil || a.term.Load() != 0 {
 				a.release(ctx, "no longer the leader")
 			}
 			w.stop()
@@ -362,6 +379,14 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 		a.term.Store(0)
 		a.validUntil.Store(0)
 	}
+	// The renewal proper: one keep-alive of the lease the key is under,
+	// sent before the read below, so that the read (and the fences it
+	// applies) happens after the renewal's anchor — see keepAlive.
+	kept, sent, err := a.keepAlive(ctx, term, rotate)
+	if err != nil {
+		a.m.renewals.WithLabelValues("error").Inc()
+		return err
+	}
 	cs, err := readCell(ctx, a.st, a.cfg.Cell)
 	if err != nil {
 		a.m.renewals.WithLabelValues("error").Inc()
@@ -387,12 +412,25 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 	if !rotate {
 		return nil
 	}
+	if kept {
+		if cur := cs.authority; cur != nil && cs.authorityVersion == a.ver && cur.GetNodeId() == a.cfg.NodeID && cur.GetTerm() == term {
+			// The key is the one we wrote (so still under the lease
+			// just renewed), and every fence written before the read
+			// is applied: the authority holds until sent + Window.
+			a.validUntil.Store(int64(sent + a.cfg.Window()))
+			a.renewedAt.Store(int64(sent))
+			a.m.renewals.WithLabelValues("ok").Inc()
+			return nil
+		}
+		// Someone rewrote or deleted the key: publish it again, under a
+		// fresh lease, with the conditions below.
+	}
 	if k := a.cfg.TestingKnobs.AfterRead; k != nil {
 		k()
 	}
 
-	sent := a.now()
-	sess, err := a.st.NewSession(ctx, a.cfg.TTL)
+	sent = a.now()
+	sess, err := a.grant(ctx)
 	if err != nil {
 		a.m.renewals.WithLabelValues("error").Inc()
 		return fmt.Errorf("grant lease: %w", err)
@@ -429,8 +467,8 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 		return fmt.Errorf("publish %s: %w", key, err)
 	}
 	first := a.term.Load() != term
-	old := a.sess
-	a.sess, a.ver = sess, topo.Version(rev)
+	old := a.lease
+	a.lease, a.ver = sess, topo.Version(rev)
 	a.validUntil.Store(int64(sent + a.cfg.Window()))
 	a.renewedAt.Store(int64(sent))
 	a.term.Store(term)
@@ -445,12 +483,83 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 	return nil
 }
 
+// keepAlive renews the lease the authority key is under with one
+// keep-alive, when rotate asks for a renewal, the store has bare leases
+// and the node already published for term; kept reports it did, sent is
+// when the keep-alive was sent (monotonic). Like a grant, a keep-alive
+// sent at sent cannot make etcd expire the lease before sent + TTL: the
+// validity is anchored on it the same way. The caller reads the cell's
+// keys after it and before the validity is extended, so a fence written
+// before that read is seen and applied, as with the conditional write of
+// a publication. A lease etcd no longer knows (it expired: the key is
+// gone) ends the validity at once; the caller then publishes again under
+// a fresh lease.
+func (a *Authority) keepAlive(ctx context.Context, term uint64, rotate bool) (kept bool, sent time.Duration, err error) {
+	rl, ok := a.lease.(rawLease)
+	if !rotate || !ok || a.term.Load() != term {
+		return false, 0, nil
+	}
+	sent = a.now()
+	_, err = a.leaser.KeepAliveOnce(ctx, rl.id)
+	switch {
+	case err == nil:
+		a.m.keepAlives.Inc()
+		return true, sent, nil
+	case errors.Is(err, topo.ErrNotFound):
+		a.validUntil.Store(0)
+		a.lease, a.ver = nil, 0
+		a.m.leasesLost.Inc()
+		a.log.Warn("the authority lease expired in etcd: not acknowledging writes until it is published again", "term", term, "err", err)
+		return false, 0, nil
+	default:
+		return false, 0, fmt.Errorf("keep the authority lease alive: %w", err)
+	}
+}
+
+// heldLease is the lease the authority key is under: a bare lease
+// (rawLease) when the store is a topo.Leaser, else a session.
+type heldLease interface {
+	Lease() topo.LeaseID
+	Close() error
+}
+
+// rawLease is a bare lease: no background keep-alive, renewed only by
+// the keeper's keep-alives, so the key expires TTL after the last one.
+type rawLease struct {
+	l   topo.Leaser
+	id  topo.LeaseID
+	ttl time.Duration
+}
+
+func (r rawLease) Lease() topo.LeaseID { return r.id }
+
+func (r rawLease) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.ttl)
+	defer cancel()
+	if err := r.l.Revoke(ctx, r.id); err != nil && !errors.Is(err, topo.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// grant grants the lease a publication puts the key under.
+func (a *Authority) grant(ctx context.Context) (heldLease, error) {
+	if a.leaser == nil {
+		return a.st.NewSession(ctx, a.cfg.TTL)
+	}
+	id, err := a.leaser.Grant(ctx, a.cfg.TTL)
+	if err != nil {
+		return nil, err
+	}
+	return rawLease{l: a.leaser, id: id, ttl: a.cfg.TTL}, nil
+}
+
 // release gives the authority up: Valid turns false at once, the key is
 // deleted if it is still the one we wrote, and the lease revoked.
 func (a *Authority) release(ctx context.Context, why string) {
 	held := a.term.Swap(0)
 	a.validUntil.Store(0)
-	if a.sess == nil {
+	if a.lease == nil {
 		return
 	}
 	key := topo.CellAuthorityKey(a.cfg.Cell)
@@ -460,8 +569,8 @@ func (a *Authority) release(ctx context.Context, why string) {
 	if err != nil && !errors.Is(err, topo.ErrConditionFailed) {
 		a.log.Warn("deleting the authority key failed; it expires with its lease", "err", err)
 	}
-	closeSession(a.sess, a.cfg.TTL)
-	a.sess, a.ver, a.since = nil, 0, nil
+	closeSession(a.lease, a.cfg.TTL)
+	a.lease, a.ver, a.since = nil, 0, nil
 	if held != 0 {
 		a.log.Info("cell authority given up", "term", held, "why", why)
 	}
@@ -469,7 +578,7 @@ func (a *Authority) release(ctx context.Context, why string) {
 
 // closeSession revokes a session's lease, bounded by ttl (after which
 // the lease expires anyway).
-func closeSession(s topo.Session, ttl time.Duration) {
+func closeSession(s heldLease, ttl time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -14,6 +14,8 @@ type authorityMetrics struct {
 	renewalAge    prometheus.GaugeFunc
 	renewals      *prometheus.CounterVec
 	fencesApplied prometheus.Counter
+	keepAlives    prometheus.Counter
+	leasesLost    prometheus.Counter
 }
 
 func newAuthorityMetrics() authorityMetrics {
@@ -25,6 +27,14 @@ func newAuthorityMetrics() authorityMetrics {
 		fencesApplied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cellplane_cell_fences_applied_total",
 			Help: "Fences (cells/<c>/fence/<t>) this node applied as the cell leader: tenants made FENCED by an emergency promotion.",
+		}),
+		keepAlives: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_cell_authority_keepalives_total",
+			Help: "Authority renewals done with one lease keep-alive (no etcd write) rather than a new lease and a write.",
+		}),
+		leasesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_cell_authority_leases_lost_total",
+			Help: "Times a keep-alive found the authority lease gone from etcd (expired): the authority is published again under a new lease.",
 		}),
 	}
 }
@@ -52,5 +62,5 @@ func (m *authorityMetrics) register(a *Authority) {
 }
 
 func (m authorityMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.valid, m.renewalAge, m.renewals, m.fencesApplied}
+	return []prometheus.Collector{m.valid, m.renewalAge, m.renewals, m.fencesApplied, m.keepAlives, m.leasesLost}
 }

@@ -38,7 +38,9 @@
 // authority lease: the node acknowledges writes only while its last
 // renewal was sent less than TTL − DriftMargin ago, on its monotonic clock,
 // and applies the fences of emergency promotions before it publishes or
-// renews (see docs/failover.md). cells.Start installs it as the store's
+// renews (see docs/failover.md). On etcd (a topo.Leaser) a renewal is one
+// lease keep-alive — no etcd write, no revision — instead of a grant, a
+// transaction and a revoke. cells.Start installs it as the store's
 // write gate (store.SetAuthority).
 //
 // Usage (cells.Start does this when cells.Config.Registry is set):

@@ -145,6 +145,15 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	etcd.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "how long to try reaching etcd at start")
 	etcd.StringVar(&cfg.EmbeddedClientURL, "etcd-client-url", cfg.EmbeddedClientURL, "embedded etcd: client URL to listen on (https://127.0.0.1:7379 with --certs-dir)")
 	etcd.StringVar(&cfg.EmbeddedPeerURL, "etcd-peer-url", cfg.EmbeddedPeerURL, "embedded etcd: peer URL to listen on (https://127.0.0.1:7380 with --certs-dir)")
+	h := etcdserver.DefaultConfig()
+	cfg.EmbeddedEtcdHealth = controlplane.EtcdHealth{
+		AutoCompactionMode: h.AutoCompactionMode, AutoCompactionRetention: h.AutoCompactionRetention,
+		QuotaBackendBytes: h.QuotaBackendBytes, DefragInterval: h.DefragInterval,
+	}
+	etcd.StringVar(&cfg.EmbeddedEtcdHealth.AutoCompactionMode, "etcd-auto-compaction-mode", h.AutoCompactionMode, "embedded etcd: compaction mode, periodic or revision")
+	etcd.StringVar(&cfg.EmbeddedEtcdHealth.AutoCompactionRetention, "etcd-auto-compaction-retention", h.AutoCompactionRetention, "embedded etcd: history kept (periodic: a duration; revision: a count); 0 turns compaction off (never in production)")
+	etcd.Int64Var(&cfg.EmbeddedEtcdHealth.QuotaBackendBytes, "etcd-quota-backend-bytes", h.QuotaBackendBytes, "embedded etcd: backend quota; beyond it the NOSPACE alarm refuses writes")
+	etcd.DurationVar(&cfg.EmbeddedEtcdHealth.DefragInterval, "etcd-defrag-interval", h.DefragInterval, "embedded etcd: how often to defragment when at least 64 MiB and half the file are free (negative: never; each one blocks etcd while it runs)")
 
 	ctl := pflag.NewFlagSet("controller", pflag.ContinueOnError)
 	ctl.DurationVar(&cfg.Controller.SessionTTL, "session-ttl", cfg.Controller.SessionTTL, "controller leadership lease: a killed leader is replaced after about this long")

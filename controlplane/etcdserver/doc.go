@@ -25,6 +25,15 @@
 // client resumes watches and keep-alives on the next member) rather than
 // waiting for them, so a restart takes well under a second.
 //
+// The member compacts its history (AutoCompactionMode/Retention: periodic,
+// 10 minutes by default), has an explicit quota (QuotaBackendBytes, 2 GiB),
+// and defragments itself every DefragInterval when enough of its file is
+// free (a defragmentation blocks its reads and writes while it runs).
+// Alarms, BackendSize, Revisions and Collectors (cellplane_etcd_alarm
+// {type} and the sizes) expose its health; the control plane's /readyz
+// reports a raised alarm. docs/reliability.md "etcd health (H2)" has the
+// runbook and what to configure on an external cluster.
+//
 // Tests use topotest.StartEtcd (StartEtcdServerTLS for TLS), which picks
 // free loopback ports.
 package etcdserver

@@ -54,7 +54,48 @@ type Config struct {
 	// certificate's common name is the etcd user. Unset: plaintext (both
 	// URLs http).
 	TLS *TLSFiles
+
+	// AutoCompactionMode is etcd's --auto-compaction-mode: "periodic"
+	// (default) or "revision".
+	AutoCompactionMode string
+	// AutoCompactionRetention is etcd's --auto-compaction-retention
+	// (default DefaultCompactionRetention, "10m"). Periodic: the history
+	// kept, a duration ("10m") or whole hours ("1"); etcd compacts every
+	// tenth of it (at most hourly). Revision: the number of revisions
+	// kept, checked every 5 minutes. "0" turns compaction off: the
+	// history then grows until the quota's NOSPACE alarm stops every
+	// write (never in production).
+	AutoCompactionRetention string
+	// QuotaBackendBytes is etcd's --quota-backend-bytes (default
+	// DefaultQuotaBackendBytes, 2 GiB): beyond it the member raises the
+	// NOSPACE alarm and refuses every write but deletes and compactions.
+	QuotaBackendBytes int64
+	// DefragInterval is how often the member checks whether to
+	// defragment its backend (0: DefaultDefragInterval, 1h; negative:
+	// never). A defragmentation blocks the member's reads and writes
+	// while it copies the live data (about a second per GiB in use;
+	// milliseconds for cellplane's usual few MiB), so it only runs when
+	// DefragMinFreeBytes and DefragMinFreeRatio are both exceeded.
+	DefragInterval time.Duration
+	// DefragMinFreeBytes is the free space (db size − size in use) below
+	// which no defragmentation runs (0: DefaultDefragMinFreeBytes, 64 MiB;
+	// negative: any).
+	DefragMinFreeBytes int64
+	// DefragMinFreeRatio is the fraction of the db that must be free for a
+	// defragmentation to run, in [0, 1] (0: DefaultDefragMinFreeRatio,
+	// 0.5; negative: any).
+	DefragMinFreeRatio float64
 }
+
+// etcd health defaults (docs/reliability.md, "etcd health (H2)").
+const (
+	DefaultCompactionMode      = "periodic"
+	DefaultCompactionRetention = "10m"
+	DefaultQuotaBackendBytes   = int64(2 << 30)
+	DefaultDefragInterval      = time.Hour
+	DefaultDefragMinFreeBytes  = int64(64 << 20)
+	DefaultDefragMinFreeRatio  = 0.5
+)
 
 // TLSFiles are the PEM files of a TLS member. etcd reads the certificate
 // and key at every handshake, so a rotated leaf is served without a
@@ -96,6 +137,13 @@ func DefaultConfig() Config {
 		PeerURL:      "http://127.0.0.1:7380",
 		Name:         "cellplane",
 		StartTimeout: 30 * time.Second,
+
+		AutoCompactionMode:      DefaultCompactionMode,
+		AutoCompactionRetention: DefaultCompactionRetention,
+		QuotaBackendBytes:       DefaultQuotaBackendBytes,
+		DefragInterval:          DefaultDefragInterval,
+		DefragMinFreeBytes:      DefaultDefragMinFreeBytes,
+		DefragMinFreeRatio:      DefaultDefragMinFreeRatio,
 	}
 }
 
@@ -129,7 +177,7 @@ func (c Config) Validate() error {
 	if c.ClientURL == c.PeerURL {
 		return errors.New("etcdserver: ClientURL and PeerURL must differ")
 	}
-	return nil
+	return c.validateHealth()
 }
 
 // withDefaults fills empty fields from DefaultConfig (the URLs https with
@@ -151,6 +199,24 @@ func (c Config) withDefaults() Config {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = d.StartTimeout
 	}
+	if c.AutoCompactionMode == "" {
+		c.AutoCompactionMode = d.AutoCompactionMode
+	}
+	if c.AutoCompactionRetention == "" {
+		c.AutoCompactionRetention = d.AutoCompactionRetention
+	}
+	if c.QuotaBackendBytes == 0 {
+		c.QuotaBackendBytes = d.QuotaBackendBytes
+	}
+	if c.DefragInterval == 0 {
+		c.DefragInterval = d.DefragInterval
+	}
+	if c.DefragMinFreeBytes == 0 {
+		c.DefragMinFreeBytes = d.DefragMinFreeBytes
+	}
+	if c.DefragMinFreeRatio == 0 {
+		c.DefragMinFreeRatio = d.DefragMinFreeRatio
+	}
 	return c
 }
 
@@ -165,6 +231,8 @@ type Server struct {
 	streams  *streamGate   // the current member's client streams
 	stopFwd  chan struct{} // stops the current member's error forwarder
 	fwdDone  chan struct{}
+	maint    *maintainer // the current member's defragmentation loop
+	health   *healthMetrics
 	trusted  []*x509.Certificate // the CA bundle read at the last (re)start
 	restarts int
 	closed   bool
@@ -180,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	curl, _ := url.Parse(cfg.ClientURL)
-	s := &Server{cfg: cfg, endpoints: []string{curl.String()}, errc: make(chan error, 1)}
+	s := &Server{cfg: cfg, endpoints: []string{curl.String()}, errc: make(chan error, 1), health: newHealthMetrics()}
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -206,6 +274,9 @@ func embedConfig(cfg Config, streams *streamGate) *embed.Config {
 	ec.InitialClusterToken = "cellplane"
 	ec.ClusterState = embed.ClusterStateFlagNew // ignored once the data dir has a member
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	ec.AutoCompactionMode = cfg.AutoCompactionMode
+	ec.AutoCompactionRetention = cfg.AutoCompactionRetention
+	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	if t := cfg.TLS; t != nil {
 		info := transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile, TrustedCAFile: t.CAFile, ClientCertAuth: true}
 		ec.ClientTLSInfo, ec.PeerTLSInfo = info, info
@@ -257,6 +328,7 @@ func (s *Server) start(ctx context.Context) error {
 	s.etcd, s.streams, s.trusted = e, streams, trusted
 	s.stopFwd, s.fwdDone = make(chan struct{}), make(chan struct{})
 	go forward(e.Err(), s.errc, s.stopFwd, s.fwdDone)
+	s.maint = startMaintainer(e, cfg, s.health)
 	return nil
 }
 
@@ -357,6 +429,7 @@ func (s *Server) stop() {
 	}
 	close(s.stopFwd) // a member closed on purpose is no fatal error
 	<-s.fwdDone
+	s.maint.stop()
 	s.streams.close()
 	s.etcd.Close()
 	s.etcd, s.streams = nil, nil

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -31,6 +33,14 @@ func TestValidate(t *testing.T) {
 		{"https peer url", func(c *etcdserver.Config) { c.PeerURL = "https://127.0.0.1:2" }},
 		{"same urls", func(c *etcdserver.Config) { c.PeerURL = c.ClientURL }},
 		{"no start timeout", func(c *etcdserver.Config) { c.StartTimeout = 0 }},
+		{"bad compaction mode", func(c *etcdserver.Config) { c.AutoCompactionMode = "daily" }},
+		{"bad periodic retention", func(c *etcdserver.Config) { c.AutoCompactionRetention = "soon" }},
+		{"negative periodic retention", func(c *etcdserver.Config) { c.AutoCompactionRetention = "-1m" }},
+		{"duration as revision retention", func(c *etcdserver.Config) {
+			c.AutoCompactionMode, c.AutoCompactionRetention = "revision", "10m"
+		}},
+		{"no quota", func(c *etcdserver.Config) { c.QuotaBackendBytes = -1 }},
+		{"defrag ratio above 1", func(c *etcdserver.Config) { c.DefragMinFreeRatio = 1.5 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := etcdserver.DefaultConfig()
@@ -217,4 +227,99 @@ func TestRestart(t *testing.T) {
 	if err := srv.Restart(ctx); !errors.Is(err, etcdserver.ErrClosed) {
 		t.Fatalf("Restart after Close = %v, want ErrClosed", err)
 	}
+}
+
+// A member whose backend reaches its quota raises NOSPACE: Alarms and
+// cellplane_etcd_alarm{type="NOSPACE"} report it; a defragmentation
+// after the data is deleted and compacted gives the space back.
+func TestNoSpaceAlarmAndDefrag(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	srv := topotest.StartEtcdServerWith(t, func(c *etcdserver.Config) {
+		c.QuotaBackendBytes = 1 << 20
+		c.DefragInterval = -1
+	})
+	if a := srv.Alarms(); len(a) != 0 {
+		t.Fatalf("alarms at start: %v", a)
+	}
+	if v := alarmMetric(t, srv, "NOSPACE"); v != 0 {
+		t.Fatalf("cellplane_etcd_alarm{NOSPACE} = %v at start", v)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cli.Close() }()
+	ctx := testutil.Context(t, 30*time.Second)
+	val := string(make([]byte, 64<<10))
+	var nospace bool
+	for i := range 200 {
+		if _, err := cli.Put(ctx, "k", val); err != nil {
+			if !errors.Is(err, rpctypes.ErrNoSpace) {
+				t.Fatalf("put %d: %v", i, err)
+			}
+			nospace = true
+			break
+		}
+	}
+	if !nospace {
+		t.Fatal("200 puts of 64 KiB under a 1 MiB quota: no NOSPACE")
+	}
+	if a := srv.Alarms(); len(a) != 1 || a[0].Type != "NOSPACE" {
+		t.Fatalf("alarms %v, want NOSPACE", a)
+	}
+	if v := alarmMetric(t, srv, "NOSPACE"); v != 1 {
+		t.Fatalf("cellplane_etcd_alarm{NOSPACE} = %v, want 1", v)
+	}
+
+	// The runbook: delete, compact, defragment, disarm.
+	if _, err := cli.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := srv.Revisions()
+	if _, err := cli.Compact(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := srv.BackendSize()
+	if err := srv.Defragment(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := srv.BackendSize()
+	if after >= before {
+		t.Fatalf("backend %d bytes before the defragmentation, %d after", before, after)
+	}
+	if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil { // every alarm (etcdctl alarm disarm)
+		t.Fatal(err)
+	}
+	if a := srv.Alarms(); len(a) != 0 {
+		t.Fatalf("alarms after disarm: %v", a)
+	}
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put after disarm: %v", err)
+	}
+}
+
+func alarmMetric(t *testing.T, srv *etcdserver.Server, typ string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(srv.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cellplane_etcd_alarm" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == typ {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no cellplane_etcd_alarm{type=%q}", typ)
+	return 0
 }

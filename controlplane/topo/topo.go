@@ -154,6 +154,22 @@ type Session interface {
 	Close() error
 }
 
+// Leaser is implemented by stores that hand out bare leases: granted
+// without a background keep-alive and renewed one request at a time, so
+// that the caller knows when each renewal was sent (the cell authority
+// anchors its validity on that; cells/registry). A lease that nobody
+// renews expires TTL after its last renewal.
+type Leaser interface {
+	// Grant grants a lease of ttl (rounded up to whole seconds).
+	Grant(ctx context.Context, ttl time.Duration) (LeaseID, error)
+	// KeepAliveOnce renews the lease once and returns the TTL it was
+	// renewed for; ErrNotFound if the lease expired or was revoked.
+	KeepAliveOnce(ctx context.Context, id LeaseID) (time.Duration, error)
+	// Revoke revokes the lease, deleting its keys; ErrNotFound if it
+	// expired or was revoked already.
+	Revoke(ctx context.Context, id LeaseID) error
+}
+
 // Leadership is a won election.
 type Leadership interface {
 	// Key is the leader's key; Version is its version. A write guarded by

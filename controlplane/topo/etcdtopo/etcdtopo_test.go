@@ -192,3 +192,49 @@ func TestValidateTLS(t *testing.T) {
 		})
 	}
 }
+
+// Bare leases: a key under a granted lease lives while it is kept alive;
+// a revoked lease deletes its key, and keep-alives and revokes of it
+// then report ErrNotFound. A keep-alive writes nothing (no revision).
+func TestLeaser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	st := topotest.NewEtcdStore(t)
+	l, ok := st.(topo.Leaser)
+	if !ok {
+		t.Fatal("etcdtopo.Store is not a topo.Leaser")
+	}
+	ctx := testutil.Context(t, 10*time.Second)
+	if _, err := l.Grant(ctx, 0); !errors.Is(err, topo.ErrInvalid) {
+		t.Fatalf("grant of ttl 0: %v, want ErrInvalid", err)
+	}
+	id, err := l.Grant(ctx, 1500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := st.Txn(ctx, nil, []topo.Op{topo.PutLeased("k", []byte("v"), id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := l.KeepAliveOnce(ctx, id)
+	if err != nil || ttl != 2*time.Second {
+		t.Fatalf("keep-alive: ttl %s, %v; want 2s (rounded up to whole seconds)", ttl, err)
+	}
+	page, err := st.List(ctx, "k", topo.ListOptions{})
+	if err != nil || len(page.KVs) != 1 || page.Revision != rev {
+		t.Fatalf("after a keep-alive: %v at revision %d (%v), want the key at revision %d", page.KVs, page.Revision, err, rev)
+	}
+	if err := l.Revoke(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, "k"); !errors.Is(err, topo.ErrNotFound) {
+		t.Fatalf("key after revoke: %v, want ErrNotFound", err)
+	}
+	if _, err := l.KeepAliveOnce(ctx, id); !errors.Is(err, topo.ErrNotFound) {
+		t.Fatalf("keep-alive of a revoked lease: %v, want ErrNotFound", err)
+	}
+	if err := l.Revoke(ctx, id); !errors.Is(err, topo.ErrNotFound) {
+		t.Fatalf("revoke of a revoked lease: %v, want ErrNotFound", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -52,6 +53,48 @@ func (s *Store) NewSession(ctx context.Context, ttl time.Duration) (topo.Session
 	}
 	return &session{st: s, cs: cs}, nil
 }
+
+// Grant implements topo.Leaser.
+func (s *Store) Grant(ctx context.Context, ttl time.Duration) (topo.LeaseID, error) {
+	if ttl <= 0 {
+		return 0, fmt.Errorf("etcdtopo: lease ttl %s: %w", ttl, topo.ErrInvalid)
+	}
+	g, err := s.cli.Grant(ctx, int64((ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return 0, s.mapErr(ctx, "grant lease", err)
+	}
+	return topo.LeaseID(g.ID), nil
+}
+
+// KeepAliveOnce implements topo.Leaser: one LeaseKeepAlive request
+// (answered by etcd's leader from its lessor: no Raft proposal, no
+// revision).
+func (s *Store) KeepAliveOnce(ctx context.Context, id topo.LeaseID) (time.Duration, error) {
+	resp, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(id))
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return 0, fmt.Errorf("etcdtopo: keep lease %x alive: %w", id, topo.ErrNotFound)
+	case err != nil:
+		return 0, s.mapErr(ctx, "keep lease alive", err)
+	case resp.TTL <= 0:
+		return 0, fmt.Errorf("etcdtopo: keep lease %x alive: expired: %w", id, topo.ErrNotFound)
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
+}
+
+// Revoke implements topo.Leaser.
+func (s *Store) Revoke(ctx context.Context, id topo.LeaseID) error {
+	_, err := s.cli.Revoke(ctx, clientv3.LeaseID(id))
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("etcdtopo: revoke lease %x: %w", id, topo.ErrNotFound)
+	}
+	if err != nil {
+		return s.mapErr(ctx, "revoke lease", err)
+	}
+	return nil
+}
+
+var _ topo.Leaser = (*Store)(nil)
 
 // Campaign implements topo.Store with concurrency.Election under
 // prefix+name: the leader is the key name/<lease hex> with the lowest

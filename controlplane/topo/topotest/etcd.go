@@ -35,6 +35,19 @@ func StartEtcdServer(t testing.TB) *etcdserver.Server {
 // certificates required; see etcdserver.Config.TLS); nil: plaintext.
 func StartEtcdServerTLS(t testing.TB, tls *etcdserver.TLSFiles) *etcdserver.Server {
 	t.Helper()
+	return StartEtcdServerWith(t, func(c *etcdserver.Config) { c.TLS = tls })
+}
+
+// StartEtcdServerWith is StartEtcdServer with the config edited by edit
+// (after the test defaults: data dir, free ports, no fsync, test logger;
+// edit may set TLS, compaction, defragmentation...).
+func StartEtcdServerWith(t testing.TB, edit func(*etcdserver.Config)) *etcdserver.Server {
+	t.Helper()
+	var probe etcdserver.Config
+	if edit != nil {
+		edit(&probe)
+	}
+	tls := probe.TLS
 	scheme := "http"
 	if tls != nil {
 		scheme = "https"
@@ -52,6 +65,9 @@ func StartEtcdServerTLS(t testing.TB, tls *etcdserver.TLSFiles) *etcdserver.Serv
 		cfg.TLS = tls
 		cfg.UnsafeNoFsync = true
 		cfg.Logger = testutil.Logger(t)
+		if edit != nil {
+			edit(&cfg)
+		}
 		srv, err := etcdserver.Start(testutil.Context(t, 30*time.Second), cfg)
 		if err == nil {
 			t.Cleanup(func() { _ = srv.Close() })
