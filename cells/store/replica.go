@@ -252,8 +252,9 @@ type Authority interface {
 
 // SetAuthority installs the authority gate (nil removes it: a cell
 // without a registry has no lease and is always allowed). While the gate
-// says no, client writes and linearizable reads are refused with
-// AUTHORITY_LEASE_EXPIRED; a write applied while the lease lapsed is not
+// says no, client writes, linearizable reads and LEADER reads are refused
+// with AUTHORITY_LEASE_EXPIRED (STALE reads are still served: their bound
+// is contact with this cell's Raft leader, not the cell's authority); a write applied while the lease lapsed is not
 // acknowledged (a retry with its request id gets its result later).
 func (s *Store) SetAuthority(a Authority) {
 	if a == nil {

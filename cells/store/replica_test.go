@@ -253,8 +253,8 @@ type flagAuthority struct{ ok atomic.Bool }
 func (a *flagAuthority) Valid() bool { return a.ok.Load() }
 
 // TestAuthorityGate: without a valid authority lease the cell refuses
-// client writes and linearizable reads (retryably) but still takes control
-// commands and stale reads.
+// client writes, linearizable and LEADER reads (retryably) but still takes
+// control commands and stale reads; LEADER reads come back with the lease.
 func TestAuthorityGate(t *testing.T) {
 	s := openSingle(t, "")
 	setOwner(t, s, "acme", 1)
@@ -269,6 +269,14 @@ func TestAuthorityGate(t *testing.T) {
 	if err := s.ReadTenant(testCtx(t), "acme", 0, ReadOptions{}, func(*TenantView) error { return nil }); !errors.Is(err, cperr.ErrAuthorityLeaseExpired) {
 		t.Fatalf("linearizable read without authority: %v", err)
 	}
+	leader := ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}
+	err = s.ReadTenant(testCtx(t), "acme", 0, leader, func(*TenantView) error { return nil })
+	if ce = nil; !errors.As(err, &ce) || ce.Reason != cperr.AuthorityLeaseExpired || ce.RetryAfter <= 0 {
+		t.Fatalf("LEADER read without authority: %v, want AUTHORITY_LEASE_EXPIRED with a retry delay", err)
+	}
+	if err := s.ReadCell(testCtx(t), leader, func(*CellView) error { return nil }); !errors.Is(err, cperr.ErrAuthorityLeaseExpired) {
+		t.Fatalf("LEADER cell read without authority: %v", err)
+	}
 	stale := ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE}
 	if err := s.ReadTenant(testCtx(t), "acme", 0, stale, func(*TenantView) error { return nil }); err != nil {
 		t.Fatalf("stale read without authority: %v", err)
@@ -276,6 +284,9 @@ func TestAuthorityGate(t *testing.T) {
 	mustPropose(t, s, setTenant("acme", fenced, 2)) // control commands are not gated
 	a.ok.Store(true)
 	setOwner(t, s, "acme", 3)
+	if err := s.ReadTenant(testCtx(t), "acme", 0, leader, func(*TenantView) error { return nil }); err != nil {
+		t.Fatalf("LEADER read with authority: %v", err)
+	}
 	mustPropose(t, s, appendText("acme", "c", "r1", "x"))
 	s.SetAuthority(nil)
 	mustPropose(t, s, appendText("acme", "c", "r2", "x"))
