@@ -130,6 +130,7 @@ func applyImport(o *opCtx) (*cellv1.CommandResult, error) {
 		rec.Tseq = src.GetTseq()
 		rec.Usage = proto.Clone(usage(src)).(*cellv1.TenantUsage)
 		rec.DedupFirst, rec.DedupNext = src.GetDedupFirst(), src.GetDedupNext()
+		rec.DedupFirstTimeUnixNano = src.GetDedupFirstTimeUnixNano()
 		rec.ChangelogFirstTseq, rec.ChangelogCount = src.GetChangelogFirstTseq(), src.GetChangelogCount()
 		rec.ChangelogBytes, rec.ChangelogFirstTimeUnixNano = src.GetChangelogBytes(), src.GetChangelogFirstTimeUnixNano()
 		rec.UpdateTimeUnixNano = src.GetUpdateTimeUnixNano()

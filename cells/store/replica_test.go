@@ -101,6 +101,12 @@ func TestReplicaFollowsSourceExactly(t *testing.T) {
 		dumpRange(t, dst.fsm, tenantPrefix("acme"), tenantEnd("acme"), false)); d != "" {
 		t.Fatalf("standby differs from its source: %s", d)
 	}
+	// The dedup window's bookkeeping moved with it (import, then events).
+	if s, d := mustRecord(t, src, "acme"), mustRecord(t, dst, "acme"); s.GetDedupFirstTimeUnixNano() == 0 || s.GetDedupFirst() != d.GetDedupFirst() ||
+		s.GetDedupNext() != d.GetDedupNext() || s.GetDedupFirstTimeUnixNano() != d.GetDedupFirstTimeUnixNano() {
+		t.Fatalf("standby dedup window [%d, %d) from %d, source [%d, %d) from %d", d.GetDedupFirst(), d.GetDedupNext(), d.GetDedupFirstTimeUnixNano(),
+			s.GetDedupFirst(), s.GetDedupNext(), s.GetDedupFirstTimeUnixNano())
+	}
 
 	// Promoted: same entries, same dedup answers, tseq continues.
 	promoted := mustPropose(t, dst, setTenant("acme", owner, 2))
