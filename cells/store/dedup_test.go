@@ -250,3 +250,56 @@ func TestFSMDedupSnapshotRoundTrip(t *testing.T) {
 	}
 	checkState(t, dst.f)
 }
+
+// TestFSMDedupLegacyRecords: ids recorded before records had a time (a
+// cell upgraded while clients retry) are not taken for expired: they are
+// dated by the tenant's first write under the time window and remembered a
+// full window from then.
+func TestFSMDedupLegacyRecords(t *testing.T) {
+	const w = time.Minute
+	h := newFSM(t)
+	h.mustApply(dedupSettings(0, 100)) // count only, as before
+	h.mustApply(ownedBy("acme"))
+	h.mustApply(createContext("acme", "c"))
+	for _, id := range []string{"r0", "r1"} {
+		h.mustApply(appendText("acme", "c", id, "x"))
+	}
+	// Strip the times, as the previous version wrote them.
+	strip := func(key []byte, m proto.Message, clear func()) {
+		v, closer, err := h.f.db.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = proto.Unmarshal(v, m)
+		closer.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clear()
+		b, _ := proto.Marshal(m)
+		if err := h.f.db.Set(key, b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"r0", "r1"} {
+		var d cellv1.DedupRecord
+		strip(dedupKey("acme", id), &d, func() { d.TimeUnixNano = 0 })
+	}
+	var rec cellv1.TenantRecord
+	strip(recordKey("acme"), &rec, func() { rec.DedupFirstTimeUnixNano = 0 })
+	h.reopen()
+
+	h.mustApply(dedupSettings(w, 100)) // the upgraded leader's settings
+	upgraded := h.now + int64(time.Hour)
+	if r := h.applyAt(upgraded, appendText("acme", "c", "r0", "x")); !r.GetDeduplicated() {
+		t.Fatalf("legacy r0 after the upgrade: %v, want deduplicated", r)
+	}
+	h.applyAt(upgraded+1, appendText("acme", "c", "new", "x")) // dates the legacy ids
+	if r := h.applyAt(upgraded+int64(w), appendText("acme", "c", "r1", "x")); !r.GetDeduplicated() {
+		t.Fatalf("legacy r1 a window after the upgrade: %v, want deduplicated", r)
+	}
+	if r := h.applyAt(upgraded+2*int64(w), appendText("acme", "c", "r1", "x")); r.GetDeduplicated() {
+		t.Fatalf("legacy r1 two windows after the upgrade: %v, want forgotten", r)
+	}
+	checkState(t, h.f)
+}

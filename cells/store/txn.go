@@ -166,7 +166,7 @@ func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
 		}
 		if spec.mutation && c.GetRequestId() != "" && st.rec != nil {
 			var d cellv1.DedupRecord
-			if tx.get(dedupKey(c.GetTenant(), c.GetRequestId()), &d) && !tx.dedupExpired(&d, c.GetTimeUnixNano()) {
+			if tx.get(dedupKey(c.GetTenant(), c.GetRequestId()), &d) && !tx.dedupExpired(&d, st.rec, c.GetTimeUnixNano()) {
 				res := proto.Clone(d.GetResult()).(*cellv1.CommandResult)
 				res.Deduplicated = true
 				return res
@@ -265,11 +265,24 @@ func dedupEvictChunk(maxIDs uint64) uint64 { return max(1, maxIDs/16) }
 // window at once; the following writes forget the rest.
 const dedupEvictBatch = 4096
 
+// dedupTime is when a remembered id was recorded. A record written before
+// records had a time (time 0) is dated by the tenant's dedup_first_time,
+// which the first write under a time window sets (trimDedup): such ids are
+// remembered a full window from then, never taken for expired at once.
+// 0: unknown (the tenant had no write under a time window yet).
+func dedupTime(d *cellv1.DedupRecord, rec *cellv1.TenantRecord) int64 {
+	if t := d.GetTimeUnixNano(); t != 0 {
+		return t
+	}
+	return rec.GetDedupFirstTimeUnixNano()
+}
+
 // dedupExpired reports whether a remembered id is past the time window at
 // command time now (and so is treated as forgotten, evicted or not yet).
-func (tx *txn) dedupExpired(d *cellv1.DedupRecord, now int64) bool {
+func (tx *txn) dedupExpired(d *cellv1.DedupRecord, rec *cellv1.TenantRecord, now int64) bool {
 	w := tx.settings.GetDedupWindowNanos()
-	return w > 0 && now-d.GetTimeUnixNano() > w
+	t := dedupTime(d, rec)
+	return w > 0 && t != 0 && now-t > w
 }
 
 // dedupRoom refuses a client write with a new request id while the tenant
@@ -307,6 +320,9 @@ func (tx *txn) trimDedup(tenant string, rec *cellv1.TenantRecord, now int64) {
 		}
 		return
 	}
+	if rec.DedupFirstTimeUnixNano == 0 {
+		rec.DedupFirstTimeUnixNano = now // ids recorded without a time: dated now (dedupTime)
+	}
 	var force uint64
 	if limit := maxIDs + dedupEvictChunk(maxIDs); maxIDs == 0 {
 		force = count
@@ -322,7 +338,8 @@ func (tx *txn) trimDedup(tenant string, rec *cellv1.TenantRecord, now int64) {
 
 // evictDedup forgets the force oldest remembered request ids, then (with
 // a positive batch) up to batch more, oldest first, while their command
-// time is at or before cutoff. It keeps dedup_first_time current.
+// time is before cutoff (now - window: an id exactly a window old is still
+// answered, see dedupExpired). It keeps dedup_first_time current.
 func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, force uint64, cutoff int64, batch uint64) {
 	lo := dedupQueueKey(tenant, rec.DedupFirst)
 	it, err := tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: dedupQueueKey(tenant, rec.DedupNext)})
@@ -339,8 +356,8 @@ func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, force uint64,
 			// A record younger than its queue entry (the id came back
 			// after it expired) stops the scan: it is forgotten when the
 			// newer record ages out, never early.
-			if batch == 0 || n >= force+batch || (found && d.GetTimeUnixNano() > cutoff) {
-				first = d.GetTimeUnixNano()
+			if t := dedupTime(&d, rec); batch == 0 || n >= force+batch || (found && t >= cutoff) {
+				first = t
 				break
 			}
 		}
