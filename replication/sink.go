@@ -224,7 +224,7 @@ func (s *Sink) reconcile(ctx context.Context) error {
 	for {
 		var page []*cellv1.TenantInfo
 		var more bool
-		err := s.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}, func(v *store.CellView) error {
+		err := s.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER, IgnoreAuthority: true}, func(v *store.CellView) error {
 			var err error
 			page, more, err = v.ListTenants(after, 1000)
 			return err
@@ -418,7 +418,7 @@ func (st *stream) run(ctx context.Context) {
 
 func (st *stream) localRecord(ctx context.Context) (*cellv1.TenantInfo, error) {
 	var info *cellv1.TenantInfo
-	err := st.sink.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}, func(v *store.CellView) error {
+	err := st.sink.st.ReadCell(ctx, store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER, IgnoreAuthority: true}, func(v *store.CellView) error {
 		var err error
 		info, err = v.Tenant(st.tenant)
 		return err

@@ -60,9 +60,19 @@ type Config struct {
 	// windows and context heads keeps the apply path off the disk.
 	StateCacheBytes    int64
 	StateMemTableBytes uint64
-	// DedupWindow is how many request ids per tenant are remembered at
-	// least (the oldest are forgotten in chunks of DedupWindow/16).
-	DedupWindow int
+	// DedupWindow is how long a client request id is remembered at least,
+	// measured with the commands' timestamps (the leader's clock at
+	// proposal, so every replica forgets alike), so that a retry within it
+	// is answered with the first attempt's result. Past it an id is
+	// forgotten (in chunks: once the oldest is DedupWindow/16 past it). It
+	// must cover the longest client retry horizon (docs/reliability.md).
+	DedupWindow time.Duration
+	// DedupMaxIDs bounds the request ids one tenant remembers (disk and
+	// memtable space). A write with a new request id while the tenant
+	// remembers that many ids, all younger than DedupWindow, is refused
+	// with QUOTA_EXCEEDED (retryable once the oldest ages out) rather than
+	// forgetting an id a retry may still carry. 0 disables deduplication.
+	DedupMaxIDs int
 	ChangeLog   ChangeLogConfig
 	// ApplyTimeout bounds a proposal when the caller's context has no
 	// earlier deadline.
@@ -126,8 +136,11 @@ type ChangeLogConfig struct {
 }
 
 // Defaults of the replicated cell settings: what every replica uses until
-// a leader proposes its configured DedupWindow and ChangeLog.
-const defaultDedupWindow = 10000
+// a leader proposes its configured DedupWindow, DedupMaxIDs and ChangeLog.
+const (
+	defaultDedupWindow = 10 * time.Minute
+	defaultDedupMaxIDs = 1_000_000
+)
 
 var defaultChangeLog = ChangeLogConfig{RetentionAge: 24 * time.Hour, MaxBytes: 64 << 20, MaxEvents: 100000}
 
@@ -160,7 +173,8 @@ func DefaultConfig() Config {
 		MaxBatchCommands:   512,
 		MaxInflightBatches: 4,
 		MaxBatchBytes:      4 << 20,
-		DedupWindow:        10000,
+		DedupWindow:        defaultDedupWindow,
+		DedupMaxIDs:        defaultDedupMaxIDs,
 		ChangeLog: ChangeLogConfig{
 			RetentionAge: 24 * time.Hour,
 			MaxBytes:     64 << 20,
@@ -240,8 +254,11 @@ func (c Config) Validate() error {
 	if c.StateMemTableBytes < 1<<20 || c.StateMemTableBytes > 1<<30 {
 		bad("StateMemTableBytes", "%d is not in [1 MiB, 1 GiB]", c.StateMemTableBytes)
 	}
-	if c.DedupWindow < 0 {
-		bad("DedupWindow", "must not be negative")
+	if c.DedupWindow <= 0 {
+		bad("DedupWindow", "must be positive")
+	}
+	if c.DedupMaxIDs < 0 {
+		bad("DedupMaxIDs", "must not be negative")
 	}
 	if c.ChangeLog.RetentionAge < 0 {
 		bad("ChangeLog.RetentionAge", "must not be negative")

@@ -26,7 +26,7 @@ func TestDefaultConfigValidates(t *testing.T) {
 		"listener instead of bind": func(c *Config) { c.RaftBind = ""; c.RaftListener = fakeListener{} },
 		"in-memory state, no dir":  func(c *Config) { c.DataDir = ""; c.TestingKnobs.InMemoryState = true },
 		"bootstrap with self":      func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}, {ID: "n2", Addr: "b:1"}} },
-		"dedup disabled":           func(c *Config) { c.DedupWindow = 0 },
+		"dedup disabled":           func(c *Config) { c.DedupMaxIDs = 0 },
 		"unbounded change log":     func(c *Config) { c.ChangeLog = ChangeLogConfig{} },
 		"smallest raft timings": func(c *Config) {
 			c.Raft.HeartbeatTimeout, c.Raft.ElectionTimeout, c.Raft.LeaderLeaseTimeout = 5*time.Millisecond, 5*time.Millisecond, 5*time.Millisecond
@@ -73,7 +73,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Raft.SnapshotRetain", func(c *Config) { c.Raft.SnapshotRetain = 0 }},
 		{"MaxBatchCommands", func(c *Config) { c.MaxBatchCommands = 0 }},
 		{"MaxBatchBytes", func(c *Config) { c.MaxBatchBytes = 1<<10 - 1 }},
-		{"DedupWindow", func(c *Config) { c.DedupWindow = -1 }},
+		{"DedupWindow", func(c *Config) { c.DedupWindow = 0 }},
+		{"DedupMaxIDs", func(c *Config) { c.DedupMaxIDs = -1 }},
 		{"ChangeLog.RetentionAge", func(c *Config) { c.ChangeLog.RetentionAge = -time.Second }},
 		{"ApplyTimeout", func(c *Config) { c.ApplyTimeout = 0 }},
 		{"DefaultMaxStaleness", func(c *Config) { c.DefaultMaxStaleness = 0 }},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cockroachdb/pebble/v2"
@@ -122,7 +123,8 @@ type fsmConfig struct {
 	fs            vfs.FS
 	dir           string
 	log           *slog.Logger
-	dedup         int
+	dedupWindow   time.Duration
+	dedupMaxIDs   int
 	changelog     ChangeLogConfig
 	onFatal       func(error)
 	onApply       func(uint64)
@@ -134,7 +136,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		fs:         cfg.fs,
 		dir:        cfg.dir,
 		log:        cfg.log,
-		initial:    settingsOf(cfg.dedup, cfg.changelog),
+		initial:    settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog),
 		onFatal:    cfg.onFatal,
 		onApply:    cfg.onApply,
 		notify:     newNotifier(),
@@ -172,9 +174,10 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 }
 
 // settingsOf builds CellSettings from configuration values.
-func settingsOf(dedup int, cl ChangeLogConfig) *cellv1.CellSettings {
+func settingsOf(window time.Duration, maxIDs int, cl ChangeLogConfig) *cellv1.CellSettings {
 	return &cellv1.CellSettings{
-		DedupWindow:             uint64(max(dedup, 0)),
+		DedupWindow:             uint64(max(maxIDs, 0)),
+		DedupWindowNanos:        int64(max(window, 0)),
 		ChangelogRetentionNanos: int64(cl.RetentionAge),
 		ChangelogMaxBytes:       cl.MaxBytes,
 		ChangelogMaxEvents:      cl.MaxEvents,

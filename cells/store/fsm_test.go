@@ -703,7 +703,7 @@ func TestFSMDedup(t *testing.T) {
 		}
 	})
 	t.Run("window eviction", func(t *testing.T) {
-		h := newFSM(t, func(c *fsmConfig) { c.dedup = 3 })
+		h := newFSM(t, func(c *fsmConfig) { c.dedupMaxIDs = 3 })
 		h.mustApply(ownedBy("acme"))
 		h.mustApply(createContext("acme", "c"))
 		for i := 1; i <= 4; i++ {
@@ -728,7 +728,7 @@ func TestFSMDedup(t *testing.T) {
 		checkState(t, h.f)
 	})
 	t.Run("disabled", func(t *testing.T) {
-		h := newFSM(t, func(c *fsmConfig) { c.dedup = 0 })
+		h := newFSM(t, func(c *fsmConfig) { c.dedupMaxIDs = 0 })
 		h.mustApply(ownedBy("acme"))
 		h.mustApply(createContext("acme", "c"))
 		h.mustApply(appendText("acme", "c", "r1", "x"))
@@ -1290,8 +1290,8 @@ func TestFSMChangeLogRetentionEnabledLater(t *testing.T) {
 // is written are replicated (the leader's cell_settings command), not read
 // from each node's config.
 func TestFSMReplicasWithDifferentConfigAgree(t *testing.T) {
-	a := newFSM(t, func(c *fsmConfig) { c.dedup = 100; c.changelog.MaxEvents = 50 })
-	b := newFSM(t, func(c *fsmConfig) { c.dedup = 7 })
+	a := newFSM(t, func(c *fsmConfig) { c.dedupMaxIDs = 100; c.changelog.MaxEvents = 50 })
+	b := newFSM(t, func(c *fsmConfig) { c.dedupMaxIDs = 7 })
 	settings := &cellv1.Command{Op: &cellv1.Command_CellSettings{CellSettings: &cellv1.CellSettings{DedupWindow: 2, ChangelogMaxEvents: 3}}}
 	log := []*cellv1.Command{settings, ownedBy("acme"), createContext("acme", "c")}
 	for _, id := range []string{"r1", "r2", "r3", "r1"} { // r1 retried after 2 others: evicted from a window of 2
@@ -1320,7 +1320,7 @@ func TestFSMReplicasWithDifferentConfigAgree(t *testing.T) {
 // TestFSMDedupChunkedEviction: with a window of 64, ids are forgotten four
 // at a time (DedupWindow/16), and never before 64 newer ids were seen.
 func TestFSMDedupChunkedEviction(t *testing.T) {
-	h := newFSM(t, func(c *fsmConfig) { c.dedup = 64 })
+	h := newFSM(t, func(c *fsmConfig) { c.dedupMaxIDs = 64 })
 	h.mustApply(ownedBy("acme"))
 	h.mustApply(createContext("acme", "c"))
 	id := func(i int) string { return fmt.Sprintf("r%d", i) }

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"testing"
+	"time"
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -66,7 +67,7 @@ func fuzzSetup() []*cellv1.Command {
 func quietFSM(t testing.TB, mutate ...func(*fsmConfig)) *fsmHarness {
 	return newFSM(t, append([]func(*fsmConfig){func(c *fsmConfig) {
 		c.log = slog.New(slog.DiscardHandler)
-		c.dedup = 4
+		c.dedupMaxIDs, c.dedupWindow = 4, 3*time.Millisecond
 		c.changelog = ChangeLogConfig{MaxEvents: 6, MaxBytes: 2000, RetentionAge: 5e9}
 	}}, mutate...)...)
 }

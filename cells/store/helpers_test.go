@@ -145,12 +145,12 @@ type fsmHarness struct {
 }
 
 // newFSM opens a state machine on a fresh in-memory filesystem with a
-// dedup window of 100 and an unbounded change log; mutate adjusts the
+// dedup window of 100 ids (count only) and an unbounded change log; mutate adjusts the
 // config. The fsm is closed at cleanup.
 func newFSM(t testing.TB, mutate ...func(*fsmConfig)) *fsmHarness {
 	t.Helper()
 	h := &fsmHarness{t: t, fs: vfs.NewMem(), now: testT0}
-	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedup: 100}
+	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedupMaxIDs: 100}
 	for _, m := range mutate {
 		m(&h.cfg)
 	}
@@ -485,6 +485,10 @@ func stateProblems(t testing.TB, f *fsm) []string {
 					bad("tenant count %q: %v", e.v, err)
 				}
 				count = n
+			case bytes.Equal(k, keySettings):
+				if err := proto.Unmarshal(v, &cellv1.CellSettings{}); err != nil {
+					bad("cell settings: %v", err)
+				}
 			default:
 				bad("unknown meta key %q", k)
 			}
@@ -623,7 +627,11 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if rec.GetTseq() > 0 && len(d.changes) == 0 {
 			bad("%s: tseq %d but an empty change log", tenant, rec.GetTseq())
 		}
-		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) != want || uint64(len(d.dedupQ)) != want || want >= f.settings.Load().GetDedupWindow()+dedupEvictChunk(f.settings.Load().GetDedupWindow()) {
+		// With a time window an id that came back after it expired has
+		// two queue slots and one record.
+		set := f.settings.Load()
+		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) > want || (set.GetDedupWindowNanos() == 0 && uint64(d.dedup) != want) ||
+			uint64(len(d.dedupQ)) != want || want > set.GetDedupWindow()+dedupEvictChunk(set.GetDedupWindow()) || (want == 0) != (rec.GetDedupFirstTimeUnixNano() == 0) {
 			bad("%s: dedup window [%d, %d) (limit %d); %d records %d queued", tenant, rec.GetDedupFirst(), rec.GetDedupNext(), f.settings.Load().GetDedupWindow(), d.dedup, len(d.dedupQ))
 		}
 		for i, q := range d.dedupQ {

@@ -177,6 +177,18 @@ func (s *Store) readBarrier(ctx context.Context, opts ReadOptions) error {
 		}
 		return s.waitApplied(ctx, idx)
 	case contextv1.Consistency_CONSISTENCY_LEADER:
+		// Gated by the authority lease like LINEARIZABLE (finding M2): a
+		// leader cut off from etcd stops serving LEADER reads once its
+		// lease lapses, so a standby promoted after the lease cannot be
+		// contradicted by this cell's diverging history beyond it.
+		if s.raft.State() != raft.Leader {
+			return s.notLeader()
+		}
+		if !opts.IgnoreAuthority {
+			if err := s.checkAuthority(); err != nil {
+				return err
+			}
+		}
 		return s.waitReady(ctx)
 	case contextv1.Consistency_CONSISTENCY_STALE:
 		if s.raft.State() == raft.Leader {
@@ -210,7 +222,10 @@ func (s *Store) readBarrier(ctx context.Context, opts ReadOptions) error {
 // establishing the consistency asked for (LINEARIZABLE: leadership confirmed
 // by a quorum, shared by concurrent readers, and applied ≥ the commit index
 // seen; LEADER: leader's local state; STALE: any member within its staleness
-// bound, where a negative MaxStaleness means no bound). The tenant must be
+// bound, where a negative MaxStaleness means no bound). LINEARIZABLE and
+// LEADER reads are refused with AUTHORITY_LEASE_EXPIRED while the authority
+// gate says no; STALE reads are not (they are bounded only by contact with
+// this cell's leader, see SetAuthority). The tenant must be
 // OWNER here at epoch (0: any) or the read fails with WRONG_CELL /
 // STALE_EPOCH. fn must not keep the view.
 func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opts ReadOptions, fn func(*TenantView) error) error {
@@ -580,7 +595,7 @@ func (v *CellView) Settings() (*cellv1.CellSettings, error) {
 	var st cellv1.CellSettings
 	ok, err := getProto(v.r, keySettings, &st)
 	if err != nil || !ok {
-		return settingsOf(defaultDedupWindow, defaultChangeLog), err
+		return settingsOf(defaultDedupWindow, defaultDedupMaxIDs, defaultChangeLog), err
 	}
 	return &st, nil
 }

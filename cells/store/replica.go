@@ -130,6 +130,7 @@ func applyImport(o *opCtx) (*cellv1.CommandResult, error) {
 		rec.Tseq = src.GetTseq()
 		rec.Usage = proto.Clone(usage(src)).(*cellv1.TenantUsage)
 		rec.DedupFirst, rec.DedupNext = src.GetDedupFirst(), src.GetDedupNext()
+		rec.DedupFirstTimeUnixNano = src.GetDedupFirstTimeUnixNano()
 		rec.ChangelogFirstTseq, rec.ChangelogCount = src.GetChangelogFirstTseq(), src.GetChangelogCount()
 		rec.ChangelogBytes, rec.ChangelogFirstTimeUnixNano = src.GetChangelogBytes(), src.GetChangelogFirstTimeUnixNano()
 		rec.UpdateTimeUnixNano = src.GetUpdateTimeUnixNano()
@@ -252,8 +253,9 @@ type Authority interface {
 
 // SetAuthority installs the authority gate (nil removes it: a cell
 // without a registry has no lease and is always allowed). While the gate
-// says no, client writes and linearizable reads are refused with
-// AUTHORITY_LEASE_EXPIRED; a write applied while the lease lapsed is not
+// says no, client writes, linearizable reads and LEADER reads are refused
+// with AUTHORITY_LEASE_EXPIRED (STALE reads are still served: their bound
+// is contact with this cell's Raft leader, not the cell's authority); a write applied while the lease lapsed is not
 // acknowledged (a retry with its request id gets its result later).
 func (s *Store) SetAuthority(a Authority) {
 	if a == nil {

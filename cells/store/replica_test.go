@@ -101,6 +101,12 @@ func TestReplicaFollowsSourceExactly(t *testing.T) {
 		dumpRange(t, dst.fsm, tenantPrefix("acme"), tenantEnd("acme"), false)); d != "" {
 		t.Fatalf("standby differs from its source: %s", d)
 	}
+	// The dedup window's bookkeeping moved with it (import, then events).
+	if s, d := mustRecord(t, src, "acme"), mustRecord(t, dst, "acme"); s.GetDedupFirstTimeUnixNano() == 0 || s.GetDedupFirst() != d.GetDedupFirst() ||
+		s.GetDedupNext() != d.GetDedupNext() || s.GetDedupFirstTimeUnixNano() != d.GetDedupFirstTimeUnixNano() {
+		t.Fatalf("standby dedup window [%d, %d) from %d, source [%d, %d) from %d", d.GetDedupFirst(), d.GetDedupNext(), d.GetDedupFirstTimeUnixNano(),
+			s.GetDedupFirst(), s.GetDedupNext(), s.GetDedupFirstTimeUnixNano())
+	}
 
 	// Promoted: same entries, same dedup answers, tseq continues.
 	promoted := mustPropose(t, dst, setTenant("acme", owner, 2))
@@ -253,8 +259,8 @@ type flagAuthority struct{ ok atomic.Bool }
 func (a *flagAuthority) Valid() bool { return a.ok.Load() }
 
 // TestAuthorityGate: without a valid authority lease the cell refuses
-// client writes and linearizable reads (retryably) but still takes control
-// commands and stale reads.
+// client writes, linearizable and LEADER reads (retryably) but still takes
+// control commands and stale reads; LEADER reads come back with the lease.
 func TestAuthorityGate(t *testing.T) {
 	s := openSingle(t, "")
 	setOwner(t, s, "acme", 1)
@@ -269,6 +275,14 @@ func TestAuthorityGate(t *testing.T) {
 	if err := s.ReadTenant(testCtx(t), "acme", 0, ReadOptions{}, func(*TenantView) error { return nil }); !errors.Is(err, cperr.ErrAuthorityLeaseExpired) {
 		t.Fatalf("linearizable read without authority: %v", err)
 	}
+	leader := ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}
+	err = s.ReadTenant(testCtx(t), "acme", 0, leader, func(*TenantView) error { return nil })
+	if ce = nil; !errors.As(err, &ce) || ce.Reason != cperr.AuthorityLeaseExpired || ce.RetryAfter <= 0 {
+		t.Fatalf("LEADER read without authority: %v, want AUTHORITY_LEASE_EXPIRED with a retry delay", err)
+	}
+	if err := s.ReadCell(testCtx(t), leader, func(*CellView) error { return nil }); !errors.Is(err, cperr.ErrAuthorityLeaseExpired) {
+		t.Fatalf("LEADER cell read without authority: %v", err)
+	}
 	stale := ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE}
 	if err := s.ReadTenant(testCtx(t), "acme", 0, stale, func(*TenantView) error { return nil }); err != nil {
 		t.Fatalf("stale read without authority: %v", err)
@@ -276,6 +290,9 @@ func TestAuthorityGate(t *testing.T) {
 	mustPropose(t, s, setTenant("acme", fenced, 2)) // control commands are not gated
 	a.ok.Store(true)
 	setOwner(t, s, "acme", 3)
+	if err := s.ReadTenant(testCtx(t), "acme", 0, leader, func(*TenantView) error { return nil }); err != nil {
+		t.Fatalf("LEADER read with authority: %v", err)
+	}
 	mustPropose(t, s, appendText("acme", "c", "r1", "x"))
 	s.SetAuthority(nil)
 	mustPropose(t, s, appendText("acme", "c", "r2", "x"))

@@ -113,7 +113,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedup: defaultDedupWindow, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
 		onRejected: func() { s.metrics.eventsRejected.WithLabelValues("apply").Inc() }})
 	if err != nil {
 		return err
@@ -633,7 +633,7 @@ func (s *Store) watchLeadership() {
 // is configured with. Until a leader has done so, every replica uses the
 // package defaults, so replicas never disagree.
 func (s *Store) ensureSettings() {
-	want := settingsOf(s.cfg.DedupWindow, s.cfg.ChangeLog)
+	want := settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog)
 	if proto.Equal(s.fsm.settings.Load(), want) {
 		return
 	}
@@ -643,7 +643,7 @@ func (s *Store) ensureSettings() {
 		s.log.Warn("updating cell settings failed", "err", err)
 		return
 	}
-	s.log.Info("cell settings updated", "dedup_window", want.GetDedupWindow(), "changelog_max_events", want.GetChangelogMaxEvents(),
+	s.log.Info("cell settings updated", "dedup_window", time.Duration(want.GetDedupWindowNanos()), "dedup_max_ids", want.GetDedupWindow(), "changelog_max_events", want.GetChangelogMaxEvents(),
 		"changelog_max_bytes", want.GetChangelogMaxBytes(), "changelog_retention", time.Duration(want.GetChangelogRetentionNanos()))
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -165,10 +166,15 @@ func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
 		}
 		if spec.mutation && c.GetRequestId() != "" && st.rec != nil {
 			var d cellv1.DedupRecord
-			if tx.get(dedupKey(c.GetTenant(), c.GetRequestId()), &d) {
+			if tx.get(dedupKey(c.GetTenant(), c.GetRequestId()), &d) && !tx.dedupExpired(&d, st.rec, c.GetTimeUnixNano()) {
 				res := proto.Clone(d.GetResult()).(*cellv1.CommandResult)
 				res.Deduplicated = true
 				return res
+			}
+			if spec.owner {
+				if err := tx.dedupRoom(c, st.rec); err != nil {
+					return reject(err)
+				}
 			}
 		}
 	}
@@ -221,40 +227,158 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 	rec.ChangelogBytes += uint64(n)
 	tx.trimChanges(tenant, rec, c.GetTimeUnixNano())
 
-	window := tx.settings.GetDedupWindow()
-	if id := c.GetRequestId(); id != "" && window > 0 {
-		tx.put(dedupKey(tenant, id), &cellv1.DedupRecord{Tseq: rec.Tseq, Result: res})
+	if id := c.GetRequestId(); id != "" && tx.settings.GetDedupWindow() > 0 {
+		now := c.GetTimeUnixNano()
+		tx.put(dedupKey(tenant, id), &cellv1.DedupRecord{Tseq: rec.Tseq, Result: res, TimeUnixNano: now})
 		tx.setRaw(dedupQueueKey(tenant, rec.DedupNext), []byte(id))
+		if rec.DedupNext == rec.DedupFirst {
+			rec.DedupFirstTimeUnixNano = now
+		}
 		rec.DedupNext++
 	}
-	if over := rec.DedupNext - rec.DedupFirst - min(window, rec.DedupNext-rec.DedupFirst); over >= dedupEvictChunk(window) {
-		tx.evictDedup(tenant, rec, over)
-	}
+	tx.trimDedup(tenant, rec, c.GetTimeUnixNano())
 }
 
-// dedupEvictChunk is how far past the window the dedup queue may grow
-// before the oldest ids are evicted together: one queue scan and one range
-// delete per chunk instead of a read and two deletes per write. At least
-// DedupWindow ids are always remembered.
-func dedupEvictChunk(window uint64) uint64 { return max(1, window/16) }
+// The dedup window (finding M3). A request id is remembered for at least
+// the time window (CellSettings.dedup_window_nanos), measured with command
+// timestamps, so every replica, and a standby applying its source's
+// events, remembers and forgets alike; the count (dedup_window) only
+// bounds space. Client writes are refused (QUOTA_EXCEEDED, dedupRoom)
+// rather than make the tenant forget an id younger than the window.
+// Control commands (set_tenant) and a standby's replicated events are
+// never refused: they may use a slack of dedupEvictChunk ids above the
+// count, past which the oldest ids are forgotten whatever their age (the
+// hard space bound; it cannot happen on an owner whose clients alone fill
+// its window).
+//
+// With dedup_window_nanos 0 (settings written before it existed) the
+// count alone is the window, as before: at least dedup_window ids are
+// remembered, the oldest forgotten in chunks of dedupEvictChunk.
 
-// evictDedup forgets the n oldest remembered request ids.
-func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, n uint64) {
-	lo, hi := dedupQueueKey(tenant, rec.DedupFirst), dedupQueueKey(tenant, rec.DedupFirst+n)
-	it, err := tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+// dedupEvictChunk is how far past the count bound the dedup queue may
+// grow before the oldest ids are forgotten together (one queue scan and
+// one range delete per chunk instead of a read and two deletes per write).
+func dedupEvictChunk(maxIDs uint64) uint64 { return max(1, maxIDs/16) }
+
+// dedupEvictBatch bounds the ids one command forgets by age, so that a
+// tenant's first write after a quiet spell does not pay for the whole
+// window at once; the following writes forget the rest.
+const dedupEvictBatch = 4096
+
+// dedupTime is when a remembered id was recorded. A record written before
+// records had a time (time 0) is dated by the tenant's dedup_first_time,
+// which the first write under a time window sets (trimDedup): such ids are
+// remembered a full window from then, never taken for expired at once.
+// 0: unknown (the tenant had no write under a time window yet).
+func dedupTime(d *cellv1.DedupRecord, rec *cellv1.TenantRecord) int64 {
+	if t := d.GetTimeUnixNano(); t != 0 {
+		return t
+	}
+	return rec.GetDedupFirstTimeUnixNano()
+}
+
+// dedupExpired reports whether a remembered id is past the time window at
+// command time now (and so is treated as forgotten, evicted or not yet).
+func (tx *txn) dedupExpired(d *cellv1.DedupRecord, rec *cellv1.TenantRecord, now int64) bool {
+	w := tx.settings.GetDedupWindowNanos()
+	t := dedupTime(d, rec)
+	return w > 0 && t != 0 && now-t > w
+}
+
+// dedupRoom refuses a client write with a new request id while the tenant
+// remembers the most ids it may, the oldest younger than the time window:
+// remembering one more would mean forgetting an id a retry may still
+// carry. The message says when the oldest ages out (a rejection carries
+// no retry delay through the log).
+func (tx *txn) dedupRoom(c *cellv1.Command, rec *cellv1.TenantRecord) *cperr.Error {
+	maxIDs, w := tx.settings.GetDedupWindow(), tx.settings.GetDedupWindowNanos()
+	if maxIDs == 0 || w <= 0 || rec.GetDedupNext()-rec.GetDedupFirst() < maxIDs {
+		return nil
+	}
+	age := c.GetTimeUnixNano() - rec.GetDedupFirstTimeUnixNano()
+	if age > w {
+		return nil // the oldest goes now (trimDedup)
+	}
+	return cperr.New(cperr.QuotaExceeded, "tenant %s remembers %d request ids, all younger than the dedup window %v: a write with a new request id is accepted again in %v, when the oldest ages out",
+		c.GetTenant(), maxIDs, time.Duration(w), time.Duration(w-age+1).Round(time.Millisecond)).
+		With(cperr.MetaTenant, c.GetTenant())
+}
+
+// trimDedup forgets remembered request ids: those past the count bound
+// plus the slack, the oldest whatever their age, and those older than the time
+// window, oldest first, once the oldest is dedupEvictChunk of the window
+// past it (at most dedupEvictBatch per command).
+func (tx *txn) trimDedup(tenant string, rec *cellv1.TenantRecord, now int64) {
+	maxIDs, w := tx.settings.GetDedupWindow(), tx.settings.GetDedupWindowNanos()
+	count := rec.DedupNext - rec.DedupFirst
+	if count == 0 {
+		return
+	}
+	if w <= 0 {
+		if over := count - min(maxIDs, count); over >= dedupEvictChunk(maxIDs) {
+			tx.evictDedup(tenant, rec, over, 0, 0)
+		}
+		return
+	}
+	if rec.DedupFirstTimeUnixNano == 0 {
+		rec.DedupFirstTimeUnixNano = now // ids recorded without a time: dated now (dedupTime)
+	}
+	var force uint64
+	if limit := maxIDs + dedupEvictChunk(maxIDs); maxIDs == 0 {
+		force = count
+	} else if count > limit {
+		force = count - limit // only ever the expired oldest on an owner (dedupRoom)
+	}
+	aged := now-rec.DedupFirstTimeUnixNano > w+w/16
+	if force == 0 && !aged {
+		return
+	}
+	tx.evictDedup(tenant, rec, force, now-w, dedupEvictBatch)
+}
+
+// evictDedup forgets the force oldest remembered request ids, then (with
+// a positive batch) up to batch more, oldest first, while their command
+// time is before cutoff (now - window: an id exactly a window old is still
+// answered, see dedupExpired). It keeps dedup_first_time current.
+func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, force uint64, cutoff int64, batch uint64) {
+	lo := dedupQueueKey(tenant, rec.DedupFirst)
+	it, err := tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: dedupQueueKey(tenant, rec.DedupNext)})
 	if err != nil {
 		tx.fail(err)
 		return
 	}
+	n, first := uint64(0), int64(0)
 	for ok := it.First(); ok; ok = it.Next() {
-		tx.del(dedupKey(tenant, string(it.Value())))
+		key := dedupKey(tenant, string(it.Value()))
+		var d cellv1.DedupRecord
+		found := tx.get(key, &d)
+		if n >= force {
+			// A record younger than its queue entry (the id came back
+			// after it expired) stops the scan: it is forgotten when the
+			// newer record ages out, never early.
+			if t := dedupTime(&d, rec); batch == 0 || n >= force+batch || (found && t >= cutoff) {
+				first = t
+				break
+			}
+		}
+		if found {
+			tx.del(key)
+		}
+		n++
 	}
 	if err := it.Close(); err != nil {
 		tx.fail(err)
 		return
 	}
-	tx.delRange(lo, hi)
+	if n == 0 {
+		return
+	}
+	tx.delRange(lo, dedupQueueKey(tenant, rec.DedupFirst+n))
 	rec.DedupFirst += n
+	if rec.DedupFirst == rec.DedupNext {
+		first = 0
+	}
+	rec.DedupFirstTimeUnixNano = first
 }
 
 // trimChanges drops the oldest change-log events while the log is over a

@@ -362,24 +362,27 @@ func TestStaleReadBound(t *testing.T) {
 }
 
 // TestSettingsAreReplicated: nodes configured with different dedup windows
-// all apply the leader's, so their states cannot diverge.
+// (time and count) all apply the leader's, so their states cannot diverge.
 func TestSettingsAreReplicated(t *testing.T) {
+	ids := map[string]int{"n1": 11, "n2": 22, "n3": 33}
 	c := NewCluster(t, 3, Options{Config: func(cfg *store.Config) {
-		cfg.DedupWindow = map[string]int{"n1": 11, "n2": 22, "n3": 33}[cfg.NodeID]
+		cfg.DedupMaxIDs = ids[cfg.NodeID]
+		cfg.DedupWindow = time.Duration(ids[cfg.NodeID]) * time.Minute
 	}})
 	leader := c.Leader()
-	want := uint64(map[string]int{"n1": 11, "n2": 22, "n3": 33}[leader.ID])
+	want := uint64(ids[leader.ID])
 	c.WaitConverged()
 	for _, n := range c.Running() {
 		testutil.Eventually(t, 10*time.Second, func() error {
 			var got uint64
+			var window time.Duration
 			err := n.S().ReadCell(testCtx(t, 5*time.Second), stale, func(v *store.CellView) error {
 				st, err := v.Settings()
-				got = st.GetDedupWindow()
+				got, window = st.GetDedupWindow(), time.Duration(st.GetDedupWindowNanos())
 				return err
 			})
-			if err != nil || got != want {
-				return fmt.Errorf("%s: dedup window %d (err %v), want the leader's %d", n.ID, got, err, want)
+			if err != nil || got != want || window != time.Duration(want)*time.Minute {
+				return fmt.Errorf("%s: dedup window %v and %d ids (err %v), want the leader's %v and %d", n.ID, window, got, err, time.Duration(want)*time.Minute, want)
 			}
 			return nil
 		})

@@ -116,6 +116,13 @@ func (d dataClient) append(t *testing.T, id string) error {
 	return rpcerr.FromStatus(err)
 }
 
+// readAt reads the context at consistency c.
+func (d dataClient) readAt(t *testing.T, c contextv1.Consistency) error {
+	_, err := d.cs.Read(d.ctx(t), &contextv1.ReadRequest{ContextId: "chat", Start: &contextv1.ReadRequest_Tail{Tail: 1},
+		ReadOptions: &contextv1.ReadOptions{Consistency: c}})
+	return rpcerr.FromStatus(err)
+}
+
 func (d dataClient) entries(t *testing.T) ([]string, error) {
 	rd, err := d.cs.Read(d.ctx(t), &contextv1.ReadRequest{ContextId: "chat", Start: &contextv1.ReadRequest_Tail{Tail: 1000}})
 	if err != nil {
@@ -342,6 +349,16 @@ func TestEmergencyPromotionRealCells(t *testing.T) {
 	// Refused from now on (not even proposed: no tseq is spent).
 	if err := owner.append(t, "refused"); !errors.Is(err, cperr.ErrAuthorityLeaseExpired) {
 		t.Fatalf("write to the cut-off owner: %v, want AUTHORITY_LEASE_EXPIRED", err)
+	}
+	// So are LEADER reads, like linearizable ones (M2); STALE reads are
+	// still served (static stability, docs/reliability.md).
+	for _, c := range []contextv1.Consistency{contextv1.Consistency_CONSISTENCY_LINEARIZABLE, contextv1.Consistency_CONSISTENCY_LEADER} {
+		if err := owner.readAt(t, c); !errors.Is(err, cperr.ErrAuthorityLeaseExpired) {
+			t.Fatalf("%v read at the cut-off owner: %v, want AUTHORITY_LEASE_EXPIRED", c, err)
+		}
+	}
+	if err := owner.readAt(t, contextv1.Consistency_CONSISTENCY_STALE); err != nil {
+		t.Fatalf("STALE read at the cut-off owner: %v", err)
 	}
 	fo := waitFailoverState(t, cl, id, cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER)
 	var deletedAt time.Time

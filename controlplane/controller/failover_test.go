@@ -434,8 +434,19 @@ func TestFailoverHistoryIsBounded(t *testing.T) {
 	ctx := testutil.Context(t, 15*time.Second)
 	old := time.Now().Add(-30 * 24 * time.Hour)
 	put := func(id string, state cpv1.FailoverState, updated time.Time) {
-		fo := &cpv1.Failover{Id: id, Tenant: "t-" + id, Kind: promote, State: state, UpdateTime: timestamppb.New(updated)}
-		if _, err := st.Txn(ctx, nil, []topo.Op{topo.Put(topo.FailoverKey(id), catalog.Encode(fo))}); err != nil {
+		fo := &cpv1.Failover{Id: id, Tenant: "t-" + id, Kind: promote, FromCell: "a", State: state, UpdateTime: timestamppb.New(updated)}
+		ops := []topo.Op{topo.Put(topo.FailoverKey(id), catalog.Encode(fo))}
+		if state == cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER {
+			// Really waiting: its fence is in etcd and not yet applied.
+			// Without one the controller rightly finishes it at once ("no
+			// report will come"), as DONE with a new update time, the
+			// newest of the history, which then pushes f2 out (the old
+			// flake: kept [f3 f5] whenever that step ran before the
+			// first prune).
+			fence := &cpv1.CellFence{Tenant: fo.GetTenant(), Epoch: 2, FailoverId: id}
+			ops = append(ops, topo.Put(topo.CellFenceKey("a", fo.GetTenant()), catalog.Encode(fence)))
+		}
+		if _, err := st.Txn(ctx, nil, ops); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -463,4 +474,7 @@ func TestFailoverHistoryIsBounded(t *testing.T) {
 		}
 		return nil
 	})
+	if fo, _, err := intent.GetFailover(ctx, st, "f5"); err != nil || fo.GetState() != cpv1.FailoverState_FAILOVER_STATE_AWAITING_OLD_OWNER {
+		t.Fatalf("f5: %v (%v), want still awaiting its old owner", fo, err)
+	}
 }

@@ -454,14 +454,21 @@ func (*Command_CellSettings) isCommand_Op() {}
 // proposes its configured values when they differ from the cell's.
 type CellSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Request ids remembered per tenant.
+	// The most request ids remembered per tenant (the memory bound). With
+	// dedup_window_nanos 0 (a cell last configured before it existed) it is
+	// also the window: the oldest ids are forgotten past this count.
 	DedupWindow uint64 `protobuf:"varint,1,opt,name=dedup_window,json=dedupWindow,proto3" json:"dedup_window,omitempty"`
 	// Change-log retention per tenant (0: no bound).
 	ChangelogRetentionNanos int64  `protobuf:"varint,2,opt,name=changelog_retention_nanos,json=changelogRetentionNanos,proto3" json:"changelog_retention_nanos,omitempty"`
 	ChangelogMaxBytes       uint64 `protobuf:"varint,3,opt,name=changelog_max_bytes,json=changelogMaxBytes,proto3" json:"changelog_max_bytes,omitempty"`
 	ChangelogMaxEvents      uint64 `protobuf:"varint,4,opt,name=changelog_max_events,json=changelogMaxEvents,proto3" json:"changelog_max_events,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// How long a request id is remembered at least, measured with command
+	// timestamps (never a replica's clock). A write with a new request id
+	// that would need to forget a younger id to stay within dedup_window is
+	// refused with QUOTA_EXCEEDED. 0: count only.
+	DedupWindowNanos int64 `protobuf:"varint,5,opt,name=dedup_window_nanos,json=dedupWindowNanos,proto3" json:"dedup_window_nanos,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CellSettings) Reset() {
@@ -518,6 +525,13 @@ func (x *CellSettings) GetChangelogMaxBytes() uint64 {
 func (x *CellSettings) GetChangelogMaxEvents() uint64 {
 	if x != nil {
 		return x.ChangelogMaxEvents
+	}
+	return 0
+}
+
+func (x *CellSettings) GetDedupWindowNanos() int64 {
+	if x != nil {
+		return x.DedupWindowNanos
 	}
 	return 0
 }
@@ -1132,8 +1146,11 @@ type TenantRecord struct {
 	// Events trimmed although the standby had not applied them (the hard
 	// byte bound forced it); the standby must re-bootstrap.
 	ReplicaForcedTrims uint64 `protobuf:"varint,16,opt,name=replica_forced_trims,json=replicaForcedTrims,proto3" json:"replica_forced_trims,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Command time of the oldest remembered request id (dedup_first), for
+	// forgetting by age; 0 when none is remembered.
+	DedupFirstTimeUnixNano int64 `protobuf:"varint,17,opt,name=dedup_first_time_unix_nano,json=dedupFirstTimeUnixNano,proto3" json:"dedup_first_time_unix_nano,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *TenantRecord) Reset() {
@@ -1274,6 +1291,13 @@ func (x *TenantRecord) GetReplicaFloorTseq() uint64 {
 func (x *TenantRecord) GetReplicaForcedTrims() uint64 {
 	if x != nil {
 		return x.ReplicaForcedTrims
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetDedupFirstTimeUnixNano() int64 {
+	if x != nil {
+		return x.DedupFirstTimeUnixNano
 	}
 	return 0
 }
@@ -1553,9 +1577,12 @@ func (x *ChangeEvent) GetResult() *CommandResult {
 
 // DedupRecord remembers the result of an applied request_id.
 type DedupRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tseq          uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
-	Result        *CommandResult         `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tseq   uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	Result *CommandResult         `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// The command's timestamp (0 in records written before it existed:
+	// those are forgotten first).
+	TimeUnixNano  int64 `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1602,6 +1629,13 @@ func (x *DedupRecord) GetResult() *CommandResult {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *DedupRecord) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
 }
 
 // NodeInfo describes one member of the cell.
@@ -1705,12 +1739,13 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
 	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
-	"\x02op\"\xcf\x01\n" +
+	"\x02op\"\xfd\x01\n" +
 	"\fCellSettings\x12!\n" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
-	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\"\x89\x01\n" +
+	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\x12,\n" +
+	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\"\x89\x01\n" +
 	"\vSetTenantOp\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
@@ -1749,7 +1784,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2-.cellplane.cell.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x05\n" +
 	"\fTenantRecord\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -1770,7 +1805,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"sourceCell\x12\"\n" +
 	"\fbootstrapped\x18\x0e \x01(\bR\fbootstrapped\x12,\n" +
 	"\x12replica_floor_tseq\x18\x0f \x01(\x04R\x10replicaFloorTseq\x120\n" +
-	"\x14replica_forced_trims\x18\x10 \x01(\x04R\x12replicaForcedTrims\"z\n" +
+	"\x14replica_forced_trims\x18\x10 \x01(\x04R\x12replicaForcedTrims\x12:\n" +
+	"\x1adedup_first_time_unix_nano\x18\x11 \x01(\x03R\x16dedupFirstTimeUnixNano\"z\n" +
 	"\vTenantUsage\x12\x1a\n" +
 	"\bcontexts\x18\x01 \x01(\x04R\bcontexts\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
@@ -1797,10 +1833,11 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x124\n" +
 	"\acommand\x18\x03 \x01(\v2\x1a.cellplane.cell.v1.CommandR\acommand\x128\n" +
-	"\x06result\x18\x04 \x01(\v2 .cellplane.cell.v1.CommandResultR\x06result\"[\n" +
+	"\x06result\x18\x04 \x01(\v2 .cellplane.cell.v1.CommandResultR\x06result\"\x81\x01\n" +
 	"\vDedupRecord\x12\x12\n" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x128\n" +
-	"\x06result\x18\x02 \x01(\v2 .cellplane.cell.v1.CommandResultR\x06result\"z\n" +
+	"\x06result\x18\x02 \x01(\v2 .cellplane.cell.v1.CommandResultR\x06result\x12$\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"z\n" +
 	"\bNodeInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

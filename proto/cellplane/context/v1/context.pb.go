@@ -45,9 +45,14 @@ const (
 	// the cell leader after it confirmed its leadership with a quorum.
 	Consistency_CONSISTENCY_LINEARIZABLE Consistency = 1
 	// The leader's local state, without a quorum round. May miss writes only
-	// while a deposed leader has not yet noticed it lost leadership.
+	// while a deposed leader has not yet noticed it lost leadership. Refused
+	// (AUTHORITY_LEASE_EXPIRED) like LINEARIZABLE while the cell cannot
+	// confirm its authority lease.
 	Consistency_CONSISTENCY_LEADER Consistency = 2
-	// Any member's local state, at most max_staleness behind the leader.
+	// Any member's local state, at most max_staleness behind its cell's
+	// leader. Served even while the cell cannot confirm its authority lease:
+	// a cell cut off from the control plane may then serve its own history
+	// after the tenant was promoted elsewhere.
 	Consistency_CONSISTENCY_STALE Consistency = 3
 )
 
