@@ -266,3 +266,21 @@ func Streaming(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// ValidateOrZero is Validate, except that the zero Limits (meaning
+// DefaultLimits) is valid.
+func (l Limits) ValidateOrZero() error {
+	if l == (Limits{}) {
+		return nil
+	}
+	return l.Validate()
+}
+
+// ValidateOrZero is Validate, except that the zero HTTPLimits (meaning
+// DefaultHTTPLimits) is valid.
+func (l HTTPLimits) ValidateOrZero() error {
+	if l == (HTTPLimits{}) {
+		return nil
+	}
+	return l.Validate()
+}
