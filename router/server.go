@@ -101,6 +101,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.httpLis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
 	}
+	// The connection caps count TCP connections (below TLS).
+	s.grpcLis = cfg.GRPCLimits.Listener(s.grpcLis, log)
+	s.httpLis = cfg.HTTPLimits.Listener(s.httpLis, log)
 	if front != nil {
 		// HTTPS on the HTTP port: the same certificate and versions as
 		// the gRPC port, HTTP/2 and HTTP/1.1 offered by ALPN.
@@ -219,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz/apikeys", s.serveReadyzAPIKeys)
 	s.http = serve.NewHTTPServer(mux, log, cfg.HTTPLimits)
 
-	serve.Start(&s.wg, log, s.grpc, cfg.GRPCLimits.Listener(s.grpcLis, log), s.http, cfg.HTTPLimits.Listener(s.httpLis, log))
+	serve.Start(&s.wg, log, s.grpc, s.grpcLis, s.http, s.httpLis)
 	if s.authn.Mode() == auth.ModeJWT && cfg.JWKSReloadInterval > 0 {
 		s.wg.Add(1)
 		go s.reloadJWKS(cfg.JWKSReloadInterval)

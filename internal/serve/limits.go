@@ -104,7 +104,8 @@ func (l Limits) ServerOptions() []grpc.ServerOption {
 }
 
 // Listener is ln with l.MaxConns applied (ln itself when there is no
-// cap); log may be nil.
+// cap); log may be nil. Wrap the TCP listener, below any TLS listener:
+// http.Server finds TLS by the accepted connection's type.
 func (l Limits) Listener(ln net.Listener, log *slog.Logger) net.Listener {
 	return LimitListener(ln, l.orDefault().MaxConns, log)
 }
