@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
 	"github.com/cellplane/cellplane/replication"
 	"google.golang.org/grpc"
@@ -136,6 +137,15 @@ type Config struct {
 
 	// Limits bound every request (validate.DefaultLimits()).
 	Limits validate.Limits
+	// GRPCLimits and HTTPLimits bound the node's gRPC and HTTP servers
+	// (streams, pings, idle connections, connections, HTTP timeouts;
+	// finding M6). The zero values mean serve.DefaultLimits and
+	// serve.DefaultHTTPLimits.
+	GRPCLimits serve.Limits
+	HTTPLimits serve.HTTPLimits
+	// RaftMaxConns caps the connections the Raft listener holds at once
+	// (a connection over it is closed when accepted); 0 means no cap.
+	RaftMaxConns int
 	// Store holds the store's tuning knobs. NodeID, RaftBind, RaftListener,
 	// DataDir, Bootstrap, TLS and Logger are filled from the fields above, and
 	// TestingKnobs from TestingKnobs.Store (leave Store.TestingKnobs zero);
@@ -165,6 +175,10 @@ const (
 	DefaultHTTPAddr = "127.0.0.1:7212"
 )
 
+// DefaultRaftMaxConns is the Raft listener's connection cap: a cell's few
+// members hold a handful of pooled connections each (MaxPool 4 per peer).
+const DefaultRaftMaxConns = 256
+
 // DefaultConfig returns a Config with the default addresses, limits, store
 // tuning and shutdown timeout; NodeID and DataDir still need to be set.
 func DefaultConfig() Config {
@@ -176,6 +190,9 @@ func DefaultConfig() Config {
 		Store:           store.DefaultConfig(),
 		MCP:             mcp.DefaultConfig(),
 		ShutdownTimeout: 10 * time.Second,
+		GRPCLimits:      serve.DefaultLimits(),
+		HTTPLimits:      serve.DefaultHTTPLimits(),
+		RaftMaxConns:    DefaultRaftMaxConns,
 		Tokens:          tenanttoken.DefaultConfig(),
 
 		Replication:       replication.DefaultSinkConfig(),
@@ -276,6 +293,15 @@ func (c Config) Validate() error {
 		if err := authorityConfig(c, nil).Validate(); err != nil {
 			add("Authority: %w", err)
 		}
+	}
+	if err := c.GRPCLimits.ValidateOrZero(); err != nil {
+		add("GRPCLimits: %v", err)
+	}
+	if err := c.HTTPLimits.ValidateOrZero(); err != nil {
+		add("HTTPLimits: %v", err)
+	}
+	if c.RaftMaxConns < 0 {
+		add("RaftMaxConns must be ≥ 0, got %d", c.RaftMaxConns)
 	}
 	if c.ShutdownTimeout < 0 {
 		add("ShutdownTimeout must be ≥ 0, got %s", c.ShutdownTimeout)

@@ -207,7 +207,7 @@ func (n *Node) openStore(w *wiring) (err error) {
 	sc := n.cfg.Store
 	sc.NodeID = n.cfg.NodeID
 	sc.RaftBind = n.raftLis.Addr().String()
-	sc.RaftListener = n.raftLis
+	sc.RaftListener = serve.LimitListener(n.raftLis, n.cfg.RaftMaxConns, n.log)
 	sc.RaftAdvertise = n.info.RaftAddr
 	sc.GRPCAdvertise = n.info.GrpcAddr
 	sc.HTTPAdvertise = n.info.HttpAddr
@@ -290,7 +290,7 @@ func (n *Node) startServers(w *wiring) {
 	}
 	n.grpcSrv = n.newGRPCServer(w.metrics)
 	n.httpSrv = n.newHTTPServer(w.metrics, w.mcp)
-	serve.Start(&n.serveWG, n.log, n.grpcSrv, n.grpcLis, n.httpSrv, n.httpListener())
+	serve.Start(&n.serveWG, n.log, n.grpcSrv, n.cfg.GRPCLimits.Listener(n.grpcLis, n.log), n.httpSrv, n.httpListener())
 }
 
 // startBackground starts the loops that run until shutdown starts.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -57,6 +56,7 @@ func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 		Log:       n.log,
 		CallAttrs: tenantAttr,
 		Metrics:   metrics,
+		Limits:    n.cfg.GRPCLimits,
 		Options:   []grpc.ServerOption{grpc.MaxRecvMsgSize(n.cfg.Limits.MaxRequestBytes + recvHeadroom)},
 	}
 	if n.cfg.TLS != nil {
@@ -108,24 +108,21 @@ func (n *Node) newHTTPServer(metrics *prometheus.Registry, w *mcp.Worker) *http.
 	handle(mcp.PatternHealthz, http.HandlerFunc(n.serveHealthz))
 	handle(mcp.PatternReadyz, http.HandlerFunc(n.serveReadyz))
 	if w != nil {
-		h := w.Handler()
+		h := serve.Streaming(w.Handler()) // MCP answers may stream (SSE)
 		handle(mcp.PatternMCP, h)
 		handle(mcp.PatternMetadata, h)
 	}
-	return &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
+	return serve.NewHTTPServer(mux, n.log, n.cfg.HTTPLimits)
 }
 
 // httpListener is the listener the HTTP server serves: n.httpLis, wrapped
 // in mutual TLS (mcp.ServerTLSConfig) with Config.TLS.
 func (n *Node) httpListener() net.Listener {
+	lis := n.cfg.HTTPLimits.Listener(n.httpLis, n.log)
 	if n.cfg.TLS == nil {
-		return n.httpLis
+		return lis
 	}
-	return tls.NewListener(n.httpLis, mcp.ServerTLSConfig(n.cfg.TLS))
+	return tls.NewListener(lis, mcp.ServerTLSConfig(n.cfg.TLS))
 }
 
 // serveHealthz answers 200 while the node runs and its store is alive.

@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/serve"
 )
 
 // Default listen addresses.
@@ -98,6 +99,12 @@ type Config struct {
 	Dial dial.Config
 
 	// ShutdownTimeout bounds a graceful stop.
+	// GRPCLimits and HTTPLimits bound the gRPC and HTTP servers (streams,
+	// pings, idle connections, connections, HTTP timeouts; finding M6).
+	// The zero values mean serve.DefaultLimits and serve.DefaultHTTPLimits.
+	GRPCLimits serve.Limits
+	HTTPLimits serve.HTTPLimits
+
 	ShutdownTimeout time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -125,6 +132,8 @@ func DefaultConfig() Config {
 		API:                api.DefaultConfig(),
 		Dial:               dial.DefaultConfig(),
 		ShutdownTimeout:    10 * time.Second,
+		GRPCLimits:         serve.DefaultLimits(),
+		HTTPLimits:         serve.DefaultHTTPLimits(),
 	}
 }
 
@@ -136,6 +145,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.EtcdEndpoints) == 0 && c.DataDir == "" {
 		errs = append(errs, errors.New("controlplane: a data dir is required to embed etcd (or give etcd endpoints)"))
+	}
+	if err := c.GRPCLimits.ValidateOrZero(); err != nil {
+		errs = append(errs, fmt.Errorf("controlplane: GRPCLimits: %w", err))
+	}
+	if err := c.HTTPLimits.ValidateOrZero(); err != nil {
+		errs = append(errs, fmt.Errorf("controlplane: HTTPLimits: %w", err))
 	}
 	if c.EtcdDialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("controlplane: etcd dial timeout %v <= 0", c.EtcdDialTimeout))

@@ -191,6 +191,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	gcfg := serve.GRPCConfig{
 		Log:     log,
 		Metrics: reg,
+		Limits:  cfg.GRPCLimits,
 		Unary:   []grpc.UnaryServerInterceptor{s.internalErrors, api.UnaryServerInterceptor()},
 	}
 	if cfg.TLS != nil {
@@ -213,9 +214,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.http = serve.NewHTTPServer(mux, log, cfg.HTTPLimits)
 
-	serve.Start(&s.wg, log, s.grpc, s.grpcLis, s.http, s.httpLis)
+	serve.Start(&s.wg, log, s.grpc, cfg.GRPCLimits.Listener(s.grpcLis, log), s.http, cfg.HTTPLimits.Listener(s.httpLis, log))
 	s.hlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.hlth.SetServingStatus(cpv1.ControlPlaneService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	log.Info("control plane started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "etcd", endpoints)

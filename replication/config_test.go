@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	"github.com/cellplane/cellplane/internal/testutil"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -27,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"batch", func(c *SinkConfig) { c.MaxBatchEvents = 0 }, "MaxBatchEvents"},
 		{"apply below batch", func(c *SinkConfig) { c.MaxApplyEvents = c.MaxBatchEvents - 1 }, "MaxApplyEvents"},
 		{"read ahead", func(c *SinkConfig) { c.ReadAhead = 0 }, "ReadAhead"},
+		{"bootstrap cap", func(c *SinkConfig) { c.MaxConcurrentBootstraps = 0 }, "MaxConcurrentBootstraps"},
 		{"lag threshold", func(c *SinkConfig) { c.Metrics.LagThreshold = 0 }, "Metrics.LagThreshold"},
 		{"tenant series bound", func(c *SinkConfig) { c.Metrics.MaxTenantSeries = 0 }, "Metrics.MaxTenantSeries"},
 	}
@@ -63,5 +66,58 @@ func TestConfigValidate(t *testing.T) {
 	c.Connect = func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, nil }
 	if _, err := NewSink(nil, c); err != nil {
 		t.Errorf("NewSink = %v", err)
+	}
+}
+
+// With MaxConcurrentBootstraps N, N bootstraps hold a slot and the
+// (N+1)th waits until one ends (finding M5).
+func TestBootstrapSlotsCap(t *testing.T) {
+	const max = 3
+	cfg := DefaultSinkConfig()
+	cfg.MaxConcurrentBootstraps = max
+	cfg.Connect = func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, nil }
+	s, err := NewSink(nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testutil.Context(t, 10*time.Second)
+	var releases []func()
+	for range max {
+		r, err := s.acquireBootstrap(ctx, testutil.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	got := make(chan func(), 1)
+	go func() {
+		r, err := s.acquireBootstrap(ctx, testutil.Logger(t))
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- r
+	}()
+	// The (N+1)th waits: a bounded wait sees it blocked...
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if _, err := s.acquireBootstrap(wctx, testutil.Logger(t)); err == nil {
+		t.Fatal("a bootstrap over the cap got a slot")
+	}
+	cancel()
+	select {
+	case <-got:
+		t.Fatal("the (N+1)th bootstrap did not wait")
+	default:
+	}
+	// ...and runs once one ends.
+	releases[0]()
+	r, ok := <-got
+	if !ok {
+		t.Fatal("the waiting bootstrap failed")
+	}
+	r()
+	for _, r := range releases[1:] {
+		r()
 	}
 }

@@ -68,7 +68,13 @@ type SinkConfig struct {
 	ExportChunkBytes uint32
 	// CallTimeout bounds one apply or import proposal and one ack.
 	CallTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxConcurrentBootstraps caps the standby tenants of this cell that
+	// import an export at once (finding M5): after a source's log was
+	// trimmed, or when many standbys are added together, the others wait
+	// for a slot instead of all pulling exports from the source cell and
+	// proposing them through this cell's Raft at the same time.
+	MaxConcurrentBootstraps int
+	Logger                  *slog.Logger
 	// Metrics says what the lag metrics show (no tenant ids by default).
 	Metrics MetricsConfig
 	// OnApplied, when set, is called after each applied batch (tests and
@@ -91,6 +97,8 @@ func DefaultSinkConfig() SinkConfig {
 		ExportChunkBytes: 1 << 20,
 		CallTimeout:      10 * time.Second,
 		Metrics:          DefaultMetricsConfig(),
+
+		MaxConcurrentBootstraps: 2,
 	}
 }
 
@@ -111,6 +119,9 @@ func (c SinkConfig) Validate() error {
 	}
 	if c.ReadAhead < 1 || c.MaxApplyEvents < c.MaxBatchEvents {
 		errs = append(errs, fmt.Errorf("replication: ReadAhead must be ≥ 1 (got %d) and MaxApplyEvents ≥ MaxBatchEvents (got %d < %d)", c.ReadAhead, c.MaxApplyEvents, c.MaxBatchEvents))
+	}
+	if c.MaxConcurrentBootstraps < 1 {
+		errs = append(errs, fmt.Errorf("replication: SinkConfig.MaxConcurrentBootstraps must be ≥ 1, got %d", c.MaxConcurrentBootstraps))
 	}
 	if err := c.Metrics.Validate(); err != nil {
 		errs = append(errs, err)
@@ -133,6 +144,9 @@ type Sink struct {
 	lag *lagCollector
 
 	poke chan struct{}
+	// bootSlots holds a token per bootstrap running
+	// (MaxConcurrentBootstraps).
+	bootSlots chan struct{}
 
 	mu      sync.Mutex
 	streams map[string]*stream
@@ -152,7 +166,7 @@ func NewSink(st SinkStore, cfg SinkConfig) (*Sink, error) {
 		log = slog.Default()
 	}
 	s := &Sink{st: st, cfg: cfg, log: log.With("component", "replication-sink"), m: newSinkMetrics(),
-		poke: make(chan struct{}, 1), streams: map[string]*stream{}}
+		poke: make(chan struct{}, 1), streams: map[string]*stream{}, bootSlots: make(chan struct{}, cfg.MaxConcurrentBootstraps)}
 	s.lag = newLagCollector(s, cfg.Metrics)
 	return s, nil
 }
@@ -449,10 +463,33 @@ func (st *stream) propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Com
 	return res, err
 }
 
-// bootstrap imports a consistent export of the source.
+// acquireBootstrap waits for a bootstrap slot (MaxConcurrentBootstraps)
+// or ctx; release gives it back.
+// It logs (on log) when it has to wait.
+func (s *Sink) acquireBootstrap(ctx context.Context, log *slog.Logger) (release func(), err error) {
+	select {
+	case s.bootSlots <- struct{}{}:
+	default:
+		log.Info("standby bootstrap waits for a slot", "max_concurrent_bootstraps", s.cfg.MaxConcurrentBootstraps)
+		select {
+		case s.bootSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return func() { <-s.bootSlots }, nil
+}
+
+// bootstrap imports a consistent export of the source, once a bootstrap
+// slot is free.
 func (st *stream) bootstrap(ctx context.Context, reason string) error {
 	s := st.sink
 	st.setState(stateBootstrapping, nil)
+	release, err := s.acquireBootstrap(ctx, st.log)
+	if err != nil {
+		return err
+	}
+	defer release()
 	conn, err := s.cfg.Connect(ctx, st.source)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
@@ -73,6 +74,11 @@ type Config struct {
 
 	// MaxRecvMsgBytes bounds a request message (RESOURCE_EXHAUSTED above).
 	MaxRecvMsgBytes int
+	// GRPCLimits and HTTPLimits bound the gRPC and HTTP servers (streams,
+	// pings, idle connections, connections, HTTP timeouts; finding M6).
+	// The zero values mean serve.DefaultLimits and serve.DefaultHTTPLimits.
+	GRPCLimits serve.Limits
+	HTTPLimits serve.HTTPLimits
 
 	Routing   routing.Config
 	Forward   forward.Config
@@ -100,6 +106,8 @@ func DefaultConfig() Config {
 		GRPCAddr:        DefaultGRPCAddr,
 		HTTPAddr:        DefaultHTTPAddr,
 		MaxRecvMsgBytes: 8 << 20,
+		GRPCLimits:      serve.DefaultLimits(),
+		HTTPLimits:      serve.DefaultHTTPLimits(),
 		Routing:         routing.DefaultConfig(),
 		Forward:         forward.DefaultConfig(),
 		Auth:            a,
@@ -148,6 +156,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecvMsgBytes < 1024 {
 		errs = append(errs, fmt.Errorf("router: MaxRecvMsgBytes %d < 1024", c.MaxRecvMsgBytes))
+	}
+	if err := c.GRPCLimits.ValidateOrZero(); err != nil {
+		errs = append(errs, fmt.Errorf("router: GRPCLimits: %w", err))
+	}
+	if err := c.HTTPLimits.ValidateOrZero(); err != nil {
+		errs = append(errs, fmt.Errorf("router: HTTPLimits: %w", err))
 	}
 	if c.JWKSReloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("router: JWKSReloadInterval %v < 0", c.JWKSReloadInterval))

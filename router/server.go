@@ -101,6 +101,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.httpLis, err = serve.Listen("http", cfg.HTTPAddr, cfg.HTTPListener); err != nil {
 		return nil, err
 	}
+	// The connection caps count TCP connections (below TLS).
+	s.grpcLis = cfg.GRPCLimits.Listener(s.grpcLis, log)
+	s.httpLis = cfg.HTTPLimits.Listener(s.httpLis, log)
 	if front != nil {
 		// HTTPS on the HTTP port: the same certificate and versions as
 		// the gRPC port, HTTP/2 and HTTP/1.1 offered by ALPN.
@@ -187,7 +190,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(front.Clone())))
 	}
 	s.grpc = serve.NewGRPCServer(serve.GRPCConfig{
-		Log: log,
+		Log:    log,
+		Limits: cfg.GRPCLimits,
 		Unary: []grpc.UnaryServerInterceptor{
 			selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(s.authFunc), selector.MatchFunc(needsAuth)),
 			s.limitUnary,
@@ -206,7 +210,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/t/", s.mcp)
+	// MCP answers may stream (server-sent events): no read or write
+	// deadline for them, the header timeout and the connection cap still.
+	mux.Handle("/t/", serve.Streaming(s.mcp))
 	if cfg.MCP.PublicURL != "" {
 		mux.Handle("/.well-known/oauth-protected-resource/", s.mcp)
 	}
@@ -214,7 +220,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
 	mux.HandleFunc("GET /readyz/apikeys", s.serveReadyzAPIKeys)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.http = serve.NewHTTPServer(mux, log, cfg.HTTPLimits)
 
 	serve.Start(&s.wg, log, s.grpc, s.grpcLis, s.http, s.httpLis)
 	if s.authn.Mode() == auth.ModeJWT && cfg.JWKSReloadInterval > 0 {

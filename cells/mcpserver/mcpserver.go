@@ -67,6 +67,11 @@ type Config struct {
 	Version string
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
+	// HTTPLimits bound the HTTP server (timeouts, header size,
+	// connections; finding M6); the zero value means
+	// serve.DefaultHTTPLimits. MCP answers lift the read and write
+	// deadlines (serve.Streaming).
+	HTTPLimits serve.HTTPLimits
 	// Dial configures the connection to the cell's members; the zero
 	// value is plaintext, or mutual TLS with TLS's identity when TLS is
 	// set.
@@ -87,7 +92,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults (ID, Cell and Registry must be set).
 func DefaultConfig() Config {
-	return Config{HTTPAddr: DefaultHTTPAddr, RegistryTTL: registry.DefaultTTL, MCP: mcp.DefaultConfig(), ShutdownTimeout: 10 * time.Second}
+	return Config{HTTPAddr: DefaultHTTPAddr, RegistryTTL: registry.DefaultTTL, MCP: mcp.DefaultConfig(), ShutdownTimeout: 10 * time.Second, HTTPLimits: serve.DefaultHTTPLimits()}
 }
 
 // Validate reports an unusable configuration.
@@ -107,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("mcpserver: ShutdownTimeout %v <= 0", c.ShutdownTimeout))
+	}
+	if err := c.HTTPLimits.ValidateOrZero(); err != nil {
+		errs = append(errs, fmt.Errorf("mcpserver: HTTPLimits: %w", err))
 	}
 	if c.TLS != nil {
 		if id := c.TLS.Identity(); id.Kind != pki.KindWorker {
@@ -180,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	promReg.MustRegister(s.w.Collectors()...)
 	mux := http.NewServeMux()
 	handle := mcp.Guard(mux, cfg.TLS != nil, log)
-	h := s.w.Handler()
+	h := serve.Streaming(s.w.Handler()) // MCP answers may stream (SSE)
 	handle(mcp.PatternMCP, h)
 	handle(mcp.PatternMetadata, h)
 	handle(mcp.PatternMetrics, promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
@@ -188,10 +196,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "worker": cfg.ID})
 	}))
 	handle(mcp.PatternReadyz, http.HandlerFunc(s.serveReadyz))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	lis := s.lis
+	s.http = serve.NewHTTPServer(mux, log, cfg.HTTPLimits)
+	lis := cfg.HTTPLimits.Listener(s.lis, log)
 	if cfg.TLS != nil {
-		lis = tls.NewListener(s.lis, mcp.ServerTLSConfig(cfg.TLS))
+		lis = tls.NewListener(lis, mcp.ServerTLSConfig(cfg.TLS))
 	}
 	serve.Start(&s.wg, log, nil, nil, s.http, lis)
 

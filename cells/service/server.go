@@ -3,9 +3,11 @@ package service
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -36,6 +38,32 @@ type core struct {
 	// configuration goes through Raft's own loop), too much for every
 	// forwarded call, and the leader rarely changes.
 	verifiedLeader atomic.Pointer[[2]string]
+
+	watchMu sync.Mutex
+	watches map[string]int // open Watch streams by tenant (Limits.MaxWatchesPerTenant)
+}
+
+// startWatch counts one more open Watch of tenant, or refuses it with
+// QUOTA_EXCEEDED when the tenant holds Limits.MaxWatchesPerTenant; the
+// returned func ends it.
+func (c *core) startWatch(tenant string) (end func(), err error) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watches[tenant] >= c.lim.MaxWatchesPerTenant {
+		return nil, cperr.New(cperr.QuotaExceeded, "tenant %s has %d Watch streams open on this node, the most allowed; close one first",
+			tenant, c.lim.MaxWatchesPerTenant).With(cperr.MetaTenant, tenant)
+	}
+	if c.watches == nil {
+		c.watches = make(map[string]int)
+	}
+	c.watches[tenant]++
+	return func() {
+		c.watchMu.Lock()
+		defer c.watchMu.Unlock()
+		if c.watches[tenant]--; c.watches[tenant] <= 0 {
+			delete(c.watches, tenant)
+		}
+	}, nil
 }
 
 // New returns the services of one node over st.

@@ -37,6 +37,11 @@ func (s *ContextServer) Watch(req *contextv1.WatchRequest, stream grpc.ServerStr
 	if err := validate.Watch(s.lim, req); err != nil {
 		return err
 	}
+	end, err := s.startWatch(tenant)
+	if err != nil {
+		return err
+	}
+	defer end()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.closing, cancel)()

@@ -232,3 +232,63 @@ func TestStoreWatchSmallBatches(t *testing.T) {
 	must(n.ctx.DeleteContext(ctx, &contextv1.DeleteContextRequest{ContextId: "w"}))(t)
 	wantErr(t, watchErr(s, nil), codes.NotFound, cperr.ContextNotFound)
 }
+
+// A tenant holds at most Limits.MaxWatchesPerTenant Watch streams on a
+// node: the next is refused with QUOTA_EXCEEDED, other tenants are not
+// affected, and a closed stream frees its slot.
+func TestWatchCapPerTenant(t *testing.T) {
+	const max = 2
+	n := newCell(t, nil, func(c *Config) { c.Limits.MaxWatchesPerTenant = max })
+	ctx := testutil.Context(t, 60*time.Second)
+	acme, other := as(ctx, "acme", 0), as(ctx, "other", 0)
+	must(n.cell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: "other", Role: cellv1.Role_ROLE_OWNER, Epoch: 1}))(t)
+	must(n.ctx.CreateContext(acme, &contextv1.CreateContextRequest{ContextId: "w"}))(t)
+	must(n.ctx.CreateContext(other, &contextv1.CreateContextRequest{ContextId: "w"}))(t)
+	appendN(t, n, acme, "w", 1)
+	appendN(t, n, other, "w", 1)
+
+	open := func(ctx context.Context) (watchStream, context.CancelFunc, error) {
+		wctx, cancel := context.WithCancel(ctx)
+		s, err := n.ctx.Watch(wctx, &contextv1.WatchRequest{ContextId: "w"})
+		if err == nil {
+			_, err = s.Recv() // the entry: the stream is open on the node
+		}
+		if err != nil {
+			cancel()
+		}
+		return s, cancel, err
+	}
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	for range max {
+		_, cancel, err := open(acme)
+		if err != nil {
+			t.Fatalf("watch under the cap: %v", err)
+		}
+		cancels = append(cancels, cancel)
+	}
+	_, _, err := open(acme)
+	e := wantErr(t, err, codes.ResourceExhausted, cperr.QuotaExceeded)
+	if e.Metadata[cperr.MetaTenant] != "acme" {
+		t.Errorf("metadata %v does not name the tenant", e.Metadata)
+	}
+	_, cancel, err := open(other)
+	if err != nil {
+		t.Fatalf("another tenant's watch: %v", err)
+	}
+	cancels = append(cancels, cancel)
+
+	cancels[0]()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		_, cancel, err := open(acme)
+		if err != nil {
+			return err
+		}
+		cancels = append(cancels, cancel)
+		return nil
+	})
+}

@@ -67,6 +67,11 @@ type Limits struct {
 
 	// MaxAddrLen bounds node addresses (host:port).
 	MaxAddrLen int
+
+	// MaxWatchesPerTenant caps the Watch streams one tenant holds open on
+	// one node at once; the next is refused with QUOTA_EXCEEDED (finding
+	// M6).
+	MaxWatchesPerTenant int
 }
 
 const (
@@ -97,6 +102,7 @@ func DefaultLimits() Limits {
 		DefaultReadBytes:     1 * mib,
 		MaxReadBytes:         2 * mib,
 		MaxAddrLen:           256,
+		MaxWatchesPerTenant:  256,
 	}
 }
 
@@ -114,6 +120,7 @@ func (l Limits) Validate() error {
 	positive("MaxEntriesPerAppend", l.MaxEntriesPerAppend)
 	positive("MaxEntryContentBytes", l.MaxEntryContentBytes)
 	positive("MaxRoleBytes", l.MaxRoleBytes)
+	positive("MaxWatchesPerTenant", l.MaxWatchesPerTenant)
 	for _, m := range []struct {
 		name string
 		lim  MapLimits

@@ -217,6 +217,10 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	lim.IntVar(&cfg.Limits.MaxEntriesPerAppend, "max-entries-per-append", cfg.Limits.MaxEntriesPerAppend, "most entries in one Append")
 	lim.IntVar(&cfg.Limits.MaxMemoryKeyBytes, "max-memory-key-bytes", cfg.Limits.MaxMemoryKeyBytes, "longest memory key")
 	lim.IntVar(&cfg.Limits.MaxMemoryValueBytes, "max-memory-value-bytes", cfg.Limits.MaxMemoryValueBytes, "largest memory value")
+	lim.IntVar(&cfg.Limits.MaxWatchesPerTenant, "max-watches-per-tenant", cfg.Limits.MaxWatchesPerTenant, "most Watch streams one tenant holds open on this node (QUOTA_EXCEEDED above)")
+	srvLim := serverLimitFlags(&cfg.GRPCLimits, &cfg.HTTPLimits)
+	srvLim.IntVar(&cfg.RaftMaxConns, "raft-max-conns", cfg.RaftMaxConns, "most open Raft transport connections (one over is closed when accepted); 0 no cap")
+	srvLim.IntVar(&cfg.Replication.MaxConcurrentBootstraps, "replication-max-bootstraps", cfg.Replication.MaxConcurrentBootstraps, "most standby tenants of this cell importing an export from their source at once (the others wait)")
 
 	st := pflag.NewFlagSet("store", pflag.ContinueOnError)
 	sc := &cfg.Store
@@ -273,6 +277,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 		{"Node", node},
 		{"TLS", tlsf},
 		{"Request limits", lim},
+		{"Server limits", srvLim},
 		{"Control plane", cp},
 		{"MCP worker", mcpf},
 		{"Metrics", met},

@@ -176,7 +176,7 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
 
-	groups := []flagGroup{{"Control plane", cp}, {"TLS", tlsf}, {"etcd", etcd}, {"Controller and API", ctl}, {"Logging", logf}}
+	groups := []flagGroup{{"Control plane", cp}, {"TLS", tlsf}, {"etcd", etcd}, {"Controller and API", ctl}, {"Server limits", serverLimitFlags(&cfg.GRPCLimits, &cfg.HTTPLimits)}, {"Logging", logf}}
 	for _, g := range groups {
 		cmd.Flags().AddFlagSet(g.set)
 	}

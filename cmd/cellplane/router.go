@@ -152,7 +152,7 @@ plaintext and it warns at every start.`,
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
 
-	groups := []flagGroup{{"Router", r}, {"etcd", etcd}, {"Authentication", a}, {"Limits", lim}, {"Logging", logf}}
+	groups := []flagGroup{{"Router", r}, {"etcd", etcd}, {"Authentication", a}, {"Limits", lim}, {"Server limits", serverLimitFlags(&cfg.GRPCLimits, &cfg.HTTPLimits)}, {"Logging", logf}}
 	for _, g := range groups {
 		cmd.Flags().AddFlagSet(g.set)
 	}

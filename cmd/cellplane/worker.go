@@ -135,7 +135,7 @@ every start.`,
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")
 	logf.StringVar(&logFormat, "log-format", logFormat, "text or json (logs go to stderr)")
 
-	groups := []flagGroup{{"Worker", w}, {"etcd", e}, {"MCP", m}, {"Logging", logf}}
+	groups := []flagGroup{{"Worker", w}, {"etcd", e}, {"MCP", m}, {"Server limits", serverLimitFlags(nil, &cfg.HTTPLimits)}, {"Logging", logf}}
 	for _, g := range groups {
 		cmd.Flags().AddFlagSet(g.set)
 	}

@@ -9,6 +9,9 @@ import (
 	"github.com/cellplane/cellplane/internal/retry"
 )
 
+// rewatchRetry spaces waitFor's watches after one broke.
+var rewatchRetry = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
 // waitFor evaluates done now and after every change under the watched
 // prefixes, until it reports true or ctx ends.
 func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() (bool, error)) error {
@@ -28,11 +31,15 @@ func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() 
 		go func() {
 			defer wg.Done()
 			from := page.Revision + 1
+			// Re-watching after a break backs off with jitter, so that
+			// waiters do not hammer a troubled etcd in step (M5).
+			backoff := rewatchRetry.Backoff()
 			for ctx.Err() == nil {
 				for resp := range st.Watch(ctx, p, from) {
 					if resp.Err != nil {
 						break
 					}
+					backoff.Reset()
 					select {
 					case wake <- struct{}{}:
 					default:
@@ -45,7 +52,7 @@ func waitFor(ctx context.Context, st topo.Store, prefixes []string, done func() 
 				case wake <- struct{}{}:
 				default:
 				}
-				if retry.Sleep(ctx, 100*time.Millisecond) != nil {
+				if retry.Sleep(ctx, backoff.Next()) != nil {
 					return
 				}
 			}

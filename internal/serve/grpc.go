@@ -29,6 +29,10 @@ type GRPCConfig struct {
 	// panics are recovered.
 	Unary  []grpc.UnaryServerInterceptor
 	Stream []grpc.StreamServerInterceptor
+	// Limits bound streams, pings and idle connections (the zero value
+	// means DefaultLimits); serve on Limits.Listener for the connection
+	// cap.
+	Limits Limits
 	// Options are further server options (message size limits, an
 	// unknown-service handler, codecs).
 	Options []grpc.ServerOption
@@ -70,7 +74,8 @@ func NewGRPCServer(cfg GRPCConfig, register func(*grpc.Server)) *grpc.Server {
 	unary = append(unary, cfg.Unary...)
 	stream = append(stream, cfg.Stream...)
 
-	opts := append([]grpc.ServerOption{}, cfg.Options...)
+	opts := cfg.Limits.orDefault().ServerOptions()
+	opts = append(opts, cfg.Options...)
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
 	register(gs)

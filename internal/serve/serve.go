@@ -3,13 +3,21 @@
 // the address, the gRPC interceptor chain (one log line per finished call
 // at a level that follows its code, metrics, panic recovery that never
 // leaks a stack to the client, the error mapping), a JSON health answer,
-// and a bounded graceful stop.
+// a bounded graceful stop, and the limits every server applies (finding
+// M6): Limits for gRPC servers (streams per connection, keepalive
+// enforcement, idle connections; NewGRPCServer applies them), HTTPLimits
+// for HTTP servers (timeouts, header size; NewHTTPServer), a
+// connection-capping listener for both (LimitListener), and Streaming for
+// handlers whose responses stream (server-sent events) past the write
+// timeout.
 //
+//	lim, hlim := serve.DefaultLimits(), serve.DefaultHTTPLimits()
 //	l, err := serve.Listen("grpc", cfg.GRPCAddr, cfg.GRPCListener)
-//	gs := serve.NewGRPCServer(serve.GRPCConfig{Log: log, Metrics: reg}, func(gs *grpc.Server) {
+//	gs := serve.NewGRPCServer(serve.GRPCConfig{Log: log, Metrics: reg, Limits: lim}, func(gs *grpc.Server) {
 //		myv1.RegisterMyServiceServer(gs, svc)
 //	})
-//	serve.Start(&wg, log, gs, l, hs, hl)
+//	hs := serve.NewHTTPServer(mux, log, hlim)
+//	serve.Start(&wg, log, gs, lim.Listener(l, log), hs, hlim.Listener(hl, log))
 //	...
 //	serve.Stop(gs, hs, 10*time.Second)
 package serve

@@ -53,10 +53,10 @@ type Config struct {
 	MaxMsgBytes int
 	// Keepalive of backend connections: ping after KeepaliveTime without
 	// activity, drop the connection when the ping is not answered within
-	// KeepaliveTimeout. Defaults 5 min and 20 s: a gRPC server's default
-	// enforcement policy (which cells use) closes connections that ping
-	// more often than every 5 min, so lower KeepaliveTime only together
-	// with the cells' keepalive.EnforcementPolicy.
+	// KeepaliveTimeout. Defaults 5 min and 20 s: cells close connections
+	// that ping more often than their GRPCLimits.KeepaliveMinTime
+	// (serve.Limits, --grpc-keepalive-min-time, default 10 s), so keep
+	// KeepaliveTime above it.
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
 	// IdleConnTimeout closes a backend connection that carried no call for

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -803,5 +804,119 @@ func TestCellRouteAddresses(t *testing.T) {
 	}
 	if a, b := c.MemberGRPC(), c.MemberGRPC(); &a[0] != &b[0] {
 		t.Fatal("MemberGRPC rebuilt its slice on a second call")
+	}
+}
+
+// gatedStore holds Lists of one key until released, counting them.
+type gatedStore struct {
+	topo.Store
+	key     string
+	reads   atomic.Int64
+	release chan struct{}
+}
+
+func (g *gatedStore) List(ctx context.Context, prefix string, opts topo.ListOptions) (topo.ListResult, error) {
+	if prefix == g.key {
+		g.reads.Add(1)
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return topo.ListResult{}, ctx.Err()
+		}
+	}
+	return g.Store.List(ctx, prefix, opts)
+}
+
+// N concurrent Refreshes of one tenant (N calls failing with WRONG_CELL at
+// once) read etcd once (finding M5); a later Refresh reads again.
+func TestRefreshSingleflight(t *testing.T) {
+	const n = 16
+	st := memtopo.New()
+	defer st.Close()
+	fixture(t, st, 2)
+	gs := &gatedStore{Store: st, key: topo.TenantKey("t000"), release: make(chan struct{})}
+	tb := start(t, gs, testConfig(t))
+	waitLoaded(t, tb, 1)
+	putTenant(t, st, "t000", "c2", active, 7)
+	ctx := testutil.Context(t, wait)
+
+	type result struct {
+		r   Route
+		ok  bool
+		err error
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			r, ok, err := tb.Refresh(ctx, "t000")
+			results <- result{r, ok, err}
+		})
+	}
+	testutil.Eventually(t, wait, func() error {
+		if j := tb.nRefreshJoins.Load(); j != n-1 {
+			return fmt.Errorf("%d Refreshes joined the read under way, want %d", j, n-1)
+		}
+		return nil
+	})
+	close(gs.release)
+	wg.Wait()
+	close(results)
+	for res := range results {
+		if res.err != nil || !res.ok || res.r.Cell != "c2" || res.r.Epoch != 7 {
+			t.Fatalf("Refresh = %+v, %v, %v", res.r, res.ok, res.err)
+		}
+	}
+	if got := gs.reads.Load(); got != 1 {
+		t.Fatalf("%d Refreshes read etcd %d times, want once", n, got)
+	}
+	if _, _, err := tb.Refresh(ctx, "t000"); err != nil {
+		t.Fatal(err)
+	}
+	if got := gs.reads.Load(); got != 2 {
+		t.Fatalf("a later Refresh: %d reads, want 2 (no stale sharing)", got)
+	}
+}
+
+// A Refresh that joined a read whose first caller gave up reads again.
+func TestRefreshSingleflightLeaderCanceled(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	fixture(t, st, 2)
+	gs := &gatedStore{Store: st, key: topo.TenantKey("t000"), release: make(chan struct{})}
+	tb := start(t, gs, testConfig(t))
+	waitLoaded(t, tb, 1)
+
+	lctx, lcancel := context.WithCancel(testutil.Context(t, wait))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { _, _, _ = tb.Refresh(lctx, "t000") })
+	testutil.Eventually(t, wait, func() error {
+		if gs.reads.Load() != 1 {
+			return errors.New("the first read has not started")
+		}
+		return nil
+	})
+	joined := make(chan error, 1)
+	wg.Go(func() {
+		_, _, err := tb.Refresh(testutil.Context(t, wait), "t000")
+		joined <- err
+	})
+	testutil.Eventually(t, wait, func() error {
+		if tb.nRefreshJoins.Load() != 1 {
+			return errors.New("not joined yet")
+		}
+		return nil
+	})
+	lcancel()
+	testutil.Eventually(t, wait, func() error {
+		if gs.reads.Load() != 2 {
+			return errors.New("the joiner has not read again")
+		}
+		return nil
+	})
+	close(gs.release)
+	if err := <-joined; err != nil {
+		t.Fatalf("joiner: %v", err)
 	}
 }

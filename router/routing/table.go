@@ -119,9 +119,15 @@ type Table struct {
 
 	// nReloads and nSnapshots mirror the counters for tests.
 	nReloads, nSnapshots atomic.Int64
-	reloads              prometheus.Counter
-	snapshotWrites       prometheus.Counter
-	collectors           []prometheus.Collector
+	// nRefreshReads counts Refresh's reads of etcd and nRefreshJoins the
+	// Refreshes that shared one under way (tests).
+	nRefreshReads, nRefreshJoins atomic.Int64
+
+	flightMu       sync.Mutex
+	flights        map[string]*refreshFlight // Refresh reads under way, by tenant
+	reloads        prometheus.Counter
+	snapshotWrites prometheus.Counter
+	collectors     []prometheus.Collector
 
 	snapMu      sync.Mutex // serializes snapshot writes
 	snapChanges uint64     // changes at the last write (under snapMu)
@@ -333,7 +339,58 @@ func (t *Table) Len() int { return int(t.view.Load().n.Load()) }
 // entry and returns it (ok false: not ACTIVE or absent). On a store error
 // it returns the current entry and the error. A result older than what the
 // watch already applied never overwrites it.
+//
+// Concurrent Refreshes of one tenant share one read (finding M5): when N
+// calls fail with WRONG_CELL at once, etcd sees one read, not N. A caller
+// that joins a read already under way gets its answer; if that read ends
+// with the first caller's own context error while the joiner's context
+// is alive, the joiner reads again.
 func (t *Table) Refresh(ctx context.Context, tenant string) (Route, bool, error) {
+	for {
+		t.flightMu.Lock()
+		f, joined := t.flights[tenant]
+		if !joined {
+			f = &refreshFlight{done: make(chan struct{})}
+			if t.flights == nil {
+				t.flights = make(map[string]*refreshFlight)
+			}
+			t.flights[tenant] = f
+		}
+		t.flightMu.Unlock()
+		if !joined {
+			t.nRefreshReads.Add(1)
+			f.r, f.ok, f.err = t.refresh(ctx, tenant)
+			t.flightMu.Lock()
+			delete(t.flights, tenant)
+			t.flightMu.Unlock()
+			close(f.done)
+			return f.r, f.ok, f.err
+		}
+		t.nRefreshJoins.Add(1)
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			r, ok := t.Lookup(tenant)
+			return r, ok, fmt.Errorf("routing: refresh %q: %w", tenant, ctx.Err())
+		}
+		if f.err != nil && ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+			continue // the first caller gave up, not the store: read again
+		}
+		return f.r, f.ok, f.err
+	}
+}
+
+// refreshFlight is one read of a tenant's key that concurrent Refreshes
+// share.
+type refreshFlight struct {
+	done chan struct{} // closed when r, ok and err are set
+	r    Route
+	ok   bool
+	err  error
+}
+
+// refresh is one read of the tenant's key (Refresh).
+func (t *Table) refresh(ctx context.Context, tenant string) (Route, bool, error) {
 	v := t.view.Load()
 	// A List of the tenant's key (limit 1) rather than a Get: it also says
 	// at which revision the key was absent.
