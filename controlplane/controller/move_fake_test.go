@@ -150,13 +150,17 @@ func (f *fleet) GetTenant(_ context.Context, cell, tenant string) (*cellv1.Tenan
 	return f.info(cell, tenant), repl, nil
 }
 
-func (f *fleet) DeleteTenant(_ context.Context, cell, tenant, _ string) error {
+func (f *fleet) DeleteTenant(_ context.Context, cell string, req *cellv1.DeleteTenantRequest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down[cell] {
 		return cperr.New(cperr.CellUnavailable, "cell %s is down", cell)
 	}
-	if f.rec(cell, tenant) != nil {
+	tenant := req.GetTenant()
+	if r := f.rec(cell, tenant); r != nil {
+		if err := fakeDeleteGuard(r.role, r.epoch, req); err != nil {
+			return err
+		}
 		delete(f.cells[cell], tenant)
 		f.deletes[cell+"/"+tenant]++
 	}
