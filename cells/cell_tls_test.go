@@ -274,7 +274,7 @@ func TestCellTLSRefusals(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: CreateContext succeeded", name)
 		}
-		_, err = cellv1.NewCellServiceClient(conn).DeleteTenant(cctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "e2"})
+		_, err = cellv1.NewCellServiceClient(conn).DeleteTenant(cctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "e2", Force: true})
 		if err == nil {
 			t.Fatalf("%s: DeleteTenant succeeded", name)
 		}
@@ -306,7 +306,7 @@ func TestCellTLSRefusals(t *testing.T) {
 	// CellService: only the control plane changes tenants.
 	for _, id := range []pki.Identity{routerID, workerID, readOnlyID, adminID, otherCell} {
 		cs := cellv1.NewCellServiceClient(c.dialAs(t, addr, id))
-		_, err := cs.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "e6"})
+		_, err := cs.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "e6", Force: true})
 		denied(t, "DeleteTenant as "+id.String(), err, codes.PermissionDenied)
 		_, err = cs.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_FENCED, Epoch: 2, RequestId: "e7"})
 		denied(t, "SetTenant as "+id.String(), err, codes.PermissionDenied)
@@ -366,7 +366,7 @@ func TestCellTLSRefusals(t *testing.T) {
 		t.Fatalf("contexts changed by refused calls: %v, were %v", got, beforeContexts)
 	}
 	// The allowed identity can do what the others could not.
-	if _, err := cp.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "ok"}); err != nil {
+	if _, err := cp.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "ok", Force: true}); err != nil {
 		t.Fatalf("DeleteTenant as the control plane: %v", err)
 	}
 }

@@ -206,7 +206,7 @@ func TestMaliciousTenant(t *testing.T) {
 			_, err = st.Recv()
 		}
 		refused(path+": StreamChanges", err)
-		_, err = cellv1.NewCellServiceClient(c.conn).DeleteTenant(c.ctx, &cellv1.DeleteTenantRequest{Tenant: "victim", RequestId: "evil"})
+		_, err = cellv1.NewCellServiceClient(c.conn).DeleteTenant(c.ctx, &cellv1.DeleteTenantRequest{Tenant: "victim", RequestId: "evil", Force: true})
 		refused(path+": DeleteTenant", err)
 		_, err = cellv1.NewCellServiceClient(c.conn).ListChanges(c.ctx, &cellv1.ListChangesRequest{Tenant: "victim"})
 		refused(path+": ListChanges", err)

@@ -354,7 +354,7 @@ func TestTenantTokensDirectPath(t *testing.T) {
 	}
 	// A valid token opens ContextService only.
 	tctx := metadata.AppendToOutgoingContext(ctx, tenantmd.TokenKey, acme.GetToken())
-	if _, err := cellv1.NewCellServiceClient(connA).DeleteTenant(tctx, &cellv1.DeleteTenantRequest{Tenant: "victim", RequestId: "x"}); reason(err) != cperr.Unauthenticated {
+	if _, err := cellv1.NewCellServiceClient(connA).DeleteTenant(tctx, &cellv1.DeleteTenantRequest{Tenant: "victim", RequestId: "x", Force: true}); reason(err) != cperr.Unauthenticated {
 		t.Fatalf("DeleteTenant with a token: %v", err)
 	}
 	if _, err := cellv1.NewCellServiceClient(connA).SetTenant(tctx, &cellv1.SetTenantRequest{Tenant: "acme", Role: cellv1.Role_ROLE_FENCED, Epoch: 9, RequestId: "y"}); reason(err) != cperr.Unauthenticated {

@@ -113,11 +113,14 @@ func (s *CellServer) DeleteTenant(ctx context.Context, req *cellv1.DeleteTenantR
 		return nil, err
 	}
 	return forward(ctx, s.core, func() (*cellv1.DeleteTenantResponse, error) {
-		cmd := &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteTenant{DeleteTenant: &cellv1.DeleteTenantOp{}}}
+		cmd := &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteTenant{DeleteTenant: &cellv1.DeleteTenantOp{
+			ExpectedEpoch: req.GetExpectedEpoch(), AllowedRoles: req.GetAllowedRoles(), // force: no guard
+		}}}
 		if _, err := s.propose(ctx, cmd); err != nil {
 			return nil, err
 		}
-		s.log.Info("tenant deleted", "tenant", req.GetTenant())
+		s.log.Info("tenant deleted", "tenant", req.GetTenant(), "expected_epoch", req.GetExpectedEpoch(),
+			"allowed_roles", req.GetAllowedRoles(), "force", req.GetForce())
 		return &cellv1.DeleteTenantResponse{}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.DeleteTenantResponse, error) {
 		return cellClient(cc).DeleteTenant(ctx, req)

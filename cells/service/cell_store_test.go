@@ -67,10 +67,10 @@ func TestStoreCellService(t *testing.T) {
 	_, err = n.cell.ListTenants(ctx, &cellv1.ListTenantsRequest{PageToken: encodePageToken(kindContexts, "x")})
 	wantField(t, err, "page_token")
 
-	must(n.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "t1"}))(t)
+	must(n.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "t1", Force: true}))(t)
 	_, err = n.cell.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: "t1"})
 	wantErr(t, err, codes.NotFound, cperr.TenantNotFound)
-	_, err = n.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "t1"})
+	_, err = n.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "t1", Force: true})
 	wantErr(t, err, codes.NotFound, cperr.TenantNotFound)
 
 	st := must(n.cell.GetStatus(ctx, &cellv1.GetStatusRequest{}))(t)
@@ -103,7 +103,7 @@ func TestStoreCellService(t *testing.T) {
 	// Deleting a tenant removes its data.
 	acme := as(ctx, "acme", 0)
 	must(n.ctx.CreateContext(acme, &contextv1.CreateContextRequest{ContextId: "c"}))(t)
-	must(n.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "acme", RequestId: "d1"}))(t)
+	must(n.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "acme", RequestId: "d1", Force: true}))(t)
 	must(n.cell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: "acme", Role: cellv1.Role_ROLE_OWNER, Epoch: 4}))(t)
 	_, err = n.ctx.GetContext(acme, &contextv1.GetContextRequest{ContextId: "c"})
 	wantErr(t, err, codes.NotFound, cperr.ContextNotFound)

@@ -134,7 +134,7 @@ func TestNoForwardAnswersNotLeaderWithHint(t *testing.T) {
 			return err
 		},
 		"DeleteTenant": func() error {
-			_, err := p.follower.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "t"})
+			_, err := p.follower.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "t", Force: true})
 			return err
 		},
 		"ListTenants": func() error { _, err := p.follower.cell.ListTenants(ctx, &cellv1.ListTenantsRequest{}); return err },
@@ -200,7 +200,7 @@ func TestForwardCellServiceCalls(t *testing.T) {
 	if _, err := p.follower.cell.RemoveServer(ctx, &cellv1.RemoveServerRequest{NodeId: "n8"}); err != nil {
 		t.Fatalf("RemoveServer: %v", err)
 	}
-	if _, err := p.follower.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "acme"}); err != nil {
+	if _, err := p.follower.cell.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: "acme", Force: true}); err != nil {
 		t.Fatalf("DeleteTenant: %v", err)
 	}
 	var kinds []string

@@ -142,7 +142,7 @@ func TestStoreWatchTenantDeleted(t *testing.T) {
 	s := must(n.ctx.Watch(ctx, &contextv1.WatchRequest{ContextId: "w"}))(t)
 	appendN(t, n, ctx, "w", 1)
 	recvSeqs(t, s, 1, 1)
-	must(n.cell.DeleteTenant(base, &cellv1.DeleteTenantRequest{Tenant: "acme"}))(t)
+	must(n.cell.DeleteTenant(base, &cellv1.DeleteTenantRequest{Tenant: "acme", Force: true}))(t)
 	// The store keeps no change event for a deleted tenant (its change log
 	// goes with it); the watch still ends with CONTEXT_NOT_FOUND.
 	wantErr(t, watchErr(s, nil), codes.NotFound, cperr.ContextNotFound)

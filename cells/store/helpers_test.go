@@ -387,6 +387,12 @@ func deleteTenant(tenant string) *cellv1.Command {
 	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_DeleteTenant{DeleteTenant: &cellv1.DeleteTenantOp{}}}
 }
 
+// guardedDeleteTenant is a delete of a tenant that is one of roles (none:
+// any) at epoch (0: any) here.
+func guardedDeleteTenant(tenant string, epoch uint64, roles ...cellv1.Role) *cellv1.Command {
+	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_DeleteTenant{DeleteTenant: &cellv1.DeleteTenantOp{ExpectedEpoch: epoch, AllowedRoles: roles}}}
+}
+
 func deleteContext(tenant, id string) *cellv1.Command {
 	return &cellv1.Command{Tenant: tenant, Op: &cellv1.Command_DeleteContext{DeleteContext: &contextv1.DeleteContextRequest{ContextId: id}}}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -304,11 +305,32 @@ func applyDeleteTenant(o *opCtx) (*cellv1.CommandResult, error) {
 	if o.st.rec == nil {
 		return nil, cperr.New(cperr.TenantNotFound, "tenant not found in this cell")
 	}
+	if err := checkDeleteGuard(o.st.rec, o.c.GetDeleteTenant()); err != nil {
+		return nil, err
+	}
 	o.tx.delRange(tenantPrefix(tenant), tenantEnd(tenant))
 	o.st.rec = nil
 	o.st.deleted = true
 	o.st.dirty = false
 	return nil, nil
+}
+
+// checkDeleteGuard is a guarded delete's condition (docs/reliability.md
+// "Guarded deletes (M1)"): the tenant's role here is one the op allows
+// (none listed: any) and its epoch is the op's (0: any). Checked in apply,
+// so nothing can change the record between the check and the delete.
+func checkDeleteGuard(rec *cellv1.TenantRecord, op *cellv1.DeleteTenantOp) *cperr.Error {
+	if roles := op.GetAllowedRoles(); len(roles) > 0 && !slices.Contains(roles, rec.GetRole()) {
+		return cperr.New(cperr.WrongCell, "delete refused: the tenant is %s here at epoch %d, not one of the roles the delete allows %v",
+			rec.GetRole(), rec.GetEpoch(), roles).
+			With(cperr.MetaRole, rec.GetRole().String()).
+			With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
+	}
+	if e := op.GetExpectedEpoch(); e != 0 && e != rec.GetEpoch() {
+		return cperr.New(cperr.StaleEpoch, "delete refused: the tenant is at epoch %d here, not the expected %d", rec.GetEpoch(), e).
+			With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
+	}
+	return nil
 }
 
 func applyRegisterNode(o *opCtx) (*cellv1.CommandResult, error) {

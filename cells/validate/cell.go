@@ -58,11 +58,30 @@ func ListTenants(lim Limits, req *cellv1.ListTenantsRequest) error {
 	return v.err()
 }
 
-// DeleteTenant validates a DeleteTenantRequest.
+// DeleteTenant validates a DeleteTenantRequest: a guarded delete
+// (expected_epoch and/or allowed_roles, each role a real one listed once)
+// or a forced one, never neither nor both.
 func DeleteTenant(lim Limits, req *cellv1.DeleteTenantRequest) error {
 	var v violations
 	v.id("tenant", req.GetTenant(), lim.MaxIDLen)
 	v.requestID(lim, req.GetRequestId())
+	guarded := req.GetExpectedEpoch() != 0 || len(req.GetAllowedRoles()) > 0
+	switch {
+	case req.GetForce() && guarded:
+		v.add("force", "must not be set with expected_epoch or allowed_roles")
+	case !req.GetForce() && !guarded:
+		v.add("expected_epoch", "a delete needs a guard (expected_epoch, allowed_roles) or force")
+	}
+	seen := map[cellv1.Role]bool{}
+	for _, r := range req.GetAllowedRoles() {
+		switch {
+		case r != cellv1.Role_ROLE_OWNER && r != cellv1.Role_ROLE_STANDBY && r != cellv1.Role_ROLE_FENCED:
+			v.add("allowed_roles", "only ROLE_OWNER, ROLE_STANDBY and ROLE_FENCED")
+		case seen[r]:
+			v.add("allowed_roles", "a role is listed twice")
+		}
+		seen[r] = true
+	}
 	return v.err()
 }
 

@@ -498,6 +498,9 @@ func describeCommand(cmd *cellv1.Command) (op, detail string) {
 	case *cellv1.Command_SetTenant:
 		return "set_tenant", fmt.Sprintf("%s at epoch %d", enumName(o.SetTenant.GetRole().String(), "ROLE_"), o.SetTenant.GetEpoch())
 	case *cellv1.Command_DeleteTenant:
+		if g := o.DeleteTenant; g.GetExpectedEpoch() != 0 || len(g.GetAllowedRoles()) > 0 {
+			return "delete_tenant", fmt.Sprintf("if %v at epoch %d (0: any)", g.GetAllowedRoles(), g.GetExpectedEpoch())
+		}
 		return "delete_tenant", ""
 	case nil:
 		return "", ""

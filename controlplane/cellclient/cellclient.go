@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
@@ -53,11 +54,16 @@ func (c *Client) Close() error {
 	return c.conns.Close()
 }
 
-// DeleteTenant removes the tenant's data from cell; a cell that does not
-// know the tenant (already deleted) is success.
-func (c *Client) DeleteTenant(ctx context.Context, cell, tenant, requestID string) error {
+// DeleteTenant removes the tenant's data from cell if its guard holds
+// there (req.expected_epoch, req.allowed_roles; or req.force); a cell that
+// does not know the tenant (already deleted) is success. A guard that does
+// not hold is WRONG_CELL (role) or STALE_EPOCH (epoch), and nothing is
+// deleted (IsDeleteRefused).
+func (c *Client) DeleteTenant(ctx context.Context, cell string, req *cellv1.DeleteTenantRequest) error {
+	req = proto.CloneOf(req)
+	req.RequestId = ids.Fit(req.GetRequestId())
 	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
-		_, err := cl.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: ids.Fit(requestID)})
+		_, err := cl.DeleteTenant(ctx, req)
 		return err
 	})
 	if errors.Is(err, cperr.ErrTenantNotFound) {

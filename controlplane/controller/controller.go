@@ -34,9 +34,11 @@ type Cells interface {
 	// GetTenant reads a tenant's record on a cell's leader, with its
 	// replication stream when it is a STANDBY there (nil when none runs).
 	GetTenant(ctx context.Context, cell, tenant string) (*cellv1.TenantInfo, *cellv1.ReplicationStatus, error)
-	// DeleteTenant removes the tenant's data from cell (no error if the
-	// cell does not know the tenant).
-	DeleteTenant(ctx context.Context, cell, tenant, requestID string) error
+	// DeleteTenant removes the tenant's data from cell if the guard in req
+	// holds there (no error if the cell does not know the tenant); a guard
+	// that does not hold deletes nothing and is WRONG_CELL or STALE_EPOCH
+	// (isDeleteRefused).
+	DeleteTenant(ctx context.Context, cell string, req *cellv1.DeleteTenantRequest) error
 }
 
 // Controller is one control-plane replica's controller. Run campaigns for

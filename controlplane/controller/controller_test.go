@@ -80,14 +80,18 @@ func (f *fakeCells) GetTenant(_ context.Context, cell, tenant string) (*cellv1.T
 	return &cellv1.TenantInfo{Tenant: tenant, Role: cellv1.Role_ROLE_OWNER, Epoch: epoch}, nil, nil
 }
 
-func (f *fakeCells) DeleteTenant(_ context.Context, cell, tenant, requestID string) error {
+func (f *fakeCells) DeleteTenant(_ context.Context, cell string, req *cellv1.DeleteTenantRequest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failNext > 0 {
 		f.failNext--
 		return cperr.New(cperr.CellUnavailable, "injected")
 	}
-	if _, ok := f.owner[tenant]; ok {
+	tenant := req.GetTenant()
+	if epoch, ok := f.owner[tenant]; ok {
+		if err := fakeDeleteGuard(cellv1.Role_ROLE_OWNER, epoch, req); err != nil {
+			return err
+		}
 		delete(f.owner, tenant)
 		f.deleted[tenant]++
 	}

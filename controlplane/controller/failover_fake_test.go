@@ -141,10 +141,15 @@ func (s *simCells) GetTenant(_ context.Context, cell, tenant string) (*cellv1.Te
 	return s.info(cell, tenant), repl, nil
 }
 
-func (s *simCells) DeleteTenant(_ context.Context, cell, tenant, _ string) error {
+func (s *simCells) DeleteTenant(_ context.Context, cell string, req *cellv1.DeleteTenantRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.recs[cell], tenant)
+	if r := s.recs[cell][req.GetTenant()]; r != nil {
+		if err := fakeDeleteGuard(r.role, r.epoch, req); err != nil {
+			return err
+		}
+	}
+	delete(s.recs[cell], req.GetTenant())
 	return nil
 }
 

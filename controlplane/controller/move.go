@@ -353,9 +353,18 @@ func (m *mover) cleanUp(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 		}
 	}
 	if t == nil || (t.GetCell() != mv.GetSourceCell() && t.GetStandbyCell() != mv.GetSourceCell()) {
+		// Only the copy this move fenced: FENCED at the move's epoch. One
+		// that came back (OWNER or STANDBY, or fenced again by a later move)
+		// is refused by the cell and kept.
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-		err := m.cells.DeleteTenant(cctx, mv.GetSourceCell(), mv.GetTenant(), moveRequestID(mv.GetId(), "cleanup"))
+		err := m.cells.DeleteTenant(cctx, mv.GetSourceCell(),
+			guardedDelete(mv.GetTenant(), moveRequestID(mv.GetId(), "cleanup"), mv.GetSourceEpoch()+1, cellv1.Role_ROLE_FENCED))
 		cancel()
+		if isDeleteRefused(err) {
+			c.log.Warn("move cleanup refused by the source: its copy is no longer the one the move fenced; kept",
+				"move", mv.GetId(), "tenant", mv.GetTenant(), "cell", mv.GetSourceCell(), "epoch", mv.GetSourceEpoch()+1, "err", err)
+			err = nil
+		}
 		if err != nil {
 			return m.stuck(ctx, mv, v, run, fmt.Errorf("source %s: delete %s's copy: %w", mv.GetSourceCell(), mv.GetTenant(), err))
 		}
@@ -396,8 +405,16 @@ func (m *mover) undo(ctx context.Context, mv *cpv1.Move, v topo.Version, run *mo
 	}
 	next := proto.Clone(mv).(*cpv1.Move)
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	err := m.cells.DeleteTenant(cctx, mv.GetTargetCell(), mv.GetTenant(), moveRequestID(mv.GetId(), "undo"))
+	// Only the copy this move made: STANDBY at the source's epoch.
+	err := m.cells.DeleteTenant(cctx, mv.GetTargetCell(),
+		guardedDelete(mv.GetTenant(), moveRequestID(mv.GetId(), "undo"), mv.GetSourceEpoch(), cellv1.Role_ROLE_STANDBY))
 	cancel()
+	if isDeleteRefused(err) {
+		c.log.Warn("move undo refused by the target: its copy is not the one the move made; kept",
+			"move", mv.GetId(), "tenant", mv.GetTenant(), "cell", mv.GetTargetCell(), "err", err)
+		next.ErrorMessage = appendMsg(next.GetErrorMessage(), fmt.Sprintf("the copy on %s was kept: %v", mv.GetTargetCell(), err))
+		err = nil
+	}
 	if err != nil {
 		if time.Since(run.undoSince) < m.cfg.PrepareTimeout {
 			return fmt.Errorf("target %s: delete the copy of %s: %w", mv.GetTargetCell(), mv.GetTenant(), err)

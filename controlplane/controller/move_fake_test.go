@@ -37,6 +37,11 @@ type fleet struct {
 	// "cell/tenant/ROLE/epoch/resume".
 	changes map[string]int
 	deletes map[string]int // "cell/tenant"
+	// refused counts the deletes a guard refused, by "cell/tenant".
+	refused map[string]int
+	// beforeDelete, when set, runs (unlocked) at the start of every
+	// DeleteTenant: a test pauses a caller there.
+	beforeDelete func(cell string, req *cellv1.DeleteTenantRequest)
 }
 
 type fakeRec struct {
@@ -49,7 +54,7 @@ type fakeRec struct {
 }
 
 func newFleet() *fleet {
-	return &fleet{cells: map[string]map[string]*fakeRec{}, down: map[string]bool{}, changes: map[string]int{}, deletes: map[string]int{}}
+	return &fleet{cells: map[string]map[string]*fakeRec{}, down: map[string]bool{}, changes: map[string]int{}, deletes: map[string]int{}, refused: map[string]int{}}
 }
 
 func (f *fleet) rec(cell, tenant string) *fakeRec {
@@ -150,13 +155,24 @@ func (f *fleet) GetTenant(_ context.Context, cell, tenant string) (*cellv1.Tenan
 	return f.info(cell, tenant), repl, nil
 }
 
-func (f *fleet) DeleteTenant(_ context.Context, cell, tenant, _ string) error {
+func (f *fleet) DeleteTenant(_ context.Context, cell string, req *cellv1.DeleteTenantRequest) error {
+	f.mu.Lock()
+	hook := f.beforeDelete
+	f.mu.Unlock()
+	if hook != nil {
+		hook(cell, req)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down[cell] {
 		return cperr.New(cperr.CellUnavailable, "cell %s is down", cell)
 	}
-	if f.rec(cell, tenant) != nil {
+	tenant := req.GetTenant()
+	if r := f.rec(cell, tenant); r != nil {
+		if err := fakeDeleteGuard(r.role, r.epoch, req); err != nil {
+			f.refused[cell+"/"+tenant]++
+			return err
+		}
 		delete(f.cells[cell], tenant)
 		f.deletes[cell+"/"+tenant]++
 	}

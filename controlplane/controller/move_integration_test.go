@@ -220,7 +220,50 @@ func TestRealCells(t *testing.T) {
 	t.Run("move with data and standby", func(t *testing.T) { testRealMove(t, e) })
 	t.Run("cancel before the fence", func(t *testing.T) { testRealCancel(t, e) })
 	t.Run("controller killed at each step", func(t *testing.T) { testRealKilled(t, e) })
+	t.Run("stale cleanup after a round trip", func(t *testing.T) { testRealStaleCleanup(t, e) })
 	t.Run("drain", func(t *testing.T) { testRealDrain(t, e) })
+}
+
+// M1 with real cells and cellclient: the tenant moves us-a → us-b → us-a
+// (OWNER at epoch 3); the first move's cleanup delete, sent again as a
+// stale controller would (same request id, FENCED at epoch 2), is refused
+// by us-a and its data stays. An unguarded delete is refused; a guarded
+// delete of an absent tenant is success.
+func testRealStaleCleanup(t *testing.T, e *realEnv) {
+	e.create(t, "boomer", "us-a", "")
+	e.writeKeys(t, "boomer", "us-a", 5)
+	ctx := testutil.Context(t, 60*time.Second)
+	var first string
+	for _, target := range []string{"us-b", "us-a"} {
+		resp, err := e.api(t).StartMove(ctx, &cpv1.StartMoveRequest{Tenant: "boomer", TargetCell: target})
+		if err != nil {
+			t.Fatalf("move to %s: %v", target, err)
+		}
+		e.waitMove(t, resp.GetMove().GetId(), cpv1.MoveState_MOVE_STATE_DONE)
+		if first == "" {
+			first = resp.GetMove().GetId()
+		}
+	}
+	if got := strings.Join(e.records(t, "boomer", "us-a", "us-b"), " "); got != "us-a:OWNER@3" {
+		t.Fatalf("records after the round trip: %s", got)
+	}
+	stale := &cellv1.DeleteTenantRequest{Tenant: "boomer", RequestId: first + ".cleanup", ExpectedEpoch: 2, AllowedRoles: []cellv1.Role{cellv1.Role_ROLE_FENCED}}
+	err := e.cells.DeleteTenant(ctx, "us-a", stale)
+	var ce *cperr.Error
+	if !errors.As(err, &ce) || ce.Reason != cperr.WrongCell || ce.Metadata[cperr.MetaRole] != "ROLE_OWNER" || ce.Metadata[cperr.MetaEpoch] != "3" {
+		t.Fatalf("stale cleanup delete = %v, want WRONG_CELL (OWNER at 3)", err)
+	}
+	err = e.cells.DeleteTenant(ctx, "us-a", &cellv1.DeleteTenantRequest{Tenant: "boomer", RequestId: "unguarded"})
+	if !errors.Is(err, cperr.ErrInvalidArgument) {
+		t.Fatalf("unguarded delete = %v, want INVALID_ARGUMENT", err)
+	}
+	e.checkKeys(t, "boomer", "us-a", 5)
+	if got := strings.Join(e.records(t, "boomer", "us-a", "us-b"), " "); got != "us-a:OWNER@3" {
+		t.Fatalf("records after the refused deletes: %s", got)
+	}
+	if err := e.cells.DeleteTenant(ctx, "us-b", stale); err != nil {
+		t.Fatalf("guarded delete of an absent tenant: %v", err)
+	}
 }
 
 // A tenant created with a standby region: its standby cell imports the

@@ -202,8 +202,13 @@ func (m *mover) switchedOver(ctx context.Context, t *cpv1.Tenant, cell string) (
 func (m *mover) finishClear(ctx context.Context, t *cpv1.Tenant, tv topo.Version, cell string) error {
 	c := m.r.c
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-	err := m.cells.DeleteTenant(cctx, cell, t.GetId(), "")
+	// A standby's copy (or an old owner's, fenced), never an OWNER's.
+	err := m.cells.DeleteTenant(cctx, cell, guardedDelete(t.GetId(), "", 0, cellv1.Role_ROLE_STANDBY, cellv1.Role_ROLE_FENCED))
 	cancel()
+	if isDeleteRefused(err) {
+		c.log.Warn("old standby refused to delete its copy (it is not a standby there); kept", "tenant", t.GetId(), "cell", cell, "err", err)
+		err = nil
+	}
 	if err != nil {
 		return fmt.Errorf("standby %s: delete %s's copy: %w", cell, t.GetId(), err)
 	}
@@ -280,7 +285,14 @@ func (r *runner) deleteStandbyCopy(ctx context.Context, wf *cpv1.Workflow) error
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.c.cfg.CellCallTimeout)
 	defer cancel()
-	if err := r.c.cells.DeleteTenant(cctx, t.GetStandbyCell(), t.GetId(), wf.GetId()+".standby"); err != nil {
+	err = r.c.cells.DeleteTenant(cctx, t.GetStandbyCell(),
+		guardedDelete(t.GetId(), wf.GetId()+".standby", 0, cellv1.Role_ROLE_STANDBY, cellv1.Role_ROLE_FENCED))
+	if isDeleteRefused(err) {
+		// The standby cell owns the tenant: not the copy this delete means.
+		r.c.log.Warn("standby refused to delete its copy (it is not a standby there); kept", "tenant", t.GetId(), "cell", t.GetStandbyCell(), "err", err)
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("standby %s: delete %s: %w", t.GetStandbyCell(), t.GetId(), err)
 	}
 	return nil

@@ -87,7 +87,7 @@ func TestStandbyFollowsTheOwner(t *testing.T) {
 	}
 
 	// The reconciler repairs a standby that lost its copy.
-	if err := e.cells.DeleteTenant(ctx, "e2", "acme", ""); err != nil {
+	if err := e.cells.DeleteTenant(ctx, "e2", &cellv1.DeleteTenantRequest{Tenant: "acme", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitRoles(t, "acme", "b:OWNER@2 e2:STANDBY@2")

@@ -129,8 +129,15 @@ func (r *runner) stepDelete(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 	switch wf.GetStep() {
 	case cpv1.WorkflowStep_WORKFLOW_STEP_PENDING:
 		if wf.GetCell() != "" {
+			// The owner's copy at the placement's epoch (DELETING freezes
+			// the placement: no move or failover starts).
+			t, _, err := catalog.GetTenant(ctx, c.st, wf.GetTenant())
+			if err != nil {
+				return err // the record goes only with the workflow (CELL_DONE)
+			}
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
-			err := c.cells.DeleteTenant(cctx, wf.GetCell(), wf.GetTenant(), wf.GetId()+".cell")
+			err = c.cells.DeleteTenant(cctx, wf.GetCell(),
+				guardedDelete(wf.GetTenant(), wf.GetId()+".cell", t.GetEpoch(), cellv1.Role_ROLE_OWNER, cellv1.Role_ROLE_FENCED))
 			cancel()
 			if err != nil {
 				return fmt.Errorf("cell %s: delete %s: %w", wf.GetCell(), wf.GetTenant(), err)

@@ -747,10 +747,32 @@ func (x *ListTenantsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// DeleteTenantRequest removes a tenant's data from this cell. It is a
+// guarded (conditional) delete (docs/reliability.md "Guarded deletes (M1)"):
+// the cell applies it only if the tenant's record here, at apply time in
+// the state machine, matches what the caller expects; otherwise nothing is
+// deleted and the call fails with WRONG_CELL (role) or STALE_EPOCH (epoch).
+//
+// A request must carry a guard (expected_epoch or allowed_roles) or force.
+// One with none of them is refused (INVALID_ARGUMENT): it is what a caller
+// built before these fields existed sends, and refusing it stalls that
+// caller's delete instead of wiping a tenant that may have come back.
+// Wire compatibility: the fields are new and optional. A cell built before
+// them ignores them and deletes unconditionally (the old behaviour), so a
+// rolling upgrade updates cells before (or with) the control plane; a new
+// cell refuses an old control plane's unguarded deletes until it is
+// updated (the safe direction: a delete waits, nothing is lost).
 type DeleteTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tenant's epoch here must be this one; 0: any epoch.
+	ExpectedEpoch uint64 `protobuf:"varint,3,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
+	// The tenant's role here must be one of these; empty: any role.
+	AllowedRoles []Role `protobuf:"varint,4,rep,packed,name=allowed_roles,json=allowedRoles,proto3,enum=cellplane.cell.v1.Role" json:"allowed_roles,omitempty"`
+	// Delete whatever the tenant's role and epoch here (operator paths
+	// only). Exclusive with expected_epoch and allowed_roles.
+	Force         bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -797,6 +819,27 @@ func (x *DeleteTenantRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *DeleteTenantRequest) GetExpectedEpoch() uint64 {
+	if x != nil {
+		return x.ExpectedEpoch
+	}
+	return 0
+}
+
+func (x *DeleteTenantRequest) GetAllowedRoles() []Role {
+	if x != nil {
+		return x.AllowedRoles
+	}
+	return nil
+}
+
+func (x *DeleteTenantRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type DeleteTenantResponse struct {
@@ -1526,11 +1569,14 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\fread_options\x18\x03 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"v\n" +
 	"\x13ListTenantsResponse\x127\n" +
 	"\atenants\x18\x01 \x03(\v2\x1d.cellplane.cell.v1.TenantInfoR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"L\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc7\x01\n" +
 	"\x13DeleteTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\x16\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12%\n" +
+	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\x12<\n" +
+	"\rallowed_roles\x18\x04 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\"\x16\n" +
 	"\x14DeleteTenantResponse\"\x12\n" +
 	"\x10GetStatusRequest\"\x8a\x01\n" +
 	"\x06Member\x12/\n" +
@@ -1646,44 +1692,45 @@ var file_cellplane_cell_v1_cell_proto_depIdxs = []int32{
 	28, // 8: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
 	29, // 9: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	28, // 10: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
-	32, // 11: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
-	0,  // 12: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
-	32, // 13: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 14: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
-	30, // 15: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
-	15, // 16: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
-	32, // 17: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 18: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 19: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	1,  // 20: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
-	3,  // 21: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
-	10, // 22: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
-	12, // 23: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
-	6,  // 24: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
-	8,  // 25: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
-	14, // 26: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
-	17, // 27: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
-	19, // 28: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
-	21, // 29: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
-	23, // 30: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
-	25, // 31: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
-	2,  // 32: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
-	4,  // 33: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
-	11, // 34: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
-	13, // 35: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
-	7,  // 36: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
-	9,  // 37: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
-	16, // 38: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
-	18, // 39: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
-	20, // 40: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
-	22, // 41: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
-	24, // 42: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
-	26, // 43: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
-	32, // [32:44] is the sub-list for method output_type
-	20, // [20:32] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	27, // 11: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
+	32, // 12: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
+	0,  // 13: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
+	32, // 14: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 15: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
+	30, // 16: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
+	15, // 17: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
+	32, // 18: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 19: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 20: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	1,  // 21: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
+	3,  // 22: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
+	10, // 23: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
+	12, // 24: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
+	6,  // 25: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
+	8,  // 26: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
+	14, // 27: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
+	17, // 28: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
+	19, // 29: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
+	21, // 30: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
+	23, // 31: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
+	25, // 32: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
+	2,  // 33: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
+	4,  // 34: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
+	11, // 35: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
+	13, // 36: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
+	7,  // 37: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
+	9,  // 38: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
+	16, // 39: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
+	18, // 40: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
+	20, // 41: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
+	22, // 42: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
+	24, // 43: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
+	26, // 44: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_cell_proto_init() }

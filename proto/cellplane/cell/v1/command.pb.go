@@ -837,9 +837,19 @@ func (x *ReplicaAckOp) GetTseq() uint64 {
 	return 0
 }
 
-// DeleteTenantOp removes every key of a tenant from the cell.
+// DeleteTenantOp removes every key of a tenant from the cell, if the
+// tenant's record matches the guard at apply time (atomically with the
+// delete); else it is refused and nothing is deleted. An op with no guard
+// fields deletes unconditionally: that is how entries written before the
+// guard existed were applied, and a replayed log must apply them the same
+// way. Service requests without a guard are refused before they are
+// proposed unless they set force (CellService.DeleteTenant).
 type DeleteTenantOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: any epoch.
+	ExpectedEpoch uint64 `protobuf:"varint,1,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
+	// Empty: any role.
+	AllowedRoles  []Role `protobuf:"varint,2,rep,packed,name=allowed_roles,json=allowedRoles,proto3,enum=cellplane.cell.v1.Role" json:"allowed_roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +882,20 @@ func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteTenantOp.ProtoReflect.Descriptor instead.
 func (*DeleteTenantOp) Descriptor() ([]byte, []int) {
 	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeleteTenantOp) GetExpectedEpoch() uint64 {
+	if x != nil {
+		return x.ExpectedEpoch
+	}
+	return 0
+}
+
+func (x *DeleteTenantOp) GetAllowedRoles() []Role {
+	if x != nil {
+		return x.AllowedRoles
+	}
+	return nil
 }
 
 // NoopOp does nothing; used to confirm leadership and in tests.
@@ -1764,8 +1788,10 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\"\n" +
 	"\fReplicaAckOp\x12\x12\n" +
-	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\"\x10\n" +
-	"\x0eDeleteTenantOp\"\b\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\"u\n" +
+	"\x0eDeleteTenantOp\x12%\n" +
+	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12<\n" +
+	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\b\n" +
 	"\x06NoopOp\"\x86\x03\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
@@ -1913,24 +1939,25 @@ var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	16, // 15: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
 	7,  // 16: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
 	13, // 17: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	12, // 18: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	25, // 19: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	26, // 20: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	27, // 21: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	15, // 22: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	19, // 23: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 24: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	14, // 25: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	0,  // 26: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	14, // 27: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	2,  // 28: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	11, // 29: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	11, // 30: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	0,  // 18: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	12, // 19: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	25, // 20: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	26, // 21: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	27, // 22: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	15, // 23: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	19, // 24: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 25: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	14, // 26: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	0,  // 27: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	14, // 28: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	2,  // 29: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	11, // 30: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	11, // 31: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
