@@ -133,5 +133,7 @@ func ParsePublicURL(s string) (string, error) {
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return "", fmt.Errorf("%q: want an absolute http or https URL (scheme://host[:port][/prefix]) without user info, query or fragment", s)
 	}
-	return strings.TrimRight(s, "/"), nil
+	// From the parsed URL, not s: the scheme is case-insensitive
+	// ("HTTPS://…" is accepted) and the canonical form is lower case.
+	return strings.TrimRight(u.String(), "/"), nil
 }

@@ -68,7 +68,7 @@ func FuzzNormalizeOrigin(f *testing.F) {
 // again gives it back), absolute http(s), and has no trailing slash, so
 // "<it>/t/<tenant>/mcp" is well formed.
 func FuzzParsePublicURL(f *testing.F) {
-	for _, s := range []string{"https://mcp.example", "http://127.0.0.1:7180/", "https://x/prefix//", "https://u@x", "https://x/?q", "x", ""} {
+	for _, s := range []string{"https://mcp.example", "http://127.0.0.1:7180/", "https://x/prefix//", "https://u@x", "https://x/?q", "x", "", "htTp://0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
