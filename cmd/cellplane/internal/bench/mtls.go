@@ -413,30 +413,7 @@ func runMTLSSteps(ctx context.Context, opts MTLSOptions, sides map[string]*mtlsS
 		}
 		s.handshakesStart = n
 	}
-	text := string(payload(opts.EntrySize))
-	var reqs atomic.Uint64
-	ops := map[string]func(bp benchPath) Op{
-		opAppend: func(bp benchPath) Op {
-			return func(ctx context.Context, w int) error {
-				_, err := bp.cs.Append(ctx, &contextv1.AppendRequest{
-					ContextId: ids[w],
-					Entries:   []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: text}}},
-					RequestId: fmt.Sprintf("mb-%d", reqs.Add(1)),
-				})
-				return err
-			}
-		},
-		opRead: func(bp benchPath) Op {
-			return func(ctx context.Context, w int) error {
-				_, err := bp.cs.Read(ctx, &contextv1.ReadRequest{
-					ContextId:   ids[w],
-					Start:       &contextv1.ReadRequest_Tail{Tail: 1},
-					ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LINEARIZABLE},
-				})
-				return err
-			}
-		},
-	}
+	ops := contextOps(ids, opts.EntrySize, "mb")
 	byKey := map[string][]Result{} // path/mode/op → one Result per round
 	for round := range opts.Rounds {
 		modes := mtlsModes

@@ -171,6 +171,37 @@ type benchPath struct {
 	ctx  context.Context
 }
 
+// contextOps returns, per op (opAppend, opRead), the Op a path runs:
+// worker w appends one entrySize entry to, or reads the tail
+// (linearizable) of, context ids[w]; every append has its own request id
+// (prefix, the path's name, a counter).
+func contextOps(ids []string, entrySize int, prefix string) map[string]func(bp benchPath) Op {
+	text := string(payload(entrySize))
+	var reqs atomic.Uint64
+	return map[string]func(bp benchPath) Op{
+		opAppend: func(bp benchPath) Op {
+			return func(ctx context.Context, w int) error {
+				_, err := bp.cs.Append(ctx, &contextv1.AppendRequest{
+					ContextId: ids[w],
+					Entries:   []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: text}}},
+					RequestId: fmt.Sprintf("%s-%s-%d", prefix, bp.name, reqs.Add(1)),
+				})
+				return err
+			}
+		},
+		opRead: func(bp benchPath) Op {
+			return func(ctx context.Context, w int) error {
+				_, err := bp.cs.Read(ctx, &contextv1.ReadRequest{
+					ContextId:   ids[w],
+					Start:       &contextv1.ReadRequest_Tail{Tail: 1},
+					ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LINEARIZABLE},
+				})
+				return err
+			}
+		},
+	}
+}
+
 // runRouterSteps runs opts.Rounds rounds; each round runs an append step
 // and a read step through every path, the paths' order rotating from
 // round to round so that none always runs first (or after another). It
@@ -191,30 +222,7 @@ func runRouterSteps(ctx context.Context, opts RouterOptions, cell *Cell, rt *ben
 	if err := createContexts(tctx, paths[pathDirect].cs, ids); err != nil {
 		return err
 	}
-	text := string(payload(opts.EntrySize))
-	var reqs atomic.Uint64
-	ops := map[string]func(bp benchPath) Op{
-		opAppend: func(bp benchPath) Op {
-			return func(ctx context.Context, w int) error {
-				_, err := bp.cs.Append(ctx, &contextv1.AppendRequest{
-					ContextId: ids[w],
-					Entries:   []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: text}}},
-					RequestId: fmt.Sprintf("rb-%s-%d", bp.name, reqs.Add(1)),
-				})
-				return err
-			}
-		},
-		opRead: func(bp benchPath) Op {
-			return func(ctx context.Context, w int) error {
-				_, err := bp.cs.Read(ctx, &contextv1.ReadRequest{
-					ContextId:   ids[w],
-					Start:       &contextv1.ReadRequest_Tail{Tail: 1},
-					ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LINEARIZABLE},
-				})
-				return err
-			}
-		},
-	}
+	ops := contextOps(ids, opts.EntrySize, "rb")
 	byKey := map[string][]Result{}
 	for round := range opts.Rounds {
 		for i := range routerPaths {
