@@ -455,15 +455,23 @@ func (s *Server) DeleteTenant(ctx context.Context, req *cpv1.DeleteTenantRequest
 	return &cpv1.DeleteTenantResponse{}, nil
 }
 
+// liveTenant returns the version of tenant's record, or TENANT_NOT_FOUND
+// when it does not exist or is being deleted (its keys and revocation
+// lists go with it).
+func (s *Server) liveTenant(ctx context.Context, tenant string) (topo.Version, error) {
+	t, tv, err := catalog.GetTenant(ctx, s.st, tenant)
+	if errors.Is(err, topo.ErrNotFound) || (err == nil && t.GetState() == cpv1.TenantState_TENANT_STATE_DELETING) {
+		return 0, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", tenant)
+	}
+	return tv, err
+}
+
 // CreateApiKey implements ControlPlaneService.
 func (s *Server) CreateApiKey(ctx context.Context, req *cpv1.CreateApiKeyRequest) (*cpv1.CreateApiKeyResponse, error) {
 	if err := errors.Join(s.checkID("tenant", req.GetTenant()), s.checkDescription(req.GetDescription())); err != nil {
 		return nil, firstInvalid(err)
 	}
-	t, tv, err := catalog.GetTenant(ctx, s.st, req.GetTenant())
-	if errors.Is(err, topo.ErrNotFound) || (err == nil && t.GetState() == cpv1.TenantState_TENANT_STATE_DELETING) {
-		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", req.GetTenant())
-	}
+	tv, err := s.liveTenant(ctx, req.GetTenant())
 	if err != nil {
 		return nil, err
 	}
@@ -571,10 +579,7 @@ func (s *Server) RevokeToken(ctx context.Context, req *cpv1.RevokeTokenRequest) 
 	if err := errors.Join(errs...); err != nil {
 		return nil, firstInvalid(err)
 	}
-	t, tv, err := catalog.GetTenant(ctx, s.st, req.GetTenant())
-	if errors.Is(err, topo.ErrNotFound) || (err == nil && t.GetState() == cpv1.TenantState_TENANT_STATE_DELETING) {
-		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", req.GetTenant())
-	}
+	tv, err := s.liveTenant(ctx, req.GetTenant())
 	if err != nil {
 		return nil, err
 	}
