@@ -287,16 +287,20 @@ func testRealStandby(t *testing.T, e *realEnv) {
 		if resp.GetTenant().GetStandbyCell() != "eu-a" || r.GetStandbyCell() != "eu-a" || r.GetAppliedTseq() < owner.GetTseq() || r.GetLagEvents() != 0 {
 			return fmt.Errorf("replication %v (owner tseq %d)", r, owner.GetTseq())
 		}
+		// Read at the standby cell in the same poll: a standby streaming
+		// from a source member that lags can be re-bootstrapped from that
+		// member's export, a few events behind, and catch up again
+		// (docs/reliability.md, "Known issues").
+		sb, _, err := e.cells.GetTenant(ctx, "eu-a", "acme")
+		if err != nil {
+			return err
+		}
+		if sb.GetRole() != cellv1.Role_ROLE_STANDBY || !sb.GetBootstrapped() || sb.GetSourceCell() != "us-a" ||
+			sb.GetUsage().GetBytes() != owner.GetUsage().GetBytes() || sb.GetUsage().GetMemoryKeys() != 20 {
+			return fmt.Errorf("standby record %v, owner %v", sb, owner)
+		}
 		return nil
 	})
-	sb, _, err := e.cells.GetTenant(ctx, "eu-a", "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sb.GetRole() != cellv1.Role_ROLE_STANDBY || !sb.GetBootstrapped() || sb.GetSourceCell() != "us-a" ||
-		sb.GetUsage().GetBytes() != owner.GetUsage().GetBytes() || sb.GetUsage().GetMemoryKeys() != 20 {
-		t.Fatalf("standby record %v, owner %v", sb, owner)
-	}
 }
 
 // A move of a tenant with data and a standby: the data is readable at the
