@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/retry"
@@ -34,51 +35,106 @@ type staticError string
 
 func (e staticError) Error() string { return string(e) }
 
-// join asks the cell, through the member at cfg.Join, to add this node as
-// a voter, retrying until it succeeds, a permanent error comes back, or ctx
-// ends. A node that is already a voter (a restart) skips the call.
+// join asks the cell, through the member at cfg.Join, to add this node:
+// first as a non-voter (the leader then removes any old incarnation of
+// this node: it lost its data and will never answer again), then, once
+// this node has applied everything the cell had committed when it was
+// added, as a voter. Each call is retried until it succeeds, a permanent
+// error comes back, or ctx ends. A node that is already a voter (a
+// restart) skips it all.
 func (n *Node) join(ctx context.Context) error {
 	if n.isVoter() {
 		n.log.Info("already a voter of the cell; not joining again", "join", n.cfg.Join)
 		return nil
 	}
-	conn, err := dial.New(n.cfg.Join, n.cfg.Dial)
-	if err != nil {
-		return fmt.Errorf("cells: join through %s: %w", n.cfg.Join, err)
+	if !n.st.Status().Member {
+		if err := n.retryCall(ctx, "add as a non-voter", func(cctx context.Context, client cellv1.CellServiceClient) error {
+			_, err := client.AddNonVoter(cctx, &cellv1.AddNonVoterRequest{Node: n.Info()})
+			return err
+		}); err != nil {
+			return err
+		}
+		n.log.Info("added to the cell as a non-voter; catching up", "raft_id", n.st.RaftID())
 	}
-	defer conn.Close()
-	client := cellv1.NewCellServiceClient(conn)
+	var target uint64
+	if err := n.retryCall(ctx, "read the cell's commit index", func(cctx context.Context, client cellv1.CellServiceClient) error {
+		resp, err := client.GetStatus(cctx, &cellv1.GetStatusRequest{})
+		target = resp.GetCommitIndex()
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := n.waitCaughtUp(ctx, target); err != nil {
+		return fmt.Errorf("cells: join: catching up to index %d: %w", target, err)
+	}
+	if err := n.retryCall(ctx, "promote to a voter", func(cctx context.Context, client cellv1.CellServiceClient) error {
+		_, err := client.AddVoter(cctx, &cellv1.AddVoterRequest{Node: n.Info()})
+		return err
+	}); err != nil {
+		return err
+	}
+	n.log.Info("joined the cell as a voter", "raft_id", n.st.RaftID(), "caught_up_to", target)
+	return nil
+}
 
+// joinAddr is the gRPC address the next join call goes to: the cell
+// leader the registry names, when there is one (a member named in the
+// bootstrap record may itself be waiting to be added), else cfg.Join.
+func (n *Node) joinAddr(ctx context.Context) string {
+	if n.cfg.Registry != nil {
+		if l, err := catalog.GetCellLeader(ctx, n.cfg.Registry, n.cfg.CellID); err == nil {
+			if a := l.Value.GetGrpcAddr(); a != "" && l.Value.GetNodeId() != n.cfg.NodeID {
+				return a
+			}
+		}
+	}
+	return n.cfg.Join
+}
+
+// retryCall runs call (one CellService RPC to joinAddr, bounded by
+// rpcTimeout) until it succeeds, fails permanently, or ctx ends.
+func (n *Node) retryCall(ctx context.Context, what string, call func(context.Context, cellv1.CellServiceClient) error) error {
 	backoff := membershipRetry.Backoff()
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		_, err := client.AddVoter(cctx, &cellv1.AddVoterRequest{Node: n.Info()})
+		addr := n.joinAddr(cctx)
+		conn, err := dial.New(addr, n.cfg.Dial)
+		if err == nil {
+			err = call(cctx, cellv1.NewCellServiceClient(conn))
+			_ = conn.Close()
+		}
 		cancel()
 		if err == nil {
-			n.log.Info("joined the cell as a voter", "via", n.cfg.Join, "attempts", attempt)
 			return nil
 		}
 		err = rpcerr.FromStatus(err)
 		if permanent(err) {
-			return fmt.Errorf("cells: join through %s refused: %w", n.cfg.Join, err)
+			return fmt.Errorf("cells: join through %s: %s refused: %w", addr, what, err)
 		}
-		n.log.Log(ctx, debugThenWarn(attempt), "join failed; retrying", "via", n.cfg.Join, "attempt", attempt, "err", err)
+		n.log.Log(ctx, debugThenWarn(attempt), "join: "+what+" failed; retrying (a cell that lost its quorum's data needs 'cellplane cell unsafe-recover': docs/reliability.md)",
+			"via", addr, "attempt", attempt, "err", err)
 		if serr := retry.Sleep(ctx, backoff.Next()); serr != nil {
-			return fmt.Errorf("cells: join through %s: gave up after %d attempts: %w (last error: %v)", n.cfg.Join, attempt, serr, err)
+			return fmt.Errorf("cells: join through %s: %s: gave up after %d attempts: %w (last error: %v)", addr, what, attempt, serr, err)
+		}
+	}
+}
+
+// waitCaughtUp waits until this node is in the Raft configuration and
+// its state reflects index.
+func (n *Node) waitCaughtUp(ctx context.Context, index uint64) error {
+	for {
+		if st := n.st.Status(); st.Member && st.AppliedIndex >= index {
+			return nil
+		}
+		if err := retry.Sleep(ctx, retryMin); err != nil {
+			return err
 		}
 	}
 }
 
 // isVoter reports whether the store's Raft configuration already lists
-// this node as a voter.
-func (n *Node) isVoter() bool {
-	for _, m := range n.st.Status().Members {
-		if m.ID == n.cfg.NodeID && m.Voter {
-			return true
-		}
-	}
-	return false
-}
+// this node's incarnation as a voter.
+func (n *Node) isVoter() bool { return n.st.Status().Voter }
 
 // registerLoop makes sure the cell state holds this node's addresses (so
 // that peers can forward to it and report it), then ends. The leader
@@ -160,7 +216,7 @@ func (n *Node) ensureRegistered(ctx context.Context) (bool, error) {
 }
 
 func sameInfo(a, b *cellv1.NodeInfo) bool {
-	return a.GetNodeId() == b.GetNodeId() && a.GetRaftAddr() == b.GetRaftAddr() &&
+	return a.GetNodeId() == b.GetNodeId() && a.GetRaftId() == b.GetRaftId() && a.GetRaftAddr() == b.GetRaftAddr() &&
 		a.GetGrpcAddr() == b.GetGrpcAddr() && a.GetHttpAddr() == b.GetHttpAddr()
 }
 

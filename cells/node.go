@@ -51,6 +51,10 @@ type Node struct {
 	stopErr  error
 	done     chan struct{}
 
+	// rejoin: the node lost its data dir and joins its formed cell as a
+	// new incarnation, in the background (see fromRegistry).
+	rejoin bool
+
 	errMu sync.Mutex
 	err   error // why the node stopped by itself
 }
@@ -134,7 +138,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.log.Info("node started", "raft", n.info.RaftAddr, "grpc", n.info.GrpcAddr, "http", n.info.HttpAddr,
 		"data_dir", n.cfg.DataDir, "bootstrap", len(n.cfg.Bootstrap) > 0, "join", n.cfg.Join)
 
-	if n.cfg.Join != "" {
+	switch {
+	case n.rejoin:
+		// A node that lost its data dir: it runs (not ready, and visible
+		// in GetStatus and cellplane_raft_member) until the cell adds it,
+		// which may take an operator when the cell lost its quorum too.
+		n.bgWG.Go(func() {
+			if err := n.join(n.bg); err != nil && n.bg.Err() == nil {
+				n.log.Error("rejoining the cell as a new incarnation failed", "err", err)
+			}
+		})
+	case n.cfg.Join != "":
 		if err := n.join(ctx); err != nil {
 			return nil, err
 		}
@@ -193,12 +207,40 @@ func (n *Node) listen() (err error) {
 // it), then learns from the registry whether to form the cell or join it.
 func (n *Node) register(ctx context.Context, w *wiring) (err error) {
 	if n.cfg.Registry == nil {
-		return nil
+		return checkStaticBootstrap(n.cfg)
 	}
 	if n.registrar, err = startRegistrar(ctx, n.cfg, n.info, w.leader, n.base()); err != nil {
 		return err
 	}
-	return fromRegistry(ctx, &n.cfg, n.base())
+	n.rejoin, err = fromRegistry(ctx, &n.cfg, n.base())
+	return err
+}
+
+// ErrLostRaftState is returned by Start for a node told to bootstrap its
+// cell (Bootstrap, without a registry) whose data dir records a Raft
+// identity but holds no Raft state: its state was lost, and bootstrapping
+// again would bring it back with its old Raft id and none of its votes
+// and log (H1). Start it with Join instead: it joins as a new member.
+var ErrLostRaftState = errors.New("cells: the data dir lost its Raft state")
+
+// checkStaticBootstrap refuses a static Bootstrap on a data dir that lost
+// its Raft state (ErrLostRaftState). A dir lost whole (the identity file
+// with it) cannot be told from a new one without a registry: the
+// registry's formed record is what catches that (fromRegistry).
+func checkStaticBootstrap(cfg Config) error {
+	if len(cfg.Bootstrap) == 0 {
+		return nil
+	}
+	has, err := store.HasState(cfg.DataDir)
+	if err != nil || has {
+		return err
+	}
+	id, ok, err := store.ReadIdentity(cfg.DataDir)
+	if err != nil || !ok {
+		return err
+	}
+	return fmt.Errorf("%w: %s was Raft server %q; refusing to bootstrap the cell again: start the node with Join (it joins as a new member)",
+		ErrLostRaftState, cfg.DataDir, id.RaftID)
 }
 
 // openStore opens the store on the Raft listener, with the node's
@@ -213,6 +255,9 @@ func (n *Node) openStore(w *wiring) (err error) {
 	sc.HTTPAdvertise = n.info.HttpAddr
 	sc.DataDir = n.cfg.DataDir
 	sc.Bootstrap = n.cfg.Bootstrap
+	// A node that joins with no Raft state does so under a new Raft id,
+	// never under one an earlier incarnation voted with (H1).
+	sc.NewIncarnation = n.cfg.Join != "" && len(n.cfg.Bootstrap) == 0
 	sc.TLS = n.cfg.TLS
 	sc.Logger = n.base()
 	sc.TestingKnobs = n.cfg.TestingKnobs.Store
@@ -221,6 +266,7 @@ func (n *Node) openStore(w *wiring) (err error) {
 		return fmt.Errorf("cells: open store in %s: %w", n.cfg.DataDir, err)
 	}
 	w.leader.st.Store(n.st)
+	n.info.RaftId = n.st.RaftID()
 	w.metrics.MustRegister(n.st.Collectors()...)
 	return nil
 }
@@ -316,7 +362,7 @@ func (n *Node) RaftAddr() string { return n.info.RaftAddr }
 
 // Info returns the addresses this node advertises to its cell.
 func (n *Node) Info() *cellv1.NodeInfo {
-	return &cellv1.NodeInfo{NodeId: n.info.NodeId, RaftAddr: n.info.RaftAddr, GrpcAddr: n.info.GrpcAddr, HttpAddr: n.info.HttpAddr}
+	return &cellv1.NodeInfo{NodeId: n.info.NodeId, RaftAddr: n.info.RaftAddr, GrpcAddr: n.info.GrpcAddr, HttpAddr: n.info.HttpAddr, RaftId: n.info.RaftId}
 }
 
 // Store returns the node's store.

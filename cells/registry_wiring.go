@@ -53,41 +53,61 @@ func startRegistrar(ctx context.Context, cfg Config, info *cellv1.NodeInfo, lead
 // bootstrap record when the node is new: no Raft state in its data dir and
 // neither Bootstrap nor Join given. It waits (within ctx) for the control
 // plane to create the cell and for enough nodes to register.
-func fromRegistry(ctx context.Context, cfg *Config, base *slog.Logger) error {
+//
+// A node of the bootstrap record bootstraps only while the cell is not
+// formed (registry.CellFormed): once it is, a node of the record with no
+// Raft state lost its data dir, and bootstrapping would bring it back
+// under the Raft id its peers counted votes and acknowledgements from,
+// with none of them (H1, "Raft amnesia"). It joins as a new incarnation
+// instead (rejoin is true): the cell replaces its old incarnation.
+func fromRegistry(ctx context.Context, cfg *Config, base *slog.Logger) (rejoin bool, err error) {
 	log := base.With("node", cfg.NodeID)
 	if len(cfg.Bootstrap) > 0 || cfg.Join != "" {
-		return nil
+		return false, nil
 	}
 	has, err := store.HasState(cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("cells: inspect raft state in %s: %w", cfg.DataDir, err)
+		return false, fmt.Errorf("cells: inspect raft state in %s: %w", cfg.DataDir, err)
 	}
 	if has {
-		return nil // a restart: the node knows its cell
+		return false, nil // a restart: the node knows its cell
 	}
 	self := &cpv1.Node{Id: cfg.NodeID, Cell: cfg.CellID}
 	members, err := registry.WaitBootstrap(ctx, cfg.Registry, cfg.CellID, self, base)
 	if err != nil {
-		return fmt.Errorf("cells: bootstrap from the registry: %w", err)
+		return false, fmt.Errorf("cells: bootstrap from the registry: %w", err)
 	}
-	if registry.Contains(members, cfg.NodeID) {
+	listed := registry.Contains(members, cfg.NodeID)
+	formed := false
+	if listed {
+		if formed, err = registry.CellFormed(ctx, cfg.Registry, cfg.CellID); err != nil {
+			return false, fmt.Errorf("cells: bootstrap from the registry: %w", err)
+		}
+	}
+	if listed && !formed {
 		for _, m := range members {
 			cfg.Bootstrap = append(cfg.Bootstrap, store.Peer{ID: m.GetId(), Addr: m.GetRaftAddr()})
 		}
 		log.Info("forming the cell from the registry's bootstrap record", "members", len(members))
-		return nil
+		return false, nil
 	}
 	for _, m := range members {
-		if m.GetGrpcAddr() != "" {
+		if m.GetId() != cfg.NodeID && m.GetGrpcAddr() != "" {
 			cfg.Join = m.GetGrpcAddr()
 			break
 		}
 	}
 	if cfg.Join == "" {
-		return fmt.Errorf("cells: the registry's bootstrap record for cell %s names no member with a gRPC address to join through", cfg.CellID)
+		return false, fmt.Errorf("cells: the registry's bootstrap record for cell %s names no other member with a gRPC address to join through", cfg.CellID)
+	}
+	if listed {
+		log.Warn("the cell was formed already but this node's data dir holds no Raft state (lost or wiped): "+
+			"refusing to bootstrap it again; joining as a new incarnation, which the cell adds in place of the old one",
+			"via", cfg.Join)
+		return true, nil
 	}
 	log.Info("the cell was formed without this node; joining it", "via", cfg.Join)
-	return nil
+	return false, nil
 }
 
 // authorityConfig is the authority keeper's configuration for cfg.

@@ -449,7 +449,9 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 	key := topo.CellAuthorityKey(a.cfg.Cell)
 	rev, err := a.st.Txn(ctx,
 		[]topo.Cond{topo.IfVersion(topo.CellKey(a.cfg.Cell), cs.cellVersion), topo.IfVersion(key, cs.authorityVersion)},
-		[]topo.Op{topo.PutLeased(key, val, sess.Lease())})
+		// The formed record goes with the authority: it is durable before
+		// the cell can acknowledge a write (H1, see CellFormed).
+		[]topo.Op{topo.PutLeased(key, val, sess.Lease()), topo.Put(topo.CellFormedKey(a.cfg.Cell), val)})
 	if err != nil {
 		if errors.Is(err, topo.ErrConditionFailed) {
 			// Nothing was written: the key is still where it was.

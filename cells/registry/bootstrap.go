@@ -204,6 +204,26 @@ func RegisteredMembers(ctx context.Context, st topo.Store, cell string) ([]Regis
 	return out, nil
 }
 
+// CellFormed reports whether cell has been formed: it has (or had) a
+// leader that published its authority (cells/<c>/formed) or its leader
+// key. A node of the bootstrap record that has no Raft state must then
+// join as a new member instead of bootstrapping (H1). The formed record
+// is written in the same transaction as the first authority of each
+// term, so a cell that acknowledged a write is always formed; the leader
+// key covers cells formed before the record existed.
+func CellFormed(ctx context.Context, st topo.Store, cell string) (bool, error) {
+	for _, key := range []string{topo.CellFormedKey(cell), topo.CellLeaderKey(cell)} {
+		_, err := st.Get(ctx, key)
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, topo.ErrNotFound):
+			return false, fmt.Errorf("registry: get %s: %w", key, err)
+		}
+	}
+	return false, nil
+}
+
 // Contains reports whether members lists node id.
 func Contains(members []*cpv1.Node, id string) bool {
 	for _, m := range members {

@@ -182,13 +182,16 @@ func (s *CellServer) AddVoter(ctx context.Context, req *cellv1.AddVoterRequest) 
 		if err := s.checkHosts(n); err != nil {
 			return nil, err
 		}
-		if err := s.st.AddVoter(ctx, n.GetNodeId(), n.GetRaftAddr()); err != nil {
+		if err := s.replaceIncarnation(ctx, n); err != nil {
+			return nil, s.storeErr("add_voter", err)
+		}
+		if err := s.st.AddVoter(ctx, raftID(n), n.GetRaftAddr()); err != nil {
 			return nil, s.storeErr("add_voter", err)
 		}
 		if err := s.register(ctx, n); err != nil {
 			return nil, err
 		}
-		s.log.Info("voter added", "member", n.GetNodeId(), "raft_addr", n.GetRaftAddr())
+		s.log.Info("voter added", "member", n.GetNodeId(), "raft_id", raftID(n), "raft_addr", n.GetRaftAddr())
 		return &cellv1.AddVoterResponse{}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.AddVoterResponse, error) {
 		return cellClient(cc).AddVoter(ctx, req)
@@ -205,17 +208,43 @@ func (s *CellServer) AddNonVoter(ctx context.Context, req *cellv1.AddNonVoterReq
 		if err := s.checkHosts(n); err != nil {
 			return nil, err
 		}
-		if err := s.st.AddNonVoter(ctx, n.GetNodeId(), n.GetRaftAddr()); err != nil {
+		if err := s.replaceIncarnation(ctx, n); err != nil {
+			return nil, s.storeErr("add_nonvoter", err)
+		}
+		if err := s.st.AddNonVoter(ctx, raftID(n), n.GetRaftAddr()); err != nil {
 			return nil, s.storeErr("add_nonvoter", err)
 		}
 		if err := s.register(ctx, n); err != nil {
 			return nil, err
 		}
-		s.log.Info("non-voter added", "member", n.GetNodeId(), "raft_addr", n.GetRaftAddr())
+		s.log.Info("non-voter added", "member", n.GetNodeId(), "raft_id", raftID(n), "raft_addr", n.GetRaftAddr())
 		return &cellv1.AddNonVoterResponse{}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.AddNonVoterResponse, error) {
 		return cellClient(cc).AddNonVoter(ctx, req)
 	})
+}
+
+// raftID is n's Raft server id: raft_id, or node_id for a node that does
+// not send one.
+func raftID(n *cellv1.NodeInfo) string {
+	if r := n.GetRaftId(); r != "" {
+		return r
+	}
+	return n.GetNodeId()
+}
+
+// replaceIncarnation, when n names its Raft id, removes the node's other
+// incarnations from the Raft configuration before n is added: the node
+// came back without its data dir (under a new Raft id), so they will
+// never answer again (H1; store.RemoveStaleIncarnations says why this
+// never costs the quorum). A node that names no Raft id replaces
+// nothing.
+func (s *CellServer) replaceIncarnation(ctx context.Context, n *cellv1.NodeInfo) error {
+	if n.GetRaftId() == "" {
+		return nil
+	}
+	_, err := s.st.RemoveStaleIncarnations(ctx, n.GetRaftId())
+	return err
 }
 
 func (s *CellServer) register(ctx context.Context, n *cellv1.NodeInfo) error {

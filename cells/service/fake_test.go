@@ -106,6 +106,9 @@ func (f *fakeStore) leaderOnly() error {
 func (f *fakeStore) AddVoter(context.Context, string, string) error    { return f.leaderOnly() }
 func (f *fakeStore) AddNonVoter(context.Context, string, string) error { return f.leaderOnly() }
 func (f *fakeStore) RemoveServer(context.Context, string) error        { return f.leaderOnly() }
+func (f *fakeStore) RemoveStaleIncarnations(context.Context, string) ([]string, error) {
+	return nil, f.leaderOnly()
+}
 func (f *fakeStore) TransferLeadership(context.Context, string) (string, error) {
 	return f.transfer, f.leaderOnly()
 }

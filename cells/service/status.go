@@ -49,6 +49,7 @@ func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) 
 		LastLogIndex: st.LastLogIndex,
 		LastContact:  durationpb.New(st.LastContact),
 		Tenants:      st.Tenants,
+		Member:       st.Member,
 	}
 	for _, m := range st.Members {
 		suffrage := cellv1.Suffrage_SUFFRAGE_NONVOTER
@@ -56,8 +57,16 @@ func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) 
 			suffrage = cellv1.Suffrage_SUFFRAGE_VOTER
 		}
 		n := info(m.ID, m.RaftAddr, m.Info)
-		resp.Members = append(resp.Members, &cellv1.Member{Node: n, Suffrage: suffrage, Leader: m.Leader || m.ID == st.LeaderID && st.LeaderID != ""})
-		if m.ID == st.LeaderID && st.LeaderID != "" {
+		if m.RaftID != "" && n.GetRaftId() != m.RaftID {
+			// Not registered yet under this incarnation (or an old
+			// incarnation whose node came back under a new Raft id): show
+			// the configuration's id and address.
+			n = proto.Clone(n).(*cellv1.NodeInfo)
+			n.RaftId, n.RaftAddr = m.RaftID, m.RaftAddr
+		}
+		leader := m.Leader || st.LeaderRaftID != "" && m.RaftID == st.LeaderRaftID
+		resp.Members = append(resp.Members, &cellv1.Member{Node: n, Suffrage: suffrage, Leader: leader})
+		if leader {
 			resp.Leader = n
 		}
 	}

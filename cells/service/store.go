@@ -28,6 +28,7 @@ type Store interface {
 	AddVoter(ctx context.Context, id, raftAddr string) error
 	AddNonVoter(ctx context.Context, id, raftAddr string) error
 	RemoveServer(ctx context.Context, id string) error
+	RemoveStaleIncarnations(ctx context.Context, raftID string) ([]string, error)
 	TransferLeadership(ctx context.Context, id string) (string, error)
 }
 

@@ -28,12 +28,20 @@ type ReadOptions struct {
 
 // Status is a node's view of the cell.
 type Status struct {
-	NodeID      string
-	State       string // Leader, Follower, Candidate, Shutdown
-	Term        uint64
-	LeaderID    string
-	LeaderAddr  string // Raft address of the leader
-	CommitIndex uint64
+	NodeID string
+	// RaftID is this node's Raft server id (see IdentityFile).
+	RaftID string
+	// Member and Voter say whether the Raft configuration holds this
+	// node's incarnation, and with a vote. A node that came back without
+	// its data is no member until the cell adds it (H1).
+	Member, Voter bool
+	State         string // Leader, Follower, Candidate, Shutdown
+	Term          uint64
+	// LeaderID is the leader's node id; LeaderRaftID its Raft server id.
+	LeaderID     string
+	LeaderRaftID string
+	LeaderAddr   string // Raft address of the leader
+	CommitIndex  uint64
 	// AppliedIndex is the highest Raft index the state reflects (not
 	// Raft's own applied index, which runs ahead of the state machine).
 	AppliedIndex uint64
@@ -48,7 +56,11 @@ type Status struct {
 
 // Member is one server of the Raft configuration.
 type Member struct {
+	// ID is the member's node id; RaftID its Raft server id (the node id,
+	// or the node id and an incarnation: see IdentityFile). During a
+	// replacement two members may have the same ID.
 	ID       string
+	RaftID   string
 	RaftAddr string
 	Voter    bool
 	Leader   bool

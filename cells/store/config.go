@@ -34,6 +34,13 @@ type Config struct {
 	// Bootstrap, when non-empty and DataDir holds no Raft state, creates a
 	// new cell with these voters (which must include this node).
 	Bootstrap []Peer
+	// NewIncarnation, when DataDir holds no Raft state, starts the node
+	// under a new Raft server id ("<NodeID>.inc-<hex>") instead of NodeID:
+	// the node joins an existing cell as a new member and never answers
+	// for an earlier incarnation that voted and acknowledged entries it
+	// no longer has (H1; see IdentityFile). It cannot be combined with
+	// Bootstrap; with Raft state it changes nothing.
+	NewIncarnation bool
 
 	// TLS, when set, makes the Raft transport mutual TLS with this
 	// node's certificate, key and CA bundle (a node identity whose node is
@@ -279,6 +286,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.Bootstrap) > 0 && !containsPeer(c.Bootstrap, c.NodeID) {
 		bad("Bootstrap", "does not include this node %q", c.NodeID)
+	}
+	if len(c.Bootstrap) > 0 && c.NewIncarnation {
+		bad("NewIncarnation", "cannot be combined with Bootstrap: a new incarnation joins an existing cell")
+	}
+	if HasIncarnation(c.NodeID) {
+		bad("NodeID", "must not end like a Raft incarnation (%q followed by %d hex digits)", validate.IncarnationSep, validate.IncarnationHex)
 	}
 	if len(errs) == 0 && c.NodeID != "" {
 		// Backstop: whatever else Raft refuses at start.

@@ -30,6 +30,12 @@ type metrics struct {
 	// raftConnsRefused counts Raft connections closed before Raft saw
 	// them (TLS handshake or peer check failed), by side and reason.
 	raftConnsRefused *prometheus.CounterVec
+	// staleIncarnations counts old incarnations this node, as leader,
+	// removed from the Raft configuration (H1).
+	staleIncarnations prometheus.Counter
+	// wrongServer counts Raft responses refused because another server
+	// than the one addressed answered (H1).
+	wrongServer prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -67,6 +73,14 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_raft_conns_refused_total",
 			Help: "Raft connections closed before Raft read or wrote a byte: the TLS handshake or the peer check failed. side: inbound (accepted) or outbound (dialed); reason: identity, no_certificate, unknown_ca, expired, bad_certificate, timeout, handshake, overload.",
 		}, []string{"side", "reason"}),
+		staleIncarnations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_stale_incarnations_removed_total",
+			Help: "Old incarnations of members (nodes that came back without their data dir) this node removed from the Raft configuration as leader.",
+		}),
+		wrongServer: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_raft_wrong_server_total",
+			Help: "Raft responses ignored because another server than the one addressed answered (a member that came back without its data, under a new Raft id, at its old address).",
+		}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -83,6 +97,17 @@ func (s *Store) Collectors() []prometheus.Collector {
 	}
 	return []prometheus.Collector{
 		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
+		s.metrics.staleIncarnations, s.metrics.wrongServer,
+		gauge("cellplane_raft_member", "1 when this node's incarnation is in the cell's Raft configuration as a voter, 0.5 as a non-voter, 0 when it is not (a node that came back without its data waits to be added).", func() float64 {
+			st := s.membershipOf()
+			switch {
+			case st.Voter:
+				return 1
+			case st.Member:
+				return 0.5
+			}
+			return 0
+		}),
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

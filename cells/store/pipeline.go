@@ -1,6 +1,9 @@
 package store
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -26,8 +29,14 @@ import (
 // writes the stable store (the term). closeHeartbeats waits for the ones
 // running and refuses later ones, so that the store can close its log
 // without a late heartbeat writing to it (raft panics on that write).
+//
+// And it refuses answers from the wrong server (H1, see wrongServer).
 type safeTransport struct {
 	*raft.NetworkTransport
+
+	// onWrongServer is called for each answer refused by checkServer
+	// (nil: none).
+	onWrongServer func(want, got raft.ServerID, addr raft.ServerAddress)
 
 	mu      sync.RWMutex // held for reading by each running heartbeat
 	stopped bool
@@ -57,16 +66,80 @@ func (t *safeTransport) closeHeartbeats() {
 	t.mu.Unlock()
 }
 
+// errWrongServer is returned for an RPC that another server than the one
+// addressed answered.
+var errWrongServer = errors.New("store: another Raft server answered at the member's address")
+
+// checkServer fails unless the server that answered (the response
+// header's ID) is the one addressed. hashicorp/raft counts a vote or an
+// acknowledgement as the addressed server's without looking at who sent
+// it, so a node that lost its data and came back under a new Raft id at
+// its old address would otherwise vote and acknowledge as its old
+// incarnation — with an empty log (H1, Raft amnesia).
+func (t *safeTransport) checkServer(id raft.ServerID, target raft.ServerAddress, h raft.RPCHeader) error {
+	if got := raft.ServerID(h.ID); got != id {
+		if t.onWrongServer != nil {
+			t.onWrongServer(id, got, target)
+		}
+		return fmt.Errorf("%w: %s addressed at %s, %q answered", errWrongServer, id, target, got)
+	}
+	return nil
+}
+
+// AppendEntries implements raft.Transport.
+func (t *safeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := t.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
+		return err
+	}
+	return t.checkServer(id, target, resp.RPCHeader)
+}
+
+// RequestVote implements raft.Transport.
+func (t *safeTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	if err := t.NetworkTransport.RequestVote(id, target, args, resp); err != nil {
+		return err
+	}
+	return t.checkServer(id, target, resp.RPCHeader)
+}
+
+// RequestPreVote implements raft.WithPreVote.
+func (t *safeTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	if err := t.NetworkTransport.RequestPreVote(id, target, args, resp); err != nil {
+		return err
+	}
+	return t.checkServer(id, target, resp.RPCHeader)
+}
+
+// InstallSnapshot implements raft.Transport.
+func (t *safeTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	if err := t.NetworkTransport.InstallSnapshot(id, target, args, resp, data); err != nil {
+		return err
+	}
+	return t.checkServer(id, target, resp.RPCHeader)
+}
+
+// TimeoutNow implements raft.Transport.
+func (t *safeTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	if err := t.NetworkTransport.TimeoutNow(id, target, args, resp); err != nil {
+		return err
+	}
+	return t.checkServer(id, target, resp.RPCHeader)
+}
+
 // AppendEntriesPipeline implements raft.Transport.
 func (t *safeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
 	if err != nil {
 		return nil, err
 	}
-	return newSafePipeline(p), nil
+	sp := newSafePipeline(p)
+	sp.check = func(h raft.RPCHeader) error { return t.checkServer(id, target, h) }
+	return sp, nil
 }
 
 type safePipeline struct {
+	// check refuses a response from the wrong server (nil: none).
+	check func(raft.RPCHeader) error
 	inner raft.AppendPipeline
 	out   chan raft.AppendFuture
 	done  chan struct{}
@@ -95,6 +168,16 @@ func (p *safePipeline) run() {
 		}
 		select {
 		case f := <-in:
+			if p.check != nil && f.Error() == nil {
+				if resp := f.Response(); resp != nil && p.check(resp.RPCHeader) != nil {
+					// Refuse it the only way raft's decoder hears: an
+					// unsuccessful answer at the request's term, which
+					// ends the pipeline (raft then falls back to single
+					// AppendEntries, which fail with errWrongServer).
+					resp.Success = false
+					resp.Term = f.Request().Term
+				}
+			}
 			queue = append(queue, f)
 		case out <- next:
 			queue[0] = nil

@@ -28,15 +28,19 @@ import (
 // Store is one node's replica of a cell: Raft (raft-wal log, file
 // snapshots, TCP transport) in front of a Pebble state machine.
 type Store struct {
-	cfg   Config
-	log   *slog.Logger
-	raft  *raft.Raft
-	fsm   *fsm
-	trans *raft.NetworkTransport
-	safe  *safeTransport // what Raft uses: trans with a safe pipeline and gated heartbeats
-	layer *streamLayer   // trans's stream layer
-	wal   *raftwal.WAL
-	self  *cellv1.NodeInfo
+	cfg  Config
+	log  *slog.Logger
+	raft *raft.Raft
+	// raftID is this node's Raft server id (see IdentityFile).
+	raftID string
+	// wrongLogged is when wrongServer last logged (unix nanos).
+	wrongLogged atomic.Int64
+	fsm         *fsm
+	trans       *raft.NetworkTransport
+	safe        *safeTransport // what Raft uses: trans with a safe pipeline and gated heartbeats
+	layer       *streamLayer   // trans's stream layer
+	wal         *raftwal.WAL
+	self        *cellv1.NodeInfo
 
 	proposals chan *proposal
 	inflight  chan *inflight
@@ -132,6 +136,13 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
+	has, err := raft.HasExistingState(s.wal, s.wal, snaps)
+	if err != nil {
+		return fmt.Errorf("inspect raft state: %w", err)
+	}
+	if s.raftID, err = s.settleIdentity(has); err != nil {
+		return err
+	}
 
 	ln := cfg.RaftListener
 	if ln == nil {
@@ -161,17 +172,14 @@ func (s *Store) open() error {
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
 	})
-	s.safe = &safeTransport{NetworkTransport: s.trans}
-	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise}
+	s.safe = &safeTransport{NetworkTransport: s.trans, onWrongServer: s.wrongServer}
+	s.self = &cellv1.NodeInfo{NodeId: cfg.NodeID, RaftAddr: string(s.trans.LocalAddr()), GrpcAddr: cfg.GRPCAdvertise, HttpAddr: cfg.HTTPAdvertise, RaftId: s.raftID}
 
 	rc := raftConfig(cfg)
+	rc.LocalID = raft.ServerID(s.raftID)
 	rc.Logger = hlog
 
 	if len(cfg.Bootstrap) > 0 {
-		has, err := raft.HasExistingState(s.wal, s.wal, snaps)
-		if err != nil {
-			return fmt.Errorf("inspect raft state: %w", err)
-		}
 		if !has {
 			var conf raft.Configuration
 			for _, p := range cfg.Bootstrap {
@@ -198,6 +206,82 @@ func (s *Store) open() error {
 	}
 	return nil
 }
+
+// settleIdentity returns the Raft server id this node runs under and
+// makes sure the data dir's identity file records it before Raft writes
+// any state (see IdentityFile). has says whether the dir holds Raft state.
+func (s *Store) settleIdentity(has bool) (string, error) {
+	cfg := s.cfg
+	id, ok, err := ReadIdentity(cfg.DataDir)
+	if err != nil {
+		return "", err
+	}
+	if ok && id.NodeID != cfg.NodeID {
+		return "", fmt.Errorf("%w: data dir %s belongs to node %q, not %q", ErrIdentity, cfg.DataDir, id.NodeID, cfg.NodeID)
+	}
+	if has {
+		if ok {
+			return id.RaftID, nil
+		}
+		// Raft state written before identity files existed: the node
+		// founded its cell or joined it under its node id.
+		if err := writeIdentity(cfg.DataDir, Identity{NodeID: cfg.NodeID, RaftID: cfg.NodeID}); err != nil {
+			return "", err
+		}
+		s.log.Info("recorded the data dir's Raft identity", "raft_id", cfg.NodeID)
+		return cfg.NodeID, nil
+	}
+	raftID := cfg.NodeID
+	if cfg.NewIncarnation {
+		if raftID, err = NewRaftID(cfg.NodeID); err != nil {
+			return "", err
+		}
+	}
+	if ok {
+		s.log.Warn("the data dir has an identity but no Raft state: its Raft state was lost", "lost_raft_id", id.RaftID, "raft_id", raftID)
+	}
+	if err := writeIdentity(cfg.DataDir, Identity{NodeID: cfg.NodeID, RaftID: raftID}); err != nil {
+		return "", err
+	}
+	if cfg.NewIncarnation {
+		s.log.Warn("no Raft state in the data dir: starting as a new incarnation, which votes only once the cell has added it as a member",
+			"raft_id", raftID)
+	}
+	return raftID, nil
+}
+
+// wrongServer counts and logs an answer refused by the transport because
+// another server answered than the one addressed (at most every few
+// seconds per address: a replaced member is retried often).
+func (s *Store) wrongServer(want, got raft.ServerID, addr raft.ServerAddress) {
+	s.metrics.wrongServer.Inc()
+	now := time.Now().UnixNano()
+	last := s.wrongLogged.Load()
+	if now-last < int64(10*time.Second) || !s.wrongLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("a Raft answer came from another server than the one addressed; ignored (a member came back without its data under a new Raft id: it counts only once added)",
+		"addressed", string(want), "answered", string(got), "addr", string(addr))
+}
+
+// membershipOf reports whether the latest Raft configuration holds this
+// node's incarnation, and with a vote.
+func (s *Store) membershipOf() (m struct{ Member, Voter bool }) {
+	if s.raft == nil {
+		return m
+	}
+	if cf := s.raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			if string(srv.ID) == s.raftID {
+				m.Member, m.Voter = true, srv.Suffrage == raft.Voter
+			}
+		}
+	}
+	return m
+}
+
+// RaftID returns this node's Raft server id (see IdentityFile).
+func (s *Store) RaftID() string { return s.raftID }
 
 // raftConfig derives hashicorp/raft's config from ours.
 func raftConfig(cfg Config) *raft.Config {
@@ -590,10 +674,10 @@ func (s *Store) Leader() (id string, info *cellv1.NodeInfo) {
 	if lid == "" {
 		return "", nil
 	}
-	id = string(lid)
-	if id == s.cfg.NodeID {
-		return id, s.self
+	if string(lid) == s.raftID {
+		return s.cfg.NodeID, s.self
 	}
+	id = NodeOfRaftID(string(lid))
 	info, _ = s.fsm.node(id)
 	return id, info
 }
@@ -649,7 +733,7 @@ func (s *Store) ensureSettings() {
 
 func (s *Store) registerSelf() {
 	cur, _ := s.fsm.node(s.cfg.NodeID)
-	if cur != nil && cur.GetRaftAddr() == s.self.GetRaftAddr() && cur.GetGrpcAddr() == s.self.GetGrpcAddr() && cur.GetHttpAddr() == s.self.GetHttpAddr() {
+	if cur != nil && cur.GetRaftAddr() == s.self.GetRaftAddr() && cur.GetGrpcAddr() == s.self.GetGrpcAddr() && cur.GetHttpAddr() == s.self.GetHttpAddr() && cur.GetRaftId() == s.self.GetRaftId() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ApplyTimeout)
@@ -666,25 +750,97 @@ func (s *Store) registerSelf() {
 	}
 }
 
-// AddVoter adds a voting member (leader only).
+// AddVoter adds a voting member, or promotes a non-voter, under Raft
+// server id id (leader only).
 func (s *Store) AddVoter(ctx context.Context, id, raftAddr string) error {
 	return s.membership(ctx, func(d time.Duration) raft.Future {
 		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, d)
 	})
 }
 
-// AddNonVoter adds a non-voting member (leader only).
+// AddNonVoter adds a non-voting member under Raft server id id (leader
+// only).
 func (s *Store) AddNonVoter(ctx context.Context, id, raftAddr string) error {
 	return s.membership(ctx, func(d time.Duration) raft.Future {
 		return s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, d)
 	})
 }
 
-// RemoveServer removes a member (leader only).
+// RemoveServer removes a member (leader only): the server whose Raft id
+// is id, else every incarnation of node id. Removing no server is not an
+// error.
 func (s *Store) RemoveServer(ctx context.Context, id string) error {
-	return s.membership(ctx, func(d time.Duration) raft.Future {
-		return s.raft.RemoveServer(raft.ServerID(id), 0, d)
-	})
+	servers, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	var targets []raft.ServerID
+	for _, srv := range servers {
+		if string(srv.ID) == id {
+			targets = []raft.ServerID{srv.ID}
+			break
+		}
+		if NodeOfRaftID(string(srv.ID)) == id {
+			targets = append(targets, srv.ID)
+		}
+	}
+	if len(targets) == 0 {
+		targets = []raft.ServerID{raft.ServerID(id)} // the leader check and raft's own answer
+	}
+	for _, t := range targets {
+		if err := s.membership(ctx, func(d time.Duration) raft.Future {
+			return s.raft.RemoveServer(t, 0, d)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveStaleIncarnations removes from the Raft configuration every
+// other incarnation of raftID's node (leader only): a node that lost its
+// data dir came back under raftID, so its old incarnation will never
+// answer again. It returns the Raft ids removed.
+//
+// Removing a server that does not answer never costs the quorum: the
+// leader leads, so a majority of the voters answers it, and that
+// majority, without the silent server, is still a majority of the
+// voters that remain. The leader's own incarnation is never removed.
+func (s *Store) RemoveStaleIncarnations(ctx context.Context, raftID string) ([]string, error) {
+	if !ValidRaftID(raftID) {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "node.raft_id", Description: "is not a Raft server id"})
+	}
+	servers, err := s.configuration()
+	if err != nil {
+		return nil, err
+	}
+	node := NodeOfRaftID(raftID)
+	var removed []string
+	for _, srv := range servers {
+		id := string(srv.ID)
+		if id == raftID || id == s.raftID || NodeOfRaftID(id) != node {
+			continue
+		}
+		if err := s.membership(ctx, func(d time.Duration) raft.Future {
+			return s.raft.RemoveServer(srv.ID, 0, d)
+		}); err != nil {
+			return removed, err
+		}
+		s.metrics.staleIncarnations.Inc()
+		s.log.Warn("removed a stale incarnation from the Raft configuration: its node came back without its data",
+			"member", node, "removed_raft_id", id, "new_raft_id", raftID, "voter", srv.Suffrage == raft.Voter)
+		removed = append(removed, id)
+	}
+	return removed, nil
+}
+
+// configuration returns the latest Raft configuration's servers.
+func (s *Store) configuration() ([]raft.Server, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, s.applyError(err)
+	}
+	return cf.Configuration().Servers, nil
 }
 
 func (s *Store) membership(ctx context.Context, op func(time.Duration) raft.Future) error {
@@ -716,15 +872,16 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) (string, erro
 			return "", s.applyError(err)
 		}
 		var addr raft.ServerAddress
+		var target raft.ServerID
 		for _, srv := range cf.Configuration().Servers {
-			if string(srv.ID) == id {
-				addr = srv.Address
+			if (string(srv.ID) == id || NodeOfRaftID(string(srv.ID)) == id) && (addr == "" || srv.Suffrage == raft.Voter) {
+				addr, target = srv.Address, srv.ID
 			}
 		}
 		if addr == "" {
 			return "", cperr.Invalid(cperr.FieldViolation{Field: "node_id", Description: "not a member of this cell"})
 		}
-		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+		f = s.raft.LeadershipTransferToServer(target, addr)
 	}
 	if err := f.Error(); err != nil {
 		s.log.Warn("leadership transfer failed", "target", id, "err", err)
@@ -754,9 +911,11 @@ func (s *Store) Status() Status {
 	leaderAddr, leaderID := s.raft.LeaderWithID()
 	st := Status{
 		NodeID:       s.cfg.NodeID,
+		RaftID:       s.raftID,
 		State:        s.raft.State().String(),
 		Term:         s.raft.CurrentTerm(),
-		LeaderID:     string(leaderID),
+		LeaderID:     NodeOfRaftID(string(leaderID)),
+		LeaderRaftID: string(leaderID),
 		LeaderAddr:   string(leaderAddr),
 		CommitIndex:  s.raft.CommitIndex(),
 		AppliedIndex: s.stateIndex(),
@@ -773,9 +932,12 @@ func (s *Store) Status() Status {
 	}
 	if cf := s.raft.GetConfiguration(); cf.Error() == nil {
 		for _, srv := range cf.Configuration().Servers {
-			m := Member{ID: string(srv.ID), RaftAddr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leaderID}
+			m := Member{ID: NodeOfRaftID(string(srv.ID)), RaftID: string(srv.ID), RaftAddr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leaderID}
 			m.Info, _ = s.fsm.node(m.ID)
 			st.Members = append(st.Members, m)
+			if m.RaftID == s.raftID {
+				st.Member, st.Voter = true, m.Voter
+			}
 		}
 	}
 	return st

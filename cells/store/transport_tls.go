@@ -104,7 +104,7 @@ func (t *tlsLayer) expect(addr string) pki.VerifyFunc {
 		if f := r.GetConfiguration(); f.Error() == nil {
 			for _, srv := range f.Configuration().Servers {
 				if string(srv.Address) == addr {
-					return pki.ExpectIdentity(pki.NodeIdentity(t.self.Cluster, t.self.Region, t.self.Cell, string(srv.ID)))
+					return pki.ExpectIdentity(pki.NodeIdentity(t.self.Cluster, t.self.Region, t.self.Cell, NodeOfRaftID(string(srv.ID))))
 				}
 			}
 		}

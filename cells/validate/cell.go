@@ -140,6 +140,9 @@ func (v *violations) node(lim Limits, field string, n *cellv1.NodeInfo, needRaft
 		return
 	}
 	v.id(field+".node_id", n.GetNodeId(), lim.MaxIDLen)
+	if r := n.GetRaftId(); r != "" && !RaftIDOf(n.GetNodeId(), r) {
+		v.add(field+".raft_id", "must be node_id, or node_id followed by "+IncarnationSep+" and 16 lowercase hex digits")
+	}
 	v.addr(lim, field+".raft_addr", n.GetRaftAddr(), needRaft)
 	v.addr(lim, field+".grpc_addr", n.GetGrpcAddr(), false)
 	v.addr(lim, field+".http_addr", n.GetHttpAddr(), false)

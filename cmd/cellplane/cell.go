@@ -290,6 +290,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("data-dir")
 	cmd.SetUsageFunc(groupedUsage(groups))
+	cmd.AddCommand(newUnsafeRecoverCmd(std))
 	return cmd
 }
 

@@ -74,6 +74,7 @@ func TestHelp(t *testing.T) {
 	}{
 		{"help-root.golden", []string{"--help"}},
 		{"help-cell.golden", []string{"cell", "--help"}},
+		{"help-cell-unsafe-recover.golden", []string{"cell", "unsafe-recover", "--help"}},
 		{"help-bench.golden", []string{"bench", "--help"}},
 		{"help-bench-cell.golden", []string{"bench", "cell", "--help"}},
 		{"help-bench-placement.golden", []string{"bench", "placement", "--help"}},

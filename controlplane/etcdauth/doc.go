@@ -15,7 +15,7 @@
 //     it reads tokenkeys/private/);
 //   - worker: read-only on the keyspace except tokenkeys/private/;
 //   - node: as worker, plus read-write on its own cell's registry keys
-//     (cells/<c>/nodes/, leader, bootstrap, authority, fence/) and nothing
+//     (cells/<c>/nodes/, leader, bootstrap, authority, formed, fence/) and nothing
 //     of another cell's;
 //   - operators and tenant clients: no etcd access (they go through the
 //     control plane's API).

@@ -111,6 +111,7 @@ func RoleFor(id pki.Identity, prefix string) (Role, error) {
 			Range{Key: topo.CellLeaderKey(c), Write: true},
 			Range{Key: topo.CellBootstrapKey(c), Write: true},
 			Range{Key: topo.CellAuthorityKey(c), Write: true},
+			Range{Key: topo.CellFormedKey(c), Write: true},
 			Range{Key: topo.CellFencePrefix(c), Prefix: true, Write: true},
 		)}, nil
 	}

@@ -74,6 +74,13 @@ func CellBootstrapKey(c string) string { return CellsPrefix + c + "/bootstrap" }
 // CellLeaderKey is cells/<c>/leader.
 func CellLeaderKey(c string) string { return CellsPrefix + c + "/leader" }
 
+// CellFormedKey is cells/<c>/formed: written (never leased, never
+// deleted by cellplane) with the cell authority the first time each
+// leader term publishes it, so it exists before the cell acknowledges
+// any write. A node of the cell with no Raft state that finds it must not
+// bootstrap the cell again (H1).
+func CellFormedKey(c string) string { return CellsPrefix + c + "/formed" }
+
 // CellNodesPrefix is cells/<c>/nodes/.
 func CellNodesPrefix(c string) string { return CellsPrefix + c + "/nodes/" }
 

@@ -986,9 +986,15 @@ type GetStatusResponse struct {
 	AppliedIndex uint64    `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastLogIndex uint64    `protobuf:"varint,8,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	// Time since this node last heard from the leader (0 on the leader).
-	LastContact   *durationpb.Duration `protobuf:"bytes,9,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
-	Members       []*Member            `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
-	Tenants       uint64               `protobuf:"varint,11,opt,name=tenants,proto3" json:"tenants,omitempty"`
+	LastContact *durationpb.Duration `protobuf:"bytes,9,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	Members     []*Member            `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
+	Tenants     uint64               `protobuf:"varint,11,opt,name=tenants,proto3" json:"tenants,omitempty"`
+	// Whether this node's incarnation is in the cell's Raft configuration:
+	// false for a node that came back without its data dir and waits to be
+	// added as a new member (H1). It then has no vote, and a cell whose
+	// other voters lost their data too stays without a leader until
+	// `cellplane cell unsafe-recover` (docs/reliability.md).
+	Member        bool `protobuf:"varint,12,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1098,6 +1104,13 @@ func (x *GetStatusResponse) GetTenants() uint64 {
 		return x.Tenants
 	}
 	return 0
+}
+
+func (x *GetStatusResponse) GetMember() bool {
+	if x != nil {
+		return x.Member
+	}
+	return false
 }
 
 type AddVoterRequest struct {
@@ -1582,7 +1595,7 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\x06Member\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x127\n" +
 	"\bsuffrage\x18\x02 \x01(\x0e2\x1b.cellplane.cell.v1.SuffrageR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xbb\x03\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xd3\x03\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1595,7 +1608,8 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\flast_contact\x18\t \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x123\n" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x19.cellplane.cell.v1.MemberR\amembers\x12\x18\n" +
-	"\atenants\x18\v \x01(\x04R\atenants\"B\n" +
+	"\atenants\x18\v \x01(\x04R\atenants\x12\x16\n" +
+	"\x06member\x18\f \x01(\bR\x06member\"B\n" +
 	"\x0fAddVoterRequest\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\"\x12\n" +
 	"\x10AddVoterResponse\"E\n" +

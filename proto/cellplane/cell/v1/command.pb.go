@@ -1664,11 +1664,16 @@ func (x *DedupRecord) GetTimeUnixNano() int64 {
 
 // NodeInfo describes one member of the cell.
 type NodeInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpAddr string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	// The node's Raft server id: node_id for a member that founded the
+	// cell, "<node_id>.inc-<16 hex digits>" for a node that joined it with
+	// an empty data dir (a new incarnation; H1, "no Raft amnesia"). Empty
+	// means node_id.
+	RaftId        string `protobuf:"bytes,5,opt,name=raft_id,json=raftId,proto3" json:"raft_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1727,6 +1732,13 @@ func (x *NodeInfo) GetGrpcAddr() string {
 func (x *NodeInfo) GetHttpAddr() string {
 	if x != nil {
 		return x.HttpAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRaftId() string {
+	if x != nil {
+		return x.RaftId
 	}
 	return ""
 }
@@ -1863,12 +1875,13 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x12\n" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x128\n" +
 	"\x06result\x18\x02 \x01(\v2 .cellplane.cell.v1.CommandResultR\x06result\x12$\n" +
-	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"z\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\x93\x01\n" +
 	"\bNodeInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
-	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr*O\n" +
+	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x17\n" +
+	"\araft_id\x18\x05 \x01(\tR\x06raftId*O\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
