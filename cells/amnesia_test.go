@@ -1,0 +1,215 @@
+package cells_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cellplane/cellplane/cells"
+	"github.com/cellplane/cellplane/cells/celltest"
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/testutil"
+	"github.com/cellplane/cellplane/internal/tenantmd"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// amnesiaCell is a 3-node cell formed from a memtopo registry, whose
+// nodes can be stopped and restarted on the same addresses.
+type amnesiaCell struct {
+	t     *testing.T
+	st    topo.Store
+	cfgs  map[string]cells.Config
+	nodes map[string]*cells.Node
+}
+
+func newAmnesiaCell(t *testing.T) *amnesiaCell {
+	st := memtopo.New()
+	t.Cleanup(func() { st.Close() })
+	ctx := testutil.Context(t, 60*time.Second)
+	b, err := proto.Marshal(&cpv1.Cell{Id: "c1", Region: "r1", ExpectedMembers: 3, State: cpv1.CellState_CELL_STATE_ACTIVE})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Create(ctx, topo.CellKey("c1"), b); err != nil {
+		t.Fatal(err)
+	}
+	c := &amnesiaCell{t: t, st: st, cfgs: map[string]cells.Config{}, nodes: map[string]*cells.Node{}}
+	type started struct {
+		n   *cells.Node
+		err error
+	}
+	results := make(chan started, 3)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		cfg := registryNode(t, st, id)
+		c.cfgs[id] = cfg
+		go func() {
+			n, err := startRegistryNode(t, cfg)
+			results <- started{n, err}
+		}()
+	}
+	for range 3 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("start: %v", r.err)
+		}
+		c.nodes[r.n.Info().NodeId] = r.n
+		// Restarts reuse the addresses, without the pre-opened listeners.
+		cfg := c.cfgs[r.n.Info().NodeId]
+		cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = r.n.RaftAddr(), r.n.GRPCAddr(), r.n.HTTPAddr()
+		cfg.RaftListener, cfg.GRPCListener, cfg.HTTPListener = nil, nil, nil
+		c.cfgs[r.n.Info().NodeId] = cfg
+	}
+	celltest.WaitLeader(t, c.running())
+	return c
+}
+
+func (c *amnesiaCell) running() []*cells.Node {
+	var out []*cells.Node
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if n := c.nodes[id]; n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *amnesiaCell) stop(id string) {
+	c.t.Helper()
+	if err := c.nodes[id].Close(); err != nil {
+		c.t.Fatalf("close %s: %v", id, err)
+	}
+	delete(c.nodes, id)
+}
+
+// start restarts id on its addresses (and data dir, wiped when wipe).
+func (c *amnesiaCell) start(id string, wipe bool) *cells.Node {
+	c.t.Helper()
+	cfg := c.cfgs[id]
+	if wipe {
+		if err := os.RemoveAll(cfg.DataDir); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	n, err := startRegistryNode(c.t, cfg)
+	if err != nil {
+		c.t.Fatalf("restart %s: %v", id, err)
+	}
+	c.nodes[id] = n
+	return n
+}
+
+// leaderOf returns the running node that leads, or nil.
+func (c *amnesiaCell) leaderOf() *cells.Node {
+	for _, n := range c.running() {
+		if n.Store().IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func contextClient(t *testing.T, n *cells.Node) contextv1.ContextServiceClient {
+	return contextv1.NewContextServiceClient(dial(t, n.GRPCAddr()))
+}
+
+// readW reads context "h1" at n (linearizable) and returns its texts.
+func readW(ctx context.Context, t *testing.T, n *cells.Node) ([]string, error) {
+	resp, err := contextClient(t, n).Read(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.ReadRequest{ContextId: "h1",
+		ReadOptions: &contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LINEARIZABLE}})
+	if err != nil {
+		return nil, err
+	}
+	var texts []string
+	for _, e := range resp.GetEntries() {
+		texts = append(texts, e.GetText())
+	}
+	return texts, nil
+}
+
+// TestNoRaftAmnesia is the H1 repro: n2 acknowledges write W with n1 (n3
+// is down), then loses its disk and comes back; n1 dies; n3 comes back
+// without W. Before H1, n2 re-bootstrapped under its old Raft id, voted
+// for n3 with an empty log, and n3 led the cell without W. Now n2 is a
+// new incarnation without a vote: n3 alone cannot elect, so the cell
+// refuses to serve until n1 returns; then the cell replaces n2's old
+// incarnation with the new one (a non-voter, promoted once caught up),
+// and W is there.
+func TestNoRaftAmnesia(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cell and restarts its nodes")
+	}
+	c := newAmnesiaCell(t)
+	ctx := testutil.Context(t, 120*time.Second)
+	leader := celltest.WaitLeader(t, c.running())
+	celltest.Own(t, leader.GRPCAddr(), tenant)
+	if _, err := contextClient(t, leader).CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "h1", RequestId: "create-h1"}); err != nil {
+		t.Fatalf("create context: %v", err)
+	}
+
+	c.stop("n3")
+	leader = celltest.WaitLeader(t, c.running())
+	if _, err := appendText(ctx, contextClient(t, leader), "h1", "W"); err != nil {
+		t.Fatalf("append W with n1 and n2: %v", err)
+	}
+	oldRaftID := c.nodes["n2"].Store().RaftID()
+	c.stop("n2")
+	c.stop("n1")
+	n2 := c.start("n2", true) // empty: the disk was lost
+	c.start("n3", false)
+
+	// n2 and n3 must not elect a leader from n2's empty state; if one is
+	// elected anyway, it must have W.
+	err := testutil.Poll(ctx, 8*c.cfgs["n1"].Store.Raft.ElectionTimeout, func() error {
+		if c.leaderOf() != nil {
+			return nil
+		}
+		return fmt.Errorf("no leader")
+	})
+	if err == nil {
+		l := c.leaderOf()
+		texts, rerr := readW(ctx, t, l)
+		t.Fatalf("%s was elected by n2 (lost its disk) and n3: read = %v, %v; want no leader until n1 is back", l.Info().NodeId, texts, rerr)
+	}
+	st := n2.Store().Status()
+	if st.Member || st.RaftID == oldRaftID || !store.HasIncarnation(st.RaftID) {
+		t.Fatalf("n2 after losing its disk: raft id %q (was %q), member %v; want a new incarnation, not a member", st.RaftID, oldRaftID, st.Member)
+	}
+
+	// n1 comes back: the cell serves again, with W, and n2's new
+	// incarnation replaces the old one as a voter.
+	c.start("n1", false)
+	leader = celltest.WaitLeader(t, c.running())
+	testutil.Eventually(t, 30*time.Second, func() error {
+		texts, err := readW(ctx, t, leader)
+		if err != nil {
+			return err
+		}
+		if strings.Join(texts, ",") != "W" {
+			return fmt.Errorf("h1 = %v, want [W]", texts)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var got []string
+		for _, m := range leader.Store().Status().Members {
+			got = append(got, fmt.Sprintf("%s/%v", m.RaftID, m.Voter))
+		}
+		want := fmt.Sprintf("n1/true n3/true %s/true", n2.Store().RaftID())
+		if len(got) != 3 || !strings.Contains(" "+strings.Join(got, " ")+" ", " n1/true ") || !strings.Contains(strings.Join(got, " "), "n3/true") ||
+			!strings.Contains(strings.Join(got, " "), n2.Store().RaftID()+"/true") {
+			return fmt.Errorf("members %v, want %s", got, want)
+		}
+		return nil
+	})
+	if !n2.Store().Status().Voter {
+		t.Fatal("n2's new incarnation does not see itself as a voter")
+	}
+}
