@@ -2,8 +2,10 @@ package cells_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +17,8 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
-	"github.com/cellplane/cellplane/internal/testutil"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/testutil"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -211,5 +213,134 @@ func TestNoRaftAmnesia(t *testing.T) {
 	})
 	if !n2.Store().Status().Voter {
 		t.Fatal("n2's new incarnation does not see itself as a voter")
+	}
+}
+
+// TestQuorumDiskLossRefusesThenUnsafeRecover: two of three nodes come
+// back without their data. They are new incarnations without a vote, so
+// the survivor cannot elect a leader and the cell refuses to serve
+// (rather than elect from empty logs). cellplane cell unsafe-recover
+// (store.UnsafeRecover) on the stopped survivor makes it the only voter;
+// it then leads with its data, the others rejoin as voters, and writes
+// succeed.
+func TestQuorumDiskLossRefusesThenUnsafeRecover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cell and restarts its nodes")
+	}
+	c := newAmnesiaCell(t)
+	ctx := testutil.Context(t, 120*time.Second)
+	leader := celltest.WaitLeader(t, c.running())
+	celltest.Own(t, leader.GRPCAddr(), tenant)
+	if _, err := contextClient(t, leader).CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "h1", RequestId: "create-h1"}); err != nil {
+		t.Fatalf("create context: %v", err)
+	}
+	if _, err := appendText(ctx, contextClient(t, leader), "h1", "W"); err != nil {
+		t.Fatalf("append W: %v", err)
+	}
+	// Every node has W before the disks go.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, n := range c.running() {
+			if s := n.Store().Status(); s.AppliedIndex < leader.Store().Status().CommitIndex {
+				return fmt.Errorf("%s applied %d", n.Info().NodeId, s.AppliedIndex)
+			}
+		}
+		return nil
+	})
+	for _, id := range []string{"n1", "n2", "n3"} {
+		c.stop(id)
+	}
+	c.start("n2", true)
+	c.start("n3", true)
+	c.start("n1", false)
+	err := testutil.Poll(ctx, 8*c.cfgs["n1"].Store.Raft.ElectionTimeout, func() error {
+		if l := c.leaderOf(); l != nil {
+			return nil
+		}
+		return fmt.Errorf("no leader")
+	})
+	if err == nil {
+		t.Fatalf("%s was elected with two empty members", c.leaderOf().Info().NodeId)
+	}
+	for _, id := range []string{"n2", "n3"} {
+		if st := c.nodes[id].Store().Status(); st.Member {
+			t.Fatalf("%s (empty) is a member: %+v", id, st)
+		}
+	}
+	if st := c.nodes["n1"].Store().Status(); !st.Voter || st.LeaderID != "" {
+		t.Fatalf("n1: voter %v, leader %q; want a voter without a leader", st.Voter, st.LeaderID)
+	}
+
+	// Unsafe recovery from n1: refused without confirmation, then done.
+	c.stop("n1")
+	rc := store.RecoverConfig{DataDir: c.cfgs["n1"].DataDir, NodeID: "n1", Logger: testutil.Logger(t)}
+	if _, err := store.UnsafeRecover(rc); !errors.Is(err, store.ErrRecoverRefused) {
+		t.Fatalf("UnsafeRecover without confirmation = %v, want ErrRecoverRefused", err)
+	}
+	rc.Confirm = true
+	res, err := store.UnsafeRecover(rc)
+	if err != nil {
+		t.Fatalf("UnsafeRecover: %v", err)
+	}
+	if len(res.Dropped) != 2 || res.RaftAddr != c.cfgs["n1"].RaftAddr {
+		t.Fatalf("UnsafeRecover = %+v, want n2 and n3 dropped, n1 at %s", res, c.cfgs["n1"].RaftAddr)
+	}
+	c.start("n1", false)
+	leader = celltest.WaitLeader(t, c.running())
+	if leader.Info().NodeId != "n1" {
+		t.Fatalf("leader %s, want n1", leader.Info().NodeId)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		texts, err := readW(ctx, t, leader)
+		if err != nil {
+			return err
+		}
+		if strings.Join(texts, ",") != "W" {
+			return fmt.Errorf("h1 = %v, want [W]", texts)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		voters := 0
+		for _, m := range leader.Store().Status().Members {
+			if m.Voter {
+				voters++
+			}
+		}
+		for _, id := range []string{"n2", "n3"} {
+			if !c.nodes[id].Store().Status().Voter {
+				return fmt.Errorf("%s is not a voter yet", id)
+			}
+		}
+		if voters != 3 {
+			return fmt.Errorf("%d voters, want 3", voters)
+		}
+		return nil
+	})
+	if _, err := appendText(ctx, contextClient(t, leader), "h1", "after"); err != nil {
+		t.Fatalf("append after the recovery: %v", err)
+	}
+}
+
+// A node told to bootstrap (no registry) whose data dir lost its Raft
+// state but kept its identity refuses to bootstrap the cell again.
+func TestStaticBootstrapRefusedAfterLostState(t *testing.T) {
+	cfg := celltest.NodeConfig(t, "n1")
+	cfg.Bootstrap = []store.Peer{{ID: "n1", Addr: cfg.RaftListener.Addr().String()}}
+	n := celltest.StartNode(t, cfg)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"raft-wal", "snapshots"} {
+		if err := os.RemoveAll(filepath.Join(cfg.DataDir, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg2 := celltest.NodeConfig(t, "n1")
+	cfg2.DataDir, cfg2.Bootstrap = cfg.DataDir, []store.Peer{{ID: "n1", Addr: cfg2.RaftListener.Addr().String()}}
+	if n, err := cells.Start(testutil.Context(t, 10*time.Second), cfg2); !errors.Is(err, cells.ErrLostRaftState) {
+		if n != nil {
+			_ = n.Close()
+		}
+		t.Fatalf("Start on a dir that lost its Raft state = %v, want ErrLostRaftState", err)
 	}
 }
