@@ -39,6 +39,9 @@ type Node struct {
 	ID    string
 	Addr  string // Raft address, stable across restarts
 	Dir   string
+	// NewIncarnation opens the node as a new incarnation when its dir
+	// holds no Raft state (see RestartAsNew).
+	NewIncarnation bool
 	// Store is nil while the node is killed.
 	Store *store.Store
 	c     *Cluster
@@ -95,6 +98,7 @@ func (n *Node) config(ln net.Listener, peers []store.Peer) store.Config {
 	cfg.RaftListener = ln
 	cfg.DataDir = n.Dir
 	cfg.Bootstrap = peers
+	cfg.NewIncarnation = n.NewIncarnation && len(peers) == 0
 	cfg.GRPCAdvertise = "grpc-" + n.ID // no gRPC here; a recognizable placeholder
 	cfg.Logger = slog.New(slog.NewTextHandler(logWriter{t: n.c.t, prefix: n.ID}, &slog.HandlerOptions{Level: n.c.opts.LogLevel}))
 	cfg.TestingKnobs.Network = n.c.net.filter(n.Index)
@@ -142,6 +146,40 @@ func (c *Cluster) Restart(i int) {
 	}
 	if err := n.open(ln, nil); err != nil {
 		c.t.Fatalf("restart %s: %v", n.ID, err)
+	}
+}
+
+// RestartAsNew restarts a killed node whose disk was lost (Wipe) the way a
+// cell node does (H1): under a new Raft id, then has the leader replace
+// its old incarnation — remove it, add the new one as a non-voter, and
+// promote it once it has applied what the cell had committed.
+func (c *Cluster) RestartAsNew(i int) {
+	c.t.Helper()
+	n := c.Nodes[i]
+	n.NewIncarnation = true
+	c.Restart(i)
+	raftID := n.S().RaftID()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := testutil.Poll(ctx, 30*time.Second, func() error {
+		l := c.Leader()
+		if _, err := l.S().RemoveStaleIncarnations(ctx, raftID); err != nil {
+			return err
+		}
+		return l.S().AddNonVoter(ctx, raftID, n.Addr)
+	})
+	if err != nil {
+		c.t.Fatalf("replace %s: add %s as a non-voter: %v", n.ID, raftID, err)
+	}
+	target := c.Leader().S().Status().CommitIndex
+	err = testutil.Poll(ctx, 30*time.Second, func() error {
+		if st := n.S().Status(); !st.Member || st.AppliedIndex < target {
+			return fmt.Errorf("%s: member %v, applied %d of %d", raftID, st.Member, st.AppliedIndex, target)
+		}
+		return c.Leader().S().AddVoter(ctx, raftID, n.Addr)
+	})
+	if err != nil {
+		c.t.Fatalf("replace %s: promote %s: %v", n.ID, raftID, err)
 	}
 }
 

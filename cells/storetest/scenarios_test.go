@@ -170,8 +170,25 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 		w.acked["w0"] = append(w.acked["w0"], text)
 	}
-	c.Restart(victim)
+	// The wiped node comes back as a new member, never under its old Raft
+	// id (H1): the leader removes the old incarnation, and the new one
+	// catches up from the snapshot and the tail before it votes.
+	old := c.Nodes[victim].ID
+	c.RestartAsNew(victim)
 	checkAllNodes(t, c, "acme", "w0", w.acked["w0"])
+	st := c.Leader().S().Status()
+	voters := 0
+	for _, m := range st.Members {
+		if m.RaftID == old {
+			t.Fatalf("the old incarnation %s is still a member: %+v", old, st.Members)
+		}
+		if m.Voter {
+			voters++
+		}
+	}
+	if voters != 3 || !c.Nodes[victim].S().Status().Voter {
+		t.Fatalf("members %+v: want 3 voters, the new incarnation among them", st.Members)
+	}
 }
 
 // TestRestartDoesNotReapply: a whole cell restarted from disk resumes from
