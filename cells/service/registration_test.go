@@ -32,10 +32,12 @@ func TestRegisterNodeRule(t *testing.T) {
 		return out
 	}
 	before := nodes()
-	if !proto.Equal(before["n7"], n7) || !proto.Equal(before["n1"], n.info) {
+	self := proto.Clone(n.info).(*cellv1.NodeInfo)
+	self.RaftId = "n1" // the leader registers itself with its Raft id
+	if !proto.Equal(before["n7"], n7) || !proto.Equal(before["n1"], self) {
 		t.Fatalf("recorded nodes %v", before)
 	}
-	self := n.info.GetRaftAddr()
+	selfAddr := n.info.GetRaftAddr()
 	refused := []struct {
 		name string
 		node *cellv1.NodeInfo
@@ -44,7 +46,7 @@ func TestRegisterNodeRule(t *testing.T) {
 		{"another member, its raft address, an attacker's HTTP host", &cellv1.NodeInfo{NodeId: "n7", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2", HttpAddr: "203.0.113.9:80"}},
 		{"another member, another raft address", &cellv1.NodeInfo{NodeId: "n7", RaftAddr: "203.0.113.9:7210", GrpcAddr: "203.0.113.9:7211"}},
 		{"another member, no raft address", &cellv1.NodeInfo{NodeId: "n7", GrpcAddr: "127.0.0.1:9"}},
-		{"the leader's id, an attacker's host", &cellv1.NodeInfo{NodeId: "n1", RaftAddr: self, GrpcAddr: "203.0.113.9:7211"}},
+		{"the leader's id, an attacker's host", &cellv1.NodeInfo{NodeId: "n1", RaftAddr: selfAddr, GrpcAddr: "203.0.113.9:7211"}},
 		{"not a member", &cellv1.NodeInfo{NodeId: "n8", RaftAddr: "127.0.0.1:8", GrpcAddr: "127.0.0.1:9"}},
 	}
 	for _, tt := range refused {

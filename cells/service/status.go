@@ -57,14 +57,15 @@ func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) 
 			suffrage = cellv1.Suffrage_SUFFRAGE_VOTER
 		}
 		n := info(m.ID, m.RaftAddr, m.Info)
-		if m.RaftID != "" && n.GetRaftId() != m.RaftID {
+		if m.RaftID != "" && raftID(n) != m.RaftID {
 			// Not registered yet under this incarnation (or an old
 			// incarnation whose node came back under a new Raft id): show
 			// the configuration's id and address.
 			n = proto.Clone(n).(*cellv1.NodeInfo)
 			n.RaftId, n.RaftAddr = m.RaftID, m.RaftAddr
 		}
-		leader := m.Leader || st.LeaderRaftID != "" && m.RaftID == st.LeaderRaftID
+		leader := m.Leader || st.LeaderRaftID != "" && m.RaftID == st.LeaderRaftID ||
+			st.LeaderRaftID == "" && st.LeaderID != "" && m.ID == st.LeaderID
 		resp.Members = append(resp.Members, &cellv1.Member{Node: n, Suffrage: suffrage, Leader: leader})
 		if leader {
 			resp.Leader = n
