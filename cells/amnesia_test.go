@@ -266,6 +266,11 @@ func TestQuorumDiskLossRefusesThenUnsafeRecover(t *testing.T) {
 			t.Fatalf("%s (empty) is a member: %+v", id, st)
 		}
 	}
+	for _, n := range c.running() {
+		if code, _ := httpGet(t, ctx, "http://"+n.HTTPAddr()+"/readyz"); code == 200 {
+			t.Fatalf("%s is ready while the cell has no leader", n.Info().NodeId)
+		}
+	}
 	if st := c.nodes["n1"].Store().Status(); !st.Voter || st.LeaderID != "" {
 		t.Fatalf("n1: voter %v, leader %q; want a voter without a leader", st.Voter, st.LeaderID)
 	}

@@ -59,7 +59,11 @@ A new cell is formed by starting each of its nodes with the same --bootstrap
 list of "id@raft-address" voters. A node is added to a running cell with
 --join and the gRPC address of any member. A node restarted on its data dir
 rejoins its cell by itself; --bootstrap is then ignored, so the same command
-line can be reused.
+line can be reused. A node whose data dir was lost never rejoins under its old
+Raft id: with a registry it finds its cell formed and joins as a new member
+(the cell replaces the old one); without one, start it with --join. A cell
+that lost a majority's data refuses to serve until 'cellplane cell
+unsafe-recover' rebuilds it from a survivor (docs/reliability.md).
 
 With --etcd-endpoints (or CELLPLANE_ETCD_ENDPOINTS) the node registers in the
 control plane's registry under cells/<cell>/nodes/<id> (a key leased for
