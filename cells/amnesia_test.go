@@ -14,6 +14,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/celltest"
+	"github.com/cellplane/cellplane/cells/registry"
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
@@ -154,6 +155,14 @@ func TestNoRaftAmnesia(t *testing.T) {
 	celltest.Own(t, leader.GRPCAddr(), tenant)
 	if _, err := contextClient(t, leader).CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "h1", RequestId: "create-h1"}); err != nil {
 		t.Fatalf("create context: %v", err)
+	}
+
+	// An acknowledged write means the cell is formed in the registry.
+	if formed, err := registry.CellFormed(ctx, c.st, "c1"); err != nil || !formed {
+		t.Fatalf("CellFormed after a write = %v, %v", formed, err)
+	}
+	if _, err := c.st.Get(ctx, topo.CellFormedKey("c1")); err != nil {
+		t.Fatalf("formed record: %v", err)
 	}
 
 	c.stop("n3")

@@ -187,9 +187,11 @@ type Authority struct {
 	closeOnce sync.Once
 
 	// Owned by the loop goroutine (and by Close after it ended).
-	lease heldLease    // the lease the authority key is under; nil: none
-	ver   topo.Version // the key's version as we wrote it
-	since *timestamppb.Timestamp
+	lease heldLease // the lease the authority key is under; nil: none
+	// formedTerm is the term for which cells/<c>/formed was written.
+	formedTerm uint64
+	ver        topo.Version // the key's version as we wrote it
+	since      *timestamppb.Timestamp
 }
 
 // StartAuthority validates cfg and starts the keeper. leader says whether
@@ -429,6 +431,10 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 		k()
 	}
 
+	if err := a.ensureFormed(ctx, term); err != nil {
+		a.m.renewals.WithLabelValues("error").Inc()
+		return err
+	}
 	sent = a.now()
 	sess, err := a.grant(ctx)
 	if err != nil {
@@ -449,9 +455,7 @@ func (a *Authority) sync(ctx context.Context, term uint64, rotate bool) error {
 	key := topo.CellAuthorityKey(a.cfg.Cell)
 	rev, err := a.st.Txn(ctx,
 		[]topo.Cond{topo.IfVersion(topo.CellKey(a.cfg.Cell), cs.cellVersion), topo.IfVersion(key, cs.authorityVersion)},
-		// The formed record goes with the authority: it is durable before
-		// the cell can acknowledge a write (H1, see CellFormed).
-		[]topo.Op{topo.PutLeased(key, val, sess.Lease()), topo.Put(topo.CellFormedKey(a.cfg.Cell), val)})
+		[]topo.Op{topo.PutLeased(key, val, sess.Lease())})
 	if err != nil {
 		if errors.Is(err, topo.ErrConditionFailed) {
 			// Nothing was written: the key is still where it was.
@@ -644,4 +648,30 @@ func readCell(ctx context.Context, st topo.Store, cell string) (cellState, error
 		return cellState{}, fmt.Errorf("list %s: %w", topo.CellKey(cell), err)
 	}
 	return cs, nil
+}
+
+// ensureFormed writes cells/<c>/formed once per term, before the term's
+// first authority: the record is durable before the cell can acknowledge
+// a write, so a founding node that comes back without its data never
+// bootstraps the cell again (H1, see CellFormed). A store that refuses the
+// write (the etcd role of a control plane from before the record) is
+// logged and let through: the leader key stands in for it.
+func (a *Authority) ensureFormed(ctx context.Context, term uint64) error {
+	if a.formedTerm == term {
+		return nil
+	}
+	val, err := proto.Marshal(&cpv1.CellAuthority{NodeId: a.cfg.NodeID, Term: term, Since: timestamppb.Now()})
+	if err != nil {
+		return err
+	}
+	key := topo.CellFormedKey(a.cfg.Cell)
+	_, err = a.st.Txn(ctx, nil, []topo.Op{topo.Put(key, val)})
+	switch {
+	case errors.Is(err, topo.ErrPermissionDenied):
+		a.log.Warn("cannot write the cell's formed record (upgrade the control plane: its etcd role for nodes predates it); the leader key stands in for it", "key", key, "err", err)
+	case err != nil:
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	a.formedTerm = term
+	return nil
 }

@@ -208,8 +208,8 @@ func RegisteredMembers(ctx context.Context, st topo.Store, cell string) ([]Regis
 // leader that published its authority (cells/<c>/formed) or its leader
 // key. A node of the bootstrap record that has no Raft state must then
 // join as a new member instead of bootstrapping (H1). The formed record
-// is written in the same transaction as the first authority of each
-// term, so a cell that acknowledged a write is always formed; the leader
+// is written before the first authority of each term (ensureFormed), so
+// a cell that acknowledged a write is always formed; the leader
 // key covers cells formed before the record existed.
 func CellFormed(ctx context.Context, st topo.Store, cell string) (bool, error) {
 	for _, key := range []string{topo.CellFormedKey(cell), topo.CellLeaderKey(cell)} {

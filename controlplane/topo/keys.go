@@ -75,9 +75,8 @@ func CellBootstrapKey(c string) string { return CellsPrefix + c + "/bootstrap" }
 func CellLeaderKey(c string) string { return CellsPrefix + c + "/leader" }
 
 // CellFormedKey is cells/<c>/formed: written (never leased, never
-// deleted by cellplane) with the cell authority the first time each
-// leader term publishes it, so it exists before the cell acknowledges
-// any write. A node of the cell with no Raft state that finds it must not
+// deleted by cellplane) by the cell leader before the first authority of
+// each term, so it exists before the cell acknowledges any write. A node of the cell with no Raft state that finds it must not
 // bootstrap the cell again (H1).
 func CellFormedKey(c string) string { return CellsPrefix + c + "/formed" }
 
