@@ -3,7 +3,10 @@ package platform_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -25,7 +29,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestPlatform starts 1 region × 1 cell × 3 nodes in process, creates a
 // tenant through the control plane and writes through the router; the
 // knobs in the bundle reach the controller and the nodes' stores; a killed
-// node restarts as the same member.
+// node restarts as the same member; a killed follower whose data dir is
+// lost comes back as a new member (a new Raft id) and ends a voter.
 func TestPlatform(t *testing.T) {
 	var steps, applied atomic.Int64
 	cfg := platform.DefaultConfig()
@@ -100,6 +105,57 @@ func TestPlatform(t *testing.T) {
 	}
 	if !leader.Running() {
 		t.Fatal("the killed node does not run after Restart")
+	}
+	leader, err = cell.WaitLeader(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A follower crashes and loses its disk (S2, H1): it comes back as a
+	// new member under a new Raft id, never its old one; the cell replaces
+	// the old incarnation and makes the new one a voter.
+	var victim *platform.Node
+	for _, n := range cell.Nodes() {
+		if n != leader {
+			victim = n
+			break
+		}
+	}
+	oldRaftID := victim.Node().Store().RaftID()
+	victim.Kill()
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "nodes", victim.ID())); err != nil {
+		t.Fatal(err)
+	}
+	if err := cell.Restart(ctx); err != nil {
+		t.Fatalf("restart the wiped node: %v", err)
+	}
+	newRaftID := victim.Node().Store().RaftID()
+	if newRaftID == oldRaftID || !store.HasIncarnation(newRaftID) {
+		t.Fatalf("the wiped node runs as %q (was %q), want a new incarnation", newRaftID, oldRaftID)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		l := cell.Leader()
+		if l == nil {
+			return errors.New("no leader")
+		}
+		var got []string
+		voters := 0
+		for _, m := range l.Node().Store().Status().Members {
+			got = append(got, fmt.Sprintf("%s/%v", m.RaftID, m.Voter))
+			if m.RaftID == oldRaftID {
+				return fmt.Errorf("members %v: the old incarnation is still there", got)
+			}
+			if m.Voter {
+				voters++
+			}
+		}
+		if voters != 3 || !victim.Node().Store().Status().Voter {
+			return fmt.Errorf("members %v: want 3 voters, %s among them", got, newRaftID)
+		}
+		return nil
+	})
+	if err := appendText("after-disk-loss"); err != nil {
+		t.Fatalf("append after the disk loss: %v", err)
 	}
 	if _, err := cell.WaitLeader(ctx, 0); err != nil {
 		t.Fatal(err)
