@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -88,7 +90,7 @@ func (n *Node) joinAddr(ctx context.Context) string {
 			}
 		}
 	}
-	return n.cfg.Join
+	return n.cfg.Join // "" when none: the caller retries
 }
 
 // retryCall runs call (one CellService RPC to joinAddr, bounded by
@@ -98,10 +100,13 @@ func (n *Node) retryCall(ctx context.Context, what string, call func(context.Con
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		addr := n.joinAddr(cctx)
-		conn, err := dial.New(addr, n.cfg.Dial)
-		if err == nil {
-			err = call(cctx, cellv1.NewCellServiceClient(conn))
-			_ = conn.Close()
+		err := error(errNoLeader)
+		if addr != "" {
+			var conn *grpc.ClientConn
+			if conn, err = dial.New(addr, n.cfg.Dial); err == nil {
+				err = call(cctx, cellv1.NewCellServiceClient(conn))
+				_ = conn.Close()
+			}
 		}
 		cancel()
 		if err == nil {

@@ -138,6 +138,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.log.Info("node started", "raft", n.info.RaftAddr, "grpc", n.info.GrpcAddr, "http", n.info.HttpAddr,
 		"data_dir", n.cfg.DataDir, "bootstrap", len(n.cfg.Bootstrap) > 0, "join", n.cfg.Join)
 
+	if st := n.st.Status(); n.cfg.Registry != nil && n.cfg.Join == "" && st.Member && !st.Voter && store.HasIncarnation(st.RaftID) {
+		// A new incarnation restarted after it was added as a non-voter
+		// and before its promotion: finish the join.
+		n.rejoin = true // joinAddr finds the leader through the registry
+	}
 	switch {
 	case n.rejoin:
 		// A node that lost its data dir: it runs (not ready, and visible
