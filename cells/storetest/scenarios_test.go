@@ -405,3 +405,44 @@ func TestSettingsAreReplicated(t *testing.T) {
 		})
 	}
 }
+
+// TestNewIncarnationCannotVoteAsOld: a follower that lost its disk comes
+// back as a new incarnation at its old address, and the cell has not
+// replaced it yet. It receives the RPCs addressed to its old incarnation
+// and, with no configuration, grants votes; the transport must not count
+// them as the old incarnation's (H1). The write W, acknowledged by the
+// leader and that follower only, would otherwise be lost: the other
+// follower, which never got W, would be elected with the new
+// incarnation's vote.
+func TestNewIncarnationCannotVoteAsOld(t *testing.T) {
+	c := NewCluster(t, 3)
+	mustCreate(t, c, "acme", "w0")
+	leader := c.Leader()
+	others := c.Others(leader.Index)
+	f1, f2 := others[0], others[1]
+	c.Isolate(f2) // f2 never gets W
+	if _, err := c.Propose(testCtx(t, 20*time.Second), appendCmd("acme", "w0", "W", "W")); err != nil {
+		t.Fatalf("write W with the leader and %s: %v", c.Nodes[f1].ID, err)
+	}
+	c.Kill(f1)
+	c.Wipe(f1)
+	c.Nodes[f1].NewIncarnation = true
+	c.Restart(f1) // not replaced: the configuration still has its old id
+	c.Kill(leader.Index)
+	c.Heal()
+
+	err := testutil.Poll(testCtx(t, 30*time.Second), 10*TestConfig().Raft.ElectionTimeout, func() error {
+		for _, n := range c.Running() {
+			if n.S().IsLeader() {
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	if err == nil {
+		t.Fatalf("a leader was elected by %s (no W) and the new incarnation of %s", c.Nodes[f2].ID, c.Nodes[f1].ID)
+	}
+	if st := c.Nodes[f1].S().Status(); st.Member {
+		t.Fatalf("the new incarnation %s counts as a member", st.RaftID)
+	}
+}
