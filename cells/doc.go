@@ -42,6 +42,16 @@
 // the registry's bootstrap record says. Close unregisters it. Without a
 // Registry the node is standalone.
 //
+// No Raft amnesia (H1): a node whose data dir lost its Raft state never
+// comes back under the Raft id its peers counted votes and
+// acknowledgements from. When its cell is formed (registry.CellFormed) it
+// joins as a new incarnation (store.IdentityFile): added as a non-voter
+// in place of its old incarnation, promoted once caught up, in the
+// background so the node stays visible while it waits. A node told to
+// Bootstrap without a registry whose dir kept only its identity refuses
+// (ErrLostRaftState). A cell that lost a majority's data elects no leader
+// until store.UnsafeRecover (`cellplane cell unsafe-recover`).
+//
 // Close is graceful: health goes NOT_SERVING, new calls are refused, open
 // Watch streams end with UNAVAILABLE (clients resume elsewhere), running
 // calls drain for up to Config.ShutdownTimeout, a leader hands leadership
