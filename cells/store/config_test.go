@@ -27,6 +27,7 @@ func TestDefaultConfigValidates(t *testing.T) {
 		"in-memory state, no dir":  func(c *Config) { c.DataDir = ""; c.TestingKnobs.InMemoryState = true },
 		"bootstrap with self":      func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}, {ID: "n2", Addr: "b:1"}} },
 		"dedup disabled":           func(c *Config) { c.DedupMaxIDs = 0 },
+		"new incarnation":          func(c *Config) { c.NewIncarnation = true },
 		"unbounded change log":     func(c *Config) { c.ChangeLog = ChangeLogConfig{} },
 		"smallest raft timings": func(c *Config) {
 			c.Raft.HeartbeatTimeout, c.Raft.ElectionTimeout, c.Raft.LeaderLeaseTimeout = 5*time.Millisecond, 5*time.Millisecond, 5*time.Millisecond
@@ -81,6 +82,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Bootstrap[1]", func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}, {ID: "n2"}} }},
 		{"Bootstrap[0]", func(c *Config) { c.Bootstrap = []Peer{{Addr: "a:1"}, {ID: "n1", Addr: "b:1"}} }},
 		{"Bootstrap", func(c *Config) { c.Bootstrap = []Peer{{ID: "n2", Addr: "b:1"}} }},
+		{"NewIncarnation", func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}}; c.NewIncarnation = true }},
+		{"NodeID", func(c *Config) { c.NodeID = "n1.inc-0123456789abcdef" }},
 	}
 	for _, tc := range cases {
 		c := validConfig()
