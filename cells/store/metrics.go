@@ -30,6 +30,11 @@ type metrics struct {
 	// raftConnsRefused counts Raft connections closed before Raft saw
 	// them (TLS handshake or peer check failed), by side and reason.
 	raftConnsRefused *prometheus.CounterVec
+	// Disk (H4): refusals below the free-space watermark, failed
+	// free-space checks, and Raft log store write errors by kind.
+	storageFullRefusals prometheus.Counter
+	diskCheckErrors     prometheus.Counter
+	logStoreErrors      *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -67,6 +72,18 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_raft_conns_refused_total",
 			Help: "Raft connections closed before Raft read or wrote a byte: the TLS handshake or the peer check failed. side: inbound (accepted) or outbound (dialed); reason: identity, no_certificate, unknown_ca, expired, bad_certificate, timeout, handshake, overload.",
 		}, []string{"side", "reason"}),
+		storageFullRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_storage_full_refusals_total",
+			Help: "Writes refused with STORAGE_FULL because this node was below its free-space watermark.",
+		}),
+		diskCheckErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_disk_check_errors_total",
+			Help: "Free-space checks (statfs) of the data dir that failed; the last verdict stands.",
+		}),
+		logStoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_store_log_store_errors_total",
+			Help: "Leader writes the Raft log store refused, by kind: no_space (ENOSPC, answered STORAGE_FULL) or io (EIO).",
+		}, []string{"kind"}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -83,6 +100,15 @@ func (s *Store) Collectors() []prometheus.Collector {
 	}
 	return []prometheus.Collector{
 		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
+		s.metrics.storageFullRefusals, s.metrics.diskCheckErrors, s.metrics.logStoreErrors,
+		gauge("cellplane_store_disk_free_bytes", "Free bytes of the data dir's filesystem at the last check.", func() float64 { return float64(s.DiskStatus().FreeBytes) }),
+		gauge("cellplane_store_disk_total_bytes", "Size of the data dir's filesystem at the last check.", func() float64 { return float64(s.DiskStatus().TotalBytes) }),
+		gauge("cellplane_store_storage_full", "1 while this node is below its free-space watermark (it refuses new writes as leader: STORAGE_FULL).", func() float64 {
+			if s.DiskStatus().Full {
+				return 1
+			}
+			return 0
+		}),
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

@@ -16,6 +16,15 @@ type TestingKnobs struct {
 	// check of apply_changes events (as an older leader would propose
 	// them; the state machine still checks, invariant 12).
 	ProposeUnchecked bool
+	// LogStoreFault, when set, is called before every write of the Raft
+	// log store (op "store_logs" or "delete_range"); a non-nil error is
+	// returned instead of writing (wrap syscall.ENOSPC or syscall.EIO to
+	// simulate a full or failing disk, S13). The stable store (term and
+	// vote) is not affected: hashicorp/raft panics when it cannot save them.
+	LogStoreFault func(op string) error
+	// DiskSpace, when set, replaces statfs(2) for the free-space watermark
+	// (DiskConfig), so a test can cross it, or make the check fail.
+	DiskSpace DiskSpace
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft

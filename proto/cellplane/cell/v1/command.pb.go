@@ -1507,7 +1507,8 @@ type TenantInfo struct {
 	Bootstrapped       bool                   `protobuf:"varint,10,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
 	ReplicaFloorTseq   uint64                 `protobuf:"varint,11,opt,name=replica_floor_tseq,json=replicaFloorTseq,proto3" json:"replica_floor_tseq,omitempty"`
 	ReplicaForcedTrims uint64                 `protobuf:"varint,12,opt,name=replica_forced_trims,json=replicaForcedTrims,proto3" json:"replica_forced_trims,omitempty"`
-	// The tenant's quota in force here (its own, else the cell's default).
+	// The tenant's own quota at this cell (a field 0: the cell's default,
+	// CellSettings.tenant_quota, applies).
 	Quota         *TenantQuota `protobuf:"bytes,13,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
