@@ -670,7 +670,8 @@ func (s *Store) ensureSettings() {
 		return
 	}
 	s.log.Info("cell settings updated", "dedup_window", time.Duration(want.GetDedupWindowNanos()), "dedup_max_ids", want.GetDedupWindow(), "changelog_max_events", want.GetChangelogMaxEvents(),
-		"changelog_max_bytes", want.GetChangelogMaxBytes(), "changelog_retention", time.Duration(want.GetChangelogRetentionNanos()))
+		"changelog_max_bytes", want.GetChangelogMaxBytes(), "changelog_retention", time.Duration(want.GetChangelogRetentionNanos()),
+		"tenant_max_bytes", want.GetTenantQuota().GetMaxBytes(), "tenant_max_contexts", want.GetTenantQuota().GetMaxContexts(), "tenant_max_memory_keys", want.GetTenantQuota().GetMaxMemoryKeys())
 }
 
 func (s *Store) registerSelf() {
