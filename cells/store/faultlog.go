@@ -3,6 +3,8 @@ package store
 import (
 	raftwal "github.com/hashicorp/raft-wal"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/hashicorp/raft"
 )
 
@@ -38,4 +40,19 @@ func (s *Store) logStore() raft.LogStore {
 		return &faultLog{WAL: s.wal, fault: fault}
 	}
 	return s.wal
+}
+
+// stateFS is the state store's filesystem, with TestingKnobs.StateStoreFault
+// in front of its writes when set.
+func (s *Store) stateFS(fs vfs.FS) vfs.FS {
+	fault := s.cfg.TestingKnobs.StateStoreFault
+	if fault == nil {
+		return fs
+	}
+	return errorfs.Wrap(fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() != errorfs.OpIsWrite {
+			return nil
+		}
+		return fault(op.Path)
+	}))
 }
