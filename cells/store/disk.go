@@ -78,6 +78,10 @@ type DiskStatus struct {
 	CheckedAt   time.Time
 	Err         error // the last check's error (the previous result stands)
 	Unsupported bool  // no free-space check on this platform: never Full
+	// NoSpace: the Raft log returned ENOSPC since the last check; the node
+	// counts as full until the next check decides again (so that a stream
+	// of writes does not make it step down once per write).
+	NoSpace bool
 }
 
 // DiskStatus returns the last free-space check.
@@ -116,6 +120,14 @@ func (s *Store) checkDisk() {
 			s.log.Info("free disk space above the watermark again: writes accepted", "dir", s.cfg.DataDir, "free_bytes", st.FreeBytes)
 		}
 	}
+}
+
+// noteNoSpace marks the node full after its Raft log returned ENOSPC,
+// until the next free-space check.
+func (s *Store) noteNoSpace() {
+	st := s.DiskStatus()
+	st.Full, st.NoSpace = true, true
+	s.disk.Store(&st)
 }
 
 // runDiskMonitor checks free space every Disk.CheckInterval.

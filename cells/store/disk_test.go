@@ -178,7 +178,10 @@ func TestLogStoreFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := &faultSwitch{}
-			s := openSingle(t, "", func(c *Config) { c.TestingKnobs.LogStoreFault = fs.fault })
+			s := openSingle(t, "", func(c *Config) {
+				c.TestingKnobs.LogStoreFault = fs.fault
+				c.Disk.CheckInterval = 20 * time.Millisecond
+			})
 			setOwner(t, s, "acme", 1)
 			mustPropose(t, s, createContext("acme", "c"))
 			var acked []string
@@ -192,6 +195,9 @@ func TestLogStoreFaults(t *testing.T) {
 			_, err := s.Propose(testCtx(t), appendText("acme", "c", "lost", "lost"))
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("write on a failing log: %v, want %v", err, tc.want)
+			}
+			if full := s.DiskStatus().Full; full != (tc.err == syscall.ENOSPC) {
+				t.Fatalf("after %v the node counts as full: %v", tc.err, full)
 			}
 			// The node keeps running (no crash, no stop), whatever Raft
 			// does meanwhile (it steps down and tries again).

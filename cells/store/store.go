@@ -538,7 +538,8 @@ func (s *Store) applyError(err error) error {
 		// it nowhere: nothing was applied. Raft steps down; another member
 		// leads if its disk has room.
 		s.metrics.logStoreErrors.WithLabelValues("no_space").Inc()
-		s.log.Error("raft log store is out of space: the write was not appended", "err", err)
+		s.log.Error("raft log store is out of space: the write was not appended; refusing new writes until the next free-space check", "err", err)
+		s.noteNoSpace()
 		return storageFull(s.cfg.NodeID, s.DiskStatus().FreeBytes, fmt.Sprintf("node %s could not append to its Raft log: no space left on its disk; the write was not applied", s.cfg.NodeID))
 	case errors.Is(err, syscall.EIO):
 		s.metrics.logStoreErrors.WithLabelValues("io").Inc()
