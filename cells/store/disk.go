@@ -62,12 +62,6 @@ type DiskSpace interface {
 	Space(dir string) (free, total uint64, err error)
 }
 
-// DiskSpaceFunc adapts a function to DiskSpace.
-type DiskSpaceFunc func(dir string) (free, total uint64, err error)
-
-// Space implements DiskSpace.
-func (f DiskSpaceFunc) Space(dir string) (uint64, uint64, error) { return f(dir) }
-
 // DiskStatus is the last free-space check of a node.
 type DiskStatus struct {
 	// Full: the node is below its watermark (it refuses new writes as
