@@ -19,7 +19,9 @@
 // On its HTTP address it serves /metrics (a registry owned by the node, so
 // several nodes can share a process), /healthz (200 while the node and its
 // store run) and /readyz (200 once the store knows a leader and has applied
-// entries; a JSON body says why not), and the MCP worker. With Config.TLS
+// entries; a JSON body says why not, and reports storage_full and
+// free_bytes: a node below its free-space watermark stays ready, it serves
+// reads), and the MCP worker. With Config.TLS
 // that port serves mutual TLS only and authorises every request by the
 // caller's identity (mcp.HTTPPolicy: MCP from routers, the monitoring
 // pages from components and operators).

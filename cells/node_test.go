@@ -201,11 +201,14 @@ func TestCell(t *testing.T) {
 				LeaderID     string `json:"leader_id"`
 				Leader       string `json:"leader"`
 				AppliedIndex uint64 `json:"applied_index"`
+				StorageFull  *bool  `json:"storage_full"`
+				FreeBytes    uint64 `json:"free_bytes"`
 			}
 			if err := json.Unmarshal([]byte(body), &r); err != nil {
 				t.Fatalf("/readyz body %q: %v", body, err)
 			}
-			if !r.Ready || r.NodeID != n.Info().NodeId || r.LeaderID != leader.Info().NodeId || r.Leader != leader.GRPCAddr() || r.AppliedIndex == 0 || r.State == "" {
+			if !r.Ready || r.NodeID != n.Info().NodeId || r.LeaderID != leader.Info().NodeId || r.Leader != leader.GRPCAddr() || r.AppliedIndex == 0 || r.State == "" ||
+				r.StorageFull == nil || *r.StorageFull || r.FreeBytes == 0 {
 				t.Errorf("/readyz of %s = %+v", n.Info().NodeId, r)
 			}
 		}
@@ -217,6 +220,8 @@ func TestCell(t *testing.T) {
 			`grpc_server_handled_total{grpc_code="OK",grpc_method="Append",grpc_service="cellplane.context.v1.ContextService",grpc_type="unary"}`,
 			"grpc_server_handling_seconds_bucket",
 			"cellplane_raft_term",
+			"cellplane_store_disk_free_bytes",
+			"cellplane_store_storage_full 0",
 			"go_goroutines",
 		} {
 			if !strings.Contains(body, want) {

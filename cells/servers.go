@@ -154,6 +154,12 @@ type readiness struct {
 	CommitIndex  uint64 `json:"commit_index"`
 	AppliedIndex uint64 `json:"applied_index"`
 	Reason       string `json:"reason,omitempty"`
+	// StorageFull: this node is below its free-space watermark (H4). It
+	// stays ready (reads, deletes and moves out work; as leader it refuses
+	// new writes with STORAGE_FULL): alert on it, do not take it out of
+	// rotation.
+	StorageFull bool   `json:"storage_full"`
+	FreeBytes   uint64 `json:"free_bytes"`
 }
 
 // serveReadyz answers 200 when the store knows a leader and has applied
@@ -167,6 +173,9 @@ func (n *Node) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 		Term:         s.Term,
 		CommitIndex:  s.CommitIndex,
 		AppliedIndex: s.AppliedIndex,
+	}
+	if d := n.st.DiskStatus(); !d.Unsupported {
+		r.StorageFull, r.FreeBytes = d.Full, d.FreeBytes
 	}
 	if _, info := n.st.Leader(); info != nil {
 		r.Leader = info.GetGrpcAddr()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/tokenkeys"
@@ -374,9 +376,15 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 // limitUnary and limitStream charge the authenticated tenant's bucket
 // before any work (the middleware's own ratelimit interceptor would drop
 // the error contract's RATE_LIMITED details).
+// They also charge the tenant's byte bucket with every request message
+// (H4): a forwarded call's frames as they are received, so a tenant
+// flooding large appends is limited by what it sends.
 func (s *Server) limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if t, ok := ctx.Value(tenantKey{}).(string); ok {
 		if err := s.admit(t); err != nil {
+			return nil, err
+		}
+		if err := s.admitBytes(t, req); err != nil {
 			return nil, err
 		}
 	}
@@ -388,8 +396,45 @@ func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		if err := s.admit(t); err != nil {
 			return err
 		}
+		ss = &bytesLimitedStream{ServerStream: ss, s: s, tenant: t}
 	}
 	return h(srv, ss)
+}
+
+// admitBytes charges a request message's size to the tenant's byte bucket.
+func (s *Server) admitBytes(tenant string, msg any) error {
+	n := messageSize(msg)
+	if ok, wait := s.limiter.AllowBytes(tenant, n); !ok {
+		return s.limiter.BytesErr(tenant, n, wait)
+	}
+	return nil
+}
+
+// messageSize is a request message's size on the wire: a forwarded
+// frame's payload, or an encoded proto message.
+func messageSize(msg any) int {
+	switch m := msg.(type) {
+	case *forward.Frame:
+		return len(m.Payload)
+	case proto.Message:
+		return proto.Size(m)
+	}
+	return 0
+}
+
+// bytesLimitedStream charges every received request message to the
+// tenant's byte bucket; a refused one fails the call with RATE_LIMITED.
+type bytesLimitedStream struct {
+	grpc.ServerStream
+	s      *Server
+	tenant string
+}
+
+func (b *bytesLimitedStream) RecvMsg(m any) error {
+	if err := b.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return b.s.admitBytes(b.tenant, m)
 }
 
 // tenantOf is the forwarder's hook: the tenant settled by authFunc.
@@ -403,9 +448,19 @@ func (s *Server) tenantOf(ctx context.Context) (string, error) {
 // checkHTTP is the MCP proxy's hook: the path names the tenant. With
 // MCP.PublicURL set, a JWT's audience must be the tenant's MCP URL under
 // it (never derived from the Host header); else the fixed Auth.Audience.
+// A request's declared body size is charged to the tenant's byte bucket
+// (a body without Content-Length is bounded by the MCP proxy's body limit).
 func (s *Server) checkHTTP(r *http.Request, tenant string) error {
-	_, err := s.authorize(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), s.mcp.Resource(tenant), tenant)
-	return err
+	t, err := s.authorize(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"), s.mcp.Resource(tenant), tenant)
+	if err != nil {
+		return err
+	}
+	if n := r.ContentLength; n > 0 {
+		if ok, wait := s.limiter.AllowBytes(t, int(min(n, math.MaxInt32))); !ok {
+			return s.limiter.BytesErr(t, int(min(n, math.MaxInt32)), wait)
+		}
+	}
+	return nil
 }
 
 // needsAuth selects the calls the auth and limit interceptors apply to:

@@ -31,7 +31,7 @@ func (s *CellServer) SetTenant(ctx context.Context, req *cellv1.SetTenantRequest
 		return nil, err
 	}
 	return forward(ctx, s.core, func() (*cellv1.SetTenantResponse, error) {
-		op := &cellv1.SetTenantOp{Role: req.GetRole(), Epoch: req.GetEpoch(), SourceCell: req.GetSourceCell(), Resume: req.GetResume()}
+		op := &cellv1.SetTenantOp{Role: req.GetRole(), Epoch: req.GetEpoch(), SourceCell: req.GetSourceCell(), Resume: req.GetResume(), Quota: req.GetQuota()}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_SetTenant{SetTenant: op}})
 		if err != nil {
 			return nil, err

@@ -81,6 +81,14 @@ type Config struct {
 	// forgetting an id a retry may still carry. 0 disables deduplication.
 	DedupMaxIDs int
 	ChangeLog   ChangeLogConfig
+	// TenantQuota is the cell's default per-tenant quota (H4; a tenant's
+	// own quota, set with SetTenant, overrides it field by field). Like
+	// DedupWindow it is a replicated cell setting: the leader proposes its
+	// configured values and every replica enforces the cell's, in apply.
+	TenantQuota TenantQuota
+	// Disk is the free-space watermark below which this node, as leader,
+	// refuses new writes with STORAGE_FULL (disk.go).
+	Disk DiskConfig
 	// ApplyTimeout bounds a proposal when the caller's context has no
 	// earlier deadline.
 	ApplyTimeout time.Duration
@@ -142,6 +150,17 @@ type ChangeLogConfig struct {
 	MaxEvents uint64
 }
 
+// TenantQuota bounds what one tenant stores in the cell (0: no bound).
+// A client write that would take the tenant's usage above a bound is
+// refused with QUOTA_EXCEEDED and applies nothing; deletes always pass.
+type TenantQuota struct {
+	// MaxBytes bounds entry and memory bytes (TenantUsage.bytes: content,
+	// role, metadata, keys and values; not the index and log overhead).
+	MaxBytes      uint64
+	MaxContexts   uint64
+	MaxMemoryKeys uint64
+}
+
 // Defaults of the replicated cell settings: what every replica uses until
 // a leader proposes its configured DedupWindow, DedupMaxIDs and ChangeLog.
 const (
@@ -150,6 +169,10 @@ const (
 )
 
 var defaultChangeLog = ChangeLogConfig{RetentionAge: 24 * time.Hour, MaxBytes: 64 << 20, MaxEvents: 100000}
+
+// defaultTenantQuota is generous: it stops one tenant from filling a
+// node's disk, not ordinary use (set lower per tenant with SetTenant).
+var defaultTenantQuota = TenantQuota{MaxBytes: 8 << 30, MaxContexts: 1_000_000, MaxMemoryKeys: 1_000_000}
 
 // DefaultConfig returns a Config with every limit and timeout set to its
 // default; NodeID, RaftBind (or RaftListener) and DataDir still need to be
@@ -187,6 +210,8 @@ func DefaultConfig() Config {
 			MaxBytes:     64 << 20,
 			MaxEvents:    100000,
 		},
+		TenantQuota:         defaultTenantQuota,
+		Disk:                DefaultDiskConfig(),
 		ApplyTimeout:        10 * time.Second,
 		DefaultMaxStaleness: 5 * time.Second,
 		ReplicatedLimits:    validate.DefaultLimits(),
@@ -269,6 +294,9 @@ func (c Config) Validate() error {
 	}
 	if c.ChangeLog.RetentionAge < 0 {
 		bad("ChangeLog.RetentionAge", "must not be negative")
+	}
+	if err := c.Disk.validate(); err != nil {
+		bad("Disk", "%v", err)
 	}
 	if c.ApplyTimeout <= 0 {
 		bad("ApplyTimeout", "must be positive")

@@ -126,6 +126,7 @@ type fsmConfig struct {
 	dedupWindow   time.Duration
 	dedupMaxIDs   int
 	changelog     ChangeLogConfig
+	tenantQuota   TenantQuota
 	onFatal       func(error)
 	onApply       func(uint64)
 	onRejected    func()
@@ -136,7 +137,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		fs:         cfg.fs,
 		dir:        cfg.dir,
 		log:        cfg.log,
-		initial:    settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog),
+		initial:    settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog, cfg.tenantQuota),
 		onFatal:    cfg.onFatal,
 		onApply:    cfg.onApply,
 		notify:     newNotifier(),
@@ -174,8 +175,13 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 }
 
 // settingsOf builds CellSettings from configuration values.
-func settingsOf(window time.Duration, maxIDs int, cl ChangeLogConfig) *cellv1.CellSettings {
+func settingsOf(window time.Duration, maxIDs int, cl ChangeLogConfig, q TenantQuota) *cellv1.CellSettings {
+	var tq *cellv1.TenantQuota
+	if q != (TenantQuota{}) {
+		tq = &cellv1.TenantQuota{MaxBytes: q.MaxBytes, MaxContexts: q.MaxContexts, MaxMemoryKeys: q.MaxMemoryKeys}
+	}
 	return &cellv1.CellSettings{
+		TenantQuota:             tq,
 		DedupWindow:             uint64(max(maxIDs, 0)),
 		DedupWindowNanos:        int64(max(window, 0)),
 		ChangelogRetentionNanos: int64(cl.RetentionAge),

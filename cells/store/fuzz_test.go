@@ -46,6 +46,8 @@ func fuzzSeedCommands() []*cellv1.Command {
 		registerNode("n2", "x:1"), registerNode("", "x"), noop(),
 		withEpoch(createContext("acme", "c3"), 7), withReq(putMemory("acme", "k", "w"), "r1"),
 		unknownOp("acme", true), unknownOp("acme", false), futureVersion(noop(), false), {Tenant: "acme"},
+		quotaSettings(&cellv1.TenantQuota{MaxBytes: 16, MaxContexts: 1, MaxMemoryKeys: 1}), ownerWithQuota("acme", 1, &cellv1.TenantQuota{MaxBytes: 1 << 20}),
+		ownerWithQuota("acme", 1, &cellv1.TenantQuota{}),
 	}
 	for i, c := range cs {
 		if c.Version == 0 {
@@ -69,6 +71,7 @@ func quietFSM(t testing.TB, mutate ...func(*fsmConfig)) *fsmHarness {
 		c.log = slog.New(slog.DiscardHandler)
 		c.dedupMaxIDs, c.dedupWindow = 4, 3*time.Millisecond
 		c.changelog = ChangeLogConfig{MaxEvents: 6, MaxBytes: 2000, RetentionAge: 5e9}
+		c.tenantQuota = TenantQuota{MaxBytes: 64, MaxContexts: 3, MaxMemoryKeys: 3} // small: the fuzzer meets the quotas
 	}}, mutate...)...)
 }
 

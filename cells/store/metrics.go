@@ -36,6 +36,11 @@ type metrics struct {
 	// wrongServer counts Raft responses refused because another server
 	// than the one addressed answered (H1).
 	wrongServer prometheus.Counter
+	// Disk (H4): refusals below the free-space watermark, failed
+	// free-space checks, and Raft log store write errors by kind.
+	storageFullRefusals prometheus.Counter
+	diskCheckErrors     prometheus.Counter
+	logStoreErrors      *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -81,6 +86,18 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_raft_wrong_server_total",
 			Help: "Raft responses ignored because another server than the one addressed answered (a member that came back without its data, under a new Raft id, at its old address).",
 		}),
+		storageFullRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_storage_full_refusals_total",
+			Help: "Writes refused with STORAGE_FULL because this node was below its free-space watermark.",
+		}),
+		diskCheckErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_disk_check_errors_total",
+			Help: "Free-space checks (statfs) of the data dir that failed; the last verdict stands.",
+		}),
+		logStoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_store_log_store_errors_total",
+			Help: "Leader writes the Raft log store refused, by kind: no_space (ENOSPC, answered STORAGE_FULL) or io (EIO).",
+		}, []string{"kind"}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -105,6 +122,15 @@ func (s *Store) Collectors() []prometheus.Collector {
 				return 1
 			case st.Member:
 				return 0.5
+			}
+			return 0
+		}),
+		s.metrics.storageFullRefusals, s.metrics.diskCheckErrors, s.metrics.logStoreErrors,
+		gauge("cellplane_store_disk_free_bytes", "Free bytes of the data dir's filesystem at the last check.", func() float64 { return float64(s.DiskStatus().FreeBytes) }),
+		gauge("cellplane_store_disk_total_bytes", "Size of the data dir's filesystem at the last check.", func() float64 { return float64(s.DiskStatus().TotalBytes) }),
+		gauge("cellplane_store_storage_full", "1 while this node is below its free-space watermark (it refuses new writes as leader: STORAGE_FULL).", func() float64 {
+			if s.DiskStatus().Full {
+				return 1
 			}
 			return 0
 		}),

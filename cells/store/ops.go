@@ -40,6 +40,10 @@ type opCtx struct {
 	now int64
 	// changed is set by an operation that mutated the tenant.
 	changed bool
+	// replicated: a standby applies its source's event (apply_changes).
+	// Quotas are not checked: the owner enforced them when it applied the
+	// write, and a standby that refused would diverge from its source.
+	replicated bool
 }
 
 func (o *opCtx) ts() *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, o.now)) }
@@ -107,6 +111,9 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 	if o.tx.get(contextKey(tenant, id), &existing) {
 		return nil, cperr.New(cperr.AlreadyExists, "context %q already exists", id)
 	}
+	if err := o.checkQuota(1, 0, 0); err != nil {
+		return nil, err
+	}
 	ctx := &contextv1.Context{ContextId: id, Labels: req.GetLabels(), CreateTime: o.ts(), UpdateTime: o.ts()}
 	o.tx.put(contextKey(tenant, id), ctx)
 	o.st.rec.Usage = usage(o.st.rec)
@@ -146,9 +153,15 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 		return nil, cperr.New(cperr.SequenceMismatch, "expected last seq %d, context is at %d", req.GetExpectedSeq(), ctx.GetLastSeq()).
 			With(cperr.MetaLastSeq, strconv.FormatUint(ctx.GetLastSeq(), 10))
 	}
+	var size uint64
+	for _, e := range req.GetEntries() {
+		size += EntrySize(e)
+	}
+	if err := o.checkQuota(0, 0, int64(size)); err != nil {
+		return nil, err // nothing of the append is written
+	}
 	first := ctx.GetLastSeq() + 1
 	ts := o.ts()
-	var size uint64
 	for i, e := range req.GetEntries() {
 		seq := first + uint64(i)
 		ent := &contextv1.Entry{Seq: seq, Role: e.GetRole(), Metadata: e.GetMetadata(), CreateTime: ts}
@@ -159,7 +172,6 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 			ent.Content = &contextv1.Entry_Data{Data: c.Data}
 		}
 		o.tx.put(entryKey(tenant, id, seq), ent)
-		size += EntrySize(e)
 	}
 	n := uint64(len(req.GetEntries()))
 	ctx.LastSeq += n
@@ -194,6 +206,13 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
+	newBytes, oldBytes, newKeys := int64(len(key)+len(req.GetValue())), int64(0), int64(1)
+	if exists {
+		oldBytes, newKeys = int64(len(old.GetKey())+len(old.GetValue())), 0
+	}
+	if err := o.checkQuota(0, newKeys, newBytes-oldBytes); err != nil {
+		return nil, err
+	}
 	// A key's revision is the tseq of the mutation that wrote it: it grows
 	// with every change and is never 0.
 	rev := o.st.rec.GetTseq() + 1
@@ -209,6 +228,60 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	o.tx.put(memoryKey(tenant, key), item)
 	o.changed = true
 	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev}}}, nil
+}
+
+// quotaOf is the quota in force for a tenant (H4): each field of the
+// tenant's own quota that is not 0, else the cell's default (replicated
+// settings, so every replica decides alike).
+func quotaOf(settings *cellv1.CellSettings, rec *cellv1.TenantRecord) *cellv1.TenantQuota {
+	def, own := settings.GetTenantQuota(), rec.GetQuota()
+	pick := func(o, d uint64) uint64 {
+		if o != 0 {
+			return o
+		}
+		return d
+	}
+	return &cellv1.TenantQuota{
+		MaxBytes:      pick(own.GetMaxBytes(), def.GetMaxBytes()),
+		MaxContexts:   pick(own.GetMaxContexts(), def.GetMaxContexts()),
+		MaxMemoryKeys: pick(own.GetMaxMemoryKeys(), def.GetMaxMemoryKeys()),
+	}
+}
+
+// checkQuota refuses a client write that would take the tenant's usage
+// above its quota (H4): contexts, memory keys and bytes it would add
+// (bytes may be negative). Only a count that grows is checked, so deletes
+// and writes that shrink a value always pass, also over the quota (after a
+// quota was lowered, or on a promoted standby). It reads replicated state
+// only: every replica refuses the same commands. Called before the
+// operation writes anything, so a refused command writes nothing.
+func (o *opCtx) checkQuota(contexts, keys, bytes int64) *cperr.Error {
+	if o.replicated {
+		return nil
+	}
+	q, u := quotaOf(o.tx.settings, o.st.rec), o.st.rec.GetUsage()
+	for _, c := range []struct {
+		name       string
+		limit, cur uint64
+		add        int64
+	}{
+		{"max_contexts", q.GetMaxContexts(), u.GetContexts(), contexts},
+		{"max_memory_keys", q.GetMaxMemoryKeys(), u.GetMemoryKeys(), keys},
+		{"max_bytes", q.GetMaxBytes(), u.GetBytes(), bytes},
+	} {
+		if c.limit == 0 || c.add <= 0 || c.cur+uint64(c.add) <= c.limit {
+			continue
+		}
+		want := c.cur + uint64(c.add)
+		tenant := o.c.GetTenant()
+		return cperr.New(cperr.QuotaExceeded, "tenant %s: %s quota %d exceeded: usage %d + %d would be %d (delete data or ask for a higher quota)",
+			tenant, c.name, c.limit, c.cur, c.add, want).
+			With(cperr.MetaTenant, tenant).
+			With(cperr.MetaQuota, c.name).
+			With(cperr.MetaLimit, strconv.FormatUint(c.limit, 10)).
+			With(cperr.MetaUsage, strconv.FormatUint(want, 10))
+	}
+	return nil
 }
 
 func revisionMismatch(want, have uint64) *cperr.Error {
@@ -260,11 +333,19 @@ func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
 	}
 	rec := o.st.rec
 	if rec != nil {
+		quotaChanged := op.GetQuota() != nil && !proto.Equal(op.GetQuota(), rec.GetQuota())
 		switch {
 		case epoch < rec.GetEpoch():
 			return nil, cperr.New(cperr.StaleEpoch, "epoch %d is below the tenant's epoch %d", epoch, rec.GetEpoch()).
 				With(cperr.MetaEpoch, strconv.FormatUint(rec.GetEpoch(), 10))
 		case epoch == rec.GetEpoch() && role == rec.GetRole() && (role != cellv1.Role_ROLE_STANDBY || op.GetSourceCell() == rec.GetSourceCell()):
+			if quotaChanged {
+				// Only the quota changes: an owner's (or a fenced
+				// tenant's) change is logged, so its standby follows.
+				setQuota(rec, op.GetQuota())
+				o.st.dirty = true
+				o.changed = role != cellv1.Role_ROLE_STANDBY
+			}
 			return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: tenantInfo(o.c.GetTenant(), rec)}}, nil
 		case epoch == rec.GetEpoch() && role == cellv1.Role_ROLE_OWNER:
 			return nil, cperr.New(cperr.StaleEpoch, "becoming %s needs an epoch above %d", role, rec.GetEpoch()).
@@ -276,6 +357,9 @@ func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
 		o.st.deleted = false
 	}
 	o.st.dirty = true
+	if op.GetQuota() != nil {
+		setQuota(rec, op.GetQuota())
+	}
 	if role == cellv1.Role_ROLE_STANDBY {
 		// A standby keeps its data only when the caller vouches that it is
 		// a prefix of the new source's history (resume); otherwise the sink
@@ -298,6 +382,16 @@ func applySetTenant(o *opCtx) (*cellv1.CommandResult, error) {
 	o.changed = true
 	// tseq is assigned after apply; the info in the result is completed then.
 	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Tenant{Tenant: &cellv1.TenantInfo{Tenant: o.c.GetTenant(), Role: role, Epoch: epoch}}}, nil
+}
+
+// setQuota sets a tenant's own quota (nil when every field is 0: the
+// cell's default applies).
+func setQuota(rec *cellv1.TenantRecord, q *cellv1.TenantQuota) {
+	if q == nil || proto.Equal(q, &cellv1.TenantQuota{}) {
+		rec.Quota = nil
+		return
+	}
+	rec.Quota = proto.Clone(q).(*cellv1.TenantQuota)
 }
 
 func applyDeleteTenant(o *opCtx) (*cellv1.CommandResult, error) {
@@ -381,5 +475,6 @@ func tenantInfo(tenant string, rec *cellv1.TenantRecord) *cellv1.TenantInfo {
 		Bootstrapped:       rec.GetBootstrapped(),
 		ReplicaFloorTseq:   rec.GetReplicaFloorTseq(),
 		ReplicaForcedTrims: rec.GetReplicaForcedTrims(),
+		Quota:              proto.Clone(rec.GetQuota()).(*cellv1.TenantQuota),
 	}
 }

@@ -86,13 +86,18 @@ func applyChanges(o *opCtx) (*cellv1.CommandResult, error) {
 		spec, ok := lookupOp(cmd)
 		if ok && spec.owner && cmd.GetVersion() <= commandVersion {
 			// A data mutation: the source applied it, so must we.
-			op := &opCtx{tx: o.tx, c: cmd, st: o.st, now: cmd.GetTimeUnixNano()}
+			op := &opCtx{tx: o.tx, c: cmd, st: o.st, now: cmd.GetTimeUnixNano(), replicated: true}
 			if _, err := spec.apply(op); err != nil {
 				rec.Bootstrapped = false
 				o.tx.f.log.Warn("standby diverged from its source; it will bootstrap again",
 					"tenant", o.c.GetTenant(), "tseq", ev.GetTseq(), "op", spec.name, "err", err)
 				return &cellv1.CommandResult{Tseq: rec.GetTseq()}, nil
 			}
+		}
+		// A source's quota change is the tenant's, wherever it is owner
+		// next (a promoted standby enforces it).
+		if q := cmd.GetSetTenant().GetQuota(); q != nil {
+			setQuota(rec, q)
 		}
 		// Role changes of the source (a fence) and unknown ignorable
 		// operations only continue the log.
@@ -134,6 +139,7 @@ func applyImport(o *opCtx) (*cellv1.CommandResult, error) {
 		rec.ChangelogFirstTseq, rec.ChangelogCount = src.GetChangelogFirstTseq(), src.GetChangelogCount()
 		rec.ChangelogBytes, rec.ChangelogFirstTimeUnixNano = src.GetChangelogBytes(), src.GetChangelogFirstTimeUnixNano()
 		rec.UpdateTimeUnixNano = src.GetUpdateTimeUnixNano()
+		setQuota(rec, src.GetQuota())
 		rec.Bootstrapped = true
 	}
 	o.st.dirty = true

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -53,6 +54,9 @@ type Store struct {
 	metrics   *metrics
 	// authority is the cell authority gate (nil: none); see SetAuthority.
 	authority atomic.Pointer[Authority]
+	// space reads free disk space; disk is the last check (disk.go).
+	space DiskSpace
+	disk  atomic.Pointer[DiskStatus]
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -87,15 +91,21 @@ func Open(cfg Config) (*Store, error) {
 		metrics:   newMetrics(),
 	}
 	s.reads.s = s
+	s.space = cfg.TestingKnobs.DiskSpace
+	if s.space == nil {
+		s.space = statfsSpace{}
+	}
 	if err := s.open(); err != nil {
 		s.closeParts()
 		return nil, err
 	}
-	s.workers.Add(2)
+	s.checkDisk()
+	s.workers.Add(3)
 	s.waiter.Add(1)
 	go s.runProposer()
 	go s.runWaiter()
 	go s.watchLeadership()
+	go s.runDiskMonitor()
 	return s, nil
 }
 
@@ -117,7 +127,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: s.stateFS(fs), dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, tenantQuota: defaultTenantQuota, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
 		onRejected: func() { s.metrics.eventsRejected.WithLabelValues("apply").Inc() }})
 	if err != nil {
 		return err
@@ -189,7 +199,7 @@ func (s *Store) open() error {
 				}
 				conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: addr})
 			}
-			if err := raft.BootstrapCluster(rc, s.wal, s.wal, snaps, s.safe, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, s.logStore(), s.wal, snaps, s.safe, conf); err != nil {
 				return fmt.Errorf("bootstrap cell: %w", err)
 			}
 			s.log.Info("bootstrapped new cell", "voters", len(conf.Servers))
@@ -197,7 +207,7 @@ func (s *Store) open() error {
 	}
 	// safeTransport: raft's own pipeline can deadlock, and its heartbeats
 	// can outlive Shutdown (see pipeline.go).
-	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.safe)
+	s.raft, err = raft.NewRaft(rc, s.fsm, s.logStore(), s.wal, snaps, s.safe)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -469,6 +479,11 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 			return nil, err
 		}
 	}
+	// A node below its free-space watermark adds no data (H4): refused
+	// before the log, so nothing of it is appended anywhere.
+	if err := s.checkDiskRoom(cmd); err != nil {
+		return nil, err
+	}
 	if cmd.TimeUnixNano == 0 {
 		cmd.TimeUnixNano = time.Now().UnixNano()
 	}
@@ -602,6 +617,18 @@ func (s *Store) applyError(err error) error {
 		return errUnavailable("the cell is overloaded")
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return errUnavailable("the node is shutting down")
+	case isNoSpace(err):
+		// The leader could not append the entry to its own log, so it sent
+		// it nowhere: nothing was applied. Raft steps down; another member
+		// leads if its disk has room.
+		s.metrics.logStoreErrors.WithLabelValues("no_space").Inc()
+		s.log.Error("raft log store is out of space: the write was not appended; refusing new writes until the next free-space check", "err", err)
+		s.noteNoSpace()
+		return storageFull(s.cfg.NodeID, s.DiskStatus().FreeBytes, fmt.Sprintf("node %s could not append to its Raft log: no space left on its disk; the write was not applied", s.cfg.NodeID))
+	case errors.Is(err, syscall.EIO):
+		s.metrics.logStoreErrors.WithLabelValues("io").Inc()
+		s.log.Error("raft log store I/O error: the write was not appended", "err", err)
+		return errUnavailable("the leader's disk failed (I/O error); the write was not applied, retry")
 	}
 	s.log.Error("raft apply failed", "err", err)
 	return errUnavailable("the write could not be replicated")
@@ -717,7 +744,7 @@ func (s *Store) watchLeadership() {
 // is configured with. Until a leader has done so, every replica uses the
 // package defaults, so replicas never disagree.
 func (s *Store) ensureSettings() {
-	want := settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog)
+	want := settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog, s.cfg.TenantQuota)
 	if proto.Equal(s.fsm.settings.Load(), want) {
 		return
 	}
@@ -728,7 +755,8 @@ func (s *Store) ensureSettings() {
 		return
 	}
 	s.log.Info("cell settings updated", "dedup_window", time.Duration(want.GetDedupWindowNanos()), "dedup_max_ids", want.GetDedupWindow(), "changelog_max_events", want.GetChangelogMaxEvents(),
-		"changelog_max_bytes", want.GetChangelogMaxBytes(), "changelog_retention", time.Duration(want.GetChangelogRetentionNanos()))
+		"changelog_max_bytes", want.GetChangelogMaxBytes(), "changelog_retention", time.Duration(want.GetChangelogRetentionNanos()),
+		"tenant_max_bytes", want.GetTenantQuota().GetMaxBytes(), "tenant_max_contexts", want.GetTenantQuota().GetMaxContexts(), "tenant_max_memory_keys", want.GetTenantQuota().GetMaxMemoryKeys())
 }
 
 func (s *Store) registerSelf() {

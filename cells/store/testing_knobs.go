@@ -16,6 +16,22 @@ type TestingKnobs struct {
 	// check of apply_changes events (as an older leader would propose
 	// them; the state machine still checks, invariant 12).
 	ProposeUnchecked bool
+	// LogStoreFault, when set, is called before every write of the Raft
+	// log store (op "store_logs" or "delete_range"); a non-nil error is
+	// returned instead of writing (wrap syscall.ENOSPC or syscall.EIO to
+	// simulate a full or failing disk, S13). The stable store (term and
+	// vote) is not affected: hashicorp/raft panics when it cannot save them.
+	LogStoreFault func(op string) error
+	// StateStoreFault, when set, is called before every write operation
+	// of the Pebble state store's filesystem (create, write, sync, rename,
+	// remove, … of the file at path); a non-nil error is returned instead
+	// (S13). The state machine cannot refuse a committed
+	// entry: a failed state write stops the node (Done) with the state at
+	// the last committed batch, and a restart re-applies from the log.
+	StateStoreFault func(path string) error
+	// DiskSpace, when set, replaces statfs(2) for the free-space watermark
+	// (DiskConfig), so a test can cross it, or make the check fail.
+	DiskSpace DiskSpace
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft

@@ -142,6 +142,8 @@ plaintext and it warns at every start.`,
 	lim := pflag.NewFlagSet("limits", pflag.ContinueOnError)
 	lim.Float64Var(&cfg.RateLimit.DefaultRate, "default-rate", cfg.RateLimit.DefaultRate, "requests per second of a tenant whose record sets none")
 	lim.IntVar(&cfg.RateLimit.DefaultBurst, "default-burst", cfg.RateLimit.DefaultBurst, "token-bucket burst of a tenant whose record sets none")
+	lim.Float64Var(&cfg.RateLimit.BytesRate, "tenant-bytes-rate", cfg.RateLimit.BytesRate, "request bytes per second per tenant (a second token bucket, weighing requests by size: RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo above it); 0: off")
+	lim.IntVar(&cfg.RateLimit.BytesBurst, "tenant-bytes-burst", cfg.RateLimit.BytesBurst, "byte-bucket size per tenant; a request larger than it needs a full bucket (keep it at least --max-message-bytes)")
 	lim.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message")
 	r.StringVar(&cfg.MCP.PublicURL, "mcp-public-url", "", "base URL clients reach MCP at (https://mcp.example.com): with it, an MCP JWT's audience must be <it>/t/<tenant>/mcp (not --jwt-audience), 401s name the RFC 9728 metadata, served at /.well-known/oauth-protected-resource/t/<tenant>/mcp; never taken from the Host header")
 	lim.Int64Var(&cfg.MCP.MaxBodyBytes, "max-mcp-body-bytes", cfg.MCP.MaxBodyBytes, "largest MCP request body (413 above)")

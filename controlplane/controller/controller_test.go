@@ -35,6 +35,7 @@ type fakeCells struct {
 	deleted    map[string]int
 	failNext   int
 	blockOwner chan struct{} // if set, SetTenant waits for it
+	quota      map[string]*cellv1.TenantQuota
 }
 
 func newFakeCells() *fakeCells {
@@ -59,6 +60,10 @@ func (f *fakeCells) SetTenant(ctx context.Context, cell string, req *cellv1.SetT
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.setCalls[tenant]++
+	if f.quota == nil {
+		f.quota = map[string]*cellv1.TenantQuota{}
+	}
+	f.quota[tenant] = req.GetQuota()
 	if f.failNext > 0 {
 		f.failNext--
 		return nil, cperr.New(cperr.CellUnavailable, "injected")
@@ -217,6 +222,34 @@ func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	}
 	if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "t0", HomeRegion: "us"}, ""); !errors.Is(err, cperr.ErrAlreadyExists) {
 		t.Fatalf("second create of t0: %v, want ALREADY_EXISTS", err)
+	}
+}
+
+// TestCreateSetsTheCellQuota (H4): a tenant's max_bytes becomes its own
+// storage quota at its cell, enforced there; without it the cell's
+// default applies.
+func TestCreateSetsTheCellQuota(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("a", "us", 0))
+	cells := newFakeCells()
+	startController(t, st, cells, "c1", controller.TestingKnobs{})
+	ctx := testutil.Context(t, 10*time.Second)
+	for id, limits := range map[string]*cpv1.TenantLimits{"capped": {MaxBytes: 1 << 20}, "plain": {Rate: 5}} {
+		if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us", Limits: limits}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := intent.WaitCreate(ctx, st, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cells.mu.Lock()
+	defer cells.mu.Unlock()
+	if q := cells.quota["capped"]; q.GetMaxBytes() != 1<<20 {
+		t.Fatalf("capped's cell quota %v, want max_bytes 1 MiB", q)
+	}
+	if q := cells.quota["plain"]; q != nil {
+		t.Fatalf("plain's cell quota %v, want none (the cell's default)", q)
 	}
 }
 

@@ -34,6 +34,16 @@ func (r *runner) step(ctx context.Context, wf *cpv1.Workflow, v topo.Version) er
 	return r.fail(ctx, wf, v, nil, cperr.New(cperr.Internal, "unknown workflow kind %s", wf.GetKind()))
 }
 
+// cellQuota is the tenant's own storage quota at its cell (H4): the
+// control plane's max_bytes (0: the cell's default). It moves with the
+// tenant (exports and change events carry it).
+func cellQuota(l *cpv1.TenantLimits) *cellv1.TenantQuota {
+	if l.GetMaxBytes() == 0 {
+		return nil
+	}
+	return &cellv1.TenantQuota{MaxBytes: l.GetMaxBytes()}
+}
+
 // Tenant create: PENDING → (pick a cell, count it in the cell's load)
 // PLACED → (the cell makes the tenant OWNER at epoch 1) CELL_DONE →
 // (publish the placement ACTIVE, delete the workflow).
@@ -76,6 +86,7 @@ func (r *runner) stepCreate(ctx context.Context, wf *cpv1.Workflow, v topo.Versi
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.CellCallTimeout)
 		_, err := c.cells.SetTenant(cctx, wf.GetCell(), &cellv1.SetTenantRequest{
 			Tenant: wf.GetTenant(), Role: cellv1.Role_ROLE_OWNER, Epoch: firstEpoch, RequestId: wf.GetId() + ".owner",
+			Quota: cellQuota(tenant.GetLimits()),
 		})
 		cancel()
 		if permanent(err) {

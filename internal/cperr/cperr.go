@@ -62,6 +62,9 @@ const (
 	// Zero trust: identities and authorisation.
 	ReplicationEventRejected Reason = "REPLICATION_EVENT_REJECTED" // a standby refused a batch of its source's change events (another tenant's command, a forbidden op, a malformed or out-of-order event): nothing of it was applied
 	CredentialsStale         Reason = "CREDENTIALS_STALE"          // the server's view of API keys (or revoked tokens) is older than its staleness bound: it refuses them rather than honour a possibly revoked one
+
+	// Capacity.
+	StorageFull Reason = "STORAGE_FULL" // the cell's free disk space is below its watermark (or a disk returned ENOSPC): new writes are refused, reads, deletes and moves out keep working
 )
 
 // reasons lists every reason above, in the order of the error contract.
@@ -80,6 +83,8 @@ var reasons = []Reason{
 	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
 
 	ReplicationEventRejected, CredentialsStale,
+
+	StorageFull,
 }
 
 // Reasons returns every reason of the error contract (a fresh slice).
@@ -103,6 +108,11 @@ const (
 	MetaTseq           = "tseq"            // REPLICATION_EVENT_REJECTED: the tseq of the first refused event
 	MetaCredentialsAge = "credentials_age" // CREDENTIALS_STALE: how old the server's credential view is ("unknown": never synced)
 	MetaToken          = "token"           // UNAUTHENTICATED: why a tenant token was refused (internal/tenanttoken)
+	MetaQuota          = "quota"           // QUOTA_EXCEEDED, RATE_LIMITED: which limit (max_bytes, max_contexts, max_memory_keys, bytes_per_second, …)
+	MetaLimit          = "limit"           // QUOTA_EXCEEDED: the limit's value
+	MetaUsage          = "usage"           // QUOTA_EXCEEDED: the usage the write would have reached
+	MetaNode           = "node"            // STORAGE_FULL: the node whose disk is below its watermark
+	MetaFreeBytes      = "free_bytes"      // STORAGE_FULL: that node's free bytes when last checked
 )
 
 // FieldViolation names one invalid request field (google.rpc.BadRequest).
@@ -183,6 +193,8 @@ var (
 	ErrNoStandby          = &Error{Reason: NoStandby}
 
 	ErrReplicationEventRejected = &Error{Reason: ReplicationEventRejected}
+
+	ErrStorageFull = &Error{Reason: StorageFull}
 )
 
 // New returns an error with a reason and a formatted message.

@@ -77,9 +77,12 @@ var rules = map[cperr.Reason]rule{
 	cperr.StalenessExceeded: {RetryElsewhere, true},
 	cperr.RateLimited:       {RetryLater, true},
 	cperr.QuotaExceeded:     {RetryNo, false},
-	cperr.Unauthenticated:   {RetryNo, false},
-	cperr.PermissionDenied:  {RetryNo, false},
-	cperr.Internal:          {RetryNo, false},
+	// The disk stays full until an operator frees space: refused before
+	// anything was proposed, but the same write fails again until then.
+	cperr.StorageFull:      {RetryNo, true},
+	cperr.Unauthenticated:  {RetryNo, false},
+	cperr.PermissionDenied: {RetryNo, false},
+	cperr.Internal:         {RetryNo, false},
 
 	cperr.RegionNotFound: {RetryNo, false},
 	cperr.CellNotFound:   {RetryNo, false},

@@ -70,6 +70,8 @@ var codeOf = map[cperr.Reason]codes.Code{
 
 	cperr.ReplicationEventRejected: codes.InvalidArgument,
 	cperr.CredentialsStale:         codes.Unavailable,
+
+	cperr.StorageFull: codes.ResourceExhausted,
 }
 
 // Code returns the gRPC code of a reason (INTERNAL for an unknown one).
@@ -160,14 +162,36 @@ func statusOf(e *cperr.Error) *status.Status {
 	if e.RetryAfter > 0 {
 		ds = append(ds, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
 	}
-	if e.Reason == cperr.QuotaExceeded || e.Reason == cperr.RateLimited {
-		ds = append(ds, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: e.Metadata[cperr.MetaTenant], Description: msg}}})
+	if v := quotaViolation(e, msg); v != nil {
+		ds = append(ds, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{v}})
 	}
 	withDetails, err := st.WithDetails(ds...)
 	if err != nil {
 		return st
 	}
 	return withDetails
+}
+
+// quotaViolation is the google.rpc.QuotaFailure violation of a quota or
+// capacity error: the subject is "tenant:<id>" (QUOTA_EXCEEDED,
+// RATE_LIMITED) or "node:<id>" (STORAGE_FULL), the description the message
+// (it names the limit and the figures).
+func quotaViolation(e *cperr.Error, msg string) *errdetails.QuotaFailure_Violation {
+	switch e.Reason {
+	case cperr.QuotaExceeded, cperr.RateLimited:
+		subject := "tenant"
+		if t := e.Metadata[cperr.MetaTenant]; t != "" {
+			subject = "tenant:" + t
+		}
+		return &errdetails.QuotaFailure_Violation{Subject: subject, Description: msg}
+	case cperr.StorageFull:
+		subject := "node"
+		if n := e.Metadata[cperr.MetaNode]; n != "" {
+			subject = "node:" + n
+		}
+		return &errdetails.QuotaFailure_Violation{Subject: subject, Description: msg}
+	}
+	return nil
 }
 
 // FromStatus turns a status error from a cellplane server back into a

@@ -53,6 +53,7 @@ func TestCodeTable(t *testing.T) {
 		{cperr.NoStandby, codes.FailedPrecondition},
 		{cperr.ReplicationEventRejected, codes.InvalidArgument},
 		{cperr.CredentialsStale, codes.Unavailable},
+		{cperr.StorageFull, codes.ResourceExhausted},
 		{"SOMETHING_NEW", codes.Internal},
 	}
 	if len(tests)-1 != len(codeOf) {
@@ -126,7 +127,7 @@ func TestQuotaFailureOnResourceErrors(t *testing.T) {
 	st := status.Convert(ToStatus(cperr.New(cperr.RateLimited, "slow down").With(cperr.MetaTenant, "acme").WithRetryAfter(time.Second)))
 	found := false
 	for _, d := range st.Details() {
-		if q, ok := d.(*errdetails.QuotaFailure); ok && q.GetViolations()[0].GetSubject() == "acme" {
+		if q, ok := d.(*errdetails.QuotaFailure); ok && q.GetViolations()[0].GetSubject() == "tenant:acme" {
 			found = true
 		}
 	}

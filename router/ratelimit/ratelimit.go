@@ -30,16 +30,28 @@ type Config struct {
 	MaxTenants int
 	// IdleTTL is how long a bucket may go unused before it is evicted.
 	IdleTTL time.Duration
+	// BytesRate is the refill rate, in request bytes per second, of each
+	// tenant's byte bucket (H4: a tenant sending few large requests is
+	// weighed by what it sends, not only by how often). 0 disables it.
+	BytesRate float64
+	// BytesBurst is the byte bucket's size. A request larger than it is
+	// charged BytesBurst (it needs a full bucket), so it must be at least
+	// the largest request the server accepts to let such requests pass at
+	// the configured rate.
+	BytesBurst int
 }
 
-// DefaultConfig returns 1000 requests/s with a burst of 2000, at most
-// 1,000,000 buckets, evicted after 10 minutes unused.
+// DefaultConfig returns 1000 requests/s with a burst of 2000 and 32 MiB/s
+// of request bytes with a burst of 64 MiB per tenant, at most 1,000,000
+// buckets, evicted after 10 minutes unused.
 func DefaultConfig() Config {
 	return Config{
 		DefaultRate:  1000,
 		DefaultBurst: 2000,
 		MaxTenants:   1_000_000,
 		IdleTTL:      10 * time.Minute,
+		BytesRate:    32 << 20,
+		BytesBurst:   64 << 20,
 	}
 }
 
@@ -58,6 +70,12 @@ func (c Config) Validate() error {
 	if c.IdleTTL <= 0 {
 		errs = append(errs, fmt.Errorf("ratelimit: Config.IdleTTL must be > 0, got %v", c.IdleTTL))
 	}
+	if c.BytesRate < 0 || math.IsNaN(c.BytesRate) || math.IsInf(c.BytesRate, 0) {
+		errs = append(errs, fmt.Errorf("ratelimit: Config.BytesRate must be a finite number >= 0, got %v", c.BytesRate))
+	}
+	if c.BytesRate > 0 && c.BytesBurst < 1 {
+		errs = append(errs, fmt.Errorf("ratelimit: Config.BytesBurst must be >= 1 with a BytesRate, got %d", c.BytesBurst))
+	}
 	return errors.Join(errs...)
 }
 
@@ -69,9 +87,10 @@ type Limiter struct {
 	shards   [numShards]shard
 	now      func() time.Time
 
-	buckets atomic.Int64
-	limited prometheus.Counter
-	gauge   prometheus.GaugeFunc
+	buckets      atomic.Int64
+	limited      prometheus.Counter
+	bytesLimited prometheus.Counter
+	gauge        prometheus.GaugeFunc
 }
 
 type shard struct {
@@ -86,6 +105,8 @@ type bucket struct {
 	rate     float64
 	burst    int
 	lastUsed time.Time
+	// bytes is the byte bucket (nil until the tenant's first AllowBytes).
+	bytes *rate.Limiter
 }
 
 // New returns a Limiter. cfg should have passed Validate; fields that did
@@ -104,6 +125,12 @@ func New(cfg Config) *Limiter {
 	if cfg.IdleTTL <= 0 {
 		cfg.IdleTTL = def.IdleTTL
 	}
+	if cfg.BytesRate < 0 || math.IsNaN(cfg.BytesRate) || math.IsInf(cfg.BytesRate, 0) {
+		cfg.BytesRate = def.BytesRate
+	}
+	if cfg.BytesRate > 0 && cfg.BytesBurst < 1 {
+		cfg.BytesBurst = def.BytesBurst
+	}
 	l := &Limiter{
 		cfg:      cfg,
 		seed:     maphash.MakeSeed(),
@@ -115,7 +142,11 @@ func New(cfg Config) *Limiter {
 	}
 	l.limited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cellplane_router_rate_limited_total",
-		Help: "Requests refused by the per-tenant rate limits (all tenants).",
+		Help: "Requests refused by the per-tenant request-rate limits (all tenants).",
+	})
+	l.bytesLimited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cellplane_router_bytes_rate_limited_total",
+		Help: "Requests refused by the per-tenant byte-rate limits (all tenants).",
 	})
 	l.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cellplane_router_rate_limit_buckets",
@@ -161,6 +192,37 @@ func (l *Limiter) Allow(tenant string, rps float64, burst uint32) (ok bool, retr
 	s.mu.Unlock()
 	l.limited.Inc()
 	return false, waitFor(tokens, rps)
+}
+
+// AllowBytes takes n tokens (the request's size in bytes) from tenant's
+// byte bucket (Config.BytesRate, BytesBurst; always true when BytesRate is
+// 0). A request larger than the burst is charged the whole burst. When
+// the bucket holds too few, ok is false, nothing is taken, and retryAfter
+// is how long until it holds enough (at least 1ms).
+func (l *Limiter) AllowBytes(tenant string, n int) (ok bool, retryAfter time.Duration) {
+	if l.cfg.BytesRate <= 0 || n <= 0 {
+		return true, 0
+	}
+	n = min(n, l.cfg.BytesBurst)
+	now := l.now()
+	s := &l.shards[maphash.String(l.seed, tenant)%numShards]
+	s.mu.Lock()
+	bk := s.m[tenant]
+	if bk == nil {
+		bk = l.insert(s, tenant, l.cfg.DefaultRate, l.cfg.DefaultBurst, now)
+	}
+	if bk.bytes == nil {
+		bk.bytes = rate.NewLimiter(rate.Limit(l.cfg.BytesRate), l.cfg.BytesBurst)
+	}
+	bk.lastUsed = now
+	if bk.bytes.AllowN(now, n) {
+		s.mu.Unlock()
+		return true, 0
+	}
+	tokens := bk.bytes.TokensAt(now)
+	s.mu.Unlock()
+	l.bytesLimited.Inc()
+	return false, waitFor(tokens-float64(n)+1, l.cfg.BytesRate)
 }
 
 // maxRetryAfter caps the retry delay of absurdly low rates.
@@ -217,12 +279,23 @@ func (l *Limiter) Len() int { return int(l.buckets.Load()) }
 func (l *Limiter) Err(tenant string, retryAfter time.Duration) error {
 	return cperr.New(cperr.RateLimited, "tenant request rate limit exceeded").
 		With(cperr.MetaTenant, tenant).
+		With(cperr.MetaQuota, "requests_per_second").
+		WithRetryAfter(retryAfter)
+}
+
+// BytesErr returns the RATE_LIMITED error for a request of tenant refused
+// by its byte bucket (AllowBytes): n bytes against the configured rate.
+func (l *Limiter) BytesErr(tenant string, n int, retryAfter time.Duration) error {
+	return cperr.New(cperr.RateLimited, "tenant byte rate limit exceeded: a %d-byte request over %.0f bytes/s (burst %d)", n, l.cfg.BytesRate, l.cfg.BytesBurst).
+		With(cperr.MetaTenant, tenant).
+		With(cperr.MetaQuota, "bytes_per_second").
 		WithRetryAfter(retryAfter)
 }
 
 // Collectors returns the limiter's metrics, for registration:
-// cellplane_router_rate_limited_total (a counter over all tenants: a
+// cellplane_router_rate_limited_total and
+// cellplane_router_bytes_rate_limited_total (counters over all tenants: a
 // per-tenant label would be unbounded) and cellplane_router_rate_limit_buckets.
 func (l *Limiter) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{l.limited, l.gauge}
+	return []prometheus.Collector{l.limited, l.bytesLimited, l.gauge}
 }

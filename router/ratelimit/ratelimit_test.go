@@ -248,7 +248,7 @@ func TestErrAndMetrics(t *testing.T) {
 	}
 	l.Allow("t2", 0, 0)
 	got := gather(t, l)
-	want := map[string]float64{"cellplane_router_rate_limited_total": 2, "cellplane_router_rate_limit_buckets": 2}
+	want := map[string]float64{"cellplane_router_rate_limited_total": 2, "cellplane_router_bytes_rate_limited_total": 0, "cellplane_router_rate_limit_buckets": 2}
 	if len(got) != len(want) {
 		t.Fatalf("metrics = %v, want %v", got, want)
 	}
@@ -293,6 +293,10 @@ func TestConfigValidate(t *testing.T) {
 		{"zero burst", func(c *Config) { c.DefaultBurst = 0 }, true},
 		{"zero max tenants", func(c *Config) { c.MaxTenants = 0 }, true},
 		{"zero idle TTL", func(c *Config) { c.IdleTTL = 0 }, true},
+		{"byte rate off", func(c *Config) { c.BytesRate, c.BytesBurst = 0, 0 }, false},
+		{"negative byte rate", func(c *Config) { c.BytesRate = -1 }, true},
+		{"NaN byte rate", func(c *Config) { c.BytesRate = math.NaN() }, true},
+		{"byte rate without burst", func(c *Config) { c.BytesBurst = 0 }, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,8 +307,11 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	// New replaces invalid fields by the defaults.
-	if l := New(Config{}); l.cfg != DefaultConfig() {
+	// New replaces invalid fields by the defaults (a zero byte rate is
+	// valid: off).
+	want := DefaultConfig()
+	want.BytesRate, want.BytesBurst = 0, 0
+	if l := New(Config{}); l.cfg != want {
 		t.Fatalf("New(Config{}) config = %+v", l.cfg)
 	}
 }
@@ -333,5 +340,59 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() { l.Allow("t1", 5, 10) })
 	if allocs != 0 {
 		t.Fatalf("Allow allocates %v times per call for an existing tenant", allocs)
+	}
+}
+
+// TestAllowBytes (H4): the byte bucket weighs requests by size: a tenant
+// sending large requests runs out while another tenant's pass; a request
+// above the burst needs a full bucket; a refusal takes nothing and says
+// when enough bytes have accrued.
+func TestAllowBytes(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BytesRate, cfg.BytesBurst = 1000, 4000
+	l, c := newTest(cfg)
+	for i := range 4 {
+		if ok, _ := l.AllowBytes("flood", 1000); !ok {
+			t.Fatalf("request %d of 1000 bytes refused within the 4000-byte burst", i)
+		}
+	}
+	ok, retry := l.AllowBytes("flood", 1000)
+	if ok || retry != time.Second {
+		t.Fatalf("AllowBytes past the burst = %v, %v; want false, 1s", ok, retry)
+	}
+	if ok, _ := l.AllowBytes("quiet", 1000); !ok {
+		t.Fatal("another tenant was refused")
+	}
+	if ok, _ := l.Allow("flood", 0, 0); !ok {
+		t.Fatal("the request bucket was charged by the byte bucket")
+	}
+	c.advance(500 * time.Millisecond)
+	if ok, retry := l.AllowBytes("flood", 1000); ok || retry != 500*time.Millisecond {
+		t.Fatalf("after 500ms: %v, %v; want false, 500ms (a refusal takes nothing)", ok, retry)
+	}
+	c.advance(500 * time.Millisecond)
+	if ok, _ := l.AllowBytes("flood", 1000); !ok {
+		t.Fatal("refused after waiting retryAfter")
+	}
+	// Larger than the burst: charged the burst.
+	c.advance(10 * time.Second)
+	if ok, _ := l.AllowBytes("flood", 1<<20); !ok {
+		t.Fatal("a request above the burst was refused with a full bucket")
+	}
+	if ok, _ := l.AllowBytes("flood", 1); ok {
+		t.Fatal("a request above the burst did not empty the bucket")
+	}
+	// Off.
+	cfg.BytesRate = 0
+	l, _ = newTest(cfg)
+	for range 100 {
+		if ok, _ := l.AllowBytes("flood", 1<<30); !ok {
+			t.Fatal("refused with BytesRate 0")
+		}
+	}
+	err := l.BytesErr("flood", 5000, time.Second)
+	var ce *cperr.Error
+	if !errors.As(err, &ce) || ce.Reason != cperr.RateLimited || ce.Metadata[cperr.MetaQuota] != "bytes_per_second" || ce.Metadata[cperr.MetaTenant] != "flood" || ce.RetryAfter != time.Second {
+		t.Fatalf("BytesErr = %#v", err)
 	}
 }

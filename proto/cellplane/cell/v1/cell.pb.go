@@ -83,7 +83,11 @@ type SetTenantRequest struct {
 	SourceCell string `protobuf:"bytes,5,opt,name=source_cell,json=sourceCell,proto3" json:"source_cell,omitempty"`
 	// STANDBY only: keep the data and stream on from its tseq (see
 	// SetTenantOp.resume).
-	Resume        bool `protobuf:"varint,6,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume bool `protobuf:"varint,6,opt,name=resume,proto3" json:"resume,omitempty"`
+	// When set, replaces the tenant's own quota at this cell (TenantQuota:
+	// per field, 0 means the cell's default); allowed at the tenant's
+	// current role and epoch too.
+	Quota         *TenantQuota `protobuf:"bytes,7,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +162,13 @@ func (x *SetTenantRequest) GetResume() bool {
 		return x.Resume
 	}
 	return false
+}
+
+func (x *SetTenantRequest) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
 }
 
 type SetTenantResponse struct {
@@ -1526,7 +1537,7 @@ var File_cellplane_cell_v1_cell_proto protoreflect.FileDescriptor
 
 const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccellplane/cell/v1/cell.proto\x12\x11cellplane.cell.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\"cellplane/context/v1/context.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc5\x01\n" +
+	"\x1ccellplane/cell/v1/cell.proto\x12\x11cellplane.cell.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\"cellplane/context/v1/context.proto\x1a\x1egoogle/protobuf/duration.proto\"\xfb\x01\n" +
 	"\x10SetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
@@ -1535,7 +1546,8 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1f\n" +
 	"\vsource_cell\x18\x05 \x01(\tR\n" +
 	"sourceCell\x12\x16\n" +
-	"\x06resume\x18\x06 \x01(\bR\x06resume\"J\n" +
+	"\x06resume\x18\x06 \x01(\bR\x06resume\x124\n" +
+	"\x05quota\x18\a \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\"J\n" +
 	"\x11SetTenantResponse\x125\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"p\n" +
 	"\x10GetTenantRequest\x12\x16\n" +
@@ -1688,63 +1700,65 @@ var file_cellplane_cell_v1_cell_proto_goTypes = []any{
 	(*RegisterNodeRequest)(nil),        // 25: cellplane.cell.v1.RegisterNodeRequest
 	(*RegisterNodeResponse)(nil),       // 26: cellplane.cell.v1.RegisterNodeResponse
 	(Role)(0),                          // 27: cellplane.cell.v1.Role
-	(*TenantInfo)(nil),                 // 28: cellplane.cell.v1.TenantInfo
-	(*v1.ReadOptions)(nil),             // 29: cellplane.context.v1.ReadOptions
-	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
-	(*ChangeEvent)(nil),                // 31: cellplane.cell.v1.ChangeEvent
-	(*NodeInfo)(nil),                   // 32: cellplane.cell.v1.NodeInfo
+	(*TenantQuota)(nil),                // 28: cellplane.cell.v1.TenantQuota
+	(*TenantInfo)(nil),                 // 29: cellplane.cell.v1.TenantInfo
+	(*v1.ReadOptions)(nil),             // 30: cellplane.context.v1.ReadOptions
+	(*durationpb.Duration)(nil),        // 31: google.protobuf.Duration
+	(*ChangeEvent)(nil),                // 32: cellplane.cell.v1.ChangeEvent
+	(*NodeInfo)(nil),                   // 33: cellplane.cell.v1.NodeInfo
 }
 var file_cellplane_cell_v1_cell_proto_depIdxs = []int32{
 	27, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
-	28, // 1: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	29, // 2: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	28, // 3: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	5,  // 4: cellplane.cell.v1.GetTenantResponse.replication:type_name -> cellplane.cell.v1.ReplicationStatus
-	30, // 5: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
-	27, // 6: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
-	31, // 7: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
-	28, // 8: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	29, // 9: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	28, // 10: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
-	27, // 11: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
-	32, // 12: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
-	0,  // 13: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
-	32, // 14: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 15: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
-	30, // 16: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
-	15, // 17: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
-	32, // 18: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 19: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 20: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	1,  // 21: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
-	3,  // 22: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
-	10, // 23: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
-	12, // 24: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
-	6,  // 25: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
-	8,  // 26: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
-	14, // 27: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
-	17, // 28: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
-	19, // 29: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
-	21, // 30: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
-	23, // 31: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
-	25, // 32: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
-	2,  // 33: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
-	4,  // 34: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
-	11, // 35: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
-	13, // 36: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
-	7,  // 37: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
-	9,  // 38: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
-	16, // 39: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
-	18, // 40: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
-	20, // 41: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
-	22, // 42: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
-	24, // 43: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
-	26, // 44: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	28, // 1: cellplane.cell.v1.SetTenantRequest.quota:type_name -> cellplane.cell.v1.TenantQuota
+	29, // 2: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	30, // 3: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	29, // 4: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	5,  // 5: cellplane.cell.v1.GetTenantResponse.replication:type_name -> cellplane.cell.v1.ReplicationStatus
+	31, // 6: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
+	27, // 7: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
+	32, // 8: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
+	29, // 9: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	30, // 10: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	29, // 11: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
+	27, // 12: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
+	33, // 13: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
+	0,  // 14: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
+	33, // 15: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
+	33, // 16: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
+	31, // 17: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
+	15, // 18: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
+	33, // 19: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	33, // 20: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	33, // 21: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	1,  // 22: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
+	3,  // 23: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
+	10, // 24: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
+	12, // 25: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
+	6,  // 26: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
+	8,  // 27: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
+	14, // 28: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
+	17, // 29: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
+	19, // 30: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
+	21, // 31: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
+	23, // 32: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
+	25, // 33: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
+	2,  // 34: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
+	4,  // 35: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
+	11, // 36: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
+	13, // 37: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
+	7,  // 38: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
+	9,  // 39: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
+	16, // 40: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
+	18, // 41: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
+	20, // 42: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
+	22, // 43: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
+	24, // 44: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
+	26, // 45: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
+	34, // [34:46] is the sub-list for method output_type
+	22, // [22:34] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_cell_proto_init() }

@@ -467,8 +467,11 @@ type CellSettings struct {
 	// that would need to forget a younger id to stay within dedup_window is
 	// refused with QUOTA_EXCEEDED. 0: count only.
 	DedupWindowNanos int64 `protobuf:"varint,5,opt,name=dedup_window_nanos,json=dedupWindowNanos,proto3" json:"dedup_window_nanos,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The cell-wide default per-tenant quota (finding H4): a field of a
+	// tenant's own TenantRecord.quota that is not 0 overrides it.
+	TenantQuota   *TenantQuota `protobuf:"bytes,6,opt,name=tenant_quota,json=tenantQuota,proto3" json:"tenant_quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CellSettings) Reset() {
@@ -536,6 +539,79 @@ func (x *CellSettings) GetDedupWindowNanos() int64 {
 	return 0
 }
 
+func (x *CellSettings) GetTenantQuota() *TenantQuota {
+	if x != nil {
+		return x.TenantQuota
+	}
+	return nil
+}
+
+// TenantQuota bounds what one tenant stores in a cell (0: no bound). The
+// state machine refuses a client write that would take the tenant's usage
+// (TenantUsage) above a bound with QUOTA_EXCEEDED; writes that free space
+// (deletes, smaller values) are always accepted, and a standby applying
+// its source's events is never refused (the owner enforced the quota).
+type TenantQuota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of entries and memory values (TenantUsage.bytes).
+	MaxBytes      uint64 `protobuf:"varint,1,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxContexts   uint64 `protobuf:"varint,2,opt,name=max_contexts,json=maxContexts,proto3" json:"max_contexts,omitempty"`
+	MaxMemoryKeys uint64 `protobuf:"varint,3,opt,name=max_memory_keys,json=maxMemoryKeys,proto3" json:"max_memory_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantQuota) Reset() {
+	*x = TenantQuota{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantQuota) ProtoMessage() {}
+
+func (x *TenantQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
+func (*TenantQuota) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TenantQuota) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *TenantQuota) GetMaxContexts() uint64 {
+	if x != nil {
+		return x.MaxContexts
+	}
+	return 0
+}
+
+func (x *TenantQuota) GetMaxMemoryKeys() uint64 {
+	if x != nil {
+		return x.MaxMemoryKeys
+	}
+	return 0
+}
+
 // SetTenantOp sets a tenant's role at an epoch. Epochs never go down; a
 // tenant becomes OWNER only at an epoch above every epoch it had before
 // (or at its first epoch, when the cell did not know it).
@@ -550,14 +626,18 @@ type SetTenantOp struct {
 	// STANDBY: the tenant's history here is a prefix of the source's (the
 	// old owner of a planned switchover, a standby whose owner moved): keep
 	// the data and stream on from its tseq instead of bootstrapping again.
-	Resume        bool `protobuf:"varint,4,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume bool `protobuf:"varint,4,opt,name=resume,proto3" json:"resume,omitempty"`
+	// When set, replaces the tenant's own quota (TenantRecord.quota; a
+	// field 0 means the cell's default), also at the tenant's current role
+	// and epoch.
+	Quota         *TenantQuota `protobuf:"bytes,5,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetTenantOp) Reset() {
 	*x = SetTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +649,7 @@ func (x *SetTenantOp) String() string {
 func (*SetTenantOp) ProtoMessage() {}
 
 func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +662,7 @@ func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantOp.ProtoReflect.Descriptor instead.
 func (*SetTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SetTenantOp) GetRole() Role {
@@ -613,6 +693,13 @@ func (x *SetTenantOp) GetResume() bool {
 	return false
 }
 
+func (x *SetTenantOp) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 // ApplyChangesOp applies a source cell's change events to a STANDBY tenant,
 // in tseq order. Events at or below the tenant's tseq were applied before
 // and are skipped (idempotent by tseq); an event after a gap is refused.
@@ -627,7 +714,7 @@ type ApplyChangesOp struct {
 
 func (x *ApplyChangesOp) Reset() {
 	*x = ApplyChangesOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +726,7 @@ func (x *ApplyChangesOp) String() string {
 func (*ApplyChangesOp) ProtoMessage() {}
 
 func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +739,7 @@ func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyChangesOp.ProtoReflect.Descriptor instead.
 func (*ApplyChangesOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ApplyChangesOp) GetEvents() []*ChangeEvent {
@@ -681,7 +768,7 @@ type ImportTenantOp struct {
 
 func (x *ImportTenantOp) Reset() {
 	*x = ImportTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +780,7 @@ func (x *ImportTenantOp) String() string {
 func (*ImportTenantOp) ProtoMessage() {}
 
 func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +793,7 @@ func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportTenantOp.ProtoReflect.Descriptor instead.
 func (*ImportTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ImportTenantOp) GetFirst() bool {
@@ -748,7 +835,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +847,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +860,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -802,7 +889,7 @@ type ReplicaAckOp struct {
 
 func (x *ReplicaAckOp) Reset() {
 	*x = ReplicaAckOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +901,7 @@ func (x *ReplicaAckOp) String() string {
 func (*ReplicaAckOp) ProtoMessage() {}
 
 func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +914,7 @@ func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaAckOp.ProtoReflect.Descriptor instead.
 func (*ReplicaAckOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplicaAckOp) GetTseq() uint64 {
@@ -856,7 +943,7 @@ type DeleteTenantOp struct {
 
 func (x *DeleteTenantOp) Reset() {
 	*x = DeleteTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +955,7 @@ func (x *DeleteTenantOp) String() string {
 func (*DeleteTenantOp) ProtoMessage() {}
 
 func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +968,7 @@ func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantOp.ProtoReflect.Descriptor instead.
 func (*DeleteTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteTenantOp) GetExpectedEpoch() uint64 {
@@ -907,7 +994,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1006,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1019,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -959,7 +1046,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1058,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1071,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -1091,7 +1178,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1190,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1203,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CommandError) GetReason() string {
@@ -1173,13 +1260,15 @@ type TenantRecord struct {
 	// Command time of the oldest remembered request id (dedup_first), for
 	// forgetting by age; 0 when none is remembered.
 	DedupFirstTimeUnixNano int64 `protobuf:"varint,17,opt,name=dedup_first_time_unix_nano,json=dedupFirstTimeUnixNano,proto3" json:"dedup_first_time_unix_nano,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// The tenant's own quota (fields not 0 override CellSettings.tenant_quota).
+	Quota         *TenantQuota `protobuf:"bytes,18,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1280,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1293,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -1326,6 +1415,13 @@ func (x *TenantRecord) GetDedupFirstTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *TenantRecord) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 // TenantUsage counts what a tenant stores in the cell.
 type TenantUsage struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1340,7 +1436,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1448,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1461,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -1411,13 +1507,16 @@ type TenantInfo struct {
 	Bootstrapped       bool                   `protobuf:"varint,10,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
 	ReplicaFloorTseq   uint64                 `protobuf:"varint,11,opt,name=replica_floor_tseq,json=replicaFloorTseq,proto3" json:"replica_floor_tseq,omitempty"`
 	ReplicaForcedTrims uint64                 `protobuf:"varint,12,opt,name=replica_forced_trims,json=replicaForcedTrims,proto3" json:"replica_forced_trims,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The tenant's own quota at this cell (a field 0: the cell's default,
+	// CellSettings.tenant_quota, applies).
+	Quota         *TenantQuota `protobuf:"bytes,13,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1528,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1541,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -1529,6 +1628,13 @@ func (x *TenantInfo) GetReplicaForcedTrims() uint64 {
 	return 0
 }
 
+func (x *TenantInfo) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 // ChangeEvent is one entry of a tenant's change log: a mutation that was
 // applied, with the tseq it got.
 type ChangeEvent struct {
@@ -1543,7 +1649,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1661,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1674,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -1613,7 +1719,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1731,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1744,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -1680,7 +1786,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1798,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1811,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -1775,19 +1881,25 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
 	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
-	"\x02op\"\xfd\x01\n" +
+	"\x02op\"\xc0\x02\n" +
 	"\fCellSettings\x12!\n" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
 	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\x12,\n" +
-	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\"\x89\x01\n" +
+	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\x12A\n" +
+	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\"u\n" +
+	"\vTenantQuota\x12\x1b\n" +
+	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12!\n" +
+	"\fmax_contexts\x18\x02 \x01(\x04R\vmaxContexts\x12&\n" +
+	"\x0fmax_memory_keys\x18\x03 \x01(\x04R\rmaxMemoryKeys\"\xbf\x01\n" +
 	"\vSetTenantOp\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vsource_cell\x18\x03 \x01(\tR\n" +
 	"sourceCell\x12\x16\n" +
-	"\x06resume\x18\x04 \x01(\bR\x06resume\"H\n" +
+	"\x06resume\x18\x04 \x01(\bR\x06resume\x124\n" +
+	"\x05quota\x18\x05 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\"H\n" +
 	"\x0eApplyChangesOp\x126\n" +
 	"\x06events\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.ChangeEventR\x06events\"\xb3\x01\n" +
 	"\x0eImportTenantOp\x12\x14\n" +
@@ -1822,7 +1934,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2-.cellplane.cell.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x06\n" +
 	"\fTenantRecord\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -1844,13 +1956,14 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\fbootstrapped\x18\x0e \x01(\bR\fbootstrapped\x12,\n" +
 	"\x12replica_floor_tseq\x18\x0f \x01(\x04R\x10replicaFloorTseq\x120\n" +
 	"\x14replica_forced_trims\x18\x10 \x01(\x04R\x12replicaForcedTrims\x12:\n" +
-	"\x1adedup_first_time_unix_nano\x18\x11 \x01(\x03R\x16dedupFirstTimeUnixNano\"z\n" +
+	"\x1adedup_first_time_unix_nano\x18\x11 \x01(\x03R\x16dedupFirstTimeUnixNano\x124\n" +
+	"\x05quota\x18\x12 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\"z\n" +
 	"\vTenantUsage\x12\x1a\n" +
 	"\bcontexts\x18\x01 \x01(\x04R\bcontexts\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
 	"\vmemory_keys\x18\x03 \x01(\x04R\n" +
 	"memoryKeys\x12\x14\n" +
-	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\"\xda\x03\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\"\x90\x04\n" +
 	"\n" +
 	"TenantInfo\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
@@ -1866,7 +1979,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\fbootstrapped\x18\n" +
 	" \x01(\bR\fbootstrapped\x12,\n" +
 	"\x12replica_floor_tseq\x18\v \x01(\x04R\x10replicaFloorTseq\x120\n" +
-	"\x14replica_forced_trims\x18\f \x01(\x04R\x12replicaForcedTrims\"\xb7\x01\n" +
+	"\x14replica_forced_trims\x18\f \x01(\x04R\x12replicaForcedTrims\x124\n" +
+	"\x05quota\x18\r \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\"\xb7\x01\n" +
 	"\vChangeEvent\x12\x12\n" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x124\n" +
@@ -1902,75 +2016,80 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
 	(*CommandBatch)(nil),            // 1: cellplane.cell.v1.CommandBatch
 	(*Command)(nil),                 // 2: cellplane.cell.v1.Command
 	(*CellSettings)(nil),            // 3: cellplane.cell.v1.CellSettings
-	(*SetTenantOp)(nil),             // 4: cellplane.cell.v1.SetTenantOp
-	(*ApplyChangesOp)(nil),          // 5: cellplane.cell.v1.ApplyChangesOp
-	(*ImportTenantOp)(nil),          // 6: cellplane.cell.v1.ImportTenantOp
-	(*KeyValue)(nil),                // 7: cellplane.cell.v1.KeyValue
-	(*ReplicaAckOp)(nil),            // 8: cellplane.cell.v1.ReplicaAckOp
-	(*DeleteTenantOp)(nil),          // 9: cellplane.cell.v1.DeleteTenantOp
-	(*NoopOp)(nil),                  // 10: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 11: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 12: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 13: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 14: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 15: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 16: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 17: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 18: cellplane.cell.v1.NodeInfo
-	nil,                             // 19: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 20: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 21: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 22: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 23: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 24: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.Context)(nil),              // 25: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 26: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 27: cellplane.context.v1.PutMemoryResponse
+	(*TenantQuota)(nil),             // 4: cellplane.cell.v1.TenantQuota
+	(*SetTenantOp)(nil),             // 5: cellplane.cell.v1.SetTenantOp
+	(*ApplyChangesOp)(nil),          // 6: cellplane.cell.v1.ApplyChangesOp
+	(*ImportTenantOp)(nil),          // 7: cellplane.cell.v1.ImportTenantOp
+	(*KeyValue)(nil),                // 8: cellplane.cell.v1.KeyValue
+	(*ReplicaAckOp)(nil),            // 9: cellplane.cell.v1.ReplicaAckOp
+	(*DeleteTenantOp)(nil),          // 10: cellplane.cell.v1.DeleteTenantOp
+	(*NoopOp)(nil),                  // 11: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 12: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 13: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 14: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 15: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 16: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 17: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 18: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 19: cellplane.cell.v1.NodeInfo
+	nil,                             // 20: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 21: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 22: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 23: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 24: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 25: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.Context)(nil),              // 26: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 27: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 28: cellplane.context.v1.PutMemoryResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	20, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	21, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	22, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	23, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	24, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	4,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	9,  // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	5,  // 8: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	6,  // 9: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	8,  // 10: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	18, // 11: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	10, // 12: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	21, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	22, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	23, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	24, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	25, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	5,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	10, // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	6,  // 8: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	7,  // 9: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	9,  // 10: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	19, // 11: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	11, // 12: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
 	3,  // 13: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	0,  // 14: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	16, // 15: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	7,  // 16: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	13, // 17: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 18: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	12, // 19: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	25, // 20: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	26, // 21: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	27, // 22: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	15, // 23: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	19, // 24: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 25: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	14, // 26: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	0,  // 27: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	14, // 28: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	2,  // 29: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	11, // 30: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	11, // 31: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	4,  // 14: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 15: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	4,  // 16: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	17, // 17: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	8,  // 18: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	14, // 19: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 20: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	13, // 21: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	26, // 22: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	27, // 23: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	28, // 24: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	16, // 25: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	20, // 26: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 27: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	15, // 28: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 29: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 30: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	15, // 31: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 32: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	2,  // 33: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	12, // 34: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	12, // 35: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -1993,7 +2112,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Noop)(nil),
 		(*Command_CellSettings)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[10].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[11].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
@@ -2005,7 +2124,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
