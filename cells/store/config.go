@@ -74,6 +74,15 @@ type Config struct {
 	// forgetting an id a retry may still carry. 0 disables deduplication.
 	DedupMaxIDs int
 	ChangeLog   ChangeLogConfig
+	// ClockMaxStep is how far the wall clock may be from the cell clock
+	// (the last trusted timestamp advanced by the monotonic clock) and
+	// still be followed when a leader stamps a command. A wall clock
+	// further off — a step of the leader's clock, or a new leader whose
+	// clock stepped — is ignored and the monotonic estimate used instead,
+	// so a clock jump cannot trim change logs or forget request ids
+	// (finding M8, clock.go). It must exceed the clock error between
+	// healthy nodes plus a commit's latency.
+	ClockMaxStep time.Duration
 	// ApplyTimeout bounds a proposal when the caller's context has no
 	// earlier deadline.
 	ApplyTimeout time.Duration
@@ -180,6 +189,7 @@ func DefaultConfig() Config {
 			MaxBytes:     64 << 20,
 			MaxEvents:    100000,
 		},
+		ClockMaxStep:        time.Minute,
 		ApplyTimeout:        10 * time.Second,
 		DefaultMaxStaleness: 5 * time.Second,
 		ReplicatedLimits:    validate.DefaultLimits(),
@@ -262,6 +272,9 @@ func (c Config) Validate() error {
 	}
 	if c.ChangeLog.RetentionAge < 0 {
 		bad("ChangeLog.RetentionAge", "must not be negative")
+	}
+	if c.ClockMaxStep < time.Second {
+		bad("ClockMaxStep", "%v is below 1s", c.ClockMaxStep)
 	}
 	if c.ApplyTimeout <= 0 {
 		bad("ApplyTimeout", "must be positive")

@@ -51,7 +51,8 @@ type fsm struct {
 	settings   atomic.Pointer[cellv1.CellSettings]
 	onFatal    func(error)
 	onApply    func(uint64)
-	onRejected func() // counts an apply_changes batch refused by invariant 12
+	onTime     func(int64) // the newest command time of each applied batch (cellClock.observe)
+	onRejected func()      // counts an apply_changes batch refused by invariant 12
 	notify     *notifier
 	applied    atomic.Uint64
 	stopped    atomic.Bool
@@ -128,6 +129,7 @@ type fsmConfig struct {
 	changelog     ChangeLogConfig
 	onFatal       func(error)
 	onApply       func(uint64)
+	onTime        func(int64)
 	onRejected    func()
 }
 
@@ -139,6 +141,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		initial:    settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog),
 		onFatal:    cfg.onFatal,
 		onApply:    cfg.onApply,
+		onTime:     cfg.onTime,
 		notify:     newNotifier(),
 		onRejected: cfg.onRejected,
 		wake:       make(chan struct{}),
@@ -265,6 +268,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	tx := newTxn(f)
 	defer tx.close()
 	var last *raft.Log
+	var newest int64 // the newest command time applied
 	for i, l := range logs {
 		if l.Index <= f.applied.Load() {
 			continue // already part of the persisted state
@@ -287,6 +291,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			results := make([]*cellv1.CommandResult, len(cmds))
 			for j, c := range cmds {
 				results[j] = tx.apply(c)
+				newest = max(newest, c.GetTimeUnixNano())
 			}
 			if tx.err != nil {
 				f.fail(fmt.Errorf("raft index %d: %w", l.Index, tx.err))
@@ -303,6 +308,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		last = l
 	}
 	f.commit(tx, last)
+	if f.onTime != nil && newest != 0 && !f.stopped.Load() {
+		f.onTime(newest)
+	}
 	return resps
 }
 

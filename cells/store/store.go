@@ -47,6 +47,8 @@ type Store struct {
 	// everything committed before its term (its barrier completed).
 	readyTerm atomic.Uint64
 	metrics   *metrics
+	// clock stamps proposed commands (clock.go).
+	clock *cellClock
 	// authority is the cell authority gate (nil: none); see SetAuthority.
 	authority atomic.Pointer[Authority]
 
@@ -83,6 +85,7 @@ func Open(cfg Config) (*Store, error) {
 		metrics:   newMetrics(),
 	}
 	s.reads.s = s
+	s.clock = newCellClock(cfg.TestingKnobs.WallClock, cfg.ClockMaxStep, log)
 	if err := s.open(); err != nil {
 		s.closeParts()
 		return nil, err
@@ -113,7 +116,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: fs, dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply, onTime: s.clock.observe,
 		onRejected: func() { s.metrics.eventsRejected.WithLabelValues("apply").Inc() }})
 	if err != nil {
 		return err
@@ -386,7 +389,7 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 		}
 	}
 	if cmd.TimeUnixNano == 0 {
-		cmd.TimeUnixNano = time.Now().UnixNano()
+		cmd.TimeUnixNano = s.clock.now() // not the wall clock: finding M8 (clock.go)
 	}
 	data, err := marshalOpts.Marshal(cmd)
 	if err != nil {

@@ -1,5 +1,7 @@
 package store
 
+import "time"
+
 // TestingKnobs are hooks for tests only. The zero value is production.
 type TestingKnobs struct {
 	// InMemoryState keeps the Pebble state in memory (the Raft log and
@@ -16,6 +18,10 @@ type TestingKnobs struct {
 	// check of apply_changes events (as an older leader would propose
 	// them; the state machine still checks, invariant 12).
 	ProposeUnchecked bool
+	// WallClock, when set, replaces time.Now as the wall clock the leader
+	// stamps commands from (clock.go); the monotonic clock stays the
+	// runtime's, as a stepped wall clock leaves it. Tests step it.
+	WallClock func() time.Time
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft
