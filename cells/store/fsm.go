@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/failpoint"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -255,6 +256,7 @@ type batchResponse struct {
 
 // ApplyBatch implements raft.BatchingFSM.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	_ = failpoint.Inject(failpoint.StoreAfterCommitBeforeApply) // crash or sleep; an error means nothing here
 	resps := make([]any, len(logs))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -435,6 +437,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	if err := f.fs.RemoveAll(f.dir); err != nil {
 		return fmt.Errorf("remove old state: %w", err)
+	}
+	// The old state is gone, the restored one not yet in place: a crash
+	// here finds no state/ at start and restores the snapshot Raft
+	// persisted before it called Restore (catchUpFromSnapshot).
+	if err := failpoint.Inject(failpoint.StoreSnapshotInstall); err != nil {
+		return err
 	}
 	if err := f.fs.Rename(tmp, f.dir); err != nil {
 		return fmt.Errorf("install restored state: %w", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/failpoint"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -192,7 +193,11 @@ func (s *Store) open() error {
 	}
 	// safeTransport: raft's own pipeline can deadlock, and its heartbeats
 	// can outlive Shutdown (see pipeline.go).
-	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.safe)
+	var logs raft.LogStore = s.wal
+	if failpoint.Enabled() {
+		logs = failpointLog{s.wal} // crash points around the log's fsync
+	}
+	s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.wal, snaps, s.safe)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -491,6 +496,7 @@ func (s *Store) runWaiter() {
 			continue
 		}
 		resp, _ := inf.f.Response().(*batchResponse)
+		_ = failpoint.Inject(failpoint.StoreAfterApplyBeforeAck) // crash or sleep; an error means nothing here
 		switch {
 		case resp == nil:
 			answer(inf.batch, proposalResult{err: cperr.New(cperr.Internal, "no result from the state machine")})
