@@ -130,6 +130,11 @@ type RaftConfig struct {
 	TrailingLogs      uint64
 	// SnapshotRetain is how many snapshots are kept on disk.
 	SnapshotRetain int
+	// LogSegmentBytes is the size of one Raft log segment file (0: the
+	// raft-wal default, 64 MiB). The log is truncated after a snapshot a
+	// whole segment at a time, so a follower behind a truncation needs a
+	// snapshot only once its entries' segment is gone.
+	LogSegmentBytes int
 }
 
 // ChangeLogConfig bounds each tenant's change log. Trimming happens in the
@@ -245,6 +250,9 @@ func (c Config) Validate() error {
 	}
 	if r.SnapshotThreshold == 0 {
 		bad("Raft.SnapshotThreshold", "must be positive")
+	}
+	if r.LogSegmentBytes != 0 && r.LogSegmentBytes < 64<<10 {
+		bad("Raft.LogSegmentBytes", "%d is below 64 KiB", r.LogSegmentBytes)
 	}
 	if r.SnapshotRetain < 1 {
 		bad("Raft.SnapshotRetain", "must be at least 1")

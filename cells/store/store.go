@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -132,7 +133,8 @@ func (s *Store) open() error {
 		return err
 	}
 
-	s.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft-wal"), raftwal.WithLogger(hlog))
+	segment := cmp.Or(cfg.Raft.LogSegmentBytes, raftwal.DefaultSegmentSize)
+	s.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft-wal"), raftwal.WithLogger(hlog), raftwal.WithSegmentSize(segment))
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
