@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/segment"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -108,6 +109,9 @@ func (s *Store) open() error {
 		fs = vfs.NewMem()
 		stateDir = "state"
 	}
+	if k := cfg.TestingKnobs.StateFS; k != nil {
+		fs = k
+	}
 	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "raft-wal"), filepath.Join(cfg.DataDir, "snapshots")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("data dir %s is not usable: %w", cfg.DataDir, err)
@@ -133,8 +137,13 @@ func (s *Store) open() error {
 		return err
 	}
 
-	segment := cmp.Or(cfg.Raft.LogSegmentBytes, raftwal.DefaultSegmentSize)
-	s.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft-wal"), raftwal.WithLogger(hlog), raftwal.WithSegmentSize(segment))
+	walDir := filepath.Join(cfg.DataDir, "raft-wal")
+	segmentSize := raftwal.WithSegmentSize(cmp.Or(cfg.Raft.LogSegmentBytes, raftwal.DefaultSegmentSize))
+	if k := cfg.TestingKnobs.LogFS; k != nil {
+		s.wal, err = raftwal.Open(walDir, raftwal.WithLogger(hlog), segmentSize, raftwal.WithSegmentFiler(segment.NewFiler(walDir, k)))
+	} else {
+		s.wal, err = raftwal.Open(walDir, raftwal.WithLogger(hlog), segmentSize)
+	}
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
