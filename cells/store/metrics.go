@@ -30,6 +30,9 @@ type metrics struct {
 	// raftConnsRefused counts Raft connections closed before Raft saw
 	// them (TLS handshake or peer check failed), by side and reason.
 	raftConnsRefused *prometheus.CounterVec
+	// corruptSnapshots counts snapshots found corrupt at start (and moved
+	// aside): a DATA_LOSS-class alarm.
+	corruptSnapshots prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -67,6 +70,10 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_raft_conns_refused_total",
 			Help: "Raft connections closed before Raft read or wrote a byte: the TLS handshake or the peer check failed. side: inbound (accepted) or outbound (dialed); reason: identity, no_certificate, unknown_ca, expired, bad_certificate, timeout, handshake, overload.",
 		}, []string{"side", "reason"}),
+		corruptSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_corrupt_snapshots_total",
+			Help: "Snapshots found corrupt when the node started (moved to <data-dir>/snapshots-corrupt/): local data loss; alert on any.",
+		}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -82,7 +89,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
+		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused, s.metrics.corruptSnapshots,
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

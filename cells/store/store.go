@@ -129,14 +129,6 @@ func (s *Store) open() error {
 	}
 	s.fsm = f
 
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), cfg.Raft.SnapshotRetain, hlog)
-	if err != nil {
-		return fmt.Errorf("open snapshots: %w", err)
-	}
-	if err := s.catchUpFromSnapshot(snaps); err != nil {
-		return err
-	}
-
 	walDir := filepath.Join(cfg.DataDir, "raft-wal")
 	segmentSize := raftwal.WithSegmentSize(cmp.Or(cfg.Raft.LogSegmentBytes, raftwal.DefaultSegmentSize))
 	if k := cfg.TestingKnobs.LogFS; k != nil {
@@ -146,6 +138,14 @@ func (s *Store) open() error {
 	}
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
+	}
+
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), cfg.Raft.SnapshotRetain, hlog)
+	if err != nil {
+		return fmt.Errorf("open snapshots: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(snaps); err != nil {
+		return err
 	}
 
 	ln := cfg.RaftListener
@@ -237,32 +237,88 @@ func raftConfig(cfg Config) *raft.Config {
 	return rc
 }
 
-// catchUpFromSnapshot restores the newest snapshot when the Pebble state is
-// behind it (lost or wiped state): Raft will only replay entries after the
-// snapshot, so the state must not start below it.
+// catchUpFromSnapshot makes the Pebble state start at or after the newest
+// snapshot Raft will see (Raft starts applying after that snapshot's index,
+// NoSnapshotRestoreOnStart), restoring one when the state is behind it (a
+// lost or wiped state/ dir), and refuses to start (ErrDataLoss) rather than
+// serve a state with a hole in it (S14).
+//
+// A snapshot is opened only when the state needs it: a corrupt one (Raft's
+// CRC over the file, then ours) is moved out of the snapshot store
+// (DataDir/snapshots-corrupt/) and counted, and the next older one tried.
+// An older snapshot is usable only when the Raft log still holds every entry
+// after it (the log is truncated after each snapshot); otherwise, and when no
+// snapshot is usable and the log does not start at its first entry, the
+// node's local data cannot rebuild the state: ErrDataLoss. The remedy is
+// to rejoin as a new member (docs/reliability.md, ## Disk faults).
 func (s *Store) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
 	metas, err := snaps.List()
 	if err != nil || len(metas) == 0 {
 		return err
 	}
-	_, rc, err := snaps.Open(metas[0].ID)
-	if err != nil {
-		return fmt.Errorf("open snapshot %s: %w", metas[0].ID, err)
+	applied := s.fsm.applied.Load()
+	if metas[0].Index <= applied {
+		return nil // not needed; a corrupt one is found when Raft sends it (and replaced by the next snapshot)
 	}
-	idx, err := snapshotAppliedIndex(rc)
-	rc.Close()
+	first, err := s.wal.FirstIndex()
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", metas[0].ID, err)
+		return fmt.Errorf("raft log: %w", err)
 	}
-	if idx <= s.fsm.applied.Load() {
-		return nil
-	}
-	s.log.Warn("state is behind the newest snapshot; restoring it", "state_index", s.fsm.applied.Load(), "snapshot_index", idx)
-	_, rc, err = snaps.Open(metas[0].ID)
+	last, err := s.wal.LastIndex()
 	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	// covered: Raft can replay every entry after index from the log.
+	covered := func(index uint64) bool { return last == 0 || first <= index+1 }
+	for _, meta := range metas {
+		idx, err := s.checkSnapshot(snaps, meta.ID)
+		if err != nil {
+			s.metrics.corruptSnapshots.Inc()
+			s.log.Error("snapshot is corrupt; moving it aside", "reason", "DATA_LOSS", "snapshot", meta.ID, "index", meta.Index, "err", err)
+			if err := s.quarantineSnapshot(meta.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		if !covered(meta.Index) {
+			return fmt.Errorf("%w: snapshot %s (index %d) is the newest readable one, but the raft log starts at %d", ErrDataLoss, meta.ID, meta.Index, first)
+		}
+		if idx <= applied {
+			return nil
+		}
+		s.log.Warn("state is behind the newest snapshot; restoring it", "state_index", applied, "snapshot_index", idx)
+		_, rc, err := snaps.Open(meta.ID)
+		if err != nil {
+			return err
+		}
+		return s.fsm.Restore(rc)
+	}
+	// No readable snapshot: Raft replays the log from its first entry.
+	if !covered(0) {
+		return fmt.Errorf("%w: no readable snapshot, the state is behind (index %d), and the raft log starts at %d", ErrDataLoss, applied, first)
+	}
+	return nil
+}
+
+// checkSnapshot reads a whole snapshot (Raft checks its CRC on open, we
+// check ours while reading) and returns the state index it holds.
+func (s *Store) checkSnapshot(snaps *raft.FileSnapshotStore, id string) (uint64, error) {
+	_, rc, err := snaps.Open(id)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return snapshotAppliedIndex(rc)
+}
+
+// quarantineSnapshot moves a snapshot out of Raft's snapshot store, kept
+// for inspection.
+func (s *Store) quarantineSnapshot(id string) error {
+	dir := filepath.Join(s.cfg.DataDir, "snapshots-corrupt")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	return s.fsm.Restore(rc)
+	return os.Rename(filepath.Join(s.cfg.DataDir, "snapshots", "snapshots", id), filepath.Join(dir, id))
 }
 
 func checkWritable(dir string) error {
