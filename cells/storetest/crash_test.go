@@ -319,58 +319,66 @@ var crashPoints = []struct {
 // writer; it restarts on its data dir. Every acknowledged write is on
 // every node exactly once and in order (no loss, no duplicate apply of a
 // resent request id, replicas converge).
+//
+// With CELLPLANE_CHAOS set (make chaos) each point also crashes at later
+// hits, under a longer writer.
 func TestCrashPoints(t *testing.T) {
-	writes := 60
+	writes, shifts := 60, []int{0}
 	if os.Getenv(chaosEnv) != "" {
-		writes = 400
+		writes, shifts = 400, []int{0, 7, 90}
+	} else {
+		t.Logf("the long variants (later crash hits, 400 writes) run with %s=1 (make chaos)", chaosEnv)
 	}
-	for _, cp := range crashPoints {
-		role := map[bool]string{true: "leader", false: "follower"}[cp.leader]
-		t.Run(cp.point+"/"+role, func(t *testing.T) {
-			var threshold, trailing uint64
-			if cp.point == failpoint.StoreSnapshotPersist {
-				threshold, trailing = 16, 8
-			}
-			c := newProcCell(t, 3, threshold, trailing)
-			for i := range c.nodes {
-				c.start(i)
-			}
-			c.setup("t1", "c1")
-			// The victim: the leader or a follower, restarted with the
-			// crash point armed (its hits count from its start).
-			victim := c.leader()
-			if !cp.leader {
-				victim = (victim + 1) % 3
-			}
-			c.kill(victim)
-			c.start(victim, fmt.Sprintf("%s=%s=crash@%d", failpoint.Env, cp.point, cp.from))
-			if cp.leader {
-				testutil.Eventually(t, 30*time.Second, func() error {
-					l := c.leader()
-					if l == victim {
-						return nil
-					}
-					var st NodeStatus
-					if err := c.call(victim, "Status", struct{}{}, &st); err != nil || st.AppliedIndex < 3 {
-						return fmt.Errorf("%s not caught up yet", c.nodes[victim].cfg.ID)
-					}
-					_ = c.call(l, "Transfer", c.nodes[victim].cfg.ID, &struct{}{})
-					return fmt.Errorf("%s does not lead yet", c.nodes[victim].cfg.ID)
-				})
-			}
-			acked := c.write("t1", "c1", 0, writes)
-			for n := writes; !c.crashed(victim); n += 10 {
-				if n > 10*writes {
-					t.Fatalf("%s never crashed at %s", c.nodes[victim].cfg.ID, cp.point)
+	for _, shift := range shifts {
+		for _, cp := range crashPoints {
+			role := map[bool]string{true: "leader", false: "follower"}[cp.leader]
+			cp.from += shift
+			t.Run(fmt.Sprintf("%s/%s/hit%d", cp.point, role, cp.from), func(t *testing.T) {
+				var threshold, trailing uint64
+				if cp.point == failpoint.StoreSnapshotPersist {
+					threshold, trailing = 16, 8
 				}
-				acked = append(acked, c.write("t1", "c1", n, n+10)...)
-			}
-			t.Logf("%s crashed at %s after %d acknowledged writes", c.nodes[victim].cfg.ID, cp.point, len(acked))
-			c.kill(victim)
-			c.start(victim)
-			acked = append(acked, c.write("t1", "c1", 100000, 100010)...)
-			c.converged("t1", "c1", acked)
-		})
+				c := newProcCell(t, 3, threshold, trailing)
+				for i := range c.nodes {
+					c.start(i)
+				}
+				c.setup("t1", "c1")
+				// The victim: the leader or a follower, restarted with the
+				// crash point armed (its hits count from its start).
+				victim := c.leader()
+				if !cp.leader {
+					victim = (victim + 1) % 3
+				}
+				c.kill(victim)
+				c.start(victim, fmt.Sprintf("%s=%s=crash@%d", failpoint.Env, cp.point, cp.from))
+				if cp.leader {
+					testutil.Eventually(t, 30*time.Second, func() error {
+						l := c.leader()
+						if l == victim {
+							return nil
+						}
+						var st NodeStatus
+						if err := c.call(victim, "Status", struct{}{}, &st); err != nil || st.AppliedIndex < 3 {
+							return fmt.Errorf("%s not caught up yet", c.nodes[victim].cfg.ID)
+						}
+						_ = c.call(l, "Transfer", c.nodes[victim].cfg.ID, &struct{}{})
+						return fmt.Errorf("%s does not lead yet", c.nodes[victim].cfg.ID)
+					})
+				}
+				acked := c.write("t1", "c1", 0, writes)
+				for n := writes; !c.crashed(victim); n += 10 {
+					if n > 10*writes {
+						t.Fatalf("%s never crashed at %s", c.nodes[victim].cfg.ID, cp.point)
+					}
+					acked = append(acked, c.write("t1", "c1", n, n+10)...)
+				}
+				t.Logf("%s crashed at %s after %d acknowledged writes", c.nodes[victim].cfg.ID, cp.point, len(acked))
+				c.kill(victim)
+				c.start(victim)
+				acked = append(acked, c.write("t1", "c1", 100000, 100010)...)
+				c.converged("t1", "c1", acked)
+			})
+		}
 	}
 }
 
