@@ -93,6 +93,7 @@ func (c *procCell) start(i int, env ...string) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+string(spec), failpoint.Env+"="), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = childAttrs()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		c.t.Fatalf("start %s: %v", node.cfg.ID, err)
