@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // snapshotDirs returns a node's snapshot dirs, oldest first (by index).
@@ -139,6 +140,9 @@ func TestCorruptSnapshot(t *testing.T) {
 				if len(moved) != 1 {
 					t.Fatalf("%d snapshots moved aside, want the corrupt one", len(moved))
 				}
+				if got := counter(t, n.S(), "cellplane_store_corrupt_snapshots_total"); got != 1 {
+					t.Fatalf("cellplane_store_corrupt_snapshots_total = %v, want 1", got)
+				}
 			}
 		})
 	}
@@ -196,4 +200,22 @@ func TestTornLogTail(t *testing.T) {
 			checkAllNodes(t, c, "t1", "c1", want)
 		})
 	}
+}
+
+// counter reads one of a store's counters.
+func counter(t *testing.T, s *store.Store, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
