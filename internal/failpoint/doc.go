@@ -34,4 +34,10 @@
 //
 // Names are constants in names.go; Points lists them, and Enable refuses
 // a spec naming an unknown point, so a typo cannot silently test nothing.
+//
+// The registry is process-wide on purpose (the one package-level state the
+// house allows here): points sit deep in code paths that take no
+// configuration, and a crash spec is about a process, not a component.
+// Production never sets the variable; `cellplane cell` logs a warning when
+// it is set.
 package failpoint
