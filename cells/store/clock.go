@@ -74,11 +74,10 @@ func (c *cellClock) now() int64 {
 			c.warned = false
 			c.log.Info("wall clock agrees with the cell clock again", "skew", time.Duration(d))
 		}
-	} else if c.floor != 0 && w-c.floor > int64(c.maxStep) && !c.warned {
+	} else if c.floor != 0 && w-c.floor > int64(c.maxStep) { // once: now() takes a reference below
 		// The residual case (docs/reliability.md, ## Clocks): nothing to
 		// check the wall clock against. Either the cell was idle that
 		// long, or this node's clock is ahead.
-		c.warned = true
 		c.log.Warn("no trusted cell clock reference: stamping from the wall clock, ahead of the newest applied command",
 			"ahead", time.Duration(w-c.floor), "max_step", c.maxStep)
 	}
