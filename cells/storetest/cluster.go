@@ -145,6 +145,16 @@ func (c *Cluster) Restart(i int) {
 	}
 }
 
+// Wipe deletes a killed node's data dir contents, as if its disk was lost.
+func (c *Cluster) Wipe(i int) {
+	c.t.Helper()
+	n := c.Nodes[i]
+	if n.Store != nil {
+		c.t.Fatalf("wipe %s: node is running", n.ID)
+	}
+	n.Dir = c.t.TempDir()
+}
+
 // TryRestart is Restart for a node that may refuse to start: it returns
 // store.Open's error (the node stays killed).
 func (c *Cluster) TryRestart(i int) error {
@@ -164,16 +174,6 @@ func (c *Cluster) TryRestart(i int) error {
 		return err
 	}
 	return nil
-}
-
-// Wipe deletes a killed node's data dir contents, as if its disk was lost.
-func (c *Cluster) Wipe(i int) {
-	c.t.Helper()
-	n := c.Nodes[i]
-	if n.Store != nil {
-		c.t.Fatalf("wipe %s: node is running", n.ID)
-	}
-	n.Dir = c.t.TempDir()
 }
 
 // Close stops every node.
