@@ -74,6 +74,11 @@ type Config struct {
 	// forgetting an id a retry may still carry. 0 disables deduplication.
 	DedupMaxIDs int
 	ChangeLog   ChangeLogConfig
+	// ApplyTimeout bounds a proposal when the caller's context has no
+	// earlier deadline.
+	ApplyTimeout time.Duration
+	// DefaultMaxStaleness applies to STALE reads that name no bound.
+	DefaultMaxStaleness time.Duration
 	// ClockMaxStep is how far the wall clock may be from the cell clock
 	// (the last trusted timestamp advanced by the monotonic clock) and
 	// still be followed when a leader stamps a command. A wall clock
@@ -83,11 +88,6 @@ type Config struct {
 	// (finding M8, clock.go). It must exceed the clock error between
 	// healthy nodes plus a commit's latency.
 	ClockMaxStep time.Duration
-	// ApplyTimeout bounds a proposal when the caller's context has no
-	// earlier deadline.
-	ApplyTimeout time.Duration
-	// DefaultMaxStaleness applies to STALE reads that name no bound.
-	DefaultMaxStaleness time.Duration
 	// ReplicatedLimits are the request limits a source's change events are
 	// validated against before a standby proposes them (the node sets its
 	// client request limits: a source cannot make the standby store what a
@@ -194,9 +194,9 @@ func DefaultConfig() Config {
 			MaxBytes:     64 << 20,
 			MaxEvents:    100000,
 		},
-		ClockMaxStep:        time.Minute,
 		ApplyTimeout:        10 * time.Second,
 		DefaultMaxStaleness: 5 * time.Second,
+		ClockMaxStep:        time.Minute,
 		ReplicatedLimits:    validate.DefaultLimits(),
 	}
 }
@@ -281,14 +281,14 @@ func (c Config) Validate() error {
 	if c.ChangeLog.RetentionAge < 0 {
 		bad("ChangeLog.RetentionAge", "must not be negative")
 	}
-	if c.ClockMaxStep < time.Second {
-		bad("ClockMaxStep", "%v is below 1s", c.ClockMaxStep)
-	}
 	if c.ApplyTimeout <= 0 {
 		bad("ApplyTimeout", "must be positive")
 	}
 	if c.DefaultMaxStaleness <= 0 {
 		bad("DefaultMaxStaleness", "must be positive")
+	}
+	if c.ClockMaxStep < time.Second {
+		bad("ClockMaxStep", "%v is below 1s", c.ClockMaxStep)
 	}
 	if err := c.ReplicatedLimits.Validate(); err != nil {
 		bad("ReplicatedLimits", "%v", err)

@@ -130,7 +130,6 @@ type fsmConfig struct {
 	changelog     ChangeLogConfig
 	onFatal       func(error)
 	onApply       func(uint64)
-	onTime        func(int64)
 	onRejected    func()
 }
 
@@ -142,7 +141,6 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		initial:    settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog),
 		onFatal:    cfg.onFatal,
 		onApply:    cfg.onApply,
-		onTime:     cfg.onTime,
 		notify:     newNotifier(),
 		onRejected: cfg.onRejected,
 		wake:       make(chan struct{}),

@@ -12,17 +12,6 @@ type TestingKnobs struct {
 	// InMemoryState keeps the Pebble state in memory (the Raft log and
 	// snapshots still go to DataDir).
 	InMemoryState bool
-	// Network, when set, decides which Raft connections may be made; it
-	// lets a test partition and heal nodes over real TCP.
-	Network NetworkFilter
-	// OnApply, when set, is called with the Raft index of every log entry
-	// the state machine applies (not the ones it skips as already applied).
-	OnApply func(index uint64)
-	// ProposeUnchecked lets Propose pass commands this node does not know,
-	// to simulate a proposal from a newer node, and skips the leader's
-	// check of apply_changes events (as an older leader would propose
-	// them; the state machine still checks, invariant 12).
-	ProposeUnchecked bool
 	// WallClock, when set, replaces time.Now as the wall clock the leader
 	// stamps commands from (clock.go); the monotonic clock stays the
 	// runtime's, as a stepped wall clock leaves it. Tests step it.
@@ -34,6 +23,17 @@ type TestingKnobs struct {
 	// that drops what was not synced when the test simulates a crash).
 	StateFS vfs.FS
 	LogFS   types.VFS
+	// Network, when set, decides which Raft connections may be made; it
+	// lets a test partition and heal nodes over real TCP.
+	Network NetworkFilter
+	// OnApply, when set, is called with the Raft index of every log entry
+	// the state machine applies (not the ones it skips as already applied).
+	OnApply func(index uint64)
+	// ProposeUnchecked lets Propose pass commands this node does not know,
+	// to simulate a proposal from a newer node, and skips the leader's
+	// check of apply_changes events (as an older leader would propose
+	// them; the state machine still checks, invariant 12).
+	ProposeUnchecked bool
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft
