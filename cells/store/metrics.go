@@ -13,6 +13,10 @@ import (
 // anywhere by the store: the node registers Collectors() in its own
 // registry, so several nodes can share a process.
 type metrics struct {
+	// corruptSnapshots counts snapshots found corrupt at start (and moved
+	// aside): a DATA_LOSS-class alarm.
+	corruptSnapshots prometheus.Counter
+
 	batchSize        prometheus.Histogram
 	commitLatency    prometheus.Histogram
 	readIndexLatency prometheus.Histogram
@@ -30,14 +34,15 @@ type metrics struct {
 	// raftConnsRefused counts Raft connections closed before Raft saw
 	// them (TLS handshake or peer check failed), by side and reason.
 	raftConnsRefused *prometheus.CounterVec
-	// corruptSnapshots counts snapshots found corrupt at start (and moved
-	// aside): a DATA_LOSS-class alarm.
-	corruptSnapshots prometheus.Counter
 }
 
 func newMetrics() *metrics {
 	lat := prometheus.ExponentialBuckets(0.0001, 2, 16) // 100µs … ~3.3s
 	m := &metrics{
+		corruptSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_corrupt_snapshots_total",
+			Help: "Snapshots found corrupt when the node started (moved to <data-dir>/snapshots-corrupt/): local data loss; alert on any.",
+		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cellplane_store_proposal_batch_size",
 			Help:    "Commands per Raft log entry (group commit).",
@@ -70,10 +75,6 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_raft_conns_refused_total",
 			Help: "Raft connections closed before Raft read or wrote a byte: the TLS handshake or the peer check failed. side: inbound (accepted) or outbound (dialed); reason: identity, no_certificate, unknown_ca, expired, bad_certificate, timeout, handshake, overload.",
 		}, []string{"side", "reason"}),
-		corruptSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cellplane_store_corrupt_snapshots_total",
-			Help: "Snapshots found corrupt when the node started (moved to <data-dir>/snapshots-corrupt/): local data loss; alert on any.",
-		}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -89,7 +90,8 @@ func (s *Store) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
-		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused, s.metrics.corruptSnapshots,
+		s.metrics.corruptSnapshots,
+		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1
