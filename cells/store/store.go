@@ -86,9 +86,9 @@ func Open(cfg Config) (*Store, error) {
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		metrics:   newMetrics(),
+		clock:     newCellClock(cfg.TestingKnobs.WallClock, cfg.ClockMaxStep, log),
 	}
 	s.reads.s = s
-	s.clock = newCellClock(cfg.TestingKnobs.WallClock, cfg.ClockMaxStep, log)
 	if err := s.open(); err != nil {
 		s.closeParts()
 		return nil, err
