@@ -208,12 +208,22 @@ func (c *procCell) leader() int {
 // (same request id) while the outcome is unknown or no node leads.
 func (c *procCell) propose(cmd *cellv1.Command) *cellv1.CommandResult {
 	c.t.Helper()
-	data, err := proto.Marshal(cmd)
+	res, err := c.tryPropose(cmd)
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	return res
+}
+
+// tryPropose is propose for any goroutine: it returns what would fail the
+// test.
+func (c *procCell) tryPropose(cmd *cellv1.Command) (*cellv1.CommandResult, error) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
 	deadline := time.Now().Add(60 * time.Second)
-	for attempt := 0; ; attempt++ {
+	for {
 		var last string
 		for i := range c.nodes {
 			var r ProposeReply
@@ -224,20 +234,56 @@ func (c *procCell) propose(cmd *cellv1.Command) *cellv1.CommandResult {
 			if r.Err == "" {
 				var res cellv1.CommandResult
 				if err := proto.Unmarshal(r.Result, &res); err != nil {
-					c.t.Fatal(err)
+					return nil, err
 				}
-				return &res
+				return &res, nil
 			}
 			if !r.Retry {
-				c.t.Fatalf("propose %s: %s", cmd.GetRequestId(), r.Err)
+				return nil, fmt.Errorf("propose %s: %s", cmd.GetRequestId(), r.Err)
 			}
 			last = r.Err
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("propose %s: no node took it within 60s; last: %s", cmd.GetRequestId(), last)
+			return nil, fmt.Errorf("propose %s: no node took it within 60s; last: %s", cmd.GetRequestId(), last)
 		}
 		_ = retry.Sleep(c.t.Context(), 20*time.Millisecond)
 	}
+}
+
+// writeConcurrent runs writers goroutines, each appending its own texts
+// (v<writer>-<from> … v<writer>-<to-1>) one at a time, resent with their
+// request ids until acknowledged: concurrent proposals share Raft entries
+// (group commit), so a crash point hits batches of several commands. It
+// returns each writer's acknowledged texts in order.
+func (c *procCell) writeConcurrent(tenant, ctxID string, writers, from, to int) [][]string {
+	c.t.Helper()
+	acked := make([][]string, writers)
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := from; i < to; i++ {
+				text := fmt.Sprintf("v%d-%d", w, i)
+				res, err := c.tryPropose(appendCmd(tenant, ctxID, text, text))
+				if err == nil && res.GetError() != nil {
+					err = fmt.Errorf("append %s rejected: %s", text, res.GetError().GetReason())
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				acked[w] = append(acked[w], text)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		c.t.Fatal(err)
+	}
+	return acked
 }
 
 func (c *procCell) setup(tenant, ctxID string) {
@@ -293,6 +339,40 @@ func (c *procCell) converged(tenant, ctxID string, want []string) {
 			}
 			if !equal(got, want) {
 				return fmt.Errorf("%s: %d entries, want %d; %s", node.cfg.ID, len(got), len(want), diff(got, want))
+			}
+		}
+		return nil
+	})
+}
+
+// convergedConcurrent waits until every node holds the sequential
+// writer's texts (single) and each concurrent writer's, every one exactly
+// once and in its writer's order (I2, I3, I6).
+func (c *procCell) convergedConcurrent(tenant, ctxID string, single []string, writers [][]string) {
+	c.t.Helper()
+	testutil.Eventually(c.t, 30*time.Second, func() error {
+		for i, node := range c.nodes {
+			var got []string
+			if err := c.call(i, "Texts", ReadArgs{Tenant: tenant, Context: ctxID}, &got); err != nil {
+				return fmt.Errorf("%s: %v", node.cfg.ID, err)
+			}
+			var gotSingle []string
+			gotW := make([][]string, len(writers))
+			for _, x := range got {
+				var w, n int
+				if _, err := fmt.Sscanf(x, "v%d-%d", &w, &n); err == nil && w < len(writers) {
+					gotW[w] = append(gotW[w], x)
+					continue
+				}
+				gotSingle = append(gotSingle, x)
+			}
+			if !equal(gotSingle, single) {
+				return fmt.Errorf("%s: sequential writer: %d entries, want %d; %s", node.cfg.ID, len(gotSingle), len(single), diff(gotSingle, single))
+			}
+			for w := range writers {
+				if !equal(gotW[w], writers[w]) {
+					return fmt.Errorf("%s: writer %d: %d entries, want %d; %s", node.cfg.ID, w, len(gotW[w]), len(writers[w]), diff(gotW[w], writers[w]))
+				}
 			}
 		}
 		return nil
@@ -369,18 +449,22 @@ func TestCrashPoints(t *testing.T) {
 						return fmt.Errorf("%s does not lead yet", c.nodes[victim].cfg.ID)
 					})
 				}
-				acked := c.write("t1", "c1", 0, writes)
-				for n := writes; !c.crashed(victim); n += 10 {
+				// Concurrent writers (group-committed batches), then a
+				// sequential one until the crash.
+				const writers = 3
+				concurrent := c.writeConcurrent("t1", "c1", writers, 0, writes/writers)
+				var acked []string
+				for n := 0; !c.crashed(victim); n += 10 {
 					if n > 10*writes {
 						t.Fatalf("%s never crashed at %s", c.nodes[victim].cfg.ID, cp.point)
 					}
 					acked = append(acked, c.write("t1", "c1", n, n+10)...)
 				}
-				t.Logf("%s crashed at %s after %d acknowledged writes", c.nodes[victim].cfg.ID, cp.point, len(acked))
+				t.Logf("%s crashed at %s after %d concurrent and %d sequential acknowledged writes", c.nodes[victim].cfg.ID, cp.point, writes/writers*writers, len(acked))
 				c.kill(victim)
 				c.start(victim)
 				acked = append(acked, c.write("t1", "c1", 100000, 100010)...)
-				c.converged("t1", "c1", acked)
+				c.convergedConcurrent("t1", "c1", acked, concurrent)
 			})
 		}
 	}
