@@ -66,6 +66,9 @@ func (n *Node) spawn() error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if p.cfg.ChildEnv != nil {
+		cmd.Env = append(os.Environ(), p.cfg.ChildEnv(info)...)
+	}
 	// Its own process group: a Ctrl-C in the terminal reaches the parent
 	// only, which then stops its children in order.
 	cmd.SysProcAttr = childAttrs()

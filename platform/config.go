@@ -103,6 +103,12 @@ type Config struct {
 	// unless the platform stopped it.
 	RestartKilled bool
 
+	// ChildEnv, when set, returns extra environment variables
+	// ("KEY=value") for a child node's process at each start, on top of
+	// the platform's own environment: a test arms a crash point on one
+	// node with CELLPLANE_FAILPOINTS (internal/failpoint), say.
+	ChildEnv func(node NodeInfo) []string
+
 	// Node is the template of every in-process node's configuration: the
 	// platform fills NodeID, CellID, DataDir, the addresses and listeners,
 	// Registry, MCPAuth (with AuthAPIKey), Logger and TestingKnobs, and

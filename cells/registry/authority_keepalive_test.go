@@ -198,3 +198,72 @@ func TestAuthorityKeepAliveRenewalAppliesFencesFirst(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAuthorityDriftMargin is S23 for the authority lease: the node's
+// clock runs slower than etcd's by a rate r (the node's seconds are r
+// etcd seconds). After its last keep-alive, the node must stop
+// acknowledging strictly before etcd can expire the lease (sent + TTL, on
+// etcd's clock) and grant the authority elsewhere: it does for any r >
+// 1 − DriftMargin/TTL (0.8 here) and cannot below. The cases below the
+// bound are the oracle's self-test: the overlap it reports is the
+// at-most-one-writer violation (I5) a drift beyond the margin causes.
+func TestAuthorityDriftMargin(t *testing.T) {
+	const ttl, margin = 5 * time.Second, time.Second
+	cases := []struct {
+		rate    float64 // node clock rate relative to etcd's
+		overlap bool    // whether the node still acknowledges after etcd may expire its lease
+	}{
+		{1.0, false},
+		{0.9, false},
+		{0.81, false}, // within the margin: (TTL − margin)/0.81 = 4.94 s < 5 s
+		{0.79, true},  // beyond it: 5.06 s
+		{0.5, true},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("rate=%.2f", tc.rate), func(t *testing.T) {
+			clock := &fakeClock{}
+			st := newStore(t)
+			createCell(t, st, 3)
+			ml := &memLeaser{Store: st, clock: clock}
+			l := &leader{}
+			l.set(3, true)
+			a := startAuthority(t, ml, "n1", l, newFencer(), func(c *registry.AuthorityConfig) {
+				c.TTL, c.DriftMargin = ttl, margin
+				c.TestingKnobs.Now = clock.Now
+			})
+			testutil.Eventually(t, 5*time.Second, wantValid(a, true))
+			// One more keep-alive, then etcd is unreachable.
+			ml.slowOnce.Store(1)
+			clock.Advance(a.Config().RenewEvery())
+			testutil.Eventually(t, 5*time.Second, func() error {
+				if !ml.down.Load() {
+					return errors.New("the last keep-alive was not sent yet")
+				}
+				if v := a.ValidFor(); v < ttl-margin-time.Second {
+					return fmt.Errorf("valid for %s: the renewal did not land yet", v)
+				}
+				return nil
+			})
+			sent := ml.lastSent()
+			for _, op := range []memtopo.Operation{memtopo.OpSession, memtopo.OpList, memtopo.OpTxn, memtopo.OpGet, memtopo.OpWatch} {
+				st.Fail(op, "", topo.ErrUnavailable)
+			}
+			// Real (etcd) time e after the send; the node's clock reads
+			// sent + rate·e.
+			var refusedAt time.Duration
+			for e := time.Millisecond; e < 2*ttl; e += time.Millisecond {
+				clock.Set(sent + time.Duration(tc.rate*float64(e)))
+				if !a.Valid() {
+					refusedAt = e
+					break
+				}
+			}
+			if refusedAt == 0 {
+				t.Fatalf("never refused within %s", 2*ttl)
+			}
+			if overlap := refusedAt >= ttl; overlap != tc.overlap {
+				t.Fatalf("refused %s (etcd time) after the keep-alive was sent, lease expiry in etcd at %s: overlap=%v, want %v", refusedAt, ttl, overlap, tc.overlap)
+			}
+		})
+	}
+}

@@ -68,6 +68,13 @@ type Member struct {
 	Info *cellv1.NodeInfo
 }
 
+// ErrDataLoss is returned by Open when the node's own data cannot rebuild
+// its state: its snapshots are corrupt (or gone) and its Raft log no longer
+// holds the entries they covered. The node refuses to start rather than
+// serve a state that diverges from its cell's; it must rejoin as a new
+// member (docs/reliability.md).
+var ErrDataLoss = errors.New("store: local data lost or corrupt (DATA_LOSS)")
+
 // ErrChangesTrimmed is returned by TenantView.Changes when the change log
 // no longer holds the events right after the requested tseq.
 var ErrChangesTrimmed = errors.New("store: change log trimmed past the requested tseq")

@@ -94,6 +94,15 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// DefaultMaxStaleness applies to STALE reads that name no bound.
 	DefaultMaxStaleness time.Duration
+	// ClockMaxStep is how far the wall clock may be from the cell clock
+	// (the last trusted timestamp advanced by the monotonic clock) and
+	// still be followed when a leader stamps a command. A wall clock
+	// further off — a step of the leader's clock, or a new leader whose
+	// clock stepped — is ignored and the monotonic estimate used instead,
+	// so a clock jump cannot trim change logs or forget request ids
+	// (finding M8, clock.go). It must exceed the clock error between
+	// healthy nodes plus a commit's latency.
+	ClockMaxStep time.Duration
 	// ReplicatedLimits are the request limits a source's change events are
 	// validated against before a standby proposes them (the node sets its
 	// client request limits: a source cannot make the standby store what a
@@ -136,6 +145,11 @@ type RaftConfig struct {
 	TrailingLogs      uint64
 	// SnapshotRetain is how many snapshots are kept on disk.
 	SnapshotRetain int
+	// LogSegmentBytes is the size of one Raft log segment file (0: the
+	// raft-wal default, 64 MiB). The log is truncated after a snapshot a
+	// whole segment at a time, so a follower behind a truncation needs a
+	// snapshot only once its entries' segment is gone.
+	LogSegmentBytes int
 }
 
 // ChangeLogConfig bounds each tenant's change log. Trimming happens in the
@@ -214,6 +228,7 @@ func DefaultConfig() Config {
 		Disk:                DefaultDiskConfig(),
 		ApplyTimeout:        10 * time.Second,
 		DefaultMaxStaleness: 5 * time.Second,
+		ClockMaxStep:        time.Minute,
 		ReplicatedLimits:    validate.DefaultLimits(),
 	}
 }
@@ -268,6 +283,9 @@ func (c Config) Validate() error {
 	if r.SnapshotThreshold == 0 {
 		bad("Raft.SnapshotThreshold", "must be positive")
 	}
+	if r.LogSegmentBytes != 0 && r.LogSegmentBytes < 64<<10 {
+		bad("Raft.LogSegmentBytes", "%d is below 64 KiB", r.LogSegmentBytes)
+	}
 	if r.SnapshotRetain < 1 {
 		bad("Raft.SnapshotRetain", "must be at least 1")
 	}
@@ -303,6 +321,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultMaxStaleness <= 0 {
 		bad("DefaultMaxStaleness", "must be positive")
+	}
+	if c.ClockMaxStep < time.Second {
+		bad("ClockMaxStep", "%v is below 1s", c.ClockMaxStep)
 	}
 	if err := c.ReplicatedLimits.Validate(); err != nil {
 		bad("ReplicatedLimits", "%v", err)

@@ -77,6 +77,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"DedupWindow", func(c *Config) { c.DedupWindow = 0 }},
 		{"DedupMaxIDs", func(c *Config) { c.DedupMaxIDs = -1 }},
 		{"ChangeLog.RetentionAge", func(c *Config) { c.ChangeLog.RetentionAge = -time.Second }},
+		{"ClockMaxStep", func(c *Config) { c.ClockMaxStep = time.Second - 1 }},
 		{"ApplyTimeout", func(c *Config) { c.ApplyTimeout = 0 }},
 		{"DefaultMaxStaleness", func(c *Config) { c.DefaultMaxStaleness = 0 }},
 		{"Bootstrap[1]", func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}, {ID: "n2"}} }},

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cellplane/cellplane/internal/failpoint"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -51,7 +52,8 @@ type fsm struct {
 	settings   atomic.Pointer[cellv1.CellSettings]
 	onFatal    func(error)
 	onApply    func(uint64)
-	onRejected func() // counts an apply_changes batch refused by invariant 12
+	onTime     func(int64) // the newest command time of each applied batch (cellClock.observe)
+	onRejected func()      // counts an apply_changes batch refused by invariant 12
 	notify     *notifier
 	applied    atomic.Uint64
 	stopped    atomic.Bool
@@ -258,6 +260,7 @@ type batchResponse struct {
 
 // ApplyBatch implements raft.BatchingFSM.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	_ = failpoint.Inject(failpoint.StoreAfterCommitBeforeApply) // crash or sleep; an error means nothing here
 	resps := make([]any, len(logs))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -271,6 +274,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	tx := newTxn(f)
 	defer tx.close()
 	var last *raft.Log
+	var newest int64 // the newest command time applied
 	for i, l := range logs {
 		if l.Index <= f.applied.Load() {
 			continue // already part of the persisted state
@@ -293,6 +297,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			results := make([]*cellv1.CommandResult, len(cmds))
 			for j, c := range cmds {
 				results[j] = tx.apply(c)
+				newest = max(newest, c.GetTimeUnixNano())
 			}
 			if tx.err != nil {
 				f.fail(fmt.Errorf("raft index %d: %w", l.Index, tx.err))
@@ -309,6 +314,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		last = l
 	}
 	f.commit(tx, last)
+	if f.onTime != nil && newest != 0 && !f.stopped.Load() {
+		f.onTime(newest)
+	}
 	return resps
 }
 
@@ -433,6 +441,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	if err := f.fs.RemoveAll(f.dir); err != nil {
 		return fmt.Errorf("remove old state: %w", err)
+	}
+	// The old state is gone, the restored one not yet in place: a crash
+	// here finds no state/ at start and restores the snapshot Raft
+	// persisted before it called Restore (catchUpFromSnapshot).
+	if err := failpoint.Inject(failpoint.StoreSnapshotInstall); err != nil {
+		return err
 	}
 	if err := f.fs.Rename(tmp, f.dir); err != nil {
 		return fmt.Errorf("install restored state: %w", err)

@@ -13,6 +13,10 @@ import (
 // anywhere by the store: the node registers Collectors() in its own
 // registry, so several nodes can share a process.
 type metrics struct {
+	// corruptSnapshots counts snapshots found corrupt at start (and moved
+	// aside): a DATA_LOSS-class alarm.
+	corruptSnapshots prometheus.Counter
+
 	batchSize        prometheus.Histogram
 	commitLatency    prometheus.Histogram
 	readIndexLatency prometheus.Histogram
@@ -46,6 +50,10 @@ type metrics struct {
 func newMetrics() *metrics {
 	lat := prometheus.ExponentialBuckets(0.0001, 2, 16) // 100µs … ~3.3s
 	m := &metrics{
+		corruptSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_corrupt_snapshots_total",
+			Help: "Snapshots found corrupt when the node started (moved to <data-dir>/snapshots-corrupt/): local data loss; alert on any.",
+		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cellplane_store_proposal_batch_size",
 			Help:    "Commands per Raft log entry (group commit).",
@@ -113,6 +121,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	return []prometheus.Collector{
+		s.metrics.corruptSnapshots,
 		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
 		s.metrics.staleIncarnations, s.metrics.wrongServer,
 		gauge("cellplane_raft_member", "1 when this node's incarnation is in the cell's Raft configuration as a voter, 0.5 as a non-voter, 0 when it is not (a node that came back without its data waits to be added).", func() float64 {

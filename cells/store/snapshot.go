@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 
+	"github.com/cellplane/cellplane/internal/failpoint"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
 )
@@ -40,6 +41,11 @@ type fsmSnapshot struct {
 // Persist streams every key of the view into the sink.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.write(sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	// Written, not yet committed (the sink's Close renames it into place).
+	if err := failpoint.Inject(failpoint.StoreSnapshotPersist); err != nil {
 		_ = sink.Cancel()
 		return err
 	}

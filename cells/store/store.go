@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/failpoint"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/retry"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -22,6 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/segment"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -52,6 +55,8 @@ type Store struct {
 	// everything committed before its term (its barrier completed).
 	readyTerm atomic.Uint64
 	metrics   *metrics
+	// clock stamps proposed commands (clock.go).
+	clock *cellClock
 	// authority is the cell authority gate (nil: none); see SetAuthority.
 	authority atomic.Pointer[Authority]
 	// space reads free disk space; disk is the last check (disk.go).
@@ -89,6 +94,7 @@ func Open(cfg Config) (*Store, error) {
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		metrics:   newMetrics(),
+		clock:     newCellClock(cfg.TestingKnobs.WallClock, cfg.ClockMaxStep, log),
 	}
 	s.reads.s = s
 	s.space = cfg.TestingKnobs.DiskSpace
@@ -117,6 +123,9 @@ func (s *Store) open() error {
 		fs = vfs.NewMem()
 		stateDir = "state"
 	}
+	if k := cfg.TestingKnobs.StateFS; k != nil {
+		fs = k
+	}
 	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "raft-wal"), filepath.Join(cfg.DataDir, "snapshots")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return fmt.Errorf("data dir %s is not usable: %w", cfg.DataDir, err)
@@ -133,6 +142,18 @@ func (s *Store) open() error {
 		return err
 	}
 	s.fsm = f
+	f.onTime = s.clock.observe // before Raft applies anything
+
+	walDir := filepath.Join(cfg.DataDir, "raft-wal")
+	segmentSize := raftwal.WithSegmentSize(cmp.Or(cfg.Raft.LogSegmentBytes, raftwal.DefaultSegmentSize))
+	if k := cfg.TestingKnobs.LogFS; k != nil {
+		s.wal, err = raftwal.Open(walDir, raftwal.WithLogger(hlog), segmentSize, raftwal.WithSegmentFiler(segment.NewFiler(walDir, k)))
+	} else {
+		s.wal, err = raftwal.Open(walDir, raftwal.WithLogger(hlog), segmentSize)
+	}
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
 
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), cfg.Raft.SnapshotRetain, hlog)
 	if err != nil {
@@ -142,10 +163,6 @@ func (s *Store) open() error {
 		return err
 	}
 
-	s.wal, err = raftwal.Open(filepath.Join(cfg.DataDir, "raft-wal"), raftwal.WithLogger(hlog))
-	if err != nil {
-		return fmt.Errorf("open raft log: %w", err)
-	}
 	has, err := raft.HasExistingState(s.wal, s.wal, snaps)
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
@@ -207,7 +224,11 @@ func (s *Store) open() error {
 	}
 	// safeTransport: raft's own pipeline can deadlock, and its heartbeats
 	// can outlive Shutdown (see pipeline.go).
-	s.raft, err = raft.NewRaft(rc, s.fsm, s.logStore(), s.wal, snaps, s.safe)
+	logs := s.logStore() // TestingKnobs.LogStoreFault in front when set
+	if failpoint.Enabled() {
+		logs = failpointLog{logs} // crash points around the log's fsync
+	}
+	s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.wal, snaps, s.safe)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -312,32 +333,88 @@ func raftConfig(cfg Config) *raft.Config {
 	return rc
 }
 
-// catchUpFromSnapshot restores the newest snapshot when the Pebble state is
-// behind it (lost or wiped state): Raft will only replay entries after the
-// snapshot, so the state must not start below it.
+// catchUpFromSnapshot makes the Pebble state start at or after the newest
+// snapshot Raft will see (Raft starts applying after that snapshot's index,
+// NoSnapshotRestoreOnStart), restoring one when the state is behind it (a
+// lost or wiped state/ dir), and refuses to start (ErrDataLoss) rather than
+// serve a state with a hole in it (S14).
+//
+// A snapshot is opened only when the state needs it: a corrupt one (Raft's
+// CRC over the file, then ours) is moved out of the snapshot store
+// (DataDir/snapshots-corrupt/) and counted, and the next older one tried.
+// An older snapshot is usable only when the Raft log still holds every entry
+// after it (the log is truncated after each snapshot); otherwise, and when no
+// snapshot is usable and the log does not start at its first entry, the
+// node's local data cannot rebuild the state: ErrDataLoss. The remedy is
+// to rejoin as a new member (docs/reliability.md, ## Disk faults).
 func (s *Store) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
 	metas, err := snaps.List()
 	if err != nil || len(metas) == 0 {
 		return err
 	}
-	_, rc, err := snaps.Open(metas[0].ID)
-	if err != nil {
-		return fmt.Errorf("open snapshot %s: %w", metas[0].ID, err)
+	applied := s.fsm.applied.Load()
+	if metas[0].Index <= applied {
+		return nil // not needed; a corrupt one is found when Raft sends it (and replaced by the next snapshot)
 	}
-	idx, err := snapshotAppliedIndex(rc)
-	rc.Close()
+	first, err := s.wal.FirstIndex()
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", metas[0].ID, err)
+		return fmt.Errorf("raft log: %w", err)
 	}
-	if idx <= s.fsm.applied.Load() {
-		return nil
-	}
-	s.log.Warn("state is behind the newest snapshot; restoring it", "state_index", s.fsm.applied.Load(), "snapshot_index", idx)
-	_, rc, err = snaps.Open(metas[0].ID)
+	last, err := s.wal.LastIndex()
 	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	// covered: Raft can replay every entry after index from the log.
+	covered := func(index uint64) bool { return last == 0 || first <= index+1 }
+	for _, meta := range metas {
+		idx, err := s.checkSnapshot(snaps, meta.ID)
+		if err != nil {
+			s.metrics.corruptSnapshots.Inc()
+			s.log.Error("snapshot is corrupt; moving it aside", "reason", "DATA_LOSS", "snapshot", meta.ID, "index", meta.Index, "err", err)
+			if err := s.quarantineSnapshot(meta.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		if !covered(meta.Index) {
+			return fmt.Errorf("%w: snapshot %s (index %d) is the newest readable one, but the raft log starts at %d", ErrDataLoss, meta.ID, meta.Index, first)
+		}
+		if idx <= applied {
+			return nil
+		}
+		s.log.Warn("state is behind the newest snapshot; restoring it", "state_index", applied, "snapshot_index", idx)
+		_, rc, err := snaps.Open(meta.ID)
+		if err != nil {
+			return err
+		}
+		return s.fsm.Restore(rc)
+	}
+	// No readable snapshot: Raft replays the log from its first entry.
+	if !covered(0) {
+		return fmt.Errorf("%w: no readable snapshot, the state is behind (index %d), and the raft log starts at %d", ErrDataLoss, applied, first)
+	}
+	return nil
+}
+
+// checkSnapshot reads a whole snapshot (Raft checks its CRC on open, we
+// check ours while reading) and returns the state index it holds.
+func (s *Store) checkSnapshot(snaps *raft.FileSnapshotStore, id string) (uint64, error) {
+	_, rc, err := snaps.Open(id)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return snapshotAppliedIndex(rc)
+}
+
+// quarantineSnapshot moves a snapshot out of Raft's snapshot store, kept
+// for inspection.
+func (s *Store) quarantineSnapshot(id string) error {
+	dir := filepath.Join(s.cfg.DataDir, "snapshots-corrupt")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	return s.fsm.Restore(rc)
+	return os.Rename(filepath.Join(s.cfg.DataDir, "snapshots", "snapshots", id), filepath.Join(dir, id))
 }
 
 func checkWritable(dir string) error {
@@ -485,7 +562,7 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 		return nil, err
 	}
 	if cmd.TimeUnixNano == 0 {
-		cmd.TimeUnixNano = time.Now().UnixNano()
+		cmd.TimeUnixNano = s.clock.now() // not the wall clock: finding M8 (clock.go)
 	}
 	data, err := marshalOpts.Marshal(cmd)
 	if err != nil {
@@ -587,6 +664,7 @@ func (s *Store) runWaiter() {
 			continue
 		}
 		resp, _ := inf.f.Response().(*batchResponse)
+		_ = failpoint.Inject(failpoint.StoreAfterApplyBeforeAck) // crash or sleep; an error means nothing here
 		switch {
 		case resp == nil:
 			answer(inf.batch, proposalResult{err: cperr.New(cperr.Internal, "no result from the state machine")})

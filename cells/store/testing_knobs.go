@@ -1,10 +1,28 @@
 package store
 
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hashicorp/raft-wal/types"
+)
+
 // TestingKnobs are hooks for tests only. The zero value is production.
 type TestingKnobs struct {
 	// InMemoryState keeps the Pebble state in memory (the Raft log and
 	// snapshots still go to DataDir).
 	InMemoryState bool
+	// WallClock, when set, replaces time.Now as the wall clock the leader
+	// stamps commands from (clock.go); the monotonic clock stays the
+	// runtime's, as a stepped wall clock leaves it. Tests step it.
+	WallClock func() time.Time
+	// StateFS, when set, holds the Pebble state (at DataDir/state, or
+	// "state" with InMemoryState) instead of the OS file system; LogFS
+	// holds the Raft log's segment files (raft-wal's meta database stays
+	// on the OS). Disk-fault tests inject through them (S12: a file system
+	// that drops what was not synced when the test simulates a crash).
+	StateFS vfs.FS
+	LogFS   types.VFS
 	// Network, when set, decides which Raft connections may be made; it
 	// lets a test partition and heal nodes over real TCP.
 	Network NetworkFilter

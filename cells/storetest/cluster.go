@@ -193,6 +193,27 @@ func (c *Cluster) Wipe(i int) {
 	n.Dir = c.t.TempDir()
 }
 
+// TryRestart is Restart for a node that may refuse to start: it returns
+// store.Open's error (the node stays killed).
+func (c *Cluster) TryRestart(i int) error {
+	c.t.Helper()
+	n := c.Nodes[i]
+	var ln net.Listener
+	err := testutil.Poll(context.Background(), 5*time.Second, func() error {
+		var err error
+		ln, err = net.Listen("tcp", n.Addr)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.open(ln, nil); err != nil {
+		ln.Close()
+		return err
+	}
+	return nil
+}
+
 // Close stops every node.
 func (c *Cluster) Close() {
 	for i := range c.Nodes {

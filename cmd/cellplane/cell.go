@@ -19,6 +19,7 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/failpoint"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/pki"
 )
@@ -134,6 +135,13 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageError{err}
 			}
 			cfg.Logger = logger
+			// Crash points for fault tests (internal/failpoint): only
+			// from the environment, never a flag, and loudly.
+			if spec, err := failpoint.EnableFromEnv(); err != nil {
+				return usageError{err}
+			} else if spec != "" {
+				logger.Warn("failpoints enabled: this node will crash or stall on purpose", "spec", spec)
+			}
 			if err := checkTLSChoice(certsDir, certName, insecure); err != nil {
 				return err
 			}

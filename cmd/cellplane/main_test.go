@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/failpoint"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
 
@@ -292,6 +293,17 @@ func TestCellTakenPort(t *testing.T) {
 	want := fmt.Sprintf("cellplane cell: --raft-addr %s: address already in use", taken.Addr())
 	if r.code != 1 || !strings.HasPrefix(r.err, want) || strings.Count(r.err, "\n") != 1 {
 		t.Fatalf("exit %d, stderr %q; want 1 and one line starting %q", r.code, r.err, want)
+	}
+}
+
+// cellplane cell arms crash points from CELLPLANE_FAILPOINTS, and refuses
+// a spec it cannot honour (a typo must not silently test nothing).
+func TestCellFailpointsFromEnv(t *testing.T) {
+	t.Setenv(failpoint.Env, "store/no-such-point=crash")
+	r := runCmd(testutil.Context(t, 30*time.Second), "cell", "--id", "n1", "--data-dir", t.TempDir(), "--insecure",
+		"--raft-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "error")
+	if r.code != 2 || !strings.Contains(r.err, failpoint.Env) || !strings.Contains(r.err, "unknown point") {
+		t.Fatalf("exit %d, stderr %q; want a usage error naming %s", r.code, r.err, failpoint.Env)
 	}
 }
 
