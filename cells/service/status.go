@@ -11,7 +11,7 @@ import (
 
 // GetStatus implements CellService.GetStatus: this node's own view, which
 // is available with or without a leader and is never forwarded.
-func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) (*cellv1.GetStatusResponse, error) {
+func (s *CellServer) GetStatus(ctx context.Context, req *cellv1.GetStatusRequest) (*cellv1.GetStatusResponse, error) {
 	st := s.st.Status()
 	registered := map[string]*cellv1.NodeInfo{}
 	err := s.st.ReadCell(ctx, localUnbounded, func(v *store.CellView) error {
@@ -63,6 +63,13 @@ func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) 
 	}
 	if resp.Leader == nil && st.LeaderID != "" {
 		resp.Leader = info(st.LeaderID, st.LeaderAddr, nil)
+	}
+	if req.GetStateDigest() {
+		d, err := s.st.StateDigest()
+		if err != nil {
+			return nil, err
+		}
+		resp.StateDigest = &cellv1.StateDigest{AppliedIndex: d.AppliedIndex, Sha256: d.SHA256[:], Keys: d.Keys}
 	}
 	return resp, nil
 }
