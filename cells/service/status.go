@@ -40,15 +40,16 @@ func (s *CellServer) GetStatus(ctx context.Context, req *cellv1.GetStatusRequest
 		return n
 	}
 	resp := &cellv1.GetStatusResponse{
-		Node:         s.node,
-		State:        st.State,
-		Term:         st.Term,
-		LeaderId:     st.LeaderID,
-		CommitIndex:  st.CommitIndex,
-		AppliedIndex: st.AppliedIndex,
-		LastLogIndex: st.LastLogIndex,
-		LastContact:  durationpb.New(st.LastContact),
-		Tenants:      st.Tenants,
+		Node:          s.node,
+		State:         st.State,
+		Term:          st.Term,
+		LeaderId:      st.LeaderID,
+		CommitIndex:   st.CommitIndex,
+		AppliedIndex:  st.AppliedIndex,
+		LastLogIndex:  st.LastLogIndex,
+		FirstLogIndex: st.FirstLogIndex,
+		LastContact:   durationpb.New(st.LastContact),
+		Tenants:       st.Tenants,
 	}
 	for _, m := range st.Members {
 		suffrage := cellv1.Suffrage_SUFFRAGE_NONVOTER

@@ -1065,7 +1065,10 @@ type GetStatusResponse struct {
 	Members     []*Member            `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
 	Tenants     uint64               `protobuf:"varint,11,opt,name=tenants,proto3" json:"tenants,omitempty"`
 	// Set when the request asked for it (GetStatusRequest.state_digest).
-	StateDigest   *StateDigest `protobuf:"bytes,12,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	StateDigest *StateDigest `protobuf:"bytes,12,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	// The oldest entry still in this node's Raft log (older ones were
+	// compacted into a snapshot).
+	FirstLogIndex uint64 `protobuf:"varint,13,opt,name=first_log_index,json=firstLogIndex,proto3" json:"first_log_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1182,6 +1185,13 @@ func (x *GetStatusResponse) GetStateDigest() *StateDigest {
 		return x.StateDigest
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetFirstLogIndex() uint64 {
+	if x != nil {
+		return x.FirstLogIndex
+	}
+	return 0
 }
 
 type AddVoterRequest struct {
@@ -1671,7 +1681,7 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\x06Member\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x127\n" +
 	"\bsuffrage\x18\x02 \x01(\x0e2\x1b.cellplane.cell.v1.SuffrageR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xfe\x03\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xa6\x04\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1685,7 +1695,8 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x19.cellplane.cell.v1.MemberR\amembers\x12\x18\n" +
 	"\atenants\x18\v \x01(\x04R\atenants\x12A\n" +
-	"\fstate_digest\x18\f \x01(\v2\x1e.cellplane.cell.v1.StateDigestR\vstateDigest\"B\n" +
+	"\fstate_digest\x18\f \x01(\v2\x1e.cellplane.cell.v1.StateDigestR\vstateDigest\x12&\n" +
+	"\x0ffirst_log_index\x18\r \x01(\x04R\rfirstLogIndex\"B\n" +
 	"\x0fAddVoterRequest\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\"\x12\n" +
 	"\x10AddVoterResponse\"E\n" +
