@@ -128,6 +128,10 @@ type harness struct {
 	// direct are ContextService clients of each node (router identity).
 	direct [3]contextv1.ContextServiceClient
 	mon    *monitor
+	// hist records every load's operations (one history: the loads share
+	// the contexts and keys); loads counts the loads started.
+	hist  *histcheck.History
+	loads int
 	// extraArgs are added to every node's command line.
 	extraArgs []string
 	start     time.Time
@@ -147,7 +151,7 @@ const cellID = "r1-a"
 
 func newHarness(t *testing.T, seed uint64, phase time.Duration, opts ...harnessOption) *harness {
 	t.Helper()
-	h := &harness{t: t, seed: seed, phase: phase, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tenant: "acme", start: time.Now()}
+	h := &harness{t: t, seed: seed, phase: phase, rng: rand.New(rand.NewPCG(seed, 0xfa17)), tenant: "acme", start: time.Now(), hist: histcheck.New()}
 	for _, o := range opts {
 		o(h)
 	}
@@ -333,7 +337,7 @@ func (h *harness) leader() int {
 			}
 			st, err := h.status(ctx, i, false)
 			if err != nil {
-				return err
+				continue // paused or cut off: its view is not asked for
 			}
 			if st.GetState() == "Leader" {
 				li = i
@@ -478,7 +482,7 @@ func (h *harness) finalState() map[string][]string {
 func (h *harness) check(l *load) {
 	h.t.Helper()
 	h.converge()
-	ops := l.h.Operations()
+	ops := h.hist.Operations()
 	for _, err := range l.errors() {
 		h.errorf("a client call failed outside the error contract: %v", err)
 	}
@@ -588,6 +592,7 @@ type load struct {
 	h        *histcheck.History
 	data     contextv1.ContextServiceClient
 	tenant   string
+	name     string
 	opBudget time.Duration
 	attempt  time.Duration
 	pace     time.Duration
@@ -626,19 +631,25 @@ func (h *harness) startLoad(clients int) *load {
 	return h.startLoadOn(clients, h.data)
 }
 
+// startLoadOn starts clients of data (the router, or a node directly).
+// Each load's clients have their own ids and values (l<load>c<client>),
+// recorded in the harness's one history.
 func (h *harness) startLoadOn(clients int, data contextv1.ContextServiceClient) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{h: histcheck.New(), data: data, tenant: h.tenant, opBudget: 20 * time.Second, attempt: 3 * time.Second, pace: 10 * time.Millisecond, cancel: cancel}
+	h.loads++
+	l := &load{h: h.hist, data: data, tenant: h.tenant, opBudget: 20 * time.Second, attempt: 3 * time.Second, pace: 10 * time.Millisecond, cancel: cancel,
+		name: fmt.Sprintf("l%d", h.loads)}
 	for c := range clients {
-		rng := rand.New(rand.NewPCG(h.seed, uint64(c)))
+		rng := rand.New(rand.NewPCG(h.seed, uint64(h.loads*100+c)))
+		id := h.loads*100 + c
 		l.wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
-				l.op(ctx, rng, c, i)
+				l.op(ctx, rng, id, i)
 				_ = retry.Sleep(ctx, l.pace)
 			}
 		})
 	}
-	h.event("load: %d clients", clients)
+	h.event("load %s: %d clients", l.name, clients)
 	return l
 }
 
@@ -671,7 +682,7 @@ func (l *load) op(ctx context.Context, rng *rand.Rand, client, i int) {
 	switch r := rng.IntN(10); {
 	case r < 5:
 		c := contexts[rng.IntN(len(contexts))]
-		v := fmt.Sprintf("%s-%d-%d", c, client, i)
+		v := fmt.Sprintf("%s-c%d-%d", c, client, i)
 		l.append(ctx, client, c, v, v)
 	case r < 7:
 		c := contexts[rng.IntN(len(contexts))]
@@ -684,7 +695,7 @@ func (l *load) op(ctx context.Context, rng *rand.Rand, client, i int) {
 		}
 	case r < 9:
 		k := keys[rng.IntN(len(keys))]
-		l.cas(ctx, rng, client, k, fmt.Sprintf("%s-%d-%d", k, client, i))
+		l.cas(ctx, rng, client, k, fmt.Sprintf("%s-c%d-%d", k, client, i))
 	default:
 		k := keys[rng.IntN(len(keys))]
 		call := l.h.Now()
