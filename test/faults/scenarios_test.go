@@ -87,7 +87,7 @@ func TestS3QuorumLoss(t *testing.T) {
 		h.nodes[li].Kill()
 		_, down := h.nodes[fi].Kill()
 		h.event("SIGKILL leader %s and follower %s: no quorum", h.nodes[li].ID(), h.nodes[fi].ID())
-		h.wait(2 * h.phase)
+		h.wait(max(2*h.phase, 8*time.Second)) // several attempt timeouts
 		back := time.Now()
 		// The survivor's lease and the router's calls in flight settle
 		// within a second or so of the kill; from then nothing may be acked.
@@ -109,6 +109,7 @@ func TestS3QuorumLoss(t *testing.T) {
 		if refused == 0 {
 			h.errorf("S3: no call failed while the quorum was lost")
 		}
+		h.event("S3: %d calls failed without a quorum, all transient; none acknowledged", refused)
 		restart(h, li)
 		restart(h, fi)
 		h.wait(2 * h.phase)
