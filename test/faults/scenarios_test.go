@@ -386,8 +386,14 @@ func appendReq(c, v string) *contextv1.AppendRequest {
 
 // dialVia connects to a node's gRPC port at addr (a proxy) as the router.
 func (h *harness) dialVia(addr string) *grpc.ClientConn {
+	return h.dialAs(addr, pki.RouterIdentity("faults", "faults-router"))
+}
+
+// dialAs connects to a node's gRPC port at addr with the certificate of
+// id (the platform wrote it in its certs directory).
+func (h *harness) dialAs(addr string, id pki.Identity) *grpc.ClientConn {
 	h.t.Helper()
-	src, err := pki.NewSource(pki.DirConfig(h.p.CertsDir(), pki.RouterIdentity("faults", "faults-router").FileName()))
+	src, err := pki.NewSource(pki.DirConfig(h.p.CertsDir(), id.FileName()))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -457,7 +463,9 @@ func TestS17TransferUnderLoad(t *testing.T) {
 		ctx := testutil.Context(t, 2*time.Minute)
 		for range 3 {
 			li := h.leader()
-			_, err := cellv1.NewCellServiceClient(h.nodes[li].Conn()).TransferLeadership(ctx, &cellv1.TransferLeadershipRequest{})
+			// Only the control plane may move leadership: its certificate.
+			cp := h.dialAs(h.nodes[li].Info().GRPC, pki.ControlPlaneIdentity("faults", "faults-cp"))
+			_, err := cellv1.NewCellServiceClient(cp).TransferLeadership(ctx, &cellv1.TransferLeadershipRequest{})
 			if err != nil && !errors.Is(rpcerr.FromStatus(err), cperr.ErrCellUnavailable) {
 				h.fatalf("transfer: %v", err)
 			}
