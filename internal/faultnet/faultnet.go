@@ -71,6 +71,8 @@ type Proxy struct {
 	// dir holds the faults of Forward ([0]) and Backward ([1]).
 	dir [2]faults
 	rng *rand.Rand
+	// accepted counts the connections accepted.
+	accepted int
 }
 
 // Start starts a proxy to target; it is closed at the test's cleanup.
@@ -192,6 +194,14 @@ func (p *Proxy) accept() {
 	}
 }
 
+// Accepted is the number of connections the proxy accepted and
+// forwarded (a test can check that traffic does go through it).
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -215,6 +225,9 @@ func (p *Proxy) serve(in net.Conn) {
 		_ = in.Close()
 		return
 	}
+	p.mu.Lock()
+	p.accepted++
+	p.mu.Unlock()
 	defer p.untrack(in)
 	out, err := net.Dial("tcp", p.target)
 	if err != nil {

@@ -91,6 +91,11 @@ func TestCutAndHeal(t *testing.T) {
 func TestDirectionalFaults(t *testing.T) {
 	p := Start(t, echo(t))
 	p.Seed(7)
+	defer func() {
+		if p.Accepted() == 0 {
+			t.Error("Accepted counted no connection")
+		}
+	}()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", p.Addr())
 		if err != nil {

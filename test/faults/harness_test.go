@@ -135,6 +135,7 @@ type harness struct {
 	// extraArgs are added to every node's command line.
 	extraArgs []string
 	start     time.Time
+	dataDir   string
 	timeline  []string
 	tlMu      sync.Mutex
 }
@@ -166,6 +167,7 @@ func (h *harness) up() {
 	cfg := platform.DefaultConfig()
 	cfg.Name = "faults"
 	cfg.DataDir = t.TempDir()
+	h.dataDir = cfg.DataDir
 	cfg.Regions, cfg.CellsPerRegion = nil, 0
 	cfg.MultiProcess, cfg.Binary = true, binary
 	cfg.ChildLogLevel = "info"
@@ -246,6 +248,14 @@ func (h *harness) up() {
 			}
 			return err
 		})
+	}
+	// The nodes' Raft traffic goes through the proxies (--raft-route):
+	// the leader reached each follower through its link.
+	li := h.leader()
+	for _, j := range others(li) {
+		if h.links[li][j].Accepted() == 0 {
+			h.fatalf("no Raft connection from the leader %s to %s went through its proxy", h.nodes[li].ID(), h.nodes[j].ID())
+		}
 	}
 	h.mon = startMonitor(h)
 	t.Cleanup(h.mon.stop)
@@ -368,6 +378,13 @@ func others(i int) []int {
 		}
 	}
 	return out
+}
+
+// nodeDir is node i's data directory: a scenario that restarts a node
+// with an empty one (S2's amnesia variant: a new member, not the old id)
+// removes it between Kill and Restart.
+func (h *harness) nodeDir(i int) string {
+	return filepath.Join(h.dataDir, "nodes", h.nodes[i].ID())
 }
 
 // ---- network faults ----

@@ -56,7 +56,8 @@ func restart(h *harness, i int) {
 
 // TestS2KillFollowerUnderLoad: SIGKILL a follower under load, restart it
 // on its data. (Restarting it with an empty data dir, as a new member, is
-// the amnesia work's scenario: it plugs in at restart.)
+// the amnesia work's scenario: it plugs in between Kill and restart,
+// removing harness.nodeDir.)
 func TestS2KillFollowerUnderLoad(t *testing.T) {
 	scenario(t, false, func(t *testing.T, h *harness) {
 		h.up()
