@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,10 +84,13 @@ func loadSuite(t *testing.T) suite {
 	return s
 }
 
-// scenario runs fn once per seed of the suite, each in a subtest named
-// after its seed. fast scenarios run in the default `go test`; the
-// others only with CELLPLANE_CHAOS_ALL=1 (make chaos).
-func scenario(t *testing.T, fast bool, fn func(t *testing.T, h *harness)) {
+// scenario runs one fault scenario once per seed of the suite, each in a
+// subtest named after its seed: the harness up (with opts), clients
+// through the router, a phase, fault (which heals what it broke), a phase
+// of recovery, the load stopped, every invariant checked (harness.check).
+// fast scenarios run in the default `go test`; the others only with
+// CELLPLANE_CHAOS_ALL=1 (make chaos).
+func scenario(t *testing.T, fast bool, fault func(h *harness, l *load), opts ...harnessOption) {
 	if testing.Short() {
 		t.Skip("the fault suite starts processes: not with -short")
 	}
@@ -100,9 +104,15 @@ func scenario(t *testing.T, fast bool, fn func(t *testing.T, h *harness)) {
 	for i := range s.count {
 		seed := s.seed + uint64(i)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			h := newHarness(t, seed, s.phase)
+			h := newHarness(t, seed, s.phase, opts...)
 			defer h.report()
-			fn(t, h)
+			h.up()
+			l := h.startLoad(3)
+			h.wait(h.phase)
+			fault(h, l)
+			h.wait(h.phase)
+			l.stop()
+			h.check(l)
 		})
 	}
 }
@@ -510,7 +520,8 @@ func (h *harness) check(l *load) {
 		h.errorf("I1: %v (%s)", err, histcheck.Summary(ops))
 	}
 	h.mon.check(h)
-	h.t.Logf("seed %d: %s; %d attempts retried; terms %d→%d", h.seed, histcheck.Summary(ops), l.retries.Load(), h.mon.firstTerm(), h.mon.maxTerm())
+	lo, hi := h.mon.termRange()
+	h.t.Logf("seed %d: %s; %d attempts retried; terms %d→%d", h.seed, histcheck.Summary(ops), l.retries.Load(), lo, hi)
 }
 
 // ---- the leader monitor (I7) ----
@@ -520,7 +531,7 @@ func (h *harness) check(l *load) {
 type monitor struct {
 	mu      sync.Mutex
 	leaders map[uint64]map[string]bool
-	terms   []uint64
+	lo, hi  uint64 // the terms seen
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -540,7 +551,10 @@ func startMonitor(h *harness) *monitor {
 					continue
 				}
 				m.mu.Lock()
-				m.terms = append(m.terms, st.GetTerm())
+				if m.lo == 0 || st.GetTerm() < m.lo {
+					m.lo = st.GetTerm()
+				}
+				m.hi = max(m.hi, st.GetTerm())
 				if st.GetState() == "Leader" {
 					if m.leaders[st.GetTerm()] == nil {
 						m.leaders[st.GetTerm()] = map[string]bool{}
@@ -570,22 +584,17 @@ func (m *monitor) check(h *harness) {
 	}
 }
 
-func (m *monitor) firstTerm() uint64 {
+// termRange is the lowest and highest term any node reported.
+func (m *monitor) termRange() (lo, hi uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.terms) == 0 {
-		return 0
-	}
-	return slices.Min(m.terms)
+	return m.lo, m.hi
 }
 
+// maxTerm is the highest term any node reported.
 func (m *monitor) maxTerm() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.terms) == 0 {
-		return 0
-	}
-	return slices.Max(m.terms)
+	_, hi := m.termRange()
+	return hi
 }
 
 // ---- the load ----
@@ -613,7 +622,7 @@ type load struct {
 	opBudget time.Duration
 	attempt  time.Duration
 	pace     time.Duration
-	retries  atomicInt
+	retries  atomic.Int64
 
 	mu   sync.Mutex
 	errs []error
@@ -629,18 +638,6 @@ type load struct {
 type attemptErr struct {
 	at  time.Time
 	err error
-}
-
-type atomicInt struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (a *atomicInt) add() { a.mu.Lock(); a.n++; a.mu.Unlock() }
-func (a *atomicInt) Load() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.n
 }
 
 // startLoad starts clients through the router.
@@ -768,7 +765,7 @@ func (l *load) do(ctx context.Context, fn func(context.Context) error) (histchec
 		if !l.classify(err, false) || time.Now().After(deadline) || ctx.Err() != nil {
 			return histcheck.Ambiguous, ret
 		}
-		l.retries.add()
+		l.retries.Add(1)
 		_ = retry.Sleep(context.WithoutCancel(ctx), 20*time.Millisecond) // client backoff
 	}
 }
