@@ -81,6 +81,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Bootstrap[1]", func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}, {ID: "n2"}} }},
 		{"Bootstrap[0]", func(c *Config) { c.Bootstrap = []Peer{{Addr: "a:1"}, {ID: "n1", Addr: "b:1"}} }},
 		{"Bootstrap", func(c *Config) { c.Bootstrap = []Peer{{ID: "n2", Addr: "b:1"}} }},
+		{"RaftDialRoutes", func(c *Config) { c.RaftDialRoutes = map[string]string{"a:1": "no-port"} }},
+		{"RaftDialRoutes", func(c *Config) { c.RaftDialRoutes = map[string]string{"": "b:1"} }},
 	}
 	for _, tc := range cases {
 		c := validConfig()
