@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -226,7 +227,10 @@ func (h *harness) up() {
 			}
 		}
 		if t.Failed() {
-			t.Logf("seed %d: node logs were under %s", h.seed, filepath.Join(cfg.DataDir, "logs"))
+			// The data dir goes with the test: keep the node logs.
+			if dir, err := h.keep("logs"); err == nil && os.CopyFS(dir, os.DirFS(filepath.Join(cfg.DataDir, "logs"))) == nil {
+				t.Logf("seed %d: node logs kept in %s", h.seed, dir)
+			}
 		}
 	})
 	h.cell, err = p.AddCell(ctx, platform.CellSpec{Region: "r1", ID: cellID, Nodes: 3})
@@ -306,8 +310,15 @@ func (h *harness) event(format string, args ...any) {
 
 func (h *harness) report() {
 	if h.t.Failed() {
-		h.t.Logf("FAILED with %s=%d (rerun: make chaos SEED=%d COUNT=1 RUN=%s)", envSeed, h.seed, h.seed, strings.Split(h.t.Name(), "/")[0])
+		h.t.Logf("FAILED with %s=%d (rerun: make chaos SEED=%d COUNT=1 RUN='^%s$$')", envSeed, h.seed, h.seed, strings.Split(h.t.Name(), "/")[0])
 	}
+}
+
+// keep makes a directory that outlives the test (the failure's
+// evidence), named after the test, the seed and what.
+func (h *harness) keep(what string) (string, error) {
+	name := strings.NewReplacer("/", "_", "=", "").Replace(h.t.Name())
+	return os.MkdirTemp("", fmt.Sprintf("cellplane-faults-%s-%s-", name, what))
 }
 
 // fatalf fails the test naming the seed.
@@ -518,6 +529,15 @@ func (h *harness) check(l *load) {
 	}
 	if err := histcheck.Check(ops, time.Minute); err != nil {
 		h.errorf("I1: %v (%s)", err, histcheck.Summary(ops))
+		var nl *histcheck.NotLinearizableError
+		if errors.As(err, &nl) {
+			if dir, kerr := h.keep("history"); kerr == nil {
+				path := filepath.Join(dir, "history.html")
+				if verr := porcupine.VisualizePath(histcheck.Model.ToModel(), nl.Info, path); verr == nil {
+					h.t.Logf("seed %d: the history is drawn in %s", h.seed, path)
+				}
+			}
+		}
 	}
 	h.mon.check(h)
 	lo, hi := h.mon.termRange()
