@@ -310,7 +310,7 @@ func (h *harness) event(format string, args ...any) {
 
 func (h *harness) report() {
 	if h.t.Failed() {
-		h.t.Logf("FAILED with %s=%d (rerun: make chaos SEED=%d COUNT=1 RUN='^%s$$')", envSeed, h.seed, h.seed, strings.Split(h.t.Name(), "/")[0])
+		h.t.Logf("FAILED with %s=%d (rerun: make chaos SEED=%d COUNT=1 RUN=%s)", envSeed, h.seed, h.seed, strings.Split(h.t.Name(), "/")[0])
 	}
 }
 
