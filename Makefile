@@ -7,7 +7,7 @@ BUF     := bin/buf
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 
-.PHONY: help generate lint test test-short fuzz build ci clean
+.PHONY: help generate lint test test-short fuzz chaos build ci clean
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,16 @@ test-short: ## Run the fast tests (tests that start nodes skip themselves with -
 
 fuzz: ## Run every fuzz target for FUZZTIME each (default 3s; CI runs this).
 	bash .ci/fuzz
+
+# The fault suite (test/faults, docs/reliability.md "Fault suite"): every
+# scenario, COUNT seeds from SEED, each phase PHASE long; RUN narrows it.
+SEED  ?= $(shell date +%s)
+COUNT ?= 1
+PHASE ?= 2s
+RUN   ?= .
+chaos: ## Run every fault scenario on 3-node cells of processes: SEED=… COUNT=… PHASE=… RUN=….
+	CELLPLANE_CHAOS_ALL=1 CELLPLANE_CHAOS_SEED=$(SEED) CELLPLANE_CHAOS_COUNT=$(COUNT) CELLPLANE_CHAOS_PHASE=$(PHASE) \
+		$(GO) test -count=1 -p 1 -timeout 60m -v -run '$(RUN)' ./test/faults
 
 build: ## Build bin/cellplane with the version and commit stamped in.
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/cellplane ./cmd/cellplane

@@ -50,6 +50,9 @@ func (n *Node) spawn() error {
 		"--log-level", orDefault(p.cfg.ChildLogLevel, "info"),
 		"--mcp-auth", map[bool]string{true: "apikey", false: "none"}[p.cfg.Auth == AuthAPIKey],
 		"--mcp-public-url", p.MCPPublicURL()}
+	if p.cfg.ChildArgs != nil {
+		args = append(args, p.cfg.ChildArgs(info, n.cell.infos())...)
+	}
 	if p.certs != nil {
 		// Its certificate is its etcd identity too (cellplane cell uses
 		// --certs-dir for https etcd endpoints): its user first.
@@ -149,6 +152,7 @@ func (n *Node) stopChild() {
 		return
 	}
 	_ = ch.cmd.Process.Signal(syscall.SIGTERM)
+	_ = pauseChild(ch.cmd.Process.Pid, false) // a paused process handles SIGTERM once continued
 	grace := time.NewTimer(15 * time.Second)
 	defer grace.Stop()
 	select {
@@ -157,6 +161,24 @@ func (n *Node) stopChild() {
 		_ = ch.cmd.Process.Kill()
 		<-ch.done
 	}
+}
+
+// Pause stops a child node's process with SIGSTOP (Linux only), as a long
+// GC pause or a stalled VM would: it holds its sockets and answers nothing
+// until Resume. Kill still works on a paused node.
+func (n *Node) Pause() error { return n.signalPause(true) }
+
+// Resume continues a node paused by Pause (SIGCONT).
+func (n *Node) Resume() error { return n.signalPause(false) }
+
+func (n *Node) signalPause(pause bool) error {
+	n.mu.Lock()
+	ch := n.child
+	n.mu.Unlock()
+	if ch == nil {
+		return fmt.Errorf("node %s: no child process runs (pausing needs Config.MultiProcess)", n.info.ID)
+	}
+	return pauseChild(ch.cmd.Process.Pid, pause)
 }
 
 func orDefault(s, d string) string {

@@ -99,6 +99,11 @@ type Config struct {
 	Binary string
 	// ChildLogLevel is the child processes' --log-level (default info).
 	ChildLogLevel string
+	// ChildArgs, when set, returns extra command-line arguments for a
+	// child node's `cellplane cell` at each start, given the node and its
+	// cell's nodes (their addresses are fixed at creation): a test routes
+	// each node's Raft links through proxies with --raft-route, say.
+	ChildArgs func(node NodeInfo, cell []NodeInfo) []string
 	// RestartKilled restarts a child process that died (MultiProcess),
 	// unless the platform stopped it.
 	RestartKilled bool

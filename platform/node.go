@@ -340,6 +340,15 @@ func (c *Cell) ID() string { return c.id }
 // Region is the cell's region.
 func (c *Cell) Region() string { return c.region }
 
+// infos describes the cell's nodes.
+func (c *Cell) infos() []NodeInfo {
+	out := make([]NodeInfo, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = n.Info()
+	}
+	return out
+}
+
 // Nodes returns the cell's nodes.
 func (c *Cell) Nodes() []*Node { return append([]*Node(nil), c.nodes...) }
 

@@ -8,3 +8,12 @@ import "syscall"
 func childAttrs() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 }
+
+// pauseChild stops (SIGSTOP) or continues (SIGCONT) a child process.
+func pauseChild(pid int, pause bool) error {
+	sig := syscall.SIGCONT
+	if pause {
+		sig = syscall.SIGSTOP
+	}
+	return syscall.Kill(pid, sig)
+}

@@ -81,6 +81,13 @@ func TestStoreCellService(t *testing.T) {
 		st.GetLeader().GetGrpcAddr() != n.info.GetGrpcAddr() {
 		t.Fatalf("GetStatus members %v, leader %v", st.GetMembers(), st.GetLeader())
 	}
+	if st.GetStateDigest() != nil {
+		t.Fatalf("GetStatus without state_digest returned one: %v", st.GetStateDigest())
+	}
+	st = must(n.cell.GetStatus(ctx, &cellv1.GetStatusRequest{StateDigest: true}))(t)
+	if d := st.GetStateDigest(); len(d.GetSha256()) != 32 || d.GetKeys() == 0 || d.GetAppliedIndex() == 0 || d.GetAppliedIndex() > st.GetAppliedIndex() {
+		t.Fatalf("GetStatus state digest %v (applied %d)", d, st.GetAppliedIndex())
+	}
 
 	// Membership: a non-voter that never shows up does not hurt the quorum.
 	n7 := &cellv1.NodeInfo{NodeId: "n7", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2"}

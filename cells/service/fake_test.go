@@ -84,6 +84,9 @@ func (f *fakeStore) Leader() (string, *cellv1.NodeInfo) { return f.leaderID, f.l
 // fakeLeaderRaft is the leader's Raft address in the fake configuration.
 const fakeLeaderRaft = "127.0.0.1:7212"
 
+// StateDigest is a fixed digest: the fake has no state machine.
+func (f *fakeStore) StateDigest() (store.Digest, error) { return store.Digest{AppliedIndex: 1}, nil }
+
 func (f *fakeStore) Status() store.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()

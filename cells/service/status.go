@@ -11,7 +11,7 @@ import (
 
 // GetStatus implements CellService.GetStatus: this node's own view, which
 // is available with or without a leader and is never forwarded.
-func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) (*cellv1.GetStatusResponse, error) {
+func (s *CellServer) GetStatus(ctx context.Context, req *cellv1.GetStatusRequest) (*cellv1.GetStatusResponse, error) {
 	st := s.st.Status()
 	registered := map[string]*cellv1.NodeInfo{}
 	err := s.st.ReadCell(ctx, localUnbounded, func(v *store.CellView) error {
@@ -40,16 +40,17 @@ func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) 
 		return n
 	}
 	resp := &cellv1.GetStatusResponse{
-		Node:         s.node,
-		State:        st.State,
-		Term:         st.Term,
-		LeaderId:     st.LeaderID,
-		CommitIndex:  st.CommitIndex,
-		AppliedIndex: st.AppliedIndex,
-		LastLogIndex: st.LastLogIndex,
-		LastContact:  durationpb.New(st.LastContact),
-		Tenants:      st.Tenants,
-		Member:       st.Member,
+		Node:          s.node,
+		State:         st.State,
+		Term:          st.Term,
+		LeaderId:      st.LeaderID,
+		CommitIndex:   st.CommitIndex,
+		AppliedIndex:  st.AppliedIndex,
+		LastLogIndex:  st.LastLogIndex,
+		FirstLogIndex: st.FirstLogIndex,
+		LastContact:   durationpb.New(st.LastContact),
+		Tenants:       st.Tenants,
+		Member:        st.Member,
 	}
 	for _, m := range st.Members {
 		suffrage := cellv1.Suffrage_SUFFRAGE_NONVOTER
@@ -73,6 +74,13 @@ func (s *CellServer) GetStatus(ctx context.Context, _ *cellv1.GetStatusRequest) 
 	}
 	if resp.Leader == nil && st.LeaderID != "" {
 		resp.Leader = info(st.LeaderID, st.LeaderAddr, nil)
+	}
+	if req.GetStateDigest() {
+		d, err := s.st.StateDigest()
+		if err != nil {
+			return nil, err
+		}
+		resp.StateDigest = &cellv1.StateDigest{AppliedIndex: d.AppliedIndex, Sha256: d.SHA256[:], Keys: d.Keys}
 	}
 	return resp, nil
 }

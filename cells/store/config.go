@@ -24,6 +24,12 @@ type Config struct {
 	RaftListener net.Listener
 	// RaftAdvertise is the address peers dial; empty means RaftBind.
 	RaftAdvertise string
+	// RaftDialRoutes maps a peer's Raft address (as the Raft
+	// configuration has it) to the address this node dials instead: a
+	// fault-injection proxy per directed link in tests (test/faults), or
+	// a NAT. The peer's identity is still checked against the configured
+	// address under TLS. Empty: peers are dialed at their addresses.
+	RaftDialRoutes map[string]string
 	// GRPCAdvertise and HTTPAdvertise are this node's service addresses.
 	// The store registers them in the cell state when it becomes leader, so
 	// that followers can forward to it.
@@ -244,6 +250,13 @@ func (c Config) Validate() error {
 	}
 	if c.RaftBind == "" && c.RaftListener == nil {
 		bad("RaftBind", "required (or RaftListener)")
+	}
+	for from, to := range c.RaftDialRoutes {
+		for _, a := range []string{from, to} {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad("RaftDialRoutes", "%q → %q: %q is not host:port", from, to, a)
+			}
+		}
 	}
 	if c.DataDir == "" && !c.TestingKnobs.InMemoryState {
 		bad("DataDir", "required")

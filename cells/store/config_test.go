@@ -85,6 +85,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Bootstrap", func(c *Config) { c.Bootstrap = []Peer{{ID: "n2", Addr: "b:1"}} }},
 		{"NewIncarnation", func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "a:1"}}; c.NewIncarnation = true }},
 		{"NodeID", func(c *Config) { c.NodeID = "n1.inc-0123456789abcdef" }},
+		{"RaftDialRoutes", func(c *Config) { c.RaftDialRoutes = map[string]string{"a:1": "no-port"} }},
+		{"RaftDialRoutes", func(c *Config) { c.RaftDialRoutes = map[string]string{"": "b:1"} }},
 	}
 	for _, tc := range cases {
 		c := validConfig()

@@ -192,6 +192,7 @@ func (s *Store) open() error {
 	}
 	layer := newStreamLayer(ln, cfg.TestingKnobs.Network, tl)
 	layer.advertise = adv
+	layer.routes = cfg.RaftDialRoutes
 	s.layer = layer
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,

@@ -21,6 +21,9 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	filter    NetworkFilter
+	// routes: a peer address → the address dialed instead
+	// (Config.RaftDialRoutes).
+	routes map[string]string
 	// tls, when set, makes every connection mutual TLS: Accept hands Raft
 	// only connections whose handshake and peer check succeeded (run in
 	// the background by acceptLoop), and Dial does the client side.
@@ -184,7 +187,11 @@ func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	if l.filter != nil && l.filter.Blocked(peer) {
 		return nil, errPartitioned
 	}
-	c, err := net.DialTimeout("tcp", peer, timeout)
+	target := peer
+	if r, ok := l.routes[peer]; ok {
+		target = r
+	}
+	c, err := net.DialTimeout("tcp", target, timeout)
 	if err != nil {
 		return nil, err
 	}

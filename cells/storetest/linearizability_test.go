@@ -3,46 +3,14 @@ package storetest
 import (
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
 	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/internal/histcheck"
 	"github.com/cellplane/cellplane/internal/retry"
 )
-
-// A porcupine model of one context: appends return the seq they got,
-// linearizable reads return every entry.
-type linInput struct {
-	append bool
-	value  string
-}
-
-type linOutput struct {
-	seq    uint64 // appends
-	values string // reads: the texts joined with ","
-}
-
-var contextModel = porcupine.Model{
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
-		st, in, out := state.(string), input.(linInput), output.(linOutput)
-		if in.append {
-			next := st + in.value + ","
-			return out.seq == uint64(strings.Count(next, ",")), next
-		}
-		return out.values == st, st
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(linInput), output.(linOutput)
-		if in.append {
-			return fmt.Sprintf("append(%s) → %d", in.value, out.seq)
-		}
-		return fmt.Sprintf("read() → %d entries", strings.Count(out.values, ","))
-	},
-}
 
 // TestLinearizableHistory records concurrent appends and linearizable
 // reads while leadership moves (a transfer, then a leader kill) and checks
@@ -53,9 +21,7 @@ func TestLinearizableHistory(t *testing.T) {
 	c := NewCluster(t, 3)
 	mustCreate(t, c, "acme", "c")
 	const clients, opsPerClient = 4, 60
-	start := time.Now()
-	var mu sync.Mutex
-	var history []porcupine.Operation
+	history := histcheck.New()
 	var wg sync.WaitGroup
 	ctx := testCtx(t, 60*time.Second)
 	var progress sync.WaitGroup
@@ -69,29 +35,23 @@ func TestLinearizableHistory(t *testing.T) {
 				if i == opsPerClient/3 {
 					progress.Done()
 				}
-				call := time.Since(start).Nanoseconds()
-				var in linInput
-				var out linOutput
+				call := history.Now()
 				if rng.IntN(2) == 0 {
-					in = linInput{append: true, value: fmt.Sprintf("c%d-%d", cl, i)}
-					res, err := c.Propose(ctx, appendCmd("acme", "c", in.value, in.value))
+					v := fmt.Sprintf("c%d-%d", cl, i)
+					res, err := c.Propose(ctx, appendCmd("acme", "c", v, v))
 					if err != nil {
-						t.Errorf("append %s: %v", in.value, err)
+						t.Errorf("append %s: %v", v, err)
 						return
 					}
-					out.seq = res.GetAppend().GetFirstSeq()
+					history.Append(cl, "c", v, call, history.Now(), res.GetAppend().GetFirstSeq(), histcheck.OK)
 				} else {
 					vals, err := linearizableRead(t, c)
 					if err != nil {
 						t.Errorf("read: %v", err)
 						return
 					}
-					out.values = vals
+					history.Read(cl, "c", call, history.Now(), vals)
 				}
-				ret := time.Since(start).Nanoseconds()
-				mu.Lock()
-				history = append(history, porcupine.Operation{ClientId: cl, Input: in, Call: call, Output: out, Return: ret})
-				mu.Unlock()
 			}
 		}()
 	}
@@ -106,16 +66,16 @@ func TestLinearizableHistory(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	res := porcupine.CheckOperationsTimeout(contextModel, history, 30*time.Second)
-	if res != porcupine.Ok {
-		t.Fatalf("history of %d operations is not linearizable (%v)", len(history), res)
+	ops := history.Operations()
+	if err := histcheck.Check(ops, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d operations linearizable across a transfer and a leader kill", len(history))
+	t.Logf("%d operations linearizable across a transfer and a leader kill", len(ops))
 }
 
 // linearizableRead reads the context from the current leader, retrying
 // on leadership errors.
-func linearizableRead(t *testing.T, c *Cluster) (string, error) {
+func linearizableRead(t *testing.T, c *Cluster) ([]string, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for _, n := range c.Running() {
@@ -125,17 +85,14 @@ func linearizableRead(t *testing.T, c *Cluster) (string, error) {
 			}
 			vals, err := texts(t, s, "acme", "c", store.ReadOptions{})
 			if err == nil {
-				if len(vals) == 0 {
-					return "", nil
-				}
-				return strings.Join(vals, ",") + ",", nil
+				return vals, nil
 			}
 			if !retry.Resend(retry.Idempotent, err) {
-				return "", err
+				return nil, err
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no leader served the read in time")
+			return nil, fmt.Errorf("no leader served the read in time")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -446,3 +446,66 @@ func TestNewIncarnationCannotVoteAsOld(t *testing.T) {
 		t.Fatalf("the new incarnation %s counts as a member", st.RaftID)
 	}
 }
+
+// TestStateDigests: replicas that applied the same log have equal state
+// digests at the same applied index; a follower cut off while the others
+// write differs until it caught up after the heal.
+func TestStateDigests(t *testing.T) {
+	c := NewCluster(t, 3)
+	mustCreate(t, c, "acme", "c")
+	ctx := testCtx(t, 60*time.Second)
+	write := func(n int, prefix string) {
+		for i := range n {
+			v := fmt.Sprintf("%s-%d", prefix, i)
+			if _, err := c.Propose(ctx, appendCmd("acme", "c", v, v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	digests := func() []store.Digest {
+		var out []store.Digest
+		for _, n := range c.Nodes {
+			d, err := n.S().StateDigest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	equalDigests := func() error {
+		ds := digests()
+		for _, d := range ds[1:] {
+			if d != ds[0] {
+				return fmt.Errorf("digests differ: %+v", ds)
+			}
+		}
+		return nil
+	}
+	write(20, "a")
+	testutil.Eventually(t, 20*time.Second, equalDigests)
+	before := digests()[0]
+	if before.Keys == 0 || before.AppliedIndex == 0 {
+		t.Fatalf("digest of a written state: %+v", before)
+	}
+	li := c.Leader().Index
+	f := c.Others(li)[0]
+	c.Isolate(f)
+	write(10, "b")
+	ld, err := c.Nodes[li].S().StateDigest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := c.Nodes[f].S().StateDigest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ld == fd {
+		t.Fatal("a follower cut off while the others wrote has the leader's digest")
+	}
+	c.Heal()
+	testutil.Eventually(t, 20*time.Second, equalDigests)
+	if after := digests()[0]; after.SHA256 == before.SHA256 || after.AppliedIndex <= before.AppliedIndex {
+		t.Fatalf("digest did not move with the state: %+v → %+v", before, after)
+	}
+}

@@ -890,7 +890,10 @@ func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
 }
 
 type GetStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state_digest asks for a digest of this node's state machine (it reads
+	// the whole state: for tests and operators comparing replicas).
+	StateDigest   bool `protobuf:"varint,1,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -925,6 +928,78 @@ func (*GetStatusRequest) Descriptor() ([]byte, []int) {
 	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{13}
 }
 
+func (x *GetStatusRequest) GetStateDigest() bool {
+	if x != nil {
+		return x.StateDigest
+	}
+	return false
+}
+
+// StateDigest summarises a replica's state machine at one applied index:
+// replicas that applied the same log to the same index have equal digests.
+type StateDigest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the last command the state reflects.
+	AppliedIndex uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// SHA-256 of every key and value of the state, in key order.
+	Sha256 []byte `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The number of keys hashed.
+	Keys          uint64 `protobuf:"varint,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateDigest) Reset() {
+	*x = StateDigest{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateDigest) ProtoMessage() {}
+
+func (x *StateDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateDigest.ProtoReflect.Descriptor instead.
+func (*StateDigest) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StateDigest) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *StateDigest) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *StateDigest) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -936,7 +1011,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1023,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1036,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Member) GetNode() *NodeInfo {
@@ -1005,14 +1080,19 @@ type GetStatusResponse struct {
 	// added as a new member (H1). It then has no vote, and a cell whose
 	// other voters lost their data too stays without a leader until
 	// `cellplane cell unsafe-recover` (docs/reliability.md).
-	Member        bool `protobuf:"varint,12,opt,name=member,proto3" json:"member,omitempty"`
+	Member bool `protobuf:"varint,12,opt,name=member,proto3" json:"member,omitempty"`
+	// Set when the request asked for it (GetStatusRequest.state_digest).
+	StateDigest *StateDigest `protobuf:"bytes,13,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	// The oldest entry still in this node's Raft log (older ones were
+	// compacted into a snapshot).
+	FirstLogIndex uint64 `protobuf:"varint,14,opt,name=first_log_index,json=firstLogIndex,proto3" json:"first_log_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1104,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1117,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetStatusResponse) GetNode() *NodeInfo {
@@ -1124,6 +1204,20 @@ func (x *GetStatusResponse) GetMember() bool {
 	return false
 }
 
+func (x *GetStatusResponse) GetStateDigest() *StateDigest {
+	if x != nil {
+		return x.StateDigest
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetFirstLogIndex() uint64 {
+	if x != nil {
+		return x.FirstLogIndex
+	}
+	return 0
+}
+
 type AddVoterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -1133,7 +1227,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1239,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1252,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddVoterRequest) GetNode() *NodeInfo {
@@ -1176,7 +1270,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1282,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1295,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{18}
 }
 
 type AddNonVoterRequest struct {
@@ -1213,7 +1307,7 @@ type AddNonVoterRequest struct {
 
 func (x *AddNonVoterRequest) Reset() {
 	*x = AddNonVoterRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1319,7 @@ func (x *AddNonVoterRequest) String() string {
 func (*AddNonVoterRequest) ProtoMessage() {}
 
 func (x *AddNonVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1332,7 @@ func (x *AddNonVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNonVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddNonVoterRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddNonVoterRequest) GetNode() *NodeInfo {
@@ -1256,7 +1350,7 @@ type AddNonVoterResponse struct {
 
 func (x *AddNonVoterResponse) Reset() {
 	*x = AddNonVoterResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1362,7 @@ func (x *AddNonVoterResponse) String() string {
 func (*AddNonVoterResponse) ProtoMessage() {}
 
 func (x *AddNonVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1375,7 @@ func (x *AddNonVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNonVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddNonVoterResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{20}
 }
 
 type RemoveServerRequest struct {
@@ -1293,7 +1387,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1399,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1412,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveServerRequest) GetNodeId() string {
@@ -1336,7 +1430,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1442,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1455,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{22}
 }
 
 type TransferLeadershipRequest struct {
@@ -1374,7 +1468,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1480,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1493,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -1418,7 +1512,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1524,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1537,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1462,7 +1556,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1568,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1581,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegisterNodeRequest) GetNode() *NodeInfo {
@@ -1505,7 +1599,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1611,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1624,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{26}
 }
 
 var File_cellplane_cell_v1_cell_proto protoreflect.FileDescriptor
@@ -1602,12 +1696,17 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\x12<\n" +
 	"\rallowed_roles\x18\x04 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\x12\x14\n" +
 	"\x05force\x18\x05 \x01(\bR\x05force\"\x16\n" +
-	"\x14DeleteTenantResponse\"\x12\n" +
-	"\x10GetStatusRequest\"\x8a\x01\n" +
+	"\x14DeleteTenantResponse\"5\n" +
+	"\x10GetStatusRequest\x12!\n" +
+	"\fstate_digest\x18\x01 \x01(\bR\vstateDigest\"^\n" +
+	"\vStateDigest\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04keys\x18\x03 \x01(\x04R\x04keys\"\x8a\x01\n" +
 	"\x06Member\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x127\n" +
 	"\bsuffrage\x18\x02 \x01(\x0e2\x1b.cellplane.cell.v1.SuffrageR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xd3\x03\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xbe\x04\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1621,7 +1720,9 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x19.cellplane.cell.v1.MemberR\amembers\x12\x18\n" +
 	"\atenants\x18\v \x01(\x04R\atenants\x12\x16\n" +
-	"\x06member\x18\f \x01(\bR\x06member\"B\n" +
+	"\x06member\x18\f \x01(\bR\x06member\x12A\n" +
+	"\fstate_digest\x18\r \x01(\v2\x1e.cellplane.cell.v1.StateDigestR\vstateDigest\x12&\n" +
+	"\x0ffirst_log_index\x18\x0e \x01(\x04R\rfirstLogIndex\"B\n" +
 	"\x0fAddVoterRequest\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\"\x12\n" +
 	"\x10AddVoterResponse\"E\n" +
@@ -1670,7 +1771,7 @@ func file_cellplane_cell_v1_cell_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_cell_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_cell_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_cellplane_cell_v1_cell_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_cellplane_cell_v1_cell_proto_goTypes = []any{
 	(Suffrage)(0),                      // 0: cellplane.cell.v1.Suffrage
 	(*SetTenantRequest)(nil),           // 1: cellplane.cell.v1.SetTenantRequest
@@ -1687,78 +1788,80 @@ var file_cellplane_cell_v1_cell_proto_goTypes = []any{
 	(*DeleteTenantRequest)(nil),        // 12: cellplane.cell.v1.DeleteTenantRequest
 	(*DeleteTenantResponse)(nil),       // 13: cellplane.cell.v1.DeleteTenantResponse
 	(*GetStatusRequest)(nil),           // 14: cellplane.cell.v1.GetStatusRequest
-	(*Member)(nil),                     // 15: cellplane.cell.v1.Member
-	(*GetStatusResponse)(nil),          // 16: cellplane.cell.v1.GetStatusResponse
-	(*AddVoterRequest)(nil),            // 17: cellplane.cell.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 18: cellplane.cell.v1.AddVoterResponse
-	(*AddNonVoterRequest)(nil),         // 19: cellplane.cell.v1.AddNonVoterRequest
-	(*AddNonVoterResponse)(nil),        // 20: cellplane.cell.v1.AddNonVoterResponse
-	(*RemoveServerRequest)(nil),        // 21: cellplane.cell.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 22: cellplane.cell.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 23: cellplane.cell.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 24: cellplane.cell.v1.TransferLeadershipResponse
-	(*RegisterNodeRequest)(nil),        // 25: cellplane.cell.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 26: cellplane.cell.v1.RegisterNodeResponse
-	(Role)(0),                          // 27: cellplane.cell.v1.Role
-	(*TenantQuota)(nil),                // 28: cellplane.cell.v1.TenantQuota
-	(*TenantInfo)(nil),                 // 29: cellplane.cell.v1.TenantInfo
-	(*v1.ReadOptions)(nil),             // 30: cellplane.context.v1.ReadOptions
-	(*durationpb.Duration)(nil),        // 31: google.protobuf.Duration
-	(*ChangeEvent)(nil),                // 32: cellplane.cell.v1.ChangeEvent
-	(*NodeInfo)(nil),                   // 33: cellplane.cell.v1.NodeInfo
+	(*StateDigest)(nil),                // 15: cellplane.cell.v1.StateDigest
+	(*Member)(nil),                     // 16: cellplane.cell.v1.Member
+	(*GetStatusResponse)(nil),          // 17: cellplane.cell.v1.GetStatusResponse
+	(*AddVoterRequest)(nil),            // 18: cellplane.cell.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 19: cellplane.cell.v1.AddVoterResponse
+	(*AddNonVoterRequest)(nil),         // 20: cellplane.cell.v1.AddNonVoterRequest
+	(*AddNonVoterResponse)(nil),        // 21: cellplane.cell.v1.AddNonVoterResponse
+	(*RemoveServerRequest)(nil),        // 22: cellplane.cell.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 23: cellplane.cell.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 24: cellplane.cell.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 25: cellplane.cell.v1.TransferLeadershipResponse
+	(*RegisterNodeRequest)(nil),        // 26: cellplane.cell.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 27: cellplane.cell.v1.RegisterNodeResponse
+	(Role)(0),                          // 28: cellplane.cell.v1.Role
+	(*TenantQuota)(nil),                // 29: cellplane.cell.v1.TenantQuota
+	(*TenantInfo)(nil),                 // 30: cellplane.cell.v1.TenantInfo
+	(*v1.ReadOptions)(nil),             // 31: cellplane.context.v1.ReadOptions
+	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
+	(*ChangeEvent)(nil),                // 33: cellplane.cell.v1.ChangeEvent
+	(*NodeInfo)(nil),                   // 34: cellplane.cell.v1.NodeInfo
 }
 var file_cellplane_cell_v1_cell_proto_depIdxs = []int32{
-	27, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
-	28, // 1: cellplane.cell.v1.SetTenantRequest.quota:type_name -> cellplane.cell.v1.TenantQuota
-	29, // 2: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	30, // 3: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	29, // 4: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	28, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
+	29, // 1: cellplane.cell.v1.SetTenantRequest.quota:type_name -> cellplane.cell.v1.TenantQuota
+	30, // 2: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	31, // 3: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	30, // 4: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
 	5,  // 5: cellplane.cell.v1.GetTenantResponse.replication:type_name -> cellplane.cell.v1.ReplicationStatus
-	31, // 6: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
-	27, // 7: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
-	32, // 8: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
-	29, // 9: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	30, // 10: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	29, // 11: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
-	27, // 12: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
-	33, // 13: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 6: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
+	28, // 7: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
+	33, // 8: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
+	30, // 9: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	31, // 10: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	30, // 11: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
+	28, // 12: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
+	34, // 13: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
 	0,  // 14: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
-	33, // 15: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
-	33, // 16: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
-	31, // 17: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
-	15, // 18: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
-	33, // 19: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	33, // 20: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	33, // 21: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	1,  // 22: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
-	3,  // 23: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
-	10, // 24: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
-	12, // 25: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
-	6,  // 26: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
-	8,  // 27: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
-	14, // 28: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
-	17, // 29: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
-	19, // 30: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
-	21, // 31: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
-	23, // 32: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
-	25, // 33: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
-	2,  // 34: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
-	4,  // 35: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
-	11, // 36: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
-	13, // 37: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
-	7,  // 38: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
-	9,  // 39: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
-	16, // 40: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
-	18, // 41: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
-	20, // 42: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
-	22, // 43: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
-	24, // 44: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
-	26, // 45: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
-	34, // [34:46] is the sub-list for method output_type
-	22, // [22:34] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	34, // 15: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
+	34, // 16: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
+	32, // 17: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
+	16, // 18: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
+	15, // 19: cellplane.cell.v1.GetStatusResponse.state_digest:type_name -> cellplane.cell.v1.StateDigest
+	34, // 20: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	34, // 21: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	34, // 22: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	1,  // 23: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
+	3,  // 24: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
+	10, // 25: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
+	12, // 26: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
+	6,  // 27: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
+	8,  // 28: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
+	14, // 29: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
+	18, // 30: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
+	20, // 31: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
+	22, // 32: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
+	24, // 33: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
+	26, // 34: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
+	2,  // 35: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
+	4,  // 36: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
+	11, // 37: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
+	13, // 38: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
+	7,  // 39: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
+	9,  // 40: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
+	17, // 41: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
+	19, // 42: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
+	21, // 43: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
+	23, // 44: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
+	25, // 45: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
+	27, // 46: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
+	35, // [35:47] is the sub-list for method output_type
+	23, // [23:35] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_cell_proto_init() }
@@ -1773,7 +1876,7 @@ func file_cellplane_cell_v1_cell_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_cell_proto_rawDesc), len(file_cellplane_cell_v1_cell_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
