@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/cells"
@@ -167,9 +169,19 @@ func TestNoRaftAmnesia(t *testing.T) {
 
 	c.stop("n3")
 	leader = celltest.WaitLeader(t, c.running())
-	if _, err := appendText(ctx, contextClient(t, leader), "h1", "W"); err != nil {
-		t.Fatalf("append W with n1 and n2: %v", err)
-	}
+	// The new leader acknowledges once its authority lease is published:
+	// until then the append is refused as unavailable (same request id,
+	// so a retry applies it once).
+	testutil.Eventually(t, 30*time.Second, func() error {
+		_, err := appendText(ctx, contextClient(t, leader), "h1", "W")
+		if status.Code(err) == codes.Unavailable {
+			return err
+		}
+		if err != nil {
+			t.Fatalf("append W with n1 and n2: %v", err)
+		}
+		return nil
+	})
 	oldRaftID := c.nodes["n2"].Store().RaftID()
 	c.stop("n2")
 	c.stop("n1")
