@@ -107,7 +107,7 @@ func normalizeOrigin(o string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return "", errors.New("want scheme://host[:port] with scheme http or https")
 	}
@@ -129,7 +129,7 @@ func ParsePublicURL(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return "", fmt.Errorf("%q: want an absolute http or https URL (scheme://host[:port][/prefix]) without user info, query or fragment", s)
 	}
