@@ -262,6 +262,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.Uint64Var(&sc.Disk.MinFreeBytes, "min-free-bytes", sc.Disk.MinFreeBytes, "free-space watermark of the data dir's filesystem: below it the node, as leader, refuses new writes (STORAGE_FULL) while reads and deletes work; 0: off")
 	st.Float64Var(&sc.Disk.MinFreePercent, "min-free-percent", sc.Disk.MinFreePercent, "free-space watermark in percent of the data dir's filesystem (either bound trips it); 0: off")
 	st.DurationVar(&sc.Disk.CheckInterval, "disk-check-interval", sc.Disk.CheckInterval, "how often the data dir's free space is checked")
+	st.DurationVar(&sc.Disk.PeerStaleAfter, "disk-peer-stale-after", sc.Disk.PeerStaleAfter, "the leader refuses writes while a member reports its disk below the watermark; a report it cannot renew counts this long (0: only the leader's own disk counts)")
 	st.DurationVar(&sc.Transport.HandshakeTimeout, "raft-handshake-timeout", sc.Transport.HandshakeTimeout, "with --certs-dir: bound on a Raft connection's TLS handshake, accepted or dialed")
 	st.DurationVar(&sc.ApplyTimeout, "apply-timeout", sc.ApplyTimeout, "bound on a write when the caller set no earlier deadline")
 	st.DurationVar(&sc.DefaultMaxStaleness, "default-max-staleness", sc.DefaultMaxStaleness, "staleness bound of STALE reads that name none")
