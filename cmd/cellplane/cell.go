@@ -231,6 +231,11 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	lim.IntVar(&cfg.Limits.MaxMemoryKeyBytes, "max-memory-key-bytes", cfg.Limits.MaxMemoryKeyBytes, "longest memory key")
 	lim.IntVar(&cfg.Limits.MaxMemoryValueBytes, "max-memory-value-bytes", cfg.Limits.MaxMemoryValueBytes, "largest memory value")
 	lim.IntVar(&cfg.Limits.MaxWatchesPerTenant, "max-watches-per-tenant", cfg.Limits.MaxWatchesPerTenant, "most Watch streams one tenant holds open on this node (QUOTA_EXCEEDED above)")
+	dl := &cfg.DirectRateLimit
+	lim.Float64Var(&dl.DefaultRate, "direct-rate", dl.DefaultRate, "with --certs-dir: requests per second per tenant of the calls made with a tenant token (the smart client's direct path, which passes no router's limits; RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo above it); routers', workers' and nodes' calls are not charged")
+	lim.IntVar(&dl.DefaultBurst, "direct-burst", dl.DefaultBurst, "token-bucket burst of --direct-rate")
+	lim.Float64Var(&dl.BytesRate, "direct-bytes-rate", dl.BytesRate, "request bytes per second per tenant of the calls made with a tenant token (a second token bucket, weighing requests by size); 0: off")
+	lim.IntVar(&dl.BytesBurst, "direct-bytes-burst", dl.BytesBurst, "byte-bucket size of --direct-bytes-rate; a request larger than it needs a full bucket (keep it at least --max-request-bytes)")
 	srvLim := serverLimitFlags(&cfg.GRPCLimits, &cfg.HTTPLimits)
 	srvLim.IntVar(&cfg.RaftMaxConns, "raft-max-conns", cfg.RaftMaxConns, "most open Raft transport connections (one over is closed when accepted); 0 no cap")
 	srvLim.IntVar(&cfg.Replication.MaxConcurrentBootstraps, "replication-max-bootstraps", cfg.Replication.MaxConcurrentBootstraps, "most standby tenants of this cell importing an export from their source at once (the others wait)")

@@ -80,6 +80,12 @@ func (c Config) Validate() error {
 	if c.BytesRate > 0 && c.BytesBurst < 1 {
 		errs = append(errs, fmt.Errorf("ratelimit: Config.BytesBurst must be >= 1 with a BytesRate, got %d", c.BytesBurst))
 	}
+	for _, r := range c.Subsystem {
+		if (r < 'a' || r > 'z') && r != '_' {
+			errs = append(errs, fmt.Errorf("ratelimit: Config.Subsystem %q must be of [a-z_] (a metric name's part)", c.Subsystem))
+			break
+		}
+	}
 	return errors.Join(errs...)
 }
 
