@@ -11,7 +11,7 @@ import (
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
-// peerDiskLoop, on the leader, asks every other member for its free-space
+// peerDiskLoop, on the leader, asks every other voter for its free-space
 // check (CellService.GetStatus: storage_full, free_bytes) every
 // Store.Disk.CheckInterval and hands the answers to the store
 // (store.NotePeerDisk), which refuses new writes with STORAGE_FULL naming
@@ -46,13 +46,16 @@ func (n *Node) peerDiskLoop() {
 	}
 }
 
-// pollPeerDisks asks each other member with a registered address for its
+// pollPeerDisks asks each other voter with a registered address for its
 // disk status, concurrently, each within timeout.
 func (n *Node) pollPeerDisks(pool *dial.Pool, members []store.Member, timeout time.Duration) {
 	var wg sync.WaitGroup
 	for _, m := range members {
 		addr := m.Info.GetGrpcAddr()
-		if m.ID == n.cfg.NodeID || addr == "" {
+		if m.ID == n.cfg.NodeID || addr == "" || !m.Voter {
+			// Non-voters (a new incarnation catching up) are not polled:
+			// they count for no quorum, and one that is full falls
+			// behind without holding the cell's writes.
 			continue
 		}
 		wg.Go(func() {
