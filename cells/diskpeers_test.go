@@ -143,3 +143,24 @@ func TestFollowerDiskFull(t *testing.T) {
 		return err
 	})
 }
+
+// TestDiskPollUnderTLS: with mutual TLS the leader's poll of its members'
+// disks (GetStatus with the leader's node identity) is authorised: it
+// holds a report of each follower.
+func TestDiskPollUnderTLS(t *testing.T) {
+	c := startTLSCell(t)
+	testutil.Eventually(t, 20*time.Second, func() error {
+		leader := celltest.WaitLeader(t, c.nodes)
+		got := leader.Store().PeerDisks()
+		for _, n := range c.nodes {
+			id := n.Info().NodeId
+			if n == leader {
+				continue
+			}
+			if _, ok := got[id]; !ok {
+				return fmt.Errorf("leader %s has no disk report of %s: %v", leader.Info().NodeId, id, got)
+			}
+		}
+		return nil
+	})
+}
