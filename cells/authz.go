@@ -11,9 +11,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/ratelimit"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -203,6 +205,9 @@ type authorizer struct {
 	tokens tenanttoken.Config
 	now    func() time.Time
 	log    *slog.Logger
+	// limit is the per-tenant limiter of the calls authorised by a
+	// tenant token (nil: none): see directLimiter.
+	limit *ratelimit.Limiter
 }
 
 func newAuthorizer(src *pki.Source, keys tenanttoken.KeySet, tokens tenanttoken.Config, log *slog.Logger) *authorizer {
@@ -294,13 +299,51 @@ func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *
 	// Only a node of this cell forwards; the token is not needed past here.
 	out.Delete(tenantmd.ForwardedKey)
 	out.Delete(tenantmd.TokenKey)
+	ctx = context.WithValue(ctx, directTenantKey{}, claims.Tenant)
 	return metadata.NewIncomingContext(ctx, out), nil
+}
+
+// directTenantKey marks the context of a call authorised by a tenant token
+// (a direct caller, not a router, worker or node): its value is the
+// token's tenant.
+type directTenantKey struct{}
+
+// admitDirect charges a call authorised by a tenant token to its tenant's
+// buckets (H4: direct callers do not pass the router's limits): one
+// request, and the request message's size when there is one (req nil: a
+// stream, whose messages tokenStream charges as they arrive).
+func (a *authorizer) admitDirect(ctx context.Context, req any) error {
+	tenant, ok := ctx.Value(directTenantKey{}).(string)
+	if !ok || a.limit == nil {
+		return nil
+	}
+	if ok, wait := a.limit.Allow(tenant, 0, 0); !ok {
+		return a.limit.Err(tenant, wait)
+	}
+	return a.admitDirectBytes(tenant, req)
+}
+
+// admitDirectBytes charges a request message's size to the tenant's byte
+// bucket.
+func (a *authorizer) admitDirectBytes(tenant string, msg any) error {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return nil
+	}
+	n := proto.Size(m)
+	if ok, wait := a.limit.AllowBytes(tenant, n, 0, 0); !ok {
+		return a.limit.BytesErr(tenant, n, 0, 0, wait)
+	}
+	return nil
 }
 
 // Unary is the unary half of the interceptor.
 func (a *authorizer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	ctx, err := a.check(ctx, info.FullMethod, req)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.admitDirect(ctx, req); err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
@@ -314,16 +357,33 @@ func (a *authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if err != nil {
 		return err
 	}
+	if err := a.admitDirect(ctx, nil); err != nil {
+		return err
+	}
 	if ctx != ss.Context() {
-		ss = &tokenStream{ServerStream: ss, ctx: ctx}
+		ts := &tokenStream{ServerStream: ss, ctx: ctx}
+		if tenant, ok := ctx.Value(directTenantKey{}).(string); ok && a.limit != nil {
+			ts.a, ts.tenant = a, tenant
+		}
+		ss = ts
 	}
 	return h(srv, ss)
 }
 
-// tokenStream is a ServerStream with another context.
+// tokenStream is a ServerStream with another context; with a limiter (a),
+// every request message it receives is charged to tenant's byte bucket.
 type tokenStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx    context.Context
+	a      *authorizer
+	tenant string
 }
 
 func (s *tokenStream) Context() context.Context { return s.ctx }
+
+func (s *tokenStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil || s.a == nil {
+		return err
+	}
+	return s.a.admitDirectBytes(s.tenant, m)
+}

@@ -83,6 +83,7 @@ func startTLSCell(t *testing.T) *tlsCell {
 		cfg := celltest.NodeConfig(t, id)
 		cfg.CellID = "c1"
 		cfg.TLS = source(t, ca, c.dir, pki.NodeIdentity(tlsCluster, "eu", "c1", id))
+		cfg.Store.Disk.CheckInterval = 50 * time.Millisecond // the leader polls its members' disks this often
 		cfgs = append(cfgs, cfg)
 		peers = append(peers, store.Peer{ID: id, Addr: cfg.RaftListener.Addr().String()})
 	}

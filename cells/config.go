@@ -15,6 +15,7 @@ import (
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/ratelimit"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
 	"github.com/cellplane/cellplane/replication"
@@ -112,6 +113,15 @@ type Config struct {
 	// tokens").
 	Tokens tenanttoken.Config
 
+	// DirectRateLimit is the per-tenant limit of the calls a tenant's own
+	// program makes to this node with a tenant token (the smart client's
+	// direct path), which do not pass a router's limits (H4): requests and
+	// request bytes per second, as at the router (internal/ratelimit; the
+	// node's defaults for every tenant). Calls of routers, workers and
+	// nodes are not charged: the router limited them already. Only with
+	// TLS (without it there are no tokens). Subsystem is "cell".
+	DirectRateLimit ratelimit.Config
+
 	// Dial configures every gRPC connection the node opens: to the member
 	// it joins through, to its leader (registration, forwarding), to
 	// source cells (replication) and to itself (its MCP worker). The zero
@@ -194,16 +204,29 @@ func DefaultConfig() Config {
 		HTTPLimits:      serve.DefaultHTTPLimits(),
 		RaftMaxConns:    DefaultRaftMaxConns,
 		Tokens:          tenanttoken.DefaultConfig(),
+		DirectRateLimit: DefaultDirectRateLimit(),
 
 		Replication:       replication.DefaultSinkConfig(),
 		ReplicationSource: replication.DefaultSourceConfig(),
 	}
 }
 
+// DefaultDirectRateLimit is the router's default per-tenant limits
+// (ratelimit.DefaultConfig: 1000 requests/s, burst 2000; 32 MiB/s, burst
+// 64 MiB) for the direct callers of a node.
+func DefaultDirectRateLimit() ratelimit.Config {
+	c := ratelimit.DefaultConfig()
+	c.Subsystem = "cell"
+	return c
+}
+
 // Validate reports every problem with c, each naming the field.
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cells: "+format, args...)) }
+	if err := c.DirectRateLimit.Validate(); err != nil {
+		add("DirectRateLimit: %v", err)
+	}
 
 	if !c.MCPDisabled {
 		if err := c.MCP.Validate(); err != nil {

@@ -350,6 +350,7 @@ func (n *Node) startBackground(sink *replication.Sink) {
 	go n.watchStore()
 	go n.healthLoop()
 	go n.registerLoop()
+	n.bgWG.Go(n.peerDiskLoop)
 	if sink != nil {
 		n.bgWG.Go(func() { sink.Run(n.bg) })
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/tokenkeys"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/ratelimit"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
@@ -70,6 +71,8 @@ func (n *Node) newGRPCServer(metrics prometheus.Registerer) *grpc.Server {
 			n.log.Info("no registry: this node accepts no tenant tokens (the smart client's direct path goes through the router)")
 		}
 		az := newAuthorizer(n.cfg.TLS, keys, n.cfg.Tokens, n.log)
+		az.limit = ratelimit.New(n.cfg.DirectRateLimit)
+		metrics.MustRegister(az.limit.Collectors()...)
 		// A client certificate is verified when given, and may be
 		// missing: the authoriser then refuses everything but a
 		// ContextService call with a valid tenant token.

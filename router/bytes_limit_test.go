@@ -83,3 +83,46 @@ func TestByteRateLimitIsolation(t *testing.T) {
 	}
 	t.Logf("flood: %d of 32 × 128 KiB appends passed, %d limited", passed, limited)
 }
+
+// TestTenantByteRateOverride (H4): a tenant's own byte rate and burst
+// (TenantLimits.bytes_rate/bytes_burst, `cellctl tenant create
+// --bytes-rate`) reach the router through the placement and bound its
+// requests' bytes, also with the router's default byte limit off, while a
+// tenant without its own limits is not bounded.
+func TestTenantByteRateOverride(t *testing.T) {
+	p := newPlatform(t,
+		&cpv1.CreateTenantRequest{Id: "capped", Limits: &cpv1.TenantLimits{Rate: 1e6, Burst: 1e6, BytesRate: 1 << 10, BytesBurst: 300 << 10}},
+		&cpv1.CreateTenantRequest{Id: "free", Limits: &cpv1.TenantLimits{Rate: 1e6, Burst: 1e6}})
+	r := p.startRouterWith(t, func(c *router.Config) {
+		c.RateLimit.BytesRate, c.RateLimit.BytesBurst = 0, 0 // the default: off
+	})
+	cs := contextv1.NewContextServiceClient(dial(t, r.GRPCAddr()))
+	ctx := testutil.Context(t, 60*time.Second)
+	cctx, fctx := p.as(ctx, "capped"), p.as(ctx, "free")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		_, err := cs.CreateContext(cctx, &contextv1.CreateContextRequest{ContextId: "c", RequestId: "c"})
+		return err
+	})
+	if _, err := cs.CreateContext(fctx, &contextv1.CreateContextRequest{ContextId: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	big := &contextv1.Entry{Role: "user", Content: &contextv1.Entry_Text{Text: strings.Repeat("x", 128<<10)}}
+	// 300 KiB of burst at 1 KiB/s: two 128 KiB appends pass, the third
+	// is refused with the tenant's own limits in the message.
+	for i := range 2 {
+		if _, err := cs.Append(cctx, &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{big}}); err != nil {
+			t.Fatalf("capped append %d within its burst: %v", i, err)
+		}
+	}
+	_, err := cs.Append(cctx, &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{big}})
+	var ce *cperr.Error
+	if !errors.As(rpcerr.FromStatus(err), &ce) || ce.Reason != cperr.RateLimited || ce.Metadata[cperr.MetaQuota] != "bytes_per_second" ||
+		ce.Metadata[cperr.MetaTenant] != "capped" || !strings.Contains(ce.Error(), "1024 bytes/s (burst 307200)") {
+		t.Fatalf("capped append past its burst: %v, want RATE_LIMITED bytes_per_second at the tenant's 1024 B/s", err)
+	}
+	for i := range 8 {
+		if _, err := cs.Append(fctx, &contextv1.AppendRequest{ContextId: "f", Entries: []*contextv1.Entry{big}}); err != nil {
+			t.Fatalf("free append %d: %v (no byte limit of its own, the default off)", i, err)
+		}
+	}
+}

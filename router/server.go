@@ -35,13 +35,13 @@ import (
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/pki"
+	"github.com/cellplane/cellplane/internal/ratelimit"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
-	"github.com/cellplane/cellplane/router/ratelimit"
 	"github.com/cellplane/cellplane/router/routing"
 )
 
@@ -403,9 +403,18 @@ func (s *Server) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 
 // admitBytes charges a request message's size to the tenant's byte bucket.
 func (s *Server) admitBytes(tenant string, msg any) error {
-	n := messageSize(msg)
-	if ok, wait := s.limiter.AllowBytes(tenant, n); !ok {
-		return s.limiter.BytesErr(tenant, n, wait)
+	return s.chargeBytes(tenant, messageSize(msg))
+}
+
+// chargeBytes charges n request bytes to the tenant's byte bucket (limits
+// from its placement, else the configured defaults).
+func (s *Server) chargeBytes(tenant string, n int) error {
+	var lim routing.Limits
+	if r, ok := s.table.Lookup(tenant); ok {
+		lim = r.Limits
+	}
+	if ok, wait := s.limiter.AllowBytes(tenant, n, lim.BytesRate, lim.BytesBurst); !ok {
+		return s.limiter.BytesErr(tenant, n, lim.BytesRate, lim.BytesBurst, wait)
 	}
 	return nil
 }
@@ -456,8 +465,8 @@ func (s *Server) checkHTTP(r *http.Request, tenant string) error {
 		return err
 	}
 	if n := r.ContentLength; n > 0 {
-		if ok, wait := s.limiter.AllowBytes(t, int(min(n, math.MaxInt32))); !ok {
-			return s.limiter.BytesErr(t, int(min(n, math.MaxInt32)), wait)
+		if err := s.chargeBytes(t, int(min(n, math.MaxInt32))); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -87,6 +87,9 @@ const fakeLeaderRaft = "127.0.0.1:7212"
 // StateDigest is a fixed digest: the fake has no state machine.
 func (f *fakeStore) StateDigest() (store.Digest, error) { return store.Digest{AppliedIndex: 1}, nil }
 
+// DiskStatus: the fake has no disk check.
+func (f *fakeStore) DiskStatus() store.DiskStatus { return store.DiskStatus{Unsupported: true} }
+
 func (f *fakeStore) Status() store.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()

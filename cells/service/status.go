@@ -52,6 +52,9 @@ func (s *CellServer) GetStatus(ctx context.Context, req *cellv1.GetStatusRequest
 		Tenants:       st.Tenants,
 		Member:        st.Member,
 	}
+	if d := s.st.DiskStatus(); !d.Unsupported {
+		resp.StorageFull, resp.FreeBytes, resp.TotalBytes = d.Full, d.FreeBytes, d.TotalBytes
+	}
 	for _, m := range st.Members {
 		suffrage := cellv1.Suffrage_SUFFRAGE_NONVOTER
 		if m.Voter {

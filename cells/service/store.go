@@ -25,6 +25,7 @@ type Store interface {
 	ReadReplica(tenant string, fn func(*store.TenantView) error) error
 	Leader() (id string, info *cellv1.NodeInfo)
 	Status() store.Status
+	DiskStatus() store.DiskStatus
 	StateDigest() (store.Digest, error)
 	AddVoter(ctx context.Context, id, raftAddr string) error
 	AddNonVoter(ctx context.Context, id, raftAddr string) error

@@ -24,15 +24,23 @@ import (
 type DiskConfig struct {
 	MinFreeBytes   uint64
 	MinFreePercent float64
-	// CheckInterval is how often free space is read (one statfs call).
+	// CheckInterval is how often free space is read (one statfs call),
+	// and how often the leader asks its members for theirs.
 	CheckInterval time.Duration
+	// PeerStaleAfter is how long the leader keeps a member's report that
+	// it could not renew (NotePeerDisk): a member that stopped answering
+	// (down, partitioned, too slow) no longer counts as full after this
+	// long, so a dead member never wedges the cell's writes. 0: members'
+	// reports are not used (only this node's own disk counts).
+	PeerStaleAfter time.Duration
 }
 
 // DefaultDiskConfig returns the default watermark: 1 GiB or 5 % free,
 // checked every 5 s (a node writing at 100 MB/s fills 500 MB between two
-// checks, well inside the 1 GiB headroom).
+// checks, well inside the 1 GiB headroom); a member's report is kept 20 s
+// (four polls) when it cannot be renewed.
 func DefaultDiskConfig() DiskConfig {
-	return DiskConfig{MinFreeBytes: 1 << 30, MinFreePercent: 5, CheckInterval: 5 * time.Second}
+	return DiskConfig{MinFreeBytes: 1 << 30, MinFreePercent: 5, CheckInterval: 5 * time.Second, PeerStaleAfter: 20 * time.Second}
 }
 
 func (c DiskConfig) validate() error {
@@ -42,6 +50,9 @@ func (c DiskConfig) validate() error {
 	}
 	if c.CheckInterval < time.Millisecond {
 		errs = append(errs, fmt.Errorf("CheckInterval %v is below 1ms", c.CheckInterval))
+	}
+	if c.PeerStaleAfter != 0 && c.PeerStaleAfter < c.CheckInterval {
+		errs = append(errs, fmt.Errorf("PeerStaleAfter %v is below CheckInterval %v (0 turns members' reports off)", c.PeerStaleAfter, c.CheckInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -150,19 +161,89 @@ func fillsDisk(c *cellv1.Command) bool {
 	return false
 }
 
-// checkDiskRoom refuses a command that adds data while this node is below
-// its free-space watermark.
+// PeerDisk is a member's free-space report as the leader received it.
+type PeerDisk struct {
+	Full      bool
+	FreeBytes uint64
+	// At is when the leader received it (this node's clock).
+	At time.Time
+}
+
+// NotePeerDisk records a member's free-space report (the leader polls its
+// members' GetStatus: cells/diskpeers.go). While a fresh report (younger
+// than DiskConfig.PeerStaleAfter) says the member is full, this node, as
+// leader, refuses new writes with STORAGE_FULL naming that member: the
+// replicas hold the same data, and a follower that runs out of space first
+// would fall behind and leave the cell one failure from losing its quorum.
+func (s *Store) NotePeerDisk(node string, full bool, free uint64) {
+	if node == s.cfg.NodeID {
+		return
+	}
+	s.peerDiskMu.Lock()
+	defer s.peerDiskMu.Unlock()
+	if s.peerDisk == nil {
+		s.peerDisk = map[string]PeerDisk{}
+	}
+	prev, known := s.peerDisk[node]
+	s.peerDisk[node] = PeerDisk{Full: full, FreeBytes: free, At: time.Now()}
+	if full != prev.Full && (known || full) {
+		if full {
+			s.log.Error("a member's free disk space is below its watermark: the cell refuses new writes (STORAGE_FULL) until space is freed on it",
+				"member", node, "free_bytes", free)
+		} else {
+			s.log.Info("a member's free disk space is above its watermark again", "member", node, "free_bytes", free)
+		}
+	}
+}
+
+// PeerDisks returns the members' last free-space reports (by node id).
+func (s *Store) PeerDisks() map[string]PeerDisk {
+	s.peerDiskMu.Lock()
+	defer s.peerDiskMu.Unlock()
+	out := make(map[string]PeerDisk, len(s.peerDisk))
+	for k, v := range s.peerDisk {
+		out[k] = v
+	}
+	return out
+}
+
+// fullPeer returns a member whose fresh report says it is full, if any
+// (the smallest node id, so that the answer is stable).
+func (s *Store) fullPeer(now time.Time) (node string, r PeerDisk, ok bool) {
+	if s.cfg.Disk.PeerStaleAfter <= 0 {
+		return "", PeerDisk{}, false
+	}
+	s.peerDiskMu.Lock()
+	defer s.peerDiskMu.Unlock()
+	for id, p := range s.peerDisk {
+		if !p.Full || now.Sub(p.At) > s.cfg.Disk.PeerStaleAfter {
+			continue
+		}
+		if !ok || id < node {
+			node, r, ok = id, p, true
+		}
+	}
+	return node, r, ok
+}
+
+// checkDiskRoom refuses a command that adds data while this node, or a
+// member that reported it recently (NotePeerDisk), is below its free-space
+// watermark.
 func (s *Store) checkDiskRoom(c *cellv1.Command) error {
 	if !fillsDisk(c) {
 		return nil
 	}
-	st := s.DiskStatus()
-	if !st.Full {
-		return nil
+	if st := s.DiskStatus(); st.Full {
+		s.metrics.storageFullRefusals.Inc()
+		return storageFull(s.cfg.NodeID, st.FreeBytes, fmt.Sprintf("node %s has %d bytes free, below its watermark (%d bytes or %v%%): new writes are refused until space is freed; reads and deletes work",
+			s.cfg.NodeID, st.FreeBytes, s.cfg.Disk.MinFreeBytes, s.cfg.Disk.MinFreePercent))
 	}
-	s.metrics.storageFullRefusals.Inc()
-	return storageFull(s.cfg.NodeID, st.FreeBytes, fmt.Sprintf("node %s has %d bytes free, below its watermark (%d bytes or %v%%): new writes are refused until space is freed; reads and deletes work",
-		s.cfg.NodeID, st.FreeBytes, s.cfg.Disk.MinFreeBytes, s.cfg.Disk.MinFreePercent))
+	if node, p, ok := s.fullPeer(time.Now()); ok {
+		s.metrics.storageFullRefusals.Inc()
+		return storageFull(node, p.FreeBytes, fmt.Sprintf("member %s of this cell has %d bytes free, below its watermark: new writes are refused until space is freed on it; reads and deletes work",
+			node, p.FreeBytes))
+	}
+	return nil
 }
 
 func storageFull(node string, free uint64, msg string) *cperr.Error {

@@ -46,6 +46,8 @@ func TestDiskConfigValidate(t *testing.T) {
 		{"negative percent", DiskConfig{MinFreePercent: -1, CheckInterval: time.Second}, false},
 		{"100 percent", DiskConfig{MinFreePercent: 100, CheckInterval: time.Second}, false},
 		{"no interval", DiskConfig{MinFreeBytes: 1}, false},
+		{"peer reports off", DiskConfig{CheckInterval: time.Second}, true},
+		{"stale before a poll", DiskConfig{CheckInterval: time.Second, PeerStaleAfter: time.Millisecond}, false},
 	} {
 		if err := tc.cfg.validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: validate = %v, want ok %v", tc.name, err, tc.ok)
@@ -227,5 +229,46 @@ func TestLogStoreFaults(t *testing.T) {
 				t.Fatalf("append after recovery got seq %d, want %d", res.GetAppend().GetFirstSeq(), len(acked))
 			}
 		})
+	}
+}
+
+// TestPeerDiskReports (H4): a fresh report of a full member makes the
+// leader refuse data-adding writes with STORAGE_FULL naming that member,
+// before the log; deletes pass; a report of room lifts it, and a full
+// report that is not renewed stops counting after PeerStaleAfter.
+func TestPeerDiskReports(t *testing.T) {
+	s := openSingle(t, "", func(c *Config) {
+		c.Disk = DiskConfig{MinFreeBytes: 1, CheckInterval: 5 * time.Millisecond, PeerStaleAfter: 300 * time.Millisecond}
+	})
+	setOwner(t, s, "acme", 1)
+	mustPropose(t, s, createContext("acme", "c1"))
+	mustPropose(t, s, putMemory("acme", "k", "v"))
+
+	s.NotePeerDisk("n2", true, 4096)
+	s.NotePeerDisk("n1", true, 1) // this node's own report is ignored
+	before := s.Status().LastLogIndex
+	_, err := s.Propose(testCtx(t), appendText("acme", "c1", "r1", "x"))
+	var ce *cperr.Error
+	if !errors.Is(err, cperr.ErrStorageFull) || !errors.As(err, &ce) || ce.Metadata[cperr.MetaNode] != "n2" || ce.Metadata[cperr.MetaFreeBytes] != "4096" {
+		t.Fatalf("append with a full member: %v, want STORAGE_FULL naming n2 with 4096 bytes free", err)
+	}
+	if got := s.Status().LastLogIndex; got != before {
+		t.Fatalf("the log grew from %d to %d", before, got)
+	}
+	mustPropose(t, s, deleteMemory("acme", "k"))
+	s.NotePeerDisk("n2", false, 1<<30)
+	mustPropose(t, s, appendText("acme", "c1", "r2", "room again"))
+
+	// Full again, then silent: the report goes stale.
+	s.NotePeerDisk("n2", true, 10)
+	if _, err := s.Propose(testCtx(t), appendText("acme", "c1", "r3", "x")); !errors.Is(err, cperr.ErrStorageFull) {
+		t.Fatalf("append with a full member: %v", err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		_, err := s.Propose(testCtx(t), appendText("acme", "c1", "r3", "after the report went stale"))
+		return err == nil
+	})
+	if d := s.PeerDisks()["n2"]; !d.Full || d.FreeBytes != 10 {
+		t.Fatalf("PeerDisks = %+v", s.PeerDisks())
 	}
 }

@@ -143,6 +143,12 @@ func (s *Store) Collectors() []prometheus.Collector {
 			}
 			return 0
 		}),
+		gauge("cellplane_store_member_storage_full", "1 while this node (as leader) holds a fresh report of another member below its free-space watermark (the cell refuses new writes: STORAGE_FULL).", func() float64 {
+			if _, _, ok := s.fullPeer(time.Now()); ok {
+				return 1
+			}
+			return 0
+		}),
 		gauge("cellplane_raft_is_leader", "1 when this node is the Raft leader.", func() float64 {
 			if s.raft.State() == raft.Leader {
 				return 1

@@ -62,6 +62,10 @@ type Store struct {
 	// space reads free disk space; disk is the last check (disk.go).
 	space DiskSpace
 	disk  atomic.Pointer[DiskStatus]
+	// peerDisk holds the members' free-space reports, as this node (the
+	// leader) last polled them (NotePeerDisk).
+	peerDiskMu sync.Mutex
+	peerDisk   map[string]PeerDisk
 
 	closing   chan struct{}
 	closeOnce sync.Once

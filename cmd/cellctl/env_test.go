@@ -54,7 +54,7 @@ func seed(t *testing.T, env *cptest.Env) topology {
 	env.StartNodes(t, "use1-b", 1)
 	waitHealthy(t, env, "use1-a", "use1-b")
 	for _, args := range [][]string{
-		{"tenant", "create", "hooli", "--region", "us-east", "--cell", "use1-a", "--rate", "100.5", "--burst", "200", "--max-bytes", "5000000"},
+		{"tenant", "create", "hooli", "--region", "us-east", "--cell", "use1-a", "--rate", "100.5", "--burst", "200", "--max-bytes", "5000000", "--bytes-rate", "65536", "--bytes-burst", "131072"},
 		{"tenant", "create", "globex", "--region", "us-east"}, // the least loaded cell: use1-b
 		{"tenant", "create", "initech", "--region", "us-east", "--cell", "use1-a"},
 		{"cell", "cordon", "use1-b"},

@@ -259,7 +259,7 @@ func testMachineOutput(t *testing.T, addr string) {
 		}},
 		{[]string{"tenant", "get", "hooli"}, func() proto.Message { return &cpv1.GetTenantResponse{} }, func(t *testing.T, m proto.Message) {
 			tn := m.(*cpv1.GetTenantResponse).GetTenant()
-			if tn.GetId() != "hooli" || tn.GetCell() != "use1-a" || tn.GetEpoch() != 1 || tn.GetLimits().GetRate() != 100.5 || tn.GetCreateTime() == nil {
+			if tn.GetId() != "hooli" || tn.GetCell() != "use1-a" || tn.GetEpoch() != 1 || tn.GetLimits().GetRate() != 100.5 || tn.GetLimits().GetBytesRate() != 65536 || tn.GetLimits().GetBytesBurst() != 131072 || tn.GetCreateTime() == nil {
 				t.Errorf("tenant = %v", tn)
 			}
 		}},

@@ -45,10 +45,13 @@ func newTenantCreateCmd(a *app) *cobra.Command {
 		Long: `Create a tenant in its home region. The placement policy picks an ACTIVE cell
 of the region with room left, unless --cell names one. The command returns
 when the placement is published (the tenant is ACTIVE and routable) or the
-creation failed. --rate, --burst and --max-bytes are the tenant's limits
-(0: the components' defaults).`,
+creation failed. --rate, --burst, --bytes-rate, --bytes-burst and --max-bytes
+are the tenant's limits (0: the components' defaults): requests per second
+and burst, request bytes per second and burst at the routers, and the bytes
+it may store in its cell.`,
 		Example: `  cellctl tenant create acme --region eu-west-1
   cellctl tenant create globex --region eu-west-1 --cell eu1-b --rate 50 --burst 100 --max-bytes 10000000000
+  cellctl tenant create hooli --region eu-west-1 --bytes-rate 1048576 --bytes-burst 4194304
   cellctl tenant create initech --region eu-west-1 --standby-region us-east-1`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -58,14 +61,18 @@ creation failed. --rate, --burst and --max-bytes are the tenant's limits
 			if limits.Rate < 0 {
 				return usageErrorf("--rate %g: must not be negative", limits.Rate)
 			}
+			if limits.BytesRate < 0 {
+				return usageErrorf("--bytes-rate %g: must not be negative", limits.BytesRate)
+			}
 			c, err := a.connect()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}
-			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 {
-				req.Limits = &cpv1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes}
+			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 || limits.BytesRate != 0 || limits.BytesBurst != 0 {
+				req.Limits = &cpv1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes,
+					BytesRate: limits.BytesRate, BytesBurst: limits.BytesBurst}
 			}
 			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateTenantResponse, error) {
 				return api.CreateTenant(ctx, req)
@@ -91,6 +98,8 @@ creation failed. --rate, --burst and --max-bytes are the tenant's limits
 	cmd.Flags().Float64Var(&limits.Rate, "rate", 0, "requests per second of the tenant's token bucket (0: default)")
 	cmd.Flags().Uint32Var(&limits.Burst, "burst", 0, "burst of the tenant's token bucket (0: default)")
 	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store (0: default)")
+	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
+	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
 	return cmd
 }
 
@@ -131,6 +140,12 @@ progress (a move, a failover) is named.`,
 				}
 				f.add("Rate", rate)
 				f.add("Burst", limit(uint64(l.GetBurst()), "default"))
+				bytesRate := "default"
+				if l.GetBytesRate() != 0 {
+					bytesRate = fmt.Sprintf("%g B/s", l.GetBytesRate())
+				}
+				f.add("Bytes rate", bytesRate)
+				f.add("Bytes burst", limit(uint64(l.GetBytesBurst()), "default"))
 				f.add("Max bytes", limit(l.GetMaxBytes(), "default"))
 				f.add("Created", timeString(t.GetCreateTime()))
 				f.add("Updated", timeString(t.GetUpdateTime()))

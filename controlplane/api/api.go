@@ -306,6 +306,9 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if l := req.GetLimits(); l != nil && (l.GetRate() < 0 || math.IsNaN(l.GetRate()) || math.IsInf(l.GetRate(), 0)) {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "limits.rate", Description: "must be a finite number >= 0"})
 	}
+	if l := req.GetLimits(); l != nil && (l.GetBytesRate() < 0 || math.IsNaN(l.GetBytesRate()) || math.IsInf(l.GetBytesRate(), 0)) {
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "limits.bytes_rate", Description: "must be a finite number >= 0"})
+	}
 	if _, err := s.st.Get(ctx, topo.RegionKey(req.GetHomeRegion())); err != nil {
 		if errors.Is(err, topo.ErrNotFound) {
 			return nil, cperr.New(cperr.RegionNotFound, "region %s does not exist", req.GetHomeRegion())

@@ -31,7 +31,9 @@ import (
 //	revision, written (unix nanos: when the table was last known to match
 //	          etcd, which a restarted router takes as its keys' freshness)
 //	cell ids:   n, n × string               (index 0 is "")
-//	limits:     n, n × (float64 bits as uint64 uvarint, burst)
+//	limits:     n, n × (float64 bits as uint64 uvarint, burst; from
+//	                    version 4 also the bytes rate as float64 bits and
+//	                    the bytes burst: older files have none)
 //	tenants:    n, n × (id, cell index, limits index, epoch, version, state,
 //	                    flags)
 //	            flags is one byte (bit 0: cutting_over); version 1 files
@@ -44,7 +46,10 @@ import (
 //	                    files have no revocation list and are still read)
 const (
 	snapshotMagic   = "CPROUTE\n"
-	snapshotVersion = 3
+	snapshotVersion = 4
+	// snapshotVersionBytes is the first version whose limits carry the
+	// tenant's byte rate and burst (H4).
+	snapshotVersionBytes = 4
 	// snapshotVersionRevoked is the first version with the JWT revocation
 	// list; version 2 files (without it) are still read.
 	snapshotVersionRevoked = 3
@@ -121,6 +126,10 @@ func encodeSnapshotFormat(v *view, written time.Time, format uint32) []byte {
 	for _, l := range lims {
 		b = binary.AppendUvarint(b, math.Float64bits(l.Rate))
 		b = binary.AppendUvarint(b, uint64(l.Burst))
+		if format >= snapshotVersionBytes {
+			b = binary.AppendUvarint(b, math.Float64bits(l.BytesRate))
+			b = binary.AppendUvarint(b, uint64(l.BytesBurst))
+		}
 	}
 	b = binary.AppendUvarint(b, nt)
 	b = append(b, tenants...)
@@ -332,14 +341,19 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 	for i := range limIdx {
 		l := Limits{Rate: math.Float64frombits(d.uvarint())}
 		burst := d.uvarint()
+		var bytesBurst uint64
+		if format >= snapshotVersionBytes {
+			l.BytesRate = math.Float64frombits(d.uvarint())
+			bytesBurst = d.uvarint()
+		}
 		if d.err != nil {
 			break
 		}
-		if burst > math.MaxUint32 {
-			d.fail("burst %d", burst)
+		if burst > math.MaxUint32 || bytesBurst > math.MaxUint32 {
+			d.fail("burst %d, bytes burst %d", burst, bytesBurst)
 			break
 		}
-		l.Burst = uint32(burst)
+		l.Burst, l.BytesBurst = uint32(burst), uint32(bytesBurst)
 		idx, err := v.limits.intern(l)
 		if err != nil {
 			d.fail("limits: %v", err)

@@ -23,6 +23,10 @@ import (
 type Limits struct {
 	Rate  float64
 	Burst uint32
+	// BytesRate and BytesBurst are the tenant's request-bytes bucket
+	// (0: the router's default, --tenant-bytes-rate/--tenant-bytes-burst).
+	BytesRate  float64
+	BytesBurst uint32
 }
 
 // Route is where an ACTIVE tenant lives.

@@ -194,7 +194,8 @@ func (v *view) makeEntry(t *cpv1.Tenant, ver int64) (entry, error) {
 	if err != nil {
 		return entry{}, err
 	}
-	l, err := v.limits.intern(Limits{Rate: t.GetLimits().GetRate(), Burst: t.GetLimits().GetBurst()})
+	l, err := v.limits.intern(Limits{Rate: t.GetLimits().GetRate(), Burst: t.GetLimits().GetBurst(),
+		BytesRate: t.GetLimits().GetBytesRate(), BytesBurst: t.GetLimits().GetBytesBurst()})
 	if err != nil {
 		return entry{}, err
 	}

@@ -1086,6 +1086,14 @@ type GetStatusResponse struct {
 	// The oldest entry still in this node's Raft log (older ones were
 	// compacted into a snapshot).
 	FirstLogIndex uint64 `protobuf:"varint,14,opt,name=first_log_index,json=firstLogIndex,proto3" json:"first_log_index,omitempty"`
+	// This node's free-space check (H4, cells/store DiskConfig): whether it
+	// is below its watermark, and the free and total bytes of its data
+	// dir's filesystem at the last check (0 where the platform cannot
+	// tell). The leader polls its members' status and refuses new writes
+	// with STORAGE_FULL while any member is full.
+	StorageFull   bool   `protobuf:"varint,15,opt,name=storage_full,json=storageFull,proto3" json:"storage_full,omitempty"`
+	FreeBytes     uint64 `protobuf:"varint,16,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	TotalBytes    uint64 `protobuf:"varint,17,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1214,6 +1222,27 @@ func (x *GetStatusResponse) GetStateDigest() *StateDigest {
 func (x *GetStatusResponse) GetFirstLogIndex() uint64 {
 	if x != nil {
 		return x.FirstLogIndex
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetStorageFull() bool {
+	if x != nil {
+		return x.StorageFull
+	}
+	return false
+}
+
+func (x *GetStatusResponse) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
 	}
 	return 0
 }
@@ -1706,7 +1735,7 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\x06Member\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x127\n" +
 	"\bsuffrage\x18\x02 \x01(\x0e2\x1b.cellplane.cell.v1.SuffrageR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xbe\x04\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\"\xa1\x05\n" +
 	"\x11GetStatusResponse\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -1722,7 +1751,12 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\atenants\x18\v \x01(\x04R\atenants\x12\x16\n" +
 	"\x06member\x18\f \x01(\bR\x06member\x12A\n" +
 	"\fstate_digest\x18\r \x01(\v2\x1e.cellplane.cell.v1.StateDigestR\vstateDigest\x12&\n" +
-	"\x0ffirst_log_index\x18\x0e \x01(\x04R\rfirstLogIndex\"B\n" +
+	"\x0ffirst_log_index\x18\x0e \x01(\x04R\rfirstLogIndex\x12!\n" +
+	"\fstorage_full\x18\x0f \x01(\bR\vstorageFull\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x10 \x01(\x04R\tfreeBytes\x12\x1f\n" +
+	"\vtotal_bytes\x18\x11 \x01(\x04R\n" +
+	"totalBytes\"B\n" +
 	"\x0fAddVoterRequest\x12/\n" +
 	"\x04node\x18\x01 \x01(\v2\x1b.cellplane.cell.v1.NodeInfoR\x04node\"\x12\n" +
 	"\x10AddVoterResponse\"E\n" +

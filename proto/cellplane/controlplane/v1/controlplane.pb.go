@@ -1057,7 +1057,12 @@ type TenantLimits struct {
 	Rate  float64 `protobuf:"fixed64,1,opt,name=rate,proto3" json:"rate,omitempty"`
 	Burst uint32  `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
 	// Bytes the tenant may store.
-	MaxBytes      uint64 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxBytes uint64 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Request bytes per second and burst of the tenant's byte bucket at the
+	// routers (H4: weighs requests by size; 0 = the router's
+	// --tenant-bytes-rate and --tenant-bytes-burst).
+	BytesRate     float64 `protobuf:"fixed64,4,opt,name=bytes_rate,json=bytesRate,proto3" json:"bytes_rate,omitempty"`
+	BytesBurst    uint32  `protobuf:"varint,5,opt,name=bytes_burst,json=bytesBurst,proto3" json:"bytes_burst,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1109,6 +1114,20 @@ func (x *TenantLimits) GetBurst() uint32 {
 func (x *TenantLimits) GetMaxBytes() uint64 {
 	if x != nil {
 		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetBytesRate() float64 {
+	if x != nil {
+		return x.BytesRate
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetBytesBurst() uint32 {
+	if x != nil {
+		return x.BytesBurst
 	}
 	return 0
 }
@@ -5222,11 +5241,15 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x120\n" +
-	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"U\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x95\x01\n" +
 	"\fTenantLimits\x12\x12\n" +
 	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12\x14\n" +
 	"\x05burst\x18\x02 \x01(\rR\x05burst\x12\x1b\n" +
-	"\tmax_bytes\x18\x03 \x01(\x04R\bmaxBytes\"\xc5\x03\n" +
+	"\tmax_bytes\x18\x03 \x01(\x04R\bmaxBytes\x12\x1d\n" +
+	"\n" +
+	"bytes_rate\x18\x04 \x01(\x01R\tbytesRate\x12\x1f\n" +
+	"\vbytes_burst\x18\x05 \x01(\rR\n" +
+	"bytesBurst\"\xc5\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +

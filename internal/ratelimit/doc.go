@@ -1,6 +1,9 @@
-// Package ratelimit holds the router's per-tenant rate limits (docs/design.md §6):
-// one token bucket (golang.org/x/time/rate) per tenant, with the rate and
-// burst of the tenant's placement record, or the configured defaults.
+// Package ratelimit holds the per-tenant rate limits (docs/design.md §6)
+// of the router and of the cells (for calls that did not come through a
+// router or worker: docs/reliability.md, H4): one token bucket
+// (golang.org/x/time/rate) of requests and one of request bytes per
+// tenant, with the rates and bursts of the tenant's placement record, or
+// the configured defaults.
 //
 // Buckets live in a map split into 64 independently locked shards, so
 // Allow is cheap under concurrency and does not allocate for a tenant it

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -310,7 +311,7 @@ func TestConfigValidate(t *testing.T) {
 	// New replaces invalid fields by the defaults (a zero byte rate is
 	// valid: off).
 	want := DefaultConfig()
-	want.BytesRate, want.BytesBurst = 0, 0
+	want.BytesRate, want.BytesBurst, want.Subsystem = 0, 0, "router"
 	if l := New(Config{}); l.cfg != want {
 		t.Fatalf("New(Config{}) config = %+v", l.cfg)
 	}
@@ -352,47 +353,94 @@ func TestAllowBytes(t *testing.T) {
 	cfg.BytesRate, cfg.BytesBurst = 1000, 4000
 	l, c := newTest(cfg)
 	for i := range 4 {
-		if ok, _ := l.AllowBytes("flood", 1000); !ok {
+		if ok, _ := l.AllowBytes("flood", 1000, 0, 0); !ok {
 			t.Fatalf("request %d of 1000 bytes refused within the 4000-byte burst", i)
 		}
 	}
-	ok, retry := l.AllowBytes("flood", 1000)
+	ok, retry := l.AllowBytes("flood", 1000, 0, 0)
 	if ok || retry != time.Second {
 		t.Fatalf("AllowBytes past the burst = %v, %v; want false, 1s", ok, retry)
 	}
-	if ok, _ := l.AllowBytes("quiet", 1000); !ok {
+	if ok, _ := l.AllowBytes("quiet", 1000, 0, 0); !ok {
 		t.Fatal("another tenant was refused")
 	}
 	if ok, _ := l.Allow("flood", 0, 0); !ok {
 		t.Fatal("the request bucket was charged by the byte bucket")
 	}
 	c.advance(500 * time.Millisecond)
-	if ok, retry := l.AllowBytes("flood", 1000); ok || retry != 500*time.Millisecond {
+	if ok, retry := l.AllowBytes("flood", 1000, 0, 0); ok || retry != 500*time.Millisecond {
 		t.Fatalf("after 500ms: %v, %v; want false, 500ms (a refusal takes nothing)", ok, retry)
 	}
 	c.advance(500 * time.Millisecond)
-	if ok, _ := l.AllowBytes("flood", 1000); !ok {
+	if ok, _ := l.AllowBytes("flood", 1000, 0, 0); !ok {
 		t.Fatal("refused after waiting retryAfter")
 	}
 	// Larger than the burst: charged the burst.
 	c.advance(10 * time.Second)
-	if ok, _ := l.AllowBytes("flood", 1<<20); !ok {
+	if ok, _ := l.AllowBytes("flood", 1<<20, 0, 0); !ok {
 		t.Fatal("a request above the burst was refused with a full bucket")
 	}
-	if ok, _ := l.AllowBytes("flood", 1); ok {
+	if ok, _ := l.AllowBytes("flood", 1, 0, 0); ok {
 		t.Fatal("a request above the burst did not empty the bucket")
 	}
 	// Off.
 	cfg.BytesRate = 0
 	l, _ = newTest(cfg)
 	for range 100 {
-		if ok, _ := l.AllowBytes("flood", 1<<30); !ok {
+		if ok, _ := l.AllowBytes("flood", 1<<30, 0, 0); !ok {
 			t.Fatal("refused with BytesRate 0")
 		}
 	}
-	err := l.BytesErr("flood", 5000, time.Second)
+	err := l.BytesErr("flood", 5000, 0, 0, time.Second)
 	var ce *cperr.Error
 	if !errors.As(err, &ce) || ce.Reason != cperr.RateLimited || ce.Metadata[cperr.MetaQuota] != "bytes_per_second" || ce.Metadata[cperr.MetaTenant] != "flood" || ce.RetryAfter != time.Second {
 		t.Fatalf("BytesErr = %#v", err)
+	}
+}
+
+// TestAllowBytesTenantLimits (H4): a tenant's own byte rate and burst
+// (its placement record's TenantLimits) override the defaults, also where
+// the default is off, and a change of them updates the bucket in place.
+func TestAllowBytesTenantLimits(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BytesRate, cfg.BytesBurst = 1000, 4000
+	l, c := newTest(cfg)
+	// Its own limits: 100 B/s, burst 200.
+	if ok, _ := l.AllowBytes("small", 200, 100, 200); !ok {
+		t.Fatal("first request within the tenant's burst refused")
+	}
+	ok, retry := l.AllowBytes("small", 200, 100, 200)
+	if ok || retry != 2*time.Second {
+		t.Fatalf("past the tenant's burst = %v, %v; want false, 2s at 100 B/s", ok, retry)
+	}
+	if ok, _ := l.AllowBytes("other", 1000, 0, 0); !ok {
+		t.Fatal("a tenant on the defaults was refused")
+	}
+	// Raised: the bucket changes in place (tokens earned are kept) and
+	// refills at the new rate up to the new burst.
+	if ok, _ := l.AllowBytes("small", 1000, 1000, 3000); ok {
+		t.Fatal("1000 bytes passed with 0 tokens earned")
+	}
+	c.advance(3 * time.Second)
+	for i := range 3 {
+		if ok, _ := l.AllowBytes("small", 1000, 1000, 3000); !ok {
+			t.Fatalf("request %d refused after raising the tenant's limits", i)
+		}
+	}
+	err := l.BytesErr("small", 5000, 100, 200, time.Second)
+	if !strings.Contains(err.Error(), "100 bytes/s (burst 200)") {
+		t.Fatalf("BytesErr = %v, want the tenant's own limits", err)
+	}
+	// The default off: only a tenant with its own rate is limited.
+	cfg.BytesRate = 0
+	l, _ = newTest(cfg)
+	if ok, _ := l.AllowBytes("free", 1<<30, 0, 0); !ok {
+		t.Fatal("refused with BytesRate 0 and no tenant rate")
+	}
+	if ok, _ := l.AllowBytes("capped", 10, 1, 10); !ok {
+		t.Fatal("the first request of a capped tenant refused")
+	}
+	if ok, _ := l.AllowBytes("capped", 10, 1, 10); ok {
+		t.Fatal("a tenant's own rate was not applied with the default off")
 	}
 }

@@ -37,8 +37,12 @@ type Config struct {
 	// BytesBurst is the byte bucket's size. A request larger than it is
 	// charged BytesBurst (it needs a full bucket), so it must be at least
 	// the largest request the server accepts to let such requests pass at
-	// the configured rate.
+	// the configured rate. A tenant's own limits (AllowBytes' bytesRate,
+	// bytesBurst: its placement record's TenantLimits) override both.
 	BytesBurst int
+	// Subsystem names the component in the metrics' names:
+	// cellplane_<Subsystem>_rate_limited_total and so on. Empty: "router".
+	Subsystem string
 }
 
 // DefaultConfig returns 1000 requests/s with a burst of 2000 and 32 MiB/s
@@ -76,6 +80,12 @@ func (c Config) Validate() error {
 	if c.BytesRate > 0 && c.BytesBurst < 1 {
 		errs = append(errs, fmt.Errorf("ratelimit: Config.BytesBurst must be >= 1 with a BytesRate, got %d", c.BytesBurst))
 	}
+	for _, r := range c.Subsystem {
+		if (r < 'a' || r > 'z') && r != '_' {
+			errs = append(errs, fmt.Errorf("ratelimit: Config.Subsystem %q must be of [a-z_] (a metric name's part)", c.Subsystem))
+			break
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -105,8 +115,11 @@ type bucket struct {
 	rate     float64
 	burst    int
 	lastUsed time.Time
-	// bytes is the byte bucket (nil until the tenant's first AllowBytes).
-	bytes *rate.Limiter
+	// bytes is the byte bucket (nil until the tenant's first AllowBytes),
+	// with its rate and burst.
+	bytes      *rate.Limiter
+	bytesRate  float64
+	bytesBurst int
 }
 
 // New returns a Limiter. cfg should have passed Validate; fields that did
@@ -131,6 +144,9 @@ func New(cfg Config) *Limiter {
 	if cfg.BytesRate > 0 && cfg.BytesBurst < 1 {
 		cfg.BytesBurst = def.BytesBurst
 	}
+	if cfg.Subsystem == "" {
+		cfg.Subsystem = "router"
+	}
 	l := &Limiter{
 		cfg:      cfg,
 		seed:     maphash.MakeSeed(),
@@ -141,16 +157,16 @@ func New(cfg Config) *Limiter {
 		l.shards[i].m = make(map[string]*bucket)
 	}
 	l.limited = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "cellplane_router_rate_limited_total",
+		Name: "cellplane_" + cfg.Subsystem + "_rate_limited_total",
 		Help: "Requests refused by the per-tenant request-rate limits (all tenants).",
 	})
 	l.bytesLimited = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "cellplane_router_bytes_rate_limited_total",
+		Name: "cellplane_" + cfg.Subsystem + "_bytes_rate_limited_total",
 		Help: "Requests refused by the per-tenant byte-rate limits (all tenants).",
 	})
 	l.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "cellplane_router_rate_limit_buckets",
-		Help: "Tenant token buckets currently tracked by the router.",
+		Name: "cellplane_" + cfg.Subsystem + "_rate_limit_buckets",
+		Help: "Tenant token buckets currently tracked.",
 	}, func() float64 { return float64(l.buckets.Load()) })
 	return l
 }
@@ -194,16 +210,39 @@ func (l *Limiter) Allow(tenant string, rps float64, burst uint32) (ok bool, retr
 	return false, waitFor(tokens, rps)
 }
 
+// BytesLimits returns the byte rate and burst that apply to a tenant
+// whose own limits are bytesRate and bytesBurst (0, or a negative, NaN or
+// infinite rate: Config.BytesRate, BytesBurst). A rate of 0 means no byte
+// limit.
+func (l *Limiter) BytesLimits(bytesRate float64, bytesBurst uint32) (float64, int) {
+	if !(bytesRate > 0) || math.IsInf(bytesRate, 0) {
+		bytesRate = l.cfg.BytesRate
+	}
+	b := int(bytesBurst)
+	if b == 0 {
+		b = l.cfg.BytesBurst
+	}
+	if bytesRate > 0 && b < 1 {
+		b = DefaultConfig().BytesBurst
+	}
+	return bytesRate, b
+}
+
 // AllowBytes takes n tokens (the request's size in bytes) from tenant's
-// byte bucket (Config.BytesRate, BytesBurst; always true when BytesRate is
-// 0). A request larger than the burst is charged the whole burst. When
-// the bucket holds too few, ok is false, nothing is taken, and retryAfter
-// is how long until it holds enough (at least 1ms).
-func (l *Limiter) AllowBytes(tenant string, n int) (ok bool, retryAfter time.Duration) {
-	if l.cfg.BytesRate <= 0 || n <= 0 {
+// byte bucket. bytesRate and bytesBurst are the tenant's own limits from
+// its placement record; 0 means the configured default (Config.BytesRate,
+// BytesBurst), and a tenant with no rate of its own where BytesRate is 0
+// is not limited (always true). A request larger than the burst is
+// charged the whole burst. When the bucket holds too few, ok is false,
+// nothing is taken, and retryAfter is how long until it holds enough (at
+// least 1ms). When the limits differ from the bucket's, it is updated in
+// place.
+func (l *Limiter) AllowBytes(tenant string, n int, bytesRate float64, bytesBurst uint32) (ok bool, retryAfter time.Duration) {
+	r, burst := l.BytesLimits(bytesRate, bytesBurst)
+	if r <= 0 || n <= 0 {
 		return true, 0
 	}
-	n = min(n, l.cfg.BytesBurst)
+	n = min(n, burst)
 	now := l.now()
 	s := &l.shards[maphash.String(l.seed, tenant)%numShards]
 	s.mu.Lock()
@@ -211,8 +250,14 @@ func (l *Limiter) AllowBytes(tenant string, n int) (ok bool, retryAfter time.Dur
 	if bk == nil {
 		bk = l.insert(s, tenant, l.cfg.DefaultRate, l.cfg.DefaultBurst, now)
 	}
-	if bk.bytes == nil {
-		bk.bytes = rate.NewLimiter(rate.Limit(l.cfg.BytesRate), l.cfg.BytesBurst)
+	switch {
+	case bk.bytes == nil:
+		bk.bytes = rate.NewLimiter(rate.Limit(r), burst)
+		bk.bytesRate, bk.bytesBurst = r, burst
+	case bk.bytesRate != r || bk.bytesBurst != burst:
+		bk.bytes.SetLimitAt(now, rate.Limit(r))
+		bk.bytes.SetBurstAt(now, burst)
+		bk.bytesRate, bk.bytesBurst = r, burst
 	}
 	bk.lastUsed = now
 	if bk.bytes.AllowN(now, n) {
@@ -222,7 +267,7 @@ func (l *Limiter) AllowBytes(tenant string, n int) (ok bool, retryAfter time.Dur
 	tokens := bk.bytes.TokensAt(now)
 	s.mu.Unlock()
 	l.bytesLimited.Inc()
-	return false, waitFor(tokens-float64(n)+1, l.cfg.BytesRate)
+	return false, waitFor(tokens-float64(n)+1, r)
 }
 
 // maxRetryAfter caps the retry delay of absurdly low rates.
@@ -284,18 +329,21 @@ func (l *Limiter) Err(tenant string, retryAfter time.Duration) error {
 }
 
 // BytesErr returns the RATE_LIMITED error for a request of tenant refused
-// by its byte bucket (AllowBytes): n bytes against the configured rate.
-func (l *Limiter) BytesErr(tenant string, n int, retryAfter time.Duration) error {
-	return cperr.New(cperr.RateLimited, "tenant byte rate limit exceeded: a %d-byte request over %.0f bytes/s (burst %d)", n, l.cfg.BytesRate, l.cfg.BytesBurst).
+// by its byte bucket (AllowBytes): n bytes against the tenant's byte
+// limits (bytesRate, bytesBurst as given to AllowBytes).
+func (l *Limiter) BytesErr(tenant string, n int, bytesRate float64, bytesBurst uint32, retryAfter time.Duration) error {
+	r, burst := l.BytesLimits(bytesRate, bytesBurst)
+	return cperr.New(cperr.RateLimited, "tenant byte rate limit exceeded: a %d-byte request over %.0f bytes/s (burst %d)", n, r, burst).
 		With(cperr.MetaTenant, tenant).
 		With(cperr.MetaQuota, "bytes_per_second").
 		WithRetryAfter(retryAfter)
 }
 
 // Collectors returns the limiter's metrics, for registration:
-// cellplane_router_rate_limited_total and
-// cellplane_router_bytes_rate_limited_total (counters over all tenants: a
-// per-tenant label would be unbounded) and cellplane_router_rate_limit_buckets.
+// cellplane_<Subsystem>_rate_limited_total and
+// cellplane_<Subsystem>_bytes_rate_limited_total (counters over all
+// tenants: a per-tenant label would be unbounded) and
+// cellplane_<Subsystem>_rate_limit_buckets.
 func (l *Limiter) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{l.limited, l.bytesLimited, l.gauge}
 }
