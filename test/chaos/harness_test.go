@@ -58,6 +58,7 @@ func newPlatform(t *testing.T, opts ...func(*controller.Config)) *harness {
 	for _, o := range opts {
 		o(&cfg.Controller)
 	}
+	cfg.TestingKnobs.Controller = cfg.Controller.TestingKnobs // the platform passes its own
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = testutil.Logger(t)
 	cfg.EtcdUnsafeNoFsync = true
