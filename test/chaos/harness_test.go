@@ -166,6 +166,7 @@ type load struct {
 	failures  []error           // non-retryable failures (a test failure)
 	retries   int
 	readEvery int
+	prefix    string // of every appended value (tells tenants' values apart)
 }
 
 func newLoad(data contextv1.ContextServiceClient, tenant string) *load {
@@ -183,7 +184,7 @@ func (l *load) run(ctx context.Context, clients int) (wait func()) {
 				if i%l.readEvery == l.readEvery-1 {
 					l.read(ctx, c)
 				} else {
-					l.append(ctx, c, fmt.Sprintf("c%d-%d", c, i))
+					l.append(ctx, c, fmt.Sprintf("%sc%d-%d", l.prefix, c, i))
 				}
 			}
 		}()
