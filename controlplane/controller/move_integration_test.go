@@ -287,10 +287,8 @@ func testRealStandby(t *testing.T, e *realEnv) {
 		if resp.GetTenant().GetStandbyCell() != "eu-a" || r.GetStandbyCell() != "eu-a" || r.GetAppliedTseq() < owner.GetTseq() || r.GetLagEvents() != 0 {
 			return fmt.Errorf("replication %v (owner tseq %d)", r, owner.GetTseq())
 		}
-		// Read at the standby cell in the same poll: a standby streaming
-		// from a source member that lags can be re-bootstrapped from that
-		// member's export, a few events behind, and catch up again
-		// (docs/reliability.md, "Known issues").
+		// Read at the standby cell in the same poll (the replication
+		// status and the record are read at different instants).
 		sb, _, err := e.cells.GetTenant(ctx, "eu-a", "acme")
 		if err != nil {
 			return err
