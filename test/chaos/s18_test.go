@@ -171,7 +171,8 @@ func (p *harness) waitMoveEnd(t *testing.T, ctx context.Context, id string) *cpv
 // router and the other cell use) goes through proxies. The source is cut
 // off (1) from the start of the move through the copy, longer than the
 // copy timeout: the move rolls
-// back (FAILED, the tenant stays OWNER at its epoch on the source); (2) at
+// back (FAILED, the tenant stays OWNER at its epoch on the source); (1b)
+// once the copy started, 3 s: it completes or rolls back; (2) at
 // the fence, across the routing flip; (3) at the flip itself (the other
 // direction). Each of (2) and (3) completes once healed. Throughout: never
 // two OWNERs, no cell's epoch goes down; at the end the history of appends
@@ -242,16 +243,41 @@ func TestS18MoveWithTheSourceCutFromTheControlPlane(t *testing.T) {
 		t.Fatalf("after the rolled-back move (%s %s): placement %v", mv.GetState(), mv.GetErrorReason(), pl)
 	}
 	t.Logf("move 1 (source cut from the start through the copy): %s %s", mv.GetState(), mv.GetErrorReason())
-	from, to := placement().GetCell(), "east-b"
-	if from == "east-b" {
-		to = "east-a"
+	other := func(c string) string {
+		if c == "east-a" {
+			return "east-b"
+		}
+		return "east-a"
 	}
 	n := ackCount()
 	acks(n + 30)
 
+	// (1b) Cut once the copy has started (the target may have imported
+	// the export already; then it is cut from the stream it catches up
+	// with): completes after the heal, or rolls back past CopyTimeout.
+	from, epoch := placement().GetCell(), placement().GetEpoch()
+	healed = part.arm(from, cpv1.MoveState_MOVE_STATE_COPYING, 3*time.Second)
+	mv = p.waitMoveEnd(t, ctx, start(other(from)))
+	<-healed
+	switch pl := placement(); mv.GetState() {
+	case cpv1.MoveState_MOVE_STATE_DONE:
+		if pl.GetCell() != other(from) || pl.GetEpoch() != epoch+1 {
+			t.Fatalf("after move 1b (DONE): placement %v", pl)
+		}
+	default:
+		if pl.GetCell() != from || pl.GetEpoch() != epoch || pl.GetOperationId() != "" {
+			t.Fatalf("after move 1b (%s): placement %v", mv.GetState(), pl)
+		}
+	}
+	t.Logf("move 1b (source cut during the copy): %s %s", mv.GetState(), mv.GetErrorReason())
+	from = placement().GetCell()
+	to := other(from)
+	n = ackCount()
+	acks(n + 30)
+
 	// (2) Cut at the fence, across the flip: completes once healed.
 	healed = part.arm(from, cpv1.MoveState_MOVE_STATE_FENCING, 3*time.Second)
-	epoch := placement().GetEpoch()
+	epoch = placement().GetEpoch()
 	mv = p.waitMoveEnd(t, ctx, start(to))
 	<-healed
 	if mv.GetState() != cpv1.MoveState_MOVE_STATE_DONE {
