@@ -244,3 +244,49 @@ func TestStandbyNeverStepsBackOnALaggingMember(t *testing.T) {
 		t.Fatalf("the standby's tseq went back: %v", wentBack)
 	}
 }
+
+// TestStandbyBeyondTheLeaderBootstraps: the other side of the rule. A
+// standby re-pointed (keeping its data) at a source whose leader is behind
+// it — a different history, as after a promotion of another copy — gets
+// CHANGES_TRIMMED from that leader once it is caught up to its commit
+// index (the standby diverged), bootstraps from the new source and ends
+// with exactly its history.
+func TestStandbyBeyondTheLeaderBootstraps(t *testing.T) {
+	p := newPair(t)
+	ctx := testutil.Context(t, 90*time.Second)
+	setRole(t, ctx, p.srcCell, cellv1.Role_ROLE_OWNER, 1, "")
+	if _, err := p.srcData.CreateContext(tenantmd.Outgoing(ctx, "acme", 0), &contextv1.CreateContextRequest{ContextId: "chat"}); err != nil {
+		t.Fatal(err)
+	}
+	write(t, ctx, p.srcData, 0, 30)
+	setRole(t, ctx, p.dstCell, cellv1.Role_ROLE_STANDBY, 1, "east-a")
+	caughtUp(t, ctx, p.dstCell, p.srcTseq(t, ctx))
+
+	// Another owner of acme, with a shorter history, in a third cell.
+	other := p.env.CreateCell(t, "us-west", "west-b", 1)[0]
+	oc := dial(t, other.GRPCAddr())
+	otherCell, otherData := cellv1.NewCellServiceClient(oc), contextv1.NewContextServiceClient(oc)
+	setRole(t, ctx, otherCell, cellv1.Role_ROLE_OWNER, 1, "")
+	if _, err := otherData.CreateContext(tenantmd.Outgoing(ctx, "acme", 0), &contextv1.CreateContextRequest{ContextId: "chat"}); err != nil {
+		t.Fatal(err)
+	}
+	write(t, ctx, otherData, 100, 105)
+	if _, err := p.dstCell.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: "acme", Role: cellv1.Role_ROLE_STANDBY, Epoch: 1, SourceCell: "west-b", Resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := otherCell.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		r, err := p.dstCell.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: "acme"})
+		if err != nil {
+			return err
+		}
+		if st := r.GetReplication(); st.GetBootstraps() < 1 || !r.GetTenant().GetBootstrapped() || r.GetTenant().GetTseq() != resp.GetTenant().GetTseq() ||
+			r.GetTenant().GetUsage().GetEntries() != 5 || st.GetSourceCell() != "west-b" {
+			return fmt.Errorf("standby %v, %v; want west-b's history at tseq %d", r.GetTenant(), st, resp.GetTenant().GetTseq())
+		}
+		return nil
+	})
+}
