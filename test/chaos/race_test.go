@@ -2,6 +2,6 @@
 
 package chaos
 
-// raceEnabled: the longest scenarios skip under the race detector unless
-// CELLPLANE_CHAOS_ALL is set (the default run covers them without it).
+// raceEnabled: the longest scenarios skip in the -race pass (CI budget) unless
+// CELLPLANE_CHAOS_ALL is set (the default run covers them).
 const raceEnabled = true
