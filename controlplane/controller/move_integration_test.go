@@ -220,6 +220,7 @@ func TestRealCells(t *testing.T) {
 	t.Run("move with data and standby", func(t *testing.T) { testRealMove(t, e) })
 	t.Run("cancel before the fence", func(t *testing.T) { testRealCancel(t, e) })
 	t.Run("controller killed at each step", func(t *testing.T) { testRealKilled(t, e) })
+	t.Run("controller killed after each cell call (S19)", func(t *testing.T) { testRealKilledAfterCall(t, e) })
 	t.Run("stale cleanup after a round trip", func(t *testing.T) { testRealStaleCleanup(t, e) })
 	t.Run("drain", func(t *testing.T) { testRealDrain(t, e) })
 }

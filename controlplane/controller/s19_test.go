@@ -260,3 +260,54 @@ func (e *realEnv) readyStandby(t *testing.T, tenant, standby, owner string) {
 		return nil
 	})
 }
+
+// testRealKilledAfterCall (scenario S19, moves): the controller leader
+// dies right after each cell call of a move — the target made STANDBY,
+// the source fenced, the target made OWNER, the source's copy deleted —
+// before etcd records the step; the successor repeats the call (same
+// request id) and finishes the move. Sampled throughout, at most one OWNER
+// and no epoch going down; at the end the target is OWNER at the next
+// epoch with the data.
+func testRealKilledAfterCall(t *testing.T, e *realEnv) {
+	const tenant = "bounce-call"
+	e.create(t, tenant, "us-a", "")
+	e.writeKeys(t, tenant, "us-a", 10)
+	sampler := &ownerSampler{e: e, tenant: tenant, cells: [2]string{"us-a", "us-b"}}
+	stop := sampler.run(testutil.Context(t, 5*time.Minute), t)
+	defer stop()
+	from, to, epoch := "us-a", "us-b", uint64(1)
+	for _, call := range []string{"standby", "fence", "owner", "cleanup"} {
+		t.Run(call, func(t *testing.T) {
+			reached := make(chan struct{})
+			var once sync.Once
+			k := e.takeOver(t, controller.TestingKnobs{AfterMoveCall: func(_ context.Context, _ *cpv1.Move, c string) error {
+				if c != call {
+					return nil
+				}
+				once.Do(func() { close(reached) })
+				return errors.New("killed")
+			}})
+			ctx := testutil.Context(t, 60*time.Second)
+			mv, _, err := intent.StartMove(ctx, e.st, intent.MoveRequest{Tenant: tenant, Target: to})
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-reached:
+			case <-ctx.Done():
+				t.Fatal("the move never made the call")
+			}
+			e.close(k) // the successor takes over
+			e.waitMove(t, mv.GetId(), cpv1.MoveState_MOVE_STATE_DONE)
+			want := fmt.Sprintf("%s:OWNER@%d", to, epoch+1)
+			if got := strings.Join(e.records(t, tenant, from, to), " "); got != want {
+				t.Fatalf("records %s, want %s", got, want)
+			}
+			e.checkKeys(t, tenant, to, 10)
+			from, to, epoch = to, from, epoch+1
+		})
+		if t.Failed() {
+			return
+		}
+	}
+}

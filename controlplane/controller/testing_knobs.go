@@ -29,6 +29,11 @@ type TestingKnobs struct {
 	// scenario S19); the successor repeats the call with the same request
 	// id.
 	AfterFailoverCall func(ctx context.Context, fo *cpv1.Failover, call string) error
+	// AfterMoveCall is AfterFailoverCall for moves: call is "standby"
+	// (PREPARING: SetTenant STANDBY on the target), "fence" (SetTenant
+	// FENCED on the source), "owner" (SetTenant OWNER on the target) or
+	// "cleanup" (the guarded DeleteTenant on the source).
+	AfterMoveCall func(ctx context.Context, mv *cpv1.Move, call string) error
 	// Abandon makes Run exit like a killed process: no resignation and no
 	// lease revocation, so successors wait for the lease to expire.
 	Abandon bool
