@@ -236,6 +236,9 @@ func TestS22EtcdDownDataPlaneKeepsServing(t *testing.T) {
 					direct = contextv1.NewContextServiceClient(dial(t, n.GRPCAddr()))
 				}
 			}
+			if err := retry.Sleep(ctx, 10*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
 			continue
 		}
 		if !errors.Is(rpcerr.FromStatus(err), cperr.ErrAuthorityLeaseExpired) {
