@@ -69,12 +69,15 @@ func startWorkerChild(t *testing.T, endpoint, cell string) (*exec.Cmd, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	lines := make(chan string, 1)
+	scanned := make(chan struct{})
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		<-scanned // the reader below ends with the pipe
 	})
-	lines := make(chan string, 1)
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if addr, ok := strings.CutPrefix(sc.Text(), "WORKER "); ok {
