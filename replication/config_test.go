@@ -46,6 +46,7 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"heartbeat", func(c *SourceConfig) { c.Heartbeat = -time.Second }, "Heartbeat"},
+		{"lag wait", func(c *SourceConfig) { c.LagWait = 0 }, "LagWait"},
 		{"chunk over gRPC's bound", func(c *SourceConfig) { c.ExportChunkBytes = 8 << 20 }, "ExportChunkBytes"},
 		{"batch", func(c *SourceConfig) { c.MaxBatchBytes = 0 }, "MaxBatchEvents and MaxBatchBytes"},
 	}

@@ -5,7 +5,11 @@
 // from the node's applied state (bounded messages, gRPC flow control,
 // heartbeats with the source's head when idle, resumable from any tseq the
 // change log still holds; CHANGES_TRIMMED otherwise), and ExportTenant
-// streams a consistent snapshot of the tenant's data range in chunks.
+// streams a consistent snapshot of the tenant's data range in chunks, from
+// the leader after a read barrier. A member behind the standby's position
+// answers CELL_UNAVAILABLE ("retry on another member"), never
+// CHANGES_TRIMMED: only the leader, caught up to its commit index, can
+// tell that a standby diverged (DESIGN.md "What a source member serves").
 //
 // Sink (sink.go) runs on the standby cell's Raft leader: one stream per
 // STANDBY tenant. It bootstraps the tenant from an export when it is not

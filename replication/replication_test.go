@@ -28,6 +28,7 @@ type pair struct {
 	src, dst         *cells.Node
 	srcCell, dstCell cellv1.CellServiceClient
 	srcData, dstData contextv1.ContextServiceClient
+	env              *cptest.Env
 }
 
 func newPair(t *testing.T, srcOpts ...func(*cells.Config)) *pair {
@@ -41,7 +42,7 @@ func newPairWith(t *testing.T, srcOpts, dstOpts []func(*cells.Config)) *pair {
 	env := cptest.New(t)
 	src := env.CreateCell(t, "us-east", "east-a", 1, srcOpts...)[0]
 	dst := env.CreateCell(t, "eu-west", "west-a", 1, dstOpts...)[0]
-	p := &pair{src: src, dst: dst}
+	p := &pair{src: src, dst: dst, env: env}
 	sc, dc := dial(t, src.GRPCAddr()), dial(t, dst.GRPCAddr())
 	p.srcCell, p.dstCell = cellv1.NewCellServiceClient(sc), cellv1.NewCellServiceClient(dc)
 	p.srcData, p.dstData = contextv1.NewContextServiceClient(sc), contextv1.NewContextServiceClient(dc)

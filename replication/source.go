@@ -24,6 +24,10 @@ type SourceStore interface {
 	ReadReplica(tenant string, fn func(*store.TenantView) error) error
 	WaitTenant(ctx context.Context, tenant string, afterTseq uint64) error
 	ExportTenant(ctx context.Context, tenant string, chunkBytes int, fn func(store.ExportChunk) error) error
+	// ReplicaBarrier: current — this node leads and its state reflects
+	// everything committed before the call (NOT_LEADER otherwise); not
+	// current — this member heard from its leader recently.
+	ReplicaBarrier(ctx context.Context, current bool) error
 }
 
 var _ SourceStore = (*store.Store)(nil)
@@ -39,6 +43,13 @@ type SourceConfig struct {
 	Heartbeat time.Duration
 	// ExportChunkBytes is the default (and largest) export chunk.
 	ExportChunkBytes int
+	// LagWait is how long a follower whose applied state is behind the
+	// standby's position waits to catch up before it answers
+	// CELL_UNAVAILABLE ("this member lags; retry elsewhere"). The standby
+	// retries, on another member or later; it does not bootstrap again
+	// (only the leader, after a read barrier, can tell that a standby is
+	// really beyond its source).
+	LagWait time.Duration
 	// MaxIDLen bounds tenant ids (the rule of package ids).
 	MaxIDLen int
 	Logger   *slog.Logger
@@ -51,6 +62,7 @@ func DefaultSourceConfig() SourceConfig {
 		MaxBatchBytes:    1 << 20,
 		Heartbeat:        time.Second,
 		ExportChunkBytes: 1 << 20,
+		LagWait:          500 * time.Millisecond,
 		MaxIDLen:         ids.MaxLen,
 	}
 }
@@ -63,6 +75,9 @@ func (c SourceConfig) Validate() error {
 	}
 	if c.Heartbeat <= 0 {
 		errs = append(errs, fmt.Errorf("replication: Heartbeat must be > 0, got %v", c.Heartbeat))
+	}
+	if c.LagWait <= 0 {
+		errs = append(errs, fmt.Errorf("replication: LagWait must be > 0, got %v", c.LagWait))
 	}
 	if c.ExportChunkBytes <= 0 || c.ExportChunkBytes > 3<<20 {
 		errs = append(errs, fmt.Errorf("replication: ExportChunkBytes must be in (0, 3 MiB] (gRPC's message bound), got %d", c.ExportChunkBytes))
@@ -84,6 +99,7 @@ type Source struct {
 	sent     prometheus.Counter
 	exported prometheus.Counter
 	trimmed  prometheus.Counter
+	lagging  prometheus.Counter
 
 	// closing ends open streams when the node shuts down.
 	closing context.Context
@@ -114,6 +130,10 @@ func NewSource(st SourceStore, cfg SourceConfig) (*Source, error) {
 			Name: "cellplane_replication_source_trimmed_total",
 			Help: "Streams refused because the change log no longer held the standby's position (the standby bootstraps again).",
 		}),
+		lagging: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_replication_source_lagging_total",
+			Help: "Streams and exports this member refused because it lagged (a follower behind the standby, or asked for an export): the standby retries elsewhere.",
+		}),
 	}, nil
 }
 
@@ -135,7 +155,7 @@ func (s *Source) closedErr() error {
 
 // Collectors returns the source's metrics.
 func (s *Source) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.sent, s.exported, s.trimmed}
+	return []prometheus.Collector{s.sent, s.exported, s.trimmed, s.lagging}
 }
 
 func (s *Source) checkTenant(tenant string) error {
@@ -162,7 +182,7 @@ func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream r
 	tenant, after := req.GetTenant(), req.GetAfterTseq()
 	log := s.log.With("tenant", tenant)
 	for {
-		msg, err := s.batch(tenant, after, maxEvents, maxBytes)
+		msg, err := s.serveBatch(ctx, tenant, after, maxEvents, maxBytes)
 		if err != nil {
 			if errors.Is(err, cperr.ErrChangesTrimmed) {
 				s.trimmed.Inc()
@@ -195,7 +215,64 @@ func (s *Source) StreamChanges(req *replicationv1.StreamChangesRequest, stream r
 	}
 }
 
-// batch reads the events after `after` within the bounds, with the head.
+// errBehind: this member's applied state is behind the standby's position.
+var errBehind = errors.New("replication: this member is behind the standby")
+
+// serveBatch is batch under the rule of what a member may serve
+// (DESIGN.md "What a source member serves"): a follower must have heard
+// from its leader recently; a member behind the standby's position never
+// answers CHANGES_TRIMMED for that alone. The leader first catches up to
+// the commit index (a read barrier): if the standby is still beyond it,
+// the standby diverged and must bootstrap (CHANGES_TRIMMED). A follower
+// waits up to LagWait for its apply to reach the position, then answers
+// CELL_UNAVAILABLE: the standby retries on another member or later.
+func (s *Source) serveBatch(ctx context.Context, tenant string, after uint64, maxEvents, maxBytes int) (*replicationv1.StreamChangesResponse, error) {
+	if err := s.st.ReplicaBarrier(ctx, false); err != nil {
+		return nil, err
+	}
+	msg, err := s.batch(tenant, after, maxEvents, maxBytes)
+	if !errors.Is(err, errBehind) {
+		return msg, err
+	}
+	berr := s.st.ReplicaBarrier(ctx, true)
+	if berr != nil && !errors.Is(berr, cperr.ErrNotLeader) && !errors.Is(berr, cperr.ErrCellUnavailable) {
+		return nil, berr
+	}
+	if berr != nil {
+		// A follower (or a leader not ready): wait a little for the apply.
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.LagWait)
+		werr := s.st.WaitTenant(wctx, tenant, after-1)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if werr != nil && !errors.Is(werr, context.DeadlineExceeded) {
+			return nil, werr
+		}
+	}
+	msg, err = s.batch(tenant, after, maxEvents, maxBytes)
+	if !errors.Is(err, errBehind) {
+		return msg, err
+	}
+	if berr == nil {
+		// The leader has applied everything committed: the standby holds
+		// events its source never committed.
+		return nil, cperr.New(cperr.ChangesTrimmed, "the standby is at tseq %d, beyond the source's %d (it diverged)", after, msg.GetHeadTseq())
+	}
+	s.lagging.Inc()
+	e := cperr.New(cperr.CellUnavailable, "this member is at tseq %d, behind the standby's %d; retry on another member", msg.GetHeadTseq(), after).
+		WithRetryAfter(s.cfg.LagWait)
+	var le *cperr.Error
+	if errors.As(berr, &le) {
+		if addr := le.Metadata[cperr.MetaLeader]; addr != "" {
+			e.With(cperr.MetaLeader, addr)
+		}
+	}
+	return nil, e
+}
+
+// batch reads the events after `after` within the bounds, with the head
+// (errBehind, with the head, when this member's tseq is below after).
 func (s *Source) batch(tenant string, after uint64, maxEvents, maxBytes int) (*replicationv1.StreamChangesResponse, error) {
 	msg := &replicationv1.StreamChangesResponse{}
 	err := s.st.ReadReplica(tenant, func(v *store.TenantView) error {
@@ -209,9 +286,8 @@ func (s *Source) batch(tenant string, after uint64, maxEvents, maxBytes int) (*r
 		}
 		if after > rec.GetTseq() {
 			// The standby is ahead of this member: it diverged (an old
-			// owner's writes) or this member lags. Either way it must not
-			// continue from here.
-			return cperr.New(cperr.ChangesTrimmed, "the standby is at tseq %d, beyond the source's %d", after, rec.GetTseq())
+			// owner's writes) or this member lags; serveBatch tells which.
+			return errBehind
 		}
 		evs, err := v.Changes(after, maxEvents)
 		if errors.Is(err, store.ErrChangesTrimmed) {
@@ -249,6 +325,15 @@ func (s *Source) ExportTenant(req *replicationv1.ExportTenantRequest, stream rep
 	start := time.Now()
 	ctx, done := s.streamContext(stream.Context())
 	defer done()
+	// Only the leader exports, after a read barrier: an export is the
+	// standby's new starting point, and one from a lagging follower could
+	// take it back behind what it had applied (DESIGN.md).
+	if err := s.st.ReplicaBarrier(ctx, true); err != nil {
+		if errors.Is(err, cperr.ErrNotLeader) {
+			s.lagging.Inc()
+		}
+		return err
+	}
 	err := s.st.ExportTenant(ctx, req.GetTenant(), chunk, func(c store.ExportChunk) error {
 		sentBytes += uint64(c.Bytes)
 		sentKeys += uint64(len(c.Pairs))

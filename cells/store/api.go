@@ -18,8 +18,8 @@ type Peer struct {
 type ReadOptions struct {
 	Consistency  contextv1.Consistency
 	MaxStaleness time.Duration
-	// IgnoreAuthority serves a LEADER read even while the authority gate
-	// says no. It is for the cell's own machinery reading its own state
+	// IgnoreAuthority serves a LEADER (or LINEARIZABLE) read even while
+	// the authority gate says no. It is for the cell's own machinery reading its own state
 	// (the replication sink, whose proposals are control commands and not
 	// gated either), never for client reads: a client's LEADER read at a
 	// cell without its authority lease gets AUTHORITY_LEASE_EXPIRED.

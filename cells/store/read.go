@@ -168,8 +168,10 @@ func (s *Store) readBarrier(ctx context.Context, opts ReadOptions) error {
 		if s.raft.State() != raft.Leader {
 			return s.notLeader()
 		}
-		if err := s.checkAuthority(); err != nil {
-			return err
+		if !opts.IgnoreAuthority {
+			if err := s.checkAuthority(); err != nil {
+				return err
+			}
 		}
 		idx, err := s.reads.readIndex(ctx)
 		if err != nil {
@@ -216,6 +218,24 @@ func (s *Store) readBarrier(ctx context.Context, opts ReadOptions) error {
 		return nil
 	}
 	return cperr.Invalid(cperr.FieldViolation{Field: "read_options.consistency", Description: "unknown consistency level"})
+}
+
+// ReplicaBarrier establishes what a replication source may serve from this
+// member (replication/DESIGN.md, "What a source member serves"). With
+// current set, this node must lead, and once it returns the state reflects
+// every entry committed before the call: a read-index round and a wait for
+// the apply, as for a LINEARIZABLE read but not gated by the authority
+// lease (replication is the cell's own traffic: a fenced or cut-off owner
+// still feeds its standby). A follower gets NOT_LEADER (with the leader's
+// address when known). Without current, the leader passes at once and a
+// follower passes when it heard from its leader within
+// DefaultMaxStaleness (STALENESS_EXCEEDED otherwise): what it applied is
+// committed, and not older than that bound.
+func (s *Store) ReplicaBarrier(ctx context.Context, current bool) error {
+	if current {
+		return s.readBarrier(ctx, ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LINEARIZABLE, IgnoreAuthority: true})
+	}
+	return s.readBarrier(ctx, ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE})
 }
 
 // ReadTenant runs fn on a consistent read-only view of one tenant after

@@ -168,6 +168,7 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	ctl.DurationVar(&cfg.Controller.Failover.LeaseMargin, "failover-lease-margin", cfg.Controller.Failover.LeaseMargin, "an emergency promotion waits this long after the old cell's authority lease expired")
 	ctl.BoolVar(&cfg.Controller.AutoPromote.Enabled, "auto-promote", false, "promote the standbys of a cell's tenants when the cell stays unhealthy (may lose the writes they have not received)")
 	ctl.DurationVar(&cfg.Controller.AutoPromote.UnhealthyFor, "auto-promote-after", cfg.Controller.AutoPromote.UnhealthyFor, "how long a cell must stay unhealthy before --auto-promote acts")
+	ctl.DurationVar(&cfg.Controller.AutoPromote.ResumeGrace, "auto-promote-resume-grace", cfg.Controller.AutoPromote.ResumeGrace, "no --auto-promote promotion for this long after the leader regained sight of etcd (its term's start, an etcd outage): cells re-register first (0: none)")
 	ctl.StringSliceVar(&cfg.Controller.AutoPromote.Regions, "auto-promote-regions", nil, "regions whose cells --auto-promote covers (comma-separated; empty: all)")
 	ctl.DurationVar(&cfg.Controller.TokenKeys.Period, "token-key-rotation", cfg.Controller.TokenKeys.Period, "how long one tenant-token signing key signs before the next takes over (keys live in etcd under tokenkeys/)")
 	ctl.DurationVar(&cfg.Controller.TokenKeys.Lead, "token-key-lead", cfg.Controller.TokenKeys.Lead, "how long before it signs a new tenant-token key is published (the time cells and routers have to see it)")

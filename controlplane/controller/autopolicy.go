@@ -26,6 +26,14 @@ import (
 // needs a whole new UnhealthyFor before anything happens. The intents are
 // recorded under the leader's guard, so a deposed leader records none.
 //
+// The policy does not trust what it sees right after it was blind: at the
+// start of its term, and when two successful reads of the health are more
+// than BlindAfter apart (etcd unreachable, this process stalled), it
+// forgets the cells' unhealthy streaks and starts no promotion for
+// ResumeGrace. After an etcd outage the cells' registrations may all have
+// lapsed, and cells come back at their own pace; promoting then would
+// turn a control-plane outage into failovers (scenario S22).
+//
 // The policy never fences on its own: the promotion it starts waits for
 // the old cell's authority lease exactly like one an operator starts.
 
@@ -39,19 +47,36 @@ func (f *failoverer) autoPromote(ctx context.Context) {
 	if !cfg.Enabled {
 		return
 	}
-	since := map[string]time.Time{} // cell → first seen unhealthy (this term)
-	f.r.every(ctx, cfg.Interval, nil, "automatic promotion pass", func(ctx context.Context) error { return f.policyPass(ctx, since) })
+	pol := &policyState{since: map[string]time.Time{}, resumed: time.Now()} // a term starts blind
+	f.r.every(ctx, cfg.Interval, nil, "automatic promotion pass", func(ctx context.Context) error { return f.policyPass(ctx, pol) })
+}
+
+// policyState is what the policy remembers between passes of one term.
+type policyState struct {
+	since map[string]time.Time // cell → first seen unhealthy
+	// lastRead is when the cells' health was last read; resumed, when the
+	// leader last regained sight of it (ResumeGrace counts from there).
+	lastRead, resumed time.Time
+	withheld          bool // logged that the grace holds promotions back
 }
 
 // policyPass is one pass of the policy.
-func (f *failoverer) policyPass(ctx context.Context, since map[string]time.Time) error {
+func (f *failoverer) policyPass(ctx context.Context, pol *policyState) error {
 	c := f.r.c
 	cfg := c.cfg.AutoPromote
+	since := pol.since
 	cells, err := catalog.Cells(ctx, c.st)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
+	if cfg.ResumeGrace > 0 && !pol.lastRead.IsZero() && now.Sub(pol.lastRead) > cfg.BlindAfter {
+		c.log.Warn("automatic promotion: the cells' health could not be read for a while; no promotion for the grace",
+			"blind_for", now.Sub(pol.lastRead).Round(time.Millisecond), "grace", cfg.ResumeGrace)
+		clear(since)
+		pol.resumed, pol.withheld = now, false
+	}
+	pol.lastRead = now
 	health := map[string]cpv1.CellHealth{}
 	var due []*catalog.CellInfo
 	for _, ci := range cells {
@@ -78,6 +103,14 @@ func (f *failoverer) policyPass(ctx context.Context, since map[string]time.Time)
 		}
 	}
 	if len(due) == 0 {
+		return nil
+	}
+	if left := cfg.ResumeGrace - now.Sub(pol.resumed); left > 0 {
+		if !pol.withheld {
+			pol.withheld = true
+			c.log.Warn("automatic promotion held back: the leader only just regained sight of the cells' health",
+				"cells", len(due), "resumes_in", left.Round(time.Millisecond))
+		}
 		return nil
 	}
 	budget := cfg.MaxConcurrent

@@ -12,6 +12,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -100,4 +101,65 @@ func TestAutoPromote(t *testing.T) {
 		fos, _ := intent.ListFailovers(ctx, st, intent.FailoverFilter{})
 		t.Fatalf("failovers %v: want only acme's (c recovered, d's region is not covered, x's standby is down)", fos)
 	}
+}
+
+// S22 at the policy: after the leader could not read the cells' health
+// for longer than BlindAfter (etcd unreachable), a cell seen unhealthy
+// right after is not promoted within ResumeGrace (the cells re-register
+// at their own pace after an etcd outage), even past UnhealthyFor; a cell
+// that stays unhealthy beyond the grace still is. Without the grace (the
+// code before) acme's standby was promoted UnhealthyFor after etcd came
+// back.
+func TestAutoPromoteWaitsAfterBlindness(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	e := &foEnv{st: st, cells: newSimCells()}
+	liveCell(t, st, "a", "us")
+	liveCell(t, st, "b", "eu")
+	e.place(t, "acme", "a", "b")
+	const grace = 1500 * time.Millisecond
+	e.start(t, "c1", func(c *controller.Config) {
+		c.AutoPromote = controller.AutoPromoteConfig{Enabled: true, UnhealthyFor: 200 * time.Millisecond,
+			Interval: 10 * time.Millisecond, MaxConcurrent: 4, ResumeGrace: grace, BlindAfter: 100 * time.Millisecond}
+	})
+	ctx := testutil.Context(t, 30*time.Second)
+	failovers := func() []*cpv1.Failover {
+		fos, err := intent.ListFailovers(ctx, st, intent.FailoverFilter{Tenant: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fos
+	}
+	// The term's own grace passes first.
+	if err := retry.Sleep(ctx, grace+200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// etcd "goes away" for 400 ms; meanwhile a loses its leader
+	// registration (as every cell's would in an outage).
+	st.Fail(memtopo.OpList, topo.CellsPrefix, errors.New("etcd unreachable"))
+	setLeader(t, st, "a", false)
+	if err := retry.Sleep(ctx, 400*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	st.Clear()
+	back := time.Now()
+	// a comes back after 3 × UnhealthyFor, still within the grace.
+	if err := retry.Sleep(ctx, 600*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	setLeader(t, st, "a", true)
+	if err := retry.Sleep(ctx, time.Until(back.Add(grace+300*time.Millisecond))); err != nil {
+		t.Fatal(err)
+	}
+	if fos := failovers(); len(fos) != 0 {
+		t.Fatalf("promoted within the grace after the outage: %v", fos)
+	}
+	// Outside the grace, a cell that stays unhealthy is promoted.
+	setLeader(t, st, "a", false)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if fos := failovers(); len(fos) != 1 || !strings.HasPrefix(fos[0].GetTrigger(), "policy: cell a UNAVAILABLE") {
+			return fmt.Errorf("failovers %v", fos)
+		}
+		return nil
+	})
 }

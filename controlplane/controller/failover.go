@@ -179,6 +179,9 @@ func (f *failoverer) drive(ctx context.Context, id string) {
 			continue
 		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
 			return
+		case errors.Is(err, errKnobStopped):
+			c.log.Debug("testing knob stopped the failover after a cell call", "failover", id, "state", intent.FailoverStateName(fo.GetState()))
+			return
 		}
 		wait := backoff.Next()
 		c.log.Warn("failover step failed; retrying", "failover", id, "tenant", fo.GetTenant(), "state", intent.FailoverStateName(fo.GetState()), "err", err, "retry_in", wait)
@@ -205,6 +208,20 @@ func (f *failoverer) step(ctx context.Context, fo *cpv1.Failover, v topo.Version
 		return f.awaitOldOwner(ctx, fo, v)
 	}
 	return 0, f.fail(ctx, fo, v, false, cperr.New(cperr.Internal, "failover %s: unexpected state %s for a %s", fo.GetId(), intent.FailoverStateName(fo.GetState()), intent.FailoverKindName(fo.GetKind())))
+}
+
+// errKnobStopped: a testing knob stopped the leader mid-step.
+var errKnobStopped = errors.New("controller: stopped by a testing knob")
+
+// afterCall runs the AfterFailoverCall knob (errKnobStopped when it says
+// stop).
+func (f *failoverer) afterCall(ctx context.Context, fo *cpv1.Failover, call string) error {
+	if k := f.r.c.cfg.TestingKnobs.AfterFailoverCall; k != nil {
+		if err := k(ctx, fo, call); err != nil {
+			return fmt.Errorf("%w: %v", errKnobStopped, err)
+		}
+	}
+	return nil
 }
 
 // failoverRequestID names a cell call of the failover to epoch of tenant;
@@ -316,6 +333,9 @@ func (f *failoverer) fenceOwner(ctx context.Context, fo *cpv1.Failover, v topo.V
 	if info.GetTseq() == 0 {
 		return fmt.Errorf("owner %s answered the fence of %s without a tseq", fo.GetFromCell(), fo.GetTenant())
 	}
+	if err := f.afterCall(ctx, fo, "fence"); err != nil {
+		return err
+	}
 	next := proto.Clone(fo).(*cpv1.Failover)
 	next.State = cpv1.FailoverState_FAILOVER_STATE_PROMOTING
 	next.OldOwnerTseq, next.OldOwnerReported = info.GetTseq()-1, true
@@ -421,6 +441,9 @@ func (f *failoverer) promote(ctx context.Context, fo *cpv1.Failover, v topo.Vers
 			return 0, f.fail(ctx, fo, v, true, fmt.Errorf("standby cell %s refused to own %s at epoch %d: %w", fo.GetToCell(), fo.GetTenant(), E1, err))
 		}
 		return 0, fmt.Errorf("make %s OWNER on %s: %w", fo.GetTenant(), fo.GetToCell(), err)
+	}
+	if err := f.afterCall(ctx, fo, "owner"); err != nil {
+		return 0, err
 	}
 	now := time.Now()
 	next := proto.Clone(fo).(*cpv1.Failover)

@@ -87,11 +87,27 @@ type AutoPromoteConfig struct {
 	// MaxConcurrent bounds the policy's promotions in flight (recorded and
 	// not yet promoted); more wait for the next passes.
 	MaxConcurrent int
+	// ResumeGrace is how long the policy starts no promotion after the
+	// leader regained sight of the cells' health: at the start of its term,
+	// and after it could not read the health for BlindAfter (etcd
+	// unreachable, or this process stalled). After an etcd outage every
+	// cell's registration may have lapsed and cells re-register and
+	// re-publish their leaders at their own pace; what the leader sees
+	// then is the outage, not dead cells (scenario S22). It should exceed
+	// the cells' registry TTL plus their registrar's retry (defaults 5 s +
+	// 2 s). 0: no grace.
+	ResumeGrace time.Duration
+	// BlindAfter is the gap between two successful reads of the cells'
+	// health beyond which the policy counts itself blind (it forgets what
+	// it saw and waits ResumeGrace). Must exceed Interval when ResumeGrace
+	// is set.
+	BlindAfter time.Duration
 }
 
 // DefaultAutoPromoteConfig returns the defaults (disabled).
 func DefaultAutoPromoteConfig() AutoPromoteConfig {
-	return AutoPromoteConfig{UnhealthyFor: 10 * time.Second, Interval: time.Second, MaxConcurrent: 16}
+	return AutoPromoteConfig{UnhealthyFor: 10 * time.Second, Interval: time.Second, MaxConcurrent: 16,
+		ResumeGrace: 20 * time.Second, BlindAfter: 3 * time.Second}
 }
 
 // Validate reports a configuration that cannot work.
@@ -105,6 +121,12 @@ func (c AutoPromoteConfig) Validate() error {
 	}
 	if c.MaxConcurrent < 1 {
 		errs = append(errs, fmt.Errorf("controller: AutoPromote.MaxConcurrent %d < 1", c.MaxConcurrent))
+	}
+	if c.ResumeGrace < 0 {
+		errs = append(errs, fmt.Errorf("controller: AutoPromote.ResumeGrace %v < 0", c.ResumeGrace))
+	}
+	if c.ResumeGrace > 0 && c.BlindAfter <= c.Interval {
+		errs = append(errs, fmt.Errorf("controller: AutoPromote.BlindAfter %v must exceed Interval %v when ResumeGrace is set", c.BlindAfter, c.Interval))
 	}
 	for _, r := range c.Regions {
 		if r == "" {

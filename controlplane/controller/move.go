@@ -99,6 +99,9 @@ func (m *mover) drive(ctx context.Context, id string) {
 			continue
 		case errors.Is(err, errNotLeader) || ctx.Err() != nil:
 			return
+		case errors.Is(err, errKnobStopped):
+			c.log.Debug("testing knob stopped the move after a cell call", "move", id, "state", intent.MoveStateName(mv.GetState()))
+			return
 		}
 		c.mm.stepError.WithLabelValues(intent.MoveStateName(mv.GetState())).Inc()
 		wait := backoff.Next()
@@ -107,6 +110,17 @@ func (m *mover) drive(ctx context.Context, id string) {
 			return
 		}
 	}
+}
+
+// afterCall runs the AfterMoveCall knob (errKnobStopped when it says
+// stop).
+func (m *mover) afterCall(ctx context.Context, mv *cpv1.Move, call string) error {
+	if k := m.r.c.cfg.TestingKnobs.AfterMoveCall; k != nil {
+		if err := k(ctx, mv, call); err != nil {
+			return fmt.Errorf("%w: %v", errKnobStopped, err)
+		}
+	}
+	return nil
 }
 
 // step acts on mv's recorded state and records what follows.
@@ -182,6 +196,9 @@ func (m *mover) prepare(ctx context.Context, mv *cpv1.Move, v topo.Version) erro
 	}
 	if err != nil {
 		return fmt.Errorf("target %s: make %s STANDBY: %w", mv.GetTargetCell(), mv.GetTenant(), err)
+	}
+	if err := m.afterCall(ctx, mv, "standby"); err != nil {
+		return err
 	}
 	next := m.next(mv, cpv1.MoveState_MOVE_STATE_COPYING)
 	next.TargetTseq = info.GetTseq()
@@ -268,6 +285,9 @@ func (m *mover) fence(ctx context.Context, mv *cpv1.Move, v topo.Version, run *m
 	if err != nil {
 		return m.stuck(ctx, mv, v, run, fmt.Errorf("source %s: fence %s: %w", mv.GetSourceCell(), mv.GetTenant(), err))
 	}
+	if err := m.afterCall(ctx, mv, "fence"); err != nil {
+		return err
+	}
 	next := m.next(mv, cpv1.MoveState_MOVE_STATE_CUTTING_OVER)
 	next.FenceTseq = info.GetTseq()
 	next.SourceTseq = info.GetTseq()
@@ -300,6 +320,9 @@ func (m *mover) cutOver(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 	cancel()
 	if err != nil {
 		return m.stuck(ctx, mv, v, run, fmt.Errorf("target %s: make %s OWNER: %w", mv.GetTargetCell(), mv.GetTenant(), err))
+	}
+	if err := m.afterCall(ctx, mv, "owner"); err != nil {
+		return err
 	}
 
 	t, tv, err := catalog.GetTenant(ctx, c.st, mv.GetTenant())
@@ -367,6 +390,9 @@ func (m *mover) cleanUp(ctx context.Context, mv *cpv1.Move, v topo.Version, run 
 		}
 		if err != nil {
 			return m.stuck(ctx, mv, v, run, fmt.Errorf("source %s: delete %s's copy: %w", mv.GetSourceCell(), mv.GetTenant(), err))
+		}
+		if err := m.afterCall(ctx, mv, "cleanup"); err != nil {
+			return err
 		}
 	}
 	next := m.next(mv, cpv1.MoveState_MOVE_STATE_DONE)

@@ -220,6 +220,7 @@ func TestRealCells(t *testing.T) {
 	t.Run("move with data and standby", func(t *testing.T) { testRealMove(t, e) })
 	t.Run("cancel before the fence", func(t *testing.T) { testRealCancel(t, e) })
 	t.Run("controller killed at each step", func(t *testing.T) { testRealKilled(t, e) })
+	t.Run("controller killed after each cell call (S19)", func(t *testing.T) { testRealKilledAfterCall(t, e) })
 	t.Run("stale cleanup after a round trip", func(t *testing.T) { testRealStaleCleanup(t, e) })
 	t.Run("drain", func(t *testing.T) { testRealDrain(t, e) })
 }
@@ -287,10 +288,8 @@ func testRealStandby(t *testing.T, e *realEnv) {
 		if resp.GetTenant().GetStandbyCell() != "eu-a" || r.GetStandbyCell() != "eu-a" || r.GetAppliedTseq() < owner.GetTseq() || r.GetLagEvents() != 0 {
 			return fmt.Errorf("replication %v (owner tseq %d)", r, owner.GetTseq())
 		}
-		// Read at the standby cell in the same poll: a standby streaming
-		// from a source member that lags can be re-bootstrapped from that
-		// member's export, a few events behind, and catch up again
-		// (docs/reliability.md, "Known issues").
+		// Read at the standby cell in the same poll (the replication
+		// status and the record are read at different instants).
 		sb, _, err := e.cells.GetTenant(ctx, "eu-a", "acme")
 		if err != nil {
 			return err

@@ -20,6 +20,20 @@ type TestingKnobs struct {
 	BeforeMoveStep func(ctx context.Context, mv *cpv1.Move) error
 	// BeforeFailoverStep is BeforeStep for failovers.
 	BeforeFailoverStep func(ctx context.Context, fo *cpv1.Failover) error
+	// AfterFailoverCall runs right after a failover step's cell call
+	// succeeded and before the step records its outcome in etcd: call is
+	// "fence" (the switchover's SetTenant FENCED on the old owner) or
+	// "owner" (SetTenant OWNER on the standby). A non-nil error makes the
+	// leader stop acting on the failover there, as if the process had died
+	// after the cell acted but before etcd knew (the mid-step crash of
+	// scenario S19); the successor repeats the call with the same request
+	// id.
+	AfterFailoverCall func(ctx context.Context, fo *cpv1.Failover, call string) error
+	// AfterMoveCall is AfterFailoverCall for moves: call is "standby"
+	// (PREPARING: SetTenant STANDBY on the target), "fence" (SetTenant
+	// FENCED on the source), "owner" (SetTenant OWNER on the target) or
+	// "cleanup" (the guarded DeleteTenant on the source).
+	AfterMoveCall func(ctx context.Context, mv *cpv1.Move, call string) error
 	// Abandon makes Run exit like a killed process: no resignation and no
 	// lease revocation, so successors wait for the lease to expire.
 	Abandon bool

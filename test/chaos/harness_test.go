@@ -58,6 +58,7 @@ func newPlatform(t *testing.T, opts ...func(*controller.Config)) *harness {
 	for _, o := range opts {
 		o(&cfg.Controller)
 	}
+	cfg.TestingKnobs.Controller = cfg.Controller.TestingKnobs // the platform passes its own
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = testutil.Logger(t)
 	cfg.EtcdUnsafeNoFsync = true
@@ -165,6 +166,7 @@ type load struct {
 	failures  []error           // non-retryable failures (a test failure)
 	retries   int
 	readEvery int
+	prefix    string // of every appended value (tells tenants' values apart)
 }
 
 func newLoad(data contextv1.ContextServiceClient, tenant string) *load {
@@ -182,7 +184,7 @@ func (l *load) run(ctx context.Context, clients int) (wait func()) {
 				if i%l.readEvery == l.readEvery-1 {
 					l.read(ctx, c)
 				} else {
-					l.append(ctx, c, fmt.Sprintf("c%d-%d", c, i))
+					l.append(ctx, c, fmt.Sprintf("%sc%d-%d", l.prefix, c, i))
 				}
 			}
 		}()

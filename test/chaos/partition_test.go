@@ -93,6 +93,7 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 		c.AutoPromote.Enabled = true
 		c.AutoPromote.UnhealthyFor = time.Second
 		c.AutoPromote.Interval = 100 * time.Millisecond
+		c.AutoPromote.ResumeGrace, c.AutoPromote.BlindAfter = time.Second, 500*time.Millisecond
 	})
 	east, proxies := isolatedCell(t, p, "us-east", "east-a")
 	p.createCell(t, platform.CellSpec{Region: "eu-west", ID: "west-a", Nodes: 1})

@@ -321,6 +321,7 @@ func RunFailover(ctx context.Context, opts FailoverOptions) (*Report, error) {
 			c.AutoPromote.Enabled = true
 			c.AutoPromote.UnhealthyFor = opts.AutoPromote
 			c.AutoPromote.Interval = min(opts.AutoPromote/4, time.Second)
+			c.AutoPromote.ResumeGrace = opts.AutoPromote // the platform has just started: no 20 s wait
 		}
 	}}, p)
 	if err != nil {

@@ -1,0 +1,340 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cellplane/cellplane/cells/store"
+	"github.com/cellplane/cellplane/controlplane/controller"
+	"github.com/cellplane/cellplane/internal/faultnet"
+	"github.com/cellplane/cellplane/internal/testutil"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// ownerWatch samples a tenant's record on several cells' stores and
+// reports two OWNERs at one instant (a cell read OWNER at epoch e before
+// and after another cell was read OWNER held it in between: a role at an
+// epoch never comes back once left) and any cell's epoch going down.
+type ownerWatch struct {
+	tenant string
+	stores map[string]*store.Store
+
+	mu       sync.Mutex
+	problems []string
+}
+
+func recordOf(st *store.Store, tenant string) (cellv1.Role, uint64) {
+	var r cellv1.Role
+	var e uint64
+	_ = st.ReadReplica(tenant, func(v *store.TenantView) error {
+		r, e = v.Record().GetRole(), v.Record().GetEpoch()
+		return nil
+	})
+	return r, e
+}
+
+func (w *ownerWatch) run(ctx context.Context, t *testing.T) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		epochs := map[string]uint64{}
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for ctx.Err() == nil {
+			for a, sa := range w.stores {
+				ra, ea := recordOf(sa, w.tenant)
+				if ra == cellv1.Role_ROLE_UNSPECIFIED {
+					continue // not (or no longer) held there: a move's cleanup
+				}
+				if ea < epochs[a] {
+					w.report(fmt.Sprintf("%s: epoch went from %d to %d", a, epochs[a], ea))
+				}
+				epochs[a] = max(epochs[a], ea)
+				if ra != cellv1.Role_ROLE_OWNER {
+					continue
+				}
+				for b, sb := range w.stores {
+					if b == a {
+						continue
+					}
+					rb, eb := recordOf(sb, w.tenant)
+					ra2, ea2 := recordOf(sa, w.tenant)
+					if rb == cellv1.Role_ROLE_OWNER && ra2 == cellv1.Role_ROLE_OWNER && ea2 == ea {
+						w.report(fmt.Sprintf("two owners: %s@%d and %s@%d", a, ea, b, eb))
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, p := range w.problems {
+			t.Error(p)
+		}
+	}
+}
+
+func (w *ownerWatch) report(p string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.problems) < 10 {
+		w.problems = append(w.problems, p)
+	}
+}
+
+// partitioner cuts a cell's links to the control plane (its etcd client
+// and the gRPC address the controller, the router and other cells use)
+// when a move of the tenant reaches a state, and heals them after a
+// while.
+type partitioner struct {
+	mu      sync.Mutex
+	proxies map[string][]*faultnet.Proxy // cell → its links
+	armed   *cut
+	cuts    []string
+}
+
+type cut struct {
+	cell  string
+	state cpv1.MoveState
+	d     time.Duration
+	done  chan struct{} // closed when healed
+}
+
+// arm makes the next move step in state (of a move out of cell) cut cell
+// for d; wait on the returned channel for the heal.
+func (p *partitioner) arm(cell string, state cpv1.MoveState, d time.Duration) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := &cut{cell: cell, state: state, d: d, done: make(chan struct{})}
+	p.armed = c
+	return c.done
+}
+
+// beforeMoveStep is the controller knob.
+func (p *partitioner) beforeMoveStep(_ context.Context, mv *cpv1.Move) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.armed
+	// The first step at or after the armed state (a move may pass a state
+	// without a step of its own, e.g. a copy already done).
+	if c == nil || mv.GetState() < c.state || mv.GetState() > cpv1.MoveState_MOVE_STATE_CLEANING_UP || mv.GetSourceCell() != c.cell {
+		return nil
+	}
+	p.armed = nil
+	for _, px := range p.proxies[c.cell] {
+		px.Cut()
+	}
+	p.cuts = append(p.cuts, fmt.Sprintf("%s cut at %s (armed for %s) for %v", c.cell, mv.GetState(), c.state, c.d))
+	time.AfterFunc(c.d, func() {
+		for _, px := range p.proxies[c.cell] {
+			px.Heal()
+		}
+		close(c.done)
+	})
+	return nil
+}
+
+// healedOrNot waits for an armed cut's heal; a cut that never fired (the
+// move ended before a step at or after its state) is disarmed and logged.
+func (p *partitioner) healedOrNot(t *testing.T, healed <-chan struct{}, d time.Duration) {
+	t.Helper()
+	timer := time.NewTimer(d + 10*time.Second)
+	defer timer.Stop()
+	select {
+	case <-healed:
+		return
+	case <-timer.C:
+	}
+	p.mu.Lock()
+	fired := p.armed == nil
+	p.armed = nil
+	p.mu.Unlock()
+	if fired {
+		t.Fatal("a cut fired but never healed")
+	}
+	t.Logf("the move ended before the armed cut fired")
+}
+
+// waitMoveEnd waits until move id ends (DONE, FAILED or CANCELLED).
+func (p *harness) waitMoveEnd(t *testing.T, ctx context.Context, id string) *cpv1.Move {
+	t.Helper()
+	var mv *cpv1.Move
+	testutil.Eventually(t, 60*time.Second, func() error {
+		r, err := p.cp.GetMove(ctx, &cpv1.GetMoveRequest{Id: id})
+		if err != nil {
+			return err
+		}
+		mv = r.GetMove()
+		switch mv.GetState() {
+		case cpv1.MoveState_MOVE_STATE_DONE, cpv1.MoveState_MOVE_STATE_FAILED, cpv1.MoveState_MOVE_STATE_CANCELLED:
+			return nil
+		}
+		return fmt.Errorf("move %s is %s", id, mv.GetState())
+	})
+	return mv
+}
+
+// TestS18MoveWithTheSourceCutFromTheControlPlane (scenario S18): a tenant
+// under load through the router moves between two cells whose every link
+// to the control plane (etcd, and the gRPC address the controller, the
+// router and the other cell use) goes through proxies. The source is cut
+// off (1) from the start of the move through the copy, longer than the
+// copy timeout: the move rolls
+// back (FAILED, the tenant stays OWNER at its epoch on the source); (1b)
+// once the copy started, 3 s: it completes or rolls back; (2) at
+// the fence, across the routing flip; (3) at the flip itself (the other
+// direction). Each of (2) and (3) completes once healed. Throughout: never
+// two OWNERs, no cell's epoch goes down; at the end the history of appends
+// and linearizable reads is linearizable (porcupine), no acknowledged
+// append is lost or doubled, no request failed for good, and the
+// placement's epoch went up by one per completed move.
+func TestS18MoveWithTheSourceCutFromTheControlPlane(t *testing.T) {
+	if raceEnabled && os.Getenv("CELLPLANE_CHAOS_ALL") == "" {
+		t.Skip("about 30 s of fault windows: the default `go test` run covers it; the -race pass skips it to keep CI within budget (CELLPLANE_CHAOS_ALL=1, as make chaos sets, runs it under -race too)")
+	}
+	part := &partitioner{proxies: map[string][]*faultnet.Proxy{}}
+	p := newPlatform(t, fastMoves, func(c *controller.Config) {
+		c.Moves.CopyTimeout = 3 * time.Second
+		c.TestingKnobs.BeforeMoveStep = part.beforeMoveStep
+	})
+	a, aLinks := isolatedCell(t, p, "us-east", "east-a")
+	b, bLinks := isolatedCell(t, p, "us-east", "east-b")
+	part.mu.Lock()
+	part.proxies["east-a"], part.proxies["east-b"] = aLinks, bLinks
+	part.mu.Unlock()
+	ctx := testutil.Context(t, 3*time.Minute)
+	p.createTenant(t, ctx, "acme", "us-east", "east-a", "")
+
+	w := &ownerWatch{tenant: "acme", stores: map[string]*store.Store{"east-a": a.Store(), "east-b": b.Store()}}
+	stopWatch := w.run(ctx, t)
+	lctx, stopLoad := context.WithCancel(ctx)
+	l := newLoad(p.data, "acme")
+	wait := l.run(lctx, 4)
+	ackCount := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.acked)
+	}
+	acks := func(n int) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, func() error {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if len(l.acked) < n {
+				return fmt.Errorf("%d acks, want %d", len(l.acked), n)
+			}
+			return nil
+		})
+	}
+	placement := func() *cpv1.Tenant {
+		t.Helper()
+		r, err := p.cp.GetTenant(ctx, &cpv1.GetTenantRequest{Id: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetTenant()
+	}
+	start := func(to string) string {
+		t.Helper()
+		r, err := p.cp.StartMove(ctx, &cpv1.StartMoveRequest{Tenant: "acme", TargetCell: to})
+		if err != nil {
+			t.Fatalf("start move to %s: %v", to, err)
+		}
+		return r.GetMove().GetId()
+	}
+	acks(30)
+
+	// (1) Cut from the start of the move (the target then bootstraps
+	// from the source: the copy), past the copy timeout: rolled back.
+	healed := part.arm("east-a", cpv1.MoveState_MOVE_STATE_PREPARING, 5*time.Second)
+	mv := p.waitMoveEnd(t, ctx, start("east-b"))
+	part.healedOrNot(t, healed, 5*time.Second)
+	if mv.GetState() == cpv1.MoveState_MOVE_STATE_DONE {
+		t.Logf("the move finished its copy before the cut took effect")
+	} else if pl := placement(); pl.GetCell() != "east-a" || pl.GetEpoch() != 1 || pl.GetOperationId() != "" {
+		t.Fatalf("after the rolled-back move (%s %s): placement %v", mv.GetState(), mv.GetErrorReason(), pl)
+	}
+	t.Logf("move 1 (source cut from the start through the copy): %s %s", mv.GetState(), mv.GetErrorReason())
+	other := func(c string) string {
+		if c == "east-a" {
+			return "east-b"
+		}
+		return "east-a"
+	}
+	n := ackCount()
+	acks(n + 30)
+
+	// (1b) Cut once the copy has started (the target may have imported
+	// the export already; then it is cut from the stream it catches up
+	// with): completes after the heal, or rolls back past CopyTimeout.
+	from, epoch := placement().GetCell(), placement().GetEpoch()
+	healed = part.arm(from, cpv1.MoveState_MOVE_STATE_COPYING, 3*time.Second)
+	mv = p.waitMoveEnd(t, ctx, start(other(from)))
+	part.healedOrNot(t, healed, 3*time.Second)
+	switch pl := placement(); mv.GetState() {
+	case cpv1.MoveState_MOVE_STATE_DONE:
+		if pl.GetCell() != other(from) || pl.GetEpoch() != epoch+1 {
+			t.Fatalf("after move 1b (DONE): placement %v", pl)
+		}
+	default:
+		if pl.GetCell() != from || pl.GetEpoch() != epoch || pl.GetOperationId() != "" {
+			t.Fatalf("after move 1b (%s): placement %v", mv.GetState(), pl)
+		}
+	}
+	t.Logf("move 1b (source cut during the copy): %s %s", mv.GetState(), mv.GetErrorReason())
+	from = placement().GetCell()
+	to := other(from)
+	n = ackCount()
+	acks(n + 30)
+
+	// (2) Cut at the fence, across the flip: completes once healed.
+	healed = part.arm(from, cpv1.MoveState_MOVE_STATE_FENCING, 3*time.Second)
+	epoch = placement().GetEpoch()
+	mv = p.waitMoveEnd(t, ctx, start(to))
+	part.healedOrNot(t, healed, 3*time.Second)
+	if mv.GetState() != cpv1.MoveState_MOVE_STATE_DONE {
+		t.Fatalf("move 2 (cut at the fence) ended %s: %s %s", mv.GetState(), mv.GetErrorReason(), mv.GetErrorMessage())
+	}
+	if pl := placement(); pl.GetCell() != to || pl.GetEpoch() != epoch+1 {
+		t.Fatalf("after move 2: placement %v, want %s at epoch %d", pl, to, epoch+1)
+	}
+	from, to = to, from
+	n = ackCount()
+	acks(n + 30)
+
+	// (3) Cut at the flip itself: completes once healed.
+	healed = part.arm(from, cpv1.MoveState_MOVE_STATE_CUTTING_OVER, 3*time.Second)
+	epoch = placement().GetEpoch()
+	mv = p.waitMoveEnd(t, ctx, start(to))
+	part.healedOrNot(t, healed, 3*time.Second)
+	if mv.GetState() != cpv1.MoveState_MOVE_STATE_DONE {
+		t.Fatalf("move 3 (cut at the flip) ended %s: %s %s", mv.GetState(), mv.GetErrorReason(), mv.GetErrorMessage())
+	}
+	if pl := placement(); pl.GetCell() != to || pl.GetEpoch() != epoch+1 {
+		t.Fatalf("after move 3: placement %v, want %s at epoch %d", pl, to, epoch+1)
+	}
+	n = ackCount()
+	acks(n + 20)
+	stopLoad()
+	wait()
+	stopWatch()
+	part.mu.Lock()
+	t.Logf("cuts: %s", strings.Join(part.cuts, "; "))
+	part.mu.Unlock()
+	l.check(t, ctx)
+}
