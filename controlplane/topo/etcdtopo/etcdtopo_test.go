@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
+	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
@@ -237,4 +239,77 @@ func TestLeaser(t *testing.T) {
 	if err := l.Revoke(ctx, id); !errors.Is(err, topo.ErrNotFound) {
 		t.Fatalf("revoke of a revoked lease: %v, want ErrNotFound", err)
 	}
+}
+
+// TestCampaignReturnsWhenEtcdIsGone: a replica waiting in Campaign when
+// its etcd becomes unreachable must get Campaign back once its context
+// ends. etcd's own Campaign resigns with the client's context (no
+// deadline) and so blocked until the client closed, and with it every
+// Close that waited for the controller (seen in the S22 test).
+func TestCampaignReturnsWhenEtcdIsGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	eps := topotest.StartEtcd(t)
+	dial := func(ep string) topo.Store {
+		cfg := etcdtopo.DefaultConfig()
+		cfg.Endpoints = []string{ep}
+		cfg.Prefix = "/campaign-gone/"
+		cfg.Logger = testutil.Logger(t)
+		st, err := etcdtopo.Dial(testutil.Context(t, 10*time.Second), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	ctx := testutil.Context(t, 30*time.Second)
+	leader := dial(eps[0])
+	ls, err := leader.NewSession(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.Campaign(ctx, ls, "ctl", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy := faultnet.Start(t, strings.TrimPrefix(eps[0], "http://"))
+	waiter := dial("http://" + proxy.Addr())
+	ws, err := waiter.NewSession(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := waiter.Campaign(cctx, ws, "ctl", []byte("b"))
+		done <- err
+	}()
+	// The waiter is queued behind the leader's key.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		page, err := leader.List(ctx, "ctl", topo.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(page.KVs) < 2 {
+			return fmt.Errorf("%d campaign keys, want 2", len(page.KVs))
+		}
+		return nil
+	})
+	// Unreachable without a broken connection (a broken watch would end
+	// Campaign with an error of its own): nothing gets through.
+	proxy.Blackhole(faultnet.Both)
+	cancel()
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("campaign won while its etcd was cut off and its context ended")
+		}
+	case <-timer.C:
+		proxy.Clear() // let the stuck call end so the test can close
+		t.Fatal("Campaign still blocked 5 s after its context ended with etcd unreachable")
+	}
+	proxy.Clear()
 }

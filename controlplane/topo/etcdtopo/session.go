@@ -110,7 +110,7 @@ func (s *Store) Campaign(ctx context.Context, sess topo.Session, name string, va
 	default:
 	}
 	e := concurrency.NewElection(ss.cs, s.abs(name))
-	if err := e.Campaign(ctx, string(value)); err != nil {
+	if err := s.campaign(ctx, e, string(value)); err != nil {
 		if errors.Is(err, concurrency.ErrSessionExpired) {
 			return nil, fmt.Errorf("etcdtopo: campaign %q: session expired: %w", name, topo.ErrClosed)
 		}
@@ -195,4 +195,30 @@ func (s *Store) Leader(ctx context.Context, name string) (topo.KV, error) {
 		return topo.KV{}, fmt.Errorf("etcdtopo: leader of %q: %w", name, topo.ErrNotFound)
 	}
 	return s.kv(resp.Kvs[0]), nil
+}
+
+// campaign runs e.Campaign but returns when ctx ends even if etcd is
+// unreachable. etcd's Campaign, once its context ends, resigns with the
+// client's own context, which has no deadline: with etcd gone it blocks
+// until the client is closed, and so did every Close that waited for a
+// campaigning controller (found by the S22 test, docs/reliability.md).
+// The abandoned call ends when etcd answers or the store closes its
+// client; if it won in the meantime, it resigns (bounded), so the
+// caller, told it lost, is never leader unbeknownst to it.
+func (s *Store) campaign(ctx context.Context, e *concurrency.Election, value string) error {
+	done := make(chan error, 1)
+	go func() { done <- e.Campaign(ctx, value) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		go func() {
+			if err := <-done; err == nil {
+				rctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+				_ = e.Resign(rctx)
+				cancel()
+			}
+		}()
+		return ctx.Err()
+	}
 }
