@@ -3,12 +3,8 @@ package replication_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -71,30 +67,6 @@ func (s *steer) only(addrs ...string) {
 			delete(s.conns, c)
 		}
 	}
-}
-
-// metric reads one unlabelled counter from a node's /metrics (0 when absent).
-func metric(t *testing.T, httpAddr, name string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(body)) {
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	return 0
 }
 
 // TestStandbyNeverStepsBackOnALaggingMember: the standby streams from a
@@ -203,8 +175,8 @@ func TestStandbyNeverStepsBackOnALaggingMember(t *testing.T) {
 	// Only the lagging follower is reachable now: the standby, ahead of
 	// it, must wait rather than bootstrap from it.
 	answered := func() float64 {
-		return metric(t, lagging.HTTPAddr(), "cellplane_replication_source_lagging_total") +
-			metric(t, lagging.HTTPAddr(), "cellplane_replication_source_trimmed_total")
+		return testutil.MetricSum(t, nil, "http://"+lagging.HTTPAddr()+"/metrics", "cellplane_replication_source_lagging_total") +
+			testutil.MetricSum(t, nil, "http://"+lagging.HTTPAddr()+"/metrics", "cellplane_replication_source_trimmed_total")
 	}
 	before := answered()
 	st.only(lagging.GRPCAddr())

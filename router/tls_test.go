@@ -1,7 +1,6 @@
 package router_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,7 +10,6 @@ import (
 	"math/big"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,45 +82,13 @@ func (f *frontCert) httpsClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: f.clientTLS(), ForceAttemptHTTP2: true}}
 }
 
-// metricSum sums the samples of metric whose labels contain every one of
-// labels on the metrics page at url.
-func metricSum(t *testing.T, hc *http.Client, url, metric string, labels ...string) float64 {
-	t.Helper()
-	resp, err := hc.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-next:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(line, l) {
-				continue next
-			}
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("%s: %q: %v", url, line, err)
-		}
-		sum += v
-	}
-	return sum
-}
-
 // cellAppends counts the Append calls the platform's cell nodes have
 // received (started, whatever their outcome).
 func (p *platform) cellAppends(t *testing.T) float64 {
 	t.Helper()
 	var n float64
 	for _, node := range p.nodes {
-		n += metricSum(t, http.DefaultClient, "http://"+node.HTTPAddr()+"/metrics", "grpc_server_started_total", `grpc_method="Append"`)
+		n += testutil.MetricSum(t, http.DefaultClient, "http://"+node.HTTPAddr()+"/metrics", "grpc_server_started_total", `grpc_method="Append"`)
 	}
 	return n
 }
@@ -198,7 +164,7 @@ func TestTLSFrontDoor(t *testing.T) {
 	t.Run("go client with TLS goes through the router", func(t *testing.T) {
 		hc := front.httpsClient()
 		forwarded := func() float64 {
-			return metricSum(t, hc, "https://"+r.HTTPAddr()+"/metrics", "cellplane_router_forwarded_total", `method="Append"`)
+			return testutil.MetricSum(t, hc, "https://"+r.HTTPAddr()+"/metrics", "cellplane_router_forwarded_total", `method="Append"`)
 		}
 		before := forwarded()
 		cfg := client.DefaultConfig()
@@ -404,7 +370,7 @@ func TestMCPOverHTTPS(t *testing.T) {
 	// handler runs; the MCP proxy never sees the request. Nor does it see
 	// one from a client that does not trust the certificate.
 	mcpRequests := func() float64 {
-		return metricSum(t, hc, "https://"+r.HTTPAddr()+"/metrics", "cellplane_router_mcp_requests_total")
+		return testutil.MetricSum(t, hc, "https://"+r.HTTPAddr()+"/metrics", "cellplane_router_mcp_requests_total")
 	}
 	before := mcpRequests()
 	if before < 1 {

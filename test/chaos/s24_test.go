@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,8 +241,8 @@ func TestS24RouterWithADelayedWatchFollowsMoves(t *testing.T) {
 		w()
 	}
 	// The router did meet the stale route: it retried or held calls.
-	stale, held := routerMetric(t, r2.HTTPAddr(), `cellplane_router_forward_retries_total{reason="stale_route"}`),
-		routerMetric(t, r2.HTTPAddr(), "cellplane_router_forward_held_total")
+	stale, held := testutil.MetricSum(t, nil, "http://"+r2.HTTPAddr()+"/metrics", "cellplane_router_forward_retries_total", `reason="stale_route"`),
+		testutil.MetricSum(t, nil, "http://"+r2.HTTPAddr()+"/metrics", "cellplane_router_forward_held_total")
 	t.Logf("the second router retried %v calls on a stale route and held %v", stale, held)
 	if stale+held == 0 {
 		t.Errorf("the second router never met a stale route: the scenario did not happen")
@@ -280,33 +278,4 @@ func (p *slowProxy) setCut(on bool) {
 		_ = c.Close()
 		delete(p.conns, c)
 	}
-}
-
-// routerMetric sums the samples of a metric (a name, or a name with its
-// labels) on a router's /metrics.
-func routerMetric(t *testing.T, httpAddr, name string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for line := range strings.Lines(string(body)) {
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if i := strings.LastIndexByte(rest, ' '); i >= 0 {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest[i+1:]), 64)
-			if err == nil {
-				sum += v
-			}
-		}
-	}
-	return sum
 }
