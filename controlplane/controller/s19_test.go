@@ -11,6 +11,7 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/controlplane/intent"
+	"github.com/cellplane/cellplane/internal/histcheck"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -39,78 +40,25 @@ func (k killPoint) String() string {
 	return kind + "/" + s
 }
 
-// ownerSampler polls the tenant's record on two cells and reports any
-// instant at which both were OWNER: a cell read OWNER at epoch e before
-// and after the other cell was read OWNER held it throughout (a role at an
-// epoch never comes back once left). It also reports a cell's epoch going
-// down.
-type ownerSampler struct {
-	e      *realEnv
-	tenant string
-	cells  [2]string
-
-	mu       sync.Mutex
-	problems []string
-	samples  int
-}
-
-func (s *ownerSampler) run(ctx context.Context, t *testing.T) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		epochs := map[string]uint64{}
-		read := func(cell string) (cellv1.Role, uint64, bool) {
-			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-			defer rcancel()
-			info, _, err := s.e.cells.GetTenant(rctx, cell, s.tenant)
-			if err != nil {
-				return 0, 0, false
-			}
-			if info.GetEpoch() < epochs[cell] {
-				s.report(fmt.Sprintf("%s: epoch went from %d to %d", cell, epochs[cell], info.GetEpoch()))
-			}
-			epochs[cell] = max(epochs[cell], info.GetEpoch())
-			return info.GetRole(), info.GetEpoch(), true
-		}
-		tick := time.NewTicker(3 * time.Millisecond)
-		defer tick.Stop()
-		for ctx.Err() == nil {
-			for i := range 2 {
-				a, b := s.cells[i], s.cells[1-i]
-				ra, ea, ok1 := read(a)
-				rb, eb, ok2 := read(b)
-				ra2, ea2, ok3 := read(a)
-				if ok1 && ok2 && ok3 && ra == cellv1.Role_ROLE_OWNER && ra2 == cellv1.Role_ROLE_OWNER && ea == ea2 && rb == cellv1.Role_ROLE_OWNER {
-					s.report(fmt.Sprintf("two owners: %s@%d and %s@%d", a, ea, b, eb))
-				}
-				s.mu.Lock()
-				s.samples++
-				s.mu.Unlock()
-			}
-			select {
-			case <-ctx.Done():
-			case <-tick.C:
-			}
-		}
-	}()
+// sampleOwners checks, until the returned stop, that at most one of cells
+// holds tenant as OWNER at any instant and that no cell's epoch goes down
+// (histcheck.OwnerSampler over the cells' GetTenant).
+func sampleOwners(t *testing.T, e *realEnv, tenant string, cells ...string) (stop func()) {
+	s := &histcheck.OwnerSampler{Cells: cells, Every: 3 * time.Millisecond,
+		Read: func(ctx context.Context, cell string) (cellv1.Role, uint64, bool) {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			info, _, err := e.cells.GetTenant(rctx, cell, tenant)
+			return info.GetRole(), info.GetEpoch(), err == nil
+		}}
+	done := s.Start(testutil.Context(t, 10*time.Minute))
 	return func() {
-		cancel()
-		wg.Wait()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, p := range s.problems {
+		problems, samples := done()
+		for _, p := range problems {
 			t.Error(p)
 		}
-		t.Logf("%d owner samples", s.samples)
+		t.Logf("%d owner samples", samples)
 	}
-}
-
-func (s *ownerSampler) report(p string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.problems = append(s.problems, p)
 }
 
 // TestS19PromotionKilledAtEveryStep (scenario S19): the controller leader
@@ -150,9 +98,7 @@ func TestS19PromotionKilledAtEveryStep(t *testing.T) {
 	const tenant = "flip"
 	e.create(t, tenant, "us-a", "eu")
 	e.writeKeys(t, tenant, "us-a", 10)
-	sampler := &ownerSampler{e: e, tenant: tenant, cells: [2]string{"us-a", "eu-a"}}
-	stop := sampler.run(testutil.Context(t, 10*time.Minute), t)
-	defer stop()
+	defer sampleOwners(t, e, tenant, "us-a", "eu-a")()
 
 	from, to, epoch := "us-a", "eu-a", uint64(1)
 	for _, kp := range points {
@@ -272,9 +218,7 @@ func testRealKilledAfterCall(t *testing.T, e *realEnv) {
 	const tenant = "bounce-call"
 	e.create(t, tenant, "us-a", "")
 	e.writeKeys(t, tenant, "us-a", 10)
-	sampler := &ownerSampler{e: e, tenant: tenant, cells: [2]string{"us-a", "us-b"}}
-	stop := sampler.run(testutil.Context(t, 5*time.Minute), t)
-	defer stop()
+	defer sampleOwners(t, e, tenant, "us-a", "us-b")()
 	from, to, epoch := "us-a", "us-b", uint64(1)
 	for _, call := range []string{"standby", "fence", "owner", "cleanup"} {
 		t.Run(call, func(t *testing.T) {

@@ -12,89 +12,22 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/faultnet"
+	"github.com/cellplane/cellplane/internal/histcheck"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// ownerWatch samples a tenant's record on several cells' stores and
-// reports two OWNERs at one instant (a cell read OWNER at epoch e before
-// and after another cell was read OWNER held it in between: a role at an
-// epoch never comes back once left) and any cell's epoch going down.
-type ownerWatch struct {
-	tenant string
-	stores map[string]*store.Store
-
-	mu       sync.Mutex
-	problems []string
-}
-
-func recordOf(st *store.Store, tenant string) (cellv1.Role, uint64) {
+// recordOf is a tenant's role and epoch in a store's replica (ok false
+// when the store does not hold it).
+func recordOf(st *store.Store, tenant string) (cellv1.Role, uint64, bool) {
 	var r cellv1.Role
 	var e uint64
-	_ = st.ReadReplica(tenant, func(v *store.TenantView) error {
+	err := st.ReadReplica(tenant, func(v *store.TenantView) error {
 		r, e = v.Record().GetRole(), v.Record().GetEpoch()
 		return nil
 	})
-	return r, e
-}
-
-func (w *ownerWatch) run(ctx context.Context, t *testing.T) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		epochs := map[string]uint64{}
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for ctx.Err() == nil {
-			for a, sa := range w.stores {
-				ra, ea := recordOf(sa, w.tenant)
-				if ra == cellv1.Role_ROLE_UNSPECIFIED {
-					continue // not (or no longer) held there: a move's cleanup
-				}
-				if ea < epochs[a] {
-					w.report(fmt.Sprintf("%s: epoch went from %d to %d", a, epochs[a], ea))
-				}
-				epochs[a] = max(epochs[a], ea)
-				if ra != cellv1.Role_ROLE_OWNER {
-					continue
-				}
-				for b, sb := range w.stores {
-					if b == a {
-						continue
-					}
-					rb, eb := recordOf(sb, w.tenant)
-					ra2, ea2 := recordOf(sa, w.tenant)
-					if rb == cellv1.Role_ROLE_OWNER && ra2 == cellv1.Role_ROLE_OWNER && ea2 == ea {
-						w.report(fmt.Sprintf("two owners: %s@%d and %s@%d", a, ea, b, eb))
-					}
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		wg.Wait()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		for _, p := range w.problems {
-			t.Error(p)
-		}
-	}
-}
-
-func (w *ownerWatch) report(p string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.problems) < 10 {
-		w.problems = append(w.problems, p)
-	}
+	return r, e, err == nil
 }
 
 // partitioner cuts a cell's links to the control plane (its etcd client
@@ -220,8 +153,12 @@ func TestS18MoveWithTheSourceCutFromTheControlPlane(t *testing.T) {
 	ctx := testutil.Context(t, 3*time.Minute)
 	p.createTenant(t, ctx, "acme", "us-east", "east-a", "")
 
-	w := &ownerWatch{tenant: "acme", stores: map[string]*store.Store{"east-a": a.Store(), "east-b": b.Store()}}
-	stopWatch := w.run(ctx, t)
+	stores := map[string]*store.Store{"east-a": a.Store(), "east-b": b.Store()}
+	owners := &histcheck.OwnerSampler{Cells: []string{"east-a", "east-b"},
+		Read: func(_ context.Context, cell string) (cellv1.Role, uint64, bool) {
+			return recordOf(stores[cell], "acme")
+		}}
+	stopWatch := owners.Start(ctx)
 	lctx, stopLoad := context.WithCancel(ctx)
 	l := newLoad(p.data, "acme")
 	wait := l.run(lctx, 4)
@@ -332,7 +269,9 @@ func TestS18MoveWithTheSourceCutFromTheControlPlane(t *testing.T) {
 	acks(n + 20)
 	stopLoad()
 	wait()
-	stopWatch()
+	if problems, _ := stopWatch(); len(problems) > 0 {
+		t.Errorf("invariant I5: %v", problems)
+	}
 	part.mu.Lock()
 	t.Logf("cuts: %s", strings.Join(part.cuts, "; "))
 	part.mu.Unlock()
