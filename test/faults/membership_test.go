@@ -173,8 +173,9 @@ func TestH1AmnesiaMultiProcess(t *testing.T) {
 // failed then, and every failure was transient.
 func (h *harness) assertRefused(l *load, from, to time.Time, what string) {
 	h.t.Helper()
-	if n := l.ackedBetween(from, to); n > 0 {
-		h.errorf("%s: %d writes acknowledged while the cell must refuse", what, n)
+	acked := l.ackedBetween(from, to)
+	if acked > 0 {
+		h.errorf("%s: %d writes acknowledged while the cell must refuse", what, acked)
 	}
 	l.mu.Lock()
 	var refused int
@@ -190,7 +191,7 @@ func (h *harness) assertRefused(l *load, from, to time.Time, what string) {
 	if refused == 0 {
 		h.errorf("%s: no call failed while the cell must refuse", what)
 	}
-	h.event("%s: %d calls refused (transient), none acknowledged", what, refused)
+	h.event("%s: %d calls refused, %d writes acknowledged while the cell must refuse", what, refused, acked)
 }
 
 // TestS16ReplaceUnderFaults: a follower is replaced (its disk wiped, it
