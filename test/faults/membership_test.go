@@ -307,3 +307,69 @@ func (h *harness) readyz(ctx context.Context, i int) int {
 	_ = resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestS16CrashBetweenAddAndPromotion: a wiped follower restarts while
+// the leader's Raft link to it is slow (300 ms each way): the leader adds
+// its new incarnation as a non-voter, which catches up slowly; once part
+// of the log reached it, the link is blackholed (it cannot finish). It is
+// SIGKILLed there — between its add and its promotion, with part of the
+// log on its disk — the link heals, it restarts on its data: it finishes
+// the join under the same incarnation and becomes a voter, the old
+// incarnation gone; invariants as always.
+func TestS16CrashBetweenAddAndPromotion(t *testing.T) {
+	scenario(t, false, func(h *harness, _ *load) {
+		li := h.leader()
+		a := others(li)[0]
+		old := h.raftID(a)
+		h.wipe(a)
+		h.links[li][a].Delay(faultnet.Both, 300*time.Millisecond, 0)
+		h.event("%s's Raft link to %s: 300 ms each way", h.nodes[li].ID(), h.nodes[a].ID())
+		restart(h, a)
+		ctx := testutil.Context(h.t, 2*time.Minute)
+		var added string
+		var partial uint64
+		testutil.Eventually(h.t, time.Minute, func() error {
+			st, err := h.status(ctx, li, false)
+			if err != nil {
+				return err
+			}
+			added = ""
+			for _, m := range st.GetMembers() {
+				if m.GetNode().GetNodeId() == h.nodes[a].ID() && m.GetNode().GetRaftId() != old {
+					if m.GetSuffrage() != cellv1.Suffrage_SUFFRAGE_NONVOTER {
+						h.fatalf("S16: %s was promoted before the scenario could crash it", m.GetNode().GetRaftId())
+					}
+					added = m.GetNode().GetRaftId()
+				}
+			}
+			if added == "" {
+				return errors.New("the new incarnation is not added yet")
+			}
+			ast, err := h.status(ctx, a, false)
+			if err != nil {
+				return err
+			}
+			if partial = ast.GetLastLogIndex(); partial == 0 {
+				return fmt.Errorf("%s holds no log yet", added)
+			}
+			h.links[li][a].Blackhole(faultnet.Forward) // no more of the log
+			return nil
+		})
+		st, err := h.status(ctx, li, false)
+		if err != nil {
+			h.fatalf("S16: %v", err)
+		}
+		for _, m := range st.GetMembers() {
+			if m.GetNode().GetRaftId() == added && m.GetSuffrage() != cellv1.Suffrage_SUFFRAGE_NONVOTER {
+				h.fatalf("S16: %s was promoted before the scenario could crash it", added)
+			}
+		}
+		h.nodes[a].Kill()
+		h.event("SIGKILL %s (the non-voter %s, log up to %d) between its add and its promotion", h.nodes[a].ID(), added, partial)
+		h.healAll()
+		restart(h, a)
+		if got := h.waitMembers(a, old); got != added {
+			h.errorf("S16: %s was added as %s but became a voter as %s", h.nodes[a].ID(), added, got)
+		}
+	})
+}
