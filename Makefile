@@ -31,13 +31,16 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 3s; CI runs this).
 
 # The fault suite (test/faults, docs/reliability.md "Fault suite"): every
 # scenario, COUNT seeds from SEED, each phase PHASE long; RUN narrows it.
+# The long variants of the other fault tests run too: cells/storetest
+# (crash points at several hits) and test/chaos (cross-cell scenarios),
+# gated on CELLPLANE_CHAOS_ALL like test/faults.
 SEED  ?= $(shell date +%s)
 COUNT ?= 1
 PHASE ?= 2s
 RUN   ?= .
 chaos: ## Run every fault scenario on 3-node cells of processes: SEED=… COUNT=… PHASE=… RUN=….
 	CELLPLANE_CHAOS_ALL=1 CELLPLANE_CHAOS_SEED=$(SEED) CELLPLANE_CHAOS_COUNT=$(COUNT) CELLPLANE_CHAOS_PHASE=$(PHASE) \
-		$(GO) test -count=1 -p 1 -timeout 60m -v -run '$(RUN)' ./test/faults
+		$(GO) test -count=1 -p 1 -timeout 90m -v -run '$(RUN)' ./test/faults ./cells/storetest ./test/chaos
 
 build: ## Build bin/cellplane with the version and commit stamped in.
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/cellplane ./cmd/cellplane

@@ -332,7 +332,7 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		add("Limits: %w", err)
 	}
-	if k := c.Store.TestingKnobs; k.InMemoryState || k.Network != nil || k.OnApply != nil || k.ProposeUnchecked || k.LogStoreFault != nil || k.StateStoreFault != nil || k.DiskSpace != nil {
+	if k := c.Store.TestingKnobs; k.InMemoryState || k.Network != nil || k.OnApply != nil || k.ProposeUnchecked || k.LogStoreFault != nil || k.StateStoreFault != nil || k.DiskSpace != nil || k.Acks != nil {
 		add("Store.TestingKnobs is not read: set TestingKnobs.Store")
 	}
 	if c.Store.TLS != nil {

@@ -49,7 +49,9 @@
 // acknowledgements from. When its cell is formed (registry.CellFormed) it
 // joins as a new incarnation (store.IdentityFile): added as a non-voter
 // in place of its old incarnation, promoted once caught up, in the
-// background so the node stays visible while it waits. A node told to
+// background so the node stays visible while it waits; a new incarnation
+// restarted before its promotion finishes the join (whether or not its
+// log holds its own add). A node told to
 // Bootstrap without a registry whose dir kept only its identity refuses
 // (ErrLostRaftState). A cell that lost a majority's data elects no leader
 // until store.UnsafeRecover (`cellplane cell unsafe-recover`).

@@ -138,9 +138,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.log.Info("node started", "raft", n.info.RaftAddr, "grpc", n.info.GrpcAddr, "http", n.info.HttpAddr,
 		"data_dir", n.cfg.DataDir, "bootstrap", len(n.cfg.Bootstrap) > 0, "join", n.cfg.Join)
 
-	if st := n.st.Status(); n.cfg.Registry != nil && n.cfg.Join == "" && st.Member && !st.Voter && store.HasIncarnation(st.RaftID) {
+	if st := n.st.Status(); n.cfg.Registry != nil && n.cfg.Join == "" && !st.Voter && store.HasIncarnation(st.RaftID) {
 		// A new incarnation restarted after it was added as a non-voter
-		// and before its promotion: finish the join.
+		// and before its promotion: finish the join. Whether it is a
+		// member in its own view does not tell: its log may stop before
+		// the entry that added it (it crashed while catching up; found by
+		// test/faults TestS16CrashBetweenAddAndPromotion). Adding a member
+		// again as a non-voter changes nothing (a voter stays a voter).
 		n.rejoin = true // joinAddr finds the leader through the registry
 	}
 	switch {

@@ -256,6 +256,11 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 type batchResponse struct {
 	results []*cellv1.CommandResult
 	err     error
+	// term is the entry's Raft term; epochs[i] the tenant epoch command i
+	// was admitted at as an owner write (0: not one). TestingKnobs.Acks
+	// reads them.
+	term   uint64
+	epochs []uint64
 }
 
 // ApplyBatch implements raft.BatchingFSM.
@@ -295,8 +300,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				return resps
 			}
 			results := make([]*cellv1.CommandResult, len(cmds))
+			epochs := make([]uint64, len(cmds))
 			for j, c := range cmds {
 				results[j] = tx.apply(c)
+				epochs[j] = tx.ownerEpoch
 				newest = max(newest, c.GetTimeUnixNano())
 			}
 			if tx.err != nil {
@@ -306,7 +313,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				}
 				return resps
 			}
-			resps[i] = &batchResponse{results: results}
+			resps[i] = &batchResponse{results: results, term: l.Term, epochs: epochs}
 		}
 		if f.onApply != nil {
 			f.onApply(l.Index)

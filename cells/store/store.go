@@ -512,6 +512,8 @@ type proposal struct {
 type proposalResult struct {
 	res *cellv1.CommandResult
 	err error
+	// ack is what TestingKnobs.Acks is told (set only with the knob).
+	ack Ack
 }
 
 // inflight is one Raft entry (a batch of proposals) being replicated.
@@ -519,6 +521,8 @@ type inflight struct {
 	f     raft.ApplyFuture
 	batch []*proposal
 	start time.Time
+	// before is TestingKnobs.Acks.Now() just before raft.Apply.
+	before int64
 }
 
 // Propose replicates cmd through Raft (group-committed with concurrent
@@ -599,6 +603,10 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 		if err := s.checkAuthority(); err != nil {
 			return nil, err
 		}
+		if acks := s.cfg.TestingKnobs.Acks; acks != nil && r.ack.Epoch != 0 {
+			r.ack.Tenant, r.ack.After = cmd.GetTenant(), acks.Now()
+			acks.Acked(r.ack)
+		}
 	}
 	return r.res, nil
 }
@@ -647,9 +655,13 @@ func (s *Store) runProposer() {
 		}
 		data := append([]byte(nil), buf...)
 		s.metrics.batchSize.Observe(float64(len(batch)))
+		var before int64
+		if acks := s.cfg.TestingKnobs.Acks; acks != nil {
+			before = acks.Now()
+		}
 		f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 		select {
-		case s.inflight <- &inflight{f: f, batch: batch, start: time.Now()}:
+		case s.inflight <- &inflight{f: f, batch: batch, start: time.Now(), before: before}:
 		case <-s.closing:
 			answer(batch, proposalResult{err: errUnavailable("the node is shutting down")})
 			return
@@ -677,7 +689,11 @@ func (s *Store) runWaiter() {
 			answer(inf.batch, proposalResult{err: errUnavailable("the cell's state machine stopped")})
 		default:
 			for i, p := range inf.batch {
-				p.ch <- proposalResult{res: resp.results[i]}
+				r := proposalResult{res: resp.results[i]}
+				if s.cfg.TestingKnobs.Acks != nil {
+					r.ack = Ack{Epoch: resp.epochs[i], Term: resp.term, Index: inf.f.Index(), Before: inf.before}
+				}
+				p.ch <- r
 			}
 		}
 	}

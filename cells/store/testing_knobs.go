@@ -50,6 +50,32 @@ type TestingKnobs struct {
 	// DiskSpace, when set, replaces statfs(2) for the free-space watermark
 	// (DiskConfig), so a test can cross it, or make the check fail.
 	DiskSpace DiskSpace
+	// Acks, when set, is told of every client write this node acknowledges
+	// as the tenant's owner (the fault suite's server-side record of
+	// invariant I5, internal/acklog; `cellplane cell` sets it from
+	// CELLPLANE_ACK_LOG).
+	Acks AckRecorder
+}
+
+// AckRecorder records acknowledged writes (TestingKnobs.Acks). Now is a
+// clock shared by every process of the machine (CLOCK_MONOTONIC), read
+// just before a batch of writes is handed to Raft and when one is
+// acknowledged.
+type AckRecorder interface {
+	Now() int64
+	Acked(Ack)
+}
+
+// Ack is one acknowledged client write.
+type Ack struct {
+	Tenant string
+	// Epoch is the tenant's epoch the write was admitted at; Term and
+	// Index the Raft entry that carried it.
+	Epoch, Term, Index uint64
+	// Before is AckRecorder.Now just before the entry was handed to Raft
+	// (at most the time the leader appended it); After when the write was
+	// acknowledged.
+	Before, After int64
 }
 
 // NetworkFilter decides whether this node may talk to a peer's Raft

@@ -26,6 +26,9 @@ type txn struct {
 	settings *cellv1.CellSettings
 	// err is a storage failure; it stops the state machine.
 	err error
+	// ownerEpoch is the tenant's epoch the last applied owner command was
+	// admitted at (0: not an owner command, or rejected before).
+	ownerEpoch uint64
 }
 
 type tenantState struct {
@@ -149,6 +152,7 @@ func (tx *txn) flushRecords() error {
 // apply applies one command and returns its result. Rejections are
 // results with an error; nothing of a rejected command is written.
 func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
+	tx.ownerEpoch = 0
 	spec, ok := lookupOp(c)
 	if !ok || c.GetVersion() > commandVersion {
 		return &cellv1.CommandResult{} // ignorable and unknown or newer: skipped (checkKnown vetted it)
@@ -163,6 +167,7 @@ func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
 			if err := checkOwner(st.rec, c.GetEpoch()); err != nil {
 				return reject(err)
 			}
+			tx.ownerEpoch = st.rec.GetEpoch()
 		}
 		if spec.mutation && c.GetRequestId() != "" && st.rec != nil {
 			var d cellv1.DedupRecord

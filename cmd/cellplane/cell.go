@@ -19,6 +19,7 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
+	"github.com/cellplane/cellplane/internal/acklog"
 	"github.com/cellplane/cellplane/internal/failpoint"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/pki"
@@ -164,6 +165,17 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 				return usageErrorf("--etcd-dial-timeout must be > 0, got %s", etcd.DialTimeout)
 			}
 			mflags.apply(&cfg.MCP)
+			// The acknowledgement record of fault tests (internal/acklog):
+			// only from the environment, never a flag, and loudly.
+			if dir := os.Getenv(acklog.Env); dir != "" {
+				w, err := acklog.OpenDir(dir, cfg.NodeID)
+				if err != nil {
+					return fmt.Errorf("%s: %w", acklog.Env, err)
+				}
+				defer w.Close()
+				cfg.TestingKnobs.Store.Acks = ackRecorder{w}
+				logger.Warn("acknowledged writes are recorded for a fault test", "env", acklog.Env, "dir", dir)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf("invalid configuration: %w", err)
 			}
@@ -509,4 +521,13 @@ func nodeTLS(dir, name, nodeID, cellID string, logger *slog.Logger) (*pki.Source
 		return nil, fmt.Errorf("--certs-dir: %w", err)
 	}
 	return src, nil
+}
+
+// ackRecorder writes the store's acknowledgements to an acklog.Writer.
+type ackRecorder struct{ w *acklog.Writer }
+
+func (r ackRecorder) Now() int64 { return r.w.Now() }
+
+func (r ackRecorder) Acked(a store.Ack) {
+	r.w.Write(acklog.Record{Tenant: a.Tenant, Epoch: a.Epoch, Term: a.Term, Index: a.Index, Before: a.Before, After: a.After})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/histcheck"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
@@ -119,8 +121,11 @@ func (p *harness) createTenant(t *testing.T, ctx context.Context, tenant, region
 	})
 }
 
-// ---- a porcupine model of one context: appends and linearizable reads ----
+// ---- the history of one context: appends and linearizable reads ----
 
+// opInput and opOutput are what the load records of an operation; check
+// converts them for internal/histcheck (its porcupine model and its
+// final-state checks), the one model of the fault tests.
 type opInput struct {
 	append bool
 	value  string
@@ -129,25 +134,39 @@ type opInput struct {
 type opOutput struct {
 	seq    uint64 // appends: the seq the entry got
 	values string // reads: the texts joined with ","
+	// ambiguous: an append whose outcome the client never learned (the
+	// test ended while it was retried): it may or may not be applied.
+	ambiguous bool
 }
 
-var contextModel = porcupine.Model{
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
-		st, in, out := state.(string), input.(opInput), output.(opOutput)
+// histOps converts the load's history for histcheck (context "chat").
+func histOps(ops []porcupine.Operation) []porcupine.Operation {
+	out := make([]porcupine.Operation, 0, len(ops))
+	for _, op := range ops {
+		in, o := op.Input.(opInput), op.Output.(opOutput)
+		hop := op
 		if in.append {
-			next := st + in.value + ","
-			return out.seq == uint64(strings.Count(next, ",")), next
+			hop.Input = histcheck.Input{Kind: histcheck.Append, Key: "chat", Value: in.value}
+			hop.Output = histcheck.Output{Result: histcheck.OK, Seq: o.seq}
+			if o.ambiguous {
+				hop.Output = histcheck.Output{Result: histcheck.Ambiguous}
+				hop.Return = math.MaxInt64
+			}
+		} else {
+			hop.Input = histcheck.Input{Kind: histcheck.Read, Key: "chat"}
+			hop.Output = histcheck.Output{Values: splitEntries(o.values)}
 		}
-		return out.values == st, st
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(opInput), output.(opOutput)
-		if in.append {
-			return fmt.Sprintf("append(%s) → %d", in.value, out.seq)
-		}
-		return fmt.Sprintf("read() → %d entries", strings.Count(out.values, ","))
-	},
+		out = append(out, hop)
+	}
+	return out
+}
+
+// splitEntries splits texts joined with "," (readAll).
+func splitEntries(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, ","), ",")
 }
 
 // load drives clients that append to and read tenant/chat through the
@@ -232,6 +251,12 @@ func (l *load) append(ctx context.Context, client int, value string) {
 		return err
 	})
 	if !ok {
+		// Failed for good or left pending when the test ended: it may have
+		// been applied all the same (an earlier attempt): a "maybe".
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.history = append(l.history, porcupine.Operation{ClientId: client, Input: opInput{append: true, value: value},
+			Call: call.Sub(l.start).Nanoseconds(), Output: opOutput{ambiguous: true}, Return: ret.Sub(l.start).Nanoseconds()})
 		return
 	}
 	l.mu.Lock()
@@ -277,10 +302,11 @@ func readAll(ctx context.Context, c contextv1.ContextServiceClient) (string, err
 	}
 }
 
-// check verifies the history is linearizable, nothing failed for good,
-// and every acknowledged append is in the final state exactly once at the
-// seq it was acknowledged with. It returns the longest gap between two
-// consecutive acknowledgements.
+// check verifies (internal/histcheck) the history is linearizable, with
+// the appends left pending as "maybe", nothing failed for good, every
+// acknowledged append is in the final state exactly once at the seq it
+// was acknowledged with, and nothing is there that no client wrote. It
+// returns the longest gap between two consecutive acknowledgements.
 func (l *load) check(t *testing.T, ctx context.Context) time.Duration {
 	t.Helper()
 	l.mu.Lock()
@@ -292,25 +318,12 @@ func (l *load) check(t *testing.T, ctx context.Context) time.Duration {
 	if err != nil {
 		t.Fatalf("final read: %v", err)
 	}
-	entries := strings.Split(strings.TrimSuffix(final, ","), ",")
-	seen := map[string]int{}
-	for i, v := range entries {
-		if prev, dup := seen[v]; dup && v != "" {
-			t.Errorf("entry %q appears at seq %d and %d", v, prev+1, i+1)
-		}
-		seen[v] = i
+	ops := histOps(l.history)
+	for _, err := range histcheck.CheckFinal(ops, map[string][]string{"chat": splitEntries(final)}) {
+		t.Error(err)
 	}
-	for v, seq := range l.acked {
-		i, ok := seen[v]
-		if !ok {
-			t.Errorf("acknowledged append %q (seq %d) is lost", v, seq)
-		} else if uint64(i+1) != seq {
-			t.Errorf("acknowledged append %q got seq %d but is at %d", v, seq, i+1)
-		}
-	}
-	res := porcupine.CheckOperationsTimeout(contextModel, l.history, 60*time.Second)
-	if res != porcupine.Ok {
-		t.Errorf("history of %d operations is not linearizable (%v)", len(l.history), res)
+	if err := histcheck.Check(ops, 60*time.Second); err != nil {
+		t.Errorf("%v (%s)", err, histcheck.Summary(ops))
 	}
 	times := slices.Clone(l.ackTimes)
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })

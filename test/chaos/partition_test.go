@@ -5,15 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/anishathalye/porcupine"
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/controlplane/controller"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/faultnet"
+	"github.com/cellplane/cellplane/internal/histcheck"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -23,13 +25,18 @@ import (
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// ack is one acknowledged append: which cell acknowledged it and the
-// interval of the attempt that succeeded (the acknowledgement happened
-// inside it).
+// ack is one acknowledged append: which cell acknowledged it, at which
+// seq, and the interval of the attempt that succeeded (the
+// acknowledgement happened inside it); first is the call of its first
+// attempt (the operation's start in the history).
 type ack struct {
-	value      string
-	cell       string
-	call, done time.Time
+	value       string
+	cell        string
+	client      int
+	seq         uint64
+	call, done  time.Time
+	first       time.Time
+	refusedCall time.Time // a refusal: its only attempt's call
 }
 
 // ackLog records acknowledgements and refusals from every writer.
@@ -37,6 +44,7 @@ type ackLog struct {
 	mu      sync.Mutex
 	acks    []ack
 	refused map[string]error // values whose (only) attempt failed
+	calls   map[string]time.Time
 }
 
 func (a *ackLog) add(k ack) {
@@ -45,10 +53,37 @@ func (a *ackLog) add(k ack) {
 	a.acks = append(a.acks, k)
 }
 
-func (a *ackLog) refuse(value string, err error) {
+func (a *ackLog) refuse(value string, call time.Time, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.refused[value] = err
+	a.calls[value] = call
+}
+
+// history is the writes the new owner's state holds, for
+// internal/histcheck: the acknowledged appends it holds (the old
+// owner's, replicated before the cut, and the new owner's), and the
+// refused appends it holds as "maybe"s (an attempt that timed out was
+// applied). A refused append it does not hold was not applied (appends
+// are never undone), so it constrains nothing and is left out (many
+// "maybe"s make porcupine's search explode). The old owner's
+// acknowledged appends it lost are not in it: the failover reports them
+// (the RPO), which step 3 checks.
+func (a *ackLog) history(onNew map[string]bool) []porcupine.Operation {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := histcheck.New()
+	for _, k := range a.acks {
+		if onNew[k.value] {
+			h.Append(k.client, "chat", k.value, k.first, k.done, k.seq, histcheck.OK)
+		}
+	}
+	for v := range a.refused {
+		if onNew[v] {
+			h.Append(0, "chat", v, a.calls[v], a.calls[v], 0, histcheck.Ambiguous)
+		}
+	}
+	return h.Operations()
 }
 
 // isolatedCell starts a one-node cell whose every link to the rest of the
@@ -101,7 +136,7 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 	p.createTenant(t, ctx, "acme", "us-east", "east-a", "eu-west")
 	p.waitStandby(t, ctx, "acme")
 
-	log := &ackLog{refused: map[string]error{}}
+	log := &ackLog{refused: map[string]error{}, calls: map[string]time.Time{}}
 	// The writer inside the region: straight to the owner's node, one
 	// attempt per value (a refusal is recorded, not retried).
 	inside := contextv1.NewContextServiceClient(p.dialNode(t, east.GRPCAddr(), "router.chaos-router"))
@@ -114,13 +149,15 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 			v := fmt.Sprintf("in-%d", i)
 			call := time.Now()
 			cctx, cancel := context.WithTimeout(tenantmd.Outgoing(ictx, "acme", 0), 2*time.Second)
-			_, err := inside.Append(cctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: v,
+			resp, err := inside.Append(cctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: v,
 				Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: v}}}})
 			cancel()
 			if err == nil {
-				log.add(ack{value: v, cell: "east-a", call: call, done: time.Now()})
-			} else if ictx.Err() == nil {
-				log.refuse(v, err)
+				log.add(ack{value: v, cell: "east-a", seq: resp.GetFirstSeq(), call: call, first: call, done: time.Now()})
+			} else {
+				log.refuse(v, call, err)
+			}
+			if err != nil && ictx.Err() == nil {
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
@@ -150,14 +187,19 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 			defer wg.Done()
 			for i := 0; octx.Err() == nil; i++ {
 				v := fmt.Sprintf("out%d-%d", c, i)
-				for octx.Err() == nil {
+				first := time.Now()
+				for {
+					if octx.Err() != nil {
+						log.refuse(v, first, octx.Err()) // pending at the end: a "maybe"
+						break
+					}
 					call := time.Now()
 					cctx, cancel := context.WithTimeout(tenantmd.Outgoing(octx, "acme", 0), 5*time.Second)
-					_, err := p.data.Append(cctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: v,
+					resp, err := p.data.Append(cctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: v,
 						Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: v}}}})
 					cancel()
 					if err == nil {
-						log.add(ack{value: v, cell: "west-a", call: call, done: time.Now()})
+						log.add(ack{value: v, cell: "west-a", client: c + 1, seq: resp.GetFirstSeq(), call: call, first: first, done: time.Now()})
 						break
 					}
 					time.Sleep(20 * time.Millisecond)
@@ -244,8 +286,17 @@ func TestRegionPartitionPromotesTheStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	onNew := map[string]bool{}
-	for _, v := range strings.Split(strings.TrimSuffix(final, ","), ",") {
+	for _, v := range splitEntries(final) {
 		onNew[v] = true
+	}
+	// The new owner's history is linearizable and its state holds every
+	// write it acknowledged, exactly once, at its seq (histcheck).
+	ops := log.history(onNew)
+	for _, err := range histcheck.CheckFinal(ops, map[string][]string{"chat": splitEntries(final)}) {
+		t.Error(err)
+	}
+	if err := histcheck.Check(ops, time.Minute); err != nil {
+		t.Errorf("the new owner's history: %v (%s)", err, histcheck.Summary(ops))
 	}
 	oldCell := cellv1.NewCellServiceClient(p.dialNode(t, east.GRPCAddr(), "operator.admin"))
 	beyond := map[string]bool{}

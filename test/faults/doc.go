@@ -3,7 +3,9 @@
 // SIGKILL and restarted on their data, paused with SIGSTOP, their Raft
 // links cut symmetrically or one way, flapping on a seeded schedule,
 // slowed and lossy, a client's answers dropped, a far-behind follower
-// made to install a snapshot, leadership moved under load.
+// made to install a snapshot, leadership moved under load, data dirs
+// wiped (a follower, a quorum: H1's new incarnations, `cellplane cell
+// unsafe-recover` run as a child command), a node replaced under faults.
 //
 // The harness (harness_test.go) builds the cellplane binary once
 // (TestMain), starts the platform (embedded etcd, a control-plane replica,
@@ -21,10 +23,16 @@
 // state_digest), the history is linearizable (internal/histcheck,
 // porcupine partitioned by context and key), every acknowledged append is
 // in the final state exactly once at its seq and nothing else is, no
-// client call failed outside the error contract, and no two nodes claimed
-// leadership in one term (a monitor polls every node's status).
+// client call failed outside the error contract, no two nodes claimed
+// leadership in one term (a monitor polls every node's status), and at
+// most one writable owner at every instant: the nodes record every write
+// they acknowledge (CELLPLANE_ACK_LOG, internal/acklog, with
+// CLOCK_MONOTONIC readings shared by the processes) and acklog.Check
+// finds no owner (epoch, term) that appended a write after a later owner
+// acknowledged one.
 //
-// The default `go test` runs the fast scenarios (S1, S5, S9, S11) once;
+// The default `go test` runs the fast scenarios (S1, S2 wiped follower,
+// S5, S9, S11) once;
 // the others skip naming `make chaos`, which runs them all with seeds:
 //
 //	make chaos SEED=42 COUNT=5 PHASE=3s RUN=TestS7

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cellplane/cellplane/internal/acklog"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/faultnet"
 	"github.com/cellplane/cellplane/internal/histcheck"
@@ -147,8 +148,15 @@ type harness struct {
 	extraArgs []string
 	start     time.Time
 	dataDir   string
-	timeline  []string
-	tlMu      sync.Mutex
+	// ackDir holds the nodes' acknowledgement records (CELLPLANE_ACK_LOG,
+	// internal/acklog): outside their data dirs, which a scenario may wipe.
+	ackDir string
+	// tamperAcks, when set, changes the records before the I5 check
+	// (CELLPLANE_CHAOS_PLANT=i5 plants a violation through it, to see the
+	// check fail end to end).
+	tamperAcks func([]acklog.Record) []acklog.Record
+	timeline   []string
+	tlMu       sync.Mutex
 }
 
 // harnessOption adjusts a harness before its nodes start.
@@ -167,7 +175,40 @@ func newHarness(t *testing.T, seed uint64, phase time.Duration, opts ...harnessO
 	for _, o := range opts {
 		o(h)
 	}
+	if os.Getenv(envPlant) == "i5" {
+		h.tamperAcks = plantI5
+	}
 	return h
+}
+
+// envPlant plants a violation in a run's evidence, to see a check fail
+// end to end: "i5" adds to the acknowledgement records a write of the
+// first owner appended after the last owner's first acknowledgement (a
+// second writable owner).
+const envPlant = "CELLPLANE_CHAOS_PLANT"
+
+func plantI5(recs []acklog.Record) []acklog.Record {
+	if len(recs) == 0 {
+		return recs
+	}
+	first, last := recs[0], recs[0]
+	for _, r := range recs {
+		if r.Term < first.Term || (r.Term == first.Term && r.After < first.After) {
+			first = r
+		}
+		if r.Term > last.Term || (r.Term == last.Term && r.After < last.After) {
+			last = r
+		}
+	}
+	if first.Term == last.Term {
+		last.Term++ // one term only: the planted write is of a term before it
+		recs = append(recs, last)
+		first.Term = last.Term - 1
+	}
+	z := first
+	z.Index = 0
+	z.Before, z.After = last.After+1, last.After+2
+	return append(recs, z)
 }
 
 // up starts the platform and the cell and creates the tenant with its
@@ -181,6 +222,8 @@ func (h *harness) up() {
 	h.dataDir = cfg.DataDir
 	cfg.Regions, cfg.CellsPerRegion = nil, 0
 	cfg.MultiProcess, cfg.Binary = true, binary
+	h.ackDir = filepath.Join(cfg.DataDir, "acks")
+	cfg.ChildEnv = func(platform.NodeInfo) []string { return []string{acklog.Env + "=" + h.ackDir} }
 	cfg.ChildLogLevel = "info"
 	cfg.MutualTLS = true
 	cfg.EtcdUnsafeNoFsync = true
@@ -515,8 +558,9 @@ func (h *harness) finalState() map[string][]string {
 // check runs every invariant after the faults healed and the load
 // stopped: convergence (I6), linearizability with maybe outcomes (I1),
 // no acknowledged append lost, none doubled, none invented (I2, I3), at
-// most one leader per term (I7), and no client failure outside the
-// error contract (I9).
+// most one writable owner at every instant from the nodes' own
+// acknowledgement records (I5, acklog.Check), at most one leader per term
+// (I7), and no client failure outside the error contract (I9).
 func (h *harness) check(l *load) {
 	h.t.Helper()
 	h.converge()
@@ -540,8 +584,33 @@ func (h *harness) check(l *load) {
 		}
 	}
 	h.mon.check(h)
+	h.checkAcks(l)
 	lo, hi := h.mon.termRange()
 	h.t.Logf("seed %d: %s; %d attempts retried; terms %d→%d", h.seed, histcheck.Summary(ops), l.retries.Load(), lo, hi)
+}
+
+// checkAcks merges the nodes' acknowledgement records and checks I5 on
+// them (acklog.Check: no owner — epoch and Raft term — appended a write
+// after a later owner acknowledged one; one node per owner; epochs only
+// up). The load's writes were acknowledged, so the records cannot be
+// empty: an empty record would mean the check checks nothing.
+func (h *harness) checkAcks(l *load) {
+	h.t.Helper()
+	recs, err := acklog.ReadDir(h.ackDir)
+	if err != nil {
+		h.errorf("I5: acknowledgement records: %v", err)
+		return
+	}
+	if len(recs) == 0 && l.ackedBetween(h.start, time.Now()) > 0 {
+		h.errorf("I5: the nodes recorded no acknowledgement (%s=%s)", acklog.Env, h.ackDir)
+	}
+	if h.tamperAcks != nil {
+		recs = h.tamperAcks(recs)
+	}
+	for _, err := range acklog.Check(recs) {
+		h.errorf("%v", err)
+	}
+	h.t.Logf("seed %d: I5: %s", h.seed, acklog.Summary(recs))
 }
 
 // ---- the leader monitor (I7) ----

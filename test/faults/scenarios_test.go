@@ -46,7 +46,7 @@ func restart(h *harness, i int) {
 	if err := h.nodes[i].Restart(testutil.Context(h.t, time.Minute)); err != nil {
 		h.fatalf("restart %s: %v", h.nodes[i].ID(), err)
 	}
-	h.event("restart %s on its data", h.nodes[i].ID())
+	h.event("restart %s", h.nodes[i].ID())
 }
 
 // TestS2KillFollowerUnderLoad: SIGKILL a follower under load, restart it
