@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"os"
@@ -224,9 +225,18 @@ func TestParsePeers(t *testing.T) {
 
 // freeAddr returns a loopback address that was free a moment ago. The
 // command takes addresses, not listeners, so a tiny race is unavoidable.
+// freeAddr is a free port on a loopback address of the test's own
+// (127.x.y.z from its name, not 127.0.0.1; one host for all of a test's
+// addresses, as a node's must be): the port is released before the
+// command binds it, and on 127.0.0.1 another test's ephemeral port could
+// take it meanwhile (seen in CI: "address already in use").
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(t.Name()))
+	n := h.Sum32()
+	host := fmt.Sprintf("127.%d.%d.%d", 1+n%254, (n>>8)%256, 1+(n>>16)%254)
+	l, err := net.Listen("tcp", host+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
