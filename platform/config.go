@@ -48,6 +48,12 @@ type Config struct {
 	RouterAddr, RouterHTTPAddr             string
 	EtcdClientURL, EtcdPeerURL             string
 	NodeBasePort                           int
+	// NodeHost is the loopback address the nodes listen on (default
+	// 127.0.0.1). Child-process nodes are given ports found free a moment
+	// before; tests running beside others give a host of their own
+	// (testutil.LoopbackHost) so that no other test's ephemeral port can
+	// take one meanwhile.
+	NodeHost string
 
 	// Auth is AuthNone or AuthAPIKey (the router and the MCP workers).
 	Auth string
@@ -186,6 +192,11 @@ func (c Config) Validate() error {
 	}
 	if c.CellsPerRegion > 0 && (c.NodesPerCell < 1 || c.NodesPerCell%2 == 0 || c.NodesPerCell > 7) {
 		errs = append(errs, fmt.Errorf("nodes per cell must be 1, 3, 5 or 7, got %d", c.NodesPerCell))
+	}
+	if c.NodeHost != "" {
+		if ip := net.ParseIP(c.NodeHost); ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+			errs = append(errs, fmt.Errorf("node host %q: want an IPv4 loopback address (127.0.0.0/8)", c.NodeHost))
+		}
 	}
 	if c.NodeBasePort != 0 && (c.NodeBasePort < 1024 || c.NodeBasePort+3*len(c.Regions)*c.CellsPerRegion*c.NodesPerCell > 65535) {
 		errs = append(errs, fmt.Errorf("node base port %d leaves no room for the nodes' ports", c.NodeBasePort))

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +18,6 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/pki"
-	"github.com/cellplane/cellplane/internal/serve"
 )
 
 // nodeStartTimeout bounds one node's start.
@@ -74,15 +74,20 @@ func (p *Platform) newNode(c *Cell, k int, spec CellSpec) (*Node, error) {
 		base := p.cfg.NodeBasePort + 3*i
 		n.info.Raft, n.info.GRPC, n.info.HTTP = addr(base), addr(base+1), addr(base+2)
 	case p.cfg.MultiProcess:
-		ports, err := serve.FreeLoopbackPorts(3)
-		if err != nil {
-			return nil, err
+		var addrs [3]string
+		for j := range addrs {
+			l, err := net.Listen("tcp", net.JoinHostPort(p.nodeHost(), "0"))
+			if err != nil {
+				return nil, fmt.Errorf("listen: %w", err)
+			}
+			addrs[j] = l.Addr().String()
+			defer l.Close() // distinct ports: all three held until here
 		}
-		n.info.Raft, n.info.GRPC, n.info.HTTP = addr(ports[0]), addr(ports[1]), addr(ports[2])
+		n.info.Raft, n.info.GRPC, n.info.HTTP = addrs[0], addrs[1], addrs[2]
 	default:
 		// Listeners opened now cannot be taken before the node binds them.
 		for j := range lis {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			l, err := net.Listen("tcp", net.JoinHostPort(p.nodeHost(), "0"))
 			if err != nil {
 				for _, l := range lis[:j] {
 					_ = l.Close()
@@ -475,3 +480,6 @@ func (m muted) WithAttrs(a []slog.Attr) slog.Handler {
 }
 
 func (m muted) WithGroup(g string) slog.Handler { return muted{h: m.h.WithGroup(g), quiet: m.quiet} }
+
+// nodeHost is the loopback address the nodes listen on.
+func (p *Platform) nodeHost() string { return cmp.Or(p.cfg.NodeHost, "127.0.0.1") }

@@ -42,23 +42,13 @@ type procNode struct {
 	client  *rpc.Client
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // newProcCell prepares n nodes (not started); snapshotThreshold > 0
 // makes them snapshot and truncate their logs eagerly.
 func newProcCell(t *testing.T, n int, snapshotThreshold, trailingLogs uint64) *procCell {
 	c := &procCell{t: t}
 	var peers []store.Peer
 	for i := range n {
-		cfg := childConfig{ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), ControlAddr: freeAddr(t), Dir: t.TempDir(),
+		cfg := childConfig{ID: fmt.Sprintf("n%d", i+1), RaftAddr: testutil.FreeAddr(t), ControlAddr: testutil.FreeAddr(t), Dir: t.TempDir(),
 			SnapshotThreshold: snapshotThreshold, TrailingLogs: trailingLogs}
 		peers = append(peers, store.Peer{ID: cfg.ID, Addr: cfg.RaftAddr})
 		c.nodes = append(c.nodes, &procNode{cfg: cfg, logPath: filepath.Join(t.TempDir(), cfg.ID+".log")})

@@ -74,7 +74,7 @@ func TestCellFromRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	raft, grpcAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	raft, grpcAddr, httpAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
 	defer cancel()
 	t.Setenv(envEtcdEndpoints, strings.Join(eps, ","))

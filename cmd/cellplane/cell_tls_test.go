@@ -73,7 +73,7 @@ func TestCellTLS(t *testing.T) {
 	}
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: probe.ClientTLSConfig(pki.ExpectKinds(pki.KindNode))}}
 	defer hc.CloseIdleConnections()
-	raft, grpcAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	raft, grpcAddr, httpAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
 	defer cancel()
 	done := make(chan result, 1)

@@ -35,7 +35,7 @@ func TestCellWithControlPlaneAddress(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		done <- runCmd(runCtx, "cell", "--id", "n1", "--cell", "c1", "--data-dir", t.TempDir(), "--insecure",
-			"--raft-addr", freeAddr(t), "--grpc-addr", freeAddr(t), "--http-addr", freeAddr(t),
+			"--raft-addr", testutil.FreeAddr(t), "--grpc-addr", testutil.FreeAddr(t), "--http-addr", testutil.FreeAddr(t),
 			"--controlplane", env.Addr(), "--registry-ttl", "2s")
 	}()
 	testutil.Eventually(t, 30*time.Second, func() error {

@@ -43,18 +43,18 @@ func TestControlPlaneCertsDir(t *testing.T) {
 
 	// An http embedded etcd next to a mutual-TLS API: a usage error.
 	if r := runCmd(ctx, "controlplane", "--id", "cp1", "--data-dir", t.TempDir(), "--certs-dir", dir,
-		"--etcd-client-url", "http://"+freeAddr(t)); r.code != 2 || !strings.Contains(r.err, "https://") {
+		"--etcd-client-url", "http://"+testutil.FreeAddr(t)); r.code != 2 || !strings.Contains(r.err, "https://") {
 		t.Fatalf("--certs-dir with an http --etcd-client-url: %+v", r)
 	}
 
-	grpcAddr := freeAddr(t)
+	grpcAddr := testutil.FreeAddr(t)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan result, 1)
 	go func() {
 		done <- runCmd(runCtx, "controlplane", "--id", "cp1", "--data-dir", t.TempDir(), "--certs-dir", dir,
-			"--grpc-addr", grpcAddr, "--http-addr", freeAddr(t),
-			"--etcd-client-url", "https://"+freeAddr(t), "--etcd-peer-url", "https://"+freeAddr(t))
+			"--grpc-addr", grpcAddr, "--http-addr", testutil.FreeAddr(t),
+			"--etcd-client-url", "https://"+testutil.FreeAddr(t), "--etcd-peer-url", "https://"+testutil.FreeAddr(t))
 	}()
 
 	src, err := pki.NewSource(pki.DirConfig(dir, "operator.alice"))

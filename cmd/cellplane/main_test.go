@@ -5,8 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"hash/fnv"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -223,32 +221,11 @@ func TestParsePeers(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address that was free a moment ago. The
-// command takes addresses, not listeners, so a tiny race is unavoidable.
-// freeAddr is a free port on a loopback address of the test's own
-// (127.x.y.z from its name, not 127.0.0.1; one host for all of a test's
-// addresses, as a node's must be): the port is released before the
-// command binds it, and on 127.0.0.1 another test's ephemeral port could
-// take it meanwhile (seen in CI: "address already in use").
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(t.Name()))
-	n := h.Sum32()
-	host := fmt.Sprintf("127.%d.%d.%d", 1+n%254, (n>>8)%256, 1+(n>>16)%254)
-	l, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestCellRunsAndStopsGracefully(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a node; skipped with -short")
 	}
-	raft, grpcAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	raft, grpcAddr, httpAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
 	defer cancel()
 	done := make(chan result, 1)

@@ -222,6 +222,7 @@ func (h *harness) up() {
 	h.dataDir = cfg.DataDir
 	cfg.Regions, cfg.CellsPerRegion = nil, 0
 	cfg.MultiProcess, cfg.Binary = true, binary
+	cfg.NodeHost = testutil.LoopbackHost(t)
 	h.ackDir = filepath.Join(cfg.DataDir, "acks")
 	cfg.ChildEnv = func(platform.NodeInfo) []string { return []string{acklog.Env + "=" + h.ackDir} }
 	cfg.ChildLogLevel = "info"
