@@ -103,7 +103,9 @@ removed {
 // through the admin API (the data source shows the move); import; an
 // immutable change refused at plan; a destroy refused at plan time while
 // protected (and the tenant still there); protection off, then the
-// harness's destroy, which waits until the tenant is gone.
+// harness's destroy, which waits until the tenant is gone. The standby
+// removed outside Terraform (as by an emergency promotion) plans a
+// re-protection, and a destroy refused at plan time revoked no key.
 func TestAccTenant(t *testing.T) {
 	needTerraform(t)
 	p := testPlatform(t)
@@ -121,6 +123,9 @@ resource "cellplane_tenant" "t" {
 }
 data "cellplane_tenant" "t" {
   id = cellplane_tenant.t.id
+}
+resource "cellplane_api_key" "k" {
+  tenant = cellplane_tenant.t.id
 }
 `, id, home, protection)
 	}
@@ -168,6 +173,25 @@ data "cellplane_tenant" "t" {
 				),
 			},
 			{
+				// The standby lost outside Terraform (as after an emergency
+				// promotion): the plan re-protects, in the pair's region
+				// that is not the owner's (home, now).
+				PreConfig: func() {
+					if _, err := p.Admin().ClearStandby(ctxFor(t), &cpv1.ClearStandbyRequest{Tenant: id}); err != nil {
+						t.Fatalf("clear the standby: %v", err)
+					}
+				},
+				Config: cfg("us-east", ""),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("cellplane_tenant.t", plancheck.ResourceActionUpdate)},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("cellplane_tenant.t", "standby_region", "eu-west"),
+					resource.TestCheckResourceAttr("data.cellplane_tenant.t", "cell", "eu-west-a"),
+					resource.TestCheckResourceAttr("data.cellplane_tenant.t", "standby_cell", "us-east-a"),
+				),
+			},
+			{
 				Config:      cfg("eu-west", ""),
 				ExpectError: regexp.MustCompile(`Cannot change an immutable attribute`),
 				PlanOnly:    true,
@@ -179,9 +203,14 @@ data "cellplane_tenant" "t" {
 			},
 			{
 				PreConfig: func() {
-					// Refused at plan time: nothing was destroyed.
+					// Refused at plan time: nothing was destroyed, not
+					// even the key that a destroy removes first.
 					if _, err := p.Admin().GetTenant(ctxFor(t), &cpv1.GetTenantRequest{Id: id}); err != nil {
 						t.Fatalf("after the refused destroy: %v", err)
+					}
+					ks, err := p.Admin().ListApiKeys(ctxFor(t), &cpv1.ListApiKeysRequest{Tenant: id})
+					if err != nil || len(ks.GetKeys()) != 1 || ks.GetKeys()[0].GetRevokeTime() != nil {
+						t.Fatalf("after the refused destroy: keys %v, %v; want the one key, not revoked", ks.GetKeys(), err)
 					}
 				},
 				Config: cfg("us-east", "deletion_protection = false"),
