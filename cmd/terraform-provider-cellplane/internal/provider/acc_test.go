@@ -3,6 +3,7 @@ package provider
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -11,7 +12,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
+	goclient "github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -287,4 +290,51 @@ func switchover(t *testing.T, cl cpv1.ControlPlaneServiceClient, tenant string) 
 		}
 		return nil
 	})
+}
+
+// TestAccReadOnlyOperator: the provider configured with explicit TLS
+// settings and a read-only operator's certificate reads (data sources)
+// but is refused a create, with the control plane's reason, and nothing
+// is written.
+func TestAccReadOnlyOperator(t *testing.T) {
+	needTerraform(t)
+	p := testPlatform(t)
+	ca, err := pki.LoadCA(p.CertsDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(pki.LeafRequest{Identity: pki.OperatorIdentity(ca.Cluster(), pki.RoleReadOnly, "viewer")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pki.WriteLeaf(dir, "operator.viewer", leaf, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(goclient.EnvConfigFile, "") // only the block's settings
+	block := fmt.Sprintf(`
+provider "cellplane" {
+  endpoint      = %q
+  tls_ca_file   = %q
+  tls_cert_file = %q
+  tls_key_file  = %q
+}
+data "cellplane_regions" "all" {}
+`, p.ControlPlaneAddr(), filepath.Join(p.CertsDir(), pki.CACertFile), filepath.Join(dir, "operator.viewer.crt"), filepath.Join(dir, "operator.viewer.key"))
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{
+			{
+				Config: block,
+				Check:  resource.TestCheckResourceAttrSet("data.cellplane_regions.all", "regions.#"),
+			},
+			{
+				Config:      block + "resource \"cellplane_region\" \"r\" {\n  name = \"tf-denied\"\n}\n",
+				ExpectError: regexp.MustCompile(`PERMISSION_DENIED`),
+			},
+		},
+	})
+	if rg, err := findRegion(ctxFor(t), testClient(t), "tf-denied"); err != nil || rg != nil {
+		t.Fatalf("region tf-denied: %v, %v; want none", rg, err)
+	}
 }
