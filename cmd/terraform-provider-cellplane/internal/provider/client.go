@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -24,6 +25,7 @@ const pollInterval = 250 * time.Millisecond
 // its resources and data sources.
 type apiClient struct {
 	api         cpv1.ControlPlaneServiceClient
+	conn        *grpc.ClientConn // nil in tests that borrow a connection
 	addr        string
 	callTimeout time.Duration
 	// ops bounds the long operations in flight (max_concurrent_operations).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"go.uber.org/goleak"
 
 	"github.com/cellplane/cellplane/internal/testutil"
 	"github.com/cellplane/cellplane/platform"
@@ -38,11 +39,18 @@ var shared struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	testProvider.close()
 	if shared.p != nil {
 		shared.p.Close()
 	}
 	if shared.dir != "" {
 		_ = os.RemoveAll(shared.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
@@ -142,9 +150,12 @@ func testPlatform(t *testing.T) *platform.Platform {
 
 // factories serve the provider in process (plugin-testing reattaches to
 // it: nothing is installed or downloaded).
-var factories = map[string]func() (tfprotov6.ProviderServer, error){
-	"cellplane": providerserver.NewProtocol6WithError(New("test")()),
-}
+var (
+	testProvider = New("test")().(*cellplaneProvider)
+	factories    = map[string]func() (tfprotov6.ProviderServer, error){
+		"cellplane": providerserver.NewProtocol6WithError(testProvider),
+	}
+)
 
 // providerBlock is the provider configuration of the test platform: the
 // client configuration file the platform wrote (its address and the admin

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
@@ -33,7 +34,25 @@ func New(version string) func() provider.Provider {
 	return func() provider.Provider { return &cellplaneProvider{version: version} }
 }
 
-type cellplaneProvider struct{ version string }
+type cellplaneProvider struct {
+	version string
+
+	// clients are the connections Configure made, one per distinct
+	// settings: Terraform configures a provider once per run, but a test
+	// harness configures the same instance at every step.
+	mu      sync.Mutex
+	clients map[settings]*apiClient
+}
+
+// close closes every connection (tests; a provider process just exits).
+func (p *cellplaneProvider) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, c := range p.clients {
+		_ = c.conn.Close()
+		delete(p.clients, k)
+	}
+}
 
 type providerModel struct {
 	Endpoint                types.String `tfsdk:"endpoint"`
@@ -123,6 +142,12 @@ func (p *cellplaneProvider) Configure(ctx context.Context, req provider.Configur
 		resp.Diagnostics.AddError("Invalid cellplane provider configuration", err.Error())
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[s]; ok {
+		resp.ResourceData, resp.DataSourceData = c, c
+		return
+	}
 	creds, err := s.target.Credentials(pki.KindControlPlane)
 	if err != nil {
 		resp.Diagnostics.AddAttributeError(path.Root("tls_cert_file"), "Cannot load the TLS material", err.Error())
@@ -135,7 +160,11 @@ func (p *cellplaneProvider) Configure(ctx context.Context, req provider.Configur
 		resp.Diagnostics.AddAttributeError(path.Root("endpoint"), "Invalid endpoint", err.Error())
 		return
 	}
-	c := &apiClient{api: cpv1.NewControlPlaneServiceClient(conn), addr: s.target.Addr, callTimeout: s.callTimeout, ops: make(chan struct{}, s.maxOps)}
+	c := &apiClient{api: cpv1.NewControlPlaneServiceClient(conn), conn: conn, addr: s.target.Addr, callTimeout: s.callTimeout, ops: make(chan struct{}, s.maxOps)}
+	if p.clients == nil {
+		p.clients = make(map[settings]*apiClient)
+	}
+	p.clients[s] = c
 	resp.ResourceData, resp.DataSourceData = c, c
 }
 
