@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 
 	goclient "github.com/cellplane/cellplane/client"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // present is a non-null raw value: a state or plan that exists.
@@ -261,5 +262,29 @@ func TestAcquireBounds(t *testing.T) {
 		t.Fatal(err)
 	} else {
 		r()
+	}
+}
+
+// What "created" waits for: ACTIVE, and with a standby asked, STREAMING.
+func TestTenantUsable(t *testing.T) {
+	active := cpv1.TenantState_TENANT_STATE_ACTIVE
+	for _, tc := range []struct {
+		name        string
+		v           tenantView
+		wantStandby bool
+		usable      bool
+	}{
+		{"creating", tenantView{t: &cpv1.Tenant{State: cpv1.TenantState_TENANT_STATE_CREATING}}, false, false},
+		{"active", tenantView{t: &cpv1.Tenant{State: active}}, false, true},
+		{"no standby cell yet", tenantView{t: &cpv1.Tenant{State: active}}, true, false},
+		{"bootstrapping", tenantView{t: &cpv1.Tenant{State: active, StandbyCell: "e"}, repl: &cpv1.ReplicationLag{State: "BOOTSTRAPPING"}}, true, false},
+		{"standby did not answer", tenantView{t: &cpv1.Tenant{State: active, StandbyCell: "e"}}, true, false},
+		{"streaming", tenantView{t: &cpv1.Tenant{State: active, StandbyCell: "e"}, repl: &cpv1.ReplicationLag{State: replicationStreaming}}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if why := tc.v.usable(tc.wantStandby); (why == "") != tc.usable {
+				t.Fatalf("usable = %q, want usable %v", why, tc.usable)
+			}
+		})
 	}
 }
