@@ -338,3 +338,40 @@ data "cellplane_regions" "all" {}
 		t.Fatalf("region tf-denied: %v, %v; want none", rg, err)
 	}
 }
+
+// TestAccTenantErrors: the control plane's refusals surface as
+// diagnostics with its reason, at plan time where the provider can tell
+// (a standby in the home region) and at apply otherwise (an unknown
+// region), and nothing is left in the state.
+func TestAccTenantErrors(t *testing.T) {
+	needTerraform(t)
+	p := testPlatform(t)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{
+			{
+				Config: providerBlock(p) + `
+resource "cellplane_tenant" "t" {
+  id             = "tf-bad"
+  home_region    = "us-east"
+  standby_region = "us-east"
+}
+`,
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`standby_region must differ from home_region`),
+			},
+			{
+				Config: providerBlock(p) + `
+resource "cellplane_tenant" "t" {
+  id          = "tf-bad"
+  home_region = "nowhere"
+}
+`,
+				ExpectError: regexp.MustCompile(`REGION_NOT_FOUND`),
+			},
+		},
+	})
+	if _, err := p.Admin().GetTenant(ctxFor(t), &cpv1.GetTenantRequest{Id: "tf-bad"}); !errors.Is(rpcerr.FromStatus(err), cperr.ErrTenantNotFound) {
+		t.Fatalf("tenant tf-bad: %v, want TENANT_NOT_FOUND", err)
+	}
+}
