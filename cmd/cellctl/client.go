@@ -2,24 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	goclient "github.com/cellplane/cellplane/client"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
@@ -61,73 +55,20 @@ func (a *app) connect() (*client, error) {
 // Close closes the connection.
 func (c *client) Close() { _ = c.conn.Close() }
 
-// transportCredentials returns the connection's credentials: mutual TLS
-// with a pki.Source (--certs-dir, or --tls-ca with --tls-cert and
-// --tls-key), checking that the server is a peer (a control plane, or a
-// cell node for the calls cellctl makes to cells) of the CA's cluster; TLS
-// with only server verification (--tls-ca alone: a control plane behind a
-// TLS-terminating proxy); else plaintext.
+// transportCredentials returns the connection's credentials
+// (client.ControlPlaneTarget.Credentials: the one implementation, shared
+// with the Terraform provider); a settings mistake is a usage error.
 func (o *options) transportCredentials(peer pki.Kind) (credentials.TransportCredentials, error) {
-	var pcfg pki.Config
-	switch {
-	case o.certsDir != "":
-		name := o.certName
-		if name == "" {
-			var err error
-			if name, err = onlyOperatorCert(o.certsDir); err != nil {
-				return nil, err
-			}
-		}
-		pcfg = pki.DirConfig(o.certsDir, name)
-	case o.tlsCert != "":
-		pcfg = pki.DefaultConfig()
-		pcfg.CAFile, pcfg.CertFile, pcfg.KeyFile = o.tlsCA, o.tlsCert, o.tlsKey
-	case o.tlsCA == "":
-		return insecure.NewCredentials(), nil
-	default:
-		return serverOnlyTLS(o.tlsCA)
+	creds, err := o.target().Credentials(peer)
+	if errors.Is(err, goclient.ErrTargetConfig) {
+		return nil, usageError{err}
 	}
-	pcfg.Logger = slog.New(slog.DiscardHandler) // refusals come back as the call's error
-	src, err := pki.NewSource(pcfg)
-	if err != nil {
-		return nil, err
-	}
-	return pki.ClientCredentials(src, pki.ExpectKinds(peer)), nil
+	return creds, err
 }
 
-// onlyOperatorCert returns the base name of the one operator certificate
-// in dir (--certs-dir without --cert-name).
-func onlyOperatorCert(dir string) (string, error) {
-	matches, err := filepath.Glob(filepath.Join(dir, "operator.*.crt"))
-	if err != nil {
-		return "", err
-	}
-	switch len(matches) {
-	case 0:
-		return "", usageErrorf("--certs-dir %s holds no operator.*.crt: make one with 'cellplane cert create-operator' or pass --cert-name", dir)
-	case 1:
-		return strings.TrimSuffix(filepath.Base(matches[0]), ".crt"), nil
-	}
-	names := make([]string, len(matches))
-	for i, m := range matches {
-		names[i] = strings.TrimSuffix(filepath.Base(m), ".crt")
-	}
-	return "", usageErrorf("--certs-dir %s holds several operator certificates (%s): pass --cert-name", dir, strings.Join(names, ", "))
-}
-
-// serverOnlyTLS returns TLS credentials that verify the server's chain
-// and host name against the CA file and present no client certificate.
-func serverOnlyTLS(caFile string) (credentials.TransportCredentials, error) {
-	o := &options{tlsCA: caFile}
-	pem, err := os.ReadFile(o.tlsCA)
-	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", o.tlsCA)
-	}
-	return credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
+// target is the control plane and TLS material the flags name.
+func (o *options) target() goclient.ControlPlaneTarget {
+	return goclient.ControlPlaneTarget{Addr: o.controlPlane, CA: o.tlsCA, Cert: o.tlsCert, Key: o.tlsKey, CertsDir: o.certsDir, CertName: o.certName}
 }
 
 // call runs one RPC within the client's timeout and turns its error into

@@ -49,8 +49,8 @@ type streams struct {
 
 // Defaults of the global flags.
 const (
-	defaultControlPlane = "127.0.0.1:7000"
-	envControlPlane     = "CELLPLANE_CONTROLPLANE"
+	defaultControlPlane = goclient.DefaultControlPlaneAddr
+	envControlPlane     = goclient.EnvControlPlane
 	defaultTimeout      = 10 * time.Second
 )
 
@@ -210,25 +210,12 @@ func (o *options) finish(cmd *cobra.Command) error {
 		f := cmd.Flags().Lookup(name)
 		return f != nil && f.Changed
 	}
-	if path := os.Getenv(goclient.EnvConfigFile); path != "" {
-		cf, err := goclient.LoadConfigFile(path)
-		if err != nil {
-			return usageErrorf("%s: %v", goclient.EnvConfigFile, err)
-		}
-		if !changed("controlplane") && cf.ControlPlane != "" {
-			o.controlPlane = cf.ControlPlane
-		}
-		// The file's TLS material is used only when no flag names any:
-		// flags replace it as a whole, never mix with it.
-		if !changed("tls-ca") && !changed("tls-cert") && !changed("tls-key") && !changed("certs-dir") {
-			o.tlsCA, o.tlsCert, o.tlsKey = cf.CA, cf.Cert, cf.Key
-		}
+	tlsSet := changed("tls-ca") || changed("tls-cert") || changed("tls-key") || changed("certs-dir")
+	t, err := goclient.ResolveControlPlaneTarget(o.target(), changed("controlplane"), tlsSet, "")
+	if err != nil {
+		return usageErrorf("%s: %v", goclient.EnvConfigFile, err)
 	}
-	if !changed("controlplane") {
-		if v, ok := os.LookupEnv(envControlPlane); ok && v != "" {
-			o.controlPlane = v
-		}
-	}
+	o.controlPlane, o.tlsCA, o.tlsCert, o.tlsKey = t.Addr, t.CA, t.Cert, t.Key
 	if o.controlPlane == "" {
 		return usageErrorf("--controlplane is empty")
 	}

@@ -1,0 +1,35 @@
+// Package provider is cellplane's Terraform provider (terraform-plugin-
+// framework, protocol 6), served by cmd/terraform-provider-cellplane.
+//
+// It manages what the control plane's ControlPlaneService lets it manage
+// safely:
+//
+//   - cellplane_region (name, description): create, read, import by name.
+//     Changing the description needs UpdateRegion and destroying needs
+//     DeleteRegion; until the control plane has them (seams.go) those
+//     plans fail with a diagnostic that says so.
+//   - cellplane_tenant (id, home_region, standby_region, limits,
+//     deletion_protection, timeouts): create blocks until the tenant is
+//     ACTIVE and its standby STREAMING; destroy waits until the data is
+//     gone. deletion_protection (default true, kept in state) refuses a
+//     destroy at PLAN time, before anything else is destroyed. id and
+//     home_region are immutable: a change is a plan-time error, never a
+//     replace (a replace deletes the tenant's data). standby_region is the
+//     DR partner of home_region, not where the standby is now: a planned
+//     switchover (the owner in the DR region, the standby at home) is not
+//     drift; an emergency promotion (no standby) plans a new standby in
+//     the pair's region that is not the owner's. Live placement (cell,
+//     epoch, lag) lives in the cellplane_tenant data source only.
+//   - cellplane_api_key (tenant, description; computed sensitive secret),
+//     imported as <tenant>/<key_id>.
+//   - data sources cellplane_status, cellplane_regions, cellplane_cells,
+//     cellplane_tenant.
+//
+// The connection settings resolve exactly like cellctl's
+// (client.ResolveControlPlaneTarget): endpoint, else
+// CELLPLANE_CONTROLPLANE, else the client configuration file
+// (config_file, else CELLPLANE_CONFIG), else 127.0.0.1:7000; the TLS
+// material from the provider block, else the file. Long operations (tenant
+// create, delete, standby changes) share a bound of
+// max_concurrent_operations whatever Terraform's -parallelism.
+package provider

@@ -1,0 +1,557 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/float64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/cellplane/cellplane/internal/retry"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+)
+
+// Default time limits of a tenant's long operations (the timeouts block).
+const (
+	defaultTenantCreateTimeout = 10 * time.Minute
+	defaultTenantUpdateTimeout = 30 * time.Minute
+	defaultTenantDeleteTimeout = 30 * time.Minute
+	// maxWorkflowCall bounds one CreateTenant or DeleteTenant call (the
+	// server waits for the workflow up to the call's deadline); past it
+	// the provider polls GetTenant.
+	maxWorkflowCall = 2 * time.Minute
+)
+
+// replicationStreaming is a standby's replication state once bootstrapped
+// (ReplicationLag.state).
+const replicationStreaming = "STREAMING"
+
+type tenantResource struct{ c *apiClient }
+
+type tenantModel struct {
+	ID                 types.String   `tfsdk:"id"`
+	HomeRegion         types.String   `tfsdk:"home_region"`
+	StandbyRegion      types.String   `tfsdk:"standby_region"`
+	Limits             types.Object   `tfsdk:"limits"`
+	DeletionProtection types.Bool     `tfsdk:"deletion_protection"`
+	CreateTime         types.String   `tfsdk:"create_time"`
+	Timeouts           timeouts.Value `tfsdk:"timeouts"`
+}
+
+// limitsAttrTypes are the attributes of limits (cpv1.TenantLimits).
+var limitsAttrTypes = map[string]attr.Type{
+	"rate": types.Float64Type, "burst": types.Int64Type, "max_bytes": types.Int64Type,
+	"bytes_rate": types.Float64Type, "bytes_burst": types.Int64Type,
+}
+
+func newTenantResource() resource.Resource { return &tenantResource{} }
+
+var (
+	_ resource.ResourceWithImportState = (*tenantResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*tenantResource)(nil)
+)
+
+func (r *tenantResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_tenant"
+}
+
+func (r *tenantResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	keep := func() []planmodifier.Int64 { return []planmodifier.Int64{int64planmodifier.UseStateForUnknown()} }
+	keepF := func() []planmodifier.Float64 { return []planmodifier.Float64{float64planmodifier.UseStateForUnknown()} }
+	resp.Schema = schema.Schema{
+		Description: "A tenant: its home region, its DR (standby) region and its limits. Create blocks until the tenant is ACTIVE " +
+			"(and its standby STREAMING); destroy waits until its data is gone and is refused at plan time while deletion_protection is true. " +
+			"Import by id: terraform import cellplane_tenant.t acme.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{Required: true, Description: "The tenant's id. Cannot change: a change is refused at plan time, never a replace.",
+				Validators:    []validator.String{idValidator{}},
+				PlanModifiers: []planmodifier.String{immutable("replacing a tenant would delete its data; declare a new tenant instead")}},
+			"home_region": schema.StringAttribute{Required: true, Description: "The region the tenant is created in. Cannot change (refused at plan time).",
+				Validators:    []validator.String{idValidator{}},
+				PlanModifiers: []planmodifier.String{immutable("a tenant cannot be re-homed; a switchover to the standby region is done with cellctl and is not drift")}},
+			"standby_region": schema.StringAttribute{Optional: true,
+				Description: "The DR region of the pair {home_region, standby_region}; null: no standby. A switchover (the tenant served from this region, " +
+					"its standby at home) is not drift. After an emergency promotion (no standby) the next apply re-protects the tenant in the pair's other region.",
+				Validators: []validator.String{idValidator{}}},
+			"limits": schema.SingleNestedAttribute{Optional: true, Computed: true,
+				Description:   "Rate and size limits (0: the component default). Changing them needs the control plane's UpdateTenant.",
+				PlanModifiers: []planmodifier.Object{objectplanmodifier.UseStateForUnknown()},
+				Attributes: map[string]schema.Attribute{
+					"rate":        schema.Float64Attribute{Optional: true, Computed: true, PlanModifiers: keepF(), Description: "Requests per second."},
+					"burst":       schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keep(), Description: "Request burst."},
+					"max_bytes":   schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keep(), Description: "Stored bytes at most."},
+					"bytes_rate":  schema.Float64Attribute{Optional: true, Computed: true, PlanModifiers: keepF(), Description: "Written bytes per second."},
+					"bytes_burst": schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keep(), Description: "Written bytes burst."},
+				}},
+			"deletion_protection": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
+				Description: "While true (the default) a destroy of the tenant is refused at plan time, before anything is destroyed; kept in state, " +
+					"so removing the resource block does not lift it. Set false and apply first."},
+			"create_time": schema.StringAttribute{Computed: true, Description: "When the tenant was created (RFC 3339).",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+		},
+	}
+}
+
+func (r *tenantResource) Configure(_ context.Context, req resource.ConfigureRequest, _ *resource.ConfigureResponse) {
+	if c, ok := req.ProviderData.(*apiClient); ok {
+		r.c = c
+	}
+}
+
+// ModifyPlan holds the tenant's plan-time safety rules: a destroy (or a
+// replace) of a protected tenant is refused before anything is destroyed;
+// standby_region must differ from home_region; a limits change needs
+// UpdateTenant. (id and home_region: the immutable plan modifier.)
+func (r *tenantResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	var state, plan tenantModel
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	}
+	if !req.Plan.Raw.IsNull() {
+		resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	}
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(tenantPlanRules(req.State.Raw.IsNull(), req.Plan.Raw.IsNull(), state, plan)...)
+	if req.Plan.Raw.IsNull() && !resp.Diagnostics.HasError() {
+		resp.Diagnostics.AddWarning("Destroying a tenant deletes its data",
+			fmt.Sprintf("Tenant %s, its standby copy and all its API keys will be deleted; this cannot be undone.", state.ID.ValueString()))
+	}
+}
+
+// tenantPlanRules are ModifyPlan's checks as a function of the prior
+// state and the plan (noState: a create; noPlan: a destroy).
+func tenantPlanRules(noState, noPlan bool, state, plan tenantModel) diag.Diagnostics {
+	var diags diag.Diagnostics
+	if noPlan {
+		if !noState && !state.DeletionProtection.IsNull() && state.DeletionProtection.ValueBool() {
+			diags.AddAttributeError(path.Root("deletion_protection"), "Tenant is protected from deletion",
+				fmt.Sprintf("Tenant %s has deletion_protection = true: the plan destroys nothing. To delete it (and its data), set deletion_protection = false, apply, then destroy.",
+					state.ID.ValueString()))
+		}
+		return diags
+	}
+	if !plan.StandbyRegion.IsNull() && !plan.StandbyRegion.IsUnknown() && plan.StandbyRegion.Equal(plan.HomeRegion) {
+		diags.AddAttributeError(path.Root("standby_region"), "Invalid standby_region",
+			"standby_region must differ from home_region: a standby in the same region does not survive the region's loss")
+	}
+	if !noState && !haveUpdateTenant && !plan.Limits.IsUnknown() && !plan.Limits.IsNull() && !limitsEqual(plan.Limits, state.Limits) {
+		diags.AddAttributeError(path.Root("limits"), "Cannot change a tenant's limits yet", errNeedsRPC("changing the limits of tenant "+state.ID.ValueString(), "UpdateTenant").Error())
+	}
+	return diags
+}
+
+// limitsEqual compares two limits objects on their known attributes.
+func limitsEqual(a, b types.Object) bool {
+	if a.IsNull() || b.IsNull() {
+		return a.IsNull() == b.IsNull()
+	}
+	bv := b.Attributes()
+	for k, v := range a.Attributes() {
+		if v.IsUnknown() {
+			continue
+		}
+		if !v.Equal(bv[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+func limitsToProto(o types.Object) *cpv1.TenantLimits {
+	if o.IsNull() || o.IsUnknown() {
+		return nil
+	}
+	a := o.Attributes()
+	f := func(k string) float64 {
+		if v, ok := a[k].(types.Float64); ok {
+			return v.ValueFloat64()
+		}
+		return 0
+	}
+	i := func(k string) int64 {
+		if v, ok := a[k].(types.Int64); ok {
+			return v.ValueInt64()
+		}
+		return 0
+	}
+	return &cpv1.TenantLimits{Rate: f("rate"), Burst: uint32(i("burst")), MaxBytes: uint64(i("max_bytes")), BytesRate: f("bytes_rate"), BytesBurst: uint32(i("bytes_burst"))}
+}
+
+func limitsFromProto(l *cpv1.TenantLimits) types.Object {
+	return types.ObjectValueMust(limitsAttrTypes, map[string]attr.Value{
+		"rate": types.Float64Value(l.GetRate()), "burst": types.Int64Value(int64(l.GetBurst())), "max_bytes": types.Int64Value(int64(l.GetMaxBytes())),
+		"bytes_rate": types.Float64Value(l.GetBytesRate()), "bytes_burst": types.Int64Value(int64(l.GetBytesBurst())),
+	})
+}
+
+// pairStandbyRegion is standby_region as Terraform sees it: the DR region
+// of the pair {home, DR}, given where the tenant is served (ownerRegion)
+// and where its standby is now (standbyRegion, "" for none). A switchover
+// (the owner in the DR region, the standby at home) reads as the same
+// pair: no drift. No standby (an emergency promotion, or none asked)
+// reads as "" (null), so the plan re-protects.
+func pairStandbyRegion(home, ownerRegion, standbyRegion string) string {
+	switch {
+	case standbyRegion == "":
+		return ""
+	case ownerRegion == home || ownerRegion == "":
+		return standbyRegion
+	case standbyRegion == home:
+		return ownerRegion
+	}
+	return standbyRegion
+}
+
+// standbyTarget is the region SetStandby is asked for, for the pair
+// {home, dr}: the member that is not where the tenant is served now.
+func standbyTarget(home, dr, ownerRegion string) string {
+	if ownerRegion == dr {
+		return home
+	}
+	return dr
+}
+
+// tenantView is a tenant as read from the control plane, with the
+// regions of its cells.
+type tenantView struct {
+	t             *cpv1.Tenant
+	repl          *cpv1.ReplicationLag
+	ownerRegion   string
+	standbyRegion string
+}
+
+// readTenant reads a tenant and the regions of its owner and standby
+// cells.
+func readTenant(ctx context.Context, c *apiClient, id string) (tenantView, error) {
+	out, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetTenantResponse, error) {
+		return api.GetTenant(ctx, &cpv1.GetTenantRequest{Id: id})
+	})
+	if err != nil {
+		return tenantView{}, err
+	}
+	v := tenantView{t: out.GetTenant(), repl: out.GetReplication()}
+	if v.t.GetCell() == "" && v.t.GetStandbyCell() == "" {
+		return v, nil
+	}
+	regions, err := cellRegions(ctx, c)
+	if err != nil {
+		return tenantView{}, err
+	}
+	v.ownerRegion, v.standbyRegion = regions[v.t.GetCell()], regions[v.t.GetStandbyCell()]
+	return v, nil
+}
+
+// cellRegions maps every cell to its region.
+func cellRegions(ctx context.Context, c *apiClient) (map[string]string, error) {
+	out, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ListCellsResponse, error) {
+		return api.ListCells(ctx, &cpv1.ListCellsRequest{})
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(out.GetCells()))
+	for _, cs := range out.GetCells() {
+		m[cs.GetCell().GetId()] = cs.GetCell().GetRegion()
+	}
+	return m, nil
+}
+
+// toModel fills the attributes the control plane owns from v, keeping
+// the configuration-only ones (deletion_protection, timeouts) of prior.
+func (v tenantView) toModel(prior tenantModel) tenantModel {
+	m := prior
+	m.ID = types.StringValue(v.t.GetId())
+	m.HomeRegion = types.StringValue(v.t.GetHomeRegion())
+	if sr := pairStandbyRegion(v.t.GetHomeRegion(), v.ownerRegion, v.standbyRegion); sr != "" {
+		m.StandbyRegion = types.StringValue(sr)
+	} else {
+		m.StandbyRegion = types.StringNull()
+	}
+	m.Limits = limitsFromProto(v.t.GetLimits())
+	m.CreateTime = timeString(v.t.GetCreateTime().AsTime())
+	if m.DeletionProtection.IsNull() || m.DeletionProtection.IsUnknown() {
+		m.DeletionProtection = types.BoolValue(true)
+	}
+	if m.Timeouts.IsNull() || m.Timeouts.IsUnknown() {
+		m.Timeouts = timeouts.Value{Object: types.ObjectNull(m.Timeouts.AttributeTypes(context.Background()))}
+	}
+	return m
+}
+
+// usable says why a tenant is not usable yet ("" when it is): ACTIVE, and
+// with a standby wanted, the standby STREAMING.
+func (v tenantView) usable(wantStandby bool) string {
+	if v.t.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE {
+		return fmt.Sprintf("tenant %s is %s", v.t.GetId(), v.t.GetState())
+	}
+	if wantStandby {
+		if v.t.GetStandbyCell() == "" {
+			return fmt.Sprintf("tenant %s has no standby cell yet", v.t.GetId())
+		}
+		if v.repl.GetState() != replicationStreaming {
+			return fmt.Sprintf("tenant %s's standby on %s is %q, not %s yet", v.t.GetId(), v.t.GetStandbyCell(), v.repl.GetState(), replicationStreaming)
+		}
+	}
+	return ""
+}
+
+// waitUsable polls until the tenant is usable (see usable) or ctx ends.
+func waitUsable(ctx context.Context, c *apiClient, id string, wantStandby bool) (tenantView, error) {
+	var v tenantView
+	err := poll(ctx, func() error {
+		var err error
+		v, err = readTenant(ctx, c, id)
+		switch {
+		case isNotFound(err):
+			// A create whose workflow failed removes the record.
+			return retry.Permanent(fmt.Errorf("tenant %s is gone: its create failed (see the control plane's log or 'cellctl tenant get')", id))
+		case err != nil && retryable(err):
+			return err
+		case err != nil:
+			return retry.Permanent(err)
+		}
+		if why := v.usable(wantStandby); why != "" {
+			return errors.New(why)
+		}
+		return nil
+	})
+	return v, err
+}
+
+func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan tenantModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	limit, d := plan.Timeouts.Create(ctx, defaultTenantCreateTimeout)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	release, err := r.c.acquire(ctx)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot create the tenant", err.Error())
+		return
+	}
+	defer release()
+	id := plan.ID.ValueString()
+	creq := &cpv1.CreateTenantRequest{Id: id, HomeRegion: plan.HomeRegion.ValueString(), Limits: limitsToProto(plan.Limits), StandbyRegion: plan.StandbyRegion.ValueString()}
+	cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
+	_, err = r.c.api.CreateTenant(cctx, creq)
+	ccancel()
+	if err != nil {
+		err = r.c.mapErr(err)
+		// Recorded but not finished within the call: wait below. Anything
+		// else (invalid, exists, no capacity) is final.
+		if !retryable(err) && !errors.Is(err, context.DeadlineExceeded) {
+			addErr(&resp.Diagnostics, "Cannot create the tenant", err, map[string]path.Path{
+				"id": path.Root("id"), "home_region": path.Root("home_region"), "standby_region": path.Root("standby_region"), "limits": path.Root("limits")})
+			return
+		}
+	}
+	v, err := waitUsable(ctx, r.c, id, !plan.StandbyRegion.IsNull())
+	if v.t != nil {
+		// Saved even on a timeout: Terraform marks the tenant tainted
+		// rather than losing track of it.
+		resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(plan))...)
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Tenant not usable within the create timeout", err.Error())
+	}
+}
+
+func (r *tenantResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state tenantModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	v, err := readTenant(ctx, r.c, state.ID.ValueString())
+	if isNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot read the tenant", err.Error())
+		return
+	}
+	if v.t.GetState() == cpv1.TenantState_TENANT_STATE_DELETING {
+		resp.Diagnostics.AddWarning("Tenant is being deleted", fmt.Sprintf("Tenant %s is DELETING (outside Terraform); it is dropped from the state.", v.t.GetId()))
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(state))...)
+}
+
+func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state tenantModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	limit, d := plan.Timeouts.Update(ctx, defaultTenantUpdateTimeout)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	id := plan.ID.ValueString()
+	if !plan.Limits.IsUnknown() && !limitsEqual(plan.Limits, state.Limits) {
+		if err := updateTenantLimits(ctx, r.c.api, id, limitsToProto(plan.Limits)); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("limits"), "Cannot change the limits", err.Error())
+			return
+		}
+	}
+	if !plan.StandbyRegion.Equal(state.StandbyRegion) {
+		if err := r.changeStandby(ctx, id, plan.HomeRegion.ValueString(), plan.StandbyRegion); err != nil {
+			addErr(&resp.Diagnostics, "Cannot change the standby", err, map[string]path.Path{"region": path.Root("standby_region")})
+			return
+		}
+	}
+	v, err := readTenant(ctx, r.c, id)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot read the tenant", err.Error())
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(plan))...)
+}
+
+// changeStandby makes the tenant's standby match the pair {home, dr}:
+// clears the standby it has (when dr changed or is null), then asks for
+// one in the pair's region that is not the owner's and waits until it
+// streams.
+func (r *tenantResource) changeStandby(ctx context.Context, id, home string, dr types.String) error {
+	release, err := r.c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	v, err := readTenant(ctx, r.c, id)
+	if err != nil {
+		return err
+	}
+	want := dr.ValueString()
+	if v.t.GetStandbyCell() != "" && (dr.IsNull() || pairStandbyRegion(home, v.ownerRegion, v.standbyRegion) != want) {
+		if err := poll(ctx, func() error {
+			_, err := call(ctx, r.c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.ClearStandbyResponse, error) {
+				return api.ClearStandby(ctx, &cpv1.ClearStandbyRequest{Tenant: id})
+			})
+			if err != nil && !retryable(err) {
+				return retry.Permanent(err)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		v.t.StandbyCell = ""
+	}
+	if dr.IsNull() {
+		return nil
+	}
+	if v.t.GetStandbyCell() == "" {
+		region := standbyTarget(home, want, v.ownerRegion)
+		if err := poll(ctx, func() error {
+			_, err := call(ctx, r.c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.SetStandbyResponse, error) {
+				return api.SetStandby(ctx, &cpv1.SetStandbyRequest{Tenant: id, Region: region})
+			})
+			if err != nil && !retryable(err) {
+				return retry.Permanent(err)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	_, err = waitUsable(ctx, r.c, id, true)
+	return err
+}
+
+func (r *tenantResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state tenantModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	// The plan-time check is the guard; this one covers a state edited
+	// by hand between plan and apply.
+	if state.DeletionProtection.ValueBool() {
+		resp.Diagnostics.AddAttributeError(path.Root("deletion_protection"), "Tenant is protected from deletion", "set deletion_protection = false and apply first")
+		return
+	}
+	limit, d := state.Timeouts.Delete(ctx, defaultTenantDeleteTimeout)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	release, err := r.c.acquire(ctx)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot delete the tenant", err.Error())
+		return
+	}
+	defer release()
+	id := state.ID.ValueString()
+	// DeleteTenant until it is accepted (TENANT_BUSY while another
+	// workflow holds the tenant), then GetTenant until the record (the
+	// last thing removed, after the data and the standby copy) is gone.
+	err = poll(ctx, func() error {
+		cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
+		defer ccancel()
+		_, err := r.c.api.DeleteTenant(cctx, &cpv1.DeleteTenantRequest{Id: id})
+		err = r.c.mapErr(err)
+		switch {
+		case err == nil || isNotFound(err):
+			return nil
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			return nil // recorded; wait below
+		case retryable(err):
+			return err
+		}
+		return retry.Permanent(err)
+	})
+	if err == nil {
+		err = poll(ctx, func() error {
+			v, err := readTenant(ctx, r.c, id)
+			switch {
+			case isNotFound(err):
+				return nil
+			case err != nil && !retryable(err):
+				return retry.Permanent(err)
+			case err != nil:
+				return err
+			}
+			return fmt.Errorf("tenant %s is still %s", id, v.t.GetState())
+		})
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot delete the tenant", err.Error())
+	}
+}
+
+func (r *tenantResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("deletion_protection"), true)...)
+}
