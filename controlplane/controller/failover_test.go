@@ -372,8 +372,12 @@ func TestDeposedControllerCannotWriteTheFailover(t *testing.T) {
 	}); err == nil {
 		t.Fatal("a deposed controller wrote the failover record")
 	}
-	if a := e.cells.get("a", "acme"); a.role != cellv1.Role_ROLE_FENCED {
-		t.Fatalf("owner %+v: the deposed leader's fence call should have gone through (the cell call is not guarded)", a)
+	// The deposed leader's fence call is not guarded by its leadership: it
+	// went through if the release came first, or ended with its
+	// leadership's context (which won the race under load in CI). Either
+	// way the successor's fence, same request id, applies once (below).
+	if a := e.cells.get("a", "acme"); a.role != cellv1.Role_ROLE_FENCED && (a.role != cellv1.Role_ROLE_OWNER || a.epoch != 1) {
+		t.Fatalf("owner %+v: want FENCED (the deposed call went through) or still OWNER at epoch 1 (it was cancelled)", a)
 	}
 	st.Clear()
 	e.start(t, "new", nil)
