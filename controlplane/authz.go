@@ -66,10 +66,15 @@ func Policy() map[string]Access {
 
 		// Changes: admin operators only.
 		method("CreateRegion"): adminOnly,
+		method("UpdateRegion"): adminOnly,
+		method("DeleteRegion"): adminOnly,
 		method("CreateCell"):   adminOnly,
+		method("UpdateCell"):   adminOnly,
+		method("DeleteCell"):   adminOnly,
 		method("CordonCell"):   adminOnly,
 		method("UncordonCell"): adminOnly,
 		method("CreateTenant"): adminOnly,
+		method("UpdateTenant"): adminOnly,
 		method("DeleteTenant"): adminOnly,
 		method("CreateApiKey"): adminOnly,
 		method("RevokeApiKey"): adminOnly,

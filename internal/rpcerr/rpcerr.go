@@ -68,6 +68,10 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.MoveNotCancellable: codes.FailedPrecondition,
 	cperr.NoStandby:          codes.FailedPrecondition,
 
+	cperr.RegionNotEmpty:    codes.FailedPrecondition,
+	cperr.CellNotEmpty:      codes.FailedPrecondition,
+	cperr.DeletionProtected: codes.FailedPrecondition,
+
 	cperr.ReplicationEventRejected: codes.InvalidArgument,
 	cperr.CredentialsStale:         codes.Unavailable,
 

@@ -1151,9 +1151,12 @@ type Tenant struct {
 	// failing them, and release them when the placement changes.
 	CuttingOver bool `protobuf:"varint,10,opt,name=cutting_over,json=cuttingOver,proto3" json:"cutting_over,omitempty"`
 	// The move or failover in progress, if any.
-	OperationId   string `protobuf:"bytes,11,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OperationId string `protobuf:"bytes,11,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	// While set, DeleteTenant is refused (DELETION_PROTECTED). Set at create
+	// or with UpdateTenant.
+	DeletionProtection bool `protobuf:"varint,12,opt,name=deletion_protection,json=deletionProtection,proto3" json:"deletion_protection,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -1261,6 +1264,13 @@ func (x *Tenant) GetOperationId() string {
 		return x.OperationId
 	}
 	return ""
+}
+
+func (x *Tenant) GetDeletionProtection() bool {
+	if x != nil {
+		return x.DeletionProtection
+	}
+	return false
 }
 
 // ApiKey is stored at tenants/<tenant>/keys/<id>. The secret is never
@@ -2712,6 +2722,183 @@ func (x *ListRegionsResponse) GetRegions() []*Region {
 	return nil
 }
 
+type UpdateRegionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new description (replaces the old one; empty clears it).
+	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRegionRequest) Reset() {
+	*x = UpdateRegionRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRegionRequest) ProtoMessage() {}
+
+func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRegionRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRegionRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UpdateRegionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateRegionRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type UpdateRegionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Region        *Region                `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRegionResponse) Reset() {
+	*x = UpdateRegionResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRegionResponse) ProtoMessage() {}
+
+func (x *UpdateRegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRegionResponse.ProtoReflect.Descriptor instead.
+func (*UpdateRegionResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdateRegionResponse) GetRegion() *Region {
+	if x != nil {
+		return x.Region
+	}
+	return nil
+}
+
+type DeleteRegionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRegionRequest) Reset() {
+	*x = DeleteRegionRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRegionRequest) ProtoMessage() {}
+
+func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRegionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRegionRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeleteRegionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteRegionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRegionResponse) Reset() {
+	*x = DeleteRegionResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRegionResponse) ProtoMessage() {}
+
+func (x *DeleteRegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRegionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRegionResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
+}
+
 type CreateCellRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2725,7 +2912,7 @@ type CreateCellRequest struct {
 
 func (x *CreateCellRequest) Reset() {
 	*x = CreateCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2924,7 @@ func (x *CreateCellRequest) String() string {
 func (*CreateCellRequest) ProtoMessage() {}
 
 func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2937,7 @@ func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellRequest.ProtoReflect.Descriptor instead.
 func (*CreateCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateCellRequest) GetId() string {
@@ -2790,7 +2977,7 @@ type CreateCellResponse struct {
 
 func (x *CreateCellResponse) Reset() {
 	*x = CreateCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2989,7 @@ func (x *CreateCellResponse) String() string {
 func (*CreateCellResponse) ProtoMessage() {}
 
 func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +3002,7 @@ func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellResponse.ProtoReflect.Descriptor instead.
 func (*CreateCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateCellResponse) GetCell() *Cell {
@@ -2834,7 +3021,7 @@ type GetCellRequest struct {
 
 func (x *GetCellRequest) Reset() {
 	*x = GetCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +3033,7 @@ func (x *GetCellRequest) String() string {
 func (*GetCellRequest) ProtoMessage() {}
 
 func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +3046,7 @@ func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellRequest.ProtoReflect.Descriptor instead.
 func (*GetCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetCellRequest) GetId() string {
@@ -2878,7 +3065,7 @@ type GetCellResponse struct {
 
 func (x *GetCellResponse) Reset() {
 	*x = GetCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3077,7 @@ func (x *GetCellResponse) String() string {
 func (*GetCellResponse) ProtoMessage() {}
 
 func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3090,7 @@ func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellResponse.ProtoReflect.Descriptor instead.
 func (*GetCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetCellResponse) GetCell() *CellStatus {
@@ -2923,7 +3110,7 @@ type ListCellsRequest struct {
 
 func (x *ListCellsRequest) Reset() {
 	*x = ListCellsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3122,7 @@ func (x *ListCellsRequest) String() string {
 func (*ListCellsRequest) ProtoMessage() {}
 
 func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3135,7 @@ func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsRequest.ProtoReflect.Descriptor instead.
 func (*ListCellsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListCellsRequest) GetRegion() string {
@@ -2967,7 +3154,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3166,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3179,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListCellsResponse) GetCells() []*CellStatus {
@@ -3011,7 +3198,7 @@ type CordonCellRequest struct {
 
 func (x *CordonCellRequest) Reset() {
 	*x = CordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3210,7 @@ func (x *CordonCellRequest) String() string {
 func (*CordonCellRequest) ProtoMessage() {}
 
 func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3223,7 @@ func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellRequest.ProtoReflect.Descriptor instead.
 func (*CordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CordonCellRequest) GetId() string {
@@ -3055,7 +3242,7 @@ type CordonCellResponse struct {
 
 func (x *CordonCellResponse) Reset() {
 	*x = CordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3254,7 @@ func (x *CordonCellResponse) String() string {
 func (*CordonCellResponse) ProtoMessage() {}
 
 func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3267,7 @@ func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellResponse.ProtoReflect.Descriptor instead.
 func (*CordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CordonCellResponse) GetCell() *Cell {
@@ -3099,7 +3286,7 @@ type UncordonCellRequest struct {
 
 func (x *UncordonCellRequest) Reset() {
 	*x = UncordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3298,7 @@ func (x *UncordonCellRequest) String() string {
 func (*UncordonCellRequest) ProtoMessage() {}
 
 func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3311,7 @@ func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellRequest.ProtoReflect.Descriptor instead.
 func (*UncordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UncordonCellRequest) GetId() string {
@@ -3143,7 +3330,7 @@ type UncordonCellResponse struct {
 
 func (x *UncordonCellResponse) Reset() {
 	*x = UncordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3342,7 @@ func (x *UncordonCellResponse) String() string {
 func (*UncordonCellResponse) ProtoMessage() {}
 
 func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3355,7 @@ func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellResponse.ProtoReflect.Descriptor instead.
 func (*UncordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UncordonCellResponse) GetCell() *Cell {
@@ -3176,6 +3363,193 @@ func (x *UncordonCellResponse) GetCell() *Cell {
 		return x.Cell
 	}
 	return nil
+}
+
+type UpdateCellRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The new capacity (replaces the old one); unset: unchanged.
+	Capacity *CellCapacity `protobuf:"bytes,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// ACTIVE or CORDONED; UNSPECIFIED: unchanged. DRAINING and DOWN are
+	// refused (INVALID_ARGUMENT: use DrainCell / Failover).
+	State         CellState `protobuf:"varint,3,opt,name=state,proto3,enum=cellplane.controlplane.v1.CellState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateCellRequest) Reset() {
+	*x = UpdateCellRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateCellRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateCellRequest) ProtoMessage() {}
+
+func (x *UpdateCellRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateCellRequest.ProtoReflect.Descriptor instead.
+func (*UpdateCellRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *UpdateCellRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateCellRequest) GetCapacity() *CellCapacity {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+func (x *UpdateCellRequest) GetState() CellState {
+	if x != nil {
+		return x.State
+	}
+	return CellState_CELL_STATE_UNSPECIFIED
+}
+
+type UpdateCellResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cell          *Cell                  `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateCellResponse) Reset() {
+	*x = UpdateCellResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateCellResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateCellResponse) ProtoMessage() {}
+
+func (x *UpdateCellResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateCellResponse.ProtoReflect.Descriptor instead.
+func (*UpdateCellResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *UpdateCellResponse) GetCell() *Cell {
+	if x != nil {
+		return x.Cell
+	}
+	return nil
+}
+
+type DeleteCellRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCellRequest) Reset() {
+	*x = DeleteCellRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCellRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCellRequest) ProtoMessage() {}
+
+func (x *DeleteCellRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCellRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCellRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DeleteCellRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteCellResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCellResponse) Reset() {
+	*x = DeleteCellResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCellResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCellResponse) ProtoMessage() {}
+
+func (x *DeleteCellResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCellResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCellResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 type CreateTenantRequest struct {
@@ -3188,13 +3562,15 @@ type CreateTenantRequest struct {
 	Limits *TenantLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Optional: give the tenant a standby in this (other) region.
 	StandbyRegion string `protobuf:"bytes,5,opt,name=standby_region,json=standbyRegion,proto3" json:"standby_region,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Refuse DeleteTenant until UpdateTenant turns it off.
+	DeletionProtection bool `protobuf:"varint,6,opt,name=deletion_protection,json=deletionProtection,proto3" json:"deletion_protection,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3582,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3595,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -3257,6 +3633,13 @@ func (x *CreateTenantRequest) GetStandbyRegion() string {
 	return ""
 }
 
+func (x *CreateTenantRequest) GetDeletionProtection() bool {
+	if x != nil {
+		return x.DeletionProtection
+	}
+	return false
+}
+
 type CreateTenantResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -3266,7 +3649,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3278,7 +3661,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3291,7 +3674,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -3310,7 +3693,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3705,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3718,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -3350,14 +3733,16 @@ type GetTenantResponse struct {
 	Tenant *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// The standby's replication, when the tenant has one and its cell
 	// answered.
-	Replication   *ReplicationLag `protobuf:"bytes,2,opt,name=replication,proto3" json:"replication,omitempty"`
+	Replication *ReplicationLag `protobuf:"bytes,2,opt,name=replication,proto3" json:"replication,omitempty"`
+	// The record's version: UpdateTenant's expected_version.
+	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3754,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3767,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -3397,6 +3782,13 @@ func (x *GetTenantResponse) GetReplication() *ReplicationLag {
 		return x.Replication
 	}
 	return nil
+}
+
+func (x *GetTenantResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 // ReplicationLag is a standby's position behind the owner.
@@ -3415,7 +3807,7 @@ type ReplicationLag struct {
 
 func (x *ReplicationLag) Reset() {
 	*x = ReplicationLag{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +3819,7 @@ func (x *ReplicationLag) String() string {
 func (*ReplicationLag) ProtoMessage() {}
 
 func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +3832,7 @@ func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationLag.ProtoReflect.Descriptor instead.
 func (*ReplicationLag) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReplicationLag) GetStandbyCell() string {
@@ -3507,7 +3899,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3519,7 +3911,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3532,7 +3924,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -3580,7 +3972,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3592,7 +3984,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3605,7 +3997,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -3622,6 +4014,131 @@ func (x *ListTenantsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type UpdateTenantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The new limits (replace the old ones); unset: unchanged. max_bytes
+	// cannot be changed yet (it is the cell's quota, set at create).
+	Limits *TenantLimits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Turns deletion protection on or off; unset: unchanged.
+	DeletionProtection *bool `protobuf:"varint,3,opt,name=deletion_protection,json=deletionProtection,proto3,oneof" json:"deletion_protection,omitempty"`
+	// If non-zero, update only if the record is still at this version
+	// (GetTenantResponse.version), else REVISION_MISMATCH.
+	ExpectedVersion uint64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UpdateTenantRequest) Reset() {
+	*x = UpdateTenantRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTenantRequest) ProtoMessage() {}
+
+func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTenantRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTenantRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *UpdateTenantRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateTenantRequest) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetDeletionProtection() bool {
+	if x != nil && x.DeletionProtection != nil {
+		return *x.DeletionProtection
+	}
+	return false
+}
+
+func (x *UpdateTenantRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+type UpdateTenantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTenantResponse) Reset() {
+	*x = UpdateTenantResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTenantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTenantResponse) ProtoMessage() {}
+
+func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTenantResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTenantResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *UpdateTenantResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+func (x *UpdateTenantResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type DeleteTenantRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3631,7 +4148,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3643,7 +4160,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3656,7 +4173,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteTenantRequest) GetId() string {
@@ -3674,7 +4191,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3686,7 +4203,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3699,7 +4216,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
 }
 
 type CreateApiKeyRequest struct {
@@ -3712,7 +4229,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3724,7 +4241,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3737,7 +4254,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateApiKeyRequest) GetTenant() string {
@@ -3765,7 +4282,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3777,7 +4294,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3790,7 +4307,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateApiKeyResponse) GetKey() *ApiKey {
@@ -3816,7 +4333,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3828,7 +4345,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +4358,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListApiKeysRequest) GetTenant() string {
@@ -3860,7 +4377,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3872,7 +4389,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3885,7 +4402,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKey {
@@ -3905,7 +4422,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3917,7 +4434,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3930,7 +4447,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RevokeApiKeyRequest) GetTenant() string {
@@ -3956,7 +4473,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3968,7 +4485,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3981,7 +4498,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RevokeApiKeyResponse) GetKey() *ApiKey {
@@ -4008,7 +4525,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4020,7 +4537,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4033,7 +4550,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RevokeTokenRequest) GetTenant() string {
@@ -4080,7 +4597,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4092,7 +4609,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4105,7 +4622,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RevokeTokenResponse) GetRevoked() *RevokedToken {
@@ -4123,7 +4640,7 @@ type GetRegistryRequest struct {
 
 func (x *GetRegistryRequest) Reset() {
 	*x = GetRegistryRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4135,7 +4652,7 @@ func (x *GetRegistryRequest) String() string {
 func (*GetRegistryRequest) ProtoMessage() {}
 
 func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4148,7 +4665,7 @@ func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryRequest.ProtoReflect.Descriptor instead.
 func (*GetRegistryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
 }
 
 type GetRegistryResponse struct {
@@ -4162,7 +4679,7 @@ type GetRegistryResponse struct {
 
 func (x *GetRegistryResponse) Reset() {
 	*x = GetRegistryResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4174,7 +4691,7 @@ func (x *GetRegistryResponse) String() string {
 func (*GetRegistryResponse) ProtoMessage() {}
 
 func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4187,7 +4704,7 @@ func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryResponse.ProtoReflect.Descriptor instead.
 func (*GetRegistryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetRegistryResponse) GetEtcdEndpoints() []string {
@@ -4216,7 +4733,7 @@ type SetStandbyRequest struct {
 
 func (x *SetStandbyRequest) Reset() {
 	*x = SetStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4228,7 +4745,7 @@ func (x *SetStandbyRequest) String() string {
 func (*SetStandbyRequest) ProtoMessage() {}
 
 func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4241,7 +4758,7 @@ func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyRequest.ProtoReflect.Descriptor instead.
 func (*SetStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SetStandbyRequest) GetTenant() string {
@@ -4274,7 +4791,7 @@ type SetStandbyResponse struct {
 
 func (x *SetStandbyResponse) Reset() {
 	*x = SetStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4286,7 +4803,7 @@ func (x *SetStandbyResponse) String() string {
 func (*SetStandbyResponse) ProtoMessage() {}
 
 func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4299,7 +4816,7 @@ func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyResponse.ProtoReflect.Descriptor instead.
 func (*SetStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SetStandbyResponse) GetTenant() *Tenant {
@@ -4318,7 +4835,7 @@ type ClearStandbyRequest struct {
 
 func (x *ClearStandbyRequest) Reset() {
 	*x = ClearStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4330,7 +4847,7 @@ func (x *ClearStandbyRequest) String() string {
 func (*ClearStandbyRequest) ProtoMessage() {}
 
 func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4343,7 +4860,7 @@ func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyRequest.ProtoReflect.Descriptor instead.
 func (*ClearStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ClearStandbyRequest) GetTenant() string {
@@ -4362,7 +4879,7 @@ type ClearStandbyResponse struct {
 
 func (x *ClearStandbyResponse) Reset() {
 	*x = ClearStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4374,7 +4891,7 @@ func (x *ClearStandbyResponse) String() string {
 func (*ClearStandbyResponse) ProtoMessage() {}
 
 func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4387,7 +4904,7 @@ func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyResponse.ProtoReflect.Descriptor instead.
 func (*ClearStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ClearStandbyResponse) GetTenant() *Tenant {
@@ -4409,7 +4926,7 @@ type StartMoveRequest struct {
 
 func (x *StartMoveRequest) Reset() {
 	*x = StartMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4421,7 +4938,7 @@ func (x *StartMoveRequest) String() string {
 func (*StartMoveRequest) ProtoMessage() {}
 
 func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4434,7 +4951,7 @@ func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveRequest.ProtoReflect.Descriptor instead.
 func (*StartMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *StartMoveRequest) GetTenant() string {
@@ -4469,7 +4986,7 @@ type StartMoveResponse struct {
 
 func (x *StartMoveResponse) Reset() {
 	*x = StartMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4481,7 +4998,7 @@ func (x *StartMoveResponse) String() string {
 func (*StartMoveResponse) ProtoMessage() {}
 
 func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4494,7 +5011,7 @@ func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveResponse.ProtoReflect.Descriptor instead.
 func (*StartMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *StartMoveResponse) GetMove() *Move {
@@ -4520,7 +5037,7 @@ type GetMoveRequest struct {
 
 func (x *GetMoveRequest) Reset() {
 	*x = GetMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4532,7 +5049,7 @@ func (x *GetMoveRequest) String() string {
 func (*GetMoveRequest) ProtoMessage() {}
 
 func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4545,7 +5062,7 @@ func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveRequest.ProtoReflect.Descriptor instead.
 func (*GetMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetMoveRequest) GetId() string {
@@ -4564,7 +5081,7 @@ type GetMoveResponse struct {
 
 func (x *GetMoveResponse) Reset() {
 	*x = GetMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4576,7 +5093,7 @@ func (x *GetMoveResponse) String() string {
 func (*GetMoveResponse) ProtoMessage() {}
 
 func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4589,7 +5106,7 @@ func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveResponse.ProtoReflect.Descriptor instead.
 func (*GetMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetMoveResponse) GetMove() *Move {
@@ -4612,7 +5129,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4624,7 +5141,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4637,7 +5154,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListMovesRequest) GetTenant() string {
@@ -4670,7 +5187,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4682,7 +5199,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4695,7 +5212,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListMovesResponse) GetMoves() []*Move {
@@ -4714,7 +5231,7 @@ type CancelMoveRequest struct {
 
 func (x *CancelMoveRequest) Reset() {
 	*x = CancelMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4726,7 +5243,7 @@ func (x *CancelMoveRequest) String() string {
 func (*CancelMoveRequest) ProtoMessage() {}
 
 func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4739,7 +5256,7 @@ func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveRequest.ProtoReflect.Descriptor instead.
 func (*CancelMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CancelMoveRequest) GetId() string {
@@ -4758,7 +5275,7 @@ type CancelMoveResponse struct {
 
 func (x *CancelMoveResponse) Reset() {
 	*x = CancelMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4770,7 +5287,7 @@ func (x *CancelMoveResponse) String() string {
 func (*CancelMoveResponse) ProtoMessage() {}
 
 func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4783,7 +5300,7 @@ func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveResponse.ProtoReflect.Descriptor instead.
 func (*CancelMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CancelMoveResponse) GetMove() *Move {
@@ -4804,7 +5321,7 @@ type DrainCellRequest struct {
 
 func (x *DrainCellRequest) Reset() {
 	*x = DrainCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4816,7 +5333,7 @@ func (x *DrainCellRequest) String() string {
 func (*DrainCellRequest) ProtoMessage() {}
 
 func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4829,7 +5346,7 @@ func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellRequest.ProtoReflect.Descriptor instead.
 func (*DrainCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DrainCellRequest) GetCell() string {
@@ -4858,7 +5375,7 @@ type DrainCellResponse struct {
 
 func (x *DrainCellResponse) Reset() {
 	*x = DrainCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4870,7 +5387,7 @@ func (x *DrainCellResponse) String() string {
 func (*DrainCellResponse) ProtoMessage() {}
 
 func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4883,7 +5400,7 @@ func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellResponse.ProtoReflect.Descriptor instead.
 func (*DrainCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DrainCellResponse) GetCell() *Cell {
@@ -4919,7 +5436,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4931,7 +5448,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4944,7 +5461,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *FailoverRequest) GetTenant() string {
@@ -4977,7 +5494,7 @@ type FailoverResponse struct {
 
 func (x *FailoverResponse) Reset() {
 	*x = FailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4989,7 +5506,7 @@ func (x *FailoverResponse) String() string {
 func (*FailoverResponse) ProtoMessage() {}
 
 func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5002,7 +5519,7 @@ func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
 func (*FailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{70}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FailoverResponse) GetFailovers() []*Failover {
@@ -5021,7 +5538,7 @@ type GetFailoverRequest struct {
 
 func (x *GetFailoverRequest) Reset() {
 	*x = GetFailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5033,7 +5550,7 @@ func (x *GetFailoverRequest) String() string {
 func (*GetFailoverRequest) ProtoMessage() {}
 
 func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5046,7 +5563,7 @@ func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverRequest.ProtoReflect.Descriptor instead.
 func (*GetFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{71}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *GetFailoverRequest) GetId() string {
@@ -5065,7 +5582,7 @@ type GetFailoverResponse struct {
 
 func (x *GetFailoverResponse) Reset() {
 	*x = GetFailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5077,7 +5594,7 @@ func (x *GetFailoverResponse) String() string {
 func (*GetFailoverResponse) ProtoMessage() {}
 
 func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5090,7 +5607,7 @@ func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverResponse.ProtoReflect.Descriptor instead.
 func (*GetFailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{72}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetFailoverResponse) GetFailover() *Failover {
@@ -5110,7 +5627,7 @@ type ListFailoversRequest struct {
 
 func (x *ListFailoversRequest) Reset() {
 	*x = ListFailoversRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5122,7 +5639,7 @@ func (x *ListFailoversRequest) String() string {
 func (*ListFailoversRequest) ProtoMessage() {}
 
 func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5135,7 +5652,7 @@ func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversRequest.ProtoReflect.Descriptor instead.
 func (*ListFailoversRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{73}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListFailoversRequest) GetTenant() string {
@@ -5161,7 +5678,7 @@ type ListFailoversResponse struct {
 
 func (x *ListFailoversResponse) Reset() {
 	*x = ListFailoversResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5173,7 +5690,7 @@ func (x *ListFailoversResponse) String() string {
 func (*ListFailoversResponse) ProtoMessage() {}
 
 func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5186,7 +5703,7 @@ func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversResponse.ProtoReflect.Descriptor instead.
 func (*ListFailoversResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{74}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListFailoversResponse) GetFailovers() []*Failover {
@@ -5249,7 +5766,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"bytes_rate\x18\x04 \x01(\x01R\tbytesRate\x12\x1f\n" +
 	"\vbytes_burst\x18\x05 \x01(\rR\n" +
-	"bytesBurst\"\xc5\x03\n" +
+	"bytesBurst\"\xf6\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
@@ -5265,7 +5782,8 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"updateTime\x12!\n" +
 	"\fcutting_over\x18\n" +
 	" \x01(\bR\vcuttingOver\x12!\n" +
-	"\foperation_id\x18\v \x01(\tR\voperationId\"\xed\x01\n" +
+	"\foperation_id\x18\v \x01(\tR\voperationId\x12/\n" +
+	"\x13deletion_protection\x18\f \x01(\bR\x12deletionProtection\"\xed\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
@@ -5406,7 +5924,15 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x06region\x18\x01 \x01(\v2!.cellplane.controlplane.v1.RegionR\x06region\"\x14\n" +
 	"\x12ListRegionsRequest\"R\n" +
 	"\x13ListRegionsResponse\x12;\n" +
-	"\aregions\x18\x01 \x03(\v2!.cellplane.controlplane.v1.RegionR\aregions\"\xab\x01\n" +
+	"\aregions\x18\x01 \x03(\v2!.cellplane.controlplane.v1.RegionR\aregions\"K\n" +
+	"\x13UpdateRegionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"Q\n" +
+	"\x14UpdateRegionResponse\x129\n" +
+	"\x06region\x18\x01 \x01(\v2!.cellplane.controlplane.v1.RegionR\x06region\")\n" +
+	"\x13DeleteRegionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteRegionResponse\"\xab\x01\n" +
 	"\x11CreateCellRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12)\n" +
@@ -5429,21 +5955,32 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13UncordonCellRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
 	"\x14UncordonCellResponse\x123\n" +
-	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\"\xc2\x01\n" +
+	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\"\xa4\x01\n" +
+	"\x11UpdateCellRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12C\n" +
+	"\bcapacity\x18\x02 \x01(\v2'.cellplane.controlplane.v1.CellCapacityR\bcapacity\x12:\n" +
+	"\x05state\x18\x03 \x01(\x0e2$.cellplane.controlplane.v1.CellStateR\x05state\"I\n" +
+	"\x12UpdateCellResponse\x123\n" +
+	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\"#\n" +
+	"\x11DeleteCellRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12DeleteCellResponse\"\xf3\x01\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
 	"homeRegion\x12\x12\n" +
 	"\x04cell\x18\x03 \x01(\tR\x04cell\x12?\n" +
 	"\x06limits\x18\x04 \x01(\v2'.cellplane.controlplane.v1.TenantLimitsR\x06limits\x12%\n" +
-	"\x0estandby_region\x18\x05 \x01(\tR\rstandbyRegion\"Q\n" +
+	"\x0estandby_region\x18\x05 \x01(\tR\rstandbyRegion\x12/\n" +
+	"\x13deletion_protection\x18\x06 \x01(\bR\x12deletionProtection\"Q\n" +
 	"\x14CreateTenantResponse\x129\n" +
 	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"\"\n" +
 	"\x10GetTenantRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x9b\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xb5\x01\n" +
 	"\x11GetTenantResponse\x129\n" +
 	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\x12K\n" +
-	"\vreplication\x18\x02 \x01(\v2).cellplane.controlplane.v1.ReplicationLagR\vreplication\"\xf8\x01\n" +
+	"\vreplication\x18\x02 \x01(\v2).cellplane.controlplane.v1.ReplicationLagR\vreplication\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\xf8\x01\n" +
 	"\x0eReplicationLag\x12!\n" +
 	"\fstandby_cell\x18\x01 \x01(\tR\vstandbyCell\x12!\n" +
 	"\fapplied_tseq\x18\x02 \x01(\x04R\vappliedTseq\x12\x1f\n" +
@@ -5464,7 +6001,16 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2&.cellplane.controlplane.v1.TenantStateR\x05state\"z\n" +
 	"\x13ListTenantsResponse\x12;\n" +
 	"\atenants\x18\x01 \x03(\v2!.cellplane.controlplane.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdf\x01\n" +
+	"\x13UpdateTenantRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12?\n" +
+	"\x06limits\x18\x02 \x01(\v2'.cellplane.controlplane.v1.TenantLimitsR\x06limits\x124\n" +
+	"\x13deletion_protection\x18\x03 \x01(\bH\x00R\x12deletionProtection\x88\x01\x01\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersionB\x16\n" +
+	"\x14_deletion_protection\"k\n" +
+	"\x14UpdateTenantResponse\x129\n" +
+	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"%\n" +
 	"\x13DeleteTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
 	"\x14DeleteTenantResponse\"O\n" +
@@ -5605,21 +6151,28 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13CELL_HEALTH_HEALTHY\x10\x01\x12\x18\n" +
 	"\x14CELL_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNAVAILABLE\x10\x03\x12\x1b\n" +
-	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xf9\x16\n" +
+	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xa2\x1b\n" +
 	"\x13ControlPlaneService\x12f\n" +
 	"\tGetStatus\x12+.cellplane.controlplane.v1.GetStatusRequest\x1a,.cellplane.controlplane.v1.GetStatusResponse\x12o\n" +
 	"\fCreateRegion\x12..cellplane.controlplane.v1.CreateRegionRequest\x1a/.cellplane.controlplane.v1.CreateRegionResponse\x12l\n" +
-	"\vListRegions\x12-.cellplane.controlplane.v1.ListRegionsRequest\x1a..cellplane.controlplane.v1.ListRegionsResponse\x12i\n" +
+	"\vListRegions\x12-.cellplane.controlplane.v1.ListRegionsRequest\x1a..cellplane.controlplane.v1.ListRegionsResponse\x12o\n" +
+	"\fUpdateRegion\x12..cellplane.controlplane.v1.UpdateRegionRequest\x1a/.cellplane.controlplane.v1.UpdateRegionResponse\x12o\n" +
+	"\fDeleteRegion\x12..cellplane.controlplane.v1.DeleteRegionRequest\x1a/.cellplane.controlplane.v1.DeleteRegionResponse\x12i\n" +
 	"\n" +
 	"CreateCell\x12,.cellplane.controlplane.v1.CreateCellRequest\x1a-.cellplane.controlplane.v1.CreateCellResponse\x12`\n" +
 	"\aGetCell\x12).cellplane.controlplane.v1.GetCellRequest\x1a*.cellplane.controlplane.v1.GetCellResponse\x12f\n" +
 	"\tListCells\x12+.cellplane.controlplane.v1.ListCellsRequest\x1a,.cellplane.controlplane.v1.ListCellsResponse\x12i\n" +
 	"\n" +
 	"CordonCell\x12,.cellplane.controlplane.v1.CordonCellRequest\x1a-.cellplane.controlplane.v1.CordonCellResponse\x12o\n" +
-	"\fUncordonCell\x12..cellplane.controlplane.v1.UncordonCellRequest\x1a/.cellplane.controlplane.v1.UncordonCellResponse\x12o\n" +
+	"\fUncordonCell\x12..cellplane.controlplane.v1.UncordonCellRequest\x1a/.cellplane.controlplane.v1.UncordonCellResponse\x12i\n" +
+	"\n" +
+	"UpdateCell\x12,.cellplane.controlplane.v1.UpdateCellRequest\x1a-.cellplane.controlplane.v1.UpdateCellResponse\x12i\n" +
+	"\n" +
+	"DeleteCell\x12,.cellplane.controlplane.v1.DeleteCellRequest\x1a-.cellplane.controlplane.v1.DeleteCellResponse\x12o\n" +
 	"\fCreateTenant\x12..cellplane.controlplane.v1.CreateTenantRequest\x1a/.cellplane.controlplane.v1.CreateTenantResponse\x12f\n" +
 	"\tGetTenant\x12+.cellplane.controlplane.v1.GetTenantRequest\x1a,.cellplane.controlplane.v1.GetTenantResponse\x12l\n" +
 	"\vListTenants\x12-.cellplane.controlplane.v1.ListTenantsRequest\x1a..cellplane.controlplane.v1.ListTenantsResponse\x12o\n" +
+	"\fUpdateTenant\x12..cellplane.controlplane.v1.UpdateTenantRequest\x1a/.cellplane.controlplane.v1.UpdateTenantResponse\x12o\n" +
 	"\fDeleteTenant\x12..cellplane.controlplane.v1.DeleteTenantRequest\x1a/.cellplane.controlplane.v1.DeleteTenantResponse\x12o\n" +
 	"\fCreateApiKey\x12..cellplane.controlplane.v1.CreateApiKeyRequest\x1a/.cellplane.controlplane.v1.CreateApiKeyResponse\x12l\n" +
 	"\vListApiKeys\x12-.cellplane.controlplane.v1.ListApiKeysRequest\x1a..cellplane.controlplane.v1.ListApiKeysResponse\x12o\n" +
@@ -5652,7 +6205,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(CellState)(0),                // 0: cellplane.controlplane.v1.CellState
 	(NodeRole)(0),                 // 1: cellplane.controlplane.v1.NodeRole
@@ -5689,101 +6242,111 @@ var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(*CreateRegionResponse)(nil),  // 32: cellplane.controlplane.v1.CreateRegionResponse
 	(*ListRegionsRequest)(nil),    // 33: cellplane.controlplane.v1.ListRegionsRequest
 	(*ListRegionsResponse)(nil),   // 34: cellplane.controlplane.v1.ListRegionsResponse
-	(*CreateCellRequest)(nil),     // 35: cellplane.controlplane.v1.CreateCellRequest
-	(*CreateCellResponse)(nil),    // 36: cellplane.controlplane.v1.CreateCellResponse
-	(*GetCellRequest)(nil),        // 37: cellplane.controlplane.v1.GetCellRequest
-	(*GetCellResponse)(nil),       // 38: cellplane.controlplane.v1.GetCellResponse
-	(*ListCellsRequest)(nil),      // 39: cellplane.controlplane.v1.ListCellsRequest
-	(*ListCellsResponse)(nil),     // 40: cellplane.controlplane.v1.ListCellsResponse
-	(*CordonCellRequest)(nil),     // 41: cellplane.controlplane.v1.CordonCellRequest
-	(*CordonCellResponse)(nil),    // 42: cellplane.controlplane.v1.CordonCellResponse
-	(*UncordonCellRequest)(nil),   // 43: cellplane.controlplane.v1.UncordonCellRequest
-	(*UncordonCellResponse)(nil),  // 44: cellplane.controlplane.v1.UncordonCellResponse
-	(*CreateTenantRequest)(nil),   // 45: cellplane.controlplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),  // 46: cellplane.controlplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),      // 47: cellplane.controlplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),     // 48: cellplane.controlplane.v1.GetTenantResponse
-	(*ReplicationLag)(nil),        // 49: cellplane.controlplane.v1.ReplicationLag
-	(*ListTenantsRequest)(nil),    // 50: cellplane.controlplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),   // 51: cellplane.controlplane.v1.ListTenantsResponse
-	(*DeleteTenantRequest)(nil),   // 52: cellplane.controlplane.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),  // 53: cellplane.controlplane.v1.DeleteTenantResponse
-	(*CreateApiKeyRequest)(nil),   // 54: cellplane.controlplane.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 55: cellplane.controlplane.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 56: cellplane.controlplane.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 57: cellplane.controlplane.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),   // 58: cellplane.controlplane.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 59: cellplane.controlplane.v1.RevokeApiKeyResponse
-	(*RevokeTokenRequest)(nil),    // 60: cellplane.controlplane.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 61: cellplane.controlplane.v1.RevokeTokenResponse
-	(*GetRegistryRequest)(nil),    // 62: cellplane.controlplane.v1.GetRegistryRequest
-	(*GetRegistryResponse)(nil),   // 63: cellplane.controlplane.v1.GetRegistryResponse
-	(*SetStandbyRequest)(nil),     // 64: cellplane.controlplane.v1.SetStandbyRequest
-	(*SetStandbyResponse)(nil),    // 65: cellplane.controlplane.v1.SetStandbyResponse
-	(*ClearStandbyRequest)(nil),   // 66: cellplane.controlplane.v1.ClearStandbyRequest
-	(*ClearStandbyResponse)(nil),  // 67: cellplane.controlplane.v1.ClearStandbyResponse
-	(*StartMoveRequest)(nil),      // 68: cellplane.controlplane.v1.StartMoveRequest
-	(*StartMoveResponse)(nil),     // 69: cellplane.controlplane.v1.StartMoveResponse
-	(*GetMoveRequest)(nil),        // 70: cellplane.controlplane.v1.GetMoveRequest
-	(*GetMoveResponse)(nil),       // 71: cellplane.controlplane.v1.GetMoveResponse
-	(*ListMovesRequest)(nil),      // 72: cellplane.controlplane.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),     // 73: cellplane.controlplane.v1.ListMovesResponse
-	(*CancelMoveRequest)(nil),     // 74: cellplane.controlplane.v1.CancelMoveRequest
-	(*CancelMoveResponse)(nil),    // 75: cellplane.controlplane.v1.CancelMoveResponse
-	(*DrainCellRequest)(nil),      // 76: cellplane.controlplane.v1.DrainCellRequest
-	(*DrainCellResponse)(nil),     // 77: cellplane.controlplane.v1.DrainCellResponse
-	(*FailoverRequest)(nil),       // 78: cellplane.controlplane.v1.FailoverRequest
-	(*FailoverResponse)(nil),      // 79: cellplane.controlplane.v1.FailoverResponse
-	(*GetFailoverRequest)(nil),    // 80: cellplane.controlplane.v1.GetFailoverRequest
-	(*GetFailoverResponse)(nil),   // 81: cellplane.controlplane.v1.GetFailoverResponse
-	(*ListFailoversRequest)(nil),  // 82: cellplane.controlplane.v1.ListFailoversRequest
-	(*ListFailoversResponse)(nil), // 83: cellplane.controlplane.v1.ListFailoversResponse
-	(*timestamppb.Timestamp)(nil), // 84: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 85: google.protobuf.Duration
+	(*UpdateRegionRequest)(nil),   // 35: cellplane.controlplane.v1.UpdateRegionRequest
+	(*UpdateRegionResponse)(nil),  // 36: cellplane.controlplane.v1.UpdateRegionResponse
+	(*DeleteRegionRequest)(nil),   // 37: cellplane.controlplane.v1.DeleteRegionRequest
+	(*DeleteRegionResponse)(nil),  // 38: cellplane.controlplane.v1.DeleteRegionResponse
+	(*CreateCellRequest)(nil),     // 39: cellplane.controlplane.v1.CreateCellRequest
+	(*CreateCellResponse)(nil),    // 40: cellplane.controlplane.v1.CreateCellResponse
+	(*GetCellRequest)(nil),        // 41: cellplane.controlplane.v1.GetCellRequest
+	(*GetCellResponse)(nil),       // 42: cellplane.controlplane.v1.GetCellResponse
+	(*ListCellsRequest)(nil),      // 43: cellplane.controlplane.v1.ListCellsRequest
+	(*ListCellsResponse)(nil),     // 44: cellplane.controlplane.v1.ListCellsResponse
+	(*CordonCellRequest)(nil),     // 45: cellplane.controlplane.v1.CordonCellRequest
+	(*CordonCellResponse)(nil),    // 46: cellplane.controlplane.v1.CordonCellResponse
+	(*UncordonCellRequest)(nil),   // 47: cellplane.controlplane.v1.UncordonCellRequest
+	(*UncordonCellResponse)(nil),  // 48: cellplane.controlplane.v1.UncordonCellResponse
+	(*UpdateCellRequest)(nil),     // 49: cellplane.controlplane.v1.UpdateCellRequest
+	(*UpdateCellResponse)(nil),    // 50: cellplane.controlplane.v1.UpdateCellResponse
+	(*DeleteCellRequest)(nil),     // 51: cellplane.controlplane.v1.DeleteCellRequest
+	(*DeleteCellResponse)(nil),    // 52: cellplane.controlplane.v1.DeleteCellResponse
+	(*CreateTenantRequest)(nil),   // 53: cellplane.controlplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),  // 54: cellplane.controlplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),      // 55: cellplane.controlplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),     // 56: cellplane.controlplane.v1.GetTenantResponse
+	(*ReplicationLag)(nil),        // 57: cellplane.controlplane.v1.ReplicationLag
+	(*ListTenantsRequest)(nil),    // 58: cellplane.controlplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),   // 59: cellplane.controlplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),   // 60: cellplane.controlplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),  // 61: cellplane.controlplane.v1.UpdateTenantResponse
+	(*DeleteTenantRequest)(nil),   // 62: cellplane.controlplane.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),  // 63: cellplane.controlplane.v1.DeleteTenantResponse
+	(*CreateApiKeyRequest)(nil),   // 64: cellplane.controlplane.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 65: cellplane.controlplane.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 66: cellplane.controlplane.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 67: cellplane.controlplane.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),   // 68: cellplane.controlplane.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 69: cellplane.controlplane.v1.RevokeApiKeyResponse
+	(*RevokeTokenRequest)(nil),    // 70: cellplane.controlplane.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 71: cellplane.controlplane.v1.RevokeTokenResponse
+	(*GetRegistryRequest)(nil),    // 72: cellplane.controlplane.v1.GetRegistryRequest
+	(*GetRegistryResponse)(nil),   // 73: cellplane.controlplane.v1.GetRegistryResponse
+	(*SetStandbyRequest)(nil),     // 74: cellplane.controlplane.v1.SetStandbyRequest
+	(*SetStandbyResponse)(nil),    // 75: cellplane.controlplane.v1.SetStandbyResponse
+	(*ClearStandbyRequest)(nil),   // 76: cellplane.controlplane.v1.ClearStandbyRequest
+	(*ClearStandbyResponse)(nil),  // 77: cellplane.controlplane.v1.ClearStandbyResponse
+	(*StartMoveRequest)(nil),      // 78: cellplane.controlplane.v1.StartMoveRequest
+	(*StartMoveResponse)(nil),     // 79: cellplane.controlplane.v1.StartMoveResponse
+	(*GetMoveRequest)(nil),        // 80: cellplane.controlplane.v1.GetMoveRequest
+	(*GetMoveResponse)(nil),       // 81: cellplane.controlplane.v1.GetMoveResponse
+	(*ListMovesRequest)(nil),      // 82: cellplane.controlplane.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),     // 83: cellplane.controlplane.v1.ListMovesResponse
+	(*CancelMoveRequest)(nil),     // 84: cellplane.controlplane.v1.CancelMoveRequest
+	(*CancelMoveResponse)(nil),    // 85: cellplane.controlplane.v1.CancelMoveResponse
+	(*DrainCellRequest)(nil),      // 86: cellplane.controlplane.v1.DrainCellRequest
+	(*DrainCellResponse)(nil),     // 87: cellplane.controlplane.v1.DrainCellResponse
+	(*FailoverRequest)(nil),       // 88: cellplane.controlplane.v1.FailoverRequest
+	(*FailoverResponse)(nil),      // 89: cellplane.controlplane.v1.FailoverResponse
+	(*GetFailoverRequest)(nil),    // 90: cellplane.controlplane.v1.GetFailoverRequest
+	(*GetFailoverResponse)(nil),   // 91: cellplane.controlplane.v1.GetFailoverResponse
+	(*ListFailoversRequest)(nil),  // 92: cellplane.controlplane.v1.ListFailoversRequest
+	(*ListFailoversResponse)(nil), // 93: cellplane.controlplane.v1.ListFailoversResponse
+	(*timestamppb.Timestamp)(nil), // 94: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 95: google.protobuf.Duration
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	84,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
 	10,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
 	0,   // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	84,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
 	1,   // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	84,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	94,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
 	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	84,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	94,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
 	2,   // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
 	16,  // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	84,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	84,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	84,  // 15: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 16: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
-	84,  // 17: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 18: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
-	84,  // 19: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
-	84,  // 20: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
+	94,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	94,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	94,  // 15: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 16: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
+	94,  // 17: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 18: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
+	94,  // 19: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
+	94,  // 20: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
 	3,   // 21: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
 	4,   // 22: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	84,  // 23: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 24: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	84,  // 25: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	94,  // 23: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 24: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	94,  // 25: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
 	5,   // 26: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
-	84,  // 27: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 28: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
-	84,  // 29: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
-	84,  // 30: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
-	84,  // 31: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	94,  // 27: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 28: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	94,  // 29: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	94,  // 30: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	94,  // 31: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
 	6,   // 32: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
 	7,   // 33: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
-	85,  // 34: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
-	84,  // 35: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
-	84,  // 36: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
-	84,  // 37: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
-	84,  // 38: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
-	85,  // 39: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
-	85,  // 40: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
-	84,  // 41: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	95,  // 34: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	94,  // 35: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 36: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	94,  // 37: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	94,  // 38: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	95,  // 39: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	95,  // 40: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	94,  // 41: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
 	11,  // 42: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
 	8,   // 43: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
 	15,  // 44: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
@@ -5794,95 +6357,111 @@ var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	23,  // 49: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
 	9,   // 50: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
 	9,   // 51: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	10,  // 52: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	11,  // 53: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	29,  // 54: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
-	29,  // 55: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	11,  // 56: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	11,  // 57: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	16,  // 58: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 59: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 60: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	49,  // 61: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
-	85,  // 62: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
-	2,   // 63: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
-	17,  // 64: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
-	18,  // 65: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 66: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 67: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	84,  // 68: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	21,  // 69: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
-	17,  // 70: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 71: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	24,  // 72: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	24,  // 73: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	24,  // 74: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	24,  // 75: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	11,  // 76: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	24,  // 77: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	6,   // 78: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	25,  // 79: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 80: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 81: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	28,  // 82: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	31,  // 83: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	33,  // 84: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	35,  // 85: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	37,  // 86: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	39,  // 87: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	41,  // 88: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	43,  // 89: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	45,  // 90: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	47,  // 91: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	50,  // 92: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	52,  // 93: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	54,  // 94: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	56,  // 95: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	58,  // 96: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	60,  // 97: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
-	62,  // 98: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	64,  // 99: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
-	66,  // 100: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
-	68,  // 101: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
-	70,  // 102: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
-	72,  // 103: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
-	74,  // 104: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
-	76,  // 105: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
-	78,  // 106: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
-	80,  // 107: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
-	82,  // 108: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
-	30,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	32,  // 110: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	34,  // 111: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	36,  // 112: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	38,  // 113: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	40,  // 114: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	42,  // 115: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	44,  // 116: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	46,  // 117: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	48,  // 118: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	51,  // 119: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	53,  // 120: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	55,  // 121: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	57,  // 122: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	59,  // 123: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	61,  // 124: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
-	63,  // 125: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	65,  // 126: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
-	67,  // 127: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
-	69,  // 128: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
-	71,  // 129: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
-	73,  // 130: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
-	75,  // 131: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
-	77,  // 132: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
-	79,  // 133: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
-	81,  // 134: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
-	83,  // 135: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
-	109, // [109:136] is the sub-list for method output_type
-	82,  // [82:109] is the sub-list for method input_type
-	82,  // [82:82] is the sub-list for extension type_name
-	82,  // [82:82] is the sub-list for extension extendee
-	0,   // [0:82] is the sub-list for field type_name
+	9,   // 52: cellplane.controlplane.v1.UpdateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	10,  // 53: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	11,  // 54: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	29,  // 55: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
+	29,  // 56: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	11,  // 57: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	11,  // 58: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	10,  // 59: cellplane.controlplane.v1.UpdateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	0,   // 60: cellplane.controlplane.v1.UpdateCellRequest.state:type_name -> cellplane.controlplane.v1.CellState
+	11,  // 61: cellplane.controlplane.v1.UpdateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	16,  // 62: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 63: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 64: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	57,  // 65: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
+	95,  // 66: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	2,   // 67: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
+	17,  // 68: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
+	16,  // 69: cellplane.controlplane.v1.UpdateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 70: cellplane.controlplane.v1.UpdateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	18,  // 71: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 72: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 73: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	94,  // 74: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	21,  // 75: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
+	17,  // 76: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 77: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	24,  // 78: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	24,  // 79: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	24,  // 80: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	24,  // 81: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	11,  // 82: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	24,  // 83: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	6,   // 84: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	25,  // 85: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 86: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 87: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	28,  // 88: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	31,  // 89: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	33,  // 90: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	35,  // 91: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
+	37,  // 92: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
+	39,  // 93: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	41,  // 94: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	43,  // 95: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	45,  // 96: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	47,  // 97: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	49,  // 98: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
+	51,  // 99: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
+	53,  // 100: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	55,  // 101: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	58,  // 102: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	60,  // 103: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
+	62,  // 104: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	64,  // 105: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	66,  // 106: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	68,  // 107: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	70,  // 108: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
+	72,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	74,  // 110: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	76,  // 111: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	78,  // 112: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	80,  // 113: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	82,  // 114: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	84,  // 115: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	86,  // 116: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	88,  // 117: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	90,  // 118: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	92,  // 119: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	30,  // 120: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	32,  // 121: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	34,  // 122: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	36,  // 123: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
+	38,  // 124: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
+	40,  // 125: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	42,  // 126: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	44,  // 127: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	46,  // 128: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	48,  // 129: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	50,  // 130: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
+	52,  // 131: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
+	54,  // 132: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	56,  // 133: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	59,  // 134: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	61,  // 135: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
+	63,  // 136: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	65,  // 137: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	67,  // 138: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	69,  // 139: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	71,  // 140: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
+	73,  // 141: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	75,  // 142: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	77,  // 143: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	79,  // 144: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	81,  // 145: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	83,  // 146: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	85,  // 147: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	87,  // 148: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	89,  // 149: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	91,  // 150: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	93,  // 151: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	120, // [120:152] is the sub-list for method output_type
+	88,  // [88:120] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
@@ -5890,13 +6469,14 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 	if File_cellplane_controlplane_v1_controlplane_proto != nil {
 		return
 	}
+	file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   75,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
