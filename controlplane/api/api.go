@@ -330,11 +330,7 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if err != nil {
 		return nil, err
 	}
-	cands := make([]placement.Candidate, len(cells))
-	for i, ci := range cells {
-		cands[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
-	}
-	if _, err := placement.Pick(cands, placement.Request{Region: req.GetHomeRegion(), Cell: req.GetCell()}); err != nil {
+	if _, err := placement.Pick(intent.Candidates(cells), placement.Request{Region: req.GetHomeRegion(), Cell: req.GetCell()}); err != nil {
 		return nil, err
 	}
 	standby, err := s.standbyForCreate(ctx, req) // standby.go

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -45,6 +46,18 @@ func wantReason(t *testing.T, what string, err error, reason cperr.Reason, meta 
 			t.Fatalf("%s: metadata %s=%q, want %q (%v)", what, k, ce.Metadata[k], v, err)
 		}
 	}
+}
+
+// registerHealthy registers cell's expected members and a leader, as its
+// running nodes would: the cell is HEALTHY, so placement may choose it.
+func registerHealthy(t *testing.T, st topo.Store, cell string, members int) {
+	t.Helper()
+	recs := map[string]proto.Message{topo.CellLeaderKey(cell): &cpv1.CellLeader{NodeId: cell + "-n1", Term: 1}}
+	for i := range members {
+		n := fmt.Sprintf("%s-n%d", cell, i+1)
+		recs[topo.CellNodeKey(cell, n)] = &cpv1.Node{Id: n, Cell: cell, Role: cpv1.NodeRole_NODE_ROLE_MEMBER}
+	}
+	seed(t, st, recs)
 }
 
 func active(id, region, cell string) *cpv1.Tenant {
@@ -351,6 +364,10 @@ func TestCreateTenantRecordsProtection(t *testing.T) {
 	if _, err := s.CreateCell(ctx, &cpv1.CreateCellRequest{Id: "c1", Region: "us"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "t1", HomeRegion: "us"}); !errors.Is(err, cperr.ErrNoCapacity) {
+		t.Fatalf("create while the region's only cell has no member: %v, want NO_CAPACITY", err)
+	}
+	registerHealthy(t, st, "c1", 3)
 	// No controller runs: the create is recorded, not placed; the call
 	// gives up waiting.
 	short := testutil.Context(t, 100*time.Millisecond)

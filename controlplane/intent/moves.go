@@ -259,7 +259,7 @@ func tenantStateName(s cpv1.TenantState) string {
 func Candidates(cells []*catalog.CellInfo) []placement.Candidate {
 	out := make([]placement.Candidate, len(cells))
 	for i, ci := range cells {
-		out[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
+		out[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load, Health: catalog.Health(ci)}
 	}
 	return out
 }
