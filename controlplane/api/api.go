@@ -318,6 +318,16 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if err := checkLimits(req.GetLimits()); err != nil {
 		return nil, err
 	}
+	var rhash []byte
+	if rid := req.GetRequestId(); rid != "" {
+		if err := s.checkID("request_id", rid); err != nil {
+			return nil, err
+		}
+		rhash = requestHash(req, func(r *cpv1.CreateTenantRequest) { r.RequestId = "" })
+		if resp, found, err := s.createRetry(ctx, req, rhash); found {
+			return resp, err
+		}
+	}
 	if _, err := s.st.Get(ctx, topo.RegionKey(req.GetHomeRegion())); err != nil {
 		if errors.Is(err, topo.ErrNotFound) {
 			return nil, cperr.New(cperr.RegionNotFound, "region %s does not exist", req.GetHomeRegion())
@@ -337,25 +347,38 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if err != nil {
 		return nil, err
 	}
-	t := &cpv1.Tenant{Id: req.GetId(), HomeRegion: req.GetHomeRegion(), Limits: req.GetLimits(), StandbyCell: standby, DeletionProtection: req.GetDeletionProtection()}
+	t := &cpv1.Tenant{Id: req.GetId(), HomeRegion: req.GetHomeRegion(), Limits: req.GetLimits(), StandbyCell: standby, DeletionProtection: req.GetDeletionProtection(),
+		CreateRequestId: req.GetRequestId(), CreateRequestHash: rhash}
 	if t.Limits == nil {
 		t.Limits = &cpv1.TenantLimits{}
 	}
 	if err := intent.StartCreate(ctx, s.st, t, req.GetCell()); err != nil {
+		if rhash != nil && (errors.Is(err, cperr.ErrAlreadyExists) || errors.Is(err, cperr.ErrTenantBusy)) {
+			// A concurrent call with the same request id got there first?
+			if resp, found, rerr := s.createRetry(ctx, req, rhash); found {
+				return resp, rerr
+			}
+		}
 		return nil, err
 	}
-	wctx, cancel := s.waitContext(ctx)
-	defer cancel()
-	placed, err := intent.WaitCreate(wctx, s.st, t.GetId())
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return nil, cperr.New(cperr.ControlPlaneUnavailable,
-			"tenant %s is recorded but not placed yet after %v (is a controller leader running?); 'cellctl tenant get %s' shows when it is", t.GetId(), s.cfg.WorkflowWait, t.GetId()).
-			WithRetryAfter(time.Second)
-	}
+	placed, err := s.waitCreate(ctx, t.GetId())
 	if err != nil {
 		return nil, err
 	}
 	return &cpv1.CreateTenantResponse{Tenant: placed}, nil
+}
+
+// waitCreate waits (bounded) for tenant id's create workflow to end.
+func (s *Server) waitCreate(ctx context.Context, id string) (*cpv1.Tenant, error) {
+	wctx, cancel := s.waitContext(ctx)
+	defer cancel()
+	placed, err := intent.WaitCreate(wctx, s.st, id)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, cperr.New(cperr.ControlPlaneUnavailable,
+			"tenant %s is recorded but not placed yet after %v (is a controller leader running?); 'cellctl tenant get %s' shows when it is", id, s.cfg.WorkflowWait, id).
+			WithRetryAfter(time.Second)
+	}
+	return placed, err
 }
 
 func (s *Server) waitContext(ctx context.Context) (context.Context, context.CancelFunc) {

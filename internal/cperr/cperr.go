@@ -63,6 +63,7 @@ const (
 	RegionNotEmpty    Reason = "REGION_NOT_EMPTY"   // delete of a region that cells or tenants still name (metadata: cells, tenants)
 	CellNotEmpty      Reason = "CELL_NOT_EMPTY"     // delete of a cell that still holds tenants, standbys, moves, failovers or registered nodes (metadata: tenants, nodes, operations)
 	DeletionProtected Reason = "DELETION_PROTECTED" // delete of a tenant whose deletion_protection is on
+	RequestIDReused   Reason = "REQUEST_ID_REUSED"  // a request_id already used by a different request (CreateTenant, StartMove, Failover)
 
 	// Zero trust: identities and authorisation.
 	ReplicationEventRejected Reason = "REPLICATION_EVENT_REJECTED" // a standby refused a batch of its source's change events (another tenant's command, a forbidden op, a malformed or out-of-order event): nothing of it was applied
@@ -87,7 +88,7 @@ var reasons = []Reason{
 
 	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
 
-	RegionNotEmpty, CellNotEmpty, DeletionProtected,
+	RegionNotEmpty, CellNotEmpty, DeletionProtected, RequestIDReused,
 
 	ReplicationEventRejected, CredentialsStale,
 
@@ -206,6 +207,7 @@ var (
 	ErrRegionNotEmpty    = &Error{Reason: RegionNotEmpty}
 	ErrCellNotEmpty      = &Error{Reason: CellNotEmpty}
 	ErrDeletionProtected = &Error{Reason: DeletionProtected}
+	ErrRequestIDReused   = &Error{Reason: RequestIDReused}
 
 	ErrReplicationEventRejected = &Error{Reason: ReplicationEventRejected}
 

@@ -104,6 +104,8 @@ var rules = map[cperr.Reason]rule{
 	cperr.RegionNotEmpty:    {RetryNo, true},
 	cperr.CellNotEmpty:      {RetryNo, true},
 	cperr.DeletionProtected: {RetryNo, true},
+	// The id names another request: nothing was started.
+	cperr.RequestIDReused: {RetryNo, true},
 	// The source sent what no standby may apply: the same events are
 	// refused again (the sink waits long and reports it, docs/security.md).
 	cperr.ReplicationEventRejected: {RetryNo, false},

@@ -71,6 +71,7 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.RegionNotEmpty:    codes.FailedPrecondition,
 	cperr.CellNotEmpty:      codes.FailedPrecondition,
 	cperr.DeletionProtected: codes.FailedPrecondition,
+	cperr.RequestIDReused:   codes.InvalidArgument,
 
 	cperr.ReplicationEventRejected: codes.InvalidArgument,
 	cperr.CredentialsStale:         codes.Unavailable,

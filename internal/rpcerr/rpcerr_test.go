@@ -54,6 +54,7 @@ func TestCodeTable(t *testing.T) {
 		{cperr.RegionNotEmpty, codes.FailedPrecondition},
 		{cperr.CellNotEmpty, codes.FailedPrecondition},
 		{cperr.DeletionProtected, codes.FailedPrecondition},
+		{cperr.RequestIDReused, codes.InvalidArgument},
 		{cperr.ReplicationEventRejected, codes.InvalidArgument},
 		{cperr.CredentialsStale, codes.Unavailable},
 		{cperr.StorageFull, codes.ResourceExhausted},

@@ -1155,8 +1155,13 @@ type Tenant struct {
 	// While set, DeleteTenant is refused (DELETION_PROTECTED). Set at create
 	// or with UpdateTenant.
 	DeletionProtection bool `protobuf:"varint,12,opt,name=deletion_protection,json=deletionProtection,proto3" json:"deletion_protection,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The request_id of the CreateTenant that created it (if any) and a
+	// SHA-256 of that request: a retry with the same id gets this tenant,
+	// another request with it REQUEST_ID_REUSED.
+	CreateRequestId   string `protobuf:"bytes,13,opt,name=create_request_id,json=createRequestId,proto3" json:"create_request_id,omitempty"`
+	CreateRequestHash []byte `protobuf:"bytes,14,opt,name=create_request_hash,json=createRequestHash,proto3" json:"create_request_hash,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -1271,6 +1276,20 @@ func (x *Tenant) GetDeletionProtection() bool {
 		return x.DeletionProtection
 	}
 	return false
+}
+
+func (x *Tenant) GetCreateRequestId() string {
+	if x != nil {
+		return x.CreateRequestId
+	}
+	return ""
+}
+
+func (x *Tenant) GetCreateRequestHash() []byte {
+	if x != nil {
+		return x.CreateRequestHash
+	}
+	return nil
 }
 
 // ApiKey is stored at tenants/<tenant>/keys/<id>. The secret is never
@@ -1819,7 +1838,10 @@ type Move struct {
 	// When the source's copy may be removed.
 	CleanupAfter *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=cleanup_after,json=cleanupAfter,proto3" json:"cleanup_after,omitempty"`
 	// The tenant's standby cell before the move (kept after it).
-	StandbyCell   string `protobuf:"bytes,20,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
+	StandbyCell string `protobuf:"bytes,20,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
+	// The StartMove request_id (if any) and a SHA-256 of that request.
+	RequestId     string `protobuf:"bytes,21,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestHash   []byte `protobuf:"bytes,22,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1994,6 +2016,20 @@ func (x *Move) GetStandbyCell() string {
 	return ""
 }
 
+func (x *Move) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Move) GetRequestHash() []byte {
+	if x != nil {
+		return x.RequestHash
+	}
+	return nil
+}
+
 // Failover is stored at failovers/<id>.
 type Failover struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -2026,8 +2062,11 @@ type Failover struct {
 	PromoteTime   *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=promote_time,json=promoteTime,proto3" json:"promote_time,omitempty"`
 	// The authority lease deadline waited for (emergency).
 	LeaseWaitUntil *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=lease_wait_until,json=leaseWaitUntil,proto3" json:"lease_wait_until,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The Failover request_id (if any) and a SHA-256 of that request.
+	RequestId     string `protobuf:"bytes,21,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestHash   []byte `protobuf:"bytes,22,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Failover) Reset() {
@@ -2196,6 +2235,20 @@ func (x *Failover) GetPromoteTime() *timestamppb.Timestamp {
 func (x *Failover) GetLeaseWaitUntil() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LeaseWaitUntil
+	}
+	return nil
+}
+
+func (x *Failover) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Failover) GetRequestHash() []byte {
+	if x != nil {
+		return x.RequestHash
 	}
 	return nil
 }
@@ -3564,8 +3617,13 @@ type CreateTenantRequest struct {
 	StandbyRegion string `protobuf:"bytes,5,opt,name=standby_region,json=standbyRegion,proto3" json:"standby_region,omitempty"`
 	// Refuse DeleteTenant until UpdateTenant turns it off.
 	DeletionProtection bool `protobuf:"varint,6,opt,name=deletion_protection,json=deletionProtection,proto3" json:"deletion_protection,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Optional idempotency key: a retry with the same request_id returns
+	// the tenant this request created (waiting for it like the first call);
+	// a different request with the same id (for the same tenant) is
+	// refused with REQUEST_ID_REUSED.
+	RequestId     string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
@@ -3638,6 +3696,13 @@ func (x *CreateTenantRequest) GetDeletionProtection() bool {
 		return x.DeletionProtection
 	}
 	return false
+}
+
+func (x *CreateTenantRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type CreateTenantResponse struct {
@@ -4919,7 +4984,12 @@ type StartMoveRequest struct {
 	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	TargetCell string                 `protobuf:"bytes,2,opt,name=target_cell,json=targetCell,proto3" json:"target_cell,omitempty"`
 	// Only validate and return the plan; nothing is recorded.
-	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Optional idempotency key: a retry with the same request_id returns
+	// the move it started (in whatever state it is now, while moves are
+	// kept); a different request with the same id (for the same tenant) is
+	// refused with REQUEST_ID_REUSED.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4973,6 +5043,13 @@ func (x *StartMoveRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *StartMoveRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type StartMoveResponse struct {
@@ -5427,9 +5504,14 @@ func (x *DrainCellResponse) GetMoves() []*Move {
 type FailoverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One tenant, or every tenant the cell owns that has a standby.
-	Tenant        string       `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Cell          string       `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
-	Kind          FailoverKind `protobuf:"varint,3,opt,name=kind,proto3,enum=cellplane.controlplane.v1.FailoverKind" json:"kind,omitempty"`
+	Tenant string       `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Cell   string       `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
+	Kind   FailoverKind `protobuf:"varint,3,opt,name=kind,proto3,enum=cellplane.controlplane.v1.FailoverKind" json:"kind,omitempty"`
+	// Optional idempotency key: a retry with the same request_id returns
+	// the failovers it started (for a cell, starting those of tenants the
+	// first call did not reach); a different request with the same id is
+	// refused with REQUEST_ID_REUSED.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5483,6 +5565,13 @@ func (x *FailoverRequest) GetKind() FailoverKind {
 		return x.Kind
 	}
 	return FailoverKind_FAILOVER_KIND_UNSPECIFIED
+}
+
+func (x *FailoverRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type FailoverResponse struct {
@@ -5766,7 +5855,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"bytes_rate\x18\x04 \x01(\x01R\tbytesRate\x12\x1f\n" +
 	"\vbytes_burst\x18\x05 \x01(\rR\n" +
-	"bytesBurst\"\xf6\x03\n" +
+	"bytesBurst\"\xd2\x04\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
@@ -5783,7 +5872,9 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\fcutting_over\x18\n" +
 	" \x01(\bR\vcuttingOver\x12!\n" +
 	"\foperation_id\x18\v \x01(\tR\voperationId\x12/\n" +
-	"\x13deletion_protection\x18\f \x01(\bR\x12deletionProtection\"\xed\x01\n" +
+	"\x13deletion_protection\x18\f \x01(\bR\x12deletionProtection\x12*\n" +
+	"\x11create_request_id\x18\r \x01(\tR\x0fcreateRequestId\x12.\n" +
+	"\x13create_request_hash\x18\x0e \x01(\fR\x11createRequestHash\"\xed\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
@@ -5834,7 +5925,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x10ControllerLeader\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x120\n" +
-	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xb7\x06\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xf9\x06\n" +
 	"\x04Move\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
@@ -5865,7 +5956,10 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"fence_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tfenceTime\x127\n" +
 	"\tflip_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\bflipTime\x12?\n" +
 	"\rcleanup_after\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fcleanupAfter\x12!\n" +
-	"\fstandby_cell\x18\x14 \x01(\tR\vstandbyCell\"\xdd\x06\n" +
+	"\fstandby_cell\x18\x14 \x01(\tR\vstandbyCell\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x15 \x01(\tR\trequestId\x12!\n" +
+	"\frequest_hash\x18\x16 \x01(\fR\vrequestHash\"\x9f\a\n" +
 	"\bFailover\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12;\n" +
@@ -5890,7 +5984,10 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vupdate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12=\n" +
 	"\fpromote_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vpromoteTime\x12D\n" +
-	"\x10lease_wait_until\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseWaitUntil\"\xd9\x01\n" +
+	"\x10lease_wait_until\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseWaitUntil\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x15 \x01(\tR\trequestId\x12!\n" +
+	"\frequest_hash\x18\x16 \x01(\fR\vrequestHash\"\xd9\x01\n" +
 	"\rCellAuthority\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12+\n" +
@@ -5964,7 +6061,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\"#\n" +
 	"\x11DeleteCellRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12DeleteCellResponse\"\xf3\x01\n" +
+	"\x12DeleteCellResponse\"\x92\x02\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
@@ -5972,7 +6069,9 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x04cell\x18\x03 \x01(\tR\x04cell\x12?\n" +
 	"\x06limits\x18\x04 \x01(\v2'.cellplane.controlplane.v1.TenantLimitsR\x06limits\x12%\n" +
 	"\x0estandby_region\x18\x05 \x01(\tR\rstandbyRegion\x12/\n" +
-	"\x13deletion_protection\x18\x06 \x01(\bR\x12deletionProtection\"Q\n" +
+	"\x13deletion_protection\x18\x06 \x01(\bR\x12deletionProtection\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\tR\trequestId\"Q\n" +
 	"\x14CreateTenantResponse\x129\n" +
 	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"\"\n" +
 	"\x10GetTenantRequest\x12\x0e\n" +
@@ -6051,12 +6150,14 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13ClearStandbyRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"Q\n" +
 	"\x14ClearStandbyResponse\x129\n" +
-	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"d\n" +
+	"\x06tenant\x18\x01 \x01(\v2!.cellplane.controlplane.v1.TenantR\x06tenant\"\x83\x01\n" +
 	"\x10StartMoveRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vtarget_cell\x18\x02 \x01(\tR\n" +
 	"targetCell\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\\\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\\\n" +
 	"\x11StartMoveResponse\x123\n" +
 	"\x04move\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.MoveR\x04move\x12\x12\n" +
 	"\x04plan\x18\x02 \x03(\tR\x04plan\" \n" +
@@ -6080,11 +6181,13 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x11DrainCellResponse\x123\n" +
 	"\x04cell\x18\x01 \x01(\v2\x1f.cellplane.controlplane.v1.CellR\x04cell\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\x04R\tremaining\x125\n" +
-	"\x05moves\x18\x03 \x03(\v2\x1f.cellplane.controlplane.v1.MoveR\x05moves\"z\n" +
+	"\x05moves\x18\x03 \x03(\v2\x1f.cellplane.controlplane.v1.MoveR\x05moves\"\x99\x01\n" +
 	"\x0fFailoverRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\x12;\n" +
-	"\x04kind\x18\x03 \x01(\x0e2'.cellplane.controlplane.v1.FailoverKindR\x04kind\"U\n" +
+	"\x04kind\x18\x03 \x01(\x0e2'.cellplane.controlplane.v1.FailoverKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"U\n" +
 	"\x10FailoverResponse\x12A\n" +
 	"\tfailovers\x18\x01 \x03(\v2#.cellplane.controlplane.v1.FailoverR\tfailovers\"$\n" +
 	"\x12GetFailoverRequest\x12\x0e\n" +
