@@ -150,6 +150,7 @@ func TestHelp(t *testing.T) {
 		{"help-tenant-list.golden", []string{"tenant", "list", "--help"}},
 		{"help-tenant-key-create.golden", []string{"tenant", "key", "create", "--help"}},
 		{"help-tenant-update.golden", []string{"tenant", "update", "--help"}},
+		{"help-tenant-create.golden", []string{"tenant", "create", "--help"}},
 		{"help-cell-update.golden", []string{"cell", "update", "--help"}},
 		{"help-cell-delete.golden", []string{"cell", "delete", "--help"}},
 		{"help-region.golden", []string{"region", "--help"}},
@@ -430,9 +431,14 @@ func testCommands(t *testing.T, addr string) {
 // testManage: updates and guarded deletes of tenants, cells and regions,
 // and deletion protection.
 func testManage(t *testing.T, addr string) {
-	if out := mustCP(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--deletion-protection"); !strings.HasPrefix(out, "tenant umbrella created on cell use1-a") {
-		t.Errorf("create protected: %q", out)
+	// A create retried with its request id answers like the first call.
+	for range 2 {
+		if out := mustCP(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--deletion-protection", "--request-id", "tf-1"); !strings.HasPrefix(out, "tenant umbrella created on cell use1-a") {
+			t.Errorf("create protected: %q", out)
+		}
 	}
+	checkOneLineError(t, cp(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--request-id", "tf-1"), 1, "REQUEST_ID_REUSED")
+	checkOneLineError(t, cp(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--deletion-protection"), 1, "ALREADY_EXISTS")
 	checkOneLineError(t, cp(t, addr, "tenant", "delete", "umbrella", "--yes"), 1, "DELETION_PROTECTED")
 	if out := mustCP(t, addr, "tenant", "update", "umbrella", "--rate", "7", "--bytes-burst", "9"); !strings.HasPrefix(out, "tenant umbrella updated (version ") || !strings.HasSuffix(out, ", deletion protection on)\n") {
 		t.Errorf("update rate: %q", out)

@@ -42,6 +42,7 @@ func newTenantCreateCmd(a *app) *cobra.Command {
 		region, cell, standbyRegion string
 		limits                      cpv1.TenantLimits
 		protect                     bool
+		requestID                   string
 	)
 	cmd := &cobra.Command{
 		Use:   "create <id> --region <region>",
@@ -75,7 +76,7 @@ refuses to delete the tenant until 'cellctl tenant update
 				return err
 			}
 			defer c.Close()
-			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion, DeletionProtection: protect}
+			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion, DeletionProtection: protect, RequestId: requestID}
 			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 || limits.BytesRate != 0 || limits.BytesBurst != 0 {
 				req.Limits = &cpv1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes,
 					BytesRate: limits.BytesRate, BytesBurst: limits.BytesBurst}
@@ -107,6 +108,7 @@ refuses to delete the tenant until 'cellctl tenant update
 	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
 	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
 	cmd.Flags().BoolVar(&protect, "deletion-protection", false, "refuse to delete the tenant until this is turned off")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
 }
 
