@@ -187,7 +187,7 @@ func TestAuthorisationTable(t *testing.T) {
 	ctx := testutil.Context(t, 2*time.Minute)
 	sd := cpv1.File_cellplane_controlplane_v1_controlplane_proto.Services().ByName("ControlPlaneService")
 	readOnlyRPCs := []string{"GetStatus", "ListRegions", "GetCell", "ListCells", "GetTenant", "ListTenants",
-		"ListApiKeys", "GetMove", "ListMoves", "GetFailover", "ListFailovers", "GetRegistry"}
+		"ListApiKeys", "GetMove", "ListMoves", "GetFailover", "ListFailovers", "GetRegistry", "GetFailoverPolicy"}
 	for _, tc := range []struct {
 		id      pki.Identity
 		allowed func(rpc string) bool
@@ -285,6 +285,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 			must(t)(adm.ListMoves(ctx, &cpv1.ListMovesRequest{})),
 			must(t)(adm.ListFailovers(ctx, &cpv1.ListFailoversRequest{})),
 			must(t)(adm.ListRegions(ctx, &cpv1.ListRegionsRequest{})),
+			must(t)(adm.GetFailoverPolicy(ctx, &cpv1.GetFailoverPolicyRequest{})),
 		} {
 			j, err := protojson.Marshal(m)
 			if err != nil {
@@ -348,6 +349,7 @@ func TestMutualTLSRefusals(t *testing.T) {
 		_, denied["DeleteCell"] = ro.DeleteCell(ctx, &cpv1.DeleteCellRequest{Id: "c1"})
 		_, denied["UpdateRegion"] = ro.UpdateRegion(ctx, &cpv1.UpdateRegionRequest{Name: "r1", Description: "x"})
 		_, denied["DeleteRegion"] = ro.DeleteRegion(ctx, &cpv1.DeleteRegionRequest{Name: "r1"})
+		_, denied["SetFailoverPolicy"] = ro.SetFailoverPolicy(ctx, &cpv1.SetFailoverPolicyRequest{Policy: &cpv1.FailoverPolicy{Enabled: true}})
 		for rpc, err := range denied {
 			wantReason(t, "read-only "+rpc, err, codes.PermissionDenied, cperr.PermissionDenied)
 		}

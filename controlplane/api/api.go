@@ -59,6 +59,10 @@ type Config struct {
 	// StandbyStatusTimeout bounds that read (see standby.go).
 	Cells                CellReader
 	StandbyStatusTimeout time.Duration
+	// FailoverPolicyDefaults is what GetFailoverPolicy answers while no
+	// policy is stored: the controller's flags (filled by the replica;
+	// nil: disabled).
+	FailoverPolicyDefaults *cpv1.FailoverPolicy
 }
 
 // DefaultConfig returns the defaults.

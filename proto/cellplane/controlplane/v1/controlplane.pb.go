@@ -2414,6 +2414,92 @@ func (x *CellFence) GetTseq() uint64 {
 	return 0
 }
 
+// FailoverPolicy is stored at policies/failover: the automatic promotion
+// policy (the controller leader promotes the standbys of a cell's tenants
+// once the cell has been unhealthy for unhealthy_for). While no record is
+// stored, the leader's flags apply (--auto-promote, --auto-promote-after,
+// --auto-promote-regions); once stored, the record wins.
+type FailoverPolicy struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Enabled bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// How long a cell must stay unhealthy (0: the leader's
+	// --auto-promote-after).
+	UnhealthyFor *durationpb.Duration `protobuf:"bytes,2,opt,name=unhealthy_for,json=unhealthyFor,proto3" json:"unhealthy_for,omitempty"`
+	// The regions whose cells the policy covers (empty: all).
+	Regions []string `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	// Most of the policy's promotions in flight at once (0: the leader's
+	// default).
+	MaxConcurrent uint32                 `protobuf:"varint,4,opt,name=max_concurrent,json=maxConcurrent,proto3" json:"max_concurrent,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverPolicy) Reset() {
+	*x = FailoverPolicy{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverPolicy) ProtoMessage() {}
+
+func (x *FailoverPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverPolicy.ProtoReflect.Descriptor instead.
+func (*FailoverPolicy) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *FailoverPolicy) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *FailoverPolicy) GetUnhealthyFor() *durationpb.Duration {
+	if x != nil {
+		return x.UnhealthyFor
+	}
+	return nil
+}
+
+func (x *FailoverPolicy) GetRegions() []string {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+func (x *FailoverPolicy) GetMaxConcurrent() uint32 {
+	if x != nil {
+		return x.MaxConcurrent
+	}
+	return 0
+}
+
+func (x *FailoverPolicy) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2422,7 +2508,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2520,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[19]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2533,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 // CellStatus is a cell with what the registry says about it now.
@@ -2466,7 +2552,7 @@ type CellStatus struct {
 
 func (x *CellStatus) Reset() {
 	*x = CellStatus{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2564,7 @@ func (x *CellStatus) String() string {
 func (*CellStatus) ProtoMessage() {}
 
 func (x *CellStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[20]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2577,7 @@ func (x *CellStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellStatus.ProtoReflect.Descriptor instead.
 func (*CellStatus) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CellStatus) GetCell() *Cell {
@@ -2543,7 +2629,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2641,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[21]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +2654,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetStatusResponse) GetRegions() []*Region {
@@ -2609,7 +2695,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2707,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[22]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2720,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateRegionRequest) GetName() string {
@@ -2660,7 +2746,7 @@ type CreateRegionResponse struct {
 
 func (x *CreateRegionResponse) Reset() {
 	*x = CreateRegionResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2758,7 @@ func (x *CreateRegionResponse) String() string {
 func (*CreateRegionResponse) ProtoMessage() {}
 
 func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[23]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2771,7 @@ func (x *CreateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionResponse.ProtoReflect.Descriptor instead.
 func (*CreateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateRegionResponse) GetRegion() *Region {
@@ -2703,7 +2789,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2801,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[24]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2814,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 type ListRegionsResponse struct {
@@ -2740,7 +2826,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2752,7 +2838,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[25]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2765,7 +2851,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -2786,7 +2872,7 @@ type UpdateRegionRequest struct {
 
 func (x *UpdateRegionRequest) Reset() {
 	*x = UpdateRegionRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2884,7 @@ func (x *UpdateRegionRequest) String() string {
 func (*UpdateRegionRequest) ProtoMessage() {}
 
 func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[26]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2897,7 @@ func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRegionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateRegionRequest) GetName() string {
@@ -2837,7 +2923,7 @@ type UpdateRegionResponse struct {
 
 func (x *UpdateRegionResponse) Reset() {
 	*x = UpdateRegionResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2849,7 +2935,7 @@ func (x *UpdateRegionResponse) String() string {
 func (*UpdateRegionResponse) ProtoMessage() {}
 
 func (x *UpdateRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[27]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2862,7 +2948,7 @@ func (x *UpdateRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRegionResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRegionResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdateRegionResponse) GetRegion() *Region {
@@ -2881,7 +2967,7 @@ type DeleteRegionRequest struct {
 
 func (x *DeleteRegionRequest) Reset() {
 	*x = DeleteRegionRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2893,7 +2979,7 @@ func (x *DeleteRegionRequest) String() string {
 func (*DeleteRegionRequest) ProtoMessage() {}
 
 func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[28]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2906,7 +2992,7 @@ func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRegionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRegionRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteRegionRequest) GetName() string {
@@ -2924,7 +3010,7 @@ type DeleteRegionResponse struct {
 
 func (x *DeleteRegionResponse) Reset() {
 	*x = DeleteRegionResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3022,7 @@ func (x *DeleteRegionResponse) String() string {
 func (*DeleteRegionResponse) ProtoMessage() {}
 
 func (x *DeleteRegionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[29]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3035,7 @@ func (x *DeleteRegionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRegionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRegionResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 type CreateCellRequest struct {
@@ -2965,7 +3051,7 @@ type CreateCellRequest struct {
 
 func (x *CreateCellRequest) Reset() {
 	*x = CreateCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3063,7 @@ func (x *CreateCellRequest) String() string {
 func (*CreateCellRequest) ProtoMessage() {}
 
 func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[30]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3076,7 @@ func (x *CreateCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellRequest.ProtoReflect.Descriptor instead.
 func (*CreateCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateCellRequest) GetId() string {
@@ -3030,7 +3116,7 @@ type CreateCellResponse struct {
 
 func (x *CreateCellResponse) Reset() {
 	*x = CreateCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3042,7 +3128,7 @@ func (x *CreateCellResponse) String() string {
 func (*CreateCellResponse) ProtoMessage() {}
 
 func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[31]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3055,7 +3141,7 @@ func (x *CreateCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCellResponse.ProtoReflect.Descriptor instead.
 func (*CreateCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateCellResponse) GetCell() *Cell {
@@ -3074,7 +3160,7 @@ type GetCellRequest struct {
 
 func (x *GetCellRequest) Reset() {
 	*x = GetCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3086,7 +3172,7 @@ func (x *GetCellRequest) String() string {
 func (*GetCellRequest) ProtoMessage() {}
 
 func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[32]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3099,7 +3185,7 @@ func (x *GetCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellRequest.ProtoReflect.Descriptor instead.
 func (*GetCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetCellRequest) GetId() string {
@@ -3118,7 +3204,7 @@ type GetCellResponse struct {
 
 func (x *GetCellResponse) Reset() {
 	*x = GetCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3216,7 @@ func (x *GetCellResponse) String() string {
 func (*GetCellResponse) ProtoMessage() {}
 
 func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[33]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3229,7 @@ func (x *GetCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCellResponse.ProtoReflect.Descriptor instead.
 func (*GetCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetCellResponse) GetCell() *CellStatus {
@@ -3163,7 +3249,7 @@ type ListCellsRequest struct {
 
 func (x *ListCellsRequest) Reset() {
 	*x = ListCellsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3261,7 @@ func (x *ListCellsRequest) String() string {
 func (*ListCellsRequest) ProtoMessage() {}
 
 func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[34]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3274,7 @@ func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsRequest.ProtoReflect.Descriptor instead.
 func (*ListCellsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListCellsRequest) GetRegion() string {
@@ -3207,7 +3293,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3219,7 +3305,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[35]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3232,7 +3318,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListCellsResponse) GetCells() []*CellStatus {
@@ -3251,7 +3337,7 @@ type CordonCellRequest struct {
 
 func (x *CordonCellRequest) Reset() {
 	*x = CordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3349,7 @@ func (x *CordonCellRequest) String() string {
 func (*CordonCellRequest) ProtoMessage() {}
 
 func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[36]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3362,7 @@ func (x *CordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellRequest.ProtoReflect.Descriptor instead.
 func (*CordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CordonCellRequest) GetId() string {
@@ -3295,7 +3381,7 @@ type CordonCellResponse struct {
 
 func (x *CordonCellResponse) Reset() {
 	*x = CordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3393,7 @@ func (x *CordonCellResponse) String() string {
 func (*CordonCellResponse) ProtoMessage() {}
 
 func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[37]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3406,7 @@ func (x *CordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonCellResponse.ProtoReflect.Descriptor instead.
 func (*CordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CordonCellResponse) GetCell() *Cell {
@@ -3339,7 +3425,7 @@ type UncordonCellRequest struct {
 
 func (x *UncordonCellRequest) Reset() {
 	*x = UncordonCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3437,7 @@ func (x *UncordonCellRequest) String() string {
 func (*UncordonCellRequest) ProtoMessage() {}
 
 func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[38]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3450,7 @@ func (x *UncordonCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellRequest.ProtoReflect.Descriptor instead.
 func (*UncordonCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UncordonCellRequest) GetId() string {
@@ -3383,7 +3469,7 @@ type UncordonCellResponse struct {
 
 func (x *UncordonCellResponse) Reset() {
 	*x = UncordonCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3481,7 @@ func (x *UncordonCellResponse) String() string {
 func (*UncordonCellResponse) ProtoMessage() {}
 
 func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[39]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3494,7 @@ func (x *UncordonCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonCellResponse.ProtoReflect.Descriptor instead.
 func (*UncordonCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UncordonCellResponse) GetCell() *Cell {
@@ -3432,7 +3518,7 @@ type UpdateCellRequest struct {
 
 func (x *UpdateCellRequest) Reset() {
 	*x = UpdateCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3530,7 @@ func (x *UpdateCellRequest) String() string {
 func (*UpdateCellRequest) ProtoMessage() {}
 
 func (x *UpdateCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[40]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3543,7 @@ func (x *UpdateCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCellRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UpdateCellRequest) GetId() string {
@@ -3490,7 +3576,7 @@ type UpdateCellResponse struct {
 
 func (x *UpdateCellResponse) Reset() {
 	*x = UpdateCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3502,7 +3588,7 @@ func (x *UpdateCellResponse) String() string {
 func (*UpdateCellResponse) ProtoMessage() {}
 
 func (x *UpdateCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[41]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3515,7 +3601,7 @@ func (x *UpdateCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCellResponse.ProtoReflect.Descriptor instead.
 func (*UpdateCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdateCellResponse) GetCell() *Cell {
@@ -3534,7 +3620,7 @@ type DeleteCellRequest struct {
 
 func (x *DeleteCellRequest) Reset() {
 	*x = DeleteCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3546,7 +3632,7 @@ func (x *DeleteCellRequest) String() string {
 func (*DeleteCellRequest) ProtoMessage() {}
 
 func (x *DeleteCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[42]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3559,7 +3645,7 @@ func (x *DeleteCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCellRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteCellRequest) GetId() string {
@@ -3577,7 +3663,7 @@ type DeleteCellResponse struct {
 
 func (x *DeleteCellResponse) Reset() {
 	*x = DeleteCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3675,7 @@ func (x *DeleteCellResponse) String() string {
 func (*DeleteCellResponse) ProtoMessage() {}
 
 func (x *DeleteCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[43]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3688,7 @@ func (x *DeleteCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCellResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 type CreateTenantRequest struct {
@@ -3628,7 +3714,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +3726,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[44]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +3739,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{44}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -3714,7 +3800,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3726,7 +3812,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[45]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3739,7 +3825,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{45}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -3758,7 +3844,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3770,7 +3856,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[46]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3783,7 +3869,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{46}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -3807,7 +3893,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3819,7 +3905,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[47]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3832,7 +3918,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{47}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -3872,7 +3958,7 @@ type ReplicationLag struct {
 
 func (x *ReplicationLag) Reset() {
 	*x = ReplicationLag{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +3970,7 @@ func (x *ReplicationLag) String() string {
 func (*ReplicationLag) ProtoMessage() {}
 
 func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[48]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +3983,7 @@ func (x *ReplicationLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationLag.ProtoReflect.Descriptor instead.
 func (*ReplicationLag) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{48}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReplicationLag) GetStandbyCell() string {
@@ -3964,7 +4050,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3976,7 +4062,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[49]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3989,7 +4075,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{49}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -4037,7 +4123,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4135,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[50]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4148,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{50}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -4096,7 +4182,7 @@ type UpdateTenantRequest struct {
 
 func (x *UpdateTenantRequest) Reset() {
 	*x = UpdateTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4108,7 +4194,7 @@ func (x *UpdateTenantRequest) String() string {
 func (*UpdateTenantRequest) ProtoMessage() {}
 
 func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4121,7 +4207,7 @@ func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{51}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UpdateTenantRequest) GetId() string {
@@ -4162,7 +4248,7 @@ type UpdateTenantResponse struct {
 
 func (x *UpdateTenantResponse) Reset() {
 	*x = UpdateTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4174,7 +4260,7 @@ func (x *UpdateTenantResponse) String() string {
 func (*UpdateTenantResponse) ProtoMessage() {}
 
 func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4187,7 +4273,7 @@ func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{52}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *UpdateTenantResponse) GetTenant() *Tenant {
@@ -4213,7 +4299,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4225,7 +4311,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[53]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4238,7 +4324,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{53}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeleteTenantRequest) GetId() string {
@@ -4256,7 +4342,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4268,7 +4354,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[54]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4281,7 +4367,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{54}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
 }
 
 type CreateApiKeyRequest struct {
@@ -4294,7 +4380,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4306,7 +4392,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[55]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4319,7 +4405,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{55}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateApiKeyRequest) GetTenant() string {
@@ -4347,7 +4433,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4359,7 +4445,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[56]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4372,7 +4458,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{56}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateApiKeyResponse) GetKey() *ApiKey {
@@ -4398,7 +4484,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4410,7 +4496,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[57]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4423,7 +4509,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{57}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListApiKeysRequest) GetTenant() string {
@@ -4442,7 +4528,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4454,7 +4540,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[58]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4467,7 +4553,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{58}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKey {
@@ -4487,7 +4573,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4499,7 +4585,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[59]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4512,7 +4598,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{59}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RevokeApiKeyRequest) GetTenant() string {
@@ -4538,7 +4624,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4550,7 +4636,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[60]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4563,7 +4649,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{60}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RevokeApiKeyResponse) GetKey() *ApiKey {
@@ -4590,7 +4676,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4602,7 +4688,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[61]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4615,7 +4701,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{61}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RevokeTokenRequest) GetTenant() string {
@@ -4662,7 +4748,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4674,7 +4760,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[62]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4687,7 +4773,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{62}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RevokeTokenResponse) GetRevoked() *RevokedToken {
@@ -4705,7 +4791,7 @@ type GetRegistryRequest struct {
 
 func (x *GetRegistryRequest) Reset() {
 	*x = GetRegistryRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4717,7 +4803,7 @@ func (x *GetRegistryRequest) String() string {
 func (*GetRegistryRequest) ProtoMessage() {}
 
 func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[63]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4730,7 +4816,7 @@ func (x *GetRegistryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryRequest.ProtoReflect.Descriptor instead.
 func (*GetRegistryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{63}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
 }
 
 type GetRegistryResponse struct {
@@ -4744,7 +4830,7 @@ type GetRegistryResponse struct {
 
 func (x *GetRegistryResponse) Reset() {
 	*x = GetRegistryResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4756,7 +4842,7 @@ func (x *GetRegistryResponse) String() string {
 func (*GetRegistryResponse) ProtoMessage() {}
 
 func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[64]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4769,7 +4855,7 @@ func (x *GetRegistryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegistryResponse.ProtoReflect.Descriptor instead.
 func (*GetRegistryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{64}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetRegistryResponse) GetEtcdEndpoints() []string {
@@ -4798,7 +4884,7 @@ type SetStandbyRequest struct {
 
 func (x *SetStandbyRequest) Reset() {
 	*x = SetStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4810,7 +4896,7 @@ func (x *SetStandbyRequest) String() string {
 func (*SetStandbyRequest) ProtoMessage() {}
 
 func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[65]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4823,7 +4909,7 @@ func (x *SetStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyRequest.ProtoReflect.Descriptor instead.
 func (*SetStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{65}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SetStandbyRequest) GetTenant() string {
@@ -4856,7 +4942,7 @@ type SetStandbyResponse struct {
 
 func (x *SetStandbyResponse) Reset() {
 	*x = SetStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4868,7 +4954,7 @@ func (x *SetStandbyResponse) String() string {
 func (*SetStandbyResponse) ProtoMessage() {}
 
 func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[66]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4881,7 +4967,7 @@ func (x *SetStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStandbyResponse.ProtoReflect.Descriptor instead.
 func (*SetStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{66}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SetStandbyResponse) GetTenant() *Tenant {
@@ -4900,7 +4986,7 @@ type ClearStandbyRequest struct {
 
 func (x *ClearStandbyRequest) Reset() {
 	*x = ClearStandbyRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4912,7 +4998,7 @@ func (x *ClearStandbyRequest) String() string {
 func (*ClearStandbyRequest) ProtoMessage() {}
 
 func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[67]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4925,7 +5011,7 @@ func (x *ClearStandbyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyRequest.ProtoReflect.Descriptor instead.
 func (*ClearStandbyRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{67}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ClearStandbyRequest) GetTenant() string {
@@ -4944,7 +5030,7 @@ type ClearStandbyResponse struct {
 
 func (x *ClearStandbyResponse) Reset() {
 	*x = ClearStandbyResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4956,7 +5042,7 @@ func (x *ClearStandbyResponse) String() string {
 func (*ClearStandbyResponse) ProtoMessage() {}
 
 func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[68]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4969,7 +5055,7 @@ func (x *ClearStandbyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearStandbyResponse.ProtoReflect.Descriptor instead.
 func (*ClearStandbyResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{68}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ClearStandbyResponse) GetTenant() *Tenant {
@@ -4996,7 +5082,7 @@ type StartMoveRequest struct {
 
 func (x *StartMoveRequest) Reset() {
 	*x = StartMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5008,7 +5094,7 @@ func (x *StartMoveRequest) String() string {
 func (*StartMoveRequest) ProtoMessage() {}
 
 func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[69]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5021,7 +5107,7 @@ func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveRequest.ProtoReflect.Descriptor instead.
 func (*StartMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{69}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *StartMoveRequest) GetTenant() string {
@@ -5063,7 +5149,7 @@ type StartMoveResponse struct {
 
 func (x *StartMoveResponse) Reset() {
 	*x = StartMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5075,7 +5161,7 @@ func (x *StartMoveResponse) String() string {
 func (*StartMoveResponse) ProtoMessage() {}
 
 func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[70]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5088,7 +5174,7 @@ func (x *StartMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartMoveResponse.ProtoReflect.Descriptor instead.
 func (*StartMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{70}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *StartMoveResponse) GetMove() *Move {
@@ -5114,7 +5200,7 @@ type GetMoveRequest struct {
 
 func (x *GetMoveRequest) Reset() {
 	*x = GetMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5126,7 +5212,7 @@ func (x *GetMoveRequest) String() string {
 func (*GetMoveRequest) ProtoMessage() {}
 
 func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[71]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5139,7 +5225,7 @@ func (x *GetMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveRequest.ProtoReflect.Descriptor instead.
 func (*GetMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{71}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetMoveRequest) GetId() string {
@@ -5158,7 +5244,7 @@ type GetMoveResponse struct {
 
 func (x *GetMoveResponse) Reset() {
 	*x = GetMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5170,7 +5256,7 @@ func (x *GetMoveResponse) String() string {
 func (*GetMoveResponse) ProtoMessage() {}
 
 func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[72]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5183,7 +5269,7 @@ func (x *GetMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMoveResponse.ProtoReflect.Descriptor instead.
 func (*GetMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{72}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetMoveResponse) GetMove() *Move {
@@ -5206,7 +5292,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5218,7 +5304,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[73]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5231,7 +5317,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{73}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListMovesRequest) GetTenant() string {
@@ -5264,7 +5350,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5276,7 +5362,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[74]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5289,7 +5375,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{74}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListMovesResponse) GetMoves() []*Move {
@@ -5308,7 +5394,7 @@ type CancelMoveRequest struct {
 
 func (x *CancelMoveRequest) Reset() {
 	*x = CancelMoveRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[75]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5320,7 +5406,7 @@ func (x *CancelMoveRequest) String() string {
 func (*CancelMoveRequest) ProtoMessage() {}
 
 func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[75]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5333,7 +5419,7 @@ func (x *CancelMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveRequest.ProtoReflect.Descriptor instead.
 func (*CancelMoveRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{75}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CancelMoveRequest) GetId() string {
@@ -5352,7 +5438,7 @@ type CancelMoveResponse struct {
 
 func (x *CancelMoveResponse) Reset() {
 	*x = CancelMoveResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[76]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5364,7 +5450,7 @@ func (x *CancelMoveResponse) String() string {
 func (*CancelMoveResponse) ProtoMessage() {}
 
 func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[76]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5377,7 +5463,7 @@ func (x *CancelMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMoveResponse.ProtoReflect.Descriptor instead.
 func (*CancelMoveResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{76}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CancelMoveResponse) GetMove() *Move {
@@ -5398,7 +5484,7 @@ type DrainCellRequest struct {
 
 func (x *DrainCellRequest) Reset() {
 	*x = DrainCellRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[77]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5410,7 +5496,7 @@ func (x *DrainCellRequest) String() string {
 func (*DrainCellRequest) ProtoMessage() {}
 
 func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[77]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5423,7 +5509,7 @@ func (x *DrainCellRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellRequest.ProtoReflect.Descriptor instead.
 func (*DrainCellRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{77}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DrainCellRequest) GetCell() string {
@@ -5452,7 +5538,7 @@ type DrainCellResponse struct {
 
 func (x *DrainCellResponse) Reset() {
 	*x = DrainCellResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[78]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5464,7 +5550,7 @@ func (x *DrainCellResponse) String() string {
 func (*DrainCellResponse) ProtoMessage() {}
 
 func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[78]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5477,7 +5563,7 @@ func (x *DrainCellResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainCellResponse.ProtoReflect.Descriptor instead.
 func (*DrainCellResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{78}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *DrainCellResponse) GetCell() *Cell {
@@ -5518,7 +5604,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[79]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5530,7 +5616,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[79]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5543,7 +5629,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{79}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FailoverRequest) GetTenant() string {
@@ -5583,7 +5669,7 @@ type FailoverResponse struct {
 
 func (x *FailoverResponse) Reset() {
 	*x = FailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[80]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5595,7 +5681,7 @@ func (x *FailoverResponse) String() string {
 func (*FailoverResponse) ProtoMessage() {}
 
 func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[80]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5608,7 +5694,7 @@ func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
 func (*FailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{80}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *FailoverResponse) GetFailovers() []*Failover {
@@ -5627,7 +5713,7 @@ type GetFailoverRequest struct {
 
 func (x *GetFailoverRequest) Reset() {
 	*x = GetFailoverRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[81]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5639,7 +5725,7 @@ func (x *GetFailoverRequest) String() string {
 func (*GetFailoverRequest) ProtoMessage() {}
 
 func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[81]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5652,7 +5738,7 @@ func (x *GetFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverRequest.ProtoReflect.Descriptor instead.
 func (*GetFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{81}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetFailoverRequest) GetId() string {
@@ -5671,7 +5757,7 @@ type GetFailoverResponse struct {
 
 func (x *GetFailoverResponse) Reset() {
 	*x = GetFailoverResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[82]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5683,7 +5769,7 @@ func (x *GetFailoverResponse) String() string {
 func (*GetFailoverResponse) ProtoMessage() {}
 
 func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[82]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5696,7 +5782,7 @@ func (x *GetFailoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFailoverResponse.ProtoReflect.Descriptor instead.
 func (*GetFailoverResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{82}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *GetFailoverResponse) GetFailover() *Failover {
@@ -5716,7 +5802,7 @@ type ListFailoversRequest struct {
 
 func (x *ListFailoversRequest) Reset() {
 	*x = ListFailoversRequest{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[83]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5728,7 +5814,7 @@ func (x *ListFailoversRequest) String() string {
 func (*ListFailoversRequest) ProtoMessage() {}
 
 func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[83]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5741,7 +5827,7 @@ func (x *ListFailoversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversRequest.ProtoReflect.Descriptor instead.
 func (*ListFailoversRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{83}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListFailoversRequest) GetTenant() string {
@@ -5767,7 +5853,7 @@ type ListFailoversResponse struct {
 
 func (x *ListFailoversResponse) Reset() {
 	*x = ListFailoversResponse{}
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[84]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5779,7 +5865,7 @@ func (x *ListFailoversResponse) String() string {
 func (*ListFailoversResponse) ProtoMessage() {}
 
 func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[84]
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5792,7 +5878,7 @@ func (x *ListFailoversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFailoversResponse.ProtoReflect.Descriptor instead.
 func (*ListFailoversResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{84}
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListFailoversResponse) GetFailovers() []*Failover {
@@ -5800,6 +5886,211 @@ func (x *ListFailoversResponse) GetFailovers() []*Failover {
 		return x.Failovers
 	}
 	return nil
+}
+
+type GetFailoverPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFailoverPolicyRequest) Reset() {
+	*x = GetFailoverPolicyRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFailoverPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFailoverPolicyRequest) ProtoMessage() {}
+
+func (x *GetFailoverPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFailoverPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetFailoverPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{86}
+}
+
+type GetFailoverPolicyResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *FailoverPolicy        `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// False: nothing is stored; policy is this replica's flag defaults.
+	Stored bool `protobuf:"varint,2,opt,name=stored,proto3" json:"stored,omitempty"`
+	// The record's version (0 when not stored): SetFailoverPolicy's
+	// expected_version.
+	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFailoverPolicyResponse) Reset() {
+	*x = GetFailoverPolicyResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFailoverPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFailoverPolicyResponse) ProtoMessage() {}
+
+func (x *GetFailoverPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFailoverPolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetFailoverPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *GetFailoverPolicyResponse) GetPolicy() *FailoverPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *GetFailoverPolicyResponse) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *GetFailoverPolicyResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type SetFailoverPolicyRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *FailoverPolicy        `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// If non-zero, store only if the record is still at this version, else
+	// REVISION_MISMATCH.
+	ExpectedVersion uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetFailoverPolicyRequest) Reset() {
+	*x = SetFailoverPolicyRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFailoverPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFailoverPolicyRequest) ProtoMessage() {}
+
+func (x *SetFailoverPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFailoverPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetFailoverPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *SetFailoverPolicyRequest) GetPolicy() *FailoverPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *SetFailoverPolicyRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+type SetFailoverPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *FailoverPolicy        `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFailoverPolicyResponse) Reset() {
+	*x = SetFailoverPolicyResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFailoverPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFailoverPolicyResponse) ProtoMessage() {}
+
+func (x *SetFailoverPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFailoverPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetFailoverPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *SetFailoverPolicyResponse) GetPolicy() *FailoverPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *SetFailoverPolicyResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 var File_cellplane_controlplane_v1_controlplane_proto protoreflect.FileDescriptor
@@ -6000,7 +6291,14 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vfailover_id\x18\x03 \x01(\tR\n" +
 	"failoverId\x12\x18\n" +
 	"\aapplied\x18\x04 \x01(\bR\aapplied\x12\x12\n" +
-	"\x04tseq\x18\x05 \x01(\x04R\x04tseq\"\x12\n" +
+	"\x04tseq\x18\x05 \x01(\x04R\x04tseq\"\xe8\x01\n" +
+	"\x0eFailoverPolicy\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12>\n" +
+	"\runhealthy_for\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\funhealthyFor\x12\x18\n" +
+	"\aregions\x18\x03 \x03(\tR\aregions\x12%\n" +
+	"\x0emax_concurrent\x18\x04 \x01(\rR\rmaxConcurrent\x12;\n" +
+	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\x12\n" +
 	"\x10GetStatusRequest\"\xaf\x02\n" +
 	"\n" +
 	"CellStatus\x123\n" +
@@ -6198,7 +6496,18 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\"Z\n" +
 	"\x15ListFailoversResponse\x12A\n" +
-	"\tfailovers\x18\x01 \x03(\v2#.cellplane.controlplane.v1.FailoverR\tfailovers*\x85\x01\n" +
+	"\tfailovers\x18\x01 \x03(\v2#.cellplane.controlplane.v1.FailoverR\tfailovers\"\x1a\n" +
+	"\x18GetFailoverPolicyRequest\"\x90\x01\n" +
+	"\x19GetFailoverPolicyResponse\x12A\n" +
+	"\x06policy\x18\x01 \x01(\v2).cellplane.controlplane.v1.FailoverPolicyR\x06policy\x12\x16\n" +
+	"\x06stored\x18\x02 \x01(\bR\x06stored\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\x88\x01\n" +
+	"\x18SetFailoverPolicyRequest\x12A\n" +
+	"\x06policy\x18\x01 \x01(\v2).cellplane.controlplane.v1.FailoverPolicyR\x06policy\x12)\n" +
+	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\"x\n" +
+	"\x19SetFailoverPolicyResponse\x12A\n" +
+	"\x06policy\x18\x01 \x01(\v2).cellplane.controlplane.v1.FailoverPolicyR\x06policy\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion*\x85\x01\n" +
 	"\tCellState\x12\x1a\n" +
 	"\x16CELL_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CELL_STATE_ACTIVE\x10\x01\x12\x17\n" +
@@ -6254,7 +6563,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13CELL_HEALTH_HEALTHY\x10\x01\x12\x18\n" +
 	"\x14CELL_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNAVAILABLE\x10\x03\x12\x1b\n" +
-	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xa2\x1b\n" +
+	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xa2\x1d\n" +
 	"\x13ControlPlaneService\x12f\n" +
 	"\tGetStatus\x12+.cellplane.controlplane.v1.GetStatusRequest\x1a,.cellplane.controlplane.v1.GetStatusResponse\x12o\n" +
 	"\fCreateRegion\x12..cellplane.controlplane.v1.CreateRegionRequest\x1a/.cellplane.controlplane.v1.CreateRegionResponse\x12l\n" +
@@ -6293,7 +6602,9 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\tDrainCell\x12+.cellplane.controlplane.v1.DrainCellRequest\x1a,.cellplane.controlplane.v1.DrainCellResponse\x12c\n" +
 	"\bFailover\x12*.cellplane.controlplane.v1.FailoverRequest\x1a+.cellplane.controlplane.v1.FailoverResponse\x12l\n" +
 	"\vGetFailover\x12-.cellplane.controlplane.v1.GetFailoverRequest\x1a..cellplane.controlplane.v1.GetFailoverResponse\x12r\n" +
-	"\rListFailovers\x12/.cellplane.controlplane.v1.ListFailoversRequest\x1a0.cellplane.controlplane.v1.ListFailoversResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
+	"\rListFailovers\x12/.cellplane.controlplane.v1.ListFailoversRequest\x1a0.cellplane.controlplane.v1.ListFailoversResponse\x12~\n" +
+	"\x11GetFailoverPolicy\x123.cellplane.controlplane.v1.GetFailoverPolicyRequest\x1a4.cellplane.controlplane.v1.GetFailoverPolicyResponse\x12~\n" +
+	"\x11SetFailoverPolicy\x123.cellplane.controlplane.v1.SetFailoverPolicyRequest\x1a4.cellplane.controlplane.v1.SetFailoverPolicyResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
 	file_cellplane_controlplane_v1_controlplane_proto_rawDescOnce sync.Once
@@ -6308,263 +6619,277 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
-	(CellState)(0),                // 0: cellplane.controlplane.v1.CellState
-	(NodeRole)(0),                 // 1: cellplane.controlplane.v1.NodeRole
-	(TenantState)(0),              // 2: cellplane.controlplane.v1.TenantState
-	(WorkflowKind)(0),             // 3: cellplane.controlplane.v1.WorkflowKind
-	(WorkflowStep)(0),             // 4: cellplane.controlplane.v1.WorkflowStep
-	(MoveState)(0),                // 5: cellplane.controlplane.v1.MoveState
-	(FailoverKind)(0),             // 6: cellplane.controlplane.v1.FailoverKind
-	(FailoverState)(0),            // 7: cellplane.controlplane.v1.FailoverState
-	(CellHealth)(0),               // 8: cellplane.controlplane.v1.CellHealth
-	(*Region)(nil),                // 9: cellplane.controlplane.v1.Region
-	(*CellCapacity)(nil),          // 10: cellplane.controlplane.v1.CellCapacity
-	(*Cell)(nil),                  // 11: cellplane.controlplane.v1.Cell
-	(*CellLoad)(nil),              // 12: cellplane.controlplane.v1.CellLoad
-	(*Node)(nil),                  // 13: cellplane.controlplane.v1.Node
-	(*CellBootstrap)(nil),         // 14: cellplane.controlplane.v1.CellBootstrap
-	(*CellLeader)(nil),            // 15: cellplane.controlplane.v1.CellLeader
-	(*TenantLimits)(nil),          // 16: cellplane.controlplane.v1.TenantLimits
-	(*Tenant)(nil),                // 17: cellplane.controlplane.v1.Tenant
-	(*ApiKey)(nil),                // 18: cellplane.controlplane.v1.ApiKey
-	(*TokenPublicKey)(nil),        // 19: cellplane.controlplane.v1.TokenPublicKey
-	(*TokenPrivateKey)(nil),       // 20: cellplane.controlplane.v1.TokenPrivateKey
-	(*RevokedToken)(nil),          // 21: cellplane.controlplane.v1.RevokedToken
-	(*Workflow)(nil),              // 22: cellplane.controlplane.v1.Workflow
-	(*ControllerLeader)(nil),      // 23: cellplane.controlplane.v1.ControllerLeader
-	(*Move)(nil),                  // 24: cellplane.controlplane.v1.Move
-	(*Failover)(nil),              // 25: cellplane.controlplane.v1.Failover
-	(*CellAuthority)(nil),         // 26: cellplane.controlplane.v1.CellAuthority
-	(*CellFence)(nil),             // 27: cellplane.controlplane.v1.CellFence
-	(*GetStatusRequest)(nil),      // 28: cellplane.controlplane.v1.GetStatusRequest
-	(*CellStatus)(nil),            // 29: cellplane.controlplane.v1.CellStatus
-	(*GetStatusResponse)(nil),     // 30: cellplane.controlplane.v1.GetStatusResponse
-	(*CreateRegionRequest)(nil),   // 31: cellplane.controlplane.v1.CreateRegionRequest
-	(*CreateRegionResponse)(nil),  // 32: cellplane.controlplane.v1.CreateRegionResponse
-	(*ListRegionsRequest)(nil),    // 33: cellplane.controlplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),   // 34: cellplane.controlplane.v1.ListRegionsResponse
-	(*UpdateRegionRequest)(nil),   // 35: cellplane.controlplane.v1.UpdateRegionRequest
-	(*UpdateRegionResponse)(nil),  // 36: cellplane.controlplane.v1.UpdateRegionResponse
-	(*DeleteRegionRequest)(nil),   // 37: cellplane.controlplane.v1.DeleteRegionRequest
-	(*DeleteRegionResponse)(nil),  // 38: cellplane.controlplane.v1.DeleteRegionResponse
-	(*CreateCellRequest)(nil),     // 39: cellplane.controlplane.v1.CreateCellRequest
-	(*CreateCellResponse)(nil),    // 40: cellplane.controlplane.v1.CreateCellResponse
-	(*GetCellRequest)(nil),        // 41: cellplane.controlplane.v1.GetCellRequest
-	(*GetCellResponse)(nil),       // 42: cellplane.controlplane.v1.GetCellResponse
-	(*ListCellsRequest)(nil),      // 43: cellplane.controlplane.v1.ListCellsRequest
-	(*ListCellsResponse)(nil),     // 44: cellplane.controlplane.v1.ListCellsResponse
-	(*CordonCellRequest)(nil),     // 45: cellplane.controlplane.v1.CordonCellRequest
-	(*CordonCellResponse)(nil),    // 46: cellplane.controlplane.v1.CordonCellResponse
-	(*UncordonCellRequest)(nil),   // 47: cellplane.controlplane.v1.UncordonCellRequest
-	(*UncordonCellResponse)(nil),  // 48: cellplane.controlplane.v1.UncordonCellResponse
-	(*UpdateCellRequest)(nil),     // 49: cellplane.controlplane.v1.UpdateCellRequest
-	(*UpdateCellResponse)(nil),    // 50: cellplane.controlplane.v1.UpdateCellResponse
-	(*DeleteCellRequest)(nil),     // 51: cellplane.controlplane.v1.DeleteCellRequest
-	(*DeleteCellResponse)(nil),    // 52: cellplane.controlplane.v1.DeleteCellResponse
-	(*CreateTenantRequest)(nil),   // 53: cellplane.controlplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),  // 54: cellplane.controlplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),      // 55: cellplane.controlplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),     // 56: cellplane.controlplane.v1.GetTenantResponse
-	(*ReplicationLag)(nil),        // 57: cellplane.controlplane.v1.ReplicationLag
-	(*ListTenantsRequest)(nil),    // 58: cellplane.controlplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),   // 59: cellplane.controlplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),   // 60: cellplane.controlplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),  // 61: cellplane.controlplane.v1.UpdateTenantResponse
-	(*DeleteTenantRequest)(nil),   // 62: cellplane.controlplane.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),  // 63: cellplane.controlplane.v1.DeleteTenantResponse
-	(*CreateApiKeyRequest)(nil),   // 64: cellplane.controlplane.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 65: cellplane.controlplane.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 66: cellplane.controlplane.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 67: cellplane.controlplane.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),   // 68: cellplane.controlplane.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 69: cellplane.controlplane.v1.RevokeApiKeyResponse
-	(*RevokeTokenRequest)(nil),    // 70: cellplane.controlplane.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 71: cellplane.controlplane.v1.RevokeTokenResponse
-	(*GetRegistryRequest)(nil),    // 72: cellplane.controlplane.v1.GetRegistryRequest
-	(*GetRegistryResponse)(nil),   // 73: cellplane.controlplane.v1.GetRegistryResponse
-	(*SetStandbyRequest)(nil),     // 74: cellplane.controlplane.v1.SetStandbyRequest
-	(*SetStandbyResponse)(nil),    // 75: cellplane.controlplane.v1.SetStandbyResponse
-	(*ClearStandbyRequest)(nil),   // 76: cellplane.controlplane.v1.ClearStandbyRequest
-	(*ClearStandbyResponse)(nil),  // 77: cellplane.controlplane.v1.ClearStandbyResponse
-	(*StartMoveRequest)(nil),      // 78: cellplane.controlplane.v1.StartMoveRequest
-	(*StartMoveResponse)(nil),     // 79: cellplane.controlplane.v1.StartMoveResponse
-	(*GetMoveRequest)(nil),        // 80: cellplane.controlplane.v1.GetMoveRequest
-	(*GetMoveResponse)(nil),       // 81: cellplane.controlplane.v1.GetMoveResponse
-	(*ListMovesRequest)(nil),      // 82: cellplane.controlplane.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),     // 83: cellplane.controlplane.v1.ListMovesResponse
-	(*CancelMoveRequest)(nil),     // 84: cellplane.controlplane.v1.CancelMoveRequest
-	(*CancelMoveResponse)(nil),    // 85: cellplane.controlplane.v1.CancelMoveResponse
-	(*DrainCellRequest)(nil),      // 86: cellplane.controlplane.v1.DrainCellRequest
-	(*DrainCellResponse)(nil),     // 87: cellplane.controlplane.v1.DrainCellResponse
-	(*FailoverRequest)(nil),       // 88: cellplane.controlplane.v1.FailoverRequest
-	(*FailoverResponse)(nil),      // 89: cellplane.controlplane.v1.FailoverResponse
-	(*GetFailoverRequest)(nil),    // 90: cellplane.controlplane.v1.GetFailoverRequest
-	(*GetFailoverResponse)(nil),   // 91: cellplane.controlplane.v1.GetFailoverResponse
-	(*ListFailoversRequest)(nil),  // 92: cellplane.controlplane.v1.ListFailoversRequest
-	(*ListFailoversResponse)(nil), // 93: cellplane.controlplane.v1.ListFailoversResponse
-	(*timestamppb.Timestamp)(nil), // 94: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 95: google.protobuf.Duration
+	(CellState)(0),                    // 0: cellplane.controlplane.v1.CellState
+	(NodeRole)(0),                     // 1: cellplane.controlplane.v1.NodeRole
+	(TenantState)(0),                  // 2: cellplane.controlplane.v1.TenantState
+	(WorkflowKind)(0),                 // 3: cellplane.controlplane.v1.WorkflowKind
+	(WorkflowStep)(0),                 // 4: cellplane.controlplane.v1.WorkflowStep
+	(MoveState)(0),                    // 5: cellplane.controlplane.v1.MoveState
+	(FailoverKind)(0),                 // 6: cellplane.controlplane.v1.FailoverKind
+	(FailoverState)(0),                // 7: cellplane.controlplane.v1.FailoverState
+	(CellHealth)(0),                   // 8: cellplane.controlplane.v1.CellHealth
+	(*Region)(nil),                    // 9: cellplane.controlplane.v1.Region
+	(*CellCapacity)(nil),              // 10: cellplane.controlplane.v1.CellCapacity
+	(*Cell)(nil),                      // 11: cellplane.controlplane.v1.Cell
+	(*CellLoad)(nil),                  // 12: cellplane.controlplane.v1.CellLoad
+	(*Node)(nil),                      // 13: cellplane.controlplane.v1.Node
+	(*CellBootstrap)(nil),             // 14: cellplane.controlplane.v1.CellBootstrap
+	(*CellLeader)(nil),                // 15: cellplane.controlplane.v1.CellLeader
+	(*TenantLimits)(nil),              // 16: cellplane.controlplane.v1.TenantLimits
+	(*Tenant)(nil),                    // 17: cellplane.controlplane.v1.Tenant
+	(*ApiKey)(nil),                    // 18: cellplane.controlplane.v1.ApiKey
+	(*TokenPublicKey)(nil),            // 19: cellplane.controlplane.v1.TokenPublicKey
+	(*TokenPrivateKey)(nil),           // 20: cellplane.controlplane.v1.TokenPrivateKey
+	(*RevokedToken)(nil),              // 21: cellplane.controlplane.v1.RevokedToken
+	(*Workflow)(nil),                  // 22: cellplane.controlplane.v1.Workflow
+	(*ControllerLeader)(nil),          // 23: cellplane.controlplane.v1.ControllerLeader
+	(*Move)(nil),                      // 24: cellplane.controlplane.v1.Move
+	(*Failover)(nil),                  // 25: cellplane.controlplane.v1.Failover
+	(*CellAuthority)(nil),             // 26: cellplane.controlplane.v1.CellAuthority
+	(*CellFence)(nil),                 // 27: cellplane.controlplane.v1.CellFence
+	(*FailoverPolicy)(nil),            // 28: cellplane.controlplane.v1.FailoverPolicy
+	(*GetStatusRequest)(nil),          // 29: cellplane.controlplane.v1.GetStatusRequest
+	(*CellStatus)(nil),                // 30: cellplane.controlplane.v1.CellStatus
+	(*GetStatusResponse)(nil),         // 31: cellplane.controlplane.v1.GetStatusResponse
+	(*CreateRegionRequest)(nil),       // 32: cellplane.controlplane.v1.CreateRegionRequest
+	(*CreateRegionResponse)(nil),      // 33: cellplane.controlplane.v1.CreateRegionResponse
+	(*ListRegionsRequest)(nil),        // 34: cellplane.controlplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),       // 35: cellplane.controlplane.v1.ListRegionsResponse
+	(*UpdateRegionRequest)(nil),       // 36: cellplane.controlplane.v1.UpdateRegionRequest
+	(*UpdateRegionResponse)(nil),      // 37: cellplane.controlplane.v1.UpdateRegionResponse
+	(*DeleteRegionRequest)(nil),       // 38: cellplane.controlplane.v1.DeleteRegionRequest
+	(*DeleteRegionResponse)(nil),      // 39: cellplane.controlplane.v1.DeleteRegionResponse
+	(*CreateCellRequest)(nil),         // 40: cellplane.controlplane.v1.CreateCellRequest
+	(*CreateCellResponse)(nil),        // 41: cellplane.controlplane.v1.CreateCellResponse
+	(*GetCellRequest)(nil),            // 42: cellplane.controlplane.v1.GetCellRequest
+	(*GetCellResponse)(nil),           // 43: cellplane.controlplane.v1.GetCellResponse
+	(*ListCellsRequest)(nil),          // 44: cellplane.controlplane.v1.ListCellsRequest
+	(*ListCellsResponse)(nil),         // 45: cellplane.controlplane.v1.ListCellsResponse
+	(*CordonCellRequest)(nil),         // 46: cellplane.controlplane.v1.CordonCellRequest
+	(*CordonCellResponse)(nil),        // 47: cellplane.controlplane.v1.CordonCellResponse
+	(*UncordonCellRequest)(nil),       // 48: cellplane.controlplane.v1.UncordonCellRequest
+	(*UncordonCellResponse)(nil),      // 49: cellplane.controlplane.v1.UncordonCellResponse
+	(*UpdateCellRequest)(nil),         // 50: cellplane.controlplane.v1.UpdateCellRequest
+	(*UpdateCellResponse)(nil),        // 51: cellplane.controlplane.v1.UpdateCellResponse
+	(*DeleteCellRequest)(nil),         // 52: cellplane.controlplane.v1.DeleteCellRequest
+	(*DeleteCellResponse)(nil),        // 53: cellplane.controlplane.v1.DeleteCellResponse
+	(*CreateTenantRequest)(nil),       // 54: cellplane.controlplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),      // 55: cellplane.controlplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),          // 56: cellplane.controlplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),         // 57: cellplane.controlplane.v1.GetTenantResponse
+	(*ReplicationLag)(nil),            // 58: cellplane.controlplane.v1.ReplicationLag
+	(*ListTenantsRequest)(nil),        // 59: cellplane.controlplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),       // 60: cellplane.controlplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),       // 61: cellplane.controlplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),      // 62: cellplane.controlplane.v1.UpdateTenantResponse
+	(*DeleteTenantRequest)(nil),       // 63: cellplane.controlplane.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),      // 64: cellplane.controlplane.v1.DeleteTenantResponse
+	(*CreateApiKeyRequest)(nil),       // 65: cellplane.controlplane.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),      // 66: cellplane.controlplane.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),        // 67: cellplane.controlplane.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),       // 68: cellplane.controlplane.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),       // 69: cellplane.controlplane.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),      // 70: cellplane.controlplane.v1.RevokeApiKeyResponse
+	(*RevokeTokenRequest)(nil),        // 71: cellplane.controlplane.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 72: cellplane.controlplane.v1.RevokeTokenResponse
+	(*GetRegistryRequest)(nil),        // 73: cellplane.controlplane.v1.GetRegistryRequest
+	(*GetRegistryResponse)(nil),       // 74: cellplane.controlplane.v1.GetRegistryResponse
+	(*SetStandbyRequest)(nil),         // 75: cellplane.controlplane.v1.SetStandbyRequest
+	(*SetStandbyResponse)(nil),        // 76: cellplane.controlplane.v1.SetStandbyResponse
+	(*ClearStandbyRequest)(nil),       // 77: cellplane.controlplane.v1.ClearStandbyRequest
+	(*ClearStandbyResponse)(nil),      // 78: cellplane.controlplane.v1.ClearStandbyResponse
+	(*StartMoveRequest)(nil),          // 79: cellplane.controlplane.v1.StartMoveRequest
+	(*StartMoveResponse)(nil),         // 80: cellplane.controlplane.v1.StartMoveResponse
+	(*GetMoveRequest)(nil),            // 81: cellplane.controlplane.v1.GetMoveRequest
+	(*GetMoveResponse)(nil),           // 82: cellplane.controlplane.v1.GetMoveResponse
+	(*ListMovesRequest)(nil),          // 83: cellplane.controlplane.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),         // 84: cellplane.controlplane.v1.ListMovesResponse
+	(*CancelMoveRequest)(nil),         // 85: cellplane.controlplane.v1.CancelMoveRequest
+	(*CancelMoveResponse)(nil),        // 86: cellplane.controlplane.v1.CancelMoveResponse
+	(*DrainCellRequest)(nil),          // 87: cellplane.controlplane.v1.DrainCellRequest
+	(*DrainCellResponse)(nil),         // 88: cellplane.controlplane.v1.DrainCellResponse
+	(*FailoverRequest)(nil),           // 89: cellplane.controlplane.v1.FailoverRequest
+	(*FailoverResponse)(nil),          // 90: cellplane.controlplane.v1.FailoverResponse
+	(*GetFailoverRequest)(nil),        // 91: cellplane.controlplane.v1.GetFailoverRequest
+	(*GetFailoverResponse)(nil),       // 92: cellplane.controlplane.v1.GetFailoverResponse
+	(*ListFailoversRequest)(nil),      // 93: cellplane.controlplane.v1.ListFailoversRequest
+	(*ListFailoversResponse)(nil),     // 94: cellplane.controlplane.v1.ListFailoversResponse
+	(*GetFailoverPolicyRequest)(nil),  // 95: cellplane.controlplane.v1.GetFailoverPolicyRequest
+	(*GetFailoverPolicyResponse)(nil), // 96: cellplane.controlplane.v1.GetFailoverPolicyResponse
+	(*SetFailoverPolicyRequest)(nil),  // 97: cellplane.controlplane.v1.SetFailoverPolicyRequest
+	(*SetFailoverPolicyResponse)(nil), // 98: cellplane.controlplane.v1.SetFailoverPolicyResponse
+	(*timestamppb.Timestamp)(nil),     // 99: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 100: google.protobuf.Duration
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	94,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
 	10,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
 	0,   // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	94,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
 	1,   // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	94,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	99,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
 	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	94,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	99,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
 	2,   // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
 	16,  // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	94,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	94,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	94,  // 15: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 16: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
-	94,  // 17: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 18: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
-	94,  // 19: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
-	94,  // 20: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
+	99,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	99,  // 15: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 16: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
+	99,  // 17: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 18: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
+	99,  // 19: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
+	99,  // 20: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
 	3,   // 21: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
 	4,   // 22: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	94,  // 23: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 24: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	94,  // 25: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	99,  // 23: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 24: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 25: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
 	5,   // 26: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
-	94,  // 27: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 28: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
-	94,  // 29: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
-	94,  // 30: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
-	94,  // 31: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	99,  // 27: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 28: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 29: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	99,  // 30: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	99,  // 31: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
 	6,   // 32: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
 	7,   // 33: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
-	95,  // 34: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
-	94,  // 35: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
-	94,  // 36: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
-	94,  // 37: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
-	94,  // 38: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
-	95,  // 39: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
-	95,  // 40: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
-	94,  // 41: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
-	11,  // 42: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
-	8,   // 43: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
-	15,  // 44: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
-	13,  // 45: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
-	12,  // 46: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
-	9,   // 47: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	29,  // 48: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	23,  // 49: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
-	9,   // 50: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	9,   // 51: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	9,   // 52: cellplane.controlplane.v1.UpdateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	10,  // 53: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	11,  // 54: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	29,  // 55: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
-	29,  // 56: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	11,  // 57: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	11,  // 58: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	10,  // 59: cellplane.controlplane.v1.UpdateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	0,   // 60: cellplane.controlplane.v1.UpdateCellRequest.state:type_name -> cellplane.controlplane.v1.CellState
-	11,  // 61: cellplane.controlplane.v1.UpdateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	16,  // 62: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 63: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 64: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	57,  // 65: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
-	95,  // 66: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
-	2,   // 67: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
-	17,  // 68: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
-	16,  // 69: cellplane.controlplane.v1.UpdateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 70: cellplane.controlplane.v1.UpdateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	18,  // 71: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 72: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 73: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	94,  // 74: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	21,  // 75: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
-	17,  // 76: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 77: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	24,  // 78: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	24,  // 79: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	24,  // 80: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	24,  // 81: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	11,  // 82: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	24,  // 83: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	6,   // 84: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	25,  // 85: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 86: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 87: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	28,  // 88: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	31,  // 89: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	33,  // 90: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	35,  // 91: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
-	37,  // 92: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
-	39,  // 93: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	41,  // 94: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	43,  // 95: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	45,  // 96: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	47,  // 97: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	49,  // 98: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
-	51,  // 99: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
-	53,  // 100: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	55,  // 101: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	58,  // 102: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	60,  // 103: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
-	62,  // 104: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	64,  // 105: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	66,  // 106: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	68,  // 107: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	70,  // 108: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
-	72,  // 109: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	74,  // 110: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
-	76,  // 111: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
-	78,  // 112: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
-	80,  // 113: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
-	82,  // 114: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
-	84,  // 115: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
-	86,  // 116: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
-	88,  // 117: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
-	90,  // 118: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
-	92,  // 119: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
-	30,  // 120: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	32,  // 121: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	34,  // 122: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	36,  // 123: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
-	38,  // 124: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
-	40,  // 125: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	42,  // 126: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	44,  // 127: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	46,  // 128: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	48,  // 129: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	50,  // 130: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
-	52,  // 131: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
-	54,  // 132: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	56,  // 133: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	59,  // 134: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	61,  // 135: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
-	63,  // 136: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	65,  // 137: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	67,  // 138: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	69,  // 139: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	71,  // 140: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
-	73,  // 141: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	75,  // 142: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
-	77,  // 143: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
-	79,  // 144: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
-	81,  // 145: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
-	83,  // 146: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
-	85,  // 147: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
-	87,  // 148: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
-	89,  // 149: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
-	91,  // 150: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
-	93,  // 151: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
-	120, // [120:152] is the sub-list for method output_type
-	88,  // [88:120] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	100, // 34: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	99,  // 35: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 36: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 37: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	99,  // 38: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	100, // 39: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	100, // 40: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	99,  // 41: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	100, // 42: cellplane.controlplane.v1.FailoverPolicy.unhealthy_for:type_name -> google.protobuf.Duration
+	99,  // 43: cellplane.controlplane.v1.FailoverPolicy.update_time:type_name -> google.protobuf.Timestamp
+	11,  // 44: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
+	8,   // 45: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
+	15,  // 46: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
+	13,  // 47: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
+	12,  // 48: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
+	9,   // 49: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	30,  // 50: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	23,  // 51: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
+	9,   // 52: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	9,   // 53: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	9,   // 54: cellplane.controlplane.v1.UpdateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	10,  // 55: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	11,  // 56: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	30,  // 57: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
+	30,  // 58: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	11,  // 59: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	11,  // 60: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	10,  // 61: cellplane.controlplane.v1.UpdateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	0,   // 62: cellplane.controlplane.v1.UpdateCellRequest.state:type_name -> cellplane.controlplane.v1.CellState
+	11,  // 63: cellplane.controlplane.v1.UpdateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	16,  // 64: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 65: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 66: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	58,  // 67: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
+	100, // 68: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	2,   // 69: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
+	17,  // 70: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
+	16,  // 71: cellplane.controlplane.v1.UpdateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 72: cellplane.controlplane.v1.UpdateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	18,  // 73: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 74: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 75: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	99,  // 76: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	21,  // 77: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
+	17,  // 78: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 79: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	24,  // 80: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	24,  // 81: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	24,  // 82: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	24,  // 83: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	11,  // 84: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	24,  // 85: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	6,   // 86: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	25,  // 87: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 88: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 89: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	28,  // 90: cellplane.controlplane.v1.GetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
+	28,  // 91: cellplane.controlplane.v1.SetFailoverPolicyRequest.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
+	28,  // 92: cellplane.controlplane.v1.SetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
+	29,  // 93: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	32,  // 94: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	34,  // 95: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	36,  // 96: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
+	38,  // 97: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
+	40,  // 98: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	42,  // 99: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	44,  // 100: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	46,  // 101: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	48,  // 102: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	50,  // 103: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
+	52,  // 104: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
+	54,  // 105: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	56,  // 106: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	59,  // 107: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	61,  // 108: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
+	63,  // 109: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	65,  // 110: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	67,  // 111: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	69,  // 112: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	71,  // 113: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
+	73,  // 114: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	75,  // 115: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	77,  // 116: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	79,  // 117: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	81,  // 118: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	83,  // 119: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	85,  // 120: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	87,  // 121: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	89,  // 122: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	91,  // 123: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	93,  // 124: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	95,  // 125: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:input_type -> cellplane.controlplane.v1.GetFailoverPolicyRequest
+	97,  // 126: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:input_type -> cellplane.controlplane.v1.SetFailoverPolicyRequest
+	31,  // 127: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	33,  // 128: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	35,  // 129: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	37,  // 130: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
+	39,  // 131: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
+	41,  // 132: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	43,  // 133: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	45,  // 134: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	47,  // 135: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	49,  // 136: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	51,  // 137: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
+	53,  // 138: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
+	55,  // 139: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	57,  // 140: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	60,  // 141: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	62,  // 142: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
+	64,  // 143: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	66,  // 144: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	68,  // 145: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	70,  // 146: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	72,  // 147: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
+	74,  // 148: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	76,  // 149: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	78,  // 150: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	80,  // 151: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	82,  // 152: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	84,  // 153: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	86,  // 154: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	88,  // 155: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	90,  // 156: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	92,  // 157: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	94,  // 158: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	96,  // 159: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:output_type -> cellplane.controlplane.v1.GetFailoverPolicyResponse
+	98,  // 160: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:output_type -> cellplane.controlplane.v1.SetFailoverPolicyResponse
+	127, // [127:161] is the sub-list for method output_type
+	93,  // [93:127] is the sub-list for method input_type
+	93,  // [93:93] is the sub-list for extension type_name
+	93,  // [93:93] is the sub-list for extension extendee
+	0,   // [0:93] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
@@ -6572,14 +6897,14 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 	if File_cellplane_controlplane_v1_controlplane_proto != nil {
 		return
 	}
-	file_cellplane_controlplane_v1_controlplane_proto_msgTypes[51].OneofWrappers = []any{}
+	file_cellplane_controlplane_v1_controlplane_proto_msgTypes[52].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   85,
+			NumMessages:   90,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

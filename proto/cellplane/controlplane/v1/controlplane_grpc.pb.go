@@ -19,38 +19,40 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlPlaneService_GetStatus_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/GetStatus"
-	ControlPlaneService_CreateRegion_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateRegion"
-	ControlPlaneService_ListRegions_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListRegions"
-	ControlPlaneService_UpdateRegion_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/UpdateRegion"
-	ControlPlaneService_DeleteRegion_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/DeleteRegion"
-	ControlPlaneService_CreateCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CreateCell"
-	ControlPlaneService_GetCell_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetCell"
-	ControlPlaneService_ListCells_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListCells"
-	ControlPlaneService_CordonCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CordonCell"
-	ControlPlaneService_UncordonCell_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/UncordonCell"
-	ControlPlaneService_UpdateCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/UpdateCell"
-	ControlPlaneService_DeleteCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/DeleteCell"
-	ControlPlaneService_CreateTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateTenant"
-	ControlPlaneService_GetTenant_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/GetTenant"
-	ControlPlaneService_ListTenants_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListTenants"
-	ControlPlaneService_UpdateTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/UpdateTenant"
-	ControlPlaneService_DeleteTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/DeleteTenant"
-	ControlPlaneService_CreateApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
-	ControlPlaneService_ListApiKeys_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
-	ControlPlaneService_RevokeApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
-	ControlPlaneService_RevokeToken_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/RevokeToken"
-	ControlPlaneService_GetRegistry_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
-	ControlPlaneService_SetStandby_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/SetStandby"
-	ControlPlaneService_ClearStandby_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ClearStandby"
-	ControlPlaneService_StartMove_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/StartMove"
-	ControlPlaneService_GetMove_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetMove"
-	ControlPlaneService_ListMoves_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListMoves"
-	ControlPlaneService_CancelMove_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CancelMove"
-	ControlPlaneService_DrainCell_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/DrainCell"
-	ControlPlaneService_Failover_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/Failover"
-	ControlPlaneService_GetFailover_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetFailover"
-	ControlPlaneService_ListFailovers_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/ListFailovers"
+	ControlPlaneService_GetStatus_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/GetStatus"
+	ControlPlaneService_CreateRegion_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/CreateRegion"
+	ControlPlaneService_ListRegions_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/ListRegions"
+	ControlPlaneService_UpdateRegion_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/UpdateRegion"
+	ControlPlaneService_DeleteRegion_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/DeleteRegion"
+	ControlPlaneService_CreateCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/CreateCell"
+	ControlPlaneService_GetCell_FullMethodName           = "/cellplane.controlplane.v1.ControlPlaneService/GetCell"
+	ControlPlaneService_ListCells_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/ListCells"
+	ControlPlaneService_CordonCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/CordonCell"
+	ControlPlaneService_UncordonCell_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/UncordonCell"
+	ControlPlaneService_UpdateCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/UpdateCell"
+	ControlPlaneService_DeleteCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/DeleteCell"
+	ControlPlaneService_CreateTenant_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/CreateTenant"
+	ControlPlaneService_GetTenant_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/GetTenant"
+	ControlPlaneService_ListTenants_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/ListTenants"
+	ControlPlaneService_UpdateTenant_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/UpdateTenant"
+	ControlPlaneService_DeleteTenant_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/DeleteTenant"
+	ControlPlaneService_CreateApiKey_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
+	ControlPlaneService_ListApiKeys_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
+	ControlPlaneService_RevokeApiKey_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
+	ControlPlaneService_RevokeToken_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/RevokeToken"
+	ControlPlaneService_GetRegistry_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
+	ControlPlaneService_SetStandby_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/SetStandby"
+	ControlPlaneService_ClearStandby_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/ClearStandby"
+	ControlPlaneService_StartMove_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/StartMove"
+	ControlPlaneService_GetMove_FullMethodName           = "/cellplane.controlplane.v1.ControlPlaneService/GetMove"
+	ControlPlaneService_ListMoves_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/ListMoves"
+	ControlPlaneService_CancelMove_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/CancelMove"
+	ControlPlaneService_DrainCell_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/DrainCell"
+	ControlPlaneService_Failover_FullMethodName          = "/cellplane.controlplane.v1.ControlPlaneService/Failover"
+	ControlPlaneService_GetFailover_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetFailover"
+	ControlPlaneService_ListFailovers_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListFailovers"
+	ControlPlaneService_GetFailoverPolicy_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/GetFailoverPolicy"
+	ControlPlaneService_SetFailoverPolicy_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/SetFailoverPolicy"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -148,6 +150,13 @@ type ControlPlaneServiceClient interface {
 	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error)
 	GetFailover(ctx context.Context, in *GetFailoverRequest, opts ...grpc.CallOption) (*GetFailoverResponse, error)
 	ListFailovers(ctx context.Context, in *ListFailoversRequest, opts ...grpc.CallOption) (*ListFailoversResponse, error)
+	// GetFailoverPolicy returns the automatic promotion policy the
+	// controller leader follows: the stored one, or (stored false) the
+	// defaults of this replica's flags when none is stored.
+	GetFailoverPolicy(ctx context.Context, in *GetFailoverPolicyRequest, opts ...grpc.CallOption) (*GetFailoverPolicyResponse, error)
+	// SetFailoverPolicy stores the policy (optionally only over
+	// expected_version); the leader follows it from its next pass.
+	SetFailoverPolicy(ctx context.Context, in *SetFailoverPolicyRequest, opts ...grpc.CallOption) (*SetFailoverPolicyResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -478,6 +487,26 @@ func (c *controlPlaneServiceClient) ListFailovers(ctx context.Context, in *ListF
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) GetFailoverPolicy(ctx context.Context, in *GetFailoverPolicyRequest, opts ...grpc.CallOption) (*GetFailoverPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFailoverPolicyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_GetFailoverPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) SetFailoverPolicy(ctx context.Context, in *SetFailoverPolicyRequest, opts ...grpc.CallOption) (*SetFailoverPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetFailoverPolicyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_SetFailoverPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -573,6 +602,13 @@ type ControlPlaneServiceServer interface {
 	Failover(context.Context, *FailoverRequest) (*FailoverResponse, error)
 	GetFailover(context.Context, *GetFailoverRequest) (*GetFailoverResponse, error)
 	ListFailovers(context.Context, *ListFailoversRequest) (*ListFailoversResponse, error)
+	// GetFailoverPolicy returns the automatic promotion policy the
+	// controller leader follows: the stored one, or (stored false) the
+	// defaults of this replica's flags when none is stored.
+	GetFailoverPolicy(context.Context, *GetFailoverPolicyRequest) (*GetFailoverPolicyResponse, error)
+	// SetFailoverPolicy stores the policy (optionally only over
+	// expected_version); the leader follows it from its next pass.
+	SetFailoverPolicy(context.Context, *SetFailoverPolicyRequest) (*SetFailoverPolicyResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -678,6 +714,12 @@ func (UnimplementedControlPlaneServiceServer) GetFailover(context.Context, *GetF
 }
 func (UnimplementedControlPlaneServiceServer) ListFailovers(context.Context, *ListFailoversRequest) (*ListFailoversResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFailovers not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) GetFailoverPolicy(context.Context, *GetFailoverPolicyRequest) (*GetFailoverPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFailoverPolicy not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) SetFailoverPolicy(context.Context, *SetFailoverPolicyRequest) (*SetFailoverPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetFailoverPolicy not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -1276,6 +1318,42 @@ func _ControlPlaneService_ListFailovers_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_GetFailoverPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFailoverPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).GetFailoverPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_GetFailoverPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).GetFailoverPolicy(ctx, req.(*GetFailoverPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_SetFailoverPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetFailoverPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).SetFailoverPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_SetFailoverPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).SetFailoverPolicy(ctx, req.(*SetFailoverPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1410,6 +1488,14 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListFailovers",
 			Handler:    _ControlPlaneService_ListFailovers_Handler,
+		},
+		{
+			MethodName: "GetFailoverPolicy",
+			Handler:    _ControlPlaneService_GetFailoverPolicy_Handler,
+		},
+		{
+			MethodName: "SetFailoverPolicy",
+			Handler:    _ControlPlaneService_SetFailoverPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
