@@ -151,6 +151,7 @@ func TestHelp(t *testing.T) {
 		{"help-tenant-key-create.golden", []string{"tenant", "key", "create", "--help"}},
 		{"help-tenant-update.golden", []string{"tenant", "update", "--help"}},
 		{"help-tenant-create.golden", []string{"tenant", "create", "--help"}},
+		{"help-failover-policy-set.golden", []string{"failover-policy", "set", "--help"}},
 		{"help-cell-update.golden", []string{"cell", "update", "--help"}},
 		{"help-cell-delete.golden", []string{"cell", "delete", "--help"}},
 		{"help-region.golden", []string{"region", "--help"}},
@@ -479,6 +480,29 @@ func testManage(t *testing.T, addr string) {
 		t.Errorf("region delete: %q", out)
 	}
 	checkOneLineError(t, cp(t, addr, "region", "delete", "eu-west"), 1, "REGION_NOT_FOUND")
+
+	// The failover policy: the flags' defaults until set, then the stored one.
+	checkGolden(t, "failover-policy-get-defaults.golden", normalize(mustCP(t, addr, "failover-policy", "get")))
+	var set cpv1.SetFailoverPolicyResponse
+	if err := protojson.Unmarshal([]byte(mustCP(t, addr, "failover-policy", "set", "--enabled", "--after", "30s", "--regions", "us-east,ap-south", "-o", "json")), &set); err != nil {
+		t.Fatal(err)
+	}
+	if p := set.GetPolicy(); !p.GetEnabled() || p.GetUnhealthyFor().AsDuration() != 30*time.Second || strings.Join(p.GetRegions(), ",") != "us-east,ap-south" || p.GetMaxConcurrent() != 16 || set.GetVersion() == 0 {
+		t.Errorf("failover-policy set: %v", &set)
+	}
+	// A flag not given keeps its value.
+	mustCP(t, addr, "failover-policy", "set", "--enabled=false")
+	var pol cpv1.GetFailoverPolicyResponse
+	if err := protojson.Unmarshal([]byte(mustCP(t, addr, "failover-policy", "get", "-o", "json")), &pol); err != nil {
+		t.Fatal(err)
+	}
+	if p := pol.GetPolicy(); p.GetEnabled() || p.GetUnhealthyFor().AsDuration() != 30*time.Second || len(p.GetRegions()) != 2 || !pol.GetStored() {
+		t.Errorf("failover-policy get after --enabled=false: %v", &pol)
+	}
+	checkOneLineError(t, cp(t, addr, "failover-policy", "set", "--after", "100ms"), 1, "INVALID_ARGUMENT")
+	if r := cp(t, addr, "failover-policy", "set"); r.code != 2 {
+		t.Errorf("failover-policy set without a change: exit %d, want 2", r.code)
+	}
 }
 
 // testTenantOnRealCell: a tenant created through cellctl ends up OWNER at
