@@ -235,17 +235,7 @@ func TestWorkerMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.StartNodes(t, "c1", 3, func(c *cells.Config) { c.TLS = source(pki.NodeIdentity("test", "us-east", "c1", c.NodeID)) })
-	// Placement takes only HEALTHY cells: wait for every member.
-	testutil.Eventually(t, 30*time.Second, func() error {
-		resp, err := adm.GetCell(ctx, &cpv1.GetCellRequest{Id: "c1"})
-		if err != nil {
-			return err
-		}
-		if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
-			return fmt.Errorf("cell c1 is %s", h)
-		}
-		return nil
-	})
+	env.WaitHealthy(t, adm, "c1") // placement chooses only HEALTHY cells
 	if _, err := adm.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
 		t.Fatal(err)
 	}
