@@ -148,7 +148,9 @@ func startPlatform() (routerAddr, apiKey string, stop func(), err error) {
 	}
 	stops = append(stops, func() { _ = node.Close() })
 
-	if _, err := admin.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
+	// The cell is named: the placement policy itself only picks cells
+	// already HEALTHY, and this one's node may still be starting.
+	if _, err := admin.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east", Cell: "c1"}); err != nil {
 		return "", "", nil, err
 	}
 	key, err := admin.CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: "acme"})

@@ -187,7 +187,7 @@ func TestAuthorisationTable(t *testing.T) {
 	ctx := testutil.Context(t, 2*time.Minute)
 	sd := cpv1.File_cellplane_controlplane_v1_controlplane_proto.Services().ByName("ControlPlaneService")
 	readOnlyRPCs := []string{"GetStatus", "ListRegions", "GetCell", "ListCells", "GetTenant", "ListTenants",
-		"ListApiKeys", "GetMove", "ListMoves", "GetFailover", "ListFailovers", "GetRegistry"}
+		"ListApiKeys", "GetMove", "ListMoves", "GetFailover", "ListFailovers", "GetRegistry", "GetFailoverPolicy"}
 	for _, tc := range []struct {
 		id      pki.Identity
 		allowed func(rpc string) bool
@@ -284,6 +284,8 @@ func TestMutualTLSRefusals(t *testing.T) {
 			must(t)(adm.ListApiKeys(ctx, &cpv1.ListApiKeysRequest{Tenant: "t1"})),
 			must(t)(adm.ListMoves(ctx, &cpv1.ListMovesRequest{})),
 			must(t)(adm.ListFailovers(ctx, &cpv1.ListFailoversRequest{})),
+			must(t)(adm.ListRegions(ctx, &cpv1.ListRegionsRequest{})),
+			must(t)(adm.GetFailoverPolicy(ctx, &cpv1.GetFailoverPolicyRequest{})),
 		} {
 			j, err := protojson.Marshal(m)
 			if err != nil {
@@ -342,6 +344,12 @@ func TestMutualTLSRefusals(t *testing.T) {
 		_, denied["DrainCell"] = ro.DrainCell(ctx, &cpv1.DrainCellRequest{Cell: "c1"})
 		_, denied["CordonCell"] = ro.CordonCell(ctx, &cpv1.CordonCellRequest{Id: "c1"})
 		_, denied["CreateTenant"] = ro.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "t2", HomeRegion: "r1"})
+		_, denied["UpdateTenant"] = ro.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: "t1", Limits: &cpv1.TenantLimits{Rate: 1}})
+		_, denied["UpdateCell"] = ro.UpdateCell(ctx, &cpv1.UpdateCellRequest{Id: "c1", State: cpv1.CellState_CELL_STATE_CORDONED})
+		_, denied["DeleteCell"] = ro.DeleteCell(ctx, &cpv1.DeleteCellRequest{Id: "c1"})
+		_, denied["UpdateRegion"] = ro.UpdateRegion(ctx, &cpv1.UpdateRegionRequest{Name: "r1", Description: "x"})
+		_, denied["DeleteRegion"] = ro.DeleteRegion(ctx, &cpv1.DeleteRegionRequest{Name: "r1"})
+		_, denied["SetFailoverPolicy"] = ro.SetFailoverPolicy(ctx, &cpv1.SetFailoverPolicyRequest{Policy: &cpv1.FailoverPolicy{Enabled: true}})
 		for rpc, err := range denied {
 			wantReason(t, "read-only "+rpc, err, codes.PermissionDenied, cperr.PermissionDenied)
 		}

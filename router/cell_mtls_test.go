@@ -86,6 +86,7 @@ func TestCellMutualTLSEndToEnd(t *testing.T) {
 	env.StartNodes(t, "c1", 3, func(c *cells.Config) {
 		c.TLS = d.source(t, pki.NodeIdentity("test", "us-east", "c1", c.NodeID))
 	})
+	env.WaitHealthy(t, adm, "c1") // placement chooses only HEALTHY cells
 	if _, err := adm.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
 		t.Fatal(err)
 	}

@@ -235,6 +235,7 @@ func TestWorkerMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.StartNodes(t, "c1", 3, func(c *cells.Config) { c.TLS = source(pki.NodeIdentity("test", "us-east", "c1", c.NodeID)) })
+	env.WaitHealthy(t, adm, "c1") // placement chooses only HEALTHY cells
 	if _, err := adm.CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 func newCellCmd(a *app) *cobra.Command {
-	return group("cell", "List, inspect, create, cordon and uncordon cells",
+	return group("cell", "List, inspect, create, update, cordon, drain and delete cells",
 		`A cell is a Raft-replicated store of 1, 3, 5 or 7 nodes (3 or 5 in
 production) in one region that owns a set of tenants. Creating a cell registers it; its nodes then register themselves
 and bootstrap the Raft group once the expected number of members is there.
@@ -20,10 +20,14 @@ A cordoned cell keeps serving its tenants but takes no new ones.`,
 		`  cellctl cell list --region eu-west-1
   cellctl cell create eu1-a --region eu-west-1 --members 3 --max-tenants 1000
   cellctl cell get eu1-a
-  cellctl cell cordon eu1-a`,
+  cellctl cell cordon eu1-a
+  cellctl cell update eu1-a --max-tenants 2000
+  cellctl cell delete eu1-a`,
 		newCellListCmd(a),
 		newCellGetCmd(a),
 		newCellCreateCmd(a),
+		newCellUpdateCmd(a),
+		newCellDeleteCmd(a),
 		newCellCordonCmd(a, true),
 		newCellCordonCmd(a, false),
 		newCellFailoverCmd(a), newCellPromoteCmd(a), // failover.go
@@ -208,4 +212,106 @@ tenant on it. 'cellctl cell uncordon' undoes it.`,
 		})
 	}
 	return cmd
+}
+
+func newCellUpdateCmd(a *app) *cobra.Command {
+	var (
+		maxTenants, maxBytes uint64
+		state                string
+	)
+	cmd := &cobra.Command{
+		Use:   "update <id> [--max-tenants N] [--max-bytes N] [--state active|cordoned]",
+		Short: "Change a cell's capacity or move it between ACTIVE and CORDONED",
+		Long: `Change a cell's capacity (--max-tenants, --max-bytes; 0: unbounded; a flag
+not given keeps its value) and/or its state between ACTIVE and CORDONED.
+Lowering the capacity below the cell's load moves nothing: placement only
+stops adding to it. The state of a DRAINING or DOWN cell is never changed
+by an update (CELL_NOT_ACTIVE): a drain is ended on purpose with 'cellctl
+cell uncordon', a DOWN cell changes through failover. Its capacity may
+still be changed.`,
+		Example: `  cellctl cell update eu1-a --max-tenants 2000
+  cellctl cell update eu1-a --state cordoned
+  cellctl cell update eu1-a --max-bytes 0 --state active`,
+		Args: exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &cpv1.UpdateCellRequest{Id: args[0]}
+			switch state {
+			case "":
+			case "active":
+				req.State = cpv1.CellState_CELL_STATE_ACTIVE
+			case "cordoned":
+				req.State = cpv1.CellState_CELL_STATE_CORDONED
+			default:
+				return usageErrorf("--state %q: want active or cordoned (a drain: 'cellctl cell drain')", state)
+			}
+			f := cmd.Flags()
+			if !f.Changed("max-tenants") && !f.Changed("max-bytes") && req.State == cpv1.CellState_CELL_STATE_UNSPECIFIED {
+				return usageErrorf("nothing to change: give --max-tenants, --max-bytes or --state")
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if f.Changed("max-tenants") || f.Changed("max-bytes") {
+				// The capacity is replaced as a whole: keep what is not given.
+				cur, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetCellResponse, error) {
+					return api.GetCell(ctx, &cpv1.GetCellRequest{Id: args[0]})
+				})
+				if err != nil {
+					return err
+				}
+				req.Capacity = proto.Clone(cur.GetCell().GetCell().GetCapacity()).(*cpv1.CellCapacity)
+				if req.Capacity == nil {
+					req.Capacity = &cpv1.CellCapacity{}
+				}
+				if f.Changed("max-tenants") {
+					req.Capacity.MaxTenants = maxTenants
+				}
+				if f.Changed("max-bytes") {
+					req.Capacity.MaxBytes = maxBytes
+				}
+			}
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.UpdateCellResponse, error) {
+				return api.UpdateCell(ctx, req)
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				cl := resp.GetCell()
+				_, err := fmt.Fprintf(w, "cell %s is %s (max tenants %s, max bytes %s)\n", cl.GetId(), cellState(cl.GetState()),
+					limit(cl.GetCapacity().GetMaxTenants(), "unbounded"), limit(cl.GetCapacity().GetMaxBytes(), "unbounded"))
+				return err
+			})
+		},
+	}
+	cmd.Flags().Uint64Var(&maxTenants, "max-tenants", 0, "most tenants placement puts on the cell (0: unbounded)")
+	cmd.Flags().Uint64Var(&maxBytes, "max-bytes", 0, "most bytes placement lets the cell hold (0: unbounded)")
+	cmd.Flags().StringVar(&state, "state", "", "active or cordoned")
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"active", "cordoned"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func newCellDeleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete <id>",
+		Short: "Delete an empty cell",
+		Long: `Delete a cell's records. It must be empty: while it owns a tenant or holds
+a standby, a create, move, drain or failover in progress names it, or one
+of its nodes is still registered, the control plane refuses (CELL_NOT_EMPTY,
+naming what is left) and nothing is deleted. Drain it first ('cellctl cell
+drain'), move standbys away, then stop its nodes.`,
+		Example: `  cellctl cell drain eu1-a --wait
+  cellctl cell delete eu1-a`,
+		Args: exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return do(a, cmd.Context(), func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.DeleteCellResponse, error) {
+				return api.DeleteCell(ctx, &cpv1.DeleteCellRequest{Id: args[0]})
+			}, func(w io.Writer, _ *cpv1.DeleteCellResponse) error {
+				_, err := fmt.Fprintf(w, "cell %s deleted\n", args[0])
+				return err
+			})
+		},
+	}
 }

@@ -33,6 +33,7 @@ const (
 
 func newTenantFailoverCmd(a *app) *cobra.Command {
 	var wait bool
+	var requestID string
 	cmd := &cobra.Command{
 		Use:   "failover <tenant> [--wait]",
 		Short: "Switch a tenant over to its standby cell (planned, no write lost)",
@@ -49,15 +50,17 @@ The command returns once the switchover is recorded and its standby checked;
   cellctl failover get acme-e2-switchover`,
 		Args: exactArgs("tenant"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runFailover(cmd, &cpv1.FailoverRequest{Tenant: args[0], Kind: switchoverKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Tenant: args[0], Kind: switchoverKind, RequestId: requestID}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the switchover is done (or failed)")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
 }
 
 func newTenantPromoteCmd(a *app) *cobra.Command {
 	var wait, yes bool
+	var requestID string
 	cmd := &cobra.Command{
 		Use:   "promote <tenant> --yes [--wait]",
 		Short: "Promote a tenant's standby now: emergency failover, may lose writes",
@@ -80,16 +83,18 @@ supersedes a planned switchover of the tenant that is stuck.`,
 			if !yes {
 				return usageErrorf("promoting tenant %q's standby may lose the writes it has not received yet; add --yes to confirm (or use 'cellctl tenant failover %s' while the owner is reachable)", args[0], args[0])
 			}
-			return a.runFailover(cmd, &cpv1.FailoverRequest{Tenant: args[0], Kind: promoteKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Tenant: args[0], Kind: promoteKind, RequestId: requestID}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: writes the standby has not received may be lost")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the standby is promoted (or the promotion failed)")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
 }
 
 func newCellFailoverCmd(a *app) *cobra.Command {
 	var wait bool
+	var requestID string
 	cmd := &cobra.Command{
 		Use:   "failover <cell> [--wait]",
 		Short: "Switch every tenant of a cell that has a standby over to it (planned)",
@@ -101,15 +106,17 @@ Tenants without a standby, and tenants busy with another operation, stay.
   cellctl failover list --cell use1-a`,
 		Args: exactArgs("cell"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runFailover(cmd, &cpv1.FailoverRequest{Cell: args[0], Kind: switchoverKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Cell: args[0], Kind: switchoverKind, RequestId: requestID}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every switchover is done (or failed)")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
 }
 
 func newCellPromoteCmd(a *app) *cobra.Command {
 	var wait, yes bool
+	var requestID string
 	cmd := &cobra.Command{
 		Use:   "promote-standbys <cell> --yes [--wait]",
 		Short: "Promote the standbys of every tenant of a lost cell (emergency, may lose writes)",
@@ -124,11 +131,12 @@ reported per tenant once the cell comes back. The command wants --yes.`,
 			if !yes {
 				return usageErrorf("promoting the standbys of cell %q's tenants may lose the writes they have not received yet; add --yes to confirm", args[0])
 			}
-			return a.runFailover(cmd, &cpv1.FailoverRequest{Cell: args[0], Kind: promoteKind}, wait)
+			return a.runFailover(cmd, &cpv1.FailoverRequest{Cell: args[0], Kind: promoteKind, RequestId: requestID}, wait)
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: writes the standbys have not received may be lost")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every standby is promoted (or its promotion failed)")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
 }
 

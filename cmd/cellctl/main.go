@@ -196,6 +196,7 @@ client; flags override it:
 		newCellCmd(a),
 		newTenantCmd(a),
 		newFailoverCmd(a),
+		newFailoverPolicyCmd(a), // policy.go
 		newMoveCmd(a),
 		newVersionCmd(a),
 	)

@@ -149,6 +149,13 @@ func TestHelp(t *testing.T) {
 		{"help-tenant.golden", []string{"tenant", "--help"}},
 		{"help-tenant-list.golden", []string{"tenant", "list", "--help"}},
 		{"help-tenant-key-create.golden", []string{"tenant", "key", "create", "--help"}},
+		{"help-tenant-update.golden", []string{"tenant", "update", "--help"}},
+		{"help-tenant-create.golden", []string{"tenant", "create", "--help"}},
+		{"help-failover-policy-set.golden", []string{"failover-policy", "set", "--help"}},
+		{"help-cell-update.golden", []string{"cell", "update", "--help"}},
+		{"help-cell-delete.golden", []string{"cell", "delete", "--help"}},
+		{"help-region.golden", []string{"region", "--help"}},
+		{"help-region-delete.golden", []string{"region", "delete", "--help"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -418,6 +425,83 @@ func testCommands(t *testing.T, addr string) {
 		return strings.Join(strings.Fields(l), " ") == "use1-a us-east ACTIVE HEALTHY <LEADER> 3/3 1/100 <TIME>"
 	}) {
 		t.Errorf("cell list after deleting initech (want use1-a with 1/100 tenants):\n%s", out)
+	}
+	testManage(t, addr)
+}
+
+// testManage: updates and guarded deletes of tenants, cells and regions,
+// and deletion protection.
+func testManage(t *testing.T, addr string) {
+	// A create retried with its request id answers like the first call.
+	for range 2 {
+		if out := mustCP(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--deletion-protection", "--request-id", "tf-1"); !strings.HasPrefix(out, "tenant umbrella created on cell use1-a") {
+			t.Errorf("create protected: %q", out)
+		}
+	}
+	checkOneLineError(t, cp(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--request-id", "tf-1"), 1, "REQUEST_ID_REUSED")
+	checkOneLineError(t, cp(t, addr, "tenant", "create", "umbrella", "--region", "us-east", "--deletion-protection"), 1, "ALREADY_EXISTS")
+	checkOneLineError(t, cp(t, addr, "tenant", "delete", "umbrella", "--yes"), 1, "DELETION_PROTECTED")
+	if out := mustCP(t, addr, "tenant", "update", "umbrella", "--rate", "7", "--bytes-burst", "9"); !strings.HasPrefix(out, "tenant umbrella updated (version ") || !strings.HasSuffix(out, ", deletion protection on)\n") {
+		t.Errorf("update rate: %q", out)
+	}
+	var got cpv1.GetTenantResponse
+	if err := protojson.Unmarshal([]byte(mustCP(t, addr, "tenant", "get", "umbrella", "-o", "json")), &got); err != nil {
+		t.Fatal(err)
+	}
+	if l := got.GetTenant().GetLimits(); l.GetRate() != 7 || l.GetBytesBurst() != 9 || !got.GetTenant().GetDeletionProtection() || got.GetVersion() == 0 {
+		t.Errorf("after update: %v", &got)
+	}
+	checkOneLineError(t, cp(t, addr, "tenant", "update", "umbrella", "--burst", "3", "--expected-version", fmt.Sprint(got.GetVersion()-1)), 1, "REVISION_MISMATCH")
+	if r := cp(t, addr, "tenant", "update", "umbrella"); r.code != 2 {
+		t.Errorf("update without a change: exit %d, want 2", r.code)
+	}
+	if out := mustCP(t, addr, "tenant", "update", "umbrella", "--deletion-protection=false"); !strings.HasSuffix(out, ", deletion protection off)\n") {
+		t.Errorf("protection off: %q", out)
+	}
+	if out := mustCP(t, addr, "tenant", "delete", "umbrella", "--yes"); out != "tenant umbrella deleted\n" {
+		t.Errorf("delete after protection off: %q", out)
+	}
+
+	checkOneLineError(t, cp(t, addr, "region", "delete", "eu-west"), 1, "REGION_NOT_EMPTY")
+	checkOneLineError(t, cp(t, addr, "cell", "delete", "use1-a"), 1, "CELL_NOT_EMPTY")
+	if out := mustCP(t, addr, "cell", "update", "euw1-a", "--max-tenants", "5"); out != "cell euw1-a is ACTIVE (max tenants 5, max bytes 1000000)\n" {
+		t.Errorf("cell update: %q", out)
+	}
+	if out := mustCP(t, addr, "cell", "update", "euw1-a", "--state", "cordoned"); out != "cell euw1-a is CORDONED (max tenants 5, max bytes 1000000)\n" {
+		t.Errorf("cell update --state: %q", out)
+	}
+	if out := mustCP(t, addr, "cell", "delete", "euw1-a"); out != "cell euw1-a deleted\n" {
+		t.Errorf("cell delete: %q", out)
+	}
+	if out := mustCP(t, addr, "region", "update", "eu-west", "--description", "Dublin"); out != "region eu-west updated\n" {
+		t.Errorf("region update: %q", out)
+	}
+	if out := mustCP(t, addr, "region", "delete", "eu-west"); out != "region eu-west deleted\n" {
+		t.Errorf("region delete: %q", out)
+	}
+	checkOneLineError(t, cp(t, addr, "region", "delete", "eu-west"), 1, "REGION_NOT_FOUND")
+
+	// The failover policy: the flags' defaults until set, then the stored one.
+	checkGolden(t, "failover-policy-get-defaults.golden", normalize(mustCP(t, addr, "failover-policy", "get")))
+	var set cpv1.SetFailoverPolicyResponse
+	if err := protojson.Unmarshal([]byte(mustCP(t, addr, "failover-policy", "set", "--enabled", "--after", "30s", "--regions", "us-east,ap-south", "-o", "json")), &set); err != nil {
+		t.Fatal(err)
+	}
+	if p := set.GetPolicy(); !p.GetEnabled() || p.GetUnhealthyFor().AsDuration() != 30*time.Second || strings.Join(p.GetRegions(), ",") != "us-east,ap-south" || p.GetMaxConcurrent() != 16 || set.GetVersion() == 0 {
+		t.Errorf("failover-policy set: %v", &set)
+	}
+	// A flag not given keeps its value.
+	mustCP(t, addr, "failover-policy", "set", "--enabled=false")
+	var pol cpv1.GetFailoverPolicyResponse
+	if err := protojson.Unmarshal([]byte(mustCP(t, addr, "failover-policy", "get", "-o", "json")), &pol); err != nil {
+		t.Fatal(err)
+	}
+	if p := pol.GetPolicy(); p.GetEnabled() || p.GetUnhealthyFor().AsDuration() != 30*time.Second || len(p.GetRegions()) != 2 || !pol.GetStored() {
+		t.Errorf("failover-policy get after --enabled=false: %v", &pol)
+	}
+	checkOneLineError(t, cp(t, addr, "failover-policy", "set", "--after", "100ms"), 1, "INVALID_ARGUMENT")
+	if r := cp(t, addr, "failover-policy", "set"); r.code != 2 {
+		t.Errorf("failover-policy set without a change: exit %d, want 2", r.code)
 	}
 }
 

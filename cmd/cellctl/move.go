@@ -18,6 +18,7 @@ import (
 const pollInterval = 250 * time.Millisecond
 
 func newTenantMoveCmd(a *app) *cobra.Command {
+	var requestID string
 	var (
 		to           string
 		wait, dryRun bool
@@ -54,7 +55,7 @@ records nothing. A move can be cancelled until its source is fenced
 			}
 			defer c.Close()
 			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.StartMoveResponse, error) {
-				return api.StartMove(ctx, &cpv1.StartMoveRequest{Tenant: args[0], TargetCell: to, DryRun: dryRun})
+				return api.StartMove(ctx, &cpv1.StartMoveRequest{Tenant: args[0], TargetCell: to, DryRun: dryRun, RequestId: requestID})
 			})
 			if err != nil {
 				return err
@@ -82,6 +83,7 @@ records nothing. A move can be cancelled until its source is fenced
 	cmd.Flags().StringVar(&to, "to", "", "the cell to move the tenant to (required)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "print the move's progress until it ends; exit 0 only when it is DONE")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate the move and print its plan; record nothing")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,7 +13,7 @@ import (
 )
 
 func newTenantCmd(a *app) *cobra.Command {
-	return group("tenant", "Create, inspect, list and delete tenants and their API keys",
+	return group("tenant", "Create, inspect, list, update and delete tenants and their API keys",
 		`A tenant is a customer whose agents' context lives in one owner cell of its
 home region. Creating a tenant places it: the control plane picks a cell (or
 takes --cell), the cell makes the tenant its owner at epoch 1, and the
@@ -22,10 +23,12 @@ its API keys for good.`,
   cellctl tenant get acme
   cellctl tenant list --region eu-west-1 --state active
   cellctl tenant key create acme
+  cellctl tenant update acme --rate 200 --deletion-protection=false
   cellctl tenant delete acme --yes`,
 		newTenantCreateCmd(a),
 		newTenantGetCmd(a),
 		newTenantListCmd(a),
+		newTenantUpdateCmd(a),
 		newTenantDeleteCmd(a),
 		newKeyCmd(a),
 		newTokenCmd(a),                                                          // token.go
@@ -38,6 +41,8 @@ func newTenantCreateCmd(a *app) *cobra.Command {
 	var (
 		region, cell, standbyRegion string
 		limits                      cpv1.TenantLimits
+		protect                     bool
+		requestID                   string
 	)
 	cmd := &cobra.Command{
 		Use:   "create <id> --region <region>",
@@ -48,8 +53,10 @@ when the placement is published (the tenant is ACTIVE and routable) or the
 creation failed. --rate, --burst, --bytes-rate, --bytes-burst and --max-bytes
 are the tenant's limits (0: the components' defaults): requests per second
 and burst, request bytes per second and burst at the routers, and the bytes
-it may store in its cell.`,
-		Example: `  cellctl tenant create acme --region eu-west-1
+it may store in its cell. With --deletion-protection the control plane
+refuses to delete the tenant until 'cellctl tenant update
+--deletion-protection=false' turns it off.`,
+		Example: `  cellctl tenant create acme --region eu-west-1 --deletion-protection
   cellctl tenant create globex --region eu-west-1 --cell eu1-b --rate 50 --burst 100 --max-bytes 10000000000
   cellctl tenant create hooli --region eu-west-1 --bytes-rate 1048576 --bytes-burst 4194304
   cellctl tenant create initech --region eu-west-1 --standby-region us-east-1`,
@@ -69,7 +76,7 @@ it may store in its cell.`,
 				return err
 			}
 			defer c.Close()
-			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion}
+			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion, DeletionProtection: protect, RequestId: requestID}
 			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 || limits.BytesRate != 0 || limits.BytesBurst != 0 {
 				req.Limits = &cpv1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes,
 					BytesRate: limits.BytesRate, BytesBurst: limits.BytesBurst}
@@ -100,7 +107,109 @@ it may store in its cell.`,
 	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store (0: default)")
 	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
 	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
+	cmd.Flags().BoolVar(&protect, "deletion-protection", false, "refuse to delete the tenant until this is turned off")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: a retry with the same id returns what the first call started instead of starting another (a different request with it is refused: REQUEST_ID_REUSED)")
 	return cmd
+}
+
+func newTenantUpdateCmd(a *app) *cobra.Command {
+	var (
+		limits  cpv1.TenantLimits
+		protect bool
+		version uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "update <id> [--rate R] [--burst B] [--bytes-rate R] [--bytes-burst B] [--deletion-protection=true|false]",
+		Short: "Change a tenant's limits or its deletion protection",
+		Long: `Change a tenant's limits (a flag not given keeps its value; 0: the
+components' default) or turn its deletion protection on or off. Routers
+apply new limits as soon as they see the placement change. The limits
+are read, changed and written back only if the tenant did not change
+meanwhile (REVISION_MISMATCH otherwise: run it again); --expected-version
+makes the whole update conditional on the version 'cellctl tenant get -o
+json' showed. --max-bytes (the cell's quota) cannot be changed after
+create.`,
+		Example: `  cellctl tenant update acme --rate 200 --burst 400
+  cellctl tenant update acme --bytes-rate 1048576 --bytes-burst 4194304
+  cellctl tenant update acme --deletion-protection=false`,
+		Args: exactArgs("id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			limitFlags := []string{"rate", "burst", "bytes-rate", "bytes-burst"}
+			changed := slices.ContainsFunc(limitFlags, f.Changed)
+			if !changed && !f.Changed("deletion-protection") {
+				return usageErrorf("nothing to change: give a limit (--rate, --burst, --bytes-rate, --bytes-burst) or --deletion-protection")
+			}
+			if limits.Rate < 0 {
+				return usageErrorf("--rate %g: must not be negative", limits.Rate)
+			}
+			if limits.BytesRate < 0 {
+				return usageErrorf("--bytes-rate %g: must not be negative", limits.BytesRate)
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := &cpv1.UpdateTenantRequest{Id: args[0], ExpectedVersion: version}
+			if f.Changed("deletion-protection") {
+				req.DeletionProtection = &protect
+			}
+			if changed {
+				// The limits are replaced as a whole: keep what is not
+				// given, and write only over the version read.
+				cur, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetTenantResponse, error) {
+					return api.GetTenant(ctx, &cpv1.GetTenantRequest{Id: args[0]})
+				})
+				if err != nil {
+					return err
+				}
+				if version == 0 {
+					req.ExpectedVersion = cur.GetVersion()
+				}
+				l := cur.GetTenant().GetLimits()
+				req.Limits = &cpv1.TenantLimits{Rate: l.GetRate(), Burst: l.GetBurst(), MaxBytes: l.GetMaxBytes(), BytesRate: l.GetBytesRate(), BytesBurst: l.GetBytesBurst()}
+				if f.Changed("rate") {
+					req.Limits.Rate = limits.Rate
+				}
+				if f.Changed("burst") {
+					req.Limits.Burst = limits.Burst
+				}
+				if f.Changed("bytes-rate") {
+					req.Limits.BytesRate = limits.BytesRate
+				}
+				if f.Changed("bytes-burst") {
+					req.Limits.BytesBurst = limits.BytesBurst
+				}
+			}
+			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.UpdateTenantResponse, error) {
+				return api.UpdateTenant(ctx, req)
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				t := resp.GetTenant()
+				_, err := fmt.Fprintf(w, "tenant %s updated (version %d, deletion protection %s)\n", t.GetId(), resp.GetVersion(), onOff(t.GetDeletionProtection()))
+				return err
+			})
+		},
+	}
+	cmd.Flags().Float64Var(&limits.Rate, "rate", 0, "requests per second of the tenant's token bucket (0: default)")
+	cmd.Flags().Uint32Var(&limits.Burst, "burst", 0, "burst of the tenant's token bucket (0: default)")
+	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
+	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
+	cmd.Flags().BoolVar(&protect, "deletion-protection", false, "turn deletion protection on (true) or off (false)")
+	cmd.Flags().Uint64Var(&version, "expected-version", 0, "update only if the tenant is still at this version (0: the version read now)")
+	return cmd
+}
+
+// onOff names a boolean setting.
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func newTenantGetCmd(a *app) *cobra.Command {
@@ -147,6 +256,7 @@ progress (a move, a failover) is named.`,
 				f.add("Bytes rate", bytesRate)
 				f.add("Bytes burst", limit(uint64(l.GetBytesBurst()), "default"))
 				f.add("Max bytes", limit(l.GetMaxBytes(), "default"))
+				f.add("Deletion protection", onOff(t.GetDeletionProtection()))
 				f.add("Created", timeString(t.GetCreateTime()))
 				f.add("Updated", timeString(t.GetUpdateTime()))
 				return f.flush()
@@ -261,7 +371,9 @@ func newTenantDeleteCmd(a *app) *cobra.Command {
 		Long: `Delete a tenant: its placement is tombstoned (routers stop sending it
 requests), its owner cell removes all its data, then the record and its API
 keys are removed. This cannot be undone, so the command wants --yes. It
-returns when the deletion is done.`,
+returns when the deletion is done. A tenant with deletion protection on is
+refused (DELETION_PROTECTED) and nothing changes: 'cellctl tenant update
+<id> --deletion-protection=false' first.`,
 		Example: `  cellctl tenant delete acme --yes`,
 		Args:    exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -166,7 +166,7 @@ SIGINT or SIGTERM stops the replica gracefully (a leader resigns at once).`,
 	ctl.IntVar(&cfg.Controller.Moves.MaxConcurrent, "max-concurrent-moves", cfg.Controller.Moves.MaxConcurrent, "moves the controller drives at once (more wait in PREPARING)")
 	ctl.IntVar(&cfg.Controller.Moves.DrainConcurrency, "drain-concurrency", cfg.Controller.Moves.DrainConcurrency, "default number of moves a cell drain runs at once")
 	ctl.DurationVar(&cfg.Controller.Failover.LeaseMargin, "failover-lease-margin", cfg.Controller.Failover.LeaseMargin, "an emergency promotion waits this long after the old cell's authority lease expired")
-	ctl.BoolVar(&cfg.Controller.AutoPromote.Enabled, "auto-promote", false, "promote the standbys of a cell's tenants when the cell stays unhealthy (may lose the writes they have not received)")
+	ctl.BoolVar(&cfg.Controller.AutoPromote.Enabled, "auto-promote", false, "promote the standbys of a cell's tenants when the cell stays unhealthy (may lose the writes they have not received); with --auto-promote-after and --auto-promote-regions, the policy until 'cellctl failover-policy set' stores one, which then wins")
 	ctl.DurationVar(&cfg.Controller.AutoPromote.UnhealthyFor, "auto-promote-after", cfg.Controller.AutoPromote.UnhealthyFor, "how long a cell must stay unhealthy before --auto-promote acts")
 	ctl.DurationVar(&cfg.Controller.AutoPromote.ResumeGrace, "auto-promote-resume-grace", cfg.Controller.AutoPromote.ResumeGrace, "no --auto-promote promotion for this long after the leader regained sight of etcd (its term's start, an etcd outage): cells re-register first (0: none)")
 	ctl.StringSliceVar(&cfg.Controller.AutoPromote.Regions, "auto-promote-regions", nil, "regions whose cells --auto-promote covers (comma-separated; empty: all)")

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,6 +59,10 @@ type Config struct {
 	// StandbyStatusTimeout bounds that read (see standby.go).
 	Cells                CellReader
 	StandbyStatusTimeout time.Duration
+	// FailoverPolicyDefaults is what GetFailoverPolicy answers while no
+	// policy is stored: the controller's flags (filled by the replica;
+	// nil: disabled).
+	FailoverPolicyDefaults *cpv1.FailoverPolicy
 }
 
 // DefaultConfig returns the defaults.
@@ -197,15 +200,28 @@ func (s *Server) CreateCell(ctx context.Context, req *cpv1.CreateCellRequest) (*
 	if c.Capacity == nil {
 		c.Capacity = &cpv1.CellCapacity{}
 	}
-	_, err := s.st.Txn(ctx,
-		[]topo.Cond{topo.IfAbsent(topo.CellKey(c.GetId())), topo.IfExists(topo.RegionKey(c.GetRegion()))},
-		[]topo.Op{topo.Put(topo.CellKey(c.GetId()), catalog.Encode(c)), topo.Put(topo.CellLoadKey(c.GetId()), catalog.Encode(&cpv1.CellLoad{}))})
+	// The region record is rewritten (unchanged) in the same transaction:
+	// its new version makes a concurrent DeleteRegion re-check (manage.go).
+	region, rv, err := catalog.GetRegion(ctx, s.st, c.GetRegion())
+	if errors.Is(err, topo.ErrNotFound) {
+		rv = 0
+	} else if err != nil {
+		return nil, err
+	}
+	ops := []topo.Op{topo.Put(topo.CellKey(c.GetId()), catalog.Encode(c)), topo.Put(topo.CellLoadKey(c.GetId()), catalog.Encode(&cpv1.CellLoad{}))}
+	if rv != 0 {
+		ops = append(ops, topo.Put(topo.RegionKey(c.GetRegion()), catalog.Encode(region)))
+	}
+	_, err = s.st.Txn(ctx, []topo.Cond{topo.IfAbsent(topo.CellKey(c.GetId())), topo.IfExists(topo.RegionKey(c.GetRegion())), topo.IfVersion(topo.RegionKey(c.GetRegion()), rv)}, ops)
 	var ce *topo.CondError
 	if errors.As(err, &ce) {
 		if ce.Index == 0 {
 			return nil, cperr.New(cperr.AlreadyExists, "cell %s already exists", c.GetId())
 		}
-		return nil, cperr.New(cperr.RegionNotFound, "region %s does not exist: create it with 'cellctl region create %s'", c.GetRegion(), c.GetRegion())
+		if ce.Index == 1 {
+			return nil, cperr.New(cperr.RegionNotFound, "region %s does not exist: create it with 'cellctl region create %s'", c.GetRegion(), c.GetRegion())
+		}
+		return s.CreateCell(ctx, req) // the region changed meanwhile (an update): read it again
 	}
 	if err != nil {
 		return nil, err
@@ -303,11 +319,18 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 			return nil, err
 		}
 	}
-	if l := req.GetLimits(); l != nil && (l.GetRate() < 0 || math.IsNaN(l.GetRate()) || math.IsInf(l.GetRate(), 0)) {
-		return nil, cperr.Invalid(cperr.FieldViolation{Field: "limits.rate", Description: "must be a finite number >= 0"})
+	if err := checkLimits(req.GetLimits()); err != nil {
+		return nil, err
 	}
-	if l := req.GetLimits(); l != nil && (l.GetBytesRate() < 0 || math.IsNaN(l.GetBytesRate()) || math.IsInf(l.GetBytesRate(), 0)) {
-		return nil, cperr.Invalid(cperr.FieldViolation{Field: "limits.bytes_rate", Description: "must be a finite number >= 0"})
+	var rhash []byte
+	if rid := req.GetRequestId(); rid != "" {
+		if err := s.checkID("request_id", rid); err != nil {
+			return nil, err
+		}
+		rhash = requestHash(req, func(r *cpv1.CreateTenantRequest) { r.RequestId = "" })
+		if resp, found, err := s.createRetry(ctx, req, rhash); found {
+			return resp, err
+		}
 	}
 	if _, err := s.st.Get(ctx, topo.RegionKey(req.GetHomeRegion())); err != nil {
 		if errors.Is(err, topo.ErrNotFound) {
@@ -321,36 +344,45 @@ func (s *Server) CreateTenant(ctx context.Context, req *cpv1.CreateTenantRequest
 	if err != nil {
 		return nil, err
 	}
-	cands := make([]placement.Candidate, len(cells))
-	for i, ci := range cells {
-		cands[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
-	}
-	if _, err := placement.Pick(cands, placement.Request{Region: req.GetHomeRegion(), Cell: req.GetCell()}); err != nil {
+	if _, err := placement.Pick(intent.Candidates(cells), placement.Request{Region: req.GetHomeRegion(), Cell: req.GetCell()}); err != nil {
 		return nil, err
 	}
 	standby, err := s.standbyForCreate(ctx, req) // standby.go
 	if err != nil {
 		return nil, err
 	}
-	t := &cpv1.Tenant{Id: req.GetId(), HomeRegion: req.GetHomeRegion(), Limits: req.GetLimits(), StandbyCell: standby}
+	t := &cpv1.Tenant{Id: req.GetId(), HomeRegion: req.GetHomeRegion(), Limits: req.GetLimits(), StandbyCell: standby, DeletionProtection: req.GetDeletionProtection(),
+		CreateRequestId: req.GetRequestId(), CreateRequestHash: rhash}
 	if t.Limits == nil {
 		t.Limits = &cpv1.TenantLimits{}
 	}
 	if err := intent.StartCreate(ctx, s.st, t, req.GetCell()); err != nil {
+		if rhash != nil && (errors.Is(err, cperr.ErrAlreadyExists) || errors.Is(err, cperr.ErrTenantBusy)) {
+			// A concurrent call with the same request id got there first?
+			if resp, found, rerr := s.createRetry(ctx, req, rhash); found {
+				return resp, rerr
+			}
+		}
 		return nil, err
 	}
-	wctx, cancel := s.waitContext(ctx)
-	defer cancel()
-	placed, err := intent.WaitCreate(wctx, s.st, t.GetId())
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return nil, cperr.New(cperr.ControlPlaneUnavailable,
-			"tenant %s is recorded but not placed yet after %v (is a controller leader running?); 'cellctl tenant get %s' shows when it is", t.GetId(), s.cfg.WorkflowWait, t.GetId()).
-			WithRetryAfter(time.Second)
-	}
+	placed, err := s.waitCreate(ctx, t.GetId())
 	if err != nil {
 		return nil, err
 	}
 	return &cpv1.CreateTenantResponse{Tenant: placed}, nil
+}
+
+// waitCreate waits (bounded) for tenant id's create workflow to end.
+func (s *Server) waitCreate(ctx context.Context, id string) (*cpv1.Tenant, error) {
+	wctx, cancel := s.waitContext(ctx)
+	defer cancel()
+	placed, err := intent.WaitCreate(wctx, s.st, id)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, cperr.New(cperr.ControlPlaneUnavailable,
+			"tenant %s is recorded but not placed yet after %v (is a controller leader running?); 'cellctl tenant get %s' shows when it is", id, s.cfg.WorkflowWait, id).
+			WithRetryAfter(time.Second)
+	}
+	return placed, err
 }
 
 func (s *Server) waitContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -365,14 +397,14 @@ func (s *Server) GetTenant(ctx context.Context, req *cpv1.GetTenantRequest) (*cp
 	if err := s.checkID("id", req.GetId()); err != nil {
 		return nil, err
 	}
-	t, _, err := catalog.GetTenant(ctx, s.st, req.GetId())
+	t, tv, err := catalog.GetTenant(ctx, s.st, req.GetId())
 	if errors.Is(err, topo.ErrNotFound) {
 		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", req.GetId())
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &cpv1.GetTenantResponse{Tenant: t, Replication: s.standbyLag(ctx, t)}, nil
+	return &cpv1.GetTenantResponse{Tenant: t, Replication: s.standbyLag(ctx, t), Version: uint64(tv)}, nil
 }
 
 // ListTenants implements ControlPlaneService.

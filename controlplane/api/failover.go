@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/cellplane/cellplane/controlplane/intent"
@@ -36,12 +37,44 @@ func (s *Server) Failover(ctx context.Context, req *cpv1.FailoverRequest) (*cpv1
 	default:
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "tenant", Description: "a tenant or a cell is required"})
 	}
+	var (
+		rhash []byte
+		prev  []*cpv1.Failover
+	)
+	if rid := req.GetRequestId(); rid != "" {
+		if err := s.checkID("request_id", rid); err != nil {
+			return nil, err
+		}
+		rhash = requestHash(req, func(r *cpv1.FailoverRequest) { r.RequestId = "" })
+		var err error
+		if prev, err = s.failoverRetry(ctx, req, rhash); err != nil {
+			return nil, err
+		}
+		if len(prev) > 0 && req.GetTenant() != "" {
+			// The tenant's failover was started: answer as the first call.
+			fo := prev[len(prev)-1]
+			if ferr := intent.FailoverError(fo); ferr != nil {
+				return nil, ferr
+			}
+			return &cpv1.FailoverResponse{Failovers: []*cpv1.Failover{fo}}, nil
+		}
+	}
 	fos, err := intent.StartFailover(ctx, s.st, intent.FailoverRequest{
 		Tenant: req.GetTenant(), Cell: req.GetCell(), Kind: req.GetKind(), Trigger: "operator",
+		RequestID: req.GetRequestId(), RequestHash: rhash,
 	})
+	if err != nil && rhash != nil && (errors.Is(err, cperr.ErrTenantBusy) || errors.Is(err, cperr.ErrNoStandby)) {
+		// A retry of a cell's failover: what the first call started holds
+		// its tenants (or moved them). A tenant's: a concurrent call with
+		// the same id may have got there first.
+		if again, rerr := s.failoverRetry(ctx, req, rhash); rerr == nil && len(again) > 0 {
+			prev, fos, err = nil, again, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
+	fos = append(prev, fos...)
 	for _, fo := range fos {
 		s.log.Warn("failover started", "failover", fo.GetId(), "kind", intent.FailoverKindName(fo.GetKind()),
 			"tenant", fo.GetTenant(), "cell", fo.GetFromCell(), "standby", fo.GetToCell(), "epoch", fo.GetOldEpoch())

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -22,8 +23,25 @@ func (s *Server) StartMove(ctx context.Context, req *cpv1.StartMoveRequest) (*cp
 	if err := s.checkID("target_cell", req.GetTargetCell()); err != nil {
 		return nil, err
 	}
-	mv, plan, err := intent.StartMove(ctx, s.st, intent.MoveRequest{Tenant: req.GetTenant(), Target: req.GetTargetCell(), DryRun: req.GetDryRun()})
+	var rhash []byte
+	if rid := req.GetRequestId(); rid != "" && !req.GetDryRun() {
+		if err := s.checkID("request_id", rid); err != nil {
+			return nil, err
+		}
+		rhash = requestHash(req, func(r *cpv1.StartMoveRequest) { r.RequestId = "" })
+		if mv, err := s.moveRetry(ctx, req, rhash); err != nil || mv != nil {
+			return &cpv1.StartMoveResponse{Move: mv}, err
+		}
+	}
+	mv, plan, err := intent.StartMove(ctx, s.st, intent.MoveRequest{Tenant: req.GetTenant(), Target: req.GetTargetCell(), DryRun: req.GetDryRun(),
+		RequestID: req.GetRequestId(), RequestHash: rhash})
 	if err != nil {
+		if rhash != nil && errors.Is(err, cperr.ErrTenantBusy) {
+			// A concurrent call with the same request id got there first?
+			if mv, rerr := s.moveRetry(ctx, req, rhash); rerr != nil || mv != nil {
+				return &cpv1.StartMoveResponse{Move: mv}, rerr
+			}
+		}
 		return nil, err
 	}
 	if !req.GetDryRun() {

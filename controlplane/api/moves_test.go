@@ -156,7 +156,7 @@ func TestMoveAndStandbyValidation(t *testing.T) {
 }
 
 func TestCreateTenantStandbyRegion(t *testing.T) {
-	s, _ := newServer(t)
+	s, st := newServer(t)
 	ctx := testutil.Context(t, 10*time.Second)
 	for _, r := range []string{"us", "eu"} {
 		if _, err := s.CreateRegion(ctx, &cpv1.CreateRegionRequest{Name: r}); err != nil {
@@ -166,6 +166,7 @@ func TestCreateTenantStandbyRegion(t *testing.T) {
 	if _, err := s.CreateCell(ctx, &cpv1.CreateCellRequest{Id: "a", Region: "us"}); err != nil {
 		t.Fatal(err)
 	}
+	registerHealthy(t, st, "a", 3)
 	for _, tt := range []struct {
 		region string
 		want   *cperr.Error

@@ -261,6 +261,8 @@ func NewRecord(kind topo.KeyKind) proto.Message {
 		return &cpv1.Move{}
 	case topo.KindFailover:
 		return &cpv1.Failover{}
+	case topo.KindFailoverPolicy:
+		return &cpv1.FailoverPolicy{}
 	case topo.KindDrain:
 		return &cpv1.DrainCellRequest{}
 	case topo.KindTokenPublicKey:

@@ -42,13 +42,38 @@ func unhealthy(h cpv1.CellHealth) bool {
 	return h == cpv1.CellHealth_CELL_HEALTH_UNAVAILABLE || h == cpv1.CellHealth_CELL_HEALTH_NOT_STARTED
 }
 
+// The policy followed is the one stored at policies/failover
+// (SetFailoverPolicy), read at every pass, or the process's configuration
+// while none is stored. A policy that was off starts blind when turned on,
+// like a new term.
 func (f *failoverer) autoPromote(ctx context.Context) {
-	cfg := f.r.c.cfg.AutoPromote
-	if !cfg.Enabled {
-		return
-	}
+	base := f.r.c.cfg.AutoPromote
 	pol := &policyState{since: map[string]time.Time{}, resumed: time.Now()} // a term starts blind
-	f.r.every(ctx, cfg.Interval, nil, "automatic promotion pass", func(ctx context.Context) error { return f.policyPass(ctx, pol) })
+	f.r.every(ctx, base.Interval, nil, "automatic promotion pass", func(ctx context.Context) error {
+		cfg, err := f.policy(ctx)
+		if err != nil {
+			return err
+		}
+		if !cfg.Enabled {
+			clear(pol.since)
+			pol.lastRead, pol.resumed, pol.withheld = time.Time{}, time.Now(), false
+			return nil
+		}
+		return f.policyPass(ctx, pol, cfg)
+	})
+}
+
+// policy returns the policy in force: the stored one over the process's.
+func (f *failoverer) policy(ctx context.Context) (AutoPromoteConfig, error) {
+	base := f.r.c.cfg.AutoPromote
+	p, _, err := catalog.GetFailoverPolicy(ctx, f.r.c.st)
+	switch {
+	case errors.Is(err, topo.ErrNotFound):
+		return base, nil
+	case err != nil:
+		return base, err
+	}
+	return base.Apply(p), nil
 }
 
 // policyState is what the policy remembers between passes of one term.
@@ -61,9 +86,8 @@ type policyState struct {
 }
 
 // policyPass is one pass of the policy.
-func (f *failoverer) policyPass(ctx context.Context, pol *policyState) error {
+func (f *failoverer) policyPass(ctx context.Context, pol *policyState, cfg AutoPromoteConfig) error {
 	c := f.r.c
-	cfg := c.cfg.AutoPromote
 	since := pol.since
 	cells, err := catalog.Cells(ctx, c.st)
 	if err != nil {

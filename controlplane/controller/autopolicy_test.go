@@ -3,9 +3,12 @@ package controller_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/controller"
@@ -162,4 +165,84 @@ func TestAutoPromoteWaitsAfterBlindness(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The policy stored at policies/failover (SetFailoverPolicy) wins over the
+// process's configuration, read at every pass: a leader started with the
+// policy off promotes once a stored policy turns it on for the cell's
+// region, and not while the stored policy covers other regions only.
+func TestAutoPromoteFollowsStoredPolicy(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	e := &foEnv{st: st, cells: newSimCells()}
+	liveCell(t, st, "a", "us")
+	liveCell(t, st, "b", "eu")
+	e.place(t, "acme", "a", "b")
+	e.start(t, "c1", func(c *controller.Config) {
+		c.AutoPromote = controller.AutoPromoteConfig{Enabled: false, UnhealthyFor: time.Hour,
+			Interval: 10 * time.Millisecond, MaxConcurrent: 4}
+	})
+	ctx := testutil.Context(t, 20*time.Second)
+	store := func(p *cpv1.FailoverPolicy) {
+		t.Helper()
+		if _, err := st.Txn(ctx, nil, []topo.Op{topo.Put(topo.FailoverPolicyKey, catalog.Encode(p))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noFailover := func(what string) {
+		t.Helper()
+		if err := testutil.Poll(ctx, 700*time.Millisecond, func() error {
+			if fos, err := intent.ListFailovers(ctx, st, intent.FailoverFilter{}); err == nil && len(fos) > 0 {
+				return nil
+			}
+			return errors.New("none")
+		}); err == nil {
+			t.Fatalf("%s: a failover was started", what)
+		}
+	}
+	setLeader(t, st, "a", false)
+	noFailover("the process's policy is off")
+	store(&cpv1.FailoverPolicy{Enabled: true, UnhealthyFor: durationpb.New(200 * time.Millisecond), Regions: []string{"ap"}})
+	noFailover("the stored policy covers region ap only")
+	store(&cpv1.FailoverPolicy{Enabled: true, UnhealthyFor: durationpb.New(200 * time.Millisecond)})
+	testutil.Eventually(t, 10*time.Second, func() error {
+		fos, err := intent.ListFailovers(ctx, st, intent.FailoverFilter{Tenant: "acme"})
+		if err != nil || len(fos) != 1 || !strings.HasPrefix(fos[0].GetTrigger(), "policy: cell a UNAVAILABLE") {
+			return fmt.Errorf("acme's failovers: %v (%v)", fos, err)
+		}
+		return nil
+	})
+}
+
+// Apply overrides the process's policy with a stored one; Policy is the
+// process's policy as a record.
+func TestAutoPromoteConfigApply(t *testing.T) {
+	base := controller.DefaultAutoPromoteConfig()
+	base.Regions = []string{"us"}
+	tests := []struct {
+		name string
+		p    *cpv1.FailoverPolicy
+		want func(c controller.AutoPromoteConfig) bool
+	}{
+		{"on, its own delay and regions", &cpv1.FailoverPolicy{Enabled: true, UnhealthyFor: durationpb.New(time.Minute), Regions: []string{"eu"}, MaxConcurrent: 2},
+			func(c controller.AutoPromoteConfig) bool {
+				return c.Enabled && c.UnhealthyFor == time.Minute && slices.Equal(c.Regions, []string{"eu"}) && c.MaxConcurrent == 2
+			}},
+		{"zero values keep the process's delay and bound; no regions: all", &cpv1.FailoverPolicy{Enabled: true},
+			func(c controller.AutoPromoteConfig) bool {
+				return c.Enabled && c.UnhealthyFor == base.UnhealthyFor && len(c.Regions) == 0 && c.MaxConcurrent == base.MaxConcurrent
+			}},
+		{"off", &cpv1.FailoverPolicy{}, func(c controller.AutoPromoteConfig) bool { return !c.Enabled }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := base.Apply(tc.p)
+			if !tc.want(got) || got.Interval != base.Interval || got.ResumeGrace != base.ResumeGrace {
+				t.Fatalf("Apply = %+v", got)
+			}
+		})
+	}
+	if p := base.Policy(); p.GetEnabled() || p.GetUnhealthyFor().AsDuration() != base.UnhealthyFor || !slices.Equal(p.GetRegions(), base.Regions) {
+		t.Fatalf("Policy = %v", p)
+	}
 }

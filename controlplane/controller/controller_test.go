@@ -117,13 +117,26 @@ func seed(t *testing.T, st topo.Store, region string, cells ...*cpv1.Cell) {
 		t.Fatal(err)
 	}
 	for _, c := range cells {
-		if _, err := st.Txn(ctx, nil, []topo.Op{
+		if _, err := st.Txn(ctx, nil, append([]topo.Op{
 			topo.Put(topo.CellKey(c.GetId()), catalog.Encode(c)),
 			topo.Put(topo.CellLoadKey(c.GetId()), catalog.Encode(&cpv1.CellLoad{})),
-		}); err != nil {
+		}, healthyOps(c)...)); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// healthyOps registers c's expected members and a leader, as its nodes
+// would once running: the cell is HEALTHY, so placement may choose it.
+func healthyOps(c *cpv1.Cell) []topo.Op {
+	id := c.GetId()
+	ops := []topo.Op{topo.Put(topo.CellLeaderKey(id), catalog.Encode(&cpv1.CellLeader{NodeId: id + "-n1", GrpcAddr: id + ":1", Term: 1}))}
+	members := max(c.GetExpectedMembers(), 1)
+	for i := range members {
+		n := fmt.Sprintf("%s-n%d", id, i+1)
+		ops = append(ops, topo.Put(topo.CellNodeKey(id, n), catalog.Encode(&cpv1.Node{Id: n, Cell: id, Role: cpv1.NodeRole_NODE_ROLE_MEMBER, GrpcAddr: id + ":1"})))
+	}
+	return ops
 }
 
 func activeCell(id, region string, maxTenants uint64) *cpv1.Cell {
@@ -222,6 +235,48 @@ func TestCreatePlacesOnLeastLoadedCell(t *testing.T) {
 	}
 	if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: "t0", HomeRegion: "us"}, ""); !errors.Is(err, cperr.ErrAlreadyExists) {
 		t.Fatalf("second create of t0: %v, want ALREADY_EXISTS", err)
+	}
+}
+
+// A cell created but not started yet (no member registered) is the least
+// loaded of its region; it must not win new tenants before its nodes
+// exist. Once its members and leader are registered (HEALTHY), it does.
+func TestCreateSkipsCellsNotHealthy(t *testing.T) {
+	st := memtopo.New()
+	defer st.Close()
+	seed(t, st, "us", activeCell("old", "us", 0))
+	ctx := testutil.Context(t, 10*time.Second)
+	fresh := activeCell("new", "us", 0)
+	if _, err := st.Txn(ctx, nil, []topo.Op{
+		topo.Put(topo.CellKey("new"), catalog.Encode(fresh)),
+		topo.Put(topo.CellLoadKey("new"), catalog.Encode(&cpv1.CellLoad{})),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// "old" already holds tenants: by load alone "new" would win.
+	if _, err := st.Txn(ctx, nil, []topo.Op{topo.Put(topo.CellLoadKey("old"), catalog.Encode(&cpv1.CellLoad{Tenants: 5}))}); err != nil {
+		t.Fatal(err)
+	}
+	startController(t, st, newFakeCells(), "c1", controller.TestingKnobs{})
+	create := func(id string) string {
+		t.Helper()
+		if err := intent.StartCreate(ctx, st, &cpv1.Tenant{Id: id, HomeRegion: "us"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		got, err := intent.WaitCreate(ctx, st, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.GetCell()
+	}
+	if cell := create("t1"); cell != "old" {
+		t.Fatalf("t1 placed on %s, want old (new is NOT_STARTED)", cell)
+	}
+	if _, err := st.Txn(ctx, nil, healthyOps(fresh)); err != nil {
+		t.Fatal(err)
+	}
+	if cell := create("t2"); cell != "new" {
+		t.Fatalf("t2 placed on %s, want new (HEALTHY now, and the least loaded)", cell)
 	}
 }
 

@@ -3,7 +3,12 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // FailoverConfig configures switchovers and emergency promotions
@@ -134,6 +139,28 @@ func (c AutoPromoteConfig) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Policy returns c as a stored policy record: what GetFailoverPolicy
+// answers while none is stored.
+func (c AutoPromoteConfig) Policy() *cpv1.FailoverPolicy {
+	return &cpv1.FailoverPolicy{Enabled: c.Enabled, UnhealthyFor: durationpb.New(c.UnhealthyFor),
+		Regions: slices.Clone(c.Regions), MaxConcurrent: uint32(c.MaxConcurrent)}
+}
+
+// Apply returns c overridden by the stored policy p: enabled and regions
+// as p says, unhealthy_for and max_concurrent when set. Interval,
+// ResumeGrace and BlindAfter stay the process's.
+func (c AutoPromoteConfig) Apply(p *cpv1.FailoverPolicy) AutoPromoteConfig {
+	c.Enabled = p.GetEnabled()
+	if d := p.GetUnhealthyFor().AsDuration(); d > 0 {
+		c.UnhealthyFor = d
+	}
+	c.Regions = slices.Clone(p.GetRegions())
+	if m := p.GetMaxConcurrent(); m > 0 {
+		c.MaxConcurrent = int(m)
+	}
+	return c
 }
 
 // allows reports whether the policy covers region.

@@ -354,10 +354,10 @@ func seedCells(t *testing.T, st topo.Store, cells ...*cpv1.Cell) {
 	t.Helper()
 	ctx := testutil.Context(t, 5*time.Second)
 	for _, c := range cells {
-		if _, err := st.Txn(ctx, nil, []topo.Op{
+		if _, err := st.Txn(ctx, nil, append([]topo.Op{
 			topo.Put(topo.CellKey(c.GetId()), catalog.Encode(c)),
 			topo.Put(topo.CellLoadKey(c.GetId()), catalog.Encode(&cpv1.CellLoad{})),
-		}); err != nil {
+		}, healthyOps(c)...)); err != nil {
 			t.Fatal(err)
 		}
 	}

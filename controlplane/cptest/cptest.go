@@ -117,17 +117,27 @@ func (e *Env) CreateCell(t testing.TB, region, cell string, members int, opts ..
 		t.Fatalf("create cell %s: %v", cell, err)
 	}
 	nodes := e.StartNodes(t, cell, members, opts...)
+	e.WaitHealthy(t, cl, cell)
+	return nodes
+}
+
+// WaitHealthy waits until the control plane, asked through cl, reports
+// each cell HEALTHY (placement chooses only HEALTHY cells).
+func (e *Env) WaitHealthy(t testing.TB, cl cpv1.ControlPlaneServiceClient, cellIDs ...string) {
+	t.Helper()
+	ctx := testutil.Context(t, 60*time.Second)
 	testutil.Eventually(t, 30*time.Second, func() error {
-		resp, err := cl.GetCell(ctx, &cpv1.GetCellRequest{Id: cell})
-		if err != nil {
-			return err
-		}
-		if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
-			return fmt.Errorf("cell %s is %s", cell, h)
+		for _, cell := range cellIDs {
+			resp, err := cl.GetCell(ctx, &cpv1.GetCellRequest{Id: cell})
+			if err != nil {
+				return err
+			}
+			if h := resp.GetCell().GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
+				return fmt.Errorf("cell %s is %s", cell, h)
+			}
 		}
 		return nil
 	})
-	return nodes
 }
 
 // StartNodes starts n nodes of cell, concurrently (they wait for each other

@@ -26,6 +26,10 @@ type FailoverRequest struct {
 	Kind         cpv1.FailoverKind
 	// Trigger says why, for the record ("operator", "policy: ...").
 	Trigger string
+	// RequestID and RequestHash are recorded with each failover (the
+	// API's idempotency key and its request's fingerprint).
+	RequestID   string
+	RequestHash []byte
 }
 
 // FailoverFinished reports a state a failover never leaves. A promotion
@@ -161,7 +165,7 @@ func startOneFailover(ctx context.Context, st topo.Store, t *cpv1.Tenant, tv top
 	fo := &cpv1.Failover{
 		Id: fid, Tenant: id, Kind: req.Kind, State: cpv1.FailoverState_FAILOVER_STATE_FENCING,
 		FromCell: t.GetCell(), ToCell: t.GetStandbyCell(), OldEpoch: t.GetEpoch(), Trigger: req.Trigger,
-		CreateTime: now, UpdateTime: now,
+		CreateTime: now, UpdateTime: now, RequestId: req.RequestID, RequestHash: req.RequestHash,
 	}
 	next := proto.Clone(t).(*cpv1.Tenant)
 	next.OperationId = fid

@@ -45,7 +45,9 @@ func TestClearingStandby(t *testing.T) {
 
 func TestPickStandby(t *testing.T) {
 	cell := func(id, region string, state cpv1.CellState, tenants uint64) *catalog.CellInfo {
-		return &catalog.CellInfo{Cell: &cpv1.Cell{Id: id, Region: region, State: state}, Load: &cpv1.CellLoad{Tenants: tenants}}
+		// HEALTHY: a leader and its one expected member registered.
+		return &catalog.CellInfo{Cell: &cpv1.Cell{Id: id, Region: region, State: state, ExpectedMembers: 1}, Load: &cpv1.CellLoad{Tenants: tenants},
+			Leader: &cpv1.CellLeader{NodeId: id + "-n1"}, Nodes: []*cpv1.Node{{Id: id + "-n1", Role: cpv1.NodeRole_NODE_ROLE_MEMBER}}}
 	}
 	active := cpv1.CellState_CELL_STATE_ACTIVE
 	cells := []*catalog.CellInfo{

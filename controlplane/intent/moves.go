@@ -30,6 +30,10 @@ type MoveRequest struct {
 	DrainCell string
 	// DryRun validates and returns the plan; nothing is recorded.
 	DryRun bool
+	// RequestID and RequestHash are recorded with the move (the API's
+	// idempotency key and its request's fingerprint).
+	RequestID   string
+	RequestHash []byte
 }
 
 // MoveFinished reports a state a move never leaves.
@@ -109,6 +113,7 @@ func StartMoveGuarded(ctx context.Context, st topo.Store, req MoveRequest, guard
 	mv := &cpv1.Move{
 		Tenant: req.Tenant, SourceCell: t.GetCell(), TargetCell: req.Target, State: cpv1.MoveState_MOVE_STATE_PREPARING,
 		SourceEpoch: t.GetEpoch(), DrainCell: req.DrainCell, StandbyCell: t.GetStandbyCell(), CreateTime: now, UpdateTime: now,
+		RequestId: req.RequestID, RequestHash: req.RequestHash,
 	}
 	if req.DryRun {
 		return mv, MovePlan(mv), nil
@@ -259,7 +264,7 @@ func tenantStateName(s cpv1.TenantState) string {
 func Candidates(cells []*catalog.CellInfo) []placement.Candidate {
 	out := make([]placement.Candidate, len(cells))
 	for i, ci := range cells {
-		out[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load}
+		out[i] = placement.Candidate{Cell: ci.Cell, Load: ci.Load, Health: catalog.Health(ci)}
 	}
 	return out
 }

@@ -54,7 +54,8 @@ func StartCreate(ctx context.Context, st topo.Store, t *cpv1.Tenant, requestedCe
 
 // StartDelete tombstones the placement (state DELETING: routers stop
 // routing it) and records the delete workflow, in one transaction.
-// TENANT_NOT_FOUND if absent, TENANT_BUSY while another workflow runs.
+// TENANT_NOT_FOUND if absent, TENANT_BUSY while another workflow runs,
+// DELETION_PROTECTED while the tenant's deletion_protection is on.
 func StartDelete(ctx context.Context, st topo.Store, id string) error {
 	t, tv, err := catalog.GetTenant(ctx, st, id)
 	if errors.Is(err, topo.ErrNotFound) {
@@ -68,6 +69,12 @@ func StartDelete(ctx context.Context, st topo.Store, id string) error {
 		return nil // already being deleted: the caller waits for it
 	case cpv1.TenantState_TENANT_STATE_CREATING:
 		return cperr.New(cperr.TenantBusy, "tenant %s is still being created; try again when it is ACTIVE", id)
+	}
+	if t.GetDeletionProtection() {
+		// Checked on the record the guarded transaction below is
+		// conditioned on: protection turned on meanwhile fails it.
+		return cperr.New(cperr.DeletionProtected, "tenant %s has deletion protection on: turn it off first ('cellctl tenant update %s --deletion-protection=false')", id, id).
+			With(cperr.MetaTenant, id)
 	}
 	if op := t.GetOperationId(); op != "" { // a move, failover or standby change holds it
 		return cperr.New(cperr.TenantBusy, "tenant %s is busy with operation %s; try again when it ends", id, op)

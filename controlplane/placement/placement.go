@@ -1,6 +1,6 @@
 // Package placement is the policy that chooses a new tenant's cell: among
-// the ACTIVE cells of the tenant's home region that have room, the one with
-// the lowest load. It is pure (no I/O), so the controller can run it on a
+// the ACTIVE and HEALTHY cells of the tenant's home region that have room,
+// the one with the lowest load. It is pure (no I/O), so the controller can run it on a
 // snapshot of the registry and the API can run it as a pre-check.
 //
 //	cell, err := placement.Pick(candidates, placement.Request{Region: "us-east"})
@@ -15,10 +15,17 @@ import (
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// Candidate is a cell with its current load.
+// Candidate is a cell with its current load and health.
 type Candidate struct {
 	Cell *cpv1.Cell
 	Load *cpv1.CellLoad
+	// Health is the cell's health as the registry shows it now
+	// (catalog.Health). Only HEALTHY cells are chosen by the policy: a
+	// cell just created has no members yet (NOT_STARTED) and a cell with
+	// a member missing (DEGRADED) or no quorum (UNAVAILABLE) should not
+	// take new tenants (docs/decisions.md). A cell asked for explicitly
+	// (Request.Cell) is not held to it.
+	Health cpv1.CellHealth
 }
 
 // Request is what the new tenant asks for.
@@ -37,8 +44,9 @@ type Request struct {
 //   - CELL_NOT_FOUND: Request.Cell names no candidate;
 //   - INVALID_ARGUMENT: Request.Cell is in another region;
 //   - CELL_NOT_ACTIVE: Request.Cell is cordoned, draining or down;
-//   - NO_CAPACITY: no ACTIVE cell of the region has room (the message says
-//     how many cells the region has and why each was passed over).
+//   - NO_CAPACITY: no ACTIVE, HEALTHY cell of the region has room (the
+//     message says how many cells the region has and why they were passed
+//     over).
 //
 // Ties on load are broken by fewer bytes, then by cell id, so that the
 // choice is deterministic.
@@ -62,7 +70,7 @@ func Pick(cands []Candidate, req Request) (string, error) {
 		return "", cperr.New(cperr.CellNotFound, "cell %s does not exist", req.Cell)
 	}
 
-	var inRegion, active int
+	var inRegion, active, healthy int
 	var best *Candidate
 	for i := range cands {
 		c := &cands[i]
@@ -74,6 +82,10 @@ func Pick(cands []Candidate, req Request) (string, error) {
 			continue
 		}
 		active++
+		if c.Health != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
+			continue
+		}
+		healthy++
 		if !hasRoom(*c, req.Bytes) {
 			continue
 		}
@@ -88,8 +100,10 @@ func Pick(cands []Candidate, req Request) (string, error) {
 		return "", cperr.New(cperr.NoCapacity, "region %s has no cells: create one with 'cellctl cell create <id> --region %s'", req.Region, req.Region)
 	case active == 0:
 		return "", cperr.New(cperr.NoCapacity, "region %s has %d cell(s), none ACTIVE (all cordoned, draining or down)", req.Region, inRegion)
+	case healthy == 0:
+		return "", cperr.New(cperr.NoCapacity, "region %s has %d ACTIVE cell(s), none HEALTHY (not started yet, a member missing, or no quorum): 'cellctl cell list --region %s' shows why", req.Region, active, req.Region)
 	default:
-		return "", cperr.New(cperr.NoCapacity, "region %s: all %d ACTIVE cell(s) are at capacity; raise a cell's capacity or add a cell", req.Region, active)
+		return "", cperr.New(cperr.NoCapacity, "region %s: all %d ACTIVE, HEALTHY cell(s) are at capacity; raise a cell's capacity or add a cell", req.Region, healthy)
 	}
 }
 

@@ -12,8 +12,15 @@ func cell(id, region string, state cpv1.CellState, maxTenants, maxBytes, tenants
 	return Candidate{
 		Cell: &cpv1.Cell{Id: id, Region: region, State: state, ExpectedMembers: 3,
 			Capacity: &cpv1.CellCapacity{MaxTenants: maxTenants, MaxBytes: maxBytes}},
-		Load: &cpv1.CellLoad{Tenants: tenants, Bytes: bytes},
+		Load:   &cpv1.CellLoad{Tenants: tenants, Bytes: bytes},
+		Health: cpv1.CellHealth_CELL_HEALTH_HEALTHY,
 	}
+}
+
+// withHealth returns c with health h.
+func withHealth(c Candidate, h cpv1.CellHealth) Candidate {
+	c.Health = h
+	return c
 }
 
 const (
@@ -56,6 +63,22 @@ func TestPick(t *testing.T) {
 			Request{Region: "us"}, "", cperr.ErrNoCapacity},
 		{"no active cell", []Candidate{cell("a", "us", cordoned, 0, 0, 0, 0)},
 			Request{Region: "us"}, "", cperr.ErrNoCapacity},
+		// A brand-new cell (no member registered yet) is empty, so it
+		// would win every new tenant before its nodes exist.
+		{"a new empty cell does not win", []Candidate{
+			withHealth(cell("new", "us", active, 0, 0, 0, 0), cpv1.CellHealth_CELL_HEALTH_NOT_STARTED), cell("old", "us", active, 0, 0, 50, 0),
+		}, Request{Region: "us"}, "old", nil},
+		{"degraded and unavailable cells skipped", []Candidate{
+			withHealth(cell("a", "us", active, 0, 0, 0, 0), cpv1.CellHealth_CELL_HEALTH_DEGRADED),
+			withHealth(cell("b", "us", active, 0, 0, 0, 0), cpv1.CellHealth_CELL_HEALTH_UNAVAILABLE),
+			withHealth(cell("c", "us", active, 0, 0, 0, 0), cpv1.CellHealth_CELL_HEALTH_UNSPECIFIED),
+			cell("d", "us", active, 0, 0, 99, 0),
+		}, Request{Region: "us"}, "d", nil},
+		{"no healthy cell", []Candidate{withHealth(cell("a", "us", active, 0, 0, 0, 0), cpv1.CellHealth_CELL_HEALTH_NOT_STARTED)},
+			Request{Region: "us"}, "", cperr.ErrNoCapacity},
+		{"an explicit cell is not held to health", []Candidate{
+			withHealth(cell("new", "us", active, 0, 0, 0, 0), cpv1.CellHealth_CELL_HEALTH_NOT_STARTED), cell("old", "us", active, 0, 0, 0, 0),
+		}, Request{Region: "us", Cell: "new"}, "new", nil},
 		{"all full", []Candidate{cell("a", "us", active, 1, 0, 1, 0), cell("b", "us", active, 2, 0, 2, 0)},
 			Request{Region: "us"}, "", cperr.ErrNoCapacity},
 		{"explicit cell", []Candidate{cell("a", "us", active, 0, 0, 0, 0), cell("b", "us", active, 0, 0, 9, 0)},
@@ -68,7 +91,7 @@ func TestPick(t *testing.T) {
 			Request{Region: "us", Cell: "a"}, "", cperr.ErrCellNotActive},
 		{"explicit cell full", []Candidate{cell("a", "us", active, 1, 0, 1, 0)},
 			Request{Region: "us", Cell: "a"}, "", cperr.ErrNoCapacity},
-		{"nil load counts as empty", []Candidate{{Cell: &cpv1.Cell{Id: "a", Region: "us", State: active}}},
+		{"nil load counts as empty", []Candidate{{Cell: &cpv1.Cell{Id: "a", Region: "us", State: active}, Health: cpv1.CellHealth_CELL_HEALTH_HEALTHY}},
 			Request{Region: "us"}, "a", nil},
 	}
 	for _, tc := range tests {

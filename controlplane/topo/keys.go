@@ -51,6 +51,9 @@ const (
 	// of it is a cheap linearizable read of the store's current revision
 	// (routers and MCP workers use it to prove their watches caught up).
 	RevisionProbePrefix = "revision-probe/"
+	// FailoverPolicyKey holds the automatic promotion policy
+	// (FailoverPolicy); absent: the controller's flags apply.
+	FailoverPolicyKey = "policies/failover"
 )
 
 // TokenPublicKeyKey is tokenkeys/public/<kid>.
@@ -146,6 +149,7 @@ const (
 	KindTokenPublicKey
 	KindTokenPrivateKey
 	KindRevokedToken
+	KindFailoverPolicy
 )
 
 // ParsedKey is a key split into its parts.
@@ -161,6 +165,8 @@ type ParsedKey struct {
 // is unambiguous; anything else is KindUnknown.
 func ParseKey(key string) ParsedKey {
 	switch {
+	case key == FailoverPolicyKey:
+		return ParsedKey{Kind: KindFailoverPolicy}
 	case strings.HasPrefix(key, RegionsPrefix):
 		if id := key[len(RegionsPrefix):]; id != "" && !strings.Contains(id, "/") {
 			return ParsedKey{Kind: KindRegion, ID: id}

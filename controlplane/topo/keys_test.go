@@ -28,6 +28,8 @@ func TestParseKey(t *testing.T) {
 		{"tokenkeys/other/k1", ParsedKey{}},
 		{RevokedTokenKey("acme", "sub-YWxpY2U"), ParsedKey{Kind: KindRevokedToken, ID: "acme", Sub: "sub-YWxpY2U"}},
 		{"tenants/acme/revoked/", ParsedKey{}},
+		{FailoverPolicyKey, ParsedKey{Kind: KindFailoverPolicy}},
+		{"policies/failover/x", ParsedKey{}},
 		{"drains/c1/x", ParsedKey{}},
 		{"cells/c1/fence/", ParsedKey{}},
 		{"moves/a/b", ParsedKey{}},
@@ -91,6 +93,8 @@ func FuzzParseKey(f *testing.F) {
 			back = FailoverKey(pk.ID)
 		case KindDrain:
 			back = DrainKey(pk.ID)
+		case KindFailoverPolicy:
+			back = FailoverPolicyKey
 		case KindTokenPublicKey:
 			back = TokenPublicKeyKey(pk.ID)
 		case KindTokenPrivateKey:

@@ -59,6 +59,12 @@ const (
 	MoveNotCancellable Reason = "MOVE_NOT_CANCELLABLE" // the move fenced its source (or ended): it can no longer be cancelled
 	NoStandby          Reason = "NO_STANDBY"           // failover of a tenant without a (bootstrapped) standby
 
+	// Declarative management (Terraform): guarded deletes.
+	RegionNotEmpty    Reason = "REGION_NOT_EMPTY"   // delete of a region that cells or tenants still name (metadata: cells, tenants)
+	CellNotEmpty      Reason = "CELL_NOT_EMPTY"     // delete of a cell that still holds tenants, standbys, moves, failovers or registered nodes (metadata: tenants, nodes, operations)
+	DeletionProtected Reason = "DELETION_PROTECTED" // delete of a tenant whose deletion_protection is on
+	RequestIDReused   Reason = "REQUEST_ID_REUSED"  // a request_id already used by a different request (CreateTenant, StartMove, Failover)
+
 	// Zero trust: identities and authorisation.
 	ReplicationEventRejected Reason = "REPLICATION_EVENT_REJECTED" // a standby refused a batch of its source's change events (another tenant's command, a forbidden op, a malformed or out-of-order event): nothing of it was applied
 	CredentialsStale         Reason = "CREDENTIALS_STALE"          // the server's view of API keys (or revoked tokens) is older than its staleness bound: it refuses them rather than honour a possibly revoked one
@@ -81,6 +87,8 @@ var reasons = []Reason{
 	ControlPlaneUnavailable,
 
 	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
+
+	RegionNotEmpty, CellNotEmpty, DeletionProtected, RequestIDReused,
 
 	ReplicationEventRejected, CredentialsStale,
 
@@ -113,6 +121,10 @@ const (
 	MetaUsage          = "usage"           // QUOTA_EXCEEDED: the usage the write would have reached
 	MetaNode           = "node"            // STORAGE_FULL: the node whose disk is below its watermark
 	MetaFreeBytes      = "free_bytes"      // STORAGE_FULL: that node's free bytes when last checked
+	MetaCells          = "cells"           // REGION_NOT_EMPTY: the cells left (comma-separated, at most 10, then "…")
+	MetaTenants        = "tenants"         // REGION_NOT_EMPTY, CELL_NOT_EMPTY: the tenants left (same format)
+	MetaNodes          = "nodes"           // CELL_NOT_EMPTY: the nodes still registered (same format)
+	MetaOperations     = "operations"      // CELL_NOT_EMPTY: the moves and failovers that name the cell (same format)
 )
 
 // FieldViolation names one invalid request field (google.rpc.BadRequest).
@@ -191,6 +203,11 @@ var (
 	ErrFailoverNotFound   = &Error{Reason: FailoverNotFound}
 	ErrMoveNotCancellable = &Error{Reason: MoveNotCancellable}
 	ErrNoStandby          = &Error{Reason: NoStandby}
+
+	ErrRegionNotEmpty    = &Error{Reason: RegionNotEmpty}
+	ErrCellNotEmpty      = &Error{Reason: CellNotEmpty}
+	ErrDeletionProtected = &Error{Reason: DeletionProtected}
+	ErrRequestIDReused   = &Error{Reason: RequestIDReused}
 
 	ErrReplicationEventRejected = &Error{Reason: ReplicationEventRejected}
 

@@ -99,6 +99,13 @@ var rules = map[cperr.Reason]rule{
 	cperr.FailoverNotFound:   {RetryNo, false},
 	cperr.MoveNotCancellable: {RetryNo, false},
 	cperr.NoStandby:          {RetryNo, false},
+	// Refused before anything was written; the same call fails until an
+	// operator empties the region or cell, or turns protection off.
+	cperr.RegionNotEmpty:    {RetryNo, true},
+	cperr.CellNotEmpty:      {RetryNo, true},
+	cperr.DeletionProtected: {RetryNo, true},
+	// The id names another request: nothing was started.
+	cperr.RequestIDReused: {RetryNo, true},
 	// The source sent what no standby may apply: the same events are
 	// refused again (the sink waits long and reports it, docs/security.md).
 	cperr.ReplicationEventRejected: {RetryNo, false},

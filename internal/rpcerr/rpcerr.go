@@ -68,6 +68,11 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.MoveNotCancellable: codes.FailedPrecondition,
 	cperr.NoStandby:          codes.FailedPrecondition,
 
+	cperr.RegionNotEmpty:    codes.FailedPrecondition,
+	cperr.CellNotEmpty:      codes.FailedPrecondition,
+	cperr.DeletionProtected: codes.FailedPrecondition,
+	cperr.RequestIDReused:   codes.InvalidArgument,
+
 	cperr.ReplicationEventRejected: codes.InvalidArgument,
 	cperr.CredentialsStale:         codes.Unavailable,
 

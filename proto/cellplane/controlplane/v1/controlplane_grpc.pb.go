@@ -19,33 +19,40 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlPlaneService_GetStatus_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/GetStatus"
-	ControlPlaneService_CreateRegion_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateRegion"
-	ControlPlaneService_ListRegions_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListRegions"
-	ControlPlaneService_CreateCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CreateCell"
-	ControlPlaneService_GetCell_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetCell"
-	ControlPlaneService_ListCells_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListCells"
-	ControlPlaneService_CordonCell_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CordonCell"
-	ControlPlaneService_UncordonCell_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/UncordonCell"
-	ControlPlaneService_CreateTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateTenant"
-	ControlPlaneService_GetTenant_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/GetTenant"
-	ControlPlaneService_ListTenants_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListTenants"
-	ControlPlaneService_DeleteTenant_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/DeleteTenant"
-	ControlPlaneService_CreateApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
-	ControlPlaneService_ListApiKeys_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
-	ControlPlaneService_RevokeApiKey_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
-	ControlPlaneService_RevokeToken_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/RevokeToken"
-	ControlPlaneService_GetRegistry_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
-	ControlPlaneService_SetStandby_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/SetStandby"
-	ControlPlaneService_ClearStandby_FullMethodName  = "/cellplane.controlplane.v1.ControlPlaneService/ClearStandby"
-	ControlPlaneService_StartMove_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/StartMove"
-	ControlPlaneService_GetMove_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetMove"
-	ControlPlaneService_ListMoves_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListMoves"
-	ControlPlaneService_CancelMove_FullMethodName    = "/cellplane.controlplane.v1.ControlPlaneService/CancelMove"
-	ControlPlaneService_DrainCell_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/DrainCell"
-	ControlPlaneService_Failover_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/Failover"
-	ControlPlaneService_GetFailover_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/GetFailover"
-	ControlPlaneService_ListFailovers_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/ListFailovers"
+	ControlPlaneService_GetStatus_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/GetStatus"
+	ControlPlaneService_CreateRegion_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/CreateRegion"
+	ControlPlaneService_ListRegions_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/ListRegions"
+	ControlPlaneService_UpdateRegion_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/UpdateRegion"
+	ControlPlaneService_DeleteRegion_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/DeleteRegion"
+	ControlPlaneService_CreateCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/CreateCell"
+	ControlPlaneService_GetCell_FullMethodName           = "/cellplane.controlplane.v1.ControlPlaneService/GetCell"
+	ControlPlaneService_ListCells_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/ListCells"
+	ControlPlaneService_CordonCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/CordonCell"
+	ControlPlaneService_UncordonCell_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/UncordonCell"
+	ControlPlaneService_UpdateCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/UpdateCell"
+	ControlPlaneService_DeleteCell_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/DeleteCell"
+	ControlPlaneService_CreateTenant_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/CreateTenant"
+	ControlPlaneService_GetTenant_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/GetTenant"
+	ControlPlaneService_ListTenants_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/ListTenants"
+	ControlPlaneService_UpdateTenant_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/UpdateTenant"
+	ControlPlaneService_DeleteTenant_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/DeleteTenant"
+	ControlPlaneService_CreateApiKey_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/CreateApiKey"
+	ControlPlaneService_ListApiKeys_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/ListApiKeys"
+	ControlPlaneService_RevokeApiKey_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/RevokeApiKey"
+	ControlPlaneService_RevokeToken_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/RevokeToken"
+	ControlPlaneService_GetRegistry_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetRegistry"
+	ControlPlaneService_SetStandby_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/SetStandby"
+	ControlPlaneService_ClearStandby_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/ClearStandby"
+	ControlPlaneService_StartMove_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/StartMove"
+	ControlPlaneService_GetMove_FullMethodName           = "/cellplane.controlplane.v1.ControlPlaneService/GetMove"
+	ControlPlaneService_ListMoves_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/ListMoves"
+	ControlPlaneService_CancelMove_FullMethodName        = "/cellplane.controlplane.v1.ControlPlaneService/CancelMove"
+	ControlPlaneService_DrainCell_FullMethodName         = "/cellplane.controlplane.v1.ControlPlaneService/DrainCell"
+	ControlPlaneService_Failover_FullMethodName          = "/cellplane.controlplane.v1.ControlPlaneService/Failover"
+	ControlPlaneService_GetFailover_FullMethodName       = "/cellplane.controlplane.v1.ControlPlaneService/GetFailover"
+	ControlPlaneService_ListFailovers_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListFailovers"
+	ControlPlaneService_GetFailoverPolicy_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/GetFailoverPolicy"
+	ControlPlaneService_SetFailoverPolicy_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/SetFailoverPolicy"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -63,6 +70,11 @@ type ControlPlaneServiceClient interface {
 	CreateRegion(ctx context.Context, in *CreateRegionRequest, opts ...grpc.CallOption) (*CreateRegionResponse, error)
 	// ListRegions lists the regions.
 	ListRegions(ctx context.Context, in *ListRegionsRequest, opts ...grpc.CallOption) (*ListRegionsResponse, error)
+	// UpdateRegion changes a region's description.
+	UpdateRegion(ctx context.Context, in *UpdateRegionRequest, opts ...grpc.CallOption) (*UpdateRegionResponse, error)
+	// DeleteRegion removes a region. Refused (REGION_NOT_EMPTY, metadata
+	// names what is left) while a cell or a tenant (home region) names it.
+	DeleteRegion(ctx context.Context, in *DeleteRegionRequest, opts ...grpc.CallOption) (*DeleteRegionResponse, error)
 	// CreateCell registers a cell in a region. Its nodes bootstrap their Raft
 	// group from the registry once expected_members of them have registered.
 	CreateCell(ctx context.Context, in *CreateCellRequest, opts ...grpc.CallOption) (*CreateCellResponse, error)
@@ -74,6 +86,15 @@ type ControlPlaneServiceClient interface {
 	CordonCell(ctx context.Context, in *CordonCellRequest, opts ...grpc.CallOption) (*CordonCellResponse, error)
 	// UncordonCell makes a cordoned cell take new tenants again.
 	UncordonCell(ctx context.Context, in *UncordonCellRequest, opts ...grpc.CallOption) (*UncordonCellResponse, error)
+	// UpdateCell changes a cell's capacity and/or moves it between ACTIVE
+	// and CORDONED. It never changes a DRAINING or DOWN cell's state
+	// (CELL_NOT_ACTIVE): a drain is ended by an operator's UncordonCell, a
+	// DOWN cell by failover.
+	UpdateCell(ctx context.Context, in *UpdateCellRequest, opts ...grpc.CallOption) (*UpdateCellResponse, error)
+	// DeleteCell removes a cell's records. Refused (CELL_NOT_EMPTY, metadata
+	// names what is left) while it owns or stands by for a tenant, a move
+	// or failover names it, or a node is registered in it.
+	DeleteCell(ctx context.Context, in *DeleteCellRequest, opts ...grpc.CallOption) (*DeleteCellResponse, error)
 	// CreateTenant places a new tenant: the policy picks a cell, the cell
 	// makes the tenant OWNER at epoch 1, then the placement is published. The
 	// call returns when the placement is published (or the workflow failed).
@@ -82,8 +103,14 @@ type ControlPlaneServiceClient interface {
 	GetTenant(ctx context.Context, in *GetTenantRequest, opts ...grpc.CallOption) (*GetTenantResponse, error)
 	// ListTenants lists placements, paginated, with optional filters.
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
+	// UpdateTenant changes a tenant's limits and/or its deletion
+	// protection, optionally only if its record is still at
+	// expected_version (GetTenantResponse.version).
+	UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error)
 	// DeleteTenant tombstones the placement, removes the tenant's data from
 	// its cell, then removes the record and its API keys. Returns when done.
+	// Refused (DELETION_PROTECTED) while the tenant's deletion_protection is
+	// on.
 	DeleteTenant(ctx context.Context, in *DeleteTenantRequest, opts ...grpc.CallOption) (*DeleteTenantResponse, error)
 	// CreateApiKey creates an API key for a tenant. The secret is in the
 	// answer only; the control plane keeps its hash.
@@ -123,6 +150,13 @@ type ControlPlaneServiceClient interface {
 	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error)
 	GetFailover(ctx context.Context, in *GetFailoverRequest, opts ...grpc.CallOption) (*GetFailoverResponse, error)
 	ListFailovers(ctx context.Context, in *ListFailoversRequest, opts ...grpc.CallOption) (*ListFailoversResponse, error)
+	// GetFailoverPolicy returns the automatic promotion policy the
+	// controller leader follows: the stored one, or (stored false) the
+	// defaults of this replica's flags when none is stored.
+	GetFailoverPolicy(ctx context.Context, in *GetFailoverPolicyRequest, opts ...grpc.CallOption) (*GetFailoverPolicyResponse, error)
+	// SetFailoverPolicy stores the policy (optionally only over
+	// expected_version); the leader follows it from its next pass.
+	SetFailoverPolicy(ctx context.Context, in *SetFailoverPolicyRequest, opts ...grpc.CallOption) (*SetFailoverPolicyResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -157,6 +191,26 @@ func (c *controlPlaneServiceClient) ListRegions(ctx context.Context, in *ListReg
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListRegionsResponse)
 	err := c.cc.Invoke(ctx, ControlPlaneService_ListRegions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) UpdateRegion(ctx context.Context, in *UpdateRegionRequest, opts ...grpc.CallOption) (*UpdateRegionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateRegionResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_UpdateRegion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) DeleteRegion(ctx context.Context, in *DeleteRegionRequest, opts ...grpc.CallOption) (*DeleteRegionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRegionResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_DeleteRegion_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +267,26 @@ func (c *controlPlaneServiceClient) UncordonCell(ctx context.Context, in *Uncord
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) UpdateCell(ctx context.Context, in *UpdateCellRequest, opts ...grpc.CallOption) (*UpdateCellResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateCellResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_UpdateCell_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) DeleteCell(ctx context.Context, in *DeleteCellRequest, opts ...grpc.CallOption) (*DeleteCellResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCellResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_DeleteCell_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlPlaneServiceClient) CreateTenant(ctx context.Context, in *CreateTenantRequest, opts ...grpc.CallOption) (*CreateTenantResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateTenantResponse)
@@ -237,6 +311,16 @@ func (c *controlPlaneServiceClient) ListTenants(ctx context.Context, in *ListTen
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListTenantsResponse)
 	err := c.cc.Invoke(ctx, ControlPlaneService_ListTenants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateTenantResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_UpdateTenant_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -403,6 +487,26 @@ func (c *controlPlaneServiceClient) ListFailovers(ctx context.Context, in *ListF
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) GetFailoverPolicy(ctx context.Context, in *GetFailoverPolicyRequest, opts ...grpc.CallOption) (*GetFailoverPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFailoverPolicyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_GetFailoverPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) SetFailoverPolicy(ctx context.Context, in *SetFailoverPolicyRequest, opts ...grpc.CallOption) (*SetFailoverPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetFailoverPolicyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_SetFailoverPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -418,6 +522,11 @@ type ControlPlaneServiceServer interface {
 	CreateRegion(context.Context, *CreateRegionRequest) (*CreateRegionResponse, error)
 	// ListRegions lists the regions.
 	ListRegions(context.Context, *ListRegionsRequest) (*ListRegionsResponse, error)
+	// UpdateRegion changes a region's description.
+	UpdateRegion(context.Context, *UpdateRegionRequest) (*UpdateRegionResponse, error)
+	// DeleteRegion removes a region. Refused (REGION_NOT_EMPTY, metadata
+	// names what is left) while a cell or a tenant (home region) names it.
+	DeleteRegion(context.Context, *DeleteRegionRequest) (*DeleteRegionResponse, error)
 	// CreateCell registers a cell in a region. Its nodes bootstrap their Raft
 	// group from the registry once expected_members of them have registered.
 	CreateCell(context.Context, *CreateCellRequest) (*CreateCellResponse, error)
@@ -429,6 +538,15 @@ type ControlPlaneServiceServer interface {
 	CordonCell(context.Context, *CordonCellRequest) (*CordonCellResponse, error)
 	// UncordonCell makes a cordoned cell take new tenants again.
 	UncordonCell(context.Context, *UncordonCellRequest) (*UncordonCellResponse, error)
+	// UpdateCell changes a cell's capacity and/or moves it between ACTIVE
+	// and CORDONED. It never changes a DRAINING or DOWN cell's state
+	// (CELL_NOT_ACTIVE): a drain is ended by an operator's UncordonCell, a
+	// DOWN cell by failover.
+	UpdateCell(context.Context, *UpdateCellRequest) (*UpdateCellResponse, error)
+	// DeleteCell removes a cell's records. Refused (CELL_NOT_EMPTY, metadata
+	// names what is left) while it owns or stands by for a tenant, a move
+	// or failover names it, or a node is registered in it.
+	DeleteCell(context.Context, *DeleteCellRequest) (*DeleteCellResponse, error)
 	// CreateTenant places a new tenant: the policy picks a cell, the cell
 	// makes the tenant OWNER at epoch 1, then the placement is published. The
 	// call returns when the placement is published (or the workflow failed).
@@ -437,8 +555,14 @@ type ControlPlaneServiceServer interface {
 	GetTenant(context.Context, *GetTenantRequest) (*GetTenantResponse, error)
 	// ListTenants lists placements, paginated, with optional filters.
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
+	// UpdateTenant changes a tenant's limits and/or its deletion
+	// protection, optionally only if its record is still at
+	// expected_version (GetTenantResponse.version).
+	UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error)
 	// DeleteTenant tombstones the placement, removes the tenant's data from
 	// its cell, then removes the record and its API keys. Returns when done.
+	// Refused (DELETION_PROTECTED) while the tenant's deletion_protection is
+	// on.
 	DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error)
 	// CreateApiKey creates an API key for a tenant. The secret is in the
 	// answer only; the control plane keeps its hash.
@@ -478,6 +602,13 @@ type ControlPlaneServiceServer interface {
 	Failover(context.Context, *FailoverRequest) (*FailoverResponse, error)
 	GetFailover(context.Context, *GetFailoverRequest) (*GetFailoverResponse, error)
 	ListFailovers(context.Context, *ListFailoversRequest) (*ListFailoversResponse, error)
+	// GetFailoverPolicy returns the automatic promotion policy the
+	// controller leader follows: the stored one, or (stored false) the
+	// defaults of this replica's flags when none is stored.
+	GetFailoverPolicy(context.Context, *GetFailoverPolicyRequest) (*GetFailoverPolicyResponse, error)
+	// SetFailoverPolicy stores the policy (optionally only over
+	// expected_version); the leader follows it from its next pass.
+	SetFailoverPolicy(context.Context, *SetFailoverPolicyRequest) (*SetFailoverPolicyResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -497,6 +628,12 @@ func (UnimplementedControlPlaneServiceServer) CreateRegion(context.Context, *Cre
 func (UnimplementedControlPlaneServiceServer) ListRegions(context.Context, *ListRegionsRequest) (*ListRegionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRegions not implemented")
 }
+func (UnimplementedControlPlaneServiceServer) UpdateRegion(context.Context, *UpdateRegionRequest) (*UpdateRegionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateRegion not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) DeleteRegion(context.Context, *DeleteRegionRequest) (*DeleteRegionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRegion not implemented")
+}
 func (UnimplementedControlPlaneServiceServer) CreateCell(context.Context, *CreateCellRequest) (*CreateCellResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateCell not implemented")
 }
@@ -512,6 +649,12 @@ func (UnimplementedControlPlaneServiceServer) CordonCell(context.Context, *Cordo
 func (UnimplementedControlPlaneServiceServer) UncordonCell(context.Context, *UncordonCellRequest) (*UncordonCellResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UncordonCell not implemented")
 }
+func (UnimplementedControlPlaneServiceServer) UpdateCell(context.Context, *UpdateCellRequest) (*UpdateCellResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateCell not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) DeleteCell(context.Context, *DeleteCellRequest) (*DeleteCellResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteCell not implemented")
+}
 func (UnimplementedControlPlaneServiceServer) CreateTenant(context.Context, *CreateTenantRequest) (*CreateTenantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateTenant not implemented")
 }
@@ -520,6 +663,9 @@ func (UnimplementedControlPlaneServiceServer) GetTenant(context.Context, *GetTen
 }
 func (UnimplementedControlPlaneServiceServer) ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTenants not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateTenant not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteTenant not implemented")
@@ -568,6 +714,12 @@ func (UnimplementedControlPlaneServiceServer) GetFailover(context.Context, *GetF
 }
 func (UnimplementedControlPlaneServiceServer) ListFailovers(context.Context, *ListFailoversRequest) (*ListFailoversResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFailovers not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) GetFailoverPolicy(context.Context, *GetFailoverPolicyRequest) (*GetFailoverPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFailoverPolicy not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) SetFailoverPolicy(context.Context, *SetFailoverPolicyRequest) (*SetFailoverPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetFailoverPolicy not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -640,6 +792,42 @@ func _ControlPlaneService_ListRegions_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ControlPlaneServiceServer).ListRegions(ctx, req.(*ListRegionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_UpdateRegion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateRegionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).UpdateRegion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_UpdateRegion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).UpdateRegion(ctx, req.(*UpdateRegionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_DeleteRegion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRegionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).DeleteRegion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_DeleteRegion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).DeleteRegion(ctx, req.(*DeleteRegionRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -734,6 +922,42 @@ func _ControlPlaneService_UncordonCell_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_UpdateCell_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateCellRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).UpdateCell(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_UpdateCell_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).UpdateCell(ctx, req.(*UpdateCellRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_DeleteCell_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCellRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).DeleteCell(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_DeleteCell_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).DeleteCell(ctx, req.(*DeleteCellRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlPlaneService_CreateTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateTenantRequest)
 	if err := dec(in); err != nil {
@@ -784,6 +1008,24 @@ func _ControlPlaneService_ListTenants_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ControlPlaneServiceServer).ListTenants(ctx, req.(*ListTenantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_UpdateTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).UpdateTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_UpdateTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).UpdateTenant(ctx, req.(*UpdateTenantRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1076,6 +1318,42 @@ func _ControlPlaneService_ListFailovers_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_GetFailoverPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFailoverPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).GetFailoverPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_GetFailoverPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).GetFailoverPolicy(ctx, req.(*GetFailoverPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_SetFailoverPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetFailoverPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).SetFailoverPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_SetFailoverPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).SetFailoverPolicy(ctx, req.(*SetFailoverPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1094,6 +1372,14 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRegions",
 			Handler:    _ControlPlaneService_ListRegions_Handler,
+		},
+		{
+			MethodName: "UpdateRegion",
+			Handler:    _ControlPlaneService_UpdateRegion_Handler,
+		},
+		{
+			MethodName: "DeleteRegion",
+			Handler:    _ControlPlaneService_DeleteRegion_Handler,
 		},
 		{
 			MethodName: "CreateCell",
@@ -1116,6 +1402,14 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ControlPlaneService_UncordonCell_Handler,
 		},
 		{
+			MethodName: "UpdateCell",
+			Handler:    _ControlPlaneService_UpdateCell_Handler,
+		},
+		{
+			MethodName: "DeleteCell",
+			Handler:    _ControlPlaneService_DeleteCell_Handler,
+		},
+		{
 			MethodName: "CreateTenant",
 			Handler:    _ControlPlaneService_CreateTenant_Handler,
 		},
@@ -1126,6 +1420,10 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTenants",
 			Handler:    _ControlPlaneService_ListTenants_Handler,
+		},
+		{
+			MethodName: "UpdateTenant",
+			Handler:    _ControlPlaneService_UpdateTenant_Handler,
 		},
 		{
 			MethodName: "DeleteTenant",
@@ -1190,6 +1488,14 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListFailovers",
 			Handler:    _ControlPlaneService_ListFailovers_Handler,
+		},
+		{
+			MethodName: "GetFailoverPolicy",
+			Handler:    _ControlPlaneService_GetFailoverPolicy_Handler,
+		},
+		{
+			MethodName: "SetFailoverPolicy",
+			Handler:    _ControlPlaneService_SetFailoverPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
