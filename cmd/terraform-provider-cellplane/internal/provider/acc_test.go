@@ -67,22 +67,17 @@ data "cellplane_status" "s" {}
 				ImportStateVerifyIdentifierAttribute: "name",
 			},
 			{
-				Config:      cfg("changed"),
-				ExpectError: regexp.MustCompile(`UpdateRegion`),
-				PlanOnly:    true,
+				// UpdateRegion in place.
+				Config: cfg("changed"),
+				Check:  resource.TestCheckResourceAttr("cellplane_region.r", "description", "changed"),
 			},
 			{
-				Config:      regexp.MustCompile(`"tf-region"`).ReplaceAllString(cfg("made by terraform"), `"tf-region2"`),
+				Config:      regexp.MustCompile(`"tf-region"`).ReplaceAllString(cfg("changed"), `"tf-region2"`),
 				ExpectError: regexp.MustCompile(`Cannot change an immutable attribute`),
 				PlanOnly:    true,
 			},
 			{
-				Config:      providerBlock(p),
-				ExpectError: regexp.MustCompile(`DeleteRegion`),
-				PlanOnly:    true,
-			},
-			{
-				// What a user does until DeleteRegion exists: forget it.
+				// Forgotten, not deleted: a removed block.
 				Config: providerBlock(p) + `
 removed {
   from = cellplane_region.r
@@ -94,10 +89,80 @@ removed {
 			},
 		},
 	})
-	// Still there: nothing destroyed it.
 	rg, err := findRegion(ctxFor(t), testClient(t), "tf-region")
+	if err != nil || rg == nil || rg.GetDescription() != "changed" {
+		t.Fatalf("region tf-region after removed: %v, %v; want it kept, with the new description", rg, err)
+	}
+
+	// Imported again and destroyed: DeleteRegion (the region is empty).
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{
+			{
+				Config: providerBlock(p) + `
+import {
+  to = cellplane_region.r
+  id = "tf-region"
+}
+resource "cellplane_region" "r" {
+  name        = "tf-region"
+  description = "changed"
+}
+`,
+			},
+		},
+		CheckDestroy: func(*terraform.State) error {
+			rg, err := findRegion(ctxFor(t), testClient(t), "tf-region")
+			if err != nil {
+				return err
+			}
+			if rg != nil {
+				return fmt.Errorf("region tf-region still there after destroy")
+			}
+			return nil
+		},
+	})
+}
+
+// TestAccRegionNotEmpty: destroying a region that still has cells is
+// refused by the control plane (REGION_NOT_EMPTY) and the region stays.
+func TestAccRegionNotEmpty(t *testing.T) {
+	needTerraform(t)
+	p := testPlatform(t)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{
+			{
+				Config: providerBlock(p) + `
+import {
+  to = cellplane_region.east
+  id = "us-east"
+}
+resource "cellplane_region" "east" {
+  name = "us-east"
+}
+`,
+			},
+			{
+				Config:      providerBlock(p),
+				ExpectError: regexp.MustCompile(`(?s)Cannot destroy the region.*still has`),
+			},
+			{
+				Config: providerBlock(p) + `
+removed {
+  from = cellplane_region.east
+  lifecycle {
+    destroy = false
+  }
+}
+`,
+			},
+		},
+	})
+	// Still there: the refused destroy deleted nothing.
+	rg, err := findRegion(ctxFor(t), testClient(t), "us-east")
 	if err != nil || rg == nil {
-		t.Fatalf("region tf-region after the test: %v, %v", rg, err)
+		t.Fatalf("region us-east after the test: %v, %v", rg, err)
 	}
 }
 

@@ -141,7 +141,7 @@ func (r *regionResource) Update(ctx context.Context, req resource.UpdateRequest,
 		return
 	}
 	if err := updateRegion(ctx, r.c.api, plan.Name.ValueString(), plan.Description.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("description"), "Cannot change the region", err.Error())
+		addErr(&resp.Diagnostics, "Cannot change the region", err, map[string]path.Path{"description": path.Root("description")})
 		return
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
@@ -154,7 +154,7 @@ func (r *regionResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		return
 	}
 	if err := deleteRegion(ctx, r.c.api, state.Name.ValueString()); err != nil {
-		resp.Diagnostics.AddError("Cannot destroy the region", err.Error())
+		addErr(&resp.Diagnostics, "Cannot destroy the region", err, nil)
 	}
 }
 

@@ -4,17 +4,19 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cellplane/cellplane/internal/rpcerr"
+
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// The control-plane RPCs this provider needs that ControlPlaneService does
-// not have yet (issue 15 adds them). Each seam below is the one place that
-// calls the RPC: when it lands, its body calls it and the constant turns
-// true, which also lifts the plan-time refusal.
+// The control-plane RPCs that change or delete what exists. Each seam
+// below is the one place that calls its RPC; a constant false would turn
+// the operation into a plan-time refusal again (errNeedsRPC), for a
+// control plane without the RPC.
 const (
-	haveUpdateRegion = false // UpdateRegion: a region's description in place
-	haveDeleteRegion = false // DeleteRegion: destroy of a region
-	haveUpdateTenant = false // UpdateTenant: a tenant's limits in place
+	haveUpdateRegion = true // UpdateRegion: a region's description in place
+	haveDeleteRegion = true // DeleteRegion: destroy of an empty region
+	haveUpdateTenant = true // UpdateTenant: a tenant's limits in place
 )
 
 // errNeedsRPC says that an operation needs an RPC the control plane lacks.
@@ -24,16 +26,28 @@ func errNeedsRPC(what, rpc string) error {
 }
 
 // updateRegion sets a region's description (UpdateRegion).
-func updateRegion(_ context.Context, _ cpv1.ControlPlaneServiceClient, name, _ string) error {
-	return errNeedsRPC(fmt.Sprintf("changing the description of region %q", name), "UpdateRegion")
+func updateRegion(ctx context.Context, api cpv1.ControlPlaneServiceClient, name, description string) error {
+	if !haveUpdateRegion || api == nil {
+		return errNeedsRPC(fmt.Sprintf("changing the description of region %q", name), "UpdateRegion")
+	}
+	_, err := api.UpdateRegion(ctx, &cpv1.UpdateRegionRequest{Name: name, Description: description})
+	return rpcerr.FromStatus(err)
 }
 
 // deleteRegion deletes an empty region (DeleteRegion).
-func deleteRegion(_ context.Context, _ cpv1.ControlPlaneServiceClient, name string) error {
-	return errNeedsRPC(fmt.Sprintf("destroying region %q", name), "DeleteRegion")
+func deleteRegion(ctx context.Context, api cpv1.ControlPlaneServiceClient, name string) error {
+	if !haveDeleteRegion || api == nil {
+		return errNeedsRPC(fmt.Sprintf("destroying region %q", name), "DeleteRegion")
+	}
+	_, err := api.DeleteRegion(ctx, &cpv1.DeleteRegionRequest{Name: name})
+	return rpcerr.FromStatus(err)
 }
 
 // updateTenantLimits sets a tenant's limits (UpdateTenant).
-func updateTenantLimits(_ context.Context, _ cpv1.ControlPlaneServiceClient, id string, _ *cpv1.TenantLimits) error {
-	return errNeedsRPC(fmt.Sprintf("changing the limits of tenant %q", id), "UpdateTenant")
+func updateTenantLimits(ctx context.Context, api cpv1.ControlPlaneServiceClient, id string, limits *cpv1.TenantLimits) error {
+	if !haveUpdateTenant || api == nil {
+		return errNeedsRPC(fmt.Sprintf("changing the limits of tenant %q", id), "UpdateTenant")
+	}
+	_, err := api.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: id, Limits: limits})
+	return rpcerr.FromStatus(err)
 }

@@ -151,10 +151,25 @@ func tenantPlanRules(noState, noPlan bool, state, plan tenantModel) diag.Diagnos
 		diags.AddAttributeError(path.Root("standby_region"), "Invalid standby_region",
 			"standby_region must differ from home_region: a standby in the same region does not survive the region's loss")
 	}
-	if !noState && !haveUpdateTenant && !plan.Limits.IsUnknown() && !plan.Limits.IsNull() && !limitsEqual(plan.Limits, state.Limits) {
-		diags.AddAttributeError(path.Root("limits"), "Cannot change a tenant's limits yet", errNeedsRPC("changing the limits of tenant "+state.ID.ValueString(), "UpdateTenant").Error())
+	if !noState && !plan.Limits.IsUnknown() && !plan.Limits.IsNull() && !limitsEqual(plan.Limits, state.Limits) {
+		switch {
+		case !haveUpdateTenant:
+			diags.AddAttributeError(path.Root("limits"), "Cannot change a tenant's limits yet", errNeedsRPC("changing the limits of tenant "+state.ID.ValueString(), "UpdateTenant").Error())
+		case !state.Limits.IsNull() && !limitAttrEqual(plan.Limits, state.Limits, "max_bytes"):
+			// UpdateTenant refuses it: max_bytes is the cell's quota, set
+			// when the tenant is created.
+			diags.AddAttributeError(path.Root("limits").AtName("max_bytes"), "Cannot change max_bytes",
+				"max_bytes is the tenant's storage quota at its cell, set when the tenant is created; the control plane cannot change it yet")
+		}
 	}
 	return diags
+}
+
+// limitAttrEqual compares one attribute of two limits objects (unknown
+// counts as equal).
+func limitAttrEqual(a, b types.Object, name string) bool {
+	av, bv := a.Attributes()[name], b.Attributes()[name]
+	return av == nil || bv == nil || av.IsUnknown() || av.Equal(bv)
 }
 
 // limitsEqual compares two limits objects on their known attributes.
