@@ -48,8 +48,10 @@ func TestDrainMovesAllTenants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Remaining != 6 || p.Cell.GetState() != cpv1.CellState_CELL_STATE_DRAINING {
-		t.Fatalf("progress %+v", p)
+	// The running leader may have started moves before the progress was
+	// read (seen in CI): at most the 6 tenants remain.
+	if p.Remaining > 6 || p.Cell.GetState() != cpv1.CellState_CELL_STATE_DRAINING {
+		t.Fatalf("progress %+v, want the cell DRAINING with at most 6 tenants left", p)
 	}
 	testutil.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
