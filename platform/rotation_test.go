@@ -98,6 +98,11 @@ func TestRotationUnderLoad(t *testing.T) {
 		ports = append(ports, port{name: n.ID() + " grpc", addr: n.Info().GRPC}, port{name: n.ID() + " raft", addr: n.Info().Raft, raft: true})
 	}
 
+	// Placement skips a cell that is not HEALTHY; under load a cell can
+	// lose its leader for a moment right after the start.
+	if err := p.WaitHealthy(ctx, "us-east-a"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := p.Admin().CreateTenant(ctx, &cpv1.CreateTenantRequest{Id: "acme", HomeRegion: "us-east"}); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
@@ -169,7 +170,19 @@ func (e *realEnv) records(t *testing.T, tenant string, cells ...string) []string
 	t.Helper()
 	var out []string
 	for _, c := range cells {
-		info, _, err := e.cells.GetTenant(testutil.Context(t, 5*time.Second), c, tenant)
+		// A cell busy electing or slow under load answers with a
+		// transient error: ask again until a deadline, so ERROR means the
+		// cell kept failing, not that one call lost a race.
+		var info *cellv1.TenantInfo
+		var err error
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			info, _, err = e.cells.GetTenant(testutil.Context(t, 5*time.Second), c, tenant)
+			if err == nil || errors.Is(err, cperr.ErrTenantNotFound) || time.Now().After(deadline) {
+				break
+			}
+			_ = retry.Sleep(context.Background(), 50*time.Millisecond)
+		}
 		switch {
 		case errors.Is(err, cperr.ErrTenantNotFound):
 		case err != nil:
