@@ -488,7 +488,19 @@ func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest,
 	done.DeletionProtection, done.Timeouts = plan.DeletionProtection, plan.Timeouts
 	save := func() { resp.Diagnostics.Append(resp.State.Set(ctx, done)...) }
 	if !plan.Limits.IsUnknown() && !limitsEqual(plan.Limits, state.Limits) {
-		if err := updateTenantLimits(ctx, r.c.api, id, limitsToProto(plan.Limits)); err != nil {
+		err := poll(ctx, func() error {
+			// A max_bytes change returns once the cell enforces it
+			// (CONTROLPLANE_UNAVAILABLE while it does not yet: the same
+			// update again waits again).
+			cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
+			defer ccancel()
+			err := r.c.mapErr(updateTenantLimits(cctx, r.c.api, id, limitsToProto(plan.Limits)))
+			if err == nil || retryable(err) || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+				return err
+			}
+			return retry.Permanent(err)
+		})
+		if err != nil {
 			addErr(&resp.Diagnostics, "Cannot change the limits", err, map[string]path.Path{
 				"limits": path.Root("limits"), "limits.max_bytes": path.Root("limits").AtName("max_bytes"),
 				"limits.rate": path.Root("limits").AtName("rate"), "limits.bytes_rate": path.Root("limits").AtName("bytes_rate")})
