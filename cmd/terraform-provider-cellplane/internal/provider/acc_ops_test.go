@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -254,5 +255,59 @@ func operatorMove(t *testing.T, tenant, cell string) {
 			return fmt.Errorf("move %s is %s", mv.GetMove().GetId(), s)
 		}
 		return nil
+	})
+}
+
+// TestAccTenantCreateKilled: an apply killed after its CreateTenant was
+// recorded saves nothing (no state, no private state). The next apply
+// derives the same request id from the same configuration, so the control
+// plane answers with the tenant the killed apply started and waits for it:
+// no ALREADY_EXISTS, no second create, an empty plan after.
+func TestAccTenantCreateKilled(t *testing.T) {
+	needTerraform(t)
+	p := testPlatform(t)
+	const id = "tf-killed"
+	release := faults.holdTenant(t, id)
+	// What the killed apply sent: the request the provider builds from
+	// this configuration (limits unknown: not sent), with its derived id.
+	req := &cpv1.CreateTenantRequest{Id: id, HomeRegion: "eu-west"}
+	req.RequestId = createRequestID(req)
+	ctx, cancel := context.WithTimeout(ctxFor(t), time.Second)
+	_, err := p.Admin().CreateTenant(ctx, req)
+	cancel()
+	if err == nil {
+		t.Fatal("the held create finished")
+	}
+	if tn := getTenant(t, id); tn.GetState() != cpv1.TenantState_TENANT_STATE_CREATING || tn.GetCreateRequestId() != req.GetRequestId() {
+		t.Fatalf("the killed apply's tenant: %v, want CREATING by request %s", tn, req.GetRequestId())
+	}
+	cfg := providerBlock(p) + fmt.Sprintf(`
+resource "cellplane_tenant" "t" {
+  id                  = %q
+  home_region         = "eu-west"
+  deletion_protection = false
+}
+`, id)
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             tenantGone(t, id),
+		Steps: []resource.TestStep{
+			{
+				PreConfig: release,
+				Config:    cfg,
+				Check: func(*terraform.State) error {
+					if tn := getTenant(t, id); tn.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE || tn.GetCreateRequestId() != req.GetRequestId() {
+						return fmt.Errorf("after the apply: %v, want ACTIVE, created by request %s", tn, req.GetRequestId())
+					}
+					return nil
+				},
+			},
+			{
+				Config: cfg,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+			},
+		},
 	})
 }
