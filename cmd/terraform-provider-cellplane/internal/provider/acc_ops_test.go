@@ -86,7 +86,7 @@ resource "cellplane_tenant" "t" {
 		Steps: []resource.TestStep{
 			{
 				Config:      cfg,
-				ExpectError: wrapped(`Tenant not (usable|created) within the create timeout.*did not finish within 3s.*Nothing was started twice.*resumes the same operation`),
+				ExpectError: wrapped(`Tenant not created within the create timeout.*did not finish within 3s.*the tenant is TENANT_STATE_CREATING.*Nothing was started twice.*resumes the same operation`),
 			},
 			{
 				PreConfig: func() {
@@ -172,7 +172,7 @@ resource "cellplane_tenant" "t" {
 				// timeout, on placement_cell.
 				PreConfig:   func() { release = faults.holdTenant(t, id) },
 				Config:      cfg("eu-west-a", ""),
-				ExpectError: wrapped(`Move not finished within the update timeout.*placement_cell.*did not finish within 3s.*Nothing was started twice`),
+				ExpectError: wrapped(`Move not finished within the update timeout.*placement_cell.*did not finish within 3s.*to eu-west-a is MOVE_STATE_.*Nothing was started twice`),
 			},
 			{
 				PreConfig: func() {

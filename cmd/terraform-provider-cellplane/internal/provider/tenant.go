@@ -413,7 +413,7 @@ func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest,
 				fmt.Sprintf("%v\n\nTenant %s exists and was not created by this configuration (or its settings changed since the apply that created it). "+
 					"To manage it, import it: terraform import <address> %s (or an import block).", err, id, id))
 		case ctx.Err() != nil:
-			resp.Diagnostics.AddError("Tenant not created within the create timeout", timeoutDetail(id, limit, "create", err))
+			resp.Diagnostics.AddError("Tenant not created within the create timeout", timeoutDetail(id, limit, "create", lastSeen(ctx, r.c, id, err)))
 		default:
 			addErr(&resp.Diagnostics, "Cannot create the tenant", err, tenantFields)
 		}
@@ -427,6 +427,19 @@ func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest,
 		return
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(plan))...)
+}
+
+// lastSeen adds what the control plane says of tenant id now to err, the
+// error of an operation whose time ran out (a short call of its own).
+func lastSeen(ctx context.Context, c *apiClient, id string, err error) error {
+	v, rerr := readTenant(context.WithoutCancel(ctx), c, id)
+	switch {
+	case rerr != nil:
+		return err
+	case v.t.GetOperationId() != "":
+		return fmt.Errorf("%w; the tenant is %s on %q, busy with %s", err, v.t.GetState(), v.t.GetCell(), v.t.GetOperationId())
+	}
+	return fmt.Errorf("%w; the tenant is %s on %q", err, v.t.GetState(), v.t.GetCell())
 }
 
 // timeoutDetail explains a long operation that did not finish in time
