@@ -514,9 +514,9 @@ func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest,
 			return retry.Permanent(err)
 		})
 		if err != nil {
-			addErr(&resp.Diagnostics, "Cannot change the limits", err, map[string]path.Path{
+			addErrAt(&resp.Diagnostics, "Cannot change the limits", err, map[string]path.Path{
 				"limits": path.Root("limits"), "limits.max_bytes": path.Root("limits").AtName("max_bytes"),
-				"limits.rate": path.Root("limits").AtName("rate"), "limits.bytes_rate": path.Root("limits").AtName("bytes_rate")})
+				"limits.rate": path.Root("limits").AtName("rate"), "limits.bytes_rate": path.Root("limits").AtName("bytes_rate")}, path.Root("limits"))
 			save()
 			return
 		}
