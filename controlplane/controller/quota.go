@@ -23,7 +23,9 @@ import (
 // and epoch, which only changes the quota and is logged, so the standby
 // and a move's target follow) and clears the mark in a write guarded by
 // the record's version: a placement that changed meanwhile (a move's
-// flip, a failover, another update) is read and pushed again.
+// flip, a failover, another update) is read and pushed again. An
+// emergency promotion marks the placement too (failover.go): the events
+// the old owner lost may hold a quota change the new owner never got.
 
 // leadQuotas pushes every pending quota, now and as records change.
 func (r *runner) leadQuotas(ctx context.Context) {
