@@ -127,18 +127,20 @@ apply new limits as soon as they see the placement change. The limits
 are read, changed and written back only if the tenant did not change
 meanwhile (REVISION_MISMATCH otherwise: run it again); --expected-version
 makes the whole update conditional on the version 'cellctl tenant get -o
-json' showed. --max-bytes (the cell's quota) cannot be changed after
-create.`,
+json' showed. --max-bytes is the tenant's storage quota at its cell: the
+update returns once the cell enforces it (the controller pushes it; the
+tenant must be ACTIVE).`,
 		Example: `  cellctl tenant update acme --rate 200 --burst 400
   cellctl tenant update acme --bytes-rate 1048576 --bytes-burst 4194304
+  cellctl tenant update acme --max-bytes 10737418240
   cellctl tenant update acme --deletion-protection=false`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			limitFlags := []string{"rate", "burst", "bytes-rate", "bytes-burst"}
+			limitFlags := []string{"rate", "burst", "bytes-rate", "bytes-burst", "max-bytes"}
 			changed := slices.ContainsFunc(limitFlags, f.Changed)
 			if !changed && !f.Changed("deletion-protection") {
-				return usageErrorf("nothing to change: give a limit (--rate, --burst, --bytes-rate, --bytes-burst) or --deletion-protection")
+				return usageErrorf("nothing to change: give a limit (--rate, --burst, --bytes-rate, --bytes-burst, --max-bytes) or --deletion-protection")
 			}
 			if limits.Rate < 0 {
 				return usageErrorf("--rate %g: must not be negative", limits.Rate)
@@ -181,6 +183,9 @@ create.`,
 				if f.Changed("bytes-burst") {
 					req.Limits.BytesBurst = limits.BytesBurst
 				}
+				if f.Changed("max-bytes") {
+					req.Limits.MaxBytes = limits.MaxBytes
+				}
 			}
 			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.UpdateTenantResponse, error) {
 				return api.UpdateTenant(ctx, req)
@@ -199,6 +204,7 @@ create.`,
 	cmd.Flags().Uint32Var(&limits.Burst, "burst", 0, "burst of the tenant's token bucket (0: default)")
 	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
 	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
+	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store at its cell (0: the cell's default)")
 	cmd.Flags().BoolVar(&protect, "deletion-protection", false, "turn deletion protection on (true) or off (false)")
 	cmd.Flags().Uint64Var(&version, "expected-version", 0, "update only if the tenant is still at this version (0: the version read now)")
 	return cmd

@@ -24,11 +24,13 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
+	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/placement"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -295,8 +297,11 @@ func checkLimits(l *cpv1.TenantLimits) error {
 
 // UpdateTenant implements ControlPlaneService: one guarded write of the
 // placement record. Routers follow the record, so rate, burst, bytes_rate
-// and bytes_burst take effect as their watches see it; max_bytes is the
-// cell's quota, set when the tenant was placed, and is refused here.
+// and bytes_burst take effect as their watches see it. max_bytes is the
+// owner cell's quota for the tenant: a change marks the record
+// quota_pending, the controller leader pushes it to the cell and clears
+// the mark, and the call waits for that (bounded like CreateTenant; a
+// retry of the same update waits again).
 func (s *Server) UpdateTenant(ctx context.Context, req *cpv1.UpdateTenantRequest) (*cpv1.UpdateTenantResponse, error) {
 	id := req.GetId()
 	if err := s.checkID("id", id); err != nil {
@@ -322,8 +327,11 @@ func (s *Server) UpdateTenant(ctx context.Context, req *cpv1.UpdateTenantRequest
 		next := proto.Clone(t).(*cpv1.Tenant)
 		if l := req.GetLimits(); l != nil {
 			if l.GetMaxBytes() != t.GetLimits().GetMaxBytes() {
-				return nil, cperr.Invalid(cperr.FieldViolation{Field: "limits.max_bytes",
-					Description: fmt.Sprintf("cannot be changed after create (it is %d): it is the cell's quota, set when the tenant is placed", t.GetLimits().GetMaxBytes())})
+				if t.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE {
+					return nil, cperr.New(cperr.TenantBusy, "tenant %s is %s: its max_bytes (the cell's quota) changes once it is ACTIVE", id, t.GetState()).
+						WithRetryAfter(time.Second)
+				}
+				next.QuotaPending = true
 			}
 			next.Limits = proto.Clone(l).(*cpv1.TenantLimits)
 		}
@@ -331,6 +339,9 @@ func (s *Server) UpdateTenant(ctx context.Context, req *cpv1.UpdateTenantRequest
 			next.DeletionProtection = req.GetDeletionProtection()
 		}
 		if proto.Equal(next, t) {
+			if t.GetQuotaPending() {
+				return s.waitQuota(ctx, id)
+			}
 			return &cpv1.UpdateTenantResponse{Tenant: t, Version: uint64(tv)}, nil
 		}
 		next.UpdateTime = timestamppb.Now()
@@ -344,7 +355,34 @@ func (s *Server) UpdateTenant(ctx context.Context, req *cpv1.UpdateTenantRequest
 		if err != nil {
 			return nil, err
 		}
-		s.log.Info("tenant updated", "tenant", id, "deletion_protection", next.GetDeletionProtection())
+		s.log.Info("tenant updated", "tenant", id, "deletion_protection", next.GetDeletionProtection(), "max_bytes", next.GetLimits().GetMaxBytes(),
+			"quota_pending", next.GetQuotaPending())
+		if next.GetQuotaPending() {
+			return s.waitQuota(ctx, id)
+		}
 		return &cpv1.UpdateTenantResponse{Tenant: next, Version: uint64(nv)}, nil
 	}
+}
+
+// waitQuota waits (bounded like waitCreate) until the controller has
+// pushed tenant id's max_bytes to its cell (quota_pending cleared).
+func (s *Server) waitQuota(ctx context.Context, id string) (*cpv1.UpdateTenantResponse, error) {
+	wctx, cancel := s.waitContext(ctx)
+	defer cancel()
+	var out *cpv1.UpdateTenantResponse
+	err := intent.WaitTenant(wctx, s.st, id, func(t *cpv1.Tenant, v topo.Version) bool {
+		out = &cpv1.UpdateTenantResponse{Tenant: t, Version: uint64(v)}
+		return !t.GetQuotaPending()
+	})
+	switch {
+	case errors.Is(err, topo.ErrNotFound):
+		return nil, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", id)
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return nil, cperr.New(cperr.ControlPlaneUnavailable,
+			"tenant %s's new max_bytes is recorded but its cell does not enforce it yet after %v (is a controller leader running, is the cell up?); "+
+				"the controller keeps pushing it: send the same update again to wait", id, s.cfg.WorkflowWait).WithRetryAfter(time.Second)
+	case err != nil:
+		return nil, err
+	}
+	return out, nil
 }

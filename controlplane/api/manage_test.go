@@ -11,6 +11,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/intent"
 	"github.com/cellplane/cellplane/controlplane/topo"
+	"github.com/cellplane/cellplane/controlplane/topo/memtopo"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -283,8 +284,6 @@ func TestUpdateTenant(t *testing.T) {
 			&cpv1.Tenant{Limits: &cpv1.TenantLimits{MaxBytes: 100}, DeletionProtection: true}},
 		{"protection off, limits unchanged", &cpv1.UpdateTenantRequest{DeletionProtection: &no}, false, "",
 			&cpv1.Tenant{Limits: &cpv1.TenantLimits{MaxBytes: 100}}},
-		{"max_bytes is the cell's quota", &cpv1.UpdateTenantRequest{Limits: &cpv1.TenantLimits{MaxBytes: 5}}, false, cperr.InvalidArgument,
-			&cpv1.Tenant{Limits: &cpv1.TenantLimits{MaxBytes: 100}}},
 		{"negative rate", &cpv1.UpdateTenantRequest{Limits: &cpv1.TenantLimits{Rate: -1, MaxBytes: 100}}, false, cperr.InvalidArgument,
 			&cpv1.Tenant{Limits: &cpv1.TenantLimits{MaxBytes: 100}}},
 		{"stale expected version", &cpv1.UpdateTenantRequest{DeletionProtection: &yes}, true, cperr.RevisionMismatch,
@@ -322,6 +321,58 @@ func TestUpdateTenant(t *testing.T) {
 	s, _ := newServer(t)
 	_, err := s.UpdateTenant(testutil.Context(t, time.Second), &cpv1.UpdateTenantRequest{Id: "nope"})
 	wantReason(t, "update unknown", err, cperr.TenantNotFound, nil)
+}
+
+// A max_bytes change is recorded quota_pending for the controller to push
+// to the cell, and the call waits for the push: without a controller it
+// ends CONTROLPLANE_UNAVAILABLE (retry later) with the change recorded;
+// once the mark is cleared the same update answers at once. A tenant that
+// is not ACTIVE yet is TENANT_BUSY, and nothing is written. Other limits
+// never wait.
+func TestUpdateTenantMaxBytes(t *testing.T) {
+	st := memtopo.New()
+	t.Cleanup(func() { _ = st.Close() })
+	cfg := DefaultConfig()
+	cfg.Logger = testutil.Logger(t)
+	cfg.WorkflowWait = 200 * time.Millisecond
+	s, err := New(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context() // no deadline: the server waits WorkflowWait
+	creating := active("t2", "us", "")
+	creating.State = cpv1.TenantState_TENANT_STATE_CREATING
+	seed(t, st, map[string]proto.Message{topo.TenantKey("t1"): active("t1", "us", "c1"), topo.TenantKey("t2"): creating})
+
+	if _, err := s.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: "t1", Limits: &cpv1.TenantLimits{Rate: 5}}); err != nil {
+		t.Fatalf("rate only: %v", err)
+	}
+	if after, _, _ := catalog.GetTenant(ctx, st, "t1"); after.GetQuotaPending() {
+		t.Fatal("a rate change marked the quota pending")
+	}
+	req := &cpv1.UpdateTenantRequest{Id: "t1", Limits: &cpv1.TenantLimits{Rate: 5, MaxBytes: 4096}}
+	_, err = s.UpdateTenant(ctx, req)
+	wantReason(t, "max_bytes without a controller", err, cperr.ControlPlaneUnavailable, nil)
+	after, v, _ := catalog.GetTenant(ctx, st, "t1")
+	if after.GetLimits().GetMaxBytes() != 4096 || !after.GetQuotaPending() {
+		t.Fatalf("stored %v, want max_bytes 4096 and quota_pending", after)
+	}
+	// The controller pushed it and cleared the mark: the same update is
+	// answered from the record.
+	after.QuotaPending = false
+	if _, err := st.Update(ctx, topo.TenantKey("t1"), catalog.Encode(after), v); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.UpdateTenant(ctx, req)
+	if err != nil || resp.GetTenant().GetQuotaPending() || resp.GetTenant().GetLimits().GetMaxBytes() != 4096 {
+		t.Fatalf("same update after the push: %v, %v", resp, err)
+	}
+
+	_, err = s.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: "t2", Limits: &cpv1.TenantLimits{MaxBytes: 4096}})
+	wantReason(t, "max_bytes while CREATING", err, cperr.TenantBusy, nil)
+	if got, _, _ := catalog.GetTenant(ctx, st, "t2"); got.GetLimits().GetMaxBytes() != 0 || got.GetQuotaPending() {
+		t.Fatalf("CREATING tenant after a refused update: %v", got)
+	}
 }
 
 // DeleteTenant is refused while the tenant is protected, and nothing is

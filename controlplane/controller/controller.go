@@ -167,6 +167,8 @@ func (c *Controller) lead(ctx context.Context, lead topo.Leadership) error {
 	go func() { defer r.wg.Done(); r.leadFailovers(ctx) }() // failovers and the promotion policy: failover.go
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.rotateTokenKeys(ctx) }() // tenant-token keys: tokenkeys.go
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.leadQuotas(ctx) }() // max_bytes changes to cells: quota.go
 	r.follow(ctx, topo.WorkflowsPrefix, func(ev topo.Event) { r.consider(ctx, ev) })
 	return ctx.Err()
 }

@@ -457,6 +457,11 @@ func (f *failoverer) promote(ctx context.Context, fo *cpv1.Failover, v topo.Vers
 	pub.StandbyCell = ""
 	if switchover {
 		pub.StandbyCell = fo.GetFromCell() // the reconciler makes it follow the new owner
+	} else {
+		// The owner's last events may be lost, a quota change among them:
+		// the leader pushes the placement's max_bytes to the new owner
+		// again (quota.go).
+		pub.QuotaPending = true
 	}
 	pub.CuttingOver, pub.OperationId = false, ""
 	pub.UpdateTime = next.GetPromoteTime()

@@ -36,6 +36,8 @@ type simCells struct {
 	notBootstrapped bool
 	// block, when set, holds every SetTenant until it is closed.
 	block chan struct{}
+	// quota: the last quota a SetTenant gave, by "cell/tenant".
+	quota map[string]*cellv1.TenantQuota
 }
 
 type simRec struct {
@@ -88,6 +90,12 @@ func (s *simCells) SetTenant(ctx context.Context, cell string, req *cellv1.SetTe
 	defer s.mu.Unlock()
 	if s.down[cell] {
 		return nil, cperr.New(cperr.CellUnavailable, "cell %s is down", cell)
+	}
+	if q := req.GetQuota(); q != nil {
+		if s.quota == nil {
+			s.quota = map[string]*cellv1.TenantQuota{}
+		}
+		s.quota[cell+"/"+tenant] = q
 	}
 	key := cell + "/" + requestID
 	if a, ok := s.answers[key]; ok && requestID != "" {

@@ -311,6 +311,18 @@ func TestEmergencyPromotion(t *testing.T) {
 	if p := e.tenant(t, "acme"); p.GetCell() != "b" || p.GetStandbyCell() != "" || p.GetEpoch() != 2 || p.GetCuttingOver() || p.GetOperationId() != "" {
 		t.Fatalf("placement after the promotion: %v", p)
 	}
+	// The old owner's lost events may hold a quota change: the
+	// placement's max_bytes is pushed to the new owner again (quota.go).
+	testutil.Eventually(t, 5*time.Second, func() error {
+		p := e.tenant(t, "acme")
+		e.cells.mu.Lock()
+		q := e.cells.quota["b/acme"]
+		e.cells.mu.Unlock()
+		if p.GetQuotaPending() || q == nil || q.GetMaxBytes() != p.GetLimits().GetMaxBytes() {
+			return fmt.Errorf("after the promotion: quota_pending %v, b's quota %v, want max_bytes %d pushed", p.GetQuotaPending(), q, p.GetLimits().GetMaxBytes())
+		}
+		return nil
+	})
 
 	// Cell a comes back: its leader applies the fence before it takes
 	// its authority again, and reports.

@@ -18,6 +18,10 @@ type TestingKnobs struct {
 	// acts on a move's recorded state; an error stops the leader acting on
 	// that move (as if it died there).
 	BeforeMoveStep func(ctx context.Context, mv *cpv1.Move) error
+	// BeforeQuotaPush runs before the leader pushes a tenant's pending
+	// max_bytes to its cell; an error is a failed attempt (retried with
+	// backoff), as if the cell had not answered.
+	BeforeQuotaPush func(ctx context.Context, t *cpv1.Tenant) error
 	// BeforeFailoverStep is BeforeStep for failovers.
 	BeforeFailoverStep func(ctx context.Context, fo *cpv1.Failover) error
 	// AfterFailoverCall runs right after a failover step's cell call

@@ -132,3 +132,15 @@ func WaitDelete(ctx context.Context, st topo.Store, id string) error {
 		return false, err
 	})
 }
+
+// WaitTenant waits until done holds for tenant id's record (evaluated now
+// and after each change of it); topo.ErrNotFound once the record is gone.
+func WaitTenant(ctx context.Context, st topo.Store, id string, done func(*cpv1.Tenant, topo.Version) bool) error {
+	return waitFor(ctx, st, []string{topo.TenantKey(id)}, func() (bool, error) {
+		t, v, err := catalog.GetTenant(ctx, st, id)
+		if err != nil {
+			return true, err
+		}
+		return done(t, v), nil
+	})
+}

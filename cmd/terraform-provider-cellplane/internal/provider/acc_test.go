@@ -184,6 +184,7 @@ resource "cellplane_tenant" "t" {
   id             = %q
   home_region    = %q
   standby_region = "eu-west"
+  placement_cell = "us-east-a"
   %s
   timeouts = {
     create = "2m"
@@ -220,11 +221,13 @@ resource "cellplane_api_key" "k" {
 				),
 			},
 			{
-				ResourceName:            "cellplane_tenant.t",
-				ImportState:             true,
-				ImportStateId:           id,
-				ImportStateVerify:       true,
-				ImportStateVerifyIgnore: []string{"timeouts"},
+				ResourceName:      "cellplane_tenant.t",
+				ImportState:       true,
+				ImportStateId:     id,
+				ImportStateVerify: true,
+				// placement_cell is what the configuration asked for, not
+				// read back: null after an import.
+				ImportStateVerifyIgnore: []string{"timeouts", "placement_cell"},
 			},
 			{
 				// A switchover outside Terraform: not drift.
@@ -235,6 +238,7 @@ resource "cellplane_api_key" "k" {
 				},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr("cellplane_tenant.t", "standby_region", "eu-west"),
+					resource.TestCheckResourceAttr("cellplane_tenant.t", "placement_cell", "us-east-a"),
 					resource.TestCheckResourceAttr("data.cellplane_tenant.t", "cell", "eu-west-a"),
 					resource.TestCheckResourceAttr("data.cellplane_tenant.t", "failed_over", "true"),
 					resource.TestCheckResourceAttr("data.cellplane_tenant.t", "epoch", "2"),

@@ -93,16 +93,31 @@ func isNotFound(err error) bool {
 // addErr adds err as a diagnostic: on the attribute of an INVALID_ARGUMENT
 // field violation when fields maps it, else on the resource.
 func addErr(diags *diag.Diagnostics, summary string, err error, fields map[string]path.Path) {
+	if !addFieldErr(diags, summary, err, fields) {
+		diags.AddError(summary, err.Error())
+	}
+}
+
+// addErrAt is addErr with the diagnostic on attribute at when no field
+// violation names another: for an operation that only one attribute
+// asks for (a move: placement_cell).
+func addErrAt(diags *diag.Diagnostics, summary string, err error, fields map[string]path.Path, at path.Path) {
+	if !addFieldErr(diags, summary, err, fields) {
+		diags.AddAttributeError(at, summary, err.Error())
+	}
+}
+
+func addFieldErr(diags *diag.Diagnostics, summary string, err error, fields map[string]path.Path) bool {
 	var ce *cperr.Error
 	if errors.As(err, &ce) {
 		for _, v := range ce.Violations {
 			if p, ok := fields[v.Field]; ok {
-				diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", v.Field, v.Description))
-				return
+				diags.AddAttributeError(p, summary, fmt.Sprintf("%s (%s: %s)", ce.Reason, v.Field, v.Description))
+				return true
 			}
 		}
 	}
-	diags.AddError(summary, err.Error())
+	return false
 }
 
 // poll calls fn every pollInterval until it returns nil or a permanent

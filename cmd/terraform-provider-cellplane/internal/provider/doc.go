@@ -18,8 +18,14 @@
 //     DR partner of home_region, not where the standby is now: a planned
 //     switchover (the owner in the DR region, the standby at home) is not
 //     drift; an emergency promotion (no standby) plans a new standby in
-//     the pair's region that is not the owner's. Live placement (cell,
-//     epoch, lag) lives in the cellplane_tenant data source only.
+//     the pair's region that is not the owner's. placement_cell places
+//     the tenant at create and a change moves it live (StartMove, waited
+//     until DONE); it is the placement Terraform asked for, never read
+//     back, so a move or failover outside Terraform is not drift. Live
+//     placement (cell, epoch, lag) lives in the cellplane_tenant data
+//     source only. Creates and moves carry request ids derived from the
+//     request (ops.go), so an apply after a timed-out or killed one
+//     resumes the same operation instead of starting a second.
 //   - cellplane_api_key (tenant, description; computed sensitive secret),
 //     imported as <tenant>/<key_id>.
 //   - data sources cellplane_status, cellplane_regions, cellplane_cells,
@@ -30,6 +36,6 @@
 // CELLPLANE_CONTROLPLANE, else the client configuration file
 // (config_file, else CELLPLANE_CONFIG), else 127.0.0.1:7000; the TLS
 // material from the provider block, else the file. Long operations (tenant
-// create, delete, standby changes) share a bound of
+// create, delete, moves, standby changes) share a bound of
 // max_concurrent_operations whatever Terraform's -parallelism.
 package provider

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cellplane/cellplane/internal/testutil"
 	"github.com/cellplane/cellplane/platform"
+	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
 // The acceptance tests (acc_test.go) run Terraform (or OpenTofu) against a
@@ -138,9 +139,14 @@ func testPlatform(t *testing.T) *platform.Platform {
 		cfg.Node.RegistryTTL = time.Second
 		cfg.Controller.RetryMin, cfg.Controller.RetryMax = 10*time.Millisecond, 200*time.Millisecond
 		cfg.Controller.Failover.PollInterval = 20 * time.Millisecond
+		cfg.Controller.Moves.PollInterval = 20 * time.Millisecond
+		cfg.Controller.Moves.CleanupGrace = 200 * time.Millisecond
+		cfg.Controller.Moves.HousekeepingInterval = 200 * time.Millisecond
 		cfg.Controller.Failover.LeaseMargin = 300 * time.Millisecond
 		cfg.ShutdownTimeout = 5 * time.Second
 		cfg.EtcdUnsafeNoFsync = true
+		cfg.TestingKnobs.Controller.BeforeStep = func(ctx context.Context, wf *cpv1.Workflow) error { return faults.hold(ctx, wf.GetTenant()) }
+		cfg.TestingKnobs.Controller.BeforeMoveStep = func(ctx context.Context, mv *cpv1.Move) error { return faults.hold(ctx, mv.GetTenant()) }
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		shared.p, shared.err = platform.Start(ctx, cfg)
@@ -149,6 +155,53 @@ func testPlatform(t *testing.T) *platform.Platform {
 		t.Fatalf("start the platform: %v", shared.err)
 	}
 	return shared.p
+}
+
+// faults stalls the control plane's work on chosen tenants: while a
+// tenant is held, the controller leader does not act on its workflows
+// (create, delete) or moves, as when its cell cannot be reached; the
+// operation stays recorded and goes on once released.
+var faults = &faultSet{held: map[string]chan struct{}{}}
+
+type faultSet struct {
+	mu   sync.Mutex
+	held map[string]chan struct{}
+}
+
+// holdTenant holds tenant's operations until the returned release is
+// called (also at the test's end).
+func (f *faultSet) holdTenant(t *testing.T, tenant string) (release func()) {
+	f.mu.Lock()
+	ch := make(chan struct{})
+	f.held[tenant] = ch
+	f.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			f.mu.Lock()
+			delete(f.held, tenant)
+			f.mu.Unlock()
+			close(ch)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// hold blocks while tenant is held (the controller's knobs).
+func (f *faultSet) hold(ctx context.Context, tenant string) error {
+	f.mu.Lock()
+	ch := f.held[tenant]
+	f.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // factories serve the provider in process (plugin-testing reattaches to

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/retry"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -46,6 +47,7 @@ type tenantModel struct {
 	ID                 types.String   `tfsdk:"id"`
 	HomeRegion         types.String   `tfsdk:"home_region"`
 	StandbyRegion      types.String   `tfsdk:"standby_region"`
+	PlacementCell      types.String   `tfsdk:"placement_cell"`
 	Limits             types.Object   `tfsdk:"limits"`
 	DeletionProtection types.Bool     `tfsdk:"deletion_protection"`
 	CreateTime         types.String   `tfsdk:"create_time"`
@@ -87,8 +89,17 @@ func (r *tenantResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 				Description: "The DR region of the pair {home_region, standby_region}; null: no standby. A switchover (the tenant served from this region, " +
 					"its standby at home) is not drift. After an emergency promotion (no standby) the next apply re-protects the tenant in the pair's other region.",
 				Validators: []validator.String{idValidator{}}},
+			"placement_cell": schema.StringAttribute{Optional: true,
+				Description: "The cell Terraform places the tenant on. At create: the tenant is created on it (it must be ACTIVE, in home_region, " +
+					"under capacity). A change (or setting it later) starts a live move (StartMove) and blocks until the move is DONE, within " +
+					"timeouts.update; an interrupted move (timeout, Ctrl-C, killed process) is resumed by the next apply, never started twice. " +
+					"Drift rule: this is the placement Terraform last asked for, not where the tenant is served now. Refresh never changes it, " +
+					"so a move by an operator (cellctl tenant move, a drain) or a switchover or promotion is not drift and gives no diff; " +
+					"the live placement is in data.cellplane_tenant (cell). To move the tenant again, set another cell. " +
+					"Null: Terraform does not manage the placement (removing it moves nothing).",
+				Validators: []validator.String{idValidator{}}},
 			"limits": schema.SingleNestedAttribute{Optional: true, Computed: true,
-				Description:   "Rate and size limits (0: the component default). Changing them needs the control plane's UpdateTenant.",
+				Description:   "Rate and size limits (0: the component default), changed in place (UpdateTenant). A max_bytes change reaches the tenant's cell (its quota) before the apply returns.",
 				PlanModifiers: []planmodifier.Object{objectplanmodifier.UseStateForUnknown()},
 				Attributes: map[string]schema.Attribute{
 					"rate":        schema.Float64Attribute{Optional: true, Computed: true, PlanModifiers: keepF(), Description: "Requests per second."},
@@ -155,21 +166,9 @@ func tenantPlanRules(noState, noPlan bool, state, plan tenantModel) diag.Diagnos
 		switch {
 		case !haveUpdateTenant:
 			diags.AddAttributeError(path.Root("limits"), "Cannot change a tenant's limits yet", errNeedsRPC("changing the limits of tenant "+state.ID.ValueString(), "UpdateTenant").Error())
-		case !state.Limits.IsNull() && !limitAttrEqual(plan.Limits, state.Limits, "max_bytes"):
-			// UpdateTenant refuses it: max_bytes is the cell's quota, set
-			// when the tenant is created.
-			diags.AddAttributeError(path.Root("limits").AtName("max_bytes"), "Cannot change max_bytes",
-				"max_bytes is the tenant's storage quota at its cell, set when the tenant is created; the control plane cannot change it yet")
 		}
 	}
 	return diags
-}
-
-// limitAttrEqual compares one attribute of two limits objects (unknown
-// counts as equal).
-func limitAttrEqual(a, b types.Object, name string) bool {
-	av, bv := a.Attributes()[name], b.Attributes()[name]
-	return av == nil || bv == nil || av.IsUnknown() || av.Equal(bv)
 }
 
 // limitsEqual compares two limits objects on their known attributes.
@@ -289,7 +288,10 @@ func cellRegions(ctx context.Context, c *apiClient) (map[string]string, error) {
 }
 
 // toModel fills the attributes the control plane owns from v, keeping
-// the configuration-only ones (deletion_protection, timeouts) of prior.
+// the configuration-only ones (deletion_protection, timeouts) of prior,
+// and placement_cell: the placement Terraform asked for, never the live
+// one (the drift rule: a move or failover outside Terraform is not
+// drift).
 func (v tenantView) toModel(prior tenantModel) tenantModel {
 	m := prior
 	m.ID = types.StringValue(v.t.GetId())
@@ -350,6 +352,20 @@ func waitUsable(ctx context.Context, c *apiClient, id string, wantStandby bool) 
 	return v, err
 }
 
+// tenantFields maps the control plane's field names of a tenant's
+// requests to the resource's attributes.
+var tenantFields = map[string]path.Path{
+	"id": path.Root("id"), "home_region": path.Root("home_region"), "standby_region": path.Root("standby_region"),
+	"limits": path.Root("limits"), "cell": path.Root("placement_cell"), "target_cell": path.Root("placement_cell"),
+}
+
+// Create creates the tenant with a request id derived from the request
+// (ops.go), so that an apply after one that timed out or was killed
+// resumes the same create (the control plane answers with the tenant the
+// first call recorded and waits for it) instead of creating it twice or
+// failing with ALREADY_EXISTS. A create that is not usable within
+// timeouts.create leaves nothing in the state: the create goes on at the
+// control plane, and the next apply (the same configuration) waits for it.
 func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan tenantModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
@@ -370,29 +386,69 @@ func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest,
 	}
 	defer release()
 	id := plan.ID.ValueString()
-	creq := &cpv1.CreateTenantRequest{Id: id, HomeRegion: plan.HomeRegion.ValueString(), Limits: limitsToProto(plan.Limits), StandbyRegion: plan.StandbyRegion.ValueString()}
-	cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
-	_, err = r.c.api.CreateTenant(cctx, creq)
-	ccancel()
-	if err != nil {
+	creq := &cpv1.CreateTenantRequest{Id: id, HomeRegion: plan.HomeRegion.ValueString(), Limits: limitsToProto(plan.Limits),
+		StandbyRegion: plan.StandbyRegion.ValueString(), Cell: plan.PlacementCell.ValueString()}
+	creq.RequestId = createRequestID(creq)
+	err = poll(ctx, func() error {
+		cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
+		defer ccancel()
+		_, err := r.c.api.CreateTenant(cctx, creq)
 		err = r.c.mapErr(err)
-		// Recorded but not finished within the call: wait below. Anything
-		// else (invalid, exists, no capacity) is final.
-		if !retryable(err) && !errors.Is(err, context.DeadlineExceeded) {
-			addErr(&resp.Diagnostics, "Cannot create the tenant", err, map[string]path.Path{
-				"id": path.Root("id"), "home_region": path.Root("home_region"), "standby_region": path.Root("standby_region"), "limits": path.Root("limits")})
-			return
+		switch {
+		case err == nil:
+			return nil
+		case retryable(err) || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil):
+			// Not placed within the call (CONTROLPLANE_UNAVAILABLE: the
+			// server's workflow wait ended), or not recorded at all
+			// (unreachable): send it again. The same request id makes
+			// the retry wait for the create the first call recorded.
+			return err
 		}
+		return retry.Permanent(err)
+	})
+	if err != nil {
+		switch {
+		case errors.Is(err, cperr.ErrAlreadyExists):
+			resp.Diagnostics.AddAttributeError(path.Root("id"), "Cannot create the tenant",
+				fmt.Sprintf("%v\n\nTenant %s exists and was not created by this configuration (or its settings changed since the apply that created it). "+
+					"To manage it, import it: terraform import <address> %s (or an import block).", err, id, id))
+		case ctx.Err() != nil:
+			resp.Diagnostics.AddError("Tenant not created within the create timeout", timeoutDetail(id, limit, "create", lastSeen(ctx, r.c, id, err)))
+		default:
+			addErr(&resp.Diagnostics, "Cannot create the tenant", err, tenantFields)
+		}
+		return
 	}
 	v, err := waitUsable(ctx, r.c, id, !plan.StandbyRegion.IsNull())
-	if v.t != nil {
-		// Saved even on a timeout: Terraform marks the tenant tainted
-		// rather than losing track of it.
-		resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(plan))...)
-	}
 	if err != nil {
-		resp.Diagnostics.AddError("Tenant not usable within the create timeout", err.Error())
+		// Not saved: the state would be tainted and the next plan a
+		// replace (a delete). The next apply resumes instead.
+		resp.Diagnostics.AddError("Tenant not usable within the create timeout", timeoutDetail(id, limit, "create", err))
+		return
 	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(plan))...)
+}
+
+// lastSeen adds what the control plane says of tenant id now to err, the
+// error of an operation whose time ran out (a short call of its own).
+func lastSeen(ctx context.Context, c *apiClient, id string, err error) error {
+	v, rerr := readTenant(context.WithoutCancel(ctx), c, id)
+	switch {
+	case rerr != nil:
+		return err
+	case v.t.GetOperationId() != "":
+		return fmt.Errorf("%w; the tenant is %s on %q, busy with %s", err, v.t.GetState(), v.t.GetCell(), v.t.GetOperationId())
+	}
+	return fmt.Errorf("%w; the tenant is %s on %q", err, v.t.GetState(), v.t.GetCell())
+}
+
+// timeoutDetail explains a long operation that did not finish in time
+// and what the next apply does about it.
+func timeoutDetail(id string, limit time.Duration, op string, err error) string {
+	return fmt.Sprintf("Tenant %s: the %s did not finish within %v (timeouts.%s): %v\n\n"+
+		"The operation is recorded at the control plane and goes on. Nothing was started twice. Run apply again "+
+		"(with the same configuration) to wait for it: it resumes the same operation. 'cellctl tenant get %s' shows where it is.",
+		id, op, limit, op, err, id)
 }
 
 func (r *tenantResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -418,6 +474,12 @@ func (r *tenantResource) Read(ctx context.Context, req resource.ReadRequest, res
 	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(state))...)
 }
 
+// Update changes what the plan changes, in order: the limits
+// (UpdateTenant; a max_bytes change reaches the cell before it returns),
+// the placement (a live move to placement_cell, waited until DONE), the
+// standby. Each step that finished is saved even when a later one fails,
+// so the next plan shows only what is left; a move or standby change
+// that did not finish in time is resumed by the next apply.
 func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan, state tenantModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
@@ -433,24 +495,70 @@ func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest,
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	id := plan.ID.ValueString()
+	// done is the state so far: the prior state with each finished step's
+	// attributes taken from the plan.
+	done := state
+	done.DeletionProtection, done.Timeouts = plan.DeletionProtection, plan.Timeouts
+	save := func() { resp.Diagnostics.Append(resp.State.Set(ctx, done)...) }
 	if !plan.Limits.IsUnknown() && !limitsEqual(plan.Limits, state.Limits) {
-		if err := updateTenantLimits(ctx, r.c.api, id, limitsToProto(plan.Limits)); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("limits"), "Cannot change the limits", err.Error())
+		err := poll(ctx, func() error {
+			// A max_bytes change returns once the cell enforces it
+			// (CONTROLPLANE_UNAVAILABLE while it does not yet: the same
+			// update again waits again).
+			cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
+			defer ccancel()
+			err := r.c.mapErr(updateTenantLimits(cctx, r.c.api, id, limitsToProto(plan.Limits)))
+			if err == nil || retryable(err) || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+				return err
+			}
+			return retry.Permanent(err)
+		})
+		if err != nil {
+			addErrAt(&resp.Diagnostics, "Cannot change the limits", err, map[string]path.Path{
+				"limits": path.Root("limits"), "limits.max_bytes": path.Root("limits").AtName("max_bytes"),
+				"limits.rate": path.Root("limits").AtName("rate"), "limits.bytes_rate": path.Root("limits").AtName("bytes_rate")}, path.Root("limits"))
+			save()
+			return
+		}
+		done.Limits = plan.Limits
+	}
+	if !plan.PlacementCell.IsNull() && !plan.PlacementCell.IsUnknown() && !plan.PlacementCell.Equal(state.PlacementCell) {
+		if err := r.move(ctx, id, plan.PlacementCell.ValueString()); err != nil {
+			if ctx.Err() != nil {
+				resp.Diagnostics.AddAttributeError(path.Root("placement_cell"), "Move not finished within the update timeout", timeoutDetail(id, limit, "update", err))
+			} else {
+				addErrAt(&resp.Diagnostics, "Cannot move the tenant", err, tenantFields, path.Root("placement_cell"))
+			}
+			save()
 			return
 		}
 	}
+	done.PlacementCell = plan.PlacementCell
 	if !plan.StandbyRegion.Equal(state.StandbyRegion) {
 		if err := r.changeStandby(ctx, id, plan.HomeRegion.ValueString(), plan.StandbyRegion); err != nil {
-			addErr(&resp.Diagnostics, "Cannot change the standby", err, map[string]path.Path{"region": path.Root("standby_region")})
+			addErrAt(&resp.Diagnostics, "Cannot change the standby", err, map[string]path.Path{"region": path.Root("standby_region")}, path.Root("standby_region"))
+			save()
 			return
 		}
 	}
 	v, err := readTenant(ctx, r.c, id)
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot read the tenant", err.Error())
+		save()
 		return
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(plan))...)
+}
+
+// move moves the tenant to cell (moveTenant), holding one of the long
+// operation slots.
+func (r *tenantResource) move(ctx context.Context, id, cell string) error {
+	release, err := r.c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return moveTenant(ctx, r.c, id, cell)
 }
 
 // changeStandby makes the tenant's standby match the pair {home, dr}:

@@ -84,12 +84,13 @@ func TestTenantPlanRules(t *testing.T) {
 		{name: "destroy unprotected", noPlan: true, state: with(func(m *tenantModel) { m.DeletionProtection = types.BoolValue(false) })},
 		{name: "standby in the home region", noState: true, plan: with(func(m *tenantModel) { m.StandbyRegion = types.StringValue("us-east") }), wantPath: "standby_region"},
 		{name: "limits change (UpdateTenant)", state: base, plan: with(func(m *tenantModel) { m.Limits = limits(10, 0) })},
-		{name: "max_bytes change refused", state: with(func(m *tenantModel) { m.Limits = limits(10, 0) }), plan: with(func(m *tenantModel) {
+		{name: "max_bytes change (UpdateTenant pushes the quota)", state: with(func(m *tenantModel) { m.Limits = limits(10, 0) }), plan: with(func(m *tenantModel) {
 			m.Limits = types.ObjectValueMust(limitsAttrTypes, map[string]attr.Value{
 				"rate": types.Float64Value(10), "burst": types.Int64Value(0), "max_bytes": types.Int64Value(1 << 30),
 				"bytes_rate": types.Float64Value(0), "bytes_burst": types.Int64Value(0),
 			})
-		}), wantPath: "limits.max_bytes"},
+		})},
+		{name: "placement_cell change (a move)", state: base, plan: with(func(m *tenantModel) { m.PlacementCell = types.StringValue("us-east-b") })},
 		{name: "limits unknown", state: base, plan: with(func(m *tenantModel) { m.Limits = types.ObjectUnknown(limitsAttrTypes) })},
 		{name: "protection off", state: base, plan: with(func(m *tenantModel) { m.DeletionProtection = types.BoolValue(false) })},
 	} {

@@ -1160,8 +1160,12 @@ type Tenant struct {
 	// another request with it REQUEST_ID_REUSED.
 	CreateRequestId   string `protobuf:"bytes,13,opt,name=create_request_id,json=createRequestId,proto3" json:"create_request_id,omitempty"`
 	CreateRequestHash []byte `protobuf:"bytes,14,opt,name=create_request_hash,json=createRequestHash,proto3" json:"create_request_hash,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Set by UpdateTenant when limits.max_bytes changed: the controller
+	// leader pushes the new quota to the owner cell (SetTenant at the
+	// placement's epoch; the standby follows the owner's log) and clears it.
+	QuotaPending  bool `protobuf:"varint,15,opt,name=quota_pending,json=quotaPending,proto3" json:"quota_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -1290,6 +1294,13 @@ func (x *Tenant) GetCreateRequestHash() []byte {
 		return x.CreateRequestHash
 	}
 	return nil
+}
+
+func (x *Tenant) GetQuotaPending() bool {
+	if x != nil {
+		return x.QuotaPending
+	}
+	return false
 }
 
 // ApiKey is stored at tenants/<tenant>/keys/<id>. The secret is never
@@ -4168,8 +4179,9 @@ func (x *ListTenantsResponse) GetNextPageToken() string {
 type UpdateTenantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// The new limits (replace the old ones); unset: unchanged. max_bytes
-	// cannot be changed yet (it is the cell's quota, set at create).
+	// The new limits (replace the old ones); unset: unchanged. A max_bytes
+	// change is the owner cell's quota for the tenant: the call returns once
+	// the cell enforces it (the tenant must be ACTIVE, else TENANT_BUSY).
 	Limits *TenantLimits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Turns deletion protection on or off; unset: unchanged.
 	DeletionProtection *bool `protobuf:"varint,3,opt,name=deletion_protection,json=deletionProtection,proto3,oneof" json:"deletion_protection,omitempty"`
@@ -6146,7 +6158,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"bytes_rate\x18\x04 \x01(\x01R\tbytesRate\x12\x1f\n" +
 	"\vbytes_burst\x18\x05 \x01(\rR\n" +
-	"bytesBurst\"\xd2\x04\n" +
+	"bytesBurst\"\xf7\x04\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
@@ -6165,7 +6177,8 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\foperation_id\x18\v \x01(\tR\voperationId\x12/\n" +
 	"\x13deletion_protection\x18\f \x01(\bR\x12deletionProtection\x12*\n" +
 	"\x11create_request_id\x18\r \x01(\tR\x0fcreateRequestId\x12.\n" +
-	"\x13create_request_hash\x18\x0e \x01(\fR\x11createRequestHash\"\xed\x01\n" +
+	"\x13create_request_hash\x18\x0e \x01(\fR\x11createRequestHash\x12#\n" +
+	"\rquota_pending\x18\x0f \x01(\bR\fquotaPending\"\xed\x01\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
