@@ -169,9 +169,10 @@ func (p *cellplaneProvider) Configure(ctx context.Context, req provider.Configur
 }
 
 func (p *cellplaneProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{newRegionResource, newTenantResource, newAPIKeyResource}
+	return []func() resource.Resource{newRegionResource, newCellResource, newTenantResource, newAPIKeyResource, newFailoverPolicyResource}
 }
 
 func (p *cellplaneProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{newStatusDataSource, newRegionsDataSource, newCellsDataSource, newTenantDataSource}
+	return []func() datasource.DataSource{newStatusDataSource, newRegionsDataSource, newRegionDataSource, newCellsDataSource, newCellDataSource,
+		newTenantDataSource, newTenantsDataSource, newRegistryDataSource, newMovesDataSource, newFailoversDataSource}
 }
