@@ -263,7 +263,7 @@ func cellToModel(c *cpv1.Cell, prior cellModel) cellModel {
 		m.WaitForHealthy = types.BoolValue(false)
 	}
 	if m.Timeouts.IsNull() || m.Timeouts.IsUnknown() {
-		m.Timeouts = timeouts.Value{Object: types.ObjectNull(m.Timeouts.AttributeTypes(context.Background()))}
+		m.Timeouts = timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{"create": types.StringType, "update": types.StringType, "delete": types.StringType})}
 	}
 	return m
 }

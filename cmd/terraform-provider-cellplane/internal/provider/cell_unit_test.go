@@ -287,3 +287,47 @@ func TestPolicyToModel(t *testing.T) {
 		t.Errorf("proto of nulls %v %v", p, d)
 	}
 }
+
+// ModifyPlan keeps a live DRAINING (or DOWN) state in the plan, with a
+// warning on state, whatever the configuration says; it leaves other
+// changes alone.
+func TestCellModifyPlan(t *testing.T) {
+	ctx := context.Background()
+	r := newCellResource().(*cellResource)
+	var sr resource.SchemaResponse
+	r.Schema(ctx, resource.SchemaRequest{}, &sr)
+	model := func(state string) cellModel {
+		return cellToModel(&cpv1.Cell{Id: "c", Region: "r", ExpectedMembers: 1}, cellModel{
+			Capacity: types.ObjectNull(capacityAttrTypes), WaitForHealthy: types.BoolValue(false)}).withState(state)
+	}
+	for _, tc := range []struct {
+		prior, planned, want string
+		warn                 bool
+	}{
+		{cellDraining, cellActive, cellDraining, true},
+		{cellDown, cellCordoned, cellDown, true},
+		{cellActive, cellCordoned, cellCordoned, false},
+		{cellCordoned, cellDraining, cellDraining, false},
+	} {
+		st := tfsdk.State{Schema: sr.Schema, Raw: tftypes.NewValue(sr.Schema.Type().TerraformType(ctx), nil)}
+		pl := tfsdk.Plan{Schema: sr.Schema, Raw: tftypes.NewValue(sr.Schema.Type().TerraformType(ctx), nil)}
+		if d := st.Set(ctx, model(tc.prior)); d.HasError() {
+			t.Fatal(d)
+		}
+		if d := pl.Set(ctx, model(tc.planned)); d.HasError() {
+			t.Fatal(d)
+		}
+		resp := &resource.ModifyPlanResponse{Plan: pl}
+		r.ModifyPlan(ctx, resource.ModifyPlanRequest{State: st, Plan: pl}, resp)
+		var got types.String
+		resp.Diagnostics.Append(resp.Plan.GetAttribute(ctx, path.Root("state"), &got)...)
+		if resp.Diagnostics.HasError() {
+			t.Fatal(resp.Diagnostics)
+		}
+		if got.ValueString() != tc.want || (resp.Diagnostics.WarningsCount() == 1) != tc.warn {
+			t.Errorf("prior %s, planned %s: plan %s, diagnostics %v; want %s, warning %v", tc.prior, tc.planned, got, resp.Diagnostics, tc.want, tc.warn)
+		}
+	}
+}
+
+func (m cellModel) withState(s string) cellModel { m.State = types.StringValue(s); return m }
