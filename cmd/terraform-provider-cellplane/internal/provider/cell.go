@@ -184,7 +184,9 @@ func addReasonErr(diags *diag.Diagnostics, summary string, err error, fields map
 		return
 	}
 	for _, v := range ce.Violations {
-		if p, ok := fields[v.Field]; ok {
+		// policy.regions[2] is reported on regions.
+		f, _, _ := strings.Cut(v.Field, "[")
+		if p, ok := fields[f]; ok {
 			diags.AddAttributeError(p, summary, fmt.Sprintf("%s: %s", v.Field, v.Description))
 			return
 		}

@@ -164,6 +164,7 @@ func TestAddReasonErr(t *testing.T) {
 		{cperr.New(cperr.CellNotEmpty, "cell c still has").With(cperr.MetaTenants, "t1").With(cperr.MetaNodes, "n1"), path.Root("id"), "tenants: t1; nodes: n1"},
 		{cperr.Invalid(cperr.FieldViolation{Field: "expected_members", Description: "must be 1, 3, 5 or 7"}), path.Root("expected_members"), "must be"},
 		{cperr.New(cperr.PermissionDenied, "read-only"), path.Empty(), "admin role"},
+		{cperr.Invalid(cperr.FieldViolation{Field: "capacity[0]", Description: "bad"}), path.Root("capacity"), "bad"},
 		{errors.New("cannot reach"), path.Empty(), "cannot reach"},
 	} {
 		var diags diag.Diagnostics
