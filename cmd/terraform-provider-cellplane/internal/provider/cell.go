@@ -99,7 +99,8 @@ func (r *cellResource) Schema(ctx context.Context, _ resource.SchemaRequest, res
 				}},
 			"state": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(cellActive),
 				Description: "ACTIVE (the default: takes new tenants), CORDONED (serves its tenants, takes no new ones) or DRAINING " +
-					"(its tenants are moved out; create and update wait until the drain is done). In place: UpdateCell, DrainCell. " +
+					"(its tenants are moved out; create and update wait until the drain is done; a drain cut off by the update timeout goes on, " +
+					"and the next apply resumes waiting for it). In place: UpdateCell, DrainCell. " +
 					"While the live state is DRAINING (an operator's drain, or a drain that finished) or DOWN, an apply changes nothing: " +
 					"the state keeps the live value, the plan is empty and a warning says why; end a drain with 'cellctl cell uncordon <id>'.",
 				Validators: []validator.String{oneOfString{cellActive, cellCordoned, cellDraining}}},
@@ -373,7 +374,11 @@ func drain(ctx context.Context, c *apiClient, id string) error {
 // converge brings the live cell (live) to plan's state and capacity, then
 // waits for health when asked. capacityChanged: plan's capacity differs
 // from what is stored.
-func (r *cellResource) converge(ctx context.Context, plan cellModel, live *cpv1.Cell, capacityChanged bool, diags *diag.Diagnostics) {
+//
+// drainRunning reports that the drain waited for was cut off by the
+// timeout while the cell is still DRAINING: it goes on in the control
+// plane, and the next apply resumes waiting (see drainPendingKey).
+func (r *cellResource) converge(ctx context.Context, plan cellModel, live *cpv1.Cell, capacityChanged bool, diags *diag.Diagnostics) (drainRunning bool) {
 	id := plan.ID.ValueString()
 	want, have := plan.State.ValueString(), cellStateName(live.GetState())
 	ureq := &cpv1.UpdateCellRequest{Id: id}
@@ -386,7 +391,7 @@ func (r *cellResource) converge(ctx context.Context, plan cellModel, live *cpv1.
 			// Changed since the plan: never undone by an apply.
 			diags.AddAttributeError(path.Root("state"), "Cell state changed outside Terraform",
 				fmt.Sprintf("Cell %s became %s after the plan; an apply does not change a %s cell. Run plan again.", id, have, have))
-			return
+			return false
 		case want == cellActive:
 			ureq.State = cpv1.CellState_CELL_STATE_ACTIVE
 		case want == cellCordoned:
@@ -398,7 +403,7 @@ func (r *cellResource) converge(ctx context.Context, plan cellModel, live *cpv1.
 			return api.UpdateCell(ctx, ureq)
 		}); err != nil {
 			addReasonErr(diags, "Cannot update the cell", err, cellFields, cellReasons)
-			return
+			return false
 		}
 	}
 	if want == cellDraining {
@@ -408,8 +413,9 @@ func (r *cellResource) converge(ctx context.Context, plan cellModel, live *cpv1.
 		}
 		if err := wait(ctx, r.c, id); err != nil {
 			diags.AddAttributeError(path.Root("state"), "Cell not drained within the timeout",
-				err.Error()+"\n\nThe drain goes on in the control plane; follow it with 'cellctl cell drain "+id+" --wait'.")
-			return
+				err.Error()+"\n\nThe drain goes on in the control plane; the next apply waits for it again "+
+					"(or follow it with 'cellctl cell drain "+id+" --wait').")
+			return errors.Is(err, context.DeadlineExceeded)
 		}
 	}
 	if plan.WaitForHealthy.ValueBool() {
@@ -417,6 +423,7 @@ func (r *cellResource) converge(ctx context.Context, plan cellModel, live *cpv1.
 			diags.AddAttributeError(path.Root("wait_for_healthy"), "Cell not HEALTHY within the timeout", err.Error())
 		}
 	}
+	return false
 }
 
 func (r *cellResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
@@ -481,7 +488,22 @@ func (r *cellResource) Read(ctx context.Context, req resource.ReadRequest, resp 
 		resp.Diagnostics.AddError("Cannot read the cell", err.Error())
 		return
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, cellToModel(cs.GetCell(), state))...)
+	m := cellToModel(cs.GetCell(), state)
+	pending, d := req.Private.GetKey(ctx, drainPendingKey)
+	resp.Diagnostics.Append(d...)
+	if len(pending) > 0 {
+		keep, err := keepPendingDrain(ctx, r.c, cs.GetCell())
+		if err != nil {
+			resp.Diagnostics.AddError("Cannot read the cell's drain", err.Error())
+			return
+		}
+		if keep {
+			m.State = state.State
+		} else {
+			resp.Diagnostics.Append(resp.Private.SetKey(ctx, drainPendingKey, nil)...)
+		}
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, m)...)
 }
 
 func (r *cellResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
@@ -504,8 +526,37 @@ func (r *cellResource) Update(ctx context.Context, req resource.UpdateRequest, r
 		return
 	}
 	changed := !capacityToProtoEqual(plan.Capacity, cs.GetCell().GetCapacity())
-	r.converge(ctx, plan, cs.GetCell(), changed, &resp.Diagnostics)
+	running := r.converge(ctx, plan, cs.GetCell(), changed, &resp.Diagnostics)
 	r.save(ctx, plan, &resp.State, &resp.Diagnostics)
+	if running && prior.State.ValueString() != cellDraining {
+		// Resume on the next apply: the state keeps the value from before
+		// the drain until the drain is done (Read), so the next plan
+		// waits for it again.
+		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("state"), prior.State)...)
+		resp.Diagnostics.Append(resp.Private.SetKey(ctx, drainPendingKey, []byte(`{"pending":true}`))...)
+		return
+	}
+	resp.Diagnostics.Append(resp.Private.SetKey(ctx, drainPendingKey, nil)...)
+}
+
+// drainPendingKey is the private-state key set while a drain an apply
+// started and stopped waiting for (its timeout) is not done: Read then
+// keeps the state from before the drain, so the next plan shows the
+// change to DRAINING again and the apply resumes waiting (it does not
+// start a second drain: the cell is DRAINING already).
+const drainPendingKey = "drain_pending"
+
+// keepPendingDrain reports whether Read should keep the prior state
+// because a drain an apply started is still running.
+func keepPendingDrain(ctx context.Context, c *apiClient, live *cpv1.Cell) (bool, error) {
+	if live.GetState() != cpv1.CellState_CELL_STATE_DRAINING {
+		return false, nil // ended by an operator (or DOWN): report it
+	}
+	tenants, moves, err := drainProgress(ctx, c, live.GetId())
+	if err != nil {
+		return false, err
+	}
+	return tenants > 0 || moves > 0, nil
 }
 
 // capacityToProtoEqual reports whether o means the stored capacity c.

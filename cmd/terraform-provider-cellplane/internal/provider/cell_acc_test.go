@@ -254,7 +254,7 @@ func TestAccCellDrain(t *testing.T) {
 	needTerraform(t)
 	p := testPlatform(t)
 	const tenant = "tf-drained"
-	cells := func(stateA, extra string) string {
+	cellsB := func(stateA, stateB, extra string) string {
 		return providerBlock(p) + fmt.Sprintf(`
 resource "cellplane_region" "r" {
   name = "tf-drain"
@@ -270,10 +270,12 @@ resource "cellplane_cell" "b" {
   id               = "tf-drain-b"
   region           = cellplane_region.r.name
   expected_members = 1
+  state            = %q
   %s
 }
-`, stateA, extra, extra)
+`, stateA, extra, stateB, strings.ReplaceAll(extra, "timeouts", "# timeouts"))
 	}
+	cells := func(stateA, extra string) string { return cellsB(stateA, "ACTIVE", extra) }
 	live := `
 data "cellplane_cell" "a" {
   id         = cellplane_cell.a.id
@@ -331,9 +333,27 @@ data "cellplane_registry" "r" {}
 				),
 			},
 			{
-				// Declared DRAINING: the apply returns once the tenant is
-				// on tf-drain-b.
+				// tf-drain-b cordoned: the drain of tf-drain-a has nowhere
+				// to move the tenant.
+				Config: cellsB("ACTIVE", "CORDONED", "wait_for_healthy = true") + live,
+			},
+			{
+				// The drain is started but cut off by its timeout: an
+				// error, and the drain goes on in the control plane.
+				Config:      cellsB("DRAINING", "CORDONED", "wait_for_healthy = true\n  timeouts = { update = \"1s\" }") + live,
+				ExpectError: regexp.MustCompile(`Cell not drained within the timeout`),
+			},
+			{
+				// The next apply resumes waiting (the state still says
+				// ACTIVE while the drain Terraform started runs): it
+				// returns once tf-drain-b (ACTIVE again) has the tenant.
 				Config: cells("DRAINING", "wait_for_healthy = true") + live,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{
+						plancheck.ExpectResourceAction("cellplane_cell.a", plancheck.ResourceActionUpdate),
+						plancheck.ExpectResourceAction("cellplane_cell.b", plancheck.ResourceActionUpdate),
+					},
+				},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr("cellplane_cell.a", "state", "DRAINING"),
 					func(*terraform.State) error {

@@ -24,7 +24,8 @@
 //     wait_for_healthy, timeouts; cell.go): id, region and
 //     expected_members are immutable (plan-time error); capacity and state
 //     change in place (UpdateCell, DrainCell; DRAINING waits until the
-//     drain is done). A live DRAINING or DOWN state is kept in the plan
+//     drain is done, and a drain cut off by the update timeout is waited
+//     for again by the next apply: drainPendingKey). A live DRAINING or DOWN state is kept in the plan
 //     whatever the configuration says (cellStatePlan, with a warning): an
 //     apply never ends an operator's drain and never fights a DOWN cell,
 //     and the plan stays empty. Destroy is DeleteCell (CELL_NOT_EMPTY:
