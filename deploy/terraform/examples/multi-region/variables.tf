@@ -122,12 +122,12 @@ variable "adopt_existing" {
 }
 
 variable "failover_policy" {
-  description = "The platform's automatic promotion policy (adopted: import id \"default\"). Off by default: an emergency promotion can lose acknowledged writes."
+  description = "The platform's automatic promotion policy (adopted: import id \"default\"); null fields take the control plane leader's defaults, null regions means all. Off by default: an emergency promotion can lose acknowledged writes."
   type = object({
     enabled        = optional(bool, false)
-    unhealthy_for  = optional(string, "30s")
-    regions        = optional(set(string), [])
-    max_concurrent = optional(number, 1)
+    unhealthy_for  = optional(string)
+    regions        = optional(set(string))
+    max_concurrent = optional(number)
   })
   default  = {}
   nullable = false
