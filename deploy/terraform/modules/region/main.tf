@@ -1,8 +1,9 @@
 # A region, its cells and a health gate.
 #
-# The gate is a read of the region's live cells (data.cellplane_cells)
-# after the cells are created or updated, with a postcondition that every
-# ACTIVE cell of this module has a health in var.gate_health. The outputs
+# The gate is a read of each cell's live status (data.cellplane_cell) after
+# the cell is created or updated, with a postcondition that every ACTIVE
+# cell has a health in var.gate_health (CORDONED and DRAINING cells take no
+# new tenants and are not gated). The outputs
 # `name` and `gate` depend on it, so whatever uses them (tenants homed in
 # the region, the next wave) is planned and applied only behind an open
 # gate, and a failed gate stops the apply before them.
@@ -24,21 +25,17 @@ resource "cellplane_cell" "this" {
   timeouts         = var.cell_timeouts
 }
 
-data "cellplane_cells" "gate" {
-  region = cellplane_region.this.name
+data "cellplane_cell" "gate" {
+  for_each = cellplane_cell.this
 
-  depends_on = [cellplane_cell.this]
+  # Refers to the managed cell, so it is read after the cell is created or
+  # updated (at apply time when the cell changes, at plan time otherwise).
+  id = each.value.id
 
   lifecycle {
     postcondition {
-      condition = alltrue([
-        for id, c in var.cells : c.state != "ACTIVE" || contains(var.gate_health, try(one([for live in self.cells : live.health if live.id == id]), "MISSING"))
-      ])
-      error_message = format(
-        "region %s is not ready: every ACTIVE cell must be one of %s, but %s",
-        var.name, join("/", var.gate_health),
-        jsonencode({ for live in self.cells : live.id => live.health if contains(keys(var.cells), live.id) }),
-      )
+      condition     = var.cells[each.key].state != "ACTIVE" || contains(var.gate_health, self.health)
+      error_message = "cell ${each.key} of region ${var.name} is ${self.health} (state ${self.state}); the gate opens when every ACTIVE cell is one of ${join(", ", var.gate_health)}. Later waves and the region's tenants wait."
     }
   }
 }

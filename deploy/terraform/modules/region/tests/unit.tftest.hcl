@@ -17,14 +17,12 @@ run "gate_open_when_active_cells_are_healthy" {
   command = apply
 
   override_data {
-    target = data.cellplane_cells.gate
-    values = {
-      cells = [
-        { id = "r1-a", region = "r1", health = "HEALTHY", state = "ACTIVE" },
-        { id = "r1-b", region = "r1", health = "NOT_STARTED", state = "CORDONED" },
-        { id = "other", region = "r1", health = "UNAVAILABLE", state = "ACTIVE" },
-      ]
-    }
+    target = data.cellplane_cell.gate["r1-a"]
+    values = { health = "HEALTHY", state = "ACTIVE" }
+  }
+  override_data {
+    target = data.cellplane_cell.gate["r1-b"]
+    values = { health = "NOT_STARTED", state = "CORDONED" }
   }
 
   assert {
@@ -32,7 +30,7 @@ run "gate_open_when_active_cells_are_healthy" {
     error_message = "the region and its name output"
   }
   assert {
-    condition     = output.cell_ids == ["r1-a", "r1-b"] && alltrue([for c in cellplane_cell.this : c.region == "r1"])
+    condition     = output.cell_ids == tolist(["r1-a", "r1-b"]) && alltrue([for c in cellplane_cell.this : c.region == "r1"])
     error_message = "one cell per entry of var.cells, in the region"
   }
   assert {
@@ -49,37 +47,42 @@ run "gate_open_when_active_cells_are_healthy" {
   }
   assert {
     condition     = output.gate == { r1-a = "HEALTHY", r1-b = "NOT_STARTED" }
-    error_message = "the gate output lists this module's cells only"
+    error_message = "the gate output is each cell's health"
   }
 }
 
 run "gate_closed_when_an_active_cell_is_unhealthy" {
-  command = apply
+  # After the first run the cells exist unchanged, so the gate is read
+  # (and fails) while planning.
+  command = plan
 
   override_data {
-    target = data.cellplane_cells.gate
-    values = {
-      cells = [
-        { id = "r1-a", region = "r1", health = "UNAVAILABLE", state = "ACTIVE" },
-        { id = "r1-b", region = "r1", health = "HEALTHY", state = "CORDONED" },
-      ]
-    }
+    target = data.cellplane_cell.gate["r1-a"]
+    values = { health = "UNAVAILABLE", state = "ACTIVE" }
+  }
+  override_data {
+    target = data.cellplane_cell.gate["r1-b"]
+    values = { health = "HEALTHY", state = "CORDONED" }
   }
 
-  expect_failures = [data.cellplane_cells.gate]
+  expect_failures = [data.cellplane_cell.gate]
 }
 
-run "gate_closed_when_an_active_cell_is_missing" {
-  command = apply
+run "gate_closed_while_an_active_cell_has_not_started" {
+  # After the first run the cells exist unchanged, so the gate is read
+  # (and fails) while planning.
+  command = plan
 
   override_data {
-    target = data.cellplane_cells.gate
-    values = {
-      cells = []
-    }
+    target = data.cellplane_cell.gate["r1-a"]
+    values = { health = "NOT_STARTED", state = "ACTIVE" }
+  }
+  override_data {
+    target = data.cellplane_cell.gate["r1-b"]
+    values = { health = "NOT_STARTED", state = "CORDONED" }
   }
 
-  expect_failures = [data.cellplane_cells.gate]
+  expect_failures = [data.cellplane_cell.gate]
 }
 
 run "gate_accepts_what_gate_health_lists" {
@@ -90,14 +93,16 @@ run "gate_accepts_what_gate_health_lists" {
   }
 
   override_data {
-    target = data.cellplane_cells.gate
-    values = {
-      cells = [{ id = "r1-a", region = "r1", health = "DEGRADED", state = "ACTIVE" }]
-    }
+    target = data.cellplane_cell.gate["r1-a"]
+    values = { health = "DEGRADED", state = "ACTIVE" }
+  }
+  override_data {
+    target = data.cellplane_cell.gate["r1-b"]
+    values = { health = "UNAVAILABLE", state = "CORDONED" }
   }
 
   assert {
-    condition     = output.gate == { r1-a = "DEGRADED" }
+    condition     = output.gate == { r1-a = "DEGRADED", r1-b = "UNAVAILABLE" }
     error_message = "a DEGRADED cell passes a gate that accepts DEGRADED"
   }
 }
