@@ -1,6 +1,11 @@
 # `cellplane dev` creates its regions and cells itself (<region>-a, -b, ...).
 # These import blocks adopt them into the modules instead of creating them.
 # An import of an object already in the state is a no-op, so they stay.
+#
+# The failover policy needs no import block: creating cellplane_failover_policy
+# adopts the platform's policy (stored, or the leader's flag defaults) and
+# overwrites it; `terraform import cellplane_failover_policy.this default`
+# adopts a stored one into an existing state.
 
 locals {
   adopt_cells = var.adopt_existing ? merge([
@@ -18,9 +23,4 @@ import {
   for_each = local.adopt_cells
   to       = module.region[each.value].cellplane_cell.this[each.key]
   id       = each.key
-}
-
-import {
-  to = cellplane_failover_policy.this
-  id = "default"
 }
