@@ -20,10 +20,24 @@
 //     drift; an emergency promotion (no standby) plans a new standby in
 //     the pair's region that is not the owner's. Live placement (cell,
 //     epoch, lag) lives in the cellplane_tenant data source only.
+//   - cellplane_cell (id, region, expected_members, capacity, state,
+//     wait_for_healthy, timeouts; cell.go): id, region and
+//     expected_members are immutable (plan-time error); capacity and state
+//     change in place (UpdateCell, DrainCell; DRAINING waits until the
+//     drain is done). A live DRAINING or DOWN state is kept in the plan
+//     whatever the configuration says (cellStatePlan, with a warning): an
+//     apply never ends an operator's drain and never fights a DOWN cell,
+//     and the plan stays empty. Destroy is DeleteCell (CELL_NOT_EMPTY:
+//     nothing destroyed).
+//   - cellplane_failover_policy (failover_policy.go): the singleton
+//     automatic-promotion policy, import id "default"; writes are guarded
+//     by the version last read (private state → expected_version);
+//     destroy disables automatic promotion.
 //   - cellplane_api_key (tenant, description; computed sensitive secret),
 //     imported as <tenant>/<key_id>.
-//   - data sources cellplane_status, cellplane_regions, cellplane_cells,
-//     cellplane_tenant.
+//   - data sources cellplane_status, cellplane_region(s), cellplane_cell(s),
+//     cellplane_tenant(s), cellplane_registry, cellplane_moves,
+//     cellplane_failovers (datasources.go, datasources_live.go).
 //
 // The connection settings resolve exactly like cellctl's
 // (client.ResolveControlPlaneTarget): endpoint, else

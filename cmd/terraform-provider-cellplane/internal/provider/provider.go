@@ -71,7 +71,7 @@ func (p *cellplaneProvider) Metadata(_ context.Context, _ provider.MetadataReque
 
 func (p *cellplaneProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
-		Description: "Manages a cellplane control plane (regions, tenants, API keys). The connection settings resolve like cellctl's: " +
+		Description: "Manages a cellplane control plane (regions, cells, tenants, API keys, the failover policy). The connection settings resolve like cellctl's: " +
 			"endpoint, else CELLPLANE_CONTROLPLANE, else the client configuration file (config_file, else CELLPLANE_CONFIG), else 127.0.0.1:7000.",
 		Attributes: map[string]schema.Attribute{
 			"endpoint": schema.StringAttribute{Optional: true,
@@ -169,9 +169,10 @@ func (p *cellplaneProvider) Configure(ctx context.Context, req provider.Configur
 }
 
 func (p *cellplaneProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{newRegionResource, newTenantResource, newAPIKeyResource}
+	return []func() resource.Resource{newRegionResource, newCellResource, newTenantResource, newAPIKeyResource, newFailoverPolicyResource}
 }
 
 func (p *cellplaneProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{newStatusDataSource, newRegionsDataSource, newCellsDataSource, newTenantDataSource}
+	return []func() datasource.DataSource{newStatusDataSource, newRegionsDataSource, newRegionDataSource, newCellsDataSource, newCellDataSource,
+		newTenantDataSource, newTenantsDataSource, newRegistryDataSource, newMovesDataSource, newFailoversDataSource}
 }
