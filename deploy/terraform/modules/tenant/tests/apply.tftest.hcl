@@ -41,7 +41,11 @@ run "rotate_key" {
   }
 
   assert {
-    condition     = toset(keys(output.api_key_ids)) == toset(["ci-2"]) && output.api_key_ids["ci-2"] != run.create_with_standby_and_key.api_key_ids["ci"]
-    error_message = "the renamed key is a new key"
+    condition     = toset(keys(output.api_key_ids)) == toset(["ci-2"]) && cellplane_api_key.this["ci-2"].description == "terraform test, rotated"
+    error_message = "the renamed key replaced the old one"
+  }
+  assert {
+    condition     = startswith(nonsensitive(output.api_keys["ci-2"]), "cpk_${output.api_key_ids["ci-2"]}_")
+    error_message = "the new key has its secret"
   }
 }
