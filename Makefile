@@ -7,7 +7,7 @@ BUF     := bin/buf
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 
-.PHONY: help generate lint test test-short fuzz chaos build ci clean
+.PHONY: help generate lint test test-short fuzz chaos build ci clean tfdocs tffmt tflint
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,17 @@ chaos: ## Run every fault scenario on 3-node cells of processes: SEED=… COUNT=
 
 build: ## Build bin/cellplane with the version and commit stamped in.
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/cellplane ./cmd/cellplane
+
+tfdocs: ## Regenerate the Terraform provider docs in deploy/terraform/docs (tfplugindocs, offline; CI checks they are fresh).
+	bash .ci/tfdocs
+
+tffmt: ## Format every .tf and .tftest.hcl under deploy/terraform (CI runs terraform fmt -check).
+	"$$(bash .ci/terraform)" fmt -recursive deploy/terraform
+
+tflint: ## Lint the Terraform modules and the multi-region example (tflint, bundled ruleset, offline).
+	$(GO) build -C tools/tflint -o "$(CURDIR)/bin/tflint" github.com/terraform-linters/tflint
+	for d in modules/region modules/tenant examples/multi-region; do \
+		TF_CLI_CONFIG_FILE=/dev/null bin/tflint --chdir="deploy/terraform/$$d" --config="$(CURDIR)/deploy/terraform/.tflint.hcl" || exit 1; done
 
 ci: ## Run the CI script exactly as CI does.
 	bash .ci/run

@@ -1,0 +1,5 @@
+data "cellplane_regions" "all" {}
+
+output "region_names" {
+  value = [for r in data.cellplane_regions.all.regions : r.name]
+}

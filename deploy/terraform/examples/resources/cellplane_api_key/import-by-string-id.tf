@@ -1,0 +1,4 @@
+import {
+  to = cellplane_api_key.agents
+  id = "acme/0123456789abcdef"
+}

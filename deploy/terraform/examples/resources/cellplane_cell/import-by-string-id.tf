@@ -1,0 +1,4 @@
+import {
+  to = cellplane_cell.us_east_a
+  id = "us-east-a"
+}

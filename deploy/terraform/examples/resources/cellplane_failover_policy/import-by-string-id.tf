@@ -1,0 +1,4 @@
+import {
+  to = cellplane_failover_policy.this
+  id = "default"
+}

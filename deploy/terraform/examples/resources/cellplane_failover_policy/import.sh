@@ -1,0 +1,2 @@
+# The policy is a singleton, imported as "default".
+terraform import cellplane_failover_policy.this default

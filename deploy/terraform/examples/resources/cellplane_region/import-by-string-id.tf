@@ -1,0 +1,4 @@
+import {
+  to = cellplane_region.us_east
+  id = "us-east"
+}

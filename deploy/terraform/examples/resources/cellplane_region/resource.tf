@@ -1,0 +1,4 @@
+resource "cellplane_region" "us_east" {
+  name        = "us-east"
+  description = "Virginia, wave 1"
+}

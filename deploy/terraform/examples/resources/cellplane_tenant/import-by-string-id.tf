@@ -1,0 +1,4 @@
+import {
+  to = cellplane_tenant.acme
+  id = "acme"
+}
