@@ -9,6 +9,7 @@ resource "cellplane_tenant" "this" {
   id                  = var.id
   home_region         = var.home_region
   standby_region      = var.standby_region
+  placement_cell      = var.placement_cell
   limits              = var.limits
   deletion_protection = var.deletion_protection
   timeouts            = var.timeouts

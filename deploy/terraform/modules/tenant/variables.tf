@@ -35,8 +35,19 @@ variable "standby_region" {
   }
 }
 
+variable "placement_cell" {
+  description = "The cell to place the tenant on; null lets placement choose. A change is a live move (blocks until DONE within timeouts.update). Never read back: a move, drain or failover outside Terraform is not drift."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.placement_cell == null ? true : can(regex("^[A-Za-z0-9._-]{1,63}$", var.placement_cell))
+    error_message = "placement_cell must be null or 1 to 63 characters of [A-Za-z0-9._-]."
+  }
+}
+
 variable "limits" {
-  description = "Rate and size limits; null or an omitted field keeps the server's default. max_bytes is set at create only."
+  description = "Rate and size limits; null or an omitted field keeps the server's default. A max_bytes change returns once the tenant's cell enforces it."
   type = object({
     rate        = optional(number)
     burst       = optional(number)

@@ -72,6 +72,29 @@ run "bad_id_is_refused" {
   expect_failures = [var.id]
 }
 
+run "bad_placement_cell_is_refused" {
+  command = plan
+
+  variables {
+    placement_cell = "no such/cell"
+  }
+
+  expect_failures = [var.placement_cell]
+}
+
+run "placement_cell_is_passed_on" {
+  command = plan
+
+  variables {
+    placement_cell = "us-east-a"
+  }
+
+  assert {
+    condition     = cellplane_tenant.this.placement_cell == "us-east-a"
+    error_message = "placement_cell not passed to the tenant"
+  }
+}
+
 run "negative_limits_are_refused" {
   command = plan
 
