@@ -156,6 +156,10 @@ type RaftConfig struct {
 	// whole segment at a time, so a follower behind a truncation needs a
 	// snapshot only once its entries' segment is gone.
 	LogSegmentBytes int
+	// LogCacheEntries is how many of the newest log entries are kept in
+	// memory in front of the log (0: none): replication reads each new
+	// entry back from there instead of from the disk.
+	LogCacheEntries int
 }
 
 // ChangeLogConfig bounds each tenant's change log. Trimming happens in the
@@ -217,6 +221,7 @@ func DefaultConfig() Config {
 			SnapshotThreshold:  8192,
 			TrailingLogs:       10240,
 			SnapshotRetain:     2,
+			LogCacheEntries:    512,
 		},
 		StateCacheBytes:    64 << 20,
 		StateMemTableBytes: 32 << 20,
@@ -298,6 +303,9 @@ func (c Config) Validate() error {
 	}
 	if r.LogSegmentBytes != 0 && r.LogSegmentBytes < 64<<10 {
 		bad("Raft.LogSegmentBytes", "%d is below 64 KiB", r.LogSegmentBytes)
+	}
+	if r.LogCacheEntries < 0 || r.LogCacheEntries > 1<<16 {
+		bad("Raft.LogCacheEntries", "%d is not in [0, 65536]", r.LogCacheEntries)
 	}
 	if r.SnapshotRetain < 1 {
 		bad("Raft.SnapshotRetain", "must be at least 1")

@@ -72,6 +72,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"StateMemTableBytes", func(c *Config) { c.StateMemTableBytes = 0 }},
 		{"StateMemTableBytes", func(c *Config) { c.StateMemTableBytes = 1<<30 + 1 }},
 		{"Raft.SnapshotRetain", func(c *Config) { c.Raft.SnapshotRetain = 0 }},
+		{"Raft.LogCacheEntries", func(c *Config) { c.Raft.LogCacheEntries = -1 }},
+		{"Raft.LogCacheEntries", func(c *Config) { c.Raft.LogCacheEntries = 1<<16 + 1 }},
 		{"MaxBatchCommands", func(c *Config) { c.MaxBatchCommands = 0 }},
 		{"MaxBatchBytes", func(c *Config) { c.MaxBatchBytes = 1<<10 - 1 }},
 		{"DedupWindow", func(c *Config) { c.DedupWindow = 0 }},

@@ -233,6 +233,9 @@ func (s *Store) open() error {
 	if failpoint.Enabled() {
 		logs = failpointLog{logs} // crash points around the log's fsync
 	}
+	if n := cfg.Raft.LogCacheEntries; n > 0 {
+		logs = newLogCache(logs, n)
+	}
 	s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.wal, snaps, s.safe)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
