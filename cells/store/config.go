@@ -73,6 +73,10 @@ type Config struct {
 	// windows and context heads keeps the apply path off the disk.
 	StateCacheBytes    int64
 	StateMemTableBytes uint64
+	// StateHeadCacheEntries is how many context heads the state machine
+	// keeps in memory (encoded), so that an append does not read its
+	// context's head from Pebble (0: none). About 200 bytes each.
+	StateHeadCacheEntries int
 	// DedupWindow is how long a client request id is remembered at least,
 	// measured with the commands' timestamps (the leader's clock at
 	// proposal, so every replica forgets alike), so that a retry within it
@@ -223,13 +227,14 @@ func DefaultConfig() Config {
 			SnapshotRetain:     2,
 			LogCacheEntries:    512,
 		},
-		StateCacheBytes:    64 << 20,
-		StateMemTableBytes: 32 << 20,
-		MaxBatchCommands:   512,
-		MaxInflightBatches: 4,
-		MaxBatchBytes:      4 << 20,
-		DedupWindow:        defaultDedupWindow,
-		DedupMaxIDs:        defaultDedupMaxIDs,
+		StateCacheBytes:       64 << 20,
+		StateMemTableBytes:    32 << 20,
+		StateHeadCacheEntries: 16384,
+		MaxBatchCommands:      512,
+		MaxInflightBatches:    4,
+		MaxBatchBytes:         4 << 20,
+		DedupWindow:           defaultDedupWindow,
+		DedupMaxIDs:           defaultDedupMaxIDs,
 		ChangeLog: ChangeLogConfig{
 			RetentionAge: 24 * time.Hour,
 			MaxBytes:     64 << 20,
@@ -321,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if c.StateCacheBytes < 1<<20 {
 		bad("StateCacheBytes", "%d is below 1 MiB", c.StateCacheBytes)
+	}
+	if c.StateHeadCacheEntries < 0 || c.StateHeadCacheEntries > 1<<22 {
+		bad("StateHeadCacheEntries", "%d is not in [0, 4194304]", c.StateHeadCacheEntries)
 	}
 	if c.StateMemTableBytes < 1<<20 || c.StateMemTableBytes > 1<<30 {
 		bad("StateMemTableBytes", "%d is not in [1 MiB, 1 GiB]", c.StateMemTableBytes)

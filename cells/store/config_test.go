@@ -70,6 +70,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Raft.SnapshotThreshold", func(c *Config) { c.Raft.SnapshotThreshold = 0 }},
 		{"StateCacheBytes", func(c *Config) { c.StateCacheBytes = 1<<20 - 1 }},
 		{"StateMemTableBytes", func(c *Config) { c.StateMemTableBytes = 0 }},
+		{"StateHeadCacheEntries", func(c *Config) { c.StateHeadCacheEntries = -1 }},
 		{"StateMemTableBytes", func(c *Config) { c.StateMemTableBytes = 1<<30 + 1 }},
 		{"Raft.SnapshotRetain", func(c *Config) { c.Raft.SnapshotRetain = 0 }},
 		{"Raft.LogCacheEntries", func(c *Config) { c.Raft.LogCacheEntries = -1 }},

@@ -66,6 +66,9 @@ type fsm struct {
 	// first.
 	snapMu sync.Mutex
 	snaps  map[*pebble.Snapshot]struct{}
+
+	// heads caches committed context heads for the apply path (nil: off).
+	heads *headCache
 }
 
 // openSnapshot opens a snapshot that outlives one view (see snaps).
@@ -122,6 +125,7 @@ func (f *fsm) closeSnapshots() {
 type fsmConfig struct {
 	cacheBytes    int64
 	memTableBytes uint64
+	headCache     int // context heads cached for the apply path (0: none)
 	fs            vfs.FS
 	dir           string
 	log           *slog.Logger
@@ -145,6 +149,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		notify:     newNotifier(),
 		onRejected: cfg.onRejected,
 		wake:       make(chan struct{}),
+		heads:      newHeadCache(cfg.headCache),
 	}
 	f.pebbleOpts = func() *pebble.Options {
 		o := &pebble.Options{
@@ -345,9 +350,11 @@ func (f *fsm) commit(tx *txn, last *raft.Log) {
 		return
 	}
 	if err := tx.b.Commit(pebble.NoSync); err != nil {
+		f.heads.clear()
 		f.fail(fmt.Errorf("commit state: %w", err))
 		return
 	}
+	tx.heads.publish(f.heads)
 	f.applied.Store(last.Index)
 	f.settings.Store(tx.settings)
 	for tenant := range tx.touched {
@@ -462,6 +469,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("reopen restored state: %w", err)
 	}
+	f.heads.clear() // the cache described the old database
 	f.db = db
 	if err := f.loadSettings(db); err != nil {
 		return err

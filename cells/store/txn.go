@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -29,6 +30,9 @@ type txn struct {
 	// ownerEpoch is the tenant's epoch the last applied owner command was
 	// admitted at (0: not an owner command, or rejected before).
 	ownerEpoch uint64
+	// heads is what this batch read and wrote of context heads, published
+	// to the fsm's headCache once the batch is committed.
+	heads headTxn
 }
 
 type tenantState struct {
@@ -46,15 +50,10 @@ func (tx *txn) close() { _ = tx.b.Close() }
 
 // get reads key into m; false when the key does not exist.
 func (tx *txn) get(key []byte, m proto.Message) bool {
-	v, closer, err := tx.b.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
+	v := tx.getRaw(key)
+	if v == nil {
 		return false
 	}
-	if err != nil {
-		tx.fail(err)
-		return false
-	}
-	defer closer.Close()
 	if err := proto.Unmarshal(v, m); err != nil {
 		tx.fail(fmt.Errorf("decode %q: %w", key, err))
 		return false
@@ -62,10 +61,21 @@ func (tx *txn) get(key []byte, m proto.Message) bool {
 	return true
 }
 
-// getRaw returns a copy of key's value, or nil.
+// getRaw returns key's value, or nil when the key does not exist. The
+// value is the caller's to keep but not to modify (a context head may be
+// shared with the headCache).
 func (tx *txn) getRaw(key []byte) []byte {
+	head := tx.f.heads != nil && isContextKey(key)
+	if head {
+		if v, ok := tx.heads.lookup(tx.f.heads, key); ok {
+			return v
+		}
+	}
 	v, closer, err := tx.b.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
+		if head {
+			tx.heads.read(key, nil)
+		}
 		return nil
 	}
 	if err != nil {
@@ -73,7 +83,11 @@ func (tx *txn) getRaw(key []byte) []byte {
 		return nil
 	}
 	defer closer.Close()
-	return append([]byte(nil), v...)
+	out := append([]byte(nil), v...)
+	if head {
+		tx.heads.read(key, out)
+	}
+	return out
 }
 
 // put writes m at key and returns its encoded size.
@@ -91,17 +105,26 @@ func (tx *txn) setRaw(key, v []byte) {
 	if err := tx.b.Set(key, v, nil); err != nil {
 		tx.fail(err)
 	}
+	if tx.f.heads != nil && isContextKey(key) {
+		tx.heads.wrote(key, bytes.Clone(v))
+	}
 }
 
 func (tx *txn) del(key []byte) {
 	if err := tx.b.Delete(key, nil); err != nil {
 		tx.fail(err)
 	}
+	if tx.f.heads != nil && isContextKey(key) {
+		tx.heads.wrote(key, nil)
+	}
 }
 
 func (tx *txn) delRange(start, end []byte) {
 	if err := tx.b.DeleteRange(start, end, nil); err != nil {
 		tx.fail(err)
+	}
+	if tx.f.heads != nil && rangeMayHoldContexts(start, end) {
+		tx.heads.deletedRange(start, end)
 	}
 }
 
