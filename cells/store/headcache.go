@@ -14,7 +14,7 @@ import "bytes"
 // write of a context key through the txn (setRaw, del, delRange) updates or
 // drops it, and a snapshot restore empties it. The state machine therefore
 // reads exactly the bytes Pebble would return, and every replica, with or
-// without the cache, applies identically (TestHeadCacheAgrees).
+// without the cache, applies identically (TestApplyShortcutsAgree).
 //
 // Only the FSM goroutine uses it (under fsm.mu read-locked by ApplyBatch,
 // or write-locked by Restore), so it has no lock of its own.

@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+
+	"github.com/cellplane/cellplane/internal/cperr"
 	"math/rand/v2"
 	"testing"
 
@@ -11,19 +13,20 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// TestHeadCacheAgrees applies the same random history (creates, appends
+// TestApplyShortcutsAgree applies the same random history (creates, appends
 // with and without an expected seq, context and tenant deletes, a
 // standby's imports that overwrite and range-delete context heads, and its
 // promotion) to a state machine with a tiny context-head cache (so that it
 // evicts all the time) and to one without, several entries per ApplyBatch,
 // with restarts and snapshot restores in between: the results and the
 // whole state must be identical after every batch. Without the cache's
-// invalidation on deletes, range deletes or restore, it is not.
-func TestHeadCacheAgrees(t *testing.T) {
+// invalidation on deletes, range deletes or restore, it is not; nor with
+// an event encoding that differs from proto's.
+func TestApplyShortcutsAgree(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			cached := newFSM(t, func(c *fsmConfig) { c.headCache = 3 })
-			plain := newFSM(t, func(c *fsmConfig) { c.headCache = 0 })
+			plain := newFSM(t, func(c *fsmConfig) { c.headCache, c.reencode = 0, true })
 			if cached.f.heads == nil || plain.f.heads != nil {
 				t.Fatal("harness: cache not on/off as configured")
 			}
@@ -113,4 +116,41 @@ func cloneAll(cs []*cellv1.Command) []*cellv1.Command {
 		out[i] = proto.Clone(c).(*cellv1.Command)
 	}
 	return out
+}
+
+// TestEventBytesMatchMarshal: the change event and dedup record built from
+// the command's and result's bytes are byte for byte what proto's
+// deterministic encoding of the messages gives, so replicas that splice and
+// replicas that encode store the same state.
+func TestEventBytesMatchMarshal(t *testing.T) {
+	results := []*cellv1.CommandResult{
+		{},
+		{Tseq: 7, Deduplicated: true},
+		{Tseq: 1 << 40, Result: &cellv1.CommandResult_Append{Append: &contextv1.AppendResponse{FirstSeq: 3, LastSeq: 9}}},
+		reject(cperr.Invalid(cperr.FieldViolation{Field: "tenant", Description: "required"}).With(cperr.MetaTenant, "acme")),
+	}
+	for ci, c := range fuzzSeedCommands() {
+		raw, err := marshalOpts.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ri, res := range results {
+			resBytes, err := marshalOpts.Marshal(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tseq := range []uint64{0, 1, 300, 1 << 62} {
+				for _, at := range []int64{0, 1, -5, testT0} {
+					want, _ := marshalOpts.Marshal(&cellv1.ChangeEvent{Tseq: tseq, TimeUnixNano: at, Command: c, Result: res})
+					if got := eventBytes(tseq, at, raw, resBytes); string(got) != string(want) {
+						t.Fatalf("command %d result %d tseq %d time %d: event bytes differ from proto's", ci, ri, tseq, at)
+					}
+					want, _ = marshalOpts.Marshal(&cellv1.DedupRecord{Tseq: tseq, Result: res, TimeUnixNano: at})
+					if got := dedupBytes(tseq, resBytes, at); string(got) != string(want) {
+						t.Fatalf("result %d tseq %d time %d: dedup bytes differ from proto's", ri, tseq, at)
+					}
+				}
+			}
+		}
+	}
 }
