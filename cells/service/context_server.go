@@ -138,7 +138,7 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 			if from > last {
 				return nil
 			}
-			es, err := v.Entries(req.GetContextId(), from, maxEntries, maxBytes)
+			es, err := v.EntriesFound(req.GetContextId(), from, maxEntries, maxBytes)
 			if err != nil {
 				return err
 			}

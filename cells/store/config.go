@@ -73,6 +73,10 @@ type Config struct {
 	// windows and context heads keeps the apply path off the disk.
 	StateCacheBytes    int64
 	StateMemTableBytes uint64
+	// StateHeadCacheEntries is how many context heads the state machine
+	// keeps in memory (encoded), so that an append does not read its
+	// context's head from Pebble (0: none). About 200 bytes each.
+	StateHeadCacheEntries int
 	// DedupWindow is how long a client request id is remembered at least,
 	// measured with the commands' timestamps (the leader's clock at
 	// proposal, so every replica forgets alike), so that a retry within it
@@ -156,6 +160,10 @@ type RaftConfig struct {
 	// whole segment at a time, so a follower behind a truncation needs a
 	// snapshot only once its entries' segment is gone.
 	LogSegmentBytes int
+	// LogCacheEntries is how many of the newest log entries are kept in
+	// memory in front of the log (0: none): replication reads each new
+	// entry back from there instead of from the disk.
+	LogCacheEntries int
 }
 
 // ChangeLogConfig bounds each tenant's change log. Trimming happens in the
@@ -217,14 +225,16 @@ func DefaultConfig() Config {
 			SnapshotThreshold:  8192,
 			TrailingLogs:       10240,
 			SnapshotRetain:     2,
+			LogCacheEntries:    512,
 		},
-		StateCacheBytes:    64 << 20,
-		StateMemTableBytes: 32 << 20,
-		MaxBatchCommands:   512,
-		MaxInflightBatches: 4,
-		MaxBatchBytes:      4 << 20,
-		DedupWindow:        defaultDedupWindow,
-		DedupMaxIDs:        defaultDedupMaxIDs,
+		StateCacheBytes:       64 << 20,
+		StateMemTableBytes:    32 << 20,
+		StateHeadCacheEntries: 16384,
+		MaxBatchCommands:      512,
+		MaxInflightBatches:    4,
+		MaxBatchBytes:         4 << 20,
+		DedupWindow:           defaultDedupWindow,
+		DedupMaxIDs:           defaultDedupMaxIDs,
 		ChangeLog: ChangeLogConfig{
 			RetentionAge: 24 * time.Hour,
 			MaxBytes:     64 << 20,
@@ -299,6 +309,9 @@ func (c Config) Validate() error {
 	if r.LogSegmentBytes != 0 && r.LogSegmentBytes < 64<<10 {
 		bad("Raft.LogSegmentBytes", "%d is below 64 KiB", r.LogSegmentBytes)
 	}
+	if r.LogCacheEntries < 0 || r.LogCacheEntries > 1<<16 {
+		bad("Raft.LogCacheEntries", "%d is not in [0, 65536]", r.LogCacheEntries)
+	}
 	if r.SnapshotRetain < 1 {
 		bad("Raft.SnapshotRetain", "must be at least 1")
 	}
@@ -313,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if c.StateCacheBytes < 1<<20 {
 		bad("StateCacheBytes", "%d is below 1 MiB", c.StateCacheBytes)
+	}
+	if c.StateHeadCacheEntries < 0 || c.StateHeadCacheEntries > 1<<22 {
+		bad("StateHeadCacheEntries", "%d is not in [0, 4194304]", c.StateHeadCacheEntries)
 	}
 	if c.StateMemTableBytes < 1<<20 || c.StateMemTableBytes > 1<<30 {
 		bad("StateMemTableBytes", "%d is not in [1 MiB, 1 GiB]", c.StateMemTableBytes)

@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -66,6 +67,12 @@ type fsm struct {
 	// first.
 	snapMu sync.Mutex
 	snaps  map[*pebble.Snapshot]struct{}
+
+	// heads caches committed context heads for the apply path (nil: off).
+	heads *headCache
+	// reencode makes the change log encode every command again instead of
+	// storing its bytes from the entry (tests compare the two).
+	reencode bool
 }
 
 // openSnapshot opens a snapshot that outlives one view (see snaps).
@@ -122,6 +129,8 @@ func (f *fsm) closeSnapshots() {
 type fsmConfig struct {
 	cacheBytes    int64
 	memTableBytes uint64
+	headCache     int  // context heads cached for the apply path (0: none)
+	reencode      bool // tests: encode commands again for the change log
 	fs            vfs.FS
 	dir           string
 	log           *slog.Logger
@@ -145,6 +154,8 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		notify:     newNotifier(),
 		onRejected: cfg.onRejected,
 		wake:       make(chan struct{}),
+		heads:      newHeadCache(cfg.headCache),
+		reencode:   cfg.reencode,
 	}
 	f.pebbleOpts = func() *pebble.Options {
 		o := &pebble.Options{
@@ -285,7 +296,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			continue // already part of the persisted state
 		}
 		if l.Type == raft.LogCommand {
-			cmds, err := decodeBatch(l.Data)
+			cmds, raws, err := decodeBatchRaw(l.Data)
 			if err == nil {
 				err = checkKnown(cmds)
 			}
@@ -302,7 +313,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			results := make([]*cellv1.CommandResult, len(cmds))
 			epochs := make([]uint64, len(cmds))
 			for j, c := range cmds {
+				tx.raw = raws[j]
 				results[j] = tx.apply(c)
+				tx.raw = nil
 				epochs[j] = tx.ownerEpoch
 				newest = max(newest, c.GetTimeUnixNano())
 			}
@@ -345,9 +358,11 @@ func (f *fsm) commit(tx *txn, last *raft.Log) {
 		return
 	}
 	if err := tx.b.Commit(pebble.NoSync); err != nil {
+		f.heads.clear()
 		f.fail(fmt.Errorf("commit state: %w", err))
 		return
 	}
+	tx.heads.publish(f.heads)
 	f.applied.Store(last.Index)
 	f.settings.Store(tx.settings)
 	for tenant := range tx.touched {
@@ -368,11 +383,47 @@ func (f *fsm) appliedWake() <-chan struct{} {
 
 // decodeBatch decodes a Raft entry's CommandBatch.
 func decodeBatch(data []byte) ([]*cellv1.Command, error) {
-	var b cellv1.CommandBatch
-	if err := proto.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("decode command batch: %w", err)
+	cmds, _, err := decodeBatchRaw(data)
+	return cmds, err
+}
+
+// decodeBatchRaw decodes a Raft entry's CommandBatch as proto.Unmarshal
+// would, and also returns each command's encoded bytes (slices of data),
+// which the change log stores as they are instead of encoding the command
+// again (see eventBytes).
+func decodeBatchRaw(data []byte) ([]*cellv1.Command, [][]byte, error) {
+	var cmds []*cellv1.Command
+	var raws [][]byte
+	for b := data; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, fmt.Errorf("decode command batch: %w", protowire.ParseError(n))
+		}
+		if num > protowire.MaxValidNumber {
+			return nil, nil, errors.New("decode command batch: invalid field number")
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType { // unknown to CommandBatch: skipped, as proto.Unmarshal keeps it aside
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, nil, fmt.Errorf("decode command batch: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			continue
+		}
+		raw, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, nil, fmt.Errorf("decode command batch: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		c := &cellv1.Command{}
+		if err := proto.Unmarshal(raw, c); err != nil {
+			return nil, nil, fmt.Errorf("decode command batch: %w", err)
+		}
+		cmds = append(cmds, c)
+		raws = append(raws, raw)
 	}
-	return b.GetCommands(), nil
+	return cmds, raws, nil
 }
 
 // ErrUnknownCommand is the store's Err() after the state machine met a
@@ -462,6 +513,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("reopen restored state: %w", err)
 	}
+	f.heads.clear() // the cache described the old database
 	f.db = db
 	if err := f.loadSettings(db); err != nil {
 		return err

@@ -170,6 +170,20 @@ func FuzzCommandDecode(f *testing.F) {
 	f.Add([]byte{0x0a, 0x03, 0x08, 0x01, 0x10})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmds, err := decodeBatch(data)
+		// decodeBatch walks the batch itself: it must agree with proto.
+		var pb cellv1.CommandBatch
+		if perr := proto.Unmarshal(data, &pb); (perr == nil) != (err == nil) {
+			t.Fatalf("decodeBatch error %v, proto.Unmarshal error %v", err, perr)
+		} else if err == nil {
+			if len(pb.GetCommands()) != len(cmds) {
+				t.Fatalf("decodeBatch: %d commands, proto.Unmarshal %d", len(cmds), len(pb.GetCommands()))
+			}
+			for i := range cmds {
+				if !proto.Equal(cmds[i], pb.GetCommands()[i]) {
+					t.Fatalf("command %d: decodeBatch %v, proto.Unmarshal %v", i, cmds[i], pb.GetCommands()[i])
+				}
+			}
+		}
 		if err != nil {
 			return
 		}

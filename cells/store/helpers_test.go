@@ -145,12 +145,13 @@ type fsmHarness struct {
 }
 
 // newFSM opens a state machine on a fresh in-memory filesystem with a
-// dedup window of 100 ids (count only) and an unbounded change log; mutate adjusts the
+// dedup window of 100 ids (count only), an unbounded change log and a
+// context-head cache of 4; mutate adjusts the
 // config. The fsm is closed at cleanup.
 func newFSM(t testing.TB, mutate ...func(*fsmConfig)) *fsmHarness {
 	t.Helper()
 	h := &fsmHarness{t: t, fs: vfs.NewMem(), now: testT0}
-	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedupMaxIDs: 100}
+	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedupMaxIDs: 100, headCache: 4} // a small head cache: evictions all the time
 	for _, m := range mutate {
 		m(&h.cfg)
 	}

@@ -251,7 +251,11 @@ func (s *Store) ReplicaBarrier(ctx context.Context, current bool) error {
 func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opts ReadOptions, fn func(*TenantView) error) error {
 	start := time.Now()
 	defer func() {
-		s.metrics.readLatency.WithLabelValues(consistencyLabel(opts.Consistency)).Observe(time.Since(start).Seconds())
+		obs, ok := s.metrics.readObs[opts.Consistency]
+		if !ok {
+			obs = s.metrics.readLatency.WithLabelValues(consistencyLabel(opts.Consistency))
+		}
+		obs.Observe(time.Since(start).Seconds())
 	}()
 	if err := s.readBarrier(ctx, opts); err != nil {
 		return err
@@ -460,6 +464,16 @@ func (v *TenantView) Entries(id string, fromSeq uint64, maxEntries int, maxBytes
 	if _, err := v.Context(id); err != nil {
 		return nil, err
 	}
+	return v.entries(id, fromSeq, maxEntries, maxBytes)
+}
+
+// EntriesFound is Entries for a context this view has already found
+// (v.Context(id) succeeded): it does not look the context up again.
+func (v *TenantView) EntriesFound(id string, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
+	return v.entries(id, fromSeq, maxEntries, maxBytes)
+}
+
+func (v *TenantView) entries(id string, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
 	fromSeq = max(fromSeq, 1)
 	p := entryPrefix(v.tenant, id)
 	var out []*contextv1.Entry

@@ -140,7 +140,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, fs: s.stateFS(fs), dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, tenantQuota: defaultTenantQuota, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, headCache: cfg.StateHeadCacheEntries, fs: s.stateFS(fs), dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, tenantQuota: defaultTenantQuota, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
 		onRejected: func() { s.metrics.eventsRejected.WithLabelValues("apply").Inc() }})
 	if err != nil {
 		return err
@@ -232,6 +232,9 @@ func (s *Store) open() error {
 	logs := s.logStore() // TestingKnobs.LogStoreFault in front when set
 	if failpoint.Enabled() {
 		logs = failpointLog{logs} // crash points around the log's fsync
+	}
+	if n := cfg.Raft.LogCacheEntries; n > 0 {
+		logs = newLogCache(logs, n)
 	}
 	s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.wal, snaps, s.safe)
 	if err != nil {

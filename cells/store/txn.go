@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -29,6 +30,12 @@ type txn struct {
 	// ownerEpoch is the tenant's epoch the last applied owner command was
 	// admitted at (0: not an owner command, or rejected before).
 	ownerEpoch uint64
+	// raw is the encoded form of the command being applied, as it is in
+	// the Raft entry (nil: none, e.g. a standby's replicated event).
+	raw []byte
+	// heads is what this batch read and wrote of context heads, published
+	// to the fsm's headCache once the batch is committed.
+	heads headTxn
 }
 
 type tenantState struct {
@@ -46,15 +53,10 @@ func (tx *txn) close() { _ = tx.b.Close() }
 
 // get reads key into m; false when the key does not exist.
 func (tx *txn) get(key []byte, m proto.Message) bool {
-	v, closer, err := tx.b.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
+	v := tx.getRaw(key)
+	if v == nil {
 		return false
 	}
-	if err != nil {
-		tx.fail(err)
-		return false
-	}
-	defer closer.Close()
 	if err := proto.Unmarshal(v, m); err != nil {
 		tx.fail(fmt.Errorf("decode %q: %w", key, err))
 		return false
@@ -62,10 +64,21 @@ func (tx *txn) get(key []byte, m proto.Message) bool {
 	return true
 }
 
-// getRaw returns a copy of key's value, or nil.
+// getRaw returns key's value, or nil when the key does not exist. The
+// value is the caller's to keep but not to modify (a context head may be
+// shared with the headCache).
 func (tx *txn) getRaw(key []byte) []byte {
+	head := tx.f.heads != nil && isContextKey(key)
+	if head {
+		if v, ok := tx.heads.lookup(tx.f.heads, key); ok {
+			return v
+		}
+	}
 	v, closer, err := tx.b.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
+		if head {
+			tx.heads.read(key, nil)
+		}
 		return nil
 	}
 	if err != nil {
@@ -73,7 +86,11 @@ func (tx *txn) getRaw(key []byte) []byte {
 		return nil
 	}
 	defer closer.Close()
-	return append([]byte(nil), v...)
+	out := append([]byte(nil), v...)
+	if head {
+		tx.heads.read(key, out)
+	}
+	return out
 }
 
 // put writes m at key and returns its encoded size.
@@ -91,17 +108,26 @@ func (tx *txn) setRaw(key, v []byte) {
 	if err := tx.b.Set(key, v, nil); err != nil {
 		tx.fail(err)
 	}
+	if tx.f.heads != nil && isContextKey(key) {
+		tx.heads.wrote(key, bytes.Clone(v))
+	}
 }
 
 func (tx *txn) del(key []byte) {
 	if err := tx.b.Delete(key, nil); err != nil {
 		tx.fail(err)
 	}
+	if tx.f.heads != nil && isContextKey(key) {
+		tx.heads.wrote(key, nil)
+	}
 }
 
 func (tx *txn) delRange(start, end []byte) {
 	if err := tx.b.DeleteRange(start, end, nil); err != nil {
 		tx.fail(err)
+	}
+	if tx.f.heads != nil && rangeMayHoldContexts(start, end) {
+		tx.heads.deletedRange(start, end)
 	}
 }
 
@@ -223,7 +249,20 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 	rec.UpdateTimeUnixNano = c.GetTimeUnixNano()
 	st.dirty = true
 
-	n := tx.put(changeKey(tenant, rec.Tseq), &cellv1.ChangeEvent{Tseq: rec.Tseq, TimeUnixNano: c.GetTimeUnixNano(), Command: c, Result: res})
+	resBytes, err := marshalOpts.Marshal(res) // once, for the event and the dedup record
+	if err != nil {
+		tx.fail(err)
+		return
+	}
+	var event []byte
+	if raw := tx.raw; raw != nil && !replicated && !tx.f.reencode && spliceable(c) {
+		event = eventBytes(rec.Tseq, c.GetTimeUnixNano(), raw, resBytes)
+	} else if event, err = marshalOpts.Marshal(&cellv1.ChangeEvent{Tseq: rec.Tseq, TimeUnixNano: c.GetTimeUnixNano(), Command: c, Result: res}); err != nil {
+		tx.fail(err)
+		return
+	}
+	tx.setRaw(changeKey(tenant, rec.Tseq), event)
+	n := len(event)
 	if rec.ChangelogCount == 0 {
 		rec.ChangelogFirstTseq = rec.Tseq
 		rec.ChangelogFirstTimeUnixNano = c.GetTimeUnixNano()
@@ -234,7 +273,7 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 
 	if id := c.GetRequestId(); id != "" && tx.settings.GetDedupWindow() > 0 {
 		now := c.GetTimeUnixNano()
-		tx.put(dedupKey(tenant, id), &cellv1.DedupRecord{Tseq: rec.Tseq, Result: res, TimeUnixNano: now})
+		tx.setRaw(dedupKey(tenant, id), dedupBytes(rec.Tseq, resBytes, now))
 		tx.setRaw(dedupQueueKey(tenant, rec.DedupNext), []byte(id))
 		if rec.DedupNext == rec.DedupFirst {
 			rec.DedupFirstTimeUnixNano = now
@@ -442,4 +481,50 @@ func eventTime(b []byte) int64 {
 		b = b[n:]
 	}
 	return 0
+}
+
+// spliceable reports whether a command's bytes in the Raft entry are what
+// encoding the decoded command again (deterministically) gives: a command
+// of this version with no fields this node does not know, which is every
+// command a leader of this version proposed (Propose encodes it with the
+// same options). Others are encoded again, as before.
+func spliceable(c *cellv1.Command) bool {
+	return c.GetVersion() == commandVersion && len(c.ProtoReflect().GetUnknown()) == 0
+}
+
+// eventBytes is the deterministic encoding of ChangeEvent{tseq, time,
+// command, result} from the command's and the result's encodings: the same
+// bytes marshalOpts.Marshal gives (TestEventBytesMatchMarshal), without
+// encoding the command (and its payload) a second time.
+func eventBytes(tseq uint64, timeNanos int64, cmd, res []byte) []byte {
+	b := make([]byte, 0, len(cmd)+len(res)+32)
+	if tseq != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, tseq)
+	}
+	if timeNanos != 0 {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(timeNanos))
+	}
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendBytes(b, cmd)
+	b = protowire.AppendTag(b, 4, protowire.BytesType)
+	return protowire.AppendBytes(b, res)
+}
+
+// dedupBytes is the deterministic encoding of DedupRecord{tseq, result,
+// time} from the result's encoding (TestEventBytesMatchMarshal).
+func dedupBytes(tseq uint64, res []byte, timeNanos int64) []byte {
+	b := make([]byte, 0, len(res)+24)
+	if tseq != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, tseq)
+	}
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, res)
+	if timeNanos != 0 {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(timeNanos))
+	}
+	return b
 }
