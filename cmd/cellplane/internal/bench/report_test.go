@@ -129,7 +129,7 @@ func TestReportTable(t *testing.T) {
 		"etcd put",
 		"Unavailable=2",
 		readLinHalf,
-		"15000", // the @50% step's target rate
+		"15000",                 // the @50% step's target rate
 		"writes_vs_fsync", "12", // reported without a target
 		"writes_vs_etcd", "1.2", "≥2  MISSED",
 		"write_p50_vs_fsync_p50", "≤3.5  met",
