@@ -14,8 +14,16 @@ import (
 func newBenchMemberCmds(std streams) []*cobra.Command {
 	var ec bench.EtcdMemberConfig
 	etcdCmd := &cobra.Command{
-		Use:    "etcd-member",
-		Short:  "Run one member of bench cell's etcd baseline (mutual TLS, fsync on)",
+		Use:   "etcd-member",
+		Short: "Run one member of bench cell's etcd baseline (mutual TLS, fsync on)",
+		Long: `Run one member of the 3-member etcd baseline of 'cellplane bench cell', which
+starts it: the embedded etcd the control plane uses, fsync on, TLS with
+client-certificate authentication on its peer and client URLs. It runs until
+SIGINT or SIGTERM. Not for production use.`,
+		Example: `  cellplane bench etcd-member --name etcd1 --data-dir d/etcd1 \
+      --peer-url https://127.0.0.1:7301 --client-url https://127.0.0.1:7302 \
+      --initial-cluster etcd1=https://127.0.0.1:7301,etcd2=https://127.0.0.1:7311,etcd3=https://127.0.0.1:7321 \
+      --cert-file certs/controlplane.etcd1.crt --key-file certs/controlplane.etcd1.key --ca-file certs/ca.crt`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,8 +50,19 @@ func newBenchMemberCmds(std streams) []*cobra.Command {
 		logLevel           = "warn"
 	)
 	raftCmd := &cobra.Command{
-		Use:    "raft-member",
-		Short:  "Run one member of bench cell's bare-Raft floor (raft-wal, mutual TLS, no-op state machine)",
+		Use:   "raft-member",
+		Short: "Run one member of bench cell's bare-Raft floor (raft-wal, mutual TLS, no-op state machine)",
+		Long: `Run one member of the bare-Raft floor of 'cellplane bench cell', which starts
+it: the cell's hashicorp/raft, raft-wal, Raft settings and network transport
+(mutual TLS, node certificates of --certs-dir) with a no-op state machine,
+behind a gRPC ContextService.Append that proposes the request's bytes as one
+entry (and CellService.GetStatus), and /metrics over HTTPS. Callers need a
+certificate of the cluster CA. It runs until SIGINT or SIGTERM. Not for
+production use.`,
+		Example: `  cellplane bench raft-member --id n1 --data-dir d/n1 --raft-addr 127.0.0.1:7401 \
+      --grpc-addr 127.0.0.1:7402 --http-addr 127.0.0.1:7403 \
+      --bootstrap n1@127.0.0.1:7401,n2@127.0.0.1:7411,n3@127.0.0.1:7421 \
+      --certs-dir certs --cert-name node.r1.c1.n1`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
