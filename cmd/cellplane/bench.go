@@ -208,8 +208,9 @@ The default run takes under three minutes. Component logs go to stderr at
 func newBenchRouterCmd(std streams) *cobra.Command {
 	opts := bench.DefaultRouterOptions()
 	var (
-		asJSON   bool
-		logLevel = "error"
+		asJSON    bool
+		inProcess bool
+		logLevel  = "error"
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -234,7 +235,15 @@ Ratios (targets in the table): router_p50_vs_direct, router_p99_vs_direct,
 router_qps_vs_direct (ops/s at --concurrency), client_p50_vs_direct (each
 the worse of appends and reads; per-op ratios are in the results) and
 router_bytes_per_tenant. The default run takes under two minutes.
-Component logs go to stderr at --log-level.`,
+Component logs go to stderr at --log-level.
+
+By default the cell's nodes (3 × 'cellplane cell --insecure') and the router
+('cellplane router --insecure --auth none', the router's default page size)
+run as processes of this binary, and this process is the load generator;
+each step then reports the router process's and the cell members' CPU per
+call (/proc/<pid>/stat). The memory figure comes from a router started in
+this process first (then stopped). --in-process runs the cell and the
+router in this process.`,
 		Example: `  cellplane bench router
   cellplane bench router --json > router.json
   cellplane bench router --tenants 100000 --duration 1s --rounds 1`,
@@ -245,6 +254,7 @@ Component logs go to stderr at --log-level.`,
 					atLeastOne("--tenants", opts.Tenants), atLeastOne("--page-size", opts.PageSize),
 					atLeastOne("--load-concurrency", opts.LoadConcurrency))...)
 			}
+			opts.Processes = !inProcess
 			return runScenario(cmd, std, "router", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
 				return bench.RunRouter(ctx, opts)
@@ -254,6 +264,7 @@ Component logs go to stderr at --log-level.`,
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
 	f.IntVar(&opts.Concurrency, "concurrency", opts.Concurrency, "workers of every step (closed loop)")
+	f.BoolVar(&inProcess, "in-process", false, "run the cell and the router in this process (no per-process CPU figures)")
 	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step (one path, one op, one round)")
 	f.IntVar(&opts.Rounds, "rounds", opts.Rounds, "rounds of the three paths (the medians are reported)")
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per appended entry")

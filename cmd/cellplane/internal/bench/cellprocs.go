@@ -78,9 +78,13 @@ type procSystem struct {
 	conns   []*grpc.ClientConn // cell, raft: router identity
 	admin   []*grpc.ClientConn // cell: control plane identity
 	etcd    *clientv3.Client   // etcd: the leader's endpoint
-	metrics []string           // https URLs of the members' /metrics
+	metrics []string           // URLs of the members' /metrics
+	nodes   []procNode         // cell: the members' addresses
 	leader  int
 }
+
+// procNode is one cell member's id and addresses.
+type procNode struct{ id, raft, grpc, http string }
 
 func (s *procSystem) close() {
 	for _, c := range append(s.conns, s.admin...) {
@@ -125,7 +129,9 @@ func newProcEnv(bin, dir string, p progress) (*procEnv, error) {
 
 func (e *procEnv) dialAll(addrs []string, src *pki.Source, kinds ...pki.Kind) ([]*grpc.ClientConn, error) {
 	cfg := dial.DefaultConfig()
-	cfg.Credentials = pki.ClientCredentials(src, pki.ExpectKinds(kinds...))
+	if src != nil { // nil: plaintext
+		cfg.Credentials = pki.ClientCredentials(src, pki.ExpectKinds(kinds...))
+	}
 	var out []*grpc.ClientConn
 	for _, a := range addrs {
 		c, err := dial.New(a, cfg)
@@ -141,7 +147,9 @@ func (e *procEnv) dialAll(addrs []string, src *pki.Source, kinds ...pki.Kind) ([
 }
 
 // startProcCell starts 3 × `cellplane cell` (mutual TLS, standalone),
-// finds the leader and makes tenant "bench" OWNER at epoch 1.
+// finds the leader and makes tenant "bench" OWNER at epoch 1. With
+// e.pki nil the nodes run --insecure (plaintext, as the router and mcp
+// scenarios' in-process cells do).
 func (e *procEnv) startProcCell(ctx context.Context, logLevel string) (*procSystem, error) {
 	addrs, err := loopbackAddrs(9)
 	if err != nil {
@@ -156,18 +164,30 @@ func (e *procEnv) startProcCell(ctx context.Context, logLevel string) (*procSyst
 	for i := range 3 {
 		raftA, grpcA, httpA := addrs[3*i], addrs[3*i+1], addrs[3*i+2]
 		id := fmt.Sprintf("n%d", i+1)
-		c, err := startChild("cell "+id, e.bin, "cell", "--id", id, "--cell", benchCellID,
+		args := []string{"cell", "--id", id, "--cell", benchCellID,
 			"--data-dir", filepath.Join(e.dir, "cell", id), "--raft-addr", raftA, "--grpc-addr", grpcA, "--http-addr", httpA,
-			"--bootstrap", strings.Join(boot, ","), "--certs-dir", e.pki.Dir, "--log-level", logLevel)
+			"--bootstrap", strings.Join(boot, ","), "--log-level", logLevel}
+		scheme := "https://"
+		if e.pki != nil {
+			args = append(args, "--certs-dir", e.pki.Dir)
+		} else {
+			args, scheme = append(args, "--insecure"), "http://"
+		}
+		c, err := startChild("cell "+id, e.bin, args...)
 		if err != nil {
 			s.close()
 			return nil, err
 		}
 		s.procs = append(s.procs, c)
 		grpcAddrs = append(grpcAddrs, grpcA)
-		s.metrics = append(s.metrics, "https://"+httpA+"/metrics")
+		s.nodes = append(s.nodes, procNode{id: id, raft: raftA, grpc: grpcA, http: httpA})
+		s.metrics = append(s.metrics, scheme+httpA+"/metrics")
 	}
-	if s.conns, err = e.dialAll(grpcAddrs, e.pki.Router, pki.KindNode); err == nil {
+	if e.pki == nil {
+		if s.conns, err = e.dialAll(grpcAddrs, nil); err == nil {
+			s.admin, err = e.dialAll(grpcAddrs, nil)
+		}
+	} else if s.conns, err = e.dialAll(grpcAddrs, e.pki.Router, pki.KindNode); err == nil {
 		s.admin, err = e.dialAll(grpcAddrs, e.pki.ControlPlane, pki.KindNode)
 	}
 	if err != nil {

@@ -102,6 +102,10 @@ type Result struct {
 	CommandsPerEntry float64 `json:"commands_per_entry,omitempty"`
 	ForeignCores     float64 `json:"foreign_cores,omitempty"`
 	StealCores       float64 `json:"steal_cores,omitempty"`
+	// RouterCPUCores and RouterCPUPerOpUs are the router process's CPU
+	// (`bench router`, per-process mode).
+	RouterCPUCores   float64 `json:"router_cpu_cores,omitempty"`
+	RouterCPUPerOpUs float64 `json:"router_cpu_per_op_us,omitempty"`
 }
 
 func (r Result) errorsText() string {
