@@ -279,8 +279,9 @@ router in this process.`,
 func newBenchMCPCmd(std streams) *cobra.Command {
 	opts := bench.DefaultMCPOptions()
 	var (
-		asJSON   bool
-		logLevel = "error"
+		asJSON    bool
+		inProcess bool
+		logLevel  = "error"
 	)
 	cmd := &cobra.Command{
 		Use:   "mcp",
@@ -303,10 +304,16 @@ step for --duration after a warm-up:
 
 Ratios (targets in the table): mcp_router_p50_vs_direct (context_read;
 append's is in the results) and mcp_rps_per_core (direct context_read
-calls per second of worker CPU). With --in-process-worker the worker runs
-in the bench process and its CPU figures are the whole process's (an upper
-bound). The default run takes under two minutes. Component logs go to
-stderr at --log-level.`,
+calls per second of worker CPU). The default run takes under two minutes.
+Component logs go to stderr at --log-level.
+
+By default the cell's nodes (3 × 'cellplane cell --insecure') and the router
+('cellplane router --insecure --auth none') run as processes too, so that
+this process is only the load generator (and etcd); each step then also
+reports the router process's CPU per call. --in-process runs the cell and
+the router in this process (the worker stays a process unless
+--in-process-worker, which runs it in the bench process too: its CPU
+figures are then the whole process's, an upper bound).`,
 		Example: `  cellplane bench mcp
   cellplane bench mcp --json > mcp.json
   cellplane bench mcp --concurrency 32 --duration 2s --rounds 2`,
@@ -316,6 +323,7 @@ stderr at --log-level.`,
 				return firstBroken(append(loadRules(opts.Concurrency, opts.Duration, opts.Rounds, opts.EntrySize),
 					atLeastOne("--prefill", opts.Prefill), atLeastOne("--tail", opts.Tail))...)
 			}
+			opts.Processes = !inProcess && !opts.InProcessWorker
 			return runScenario(cmd, std, "mcp", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
 				return bench.RunMCP(ctx, opts)
@@ -330,7 +338,8 @@ stderr at --log-level.`,
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per entry (pre-filled and appended)")
 	f.IntVar(&opts.Prefill, "prefill", opts.Prefill, "entries in each session's context before the steps")
 	f.IntVar(&opts.Tail, "tail", opts.Tail, "entries each context_read asks for (the last ones)")
-	f.BoolVar(&opts.InProcessWorker, "in-process-worker", false, "run the worker in the bench process (its CPU is then the whole process's)")
+	f.BoolVar(&inProcess, "in-process", false, "run the cell and the router in this process (the worker stays a process)")
+	f.BoolVar(&opts.InProcessWorker, "in-process-worker", false, "run the worker in the bench process too (its CPU is then the whole process's; implies --in-process)")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd

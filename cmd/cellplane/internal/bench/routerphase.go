@@ -70,11 +70,13 @@ func publishCell(ctx context.Context, st topo.Store, cell *Cell) error {
 
 // benchRouter is a router in this process with its client connections.
 type benchRouter struct {
-	srv    *router.Server   // nil when the router is a process
-	proc   *child           // the router process, or nil
-	conn   *grpc.ClientConn // plain gRPC to the router
-	client *client.Client   // the smart client, resolving through it
-	once   sync.Once
+	srv  *router.Server // nil when the router is a process
+	proc *child         // the router process, or nil
+	// httpAddr is the router process's HTTP address.
+	httpAddr string
+	conn     *grpc.ClientConn // plain gRPC to the router
+	client   *client.Client   // the smart client, resolving through it
+	once     sync.Once
 }
 
 func (b *benchRouter) close() {

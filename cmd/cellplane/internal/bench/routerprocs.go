@@ -202,7 +202,7 @@ func startRouterProcess(ctx context.Context, env *procEnv, endpoints []string, o
 	if err != nil {
 		return nil, err
 	}
-	b := &benchRouter{proc: c}
+	b := &benchRouter{proc: c, httpAddr: addrs[1]}
 	p.printf("starting a router process (pid %d)", c.pid())
 	t0 := time.Now()
 	if b.conn, err = dial.New(addrs[0], dial.DefaultConfig()); err != nil {
