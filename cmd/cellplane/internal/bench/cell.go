@@ -130,6 +130,7 @@ func (r *CellResults) Notes() []Note {
 			used += " (every round was noisy: medians over all)"
 		}
 		n = append(n, Note{"rounds in the medians", used},
+			Note{"cell elections after the first leader", fmt.Sprint(r.CellElections)},
 			Note{"prefill", fmt.Sprintf("%d appends in %.1f s", r.PrefillAppends, r.PrefillSec)},
 			Note{"each step", fmt.Sprintf("%.1f s after %.1f s warm-up", r.StepSec, r.WarmupSec)},
 			Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)})

@@ -72,6 +72,13 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, machin
 		}
 	}
 	p.printf("  ready: cell in %.2f s, etcd in %.2f s", res.CellStartSec, res.EtcdStartSec)
+	if termStart, err := procCellTerm(ctx, cell); err == nil {
+		defer func() {
+			if term, err := procCellTerm(ctx, cell); err == nil {
+				res.CellElections = term - termStart
+			}
+		}()
+	}
 
 	tctx := tenantCtx(ctx)
 	maxConc := max(slicesMax(opts.Concurrency), opts.ReadConcurrency)
