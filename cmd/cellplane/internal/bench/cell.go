@@ -214,7 +214,7 @@ func RunCell(ctx context.Context, opts CellOptions) (*Report, error) {
 	}
 
 	if opts.Processes {
-		ratios, err := runCellProcesses(ctx, opts, root, machine, res, p)
+		ratios, err := runCellProcesses(ctx, opts, root, res, p)
 		if err != nil {
 			return nil, err
 		}

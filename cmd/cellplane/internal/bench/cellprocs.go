@@ -463,16 +463,18 @@ func machineCPU() (busy, steal time.Duration) {
 }
 
 // appendOp returns an Op appending one size-byte entry per call to
-// context ids[w] through conn, each with a new request id.
-func appendOp(conn *grpc.ClientConn, ids []string, size int, prefix string) Op {
+// context ids[w] through conn, each with a new request id taken from reqs:
+// one counter for every step of a run, so that no append repeats an
+// earlier one's request id (the cell would answer it from its dedup
+// window instead of writing).
+func appendOp(conn *grpc.ClientConn, ids []string, size int, reqs *atomic.Uint64) Op {
 	c := contextv1.NewContextServiceClient(conn)
 	data := payload(size)
-	var reqs atomic.Uint64
 	return func(ctx context.Context, w int) error {
 		_, err := c.Append(ctx, &contextv1.AppendRequest{
 			ContextId: ids[w],
 			Entries:   []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Data{Data: data}}},
-			RequestId: fmt.Sprintf("%s-%d", prefix, reqs.Add(1)),
+			RequestId: "append-" + strconv.FormatUint(reqs.Add(1), 10),
 		})
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,7 +175,8 @@ func TestRaftMember(t *testing.T) {
 	if err := env.waitGRPCLeader(ctx, s, s.conns); err != nil {
 		t.Fatal(err)
 	}
-	op := appendOp(s.conns[s.leader], []string{"c"}, 64, "t")
+	var reqs atomic.Uint64
+	op := appendOp(s.conns[s.leader], []string{"c"}, 64, &reqs)
 	for range 10 {
 		if err := op(ctx, 0); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,7 +25,7 @@ const RatioWritesVsRaftFloor = "writes_vs_raft_floor"
 // concurrency, the systems' order rotating; the ratios are the medians of
 // the per-round ratios over the rounds whose machine load besides the
 // benchmark stayed under opts.MaxForeignCores.
-func runCellProcesses(ctx context.Context, opts CellOptions, root string, machine Machine, res *CellResults, p progress) (map[string]float64, error) {
+func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *CellResults, p progress) (map[string]float64, error) {
 	bin := opts.Binary
 	if bin == "" {
 		exe, err := os.Executable()
@@ -122,13 +123,17 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, machin
 		return r, nil
 	}
 
+	// Every append of the run (prefill, every step of every round) gets a
+	// request id of its own.
+	var reqs, etcdKeys atomic.Uint64
+
 	// Steady state: the tenant's change log past its bound (trimming on
 	// every apply from then on), the contexts' heads large.
 	if opts.Prefill > 0 {
 		p.printf("prefilling the cell's tenant with %d appends", opts.Prefill)
 		pre := Load{Name: "cell prefill", Concurrency: min(64, maxConc), Ops: uint64(opts.Prefill), OpTimeout: 10 * time.Second}
 		t0 := time.Now()
-		r, err := Run(tctx, pre, appendOp(cell.conns[cell.leader], ids, opts.EntrySize, "prefill"))
+		r, err := Run(tctx, pre, appendOp(cell.conns[cell.leader], ids, opts.EntrySize, &reqs))
 		if err != nil {
 			return nil, err
 		}
@@ -137,14 +142,13 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, machin
 	}
 
 	ops := map[string]func(conc int) Op{
-		sysCell: func(int) Op { return appendOp(cell.conns[cell.leader], ids, opts.EntrySize, "append") },
-		sysRaft: func(int) Op { return appendOp(raftSys.conns[raftSys.leader], ids, opts.EntrySize, "append") },
-		sysEtcd: func(conc int) Op {
+		sysCell: func(int) Op { return appendOp(cell.conns[cell.leader], ids, opts.EntrySize, &reqs) },
+		sysRaft: func(int) Op { return appendOp(raftSys.conns[raftSys.leader], ids, opts.EntrySize, &reqs) },
+		sysEtcd: func(int) Op {
 			value := string(payload(opts.EntrySize))
-			next := make([]uint64, conc)
 			return func(ctx context.Context, w int) error {
-				next[w]++
-				_, err := etcd.etcd.Put(ctx, fmt.Sprintf("bench/%03d/%012d", w, next[w]), value)
+				// A new key per Put, over the whole run.
+				_, err := etcd.etcd.Put(ctx, fmt.Sprintf("bench/%012d", etcdKeys.Add(1)), value)
 				return err
 			}
 		},
