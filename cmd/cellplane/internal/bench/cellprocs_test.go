@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/cellplane/cellplane/cells/store"
@@ -214,5 +216,60 @@ func TestRaftMember(t *testing.T) {
 			t.Error("a Raft connection with a router certificate was kept")
 		}
 		c.Close()
+	}
+}
+
+// recordingContexts records the request ids of the Appends it is sent.
+type recordingContexts struct {
+	contextv1.UnimplementedContextServiceServer
+	mu  sync.Mutex
+	ids []string
+}
+
+func (r *recordingContexts) Append(_ context.Context, req *contextv1.AppendRequest) (*contextv1.AppendResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ids = append(r.ids, req.GetRequestId())
+	return &contextv1.AppendResponse{}, nil
+}
+
+// TestAppendOpsNeverRepeatARequestID: every step of a run makes its own
+// append Op; a request id repeated from an earlier step would be answered
+// from the cell's dedup window, not written.
+func TestAppendOpsNeverRepeatARequestID(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingContexts{}
+	gs := grpc.NewServer()
+	contextv1.RegisterContextServiceServer(gs, rec)
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	conn, err := dial.New(lis.Addr().String(), dial.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	ctx := testutil.Context(t, 30*time.Second)
+	var reqs atomic.Uint64
+	for range 3 { // three steps
+		op := appendOp(conn, []string{"c0", "c1"}, 16, &reqs)
+		for w := range 2 {
+			if err := op(ctx, w); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, id := range rec.ids {
+		if seen[id] {
+			t.Errorf("request id %s sent twice: %v", id, rec.ids)
+		}
+		seen[id] = true
+	}
+	if len(rec.ids) != 6 {
+		t.Errorf("%d appends recorded, want 6", len(rec.ids))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -228,16 +229,73 @@ func (s *countingLogStore) StoreLogs(ls []*raft.Log) error {
 }
 
 // tlsStreamLayer is raft's StreamLayer over mutual TLS: accepted and
-// dialed connections must present node certificates of the cluster.
+// dialed connections must present node certificates of the cluster. It
+// closes every connection it made or accepted when it is closed (raft's
+// NetworkTransport leaves both open, and their readers running).
 type tlsStreamLayer struct {
 	net.Listener
 	addr   net.Addr
 	client *tls.Config
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 func (l *tlsStreamLayer) Addr() net.Addr { return l.addr }
 
+func (l *tlsStreamLayer) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.track(c)
+}
+
 func (l *tlsStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
-	return tls.DialWithDialer(d, "tcp", string(addr), l.client)
+	c, err := tls.DialWithDialer(d, "tcp", string(addr), l.client)
+	if err != nil {
+		return nil, err
+	}
+	return l.track(c)
+}
+
+func (l *tlsStreamLayer) track(c net.Conn) (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	if l.conns == nil {
+		l.conns = map[net.Conn]struct{}{}
+	}
+	l.conns[c] = struct{}{}
+	return &layerConn{Conn: c, l: l}, nil
+}
+
+func (l *tlsStreamLayer) Close() error {
+	err := l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+	return err
+}
+
+// layerConn forgets itself in its layer when closed.
+type layerConn struct {
+	net.Conn
+	l *tlsStreamLayer
+}
+
+func (c *layerConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c.Conn)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
