@@ -70,7 +70,10 @@ type CellResults struct {
 	PrefillAppends  uint64      `json:"prefill_appends,omitempty"`
 	PrefillSec      float64     `json:"prefill_s,omitempty"`
 	Members         []string    `json:"members,omitempty"`
-	pending         func(*Result)
+	// LeaderChanges counts, per system, the steps before which its
+	// leader had moved (the bench then sends to the new one).
+	LeaderChanges map[string]int `json:"leader_changes,omitempty"`
+	pending       func(*Result)
 
 	// CellPeakRSSBytes is the largest VmRSS sampled during the cell phase
 	// (start, writes, reads); the process holds the three nodes and the
@@ -131,6 +134,7 @@ func (r *CellResults) Notes() []Note {
 		}
 		n = append(n, Note{"rounds in the medians", used},
 			Note{"cell elections after the first leader", fmt.Sprint(r.CellElections)},
+			Note{"leader moves seen between steps", fmt.Sprint(r.LeaderChanges)},
 			Note{"prefill", fmt.Sprintf("%d appends in %.1f s", r.PrefillAppends, r.PrefillSec)},
 			Note{"each step", fmt.Sprintf("%.1f s after %.1f s warm-up", r.StepSec, r.WarmupSec)},
 			Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)})

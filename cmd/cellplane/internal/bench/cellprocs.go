@@ -73,14 +73,15 @@ type CellRound struct {
 // member processes, a gRPC connection or etcd client to each, and the
 // member that leads.
 type procSystem struct {
-	name    string
-	procs   children
-	conns   []*grpc.ClientConn // cell, raft: router identity
-	admin   []*grpc.ClientConn // cell: control plane identity
-	etcd    *clientv3.Client   // etcd: the leader's endpoint
-	metrics []string           // URLs of the members' /metrics
-	nodes   []procNode         // cell: the members' addresses
-	leader  int
+	name     string
+	procs    children
+	conns    []*grpc.ClientConn // cell, raft: router identity
+	admin    []*grpc.ClientConn // cell: control plane identity
+	etcd     *clientv3.Client   // etcd: the leader's endpoint
+	etcdURLs []string           // etcd: every member's client URL
+	metrics  []string           // URLs of the members' /metrics
+	nodes    []procNode         // cell: the members' addresses
+	leader   int
 }
 
 // procNode is one cell member's id and addresses.
@@ -269,6 +270,43 @@ func (e *procEnv) waitGRPCLeader(ctx context.Context, s *procSystem, conns []*gr
 	return nil
 }
 
+// refreshLeader finds the member that leads now (a CPU-starved machine
+// can move leadership between steps): the steps send to it. It returns
+// whether the leader changed; with no leader found the old one stays.
+func (e *procEnv) refreshLeader(ctx context.Context, s *procSystem) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	old := s.leader
+	switch s.name {
+	case sysCell, sysRaft:
+		conns := s.conns
+		if s.admin != nil {
+			conns = s.admin
+		}
+		if err := e.waitGRPCLeader(ctx, s, conns); err != nil {
+			s.leader = old
+		}
+	case sysEtcd:
+		for i, ep := range s.etcdURLs {
+			st, err := s.etcd.Status(ctx, ep)
+			if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
+				s.leader = i
+			}
+		}
+		if s.leader != old {
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.etcdURLs[s.leader]}, DialTimeout: 5 * time.Second,
+				TLS: e.etcTLS.Clone(), Logger: zap.NewNop(), Context: ctx})
+			if err != nil {
+				s.leader = old
+				return false
+			}
+			_ = s.etcd.Close()
+			s.etcd = cli
+		}
+	}
+	return s.leader != old
+}
+
 // startProcEtcd starts 3 × `cellplane bench etcd-member` (mutual TLS) and
 // connects a client to the leader.
 func (e *procEnv) startProcEtcd(ctx context.Context) (*procSystem, error) {
@@ -282,7 +320,7 @@ func (e *procEnv) startProcEtcd(ctx context.Context) (*procSystem, error) {
 		peers = append(peers, "https://"+addrs[2*i])
 		clients = append(clients, "https://"+addrs[2*i+1])
 	}
-	s := &procSystem{name: sysEtcd}
+	s := &procSystem{name: sysEtcd, etcdURLs: clients}
 	for i := range 3 {
 		cert, key := leafFiles(e.pki.Dir, pki.ControlPlaneIdentity(benchPKICluster, names[i]))
 		c, err := startChild("etcd member "+names[i], e.bin, "bench", "etcd-member", "--name", names[i],

@@ -141,14 +141,16 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 		p.result(r)
 	}
 
+	res.LeaderChanges = map[string]int{}
 	ops := map[string]func(conc int) Op{
 		sysCell: func(int) Op { return appendOp(cell.conns[cell.leader], ids, opts.EntrySize, &reqs) },
 		sysRaft: func(int) Op { return appendOp(raftSys.conns[raftSys.leader], ids, opts.EntrySize, &reqs) },
 		sysEtcd: func(int) Op {
 			value := string(payload(opts.EntrySize))
+			cli := etcd.etcd
 			return func(ctx context.Context, w int) error {
 				// A new key per Put, over the whole run.
-				_, err := etcd.etcd.Put(ctx, fmt.Sprintf("bench/%012d", etcdKeys.Add(1)), value)
+				_, err := cli.Put(ctx, fmt.Sprintf("bench/%012d", etcdKeys.Add(1)), value)
 				return err
 			}
 		},
@@ -191,6 +193,10 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 		for _, sys := range order {
 			rd.Order = append(rd.Order, sys)
 			for _, c := range opts.Concurrency {
+				if env.refreshLeader(ctx, systems[sys]) {
+					res.LeaderChanges[sys]++
+					p.printf("  %s: leadership moved to member %d", sys, systems[sys].leader+1)
+				}
 				r, err := run(step(names[sys], c, systems[sys], round), ops[sys](c))
 				if err != nil {
 					return nil, err
@@ -217,6 +223,9 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 	}
 
 	// Reads, once, on the cell.
+	if env.refreshLeader(ctx, cell) {
+		res.LeaderChanges[sysCell]++
+	}
 	if err := procReads(tctx, opts, cell, all, env, ids, step, run, res); err != nil {
 		return nil, err
 	}
