@@ -17,7 +17,11 @@
 // the members' CPU per op (/proc/<pid>/stat), fsyncs per write and
 // commands per Raft entry (from the members' /metrics). Its in-process
 // mode (CellOptions.Processes false) keeps every member in the bench
-// process: quick, for tests and profiles.
+// process: quick, for tests and profiles. The router and mcp scenarios
+// likewise run the cell's nodes and the router (and the MCP worker) as
+// processes of the same binary by default, reporting the router's, the
+// worker's and the cell members' CPU per call; their in-process modes
+// (RouterOptions.Processes, MCPOptions.Processes false) are what tests run.
 //
 // The reusable parts:
 //
