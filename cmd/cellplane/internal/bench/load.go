@@ -220,7 +220,7 @@ func Run(ctx context.Context, l Load, op Op) (Result, error) {
 		res.Errors += n
 	}
 	if res.Ops == 0 && res.Errors > 0 {
-		return res, fmt.Errorf("%w: %s: %s", ErrNoProgress, l.Name, res.errorsText())
+		return res, fmt.Errorf("%w: %s: %s (first: %s)", ErrNoProgress, l.Name, res.errorsText(), res.FirstError)
 	}
 	return res, nil
 }

@@ -190,8 +190,8 @@ func publishProcCell(ctx context.Context, st topo.Store, cell *procSystem) error
 }
 
 // startRouterProcess starts `cellplane router --insecure --auth none` on
-// the etcd endpoints and waits until it routes an Append of tenant
-// "bench" (its table is loaded).
+// the etcd endpoints and waits until its table is loaded (/readyz) and it
+// routes a call of tenant "bench".
 func startRouterProcess(ctx context.Context, env *procEnv, endpoints []string, opts RouterOptions, p progress) (*benchRouter, error) {
 	addrs, err := loopbackAddrs(2)
 	if err != nil {
@@ -213,8 +213,18 @@ func startRouterProcess(ctx context.Context, env *procEnv, endpoints []string, o
 	tctx := metadata.AppendToOutgoingContext(ctx, tenantmd.TenantKey, benchTenant)
 	wctx, cancel := context.WithTimeout(tctx, 5*time.Minute)
 	defer cancel()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	err = waitChildren(wctx, children{c}, func() error {
-		_, err := cs.CreateContext(wctx, &contextv1.CreateContextRequest{ContextId: "router-ready", RequestId: "router-ready"})
+		// Ready: the whole table loaded (/readyz), and a call routed.
+		resp, err := hc.Get("http://" + addrs[1] + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("router /readyz: %s", resp.Status)
+		}
+		_, err = cs.CreateContext(wctx, &contextv1.CreateContextRequest{ContextId: "router-ready", RequestId: "router-ready"})
 		if err != nil && Code(err) != codes.AlreadyExists {
 			return err
 		}
