@@ -23,7 +23,8 @@ run, and print a table (or, with --json, only the JSON document on stdout:
 stderr. Results are recorded in docs/benchmarks.md.
 
 Scenarios:
-  cell        a 3-node cell on real disk vs an fsync loop and a 3-member etcd
+  cell        a 3-node cell vs an fsync loop, a 3-member etcd and bare Raft,
+              one process per member, mutual TLS, alternating rounds
   placement   a router's full load of 1M placements from etcd and the watch
               propagation of placement changes
   router      appends and reads direct to a cell leader vs via the router vs
@@ -61,52 +62,80 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchMTLSCmd(std)}, newBenchFailoverCmds(std)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchMTLSCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
 	return cmd
 }
 
 func newBenchCellCmd(std streams) *cobra.Command {
 	opts := bench.DefaultCellOptions()
 	var (
-		asJSON   bool
-		logLevel = "error"
+		asJSON    bool
+		inProcess bool
+		logLevel  = "error"
 	)
 	cmd := &cobra.Command{
 		Use:   "cell",
-		Short: "Benchmark a 3-node cell: writes and reads vs an fsync loop and etcd",
-		Long: `Benchmark the cell store on this machine, on the filesystem of --data-dir:
+		Short: "Benchmark a 3-node cell: writes and reads vs an fsync loop, etcd and bare Raft",
+		Long: `Benchmark the cell store on this machine, on the filesystem of --data-dir.
 
-  - a single-thread fsync loop (the disk's floor: ops/s, p50);
-  - a 3-node cell (real disk, loopback TCP) appending entries at each
-    concurrency level (writes/s, p50, p99);
-  - linearizable and stale reads (reads/s, p50, p99);
-  - a 3-member embedded etcd (fsync on) doing Puts of the same size at the
-    same concurrency levels;
-  - the process's peak RSS.
+Each system runs as one process per member, with mutual TLS (a CA made for
+the run), and this process is the only client:
 
-Ratios (targets in the table): writes_vs_fsync (cell writes/s at 64 ÷ fsync
-ops/s), writes_vs_etcd (cell ÷ etcd at 64), write_p50_vs_fsync_p50 (at
-concurrency 1) and the linearizable read p99 at half of the peak read rate.
+  - the cell: 3 × 'cellplane cell' (standalone, --certs-dir);
+  - etcd: 3 × an embedded etcd member (fsync on, TLS on peer and client
+    URLs), the same version the control plane embeds;
+  - the bare-Raft floor: 3 members of the same hashicorp/raft, raft-wal,
+    Raft settings and transport (mutual TLS) with a no-op state machine
+    behind a gRPC Append: what the store costs on top of Raft.
 
---duration is the length of EACH measured step; the default run takes under
-two minutes. Component logs go to stderr at --log-level.`,
+The cell's tenant is first filled with --prefill appends (past its change
+log's 100,000-event bound: steady state). Then --rounds rounds each run a
+single-thread fsync loop and every system at every --concurrency level
+(1-entry Appends, etcd Puts of the same size), --round-duration each after
+--warmup, the systems' order rotating from round to round. Each step
+reports ops/s, p50 and p99, the members' CPU per op (/proc/<pid>/stat),
+fsyncs per write (etcd's WAL fsync count, the floor's raft-wal writes;
+not measurable for the cell), commands per Raft entry, and the CPU the
+machine spent besides the benchmark (foreign cores, steal included). A
+round with a step above --max-foreign-cores is marked noisy and left out
+of the medians. Finally linearizable and stale reads of the cell.
+
+Ratios (medians of the per-round ratios; targets in the table):
+writes_vs_etcd and writes_vs_raft_floor (writes/s at 64 in flight),
+write_p50_vs_fsync_p50 (concurrency 1), writes_vs_fsync, and
+lin_read_p99_ms_at_half_max. --in-process runs every member and the load
+generator in this process instead (--duration per step, no rounds, no
+bare Raft): quick, for tests and profiles. Component logs go to stderr at
+--log-level.`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json > cell.json
-  cellplane bench cell --duration 1s --data-dir /mnt/nvme/tmp`,
+  cellplane bench cell --rounds 5 --round-duration 5s --concurrency 1,16,64,256
+  cellplane bench cell --in-process --duration 1s --data-dir /mnt/nvme/tmp`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Processes = !inProcess
 			check := func() error {
-				return firstBroken(flagRule{"--duration", opts.Duration > 0, "> 0"})
+				return firstBroken(flagRule{"--duration", opts.Duration > 0, "> 0"},
+					atLeastOne("--rounds", opts.Rounds), flagRule{"--round-duration", opts.RoundDuration > 0, "> 0"},
+					flagRule{"--warmup", opts.Warmup > 0, "> 0"}, flagRule{"--prefill", opts.Prefill >= 0, "≥ 0"},
+					flagRule{"--max-foreign-cores", opts.MaxForeignCores >= 0, "≥ 0"})
 			}
 			return runScenario(cmd, std, "cell", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
+				opts.MemberLogLevel = logLevel
 				return bench.RunCell(ctx, opts)
 			})
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
-	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step")
+	f.BoolVar(&inProcess, "in-process", false, "run every member and the load generator in this process (no rounds, no bare Raft)")
+	f.IntVar(&opts.Rounds, "rounds", opts.Rounds, "rounds of every system (the ratios are medians of the per-round ratios)")
+	f.DurationVar(&opts.RoundDuration, "round-duration", opts.RoundDuration, "length of each measured step of a round")
+	f.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "unmeasured load before each step of a round")
+	f.IntVar(&opts.Prefill, "prefill", opts.Prefill, "appends written to the cell's tenant before the rounds (steady state)")
+	f.Float64Var(&opts.MaxForeignCores, "max-foreign-cores", opts.MaxForeignCores, "CPU used besides the benchmark (cores) above which a round is noisy and left out (0: never)")
+	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step with --in-process")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory on the filesystem to measure (default: a new temporary directory, removed afterwards)")
 	f.IntSliceVar(&opts.Concurrency, "concurrency", opts.Concurrency, "write concurrency levels")
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes per appended entry and etcd value")
@@ -179,8 +208,9 @@ The default run takes under three minutes. Component logs go to stderr at
 func newBenchRouterCmd(std streams) *cobra.Command {
 	opts := bench.DefaultRouterOptions()
 	var (
-		asJSON   bool
-		logLevel = "error"
+		asJSON    bool
+		inProcess bool
+		logLevel  = "error"
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -205,7 +235,15 @@ Ratios (targets in the table): router_p50_vs_direct, router_p99_vs_direct,
 router_qps_vs_direct (ops/s at --concurrency), client_p50_vs_direct (each
 the worse of appends and reads; per-op ratios are in the results) and
 router_bytes_per_tenant. The default run takes under two minutes.
-Component logs go to stderr at --log-level.`,
+Component logs go to stderr at --log-level.
+
+By default the cell's nodes (3 × 'cellplane cell --insecure') and the router
+('cellplane router --insecure --auth none', the router's default page size)
+run as processes of this binary, and this process is the load generator;
+each step then reports the router process's and the cell members' CPU per
+call (/proc/<pid>/stat). The memory figure comes from a router started in
+this process first (then stopped). --in-process runs the cell and the
+router in this process.`,
 		Example: `  cellplane bench router
   cellplane bench router --json > router.json
   cellplane bench router --tenants 100000 --duration 1s --rounds 1`,
@@ -216,6 +254,7 @@ Component logs go to stderr at --log-level.`,
 					atLeastOne("--tenants", opts.Tenants), atLeastOne("--page-size", opts.PageSize),
 					atLeastOne("--load-concurrency", opts.LoadConcurrency))...)
 			}
+			opts.Processes = !inProcess
 			return runScenario(cmd, std, "router", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
 				return bench.RunRouter(ctx, opts)
@@ -225,6 +264,7 @@ Component logs go to stderr at --log-level.`,
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
 	f.IntVar(&opts.Concurrency, "concurrency", opts.Concurrency, "workers of every step (closed loop)")
+	f.BoolVar(&inProcess, "in-process", false, "run the cell and the router in this process (no per-process CPU figures)")
 	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step (one path, one op, one round)")
 	f.IntVar(&opts.Rounds, "rounds", opts.Rounds, "rounds of the three paths (the medians are reported)")
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per appended entry")
@@ -239,8 +279,9 @@ Component logs go to stderr at --log-level.`,
 func newBenchMCPCmd(std streams) *cobra.Command {
 	opts := bench.DefaultMCPOptions()
 	var (
-		asJSON   bool
-		logLevel = "error"
+		asJSON    bool
+		inProcess bool
+		logLevel  = "error"
 	)
 	cmd := &cobra.Command{
 		Use:   "mcp",
@@ -263,10 +304,16 @@ step for --duration after a warm-up:
 
 Ratios (targets in the table): mcp_router_p50_vs_direct (context_read;
 append's is in the results) and mcp_rps_per_core (direct context_read
-calls per second of worker CPU). With --in-process-worker the worker runs
-in the bench process and its CPU figures are the whole process's (an upper
-bound). The default run takes under two minutes. Component logs go to
-stderr at --log-level.`,
+calls per second of worker CPU). The default run takes under two minutes.
+Component logs go to stderr at --log-level.
+
+By default the cell's nodes (3 × 'cellplane cell --insecure') and the router
+('cellplane router --insecure --auth none') run as processes too, so that
+this process is only the load generator (and etcd); each step then also
+reports the router process's CPU per call. --in-process runs the cell and
+the router in this process (the worker stays a process unless
+--in-process-worker, which runs it in the bench process too: its CPU
+figures are then the whole process's, an upper bound).`,
 		Example: `  cellplane bench mcp
   cellplane bench mcp --json > mcp.json
   cellplane bench mcp --concurrency 32 --duration 2s --rounds 2`,
@@ -276,6 +323,7 @@ stderr at --log-level.`,
 				return firstBroken(append(loadRules(opts.Concurrency, opts.Duration, opts.Rounds, opts.EntrySize),
 					atLeastOne("--prefill", opts.Prefill), atLeastOne("--tail", opts.Tail))...)
 			}
+			opts.Processes = !inProcess && !opts.InProcessWorker
 			return runScenario(cmd, std, "mcp", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
 				opts.Logger, opts.Progress = log, std.Err
 				return bench.RunMCP(ctx, opts)
@@ -290,7 +338,8 @@ stderr at --log-level.`,
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per entry (pre-filled and appended)")
 	f.IntVar(&opts.Prefill, "prefill", opts.Prefill, "entries in each session's context before the steps")
 	f.IntVar(&opts.Tail, "tail", opts.Tail, "entries each context_read asks for (the last ones)")
-	f.BoolVar(&opts.InProcessWorker, "in-process-worker", false, "run the worker in the bench process (its CPU is then the whole process's)")
+	f.BoolVar(&inProcess, "in-process", false, "run the cell and the router in this process (the worker stays a process)")
+	f.BoolVar(&opts.InProcessWorker, "in-process-worker", false, "run the worker in the bench process too (its CPU is then the whole process's; implies --in-process)")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,12 +22,22 @@ const (
 	ratioWritesConcurrency = 64 // the level the throughput ratios compare
 )
 
-// CellTargets are the issue's goals for the cell scenario's ratios.
+// CellTargets are the issue's goals for the cell scenario's ratios
+// (writes_vs_fsync is reported without one: the VM's fsync is
+// host-cached).
 var CellTargets = map[string]Target{
-	RatioWritesVsFsync:    {AtLeast: true, Value: 10},
-	RatioWritesVsEtcd:     {AtLeast: true, Value: 1.5},
-	RatioWriteP50VsFsync:  {AtLeast: false, Value: 3.5},
-	RatioLinReadP99AtHalf: {AtLeast: false, Value: 1, Unit: "ms"},
+	RatioWritesVsEtcd:      {AtLeast: true, Value: 2},
+	RatioWritesVsRaftFloor: {AtLeast: true, Value: 0.8},
+	RatioWriteP50VsFsync:   {AtLeast: false, Value: 3.5},
+	RatioLinReadP99AtHalf:  {AtLeast: false, Value: 2, Unit: "ms"},
+}
+
+// cellInProcessTargets are CellTargets less the bare-Raft floor, which
+// only the per-process mode measures.
+func cellInProcessTargets() map[string]Target {
+	t := maps.Clone(CellTargets)
+	delete(t, RatioWritesVsRaftFloor)
+	return t
 }
 
 // CellResults are the figures of `cellplane bench cell`.
@@ -41,6 +53,27 @@ type CellResults struct {
 	Reads []Result `json:"cell_reads"`
 	// Etcd are Puts to the leader of a 3-member embedded etcd, fsync on.
 	Etcd []Result `json:"etcd_puts"`
+
+	// Per-process mode: Raft are the bare-Raft floor's appends; Fsyncs the
+	// fsync loop of every round (Fsync is the first); Rounds the rounds
+	// with their ratios, load and verdict (noisy rounds are left out of
+	// the medians; NoisyRatios says every round was noisy, so the medians
+	// are over all of them); RoundsUsed how many rounds the medians
+	// cover; Members the member processes.
+	Mode            string      `json:"mode"`
+	Raft            []Result    `json:"raft_floor_appends,omitempty"`
+	Fsyncs          []Result    `json:"fsync_rounds,omitempty"`
+	Rounds          []CellRound `json:"rounds,omitempty"`
+	RoundsUsed      int         `json:"rounds_used,omitempty"`
+	NoisyRatios     bool        `json:"noisy_ratios,omitempty"`
+	MaxForeignCores float64     `json:"max_foreign_cores,omitempty"`
+	PrefillAppends  uint64      `json:"prefill_appends,omitempty"`
+	PrefillSec      float64     `json:"prefill_s,omitempty"`
+	Members         []string    `json:"members,omitempty"`
+	// LeaderChanges counts, per system, the steps before which its
+	// leader had moved (the bench then sends to the new one).
+	LeaderChanges map[string]int `json:"leader_changes,omitempty"`
+	pending       func(*Result)
 
 	// CellPeakRSSBytes is the largest VmRSS sampled during the cell phase
 	// (start, writes, reads); the process holds the three nodes and the
@@ -71,15 +104,42 @@ type CellResults struct {
 // Steps lists every step in run order, for the table.
 func (r *CellResults) Steps() []Result {
 	var s []Result
-	s = append(s, r.Fsync)
+	if len(r.Fsyncs) > 0 {
+		s = append(s, r.Fsyncs...)
+	} else {
+		s = append(s, r.Fsync)
+	}
 	s = append(s, r.Writes...)
 	s = append(s, r.Reads...)
 	s = append(s, r.Etcd...)
+	s = append(s, r.Raft...)
 	return s
 }
 
 // Notes lists the figures that are not steps.
 func (r *CellResults) Notes() []Note {
+	if r.Mode == "processes" {
+		n := []Note{{"mode", "one process per member (cell, etcd, bare Raft), mutual TLS; this process is the only client"}}
+		for _, rd := range r.Rounds {
+			verdict := "quiet"
+			if rd.Noisy {
+				verdict = "NOISY (left out)"
+			}
+			n = append(n, Note{fmt.Sprintf("round %d (%s)", rd.Round, strings.Join(rd.Order, ", ")),
+				fmt.Sprintf("%s, max foreign %.2f cores, load %v, ratios %v", verdict, rd.MaxForeignCores, rd.LoadAvgStart, rd.Ratios)})
+		}
+		used := fmt.Sprintf("%d of %d", r.RoundsUsed, len(r.Rounds))
+		if r.NoisyRatios {
+			used += " (every round was noisy: medians over all)"
+		}
+		n = append(n, Note{"rounds in the medians", used},
+			Note{"cell elections after the first leader", fmt.Sprint(r.CellElections)},
+			Note{"leader moves seen between steps", fmt.Sprint(r.LeaderChanges)},
+			Note{"prefill", fmt.Sprintf("%d appends in %.1f s", r.PrefillAppends, r.PrefillSec)},
+			Note{"each step", fmt.Sprintf("%.1f s after %.1f s warm-up", r.StepSec, r.WarmupSec)},
+			Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)})
+		return append(n, loadAvgNote(r.LoadAvgEnd)...)
+	}
 	n := []Note{{"cell peak RSS (sampled VmRSS, 3 nodes + load generator)", mib(r.CellPeakRSSBytes)}}
 	if r.CellVmHWMBytes > 0 {
 		what := "since process start"
@@ -151,7 +211,22 @@ func RunCell(ctx context.Context, opts CellOptions) (*Report, error) {
 			OpTimeout:   10 * time.Second,
 		}
 	}
-	p.printf("bench cell: data dir %s, %s per step", root, opts.Duration)
+	if opts.Processes {
+		p.printf("bench cell: data dir %s, %d rounds of %s steps", root, opts.Rounds, opts.RoundDuration)
+	} else {
+		p.printf("bench cell: data dir %s, %s per step (in-process)", root, opts.Duration)
+	}
+
+	if opts.Processes {
+		ratios, err := runCellProcesses(ctx, opts, root, res, p)
+		if err != nil {
+			return nil, err
+		}
+		res.TotalSec = time.Since(began).Seconds()
+		res.LoadAvgEnd = loadAvg()
+		return &Report{Scenario: "cell", Machine: machine, Results: res, Ratios: ratios, Targets: CellTargets}, nil
+	}
+	res.Mode = "in-process"
 
 	// a. The disk's floor.
 	res.Fsync, err = FsyncLoop(ctx, root, opts.EntrySize, step("fsync", 1))
@@ -197,7 +272,7 @@ func RunCell(ctx context.Context, opts CellOptions) (*Report, error) {
 		Machine:  machine,
 		Results:  res,
 		Ratios:   cellRatios(res),
-		Targets:  CellTargets,
+		Targets:  cellInProcessTargets(),
 	}
 	return rep, nil
 }
@@ -215,6 +290,15 @@ func (o CellOptions) withDefaults() CellOptions {
 	}
 	if o.ReadConcurrency <= 0 {
 		o.ReadConcurrency = d.ReadConcurrency
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = d.Rounds
+	}
+	if o.RoundDuration <= 0 {
+		o.RoundDuration = d.RoundDuration
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = d.Warmup
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

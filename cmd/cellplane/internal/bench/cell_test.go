@@ -45,7 +45,7 @@ func TestRunCell(t *testing.T) {
 			t.Errorf("step %v", s)
 		}
 	}
-	for k := range CellTargets {
+	for k := range rep.Targets {
 		if _, ok := rep.Ratios[k]; !ok {
 			t.Errorf("ratio %s missing: %v", k, rep.Ratios)
 		}

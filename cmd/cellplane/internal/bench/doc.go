@@ -1,8 +1,27 @@
 // Package bench holds the machinery of `cellplane bench <scenario>` and
 // the scenarios themselves (docs/design.md §12). A scenario runs the system under
-// test together with its baselines, in one process and on one filesystem,
-// and reports ratios between them: absolute figures on a shared 2-core box
-// are noise, ratios measured in the same run are not.
+// test together with its baselines, on one filesystem, and reports ratios
+// between them: absolute figures on a shared 2-core box are noise, ratios
+// measured in the same run are not.
+//
+// The cell scenario runs, by default, one process per member
+// (docs/benchmarks.md, "Methodology"): 3 × `cellplane cell`, 3 ×
+// `cellplane bench etcd-member` and 3 × `cellplane bench raft-member` (the
+// bare-Raft floor: the cell's hashicorp/raft, raft-wal and transport with
+// a no-op state machine, RunRaftMember), all with mutual TLS from a CA
+// made for the run, the bench process being the only client. It fills
+// the tenant past its change-log bound, then alternates the systems over
+// rounds; each ratio is the median of the per-round ratios over the
+// rounds whose machine load besides the benchmark (/proc/stat minus every
+// benchmark process's CPU) stayed under a limit. Each step also reports
+// the members' CPU per op (/proc/<pid>/stat), fsyncs per write and
+// commands per Raft entry (from the members' /metrics). Its in-process
+// mode (CellOptions.Processes false) keeps every member in the bench
+// process: quick, for tests and profiles. The router and mcp scenarios
+// likewise run the cell's nodes and the router (and the MCP worker) as
+// processes of the same binary by default, reporting the router's, the
+// worker's and the cell members' CPU per call; their in-process modes
+// (RouterOptions.Processes, MCPOptions.Processes false) are what tests run.
 //
 // The reusable parts:
 //
@@ -15,7 +34,10 @@
 //     exact min/max) shared by all workers of a step.
 //   - DescribeMachine, ReadMemory/ResetPeakRSS and PeakSampler describe
 //     the machine and the process's memory during a phase.
-//   - FsyncLoop and StartEtcd/EtcdPuts are the baselines.
+//   - FsyncLoop and StartEtcd/EtcdPuts are the baselines; RunEtcdMember
+//     and RunRaftMember are the per-process members (hidden subcommands).
+//   - Load.Window is called when a step's measured window opens and
+//     closes: per-process scenarios read their members' counters there.
 //   - Report renders any scenario as a table (WriteTable: one row per step
 //     when the results implement StepLister, ratios next to their targets)
 //     or as the JSON document {"scenario", "machine", "results", "ratios"}

@@ -44,6 +44,11 @@ type Load struct {
 	Rate float64
 	// OpTimeout bounds each op (0: no bound beyond ctx).
 	OpTimeout time.Duration
+	// Window, when set, is called when the measured window opens
+	// (open=true, while the warm-up's last ops may still run) and after
+	// the last measured op ended (open=false): per-process scenarios read
+	// their members' counters there.
+	Window func(open bool)
 }
 
 // Result is the outcome of one step.
@@ -80,6 +85,27 @@ type Result struct {
 	// CPU: that explains a low CPUCores and a slow step, rather than the
 	// system under test waiting on something. 0 where not measured.
 	CPUWaitCores float64 `json:"cpu_wait_cores"`
+
+	// Per-process scenarios (`bench cell`) add the figures of the system
+	// under test's member processes over the measured window: Round (from
+	// 1), MemberCPUCores and MemberCPUPerOpUs (the sum of the members'
+	// utime+stime from /proc/<pid>/stat), FsyncsPerWrite (the members' log
+	// fsyncs, summed, per acknowledged write; 0: not measurable),
+	// CommandsPerEntry (commands per Raft log entry on the leader) and the
+	// machine's load besides the benchmark: ForeignCores (busy CPU in
+	// /proc/stat minus every benchmark process's CPU, steal included) and
+	// StealCores.
+	Round            int     `json:"round,omitempty"`
+	MemberCPUCores   float64 `json:"member_cpu_cores,omitempty"`
+	MemberCPUPerOpUs float64 `json:"member_cpu_per_op_us,omitempty"`
+	FsyncsPerWrite   float64 `json:"fsyncs_per_write,omitempty"`
+	CommandsPerEntry float64 `json:"commands_per_entry,omitempty"`
+	ForeignCores     float64 `json:"foreign_cores,omitempty"`
+	StealCores       float64 `json:"steal_cores,omitempty"`
+	// RouterCPUCores and RouterCPUPerOpUs are the router process's CPU
+	// (`bench router`, per-process mode).
+	RouterCPUCores   float64 `json:"router_cpu_cores,omitempty"`
+	RouterCPUPerOpUs float64 `json:"router_cpu_per_op_us,omitempty"`
 }
 
 func (r Result) errorsText() string {
@@ -135,7 +161,12 @@ func Run(ctx context.Context, l Load, op Op) (Result, error) {
 	}
 	// The CPU counter is read when the measured window opens.
 	cpuAtMeasure := make(chan [2]time.Duration, 1)
-	cpuTimer := time.AfterFunc(time.Until(r.measureFrom), func() { cpuAtMeasure <- [2]time.Duration{processCPU(), processRunDelay()} })
+	cpuTimer := time.AfterFunc(time.Until(r.measureFrom), func() {
+		if l.Window != nil {
+			l.Window(true)
+		}
+		cpuAtMeasure <- [2]time.Duration{processCPU(), processRunDelay()}
+	})
 	var wg sync.WaitGroup
 	for w := range l.Concurrency {
 		wg.Go(func() { r.work(ctx, w, start) })
@@ -147,6 +178,9 @@ func Run(ctx context.Context, l Load, op Op) (Result, error) {
 	if !cpuTimer.Stop() { // it fired: its reading is (or is about to be) sent
 		at := <-cpuAtMeasure
 		cpu, wait = cpuEnd-at[0], max(waitEnd-at[1], 0)
+		if l.Window != nil {
+			l.Window(false)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
@@ -186,7 +220,7 @@ func Run(ctx context.Context, l Load, op Op) (Result, error) {
 		res.Errors += n
 	}
 	if res.Ops == 0 && res.Errors > 0 {
-		return res, fmt.Errorf("%w: %s: %s", ErrNoProgress, l.Name, res.errorsText())
+		return res, fmt.Errorf("%w: %s: %s (first: %s)", ErrNoProgress, l.Name, res.errorsText(), res.FirstError)
 	}
 	return res, nil
 }

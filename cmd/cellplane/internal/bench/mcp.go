@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	"github.com/cellplane/cellplane/router/routing"
 )
@@ -66,6 +67,13 @@ type MCPOptions struct {
 	// InProcessWorker runs the worker in this process instead (tests, or
 	// where /proc is missing): its CPU is then the whole process's.
 	InProcessWorker bool
+	// Processes runs the cell (3 × `cellplane cell --insecure`) and the
+	// router (`cellplane router --insecure --auth none`) as processes of
+	// WorkerBinary (empty: this executable) too, the worker always as a
+	// process: this process is then only the load generator (and etcd),
+	// and the router's CPU per call is reported. False runs the cell and
+	// the router in this process.
+	Processes bool
 	// Logger receives the components' logs (nil: discarded).
 	Logger *slog.Logger
 	// Progress receives one human line per step (nil: silent).
@@ -76,7 +84,7 @@ type MCPOptions struct {
 // rounds of 3 s steps, 200 B entries, 20 pre-filled, reads of the last 10
 // (the whole run stays under 2 minutes).
 func DefaultMCPOptions() MCPOptions {
-	return MCPOptions{Concurrency: 16, Duration: 3 * time.Second, Rounds: 3, EntrySize: 200, Prefill: 20, Tail: 10}
+	return MCPOptions{Concurrency: 16, Duration: 3 * time.Second, Rounds: 3, EntrySize: 200, Prefill: 20, Tail: 10, Processes: true}
 }
 
 func (o MCPOptions) withDefaults() MCPOptions {
@@ -116,6 +124,9 @@ type MCPResults struct {
 	WarmupSec   float64 `json:"warmup_s"`
 	// WorkerCPUSource says how the worker's CPU was measured.
 	WorkerCPUSource string `json:"worker_cpu_source"`
+	// Mode is "processes" or "in-process"; Members the processes.
+	Mode    string   `json:"mode"`
+	Members []string `json:"members,omitempty"`
 
 	// Runs are every measured step in run order ("router context_read #2").
 	Runs []MCPStep `json:"steps"`
@@ -141,6 +152,10 @@ type MCPStep struct {
 	WorkerCPUSec       float64 `json:"worker_cpu_s"`
 	WorkerCores        float64 `json:"worker_cores"`
 	WorkerCPUPerCallUs float64 `json:"worker_cpu_per_call_us"`
+	// RouterCores and RouterCPUPerCallUs are the router process's CPU
+	// over the step (per-process mode).
+	RouterCores        float64 `json:"router_cores,omitempty"`
+	RouterCPUPerCallUs float64 `json:"router_cpu_per_call_us,omitempty"`
 }
 
 // MCPSummary is one path's figures for one tool: medians over the rounds.
@@ -156,6 +171,9 @@ type MCPSummary struct {
 	// worker core).
 	CallsPerWorkerCPUSec float64 `json:"calls_per_worker_cpu_s"`
 	Errors               uint64  `json:"errors"`
+	// RouterCPUPerCallUs is the median router process CPU per call
+	// (per-process mode, via the router).
+	RouterCPUPerCallUs float64 `json:"router_cpu_per_call_us,omitempty"`
 }
 
 // Steps lists every step in run order, for the table.
@@ -171,11 +189,12 @@ func (r *MCPResults) Steps() []Result {
 func (r *MCPResults) Notes() []Note {
 	var n []Note
 	for _, s := range r.Summary {
-		n = append(n, Note{
-			fmt.Sprintf("median %s %s", s.Path, s.Tool),
-			fmt.Sprintf("p50 %.3f ms, p99 %.3f ms, %.0f calls/s; worker %.2f cores, %.0f µs CPU per call (%.0f calls per CPU-s); %d errors",
-				s.P50, s.P99, s.CallsPerSec, s.WorkerCores, s.WorkerCPUPerCallUs, s.CallsPerWorkerCPUSec, s.Errors),
-		})
+		v := fmt.Sprintf("p50 %.3f ms, p99 %.3f ms, %.0f calls/s; worker %.2f cores, %.0f µs CPU per call (%.0f calls per CPU-s); %d errors",
+			s.P50, s.P99, s.CallsPerSec, s.WorkerCores, s.WorkerCPUPerCallUs, s.CallsPerWorkerCPUSec, s.Errors)
+		if s.RouterCPUPerCallUs > 0 {
+			v += fmt.Sprintf("; router %.0f µs CPU per call", s.RouterCPUPerCallUs)
+		}
+		n = append(n, Note{fmt.Sprintf("median %s %s", s.Path, s.Tool), v})
 	}
 	n = append(n,
 		Note{"worker CPU", r.WorkerCPUSource},
@@ -218,6 +237,15 @@ func RunMCP(ctx context.Context, opts MCPOptions) (*Report, error) {
 		WarmupSec:   warmupFor(opts.Duration).Seconds(),
 	}
 	p.printf("bench mcp: %d sessions, %s per step, %d rounds, data dir %s", opts.Concurrency, opts.Duration, opts.Rounds, root)
+	if opts.Processes {
+		if err := runMCPProcesses(ctx, opts, root, res, p); err != nil {
+			return nil, err
+		}
+		res.TotalSec = time.Since(began).Seconds()
+		res.LoadAvgEnd = loadAvg()
+		return &Report{Scenario: "mcp", Machine: machine, Results: res, Ratios: mcpRatios(res), Targets: MCPTargets}, nil
+	}
+	res.Mode = "in-process"
 
 	pc, err := startPublishedCell(ctx, root, opts.Logger, p)
 	if err != nil {
@@ -259,7 +287,7 @@ func RunMCP(ctx context.Context, opts MCPOptions) (*Report, error) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("mcp-bench-%03d", i)
 	}
-	if err := prefillContexts(tctx, cell, ids, opts.Prefill, opts.EntrySize); err != nil {
+	if err := prefillContexts(tctx, contextv1.NewContextServiceClient(cell.Conn(cell.leader)), ids, opts.Prefill, opts.EntrySize); err != nil {
 		return nil, err
 	}
 
@@ -267,7 +295,7 @@ func RunMCP(ctx context.Context, opts MCPOptions) (*Report, error) {
 		pathDirect: "http://" + w.addr + "/t/" + benchTenant + "/mcp",
 		pathRouter: "http://" + rt.srv.HTTPAddr() + "/t/" + benchTenant + "/mcp",
 	}
-	if err := runMCPSteps(ctx, opts, endpoints, ids, w, res, p); err != nil {
+	if err := runMCPSteps(ctx, opts, endpoints, ids, w, nil, res, p); err != nil {
 		return nil, err
 	}
 	res.CellElections = cell.Term() - termStart

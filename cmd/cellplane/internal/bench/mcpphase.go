@@ -18,8 +18,7 @@ var mcpPaths = []string{pathDirect, pathRouter}
 
 // prefillContexts creates the contexts (on the cell, over gRPC, ctx
 // carrying the tenant) and appends n entries of size bytes of text to each.
-func prefillContexts(ctx context.Context, cell *Cell, ids []string, n, size int) error {
-	cs := contextv1.NewContextServiceClient(cell.Conn(cell.leader))
+func prefillContexts(ctx context.Context, cs contextv1.ContextServiceClient, ids []string, n, size int) error {
 	if err := createContexts(ctx, cs, ids); err != nil {
 		return err
 	}
@@ -97,8 +96,9 @@ func callTool(ctx context.Context, cs *sdk.ClientSession, name string, args map[
 // and a context_read step through both paths, the paths' order
 // alternating from round to round. Each step is a warm-up run then the
 // measured run, with the worker's CPU read just before and just after
-// the measured one. It fills res.Runs and res.Summary.
-func runMCPSteps(ctx context.Context, opts MCPOptions, endpoints map[string]string, ids []string, w *mcpWorker, res *MCPResults, p progress) error {
+// the measured one (and the router process's, when router is set). It
+// fills res.Runs and res.Summary.
+func runMCPSteps(ctx context.Context, opts MCPOptions, endpoints map[string]string, ids []string, w *mcpWorker, router *child, res *MCPResults, p progress) error {
 	sessions := map[string]*mcpSessions{}
 	defer func() {
 		for _, s := range sessions {
@@ -139,7 +139,7 @@ func runMCPSteps(ctx context.Context, opts MCPOptions, endpoints map[string]stri
 			path := mcpPaths[(i+round)%len(mcpPaths)]
 			for _, tool := range mcpTools {
 				name := fmt.Sprintf("%s %s #%d", path, tool, round+1)
-				s, err := runMCPStep(ctx, name, opts, ops[tool](path), w)
+				s, err := runMCPStep(ctx, name, opts, ops[tool](path), w, router)
 				if err != nil {
 					return err
 				}
@@ -161,6 +161,7 @@ func runMCPSteps(ctx context.Context, opts MCPOptions, endpoints map[string]stri
 				CallsPerSec:        round3(median(rs, func(r MCPStep) float64 { return r.OpsPerSec })),
 				WorkerCores:        round3(median(rs, func(r MCPStep) float64 { return r.WorkerCores })),
 				WorkerCPUPerCallUs: round3(median(rs, func(r MCPStep) float64 { return r.WorkerCPUPerCallUs })),
+				RouterCPUPerCallUs: round3(median(rs, func(r MCPStep) float64 { return r.RouterCPUPerCallUs })),
 			}
 			if s.WorkerCPUPerCallUs > 0 {
 				s.CallsPerWorkerCPUSec = round3(1e6 / s.WorkerCPUPerCallUs)
@@ -176,12 +177,16 @@ func runMCPSteps(ctx context.Context, opts MCPOptions, endpoints map[string]stri
 
 // runMCPStep runs an unmeasured warm-up, then the measured step between
 // two readings of the worker's CPU.
-func runMCPStep(ctx context.Context, name string, opts MCPOptions, op Op, w *mcpWorker) (MCPStep, error) {
+func runMCPStep(ctx context.Context, name string, opts MCPOptions, op Op, w *mcpWorker, router *child) (MCPStep, error) {
 	warm := Load{Name: name + " warm-up", Concurrency: opts.Concurrency, Duration: warmupFor(opts.Duration), OpTimeout: 10 * time.Second}
 	if _, err := Run(ctx, warm, op); err != nil && !errors.Is(err, ErrNoProgress) {
 		return MCPStep{}, fmt.Errorf("bench: %s: %w", warm.Name, err)
 	}
 	l := Load{Name: name, Concurrency: opts.Concurrency, Duration: opts.Duration, OpTimeout: 10 * time.Second}
+	var routerBefore time.Duration
+	if router != nil {
+		routerBefore = router.cpu()
+	}
 	before, err := w.cpu()
 	t0 := time.Now()
 	if err != nil {
@@ -204,5 +209,14 @@ func runMCPStep(ctx context.Context, name string, opts MCPOptions, op Op, w *mcp
 		s.WorkerCPUPerCallUs = round3(s.WorkerCPUSec * 1e6 / float64(r.Ops))
 	}
 	s.WorkerCPUSec = round3(s.WorkerCPUSec)
+	if router != nil {
+		rc := (router.cpu() - routerBefore).Seconds()
+		if wall > 0 {
+			s.RouterCores = round3(rc / wall)
+		}
+		if r.Ops > 0 {
+			s.RouterCPUPerCallUs = round3(rc * 1e6 / float64(r.Ops))
+		}
+	}
 	return s, nil
 }

@@ -35,16 +35,48 @@ type CellOptions struct {
 	Logger *slog.Logger
 	// Progress receives one human line per step (nil: silent).
 	Progress io.Writer
+
+	// Processes selects the per-process mode (the default of `cellplane
+	// bench cell`): the cell, etcd and the bare-Raft floor each run as 3
+	// member processes of Binary with mutual TLS, in Rounds rounds of
+	// RoundDuration steps after Warmup each. False is the in-process mode
+	// (every member and the load generator in this process, Duration per
+	// step), quick enough for tests.
+	Processes bool
+	// Binary is the cellplane binary the members run (empty: this
+	// process's executable).
+	Binary string
+	// Rounds, RoundDuration and Warmup shape the per-process rounds.
+	Rounds        int
+	RoundDuration time.Duration
+	Warmup        time.Duration
+	// Prefill is the number of appends written to the cell's tenant before
+	// the rounds (per-process mode), past the change log's 100,000-event
+	// bound so that every measured append also trims.
+	Prefill int
+	// MaxForeignCores marks a round noisy, and leaves it out of the
+	// medians, when one of its steps saw more CPU than this used by
+	// processes other than the benchmark's (steal included). 0: never.
+	MaxForeignCores float64
+	// MemberLogLevel is the member processes' --log-level ("" = warn).
+	MemberLogLevel string
 }
 
-// DefaultCellOptions returns the options of a default run: 4 s per step,
-// which keeps the whole scenario (13 steps plus start-up) under 2 minutes.
+// DefaultCellOptions returns the options of a default run: per-process,
+// 3 rounds of 10 s steps at concurrency 1 and 64 (about 6 minutes with
+// the prefill); in-process (Processes false), 4 s per step.
 func DefaultCellOptions() CellOptions {
 	return CellOptions{
 		Duration:        4 * time.Second,
-		Concurrency:     []int{1, 16, 64, 256},
+		Concurrency:     []int{1, 64},
 		EntrySize:       256,
 		ReadConcurrency: 64,
+		Processes:       true,
+		Rounds:          3,
+		RoundDuration:   10 * time.Second,
+		Warmup:          2 * time.Second,
+		Prefill:         110_000,
+		MaxForeignCores: 0.5,
 	}
 }
 

@@ -129,11 +129,11 @@ func TestReportTable(t *testing.T) {
 		"etcd put",
 		"Unavailable=2",
 		readLinHalf,
-		"15000", // the @50% step's target rate
-		"writes_vs_fsync", "12", "≥10  met",
-		"writes_vs_etcd", "1.2", "≥1.5  MISSED",
+		"15000",                 // the @50% step's target rate
+		"writes_vs_fsync", "12", // reported without a target
+		"writes_vs_etcd", "1.2", "≥2  MISSED",
 		"write_p50_vs_fsync_p50", "≤3.5  met",
-		"lin_read_p99_ms_at_half_max", "≤1 ms  met",
+		"lin_read_p99_ms_at_half_max", "≤2 ms  met",
 		"cell peak RSS",
 		"300 MiB",
 	} {

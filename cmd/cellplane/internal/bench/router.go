@@ -68,6 +68,13 @@ type RouterOptions struct {
 	Logger *slog.Logger
 	// Progress receives one human line per step (nil: silent).
 	Progress io.Writer
+	// Processes runs the cell (3 × `cellplane cell --insecure`) and the
+	// router (`cellplane router --insecure --auth none`) as processes of
+	// Binary (empty: this executable), this process being the load
+	// generator; each step then reports the router's and the cell
+	// members' CPU per call. False runs them in this process (tests).
+	Processes bool
+	Binary    string
 }
 
 // DefaultRouterOptions returns the options of a default run: 16 workers,
@@ -82,6 +89,7 @@ func DefaultRouterOptions() RouterOptions {
 		Tenants:         1_000_000,
 		PageSize:        50_000,
 		LoadConcurrency: 8,
+		Processes:       true,
 	}
 }
 
@@ -146,6 +154,10 @@ type RouterResults struct {
 	RouterHeapBytes uint64  `json:"router_heap_bytes"`
 	BytesPerTenant  float64 `json:"router_bytes_per_tenant"`
 
+	// Mode is "processes" or "in-process"; Members the processes.
+	Mode    string   `json:"mode"`
+	Members []string `json:"members,omitempty"`
+
 	CellElections   uint64    `json:"cell_elections"`
 	CellLeaderMoved bool      `json:"cell_leader_moved"`
 	EtcdStartSec    float64   `json:"etcd_start_s"`
@@ -163,6 +175,10 @@ type PathSummary struct {
 	P99       float64 `json:"p99_ms"`
 	OpsPerSec float64 `json:"ops_per_sec"`
 	Errors    uint64  `json:"errors"`
+	// Per-process mode: the medians of the router process's and of the
+	// cell members' CPU per call (µs).
+	RouterCPUPerOpUs float64 `json:"router_cpu_per_op_us,omitempty"`
+	CellCPUPerOpUs   float64 `json:"cell_cpu_per_op_us,omitempty"`
 }
 
 // Steps lists every step in run order, for the table.
@@ -172,10 +188,14 @@ func (r *RouterResults) Steps() []Result { return r.Runs }
 func (r *RouterResults) Notes() []Note {
 	var n []Note
 	for _, s := range r.Summary {
-		n = append(n, Note{
-			fmt.Sprintf("median %s %s", s.Path, s.Op),
-			fmt.Sprintf("p50 %.3f ms, p99 %.3f ms, %.0f ops/s, %d errors", s.P50, s.P99, s.OpsPerSec, s.Errors),
-		})
+		v := fmt.Sprintf("p50 %.3f ms, p99 %.3f ms, %.0f ops/s, %d errors", s.P50, s.P99, s.OpsPerSec, s.Errors)
+		if s.CellCPUPerOpUs > 0 {
+			v += fmt.Sprintf(", CPU per call: router %.0f µs, cell %.0f µs", s.RouterCPUPerOpUs, s.CellCPUPerOpUs)
+		}
+		n = append(n, Note{fmt.Sprintf("median %s %s", s.Path, s.Op), v})
+	}
+	if r.Mode == "processes" {
+		n = append(n, Note{"mode", "router and cell members in their own processes (plaintext), this process the load generator; the router memory figure from a router in this process"})
 	}
 	n = append(n,
 		Note{"placements", fmt.Sprintf("%d bulk-loaded in %.1f s (%.0f/s, etcd fsync off)", r.Tenants, r.Bulk.ElapsedSec, r.Bulk.OpsPerSec)},
@@ -226,6 +246,16 @@ func RunRouter(ctx context.Context, opts RouterOptions) (*Report, error) {
 	p.printf("bench router: %d tenants, %d workers, %s per step, %d rounds, data dir %s",
 		opts.Tenants, opts.Concurrency, opts.Duration, opts.Rounds, root)
 
+	if opts.Processes {
+		if err := runRouterProcesses(ctx, opts, root, res, p); err != nil {
+			return nil, err
+		}
+		res.TotalSec = time.Since(began).Seconds()
+		res.LoadAvgEnd = loadAvg()
+		return &Report{Scenario: "router", Machine: machine, Results: res, Ratios: routerRatios(res), Targets: RouterTargets}, nil
+	}
+	res.Mode = "in-process"
+
 	// etcd (without fsync: no etcd write is measured here) and the cell.
 	pc, err := startPublishedCell(ctx, root, opts.Logger, p)
 	if err != nil {
@@ -255,7 +285,7 @@ func RunRouter(ctx context.Context, opts RouterOptions) (*Report, error) {
 	}
 	defer rt.close()
 
-	if err := runRouterSteps(ctx, opts, cell, rt, res, p); err != nil {
+	if err := runRouterSteps(ctx, opts, cell.Conn(cell.leader), rt, res, p, nil); err != nil {
 		return nil, err
 	}
 	res.CellElections = cell.Term() - termStart

@@ -70,10 +70,13 @@ func publishCell(ctx context.Context, st topo.Store, cell *Cell) error {
 
 // benchRouter is a router in this process with its client connections.
 type benchRouter struct {
-	srv    *router.Server
-	conn   *grpc.ClientConn // plain gRPC to the router
-	client *client.Client   // the smart client, resolving through it
-	once   sync.Once
+	srv  *router.Server // nil when the router is a process
+	proc *child         // the router process, or nil
+	// httpAddr is the router process's HTTP address.
+	httpAddr string
+	conn     *grpc.ClientConn // plain gRPC to the router
+	client   *client.Client   // the smart client, resolving through it
+	once     sync.Once
 }
 
 func (b *benchRouter) close() {
@@ -84,7 +87,12 @@ func (b *benchRouter) close() {
 		if b.conn != nil {
 			_ = b.conn.Close()
 		}
-		_ = b.srv.Close()
+		if b.srv != nil {
+			_ = b.srv.Close()
+		}
+		if b.proc != nil {
+			_ = b.proc.stop(10 * time.Second)
+		}
 	})
 }
 
@@ -206,10 +214,14 @@ func contextOps(ids []string, entrySize int, prefix string) map[string]func(bp b
 // and a read step through every path, the paths' order rotating from
 // round to round so that none always runs first (or after another). It
 // fills res.Runs and res.Summary.
-func runRouterSteps(ctx context.Context, opts RouterOptions, cell *Cell, rt *benchRouter, res *RouterResults, p progress) error {
+//
+// figures, when set, gives each step a Load.Window and a function that
+// adds the per-process figures to its result (per-process mode).
+func runRouterSteps(ctx context.Context, opts RouterOptions, direct *grpc.ClientConn, rt *benchRouter, res *RouterResults, p progress,
+	figures func(path string) (func(bool), func(*Result))) error {
 	tctx := metadata.AppendToOutgoingContext(ctx, tenantmd.TenantKey, benchTenant)
 	paths := map[string]benchPath{
-		pathDirect: {pathDirect, contextv1.NewContextServiceClient(cell.Conn(cell.leader)), tctx},
+		pathDirect: {pathDirect, contextv1.NewContextServiceClient(direct), tctx},
 		pathRouter: {pathRouter, contextv1.NewContextServiceClient(rt.conn), tctx},
 		pathClient: {pathClient, rt.client.Context(), ctx},
 	}
@@ -235,9 +247,16 @@ func runRouterSteps(ctx context.Context, opts RouterOptions, cell *Cell, rt *ben
 					Warmup:      warmupFor(opts.Duration),
 					OpTimeout:   10 * time.Second,
 				}
+				var fill func(*Result)
+				if figures != nil {
+					l.Window, fill = figures(bp.name)
+				}
 				r, err := Run(bp.ctx, l, ops[op](bp))
 				if err != nil {
 					return fmt.Errorf("bench: %s: %w", l.Name, err)
+				}
+				if fill != nil {
+					fill(&r)
 				}
 				p.result(r)
 				res.Runs = append(res.Runs, r)
@@ -254,6 +273,10 @@ func runRouterSteps(ctx context.Context, opts RouterOptions, cell *Cell, rt *ben
 				P50:       median(rs, func(r Result) float64 { return r.Latency.P50 }),
 				P99:       median(rs, func(r Result) float64 { return r.Latency.P99 }),
 				OpsPerSec: round3(median(rs, func(r Result) float64 { return r.OpsPerSec })),
+			}
+			if len(rs) > 0 && rs[0].MemberCPUCores > 0 {
+				s.CellCPUPerOpUs = round3(median(rs, func(r Result) float64 { return r.MemberCPUPerOpUs }))
+				s.RouterCPUPerOpUs = round3(median(rs, func(r Result) float64 { return r.RouterCPUPerOpUs }))
 			}
 			for _, r := range rs {
 				s.Errors += r.Errors
