@@ -424,7 +424,7 @@ func (s *Server) chargeBytes(tenant string, n int) error {
 func messageSize(msg any) int {
 	switch m := msg.(type) {
 	case *forward.Frame:
-		return len(m.Payload)
+		return m.Len()
 	case proto.Message:
 		return proto.Size(m)
 	}

@@ -1,8 +1,10 @@
 // Package forward is the router's transparent gRPC forwarding of
 // tenant-routed services (today cellplane.context.v1.ContextService) to the
 // cell that owns the tenant (docs/design.md §6). Calls travel as raw frames: the
-// forwarder never decodes a payload, so it costs a copy, not a parse, and
-// it needs no change when the service's messages change.
+// forwarder never decodes a payload, and it needs no change when the
+// service's messages change. It does not even copy one: a frame keeps the
+// reference-counted buffers gRPC read it into and hands them to the other
+// connection (Frame, codecV2).
 //
 // Wiring:
 //
@@ -12,10 +14,12 @@
 //	reg.MustRegister(fwd.Collectors()...)
 //	defer fwd.Close()
 //
-// ServerOption forces Codec on the router's server: it passes *Frame values
-// through and encodes anything else as protobuf, so the router's own
-// services (RouterService, health) work next to the forwarded ones. No
-// codec is registered globally.
+// ServerOption forces the forwarder's codec (the zero-copy CodecV2 form of
+// Codec) on the router's server: it passes *Frame values through and
+// encodes anything else as protobuf, so the router's own services
+// (RouterService, health) work next to the forwarded ones. No codec is
+// registered globally. The per-call metrics are resolved once per method
+// (and per cell and code on first use), so a call does no label lookup.
 //
 // # Per call
 //

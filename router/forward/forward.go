@@ -91,6 +91,7 @@ type Forwarder struct {
 	pool     *pool
 	m        *metrics
 	services map[string]map[string]methodInfo // service → method → info
+	other    *methodObservers                 // metrics of unknown methods
 	rr       atomic.Uint64                    // spreads STALE reads over members
 
 	leadersMu sync.Mutex
@@ -103,6 +104,9 @@ type methodInfo struct {
 	// request_id (0: none, the method is a read). It decides the kind of
 	// the call for the retry policy.
 	requestID protowire.Number
+	// obs are the method's metric series, resolved once (no label
+	// lookup per call).
+	obs *methodObservers
 }
 
 // kindOf returns the retry kind of a call with request frame req: a read
@@ -113,7 +117,7 @@ func (mi methodInfo) kindOf(req *Frame) retry.Kind {
 	if mi.requestID == 0 {
 		return retry.Immutable
 	}
-	b := req.Payload
+	b := req.Bytes()
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -177,7 +181,7 @@ func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, err
 		ms := make(map[string]methodInfo, sd.Methods().Len())
 		for i := range sd.Methods().Len() {
 			md := sd.Methods().Get(i)
-			mi := methodInfo{clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer()}
+			mi := methodInfo{clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer(), obs: m.observers(string(md.Name()))}
 			if fd := md.Input().Fields().ByName("request_id"); fd != nil && fd.Kind() == protoreflect.StringKind && !fd.IsList() {
 				mi.requestID = fd.Number()
 			}
@@ -185,6 +189,7 @@ func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, err
 		}
 		f.services[name] = ms
 	}
+	f.other = m.observers("other")
 	return f, nil
 }
 
@@ -212,14 +217,14 @@ func (f *Forwarder) handle(_ any, ss grpc.ServerStream) error {
 		return status.Errorf(codes.Unimplemented, "unknown service %s", svc)
 	}
 	mi, known := methods[meth]
-	label := meth
+	obs := mi.obs
 	if !known {
-		label = "other"
+		obs = f.other
 	}
 	var cell string
 	err := f.toStatus(f.forward(ss, full, mi, known, &cell))
-	f.m.forwarded.WithLabelValues(label, status.Code(err).String(), cell).Inc()
-	f.m.latency.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	obs.forwarded(status.Code(err), cell).Inc()
+	obs.latency.Observe(time.Since(start).Seconds())
 	return err
 }
 
@@ -272,11 +277,15 @@ func (f *Forwarder) forward(ss grpc.ServerStream, full string, mi methodInfo, kn
 	}
 	var req Frame
 	if err := ss.RecvMsg(&req); err != nil {
+		req.Free() // a frame refused after it was read (the byte limit)
 		if errors.Is(err, io.EOF) {
 			return status.Error(codes.InvalidArgument, "no request message")
 		}
 		return err
 	}
+	// The request's buffers go back to gRPC once no attempt can send
+	// them again.
+	defer req.Free()
 	c.info = mi
 	return c.retrying(&req, mi.serverStreams)
 }
@@ -420,7 +429,7 @@ type attempt struct {
 	cs      grpc.ClientStream
 	first   *Frame // first response frame; nil when the stream ended without one
 	cancel  context.CancelFunc
-	release func()
+	conn    *poolConn // released by done
 	header  metadata.MD
 	trailer metadata.MD
 	err     error
@@ -430,8 +439,9 @@ func (a *attempt) done() {
 	if a.cancel != nil {
 		a.cancel()
 	}
-	if a.release != nil {
-		a.release()
+	if a.conn != nil {
+		a.conn.release()
+		a.conn = nil
 	}
 }
 
@@ -440,12 +450,13 @@ func (a *attempt) done() {
 // and the call may be retried.
 func (c *call) try(addr string, req *Frame, serverStreams bool) *attempt {
 	a := &attempt{addr: addr}
-	cc, release, err := c.f.pool.get(addr)
+	pc, err := c.f.pool.get(addr)
 	if err != nil {
 		a.err = err
 		return a
 	}
-	a.release = release
+	a.conn = pc
+	cc := pc.cc
 	ctx, cancel := context.WithCancel(c.ctx)
 	a.cancel = cancel
 	ctx = metadata.NewOutgoingContext(ctx, c.outgoing())
@@ -646,7 +657,7 @@ func (c *call) relay(a *attempt) error {
 		}
 	}
 	if a.first != nil {
-		if err := c.ss.SendMsg(a.first); err != nil {
+		if err := sendFrame(c.ss, a.first); err != nil {
 			return err
 		}
 		for {
@@ -659,7 +670,7 @@ func (c *call) relay(a *attempt) error {
 				c.ss.SetTrailer(dropReturned(a.cs.Trailer()))
 				return err
 			}
-			if err := c.ss.SendMsg(&fr); err != nil {
+			if err := sendFrame(c.ss, &fr); err != nil {
 				return err
 			}
 		}
@@ -675,11 +686,12 @@ func (c *call) proxy() error {
 	if addr == "" {
 		return c.f.unavailable()
 	}
-	cc, release, err := c.f.pool.get(addr)
+	pc, err := c.f.pool.get(addr)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
-	defer release()
+	defer pc.release()
+	cc := pc.cc
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	ctx = metadata.NewOutgoingContext(ctx, c.outgoing())
@@ -698,7 +710,7 @@ func (c *call) proxy() error {
 				}
 				return
 			}
-			if err := cs.SendMsg(&fr); err != nil {
+			if err := sendFrame(cs, &fr); err != nil {
 				return // the backend ended the call; RecvMsg below sees why
 			}
 		}
@@ -721,10 +733,18 @@ func (c *call) proxy() error {
 			a.err = err
 			return c.final(a)
 		}
-		if err := c.ss.SendMsg(&fr); err != nil {
+		if err := sendFrame(c.ss, &fr); err != nil {
 			return err
 		}
 	}
+}
+
+// sendFrame sends a received frame on and releases its buffers (gRPC
+// keeps its own reference until the bytes are written).
+func sendFrame(s interface{ SendMsg(any) error }, fr *Frame) error {
+	err := s.SendMsg(fr)
+	fr.Free()
+	return err
 }
 
 func (f *Forwarder) leaderHint(t Target) (string, bool) {

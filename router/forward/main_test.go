@@ -102,7 +102,7 @@ func tenantFromMD(ctx context.Context) (string, error) {
 
 // startRouter serves a forwarder on a loopback listener and returns a
 // client of it.
-func startRouter(t *testing.T, cfg Config, r Resolver) (contextv1.ContextServiceClient, *Forwarder, string) {
+func startRouter(t testing.TB, cfg Config, r Resolver) (contextv1.ContextServiceClient, *Forwarder, string) {
 	t.Helper()
 	cfg.Logger = testutil.Logger(t).With("component", "router")
 	f, err := New(cfg, r, tenantFromMD)
@@ -126,7 +126,7 @@ func startRouter(t *testing.T, cfg Config, r Resolver) (contextv1.ContextService
 	return contextv1.NewContextServiceClient(mustDial(t, lis.Addr().String())), f, lis.Addr().String()
 }
 
-func mustDial(t *testing.T, addr string) *grpc.ClientConn {
+func mustDial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := dial.New(addr, dial.DefaultConfig())
 	if err != nil {

@@ -1,7 +1,11 @@
 package forward
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 )
 
 // metrics are the forwarder's Prometheus collectors. Label values are
@@ -64,4 +68,41 @@ func newMetrics() *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.forwarded, m.retries, m.latency, m.held, m.holdDuration, m.hintsIgnored, m.handshakes}
+}
+
+// methodObservers are one method's series of the per-call metrics,
+// resolved once: its latency observer, and its forwarded counters per
+// cell and code, each looked up in the vector the first time it is used.
+// A call then costs no label hashing or vector lock.
+type methodObservers struct {
+	method  string
+	latency prometheus.Observer
+	vec     *prometheus.CounterVec
+	byCell  sync.Map // cell → *cellCounters
+}
+
+// cellCounters are a (method, cell)'s forwarded counters by gRPC code.
+type cellCounters [codes.Unauthenticated + 1]atomic.Pointer[prometheus.Counter]
+
+func (m *metrics) observers(method string) *methodObservers {
+	return &methodObservers{method: method, latency: m.latency.WithLabelValues(method), vec: m.forwarded}
+}
+
+// forwarded returns the counter of calls of the method to cell that ended
+// with code.
+func (o *methodObservers) forwarded(code codes.Code, cell string) prometheus.Counter {
+	if code > codes.Unauthenticated {
+		return o.vec.WithLabelValues(o.method, code.String(), cell)
+	}
+	v, ok := o.byCell.Load(cell)
+	if !ok {
+		v, _ = o.byCell.LoadOrStore(cell, new(cellCounters))
+	}
+	slot := &v.(*cellCounters)[code]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := o.vec.WithLabelValues(o.method, code.String(), cell)
+	slot.Store(&c)
+	return c
 }

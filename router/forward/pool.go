@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,16 +25,27 @@ type pool struct {
 	cfg  Config
 	dial dial.Config
 
-	mu        sync.Mutex
+	// mu guards conns and closed: get reads them under the read lock
+	// (the call path), the sweep, a new connection and close take the
+	// write lock. A connection's in-flight count and last use are atomics
+	// so that neither get nor release needs the write lock.
+	mu        sync.RWMutex
 	conns     map[string]*poolConn
-	lastSweep time.Time
 	closed    bool
+	lastSweep atomic.Int64 // unix nanos
 }
 
 type poolConn struct {
 	cc       *grpc.ClientConn
-	inflight int
-	lastUsed time.Time
+	inflight atomic.Int64
+	lastUsed atomic.Int64 // unix nanos
+}
+
+// release ends one use of the connection (the call that got it from get
+// ended).
+func (pc *poolConn) release() {
+	pc.lastUsed.Store(time.Now().UnixNano())
+	pc.inflight.Add(-1)
 }
 
 var errPoolClosed = errors.New("forward: forwarder closed")
@@ -50,49 +62,62 @@ func newPool(cfg Config, handshakes *prometheus.CounterVec) *pool {
 		grpc.MaxCallRecvMsgSize(cfg.MaxMsgBytes),
 		grpc.MaxCallSendMsgSize(cfg.MaxMsgBytes),
 	))
-	return &pool{cfg: cfg, dial: dc, conns: make(map[string]*poolConn), lastSweep: time.Now()}
+	p := &pool{cfg: cfg, dial: dc, conns: make(map[string]*poolConn)}
+	p.lastSweep.Store(time.Now().UnixNano())
+	return p
 }
 
-// get returns the connection to addr and a release function to call when
-// the call using it ended.
-func (p *pool) get(addr string) (*grpc.ClientConn, func(), error) {
+// get returns the connection to addr, counted in flight until its release
+// is called (once) when the call using it ended.
+func (p *pool) get(addr string) (*poolConn, error) {
+	now := time.Now().UnixNano()
+	if idle := p.cfg.IdleConnTimeout; idle > 0 && now-p.lastSweep.Load() >= int64(idle/2) {
+		p.sweep(now)
+	}
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return nil, errPoolClosed
+	}
+	if pc, ok := p.conns[addr]; ok {
+		// Counted under the read lock: the sweep (write lock) never sees
+		// a connection between its lookup and its count.
+		pc.inflight.Add(1)
+		pc.lastUsed.Store(now)
+		p.mu.RUnlock()
+		return pc, nil
+	}
+	p.mu.RUnlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil, nil, errPoolClosed
+		return nil, errPoolClosed
 	}
-	now := time.Now()
-	p.sweepLocked(now)
 	pc, ok := p.conns[addr]
 	if !ok {
 		cc, err := dial.New(addr, p.dial)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		pc = &poolConn{cc: cc}
 		p.conns[addr] = pc
 	}
-	pc.inflight++
-	pc.lastUsed = now
-	var once sync.Once
-	return pc.cc, func() {
-		once.Do(func() {
-			p.mu.Lock()
-			pc.inflight--
-			pc.lastUsed = time.Now()
-			p.mu.Unlock()
-		})
-	}, nil
+	pc.inflight.Add(1)
+	pc.lastUsed.Store(now)
+	return pc, nil
 }
 
-func (p *pool) sweepLocked(now time.Time) {
-	idle := p.cfg.IdleConnTimeout
-	if idle <= 0 || now.Sub(p.lastSweep) < idle/2 {
-		return
+// sweep closes the connections idle for IdleConnTimeout.
+func (p *pool) sweep(now int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	idle := int64(p.cfg.IdleConnTimeout)
+	if now-p.lastSweep.Load() < idle/2 {
+		return // another get swept meanwhile
 	}
-	p.lastSweep = now
+	p.lastSweep.Store(now)
 	for addr, pc := range p.conns {
-		if pc.inflight == 0 && now.Sub(pc.lastUsed) >= idle {
+		if pc.inflight.Load() == 0 && now-pc.lastUsed.Load() >= idle {
 			_ = pc.cc.Close()
 			delete(p.conns, addr)
 		}
@@ -101,8 +126,8 @@ func (p *pool) sweepLocked(now time.Time) {
 
 // size is the number of open connections (tests).
 func (p *pool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	return len(p.conns)
 }
 

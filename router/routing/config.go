@@ -15,10 +15,11 @@ type Config struct {
 	// SnapshotInterval: the snapshot is written at most this often, and
 	// only if the table changed since the last write (default 10s).
 	SnapshotInterval time.Duration
-	// PageSize is the page size of the full List loads (default 50000:
-	// etcd counts the rest of the range on every page, so a load costs
-	// pages × remaining keys — large pages keep a 1M-tenant load near
-	// 8 s instead of 30 s; a page is ~4 MB).
+	// PageSize is the page size of the full loads from a store without a
+	// streaming read (topo.Scanner; etcd has one, RangeStream, and ignores
+	// it) (default 50000: a paged etcd Range counts the rest of the range
+	// on every page, so a paged load costs pages × remaining keys; a page
+	// is ~4 MB).
 	PageSize int
 	// RetryMin and RetryMax bound the exponential backoff (full jitter:
 	// internal/retry) between failed loads (defaults 100ms and 10s).

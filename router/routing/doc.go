@@ -11,8 +11,11 @@
 //   - Start loads the local snapshot file (if any) before returning, so a
 //     router restarted while etcd is down routes at once (Loaded true,
 //     Revision and Age from the snapshot).
-//   - In the background it lists tenants/ and cells/ (paginated, every page
-//     pinned to the first page's revision R), builds a complete new view
+//   - In the background it lists tenants/ and cells/ (topo.Scan: etcd's
+//     RangeStream, every chunk at the first one's revision R, without the
+//     per-page count of the remaining keys that made a paged load
+//     quadratic; List pages pinned to R on a store without it), builds a
+//     complete new view
 //     and swaps it in with one atomic pointer store: readers see the old
 //     view or the new one, never a half-built one.
 //   - It then watches tenants/ and cells/ from R+1 and applies the events

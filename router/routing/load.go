@@ -15,7 +15,7 @@ import (
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
 
-// listTimeout bounds one List page of a full load.
+// listTimeout bounds the wait for one page (or chunk) of a full load.
 const listTimeout = 30 * time.Second
 
 // cellState is the loader's raw view of one cell: it is owned by the
@@ -113,26 +113,28 @@ func (t *Table) run(ctx context.Context) {
 	}
 }
 
-// list calls fn for each key under prefix, every page at revision rev (0:
-// now). It returns the revision read.
+// list calls fn for each key under prefix, all at revision rev (0: now),
+// and returns the revision read. It reads through topo.Scan: etcd's
+// RangeStream when the store has it (no per-page count of the remaining
+// keys, which made a paged full load quadratic in the number of tenants),
+// List pages of Config.PageSize otherwise. The read fails when no chunk
+// arrives for listTimeout.
 func (t *Table) list(ctx context.Context, prefix string, rev topo.Revision, fn func(topo.KV)) (topo.Revision, error) {
-	opts := topo.ListOptions{Limit: t.cfg.PageSize, Revision: rev}
-	for {
-		lctx, cancel := context.WithTimeout(ctx, listTimeout)
-		page, err := t.st.List(lctx, prefix, opts)
-		cancel()
-		if err != nil {
-			return 0, fmt.Errorf("routing: list %s: %w", prefix, err)
-		}
-		for _, kv := range page.KVs {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idle := time.AfterFunc(listTimeout, cancel)
+	defer idle.Stop()
+	read, err := topo.Scan(lctx, t.st, prefix, rev, t.cfg.PageSize, func(kvs []topo.KV) error {
+		idle.Reset(listTimeout)
+		for _, kv := range kvs {
 			fn(kv)
 		}
-		opts.Revision = page.Revision
-		if !page.More || len(page.KVs) == 0 {
-			return page.Revision, nil
-		}
-		opts.After = page.KVs[len(page.KVs)-1].Key
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("routing: list %s: %w", prefix, err)
 	}
+	return read, nil
 }
 
 // load builds a new view from a full listing of tenants/ and cells/ at one

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -117,6 +118,9 @@ type Store struct {
 	maxTxnOps int
 	ownsCli   bool
 	log       *slog.Logger
+	// noStream: the server answered RangeStream with UNIMPLEMENTED (an
+	// etcd older than 3.7); Scan pages with List from then on.
+	noStream atomic.Bool
 
 	// ctx ends at Close: it bounds the background goroutines (leadership
 	// monitors).

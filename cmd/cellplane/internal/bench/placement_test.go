@@ -46,8 +46,9 @@ func TestRunPlacement(t *testing.T) {
 		t.Fatalf("%d router loads, want 3", len(res.RouterLoads))
 	}
 	for _, l := range res.RouterLoads {
-		// 2000 keys in pages of 300: 7 pages.
-		if l.Ops != 2000 || l.Pages != 7 || l.ElapsedSec <= 0 || l.Revision <= 0 {
+		// 2000 keys through etcd's RangeStream (topo.Scan): chunks of
+		// the server's choosing (pages of 300 only without a stream).
+		if l.Ops != 2000 || l.Pages < 1 || l.ElapsedSec <= 0 || l.Revision <= 0 {
 			t.Errorf("router load %+v", l)
 		}
 	}
