@@ -157,8 +157,9 @@ func newBenchPlacementCmd(std streams) *cobra.Command {
 --unsafe-no-fsync) through the topo store, in transactions of 128 Puts,
 then measure what a router does with them:
 
-  - a full paginated load into an in-memory map (List pages of --page-size,
-    all at one revision, each value decoded): seconds, tenants/s, and the
+  - a full load into an in-memory map (one etcd RangeStream, all at one
+    revision, no per-page count; List pages of --page-size only against a
+    store without the stream; each value decoded): seconds, tenants/s, and the
     live heap it adds per tenant (HeapAlloc after a GC, before vs after;
     etcd runs in this process, so its own heap growth is included).
     Repeated --loads times; the medians are reported;
@@ -194,7 +195,7 @@ The default run takes under three minutes. Component logs go to stderr at
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
 	f.IntVar(&opts.Tenants, "tenants", opts.Tenants, "placements to load into etcd")
-	f.IntVar(&opts.PageSize, "page-size", opts.PageSize, "keys per List page of the router's full load")
+	f.IntVar(&opts.PageSize, "page-size", opts.PageSize, "keys per List page of the router's full load (only where the store has no RangeStream)")
 	f.IntVar(&opts.Loads, "loads", opts.Loads, "full loads to run (the median is reported)")
 	f.IntVar(&opts.Updates, "updates", opts.Updates, "single-placement updates to measure (and baseline Puts)")
 	f.DurationVar(&opts.UpdateInterval, "update-interval", opts.UpdateInterval, "pause between the starts of two updates")
@@ -269,7 +270,7 @@ router in this process.`,
 	f.IntVar(&opts.Rounds, "rounds", opts.Rounds, "rounds of the three paths (the medians are reported)")
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per appended entry")
 	f.IntVar(&opts.Tenants, "tenants", opts.Tenants, "placements loaded into etcd before the router starts")
-	f.IntVar(&opts.PageSize, "page-size", opts.PageSize, "keys per List page of the router's full load")
+	f.IntVar(&opts.PageSize, "page-size", opts.PageSize, "keys per List page of the router's full load (only where the store has no RangeStream)")
 	f.IntVar(&opts.LoadConcurrency, "load-concurrency", opts.LoadConcurrency, "concurrent writers of the bulk load")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the cell's and etcd's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
