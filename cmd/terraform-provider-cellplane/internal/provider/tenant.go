@@ -298,9 +298,9 @@ func cellRegions(ctx context.Context, c *apiClient) (map[string]string, error) {
 // toModel fills the attributes the control plane owns from v
 // (deletion_protection among them: the server's value, so a change
 // outside Terraform is drift), keeping the configuration-only ones
-// (timeouts) of prior, and placement_cell: the placement Terraform asked for, never the live
-// one (the drift rule: a move or failover outside Terraform is not
-// drift).
+// (timeouts) of prior, and placement_cell: the placement Terraform
+// asked for, never the live one (the drift rule: a move or failover
+// outside Terraform is not drift).
 func (v tenantView) toModel(prior tenantModel) tenantModel {
 	m := prior
 	m.ID = types.StringValue(v.t.GetId())
@@ -630,7 +630,7 @@ func (r *tenantResource) changeStandby(ctx context.Context, id, home string, dr 
 
 // setProtection turns tenant id's deletion protection on or off
 // (UpdateTenant with deletion_protection only): read the record, and
-// unless it already says on, write over the version read
+// unless it already has the wanted value, write over the version read
 // (expected_version), reading again when it changed in between (a
 // move, a failover, an operator). An apply resumed after a failed one
 // finds the value set and writes nothing.
