@@ -11,8 +11,17 @@
 //   - cellplane_tenant (id, home_region, standby_region, limits,
 //     deletion_protection, timeouts): create blocks until the tenant is
 //     ACTIVE and its standby STREAMING; destroy waits until the data is
-//     gone. deletion_protection (default true, kept in state) refuses a
-//     destroy at PLAN time, before anything else is destroyed. id and
+//     gone. deletion_protection (default true) is the control plane's
+//     Tenant.deletion_protection: sent at create, changed in place
+//     (UpdateTenant over the version read, setProtection), read back on
+//     refresh, so protection turned off or on outside Terraform (cellctl
+//     tenant update --deletion-protection) is drift and the plan sets it
+//     back. While true a destroy is refused at PLAN time, before anything
+//     else is destroyed; a destroy that reaches a tenant protected since
+//     the refresh is refused by the control plane (DELETION_PROTECTED, on
+//     deletion_protection) and deletes nothing. An import takes the
+//     control plane's value (a configuration that differs plans an
+//     update). id and
 //     home_region are immutable: a change is a plan-time error, never a
 //     replace (a replace deletes the tenant's data). standby_region is the
 //     DR partner of home_region, not where the standby is now: a planned

@@ -25,9 +25,14 @@ import (
 // same id is REQUEST_ID_REUSED).
 //
 //   - create: "tf-c-" + SHA-256 of the CreateTenantRequest (without its
-//     id), i.e. of the tenant id and the planned values it sends. The same
-//     configuration resumes the same create; a changed configuration after
-//     a failed apply is a different request (ALREADY_EXISTS: import it).
+//     id), i.e. of the tenant id and the planned values it sends,
+//     deletion_protection among them (the control plane's request hash
+//     covers every field, so the id must too, else a changed value would
+//     be REQUEST_ID_REUSED). The same configuration resumes the same
+//     create; a changed configuration after a failed apply is a different
+//     request (ALREADY_EXISTS: import it). An unprotected create derives
+//     the id it had before deletion_protection was sent (proto3 omits a
+//     false bool); TestRequestIDs pins both.
 //   - move: "tf-m-" + SHA-256 of the tenant, the target cell and the
 //     placement it moves from (source cell and epoch). Every move or
 //     failover bumps the epoch, so a later move to the same cell is a new

@@ -36,6 +36,7 @@ func TestRequestIDs(t *testing.T) {
 		"no standby":       idOf(func(r *cpv1.CreateTenantRequest) { r.StandbyRegion = "" }),
 		"other limits":     idOf(func(r *cpv1.CreateTenantRequest) { r.Limits.MaxBytes = 1 << 20 }),
 		"placed on a cell": idOf(func(r *cpv1.CreateTenantRequest) { r.Cell = "us-east-a" }),
+		"protected":        idOf(func(r *cpv1.CreateTenantRequest) { r.DeletionProtection = true }),
 		"move":             moveRequestID("acme", "us-east-b", "us-east-a", 1),
 		"move back":        moveRequestID("acme", "us-east-a", "us-east-b", 2),
 		"move again":       moveRequestID("acme", "us-east-b", "us-east-a", 3),
@@ -54,6 +55,20 @@ func TestRequestIDs(t *testing.T) {
 		}
 		if err := ids.Check("request_id", id, ids.MaxLen); err != nil {
 			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	// Pinned: an apply resumed by another build of the provider must send
+	// the same id. deletion_protection is part of the request (the
+	// control plane's request hash covers it, so a protected and an
+	// unprotected create are different requests); an unprotected create
+	// keeps the id it had before the provider sent the field (proto3
+	// omits a false bool).
+	for _, g := range []struct {
+		protect bool
+		want    string
+	}{{false, "tf-c-355c6a0338d5dc4bc1f229b86d6103a60783fb7b"}, {true, "tf-c-f28f34d18dfeaa5c0a2ce2c4bd55db23df9c911a"}} {
+		if got := idOf(func(r *cpv1.CreateTenantRequest) { r.DeletionProtection = g.protect }); got != g.want {
+			t.Fatalf("create request id (deletion_protection %v) = %s, want %s", g.protect, got, g.want)
 		}
 	}
 	if a, b := moveRequestID("acme", "b", "a", 1), moveRequestID("acme", "b", "a", 1); a != b {
@@ -84,5 +99,29 @@ func TestPlacementCellDrift(t *testing.T) {
 	v := tenantView{t: &cpv1.Tenant{Id: "acme", HomeRegion: "us-east", Cell: "us-east-a", CreateTime: timestamppb.Now()}, ownerRegion: "us-east"}
 	if got := v.toModel(none).PlacementCell; !got.IsNull() {
 		t.Fatalf("unmanaged placement read as %s, want null (import, or not asked)", got)
+	}
+}
+
+// The deletion_protection drift rule: refresh reads the control plane's
+// value whatever the prior state says (an operator's cellctl change is
+// drift; an import takes the server's value).
+func TestDeletionProtectionRead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		prior  types.Bool
+		server bool
+	}{
+		{"turned off outside Terraform", types.BoolValue(true), false},
+		{"turned on outside Terraform", types.BoolValue(false), true},
+		{"import of an unprotected tenant", types.BoolNull(), false},
+		{"import of a protected tenant", types.BoolNull(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prior := tenantModel{ID: types.StringValue("acme"), DeletionProtection: tc.prior}
+			v := tenantView{t: &cpv1.Tenant{Id: "acme", HomeRegion: "us-east", DeletionProtection: tc.server, CreateTime: timestamppb.Now()}}
+			if got := v.toModel(prior).DeletionProtection; !got.Equal(types.BoolValue(tc.server)) {
+				t.Fatalf("deletion_protection read as %s, want the server's %v", got, tc.server)
+			}
+		})
 	}
 }

@@ -16,7 +16,7 @@ import (
 const (
 	haveUpdateRegion = true // UpdateRegion: a region's description in place
 	haveDeleteRegion = true // DeleteRegion: destroy of an empty region
-	haveUpdateTenant = true // UpdateTenant: a tenant's limits in place
+	haveUpdateTenant = true // UpdateTenant: a tenant's limits and deletion protection in place
 )
 
 // errNeedsRPC says that an operation needs an RPC the control plane lacks.
@@ -50,4 +50,14 @@ func updateTenantLimits(ctx context.Context, api cpv1.ControlPlaneServiceClient,
 	}
 	_, err := api.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: id, Limits: limits})
 	return rpcerr.FromStatus(err)
+}
+
+// updateTenantProtection turns a tenant's deletion protection on or off
+// (UpdateTenant with deletion_protection only), over version (its
+// expected_version; 0: unguarded).
+func updateTenantProtection(ctx context.Context, api cpv1.ControlPlaneServiceClient, id string, on bool, version uint64) (*cpv1.UpdateTenantResponse, error) {
+	if !haveUpdateTenant || api == nil {
+		return nil, errNeedsRPC(fmt.Sprintf("changing the deletion protection of tenant %q", id), "UpdateTenant")
+	}
+	return api.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: id, DeletionProtection: &on, ExpectedVersion: version})
 }

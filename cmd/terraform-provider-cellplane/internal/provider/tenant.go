@@ -109,8 +109,12 @@ func (r *tenantResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 					"bytes_burst": schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keep(), Description: "Written bytes burst."},
 				}},
 			"deletion_protection": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
-				Description: "While true (the default) a destroy of the tenant is refused at plan time, before anything is destroyed; kept in state, " +
-					"so removing the resource block does not lift it. Set false and apply first."},
+				Description: "The control plane's deletion protection of the tenant (Tenant.deletion_protection): sent at create, changed in place " +
+					"(UpdateTenant). While true (the default) the control plane refuses to delete the tenant (DELETION_PROTECTED) and Terraform refuses " +
+					"a destroy at plan time, before anything is destroyed; the value is in state, so removing the resource block does not lift it. " +
+					"Set false and apply first. Drift rule: refresh reads the control plane's value, so protection turned off or on outside Terraform " +
+					"(cellctl tenant update --deletion-protection) shows in the plan, and apply sets it back to the configuration's value. " +
+					"A destroy that reaches a tenant protected since the refresh is refused by the control plane (DELETION_PROTECTED) and destroys nothing."},
 			"create_time": schema.StringAttribute{Computed: true, Description: "When the tenant was created (RFC 3339).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
 			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
@@ -161,6 +165,10 @@ func tenantPlanRules(noState, noPlan bool, state, plan tenantModel) diag.Diagnos
 	if !plan.StandbyRegion.IsNull() && !plan.StandbyRegion.IsUnknown() && plan.StandbyRegion.Equal(plan.HomeRegion) {
 		diags.AddAttributeError(path.Root("standby_region"), "Invalid standby_region",
 			"standby_region must differ from home_region: a standby in the same region does not survive the region's loss")
+	}
+	if !noState && !haveUpdateTenant && !plan.DeletionProtection.IsUnknown() && !plan.DeletionProtection.Equal(state.DeletionProtection) {
+		diags.AddAttributeError(path.Root("deletion_protection"), "Cannot change a tenant's deletion protection yet",
+			errNeedsRPC("changing the deletion protection of tenant "+state.ID.ValueString(), "UpdateTenant").Error())
 	}
 	if !noState && !plan.Limits.IsUnknown() && !plan.Limits.IsNull() && !limitsEqual(plan.Limits, state.Limits) {
 		switch {
@@ -287,11 +295,12 @@ func cellRegions(ctx context.Context, c *apiClient) (map[string]string, error) {
 	return m, nil
 }
 
-// toModel fills the attributes the control plane owns from v, keeping
-// the configuration-only ones (deletion_protection, timeouts) of prior,
-// and placement_cell: the placement Terraform asked for, never the live
-// one (the drift rule: a move or failover outside Terraform is not
-// drift).
+// toModel fills the attributes the control plane owns from v
+// (deletion_protection among them: the server's value, so a change
+// outside Terraform is drift), keeping the configuration-only ones
+// (timeouts) of prior, and placement_cell: the placement Terraform
+// asked for, never the live one (the drift rule: a move or failover
+// outside Terraform is not drift).
 func (v tenantView) toModel(prior tenantModel) tenantModel {
 	m := prior
 	m.ID = types.StringValue(v.t.GetId())
@@ -303,9 +312,7 @@ func (v tenantView) toModel(prior tenantModel) tenantModel {
 	}
 	m.Limits = limitsFromProto(v.t.GetLimits())
 	m.CreateTime = timeString(v.t.GetCreateTime().AsTime())
-	if m.DeletionProtection.IsNull() || m.DeletionProtection.IsUnknown() {
-		m.DeletionProtection = types.BoolValue(true)
-	}
+	m.DeletionProtection = types.BoolValue(v.t.GetDeletionProtection())
 	if m.Timeouts.IsNull() || m.Timeouts.IsUnknown() {
 		m.Timeouts = timeouts.Value{Object: types.ObjectNull(m.Timeouts.AttributeTypes(context.Background()))}
 	}
@@ -387,7 +394,8 @@ func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest,
 	defer release()
 	id := plan.ID.ValueString()
 	creq := &cpv1.CreateTenantRequest{Id: id, HomeRegion: plan.HomeRegion.ValueString(), Limits: limitsToProto(plan.Limits),
-		StandbyRegion: plan.StandbyRegion.ValueString(), Cell: plan.PlacementCell.ValueString()}
+		StandbyRegion: plan.StandbyRegion.ValueString(), Cell: plan.PlacementCell.ValueString(),
+		DeletionProtection: plan.DeletionProtection.ValueBool()}
 	creq.RequestId = createRequestID(creq)
 	err = poll(ctx, func() error {
 		cctx, ccancel := context.WithTimeout(ctx, maxWorkflowCall)
@@ -474,7 +482,8 @@ func (r *tenantResource) Read(ctx context.Context, req resource.ReadRequest, res
 	resp.Diagnostics.Append(resp.State.Set(ctx, v.toModel(state))...)
 }
 
-// Update changes what the plan changes, in order: the limits
+// Update changes what the plan changes, in order: deletion_protection
+// (UpdateTenant, setProtection), the limits
 // (UpdateTenant; a max_bytes change reaches the cell before it returns),
 // the placement (a live move to placement_cell, waited until DONE), the
 // standby. Each step that finished is saved even when a later one fails,
@@ -498,8 +507,16 @@ func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest,
 	// done is the state so far: the prior state with each finished step's
 	// attributes taken from the plan.
 	done := state
-	done.DeletionProtection, done.Timeouts = plan.DeletionProtection, plan.Timeouts
+	done.Timeouts = plan.Timeouts
 	save := func() { resp.Diagnostics.Append(resp.State.Set(ctx, done)...) }
+	if !plan.DeletionProtection.IsUnknown() && !plan.DeletionProtection.IsNull() && !plan.DeletionProtection.Equal(state.DeletionProtection) {
+		if err := setProtection(ctx, r.c, id, plan.DeletionProtection.ValueBool()); err != nil {
+			addErrAt(&resp.Diagnostics, "Cannot change deletion_protection", err, tenantFields, path.Root("deletion_protection"))
+			save()
+			return
+		}
+		done.DeletionProtection = plan.DeletionProtection
+	}
 	if !plan.Limits.IsUnknown() && !limitsEqual(plan.Limits, state.Limits) {
 		err := poll(ctx, func() error {
 			// A max_bytes change returns once the cell enforces it
@@ -611,6 +628,33 @@ func (r *tenantResource) changeStandby(ctx context.Context, id, home string, dr 
 	return err
 }
 
+// setProtection turns tenant id's deletion protection on or off
+// (UpdateTenant with deletion_protection only): read the record, and
+// unless it already has the wanted value, write over the version read
+// (expected_version), reading again when it changed in between (a
+// move, a failover, an operator). An apply resumed after a failed one
+// finds the value set and writes nothing.
+func setProtection(ctx context.Context, c *apiClient, id string, on bool) error {
+	return poll(ctx, func() error {
+		out, err := call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.GetTenantResponse, error) {
+			return api.GetTenant(ctx, &cpv1.GetTenantRequest{Id: id})
+		})
+		if err == nil && out.GetTenant().GetDeletionProtection() == on {
+			return nil
+		}
+		if err == nil {
+			_, err = call(ctx, c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.UpdateTenantResponse, error) {
+				return updateTenantProtection(ctx, api, id, on, out.GetVersion())
+			})
+		}
+		switch {
+		case err == nil, retryable(err), errors.Is(err, cperr.ErrRevisionMismatch):
+			return err
+		}
+		return retry.Permanent(err)
+	})
+}
+
 func (r *tenantResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
 	var state tenantModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
@@ -655,6 +699,15 @@ func (r *tenantResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		}
 		return retry.Permanent(err)
 	})
+	if errors.Is(err, cperr.ErrDeletionProtected) {
+		// Protected at the control plane since the refresh (turned on
+		// outside Terraform): refused there, nothing deleted.
+		resp.Diagnostics.AddAttributeError(path.Root("deletion_protection"), "Tenant is protected from deletion",
+			fmt.Sprintf("%v\n\nThe control plane refused to delete tenant %s and nothing was deleted: its deletion protection was turned on "+
+				"after Terraform last read it. Refresh (the plan then shows deletion_protection = true); to delete the tenant, set "+
+				"deletion_protection = false, apply, then destroy.", err, id))
+		return
+	}
 	if err == nil {
 		err = poll(ctx, func() error {
 			v, err := readTenant(ctx, r.c, id)
@@ -675,6 +728,7 @@ func (r *tenantResource) Delete(ctx context.Context, req resource.DeleteRequest,
 }
 
 func (r *tenantResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	// Read fills the rest, deletion_protection with the control plane's
+	// value: a configuration that differs plans an in-place update.
 	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("deletion_protection"), true)...)
 }
