@@ -151,7 +151,7 @@ type RaftConfig struct {
 	// HeartbeatTimeout + its ElectionStagger after the last contact instead.
 	// The condition is Raft's own (no contact for HeartbeatTimeout), so the
 	// check adds no election Raft's timer could not have started; it only
-	// starts it sooner. 0 turns it off. With it on, Raft is given a
+	// starts it sooner. 0 (the default) turns it off. With it on, Raft is given a
 	// LeaderLeaseTimeout of at most HeartbeatTimeout − 1ms (the check
 	// wakes Raft's follower loop through ReloadConfig with a 1ms shorter
 	// HeartbeatTimeout, which Raft validates against the lease).
@@ -220,11 +220,12 @@ var defaultTenantQuota = TenantQuota{MaxBytes: 8 << 30, MaxContexts: 1_000_000, 
 // default; NodeID, RaftBind (or RaftListener) and DataDir still need to be
 // set.
 //
-// Raft timing: a follower stands for election once it has not heard from
-// the leader for HeartbeatTimeout (500 ms) plus its rank × ElectionStagger
-// (LeaderCheckInterval; Raft's own randomized timer alone takes 1–3×
-// HeartbeatTimeout, and an election then waits for the second follower's);
-// the leader heartbeats every HeartbeatTimeout/10. Pre-vote is on (Raft's
+// Raft timing: a follower stands for election 1–3× HeartbeatTimeout
+// (500 ms) after it last heard from the leader (Raft's randomized timer),
+// and an election then waits for the second follower's; with the leader
+// check (LeaderCheckInterval, off by default) at HeartbeatTimeout plus its
+// rank × ElectionStagger instead. The leader heartbeats every
+// HeartbeatTimeout/10. Pre-vote is on (Raft's
 // default): a follower that lost contact alone cannot depose a leader the
 // others still hear. A leader steps down when it has not reached a quorum
 // for LeaderLeaseTimeout; at 250 ms that happened on a CPU-starved 2-core
@@ -238,9 +239,12 @@ func DefaultConfig() Config {
 			ElectionTimeout:    500 * time.Millisecond,
 			LeaderLeaseTimeout: 500 * time.Millisecond,
 			CommitTimeout:      10 * time.Millisecond,
-			// 40 ms: a follower notices at most 40 ms late; 3 nodes × 25
-			// wake-ups per second.
-			LeaderCheckInterval: 40 * time.Millisecond,
+			// Off by default: under heavy CPU starvation (a race build on a
+			// machine at load ~27) it turned more of a starved node's
+			// silences into elections than Raft's randomized timer does
+			// (storetest, 200 ms timeouts; docs/benchmarks.md). 40 ms is
+			// the value measured with it on.
+			LeaderCheckInterval: 0,
 			ElectionStagger:     60 * time.Millisecond,
 			MaxAppendEntries:    64,
 			SnapshotInterval:    30 * time.Second,

@@ -29,25 +29,42 @@ import (
 //
 // The check never starts an election Raft's timer could not have started
 // (the same staleness condition); it removes the timer's random extra
-// wait. It is therefore no more tolerant of a starved process than
-// HeartbeatTimeout says: a node paused longer than that stands at once.
+// wait, which also absorbed some of a starved process's silences. So that
+// the check does not turn its own node's starvation into elections, it
+// acts only after HeartbeatTimeout/2 in which its own ticks came on time
+// (a late tick means the heartbeats may be unread in this node's sockets).
 func (s *Store) runLeaderCheck() {
 	defer s.workers.Done()
 	if !leaderCheckOn(s.cfg.Raft) {
 		return
 	}
-	t := time.NewTicker(s.cfg.Raft.LeaderCheckInterval)
+	iv := s.cfg.Raft.LeaderCheckInterval
+	t := time.NewTicker(iv)
 	defer t.Stop()
 	var (
 		handled time.Time // the last contact already acted on
 		rankFor time.Time // the last contact rank was computed for
 		rank    int
+		tick    = time.Now()
+		starved time.Time // when this goroutine last ran late
 	)
 	for {
 		select {
 		case <-s.closing:
 			return
 		case <-t.C:
+		}
+		// A check that runs late means this process is starved: the
+		// leader's heartbeats may be waiting unread in our own sockets.
+		// Act only after HeartbeatTimeout/2 of timely checks (Raft's own
+		// timer still runs meanwhile).
+		now := time.Now()
+		if now.Sub(tick) > 2*iv+10*time.Millisecond {
+			starved = now
+		}
+		tick = now
+		if now.Sub(starved) < s.cfg.Raft.HeartbeatTimeout/2 {
+			continue
 		}
 		if s.raft.State() != raft.Follower {
 			continue
