@@ -145,6 +145,28 @@ type RaftConfig struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
+	// LeaderCheckInterval is how often a follower compares the time since
+	// it last heard from its leader with HeartbeatTimeout (leadercheck.go).
+	// Raft itself checks on a timer re-armed at a random 1–2×
+	// HeartbeatTimeout, so a follower notices a dead leader 1–3×
+	// HeartbeatTimeout after the last contact, and an election needs a
+	// second follower to have noticed too (a follower that knows a leader
+	// refuses votes): with the check, each follower stands for election
+	// HeartbeatTimeout + its ElectionStagger after the last contact instead.
+	// The condition is Raft's own (no contact for HeartbeatTimeout), so the
+	// check adds no election Raft's timer could not have started; it only
+	// starts it sooner. 0 (the default) turns it off. With it on, Raft is given a
+	// LeaderLeaseTimeout of at most HeartbeatTimeout − 1ms (the check
+	// wakes Raft's follower loop through ReloadConfig with a 1ms shorter
+	// HeartbeatTimeout, which Raft validates against the lease).
+	LeaderCheckInterval time.Duration
+	// ElectionStagger spaces the followers' prompt elections: the follower
+	// ranked i among the voters other than the lost leader (by server id)
+	// stands at HeartbeatTimeout + i×ElectionStagger, so that two followers
+	// do not stand together and split the vote (each would vote for
+	// itself and wait ElectionTimeout to retry). It must exceed a vote's
+	// round trip (a vote is persisted: an fsync).
+	ElectionStagger time.Duration
 	// MaxAppendEntries caps log entries per AppendEntries RPC.
 	MaxAppendEntries int
 	// SnapshotInterval is how often Raft checks whether to snapshot;
@@ -206,12 +228,17 @@ var defaultTenantQuota = TenantQuota{MaxBytes: 8 << 30, MaxContexts: 1_000_000, 
 // default; NodeID, RaftBind (or RaftListener) and DataDir still need to be
 // set.
 //
-// Raft timing: a follower starts an election after 500–1000 ms without
-// hearing from the leader (HeartbeatTimeout, randomized by Raft up to 2×);
-// the leader heartbeats every HeartbeatTimeout/10. A leader steps down when
-// it has not reached a quorum for LeaderLeaseTimeout; at 250 ms that
-// happened on a CPU-starved 2-core box (docs/benchmarks.md), so it equals
-// HeartbeatTimeout, the most Raft allows.
+// Raft timing: a follower stands for election 1–3× HeartbeatTimeout
+// (500 ms) after it last heard from the leader (Raft's randomized timer),
+// and an election then waits for the second follower's; with the leader
+// check (LeaderCheckInterval, off by default) at HeartbeatTimeout plus its
+// rank × ElectionStagger instead. The leader heartbeats every
+// HeartbeatTimeout/10. Pre-vote is on (Raft's
+// default): a follower that lost contact alone cannot depose a leader the
+// others still hear. A leader steps down when it has not reached a quorum
+// for LeaderLeaseTimeout; at 250 ms that happened on a CPU-starved 2-core
+// box (docs/benchmarks.md), so it equals HeartbeatTimeout, the most Raft
+// allows (less 1 ms with the leader check).
 func DefaultConfig() Config {
 	return Config{
 		Transport: TransportConfig{HandshakeTimeout: 5 * time.Second, MaxHandshakes: 64},
@@ -220,12 +247,19 @@ func DefaultConfig() Config {
 			ElectionTimeout:    500 * time.Millisecond,
 			LeaderLeaseTimeout: 500 * time.Millisecond,
 			CommitTimeout:      10 * time.Millisecond,
-			MaxAppendEntries:   64,
-			SnapshotInterval:   30 * time.Second,
-			SnapshotThreshold:  8192,
-			TrailingLogs:       10240,
-			SnapshotRetain:     2,
-			LogCacheEntries:    512,
+			// Off by default: under heavy CPU starvation (a race build on a
+			// machine at load ~27) it turned more of a starved node's
+			// silences into elections than Raft's randomized timer does
+			// (storetest, 200 ms timeouts; docs/benchmarks.md). 40 ms is
+			// the value measured with it on.
+			LeaderCheckInterval: 0,
+			ElectionStagger:     60 * time.Millisecond,
+			MaxAppendEntries:    64,
+			SnapshotInterval:    30 * time.Second,
+			SnapshotThreshold:   8192,
+			TrailingLogs:        10240,
+			SnapshotRetain:      2,
+			LogCacheEntries:     512,
 		},
 		StateCacheBytes:       64 << 20,
 		StateMemTableBytes:    32 << 20,
@@ -296,6 +330,12 @@ func (c Config) Validate() error {
 	}
 	if r.CommitTimeout < time.Millisecond {
 		bad("Raft.CommitTimeout", "%v is below 1ms", r.CommitTimeout)
+	}
+	if r.LeaderCheckInterval < 0 || (r.LeaderCheckInterval > 0 && r.LeaderCheckInterval < time.Millisecond) {
+		bad("Raft.LeaderCheckInterval", "%v must be 0 (off) or at least 1ms", r.LeaderCheckInterval)
+	}
+	if r.ElectionStagger < 0 {
+		bad("Raft.ElectionStagger", "%v is negative", r.ElectionStagger)
 	}
 	if r.MaxAppendEntries < 1 || r.MaxAppendEntries > 1024 {
 		bad("Raft.MaxAppendEntries", "%d is not in [1, 1024]", r.MaxAppendEntries)

@@ -45,6 +45,10 @@ type metrics struct {
 	storageFullRefusals prometheus.Counter
 	diskCheckErrors     prometheus.Counter
 	logStoreErrors      *prometheus.CounterVec
+	// promptElections counts the leader checks that woke Raft's follower
+	// loop because the leader had been silent for HeartbeatTimeout + the
+	// node's stagger (leadercheck.go).
+	promptElections prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -106,6 +110,10 @@ func newMetrics() *metrics {
 			Name: "cellplane_store_log_store_errors_total",
 			Help: "Leader writes the Raft log store refused, by kind: no_space (ENOSPC, answered STORAGE_FULL) or io (EIO).",
 		}, []string{"kind"}),
+		promptElections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_prompt_elections_total",
+			Help: "Times this follower stood for election at once because its leader had been silent for the heartbeat timeout plus its stagger (Raft.LeaderCheckInterval); each is one lost leader seen, or a starved node.",
+		}),
 	}
 	m.readObs = map[contextv1.Consistency]prometheus.Observer{}
 	for c := range contextv1.Consistency_name {
@@ -123,7 +131,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		s.metrics.corruptSnapshots,
 		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
-		s.metrics.staleIncarnations, s.metrics.wrongServer,
+		s.metrics.staleIncarnations, s.metrics.wrongServer, s.metrics.promptElections,
 		gauge("cellplane_raft_member", "1 when this node's incarnation is in the cell's Raft configuration as a voter, 0.5 as a non-voter, 0 when it is not (a node that came back without its data waits to be added).", func() float64 {
 			st := s.membershipOf()
 			switch {

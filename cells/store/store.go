@@ -70,8 +70,11 @@ type Store struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
-	workers   sync.WaitGroup // proposer and leadership watcher
+	workers   sync.WaitGroup // proposer, leadership watcher, disk monitor, leader check
 	waiter    sync.WaitGroup
+
+	// promptElections counts the leader check's wake-ups (leadercheck.go).
+	promptElections atomic.Uint64
 
 	done     chan struct{}
 	doneOnce sync.Once
@@ -110,12 +113,13 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.checkDisk()
-	s.workers.Add(3)
+	s.workers.Add(4)
 	s.waiter.Add(1)
 	go s.runProposer()
 	go s.runWaiter()
 	go s.watchLeadership()
 	go s.runDiskMonitor()
+	go s.runLeaderCheck()
 	return s, nil
 }
 
@@ -329,6 +333,12 @@ func raftConfig(cfg Config) *raft.Config {
 	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
+	if leaderCheckOn(cfg.Raft) {
+		// The leader check wakes Raft's follower loop with a 1 ms shorter
+		// HeartbeatTimeout, which Raft validates against the lease.
+		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, rc.HeartbeatTimeout-time.Millisecond)
+	}
+	rc.PreVoteDisabled = false // explicit: a lone follower cannot depose a leader
 	rc.CommitTimeout = cfg.Raft.CommitTimeout
 	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
 	rc.SnapshotInterval = cfg.Raft.SnapshotInterval

@@ -74,6 +74,8 @@ to stderr at --log-level.`,
 					flagRule{"--heartbeat-timeout", opts.HeartbeatTimeout >= 0, "≥ 0"},
 					flagRule{"--election-timeout", opts.ElectionTimeout >= 0, "≥ 0"},
 					flagRule{"--leader-lease-timeout", opts.LeaderLeaseTimeout >= 0, "≥ 0"},
+					flagRule{"--leader-check-interval", opts.LeaderCheckInterval >= 0, "≥ 0"},
+					flagRule{"--election-stagger", opts.ElectionStagger >= 0, "≥ 0"},
 				)
 			}
 			return runScenario(cmd, std, "failover", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
@@ -97,6 +99,8 @@ to stderr at --log-level.`,
 	f.DurationVar(&opts.HeartbeatTimeout, "heartbeat-timeout", 0, "the cells' Raft heartbeat timeout (0: the store's default)")
 	f.DurationVar(&opts.ElectionTimeout, "election-timeout", 0, "the cells' Raft election timeout (0: the store's default)")
 	f.DurationVar(&opts.LeaderLeaseTimeout, "leader-lease-timeout", 0, "the cells' Raft leader lease timeout (0: the store's default)")
+	f.DurationVar(&opts.LeaderCheckInterval, "leader-check-interval", opts.LeaderCheckInterval, "the cells' Raft leader check: how often a follower checks its leader's silence (0: off, Raft's own timer only)")
+	f.DurationVar(&opts.ElectionStagger, "election-stagger", opts.ElectionStagger, "the cells' Raft election stagger between followers of the leader check")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for etcd's and the cells' data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd

@@ -257,6 +257,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.DurationVar(&sc.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", sc.Raft.HeartbeatTimeout, "follower: time without leader contact before starting an election")
 	st.DurationVar(&sc.Raft.ElectionTimeout, "raft-election-timeout", sc.Raft.ElectionTimeout, "candidate: time without a won election before trying again")
 	st.DurationVar(&sc.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", sc.Raft.LeaderLeaseTimeout, "leader: time without quorum contact before stepping down")
+	st.DurationVar(&sc.Raft.LeaderCheckInterval, "raft-leader-check-interval", sc.Raft.LeaderCheckInterval, "follower: how often to check the leader's silence, standing for election once it reaches the heartbeat timeout plus the stagger (0: off, Raft's randomized timer only)")
+	st.DurationVar(&sc.Raft.ElectionStagger, "raft-election-stagger", sc.Raft.ElectionStagger, "follower: extra wait per rank (by server id among the other voters) before the leader check stands it for election, so that followers do not split the vote")
 	st.DurationVar(&sc.Raft.CommitTimeout, "raft-commit-timeout", sc.Raft.CommitTimeout, "leader: longest wait before sending a heartbeat carrying the commit index")
 	st.IntVar(&sc.Raft.MaxAppendEntries, "raft-max-append-entries", sc.Raft.MaxAppendEntries, "most log entries in one AppendEntries RPC")
 	st.DurationVar(&sc.Raft.SnapshotInterval, "raft-snapshot-interval", sc.Raft.SnapshotInterval, "how often Raft checks whether to snapshot")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/cells/registry"
+	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/controlplane/controller"
 )
 
@@ -67,6 +68,10 @@ type FailoverOptions struct {
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout override
 	// the cells' Raft timeouts (0: the store's defaults).
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// LeaderCheckInterval and ElectionStagger set the cells' leader check
+	// (store.RaftConfig; an interval of 0 turns it off: Raft's own timer
+	// only). DefaultFailoverOptions has the store's defaults.
+	LeaderCheckInterval, ElectionStagger time.Duration
 	// DataDir is where etcd and the cells keep their files: a new
 	// directory inside it (os.TempDir() when empty), removed at the end.
 	DataDir string
@@ -88,6 +93,9 @@ func DefaultFailoverOptions() FailoverOptions {
 		Settle:          time.Second,
 		SoakConcurrency: 64,
 		Promotions:      3,
+
+		LeaderCheckInterval: store.DefaultConfig().Raft.LeaderCheckInterval,
+		ElectionStagger:     store.DefaultConfig().Raft.ElectionStagger,
 	}
 }
 
@@ -132,6 +140,8 @@ func (o FailoverOptions) nodeConfig(c *cells.Config) {
 	if o.LeaderLeaseTimeout > 0 {
 		c.Store.Raft.LeaderLeaseTimeout = o.LeaderLeaseTimeout
 	}
+	c.Store.Raft.LeaderCheckInterval = o.LeaderCheckInterval
+	c.Store.Raft.ElectionStagger = o.ElectionStagger
 }
 
 // FailoverResults are the figures of `cellplane bench failover`.
@@ -142,7 +152,11 @@ type FailoverResults struct {
 	HeartbeatTimeoutMs   float64 `json:"raft_heartbeat_timeout_ms"`
 	ElectionTimeoutMs    float64 `json:"raft_election_timeout_ms"`
 	LeaderLeaseTimeoutMs float64 `json:"raft_leader_lease_timeout_ms"`
-	AuthorityTTLSec      float64 `json:"authority_ttl_s"`
+	// LeaderCheckMs is the leader check's interval (0: off), StaggerMs
+	// its election stagger.
+	LeaderCheckMs   float64 `json:"raft_leader_check_interval_ms"`
+	StaggerMs       float64 `json:"raft_election_stagger_ms"`
+	AuthorityTTLSec float64 `json:"authority_ttl_s"`
 
 	// Baseline is the steady writes through the router with no kill.
 	Baseline Result `json:"baseline"`
@@ -272,7 +286,7 @@ func (r *FailoverResults) Notes() []Note {
 			r.RegionPromotion.P50, r.RegionPromotion.P99, len(r.Promotions), r.PromotionBy, r.AuthorityTTLSec)})
 	}
 	n = append(n,
-		Note{"raft timeouts", fmt.Sprintf("heartbeat %.0f ms, election %.0f ms, leader lease %.0f ms", r.HeartbeatTimeoutMs, r.ElectionTimeoutMs, r.LeaderLeaseTimeoutMs)},
+		Note{"raft timeouts", fmt.Sprintf("heartbeat %.0f ms, election %.0f ms, leader lease %.0f ms, leader check every %.0f ms (0: off), stagger %.0f ms", r.HeartbeatTimeoutMs, r.ElectionTimeoutMs, r.LeaderLeaseTimeoutMs, r.LeaderCheckMs, r.StaggerMs)},
 		Note{"start (etcd, control plane, cell, router)", fmt.Sprintf("%.1f s", r.StartSec)},
 		Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)},
 	)
@@ -310,6 +324,8 @@ func RunFailover(ctx context.Context, opts FailoverOptions) (*Report, error) {
 	res.HeartbeatTimeoutMs = ms(probe.Store.Raft.HeartbeatTimeout)
 	res.ElectionTimeoutMs = ms(probe.Store.Raft.ElectionTimeout)
 	res.LeaderLeaseTimeoutMs = ms(probe.Store.Raft.LeaderLeaseTimeout)
+	res.LeaderCheckMs = ms(probe.Store.Raft.LeaderCheckInterval)
+	res.StaggerMs = ms(probe.Store.Raft.ElectionStagger)
 	res.AuthorityTTLSec = registry.DefaultAuthorityTTL.Seconds()
 	if opts.AuthorityTTL > 0 {
 		res.AuthorityTTLSec = opts.AuthorityTTL.Seconds()
