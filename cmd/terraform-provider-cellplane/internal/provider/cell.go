@@ -293,17 +293,28 @@ func pollErr(err error) error {
 
 // waitHealthy polls until the cell is HEALTHY or ctx ends.
 func waitHealthy(ctx context.Context, c *apiClient, id string) error {
-	return poll(ctx, func() error {
+	// The last health seen is kept: when the deadline cuts a GetCell
+	// short, the error still says what the cell was.
+	var seen error
+	cutShort := false
+	err := poll(ctx, func() error {
 		cs, err := getCell(ctx, c, id)
 		if err != nil {
+			cutShort = true
 			return pollErr(err)
 		}
+		cutShort = false
 		if h := cs.GetHealth(); h != cpv1.CellHealth_CELL_HEALTH_HEALTHY {
-			return fmt.Errorf("cell %s is %s (%d of %d members registered)", id, trimEnum(h.String(), "CELL_HEALTH_"),
+			seen = fmt.Errorf("cell %s is %s (%d of %d members registered)", id, trimEnum(h.String(), "CELL_HEALTH_"),
 				len(cs.GetNodes()), cs.GetCell().GetExpectedMembers())
+			return seen
 		}
 		return nil
 	})
+	if err != nil && cutShort && seen != nil {
+		return fmt.Errorf("%w (last seen: %v)", err, seen)
+	}
+	return err
 }
 
 // drainProgress says what is left of a cell's drain: the tenants it owns

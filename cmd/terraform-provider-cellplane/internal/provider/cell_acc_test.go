@@ -190,7 +190,7 @@ data "cellplane_region" "r" {
   state            = "DRAINING"
   wait_for_healthy = true
   timeouts = {
-    update = "1s"
+    update = "5s"
   }`),
 				ExpectError: regexp.MustCompile(`(?s)Cell not HEALTHY within the timeout.*NOT_STARTED`),
 			},
