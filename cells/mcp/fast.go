@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -148,19 +149,42 @@ func parseFast(body []byte, version string, header http.Header) (fastRequest, bo
 	if len(t) == 0 || t[0] != '{' {
 		return fastRequest{}, false // batches and the rest: the SDK
 	}
-	msg, err := jsonrpc.DecodeMessage(body)
-	if err != nil {
+	// The message's keys decoded exactly (the SDK's decoder matches field
+	// names case-sensitively); anything but the four keys of a call goes
+	// to the SDK. (jsonrpc.DecodeMessage would do, but its decoder
+	// allocates a large buffer per message.)
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
 		return fastRequest{}, false
 	}
-	req, ok := msg.(*jsonrpc.Request)
-	if !ok || !req.IsCall() || req.Method != "tools/call" {
+	var tag, method string
+	for k, v := range top {
+		var err error
+		switch k {
+		case "jsonrpc":
+			err = json.Unmarshal(v, &tag)
+		case "method":
+			err = json.Unmarshal(v, &method)
+		case "id", "params":
+		default:
+			return fastRequest{}, false
+		}
+		if err != nil {
+			return fastRequest{}, false
+		}
+	}
+	if tag != "2.0" || method != "tools/call" {
+		return fastRequest{}, false
+	}
+	id, ok := callID(top["id"])
+	if !ok {
 		return fastRequest{}, false
 	}
 	var params map[string]json.RawMessage
-	if err := json.Unmarshal(req.Params, &params); err != nil || params == nil {
+	if err := json.Unmarshal(top["params"], &params); err != nil || params == nil {
 		return fastRequest{}, false
 	}
-	fr := fastRequest{id: req.ID, stateless: version == statelessVersion}
+	fr := fastRequest{id: id, stateless: version == statelessVersion}
 	for k, v := range params {
 		switch k {
 		case "name":
@@ -200,6 +224,30 @@ func parseFast(body []byte, version string, header http.Header) (fastRequest, bo
 		return fastRequest{}, false
 	}
 	return fr, true
+}
+
+// callID is a call's id as the SDK reads it: a string, or an integer (no
+// fraction or exponent, within int64). Anything else (null, absent,
+// 1.5, 1e3) goes to the SDK.
+func callID(raw json.RawMessage) (jsonrpc.ID, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return jsonrpc.ID{}, false
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return jsonrpc.ID{}, false
+		}
+		id, err := jsonrpc.MakeID(s)
+		return id, err == nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n > 1<<53 || n < -(1<<53) {
+		return jsonrpc.ID{}, false // the SDK goes through float64
+	}
+	id, err := jsonrpc.MakeID(float64(n))
+	return id, err == nil
 }
 
 // statelessMeta accepts the _meta of a 2026-07-28 call in the plain form
