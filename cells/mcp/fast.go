@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -130,17 +131,20 @@ func (w *Worker) fastHeaders(r *http.Request) (version string, ok bool) {
 	return version, true
 }
 
-func isLoopback(hostport string) bool {
-	h, _, err := net.SplitHostPort(hostport)
+// isLoopback is the SDK's check (internal/util.IsLoopback), to the letter.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		h = hostport
+		host = strings.Trim(addr, "[]")
 	}
-	h = strings.Trim(h, "[]")
-	if h == "localhost" {
+	if host == "localhost" {
 		return true
 	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	return ip.IsLoopback()
 }
 
 // parseFast decodes body as one tools/call the fast path serves.

@@ -23,6 +23,7 @@ type fastCase struct {
 	body    string
 	header  []string // extra header name, value pairs ("-Name" deletes)
 	chunked bool     // no Content-Length
+	host    string   // the Host header ("": the listener's address)
 	// served: the fast path must serve it (else the SDK must).
 	served bool
 }
@@ -119,6 +120,10 @@ func fastCases() []fastCase {
 		call("accept json only", false, legacy, "context_list", `{}`, "Accept", "application/json"),
 		call("accept sse only", false, legacy, "context_list", `{}`, "Accept", "text/event-stream"),
 		call("last event id", false, legacy, "context_list", `{}`, "Last-Event-ID", "x"),
+		{name: "foreign host", version: legacy, body: toolCall(1, legacy, "context_list", `{}`), host: "example.com"},
+		{name: "localhost host", version: legacy, body: toolCall(1, legacy, "context_list", `{}`), host: "localhost", served: true},
+		{name: "mapped loopback host", version: legacy, body: toolCall(1, legacy, "context_list", `{}`), host: "[::ffff:127.0.0.1]:80", served: true},
+		{name: "other loopback host", version: legacy, body: toolCall(1, legacy, "context_list", `{}`), host: "127.0.0.2", served: true},
 		call("foreign origin", false, legacy, "context_list", `{}`, "Origin", "https://evil.example"),
 		// Authentication.
 		call("no credentials", false, legacy, "memory_put", `{"key":"x","value":"y"}`, "-Authorization", ""),
@@ -164,6 +169,9 @@ func sendFast(t *testing.T, w *worker, tenant string, c fastCase) fastReply {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.host != "" {
+		req.Host = c.host
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Authorization", "Bearer alice")
@@ -205,7 +213,17 @@ func TestFastPathMatchesSDK(t *testing.T) {
 	fast := startWorker(t, cfg, conn, fakeAuth{})
 	cfg.FastToolCalls = false
 	slow := startWorker(t, cfg, conn, fakeAuth{})
+	// The Host cases run without authentication (fakeAuth checks the
+	// audience against the Host header).
+	cfg.FastToolCalls = true
+	fastOpen := startWorker(t, cfg, conn, nil)
+	cfg.FastToolCalls = false
+	slowOpen := startWorker(t, cfg, conn, nil)
 	for _, c := range fastCases() {
+		fast, slow := fast, slow
+		if c.host != "" {
+			fast, slow = fastOpen, slowOpen
+		}
 		before := fast.FastServed()
 		got := sendFast(t, fast, "tenant-a", c)
 		served := fast.FastServed() - before
