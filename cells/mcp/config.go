@@ -53,18 +53,25 @@ type Config struct {
 	// read); they are also the defaults when a call gives no bound.
 	MaxReadEntries int
 	MaxReadBytes   int64
+	// FastToolCalls serves a single JSON-RPC tools/call POST without the
+	// SDK's per-request session (the same checks, tool code, response and
+	// errors; everything else goes to the SDK). False: every request goes
+	// through the SDK, the fallback should the two ever differ.
+	FastToolCalls bool
 	// Logger receives the worker's logs (nil: discarded).
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults: 4 MiB bodies, same-host origins,
-// 10 s per backend call, reads capped at 1000 entries and 1 MiB.
+// 10 s per backend call, reads capped at 1000 entries and 1 MiB, the
+// tools/call fast path on.
 func DefaultConfig() Config {
 	return Config{
 		MaxBodyBytes:   4 << 20,
 		CallTimeout:    10 * time.Second,
 		MaxReadEntries: 1000,
 		MaxReadBytes:   1 << 20,
+		FastToolCalls:  true,
 	}
 }
 

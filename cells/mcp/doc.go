@@ -74,4 +74,19 @@
 // An Mcp-Protocol-Version header naming another version is refused with
 // 400; for 2026-07-28 requests the SDK also checks that the header matches
 // the request's _meta protocol version (400, JSON-RPC -32020 otherwise).
+//
+// # The tools/call fast path
+//
+// The SDK's stateless handler builds a ServerSession, with a jsonrpc2
+// connection and its goroutines, for every request, and decodes the
+// message twice. With Config.FastToolCalls (the default; flag
+// --fast-tool-calls, --mcp-fast-tool-calls on cells) the worker serves a
+// single JSON-RPC tools/call POST itself, after the same authentication
+// and checks: one decode, the SDK's schema validation, the same tool
+// function (metrics, logs, error mapping), and the response the SDK would
+// write (status, headers, bytes). Whatever it cannot answer exactly like
+// the SDK (initialize, lists, resources, notifications, batches, unknown
+// tools, arguments the schema refuses, unexpected headers or _meta, an
+// unreadable body) goes to the SDK unchanged. TestFastPathMatchesSDK holds
+// the two paths byte-equal.
 package mcp

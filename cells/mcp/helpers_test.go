@@ -25,14 +25,14 @@ func TestMain(m *testing.M) {
 
 // startCell starts a one-node cell on loopback, makes it OWNER of
 // tenants at epoch 1 and returns a connection to it.
-func startCell(t *testing.T, tenants ...string) *grpc.ClientConn {
+func startCell(t testing.TB, tenants ...string) *grpc.ClientConn {
 	t.Helper()
 	n := celltest.StartCell(t, 1)[0]
 	celltest.Own(t, n.GRPCAddr(), tenants...)
 	return dial(t, n.GRPCAddr())
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -51,7 +51,7 @@ type worker struct {
 func (w *worker) url(tenant string) string { return w.base + "/t/" + tenant + "/mcp" }
 
 // startWorker serves a Worker on a loopback listener until the test ends.
-func startWorker(t *testing.T, cfg mcp.Config, cell grpc.ClientConnInterface, authn mcp.Authenticator) *worker {
+func startWorker(t testing.TB, cfg mcp.Config, cell grpc.ClientConnInterface, authn mcp.Authenticator) *worker {
 	t.Helper()
 	cfg.Logger = testutil.Logger(t).With("component", "mcp")
 	l := testutil.Listen(t)

@@ -277,9 +277,11 @@ func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller
 		}
 		t.InputSchema = json.RawMessage(b)
 	}
-	sdk.AddTool(w.server, t, func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
+	// invoke is the tool on both paths, the SDK's and the fast one: the
+	// same metrics, logs and error mapping.
+	invoke := func(ctx context.Context, c caller, cerr error, in In) (Out, error) {
 		start := time.Now()
-		c, err := callerOf(req.Extra)
+		err := cerr
 		var out Out
 		if err == nil {
 			out, err = h(ctx, c, in)
@@ -288,10 +290,27 @@ func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller
 		w.observe(name, c, start, err)
 		if err != nil {
 			var zero Out
-			return nil, zero, err
+			return zero, err
 		}
-		return nil, out, nil
+		return out, nil
+	}
+	sdk.AddTool(w.server, t, func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
+		c, err := callerOf(req.Extra)
+		out, err := invoke(ctx, c, err, in)
+		return nil, out, err
 	})
+	w.fast[name] = fastTool{
+		in:  resolveFor[In](),
+		out: resolveFor[Out](),
+		call: func(ctx context.Context, c caller, args []byte) (any, error, bool) {
+			var in In
+			if err := json.Unmarshal(args, &in); err != nil {
+				return nil, nil, false
+			}
+			out, err := invoke(ctx, c, nil, in)
+			return out, err, true
+		},
+	}
 }
 
 func (w *Worker) observe(tool string, c caller, start time.Time, err error) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,11 @@ type Worker struct {
 	server  *sdk.Server
 	mcp     http.Handler
 	handler http.Handler
+	impl    *sdk.Implementation
+	// fast holds the tools the fast path serves (Config.FastToolCalls);
+	// fastServed counts the calls it served.
+	fast       map[string]fastTool
+	fastServed atomic.Uint64
 
 	requests  *prometheus.CounterVec
 	toolCalls *prometheus.CounterVec
@@ -103,7 +109,9 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 		n, _ := normalizeOrigin(o) // checked by Validate
 		w.origins[n] = true
 	}
-	w.server = sdk.NewServer(&sdk.Implementation{Name: "cellplane", Title: "cellplane contexts and memory", Version: "v1"}, &sdk.ServerOptions{
+	w.impl = &sdk.Implementation{Name: "cellplane", Title: "cellplane contexts and memory", Version: "v1"}
+	w.fast = make(map[string]fastTool)
+	w.server = sdk.NewServer(w.impl, &sdk.ServerOptions{
 		Instructions: "Durable conversation contexts (append-only entry logs addressed by context_id handles) " +
 			"and a key-value memory with revisions, stored in cellplane. Handles are bound to the tenant and to the caller.",
 		Logger:                    sdkLog,
@@ -196,6 +204,9 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 	r2.Header.Set(TenantHeader, tenant)
 	if principal != "" {
 		r2.Header.Set(PrincipalHeader, principal)
+	}
+	if w.cfg.FastToolCalls && w.serveFast(rw, r2) {
+		return
 	}
 	w.mcp.ServeHTTP(rw, r2)
 }

@@ -22,6 +22,7 @@ type mcpFlags struct {
 	origins     string
 	maxBody     int64
 	publicURL   string
+	fastCalls   bool
 	keys        mcpauth.Config // the key caches and the miss budget
 }
 
@@ -34,6 +35,7 @@ func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.StringVar(&f.tenantClaim, prefix+"jwt-tenant-claim", f.tenantClaim, "jwt: claim holding the tenant id")
 	fs.StringVar(&f.origins, prefix+"allowed-origins", "", "comma-separated browser origins allowed to call (scheme://host[:port]); requests with another Origin get 403 (default: same host only)")
 	fs.Int64Var(&f.maxBody, prefix+"max-body-bytes", f.maxBody, "largest MCP request body (413 above it)")
+	fs.BoolVar(&f.fastCalls, prefix+"fast-tool-calls", d.FastToolCalls, "serve a single tools/call POST without the MCP SDK's per-request session (same checks, response and errors; everything else goes to the SDK); false sends every request through the SDK")
 	fs.StringVar(&f.publicURL, prefix+"public-url", "", "base URL clients reach MCP at (https://mcp.example.com): a JWT's audience must be <it>/t/<tenant>/mcp, and the RFC 9728 metadata names it; never taken from the Host header (default: http://<the advertised HTTP address>)")
 	k := mcpauth.DefaultConfig()
 	f.keys = k
@@ -52,6 +54,7 @@ func (f *mcpFlags) apply(cfg *mcp.Config) {
 	cfg.AllowedOrigins = splitList(f.origins)
 	cfg.MaxBodyBytes = f.maxBody
 	cfg.PublicURL = f.publicURL
+	cfg.FastToolCalls = f.fastCalls
 }
 
 // authenticator builds the MCP authenticator; nil means no authentication.
