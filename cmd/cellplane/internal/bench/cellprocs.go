@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +23,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/cellplane/cellplane/controlplane/etcdserver"
+	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/pki"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -521,4 +524,66 @@ func appendOp(conn *grpc.ClientConn, ids []string, size int, reqs *atomic.Uint64
 // tenantCtx is ctx with the bench tenant in the metadata.
 func tenantCtx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "x-cellplane-tenant", benchTenant)
+}
+
+// procBase is the set-up the router and MCP benchmarks' per-process modes
+// share: the bench's etcd (one member in this process, fsync off: no etcd
+// write is measured), the topo store on it, and a cell of 3 `cellplane
+// cell --insecure` processes published in it.
+type procBase struct {
+	etcd         *etcdserver.Server
+	st           *etcdtopo.Store
+	env          *procEnv
+	cell         *procSystem
+	termStart    uint64 // the cell's Raft term once it is up
+	etcdStartSec float64
+	cellStartSec float64
+}
+
+// startProcBase starts a procBase; on error nothing is left running.
+func startProcBase(ctx context.Context, root, bin string, logger *slog.Logger, p progress) (_ *procBase, err error) {
+	b := &procBase{}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	t0 := time.Now()
+	if b.etcd, err = startSingleEtcd(ctx, filepath.Join(root, "etcd"), PlacementOptions{UnsafeNoFsync: true, Logger: logger}); err != nil {
+		return nil, err
+	}
+	ecfg := etcdtopo.DefaultConfig()
+	ecfg.Endpoints = b.etcd.Endpoints()
+	if b.st, err = etcdtopo.Dial(ctx, ecfg); err != nil {
+		return nil, fmt.Errorf("bench: dial etcd: %w", err)
+	}
+	b.etcdStartSec = time.Since(t0).Seconds()
+
+	b.env = &procEnv{bin: bin, dir: root, p: p, https: &http.Client{Timeout: 5 * time.Second}}
+	p.printf("starting 3 cell processes (plaintext)")
+	t0 = time.Now()
+	if b.cell, err = b.env.startProcCell(ctx, "warn"); err != nil {
+		return nil, err
+	}
+	b.cellStartSec = time.Since(t0).Seconds()
+	if b.termStart, err = procCellTerm(ctx, b.cell); err != nil {
+		return nil, err
+	}
+	if err := publishProcCell(ctx, b.st, b.cell); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// close stops the cell, then the store, then etcd.
+func (b *procBase) close() {
+	if b.cell != nil {
+		b.cell.close()
+	}
+	if b.st != nil {
+		_ = b.st.Close()
+	}
+	if b.etcd != nil {
+		b.etcd.Close()
+	}
 }

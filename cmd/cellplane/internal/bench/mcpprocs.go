@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/cellplane/cellplane/controlplane/catalog"
 	"github.com/cellplane/cellplane/controlplane/topo"
-	"github.com/cellplane/cellplane/controlplane/topo/etcdtopo"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
@@ -35,37 +32,13 @@ func runMCPProcesses(ctx context.Context, opts MCPOptions, root string, res *MCP
 	}
 	opts.WorkerBinary, opts.InProcessWorker = bin, false
 	res.Mode = "processes"
-	t0 := time.Now()
-	etcd, err := startSingleEtcd(ctx, filepath.Join(root, "etcd"), PlacementOptions{UnsafeNoFsync: true, Logger: opts.Logger})
+	base, err := startProcBase(ctx, root, bin, opts.Logger, p)
 	if err != nil {
 		return err
 	}
-	defer etcd.Close()
-	ecfg := etcdtopo.DefaultConfig()
-	ecfg.Endpoints = etcd.Endpoints()
-	st, err := etcdtopo.Dial(ctx, ecfg)
-	if err != nil {
-		return fmt.Errorf("bench: dial etcd: %w", err)
-	}
-	defer st.Close()
-	res.EtcdStartSec = time.Since(t0).Seconds()
-
-	env := &procEnv{bin: bin, dir: root, p: p, https: &http.Client{Timeout: 5 * time.Second}}
-	p.printf("starting 3 cell processes (plaintext)")
-	t0 = time.Now()
-	cell, err := env.startProcCell(ctx, "warn")
-	if err != nil {
-		return err
-	}
-	defer cell.close()
-	res.CellStartSec = time.Since(t0).Seconds()
-	termStart, err := procCellTerm(ctx, cell)
-	if err != nil {
-		return err
-	}
-	if err := publishProcCell(ctx, st, cell); err != nil {
-		return err
-	}
+	defer base.close()
+	res.EtcdStartSec, res.CellStartSec = base.etcdStartSec, base.cellStartSec
+	etcd, st, env, cell, termStart := base.etcd, base.st, base.env, base.cell, base.termStart
 	if err := hideProcMemberHTTP(ctx, st, cell); err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -42,37 +41,13 @@ func runRouterProcesses(ctx context.Context, opts RouterOptions, root string, re
 		bin = exe
 	}
 	res.Mode = "processes"
-	t0 := time.Now()
-	etcd, err := startSingleEtcd(ctx, filepath.Join(root, "etcd"), PlacementOptions{UnsafeNoFsync: true, Logger: opts.Logger})
+	base, err := startProcBase(ctx, root, bin, opts.Logger, p)
 	if err != nil {
 		return err
 	}
-	defer etcd.Close()
-	ecfg := etcdtopo.DefaultConfig()
-	ecfg.Endpoints = etcd.Endpoints()
-	st, err := etcdtopo.Dial(ctx, ecfg)
-	if err != nil {
-		return fmt.Errorf("bench: dial etcd: %w", err)
-	}
-	defer st.Close()
-	res.EtcdStartSec = time.Since(t0).Seconds()
-
-	env := &procEnv{bin: bin, dir: root, p: p, https: &http.Client{Timeout: 5 * time.Second}}
-	p.printf("starting 3 cell processes (plaintext)")
-	t0 = time.Now()
-	cell, err := env.startProcCell(ctx, "warn")
-	if err != nil {
-		return err
-	}
-	defer cell.close()
-	res.CellStartSec = time.Since(t0).Seconds()
-	termStart, err := procCellTerm(ctx, cell)
-	if err != nil {
-		return err
-	}
-	if err := publishProcCell(ctx, st, cell); err != nil {
-		return err
-	}
+	defer base.close()
+	res.EtcdStartSec, res.CellStartSec = base.etcdStartSec, base.cellStartSec
+	etcd, st, env, cell, termStart := base.etcd, base.st, base.env, base.cell, base.termStart
 
 	popts := PlacementOptions{Tenants: opts.Tenants, LoadConcurrency: opts.LoadConcurrency, LoadBatch: etcdtopo.DefaultMaxTxnOps, Logger: opts.Logger}
 	p.printf("loading %d placements into etcd", opts.Tenants)
