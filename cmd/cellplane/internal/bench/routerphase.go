@@ -55,12 +55,7 @@ func publishCell(ctx context.Context, st topo.Store, cell *Cell) error {
 			NodeId: leader.Store().Status().NodeID, GrpcAddr: leader.GRPCAddr(), HttpAddr: leader.HTTPAddr(),
 			Term: leader.Store().Status().Term, Since: now,
 		})),
-		topo.Put(topo.TenantKey(benchTenant), catalog.Encode(&cpv1.Tenant{
-			Id: benchTenant, HomeRegion: routerBenchRegion, Cell: routerBenchCell,
-			State: cpv1.TenantState_TENANT_STATE_ACTIVE, Epoch: 1,
-			Limits:     &cpv1.TenantLimits{Rate: 1e9, Burst: 1 << 30},
-			CreateTime: now,
-		})),
+		topo.Put(topo.TenantKey(benchTenant), catalog.Encode(benchTenantRecord(now))),
 	)
 	if _, err := st.Txn(ctx, nil, ops); err != nil {
 		return fmt.Errorf("bench: publish the cell: %w", err)
@@ -285,4 +280,15 @@ func runRouterSteps(ctx context.Context, opts RouterOptions, direct *grpc.Client
 		}
 	}
 	return nil
+}
+
+// benchTenantRecord is the placement of tenant "bench" on the router
+// benchmarks' cell: ACTIVE at epoch 1, limits out of the way.
+func benchTenantRecord(now *timestamppb.Timestamp) *cpv1.Tenant {
+	return &cpv1.Tenant{
+		Id: benchTenant, HomeRegion: routerBenchRegion, Cell: routerBenchCell,
+		State: cpv1.TenantState_TENANT_STATE_ACTIVE, Epoch: 1,
+		Limits:     &cpv1.TenantLimits{Rate: 1e9, Burst: 1 << 30},
+		CreateTime: now,
+	}
 }

@@ -151,12 +151,7 @@ func publishProcCell(ctx context.Context, st topo.Store, cell *procSystem) error
 		topo.Put(topo.CellLeaderKey(routerBenchCell), catalog.Encode(&cpv1.CellLeader{
 			NodeId: leader.id, GrpcAddr: leader.grpc, HttpAddr: leader.http, Term: status.GetTerm(), Since: now,
 		})),
-		topo.Put(topo.TenantKey(benchTenant), catalog.Encode(&cpv1.Tenant{
-			Id: benchTenant, HomeRegion: routerBenchRegion, Cell: routerBenchCell,
-			State: cpv1.TenantState_TENANT_STATE_ACTIVE, Epoch: 1,
-			Limits:     &cpv1.TenantLimits{Rate: 1e9, Burst: 1 << 30},
-			CreateTime: now,
-		})),
+		topo.Put(topo.TenantKey(benchTenant), catalog.Encode(benchTenantRecord(now))),
 	)
 	if _, err := st.Txn(ctx, nil, ops); err != nil {
 		return fmt.Errorf("bench: publish the cell: %w", err)
