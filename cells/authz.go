@@ -299,6 +299,9 @@ func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *
 	// Only a node of this cell forwards; the token is not needed past here.
 	out.Delete(tenantmd.ForwardedKey)
 	out.Delete(tenantmd.TokenKey)
+	// A token binds no principal (yet): a direct caller cannot name one.
+	out.Delete(tenantmd.PrincipalKey)
+	out.Delete(tenantmd.OriginKey)
 	ctx = context.WithValue(ctx, directTenantKey{}, claims.Tenant)
 	return metadata.NewIncomingContext(ctx, out), nil
 }

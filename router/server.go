@@ -364,12 +364,24 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 	}
 	requested := first(md, tenantmd.TenantKey)
 	if id.Method == auth.MethodNone && requested == "" {
-		return ctx, nil // auth off and no tenant named: a handler decides (Lookup takes it from the request)
+		md = md.Copy()
+		md.Delete(tenantmd.PrincipalKey)
+		md.Delete(tenantmd.OriginKey)
+		return metadata.NewIncomingContext(ctx, md), nil // auth off and no tenant named: a handler decides (Lookup takes it from the request)
 	}
 	tenant, err := auth.CheckTenant(id, requested)
 	if err != nil {
 		return nil, err
 	}
+	// The principal the cell stamps on mutations is the one authenticated
+	// here, never a value the client sent.
+	md = md.Copy()
+	md.Delete(tenantmd.PrincipalKey)
+	md.Delete(tenantmd.OriginKey)
+	if id.Subject != "" {
+		md.Set(tenantmd.PrincipalKey, id.Subject)
+	}
+	ctx = metadata.NewIncomingContext(ctx, md)
 	return context.WithValue(ctx, tenantKey{}, tenant), nil
 }
 

@@ -359,7 +359,7 @@ var callPolicy = retry.Policy{Min: 20 * time.Millisecond, Max: 500 * time.Millis
 func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
-	ctx = tenantmd.Outgoing(ctx, c.tenant, 0)
+	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, "mcp")
 	var res T
 	err := retry.Do(ctx, callPolicy, retry.Idempotent, func(ctx context.Context) error {
 		var err error

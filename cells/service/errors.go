@@ -5,7 +5,10 @@ import (
 	"errors"
 	"maps"
 
+	"google.golang.org/grpc"
+
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
@@ -46,7 +49,25 @@ func commandErr(e *cellv1.CommandError) error {
 
 // propose proposes cmd and returns the state machine's result, or the
 // rejection as an error.
+//
+// It stamps the command with the caller's principal and origin
+// (tenantmd.Caller) unless the command carries them already; the origin
+// defaults to the gRPC method.
 func (c *core) propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error) {
+	if cmd.GetTenant() != "" {
+		principal, origin := tenantmd.Caller(ctx)
+		if cmd.Principal == "" {
+			cmd.Principal = principal
+		}
+		if cmd.Origin == "" {
+			cmd.Origin = origin
+		}
+		if cmd.Origin == "" {
+			if m, ok := grpc.Method(ctx); ok {
+				cmd.Origin = "grpc:" + m
+			}
+		}
+	}
 	res, err := c.st.Propose(ctx, cmd)
 	if err != nil {
 		return nil, c.storeErr("propose", err)

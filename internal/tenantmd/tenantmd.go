@@ -27,7 +27,31 @@ const (
 	// TokenKey carries a router-minted tenant token (internal/tenanttoken)
 	// on the smart client's direct calls to a cell serving mutual TLS.
 	TokenKey = "x-cellplane-token"
+	// PrincipalKey names who the call is made for inside its tenant (an
+	// API key's principal, a JWT's subject), as authenticated by the edge
+	// (router, MCP worker) or bound by a tenant token. Only a caller the
+	// cell trusts to have authenticated it may set it: the cell's
+	// authoriser replaces it on token calls, and the router never passes a
+	// client's own value on.
+	PrincipalKey = "x-cellplane-principal"
+	// OriginKey names the surface a mutation came through, for the audit
+	// record: "grpc:<method>" or "mcp:<tool>".
+	OriginKey = "x-cellplane-origin"
 )
+
+// Caller returns the principal and origin of an incoming call ("" when
+// absent or given more than once).
+func Caller(ctx context.Context) (principal, origin string) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return single(md, PrincipalKey), single(md, OriginKey)
+}
+
+func single(md metadata.MD, key string) string {
+	if vs := md.Get(key); len(vs) == 1 {
+		return vs[0]
+	}
+	return ""
+}
 
 // MaxTenantLen bounds tenant ids; the rule is package ids'.
 const MaxTenantLen = ids.MaxLen
@@ -112,6 +136,22 @@ func Outgoing(ctx context.Context, tenant string, epoch uint64) context.Context 
 		md.Set(EpochKey, strconv.FormatUint(epoch, 10))
 	} else {
 		md.Delete(EpochKey)
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// WithCaller returns ctx with the principal and origin set on outgoing
+// metadata (an empty value removes the key). Only an edge that
+// authenticated the principal (router, MCP worker) calls it.
+func WithCaller(ctx context.Context, principal, origin string) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	for k, v := range map[string]string{PrincipalKey: principal, OriginKey: origin} {
+		if v == "" {
+			md.Delete(k)
+		} else {
+			md.Set(k, v)
+		}
 	}
 	return metadata.NewOutgoingContext(ctx, md)
 }

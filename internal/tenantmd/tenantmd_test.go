@@ -158,3 +158,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestCallerRoundTrip(t *testing.T) {
+	ctx := WithCaller(context.Background(), "alice", "mcp")
+	md, _ := metadata.FromOutgoingContext(ctx)
+	in := metadata.NewIncomingContext(context.Background(), md)
+	if p, o := Caller(in); p != "alice" || o != "mcp" {
+		t.Fatalf("Caller = %q, %q; want alice, mcp", p, o)
+	}
+	ctx = WithCaller(ctx, "", "")
+	md, _ = metadata.FromOutgoingContext(ctx)
+	if len(md.Get(PrincipalKey))+len(md.Get(OriginKey)) != 0 {
+		t.Fatalf("empty values left keys: %v", md)
+	}
+	twice := metadata.NewIncomingContext(context.Background(), metadata.Pairs(PrincipalKey, "a", PrincipalKey, "b"))
+	if p, _ := Caller(twice); p != "" {
+		t.Fatalf("a repeated principal was taken: %q", p)
+	}
+}

@@ -150,6 +150,14 @@ type Command struct {
 	// The proposer's wall clock in Unix nanoseconds. The state machine takes
 	// every timestamp from here so that all replicas apply identically.
 	TimeUnixNano int64 `protobuf:"varint,6,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// Who the mutation was made for inside the tenant (the authenticated
+	// principal; empty for cell operations and unauthenticated dev calls).
+	// The state machine scopes principal data by it and writes it into the
+	// audit record in the same batch as the mutation.
+	Principal string `protobuf:"bytes,7,opt,name=principal,proto3" json:"principal,omitempty"`
+	// The surface the mutation came through ("grpc:<method>",
+	// "mcp:<tool>"), for the audit record.
+	Origin string `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_CreateContext
@@ -240,6 +248,20 @@ func (x *Command) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *Command) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *Command) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -1855,7 +1877,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xde\b\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x94\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -1863,7 +1885,9 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\x12$\n" +
-	"\x0etime_unix_nano\x18\x06 \x01(\x03R\ftimeUnixNano\x12S\n" +
+	"\x0etime_unix_nano\x18\x06 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tprincipal\x18\a \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06origin\x18\b \x01(\tR\x06origin\x12S\n" +
 	"\x0ecreate_context\x18\n" +
 	" \x01(\v2*.cellplane.context.v1.CreateContextRequestH\x00R\rcreateContext\x12S\n" +
 	"\x0edelete_context\x18\v \x01(\v2*.cellplane.context.v1.DeleteContextRequestH\x00R\rdeleteContext\x12=\n" +
