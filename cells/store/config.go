@@ -194,8 +194,11 @@ type RaftConfig struct {
 // proposes its configured values, and every replica applies the cell's.
 type ChangeLogConfig struct {
 	// RetentionAge drops events older than this (0: keep by size only).
+	// RetentionAge and MaxEvents are trimmed in chunks: the log may go a
+	// sixteenth past them before it is cut back (txn.go:trimChanges).
 	RetentionAge time.Duration
 	// MaxBytes and MaxEvents bound one tenant's log (0: unbounded).
+	// MaxBytes is never exceeded; a trim it causes goes a sixteenth below.
 	MaxBytes  uint64
 	MaxEvents uint64
 }

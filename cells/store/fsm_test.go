@@ -1347,3 +1347,69 @@ func TestFSMDedupChunkedEviction(t *testing.T) {
 	}
 	checkState(t, h.f)
 }
+
+// TestFSMChangeLogTrimChunks: bounds of 16 and more are trimmed in chunks.
+// The log never holds more than the bound plus a sixteenth, each soft trim
+// brings it back to the bound exactly, the byte bound is never exceeded,
+// and what stays is always the newest suffix, readable with Changes.
+func TestFSMChangeLogTrimChunks(t *testing.T) {
+	const n = 200
+	for _, tc := range []struct {
+		name string
+		cfg  ChangeLogConfig
+	}{
+		{"MaxEvents", ChangeLogConfig{MaxEvents: 32}},
+		{"MaxBytes", ChangeLogConfig{MaxBytes: 4000}},
+		{"RetentionAge", ChangeLogConfig{RetentionAge: 32 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFSM(t, func(c *fsmConfig) { c.changelog = tc.cfg })
+			h.mustApply(ownedBy("acme"))
+			trims := 0
+			prevFirst := uint64(1)
+			for i := 2; i <= n; i++ {
+				c := putMemory("acme", "k", fmt.Sprintf("value-%03d", i))
+				h.now += int64(time.Second)
+				c.TimeUnixNano = h.now
+				h.mustApply(c)
+				rec := h.record("acme")
+				first, count := rec.GetChangelogFirstTseq(), rec.GetChangelogCount()
+				if first+count-1 != rec.GetTseq() {
+					t.Fatalf("tseq %d: log [%d, +%d) is not the newest suffix", rec.GetTseq(), first, count)
+				}
+				switch {
+				case tc.cfg.MaxEvents > 0 && count > tc.cfg.MaxEvents+tc.cfg.MaxEvents/16:
+					t.Fatalf("tseq %d: %d events, bound %d + slack", rec.GetTseq(), count, tc.cfg.MaxEvents)
+				case tc.cfg.MaxBytes > 0 && rec.GetChangelogBytes() > tc.cfg.MaxBytes:
+					t.Fatalf("tseq %d: %d bytes over the hard bound %d", rec.GetTseq(), rec.GetChangelogBytes(), tc.cfg.MaxBytes)
+				case tc.cfg.RetentionAge > 0 && h.now-rec.GetChangelogFirstTimeUnixNano() > int64(tc.cfg.RetentionAge+tc.cfg.RetentionAge/16):
+					t.Fatalf("tseq %d: oldest event %v old", rec.GetTseq(), time.Duration(h.now-rec.GetChangelogFirstTimeUnixNano()))
+				}
+				if first != prevFirst {
+					trims++
+					if tc.cfg.MaxEvents > 0 && count != tc.cfg.MaxEvents {
+						t.Fatalf("tseq %d: a trim left %d events, want the bound %d", rec.GetTseq(), count, tc.cfg.MaxEvents)
+					}
+					if first-prevFirst < 2 {
+						t.Fatalf("tseq %d: trimmed %d event(s), want a chunk", rec.GetTseq(), first-prevFirst)
+					}
+				}
+				prevFirst = first
+			}
+			if trims == 0 || trims > n/2 {
+				t.Fatalf("%d trims in %d writes: want a few chunks", trims, n)
+			}
+			checkState(t, h.f)
+			rec := h.record("acme")
+			h.tenant("acme", func(v *TenantView) {
+				evs, err := v.Changes(rec.GetChangelogFirstTseq()-1, 1000)
+				if err != nil || uint64(len(evs)) != rec.GetChangelogCount() || evs[0].GetTseq() != rec.GetChangelogFirstTseq() {
+					t.Fatalf("Changes = %d events, %v; record %v", len(evs), err, rec)
+				}
+				if _, err := v.Changes(rec.GetChangelogFirstTseq()-2, 10); !errors.Is(err, ErrChangesTrimmed) {
+					t.Fatalf("Changes before the log = %v", err)
+				}
+			})
+		})
+	}
+}

@@ -429,37 +429,85 @@ func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, force uint64,
 // bound; the newest event always stays. The state machine trims (not each
 // node on its own) so that replicas hold the same log.
 //
+// Trimming is done in chunks (changeTrimSlack): a soft bound (events, age)
+// is acted on once the log is a sixteenth past it, and a byte bound trims
+// a sixteenth below it. The oldest events are then dropped together with
+// one sequential scan (their sizes) and one range delete, instead of two
+// point reads of cold data and a delete on every write: at the steady
+// state of a full log those reads were over a quarter of the apply cost
+// (docs/benchmarks.md, "round three"). Small bounds (under 16) have no
+// slack and are kept exactly.
+//
 // While a standby follows the tenant (replica floor set), events it has not
 // applied yet are kept past the age and count bounds; only the byte bound
 // (the hard one) trims them, and each such trim is counted: the standby
 // will find its position gone and bootstrap again.
 func (tx *txn) trimChanges(tenant string, rec *cellv1.TenantRecord, now int64) {
 	cfg := tx.settings
+	maxEvents, maxBytes, age := cfg.GetChangelogMaxEvents(), cfg.GetChangelogMaxBytes(), cfg.GetChangelogRetentionNanos()
+	if rec.ChangelogCount <= 1 {
+		return
+	}
+	hard := maxBytes > 0 && rec.ChangelogBytes > maxBytes
+	soft := (maxEvents > 0 && rec.ChangelogCount > maxEvents+changeTrimSlack(maxEvents)) ||
+		(age > 0 && now-rec.ChangelogFirstTimeUnixNano > age+int64(changeTrimSlack(uint64(age))))
+	if !hard && !soft {
+		return
+	}
+	bytesTarget := maxBytes
+	if hard {
+		bytesTarget = maxBytes - changeTrimSlack(maxBytes)
+	}
 	floor := rec.GetReplicaFloorTseq()
-	for rec.ChangelogCount > 1 {
-		hard := cfg.GetChangelogMaxBytes() > 0 && rec.ChangelogBytes > cfg.GetChangelogMaxBytes()
-		soft := (cfg.GetChangelogMaxEvents() > 0 && rec.ChangelogCount > cfg.GetChangelogMaxEvents()) ||
-			(cfg.GetChangelogRetentionNanos() > 0 && now-rec.ChangelogFirstTimeUnixNano > cfg.GetChangelogRetentionNanos())
-		if !hard && !soft {
-			return
+	lo := changeKey(tenant, rec.ChangelogFirstTseq)
+	it, err := tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: changeKey(tenant, rec.Tseq+1)})
+	if err != nil {
+		tx.fail(err)
+		return
+	}
+	first, next := rec.ChangelogFirstTseq, int64(0)
+	for ok := it.First(); ok; ok = it.Next() {
+		overBytes := maxBytes > 0 && rec.ChangelogBytes > bytesTarget
+		over := overBytes || (maxEvents > 0 && rec.ChangelogCount > maxEvents) ||
+			(age > 0 && now-eventTime(it.Value()) > age)
+		if rec.ChangelogCount <= 1 || !over || (!overBytes && (rec.ChangelogFirstTseq-first >= changeTrimBatch ||
+			floor > 0 && rec.ChangelogFirstTseq > floor)) {
+			next = eventTime(it.Value())
+			break
 		}
 		if floor > 0 && rec.ChangelogFirstTseq > floor {
-			if !hard {
-				return // the standby still needs this event
-			}
 			rec.ReplicaForcedTrims++
 		}
-		k := changeKey(tenant, rec.ChangelogFirstTseq)
-		size := len(tx.getRaw(k))
-		tx.del(k)
 		rec.ChangelogCount--
-		rec.ChangelogBytes -= min(uint64(size), rec.ChangelogBytes)
+		rec.ChangelogBytes -= min(uint64(len(it.Value())), rec.ChangelogBytes)
 		rec.ChangelogFirstTseq++
-		// Always kept current, so that enabling age retention later
-		// measures from the real oldest event.
-		rec.ChangelogFirstTimeUnixNano = eventTime(tx.getRaw(changeKey(tenant, rec.ChangelogFirstTseq)))
 	}
+	if err := it.Close(); err != nil {
+		tx.fail(err)
+		return
+	}
+	if rec.ChangelogFirstTseq == first {
+		return
+	}
+	if rec.ChangelogFirstTseq == first+1 {
+		tx.del(lo) // a bound under 16: no range tombstone for one key
+	} else {
+		tx.delRange(lo, changeKey(tenant, rec.ChangelogFirstTseq))
+	}
+	// Always kept current, so that enabling age retention later measures
+	// from the real oldest event.
+	rec.ChangelogFirstTimeUnixNano = next
 }
+
+// changeTrimSlack is how far past a change-log bound the log may go before
+// it is trimmed in one chunk (and, for the byte bound, how far below it the
+// trim goes): a sixteenth, 0 for bounds under 16.
+func changeTrimSlack(bound uint64) uint64 { return bound / 16 }
+
+// changeTrimBatch bounds the events one command trims for the soft bounds
+// (the byte bound is always restored at once), so that no single write
+// pays for a long backlog: the following writes trim the rest.
+const changeTrimBatch = 4096
 
 // eventTime reads ChangeEvent.time_unix_nano (field 2) without decoding
 // the whole event.
