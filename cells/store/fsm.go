@@ -70,6 +70,9 @@ type fsm struct {
 
 	// heads caches committed context heads for the apply path (nil: off).
 	heads *headCache
+	// dedup holds per-tenant negative filters of remembered request ids
+	// (dedupfilter.go); nil: none.
+	dedup *dedupFilters
 	// reencode makes the change log encode every command again instead of
 	// storing its bytes from the entry (tests compare the two).
 	reencode bool
@@ -130,6 +133,7 @@ type fsmConfig struct {
 	cacheBytes    int64
 	memTableBytes uint64
 	headCache     int  // context heads cached for the apply path (0: none)
+	dedupFilter   int  // tenants whose request ids get a negative filter (0: none)
 	reencode      bool // tests: encode commands again for the change log
 	fs            vfs.FS
 	dir           string
@@ -155,6 +159,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		onRejected: cfg.onRejected,
 		wake:       make(chan struct{}),
 		heads:      newHeadCache(cfg.headCache),
+		dedup:      newDedupFilters(cfg.dedupFilter),
 		reencode:   cfg.reencode,
 	}
 	f.pebbleOpts = func() *pebble.Options {
@@ -359,6 +364,7 @@ func (f *fsm) commit(tx *txn, last *raft.Log) {
 	}
 	if err := tx.b.Commit(pebble.NoSync); err != nil {
 		f.heads.clear()
+		f.dedup.clear()
 		f.fail(fmt.Errorf("commit state: %w", err))
 		return
 	}
@@ -514,6 +520,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("reopen restored state: %w", err)
 	}
 	f.heads.clear() // the cache described the old database
+	f.dedup.clear()
 	f.db = db
 	if err := f.loadSettings(db); err != nil {
 		return err

@@ -14,20 +14,27 @@ import (
 )
 
 // TestApplyShortcutsAgree applies the same random history (creates, appends
-// with and without an expected seq, context and tenant deletes, a
+// with and without an expected seq and with request ids that come back
+// within and after a small dedup window, context and tenant deletes, a
 // standby's imports that overwrite and range-delete context heads, and its
 // promotion) to a state machine with a tiny context-head cache (so that it
-// evicts all the time) and to one without, several entries per ApplyBatch,
+// evicts all the time) and a dedup filter for one tenant at a time, and to
+// one without either, several entries per ApplyBatch,
 // with restarts and snapshot restores in between: the results and the
 // whole state must be identical after every batch. Without the cache's
 // invalidation on deletes, range deletes or restore, it is not; nor with
-// an event encoding that differs from proto's.
+// an event encoding that differs from proto's; nor with a dedup filter that
+// misses a command's new id, keeps no generation for scanned ids, or is not
+// dropped on a tenant delete or an import.
 func TestApplyShortcutsAgree(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
-			cached := newFSM(t, func(c *fsmConfig) { c.headCache = 3 })
-			plain := newFSM(t, func(c *fsmConfig) { c.headCache, c.reencode = 0, true })
-			if cached.f.heads == nil || plain.f.heads != nil {
+			// A dedup window of 8 ids: ids are forgotten all the time; one
+			// tenant's dedup filter at a time: filters are dropped and
+			// rebuilt all the time.
+			cached := newFSM(t, func(c *fsmConfig) { c.headCache, c.dedupFilter, c.dedupMaxIDs = 3, 1, 8 })
+			plain := newFSM(t, func(c *fsmConfig) { c.headCache, c.dedupFilter, c.dedupMaxIDs, c.reencode = 0, 0, 8, true })
+			if cached.f.heads == nil || plain.f.heads != nil || cached.f.dedup == nil || plain.f.dedup != nil {
 				t.Fatal("harness: cache not on/off as configured")
 			}
 			rng := rand.New(rand.NewPCG(seed, 16))
@@ -104,7 +111,7 @@ func randomHeadCommand(rng *rand.Rand) *cellv1.Command {
 	case r < 92:
 		return setTenant("sby", owner, 2)
 	case r < 96:
-		return appendText("sby", id, "", "promoted")
+		return appendText("sby", id, fmt.Sprint("s", rng.IntN(30)), "promoted")
 	default:
 		return createContext("sby", id)
 	}

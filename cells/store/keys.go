@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 )
 
@@ -95,6 +96,24 @@ func dedupKey(tenant, requestID string) []byte {
 
 func dedupQueueKey(tenant string, n uint64) []byte {
 	return binary.BigEndian.AppendUint64(tenantKey(tenant, kindDedupQ, 8), n)
+}
+
+// tenantKind splits a key of the tenant data space into its tenant and
+// kind (kind 0: the key is the tenant's prefix itself, or ends there). ok
+// is false for a key outside the tenant space.
+func tenantKind(key []byte) (tenant string, kind byte, ok bool) {
+	if len(key) == 0 || key[0] != spaceTenant {
+		return "", 0, false
+	}
+	i := bytes.IndexByte(key[1:], 0)
+	if i < 0 {
+		return "", 0, false
+	}
+	tenant = string(key[1 : 1+i])
+	if rest := key[2+i:]; len(rest) > 0 {
+		kind = rest[0]
+	}
+	return tenant, kind, true
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix p.

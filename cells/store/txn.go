@@ -108,6 +108,11 @@ func (tx *txn) setRaw(key, v []byte) {
 	if err := tx.b.Set(key, v, nil); err != nil {
 		tx.fail(err)
 	}
+	if tx.f.dedup != nil {
+		if tenant, kind, ok := tenantKind(key); ok && (kind == kindDedup || kind == kindDedupQ) {
+			tx.f.dedup.drop(tenant) // not a command's own record (an import): built again
+		}
+	}
 	if tx.f.heads != nil && isContextKey(key) {
 		tx.heads.wrote(key, bytes.Clone(v))
 	}
@@ -125,6 +130,15 @@ func (tx *txn) del(key []byte) {
 func (tx *txn) delRange(start, end []byte) {
 	if err := tx.b.DeleteRange(start, end, nil); err != nil {
 		tx.fail(err)
+	}
+	if tx.f.dedup != nil {
+		// Deleting ids keeps a filter a superset; a whole tenant's range
+		// (a delete, an import's first chunk) resets its queue positions.
+		if tenant, kind, ok := tenantKind(start); !ok {
+			tx.f.dedup.clear()
+		} else if kind == 0 {
+			tx.f.dedup.drop(tenant)
+		}
 	}
 	if tx.f.heads != nil && rangeMayHoldContexts(start, end) {
 		tx.heads.deletedRange(start, end)
@@ -197,7 +211,8 @@ func (tx *txn) apply(c *cellv1.Command) *cellv1.CommandResult {
 		}
 		if spec.mutation && c.GetRequestId() != "" && st.rec != nil {
 			var d cellv1.DedupRecord
-			if tx.get(dedupKey(c.GetTenant(), c.GetRequestId()), &d) && !tx.dedupExpired(&d, st.rec, c.GetTimeUnixNano()) {
+			if tx.f.dedup.mayContain(tx.b, c.GetTenant(), st.rec.GetDedupFirst(), st.rec.GetDedupNext(), c.GetRequestId()) &&
+				tx.get(dedupKey(c.GetTenant(), c.GetRequestId()), &d) && !tx.dedupExpired(&d, st.rec, c.GetTimeUnixNano()) {
 				res := proto.Clone(d.GetResult()).(*cellv1.CommandResult)
 				res.Deduplicated = true
 				return res
@@ -273,8 +288,13 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 
 	if id := c.GetRequestId(); id != "" && tx.settings.GetDedupWindow() > 0 {
 		now := c.GetTimeUnixNano()
-		tx.setRaw(dedupKey(tenant, id), dedupBytes(rec.Tseq, resBytes, now))
-		tx.setRaw(dedupQueueKey(tenant, rec.DedupNext), []byte(id))
+		if err := tx.b.Set(dedupKey(tenant, id), dedupBytes(rec.Tseq, resBytes, now), nil); err != nil {
+			tx.fail(err)
+		}
+		if err := tx.b.Set(dedupQueueKey(tenant, rec.DedupNext), []byte(id), nil); err != nil {
+			tx.fail(err)
+		}
+		tx.f.dedup.add(tenant, rec.DedupNext, id)
 		if rec.DedupNext == rec.DedupFirst {
 			rec.DedupFirstTimeUnixNano = now
 		}
@@ -419,6 +439,7 @@ func (tx *txn) evictDedup(tenant string, rec *cellv1.TenantRecord, force uint64,
 	}
 	tx.delRange(lo, dedupQueueKey(tenant, rec.DedupFirst+n))
 	rec.DedupFirst += n
+	tx.f.dedup.forgot(tenant, rec.DedupFirst)
 	if rec.DedupFirst == rec.DedupNext {
 		first = 0
 	}
