@@ -77,11 +77,12 @@ type Config struct {
 	// keeps in memory (encoded), so that an append does not read its
 	// context's head from Pebble (0: none). About 200 bytes each.
 	StateHeadCacheEntries int
-	// StateDedupFilterTenants is how many tenants get an in-memory
-	// negative filter of their remembered request ids (about 10 bits per
-	// id), so that a write with a new request id does not look it up in
-	// Pebble (0: none; dedupfilter.go).
-	StateDedupFilterTenants int
+	// StateDedupFilterBytes bounds the in-memory negative filters of the
+	// tenants' remembered request ids (about 10 bits per id), which spare
+	// a write with a new request id its Pebble lookup (0: none;
+	// dedupfilter.go). Past it, tenants' filters are dropped and built
+	// again from the dedup queue on their next write.
+	StateDedupFilterBytes int64
 	// DedupWindow is how long a client request id is remembered at least,
 	// measured with the commands' timestamps (the leader's clock at
 	// proposal, so every replica forgets alike), so that a retry within it
@@ -269,15 +270,15 @@ func DefaultConfig() Config {
 			SnapshotRetain:      2,
 			LogCacheEntries:     512,
 		},
-		StateCacheBytes:         64 << 20,
-		StateMemTableBytes:      32 << 20,
-		StateHeadCacheEntries:   16384,
-		StateDedupFilterTenants: 4096,
-		MaxBatchCommands:        512,
-		MaxInflightBatches:      4,
-		MaxBatchBytes:           4 << 20,
-		DedupWindow:             defaultDedupWindow,
-		DedupMaxIDs:             defaultDedupMaxIDs,
+		StateCacheBytes:       64 << 20,
+		StateMemTableBytes:    32 << 20,
+		StateHeadCacheEntries: 16384,
+		StateDedupFilterBytes: 64 << 20,
+		MaxBatchCommands:      512,
+		MaxInflightBatches:    4,
+		MaxBatchBytes:         4 << 20,
+		DedupWindow:           defaultDedupWindow,
+		DedupMaxIDs:           defaultDedupMaxIDs,
 		ChangeLog: ChangeLogConfig{
 			RetentionAge: 24 * time.Hour,
 			MaxBytes:     64 << 20,
@@ -379,8 +380,8 @@ func (c Config) Validate() error {
 	if c.StateHeadCacheEntries < 0 || c.StateHeadCacheEntries > 1<<22 {
 		bad("StateHeadCacheEntries", "%d is not in [0, 4194304]", c.StateHeadCacheEntries)
 	}
-	if c.StateDedupFilterTenants < 0 || c.StateDedupFilterTenants > 1<<20 {
-		bad("StateDedupFilterTenants", "%d is not in [0, 1048576]", c.StateDedupFilterTenants)
+	if c.StateDedupFilterBytes < 0 {
+		bad("StateDedupFilterBytes", "%d is negative", c.StateDedupFilterBytes)
 	}
 	if c.StateMemTableBytes < 1<<20 || c.StateMemTableBytes > 1<<30 {
 		bad("StateMemTableBytes", "%d is not in [1 MiB, 1 GiB]", c.StateMemTableBytes)

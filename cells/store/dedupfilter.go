@@ -30,9 +30,15 @@ import (
 // (an import, a restore) or resets the tenant (delete) drops the tenant's
 // filter; it is built again from the queue.
 //
+// Its memory is bounded (StateDedupFilterBytes): past the budget, other
+// tenants' filters are dropped (a single tenant's filter may exceed it:
+// about 10 bits per remembered id, 1.25 MiB for a full window of a
+// million ids).
+//
 // Only the FSM goroutine uses it, so it has no lock.
 type dedupFilters struct {
-	max     int
+	budget  int64 // bytes of Bloom bits at most
+	used    int64
 	seed    maphash.Seed
 	tenants map[string]*tenantFilter
 }
@@ -64,11 +70,11 @@ type bloomGen struct {
 	bits   []uint64
 }
 
-func newDedupFilters(tenants int) *dedupFilters {
-	if tenants <= 0 {
+func newDedupFilters(budget int64) *dedupFilters {
+	if budget <= 0 {
 		return nil
 	}
-	return &dedupFilters{max: tenants, seed: maphash.MakeSeed(), tenants: make(map[string]*tenantFilter)}
+	return &dedupFilters{budget: budget, seed: maphash.MakeSeed(), tenants: make(map[string]*tenantFilter)}
 }
 
 // mayContain reports whether the tenant may remember id (true unless the
@@ -80,12 +86,6 @@ func (d *dedupFilters) mayContain(b pebble.Reader, tenant string, first, next ui
 	}
 	tf, ok := d.tenants[tenant]
 	if !ok {
-		if len(d.tenants) >= d.max {
-			for k := range d.tenants { // drop an arbitrary tenant's filter
-				delete(d.tenants, k)
-				break
-			}
-		}
 		tf = &tenantFilter{scanned: first, from: next}
 		d.tenants[tenant] = tf
 	}
@@ -153,7 +153,18 @@ func (d *dedupFilters) addTo(tf *tenantFilter, pos uint64, id string) {
 	g := &bloomGen{lo: pos, hi: pos, cap: c, bits: make([]uint64, (c*dedupGenBits+63)/64)}
 	g.put(h, pos)
 	tf.gens = append(tf.gens, g)
+	d.used += g.size()
+	for d.used > d.budget && len(d.tenants) > 1 {
+		for k, other := range d.tenants { // drop an arbitrary other tenant's filter
+			if other != tf {
+				d.drop(k)
+				break
+			}
+		}
+	}
 }
+
+func (g *bloomGen) size() int64 { return int64(len(g.bits)) * 8 }
 
 // forgot drops the generations wholly below the tenant's first queue
 // position (evicted ids).
@@ -169,6 +180,8 @@ func (d *dedupFilters) forgot(tenant string, first uint64) {
 	for _, g := range tf.gens {
 		if g.hi > first {
 			keep = append(keep, g)
+		} else {
+			d.used -= g.size()
 		}
 	}
 	clear(tf.gens[len(keep):])
@@ -177,7 +190,13 @@ func (d *dedupFilters) forgot(tenant string, first uint64) {
 
 // drop forgets the tenant's filter (built again on its next lookup).
 func (d *dedupFilters) drop(tenant string) {
-	if d != nil {
+	if d == nil {
+		return
+	}
+	if tf, ok := d.tenants[tenant]; ok {
+		for _, g := range tf.gens {
+			d.used -= g.size()
+		}
 		delete(d.tenants, tenant)
 	}
 }
@@ -185,6 +204,7 @@ func (d *dedupFilters) drop(tenant string) {
 func (d *dedupFilters) clear() {
 	if d != nil {
 		clear(d.tenants)
+		d.used = 0
 	}
 }
 

@@ -29,7 +29,7 @@ func TestDedupFilter(t *testing.T) {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
-	d := newDedupFilters(4)
+	d := newDedupFilters(1 << 20)
 	first, next := uint64(0), uint64(old)
 	lookups := 0
 	for {
@@ -84,12 +84,21 @@ func TestDedupFilter(t *testing.T) {
 	if !d.mayContain(db, "acme", 0, old, "absent-1") {
 		t.Fatal("a rebuilt filter said no before its scan was done")
 	}
-	// A bounded number of tenants.
+	// A bounded memory: other tenants' filters are dropped past it.
+	small := newDedupFilters(4 * dedupGenMin * dedupGenBits / 8)
 	for i := range 10 {
-		d.mayContain(db, fmt.Sprint("t", i), 0, 0, "x")
+		tenant := fmt.Sprint("t", i)
+		small.mayContain(db, tenant, 0, 0, "x")
+		small.add(tenant, 0, "x")
+		if small.used > small.budget {
+			t.Fatalf("%d bytes of filters, budget %d", small.used, small.budget)
+		}
 	}
-	if len(d.tenants) > 4 {
-		t.Fatalf("%d tenant filters, bound 4", len(d.tenants))
+	if len(small.tenants) != 4 {
+		t.Fatalf("%d tenant filters within a budget for 4", len(small.tenants))
+	}
+	if small.drop("t9"); small.used != 3*dedupGenMin*dedupGenBits/8 {
+		t.Fatalf("%d bytes used after a drop", small.used)
 	}
 	var none *dedupFilters
 	if !none.mayContain(db, "acme", 0, 0, "x") {

@@ -132,9 +132,9 @@ func (f *fsm) closeSnapshots() {
 type fsmConfig struct {
 	cacheBytes    int64
 	memTableBytes uint64
-	headCache     int  // context heads cached for the apply path (0: none)
-	dedupFilter   int  // tenants whose request ids get a negative filter (0: none)
-	reencode      bool // tests: encode commands again for the change log
+	headCache     int   // context heads cached for the apply path (0: none)
+	dedupFilter   int64 // bytes of request-id negative filters (0: none)
+	reencode      bool  // tests: encode commands again for the change log
 	fs            vfs.FS
 	dir           string
 	log           *slog.Logger

@@ -32,7 +32,7 @@ func TestApplyShortcutsAgree(t *testing.T) {
 			// A dedup window of 8 ids: ids are forgotten all the time; one
 			// tenant's dedup filter at a time: filters are dropped and
 			// rebuilt all the time.
-			cached := newFSM(t, func(c *fsmConfig) { c.headCache, c.dedupFilter, c.dedupMaxIDs = 3, 1, 8 })
+			cached := newFSM(t, func(c *fsmConfig) { c.headCache, c.dedupFilter, c.dedupMaxIDs = 3, 400, 8 })
 			plain := newFSM(t, func(c *fsmConfig) { c.headCache, c.dedupFilter, c.dedupMaxIDs, c.reencode = 0, 0, 8, true })
 			if cached.f.heads == nil || plain.f.heads != nil || cached.f.dedup == nil || plain.f.dedup != nil {
 				t.Fatal("harness: cache not on/off as configured")

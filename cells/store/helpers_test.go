@@ -151,7 +151,7 @@ type fsmHarness struct {
 func newFSM(t testing.TB, mutate ...func(*fsmConfig)) *fsmHarness {
 	t.Helper()
 	h := &fsmHarness{t: t, fs: vfs.NewMem(), now: testT0}
-	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedupMaxIDs: 100, headCache: 4, dedupFilter: 2} // a small head cache and few dedup filters: evictions all the time
+	h.cfg = fsmConfig{fs: h.fs, dir: "state", log: testLogger(t), dedupMaxIDs: 100, headCache: 4, dedupFilter: 4096} // a small head cache and dedup filters for about one tenant: evictions all the time
 	for _, m := range mutate {
 		m(&h.cfg)
 	}

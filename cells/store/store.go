@@ -144,7 +144,7 @@ func (s *Store) open() error {
 	}
 	hlog := logging.NewHclog(s.log, logging.HclogOptions{Name: "raft", Demote: logging.RaftRoutineMessages()})
 
-	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, headCache: cfg.StateHeadCacheEntries, dedupFilter: cfg.StateDedupFilterTenants, fs: s.stateFS(fs), dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, tenantQuota: defaultTenantQuota, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
+	f, err := openFSM(fsmConfig{cacheBytes: cfg.StateCacheBytes, memTableBytes: cfg.StateMemTableBytes, headCache: cfg.StateHeadCacheEntries, dedupFilter: cfg.StateDedupFilterBytes, fs: s.stateFS(fs), dir: stateDir, log: s.log, dedupWindow: defaultDedupWindow, dedupMaxIDs: defaultDedupMaxIDs, changelog: defaultChangeLog, tenantQuota: defaultTenantQuota, onFatal: s.failWith, onApply: cfg.TestingKnobs.OnApply,
 		onRejected: func() { s.metrics.eventsRejected.WithLabelValues("apply").Inc() }})
 	if err != nil {
 		return err

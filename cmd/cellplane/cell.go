@@ -272,7 +272,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.Int64Var(&sc.StateCacheBytes, "state-cache-bytes", sc.StateCacheBytes, "Pebble block cache of the state machine")
 	st.Uint64Var(&sc.StateMemTableBytes, "state-memtable-bytes", sc.StateMemTableBytes, "Pebble memtable size of the state machine")
 	st.IntVar(&sc.StateHeadCacheEntries, "state-head-cache-entries", sc.StateHeadCacheEntries, "context heads the state machine keeps in memory for appends, 0: none")
-	st.IntVar(&sc.StateDedupFilterTenants, "state-dedup-filter-tenants", sc.StateDedupFilterTenants, "tenants whose request ids get an in-memory negative filter (~10 bits per id), so new ids skip a Pebble lookup, 0: none")
+	st.Int64Var(&sc.StateDedupFilterBytes, "state-dedup-filter-bytes", sc.StateDedupFilterBytes, "memory for the negative filters of remembered request ids (~10 bits per id), so a new id skips a Pebble lookup, 0: none")
 	st.DurationVar(&sc.DedupWindow, "dedup-window", sc.DedupWindow, "how long a request id is remembered at least for idempotent retries; must cover the clients' retry horizon (cell-wide: the leader's value applies)")
 	st.IntVar(&sc.DedupMaxIDs, "dedup-max-ids", sc.DedupMaxIDs, "most request ids remembered per tenant; past it, writes with new ids are refused (QUOTA_EXCEEDED) until the oldest leave the window, 0: no deduplication (cell-wide: the leader's value applies)")
 	st.DurationVar(&sc.ChangeLog.RetentionAge, "changelog-retention", sc.ChangeLog.RetentionAge, "drop change-log events older than this (trimmed in chunks: up to 1/16 older), 0: by size only (cell-wide: the leader's value applies)")
