@@ -89,7 +89,9 @@ the run), and this process is the only client:
     behind a gRPC Append: what the store costs on top of Raft.
 
 The cell's tenant is first filled with --prefill appends (past its change
-log's 100,000-event bound: steady state). Then --rounds rounds each run a
+log's 100,000-event bound, and — with the members' --dedup-window shorter
+than the prefill takes — past the dedup window: steady state, every write
+also trims the log and forgets old request ids). Then --rounds rounds each run a
 single-thread fsync loop and every system at every --concurrency level
 (1-entry Appends, etcd Puts of the same size), --round-duration each after
 --warmup, the systems' order rotating from round to round. Each step
@@ -117,7 +119,7 @@ bare Raft): quick, for tests and profiles. Component logs go to stderr at
 			check := func() error {
 				return firstBroken(flagRule{"--duration", opts.Duration > 0, "> 0"},
 					atLeastOne("--rounds", opts.Rounds), flagRule{"--round-duration", opts.RoundDuration > 0, "> 0"},
-					flagRule{"--warmup", opts.Warmup > 0, "> 0"}, flagRule{"--prefill", opts.Prefill >= 0, "≥ 0"},
+					flagRule{"--warmup", opts.Warmup > 0, "> 0"}, flagRule{"--prefill", opts.Prefill >= 0, "≥ 0"}, flagRule{"--dedup-window", opts.DedupWindow >= 0, "≥ 0"},
 					flagRule{"--max-foreign-cores", opts.MaxForeignCores >= 0, "≥ 0"})
 			}
 			return runScenario(cmd, std, "cell", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
@@ -134,6 +136,7 @@ bare Raft): quick, for tests and profiles. Component logs go to stderr at
 	f.DurationVar(&opts.RoundDuration, "round-duration", opts.RoundDuration, "length of each measured step of a round")
 	f.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "unmeasured load before each step of a round")
 	f.IntVar(&opts.Prefill, "prefill", opts.Prefill, "appends written to the cell's tenant before the rounds (steady state)")
+	f.DurationVar(&opts.DedupWindow, "dedup-window", opts.DedupWindow, "the cell members' dedup window, shorter than the prefill so that measured appends also forget old request ids (0: the cell's default)")
 	f.Float64Var(&opts.MaxForeignCores, "max-foreign-cores", opts.MaxForeignCores, "CPU used besides the benchmark (cores) above which a round is noisy and left out (0: never)")
 	f.DurationVar(&opts.Duration, "duration", opts.Duration, "length of each measured step with --in-process")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory on the filesystem to measure (default: a new temporary directory, removed afterwards)")

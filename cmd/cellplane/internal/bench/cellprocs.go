@@ -154,7 +154,8 @@ func (e *procEnv) dialAll(addrs []string, src *pki.Source, kinds ...pki.Kind) ([
 // finds the leader and makes tenant "bench" OWNER at epoch 1. With
 // e.pki nil the nodes run --insecure (plaintext, as the router and mcp
 // scenarios' in-process cells do).
-func (e *procEnv) startProcCell(ctx context.Context, logLevel string) (*procSystem, error) {
+// extra are more flags for every member.
+func (e *procEnv) startProcCell(ctx context.Context, logLevel string, extra ...string) (*procSystem, error) {
 	addrs, err := loopbackAddrs(9)
 	if err != nil {
 		return nil, err
@@ -171,6 +172,7 @@ func (e *procEnv) startProcCell(ctx context.Context, logLevel string) (*procSyst
 		args := []string{"cell", "--id", id, "--cell", benchCellID,
 			"--data-dir", filepath.Join(e.dir, "cell", id), "--raft-addr", raftA, "--grpc-addr", grpcA, "--http-addr", httpA,
 			"--bootstrap", strings.Join(boot, ","), "--log-level", logLevel}
+		args = append(args, extra...)
 		scheme := "https://"
 		if e.pki != nil {
 			args = append(args, "--certs-dir", e.pki.Dir)

@@ -48,7 +48,11 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 
 	p.printf("starting 3 cell processes, 3 etcd member processes, 3 bare-Raft member processes (mutual TLS)")
 	t0 := time.Now()
-	cell, err := env.startProcCell(ctx, logLevel)
+	var extra []string
+	if opts.DedupWindow > 0 {
+		extra = append(extra, "--dedup-window", opts.DedupWindow.String())
+	}
+	cell, err := env.startProcCell(ctx, logLevel, extra...)
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,11 @@ type CellOptions struct {
 	// the rounds (per-process mode), past the change log's 100,000-event
 	// bound so that every measured append also trims.
 	Prefill int
+	// DedupWindow is the cell members' --dedup-window (0: the cell's
+	// default, 10 minutes). The default run's 20 s is shorter than the
+	// prefill, so that every measured append also forgets old request ids
+	// (steady state of the dedup window, not only of the change log).
+	DedupWindow time.Duration
 	// MaxForeignCores marks a round noisy, and leaves it out of the
 	// medians, when one of its steps saw more CPU than this used by
 	// processes other than the benchmark's (steal included). 0: never.
@@ -76,6 +81,7 @@ func DefaultCellOptions() CellOptions {
 		RoundDuration:   10 * time.Second,
 		Warmup:          2 * time.Second,
 		Prefill:         110_000,
+		DedupWindow:     20 * time.Second,
 		MaxForeignCores: 0.5,
 	}
 }
