@@ -28,8 +28,18 @@ const (
 
 // keyMap is a KeyLookup over a map.
 type keyMap map[string]struct {
-	tenant string
-	hash   []byte
+	tenant    string
+	hash      []byte
+	principal string
+	scopes    Scopes
+}
+
+func (m keyMap) APIKeyGrant(id string) (string, Scopes) {
+	k := m[id]
+	if k.scopes == 0 {
+		return k.principal, DefaultScopes
+	}
+	return k.principal, k.scopes
 }
 
 func (m keyMap) APIKey(id string) (string, []byte, bool) {
