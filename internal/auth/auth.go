@@ -394,10 +394,10 @@ func (a *Authenticator) authenticateJWT(parser *jwt.Parser, raw string) (Identit
 	if err != nil {
 		return Identity{}, unauthenticated(msgScope)
 	}
-	id := Identity{Tenant: tenant, Subject: sub, Scopes: scopes, Method: MethodJWT, KeyID: kid, JTI: jti}
-	if sub != "" {
-		id.Principal = PrincipalJWTPrefix + sub
-	}
+	// A token without a subject still gets a principal ("jwt:"), shared
+	// by every such token of the tenant: never the absence of one, which
+	// would mean "no owner to check".
+	id := Identity{Tenant: tenant, Subject: sub, Principal: PrincipalJWTPrefix + sub, Scopes: scopes, Method: MethodJWT, KeyID: kid, JTI: jti}
 	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
 		id.IssuedAt = iat.Time
 	}
