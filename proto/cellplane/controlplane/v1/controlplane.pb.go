@@ -4414,7 +4414,13 @@ type CreateApiKeyRequest struct {
 	// the principal of the key being replaced to rotate it.
 	Principal string `protobuf:"bytes,140,opt,name=principal,proto3" json:"principal,omitempty"`
 	// The key's scopes (see ApiKey.scopes); empty: every scope but admin.
-	Scopes        []string `protobuf:"bytes,141,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Scopes []string `protobuf:"bytes,141,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Rotation: the id of the tenant's key this one replaces. The new key
+	// takes its principal (the old key's id when it had none, so what it
+	// created stays reachable) and, unless scopes are given, its scopes.
+	// principal must then be empty or the same. The old key stays valid
+	// until it is revoked.
+	Replaces      string `protobuf:"bytes,142,opt,name=replaces,proto3" json:"replaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4475,6 +4481,13 @@ func (x *CreateApiKeyRequest) GetScopes() []string {
 		return x.Scopes
 	}
 	return nil
+}
+
+func (x *CreateApiKeyRequest) GetReplaces() string {
+	if x != nil {
+		return x.Replaces
+	}
+	return ""
 }
 
 type CreateApiKeyResponse struct {
@@ -6468,12 +6481,13 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"%\n" +
 	"\x13DeleteTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
-	"\x14DeleteTenantResponse\"\x87\x01\n" +
+	"\x14DeleteTenantResponse\"\xa4\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1d\n" +
 	"\tprincipal\x18\x8c\x01 \x01(\tR\tprincipal\x12\x17\n" +
-	"\x06scopes\x18\x8d\x01 \x03(\tR\x06scopes\"c\n" +
+	"\x06scopes\x18\x8d\x01 \x03(\tR\x06scopes\x12\x1b\n" +
+	"\breplaces\x18\x8e\x01 \x01(\tR\breplaces\"c\n" +
 	"\x14CreateApiKeyResponse\x123\n" +
 	"\x03key\x18\x01 \x01(\v2!.cellplane.controlplane.v1.ApiKeyR\x03key\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\",\n" +
