@@ -54,7 +54,9 @@ func (w *worker) url(tenant string) string { return w.base + "/t/" + tenant + "/
 // startWorker serves a Worker on a loopback listener until the test ends.
 func startWorker(t testing.TB, cfg mcp.Config, cell grpc.ClientConnInterface, authn mcp.Authenticator) *worker {
 	t.Helper()
-	cfg.Logger = testutil.Logger(t).With("component", "mcp")
+	if cfg.Logger == nil {
+		cfg.Logger = testutil.Logger(t).With("component", "mcp")
+	}
 	l := testutil.Listen(t)
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + l.Addr().String()
