@@ -305,9 +305,13 @@ func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *
 	// Only a node of this cell forwards; the token is not needed past here.
 	out.Delete(tenantmd.ForwardedKey)
 	out.Delete(tenantmd.TokenKey)
-	// A token binds no principal (yet): a direct caller cannot name one.
+	// The principal is the token's (the router authenticated it), never a
+	// value the direct caller sent; a token without one acts as the tenant.
 	out.Delete(tenantmd.PrincipalKey)
 	out.Delete(tenantmd.OriginKey)
+	if claims.Principal != "" {
+		out.Set(tenantmd.PrincipalKey, claims.Principal)
+	}
 	ctx = context.WithValue(ctx, directTenantKey{}, claims.Tenant)
 	return metadata.NewIncomingContext(ctx, out), nil
 }

@@ -390,11 +390,16 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 	}
 	ctx = metadata.NewIncomingContext(ctx, md)
 	ctx = context.WithValue(ctx, scopesKey{}, id.Scopes)
+	ctx = context.WithValue(ctx, principalKey{}, id.Principal)
 	return context.WithValue(ctx, tenantKey{}, tenant), nil
 }
 
-// scopesKey holds the scopes of the credentials authFunc checked.
-type scopesKey struct{}
+// scopesKey and principalKey hold the scopes and the principal of the
+// credentials authFunc checked (a tenant token binds the principal).
+type (
+	scopesKey    struct{}
+	principalKey struct{}
+)
 
 // checkMethodScope refuses a ContextService call whose credentials lack
 // the method's scope (auth.MethodScopes), and one to a ContextService
@@ -703,11 +708,13 @@ func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) 
 // internal identity or before the first signing key arrives: the client
 // then calls through the router.
 //
-// A token binds no principal and no scopes: a direct call acts as the
-// tenant (docs/decisions.md, "Tenant tokens act as the tenant"). So only
-// credentials holding every default scope get one; a narrower credential
-// (or one whose scopes authFunc did not record) calls through the router,
-// where its scopes are checked per method.
+// A token binds the caller's principal (the cell makes it the direct
+// calls' principal) but no scopes (docs/decisions.md, "Tenant tokens bind
+// the principal, not the scopes"). So only credentials holding every
+// default scope get one; a narrower credential (or one whose scopes
+// authFunc did not record) calls through the router, where its scopes are
+// checked per method. A principal a token cannot carry (too long, not
+// printable ASCII) gets no token either: the router path.
 func (s *Server) mint(ctx context.Context, resp *routerv1.LookupResponse) {
 	if s.keys == nil || resp.GetEpoch() == 0 {
 		return
@@ -721,7 +728,13 @@ func (s *Server) mint(ctx context.Context, resp *routerv1.LookupResponse) {
 		s.log.WarnContext(ctx, "no tenant-token signing key yet; Lookup answers without a token", "tenant", resp.GetTenant())
 		return
 	}
-	claims := tenanttoken.Claims{Tenant: resp.GetTenant(), Cell: resp.GetCell(), Epoch: resp.GetEpoch(), Audience: s.cfg.InternalTLS.Identity().Cluster}
+	principal, _ := ctx.Value(principalKey{}).(string)
+	if !tenanttoken.ValidPrincipal(principal) {
+		s.log.DebugContext(ctx, "the caller's principal cannot travel in a tenant token; Lookup answers without one", "tenant", resp.GetTenant())
+		return
+	}
+	claims := tenanttoken.Claims{Tenant: resp.GetTenant(), Cell: resp.GetCell(), Epoch: resp.GetEpoch(), Audience: s.cfg.InternalTLS.Identity().Cluster,
+		Principal: principal}
 	tok, exp, err := tenanttoken.Mint(s.cfg.Tokens, key, claims, now)
 	if err != nil {
 		s.log.ErrorContext(ctx, "minting a tenant token failed", "tenant", resp.GetTenant(), "err", err)
