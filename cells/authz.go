@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/pki"
 	"github.com/cellplane/cellplane/internal/ratelimit"
@@ -293,15 +294,24 @@ func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *
 	if es := md.Get(tenantmd.EpochKey); len(es) > 1 || len(es) == 1 && es[0] != strconv.FormatUint(claims.Epoch, 10) && es[0] != "0" {
 		return denied("%s is not the token's epoch", tenantmd.EpochKey)
 	}
+	// Tokens are minted only for credentials holding the default scopes
+	// and carry none: a method needing more (admin) is the router's.
+	if need, ok := auth.RequiredScope(fullMethod); ok && !auth.DefaultScopes.Has(need) {
+		return denied("%s needs the %s scope, which a tenant token does not carry; call through the router", fullMethod, need)
+	}
 	out := md.Copy()
 	out.Set(tenantmd.TenantKey, claims.Tenant)
 	out.Set(tenantmd.EpochKey, strconv.FormatUint(claims.Epoch, 10))
 	// Only a node of this cell forwards; the token is not needed past here.
 	out.Delete(tenantmd.ForwardedKey)
 	out.Delete(tenantmd.TokenKey)
-	// A token binds no principal (yet): a direct caller cannot name one.
+	// The principal is the token's (the router authenticated it), never a
+	// value the direct caller sent; a token without one acts as the tenant.
 	out.Delete(tenantmd.PrincipalKey)
 	out.Delete(tenantmd.OriginKey)
+	if claims.Principal != "" {
+		out.Set(tenantmd.PrincipalKey, claims.Principal)
+	}
 	ctx = context.WithValue(ctx, directTenantKey{}, claims.Tenant)
 	return metadata.NewIncomingContext(ctx, out), nil
 }

@@ -160,6 +160,31 @@ func TestTokenRule(t *testing.T) {
 		t.Fatalf("forwarded token call: err %v, forwarded %v", err, tenantmd.Forwarded(ctx))
 	}
 
+	// The principal is the token's: a direct caller's own value is
+	// dropped, a token without one acts as the tenant.
+	withP := acme
+	withP.Principal = "key:alice"
+	pTok := mint(t, key, withP, now)
+	for _, tc := range []struct {
+		tok, sent, want string
+	}{
+		{pTok, "", "key:alice"},
+		{pTok, "key:mallory", "key:alice"},
+		{tok, "key:mallory", ""},
+	} {
+		md := []string{tenantmd.TokenKey, tc.tok}
+		if tc.sent != "" {
+			md = append(md, tenantmd.PrincipalKey, tc.sent)
+		}
+		ctx, err := az.check(callCtx(t, ca, nil, md...), appendM, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := tenantmd.Caller(ctx); got != tc.want {
+			t.Errorf("token call sending principal %q runs as %q, want %q", tc.sent, got, tc.want)
+		}
+	}
+
 	// A node without a registry has no keys: every token is refused.
 	az.keys = nil
 	if _, err := az.check(callCtx(t, ca, nil, tenantmd.TokenKey, tok), appendM, nil); reasonOf(err) != cperr.Unauthenticated {

@@ -371,6 +371,20 @@ func TestTenantTokensDirectPath(t *testing.T) {
 		t.Fatalf("state changed by refused calls:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 
+	// The token carries the key's principal: memory written on the direct
+	// path is the key's own, read back through the router with the key
+	// (not the tenant's shared memory).
+	if _, err := contextv1.NewContextServiceClient(connA).PutMemory(tctx, &contextv1.PutMemoryRequest{Key: "direct-k", Value: []byte("mine"), RequestId: "direct-put"}); err != nil {
+		t.Fatalf("PutMemory with a token: %v", err)
+	}
+	viaRouter := contextv1.NewContextServiceClient(p.RouterConn())
+	if got, err := viaRouter.GetMemory(p.asTenant(ctx, "acme", "acme"), &contextv1.GetMemoryRequest{Key: "direct-k"}); err != nil || string(got.GetItem().GetValue()) != "mine" {
+		t.Fatalf("the direct write read through the router: %v, %v", got, err)
+	}
+	if _, err := viaRouter.GetMemory(p.asTenant(ctx, "acme", "acme"), &contextv1.GetMemoryRequest{Key: "direct-k", Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT}); reason(err) != cperr.KeyNotFound {
+		t.Fatalf("the direct write in the tenant's shared memory: %v", err)
+	}
+
 	// Moves: acme goes to cell B and back. The first token (cell A,
 	// epoch E) is then refused at B (another cell) and at A (an old
 	// epoch), and the client follows without failing.

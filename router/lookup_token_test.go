@@ -24,8 +24,9 @@ import (
 // answers Lookup with a tenant token for the tenant the caller's API key
 // authenticates — bound to its cell, epoch and the router's cluster,
 // signed by a key published in etcd — and never for another tenant,
-// whatever the request or the x-cellplane-tenant metadata name. A router
-// without an internal identity mints nothing.
+// whatever the request or the x-cellplane-tenant metadata name, and
+// never for a key narrower than the default scopes. A router without an
+// internal identity mints nothing.
 func TestLookupMintsForTheCallerOnly(t *testing.T) {
 	p := newPlatform(t, &cpv1.CreateTenantRequest{Id: "acme"}, &cpv1.CreateTenantRequest{Id: "globex"})
 	d := newCertsDir(t)
@@ -71,6 +72,23 @@ func TestLookupMintsForTheCallerOnly(t *testing.T) {
 	}
 	_, err = lk.Lookup(ctx, &routerv1.LookupRequest{Tenant: "acme"})
 	wantCode(t, "Lookup without credentials", err, codes.Unauthenticated, cperr.Unauthenticated)
+
+	// A key narrower than the default scopes gets no token (a token acts
+	// as the tenant; docs/decisions.md): it calls through the router.
+	narrow, err := p.env.Client(t).CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: "acme", Scopes: []string{"contexts:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		resp, err := lk.Lookup(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+narrow.GetSecret()), &routerv1.LookupRequest{})
+		if err != nil {
+			return err // the key may not be in the router's table yet
+		}
+		if resp.GetToken() != "" || resp.GetCell() == "" {
+			t.Fatalf("Lookup with a contexts:read key: %v, want a route without a token", resp)
+		}
+		return nil
+	})
 
 	// A router without an internal identity mints nothing.
 	plain := routerv1.NewRouterServiceClient(dial(t, p.router.GRPCAddr()))

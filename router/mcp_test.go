@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"net/http"
 	"os"
@@ -25,7 +26,10 @@ import (
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/controlplane/topo/topotest"
 	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/testutil"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router"
@@ -58,10 +62,20 @@ func newIssuer(t *testing.T) *jwtIssuer {
 
 func (i *jwtIssuer) token(t *testing.T, tenant, audience string, ttl time.Duration) string {
 	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+	return i.tokenWith(t, tenant, audience, ttl, nil)
+}
+
+// tokenWith is token with extra claims.
+func (i *jwtIssuer) tokenWith(t *testing.T, tenant, audience string, ttl time.Duration, extra jwt.MapClaims) string {
+	t.Helper()
+	claims := jwt.MapClaims{
 		"iss": "https://issuer.test", "aud": audience, "sub": "agent-7", "tenant": tenant,
 		"exp": time.Now().Add(ttl).Unix(), "iat": time.Now().Unix(),
-	})
+	}
+	for k, v := range extra {
+		claims[k] = v
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	tok.Header["kid"] = "k1"
 	s, err := tok.SignedString(i.key)
 	if err != nil {
@@ -135,6 +149,19 @@ func TestJWTAndMCPThroughRouter(t *testing.T) {
 	_, err = lookup.Lookup(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+iss.token(t, "globex", "cellplane", time.Minute)), &routerv1.LookupRequest{Tenant: "acme"})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("globex token asking for acme: %v, want PERMISSION_DENIED", err)
+	}
+
+	// A token's scope claim limits the ContextService methods it may call:
+	// refused at the router, before anything is forwarded.
+	readOnly := iss.tokenWith(t, "acme", "cellplane", time.Minute, jwt.MapClaims{"scope": "openid contexts:read memory:read"})
+	_, err = contextv1.NewContextServiceClient(conn).PutMemory(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+readOnly),
+		&contextv1.PutMemoryRequest{Key: "k", Value: []byte("v")})
+	var ce *cperr.Error
+	if !errors.As(rpcerr.FromStatus(err), &ce) || ce.Reason != cperr.PermissionDenied || ce.Metadata[auth.MetaScope] != string(auth.ScopeMemoryWrite) {
+		t.Fatalf("PutMemory with a read-only token: %v, want PERMISSION_DENIED naming memory:write", err)
+	}
+	if _, err := lookup.Lookup(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+readOnly), &routerv1.LookupRequest{}); err != nil {
+		t.Fatalf("Lookup needs no scope: %v", err)
 	}
 
 	// MCP over HTTP through the router with the bearer token.

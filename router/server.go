@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,7 @@ import (
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	routerv1 "github.com/cellplane/cellplane/proto/cellplane/router/v1"
 	"github.com/cellplane/cellplane/router/forward"
 	"github.com/cellplane/cellplane/router/mcpproxy"
@@ -367,22 +369,52 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 		md = md.Copy()
 		md.Delete(tenantmd.PrincipalKey)
 		md.Delete(tenantmd.OriginKey)
+		ctx = context.WithValue(ctx, scopesKey{}, id.Scopes)
 		return metadata.NewIncomingContext(ctx, md), nil // auth off and no tenant named: a handler decides (Lookup takes it from the request)
 	}
 	tenant, err := auth.CheckTenant(id, requested)
 	if err != nil {
 		return nil, err
 	}
-	// The principal the cell stamps on mutations is the one authenticated
-	// here, never a value the client sent.
+	if err := checkMethodScope(ctx, id); err != nil {
+		return nil, err
+	}
+	// The principal the cell stamps on mutations (and scopes memory and
+	// context ownership by) is the one authenticated here, never a value
+	// the client sent.
 	md = md.Copy()
 	md.Delete(tenantmd.PrincipalKey)
 	md.Delete(tenantmd.OriginKey)
-	if id.Subject != "" {
-		md.Set(tenantmd.PrincipalKey, id.Subject)
+	if id.Principal != "" {
+		md.Set(tenantmd.PrincipalKey, id.Principal)
 	}
 	ctx = metadata.NewIncomingContext(ctx, md)
+	ctx = context.WithValue(ctx, scopesKey{}, id.Scopes)
+	ctx = context.WithValue(ctx, principalKey{}, id.Principal)
 	return context.WithValue(ctx, tenantKey{}, tenant), nil
+}
+
+// scopesKey and principalKey hold the scopes and the principal of the
+// credentials authFunc checked (a tenant token binds the principal).
+type (
+	scopesKey    struct{}
+	principalKey struct{}
+)
+
+// checkMethodScope refuses a ContextService call whose credentials lack
+// the method's scope (auth.MethodScopes), and one to a ContextService
+// method the table does not name. The router's own methods (Lookup) need
+// no scope; other services are the forwarder's to refuse.
+func checkMethodScope(ctx context.Context, id auth.Identity) error {
+	method, ok := grpc.Method(ctx)
+	if !ok || !strings.HasPrefix(method, "/"+contextv1.ContextService_ServiceDesc.ServiceName+"/") {
+		return nil
+	}
+	need, ok := auth.RequiredScope(method)
+	if !ok {
+		return cperr.New(cperr.PermissionDenied, "%s has no scope: no credential may call it", method)
+	}
+	return auth.CheckScope(id, method, need)
 }
 
 // limitUnary and limitStream charge the authenticated tenant's bucket
@@ -675,8 +707,19 @@ func (l *lookupServer) Lookup(ctx context.Context, req *routerv1.LookupRequest) 
 // credentials settled (Lookup never names another). No token without an
 // internal identity or before the first signing key arrives: the client
 // then calls through the router.
+//
+// A token binds the caller's principal (the cell makes it the direct
+// calls' principal) but no scopes (docs/decisions.md, "Tenant tokens bind
+// the principal, not the scopes"). So only credentials holding every
+// default scope get one; a narrower credential (or one whose scopes
+// authFunc did not record) calls through the router, where its scopes are
+// checked per method. A principal a token cannot carry (too long, not
+// printable ASCII) gets no token either: the router path.
 func (s *Server) mint(ctx context.Context, resp *routerv1.LookupResponse) {
 	if s.keys == nil || resp.GetEpoch() == 0 {
+		return
+	}
+	if sc, ok := ctx.Value(scopesKey{}).(auth.Scopes); !ok || sc&auth.DefaultScopes != auth.DefaultScopes {
 		return
 	}
 	now := time.Now()
@@ -685,7 +728,13 @@ func (s *Server) mint(ctx context.Context, resp *routerv1.LookupResponse) {
 		s.log.WarnContext(ctx, "no tenant-token signing key yet; Lookup answers without a token", "tenant", resp.GetTenant())
 		return
 	}
-	claims := tenanttoken.Claims{Tenant: resp.GetTenant(), Cell: resp.GetCell(), Epoch: resp.GetEpoch(), Audience: s.cfg.InternalTLS.Identity().Cluster}
+	principal, _ := ctx.Value(principalKey{}).(string)
+	if !tenanttoken.ValidPrincipal(principal) {
+		s.log.DebugContext(ctx, "the caller's principal cannot travel in a tenant token; Lookup answers without one", "tenant", resp.GetTenant())
+		return
+	}
+	claims := tenanttoken.Claims{Tenant: resp.GetTenant(), Cell: resp.GetCell(), Epoch: resp.GetEpoch(), Audience: s.cfg.InternalTLS.Identity().Cluster,
+		Principal: principal}
 	tok, exp, err := tenanttoken.Mint(s.cfg.Tokens, key, claims, now)
 	if err != nil {
 		s.log.ErrorContext(ctx, "minting a tenant token failed", "tenant", resp.GetTenant(), "err", err)

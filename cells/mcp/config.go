@@ -3,6 +3,7 @@ package mcp
 import (
 	"errors"
 	"fmt"
+	"github.com/cellplane/cellplane/internal/auth"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -16,9 +17,10 @@ import (
 type Authenticator interface {
 	// Authenticate checks r's credentials for tenant's MCP endpoint
 	// (audience = resource, the tenant's public MCP URL). It returns the
-	// principal (subject) or a *cperr.Error (UNAUTHENTICATED /
+	// identity (its Principal owns what the calls create; its Scopes say
+	// which tools it may call) or a *cperr.Error (UNAUTHENTICATED /
 	// PERMISSION_DENIED).
-	Authenticate(r *http.Request, tenant, resource string) (principal string, err error)
+	Authenticate(r *http.Request, tenant, resource string) (auth.Identity, error)
 	// Challenge is the WWW-Authenticate value for a 401 (the worker
 	// appends resource_metadata="…").
 	Challenge(err error) string

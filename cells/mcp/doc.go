@@ -33,15 +33,25 @@
 // (and the cellplane://contexts/{id} resource) first reads the context and
 // answers CONTEXT_NOT_FOUND, with the same text as for a missing context,
 // when the label differs: possessing a handle is not authorization.
-// context_list shows only the principal's contexts. Labels starting with
-// "cellplane." are refused in input and removed from output. Memory keys
-// are tenant-wide (not per principal). Without an Authenticator the
-// principal is "" and no check applies.
+// context_list shows only the principal's contexts, read through the
+// store's index by creator (ListContexts created_by_caller). Labels
+// starting with "cellplane." are refused in input and removed from
+// output. Memory is the principal's own unless a call says scope
+// "tenant" (the cell scopes it by the principal the worker sends).
+// Without an Authenticator the principal is "" and no check applies.
 //
-// The tenant and principal reach the tool handlers as request headers
-// (X-Cellplane-Tenant, X-Cellplane-Principal) that the wrapper sets after
-// authentication, having deleted any client-sent copies; the handlers read
-// them from sdk.RequestExtra.Header.
+// # Scopes
+//
+// Each tool needs one scope (ToolScopes): a caller whose scopes lack it
+// is refused with PERMISSION_DENIED before anything is called, and the
+// tool is left out of its tools/list (a receiving middleware). Every
+// mutating tool takes request_id, derived per tool, principal and target
+// like context_append's, and context_append takes expected_seq.
+//
+// The tenant, principal and scopes reach the tool handlers as request
+// headers (X-Cellplane-Tenant, X-Cellplane-Principal, X-Cellplane-Scopes)
+// that the wrapper sets after authentication, having deleted any
+// client-sent copies; the handlers read them from sdk.RequestExtra.Header.
 //
 // # Errors
 //

@@ -340,7 +340,7 @@ func (w *Worker) serveFast(rw http.ResponseWriter, r *http.Request) bool {
 	if !ok {
 		return false // the SDK words the error
 	}
-	c := caller{tenant: r.Header.Get(TenantHeader), principal: r.Header.Get(PrincipalHeader)}
+	c := callerFrom(r.Header)
 	out, callErr, ok := t.call(r.Context(), c, args)
 	if !ok {
 		return false

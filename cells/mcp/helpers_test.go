@@ -15,6 +15,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/celltest"
 	"github.com/cellplane/cellplane/cells/mcp"
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/testutil"
 )
@@ -53,7 +54,9 @@ func (w *worker) url(tenant string) string { return w.base + "/t/" + tenant + "/
 // startWorker serves a Worker on a loopback listener until the test ends.
 func startWorker(t testing.TB, cfg mcp.Config, cell grpc.ClientConnInterface, authn mcp.Authenticator) *worker {
 	t.Helper()
-	cfg.Logger = testutil.Logger(t).With("component", "mcp")
+	if cfg.Logger == nil {
+		cfg.Logger = testutil.Logger(t).With("component", "mcp")
+	}
 	l := testutil.Listen(t)
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + l.Addr().String()
@@ -169,21 +172,30 @@ func text(res *sdk.CallToolResult) string {
 	return b.String()
 }
 
-// fakeAuth accepts "Authorization: Bearer <principal>" for the audience
-// the worker computes; "Bearer denied" is PERMISSION_DENIED.
+// fakeAuth accepts "Authorization: Bearer <principal>[;scope,scope]"
+// for the audience the worker computes (no scopes listed: the default
+// ones); "Bearer denied" is PERMISSION_DENIED.
 type fakeAuth struct{}
 
-func (fakeAuth) Authenticate(r *http.Request, tenant, resource string) (string, error) {
+func (fakeAuth) Authenticate(r *http.Request, tenant, resource string) (auth.Identity, error) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	switch {
 	case !ok || tok == "":
-		return "", cperr.New(cperr.Unauthenticated, "a bearer token is required")
+		return auth.Identity{}, cperr.New(cperr.Unauthenticated, "a bearer token is required")
 	case tok == "denied":
-		return "", cperr.New(cperr.PermissionDenied, "no access to tenant %s", tenant)
+		return auth.Identity{}, cperr.New(cperr.PermissionDenied, "no access to tenant %s", tenant)
 	case resource != "http://"+r.Host+"/t/"+tenant+"/mcp":
-		return "", cperr.New(cperr.Unauthenticated, "wrong audience %s", resource)
+		return auth.Identity{}, cperr.New(cperr.Unauthenticated, "wrong audience %s", resource)
 	}
-	return tok, nil
+	name, list, _ := strings.Cut(tok, ";")
+	scopes := auth.DefaultScopes
+	if list != "" {
+		scopes = 0
+		for _, x := range strings.Split(list, ",") {
+			scopes = scopes.With(auth.Scope(x))
+		}
+	}
+	return auth.Identity{Tenant: tenant, Principal: name, Scopes: scopes}, nil
 }
 
 func (fakeAuth) Challenge(err error) string {

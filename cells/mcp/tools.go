@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,6 +18,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
 	"github.com/cellplane/cellplane/internal/retry"
@@ -38,11 +40,76 @@ const ContextURITemplate = "cellplane://contexts/{context_id}"
 
 const contextURIPrefix = "cellplane://contexts/"
 
-// caller is who a tool call is for: the URL's tenant and the
-// authenticated principal ("" without authentication).
+// caller is who a tool call is for: the URL's tenant, the authenticated
+// principal ("" without authentication) and its scopes.
 type caller struct {
 	tenant    string
 	principal string
+	scopes    auth.Scopes
+}
+
+// callerFrom reads the headers serveMCP set (it deletes a client's own
+// copies first): a scope list it cannot read grants nothing.
+func callerFrom(h http.Header) caller {
+	c := caller{tenant: h.Get(TenantHeader), principal: h.Get(PrincipalHeader)}
+	for _, f := range strings.Fields(h.Get(ScopesHeader)) {
+		c.scopes = c.scopes.With(auth.Scope(f))
+	}
+	return c
+}
+
+// ToolScopes is the scope each MCP tool (and resources/read) needs. Every
+// registered tool must have a row: addTool panics on one without (a test
+// also checks the list), so a new tool cannot be added open by accident.
+// A tool the caller's scopes do not cover is refused with
+// PERMISSION_DENIED and left out of its tools/list.
+var ToolScopes = map[string]auth.Scope{
+	"context_create": auth.ScopeContextsWrite,
+	"context_append": auth.ScopeContextsWrite,
+	"context_read":   auth.ScopeContextsRead,
+	"context_list":   auth.ScopeContextsRead,
+	"context_delete": auth.ScopeContextsWrite,
+	"memory_put":     auth.ScopeMemoryWrite,
+	"memory_get":     auth.ScopeMemoryRead,
+	"memory_delete":  auth.ScopeMemoryWrite,
+	"memory_list":    auth.ScopeMemoryRead,
+	resourcesRead:    auth.ScopeContextsRead,
+}
+
+const resourcesRead = "resources/read"
+
+// checkScope refuses a tool c's scopes do not cover.
+func checkScope(c caller, tool string) error {
+	need, ok := ToolScopes[tool]
+	if !ok {
+		return cperr.New(cperr.PermissionDenied, "%s has no scope: no credential may call it", tool)
+	}
+	return auth.CheckScope(auth.Identity{Scopes: c.scopes}, tool, need)
+}
+
+// filterTools is the receiving middleware that leaves the tools a caller
+// may not call out of its tools/list.
+func filterTools(next sdk.MethodHandler) sdk.MethodHandler {
+	return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
+		res, err := next(ctx, method, req)
+		lt, ok := res.(*sdk.ListToolsResult)
+		if method != "tools/list" || err != nil || !ok {
+			return res, err
+		}
+		extra := req.GetExtra()
+		if extra == nil || extra.Header == nil {
+			return res, err
+		}
+		c := callerFrom(extra.Header)
+		out := *lt
+		out.Tools = make([]*sdk.Tool, 0, len(lt.Tools))
+		for _, t := range lt.Tools {
+			if checkScope(c, t.Name) == nil {
+				out.Tools = append(out.Tools, t)
+			}
+		}
+		return &out, nil
+	}
 }
 
 // callerOf reads the headers serveMCP set. Their absence means the SDK
@@ -51,7 +118,7 @@ func callerOf(extra *sdk.RequestExtra) (caller, error) {
 	if extra == nil || extra.Header == nil {
 		return caller{}, cperr.New(cperr.Internal, "request reached the tools without the worker's wrapper")
 	}
-	c := caller{tenant: extra.Header.Get(TenantHeader), principal: extra.Header.Get(PrincipalHeader)}
+	c := callerFrom(extra.Header)
 	if !ids.Valid(c.tenant, ids.MaxLen) {
 		return caller{}, cperr.New(cperr.Internal, "request reached the tools without a tenant")
 	}
@@ -66,6 +133,7 @@ type (
 	CreateInput struct {
 		ContextID string            `json:"context_id,omitempty" jsonschema:"optional id for the new context (1-128 characters of [A-Za-z0-9._-]); omitted: the server mints one"`
 		Labels    map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string); keys starting with 'cellplane.' are reserved"`
+		RequestID string            `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id creates one context and returns the same context_id"`
 	}
 	CreateOutput struct {
 		ContextID string `json:"context_id" jsonschema:"the context's id: the handle to pass to the other context_* tools"`
@@ -77,9 +145,10 @@ type (
 		Metadata map[string]string `json:"metadata,omitempty" jsonschema:"optional string metadata"`
 	}
 	AppendInput struct {
-		ContextID string       `json:"context_id" jsonschema:"the context to append to"`
-		Entries   []EntryInput `json:"entries" jsonschema:"the entries to append, in order (at least one)"`
-		RequestID string       `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id appends once and returns the same seqs"`
+		ContextID   string       `json:"context_id" jsonschema:"the context to append to"`
+		Entries     []EntryInput `json:"entries" jsonschema:"the entries to append, in order (at least one)"`
+		RequestID   string       `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id appends once and returns the same seqs"`
+		ExpectedSeq *uint64      `json:"expected_seq,omitempty" jsonschema:"append only if the context's last seq is this (0: only to an empty context); else the call fails SEQUENCE_MISMATCH and appends nothing (safe concurrent writers)"`
 	}
 	AppendOutput struct {
 		FirstSeq uint64 `json:"first_seq" jsonschema:"seq of the first appended entry"`
@@ -136,12 +205,15 @@ type (
 		Key              string  `json:"key" jsonschema:"the memory key (UTF-8, at most 512 bytes)"`
 		Value            string  `json:"value" jsonschema:"the value to store"`
 		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
+		Scope            string  `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		RequestID        string  `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id writes once and returns the same revision"`
 	}
 	PutOutput struct {
 		Revision uint64 `json:"revision" jsonschema:"the key's new revision"`
 	}
 	GetInput struct {
-		Key string `json:"key" jsonschema:"the memory key"`
+		Key   string `json:"key" jsonschema:"the memory key"`
+		Scope string `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
 	}
 	GetOutput struct {
 		Value    string `json:"value"`
@@ -151,6 +223,8 @@ type (
 	MemDeleteInput struct {
 		Key              string  `json:"key" jsonschema:"the memory key"`
 		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"delete only if the key's current revision is this"`
+		Scope            string  `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		RequestID        string  `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id deletes once"`
 	}
 	MemDeleteOutput struct {
 		Key     string `json:"key"`
@@ -159,6 +233,7 @@ type (
 	MemListInput struct {
 		Prefix    string `json:"prefix,omitempty" jsonschema:"list only keys starting with this"`
 		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
+		Scope     string `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
 	}
 	MemItem struct {
 		Key      string `json:"key"`
@@ -262,6 +337,9 @@ func (w *Worker) addTools() {
 // "REASON: message".
 func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller, In) (Out, error)) {
 	name := t.Name
+	if _, ok := ToolScopes[name]; !ok {
+		panic(fmt.Sprintf("mcp: tool %s has no row in ToolScopes", name))
+	}
 	// The input schema is handed to the SDK pre-serialized: v1.8.0
 	// re-marshals a tool's input schema on every request (looking for
 	// x-mcp-header annotations), which for a *jsonschema.Schema cost about a
@@ -283,6 +361,9 @@ func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller
 		start := time.Now()
 		err := cerr
 		var out Out
+		if err == nil {
+			err = checkScope(c, name)
+		}
 		if err == nil {
 			out, err = h(ctx, c, in)
 		}
@@ -322,10 +403,12 @@ func (w *Worker) observe(tool string, c caller, start time.Time, err error) {
 	w.toolCalls.WithLabelValues(tool, result).Inc()
 	w.toolDur.WithLabelValues(tool).Observe(d.Seconds())
 	if cperr.ReasonOf(err) == cperr.Internal {
-		w.log.Error("MCP tool call failed", "method", "tools/call", "tool", tool, "tenant", c.tenant, "err", err, "duration", d)
+		w.log.Error("MCP tool call failed", "method", "tools/call", "tool", tool, "tenant", c.tenant, "principal", c.principal, "err", err, "duration", d)
 		return
 	}
-	w.log.Debug("MCP tool call", "method", "tools/call", "tool", tool, "tenant", c.tenant, "result", result, "duration", d)
+	// Info with the principal: who did what through MCP is worth a line
+	// (the audit record in the store is the durable account of mutations).
+	w.log.Info("MCP tool call", "method", "tools/call", "tool", tool, "tenant", c.tenant, "principal", c.principal, "result", result, "duration", d)
 }
 
 // toolError turns any error into a *cperr.Error with a reason of the
@@ -431,8 +514,40 @@ func newRequestID() string {
 // and namespaced by principal and context (so that callers' ids never
 // collide in the tenant-wide dedup table).
 func appendRequestID(c caller, contextID, requestID string) string {
-	h := sha256.Sum256([]byte("context_append\x00" + c.principal + "\x00" + contextID + "\x00" + requestID))
-	return "mcp-a-" + hex.EncodeToString(h[:16])
+	return toolRequestID("context_append", "mcp-a-", c, contextID, requestID)
+}
+
+// toolRequestID is appendRequestID's derivation for any mutating tool:
+// namespaced by tool, principal and target (a context id, a memory key
+// with its scope), so one client request id used with two tools or two
+// targets never deduplicates one against the other.
+func toolRequestID(tool, prefix string, c caller, target, requestID string) string {
+	h := sha256.Sum256([]byte(tool + "\x00" + c.principal + "\x00" + target + "\x00" + requestID))
+	return prefix + hex.EncodeToString(h[:16])
+}
+
+// requestID is the backend request id of a mutating tool call: derived
+// from the client's request_id when given (a retry, through any worker,
+// applies once), else fresh (the worker's own retries apply once).
+func requestID(tool, prefix string, c caller, target, clientID string) (string, error) {
+	if clientID == "" {
+		return newRequestID(), nil
+	}
+	if err := ids.Check("request_id", clientID, ids.MaxLen); err != nil {
+		return "", err
+	}
+	return toolRequestID(tool, prefix, c, target, clientID), nil
+}
+
+// memoryScope reads a memory tool's scope argument.
+func memoryScope(s string) (contextv1.MemoryScope, string, error) {
+	switch s {
+	case "", "principal":
+		return contextv1.MemoryScope_MEMORY_SCOPE_PRINCIPAL, "principal", nil
+	case "tenant":
+		return contextv1.MemoryScope_MEMORY_SCOPE_TENANT, "tenant", nil
+	}
+	return 0, "", invalid("scope", "must be principal or tenant")
 }
 
 func userLabels(in map[string]string) (map[string]string, error) {
@@ -480,7 +595,11 @@ func (w *Worker) contextCreate(ctx context.Context, c caller, in CreateInput) (C
 	if c.principal != "" {
 		labels[PrincipalLabel] = c.principal
 	}
-	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: newRequestID()}
+	rid, err := requestID("context_create", "mcp-c-", c, in.ContextID, in.RequestID)
+	if err != nil {
+		return CreateOutput{}, err
+	}
+	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: rid}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.CreateContextResponse, error) {
 		return w.cell.CreateContext(ctx, req)
 	})
@@ -501,12 +620,9 @@ func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (A
 	if len(in.Entries) == 0 {
 		return AppendOutput{}, invalid("entries", "at least one entry is required")
 	}
-	rid := newRequestID()
-	if in.RequestID != "" {
-		if err := ids.Check("request_id", in.RequestID, ids.MaxLen); err != nil {
-			return AppendOutput{}, err
-		}
-		rid = appendRequestID(c, in.ContextID, in.RequestID)
+	rid, err := requestID("context_append", "mcp-a-", c, in.ContextID, in.RequestID)
+	if err != nil {
+		return AppendOutput{}, err
 	}
 	entries := make([]*contextv1.Entry, len(in.Entries))
 	for i, e := range in.Entries {
@@ -518,7 +634,7 @@ func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (A
 	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
 		return AppendOutput{}, err
 	}
-	req := &contextv1.AppendRequest{ContextId: in.ContextID, Entries: entries, RequestId: rid}
+	req := &contextv1.AppendRequest{ContextId: in.ContextID, Entries: entries, RequestId: rid, ExpectedSeq: in.ExpectedSeq}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.AppendResponse, error) {
 		return w.cell.Append(ctx, req)
 	})
@@ -596,18 +712,15 @@ func (w *Worker) contextRead(ctx context.Context, c caller, in ReadInput) (ReadO
 
 func (w *Worker) contextList(ctx context.Context, c caller, in ListInput) (ListOutput, error) {
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListContextsResponse, error) {
-		return w.cell.ListContexts(ctx, &contextv1.ListContextsRequest{PageToken: in.PageToken})
+		// With a principal, the store lists only the principal's contexts,
+		// through its index by creator.
+		return w.cell.ListContexts(ctx, &contextv1.ListContextsRequest{PageToken: in.PageToken, CreatedByCaller: c.principal != ""})
 	})
 	if err != nil {
 		return ListOutput{}, err
 	}
-	// With a principal, a page lists only the principal's contexts (it may
-	// be shorter than the store's page, even empty, with more to come).
 	out := ListOutput{Contexts: []ContextOutput{}, NextPageToken: res.GetNextPageToken()}
 	for _, x := range res.GetContexts() {
-		if c.principal != "" && x.GetLabels()[PrincipalLabel] != c.principal {
-			continue
-		}
 		out.Contexts = append(out.Contexts, ContextOutput{
 			ContextID: x.GetContextId(), Labels: visibleLabels(x.GetLabels()),
 			LastSeq: x.GetLastSeq(), EntryCount: x.GetEntryCount(), SizeBytes: x.GetSizeBytes(),
@@ -641,7 +754,15 @@ func (w *Worker) memoryPut(ctx context.Context, c caller, in PutInput) (PutOutpu
 	if err := checkKey(in.Key); err != nil {
 		return PutOutput{}, err
 	}
-	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: newRequestID()}
+	scope, sname, err := memoryScope(in.Scope)
+	if err != nil {
+		return PutOutput{}, err
+	}
+	rid, err := requestID("memory_put", "mcp-p-", c, sname+"\x00"+in.Key, in.RequestID)
+	if err != nil {
+		return PutOutput{}, err
+	}
+	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.PutMemoryResponse, error) {
 		return w.cell.PutMemory(ctx, req)
 	})
@@ -655,8 +776,12 @@ func (w *Worker) memoryGet(ctx context.Context, c caller, in GetInput) (GetOutpu
 	if err := checkKey(in.Key); err != nil {
 		return GetOutput{}, err
 	}
+	scope, _, err := memoryScope(in.Scope)
+	if err != nil {
+		return GetOutput{}, err
+	}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.GetMemoryResponse, error) {
-		return w.cell.GetMemory(ctx, &contextv1.GetMemoryRequest{Key: in.Key})
+		return w.cell.GetMemory(ctx, &contextv1.GetMemoryRequest{Key: in.Key, Scope: scope})
 	})
 	if err != nil {
 		return GetOutput{}, err
@@ -673,7 +798,15 @@ func (w *Worker) memoryDelete(ctx context.Context, c caller, in MemDeleteInput) 
 	if err := checkKey(in.Key); err != nil {
 		return MemDeleteOutput{}, err
 	}
-	req := &contextv1.DeleteMemoryRequest{Key: in.Key, ExpectedRevision: in.ExpectedRevision, RequestId: newRequestID()}
+	scope, sname, err := memoryScope(in.Scope)
+	if err != nil {
+		return MemDeleteOutput{}, err
+	}
+	rid, err := requestID("memory_delete", "mcp-d-", c, sname+"\x00"+in.Key, in.RequestID)
+	if err != nil {
+		return MemDeleteOutput{}, err
+	}
+	req := &contextv1.DeleteMemoryRequest{Key: in.Key, ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope}
 	if _, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.DeleteMemoryResponse, error) {
 		return w.cell.DeleteMemory(ctx, req)
 	}); err != nil {
@@ -683,8 +816,12 @@ func (w *Worker) memoryDelete(ctx context.Context, c caller, in MemDeleteInput) 
 }
 
 func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (MemListOutput, error) {
+	scope, _, err := memoryScope(in.Scope)
+	if err != nil {
+		return MemListOutput{}, err
+	}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListMemoryResponse, error) {
-		return w.cell.ListMemory(ctx, &contextv1.ListMemoryRequest{Prefix: in.Prefix, PageToken: in.PageToken, KeysOnly: true})
+		return w.cell.ListMemory(ctx, &contextv1.ListMemoryRequest{Prefix: in.Prefix, PageToken: in.PageToken, KeysOnly: true, Scope: scope})
 	})
 	if err != nil {
 		return MemListOutput{}, err
@@ -707,12 +844,15 @@ func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceR
 	}
 	start := time.Now()
 	c, err := callerOf(req.Extra)
+	if err == nil {
+		err = checkScope(c, resourcesRead)
+	}
 	var res *contextv1.ReadResponse
 	if err == nil {
 		res, err = w.read(ctx, c, &contextv1.ReadRequest{ContextId: id, Start: &contextv1.ReadRequest_FromSeq{FromSeq: 1}})
 	}
 	err = toolError(err)
-	w.observe("resources/read", c, start, err)
+	w.observe(resourcesRead, c, start, err)
 	if errors.Is(err, cperr.ErrContextNotFound) {
 		return nil, sdk.ResourceNotFoundError(uri)
 	}

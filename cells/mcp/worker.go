@@ -30,6 +30,9 @@ import (
 const (
 	TenantHeader    = "X-Cellplane-Tenant"
 	PrincipalHeader = "X-Cellplane-Principal"
+	// ScopesHeader holds the caller's scopes, space-separated
+	// (auth.Scopes.String).
+	ScopesHeader = "X-Cellplane-Scopes"
 )
 
 // ProtocolVersions are the MCP protocol versions the endpoint serves,
@@ -117,6 +120,7 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 		Logger:                    sdkLog,
 		SupportedProtocolVersions: ProtocolVersions,
 	})
+	w.server.AddReceivingMiddleware(filterTools)
 	w.addTools()
 	w.mcp = sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return w.server }, &sdk.StreamableHTTPOptions{
 		Stateless:           true,
@@ -188,23 +192,25 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(rw, r.Body, w.cfg.MaxBodyBytes)
 
-	var principal string
+	id := auth.Identity{Scopes: auth.FullScopes} // authentication off
 	if w.authn != nil {
 		resource := w.publicURL(tenant)
-		p, err := w.authn.Authenticate(r, tenant, resource)
+		got, err := w.authn.Authenticate(r, tenant, resource)
 		if err != nil {
 			w.authError(rw, r, tenant, resource, err)
 			return
 		}
-		principal = p
+		id = got
 	}
 	r2 := r.Clone(r.Context())
 	r2.Header.Del(TenantHeader)
 	r2.Header.Del(PrincipalHeader)
+	r2.Header.Del(ScopesHeader)
 	r2.Header.Set(TenantHeader, tenant)
-	if principal != "" {
-		r2.Header.Set(PrincipalHeader, principal)
+	if id.Principal != "" {
+		r2.Header.Set(PrincipalHeader, id.Principal)
 	}
+	r2.Header.Set(ScopesHeader, id.Scopes.String())
 	if w.cfg.FastToolCalls && w.serveFast(rw, r2) {
 		return
 	}

@@ -182,10 +182,12 @@ type Authenticator struct {
 }
 
 type cachedKey struct {
-	hash    []byte
-	revoked bool
-	found   bool
-	at      time.Time
+	hash      []byte
+	principal string      // ApiKey.principal ("" for the key id)
+	scopes    auth.Scopes // auth.KeyScopes of ApiKey.scopes
+	revoked   bool
+	found     bool
+	at        time.Time
 }
 
 // flight is one registry read that concurrent misses of the same key id
@@ -276,7 +278,7 @@ func (a *Authenticator) ReloadJWKS() error {
 
 // Authenticate implements mcp.Authenticator: "Authorization: Bearer
 // <API key | JWT>" or "X-Api-Key: <API key>".
-func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (string, error) {
+func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (auth.Identity, error) {
 	authz := strings.TrimSpace(r.Header.Get("Authorization"))
 	secret := strings.TrimSpace(r.Header.Get("X-Api-Key"))
 	if scheme, tok, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") && strings.HasPrefix(strings.TrimSpace(tok), "cpk_") {
@@ -286,37 +288,40 @@ func (a *Authenticator) Authenticate(r *http.Request, tenant, resource string) (
 	case secret != "":
 		return a.apiKey(r.Context(), tenant, secret)
 	case authz == "":
-		return "", cperr.New(cperr.Unauthenticated, "missing credentials")
+		return auth.Identity{}, cperr.New(cperr.Unauthenticated, "missing credentials")
 	case a.jwt == nil:
-		return "", cperr.New(cperr.Unauthenticated, "bearer tokens are not accepted here; use an API key")
+		return auth.Identity{}, cperr.New(cperr.Unauthenticated, "bearer tokens are not accepted here; use an API key")
 	}
 	id, err := a.jwt.AuthenticateFor(r.Context(), authz, resource)
 	if err != nil {
-		return "", err
+		return auth.Identity{}, err
 	}
 	if id.Tenant != tenant {
-		return "", cperr.New(cperr.PermissionDenied, "the token is not for tenant %s", tenant).With(cperr.MetaTenant, tenant)
+		return auth.Identity{}, cperr.New(cperr.PermissionDenied, "the token is not for tenant %s", tenant).With(cperr.MetaTenant, tenant)
 	}
 	if err := a.tokenRevoked(r.Context(), id); err != nil {
-		return "", err
+		return auth.Identity{}, err
 	}
-	return "jwt:" + id.Subject, nil
+	return id, nil
 }
 
-func (a *Authenticator) apiKey(ctx context.Context, tenant, secret string) (string, error) {
+// apiKey checks an API key of tenant: its identity has the key's
+// principal ("key:" + ApiKey.principal, or the key id) and scopes.
+func (a *Authenticator) apiKey(ctx context.Context, tenant, secret string) (auth.Identity, error) {
 	invalid := cperr.New(cperr.Unauthenticated, "invalid API key")
 	id, ok := auth.KeyID(secret)
 	if !ok || a.cfg.Registry == nil {
-		return "", invalid
+		return auth.Identity{}, invalid
 	}
 	k, err := a.key(ctx, tenant, id)
 	if err != nil {
-		return "", err
+		return auth.Identity{}, err
 	}
 	if !k.found || k.revoked || !auth.VerifyKey(secret, k.hash) {
-		return "", invalid
+		return auth.Identity{}, invalid
 	}
-	return "key:" + id, nil
+	return auth.Identity{Tenant: tenant, Subject: id, KeyID: id, Method: auth.MethodAPIKey,
+		Principal: auth.KeyPrincipal(id, k.principal), Scopes: k.scopes}, nil
 }
 
 // key returns the key record: from the key cache while fresh; "not
@@ -581,7 +586,8 @@ func (a *Authenticator) read(ctx context.Context, tenant, id string) (cachedKey,
 		e.RetryAfter = time.Second
 		return cachedKey{}, e
 	}
-	return cachedKey{hash: rec.GetSecretHash(), revoked: rec.GetRevokeTime() != nil, found: true, at: time.Now()}, nil
+	return cachedKey{hash: rec.GetSecretHash(), principal: rec.GetPrincipal(), scopes: auth.KeyScopes(rec.GetScopes()),
+		revoked: rec.GetRevokeTime() != nil, found: true, at: time.Now()}, nil
 }
 
 // Challenge implements mcp.Authenticator.

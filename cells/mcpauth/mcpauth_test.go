@@ -81,8 +81,8 @@ func TestAPIKeys(t *testing.T) {
 			if reason(err) != tc.want {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
-			if tc.want == "" && (len(p) < 4 || p[:4] != tc.wantPri) {
-				t.Fatalf("principal %q", p)
+			if tc.want == "" && (len(p.Principal) < 4 || p.Principal[:4] != tc.wantPri) {
+				t.Fatalf("principal %q", p.Principal)
 			}
 		})
 	}
@@ -133,7 +133,7 @@ func TestJWTAudienceIsTheTenantsURL(t *testing.T) {
 		return s
 	}
 	url := "https://mcp.example/t/acme/mcp"
-	if p, err := a.Authenticate(request("Authorization", "Bearer "+token("acme", url)), "acme", url); err != nil || p != "jwt:agent" {
+	if p, err := a.Authenticate(request("Authorization", "Bearer "+token("acme", url)), "acme", url); err != nil || p.Principal != "jwt:agent" {
 		t.Fatalf("good token: %q %v", p, err)
 	}
 	if _, err := a.Authenticate(request("Authorization", "Bearer "+token("acme", "https://mcp.example/t/globex/mcp")), "acme", url); reason(err) != cperr.Unauthenticated {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc"
@@ -72,7 +73,19 @@ func (s *ContextServer) ListContexts(ctx context.Context, req *contextv1.ListCon
 		}
 		resp := &contextv1.ListContextsResponse{}
 		err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
-			cs, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, after, v.ListContexts,
+			list := v.ListContexts
+			if req.GetCreatedByCaller() {
+				// Through the principal index: never a page of other
+				// principals' contexts filtered afterwards.
+				principal, _ := tenantmd.Caller(ctx)
+				list = func(after string, n int) ([]*contextv1.Context, bool, error) {
+					if principal == "" {
+						return nil, false, nil
+					}
+					return v.ListOwnedContexts(principal, after, n)
+				}
+			}
+			cs, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, after, list,
 				(*contextv1.Context).GetContextId, func(c *contextv1.Context) int { return proto.Size(c) })
 			if err != nil {
 				return err

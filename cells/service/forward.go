@@ -84,13 +84,14 @@ func (c *core) leaderAddr(ctx context.Context, notLeader error) (string, error) 
 	return addr, nil
 }
 
-// forwardedContext carries the caller's tenant and epoch to the leader,
-// marked as forwarded so that the leader never forwards it again. The
-// caller's deadline travels with ctx.
+// forwardedContext carries the caller's tenant, epoch, principal and
+// origin (as this node's authoriser left them) to the leader, marked as
+// forwarded so that the leader never forwards it again. The caller's
+// deadline travels with ctx.
 func forwardedContext(ctx context.Context) context.Context {
 	in, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
-	for _, k := range []string{tenantmd.TenantKey, tenantmd.EpochKey} {
+	for _, k := range []string{tenantmd.TenantKey, tenantmd.EpochKey, tenantmd.PrincipalKey, tenantmd.OriginKey} {
 		if v := in.Get(k); len(v) > 0 {
 			out[k] = slices.Clone(v)
 		}

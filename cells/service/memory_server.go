@@ -6,6 +6,7 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc"
@@ -15,7 +16,7 @@ import (
 // PutMemory implements ContextService.PutMemory.
 func (s *ContextServer) PutMemory(ctx context.Context, req *contextv1.PutMemoryRequest) (*contextv1.PutMemoryResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.PutMemory, func(tenant string, epoch uint64) (*contextv1.PutMemoryResponse, error) {
-		op := &contextv1.PutMemoryRequest{Key: req.GetKey(), Value: req.GetValue(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId()}
+		op := &contextv1.PutMemoryRequest{Key: req.GetKey(), Value: req.GetValue(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId(), Scope: req.GetScope()}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_PutMemory{PutMemory: op}})
 		if err != nil {
 			return nil, err
@@ -34,7 +35,7 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 	return tenantCall(ctx, s.core, req, validate.GetMemory, func(tenant string, epoch uint64) (*contextv1.GetMemoryResponse, error) {
 		var out *contextv1.MemoryItem
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
-			it, err := v.Memory(req.GetKey())
+			it, err := v.MemoryOf(memoryPrincipal(ctx, req.GetScope()), req.GetKey())
 			out = it
 			return err
 		})
@@ -50,7 +51,7 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 // DeleteMemory implements ContextService.DeleteMemory.
 func (s *ContextServer) DeleteMemory(ctx context.Context, req *contextv1.DeleteMemoryRequest) (*contextv1.DeleteMemoryResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.DeleteMemory, func(tenant string, epoch uint64) (*contextv1.DeleteMemoryResponse, error) {
-		op := &contextv1.DeleteMemoryRequest{Key: req.GetKey(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId()}
+		op := &contextv1.DeleteMemoryRequest{Key: req.GetKey(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId(), Scope: req.GetScope()}
 		if _, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_DeleteMemory{DeleteMemory: op}}); err != nil {
 			return nil, err
 		}
@@ -73,9 +74,10 @@ func (s *ContextServer) ListMemory(ctx context.Context, req *contextv1.ListMemor
 		}
 
 		resp := &contextv1.ListMemoryResponse{}
+		owner := memoryPrincipal(ctx, req.GetScope())
 		err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			list := func(after string, n int) ([]*contextv1.MemoryItem, bool, error) {
-				return v.ListMemory(req.GetPrefix(), after, n, req.GetKeysOnly())
+				return v.ListMemoryOf(owner, req.GetPrefix(), after, n, req.GetKeysOnly())
 			}
 			items, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), chunk, s.lim.MaxReadBytes, after, list,
 				(*contextv1.MemoryItem).GetKey, func(it *contextv1.MemoryItem) int { return proto.Size(it) })
@@ -99,4 +101,12 @@ func (s *ContextServer) ListMemory(ctx context.Context, req *contextv1.ListMemor
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ListMemoryResponse, error) {
 		return client(cc).ListMemory(ctx, req)
 	})
+}
+
+// memoryPrincipal is whose memory a read addresses: the principal the
+// edge authenticated (tenantmd.Caller), as a write's Command.principal,
+// unless the tenant scope is asked for.
+func memoryPrincipal(ctx context.Context, scope contextv1.MemoryScope) string {
+	principal, _ := tenantmd.Caller(ctx)
+	return store.MemoryPrincipal(scope, principal)
 }

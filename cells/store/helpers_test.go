@@ -459,6 +459,17 @@ type tenantKeys struct {
 	events   []*cellv1.ChangeEvent
 	dedup    int
 	dedupQ   []uint64
+	owned    map[string]string // context id -> principal, from the owner index
+}
+
+// splitPrincipal splits a principal-prefixed key rest (uvarint length,
+// principal, remainder).
+func splitPrincipal(rest []byte) (principal, tail string, ok bool) {
+	n, w := binary.Uvarint(rest)
+	if w <= 0 || uint64(len(rest)-w) < n {
+		return "", "", false
+	}
+	return string(rest[w : w+int(n)]), string(rest[w+int(n):]), true
 }
 
 func stateProblems(t testing.TB, f *fsm) []string {
@@ -471,7 +482,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if d, ok := data[tenant]; ok {
 			return d
 		}
-		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}}
+		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}}
 		data[tenant] = d
 		return d
 	}
@@ -542,6 +553,21 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				}
 				d.memory = append(d.memory, &m)
 				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
+			case kindPrincipalMemory:
+				p, key, ok := splitPrincipal(rest)
+				var m contextv1.MemoryItem
+				if err := proto.Unmarshal(v, &m); !ok || p == "" || err != nil || m.GetKey() != key || m.GetRevision() == 0 {
+					bad("principal memory key %q holds %v (%v)", k, &m, err)
+				}
+				d.memory = append(d.memory, &m)
+				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
+			case kindOwned:
+				p, id, ok := splitPrincipal(rest)
+				if !ok || p == "" || id == "" || len(v) != 0 {
+					bad("owner index key %q is malformed", k)
+					continue
+				}
+				d.owned[id] = p
 			case kindChange:
 				var ev cellv1.ChangeEvent
 				if err := proto.Unmarshal(v, &ev); err != nil || len(rest) != 8 {
@@ -603,6 +629,17 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		for id := range d.entries {
 			if d.contexts[id] == nil {
 				bad("%s: entries of missing context %q", tenant, id)
+			}
+		}
+		// The owner index names exactly the contexts with an owner label.
+		for id, c := range d.contexts {
+			if p := c.GetLabels()[PrincipalLabel]; p != d.owned[id] {
+				bad("%s/%s: owner label %q, index %q", tenant, id, p, d.owned[id])
+			}
+		}
+		for id := range d.owned {
+			if d.contexts[id] == nil {
+				bad("%s: owner index names missing context %q", tenant, id)
 			}
 		}
 		if u.GetContexts() != uint64(len(d.contexts)) || u.GetEntries() != entries ||

@@ -15,10 +15,16 @@ import (
 //	"t" tenant "\x00" kind rest      the tenant's data, one contiguous range:
 //	    'c' context id                   contextv1.Context (metadata)
 //	    'e' context id "\x00" seq(8)     contextv1.Entry
-//	    'm' memory key                   contextv1.MemoryItem
+//	    'm' memory key                   contextv1.MemoryItem (tenant scope)
+//	    'M' len(p) p memory key          contextv1.MemoryItem of principal p
+//	    'O' len(p) p context id          "" (index: contexts principal p created)
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//
+// A principal p is a uvarint of its length and its bytes, so that no
+// principal's range is a prefix of another's (principals are free text:
+// a JWT subject).
 //
 // Tenant and context ids are [A-Za-z0-9._-] (validated at the edge), so the
 // "\x00" separators cannot occur inside them and ranges stay contiguous.
@@ -35,6 +41,9 @@ const (
 	kindChange  = 'l'
 	kindDedup   = 'd'
 	kindDedupQ  = 'q'
+
+	kindPrincipalMemory = 'M'
+	kindOwned           = 'O'
 )
 
 var (
@@ -84,6 +93,30 @@ func entryKey(tenant, id string, seq uint64) []byte {
 
 func memoryKey(tenant, key string) []byte {
 	return append(tenantKey(tenant, kindMemory, len(key)), key...)
+}
+
+// principalPrefix is the start of principal p's keys of kind.
+func principalPrefix(tenant string, kind byte, p string) []byte {
+	k := binary.AppendUvarint(tenantKey(tenant, kind, binary.MaxVarintLen64+len(p)), uint64(len(p)))
+	return append(k, p...)
+}
+
+// memoryBase is the start of a memory scope's keys: the tenant's shared
+// memory for principal "", else the principal's own.
+func memoryBase(tenant, principal string) []byte {
+	if principal == "" {
+		return tenantKey(tenant, kindMemory, 0)
+	}
+	return principalPrefix(tenant, kindPrincipalMemory, principal)
+}
+
+func scopedMemoryKey(tenant, principal, key string) []byte {
+	return append(memoryBase(tenant, principal), key...)
+}
+
+// ownedKey is the index entry of a context created by principal p.
+func ownedKey(tenant, p, id string) []byte {
+	return append(principalPrefix(tenant, kindOwned, p), id...)
 }
 
 func changeKey(tenant string, tseq uint64) []byte {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -114,8 +115,19 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 	if err := o.checkQuota(1, 0, 0); err != nil {
 		return nil, err
 	}
-	ctx := &contextv1.Context{ContextId: id, Labels: req.GetLabels(), CreateTime: o.ts(), UpdateTime: o.ts()}
+	labels := req.GetLabels()
+	if p := o.c.GetPrincipal(); p != "" {
+		// The authenticated creator owns the context, whatever label the
+		// client sent.
+		labels = make(map[string]string, len(req.GetLabels())+1)
+		maps.Copy(labels, req.GetLabels())
+		labels[PrincipalLabel] = p
+	}
+	ctx := &contextv1.Context{ContextId: id, Labels: labels, CreateTime: o.ts(), UpdateTime: o.ts()}
 	o.tx.put(contextKey(tenant, id), ctx)
+	if owner := labels[PrincipalLabel]; owner != "" {
+		o.tx.setRaw(ownedKey(tenant, owner, id), []byte{})
+	}
 	o.st.rec.Usage = usage(o.st.rec)
 	o.st.rec.Usage.Contexts++
 	o.changed = true
@@ -131,6 +143,9 @@ func applyDeleteContext(o *opCtx) (*cellv1.CommandResult, error) {
 	p := entryPrefix(tenant, id)
 	o.tx.delRange(p, prefixEnd(p))
 	o.tx.del(contextKey(tenant, id))
+	if owner := ctx.GetLabels()[PrincipalLabel]; owner != "" {
+		o.tx.del(ownedKey(tenant, owner, id))
+	}
 	u := usage(o.st.rec)
 	u.Contexts = sub(u.Contexts, 1)
 	u.Entries = sub(u.Entries, ctx.GetEntryCount())
@@ -201,8 +216,9 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	if key == "" {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "key", Description: "required"})
 	}
+	mkey := scopedMemoryKey(tenant, MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	var old contextv1.MemoryItem
-	exists := o.tx.get(memoryKey(tenant, key), &old)
+	exists := o.tx.get(mkey, &old)
 	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
@@ -225,7 +241,7 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		u.MemoryKeys++
 	}
 	u.Bytes += uint64(len(key) + len(req.GetValue()))
-	o.tx.put(memoryKey(tenant, key), item)
+	o.tx.put(mkey, item)
 	o.changed = true
 	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev}}}, nil
 }
@@ -284,6 +300,23 @@ func (o *opCtx) checkQuota(contexts, keys, bytes int64) *cperr.Error {
 	return nil
 }
 
+// PrincipalLabel is the reserved context label naming the principal that
+// created a context (Command.principal at create; a client's own value is
+// replaced). Contexts are indexed by it (ListOwnedContexts), and the MCP
+// tools treat a context of another principal as missing.
+const PrincipalLabel = "cellplane.principal"
+
+// MemoryPrincipal is whose memory a memory request addresses: the
+// caller's own (principal) unless it asks for the tenant scope; a caller
+// without a principal (authentication off, tenant-token calls) has only
+// the tenant's. "" is the tenant scope.
+func MemoryPrincipal(scope contextv1.MemoryScope, principal string) string {
+	if scope == contextv1.MemoryScope_MEMORY_SCOPE_TENANT {
+		return ""
+	}
+	return principal
+}
+
 func revisionMismatch(want, have uint64) *cperr.Error {
 	return cperr.New(cperr.RevisionMismatch, "expected revision %d, key is at revision %d", want, have).
 		With(cperr.MetaRevision, strconv.FormatUint(have, 10))
@@ -292,8 +325,9 @@ func revisionMismatch(want, have uint64) *cperr.Error {
 func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	req := o.c.GetDeleteMemory()
 	tenant, key := o.c.GetTenant(), req.GetKey()
+	mkey := scopedMemoryKey(tenant, MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	var old contextv1.MemoryItem
-	if !o.tx.get(memoryKey(tenant, key), &old) {
+	if !o.tx.get(mkey, &old) {
 		if req.ExpectedRevision != nil && req.GetExpectedRevision() != 0 {
 			return nil, revisionMismatch(req.GetExpectedRevision(), 0)
 		}
@@ -302,7 +336,7 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
-	o.tx.del(memoryKey(tenant, key))
+	o.tx.del(mkey)
 	u := usage(o.st.rec)
 	u.MemoryKeys = sub(u.MemoryKeys, 1)
 	u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))

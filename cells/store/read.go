@@ -457,6 +457,33 @@ func (v *TenantView) ListContexts(afterID string, limit int) ([]*contextv1.Conte
 	return out, more, err
 }
 
+// ListOwnedContexts is ListContexts over the contexts principal created
+// (PrincipalLabel), read through the index: a page costs the contexts it
+// returns, however many other principals' contexts the tenant holds.
+func (v *TenantView) ListOwnedContexts(principal, afterID string, limit int) ([]*contextv1.Context, bool, error) {
+	prefix := principalPrefix(v.tenant, kindOwned, principal)
+	lower := prefix
+	if afterID != "" {
+		lower = after(prefix, afterID)
+	}
+	var out []*contextv1.Context
+	more := false
+	err := scan(v.r, lower, prefixEnd(prefix), func(k, _ []byte) (bool, error) {
+		if len(out) == limit {
+			more = true
+			return false, nil
+		}
+		id := string(k[len(prefix):])
+		c, err := v.Context(id)
+		if err != nil {
+			return false, err // the index names only existing contexts
+		}
+		out = append(out, c)
+		return true, nil
+	})
+	return out, more, err
+}
+
 // Entries returns entries of a context from fromSeq on (0 and 1 = first),
 // at most maxEntries and about maxBytes (at least one when any exists).
 // CONTEXT_NOT_FOUND when the context does not exist.
@@ -493,10 +520,17 @@ func (v *TenantView) entries(id string, fromSeq uint64, maxEntries int, maxBytes
 	return out, err
 }
 
-// Memory returns a memory item or KEY_NOT_FOUND.
+// Memory returns a memory item of the tenant's shared memory or
+// KEY_NOT_FOUND.
 func (v *TenantView) Memory(key string) (*contextv1.MemoryItem, error) {
+	return v.MemoryOf("", key)
+}
+
+// MemoryOf returns a memory item of principal's memory ("": the tenant's
+// shared memory; see MemoryPrincipal) or KEY_NOT_FOUND.
+func (v *TenantView) MemoryOf(principal, key string) (*contextv1.MemoryItem, error) {
 	var m contextv1.MemoryItem
-	ok, err := getProto(v.r, memoryKey(v.tenant, key), &m)
+	ok, err := getProto(v.r, scopedMemoryKey(v.tenant, principal, key), &m)
 	if err != nil {
 		return nil, err
 	}
@@ -509,7 +543,12 @@ func (v *TenantView) Memory(key string) (*contextv1.MemoryItem, error) {
 // ListMemory returns up to limit items whose key has prefix and sorts
 // after `after` ("" from the start), in key order, and whether more exist.
 func (v *TenantView) ListMemory(prefix, afterKey string, limit int, keysOnly bool) ([]*contextv1.MemoryItem, bool, error) {
-	base := tenantKey(v.tenant, kindMemory, 0)
+	return v.ListMemoryOf("", prefix, afterKey, limit, keysOnly)
+}
+
+// ListMemoryOf is ListMemory over principal's memory ("": the tenant's).
+func (v *TenantView) ListMemoryOf(principal, prefix, afterKey string, limit int, keysOnly bool) ([]*contextv1.MemoryItem, bool, error) {
+	base := memoryBase(v.tenant, principal)
 	p := append(append([]byte(nil), base...), prefix...)
 	lower := p
 	if afterKey != "" {

@@ -122,6 +122,7 @@ func PutMemory(lim Limits, req *contextv1.PutMemoryRequest) error {
 		v.add("value", "is %d bytes; the limit is %d bytes", n, lim.MaxMemoryValueBytes)
 	}
 	v.requestID(lim, req.GetRequestId())
+	v.memoryScope(req.GetScope())
 	return v.err()
 }
 
@@ -130,6 +131,7 @@ func GetMemory(lim Limits, req *contextv1.GetMemoryRequest) error {
 	var v violations
 	v.memoryKey(lim, "key", req.GetKey(), true)
 	v.readOptions("read_options", req.GetReadOptions())
+	v.memoryScope(req.GetScope())
 	return v.err()
 }
 
@@ -138,6 +140,7 @@ func DeleteMemory(lim Limits, req *contextv1.DeleteMemoryRequest) error {
 	var v violations
 	v.memoryKey(lim, "key", req.GetKey(), true)
 	v.requestID(lim, req.GetRequestId())
+	v.memoryScope(req.GetScope())
 	return v.err()
 }
 
@@ -147,5 +150,14 @@ func ListMemory(lim Limits, req *contextv1.ListMemoryRequest) error {
 	v.memoryKey(lim, "prefix", req.GetPrefix(), false)
 	v.pageToken(lim, req.GetPageToken())
 	v.readOptions("read_options", req.GetReadOptions())
+	v.memoryScope(req.GetScope())
 	return v.err()
+}
+
+// memoryScope refuses a scope this version does not know (a newer
+// client's): guessing would read or write another scope's keys.
+func (v *violations) memoryScope(s contextv1.MemoryScope) {
+	if _, ok := contextv1.MemoryScope_name[int32(s)]; !ok {
+		v.add("scope", "unknown memory scope %d", int32(s))
+	}
 }

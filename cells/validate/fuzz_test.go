@@ -61,6 +61,8 @@ func FuzzContextRequests(f *testing.F) {
 	}
 	seed(&contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "hi"}, Metadata: map[string]string{"k": "v"}}}, RequestId: "r", ExpectedSeq: proto.Uint64(0)})
 	seed(&contextv1.PutMemoryRequest{Key: "a/b", Value: []byte("v"), ExpectedRevision: proto.Uint64(1)})
+	seed(&contextv1.PutMemoryRequest{Key: "k", Value: []byte("v"), Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT})
+	seed(&contextv1.GetMemoryRequest{Key: "k", Scope: 7})
 	seed(&contextv1.CreateContextRequest{ContextId: "ctx", Labels: map[string]string{"a": "b"}})
 	seed(&contextv1.ReadRequest{ContextId: "c", Start: &contextv1.ReadRequest_Tail{Tail: 3}, ReadOptions: &contextv1.ReadOptions{Consistency: 3}})
 	f.Add([]byte{})
@@ -88,6 +90,17 @@ func FuzzContextRequests(f *testing.F) {
 			checkResult(t, err)
 			if err == nil && (put.GetKey() == "" || len(put.GetKey()) > lim.MaxMemoryKeyBytes || len(put.GetValue()) > lim.MaxMemoryValueBytes) {
 				t.Fatalf("accepted %v", &put)
+			}
+			if _, known := contextv1.MemoryScope_name[int32(put.GetScope())]; err == nil && !known {
+				t.Fatalf("accepted unknown scope %v", &put)
+			}
+		}
+		var gm contextv1.GetMemoryRequest
+		if proto.Unmarshal(b, &gm) == nil {
+			err := GetMemory(lim, &gm)
+			checkResult(t, err)
+			if _, known := contextv1.MemoryScope_name[int32(gm.GetScope())]; err == nil && !known {
+				t.Fatalf("accepted unknown scope %v", &gm)
 			}
 		}
 		var cc contextv1.CreateContextRequest

@@ -510,11 +510,16 @@ func (s *Server) CreateApiKey(ctx context.Context, req *cpv1.CreateApiKeyRequest
 	if err != nil {
 		return nil, err
 	}
+	principal, scopes, err := s.keyGrant(ctx, req)
+	if err != nil {
+		return nil, err
+	}
 	id, secret, hash, err := auth.NewKey()
 	if err != nil {
 		return nil, err
 	}
-	k := &cpv1.ApiKey{Id: id, Tenant: req.GetTenant(), SecretHash: hash, Description: req.GetDescription(), CreateTime: timestamppb.Now()}
+	k := &cpv1.ApiKey{Id: id, Tenant: req.GetTenant(), SecretHash: hash, Description: req.GetDescription(), CreateTime: timestamppb.Now(),
+		Principal: principal, Scopes: scopes}
 	key := topo.APIKeyKey(k.GetTenant(), id)
 	if _, err := s.st.Txn(ctx,
 		[]topo.Cond{topo.IfVersion(topo.TenantKey(k.GetTenant()), tv), topo.IfAbsent(key)},
@@ -524,8 +529,52 @@ func (s *Server) CreateApiKey(ctx context.Context, req *cpv1.CreateApiKeyRequest
 		}
 		return nil, err
 	}
-	s.log.Info("api key created", "tenant", k.GetTenant(), "key_id", id)
+	s.log.Info("api key created", "tenant", k.GetTenant(), "key_id", id, "principal", auth.KeyPrincipal(id, principal), "replaces", req.GetReplaces())
 	return &cpv1.CreateApiKeyResponse{Key: public(k), Secret: secret}, nil
+}
+
+// keyGrant settles a new key's principal and scopes: as asked, or, for a
+// rotation (replaces), the replaced key's.
+func (s *Server) keyGrant(ctx context.Context, req *cpv1.CreateApiKeyRequest) (principal string, scopes []string, err error) {
+	var vs []cperr.FieldViolation
+	if p := req.GetPrincipal(); p != "" {
+		if err := auth.CheckPrincipalName(p); err != nil {
+			vs = append(vs, cperr.FieldViolation{Field: "principal", Description: err.Error()})
+		}
+	}
+	if _, err := auth.CheckScopeList(req.GetScopes()); err != nil {
+		vs = append(vs, cperr.FieldViolation{Field: "scopes", Description: err.Error()})
+	}
+	if r := req.GetReplaces(); r != "" {
+		if err := s.checkID("replaces", r); err != nil {
+			return "", nil, err
+		}
+	}
+	if len(vs) > 0 {
+		return "", nil, cperr.Invalid(vs...)
+	}
+	principal, scopes = req.GetPrincipal(), req.GetScopes()
+	if req.GetReplaces() == "" {
+		return principal, scopes, nil
+	}
+	old, _, err := catalog.GetAPIKey(ctx, s.st, req.GetTenant(), req.GetReplaces())
+	if errors.Is(err, topo.ErrNotFound) {
+		return "", nil, cperr.Invalid(cperr.FieldViolation{Field: "replaces", Description: fmt.Sprintf("tenant %s has no key %s", req.GetTenant(), req.GetReplaces())})
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	inherited := old.GetPrincipal()
+	if inherited == "" {
+		inherited = old.GetId() // the old key acted as its id: so does the new one
+	}
+	if principal != "" && principal != inherited {
+		return "", nil, cperr.Invalid(cperr.FieldViolation{Field: "principal", Description: fmt.Sprintf("the replaced key's principal is %s; a rotation keeps it", inherited)})
+	}
+	if len(scopes) == 0 {
+		scopes = old.GetScopes()
+	}
+	return inherited, scopes, nil
 }
 
 // ListApiKeys implements ControlPlaneService.

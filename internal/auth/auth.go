@@ -33,8 +33,20 @@ const (
 type Identity struct {
 	// Tenant is the tenant the credentials belong to; empty in ModeNone.
 	Tenant string
-	// Subject is the JWT "sub", or the key id for an API key.
+	// Subject is the JWT "sub", or the key id for an API key: the
+	// credential itself, which changes when a key is rotated. Revocations
+	// name it; nothing is owned by it.
 	Subject string
+	// Principal is who the calls are made for inside the tenant, stable
+	// across key rotation: "key:" + the key's principal (its id when it
+	// has none), or "jwt:" + the subject. Contexts and memory belong to
+	// it (tenantmd.PrincipalKey carries it to the cell). Empty in
+	// ModeNone.
+	Principal string
+	// Scopes is what the credential may do: an API key's stored scopes, a
+	// JWT's "scope" claim (DefaultScopes when absent); FullScopes in
+	// ModeNone.
+	Scopes Scopes
 	// Method is how the request authenticated: "apikey", "jwt" or "none".
 	Method string
 	// KeyID is the API key id, or the kid of the JWT's signing key.
@@ -69,6 +81,9 @@ const TenantHeader = "x-cellplane-tenant"
 // revoked, CREDENTIALS_STALE if the list is too old to tell.
 type KeyLookup interface {
 	APIKey(keyID string) (tenant string, hash []byte, ok bool)
+	// APIKeyGrant returns what a key found by APIKey acts as: its
+	// principal name ("" for the key id) and its scopes.
+	APIKeyGrant(keyID string) (principal string, scopes Scopes)
 	KeysFresh() error
 	TokenRevoked(id Identity) error
 }
@@ -233,7 +248,22 @@ const (
 	msgClaimMissing   = "token is missing a required claim (exp, iss or aud)"
 	msgTenantClaim    = "token has no tenant claim"
 	msgInvalid        = "invalid token"
+	msgScope          = "token has a malformed scope claim"
 )
+
+// jwtScopes reads the "scope" claim (RFC 9068 §2.2.3: one space-separated
+// string): absent, DefaultScopes; not a string, or too long, an error.
+func jwtScopes(claims jwt.MapClaims) (Scopes, error) {
+	raw, ok := claims["scope"]
+	if !ok {
+		return DefaultScopes, nil
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return 0, errors.New("scope claim is not a string")
+	}
+	return ParseScopes(s)
+}
 
 func unauthenticated(msg string) *cperr.Error {
 	return &cperr.Error{Reason: cperr.Unauthenticated, Message: msg}
@@ -246,7 +276,7 @@ func unauthenticated(msg string) *cperr.Error {
 // no tenant (see CheckTenant).
 func (a *Authenticator) Authenticate(ctx context.Context, authorization string) (Identity, error) {
 	if a.cfg.Mode == ModeNone {
-		return Identity{Method: MethodNone}, nil
+		return Identity{Method: MethodNone, Scopes: FullScopes}, nil
 	}
 	authorization = strings.TrimSpace(authorization)
 	if authorization == "" {
@@ -300,7 +330,7 @@ var dummyHash = HashKey("cpk_0000000000000000_dummy")
 // "invalid API key".
 func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if a.cfg.Mode == ModeNone {
-		return Identity{Method: MethodNone}, nil
+		return Identity{Method: MethodNone, Scopes: FullScopes}, nil
 	}
 	if secret == "" {
 		return Identity{}, unauthenticated(msgMissing)
@@ -322,7 +352,8 @@ func (a *Authenticator) AuthenticateAPIKey(secret string) (Identity, error) {
 	if !VerifyKey(secret, hash) || !found || tenant == "" {
 		return Identity{}, unauthenticated(msgInvalidAPIKey)
 	}
-	return Identity{Tenant: tenant, Subject: id, Method: MethodAPIKey, KeyID: id}, nil
+	name, scopes := a.keys.APIKeyGrant(id)
+	return Identity{Tenant: tenant, Subject: id, Principal: KeyPrincipal(id, name), Scopes: scopes, Method: MethodAPIKey, KeyID: id}, nil
 }
 
 // authenticateJWT verifies a compact JWS and its claims.
@@ -359,7 +390,14 @@ func (a *Authenticator) authenticateJWT(parser *jwt.Parser, raw string) (Identit
 	}
 	sub, _ := claims["sub"].(string)
 	jti, _ := claims["jti"].(string)
-	id := Identity{Tenant: tenant, Subject: sub, Method: MethodJWT, KeyID: kid, JTI: jti}
+	scopes, err := jwtScopes(claims)
+	if err != nil {
+		return Identity{}, unauthenticated(msgScope)
+	}
+	// A token without a subject still gets a principal ("jwt:"), shared
+	// by every such token of the tenant: never the absence of one, which
+	// would mean "no owner to check".
+	id := Identity{Tenant: tenant, Subject: sub, Principal: PrincipalJWTPrefix + sub, Scopes: scopes, Method: MethodJWT, KeyID: kid, JTI: jti}
 	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
 		id.IssuedAt = iat.Time
 	}

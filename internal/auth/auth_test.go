@@ -28,8 +28,18 @@ const (
 
 // keyMap is a KeyLookup over a map.
 type keyMap map[string]struct {
-	tenant string
-	hash   []byte
+	tenant    string
+	hash      []byte
+	principal string
+	scopes    Scopes
+}
+
+func (m keyMap) APIKeyGrant(id string) (string, Scopes) {
+	k := m[id]
+	if k.scopes == 0 {
+		return k.principal, DefaultScopes
+	}
+	return k.principal, k.scopes
 }
 
 func (m keyMap) APIKey(id string) (string, []byte, bool) {
@@ -294,15 +304,15 @@ func TestAuthenticateJWT(t *testing.T) {
 		wantMsg string // for failures
 	}{
 		{name: "good RS256", header: "Bearer " + sign(t, jwt.SigningMethodRS256, "rsa-1", k.rsa, goodClaims()),
-			want: Identity{Tenant: "t1", Subject: "user-1", Method: MethodJWT, KeyID: "rsa-1"}},
+			want: Identity{Tenant: "t1", Subject: "user-1", Principal: "jwt:user-1", Scopes: DefaultScopes, Method: MethodJWT, KeyID: "rsa-1"}},
 		{name: "good ES256", header: "Bearer " + sign(t, jwt.SigningMethodES256, "ec-1", k.ec, goodClaims()),
-			want: Identity{Tenant: "t1", Subject: "user-1", Method: MethodJWT, KeyID: "ec-1"}},
+			want: Identity{Tenant: "t1", Subject: "user-1", Principal: "jwt:user-1", Scopes: DefaultScopes, Method: MethodJWT, KeyID: "ec-1"}},
 		{name: "scheme is case-insensitive", header: "bearer " + sign(t, jwt.SigningMethodES256, "ec-1", k.ec, goodClaims()),
-			want: Identity{Tenant: "t1", Subject: "user-1", Method: MethodJWT, KeyID: "ec-1"}},
+			want: Identity{Tenant: "t1", Subject: "user-1", Principal: "jwt:user-1", Scopes: DefaultScopes, Method: MethodJWT, KeyID: "ec-1"}},
 		{name: "string audience", header: "Bearer " + sign(t, jwt.SigningMethodES256, "ec-1", k.ec, with(goodClaims(), "aud", testAudience)),
-			want: Identity{Tenant: "t1", Subject: "user-1", Method: MethodJWT, KeyID: "ec-1"}},
+			want: Identity{Tenant: "t1", Subject: "user-1", Principal: "jwt:user-1", Scopes: DefaultScopes, Method: MethodJWT, KeyID: "ec-1"}},
 		{name: "expired within leeway", header: "Bearer " + sign(t, jwt.SigningMethodRS256, "rsa-1", k.rsa, with(goodClaims(), "exp", time.Now().Add(-10*time.Second).Unix())),
-			want: Identity{Tenant: "t1", Subject: "user-1", Method: MethodJWT, KeyID: "rsa-1"}},
+			want: Identity{Tenant: "t1", Subject: "user-1", Principal: "jwt:user-1", Scopes: DefaultScopes, Method: MethodJWT, KeyID: "rsa-1"}},
 
 		{name: "missing", header: "", wantMsg: msgMissing},
 		{name: "bearer without token", header: "Bearer ", wantMsg: msgMissing},
@@ -423,7 +433,7 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	jwtTok := sign(t, jwt.SigningMethodES256, "ec-1", k.ec, goodClaims())
-	wantGood := Identity{Tenant: "t1", Subject: goodID, Method: MethodAPIKey, KeyID: goodID}
+	wantGood := Identity{Tenant: "t1", Subject: goodID, Principal: "key:" + goodID, Scopes: DefaultScopes, Method: MethodAPIKey, KeyID: goodID}
 
 	tests := []struct {
 		name    string

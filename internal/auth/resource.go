@@ -18,12 +18,15 @@ type ProtectedResource struct {
 }
 
 // NewProtectedResource is the document for tenant's endpoint at resource
-// (its public URL, never derived from a request's Host header).
+// (its public URL, never derived from a request's Host header). It lists
+// every scope (scopes_supported): what a client may ask an authorization
+// server for.
 func NewProtectedResource(resource, tenant string, servers []string) ProtectedResource {
 	return ProtectedResource{
 		Resource:               resource,
 		AuthorizationServers:   servers,
 		BearerMethodsSupported: []string{"header"},
+		ScopesSupported:        AllScopeStrings(),
 		ResourceName:           "cellplane MCP (" + tenant + ")",
 	}
 }

@@ -90,6 +90,32 @@ type Claims struct {
 	Expiry   int64 `json:"exp"`
 	// Audience is the cluster (the PKI trust domain) the token is for.
 	Audience string `json:"aud"`
+	// Principal is who the direct calls are made for inside the tenant
+	// (auth.Identity.Principal of the credential the router
+	// authenticated): the cell sets it as the calls' principal, so memory
+	// and ownership are the same on the direct path as through the
+	// router. Optional (absent: the calls act as the tenant); printable
+	// ASCII, at most MaxPrincipalLen bytes. A node that predates it
+	// refuses a token carrying it (the decoder is strict): upgrade cells
+	// before routers.
+	Principal string `json:"p,omitempty"`
+}
+
+// MaxPrincipalLen bounds Claims.Principal.
+const MaxPrincipalLen = 256
+
+// ValidPrincipal reports whether a token can carry p ("" included: no
+// principal).
+func ValidPrincipal(p string) bool {
+	if len(p) > MaxPrincipalLen {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if b := p[i]; b < 0x20 || b > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // ExpiresAt is Expiry as a time.
@@ -229,6 +255,9 @@ func (c Claims) check() error {
 	if c.Epoch == 0 {
 		errs = append(errs, errors.New("epoch: must be at least 1"))
 	}
+	if !ValidPrincipal(c.Principal) {
+		errs = append(errs, fmt.Errorf("principal: must be printable ASCII of at most %d bytes", MaxPrincipalLen))
+	}
 	return errors.Join(errs...)
 }
 
@@ -281,8 +310,9 @@ func Verify(cfg Config, keys KeySet, token, audience string, now time.Time) (Cla
 	return c, nil
 }
 
-// decodeClaims decodes the claims JSON strictly: every field present,
-// nothing else, one object, ids valid.
+// decodeClaims decodes the claims JSON strictly: every field present
+// (the principal optional, never empty), nothing else, one object, ids
+// valid.
 func decodeClaims(b []byte) (Claims, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -293,7 +323,14 @@ func decodeClaims(b []byte) (Claims, error) {
 			return Claims{}, fmt.Errorf("claim %q missing", k)
 		}
 	}
-	if len(raw) != 6 {
+	want := 6
+	if p, ok := raw["p"]; ok {
+		if string(p) == `""` {
+			return Claims{}, errors.New("claim \"p\" is empty") // omitted when empty: one encoding only
+		}
+		want++
+	}
+	if len(raw) != want {
 		return Claims{}, errors.New("unknown claims")
 	}
 	d := json.NewDecoder(bytes.NewReader(b))

@@ -42,6 +42,20 @@ func TestMintVerify(t *testing.T) {
 	if got != want {
 		t.Fatalf("claims %+v, want %+v", got, want)
 	}
+	// The principal travels when there is one.
+	withP := claims
+	withP.Principal = "key:support-bot"
+	tok, _, err = Mint(cfg, k, withP, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Verify(cfg, keys, tok, "prod", now); err != nil || got.Principal != "key:support-bot" {
+		t.Fatalf("with a principal: %+v, %v", got, err)
+	}
+	withP.Principal = "jwt:\x01"
+	if _, _, err := Mint(cfg, k, withP, now); err == nil {
+		t.Fatal("minted a principal that is not printable ASCII")
+	}
 }
 
 // sign builds a token with arbitrary claims JSON (for refusals Mint
@@ -105,6 +119,9 @@ func TestVerifyRefusals(t *testing.T) {
 		{"lifetime too long", sign(k, payload(with("exp", now.Add(cfg.MaxTTL+time.Minute).Unix()))), "prod", now, ErrLifetime},
 		{"expiry before issue", sign(k, payload(with("exp", now.Add(-time.Minute).Unix()))), "prod", now, ErrLifetime},
 		{"not JSON", sign(k, []byte("nope")), "prod", now, ErrMalformed},
+		{"empty principal", sign(k, payload(with("p", ""))), "prod", now, ErrMalformed},
+		{"principal not a string", sign(k, payload(with("p", 7))), "prod", now, ErrMalformed},
+		{"principal too long", sign(k, payload(with("p", strings.Repeat("p", MaxPrincipalLen+1)))), "prod", now, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

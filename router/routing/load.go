@@ -321,7 +321,8 @@ func (t *Table) applyTenantEvent(v *view, ev topo.Event) {
 			return
 		}
 		rec := e.Value.(*cpv1.ApiKey)
-		v.setKey(clone(pk.Sub), apiKey{tenant: clone(pk.ID), hash: slices.Clone(rec.GetSecretHash()), revoked: rec.GetRevokeTime() != nil})
+		v.setKey(clone(pk.Sub), apiKey{tenant: clone(pk.ID), hash: slices.Clone(rec.GetSecretHash()), revoked: rec.GetRevokeTime() != nil,
+			principal: rec.GetPrincipal(), scopes: auth.KeyScopes(rec.GetScopes())})
 	}
 }
 

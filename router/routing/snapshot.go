@@ -38,7 +38,9 @@ import (
 //	                    flags)
 //	            flags is one byte (bit 0: cutting_over); version 1 files
 //	            have no flags byte and are still read
-//	api keys:   n, n × (key id, tenant, hash, revoked 0/1)
+//	api keys:   n, n × (key id, tenant, hash, revoked 0/1; from version
+//	                    5 also the principal and the scope bits: older
+//	                    files have none, read as "" and the default scopes)
 //	cells:      n, n × (id, region, leader id, leader grpc, leader http,
 //	                    nodes n, n × (id, grpc, http, worker 0/1))
 //	revoked:    n, n × (tenant, entry id, revoked at, expires at: unix
@@ -46,7 +48,10 @@ import (
 //	                    files have no revocation list and are still read)
 const (
 	snapshotMagic   = "CPROUTE\n"
-	snapshotVersion = 4
+	snapshotVersion = 5
+	// snapshotVersionGrant is the first version whose API keys carry a
+	// principal and scopes.
+	snapshotVersionGrant = 5
 	// snapshotVersionBytes is the first version whose limits carry the
 	// tenant's byte rate and burst (H4).
 	snapshotVersionBytes = 4
@@ -147,6 +152,10 @@ func encodeSnapshotFormat(v *view, written time.Time, format uint32) []byte {
 		b = appendString(b, k.tenant)
 		b = appendString(b, string(k.hash))
 		b = appendBool(b, k.revoked)
+		if format >= snapshotVersionGrant {
+			b = appendString(b, k.principal)
+			b = binary.AppendUvarint(b, uint64(k.scopes))
+		}
 	}
 	v.keysMu.RUnlock()
 
@@ -392,10 +401,19 @@ func decodeSnapshot(b []byte) (*view, time.Time, error) {
 	nk := d.count(4)
 	for range nk {
 		id, tenant, hash, revoked := d.string(), d.string(), d.string(), d.bool()
+		k := apiKey{tenant: tenant, hash: []byte(hash), revoked: revoked, scopes: auth.DefaultScopes}
+		if format >= snapshotVersionGrant {
+			k.principal = d.string()
+			bits := d.uvarint()
+			if bits > uint64(auth.FullScopes) {
+				d.fail("bad scopes of key %q", id)
+			}
+			k.scopes = auth.Scopes(bits)
+		}
 		if d.err != nil {
 			break
 		}
-		v.keys[id] = apiKey{tenant: tenant, hash: []byte(hash), revoked: revoked}
+		v.keys[id] = k
 	}
 	nc := d.count(6)
 	cells := make(map[string]*CellRoute, nc)

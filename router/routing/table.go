@@ -238,6 +238,13 @@ func (t *Table) APIKey(keyID string) (tenant string, hash []byte, ok bool) {
 	return k.tenant, k.hash, true
 }
 
+// APIKeyGrant returns an API key's principal name ("" for its id) and
+// scopes. It implements auth.KeyLookup.
+func (t *Table) APIKeyGrant(keyID string) (principal string, scopes auth.Scopes) {
+	k, _ := t.view.Load().apiKey(keyID)
+	return k.principal, k.scopes
+}
+
 // KeysFresh reports whether the table may authenticate API keys: nil
 // while its view was known to match etcd within APIKeyMaxStaleness (or
 // the bound is 0); else a CREDENTIALS_STALE error (UNAVAILABLE, with the

@@ -67,6 +67,10 @@ type apiKey struct {
 	tenant  string
 	hash    []byte
 	revoked bool
+	// principal is ApiKey.principal ("" for the key id); scopes its
+	// scopes (auth.KeyScopes of the stored list).
+	principal string
+	scopes    auth.Scopes
 }
 
 // errInternFull: more distinct values than an index can address.

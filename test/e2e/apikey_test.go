@@ -124,7 +124,8 @@ func TestDevAPIKeyAndRestartKilled(t *testing.T) {
 		if b := fmt.Sprint(call("context_read", map[string]any{"context_id": "k-mcp"}).StructuredContent); !strings.Contains(b, "keyed agent") {
 			t.Errorf("context_read: %s, want the appended entry", b)
 		}
-		// Memory is tenant-wide: written over MCP, read over gRPC.
+		// Memory is the key's principal's on both faces: written over MCP,
+		// read over gRPC with the same key.
 		call("memory_put", map[string]any{"key": "agent/mood", "value": "curious"})
 		got, err := cs.GetMemory(withKey(ctx), &contextv1.GetMemoryRequest{Key: "agent/mood"})
 		if err != nil {

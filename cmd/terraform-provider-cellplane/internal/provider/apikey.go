@@ -23,6 +23,7 @@ type apiKeyModel struct {
 	ID          types.String `tfsdk:"id"`
 	Tenant      types.String `tfsdk:"tenant"`
 	Description types.String `tfsdk:"description"`
+	Principal   types.String `tfsdk:"principal"`
 	KeyID       types.String `tfsdk:"key_id"`
 	Secret      types.String `tfsdk:"secret"`
 	CreateTime  types.String `tfsdk:"create_time"`
@@ -41,13 +42,16 @@ func (r *apiKeyResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 	resp.Schema = schema.Schema{
 		Description: "An API key of a tenant. The secret is shown once by the control plane and kept (sensitive) in the state: protect the state. " +
 			"Destroy revokes the key; a key revoked outside Terraform is planned again. Import: terraform import cellplane_api_key.k <tenant>/<key_id> (the secret is then unknown: null). " +
-			"Rotate with lifecycle { create_before_destroy = true } and a description change.",
+			"Rotate with lifecycle { create_before_destroy = true } and a description change; set principal so that the new key acts for the same principal (what the agent created stays reachable).",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, Description: "<tenant>/<key_id>.", PlanModifiers: keep},
 			"tenant": schema.StringAttribute{Required: true, Description: "The tenant the key belongs to.", Validators: []validator.String{idValidator{}},
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
 			"description": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(""),
 				Description: "Free text (at most 256 bytes); a change makes a new key.", Validators: []validator.String{maxLen(maxDescriptionLen)},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
+			"principal": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(""),
+				Description:   "Who the key acts for inside the tenant ([A-Za-z0-9._@+-], at most 128 characters); empty: the key's id. Contexts and memory belong to it, so a rotated key with the same principal keeps them. A change makes a new key.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
 			"key_id":      schema.StringAttribute{Computed: true, Description: "The key's id.", PlanModifiers: keep},
 			"secret":      schema.StringAttribute{Computed: true, Sensitive: true, Description: "The secret (cpk_<key id>_<random>), known only to the Terraform run that created the key.", PlanModifiers: keep},
@@ -69,10 +73,10 @@ func (r *apiKeyResource) Create(ctx context.Context, req resource.CreateRequest,
 		return
 	}
 	out, err := call(ctx, r.c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateApiKeyResponse, error) {
-		return api.CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: plan.Tenant.ValueString(), Description: plan.Description.ValueString()})
+		return api.CreateApiKey(ctx, &cpv1.CreateApiKeyRequest{Tenant: plan.Tenant.ValueString(), Description: plan.Description.ValueString(), Principal: plan.Principal.ValueString()})
 	})
 	if err != nil {
-		addErr(&resp.Diagnostics, "Cannot create the API key", err, map[string]path.Path{"tenant": path.Root("tenant"), "description": path.Root("description")})
+		addErr(&resp.Diagnostics, "Cannot create the API key", err, map[string]path.Path{"tenant": path.Root("tenant"), "description": path.Root("description"), "principal": path.Root("principal")})
 		return
 	}
 	m := apiKeyFromProto(out.GetKey())
@@ -157,6 +161,7 @@ func apiKeyFromProto(k *cpv1.ApiKey) apiKeyModel {
 		ID:          types.StringValue(k.GetTenant() + "/" + k.GetId()),
 		Tenant:      types.StringValue(k.GetTenant()),
 		Description: types.StringValue(k.GetDescription()),
+		Principal:   types.StringValue(k.GetPrincipal()),
 		KeyID:       types.StringValue(k.GetId()),
 		Secret:      types.StringNull(),
 		CreateTime:  timeString(k.GetCreateTime().AsTime()),

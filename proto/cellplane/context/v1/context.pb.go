@@ -99,6 +99,62 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{0}
 }
 
+// MemoryScope is whose memory a memory call addresses.
+type MemoryScope int32
+
+const (
+	// The calling principal's own memory (the default). A call without a
+	// principal (authentication off, tenant-token calls) addresses the
+	// tenant's shared memory.
+	MemoryScope_MEMORY_SCOPE_UNSPECIFIED MemoryScope = 0
+	// The same as UNSPECIFIED, stated.
+	MemoryScope_MEMORY_SCOPE_PRINCIPAL MemoryScope = 1
+	// The tenant's shared memory, which every principal of the tenant reads
+	// and writes. Memory written before principals existed is here.
+	MemoryScope_MEMORY_SCOPE_TENANT MemoryScope = 2
+)
+
+// Enum value maps for MemoryScope.
+var (
+	MemoryScope_name = map[int32]string{
+		0: "MEMORY_SCOPE_UNSPECIFIED",
+		1: "MEMORY_SCOPE_PRINCIPAL",
+		2: "MEMORY_SCOPE_TENANT",
+	}
+	MemoryScope_value = map[string]int32{
+		"MEMORY_SCOPE_UNSPECIFIED": 0,
+		"MEMORY_SCOPE_PRINCIPAL":   1,
+		"MEMORY_SCOPE_TENANT":      2,
+	}
+)
+
+func (x MemoryScope) Enum() *MemoryScope {
+	p := new(MemoryScope)
+	*p = x
+	return p
+}
+
+func (x MemoryScope) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MemoryScope) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_context_v1_context_proto_enumTypes[1].Descriptor()
+}
+
+func (MemoryScope) Type() protoreflect.EnumType {
+	return &file_cellplane_context_v1_context_proto_enumTypes[1]
+}
+
+func (x MemoryScope) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MemoryScope.Descriptor instead.
+func (MemoryScope) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{1}
+}
+
 // ReadOptions choose the consistency of a read.
 type ReadOptions struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -578,10 +634,15 @@ type ListContextsRequest struct {
 	// At most this many contexts (0: server default; capped by the server).
 	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token.
-	PageToken     string       `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	ReadOptions   *ReadOptions `protobuf:"bytes,3,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken   string       `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	ReadOptions *ReadOptions `protobuf:"bytes,3,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	// List only the contexts the calling principal created (the
+	// authenticated principal of the call; the store keeps an index by
+	// principal, so a page is never filtered after it was read). Without a
+	// principal (authentication off, tenant-token calls) nothing is listed.
+	CreatedByCaller bool `protobuf:"varint,140,opt,name=created_by_caller,json=createdByCaller,proto3" json:"created_by_caller,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListContextsRequest) Reset() {
@@ -633,6 +694,13 @@ func (x *ListContextsRequest) GetReadOptions() *ReadOptions {
 		return x.ReadOptions
 	}
 	return nil
+}
+
+func (x *ListContextsRequest) GetCreatedByCaller() bool {
+	if x != nil {
+		return x.CreatedByCaller
+	}
+	return false
 }
 
 type ListContextsResponse struct {
@@ -1265,8 +1333,10 @@ type PutMemoryRequest struct {
 	// the key must not exist. Mismatch: ABORTED REVISION_MISMATCH.
 	ExpectedRevision *uint64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
 	RequestId        string  `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Whose memory: the caller's own (default) or the tenant's shared one.
+	Scope         MemoryScope `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutMemoryRequest) Reset() {
@@ -1327,6 +1397,13 @@ func (x *PutMemoryRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *PutMemoryRequest) GetScope() MemoryScope {
+	if x != nil {
+		return x.Scope
+	}
+	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
+}
+
 type PutMemoryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -1375,6 +1452,7 @@ type GetMemoryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	ReadOptions   *ReadOptions           `protobuf:"bytes,2,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	Scope         MemoryScope            `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1421,6 +1499,13 @@ func (x *GetMemoryRequest) GetReadOptions() *ReadOptions {
 		return x.ReadOptions
 	}
 	return nil
+}
+
+func (x *GetMemoryRequest) GetScope() MemoryScope {
+	if x != nil {
+		return x.Scope
+	}
+	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
 }
 
 type GetMemoryResponse struct {
@@ -1472,6 +1557,7 @@ type DeleteMemoryRequest struct {
 	Key              string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
 	RequestId        string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Scope            MemoryScope            `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -1527,6 +1613,13 @@ func (x *DeleteMemoryRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *DeleteMemoryRequest) GetScope() MemoryScope {
+	if x != nil {
+		return x.Scope
+	}
+	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
+}
+
 type DeleteMemoryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1571,6 +1664,7 @@ type ListMemoryRequest struct {
 	// Leave values out of the response.
 	KeysOnly      bool         `protobuf:"varint,4,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
 	ReadOptions   *ReadOptions `protobuf:"bytes,5,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	Scope         MemoryScope  `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1638,6 +1732,13 @@ func (x *ListMemoryRequest) GetReadOptions() *ReadOptions {
 		return x.ReadOptions
 	}
 	return nil
+}
+
+func (x *ListMemoryRequest) GetScope() MemoryScope {
+	if x != nil {
+		return x.Scope
+	}
+	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
 }
 
 type ListMemoryResponse struct {
@@ -1744,12 +1845,13 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12D\n" +
 	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"M\n" +
 	"\x12GetContextResponse\x127\n" +
-	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext\"\x97\x01\n" +
+	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext\"\xc4\x01\n" +
 	"\x13ListContextsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12D\n" +
-	"\fread_options\x18\x03 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"y\n" +
+	"\fread_options\x18\x03 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12+\n" +
+	"\x11created_by_caller\x18\x8c\x01 \x01(\bR\x0fcreatedByCaller\"y\n" +
 	"\x14ListContextsResponse\x129\n" +
 	"\bcontexts\x18\x01 \x03(\v2\x1d.cellplane.context.v1.ContextR\bcontexts\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"T\n" +
@@ -1798,35 +1900,39 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xa1\x01\n" +
+	"updateTime\"\xdb\x01\n" +
 	"\x10PutMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x120\n" +
 	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestIdB\x14\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x128\n" +
+	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scopeB\x14\n" +
 	"\x12_expected_revision\"/\n" +
 	"\x11PutMemoryResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"j\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa4\x01\n" +
 	"\x10GetMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12D\n" +
-	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"I\n" +
+	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x128\n" +
+	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\"I\n" +
 	"\x11GetMemoryResponse\x124\n" +
-	"\x04item\x18\x01 \x01(\v2 .cellplane.context.v1.MemoryItemR\x04item\"\x8e\x01\n" +
+	"\x04item\x18\x01 \x01(\v2 .cellplane.context.v1.MemoryItemR\x04item\"\xc8\x01\n" +
 	"\x13DeleteMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
 	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestIdB\x14\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x128\n" +
+	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scopeB\x14\n" +
 	"\x12_expected_revision\"\x16\n" +
-	"\x14DeleteMemoryResponse\"\xca\x01\n" +
+	"\x14DeleteMemoryResponse\"\x84\x02\n" +
 	"\x11ListMemoryRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x1b\n" +
 	"\tkeys_only\x18\x04 \x01(\bR\bkeysOnly\x12D\n" +
-	"\fread_options\x18\x05 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"t\n" +
+	"\fread_options\x18\x05 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x128\n" +
+	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\"t\n" +
 	"\x12ListMemoryResponse\x126\n" +
 	"\x05items\x18\x01 \x03(\v2 .cellplane.context.v1.MemoryItemR\x05items\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*w\n" +
@@ -1834,7 +1940,11 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x032\xae\b\n" +
+	"\x11CONSISTENCY_STALE\x10\x03*`\n" +
+	"\vMemoryScope\x12\x1c\n" +
+	"\x18MEMORY_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16MEMORY_SCOPE_PRINCIPAL\x10\x01\x12\x17\n" +
+	"\x13MEMORY_SCOPE_TENANT\x10\x022\xae\b\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -1862,93 +1972,98 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 	return file_cellplane_context_v1_context_proto_rawDescData
 }
 
-var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
-	(*ReadOptions)(nil),           // 1: cellplane.context.v1.ReadOptions
-	(*Context)(nil),               // 2: cellplane.context.v1.Context
-	(*Entry)(nil),                 // 3: cellplane.context.v1.Entry
-	(*CreateContextRequest)(nil),  // 4: cellplane.context.v1.CreateContextRequest
-	(*CreateContextResponse)(nil), // 5: cellplane.context.v1.CreateContextResponse
-	(*GetContextRequest)(nil),     // 6: cellplane.context.v1.GetContextRequest
-	(*GetContextResponse)(nil),    // 7: cellplane.context.v1.GetContextResponse
-	(*ListContextsRequest)(nil),   // 8: cellplane.context.v1.ListContextsRequest
-	(*ListContextsResponse)(nil),  // 9: cellplane.context.v1.ListContextsResponse
-	(*DeleteContextRequest)(nil),  // 10: cellplane.context.v1.DeleteContextRequest
-	(*DeleteContextResponse)(nil), // 11: cellplane.context.v1.DeleteContextResponse
-	(*AppendRequest)(nil),         // 12: cellplane.context.v1.AppendRequest
-	(*AppendResponse)(nil),        // 13: cellplane.context.v1.AppendResponse
-	(*ReadRequest)(nil),           // 14: cellplane.context.v1.ReadRequest
-	(*ReadResponse)(nil),          // 15: cellplane.context.v1.ReadResponse
-	(*WatchRequest)(nil),          // 16: cellplane.context.v1.WatchRequest
-	(*WatchResponse)(nil),         // 17: cellplane.context.v1.WatchResponse
-	(*MemoryItem)(nil),            // 18: cellplane.context.v1.MemoryItem
-	(*PutMemoryRequest)(nil),      // 19: cellplane.context.v1.PutMemoryRequest
-	(*PutMemoryResponse)(nil),     // 20: cellplane.context.v1.PutMemoryResponse
-	(*GetMemoryRequest)(nil),      // 21: cellplane.context.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),     // 22: cellplane.context.v1.GetMemoryResponse
-	(*DeleteMemoryRequest)(nil),   // 23: cellplane.context.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),  // 24: cellplane.context.v1.DeleteMemoryResponse
-	(*ListMemoryRequest)(nil),     // 25: cellplane.context.v1.ListMemoryRequest
-	(*ListMemoryResponse)(nil),    // 26: cellplane.context.v1.ListMemoryResponse
-	nil,                           // 27: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 28: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 29: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(MemoryScope)(0),              // 1: cellplane.context.v1.MemoryScope
+	(*ReadOptions)(nil),           // 2: cellplane.context.v1.ReadOptions
+	(*Context)(nil),               // 3: cellplane.context.v1.Context
+	(*Entry)(nil),                 // 4: cellplane.context.v1.Entry
+	(*CreateContextRequest)(nil),  // 5: cellplane.context.v1.CreateContextRequest
+	(*CreateContextResponse)(nil), // 6: cellplane.context.v1.CreateContextResponse
+	(*GetContextRequest)(nil),     // 7: cellplane.context.v1.GetContextRequest
+	(*GetContextResponse)(nil),    // 8: cellplane.context.v1.GetContextResponse
+	(*ListContextsRequest)(nil),   // 9: cellplane.context.v1.ListContextsRequest
+	(*ListContextsResponse)(nil),  // 10: cellplane.context.v1.ListContextsResponse
+	(*DeleteContextRequest)(nil),  // 11: cellplane.context.v1.DeleteContextRequest
+	(*DeleteContextResponse)(nil), // 12: cellplane.context.v1.DeleteContextResponse
+	(*AppendRequest)(nil),         // 13: cellplane.context.v1.AppendRequest
+	(*AppendResponse)(nil),        // 14: cellplane.context.v1.AppendResponse
+	(*ReadRequest)(nil),           // 15: cellplane.context.v1.ReadRequest
+	(*ReadResponse)(nil),          // 16: cellplane.context.v1.ReadResponse
+	(*WatchRequest)(nil),          // 17: cellplane.context.v1.WatchRequest
+	(*WatchResponse)(nil),         // 18: cellplane.context.v1.WatchResponse
+	(*MemoryItem)(nil),            // 19: cellplane.context.v1.MemoryItem
+	(*PutMemoryRequest)(nil),      // 20: cellplane.context.v1.PutMemoryRequest
+	(*PutMemoryResponse)(nil),     // 21: cellplane.context.v1.PutMemoryResponse
+	(*GetMemoryRequest)(nil),      // 22: cellplane.context.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),     // 23: cellplane.context.v1.GetMemoryResponse
+	(*DeleteMemoryRequest)(nil),   // 24: cellplane.context.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),  // 25: cellplane.context.v1.DeleteMemoryResponse
+	(*ListMemoryRequest)(nil),     // 26: cellplane.context.v1.ListMemoryRequest
+	(*ListMemoryResponse)(nil),    // 27: cellplane.context.v1.ListMemoryResponse
+	nil,                           // 28: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 29: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 30: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	30, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	27, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	31, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	31, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	28, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	31, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	29, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	2,  // 8: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
-	1,  // 9: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	2,  // 10: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
-	1,  // 11: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	2,  // 12: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	3,  // 13: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	1,  // 14: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 15: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	3,  // 16: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	31, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	31, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	18, // 20: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 21: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	18, // 22: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	4,  // 23: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	6,  // 24: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	8,  // 25: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	10, // 26: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	12, // 27: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	14, // 28: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	16, // 29: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	19, // 30: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	21, // 31: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	23, // 32: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	25, // 33: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	5,  // 34: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	7,  // 35: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	9,  // 36: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	11, // 37: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	13, // 38: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	15, // 39: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	17, // 40: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	20, // 41: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	22, // 42: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	24, // 43: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	26, // 44: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	31, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	28, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	32, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	32, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	29, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	32, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	30, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	3,  // 8: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
+	2,  // 9: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 10: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
+	2,  // 11: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 12: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	4,  // 13: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	2,  // 14: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	4,  // 15: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	4,  // 16: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	32, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	32, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 19: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	2,  // 20: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 21: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	19, // 22: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 23: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	2,  // 24: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 25: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	19, // 26: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	5,  // 27: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	7,  // 28: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	9,  // 29: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	11, // 30: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	13, // 31: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	15, // 32: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	17, // 33: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	20, // 34: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	22, // 35: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	24, // 36: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	26, // 37: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	6,  // 38: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	8,  // 39: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	10, // 40: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	12, // 41: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	14, // 42: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	16, // 43: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	18, // 44: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	21, // 45: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	23, // 46: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	25, // 47: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	27, // 48: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	38, // [38:49] is the sub-list for method output_type
+	27, // [27:38] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -1972,7 +2087,7 @@ func file_cellplane_context_v1_context_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -1313,7 +1313,17 @@ type ApiKey struct {
 	Description string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
 	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Set when revoked; a revoked key authenticates nothing.
-	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// Who the key acts for inside the tenant ("key:<principal>" is the
+	// principal of its calls): what it creates and its memory belong to it.
+	// Empty means the key id (keys made before principals existed). A
+	// rotated key keeps its predecessor's principal, so what the agent
+	// created stays reachable.
+	Principal string `protobuf:"bytes,140,opt,name=principal,proto3" json:"principal,omitempty"`
+	// What the key may do (internal/auth scopes: contexts:read,
+	// contexts:write, memory:read, memory:write, admin). Empty means every
+	// scope but admin (keys made before scopes existed).
+	Scopes        []string `protobuf:"bytes,141,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1386,6 +1396,20 @@ func (x *ApiKey) GetCreateTime() *timestamppb.Timestamp {
 func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *ApiKey) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ApiKey) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
 	}
 	return nil
 }
@@ -4383,9 +4407,20 @@ func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
 }
 
 type CreateApiKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The key's principal (see ApiKey.principal); empty: the key id. Give
+	// the principal of the key being replaced to rotate it.
+	Principal string `protobuf:"bytes,140,opt,name=principal,proto3" json:"principal,omitempty"`
+	// The key's scopes (see ApiKey.scopes); empty: every scope but admin.
+	Scopes []string `protobuf:"bytes,141,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Rotation: the id of the tenant's key this one replaces. The new key
+	// takes its principal (the old key's id when it had none, so what it
+	// created stays reachable) and, unless scopes are given, its scopes.
+	// principal must then be empty or the same. The old key stays valid
+	// until it is revoked.
+	Replaces      string `protobuf:"bytes,142,opt,name=replaces,proto3" json:"replaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4430,6 +4465,27 @@ func (x *CreateApiKeyRequest) GetTenant() string {
 func (x *CreateApiKeyRequest) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CreateApiKeyRequest) GetReplaces() string {
+	if x != nil {
+		return x.Replaces
 	}
 	return ""
 }
@@ -6178,7 +6234,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13deletion_protection\x18\f \x01(\bR\x12deletionProtection\x12*\n" +
 	"\x11create_request_id\x18\r \x01(\tR\x0fcreateRequestId\x12.\n" +
 	"\x13create_request_hash\x18\x0e \x01(\fR\x11createRequestHash\x12#\n" +
-	"\rquota_pending\x18\x0f \x01(\bR\fquotaPending\"\xed\x01\n" +
+	"\rquota_pending\x18\x0f \x01(\bR\fquotaPending\"\xa5\x02\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1f\n" +
@@ -6188,7 +6244,9 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xbc\x01\n" +
+	"revokeTime\x12\x1d\n" +
+	"\tprincipal\x18\x8c\x01 \x01(\tR\tprincipal\x12\x17\n" +
+	"\x06scopes\x18\x8d\x01 \x03(\tR\x06scopes\"\xbc\x01\n" +
 	"\x0eTokenPublicKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
@@ -6423,10 +6481,13 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"%\n" +
 	"\x13DeleteTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
-	"\x14DeleteTenantResponse\"O\n" +
+	"\x14DeleteTenantResponse\"\xa4\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\"c\n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1d\n" +
+	"\tprincipal\x18\x8c\x01 \x01(\tR\tprincipal\x12\x17\n" +
+	"\x06scopes\x18\x8d\x01 \x03(\tR\x06scopes\x12\x1b\n" +
+	"\breplaces\x18\x8e\x01 \x01(\tR\breplaces\"c\n" +
 	"\x14CreateApiKeyResponse\x123\n" +
 	"\x03key\x18\x01 \x01(\v2!.cellplane.controlplane.v1.ApiKeyR\x03key\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\",\n" +
