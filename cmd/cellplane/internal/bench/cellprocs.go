@@ -108,6 +108,8 @@ type procEnv struct {
 	https  *http.Client
 	etcTLS *tls.Config
 	p      progress
+	// cellArgs are extra flags of every `cellplane cell` member.
+	cellArgs []string
 }
 
 func newProcEnv(bin, dir string, p progress) (*procEnv, error) {
@@ -171,6 +173,7 @@ func (e *procEnv) startProcCell(ctx context.Context, logLevel string) (*procSyst
 		args := []string{"cell", "--id", id, "--cell", benchCellID,
 			"--data-dir", filepath.Join(e.dir, "cell", id), "--raft-addr", raftA, "--grpc-addr", grpcA, "--http-addr", httpA,
 			"--bootstrap", strings.Join(boot, ","), "--log-level", logLevel}
+		args = append(args, e.cellArgs...)
 		scheme := "https://"
 		if e.pki != nil {
 			args = append(args, "--certs-dir", e.pki.Dir)

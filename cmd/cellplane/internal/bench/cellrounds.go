@@ -41,6 +41,9 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 	if err != nil {
 		return nil, err
 	}
+	if opts.LeaseReads {
+		env.cellArgs, res.LeaseReads = append(env.cellArgs, "--raft-lease-reads"), true
+	}
 	logLevel := opts.MemberLogLevel
 	if logLevel == "" {
 		logLevel = "warn"
