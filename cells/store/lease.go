@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,9 @@ import (
 //     with lease reads on, a node that restarts with Raft state refuses
 //     votes and pre-votes for HeartbeatTimeout after it starts (safeTransport's
 //     vote guard), longer than any lease it acknowledged before it stopped;
+//   - a TimeoutNow makes its receiver a candidate whose votes ignore
+//     stickiness, and hashicorp/raft obeys any, however late: the vote
+//     guard passes only those from the leader the node follows;
 //   - the quorum is counted over the latest configuration's voters at the
 //     time of the read, with acknowledgements of the current term only;
 //   - a new leader holds no lease before its barrier committed an entry
@@ -170,17 +174,24 @@ func (r RaftConfig) leaseDuration() time.Duration {
 	return r.HeartbeatTimeout * 4 / 5
 }
 
-// voteGuard refuses RequestVote and RequestPreVote RPCs, except a
-// leadership transfer's, until a deadline. A node restarted with Raft
-// state knows no leader, so it would otherwise vote at once while the
-// leader may still hold a lease this node acknowledged before it stopped.
-// It sits between the transport's consumer channel and Raft for the
-// node's lifetime (one goroutine hand-off per RPC), so it runs only with
-// lease reads on.
+// voteGuard sits between the transport's consumer channel and Raft for
+// the node's lifetime (one goroutine hand-off per RPC), so it runs only
+// with lease reads on. It refuses:
+//   - RequestVote and RequestPreVote RPCs, except a leadership transfer's,
+//     until a deadline: a node restarted with Raft state knows no leader,
+//     so it would otherwise vote at once while the leader may still hold a
+//     lease this node acknowledged before it stopped;
+//   - TimeoutNow RPCs from any server but the leader this node follows.
+//     hashicorp/raft obeys any TimeoutNow (it carries no term), and the
+//     candidate it makes asks for votes that ignore stickiness: a late
+//     TimeoutNow of an earlier leader's transfer would let a candidate
+//     unseat a leader that holds a lease.
 type voteGuard struct {
-	until   time.Time
+	until   time.Time // votes refused before it (zero: none)
 	header  raft.RPCHeader
-	refused func() // counts a refused vote (nil: none)
+	refused func(rpc string) // counts a refused RPC (nil: none)
+	// raft is this node's Raft once started (nil: no leader known).
+	raft atomic.Pointer[raft.Raft]
 
 	once sync.Once
 	out  chan raft.RPC
@@ -188,7 +199,7 @@ type voteGuard struct {
 	done sync.WaitGroup
 }
 
-func newVoteGuard(until time.Time, header raft.RPCHeader, refused func()) *voteGuard {
+func newVoteGuard(until time.Time, header raft.RPCHeader, refused func(rpc string)) *voteGuard {
 	return &voteGuard{until: until, header: header, refused: refused, out: make(chan raft.RPC), stop: make(chan struct{})}
 }
 
@@ -239,27 +250,43 @@ func (g *voteGuard) run(in <-chan raft.RPC) {
 	}
 }
 
-// refuse answers rpc with a refused vote when it asks for one, not for a
-// leadership transfer, before the deadline.
+// errStaleTimeoutNow answers a TimeoutNow from another server than the
+// leader this node follows.
+var errStaleTimeoutNow = errors.New("store: TimeoutNow refused: the sender is not the leader this node follows")
+
+// refuse answers rpc with a refusal when it asks for a vote (not for a
+// leadership transfer) before the deadline, or is a TimeoutNow from
+// another server than this node's leader.
 func (g *voteGuard) refuse(rpc raft.RPC) bool {
 	var resp any
+	var err error
+	var kind string
 	switch req := rpc.Command.(type) {
 	case *raft.RequestVoteRequest:
-		if req.LeadershipTransfer {
+		if req.LeadershipTransfer || !time.Now().Before(g.until) {
 			return false
 		}
-		resp = &raft.RequestVoteResponse{RPCHeader: g.header, Term: req.Term}
+		resp, kind = &raft.RequestVoteResponse{RPCHeader: g.header, Term: req.Term}, "vote"
 	case *raft.RequestPreVoteRequest:
-		resp = &raft.RequestPreVoteResponse{RPCHeader: g.header, Term: req.Term}
+		if !time.Now().Before(g.until) {
+			return false
+		}
+		resp, kind = &raft.RequestPreVoteResponse{RPCHeader: g.header, Term: req.Term}, "pre_vote"
+	case *raft.TimeoutNowRequest:
+		var leader raft.ServerID
+		if r := g.raft.Load(); r != nil {
+			_, leader = r.LeaderWithID()
+		}
+		if leader != "" && leader == raft.ServerID(req.ID) {
+			return false
+		}
+		err, kind = errStaleTimeoutNow, "timeout_now"
 	default:
 		return false
 	}
-	if !time.Now().Before(g.until) {
-		return false
-	}
 	if g.refused != nil {
-		g.refused()
+		g.refused(kind)
 	}
-	rpc.Respond(resp, nil)
+	rpc.Respond(resp, err)
 	return true
 }

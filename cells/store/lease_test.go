@@ -67,8 +67,9 @@ func TestLeaseQuorumSince(t *testing.T) {
 
 // TestLeaseVoteGuard: with lease reads on, a member restarted with Raft
 // state refuses votes and pre-votes (not a transfer's) for
-// HeartbeatTimeout after it starts, then votes as Raft would; with them
-// off it votes at once.
+// HeartbeatTimeout after it starts, then votes as Raft would, and obeys
+// no TimeoutNow but its leader's; with them off it votes at once and
+// obeys any TimeoutNow.
 func TestLeaseVoteGuard(t *testing.T) {
 	for _, leaseReads := range []bool{true, false} {
 		t.Run(fmt.Sprintf("lease reads %v", leaseReads), func(t *testing.T) {
@@ -128,6 +129,12 @@ func TestLeaseVoteGuard(t *testing.T) {
 				}
 				return resp.Granted
 			}
+			// A TimeoutNow from a member that is not this node's leader
+			// (it knows none) makes it a candidate only without lease reads.
+			err = client.TimeoutNow(raft.ServerID(s.raftID), raft.ServerAddress(addr), &raft.TimeoutNowRequest{RPCHeader: header}, &raft.TimeoutNowResponse{})
+			if leaseReads != (err != nil) {
+				t.Fatalf("TimeoutNow from a non-leader: err = %v, want refused: %v", err, leaseReads)
+			}
 			start := time.Now()
 			pre, granted := preVote(), vote(false)
 			if time.Since(start) >= window {
@@ -138,11 +145,13 @@ func TestLeaseVoteGuard(t *testing.T) {
 					t.Fatalf("within the guard's window: pre-vote granted %v, vote granted %v; want both refused", pre, granted)
 				}
 				var m dto.Metric
-				if err := s.metrics.leaseVotesRefused.Write(&m); err != nil {
-					t.Fatal(err)
-				}
-				if n := m.GetCounter().GetValue(); n != 2 {
-					t.Errorf("votes refused = %v, want 2", n)
+				for _, rpc := range []string{"vote", "pre_vote", "timeout_now"} {
+					if err := s.metrics.leaseRefused.WithLabelValues(rpc).Write(&m); err != nil {
+						t.Fatal(err)
+					}
+					if n := m.GetCounter().GetValue(); n != 1 {
+						t.Errorf("%s refused = %v, want 1", rpc, n)
+					}
 				}
 				if !vote(true) {
 					t.Fatal("a leadership transfer's vote was refused")

@@ -219,10 +219,12 @@ func (s *Store) open() error {
 	if d := cfg.Raft.leaseDuration(); d > 0 {
 		s.lease.dur = d
 		s.safe.onAck = s.lease.noteAck
+		var votesFrom time.Time
 		if has { // a restart: refuse votes while a lease this node acknowledged may hold
-			hdr := raft.RPCHeader{ProtocolVersion: rc.ProtocolVersion, ID: []byte(s.raftID), Addr: s.trans.EncodePeer(rc.LocalID, s.trans.LocalAddr())}
-			s.safe.guard = newVoteGuard(time.Now().Add(cfg.Raft.HeartbeatTimeout), hdr, s.metrics.leaseVotesRefused.Inc)
+			votesFrom = time.Now().Add(cfg.Raft.HeartbeatTimeout)
 		}
+		hdr := raft.RPCHeader{ProtocolVersion: rc.ProtocolVersion, ID: []byte(s.raftID), Addr: s.trans.EncodePeer(rc.LocalID, s.trans.LocalAddr())}
+		s.safe.guard = newVoteGuard(votesFrom, hdr, func(rpc string) { s.metrics.leaseRefused.WithLabelValues(rpc).Inc() })
 	}
 
 	if len(cfg.Bootstrap) > 0 {
@@ -256,6 +258,9 @@ func (s *Store) open() error {
 	}
 	if tl != nil {
 		tl.raft.Store(s.raft)
+	}
+	if s.safe.guard != nil {
+		s.safe.guard.raft.Store(s.raft)
 	}
 	return nil
 }
