@@ -44,7 +44,8 @@ type safeTransport struct {
 	// onAck, when set, is told of each successful AppendEntries: the
 	// peer, the request's term and when it was sent (lease reads).
 	onAck func(id raft.ServerID, term uint64, sent time.Time)
-	// guard refuses votes for a while after a restart (nil: never; lease.go).
+	// guard, with lease reads, refuses votes for a while after a restart
+	// and TimeoutNow from any server but the leader (nil: none; lease.go).
 	guard *voteGuard
 }
 
