@@ -192,6 +192,21 @@ type RaftConfig struct {
 	// memory in front of the log (0: none): replication reads each new
 	// entry back from there instead of from the disk.
 	LogCacheEntries int
+	// LeaseReads serves linearizable reads under a leader lease instead of
+	// a quorum round per batch of reads (lease.go, DESIGN.md "Lease
+	// reads"). Its safety assumes the members' clocks advance at nearly
+	// the same rate (LeaseDuration leaves the margin) and that a paused
+	// or suspended leader's monotonic clock does not stop while real time
+	// goes on. Every member of the cell must run with the same setting: a
+	// restarted member's vote guard, which the lease relies on, runs only
+	// with it on. Off by default.
+	LeaseReads bool
+	// LeaseDuration is how long a leader's lease lasts after the send time
+	// of the newest heartbeat a quorum acknowledged (0: 4/5 of
+	// HeartbeatTimeout). At most 9/10 of HeartbeatTimeout less 1 ms:
+	// followers stay loyal for HeartbeatTimeout (less 1 ms with the leader
+	// check) by their own clocks, and the rest is the clock-drift margin.
+	LeaseDuration time.Duration
 }
 
 // ChangeLogConfig bounds each tenant's change log. Trimming happens in the
@@ -337,6 +352,11 @@ func (c Config) Validate() error {
 	}
 	if r.LeaderLeaseTimeout < 5*time.Millisecond || r.LeaderLeaseTimeout > r.HeartbeatTimeout {
 		bad("Raft.LeaderLeaseTimeout", "%v must be at least 5ms and at most HeartbeatTimeout", r.LeaderLeaseTimeout)
+	}
+	if r.LeaseDuration < 0 {
+		bad("Raft.LeaseDuration", "%v is negative", r.LeaseDuration)
+	} else if d, most := r.leaseDuration(), r.HeartbeatTimeout*9/10-time.Millisecond; r.LeaseReads && (d < time.Millisecond || d > most) {
+		bad("Raft.LeaseDuration", "%v must be at least 1ms and at most 9/10 of HeartbeatTimeout less 1ms (%v)", d, most)
 	}
 	if r.CommitTimeout < time.Millisecond {
 		bad("Raft.CommitTimeout", "%v is below 1ms", r.CommitTimeout)

@@ -33,9 +33,13 @@ func TestDefaultConfigValidates(t *testing.T) {
 			c.Raft.HeartbeatTimeout, c.Raft.ElectionTimeout, c.Raft.LeaderLeaseTimeout = 5*time.Millisecond, 5*time.Millisecond, 5*time.Millisecond
 			c.Raft.CommitTimeout, c.Raft.SnapshotInterval = time.Millisecond, 5*time.Millisecond
 		},
-		"max append entries bounds": func(c *Config) { c.Raft.MaxAppendEntries = 1024 },
-		"smallest batch":            func(c *Config) { c.MaxBatchCommands, c.MaxBatchBytes = 1, 1<<10 },
-		"smallest state memory":     func(c *Config) { c.StateCacheBytes, c.StateMemTableBytes = 1<<20, 1<<20 },
+		"max append entries bounds":  func(c *Config) { c.Raft.MaxAppendEntries = 1024 },
+		"lease reads, default lease": func(c *Config) { c.Raft.LeaseReads = true },
+		"lease reads, longest lease": func(c *Config) {
+			c.Raft.LeaseReads, c.Raft.LeaseDuration = true, c.Raft.HeartbeatTimeout*9/10-time.Millisecond
+		},
+		"smallest batch":        func(c *Config) { c.MaxBatchCommands, c.MaxBatchBytes = 1, 1<<10 },
+		"smallest state memory": func(c *Config) { c.StateCacheBytes, c.StateMemTableBytes = 1<<20, 1<<20 },
 	}
 	for name, mutate := range variants {
 		c := validConfig()
@@ -62,6 +66,13 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Raft.ElectionTimeout", func(c *Config) { c.Raft.ElectionTimeout = c.Raft.HeartbeatTimeout - 1 }},
 		{"Raft.LeaderLeaseTimeout", func(c *Config) { c.Raft.LeaderLeaseTimeout = 0 }},
 		{"Raft.LeaderLeaseTimeout", func(c *Config) { c.Raft.LeaderLeaseTimeout = c.Raft.HeartbeatTimeout + 1 }},
+		{"Raft.LeaseDuration", func(c *Config) { c.Raft.LeaseDuration = -time.Millisecond }},
+		{"Raft.LeaseDuration", func(c *Config) {
+			c.Raft.LeaseReads, c.Raft.LeaseDuration = true, c.Raft.HeartbeatTimeout*9/10-time.Millisecond+1
+		}},
+		{"Raft.LeaseDuration", func(c *Config) {
+			c.Raft.LeaseReads, c.Raft.HeartbeatTimeout, c.Raft.LeaderLeaseTimeout = true, 5*time.Millisecond, 5*time.Millisecond
+		}},
 		{"Raft.CommitTimeout", func(c *Config) { c.Raft.CommitTimeout = 0 }},
 		{"Raft.CommitTimeout", func(c *Config) { c.Raft.CommitTimeout = -time.Second }},
 		{"Raft.MaxAppendEntries", func(c *Config) { c.Raft.MaxAppendEntries = 0 }},

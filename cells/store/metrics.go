@@ -49,6 +49,11 @@ type metrics struct {
 	// loop because the leader had been silent for HeartbeatTimeout + the
 	// node's stagger (leadercheck.go).
 	promptElections prometheus.Counter
+	// leaseReads counts linearizable reads served under the leader lease
+	// (no quorum round); leaseRefused the Raft RPCs the vote guard
+	// refused, by rpc (lease.go).
+	leaseReads   prometheus.Counter
+	leaseRefused *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -68,6 +73,14 @@ func newMetrics() *metrics {
 			Help:    "Time from handing a batch to Raft until it was applied on the leader.",
 			Buckets: lat,
 		}),
+		leaseReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cellplane_store_lease_reads_total",
+			Help: "Linearizable reads this node, as leader, served under its leader lease, without a quorum round (--raft-lease-reads).",
+		}),
+		leaseRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellplane_store_lease_refused_total",
+			Help: "Raft RPCs refused to keep leader leases sound (--raft-lease-reads), by rpc: vote and pre_vote within HeartbeatTimeout of a restart, timeout_now from another server than this node's leader.",
+		}, []string{"rpc"}),
 		readIndexLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cellplane_store_read_index_seconds",
 			Help:    "Time to confirm leadership for a round of linearizable reads.",
@@ -132,6 +145,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 		s.metrics.corruptSnapshots,
 		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
 		s.metrics.staleIncarnations, s.metrics.wrongServer, s.metrics.promptElections,
+		s.metrics.leaseReads, s.metrics.leaseRefused,
 		gauge("cellplane_raft_member", "1 when this node's incarnation is in the cell's Raft configuration as a voter, 0.5 as a non-voter, 0 when it is not (a node that came back without its data waits to be added).", func() float64 {
 			st := s.membershipOf()
 			switch {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -39,6 +40,13 @@ type safeTransport struct {
 
 	mu      sync.RWMutex // held for reading by each running heartbeat
 	stopped bool
+
+	// onAck, when set, is told of each successful AppendEntries: the
+	// peer, the request's term and when it was sent (lease reads).
+	onAck func(id raft.ServerID, term uint64, sent time.Time)
+	// guard, with lease reads, refuses votes for a while after a restart
+	// and TimeoutNow from any server but the leader (nil: none; lease.go).
+	guard *voteGuard
 }
 
 // SetHeartbeatHandler implements raft.Transport.
@@ -87,10 +95,20 @@ func (t *safeTransport) checkServer(id raft.ServerID, target raft.ServerAddress,
 
 // AppendEntries implements raft.Transport.
 func (t *safeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	var sent time.Time
+	if t.onAck != nil {
+		sent = time.Now() // before the request can reach the peer
+	}
 	if err := t.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
 		return err
 	}
-	return t.checkServer(id, target, resp.RPCHeader)
+	if err := t.checkServer(id, target, resp.RPCHeader); err != nil {
+		return err
+	}
+	if t.onAck != nil && resp.Success {
+		t.onAck(id, args.Term, sent)
+	}
+	return nil
 }
 
 // RequestVote implements raft.Transport.

@@ -173,6 +173,10 @@ func (s *Store) readBarrier(ctx context.Context, opts ReadOptions) error {
 				return err
 			}
 		}
+		if idx, _, ok := s.leaseRead(); ok {
+			s.metrics.leaseReads.Inc()
+			return s.waitApplied(ctx, idx)
+		}
 		idx, err := s.reads.readIndex(ctx)
 		if err != nil {
 			return err

@@ -51,6 +51,8 @@ type Store struct {
 	// slots holds one token per batch in flight (MaxInflightBatches).
 	slots chan struct{}
 	reads readIndexer
+	// lease is the leader lease for linearizable reads (lease.go).
+	lease leaseState
 	// readyTerm is the term in which this node, as leader, has applied
 	// everything committed before its term (its barrier completed).
 	readyTerm atomic.Uint64
@@ -214,6 +216,16 @@ func (s *Store) open() error {
 	rc := raftConfig(cfg)
 	rc.LocalID = raft.ServerID(s.raftID)
 	rc.Logger = hlog
+	if d := cfg.Raft.leaseDuration(); d > 0 {
+		s.lease.dur = d
+		s.safe.onAck = s.lease.noteAck
+		var votesFrom time.Time
+		if has { // a restart: refuse votes while a lease this node acknowledged may hold
+			votesFrom = time.Now().Add(cfg.Raft.HeartbeatTimeout)
+		}
+		hdr := raft.RPCHeader{ProtocolVersion: rc.ProtocolVersion, ID: []byte(s.raftID), Addr: s.trans.EncodePeer(rc.LocalID, s.trans.LocalAddr())}
+		s.safe.guard = newVoteGuard(votesFrom, hdr, func(rpc string) { s.metrics.leaseRefused.WithLabelValues(rpc).Inc() })
+	}
 
 	if len(cfg.Bootstrap) > 0 {
 		if !has {
@@ -246,6 +258,9 @@ func (s *Store) open() error {
 	}
 	if tl != nil {
 		tl.raft.Store(s.raft)
+	}
+	if s.safe.guard != nil {
+		s.safe.guard.raft.Store(s.raft)
 	}
 	return nil
 }
@@ -481,6 +496,7 @@ func (s *Store) closeParts() error {
 	var errs []error
 	if s.safe != nil {
 		s.safe.closeHeartbeats() // before the log closes under a late heartbeat
+		s.safe.closeGuard()
 	}
 	if s.trans != nil {
 		errs = append(errs, s.trans.Close())
@@ -840,6 +856,7 @@ func (s *Store) watchLeadership() {
 				continue
 			}
 			term := s.raft.CurrentTerm()
+			s.lease.becameLeader(term, time.Now())
 			if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
 				s.log.Warn("leader barrier failed", "err", err)
 				continue
@@ -1003,6 +1020,9 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) (string, erro
 	if !s.IsLeader() {
 		return "", s.notLeader()
 	}
+	// The new leader is elected by votes that ignore stickiness: no lease
+	// read from here on in this term (lease.go).
+	s.lease.blockedTerm.Store(s.raft.CurrentTerm())
 	var f raft.Future
 	if id == "" {
 		f = s.raft.LeadershipTransfer()

@@ -17,8 +17,16 @@ import (
 // the history with porcupine. Every operation is retried until it succeeds
 // (appends with the same request id), so each has a known result; its
 // interval spans all its attempts.
-func TestLinearizableHistory(t *testing.T) {
-	c := NewCluster(t, 3)
+func TestLinearizableHistory(t *testing.T) { linearizableHistory(t, Options{}) }
+
+// TestLinearizableHistoryLeaseReads is TestLinearizableHistory with
+// lease-based linearizable reads.
+func TestLinearizableHistoryLeaseReads(t *testing.T) {
+	linearizableHistory(t, Options{Config: leaseReads})
+}
+
+func linearizableHistory(t *testing.T, opts Options) {
+	c := NewCluster(t, 3, opts)
 	mustCreate(t, c, "acme", "c")
 	const clients, opsPerClient = 4, 60
 	history := histcheck.New()

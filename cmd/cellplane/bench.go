@@ -143,6 +143,7 @@ bare Raft): quick, for tests and profiles. Component logs go to stderr at
 	f.IntSliceVar(&opts.Concurrency, "concurrency", opts.Concurrency, "write concurrency levels")
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes per appended entry and etcd value")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
+	f.BoolVar(&opts.LeaseReads, "raft-lease-reads", false, "run the cell with lease-based linearizable reads (the members' --raft-lease-reads)")
 	return cmd
 }
 

@@ -266,6 +266,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.Uint64Var(&sc.Raft.TrailingLogs, "raft-trailing-logs", sc.Raft.TrailingLogs, "log entries kept after a snapshot (lets slow followers catch up without one)")
 	st.IntVar(&sc.Raft.SnapshotRetain, "raft-snapshot-retain", sc.Raft.SnapshotRetain, "snapshots kept on disk")
 	st.IntVar(&sc.Raft.LogCacheEntries, "raft-log-cache-entries", sc.Raft.LogCacheEntries, "newest Raft log entries kept in memory for replication, 0: none")
+	st.BoolVar(&sc.Raft.LeaseReads, "raft-lease-reads", sc.Raft.LeaseReads, "leader: serve linearizable reads under a leader lease (renewed by the heartbeats a quorum acknowledges) instead of a quorum round per batch of reads; assumes the members' clocks run at nearly the same rate and a paused leader's clock does not stop; set it on every member of the cell (a restarted member then refuses votes for the heartbeat timeout)")
+	st.DurationVar(&sc.Raft.LeaseDuration, "raft-lease-duration", sc.Raft.LeaseDuration, "with --raft-lease-reads: how long a lease lasts after the newest heartbeat a quorum acknowledged, at most 9/10 of --raft-heartbeat-timeout less 1ms, the rest being the clock-drift margin (0: 4/5 of --raft-heartbeat-timeout)")
 	st.IntVar(&sc.MaxBatchCommands, "max-batch-commands", sc.MaxBatchCommands, "most commands group-committed in one Raft entry")
 	st.IntVar(&sc.MaxBatchBytes, "max-batch-bytes", sc.MaxBatchBytes, "largest group-committed Raft entry")
 	st.IntVar(&sc.MaxInflightBatches, "max-inflight-batches", sc.MaxInflightBatches, "Raft entries proposed but not yet applied; more proposals wait and join the next entry")

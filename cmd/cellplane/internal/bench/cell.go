@@ -42,6 +42,8 @@ func cellInProcessTargets() map[string]Target {
 
 // CellResults are the figures of `cellplane bench cell`.
 type CellResults struct {
+	// LeaseReads: the cell served linearizable reads under a leader lease.
+	LeaseReads bool `json:"lease_reads,omitempty"`
 	// Fsync is the single-thread write+fsync loop on the data dir.
 	Fsync Result `json:"fsync"`
 	// Writes are cell Appends (one entry each) to the leader, one per

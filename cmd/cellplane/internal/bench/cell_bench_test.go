@@ -2,13 +2,16 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/metadata"
 
+	"github.com/cellplane/cellplane/cells"
 	"github.com/cellplane/cellplane/internal/logging"
 	"github.com/cellplane/cellplane/internal/testutil"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -41,6 +44,12 @@ func BenchmarkCellReadLinearizable(b *testing.B) {
 	benchCell(b, readBench(contextv1.Consistency_CONSISTENCY_LINEARIZABLE))
 }
 
+// BenchmarkCellReadLinearizableLease: linearizable reads under the
+// leader lease (--raft-lease-reads), no quorum round.
+func BenchmarkCellReadLinearizableLease(b *testing.B) {
+	benchCell(b, readBench(contextv1.Consistency_CONSISTENCY_LINEARIZABLE), func(c *cells.Config) { c.Store.Raft.LeaseReads = true })
+}
+
 func BenchmarkCellReadStale(b *testing.B) {
 	benchCell(b, readBench(contextv1.Consistency_CONSISTENCY_STALE))
 }
@@ -64,12 +73,13 @@ func quietLogger(t testing.TB) *slog.Logger {
 	return slog.New(logging.NewHandler(testutil.SlogWriter(t), logging.FormatText, slog.LevelWarn, false))
 }
 
-// benchCell starts a cell, gives each of 64 workers a context holding one
-// entry, and runs b.N ops of the op newOp makes against the leader.
-func benchCell(b *testing.B, newOp func(contextv1.ContextServiceClient, []string) Op) {
+// benchCell starts a cell (its config changed by mutate), gives each of
+// 64 workers a context holding one entry, and runs b.N ops of the op
+// newOp makes against the leader.
+func benchCell(b *testing.B, newOp func(contextv1.ContextServiceClient, []string) Op, mutate ...func(*cells.Config)) {
 	const conc = 64
 	ctx := b.Context()
-	cell, err := StartCell(ctx, b.TempDir(), quietLogger(b))
+	cell, err := StartCell(ctx, b.TempDir(), quietLogger(b), mutate...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,6 +101,15 @@ func benchCell(b *testing.B, newOp func(contextv1.ContextServiceClient, []string
 		}
 	}
 
+	if len(mutate) > 0 { // a lease-read run: measure once the leader holds its lease
+		st := cell.Leader().Store()
+		testutil.Eventually(b, 10*time.Second, func() error {
+			if st.LeaseRemaining() <= 0 {
+				return errors.New("the leader holds no lease")
+			}
+			return nil
+		})
+	}
 	b.ResetTimer()
 	res, err := Run(tctx, Load{Concurrency: conc, Ops: uint64(b.N)}, newOp(leader, ids))
 	b.StopTimer()

@@ -40,7 +40,12 @@ func runCellPhase(ctx context.Context, opts CellOptions, dir string, step func(s
 
 	p.printf("starting a 3-node cell")
 	t0 := time.Now()
-	cell, err := StartCell(ctx, dir, opts.Logger)
+	var mutate []func(*cells.Config)
+	if opts.LeaseReads {
+		res.LeaseReads = true
+		mutate = append(mutate, func(c *cells.Config) { c.Store.Raft.LeaseReads = true })
+	}
+	cell, err := StartCell(ctx, dir, opts.Logger, mutate...)
 	if err != nil {
 		return err
 	}
@@ -188,9 +193,9 @@ type Cell struct {
 }
 
 // StartCell starts 3 nodes under dir (one subdirectory each) with default
-// store settings, waits for a leader and makes tenant "bench" OWNER at
-// epoch 1 through CellService.SetTenant.
-func StartCell(ctx context.Context, dir string, logger *slog.Logger) (c *Cell, err error) {
+// settings changed by mutate, waits for a leader and makes tenant "bench"
+// OWNER at epoch 1 through CellService.SetTenant.
+func StartCell(ctx context.Context, dir string, logger *slog.Logger, mutate ...func(*cells.Config)) (c *Cell, err error) {
 	const size = 3
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -235,6 +240,9 @@ func StartCell(ctx context.Context, dir string, logger *slog.Logger) (c *Cell, e
 		cfg.Bootstrap = peers
 		cfg.Logger = logger
 		cfg.ShutdownTimeout = 0
+		for _, m := range mutate {
+			m(&cfg)
+		}
 		wg.Go(func() { c.nodes[i], errs[i] = cells.Start(startCtx, cfg) })
 	}
 	wg.Wait()

@@ -108,6 +108,8 @@ type procEnv struct {
 	https  *http.Client
 	etcTLS *tls.Config
 	p      progress
+	// cellArgs are extra flags of every `cellplane cell` member.
+	cellArgs []string
 }
 
 func newProcEnv(bin, dir string, p progress) (*procEnv, error) {
@@ -154,8 +156,7 @@ func (e *procEnv) dialAll(addrs []string, src *pki.Source, kinds ...pki.Kind) ([
 // finds the leader and makes tenant "bench" OWNER at epoch 1. With
 // e.pki nil the nodes run --insecure (plaintext, as the router and mcp
 // scenarios' in-process cells do).
-// extra are more flags for every member.
-func (e *procEnv) startProcCell(ctx context.Context, logLevel string, extra ...string) (*procSystem, error) {
+func (e *procEnv) startProcCell(ctx context.Context, logLevel string) (*procSystem, error) {
 	addrs, err := loopbackAddrs(9)
 	if err != nil {
 		return nil, err
@@ -172,7 +173,7 @@ func (e *procEnv) startProcCell(ctx context.Context, logLevel string, extra ...s
 		args := []string{"cell", "--id", id, "--cell", benchCellID,
 			"--data-dir", filepath.Join(e.dir, "cell", id), "--raft-addr", raftA, "--grpc-addr", grpcA, "--http-addr", httpA,
 			"--bootstrap", strings.Join(boot, ","), "--log-level", logLevel}
-		args = append(args, extra...)
+		args = append(args, e.cellArgs...)
 		scheme := "https://"
 		if e.pki != nil {
 			args = append(args, "--certs-dir", e.pki.Dir)

@@ -41,6 +41,9 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 	if err != nil {
 		return nil, err
 	}
+	if opts.LeaseReads {
+		env.cellArgs, res.LeaseReads = append(env.cellArgs, "--raft-lease-reads"), true
+	}
 	logLevel := opts.MemberLogLevel
 	if logLevel == "" {
 		logLevel = "warn"
@@ -48,11 +51,10 @@ func runCellProcesses(ctx context.Context, opts CellOptions, root string, res *C
 
 	p.printf("starting 3 cell processes, 3 etcd member processes, 3 bare-Raft member processes (mutual TLS)")
 	t0 := time.Now()
-	var extra []string
 	if opts.DedupWindow > 0 {
-		extra = append(extra, "--dedup-window", opts.DedupWindow.String())
+		env.cellArgs = append(env.cellArgs, "--dedup-window", opts.DedupWindow.String())
 	}
-	cell, err := env.startProcCell(ctx, logLevel, extra...)
+	cell, err := env.startProcCell(ctx, logLevel)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,9 @@ type CellOptions struct {
 	MaxForeignCores float64
 	// MemberLogLevel is the member processes' --log-level ("" = warn).
 	MemberLogLevel string
+	// LeaseReads runs the cell with lease-based linearizable reads
+	// (cells/store RaftConfig.LeaseReads, `cellplane cell --raft-lease-reads`).
+	LeaseReads bool
 }
 
 // DefaultCellOptions returns the options of a default run: per-process,
