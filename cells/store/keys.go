@@ -18,6 +18,7 @@ import (
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//	    'x' expire(8) kind id            "" (expiry index: kind 'c' context, 'm' memory key)
 //
 // Tenant and context ids are [A-Za-z0-9._-] (validated at the edge), so the
 // "\x00" separators cannot occur inside them and ranges stay contiguous.
@@ -34,6 +35,7 @@ const (
 	kindChange  = 'l'
 	kindDedup   = 'd'
 	kindDedupQ  = 'q'
+	kindExpiry  = 'x'
 )
 
 var (
@@ -107,4 +109,12 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil // p is all 0xff: no upper bound
+}
+
+// expiryKey indexes an item (kind kindContext or kindMemory) by its expiry
+// (unix nanos), so that a sweep finds what is due without a scan.
+func expiryKey(tenant string, at int64, kind byte, id string) []byte {
+	k := binary.BigEndian.AppendUint64(tenantKey(tenant, kindExpiry, 9+len(id)), uint64(at))
+	k = append(k, kind)
+	return append(k, id...)
 }

@@ -44,6 +44,9 @@ type opCtx struct {
 	// Quotas are not checked: the owner enforced them when it applied the
 	// write, and a standby that refused would diverge from its source.
 	replicated bool
+	// source is the source's result of the event a standby applies
+	// (replicated): what the source resolved (expiries) is taken from it.
+	source *cellv1.CommandResult
 }
 
 func (o *opCtx) ts() *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, o.now)) }
@@ -55,6 +58,8 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	12: {name: "append", tenant: true, owner: true, mutation: true, replicated: true, apply: applyAppend},
 	13: {name: "put_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyPutMemory},
 	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyDeleteMemory},
+	16: {name: "fork_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyForkContext},
+	17: {name: "expire_sweep", tenant: true, owner: true, mutation: true, replicated: true, apply: applyExpireSweep},
 	20: {name: "set_tenant", tenant: true, mutation: true, replicated: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	23: {name: "import_tenant", tenant: true, apply: applyImport},
@@ -107,15 +112,18 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 	if id == "" {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "context_id", Description: "required"})
 	}
-	var existing contextv1.Context
-	if o.tx.get(contextKey(tenant, id), &existing) {
-		return nil, cperr.New(cperr.AlreadyExists, "context %q already exists", id)
+	clear, err := o.makeRoom(id)
+	if err != nil {
+		return nil, err
 	}
 	if err := o.checkQuota(1, 0, 0); err != nil {
 		return nil, err
 	}
-	ctx := &contextv1.Context{ContextId: id, Labels: req.GetLabels(), CreateTime: o.ts(), UpdateTime: o.ts()}
+	clear()
+	ctx := &contextv1.Context{ContextId: id, Labels: req.GetLabels(), CreateTime: o.ts(), UpdateTime: o.ts(),
+		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), resultContext(o).GetExpireTime())}
 	o.tx.put(contextKey(tenant, id), ctx)
+	o.indexExpiry(kindContext, id, nil, ctx.GetExpireTime())
 	o.st.rec.Usage = usage(o.st.rec)
 	o.st.rec.Usage.Contexts++
 	o.changed = true
@@ -123,18 +131,12 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 }
 
 func applyDeleteContext(o *opCtx) (*cellv1.CommandResult, error) {
-	tenant, id := o.c.GetTenant(), o.c.GetDeleteContext().GetContextId()
-	var ctx contextv1.Context
-	if !o.tx.get(contextKey(tenant, id), &ctx) {
+	id := o.c.GetDeleteContext().GetContextId()
+	ctx, ok := o.liveContext(id)
+	if !ok {
 		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
 	}
-	p := entryPrefix(tenant, id)
-	o.tx.delRange(p, prefixEnd(p))
-	o.tx.del(contextKey(tenant, id))
-	u := usage(o.st.rec)
-	u.Contexts = sub(u.Contexts, 1)
-	u.Entries = sub(u.Entries, ctx.GetEntryCount())
-	u.Bytes = sub(u.Bytes, ctx.GetSizeBytes())
+	o.removeContext(id, ctx) // forks keep what they read (fork.go)
 	o.changed = true
 	return nil, nil
 }
@@ -145,8 +147,8 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	if len(req.GetEntries()) == 0 {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "entries", Description: "at least one entry is required"})
 	}
-	var ctx contextv1.Context
-	if !o.tx.get(contextKey(tenant, id), &ctx) {
+	ctx, ok := o.liveContext(id)
+	if !ok {
 		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
 	}
 	if req.ExpectedSeq != nil && req.GetExpectedSeq() != ctx.GetLastSeq() {
@@ -178,7 +180,7 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	ctx.EntryCount += n
 	ctx.SizeBytes += size
 	ctx.UpdateTime = ts
-	o.tx.put(contextKey(tenant, id), &ctx)
+	o.tx.put(contextKey(tenant, id), ctx)
 	u := usage(o.st.rec)
 	u.Entries += n
 	u.Bytes += size
@@ -203,8 +205,13 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	}
 	var old contextv1.MemoryItem
 	exists := o.tx.get(memoryKey(tenant, key), &old)
-	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
-		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
+	live := exists && !expired(old.GetExpireTime(), o.now) // an expired key reads as absent (revision 0)
+	oldRev := old.GetRevision()
+	if !live {
+		oldRev = 0
+	}
+	if req.ExpectedRevision != nil && req.GetExpectedRevision() != oldRev {
+		return nil, revisionMismatch(req.GetExpectedRevision(), oldRev)
 	}
 	newBytes, oldBytes, newKeys := int64(len(key)+len(req.GetValue())), int64(0), int64(1)
 	if exists {
@@ -216,18 +223,22 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	// A key's revision is the tseq of the mutation that wrote it: it grows
 	// with every change and is never 0.
 	rev := o.st.rec.GetTseq() + 1
-	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Revision: rev, CreateTime: o.ts(), UpdateTime: o.ts()}
+	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Revision: rev, CreateTime: o.ts(), UpdateTime: o.ts(),
+		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), o.source.GetPutMemory().GetExpireTime())}
 	u := usage(o.st.rec)
-	if exists {
+	if live {
 		item.CreateTime = old.GetCreateTime()
+	}
+	if exists {
 		u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))
 	} else {
 		u.MemoryKeys++
 	}
 	u.Bytes += uint64(len(key) + len(req.GetValue()))
 	o.tx.put(memoryKey(tenant, key), item)
+	o.indexExpiry(kindMemory, key, old.GetExpireTime(), item.GetExpireTime())
 	o.changed = true
-	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev}}}, nil
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev, ExpireTime: item.GetExpireTime()}}}, nil
 }
 
 // quotaOf is the quota in force for a tenant (H4): each field of the
@@ -245,6 +256,8 @@ func quotaOf(settings *cellv1.CellSettings, rec *cellv1.TenantRecord) *cellv1.Te
 		MaxBytes:      pick(own.GetMaxBytes(), def.GetMaxBytes()),
 		MaxContexts:   pick(own.GetMaxContexts(), def.GetMaxContexts()),
 		MaxMemoryKeys: pick(own.GetMaxMemoryKeys(), def.GetMaxMemoryKeys()),
+		// Retention is not a bound checkQuota enforces; retentionOf reads it.
+		DefaultRetentionNanos: retentionOf(settings, rec),
 	}
 }
 
@@ -293,7 +306,8 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	req := o.c.GetDeleteMemory()
 	tenant, key := o.c.GetTenant(), req.GetKey()
 	var old contextv1.MemoryItem
-	if !o.tx.get(memoryKey(tenant, key), &old) {
+	if !o.tx.get(memoryKey(tenant, key), &old) || expired(old.GetExpireTime(), o.now) {
+		// An expired key is absent (the sweep removes it).
 		if req.ExpectedRevision != nil && req.GetExpectedRevision() != 0 {
 			return nil, revisionMismatch(req.GetExpectedRevision(), 0)
 		}
@@ -303,6 +317,7 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
 	o.tx.del(memoryKey(tenant, key))
+	o.indexExpiry(kindMemory, key, old.GetExpireTime(), nil)
 	u := usage(o.st.rec)
 	u.MemoryKeys = sub(u.MemoryKeys, 1)
 	u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))

@@ -164,9 +164,25 @@ type Context struct {
 	// Number of entries.
 	EntryCount uint64 `protobuf:"varint,4,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
 	// Stored bytes of all entries (content and metadata).
-	SizeBytes     uint64                 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	SizeBytes  uint64                 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// A fork's source: the context it was forked from and the seq it was
+	// forked at (its entries 1..parent_seq are the source's). Empty for a
+	// context that is no fork. For a fork, entry_count and size_bytes count
+	// the fork's own entries (after parent_seq), which is what it stores.
+	ParentContextId string `protobuf:"bytes,120,opt,name=parent_context_id,json=parentContextId,proto3" json:"parent_context_id,omitempty"`
+	ParentSeq       uint64 `protobuf:"varint,121,opt,name=parent_seq,json=parentSeq,proto3" json:"parent_seq,omitempty"`
+	// How many forks read this context's entries (direct forks only).
+	ForkRefs uint64 `protobuf:"varint,122,opt,name=fork_refs,json=forkRefs,proto3" json:"fork_refs,omitempty"`
+	// Internal: the context was deleted (or expired) while forks still
+	// referenced it; its entries stay until the last fork is gone. Such a
+	// context is invisible to clients (CONTEXT_NOT_FOUND) and never in a
+	// response.
+	Deleted bool `protobuf:"varint,123,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// When the context expires (unset: never). From then on it reads as
+	// missing; an expiry sweep removes it (keeping what forks reference).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,124,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +262,41 @@ func (x *Context) GetCreateTime() *timestamppb.Timestamp {
 func (x *Context) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Context) GetParentContextId() string {
+	if x != nil {
+		return x.ParentContextId
+	}
+	return ""
+}
+
+func (x *Context) GetParentSeq() uint64 {
+	if x != nil {
+		return x.ParentSeq
+	}
+	return 0
+}
+
+func (x *Context) GetForkRefs() uint64 {
+	if x != nil {
+		return x.ForkRefs
+	}
+	return 0
+}
+
+func (x *Context) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *Context) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -377,7 +428,12 @@ type CreateContextRequest struct {
 	Labels    map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Idempotency key: a retried request with the same id returns the first
 	// result instead of applying again.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Retention: the context expires at expire_time, or ttl after the
+	// command's proposal time (not both). Neither: the tenant's default
+	// retention, if it has one; else never.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,6 +487,20 @@ func (x *CreateContextRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *CreateContextRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateContextRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
 }
 
 type CreateContextResponse struct {
@@ -1185,9 +1255,11 @@ type MemoryItem struct {
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Grows on every change of the key; never 0 for an existing key.
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Revision   uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When the key expires (unset: never).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1257,6 +1329,13 @@ func (x *MemoryItem) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MemoryItem) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 type PutMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1265,8 +1344,13 @@ type PutMemoryRequest struct {
 	// the key must not exist. Mismatch: ABORTED REVISION_MISMATCH.
 	ExpectedRevision *uint64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
 	RequestId        string  `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Retention: the key expires at expire_time, or ttl after the command's
+	// proposal time (not both). Neither: the tenant's default retention, if
+	// it has one; else never. Every put sets the key's expiry anew.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutMemoryRequest) Reset() {
@@ -1327,9 +1411,26 @@ func (x *PutMemoryRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *PutMemoryRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *PutMemoryRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 type PutMemoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When the key expires (unset: never): the request's expiry, its ttl
+	// resolved, or the tenant's default retention.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1369,6 +1470,13 @@ func (x *PutMemoryResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *PutMemoryResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
 }
 
 type GetMemoryRequest struct {
@@ -1692,6 +1800,150 @@ func (x *ListMemoryResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ForkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The context to fork (it may itself be a fork).
+	ContextId string `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	// The fork holds the source's entries 1..at_seq (0: the source's
+	// last_seq when the fork is applied). Above the source's last_seq:
+	// ABORTED SEQUENCE_MISMATCH with the source's last_seq.
+	AtSeq uint64 `protobuf:"varint,2,opt,name=at_seq,json=atSeq,proto3" json:"at_seq,omitempty"`
+	// Optional: 1-128 characters of [A-Za-z0-9._-]. Empty: server-minted.
+	NewContextId string `protobuf:"bytes,3,opt,name=new_context_id,json=newContextId,proto3" json:"new_context_id,omitempty"`
+	RequestId    string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The fork's labels (the source's are not copied).
+	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The fork's retention, as for CreateContext (the source's expiry is not
+	// inherited).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkRequest) Reset() {
+	*x = ForkRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkRequest) ProtoMessage() {}
+
+func (x *ForkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
+func (*ForkRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ForkRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetAtSeq() uint64 {
+	if x != nil {
+		return x.AtSeq
+	}
+	return 0
+}
+
+func (x *ForkRequest) GetNewContextId() string {
+	if x != nil {
+		return x.NewContextId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ForkRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *ForkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type ForkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Context       *Context               `protobuf:"bytes,1,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkResponse) Reset() {
+	*x = ForkResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkResponse) ProtoMessage() {}
+
+func (x *ForkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
+func (*ForkResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ForkResponse) GetContext() *Context {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -1699,7 +1951,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
-	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xfb\x02\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xba\x04\n" +
 	"\aContext\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12A\n" +
@@ -1712,7 +1964,14 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12*\n" +
+	"\x11parent_context_id\x18x \x01(\tR\x0fparentContextId\x12\x1d\n" +
+	"\n" +
+	"parent_seq\x18y \x01(\x04R\tparentSeq\x12\x1b\n" +
+	"\tfork_refs\x18z \x01(\x04R\bforkRefs\x12\x18\n" +
+	"\adeleted\x18{ \x01(\bR\adeleted\x12;\n" +
+	"\vexpire_time\x18| \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x02\n" +
@@ -1727,13 +1986,16 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acontent\"\xdf\x01\n" +
+	"\acontent\"\xc9\x02\n" +
 	"\x14CreateContextRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12N\n" +
 	"\x06labels\x18\x02 \x03(\v26.cellplane.context.v1.CreateContextRequest.LabelsEntryR\x06labels\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x1a9\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -1789,7 +2051,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"F\n" +
 	"\rWatchResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\xca\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\x87\x02\n" +
 	"\n" +
 	"MemoryItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -1798,16 +2060,23 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xa1\x01\n" +
+	"updateTime\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\x8b\x02\n" +
 	"\x10PutMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x120\n" +
 	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestIdB\x14\n" +
-	"\x12_expected_revision\"/\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\x14\n" +
+	"\x12_expected_revision\"l\n" +
 	"\x11PutMemoryResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"j\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"j\n" +
 	"\x10GetMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12D\n" +
 	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"I\n" +
@@ -1829,12 +2098,28 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\fread_options\x18\x05 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"t\n" +
 	"\x12ListMemoryResponse\x126\n" +
 	"\x05items\x18\x01 \x03(\v2 .cellplane.context.v1.MemoryItemR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*w\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf4\x02\n" +
+	"\vForkRequest\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x15\n" +
+	"\x06at_seq\x18\x02 \x01(\x04R\x05atSeq\x12$\n" +
+	"\x0enew_context_id\x18\x03 \x01(\tR\fnewContextId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12E\n" +
+	"\x06labels\x18\x05 \x03(\v2-.cellplane.context.v1.ForkRequest.LabelsEntryR\x06labels\x12;\n" +
+	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\fForkResponse\x127\n" +
+	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x032\xae\b\n" +
+	"\x11CONSISTENCY_STALE\x10\x032\xfd\b\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -1848,7 +2133,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\tGetMemory\x12&.cellplane.context.v1.GetMemoryRequest\x1a'.cellplane.context.v1.GetMemoryResponse\x12e\n" +
 	"\fDeleteMemory\x12).cellplane.context.v1.DeleteMemoryRequest\x1a*.cellplane.context.v1.DeleteMemoryResponse\x12_\n" +
 	"\n" +
-	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12M\n" +
+	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -1863,7 +2149,7 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(*ReadOptions)(nil),           // 1: cellplane.context.v1.ReadOptions
@@ -1892,63 +2178,79 @@ var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(*DeleteMemoryResponse)(nil),  // 24: cellplane.context.v1.DeleteMemoryResponse
 	(*ListMemoryRequest)(nil),     // 25: cellplane.context.v1.ListMemoryRequest
 	(*ListMemoryResponse)(nil),    // 26: cellplane.context.v1.ListMemoryResponse
-	nil,                           // 27: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 28: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 29: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*ForkRequest)(nil),           // 27: cellplane.context.v1.ForkRequest
+	(*ForkResponse)(nil),          // 28: cellplane.context.v1.ForkResponse
+	nil,                           // 29: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 30: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 31: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	nil,                           // 32: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	30, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	27, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	31, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	31, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	28, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	31, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	29, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	2,  // 8: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
-	1,  // 9: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	2,  // 10: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
-	1,  // 11: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	2,  // 12: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	3,  // 13: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	1,  // 14: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 15: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	3,  // 16: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	31, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	31, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	18, // 20: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 21: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	18, // 22: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	4,  // 23: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	6,  // 24: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	8,  // 25: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	10, // 26: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	12, // 27: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	14, // 28: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	16, // 29: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	19, // 30: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	21, // 31: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	23, // 32: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	25, // 33: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	5,  // 34: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	7,  // 35: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	9,  // 36: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	11, // 37: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	13, // 38: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	15, // 39: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	17, // 40: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	20, // 41: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	22, // 42: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	24, // 43: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	26, // 44: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	33, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	29, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	34, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	34, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	34, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	30, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	34, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	31, // 8: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	34, // 9: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	33, // 10: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 11: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
+	1,  // 12: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	2,  // 13: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
+	1,  // 14: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	2,  // 15: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	3,  // 16: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	1,  // 17: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 18: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	3,  // 19: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	34, // 20: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	34, // 21: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	34, // 22: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 23: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	33, // 24: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	34, // 25: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 26: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	18, // 27: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 28: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	18, // 29: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	32, // 30: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	34, // 31: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	33, // 32: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 33: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
+	4,  // 34: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	6,  // 35: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	8,  // 36: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	10, // 37: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	12, // 38: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	14, // 39: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	16, // 40: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	19, // 41: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	21, // 42: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	23, // 43: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	25, // 44: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	27, // 45: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	5,  // 46: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	7,  // 47: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	9,  // 48: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	11, // 49: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	13, // 50: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	15, // 51: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	17, // 52: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	20, // 53: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	22, // 54: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	24, // 55: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	26, // 56: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	28, // 57: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	46, // [46:58] is the sub-list for method output_type
+	34, // [34:46] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -1973,7 +2275,7 @@ func file_cellplane_context_v1_context_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
