@@ -139,7 +139,7 @@ func TestWorker(t *testing.T) {
 			"context_read": {true, false, true}, "context_list": {true, false, true},
 			"context_delete": {false, true, true}, "memory_put": {false, true, false},
 			"context_fork": {false, false, false},
-			"memory_get": {true, false, true}, "memory_list": {true, false, true},
+			"memory_get":   {true, false, true}, "memory_list": {true, false, true},
 			"memory_delete": {false, true, true},
 		}
 		for _, tool := range res.Tools {
