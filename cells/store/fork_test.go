@@ -388,3 +388,28 @@ func TestForkAndRetentionFollowStandby(t *testing.T) {
 		t.Fatalf("expired context on the promoted standby: %v", err)
 	}
 }
+
+// TestExpirySweeperOnLeader: the leader proposes the sweeps itself; the
+// expired items leave the state (not only the reads), with a change-log
+// event a standby would replay.
+func TestExpirySweeperOnLeader(t *testing.T) {
+	s := openSingle(t, "", func(c *Config) { c.Expiry.SweepInterval = 20 * time.Millisecond; c.Expiry.SweepBatch = 1 })
+	setOwner(t, s, "acme", 1)
+	for _, id := range []string{"a", "b", "c"} {
+		c := createContext("acme", id)
+		c.GetCreateContext().Ttl = durationpb.New(time.Millisecond)
+		mustPropose(t, s, c)
+	}
+	mustPropose(t, s, createContext("acme", "keep"))
+	waitFor(t, 10*time.Second, func() bool { return mustRecord(t, s, "acme").GetUsage().GetContexts() == 1 })
+	var sweeps int
+	for _, ev := range changesAfter(t, s, "acme", 0) {
+		if ev.GetCommand().GetExpireSweep() != nil {
+			sweeps++
+		}
+	}
+	if sweeps < 3 {
+		t.Fatalf("%d sweep events for 3 expired contexts at a batch of 1", sweeps)
+	}
+	checkState(t, s.fsm)
+}
