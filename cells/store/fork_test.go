@@ -348,8 +348,11 @@ func TestForkAndRetentionFollowStandby(t *testing.T) {
 	mustPropose(t, src, createContext("acme", "p"))
 	mustPropose(t, src, appendText("acme", "p", "r1", "a", "b", "c"))
 	mustPropose(t, src, withReq(forkCmd("acme", "p", 2, "f"), "fk1"))
+	long := putMemory("acme", "long", "v")
+	long.GetPutMemory().Ttl = durationpb.New(time.Hour)
+	longExp := mustPropose(t, src, long).GetPutMemory().GetExpireTime()
 	mustPropose(t, dst, standbyOf("acme", "src", 1, false))
-	rec := bootstrap(t, src, dst, "acme") // the export carries the fork
+	rec := bootstrap(t, src, dst, "acme") // the export carries the fork and the expiry
 
 	mustPropose(t, src, appendText("acme", "f", "r2", "F3"))
 	mustPropose(t, src, forkCmd("acme", "f", 3, "ff"))
@@ -376,6 +379,15 @@ func TestForkAndRetentionFollowStandby(t *testing.T) {
 	mustPropose(t, dst, setTenant("acme", owner, 2))
 	if b := readAll(t, dst, "acme", "ff"); len(b) != 3 || b[0].GetText() != "a" || b[2].GetText() != "F3" {
 		t.Fatalf("promoted standby reads the fork of a fork as %v", b)
+	}
+	if err := dst.ReadTenant(testCtx(t), "acme", 0, ReadOptions{}, func(v *TenantView) error {
+		m, err := v.Memory("long")
+		if err == nil && !proto.Equal(m.GetExpireTime(), longExp) {
+			t.Errorf("promoted standby: expire_time %v, the source's %v", m.GetExpireTime(), longExp)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 	retry := mustPropose(t, dst, withReq(forkCmd("acme", "p", 2, "f"), "fk1"))
 	if !retry.GetDeduplicated() {

@@ -260,13 +260,13 @@ func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opt
 	if err := s.readBarrier(ctx, opts); err != nil {
 		return err
 	}
-	// The read's time, for expiry: this node's cell clock, which is never
-	// behind a command it applied (it observes every applied command's
-	// time). So after a linearizable read's barrier, whatever a command
+	// The read's time, for expiry: this node's cell clock (read without
+	// moving it), which is never behind a command it applied (its floor is
+	// the newest applied command's time). So after a linearizable read's barrier, whatever a command
 	// applied before the read found expired (a sweep) reads as expired
 	// too, and an item reads as expired exactly when expire_time <= now,
 	// the rule the state machine applies with a command's time.
-	now := s.clock.now()
+	now := s.clock.peek()
 	return s.fsm.view(func(r pebble.Reader) error {
 		rec, err := getRecord(r, tenant)
 		if err != nil {

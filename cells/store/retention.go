@@ -184,7 +184,7 @@ func (s *Store) runExpirySweeper() {
 // sweepExpired runs one round of runExpirySweeper.
 func (s *Store) sweepExpired() {
 	var due []string
-	now := s.clock.now()
+	now := s.clock.peek()
 	after := ""
 	for {
 		var page []*cellv1.TenantInfo
