@@ -140,6 +140,9 @@ type (
 		SizeBytes  uint64            `json:"size_bytes"`
 		CreateTime string            `json:"create_time,omitempty"`
 		UpdateTime string            `json:"update_time,omitempty"`
+		Parent     string            `json:"parent_context_id,omitempty" jsonschema:"for a fork: the context it was forked from"`
+		ForkedSeq  uint64            `json:"forked_seq,omitempty" jsonschema:"for a fork: the seq it was forked at"`
+		ExpireAt   string            `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the context expires at; absent: never"`
 	}
 	ListOutput struct {
 		Contexts      []ContextOutput `json:"contexts"`
@@ -724,6 +727,7 @@ func (w *Worker) contextList(ctx context.Context, c caller, in ListInput) (ListO
 			ContextID: x.GetContextId(), Labels: visibleLabels(x.GetLabels()),
 			LastSeq: x.GetLastSeq(), EntryCount: x.GetEntryCount(), SizeBytes: x.GetSizeBytes(),
 			CreateTime: timeString(x.GetCreateTime()), UpdateTime: timeString(x.GetUpdateTime()),
+			Parent: x.GetParentContextId(), ForkedSeq: x.GetParentSeq(), ExpireAt: timeString(x.GetExpireTime()),
 		})
 	}
 	return out, nil
