@@ -294,11 +294,16 @@ func TestCellTLSRefusals(t *testing.T) {
 		cs := contextv1.NewContextServiceClient(c.dialAs(t, addr, id))
 		_, err := cs.CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "evil", RequestId: "e3"})
 		denied(t, "CreateContext as "+id.String(), err, codes.PermissionDenied)
+		_, err = cs.Fork(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.ForkRequest{ContextId: "keep", NewContextId: "evil-fork", RequestId: "e3f"})
+		denied(t, "Fork as "+id.String(), err, codes.PermissionDenied)
 	}
 	// ContextService: a node of another cell.
 	_, err = contextv1.NewContextServiceClient(c.dialAs(t, addr, otherCell)).
 		CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "evil", RequestId: "e4"})
 	denied(t, "CreateContext as another cell's node", err, codes.PermissionDenied)
+	_, err = contextv1.NewContextServiceClient(c.dialAs(t, addr, otherCell)).
+		Fork(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.ForkRequest{ContextId: "keep", NewContextId: "evil-fork", RequestId: "e4f"})
+	denied(t, "Fork as another cell's node", err, codes.PermissionDenied)
 	// ... even claiming the call was forwarded.
 	_, err = contextv1.NewContextServiceClient(c.dialAs(t, addr, otherCell)).
 		CreateContext(tenantmd.WithForwarded(tenantmd.Outgoing(ctx, tenant, 0)), &contextv1.CreateContextRequest{ContextId: "evil", RequestId: "e5"})

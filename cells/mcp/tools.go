@@ -16,8 +16,10 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
@@ -73,6 +75,7 @@ var ToolScopes = map[string]auth.Scope{
 	"memory_get":     auth.ScopeMemoryRead,
 	"memory_delete":  auth.ScopeMemoryWrite,
 	"memory_list":    auth.ScopeMemoryRead,
+	"context_fork":   auth.ScopeContextsWrite,
 	resourcesRead:    auth.ScopeContextsRead,
 }
 
@@ -134,9 +137,28 @@ type (
 		ContextID string            `json:"context_id,omitempty" jsonschema:"optional id for the new context (1-128 characters of [A-Za-z0-9._-]); omitted: the server mints one"`
 		Labels    map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string); keys starting with 'cellplane.' are reserved"`
 		RequestID string            `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id creates one context and returns the same context_id"`
+		ExpireAt  string            `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the context expires (not with ttl_seconds)"`
+		TTL       uint64            `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
 	}
 	CreateOutput struct {
 		ContextID string `json:"context_id" jsonschema:"the context's id: the handle to pass to the other context_* tools"`
+		ExpireAt  string `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the context expires at; absent: never"`
+	}
+
+	ForkInput struct {
+		ContextID    string            `json:"context_id" jsonschema:"the context to fork (it may itself be a fork)"`
+		AtSeq        uint64            `json:"at_seq,omitempty" jsonschema:"the fork holds the context's entries 1..at_seq; 0 or omitted: all of them"`
+		NewContextID string            `json:"new_context_id,omitempty" jsonschema:"optional id for the fork (1-128 characters of [A-Za-z0-9._-]); omitted: the server mints one"`
+		RequestID    string            `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id forks once and returns the same fork"`
+		Labels       map[string]string `json:"labels,omitempty" jsonschema:"optional labels of the fork; keys starting with 'cellplane.' are reserved"`
+		ExpireAt     string            `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the fork expires (not with ttl_seconds)"`
+		TTL          uint64            `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime of the fork in seconds from now (not with expire_at)"`
+	}
+	ForkOutput struct {
+		ContextID string `json:"context_id" jsonschema:"the fork's id"`
+		ForkedSeq uint64 `json:"forked_seq" jsonschema:"the seq the fork was taken at: its entries up to it are the source's; its own continue from forked_seq + 1"`
+		Parent    string `json:"parent_context_id,omitempty" jsonschema:"the context forked"`
+		ExpireAt  string `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the fork expires at; absent: never"`
 	}
 
 	EntryInput struct {
@@ -187,6 +209,9 @@ type (
 		SizeBytes  uint64            `json:"size_bytes"`
 		CreateTime string            `json:"create_time,omitempty"`
 		UpdateTime string            `json:"update_time,omitempty"`
+		Parent     string            `json:"parent_context_id,omitempty" jsonschema:"for a fork: the context it was forked from"`
+		ForkedSeq  uint64            `json:"forked_seq,omitempty" jsonschema:"for a fork: the seq it was forked at"`
+		ExpireAt   string            `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the context expires at; absent: never"`
 	}
 	ListOutput struct {
 		Contexts      []ContextOutput `json:"contexts"`
@@ -207,9 +232,12 @@ type (
 		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
 		Scope            string  `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
 		RequestID        string  `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id writes once and returns the same revision"`
+		ExpireAt         string  `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the key expires (not with ttl_seconds)"`
+		TTL              uint64  `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
 	}
 	PutOutput struct {
 		Revision uint64 `json:"revision" jsonschema:"the key's new revision"`
+		ExpireAt string `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the key expires at; absent: never"`
 	}
 	GetInput struct {
 		Key   string `json:"key" jsonschema:"the memory key"`
@@ -252,6 +280,8 @@ type (
 // idempotent: repeating the call with the same arguments has no further
 // effect; openWorld: reaches outside a closed domain, which the tenant's
 // store is not):
+//   - context_fork: additive; not idempotent as a tool (a repeat without
+//     request_id forks again), like context_append.
 //   - context_create: additive; not idempotent (without context_id every
 //     call makes a new context; with one, a repeat fails ALREADY_EXISTS).
 //   - context_append: additive; NOT idempotent as a tool: a repeat without
@@ -297,6 +327,13 @@ func (w *Worker) addTools() {
 		Description: "Delete a context and all its entries.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(true), IdempotentHint: true, OpenWorldHint: closed},
 	}, w.contextDelete)
+	addTool(w, &sdk.Tool{
+		Name:  "context_fork",
+		Title: "Fork a context",
+		Description: "Fork a context at a seq into a new context (copy-on-write: instant whatever its length): the fork reads the source's entries up to at_seq, then its own. " +
+			"Pass a request_id to make retries safe.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(false), OpenWorldHint: closed},
+	}, w.contextFork)
 	addTool(w, &sdk.Tool{
 		Name:        "memory_put",
 		Title:       "Write a memory key",
@@ -599,7 +636,11 @@ func (w *Worker) contextCreate(ctx context.Context, c caller, in CreateInput) (C
 	if err != nil {
 		return CreateOutput{}, err
 	}
-	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: rid}
+	at, ttl, err := retention(in.ExpireAt, in.TTL)
+	if err != nil {
+		return CreateOutput{}, err
+	}
+	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: rid, ExpireTime: at, Ttl: ttl}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.CreateContextResponse, error) {
 		return w.cell.CreateContext(ctx, req)
 	})
@@ -610,7 +651,81 @@ func (w *Worker) contextCreate(ctx context.Context, c caller, in CreateInput) (C
 		}
 		return CreateOutput{}, err
 	}
-	return CreateOutput{ContextID: res.GetContext().GetContextId()}, nil
+	return CreateOutput{ContextID: res.GetContext().GetContextId(), ExpireAt: timeString(res.GetContext().GetExpireTime())}, nil
+}
+
+// retention turns the tools' expire_at (RFC 3339) or ttl_seconds into the
+// request's fields; the cell validates the bounds.
+func retention(expireAt string, ttlSeconds uint64) (*timestamppb.Timestamp, *durationpb.Duration, error) {
+	if expireAt != "" && ttlSeconds != 0 {
+		return nil, nil, invalid("ttl_seconds", "set expire_at or ttl_seconds, not both")
+	}
+	if ttlSeconds != 0 {
+		if ttlSeconds > uint64(validate.MaxTTL/time.Second) {
+			return nil, nil, invalid("ttl_seconds", fmt.Sprintf("must be at most %d", uint64(validate.MaxTTL/time.Second)))
+		}
+		return nil, durationpb.New(time.Duration(ttlSeconds) * time.Second), nil
+	}
+	if expireAt == "" {
+		return nil, nil, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, expireAt)
+	if err != nil {
+		return nil, nil, invalid("expire_at", "must be an RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
+	}
+	return timestamppb.New(t), nil, nil
+}
+
+// forkRequestID derives the backend request id of a fork like
+// appendRequestID (same on every worker, namespaced by principal).
+func forkRequestID(c caller, contextID, requestID string) string {
+	h := sha256.Sum256([]byte("context_fork\x00" + c.principal + "\x00" + contextID + "\x00" + requestID))
+	return "mcp-f-" + hex.EncodeToString(h[:16])
+}
+
+func (w *Worker) contextFork(ctx context.Context, c caller, in ForkInput) (ForkOutput, error) {
+	if err := checkContextID(in.ContextID); err != nil {
+		return ForkOutput{}, err
+	}
+	if in.NewContextID != "" {
+		if err := ids.Check("new_context_id", in.NewContextID, ids.MaxLen); err != nil {
+			return ForkOutput{}, err
+		}
+	}
+	rid := newRequestID()
+	if in.RequestID != "" {
+		if err := ids.Check("request_id", in.RequestID, ids.MaxLen); err != nil {
+			return ForkOutput{}, err
+		}
+		rid = forkRequestID(c, in.ContextID, in.RequestID)
+	}
+	labels, err := userLabels(in.Labels)
+	if err != nil {
+		return ForkOutput{}, err
+	}
+	if c.principal != "" {
+		labels[PrincipalLabel] = c.principal // the fork is the caller's
+	}
+	at, ttl, err := retention(in.ExpireAt, in.TTL)
+	if err != nil {
+		return ForkOutput{}, err
+	}
+	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
+		return ForkOutput{}, err
+	}
+	req := &contextv1.ForkRequest{ContextId: in.ContextID, AtSeq: in.AtSeq, NewContextId: in.NewContextID, RequestId: rid,
+		Labels: labels, ExpireTime: at, Ttl: ttl}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ForkResponse, error) {
+		return w.cell.Fork(ctx, req)
+	})
+	if err != nil {
+		if errors.Is(err, cperr.ErrAlreadyExists) {
+			return ForkOutput{}, cperr.New(cperr.AlreadyExists, "context %s already exists", in.NewContextID)
+		}
+		return ForkOutput{}, contextErr(in.ContextID, err)
+	}
+	f := res.GetContext()
+	return ForkOutput{ContextID: f.GetContextId(), ForkedSeq: f.GetParentSeq(), Parent: f.GetParentContextId(), ExpireAt: timeString(f.GetExpireTime())}, nil
 }
 
 func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (AppendOutput, error) {
@@ -725,6 +840,7 @@ func (w *Worker) contextList(ctx context.Context, c caller, in ListInput) (ListO
 			ContextID: x.GetContextId(), Labels: visibleLabels(x.GetLabels()),
 			LastSeq: x.GetLastSeq(), EntryCount: x.GetEntryCount(), SizeBytes: x.GetSizeBytes(),
 			CreateTime: timeString(x.GetCreateTime()), UpdateTime: timeString(x.GetUpdateTime()),
+			Parent: x.GetParentContextId(), ForkedSeq: x.GetParentSeq(), ExpireAt: timeString(x.GetExpireTime()),
 		})
 	}
 	return out, nil
@@ -762,14 +878,18 @@ func (w *Worker) memoryPut(ctx context.Context, c caller, in PutInput) (PutOutpu
 	if err != nil {
 		return PutOutput{}, err
 	}
-	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope}
+	at, ttl, err := retention(in.ExpireAt, in.TTL)
+	if err != nil {
+		return PutOutput{}, err
+	}
+	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.PutMemoryResponse, error) {
 		return w.cell.PutMemory(ctx, req)
 	})
 	if err != nil {
 		return PutOutput{}, err
 	}
-	return PutOutput{Revision: res.GetRevision()}, nil
+	return PutOutput{Revision: res.GetRevision(), ExpireAt: timeString(res.GetExpireTime())}, nil
 }
 
 func (w *Worker) memoryGet(ctx context.Context, c caller, in GetInput) (GetOutput, error) {

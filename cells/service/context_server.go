@@ -29,7 +29,8 @@ func client(cc *grpc.ClientConn) contextv1.ContextServiceClient {
 // applies the same id.
 func (s *ContextServer) CreateContext(ctx context.Context, req *contextv1.CreateContextRequest) (*contextv1.CreateContextResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.CreateContext, func(tenant string, epoch uint64) (*contextv1.CreateContextResponse, error) {
-		op := &contextv1.CreateContextRequest{ContextId: req.GetContextId(), Labels: req.GetLabels(), RequestId: req.GetRequestId()}
+		op := &contextv1.CreateContextRequest{ContextId: req.GetContextId(), Labels: req.GetLabels(), RequestId: req.GetRequestId(),
+			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl()}
 		if op.ContextId == "" {
 			op.ContextId = mintContextID()
 		}
@@ -185,4 +186,26 @@ func readStart(req *contextv1.ReadRequest, last uint64) uint64 {
 		return max(1, st.FromSeq)
 	}
 	return 1
+}
+
+// Fork implements ContextService.Fork: one fork_context command (the
+// store stitches the source's prefix at read). An empty new_context_id is
+// minted here, before proposing, so that every replica applies the same id.
+func (s *ContextServer) Fork(ctx context.Context, req *contextv1.ForkRequest) (*contextv1.ForkResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.Fork, func(tenant string, epoch uint64) (*contextv1.ForkResponse, error) {
+		op := proto.Clone(req).(*contextv1.ForkRequest)
+		if op.NewContextId == "" {
+			op.NewContextId = mintContextID()
+		}
+		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_ForkContext{ForkContext: op}})
+		if err != nil {
+			return nil, err
+		}
+		if res.GetContext() == nil {
+			return nil, s.missingResult("fork_context", tenant)
+		}
+		return &contextv1.ForkResponse{Context: res.GetContext()}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ForkResponse, error) {
+		return client(cc).Fork(ctx, req)
+	})
 }

@@ -87,6 +87,24 @@ func (c *cellClock) now() int64 {
 	return t
 }
 
+// peek is the time now() would give, without taking it: no reference
+// and no floor change, so reads (expiry checks, retention.go) never move
+// the clock a leader stamps commands with (a follower's stepped wall
+// clock must not become its reference through a read).
+func (c *cellClock) peek() int64 {
+	mono := time.Now()
+	w := c.wall().UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := w
+	if c.refTime != 0 {
+		if est := c.refTime + int64(mono.Sub(c.refMono)); w-est > int64(c.maxStep) || est-w > int64(c.maxStep) {
+			t = est
+		}
+	}
+	return max(t, c.floor)
+}
+
 // observe records the newest command time of an applied batch.
 func (c *cellClock) observe(t int64) {
 	if t == 0 {

@@ -54,3 +54,21 @@ func TestCellClock(t *testing.T) {
 		})
 	}
 }
+
+// TestClockPeekMovesNothing: a read's time (peek) follows now()'s rules
+// but takes no reference and raises no floor.
+func TestClockPeekMovesNothing(t *testing.T) {
+	wall := time.Unix(1_000_000, 0)
+	c := newCellClock(func() time.Time { return wall }, time.Minute, slog.New(slog.DiscardHandler))
+	if got := c.peek(); got != wall.UnixNano() {
+		t.Fatalf("peek without a reference = %d, want the wall clock", got)
+	}
+	if c.refTime != 0 || c.floor != 0 {
+		t.Fatalf("peek moved the clock: ref %d floor %d", c.refTime, c.floor)
+	}
+	c.observe(wall.UnixNano())
+	wall = wall.Add(24 * time.Hour) // a step
+	if got := c.peek(); got >= wall.UnixNano() {
+		t.Fatalf("peek followed a stepped wall clock: %d", got)
+	}
+}

@@ -102,6 +102,9 @@ type Config struct {
 	// DedupWindow it is a replicated cell setting: the leader proposes its
 	// configured values and every replica enforces the cell's, in apply.
 	TenantQuota TenantQuota
+	// Expiry is how the leader sweeps expired contexts and memory keys
+	// (retention.go).
+	Expiry ExpiryConfig
 	// Disk is the free-space watermark below which this node, as leader,
 	// refuses new writes with STORAGE_FULL (disk.go).
 	Disk DiskConfig
@@ -233,6 +236,26 @@ type TenantQuota struct {
 	MaxBytes      uint64
 	MaxContexts   uint64
 	MaxMemoryKeys uint64
+	// DefaultRetention is how long a context or memory key written
+	// without an expiry of its own lives (0: forever). Not a bound
+	// QUOTA_EXCEEDED enforces; it sets expire_time at the write.
+	DefaultRetention time.Duration
+}
+
+// ExpiryConfig drives the leader's expiry sweeps: every SweepInterval,
+// each owned tenant with an item due gets expire_sweep commands of at
+// most SweepBatch items, at most MaxSweepsPerTenant per round. Reads hide
+// expired items before any sweep ran; sweeps free the space.
+type ExpiryConfig struct {
+	SweepInterval      time.Duration
+	SweepBatch         int
+	MaxSweepsPerTenant int
+}
+
+// DefaultExpiryConfig sweeps every 10 s, 1024 items per command, up to
+// 16 commands per tenant and round.
+func DefaultExpiryConfig() ExpiryConfig {
+	return ExpiryConfig{SweepInterval: 10 * time.Second, SweepBatch: 1024, MaxSweepsPerTenant: 16}
 }
 
 // Defaults of the replicated cell settings: what every replica uses until
@@ -300,6 +323,7 @@ func DefaultConfig() Config {
 			MaxEvents:    100000,
 		},
 		TenantQuota:         defaultTenantQuota,
+		Expiry:              DefaultExpiryConfig(),
 		Disk:                DefaultDiskConfig(),
 		ApplyTimeout:        10 * time.Second,
 		DefaultMaxStaleness: 5 * time.Second,
@@ -417,6 +441,18 @@ func (c Config) Validate() error {
 	}
 	if err := c.Disk.validate(); err != nil {
 		bad("Disk", "%v", err)
+	}
+	if c.Expiry.SweepInterval <= 0 {
+		bad("Expiry.SweepInterval", "must be positive")
+	}
+	if c.Expiry.SweepBatch < 1 || c.Expiry.SweepBatch > 1<<20 {
+		bad("Expiry.SweepBatch", "must be 1..%d", 1<<20)
+	}
+	if c.Expiry.MaxSweepsPerTenant < 1 {
+		bad("Expiry.MaxSweepsPerTenant", "must be at least 1")
+	}
+	if c.TenantQuota.DefaultRetention < 0 {
+		bad("TenantQuota.DefaultRetention", "must not be negative")
 	}
 	if c.ApplyTimeout <= 0 {
 		bad("ApplyTimeout", "must be positive")

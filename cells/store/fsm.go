@@ -196,7 +196,8 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 func settingsOf(window time.Duration, maxIDs int, cl ChangeLogConfig, q TenantQuota) *cellv1.CellSettings {
 	var tq *cellv1.TenantQuota
 	if q != (TenantQuota{}) {
-		tq = &cellv1.TenantQuota{MaxBytes: q.MaxBytes, MaxContexts: q.MaxContexts, MaxMemoryKeys: q.MaxMemoryKeys}
+		tq = &cellv1.TenantQuota{MaxBytes: q.MaxBytes, MaxContexts: q.MaxContexts, MaxMemoryKeys: q.MaxMemoryKeys,
+			DefaultRetentionNanos: int64(q.DefaultRetention)}
 	}
 	return &cellv1.CellSettings{
 		TenantQuota:             tq,

@@ -19,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // testLogger sends logs to t.Log so they show only when a test fails.
@@ -459,7 +460,9 @@ type tenantKeys struct {
 	events   []*cellv1.ChangeEvent
 	dedup    int
 	dedupQ   []uint64
-	owned    map[string]string // context id -> principal, from the owner index
+	owned    map[string]string                // context id -> principal, from the owner index
+	expiry   [][]byte                         // expiry index keys, relative to the 'x' kind
+	memIdx   map[string]*contextv1.MemoryItem // by expiry-index kind and id
 }
 
 // splitPrincipal splits a principal-prefixed key rest (uvarint length,
@@ -482,7 +485,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if d, ok := data[tenant]; ok {
 			return d
 		}
-		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}}
+		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}, memIdx: map[string]*contextv1.MemoryItem{}}
 		data[tenant] = d
 		return d
 	}
@@ -552,6 +555,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 					bad("memory key %q holds %v (%v)", k, &m, err)
 				}
 				d.memory = append(d.memory, &m)
+				d.memIdx[string(kindMemory)+string(rest)] = &m
 				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
 			case kindPrincipalMemory:
 				p, key, ok := splitPrincipal(rest)
@@ -560,6 +564,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 					bad("principal memory key %q holds %v (%v)", k, &m, err)
 				}
 				d.memory = append(d.memory, &m)
+				d.memIdx[string(kindPrincipalMemory)+string(rest)] = &m
 				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
 			case kindOwned:
 				p, id, ok := splitPrincipal(rest)
@@ -589,6 +594,8 @@ func stateProblems(t testing.TB, f *fsm) []string {
 					continue
 				}
 				d.dedupQ = append(d.dedupQ, binary.BigEndian.Uint64(rest))
+			case kindExpiry:
+				d.expiry = append(d.expiry, bytes.Clone(rest))
 			default:
 				bad("unknown tenant key kind in %q", k)
 			}
@@ -609,17 +616,34 @@ func stateProblems(t testing.TB, f *fsm) []string {
 	for tenant, rec := range recs {
 		d := tk(tenant)
 		u := rec.GetUsage()
-		var entries, entryBytes uint64
+		var entries, entryBytes, live uint64
+		refs := map[string]uint64{}
+		for _, c := range d.contexts {
+			if p := c.GetParentContextId(); p != "" {
+				refs[p]++
+				if pc := d.contexts[p]; pc == nil || pc.GetLastSeq() < c.GetParentSeq() {
+					bad("%s/%s: forked from %q at %d, which does not hold it", tenant, c.GetContextId(), p, c.GetParentSeq())
+				}
+			}
+		}
 		for id, c := range d.contexts {
+			if !c.GetDeleted() {
+				live++
+			} else if c.GetForkRefs() == 0 {
+				bad("%s/%s: deleted context kept without forks", tenant, id)
+			}
+			if c.GetForkRefs() != refs[id] {
+				bad("%s/%s: fork_refs %d, %d forks name it", tenant, id, c.GetForkRefs(), refs[id])
+			}
 			es := d.entries[id]
 			var size uint64
 			for i, e := range es {
-				if e.GetSeq() != uint64(i)+1 {
+				if e.GetSeq() != c.GetParentSeq()+uint64(i)+1 {
 					bad("%s/%s: entry %d has seq %d", tenant, id, i, e.GetSeq())
 				}
 				size += EntrySize(e)
 			}
-			if c.GetLastSeq() != uint64(len(es)) || c.GetEntryCount() != uint64(len(es)) || c.GetSizeBytes() != size {
+			if c.GetLastSeq() != c.GetParentSeq()+uint64(len(es)) || c.GetEntryCount() != uint64(len(es)) || c.GetSizeBytes() != size {
 				bad("%s/%s: context says last_seq %d entry_count %d size %d; %d entries of %d bytes stored",
 					tenant, id, c.GetLastSeq(), c.GetEntryCount(), c.GetSizeBytes(), len(es), size)
 			}
@@ -631,10 +655,15 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				bad("%s: entries of missing context %q", tenant, id)
 			}
 		}
-		// The owner index names exactly the contexts with an owner label.
+		// The owner index names exactly the live contexts with an owner
+		// label (a deleted one that forks still read is not listed).
 		for id, c := range d.contexts {
-			if p := c.GetLabels()[PrincipalLabel]; p != d.owned[id] {
-				bad("%s/%s: owner label %q, index %q", tenant, id, p, d.owned[id])
+			want := c.GetLabels()[PrincipalLabel]
+			if c.GetDeleted() {
+				want = ""
+			}
+			if want != d.owned[id] {
+				bad("%s/%s: owner label %q, index %q", tenant, id, want, d.owned[id])
 			}
 		}
 		for id := range d.owned {
@@ -642,10 +671,41 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				bad("%s: owner index names missing context %q", tenant, id)
 			}
 		}
-		if u.GetContexts() != uint64(len(d.contexts)) || u.GetEntries() != entries ||
+		for _, x := range d.expiry {
+			if len(x) < 9 {
+				bad("%s: expiry key %q is malformed", tenant, x)
+				continue
+			}
+			at, id := int64(binary.BigEndian.Uint64(x)), string(x[9:])
+			var exp *timestamppb.Timestamp
+			switch x[8] {
+			case kindContext:
+				exp = d.contexts[id].GetExpireTime()
+			case kindMemory, kindPrincipalMemory:
+				exp = d.memIdx[string(x[8])+id].GetExpireTime()
+			}
+			if exp == nil || exp.AsTime().UnixNano() != at {
+				bad("%s: expiry index entry %d %c %q does not match its item (%v)", tenant, at, x[8], id, exp)
+			}
+		}
+		indexed := 0
+		for _, c := range d.contexts {
+			if c.GetExpireTime() != nil {
+				indexed++
+			}
+		}
+		for _, m := range d.memory {
+			if m.GetExpireTime() != nil {
+				indexed++
+			}
+		}
+		if indexed != len(d.expiry) {
+			bad("%s: %d items have an expiry, %d index entries", tenant, indexed, len(d.expiry))
+		}
+		if u.GetContexts() != live || u.GetEntries() != entries ||
 			u.GetMemoryKeys() != uint64(len(d.memory)) || u.GetBytes() != entryBytes+d.memBytes {
 			bad("%s: usage %v; stored contexts %d entries %d memory keys %d bytes %d",
-				tenant, u, len(d.contexts), entries, len(d.memory), entryBytes+d.memBytes)
+				tenant, u, live, entries, len(d.memory), entryBytes+d.memBytes)
 		}
 		for _, m := range d.memory {
 			if m.GetRevision() > rec.GetTseq() {

@@ -21,6 +21,7 @@ import (
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//	    'x' expire(8) kind id            "" (expiry index: kind 'c' context, 'm' memory key)
 //
 // A principal p is a uvarint of its length and its bytes, so that no
 // principal's range is a prefix of another's (principals are free text:
@@ -44,6 +45,7 @@ const (
 
 	kindPrincipalMemory = 'M'
 	kindOwned           = 'O'
+	kindExpiry          = 'x'
 )
 
 var (
@@ -159,4 +161,12 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil // p is all 0xff: no upper bound
+}
+
+// expiryKey indexes an item (kind kindContext or kindMemory) by its expiry
+// (unix nanos), so that a sweep finds what is due without a scan.
+func expiryKey(tenant string, at int64, kind byte, id string) []byte {
+	k := binary.BigEndian.AppendUint64(tenantKey(tenant, kindExpiry, 9+len(id)), uint64(at))
+	k = append(k, kind)
+	return append(k, id...)
 }

@@ -45,6 +45,9 @@ type opCtx struct {
 	// Quotas are not checked: the owner enforced them when it applied the
 	// write, and a standby that refused would diverge from its source.
 	replicated bool
+	// source is the source's result of the event a standby applies
+	// (replicated): what the source resolved (expiries) is taken from it.
+	source *cellv1.CommandResult
 }
 
 func (o *opCtx) ts() *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, o.now)) }
@@ -56,6 +59,8 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	12: {name: "append", tenant: true, owner: true, mutation: true, replicated: true, apply: applyAppend},
 	13: {name: "put_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyPutMemory},
 	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyDeleteMemory},
+	16: {name: "fork_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyForkContext},
+	17: {name: "expire_sweep", tenant: true, owner: true, mutation: true, replicated: true, apply: applyExpireSweep},
 	20: {name: "set_tenant", tenant: true, mutation: true, replicated: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	23: {name: "import_tenant", tenant: true, apply: applyImport},
@@ -108,26 +113,20 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 	if id == "" {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "context_id", Description: "required"})
 	}
-	var existing contextv1.Context
-	if o.tx.get(contextKey(tenant, id), &existing) {
-		return nil, cperr.New(cperr.AlreadyExists, "context %q already exists", id)
+	clear, err := o.makeRoom(id)
+	if err != nil {
+		return nil, err
 	}
 	if err := o.checkQuota(1, 0, 0); err != nil {
 		return nil, err
 	}
-	labels := req.GetLabels()
-	if p := o.c.GetPrincipal(); p != "" {
-		// The authenticated creator owns the context, whatever label the
-		// client sent.
-		labels = make(map[string]string, len(req.GetLabels())+1)
-		maps.Copy(labels, req.GetLabels())
-		labels[PrincipalLabel] = p
-	}
-	ctx := &contextv1.Context{ContextId: id, Labels: labels, CreateTime: o.ts(), UpdateTime: o.ts()}
+	clear()
+	labels := o.ownerLabels(req.GetLabels())
+	ctx := &contextv1.Context{ContextId: id, Labels: labels, CreateTime: o.ts(), UpdateTime: o.ts(),
+		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), resultContext(o).GetExpireTime())}
 	o.tx.put(contextKey(tenant, id), ctx)
-	if owner := labels[PrincipalLabel]; owner != "" {
-		o.tx.setRaw(ownedKey(tenant, owner, id), []byte{})
-	}
+	o.indexOwner(id, labels)
+	o.indexExpiry(kindContext, id, nil, ctx.GetExpireTime())
 	o.st.rec.Usage = usage(o.st.rec)
 	o.st.rec.Usage.Contexts++
 	o.changed = true
@@ -135,21 +134,12 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 }
 
 func applyDeleteContext(o *opCtx) (*cellv1.CommandResult, error) {
-	tenant, id := o.c.GetTenant(), o.c.GetDeleteContext().GetContextId()
-	var ctx contextv1.Context
-	if !o.tx.get(contextKey(tenant, id), &ctx) {
+	id := o.c.GetDeleteContext().GetContextId()
+	ctx, ok := o.liveContext(id)
+	if !ok {
 		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
 	}
-	p := entryPrefix(tenant, id)
-	o.tx.delRange(p, prefixEnd(p))
-	o.tx.del(contextKey(tenant, id))
-	if owner := ctx.GetLabels()[PrincipalLabel]; owner != "" {
-		o.tx.del(ownedKey(tenant, owner, id))
-	}
-	u := usage(o.st.rec)
-	u.Contexts = sub(u.Contexts, 1)
-	u.Entries = sub(u.Entries, ctx.GetEntryCount())
-	u.Bytes = sub(u.Bytes, ctx.GetSizeBytes())
+	o.removeContext(id, ctx) // forks keep what they read (fork.go)
 	o.changed = true
 	return nil, nil
 }
@@ -160,8 +150,8 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	if len(req.GetEntries()) == 0 {
 		return nil, cperr.Invalid(cperr.FieldViolation{Field: "entries", Description: "at least one entry is required"})
 	}
-	var ctx contextv1.Context
-	if !o.tx.get(contextKey(tenant, id), &ctx) {
+	ctx, ok := o.liveContext(id)
+	if !ok {
 		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
 	}
 	if req.ExpectedSeq != nil && req.GetExpectedSeq() != ctx.GetLastSeq() {
@@ -193,7 +183,7 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	ctx.EntryCount += n
 	ctx.SizeBytes += size
 	ctx.UpdateTime = ts
-	o.tx.put(contextKey(tenant, id), &ctx)
+	o.tx.put(contextKey(tenant, id), ctx)
 	u := usage(o.st.rec)
 	u.Entries += n
 	u.Bytes += size
@@ -219,8 +209,13 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	mkey := scopedMemoryKey(tenant, MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	var old contextv1.MemoryItem
 	exists := o.tx.get(mkey, &old)
-	if req.ExpectedRevision != nil && req.GetExpectedRevision() != old.GetRevision() {
-		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
+	live := exists && !expired(old.GetExpireTime(), o.now) // an expired key reads as absent (revision 0)
+	oldRev := old.GetRevision()
+	if !live {
+		oldRev = 0
+	}
+	if req.ExpectedRevision != nil && req.GetExpectedRevision() != oldRev {
+		return nil, revisionMismatch(req.GetExpectedRevision(), oldRev)
 	}
 	newBytes, oldBytes, newKeys := int64(len(key)+len(req.GetValue())), int64(0), int64(1)
 	if exists {
@@ -232,18 +227,23 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	// A key's revision is the tseq of the mutation that wrote it: it grows
 	// with every change and is never 0.
 	rev := o.st.rec.GetTseq() + 1
-	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Revision: rev, CreateTime: o.ts(), UpdateTime: o.ts()}
+	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Revision: rev, CreateTime: o.ts(), UpdateTime: o.ts(),
+		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), o.source.GetPutMemory().GetExpireTime())}
 	u := usage(o.st.rec)
-	if exists {
+	if live {
 		item.CreateTime = old.GetCreateTime()
+	}
+	if exists {
 		u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))
 	} else {
 		u.MemoryKeys++
 	}
 	u.Bytes += uint64(len(key) + len(req.GetValue()))
 	o.tx.put(mkey, item)
+	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
+	o.indexExpiry(ikind, iid, old.GetExpireTime(), item.GetExpireTime())
 	o.changed = true
-	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev}}}, nil
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_PutMemory{PutMemory: &contextv1.PutMemoryResponse{Revision: rev, ExpireTime: item.GetExpireTime()}}}, nil
 }
 
 // quotaOf is the quota in force for a tenant (H4): each field of the
@@ -261,6 +261,8 @@ func quotaOf(settings *cellv1.CellSettings, rec *cellv1.TenantRecord) *cellv1.Te
 		MaxBytes:      pick(own.GetMaxBytes(), def.GetMaxBytes()),
 		MaxContexts:   pick(own.GetMaxContexts(), def.GetMaxContexts()),
 		MaxMemoryKeys: pick(own.GetMaxMemoryKeys(), def.GetMaxMemoryKeys()),
+		// Retention is not a bound checkQuota enforces; retentionOf reads it.
+		DefaultRetentionNanos: retentionOf(settings, rec),
 	}
 }
 
@@ -310,6 +312,43 @@ const PrincipalLabel = "cellplane.principal"
 // caller's own (principal) unless it asks for the tenant scope; a caller
 // without a principal (authentication off, tenant-token calls) has only
 // the tenant's. "" is the tenant scope.
+// ownerLabels are a new context's labels: the request's, with the
+// authenticated creator (the command's principal) as its owner, whatever
+// owner label the client sent.
+func (o *opCtx) ownerLabels(req map[string]string) map[string]string {
+	p := o.c.GetPrincipal()
+	if p == "" {
+		return req
+	}
+	labels := make(map[string]string, len(req)+1)
+	maps.Copy(labels, req)
+	labels[PrincipalLabel] = p
+	return labels
+}
+
+// indexOwner adds a new context to its owner's index.
+func (o *opCtx) indexOwner(id string, labels map[string]string) {
+	if owner := labels[PrincipalLabel]; owner != "" {
+		o.tx.setRaw(ownedKey(o.c.GetTenant(), owner, id), []byte{})
+	}
+}
+
+// memoryIndexID names a memory key in the expiry index: the tenant's
+// shared key as itself (kind 'm'), a principal's own key as its principal
+// prefix and key (kind 'M'; memoryKeyOfIndex reverses it).
+func memoryIndexID(principal, key string) (kind byte, id string) {
+	if principal == "" {
+		return kindMemory, key
+	}
+	base := principalPrefix("", kindPrincipalMemory, principal)
+	return kindPrincipalMemory, string(base[len(tenantKey("", kindPrincipalMemory, 0)):]) + key
+}
+
+// memoryKeyOfIndex is the memory key an expiry index entry names.
+func memoryKeyOfIndex(tenant string, kind byte, id string) []byte {
+	return append(tenantKey(tenant, kind, len(id)), id...)
+}
+
 func MemoryPrincipal(scope contextv1.MemoryScope, principal string) string {
 	if scope == contextv1.MemoryScope_MEMORY_SCOPE_TENANT {
 		return ""
@@ -327,7 +366,8 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	tenant, key := o.c.GetTenant(), req.GetKey()
 	mkey := scopedMemoryKey(tenant, MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	var old contextv1.MemoryItem
-	if !o.tx.get(mkey, &old) {
+	if !o.tx.get(mkey, &old) || expired(old.GetExpireTime(), o.now) {
+		// An expired key is absent (the sweep removes it).
 		if req.ExpectedRevision != nil && req.GetExpectedRevision() != 0 {
 			return nil, revisionMismatch(req.GetExpectedRevision(), 0)
 		}
@@ -337,6 +377,8 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
 	o.tx.del(mkey)
+	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
+	o.indexExpiry(ikind, iid, old.GetExpireTime(), nil)
 	u := usage(o.st.rec)
 	u.MemoryKeys = sub(u.MemoryKeys, 1)
 	u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))

@@ -264,6 +264,13 @@ func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opt
 	if err := s.readBarrier(ctx, opts); err != nil {
 		return err
 	}
+	// The read's time, for expiry: this node's cell clock (read without
+	// moving it), which is never behind a command it applied (its floor is
+	// the newest applied command's time). So after a linearizable read's barrier, whatever a command
+	// applied before the read found expired (a sweep) reads as expired
+	// too, and an item reads as expired exactly when expire_time <= now,
+	// the rule the state machine applies with a command's time.
+	now := s.clock.peek()
 	return s.fsm.view(func(r pebble.Reader) error {
 		rec, err := getRecord(r, tenant)
 		if err != nil {
@@ -272,7 +279,7 @@ func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opt
 		if e := checkOwner(rec, epoch); e != nil {
 			return e
 		}
-		return fn(&TenantView{r: r, tenant: tenant, rec: rec})
+		return fn(&TenantView{r: r, tenant: tenant, rec: rec, now: now})
 	})
 }
 
@@ -418,6 +425,14 @@ type TenantView struct {
 	r      pebble.Reader
 	tenant string
 	rec    *cellv1.TenantRecord
+	// now is the read's time (unix nanos) against which expiry is
+	// checked; 0 (replication's raw views) hides nothing.
+	now int64
+}
+
+// visible reports whether clients see context c at the view's time.
+func (v *TenantView) visible(c *contextv1.Context) bool {
+	return !c.GetDeleted() && !expired(c.GetExpireTime(), v.now)
 }
 
 // Info returns the tenant's role, epoch, tseq and usage.
@@ -430,7 +445,7 @@ func (v *TenantView) Context(id string) (*contextv1.Context, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
+	if !ok || !v.visible(&c) {
 		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
 	}
 	return &c, nil
@@ -454,6 +469,9 @@ func (v *TenantView) ListContexts(afterID string, limit int) ([]*contextv1.Conte
 		var c contextv1.Context
 		if err := proto.Unmarshal(val, &c); err != nil {
 			return false, err
+		}
+		if !v.visible(&c) {
+			return true, nil
 		}
 		out = append(out, &c)
 		return true, nil
@@ -492,24 +510,32 @@ func (v *TenantView) ListOwnedContexts(principal, afterID string, limit int) ([]
 // at most maxEntries and about maxBytes (at least one when any exists).
 // CONTEXT_NOT_FOUND when the context does not exist.
 func (v *TenantView) Entries(id string, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
-	if _, err := v.Context(id); err != nil {
+	c, err := v.Context(id)
+	if err != nil {
 		return nil, err
 	}
-	return v.entries(id, fromSeq, maxEntries, maxBytes)
+	return v.entries(id, c, fromSeq, maxEntries, maxBytes)
 }
 
 // EntriesFound is Entries for a context this view has already found
 // (v.Context(id) succeeded): it does not look the context up again.
+// A fork's entries are stitched (EachEntry).
 func (v *TenantView) EntriesFound(id string, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
-	return v.entries(id, fromSeq, maxEntries, maxBytes)
+	var c contextv1.Context
+	if _, err := getProto(v.r, contextKey(v.tenant, id), &c); err != nil {
+		return nil, err
+	}
+	return v.entries(id, &c, fromSeq, maxEntries, maxBytes)
 }
 
-func (v *TenantView) entries(id string, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
-	fromSeq = max(fromSeq, 1)
-	p := entryPrefix(v.tenant, id)
+func (v *TenantView) entries(id string, c *contextv1.Context, fromSeq uint64, maxEntries int, maxBytes uint64) ([]*contextv1.Entry, error) {
+	spans, err := v.spans(id, c)
+	if err != nil {
+		return nil, err
+	}
 	var out []*contextv1.Entry
 	var bytes uint64
-	err := scan(v.r, entryKey(v.tenant, id, fromSeq), prefixEnd(p), func(_, val []byte) (bool, error) {
+	err = eachEntry(v.r, v.tenant, spans, max(fromSeq, 1), true, func(val []byte) (bool, error) {
 		if len(out) >= maxEntries || (len(out) > 0 && bytes+uint64(len(val)) > maxBytes) {
 			return false, nil
 		}
@@ -538,7 +564,7 @@ func (v *TenantView) MemoryOf(principal, key string) (*contextv1.MemoryItem, err
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
+	if !ok || expired(m.GetExpireTime(), v.now) {
 		return nil, cperr.New(cperr.KeyNotFound, "memory key not found")
 	}
 	return &m, nil
@@ -575,6 +601,9 @@ func (v *TenantView) ListMemoryOf(principal, prefix, afterKey string, limit int,
 		var m contextv1.MemoryItem
 		if err := proto.Unmarshal(val, &m); err != nil {
 			return false, err
+		}
+		if expired(m.GetExpireTime(), v.now) {
+			return true, nil
 		}
 		if keysOnly {
 			m.Value = nil

@@ -86,7 +86,7 @@ func applyChanges(o *opCtx) (*cellv1.CommandResult, error) {
 		spec, ok := lookupOp(cmd)
 		if ok && spec.owner && cmd.GetVersion() <= commandVersion {
 			// A data mutation: the source applied it, so must we.
-			op := &opCtx{tx: o.tx, c: cmd, st: o.st, now: cmd.GetTimeUnixNano(), replicated: true}
+			op := &opCtx{tx: o.tx, c: cmd, st: o.st, now: cmd.GetTimeUnixNano(), replicated: true, source: ev.GetResult()}
 			if _, err := spec.apply(op); err != nil {
 				rec.Bootstrapped = false
 				o.tx.f.log.Warn("standby diverged from its source; it will bootstrap again",

@@ -115,13 +115,14 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.checkDisk()
-	s.workers.Add(4)
+	s.workers.Add(5)
 	s.waiter.Add(1)
 	go s.runProposer()
 	go s.runWaiter()
 	go s.watchLeadership()
 	go s.runDiskMonitor()
 	go s.runLeaderCheck()
+	go s.runExpirySweeper()
 	return s, nil
 }
 

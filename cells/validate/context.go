@@ -3,9 +3,12 @@ package validate
 import (
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // CreateContext validates a CreateContextRequest. An empty context_id is
@@ -16,6 +19,7 @@ func CreateContext(lim Limits, req *contextv1.CreateContextRequest) error {
 	v.optionalID("context_id", req.GetContextId(), lim.MaxIDLen)
 	v.stringMap("labels", req.GetLabels(), lim.Labels)
 	v.requestID(lim, req.GetRequestId())
+	v.retention(req.GetExpireTime(), req.GetTtl())
 	return v.err()
 }
 
@@ -123,6 +127,7 @@ func PutMemory(lim Limits, req *contextv1.PutMemoryRequest) error {
 	}
 	v.requestID(lim, req.GetRequestId())
 	v.memoryScope(req.GetScope())
+	v.retention(req.GetExpireTime(), req.GetTtl())
 	return v.err()
 }
 
@@ -159,5 +164,47 @@ func ListMemory(lim Limits, req *contextv1.ListMemoryRequest) error {
 func (v *violations) memoryScope(s contextv1.MemoryScope) {
 	if _, ok := contextv1.MemoryScope_name[int32(s)]; !ok {
 		v.add("scope", "unknown memory scope %d", int32(s))
+	}
+}
+
+// Fork validates a ForkRequest: the source's id, an optional new id (empty:
+// server-minted), labels, request id and retention. at_seq may be anything
+// (above the source's last seq is refused in apply, where it is known).
+func Fork(lim Limits, req *contextv1.ForkRequest) error {
+	var v violations
+	v.size(lim, req)
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.optionalID("new_context_id", req.GetNewContextId(), lim.MaxIDLen)
+	v.stringMap("labels", req.GetLabels(), lim.Labels)
+	v.requestID(lim, req.GetRequestId())
+	v.retention(req.GetExpireTime(), req.GetTtl())
+	return v.err()
+}
+
+// MaxTTL is the longest ttl a write may ask for, and expire_time may be at
+// most this far in the Unix epoch's future beyond now's century: bounds
+// that keep every expiry in int64 nanoseconds (until 2262).
+const MaxTTL = 100 * 365 * 24 * time.Hour
+
+// maxExpireSeconds is the latest expire_time accepted (2200-01-01 UTC).
+const maxExpireSeconds = 7258118400
+
+// retention checks an expiry: expire_time or ttl, not both; a valid
+// timestamp after the epoch and before 2200; a positive ttl of at most
+// MaxTTL. An expire_time in the past is accepted: the item is born expired
+// (reads never show it; the next sweep removes it).
+func (v *violations) retention(at *timestamppb.Timestamp, ttl *durationpb.Duration) {
+	if at != nil && ttl != nil {
+		v.add("ttl", "set expire_time or ttl, not both")
+	}
+	if at != nil {
+		if err := at.CheckValid(); err != nil || at.GetSeconds() <= 0 || at.GetSeconds() >= maxExpireSeconds {
+			v.add("expire_time", "must be a valid time after 1970 and before 2200")
+		}
+	}
+	if ttl != nil {
+		if err := ttl.CheckValid(); err != nil || ttl.AsDuration() <= 0 || ttl.AsDuration() > MaxTTL {
+			v.add("ttl", "must be positive and at most %v", MaxTTL)
+		}
 	}
 }

@@ -3,10 +3,12 @@ package validate
 import (
 	"strings"
 	"testing"
+	"time"
 
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func text(role, s string) *contextv1.Entry {
@@ -155,4 +157,35 @@ func TestDescriptionsDoNotEchoValues(t *testing.T) {
 			t.Errorf("case %d: %v", i, err)
 		}
 	}
+}
+
+func TestForkAndRetentionFields(t *testing.T) {
+	lim := DefaultLimits()
+	hour := durationpb.New(time.Hour)
+	future := timestamppb.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	tests := []struct {
+		name   string
+		req    *contextv1.ForkRequest
+		fields []string
+	}{
+		{"valid", &contextv1.ForkRequest{ContextId: "c", AtSeq: 3, NewContextId: "f", RequestId: "r", Ttl: hour}, nil},
+		{"minted id, head", &contextv1.ForkRequest{ContextId: "c"}, nil},
+		{"expire_time", &contextv1.ForkRequest{ContextId: "c", ExpireTime: future}, nil},
+		{"past expire_time is accepted", &contextv1.ForkRequest{ContextId: "c", ExpireTime: timestamppb.New(time.Unix(10, 0))}, nil},
+		{"no source", &contextv1.ForkRequest{}, []string{"context_id"}},
+		{"bad new id", &contextv1.ForkRequest{ContextId: "c", NewContextId: "a b"}, []string{"new_context_id"}},
+		{"both", &contextv1.ForkRequest{ContextId: "c", Ttl: hour, ExpireTime: future}, []string{"ttl"}},
+		{"negative ttl", &contextv1.ForkRequest{ContextId: "c", Ttl: durationpb.New(-time.Second)}, []string{"ttl"}},
+		{"zero ttl", &contextv1.ForkRequest{ContextId: "c", Ttl: durationpb.New(0)}, []string{"ttl"}},
+		{"ttl too long", &contextv1.ForkRequest{ContextId: "c", Ttl: durationpb.New(MaxTTL + time.Second)}, []string{"ttl"}},
+		{"before 1970", &contextv1.ForkRequest{ContextId: "c", ExpireTime: &timestamppb.Timestamp{Seconds: -5}}, []string{"expire_time"}},
+		{"after 2200", &contextv1.ForkRequest{ContextId: "c", ExpireTime: &timestamppb.Timestamp{Seconds: maxExpireSeconds}}, []string{"expire_time"}},
+		{"bad nanos", &contextv1.ForkRequest{ContextId: "c", ExpireTime: &timestamppb.Timestamp{Seconds: 5, Nanos: -1}}, []string{"expire_time"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkFields(t, Fork(lim, tt.req), tt.fields...) })
+	}
+	checkFields(t, CreateContext(lim, &contextv1.CreateContextRequest{Ttl: hour, ExpireTime: future}), "ttl")
+	checkFields(t, PutMemory(lim, &contextv1.PutMemoryRequest{Key: "k", Ttl: durationpb.New(-1)}), "ttl")
+	checkFields(t, PutMemory(lim, &contextv1.PutMemoryRequest{Key: "k", ExpireTime: future}))
 }

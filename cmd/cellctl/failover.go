@@ -503,6 +503,10 @@ func describeCommand(cmd *cellv1.Command) (op, detail string) {
 		return "put_memory", fmt.Sprintf("key %q, %d bytes", o.PutMemory.GetKey(), len(o.PutMemory.GetValue()))
 	case *cellv1.Command_DeleteMemory:
 		return "delete_memory", fmt.Sprintf("key %q", o.DeleteMemory.GetKey())
+	case *cellv1.Command_ForkContext:
+		return "fork_context", fmt.Sprintf("context %s at seq %d → %s", o.ForkContext.GetContextId(), o.ForkContext.GetAtSeq(), o.ForkContext.GetNewContextId())
+	case *cellv1.Command_ExpireSweep:
+		return "expire_sweep", fmt.Sprintf("up to %d expired items", o.ExpireSweep.GetMaxItems())
 	case *cellv1.Command_SetTenant:
 		return "set_tenant", fmt.Sprintf("%s at epoch %d", enumName(o.SetTenant.GetRole().String(), "ROLE_"), o.SetTenant.GetEpoch())
 	case *cellv1.Command_DeleteTenant:

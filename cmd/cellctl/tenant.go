@@ -6,8 +6,10 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
 )
@@ -41,6 +43,7 @@ func newTenantCreateCmd(a *app) *cobra.Command {
 	var (
 		region, cell, standbyRegion string
 		limits                      cpv1.TenantLimits
+		retention                   time.Duration
 		protect                     bool
 		requestID                   string
 	)
@@ -77,9 +80,12 @@ refuses to delete the tenant until 'cellctl tenant update
 			}
 			defer c.Close()
 			req := &cpv1.CreateTenantRequest{Id: args[0], HomeRegion: region, Cell: cell, StandbyRegion: standbyRegion, DeletionProtection: protect, RequestId: requestID}
-			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 || limits.BytesRate != 0 || limits.BytesBurst != 0 {
+			if limits.Rate != 0 || limits.Burst != 0 || limits.MaxBytes != 0 || limits.BytesRate != 0 || limits.BytesBurst != 0 || retention != 0 {
 				req.Limits = &cpv1.TenantLimits{Rate: limits.Rate, Burst: limits.Burst, MaxBytes: limits.MaxBytes,
 					BytesRate: limits.BytesRate, BytesBurst: limits.BytesBurst}
+				if retention != 0 {
+					req.Limits.DefaultRetention = durationpb.New(retention)
+				}
 			}
 			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.CreateTenantResponse, error) {
 				return api.CreateTenant(ctx, req)
@@ -105,6 +111,7 @@ refuses to delete the tenant until 'cellctl tenant update
 	cmd.Flags().Float64Var(&limits.Rate, "rate", 0, "requests per second of the tenant's token bucket (0: default)")
 	cmd.Flags().Uint32Var(&limits.Burst, "burst", 0, "burst of the tenant's token bucket (0: default)")
 	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store (0: default)")
+	cmd.Flags().DurationVar(&retention, "default-retention", 0, "contexts and memory keys written without an expiry expire this long after the write (0: the cell's default)")
 	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
 	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
 	cmd.Flags().BoolVar(&protect, "deletion-protection", false, "refuse to delete the tenant until this is turned off")
@@ -114,9 +121,10 @@ refuses to delete the tenant until 'cellctl tenant update
 
 func newTenantUpdateCmd(a *app) *cobra.Command {
 	var (
-		limits  cpv1.TenantLimits
-		protect bool
-		version uint64
+		limits    cpv1.TenantLimits
+		retention time.Duration
+		protect   bool
+		version   uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "update <id> [--rate R] [--burst B] [--bytes-rate R] [--bytes-burst B] [--deletion-protection=true|false]",
@@ -137,7 +145,7 @@ tenant must be ACTIVE).`,
 		Args: exactArgs("id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			limitFlags := []string{"rate", "burst", "bytes-rate", "bytes-burst", "max-bytes"}
+			limitFlags := []string{"rate", "burst", "bytes-rate", "bytes-burst", "max-bytes", "default-retention"}
 			changed := slices.ContainsFunc(limitFlags, f.Changed)
 			if !changed && !f.Changed("deletion-protection") {
 				return usageErrorf("nothing to change: give a limit (--rate, --burst, --bytes-rate, --bytes-burst, --max-bytes) or --deletion-protection")
@@ -170,7 +178,8 @@ tenant must be ACTIVE).`,
 					req.ExpectedVersion = cur.GetVersion()
 				}
 				l := cur.GetTenant().GetLimits()
-				req.Limits = &cpv1.TenantLimits{Rate: l.GetRate(), Burst: l.GetBurst(), MaxBytes: l.GetMaxBytes(), BytesRate: l.GetBytesRate(), BytesBurst: l.GetBytesBurst()}
+				req.Limits = &cpv1.TenantLimits{Rate: l.GetRate(), Burst: l.GetBurst(), MaxBytes: l.GetMaxBytes(), BytesRate: l.GetBytesRate(), BytesBurst: l.GetBytesBurst(),
+					DefaultRetention: l.GetDefaultRetention()}
 				if f.Changed("rate") {
 					req.Limits.Rate = limits.Rate
 				}
@@ -185,6 +194,9 @@ tenant must be ACTIVE).`,
 				}
 				if f.Changed("max-bytes") {
 					req.Limits.MaxBytes = limits.MaxBytes
+				}
+				if f.Changed("default-retention") {
+					req.Limits.DefaultRetention = durationpb.New(retention)
 				}
 			}
 			resp, err := call(cmd.Context(), c, func(ctx context.Context, api cpv1.ControlPlaneServiceClient) (*cpv1.UpdateTenantResponse, error) {
@@ -205,6 +217,7 @@ tenant must be ACTIVE).`,
 	cmd.Flags().Float64Var(&limits.BytesRate, "bytes-rate", 0, "request bytes per second of the tenant's byte bucket at the routers (0: the router's --tenant-bytes-rate)")
 	cmd.Flags().Uint32Var(&limits.BytesBurst, "bytes-burst", 0, "burst of the tenant's byte bucket, at least its largest request (0: the router's --tenant-bytes-burst)")
 	cmd.Flags().Uint64Var(&limits.MaxBytes, "max-bytes", 0, "bytes the tenant may store at its cell (0: the cell's default)")
+	cmd.Flags().DurationVar(&retention, "default-retention", 0, "contexts and memory keys written without an expiry expire this long after the write, at its cell (0: the cell's default)")
 	cmd.Flags().BoolVar(&protect, "deletion-protection", false, "turn deletion protection on (true) or off (false)")
 	cmd.Flags().Uint64Var(&version, "expected-version", 0, "update only if the tenant is still at this version (0: the version read now)")
 	return cmd

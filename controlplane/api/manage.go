@@ -289,6 +289,9 @@ func checkLimits(l *cpv1.TenantLimits) error {
 	if l.GetBytesRate() < 0 || math.IsNaN(l.GetBytesRate()) || math.IsInf(l.GetBytesRate(), 0) {
 		vs = append(vs, cperr.FieldViolation{Field: "limits.bytes_rate", Description: "must be a finite number >= 0"})
 	}
+	if r := l.GetDefaultRetention(); r != nil && (r.CheckValid() != nil || r.AsDuration() < 0) {
+		vs = append(vs, cperr.FieldViolation{Field: "limits.default_retention", Description: "must be a valid duration >= 0"})
+	}
 	if len(vs) > 0 {
 		return cperr.Invalid(vs...)
 	}
@@ -326,7 +329,8 @@ func (s *Server) UpdateTenant(ctx context.Context, req *cpv1.UpdateTenantRequest
 		}
 		next := proto.Clone(t).(*cpv1.Tenant)
 		if l := req.GetLimits(); l != nil {
-			if l.GetMaxBytes() != t.GetLimits().GetMaxBytes() {
+			if l.GetMaxBytes() != t.GetLimits().GetMaxBytes() ||
+				l.GetDefaultRetention().AsDuration() != t.GetLimits().GetDefaultRetention().AsDuration() {
 				if t.GetState() != cpv1.TenantState_TENANT_STATE_ACTIVE {
 					return nil, cperr.New(cperr.TenantBusy, "tenant %s is %s: its max_bytes (the cell's quota) changes once it is ACTIVE", id, t.GetState()).
 						WithRetryAfter(time.Second)

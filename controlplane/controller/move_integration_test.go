@@ -237,6 +237,7 @@ func TestRealCells(t *testing.T) {
 	t.Run("stale cleanup after a round trip", func(t *testing.T) { testRealStaleCleanup(t, e) })
 	t.Run("drain", func(t *testing.T) { testRealDrain(t, e) })
 	t.Run("max_bytes change reaches the cell", func(t *testing.T) { testRealQuota(t, e) })
+	t.Run("default_retention reaches the cell", func(t *testing.T) { testRealRetention(t, e) })
 }
 
 // M1 with real cells and cellclient: the tenant moves us-a → us-b → us-a

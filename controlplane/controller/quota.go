@@ -89,7 +89,8 @@ func (r *runner) pushQuotaOnce(ctx context.Context, id string) (done bool, err e
 		// One id per record version: pushing A, then B, then A again are
 		// three requests to the cell's deduplication.
 		RequestId: fmt.Sprintf("%s.quota.v%d", id, tv),
-		Quota:     &cellv1.TenantQuota{MaxBytes: t.GetLimits().GetMaxBytes()},
+		Quota: &cellv1.TenantQuota{MaxBytes: t.GetLimits().GetMaxBytes(),
+			DefaultRetentionNanos: int64(t.GetLimits().GetDefaultRetention().AsDuration())},
 	})
 	cancel()
 	if err != nil {

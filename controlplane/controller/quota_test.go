@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/internal/testutil"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	cpv1 "github.com/cellplane/cellplane/proto/cellplane/controlplane/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // testRealQuota: UpdateTenant lowers a tenant's max_bytes below what the
@@ -72,5 +73,37 @@ func testRealQuota(t *testing.T, e *realEnv) {
 	}
 	if _, err := mem.PutMemory(tctx, &contextv1.PutMemoryRequest{Key: "second", Value: value, RequestId: id + "-second-again"}); err != nil {
 		t.Fatalf("put under the default quota again: %v", err)
+	}
+}
+
+// testRealRetention: UpdateTenant's default_retention reaches the owner
+// cell (and its standby through the change log) as the tenant's own
+// default retention: a memory key written without an expiry gets one.
+func testRealRetention(t *testing.T, e *realEnv) {
+	const id, owner, standby = "retainee", "us-b", "eu-a"
+	e.create(t, id, owner, "eu")
+	api := e.api(t)
+	ctx := testutil.Context(t, 30*time.Second)
+	if _, err := api.UpdateTenant(ctx, &cpv1.UpdateTenantRequest{Id: id, Limits: &cpv1.TenantLimits{DefaultRetention: durationpb.New(time.Hour)}}); err != nil {
+		t.Fatalf("update default_retention: %v", err)
+	}
+	for _, cell := range []string{owner, standby} {
+		testutil.Eventually(t, 10*time.Second, func() error {
+			info, _, err := e.cells.GetTenant(ctx, cell, id)
+			if err != nil {
+				return err
+			}
+			if got := info.GetQuota().GetDefaultRetentionNanos(); got != int64(time.Hour) {
+				return fmt.Errorf("cell %s default retention %v", cell, time.Duration(got))
+			}
+			return nil
+		})
+	}
+	put, err := e.memory(t, owner).PutMemory(tenantmd.Outgoing(ctx, id, 0), &contextv1.PutMemoryRequest{Key: "k", Value: []byte("v"), RequestId: id + "-k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(put.GetExpireTime().AsTime()); d <= 0 || d > time.Hour {
+		t.Fatalf("put under a 1h default retention expires at %v", put.GetExpireTime())
 	}
 }

@@ -38,10 +38,10 @@ func (r *runner) step(ctx context.Context, wf *cpv1.Workflow, v topo.Version) er
 // control plane's max_bytes (0: the cell's default). It moves with the
 // tenant (exports and change events carry it).
 func cellQuota(l *cpv1.TenantLimits) *cellv1.TenantQuota {
-	if l.GetMaxBytes() == 0 {
+	if l.GetMaxBytes() == 0 && l.GetDefaultRetention().AsDuration() <= 0 {
 		return nil
 	}
-	return &cellv1.TenantQuota{MaxBytes: l.GetMaxBytes()}
+	return &cellv1.TenantQuota{MaxBytes: l.GetMaxBytes(), DefaultRetentionNanos: int64(l.GetDefaultRetention().AsDuration())}
 }
 
 // Tenant create: PENDING → (pick a cell, count it in the cell's load)

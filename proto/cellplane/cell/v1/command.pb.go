@@ -165,6 +165,8 @@ type Command struct {
 	//	*Command_Append
 	//	*Command_PutMemory
 	//	*Command_DeleteMemory
+	//	*Command_ForkContext
+	//	*Command_ExpireSweep
 	//	*Command_SetTenant
 	//	*Command_DeleteTenant
 	//	*Command_ApplyChanges
@@ -316,6 +318,24 @@ func (x *Command) GetDeleteMemory() *v1.DeleteMemoryRequest {
 	return nil
 }
 
+func (x *Command) GetForkContext() *v1.ForkRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ForkContext); ok {
+			return x.ForkContext
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExpireSweep() *ExpireSweepOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ExpireSweep); ok {
+			return x.ExpireSweep
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSetTenant() *SetTenantOp {
 	if x != nil {
 		if x, ok := x.Op.(*Command_SetTenant); ok {
@@ -412,6 +432,17 @@ type Command_DeleteMemory struct {
 	DeleteMemory *v1.DeleteMemoryRequest `protobuf:"bytes,14,opt,name=delete_memory,json=deleteMemory,proto3,oneof"`
 }
 
+type Command_ForkContext struct {
+	// A copy-on-write fork of a context (one command, O(1) in its length).
+	ForkContext *v1.ForkRequest `protobuf:"bytes,16,opt,name=fork_context,json=forkContext,proto3,oneof"`
+}
+
+type Command_ExpireSweep struct {
+	// Removes the tenant's expired contexts and memory keys, at most a
+	// batch, as of the command's time (proposed by the leader).
+	ExpireSweep *ExpireSweepOp `protobuf:"bytes,17,opt,name=expire_sweep,json=expireSweep,proto3,oneof"`
+}
+
 type Command_SetTenant struct {
 	SetTenant *SetTenantOp `protobuf:"bytes,20,opt,name=set_tenant,json=setTenant,proto3,oneof"`
 }
@@ -453,6 +484,10 @@ func (*Command_Append) isCommand_Op() {}
 func (*Command_PutMemory) isCommand_Op() {}
 
 func (*Command_DeleteMemory) isCommand_Op() {}
+
+func (*Command_ForkContext) isCommand_Op() {}
+
+func (*Command_ExpireSweep) isCommand_Op() {}
 
 func (*Command_SetTenant) isCommand_Op() {}
 
@@ -579,8 +614,11 @@ type TenantQuota struct {
 	MaxBytes      uint64 `protobuf:"varint,1,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	MaxContexts   uint64 `protobuf:"varint,2,opt,name=max_contexts,json=maxContexts,proto3" json:"max_contexts,omitempty"`
 	MaxMemoryKeys uint64 `protobuf:"varint,3,opt,name=max_memory_keys,json=maxMemoryKeys,proto3" json:"max_memory_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Default retention of a context or memory key written without an
+	// expiry of its own (0: none, they never expire).
+	DefaultRetentionNanos int64 `protobuf:"varint,120,opt,name=default_retention_nanos,json=defaultRetentionNanos,proto3" json:"default_retention_nanos,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *TenantQuota) Reset() {
@@ -634,6 +672,123 @@ func (x *TenantQuota) GetMaxMemoryKeys() uint64 {
 	return 0
 }
 
+func (x *TenantQuota) GetDefaultRetentionNanos() int64 {
+	if x != nil {
+		return x.DefaultRetentionNanos
+	}
+	return 0
+}
+
+// ExpireSweepOp removes a tenant's contexts and memory keys whose expiry
+// is at or before the command's time, oldest expiry first, at most
+// max_items of them (0: 1024). A context that forks still reference is
+// only marked deleted; its entries go with its last fork.
+type ExpireSweepOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxItems      uint32                 `protobuf:"varint,1,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireSweepOp) Reset() {
+	*x = ExpireSweepOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireSweepOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireSweepOp) ProtoMessage() {}
+
+func (x *ExpireSweepOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireSweepOp.ProtoReflect.Descriptor instead.
+func (*ExpireSweepOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExpireSweepOp) GetMaxItems() uint32 {
+	if x != nil {
+		return x.MaxItems
+	}
+	return 0
+}
+
+// ExpireSweepResult says what a sweep removed and whether expired items
+// remain (another sweep is due).
+type ExpireSweepResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contexts      uint32                 `protobuf:"varint,1,opt,name=contexts,proto3" json:"contexts,omitempty"`
+	MemoryKeys    uint32                 `protobuf:"varint,2,opt,name=memory_keys,json=memoryKeys,proto3" json:"memory_keys,omitempty"`
+	More          bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireSweepResult) Reset() {
+	*x = ExpireSweepResult{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireSweepResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireSweepResult) ProtoMessage() {}
+
+func (x *ExpireSweepResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireSweepResult.ProtoReflect.Descriptor instead.
+func (*ExpireSweepResult) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ExpireSweepResult) GetContexts() uint32 {
+	if x != nil {
+		return x.Contexts
+	}
+	return 0
+}
+
+func (x *ExpireSweepResult) GetMemoryKeys() uint32 {
+	if x != nil {
+		return x.MemoryKeys
+	}
+	return 0
+}
+
+func (x *ExpireSweepResult) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // SetTenantOp sets a tenant's role at an epoch. Epochs never go down; a
 // tenant becomes OWNER only at an epoch above every epoch it had before
 // (or at its first epoch, when the cell did not know it).
@@ -659,7 +814,7 @@ type SetTenantOp struct {
 
 func (x *SetTenantOp) Reset() {
 	*x = SetTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +826,7 @@ func (x *SetTenantOp) String() string {
 func (*SetTenantOp) ProtoMessage() {}
 
 func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +839,7 @@ func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantOp.ProtoReflect.Descriptor instead.
 func (*SetTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetTenantOp) GetRole() Role {
@@ -736,7 +891,7 @@ type ApplyChangesOp struct {
 
 func (x *ApplyChangesOp) Reset() {
 	*x = ApplyChangesOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +903,7 @@ func (x *ApplyChangesOp) String() string {
 func (*ApplyChangesOp) ProtoMessage() {}
 
 func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +916,7 @@ func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyChangesOp.ProtoReflect.Descriptor instead.
 func (*ApplyChangesOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApplyChangesOp) GetEvents() []*ChangeEvent {
@@ -790,7 +945,7 @@ type ImportTenantOp struct {
 
 func (x *ImportTenantOp) Reset() {
 	*x = ImportTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +957,7 @@ func (x *ImportTenantOp) String() string {
 func (*ImportTenantOp) ProtoMessage() {}
 
 func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +970,7 @@ func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportTenantOp.ProtoReflect.Descriptor instead.
 func (*ImportTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ImportTenantOp) GetFirst() bool {
@@ -857,7 +1012,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1024,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1037,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -911,7 +1066,7 @@ type ReplicaAckOp struct {
 
 func (x *ReplicaAckOp) Reset() {
 	*x = ReplicaAckOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1078,7 @@ func (x *ReplicaAckOp) String() string {
 func (*ReplicaAckOp) ProtoMessage() {}
 
 func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1091,7 @@ func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaAckOp.ProtoReflect.Descriptor instead.
 func (*ReplicaAckOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReplicaAckOp) GetTseq() uint64 {
@@ -965,7 +1120,7 @@ type DeleteTenantOp struct {
 
 func (x *DeleteTenantOp) Reset() {
 	*x = DeleteTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1132,7 @@ func (x *DeleteTenantOp) String() string {
 func (*DeleteTenantOp) ProtoMessage() {}
 
 func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1145,7 @@ func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantOp.ProtoReflect.Descriptor instead.
 func (*DeleteTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteTenantOp) GetExpectedEpoch() uint64 {
@@ -1016,7 +1171,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1183,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1196,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -1061,6 +1216,7 @@ type CommandResult struct {
 	//	*CommandResult_Append
 	//	*CommandResult_PutMemory
 	//	*CommandResult_Tenant
+	//	*CommandResult_ExpireSweep
 	Result        isCommandResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1068,7 +1224,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1236,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1249,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -1160,6 +1316,15 @@ func (x *CommandResult) GetTenant() *TenantInfo {
 	return nil
 }
 
+func (x *CommandResult) GetExpireSweep() *ExpireSweepResult {
+	if x != nil {
+		if x, ok := x.Result.(*CommandResult_ExpireSweep); ok {
+			return x.ExpireSweep
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Result interface {
 	isCommandResult_Result()
 }
@@ -1180,6 +1345,10 @@ type CommandResult_Tenant struct {
 	Tenant *TenantInfo `protobuf:"bytes,20,opt,name=tenant,proto3,oneof"`
 }
 
+type CommandResult_ExpireSweep struct {
+	ExpireSweep *ExpireSweepResult `protobuf:"bytes,120,opt,name=expire_sweep,json=expireSweep,proto3,oneof"`
+}
+
 func (*CommandResult_Context) isCommandResult_Result() {}
 
 func (*CommandResult_Append) isCommandResult_Result() {}
@@ -1187,6 +1356,8 @@ func (*CommandResult_Append) isCommandResult_Result() {}
 func (*CommandResult_PutMemory) isCommandResult_Result() {}
 
 func (*CommandResult_Tenant) isCommandResult_Result() {}
+
+func (*CommandResult_ExpireSweep) isCommandResult_Result() {}
 
 // CommandError is a rejection in the terms of the error contract.
 type CommandError struct {
@@ -1200,7 +1371,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1383,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1396,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CommandError) GetReason() string {
@@ -1290,7 +1461,7 @@ type TenantRecord struct {
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1473,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1486,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -1458,7 +1629,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1641,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1654,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -1538,7 +1709,7 @@ type TenantInfo struct {
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1721,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1734,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -1671,7 +1842,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1854,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1867,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -1741,7 +1912,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1924,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1937,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -1808,7 +1979,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1991,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2004,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -1877,7 +2048,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x94\t\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xa3\n" +
+	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -1894,7 +2066,9 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06append\x18\f \x01(\v2#.cellplane.context.v1.AppendRequestH\x00R\x06append\x12G\n" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2&.cellplane.context.v1.PutMemoryRequestH\x00R\tputMemory\x12P\n" +
-	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12?\n" +
+	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12F\n" +
+	"\ffork_context\x18\x10 \x01(\v2!.cellplane.context.v1.ForkRequestH\x00R\vforkContext\x12E\n" +
+	"\fexpire_sweep\x18\x11 \x01(\v2 .cellplane.cell.v1.ExpireSweepOpH\x00R\vexpireSweep\x12?\n" +
 	"\n" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
 	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12H\n" +
@@ -1912,11 +2086,19 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
 	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\x12,\n" +
 	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\x12A\n" +
-	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\"u\n" +
+	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\"\xad\x01\n" +
 	"\vTenantQuota\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12!\n" +
 	"\fmax_contexts\x18\x02 \x01(\x04R\vmaxContexts\x12&\n" +
-	"\x0fmax_memory_keys\x18\x03 \x01(\x04R\rmaxMemoryKeys\"\xbf\x01\n" +
+	"\x0fmax_memory_keys\x18\x03 \x01(\x04R\rmaxMemoryKeys\x126\n" +
+	"\x17default_retention_nanos\x18x \x01(\x03R\x15defaultRetentionNanos\",\n" +
+	"\rExpireSweepOp\x12\x1b\n" +
+	"\tmax_items\x18\x01 \x01(\rR\bmaxItems\"d\n" +
+	"\x11ExpireSweepResult\x12\x1a\n" +
+	"\bcontexts\x18\x01 \x01(\rR\bcontexts\x12\x1f\n" +
+	"\vmemory_keys\x18\x02 \x01(\rR\n" +
+	"memoryKeys\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xbf\x01\n" +
 	"\vSetTenantOp\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
@@ -1940,7 +2122,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x0eDeleteTenantOp\x12%\n" +
 	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12<\n" +
 	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\b\n" +
-	"\x06NoopOp\"\x86\x03\n" +
+	"\x06NoopOp\"\xd1\x03\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
 	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\x12\"\n" +
@@ -1950,7 +2132,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06append\x18\f \x01(\v2$.cellplane.context.v1.AppendResponseH\x00R\x06append\x12H\n" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2'.cellplane.context.v1.PutMemoryResponseH\x00R\tputMemory\x127\n" +
-	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenantB\b\n" +
+	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenant\x12I\n" +
+	"\fexpire_sweep\x18x \x01(\v2$.cellplane.cell.v1.ExpireSweepResultH\x00R\vexpireSweepB\b\n" +
 	"\x06result\"\xc8\x01\n" +
 	"\fCommandError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
@@ -2040,80 +2223,86 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
 	(*CommandBatch)(nil),            // 1: cellplane.cell.v1.CommandBatch
 	(*Command)(nil),                 // 2: cellplane.cell.v1.Command
 	(*CellSettings)(nil),            // 3: cellplane.cell.v1.CellSettings
 	(*TenantQuota)(nil),             // 4: cellplane.cell.v1.TenantQuota
-	(*SetTenantOp)(nil),             // 5: cellplane.cell.v1.SetTenantOp
-	(*ApplyChangesOp)(nil),          // 6: cellplane.cell.v1.ApplyChangesOp
-	(*ImportTenantOp)(nil),          // 7: cellplane.cell.v1.ImportTenantOp
-	(*KeyValue)(nil),                // 8: cellplane.cell.v1.KeyValue
-	(*ReplicaAckOp)(nil),            // 9: cellplane.cell.v1.ReplicaAckOp
-	(*DeleteTenantOp)(nil),          // 10: cellplane.cell.v1.DeleteTenantOp
-	(*NoopOp)(nil),                  // 11: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 12: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 13: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 14: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 15: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 16: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 17: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 18: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 19: cellplane.cell.v1.NodeInfo
-	nil,                             // 20: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 21: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 22: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 23: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 24: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 25: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.Context)(nil),              // 26: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 27: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 28: cellplane.context.v1.PutMemoryResponse
+	(*ExpireSweepOp)(nil),           // 5: cellplane.cell.v1.ExpireSweepOp
+	(*ExpireSweepResult)(nil),       // 6: cellplane.cell.v1.ExpireSweepResult
+	(*SetTenantOp)(nil),             // 7: cellplane.cell.v1.SetTenantOp
+	(*ApplyChangesOp)(nil),          // 8: cellplane.cell.v1.ApplyChangesOp
+	(*ImportTenantOp)(nil),          // 9: cellplane.cell.v1.ImportTenantOp
+	(*KeyValue)(nil),                // 10: cellplane.cell.v1.KeyValue
+	(*ReplicaAckOp)(nil),            // 11: cellplane.cell.v1.ReplicaAckOp
+	(*DeleteTenantOp)(nil),          // 12: cellplane.cell.v1.DeleteTenantOp
+	(*NoopOp)(nil),                  // 13: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 14: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 15: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 16: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 17: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 18: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 19: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 20: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 21: cellplane.cell.v1.NodeInfo
+	nil,                             // 22: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 23: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 24: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 25: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 26: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 27: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.ForkRequest)(nil),          // 28: cellplane.context.v1.ForkRequest
+	(*v1.Context)(nil),              // 29: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 30: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 31: cellplane.context.v1.PutMemoryResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	21, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	22, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	23, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	24, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	25, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	5,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	10, // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	6,  // 8: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	7,  // 9: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	9,  // 10: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	19, // 11: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	11, // 12: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	3,  // 13: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	4,  // 14: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 15: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	4,  // 16: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
-	17, // 17: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	8,  // 18: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	14, // 19: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 20: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	13, // 21: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	26, // 22: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	27, // 23: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	28, // 24: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	16, // 25: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	20, // 26: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 27: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	15, // 28: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 29: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 30: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	15, // 31: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 32: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
-	2,  // 33: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	12, // 34: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	12, // 35: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	23, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	24, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	25, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	26, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	27, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	28, // 6: cellplane.cell.v1.Command.fork_context:type_name -> cellplane.context.v1.ForkRequest
+	5,  // 7: cellplane.cell.v1.Command.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepOp
+	7,  // 8: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	12, // 9: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	8,  // 10: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	9,  // 11: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	11, // 12: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	21, // 13: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	13, // 14: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	3,  // 15: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	4,  // 16: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 17: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	4,  // 18: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	19, // 19: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	10, // 20: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	16, // 21: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 22: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	15, // 23: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	29, // 24: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	30, // 25: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	31, // 26: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	18, // 27: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	6,  // 28: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
+	22, // 29: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 30: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	17, // 31: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 32: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 33: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	17, // 34: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 35: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	2,  // 36: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	14, // 37: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	14, // 38: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -2127,6 +2316,8 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Append)(nil),
 		(*Command_PutMemory)(nil),
 		(*Command_DeleteMemory)(nil),
+		(*Command_ForkContext)(nil),
+		(*Command_ExpireSweep)(nil),
 		(*Command_SetTenant)(nil),
 		(*Command_DeleteTenant)(nil),
 		(*Command_ApplyChanges)(nil),
@@ -2136,11 +2327,12 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Noop)(nil),
 		(*Command_CellSettings)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[11].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[13].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
 		(*CommandResult_Tenant)(nil),
+		(*CommandResult_ExpireSweep)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2148,7 +2340,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

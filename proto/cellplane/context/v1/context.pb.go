@@ -220,9 +220,25 @@ type Context struct {
 	// Number of entries.
 	EntryCount uint64 `protobuf:"varint,4,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
 	// Stored bytes of all entries (content and metadata).
-	SizeBytes     uint64                 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	SizeBytes  uint64                 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// A fork's source: the context it was forked from and the seq it was
+	// forked at (its entries 1..parent_seq are the source's). Empty for a
+	// context that is no fork. For a fork, entry_count and size_bytes count
+	// the fork's own entries (after parent_seq), which is what it stores.
+	ParentContextId string `protobuf:"bytes,120,opt,name=parent_context_id,json=parentContextId,proto3" json:"parent_context_id,omitempty"`
+	ParentSeq       uint64 `protobuf:"varint,121,opt,name=parent_seq,json=parentSeq,proto3" json:"parent_seq,omitempty"`
+	// How many forks read this context's entries (direct forks only).
+	ForkRefs uint64 `protobuf:"varint,122,opt,name=fork_refs,json=forkRefs,proto3" json:"fork_refs,omitempty"`
+	// Internal: the context was deleted (or expired) while forks still
+	// referenced it; its entries stay until the last fork is gone. Such a
+	// context is invisible to clients (CONTEXT_NOT_FOUND) and never in a
+	// response.
+	Deleted bool `protobuf:"varint,123,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// When the context expires (unset: never). From then on it reads as
+	// missing; an expiry sweep removes it (keeping what forks reference).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,124,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -302,6 +318,41 @@ func (x *Context) GetCreateTime() *timestamppb.Timestamp {
 func (x *Context) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Context) GetParentContextId() string {
+	if x != nil {
+		return x.ParentContextId
+	}
+	return ""
+}
+
+func (x *Context) GetParentSeq() uint64 {
+	if x != nil {
+		return x.ParentSeq
+	}
+	return 0
+}
+
+func (x *Context) GetForkRefs() uint64 {
+	if x != nil {
+		return x.ForkRefs
+	}
+	return 0
+}
+
+func (x *Context) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *Context) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -433,7 +484,12 @@ type CreateContextRequest struct {
 	Labels    map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Idempotency key: a retried request with the same id returns the first
 	// result instead of applying again.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Retention: the context expires at expire_time, or ttl after the
+	// command's proposal time (not both). Neither: the tenant's default
+	// retention, if it has one; else never.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +543,20 @@ func (x *CreateContextRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *CreateContextRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateContextRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
 }
 
 type CreateContextResponse struct {
@@ -1253,9 +1323,11 @@ type MemoryItem struct {
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Grows on every change of the key; never 0 for an existing key.
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Revision   uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When the key expires (unset: never).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1325,6 +1397,13 @@ func (x *MemoryItem) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MemoryItem) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 type PutMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1334,7 +1413,12 @@ type PutMemoryRequest struct {
 	ExpectedRevision *uint64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
 	RequestId        string  `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Whose memory: the caller's own (default) or the tenant's shared one.
-	Scope         MemoryScope `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
+	Scope MemoryScope `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
+	// Retention: the key expires at expire_time, or ttl after the command's
+	// proposal time (not both). Neither: the tenant's default retention, if
+	// it has one; else never. Every put sets the key's expiry anew.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1404,9 +1488,26 @@ func (x *PutMemoryRequest) GetScope() MemoryScope {
 	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
 }
 
+func (x *PutMemoryRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *PutMemoryRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 type PutMemoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When the key expires (unset: never): the request's expiry, its ttl
+	// resolved, or the tenant's default retention.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1446,6 +1547,13 @@ func (x *PutMemoryResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *PutMemoryResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
 }
 
 type GetMemoryRequest struct {
@@ -1793,6 +1901,150 @@ func (x *ListMemoryResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ForkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The context to fork (it may itself be a fork).
+	ContextId string `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	// The fork holds the source's entries 1..at_seq (0: the source's
+	// last_seq when the fork is applied). Above the source's last_seq:
+	// ABORTED SEQUENCE_MISMATCH with the source's last_seq.
+	AtSeq uint64 `protobuf:"varint,2,opt,name=at_seq,json=atSeq,proto3" json:"at_seq,omitempty"`
+	// Optional: 1-128 characters of [A-Za-z0-9._-]. Empty: server-minted.
+	NewContextId string `protobuf:"bytes,3,opt,name=new_context_id,json=newContextId,proto3" json:"new_context_id,omitempty"`
+	RequestId    string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The fork's labels (the source's are not copied).
+	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The fork's retention, as for CreateContext (the source's expiry is not
+	// inherited).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl           *durationpb.Duration   `protobuf:"bytes,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkRequest) Reset() {
+	*x = ForkRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkRequest) ProtoMessage() {}
+
+func (x *ForkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
+func (*ForkRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ForkRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetAtSeq() uint64 {
+	if x != nil {
+		return x.AtSeq
+	}
+	return 0
+}
+
+func (x *ForkRequest) GetNewContextId() string {
+	if x != nil {
+		return x.NewContextId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ForkRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *ForkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type ForkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Context       *Context               `protobuf:"bytes,1,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkResponse) Reset() {
+	*x = ForkResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkResponse) ProtoMessage() {}
+
+func (x *ForkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
+func (*ForkResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ForkResponse) GetContext() *Context {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -1800,7 +2052,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
-	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xfb\x02\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xba\x04\n" +
 	"\aContext\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12A\n" +
@@ -1813,7 +2065,14 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12*\n" +
+	"\x11parent_context_id\x18x \x01(\tR\x0fparentContextId\x12\x1d\n" +
+	"\n" +
+	"parent_seq\x18y \x01(\x04R\tparentSeq\x12\x1b\n" +
+	"\tfork_refs\x18z \x01(\x04R\bforkRefs\x12\x18\n" +
+	"\adeleted\x18{ \x01(\bR\adeleted\x12;\n" +
+	"\vexpire_time\x18| \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x02\n" +
@@ -1828,13 +2087,16 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acontent\"\xdf\x01\n" +
+	"\acontent\"\xc9\x02\n" +
 	"\x14CreateContextRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12N\n" +
 	"\x06labels\x18\x02 \x03(\v26.cellplane.context.v1.CreateContextRequest.LabelsEntryR\x06labels\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x1a9\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -1891,7 +2153,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"F\n" +
 	"\rWatchResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\xca\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\x87\x02\n" +
 	"\n" +
 	"MemoryItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -1900,17 +2162,24 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xdb\x01\n" +
+	"updateTime\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xc5\x02\n" +
 	"\x10PutMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x120\n" +
 	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x128\n" +
-	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scopeB\x14\n" +
-	"\x12_expected_revision\"/\n" +
+	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\x14\n" +
+	"\x12_expected_revision\"l\n" +
 	"\x11PutMemoryResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa4\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
+	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xa4\x01\n" +
 	"\x10GetMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12D\n" +
 	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x128\n" +
@@ -1935,7 +2204,23 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\"t\n" +
 	"\x12ListMemoryResponse\x126\n" +
 	"\x05items\x18\x01 \x03(\v2 .cellplane.context.v1.MemoryItemR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*w\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf4\x02\n" +
+	"\vForkRequest\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x15\n" +
+	"\x06at_seq\x18\x02 \x01(\x04R\x05atSeq\x12$\n" +
+	"\x0enew_context_id\x18\x03 \x01(\tR\fnewContextId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12E\n" +
+	"\x06labels\x18\x05 \x03(\v2-.cellplane.context.v1.ForkRequest.LabelsEntryR\x06labels\x12;\n" +
+	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18\a \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\fForkResponse\x127\n" +
+	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
@@ -1944,7 +2229,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vMemoryScope\x12\x1c\n" +
 	"\x18MEMORY_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MEMORY_SCOPE_PRINCIPAL\x10\x01\x12\x17\n" +
-	"\x13MEMORY_SCOPE_TENANT\x10\x022\xae\b\n" +
+	"\x13MEMORY_SCOPE_TENANT\x10\x022\xfd\b\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -1958,7 +2243,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\tGetMemory\x12&.cellplane.context.v1.GetMemoryRequest\x1a'.cellplane.context.v1.GetMemoryResponse\x12e\n" +
 	"\fDeleteMemory\x12).cellplane.context.v1.DeleteMemoryRequest\x1a*.cellplane.context.v1.DeleteMemoryResponse\x12_\n" +
 	"\n" +
-	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12M\n" +
+	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -1973,7 +2259,7 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(MemoryScope)(0),              // 1: cellplane.context.v1.MemoryScope
@@ -2003,67 +2289,83 @@ var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(*DeleteMemoryResponse)(nil),  // 25: cellplane.context.v1.DeleteMemoryResponse
 	(*ListMemoryRequest)(nil),     // 26: cellplane.context.v1.ListMemoryRequest
 	(*ListMemoryResponse)(nil),    // 27: cellplane.context.v1.ListMemoryResponse
-	nil,                           // 28: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 29: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 30: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*ForkRequest)(nil),           // 28: cellplane.context.v1.ForkRequest
+	(*ForkResponse)(nil),          // 29: cellplane.context.v1.ForkResponse
+	nil,                           // 30: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 31: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 32: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	nil,                           // 33: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	31, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	28, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	32, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	32, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	29, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	32, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	30, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	3,  // 8: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
-	2,  // 9: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 10: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
-	2,  // 11: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 12: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	4,  // 13: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	2,  // 14: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	4,  // 15: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	4,  // 16: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	32, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	32, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	2,  // 20: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 21: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	19, // 22: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 23: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	2,  // 24: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 25: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	19, // 26: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	5,  // 27: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	7,  // 28: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	9,  // 29: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	11, // 30: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	13, // 31: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	15, // 32: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	17, // 33: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	20, // 34: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	22, // 35: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	24, // 36: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	26, // 37: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	6,  // 38: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	8,  // 39: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	10, // 40: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	12, // 41: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	14, // 42: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	16, // 43: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	18, // 44: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	21, // 45: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	23, // 46: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	25, // 47: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	27, // 48: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	38, // [38:49] is the sub-list for method output_type
-	27, // [27:38] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	34, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	30, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	35, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	35, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	35, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	31, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	35, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	32, // 8: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	35, // 9: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 10: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 11: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
+	2,  // 12: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 13: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
+	2,  // 14: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 15: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	4,  // 16: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	2,  // 17: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	4,  // 18: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	4,  // 19: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	35, // 20: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	35, // 21: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	35, // 22: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 23: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	35, // 24: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 25: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 26: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 27: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 28: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	19, // 29: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 30: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	2,  // 31: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 32: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	19, // 33: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	33, // 34: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	35, // 35: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 36: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 37: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
+	5,  // 38: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	7,  // 39: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	9,  // 40: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	11, // 41: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	13, // 42: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	15, // 43: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	17, // 44: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	20, // 45: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	22, // 46: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	24, // 47: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	26, // 48: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	28, // 49: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	6,  // 50: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	8,  // 51: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	10, // 52: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	12, // 53: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	14, // 54: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	16, // 55: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	18, // 56: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	21, // 57: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	23, // 58: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	25, // 59: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	27, // 60: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	29, // 61: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	50, // [50:62] is the sub-list for method output_type
+	38, // [38:50] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -2088,7 +2390,7 @@ func file_cellplane_context_v1_context_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

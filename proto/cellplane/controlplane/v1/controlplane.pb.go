@@ -1061,10 +1061,15 @@ type TenantLimits struct {
 	// Request bytes per second and burst of the tenant's byte bucket at the
 	// routers (H4: weighs requests by size; 0 = the router's
 	// --tenant-bytes-rate and --tenant-bytes-burst).
-	BytesRate     float64 `protobuf:"fixed64,4,opt,name=bytes_rate,json=bytesRate,proto3" json:"bytes_rate,omitempty"`
-	BytesBurst    uint32  `protobuf:"varint,5,opt,name=bytes_burst,json=bytesBurst,proto3" json:"bytes_burst,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BytesRate  float64 `protobuf:"fixed64,4,opt,name=bytes_rate,json=bytesRate,proto3" json:"bytes_rate,omitempty"`
+	BytesBurst uint32  `protobuf:"varint,5,opt,name=bytes_burst,json=bytesBurst,proto3" json:"bytes_burst,omitempty"`
+	// Default retention at the tenant's cell: contexts and memory keys
+	// written without an expiry of their own expire this long after the
+	// write (unset or 0: the cell's default). Pushed with max_bytes as the
+	// tenant's own cell quota (TenantQuota.default_retention_nanos).
+	DefaultRetention *durationpb.Duration `protobuf:"bytes,120,opt,name=default_retention,json=defaultRetention,proto3" json:"default_retention,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TenantLimits) Reset() {
@@ -1130,6 +1135,13 @@ func (x *TenantLimits) GetBytesBurst() uint32 {
 		return x.BytesBurst
 	}
 	return 0
+}
+
+func (x *TenantLimits) GetDefaultRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DefaultRetention
+	}
+	return nil
 }
 
 // Tenant is stored at tenants/<id>: the placement.
@@ -6206,7 +6218,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x120\n" +
-	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x95\x01\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xdd\x01\n" +
 	"\fTenantLimits\x12\x12\n" +
 	"\x04rate\x18\x01 \x01(\x01R\x04rate\x12\x14\n" +
 	"\x05burst\x18\x02 \x01(\rR\x05burst\x12\x1b\n" +
@@ -6214,7 +6226,8 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"bytes_rate\x18\x04 \x01(\x01R\tbytesRate\x12\x1f\n" +
 	"\vbytes_burst\x18\x05 \x01(\rR\n" +
-	"bytesBurst\"\xf7\x04\n" +
+	"bytesBurst\x12F\n" +
+	"\x11default_retention\x18x \x01(\v2\x19.google.protobuf.DurationR\x10defaultRetention\"\xf7\x04\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
@@ -6807,163 +6820,164 @@ var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
 	99,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
 	99,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
-	2,   // 9: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
-	16,  // 10: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	99,  // 11: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 12: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 13: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 14: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	99,  // 15: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 16: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
-	99,  // 17: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 18: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
-	99,  // 19: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
-	99,  // 20: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
-	3,   // 21: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
-	4,   // 22: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	99,  // 23: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 24: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 25: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
-	5,   // 26: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
-	99,  // 27: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 28: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 29: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
-	99,  // 30: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
-	99,  // 31: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
-	6,   // 32: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	7,   // 33: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
-	100, // 34: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
-	99,  // 35: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 36: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 37: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
-	99,  // 38: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
-	100, // 39: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
-	100, // 40: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
-	99,  // 41: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
-	100, // 42: cellplane.controlplane.v1.FailoverPolicy.unhealthy_for:type_name -> google.protobuf.Duration
-	99,  // 43: cellplane.controlplane.v1.FailoverPolicy.update_time:type_name -> google.protobuf.Timestamp
-	11,  // 44: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
-	8,   // 45: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
-	15,  // 46: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
-	13,  // 47: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
-	12,  // 48: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
-	9,   // 49: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	30,  // 50: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	23,  // 51: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
-	9,   // 52: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	9,   // 53: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
-	9,   // 54: cellplane.controlplane.v1.UpdateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
-	10,  // 55: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	11,  // 56: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	30,  // 57: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
-	30,  // 58: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
-	11,  // 59: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	11,  // 60: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	10,  // 61: cellplane.controlplane.v1.UpdateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
-	0,   // 62: cellplane.controlplane.v1.UpdateCellRequest.state:type_name -> cellplane.controlplane.v1.CellState
-	11,  // 63: cellplane.controlplane.v1.UpdateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	16,  // 64: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 65: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 66: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	58,  // 67: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
-	100, // 68: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
-	2,   // 69: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
-	17,  // 70: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
-	16,  // 71: cellplane.controlplane.v1.UpdateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	17,  // 72: cellplane.controlplane.v1.UpdateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	18,  // 73: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 74: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
-	18,  // 75: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	99,  // 76: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	21,  // 77: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
-	17,  // 78: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	17,  // 79: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
-	24,  // 80: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	24,  // 81: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	24,  // 82: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	24,  // 83: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
-	11,  // 84: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
-	24,  // 85: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
-	6,   // 86: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
-	25,  // 87: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 88: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
-	25,  // 89: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
-	28,  // 90: cellplane.controlplane.v1.GetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
-	28,  // 91: cellplane.controlplane.v1.SetFailoverPolicyRequest.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
-	28,  // 92: cellplane.controlplane.v1.SetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
-	29,  // 93: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	32,  // 94: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	34,  // 95: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	36,  // 96: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
-	38,  // 97: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
-	40,  // 98: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	42,  // 99: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	44,  // 100: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	46,  // 101: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	48,  // 102: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	50,  // 103: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
-	52,  // 104: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
-	54,  // 105: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	56,  // 106: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	59,  // 107: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	61,  // 108: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
-	63,  // 109: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	65,  // 110: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	67,  // 111: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	69,  // 112: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	71,  // 113: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
-	73,  // 114: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	75,  // 115: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
-	77,  // 116: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
-	79,  // 117: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
-	81,  // 118: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
-	83,  // 119: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
-	85,  // 120: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
-	87,  // 121: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
-	89,  // 122: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
-	91,  // 123: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
-	93,  // 124: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
-	95,  // 125: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:input_type -> cellplane.controlplane.v1.GetFailoverPolicyRequest
-	97,  // 126: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:input_type -> cellplane.controlplane.v1.SetFailoverPolicyRequest
-	31,  // 127: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	33,  // 128: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	35,  // 129: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	37,  // 130: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
-	39,  // 131: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
-	41,  // 132: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	43,  // 133: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	45,  // 134: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	47,  // 135: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	49,  // 136: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	51,  // 137: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
-	53,  // 138: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
-	55,  // 139: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	57,  // 140: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	60,  // 141: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	62,  // 142: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
-	64,  // 143: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	66,  // 144: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	68,  // 145: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	70,  // 146: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	72,  // 147: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
-	74,  // 148: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	76,  // 149: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
-	78,  // 150: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
-	80,  // 151: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
-	82,  // 152: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
-	84,  // 153: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
-	86,  // 154: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
-	88,  // 155: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
-	90,  // 156: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
-	92,  // 157: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
-	94,  // 158: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
-	96,  // 159: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:output_type -> cellplane.controlplane.v1.GetFailoverPolicyResponse
-	98,  // 160: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:output_type -> cellplane.controlplane.v1.SetFailoverPolicyResponse
-	127, // [127:161] is the sub-list for method output_type
-	93,  // [93:127] is the sub-list for method input_type
-	93,  // [93:93] is the sub-list for extension type_name
-	93,  // [93:93] is the sub-list for extension extendee
-	0,   // [0:93] is the sub-list for field type_name
+	100, // 9: cellplane.controlplane.v1.TenantLimits.default_retention:type_name -> google.protobuf.Duration
+	2,   // 10: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
+	16,  // 11: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	99,  // 12: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 13: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 14: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 15: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	99,  // 16: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 17: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
+	99,  // 18: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 19: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
+	99,  // 20: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
+	99,  // 21: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
+	3,   // 22: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
+	4,   // 23: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
+	99,  // 24: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 25: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 26: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	5,   // 27: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
+	99,  // 28: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 29: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 30: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	99,  // 31: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	99,  // 32: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	6,   // 33: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	7,   // 34: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
+	100, // 35: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	99,  // 36: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	99,  // 37: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	99,  // 38: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	99,  // 39: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	100, // 40: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	100, // 41: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	99,  // 42: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	100, // 43: cellplane.controlplane.v1.FailoverPolicy.unhealthy_for:type_name -> google.protobuf.Duration
+	99,  // 44: cellplane.controlplane.v1.FailoverPolicy.update_time:type_name -> google.protobuf.Timestamp
+	11,  // 45: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
+	8,   // 46: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
+	15,  // 47: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
+	13,  // 48: cellplane.controlplane.v1.CellStatus.nodes:type_name -> cellplane.controlplane.v1.Node
+	12,  // 49: cellplane.controlplane.v1.CellStatus.load:type_name -> cellplane.controlplane.v1.CellLoad
+	9,   // 50: cellplane.controlplane.v1.GetStatusResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	30,  // 51: cellplane.controlplane.v1.GetStatusResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	23,  // 52: cellplane.controlplane.v1.GetStatusResponse.controller_leader:type_name -> cellplane.controlplane.v1.ControllerLeader
+	9,   // 53: cellplane.controlplane.v1.CreateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	9,   // 54: cellplane.controlplane.v1.ListRegionsResponse.regions:type_name -> cellplane.controlplane.v1.Region
+	9,   // 55: cellplane.controlplane.v1.UpdateRegionResponse.region:type_name -> cellplane.controlplane.v1.Region
+	10,  // 56: cellplane.controlplane.v1.CreateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	11,  // 57: cellplane.controlplane.v1.CreateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	30,  // 58: cellplane.controlplane.v1.GetCellResponse.cell:type_name -> cellplane.controlplane.v1.CellStatus
+	30,  // 59: cellplane.controlplane.v1.ListCellsResponse.cells:type_name -> cellplane.controlplane.v1.CellStatus
+	11,  // 60: cellplane.controlplane.v1.CordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	11,  // 61: cellplane.controlplane.v1.UncordonCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	10,  // 62: cellplane.controlplane.v1.UpdateCellRequest.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
+	0,   // 63: cellplane.controlplane.v1.UpdateCellRequest.state:type_name -> cellplane.controlplane.v1.CellState
+	11,  // 64: cellplane.controlplane.v1.UpdateCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	16,  // 65: cellplane.controlplane.v1.CreateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 66: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 67: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	58,  // 68: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
+	100, // 69: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	2,   // 70: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
+	17,  // 71: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
+	16,  // 72: cellplane.controlplane.v1.UpdateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
+	17,  // 73: cellplane.controlplane.v1.UpdateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	18,  // 74: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 75: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
+	18,  // 76: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
+	99,  // 77: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	21,  // 78: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
+	17,  // 79: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	17,  // 80: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
+	24,  // 81: cellplane.controlplane.v1.StartMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	24,  // 82: cellplane.controlplane.v1.GetMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	24,  // 83: cellplane.controlplane.v1.ListMovesResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	24,  // 84: cellplane.controlplane.v1.CancelMoveResponse.move:type_name -> cellplane.controlplane.v1.Move
+	11,  // 85: cellplane.controlplane.v1.DrainCellResponse.cell:type_name -> cellplane.controlplane.v1.Cell
+	24,  // 86: cellplane.controlplane.v1.DrainCellResponse.moves:type_name -> cellplane.controlplane.v1.Move
+	6,   // 87: cellplane.controlplane.v1.FailoverRequest.kind:type_name -> cellplane.controlplane.v1.FailoverKind
+	25,  // 88: cellplane.controlplane.v1.FailoverResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 89: cellplane.controlplane.v1.GetFailoverResponse.failover:type_name -> cellplane.controlplane.v1.Failover
+	25,  // 90: cellplane.controlplane.v1.ListFailoversResponse.failovers:type_name -> cellplane.controlplane.v1.Failover
+	28,  // 91: cellplane.controlplane.v1.GetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
+	28,  // 92: cellplane.controlplane.v1.SetFailoverPolicyRequest.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
+	28,  // 93: cellplane.controlplane.v1.SetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
+	29,  // 94: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	32,  // 95: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	34,  // 96: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	36,  // 97: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
+	38,  // 98: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
+	40,  // 99: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	42,  // 100: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	44,  // 101: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	46,  // 102: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	48,  // 103: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	50,  // 104: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
+	52,  // 105: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
+	54,  // 106: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	56,  // 107: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	59,  // 108: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	61,  // 109: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
+	63,  // 110: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	65,  // 111: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	67,  // 112: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	69,  // 113: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	71,  // 114: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
+	73,  // 115: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	75,  // 116: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	77,  // 117: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	79,  // 118: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	81,  // 119: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	83,  // 120: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	85,  // 121: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	87,  // 122: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	89,  // 123: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	91,  // 124: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	93,  // 125: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	95,  // 126: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:input_type -> cellplane.controlplane.v1.GetFailoverPolicyRequest
+	97,  // 127: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:input_type -> cellplane.controlplane.v1.SetFailoverPolicyRequest
+	31,  // 128: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	33,  // 129: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	35,  // 130: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	37,  // 131: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
+	39,  // 132: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
+	41,  // 133: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	43,  // 134: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	45,  // 135: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	47,  // 136: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	49,  // 137: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	51,  // 138: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
+	53,  // 139: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
+	55,  // 140: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	57,  // 141: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	60,  // 142: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	62,  // 143: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
+	64,  // 144: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	66,  // 145: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	68,  // 146: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	70,  // 147: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	72,  // 148: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
+	74,  // 149: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	76,  // 150: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	78,  // 151: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	80,  // 152: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	82,  // 153: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	84,  // 154: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	86,  // 155: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	88,  // 156: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	90,  // 157: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	92,  // 158: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	94,  // 159: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	96,  // 160: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:output_type -> cellplane.controlplane.v1.GetFailoverPolicyResponse
+	98,  // 161: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:output_type -> cellplane.controlplane.v1.SetFailoverPolicyResponse
+	128, // [128:162] is the sub-list for method output_type
+	94,  // [94:128] is the sub-list for method input_type
+	94,  // [94:94] is the sub-list for extension type_name
+	94,  // [94:94] is the sub-list for extension extendee
+	0,   // [0:94] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
