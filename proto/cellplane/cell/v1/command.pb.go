@@ -165,6 +165,7 @@ type Command struct {
 	//	*Command_Append
 	//	*Command_PutMemory
 	//	*Command_DeleteMemory
+	//	*Command_CompactContext
 	//	*Command_SetTenant
 	//	*Command_DeleteTenant
 	//	*Command_ApplyChanges
@@ -316,6 +317,15 @@ func (x *Command) GetDeleteMemory() *v1.DeleteMemoryRequest {
 	return nil
 }
 
+func (x *Command) GetCompactContext() *v1.CompactRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CompactContext); ok {
+			return x.CompactContext
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSetTenant() *SetTenantOp {
 	if x != nil {
 		if x, ok := x.Op.(*Command_SetTenant); ok {
@@ -412,6 +422,10 @@ type Command_DeleteMemory struct {
 	DeleteMemory *v1.DeleteMemoryRequest `protobuf:"bytes,14,opt,name=delete_memory,json=deleteMemory,proto3,oneof"`
 }
 
+type Command_CompactContext struct {
+	CompactContext *v1.CompactRequest `protobuf:"bytes,15,opt,name=compact_context,json=compactContext,proto3,oneof"`
+}
+
 type Command_SetTenant struct {
 	SetTenant *SetTenantOp `protobuf:"bytes,20,opt,name=set_tenant,json=setTenant,proto3,oneof"`
 }
@@ -453,6 +467,8 @@ func (*Command_Append) isCommand_Op() {}
 func (*Command_PutMemory) isCommand_Op() {}
 
 func (*Command_DeleteMemory) isCommand_Op() {}
+
+func (*Command_CompactContext) isCommand_Op() {}
 
 func (*Command_SetTenant) isCommand_Op() {}
 
@@ -1061,6 +1077,7 @@ type CommandResult struct {
 	//	*CommandResult_Append
 	//	*CommandResult_PutMemory
 	//	*CommandResult_Tenant
+	//	*CommandResult_Compact
 	Result        isCommandResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1160,6 +1177,15 @@ func (x *CommandResult) GetTenant() *TenantInfo {
 	return nil
 }
 
+func (x *CommandResult) GetCompact() *v1.CompactResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CommandResult_Compact); ok {
+			return x.Compact
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Result interface {
 	isCommandResult_Result()
 }
@@ -1180,6 +1206,10 @@ type CommandResult_Tenant struct {
 	Tenant *TenantInfo `protobuf:"bytes,20,opt,name=tenant,proto3,oneof"`
 }
 
+type CommandResult_Compact struct {
+	Compact *v1.CompactResponse `protobuf:"bytes,100,opt,name=compact,proto3,oneof"`
+}
+
 func (*CommandResult_Context) isCommandResult_Result() {}
 
 func (*CommandResult_Append) isCommandResult_Result() {}
@@ -1187,6 +1217,8 @@ func (*CommandResult_Append) isCommandResult_Result() {}
 func (*CommandResult_PutMemory) isCommandResult_Result() {}
 
 func (*CommandResult_Tenant) isCommandResult_Result() {}
+
+func (*CommandResult_Compact) isCommandResult_Result() {}
 
 // CommandError is a rejection in the terms of the error contract.
 type CommandError struct {
@@ -1877,7 +1909,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x94\t\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xe5\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -1894,7 +1926,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06append\x18\f \x01(\v2#.cellplane.context.v1.AppendRequestH\x00R\x06append\x12G\n" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2&.cellplane.context.v1.PutMemoryRequestH\x00R\tputMemory\x12P\n" +
-	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12?\n" +
+	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12O\n" +
+	"\x0fcompact_context\x18\x0f \x01(\v2$.cellplane.context.v1.CompactRequestH\x00R\x0ecompactContext\x12?\n" +
 	"\n" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
 	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12H\n" +
@@ -1940,7 +1973,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x0eDeleteTenantOp\x12%\n" +
 	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12<\n" +
 	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\b\n" +
-	"\x06NoopOp\"\x86\x03\n" +
+	"\x06NoopOp\"\xc9\x03\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
 	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\x12\"\n" +
@@ -1950,7 +1983,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06append\x18\f \x01(\v2$.cellplane.context.v1.AppendResponseH\x00R\x06append\x12H\n" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2'.cellplane.context.v1.PutMemoryResponseH\x00R\tputMemory\x127\n" +
-	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenantB\b\n" +
+	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenant\x12A\n" +
+	"\acompact\x18d \x01(\v2%.cellplane.context.v1.CompactResponseH\x00R\acompactB\b\n" +
 	"\x06result\"\xc8\x01\n" +
 	"\fCommandError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
@@ -2068,9 +2102,11 @@ var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(*v1.AppendRequest)(nil),        // 23: cellplane.context.v1.AppendRequest
 	(*v1.PutMemoryRequest)(nil),     // 24: cellplane.context.v1.PutMemoryRequest
 	(*v1.DeleteMemoryRequest)(nil),  // 25: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.Context)(nil),              // 26: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 27: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 28: cellplane.context.v1.PutMemoryResponse
+	(*v1.CompactRequest)(nil),       // 26: cellplane.context.v1.CompactRequest
+	(*v1.Context)(nil),              // 27: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 28: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 29: cellplane.context.v1.PutMemoryResponse
+	(*v1.CompactResponse)(nil),      // 30: cellplane.context.v1.CompactResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
@@ -2079,41 +2115,43 @@ var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	23, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
 	24, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
 	25, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	5,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	10, // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	6,  // 8: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	7,  // 9: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	9,  // 10: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	19, // 11: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	11, // 12: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	3,  // 13: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	4,  // 14: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 15: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	4,  // 16: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
-	17, // 17: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	8,  // 18: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	14, // 19: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 20: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	13, // 21: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	26, // 22: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	27, // 23: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	28, // 24: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	16, // 25: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	20, // 26: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 27: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	15, // 28: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 29: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 30: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	15, // 31: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 32: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
-	2,  // 33: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	12, // 34: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	12, // 35: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	26, // 6: cellplane.cell.v1.Command.compact_context:type_name -> cellplane.context.v1.CompactRequest
+	5,  // 7: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	10, // 8: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	6,  // 9: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	7,  // 10: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	9,  // 11: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	19, // 12: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	11, // 13: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	3,  // 14: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	4,  // 15: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 16: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	4,  // 17: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	17, // 18: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	8,  // 19: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	14, // 20: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 21: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	13, // 22: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	27, // 23: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	28, // 24: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	29, // 25: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	16, // 26: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	30, // 27: cellplane.cell.v1.CommandResult.compact:type_name -> cellplane.context.v1.CompactResponse
+	20, // 28: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 29: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	15, // 30: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 31: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 32: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	15, // 33: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 34: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	2,  // 35: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	12, // 36: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	12, // 37: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -2127,6 +2165,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Append)(nil),
 		(*Command_PutMemory)(nil),
 		(*Command_DeleteMemory)(nil),
+		(*Command_CompactContext)(nil),
 		(*Command_SetTenant)(nil),
 		(*Command_DeleteTenant)(nil),
 		(*Command_ApplyChanges)(nil),
@@ -2141,6 +2180,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
 		(*CommandResult_Tenant)(nil),
+		(*CommandResult_Compact)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -164,9 +164,19 @@ type Context struct {
 	// Number of entries.
 	EntryCount uint64 `protobuf:"varint,4,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
 	// Stored bytes of all entries (content and metadata).
-	SizeBytes     uint64                 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	SizeBytes  uint64                 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The tokenizer encoding every entry's token_count is counted with
+	// ("o200k_base", "cl100k_base", ...), chosen at create (the cell's
+	// default when not given) and never changed. Empty for contexts created
+	// before token counts existed: they count with "o200k_base".
+	TokenEncoding string `protobuf:"bytes,100,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
+	// Tokens of all entries (the raw count, summaries not included).
+	TotalTokens uint64 `protobuf:"varint,101,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	// The highest seq a compaction summary covers (0: none): reads return
+	// that summary in place of entries 1..compacted_seq unless raw.
+	CompactedSeq  uint64 `protobuf:"varint,102,opt,name=compacted_seq,json=compactedSeq,proto3" json:"compacted_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -250,6 +260,27 @@ func (x *Context) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Context) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
+func (x *Context) GetTotalTokens() uint64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+func (x *Context) GetCompactedSeq() uint64 {
+	if x != nil {
+		return x.CompactedSeq
+	}
+	return 0
+}
+
 // Entry is one item of a context.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -266,7 +297,11 @@ type Entry struct {
 	Content  isEntry_Content   `protobuf_oneof:"content"`
 	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Assigned by the server on append; ignored in requests.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Tokens of the entry's content in its context's token_encoding
+	// (binary data: a quarter of its bytes, rounded up). Counted once when
+	// the entry is appended and stored with it; ignored in requests.
+	TokenCount    uint32 `protobuf:"varint,100,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +389,13 @@ func (x *Entry) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Entry) GetTokenCount() uint32 {
+	if x != nil {
+		return x.TokenCount
+	}
+	return 0
+}
+
 type isEntry_Content interface {
 	isEntry_Content()
 }
@@ -370,6 +412,86 @@ func (*Entry_Text) isEntry_Content() {}
 
 func (*Entry_Data) isEntry_Content() {}
 
+// Summary is a compaction overlay: text standing in for the entries
+// from_seq..up_to_seq of a context in reads that are not raw.
+type Summary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Always 1: a summary covers a context's prefix.
+	FromSeq uint64 `protobuf:"varint,1,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	UpToSeq uint64 `protobuf:"varint,2,opt,name=up_to_seq,json=upToSeq,proto3" json:"up_to_seq,omitempty"`
+	Text    string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// Tokens of text in the context's token_encoding.
+	TokenCount    uint32                 `protobuf:"varint,4,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Summary) Reset() {
+	*x = Summary{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Summary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Summary) ProtoMessage() {}
+
+func (x *Summary) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Summary.ProtoReflect.Descriptor instead.
+func (*Summary) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Summary) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+func (x *Summary) GetUpToSeq() uint64 {
+	if x != nil {
+		return x.UpToSeq
+	}
+	return 0
+}
+
+func (x *Summary) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Summary) GetTokenCount() uint32 {
+	if x != nil {
+		return x.TokenCount
+	}
+	return 0
+}
+
+func (x *Summary) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
 type CreateContextRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional: 1-128 characters of [A-Za-z0-9._-]. Empty: server-minted.
@@ -377,14 +499,18 @@ type CreateContextRequest struct {
 	Labels    map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Idempotency key: a retried request with the same id returns the first
 	// result instead of applying again.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tokenizer encoding of the context's token counts: "o200k_base"
+	// (default), "cl100k_base", "p50k_base", "p50k_edit" or "r50k_base".
+	// Empty: the cell's default.
+	TokenEncoding string `protobuf:"bytes,100,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContextRequest) Reset() {
 	*x = CreateContextRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +522,7 @@ func (x *CreateContextRequest) String() string {
 func (*CreateContextRequest) ProtoMessage() {}
 
 func (x *CreateContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +535,7 @@ func (x *CreateContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContextRequest.ProtoReflect.Descriptor instead.
 func (*CreateContextRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{3}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateContextRequest) GetContextId() string {
@@ -433,6 +559,13 @@ func (x *CreateContextRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *CreateContextRequest) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
 type CreateContextResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Context       *Context               `protobuf:"bytes,1,opt,name=context,proto3" json:"context,omitempty"`
@@ -442,7 +575,7 @@ type CreateContextResponse struct {
 
 func (x *CreateContextResponse) Reset() {
 	*x = CreateContextResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +587,7 @@ func (x *CreateContextResponse) String() string {
 func (*CreateContextResponse) ProtoMessage() {}
 
 func (x *CreateContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +600,7 @@ func (x *CreateContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContextResponse.ProtoReflect.Descriptor instead.
 func (*CreateContextResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateContextResponse) GetContext() *Context {
@@ -487,7 +620,7 @@ type GetContextRequest struct {
 
 func (x *GetContextRequest) Reset() {
 	*x = GetContextRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +632,7 @@ func (x *GetContextRequest) String() string {
 func (*GetContextRequest) ProtoMessage() {}
 
 func (x *GetContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +645,7 @@ func (x *GetContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContextRequest.ProtoReflect.Descriptor instead.
 func (*GetContextRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetContextRequest) GetContextId() string {
@@ -538,7 +671,7 @@ type GetContextResponse struct {
 
 func (x *GetContextResponse) Reset() {
 	*x = GetContextResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +683,7 @@ func (x *GetContextResponse) String() string {
 func (*GetContextResponse) ProtoMessage() {}
 
 func (x *GetContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +696,7 @@ func (x *GetContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContextResponse.ProtoReflect.Descriptor instead.
 func (*GetContextResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetContextResponse) GetContext() *Context {
@@ -586,7 +719,7 @@ type ListContextsRequest struct {
 
 func (x *ListContextsRequest) Reset() {
 	*x = ListContextsRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +731,7 @@ func (x *ListContextsRequest) String() string {
 func (*ListContextsRequest) ProtoMessage() {}
 
 func (x *ListContextsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +744,7 @@ func (x *ListContextsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContextsRequest.ProtoReflect.Descriptor instead.
 func (*ListContextsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListContextsRequest) GetPageSize() uint32 {
@@ -646,7 +779,7 @@ type ListContextsResponse struct {
 
 func (x *ListContextsResponse) Reset() {
 	*x = ListContextsResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +791,7 @@ func (x *ListContextsResponse) String() string {
 func (*ListContextsResponse) ProtoMessage() {}
 
 func (x *ListContextsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +804,7 @@ func (x *ListContextsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContextsResponse.ProtoReflect.Descriptor instead.
 func (*ListContextsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListContextsResponse) GetContexts() []*Context {
@@ -698,7 +831,7 @@ type DeleteContextRequest struct {
 
 func (x *DeleteContextRequest) Reset() {
 	*x = DeleteContextRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +843,7 @@ func (x *DeleteContextRequest) String() string {
 func (*DeleteContextRequest) ProtoMessage() {}
 
 func (x *DeleteContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +856,7 @@ func (x *DeleteContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContextRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContextRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteContextRequest) GetContextId() string {
@@ -748,7 +881,7 @@ type DeleteContextResponse struct {
 
 func (x *DeleteContextResponse) Reset() {
 	*x = DeleteContextResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +893,7 @@ func (x *DeleteContextResponse) String() string {
 func (*DeleteContextResponse) ProtoMessage() {}
 
 func (x *DeleteContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +906,7 @@ func (x *DeleteContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContextResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContextResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{11}
 }
 
 type AppendRequest struct {
@@ -784,14 +917,19 @@ type AppendRequest struct {
 	// Optimistic concurrency: when set, the append is applied only if the
 	// context's last_seq equals expected_seq (0: the context is empty);
 	// otherwise ABORTED SEQUENCE_MISMATCH with the current last_seq.
-	ExpectedSeq   *uint64 `protobuf:"varint,4,opt,name=expected_seq,json=expectedSeq,proto3,oneof" json:"expected_seq,omitempty"`
+	ExpectedSeq *uint64 `protobuf:"varint,4,opt,name=expected_seq,json=expectedSeq,proto3,oneof" json:"expected_seq,omitempty"`
+	// Set by the cell, not by clients (a client's value is replaced): the
+	// encoding the entries' token_count values were counted with before
+	// proposing. The state machine keeps them when it is the context's
+	// encoding and counts again otherwise.
+	TokenEncoding string `protobuf:"bytes,100,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +941,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +954,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AppendRequest) GetContextId() string {
@@ -847,6 +985,13 @@ func (x *AppendRequest) GetExpectedSeq() uint64 {
 	return 0
 }
 
+func (x *AppendRequest) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
 type AppendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FirstSeq      uint64                 `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
@@ -857,7 +1002,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1014,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1027,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AppendResponse) GetFirstSeq() uint64 {
@@ -914,15 +1059,22 @@ type ReadRequest struct {
 	MaxEntries uint32 `protobuf:"varint,4,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
 	// At most about this many bytes of entries (0: server default). At least
 	// one entry is returned when one exists, even if it alone is larger.
-	MaxBytes      uint64       `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
-	ReadOptions   *ReadOptions `protobuf:"bytes,6,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	MaxBytes    uint64       `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	ReadOptions *ReadOptions `protobuf:"bytes,6,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	// A token budget (0: none): the newest entries that fit (from from_seq
+	// or the tail's start on), preceded by the compaction summary that
+	// covers the older ones when it fits too. The tokens returned never
+	// exceed it, so a read may return nothing.
+	MaxTokens uint32 `protobuf:"varint,100,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	// Return the entries a compaction covers instead of its summary.
+	Raw           bool `protobuf:"varint,101,opt,name=raw,proto3" json:"raw,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1086,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1099,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadRequest) GetContextId() string {
@@ -1003,6 +1155,20 @@ func (x *ReadRequest) GetReadOptions() *ReadOptions {
 	return nil
 }
 
+func (x *ReadRequest) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetRaw() bool {
+	if x != nil {
+		return x.Raw
+	}
+	return false
+}
+
 type isReadRequest_Start interface {
 	isReadRequest_Start()
 }
@@ -1026,14 +1192,23 @@ type ReadResponse struct {
 	// nothing was returned.
 	NextSeq uint64 `protobuf:"varint,2,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
 	// The context's last_seq at the time of the read.
-	LastSeq       uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastSeq uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// The compaction summary returned in place of entries
+	// summary.from_seq..summary.up_to_seq (none for raw reads, reads that
+	// start after it, and budgets it does not fit).
+	Summary *Summary `protobuf:"bytes,100,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Tokens of the returned entries and summary.
+	TokensReturned uint64 `protobuf:"varint,101,opt,name=tokens_returned,json=tokensReturned,proto3" json:"tokens_returned,omitempty"`
+	// The context's total_tokens (all entries) and token_encoding.
+	TotalTokens   uint64 `protobuf:"varint,102,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	TokenEncoding string `protobuf:"bytes,103,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1220,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1233,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadResponse) GetEntries() []*Entry {
@@ -1082,6 +1257,34 @@ func (x *ReadResponse) GetLastSeq() uint64 {
 	return 0
 }
 
+func (x *ReadResponse) GetSummary() *Summary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetTokensReturned() uint64 {
+	if x != nil {
+		return x.TokensReturned
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetTotalTokens() uint64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
 type WatchRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ContextId string                 `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
@@ -1093,7 +1296,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1308,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1321,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRequest) GetContextId() string {
@@ -1145,7 +1348,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1360,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1373,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchResponse) GetEntries() []*Entry {
@@ -1194,7 +1397,7 @@ type MemoryItem struct {
 
 func (x *MemoryItem) Reset() {
 	*x = MemoryItem{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1409,7 @@ func (x *MemoryItem) String() string {
 func (*MemoryItem) ProtoMessage() {}
 
 func (x *MemoryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1422,7 @@ func (x *MemoryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryItem.ProtoReflect.Descriptor instead.
 func (*MemoryItem) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MemoryItem) GetKey() string {
@@ -1271,7 +1474,7 @@ type PutMemoryRequest struct {
 
 func (x *PutMemoryRequest) Reset() {
 	*x = PutMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1486,7 @@ func (x *PutMemoryRequest) String() string {
 func (*PutMemoryRequest) ProtoMessage() {}
 
 func (x *PutMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1499,7 @@ func (x *PutMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMemoryRequest.ProtoReflect.Descriptor instead.
 func (*PutMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutMemoryRequest) GetKey() string {
@@ -1336,7 +1539,7 @@ type PutMemoryResponse struct {
 
 func (x *PutMemoryResponse) Reset() {
 	*x = PutMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1551,7 @@ func (x *PutMemoryResponse) String() string {
 func (*PutMemoryResponse) ProtoMessage() {}
 
 func (x *PutMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1564,7 @@ func (x *PutMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMemoryResponse.ProtoReflect.Descriptor instead.
 func (*PutMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutMemoryResponse) GetRevision() uint64 {
@@ -1381,7 +1584,7 @@ type GetMemoryRequest struct {
 
 func (x *GetMemoryRequest) Reset() {
 	*x = GetMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1596,7 @@ func (x *GetMemoryRequest) String() string {
 func (*GetMemoryRequest) ProtoMessage() {}
 
 func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1609,7 @@ func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetMemoryRequest) GetKey() string {
@@ -1432,7 +1635,7 @@ type GetMemoryResponse struct {
 
 func (x *GetMemoryResponse) Reset() {
 	*x = GetMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1647,7 @@ func (x *GetMemoryResponse) String() string {
 func (*GetMemoryResponse) ProtoMessage() {}
 
 func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1660,7 @@ func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetMemoryResponse) GetItem() *MemoryItem {
@@ -1478,7 +1681,7 @@ type DeleteMemoryRequest struct {
 
 func (x *DeleteMemoryRequest) Reset() {
 	*x = DeleteMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1693,7 @@ func (x *DeleteMemoryRequest) String() string {
 func (*DeleteMemoryRequest) ProtoMessage() {}
 
 func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1706,7 @@ func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteMemoryRequest) GetKey() string {
@@ -1535,7 +1738,7 @@ type DeleteMemoryResponse struct {
 
 func (x *DeleteMemoryResponse) Reset() {
 	*x = DeleteMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1750,7 @@ func (x *DeleteMemoryResponse) String() string {
 func (*DeleteMemoryResponse) ProtoMessage() {}
 
 func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1763,7 @@ func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{24}
 }
 
 type ListMemoryRequest struct {
@@ -1577,7 +1780,7 @@ type ListMemoryRequest struct {
 
 func (x *ListMemoryRequest) Reset() {
 	*x = ListMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1792,7 @@ func (x *ListMemoryRequest) String() string {
 func (*ListMemoryRequest) ProtoMessage() {}
 
 func (x *ListMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1805,7 @@ func (x *ListMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemoryRequest.ProtoReflect.Descriptor instead.
 func (*ListMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListMemoryRequest) GetPrefix() string {
@@ -1650,7 +1853,7 @@ type ListMemoryResponse struct {
 
 func (x *ListMemoryResponse) Reset() {
 	*x = ListMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1865,7 @@ func (x *ListMemoryResponse) String() string {
 func (*ListMemoryResponse) ProtoMessage() {}
 
 func (x *ListMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1878,7 @@ func (x *ListMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemoryResponse.ProtoReflect.Descriptor instead.
 func (*ListMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListMemoryResponse) GetItems() []*MemoryItem {
@@ -1692,6 +1895,148 @@ func (x *ListMemoryResponse) GetNextPageToken() string {
 	return ""
 }
 
+type CompactRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ContextId string                 `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	// The summary covers entries 1..up_to_seq: at most the context's
+	// last_seq and above its compacted_seq.
+	UpToSeq uint64 `protobuf:"varint,2,opt,name=up_to_seq,json=upToSeq,proto3" json:"up_to_seq,omitempty"`
+	// The summary text (written by the caller; cellplane runs no model).
+	Summary   string `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Set by the cell, not by clients (a client's value is replaced): the
+	// summary's token count and the encoding it was counted with.
+	SummaryTokens uint32 `protobuf:"varint,5,opt,name=summary_tokens,json=summaryTokens,proto3" json:"summary_tokens,omitempty"`
+	TokenEncoding string `protobuf:"bytes,6,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactRequest) Reset() {
+	*x = CompactRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactRequest) ProtoMessage() {}
+
+func (x *CompactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
+func (*CompactRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CompactRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *CompactRequest) GetUpToSeq() uint64 {
+	if x != nil {
+		return x.UpToSeq
+	}
+	return 0
+}
+
+func (x *CompactRequest) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *CompactRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CompactRequest) GetSummaryTokens() uint32 {
+	if x != nil {
+		return x.SummaryTokens
+	}
+	return 0
+}
+
+func (x *CompactRequest) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
+type CompactResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Summary *Summary               `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	// The context after the compaction.
+	Context       *Context `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactResponse) Reset() {
+	*x = CompactResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactResponse) ProtoMessage() {}
+
+func (x *CompactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
+func (*CompactResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CompactResponse) GetSummary() *Summary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *CompactResponse) GetContext() *Context {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -1699,7 +2044,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
-	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xfb\x02\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xea\x03\n" +
 	"\aContext\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12A\n" +
@@ -1712,10 +2057,13 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a9\n" +
+	"updateTime\x12%\n" +
+	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncoding\x12!\n" +
+	"\ftotal_tokens\x18e \x01(\x04R\vtotalTokens\x12#\n" +
+	"\rcompacted_seq\x18f \x01(\x04R\fcompactedSeq\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -1723,17 +2071,28 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fH\x00R\x04data\x12E\n" +
 	"\bmetadata\x18\x05 \x03(\v2).cellplane.context.v1.Entry.MetadataEntryR\bmetadata\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x1a;\n" +
+	"createTime\x12\x1f\n" +
+	"\vtoken_count\x18d \x01(\rR\n" +
+	"tokenCount\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acontent\"\xdf\x01\n" +
+	"\acontent\"\xb2\x01\n" +
+	"\aSummary\x12\x19\n" +
+	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x1a\n" +
+	"\tup_to_seq\x18\x02 \x01(\x04R\aupToSeq\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x1f\n" +
+	"\vtoken_count\x18\x04 \x01(\rR\n" +
+	"tokenCount\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\x86\x02\n" +
 	"\x14CreateContextRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12N\n" +
 	"\x06labels\x18\x02 \x03(\v26.cellplane.context.v1.CreateContextRequest.LabelsEntryR\x06labels\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x1a9\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12%\n" +
+	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncoding\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -1758,18 +2117,19 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"\x17\n" +
-	"\x15DeleteContextResponse\"\xbd\x01\n" +
+	"\x15DeleteContextResponse\"\xe4\x01\n" +
 	"\rAppendRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x125\n" +
 	"\aentries\x18\x02 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12&\n" +
-	"\fexpected_seq\x18\x04 \x01(\x04H\x00R\vexpectedSeq\x88\x01\x01B\x0f\n" +
+	"\fexpected_seq\x18\x04 \x01(\x04H\x00R\vexpectedSeq\x88\x01\x01\x12%\n" +
+	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncodingB\x0f\n" +
 	"\r_expected_seq\"H\n" +
 	"\x0eAppendResponse\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12\x19\n" +
-	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\xec\x01\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\x9d\x02\n" +
 	"\vReadRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1b\n" +
@@ -1778,12 +2138,19 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vmax_entries\x18\x04 \x01(\rR\n" +
 	"maxEntries\x12\x1b\n" +
 	"\tmax_bytes\x18\x05 \x01(\x04R\bmaxBytes\x12D\n" +
-	"\fread_options\x18\x06 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptionsB\a\n" +
-	"\x05start\"{\n" +
+	"\fread_options\x18\x06 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18d \x01(\rR\tmaxTokens\x12\x10\n" +
+	"\x03raw\x18e \x01(\bR\x03rawB\a\n" +
+	"\x05start\"\xa7\x02\n" +
 	"\fReadResponse\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12\x19\n" +
 	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\x12\x19\n" +
-	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"H\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x127\n" +
+	"\asummary\x18d \x01(\v2\x1d.cellplane.context.v1.SummaryR\asummary\x12'\n" +
+	"\x0ftokens_returned\x18e \x01(\x04R\x0etokensReturned\x12!\n" +
+	"\ftotal_tokens\x18f \x01(\x04R\vtotalTokens\x12%\n" +
+	"\x0etoken_encoding\x18g \x01(\tR\rtokenEncoding\"H\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
@@ -1829,12 +2196,24 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\fread_options\x18\x05 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"t\n" +
 	"\x12ListMemoryResponse\x126\n" +
 	"\x05items\x18\x01 \x03(\v2 .cellplane.context.v1.MemoryItemR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*w\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd2\x01\n" +
+	"\x0eCompactRequest\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1a\n" +
+	"\tup_to_seq\x18\x02 \x01(\x04R\aupToSeq\x12\x18\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
+	"\x0esummary_tokens\x18\x05 \x01(\rR\rsummaryTokens\x12%\n" +
+	"\x0etoken_encoding\x18\x06 \x01(\tR\rtokenEncoding\"\x83\x01\n" +
+	"\x0fCompactResponse\x127\n" +
+	"\asummary\x18\x01 \x01(\v2\x1d.cellplane.context.v1.SummaryR\asummary\x127\n" +
+	"\acontext\x18\x02 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x032\xae\b\n" +
+	"\x11CONSISTENCY_STALE\x10\x032\x86\t\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -1848,7 +2227,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\tGetMemory\x12&.cellplane.context.v1.GetMemoryRequest\x1a'.cellplane.context.v1.GetMemoryResponse\x12e\n" +
 	"\fDeleteMemory\x12).cellplane.context.v1.DeleteMemoryRequest\x1a*.cellplane.context.v1.DeleteMemoryResponse\x12_\n" +
 	"\n" +
-	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12V\n" +
+	"\aCompact\x12$.cellplane.context.v1.CompactRequest\x1a%.cellplane.context.v1.CompactResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -1863,92 +2243,101 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(*ReadOptions)(nil),           // 1: cellplane.context.v1.ReadOptions
 	(*Context)(nil),               // 2: cellplane.context.v1.Context
 	(*Entry)(nil),                 // 3: cellplane.context.v1.Entry
-	(*CreateContextRequest)(nil),  // 4: cellplane.context.v1.CreateContextRequest
-	(*CreateContextResponse)(nil), // 5: cellplane.context.v1.CreateContextResponse
-	(*GetContextRequest)(nil),     // 6: cellplane.context.v1.GetContextRequest
-	(*GetContextResponse)(nil),    // 7: cellplane.context.v1.GetContextResponse
-	(*ListContextsRequest)(nil),   // 8: cellplane.context.v1.ListContextsRequest
-	(*ListContextsResponse)(nil),  // 9: cellplane.context.v1.ListContextsResponse
-	(*DeleteContextRequest)(nil),  // 10: cellplane.context.v1.DeleteContextRequest
-	(*DeleteContextResponse)(nil), // 11: cellplane.context.v1.DeleteContextResponse
-	(*AppendRequest)(nil),         // 12: cellplane.context.v1.AppendRequest
-	(*AppendResponse)(nil),        // 13: cellplane.context.v1.AppendResponse
-	(*ReadRequest)(nil),           // 14: cellplane.context.v1.ReadRequest
-	(*ReadResponse)(nil),          // 15: cellplane.context.v1.ReadResponse
-	(*WatchRequest)(nil),          // 16: cellplane.context.v1.WatchRequest
-	(*WatchResponse)(nil),         // 17: cellplane.context.v1.WatchResponse
-	(*MemoryItem)(nil),            // 18: cellplane.context.v1.MemoryItem
-	(*PutMemoryRequest)(nil),      // 19: cellplane.context.v1.PutMemoryRequest
-	(*PutMemoryResponse)(nil),     // 20: cellplane.context.v1.PutMemoryResponse
-	(*GetMemoryRequest)(nil),      // 21: cellplane.context.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),     // 22: cellplane.context.v1.GetMemoryResponse
-	(*DeleteMemoryRequest)(nil),   // 23: cellplane.context.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),  // 24: cellplane.context.v1.DeleteMemoryResponse
-	(*ListMemoryRequest)(nil),     // 25: cellplane.context.v1.ListMemoryRequest
-	(*ListMemoryResponse)(nil),    // 26: cellplane.context.v1.ListMemoryResponse
-	nil,                           // 27: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 28: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 29: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*Summary)(nil),               // 4: cellplane.context.v1.Summary
+	(*CreateContextRequest)(nil),  // 5: cellplane.context.v1.CreateContextRequest
+	(*CreateContextResponse)(nil), // 6: cellplane.context.v1.CreateContextResponse
+	(*GetContextRequest)(nil),     // 7: cellplane.context.v1.GetContextRequest
+	(*GetContextResponse)(nil),    // 8: cellplane.context.v1.GetContextResponse
+	(*ListContextsRequest)(nil),   // 9: cellplane.context.v1.ListContextsRequest
+	(*ListContextsResponse)(nil),  // 10: cellplane.context.v1.ListContextsResponse
+	(*DeleteContextRequest)(nil),  // 11: cellplane.context.v1.DeleteContextRequest
+	(*DeleteContextResponse)(nil), // 12: cellplane.context.v1.DeleteContextResponse
+	(*AppendRequest)(nil),         // 13: cellplane.context.v1.AppendRequest
+	(*AppendResponse)(nil),        // 14: cellplane.context.v1.AppendResponse
+	(*ReadRequest)(nil),           // 15: cellplane.context.v1.ReadRequest
+	(*ReadResponse)(nil),          // 16: cellplane.context.v1.ReadResponse
+	(*WatchRequest)(nil),          // 17: cellplane.context.v1.WatchRequest
+	(*WatchResponse)(nil),         // 18: cellplane.context.v1.WatchResponse
+	(*MemoryItem)(nil),            // 19: cellplane.context.v1.MemoryItem
+	(*PutMemoryRequest)(nil),      // 20: cellplane.context.v1.PutMemoryRequest
+	(*PutMemoryResponse)(nil),     // 21: cellplane.context.v1.PutMemoryResponse
+	(*GetMemoryRequest)(nil),      // 22: cellplane.context.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),     // 23: cellplane.context.v1.GetMemoryResponse
+	(*DeleteMemoryRequest)(nil),   // 24: cellplane.context.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),  // 25: cellplane.context.v1.DeleteMemoryResponse
+	(*ListMemoryRequest)(nil),     // 26: cellplane.context.v1.ListMemoryRequest
+	(*ListMemoryResponse)(nil),    // 27: cellplane.context.v1.ListMemoryResponse
+	(*CompactRequest)(nil),        // 28: cellplane.context.v1.CompactRequest
+	(*CompactResponse)(nil),       // 29: cellplane.context.v1.CompactResponse
+	nil,                           // 30: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 31: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 32: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	30, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	27, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	31, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	31, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	28, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	31, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	29, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	2,  // 8: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
-	1,  // 9: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	2,  // 10: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
-	1,  // 11: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	2,  // 12: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	3,  // 13: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	1,  // 14: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 15: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	3,  // 16: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	31, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	31, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	18, // 20: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 21: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	18, // 22: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	4,  // 23: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	6,  // 24: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	8,  // 25: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	10, // 26: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	12, // 27: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	14, // 28: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	16, // 29: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	19, // 30: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	21, // 31: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	23, // 32: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	25, // 33: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	5,  // 34: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	7,  // 35: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	9,  // 36: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	11, // 37: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	13, // 38: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	15, // 39: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	17, // 40: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	20, // 41: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	22, // 42: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	24, // 43: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	26, // 44: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	33, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	30, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	34, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	34, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	31, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	34, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	34, // 7: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
+	32, // 8: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	2,  // 9: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
+	1,  // 10: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	2,  // 11: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
+	1,  // 12: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	2,  // 13: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	3,  // 14: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	1,  // 15: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 16: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	4,  // 17: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
+	3,  // 18: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	34, // 19: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	34, // 20: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 21: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	19, // 22: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 23: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	19, // 24: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	4,  // 25: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
+	2,  // 26: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
+	5,  // 27: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	7,  // 28: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	9,  // 29: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	11, // 30: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	13, // 31: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	15, // 32: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	17, // 33: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	20, // 34: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	22, // 35: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	24, // 36: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	26, // 37: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	28, // 38: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	6,  // 39: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	8,  // 40: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	10, // 41: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	12, // 42: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	14, // 43: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	16, // 44: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	18, // 45: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	21, // 46: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	23, // 47: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	25, // 48: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	27, // 49: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	29, // 50: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	39, // [39:51] is the sub-list for method output_type
+	27, // [27:39] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -1960,20 +2349,20 @@ func file_cellplane_context_v1_context_proto_init() {
 		(*Entry_Text)(nil),
 		(*Entry_Data)(nil),
 	}
-	file_cellplane_context_v1_context_proto_msgTypes[11].OneofWrappers = []any{}
-	file_cellplane_context_v1_context_proto_msgTypes[13].OneofWrappers = []any{
+	file_cellplane_context_v1_context_proto_msgTypes[12].OneofWrappers = []any{}
+	file_cellplane_context_v1_context_proto_msgTypes[14].OneofWrappers = []any{
 		(*ReadRequest_FromSeq)(nil),
 		(*ReadRequest_Tail)(nil),
 	}
-	file_cellplane_context_v1_context_proto_msgTypes[18].OneofWrappers = []any{}
-	file_cellplane_context_v1_context_proto_msgTypes[22].OneofWrappers = []any{}
+	file_cellplane_context_v1_context_proto_msgTypes[19].OneofWrappers = []any{}
+	file_cellplane_context_v1_context_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	ContextService_GetMemory_FullMethodName     = "/cellplane.context.v1.ContextService/GetMemory"
 	ContextService_DeleteMemory_FullMethodName  = "/cellplane.context.v1.ContextService/DeleteMemory"
 	ContextService_ListMemory_FullMethodName    = "/cellplane.context.v1.ContextService/ListMemory"
+	ContextService_Compact_FullMethodName       = "/cellplane.context.v1.ContextService/Compact"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -77,6 +78,12 @@ type ContextServiceClient interface {
 	DeleteMemory(ctx context.Context, in *DeleteMemoryRequest, opts ...grpc.CallOption) (*DeleteMemoryResponse, error)
 	// ListMemory lists memory keys by prefix in key order, paginated.
 	ListMemory(ctx context.Context, in *ListMemoryRequest, opts ...grpc.CallOption) (*ListMemoryResponse, error)
+	// Compact stores a summary (written by the caller) of a context's
+	// entries 1..up_to_seq. Reads return it in place of those entries unless
+	// they ask for raw entries; the entries themselves stay. A later
+	// compaction must reach a higher up_to_seq and supersedes the earlier
+	// one (its summary covers the earlier summary's range too).
+	Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error)
 }
 
 type contextServiceClient struct {
@@ -206,6 +213,16 @@ func (c *contextServiceClient) ListMemory(ctx context.Context, in *ListMemoryReq
 	return out, nil
 }
 
+func (c *contextServiceClient) Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompactResponse)
+	err := c.cc.Invoke(ctx, ContextService_Compact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -240,6 +257,12 @@ type ContextServiceServer interface {
 	DeleteMemory(context.Context, *DeleteMemoryRequest) (*DeleteMemoryResponse, error)
 	// ListMemory lists memory keys by prefix in key order, paginated.
 	ListMemory(context.Context, *ListMemoryRequest) (*ListMemoryResponse, error)
+	// Compact stores a summary (written by the caller) of a context's
+	// entries 1..up_to_seq. Reads return it in place of those entries unless
+	// they ask for raw entries; the entries themselves stay. A later
+	// compaction must reach a higher up_to_seq and supersedes the earlier
+	// one (its summary covers the earlier summary's range too).
+	Compact(context.Context, *CompactRequest) (*CompactResponse, error)
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -282,6 +305,9 @@ func (UnimplementedContextServiceServer) DeleteMemory(context.Context, *DeleteMe
 }
 func (UnimplementedContextServiceServer) ListMemory(context.Context, *ListMemoryRequest) (*ListMemoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMemory not implemented")
+}
+func (UnimplementedContextServiceServer) Compact(context.Context, *CompactRequest) (*CompactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Compact not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -495,6 +521,24 @@ func _ContextService_ListMemory_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContextService_Compact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).Compact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_Compact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).Compact(ctx, req.(*CompactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -541,6 +585,10 @@ var ContextService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMemory",
 			Handler:    _ContextService_ListMemory_Handler,
+		},
+		{
+			MethodName: "Compact",
+			Handler:    _ContextService_Compact_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
