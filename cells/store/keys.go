@@ -18,6 +18,7 @@ import (
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//	    'o' context id "\x00" seq(8)     contextv1.Summary (compaction overlay up to seq)
 //
 // Tenant and context ids are [A-Za-z0-9._-] (validated at the edge), so the
 // "\x00" separators cannot occur inside them and ranges stay contiguous.
@@ -34,6 +35,7 @@ const (
 	kindChange  = 'l'
 	kindDedup   = 'd'
 	kindDedupQ  = 'q'
+	kindSummary = 'o'
 )
 
 var (
@@ -79,6 +81,17 @@ func entryPrefix(tenant, id string) []byte {
 
 func entryKey(tenant, id string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(entryPrefix(tenant, id), seq)
+}
+
+// summaryPrefix is the start of a context's compaction summaries.
+func summaryPrefix(tenant, id string) []byte {
+	k := append(tenantKey(tenant, kindSummary, len(id)+9), id...)
+	return append(k, 0)
+}
+
+// summaryKey is the summary covering a context's entries 1..upTo.
+func summaryKey(tenant, id string, upTo uint64) []byte {
+	return binary.BigEndian.AppendUint64(summaryPrefix(tenant, id), upTo)
 }
 
 func memoryKey(tenant, key string) []byte {

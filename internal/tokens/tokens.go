@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"github.com/tiktoken-go/tokenizer"
 )
 
@@ -80,4 +81,13 @@ func Text(encoding, s string) uint32 {
 // (the usual estimate; binary data has no tokens of its own).
 func Data(b []byte) uint32 {
 	return uint32(min((uint64(len(b))+3)/4, 1<<32-1))
+}
+
+// Entry counts an entry's content: its text, or its binary data (Data).
+// Role and metadata are not counted.
+func Entry(encoding string, e *contextv1.Entry) uint32 {
+	if d, ok := e.GetContent().(*contextv1.Entry_Data); ok {
+		return Data(d.Data)
+	}
+	return Text(encoding, e.GetText())
 }
