@@ -295,7 +295,7 @@ func TestFastPathRefusesUnauthorised(t *testing.T) {
 		t.Fatalf("bob's delete: %d %s", r.status, r.body)
 	}
 	r := send("Bearer alice", "context_read", `{"context_id":"mine"}`)
-	if !strings.Contains(r.body, `\"entries\":[]`) || !strings.Contains(r.body, `\"last_seq\":0`) {
+	if !strings.Contains(r.body, `"entries":[]`) || !strings.Contains(r.body, `"last_seq":0`) {
 		t.Fatalf("alice's context was written: %s", r.body)
 	}
 	if r := send("Bearer alice", "memory_get", `{"key":"k"}`); !strings.Contains(r.body, "KEY_NOT_FOUND") {

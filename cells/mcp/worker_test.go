@@ -85,7 +85,7 @@ func TestWorker(t *testing.T) {
 	open := startWorker(t, mcp.DefaultConfig(), cell, nil)
 
 	t.Run("eras", func(t *testing.T) {
-		want := []string{"context_append", "context_create", "context_delete", "context_list", "context_read",
+		want := []string{"context_append", "context_compact", "context_create", "context_delete", "context_list", "context_read",
 			"memory_delete", "memory_get", "memory_list", "memory_put"}
 		for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"} {
 			t.Run(version, func(t *testing.T) {

@@ -139,7 +139,7 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 				return err
 			}
 			r, err := v.ReadContext(c, store.ReadQuery{FromSeq: readStart(req, c.GetLastSeq()), MaxEntries: maxEntries, MaxBytes: maxBytes,
-				MaxTokens: uint64(req.GetMaxTokens()), Raw: req.GetRaw()})
+				MaxTokens: uint64(req.GetMaxTokens()), Raw: req.GetRaw(), Newest: req.GetNewest()})
 			resp = r
 			return err
 		})

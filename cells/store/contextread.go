@@ -23,6 +23,9 @@ type ReadQuery struct {
 	MaxTokens uint64
 	// Raw returns entries a compaction covers instead of its summary.
 	Raw bool
+	// Newest keeps the newest entries of the range when the caps cut it
+	// (implied by MaxTokens).
+	Newest bool
 }
 
 // entrySource is a context's entries in seq order. Reads (summaries,
@@ -110,7 +113,9 @@ func (v *TenantView) Summary(id string, upTo uint64) (*contextv1.Summary, error)
 
 // ReadContext reads context c (found in this view) as q asks: the newest
 // compaction summary in place of the entries it covers (unless q.Raw),
-// then entries, within q's caps and token budget.
+// then entries, within q's caps and token budget. A budget is spent on
+// the summary first (when it fits), then on entries from the newest back;
+// the entries returned are contiguous and end at the newest that fit.
 func (v *TenantView) ReadContext(c *contextv1.Context, q ReadQuery) (*contextv1.ReadResponse, error) {
 	enc := tokens.Resolve(c.GetTokenEncoding())
 	last := c.GetLastSeq()
@@ -152,7 +157,7 @@ func (v *TenantView) ReadContext(c *contextv1.Context, q ReadQuery) (*contextv1.
 		bytes += uint64(size)
 	}
 	src := v.entrySource(c)
-	if !budgeted {
+	if !budgeted && !q.Newest {
 		err := src.ascend(lower, func(e *contextv1.Entry, size int) (bool, error) {
 			if !fits(e, size) {
 				return false, nil
@@ -182,7 +187,7 @@ func (v *TenantView) ReadContext(c *contextv1.Context, q ReadQuery) (*contextv1.
 	}
 	if n := len(resp.Entries); n > 0 {
 		resp.NextSeq = resp.Entries[n-1].GetSeq() + 1
-	} else if budgeted {
+	} else if budgeted || q.Newest {
 		resp.NextSeq = last + 1
 	}
 	return resp, nil

@@ -1067,7 +1067,10 @@ type ReadRequest struct {
 	// exceed it, so a read may return nothing.
 	MaxTokens uint32 `protobuf:"varint,100,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
 	// Return the entries a compaction covers instead of its summary.
-	Raw           bool `protobuf:"varint,101,opt,name=raw,proto3" json:"raw,omitempty"`
+	Raw bool `protobuf:"varint,101,opt,name=raw,proto3" json:"raw,omitempty"`
+	// When max_entries or max_bytes cut the read, keep its newest entries
+	// (the end of the range) rather than its oldest. Implied by max_tokens.
+	Newest        bool `protobuf:"varint,102,opt,name=newest,proto3" json:"newest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1165,6 +1168,13 @@ func (x *ReadRequest) GetMaxTokens() uint32 {
 func (x *ReadRequest) GetRaw() bool {
 	if x != nil {
 		return x.Raw
+	}
+	return false
+}
+
+func (x *ReadRequest) GetNewest() bool {
+	if x != nil {
+		return x.Newest
 	}
 	return false
 }
@@ -2129,7 +2139,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\r_expected_seq\"H\n" +
 	"\x0eAppendResponse\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12\x19\n" +
-	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\x9d\x02\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\xb5\x02\n" +
 	"\vReadRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1b\n" +
@@ -2141,7 +2151,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\fread_options\x18\x06 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12\x1d\n" +
 	"\n" +
 	"max_tokens\x18d \x01(\rR\tmaxTokens\x12\x10\n" +
-	"\x03raw\x18e \x01(\bR\x03rawB\a\n" +
+	"\x03raw\x18e \x01(\bR\x03raw\x12\x16\n" +
+	"\x06newest\x18f \x01(\bR\x06newestB\a\n" +
 	"\x05start\"\xa7\x02\n" +
 	"\fReadResponse\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12\x19\n" +
