@@ -452,6 +452,7 @@ func checkState(t testing.TB, f *fsm) {
 type tenantKeys struct {
 	contexts map[string]*contextv1.Context
 	entries  map[string][]*contextv1.Entry // by context id, in key order
+	sums     map[string][]*contextv1.Summary
 	memory   []*contextv1.MemoryItem
 	memBytes uint64
 	changes  []uint64
@@ -471,7 +472,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if d, ok := data[tenant]; ok {
 			return d
 		}
-		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}}
+		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, sums: map[string][]*contextv1.Summary{}}
 		data[tenant] = d
 		return d
 	}
@@ -535,6 +536,17 @@ func stateProblems(t testing.TB, f *fsm) []string {
 					bad("entry key %q holds seq %d (%v)", k, en.GetSeq(), err)
 				}
 				d.entries[string(rest[:j])] = append(d.entries[string(rest[:j])], &en)
+			case kindSummary:
+				j := bytes.IndexByte(rest, 0)
+				if j < 0 || len(rest) != j+9 {
+					bad("summary key %q is malformed", k)
+					continue
+				}
+				var s contextv1.Summary
+				if err := proto.Unmarshal(v, &s); err != nil || s.GetUpToSeq() != binary.BigEndian.Uint64(rest[j+1:]) || s.GetFromSeq() != 1 {
+					bad("summary key %q holds %v (%v)", k, &s, err)
+				}
+				d.sums[string(rest[:j])] = append(d.sums[string(rest[:j])], &s)
 			case kindMemory:
 				var m contextv1.MemoryItem
 				if err := proto.Unmarshal(v, &m); err != nil || m.GetKey() != string(rest) || m.GetRevision() == 0 {
@@ -586,12 +598,27 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		var entries, entryBytes uint64
 		for id, c := range d.contexts {
 			es := d.entries[id]
-			var size uint64
+			var size, toks uint64
 			for i, e := range es {
 				if e.GetSeq() != uint64(i)+1 {
 					bad("%s/%s: entry %d has seq %d", tenant, id, i, e.GetSeq())
 				}
 				size += EntrySize(e)
+				toks += uint64(e.GetTokenCount())
+			}
+			if c.GetTotalTokens() != toks {
+				bad("%s/%s: context says %d tokens; its entries hold %d", tenant, id, c.GetTotalTokens(), toks)
+			}
+			var compacted uint64
+			for _, s := range d.sums[id] {
+				if s.GetUpToSeq() <= compacted || s.GetUpToSeq() > c.GetLastSeq() {
+					bad("%s/%s: summary up to %d after %d (last_seq %d)", tenant, id, s.GetUpToSeq(), compacted, c.GetLastSeq())
+				}
+				compacted = s.GetUpToSeq()
+				size += uint64(len(s.GetText()))
+			}
+			if c.GetCompactedSeq() != compacted {
+				bad("%s/%s: compacted_seq %d; newest summary up to %d", tenant, id, c.GetCompactedSeq(), compacted)
 			}
 			if c.GetLastSeq() != uint64(len(es)) || c.GetEntryCount() != uint64(len(es)) || c.GetSizeBytes() != size {
 				bad("%s/%s: context says last_seq %d entry_count %d size %d; %d entries of %d bytes stored",
@@ -603,6 +630,11 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		for id := range d.entries {
 			if d.contexts[id] == nil {
 				bad("%s: entries of missing context %q", tenant, id)
+			}
+		}
+		for id := range d.sums {
+			if d.contexts[id] == nil {
+				bad("%s: summaries of missing context %q", tenant, id)
 			}
 		}
 		if u.GetContexts() != uint64(len(d.contexts)) || u.GetEntries() != entries ||
