@@ -66,4 +66,3 @@ func BenchmarkAppendTokenCounting(b *testing.B) {
 		})
 	}
 }
-
