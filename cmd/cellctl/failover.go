@@ -503,6 +503,8 @@ func describeCommand(cmd *cellv1.Command) (op, detail string) {
 		return "put_memory", fmt.Sprintf("key %q, %d bytes", o.PutMemory.GetKey(), len(o.PutMemory.GetValue()))
 	case *cellv1.Command_DeleteMemory:
 		return "delete_memory", fmt.Sprintf("key %q", o.DeleteMemory.GetKey())
+	case *cellv1.Command_CompactContext:
+		return "compact_context", fmt.Sprintf("context %s, up to seq %d", o.CompactContext.GetContextId(), o.CompactContext.GetUpToSeq())
 	case *cellv1.Command_SetTenant:
 		return "set_tenant", fmt.Sprintf("%s at epoch %d", enumName(o.SetTenant.GetRole().String(), "ROLE_"), o.SetTenant.GetEpoch())
 	case *cellv1.Command_DeleteTenant:
