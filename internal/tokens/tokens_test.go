@@ -2,6 +2,8 @@ package tokens
 
 import (
 	"errors"
+	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -55,4 +57,44 @@ func BenchmarkText(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestTextMatchesTokenizer is the property Text's chunking relies on:
+// over random texts (words in several scripts, case changes, digits,
+// punctuation, contractions, every kind of whitespace, marks), the sum of
+// the chunks' counts is the tokenizer's count of the whole text, for
+// every encoding.
+func TestTextMatchesTokenizer(t *testing.T) {
+	for seed := range uint64(3) {
+		matchesTokenizer(t, seed)
+	}
+}
+
+func matchesTokenizer(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	parts := []string{"the", "The", "THE", "agent", "Agent's", "don't", "I'll", "we've", "HelloWorld", "naïve", "café", "e\u0301",
+		"日本語", "テキスト", "한국어", "Ελληνικά", "русский", "عربى", "हिन्दी", "🙂", "👍🏽", "123", "4567", "3.14", "x", "A", "a",
+		" ", " ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", ".", ",", ";", "!?", "--", "/", "'", "\"", "(", ")", "{}", "<|endoftext|>",
+		"\u00a0", "\u2003", "\u200b", "ǅ", "ʰ", "\u0301"}
+	for _, enc := range Encodings() {
+		for range 1500 {
+			var b strings.Builder
+			for range rng.IntN(30) {
+				b.WriteString(parts[rng.IntN(len(parts))])
+				if rng.IntN(3) > 0 {
+					b.WriteByte(' ')
+				}
+			}
+			s := b.String()
+			if got, want := Text(enc, s), textSlow(enc, s); got != want {
+				t.Fatalf("%s: Text(%q) = %d, the tokenizer counts %d", enc, s, got, want)
+			}
+		}
+	}
+}
+
+// textSlow is the tokenizer's own count of the whole text.
+func textSlow(encoding, s string) uint32 {
+	n, _ := counterOf(encoding).codec.Count(s)
+	return uint32(n)
 }
