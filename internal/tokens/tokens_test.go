@@ -3,6 +3,7 @@ package tokens
 import (
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -97,4 +98,31 @@ func matchesTokenizer(t *testing.T, seed uint64) {
 func textSlow(encoding, s string) uint32 {
 	n, _ := counterOf(encoding).codec.Count(s)
 	return uint32(n)
+}
+
+// TestTextConcurrent: the codecs and the chunk cache are shared by
+// concurrent appends (run with -race), and the cache starting over when
+// full changes no count.
+func TestTextConcurrent(t *testing.T) {
+	done := make(chan uint32)
+	for g := range 4 {
+		go func() {
+			var sum uint32
+			for i := range cacheChunks / 4 {
+				sum += Text("cl100k_base", "word"+strconv.Itoa(g*cacheChunks/4+i)+" again and again")
+			}
+			done <- sum
+		}()
+	}
+	var total uint32
+	for range 4 {
+		total += <-done
+	}
+	var want uint32
+	for i := range cacheChunks {
+		want += textSlow("cl100k_base", "word"+strconv.Itoa(i)+" again and again")
+	}
+	if total != want {
+		t.Fatalf("concurrent counts sum to %d, want %d", total, want)
+	}
 }
