@@ -248,6 +248,10 @@ func TestCellTLSRefusals(t *testing.T) {
 	if _, err := router.CreateContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CreateContextRequest{ContextId: "keep", RequestId: "k"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := router.Append(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.AppendRequest{ContextId: "keep", RequestId: "ka",
+		Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "kept"}}}}); err != nil {
+		t.Fatal(err)
+	}
 	cp := cellv1.NewCellServiceClient(c.dialAs(t, addr, cpID))
 	tenantState := func() string {
 		resp, err := cp.GetTenant(ctx, &cellv1.GetTenantRequest{Tenant: tenant})
@@ -296,6 +300,8 @@ func TestCellTLSRefusals(t *testing.T) {
 		denied(t, "CreateContext as "+id.String(), err, codes.PermissionDenied)
 		_, err = cs.Fork(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.ForkRequest{ContextId: "keep", NewContextId: "evil-fork", RequestId: "e3f"})
 		denied(t, "Fork as "+id.String(), err, codes.PermissionDenied)
+		_, err = cs.Compact(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.CompactRequest{ContextId: "keep", UpToSeq: 1, Summary: "evil", RequestId: "e3c"})
+		denied(t, "Compact as "+id.String(), err, codes.PermissionDenied)
 	}
 	// ContextService: a node of another cell.
 	_, err = contextv1.NewContextServiceClient(c.dialAs(t, addr, otherCell)).
@@ -370,6 +376,9 @@ func TestCellTLSRefusals(t *testing.T) {
 	}
 	if got := contexts(t, ctx, router); !slices.Equal(got, beforeContexts) {
 		t.Fatalf("contexts changed by refused calls: %v, were %v", got, beforeContexts)
+	}
+	if kept, err := router.GetContext(tenantmd.Outgoing(ctx, tenant, 0), &contextv1.GetContextRequest{ContextId: "keep"}); err != nil || kept.GetContext().GetCompactedSeq() != 0 {
+		t.Fatalf("context compacted by refused calls: %v, %v", kept, err)
 	}
 	// The allowed identity can do what the others could not.
 	if _, err := cp.DeleteTenant(ctx, &cellv1.DeleteTenantRequest{Tenant: tenant, RequestId: "ok", Force: true}); err != nil {

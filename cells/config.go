@@ -18,6 +18,7 @@ import (
 	"github.com/cellplane/cellplane/internal/ratelimit"
 	"github.com/cellplane/cellplane/internal/serve"
 	"github.com/cellplane/cellplane/internal/tenanttoken"
+	"github.com/cellplane/cellplane/internal/tokens"
 	"github.com/cellplane/cellplane/replication"
 	"google.golang.org/grpc"
 )
@@ -136,6 +137,10 @@ type Config struct {
 	// "Registration rule"; security finding C5).
 	AllowCrossHostAddrs bool
 
+	// TokenEncoding is the tokenizer encoding of contexts created without
+	// one (internal/tokens; docs/contexts.md). Empty: tokens.Default.
+	TokenEncoding string
+
 	// MCP configures the MCP worker the node serves on its HTTP port at
 	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off. An empty
 	// MCP.PublicURL is "http://" + the advertised HTTP address.
@@ -226,6 +231,11 @@ func (c Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cells: "+format, args...)) }
 	if err := c.DirectRateLimit.Validate(); err != nil {
 		add("DirectRateLimit: %v", err)
+	}
+	if c.TokenEncoding != "" {
+		if err := tokens.Check(c.TokenEncoding); err != nil {
+			add("TokenEncoding: %v", err)
+		}
 	}
 
 	if !c.MCPDisabled {

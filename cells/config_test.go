@@ -29,6 +29,8 @@ func TestConfigValidate(t *testing.T) {
 		{"missing id and dir", func(c *cells.Config) { c.NodeID, c.DataDir = "", "" }, []string{"NodeID", "DataDir is required"}},
 		{"bad id", func(c *cells.Config) { c.NodeID = "n/1" }, []string{`NodeID "n/1"`}},
 		{"missing address", func(c *cells.Config) { c.GRPCAddr = "" }, []string{"GRPCAddr is required"}},
+		{"token encoding", func(c *cells.Config) { c.TokenEncoding = "cl100k_base" }, nil},
+		{"unknown token encoding", func(c *cells.Config) { c.TokenEncoding = "gpt-4" }, []string{"TokenEncoding"}},
 		{"address without port", func(c *cells.Config) { c.HTTPAddr = "localhost" }, []string{`HTTPAddr "localhost" is not host:port`}},
 		{"bootstrap and join", func(c *cells.Config) {
 			c.Bootstrap = []store.Peer{{ID: "n1", Addr: "127.0.0.1:7210"}}

@@ -312,6 +312,9 @@ func (n *Node) openServices(w *wiring) (err error) {
 	svcCfg.CellID = n.cfg.CellID
 	svcCfg.Dial = n.cfg.Dial
 	svcCfg.AllowCrossHostAddrs = n.cfg.AllowCrossHostAddrs
+	if n.cfg.TokenEncoding != "" {
+		svcCfg.TokenEncoding = n.cfg.TokenEncoding
+	}
 	svcCfg.Logger = n.base()
 	if w.sink != nil {
 		svcCfg.Replication = w.sink

@@ -52,9 +52,13 @@ type Config struct {
 	// transient failures included.
 	CallTimeout time.Duration
 	// MaxReadEntries and MaxReadBytes cap context_read (and a resource
-	// read); they are also the defaults when a call gives no bound.
+	// read); MaxReadEntries is also the default when a call gives no bound.
 	MaxReadEntries int
 	MaxReadBytes   int64
+	// DefaultReadBytes bounds a context_read that gives no max_bytes (and
+	// a resource read): its newest entries within this many bytes, so a
+	// default read fits common clients' result caps.
+	DefaultReadBytes int64
 	// FastToolCalls serves a single JSON-RPC tools/call POST without the
 	// SDK's per-request session (the same checks, tool code, response and
 	// errors; everything else goes to the SDK). False: every request goes
@@ -65,15 +69,16 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: 4 MiB bodies, same-host origins,
-// 10 s per backend call, reads capped at 1000 entries and 1 MiB, the
-// tools/call fast path on.
+// 10 s per backend call, reads capped at 1000 entries and 1 MiB (64 KiB,
+// newest first, when a read names no bound), the tools/call fast path on.
 func DefaultConfig() Config {
 	return Config{
-		MaxBodyBytes:   4 << 20,
-		CallTimeout:    10 * time.Second,
-		MaxReadEntries: 1000,
-		MaxReadBytes:   1 << 20,
-		FastToolCalls:  true,
+		MaxBodyBytes:     4 << 20,
+		CallTimeout:      10 * time.Second,
+		MaxReadEntries:   1000,
+		MaxReadBytes:     1 << 20,
+		DefaultReadBytes: 64 << 10,
+		FastToolCalls:    true,
 	}
 }
 
@@ -91,6 +96,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxReadBytes <= 0 {
 		errs = append(errs, errors.New("MaxReadBytes must be positive"))
+	}
+	if c.DefaultReadBytes <= 0 || c.DefaultReadBytes > c.MaxReadBytes {
+		errs = append(errs, errors.New("DefaultReadBytes must be positive and at most MaxReadBytes"))
 	}
 	if c.PublicURL != "" {
 		if _, err := ParsePublicURL(c.PublicURL); err != nil {

@@ -20,9 +20,15 @@
 // loses nothing: the caller retries elsewhere. Writes carry a request id,
 // so the worker's own retries of a transient failure (NOT_LEADER,
 // CELL_UNAVAILABLE, ...) within Config.CallTimeout apply once;
-// context_append takes the caller's request_id and derives the backend id
-// from it deterministically (tenant-wide dedup, namespaced by principal
-// and context), so a retry through another worker appends once too.
+// context_append and context_compact take the caller's request_id and
+// derive the backend id from it deterministically (tenant-wide dedup,
+// namespaced by tool, principal and context), so a retry through another
+// worker applies once too.
+//
+// context_read's result text is a one-line summary (the entries are in
+// structuredContent only, on both the SDK and the fast path); a read that
+// names no bound returns the newest Config.DefaultReadBytes of entries.
+// Cacheable results are marked private (cacheable).
 //
 // # Handles and principals
 //

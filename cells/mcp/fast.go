@@ -355,7 +355,11 @@ func (w *Worker) serveFast(rw http.ResponseWriter, r *http.Request) bool {
 		resp = &jsonrpc.Response{ID: fr.id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}}
 	} else {
 		res.StructuredContent = structured
-		res.Content = []fastContent{{Type: "text", Text: string(structured)}}
+		text, ok := toolText(out)
+		if !ok {
+			text = string(structured)
+		}
+		res.Content = []fastContent{{Type: "text", Text: text}}
 	}
 	if resp == nil {
 		if fr.stateless {

@@ -67,6 +67,11 @@ func fastCases() []fastCase {
 		call("read tail", true, modern, "context_read", `{"context_id":"c1","tail":1}`),
 		call("read both", true, legacy, "context_read", `{"context_id":"c1","tail":1,"from_seq":1}`),
 		call("read budget", true, legacy, "context_read", `{"context_id":"c1","max_entries":1,"max_bytes":1}`),
+		call("compact", true, legacy, "context_compact", `{"context_id":"c1","up_to_seq":1,"summary":"said hi","request_id":"k1"}`),
+		call("compact retried", true, modern, "context_compact", `{"context_id":"c1","up_to_seq":1,"summary":"said hi","request_id":"k1"}`),
+		call("compact not further", true, legacy, "context_compact", `{"context_id":"c1","up_to_seq":1,"summary":"again"}`),
+		call("read tokens", true, modern, "context_read", `{"context_id":"c1","max_tokens":5}`),
+		call("read raw", true, legacy, "context_read", `{"context_id":"c1","raw":true,"from_seq":1}`),
 		call("list", true, legacy, "context_list", `{}`),
 		call("list modern", true, modern, "context_list", `{"page_token":""}`),
 		call("put", true, legacy, "memory_put", `{"key":"k1","value":"v1"}`),
@@ -295,7 +300,7 @@ func TestFastPathRefusesUnauthorised(t *testing.T) {
 		t.Fatalf("bob's delete: %d %s", r.status, r.body)
 	}
 	r := send("Bearer alice", "context_read", `{"context_id":"mine"}`)
-	if !strings.Contains(r.body, `\"entries\":[]`) || !strings.Contains(r.body, `\"last_seq\":0`) {
+	if !strings.Contains(r.body, `"entries":[]`) || !strings.Contains(r.body, `"last_seq":0`) {
 		t.Fatalf("alice's context was written: %s", r.body)
 	}
 	if r := send("Bearer alice", "memory_get", `{"key":"k"}`); !strings.Contains(r.body, "KEY_NOT_FOUND") {

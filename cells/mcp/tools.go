@@ -26,6 +26,7 @@ import (
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/tokens"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
@@ -66,17 +67,18 @@ func callerFrom(h http.Header) caller {
 // A tool the caller's scopes do not cover is refused with
 // PERMISSION_DENIED and left out of its tools/list.
 var ToolScopes = map[string]auth.Scope{
-	"context_create": auth.ScopeContextsWrite,
-	"context_append": auth.ScopeContextsWrite,
-	"context_read":   auth.ScopeContextsRead,
-	"context_list":   auth.ScopeContextsRead,
-	"context_delete": auth.ScopeContextsWrite,
-	"memory_put":     auth.ScopeMemoryWrite,
-	"memory_get":     auth.ScopeMemoryRead,
-	"memory_delete":  auth.ScopeMemoryWrite,
-	"memory_list":    auth.ScopeMemoryRead,
-	"context_fork":   auth.ScopeContextsWrite,
-	resourcesRead:    auth.ScopeContextsRead,
+	"context_create":  auth.ScopeContextsWrite,
+	"context_append":  auth.ScopeContextsWrite,
+	"context_read":    auth.ScopeContextsRead,
+	"context_list":    auth.ScopeContextsRead,
+	"context_delete":  auth.ScopeContextsWrite,
+	"memory_put":      auth.ScopeMemoryWrite,
+	"memory_get":      auth.ScopeMemoryRead,
+	"memory_delete":   auth.ScopeMemoryWrite,
+	"memory_list":     auth.ScopeMemoryRead,
+	"context_fork":    auth.ScopeContextsWrite,
+	"context_compact": auth.ScopeContextsWrite,
+	resourcesRead:     auth.ScopeContextsRead,
 }
 
 const resourcesRead = "resources/read"
@@ -134,11 +136,12 @@ func boolp(b bool) *bool { return &b }
 // jsonschema tags are the descriptions the SDK puts in the schemas.
 type (
 	CreateInput struct {
-		ContextID string            `json:"context_id,omitempty" jsonschema:"optional id for the new context (1-128 characters of [A-Za-z0-9._-]); omitted: the server mints one"`
-		Labels    map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string); keys starting with 'cellplane.' are reserved"`
-		RequestID string            `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id creates one context and returns the same context_id"`
-		ExpireAt  string            `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the context expires (not with ttl_seconds)"`
-		TTL       uint64            `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
+		ContextID     string            `json:"context_id,omitempty" jsonschema:"optional id for the new context (1-128 characters of [A-Za-z0-9._-]); omitted: the server mints one"`
+		Labels        map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string); keys starting with 'cellplane.' are reserved"`
+		RequestID     string            `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id creates one context and returns the same context_id"`
+		ExpireAt      string            `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the context expires (not with ttl_seconds)"`
+		TTL           uint64            `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
+		TokenEncoding string            `json:"token_encoding,omitempty" jsonschema:"optional tokenizer encoding of the context's token counts: o200k_base (the default), cl100k_base, p50k_base, p50k_edit or r50k_base"`
 	}
 	CreateOutput struct {
 		ContextID string `json:"context_id" jsonschema:"the context's id: the handle to pass to the other context_* tools"`
@@ -182,7 +185,9 @@ type (
 		FromSeq    *uint64 `json:"from_seq,omitempty" jsonschema:"read from this seq on (inclusive; 0 and 1 mean the first entry); not with tail"`
 		Tail       *uint32 `json:"tail,omitempty" jsonschema:"read the last tail entries; not with from_seq"`
 		MaxEntries uint32  `json:"max_entries,omitempty" jsonschema:"at most this many entries (0: the worker's cap)"`
-		MaxBytes   uint64  `json:"max_bytes,omitempty" jsonschema:"at most about this many bytes of entries (0: the worker's cap); at least one entry is returned when one exists"`
+		MaxBytes   uint64  `json:"max_bytes,omitempty" jsonschema:"at most about this many bytes of entries (0: 64 KiB, newest entries first); at least one entry is returned when one exists"`
+		MaxTokens  uint32  `json:"max_tokens,omitempty" jsonschema:"a token budget: the newest entries that fit, preceded by the compaction summary of older ones when it fits too; never exceeded"`
+		Raw        bool    `json:"raw,omitempty" jsonschema:"return the entries a compaction summary covers instead of the summary"`
 	}
 	EntryOutput struct {
 		Seq        uint64            `json:"seq"`
@@ -192,26 +197,53 @@ type (
 		Metadata   map[string]string `json:"metadata,omitempty"`
 		CreateTime string            `json:"create_time,omitempty" jsonschema:"RFC 3339"`
 	}
+	SummaryOutput struct {
+		FromSeq    uint64 `json:"from_seq"`
+		UpToSeq    uint64 `json:"up_to_seq"`
+		Text       string `json:"text"`
+		TokenCount uint32 `json:"token_count"`
+		CreateTime string `json:"create_time,omitempty" jsonschema:"RFC 3339"`
+	}
 	ReadOutput struct {
-		Entries []EntryOutput `json:"entries"`
-		NextSeq uint64        `json:"next_seq" jsonschema:"the from_seq of the next read: last returned seq + 1"`
-		LastSeq uint64        `json:"last_seq" jsonschema:"the context's last seq at the time of the read"`
+		Summary        *SummaryOutput `json:"summary,omitempty" jsonschema:"the compaction summary standing in for entries from_seq..up_to_seq"`
+		Entries        []EntryOutput  `json:"entries"`
+		NextSeq        uint64         `json:"next_seq" jsonschema:"the from_seq of the next read: last returned seq + 1"`
+		LastSeq        uint64         `json:"last_seq" jsonschema:"the context's last seq at the time of the read"`
+		TokensReturned uint64         `json:"tokens_returned" jsonschema:"tokens of the returned entries and summary"`
+		TotalTokens    uint64         `json:"total_tokens" jsonschema:"tokens of all the context's entries"`
+		TokenEncoding  string         `json:"token_encoding" jsonschema:"the tokenizer encoding of the counts"`
+	}
+
+	CompactInput struct {
+		ContextID string `json:"context_id" jsonschema:"the context to compact"`
+		UpToSeq   uint64 `json:"up_to_seq" jsonschema:"the summary stands for entries 1..up_to_seq (at most last_seq, above any earlier compaction's)"`
+		Summary   string `json:"summary" jsonschema:"the summary text, written by the caller"`
+		RequestID string `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id compacts once"`
+	}
+	CompactOutput struct {
+		ContextID     string `json:"context_id"`
+		UpToSeq       uint64 `json:"up_to_seq" jsonschema:"reads return the summary in place of entries 1..up_to_seq"`
+		SummaryTokens uint32 `json:"summary_tokens"`
+		TotalTokens   uint64 `json:"total_tokens" jsonschema:"tokens of all the context's entries (which stay stored)"`
 	}
 
 	ListInput struct {
 		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
 	}
 	ContextOutput struct {
-		ContextID  string            `json:"context_id"`
-		Labels     map[string]string `json:"labels,omitempty"`
-		LastSeq    uint64            `json:"last_seq"`
-		EntryCount uint64            `json:"entry_count"`
-		SizeBytes  uint64            `json:"size_bytes"`
-		CreateTime string            `json:"create_time,omitempty"`
-		UpdateTime string            `json:"update_time,omitempty"`
-		Parent     string            `json:"parent_context_id,omitempty" jsonschema:"for a fork: the context it was forked from"`
-		ForkedSeq  uint64            `json:"forked_seq,omitempty" jsonschema:"for a fork: the seq it was forked at"`
-		ExpireAt   string            `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the context expires at; absent: never"`
+		ContextID     string            `json:"context_id"`
+		Labels        map[string]string `json:"labels,omitempty"`
+		LastSeq       uint64            `json:"last_seq"`
+		EntryCount    uint64            `json:"entry_count"`
+		SizeBytes     uint64            `json:"size_bytes"`
+		TotalTokens   uint64            `json:"total_tokens"`
+		TokenEncoding string            `json:"token_encoding,omitempty"`
+		CompactedSeq  uint64            `json:"compacted_seq,omitempty"`
+		CreateTime    string            `json:"create_time,omitempty"`
+		UpdateTime    string            `json:"update_time,omitempty"`
+		Parent        string            `json:"parent_context_id,omitempty" jsonschema:"for a fork: the context it was forked from"`
+		ForkedSeq     uint64            `json:"forked_seq,omitempty" jsonschema:"for a fork: the seq it was forked at"`
+		ExpireAt      string            `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the context expires at; absent: never"`
 	}
 	ListOutput struct {
 		Contexts      []ContextOutput `json:"contexts"`
@@ -312,9 +344,16 @@ func (w *Worker) addTools() {
 	addTool(w, &sdk.Tool{
 		Name:        "context_read",
 		Title:       "Read a context",
-		Description: "Read a context's entries from a seq (from_seq) or its last entries (tail), within an entry and byte budget; next_seq continues the read.",
+		Description: "Read a context: by default its newest entries within 64 KiB; from a seq (from_seq) or its last entries (tail); within a token budget (max_tokens: the newest entries that fit, after the compaction summary of older ones). A compaction's summary stands in for the entries it covers unless raw. next_seq continues the read.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.contextRead)
+	addTool(w, &sdk.Tool{
+		Name:  "context_compact",
+		Title: "Compact a context",
+		Description: "Store a summary (that you wrote) of a context's entries 1..up_to_seq: reads then return it in place of those entries (raw reads still get them). " +
+			"A later compaction must reach further and replaces it. Pass a request_id to make retries safe.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(false), OpenWorldHint: closed},
+	}, w.contextCompact)
 	addTool(w, &sdk.Tool{
 		Name:        "context_list",
 		Title:       "List contexts",
@@ -415,6 +454,9 @@ func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller
 	sdk.AddTool(w.server, t, func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
 		c, err := callerOf(req.Extra)
 		out, err := invoke(ctx, c, err, in)
+		if text, ok := toolText(out); ok && err == nil {
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: text}}}, out, nil
+		}
 		return nil, out, err
 	})
 	w.fast[name] = fastTool{
@@ -587,6 +629,42 @@ func memoryScope(s string) (contextv1.MemoryScope, string, error) {
 	return 0, "", invalid("scope", "must be principal or tenant")
 }
 
+// compactRequestID is appendRequestID for context_compact (its own
+// namespace: an append and a compaction may share a caller's id).
+func compactRequestID(c caller, contextID, requestID string) string {
+	h := sha256.Sum256([]byte("context_compact\x00" + c.principal + "\x00" + contextID + "\x00" + requestID))
+	return "mcp-k-" + hex.EncodeToString(h[:16])
+}
+
+// textSummarizer is an output whose tool result text is a short summary
+// of it, the data being in structuredContent only (a read's entries are
+// not serialized twice).
+type textSummarizer interface{ toolText() string }
+
+// toolText is out's summary text when it has one.
+func toolText(out any) (string, bool) {
+	if s, ok := out.(textSummarizer); ok {
+		return s.toolText(), true
+	}
+	return "", false
+}
+
+func (o ReadOutput) toolText() string {
+	var b strings.Builder
+	if s := o.Summary; s != nil {
+		fmt.Fprintf(&b, "summary of entries %d-%d, ", s.FromSeq, s.UpToSeq)
+	}
+	switch n := len(o.Entries); n {
+	case 0:
+		b.WriteString("no entries")
+	default:
+		fmt.Fprintf(&b, "%d entries (seq %d-%d)", n, o.Entries[0].Seq, o.Entries[n-1].Seq)
+	}
+	fmt.Fprintf(&b, "; %d of the context's %d tokens (%s); last_seq %d, next_seq %d. The entries are in structuredContent.",
+		o.TokensReturned, o.TotalTokens, o.TokenEncoding, o.LastSeq, o.NextSeq)
+	return b.String()
+}
+
 func userLabels(in map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(in)+1)
 	for k, v := range in {
@@ -632,6 +710,11 @@ func (w *Worker) contextCreate(ctx context.Context, c caller, in CreateInput) (C
 	if c.principal != "" {
 		labels[PrincipalLabel] = c.principal
 	}
+	if in.TokenEncoding != "" {
+		if err := tokens.Check(in.TokenEncoding); err != nil {
+			return CreateOutput{}, invalid("token_encoding", "is not a supported encoding ("+strings.Join(tokens.Encodings(), ", ")+")")
+		}
+	}
 	rid, err := requestID("context_create", "mcp-c-", c, in.ContextID, in.RequestID)
 	if err != nil {
 		return CreateOutput{}, err
@@ -640,7 +723,7 @@ func (w *Worker) contextCreate(ctx context.Context, c caller, in CreateInput) (C
 	if err != nil {
 		return CreateOutput{}, err
 	}
-	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: rid, ExpireTime: at, Ttl: ttl}
+	req := &contextv1.CreateContextRequest{ContextId: in.ContextID, Labels: labels, RequestId: rid, ExpireTime: at, Ttl: ttl, TokenEncoding: in.TokenEncoding}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.CreateContextResponse, error) {
 		return w.cell.CreateContext(ctx, req)
 	})
@@ -767,8 +850,13 @@ func readBudget[T uint32 | uint64](requested T, limit T) T {
 	return requested
 }
 
+// read runs a context read within the worker's caps; a read that names no
+// byte bound gets DefaultReadBytes.
 func (w *Worker) read(ctx context.Context, c caller, req *contextv1.ReadRequest) (*contextv1.ReadResponse, error) {
 	req.MaxEntries = readBudget(req.MaxEntries, uint32(min(w.cfg.MaxReadEntries, 1<<31)))
+	if req.MaxBytes == 0 {
+		req.MaxBytes = uint64(w.cfg.DefaultReadBytes)
+	}
 	req.MaxBytes = readBudget(req.MaxBytes, uint64(w.cfg.MaxReadBytes))
 	if err := w.checkOwner(ctx, c, req.GetContextId()); err != nil {
 		return nil, err
@@ -799,22 +887,26 @@ func (w *Worker) contextRead(ctx context.Context, c caller, in ReadInput) (ReadO
 	if err := checkContextID(in.ContextID); err != nil {
 		return ReadOutput{}, err
 	}
-	req := &contextv1.ReadRequest{ContextId: in.ContextID, MaxEntries: in.MaxEntries, MaxBytes: in.MaxBytes}
+	req := &contextv1.ReadRequest{ContextId: in.ContextID, MaxEntries: in.MaxEntries, MaxBytes: in.MaxBytes, MaxTokens: in.MaxTokens, Raw: in.Raw}
 	switch {
 	case in.FromSeq != nil && in.Tail != nil:
 		return ReadOutput{}, invalid("from_seq", "give from_seq or tail, not both")
 	case in.Tail != nil:
-		req.Start = &contextv1.ReadRequest_Tail{Tail: *in.Tail}
+		req.Start, req.Newest = &contextv1.ReadRequest_Tail{Tail: *in.Tail}, true
 	case in.FromSeq != nil:
 		req.Start = &contextv1.ReadRequest_FromSeq{FromSeq: *in.FromSeq}
 	default:
-		req.Start = &contextv1.ReadRequest_FromSeq{FromSeq: 1}
+		req.Start, req.Newest = &contextv1.ReadRequest_FromSeq{FromSeq: 1}, true // the newest entries
 	}
 	res, err := w.read(ctx, c, req)
 	if err != nil {
 		return ReadOutput{}, err
 	}
-	out := ReadOutput{Entries: make([]EntryOutput, 0, len(res.GetEntries())), NextSeq: res.GetNextSeq(), LastSeq: res.GetLastSeq()}
+	out := ReadOutput{Entries: make([]EntryOutput, 0, len(res.GetEntries())), NextSeq: res.GetNextSeq(), LastSeq: res.GetLastSeq(),
+		TokensReturned: res.GetTokensReturned(), TotalTokens: res.GetTotalTokens(), TokenEncoding: res.GetTokenEncoding()}
+	if s := res.GetSummary(); s != nil {
+		out.Summary = &SummaryOutput{FromSeq: s.GetFromSeq(), UpToSeq: s.GetUpToSeq(), Text: s.GetText(), TokenCount: s.GetTokenCount(), CreateTime: timeString(s.GetCreateTime())}
+	}
 	for _, e := range res.GetEntries() {
 		content, enc := entryContent(e)
 		out.Entries = append(out.Entries, EntryOutput{
@@ -839,11 +931,43 @@ func (w *Worker) contextList(ctx context.Context, c caller, in ListInput) (ListO
 		out.Contexts = append(out.Contexts, ContextOutput{
 			ContextID: x.GetContextId(), Labels: visibleLabels(x.GetLabels()),
 			LastSeq: x.GetLastSeq(), EntryCount: x.GetEntryCount(), SizeBytes: x.GetSizeBytes(),
+			TotalTokens: x.GetTotalTokens(), TokenEncoding: x.GetTokenEncoding(), CompactedSeq: x.GetCompactedSeq(),
 			CreateTime: timeString(x.GetCreateTime()), UpdateTime: timeString(x.GetUpdateTime()),
 			Parent: x.GetParentContextId(), ForkedSeq: x.GetParentSeq(), ExpireAt: timeString(x.GetExpireTime()),
 		})
 	}
 	return out, nil
+}
+
+func (w *Worker) contextCompact(ctx context.Context, c caller, in CompactInput) (CompactOutput, error) {
+	if err := checkContextID(in.ContextID); err != nil {
+		return CompactOutput{}, err
+	}
+	switch {
+	case in.UpToSeq == 0:
+		return CompactOutput{}, invalid("up_to_seq", "must be at least 1")
+	case in.Summary == "":
+		return CompactOutput{}, invalid("summary", "is required")
+	}
+	rid := newRequestID()
+	if in.RequestID != "" {
+		if err := ids.Check("request_id", in.RequestID, ids.MaxLen); err != nil {
+			return CompactOutput{}, err
+		}
+		rid = compactRequestID(c, in.ContextID, in.RequestID)
+	}
+	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
+		return CompactOutput{}, err
+	}
+	req := &contextv1.CompactRequest{ContextId: in.ContextID, UpToSeq: in.UpToSeq, Summary: in.Summary, RequestId: rid}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.CompactResponse, error) {
+		return w.cell.Compact(ctx, req)
+	})
+	if err != nil {
+		return CompactOutput{}, contextErr(in.ContextID, err)
+	}
+	return CompactOutput{ContextID: in.ContextID, UpToSeq: res.GetSummary().GetUpToSeq(), SummaryTokens: res.GetSummary().GetTokenCount(),
+		TotalTokens: res.GetContext().GetTotalTokens()}, nil
 }
 
 func (w *Worker) contextDelete(ctx context.Context, c caller, in DeleteInput) (DeleteOutput, error) {
@@ -954,8 +1078,10 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 }
 
 // readContextResource serves cellplane://contexts/{context_id}: the
-// entries from the first one, up to the read caps, "role: content" per
-// line; a last line says where the text was cut.
+// context's newest entries within DefaultReadBytes, "role: content" per
+// line, after the compaction summary that stands for older ones and a line
+// naming the entries left out. The result is the caller's alone
+// (cacheScope private, see cacheable).
 func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
 	uri := req.Params.URI
 	id, ok := strings.CutPrefix(uri, contextURIPrefix)
@@ -969,7 +1095,7 @@ func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceR
 	}
 	var res *contextv1.ReadResponse
 	if err == nil {
-		res, err = w.read(ctx, c, &contextv1.ReadRequest{ContextId: id, Start: &contextv1.ReadRequest_FromSeq{FromSeq: 1}})
+		res, err = w.read(ctx, c, &contextv1.ReadRequest{ContextId: id, Start: &contextv1.ReadRequest_FromSeq{FromSeq: 1}, Newest: true})
 	}
 	err = toolError(err)
 	w.observe(resourcesRead, c, start, err)
@@ -980,12 +1106,21 @@ func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceR
 		return nil, err
 	}
 	var b strings.Builder
+	first := res.GetLastSeq() + 1 // the first seq shown
+	if es := res.GetEntries(); len(es) > 0 {
+		first = es[0].GetSeq()
+	}
+	shown := uint64(1) // entries before it are shown (by the summary)
+	if s := res.GetSummary(); s != nil {
+		fmt.Fprintf(&b, "[summary of entries %d to %d]: %s\n", s.GetFromSeq(), s.GetUpToSeq(), s.GetText())
+		shown = s.GetUpToSeq() + 1
+	}
+	if first > shown {
+		fmt.Fprintf(&b, "[entries %d to %d not shown; use context_read with from_seq %d]\n", shown, first-1, shown)
+	}
 	for _, e := range res.GetEntries() {
 		content, _ := entryContent(e)
 		fmt.Fprintf(&b, "%s: %s\n", e.GetRole(), content)
 	}
-	if n := res.GetNextSeq(); n <= res.GetLastSeq() {
-		fmt.Fprintf(&b, "[truncated: entries %d to %d not shown; use context_read with from_seq %d]\n", n, res.GetLastSeq(), n)
-	}
-	return &sdk.ReadResourceResult{Contents: []*sdk.ResourceContents{{URI: uri, MIMEType: "text/plain", Text: b.String()}}}, nil
+	return &sdk.ReadResourceResult{Cacheable: sdk.Cacheable{CacheScope: "private"}, Contents: []*sdk.ResourceContents{{URI: uri, MIMEType: "text/plain", Text: b.String()}}}, nil
 }

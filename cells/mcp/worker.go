@@ -119,6 +119,7 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 			"and a key-value memory with revisions, stored in cellplane. Handles are bound to the tenant and to the caller.",
 		Logger:                    sdkLog,
 		SupportedProtocolVersions: ProtocolVersions,
+		SetCacheable:              cacheable,
 	})
 	w.server.AddReceivingMiddleware(filterTools)
 	w.addTools()
@@ -351,3 +352,11 @@ func (d demoteInfo) Handle(ctx context.Context, r slog.Record) error {
 
 func (d demoteInfo) WithAttrs(as []slog.Attr) slog.Handler { return demoteInfo{d.h.WithAttrs(as)} }
 func (d demoteInfo) WithGroup(g string) slog.Handler       { return demoteInfo{d.h.WithGroup(g)} }
+
+// cacheable marks every cacheable result (resources/read, the lists,
+// server/discover) private and immediately stale: a context's contents
+// and, per credential, the tools offered are one caller's, and the SDK's
+// default ("public") would let a shared cache serve them to another.
+func cacheable(_ context.Context, _ sdk.Request, c *sdk.Cacheable) {
+	c.CacheScope, c.TTLMs = "private", 0
+}

@@ -85,7 +85,7 @@ func TestWorker(t *testing.T) {
 	open := startWorker(t, mcp.DefaultConfig(), cell, nil)
 
 	t.Run("eras", func(t *testing.T) {
-		want := []string{"context_append", "context_create", "context_delete", "context_fork", "context_list", "context_read",
+		want := []string{"context_append", "context_compact", "context_create", "context_delete", "context_fork", "context_list", "context_read",
 			"memory_delete", "memory_get", "memory_list", "memory_put"}
 		for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"} {
 			t.Run(version, func(t *testing.T) {
@@ -246,6 +246,75 @@ func TestWorker(t *testing.T) {
 		}
 		fails(t, ctx, cs, "context_delete", obj{"context_id": "chat-1"}, cperr.ContextNotFound)
 		fails(t, ctx, cs, "context_read", obj{"context_id": "chat-1"}, cperr.ContextNotFound)
+	})
+
+	t.Run("compaction and token budgets", func(t *testing.T) {
+		ctx := tu.Context(t, 20*time.Second)
+		for _, version := range []string{"2026-07-28", "2025-06-18"} {
+			cs := connect(t, ctx, open.url("acme"), version, nil)
+			id := "budget-" + strings.ReplaceAll(version, "-", "")
+			ok(t, ctx, cs, "context_create", obj{"context_id": id, "token_encoding": "cl100k_base"}, nil)
+			fails(t, ctx, cs, "context_create", obj{"context_id": id + "x", "token_encoding": "nope"}, cperr.InvalidArgument)
+			ok(t, ctx, cs, "context_append", obj{"context_id": id, "entries": entries("one two", "three four five", "six", "seven eight")}, nil)
+
+			var k struct {
+				UpToSeq       uint64 `json:"up_to_seq"`
+				SummaryTokens uint32 `json:"summary_tokens"`
+				TotalTokens   uint64 `json:"total_tokens"`
+			}
+			ok(t, ctx, cs, "context_compact", obj{"context_id": id, "up_to_seq": 2, "summary": "counted to five", "request_id": "k-1"}, &k)
+			if k.UpToSeq != 2 || k.SummaryTokens == 0 || k.TotalTokens != 2+3+1+2 {
+				t.Fatalf("compact: %+v", k)
+			}
+			// The same request_id compacts once (a second, different
+			// compaction up to 2 would be refused).
+			ok(t, ctx, cs, "context_compact", obj{"context_id": id, "up_to_seq": 2, "summary": "counted to five", "request_id": "k-1"}, &k)
+			fails(t, ctx, cs, "context_compact", obj{"context_id": id, "up_to_seq": 2, "summary": "again"}, cperr.InvalidArgument)
+			fails(t, ctx, cs, "context_compact", obj{"context_id": id, "up_to_seq": 9, "summary": "past the end"}, cperr.InvalidArgument)
+			fails(t, ctx, cs, "context_compact", obj{"context_id": "chat-9", "up_to_seq": 1, "summary": "s"}, cperr.ContextNotFound)
+
+			type budgeted struct {
+				Summary *struct {
+					UpToSeq    uint64 `json:"up_to_seq"`
+					Text       string `json:"text"`
+					TokenCount uint64 `json:"token_count"`
+				} `json:"summary"`
+				Entries        []entryOut `json:"entries"`
+				TokensReturned uint64     `json:"tokens_returned"`
+				TotalTokens    uint64     `json:"total_tokens"`
+				TokenEncoding  string     `json:"token_encoding"`
+			}
+			var r budgeted
+			res := callTool(t, ctx, cs, "context_read", obj{"context_id": id})
+			if txt := text(res); strings.Contains(txt, "seven eight") || !strings.Contains(txt, "summary of entries 1-2") {
+				t.Fatalf("read's text is not a short summary: %q", txt)
+			}
+			ok(t, ctx, cs, "context_read", obj{"context_id": id}, &r)
+			if r.Summary == nil || r.Summary.Text != "counted to five" || len(r.Entries) != 2 || r.Entries[0].Seq != 3 || r.TokenEncoding != "cl100k_base" || r.TotalTokens != 8 {
+				t.Fatalf("read: %+v", r)
+			}
+			budget := r.Summary.TokenCount + 2 // the summary and "seven eight"
+			r = budgeted{}
+			ok(t, ctx, cs, "context_read", obj{"context_id": id, "max_tokens": budget}, &r)
+			if r.Summary == nil || len(r.Entries) != 1 || r.Entries[0].Content != "seven eight" || r.TokensReturned > budget {
+				t.Fatalf("read within %d tokens: %+v", budget, r)
+			}
+			r = budgeted{}
+			ok(t, ctx, cs, "context_read", obj{"context_id": id, "raw": true}, &r)
+			if r.Summary != nil || len(r.Entries) != 4 {
+				t.Fatalf("raw read: %+v", r)
+			}
+			rr, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "cellplane://contexts/" + id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rr.Contents[0].Text; got != "[summary of entries 1 to 2]: counted to five\nuser: six\nuser: seven eight\n" {
+				t.Fatalf("resource text %q", got)
+			}
+			if rr.CacheScope != "private" {
+				t.Fatalf("resource cacheScope %q, want private", rr.CacheScope)
+			}
+		}
 	})
 
 	t.Run("memory", func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/dial"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/tokens"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 )
 
@@ -41,6 +42,13 @@ type Config struct {
 	// Replication, when set, reports the standby streams this node runs
 	// (CellService.GetTenant answers with the tenant's).
 	Replication ReplicationReporter
+	// TokenEncoding is the tokenizer encoding of a context created without
+	// one (internal/tokens: "o200k_base", "cl100k_base", ...).
+	TokenEncoding string
+	// TokenEncodingCache is how many contexts' encodings this node keeps
+	// to count an append's tokens before proposing it (a miss reads the
+	// context's metadata from the local replica).
+	TokenEncodingCache int
 }
 
 // ReplicationReporter reports the replication stream of a standby tenant
@@ -55,9 +63,11 @@ type ReplicationReporter interface {
 // Node still needs to be set.
 func DefaultConfig() Config {
 	return Config{
-		Limits:           validate.DefaultLimits(),
-		RetryAfter:       250 * time.Millisecond,
-		WatchChangeBatch: 256,
+		Limits:             validate.DefaultLimits(),
+		RetryAfter:         250 * time.Millisecond,
+		WatchChangeBatch:   256,
+		TokenEncoding:      tokens.Default,
+		TokenEncodingCache: 65536,
 	}
 }
 
@@ -72,6 +82,12 @@ func (c Config) Validate() error {
 	}
 	if c.RetryAfter <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.RetryAfter must be > 0, got %v", c.RetryAfter))
+	}
+	if err := tokens.Check(c.TokenEncoding); err != nil {
+		errs = append(errs, fmt.Errorf("service: Config.TokenEncoding: %w", err))
+	}
+	if c.TokenEncodingCache <= 0 {
+		errs = append(errs, fmt.Errorf("service: Config.TokenEncodingCache must be > 0, got %d", c.TokenEncodingCache))
 	}
 	if c.WatchChangeBatch <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))

@@ -6,6 +6,7 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/tenantmd"
+	"github.com/cellplane/cellplane/internal/tokens"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc"
@@ -30,9 +31,12 @@ func client(cc *grpc.ClientConn) contextv1.ContextServiceClient {
 func (s *ContextServer) CreateContext(ctx context.Context, req *contextv1.CreateContextRequest) (*contextv1.CreateContextResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.CreateContext, func(tenant string, epoch uint64) (*contextv1.CreateContextResponse, error) {
 		op := &contextv1.CreateContextRequest{ContextId: req.GetContextId(), Labels: req.GetLabels(), RequestId: req.GetRequestId(),
-			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl()}
+			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl(), TokenEncoding: req.GetTokenEncoding()}
 		if op.ContextId == "" {
 			op.ContextId = mintContextID()
+		}
+		if op.TokenEncoding == "" {
+			op.TokenEncoding = s.cfg.TokenEncoding // stamped: every replica stores the same
 		}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_CreateContext{CreateContext: op}})
 		if err != nil {
@@ -41,6 +45,7 @@ func (s *ContextServer) CreateContext(ctx context.Context, req *contextv1.Create
 		if res.GetContext() == nil {
 			return nil, s.missingResult("create_context", tenant)
 		}
+		s.rememberEncoding(tenant, res.GetContext().GetContextId(), tokens.Resolve(res.GetContext().GetTokenEncoding()))
 		return &contextv1.CreateContextResponse{Context: res.GetContext()}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.CreateContextResponse, error) {
 		return client(cc).CreateContext(ctx, req)
@@ -122,7 +127,8 @@ func (s *ContextServer) DeleteContext(ctx context.Context, req *contextv1.Delete
 // Append implements ContextService.Append.
 func (s *ContextServer) Append(ctx context.Context, req *contextv1.AppendRequest) (*contextv1.AppendResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.Append, func(tenant string, epoch uint64) (*contextv1.AppendResponse, error) {
-		op := &contextv1.AppendRequest{ContextId: req.GetContextId(), Entries: sanitizeEntries(req.GetEntries()), RequestId: req.GetRequestId(), ExpectedSeq: req.ExpectedSeq}
+		enc := s.encodingOf(ctx, tenant, epoch, req.GetContextId())
+		op := &contextv1.AppendRequest{ContextId: req.GetContextId(), Entries: countEntries(enc, req.GetEntries()), RequestId: req.GetRequestId(), ExpectedSeq: req.ExpectedSeq, TokenEncoding: enc}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_Append{Append: op}})
 		if err != nil {
 			return nil, err
@@ -146,21 +152,10 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 			if err != nil {
 				return err
 			}
-			last := c.GetLastSeq()
-			from := readStart(req, last)
-			resp.Entries, resp.NextSeq, resp.LastSeq = nil, from, last
-			if from > last {
-				return nil
-			}
-			es, err := v.EntriesFound(req.GetContextId(), from, maxEntries, maxBytes)
-			if err != nil {
-				return err
-			}
-			resp.Entries = es
-			if len(es) > 0 {
-				resp.NextSeq = es[len(es)-1].GetSeq() + 1
-			}
-			return nil
+			r, err := v.ReadContext(c, store.ReadQuery{FromSeq: readStart(req, c.GetLastSeq()), MaxEntries: maxEntries, MaxBytes: maxBytes,
+				MaxTokens: uint64(req.GetMaxTokens()), Raw: req.GetRaw(), Newest: req.GetNewest()})
+			resp = r
+			return err
 		})
 		if err != nil {
 			return nil, s.storeErr("read", err)
@@ -168,6 +163,27 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 		return resp, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ReadResponse, error) {
 		return client(cc).Read(ctx, req)
+	})
+}
+
+// Compact implements ContextService.Compact: the summary's tokens are
+// counted here, before proposing, like an append's.
+func (s *ContextServer) Compact(ctx context.Context, req *contextv1.CompactRequest) (*contextv1.CompactResponse, error) {
+	return tenantCall(ctx, s.core, req, validate.Compact, func(tenant string, epoch uint64) (*contextv1.CompactResponse, error) {
+		op := &contextv1.CompactRequest{ContextId: req.GetContextId(), UpToSeq: req.GetUpToSeq(), Summary: req.GetSummary(), RequestId: req.GetRequestId()}
+		if enc := s.encodingOf(ctx, tenant, epoch, req.GetContextId()); enc != "" {
+			op.TokenEncoding, op.SummaryTokens = enc, tokens.Text(enc, req.GetSummary())
+		}
+		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_CompactContext{CompactContext: op}})
+		if err != nil {
+			return nil, err
+		}
+		if res.GetCompact() == nil {
+			return nil, s.missingResult("compact_context", tenant)
+		}
+		return res.GetCompact(), nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.CompactResponse, error) {
+		return client(cc).Compact(ctx, req)
 	})
 }
 

@@ -3,12 +3,15 @@ package service
 import (
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/testutil"
+	"github.com/cellplane/cellplane/internal/tokens"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/grpc/codes"
@@ -299,4 +302,75 @@ func TestCellIDInOwnershipErrors(t *testing.T) {
 	if e := wantErr(t, err, codes.NotFound, cperr.ContextNotFound); e.Metadata[cperr.MetaCell] != "" {
 		t.Fatalf("CONTEXT_NOT_FOUND carries a cell: %v", e.Metadata)
 	}
+}
+
+// TestStoreTokensAndCompact: the service counts an append's tokens in the
+// context's encoding before proposing (the stored counts are the
+// tokenizer's, whatever the client sent), Compact stores a summary that
+// reads return in place of the entries it covers, and a budgeted read
+// stays within its budget.
+func TestStoreTokensAndCompact(t *testing.T) {
+	n := newCell(t, nil, nil)
+	ctx := as(testutil.Context(t, 30*time.Second), "acme", 0)
+	c := must(n.ctx.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: "chat", TokenEncoding: "cl100k_base"}))(t).GetContext()
+	if c.GetTokenEncoding() != "cl100k_base" {
+		t.Fatalf("created %v", c)
+	}
+	if d := must(n.ctx.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: "default"}))(t).GetContext(); d.GetTokenEncoding() != "o200k_base" {
+		t.Fatalf("default encoding: %v", d)
+	}
+	_, err := n.ctx.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: "bad", TokenEncoding: "gpt-4"})
+	wantErr(t, err, codes.InvalidArgument, cperr.InvalidArgument)
+
+	var texts []string
+	for i := range 6 {
+		texts = append(texts, strings.Repeat("word ", i+1))
+	}
+	for i, tx := range texts {
+		e := textEntry("user", tx)
+		e.TokenCount = 999 // a client's count is never stored
+		must(n.ctx.Append(ctx, &contextv1.AppendRequest{ContextId: "chat", RequestId: "a" + strconv.Itoa(i), Entries: []*contextv1.Entry{e}}))(t)
+	}
+	r := must(n.ctx.Read(ctx, &contextv1.ReadRequest{ContextId: "chat"}))(t)
+	var total uint64
+	for i, e := range r.GetEntries() {
+		if want := tokens.Text("cl100k_base", texts[i]); e.GetTokenCount() != want {
+			t.Fatalf("entry %d: %d tokens, want %d", i+1, e.GetTokenCount(), want)
+		}
+		total += uint64(e.GetTokenCount())
+	}
+	if r.GetTotalTokens() != total || r.GetTokensReturned() != total || r.GetTokenEncoding() != "cl100k_base" {
+		t.Fatalf("read reports %d of %d tokens (%s), want %d", r.GetTokensReturned(), r.GetTotalTokens(), r.GetTokenEncoding(), total)
+	}
+
+	creq := &contextv1.CompactRequest{ContextId: "chat", UpToSeq: 4, Summary: "the user said word many times", RequestId: "k1"}
+	cres := must(n.ctx.Compact(ctx, creq))(t)
+	if s := cres.GetSummary(); s.GetUpToSeq() != 4 || s.GetTokenCount() != tokens.Text("cl100k_base", creq.GetSummary()) || cres.GetContext().GetCompactedSeq() != 4 {
+		t.Fatalf("Compact = %v", cres)
+	}
+	if again := must(n.ctx.Compact(ctx, creq))(t); !proto.Equal(again, cres) {
+		t.Fatalf("retried Compact = %v, want %v", again, cres)
+	}
+	_, err = n.ctx.Compact(ctx, &contextv1.CompactRequest{ContextId: "chat", UpToSeq: 3, Summary: "less"})
+	wantErr(t, err, codes.InvalidArgument, cperr.InvalidArgument)
+	_, err = n.ctx.Compact(ctx, &contextv1.CompactRequest{ContextId: "nope", UpToSeq: 1, Summary: "s"})
+	wantErr(t, err, codes.NotFound, cperr.ContextNotFound)
+
+	r = must(n.ctx.Read(ctx, &contextv1.ReadRequest{ContextId: "chat"}))(t)
+	if r.GetSummary().GetUpToSeq() != 4 {
+		t.Fatalf("read after compaction: %v", r)
+	}
+	checkSeqs(t, r.GetEntries(), 5, 6)
+	raw := must(n.ctx.Read(ctx, &contextv1.ReadRequest{ContextId: "chat", Raw: true}))(t)
+	if raw.GetSummary() != nil {
+		t.Fatalf("raw read: %v", raw)
+	}
+	checkSeqs(t, raw.GetEntries(), 1, 6)
+	// A budget that holds the summary and the newest entry only.
+	budget := uint32(r.GetSummary().GetTokenCount() + r.GetEntries()[1].GetTokenCount())
+	b := must(n.ctx.Read(ctx, &contextv1.ReadRequest{ContextId: "chat", MaxTokens: budget}))(t)
+	if b.GetSummary() == nil || b.GetTokensReturned() > uint64(budget) {
+		t.Fatalf("budgeted read %v (budget %d)", b, budget)
+	}
+	checkSeqs(t, b.GetEntries(), 6, 6)
 }

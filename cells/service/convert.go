@@ -18,17 +18,3 @@ func readOptions(o *contextv1.ReadOptions) store.ReadOptions {
 // delivers entries in order from any member, and staleness only delays
 // delivery.
 var localUnbounded = store.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE, MaxStaleness: -1}
-
-// sanitizeEntries drops the fields the server assigns (seq,
-// create_time) without touching the caller's messages.
-func sanitizeEntries(in []*contextv1.Entry) []*contextv1.Entry {
-	out := make([]*contextv1.Entry, len(in))
-	for i, e := range in {
-		if e.GetSeq() == 0 && e.GetCreateTime() == nil {
-			out[i] = e
-			continue
-		}
-		out[i] = &contextv1.Entry{Role: e.GetRole(), Content: e.GetContent(), Metadata: e.GetMetadata()}
-	}
-	return out
-}

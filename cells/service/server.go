@@ -39,6 +39,9 @@ type core struct {
 	// forwarded call, and the leader rarely changes.
 	verifiedLeader atomic.Pointer[[2]string]
 
+	encMu sync.Mutex
+	encs  map[string]string // tenant "\x00" context id → token encoding (Config.TokenEncodingCache)
+
 	watchMu sync.Mutex
 	watches map[string]int // open Watch streams by tenant (Limits.MaxWatchesPerTenant)
 }

@@ -174,18 +174,22 @@ func TestMintContextID(t *testing.T) {
 	}
 }
 
-func TestSanitizeEntries(t *testing.T) {
-	clean := textEntry("user", "a")
-	dirty := &contextv1.Entry{Seq: 9, Role: "tool", Content: &contextv1.Entry_Data{Data: []byte{1}}, Metadata: map[string]string{"k": "v"}, CreateTime: timestamppb.Now()}
-	out := sanitizeEntries([]*contextv1.Entry{clean, dirty})
-	if out[0] != clean {
-		t.Error("a clean entry was copied")
+func TestCountEntries(t *testing.T) {
+	clean := textEntry("user", "hello world")
+	dirty := &contextv1.Entry{Seq: 9, Role: "tool", Content: &contextv1.Entry_Data{Data: []byte{1}}, Metadata: map[string]string{"k": "v"}, CreateTime: timestamppb.Now(), TokenCount: 999}
+	out := countEntries("o200k_base", []*contextv1.Entry{clean, dirty})
+	if out[0].GetTokenCount() != 2 || out[0].GetText() != "hello world" {
+		t.Errorf("counted %v", out[0])
 	}
-	if out[1].GetSeq() != 0 || out[1].GetCreateTime() != nil || out[1].GetRole() != "tool" || string(out[1].GetData()) != "\x01" || out[1].GetMetadata()["k"] != "v" {
+	if out[1].GetSeq() != 0 || out[1].GetCreateTime() != nil || out[1].GetRole() != "tool" || string(out[1].GetData()) != "\x01" || out[1].GetMetadata()["k"] != "v" || out[1].GetTokenCount() != 1 {
 		t.Errorf("sanitized %v", out[1])
 	}
-	if dirty.GetSeq() != 9 || dirty.GetCreateTime() == nil {
+	if dirty.GetSeq() != 9 || dirty.GetCreateTime() == nil || dirty.GetTokenCount() != 999 {
 		t.Error("the caller's entry was modified")
+	}
+	// Without a known encoding: no counts at all, the client's dropped.
+	if got := countEntries("", []*contextv1.Entry{dirty}); got[0].GetTokenCount() != 0 {
+		t.Errorf("uncounted entry kept a count: %v", got[0])
 	}
 }
 

@@ -154,7 +154,7 @@ func (s *Store) runDiskMonitor() {
 // data. Deletes, role changes, acks and cell bookkeeping always pass.
 func fillsDisk(c *cellv1.Command) bool {
 	switch c.GetOp().(type) {
-	case *cellv1.Command_CreateContext, *cellv1.Command_Append, *cellv1.Command_PutMemory, *cellv1.Command_ForkContext,
+	case *cellv1.Command_CreateContext, *cellv1.Command_Append, *cellv1.Command_PutMemory, *cellv1.Command_ForkContext, *cellv1.Command_CompactContext,
 		*cellv1.Command_ImportTenant, *cellv1.Command_ApplyChanges:
 		return true
 	}

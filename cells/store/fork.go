@@ -231,7 +231,8 @@ func applyForkContext(o *opCtx) (*cellv1.CommandResult, error) {
 	labels := o.ownerLabels(req.GetLabels())
 	fork := &contextv1.Context{ContextId: id, Labels: labels, LastSeq: at, CreateTime: o.ts(), UpdateTime: o.ts(),
 		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), resultContext(o).GetExpireTime())}
-	if at > 0 { // a fork of nothing is a plain empty context
+	fork.TokenEncoding = src.GetTokenEncoding() // stitched entries count alike
+	if at > 0 {                                 // a fork of nothing is a plain empty context
 		fork.ParentContextId, fork.ParentSeq = srcID, at
 		src.ForkRefs++
 		o.tx.put(contextKey(tenant, srcID), src)
@@ -293,6 +294,10 @@ func (o *opCtx) removeContext(id string, c *contextv1.Context) {
 		}
 		p := entryPrefix(tenant, id)
 		o.tx.delRange(p, prefixEnd(p))
+		if c.GetCompactedSeq() != 0 {
+			sp := summaryPrefix(tenant, id)
+			o.tx.delRange(sp, prefixEnd(sp))
+		}
 		o.tx.del(contextKey(tenant, id))
 		u.Entries = sub(u.Entries, c.GetEntryCount())
 		u.Bytes = sub(u.Bytes, c.GetSizeBytes())

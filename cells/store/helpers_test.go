@@ -453,6 +453,7 @@ func checkState(t testing.TB, f *fsm) {
 type tenantKeys struct {
 	contexts map[string]*contextv1.Context
 	entries  map[string][]*contextv1.Entry // by context id, in key order
+	sums     map[string][]*contextv1.Summary
 	memory   []*contextv1.MemoryItem
 	memBytes uint64
 	changes  []uint64
@@ -485,7 +486,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if d, ok := data[tenant]; ok {
 			return d
 		}
-		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}, memIdx: map[string]*contextv1.MemoryItem{}}
+		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}, memIdx: map[string]*contextv1.MemoryItem{}, sums: map[string][]*contextv1.Summary{}}
 		data[tenant] = d
 		return d
 	}
@@ -549,6 +550,17 @@ func stateProblems(t testing.TB, f *fsm) []string {
 					bad("entry key %q holds seq %d (%v)", k, en.GetSeq(), err)
 				}
 				d.entries[string(rest[:j])] = append(d.entries[string(rest[:j])], &en)
+			case kindSummary:
+				j := bytes.IndexByte(rest, 0)
+				if j < 0 || len(rest) != j+9 {
+					bad("summary key %q is malformed", k)
+					continue
+				}
+				var s contextv1.Summary
+				if err := proto.Unmarshal(v, &s); err != nil || s.GetUpToSeq() != binary.BigEndian.Uint64(rest[j+1:]) || s.GetFromSeq() != 1 {
+					bad("summary key %q holds %v (%v)", k, &s, err)
+				}
+				d.sums[string(rest[:j])] = append(d.sums[string(rest[:j])], &s)
 			case kindMemory:
 				var m contextv1.MemoryItem
 				if err := proto.Unmarshal(v, &m); err != nil || m.GetKey() != string(rest) || m.GetRevision() == 0 {
@@ -636,12 +648,27 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				bad("%s/%s: fork_refs %d, %d forks name it", tenant, id, c.GetForkRefs(), refs[id])
 			}
 			es := d.entries[id]
-			var size uint64
+			var size, toks uint64
 			for i, e := range es {
 				if e.GetSeq() != c.GetParentSeq()+uint64(i)+1 {
 					bad("%s/%s: entry %d has seq %d", tenant, id, i, e.GetSeq())
 				}
 				size += EntrySize(e)
+				toks += uint64(e.GetTokenCount())
+			}
+			if c.GetTotalTokens() != toks {
+				bad("%s/%s: context says %d tokens; its entries hold %d", tenant, id, c.GetTotalTokens(), toks)
+			}
+			var compacted uint64
+			for _, s := range d.sums[id] {
+				if s.GetUpToSeq() <= compacted || s.GetUpToSeq() > c.GetLastSeq() {
+					bad("%s/%s: summary up to %d after %d (last_seq %d)", tenant, id, s.GetUpToSeq(), compacted, c.GetLastSeq())
+				}
+				compacted = s.GetUpToSeq()
+				size += uint64(len(s.GetText()))
+			}
+			if c.GetCompactedSeq() != compacted {
+				bad("%s/%s: compacted_seq %d; newest summary up to %d", tenant, id, c.GetCompactedSeq(), compacted)
 			}
 			if c.GetLastSeq() != c.GetParentSeq()+uint64(len(es)) || c.GetEntryCount() != uint64(len(es)) || c.GetSizeBytes() != size {
 				bad("%s/%s: context says last_seq %d entry_count %d size %d; %d entries of %d bytes stored",
@@ -701,6 +728,11 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		}
 		if indexed != len(d.expiry) {
 			bad("%s: %d items have an expiry, %d index entries", tenant, indexed, len(d.expiry))
+		}
+		for id := range d.sums {
+			if d.contexts[id] == nil {
+				bad("%s: summaries of missing context %q", tenant, id)
+			}
 		}
 		if u.GetContexts() != live || u.GetEntries() != entries ||
 			u.GetMemoryKeys() != uint64(len(d.memory)) || u.GetBytes() != entryBytes+d.memBytes {

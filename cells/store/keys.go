@@ -21,6 +21,7 @@ import (
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//	    'o' context id "\x00" seq(8)     contextv1.Summary (compaction overlay up to seq)
 //	    'x' expire(8) kind id            "" (expiry index: kind 'c' context, 'm' memory key)
 //
 // A principal p is a uvarint of its length and its bytes, so that no
@@ -46,6 +47,7 @@ const (
 	kindPrincipalMemory = 'M'
 	kindOwned           = 'O'
 	kindExpiry          = 'x'
+	kindSummary         = 'o'
 )
 
 var (
@@ -91,6 +93,17 @@ func entryPrefix(tenant, id string) []byte {
 
 func entryKey(tenant, id string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(entryPrefix(tenant, id), seq)
+}
+
+// summaryPrefix is the start of a context's compaction summaries.
+func summaryPrefix(tenant, id string) []byte {
+	k := append(tenantKey(tenant, kindSummary, len(id)+9), id...)
+	return append(k, 0)
+}
+
+// summaryKey is the summary covering a context's entries 1..upTo.
+func summaryKey(tenant, id string, upTo uint64) []byte {
+	return binary.BigEndian.AppendUint64(summaryPrefix(tenant, id), upTo)
 }
 
 func memoryKey(tenant, key string) []byte {

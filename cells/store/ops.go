@@ -1,12 +1,14 @@
 package store
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/tokens"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/proto"
@@ -61,6 +63,7 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyDeleteMemory},
 	16: {name: "fork_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyForkContext},
 	17: {name: "expire_sweep", tenant: true, owner: true, mutation: true, replicated: true, apply: applyExpireSweep},
+	15: {name: "compact_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyCompactContext},
 	20: {name: "set_tenant", tenant: true, mutation: true, replicated: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	23: {name: "import_tenant", tenant: true, apply: applyImport},
@@ -122,7 +125,7 @@ func applyCreateContext(o *opCtx) (*cellv1.CommandResult, error) {
 	}
 	clear()
 	labels := o.ownerLabels(req.GetLabels())
-	ctx := &contextv1.Context{ContextId: id, Labels: labels, CreateTime: o.ts(), UpdateTime: o.ts(),
+	ctx := &contextv1.Context{ContextId: id, Labels: labels, CreateTime: o.ts(), UpdateTime: o.ts(), TokenEncoding: req.GetTokenEncoding(),
 		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), resultContext(o).GetExpireTime())}
 	o.tx.put(contextKey(tenant, id), ctx)
 	o.indexOwner(id, labels)
@@ -167,9 +170,20 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	}
 	first := ctx.GetLastSeq() + 1
 	ts := o.ts()
+	// Token counts: the proposer's, stamped in the command, when it
+	// counted with the context's encoding (the common case, and always a
+	// standby's: it applies its source's command); counted here otherwise.
+	// Either way the count is stored with the entry and never recomputed.
+	enc := tokens.Resolve(ctx.GetTokenEncoding())
+	stamped := req.GetTokenEncoding() != "" && tokens.Resolve(req.GetTokenEncoding()) == enc
+	var total uint64
 	for i, e := range req.GetEntries() {
 		seq := first + uint64(i)
-		ent := &contextv1.Entry{Seq: seq, Role: e.GetRole(), Metadata: e.GetMetadata(), CreateTime: ts}
+		ent := &contextv1.Entry{Seq: seq, Role: e.GetRole(), Metadata: e.GetMetadata(), CreateTime: ts, TokenCount: e.GetTokenCount()}
+		if !stamped {
+			ent.TokenCount = tokens.Entry(enc, e)
+		}
+		total += uint64(ent.TokenCount)
 		switch c := e.GetContent().(type) {
 		case *contextv1.Entry_Text:
 			ent.Content = &contextv1.Entry_Text{Text: c.Text}
@@ -182,6 +196,7 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	ctx.LastSeq += n
 	ctx.EntryCount += n
 	ctx.SizeBytes += size
+	ctx.TotalTokens += total
 	ctx.UpdateTime = ts
 	o.tx.put(contextKey(tenant, id), ctx)
 	u := usage(o.st.rec)
@@ -189,6 +204,49 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	u.Bytes += size
 	o.changed = true
 	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Append{Append: &contextv1.AppendResponse{FirstSeq: first, LastSeq: ctx.LastSeq}}}, nil
+}
+
+// applyCompactContext stores a compaction summary of entries
+// 1..up_to_seq. Summaries nest: each must reach past the context's
+// compacted_seq, so the newest one covers every earlier one and is the one
+// reads return; earlier ones stay stored (retention removes them with the
+// entries). The summary's bytes count as the context's (and tenant's).
+func applyCompactContext(o *opCtx) (*cellv1.CommandResult, error) {
+	req := o.c.GetCompactContext()
+	tenant, id := o.c.GetTenant(), req.GetContextId()
+	pc, ok := o.liveContext(id) // deleted (kept for forks) or expired: missing
+	if !ok {
+		return nil, cperr.New(cperr.ContextNotFound, "context %q not found", id)
+	}
+	ctx := pc
+	upTo := req.GetUpToSeq()
+	switch {
+	case upTo == 0 || upTo > ctx.GetLastSeq():
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "up_to_seq",
+			Description: fmt.Sprintf("is %d; it must be between 1 and the context's last_seq %d", upTo, ctx.GetLastSeq())})
+	case upTo <= ctx.GetCompactedSeq():
+		return nil, cperr.Invalid(cperr.FieldViolation{Field: "up_to_seq",
+			Description: fmt.Sprintf("is %d; the context is compacted up to %d already: a new summary must cover more", upTo, ctx.GetCompactedSeq())})
+	}
+	size := uint64(len(req.GetSummary()))
+	if err := o.checkQuota(0, 0, int64(size)); err != nil {
+		return nil, err
+	}
+	enc := tokens.Resolve(ctx.GetTokenEncoding())
+	n := req.GetSummaryTokens()
+	if req.GetTokenEncoding() == "" || tokens.Resolve(req.GetTokenEncoding()) != enc {
+		n = tokens.Text(enc, req.GetSummary())
+	}
+	ts := o.ts()
+	sum := &contextv1.Summary{FromSeq: 1, UpToSeq: upTo, Text: req.GetSummary(), TokenCount: n, CreateTime: ts}
+	o.tx.put(summaryKey(tenant, id, upTo), sum)
+	ctx.CompactedSeq = upTo
+	ctx.SizeBytes += size
+	ctx.UpdateTime = ts
+	o.tx.put(contextKey(tenant, id), ctx)
+	usage(o.st.rec).Bytes += size
+	o.changed = true
+	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Compact{Compact: &contextv1.CompactResponse{Summary: sum, Context: ctx}}}, nil
 }
 
 // EntrySize is the accounted size of an entry: role, content and metadata.

@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cellplane/cellplane/internal/tokens"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -20,6 +21,9 @@ func CreateContext(lim Limits, req *contextv1.CreateContextRequest) error {
 	v.stringMap("labels", req.GetLabels(), lim.Labels)
 	v.requestID(lim, req.GetRequestId())
 	v.retention(req.GetExpireTime(), req.GetTtl())
+	if e := req.GetTokenEncoding(); e != "" && tokens.Check(e) != nil {
+		v.add("token_encoding", "is not a supported encoding (%s)", strings.Join(tokens.Encodings(), ", "))
+	}
 	return v.err()
 }
 
@@ -207,4 +211,27 @@ func (v *violations) retention(at *timestamppb.Timestamp, ttl *durationpb.Durati
 			v.add("ttl", "must be positive and at most %v", MaxTTL)
 		}
 	}
+}
+
+// Compact validates a CompactRequest: the context id, an up_to_seq of at
+// least 1 (the state machine checks it against the context), a summary
+// that is UTF-8 text of at most an entry's content size, and the request
+// id. The token fields are the cell's to set: ignored.
+func Compact(lim Limits, req *contextv1.CompactRequest) error {
+	var v violations
+	v.size(lim, req)
+	v.id("context_id", req.GetContextId(), lim.MaxIDLen)
+	v.requestID(lim, req.GetRequestId())
+	if req.GetUpToSeq() == 0 {
+		v.add("up_to_seq", "must be at least 1")
+	}
+	switch s := req.GetSummary(); {
+	case s == "":
+		v.add("summary", "is required")
+	case len(s) > lim.MaxEntryContentBytes:
+		v.add("summary", "is %d bytes; the limit is %d bytes", len(s), lim.MaxEntryContentBytes)
+	case !utf8.ValidString(s):
+		v.add("summary", "must be UTF-8 text")
+	}
+	return v.err()
 }

@@ -36,6 +36,8 @@ func TestCreateContext(t *testing.T) {
 		{"label key", &contextv1.CreateContextRequest{Labels: map[string]string{strings.Repeat("k", 129): "v", "": "x"}}, []string{"labels", "labels"}},
 		{"label value", &contextv1.CreateContextRequest{Labels: map[string]string{"k": strings.Repeat("v", 513)}}, []string{"labels"}},
 		{"all at once", &contextv1.CreateContextRequest{ContextId: "?", RequestId: "?", Labels: map[string]string{"k": strings.Repeat("v", 513)}}, []string{"context_id", "labels", "request_id"}},
+		{"encoding", &contextv1.CreateContextRequest{TokenEncoding: "cl100k_base"}, nil},
+		{"unknown encoding", &contextv1.CreateContextRequest{TokenEncoding: "gpt-4"}, []string{"token_encoding"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkFields(t, CreateContext(lim, tt.req), tt.fields...) })
@@ -188,4 +190,26 @@ func TestForkAndRetentionFields(t *testing.T) {
 	checkFields(t, CreateContext(lim, &contextv1.CreateContextRequest{Ttl: hour, ExpireTime: future}), "ttl")
 	checkFields(t, PutMemory(lim, &contextv1.PutMemoryRequest{Key: "k", Ttl: durationpb.New(-1)}), "ttl")
 	checkFields(t, PutMemory(lim, &contextv1.PutMemoryRequest{Key: "k", ExpireTime: future}))
+}
+
+func TestCompact(t *testing.T) {
+	lim := DefaultLimits()
+	tests := []struct {
+		name   string
+		req    *contextv1.CompactRequest
+		fields []string
+	}{
+		{"valid", &contextv1.CompactRequest{ContextId: "c", UpToSeq: 3, Summary: "the gist", RequestId: "r1"}, nil},
+		{"server fields ignored", &contextv1.CompactRequest{ContextId: "c", UpToSeq: 3, Summary: "s", SummaryTokens: 9, TokenEncoding: "nope"}, nil},
+		{"nil request", nil, []string{"context_id", "up_to_seq", "summary"}},
+		{"bad id", &contextv1.CompactRequest{ContextId: "c/1", UpToSeq: 1, Summary: "s"}, []string{"context_id"}},
+		{"up_to_seq 0", &contextv1.CompactRequest{ContextId: "c", Summary: "s"}, []string{"up_to_seq"}},
+		{"no summary", &contextv1.CompactRequest{ContextId: "c", UpToSeq: 1}, []string{"summary"}},
+		{"long summary", &contextv1.CompactRequest{ContextId: "c", UpToSeq: 1, Summary: strings.Repeat("s", lim.MaxEntryContentBytes+1)}, []string{"summary"}},
+		{"binary summary", &contextv1.CompactRequest{ContextId: "c", UpToSeq: 1, Summary: "\xff"}, []string{"summary"}},
+		{"bad request id", &contextv1.CompactRequest{ContextId: "c", UpToSeq: 1, Summary: "s", RequestId: "r 1"}, []string{"request_id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkFields(t, Compact(lim, tt.req), tt.fields...) })
+	}
 }

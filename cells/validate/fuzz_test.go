@@ -3,9 +3,11 @@ package validate
 import (
 	"errors"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/tokens"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/proto"
@@ -209,6 +211,42 @@ func FuzzReplicatedCommand(f *testing.F) {
 		}
 		if opErr != nil {
 			t.Fatalf("accepted %v, which its client validator refuses: %v", &c, opErr)
+		}
+	})
+}
+
+// FuzzCompact decodes arbitrary bytes as a CompactRequest (and a
+// CreateContextRequest's encoding): the validator never panics, and what
+// it accepts is within the limits.
+func FuzzCompact(f *testing.F) {
+	for _, m := range []proto.Message{
+		&contextv1.CompactRequest{ContextId: "c", UpToSeq: 3, Summary: "gist", RequestId: "r"},
+		&contextv1.CreateContextRequest{ContextId: "c", TokenEncoding: "o200k_base"},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req contextv1.CompactRequest
+		if proto.Unmarshal(b, &req) == nil {
+			err := Compact(lim, &req)
+			checkResult(t, err)
+			if err == nil && (!ids.Valid(req.GetContextId(), lim.MaxIDLen) || req.GetUpToSeq() == 0 || req.GetSummary() == "" ||
+				len(req.GetSummary()) > lim.MaxEntryContentBytes || !utf8.ValidString(req.GetSummary())) {
+				t.Fatalf("accepted %v", &req)
+			}
+		}
+		var cc contextv1.CreateContextRequest
+		if proto.Unmarshal(b, &cc) == nil {
+			err := CreateContext(lim, &cc)
+			checkResult(t, err)
+			if e := cc.GetTokenEncoding(); err == nil && e != "" && tokens.Check(e) != nil {
+				t.Fatalf("accepted encoding %q", e)
+			}
 		}
 	})
 }

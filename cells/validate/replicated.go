@@ -38,6 +38,8 @@ func ReplicatedCommand(lim Limits, c *cellv1.Command) error {
 	case *cellv1.Command_ForkContext:
 		v.id("command.fork_context.new_context_id", op.ForkContext.GetNewContextId(), lim.MaxIDLen)
 		err = Fork(lim, op.ForkContext)
+	case *cellv1.Command_CompactContext:
+		err = Compact(lim, op.CompactContext)
 	case *cellv1.Command_SetTenant:
 		s := op.SetTenant
 		if r := s.GetRole(); r != cellv1.Role_ROLE_OWNER && r != cellv1.Role_ROLE_FENCED {

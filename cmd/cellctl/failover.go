@@ -507,6 +507,8 @@ func describeCommand(cmd *cellv1.Command) (op, detail string) {
 		return "fork_context", fmt.Sprintf("context %s at seq %d → %s", o.ForkContext.GetContextId(), o.ForkContext.GetAtSeq(), o.ForkContext.GetNewContextId())
 	case *cellv1.Command_ExpireSweep:
 		return "expire_sweep", fmt.Sprintf("up to %d expired items", o.ExpireSweep.GetMaxItems())
+	case *cellv1.Command_CompactContext:
+		return "compact_context", fmt.Sprintf("context %s, up to seq %d", o.CompactContext.GetContextId(), o.CompactContext.GetUpToSeq())
 	case *cellv1.Command_SetTenant:
 		return "set_tenant", fmt.Sprintf("%s at epoch %d", enumName(o.SetTenant.GetRole().String(), "ROLE_"), o.SetTenant.GetEpoch())
 	case *cellv1.Command_DeleteTenant:

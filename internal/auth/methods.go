@@ -26,6 +26,7 @@ var MethodScopes = map[string]Scope{
 	contextv1.ContextService_DeleteMemory_FullMethodName:  ScopeMemoryWrite,
 	contextv1.ContextService_ListMemory_FullMethodName:    ScopeMemoryRead,
 	contextv1.ContextService_Fork_FullMethodName:          ScopeContextsWrite,
+	contextv1.ContextService_Compact_FullMethodName:       ScopeContextsWrite,
 }
 
 // RequiredScope returns the scope method needs; ok is false for a method

@@ -471,6 +471,31 @@ func testMCP(t *testing.T, ctx context.Context, routerHTTP string, cs contextv1.
 		t.Fatalf("gRPC read of the MCP-written context: %q, want %q", got, want)
 	}
 	w.set("mcp-1", want)
+
+	// Compaction and a token budget, through the router.
+	call("context_create", map[string]any{"context_id": "mcp-2"}, nil)
+	call("context_append", map[string]any{"context_id": "mcp-2", "request_id": "mcp-r2", "entries": []map[string]any{
+		{"role": "user", "content": "the first long question about milk"},
+		{"role": "assistant", "content": "a long answer"},
+		{"role": "user", "content": "thanks"},
+	}}, nil)
+	var k struct {
+		UpToSeq uint64 `json:"up_to_seq"`
+	}
+	call("context_compact", map[string]any{"context_id": "mcp-2", "up_to_seq": 2, "summary": "asked about milk", "request_id": "mcp-k1"}, &k)
+	var br struct {
+		Summary *struct {
+			Text string `json:"text"`
+		} `json:"summary"`
+		Entries []struct {
+			Content string `json:"content"`
+		} `json:"entries"`
+		TokensReturned uint64 `json:"tokens_returned"`
+	}
+	call("context_read", map[string]any{"context_id": "mcp-2", "max_tokens": 20}, &br)
+	if k.UpToSeq != 2 || br.Summary == nil || br.Summary.Text != "asked about milk" || len(br.Entries) != 1 || br.Entries[0].Content != "thanks" || br.TokensReturned > 20 {
+		t.Fatalf("compacted, budgeted read: %+v", br)
+	}
 }
 
 // ack is an acknowledged append of the load.

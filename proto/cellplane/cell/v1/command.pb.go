@@ -167,6 +167,7 @@ type Command struct {
 	//	*Command_DeleteMemory
 	//	*Command_ForkContext
 	//	*Command_ExpireSweep
+	//	*Command_CompactContext
 	//	*Command_SetTenant
 	//	*Command_DeleteTenant
 	//	*Command_ApplyChanges
@@ -336,6 +337,15 @@ func (x *Command) GetExpireSweep() *ExpireSweepOp {
 	return nil
 }
 
+func (x *Command) GetCompactContext() *v1.CompactRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CompactContext); ok {
+			return x.CompactContext
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSetTenant() *SetTenantOp {
 	if x != nil {
 		if x, ok := x.Op.(*Command_SetTenant); ok {
@@ -443,6 +453,10 @@ type Command_ExpireSweep struct {
 	ExpireSweep *ExpireSweepOp `protobuf:"bytes,17,opt,name=expire_sweep,json=expireSweep,proto3,oneof"`
 }
 
+type Command_CompactContext struct {
+	CompactContext *v1.CompactRequest `protobuf:"bytes,15,opt,name=compact_context,json=compactContext,proto3,oneof"`
+}
+
 type Command_SetTenant struct {
 	SetTenant *SetTenantOp `protobuf:"bytes,20,opt,name=set_tenant,json=setTenant,proto3,oneof"`
 }
@@ -488,6 +502,8 @@ func (*Command_DeleteMemory) isCommand_Op() {}
 func (*Command_ForkContext) isCommand_Op() {}
 
 func (*Command_ExpireSweep) isCommand_Op() {}
+
+func (*Command_CompactContext) isCommand_Op() {}
 
 func (*Command_SetTenant) isCommand_Op() {}
 
@@ -1217,6 +1233,7 @@ type CommandResult struct {
 	//	*CommandResult_PutMemory
 	//	*CommandResult_Tenant
 	//	*CommandResult_ExpireSweep
+	//	*CommandResult_Compact
 	Result        isCommandResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1325,6 +1342,15 @@ func (x *CommandResult) GetExpireSweep() *ExpireSweepResult {
 	return nil
 }
 
+func (x *CommandResult) GetCompact() *v1.CompactResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CommandResult_Compact); ok {
+			return x.Compact
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Result interface {
 	isCommandResult_Result()
 }
@@ -1349,6 +1375,10 @@ type CommandResult_ExpireSweep struct {
 	ExpireSweep *ExpireSweepResult `protobuf:"bytes,120,opt,name=expire_sweep,json=expireSweep,proto3,oneof"`
 }
 
+type CommandResult_Compact struct {
+	Compact *v1.CompactResponse `protobuf:"bytes,100,opt,name=compact,proto3,oneof"`
+}
+
 func (*CommandResult_Context) isCommandResult_Result() {}
 
 func (*CommandResult_Append) isCommandResult_Result() {}
@@ -1358,6 +1388,8 @@ func (*CommandResult_PutMemory) isCommandResult_Result() {}
 func (*CommandResult_Tenant) isCommandResult_Result() {}
 
 func (*CommandResult_ExpireSweep) isCommandResult_Result() {}
+
+func (*CommandResult_Compact) isCommandResult_Result() {}
 
 // CommandError is a rejection in the terms of the error contract.
 type CommandError struct {
@@ -2048,7 +2080,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xa3\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xf4\n" +
 	"\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
@@ -2068,7 +2100,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"put_memory\x18\r \x01(\v2&.cellplane.context.v1.PutMemoryRequestH\x00R\tputMemory\x12P\n" +
 	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12F\n" +
 	"\ffork_context\x18\x10 \x01(\v2!.cellplane.context.v1.ForkRequestH\x00R\vforkContext\x12E\n" +
-	"\fexpire_sweep\x18\x11 \x01(\v2 .cellplane.cell.v1.ExpireSweepOpH\x00R\vexpireSweep\x12?\n" +
+	"\fexpire_sweep\x18\x11 \x01(\v2 .cellplane.cell.v1.ExpireSweepOpH\x00R\vexpireSweep\x12O\n" +
+	"\x0fcompact_context\x18\x0f \x01(\v2$.cellplane.context.v1.CompactRequestH\x00R\x0ecompactContext\x12?\n" +
 	"\n" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
 	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12H\n" +
@@ -2122,7 +2155,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x0eDeleteTenantOp\x12%\n" +
 	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12<\n" +
 	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\b\n" +
-	"\x06NoopOp\"\xd1\x03\n" +
+	"\x06NoopOp\"\x94\x04\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
 	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\x12\"\n" +
@@ -2133,7 +2166,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2'.cellplane.context.v1.PutMemoryResponseH\x00R\tputMemory\x127\n" +
 	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenant\x12I\n" +
-	"\fexpire_sweep\x18x \x01(\v2$.cellplane.cell.v1.ExpireSweepResultH\x00R\vexpireSweepB\b\n" +
+	"\fexpire_sweep\x18x \x01(\v2$.cellplane.cell.v1.ExpireSweepResultH\x00R\vexpireSweep\x12A\n" +
+	"\acompact\x18d \x01(\v2%.cellplane.context.v1.CompactResponseH\x00R\acompactB\b\n" +
 	"\x06result\"\xc8\x01\n" +
 	"\fCommandError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
@@ -2254,9 +2288,11 @@ var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(*v1.PutMemoryRequest)(nil),     // 26: cellplane.context.v1.PutMemoryRequest
 	(*v1.DeleteMemoryRequest)(nil),  // 27: cellplane.context.v1.DeleteMemoryRequest
 	(*v1.ForkRequest)(nil),          // 28: cellplane.context.v1.ForkRequest
-	(*v1.Context)(nil),              // 29: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 30: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 31: cellplane.context.v1.PutMemoryResponse
+	(*v1.CompactRequest)(nil),       // 29: cellplane.context.v1.CompactRequest
+	(*v1.Context)(nil),              // 30: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 31: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 32: cellplane.context.v1.PutMemoryResponse
+	(*v1.CompactResponse)(nil),      // 33: cellplane.context.v1.CompactResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
@@ -2267,42 +2303,44 @@ var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	27, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
 	28, // 6: cellplane.cell.v1.Command.fork_context:type_name -> cellplane.context.v1.ForkRequest
 	5,  // 7: cellplane.cell.v1.Command.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepOp
-	7,  // 8: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	12, // 9: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	8,  // 10: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	9,  // 11: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	11, // 12: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	21, // 13: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	13, // 14: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	3,  // 15: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	4,  // 16: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 17: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	4,  // 18: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
-	19, // 19: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	10, // 20: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	16, // 21: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 22: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	15, // 23: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	29, // 24: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	30, // 25: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	31, // 26: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	18, // 27: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	6,  // 28: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
-	22, // 29: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 30: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	17, // 31: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 32: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 33: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	17, // 34: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 35: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
-	2,  // 36: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	14, // 37: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	14, // 38: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	29, // 8: cellplane.cell.v1.Command.compact_context:type_name -> cellplane.context.v1.CompactRequest
+	7,  // 9: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	12, // 10: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	8,  // 11: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	9,  // 12: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	11, // 13: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	21, // 14: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	13, // 15: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	3,  // 16: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	4,  // 17: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 18: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	4,  // 19: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	19, // 20: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	10, // 21: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	16, // 22: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 23: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	15, // 24: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	30, // 25: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	31, // 26: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	32, // 27: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	18, // 28: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	6,  // 29: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
+	33, // 30: cellplane.cell.v1.CommandResult.compact:type_name -> cellplane.context.v1.CompactResponse
+	22, // 31: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 32: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	17, // 33: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 34: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 35: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	17, // 36: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	4,  // 37: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	2,  // 38: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	14, // 39: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	14, // 40: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -2318,6 +2356,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_DeleteMemory)(nil),
 		(*Command_ForkContext)(nil),
 		(*Command_ExpireSweep)(nil),
+		(*Command_CompactContext)(nil),
 		(*Command_SetTenant)(nil),
 		(*Command_DeleteTenant)(nil),
 		(*Command_ApplyChanges)(nil),
@@ -2333,6 +2372,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*CommandResult_PutMemory)(nil),
 		(*CommandResult_Tenant)(nil),
 		(*CommandResult_ExpireSweep)(nil),
+		(*CommandResult_Compact)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -238,7 +238,17 @@ type Context struct {
 	Deleted bool `protobuf:"varint,123,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// When the context expires (unset: never). From then on it reads as
 	// missing; an expiry sweep removes it (keeping what forks reference).
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,124,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,124,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The tokenizer encoding every entry's token_count is counted with
+	// ("o200k_base", "cl100k_base", ...), chosen at create (the cell's
+	// default when not given) and never changed. Empty for contexts created
+	// before token counts existed: they count with "o200k_base".
+	TokenEncoding string `protobuf:"bytes,100,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
+	// Tokens of all entries (the raw count, summaries not included).
+	TotalTokens uint64 `protobuf:"varint,101,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	// The highest seq a compaction summary covers (0: none): reads return
+	// that summary in place of entries 1..compacted_seq unless raw.
+	CompactedSeq  uint64 `protobuf:"varint,102,opt,name=compacted_seq,json=compactedSeq,proto3" json:"compacted_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +367,27 @@ func (x *Context) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Context) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
+func (x *Context) GetTotalTokens() uint64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+func (x *Context) GetCompactedSeq() uint64 {
+	if x != nil {
+		return x.CompactedSeq
+	}
+	return 0
+}
+
 // Entry is one item of a context.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -373,7 +404,11 @@ type Entry struct {
 	Content  isEntry_Content   `protobuf_oneof:"content"`
 	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Assigned by the server on append; ignored in requests.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Tokens of the entry's content in its context's token_encoding
+	// (binary data: a quarter of its bytes, rounded up). Counted once when
+	// the entry is appended and stored with it; ignored in requests.
+	TokenCount    uint32 `protobuf:"varint,100,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +496,13 @@ func (x *Entry) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Entry) GetTokenCount() uint32 {
+	if x != nil {
+		return x.TokenCount
+	}
+	return 0
+}
+
 type isEntry_Content interface {
 	isEntry_Content()
 }
@@ -477,6 +519,86 @@ func (*Entry_Text) isEntry_Content() {}
 
 func (*Entry_Data) isEntry_Content() {}
 
+// Summary is a compaction overlay: text standing in for the entries
+// from_seq..up_to_seq of a context in reads that are not raw.
+type Summary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Always 1: a summary covers a context's prefix.
+	FromSeq uint64 `protobuf:"varint,1,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	UpToSeq uint64 `protobuf:"varint,2,opt,name=up_to_seq,json=upToSeq,proto3" json:"up_to_seq,omitempty"`
+	Text    string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// Tokens of text in the context's token_encoding.
+	TokenCount    uint32                 `protobuf:"varint,4,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Summary) Reset() {
+	*x = Summary{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Summary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Summary) ProtoMessage() {}
+
+func (x *Summary) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Summary.ProtoReflect.Descriptor instead.
+func (*Summary) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Summary) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+func (x *Summary) GetUpToSeq() uint64 {
+	if x != nil {
+		return x.UpToSeq
+	}
+	return 0
+}
+
+func (x *Summary) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Summary) GetTokenCount() uint32 {
+	if x != nil {
+		return x.TokenCount
+	}
+	return 0
+}
+
+func (x *Summary) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
 type CreateContextRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional: 1-128 characters of [A-Za-z0-9._-]. Empty: server-minted.
@@ -488,15 +610,19 @@ type CreateContextRequest struct {
 	// Retention: the context expires at expire_time, or ttl after the
 	// command's proposal time (not both). Neither: the tenant's default
 	// retention, if it has one; else never.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl        *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The tokenizer encoding of the context's token counts: "o200k_base"
+	// (default), "cl100k_base", "p50k_base", "p50k_edit" or "r50k_base".
+	// Empty: the cell's default.
+	TokenEncoding string `protobuf:"bytes,100,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContextRequest) Reset() {
 	*x = CreateContextRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +634,7 @@ func (x *CreateContextRequest) String() string {
 func (*CreateContextRequest) ProtoMessage() {}
 
 func (x *CreateContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[3]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +647,7 @@ func (x *CreateContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContextRequest.ProtoReflect.Descriptor instead.
 func (*CreateContextRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{3}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateContextRequest) GetContextId() string {
@@ -559,6 +685,13 @@ func (x *CreateContextRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *CreateContextRequest) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
 type CreateContextResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Context       *Context               `protobuf:"bytes,1,opt,name=context,proto3" json:"context,omitempty"`
@@ -568,7 +701,7 @@ type CreateContextResponse struct {
 
 func (x *CreateContextResponse) Reset() {
 	*x = CreateContextResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +713,7 @@ func (x *CreateContextResponse) String() string {
 func (*CreateContextResponse) ProtoMessage() {}
 
 func (x *CreateContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[4]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +726,7 @@ func (x *CreateContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContextResponse.ProtoReflect.Descriptor instead.
 func (*CreateContextResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateContextResponse) GetContext() *Context {
@@ -613,7 +746,7 @@ type GetContextRequest struct {
 
 func (x *GetContextRequest) Reset() {
 	*x = GetContextRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +758,7 @@ func (x *GetContextRequest) String() string {
 func (*GetContextRequest) ProtoMessage() {}
 
 func (x *GetContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[5]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +771,7 @@ func (x *GetContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContextRequest.ProtoReflect.Descriptor instead.
 func (*GetContextRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetContextRequest) GetContextId() string {
@@ -664,7 +797,7 @@ type GetContextResponse struct {
 
 func (x *GetContextResponse) Reset() {
 	*x = GetContextResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +809,7 @@ func (x *GetContextResponse) String() string {
 func (*GetContextResponse) ProtoMessage() {}
 
 func (x *GetContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[6]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +822,7 @@ func (x *GetContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContextResponse.ProtoReflect.Descriptor instead.
 func (*GetContextResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetContextResponse) GetContext() *Context {
@@ -717,7 +850,7 @@ type ListContextsRequest struct {
 
 func (x *ListContextsRequest) Reset() {
 	*x = ListContextsRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +862,7 @@ func (x *ListContextsRequest) String() string {
 func (*ListContextsRequest) ProtoMessage() {}
 
 func (x *ListContextsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[7]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +875,7 @@ func (x *ListContextsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContextsRequest.ProtoReflect.Descriptor instead.
 func (*ListContextsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListContextsRequest) GetPageSize() uint32 {
@@ -784,7 +917,7 @@ type ListContextsResponse struct {
 
 func (x *ListContextsResponse) Reset() {
 	*x = ListContextsResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +929,7 @@ func (x *ListContextsResponse) String() string {
 func (*ListContextsResponse) ProtoMessage() {}
 
 func (x *ListContextsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[8]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +942,7 @@ func (x *ListContextsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContextsResponse.ProtoReflect.Descriptor instead.
 func (*ListContextsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListContextsResponse) GetContexts() []*Context {
@@ -836,7 +969,7 @@ type DeleteContextRequest struct {
 
 func (x *DeleteContextRequest) Reset() {
 	*x = DeleteContextRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +981,7 @@ func (x *DeleteContextRequest) String() string {
 func (*DeleteContextRequest) ProtoMessage() {}
 
 func (x *DeleteContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[9]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +994,7 @@ func (x *DeleteContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContextRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContextRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteContextRequest) GetContextId() string {
@@ -886,7 +1019,7 @@ type DeleteContextResponse struct {
 
 func (x *DeleteContextResponse) Reset() {
 	*x = DeleteContextResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1031,7 @@ func (x *DeleteContextResponse) String() string {
 func (*DeleteContextResponse) ProtoMessage() {}
 
 func (x *DeleteContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[10]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1044,7 @@ func (x *DeleteContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContextResponse.ProtoReflect.Descriptor instead.
 func (*DeleteContextResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{11}
 }
 
 type AppendRequest struct {
@@ -922,14 +1055,19 @@ type AppendRequest struct {
 	// Optimistic concurrency: when set, the append is applied only if the
 	// context's last_seq equals expected_seq (0: the context is empty);
 	// otherwise ABORTED SEQUENCE_MISMATCH with the current last_seq.
-	ExpectedSeq   *uint64 `protobuf:"varint,4,opt,name=expected_seq,json=expectedSeq,proto3,oneof" json:"expected_seq,omitempty"`
+	ExpectedSeq *uint64 `protobuf:"varint,4,opt,name=expected_seq,json=expectedSeq,proto3,oneof" json:"expected_seq,omitempty"`
+	// Set by the cell, not by clients (a client's value is replaced): the
+	// encoding the entries' token_count values were counted with before
+	// proposing. The state machine keeps them when it is the context's
+	// encoding and counts again otherwise.
+	TokenEncoding string `protobuf:"bytes,100,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1079,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[11]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1092,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AppendRequest) GetContextId() string {
@@ -985,6 +1123,13 @@ func (x *AppendRequest) GetExpectedSeq() uint64 {
 	return 0
 }
 
+func (x *AppendRequest) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
 type AppendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FirstSeq      uint64                 `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
@@ -995,7 +1140,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1152,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[12]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1165,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AppendResponse) GetFirstSeq() uint64 {
@@ -1052,15 +1197,25 @@ type ReadRequest struct {
 	MaxEntries uint32 `protobuf:"varint,4,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
 	// At most about this many bytes of entries (0: server default). At least
 	// one entry is returned when one exists, even if it alone is larger.
-	MaxBytes      uint64       `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
-	ReadOptions   *ReadOptions `protobuf:"bytes,6,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	MaxBytes    uint64       `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	ReadOptions *ReadOptions `protobuf:"bytes,6,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	// A token budget (0: none): the newest entries that fit (from from_seq
+	// or the tail's start on), preceded by the compaction summary that
+	// covers the older ones when it fits too. The tokens returned never
+	// exceed it, so a read may return nothing.
+	MaxTokens uint32 `protobuf:"varint,100,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	// Return the entries a compaction covers instead of its summary.
+	Raw bool `protobuf:"varint,101,opt,name=raw,proto3" json:"raw,omitempty"`
+	// When max_entries or max_bytes cut the read, keep its newest entries
+	// (the end of the range) rather than its oldest. Implied by max_tokens.
+	Newest        bool `protobuf:"varint,102,opt,name=newest,proto3" json:"newest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1227,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[13]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1240,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadRequest) GetContextId() string {
@@ -1141,6 +1296,27 @@ func (x *ReadRequest) GetReadOptions() *ReadOptions {
 	return nil
 }
 
+func (x *ReadRequest) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetRaw() bool {
+	if x != nil {
+		return x.Raw
+	}
+	return false
+}
+
+func (x *ReadRequest) GetNewest() bool {
+	if x != nil {
+		return x.Newest
+	}
+	return false
+}
+
 type isReadRequest_Start interface {
 	isReadRequest_Start()
 }
@@ -1164,14 +1340,23 @@ type ReadResponse struct {
 	// nothing was returned.
 	NextSeq uint64 `protobuf:"varint,2,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
 	// The context's last_seq at the time of the read.
-	LastSeq       uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastSeq uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// The compaction summary returned in place of entries
+	// summary.from_seq..summary.up_to_seq (none for raw reads, reads that
+	// start after it, and budgets it does not fit).
+	Summary *Summary `protobuf:"bytes,100,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Tokens of the returned entries and summary.
+	TokensReturned uint64 `protobuf:"varint,101,opt,name=tokens_returned,json=tokensReturned,proto3" json:"tokens_returned,omitempty"`
+	// The context's total_tokens (all entries) and token_encoding.
+	TotalTokens   uint64 `protobuf:"varint,102,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	TokenEncoding string `protobuf:"bytes,103,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1368,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[14]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1381,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadResponse) GetEntries() []*Entry {
@@ -1220,6 +1405,34 @@ func (x *ReadResponse) GetLastSeq() uint64 {
 	return 0
 }
 
+func (x *ReadResponse) GetSummary() *Summary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetTokensReturned() uint64 {
+	if x != nil {
+		return x.TokensReturned
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetTotalTokens() uint64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+func (x *ReadResponse) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
 type WatchRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ContextId string                 `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
@@ -1231,7 +1444,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1456,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[15]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1469,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRequest) GetContextId() string {
@@ -1283,7 +1496,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1508,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[16]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1521,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchResponse) GetEntries() []*Entry {
@@ -1334,7 +1547,7 @@ type MemoryItem struct {
 
 func (x *MemoryItem) Reset() {
 	*x = MemoryItem{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1559,7 @@ func (x *MemoryItem) String() string {
 func (*MemoryItem) ProtoMessage() {}
 
 func (x *MemoryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[17]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1572,7 @@ func (x *MemoryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryItem.ProtoReflect.Descriptor instead.
 func (*MemoryItem) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MemoryItem) GetKey() string {
@@ -1425,7 +1638,7 @@ type PutMemoryRequest struct {
 
 func (x *PutMemoryRequest) Reset() {
 	*x = PutMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1650,7 @@ func (x *PutMemoryRequest) String() string {
 func (*PutMemoryRequest) ProtoMessage() {}
 
 func (x *PutMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[18]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1663,7 @@ func (x *PutMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMemoryRequest.ProtoReflect.Descriptor instead.
 func (*PutMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutMemoryRequest) GetKey() string {
@@ -1514,7 +1727,7 @@ type PutMemoryResponse struct {
 
 func (x *PutMemoryResponse) Reset() {
 	*x = PutMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1739,7 @@ func (x *PutMemoryResponse) String() string {
 func (*PutMemoryResponse) ProtoMessage() {}
 
 func (x *PutMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[19]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1752,7 @@ func (x *PutMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMemoryResponse.ProtoReflect.Descriptor instead.
 func (*PutMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutMemoryResponse) GetRevision() uint64 {
@@ -1567,7 +1780,7 @@ type GetMemoryRequest struct {
 
 func (x *GetMemoryRequest) Reset() {
 	*x = GetMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1792,7 @@ func (x *GetMemoryRequest) String() string {
 func (*GetMemoryRequest) ProtoMessage() {}
 
 func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[20]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1805,7 @@ func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetMemoryRequest) GetKey() string {
@@ -1625,7 +1838,7 @@ type GetMemoryResponse struct {
 
 func (x *GetMemoryResponse) Reset() {
 	*x = GetMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1850,7 @@ func (x *GetMemoryResponse) String() string {
 func (*GetMemoryResponse) ProtoMessage() {}
 
 func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[21]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1863,7 @@ func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetMemoryResponse) GetItem() *MemoryItem {
@@ -1672,7 +1885,7 @@ type DeleteMemoryRequest struct {
 
 func (x *DeleteMemoryRequest) Reset() {
 	*x = DeleteMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1897,7 @@ func (x *DeleteMemoryRequest) String() string {
 func (*DeleteMemoryRequest) ProtoMessage() {}
 
 func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[22]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1910,7 @@ func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteMemoryRequest) GetKey() string {
@@ -1736,7 +1949,7 @@ type DeleteMemoryResponse struct {
 
 func (x *DeleteMemoryResponse) Reset() {
 	*x = DeleteMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1961,7 @@ func (x *DeleteMemoryResponse) String() string {
 func (*DeleteMemoryResponse) ProtoMessage() {}
 
 func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[23]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1974,7 @@ func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{24}
 }
 
 type ListMemoryRequest struct {
@@ -1779,7 +1992,7 @@ type ListMemoryRequest struct {
 
 func (x *ListMemoryRequest) Reset() {
 	*x = ListMemoryRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2004,7 @@ func (x *ListMemoryRequest) String() string {
 func (*ListMemoryRequest) ProtoMessage() {}
 
 func (x *ListMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[24]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2017,7 @@ func (x *ListMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemoryRequest.ProtoReflect.Descriptor instead.
 func (*ListMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListMemoryRequest) GetPrefix() string {
@@ -1859,7 +2072,7 @@ type ListMemoryResponse struct {
 
 func (x *ListMemoryResponse) Reset() {
 	*x = ListMemoryResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2084,7 @@ func (x *ListMemoryResponse) String() string {
 func (*ListMemoryResponse) ProtoMessage() {}
 
 func (x *ListMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[25]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2097,7 @@ func (x *ListMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMemoryResponse.ProtoReflect.Descriptor instead.
 func (*ListMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListMemoryResponse) GetItems() []*MemoryItem {
@@ -1924,7 +2137,7 @@ type ForkRequest struct {
 
 func (x *ForkRequest) Reset() {
 	*x = ForkRequest{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2149,7 @@ func (x *ForkRequest) String() string {
 func (*ForkRequest) ProtoMessage() {}
 
 func (x *ForkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2162,7 @@ func (x *ForkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
 func (*ForkRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ForkRequest) GetContextId() string {
@@ -2010,7 +2223,7 @@ type ForkResponse struct {
 
 func (x *ForkResponse) Reset() {
 	*x = ForkResponse{}
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2235,7 @@ func (x *ForkResponse) String() string {
 func (*ForkResponse) ProtoMessage() {}
 
 func (x *ForkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,10 +2248,152 @@ func (x *ForkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
 func (*ForkResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{27}
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ForkResponse) GetContext() *Context {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+type CompactRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ContextId string                 `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	// The summary covers entries 1..up_to_seq: at most the context's
+	// last_seq and above its compacted_seq.
+	UpToSeq uint64 `protobuf:"varint,2,opt,name=up_to_seq,json=upToSeq,proto3" json:"up_to_seq,omitempty"`
+	// The summary text (written by the caller; cellplane runs no model).
+	Summary   string `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Set by the cell, not by clients (a client's value is replaced): the
+	// summary's token count and the encoding it was counted with.
+	SummaryTokens uint32 `protobuf:"varint,5,opt,name=summary_tokens,json=summaryTokens,proto3" json:"summary_tokens,omitempty"`
+	TokenEncoding string `protobuf:"bytes,6,opt,name=token_encoding,json=tokenEncoding,proto3" json:"token_encoding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactRequest) Reset() {
+	*x = CompactRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactRequest) ProtoMessage() {}
+
+func (x *CompactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
+func (*CompactRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CompactRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *CompactRequest) GetUpToSeq() uint64 {
+	if x != nil {
+		return x.UpToSeq
+	}
+	return 0
+}
+
+func (x *CompactRequest) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *CompactRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CompactRequest) GetSummaryTokens() uint32 {
+	if x != nil {
+		return x.SummaryTokens
+	}
+	return 0
+}
+
+func (x *CompactRequest) GetTokenEncoding() string {
+	if x != nil {
+		return x.TokenEncoding
+	}
+	return ""
+}
+
+type CompactResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Summary *Summary               `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	// The context after the compaction.
+	Context       *Context `protobuf:"bytes,2,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactResponse) Reset() {
+	*x = CompactResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactResponse) ProtoMessage() {}
+
+func (x *CompactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
+func (*CompactResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CompactResponse) GetSummary() *Summary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *CompactResponse) GetContext() *Context {
 	if x != nil {
 		return x.Context
 	}
@@ -2052,7 +2407,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
-	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xba\x04\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xa9\x05\n" +
 	"\aContext\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12A\n" +
@@ -2072,10 +2427,13 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\tfork_refs\x18z \x01(\x04R\bforkRefs\x12\x18\n" +
 	"\adeleted\x18{ \x01(\bR\adeleted\x12;\n" +
 	"\vexpire_time\x18| \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a9\n" +
+	"expireTime\x12%\n" +
+	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncoding\x12!\n" +
+	"\ftotal_tokens\x18e \x01(\x04R\vtotalTokens\x12#\n" +
+	"\rcompacted_seq\x18f \x01(\x04R\fcompactedSeq\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -2083,11 +2441,21 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fH\x00R\x04data\x12E\n" +
 	"\bmetadata\x18\x05 \x03(\v2).cellplane.context.v1.Entry.MetadataEntryR\bmetadata\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x1a;\n" +
+	"createTime\x12\x1f\n" +
+	"\vtoken_count\x18d \x01(\rR\n" +
+	"tokenCount\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acontent\"\xc9\x02\n" +
+	"\acontent\"\xb2\x01\n" +
+	"\aSummary\x12\x19\n" +
+	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x1a\n" +
+	"\tup_to_seq\x18\x02 \x01(\x04R\aupToSeq\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x1f\n" +
+	"\vtoken_count\x18\x04 \x01(\rR\n" +
+	"tokenCount\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xf0\x02\n" +
 	"\x14CreateContextRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12N\n" +
@@ -2096,7 +2464,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12;\n" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12+\n" +
-	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a9\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12%\n" +
+	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncoding\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -2122,18 +2491,19 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"\x17\n" +
-	"\x15DeleteContextResponse\"\xbd\x01\n" +
+	"\x15DeleteContextResponse\"\xe4\x01\n" +
 	"\rAppendRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x125\n" +
 	"\aentries\x18\x02 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12&\n" +
-	"\fexpected_seq\x18\x04 \x01(\x04H\x00R\vexpectedSeq\x88\x01\x01B\x0f\n" +
+	"\fexpected_seq\x18\x04 \x01(\x04H\x00R\vexpectedSeq\x88\x01\x01\x12%\n" +
+	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncodingB\x0f\n" +
 	"\r_expected_seq\"H\n" +
 	"\x0eAppendResponse\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12\x19\n" +
-	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\xec\x01\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\"\xb5\x02\n" +
 	"\vReadRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1b\n" +
@@ -2142,12 +2512,20 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vmax_entries\x18\x04 \x01(\rR\n" +
 	"maxEntries\x12\x1b\n" +
 	"\tmax_bytes\x18\x05 \x01(\x04R\bmaxBytes\x12D\n" +
-	"\fread_options\x18\x06 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptionsB\a\n" +
-	"\x05start\"{\n" +
+	"\fread_options\x18\x06 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18d \x01(\rR\tmaxTokens\x12\x10\n" +
+	"\x03raw\x18e \x01(\bR\x03raw\x12\x16\n" +
+	"\x06newest\x18f \x01(\bR\x06newestB\a\n" +
+	"\x05start\"\xa7\x02\n" +
 	"\fReadResponse\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12\x19\n" +
 	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\x12\x19\n" +
-	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"H\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x127\n" +
+	"\asummary\x18d \x01(\v2\x1d.cellplane.context.v1.SummaryR\asummary\x12'\n" +
+	"\x0ftokens_returned\x18e \x01(\x04R\x0etokensReturned\x12!\n" +
+	"\ftotal_tokens\x18f \x01(\x04R\vtotalTokens\x12%\n" +
+	"\x0etoken_encoding\x18g \x01(\tR\rtokenEncoding\"H\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
@@ -2220,7 +2598,19 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
 	"\fForkResponse\x127\n" +
-	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext*w\n" +
+	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext\"\xd2\x01\n" +
+	"\x0eCompactRequest\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x1a\n" +
+	"\tup_to_seq\x18\x02 \x01(\x04R\aupToSeq\x12\x18\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
+	"\x0esummary_tokens\x18\x05 \x01(\rR\rsummaryTokens\x12%\n" +
+	"\x0etoken_encoding\x18\x06 \x01(\tR\rtokenEncoding\"\x83\x01\n" +
+	"\x0fCompactResponse\x127\n" +
+	"\asummary\x18\x01 \x01(\v2\x1d.cellplane.context.v1.SummaryR\asummary\x127\n" +
+	"\acontext\x18\x02 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
@@ -2229,7 +2619,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vMemoryScope\x12\x1c\n" +
 	"\x18MEMORY_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MEMORY_SCOPE_PRINCIPAL\x10\x01\x12\x17\n" +
-	"\x13MEMORY_SCOPE_TENANT\x10\x022\xfd\b\n" +
+	"\x13MEMORY_SCOPE_TENANT\x10\x022\xd5\t\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -2244,7 +2634,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\fDeleteMemory\x12).cellplane.context.v1.DeleteMemoryRequest\x1a*.cellplane.context.v1.DeleteMemoryResponse\x12_\n" +
 	"\n" +
 	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12M\n" +
-	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x12V\n" +
+	"\aCompact\x12$.cellplane.context.v1.CompactRequest\x1a%.cellplane.context.v1.CompactResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -2259,113 +2650,122 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(MemoryScope)(0),              // 1: cellplane.context.v1.MemoryScope
 	(*ReadOptions)(nil),           // 2: cellplane.context.v1.ReadOptions
 	(*Context)(nil),               // 3: cellplane.context.v1.Context
 	(*Entry)(nil),                 // 4: cellplane.context.v1.Entry
-	(*CreateContextRequest)(nil),  // 5: cellplane.context.v1.CreateContextRequest
-	(*CreateContextResponse)(nil), // 6: cellplane.context.v1.CreateContextResponse
-	(*GetContextRequest)(nil),     // 7: cellplane.context.v1.GetContextRequest
-	(*GetContextResponse)(nil),    // 8: cellplane.context.v1.GetContextResponse
-	(*ListContextsRequest)(nil),   // 9: cellplane.context.v1.ListContextsRequest
-	(*ListContextsResponse)(nil),  // 10: cellplane.context.v1.ListContextsResponse
-	(*DeleteContextRequest)(nil),  // 11: cellplane.context.v1.DeleteContextRequest
-	(*DeleteContextResponse)(nil), // 12: cellplane.context.v1.DeleteContextResponse
-	(*AppendRequest)(nil),         // 13: cellplane.context.v1.AppendRequest
-	(*AppendResponse)(nil),        // 14: cellplane.context.v1.AppendResponse
-	(*ReadRequest)(nil),           // 15: cellplane.context.v1.ReadRequest
-	(*ReadResponse)(nil),          // 16: cellplane.context.v1.ReadResponse
-	(*WatchRequest)(nil),          // 17: cellplane.context.v1.WatchRequest
-	(*WatchResponse)(nil),         // 18: cellplane.context.v1.WatchResponse
-	(*MemoryItem)(nil),            // 19: cellplane.context.v1.MemoryItem
-	(*PutMemoryRequest)(nil),      // 20: cellplane.context.v1.PutMemoryRequest
-	(*PutMemoryResponse)(nil),     // 21: cellplane.context.v1.PutMemoryResponse
-	(*GetMemoryRequest)(nil),      // 22: cellplane.context.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),     // 23: cellplane.context.v1.GetMemoryResponse
-	(*DeleteMemoryRequest)(nil),   // 24: cellplane.context.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),  // 25: cellplane.context.v1.DeleteMemoryResponse
-	(*ListMemoryRequest)(nil),     // 26: cellplane.context.v1.ListMemoryRequest
-	(*ListMemoryResponse)(nil),    // 27: cellplane.context.v1.ListMemoryResponse
-	(*ForkRequest)(nil),           // 28: cellplane.context.v1.ForkRequest
-	(*ForkResponse)(nil),          // 29: cellplane.context.v1.ForkResponse
-	nil,                           // 30: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 31: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 32: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	nil,                           // 33: cellplane.context.v1.ForkRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*Summary)(nil),               // 5: cellplane.context.v1.Summary
+	(*CreateContextRequest)(nil),  // 6: cellplane.context.v1.CreateContextRequest
+	(*CreateContextResponse)(nil), // 7: cellplane.context.v1.CreateContextResponse
+	(*GetContextRequest)(nil),     // 8: cellplane.context.v1.GetContextRequest
+	(*GetContextResponse)(nil),    // 9: cellplane.context.v1.GetContextResponse
+	(*ListContextsRequest)(nil),   // 10: cellplane.context.v1.ListContextsRequest
+	(*ListContextsResponse)(nil),  // 11: cellplane.context.v1.ListContextsResponse
+	(*DeleteContextRequest)(nil),  // 12: cellplane.context.v1.DeleteContextRequest
+	(*DeleteContextResponse)(nil), // 13: cellplane.context.v1.DeleteContextResponse
+	(*AppendRequest)(nil),         // 14: cellplane.context.v1.AppendRequest
+	(*AppendResponse)(nil),        // 15: cellplane.context.v1.AppendResponse
+	(*ReadRequest)(nil),           // 16: cellplane.context.v1.ReadRequest
+	(*ReadResponse)(nil),          // 17: cellplane.context.v1.ReadResponse
+	(*WatchRequest)(nil),          // 18: cellplane.context.v1.WatchRequest
+	(*WatchResponse)(nil),         // 19: cellplane.context.v1.WatchResponse
+	(*MemoryItem)(nil),            // 20: cellplane.context.v1.MemoryItem
+	(*PutMemoryRequest)(nil),      // 21: cellplane.context.v1.PutMemoryRequest
+	(*PutMemoryResponse)(nil),     // 22: cellplane.context.v1.PutMemoryResponse
+	(*GetMemoryRequest)(nil),      // 23: cellplane.context.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),     // 24: cellplane.context.v1.GetMemoryResponse
+	(*DeleteMemoryRequest)(nil),   // 25: cellplane.context.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),  // 26: cellplane.context.v1.DeleteMemoryResponse
+	(*ListMemoryRequest)(nil),     // 27: cellplane.context.v1.ListMemoryRequest
+	(*ListMemoryResponse)(nil),    // 28: cellplane.context.v1.ListMemoryResponse
+	(*ForkRequest)(nil),           // 29: cellplane.context.v1.ForkRequest
+	(*ForkResponse)(nil),          // 30: cellplane.context.v1.ForkResponse
+	(*CompactRequest)(nil),        // 31: cellplane.context.v1.CompactRequest
+	(*CompactResponse)(nil),       // 32: cellplane.context.v1.CompactResponse
+	nil,                           // 33: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 34: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 35: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	nil,                           // 36: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	34, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	30, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	35, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	35, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	35, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
-	31, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	35, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	32, // 8: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	35, // 9: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
-	34, // 10: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 11: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
-	2,  // 12: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 13: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
-	2,  // 14: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 15: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	4,  // 16: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	2,  // 17: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	4,  // 18: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	4,  // 19: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	35, // 20: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	35, // 21: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	35, // 22: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 23: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	35, // 24: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
-	34, // 25: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
-	35, // 26: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 27: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 28: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	19, // 29: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 30: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	2,  // 31: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 32: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	19, // 33: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	33, // 34: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
-	35, // 35: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
-	34, // 36: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 37: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
-	5,  // 38: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	7,  // 39: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	9,  // 40: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	11, // 41: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	13, // 42: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	15, // 43: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	17, // 44: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	20, // 45: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	22, // 46: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	24, // 47: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	26, // 48: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	28, // 49: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
-	6,  // 50: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	8,  // 51: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	10, // 52: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	12, // 53: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	14, // 54: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	16, // 55: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	18, // 56: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	21, // 57: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	23, // 58: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	25, // 59: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	27, // 60: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	29, // 61: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
-	50, // [50:62] is the sub-list for method output_type
-	38, // [38:50] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	37, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	33, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	38, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	38, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	38, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	38, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	38, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
+	35, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	38, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 12: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
+	2,  // 13: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 14: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
+	2,  // 15: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	3,  // 16: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	4,  // 17: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	2,  // 18: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	4,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	5,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
+	4,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	38, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	38, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	38, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 25: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	38, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 30: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	20, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 32: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	2,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 34: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	20, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	36, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	38, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
+	5,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
+	3,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
+	6,  // 42: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	8,  // 43: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	10, // 44: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	12, // 45: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	14, // 46: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	16, // 47: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	18, // 48: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	21, // 49: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	23, // 50: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	25, // 51: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	27, // 52: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	29, // 53: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	31, // 54: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	7,  // 55: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	9,  // 56: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	11, // 57: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	13, // 58: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	15, // 59: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	17, // 60: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	19, // 61: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	22, // 62: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	24, // 63: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	26, // 64: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	28, // 65: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	30, // 66: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	32, // 67: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	55, // [55:68] is the sub-list for method output_type
+	42, // [42:55] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -2377,20 +2777,20 @@ func file_cellplane_context_v1_context_proto_init() {
 		(*Entry_Text)(nil),
 		(*Entry_Data)(nil),
 	}
-	file_cellplane_context_v1_context_proto_msgTypes[11].OneofWrappers = []any{}
-	file_cellplane_context_v1_context_proto_msgTypes[13].OneofWrappers = []any{
+	file_cellplane_context_v1_context_proto_msgTypes[12].OneofWrappers = []any{}
+	file_cellplane_context_v1_context_proto_msgTypes[14].OneofWrappers = []any{
 		(*ReadRequest_FromSeq)(nil),
 		(*ReadRequest_Tail)(nil),
 	}
-	file_cellplane_context_v1_context_proto_msgTypes[18].OneofWrappers = []any{}
-	file_cellplane_context_v1_context_proto_msgTypes[22].OneofWrappers = []any{}
+	file_cellplane_context_v1_context_proto_msgTypes[19].OneofWrappers = []any{}
+	file_cellplane_context_v1_context_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

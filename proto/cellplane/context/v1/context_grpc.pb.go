@@ -42,6 +42,7 @@ const (
 	ContextService_DeleteMemory_FullMethodName  = "/cellplane.context.v1.ContextService/DeleteMemory"
 	ContextService_ListMemory_FullMethodName    = "/cellplane.context.v1.ContextService/ListMemory"
 	ContextService_Fork_FullMethodName          = "/cellplane.context.v1.ContextService/Fork"
+	ContextService_Compact_FullMethodName       = "/cellplane.context.v1.ContextService/Compact"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -83,6 +84,12 @@ type ContextServiceClient interface {
 	// the fork's own entries continue from at_seq + 1. Forks of forks work;
 	// deleting or expiring a source keeps the prefix its forks reference.
 	Fork(ctx context.Context, in *ForkRequest, opts ...grpc.CallOption) (*ForkResponse, error)
+	// Compact stores a summary (written by the caller) of a context's
+	// entries 1..up_to_seq. Reads return it in place of those entries unless
+	// they ask for raw entries; the entries themselves stay. A later
+	// compaction must reach a higher up_to_seq and supersedes the earlier
+	// one (its summary covers the earlier summary's range too).
+	Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error)
 }
 
 type contextServiceClient struct {
@@ -222,6 +229,16 @@ func (c *contextServiceClient) Fork(ctx context.Context, in *ForkRequest, opts .
 	return out, nil
 }
 
+func (c *contextServiceClient) Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompactResponse)
+	err := c.cc.Invoke(ctx, ContextService_Compact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -261,6 +278,12 @@ type ContextServiceServer interface {
 	// the fork's own entries continue from at_seq + 1. Forks of forks work;
 	// deleting or expiring a source keeps the prefix its forks reference.
 	Fork(context.Context, *ForkRequest) (*ForkResponse, error)
+	// Compact stores a summary (written by the caller) of a context's
+	// entries 1..up_to_seq. Reads return it in place of those entries unless
+	// they ask for raw entries; the entries themselves stay. A later
+	// compaction must reach a higher up_to_seq and supersedes the earlier
+	// one (its summary covers the earlier summary's range too).
+	Compact(context.Context, *CompactRequest) (*CompactResponse, error)
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -306,6 +329,9 @@ func (UnimplementedContextServiceServer) ListMemory(context.Context, *ListMemory
 }
 func (UnimplementedContextServiceServer) Fork(context.Context, *ForkRequest) (*ForkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fork not implemented")
+}
+func (UnimplementedContextServiceServer) Compact(context.Context, *CompactRequest) (*CompactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Compact not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -537,6 +563,24 @@ func _ContextService_Fork_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContextService_Compact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).Compact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_Compact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).Compact(ctx, req.(*CompactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -587,6 +631,10 @@ var ContextService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fork",
 			Handler:    _ContextService_Fork_Handler,
+		},
+		{
+			MethodName: "Compact",
+			Handler:    _ContextService_Compact_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
