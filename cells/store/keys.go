@@ -18,6 +18,7 @@ import (
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//	    'a' tseq(8)                      AuditRecord (audit.go)
 //
 // Tenant and context ids are [A-Za-z0-9._-] (validated at the edge), so the
 // "\x00" separators cannot occur inside them and ranges stay contiguous.
@@ -34,6 +35,7 @@ const (
 	kindChange  = 'l'
 	kindDedup   = 'd'
 	kindDedupQ  = 'q'
+	kindAudit   = 'a'
 )
 
 var (

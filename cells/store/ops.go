@@ -55,6 +55,7 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	12: {name: "append", tenant: true, owner: true, mutation: true, replicated: true, apply: applyAppend},
 	13: {name: "put_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyPutMemory},
 	14: {name: "delete_memory", tenant: true, owner: true, mutation: true, replicated: true, apply: applyDeleteMemory},
+	19: {name: "erase_subject", tenant: true, owner: true, mutation: true, replicated: true, apply: applyEraseSubject},
 	20: {name: "set_tenant", tenant: true, mutation: true, replicated: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	23: {name: "import_tenant", tenant: true, apply: applyImport},

@@ -82,6 +82,55 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{0}
 }
 
+type EraseSubjectOp_Kind int32
+
+const (
+	EraseSubjectOp_KIND_UNSPECIFIED EraseSubjectOp_Kind = 0
+	EraseSubjectOp_KIND_PRINCIPAL   EraseSubjectOp_Kind = 1
+	EraseSubjectOp_KIND_CONTEXT     EraseSubjectOp_Kind = 2
+)
+
+// Enum value maps for EraseSubjectOp_Kind.
+var (
+	EraseSubjectOp_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_PRINCIPAL",
+		2: "KIND_CONTEXT",
+	}
+	EraseSubjectOp_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_PRINCIPAL":   1,
+		"KIND_CONTEXT":     2,
+	}
+)
+
+func (x EraseSubjectOp_Kind) Enum() *EraseSubjectOp_Kind {
+	p := new(EraseSubjectOp_Kind)
+	*p = x
+	return p
+}
+
+func (x EraseSubjectOp_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EraseSubjectOp_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_cell_v1_command_proto_enumTypes[1].Descriptor()
+}
+
+func (EraseSubjectOp_Kind) Type() protoreflect.EnumType {
+	return &file_cellplane_cell_v1_command_proto_enumTypes[1]
+}
+
+func (x EraseSubjectOp_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EraseSubjectOp_Kind.Descriptor instead.
+func (EraseSubjectOp_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10, 0}
+}
+
 // CommandBatch is the payload of one Raft log entry. Concurrent proposals
 // are batched (group commit); each command is applied and answered on its
 // own, in order.
@@ -165,6 +214,7 @@ type Command struct {
 	//	*Command_Append
 	//	*Command_PutMemory
 	//	*Command_DeleteMemory
+	//	*Command_EraseSubject
 	//	*Command_SetTenant
 	//	*Command_DeleteTenant
 	//	*Command_ApplyChanges
@@ -316,6 +366,15 @@ func (x *Command) GetDeleteMemory() *v1.DeleteMemoryRequest {
 	return nil
 }
 
+func (x *Command) GetEraseSubject() *EraseSubjectOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_EraseSubject); ok {
+			return x.EraseSubject
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSetTenant() *SetTenantOp {
 	if x != nil {
 		if x, ok := x.Op.(*Command_SetTenant); ok {
@@ -412,6 +471,11 @@ type Command_DeleteMemory struct {
 	DeleteMemory *v1.DeleteMemoryRequest `protobuf:"bytes,14,opt,name=delete_memory,json=deleteMemory,proto3,oneof"`
 }
 
+type Command_EraseSubject struct {
+	// Provable erasure of one subject's data (docs/contexts.md "Erasure").
+	EraseSubject *EraseSubjectOp `protobuf:"bytes,19,opt,name=erase_subject,json=eraseSubject,proto3,oneof"`
+}
+
 type Command_SetTenant struct {
 	SetTenant *SetTenantOp `protobuf:"bytes,20,opt,name=set_tenant,json=setTenant,proto3,oneof"`
 }
@@ -454,6 +518,8 @@ func (*Command_PutMemory) isCommand_Op() {}
 
 func (*Command_DeleteMemory) isCommand_Op() {}
 
+func (*Command_EraseSubject) isCommand_Op() {}
+
 func (*Command_SetTenant) isCommand_Op() {}
 
 func (*Command_DeleteTenant) isCommand_Op() {}
@@ -491,9 +557,13 @@ type CellSettings struct {
 	DedupWindowNanos int64 `protobuf:"varint,5,opt,name=dedup_window_nanos,json=dedupWindowNanos,proto3" json:"dedup_window_nanos,omitempty"`
 	// The cell-wide default per-tenant quota (finding H4): a field of a
 	// tenant's own TenantRecord.quota that is not 0 overrides it.
-	TenantQuota   *TenantQuota `protobuf:"bytes,6,opt,name=tenant_quota,json=tenantQuota,proto3" json:"tenant_quota,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TenantQuota *TenantQuota `protobuf:"bytes,6,opt,name=tenant_quota,json=tenantQuota,proto3" json:"tenant_quota,omitempty"`
+	// Audit retention per tenant (0: no bound): records older than this
+	// (command time) and records past the count are trimmed in chunks.
+	AuditRetentionNanos int64  `protobuf:"varint,160,opt,name=audit_retention_nanos,json=auditRetentionNanos,proto3" json:"audit_retention_nanos,omitempty"`
+	AuditMaxRecords     uint64 `protobuf:"varint,161,opt,name=audit_max_records,json=auditMaxRecords,proto3" json:"audit_max_records,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CellSettings) Reset() {
@@ -566,6 +636,20 @@ func (x *CellSettings) GetTenantQuota() *TenantQuota {
 		return x.TenantQuota
 	}
 	return nil
+}
+
+func (x *CellSettings) GetAuditRetentionNanos() int64 {
+	if x != nil {
+		return x.AuditRetentionNanos
+	}
+	return 0
+}
+
+func (x *CellSettings) GetAuditMaxRecords() uint64 {
+	if x != nil {
+		return x.AuditMaxRecords
+	}
+	return 0
 }
 
 // TenantQuota bounds what one tenant stores in a cell (0: no bound). The
@@ -1007,6 +1091,304 @@ func (x *DeleteTenantOp) GetAllowedRoles() []Role {
 	return nil
 }
 
+// EraseSubjectOp erases one subject's data from a tenant: a principal
+// (contexts labelled cellplane.principal = P, memory values P wrote last,
+// and every change-log event P's commands logged) or a context (the
+// context and every event that named it). It also scrubs the matching
+// change-log events (replaced by placeholders that keep the tseq
+// sequence), their dedup records, and their audit records' content. The
+// subject is named only by its digest (SubjectDigest), so the name itself
+// is never in the Raft log, the change log or the audit log.
+type EraseSubjectOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  EraseSubjectOp_Kind    `protobuf:"varint,1,opt,name=kind,proto3,enum=cellplane.cell.v1.EraseSubjectOp_Kind" json:"kind,omitempty"`
+	// SHA-256 of "cellplane-erase\x00" tenant "\x00" kind "\x00" subject.
+	SubjectSha256 []byte `protobuf:"bytes,2,opt,name=subject_sha256,json=subjectSha256,proto3" json:"subject_sha256,omitempty"`
+	// Set only in a placeholder: the change-log event that replaced a
+	// scrubbed one. It applies nothing; it keeps the operation's name and
+	// the erase's tseq so a standby writes the same redacted audit record.
+	ErasedOp      string `protobuf:"bytes,3,opt,name=erased_op,json=erasedOp,proto3" json:"erased_op,omitempty"`
+	ErasedAtTseq  uint64 `protobuf:"varint,4,opt,name=erased_at_tseq,json=erasedAtTseq,proto3" json:"erased_at_tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseSubjectOp) Reset() {
+	*x = EraseSubjectOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectOp) ProtoMessage() {}
+
+func (x *EraseSubjectOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectOp.ProtoReflect.Descriptor instead.
+func (*EraseSubjectOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EraseSubjectOp) GetKind() EraseSubjectOp_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return EraseSubjectOp_KIND_UNSPECIFIED
+}
+
+func (x *EraseSubjectOp) GetSubjectSha256() []byte {
+	if x != nil {
+		return x.SubjectSha256
+	}
+	return nil
+}
+
+func (x *EraseSubjectOp) GetErasedOp() string {
+	if x != nil {
+		return x.ErasedOp
+	}
+	return ""
+}
+
+func (x *EraseSubjectOp) GetErasedAtTseq() uint64 {
+	if x != nil {
+		return x.ErasedAtTseq
+	}
+	return 0
+}
+
+// EraseSubjectResult is what an erase removed.
+type EraseSubjectResult struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	ContextsDeleted      uint64                 `protobuf:"varint,1,opt,name=contexts_deleted,json=contextsDeleted,proto3" json:"contexts_deleted,omitempty"`
+	MemoryKeysDeleted    uint64                 `protobuf:"varint,2,opt,name=memory_keys_deleted,json=memoryKeysDeleted,proto3" json:"memory_keys_deleted,omitempty"`
+	EventsScrubbed       uint64                 `protobuf:"varint,3,opt,name=events_scrubbed,json=eventsScrubbed,proto3" json:"events_scrubbed,omitempty"`
+	DedupRecordsScrubbed uint64                 `protobuf:"varint,4,opt,name=dedup_records_scrubbed,json=dedupRecordsScrubbed,proto3" json:"dedup_records_scrubbed,omitempty"`
+	AuditRecordsRedacted uint64                 `protobuf:"varint,5,opt,name=audit_records_redacted,json=auditRecordsRedacted,proto3" json:"audit_records_redacted,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *EraseSubjectResult) Reset() {
+	*x = EraseSubjectResult{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectResult) ProtoMessage() {}
+
+func (x *EraseSubjectResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectResult.ProtoReflect.Descriptor instead.
+func (*EraseSubjectResult) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EraseSubjectResult) GetContextsDeleted() uint64 {
+	if x != nil {
+		return x.ContextsDeleted
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetMemoryKeysDeleted() uint64 {
+	if x != nil {
+		return x.MemoryKeysDeleted
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetEventsScrubbed() uint64 {
+	if x != nil {
+		return x.EventsScrubbed
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetDedupRecordsScrubbed() uint64 {
+	if x != nil {
+		return x.DedupRecordsScrubbed
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetAuditRecordsRedacted() uint64 {
+	if x != nil {
+		return x.AuditRecordsRedacted
+	}
+	return 0
+}
+
+// AuditRecord is written by the state machine for every tenant mutation,
+// in the same Pebble batch, at key t<tenant>\x00a<tseq>. A standby writes
+// the same record with its source's tseq and time.
+type AuditRecord struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Tseq         uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	TimeUnixNano int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// The authenticated principal that caused the mutation ("" unknown).
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// "grpc:<method>", "mcp:<tool>", or "" (control commands).
+	Origin    string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The operation (create_context, append, erase_subject, ...).
+	Op        string `protobuf:"bytes,6,opt,name=op,proto3" json:"op,omitempty"`
+	ContextId string `protobuf:"bytes,7,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	MemoryKey string `protobuf:"bytes,8,opt,name=memory_key,json=memoryKey,proto3" json:"memory_key,omitempty"`
+	// Set when an erase at that tseq redacted this record: principal,
+	// request id, context id and memory key are gone.
+	ErasedAtTseq uint64 `protobuf:"varint,9,opt,name=erased_at_tseq,json=erasedAtTseq,proto3" json:"erased_at_tseq,omitempty"`
+	// For an erase_subject record: what it erased (the subject by digest).
+	EraseKind          EraseSubjectOp_Kind `protobuf:"varint,10,opt,name=erase_kind,json=eraseKind,proto3,enum=cellplane.cell.v1.EraseSubjectOp_Kind" json:"erase_kind,omitempty"`
+	EraseSubjectSha256 []byte              `protobuf:"bytes,11,opt,name=erase_subject_sha256,json=eraseSubjectSha256,proto3" json:"erase_subject_sha256,omitempty"`
+	Erased             *EraseSubjectResult `protobuf:"bytes,12,opt,name=erased,proto3" json:"erased,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AuditRecord) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetMemoryKey() string {
+	if x != nil {
+		return x.MemoryKey
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetErasedAtTseq() uint64 {
+	if x != nil {
+		return x.ErasedAtTseq
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetEraseKind() EraseSubjectOp_Kind {
+	if x != nil {
+		return x.EraseKind
+	}
+	return EraseSubjectOp_KIND_UNSPECIFIED
+}
+
+func (x *AuditRecord) GetEraseSubjectSha256() []byte {
+	if x != nil {
+		return x.EraseSubjectSha256
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetErased() *EraseSubjectResult {
+	if x != nil {
+		return x.Erased
+	}
+	return nil
+}
+
 // NoopOp does nothing; used to confirm leadership and in tests.
 type NoopOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1016,7 +1398,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1410,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1423,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -1061,6 +1443,7 @@ type CommandResult struct {
 	//	*CommandResult_Append
 	//	*CommandResult_PutMemory
 	//	*CommandResult_Tenant
+	//	*CommandResult_EraseSubject
 	Result        isCommandResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1068,7 +1451,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1463,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1476,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -1160,6 +1543,15 @@ func (x *CommandResult) GetTenant() *TenantInfo {
 	return nil
 }
 
+func (x *CommandResult) GetEraseSubject() *EraseSubjectResult {
+	if x != nil {
+		if x, ok := x.Result.(*CommandResult_EraseSubject); ok {
+			return x.EraseSubject
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Result interface {
 	isCommandResult_Result()
 }
@@ -1180,6 +1572,10 @@ type CommandResult_Tenant struct {
 	Tenant *TenantInfo `protobuf:"bytes,20,opt,name=tenant,proto3,oneof"`
 }
 
+type CommandResult_EraseSubject struct {
+	EraseSubject *EraseSubjectResult `protobuf:"bytes,160,opt,name=erase_subject,json=eraseSubject,proto3,oneof"`
+}
+
 func (*CommandResult_Context) isCommandResult_Result() {}
 
 func (*CommandResult_Append) isCommandResult_Result() {}
@@ -1187,6 +1583,8 @@ func (*CommandResult_Append) isCommandResult_Result() {}
 func (*CommandResult_PutMemory) isCommandResult_Result() {}
 
 func (*CommandResult_Tenant) isCommandResult_Result() {}
+
+func (*CommandResult_EraseSubject) isCommandResult_Result() {}
 
 // CommandError is a rejection in the terms of the error contract.
 type CommandError struct {
@@ -1200,7 +1598,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1610,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1623,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommandError) GetReason() string {
@@ -1283,14 +1681,19 @@ type TenantRecord struct {
 	// forgetting by age; 0 when none is remembered.
 	DedupFirstTimeUnixNano int64 `protobuf:"varint,17,opt,name=dedup_first_time_unix_nano,json=dedupFirstTimeUnixNano,proto3" json:"dedup_first_time_unix_nano,omitempty"`
 	// The tenant's own quota (fields not 0 override CellSettings.tenant_quota).
-	Quota         *TenantQuota `protobuf:"bytes,18,opt,name=quota,proto3" json:"quota,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Quota *TenantQuota `protobuf:"bytes,18,opt,name=quota,proto3" json:"quota,omitempty"`
+	// The audit records held: [audit_first_tseq, audit_first_tseq +
+	// audit_count), one per tseq; the command time of the oldest.
+	AuditFirstTseq         uint64 `protobuf:"varint,160,opt,name=audit_first_tseq,json=auditFirstTseq,proto3" json:"audit_first_tseq,omitempty"`
+	AuditCount             uint64 `protobuf:"varint,161,opt,name=audit_count,json=auditCount,proto3" json:"audit_count,omitempty"`
+	AuditFirstTimeUnixNano int64  `protobuf:"varint,162,opt,name=audit_first_time_unix_nano,json=auditFirstTimeUnixNano,proto3" json:"audit_first_time_unix_nano,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1705,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1718,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -1444,6 +1847,27 @@ func (x *TenantRecord) GetQuota() *TenantQuota {
 	return nil
 }
 
+func (x *TenantRecord) GetAuditFirstTseq() uint64 {
+	if x != nil {
+		return x.AuditFirstTseq
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetAuditCount() uint64 {
+	if x != nil {
+		return x.AuditCount
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetAuditFirstTimeUnixNano() int64 {
+	if x != nil {
+		return x.AuditFirstTimeUnixNano
+	}
+	return 0
+}
+
 // TenantUsage counts what a tenant stores in the cell.
 type TenantUsage struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1458,7 +1882,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1894,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1907,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -1538,7 +1962,7 @@ type TenantInfo struct {
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1974,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1987,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -1671,7 +2095,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +2107,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +2120,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -1741,7 +2165,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2177,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2190,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -1808,7 +2232,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +2244,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2257,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -1877,7 +2301,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x94\t\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xde\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -1894,7 +2318,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06append\x18\f \x01(\v2#.cellplane.context.v1.AppendRequestH\x00R\x06append\x12G\n" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2&.cellplane.context.v1.PutMemoryRequestH\x00R\tputMemory\x12P\n" +
-	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12?\n" +
+	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12H\n" +
+	"\rerase_subject\x18\x13 \x01(\v2!.cellplane.cell.v1.EraseSubjectOpH\x00R\feraseSubject\x12?\n" +
 	"\n" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
 	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12H\n" +
@@ -1905,14 +2330,16 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
 	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
-	"\x02op\"\xc0\x02\n" +
+	"\x02op\"\xa2\x03\n" +
 	"\fCellSettings\x12!\n" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
 	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\x12,\n" +
 	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\x12A\n" +
-	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\"u\n" +
+	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\x123\n" +
+	"\x15audit_retention_nanos\x18\xa0\x01 \x01(\x03R\x13auditRetentionNanos\x12+\n" +
+	"\x11audit_max_records\x18\xa1\x01 \x01(\x04R\x0fauditMaxRecords\"u\n" +
 	"\vTenantQuota\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12!\n" +
 	"\fmax_contexts\x18\x02 \x01(\x04R\vmaxContexts\x12&\n" +
@@ -1939,8 +2366,41 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\"u\n" +
 	"\x0eDeleteTenantOp\x12%\n" +
 	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12<\n" +
-	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\b\n" +
-	"\x06NoopOp\"\x86\x03\n" +
+	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\xfa\x01\n" +
+	"\x0eEraseSubjectOp\x12:\n" +
+	"\x04kind\x18\x01 \x01(\x0e2&.cellplane.cell.v1.EraseSubjectOp.KindR\x04kind\x12%\n" +
+	"\x0esubject_sha256\x18\x02 \x01(\fR\rsubjectSha256\x12\x1b\n" +
+	"\terased_op\x18\x03 \x01(\tR\berasedOp\x12$\n" +
+	"\x0eerased_at_tseq\x18\x04 \x01(\x04R\ferasedAtTseq\"B\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eKIND_PRINCIPAL\x10\x01\x12\x10\n" +
+	"\fKIND_CONTEXT\x10\x02\"\x84\x02\n" +
+	"\x12EraseSubjectResult\x12)\n" +
+	"\x10contexts_deleted\x18\x01 \x01(\x04R\x0fcontextsDeleted\x12.\n" +
+	"\x13memory_keys_deleted\x18\x02 \x01(\x04R\x11memoryKeysDeleted\x12'\n" +
+	"\x0fevents_scrubbed\x18\x03 \x01(\x04R\x0eeventsScrubbed\x124\n" +
+	"\x16dedup_records_scrubbed\x18\x04 \x01(\x04R\x14dedupRecordsScrubbed\x124\n" +
+	"\x16audit_records_redacted\x18\x05 \x01(\x04R\x14auditRecordsRedacted\"\xc8\x03\n" +
+	"\vAuditRecord\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x0e\n" +
+	"\x02op\x18\x06 \x01(\tR\x02op\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\a \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"memory_key\x18\b \x01(\tR\tmemoryKey\x12$\n" +
+	"\x0eerased_at_tseq\x18\t \x01(\x04R\ferasedAtTseq\x12E\n" +
+	"\n" +
+	"erase_kind\x18\n" +
+	" \x01(\x0e2&.cellplane.cell.v1.EraseSubjectOp.KindR\teraseKind\x120\n" +
+	"\x14erase_subject_sha256\x18\v \x01(\fR\x12eraseSubjectSha256\x12=\n" +
+	"\x06erased\x18\f \x01(\v2%.cellplane.cell.v1.EraseSubjectResultR\x06erased\"\b\n" +
+	"\x06NoopOp\"\xd5\x03\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
 	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\x12\"\n" +
@@ -1950,7 +2410,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06append\x18\f \x01(\v2$.cellplane.context.v1.AppendResponseH\x00R\x06append\x12H\n" +
 	"\n" +
 	"put_memory\x18\r \x01(\v2'.cellplane.context.v1.PutMemoryResponseH\x00R\tputMemory\x127\n" +
-	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenantB\b\n" +
+	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenant\x12M\n" +
+	"\rerase_subject\x18\xa0\x01 \x01(\v2%.cellplane.cell.v1.EraseSubjectResultH\x00R\feraseSubjectB\b\n" +
 	"\x06result\"\xc8\x01\n" +
 	"\fCommandError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
@@ -1958,7 +2419,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2-.cellplane.cell.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\a\n" +
 	"\fTenantRecord\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -1981,7 +2442,11 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x12replica_floor_tseq\x18\x0f \x01(\x04R\x10replicaFloorTseq\x120\n" +
 	"\x14replica_forced_trims\x18\x10 \x01(\x04R\x12replicaForcedTrims\x12:\n" +
 	"\x1adedup_first_time_unix_nano\x18\x11 \x01(\x03R\x16dedupFirstTimeUnixNano\x124\n" +
-	"\x05quota\x18\x12 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\"z\n" +
+	"\x05quota\x18\x12 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\x12)\n" +
+	"\x10audit_first_tseq\x18\xa0\x01 \x01(\x04R\x0eauditFirstTseq\x12 \n" +
+	"\vaudit_count\x18\xa1\x01 \x01(\x04R\n" +
+	"auditCount\x12;\n" +
+	"\x1aaudit_first_time_unix_nano\x18\xa2\x01 \x01(\x03R\x16auditFirstTimeUnixNano\"z\n" +
 	"\vTenantUsage\x12\x1a\n" +
 	"\bcontexts\x18\x01 \x01(\x04R\bcontexts\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
@@ -2039,81 +2504,90 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 	return file_cellplane_cell_v1_command_proto_rawDescData
 }
 
-var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
-	(*CommandBatch)(nil),            // 1: cellplane.cell.v1.CommandBatch
-	(*Command)(nil),                 // 2: cellplane.cell.v1.Command
-	(*CellSettings)(nil),            // 3: cellplane.cell.v1.CellSettings
-	(*TenantQuota)(nil),             // 4: cellplane.cell.v1.TenantQuota
-	(*SetTenantOp)(nil),             // 5: cellplane.cell.v1.SetTenantOp
-	(*ApplyChangesOp)(nil),          // 6: cellplane.cell.v1.ApplyChangesOp
-	(*ImportTenantOp)(nil),          // 7: cellplane.cell.v1.ImportTenantOp
-	(*KeyValue)(nil),                // 8: cellplane.cell.v1.KeyValue
-	(*ReplicaAckOp)(nil),            // 9: cellplane.cell.v1.ReplicaAckOp
-	(*DeleteTenantOp)(nil),          // 10: cellplane.cell.v1.DeleteTenantOp
-	(*NoopOp)(nil),                  // 11: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 12: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 13: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 14: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 15: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 16: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 17: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 18: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 19: cellplane.cell.v1.NodeInfo
-	nil,                             // 20: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 21: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 22: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 23: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 24: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 25: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.Context)(nil),              // 26: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 27: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 28: cellplane.context.v1.PutMemoryResponse
+	(EraseSubjectOp_Kind)(0),        // 1: cellplane.cell.v1.EraseSubjectOp.Kind
+	(*CommandBatch)(nil),            // 2: cellplane.cell.v1.CommandBatch
+	(*Command)(nil),                 // 3: cellplane.cell.v1.Command
+	(*CellSettings)(nil),            // 4: cellplane.cell.v1.CellSettings
+	(*TenantQuota)(nil),             // 5: cellplane.cell.v1.TenantQuota
+	(*SetTenantOp)(nil),             // 6: cellplane.cell.v1.SetTenantOp
+	(*ApplyChangesOp)(nil),          // 7: cellplane.cell.v1.ApplyChangesOp
+	(*ImportTenantOp)(nil),          // 8: cellplane.cell.v1.ImportTenantOp
+	(*KeyValue)(nil),                // 9: cellplane.cell.v1.KeyValue
+	(*ReplicaAckOp)(nil),            // 10: cellplane.cell.v1.ReplicaAckOp
+	(*DeleteTenantOp)(nil),          // 11: cellplane.cell.v1.DeleteTenantOp
+	(*EraseSubjectOp)(nil),          // 12: cellplane.cell.v1.EraseSubjectOp
+	(*EraseSubjectResult)(nil),      // 13: cellplane.cell.v1.EraseSubjectResult
+	(*AuditRecord)(nil),             // 14: cellplane.cell.v1.AuditRecord
+	(*NoopOp)(nil),                  // 15: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 16: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 17: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 18: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 19: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 20: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 21: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 22: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 23: cellplane.cell.v1.NodeInfo
+	nil,                             // 24: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 25: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 26: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 27: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 28: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 29: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.Context)(nil),              // 30: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 31: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 32: cellplane.context.v1.PutMemoryResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
-	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	21, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	22, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	23, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	24, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	25, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	5,  // 6: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	10, // 7: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	6,  // 8: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	7,  // 9: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	9,  // 10: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	19, // 11: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	11, // 12: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	3,  // 13: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	4,  // 14: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 15: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	4,  // 16: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
-	17, // 17: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	8,  // 18: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	14, // 19: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 20: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	13, // 21: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	26, // 22: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	27, // 23: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	28, // 24: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	16, // 25: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	20, // 26: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 27: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	15, // 28: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 29: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 30: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	15, // 31: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 32: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
-	2,  // 33: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	12, // 34: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	12, // 35: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	3,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
+	25, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	26, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	27, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	28, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	29, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	12, // 6: cellplane.cell.v1.Command.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectOp
+	6,  // 7: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	11, // 8: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	7,  // 9: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	8,  // 10: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	10, // 11: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	23, // 12: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	15, // 13: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	4,  // 14: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	5,  // 15: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 16: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	5,  // 17: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	21, // 18: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	9,  // 19: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	18, // 20: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 21: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	1,  // 22: cellplane.cell.v1.EraseSubjectOp.kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
+	1,  // 23: cellplane.cell.v1.AuditRecord.erase_kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
+	13, // 24: cellplane.cell.v1.AuditRecord.erased:type_name -> cellplane.cell.v1.EraseSubjectResult
+	17, // 25: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	30, // 26: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	31, // 27: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	32, // 28: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	20, // 29: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	13, // 30: cellplane.cell.v1.CommandResult.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectResult
+	24, // 31: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 32: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	19, // 33: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	5,  // 34: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 35: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	19, // 36: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	5,  // 37: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	3,  // 38: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	16, // 39: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	16, // 40: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -2127,6 +2601,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Append)(nil),
 		(*Command_PutMemory)(nil),
 		(*Command_DeleteMemory)(nil),
+		(*Command_EraseSubject)(nil),
 		(*Command_SetTenant)(nil),
 		(*Command_DeleteTenant)(nil),
 		(*Command_ApplyChanges)(nil),
@@ -2136,19 +2611,20 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Noop)(nil),
 		(*Command_CellSettings)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[11].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[14].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
 		(*CommandResult_Tenant)(nil),
+		(*CommandResult_EraseSubject)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   20,
+			NumEnums:      2,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
