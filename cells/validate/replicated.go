@@ -35,6 +35,8 @@ func ReplicatedCommand(lim Limits, c *cellv1.Command) error {
 		err = PutMemory(lim, op.PutMemory)
 	case *cellv1.Command_DeleteMemory:
 		err = DeleteMemory(lim, op.DeleteMemory)
+	case *cellv1.Command_EraseSubject:
+		v.eraseOp(op.EraseSubject)
 	case *cellv1.Command_SetTenant:
 		s := op.SetTenant
 		if r := s.GetRole(); r != cellv1.Role_ROLE_OWNER && r != cellv1.Role_ROLE_FENCED {
