@@ -1692,6 +1692,241 @@ func (x *ListMemoryResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ReadAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records after this tseq (the previous page's next_after_tseq).
+	AfterTseq uint64 `protobuf:"varint,1,opt,name=after_tseq,json=afterTseq,proto3" json:"after_tseq,omitempty"`
+	// 0 means 100; at most 1000.
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only this principal's records ("" any).
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// Only records at or after this time.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditRequest) Reset() {
+	*x = ReadAuditRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditRequest) ProtoMessage() {}
+
+func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditRequest.ProtoReflect.Descriptor instead.
+func (*ReadAuditRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReadAuditRequest) GetAfterTseq() uint64 {
+	if x != nil {
+		return x.AfterTseq
+	}
+	return 0
+}
+
+func (x *ReadAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ReadAuditRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ReadAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ReadAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Records []*AuditEntry          `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// 0 when there are no more.
+	NextAfterTseq uint64 `protobuf:"varint,2,opt,name=next_after_tseq,json=nextAfterTseq,proto3" json:"next_after_tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditResponse) Reset() {
+	*x = ReadAuditResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditResponse) ProtoMessage() {}
+
+func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditResponse.ProtoReflect.Descriptor instead.
+func (*ReadAuditResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReadAuditResponse) GetRecords() []*AuditEntry {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ReadAuditResponse) GetNextAfterTseq() uint64 {
+	if x != nil {
+		return x.NextAfterTseq
+	}
+	return 0
+}
+
+// AuditEntry is one audit record: who changed what, when, how.
+type AuditEntry struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tseq      uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Principal string                 `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Origin    string                 `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	RequestId string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Op        string                 `protobuf:"bytes,6,opt,name=op,proto3" json:"op,omitempty"`
+	ContextId string                 `protobuf:"bytes,7,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	MemoryKey string                 `protobuf:"bytes,8,opt,name=memory_key,json=memoryKey,proto3" json:"memory_key,omitempty"`
+	// Set when an erasure at that tseq redacted the record.
+	ErasedAtTseq  uint64 `protobuf:"varint,9,opt,name=erased_at_tseq,json=erasedAtTseq,proto3" json:"erased_at_tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AuditEntry) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetMemoryKey() string {
+	if x != nil {
+		return x.MemoryKey
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetErasedAtTseq() uint64 {
+	if x != nil {
+		return x.ErasedAtTseq
+	}
+	return 0
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -1829,12 +2064,35 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\fread_options\x18\x05 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"t\n" +
 	"\x12ListMemoryResponse\x126\n" +
 	"\x05items\x18\x01 \x03(\v2 .cellplane.context.v1.MemoryItemR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*w\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x97\x01\n" +
+	"\x10ReadAuditRequest\x12\x1d\n" +
+	"\n" +
+	"after_tseq\x18\x01 \x01(\x04R\tafterTseq\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"w\n" +
+	"\x11ReadAuditResponse\x12:\n" +
+	"\arecords\x18\x01 \x03(\v2 .cellplane.context.v1.AuditEntryR\arecords\x12&\n" +
+	"\x0fnext_after_tseq\x18\x02 \x01(\x04R\rnextAfterTseq\"\x99\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x0e\n" +
+	"\x02op\x18\x06 \x01(\tR\x02op\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\a \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"memory_key\x18\b \x01(\tR\tmemoryKey\x12$\n" +
+	"\x0eerased_at_tseq\x18\t \x01(\x04R\ferasedAtTseq*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x032\xae\b\n" +
+	"\x11CONSISTENCY_STALE\x10\x032\x8c\t\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -1848,7 +2106,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\tGetMemory\x12&.cellplane.context.v1.GetMemoryRequest\x1a'.cellplane.context.v1.GetMemoryResponse\x12e\n" +
 	"\fDeleteMemory\x12).cellplane.context.v1.DeleteMemoryRequest\x1a*.cellplane.context.v1.DeleteMemoryResponse\x12_\n" +
 	"\n" +
-	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12\\\n" +
+	"\tReadAudit\x12&.cellplane.context.v1.ReadAuditRequest\x1a'.cellplane.context.v1.ReadAuditResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -1863,7 +2122,7 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(*ReadOptions)(nil),           // 1: cellplane.context.v1.ReadOptions
@@ -1892,21 +2151,24 @@ var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(*DeleteMemoryResponse)(nil),  // 24: cellplane.context.v1.DeleteMemoryResponse
 	(*ListMemoryRequest)(nil),     // 25: cellplane.context.v1.ListMemoryRequest
 	(*ListMemoryResponse)(nil),    // 26: cellplane.context.v1.ListMemoryResponse
-	nil,                           // 27: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 28: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 29: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*ReadAuditRequest)(nil),      // 27: cellplane.context.v1.ReadAuditRequest
+	(*ReadAuditResponse)(nil),     // 28: cellplane.context.v1.ReadAuditResponse
+	(*AuditEntry)(nil),            // 29: cellplane.context.v1.AuditEntry
+	nil,                           // 30: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 31: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 32: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	30, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	27, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	31, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	31, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	28, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	31, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	29, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	33, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	30, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	34, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	34, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	31, // 5: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	34, // 6: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	32, // 7: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
 	2,  // 8: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
 	1,  // 9: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	2,  // 10: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
@@ -1916,39 +2178,44 @@ var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	1,  // 14: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	3,  // 15: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
 	3,  // 16: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	31, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	31, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	34, // 17: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	34, // 18: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 19: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	18, // 20: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
 	1,  // 21: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	18, // 22: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	4,  // 23: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	6,  // 24: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	8,  // 25: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	10, // 26: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	12, // 27: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	14, // 28: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	16, // 29: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	19, // 30: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	21, // 31: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	23, // 32: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	25, // 33: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	5,  // 34: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	7,  // 35: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	9,  // 36: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	11, // 37: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	13, // 38: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	15, // 39: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	17, // 40: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	20, // 41: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	22, // 42: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	24, // 43: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	26, // 44: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	34, // 23: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
+	29, // 24: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
+	34, // 25: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	4,  // 26: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	6,  // 27: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	8,  // 28: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	10, // 29: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	12, // 30: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	14, // 31: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	16, // 32: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	19, // 33: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	21, // 34: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	23, // 35: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	25, // 36: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	27, // 37: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
+	5,  // 38: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	7,  // 39: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	9,  // 40: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	11, // 41: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	13, // 42: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	15, // 43: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	17, // 44: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	20, // 45: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	22, // 46: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	24, // 47: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	26, // 48: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	28, // 49: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
+	38, // [38:50] is the sub-list for method output_type
+	26, // [26:38] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -1973,7 +2240,7 @@ func file_cellplane_context_v1_context_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	ContextService_GetMemory_FullMethodName     = "/cellplane.context.v1.ContextService/GetMemory"
 	ContextService_DeleteMemory_FullMethodName  = "/cellplane.context.v1.ContextService/DeleteMemory"
 	ContextService_ListMemory_FullMethodName    = "/cellplane.context.v1.ContextService/ListMemory"
+	ContextService_ReadAudit_FullMethodName     = "/cellplane.context.v1.ContextService/ReadAudit"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -77,6 +78,11 @@ type ContextServiceClient interface {
 	DeleteMemory(ctx context.Context, in *DeleteMemoryRequest, opts ...grpc.CallOption) (*DeleteMemoryResponse, error)
 	// ListMemory lists memory keys by prefix in key order, paginated.
 	ListMemory(ctx context.Context, in *ListMemoryRequest, opts ...grpc.CallOption) (*ListMemoryResponse, error)
+	// ReadAudit returns the tenant's audit records, oldest first
+	// (docs/contexts.md "Audit"). A tenant admin's call: refused
+	// (PERMISSION_DENIED) to every data-plane credential today; operators
+	// read the audit log with cellctl tenant audit.
+	ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error)
 }
 
 type contextServiceClient struct {
@@ -206,6 +212,16 @@ func (c *contextServiceClient) ListMemory(ctx context.Context, in *ListMemoryReq
 	return out, nil
 }
 
+func (c *contextServiceClient) ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadAuditResponse)
+	err := c.cc.Invoke(ctx, ContextService_ReadAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -240,6 +256,11 @@ type ContextServiceServer interface {
 	DeleteMemory(context.Context, *DeleteMemoryRequest) (*DeleteMemoryResponse, error)
 	// ListMemory lists memory keys by prefix in key order, paginated.
 	ListMemory(context.Context, *ListMemoryRequest) (*ListMemoryResponse, error)
+	// ReadAudit returns the tenant's audit records, oldest first
+	// (docs/contexts.md "Audit"). A tenant admin's call: refused
+	// (PERMISSION_DENIED) to every data-plane credential today; operators
+	// read the audit log with cellctl tenant audit.
+	ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error)
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -282,6 +303,9 @@ func (UnimplementedContextServiceServer) DeleteMemory(context.Context, *DeleteMe
 }
 func (UnimplementedContextServiceServer) ListMemory(context.Context, *ListMemoryRequest) (*ListMemoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMemory not implemented")
+}
+func (UnimplementedContextServiceServer) ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadAudit not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -495,6 +519,24 @@ func _ContextService_ListMemory_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContextService_ReadAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).ReadAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_ReadAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).ReadAudit(ctx, req.(*ReadAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -541,6 +583,10 @@ var ContextService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMemory",
 			Handler:    _ContextService_ListMemory_Handler,
+		},
+		{
+			MethodName: "ReadAudit",
+			Handler:    _ContextService_ReadAudit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
