@@ -99,6 +99,11 @@ func Policy() map[string]Access {
 		// The change log: the control plane and admin operators
 		// (`cellctl failover changes` reads it from the cell directly).
 		cellMethod("ListChanges"): {Kinds: []pki.Kind{pki.KindControlPlane}, Operators: []pki.Role{pki.RoleAdmin}, Forwardable: true},
+		// Audit records: the control plane (cellctl tenant audit) and admin
+		// operators. Erasure: the control plane only, which reports where
+		// the erase was applied (cellctl tenant erase, admin operators).
+		cellMethod("ListAudit"):    {Kinds: []pki.Kind{pki.KindControlPlane}, Operators: []pki.Role{pki.RoleAdmin}, Forwardable: true},
+		cellMethod("EraseSubject"): controlPlane,
 		// The replica floor: the standby cell's sink (replication/sink.go).
 		cellMethod("AckReplica"): peerCells,
 		// Status: components and operators.
@@ -309,6 +314,7 @@ func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *
 	// value the direct caller sent; a token without one acts as the tenant.
 	out.Delete(tenantmd.PrincipalKey)
 	out.Delete(tenantmd.OriginKey)
+	out.Delete(tenantmd.AdminKey) // tokens grant no admin scope
 	if claims.Principal != "" {
 		out.Set(tenantmd.PrincipalKey, claims.Principal)
 	}

@@ -322,6 +322,18 @@ func TestCellTLSRefusals(t *testing.T) {
 		denied(t, "DeleteTenant as "+id.String(), err, codes.PermissionDenied)
 		_, err = cs.SetTenant(ctx, &cellv1.SetTenantRequest{Tenant: tenant, Role: cellv1.Role_ROLE_FENCED, Epoch: 2, RequestId: "e7"})
 		denied(t, "SetTenant as "+id.String(), err, codes.PermissionDenied)
+		// Erasure: the control plane only (an admin operator erases
+		// through it, which reports where the erase applied).
+		_, err = cs.EraseSubject(ctx, &cellv1.EraseSubjectRequest{Tenant: tenant, ContextId: "keep", RequestId: "e8"})
+		denied(t, "EraseSubject as "+id.String(), err, codes.PermissionDenied)
+	}
+	// Audit records: the control plane and admin operators.
+	for _, id := range []pki.Identity{routerID, workerID, readOnlyID, clientID, otherCell} {
+		_, err := cellv1.NewCellServiceClient(c.dialAs(t, addr, id)).ListAudit(ctx, &cellv1.ListAuditRequest{Tenant: tenant})
+		denied(t, "ListAudit as "+id.String(), err, codes.PermissionDenied)
+	}
+	if resp, err := cellv1.NewCellServiceClient(c.dialAs(t, addr, adminID)).ListAudit(ctx, &cellv1.ListAuditRequest{Tenant: tenant}); err != nil || len(resp.GetRecords()) == 0 {
+		t.Fatalf("ListAudit as an admin operator: %v, %v", resp, err)
 	}
 	// CellService: a node registers itself, never another node, and
 	// joins only itself.
@@ -595,6 +607,17 @@ func TestAccessAllows(t *testing.T) {
 		{"client appends", m("context.v1.ContextService", "Append"), clientID, "", false, false},
 		{"admin appends", m("context.v1.ContextService", "Append"), adminID, "", false, false},
 		{"control plane appends", m("context.v1.ContextService", "Append"), cpID, "", false, false},
+		{"control plane erases", m("cell.v1.CellService", "EraseSubject"), cpID, "", false, true},
+		{"admin erases directly", m("cell.v1.CellService", "EraseSubject"), adminID, "", false, false},
+		{"read-only erases", m("cell.v1.CellService", "EraseSubject"), readOnlyID, "", false, false},
+		{"router erases", m("cell.v1.CellService", "EraseSubject"), routerID, "", false, false},
+		{"worker erases", m("cell.v1.CellService", "EraseSubject"), workerID, "", false, false},
+		{"tenant client erases", m("cell.v1.CellService", "EraseSubject"), clientID, "", false, false},
+		{"peer forwards an erase", m("cell.v1.CellService", "EraseSubject"), peer, "", true, true},
+		{"admin reads the audit", m("cell.v1.CellService", "ListAudit"), adminID, "", false, true},
+		{"read-only reads the audit", m("cell.v1.CellService", "ListAudit"), readOnlyID, "", false, false},
+		{"router reads the audit", m("cell.v1.CellService", "ListAudit"), routerID, "", false, false},
+		{"tenant client reads the audit", m("cell.v1.CellService", "ListAudit"), clientID, "", false, false},
 		{"client checks health", p["/grpc.health.v1.Health/Check"], clientID, "", false, true},
 		{"unknown method", cells.Access{}, adminID, "", false, false},
 	}

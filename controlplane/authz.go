@@ -60,6 +60,8 @@ func Policy() map[string]Access {
 		method("GetFailover"):       readOnly,
 		method("ListFailovers"):     readOnly,
 		method("GetFailoverPolicy"): readOnly,
+		// Audit records: a read (who did what), for auditors too.
+		method("ListTenantAudit"): readOnly,
 		// Where etcd is: operators, and the components started with
 		// --controlplane instead of --etcd-endpoints (cmd/cellplane
 		// registry.go askRegistry: `cellplane cell`, `router`, `worker`).
@@ -87,6 +89,8 @@ func Policy() map[string]Access {
 		method("DrainCell"):         adminOnly,
 		method("Failover"):          adminOnly,
 		method("SetFailoverPolicy"): adminOnly,
+		// Erasure deletes data: admin operators only.
+		method("EraseSubject"): adminOnly,
 
 		// The other services of the same server.
 		"/grpc.health.v1.Health/Check":                                   {AnyIdentity: true},

@@ -187,7 +187,7 @@ func TestAuthorisationTable(t *testing.T) {
 	ctx := testutil.Context(t, 2*time.Minute)
 	sd := cpv1.File_cellplane_controlplane_v1_controlplane_proto.Services().ByName("ControlPlaneService")
 	readOnlyRPCs := []string{"GetStatus", "ListRegions", "GetCell", "ListCells", "GetTenant", "ListTenants",
-		"ListApiKeys", "GetMove", "ListMoves", "GetFailover", "ListFailovers", "GetRegistry", "GetFailoverPolicy"}
+		"ListApiKeys", "GetMove", "ListMoves", "GetFailover", "ListFailovers", "GetRegistry", "GetFailoverPolicy", "ListTenantAudit"}
 	for _, tc := range []struct {
 		id      pki.Identity
 		allowed func(rpc string) bool

@@ -180,6 +180,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	acfg.Logger = log
 	acfg.RegistryEndpoints, acfg.RegistryPrefix = endpoints, cfg.EtcdPrefix
 	acfg.Cells = s.cells // GetTenant shows the standby's replication
+	acfg.Subjects = s.cells
 	acfg.FailoverPolicyDefaults = cfg.Controller.AutoPromote.Policy()
 	if s.etcdUsers != nil {
 		acfg.RegistryCaller = s.provisionCaller

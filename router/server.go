@@ -369,6 +369,7 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 		md = md.Copy()
 		md.Delete(tenantmd.PrincipalKey)
 		md.Delete(tenantmd.OriginKey)
+		md.Delete(tenantmd.AdminKey)
 		ctx = context.WithValue(ctx, scopesKey{}, id.Scopes)
 		return metadata.NewIncomingContext(ctx, md), nil // auth off and no tenant named: a handler decides (Lookup takes it from the request)
 	}
@@ -385,8 +386,12 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 	md = md.Copy()
 	md.Delete(tenantmd.PrincipalKey)
 	md.Delete(tenantmd.OriginKey)
+	md.Delete(tenantmd.AdminKey)
 	if id.Principal != "" {
 		md.Set(tenantmd.PrincipalKey, id.Principal)
+	}
+	if id.Scopes.Has(auth.ScopeAdmin) {
+		md.Set(tenantmd.AdminKey, "true")
 	}
 	ctx = metadata.NewIncomingContext(ctx, md)
 	ctx = context.WithValue(ctx, scopesKey{}, id.Scopes)

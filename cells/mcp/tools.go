@@ -49,6 +49,17 @@ type caller struct {
 	tenant    string
 	principal string
 	scopes    auth.Scopes
+	// tool is the tool being called ("" for a resource read): the
+	// origin "mcp:<tool>" the cell writes in the audit record.
+	tool string
+}
+
+// origin is the x-cellplane-origin the worker sends for c.
+func (c caller) origin() string {
+	if c.tool == "" {
+		return "mcp"
+	}
+	return "mcp:" + c.tool
 }
 
 // callerFrom reads the headers serveMCP set (it deletes a client's own
@@ -434,6 +445,7 @@ func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller
 	// invoke is the tool on both paths, the SDK's and the fast one: the
 	// same metrics, logs and error mapping.
 	invoke := func(ctx context.Context, c caller, cerr error, in In) (Out, error) {
+		c.tool = name
 		start := time.Now()
 		err := cerr
 		var out Out
@@ -521,7 +533,7 @@ var callPolicy = retry.Policy{Min: 20 * time.Millisecond, Max: 500 * time.Millis
 func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
-	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, "mcp")
+	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, c.origin())
 	var res T
 	err := retry.Do(ctx, callPolicy, retry.Idempotent, func(ctx context.Context) error {
 		var err error

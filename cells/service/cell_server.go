@@ -309,3 +309,65 @@ func (s *CellServer) RegisterNode(ctx context.Context, req *cellv1.RegisterNodeR
 		return cellClient(cc).RegisterNode(ctx, req)
 	})
 }
+
+// ListAudit implements CellService.ListAudit: this node's applied audit
+// records of a tenant in any role (docs/contexts.md "Audit").
+func (s *CellServer) ListAudit(ctx context.Context, req *cellv1.ListAuditRequest) (*cellv1.ListAuditResponse, error) {
+	if err := validate.ListAudit(s.lim, req); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 100
+	}
+	resp := &cellv1.ListAuditResponse{}
+	err := s.st.ReadReplica(req.GetTenant(), func(v *store.TenantView) error {
+		resp.Tenant = v.Info()
+		var err error
+		resp.Records, resp.NextAfterTseq, err = v.Audit(store.AuditQuery{AfterTseq: req.GetAfterTseq(), Limit: limit,
+			Principal: req.GetPrincipal(), SinceUnixNano: req.GetSinceUnixNano()})
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr("list_audit", err)
+	}
+	return resp, nil
+}
+
+// EraseSubject implements CellService.EraseSubject: one erase_subject
+// command naming the subject by its digest (the name is never proposed).
+// The caller's principal and origin (the control plane sets the
+// operator's) go into the erase's audit record.
+func (s *CellServer) EraseSubject(ctx context.Context, req *cellv1.EraseSubjectRequest) (*cellv1.EraseSubjectResponse, error) {
+	if err := validate.EraseSubject(s.lim, req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, s.core, func() (*cellv1.EraseSubjectResponse, error) {
+		kind, subject := cellv1.EraseSubjectOp_KIND_PRINCIPAL, req.GetPrincipal()
+		if req.GetContextId() != "" {
+			kind, subject = cellv1.EraseSubjectOp_KIND_CONTEXT, req.GetContextId()
+		}
+		cmd := &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{
+			Kind: kind, SubjectSha256: store.SubjectDigest(req.GetTenant(), kind, subject)}}}
+		res, err := s.propose(ctx, cmd)
+		if err != nil {
+			return nil, err
+		}
+		if res.GetEraseSubject() == nil {
+			return nil, s.missingResult("erase_subject", req.GetTenant())
+		}
+		// The erase's command time, also for a retry answered from the
+		// first erase's dedup record: its audit record has it.
+		at := cmd.GetTimeUnixNano()
+		_ = s.st.ReadReplica(req.GetTenant(), func(v *store.TenantView) error {
+			if recs, _, err := v.Audit(store.AuditQuery{AfterTseq: res.GetTseq() - 1, Limit: 1}); err == nil && len(recs) == 1 && recs[0].GetTseq() == res.GetTseq() {
+				at = recs[0].GetTimeUnixNano()
+			}
+			return nil
+		})
+		s.log.Info("subject erased", "tenant", req.GetTenant(), "kind", kind.String(), "tseq", res.GetTseq(), "deduplicated", res.GetDeduplicated())
+		return &cellv1.EraseSubjectResponse{Tseq: res.GetTseq(), TimeUnixNano: at, Erased: res.GetEraseSubject(), Deduplicated: res.GetDeduplicated()}, nil
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.EraseSubjectResponse, error) {
+		return cellClient(cc).EraseSubject(ctx, req)
+	})
+}

@@ -138,6 +138,10 @@ func TestNoForwardAnswersNotLeaderWithHint(t *testing.T) {
 			return err
 		},
 		"ListTenants": func() error { _, err := p.follower.cell.ListTenants(ctx, &cellv1.ListTenantsRequest{}); return err },
+		"EraseSubject": func() error {
+			_, err := p.follower.cell.EraseSubject(ctx, &cellv1.EraseSubjectRequest{Tenant: "t", Principal: "p", RequestId: "e"})
+			return err
+		},
 		"AddVoter": func() error {
 			_, err := p.follower.cell.AddVoter(ctx, &cellv1.AddVoterRequest{Node: &cellv1.NodeInfo{NodeId: "n9", RaftAddr: "127.0.0.1:9"}})
 			return err

@@ -97,6 +97,9 @@ type Config struct {
 	// forgetting an id a retry may still carry. 0 disables deduplication.
 	DedupMaxIDs int
 	ChangeLog   ChangeLogConfig
+	// Audit bounds each tenant's audit log (docs/contexts.md "Audit"): a
+	// replicated cell setting like ChangeLog.
+	Audit AuditConfig
 	// TenantQuota is the cell's default per-tenant quota (H4; a tenant's
 	// own quota, set with SetTenant, overrides it field by field). Like
 	// DedupWindow it is a replicated cell setting: the leader proposes its
@@ -227,6 +230,19 @@ type ChangeLogConfig struct {
 	MaxEvents uint64
 }
 
+// AuditConfig bounds each tenant's audit records. Trimming happens in the
+// state machine with command time, in chunks (a sixteenth of a bound past
+// it), so all replicas trim alike.
+type AuditConfig struct {
+	// RetentionAge drops records older than this (0: no age bound).
+	RetentionAge time.Duration
+	// MaxRecords bounds the records kept per tenant (0: no count bound).
+	MaxRecords uint64
+}
+
+// defaultAudit keeps a month of records, at most a million per tenant.
+var defaultAudit = AuditConfig{RetentionAge: 30 * 24 * time.Hour, MaxRecords: 1_000_000}
+
 // TenantQuota bounds what one tenant stores in the cell (0: no bound).
 // A client write that would take the tenant's usage above a bound is
 // refused with QUOTA_EXCEEDED and applies nothing; deletes always pass.
@@ -322,6 +338,7 @@ func DefaultConfig() Config {
 			MaxBytes:     64 << 20,
 			MaxEvents:    100000,
 		},
+		Audit:               defaultAudit,
 		TenantQuota:         defaultTenantQuota,
 		Expiry:              DefaultExpiryConfig(),
 		Disk:                DefaultDiskConfig(),
@@ -438,6 +455,9 @@ func (c Config) Validate() error {
 	}
 	if c.ChangeLog.RetentionAge < 0 {
 		bad("ChangeLog.RetentionAge", "must not be negative")
+	}
+	if c.Audit.RetentionAge < 0 {
+		bad("Audit.RetentionAge", "must not be negative")
 	}
 	if err := c.Disk.validate(); err != nil {
 		bad("Disk", "%v", err)

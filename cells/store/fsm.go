@@ -152,7 +152,7 @@ func openFSM(cfg fsmConfig) (*fsm, error) {
 		fs:         cfg.fs,
 		dir:        cfg.dir,
 		log:        cfg.log,
-		initial:    settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog, cfg.tenantQuota),
+		initial:    withAudit(settingsOf(cfg.dedupWindow, cfg.dedupMaxIDs, cfg.changelog, cfg.tenantQuota), defaultAudit),
 		onFatal:    cfg.onFatal,
 		onApply:    cfg.onApply,
 		notify:     newNotifier(),

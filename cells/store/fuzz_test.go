@@ -48,6 +48,8 @@ func fuzzSeedCommands() []*cellv1.Command {
 		unknownOp("acme", true), unknownOp("acme", false), futureVersion(noop(), false), {Tenant: "acme"},
 		quotaSettings(&cellv1.TenantQuota{MaxBytes: 16, MaxContexts: 1, MaxMemoryKeys: 1}), ownerWithQuota("acme", 1, &cellv1.TenantQuota{MaxBytes: 1 << 20}),
 		ownerWithQuota("acme", 1, &cellv1.TenantQuota{}),
+		eraseCmd("acme", kindContextID, "c1"), eraseCmd("acme", kindPrincipal, "alice"), withReq(eraseCmd("acme", kindPrincipal, ""), "r1"),
+		{Tenant: "acme", Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{ErasedOp: "append", ErasedAtTseq: 3}}},
 	}
 	for i, c := range cs {
 		if c.Version == 0 {

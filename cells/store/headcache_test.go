@@ -110,8 +110,10 @@ func randomHeadCommand(rng *rand.Rand) *cellv1.Command {
 		return importChunk("sby", "src", rng.IntN(2) == 0, []*cellv1.KeyValue{{Key: append([]byte{kindContext}, id...), Value: v}}, nil)
 	case r < 92:
 		return setTenant("sby", owner, 2)
-	case r < 96:
+	case r < 94:
 		return appendText("sby", id, fmt.Sprint("s", rng.IntN(30)), "promoted")
+	case r < 96:
+		return eraseCmd("acme", kindContextID, id)
 	default:
 		return createContext("sby", id)
 	}

@@ -464,6 +464,8 @@ type tenantKeys struct {
 	owned    map[string]string                // context id -> principal, from the owner index
 	expiry   [][]byte                         // expiry index keys, relative to the 'x' kind
 	memIdx   map[string]*contextv1.MemoryItem // by expiry-index kind and id
+	audit    []*cellv1.AuditRecord
+	erased   bool // an erase scrubbed dedup records
 }
 
 // splitPrincipal splits a principal-prefixed key rest (uvarint length,
@@ -600,6 +602,14 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				d.events = append(d.events, &ev)
 			case kindDedup:
 				d.dedup++
+			case kindAudit:
+				var ar cellv1.AuditRecord
+				if err := proto.Unmarshal(v, &ar); err != nil || len(rest) != 8 || ar.GetTseq() != binary.BigEndian.Uint64(rest) {
+					bad("audit key %q holds %v (%v)", k, &ar, err)
+					continue
+				}
+				d.audit = append(d.audit, &ar)
+				d.erased = d.erased || ar.GetErasedAtTseq() != 0 || ar.GetEraseKind() != cellv1.EraseSubjectOp_KIND_UNSPECIFIED
 			case kindDedupQ:
 				if len(rest) != 8 {
 					bad("dedup queue key %q is malformed", k)
@@ -766,7 +776,20 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		// With a time window an id that came back after it expired has
 		// two queue slots and one record.
 		set := f.settings.Load()
-		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) > want || (set.GetDedupWindowNanos() == 0 && uint64(d.dedup) != want) ||
+		if rec.GetAuditCount() != uint64(len(d.audit)) {
+			bad("%s: audit log says %d records; %d stored", tenant, rec.GetAuditCount(), len(d.audit))
+		}
+		for i, ar := range d.audit {
+			if want := rec.GetAuditFirstTseq() + uint64(i); ar.GetTseq() != want {
+				bad("%s: audit record %d has tseq %d, want %d", tenant, i, ar.GetTseq(), want)
+				break
+			}
+		}
+		if n := len(d.audit); n > 0 && (d.audit[n-1].GetTseq() != rec.GetTseq() || d.audit[0].GetTimeUnixNano() != rec.GetAuditFirstTimeUnixNano()) {
+			bad("%s: audit log [%d..%d] from time %d; tseq %d, record says first time %d", tenant, d.audit[0].GetTseq(), d.audit[n-1].GetTseq(),
+				d.audit[0].GetTimeUnixNano(), rec.GetTseq(), rec.GetAuditFirstTimeUnixNano())
+		}
+		if want := rec.GetDedupNext() - rec.GetDedupFirst(); uint64(d.dedup) > want || (set.GetDedupWindowNanos() == 0 && !d.erased && uint64(d.dedup) != want) ||
 			uint64(len(d.dedupQ)) != want || want > set.GetDedupWindow()+dedupEvictChunk(set.GetDedupWindow()) || (want == 0) != (rec.GetDedupFirstTimeUnixNano() == 0) {
 			bad("%s: dedup window [%d, %d) (limit %d); %d records %d queued", tenant, rec.GetDedupFirst(), rec.GetDedupNext(), f.settings.Load().GetDedupWindow(), d.dedup, len(d.dedupQ))
 		}

@@ -21,6 +21,7 @@ import (
 //	    'l' tseq(8)                      ChangeEvent
 //	    'd' request id                   DedupRecord
 //	    'q' dedup seq(8)                 request id (eviction order)
+//	    'a' tseq(8)                      AuditRecord (audit.go)
 //	    'o' context id "\x00" seq(8)     contextv1.Summary (compaction overlay up to seq)
 //	    'x' expire(8) kind id            "" (expiry index: kind 'c' context, 'm' memory key)
 //
@@ -48,6 +49,7 @@ const (
 	kindOwned           = 'O'
 	kindExpiry          = 'x'
 	kindSummary         = 'o'
+	kindAudit           = 'a'
 )
 
 var (

@@ -64,6 +64,7 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	16: {name: "fork_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyForkContext},
 	17: {name: "expire_sweep", tenant: true, owner: true, mutation: true, replicated: true, apply: applyExpireSweep},
 	15: {name: "compact_context", tenant: true, owner: true, mutation: true, replicated: true, apply: applyCompactContext},
+	19: {name: "erase_subject", tenant: true, owner: true, mutation: true, replicated: true, apply: applyEraseSubject},
 	20: {name: "set_tenant", tenant: true, mutation: true, replicated: true, apply: applySetTenant},
 	21: {name: "delete_tenant", tenant: true, apply: applyDeleteTenant},
 	23: {name: "import_tenant", tenant: true, apply: applyImport},

@@ -701,7 +701,7 @@ func (v *CellView) Settings() (*cellv1.CellSettings, error) {
 	var st cellv1.CellSettings
 	ok, err := getProto(v.r, keySettings, &st)
 	if err != nil || !ok {
-		return settingsOf(defaultDedupWindow, defaultDedupMaxIDs, defaultChangeLog, defaultTenantQuota), err
+		return withAudit(settingsOf(defaultDedupWindow, defaultDedupMaxIDs, defaultChangeLog, defaultTenantQuota), defaultAudit), err
 	}
 	return &st, nil
 }

@@ -139,6 +139,8 @@ func applyImport(o *opCtx) (*cellv1.CommandResult, error) {
 		rec.ChangelogFirstTseq, rec.ChangelogCount = src.GetChangelogFirstTseq(), src.GetChangelogCount()
 		rec.ChangelogBytes, rec.ChangelogFirstTimeUnixNano = src.GetChangelogBytes(), src.GetChangelogFirstTimeUnixNano()
 		rec.UpdateTimeUnixNano = src.GetUpdateTimeUnixNano()
+		rec.AuditFirstTseq, rec.AuditCount = src.GetAuditFirstTseq(), src.GetAuditCount()
+		rec.AuditFirstTimeUnixNano = src.GetAuditFirstTimeUnixNano()
 		setQuota(rec, src.GetQuota())
 		rec.Bootstrapped = true
 	}

@@ -874,7 +874,7 @@ func (s *Store) watchLeadership() {
 // is configured with. Until a leader has done so, every replica uses the
 // package defaults, so replicas never disagree.
 func (s *Store) ensureSettings() {
-	want := settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog, s.cfg.TenantQuota)
+	want := withAudit(settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog, s.cfg.TenantQuota), s.cfg.Audit)
 	if proto.Equal(s.fsm.settings.Load(), want) {
 		return
 	}

@@ -285,6 +285,7 @@ func (tx *txn) finishMutation(c *cellv1.Command, st *tenantState, res *cellv1.Co
 	rec.ChangelogCount++
 	rec.ChangelogBytes += uint64(n)
 	tx.trimChanges(tenant, rec, c.GetTimeUnixNano())
+	tx.writeAudit(tenant, rec, auditRecordOf(c, rec.Tseq, res))
 
 	if id := c.GetRequestId(); id != "" && tx.settings.GetDedupWindow() > 0 {
 		now := c.GetTimeUnixNano()

@@ -161,6 +161,41 @@ func FuzzCellRequests(f *testing.F) {
 	})
 }
 
+// FuzzAuditRequests: the erasure and audit validators never panic, and an
+// accepted erase names exactly one subject.
+func FuzzAuditRequests(f *testing.F) {
+	for _, m := range []proto.Message{
+		&cellv1.EraseSubjectRequest{Tenant: "t", Principal: "alice@example.com"},
+		&cellv1.EraseSubjectRequest{Tenant: "t", ContextId: "c", RequestId: "r"},
+		&cellv1.ListAuditRequest{Tenant: "t", Principal: "p", Limit: 10, SinceUnixNano: 1},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	lim := fuzzLimits()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var er cellv1.EraseSubjectRequest
+		if proto.Unmarshal(b, &er) == nil {
+			err := EraseSubject(lim, &er)
+			checkResult(t, err)
+			if err == nil && (er.GetPrincipal() == "") == (er.GetContextId() == "") {
+				t.Fatalf("accepted %v", &er)
+			}
+		}
+		var la cellv1.ListAuditRequest
+		if proto.Unmarshal(b, &la) == nil {
+			err := ListAudit(lim, &la)
+			checkResult(t, err)
+			if err == nil && la.GetLimit() > 1000 {
+				t.Fatalf("accepted %v", &la)
+			}
+		}
+	})
+}
+
 // FuzzReplicatedCommand decodes arbitrary bytes as a replicated Command:
 // the validator never panics, and what it accepts names a valid tenant
 // and, for a data operation, passes that operation's client validator.
@@ -171,6 +206,8 @@ func FuzzReplicatedCommand(f *testing.F) {
 		{Tenant: "t", Op: &cellv1.Command_PutMemory{PutMemory: &contextv1.PutMemoryRequest{Key: "k"}}},
 		{Tenant: "t", Op: &cellv1.Command_SetTenant{SetTenant: &cellv1.SetTenantOp{Role: cellv1.Role_ROLE_FENCED, Epoch: 2}}},
 		{Tenant: "t", Op: &cellv1.Command_ImportTenant{ImportTenant: &cellv1.ImportTenantOp{First: true}}},
+		{Tenant: "t", Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{Kind: cellv1.EraseSubjectOp_KIND_PRINCIPAL, SubjectSha256: make([]byte, 32)}}},
+		{Tenant: "t", Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{ErasedOp: "append", ErasedAtTseq: 9}}},
 	} {
 		b, err := proto.Marshal(c)
 		if err != nil {
@@ -207,6 +244,10 @@ func FuzzReplicatedCommand(f *testing.F) {
 		case *cellv1.Command_SetTenant:
 			if r := op.SetTenant.GetRole(); r != cellv1.Role_ROLE_OWNER && r != cellv1.Role_ROLE_FENCED {
 				t.Fatalf("accepted set_tenant %v", op.SetTenant)
+			}
+		case *cellv1.Command_EraseSubject:
+			if e := op.EraseSubject; e.GetErasedOp() == "" && len(e.GetSubjectSha256()) != 32 {
+				t.Fatalf("accepted erase_subject %v", e)
 			}
 		}
 		if opErr != nil {

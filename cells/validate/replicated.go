@@ -40,6 +40,8 @@ func ReplicatedCommand(lim Limits, c *cellv1.Command) error {
 		err = Fork(lim, op.ForkContext)
 	case *cellv1.Command_CompactContext:
 		err = Compact(lim, op.CompactContext)
+	case *cellv1.Command_EraseSubject:
+		v.eraseOp(op.EraseSubject)
 	case *cellv1.Command_SetTenant:
 		s := op.SetTenant
 		if r := s.GetRole(); r != cellv1.Role_ROLE_OWNER && r != cellv1.Role_ROLE_FENCED {

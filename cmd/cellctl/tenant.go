@@ -35,6 +35,7 @@ its API keys for good.`,
 		newKeyCmd(a),
 		newTokenCmd(a),                                                          // token.go
 		newTenantFailoverCmd(a), newTenantPromoteCmd(a), newTenantChangesCmd(a), // failover.go
+		newTenantAuditCmd(a), newTenantEraseCmd(a), // audit.go
 		newTenantMoveCmd(a), newStandbyCmd(a), // move.go, standby.go
 	)
 }

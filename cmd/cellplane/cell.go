@@ -282,6 +282,8 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	st.DurationVar(&sc.ChangeLog.RetentionAge, "changelog-retention", sc.ChangeLog.RetentionAge, "drop change-log events older than this (trimmed in chunks: up to 1/16 older), 0: by size only (cell-wide: the leader's value applies)")
 	st.Uint64Var(&sc.ChangeLog.MaxBytes, "changelog-max-bytes", sc.ChangeLog.MaxBytes, "largest change log per tenant, 0: unbounded (cell-wide: the leader's value applies)")
 	st.Uint64Var(&sc.ChangeLog.MaxEvents, "changelog-max-events", sc.ChangeLog.MaxEvents, "most change-log events per tenant (trimmed in chunks: up to 1/16 more), 0: unbounded (cell-wide: the leader's value applies)")
+	st.DurationVar(&sc.Audit.RetentionAge, "audit-retention", sc.Audit.RetentionAge, "drop audit records older than this, 0: no age bound (cell-wide: the leader's value applies)")
+	st.Uint64Var(&sc.Audit.MaxRecords, "audit-max-records", sc.Audit.MaxRecords, "most audit records per tenant, 0: unbounded (cell-wide: the leader's value applies)")
 	st.Uint64Var(&sc.TenantQuota.MaxBytes, "tenant-max-bytes", sc.TenantQuota.MaxBytes, "default quota: most entry and memory bytes one tenant stores in the cell; writes above it are refused (QUOTA_EXCEEDED), deletes always pass; 0: unbounded (cell-wide: the leader's value applies; a tenant's own quota, set with SetTenant, overrides it)")
 	st.Uint64Var(&sc.TenantQuota.MaxContexts, "tenant-max-contexts", sc.TenantQuota.MaxContexts, "default quota: most contexts per tenant, 0: unbounded (cell-wide, like --tenant-max-bytes)")
 	st.Uint64Var(&sc.TenantQuota.MaxMemoryKeys, "tenant-max-memory-keys", sc.TenantQuota.MaxMemoryKeys, "default quota: most memory keys per tenant, 0: unbounded (cell-wide, like --tenant-max-bytes)")

@@ -63,6 +63,13 @@ type Config struct {
 	// policy is stored: the controller's flags (filled by the replica;
 	// nil: disabled).
 	FailoverPolicyDefaults *cpv1.FailoverPolicy
+	// Subjects serves ListTenantAudit and EraseSubject (nil: refused);
+	// EraseWait is how long EraseSubject waits for the standby's
+	// acknowledgement when the request names no wait, MaxEraseWait the
+	// most it waits (audit.go).
+	Subjects     SubjectCells
+	EraseWait    time.Duration
+	MaxEraseWait time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -70,12 +77,14 @@ func DefaultConfig() Config {
 	return Config{
 		MaxIDLen: ids.MaxLen, DefaultPageSize: 100, MaxPageSize: 1000, MaxScanPerPage: 10000,
 		WorkflowWait: 30 * time.Second, MaxDescriptionLen: 256, StandbyStatusTimeout: time.Second,
+		EraseWait: 10 * time.Second, MaxEraseWait: 2 * time.Minute,
 	}
 }
 
 // Validate reports an unusable configuration.
 func (c Config) Validate() error {
-	if c.MaxIDLen < 1 || c.DefaultPageSize < 1 || c.MaxPageSize < c.DefaultPageSize || c.MaxScanPerPage < c.MaxPageSize || c.WorkflowWait <= 0 || c.MaxDescriptionLen < 0 || c.StandbyStatusTimeout <= 0 {
+	if c.MaxIDLen < 1 || c.DefaultPageSize < 1 || c.MaxPageSize < c.DefaultPageSize || c.MaxScanPerPage < c.MaxPageSize || c.WorkflowWait <= 0 || c.MaxDescriptionLen < 0 || c.StandbyStatusTimeout <= 0 ||
+		c.EraseWait < 0 || c.MaxEraseWait < c.EraseWait {
 		return fmt.Errorf("api: invalid config %+v", c)
 	}
 	return nil

@@ -50,3 +50,30 @@ func (c *Client) GetTenant(ctx context.Context, cell, tenant string) (*cellv1.Te
 	}
 	return resp.GetTenant(), resp.GetReplication(), nil
 }
+
+// ListAudit reads tenant's audit records on cell (its leader first).
+func (c *Client) ListAudit(ctx context.Context, cell string, req *cellv1.ListAuditRequest) (*cellv1.ListAuditResponse, error) {
+	var out *cellv1.ListAuditResponse
+	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
+		r, err := cl.ListAudit(ctx, req)
+		out = r
+		return err
+	})
+	return out, err
+}
+
+// EraseSubject erases a principal's or a context's data from tenant on
+// cell (the owner). ctx carries the operator as the caller
+// (tenantmd.WithCaller), which the erase's audit record names. A request
+// id makes a retry on another member answer with the first erase.
+func (c *Client) EraseSubject(ctx context.Context, cell string, req *cellv1.EraseSubjectRequest) (*cellv1.EraseSubjectResponse, error) {
+	req = proto.CloneOf(req)
+	req.RequestId = ids.Fit(req.GetRequestId())
+	var out *cellv1.EraseSubjectResponse
+	err := c.call(ctx, cell, func(cl cellv1.CellServiceClient) error {
+		r, err := cl.EraseSubject(ctx, req)
+		out = r
+		return err
+	})
+	return out, err
+}

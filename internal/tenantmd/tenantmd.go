@@ -37,7 +37,19 @@ const (
 	// OriginKey names the surface a mutation came through, for the audit
 	// record: "grpc:<method>" or "mcp:<tool>".
 	OriginKey = "x-cellplane-origin"
+	// AdminKey marks a call whose credential the edge found to hold the
+	// tenant admin scope ("true"), for the cell's admin-only tenant
+	// methods (ContextService.ReadAudit). Set only by the router after
+	// authentication; a client's own value is dropped, and the cell's
+	// authoriser drops it on tenant-token calls.
+	AdminKey = "x-cellplane-admin"
 )
+
+// IsAdmin reports whether an incoming call carries AdminKey "true" once.
+func IsAdmin(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return single(md, AdminKey) == "true"
+}
 
 // Caller returns the principal and origin of an incoming call ("" when
 // absent or given more than once).

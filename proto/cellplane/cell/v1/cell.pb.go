@@ -646,6 +646,285 @@ func (x *ListChangesResponse) GetTenant() *TenantInfo {
 	return nil
 }
 
+type ListAuditRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Records with a tseq above this one (paging: the last tseq returned).
+	AfterTseq uint64 `protobuf:"varint,2,opt,name=after_tseq,json=afterTseq,proto3" json:"after_tseq,omitempty"`
+	// 0 means 100; at most 1000.
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only this principal's records ("" any).
+	Principal string `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
+	// Only records at or after this command time (0: any).
+	SinceUnixNano int64 `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListAuditRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetAfterTseq() uint64 {
+	if x != nil {
+		return x.AfterTseq
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+type ListAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Records []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// The tseq to pass as after_tseq for the next page; 0 when done.
+	NextAfterTseq uint64      `protobuf:"varint,2,opt,name=next_after_tseq,json=nextAfterTseq,proto3" json:"next_after_tseq,omitempty"`
+	Tenant        *TenantInfo `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListAuditResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetNextAfterTseq() uint64 {
+	if x != nil {
+		return x.NextAfterTseq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetTenant() *TenantInfo {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+type EraseSubjectRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Exactly one of principal and context_id.
+	Principal     string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	ContextId     string `protobuf:"bytes,3,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseSubjectRequest) Reset() {
+	*x = EraseSubjectRequest{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectRequest) ProtoMessage() {}
+
+func (x *EraseSubjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectRequest.ProtoReflect.Descriptor instead.
+func (*EraseSubjectRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EraseSubjectRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type EraseSubjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The erase's tseq on the owner, and its command time.
+	Tseq          uint64              `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	TimeUnixNano  int64               `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Erased        *EraseSubjectResult `protobuf:"bytes,3,opt,name=erased,proto3" json:"erased,omitempty"`
+	Deduplicated  bool                `protobuf:"varint,4,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseSubjectResponse) Reset() {
+	*x = EraseSubjectResponse{}
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectResponse) ProtoMessage() {}
+
+func (x *EraseSubjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectResponse.ProtoReflect.Descriptor instead.
+func (*EraseSubjectResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EraseSubjectResponse) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *EraseSubjectResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *EraseSubjectResponse) GetErased() *EraseSubjectResult {
+	if x != nil {
+		return x.Erased
+	}
+	return nil
+}
+
+func (x *EraseSubjectResponse) GetDeduplicated() bool {
+	if x != nil {
+		return x.Deduplicated
+	}
+	return false
+}
+
 type ListTenantsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PageSize      uint32                 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -657,7 +936,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +948,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +961,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListTenantsRequest) GetPageSize() uint32 {
@@ -716,7 +995,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +1007,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +1020,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*TenantInfo {
@@ -790,7 +1069,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1081,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1094,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteTenantRequest) GetTenant() string {
@@ -861,7 +1140,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1152,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1165,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{16}
 }
 
 type GetStatusRequest struct {
@@ -900,7 +1179,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1191,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1204,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetStatusRequest) GetStateDigest() bool {
@@ -951,7 +1230,7 @@ type StateDigest struct {
 
 func (x *StateDigest) Reset() {
 	*x = StateDigest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1242,7 @@ func (x *StateDigest) String() string {
 func (*StateDigest) ProtoMessage() {}
 
 func (x *StateDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1255,7 @@ func (x *StateDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateDigest.ProtoReflect.Descriptor instead.
 func (*StateDigest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StateDigest) GetAppliedIndex() uint64 {
@@ -1011,7 +1290,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1302,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1315,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Member) GetNode() *NodeInfo {
@@ -1100,7 +1379,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1391,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1404,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetStatusResponse) GetNode() *NodeInfo {
@@ -1256,7 +1535,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1547,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1560,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddVoterRequest) GetNode() *NodeInfo {
@@ -1299,7 +1578,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1590,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1603,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{22}
 }
 
 type AddNonVoterRequest struct {
@@ -1336,7 +1615,7 @@ type AddNonVoterRequest struct {
 
 func (x *AddNonVoterRequest) Reset() {
 	*x = AddNonVoterRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1627,7 @@ func (x *AddNonVoterRequest) String() string {
 func (*AddNonVoterRequest) ProtoMessage() {}
 
 func (x *AddNonVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1640,7 @@ func (x *AddNonVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNonVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddNonVoterRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddNonVoterRequest) GetNode() *NodeInfo {
@@ -1379,7 +1658,7 @@ type AddNonVoterResponse struct {
 
 func (x *AddNonVoterResponse) Reset() {
 	*x = AddNonVoterResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1670,7 @@ func (x *AddNonVoterResponse) String() string {
 func (*AddNonVoterResponse) ProtoMessage() {}
 
 func (x *AddNonVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1683,7 @@ func (x *AddNonVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNonVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddNonVoterResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{24}
 }
 
 type RemoveServerRequest struct {
@@ -1416,7 +1695,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1707,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[21]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1720,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveServerRequest) GetNodeId() string {
@@ -1459,7 +1738,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1750,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[22]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1763,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{26}
 }
 
 type TransferLeadershipRequest struct {
@@ -1497,7 +1776,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1788,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[23]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1801,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -1541,7 +1820,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1832,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[24]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1845,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{24}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1585,7 +1864,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1876,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[25]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1889,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{25}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegisterNodeRequest) GetNode() *NodeInfo {
@@ -1628,7 +1907,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[26]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1919,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[26]
+	mi := &file_cellplane_cell_v1_cell_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1932,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{26}
+	return file_cellplane_cell_v1_cell_proto_rawDescGZIP(), []int{30}
 }
 
 var File_cellplane_cell_v1_cell_proto protoreflect.FileDescriptor
@@ -1709,7 +1988,30 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x84\x01\n" +
 	"\x13ListChangesResponse\x126\n" +
 	"\x06events\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.ChangeEventR\x06events\x125\n" +
-	"\x06tenant\x18\x02 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"\x96\x01\n" +
+	"\x06tenant\x18\x02 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"\xa5\x01\n" +
+	"\x10ListAuditRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"after_tseq\x18\x02 \x01(\x04R\tafterTseq\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1c\n" +
+	"\tprincipal\x18\x04 \x01(\tR\tprincipal\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\"\xac\x01\n" +
+	"\x11ListAuditResponse\x128\n" +
+	"\arecords\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.AuditRecordR\arecords\x12&\n" +
+	"\x0fnext_after_tseq\x18\x02 \x01(\x04R\rnextAfterTseq\x125\n" +
+	"\x06tenant\x18\x03 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoR\x06tenant\"\x89\x01\n" +
+	"\x13EraseSubjectRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x03 \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\xb3\x01\n" +
+	"\x14EraseSubjectResponse\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12=\n" +
+	"\x06erased\x18\x03 \x01(\v2%.cellplane.cell.v1.EraseSubjectResultR\x06erased\x12\"\n" +
+	"\fdeduplicated\x18\x04 \x01(\bR\fdeduplicated\"\x96\x01\n" +
 	"\x12ListTenantsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1776,7 +2078,8 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\bSuffrage\x12\x18\n" +
 	"\x14SUFFRAGE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSUFFRAGE_VOTER\x10\x01\x12\x15\n" +
-	"\x11SUFFRAGE_NONVOTER\x10\x022\xf5\b\n" +
+	"\x11SUFFRAGE_NONVOTER\x10\x022\xae\n" +
+	"\n" +
 	"\vCellService\x12V\n" +
 	"\tSetTenant\x12#.cellplane.cell.v1.SetTenantRequest\x1a$.cellplane.cell.v1.SetTenantResponse\x12V\n" +
 	"\tGetTenant\x12#.cellplane.cell.v1.GetTenantRequest\x1a$.cellplane.cell.v1.GetTenantResponse\x12\\\n" +
@@ -1785,6 +2088,8 @@ const file_cellplane_cell_v1_cell_proto_rawDesc = "" +
 	"\n" +
 	"AckReplica\x12$.cellplane.cell.v1.AckReplicaRequest\x1a%.cellplane.cell.v1.AckReplicaResponse\x12\\\n" +
 	"\vListChanges\x12%.cellplane.cell.v1.ListChangesRequest\x1a&.cellplane.cell.v1.ListChangesResponse\x12V\n" +
+	"\tListAudit\x12#.cellplane.cell.v1.ListAuditRequest\x1a$.cellplane.cell.v1.ListAuditResponse\x12_\n" +
+	"\fEraseSubject\x12&.cellplane.cell.v1.EraseSubjectRequest\x1a'.cellplane.cell.v1.EraseSubjectResponse\x12V\n" +
 	"\tGetStatus\x12#.cellplane.cell.v1.GetStatusRequest\x1a$.cellplane.cell.v1.GetStatusResponse\x12S\n" +
 	"\bAddVoter\x12\".cellplane.cell.v1.AddVoterRequest\x1a#.cellplane.cell.v1.AddVoterResponse\x12\\\n" +
 	"\vAddNonVoter\x12%.cellplane.cell.v1.AddNonVoterRequest\x1a&.cellplane.cell.v1.AddNonVoterResponse\x12_\n" +
@@ -1805,7 +2110,7 @@ func file_cellplane_cell_v1_cell_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_cell_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_cell_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_cellplane_cell_v1_cell_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_cellplane_cell_v1_cell_proto_goTypes = []any{
 	(Suffrage)(0),                      // 0: cellplane.cell.v1.Suffrage
 	(*SetTenantRequest)(nil),           // 1: cellplane.cell.v1.SetTenantRequest
@@ -1817,85 +2122,98 @@ var file_cellplane_cell_v1_cell_proto_goTypes = []any{
 	(*AckReplicaResponse)(nil),         // 7: cellplane.cell.v1.AckReplicaResponse
 	(*ListChangesRequest)(nil),         // 8: cellplane.cell.v1.ListChangesRequest
 	(*ListChangesResponse)(nil),        // 9: cellplane.cell.v1.ListChangesResponse
-	(*ListTenantsRequest)(nil),         // 10: cellplane.cell.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 11: cellplane.cell.v1.ListTenantsResponse
-	(*DeleteTenantRequest)(nil),        // 12: cellplane.cell.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),       // 13: cellplane.cell.v1.DeleteTenantResponse
-	(*GetStatusRequest)(nil),           // 14: cellplane.cell.v1.GetStatusRequest
-	(*StateDigest)(nil),                // 15: cellplane.cell.v1.StateDigest
-	(*Member)(nil),                     // 16: cellplane.cell.v1.Member
-	(*GetStatusResponse)(nil),          // 17: cellplane.cell.v1.GetStatusResponse
-	(*AddVoterRequest)(nil),            // 18: cellplane.cell.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 19: cellplane.cell.v1.AddVoterResponse
-	(*AddNonVoterRequest)(nil),         // 20: cellplane.cell.v1.AddNonVoterRequest
-	(*AddNonVoterResponse)(nil),        // 21: cellplane.cell.v1.AddNonVoterResponse
-	(*RemoveServerRequest)(nil),        // 22: cellplane.cell.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 23: cellplane.cell.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 24: cellplane.cell.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 25: cellplane.cell.v1.TransferLeadershipResponse
-	(*RegisterNodeRequest)(nil),        // 26: cellplane.cell.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 27: cellplane.cell.v1.RegisterNodeResponse
-	(Role)(0),                          // 28: cellplane.cell.v1.Role
-	(*TenantQuota)(nil),                // 29: cellplane.cell.v1.TenantQuota
-	(*TenantInfo)(nil),                 // 30: cellplane.cell.v1.TenantInfo
-	(*v1.ReadOptions)(nil),             // 31: cellplane.context.v1.ReadOptions
-	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
-	(*ChangeEvent)(nil),                // 33: cellplane.cell.v1.ChangeEvent
-	(*NodeInfo)(nil),                   // 34: cellplane.cell.v1.NodeInfo
+	(*ListAuditRequest)(nil),           // 10: cellplane.cell.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 11: cellplane.cell.v1.ListAuditResponse
+	(*EraseSubjectRequest)(nil),        // 12: cellplane.cell.v1.EraseSubjectRequest
+	(*EraseSubjectResponse)(nil),       // 13: cellplane.cell.v1.EraseSubjectResponse
+	(*ListTenantsRequest)(nil),         // 14: cellplane.cell.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 15: cellplane.cell.v1.ListTenantsResponse
+	(*DeleteTenantRequest)(nil),        // 16: cellplane.cell.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),       // 17: cellplane.cell.v1.DeleteTenantResponse
+	(*GetStatusRequest)(nil),           // 18: cellplane.cell.v1.GetStatusRequest
+	(*StateDigest)(nil),                // 19: cellplane.cell.v1.StateDigest
+	(*Member)(nil),                     // 20: cellplane.cell.v1.Member
+	(*GetStatusResponse)(nil),          // 21: cellplane.cell.v1.GetStatusResponse
+	(*AddVoterRequest)(nil),            // 22: cellplane.cell.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 23: cellplane.cell.v1.AddVoterResponse
+	(*AddNonVoterRequest)(nil),         // 24: cellplane.cell.v1.AddNonVoterRequest
+	(*AddNonVoterResponse)(nil),        // 25: cellplane.cell.v1.AddNonVoterResponse
+	(*RemoveServerRequest)(nil),        // 26: cellplane.cell.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 27: cellplane.cell.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 28: cellplane.cell.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 29: cellplane.cell.v1.TransferLeadershipResponse
+	(*RegisterNodeRequest)(nil),        // 30: cellplane.cell.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 31: cellplane.cell.v1.RegisterNodeResponse
+	(Role)(0),                          // 32: cellplane.cell.v1.Role
+	(*TenantQuota)(nil),                // 33: cellplane.cell.v1.TenantQuota
+	(*TenantInfo)(nil),                 // 34: cellplane.cell.v1.TenantInfo
+	(*v1.ReadOptions)(nil),             // 35: cellplane.context.v1.ReadOptions
+	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
+	(*ChangeEvent)(nil),                // 37: cellplane.cell.v1.ChangeEvent
+	(*AuditRecord)(nil),                // 38: cellplane.cell.v1.AuditRecord
+	(*EraseSubjectResult)(nil),         // 39: cellplane.cell.v1.EraseSubjectResult
+	(*NodeInfo)(nil),                   // 40: cellplane.cell.v1.NodeInfo
 }
 var file_cellplane_cell_v1_cell_proto_depIdxs = []int32{
-	28, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
-	29, // 1: cellplane.cell.v1.SetTenantRequest.quota:type_name -> cellplane.cell.v1.TenantQuota
-	30, // 2: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	31, // 3: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	30, // 4: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	32, // 0: cellplane.cell.v1.SetTenantRequest.role:type_name -> cellplane.cell.v1.Role
+	33, // 1: cellplane.cell.v1.SetTenantRequest.quota:type_name -> cellplane.cell.v1.TenantQuota
+	34, // 2: cellplane.cell.v1.SetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	35, // 3: cellplane.cell.v1.GetTenantRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	34, // 4: cellplane.cell.v1.GetTenantResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
 	5,  // 5: cellplane.cell.v1.GetTenantResponse.replication:type_name -> cellplane.cell.v1.ReplicationStatus
-	32, // 6: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
-	28, // 7: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
-	33, // 8: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
-	30, // 9: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	31, // 10: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	30, // 11: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
-	28, // 12: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
-	34, // 13: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
-	0,  // 14: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
-	34, // 15: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
-	34, // 16: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
-	32, // 17: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
-	16, // 18: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
-	15, // 19: cellplane.cell.v1.GetStatusResponse.state_digest:type_name -> cellplane.cell.v1.StateDigest
-	34, // 20: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	34, // 21: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	34, // 22: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
-	1,  // 23: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
-	3,  // 24: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
-	10, // 25: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
-	12, // 26: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
-	6,  // 27: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
-	8,  // 28: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
-	14, // 29: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
-	18, // 30: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
-	20, // 31: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
-	22, // 32: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
-	24, // 33: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
-	26, // 34: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
-	2,  // 35: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
-	4,  // 36: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
-	11, // 37: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
-	13, // 38: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
-	7,  // 39: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
-	9,  // 40: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
-	17, // 41: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
-	19, // 42: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
-	21, // 43: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
-	23, // 44: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
-	25, // 45: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
-	27, // 46: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	36, // 6: cellplane.cell.v1.ReplicationStatus.lag:type_name -> google.protobuf.Duration
+	32, // 7: cellplane.cell.v1.ReplicationStatus.source_role:type_name -> cellplane.cell.v1.Role
+	37, // 8: cellplane.cell.v1.ListChangesResponse.events:type_name -> cellplane.cell.v1.ChangeEvent
+	34, // 9: cellplane.cell.v1.ListChangesResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	38, // 10: cellplane.cell.v1.ListAuditResponse.records:type_name -> cellplane.cell.v1.AuditRecord
+	34, // 11: cellplane.cell.v1.ListAuditResponse.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	39, // 12: cellplane.cell.v1.EraseSubjectResponse.erased:type_name -> cellplane.cell.v1.EraseSubjectResult
+	35, // 13: cellplane.cell.v1.ListTenantsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	34, // 14: cellplane.cell.v1.ListTenantsResponse.tenants:type_name -> cellplane.cell.v1.TenantInfo
+	32, // 15: cellplane.cell.v1.DeleteTenantRequest.allowed_roles:type_name -> cellplane.cell.v1.Role
+	40, // 16: cellplane.cell.v1.Member.node:type_name -> cellplane.cell.v1.NodeInfo
+	0,  // 17: cellplane.cell.v1.Member.suffrage:type_name -> cellplane.cell.v1.Suffrage
+	40, // 18: cellplane.cell.v1.GetStatusResponse.node:type_name -> cellplane.cell.v1.NodeInfo
+	40, // 19: cellplane.cell.v1.GetStatusResponse.leader:type_name -> cellplane.cell.v1.NodeInfo
+	36, // 20: cellplane.cell.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Duration
+	20, // 21: cellplane.cell.v1.GetStatusResponse.members:type_name -> cellplane.cell.v1.Member
+	19, // 22: cellplane.cell.v1.GetStatusResponse.state_digest:type_name -> cellplane.cell.v1.StateDigest
+	40, // 23: cellplane.cell.v1.AddVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	40, // 24: cellplane.cell.v1.AddNonVoterRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	40, // 25: cellplane.cell.v1.RegisterNodeRequest.node:type_name -> cellplane.cell.v1.NodeInfo
+	1,  // 26: cellplane.cell.v1.CellService.SetTenant:input_type -> cellplane.cell.v1.SetTenantRequest
+	3,  // 27: cellplane.cell.v1.CellService.GetTenant:input_type -> cellplane.cell.v1.GetTenantRequest
+	14, // 28: cellplane.cell.v1.CellService.ListTenants:input_type -> cellplane.cell.v1.ListTenantsRequest
+	16, // 29: cellplane.cell.v1.CellService.DeleteTenant:input_type -> cellplane.cell.v1.DeleteTenantRequest
+	6,  // 30: cellplane.cell.v1.CellService.AckReplica:input_type -> cellplane.cell.v1.AckReplicaRequest
+	8,  // 31: cellplane.cell.v1.CellService.ListChanges:input_type -> cellplane.cell.v1.ListChangesRequest
+	10, // 32: cellplane.cell.v1.CellService.ListAudit:input_type -> cellplane.cell.v1.ListAuditRequest
+	12, // 33: cellplane.cell.v1.CellService.EraseSubject:input_type -> cellplane.cell.v1.EraseSubjectRequest
+	18, // 34: cellplane.cell.v1.CellService.GetStatus:input_type -> cellplane.cell.v1.GetStatusRequest
+	22, // 35: cellplane.cell.v1.CellService.AddVoter:input_type -> cellplane.cell.v1.AddVoterRequest
+	24, // 36: cellplane.cell.v1.CellService.AddNonVoter:input_type -> cellplane.cell.v1.AddNonVoterRequest
+	26, // 37: cellplane.cell.v1.CellService.RemoveServer:input_type -> cellplane.cell.v1.RemoveServerRequest
+	28, // 38: cellplane.cell.v1.CellService.TransferLeadership:input_type -> cellplane.cell.v1.TransferLeadershipRequest
+	30, // 39: cellplane.cell.v1.CellService.RegisterNode:input_type -> cellplane.cell.v1.RegisterNodeRequest
+	2,  // 40: cellplane.cell.v1.CellService.SetTenant:output_type -> cellplane.cell.v1.SetTenantResponse
+	4,  // 41: cellplane.cell.v1.CellService.GetTenant:output_type -> cellplane.cell.v1.GetTenantResponse
+	15, // 42: cellplane.cell.v1.CellService.ListTenants:output_type -> cellplane.cell.v1.ListTenantsResponse
+	17, // 43: cellplane.cell.v1.CellService.DeleteTenant:output_type -> cellplane.cell.v1.DeleteTenantResponse
+	7,  // 44: cellplane.cell.v1.CellService.AckReplica:output_type -> cellplane.cell.v1.AckReplicaResponse
+	9,  // 45: cellplane.cell.v1.CellService.ListChanges:output_type -> cellplane.cell.v1.ListChangesResponse
+	11, // 46: cellplane.cell.v1.CellService.ListAudit:output_type -> cellplane.cell.v1.ListAuditResponse
+	13, // 47: cellplane.cell.v1.CellService.EraseSubject:output_type -> cellplane.cell.v1.EraseSubjectResponse
+	21, // 48: cellplane.cell.v1.CellService.GetStatus:output_type -> cellplane.cell.v1.GetStatusResponse
+	23, // 49: cellplane.cell.v1.CellService.AddVoter:output_type -> cellplane.cell.v1.AddVoterResponse
+	25, // 50: cellplane.cell.v1.CellService.AddNonVoter:output_type -> cellplane.cell.v1.AddNonVoterResponse
+	27, // 51: cellplane.cell.v1.CellService.RemoveServer:output_type -> cellplane.cell.v1.RemoveServerResponse
+	29, // 52: cellplane.cell.v1.CellService.TransferLeadership:output_type -> cellplane.cell.v1.TransferLeadershipResponse
+	31, // 53: cellplane.cell.v1.CellService.RegisterNode:output_type -> cellplane.cell.v1.RegisterNodeResponse
+	40, // [40:54] is the sub-list for method output_type
+	26, // [26:40] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_cell_proto_init() }
@@ -1910,7 +2228,7 @@ func file_cellplane_cell_v1_cell_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_cell_proto_rawDesc), len(file_cellplane_cell_v1_cell_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

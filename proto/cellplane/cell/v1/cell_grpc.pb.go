@@ -25,6 +25,8 @@ const (
 	CellService_DeleteTenant_FullMethodName       = "/cellplane.cell.v1.CellService/DeleteTenant"
 	CellService_AckReplica_FullMethodName         = "/cellplane.cell.v1.CellService/AckReplica"
 	CellService_ListChanges_FullMethodName        = "/cellplane.cell.v1.CellService/ListChanges"
+	CellService_ListAudit_FullMethodName          = "/cellplane.cell.v1.CellService/ListAudit"
+	CellService_EraseSubject_FullMethodName       = "/cellplane.cell.v1.CellService/EraseSubject"
 	CellService_GetStatus_FullMethodName          = "/cellplane.cell.v1.CellService/GetStatus"
 	CellService_AddVoter_FullMethodName           = "/cellplane.cell.v1.CellService/AddVoter"
 	CellService_AddNonVoter_FullMethodName        = "/cellplane.cell.v1.CellService/AddNonVoter"
@@ -56,6 +58,14 @@ type CellServiceClient interface {
 	// role: how an operator inspects the writes a fenced old owner
 	// acknowledged that never reached its standby.
 	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
+	// ListAudit returns a tenant's audit records (docs/contexts.md "Audit"),
+	// oldest first, in any role: the operator path behind cellctl tenant
+	// audit (the control plane calls the owner cell).
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// EraseSubject erases a principal's or a context's data, change-log
+	// events and dedup records (docs/contexts.md "Erasure") on the owner;
+	// the change log carries the erase to the standby.
+	EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error)
 	// GetStatus reports this node's view of the cell.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// AddVoter adds (or re-addresses) a voting member.
@@ -134,6 +144,26 @@ func (c *cellServiceClient) ListChanges(ctx context.Context, in *ListChangesRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListChangesResponse)
 	err := c.cc.Invoke(ctx, CellService_ListChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cellServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, CellService_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cellServiceClient) EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EraseSubjectResponse)
+	err := c.cc.Invoke(ctx, CellService_EraseSubject_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +253,14 @@ type CellServiceServer interface {
 	// role: how an operator inspects the writes a fenced old owner
 	// acknowledged that never reached its standby.
 	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
+	// ListAudit returns a tenant's audit records (docs/contexts.md "Audit"),
+	// oldest first, in any role: the operator path behind cellctl tenant
+	// audit (the control plane calls the owner cell).
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// EraseSubject erases a principal's or a context's data, change-log
+	// events and dedup records (docs/contexts.md "Erasure") on the owner;
+	// the change log carries the erase to the standby.
+	EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error)
 	// GetStatus reports this node's view of the cell.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// AddVoter adds (or re-addresses) a voting member.
@@ -264,6 +302,12 @@ func (UnimplementedCellServiceServer) AckReplica(context.Context, *AckReplicaReq
 }
 func (UnimplementedCellServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
+}
+func (UnimplementedCellServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedCellServiceServer) EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EraseSubject not implemented")
 }
 func (UnimplementedCellServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
@@ -412,6 +456,42 @@ func _CellService_ListChanges_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CellService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CellServiceServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CellService_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CellServiceServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CellService_EraseSubject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EraseSubjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CellServiceServer).EraseSubject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CellService_EraseSubject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CellServiceServer).EraseSubject(ctx, req.(*EraseSubjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CellService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetStatusRequest)
 	if err := dec(in); err != nil {
@@ -550,6 +630,14 @@ var CellService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListChanges",
 			Handler:    _CellService_ListChanges_Handler,
+		},
+		{
+			MethodName: "ListAudit",
+			Handler:    _CellService_ListAudit_Handler,
+		},
+		{
+			MethodName: "EraseSubject",
+			Handler:    _CellService_EraseSubject_Handler,
 		},
 		{
 			MethodName: "GetStatus",

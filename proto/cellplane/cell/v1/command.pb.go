@@ -82,6 +82,55 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{0}
 }
 
+type EraseSubjectOp_Kind int32
+
+const (
+	EraseSubjectOp_KIND_UNSPECIFIED EraseSubjectOp_Kind = 0
+	EraseSubjectOp_KIND_PRINCIPAL   EraseSubjectOp_Kind = 1
+	EraseSubjectOp_KIND_CONTEXT     EraseSubjectOp_Kind = 2
+)
+
+// Enum value maps for EraseSubjectOp_Kind.
+var (
+	EraseSubjectOp_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_PRINCIPAL",
+		2: "KIND_CONTEXT",
+	}
+	EraseSubjectOp_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_PRINCIPAL":   1,
+		"KIND_CONTEXT":     2,
+	}
+)
+
+func (x EraseSubjectOp_Kind) Enum() *EraseSubjectOp_Kind {
+	p := new(EraseSubjectOp_Kind)
+	*p = x
+	return p
+}
+
+func (x EraseSubjectOp_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EraseSubjectOp_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_cell_v1_command_proto_enumTypes[1].Descriptor()
+}
+
+func (EraseSubjectOp_Kind) Type() protoreflect.EnumType {
+	return &file_cellplane_cell_v1_command_proto_enumTypes[1]
+}
+
+func (x EraseSubjectOp_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EraseSubjectOp_Kind.Descriptor instead.
+func (EraseSubjectOp_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12, 0}
+}
+
 // CommandBatch is the payload of one Raft log entry. Concurrent proposals
 // are batched (group commit); each command is applied and answered on its
 // own, in order.
@@ -168,6 +217,7 @@ type Command struct {
 	//	*Command_ForkContext
 	//	*Command_ExpireSweep
 	//	*Command_CompactContext
+	//	*Command_EraseSubject
 	//	*Command_SetTenant
 	//	*Command_DeleteTenant
 	//	*Command_ApplyChanges
@@ -346,6 +396,15 @@ func (x *Command) GetCompactContext() *v1.CompactRequest {
 	return nil
 }
 
+func (x *Command) GetEraseSubject() *EraseSubjectOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_EraseSubject); ok {
+			return x.EraseSubject
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSetTenant() *SetTenantOp {
 	if x != nil {
 		if x, ok := x.Op.(*Command_SetTenant); ok {
@@ -457,6 +516,11 @@ type Command_CompactContext struct {
 	CompactContext *v1.CompactRequest `protobuf:"bytes,15,opt,name=compact_context,json=compactContext,proto3,oneof"`
 }
 
+type Command_EraseSubject struct {
+	// Provable erasure of one subject's data (docs/contexts.md "Erasure").
+	EraseSubject *EraseSubjectOp `protobuf:"bytes,19,opt,name=erase_subject,json=eraseSubject,proto3,oneof"`
+}
+
 type Command_SetTenant struct {
 	SetTenant *SetTenantOp `protobuf:"bytes,20,opt,name=set_tenant,json=setTenant,proto3,oneof"`
 }
@@ -505,6 +569,8 @@ func (*Command_ExpireSweep) isCommand_Op() {}
 
 func (*Command_CompactContext) isCommand_Op() {}
 
+func (*Command_EraseSubject) isCommand_Op() {}
+
 func (*Command_SetTenant) isCommand_Op() {}
 
 func (*Command_DeleteTenant) isCommand_Op() {}
@@ -542,9 +608,13 @@ type CellSettings struct {
 	DedupWindowNanos int64 `protobuf:"varint,5,opt,name=dedup_window_nanos,json=dedupWindowNanos,proto3" json:"dedup_window_nanos,omitempty"`
 	// The cell-wide default per-tenant quota (finding H4): a field of a
 	// tenant's own TenantRecord.quota that is not 0 overrides it.
-	TenantQuota   *TenantQuota `protobuf:"bytes,6,opt,name=tenant_quota,json=tenantQuota,proto3" json:"tenant_quota,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TenantQuota *TenantQuota `protobuf:"bytes,6,opt,name=tenant_quota,json=tenantQuota,proto3" json:"tenant_quota,omitempty"`
+	// Audit retention per tenant (0: no bound): records older than this
+	// (command time) and records past the count are trimmed in chunks.
+	AuditRetentionNanos int64  `protobuf:"varint,160,opt,name=audit_retention_nanos,json=auditRetentionNanos,proto3" json:"audit_retention_nanos,omitempty"`
+	AuditMaxRecords     uint64 `protobuf:"varint,161,opt,name=audit_max_records,json=auditMaxRecords,proto3" json:"audit_max_records,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CellSettings) Reset() {
@@ -617,6 +687,20 @@ func (x *CellSettings) GetTenantQuota() *TenantQuota {
 		return x.TenantQuota
 	}
 	return nil
+}
+
+func (x *CellSettings) GetAuditRetentionNanos() int64 {
+	if x != nil {
+		return x.AuditRetentionNanos
+	}
+	return 0
+}
+
+func (x *CellSettings) GetAuditMaxRecords() uint64 {
+	if x != nil {
+		return x.AuditMaxRecords
+	}
+	return 0
 }
 
 // TenantQuota bounds what one tenant stores in a cell (0: no bound). The
@@ -1178,6 +1262,304 @@ func (x *DeleteTenantOp) GetAllowedRoles() []Role {
 	return nil
 }
 
+// EraseSubjectOp erases one subject's data from a tenant: a principal
+// (contexts labelled cellplane.principal = P, memory values P wrote last,
+// and every change-log event P's commands logged) or a context (the
+// context and every event that named it). It also scrubs the matching
+// change-log events (replaced by placeholders that keep the tseq
+// sequence), their dedup records, and their audit records' content. The
+// subject is named only by its digest (SubjectDigest), so the name itself
+// is never in the Raft log, the change log or the audit log.
+type EraseSubjectOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  EraseSubjectOp_Kind    `protobuf:"varint,1,opt,name=kind,proto3,enum=cellplane.cell.v1.EraseSubjectOp_Kind" json:"kind,omitempty"`
+	// SHA-256 of "cellplane-erase\x00" tenant "\x00" kind "\x00" subject.
+	SubjectSha256 []byte `protobuf:"bytes,2,opt,name=subject_sha256,json=subjectSha256,proto3" json:"subject_sha256,omitempty"`
+	// Set only in a placeholder: the change-log event that replaced a
+	// scrubbed one. It applies nothing; it keeps the operation's name and
+	// the erase's tseq so a standby writes the same redacted audit record.
+	ErasedOp      string `protobuf:"bytes,3,opt,name=erased_op,json=erasedOp,proto3" json:"erased_op,omitempty"`
+	ErasedAtTseq  uint64 `protobuf:"varint,4,opt,name=erased_at_tseq,json=erasedAtTseq,proto3" json:"erased_at_tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseSubjectOp) Reset() {
+	*x = EraseSubjectOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectOp) ProtoMessage() {}
+
+func (x *EraseSubjectOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectOp.ProtoReflect.Descriptor instead.
+func (*EraseSubjectOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EraseSubjectOp) GetKind() EraseSubjectOp_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return EraseSubjectOp_KIND_UNSPECIFIED
+}
+
+func (x *EraseSubjectOp) GetSubjectSha256() []byte {
+	if x != nil {
+		return x.SubjectSha256
+	}
+	return nil
+}
+
+func (x *EraseSubjectOp) GetErasedOp() string {
+	if x != nil {
+		return x.ErasedOp
+	}
+	return ""
+}
+
+func (x *EraseSubjectOp) GetErasedAtTseq() uint64 {
+	if x != nil {
+		return x.ErasedAtTseq
+	}
+	return 0
+}
+
+// EraseSubjectResult is what an erase removed.
+type EraseSubjectResult struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	ContextsDeleted      uint64                 `protobuf:"varint,1,opt,name=contexts_deleted,json=contextsDeleted,proto3" json:"contexts_deleted,omitempty"`
+	MemoryKeysDeleted    uint64                 `protobuf:"varint,2,opt,name=memory_keys_deleted,json=memoryKeysDeleted,proto3" json:"memory_keys_deleted,omitempty"`
+	EventsScrubbed       uint64                 `protobuf:"varint,3,opt,name=events_scrubbed,json=eventsScrubbed,proto3" json:"events_scrubbed,omitempty"`
+	DedupRecordsScrubbed uint64                 `protobuf:"varint,4,opt,name=dedup_records_scrubbed,json=dedupRecordsScrubbed,proto3" json:"dedup_records_scrubbed,omitempty"`
+	AuditRecordsRedacted uint64                 `protobuf:"varint,5,opt,name=audit_records_redacted,json=auditRecordsRedacted,proto3" json:"audit_records_redacted,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *EraseSubjectResult) Reset() {
+	*x = EraseSubjectResult{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectResult) ProtoMessage() {}
+
+func (x *EraseSubjectResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectResult.ProtoReflect.Descriptor instead.
+func (*EraseSubjectResult) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EraseSubjectResult) GetContextsDeleted() uint64 {
+	if x != nil {
+		return x.ContextsDeleted
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetMemoryKeysDeleted() uint64 {
+	if x != nil {
+		return x.MemoryKeysDeleted
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetEventsScrubbed() uint64 {
+	if x != nil {
+		return x.EventsScrubbed
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetDedupRecordsScrubbed() uint64 {
+	if x != nil {
+		return x.DedupRecordsScrubbed
+	}
+	return 0
+}
+
+func (x *EraseSubjectResult) GetAuditRecordsRedacted() uint64 {
+	if x != nil {
+		return x.AuditRecordsRedacted
+	}
+	return 0
+}
+
+// AuditRecord is written by the state machine for every tenant mutation,
+// in the same Pebble batch, at key t<tenant>\x00a<tseq>. A standby writes
+// the same record with its source's tseq and time.
+type AuditRecord struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Tseq         uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	TimeUnixNano int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// The authenticated principal that caused the mutation ("" unknown).
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// "grpc:<method>", "mcp:<tool>", or "" (control commands).
+	Origin    string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The operation (create_context, append, erase_subject, ...).
+	Op        string `protobuf:"bytes,6,opt,name=op,proto3" json:"op,omitempty"`
+	ContextId string `protobuf:"bytes,7,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	MemoryKey string `protobuf:"bytes,8,opt,name=memory_key,json=memoryKey,proto3" json:"memory_key,omitempty"`
+	// Set when an erase at that tseq redacted this record: principal,
+	// request id, context id and memory key are gone.
+	ErasedAtTseq uint64 `protobuf:"varint,9,opt,name=erased_at_tseq,json=erasedAtTseq,proto3" json:"erased_at_tseq,omitempty"`
+	// For an erase_subject record: what it erased (the subject by digest).
+	EraseKind          EraseSubjectOp_Kind `protobuf:"varint,10,opt,name=erase_kind,json=eraseKind,proto3,enum=cellplane.cell.v1.EraseSubjectOp_Kind" json:"erase_kind,omitempty"`
+	EraseSubjectSha256 []byte              `protobuf:"bytes,11,opt,name=erase_subject_sha256,json=eraseSubjectSha256,proto3" json:"erase_subject_sha256,omitempty"`
+	Erased             *EraseSubjectResult `protobuf:"bytes,12,opt,name=erased,proto3" json:"erased,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuditRecord) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetMemoryKey() string {
+	if x != nil {
+		return x.MemoryKey
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetErasedAtTseq() uint64 {
+	if x != nil {
+		return x.ErasedAtTseq
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetEraseKind() EraseSubjectOp_Kind {
+	if x != nil {
+		return x.EraseKind
+	}
+	return EraseSubjectOp_KIND_UNSPECIFIED
+}
+
+func (x *AuditRecord) GetEraseSubjectSha256() []byte {
+	if x != nil {
+		return x.EraseSubjectSha256
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetErased() *EraseSubjectResult {
+	if x != nil {
+		return x.Erased
+	}
+	return nil
+}
+
 // NoopOp does nothing; used to confirm leadership and in tests.
 type NoopOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1187,7 +1569,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1581,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1594,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -1234,6 +1616,7 @@ type CommandResult struct {
 	//	*CommandResult_Tenant
 	//	*CommandResult_ExpireSweep
 	//	*CommandResult_Compact
+	//	*CommandResult_EraseSubject
 	Result        isCommandResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1241,7 +1624,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1636,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1649,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -1351,6 +1734,15 @@ func (x *CommandResult) GetCompact() *v1.CompactResponse {
 	return nil
 }
 
+func (x *CommandResult) GetEraseSubject() *EraseSubjectResult {
+	if x != nil {
+		if x, ok := x.Result.(*CommandResult_EraseSubject); ok {
+			return x.EraseSubject
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Result interface {
 	isCommandResult_Result()
 }
@@ -1379,6 +1771,10 @@ type CommandResult_Compact struct {
 	Compact *v1.CompactResponse `protobuf:"bytes,100,opt,name=compact,proto3,oneof"`
 }
 
+type CommandResult_EraseSubject struct {
+	EraseSubject *EraseSubjectResult `protobuf:"bytes,160,opt,name=erase_subject,json=eraseSubject,proto3,oneof"`
+}
+
 func (*CommandResult_Context) isCommandResult_Result() {}
 
 func (*CommandResult_Append) isCommandResult_Result() {}
@@ -1390,6 +1786,8 @@ func (*CommandResult_Tenant) isCommandResult_Result() {}
 func (*CommandResult_ExpireSweep) isCommandResult_Result() {}
 
 func (*CommandResult_Compact) isCommandResult_Result() {}
+
+func (*CommandResult_EraseSubject) isCommandResult_Result() {}
 
 // CommandError is a rejection in the terms of the error contract.
 type CommandError struct {
@@ -1403,7 +1801,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1813,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1826,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommandError) GetReason() string {
@@ -1486,14 +1884,19 @@ type TenantRecord struct {
 	// forgetting by age; 0 when none is remembered.
 	DedupFirstTimeUnixNano int64 `protobuf:"varint,17,opt,name=dedup_first_time_unix_nano,json=dedupFirstTimeUnixNano,proto3" json:"dedup_first_time_unix_nano,omitempty"`
 	// The tenant's own quota (fields not 0 override CellSettings.tenant_quota).
-	Quota         *TenantQuota `protobuf:"bytes,18,opt,name=quota,proto3" json:"quota,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Quota *TenantQuota `protobuf:"bytes,18,opt,name=quota,proto3" json:"quota,omitempty"`
+	// The audit records held: [audit_first_tseq, audit_first_tseq +
+	// audit_count), one per tseq; the command time of the oldest.
+	AuditFirstTseq         uint64 `protobuf:"varint,160,opt,name=audit_first_tseq,json=auditFirstTseq,proto3" json:"audit_first_tseq,omitempty"`
+	AuditCount             uint64 `protobuf:"varint,161,opt,name=audit_count,json=auditCount,proto3" json:"audit_count,omitempty"`
+	AuditFirstTimeUnixNano int64  `protobuf:"varint,162,opt,name=audit_first_time_unix_nano,json=auditFirstTimeUnixNano,proto3" json:"audit_first_time_unix_nano,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1908,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1921,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -1647,6 +2050,27 @@ func (x *TenantRecord) GetQuota() *TenantQuota {
 	return nil
 }
 
+func (x *TenantRecord) GetAuditFirstTseq() uint64 {
+	if x != nil {
+		return x.AuditFirstTseq
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetAuditCount() uint64 {
+	if x != nil {
+		return x.AuditCount
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetAuditFirstTimeUnixNano() int64 {
+	if x != nil {
+		return x.AuditFirstTimeUnixNano
+	}
+	return 0
+}
+
 // TenantUsage counts what a tenant stores in the cell.
 type TenantUsage struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1661,7 +2085,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +2097,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +2110,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -1741,7 +2165,7 @@ type TenantInfo struct {
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2177,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2190,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -1874,7 +2298,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2310,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2323,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -1944,7 +2368,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2380,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2393,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -2011,7 +2435,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2447,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2460,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -2080,8 +2504,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xf4\n" +
-	"\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xbe\v\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -2101,7 +2524,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rdelete_memory\x18\x0e \x01(\v2).cellplane.context.v1.DeleteMemoryRequestH\x00R\fdeleteMemory\x12F\n" +
 	"\ffork_context\x18\x10 \x01(\v2!.cellplane.context.v1.ForkRequestH\x00R\vforkContext\x12E\n" +
 	"\fexpire_sweep\x18\x11 \x01(\v2 .cellplane.cell.v1.ExpireSweepOpH\x00R\vexpireSweep\x12O\n" +
-	"\x0fcompact_context\x18\x0f \x01(\v2$.cellplane.context.v1.CompactRequestH\x00R\x0ecompactContext\x12?\n" +
+	"\x0fcompact_context\x18\x0f \x01(\v2$.cellplane.context.v1.CompactRequestH\x00R\x0ecompactContext\x12H\n" +
+	"\rerase_subject\x18\x13 \x01(\v2!.cellplane.cell.v1.EraseSubjectOpH\x00R\feraseSubject\x12?\n" +
 	"\n" +
 	"set_tenant\x18\x14 \x01(\v2\x1e.cellplane.cell.v1.SetTenantOpH\x00R\tsetTenant\x12H\n" +
 	"\rdelete_tenant\x18\x15 \x01(\v2!.cellplane.cell.v1.DeleteTenantOpH\x00R\fdeleteTenant\x12H\n" +
@@ -2112,14 +2536,16 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
 	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
-	"\x02op\"\xc0\x02\n" +
+	"\x02op\"\xa2\x03\n" +
 	"\fCellSettings\x12!\n" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
 	"\x13changelog_max_bytes\x18\x03 \x01(\x04R\x11changelogMaxBytes\x120\n" +
 	"\x14changelog_max_events\x18\x04 \x01(\x04R\x12changelogMaxEvents\x12,\n" +
 	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\x12A\n" +
-	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\"\xad\x01\n" +
+	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\x123\n" +
+	"\x15audit_retention_nanos\x18\xa0\x01 \x01(\x03R\x13auditRetentionNanos\x12+\n" +
+	"\x11audit_max_records\x18\xa1\x01 \x01(\x04R\x0fauditMaxRecords\"\xad\x01\n" +
 	"\vTenantQuota\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12!\n" +
 	"\fmax_contexts\x18\x02 \x01(\x04R\vmaxContexts\x12&\n" +
@@ -2154,8 +2580,41 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\"u\n" +
 	"\x0eDeleteTenantOp\x12%\n" +
 	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12<\n" +
-	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\b\n" +
-	"\x06NoopOp\"\x94\x04\n" +
+	"\rallowed_roles\x18\x02 \x03(\x0e2\x17.cellplane.cell.v1.RoleR\fallowedRoles\"\xfa\x01\n" +
+	"\x0eEraseSubjectOp\x12:\n" +
+	"\x04kind\x18\x01 \x01(\x0e2&.cellplane.cell.v1.EraseSubjectOp.KindR\x04kind\x12%\n" +
+	"\x0esubject_sha256\x18\x02 \x01(\fR\rsubjectSha256\x12\x1b\n" +
+	"\terased_op\x18\x03 \x01(\tR\berasedOp\x12$\n" +
+	"\x0eerased_at_tseq\x18\x04 \x01(\x04R\ferasedAtTseq\"B\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eKIND_PRINCIPAL\x10\x01\x12\x10\n" +
+	"\fKIND_CONTEXT\x10\x02\"\x84\x02\n" +
+	"\x12EraseSubjectResult\x12)\n" +
+	"\x10contexts_deleted\x18\x01 \x01(\x04R\x0fcontextsDeleted\x12.\n" +
+	"\x13memory_keys_deleted\x18\x02 \x01(\x04R\x11memoryKeysDeleted\x12'\n" +
+	"\x0fevents_scrubbed\x18\x03 \x01(\x04R\x0eeventsScrubbed\x124\n" +
+	"\x16dedup_records_scrubbed\x18\x04 \x01(\x04R\x14dedupRecordsScrubbed\x124\n" +
+	"\x16audit_records_redacted\x18\x05 \x01(\x04R\x14auditRecordsRedacted\"\xc8\x03\n" +
+	"\vAuditRecord\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x0e\n" +
+	"\x02op\x18\x06 \x01(\tR\x02op\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\a \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"memory_key\x18\b \x01(\tR\tmemoryKey\x12$\n" +
+	"\x0eerased_at_tseq\x18\t \x01(\x04R\ferasedAtTseq\x12E\n" +
+	"\n" +
+	"erase_kind\x18\n" +
+	" \x01(\x0e2&.cellplane.cell.v1.EraseSubjectOp.KindR\teraseKind\x120\n" +
+	"\x14erase_subject_sha256\x18\v \x01(\fR\x12eraseSubjectSha256\x12=\n" +
+	"\x06erased\x18\f \x01(\v2%.cellplane.cell.v1.EraseSubjectResultR\x06erased\"\b\n" +
+	"\x06NoopOp\"\xe3\x04\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
 	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\x12\"\n" +
@@ -2167,7 +2626,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"put_memory\x18\r \x01(\v2'.cellplane.context.v1.PutMemoryResponseH\x00R\tputMemory\x127\n" +
 	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenant\x12I\n" +
 	"\fexpire_sweep\x18x \x01(\v2$.cellplane.cell.v1.ExpireSweepResultH\x00R\vexpireSweep\x12A\n" +
-	"\acompact\x18d \x01(\v2%.cellplane.context.v1.CompactResponseH\x00R\acompactB\b\n" +
+	"\acompact\x18d \x01(\v2%.cellplane.context.v1.CompactResponseH\x00R\acompact\x12M\n" +
+	"\rerase_subject\x18\xa0\x01 \x01(\v2%.cellplane.cell.v1.EraseSubjectResultH\x00R\feraseSubjectB\b\n" +
 	"\x06result\"\xc8\x01\n" +
 	"\fCommandError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
@@ -2175,7 +2635,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2-.cellplane.cell.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\a\n" +
 	"\fTenantRecord\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.cellplane.cell.v1.RoleR\x04role\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -2198,7 +2658,11 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x12replica_floor_tseq\x18\x0f \x01(\x04R\x10replicaFloorTseq\x120\n" +
 	"\x14replica_forced_trims\x18\x10 \x01(\x04R\x12replicaForcedTrims\x12:\n" +
 	"\x1adedup_first_time_unix_nano\x18\x11 \x01(\x03R\x16dedupFirstTimeUnixNano\x124\n" +
-	"\x05quota\x18\x12 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\"z\n" +
+	"\x05quota\x18\x12 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\x05quota\x12)\n" +
+	"\x10audit_first_tseq\x18\xa0\x01 \x01(\x04R\x0eauditFirstTseq\x12 \n" +
+	"\vaudit_count\x18\xa1\x01 \x01(\x04R\n" +
+	"auditCount\x12;\n" +
+	"\x1aaudit_first_time_unix_nano\x18\xa2\x01 \x01(\x03R\x16auditFirstTimeUnixNano\"z\n" +
 	"\vTenantUsage\x12\x1a\n" +
 	"\bcontexts\x18\x01 \x01(\x04R\bcontexts\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x1f\n" +
@@ -2256,91 +2720,100 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 	return file_cellplane_cell_v1_command_proto_rawDescData
 }
 
-var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
-	(*CommandBatch)(nil),            // 1: cellplane.cell.v1.CommandBatch
-	(*Command)(nil),                 // 2: cellplane.cell.v1.Command
-	(*CellSettings)(nil),            // 3: cellplane.cell.v1.CellSettings
-	(*TenantQuota)(nil),             // 4: cellplane.cell.v1.TenantQuota
-	(*ExpireSweepOp)(nil),           // 5: cellplane.cell.v1.ExpireSweepOp
-	(*ExpireSweepResult)(nil),       // 6: cellplane.cell.v1.ExpireSweepResult
-	(*SetTenantOp)(nil),             // 7: cellplane.cell.v1.SetTenantOp
-	(*ApplyChangesOp)(nil),          // 8: cellplane.cell.v1.ApplyChangesOp
-	(*ImportTenantOp)(nil),          // 9: cellplane.cell.v1.ImportTenantOp
-	(*KeyValue)(nil),                // 10: cellplane.cell.v1.KeyValue
-	(*ReplicaAckOp)(nil),            // 11: cellplane.cell.v1.ReplicaAckOp
-	(*DeleteTenantOp)(nil),          // 12: cellplane.cell.v1.DeleteTenantOp
-	(*NoopOp)(nil),                  // 13: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 14: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 15: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 16: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 17: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 18: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 19: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 20: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 21: cellplane.cell.v1.NodeInfo
-	nil,                             // 22: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 23: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 24: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 25: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 26: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 27: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.ForkRequest)(nil),          // 28: cellplane.context.v1.ForkRequest
-	(*v1.CompactRequest)(nil),       // 29: cellplane.context.v1.CompactRequest
-	(*v1.Context)(nil),              // 30: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 31: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 32: cellplane.context.v1.PutMemoryResponse
-	(*v1.CompactResponse)(nil),      // 33: cellplane.context.v1.CompactResponse
+	(EraseSubjectOp_Kind)(0),        // 1: cellplane.cell.v1.EraseSubjectOp.Kind
+	(*CommandBatch)(nil),            // 2: cellplane.cell.v1.CommandBatch
+	(*Command)(nil),                 // 3: cellplane.cell.v1.Command
+	(*CellSettings)(nil),            // 4: cellplane.cell.v1.CellSettings
+	(*TenantQuota)(nil),             // 5: cellplane.cell.v1.TenantQuota
+	(*ExpireSweepOp)(nil),           // 6: cellplane.cell.v1.ExpireSweepOp
+	(*ExpireSweepResult)(nil),       // 7: cellplane.cell.v1.ExpireSweepResult
+	(*SetTenantOp)(nil),             // 8: cellplane.cell.v1.SetTenantOp
+	(*ApplyChangesOp)(nil),          // 9: cellplane.cell.v1.ApplyChangesOp
+	(*ImportTenantOp)(nil),          // 10: cellplane.cell.v1.ImportTenantOp
+	(*KeyValue)(nil),                // 11: cellplane.cell.v1.KeyValue
+	(*ReplicaAckOp)(nil),            // 12: cellplane.cell.v1.ReplicaAckOp
+	(*DeleteTenantOp)(nil),          // 13: cellplane.cell.v1.DeleteTenantOp
+	(*EraseSubjectOp)(nil),          // 14: cellplane.cell.v1.EraseSubjectOp
+	(*EraseSubjectResult)(nil),      // 15: cellplane.cell.v1.EraseSubjectResult
+	(*AuditRecord)(nil),             // 16: cellplane.cell.v1.AuditRecord
+	(*NoopOp)(nil),                  // 17: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 18: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 19: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 20: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 21: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 22: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 23: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 24: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 25: cellplane.cell.v1.NodeInfo
+	nil,                             // 26: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 27: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 28: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 29: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 30: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 31: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.ForkRequest)(nil),          // 32: cellplane.context.v1.ForkRequest
+	(*v1.CompactRequest)(nil),       // 33: cellplane.context.v1.CompactRequest
+	(*v1.Context)(nil),              // 34: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 35: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 36: cellplane.context.v1.PutMemoryResponse
+	(*v1.CompactResponse)(nil),      // 37: cellplane.context.v1.CompactResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
-	2,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	23, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	24, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	25, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	26, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	27, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	28, // 6: cellplane.cell.v1.Command.fork_context:type_name -> cellplane.context.v1.ForkRequest
-	5,  // 7: cellplane.cell.v1.Command.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepOp
-	29, // 8: cellplane.cell.v1.Command.compact_context:type_name -> cellplane.context.v1.CompactRequest
-	7,  // 9: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	12, // 10: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	8,  // 11: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	9,  // 12: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	11, // 13: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	21, // 14: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	13, // 15: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	3,  // 16: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	4,  // 17: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 18: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	4,  // 19: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
-	19, // 20: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	10, // 21: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	16, // 22: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 23: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	15, // 24: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	30, // 25: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	31, // 26: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	32, // 27: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	18, // 28: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	6,  // 29: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
-	33, // 30: cellplane.cell.v1.CommandResult.compact:type_name -> cellplane.context.v1.CompactResponse
-	22, // 31: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 32: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	17, // 33: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 34: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 35: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	17, // 36: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	4,  // 37: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
-	2,  // 38: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	14, // 39: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	14, // 40: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	3,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
+	27, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	28, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	29, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	30, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	31, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	32, // 6: cellplane.cell.v1.Command.fork_context:type_name -> cellplane.context.v1.ForkRequest
+	6,  // 7: cellplane.cell.v1.Command.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepOp
+	33, // 8: cellplane.cell.v1.Command.compact_context:type_name -> cellplane.context.v1.CompactRequest
+	14, // 9: cellplane.cell.v1.Command.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectOp
+	8,  // 10: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	13, // 11: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	9,  // 12: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	10, // 13: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	12, // 14: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	25, // 15: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	17, // 16: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	4,  // 17: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	5,  // 18: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 19: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	5,  // 20: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	23, // 21: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	11, // 22: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	20, // 23: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 24: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	1,  // 25: cellplane.cell.v1.EraseSubjectOp.kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
+	1,  // 26: cellplane.cell.v1.AuditRecord.erase_kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
+	15, // 27: cellplane.cell.v1.AuditRecord.erased:type_name -> cellplane.cell.v1.EraseSubjectResult
+	19, // 28: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	34, // 29: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	35, // 30: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	36, // 31: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	22, // 32: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	7,  // 33: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
+	37, // 34: cellplane.cell.v1.CommandResult.compact:type_name -> cellplane.context.v1.CompactResponse
+	15, // 35: cellplane.cell.v1.CommandResult.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectResult
+	26, // 36: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 37: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	21, // 38: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	5,  // 39: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 40: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	21, // 41: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	5,  // 42: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	3,  // 43: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	18, // 44: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	18, // 45: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -2357,6 +2830,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_ForkContext)(nil),
 		(*Command_ExpireSweep)(nil),
 		(*Command_CompactContext)(nil),
+		(*Command_EraseSubject)(nil),
 		(*Command_SetTenant)(nil),
 		(*Command_DeleteTenant)(nil),
 		(*Command_ApplyChanges)(nil),
@@ -2366,21 +2840,22 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_Noop)(nil),
 		(*Command_CellSettings)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[13].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[16].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
 		(*CommandResult_Tenant)(nil),
 		(*CommandResult_ExpireSweep)(nil),
 		(*CommandResult_Compact)(nil),
+		(*CommandResult_EraseSubject)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   22,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

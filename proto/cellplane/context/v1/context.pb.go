@@ -2400,6 +2400,241 @@ func (x *CompactResponse) GetContext() *Context {
 	return nil
 }
 
+type ReadAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records after this tseq (the previous page's next_after_tseq).
+	AfterTseq uint64 `protobuf:"varint,1,opt,name=after_tseq,json=afterTseq,proto3" json:"after_tseq,omitempty"`
+	// 0 means 100; at most 1000.
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only this principal's records ("" any).
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// Only records at or after this time.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditRequest) Reset() {
+	*x = ReadAuditRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditRequest) ProtoMessage() {}
+
+func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditRequest.ProtoReflect.Descriptor instead.
+func (*ReadAuditRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReadAuditRequest) GetAfterTseq() uint64 {
+	if x != nil {
+		return x.AfterTseq
+	}
+	return 0
+}
+
+func (x *ReadAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ReadAuditRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ReadAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ReadAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Records []*AuditEntry          `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// 0 when there are no more.
+	NextAfterTseq uint64 `protobuf:"varint,2,opt,name=next_after_tseq,json=nextAfterTseq,proto3" json:"next_after_tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditResponse) Reset() {
+	*x = ReadAuditResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditResponse) ProtoMessage() {}
+
+func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditResponse.ProtoReflect.Descriptor instead.
+func (*ReadAuditResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReadAuditResponse) GetRecords() []*AuditEntry {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ReadAuditResponse) GetNextAfterTseq() uint64 {
+	if x != nil {
+		return x.NextAfterTseq
+	}
+	return 0
+}
+
+// AuditEntry is one audit record: who changed what, when, how.
+type AuditEntry struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tseq      uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	Time      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Principal string                 `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Origin    string                 `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	RequestId string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Op        string                 `protobuf:"bytes,6,opt,name=op,proto3" json:"op,omitempty"`
+	ContextId string                 `protobuf:"bytes,7,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	MemoryKey string                 `protobuf:"bytes,8,opt,name=memory_key,json=memoryKey,proto3" json:"memory_key,omitempty"`
+	// Set when an erasure at that tseq redacted the record.
+	ErasedAtTseq  uint64 `protobuf:"varint,9,opt,name=erased_at_tseq,json=erasedAtTseq,proto3" json:"erased_at_tseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AuditEntry) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetMemoryKey() string {
+	if x != nil {
+		return x.MemoryKey
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetErasedAtTseq() uint64 {
+	if x != nil {
+		return x.ErasedAtTseq
+	}
+	return 0
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -2610,7 +2845,30 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x0etoken_encoding\x18\x06 \x01(\tR\rtokenEncoding\"\x83\x01\n" +
 	"\x0fCompactResponse\x127\n" +
 	"\asummary\x18\x01 \x01(\v2\x1d.cellplane.context.v1.SummaryR\asummary\x127\n" +
-	"\acontext\x18\x02 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext*w\n" +
+	"\acontext\x18\x02 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext\"\x97\x01\n" +
+	"\x10ReadAuditRequest\x12\x1d\n" +
+	"\n" +
+	"after_tseq\x18\x01 \x01(\x04R\tafterTseq\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"w\n" +
+	"\x11ReadAuditResponse\x12:\n" +
+	"\arecords\x18\x01 \x03(\v2 .cellplane.context.v1.AuditEntryR\arecords\x12&\n" +
+	"\x0fnext_after_tseq\x18\x02 \x01(\x04R\rnextAfterTseq\"\x99\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x0e\n" +
+	"\x02op\x18\x06 \x01(\tR\x02op\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\a \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"memory_key\x18\b \x01(\tR\tmemoryKey\x12$\n" +
+	"\x0eerased_at_tseq\x18\t \x01(\x04R\ferasedAtTseq*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
@@ -2619,7 +2877,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vMemoryScope\x12\x1c\n" +
 	"\x18MEMORY_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MEMORY_SCOPE_PRINCIPAL\x10\x01\x12\x17\n" +
-	"\x13MEMORY_SCOPE_TENANT\x10\x022\xd5\t\n" +
+	"\x13MEMORY_SCOPE_TENANT\x10\x022\xb3\n" +
+	"\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -2635,7 +2894,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\n" +
 	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12M\n" +
 	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x12V\n" +
-	"\aCompact\x12$.cellplane.context.v1.CompactRequest\x1a%.cellplane.context.v1.CompactResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"\aCompact\x12$.cellplane.context.v1.CompactRequest\x1a%.cellplane.context.v1.CompactResponse\x12\\\n" +
+	"\tReadAudit\x12&.cellplane.context.v1.ReadAuditRequest\x1a'.cellplane.context.v1.ReadAuditResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -2650,7 +2910,7 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(MemoryScope)(0),              // 1: cellplane.context.v1.MemoryScope
@@ -2685,26 +2945,29 @@ var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(*ForkResponse)(nil),          // 30: cellplane.context.v1.ForkResponse
 	(*CompactRequest)(nil),        // 31: cellplane.context.v1.CompactRequest
 	(*CompactResponse)(nil),       // 32: cellplane.context.v1.CompactResponse
-	nil,                           // 33: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 34: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 35: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	nil,                           // 36: cellplane.context.v1.ForkRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*ReadAuditRequest)(nil),      // 33: cellplane.context.v1.ReadAuditRequest
+	(*ReadAuditResponse)(nil),     // 34: cellplane.context.v1.ReadAuditResponse
+	(*AuditEntry)(nil),            // 35: cellplane.context.v1.AuditEntry
+	nil,                           // 36: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 37: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 38: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	nil,                           // 39: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	37, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	33, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	38, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	38, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	38, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
-	34, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	38, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	38, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
-	35, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	38, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	40, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	36, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	41, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	41, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	41, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	41, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	41, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
+	38, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	41, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
 	3,  // 12: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
 	2,  // 13: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	3,  // 14: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
@@ -2715,13 +2978,13 @@ var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	4,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
 	5,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
 	4,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	38, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	38, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	38, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	41, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	41, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	41, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 25: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	38, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	41, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	1,  // 30: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
 	20, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
@@ -2729,43 +2992,48 @@ var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	2,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	1,  // 34: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
 	20, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	36, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
-	38, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	39, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	41, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
 	3,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
 	5,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
 	3,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
-	6,  // 42: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	8,  // 43: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	10, // 44: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	12, // 45: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	14, // 46: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	16, // 47: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	18, // 48: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	21, // 49: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	23, // 50: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	25, // 51: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	27, // 52: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	29, // 53: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
-	31, // 54: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
-	7,  // 55: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	9,  // 56: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	11, // 57: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	13, // 58: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	15, // 59: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	17, // 60: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	19, // 61: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	22, // 62: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	24, // 63: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	26, // 64: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	28, // 65: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	30, // 66: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
-	32, // 67: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
-	55, // [55:68] is the sub-list for method output_type
-	42, // [42:55] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	41, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
+	35, // 43: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
+	41, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	6,  // 45: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	8,  // 46: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	10, // 47: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	12, // 48: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	14, // 49: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	16, // 50: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	18, // 51: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	21, // 52: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	23, // 53: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	25, // 54: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	27, // 55: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	29, // 56: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	31, // 57: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	33, // 58: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
+	7,  // 59: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	9,  // 60: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	11, // 61: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	13, // 62: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	15, // 63: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	17, // 64: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	19, // 65: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	22, // 66: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	24, // 67: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	26, // 68: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	28, // 69: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	30, // 70: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	32, // 71: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	34, // 72: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
+	59, // [59:73] is the sub-list for method output_type
+	45, // [45:59] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -2790,7 +3058,7 @@ func file_cellplane_context_v1_context_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,7 @@ const (
 	ContextService_ListMemory_FullMethodName    = "/cellplane.context.v1.ContextService/ListMemory"
 	ContextService_Fork_FullMethodName          = "/cellplane.context.v1.ContextService/Fork"
 	ContextService_Compact_FullMethodName       = "/cellplane.context.v1.ContextService/Compact"
+	ContextService_ReadAudit_FullMethodName     = "/cellplane.context.v1.ContextService/ReadAudit"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -90,6 +91,11 @@ type ContextServiceClient interface {
 	// compaction must reach a higher up_to_seq and supersedes the earlier
 	// one (its summary covers the earlier summary's range too).
 	Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error)
+	// ReadAudit returns the tenant's audit records, oldest first
+	// (docs/contexts.md "Audit"). A tenant admin's call: refused
+	// (PERMISSION_DENIED) to every data-plane credential today; operators
+	// read the audit log with cellctl tenant audit.
+	ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error)
 }
 
 type contextServiceClient struct {
@@ -239,6 +245,16 @@ func (c *contextServiceClient) Compact(ctx context.Context, in *CompactRequest, 
 	return out, nil
 }
 
+func (c *contextServiceClient) ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadAuditResponse)
+	err := c.cc.Invoke(ctx, ContextService_ReadAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -284,6 +300,11 @@ type ContextServiceServer interface {
 	// compaction must reach a higher up_to_seq and supersedes the earlier
 	// one (its summary covers the earlier summary's range too).
 	Compact(context.Context, *CompactRequest) (*CompactResponse, error)
+	// ReadAudit returns the tenant's audit records, oldest first
+	// (docs/contexts.md "Audit"). A tenant admin's call: refused
+	// (PERMISSION_DENIED) to every data-plane credential today; operators
+	// read the audit log with cellctl tenant audit.
+	ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error)
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -332,6 +353,9 @@ func (UnimplementedContextServiceServer) Fork(context.Context, *ForkRequest) (*F
 }
 func (UnimplementedContextServiceServer) Compact(context.Context, *CompactRequest) (*CompactResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Compact not implemented")
+}
+func (UnimplementedContextServiceServer) ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadAudit not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -581,6 +605,24 @@ func _ContextService_Compact_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContextService_ReadAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).ReadAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_ReadAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).ReadAudit(ctx, req.(*ReadAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -635,6 +677,10 @@ var ContextService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Compact",
 			Handler:    _ContextService_Compact_Handler,
+		},
+		{
+			MethodName: "ReadAudit",
+			Handler:    _ContextService_ReadAudit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

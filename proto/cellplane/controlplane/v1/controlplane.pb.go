@@ -7,6 +7,7 @@
 package controlplanev1
 
 import (
+	v1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -6173,11 +6174,350 @@ func (x *SetFailoverPolicyResponse) GetVersion() uint64 {
 	return 0
 }
 
+type ListTenantAuditRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AfterTseq uint64                 `protobuf:"varint,2,opt,name=after_tseq,json=afterTseq,proto3" json:"after_tseq,omitempty"`
+	// 0 means 100; at most 1000.
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Principal     string                 `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantAuditRequest) Reset() {
+	*x = ListTenantAuditRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantAuditRequest) ProtoMessage() {}
+
+func (x *ListTenantAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListTenantAuditRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *ListTenantAuditRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListTenantAuditRequest) GetAfterTseq() uint64 {
+	if x != nil {
+		return x.AfterTseq
+	}
+	return 0
+}
+
+func (x *ListTenantAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListTenantAuditRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListTenantAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListTenantAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*v1.AuditRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	NextAfterTseq uint64                 `protobuf:"varint,2,opt,name=next_after_tseq,json=nextAfterTseq,proto3" json:"next_after_tseq,omitempty"`
+	// The cell that answered (the tenant's owner).
+	Cell          string `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantAuditResponse) Reset() {
+	*x = ListTenantAuditResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantAuditResponse) ProtoMessage() {}
+
+func (x *ListTenantAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListTenantAuditResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *ListTenantAuditResponse) GetRecords() []*v1.AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListTenantAuditResponse) GetNextAfterTseq() uint64 {
+	if x != nil {
+		return x.NextAfterTseq
+	}
+	return 0
+}
+
+func (x *ListTenantAuditResponse) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+type EraseSubjectRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Exactly one of principal and context_id.
+	Principal string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	ContextId string `protobuf:"bytes,3,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	// Idempotency key: a retry returns the first erase's result.
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// How long to wait for the standby's acknowledgement of the erase's
+	// tseq (0: the server's default; capped by the server).
+	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseSubjectRequest) Reset() {
+	*x = EraseSubjectRequest{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectRequest) ProtoMessage() {}
+
+func (x *EraseSubjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectRequest.ProtoReflect.Descriptor instead.
+func (*EraseSubjectRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *EraseSubjectRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *EraseSubjectRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+// EraseSubjectResponse is the erasure report.
+type EraseSubjectResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Erased at tseq on the owner cell, at command time.
+	Cell         string                 `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
+	Tseq         uint64                 `protobuf:"varint,3,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	Time         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Erased       *v1.EraseSubjectResult `protobuf:"bytes,5,opt,name=erased,proto3" json:"erased,omitempty"`
+	Deduplicated bool                   `protobuf:"varint,6,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	// The standby ("" none), its acknowledged tseq, and whether that covers
+	// the erase (false: pending when the wait ended).
+	StandbyCell        string `protobuf:"bytes,7,opt,name=standby_cell,json=standbyCell,proto3" json:"standby_cell,omitempty"`
+	StandbyAppliedTseq uint64 `protobuf:"varint,8,opt,name=standby_applied_tseq,json=standbyAppliedTseq,proto3" json:"standby_applied_tseq,omitempty"`
+	StandbyApplied     bool   `protobuf:"varint,9,opt,name=standby_applied,json=standbyApplied,proto3" json:"standby_applied,omitempty"`
+	// When the control plane saw the standby's acknowledgement.
+	StandbyObservedTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=standby_observed_time,json=standbyObservedTime,proto3" json:"standby_observed_time,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EraseSubjectResponse) Reset() {
+	*x = EraseSubjectResponse{}
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectResponse) ProtoMessage() {}
+
+func (x *EraseSubjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_controlplane_v1_controlplane_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectResponse.ProtoReflect.Descriptor instead.
+func (*EraseSubjectResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *EraseSubjectResponse) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *EraseSubjectResponse) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *EraseSubjectResponse) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *EraseSubjectResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *EraseSubjectResponse) GetErased() *v1.EraseSubjectResult {
+	if x != nil {
+		return x.Erased
+	}
+	return nil
+}
+
+func (x *EraseSubjectResponse) GetDeduplicated() bool {
+	if x != nil {
+		return x.Deduplicated
+	}
+	return false
+}
+
+func (x *EraseSubjectResponse) GetStandbyCell() string {
+	if x != nil {
+		return x.StandbyCell
+	}
+	return ""
+}
+
+func (x *EraseSubjectResponse) GetStandbyAppliedTseq() uint64 {
+	if x != nil {
+		return x.StandbyAppliedTseq
+	}
+	return 0
+}
+
+func (x *EraseSubjectResponse) GetStandbyApplied() bool {
+	if x != nil {
+		return x.StandbyApplied
+	}
+	return false
+}
+
+func (x *EraseSubjectResponse) GetStandbyObservedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StandbyObservedTime
+	}
+	return nil
+}
+
 var File_cellplane_controlplane_v1_controlplane_proto protoreflect.FileDescriptor
 
 const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
-	",cellplane/controlplane/v1/controlplane.proto\x12\x19cellplane.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
+	",cellplane/controlplane/v1/controlplane.proto\x12\x19cellplane.controlplane.v1\x1a\x1fcellplane/cell/v1/command.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12;\n" +
@@ -6594,7 +6934,38 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\"x\n" +
 	"\x19SetFailoverPolicyResponse\x12A\n" +
 	"\x06policy\x18\x01 \x01(\v2).cellplane.controlplane.v1.FailoverPolicyR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion*\x85\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xb5\x01\n" +
+	"\x16ListTenantAuditRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"after_tseq\x18\x02 \x01(\x04R\tafterTseq\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1c\n" +
+	"\tprincipal\x18\x04 \x01(\tR\tprincipal\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x8f\x01\n" +
+	"\x17ListTenantAuditResponse\x128\n" +
+	"\arecords\x18\x01 \x03(\v2\x1e.cellplane.cell.v1.AuditRecordR\arecords\x12&\n" +
+	"\x0fnext_after_tseq\x18\x02 \x01(\x04R\rnextAfterTseq\x12\x12\n" +
+	"\x04cell\x18\x03 \x01(\tR\x04cell\"\xb8\x01\n" +
+	"\x13EraseSubjectRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x03 \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12-\n" +
+	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\xb7\x03\n" +
+	"\x14EraseSubjectResponse\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x12\n" +
+	"\x04tseq\x18\x03 \x01(\x04R\x04tseq\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12=\n" +
+	"\x06erased\x18\x05 \x01(\v2%.cellplane.cell.v1.EraseSubjectResultR\x06erased\x12\"\n" +
+	"\fdeduplicated\x18\x06 \x01(\bR\fdeduplicated\x12!\n" +
+	"\fstandby_cell\x18\a \x01(\tR\vstandbyCell\x120\n" +
+	"\x14standby_applied_tseq\x18\b \x01(\x04R\x12standbyAppliedTseq\x12'\n" +
+	"\x0fstandby_applied\x18\t \x01(\bR\x0estandbyApplied\x12N\n" +
+	"\x15standby_observed_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x13standbyObservedTime*\x85\x01\n" +
 	"\tCellState\x12\x1a\n" +
 	"\x16CELL_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CELL_STATE_ACTIVE\x10\x01\x12\x17\n" +
@@ -6650,7 +7021,7 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\x13CELL_HEALTH_HEALTHY\x10\x01\x12\x18\n" +
 	"\x14CELL_HEALTH_DEGRADED\x10\x02\x12\x1b\n" +
 	"\x17CELL_HEALTH_UNAVAILABLE\x10\x03\x12\x1b\n" +
-	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\xa2\x1d\n" +
+	"\x17CELL_HEALTH_NOT_STARTED\x10\x042\x8d\x1f\n" +
 	"\x13ControlPlaneService\x12f\n" +
 	"\tGetStatus\x12+.cellplane.controlplane.v1.GetStatusRequest\x1a,.cellplane.controlplane.v1.GetStatusResponse\x12o\n" +
 	"\fCreateRegion\x12..cellplane.controlplane.v1.CreateRegionRequest\x1a/.cellplane.controlplane.v1.CreateRegionResponse\x12l\n" +
@@ -6691,7 +7062,9 @@ const file_cellplane_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\vGetFailover\x12-.cellplane.controlplane.v1.GetFailoverRequest\x1a..cellplane.controlplane.v1.GetFailoverResponse\x12r\n" +
 	"\rListFailovers\x12/.cellplane.controlplane.v1.ListFailoversRequest\x1a0.cellplane.controlplane.v1.ListFailoversResponse\x12~\n" +
 	"\x11GetFailoverPolicy\x123.cellplane.controlplane.v1.GetFailoverPolicyRequest\x1a4.cellplane.controlplane.v1.GetFailoverPolicyResponse\x12~\n" +
-	"\x11SetFailoverPolicy\x123.cellplane.controlplane.v1.SetFailoverPolicyRequest\x1a4.cellplane.controlplane.v1.SetFailoverPolicyResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
+	"\x11SetFailoverPolicy\x123.cellplane.controlplane.v1.SetFailoverPolicyRequest\x1a4.cellplane.controlplane.v1.SetFailoverPolicyResponse\x12x\n" +
+	"\x0fListTenantAudit\x121.cellplane.controlplane.v1.ListTenantAuditRequest\x1a2.cellplane.controlplane.v1.ListTenantAuditResponse\x12o\n" +
+	"\fEraseSubject\x12..cellplane.controlplane.v1.EraseSubjectRequest\x1a/.cellplane.controlplane.v1.EraseSubjectResponseBOZMgithub.com/cellplane/cellplane/proto/cellplane/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
 	file_cellplane_controlplane_v1_controlplane_proto_rawDescOnce sync.Once
@@ -6706,7 +7079,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_cellplane_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(CellState)(0),                    // 0: cellplane.controlplane.v1.CellState
 	(NodeRole)(0),                     // 1: cellplane.controlplane.v1.NodeRole
@@ -6807,55 +7180,61 @@ var file_cellplane_controlplane_v1_controlplane_proto_goTypes = []any{
 	(*GetFailoverPolicyResponse)(nil), // 96: cellplane.controlplane.v1.GetFailoverPolicyResponse
 	(*SetFailoverPolicyRequest)(nil),  // 97: cellplane.controlplane.v1.SetFailoverPolicyRequest
 	(*SetFailoverPolicyResponse)(nil), // 98: cellplane.controlplane.v1.SetFailoverPolicyResponse
-	(*timestamppb.Timestamp)(nil),     // 99: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 100: google.protobuf.Duration
+	(*ListTenantAuditRequest)(nil),    // 99: cellplane.controlplane.v1.ListTenantAuditRequest
+	(*ListTenantAuditResponse)(nil),   // 100: cellplane.controlplane.v1.ListTenantAuditResponse
+	(*EraseSubjectRequest)(nil),       // 101: cellplane.controlplane.v1.EraseSubjectRequest
+	(*EraseSubjectResponse)(nil),      // 102: cellplane.controlplane.v1.EraseSubjectResponse
+	(*timestamppb.Timestamp)(nil),     // 103: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 104: google.protobuf.Duration
+	(*v1.AuditRecord)(nil),            // 105: cellplane.cell.v1.AuditRecord
+	(*v1.EraseSubjectResult)(nil),     // 106: cellplane.cell.v1.EraseSubjectResult
 }
 var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	99,  // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	103, // 0: cellplane.controlplane.v1.Region.create_time:type_name -> google.protobuf.Timestamp
 	10,  // 1: cellplane.controlplane.v1.Cell.capacity:type_name -> cellplane.controlplane.v1.CellCapacity
 	0,   // 2: cellplane.controlplane.v1.Cell.state:type_name -> cellplane.controlplane.v1.CellState
-	99,  // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
+	103, // 3: cellplane.controlplane.v1.Cell.create_time:type_name -> google.protobuf.Timestamp
 	1,   // 4: cellplane.controlplane.v1.Node.role:type_name -> cellplane.controlplane.v1.NodeRole
-	99,  // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
+	103, // 5: cellplane.controlplane.v1.Node.start_time:type_name -> google.protobuf.Timestamp
 	13,  // 6: cellplane.controlplane.v1.CellBootstrap.members:type_name -> cellplane.controlplane.v1.Node
-	99,  // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
-	100, // 9: cellplane.controlplane.v1.TenantLimits.default_retention:type_name -> google.protobuf.Duration
+	103, // 7: cellplane.controlplane.v1.CellBootstrap.create_time:type_name -> google.protobuf.Timestamp
+	103, // 8: cellplane.controlplane.v1.CellLeader.since:type_name -> google.protobuf.Timestamp
+	104, // 9: cellplane.controlplane.v1.TenantLimits.default_retention:type_name -> google.protobuf.Duration
 	2,   // 10: cellplane.controlplane.v1.Tenant.state:type_name -> cellplane.controlplane.v1.TenantState
 	16,  // 11: cellplane.controlplane.v1.Tenant.limits:type_name -> cellplane.controlplane.v1.TenantLimits
-	99,  // 12: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 13: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 14: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 15: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	99,  // 16: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 17: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
-	99,  // 18: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 19: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
-	99,  // 20: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
-	99,  // 21: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
+	103, // 12: cellplane.controlplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	103, // 13: cellplane.controlplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	103, // 14: cellplane.controlplane.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	103, // 15: cellplane.controlplane.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	103, // 16: cellplane.controlplane.v1.TokenPublicKey.create_time:type_name -> google.protobuf.Timestamp
+	103, // 17: cellplane.controlplane.v1.TokenPublicKey.sign_from:type_name -> google.protobuf.Timestamp
+	103, // 18: cellplane.controlplane.v1.TokenPrivateKey.create_time:type_name -> google.protobuf.Timestamp
+	103, // 19: cellplane.controlplane.v1.TokenPrivateKey.sign_from:type_name -> google.protobuf.Timestamp
+	103, // 20: cellplane.controlplane.v1.RevokedToken.revoke_time:type_name -> google.protobuf.Timestamp
+	103, // 21: cellplane.controlplane.v1.RevokedToken.expire_time:type_name -> google.protobuf.Timestamp
 	3,   // 22: cellplane.controlplane.v1.Workflow.kind:type_name -> cellplane.controlplane.v1.WorkflowKind
 	4,   // 23: cellplane.controlplane.v1.Workflow.step:type_name -> cellplane.controlplane.v1.WorkflowStep
-	99,  // 24: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 25: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 26: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
+	103, // 24: cellplane.controlplane.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	103, // 25: cellplane.controlplane.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	103, // 26: cellplane.controlplane.v1.ControllerLeader.since:type_name -> google.protobuf.Timestamp
 	5,   // 27: cellplane.controlplane.v1.Move.state:type_name -> cellplane.controlplane.v1.MoveState
-	99,  // 28: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 29: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 30: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
-	99,  // 31: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
-	99,  // 32: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
+	103, // 28: cellplane.controlplane.v1.Move.create_time:type_name -> google.protobuf.Timestamp
+	103, // 29: cellplane.controlplane.v1.Move.update_time:type_name -> google.protobuf.Timestamp
+	103, // 30: cellplane.controlplane.v1.Move.fence_time:type_name -> google.protobuf.Timestamp
+	103, // 31: cellplane.controlplane.v1.Move.flip_time:type_name -> google.protobuf.Timestamp
+	103, // 32: cellplane.controlplane.v1.Move.cleanup_after:type_name -> google.protobuf.Timestamp
 	6,   // 33: cellplane.controlplane.v1.Failover.kind:type_name -> cellplane.controlplane.v1.FailoverKind
 	7,   // 34: cellplane.controlplane.v1.Failover.state:type_name -> cellplane.controlplane.v1.FailoverState
-	100, // 35: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
-	99,  // 36: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
-	99,  // 37: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
-	99,  // 38: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
-	99,  // 39: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
-	100, // 40: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
-	100, // 41: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
-	99,  // 42: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
-	100, // 43: cellplane.controlplane.v1.FailoverPolicy.unhealthy_for:type_name -> google.protobuf.Duration
-	99,  // 44: cellplane.controlplane.v1.FailoverPolicy.update_time:type_name -> google.protobuf.Timestamp
+	104, // 35: cellplane.controlplane.v1.Failover.time_to_promote:type_name -> google.protobuf.Duration
+	103, // 36: cellplane.controlplane.v1.Failover.create_time:type_name -> google.protobuf.Timestamp
+	103, // 37: cellplane.controlplane.v1.Failover.update_time:type_name -> google.protobuf.Timestamp
+	103, // 38: cellplane.controlplane.v1.Failover.promote_time:type_name -> google.protobuf.Timestamp
+	103, // 39: cellplane.controlplane.v1.Failover.lease_wait_until:type_name -> google.protobuf.Timestamp
+	104, // 40: cellplane.controlplane.v1.CellAuthority.ttl:type_name -> google.protobuf.Duration
+	104, // 41: cellplane.controlplane.v1.CellAuthority.drift_margin:type_name -> google.protobuf.Duration
+	103, // 42: cellplane.controlplane.v1.CellAuthority.since:type_name -> google.protobuf.Timestamp
+	104, // 43: cellplane.controlplane.v1.FailoverPolicy.unhealthy_for:type_name -> google.protobuf.Duration
+	103, // 44: cellplane.controlplane.v1.FailoverPolicy.update_time:type_name -> google.protobuf.Timestamp
 	11,  // 45: cellplane.controlplane.v1.CellStatus.cell:type_name -> cellplane.controlplane.v1.Cell
 	8,   // 46: cellplane.controlplane.v1.CellStatus.health:type_name -> cellplane.controlplane.v1.CellHealth
 	15,  // 47: cellplane.controlplane.v1.CellStatus.leader:type_name -> cellplane.controlplane.v1.CellLeader
@@ -6880,7 +7259,7 @@ var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	17,  // 66: cellplane.controlplane.v1.CreateTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
 	17,  // 67: cellplane.controlplane.v1.GetTenantResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
 	58,  // 68: cellplane.controlplane.v1.GetTenantResponse.replication:type_name -> cellplane.controlplane.v1.ReplicationLag
-	100, // 69: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
+	104, // 69: cellplane.controlplane.v1.ReplicationLag.lag:type_name -> google.protobuf.Duration
 	2,   // 70: cellplane.controlplane.v1.ListTenantsRequest.state:type_name -> cellplane.controlplane.v1.TenantState
 	17,  // 71: cellplane.controlplane.v1.ListTenantsResponse.tenants:type_name -> cellplane.controlplane.v1.Tenant
 	16,  // 72: cellplane.controlplane.v1.UpdateTenantRequest.limits:type_name -> cellplane.controlplane.v1.TenantLimits
@@ -6888,7 +7267,7 @@ var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	18,  // 74: cellplane.controlplane.v1.CreateApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
 	18,  // 75: cellplane.controlplane.v1.ListApiKeysResponse.keys:type_name -> cellplane.controlplane.v1.ApiKey
 	18,  // 76: cellplane.controlplane.v1.RevokeApiKeyResponse.key:type_name -> cellplane.controlplane.v1.ApiKey
-	99,  // 77: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	103, // 77: cellplane.controlplane.v1.RevokeTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
 	21,  // 78: cellplane.controlplane.v1.RevokeTokenResponse.revoked:type_name -> cellplane.controlplane.v1.RevokedToken
 	17,  // 79: cellplane.controlplane.v1.SetStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
 	17,  // 80: cellplane.controlplane.v1.ClearStandbyResponse.tenant:type_name -> cellplane.controlplane.v1.Tenant
@@ -6905,79 +7284,89 @@ var file_cellplane_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	28,  // 91: cellplane.controlplane.v1.GetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
 	28,  // 92: cellplane.controlplane.v1.SetFailoverPolicyRequest.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
 	28,  // 93: cellplane.controlplane.v1.SetFailoverPolicyResponse.policy:type_name -> cellplane.controlplane.v1.FailoverPolicy
-	29,  // 94: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
-	32,  // 95: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
-	34,  // 96: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
-	36,  // 97: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
-	38,  // 98: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
-	40,  // 99: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
-	42,  // 100: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
-	44,  // 101: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
-	46,  // 102: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
-	48,  // 103: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
-	50,  // 104: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
-	52,  // 105: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
-	54,  // 106: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
-	56,  // 107: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
-	59,  // 108: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
-	61,  // 109: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
-	63,  // 110: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
-	65,  // 111: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
-	67,  // 112: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
-	69,  // 113: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
-	71,  // 114: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
-	73,  // 115: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
-	75,  // 116: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
-	77,  // 117: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
-	79,  // 118: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
-	81,  // 119: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
-	83,  // 120: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
-	85,  // 121: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
-	87,  // 122: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
-	89,  // 123: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
-	91,  // 124: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
-	93,  // 125: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
-	95,  // 126: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:input_type -> cellplane.controlplane.v1.GetFailoverPolicyRequest
-	97,  // 127: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:input_type -> cellplane.controlplane.v1.SetFailoverPolicyRequest
-	31,  // 128: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
-	33,  // 129: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
-	35,  // 130: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
-	37,  // 131: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
-	39,  // 132: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
-	41,  // 133: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
-	43,  // 134: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
-	45,  // 135: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
-	47,  // 136: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
-	49,  // 137: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
-	51,  // 138: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
-	53,  // 139: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
-	55,  // 140: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
-	57,  // 141: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
-	60,  // 142: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
-	62,  // 143: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
-	64,  // 144: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
-	66,  // 145: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
-	68,  // 146: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
-	70,  // 147: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
-	72,  // 148: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
-	74,  // 149: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
-	76,  // 150: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
-	78,  // 151: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
-	80,  // 152: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
-	82,  // 153: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
-	84,  // 154: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
-	86,  // 155: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
-	88,  // 156: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
-	90,  // 157: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
-	92,  // 158: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
-	94,  // 159: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
-	96,  // 160: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:output_type -> cellplane.controlplane.v1.GetFailoverPolicyResponse
-	98,  // 161: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:output_type -> cellplane.controlplane.v1.SetFailoverPolicyResponse
-	128, // [128:162] is the sub-list for method output_type
-	94,  // [94:128] is the sub-list for method input_type
-	94,  // [94:94] is the sub-list for extension type_name
-	94,  // [94:94] is the sub-list for extension extendee
-	0,   // [0:94] is the sub-list for field type_name
+	103, // 94: cellplane.controlplane.v1.ListTenantAuditRequest.since:type_name -> google.protobuf.Timestamp
+	105, // 95: cellplane.controlplane.v1.ListTenantAuditResponse.records:type_name -> cellplane.cell.v1.AuditRecord
+	104, // 96: cellplane.controlplane.v1.EraseSubjectRequest.wait:type_name -> google.protobuf.Duration
+	103, // 97: cellplane.controlplane.v1.EraseSubjectResponse.time:type_name -> google.protobuf.Timestamp
+	106, // 98: cellplane.controlplane.v1.EraseSubjectResponse.erased:type_name -> cellplane.cell.v1.EraseSubjectResult
+	103, // 99: cellplane.controlplane.v1.EraseSubjectResponse.standby_observed_time:type_name -> google.protobuf.Timestamp
+	29,  // 100: cellplane.controlplane.v1.ControlPlaneService.GetStatus:input_type -> cellplane.controlplane.v1.GetStatusRequest
+	32,  // 101: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:input_type -> cellplane.controlplane.v1.CreateRegionRequest
+	34,  // 102: cellplane.controlplane.v1.ControlPlaneService.ListRegions:input_type -> cellplane.controlplane.v1.ListRegionsRequest
+	36,  // 103: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:input_type -> cellplane.controlplane.v1.UpdateRegionRequest
+	38,  // 104: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:input_type -> cellplane.controlplane.v1.DeleteRegionRequest
+	40,  // 105: cellplane.controlplane.v1.ControlPlaneService.CreateCell:input_type -> cellplane.controlplane.v1.CreateCellRequest
+	42,  // 106: cellplane.controlplane.v1.ControlPlaneService.GetCell:input_type -> cellplane.controlplane.v1.GetCellRequest
+	44,  // 107: cellplane.controlplane.v1.ControlPlaneService.ListCells:input_type -> cellplane.controlplane.v1.ListCellsRequest
+	46,  // 108: cellplane.controlplane.v1.ControlPlaneService.CordonCell:input_type -> cellplane.controlplane.v1.CordonCellRequest
+	48,  // 109: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:input_type -> cellplane.controlplane.v1.UncordonCellRequest
+	50,  // 110: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:input_type -> cellplane.controlplane.v1.UpdateCellRequest
+	52,  // 111: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:input_type -> cellplane.controlplane.v1.DeleteCellRequest
+	54,  // 112: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:input_type -> cellplane.controlplane.v1.CreateTenantRequest
+	56,  // 113: cellplane.controlplane.v1.ControlPlaneService.GetTenant:input_type -> cellplane.controlplane.v1.GetTenantRequest
+	59,  // 114: cellplane.controlplane.v1.ControlPlaneService.ListTenants:input_type -> cellplane.controlplane.v1.ListTenantsRequest
+	61,  // 115: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:input_type -> cellplane.controlplane.v1.UpdateTenantRequest
+	63,  // 116: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:input_type -> cellplane.controlplane.v1.DeleteTenantRequest
+	65,  // 117: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:input_type -> cellplane.controlplane.v1.CreateApiKeyRequest
+	67,  // 118: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:input_type -> cellplane.controlplane.v1.ListApiKeysRequest
+	69,  // 119: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:input_type -> cellplane.controlplane.v1.RevokeApiKeyRequest
+	71,  // 120: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:input_type -> cellplane.controlplane.v1.RevokeTokenRequest
+	73,  // 121: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:input_type -> cellplane.controlplane.v1.GetRegistryRequest
+	75,  // 122: cellplane.controlplane.v1.ControlPlaneService.SetStandby:input_type -> cellplane.controlplane.v1.SetStandbyRequest
+	77,  // 123: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:input_type -> cellplane.controlplane.v1.ClearStandbyRequest
+	79,  // 124: cellplane.controlplane.v1.ControlPlaneService.StartMove:input_type -> cellplane.controlplane.v1.StartMoveRequest
+	81,  // 125: cellplane.controlplane.v1.ControlPlaneService.GetMove:input_type -> cellplane.controlplane.v1.GetMoveRequest
+	83,  // 126: cellplane.controlplane.v1.ControlPlaneService.ListMoves:input_type -> cellplane.controlplane.v1.ListMovesRequest
+	85,  // 127: cellplane.controlplane.v1.ControlPlaneService.CancelMove:input_type -> cellplane.controlplane.v1.CancelMoveRequest
+	87,  // 128: cellplane.controlplane.v1.ControlPlaneService.DrainCell:input_type -> cellplane.controlplane.v1.DrainCellRequest
+	89,  // 129: cellplane.controlplane.v1.ControlPlaneService.Failover:input_type -> cellplane.controlplane.v1.FailoverRequest
+	91,  // 130: cellplane.controlplane.v1.ControlPlaneService.GetFailover:input_type -> cellplane.controlplane.v1.GetFailoverRequest
+	93,  // 131: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:input_type -> cellplane.controlplane.v1.ListFailoversRequest
+	95,  // 132: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:input_type -> cellplane.controlplane.v1.GetFailoverPolicyRequest
+	97,  // 133: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:input_type -> cellplane.controlplane.v1.SetFailoverPolicyRequest
+	99,  // 134: cellplane.controlplane.v1.ControlPlaneService.ListTenantAudit:input_type -> cellplane.controlplane.v1.ListTenantAuditRequest
+	101, // 135: cellplane.controlplane.v1.ControlPlaneService.EraseSubject:input_type -> cellplane.controlplane.v1.EraseSubjectRequest
+	31,  // 136: cellplane.controlplane.v1.ControlPlaneService.GetStatus:output_type -> cellplane.controlplane.v1.GetStatusResponse
+	33,  // 137: cellplane.controlplane.v1.ControlPlaneService.CreateRegion:output_type -> cellplane.controlplane.v1.CreateRegionResponse
+	35,  // 138: cellplane.controlplane.v1.ControlPlaneService.ListRegions:output_type -> cellplane.controlplane.v1.ListRegionsResponse
+	37,  // 139: cellplane.controlplane.v1.ControlPlaneService.UpdateRegion:output_type -> cellplane.controlplane.v1.UpdateRegionResponse
+	39,  // 140: cellplane.controlplane.v1.ControlPlaneService.DeleteRegion:output_type -> cellplane.controlplane.v1.DeleteRegionResponse
+	41,  // 141: cellplane.controlplane.v1.ControlPlaneService.CreateCell:output_type -> cellplane.controlplane.v1.CreateCellResponse
+	43,  // 142: cellplane.controlplane.v1.ControlPlaneService.GetCell:output_type -> cellplane.controlplane.v1.GetCellResponse
+	45,  // 143: cellplane.controlplane.v1.ControlPlaneService.ListCells:output_type -> cellplane.controlplane.v1.ListCellsResponse
+	47,  // 144: cellplane.controlplane.v1.ControlPlaneService.CordonCell:output_type -> cellplane.controlplane.v1.CordonCellResponse
+	49,  // 145: cellplane.controlplane.v1.ControlPlaneService.UncordonCell:output_type -> cellplane.controlplane.v1.UncordonCellResponse
+	51,  // 146: cellplane.controlplane.v1.ControlPlaneService.UpdateCell:output_type -> cellplane.controlplane.v1.UpdateCellResponse
+	53,  // 147: cellplane.controlplane.v1.ControlPlaneService.DeleteCell:output_type -> cellplane.controlplane.v1.DeleteCellResponse
+	55,  // 148: cellplane.controlplane.v1.ControlPlaneService.CreateTenant:output_type -> cellplane.controlplane.v1.CreateTenantResponse
+	57,  // 149: cellplane.controlplane.v1.ControlPlaneService.GetTenant:output_type -> cellplane.controlplane.v1.GetTenantResponse
+	60,  // 150: cellplane.controlplane.v1.ControlPlaneService.ListTenants:output_type -> cellplane.controlplane.v1.ListTenantsResponse
+	62,  // 151: cellplane.controlplane.v1.ControlPlaneService.UpdateTenant:output_type -> cellplane.controlplane.v1.UpdateTenantResponse
+	64,  // 152: cellplane.controlplane.v1.ControlPlaneService.DeleteTenant:output_type -> cellplane.controlplane.v1.DeleteTenantResponse
+	66,  // 153: cellplane.controlplane.v1.ControlPlaneService.CreateApiKey:output_type -> cellplane.controlplane.v1.CreateApiKeyResponse
+	68,  // 154: cellplane.controlplane.v1.ControlPlaneService.ListApiKeys:output_type -> cellplane.controlplane.v1.ListApiKeysResponse
+	70,  // 155: cellplane.controlplane.v1.ControlPlaneService.RevokeApiKey:output_type -> cellplane.controlplane.v1.RevokeApiKeyResponse
+	72,  // 156: cellplane.controlplane.v1.ControlPlaneService.RevokeToken:output_type -> cellplane.controlplane.v1.RevokeTokenResponse
+	74,  // 157: cellplane.controlplane.v1.ControlPlaneService.GetRegistry:output_type -> cellplane.controlplane.v1.GetRegistryResponse
+	76,  // 158: cellplane.controlplane.v1.ControlPlaneService.SetStandby:output_type -> cellplane.controlplane.v1.SetStandbyResponse
+	78,  // 159: cellplane.controlplane.v1.ControlPlaneService.ClearStandby:output_type -> cellplane.controlplane.v1.ClearStandbyResponse
+	80,  // 160: cellplane.controlplane.v1.ControlPlaneService.StartMove:output_type -> cellplane.controlplane.v1.StartMoveResponse
+	82,  // 161: cellplane.controlplane.v1.ControlPlaneService.GetMove:output_type -> cellplane.controlplane.v1.GetMoveResponse
+	84,  // 162: cellplane.controlplane.v1.ControlPlaneService.ListMoves:output_type -> cellplane.controlplane.v1.ListMovesResponse
+	86,  // 163: cellplane.controlplane.v1.ControlPlaneService.CancelMove:output_type -> cellplane.controlplane.v1.CancelMoveResponse
+	88,  // 164: cellplane.controlplane.v1.ControlPlaneService.DrainCell:output_type -> cellplane.controlplane.v1.DrainCellResponse
+	90,  // 165: cellplane.controlplane.v1.ControlPlaneService.Failover:output_type -> cellplane.controlplane.v1.FailoverResponse
+	92,  // 166: cellplane.controlplane.v1.ControlPlaneService.GetFailover:output_type -> cellplane.controlplane.v1.GetFailoverResponse
+	94,  // 167: cellplane.controlplane.v1.ControlPlaneService.ListFailovers:output_type -> cellplane.controlplane.v1.ListFailoversResponse
+	96,  // 168: cellplane.controlplane.v1.ControlPlaneService.GetFailoverPolicy:output_type -> cellplane.controlplane.v1.GetFailoverPolicyResponse
+	98,  // 169: cellplane.controlplane.v1.ControlPlaneService.SetFailoverPolicy:output_type -> cellplane.controlplane.v1.SetFailoverPolicyResponse
+	100, // 170: cellplane.controlplane.v1.ControlPlaneService.ListTenantAudit:output_type -> cellplane.controlplane.v1.ListTenantAuditResponse
+	102, // 171: cellplane.controlplane.v1.ControlPlaneService.EraseSubject:output_type -> cellplane.controlplane.v1.EraseSubjectResponse
+	136, // [136:172] is the sub-list for method output_type
+	100, // [100:136] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_controlplane_v1_controlplane_proto_init() }
@@ -6992,7 +7381,7 @@ func file_cellplane_controlplane_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_controlplane_v1_controlplane_proto_rawDesc), len(file_cellplane_controlplane_v1_controlplane_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   90,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,6 +53,8 @@ const (
 	ControlPlaneService_ListFailovers_FullMethodName     = "/cellplane.controlplane.v1.ControlPlaneService/ListFailovers"
 	ControlPlaneService_GetFailoverPolicy_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/GetFailoverPolicy"
 	ControlPlaneService_SetFailoverPolicy_FullMethodName = "/cellplane.controlplane.v1.ControlPlaneService/SetFailoverPolicy"
+	ControlPlaneService_ListTenantAudit_FullMethodName   = "/cellplane.controlplane.v1.ControlPlaneService/ListTenantAudit"
+	ControlPlaneService_EraseSubject_FullMethodName      = "/cellplane.controlplane.v1.ControlPlaneService/EraseSubject"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -157,6 +159,13 @@ type ControlPlaneServiceClient interface {
 	// SetFailoverPolicy stores the policy (optionally only over
 	// expected_version); the leader follows it from its next pass.
 	SetFailoverPolicy(ctx context.Context, in *SetFailoverPolicyRequest, opts ...grpc.CallOption) (*SetFailoverPolicyResponse, error)
+	// ListTenantAudit reads a tenant's audit records from its owner cell
+	// (docs/contexts.md "Audit"). Operators (read-only included).
+	ListTenantAudit(ctx context.Context, in *ListTenantAuditRequest, opts ...grpc.CallOption) (*ListTenantAuditResponse, error)
+	// EraseSubject erases a principal's or a context's data from a tenant
+	// on its owner and, through the change log, its standby, and reports
+	// where it was applied (docs/contexts.md "Erasure"). Admin only.
+	EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -507,6 +516,26 @@ func (c *controlPlaneServiceClient) SetFailoverPolicy(ctx context.Context, in *S
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) ListTenantAudit(ctx context.Context, in *ListTenantAuditRequest, opts ...grpc.CallOption) (*ListTenantAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTenantAuditResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ListTenantAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EraseSubjectResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_EraseSubject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -609,6 +638,13 @@ type ControlPlaneServiceServer interface {
 	// SetFailoverPolicy stores the policy (optionally only over
 	// expected_version); the leader follows it from its next pass.
 	SetFailoverPolicy(context.Context, *SetFailoverPolicyRequest) (*SetFailoverPolicyResponse, error)
+	// ListTenantAudit reads a tenant's audit records from its owner cell
+	// (docs/contexts.md "Audit"). Operators (read-only included).
+	ListTenantAudit(context.Context, *ListTenantAuditRequest) (*ListTenantAuditResponse, error)
+	// EraseSubject erases a principal's or a context's data from a tenant
+	// on its owner and, through the change log, its standby, and reports
+	// where it was applied (docs/contexts.md "Erasure"). Admin only.
+	EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -720,6 +756,12 @@ func (UnimplementedControlPlaneServiceServer) GetFailoverPolicy(context.Context,
 }
 func (UnimplementedControlPlaneServiceServer) SetFailoverPolicy(context.Context, *SetFailoverPolicyRequest) (*SetFailoverPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetFailoverPolicy not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ListTenantAudit(context.Context, *ListTenantAuditRequest) (*ListTenantAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTenantAudit not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EraseSubject not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -1354,6 +1396,42 @@ func _ControlPlaneService_SetFailoverPolicy_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_ListTenantAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTenantAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ListTenantAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ListTenantAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ListTenantAudit(ctx, req.(*ListTenantAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_EraseSubject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EraseSubjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).EraseSubject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_EraseSubject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).EraseSubject(ctx, req.(*EraseSubjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1496,6 +1574,14 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetFailoverPolicy",
 			Handler:    _ControlPlaneService_SetFailoverPolicy_Handler,
+		},
+		{
+			MethodName: "ListTenantAudit",
+			Handler:    _ControlPlaneService_ListTenantAudit_Handler,
+		},
+		{
+			MethodName: "EraseSubject",
+			Handler:    _ControlPlaneService_EraseSubject_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
