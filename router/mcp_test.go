@@ -160,6 +160,14 @@ func TestJWTAndMCPThroughRouter(t *testing.T) {
 	if !errors.As(rpcerr.FromStatus(err), &ce) || ce.Reason != cperr.PermissionDenied || ce.Metadata[auth.MetaScope] != string(auth.ScopeMemoryWrite) {
 		t.Fatalf("PutMemory with a read-only token: %v, want PERMISSION_DENIED naming memory:write", err)
 	}
+	// The audit log needs the admin scope, which the default scopes leave
+	// out (a token without a scope claim gets them): refused here, and a
+	// client's own admin mark is never forwarded (authFunc drops it).
+	_, err = contextv1.NewContextServiceClient(conn).ReadAudit(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+good, "x-cellplane-admin", "true"),
+		&contextv1.ReadAuditRequest{})
+	if !errors.As(rpcerr.FromStatus(err), &ce) || ce.Reason != cperr.PermissionDenied || ce.Metadata[auth.MetaScope] != string(auth.ScopeAdmin) {
+		t.Fatalf("ReadAudit without the admin scope: %v, want PERMISSION_DENIED naming admin", err)
+	}
 	if _, err := lookup.Lookup(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+readOnly), &routerv1.LookupRequest{}); err != nil {
 		t.Fatalf("Lookup needs no scope: %v", err)
 	}
