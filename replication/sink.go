@@ -725,6 +725,12 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 			st.pendingSince = time.Unix(0, evs[0].GetTimeUnixNano())
 		}
 		st.mu.Unlock()
+		select {
+		case <-stop: // nothing more after a failed apply
+			<-slots
+			return finish(nil)
+		default:
+		}
 		if len(evs) == 0 {
 			<-slots
 		} else {
