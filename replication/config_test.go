@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"batch", func(c *SinkConfig) { c.MaxBatchEvents = 0 }, "MaxBatchEvents"},
 		{"apply below batch", func(c *SinkConfig) { c.MaxApplyEvents = c.MaxBatchEvents - 1 }, "MaxApplyEvents"},
 		{"read ahead", func(c *SinkConfig) { c.ReadAhead = 0 }, "ReadAhead"},
+		{"applies in flight", func(c *SinkConfig) { c.MaxInflightApplies = 0 }, "MaxInflightApplies"},
 		{"bootstrap cap", func(c *SinkConfig) { c.MaxConcurrentBootstraps = 0 }, "MaxConcurrentBootstraps"},
 		{"lag threshold", func(c *SinkConfig) { c.Metrics.LagThreshold = 0 }, "Metrics.LagThreshold"},
 		{"tenant series bound", func(c *SinkConfig) { c.Metrics.MaxTenantSeries = 0 }, "Metrics.MaxTenantSeries"},

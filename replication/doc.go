@@ -15,8 +15,10 @@
 // STANDBY tenant. It bootstraps the tenant from an export when it is not
 // bootstrapped, then applies the stream through the standby cell's own
 // Raft (the store's apply_changes: idempotent by tseq, refusing gaps),
-// acknowledges its applied tseq to the source (which then keeps the change
-// log the standby still needs), re-bootstraps when the source answers
+// coalescing what it received and keeping several applies in flight in
+// tseq order (SinkConfig.MaxInflightApplies), acknowledges its applied
+// tseq to the source off the apply path (which then keeps the change log
+// the standby still needs), re-bootstraps when the source answers
 // CHANGES_TRIMMED, and restarts with backoff on any other failure. It
 // follows leaders on both sides: the source is reached through any member
 // (members forward what needs their leader), and a new standby leader's

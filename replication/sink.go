@@ -26,6 +26,9 @@ import (
 // *store.Store implements it.
 type SinkStore interface {
 	Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error)
+	// Submit queues a command and returns before its result: commands
+	// submitted one after another enter the log in that order.
+	Submit(ctx context.Context, cmd *cellv1.Command) (*store.Pending, error)
 	ReadCell(ctx context.Context, opts store.ReadOptions, fn func(*store.CellView) error) error
 	LeaderTerm() (uint64, bool)
 }
@@ -59,10 +62,18 @@ type SinkConfig struct {
 	// MaxBatchEvents and MaxBatchBytes are asked of the source per message.
 	MaxBatchEvents uint32
 	MaxBatchBytes  uint64
-	// ReadAhead is how many received messages wait while one apply is in
-	// Raft; MaxApplyEvents bounds the events coalesced into one proposal.
+	// ReadAhead is how many received messages wait while the applies are
+	// in Raft; MaxApplyEvents bounds the events coalesced into one
+	// proposal.
 	ReadAhead      int
 	MaxApplyEvents uint32
+	// MaxInflightApplies is how many apply proposals a stream keeps in
+	// Raft at once (1: one at a time). They are submitted in tseq order
+	// and enter the log in that order; the first that fails ends the
+	// stream, which resumes from the standby's applied tseq (a later one
+	// that was applied meanwhile is skipped by tseq, one that would leave
+	// a gap is refused whole by the state machine).
+	MaxInflightApplies int
 	// ExportChunkBytes is asked of the source per export chunk (one Raft
 	// entry each on the standby).
 	ExportChunkBytes uint32
@@ -85,18 +96,19 @@ type SinkConfig struct {
 // DefaultSinkConfig returns the defaults; Connect must still be set.
 func DefaultSinkConfig() SinkConfig {
 	return SinkConfig{
-		Rescan:           time.Second,
-		AckInterval:      time.Second,
-		RetryMin:         50 * time.Millisecond,
-		RetryMax:         2 * time.Second,
-		RejectRetry:      time.Minute,
-		MaxBatchEvents:   512,
-		MaxBatchBytes:    1 << 20,
-		ReadAhead:        64,
-		MaxApplyEvents:   2048,
-		ExportChunkBytes: 1 << 20,
-		CallTimeout:      10 * time.Second,
-		Metrics:          DefaultMetricsConfig(),
+		Rescan:             time.Second,
+		AckInterval:        time.Second,
+		RetryMin:           50 * time.Millisecond,
+		RetryMax:           2 * time.Second,
+		RejectRetry:        time.Minute,
+		MaxBatchEvents:     512,
+		MaxBatchBytes:      1 << 20,
+		ReadAhead:          64,
+		MaxApplyEvents:     2048,
+		MaxInflightApplies: 4,
+		ExportChunkBytes:   1 << 20,
+		CallTimeout:        10 * time.Second,
+		Metrics:            DefaultMetricsConfig(),
 
 		MaxConcurrentBootstraps: 2,
 	}
@@ -119,6 +131,9 @@ func (c SinkConfig) Validate() error {
 	}
 	if c.ReadAhead < 1 || c.MaxApplyEvents < c.MaxBatchEvents {
 		errs = append(errs, fmt.Errorf("replication: ReadAhead must be ≥ 1 (got %d) and MaxApplyEvents ≥ MaxBatchEvents (got %d < %d)", c.ReadAhead, c.MaxApplyEvents, c.MaxBatchEvents))
+	}
+	if c.MaxInflightApplies < 1 {
+		errs = append(errs, fmt.Errorf("replication: SinkConfig.MaxInflightApplies must be ≥ 1, got %d", c.MaxInflightApplies))
 	}
 	if c.MaxConcurrentBootstraps < 1 {
 		errs = append(errs, fmt.Errorf("replication: SinkConfig.MaxConcurrentBootstraps must be ≥ 1, got %d", c.MaxConcurrentBootstraps))
@@ -318,8 +333,11 @@ type stream struct {
 	// pendingSince is the source time of the oldest change not applied
 	// yet (zero when caught up).
 	pendingSince time.Time
-	lastAck      time.Time
-	ackedTseq    uint64
+	// inflightSince holds the source time of the first event of each
+	// apply in Raft, oldest first (pendingSince moves to the next one
+	// when an apply completes).
+	inflightSince []time.Time
+	ackedTseq     uint64
 }
 
 func (st *stream) snapshot() *cellv1.ReplicationStatus {
@@ -454,13 +472,18 @@ func (st *stream) propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Com
 	pctx, cancel := context.WithTimeout(ctx, st.sink.cfg.CallTimeout)
 	defer cancel()
 	res, err := st.sink.st.Propose(pctx, cmd)
+	return res, proposeErr(err)
+}
+
+// proposeErr maps a proposal's error to what the stream does next.
+func proposeErr(err error) error {
 	switch {
 	case errors.Is(err, cperr.ErrWrongCell), errors.Is(err, cperr.ErrTenantNotFound), errors.Is(err, cperr.ErrStaleEpoch):
-		return nil, fmt.Errorf("%w: %v", errNotStandby, err)
+		return fmt.Errorf("%w: %v", errNotStandby, err)
 	case errors.Is(err, cperr.ErrChangesTrimmed):
-		return nil, fmt.Errorf("%w: %v", errBootstrap, err)
+		return fmt.Errorf("%w: %v", errBootstrap, err)
 	}
-	return res, err
+	return err
 }
 
 // acquireBootstrap waits for a bootstrap slot (MaxConcurrentBootstraps)
@@ -546,6 +569,17 @@ func chunkBytes(c *replicationv1.ExportTenantResponse) int {
 }
 
 // follow applies the change stream after `after` until it fails.
+//
+// A receiver reads the stream ahead (ReadAhead messages); this goroutine
+// coalesces what was received into one apply_changes proposal and
+// submits it, keeping up to MaxInflightApplies in Raft (the store enters
+// them in the log in submission order); a completer waits for their
+// results in that order and records the new position. The first apply
+// that fails ends the stream: the ones after it are not waited for (one
+// that still applies is harmless: the next stream resumes from the
+// standby's replicated tseq and skips what is applied, and one that would
+// leave a gap is refused whole). Acks go from their own goroutine, off
+// the apply path: their answer crosses the long link.
 func (st *stream) follow(ctx context.Context, after uint64) error {
 	s := st.sink
 	conn, err := s.cfg.Connect(ctx, st.source)
@@ -553,24 +587,32 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var bg sync.WaitGroup
+	defer func() {
+		cancel()
+		bg.Wait()
+	}()
 	rs, err := replicationv1.NewReplicationServiceClient(conn).StreamChanges(sctx, &replicationv1.StreamChangesRequest{
 		Tenant: st.tenant, AfterTseq: after, MaxBatchEvents: s.cfg.MaxBatchEvents, MaxBatchBytes: s.cfg.MaxBatchBytes})
 	if err != nil {
 		return rpcerr.FromStatus(err)
 	}
 	st.setState(stateStreaming, nil)
-	cells := cellv1.NewCellServiceClient(conn)
-	// A receiver reads ahead while the applier proposes: messages that
-	// arrive during one Raft round are coalesced into the next proposal,
-	// so the standby's apply batches grow when it falls behind (like the
-	// owner's group commit) instead of one Raft round per message.
+	st.mu.Lock()
+	st.inflightSince = st.inflightSince[:0]
+	st.mu.Unlock()
+
+	// The receiver: messages that arrive while the applies are in Raft
+	// are coalesced into the next proposal, so the standby's apply
+	// batches grow when it falls behind (like the owner's group commit).
 	type received struct {
 		msg *replicationv1.StreamChangesResponse
 		err error
 	}
 	in := make(chan received, s.cfg.ReadAhead)
+	bg.Add(2)
 	go func() {
+		defer bg.Done()
 		for {
 			msg, err := rs.Recv()
 			select {
@@ -583,19 +625,79 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 			}
 		}
 	}()
+	go func() {
+		defer bg.Done()
+		st.ackLoop(sctx, cellv1.NewCellServiceClient(conn))
+	}()
+
+	// The completer.
+	type inflight struct {
+		pd     *store.Pending
+		ctx    context.Context
+		cancel context.CancelFunc
+		evs    []*cellv1.ChangeEvent
+		msg    *replicationv1.StreamChangesResponse
+	}
+	slots := make(chan struct{}, s.cfg.MaxInflightApplies)
+	pipe := make(chan inflight, s.cfg.MaxInflightApplies)
+	stop := make(chan struct{}) // closed when an apply failed (applyErr)
+	var applyErr error
+	completed := make(chan struct{})
+	go func() {
+		defer close(completed)
+		for a := range pipe {
+			res, err := a.pd.Wait(a.ctx)
+			a.cancel()
+			if err != nil {
+				err = proposeErr(err)
+			} else {
+				err = st.applied(a.evs, a.msg, res)
+			}
+			<-slots
+			if err != nil {
+				applyErr = err
+				close(stop)
+				for a := range pipe {
+					a.cancel()
+				}
+				return
+			}
+		}
+	}()
+	// finish waits for the applies in flight (their positions count) and
+	// returns the first failure in stream order.
+	finish := func(err error) error {
+		close(pipe)
+		<-completed
+		if applyErr != nil {
+			return applyErr
+		}
+		return err
+	}
+
 	for {
+		// A slot first: while MaxInflightApplies are in Raft, received
+		// messages pile up and join the next proposal.
+		select {
+		case slots <- struct{}{}:
+		case <-stop:
+			return finish(nil)
+		case <-ctx.Done():
+			return finish(ctx.Err())
+		}
 		var r received
 		select {
 		case r = <-in:
+		case <-stop:
+			<-slots
+			return finish(nil)
 		case <-ctx.Done():
-			return ctx.Err()
+			<-slots
+			return finish(ctx.Err())
 		}
 		if r.err != nil {
-			err := rpcerr.FromStatus(r.err)
-			if errors.Is(err, cperr.ErrChangesTrimmed) {
-				return fmt.Errorf("%w: %v", errBootstrap, err)
-			}
-			return err
+			<-slots
+			return finish(streamErr(r.err))
 		}
 		msg := r.msg
 		evs := msg.GetEvents()
@@ -623,30 +725,46 @@ func (st *stream) follow(ctx context.Context, after uint64) error {
 			st.pendingSince = time.Unix(0, evs[0].GetTimeUnixNano())
 		}
 		st.mu.Unlock()
-		if len(evs) > 0 {
-			if err := st.apply(ctx, evs, msg); err != nil {
-				return err
-			}
+		select {
+		case <-stop: // nothing more after a failed apply
+			<-slots
+			return finish(nil)
+		default:
 		}
-		st.maybeAck(ctx, cells)
-		if pendingErr != nil {
-			err := rpcerr.FromStatus(pendingErr)
-			if errors.Is(err, cperr.ErrChangesTrimmed) {
-				return fmt.Errorf("%w: %v", errBootstrap, err)
+		if len(evs) == 0 {
+			<-slots
+		} else {
+			actx, acancel := context.WithTimeout(sctx, s.cfg.CallTimeout)
+			pd, err := s.st.Submit(actx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ApplyChanges{ApplyChanges: &cellv1.ApplyChangesOp{Events: evs}}})
+			if err != nil {
+				acancel()
+				<-slots
+				return finish(proposeErr(err))
 			}
-			return err
+			st.mu.Lock()
+			st.inflightSince = append(st.inflightSince, time.Unix(0, evs[0].GetTimeUnixNano()))
+			st.mu.Unlock()
+			pipe <- inflight{pd: pd, ctx: actx, cancel: acancel, evs: evs, msg: msg} // never blocks: a slot is held
+		}
+		if pendingErr != nil {
+			return finish(streamErr(pendingErr))
 		}
 	}
 }
 
-// apply proposes events (in tseq order) through the standby's Raft and
-// records the new position; msg is the newest message they came with.
-func (st *stream) apply(ctx context.Context, evs []*cellv1.ChangeEvent, msg *replicationv1.StreamChangesResponse) error {
-	s := st.sink
-	res, err := st.propose(ctx, &cellv1.Command{Tenant: st.tenant, Op: &cellv1.Command_ApplyChanges{ApplyChanges: &cellv1.ApplyChangesOp{Events: evs}}})
-	if err != nil {
-		return err
+// streamErr maps the change stream's error to what the stream does next.
+func streamErr(err error) error {
+	err = rpcerr.FromStatus(err)
+	if errors.Is(err, cperr.ErrChangesTrimmed) {
+		return fmt.Errorf("%w: %v", errBootstrap, err)
 	}
+	return err
+}
+
+// applied records an applied batch (events in tseq order; msg is the
+// newest message they came with).
+func (st *stream) applied(evs []*cellv1.ChangeEvent, msg *replicationv1.StreamChangesResponse, res *cellv1.CommandResult) error {
+	s := st.sink
 	now := time.Now()
 	last := evs[len(evs)-1]
 	s.m.applied.Add(float64(len(evs)))
@@ -655,11 +773,17 @@ func (st *stream) apply(ctx context.Context, evs []*cellv1.ChangeEvent, msg *rep
 	st.mu.Lock()
 	st.status.AppliedTseq = res.GetTseq()
 	st.status.LastError = ""
+	if len(st.inflightSince) > 0 {
+		st.inflightSince = st.inflightSince[1:]
+	}
 	st.pendingSince = time.Time{}
 	if st.status.SourceTseq > st.status.AppliedTseq {
-		// Behind by events not received yet: at least as old as the
-		// source's newest write.
-		if ht := msg.GetHeadTime(); ht != nil {
+		// Behind: since the first event of the next apply in Raft, or
+		// by events not received yet, at least as old as the source's
+		// newest write.
+		if len(st.inflightSince) > 0 {
+			st.pendingSince = st.inflightSince[0]
+		} else if ht := msg.GetHeadTime(); ht != nil {
 			st.pendingSince = ht.AsTime()
 		}
 	}
@@ -674,24 +798,35 @@ func (st *stream) apply(ctx context.Context, evs []*cellv1.ChangeEvent, msg *rep
 	return nil
 }
 
-// maybeAck reports the applied tseq to the source at most every
-// AckInterval. A failed ack is retried at the next one; the source keeps
+// ackLoop reports the applied tseq to the source every AckInterval until
+// ctx ends. A failed ack is retried at the next tick; the source keeps
 // more of its log meanwhile, nothing else.
-func (st *stream) maybeAck(ctx context.Context, cells cellv1.CellServiceClient) {
-	st.mu.Lock()
-	applied := st.status.AppliedTseq
-	due := applied != st.ackedTseq && time.Since(st.lastAck) >= st.sink.cfg.AckInterval
-	st.mu.Unlock()
-	if !due {
-		return
+func (st *stream) ackLoop(ctx context.Context, cells cellv1.CellServiceClient) {
+	t := time.NewTicker(st.sink.cfg.AckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st.mu.Lock()
+		applied, due := st.status.AppliedTseq, st.status.AppliedTseq != st.ackedTseq
+		st.mu.Unlock()
+		if !due {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, st.sink.cfg.CallTimeout)
+		_, err := cells.AckReplica(actx, &cellv1.AckReplicaRequest{Tenant: st.tenant, Tseq: applied})
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				st.log.Debug("ack to the source failed", "err", err)
+			}
+			continue
+		}
+		st.mu.Lock()
+		st.ackedTseq = applied
+		st.mu.Unlock()
 	}
-	actx, cancel := context.WithTimeout(ctx, st.sink.cfg.CallTimeout)
-	defer cancel()
-	if _, err := cells.AckReplica(actx, &cellv1.AckReplicaRequest{Tenant: st.tenant, Tseq: applied}); err != nil {
-		st.log.Debug("ack to the source failed", "err", err)
-		return
-	}
-	st.mu.Lock()
-	st.ackedTseq, st.lastAck = applied, time.Now()
-	st.mu.Unlock()
 }

@@ -563,6 +563,31 @@ type inflight struct {
 // A context that ends before the result is known returns the context's
 // error: the command may still be applied (retry with the same request_id).
 func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.CommandResult, error) {
+	p, err := s.Submit(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a command Submit queued for Raft; Wait returns its result.
+type Pending struct {
+	s     *Store
+	p     *proposal
+	cmd   *cellv1.Command
+	gated bool
+}
+
+// Submit checks cmd and queues it for Raft like Propose, but returns as
+// soon as it is queued; Pending.Wait returns the result. Commands that one
+// goroutine submits one after another enter the Raft log in that order
+// (the proposer takes the queue in order, one Raft entry after the other),
+// so a caller can keep several in flight without reordering them. Order is
+// all Submit promises: a command that fails (a lost leadership, an enqueue
+// timeout) does not stop those submitted after it, which may still be
+// applied — a caller that needs them to stop must make them harmless by
+// itself (the replication sink does: apply_changes refuses a gap in tseq).
+func (s *Store) Submit(ctx context.Context, cmd *cellv1.Command) (*Pending, error) {
 	if s.raft.State() != raft.Leader {
 		return nil, s.notLeader()
 	}
@@ -615,9 +640,17 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 	case <-s.closing:
 		return nil, errUnavailable("the node is shutting down")
 	}
+	return &Pending{s: s, p: p, cmd: cmd, gated: gated}, nil
+}
+
+// Wait returns the submitted command's result, as Propose does. A context
+// that ends first returns the context's error (the command may still be
+// applied). Call it once.
+func (pd *Pending) Wait(ctx context.Context) (*cellv1.CommandResult, error) {
+	s := pd.s
 	var r proposalResult
 	select {
-	case r = <-p.ch:
+	case r = <-pd.p.ch:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-s.closing:
@@ -629,12 +662,12 @@ func (s *Store) Propose(ctx context.Context, cmd *cellv1.Command) (*cellv1.Comma
 	if e := r.res.GetError(); e != nil {
 		return nil, &cperr.Error{Reason: cperr.Reason(e.GetReason()), Message: e.GetMessage(), Metadata: e.GetMetadata()}
 	}
-	if gated {
+	if pd.gated {
 		if err := s.checkAuthority(); err != nil {
 			return nil, err
 		}
 		if acks := s.cfg.TestingKnobs.Acks; acks != nil && r.ack.Epoch != 0 {
-			r.ack.Tenant, r.ack.After = cmd.GetTenant(), acks.Now()
+			r.ack.Tenant, r.ack.After = pd.cmd.GetTenant(), acks.Now()
 			acks.Acked(r.ack)
 		}
 	}

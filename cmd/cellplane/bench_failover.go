@@ -146,7 +146,7 @@ minute. Component logs go to stderr at --log-level.`,
 					flagRule{"--delay", opts.Delay >= 0, "≥ 0"}, atLeastOne("--members", opts.Members),
 					atLeastOne("--saturation-concurrency", opts.SaturationConcurrency),
 					flagRule{"--saturation-duration", opts.SaturationDuration > 0, "> 0"},
-					flagRule{"--load", opts.Load > 0 && opts.Load <= 1, "in (0, 1]"},
+					flagRule{"--load", opts.Load > 0 && opts.Load <= 1, "in (0, 1]"}, flagRule{"--rate", opts.Rate >= 0, "≥ 0"},
 					flagRule{"--duration", opts.Duration > 0, "> 0"}, flagRule{"--settle", opts.Settle >= 0, "≥ 0"},
 					atLeastOne("--entry-size", opts.EntrySize), atLeastOne("--concurrency", opts.Concurrency),
 				)
@@ -164,6 +164,7 @@ minute. Component logs go to stderr at --log-level.`,
 	f.IntVar(&opts.SaturationConcurrency, "saturation-concurrency", opts.SaturationConcurrency, "writers of the saturation step (closed loop)")
 	f.DurationVar(&opts.SaturationDuration, "saturation-duration", opts.SaturationDuration, "length of the saturation step")
 	f.Float64Var(&opts.Load, "load", opts.Load, "fraction of the saturation rate the lag steps write at")
+	f.Float64Var(&opts.Rate, "rate", opts.Rate, "writes/s of the lag steps instead of --load of the saturation (compare runs on a busy machine at the same rate)")
 	f.DurationVar(&opts.Duration, "duration", opts.Duration, "measured length of each lag step")
 	f.DurationVar(&opts.Settle, "settle", opts.Settle, "unmeasured writes before each lag step (after the delay changes)")
 	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes per appended entry")

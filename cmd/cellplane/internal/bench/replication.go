@@ -53,6 +53,10 @@ type ReplicationOptions struct {
 	// Load is the fraction of the saturation rate the measured steps
 	// write at (open loop).
 	Load float64
+	// Rate, when > 0, is the write rate of the measured steps instead of
+	// Load × saturation: runs on a busy machine, whose saturation step
+	// varies from run to run, then compare at the same rate.
+	Rate float64
 	// Duration is the measured length of each lag step (no delay, then
 	// Delay); Settle runs the same load first, unmeasured.
 	Duration, Settle time.Duration
@@ -130,6 +134,8 @@ type ReplicationResults struct {
 	EntrySize int     `json:"entry_size"`
 	DelayMs   float64 `json:"delay_ms"`
 	Load      float64 `json:"load"`
+	// Rate is the write rate of the lag steps (writes/s).
+	Rate float64 `json:"rate"`
 	// Saturation is the closed-loop write step on the owner's leader
 	// (with the standby following).
 	Saturation Result `json:"saturation"`
@@ -196,7 +202,7 @@ func (r *ReplicationResults) Notes() []Note {
 	}
 	n = append(n,
 		Note{"cells", fmt.Sprintf("2 × %d nodes (owner %s, standby %s), standby bootstrapped in %.2f s", r.Members, replOwnerCell, replStandbyCell, r.Bootstrap)},
-		Note{"load", fmt.Sprintf("%.0f%% of saturation (%.0f writes/s), %d B entries", r.Load*100, r.Saturation.OpsPerSec*r.Load, r.EntrySize)},
+		Note{"load", fmt.Sprintf("%.0f writes/s (%.0f%% of saturation), %d B entries", r.Rate, 100*r.Rate/max(r.Saturation.OpsPerSec, 1), r.EntrySize)},
 		Note{"start (etcd, control plane, cells)", fmt.Sprintf("%.1f s", r.StartSec)},
 		Note{"total", fmt.Sprintf("%.1f s", r.TotalSec)},
 	)
@@ -398,6 +404,10 @@ func RunReplication(ctx context.Context, opts ReplicationOptions) (*Report, erro
 	}
 	p.result(res.Saturation)
 	rate := res.Saturation.OpsPerSec * opts.Load
+	if opts.Rate > 0 {
+		rate = opts.Rate
+	}
+	res.Rate = rate
 
 	for _, d := range []time.Duration{0, opts.Delay} {
 		ph, err := lagPhase(ctx, opts, pf, owner, rec, line, d, rate, tctx, appendOp, p)
