@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -89,6 +90,8 @@ var ToolScopes = map[string]auth.Scope{
 	"memory_list":     auth.ScopeMemoryRead,
 	"context_fork":    auth.ScopeContextsWrite,
 	"context_compact": auth.ScopeContextsWrite,
+	"audit_read":      auth.ScopeAdmin,
+	"erase_subject":   auth.ScopeAdmin,
 	resourcesRead:     auth.ScopeContextsRead,
 }
 
@@ -241,6 +244,47 @@ type (
 	ListInput struct {
 		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
 	}
+
+	AuditInput struct {
+		AfterTseq uint64 `json:"after_tseq,omitempty" jsonschema:"records after this tseq (the previous page's next_after_tseq)"`
+		Limit     uint32 `json:"limit,omitempty" jsonschema:"most records (default 100, at most 1000)"`
+		Principal string `json:"principal,omitempty" jsonschema:"only this principal's records"`
+		Since     string `json:"since,omitempty" jsonschema:"only records at or after this RFC 3339 time"`
+	}
+	AuditRecord struct {
+		Tseq         uint64 `json:"tseq"`
+		Time         string `json:"time"`
+		Principal    string `json:"principal,omitempty"`
+		Origin       string `json:"origin,omitempty"`
+		RequestID    string `json:"request_id,omitempty"`
+		Op           string `json:"op"`
+		ContextID    string `json:"context_id,omitempty"`
+		MemoryKey    string `json:"memory_key,omitempty"`
+		ErasedAtTseq uint64 `json:"erased_at_tseq,omitempty" jsonschema:"set when an erasure at that tseq redacted the record"`
+	}
+	AuditOutput struct {
+		Records       []AuditRecord `json:"records"`
+		NextAfterTseq uint64        `json:"next_after_tseq,omitempty" jsonschema:"pass as after_tseq for the next page; absent: no more"`
+	}
+
+	EraseInput struct {
+		Principal   string `json:"principal,omitempty" jsonschema:"erase this principal's contexts and memory (exactly one of principal and context_id)"`
+		ContextID   string `json:"context_id,omitempty" jsonschema:"erase this context (exactly one of principal and context_id)"`
+		RequestID   string `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call returns the first erase's answer"`
+		WaitSeconds uint32 `json:"wait_seconds,omitempty" jsonschema:"how long to wait for the standby region's acknowledgement (default and most: half the worker's call timeout, 5 s by default)"`
+	}
+	EraseOutput struct {
+		Tseq              uint64 `json:"tseq" jsonschema:"the erase's place in the tenant's change log"`
+		Time              string `json:"time"`
+		Cell              string `json:"cell,omitempty" jsonschema:"the cell that erased (the tenant's owner)"`
+		ContextsDeleted   uint64 `json:"contexts_deleted"`
+		MemoryKeysDeleted uint64 `json:"memory_keys_deleted"`
+		EventsScrubbed    uint64 `json:"events_scrubbed"`
+		HasStandby        bool   `json:"has_standby"`
+		StandbyApplied    bool   `json:"standby_applied" jsonschema:"the standby acknowledged the erase's tseq (it applied the erase) within the wait"`
+		StandbyTseq       uint64 `json:"standby_tseq,omitempty"`
+		Deduplicated      bool   `json:"deduplicated,omitempty"`
+	}
 	ContextOutput struct {
 		ContextID     string            `json:"context_id"`
 		Labels        map[string]string `json:"labels,omitempty"`
@@ -365,6 +409,19 @@ func (w *Worker) addTools() {
 			"A later compaction must reach further and replaces it. Pass a request_id to make retries safe.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(false), OpenWorldHint: closed},
 	}, w.contextCompact)
+	addTool(w, &sdk.Tool{
+		Name:        "audit_read",
+		Title:       "Read the tenant's audit log",
+		Description: "Tenant admins only: who changed what, when and through which tool or RPC, oldest first, one page at a time.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.auditRead)
+	addTool(w, &sdk.Tool{
+		Name:  "erase_subject",
+		Title: "Erase a principal's data or a context",
+		Description: "Tenant admins only: delete a principal's contexts and memory, or one context, and scrub them from the change log and the dedup window, here and on the standby region; " +
+			"the answer says whether the standby has applied the erasure. Pass a request_id to make retries safe.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(true), IdempotentHint: true, OpenWorldHint: closed},
+	}, w.eraseSubject)
 	addTool(w, &sdk.Tool{
 		Name:        "context_list",
 		Title:       "List contexts",
@@ -534,6 +591,12 @@ func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Conte
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, c.origin())
+	if c.scopes.Has(auth.ScopeAdmin) {
+		// The worker authenticated the caller: the cell's admin-only
+		// methods (ReadAudit, Erase) take its word, as they take the
+		// router's.
+		ctx = metadata.AppendToOutgoingContext(ctx, tenantmd.AdminKey, "true")
+	}
 	var res T
 	err := retry.Do(ctx, callPolicy, retry.Idempotent, func(ctx context.Context) error {
 		var err error
@@ -980,6 +1043,60 @@ func (w *Worker) contextCompact(ctx context.Context, c caller, in CompactInput) 
 	}
 	return CompactOutput{ContextID: in.ContextID, UpToSeq: res.GetSummary().GetUpToSeq(), SummaryTokens: res.GetSummary().GetTokenCount(),
 		TotalTokens: res.GetContext().GetTotalTokens()}, nil
+}
+
+func (w *Worker) auditRead(ctx context.Context, c caller, in AuditInput) (AuditOutput, error) {
+	req := &contextv1.ReadAuditRequest{AfterTseq: in.AfterTseq, Limit: in.Limit, Principal: in.Principal}
+	if in.Since != "" {
+		t, err := time.Parse(time.RFC3339Nano, in.Since)
+		if err != nil {
+			return AuditOutput{}, invalid("since", "must be an RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
+		}
+		req.Since = timestamppb.New(t)
+	}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ReadAuditResponse, error) {
+		return w.cell.ReadAudit(ctx, req)
+	})
+	if err != nil {
+		return AuditOutput{}, err
+	}
+	out := AuditOutput{Records: []AuditRecord{}, NextAfterTseq: res.GetNextAfterTseq()}
+	for _, r := range res.GetRecords() {
+		out.Records = append(out.Records, AuditRecord{Tseq: r.GetTseq(), Time: timeString(r.GetTime()), Principal: r.GetPrincipal(), Origin: r.GetOrigin(),
+			RequestID: r.GetRequestId(), Op: r.GetOp(), ContextID: r.GetContextId(), MemoryKey: r.GetMemoryKey(), ErasedAtTseq: r.GetErasedAtTseq()})
+	}
+	return out, nil
+}
+
+func (w *Worker) eraseSubject(ctx context.Context, c caller, in EraseInput) (EraseOutput, error) {
+	if (in.Principal == "") == (in.ContextID == "") {
+		return EraseOutput{}, invalid("principal", "exactly one of principal and context_id is required")
+	}
+	if in.ContextID != "" {
+		if err := checkContextID(in.ContextID); err != nil {
+			return EraseOutput{}, err
+		}
+	}
+	rid, err := requestID("erase_subject", "mcp-e-", c, in.Principal+"\x00"+in.ContextID, in.RequestID)
+	if err != nil {
+		return EraseOutput{}, err
+	}
+	// The wait for the standby fits in the backend call's bound: at most
+	// half of CallTimeout (the default too).
+	wait := w.cfg.CallTimeout / 2
+	if in.WaitSeconds > 0 {
+		wait = min(wait, time.Duration(in.WaitSeconds)*time.Second)
+	}
+	req := &contextv1.EraseRequest{Principal: in.Principal, ContextId: in.ContextID, RequestId: rid, Wait: durationpb.New(wait)}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.EraseResponse, error) {
+		return w.cell.Erase(ctx, req)
+	})
+	if err != nil {
+		return EraseOutput{}, err
+	}
+	return EraseOutput{Tseq: res.GetTseq(), Time: timeString(res.GetTime()), Cell: res.GetCell(), ContextsDeleted: res.GetContextsDeleted(),
+		MemoryKeysDeleted: res.GetMemoryKeysDeleted(), EventsScrubbed: res.GetEventsScrubbed(), HasStandby: res.GetHasStandby(),
+		StandbyApplied: res.GetStandbyApplied(), StandbyTseq: res.GetStandbyTseq(), Deduplicated: res.GetDeduplicated()}, nil
 }
 
 func (w *Worker) contextDelete(ctx context.Context, c caller, in DeleteInput) (DeleteOutput, error) {

@@ -85,8 +85,8 @@ func TestWorker(t *testing.T) {
 	open := startWorker(t, mcp.DefaultConfig(), cell, nil)
 
 	t.Run("eras", func(t *testing.T) {
-		want := []string{"context_append", "context_compact", "context_create", "context_delete", "context_fork", "context_list", "context_read",
-			"memory_delete", "memory_get", "memory_list", "memory_put"}
+		want := []string{"audit_read", "context_append", "context_compact", "context_create", "context_delete", "context_fork", "context_list", "context_read",
+			"erase_subject", "memory_delete", "memory_get", "memory_list", "memory_put"}
 		for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"} {
 			t.Run(version, func(t *testing.T) {
 				ctx := tu.Context(t, 20*time.Second)
@@ -139,7 +139,8 @@ func TestWorker(t *testing.T) {
 			"context_read": {true, false, true}, "context_list": {true, false, true},
 			"context_delete": {false, true, true}, "memory_put": {false, true, false},
 			"context_fork": {false, false, false},
-			"memory_get":   {true, false, true}, "memory_list": {true, false, true},
+			"audit_read":   {true, false, true}, "erase_subject": {false, true, true},
+			"memory_get": {true, false, true}, "memory_list": {true, false, true},
 			"memory_delete": {false, true, true},
 		}
 		for _, tool := range res.Tools {

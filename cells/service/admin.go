@@ -10,6 +10,7 @@ import (
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -77,4 +78,49 @@ func auditEntry(r *cellv1.AuditRecord) *contextv1.AuditEntry {
 	return &contextv1.AuditEntry{Tseq: r.GetTseq(), Time: timestamppb.New(time.Unix(0, r.GetTimeUnixNano())), Principal: r.GetPrincipal(),
 		Origin: r.GetOrigin(), RequestId: r.GetRequestId(), Op: r.GetOp(), ContextId: r.GetContextId(), MemoryKey: r.GetMemoryKey(),
 		ErasedAtTseq: r.GetErasedAtTseq()}
+}
+
+// Erase implements ContextService.Erase for a tenant admin (requireAdmin):
+// the erasure of a principal's data or of one context on the owner, then
+// a bounded wait for the standby's acknowledgement of the erase's tseq
+// (the replica floor its sink's acks move), so that the answer says
+// whether the erasure reached the standby.
+func (s *ContextServer) Erase(ctx context.Context, req *contextv1.EraseRequest) (*contextv1.EraseResponse, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return tenantCall(ctx, s.core, req, func(lim validate.Limits, r *contextv1.EraseRequest) error {
+		return validate.Erase(lim, r, s.cfg.MaxEraseWait)
+	}, func(tenant string, epoch uint64) (*contextv1.EraseResponse, error) {
+		res, err := s.erase(ctx, tenant, epoch, req.GetPrincipal(), req.GetContextId(), req.GetRequestId())
+		if err != nil {
+			return nil, err
+		}
+		e := res.GetErased()
+		out := &contextv1.EraseResponse{Tseq: res.GetTseq(), Time: timestamppb.New(time.Unix(0, res.GetTimeUnixNano())), Cell: s.cfg.CellID,
+			ContextsDeleted: e.GetContextsDeleted(), MemoryKeysDeleted: e.GetMemoryKeysDeleted(), EventsScrubbed: e.GetEventsScrubbed(),
+			DedupRecordsDeleted: e.GetDedupRecordsScrubbed(), Deduplicated: res.GetDeduplicated()}
+		wait := s.cfg.EraseWait
+		if w := req.GetWait(); w != nil {
+			wait = w.AsDuration()
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			var floor uint64
+			_ = s.st.ReadReplica(tenant, func(v *store.TenantView) error { floor = v.Record().GetReplicaFloorTseq(); return nil })
+			out.HasStandby, out.StandbyTseq = floor > 0, floor
+			if floor >= out.GetTseq() {
+				out.StandbyApplied = true
+				return out, nil
+			}
+			if floor == 0 || !time.Now().Before(deadline) {
+				return out, nil
+			}
+			if err := retry.Sleep(ctx, 100*time.Millisecond); err != nil {
+				return out, nil // the caller gave up: report what is known
+			}
+		}
+	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.EraseResponse, error) {
+		return contextv1.NewContextServiceClient(cc).Erase(ctx, req)
+	})
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"testing"
 	"time"
 
@@ -63,4 +64,32 @@ func TestAuditAndErase(t *testing.T) {
 			t.Errorf("erased write's record not redacted: %v", r)
 		}
 	}
+}
+
+// TestContextErase: ContextService.Erase is a tenant admin's: refused
+// without the router's admin mark (nothing erased), invalid requests are
+// refused with their field, and an admin's erase reports its tseq, its
+// counts and that there is no standby to wait for.
+func TestContextErase(t *testing.T) {
+	n := newCell(t, nil, nil)
+	ctx := testutil.Context(t, 30*time.Second)
+	data := tenantmd.WithCaller(as(ctx, "acme", 0), "alice", "")
+	must(n.ctx.CreateContext(data, &contextv1.CreateContextRequest{ContextId: "c1", RequestId: "r1"}))(t)
+
+	_, err := n.ctx.Erase(data, &contextv1.EraseRequest{ContextId: "c1"})
+	wantErr(t, err, codes.PermissionDenied, cperr.PermissionDenied)
+	must(n.ctx.GetContext(data, &contextv1.GetContextRequest{ContextId: "c1"}))(t) // still there
+
+	admin := metadata.AppendToOutgoingContext(data, tenantmd.AdminKey, "true")
+	_, err = n.ctx.Erase(admin, &contextv1.EraseRequest{ContextId: "c1", Principal: "alice"})
+	wantField(t, err, "context_id")
+	_, err = n.ctx.Erase(admin, &contextv1.EraseRequest{ContextId: "c1", Wait: durationpb.New(time.Hour)})
+	wantField(t, err, "wait")
+
+	res := must(n.ctx.Erase(admin, &contextv1.EraseRequest{ContextId: "c1", RequestId: "e1"}))(t)
+	if res.GetTseq() == 0 || res.GetContextsDeleted() != 1 || res.GetHasStandby() || res.GetStandbyApplied() || res.GetTime() == nil {
+		t.Fatalf("erase %v", res)
+	}
+	_, err = n.ctx.GetContext(data, &contextv1.GetContextRequest{ContextId: "c1"})
+	wantErr(t, err, codes.NotFound, cperr.ContextNotFound)
 }

@@ -343,31 +343,38 @@ func (s *CellServer) EraseSubject(ctx context.Context, req *cellv1.EraseSubjectR
 		return nil, err
 	}
 	return forward(ctx, s.core, func() (*cellv1.EraseSubjectResponse, error) {
-		kind, subject := cellv1.EraseSubjectOp_KIND_PRINCIPAL, req.GetPrincipal()
-		if req.GetContextId() != "" {
-			kind, subject = cellv1.EraseSubjectOp_KIND_CONTEXT, req.GetContextId()
-		}
-		cmd := &cellv1.Command{Tenant: req.GetTenant(), RequestId: req.GetRequestId(), Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{
-			Kind: kind, SubjectSha256: store.SubjectDigest(req.GetTenant(), kind, subject)}}}
-		res, err := s.propose(ctx, cmd)
-		if err != nil {
-			return nil, err
-		}
-		if res.GetEraseSubject() == nil {
-			return nil, s.missingResult("erase_subject", req.GetTenant())
-		}
-		// The erase's command time, also for a retry answered from the
-		// first erase's dedup record: its audit record has it.
-		at := cmd.GetTimeUnixNano()
-		_ = s.st.ReadReplica(req.GetTenant(), func(v *store.TenantView) error {
-			if recs, _, err := v.Audit(store.AuditQuery{AfterTseq: res.GetTseq() - 1, Limit: 1}); err == nil && len(recs) == 1 && recs[0].GetTseq() == res.GetTseq() {
-				at = recs[0].GetTimeUnixNano()
-			}
-			return nil
-		})
-		s.log.Info("subject erased", "tenant", req.GetTenant(), "kind", kind.String(), "tseq", res.GetTseq(), "deduplicated", res.GetDeduplicated())
-		return &cellv1.EraseSubjectResponse{Tseq: res.GetTseq(), TimeUnixNano: at, Erased: res.GetEraseSubject(), Deduplicated: res.GetDeduplicated()}, nil
+		return s.erase(ctx, req.GetTenant(), 0, req.GetPrincipal(), req.GetContextId(), req.GetRequestId())
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*cellv1.EraseSubjectResponse, error) {
 		return cellClient(cc).EraseSubject(ctx, req)
 	})
+}
+
+// erase proposes the erasure of a principal's data or of one context
+// (exactly one of principal and contextID) and answers its tseq, time and
+// counts (shared by CellService.EraseSubject and ContextService.Erase).
+func (c *core) erase(ctx context.Context, tenant string, epoch uint64, principal, contextID, requestID string) (*cellv1.EraseSubjectResponse, error) {
+	kind, subject := cellv1.EraseSubjectOp_KIND_PRINCIPAL, principal
+	if contextID != "" {
+		kind, subject = cellv1.EraseSubjectOp_KIND_CONTEXT, contextID
+	}
+	cmd := &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: requestID, Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{
+		Kind: kind, SubjectSha256: store.SubjectDigest(tenant, kind, subject)}}}
+	res, err := c.propose(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if res.GetEraseSubject() == nil {
+		return nil, c.missingResult("erase_subject", tenant)
+	}
+	// The erase's command time, also for a retry answered from the
+	// first erase's dedup record: its audit record has it.
+	at := cmd.GetTimeUnixNano()
+	_ = c.st.ReadReplica(tenant, func(v *store.TenantView) error {
+		if recs, _, err := v.Audit(store.AuditQuery{AfterTseq: res.GetTseq() - 1, Limit: 1}); err == nil && len(recs) == 1 && recs[0].GetTseq() == res.GetTseq() {
+			at = recs[0].GetTimeUnixNano()
+		}
+		return nil
+	})
+	c.log.Info("subject erased", "tenant", tenant, "kind", kind.String(), "tseq", res.GetTseq(), "deduplicated", res.GetDeduplicated())
+	return &cellv1.EraseSubjectResponse{Tseq: res.GetTseq(), TimeUnixNano: at, Erased: res.GetEraseSubject(), Deduplicated: res.GetDeduplicated()}, nil
 }

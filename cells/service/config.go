@@ -49,6 +49,11 @@ type Config struct {
 	// to count an append's tokens before proposing it (a miss reads the
 	// context's metadata from the local replica).
 	TokenEncodingCache int
+	// EraseWait is how long ContextService.Erase waits for the standby's
+	// acknowledgement of the erase when the request names no wait;
+	// MaxEraseWait bounds a request's own wait.
+	EraseWait    time.Duration
+	MaxEraseWait time.Duration
 }
 
 // ReplicationReporter reports the replication stream of a standby tenant
@@ -68,6 +73,8 @@ func DefaultConfig() Config {
 		WatchChangeBatch:   256,
 		TokenEncoding:      tokens.Default,
 		TokenEncodingCache: 65536,
+		EraseWait:          10 * time.Second,
+		MaxEraseWait:       2 * time.Minute,
 	}
 }
 
@@ -79,6 +86,9 @@ func (c Config) Validate() error {
 	}
 	if c.Node == nil || !ids.Valid(c.Node.GetNodeId(), c.Limits.MaxIDLen) {
 		errs = append(errs, errors.New("service: Config.Node.NodeId must be a valid node id"))
+	}
+	if c.EraseWait < 0 || c.MaxEraseWait < c.EraseWait {
+		errs = append(errs, fmt.Errorf("service: Config.EraseWait %v must be ≥ 0 and at most MaxEraseWait %v", c.EraseWait, c.MaxEraseWait))
 	}
 	if c.RetryAfter <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.RetryAfter must be > 0, got %v", c.RetryAfter))

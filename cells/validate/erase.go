@@ -2,9 +2,11 @@ package validate
 
 import (
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 )
 
 // principal checks a principal name: what the router and the MCP worker
@@ -86,4 +88,28 @@ func (v *violations) eraseOp(op *cellv1.EraseSubjectOp) {
 	if op.GetErasedAtTseq() != 0 {
 		v.add(f+"erased_at_tseq", "only in a placeholder")
 	}
+}
+
+// Erase validates a ContextService EraseRequest: exactly one of principal
+// and context_id, the request id, and a wait between 0 and maxWait.
+func Erase(lim Limits, req *contextv1.EraseRequest, maxWait time.Duration) error {
+	var v violations
+	v.requestID(lim, req.GetRequestId())
+	p, c := req.GetPrincipal(), req.GetContextId()
+	switch {
+	case p != "" && c != "":
+		v.add("context_id", "exactly one of principal and context_id")
+	case p == "" && c == "":
+		v.add("principal", "one of principal and context_id is required")
+	case c != "":
+		v.id("context_id", c, lim.MaxIDLen)
+	default:
+		v.principal(lim, "principal", p, true)
+	}
+	if w := req.GetWait(); w != nil {
+		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > maxWait {
+			v.add("wait", "must be between 0 and %v", maxWait)
+		}
+	}
+	return v.err()
 }

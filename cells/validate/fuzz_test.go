@@ -3,6 +3,7 @@ package validate
 import (
 	"errors"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cellplane/cellplane/internal/cperr"
@@ -11,6 +12,7 @@ import (
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // fuzzLimits are small so that the fuzzer reaches every bound quickly.
@@ -168,6 +170,7 @@ func FuzzAuditRequests(f *testing.F) {
 		&cellv1.EraseSubjectRequest{Tenant: "t", Principal: "alice@example.com"},
 		&cellv1.EraseSubjectRequest{Tenant: "t", ContextId: "c", RequestId: "r"},
 		&cellv1.ListAuditRequest{Tenant: "t", Principal: "p", Limit: 10, SinceUnixNano: 1},
+		&contextv1.EraseRequest{Principal: "alice", RequestId: "r", Wait: durationpb.New(time.Second)},
 	} {
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -183,6 +186,14 @@ func FuzzAuditRequests(f *testing.F) {
 			checkResult(t, err)
 			if err == nil && (er.GetPrincipal() == "") == (er.GetContextId() == "") {
 				t.Fatalf("accepted %v", &er)
+			}
+		}
+		var ce contextv1.EraseRequest
+		if proto.Unmarshal(b, &ce) == nil {
+			err := Erase(lim, &ce, time.Minute)
+			checkResult(t, err)
+			if err == nil && ((ce.GetPrincipal() == "") == (ce.GetContextId() == "") || ce.GetWait().AsDuration() > time.Minute || ce.GetWait().AsDuration() < 0) {
+				t.Fatalf("accepted %v", &ce)
 			}
 		}
 		var la cellv1.ListAuditRequest

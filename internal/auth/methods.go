@@ -28,6 +28,7 @@ var MethodScopes = map[string]Scope{
 	contextv1.ContextService_Fork_FullMethodName:          ScopeContextsWrite,
 	contextv1.ContextService_Compact_FullMethodName:       ScopeContextsWrite,
 	contextv1.ContextService_ReadAudit_FullMethodName:     ScopeAdmin,
+	contextv1.ContextService_Erase_FullMethodName:         ScopeAdmin,
 }
 
 // RequiredScope returns the scope method needs; ok is false for a method

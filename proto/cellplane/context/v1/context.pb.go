@@ -2635,6 +2635,208 @@ func (x *AuditEntry) GetErasedAtTseq() uint64 {
 	return 0
 }
 
+type EraseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of principal and context_id.
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	ContextId string `protobuf:"bytes,2,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	// Idempotency key: a retry returns the first erase's answer.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// How long to wait for the standby's acknowledgement of the erase
+	// (0: the cell's default, 10 s; at most 2 minutes).
+	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseRequest) Reset() {
+	*x = EraseRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseRequest) ProtoMessage() {}
+
+func (x *EraseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseRequest.ProtoReflect.Descriptor instead.
+func (*EraseRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *EraseRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *EraseRequest) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *EraseRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *EraseRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+type EraseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The erase's place in the tenant's change log and its time.
+	Tseq uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The cell that erased (the tenant's owner).
+	Cell                string `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
+	ContextsDeleted     uint64 `protobuf:"varint,4,opt,name=contexts_deleted,json=contextsDeleted,proto3" json:"contexts_deleted,omitempty"`
+	MemoryKeysDeleted   uint64 `protobuf:"varint,5,opt,name=memory_keys_deleted,json=memoryKeysDeleted,proto3" json:"memory_keys_deleted,omitempty"`
+	EventsScrubbed      uint64 `protobuf:"varint,6,opt,name=events_scrubbed,json=eventsScrubbed,proto3" json:"events_scrubbed,omitempty"`
+	DedupRecordsDeleted uint64 `protobuf:"varint,7,opt,name=dedup_records_deleted,json=dedupRecordsDeleted,proto3" json:"dedup_records_deleted,omitempty"`
+	// Whether the tenant has a standby following its change log, and
+	// whether it acknowledged a tseq at or past the erase within the wait
+	// (it then applied the erase, scrubbing its own copies); standby_tseq is
+	// the highest tseq it acknowledged.
+	HasStandby     bool   `protobuf:"varint,8,opt,name=has_standby,json=hasStandby,proto3" json:"has_standby,omitempty"`
+	StandbyApplied bool   `protobuf:"varint,9,opt,name=standby_applied,json=standbyApplied,proto3" json:"standby_applied,omitempty"`
+	StandbyTseq    uint64 `protobuf:"varint,10,opt,name=standby_tseq,json=standbyTseq,proto3" json:"standby_tseq,omitempty"`
+	Deduplicated   bool   `protobuf:"varint,11,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EraseResponse) Reset() {
+	*x = EraseResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseResponse) ProtoMessage() {}
+
+func (x *EraseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseResponse.ProtoReflect.Descriptor instead.
+func (*EraseResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *EraseResponse) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *EraseResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *EraseResponse) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *EraseResponse) GetContextsDeleted() uint64 {
+	if x != nil {
+		return x.ContextsDeleted
+	}
+	return 0
+}
+
+func (x *EraseResponse) GetMemoryKeysDeleted() uint64 {
+	if x != nil {
+		return x.MemoryKeysDeleted
+	}
+	return 0
+}
+
+func (x *EraseResponse) GetEventsScrubbed() uint64 {
+	if x != nil {
+		return x.EventsScrubbed
+	}
+	return 0
+}
+
+func (x *EraseResponse) GetDedupRecordsDeleted() uint64 {
+	if x != nil {
+		return x.DedupRecordsDeleted
+	}
+	return 0
+}
+
+func (x *EraseResponse) GetHasStandby() bool {
+	if x != nil {
+		return x.HasStandby
+	}
+	return false
+}
+
+func (x *EraseResponse) GetStandbyApplied() bool {
+	if x != nil {
+		return x.StandbyApplied
+	}
+	return false
+}
+
+func (x *EraseResponse) GetStandbyTseq() uint64 {
+	if x != nil {
+		return x.StandbyTseq
+	}
+	return 0
+}
+
+func (x *EraseResponse) GetDeduplicated() bool {
+	if x != nil {
+		return x.Deduplicated
+	}
+	return false
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -2868,7 +3070,28 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\a \x01(\tR\tcontextId\x12\x1d\n" +
 	"\n" +
 	"memory_key\x18\b \x01(\tR\tmemoryKey\x12$\n" +
-	"\x0eerased_at_tseq\x18\t \x01(\x04R\ferasedAtTseq*w\n" +
+	"\x0eerased_at_tseq\x18\t \x01(\x04R\ferasedAtTseq\"\x99\x01\n" +
+	"\fEraseRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x02 \x01(\tR\tcontextId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12-\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\xb0\x03\n" +
+	"\rEraseResponse\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04cell\x18\x03 \x01(\tR\x04cell\x12)\n" +
+	"\x10contexts_deleted\x18\x04 \x01(\x04R\x0fcontextsDeleted\x12.\n" +
+	"\x13memory_keys_deleted\x18\x05 \x01(\x04R\x11memoryKeysDeleted\x12'\n" +
+	"\x0fevents_scrubbed\x18\x06 \x01(\x04R\x0eeventsScrubbed\x122\n" +
+	"\x15dedup_records_deleted\x18\a \x01(\x04R\x13dedupRecordsDeleted\x12\x1f\n" +
+	"\vhas_standby\x18\b \x01(\bR\n" +
+	"hasStandby\x12'\n" +
+	"\x0fstandby_applied\x18\t \x01(\bR\x0estandbyApplied\x12!\n" +
+	"\fstandby_tseq\x18\n" +
+	" \x01(\x04R\vstandbyTseq\x12\"\n" +
+	"\fdeduplicated\x18\v \x01(\bR\fdeduplicated*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
@@ -2877,8 +3100,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vMemoryScope\x12\x1c\n" +
 	"\x18MEMORY_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MEMORY_SCOPE_PRINCIPAL\x10\x01\x12\x17\n" +
-	"\x13MEMORY_SCOPE_TENANT\x10\x022\xb3\n" +
-	"\n" +
+	"\x13MEMORY_SCOPE_TENANT\x10\x022\x85\v\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -2895,7 +3117,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"ListMemory\x12'.cellplane.context.v1.ListMemoryRequest\x1a(.cellplane.context.v1.ListMemoryResponse\x12M\n" +
 	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x12V\n" +
 	"\aCompact\x12$.cellplane.context.v1.CompactRequest\x1a%.cellplane.context.v1.CompactResponse\x12\\\n" +
-	"\tReadAudit\x12&.cellplane.context.v1.ReadAuditRequest\x1a'.cellplane.context.v1.ReadAuditResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"\tReadAudit\x12&.cellplane.context.v1.ReadAuditRequest\x1a'.cellplane.context.v1.ReadAuditResponse\x12P\n" +
+	"\x05Erase\x12\".cellplane.context.v1.EraseRequest\x1a#.cellplane.context.v1.EraseResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -2910,7 +3133,7 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
 	(MemoryScope)(0),              // 1: cellplane.context.v1.MemoryScope
@@ -2948,26 +3171,28 @@ var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(*ReadAuditRequest)(nil),      // 33: cellplane.context.v1.ReadAuditRequest
 	(*ReadAuditResponse)(nil),     // 34: cellplane.context.v1.ReadAuditResponse
 	(*AuditEntry)(nil),            // 35: cellplane.context.v1.AuditEntry
-	nil,                           // 36: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 37: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 38: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	nil,                           // 39: cellplane.context.v1.ForkRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*EraseRequest)(nil),          // 36: cellplane.context.v1.EraseRequest
+	(*EraseResponse)(nil),         // 37: cellplane.context.v1.EraseResponse
+	nil,                           // 38: cellplane.context.v1.Context.LabelsEntry
+	nil,                           // 39: cellplane.context.v1.Entry.MetadataEntry
+	nil,                           // 40: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	nil,                           // 41: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	40, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	36, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	41, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	41, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	41, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	41, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	41, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
-	38, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	41, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	42, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	38, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	43, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	43, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	43, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	39, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	43, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	43, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
+	40, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	43, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	42, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
 	3,  // 12: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
 	2,  // 13: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	3,  // 14: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
@@ -2978,13 +3203,13 @@ var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	4,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
 	5,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
 	4,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	41, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	41, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	41, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	43, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	43, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	43, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 25: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	41, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
-	41, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	43, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	42, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	43, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	1,  // 30: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
 	20, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
@@ -2992,48 +3217,52 @@ var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	2,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	1,  // 34: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
 	20, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	39, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
-	41, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	43, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	42, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
 	3,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
 	5,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
 	3,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
-	41, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
+	43, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
 	35, // 43: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
-	41, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	6,  // 45: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	8,  // 46: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	10, // 47: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	12, // 48: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	14, // 49: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	16, // 50: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	18, // 51: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	21, // 52: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	23, // 53: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	25, // 54: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	27, // 55: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	29, // 56: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
-	31, // 57: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
-	33, // 58: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
-	7,  // 59: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	9,  // 60: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	11, // 61: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	13, // 62: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	15, // 63: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	17, // 64: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	19, // 65: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	22, // 66: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	24, // 67: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	26, // 68: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	28, // 69: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	30, // 70: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
-	32, // 71: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
-	34, // 72: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
-	59, // [59:73] is the sub-list for method output_type
-	45, // [45:59] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	43, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	42, // 45: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
+	43, // 46: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
+	6,  // 47: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	8,  // 48: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	10, // 49: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	12, // 50: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	14, // 51: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	16, // 52: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	18, // 53: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	21, // 54: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	23, // 55: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	25, // 56: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	27, // 57: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	29, // 58: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	31, // 59: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	33, // 60: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
+	36, // 61: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
+	7,  // 62: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	9,  // 63: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	11, // 64: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	13, // 65: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	15, // 66: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	17, // 67: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	19, // 68: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	22, // 69: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	24, // 70: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	26, // 71: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	28, // 72: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	30, // 73: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	32, // 74: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	34, // 75: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
+	37, // 76: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
+	62, // [62:77] is the sub-list for method output_type
+	47, // [47:62] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -3058,7 +3287,7 @@ func file_cellplane_context_v1_context_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	ContextService_Fork_FullMethodName          = "/cellplane.context.v1.ContextService/Fork"
 	ContextService_Compact_FullMethodName       = "/cellplane.context.v1.ContextService/Compact"
 	ContextService_ReadAudit_FullMethodName     = "/cellplane.context.v1.ContextService/ReadAudit"
+	ContextService_Erase_FullMethodName         = "/cellplane.context.v1.ContextService/Erase"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -96,6 +97,14 @@ type ContextServiceClient interface {
 	// (PERMISSION_DENIED) to every data-plane credential today; operators
 	// read the audit log with cellctl tenant audit.
 	ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error)
+	// Erase erases one subject of the tenant — a principal's data or one
+	// context — and scrubs it from the change log and the dedup window, on
+	// this cell and, through the change stream, on the standby
+	// (docs/contexts.md "Erasure"). A tenant admin's call (scope admin,
+	// through the router). The answer reports the erase's tseq and, when
+	// the tenant has a standby, whether it has acknowledged that tseq
+	// within the wait.
+	Erase(ctx context.Context, in *EraseRequest, opts ...grpc.CallOption) (*EraseResponse, error)
 }
 
 type contextServiceClient struct {
@@ -255,6 +264,16 @@ func (c *contextServiceClient) ReadAudit(ctx context.Context, in *ReadAuditReque
 	return out, nil
 }
 
+func (c *contextServiceClient) Erase(ctx context.Context, in *EraseRequest, opts ...grpc.CallOption) (*EraseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EraseResponse)
+	err := c.cc.Invoke(ctx, ContextService_Erase_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -305,6 +324,14 @@ type ContextServiceServer interface {
 	// (PERMISSION_DENIED) to every data-plane credential today; operators
 	// read the audit log with cellctl tenant audit.
 	ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error)
+	// Erase erases one subject of the tenant — a principal's data or one
+	// context — and scrubs it from the change log and the dedup window, on
+	// this cell and, through the change stream, on the standby
+	// (docs/contexts.md "Erasure"). A tenant admin's call (scope admin,
+	// through the router). The answer reports the erase's tseq and, when
+	// the tenant has a standby, whether it has acknowledged that tseq
+	// within the wait.
+	Erase(context.Context, *EraseRequest) (*EraseResponse, error)
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -356,6 +383,9 @@ func (UnimplementedContextServiceServer) Compact(context.Context, *CompactReques
 }
 func (UnimplementedContextServiceServer) ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadAudit not implemented")
+}
+func (UnimplementedContextServiceServer) Erase(context.Context, *EraseRequest) (*EraseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Erase not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -623,6 +653,24 @@ func _ContextService_ReadAudit_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContextService_Erase_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EraseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).Erase(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_Erase_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).Erase(ctx, req.(*EraseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -681,6 +729,10 @@ var ContextService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadAudit",
 			Handler:    _ContextService_ReadAudit_Handler,
+		},
+		{
+			MethodName: "Erase",
+			Handler:    _ContextService_Erase_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
