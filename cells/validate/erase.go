@@ -31,7 +31,13 @@ func EraseSubject(lim Limits, req *cellv1.EraseSubjectRequest) error {
 	var v violations
 	v.id("tenant", req.GetTenant(), lim.MaxIDLen)
 	v.requestID(lim, req.GetRequestId())
-	p, c := req.GetPrincipal(), req.GetContextId()
+	v.subject(lim, req.GetPrincipal(), req.GetContextId())
+	return v.err()
+}
+
+// subject checks an erasure's subject: exactly one of a principal and a
+// context id.
+func (v *violations) subject(lim Limits, p, c string) {
 	switch {
 	case p != "" && c != "":
 		v.add("context_id", "exactly one of principal and context_id")
@@ -42,7 +48,6 @@ func EraseSubject(lim Limits, req *cellv1.EraseSubjectRequest) error {
 	default:
 		v.principal(lim, "principal", p, true)
 	}
-	return v.err()
 }
 
 // ListAudit validates a ListAuditRequest.
@@ -95,17 +100,7 @@ func (v *violations) eraseOp(op *cellv1.EraseSubjectOp) {
 func Erase(lim Limits, req *contextv1.EraseRequest, maxWait time.Duration) error {
 	var v violations
 	v.requestID(lim, req.GetRequestId())
-	p, c := req.GetPrincipal(), req.GetContextId()
-	switch {
-	case p != "" && c != "":
-		v.add("context_id", "exactly one of principal and context_id")
-	case p == "" && c == "":
-		v.add("principal", "one of principal and context_id is required")
-	case c != "":
-		v.id("context_id", c, lim.MaxIDLen)
-	default:
-		v.principal(lim, "principal", p, true)
-	}
+	v.subject(lim, req.GetPrincipal(), req.GetContextId())
 	if w := req.GetWait(); w != nil {
 		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > maxWait {
 			v.add("wait", "must be between 0 and %v", maxWait)
