@@ -314,7 +314,15 @@ func (l *load) check(t *testing.T, ctx context.Context) time.Duration {
 	for _, err := range l.failures {
 		t.Errorf("a client request failed for good: %v", err)
 	}
-	final, err := readAll(tenantmd.Outgoing(ctx, l.tenant, 0), l.data)
+	// A read, retried like any client's: the router's per-tenant rate
+	// limit may still be refilling after the load (RATE_LIMITED, retry
+	// later), and the read pages through the whole context.
+	var final string
+	err := retry.Do(ctx, retry.DefaultPolicy(), retry.Immutable, func(ctx context.Context) error {
+		var err error
+		final, err = readAll(tenantmd.Outgoing(ctx, l.tenant, 0), l.data)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("final read: %v", err)
 	}
