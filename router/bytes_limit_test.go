@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -41,7 +42,10 @@ func TestByteRateLimitIsolation(t *testing.T) {
 	if _, err := cs.CreateContext(qctx, &contextv1.CreateContextRequest{ContextId: "q"}); err != nil {
 		t.Fatal(err)
 	}
-	big := &contextv1.Entry{Role: "user", Content: &contextv1.Entry_Text{Text: strings.Repeat("x", 128<<10)}}
+	// Binary content: what is measured is the router's byte bucket, not
+	// the cell's token counting of 128 KiB of text (slow under -race, so
+	// slow that the bucket refilled between appends in CI).
+	big := &contextv1.Entry{Role: "user", Content: &contextv1.Entry_Data{Data: bytes.Repeat([]byte("x"), 128<<10)}}
 
 	// The flood: 128 KiB appends back to back, 4 MiB in all; the bucket
 	// passes about its burst plus what accrues meanwhile.
@@ -106,7 +110,10 @@ func TestTenantByteRateOverride(t *testing.T) {
 	if _, err := cs.CreateContext(fctx, &contextv1.CreateContextRequest{ContextId: "f"}); err != nil {
 		t.Fatal(err)
 	}
-	big := &contextv1.Entry{Role: "user", Content: &contextv1.Entry_Text{Text: strings.Repeat("x", 128<<10)}}
+	// Binary content: what is measured is the router's byte bucket, not
+	// the cell's token counting of 128 KiB of text (slow under -race, so
+	// slow that the bucket refilled between appends in CI).
+	big := &contextv1.Entry{Role: "user", Content: &contextv1.Entry_Data{Data: bytes.Repeat([]byte("x"), 128<<10)}}
 	// 300 KiB of burst at 1 KiB/s: two 128 KiB appends pass, the third
 	// is refused with the tenant's own limits in the message.
 	for i := range 2 {
