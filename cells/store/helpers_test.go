@@ -468,16 +468,6 @@ type tenantKeys struct {
 	erased   bool // an erase scrubbed dedup records
 }
 
-// splitPrincipal splits a principal-prefixed key rest (uvarint length,
-// principal, remainder).
-func splitPrincipal(rest []byte) (principal, tail string, ok bool) {
-	n, w := binary.Uvarint(rest)
-	if w <= 0 || uint64(len(rest)-w) < n {
-		return "", "", false
-	}
-	return string(rest[w : w+int(n)]), string(rest[w+int(n):]), true
-}
-
 func stateProblems(t testing.TB, f *fsm) []string {
 	t.Helper()
 	var probs []string
@@ -572,7 +562,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				d.memIdx[string(kindMemory)+string(rest)] = &m
 				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
 			case kindPrincipalMemory:
-				p, key, ok := splitPrincipal(rest)
+				p, key, ok := splitPrincipalKey(rest)
 				var m contextv1.MemoryItem
 				if err := proto.Unmarshal(v, &m); !ok || p == "" || err != nil || m.GetKey() != key || m.GetRevision() == 0 {
 					bad("principal memory key %q holds %v (%v)", k, &m, err)
@@ -581,7 +571,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				d.memIdx[string(kindPrincipalMemory)+string(rest)] = &m
 				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
 			case kindOwned:
-				p, id, ok := splitPrincipal(rest)
+				p, id, ok := splitPrincipalKey(rest)
 				if !ok || p == "" || id == "" || len(v) != 0 {
 					bad("owner index key %q is malformed", k)
 					continue
