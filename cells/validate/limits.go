@@ -72,6 +72,27 @@ type Limits struct {
 	// one node at once; the next is refused with QUOTA_EXCEEDED (finding
 	// M6).
 	MaxWatchesPerTenant int
+
+	// Selector bounds a label selector (list and search filters): its
+	// number of requirements and the values of one requirement. Keys and
+	// values are bounded by the larger of Labels and EntryMetadata.
+	Selector SelectorLimits
+
+	// DefaultSearchHits / MaxSearchHits: a search's limit when 0, and its
+	// cap (a cap, not an error).
+	DefaultSearchHits int
+	MaxSearchHits     int
+	// MaxQueryBytes bounds a search's keyword query.
+	MaxQueryBytes int
+	// MaxVectorDims bounds an embedding's dimension (in a search and, where
+	// entries and memory carry embeddings, in writes).
+	MaxVectorDims int
+}
+
+// SelectorLimits bound a contextv1.LabelSelector.
+type SelectorLimits struct {
+	MaxRequirements int
+	MaxValues       int
 }
 
 const (
@@ -103,6 +124,11 @@ func DefaultLimits() Limits {
 		MaxReadBytes:         2 * mib,
 		MaxAddrLen:           256,
 		MaxWatchesPerTenant:  256,
+		Selector:             SelectorLimits{MaxRequirements: 16, MaxValues: 64},
+		DefaultSearchHits:    10,
+		MaxSearchHits:        100,
+		MaxQueryBytes:        1 * kib,
+		MaxVectorDims:        4096,
 	}
 }
 
@@ -137,6 +163,15 @@ func (l Limits) Validate() error {
 	positive("DefaultReadEntries", l.DefaultReadEntries)
 	positive("MaxReadEntries", l.MaxReadEntries)
 	positive("MaxAddrLen", l.MaxAddrLen)
+	positive("Selector.MaxRequirements", l.Selector.MaxRequirements)
+	positive("Selector.MaxValues", l.Selector.MaxValues)
+	positive("DefaultSearchHits", l.DefaultSearchHits)
+	positive("MaxSearchHits", l.MaxSearchHits)
+	positive("MaxQueryBytes", l.MaxQueryBytes)
+	positive("MaxVectorDims", l.MaxVectorDims)
+	if l.DefaultSearchHits > l.MaxSearchHits {
+		errs = append(errs, fmt.Errorf("validate: Limits.DefaultSearchHits (%d) exceeds MaxSearchHits (%d)", l.DefaultSearchHits, l.MaxSearchHits))
+	}
 	if l.DefaultReadBytes == 0 {
 		errs = append(errs, errors.New("validate: Limits.DefaultReadBytes must be > 0"))
 	}
@@ -184,4 +219,12 @@ func (l Limits) ReadBytes(requested uint64) uint64 {
 		return l.DefaultReadBytes
 	}
 	return min(requested, l.MaxReadBytes)
+}
+
+// SearchHits returns the effective limit of a search.
+func (l Limits) SearchHits(requested uint32) int {
+	if requested == 0 {
+		return l.DefaultSearchHits
+	}
+	return int(min(uint64(requested), uint64(l.MaxSearchHits)))
 }

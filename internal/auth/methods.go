@@ -14,21 +14,26 @@ import (
 // without one fails the test rather than being open or closed by accident.
 // A method missing at run time is refused (RequiredScope's ok is false).
 var MethodScopes = map[string]Scope{
-	contextv1.ContextService_CreateContext_FullMethodName: ScopeContextsWrite,
-	contextv1.ContextService_GetContext_FullMethodName:    ScopeContextsRead,
-	contextv1.ContextService_ListContexts_FullMethodName:  ScopeContextsRead,
-	contextv1.ContextService_DeleteContext_FullMethodName: ScopeContextsWrite,
-	contextv1.ContextService_Append_FullMethodName:        ScopeContextsWrite,
-	contextv1.ContextService_Read_FullMethodName:          ScopeContextsRead,
-	contextv1.ContextService_Watch_FullMethodName:         ScopeContextsRead,
-	contextv1.ContextService_PutMemory_FullMethodName:     ScopeMemoryWrite,
-	contextv1.ContextService_GetMemory_FullMethodName:     ScopeMemoryRead,
-	contextv1.ContextService_DeleteMemory_FullMethodName:  ScopeMemoryWrite,
-	contextv1.ContextService_ListMemory_FullMethodName:    ScopeMemoryRead,
-	contextv1.ContextService_Fork_FullMethodName:          ScopeContextsWrite,
-	contextv1.ContextService_Compact_FullMethodName:       ScopeContextsWrite,
-	contextv1.ContextService_ReadAudit_FullMethodName:     ScopeAdmin,
-	contextv1.ContextService_Erase_FullMethodName:         ScopeAdmin,
+	contextv1.ContextService_CreateContext_FullMethodName:  ScopeContextsWrite,
+	contextv1.ContextService_GetContext_FullMethodName:     ScopeContextsRead,
+	contextv1.ContextService_ListContexts_FullMethodName:   ScopeContextsRead,
+	contextv1.ContextService_DeleteContext_FullMethodName:  ScopeContextsWrite,
+	contextv1.ContextService_Append_FullMethodName:         ScopeContextsWrite,
+	contextv1.ContextService_Read_FullMethodName:           ScopeContextsRead,
+	contextv1.ContextService_Watch_FullMethodName:          ScopeContextsRead,
+	contextv1.ContextService_PutMemory_FullMethodName:      ScopeMemoryWrite,
+	contextv1.ContextService_GetMemory_FullMethodName:      ScopeMemoryRead,
+	contextv1.ContextService_DeleteMemory_FullMethodName:   ScopeMemoryWrite,
+	contextv1.ContextService_ListMemory_FullMethodName:     ScopeMemoryRead,
+	contextv1.ContextService_Fork_FullMethodName:           ScopeContextsWrite,
+	contextv1.ContextService_Compact_FullMethodName:        ScopeContextsWrite,
+	contextv1.ContextService_ReadAudit_FullMethodName:      ScopeAdmin,
+	contextv1.ContextService_Erase_FullMethodName:          ScopeAdmin,
+	contextv1.ContextService_SearchContexts_FullMethodName: ScopeContextsRead,
+	contextv1.ContextService_SearchMemory_FullMethodName:   ScopeMemoryRead,
+	// WatchChanges: memory changes are sent only to callers holding
+	// memory:read too (the cell filters them).
+	contextv1.ContextService_WatchChanges_FullMethodName: ScopeContextsRead,
 }
 
 // RequiredScope returns the scope method needs; ok is false for a method

@@ -155,6 +155,150 @@ func (MemoryScope) EnumDescriptor() ([]byte, []int) {
 	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{1}
 }
 
+// LabelOperator is how a LabelRequirement compares a label's value.
+type LabelOperator int32
+
+const (
+	LabelOperator_LABEL_OPERATOR_UNSPECIFIED LabelOperator = 0
+	// The label exists and its value is values[0].
+	LabelOperator_LABEL_OPERATOR_EQUALS LabelOperator = 1
+	// The label is missing or its value is not values[0].
+	LabelOperator_LABEL_OPERATOR_NOT_EQUALS LabelOperator = 2
+	// The label exists and its value is one of values.
+	LabelOperator_LABEL_OPERATOR_IN LabelOperator = 3
+	// The label is missing or its value is none of values.
+	LabelOperator_LABEL_OPERATOR_NOT_IN LabelOperator = 4
+	// The label exists (values empty).
+	LabelOperator_LABEL_OPERATOR_EXISTS LabelOperator = 5
+	// The label is missing (values empty).
+	LabelOperator_LABEL_OPERATOR_NOT_EXISTS LabelOperator = 6
+)
+
+// Enum value maps for LabelOperator.
+var (
+	LabelOperator_name = map[int32]string{
+		0: "LABEL_OPERATOR_UNSPECIFIED",
+		1: "LABEL_OPERATOR_EQUALS",
+		2: "LABEL_OPERATOR_NOT_EQUALS",
+		3: "LABEL_OPERATOR_IN",
+		4: "LABEL_OPERATOR_NOT_IN",
+		5: "LABEL_OPERATOR_EXISTS",
+		6: "LABEL_OPERATOR_NOT_EXISTS",
+	}
+	LabelOperator_value = map[string]int32{
+		"LABEL_OPERATOR_UNSPECIFIED": 0,
+		"LABEL_OPERATOR_EQUALS":      1,
+		"LABEL_OPERATOR_NOT_EQUALS":  2,
+		"LABEL_OPERATOR_IN":          3,
+		"LABEL_OPERATOR_NOT_IN":      4,
+		"LABEL_OPERATOR_EXISTS":      5,
+		"LABEL_OPERATOR_NOT_EXISTS":  6,
+	}
+)
+
+func (x LabelOperator) Enum() *LabelOperator {
+	p := new(LabelOperator)
+	*p = x
+	return p
+}
+
+func (x LabelOperator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LabelOperator) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_context_v1_context_proto_enumTypes[2].Descriptor()
+}
+
+func (LabelOperator) Type() protoreflect.EnumType {
+	return &file_cellplane_context_v1_context_proto_enumTypes[2]
+}
+
+func (x LabelOperator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LabelOperator.Descriptor instead.
+func (LabelOperator) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{2}
+}
+
+// ChangeKind is what a Change did.
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED       ChangeKind = 0
+	ChangeKind_CHANGE_KIND_CONTEXT_CREATED   ChangeKind = 1
+	ChangeKind_CHANGE_KIND_CONTEXT_APPENDED  ChangeKind = 2
+	ChangeKind_CHANGE_KIND_CONTEXT_DELETED   ChangeKind = 3
+	ChangeKind_CHANGE_KIND_CONTEXT_COMPACTED ChangeKind = 4
+	ChangeKind_CHANGE_KIND_CONTEXT_FORKED    ChangeKind = 5
+	ChangeKind_CHANGE_KIND_CONTEXT_EXPIRED   ChangeKind = 6
+	ChangeKind_CHANGE_KIND_MEMORY_PUT        ChangeKind = 7
+	ChangeKind_CHANGE_KIND_MEMORY_DELETED    ChangeKind = 8
+	ChangeKind_CHANGE_KIND_MEMORY_EXPIRED    ChangeKind = 9
+	// An erasure removed data; a cache drops everything it holds for the
+	// tenant.
+	ChangeKind_CHANGE_KIND_ERASED ChangeKind = 10
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0:  "CHANGE_KIND_UNSPECIFIED",
+		1:  "CHANGE_KIND_CONTEXT_CREATED",
+		2:  "CHANGE_KIND_CONTEXT_APPENDED",
+		3:  "CHANGE_KIND_CONTEXT_DELETED",
+		4:  "CHANGE_KIND_CONTEXT_COMPACTED",
+		5:  "CHANGE_KIND_CONTEXT_FORKED",
+		6:  "CHANGE_KIND_CONTEXT_EXPIRED",
+		7:  "CHANGE_KIND_MEMORY_PUT",
+		8:  "CHANGE_KIND_MEMORY_DELETED",
+		9:  "CHANGE_KIND_MEMORY_EXPIRED",
+		10: "CHANGE_KIND_ERASED",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED":       0,
+		"CHANGE_KIND_CONTEXT_CREATED":   1,
+		"CHANGE_KIND_CONTEXT_APPENDED":  2,
+		"CHANGE_KIND_CONTEXT_DELETED":   3,
+		"CHANGE_KIND_CONTEXT_COMPACTED": 4,
+		"CHANGE_KIND_CONTEXT_FORKED":    5,
+		"CHANGE_KIND_CONTEXT_EXPIRED":   6,
+		"CHANGE_KIND_MEMORY_PUT":        7,
+		"CHANGE_KIND_MEMORY_DELETED":    8,
+		"CHANGE_KIND_MEMORY_EXPIRED":    9,
+		"CHANGE_KIND_ERASED":            10,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cellplane_context_v1_context_proto_enumTypes[3].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_cellplane_context_v1_context_proto_enumTypes[3]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{3}
+}
+
 // ReadOptions choose the consistency of a read.
 type ReadOptions struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -2837,6 +2981,834 @@ func (x *EraseResponse) GetDeduplicated() bool {
 	return false
 }
 
+// LabelRequirement is one condition on a string map (a context's labels,
+// an entry's metadata, a memory item's labels).
+type LabelRequirement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Operator      LabelOperator          `protobuf:"varint,2,opt,name=operator,proto3,enum=cellplane.context.v1.LabelOperator" json:"operator,omitempty"`
+	Values        []string               `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelRequirement) Reset() {
+	*x = LabelRequirement{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelRequirement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelRequirement) ProtoMessage() {}
+
+func (x *LabelRequirement) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelRequirement.ProtoReflect.Descriptor instead.
+func (*LabelRequirement) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *LabelRequirement) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *LabelRequirement) GetOperator() LabelOperator {
+	if x != nil {
+		return x.Operator
+	}
+	return LabelOperator_LABEL_OPERATOR_UNSPECIFIED
+}
+
+func (x *LabelRequirement) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// LabelSelector matches a string map that meets every requirement (an
+// empty selector matches everything).
+type LabelSelector struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requirements  []*LabelRequirement    `protobuf:"bytes,1,rep,name=requirements,proto3" json:"requirements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelSelector) Reset() {
+	*x = LabelSelector{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelSelector) ProtoMessage() {}
+
+func (x *LabelSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
+func (*LabelSelector) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LabelSelector) GetRequirements() []*LabelRequirement {
+	if x != nil {
+		return x.Requirements
+	}
+	return nil
+}
+
+type SearchContextsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keyword query: words are matched after lower-casing and Unicode
+	// word segmentation; results are ranked by BM25. Empty: no keyword
+	// ranking.
+	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
+	// Embedding to rank entries by cosine similarity (entries appended with
+	// an embedding of the same dimension). Empty: no vector ranking. At
+	// least one of query and vector is required.
+	Vector []float32 `protobuf:"fixed32,2,rep,packed,name=vector,proto3" json:"vector,omitempty"`
+	// At most this many hits (0: server default; capped by the server).
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only entries of these contexts (empty: every context of the tenant).
+	ContextIds []string `protobuf:"bytes,4,rep,name=context_ids,json=contextIds,proto3" json:"context_ids,omitempty"`
+	// Only entries of contexts whose labels match.
+	ContextLabels *LabelSelector `protobuf:"bytes,5,opt,name=context_labels,json=contextLabels,proto3" json:"context_labels,omitempty"`
+	// Only entries whose metadata match.
+	EntryMetadata *LabelSelector `protobuf:"bytes,6,opt,name=entry_metadata,json=entryMetadata,proto3" json:"entry_metadata,omitempty"`
+	// Only entries with one of these roles (empty: any role).
+	Roles []string `protobuf:"bytes,7,rep,name=roles,proto3" json:"roles,omitempty"`
+	// Only contexts the calling principal created (as ListContexts).
+	CreatedByCaller bool         `protobuf:"varint,8,opt,name=created_by_caller,json=createdByCaller,proto3" json:"created_by_caller,omitempty"`
+	ReadOptions     *ReadOptions `protobuf:"bytes,9,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SearchContextsRequest) Reset() {
+	*x = SearchContextsRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchContextsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchContextsRequest) ProtoMessage() {}
+
+func (x *SearchContextsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchContextsRequest.ProtoReflect.Descriptor instead.
+func (*SearchContextsRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SearchContextsRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *SearchContextsRequest) GetVector() []float32 {
+	if x != nil {
+		return x.Vector
+	}
+	return nil
+}
+
+func (x *SearchContextsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SearchContextsRequest) GetContextIds() []string {
+	if x != nil {
+		return x.ContextIds
+	}
+	return nil
+}
+
+func (x *SearchContextsRequest) GetContextLabels() *LabelSelector {
+	if x != nil {
+		return x.ContextLabels
+	}
+	return nil
+}
+
+func (x *SearchContextsRequest) GetEntryMetadata() *LabelSelector {
+	if x != nil {
+		return x.EntryMetadata
+	}
+	return nil
+}
+
+func (x *SearchContextsRequest) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *SearchContextsRequest) GetCreatedByCaller() bool {
+	if x != nil {
+		return x.CreatedByCaller
+	}
+	return false
+}
+
+func (x *SearchContextsRequest) GetReadOptions() *ReadOptions {
+	if x != nil {
+		return x.ReadOptions
+	}
+	return nil
+}
+
+// ContextHit is one entry found by a search.
+type ContextHit struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ContextId string                 `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	Entry     *Entry                 `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	// Higher is better; comparable only within one response.
+	Score         float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContextHit) Reset() {
+	*x = ContextHit{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContextHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContextHit) ProtoMessage() {}
+
+func (x *ContextHit) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContextHit.ProtoReflect.Descriptor instead.
+func (*ContextHit) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ContextHit) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *ContextHit) GetEntry() *Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *ContextHit) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+type SearchContextsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Best first.
+	Hits          []*ContextHit `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchContextsResponse) Reset() {
+	*x = SearchContextsResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchContextsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchContextsResponse) ProtoMessage() {}
+
+func (x *SearchContextsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchContextsResponse.ProtoReflect.Descriptor instead.
+func (*SearchContextsResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SearchContextsResponse) GetHits() []*ContextHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+type SearchMemoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As SearchContextsRequest.query, over memory values that are UTF-8 text.
+	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
+	// As SearchContextsRequest.vector, over items put with an embedding.
+	Vector []float32 `protobuf:"fixed32,2,rep,packed,name=vector,proto3" json:"vector,omitempty"`
+	Limit  uint32    `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Which memory to search (as the other memory calls).
+	Scope MemoryScope `protobuf:"varint,4,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
+	// Only keys with this prefix.
+	Prefix string `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Only items whose labels match.
+	Labels        *LabelSelector `protobuf:"bytes,6,opt,name=labels,proto3" json:"labels,omitempty"`
+	ReadOptions   *ReadOptions   `protobuf:"bytes,7,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchMemoryRequest) Reset() {
+	*x = SearchMemoryRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchMemoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchMemoryRequest) ProtoMessage() {}
+
+func (x *SearchMemoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchMemoryRequest.ProtoReflect.Descriptor instead.
+func (*SearchMemoryRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SearchMemoryRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *SearchMemoryRequest) GetVector() []float32 {
+	if x != nil {
+		return x.Vector
+	}
+	return nil
+}
+
+func (x *SearchMemoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SearchMemoryRequest) GetScope() MemoryScope {
+	if x != nil {
+		return x.Scope
+	}
+	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
+}
+
+func (x *SearchMemoryRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *SearchMemoryRequest) GetLabels() *LabelSelector {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SearchMemoryRequest) GetReadOptions() *ReadOptions {
+	if x != nil {
+		return x.ReadOptions
+	}
+	return nil
+}
+
+// MemoryHit is one memory item found by a search.
+type MemoryHit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Item          *MemoryItem            `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	Score         float64                `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryHit) Reset() {
+	*x = MemoryHit{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryHit) ProtoMessage() {}
+
+func (x *MemoryHit) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryHit.ProtoReflect.Descriptor instead.
+func (*MemoryHit) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *MemoryHit) GetItem() *MemoryItem {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *MemoryHit) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+type SearchMemoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hits          []*MemoryHit           `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchMemoryResponse) Reset() {
+	*x = SearchMemoryResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchMemoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchMemoryResponse) ProtoMessage() {}
+
+func (x *SearchMemoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchMemoryResponse.ProtoReflect.Descriptor instead.
+func (*SearchMemoryResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *SearchMemoryResponse) GetHits() []*MemoryHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+// ChangeCursor is a position in a tenant's change log: the tseq of a
+// change and that change's command time. The time lets a server tell a
+// cursor from a history that was lost (an emergency promotion keeps only
+// what the standby had; tseqs after it are reused by new changes).
+type ChangeCursor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tseq          uint64                 `protobuf:"varint,1,opt,name=tseq,proto3" json:"tseq,omitempty"`
+	TimeUnixNano  int64                  `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeCursor) Reset() {
+	*x = ChangeCursor{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeCursor) ProtoMessage() {}
+
+func (x *ChangeCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeCursor.ProtoReflect.Descriptor instead.
+func (*ChangeCursor) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ChangeCursor) GetTseq() uint64 {
+	if x != nil {
+		return x.Tseq
+	}
+	return 0
+}
+
+func (x *ChangeCursor) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+// Change is one change of a tenant's data, as a subscriber sees it.
+type Change struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Cursor *ChangeCursor          `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Kind   ChangeKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=cellplane.context.v1.ChangeKind" json:"kind,omitempty"`
+	// Contexts: the context (for CONTEXT_FORKED, the new fork) and, for
+	// appends, the seqs appended.
+	ContextId string `protobuf:"bytes,3,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
+	FirstSeq  uint64 `protobuf:"varint,4,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	LastSeq   uint64 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// Memory: the key, its scope and revision (the tseq of a put).
+	MemoryKey   string      `protobuf:"bytes,6,opt,name=memory_key,json=memoryKey,proto3" json:"memory_key,omitempty"`
+	MemoryScope MemoryScope `protobuf:"varint,7,opt,name=memory_scope,json=memoryScope,proto3,enum=cellplane.context.v1.MemoryScope" json:"memory_scope,omitempty"`
+	Revision    uint64      `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// For principal-scoped memory on a watch without a principal (a
+	// router's or worker's): whose memory changed. Empty otherwise.
+	Principal     string `protobuf:"bytes,9,opt,name=principal,proto3" json:"principal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Change) Reset() {
+	*x = Change{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Change) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Change) ProtoMessage() {}
+
+func (x *Change) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Change.ProtoReflect.Descriptor instead.
+func (*Change) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Change) GetCursor() *ChangeCursor {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
+func (x *Change) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *Change) GetContextId() string {
+	if x != nil {
+		return x.ContextId
+	}
+	return ""
+}
+
+func (x *Change) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *Change) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *Change) GetMemoryKey() string {
+	if x != nil {
+		return x.MemoryKey
+	}
+	return ""
+}
+
+func (x *Change) GetMemoryScope() MemoryScope {
+	if x != nil {
+		return x.MemoryScope
+	}
+	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
+}
+
+func (x *Change) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Change) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+type WatchChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Deliver the changes after this position. Unset: from the tenant's
+	// current position on (nothing older).
+	After *ChangeCursor `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	// Only changes of these contexts (empty: all contexts the caller may
+	// see).
+	ContextIds []string `protobuf:"bytes,2,rep,name=context_ids,json=contextIds,proto3" json:"context_ids,omitempty"`
+	// Which changes: contexts, memory or both (neither set: both).
+	Contexts      bool `protobuf:"varint,3,opt,name=contexts,proto3" json:"contexts,omitempty"`
+	Memory        bool `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchChangesRequest) Reset() {
+	*x = WatchChangesRequest{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchChangesRequest) ProtoMessage() {}
+
+func (x *WatchChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchChangesRequest.ProtoReflect.Descriptor instead.
+func (*WatchChangesRequest) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *WatchChangesRequest) GetAfter() *ChangeCursor {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *WatchChangesRequest) GetContextIds() []string {
+	if x != nil {
+		return x.ContextIds
+	}
+	return nil
+}
+
+func (x *WatchChangesRequest) GetContexts() bool {
+	if x != nil {
+		return x.Contexts
+	}
+	return false
+}
+
+func (x *WatchChangesRequest) GetMemory() bool {
+	if x != nil {
+		return x.Memory
+	}
+	return false
+}
+
+type WatchChangesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In tseq order, without gaps among the changes the caller may see.
+	Changes []*Change `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Every change up to here was delivered or is not for this watch:
+	// resume after it. A response may carry only the cursor (progress
+	// through changes the watch filters out, or a heartbeat).
+	Cursor        *ChangeCursor `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchChangesResponse) Reset() {
+	*x = WatchChangesResponse{}
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchChangesResponse) ProtoMessage() {}
+
+func (x *WatchChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_context_v1_context_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchChangesResponse.ProtoReflect.Descriptor instead.
+func (*WatchChangesResponse) Descriptor() ([]byte, []int) {
+	return file_cellplane_context_v1_context_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *WatchChangesResponse) GetChanges() []*Change {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *WatchChangesResponse) GetCursor() *ChangeCursor {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
 var File_cellplane_context_v1_context_proto protoreflect.FileDescriptor
 
 const file_cellplane_context_v1_context_proto_rawDesc = "" +
@@ -3091,7 +4063,69 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x0fstandby_applied\x18\t \x01(\bR\x0estandbyApplied\x12!\n" +
 	"\fstandby_tseq\x18\n" +
 	" \x01(\x04R\vstandbyTseq\x12\"\n" +
-	"\fdeduplicated\x18\v \x01(\bR\fdeduplicated*w\n" +
+	"\fdeduplicated\x18\v \x01(\bR\fdeduplicated\"}\n" +
+	"\x10LabelRequirement\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12?\n" +
+	"\boperator\x18\x02 \x01(\x0e2#.cellplane.context.v1.LabelOperatorR\boperator\x12\x16\n" +
+	"\x06values\x18\x03 \x03(\tR\x06values\"[\n" +
+	"\rLabelSelector\x12J\n" +
+	"\frequirements\x18\x01 \x03(\v2&.cellplane.context.v1.LabelRequirementR\frequirements\"\x9c\x03\n" +
+	"\x15SearchContextsRequest\x12\x14\n" +
+	"\x05query\x18\x01 \x01(\tR\x05query\x12\x16\n" +
+	"\x06vector\x18\x02 \x03(\x02R\x06vector\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1f\n" +
+	"\vcontext_ids\x18\x04 \x03(\tR\n" +
+	"contextIds\x12J\n" +
+	"\x0econtext_labels\x18\x05 \x01(\v2#.cellplane.context.v1.LabelSelectorR\rcontextLabels\x12J\n" +
+	"\x0eentry_metadata\x18\x06 \x01(\v2#.cellplane.context.v1.LabelSelectorR\rentryMetadata\x12\x14\n" +
+	"\x05roles\x18\a \x03(\tR\x05roles\x12*\n" +
+	"\x11created_by_caller\x18\b \x01(\bR\x0fcreatedByCaller\x12D\n" +
+	"\fread_options\x18\t \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"t\n" +
+	"\n" +
+	"ContextHit\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x01 \x01(\tR\tcontextId\x121\n" +
+	"\x05entry\x18\x02 \x01(\v2\x1b.cellplane.context.v1.EntryR\x05entry\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\"N\n" +
+	"\x16SearchContextsResponse\x124\n" +
+	"\x04hits\x18\x01 \x03(\v2 .cellplane.context.v1.ContextHitR\x04hits\"\xad\x02\n" +
+	"\x13SearchMemoryRequest\x12\x14\n" +
+	"\x05query\x18\x01 \x01(\tR\x05query\x12\x16\n" +
+	"\x06vector\x18\x02 \x03(\x02R\x06vector\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x127\n" +
+	"\x05scope\x18\x04 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\x12\x16\n" +
+	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12;\n" +
+	"\x06labels\x18\x06 \x01(\v2#.cellplane.context.v1.LabelSelectorR\x06labels\x12D\n" +
+	"\fread_options\x18\a \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"W\n" +
+	"\tMemoryHit\x124\n" +
+	"\x04item\x18\x01 \x01(\v2 .cellplane.context.v1.MemoryItemR\x04item\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\"K\n" +
+	"\x14SearchMemoryResponse\x123\n" +
+	"\x04hits\x18\x01 \x03(\v2\x1f.cellplane.context.v1.MemoryHitR\x04hits\"H\n" +
+	"\fChangeCursor\x12\x12\n" +
+	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\"\xf0\x02\n" +
+	"\x06Change\x12:\n" +
+	"\x06cursor\x18\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor\x124\n" +
+	"\x04kind\x18\x02 \x01(\x0e2 .cellplane.context.v1.ChangeKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"context_id\x18\x03 \x01(\tR\tcontextId\x12\x1b\n" +
+	"\tfirst_seq\x18\x04 \x01(\x04R\bfirstSeq\x12\x19\n" +
+	"\blast_seq\x18\x05 \x01(\x04R\alastSeq\x12\x1d\n" +
+	"\n" +
+	"memory_key\x18\x06 \x01(\tR\tmemoryKey\x12D\n" +
+	"\fmemory_scope\x18\a \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\vmemoryScope\x12\x1a\n" +
+	"\brevision\x18\b \x01(\x04R\brevision\x12\x1c\n" +
+	"\tprincipal\x18\t \x01(\tR\tprincipal\"\xa4\x01\n" +
+	"\x13WatchChangesRequest\x128\n" +
+	"\x05after\x18\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x05after\x12\x1f\n" +
+	"\vcontext_ids\x18\x02 \x03(\tR\n" +
+	"contextIds\x12\x1a\n" +
+	"\bcontexts\x18\x03 \x01(\bR\bcontexts\x12\x16\n" +
+	"\x06memory\x18\x04 \x01(\bR\x06memory\"\x8a\x01\n" +
+	"\x14WatchChangesResponse\x126\n" +
+	"\achanges\x18\x01 \x03(\v2\x1c.cellplane.context.v1.ChangeR\achanges\x12:\n" +
+	"\x06cursor\x18\x02 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor*w\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
@@ -3100,7 +4134,29 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vMemoryScope\x12\x1c\n" +
 	"\x18MEMORY_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MEMORY_SCOPE_PRINCIPAL\x10\x01\x12\x17\n" +
-	"\x13MEMORY_SCOPE_TENANT\x10\x022\x85\v\n" +
+	"\x13MEMORY_SCOPE_TENANT\x10\x02*\xd5\x01\n" +
+	"\rLabelOperator\x12\x1e\n" +
+	"\x1aLABEL_OPERATOR_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15LABEL_OPERATOR_EQUALS\x10\x01\x12\x1d\n" +
+	"\x19LABEL_OPERATOR_NOT_EQUALS\x10\x02\x12\x15\n" +
+	"\x11LABEL_OPERATOR_IN\x10\x03\x12\x19\n" +
+	"\x15LABEL_OPERATOR_NOT_IN\x10\x04\x12\x19\n" +
+	"\x15LABEL_OPERATOR_EXISTS\x10\x05\x12\x1d\n" +
+	"\x19LABEL_OPERATOR_NOT_EXISTS\x10\x06*\xe5\x02\n" +
+	"\n" +
+	"ChangeKind\x12\x1b\n" +
+	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCHANGE_KIND_CONTEXT_CREATED\x10\x01\x12 \n" +
+	"\x1cCHANGE_KIND_CONTEXT_APPENDED\x10\x02\x12\x1f\n" +
+	"\x1bCHANGE_KIND_CONTEXT_DELETED\x10\x03\x12!\n" +
+	"\x1dCHANGE_KIND_CONTEXT_COMPACTED\x10\x04\x12\x1e\n" +
+	"\x1aCHANGE_KIND_CONTEXT_FORKED\x10\x05\x12\x1f\n" +
+	"\x1bCHANGE_KIND_CONTEXT_EXPIRED\x10\x06\x12\x1a\n" +
+	"\x16CHANGE_KIND_MEMORY_PUT\x10\a\x12\x1e\n" +
+	"\x1aCHANGE_KIND_MEMORY_DELETED\x10\b\x12\x1e\n" +
+	"\x1aCHANGE_KIND_MEMORY_EXPIRED\x10\t\x12\x16\n" +
+	"\x12CHANGE_KIND_ERASED\x10\n" +
+	"2\xc2\r\n" +
 	"\x0eContextService\x12h\n" +
 	"\rCreateContext\x12*.cellplane.context.v1.CreateContextRequest\x1a+.cellplane.context.v1.CreateContextResponse\x12_\n" +
 	"\n" +
@@ -3118,7 +4174,10 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x04Fork\x12!.cellplane.context.v1.ForkRequest\x1a\".cellplane.context.v1.ForkResponse\x12V\n" +
 	"\aCompact\x12$.cellplane.context.v1.CompactRequest\x1a%.cellplane.context.v1.CompactResponse\x12\\\n" +
 	"\tReadAudit\x12&.cellplane.context.v1.ReadAuditRequest\x1a'.cellplane.context.v1.ReadAuditResponse\x12P\n" +
-	"\x05Erase\x12\".cellplane.context.v1.EraseRequest\x1a#.cellplane.context.v1.EraseResponse\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
+	"\x05Erase\x12\".cellplane.context.v1.EraseRequest\x1a#.cellplane.context.v1.EraseResponse\x12k\n" +
+	"\x0eSearchContexts\x12+.cellplane.context.v1.SearchContextsRequest\x1a,.cellplane.context.v1.SearchContextsResponse\x12e\n" +
+	"\fSearchMemory\x12).cellplane.context.v1.SearchMemoryRequest\x1a*.cellplane.context.v1.SearchMemoryResponse\x12g\n" +
+	"\fWatchChanges\x12).cellplane.context.v1.WatchChangesRequest\x1a*.cellplane.context.v1.WatchChangesResponse0\x01\x1a\x04\x88\xb5\x18\x01BEZCgithub.com/cellplane/cellplane/proto/cellplane/context/v1;contextv1b\x06proto3"
 
 var (
 	file_cellplane_context_v1_context_proto_rawDescOnce sync.Once
@@ -3132,137 +4191,175 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 	return file_cellplane_context_v1_context_proto_rawDescData
 }
 
-var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
-	(Consistency)(0),              // 0: cellplane.context.v1.Consistency
-	(MemoryScope)(0),              // 1: cellplane.context.v1.MemoryScope
-	(*ReadOptions)(nil),           // 2: cellplane.context.v1.ReadOptions
-	(*Context)(nil),               // 3: cellplane.context.v1.Context
-	(*Entry)(nil),                 // 4: cellplane.context.v1.Entry
-	(*Summary)(nil),               // 5: cellplane.context.v1.Summary
-	(*CreateContextRequest)(nil),  // 6: cellplane.context.v1.CreateContextRequest
-	(*CreateContextResponse)(nil), // 7: cellplane.context.v1.CreateContextResponse
-	(*GetContextRequest)(nil),     // 8: cellplane.context.v1.GetContextRequest
-	(*GetContextResponse)(nil),    // 9: cellplane.context.v1.GetContextResponse
-	(*ListContextsRequest)(nil),   // 10: cellplane.context.v1.ListContextsRequest
-	(*ListContextsResponse)(nil),  // 11: cellplane.context.v1.ListContextsResponse
-	(*DeleteContextRequest)(nil),  // 12: cellplane.context.v1.DeleteContextRequest
-	(*DeleteContextResponse)(nil), // 13: cellplane.context.v1.DeleteContextResponse
-	(*AppendRequest)(nil),         // 14: cellplane.context.v1.AppendRequest
-	(*AppendResponse)(nil),        // 15: cellplane.context.v1.AppendResponse
-	(*ReadRequest)(nil),           // 16: cellplane.context.v1.ReadRequest
-	(*ReadResponse)(nil),          // 17: cellplane.context.v1.ReadResponse
-	(*WatchRequest)(nil),          // 18: cellplane.context.v1.WatchRequest
-	(*WatchResponse)(nil),         // 19: cellplane.context.v1.WatchResponse
-	(*MemoryItem)(nil),            // 20: cellplane.context.v1.MemoryItem
-	(*PutMemoryRequest)(nil),      // 21: cellplane.context.v1.PutMemoryRequest
-	(*PutMemoryResponse)(nil),     // 22: cellplane.context.v1.PutMemoryResponse
-	(*GetMemoryRequest)(nil),      // 23: cellplane.context.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),     // 24: cellplane.context.v1.GetMemoryResponse
-	(*DeleteMemoryRequest)(nil),   // 25: cellplane.context.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),  // 26: cellplane.context.v1.DeleteMemoryResponse
-	(*ListMemoryRequest)(nil),     // 27: cellplane.context.v1.ListMemoryRequest
-	(*ListMemoryResponse)(nil),    // 28: cellplane.context.v1.ListMemoryResponse
-	(*ForkRequest)(nil),           // 29: cellplane.context.v1.ForkRequest
-	(*ForkResponse)(nil),          // 30: cellplane.context.v1.ForkResponse
-	(*CompactRequest)(nil),        // 31: cellplane.context.v1.CompactRequest
-	(*CompactResponse)(nil),       // 32: cellplane.context.v1.CompactResponse
-	(*ReadAuditRequest)(nil),      // 33: cellplane.context.v1.ReadAuditRequest
-	(*ReadAuditResponse)(nil),     // 34: cellplane.context.v1.ReadAuditResponse
-	(*AuditEntry)(nil),            // 35: cellplane.context.v1.AuditEntry
-	(*EraseRequest)(nil),          // 36: cellplane.context.v1.EraseRequest
-	(*EraseResponse)(nil),         // 37: cellplane.context.v1.EraseResponse
-	nil,                           // 38: cellplane.context.v1.Context.LabelsEntry
-	nil,                           // 39: cellplane.context.v1.Entry.MetadataEntry
-	nil,                           // 40: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	nil,                           // 41: cellplane.context.v1.ForkRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
+	(Consistency)(0),               // 0: cellplane.context.v1.Consistency
+	(MemoryScope)(0),               // 1: cellplane.context.v1.MemoryScope
+	(LabelOperator)(0),             // 2: cellplane.context.v1.LabelOperator
+	(ChangeKind)(0),                // 3: cellplane.context.v1.ChangeKind
+	(*ReadOptions)(nil),            // 4: cellplane.context.v1.ReadOptions
+	(*Context)(nil),                // 5: cellplane.context.v1.Context
+	(*Entry)(nil),                  // 6: cellplane.context.v1.Entry
+	(*Summary)(nil),                // 7: cellplane.context.v1.Summary
+	(*CreateContextRequest)(nil),   // 8: cellplane.context.v1.CreateContextRequest
+	(*CreateContextResponse)(nil),  // 9: cellplane.context.v1.CreateContextResponse
+	(*GetContextRequest)(nil),      // 10: cellplane.context.v1.GetContextRequest
+	(*GetContextResponse)(nil),     // 11: cellplane.context.v1.GetContextResponse
+	(*ListContextsRequest)(nil),    // 12: cellplane.context.v1.ListContextsRequest
+	(*ListContextsResponse)(nil),   // 13: cellplane.context.v1.ListContextsResponse
+	(*DeleteContextRequest)(nil),   // 14: cellplane.context.v1.DeleteContextRequest
+	(*DeleteContextResponse)(nil),  // 15: cellplane.context.v1.DeleteContextResponse
+	(*AppendRequest)(nil),          // 16: cellplane.context.v1.AppendRequest
+	(*AppendResponse)(nil),         // 17: cellplane.context.v1.AppendResponse
+	(*ReadRequest)(nil),            // 18: cellplane.context.v1.ReadRequest
+	(*ReadResponse)(nil),           // 19: cellplane.context.v1.ReadResponse
+	(*WatchRequest)(nil),           // 20: cellplane.context.v1.WatchRequest
+	(*WatchResponse)(nil),          // 21: cellplane.context.v1.WatchResponse
+	(*MemoryItem)(nil),             // 22: cellplane.context.v1.MemoryItem
+	(*PutMemoryRequest)(nil),       // 23: cellplane.context.v1.PutMemoryRequest
+	(*PutMemoryResponse)(nil),      // 24: cellplane.context.v1.PutMemoryResponse
+	(*GetMemoryRequest)(nil),       // 25: cellplane.context.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),      // 26: cellplane.context.v1.GetMemoryResponse
+	(*DeleteMemoryRequest)(nil),    // 27: cellplane.context.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),   // 28: cellplane.context.v1.DeleteMemoryResponse
+	(*ListMemoryRequest)(nil),      // 29: cellplane.context.v1.ListMemoryRequest
+	(*ListMemoryResponse)(nil),     // 30: cellplane.context.v1.ListMemoryResponse
+	(*ForkRequest)(nil),            // 31: cellplane.context.v1.ForkRequest
+	(*ForkResponse)(nil),           // 32: cellplane.context.v1.ForkResponse
+	(*CompactRequest)(nil),         // 33: cellplane.context.v1.CompactRequest
+	(*CompactResponse)(nil),        // 34: cellplane.context.v1.CompactResponse
+	(*ReadAuditRequest)(nil),       // 35: cellplane.context.v1.ReadAuditRequest
+	(*ReadAuditResponse)(nil),      // 36: cellplane.context.v1.ReadAuditResponse
+	(*AuditEntry)(nil),             // 37: cellplane.context.v1.AuditEntry
+	(*EraseRequest)(nil),           // 38: cellplane.context.v1.EraseRequest
+	(*EraseResponse)(nil),          // 39: cellplane.context.v1.EraseResponse
+	(*LabelRequirement)(nil),       // 40: cellplane.context.v1.LabelRequirement
+	(*LabelSelector)(nil),          // 41: cellplane.context.v1.LabelSelector
+	(*SearchContextsRequest)(nil),  // 42: cellplane.context.v1.SearchContextsRequest
+	(*ContextHit)(nil),             // 43: cellplane.context.v1.ContextHit
+	(*SearchContextsResponse)(nil), // 44: cellplane.context.v1.SearchContextsResponse
+	(*SearchMemoryRequest)(nil),    // 45: cellplane.context.v1.SearchMemoryRequest
+	(*MemoryHit)(nil),              // 46: cellplane.context.v1.MemoryHit
+	(*SearchMemoryResponse)(nil),   // 47: cellplane.context.v1.SearchMemoryResponse
+	(*ChangeCursor)(nil),           // 48: cellplane.context.v1.ChangeCursor
+	(*Change)(nil),                 // 49: cellplane.context.v1.Change
+	(*WatchChangesRequest)(nil),    // 50: cellplane.context.v1.WatchChangesRequest
+	(*WatchChangesResponse)(nil),   // 51: cellplane.context.v1.WatchChangesResponse
+	nil,                            // 52: cellplane.context.v1.Context.LabelsEntry
+	nil,                            // 53: cellplane.context.v1.Entry.MetadataEntry
+	nil,                            // 54: cellplane.context.v1.CreateContextRequest.LabelsEntry
+	nil,                            // 55: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),    // 56: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 57: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	42, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	38, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	43, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	43, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	43, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
-	39, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	43, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	43, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
-	40, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	43, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
-	42, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 12: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
-	2,  // 13: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 14: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
-	2,  // 15: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	3,  // 16: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	4,  // 17: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	2,  // 18: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	4,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	5,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
-	4,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	43, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	43, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	43, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	52, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
+	57, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	57, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	57, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	53, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
+	57, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	57, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
+	54, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
+	57, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	5,  // 12: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
+	4,  // 13: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	5,  // 14: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
+	4,  // 15: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	5,  // 16: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	6,  // 17: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	4,  // 18: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	6,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	7,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
+	6,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	57, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	57, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	57, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 25: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	43, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
-	42, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
-	43, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	57, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	57, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	1,  // 30: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	20, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	22, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
 	1,  // 32: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	2,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	4,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	1,  // 34: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	20, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	41, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
-	43, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
-	42, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
-	5,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
-	3,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
-	43, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
-	35, // 43: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
-	43, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	42, // 45: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
-	43, // 46: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
-	6,  // 47: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	8,  // 48: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	10, // 49: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	12, // 50: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	14, // 51: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	16, // 52: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	18, // 53: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	21, // 54: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	23, // 55: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	25, // 56: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	27, // 57: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	29, // 58: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
-	31, // 59: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
-	33, // 60: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
-	36, // 61: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
-	7,  // 62: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	9,  // 63: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	11, // 64: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	13, // 65: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	15, // 66: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	17, // 67: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	19, // 68: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	22, // 69: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	24, // 70: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	26, // 71: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	28, // 72: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	30, // 73: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
-	32, // 74: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
-	34, // 75: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
-	37, // 76: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
-	62, // [62:77] is the sub-list for method output_type
-	47, // [47:62] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	22, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	55, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	57, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	5,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
+	7,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
+	5,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
+	57, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
+	37, // 43: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
+	57, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	56, // 45: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
+	57, // 46: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
+	2,  // 47: cellplane.context.v1.LabelRequirement.operator:type_name -> cellplane.context.v1.LabelOperator
+	40, // 48: cellplane.context.v1.LabelSelector.requirements:type_name -> cellplane.context.v1.LabelRequirement
+	41, // 49: cellplane.context.v1.SearchContextsRequest.context_labels:type_name -> cellplane.context.v1.LabelSelector
+	41, // 50: cellplane.context.v1.SearchContextsRequest.entry_metadata:type_name -> cellplane.context.v1.LabelSelector
+	4,  // 51: cellplane.context.v1.SearchContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	6,  // 52: cellplane.context.v1.ContextHit.entry:type_name -> cellplane.context.v1.Entry
+	43, // 53: cellplane.context.v1.SearchContextsResponse.hits:type_name -> cellplane.context.v1.ContextHit
+	1,  // 54: cellplane.context.v1.SearchMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	41, // 55: cellplane.context.v1.SearchMemoryRequest.labels:type_name -> cellplane.context.v1.LabelSelector
+	4,  // 56: cellplane.context.v1.SearchMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	22, // 57: cellplane.context.v1.MemoryHit.item:type_name -> cellplane.context.v1.MemoryItem
+	46, // 58: cellplane.context.v1.SearchMemoryResponse.hits:type_name -> cellplane.context.v1.MemoryHit
+	48, // 59: cellplane.context.v1.Change.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	3,  // 60: cellplane.context.v1.Change.kind:type_name -> cellplane.context.v1.ChangeKind
+	1,  // 61: cellplane.context.v1.Change.memory_scope:type_name -> cellplane.context.v1.MemoryScope
+	48, // 62: cellplane.context.v1.WatchChangesRequest.after:type_name -> cellplane.context.v1.ChangeCursor
+	49, // 63: cellplane.context.v1.WatchChangesResponse.changes:type_name -> cellplane.context.v1.Change
+	48, // 64: cellplane.context.v1.WatchChangesResponse.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	8,  // 65: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	10, // 66: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	12, // 67: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	14, // 68: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	16, // 69: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	18, // 70: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	20, // 71: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	23, // 72: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	25, // 73: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	27, // 74: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	29, // 75: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	31, // 76: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	33, // 77: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	35, // 78: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
+	38, // 79: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
+	42, // 80: cellplane.context.v1.ContextService.SearchContexts:input_type -> cellplane.context.v1.SearchContextsRequest
+	45, // 81: cellplane.context.v1.ContextService.SearchMemory:input_type -> cellplane.context.v1.SearchMemoryRequest
+	50, // 82: cellplane.context.v1.ContextService.WatchChanges:input_type -> cellplane.context.v1.WatchChangesRequest
+	9,  // 83: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	11, // 84: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	13, // 85: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	15, // 86: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	17, // 87: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	19, // 88: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	21, // 89: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	24, // 90: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	26, // 91: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	28, // 92: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	30, // 93: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	32, // 94: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	34, // 95: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	36, // 96: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
+	39, // 97: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
+	44, // 98: cellplane.context.v1.ContextService.SearchContexts:output_type -> cellplane.context.v1.SearchContextsResponse
+	47, // 99: cellplane.context.v1.ContextService.SearchMemory:output_type -> cellplane.context.v1.SearchMemoryResponse
+	51, // 100: cellplane.context.v1.ContextService.WatchChanges:output_type -> cellplane.context.v1.WatchChangesResponse
+	83, // [83:101] is the sub-list for method output_type
+	65, // [65:83] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -3286,8 +4383,8 @@ func file_cellplane_context_v1_context_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   40,
+			NumEnums:      4,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

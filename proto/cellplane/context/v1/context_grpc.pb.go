@@ -30,21 +30,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ContextService_CreateContext_FullMethodName = "/cellplane.context.v1.ContextService/CreateContext"
-	ContextService_GetContext_FullMethodName    = "/cellplane.context.v1.ContextService/GetContext"
-	ContextService_ListContexts_FullMethodName  = "/cellplane.context.v1.ContextService/ListContexts"
-	ContextService_DeleteContext_FullMethodName = "/cellplane.context.v1.ContextService/DeleteContext"
-	ContextService_Append_FullMethodName        = "/cellplane.context.v1.ContextService/Append"
-	ContextService_Read_FullMethodName          = "/cellplane.context.v1.ContextService/Read"
-	ContextService_Watch_FullMethodName         = "/cellplane.context.v1.ContextService/Watch"
-	ContextService_PutMemory_FullMethodName     = "/cellplane.context.v1.ContextService/PutMemory"
-	ContextService_GetMemory_FullMethodName     = "/cellplane.context.v1.ContextService/GetMemory"
-	ContextService_DeleteMemory_FullMethodName  = "/cellplane.context.v1.ContextService/DeleteMemory"
-	ContextService_ListMemory_FullMethodName    = "/cellplane.context.v1.ContextService/ListMemory"
-	ContextService_Fork_FullMethodName          = "/cellplane.context.v1.ContextService/Fork"
-	ContextService_Compact_FullMethodName       = "/cellplane.context.v1.ContextService/Compact"
-	ContextService_ReadAudit_FullMethodName     = "/cellplane.context.v1.ContextService/ReadAudit"
-	ContextService_Erase_FullMethodName         = "/cellplane.context.v1.ContextService/Erase"
+	ContextService_CreateContext_FullMethodName  = "/cellplane.context.v1.ContextService/CreateContext"
+	ContextService_GetContext_FullMethodName     = "/cellplane.context.v1.ContextService/GetContext"
+	ContextService_ListContexts_FullMethodName   = "/cellplane.context.v1.ContextService/ListContexts"
+	ContextService_DeleteContext_FullMethodName  = "/cellplane.context.v1.ContextService/DeleteContext"
+	ContextService_Append_FullMethodName         = "/cellplane.context.v1.ContextService/Append"
+	ContextService_Read_FullMethodName           = "/cellplane.context.v1.ContextService/Read"
+	ContextService_Watch_FullMethodName          = "/cellplane.context.v1.ContextService/Watch"
+	ContextService_PutMemory_FullMethodName      = "/cellplane.context.v1.ContextService/PutMemory"
+	ContextService_GetMemory_FullMethodName      = "/cellplane.context.v1.ContextService/GetMemory"
+	ContextService_DeleteMemory_FullMethodName   = "/cellplane.context.v1.ContextService/DeleteMemory"
+	ContextService_ListMemory_FullMethodName     = "/cellplane.context.v1.ContextService/ListMemory"
+	ContextService_Fork_FullMethodName           = "/cellplane.context.v1.ContextService/Fork"
+	ContextService_Compact_FullMethodName        = "/cellplane.context.v1.ContextService/Compact"
+	ContextService_ReadAudit_FullMethodName      = "/cellplane.context.v1.ContextService/ReadAudit"
+	ContextService_Erase_FullMethodName          = "/cellplane.context.v1.ContextService/Erase"
+	ContextService_SearchContexts_FullMethodName = "/cellplane.context.v1.ContextService/SearchContexts"
+	ContextService_SearchMemory_FullMethodName   = "/cellplane.context.v1.ContextService/SearchMemory"
+	ContextService_WatchChanges_FullMethodName   = "/cellplane.context.v1.ContextService/WatchChanges"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -105,6 +108,21 @@ type ContextServiceClient interface {
 	// the tenant has a standby, whether it has acknowledged that tseq
 	// within the wait.
 	Erase(ctx context.Context, in *EraseRequest, opts ...grpc.CallOption) (*EraseResponse, error)
+	// SearchContexts finds context entries by keyword (BM25 over entry
+	// text), by similarity to a client-supplied embedding, or both (the two
+	// rankings fused by reciprocal rank), within the tenant and filtered by
+	// context, labels and entry metadata (docs/search.md).
+	SearchContexts(ctx context.Context, in *SearchContextsRequest, opts ...grpc.CallOption) (*SearchContextsResponse, error)
+	// SearchMemory finds memory items by keyword (over values that are
+	// UTF-8 text), by embedding similarity, or both, in one memory scope.
+	SearchMemory(ctx context.Context, in *SearchMemoryRequest, opts ...grpc.CallOption) (*SearchMemoryResponse, error)
+	// WatchChanges streams the tenant's changes (contexts and memory) after
+	// a cursor the client holds. The cursor is a position in the tenant's
+	// change log, which a move and a promotion carry over, so a client
+	// resumes on any member of any cell that owns the tenant; a cursor whose
+	// history was lost (a promotion dropped the changes it names) or
+	// trimmed ends the stream with CURSOR_EXPIRED rather than skipping.
+	WatchChanges(ctx context.Context, in *WatchChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchChangesResponse], error)
 }
 
 type contextServiceClient struct {
@@ -274,6 +292,45 @@ func (c *contextServiceClient) Erase(ctx context.Context, in *EraseRequest, opts
 	return out, nil
 }
 
+func (c *contextServiceClient) SearchContexts(ctx context.Context, in *SearchContextsRequest, opts ...grpc.CallOption) (*SearchContextsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchContextsResponse)
+	err := c.cc.Invoke(ctx, ContextService_SearchContexts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contextServiceClient) SearchMemory(ctx context.Context, in *SearchMemoryRequest, opts ...grpc.CallOption) (*SearchMemoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchMemoryResponse)
+	err := c.cc.Invoke(ctx, ContextService_SearchMemory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contextServiceClient) WatchChanges(ctx context.Context, in *WatchChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchChangesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ContextService_ServiceDesc.Streams[1], ContextService_WatchChanges_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchChangesRequest, WatchChangesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ContextService_WatchChangesClient = grpc.ServerStreamingClient[WatchChangesResponse]
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -332,6 +389,21 @@ type ContextServiceServer interface {
 	// the tenant has a standby, whether it has acknowledged that tseq
 	// within the wait.
 	Erase(context.Context, *EraseRequest) (*EraseResponse, error)
+	// SearchContexts finds context entries by keyword (BM25 over entry
+	// text), by similarity to a client-supplied embedding, or both (the two
+	// rankings fused by reciprocal rank), within the tenant and filtered by
+	// context, labels and entry metadata (docs/search.md).
+	SearchContexts(context.Context, *SearchContextsRequest) (*SearchContextsResponse, error)
+	// SearchMemory finds memory items by keyword (over values that are
+	// UTF-8 text), by embedding similarity, or both, in one memory scope.
+	SearchMemory(context.Context, *SearchMemoryRequest) (*SearchMemoryResponse, error)
+	// WatchChanges streams the tenant's changes (contexts and memory) after
+	// a cursor the client holds. The cursor is a position in the tenant's
+	// change log, which a move and a promotion carry over, so a client
+	// resumes on any member of any cell that owns the tenant; a cursor whose
+	// history was lost (a promotion dropped the changes it names) or
+	// trimmed ends the stream with CURSOR_EXPIRED rather than skipping.
+	WatchChanges(*WatchChangesRequest, grpc.ServerStreamingServer[WatchChangesResponse]) error
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -386,6 +458,15 @@ func (UnimplementedContextServiceServer) ReadAudit(context.Context, *ReadAuditRe
 }
 func (UnimplementedContextServiceServer) Erase(context.Context, *EraseRequest) (*EraseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Erase not implemented")
+}
+func (UnimplementedContextServiceServer) SearchContexts(context.Context, *SearchContextsRequest) (*SearchContextsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchContexts not implemented")
+}
+func (UnimplementedContextServiceServer) SearchMemory(context.Context, *SearchMemoryRequest) (*SearchMemoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchMemory not implemented")
+}
+func (UnimplementedContextServiceServer) WatchChanges(*WatchChangesRequest, grpc.ServerStreamingServer[WatchChangesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchChanges not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -671,6 +752,53 @@ func _ContextService_Erase_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContextService_SearchContexts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchContextsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).SearchContexts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_SearchContexts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).SearchContexts(ctx, req.(*SearchContextsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContextService_SearchMemory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchMemoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).SearchMemory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_SearchMemory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).SearchMemory(ctx, req.(*SearchMemoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContextService_WatchChanges_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchChangesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ContextServiceServer).WatchChanges(m, &grpc.GenericServerStream[WatchChangesRequest, WatchChangesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ContextService_WatchChangesServer = grpc.ServerStreamingServer[WatchChangesResponse]
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -734,11 +862,24 @@ var ContextService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Erase",
 			Handler:    _ContextService_Erase_Handler,
 		},
+		{
+			MethodName: "SearchContexts",
+			Handler:    _ContextService_SearchContexts_Handler,
+		},
+		{
+			MethodName: "SearchMemory",
+			Handler:    _ContextService_SearchMemory_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Watch",
 			Handler:       _ContextService_Watch_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchChanges",
+			Handler:       _ContextService_WatchChanges_Handler,
 			ServerStreams: true,
 		},
 	},
