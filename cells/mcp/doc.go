@@ -40,9 +40,11 @@
 // answers CONTEXT_NOT_FOUND, with the same text as for a missing context,
 // when the label differs: possessing a handle is not authorization.
 // context_list shows only the principal's contexts, read through the
-// store's index by creator (ListContexts created_by_caller). Labels
-// starting with "cellplane." are refused in input and removed from
-// output. Memory is the principal's own unless a call says scope
+// store's index by creator (ListContexts created_by_caller); its labels
+// and label_selector filters are evaluated by the cell within that index,
+// so a filter never reaches another principal's contexts. Labels
+// starting with "cellplane." are refused in input (context and memory
+// labels, and the keys of list filters) and removed from output. Memory is the principal's own unless a call says scope
 // "tenant" (the cell scopes it by the principal the worker sends).
 // Without an Authenticator the principal is "" and no check applies.
 //

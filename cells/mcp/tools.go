@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -242,7 +243,15 @@ type (
 	}
 
 	ListInput struct {
-		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
+		PageToken     string               `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
+		Labels        map[string]string    `json:"labels,omitempty" jsonschema:"only contexts having every one of these labels with exactly this value"`
+		LabelSelector []LabelRequirementIn `json:"label_selector,omitempty" jsonschema:"only contexts whose labels meet every requirement (with labels: both)"`
+	}
+	// LabelRequirementIn is one condition of a label_selector.
+	LabelRequirementIn struct {
+		Key      string   `json:"key" jsonschema:"the label key (keys starting with 'cellplane.' are reserved)"`
+		Operator string   `json:"operator" jsonschema:"equals or not_equals (one value), in or not_in (one or more values), exists or not_exists (no values); not_equals and not_in also match items without the label"`
+		Values   []string `json:"values,omitempty" jsonschema:"the values the operator compares with"`
 	}
 
 	AuditInput struct {
@@ -302,7 +311,7 @@ type (
 	}
 	ListOutput struct {
 		Contexts      []ContextOutput `json:"contexts"`
-		NextPageToken string          `json:"next_page_token" jsonschema:"empty on the last page"`
+		NextPageToken string          `json:"next_page_token" jsonschema:"empty on the last page (a page may be short, even empty, with a token: a filtered listing examines a bounded number of contexts per call)"`
 	}
 
 	DeleteInput struct {
@@ -314,13 +323,14 @@ type (
 	}
 
 	PutInput struct {
-		Key              string  `json:"key" jsonschema:"the memory key (UTF-8, at most 512 bytes)"`
-		Value            string  `json:"value" jsonschema:"the value to store"`
-		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
-		Scope            string  `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
-		RequestID        string  `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id writes once and returns the same revision"`
-		ExpireAt         string  `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the key expires (not with ttl_seconds)"`
-		TTL              uint64  `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
+		Key              string            `json:"key" jsonschema:"the memory key (UTF-8, at most 512 bytes)"`
+		Value            string            `json:"value" jsonschema:"the value to store"`
+		ExpectedRevision *uint64           `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
+		Scope            string            `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		RequestID        string            `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id writes once and returns the same revision"`
+		ExpireAt         string            `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the key expires (not with ttl_seconds)"`
+		TTL              uint64            `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
+		Labels           map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string) that memory_list filters on; every put sets them anew; keys starting with 'cellplane.' are reserved"`
 	}
 	PutOutput struct {
 		Revision uint64 `json:"revision" jsonschema:"the key's new revision"`
@@ -331,9 +341,10 @@ type (
 		Scope string `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
 	}
 	GetOutput struct {
-		Value    string `json:"value"`
-		Encoding string `json:"encoding,omitempty" jsonschema:"base64 when the value is not UTF-8 text"`
-		Revision uint64 `json:"revision"`
+		Value    string            `json:"value"`
+		Encoding string            `json:"encoding,omitempty" jsonschema:"base64 when the value is not UTF-8 text"`
+		Revision uint64            `json:"revision"`
+		Labels   map[string]string `json:"labels,omitempty"`
 	}
 	MemDeleteInput struct {
 		Key              string  `json:"key" jsonschema:"the memory key"`
@@ -346,17 +357,22 @@ type (
 		Deleted bool   `json:"deleted"`
 	}
 	MemListInput struct {
-		Prefix    string `json:"prefix,omitempty" jsonschema:"list only keys starting with this"`
-		PageToken string `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
-		Scope     string `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		Prefix        string               `json:"prefix,omitempty" jsonschema:"list only keys starting with this"`
+		PageToken     string               `json:"page_token,omitempty" jsonschema:"next_page_token of the previous page"`
+		Scope         string               `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		Labels        map[string]string    `json:"labels,omitempty" jsonschema:"only keys having every one of these labels with exactly this value"`
+		LabelSelector []LabelRequirementIn `json:"label_selector,omitempty" jsonschema:"only keys whose labels meet every requirement (with labels: both)"`
+		UpdatedAfter  string               `json:"updated_after,omitempty" jsonschema:"only keys written after this RFC 3339 time"`
 	}
 	MemItem struct {
-		Key      string `json:"key"`
-		Revision uint64 `json:"revision"`
+		Key        string            `json:"key"`
+		Revision   uint64            `json:"revision"`
+		Labels     map[string]string `json:"labels,omitempty"`
+		UpdateTime string            `json:"update_time,omitempty"`
 	}
 	MemListOutput struct {
 		Items         []MemItem `json:"items"`
-		NextPageToken string    `json:"next_page_token" jsonschema:"empty on the last page"`
+		NextPageToken string    `json:"next_page_token" jsonschema:"empty on the last page (a page may be short, even empty, with a token: a filtered listing examines a bounded number of keys per call)"`
 	}
 )
 
@@ -425,7 +441,7 @@ func (w *Worker) addTools() {
 	addTool(w, &sdk.Tool{
 		Name:        "context_list",
 		Title:       "List contexts",
-		Description: "List the caller's contexts, one page at a time.",
+		Description: "List the caller's contexts, one page at a time, optionally only those whose labels match (labels: exact values; label_selector: equals/not_equals/in/not_in/exists/not_exists). A filtered page may be short or empty and still carry a next_page_token: keep paging until it is empty.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.contextList)
 	addTool(w, &sdk.Tool{
@@ -444,7 +460,7 @@ func (w *Worker) addTools() {
 	addTool(w, &sdk.Tool{
 		Name:        "memory_put",
 		Title:       "Write a memory key",
-		Description: "Set a memory key to a value; with expected_revision, only if the key is at that revision (compare-and-set). Returns the new revision.",
+		Description: "Set a memory key to a value (and optional labels to filter memory_list on); with expected_revision, only if the key is at that revision (compare-and-set). Returns the new revision.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: boolp(true), OpenWorldHint: closed},
 	}, w.memoryPut)
 	addTool(w, &sdk.Tool{
@@ -462,7 +478,7 @@ func (w *Worker) addTools() {
 	addTool(w, &sdk.Tool{
 		Name:        "memory_list",
 		Title:       "List memory keys",
-		Description: "List memory keys (and revisions) with an optional prefix, one page at a time.",
+		Description: "List memory keys (with revisions, labels and update times) with an optional prefix, one page at a time, optionally only those whose labels match (labels, label_selector) or written after updated_after. A filtered page may be short or empty and still carry a next_page_token: keep paging until it is empty.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.memoryList)
 
@@ -751,6 +767,50 @@ func userLabels(in map[string]string) (map[string]string, error) {
 	return out, nil
 }
 
+// labelOperators are the label_selector operators by their MCP names.
+var labelOperators = map[string]contextv1.LabelOperator{
+	"equals":     contextv1.LabelOperator_LABEL_OPERATOR_EQUALS,
+	"not_equals": contextv1.LabelOperator_LABEL_OPERATOR_NOT_EQUALS,
+	"in":         contextv1.LabelOperator_LABEL_OPERATOR_IN,
+	"not_in":     contextv1.LabelOperator_LABEL_OPERATOR_NOT_IN,
+	"exists":     contextv1.LabelOperator_LABEL_OPERATOR_EXISTS,
+	"not_exists": contextv1.LabelOperator_LABEL_OPERATOR_NOT_EXISTS,
+}
+
+// labelSelector builds a list filter from a tool's labels (each an
+// EQUALS) and label_selector arguments (nil when both are empty). Keys
+// with the reserved prefix are refused: the worker's own labels (the
+// creator binding) are not the caller's to filter on, as they are not
+// the caller's to set or see. The cell checks sizes and meaning.
+func labelSelector(labels map[string]string, reqs []LabelRequirementIn) (*contextv1.LabelSelector, error) {
+	if len(labels) == 0 && len(reqs) == 0 {
+		return nil, nil
+	}
+	sel := &contextv1.LabelSelector{}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // a deterministic request
+	for _, k := range keys {
+		if strings.HasPrefix(strings.ToLower(k), ReservedLabelPrefix) {
+			return nil, invalid("labels", "keys starting with '"+ReservedLabelPrefix+"' are reserved")
+		}
+		sel.Requirements = append(sel.Requirements, &contextv1.LabelRequirement{Key: k, Operator: contextv1.LabelOperator_LABEL_OPERATOR_EQUALS, Values: []string{labels[k]}})
+	}
+	for i, r := range reqs {
+		if strings.HasPrefix(strings.ToLower(r.Key), ReservedLabelPrefix) {
+			return nil, invalid(fmt.Sprintf("label_selector[%d].key", i), "keys starting with '"+ReservedLabelPrefix+"' are reserved")
+		}
+		op, ok := labelOperators[strings.ToLower(r.Operator)]
+		if !ok {
+			return nil, invalid(fmt.Sprintf("label_selector[%d].operator", i), "must be equals, not_equals, in, not_in, exists or not_exists")
+		}
+		sel.Requirements = append(sel.Requirements, &contextv1.LabelRequirement{Key: r.Key, Operator: op, Values: r.Values})
+	}
+	return sel, nil
+}
+
 func visibleLabels(in map[string]string) map[string]string {
 	var out map[string]string
 	for k, v := range in {
@@ -993,10 +1053,14 @@ func (w *Worker) contextRead(ctx context.Context, c caller, in ReadInput) (ReadO
 }
 
 func (w *Worker) contextList(ctx context.Context, c caller, in ListInput) (ListOutput, error) {
+	sel, err := labelSelector(in.Labels, in.LabelSelector)
+	if err != nil {
+		return ListOutput{}, err
+	}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListContextsResponse, error) {
 		// With a principal, the store lists only the principal's contexts,
 		// through its index by creator.
-		return w.cell.ListContexts(ctx, &contextv1.ListContextsRequest{PageToken: in.PageToken, CreatedByCaller: c.principal != ""})
+		return w.cell.ListContexts(ctx, &contextv1.ListContextsRequest{PageToken: in.PageToken, CreatedByCaller: c.principal != "", LabelSelector: sel})
 	})
 	if err != nil {
 		return ListOutput{}, err
@@ -1135,7 +1199,11 @@ func (w *Worker) memoryPut(ctx context.Context, c caller, in PutInput) (PutOutpu
 	if err != nil {
 		return PutOutput{}, err
 	}
-	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl}
+	labels, err := userLabels(in.Labels)
+	if err != nil {
+		return PutOutput{}, err
+	}
+	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl, Labels: labels}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.PutMemoryResponse, error) {
 		return w.cell.PutMemory(ctx, req)
 	})
@@ -1160,7 +1228,7 @@ func (w *Worker) memoryGet(ctx context.Context, c caller, in GetInput) (GetOutpu
 		return GetOutput{}, err
 	}
 	item := res.GetItem()
-	out := GetOutput{Value: string(item.GetValue()), Revision: item.GetRevision()}
+	out := GetOutput{Value: string(item.GetValue()), Revision: item.GetRevision(), Labels: visibleLabels(item.GetLabels())}
 	if !utf8.Valid(item.GetValue()) {
 		out.Value, out.Encoding = base64.StdEncoding.EncodeToString(item.GetValue()), "base64"
 	}
@@ -1193,15 +1261,27 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 	if err != nil {
 		return MemListOutput{}, err
 	}
+	sel, err := labelSelector(in.Labels, in.LabelSelector)
+	if err != nil {
+		return MemListOutput{}, err
+	}
+	req := &contextv1.ListMemoryRequest{Prefix: in.Prefix, PageToken: in.PageToken, KeysOnly: true, Scope: scope, LabelSelector: sel}
+	if in.UpdatedAfter != "" {
+		t, err := time.Parse(time.RFC3339Nano, in.UpdatedAfter)
+		if err != nil {
+			return MemListOutput{}, invalid("updated_after", "must be an RFC 3339 time")
+		}
+		req.UpdatedAfter = timestamppb.New(t)
+	}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListMemoryResponse, error) {
-		return w.cell.ListMemory(ctx, &contextv1.ListMemoryRequest{Prefix: in.Prefix, PageToken: in.PageToken, KeysOnly: true, Scope: scope})
+		return w.cell.ListMemory(ctx, req)
 	})
 	if err != nil {
 		return MemListOutput{}, err
 	}
 	out := MemListOutput{Items: make([]MemItem, 0, len(res.GetItems())), NextPageToken: res.GetNextPageToken()}
 	for _, it := range res.GetItems() {
-		out.Items = append(out.Items, MemItem{Key: it.GetKey(), Revision: it.GetRevision()})
+		out.Items = append(out.Items, MemItem{Key: it.GetKey(), Revision: it.GetRevision(), Labels: visibleLabels(it.GetLabels()), UpdateTime: timeString(it.GetUpdateTime())})
 	}
 	return out, nil
 }

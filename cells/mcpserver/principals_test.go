@@ -196,6 +196,18 @@ func TestPrincipalsAndScopesThroughTheRouter(t *testing.T) {
 	if err != nil || len(lc.GetContexts()) != 1 || lc.GetContexts()[0].GetContextId() != "bob-chat" {
 		t.Fatalf("bob's contexts over gRPC: %v, %v", lc, err)
 	}
+	// A label selector narrows the caller's own contexts in the cell; it
+	// never widens them to another principal's.
+	for _, tc := range []struct {
+		op   contextv1.LabelOperator
+		want int
+	}{{contextv1.LabelOperator_LABEL_OPERATOR_NOT_EXISTS, 1}, {contextv1.LabelOperator_LABEL_OPERATOR_EXISTS, 0}} {
+		sel := &contextv1.LabelSelector{Requirements: []*contextv1.LabelRequirement{{Key: "archived", Operator: tc.op}}}
+		lc, err := svc.ListContexts(as(bob), &contextv1.ListContextsRequest{CreatedByCaller: true, LabelSelector: sel})
+		if err != nil || len(lc.GetContexts()) != tc.want || (tc.want == 1 && lc.GetContexts()[0].GetContextId() != "bob-chat") {
+			t.Fatalf("bob's contexts %v archived over gRPC: %v, %v", tc.op, lc, err)
+		}
+	}
 
 	// Rotation: alice's successor key keeps her principal; the old key is
 	// revoked; her memory and contexts stay reachable.

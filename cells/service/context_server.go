@@ -5,6 +5,8 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/labelsel"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"github.com/cellplane/cellplane/internal/tokens"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
@@ -77,28 +79,33 @@ func (s *ContextServer) ListContexts(ctx context.Context, req *contextv1.ListCon
 		if err != nil {
 			return nil, err
 		}
+		sel, err := labelsel.Compile(req.GetLabelSelector())
+		if err != nil {
+			return nil, cperr.Invalid(cperr.FieldViolation{Field: "label_selector", Description: err.Error()})
+		}
 		resp := &contextv1.ListContextsResponse{}
 		err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
-			list := v.ListContexts
+			// The store filters while it scans (labels, and the owner
+			// index for created_by_caller): never a page of other
+			// principals' or non-matching contexts filtered afterwards.
+			list := v.ListContextsWhere
 			if req.GetCreatedByCaller() {
-				// Through the principal index: never a page of other
-				// principals' contexts filtered afterwards.
 				principal, _ := tenantmd.Caller(ctx)
-				list = func(after string, n int) ([]*contextv1.Context, bool, error) {
+				list = func(after string, n int, f store.ListFilter) (store.ListPage[*contextv1.Context], error) {
 					if principal == "" {
-						return nil, false, nil
+						return store.ListPage[*contextv1.Context]{}, nil
 					}
-					return v.ListOwnedContexts(principal, after, n)
+					return v.ListOwnedContextsWhere(principal, after, n, f)
 				}
 			}
-			cs, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, after, list,
-				(*contextv1.Context).GetContextId, func(c *contextv1.Context) int { return proto.Size(c) })
+			cs, resume, more, err := fillScanPage(s.lim.PageSize(req.GetPageSize()), pageChunk, s.lim.MaxReadBytes, s.lim.MaxListScan, after, list,
+				store.ListFilter{Labels: sel}, (*contextv1.Context).GetContextId, func(c *contextv1.Context) int { return proto.Size(c) })
 			if err != nil {
 				return err
 			}
 			resp.Contexts, resp.NextPageToken = cs, ""
-			if more && len(cs) > 0 {
-				resp.NextPageToken = encodePageToken(kindContexts, cs[len(cs)-1].GetContextId())
+			if more {
+				resp.NextPageToken = encodePageToken(kindContexts, resume)
 			}
 			return nil
 		})

@@ -6,6 +6,8 @@ import (
 
 	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/cells/validate"
+	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/labelsel"
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -17,7 +19,7 @@ import (
 func (s *ContextServer) PutMemory(ctx context.Context, req *contextv1.PutMemoryRequest) (*contextv1.PutMemoryResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.PutMemory, func(tenant string, epoch uint64) (*contextv1.PutMemoryResponse, error) {
 		op := &contextv1.PutMemoryRequest{Key: req.GetKey(), Value: req.GetValue(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId(), Scope: req.GetScope(),
-			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl()}
+			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl(), Labels: req.GetLabels()}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_PutMemory{PutMemory: op}})
 		if err != nil {
 			return nil, err
@@ -74,24 +76,33 @@ func (s *ContextServer) ListMemory(ctx context.Context, req *contextv1.ListMemor
 			chunk = pageChunkValue
 		}
 
+		sel, err := labelsel.Compile(req.GetLabelSelector())
+		if err != nil {
+			return nil, cperr.Invalid(cperr.FieldViolation{Field: "label_selector", Description: err.Error()})
+		}
+		filter := store.ListFilter{Labels: sel}
+		if t := req.GetUpdatedAfter(); t != nil {
+			filter.UpdatedAfter = t.AsTime().UnixNano()
+		}
 		resp := &contextv1.ListMemoryResponse{}
 		owner := memoryPrincipal(ctx, req.GetScope())
 		err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
-			list := func(after string, n int) ([]*contextv1.MemoryItem, bool, error) {
-				return v.ListMemoryOf(owner, req.GetPrefix(), after, n, req.GetKeysOnly())
+			// The store filters while it scans: never a page filtered
+			// after the store returned it.
+			list := func(after string, n int, f store.ListFilter) (store.ListPage[*contextv1.MemoryItem], error) {
+				return v.ListMemoryWhere(owner, req.GetPrefix(), after, n, req.GetKeysOnly(), f)
 			}
-			items, more, err := fillPage(s.lim.PageSize(req.GetPageSize()), chunk, s.lim.MaxReadBytes, after, list,
-				(*contextv1.MemoryItem).GetKey, func(it *contextv1.MemoryItem) int { return proto.Size(it) })
+			items, resume, more, err := fillScanPage(s.lim.PageSize(req.GetPageSize()), chunk, s.lim.MaxReadBytes, s.lim.MaxListScan, after, list,
+				filter, (*contextv1.MemoryItem).GetKey, func(it *contextv1.MemoryItem) int { return proto.Size(it) })
 			if err != nil {
 				return err
 			}
 			resp.Items, resp.NextPageToken = items, ""
-			if more && len(items) > 0 {
-				last := items[len(items)-1].GetKey()
-				if !strings.HasPrefix(last, req.GetPrefix()) {
+			if more {
+				if !strings.HasPrefix(resume, req.GetPrefix()) {
 					return s.missingResult("list_memory", tenant)
 				}
-				resp.NextPageToken = encodePageToken(kindMemory, last)
+				resp.NextPageToken = encodePageToken(kindMemory, resume)
 			}
 			return nil
 		})

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cellplane/cellplane/cells/store"
 	"github.com/cellplane/cellplane/internal/cperr"
 )
 
@@ -89,6 +90,46 @@ func fillPage[T any](limit, chunk int, budget uint64, after string, list func(af
 			return out, false, nil
 		case len(out) >= limit:
 			return out, true, nil
+		}
+	}
+}
+
+// fillScanPage is fillPage for the filtered listings (ListContexts,
+// ListMemory), whose store calls skip items that do not match and report
+// the last item they examined: it pulls chunks until limit items, about
+// budget bytes (at least one item) or scanBudget stored items examined,
+// and returns the position the next page resumes after ("" at the end)
+// and whether more items may exist. At the scan bound the page may be
+// short or empty; its resume position is then the last item examined,
+// so no item is lost or returned twice across pages.
+func fillScanPage[T any](limit, chunk int, budget uint64, scanBudget int, after string, list func(after string, n int, f store.ListFilter) (store.ListPage[T], error), f store.ListFilter, key func(T) string, size func(T) int) ([]T, string, bool, error) {
+	var out []T
+	var used uint64
+	scanned := 0
+	for {
+		f.MaxScan = scanBudget - scanned
+		p, err := list(after, min(limit-len(out), chunk), f)
+		if err != nil {
+			return nil, "", false, err
+		}
+		for _, it := range p.Items {
+			sz := uint64(size(it))
+			if len(out) > 0 && used+sz > budget {
+				return out, after, true, nil
+			}
+			out = append(out, it)
+			used += sz
+			after = key(it)
+		}
+		scanned += p.Scanned
+		if p.Last != "" {
+			after = p.Last
+		}
+		switch {
+		case !p.More:
+			return out, "", false, nil
+		case len(out) >= limit, scanned >= scanBudget:
+			return out, after, true, nil
 		}
 	}
 }

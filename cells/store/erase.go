@@ -161,7 +161,7 @@ func (e *eraser) deleteMemory() {
 		e.o.tx.del(memoryKey(e.tenant, m.GetKey()))
 		e.o.indexExpiry(kindMemory, m.GetKey(), m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)
-		u.Bytes = sub(u.Bytes, uint64(len(m.GetKey())+len(m.GetValue())))
+		u.Bytes = sub(u.Bytes, memoryBytes(m))
 		e.res.MemoryKeysDeleted++
 	}
 	// The principal's own memory (scope principal) is wholly theirs.
@@ -189,7 +189,7 @@ func (e *eraser) deleteMemory() {
 		kind, id := memoryIndexID(o.p, o.m.GetKey())
 		e.o.indexExpiry(kind, id, o.m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)
-		u.Bytes = sub(u.Bytes, uint64(len(o.m.GetKey())+len(o.m.GetValue())))
+		u.Bytes = sub(u.Bytes, memoryBytes(o.m))
 		e.res.MemoryKeysDeleted++
 	}
 }

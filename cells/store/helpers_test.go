@@ -560,7 +560,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				}
 				d.memory = append(d.memory, &m)
 				d.memIdx[string(kindMemory)+string(rest)] = &m
-				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
+				d.memBytes += memoryBytes(&m)
 			case kindPrincipalMemory:
 				p, key, ok := splitPrincipalKey(rest)
 				var m contextv1.MemoryItem
@@ -569,7 +569,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				}
 				d.memory = append(d.memory, &m)
 				d.memIdx[string(kindPrincipalMemory)+string(rest)] = &m
-				d.memBytes += uint64(len(m.GetKey()) + len(m.GetValue()))
+				d.memBytes += memoryBytes(&m)
 			case kindOwned:
 				p, id, ok := splitPrincipalKey(rest)
 				if !ok || p == "" || id == "" || len(v) != 0 {

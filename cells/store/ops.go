@@ -259,6 +259,16 @@ func EntrySize(e *contextv1.Entry) uint64 {
 	return uint64(n)
 }
 
+// memoryBytes is what a memory item counts in the tenant's usage: its
+// key, value and labels.
+func memoryBytes(m *contextv1.MemoryItem) uint64 {
+	n := len(m.GetKey()) + len(m.GetValue())
+	for k, v := range m.GetLabels() {
+		n += len(k) + len(v)
+	}
+	return uint64(n)
+}
+
 func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	req := o.c.GetPutMemory()
 	tenant, key := o.c.GetTenant(), req.GetKey()
@@ -276,9 +286,10 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	if req.ExpectedRevision != nil && req.GetExpectedRevision() != oldRev {
 		return nil, revisionMismatch(req.GetExpectedRevision(), oldRev)
 	}
-	newBytes, oldBytes, newKeys := int64(len(key)+len(req.GetValue())), int64(0), int64(1)
+	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Labels: req.GetLabels()}
+	newBytes, oldBytes, newKeys := int64(memoryBytes(item)), int64(0), int64(1)
 	if exists {
-		oldBytes, newKeys = int64(len(old.GetKey())+len(old.GetValue())), 0
+		oldBytes, newKeys = int64(memoryBytes(&old)), 0
 	}
 	if err := o.checkQuota(0, newKeys, newBytes-oldBytes); err != nil {
 		return nil, err
@@ -286,18 +297,18 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	// A key's revision is the tseq of the mutation that wrote it: it grows
 	// with every change and is never 0.
 	rev := o.st.rec.GetTseq() + 1
-	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Revision: rev, CreateTime: o.ts(), UpdateTime: o.ts(),
-		ExpireTime: o.expiry(req.GetExpireTime(), req.GetTtl(), o.source.GetPutMemory().GetExpireTime())}
+	item.Revision, item.CreateTime, item.UpdateTime = rev, o.ts(), o.ts()
+	item.ExpireTime = o.expiry(req.GetExpireTime(), req.GetTtl(), o.source.GetPutMemory().GetExpireTime())
 	u := usage(o.st.rec)
 	if live {
 		item.CreateTime = old.GetCreateTime()
 	}
 	if exists {
-		u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))
+		u.Bytes = sub(u.Bytes, memoryBytes(&old))
 	} else {
 		u.MemoryKeys++
 	}
-	u.Bytes += uint64(len(key) + len(req.GetValue()))
+	u.Bytes += memoryBytes(item)
 	o.tx.put(mkey, item)
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), item.GetExpireTime())
@@ -440,7 +451,7 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), nil)
 	u := usage(o.st.rec)
 	u.MemoryKeys = sub(u.MemoryKeys, 1)
-	u.Bytes = sub(u.Bytes, uint64(len(old.GetKey())+len(old.GetValue())))
+	u.Bytes = sub(u.Bytes, memoryBytes(&old))
 	o.changed = true
 	return nil, nil
 }

@@ -454,56 +454,16 @@ func (v *TenantView) Context(id string) (*contextv1.Context, error) {
 // ListContexts returns up to limit contexts with ids after `after` (""
 // from the start), in id order, and whether more exist.
 func (v *TenantView) ListContexts(afterID string, limit int) ([]*contextv1.Context, bool, error) {
-	prefix := tenantKey(v.tenant, kindContext, 0)
-	lower := prefix
-	if afterID != "" {
-		lower = after(prefix, afterID)
-	}
-	var out []*contextv1.Context
-	more := false
-	err := scan(v.r, lower, prefixEnd(prefix), func(_, val []byte) (bool, error) {
-		if len(out) == limit {
-			more = true
-			return false, nil
-		}
-		var c contextv1.Context
-		if err := proto.Unmarshal(val, &c); err != nil {
-			return false, err
-		}
-		if !v.visible(&c) {
-			return true, nil
-		}
-		out = append(out, &c)
-		return true, nil
-	})
-	return out, more, err
+	p, err := v.ListContextsWhere(afterID, limit, ListFilter{})
+	return p.Items, p.More, err
 }
 
 // ListOwnedContexts is ListContexts over the contexts principal created
 // (PrincipalLabel), read through the index: a page costs the contexts it
 // returns, however many other principals' contexts the tenant holds.
 func (v *TenantView) ListOwnedContexts(principal, afterID string, limit int) ([]*contextv1.Context, bool, error) {
-	prefix := principalPrefix(v.tenant, kindOwned, principal)
-	lower := prefix
-	if afterID != "" {
-		lower = after(prefix, afterID)
-	}
-	var out []*contextv1.Context
-	more := false
-	err := scan(v.r, lower, prefixEnd(prefix), func(k, _ []byte) (bool, error) {
-		if len(out) == limit {
-			more = true
-			return false, nil
-		}
-		id := string(k[len(prefix):])
-		c, err := v.Context(id)
-		if err != nil {
-			return false, err // the index names only existing contexts
-		}
-		out = append(out, c)
-		return true, nil
-	})
-	return out, more, err
+	p, err := v.ListOwnedContextsWhere(principal, afterID, limit, ListFilter{})
+	return p.Items, p.More, err
 }
 
 // Entries returns entries of a context from fromSeq on (0 and 1 = first),
@@ -578,40 +538,8 @@ func (v *TenantView) ListMemory(prefix, afterKey string, limit int, keysOnly boo
 
 // ListMemoryOf is ListMemory over principal's memory ("": the tenant's).
 func (v *TenantView) ListMemoryOf(principal, prefix, afterKey string, limit int, keysOnly bool) ([]*contextv1.MemoryItem, bool, error) {
-	base := memoryBase(v.tenant, principal)
-	p := append(append([]byte(nil), base...), prefix...)
-	lower := p
-	if afterKey != "" {
-		lower = after(base, afterKey)
-		if string(lower) < string(p) {
-			lower = p
-		}
-	}
-	upper := prefixEnd(p)
-	if prefix == "" {
-		upper = prefixEnd(base)
-	}
-	var out []*contextv1.MemoryItem
-	more := false
-	err := scan(v.r, lower, upper, func(_, val []byte) (bool, error) {
-		if len(out) == limit {
-			more = true
-			return false, nil
-		}
-		var m contextv1.MemoryItem
-		if err := proto.Unmarshal(val, &m); err != nil {
-			return false, err
-		}
-		if expired(m.GetExpireTime(), v.now) {
-			return true, nil
-		}
-		if keysOnly {
-			m.Value = nil
-		}
-		out = append(out, &m)
-		return true, nil
-	})
-	return out, more, err
+	p, err := v.ListMemoryWhere(principal, prefix, afterKey, limit, keysOnly, ListFilter{})
+	return p.Items, p.More, err
 }
 
 // Changes returns up to limit change-log events with tseq > afterTseq. When

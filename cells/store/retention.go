@@ -139,7 +139,7 @@ func applyExpireSweep(o *opCtx) (*cellv1.CommandResult, error) {
 			o.tx.del(mkey)
 			u := usage(o.st.rec)
 			u.MemoryKeys = sub(u.MemoryKeys, 1)
-			u.Bytes = sub(u.Bytes, uint64(len(m.GetKey())+len(m.GetValue())))
+			u.Bytes = sub(u.Bytes, memoryBytes(&m))
 			res.MemoryKeys++
 		}
 	}

@@ -41,6 +41,7 @@ func ListContexts(lim Limits, req *contextv1.ListContextsRequest) error {
 	var v violations
 	v.pageToken(lim, req.GetPageToken())
 	v.readOptions("read_options", req.GetReadOptions())
+	v.selector(lim, "label_selector", req.GetLabelSelector())
 	return v.err()
 }
 
@@ -132,6 +133,7 @@ func PutMemory(lim Limits, req *contextv1.PutMemoryRequest) error {
 	v.requestID(lim, req.GetRequestId())
 	v.memoryScope(req.GetScope())
 	v.retention(req.GetExpireTime(), req.GetTtl())
+	v.stringMap("labels", req.GetLabels(), lim.Labels)
 	return v.err()
 }
 
@@ -160,6 +162,12 @@ func ListMemory(lim Limits, req *contextv1.ListMemoryRequest) error {
 	v.pageToken(lim, req.GetPageToken())
 	v.readOptions("read_options", req.GetReadOptions())
 	v.memoryScope(req.GetScope())
+	v.selector(lim, "label_selector", req.GetLabelSelector())
+	if t := req.GetUpdatedAfter(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			v.add("updated_after", "must be a valid time")
+		}
+	}
 	return v.err()
 }
 

@@ -53,6 +53,11 @@ type Limits struct {
 	MaxPageSize     int
 	// MaxPageTokenBytes bounds page_token (tokens are server-made and short).
 	MaxPageTokenBytes int
+	// MaxListScan bounds the stored items (contexts, memory keys) one
+	// ListContexts / ListMemory call examines while it fills a page through
+	// its filters; at the bound the call returns what it found with a page
+	// token that resumes after the last item examined.
+	MaxListScan int
 
 	// DefaultReadEntries / MaxReadEntries: Read's max_entries when 0, and
 	// its cap. They also size Watch batches.
@@ -118,6 +123,7 @@ func DefaultLimits() Limits {
 		DefaultPageSize:      100,
 		MaxPageSize:          1000,
 		MaxPageTokenBytes:    1 * kib,
+		MaxListScan:          10000,
 		DefaultReadEntries:   100,
 		MaxReadEntries:       1000,
 		DefaultReadBytes:     1 * mib,
@@ -160,6 +166,7 @@ func (l Limits) Validate() error {
 	positive("DefaultPageSize", l.DefaultPageSize)
 	positive("MaxPageSize", l.MaxPageSize)
 	positive("MaxPageTokenBytes", l.MaxPageTokenBytes)
+	positive("MaxListScan", l.MaxListScan)
 	positive("DefaultReadEntries", l.DefaultReadEntries)
 	positive("MaxReadEntries", l.MaxReadEntries)
 	positive("MaxAddrLen", l.MaxAddrLen)

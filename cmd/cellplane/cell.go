@@ -244,6 +244,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	lim.IntVar(&cfg.Limits.MaxEntriesPerAppend, "max-entries-per-append", cfg.Limits.MaxEntriesPerAppend, "most entries in one Append")
 	lim.IntVar(&cfg.Limits.MaxMemoryKeyBytes, "max-memory-key-bytes", cfg.Limits.MaxMemoryKeyBytes, "longest memory key")
 	lim.IntVar(&cfg.Limits.MaxMemoryValueBytes, "max-memory-value-bytes", cfg.Limits.MaxMemoryValueBytes, "largest memory value")
+	lim.IntVar(&cfg.Limits.MaxListScan, "max-list-scan", cfg.Limits.MaxListScan, "most stored contexts or memory keys one filtered ListContexts/ListMemory call examines (it then returns a short page with a page token)")
 	lim.IntVar(&cfg.Limits.MaxWatchesPerTenant, "max-watches-per-tenant", cfg.Limits.MaxWatchesPerTenant, "most Watch streams one tenant holds open on this node (QUOTA_EXCEEDED above)")
 	dl := &cfg.DirectRateLimit
 	lim.Float64Var(&dl.DefaultRate, "direct-rate", dl.DefaultRate, "with --certs-dir: requests per second per tenant of the calls made with a tenant token (the smart client's direct path, which passes no router's limits; RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo above it); routers', workers' and nodes' calls are not charged")

@@ -987,9 +987,21 @@ type ListContextsRequest struct {
 	// authenticated principal of the call; the store keeps an index by
 	// principal, so a page is never filtered after it was read). Without a
 	// principal (authentication off, tenant-token calls) nothing is listed.
+	// Combines with label_selector (both must hold).
 	CreatedByCaller bool `protobuf:"varint,140,opt,name=created_by_caller,json=createdByCaller,proto3" json:"created_by_caller,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Only contexts whose labels match (unset or empty: every context).
+	// The cell evaluates the selector while it scans the tenant's contexts
+	// in id order and examines at most a configured number of stored
+	// contexts per call (its MaxListScan, 10 000 by default), so a selective
+	// filter over a large tenant cannot make one call unbounded. When that
+	// bound is reached the response carries the matches found so far, which
+	// may be fewer than page_size or none at all, and a next_page_token that
+	// resumes after the last context examined. A short or empty page with a
+	// next_page_token is therefore not the end: the listing ends only when
+	// next_page_token is empty.
+	LabelSelector *LabelSelector `protobuf:"bytes,180,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListContextsRequest) Reset() {
@@ -1048,6 +1060,13 @@ func (x *ListContextsRequest) GetCreatedByCaller() bool {
 		return x.CreatedByCaller
 	}
 	return false
+}
+
+func (x *ListContextsRequest) GetLabelSelector() *LabelSelector {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return nil
 }
 
 type ListContextsResponse struct {
@@ -1684,7 +1703,11 @@ type MemoryItem struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// When the key expires (unset: never).
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The item's labels, as the last put gave them (ListMemory and
+	// SearchMemory filter on them). Their bytes count in the tenant's usage
+	// with the key and value.
+	Labels        map[string]string `protobuf:"bytes,180,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1761,6 +1784,13 @@ func (x *MemoryItem) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MemoryItem) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type PutMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1774,8 +1804,11 @@ type PutMemoryRequest struct {
 	// Retention: the key expires at expire_time, or ttl after the command's
 	// proposal time (not both). Neither: the tenant's default retention, if
 	// it has one; else never. Every put sets the key's expiry anew.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl        *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The item's labels (bounded like a context's labels). Every put sets
+	// them anew: a put without labels leaves the item with none.
+	Labels        map[string]string `protobuf:"bytes,180,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1855,6 +1888,13 @@ func (x *PutMemoryRequest) GetExpireTime() *timestamppb.Timestamp {
 func (x *PutMemoryRequest) GetTtl() *durationpb.Duration {
 	if x != nil {
 		return x.Ttl
+	}
+	return nil
+}
+
+func (x *PutMemoryRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -2127,9 +2167,23 @@ type ListMemoryRequest struct {
 	PageSize  uint32                 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Leave values out of the response.
-	KeysOnly      bool         `protobuf:"varint,4,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
-	ReadOptions   *ReadOptions `protobuf:"bytes,5,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
-	Scope         MemoryScope  `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
+	KeysOnly    bool         `protobuf:"varint,4,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	ReadOptions *ReadOptions `protobuf:"bytes,5,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	Scope       MemoryScope  `protobuf:"varint,140,opt,name=scope,proto3,enum=cellplane.context.v1.MemoryScope" json:"scope,omitempty"`
+	// Only items whose labels match (unset or empty: every item).
+	// The filters (label_selector, updated_after) are evaluated by the cell
+	// while it scans the keys in order, examining at most a configured
+	// number of stored items per call (its MaxListScan, 10 000 by default),
+	// so a selective filter over a large tenant cannot make one call
+	// unbounded. When that bound is reached the response carries the
+	// matches found so far, which may be fewer than page_size or none at
+	// all, and a next_page_token that resumes after the last key examined.
+	// A short or empty page with a next_page_token is therefore not the end:
+	// the listing ends only when next_page_token is empty.
+	LabelSelector *LabelSelector `protobuf:"bytes,180,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Only items changed after this time (update_time > updated_after;
+	// unset: any time).
+	UpdatedAfter  *timestamppb.Timestamp `protobuf:"bytes,181,opt,name=updated_after,json=updatedAfter,proto3" json:"updated_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2204,6 +2258,20 @@ func (x *ListMemoryRequest) GetScope() MemoryScope {
 		return x.Scope
 	}
 	return MemoryScope_MEMORY_SCOPE_UNSPECIFIED
+}
+
+func (x *ListMemoryRequest) GetLabelSelector() *LabelSelector {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return nil
+}
+
+func (x *ListMemoryRequest) GetUpdatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAfter
+	}
+	return nil
 }
 
 type ListMemoryResponse struct {
@@ -3885,13 +3953,14 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12D\n" +
 	"\fread_options\x18\x02 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"M\n" +
 	"\x12GetContextResponse\x127\n" +
-	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext\"\xc4\x01\n" +
+	"\acontext\x18\x01 \x01(\v2\x1d.cellplane.context.v1.ContextR\acontext\"\x91\x02\n" +
 	"\x13ListContextsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12D\n" +
 	"\fread_options\x18\x03 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12+\n" +
-	"\x11created_by_caller\x18\x8c\x01 \x01(\bR\x0fcreatedByCaller\"y\n" +
+	"\x11created_by_caller\x18\x8c\x01 \x01(\bR\x0fcreatedByCaller\x12K\n" +
+	"\x0elabel_selector\x18\xb4\x01 \x01(\v2#.cellplane.context.v1.LabelSelectorR\rlabelSelector\"y\n" +
 	"\x14ListContextsResponse\x129\n" +
 	"\bcontexts\x18\x01 \x03(\v2\x1d.cellplane.context.v1.ContextR\bcontexts\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"T\n" +
@@ -3940,7 +4009,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"F\n" +
 	"\rWatchResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\x87\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\x89\x03\n" +
 	"\n" +
 	"MemoryItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -3951,7 +4020,11 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12;\n" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xc5\x02\n" +
+	"expireTime\x12E\n" +
+	"\x06labels\x18\xb4\x01 \x03(\v2,.cellplane.context.v1.MemoryItem.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x03\n" +
 	"\x10PutMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x120\n" +
@@ -3961,7 +4034,11 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\x12;\n" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12+\n" +
-	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\x14\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12K\n" +
+	"\x06labels\x18\xb4\x01 \x03(\v22.cellplane.context.v1.PutMemoryRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
 	"\x12_expected_revision\"l\n" +
 	"\x11PutMemoryResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
@@ -3980,7 +4057,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x128\n" +
 	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scopeB\x14\n" +
 	"\x12_expected_revision\"\x16\n" +
-	"\x14DeleteMemoryResponse\"\x84\x02\n" +
+	"\x14DeleteMemoryResponse\"\x93\x03\n" +
 	"\x11ListMemoryRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
@@ -3988,7 +4065,9 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x1b\n" +
 	"\tkeys_only\x18\x04 \x01(\bR\bkeysOnly\x12D\n" +
 	"\fread_options\x18\x05 \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x128\n" +
-	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\"t\n" +
+	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\x12K\n" +
+	"\x0elabel_selector\x18\xb4\x01 \x01(\v2#.cellplane.context.v1.LabelSelectorR\rlabelSelector\x12@\n" +
+	"\rupdated_after\x18\xb5\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fupdatedAfter\"t\n" +
 	"\x12ListMemoryResponse\x126\n" +
 	"\x05items\x18\x01 \x03(\v2 .cellplane.context.v1.MemoryItemR\x05items\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf4\x02\n" +
@@ -4192,7 +4271,7 @@ func file_cellplane_context_v1_context_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_context_v1_context_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_cellplane_context_v1_context_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_cellplane_context_v1_context_proto_goTypes = []any{
 	(Consistency)(0),               // 0: cellplane.context.v1.Consistency
 	(MemoryScope)(0),               // 1: cellplane.context.v1.MemoryScope
@@ -4249,117 +4328,124 @@ var file_cellplane_context_v1_context_proto_goTypes = []any{
 	nil,                            // 52: cellplane.context.v1.Context.LabelsEntry
 	nil,                            // 53: cellplane.context.v1.Entry.MetadataEntry
 	nil,                            // 54: cellplane.context.v1.CreateContextRequest.LabelsEntry
-	nil,                            // 55: cellplane.context.v1.ForkRequest.LabelsEntry
-	(*durationpb.Duration)(nil),    // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 57: google.protobuf.Timestamp
+	nil,                            // 55: cellplane.context.v1.MemoryItem.LabelsEntry
+	nil,                            // 56: cellplane.context.v1.PutMemoryRequest.LabelsEntry
+	nil,                            // 57: cellplane.context.v1.ForkRequest.LabelsEntry
+	(*durationpb.Duration)(nil),    // 58: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 59: google.protobuf.Timestamp
 }
 var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	0,  // 0: cellplane.context.v1.ReadOptions.consistency:type_name -> cellplane.context.v1.Consistency
-	56, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	58, // 1: cellplane.context.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	52, // 2: cellplane.context.v1.Context.labels:type_name -> cellplane.context.v1.Context.LabelsEntry
-	57, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
-	57, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
-	57, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
+	59, // 3: cellplane.context.v1.Context.create_time:type_name -> google.protobuf.Timestamp
+	59, // 4: cellplane.context.v1.Context.update_time:type_name -> google.protobuf.Timestamp
+	59, // 5: cellplane.context.v1.Context.expire_time:type_name -> google.protobuf.Timestamp
 	53, // 6: cellplane.context.v1.Entry.metadata:type_name -> cellplane.context.v1.Entry.MetadataEntry
-	57, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
-	57, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
+	59, // 7: cellplane.context.v1.Entry.create_time:type_name -> google.protobuf.Timestamp
+	59, // 8: cellplane.context.v1.Summary.create_time:type_name -> google.protobuf.Timestamp
 	54, // 9: cellplane.context.v1.CreateContextRequest.labels:type_name -> cellplane.context.v1.CreateContextRequest.LabelsEntry
-	57, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
+	59, // 10: cellplane.context.v1.CreateContextRequest.expire_time:type_name -> google.protobuf.Timestamp
+	58, // 11: cellplane.context.v1.CreateContextRequest.ttl:type_name -> google.protobuf.Duration
 	5,  // 12: cellplane.context.v1.CreateContextResponse.context:type_name -> cellplane.context.v1.Context
 	4,  // 13: cellplane.context.v1.GetContextRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	5,  // 14: cellplane.context.v1.GetContextResponse.context:type_name -> cellplane.context.v1.Context
 	4,  // 15: cellplane.context.v1.ListContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	5,  // 16: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
-	6,  // 17: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
-	4,  // 18: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	6,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
-	7,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
-	6,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	57, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	57, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	57, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 25: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	57, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
-	57, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 30: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	22, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 32: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	4,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 34: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	22, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	55, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
-	57, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
-	5,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
-	7,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
-	5,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
-	57, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
-	37, // 43: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
-	57, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	56, // 45: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
-	57, // 46: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
-	2,  // 47: cellplane.context.v1.LabelRequirement.operator:type_name -> cellplane.context.v1.LabelOperator
-	40, // 48: cellplane.context.v1.LabelSelector.requirements:type_name -> cellplane.context.v1.LabelRequirement
-	41, // 49: cellplane.context.v1.SearchContextsRequest.context_labels:type_name -> cellplane.context.v1.LabelSelector
-	41, // 50: cellplane.context.v1.SearchContextsRequest.entry_metadata:type_name -> cellplane.context.v1.LabelSelector
-	4,  // 51: cellplane.context.v1.SearchContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	6,  // 52: cellplane.context.v1.ContextHit.entry:type_name -> cellplane.context.v1.Entry
-	43, // 53: cellplane.context.v1.SearchContextsResponse.hits:type_name -> cellplane.context.v1.ContextHit
-	1,  // 54: cellplane.context.v1.SearchMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	41, // 55: cellplane.context.v1.SearchMemoryRequest.labels:type_name -> cellplane.context.v1.LabelSelector
-	4,  // 56: cellplane.context.v1.SearchMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	22, // 57: cellplane.context.v1.MemoryHit.item:type_name -> cellplane.context.v1.MemoryItem
-	46, // 58: cellplane.context.v1.SearchMemoryResponse.hits:type_name -> cellplane.context.v1.MemoryHit
-	48, // 59: cellplane.context.v1.Change.cursor:type_name -> cellplane.context.v1.ChangeCursor
-	3,  // 60: cellplane.context.v1.Change.kind:type_name -> cellplane.context.v1.ChangeKind
-	1,  // 61: cellplane.context.v1.Change.memory_scope:type_name -> cellplane.context.v1.MemoryScope
-	48, // 62: cellplane.context.v1.WatchChangesRequest.after:type_name -> cellplane.context.v1.ChangeCursor
-	49, // 63: cellplane.context.v1.WatchChangesResponse.changes:type_name -> cellplane.context.v1.Change
-	48, // 64: cellplane.context.v1.WatchChangesResponse.cursor:type_name -> cellplane.context.v1.ChangeCursor
-	8,  // 65: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	10, // 66: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	12, // 67: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	14, // 68: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	16, // 69: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	18, // 70: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	20, // 71: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	23, // 72: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	25, // 73: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	27, // 74: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	29, // 75: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	31, // 76: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
-	33, // 77: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
-	35, // 78: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
-	38, // 79: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
-	42, // 80: cellplane.context.v1.ContextService.SearchContexts:input_type -> cellplane.context.v1.SearchContextsRequest
-	45, // 81: cellplane.context.v1.ContextService.SearchMemory:input_type -> cellplane.context.v1.SearchMemoryRequest
-	50, // 82: cellplane.context.v1.ContextService.WatchChanges:input_type -> cellplane.context.v1.WatchChangesRequest
-	9,  // 83: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	11, // 84: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	13, // 85: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	15, // 86: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	17, // 87: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	19, // 88: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	21, // 89: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	24, // 90: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	26, // 91: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	28, // 92: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	30, // 93: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	32, // 94: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
-	34, // 95: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
-	36, // 96: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
-	39, // 97: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
-	44, // 98: cellplane.context.v1.ContextService.SearchContexts:output_type -> cellplane.context.v1.SearchContextsResponse
-	47, // 99: cellplane.context.v1.ContextService.SearchMemory:output_type -> cellplane.context.v1.SearchMemoryResponse
-	51, // 100: cellplane.context.v1.ContextService.WatchChanges:output_type -> cellplane.context.v1.WatchChangesResponse
-	83, // [83:101] is the sub-list for method output_type
-	65, // [65:83] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	41, // 16: cellplane.context.v1.ListContextsRequest.label_selector:type_name -> cellplane.context.v1.LabelSelector
+	5,  // 17: cellplane.context.v1.ListContextsResponse.contexts:type_name -> cellplane.context.v1.Context
+	6,  // 18: cellplane.context.v1.AppendRequest.entries:type_name -> cellplane.context.v1.Entry
+	4,  // 19: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	6,  // 20: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
+	7,  // 21: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
+	6,  // 22: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	59, // 23: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	59, // 24: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	59, // 25: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	55, // 26: cellplane.context.v1.MemoryItem.labels:type_name -> cellplane.context.v1.MemoryItem.LabelsEntry
+	1,  // 27: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	59, // 28: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	58, // 29: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	56, // 30: cellplane.context.v1.PutMemoryRequest.labels:type_name -> cellplane.context.v1.PutMemoryRequest.LabelsEntry
+	59, // 31: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 32: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 33: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	22, // 34: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 35: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	4,  // 36: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 37: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	41, // 38: cellplane.context.v1.ListMemoryRequest.label_selector:type_name -> cellplane.context.v1.LabelSelector
+	59, // 39: cellplane.context.v1.ListMemoryRequest.updated_after:type_name -> google.protobuf.Timestamp
+	22, // 40: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	57, // 41: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	59, // 42: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	58, // 43: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	5,  // 44: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
+	7,  // 45: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
+	5,  // 46: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
+	59, // 47: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
+	37, // 48: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
+	59, // 49: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	58, // 50: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
+	59, // 51: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
+	2,  // 52: cellplane.context.v1.LabelRequirement.operator:type_name -> cellplane.context.v1.LabelOperator
+	40, // 53: cellplane.context.v1.LabelSelector.requirements:type_name -> cellplane.context.v1.LabelRequirement
+	41, // 54: cellplane.context.v1.SearchContextsRequest.context_labels:type_name -> cellplane.context.v1.LabelSelector
+	41, // 55: cellplane.context.v1.SearchContextsRequest.entry_metadata:type_name -> cellplane.context.v1.LabelSelector
+	4,  // 56: cellplane.context.v1.SearchContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	6,  // 57: cellplane.context.v1.ContextHit.entry:type_name -> cellplane.context.v1.Entry
+	43, // 58: cellplane.context.v1.SearchContextsResponse.hits:type_name -> cellplane.context.v1.ContextHit
+	1,  // 59: cellplane.context.v1.SearchMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	41, // 60: cellplane.context.v1.SearchMemoryRequest.labels:type_name -> cellplane.context.v1.LabelSelector
+	4,  // 61: cellplane.context.v1.SearchMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	22, // 62: cellplane.context.v1.MemoryHit.item:type_name -> cellplane.context.v1.MemoryItem
+	46, // 63: cellplane.context.v1.SearchMemoryResponse.hits:type_name -> cellplane.context.v1.MemoryHit
+	48, // 64: cellplane.context.v1.Change.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	3,  // 65: cellplane.context.v1.Change.kind:type_name -> cellplane.context.v1.ChangeKind
+	1,  // 66: cellplane.context.v1.Change.memory_scope:type_name -> cellplane.context.v1.MemoryScope
+	48, // 67: cellplane.context.v1.WatchChangesRequest.after:type_name -> cellplane.context.v1.ChangeCursor
+	49, // 68: cellplane.context.v1.WatchChangesResponse.changes:type_name -> cellplane.context.v1.Change
+	48, // 69: cellplane.context.v1.WatchChangesResponse.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	8,  // 70: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	10, // 71: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	12, // 72: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	14, // 73: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	16, // 74: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	18, // 75: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	20, // 76: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	23, // 77: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	25, // 78: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	27, // 79: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	29, // 80: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	31, // 81: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	33, // 82: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	35, // 83: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
+	38, // 84: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
+	42, // 85: cellplane.context.v1.ContextService.SearchContexts:input_type -> cellplane.context.v1.SearchContextsRequest
+	45, // 86: cellplane.context.v1.ContextService.SearchMemory:input_type -> cellplane.context.v1.SearchMemoryRequest
+	50, // 87: cellplane.context.v1.ContextService.WatchChanges:input_type -> cellplane.context.v1.WatchChangesRequest
+	9,  // 88: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	11, // 89: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	13, // 90: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	15, // 91: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	17, // 92: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	19, // 93: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	21, // 94: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	24, // 95: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	26, // 96: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	28, // 97: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	30, // 98: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	32, // 99: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	34, // 100: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	36, // 101: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
+	39, // 102: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
+	44, // 103: cellplane.context.v1.ContextService.SearchContexts:output_type -> cellplane.context.v1.SearchContextsResponse
+	47, // 104: cellplane.context.v1.ContextService.SearchMemory:output_type -> cellplane.context.v1.SearchMemoryResponse
+	51, // 105: cellplane.context.v1.ContextService.WatchChanges:output_type -> cellplane.context.v1.WatchChangesResponse
+	88, // [88:106] is the sub-list for method output_type
+	70, // [70:88] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
@@ -4384,7 +4470,7 @@ func file_cellplane_context_v1_context_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_context_v1_context_proto_rawDesc), len(file_cellplane_context_v1_context_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
