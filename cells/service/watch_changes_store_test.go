@@ -298,3 +298,32 @@ func TestWatchChangesCapPerTenant(t *testing.T) {
 	must(s.Recv())(t)
 	wantErr(t, watchChangesErr(n.ctx.WatchChanges(ctx, &contextv1.WatchChangesRequest{})), codes.ResourceExhausted, cperr.QuotaExceeded)
 }
+
+// Watch responses carry a cursor; a resume with it continues, a resume
+// with a cursor this cell's history does not hold (a lost-history
+// promotion, constructed directly) ends with CURSOR_EXPIRED.
+func TestStoreWatchCursor(t *testing.T) {
+	n := newCell(t, nil, nil)
+	base := testutil.Context(t, 60*time.Second)
+	ctx := as(base, "acme", 0)
+	must(n.ctx.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: "w"}))(t)
+	appendN(t, n, ctx, "w", 2)
+	s := must(n.ctx.Watch(ctx, &contextv1.WatchRequest{ContextId: "w"}))(t)
+	resp := must(s.Recv())(t)
+	cur := resp.GetCursor()
+	if cur.GetTseq() != tenantTseq(t, base, n) || cur.GetTimeUnixNano() == 0 {
+		t.Fatalf("catch-up cursor %v, want the tenant's position", cur)
+	}
+	appendN(t, n, ctx, "w", 1)
+	live := must(s.Recv())(t)
+	if live.GetCursor().GetTseq() <= cur.GetTseq() {
+		t.Fatalf("live cursor %v after %v", live.GetCursor(), cur)
+	}
+	r := must(n.ctx.Watch(ctx, &contextv1.WatchRequest{ContextId: "w", FromSeq: 4, Cursor: live.GetCursor()}))(t)
+	appendN(t, n, ctx, "w", 1)
+	recvSeqs(t, r, 4, 4)
+	bad := &contextv1.ChangeCursor{Tseq: live.GetCursor().GetTseq(), TimeUnixNano: live.GetCursor().GetTimeUnixNano() - 1}
+	wantErr(t, watchErr(n.ctx.Watch(ctx, &contextv1.WatchRequest{ContextId: "w", FromSeq: 4, Cursor: bad})), codes.OutOfRange, cperr.CursorExpired)
+	// Old clients (no cursor) are not checked.
+	recvSeqs(t, must(n.ctx.Watch(ctx, &contextv1.WatchRequest{ContextId: "w", FromSeq: 4}))(t), 4, 4)
+}
