@@ -63,6 +63,13 @@ func (c caller) origin() string {
 	return "mcp:" + c.tool
 }
 
+// outgoing is ctx with c's tenant, principal, origin and scopes on the
+// outgoing metadata of a cell call (the worker authenticated them).
+func (c caller) outgoing(ctx context.Context) context.Context {
+	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, c.origin())
+	return tenantmd.WithScopes(ctx, c.scopes.String())
+}
+
 // callerFrom reads the headers serveMCP set (it deletes a client's own
 // copies first): a scope list it cannot read grants nothing.
 func callerFrom(h http.Header) caller {
@@ -590,7 +597,7 @@ var callPolicy = retry.Policy{Min: 20 * time.Millisecond, Max: 500 * time.Millis
 func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
-	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, c.origin())
+	ctx = c.outgoing(ctx)
 	if c.scopes.Has(auth.ScopeAdmin) {
 		// The worker authenticated the caller: the cell's admin-only
 		// methods (ReadAudit, Erase) take its word, as they take the

@@ -3788,7 +3788,10 @@ type WatchChangesResponse struct {
 	Changes []*Change `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
 	// Every change up to here was delivered or is not for this watch:
 	// resume after it. A response may carry only the cursor (progress
-	// through changes the watch filters out, or a heartbeat).
+	// through changes the watch filters out, or a heartbeat). The first
+	// response is the starting cursor alone (the request's once checked, or
+	// the current position), so a resumed cursor's CURSOR_EXPIRED comes at
+	// once.
 	Cursor        *ChangeCursor `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
