@@ -99,7 +99,10 @@ var ToolScopes = map[string]auth.Scope{
 	"context_compact": auth.ScopeContextsWrite,
 	"audit_read":      auth.ScopeAdmin,
 	"erase_subject":   auth.ScopeAdmin,
-	resourcesRead:     auth.ScopeContextsRead,
+	// changes_read: memory changes only with memory:read too (the cell
+	// filters them by the scopes the worker sends).
+	"changes_read": auth.ScopeContextsRead,
+	resourcesRead:  auth.ScopeContextsRead,
 }
 
 const resourcesRead = "resources/read"
@@ -473,6 +476,21 @@ func (w *Worker) addTools() {
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.memoryList)
 
+	addTool(w, &sdk.Tool{
+		Name:  "changes_read",
+		Title: "Read the tenant's changes after a cursor",
+		Description: "Changes to your contexts and memory after a cursor (from a previous changes_read or a subscription notification's _meta cellplane/cursor), waiting up to wait_ms for one; returns them with the cursor to pass next time. " +
+			"Resume a subscription with it after a reconnect: nothing is lost or repeated. CURSOR_EXPIRED: re-read what you follow, then continue from the current_cursor it names.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.changesRead)
+
+	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
+		Name:        "tenant-context",
+		Title:       "Context entries (tenant-qualified URI)",
+		Description: "The same as cellplane://contexts/{context_id}, naming the tenant: the URI to subscribe to (subscriptions/listen). The tenant must be the endpoint's.",
+		MIMEType:    "text/plain",
+		URITemplate: TenantContextURITemplate,
+	}, w.readContextResource)
 	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
 		Name:        "context",
 		Title:       "Context entries",
@@ -1220,12 +1238,17 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 // (cacheScope private, see cacheable).
 func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
 	uri := req.Params.URI
+	start := time.Now()
+	c, err := callerOf(req.Extra)
 	id, ok := strings.CutPrefix(uri, contextURIPrefix)
+	if !ok && err == nil {
+		// cellplane://t/<tenant>/contexts/<id>: the endpoint's tenant only.
+		t, perr := parseSubURI(c.tenant, uri)
+		ok, id = perr == nil && !t.memory, t.name
+	}
 	if !ok || !ids.Valid(id, ids.MaxLen) {
 		return nil, sdk.ResourceNotFoundError(uri)
 	}
-	start := time.Now()
-	c, err := callerOf(req.Extra)
 	if err == nil {
 		err = checkScope(c, resourcesRead)
 	}
