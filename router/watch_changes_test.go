@@ -1,8 +1,11 @@
 package router_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +81,44 @@ func TestWatchChangesThroughRouter(t *testing.T) {
 	}
 	if got := kinds(narrowW); got != "[CHANGE_KIND_CONTEXT_CREATED]" {
 		t.Errorf("contexts:read key (claiming memory:read in metadata): %s", got)
+	}
+
+	// MCP subscriptions/listen through the router's proxy: one long-lived
+	// POST whose events are flushed as they come.
+	body := `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"_meta":{` +
+		`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"v0"},` +
+		`"io.modelcontextprotocol/clientCapabilities":{}},"notifications":{"resourceSubscriptions":["cellplane://t/acme/contexts/c"]}}}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.router.HTTPAddr()+"/t/acme/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "subscriptions/listen")
+	req.Header.Set("Authorization", "Bearer "+full)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("listen through the router: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	next := func() string {
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				return data
+			}
+		}
+		t.Fatalf("the listen stream ended: %v", sc.Err())
+		return ""
+	}
+	if ack := next(); !strings.Contains(ack, "notifications/subscriptions/acknowledged") {
+		t.Fatalf("first event %s, want the acknowledgement", ack)
+	}
+	if _, err := cs.Append(as(full), &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "hi"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(); !strings.Contains(ev, "notifications/resources/updated") || !strings.Contains(ev, `"cellplane/seqs":"1-1"`) {
+		t.Fatalf("event %s, want the append's notification", ev)
 	}
 }
