@@ -77,6 +77,7 @@ func (w *watcher) run(ctx context.Context) error {
 	if w.resume != nil {
 		// The client saw entries up to its cursor: they must be this
 		// cell's history (resumeCursor), else CURSOR_EXPIRED.
+		w.core.catchUpTo(ctx, w.tenant, w.resume)
 		err := w.read(ctx, func(v *store.TenantView) error {
 			_, err := resumeCursor(v, w.tenant, w.resume)
 			return err

@@ -273,6 +273,7 @@ func (w *changeWatcher) read(ctx context.Context, fn func(*store.TenantView) err
 }
 
 func (w *changeWatcher) run(ctx context.Context, after *contextv1.ChangeCursor) error {
+	w.core.catchUpTo(ctx, w.tenant, after)
 	err := w.read(ctx, func(v *store.TenantView) error {
 		c, err := resumeCursor(v, w.tenant, after)
 		w.cur = c
@@ -309,6 +310,18 @@ func (w *changeWatcher) run(ctx context.Context, after *contextv1.ChangeCursor) 
 			return w.storeErr("watch_changes", err)
 		}
 	}
+}
+
+// catchUpTo waits, at most Config.WatchCatchUp, for this member's replica
+// to reach a resumed cursor: a client resuming on a follower that lags
+// the member it watched before is not told its cursor expired.
+func (c *core) catchUpTo(ctx context.Context, tenant string, after *contextv1.ChangeCursor) {
+	if after.GetTseq() == 0 || c.cfg.WatchCatchUp <= 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.WatchCatchUp)
+	defer cancel()
+	_ = c.st.WaitTenant(wctx, tenant, after.GetTseq()-1) // what it found is checked next
 }
 
 // follow sends the changes of one batch of events after the cursor and

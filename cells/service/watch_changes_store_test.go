@@ -218,7 +218,7 @@ func TestStoreWatchChangesConcurrent(t *testing.T) {
 }
 
 func TestStoreWatchChangesCursorExpired(t *testing.T) {
-	n := newCell(t, func(c *store.Config) { c.ChangeLog.MaxEvents = 2 }, nil)
+	n := newCell(t, func(c *store.Config) { c.ChangeLog.MaxEvents = 2 }, func(c *Config) { c.WatchCatchUp = 50 * time.Millisecond })
 	base := testutil.Context(t, 60*time.Second)
 	ctx := as(base, "acme", 0)
 	must(n.ctx.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: "w"}))(t)
