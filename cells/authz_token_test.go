@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/cellplane/cellplane/internal/auth"
 	"net"
 	"testing"
 	"time"
@@ -182,6 +183,21 @@ func TestTokenRule(t *testing.T) {
 		}
 		if got, _ := tenantmd.Caller(ctx); got != tc.want {
 			t.Errorf("token call sending principal %q runs as %q, want %q", tc.sent, got, tc.want)
+		}
+	}
+	// The scopes are the token's (the default ones), never the caller's
+	// claim, and a call cannot drop them to pass as a component's.
+	for _, sent := range []string{"", "admin", "contexts:read memory:read memory:write contexts:write admin"} {
+		md := []string{tenantmd.TokenKey, pTok}
+		if sent != "" {
+			md = append(md, tenantmd.ScopesKey, sent)
+		}
+		ctx, err := az.check(callCtx(t, ca, nil, md...), appendM, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := tenantmd.CallerScopes(ctx); !ok || got != auth.DefaultScopes.String() {
+			t.Errorf("token call sending scopes %q runs with %q (%v), want the default scopes", sent, got, ok)
 		}
 	}
 

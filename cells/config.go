@@ -141,6 +141,10 @@ type Config struct {
 	// one (internal/tokens; docs/contexts.md). Empty: tokens.Default.
 	TokenEncoding string
 
+	// WatchHeartbeat is how often an idle ContextService.WatchChanges
+	// stream sends its cursor (0: service.DefaultConfig's, 15 s).
+	WatchHeartbeat time.Duration
+
 	// MCP configures the MCP worker the node serves on its HTTP port at
 	// /t/<tenant>/mcp (see cells/mcp); MCPDisabled turns it off. An empty
 	// MCP.PublicURL is "http://" + the advertised HTTP address.
@@ -231,6 +235,9 @@ func (c Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cells: "+format, args...)) }
 	if err := c.DirectRateLimit.Validate(); err != nil {
 		add("DirectRateLimit: %v", err)
+	}
+	if c.WatchHeartbeat < 0 {
+		add("WatchHeartbeat must not be negative, got %v", c.WatchHeartbeat)
 	}
 	if c.TokenEncoding != "" {
 		if err := tokens.Check(c.TokenEncoding); err != nil {

@@ -315,6 +315,9 @@ func (n *Node) openServices(w *wiring) (err error) {
 	if n.cfg.TokenEncoding != "" {
 		svcCfg.TokenEncoding = n.cfg.TokenEncoding
 	}
+	if n.cfg.WatchHeartbeat > 0 {
+		svcCfg.WatchHeartbeat = n.cfg.WatchHeartbeat
+	}
 	svcCfg.Logger = n.base()
 	if w.sink != nil {
 		svcCfg.Replication = w.sink

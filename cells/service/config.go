@@ -33,6 +33,15 @@ type Config struct {
 	Dial dial.Config
 	// WatchChangeBatch is how many change-log events Watch reads at once.
 	WatchChangeBatch int
+	// WatchHeartbeat is how long an idle WatchChanges stream waits before
+	// sending a cursor-only response, so an idle client's cursor stays
+	// fresh (and a dead connection is noticed).
+	WatchHeartbeat time.Duration
+	// WatchCatchUp is how long a watch resuming from a cursor beyond this
+	// member's replica waits for the replica to reach it (a lagging
+	// follower) before deciding the cursor names lost history
+	// (CURSOR_EXPIRED).
+	WatchCatchUp time.Duration
 	// AllowCrossHostAddrs lets a member register gRPC and HTTP addresses
 	// on another host than its Raft address. By default they must share
 	// the Raft address's host, so that a registration (or a poisoned
@@ -71,6 +80,8 @@ func DefaultConfig() Config {
 		Limits:             validate.DefaultLimits(),
 		RetryAfter:         250 * time.Millisecond,
 		WatchChangeBatch:   256,
+		WatchHeartbeat:     15 * time.Second,
+		WatchCatchUp:       2 * time.Second,
 		TokenEncoding:      tokens.Default,
 		TokenEncodingCache: 65536,
 		EraseWait:          10 * time.Second,
@@ -98,6 +109,12 @@ func (c Config) Validate() error {
 	}
 	if c.TokenEncodingCache <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.TokenEncodingCache must be > 0, got %d", c.TokenEncodingCache))
+	}
+	if c.WatchCatchUp < 0 {
+		errs = append(errs, fmt.Errorf("service: Config.WatchCatchUp must not be negative, got %v", c.WatchCatchUp))
+	}
+	if c.WatchHeartbeat <= 0 {
+		errs = append(errs, fmt.Errorf("service: Config.WatchHeartbeat must be > 0, got %v", c.WatchHeartbeat))
 	}
 	if c.WatchChangeBatch <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))

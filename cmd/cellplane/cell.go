@@ -227,6 +227,7 @@ wildcard address (0.0.0.0), set --raft-advertise, --grpc-advertise and
 	node.StringVar(&cfg.Store.HTTPAdvertise, "http-advertise", "", "HTTP address reported to peers (default: the bound --http-addr)")
 	node.StringToStringVar(&cfg.Store.RaftDialRoutes, "raft-route", nil, `dial a peer's Raft address through another one: "peer-host:port=via-host:port,..." (a NAT, or a test's fault-injection proxy)`)
 	node.StringVar(&cfg.TokenEncoding, "token-encoding", tokens.Default, "tokenizer encoding of contexts created without one: "+strings.Join(tokens.Encodings(), ", "))
+	node.DurationVar(&cfg.WatchHeartbeat, "watch-heartbeat", 15*time.Second, "how often an idle WatchChanges stream gets a cursor-only heartbeat")
 	node.BoolVar(&cfg.AllowCrossHostAddrs, "allow-cross-host-addrs", false, "let members advertise gRPC/HTTP addresses on another host than their Raft address (by default the cell refuses such registrations)")
 	node.StringVar(&bootstrap, "bootstrap", "", `form a new cell with these voters, this node included: "id1@host:port,id2@host:port,..." (Raft addresses)`)
 	node.StringVar(&cfg.Join, "join", "", "join an existing cell as a voter through the gRPC address of any member")
