@@ -155,6 +155,10 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 			r, err := v.ReadContext(c, store.ReadQuery{FromSeq: readStart(req, c.GetLastSeq()), MaxEntries: maxEntries, MaxBytes: maxBytes,
 				MaxTokens: uint64(req.GetMaxTokens()), Raw: req.GetRaw(), Newest: req.GetNewest()})
 			resp = r
+			if err == nil {
+				tseq, at := v.Cursor()
+				tenantmd.SetReadCursor(ctx, tseq, at)
+			}
 			return err
 		})
 		if err != nil {
@@ -162,7 +166,7 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 		}
 		return resp, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ReadResponse, error) {
-		return client(cc).Read(ctx, req)
+		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.ReadResponse, error) { return client(cc).Read(ctx, req, opt) })
 	})
 }
 

@@ -132,3 +132,17 @@ func tenantCall[Req, Resp any](ctx context.Context, c *core, req Req, check func
 	}
 	return forward(ctx, c, func() (Resp, error) { return local(tenant, epoch) }, remote)
 }
+
+// relayCursor runs a read forwarded to the leader and passes the read
+// cursor of the leader's answer (tenantmd.TseqKey) on to this call's
+// caller, so a forwarded read is as cacheable as a local one.
+func relayCursor[T any](ctx context.Context, call func(grpc.CallOption) (T, error)) (T, error) {
+	var md metadata.MD
+	out, err := call(grpc.Header(&md))
+	if err == nil {
+		if tseq, at, ok := tenantmd.ReadCursor(md); ok {
+			tenantmd.SetReadCursor(ctx, tseq, at)
+		}
+	}
+	return out, err
+}
