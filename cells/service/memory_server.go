@@ -49,7 +49,9 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 		}
 		return &contextv1.GetMemoryResponse{Item: out}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.GetMemoryResponse, error) {
-		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.GetMemoryResponse, error) { return client(cc).GetMemory(ctx, req, opt) })
+		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.GetMemoryResponse, error) {
+			return client(cc).GetMemory(ctx, req, opt)
+		})
 	})
 }
 
