@@ -315,6 +315,9 @@ func (a *authorizer) checkToken(ctx context.Context, fullMethod string, client *
 	out.Delete(tenantmd.PrincipalKey)
 	out.Delete(tenantmd.OriginKey)
 	out.Delete(tenantmd.AdminKey) // tokens grant no admin scope
+	// A token is minted only for credentials holding the default scopes:
+	// the call holds those, never what the direct caller claims.
+	out.Set(tenantmd.ScopesKey, auth.DefaultScopes.String())
 	if claims.Principal != "" {
 		out.Set(tenantmd.PrincipalKey, claims.Principal)
 	}

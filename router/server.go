@@ -370,6 +370,7 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 		md.Delete(tenantmd.PrincipalKey)
 		md.Delete(tenantmd.OriginKey)
 		md.Delete(tenantmd.AdminKey)
+		md.Delete(tenantmd.ScopesKey)
 		ctx = context.WithValue(ctx, scopesKey{}, id.Scopes)
 		return metadata.NewIncomingContext(ctx, md), nil // auth off and no tenant named: a handler decides (Lookup takes it from the request)
 	}
@@ -387,6 +388,7 @@ func (s *Server) authFunc(ctx context.Context) (context.Context, error) {
 	md.Delete(tenantmd.PrincipalKey)
 	md.Delete(tenantmd.OriginKey)
 	md.Delete(tenantmd.AdminKey)
+	md.Set(tenantmd.ScopesKey, id.Scopes.String())
 	if id.Principal != "" {
 		md.Set(tenantmd.PrincipalKey, id.Principal)
 	}

@@ -33,6 +33,10 @@ type Config struct {
 	Dial dial.Config
 	// WatchChangeBatch is how many change-log events Watch reads at once.
 	WatchChangeBatch int
+	// WatchHeartbeat is how long an idle WatchChanges stream waits before
+	// sending a cursor-only response, so an idle client's cursor stays
+	// fresh (and a dead connection is noticed).
+	WatchHeartbeat time.Duration
 	// AllowCrossHostAddrs lets a member register gRPC and HTTP addresses
 	// on another host than its Raft address. By default they must share
 	// the Raft address's host, so that a registration (or a poisoned
@@ -71,6 +75,7 @@ func DefaultConfig() Config {
 		Limits:             validate.DefaultLimits(),
 		RetryAfter:         250 * time.Millisecond,
 		WatchChangeBatch:   256,
+		WatchHeartbeat:     15 * time.Second,
 		TokenEncoding:      tokens.Default,
 		TokenEncodingCache: 65536,
 		EraseWait:          10 * time.Second,
@@ -98,6 +103,9 @@ func (c Config) Validate() error {
 	}
 	if c.TokenEncodingCache <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.TokenEncodingCache must be > 0, got %d", c.TokenEncodingCache))
+	}
+	if c.WatchHeartbeat <= 0 {
+		errs = append(errs, fmt.Errorf("service: Config.WatchHeartbeat must be > 0, got %v", c.WatchHeartbeat))
 	}
 	if c.WatchChangeBatch <= 0 {
 		errs = append(errs, fmt.Errorf("service: Config.WatchChangeBatch must be > 0, got %d", c.WatchChangeBatch))

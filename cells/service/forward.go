@@ -91,7 +91,7 @@ func (c *core) leaderAddr(ctx context.Context, notLeader error) (string, error) 
 func forwardedContext(ctx context.Context) context.Context {
 	in, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
-	for _, k := range []string{tenantmd.TenantKey, tenantmd.EpochKey, tenantmd.PrincipalKey, tenantmd.OriginKey, tenantmd.AdminKey} {
+	for _, k := range []string{tenantmd.TenantKey, tenantmd.EpochKey, tenantmd.PrincipalKey, tenantmd.OriginKey, tenantmd.AdminKey, tenantmd.ScopesKey} {
 		if v := in.Get(k); len(v) > 0 {
 			out[k] = slices.Clone(v)
 		}

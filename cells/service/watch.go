@@ -37,14 +37,6 @@ func (s *ContextServer) Watch(req *contextv1.WatchRequest, stream grpc.ServerStr
 	if err := validate.Watch(s.lim, req); err != nil {
 		return err
 	}
-	end, err := s.startWatch(tenant)
-	if err != nil {
-		return err
-	}
-	defer end()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.closing, cancel)()
 	w := &watcher{
 		core:       s.core,
 		send:       stream.Send,
@@ -55,14 +47,13 @@ func (s *ContextServer) Watch(req *contextv1.WatchRequest, stream grpc.ServerStr
 		maxEntries: s.lim.DefaultReadEntries,
 		maxBytes:   s.lim.DefaultReadBytes,
 	}
-	err = w.run(ctx)
-	if s.closing.Err() != nil && stream.Context().Err() == nil {
-		return s.unavailable("node is shutting down; resume the watch on another member")
-	}
-	if err != nil && !errors.Is(err, cperr.ErrContextNotFound) {
-		s.log.Debug("watch ended", "tenant", tenant, "context", w.id, "err", err)
-	}
-	return err
+	return s.runWatch(ctx, tenant, func(ctx context.Context) error {
+		err := w.run(ctx)
+		if err != nil && !errors.Is(err, cperr.ErrContextNotFound) {
+			s.log.Debug("watch ended", "tenant", tenant, "context", w.id, "err", err)
+		}
+		return err
+	})
 }
 
 type watcher struct {

@@ -59,6 +59,9 @@ const (
 	MoveNotCancellable Reason = "MOVE_NOT_CANCELLABLE" // the move fenced its source (or ended): it can no longer be cancelled
 	NoStandby          Reason = "NO_STANDBY"           // failover of a tenant without a (bootstrapped) standby
 
+	// Subscriptions.
+	CursorExpired Reason = "CURSOR_EXPIRED" // a change cursor the server cannot resume from (trimmed, or its history was lost by a promotion): re-read, then resume from metadata current_cursor
+
 	// Declarative management (Terraform): guarded deletes.
 	RegionNotEmpty    Reason = "REGION_NOT_EMPTY"   // delete of a region that cells or tenants still name (metadata: cells, tenants)
 	CellNotEmpty      Reason = "CELL_NOT_EMPTY"     // delete of a cell that still holds tenants, standbys, moves, failovers or registered nodes (metadata: tenants, nodes, operations)
@@ -87,6 +90,8 @@ var reasons = []Reason{
 	ControlPlaneUnavailable,
 
 	ChangesTrimmed, MoveNotFound, FailoverNotFound, MoveNotCancellable, NoStandby,
+
+	CursorExpired,
 
 	RegionNotEmpty, CellNotEmpty, DeletionProtected, RequestIDReused,
 
@@ -125,6 +130,8 @@ const (
 	MetaTenants        = "tenants"         // REGION_NOT_EMPTY, CELL_NOT_EMPTY: the tenants left (same format)
 	MetaNodes          = "nodes"           // CELL_NOT_EMPTY: the nodes still registered (same format)
 	MetaOperations     = "operations"      // CELL_NOT_EMPTY: the moves and failovers that name the cell (same format)
+	MetaOldestCursor   = "oldest_cursor"   // CURSOR_EXPIRED: the oldest cursor the server can resume from ("<tseq>.<time_unix_nano>"; absent when the change log holds nothing)
+	MetaCurrentCursor  = "current_cursor"  // CURSOR_EXPIRED: the tenant's current position ("<tseq>.<time_unix_nano>"): re-read the state, then resume after it
 )
 
 // FieldViolation names one invalid request field (google.rpc.BadRequest).
@@ -203,6 +210,8 @@ var (
 	ErrFailoverNotFound   = &Error{Reason: FailoverNotFound}
 	ErrMoveNotCancellable = &Error{Reason: MoveNotCancellable}
 	ErrNoStandby          = &Error{Reason: NoStandby}
+
+	ErrCursorExpired = &Error{Reason: CursorExpired}
 
 	ErrRegionNotEmpty    = &Error{Reason: RegionNotEmpty}
 	ErrCellNotEmpty      = &Error{Reason: CellNotEmpty}

@@ -99,6 +99,7 @@ var rules = map[cperr.Reason]rule{
 	cperr.FailoverNotFound:   {RetryNo, false},
 	cperr.MoveNotCancellable: {RetryNo, false},
 	cperr.NoStandby:          {RetryNo, false},
+	cperr.CursorExpired:      {RetryNo, false},
 	// Refused before anything was written; the same call fails until an
 	// operator empties the region or cell, or turns protection off.
 	cperr.RegionNotEmpty:    {RetryNo, true},

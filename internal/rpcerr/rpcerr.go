@@ -67,6 +67,7 @@ var codeOf = map[cperr.Reason]codes.Code{
 	cperr.FailoverNotFound:   codes.NotFound,
 	cperr.MoveNotCancellable: codes.FailedPrecondition,
 	cperr.NoStandby:          codes.FailedPrecondition,
+	cperr.CursorExpired:      codes.OutOfRange,
 
 	cperr.RegionNotEmpty:    codes.FailedPrecondition,
 	cperr.CellNotEmpty:      codes.FailedPrecondition,
@@ -95,6 +96,7 @@ var httpOf = map[codes.Code]int{
 	codes.AlreadyExists:      http.StatusConflict,
 	codes.Aborted:            http.StatusConflict,
 	codes.FailedPrecondition: http.StatusBadRequest,
+	codes.OutOfRange:         http.StatusBadRequest,
 	codes.Unavailable:        http.StatusServiceUnavailable,
 	codes.ResourceExhausted:  http.StatusTooManyRequests,
 	codes.Unauthenticated:    http.StatusUnauthorized,

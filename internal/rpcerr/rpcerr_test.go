@@ -51,6 +51,7 @@ func TestCodeTable(t *testing.T) {
 		{cperr.FailoverNotFound, codes.NotFound},
 		{cperr.MoveNotCancellable, codes.FailedPrecondition},
 		{cperr.NoStandby, codes.FailedPrecondition},
+		{cperr.CursorExpired, codes.OutOfRange},
 		{cperr.RegionNotEmpty, codes.FailedPrecondition},
 		{cperr.CellNotEmpty, codes.FailedPrecondition},
 		{cperr.DeletionProtected, codes.FailedPrecondition},

@@ -43,7 +43,38 @@ const (
 	// authentication; a client's own value is dropped, and the cell's
 	// authoriser drops it on tenant-token calls.
 	AdminKey = "x-cellplane-admin"
+	// ScopesKey carries the scopes the edge (router, MCP worker) found the
+	// caller's credential to hold, space-separated (auth.Scopes.String),
+	// for cell methods whose answer depends on more than their own scope
+	// (WatchChanges sends memory changes only to memory:read). Set only by
+	// an edge after authentication; a client's own value is dropped, and
+	// the cell's authoriser sets it to auth.DefaultScopes on tenant-token
+	// calls (a token is minted only for credentials holding those). Absent on a
+	// call from a component's own identity (a router's or worker's cache):
+	// such a caller is not limited by scopes.
+	ScopesKey = "x-cellplane-scopes"
 )
+
+// CallerScopes returns the ScopesKey value of an incoming call; ok is
+// false when it is absent (or given more than once, which no edge does).
+func CallerScopes(ctx context.Context) (scopes string, ok bool) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(ScopesKey)
+	if len(v) != 1 {
+		return "", false
+	}
+	return v[0], true
+}
+
+// WithScopes returns ctx with ScopesKey set on outgoing metadata to
+// scopes (space-separated). Only an edge that authenticated the caller
+// calls it.
+func WithScopes(ctx context.Context, scopes string) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set(ScopesKey, scopes)
+	return metadata.NewOutgoingContext(ctx, md)
+}
 
 // IsAdmin reports whether an incoming call carries AdminKey "true" once.
 func IsAdmin(ctx context.Context) bool {
