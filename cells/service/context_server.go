@@ -157,7 +157,7 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 			resp = r
 			if err == nil {
 				tseq, at := v.Cursor()
-				tenantmd.SetReadCursor(ctx, tseq, at)
+				tenantmd.SetReadCursor(ctx, tseq, at, expireNanos(c.GetExpireTime()))
 			}
 			return err
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // forward runs local; when it fails with NOT_LEADER it either returns
@@ -140,9 +141,17 @@ func relayCursor[T any](ctx context.Context, call func(grpc.CallOption) (T, erro
 	var md metadata.MD
 	out, err := call(grpc.Header(&md))
 	if err == nil {
-		if tseq, at, ok := tenantmd.ReadCursor(md); ok {
-			tenantmd.SetReadCursor(ctx, tseq, at)
+		if tseq, at, exp, ok := tenantmd.ReadCursor(md); ok {
+			tenantmd.SetReadCursor(ctx, tseq, at, exp)
 		}
 	}
 	return out, err
+}
+
+// expireNanos is an expire_time as the read cursor's expiry (0: none).
+func expireNanos(t *timestamppb.Timestamp) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.AsTime().UnixNano()
 }

@@ -40,7 +40,7 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 			out = it
 			if err == nil {
 				tseq, at := v.Cursor()
-				tenantmd.SetReadCursor(ctx, tseq, at)
+				tenantmd.SetReadCursor(ctx, tseq, at, expireNanos(it.GetExpireTime()))
 			}
 			return err
 		})

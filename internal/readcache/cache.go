@@ -98,10 +98,12 @@ func (c Config) Validate() error {
 }
 
 // Cursor is a position in a tenant's change log (a ChangeCursor): the
-// tseq of a change and its command time.
+// tseq of a change and its command time; for a read's cursor, also when
+// its answer expires (the item's expire_time; zero: never).
 type Cursor struct {
 	Tseq         uint64
 	TimeUnixNano int64
+	Expires      time.Time
 }
 
 // Cache is a bounded cache of a worker's or router's recent reads, kept
@@ -137,10 +139,11 @@ type key struct {
 }
 
 type entry struct {
-	key   key
-	value proto.Message
-	size  int64
-	tseq  uint64 // the answer reflects every change up to here
+	key     key
+	value   proto.Message
+	size    int64
+	tseq    uint64    // the answer reflects every change up to here
+	expires time.Time // zero: never; from then on the cell reads the item as absent
 }
 
 // tenant is one followed tenant.
@@ -264,10 +267,18 @@ func (c *Cache) Get(k key, maxStaleness time.Duration) (proto.Message, bool) {
 		c.m.misses.Inc()
 		return nil, false
 	}
+	e := el.Value.(*entry)
+	if !e.expires.IsZero() && !now.Before(e.expires) {
+		// Expired items read as absent before the sweep that names them.
+		c.removeLocked(el)
+		c.gaugesLocked()
+		c.m.misses.Inc()
+		return nil, false
+	}
 	c.lru.MoveToFront(el)
 	t.lastUse = now
 	c.m.hits.Inc()
-	return el.Value.(*entry).value, true
+	return e.value, true
 }
 
 // Fill caches answer (at cursor at: the read's x-cellplane-tseq) under k.
@@ -310,7 +321,10 @@ func (c *Cache) Fill(k key, answer proto.Message, at Cursor) {
 		}
 		c.removeLocked(el)
 	}
-	e := &entry{key: k, value: answer, size: size, tseq: at.Tseq}
+	if !at.Expires.IsZero() && !now.Before(at.Expires) {
+		return
+	}
+	e := &entry{key: k, value: answer, size: size, tseq: at.Tseq, expires: at.Expires}
 	c.entries[k] = c.lru.PushFront(e)
 	t.entries[e] = struct{}{}
 	if k.kind == 'r' {
@@ -445,12 +459,8 @@ func isFatal(err error) bool {
 		return false
 	}
 	switch ce.Reason {
-	case reasonCursorExpired, cperr.WrongCell, cperr.TenantNotFound, cperr.StaleEpoch:
+	case cperr.CursorExpired, cperr.WrongCell, cperr.TenantNotFound, cperr.StaleEpoch:
 		return true
 	}
 	return retry.ClassOf(err) == retry.RetryNo
 }
-
-// reasonCursorExpired is the error contract's CURSOR_EXPIRED
-// (WatchChanges: the cursor's history was lost or trimmed).
-const reasonCursorExpired cperr.Reason = "CURSOR_EXPIRED"

@@ -252,8 +252,20 @@ func TestInvalidation(t *testing.T) {
 		t.Fatalf("kept the wrong answer: %v", v)
 	}
 
+	// An expiry sweep names nothing: every read (or memory value) filled
+	// before it goes.
+	c.Fill(kOther, readAnswer(1), Cursor{Tseq: 16})
+	c.Fill(kC1, readAnswer(1), Cursor{Tseq: 16})
+	f.send(t, c, "a", resp(change(18, contextv1.ChangeKind_CHANGE_KIND_CONTEXT_EXPIRED, "", "")))
+	mustMiss(t, c, kC1)
+	mustMiss(t, c, kC2)
+	mustHit(t, c, kOther)
+	f.send(t, c, "a", resp(change(19, contextv1.ChangeKind_CHANGE_KIND_MEMORY_EXPIRED, "", "")))
+	mustMiss(t, c, kOther)
+	c.Fill(kC2, readAnswer(3), Cursor{Tseq: 19})
+
 	// ERASED forgets the tenant.
-	f.send(t, c, "a", resp(change(17, contextv1.ChangeKind_CHANGE_KIND_ERASED, "", "")))
+	f.send(t, c, "a", resp(change(20, contextv1.ChangeKind_CHANGE_KIND_ERASED, "", "")))
 	mustMiss(t, c, kC2)
 	mustMiss(t, c, kOther)
 	if s := c.Stats(); s.Entries != 0 || s.Tenants != 0 || s.Bytes != 0 {
@@ -312,6 +324,23 @@ func TestStaleness(t *testing.T) {
 	}
 }
 
+// An answer is not served after its item's expire_time, sweep or not.
+func TestExpiry(t *testing.T) {
+	c := newCache(t, testConfig(), newFakeWatch())
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	c.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	k := MemoryKey("a", "", contextv1.MemoryScope_MEMORY_SCOPE_TENANT, "k")
+	c.Fill(k, readAnswer(1), Cursor{Tseq: 1, Expires: now.Add(time.Second)})
+	mustHit(t, c, k)
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	mustMiss(t, c, k)
+	c.Fill(k, readAnswer(1), Cursor{Tseq: 1, Expires: now})
+	mustMiss(t, c, k)
+}
+
 func TestFollowerResumesFromCursor(t *testing.T) {
 	f := newFakeWatch()
 	c := newCache(t, testConfig(), f)
@@ -331,7 +360,7 @@ func TestFollowerLossDropsTenant(t *testing.T) {
 		name string
 		err  error
 	}{
-		{"cursor expired", &cperr.Error{Reason: reasonCursorExpired, Message: "trimmed"}},
+		{"cursor expired", cperr.New(cperr.CursorExpired, "trimmed")},
 		{"wrong cell", cperr.New(cperr.WrongCell, "moved")},
 		{"tenant not found", cperr.New(cperr.TenantNotFound, "gone")},
 	} {

@@ -143,8 +143,17 @@ func (c *Cache) invalidateLocked(t *tenant, ch *contextv1.Change) int {
 		contextv1.ChangeKind_CHANGE_KIND_CONTEXT_COMPACTED,
 		contextv1.ChangeKind_CHANGE_KIND_CONTEXT_EXPIRED,
 		contextv1.ChangeKind_CHANGE_KIND_CONTEXT_FORKED:
-		// A fork names the new context; its source is unchanged.
+		// A fork names the new context; its source is unchanged. An
+		// expiry sweep names no context: every context read may be gone.
 		n := 0
+		if ch.GetContextId() == "" {
+			for e := range t.entries {
+				if e.key.kind == 'r' {
+					n += drop(e)
+				}
+			}
+			return n
+		}
 		for e := range t.byCtx[ch.GetContextId()] {
 			n += drop(e)
 		}
@@ -152,6 +161,16 @@ func (c *Cache) invalidateLocked(t *tenant, ch *contextv1.Change) int {
 	case contextv1.ChangeKind_CHANGE_KIND_MEMORY_PUT,
 		contextv1.ChangeKind_CHANGE_KIND_MEMORY_DELETED,
 		contextv1.ChangeKind_CHANGE_KIND_MEMORY_EXPIRED:
+		if ch.GetMemoryKey() == "" {
+			// An expiry sweep names no key: every memory value may be gone.
+			n := 0
+			for e := range t.entries {
+				if e.key.kind == 'm' {
+					n += drop(e)
+				}
+			}
+			return n
+		}
 		k := key{tenant: t.name, kind: 'm', id: memoryOwner(ch.GetMemoryScope(), ch.GetPrincipal()), sub: ch.GetMemoryKey()}
 		if el, ok := c.entries[k]; ok {
 			return drop(el.Value.(*entry))
