@@ -59,6 +59,10 @@ func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContex
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			c, err := v.Context(req.GetContextId())
 			out = c
+			if err == nil {
+				tseq, at := v.Cursor()
+				tenantmd.SetReadCursor(ctx, tseq, at, expireNanos(c.GetExpireTime()))
+			}
 			return err
 		})
 		if err != nil {
@@ -66,7 +70,9 @@ func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContex
 		}
 		return &contextv1.GetContextResponse{Context: out}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.GetContextResponse, error) {
-		return client(cc).GetContext(ctx, req)
+		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.GetContextResponse, error) {
+			return client(cc).GetContext(ctx, req, opt)
+		})
 	})
 }
 

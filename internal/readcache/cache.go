@@ -122,16 +122,17 @@ type Cache struct {
 
 	mu      sync.Mutex
 	lru     *list.List // of *entry, most recent first
-	entries map[key]*list.Element
+	entries map[Key]*list.Element
 	tenants map[string]*tenant
 	bytes   int64
 	closed  bool
 }
 
-// key names one cached answer. kind 'r': a context read (id the context,
-// sub the read's parameters); kind 'm': a memory value (id the owner: the
-// principal, "" for the tenant's shared memory; sub the key).
-type key struct {
+// Key names one cached answer (ReadKey, ContextKey, MemoryKey). kind 'r':
+// a context's read or metadata (id the context, sub the read's
+// parameters); kind 'm': a memory value (id the owner: the principal, ""
+// for the tenant's shared memory; sub the key).
+type Key struct {
 	tenant string
 	kind   byte
 	id     string
@@ -139,7 +140,7 @@ type key struct {
 }
 
 type entry struct {
-	key     key
+	key     Key
 	value   proto.Message
 	size    int64
 	tseq    uint64    // the answer reflects every change up to here
@@ -184,7 +185,7 @@ func New(cfg Config, watch Watch) (*Cache, error) {
 	return &Cache{
 		cfg: cfg, watch: watch, log: log, now: time.Now, m: newMetrics(),
 		ctx: ctx, cancel: cancel,
-		lru: list.New(), entries: make(map[key]*list.Element), tenants: make(map[string]*tenant),
+		lru: list.New(), entries: make(map[Key]*list.Element), tenants: make(map[string]*tenant),
 	}, nil
 }
 
@@ -219,7 +220,7 @@ func (c *Cache) Staleness(o *contextv1.ReadOptions) (time.Duration, bool) {
 
 // ReadKey is the cache key of a context read: the tenant, the context and
 // every parameter that shapes the answer (not the read options).
-func ReadKey(tenant string, r *contextv1.ReadRequest) key {
+func ReadKey(tenant string, r *contextv1.ReadRequest) Key {
 	var start string
 	switch s := r.GetStart().(type) {
 	case *contextv1.ReadRequest_Tail:
@@ -230,15 +231,22 @@ func ReadKey(tenant string, r *contextv1.ReadRequest) key {
 		start = "f0"
 	}
 	sub := fmt.Sprintf("%s/%d/%d/%d/%t/%t", start, r.GetMaxEntries(), r.GetMaxBytes(), r.GetMaxTokens(), r.GetRaw(), r.GetNewest())
-	return key{tenant: tenant, kind: 'r', id: r.GetContextId(), sub: sub}
+	return Key{tenant: tenant, kind: 'r', id: r.GetContextId(), sub: sub}
+}
+
+// ContextKey is the cache key of a context's metadata (GetContext): the
+// tenant and the context. Every change of the context drops it, like its
+// reads.
+func ContextKey(tenant, id string) Key {
+	return Key{tenant: tenant, kind: 'r', id: id, sub: "meta"}
 }
 
 // MemoryKey is the cache key of a memory value: the tenant, the memory's
 // owner (the calling principal for principal-scoped memory, "" for the
 // tenant's shared memory: the cell's own rule) and the key. principal is
 // the authenticated principal of the call, never a client's claim.
-func MemoryKey(tenant, principal string, scope contextv1.MemoryScope, k string) key {
-	return key{tenant: tenant, kind: 'm', id: memoryOwner(scope, principal), sub: k}
+func MemoryKey(tenant, principal string, scope contextv1.MemoryScope, k string) Key {
+	return Key{tenant: tenant, kind: 'm', id: memoryOwner(scope, principal), sub: k}
 }
 
 // memoryOwner is store.MemoryPrincipal (the cell's rule; internal/ cannot
@@ -254,7 +262,7 @@ func memoryOwner(scope contextv1.MemoryScope, principal string) string {
 // Get returns the cached answer for k when its tenant's follower is
 // connected and was current within maxStaleness. The answer is shared:
 // the caller must not modify it.
-func (c *Cache) Get(k key, maxStaleness time.Duration) (proto.Message, bool) {
+func (c *Cache) Get(k Key, maxStaleness time.Duration) (proto.Message, bool) {
 	if c == nil {
 		return nil, false
 	}
@@ -286,7 +294,7 @@ func (c *Cache) Get(k key, maxStaleness time.Duration) (proto.Message, bool) {
 // between it and the follower were seen and may have changed it. The
 // first fill of a tenant starts its follower at the answer's cursor.
 // Fill keeps answer: the caller must not modify it afterwards.
-func (c *Cache) Fill(k key, answer proto.Message, at Cursor) {
+func (c *Cache) Fill(k Key, answer proto.Message, at Cursor) {
 	if c == nil {
 		return
 	}

@@ -156,13 +156,13 @@ func resp(changes ...*contextv1.Change) *contextv1.WatchChangesResponse {
 	return r
 }
 
-func readKey(tenant, ctxID string, tail uint32) key {
+func readKey(tenant, ctxID string, tail uint32) Key {
 	return ReadKey(tenant, &contextv1.ReadRequest{ContextId: ctxID, Start: &contextv1.ReadRequest_Tail{Tail: tail}})
 }
 
 func readAnswer(last uint64) *contextv1.ReadResponse { return &contextv1.ReadResponse{LastSeq: last} }
 
-func mustHit(t *testing.T, c *Cache, k key) proto.Message {
+func mustHit(t *testing.T, c *Cache, k Key) proto.Message {
 	t.Helper()
 	v, ok := c.Get(k, time.Hour)
 	if !ok {
@@ -171,7 +171,7 @@ func mustHit(t *testing.T, c *Cache, k key) proto.Message {
 	return v
 }
 
-func mustMiss(t *testing.T, c *Cache, k key) {
+func mustMiss(t *testing.T, c *Cache, k Key) {
 	t.Helper()
 	if v, ok := c.Get(k, time.Hour); ok {
 		t.Fatalf("hit for %v: %v", k, v)
@@ -218,7 +218,7 @@ func TestInvalidation(t *testing.T) {
 	kC1, kC1b, kC2 := readKey("a", "c1", 5), readKey("a", "c1", 10), readKey("a", "c2", 5)
 	kMem, kOther := MemoryKey("a", "", contextv1.MemoryScope_MEMORY_SCOPE_TENANT, "k"), MemoryKey("a", "", contextv1.MemoryScope_MEMORY_SCOPE_TENANT, "other")
 	kPrin := MemoryKey("a", "alice", contextv1.MemoryScope_MEMORY_SCOPE_PRINCIPAL, "k")
-	for _, k := range []key{kC1, kC1b, kC2, kMem, kOther, kPrin} {
+	for _, k := range []Key{kC1, kC1b, kC2, kMem, kOther, kPrin} {
 		c.Fill(k, readAnswer(1), Cursor{Tseq: 10})
 	}
 	f.waitOpen(t, "a", 1, 10)

@@ -171,7 +171,7 @@ func (c *Cache) invalidateLocked(t *tenant, ch *contextv1.Change) int {
 			}
 			return n
 		}
-		k := key{tenant: t.name, kind: 'm', id: memoryOwner(ch.GetMemoryScope(), ch.GetPrincipal()), sub: ch.GetMemoryKey()}
+		k := Key{tenant: t.name, kind: 'm', id: memoryOwner(ch.GetMemoryScope(), ch.GetPrincipal()), sub: ch.GetMemoryKey()}
 		if el, ok := c.entries[k]; ok {
 			return drop(el.Value.(*entry))
 		}
