@@ -472,3 +472,19 @@ func isFatal(err error) bool {
 	}
 	return retry.ClassOf(err) == retry.RetryNo
 }
+
+// Cursor returns the change-log position up to which a tenant's entries
+// are coherent (its follower's cursor); ok is false when the tenant is not
+// followed.
+func (c *Cache) Cursor(tenant string) (Cursor, bool) {
+	if c == nil {
+		return Cursor{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.tenants[tenant]
+	if t == nil {
+		return Cursor{}, false
+	}
+	return t.cursor, true
+}
