@@ -17,6 +17,8 @@ import (
 
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/retry"
+	"github.com/cellplane/cellplane/internal/rpcerr"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"github.com/cellplane/cellplane/router"
 	"github.com/cellplane/cellplane/router/forward"
@@ -157,22 +159,43 @@ func RunCache(ctx context.Context, opts CacheOptions) (*Report, error) {
 
 	p.printf("prefill: %d contexts, %d keys", opts.Contexts, opts.Keys)
 	setup := clients[cacheOff]
+	// Every prefill write carries a request id and is retried (an
+	// election right after the cell formed must not fail the run).
+	do := func(fn func(context.Context) error) error {
+		err := retry.Do(ctx, retry.Policy{Min: 20 * time.Millisecond, Max: time.Second, MaxAttempts: 30}, retry.Idempotent, func(context.Context) error {
+			return rpcerr.FromStatus(fn(tctx))
+		})
+		if err != nil {
+			return fmt.Errorf("bench: prefill: %w", err)
+		}
+		return nil
+	}
 	for i := range opts.Contexts {
 		id := fmt.Sprintf("c%d", i)
-		if _, err := setup.CreateContext(tctx, &contextv1.CreateContextRequest{ContextId: id}); err != nil {
-			return nil, fmt.Errorf("bench: prefill: %w", err)
-		}
 		var es []*contextv1.Entry
 		for j := range 10 {
 			es = append(es, &contextv1.Entry{Role: "user", Content: &contextv1.Entry_Text{Text: fmt.Sprintf("entry %d of %s: %0200d", j, id, j)}})
 		}
-		if _, err := setup.Append(tctx, &contextv1.AppendRequest{ContextId: id, Entries: es}); err != nil {
-			return nil, fmt.Errorf("bench: prefill: %w", err)
+		if err := do(func(ctx context.Context) error {
+			_, err := setup.CreateContext(ctx, &contextv1.CreateContextRequest{ContextId: id, RequestId: "create-" + id})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if err := do(func(ctx context.Context) error {
+			_, err := setup.Append(ctx, &contextv1.AppendRequest{ContextId: id, Entries: es, RequestId: "append-" + id})
+			return err
+		}); err != nil {
+			return nil, err
 		}
 	}
 	for i := range opts.Keys {
-		if _, err := setup.PutMemory(tctx, &contextv1.PutMemoryRequest{Key: fmt.Sprintf("k%d", i), Value: fmt.Appendf(nil, "%0256d", i), Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT}); err != nil {
-			return nil, fmt.Errorf("bench: prefill: %w", err)
+		if err := do(func(ctx context.Context) error {
+			_, err := setup.PutMemory(ctx, &contextv1.PutMemoryRequest{Key: fmt.Sprintf("k%d", i), Value: fmt.Appendf(nil, "%0256d", i),
+				Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT, RequestId: fmt.Sprintf("put-%d", i)})
+			return err
+		}); err != nil {
+			return nil, err
 		}
 	}
 	res.StartSec = time.Since(began).Seconds()
