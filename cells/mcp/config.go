@@ -70,6 +70,10 @@ type Config struct {
 	// calls that accept stale answers (max_staleness_ms) are served from
 	// it. Off (MaxBytes 0) by default.
 	ReadCache readcache.Config
+	// MaxChangesWait caps how long changes_read waits for a change
+	// (wait_ms), MaxChangesPerRead how many changes it returns at once.
+	MaxChangesWait    time.Duration
+	MaxChangesPerRead int
 	// Logger receives the worker's logs (nil: discarded).
 	Logger *slog.Logger
 }
@@ -79,13 +83,15 @@ type Config struct {
 // newest first, when a read names no bound), the tools/call fast path on.
 func DefaultConfig() Config {
 	return Config{
-		MaxBodyBytes:     4 << 20,
-		CallTimeout:      10 * time.Second,
-		MaxReadEntries:   1000,
-		MaxReadBytes:     1 << 20,
-		DefaultReadBytes: 64 << 10,
-		FastToolCalls:    true,
-		ReadCache:        readcache.DefaultConfig(),
+		MaxBodyBytes:      4 << 20,
+		CallTimeout:       10 * time.Second,
+		MaxReadEntries:    1000,
+		MaxReadBytes:      1 << 20,
+		DefaultReadBytes:  64 << 10,
+		FastToolCalls:     true,
+		MaxChangesWait:    30 * time.Second,
+		MaxChangesPerRead: 1000,
+		ReadCache:         readcache.DefaultConfig(),
 	}
 }
 
@@ -97,6 +103,9 @@ func (c Config) Validate() error {
 	}
 	if c.CallTimeout <= 0 {
 		errs = append(errs, errors.New("CallTimeout must be positive"))
+	}
+	if c.MaxChangesWait < 0 || c.MaxChangesPerRead <= 0 {
+		errs = append(errs, errors.New("MaxChangesWait must not be negative and MaxChangesPerRead must be positive"))
 	}
 	if c.MaxReadEntries <= 0 {
 		errs = append(errs, errors.New("MaxReadEntries must be positive"))

@@ -30,6 +30,27 @@
 // names no bound returns the newest Config.DefaultReadBytes of entries.
 // Cacheable results are marked private (cacheable).
 //
+// # Subscriptions
+//
+// subscriptions/listen (2026-07-28) is served by any worker, statelessly
+// too: serveMCP recognises a listen request and serves it with an SDK
+// server of its own (subscribe.go), whose only session is the listen's,
+// so that ResourceUpdated reaches that listener alone (never another
+// principal's listen of the same URI on this worker). Its
+// SubscribeHandler opens one ContextService.WatchChanges for the caller
+// (principal and scopes in the metadata, so the cell filters) from the
+// cursor in the listen's _meta "cellplane/cursor" (or from now), and a
+// goroutine sends notifications/resources/updated per change and
+// subscribed URI once the acknowledgement is out, with the change's
+// cursor in _meta. URIs carry the tenant (cellplane://t/<tenant>/...; a
+// URI of another tenant than the URL's is refused). The listen ends with
+// the cell's stream (tenant moved, node closing): the client listens
+// again, through any worker, from its last cursor. The go-sdk client's
+// Subscribe cannot send listen _meta: such clients resume with the
+// changes_read tool (a long poll after a cursor), which is also what
+// 2025-era clients use — resources/subscribe is refused, as the
+// stateless endpoint has no session stream to notify on.
+//
 // # Handles and principals
 //
 // A context id is a handle bound to the tenant (the store is per tenant,

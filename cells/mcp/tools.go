@@ -65,6 +65,13 @@ func (c caller) origin() string {
 	return "mcp:" + c.tool
 }
 
+// outgoing is ctx with c's tenant, principal, origin and scopes on the
+// outgoing metadata of a cell call (the worker authenticated them).
+func (c caller) outgoing(ctx context.Context) context.Context {
+	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, c.origin())
+	return tenantmd.WithScopes(ctx, c.scopes.String())
+}
+
 // callerFrom reads the headers serveMCP set (it deletes a client's own
 // copies first): a scope list it cannot read grants nothing.
 func callerFrom(h http.Header) caller {
@@ -94,7 +101,10 @@ var ToolScopes = map[string]auth.Scope{
 	"context_compact": auth.ScopeContextsWrite,
 	"audit_read":      auth.ScopeAdmin,
 	"erase_subject":   auth.ScopeAdmin,
-	resourcesRead:     auth.ScopeContextsRead,
+	// changes_read: memory changes only with memory:read too (the cell
+	// filters them by the scopes the worker sends).
+	"changes_read": auth.ScopeContextsRead,
+	resourcesRead:  auth.ScopeContextsRead,
 }
 
 const resourcesRead = "resources/read"
@@ -470,6 +480,21 @@ func (w *Worker) addTools() {
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.memoryList)
 
+	addTool(w, &sdk.Tool{
+		Name:  "changes_read",
+		Title: "Read the tenant's changes after a cursor",
+		Description: "Changes to your contexts and memory after a cursor (from a previous changes_read or a subscription notification's _meta cellplane/cursor), waiting up to wait_ms for one; returns them with the cursor to pass next time. " +
+			"Resume a subscription with it after a reconnect: nothing is lost or repeated. CURSOR_EXPIRED: re-read what you follow, then continue from the current_cursor it names.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.changesRead)
+
+	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
+		Name:        "tenant-context",
+		Title:       "Context entries (tenant-qualified URI)",
+		Description: "The same as cellplane://contexts/{context_id}, naming the tenant: the URI to subscribe to (subscriptions/listen). The tenant must be the endpoint's.",
+		MIMEType:    "text/plain",
+		URITemplate: TenantContextURITemplate,
+	}, w.readContextResource)
 	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
 		Name:        "context",
 		Title:       "Context entries",
@@ -594,7 +619,7 @@ var callPolicy = retry.Policy{Min: 20 * time.Millisecond, Max: 500 * time.Millis
 func call[T any](ctx context.Context, w *Worker, c caller, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
-	ctx = tenantmd.WithCaller(tenantmd.Outgoing(ctx, c.tenant, 0), c.principal, c.origin())
+	ctx = c.outgoing(ctx)
 	if c.scopes.Has(auth.ScopeAdmin) {
 		// The worker authenticated the caller: the cell's admin-only
 		// methods (ReadAudit, Erase) take its word, as they take the
@@ -1234,12 +1259,17 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 // (cacheScope private, see cacheable).
 func (w *Worker) readContextResource(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
 	uri := req.Params.URI
+	start := time.Now()
+	c, err := callerOf(req.Extra)
 	id, ok := strings.CutPrefix(uri, contextURIPrefix)
+	if !ok && err == nil {
+		// cellplane://t/<tenant>/contexts/<id>: the endpoint's tenant only.
+		t, perr := parseSubURI(c.tenant, uri)
+		ok, id = perr == nil && !t.memory, t.name
+	}
 	if !ok || !ids.Valid(id, ids.MaxLen) {
 		return nil, sdk.ResourceNotFoundError(uri)
 	}
-	start := time.Now()
-	c, err := callerOf(req.Extra)
 	if err == nil {
 		err = checkScope(c, resourcesRead)
 	}

@@ -57,6 +57,7 @@ type Worker struct {
 	mcp     http.Handler
 	handler http.Handler
 	impl    *sdk.Implementation
+	sdkLog  *slog.Logger
 	// fast holds the tools the fast path serves (Config.FastToolCalls);
 	// fastServed counts the calls it served.
 	fast       map[string]fastTool
@@ -118,6 +119,7 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 		return nil, fmt.Errorf("mcp: %w", err)
 	}
 	sdkLog := slog.New(demoteInfo{log.Handler()}).With("component", "mcp-sdk")
+	w.sdkLog = sdkLog
 	for _, o := range cfg.AllowedOrigins {
 		n, _ := normalizeOrigin(o) // checked by Validate
 		w.origins[n] = true
@@ -130,6 +132,11 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 		Logger:                    sdkLog,
 		SupportedProtocolVersions: ProtocolVersions,
 		SetCacheable:              cacheable,
+		// Stateless: resources/subscribe (2025 clients) has no session
+		// stream to deliver on; subscriptions/listen requests are served
+		// by serveListen. The handler refuses with the way out.
+		SubscribeHandler:   refuseLegacySubscribe,
+		UnsubscribeHandler: func(context.Context, *sdk.UnsubscribeRequest) error { return nil },
 	})
 	w.server.AddReceivingMiddleware(filterTools)
 	w.addTools()
@@ -223,6 +230,10 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 		r2.Header.Set(PrincipalHeader, id.Principal)
 	}
 	r2.Header.Set(ScopesHeader, id.Scopes.String())
+	if peekListen(r2) {
+		w.serveListen(rw, r2)
+		return
+	}
 	if w.cfg.FastToolCalls && w.serveFast(rw, r2) {
 		return
 	}

@@ -46,6 +46,7 @@ func (s *ContextServer) Watch(req *contextv1.WatchRequest, stream grpc.ServerStr
 		next:       max(1, req.GetFromSeq()),
 		maxEntries: s.lim.DefaultReadEntries,
 		maxBytes:   s.lim.DefaultReadBytes,
+		resume:     req.GetCursor(),
 	}
 	return s.runWatch(ctx, tenant, func(ctx context.Context) error {
 		err := w.run(ctx)
@@ -68,9 +69,22 @@ type watcher struct {
 	known      bool                   // created was recorded
 	maxEntries int
 	maxBytes   uint64
+	resume     *contextv1.ChangeCursor // the client's cursor, checked first (nil: none)
+	at         *contextv1.ChangeCursor // covers every entry of the batch being delivered
 }
 
 func (w *watcher) run(ctx context.Context) error {
+	if w.resume != nil {
+		// The client saw entries up to its cursor: they must be this
+		// cell's history (resumeCursor), else CURSOR_EXPIRED.
+		err := w.read(ctx, func(v *store.TenantView) error {
+			_, err := resumeCursor(v, w.tenant, w.resume)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
 	if err := w.catchUp(ctx); err != nil {
 		return err
 	}
@@ -147,6 +161,11 @@ func (w *watcher) catchUp(ctx context.Context) error {
 			}
 			tseq = v.Info().GetTseq()
 			batch, done = nil, true
+			at, err := currentCursor(v)
+			if err != nil {
+				return err
+			}
+			w.at = at
 			if w.next > c.GetLastSeq() {
 				return nil
 			}
@@ -227,6 +246,7 @@ func (w *watcher) follow(ctx context.Context) (trimmed bool, err error) {
 				break
 			}
 			marks = append(marks, mark{tseq: ev.GetTseq(), hi: hi})
+			w.at = &contextv1.ChangeCursor{Tseq: ev.GetTseq(), TimeUnixNano: ev.GetTimeUnixNano()}
 		}
 		if hi < w.next {
 			return nil
@@ -299,7 +319,7 @@ func (w *watcher) deliver(es []*contextv1.Entry, upTo uint64) error {
 			return cperr.New(cperr.Internal, "internal error")
 		}
 	}
-	if err := w.send(&contextv1.WatchResponse{Entries: es}); err != nil {
+	if err := w.send(&contextv1.WatchResponse{Entries: es, Cursor: w.at}); err != nil {
 		return err
 	}
 	w.next = es[len(es)-1].GetSeq() + 1

@@ -281,11 +281,11 @@ func (w *changeWatcher) run(ctx context.Context, after *contextv1.ChangeCursor) 
 	if err != nil {
 		return err
 	}
-	if after == nil {
-		// The client holds no cursor yet: give it the starting one.
-		if err := w.send(&contextv1.WatchChangesResponse{Cursor: w.cur}); err != nil {
-			return err
-		}
+	// The first response is the starting cursor (the client's, checked,
+	// or the current one): a client holding none learns it, and one
+	// resuming learns that its cursor was accepted.
+	if err := w.send(&contextv1.WatchChangesResponse{Cursor: w.cur}); err != nil {
+		return err
 	}
 	for {
 		more, err := w.follow(ctx)

@@ -65,7 +65,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchMTLSCmd(std), newBenchCacheCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchSubscribeCmd(std), newBenchMTLSCmd(std), newBenchCacheCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
 	return cmd
 }
 
@@ -401,4 +401,50 @@ func runScenario(cmd *cobra.Command, std streams, name, logLevel string, asJSON 
 		return rep.WriteJSON(std.Out)
 	}
 	return rep.WriteTable(std.Out)
+}
+
+func newBenchSubscribeCmd(std streams) *cobra.Command {
+	opts := bench.DefaultSubscribeOptions()
+	var (
+		asJSON   bool
+		logLevel = "error"
+	)
+	cmd := &cobra.Command{
+		Use:   "subscribe",
+		Short: "Benchmark subscription event latency: MCP subscriptions/listen through a worker vs gRPC WatchChanges",
+		Long: `Start a 3-node cell (real disk, loopback TCP) and an MCP worker (auth
+off) in this process, open --listeners gRPC WatchChanges streams on the
+cell's leader (the baseline) and --listeners MCP subscriptions/listen
+streams through the worker, all following one context, then append one
+--entry-size entry to it --rate times a second for --duration.
+
+Each path's event latency runs from the append's command time (the
+leader's clock when it proposed the append; the same process's clock as
+the subscriber's) to the notification's arrival: p50, p99. Every
+subscriber must receive every seq once, or the run fails. Ratios:
+subscribe_mcp_p50_vs_grpc and subscribe_mcp_p99_vs_grpc.`,
+		Example: `  cellplane bench subscribe
+  cellplane bench subscribe --json > subscribe.json
+  cellplane bench subscribe --rate 500 --duration 60s --listeners 16`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			check := func() error {
+				return firstBroken(atLeastOne("--rate", opts.Rate), atLeastOne("--listeners", opts.Listeners), atLeastOne("--entry-size", opts.EntrySize),
+					flagRule{"--duration", opts.Duration > 0, "> 0"})
+			}
+			return runScenario(cmd, std, "subscribe", logLevel, asJSON, check, func(ctx context.Context, log *slog.Logger) (*bench.Report, error) {
+				opts.Logger, opts.Progress = log, std.Err
+				return bench.RunSubscribe(ctx, opts)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print only the JSON document on stdout")
+	f.DurationVar(&opts.Duration, "duration", opts.Duration, "how long to append")
+	f.IntVar(&opts.Rate, "rate", opts.Rate, "appends per second (open loop)")
+	f.IntVar(&opts.Listeners, "listeners", opts.Listeners, "subscribers of each path")
+	f.IntVar(&opts.EntrySize, "entry-size", opts.EntrySize, "bytes of text per entry")
+	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "where the cell keeps its files (a new directory inside it; default the system temp dir)")
+	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
+	return cmd
 }

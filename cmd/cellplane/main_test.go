@@ -80,6 +80,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-placement.golden", []string{"bench", "placement", "--help"}},
 		{"help-bench-router.golden", []string{"bench", "router", "--help"}},
 		{"help-bench-mcp.golden", []string{"bench", "mcp", "--help"}},
+		{"help-bench-subscribe.golden", []string{"bench", "subscribe", "--help"}},
 		{"help-bench-mtls.golden", []string{"bench", "mtls", "--help"}},
 		{"help-bench-cache.golden", []string{"bench", "cache", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},

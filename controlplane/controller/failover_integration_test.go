@@ -173,6 +173,10 @@ func TestSwitchoverRealCells(t *testing.T) {
 	if _, err := owner.cs.CreateContext(owner.ctx(t), &contextv1.CreateContextRequest{ContextId: "chat"}); err != nil {
 		t.Fatal(err)
 	}
+	_, start, err := changesOn(t, use1[0].GRPCAddr(), "acme", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var want []string
 	for i := range 5 {
 		id := fmt.Sprint("w", i)
@@ -181,6 +185,14 @@ func TestSwitchoverRealCells(t *testing.T) {
 		}
 		want = append(want, id)
 	}
+	// A subscriber's cursor at the third append, taken on the old owner.
+	oldLog := logAfter(t, use1[0].GRPCAddr(), "acme", start.GetTseq())
+	seen, _, err := changesOn(t, use1[0].GRPCAddr(), "acme", start, oldLog[len(oldLog)-1].GetTseq())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstLog(t, seen, oldLog)
+	mid := seen[2].GetCursor()
 
 	resp, err := cl.Failover(ctx, &cpv1.FailoverRequest{Tenant: "acme", Kind: cpv1.FailoverKind_FAILOVER_KIND_SWITCHOVER})
 	if err != nil {
@@ -204,6 +216,17 @@ func TestSwitchoverRealCells(t *testing.T) {
 	}
 	if err := newOwner.append(t, "after"); err != nil {
 		t.Fatalf("write to the new owner: %v", err)
+	}
+	// The subscriber resumes on the new owner from its cursor: the same
+	// history (tseqs and times), so nothing is lost or repeated.
+	newLog := logAfter(t, euw1[0].GRPCAddr(), "acme", mid.GetTseq())
+	resumed, _, err := changesOn(t, euw1[0].GRPCAddr(), "acme", mid, newLog[len(newLog)-1].GetTseq())
+	if err != nil {
+		t.Fatalf("resuming after a switchover: %v", err)
+	}
+	checkAgainstLog(t, resumed, newLog)
+	if n := len(resumed); n < 3 || resumed[0].GetFirstSeq() != 4 {
+		t.Fatalf("resumed with %v, want the appends of seqs 4, 5 and 6", resumed)
 	}
 	// The old owner takes no write for the tenant any more (FENCED, or
 	// already the new owner's STANDBY).
@@ -388,6 +411,24 @@ func TestEmergencyPromotionRealCells(t *testing.T) {
 	}
 	if err := newOwner.append(t, "new"); err != nil {
 		t.Fatalf("write to the promoted standby: %v", err)
+	}
+	// A subscriber that saw a lost write holds a cursor whose tseq the
+	// promoted cell reused for another change: CURSOR_EXPIRED, never the
+	// new change passed off as the next one. One at the promoted tseq
+	// (history both cells share) resumes.
+	lostLog := logAfter(t, old.GRPCAddr(), "acme", applied)
+	if len(lostLog) == 0 {
+		t.Fatal("the old owner logged no lost write")
+	}
+	lostCur := &contextv1.ChangeCursor{Tseq: lostLog[0].GetTseq(), TimeUnixNano: lostLog[0].GetTimeUnixNano()}
+	_, _, err = changesOn(t, euw1[0].GRPCAddr(), "acme", lostCur, lostCur.GetTseq())
+	wantCursorExpired(t, err)
+	lastLost := lostLog[len(lostLog)-1]
+	_, _, err = changesOn(t, euw1[0].GRPCAddr(), "acme", &contextv1.ChangeCursor{Tseq: lastLost.GetTseq(), TimeUnixNano: lastLost.GetTimeUnixNano()}, lastLost.GetTseq())
+	wantCursorExpired(t, err)
+	shared := logAfter(t, euw1[0].GRPCAddr(), "acme", applied-1)[0]
+	if _, _, err := changesOn(t, euw1[0].GRPCAddr(), "acme", &contextv1.ChangeCursor{Tseq: shared.GetTseq(), TimeUnixNano: shared.GetTimeUnixNano()}, applied+1); err != nil {
+		t.Fatalf("resuming from the promoted tseq: %v", err)
 	}
 
 	// The old cell comes back: FENCED before it takes its authority again.

@@ -124,6 +124,16 @@ func (e *realEnv) api(t *testing.T) cpv1.ControlPlaneServiceClient {
 	return cptest.Dial(t, e.live[len(e.live)-1].GRPCAddr())
 }
 
+// leaderAddr is the gRPC address of a cell's leader.
+func (e *realEnv) leaderAddr(t *testing.T, cell string) string {
+	t.Helper()
+	ci, err := catalog.Cell(testutil.Context(t, 5*time.Second), e.st, cell)
+	if err != nil || ci.Leader == nil {
+		t.Fatalf("cell %s leader: %v %v", cell, ci, err)
+	}
+	return ci.Leader.GetGrpcAddr()
+}
+
 // memory reads and writes a tenant's memory on a cell's leader.
 func (e *realEnv) memory(t *testing.T, cell string) contextv1.ContextServiceClient {
 	t.Helper()
@@ -322,6 +332,11 @@ func testRealStandby(t *testing.T, e *realEnv) {
 // epoch is +1 and the standby follows the new owner.
 func testRealMove(t *testing.T, e *realEnv) {
 	ctx := testutil.Context(t, 30*time.Second)
+	// A subscriber's cursor, taken on the source before the move.
+	_, before, err := changesOn(t, e.leaderAddr(t, "us-a"), "acme", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := e.api(t).StartMove(ctx, &cpv1.StartMoveRequest{Tenant: "acme", TargetCell: "us-b"})
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +351,19 @@ func testRealMove(t *testing.T, e *realEnv) {
 	}
 	e.checkKeys(t, "acme", "us-b", 20)
 	e.writeKeys(t, "acme", "us-b", 25) // the new owner takes writes
+	// The cursor resumes on the new owner: the move carried the change
+	// log over (same tseqs and times); the stream holds exactly its data
+	// events.
+	usB := e.leaderAddr(t, "us-b")
+	moved := logAfter(t, usB, "acme", before.GetTseq())
+	got, _, err := changesOn(t, usB, "acme", before, moved[len(moved)-1].GetTseq())
+	if err != nil {
+		t.Fatalf("resuming after the move: %v", err)
+	}
+	checkAgainstLog(t, got, moved)
+	if len(got) == 0 {
+		t.Fatal("no change streamed after the move")
+	}
 	testutil.Eventually(t, 20*time.Second, func() error {
 		got := strings.Join(e.records(t, "acme", "us-a", "us-b", "eu-a"), " ")
 		if got != "us-b:OWNER@2 eu-a:STANDBY@2" {

@@ -1581,7 +1581,14 @@ type WatchRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ContextId string                 `protobuf:"bytes,1,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
 	// First seq to deliver (0 and 1: from the beginning).
-	FromSeq       uint64 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	FromSeq uint64 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	// The cursor of the last response the client received (resuming with
+	// from_seq = its last seq + 1). The server checks that the tenant's
+	// history up to it is the one it holds: after an emergency promotion
+	// that lost entries the client had seen (their seqs may be reused by
+	// new entries) the stream ends with CURSOR_EXPIRED instead of silently
+	// continuing. Unset: no check (older clients).
+	Cursor        *ChangeCursor `protobuf:"bytes,210,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1630,10 +1637,21 @@ func (x *WatchRequest) GetFromSeq() uint64 {
 	return 0
 }
 
+func (x *WatchRequest) GetCursor() *ChangeCursor {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Entries in seq order, without gaps.
-	Entries       []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// A position in the tenant's change log at or after the change that
+	// appended every entry delivered so far: resume with it (Watch's
+	// cursor). Moves and switchovers keep it valid.
+	Cursor        *ChangeCursor `protobuf:"bytes,210,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1671,6 +1689,13 @@ func (*WatchResponse) Descriptor() ([]byte, []int) {
 func (x *WatchResponse) GetEntries() []*Entry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetCursor() *ChangeCursor {
+	if x != nil {
+		return x.Cursor
 	}
 	return nil
 }
@@ -3572,7 +3597,11 @@ type Change struct {
 	Cursor *ChangeCursor          `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	Kind   ChangeKind             `protobuf:"varint,2,opt,name=kind,proto3,enum=cellplane.context.v1.ChangeKind" json:"kind,omitempty"`
 	// Contexts: the context (for CONTEXT_FORKED, the new fork) and, for
-	// appends, the seqs appended.
+	// appends, the seqs appended (for CONTEXT_COMPACTED, last_seq is the
+	// summary's up_to_seq). CONTEXT_EXPIRED and MEMORY_EXPIRED name no
+	// context or key (an expiry sweep records counts only; an expired item
+	// reads as absent from its expire_time on) and are sent only to
+	// watches without a principal.
 	ContextId string `protobuf:"bytes,3,opt,name=context_id,json=contextId,proto3" json:"context_id,omitempty"`
 	FirstSeq  uint64 `protobuf:"varint,4,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
 	LastSeq   uint64 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
@@ -3759,7 +3788,10 @@ type WatchChangesResponse struct {
 	Changes []*Change `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
 	// Every change up to here was delivered or is not for this watch:
 	// resume after it. A response may carry only the cursor (progress
-	// through changes the watch filters out, or a heartbeat).
+	// through changes the watch filters out, or a heartbeat). The first
+	// response is the starting cursor alone (the request's once checked, or
+	// the current position), so a resumed cursor's CURSOR_EXPIRED comes at
+	// once.
 	Cursor        *ChangeCursor `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3934,13 +3966,15 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\asummary\x18d \x01(\v2\x1d.cellplane.context.v1.SummaryR\asummary\x12'\n" +
 	"\x0ftokens_returned\x18e \x01(\x04R\x0etokensReturned\x12!\n" +
 	"\ftotal_tokens\x18f \x01(\x04R\vtotalTokens\x12%\n" +
-	"\x0etoken_encoding\x18g \x01(\tR\rtokenEncoding\"H\n" +
+	"\x0etoken_encoding\x18g \x01(\tR\rtokenEncoding\"\x85\x01\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
-	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"F\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\x12;\n" +
+	"\x06cursor\x18\xd2\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor\"\x83\x01\n" +
 	"\rWatchResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\x87\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12;\n" +
+	"\x06cursor\x18\xd2\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor\"\x87\x02\n" +
 	"\n" +
 	"MemoryItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -4275,91 +4309,93 @@ var file_cellplane_context_v1_context_proto_depIdxs = []int32{
 	4,  // 18: cellplane.context.v1.ReadRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
 	6,  // 19: cellplane.context.v1.ReadResponse.entries:type_name -> cellplane.context.v1.Entry
 	7,  // 20: cellplane.context.v1.ReadResponse.summary:type_name -> cellplane.context.v1.Summary
-	6,  // 21: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
-	57, // 22: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
-	57, // 23: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
-	57, // 24: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 25: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	57, // 26: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 27: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
-	57, // 28: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 29: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 30: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	22, // 31: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
-	1,  // 32: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	4,  // 33: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	1,  // 34: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	22, // 35: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
-	55, // 36: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
-	57, // 37: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 38: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
-	5,  // 39: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
-	7,  // 40: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
-	5,  // 41: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
-	57, // 42: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
-	37, // 43: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
-	57, // 44: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	56, // 45: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
-	57, // 46: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
-	2,  // 47: cellplane.context.v1.LabelRequirement.operator:type_name -> cellplane.context.v1.LabelOperator
-	40, // 48: cellplane.context.v1.LabelSelector.requirements:type_name -> cellplane.context.v1.LabelRequirement
-	41, // 49: cellplane.context.v1.SearchContextsRequest.context_labels:type_name -> cellplane.context.v1.LabelSelector
-	41, // 50: cellplane.context.v1.SearchContextsRequest.entry_metadata:type_name -> cellplane.context.v1.LabelSelector
-	4,  // 51: cellplane.context.v1.SearchContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	6,  // 52: cellplane.context.v1.ContextHit.entry:type_name -> cellplane.context.v1.Entry
-	43, // 53: cellplane.context.v1.SearchContextsResponse.hits:type_name -> cellplane.context.v1.ContextHit
-	1,  // 54: cellplane.context.v1.SearchMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
-	41, // 55: cellplane.context.v1.SearchMemoryRequest.labels:type_name -> cellplane.context.v1.LabelSelector
-	4,  // 56: cellplane.context.v1.SearchMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
-	22, // 57: cellplane.context.v1.MemoryHit.item:type_name -> cellplane.context.v1.MemoryItem
-	46, // 58: cellplane.context.v1.SearchMemoryResponse.hits:type_name -> cellplane.context.v1.MemoryHit
-	48, // 59: cellplane.context.v1.Change.cursor:type_name -> cellplane.context.v1.ChangeCursor
-	3,  // 60: cellplane.context.v1.Change.kind:type_name -> cellplane.context.v1.ChangeKind
-	1,  // 61: cellplane.context.v1.Change.memory_scope:type_name -> cellplane.context.v1.MemoryScope
-	48, // 62: cellplane.context.v1.WatchChangesRequest.after:type_name -> cellplane.context.v1.ChangeCursor
-	49, // 63: cellplane.context.v1.WatchChangesResponse.changes:type_name -> cellplane.context.v1.Change
-	48, // 64: cellplane.context.v1.WatchChangesResponse.cursor:type_name -> cellplane.context.v1.ChangeCursor
-	8,  // 65: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
-	10, // 66: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
-	12, // 67: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
-	14, // 68: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
-	16, // 69: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
-	18, // 70: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
-	20, // 71: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
-	23, // 72: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
-	25, // 73: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
-	27, // 74: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
-	29, // 75: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
-	31, // 76: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
-	33, // 77: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
-	35, // 78: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
-	38, // 79: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
-	42, // 80: cellplane.context.v1.ContextService.SearchContexts:input_type -> cellplane.context.v1.SearchContextsRequest
-	45, // 81: cellplane.context.v1.ContextService.SearchMemory:input_type -> cellplane.context.v1.SearchMemoryRequest
-	50, // 82: cellplane.context.v1.ContextService.WatchChanges:input_type -> cellplane.context.v1.WatchChangesRequest
-	9,  // 83: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
-	11, // 84: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
-	13, // 85: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
-	15, // 86: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
-	17, // 87: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
-	19, // 88: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
-	21, // 89: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
-	24, // 90: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
-	26, // 91: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
-	28, // 92: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
-	30, // 93: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
-	32, // 94: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
-	34, // 95: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
-	36, // 96: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
-	39, // 97: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
-	44, // 98: cellplane.context.v1.ContextService.SearchContexts:output_type -> cellplane.context.v1.SearchContextsResponse
-	47, // 99: cellplane.context.v1.ContextService.SearchMemory:output_type -> cellplane.context.v1.SearchMemoryResponse
-	51, // 100: cellplane.context.v1.ContextService.WatchChanges:output_type -> cellplane.context.v1.WatchChangesResponse
-	83, // [83:101] is the sub-list for method output_type
-	65, // [65:83] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	48, // 21: cellplane.context.v1.WatchRequest.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	6,  // 22: cellplane.context.v1.WatchResponse.entries:type_name -> cellplane.context.v1.Entry
+	48, // 23: cellplane.context.v1.WatchResponse.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	57, // 24: cellplane.context.v1.MemoryItem.create_time:type_name -> google.protobuf.Timestamp
+	57, // 25: cellplane.context.v1.MemoryItem.update_time:type_name -> google.protobuf.Timestamp
+	57, // 26: cellplane.context.v1.MemoryItem.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 27: cellplane.context.v1.PutMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	57, // 28: cellplane.context.v1.PutMemoryRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 29: cellplane.context.v1.PutMemoryRequest.ttl:type_name -> google.protobuf.Duration
+	57, // 30: cellplane.context.v1.PutMemoryResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 31: cellplane.context.v1.GetMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 32: cellplane.context.v1.GetMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	22, // 33: cellplane.context.v1.GetMemoryResponse.item:type_name -> cellplane.context.v1.MemoryItem
+	1,  // 34: cellplane.context.v1.DeleteMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	4,  // 35: cellplane.context.v1.ListMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	1,  // 36: cellplane.context.v1.ListMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	22, // 37: cellplane.context.v1.ListMemoryResponse.items:type_name -> cellplane.context.v1.MemoryItem
+	55, // 38: cellplane.context.v1.ForkRequest.labels:type_name -> cellplane.context.v1.ForkRequest.LabelsEntry
+	57, // 39: cellplane.context.v1.ForkRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 40: cellplane.context.v1.ForkRequest.ttl:type_name -> google.protobuf.Duration
+	5,  // 41: cellplane.context.v1.ForkResponse.context:type_name -> cellplane.context.v1.Context
+	7,  // 42: cellplane.context.v1.CompactResponse.summary:type_name -> cellplane.context.v1.Summary
+	5,  // 43: cellplane.context.v1.CompactResponse.context:type_name -> cellplane.context.v1.Context
+	57, // 44: cellplane.context.v1.ReadAuditRequest.since:type_name -> google.protobuf.Timestamp
+	37, // 45: cellplane.context.v1.ReadAuditResponse.records:type_name -> cellplane.context.v1.AuditEntry
+	57, // 46: cellplane.context.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	56, // 47: cellplane.context.v1.EraseRequest.wait:type_name -> google.protobuf.Duration
+	57, // 48: cellplane.context.v1.EraseResponse.time:type_name -> google.protobuf.Timestamp
+	2,  // 49: cellplane.context.v1.LabelRequirement.operator:type_name -> cellplane.context.v1.LabelOperator
+	40, // 50: cellplane.context.v1.LabelSelector.requirements:type_name -> cellplane.context.v1.LabelRequirement
+	41, // 51: cellplane.context.v1.SearchContextsRequest.context_labels:type_name -> cellplane.context.v1.LabelSelector
+	41, // 52: cellplane.context.v1.SearchContextsRequest.entry_metadata:type_name -> cellplane.context.v1.LabelSelector
+	4,  // 53: cellplane.context.v1.SearchContextsRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	6,  // 54: cellplane.context.v1.ContextHit.entry:type_name -> cellplane.context.v1.Entry
+	43, // 55: cellplane.context.v1.SearchContextsResponse.hits:type_name -> cellplane.context.v1.ContextHit
+	1,  // 56: cellplane.context.v1.SearchMemoryRequest.scope:type_name -> cellplane.context.v1.MemoryScope
+	41, // 57: cellplane.context.v1.SearchMemoryRequest.labels:type_name -> cellplane.context.v1.LabelSelector
+	4,  // 58: cellplane.context.v1.SearchMemoryRequest.read_options:type_name -> cellplane.context.v1.ReadOptions
+	22, // 59: cellplane.context.v1.MemoryHit.item:type_name -> cellplane.context.v1.MemoryItem
+	46, // 60: cellplane.context.v1.SearchMemoryResponse.hits:type_name -> cellplane.context.v1.MemoryHit
+	48, // 61: cellplane.context.v1.Change.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	3,  // 62: cellplane.context.v1.Change.kind:type_name -> cellplane.context.v1.ChangeKind
+	1,  // 63: cellplane.context.v1.Change.memory_scope:type_name -> cellplane.context.v1.MemoryScope
+	48, // 64: cellplane.context.v1.WatchChangesRequest.after:type_name -> cellplane.context.v1.ChangeCursor
+	49, // 65: cellplane.context.v1.WatchChangesResponse.changes:type_name -> cellplane.context.v1.Change
+	48, // 66: cellplane.context.v1.WatchChangesResponse.cursor:type_name -> cellplane.context.v1.ChangeCursor
+	8,  // 67: cellplane.context.v1.ContextService.CreateContext:input_type -> cellplane.context.v1.CreateContextRequest
+	10, // 68: cellplane.context.v1.ContextService.GetContext:input_type -> cellplane.context.v1.GetContextRequest
+	12, // 69: cellplane.context.v1.ContextService.ListContexts:input_type -> cellplane.context.v1.ListContextsRequest
+	14, // 70: cellplane.context.v1.ContextService.DeleteContext:input_type -> cellplane.context.v1.DeleteContextRequest
+	16, // 71: cellplane.context.v1.ContextService.Append:input_type -> cellplane.context.v1.AppendRequest
+	18, // 72: cellplane.context.v1.ContextService.Read:input_type -> cellplane.context.v1.ReadRequest
+	20, // 73: cellplane.context.v1.ContextService.Watch:input_type -> cellplane.context.v1.WatchRequest
+	23, // 74: cellplane.context.v1.ContextService.PutMemory:input_type -> cellplane.context.v1.PutMemoryRequest
+	25, // 75: cellplane.context.v1.ContextService.GetMemory:input_type -> cellplane.context.v1.GetMemoryRequest
+	27, // 76: cellplane.context.v1.ContextService.DeleteMemory:input_type -> cellplane.context.v1.DeleteMemoryRequest
+	29, // 77: cellplane.context.v1.ContextService.ListMemory:input_type -> cellplane.context.v1.ListMemoryRequest
+	31, // 78: cellplane.context.v1.ContextService.Fork:input_type -> cellplane.context.v1.ForkRequest
+	33, // 79: cellplane.context.v1.ContextService.Compact:input_type -> cellplane.context.v1.CompactRequest
+	35, // 80: cellplane.context.v1.ContextService.ReadAudit:input_type -> cellplane.context.v1.ReadAuditRequest
+	38, // 81: cellplane.context.v1.ContextService.Erase:input_type -> cellplane.context.v1.EraseRequest
+	42, // 82: cellplane.context.v1.ContextService.SearchContexts:input_type -> cellplane.context.v1.SearchContextsRequest
+	45, // 83: cellplane.context.v1.ContextService.SearchMemory:input_type -> cellplane.context.v1.SearchMemoryRequest
+	50, // 84: cellplane.context.v1.ContextService.WatchChanges:input_type -> cellplane.context.v1.WatchChangesRequest
+	9,  // 85: cellplane.context.v1.ContextService.CreateContext:output_type -> cellplane.context.v1.CreateContextResponse
+	11, // 86: cellplane.context.v1.ContextService.GetContext:output_type -> cellplane.context.v1.GetContextResponse
+	13, // 87: cellplane.context.v1.ContextService.ListContexts:output_type -> cellplane.context.v1.ListContextsResponse
+	15, // 88: cellplane.context.v1.ContextService.DeleteContext:output_type -> cellplane.context.v1.DeleteContextResponse
+	17, // 89: cellplane.context.v1.ContextService.Append:output_type -> cellplane.context.v1.AppendResponse
+	19, // 90: cellplane.context.v1.ContextService.Read:output_type -> cellplane.context.v1.ReadResponse
+	21, // 91: cellplane.context.v1.ContextService.Watch:output_type -> cellplane.context.v1.WatchResponse
+	24, // 92: cellplane.context.v1.ContextService.PutMemory:output_type -> cellplane.context.v1.PutMemoryResponse
+	26, // 93: cellplane.context.v1.ContextService.GetMemory:output_type -> cellplane.context.v1.GetMemoryResponse
+	28, // 94: cellplane.context.v1.ContextService.DeleteMemory:output_type -> cellplane.context.v1.DeleteMemoryResponse
+	30, // 95: cellplane.context.v1.ContextService.ListMemory:output_type -> cellplane.context.v1.ListMemoryResponse
+	32, // 96: cellplane.context.v1.ContextService.Fork:output_type -> cellplane.context.v1.ForkResponse
+	34, // 97: cellplane.context.v1.ContextService.Compact:output_type -> cellplane.context.v1.CompactResponse
+	36, // 98: cellplane.context.v1.ContextService.ReadAudit:output_type -> cellplane.context.v1.ReadAuditResponse
+	39, // 99: cellplane.context.v1.ContextService.Erase:output_type -> cellplane.context.v1.EraseResponse
+	44, // 100: cellplane.context.v1.ContextService.SearchContexts:output_type -> cellplane.context.v1.SearchContextsResponse
+	47, // 101: cellplane.context.v1.ContextService.SearchMemory:output_type -> cellplane.context.v1.SearchMemoryResponse
+	51, // 102: cellplane.context.v1.ContextService.WatchChanges:output_type -> cellplane.context.v1.WatchChangesResponse
+	85, // [85:103] is the sub-list for method output_type
+	67, // [67:85] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_context_v1_context_proto_init() }
