@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
 
 	"github.com/cellplane/cellplane/cells/mcp"
@@ -137,6 +138,24 @@ func TestReadCache(t *testing.T) {
 		if g.Value != "2" {
 			t.Fatalf("alice reads %q", g.Value)
 		}
+	}
+
+	// The MCP caching hints stay private and immediately stale with the
+	// cache on: the tool list depends on the credential's scopes, and a
+	// resource read is a linearizable read of one principal's context.
+	tools, err := alice.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tools.CacheScope != "private" || tools.TTLMs != 0 {
+		t.Fatalf("tools/list cacheScope %q ttlMs %d, want private 0", tools.CacheScope, tools.TTLMs)
+	}
+	rr, err := alice.ReadResource(ctx, &sdk.ReadResourceParams{URI: "cellplane://contexts/" + c.ContextID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr.CacheScope != "private" || rr.TTLMs != 0 {
+		t.Fatalf("resources/read cacheScope %q ttlMs %d, want private 0", rr.CacheScope, rr.TTLMs)
 	}
 
 	// A deleted context is gone from the cache too.
