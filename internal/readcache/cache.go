@@ -212,7 +212,14 @@ func (c *Cache) Staleness(o *contextv1.ReadOptions) (time.Duration, bool) {
 	if c == nil || o.GetConsistency() != contextv1.Consistency_CONSISTENCY_STALE {
 		return 0, false
 	}
-	if d := o.GetMaxStaleness().AsDuration(); d > 0 {
+	ms := o.GetMaxStaleness()
+	if ms == nil {
+		return c.cfg.DefaultMaxStaleness, true
+	}
+	if ms.CheckValid() != nil || ms.AsDuration() < 0 {
+		return 0, false // the cell refuses it (INVALID_ARGUMENT): so must the cache
+	}
+	if d := ms.AsDuration(); d > 0 {
 		return d, true
 	}
 	return c.cfg.DefaultMaxStaleness, true

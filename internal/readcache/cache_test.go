@@ -14,6 +14,7 @@ import (
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -205,6 +206,9 @@ func TestStalenessOnlyForStaleReads(t *testing.T) {
 		{&contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LINEARIZABLE}, 0, false},
 		{&contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_LEADER}, 0, false},
 		{&contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE}, DefaultMaxStalenessDefault, true},
+		{&contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE, MaxStaleness: durationpb.New(time.Second)}, time.Second, true},
+		{&contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE, MaxStaleness: durationpb.New(-time.Second)}, 0, false},
+		{&contextv1.ReadOptions{Consistency: contextv1.Consistency_CONSISTENCY_STALE, MaxStaleness: &durationpb.Duration{Seconds: 1, Nanos: -1}}, 0, false},
 	} {
 		if d, ok := c.Staleness(tc.o); d != tc.want || ok != tc.ok {
 			t.Errorf("Staleness(%v) = %v, %v; want %v, %v", tc.o, d, ok, tc.want, tc.ok)
