@@ -69,6 +69,7 @@ type parts struct {
 	conns                     *replication.CellConns // the sink's connections to source cells; nil without a registry
 	svc                       *service.Server
 	mcpConn                   *grpc.ClientConn    // the MCP worker's connection to this node's gRPC; nil when disabled
+	mcpWorker                 *mcp.Worker         // nil when disabled; closed before mcpConn (its read cache's followers)
 	authority                 *registry.Authority // nil without a registry
 	tokenKeys                 *tokenkeys.Ring     // the tenant-token keys; nil without TLS or a registry
 	grpcSrv                   *grpc.Server
@@ -469,6 +470,9 @@ func (n *Node) drain() error {
 // hand-over, so that the new leader's key replaces ours with hardly a
 // gap).
 func (n *Node) closeParts() error {
+	if n.mcpWorker != nil {
+		n.mcpWorker.Close()
+	}
 	if n.mcpConn != nil {
 		_ = n.mcpConn.Close()
 	}

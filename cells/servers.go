@@ -287,7 +287,7 @@ func (n *Node) startMCP(w *wiring) error {
 	if err != nil {
 		return fmt.Errorf("cells: MCP worker: %w", err)
 	}
-	w.mcp = worker
+	w.mcp, n.mcpWorker = worker, worker
 	w.metrics.MustRegister(worker.Collectors()...)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/internal/readcache"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -64,6 +65,11 @@ type Config struct {
 	// errors; everything else goes to the SDK). False: every request goes
 	// through the SDK, the fallback should the two ever differ.
 	FastToolCalls bool
+	// ReadCache is the worker's change-coherent read cache
+	// (internal/readcache, docs/cache.md): context_read and memory_get
+	// calls that accept stale answers (max_staleness_ms) are served from
+	// it. Off (MaxBytes 0) by default.
+	ReadCache readcache.Config
 	// MaxChangesWait caps how long changes_read waits for a change
 	// (wait_ms), MaxChangesPerRead how many changes it returns at once.
 	MaxChangesWait    time.Duration
@@ -85,6 +91,7 @@ func DefaultConfig() Config {
 		FastToolCalls:     true,
 		MaxChangesWait:    30 * time.Second,
 		MaxChangesPerRead: 1000,
+		ReadCache:         readcache.DefaultConfig(),
 	}
 }
 
@@ -113,6 +120,9 @@ func (c Config) Validate() error {
 		if _, err := ParsePublicURL(c.PublicURL); err != nil {
 			errs = append(errs, fmt.Errorf("PublicURL: %w", err))
 		}
+	}
+	if err := c.ReadCache.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("ReadCache: %w", err))
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := normalizeOrigin(o); err != nil {

@@ -1,4 +1,9 @@
 package mcp
 
+import "github.com/cellplane/cellplane/internal/readcache"
+
 // FastServed is the number of tool calls the fast path served.
 func (w *Worker) FastServed() uint64 { return w.fastServed.Load() }
+
+// ReadCache is the worker's read cache (nil: off).
+func (w *Worker) ReadCache() *readcache.Cache { return w.cache }

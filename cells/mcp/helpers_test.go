@@ -74,6 +74,7 @@ func startWorker(t testing.TB, cfg mcp.Config, cell grpc.ClientConnInterface, au
 	t.Cleanup(func() {
 		srv.Close()
 		<-done
+		w.Close()
 	})
 	return &worker{Worker: w, srv: srv, base: "http://" + l.Addr().String()}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -25,6 +26,7 @@ import (
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/readcache"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -206,13 +208,14 @@ type (
 	}
 
 	ReadInput struct {
-		ContextID  string  `json:"context_id" jsonschema:"the context to read"`
-		FromSeq    *uint64 `json:"from_seq,omitempty" jsonschema:"read from this seq on (inclusive; 0 and 1 mean the first entry); not with tail"`
-		Tail       *uint32 `json:"tail,omitempty" jsonschema:"read the last tail entries; not with from_seq"`
-		MaxEntries uint32  `json:"max_entries,omitempty" jsonschema:"at most this many entries (0: the worker's cap)"`
-		MaxBytes   uint64  `json:"max_bytes,omitempty" jsonschema:"at most about this many bytes of entries (0: 64 KiB, newest entries first); at least one entry is returned when one exists"`
-		MaxTokens  uint32  `json:"max_tokens,omitempty" jsonschema:"a token budget: the newest entries that fit, preceded by the compaction summary of older ones when it fits too; never exceeded"`
-		Raw        bool    `json:"raw,omitempty" jsonschema:"return the entries a compaction summary covers instead of the summary"`
+		ContextID      string  `json:"context_id" jsonschema:"the context to read"`
+		FromSeq        *uint64 `json:"from_seq,omitempty" jsonschema:"read from this seq on (inclusive; 0 and 1 mean the first entry); not with tail"`
+		Tail           *uint32 `json:"tail,omitempty" jsonschema:"read the last tail entries; not with from_seq"`
+		MaxEntries     uint32  `json:"max_entries,omitempty" jsonschema:"at most this many entries (0: the worker's cap)"`
+		MaxBytes       uint64  `json:"max_bytes,omitempty" jsonschema:"at most about this many bytes of entries (0: 64 KiB, newest entries first); at least one entry is returned when one exists"`
+		MaxTokens      uint32  `json:"max_tokens,omitempty" jsonschema:"a token budget: the newest entries that fit, preceded by the compaction summary of older ones when it fits too; never exceeded"`
+		Raw            bool    `json:"raw,omitempty" jsonschema:"return the entries a compaction summary covers instead of the summary"`
+		MaxStalenessMs uint32  `json:"max_staleness_ms,omitempty" jsonschema:"accept an answer up to this many milliseconds stale (a STALE read, which the worker may serve from its read cache without asking the cell); it may then miss recent writes, even your own made through another worker. 0 (default): the answer reflects every write acknowledged before the call"`
 	}
 	EntryOutput struct {
 		Seq        uint64            `json:"seq"`
@@ -347,8 +350,9 @@ type (
 		ExpireAt string `json:"expire_at,omitempty" jsonschema:"RFC 3339 time the key expires at; absent: never"`
 	}
 	GetInput struct {
-		Key   string `json:"key" jsonschema:"the memory key"`
-		Scope string `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		Key            string `json:"key" jsonschema:"the memory key"`
+		Scope          string `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		MaxStalenessMs uint32 `json:"max_staleness_ms,omitempty" jsonschema:"accept an answer up to this many milliseconds stale (a STALE read, which the worker may serve from its read cache without asking the cell); it may then miss recent writes, even your own made through another worker. 0 (default): the answer reflects every write acknowledged before the call"`
 	}
 	GetOutput struct {
 		Value    string            `json:"value"`
@@ -678,14 +682,25 @@ func checkContextID(id string) error {
 // in between by another principal is the only window, and its id would
 // have to be chosen by that principal.
 func (w *Worker) checkOwner(ctx context.Context, c caller, id string) error {
+	return w.checkOwnerAt(ctx, c, id, nil)
+}
+
+// checkOwnerAt is checkOwner reading the context's owner with opts: a
+// STALE read's owner check may come from the read cache (the owner is
+// the context's label, which only a change of the context alters, and
+// every change of the context drops the cached metadata).
+func (w *Worker) checkOwnerAt(ctx context.Context, c caller, id string, opts *contextv1.ReadOptions) error {
 	if err := checkContextID(id); err != nil {
 		return err
 	}
 	if c.principal == "" {
 		return nil
 	}
-	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.GetContextResponse, error) {
-		return w.cell.GetContext(ctx, &contextv1.GetContextRequest{ContextId: id})
+	req := &contextv1.GetContextRequest{ContextId: id, ReadOptions: opts}
+	res, err := cached(w, readcache.ContextKey(c.tenant, id), opts, func(opt grpc.CallOption) (*contextv1.GetContextResponse, error) {
+		return call(ctx, w, c, func(ctx context.Context) (*contextv1.GetContextResponse, error) {
+			return w.cell.GetContext(ctx, req, opt)
+		})
 	})
 	if err != nil {
 		return contextErr(id, err)
@@ -1018,11 +1033,13 @@ func (w *Worker) read(ctx context.Context, c caller, req *contextv1.ReadRequest)
 		req.MaxBytes = uint64(w.cfg.DefaultReadBytes)
 	}
 	req.MaxBytes = readBudget(req.MaxBytes, uint64(w.cfg.MaxReadBytes))
-	if err := w.checkOwner(ctx, c, req.GetContextId()); err != nil {
+	if err := w.checkOwnerAt(ctx, c, req.GetContextId(), req.GetReadOptions()); err != nil {
 		return nil, err
 	}
-	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ReadResponse, error) {
-		return w.cell.Read(ctx, req)
+	res, err := cached(w, readcache.ReadKey(c.tenant, req), req.GetReadOptions(), func(opt grpc.CallOption) (*contextv1.ReadResponse, error) {
+		return call(ctx, w, c, func(ctx context.Context) (*contextv1.ReadResponse, error) {
+			return w.cell.Read(ctx, req, opt)
+		})
 	})
 	if err != nil {
 		return nil, contextErr(req.GetContextId(), err)
@@ -1047,7 +1064,8 @@ func (w *Worker) contextRead(ctx context.Context, c caller, in ReadInput) (ReadO
 	if err := checkContextID(in.ContextID); err != nil {
 		return ReadOutput{}, err
 	}
-	req := &contextv1.ReadRequest{ContextId: in.ContextID, MaxEntries: in.MaxEntries, MaxBytes: in.MaxBytes, MaxTokens: in.MaxTokens, Raw: in.Raw}
+	req := &contextv1.ReadRequest{ContextId: in.ContextID, MaxEntries: in.MaxEntries, MaxBytes: in.MaxBytes, MaxTokens: in.MaxTokens, Raw: in.Raw,
+		ReadOptions: staleOptions(in.MaxStalenessMs)}
 	switch {
 	case in.FromSeq != nil && in.Tail != nil:
 		return ReadOutput{}, invalid("from_seq", "give from_seq or tail, not both")
@@ -1246,8 +1264,11 @@ func (w *Worker) memoryGet(ctx context.Context, c caller, in GetInput) (GetOutpu
 	if err != nil {
 		return GetOutput{}, err
 	}
-	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.GetMemoryResponse, error) {
-		return w.cell.GetMemory(ctx, &contextv1.GetMemoryRequest{Key: in.Key, Scope: scope})
+	req := &contextv1.GetMemoryRequest{Key: in.Key, Scope: scope, ReadOptions: staleOptions(in.MaxStalenessMs)}
+	res, err := cached(w, readcache.MemoryKey(c.tenant, c.principal, scope, in.Key), req.GetReadOptions(), func(opt grpc.CallOption) (*contextv1.GetMemoryResponse, error) {
+		return call(ctx, w, c, func(ctx context.Context) (*contextv1.GetMemoryResponse, error) {
+			return w.cell.GetMemory(ctx, req, opt)
+		})
 	})
 	if err != nil {
 		return GetOutput{}, err

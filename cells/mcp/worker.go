@@ -19,6 +19,7 @@ import (
 	"github.com/cellplane/cellplane/internal/auth"
 	"github.com/cellplane/cellplane/internal/cperr"
 	"github.com/cellplane/cellplane/internal/ids"
+	"github.com/cellplane/cellplane/internal/readcache"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/serve"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
@@ -61,6 +62,8 @@ type Worker struct {
 	// fastServed counts the calls it served.
 	fast       map[string]fastTool
 	fastServed atomic.Uint64
+	// cache answers stale reads (nil: off, Config.ReadCache).
+	cache *readcache.Cache
 
 	requests  *prometheus.CounterVec
 	toolCalls *prometheus.CounterVec
@@ -108,6 +111,13 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"tool"}),
 	}
+	rc := cfg.ReadCache
+	if rc.Logger == nil {
+		rc.Logger = log
+	}
+	if w.cache, err = readcache.New(rc, w.watchChanges); err != nil {
+		return nil, fmt.Errorf("mcp: %w", err)
+	}
 	sdkLog := slog.New(demoteInfo{log.Handler()}).With("component", "mcp-sdk")
 	w.sdkLog = sdkLog
 	for _, o := range cfg.AllowedOrigins {
@@ -151,6 +161,7 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 // has them included.
 func (w *Worker) Collectors() []prometheus.Collector {
 	cs := []prometheus.Collector{w.requests, w.toolCalls, w.toolDur}
+	cs = append(cs, w.cache.Collectors()...)
 	if m, ok := w.authn.(interface{ Collectors() []prometheus.Collector }); ok {
 		cs = append(cs, m.Collectors()...)
 	}

@@ -248,6 +248,9 @@ func (s *Server) closeParts() error {
 		_ = s.lis.Close()
 	}
 	s.wg.Wait()
+	if s.w != nil {
+		s.w.Close()
+	}
 	if s.conn != nil {
 		errs = append(errs, s.conn.Close())
 	}

@@ -61,6 +61,10 @@ func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContex
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			c, err := v.Context(req.GetContextId())
 			out = c
+			if err == nil {
+				tseq, at := v.Cursor()
+				tenantmd.SetReadCursor(ctx, tseq, at, expireNanos(c.GetExpireTime()))
+			}
 			return err
 		})
 		if err != nil {
@@ -68,7 +72,9 @@ func (s *ContextServer) GetContext(ctx context.Context, req *contextv1.GetContex
 		}
 		return &contextv1.GetContextResponse{Context: out}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.GetContextResponse, error) {
-		return client(cc).GetContext(ctx, req)
+		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.GetContextResponse, error) {
+			return client(cc).GetContext(ctx, req, opt)
+		})
 	})
 }
 
@@ -162,6 +168,10 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 			r, err := v.ReadContext(c, store.ReadQuery{FromSeq: readStart(req, c.GetLastSeq()), MaxEntries: maxEntries, MaxBytes: maxBytes,
 				MaxTokens: uint64(req.GetMaxTokens()), Raw: req.GetRaw(), Newest: req.GetNewest()})
 			resp = r
+			if err == nil {
+				tseq, at := v.Cursor()
+				tenantmd.SetReadCursor(ctx, tseq, at, expireNanos(c.GetExpireTime()))
+			}
 			return err
 		})
 		if err != nil {
@@ -169,7 +179,7 @@ func (s *ContextServer) Read(ctx context.Context, req *contextv1.ReadRequest) (*
 		}
 		return resp, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.ReadResponse, error) {
-		return client(cc).Read(ctx, req)
+		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.ReadResponse, error) { return client(cc).Read(ctx, req, opt) })
 	})
 }
 

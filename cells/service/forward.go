@@ -13,6 +13,7 @@ import (
 	"github.com/cellplane/cellplane/internal/tenantmd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // forward runs local; when it fails with NOT_LEADER it either returns
@@ -131,4 +132,26 @@ func tenantCall[Req, Resp any](ctx context.Context, c *core, req Req, check func
 		return zero, err
 	}
 	return forward(ctx, c, func() (Resp, error) { return local(tenant, epoch) }, remote)
+}
+
+// relayCursor runs a read forwarded to the leader and passes the read
+// cursor of the leader's answer (tenantmd.TseqKey) on to this call's
+// caller, so a forwarded read is as cacheable as a local one.
+func relayCursor[T any](ctx context.Context, call func(grpc.CallOption) (T, error)) (T, error) {
+	var md metadata.MD
+	out, err := call(grpc.Header(&md))
+	if err == nil {
+		if tseq, at, exp, ok := tenantmd.ReadCursor(md); ok {
+			tenantmd.SetReadCursor(ctx, tseq, at, exp)
+		}
+	}
+	return out, err
+}
+
+// expireNanos is an expire_time as the read cursor's expiry (0: none).
+func expireNanos(t *timestamppb.Timestamp) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.AsTime().UnixNano()
 }

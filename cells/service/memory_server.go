@@ -40,6 +40,10 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 		err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 			it, err := v.MemoryOf(memoryPrincipal(ctx, req.GetScope()), req.GetKey())
 			out = it
+			if err == nil {
+				tseq, at := v.Cursor()
+				tenantmd.SetReadCursor(ctx, tseq, at, expireNanos(it.GetExpireTime()))
+			}
 			return err
 		})
 		if err != nil {
@@ -47,7 +51,9 @@ func (s *ContextServer) GetMemory(ctx context.Context, req *contextv1.GetMemoryR
 		}
 		return &contextv1.GetMemoryResponse{Item: out}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.GetMemoryResponse, error) {
-		return client(cc).GetMemory(ctx, req)
+		return relayCursor(ctx, func(opt grpc.CallOption) (*contextv1.GetMemoryResponse, error) {
+			return client(cc).GetMemory(ctx, req, opt)
+		})
 	})
 }
 

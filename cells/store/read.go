@@ -438,6 +438,14 @@ func (v *TenantView) visible(c *contextv1.Context) bool {
 // Info returns the tenant's role, epoch, tseq and usage.
 func (v *TenantView) Info() *cellv1.TenantInfo { return tenantInfo(v.tenant, v.rec) }
 
+// Cursor is the view's position in the tenant's change log: the tseq of
+// the last change it reflects and that change's command time (a
+// ChangeCursor). A read served from this view reflects every change up to
+// it and none after it.
+func (v *TenantView) Cursor() (tseq uint64, timeUnixNano int64) {
+	return v.rec.GetTseq(), v.rec.GetUpdateTimeUnixNano()
+}
+
 // Context returns a context's metadata or CONTEXT_NOT_FOUND.
 func (v *TenantView) Context(id string) (*contextv1.Context, error) {
 	var c contextv1.Context

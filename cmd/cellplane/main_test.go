@@ -82,6 +82,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-mcp.golden", []string{"bench", "mcp", "--help"}},
 		{"help-bench-subscribe.golden", []string{"bench", "subscribe", "--help"}},
 		{"help-bench-mtls.golden", []string{"bench", "mtls", "--help"}},
+		{"help-bench-cache.golden", []string{"bench", "cache", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
 		{"help-worker.golden", []string{"worker", "--help"}},

@@ -10,6 +10,7 @@ import (
 	"github.com/cellplane/cellplane/cells/mcpauth"
 	"github.com/cellplane/cellplane/controlplane/topo"
 	"github.com/cellplane/cellplane/internal/auth"
+	"github.com/cellplane/cellplane/internal/readcache"
 )
 
 // mcpFlags are the MCP worker's flags, shared by 'cell' (prefixed mcp-)
@@ -23,6 +24,7 @@ type mcpFlags struct {
 	maxBody     int64
 	publicURL   string
 	fastCalls   bool
+	readCache   readcache.Config
 	keys        mcpauth.Config // the key caches and the miss budget
 }
 
@@ -37,6 +39,10 @@ func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.Int64Var(&f.maxBody, prefix+"max-body-bytes", f.maxBody, "largest MCP request body (413 above it)")
 	fs.BoolVar(&f.fastCalls, prefix+"fast-tool-calls", d.FastToolCalls, "serve a single tools/call POST without the MCP SDK's per-request session (same checks, response and errors; everything else goes to the SDK); false sends every request through the SDK")
 	fs.StringVar(&f.publicURL, prefix+"public-url", "", "base URL clients reach MCP at (https://mcp.example.com): a JWT's audience must be <it>/t/<tenant>/mcp, and the RFC 9728 metadata names it; never taken from the Host header (default: http://<the advertised HTTP address>)")
+	f.readCache = d.ReadCache
+	fs.Int64Var(&f.readCache.MaxBytes, prefix+"read-cache-bytes", f.readCache.MaxBytes, "byte budget of the read cache that serves context_read/memory_get calls asking for stale answers (max_staleness_ms), kept coherent by the tenants' change streams (docs/cache.md); 0 (default) turns it off")
+	fs.IntVar(&f.readCache.MaxEntries, prefix+"read-cache-entries", f.readCache.MaxEntries, "most answers the read cache holds")
+	fs.IntVar(&f.readCache.MaxTenants, prefix+"read-cache-tenants", f.readCache.MaxTenants, "most tenants the read cache follows (one change stream each; the least recently used is dropped)")
 	k := mcpauth.DefaultConfig()
 	f.keys = k
 	fs.DurationVar(&f.keys.KeyCacheTTL, prefix+"key-cache-ttl", k.KeyCacheTTL, "how long an API key's record is reused before it is read again (a revocation takes effect at once through the watch on key records, or within this TTL while the watch is down)")
@@ -55,6 +61,7 @@ func (f *mcpFlags) apply(cfg *mcp.Config) {
 	cfg.MaxBodyBytes = f.maxBody
 	cfg.PublicURL = f.publicURL
 	cfg.FastToolCalls = f.fastCalls
+	cfg.ReadCache = f.readCache
 }
 
 // authenticator builds the MCP authenticator; nil means no authentication.

@@ -149,6 +149,9 @@ plaintext and it warns at every start.`,
 	lim.Int64Var(&cfg.MCP.MaxBodyBytes, "max-mcp-body-bytes", cfg.MCP.MaxBodyBytes, "largest MCP request body (413 above)")
 	lim.DurationVar(&cfg.Forward.DefaultTimeout, "default-timeout", cfg.Forward.DefaultTimeout, "deadline of a call whose caller set none")
 	lim.DurationVar(&cfg.Forward.MovingHold, "moving-hold", cfg.Forward.MovingHold, "how long a call (gRPC or MCP) of a tenant being cut over or moving waits before UNAVAILABLE TENANT_MOVING / 503")
+	lim.Int64Var(&cfg.Forward.ReadCache.MaxBytes, "read-cache-bytes", cfg.Forward.ReadCache.MaxBytes, "byte budget of the read cache that answers STALE ContextService Read/GetMemory calls without a hop to the cell, kept coherent by the tenants' change streams (docs/cache.md); 0 (default) turns it off")
+	lim.IntVar(&cfg.Forward.ReadCache.MaxEntries, "read-cache-entries", cfg.Forward.ReadCache.MaxEntries, "most answers the read cache holds")
+	lim.IntVar(&cfg.Forward.ReadCache.MaxTenants, "read-cache-tenants", cfg.Forward.ReadCache.MaxTenants, "most tenants the read cache follows (one change stream each; the least recently used is dropped)")
 
 	logf := pflag.NewFlagSet("logging", pflag.ContinueOnError)
 	logf.StringVar(&logLevel, "log-level", logLevel, "trace, debug, info, warn or error")

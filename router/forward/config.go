@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/cellplane/cellplane/internal/dial"
+	"github.com/cellplane/cellplane/internal/readcache"
 )
 
 // Config configures a Forwarder.
@@ -70,6 +71,11 @@ type Config struct {
 	Dial dial.Config
 	// Logger receives debug lines about retries; nil discards.
 	Logger *slog.Logger
+	// ReadCache is the router's change-coherent read cache of
+	// ContextService Read and GetMemory (docs/cache.md): STALE reads it
+	// holds are answered without a hop to the cell. Off (MaxBytes 0) by
+	// default.
+	ReadCache readcache.Config
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 		KeepaliveTime:         5 * time.Minute,
 		KeepaliveTimeout:      20 * time.Second,
 		IdleConnTimeout:       10 * time.Minute,
+		ReadCache:             readcache.DefaultConfig(),
 	}
 }
 
@@ -126,7 +133,7 @@ func (c Config) Validate() error {
 	if c.IdleConnTimeout < 0 {
 		errs = append(errs, fmt.Errorf("forward: IdleConnTimeout must not be negative, got %s", c.IdleConnTimeout))
 	}
-	errs = append(errs, c.Dial.Validate())
+	errs = append(errs, c.Dial.Validate(), c.ReadCache.Validate())
 	return errors.Join(errs...)
 }
 

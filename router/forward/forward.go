@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/cellplane/cellplane/internal/cperr"
+	"github.com/cellplane/cellplane/internal/readcache"
 	"github.com/cellplane/cellplane/internal/retry"
 	"github.com/cellplane/cellplane/internal/rpcerr"
 	"github.com/cellplane/cellplane/internal/tenantmd"
@@ -93,6 +94,7 @@ type Forwarder struct {
 	services map[string]map[string]methodInfo // service → method → info
 	other    *methodObservers                 // metrics of unknown methods
 	rr       atomic.Uint64                    // spreads STALE reads over members
+	cache    *readcache.Cache                 // nil: off (Config.ReadCache)
 
 	leadersMu sync.Mutex
 	leaders   map[string]leaderHint // cell → leader learned from NOT_LEADER
@@ -190,6 +192,15 @@ func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, err
 		f.services[name] = ms
 	}
 	f.other = m.observers("other")
+	rc := cfg.ReadCache
+	if rc.Logger == nil {
+		rc.Logger = f.log
+	}
+	cache, err := readcache.New(rc, f.watchChanges)
+	if err != nil {
+		return nil, err
+	}
+	f.cache = cache
 	return f, nil
 }
 
@@ -199,11 +210,16 @@ func New(cfg Config, r Resolver, tenantOf func(ctx context.Context) (string, err
 func (f *Forwarder) Handler() grpc.StreamHandler { return f.handle }
 
 // Close closes the backend connections. Calls still running fail.
-func (f *Forwarder) Close() error { return f.pool.close() }
+func (f *Forwarder) Close() error {
+	f.cache.Close()
+	return f.pool.close()
+}
 
 // Collectors returns the forwarder's Prometheus collectors, for the
 // caller to register.
-func (f *Forwarder) Collectors() []prometheus.Collector { return f.m.collectors() }
+func (f *Forwarder) Collectors() []prometheus.Collector {
+	return append(f.m.collectors(), f.cache.Collectors()...)
+}
 
 func (f *Forwarder) handle(_ any, ss grpc.ServerStream) error {
 	start := time.Now()
@@ -287,6 +303,11 @@ func (f *Forwarder) forward(ss grpc.ServerStream, full string, mi methodInfo, kn
 	// them again.
 	defer req.Free()
 	c.info = mi
+	fill, served, err := c.fromCache(&req)
+	if served || err != nil {
+		return err
+	}
+	c.fill = fill
 	return c.retrying(&req, mi.serverStreams)
 }
 
@@ -310,6 +331,7 @@ type call struct {
 	stale  bool
 	cell   *string
 	info   methodInfo // the retry kind is read from the request frame only after a failure (off the hot path)
+	fill   *cacheFill // a read the read cache takes the answer of (nil: none)
 
 	target     Target
 	candidates []string // addresses in the order to try
@@ -652,6 +674,7 @@ func (c *call) final(a *attempt) error {
 func (c *call) relay(a *attempt) error {
 	defer a.done()
 	if h, err := a.cs.Header(); err == nil && len(h) > 0 {
+		c.fillCache(h, a.first)
 		if err := c.ss.SetHeader(dropReturned(h)); err != nil {
 			return err
 		}
