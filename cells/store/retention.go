@@ -137,9 +137,12 @@ func applyExpireSweep(o *opCtx) (*cellv1.CommandResult, error) {
 				continue
 			}
 			o.tx.del(mkey)
+			if p, k, ok := memoryScopeOfIndex(d.kind, d.id); ok {
+				o.dropMemoryVector(p, k, m.GetEmbeddingDims())
+			}
 			u := usage(o.st.rec)
 			u.MemoryKeys = sub(u.MemoryKeys, 1)
-			u.Bytes = sub(u.Bytes, uint64(len(m.GetKey())+len(m.GetValue())))
+			u.Bytes = sub(u.Bytes, memoryItemSize(m.GetKey(), m.GetValue(), m.GetEmbeddingDims()))
 			res.MemoryKeys++
 		}
 	}

@@ -392,7 +392,10 @@ type Context struct {
 	TotalTokens uint64 `protobuf:"varint,101,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
 	// The highest seq a compaction summary covers (0: none): reads return
 	// that summary in place of entries 1..compacted_seq unless raw.
-	CompactedSeq  uint64 `protobuf:"varint,102,opt,name=compacted_seq,json=compactedSeq,proto3" json:"compacted_seq,omitempty"`
+	CompactedSeq uint64 `protobuf:"varint,102,opt,name=compacted_seq,json=compactedSeq,proto3" json:"compacted_seq,omitempty"`
+	// Entries of this context stored with an embedding (vector search,
+	// docs/search.md "Vector search").
+	VectorCount   uint64 `protobuf:"varint,190,opt,name=vector_count,json=vectorCount,proto3" json:"vector_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +535,13 @@ func (x *Context) GetCompactedSeq() uint64 {
 	return 0
 }
 
+func (x *Context) GetVectorCount() uint64 {
+	if x != nil {
+		return x.VectorCount
+	}
+	return 0
+}
+
 // Entry is one item of a context.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,7 +562,15 @@ type Entry struct {
 	// Tokens of the entry's content in its context's token_encoding
 	// (binary data: a quarter of its bytes, rounded up). Counted once when
 	// the entry is appended and stored with it; ignored in requests.
-	TokenCount    uint32 `protobuf:"varint,100,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	TokenCount uint32 `protobuf:"varint,100,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	// Client-supplied embedding for vector search (AppendRequest only:
+	// stored apart from the entry and not returned by reads). Its dimension
+	// must be the tenant's context-vector dimension (fixed by the first
+	// embedding written).
+	Embedding []float32 `protobuf:"fixed32,190,rep,packed,name=embedding,proto3" json:"embedding,omitempty"`
+	// Set by the server: the dimension of the embedding stored with this
+	// entry (0: none).
+	EmbeddingDims uint32 `protobuf:"varint,191,opt,name=embedding_dims,json=embeddingDims,proto3" json:"embedding_dims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +661,20 @@ func (x *Entry) GetCreateTime() *timestamppb.Timestamp {
 func (x *Entry) GetTokenCount() uint32 {
 	if x != nil {
 		return x.TokenCount
+	}
+	return 0
+}
+
+func (x *Entry) GetEmbedding() []float32 {
+	if x != nil {
+		return x.Embedding
+	}
+	return nil
+}
+
+func (x *Entry) GetEmbeddingDims() uint32 {
+	if x != nil {
+		return x.EmbeddingDims
 	}
 	return 0
 }
@@ -1684,7 +1716,10 @@ type MemoryItem struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// When the key expires (unset: never).
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Set by the server: the dimension of the embedding stored with the
+	// item (0: none; the vector itself is not returned by reads).
+	EmbeddingDims uint32 `protobuf:"varint,191,opt,name=embedding_dims,json=embeddingDims,proto3" json:"embedding_dims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1761,6 +1796,13 @@ func (x *MemoryItem) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MemoryItem) GetEmbeddingDims() uint32 {
+	if x != nil {
+		return x.EmbeddingDims
+	}
+	return 0
+}
+
 type PutMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1774,8 +1816,13 @@ type PutMemoryRequest struct {
 	// Retention: the key expires at expire_time, or ttl after the command's
 	// proposal time (not both). Neither: the tenant's default retention, if
 	// it has one; else never. Every put sets the key's expiry anew.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Ttl           *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,120,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Ttl        *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Client-supplied embedding for vector search (SearchMemory.vector).
+	// Its dimension must be the tenant's memory-vector dimension (fixed by
+	// the first embedding written); a put without one removes the key's
+	// previous embedding.
+	Embedding     []float32 `protobuf:"fixed32,190,rep,packed,name=embedding,proto3" json:"embedding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1855,6 +1902,13 @@ func (x *PutMemoryRequest) GetExpireTime() *timestamppb.Timestamp {
 func (x *PutMemoryRequest) GetTtl() *durationpb.Duration {
 	if x != nil {
 		return x.Ttl
+	}
+	return nil
+}
+
+func (x *PutMemoryRequest) GetEmbedding() []float32 {
+	if x != nil {
+		return x.Embedding
 	}
 	return nil
 }
@@ -3816,7 +3870,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
-	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xa9\x05\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xcd\x05\n" +
 	"\aContext\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12A\n" +
@@ -3839,10 +3893,11 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"expireTime\x12%\n" +
 	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncoding\x12!\n" +
 	"\ftotal_tokens\x18e \x01(\x04R\vtotalTokens\x12#\n" +
-	"\rcompacted_seq\x18f \x01(\x04R\fcompactedSeq\x1a9\n" +
+	"\rcompacted_seq\x18f \x01(\x04R\fcompactedSeq\x12\"\n" +
+	"\fvector_count\x18\xbe\x01 \x01(\x04R\vvectorCount\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x03\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -3852,7 +3907,9 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1f\n" +
 	"\vtoken_count\x18d \x01(\rR\n" +
-	"tokenCount\x1a;\n" +
+	"tokenCount\x12\x1d\n" +
+	"\tembedding\x18\xbe\x01 \x03(\x02R\tembedding\x12&\n" +
+	"\x0eembedding_dims\x18\xbf\x01 \x01(\rR\rembeddingDims\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -3940,7 +3997,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"F\n" +
 	"\rWatchResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\x87\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\"\xaf\x02\n" +
 	"\n" +
 	"MemoryItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -3951,7 +4008,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12;\n" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xc5\x02\n" +
+	"expireTime\x12&\n" +
+	"\x0eembedding_dims\x18\xbf\x01 \x01(\rR\rembeddingDims\"\xe4\x02\n" +
 	"\x10PutMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x120\n" +
@@ -3961,7 +4019,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x05scope\x18\x8c\x01 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\x12;\n" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12+\n" +
-	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\x14\n" +
+	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1d\n" +
+	"\tembedding\x18\xbe\x01 \x03(\x02R\tembeddingB\x14\n" +
 	"\x12_expected_revision\"l\n" +
 	"\x11PutMemoryResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
