@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/hnsw"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,8 +27,9 @@ type VectorConfig struct {
 	// M and EfSearch are the HNSW parameters (neighbours per node,
 	// candidate list of a search; a search asks for at least as many
 	// candidates as it over-fetches).
-	M        int
-	EfSearch int
+	M              int
+	EfSearch       int
+	EfConstruction int
 	// OverFetch multiplies k for an approximate search, so that filters
 	// and entries removed since still leave k hits; fewer than k accepted
 	// hits fall back to an exact search.
@@ -38,7 +38,7 @@ type VectorConfig struct {
 
 // DefaultVectorConfig returns the defaults.
 func DefaultVectorConfig() VectorConfig {
-	return VectorConfig{ExactMax: 20000, IndexBudgetBytes: 1 << 30, M: 16, EfSearch: 64, OverFetch: 4}
+	return VectorConfig{ExactMax: 20000, IndexBudgetBytes: 1 << 30, M: 16, EfSearch: 200, EfConstruction: 100, OverFetch: 4}
 }
 
 // Validate reports a configuration error.
@@ -52,6 +52,8 @@ func (c VectorConfig) Validate() error {
 		return errConfig("Vector.M", "must be in [2, 256] (0: default)")
 	case c.EfSearch < 0 || c.EfSearch > 4096:
 		return errConfig("Vector.EfSearch", "must be in [1, 4096] (0: default)")
+	case c.EfConstruction < 0 || c.EfConstruction > 4096:
+		return errConfig("Vector.EfConstruction", "must be in [1, 4096] (0: default)")
 	case c.OverFetch < 0 || c.OverFetch > 64:
 		return errConfig("Vector.OverFetch", "must be in [1, 64] (0: default)")
 	}
@@ -69,7 +71,7 @@ type vecNS struct {
 type vecIndex struct {
 	id vecNS
 	mu sync.Mutex
-	g  *hnsw.Graph[string]
+	g  *hnswGraph
 	// ready: built; until then the apply path queues its changes in
 	// pending, replayed after the build (idempotent: puts and deletes of
 	// keys in commit order).
@@ -118,6 +120,9 @@ func newVectorIndexes(cfg VectorConfig, log *slog.Logger) *vectorIndexes {
 	if cfg.EfSearch == 0 {
 		cfg.EfSearch = def.EfSearch
 	}
+	if cfg.EfConstruction == 0 {
+		cfg.EfConstruction = def.EfConstruction
+	}
 	if cfg.OverFetch == 0 {
 		cfg.OverFetch = def.OverFetch
 	}
@@ -155,10 +160,8 @@ func (x *vectorIndexes) nodeBytes(dims, keyLen int) int64 {
 	return int64(4*dims + 48*x.cfg.M + 2*keyLen + 96)
 }
 
-func (x *vectorIndexes) newGraph() *hnsw.Graph[string] {
-	g := hnsw.NewGraph[string]()
-	g.M, g.EfSearch = x.cfg.M, x.cfg.EfSearch
-	return g
+func (x *vectorIndexes) newGraph() *hnswGraph {
+	return newHNSW(x.cfg.M, x.cfg.EfConstruction, 1)
 }
 
 // get returns the ready index of a namespace; when there is none it
@@ -280,17 +283,11 @@ func (ix *vecIndex) apply(x *vectorIndexes, op vecOp) {
 	switch {
 	case op.dropContext != "":
 		for _, k := range ix.byContext[op.dropContext] {
-			if _, ok := ix.g.Lookup(k); ok {
-				ix.g.Delete(k)
-				ix.bytes -= x.nodeBytes(ix.dims, len(k))
-			}
+			ix.g.Delete(k)
 		}
 		delete(ix.byContext, op.dropContext)
 	case op.del:
-		if _, ok := ix.g.Lookup(op.key); ok {
-			ix.g.Delete(op.key)
-			ix.bytes -= x.nodeBytes(ix.dims, len(op.key))
-		}
+		ix.g.Delete(op.key)
 	default:
 		if ix.dims != 0 && len(op.vec) != ix.dims {
 			return // the namespace's dimension changed (emptied first): rebuilt on next use
@@ -300,10 +297,8 @@ func (ix *vecIndex) apply(x *vectorIndexes, op vecOp) {
 }
 
 func (ix *vecIndex) add(x *vectorIndexes, key string, vec []float32) {
-	if _, ok := ix.g.Lookup(key); ok {
-		ix.g.Delete(key)
-	} else {
-		ix.bytes += x.nodeBytes(len(vec), len(key))
+	ix.bytes += x.nodeBytes(len(vec), len(key)) // a replaced node stays as a tombstone
+	if !ix.g.Has(key) {
 		if ix.byContext != nil {
 			if id, ok := contextOfVectorKey(key); ok {
 				ix.byContext[id] = append(ix.byContext[id], key)
@@ -311,7 +306,7 @@ func (ix *vecIndex) add(x *vectorIndexes, key string, vec []float32) {
 		}
 	}
 	ix.dims = len(vec)
-	ix.g.Add(hnsw.MakeNode(key, vec))
+	ix.g.Add(key, vec)
 }
 
 // contextOfVectorKey is the context id of a context vector key ('c' id
@@ -418,7 +413,11 @@ func (t *vecTxn) publish(x *vectorIndexes) {
 			ix.apply(x, op)
 		}
 		x.used += ix.bytes - before
+		stale := ix.g.dead > ix.g.Len() && ix.g.dead > 1024
 		ix.mu.Unlock()
+		if stale {
+			x.remove(ix) // mostly tombstones: built afresh on next use
+		}
 	}
 	x.evict()
 }

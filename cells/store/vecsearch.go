@@ -12,7 +12,6 @@ import (
 
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/coder/hnsw"
 )
 
 // VectorHit is one vector found by a search: a context entry (ContextID,
@@ -165,8 +164,7 @@ func (v *TenantView) searchIndex(ix *vecIndex, q []float32, qn float64, k int, p
 	want := k * v.vec.cfg.OverFetch
 	base := len(tenantKey(v.tenant, kindVector, 0))
 	ix.mu.Lock()
-	ix.g.EfSearch = max(v.vec.cfg.EfSearch, want)
-	nodes := ix.g.Search(q, want)
+	nodes := ix.g.Search(q, want, v.vec.cfg.EfSearch)
 	ix.mu.Unlock()
 	type cand struct {
 		hit VectorHit
@@ -246,8 +244,8 @@ func cosineRaw(q []float32, qn float64, raw []byte) float64 {
 // buildVectorIndex builds a namespace's index from a snapshot of the
 // stored vectors (in the background: searches are exact meanwhile), then
 // installs it, replaying what was committed since (vectorIndexes.finish).
-func (s *Store) buildVectorIndex(ix *vecIndex) {
-	x := s.fsm.vectors
+func (f *fsm) buildVectorIndex(ix *vecIndex, closing <-chan struct{}) {
+	x := f.vectors
 	start := time.Now()
 	g := x.newGraph()
 	var byContext map[string][]string
@@ -256,22 +254,22 @@ func (s *Store) buildVectorIndex(ix *vecIndex) {
 	}
 	var bytesUsed int64
 	dims := 0
-	snap, err := s.fsm.openSnapshot()
+	snap, err := f.openSnapshot()
 	if err != nil {
 		x.finish(ix, false, 0)
 		return
 	}
-	defer s.fsm.releaseSnapshot(snap)
+	defer f.releaseSnapshot(snap)
 	base := len(tenantKey(ix.id.tenant, kindVector, 0))
 	lower := vectorBase(ix.id.tenant, ix.id.ns)
 	n := 0
-	err = s.fsm.withSnapshot(snap, func(r pebble.Reader) error {
+	err = f.withSnapshot(snap, func(r pebble.Reader) error {
 		d, _ := getRaw(r, vectorDimsKey(ix.id.tenant, ix.id.ns))
 		dims = int(decodeVectorNS(d).dims)
 		return scan(r, lower, prefixEnd(lower), func(k, v []byte) (bool, error) {
 			if n++; n%1024 == 0 {
 				select {
-				case <-s.closing:
+				case <-closing:
 					return false, errUnavailable("the node is shutting down")
 				default:
 				}
@@ -288,7 +286,7 @@ func (s *Store) buildVectorIndex(ix *vecIndex) {
 			if bytesUsed > x.cfg.IndexBudgetBytes {
 				return false, errUnavailable("the vector index would exceed the member's budget")
 			}
-			g.Add(hnsw.MakeNode(key, vec))
+			g.Add(key, vec)
 			if byContext != nil {
 				if id, ok := contextOfVectorKey(key); ok {
 					byContext[id] = append(byContext[id], key)
@@ -298,7 +296,7 @@ func (s *Store) buildVectorIndex(ix *vecIndex) {
 		})
 	})
 	if err != nil {
-		s.log.Warn("vector index not built", "tenant", ix.id.tenant, "namespace", nsName(ix.id.ns), "err", err)
+		f.log.Warn("vector index not built", "tenant", ix.id.tenant, "namespace", nsName(ix.id.ns), "err", err)
 		x.finish(ix, false, 0)
 		return
 	}
