@@ -182,6 +182,8 @@ type (
 		Role     string            `json:"role" jsonschema:"who wrote the entry, e.g. user, assistant, tool, system"`
 		Content  string            `json:"content" jsonschema:"the entry's text"`
 		Metadata map[string]string `json:"metadata,omitempty" jsonschema:"optional string metadata"`
+		// Embedding: a vector the client computed (cellplane runs no model).
+		Embedding []float32 `json:"embedding,omitempty" jsonschema:"optional embedding of the entry for vector search (context_search with vector): finite numbers, not all zero; every embedding of the tenant's contexts has the dimension of the first one written"`
 	}
 	AppendInput struct {
 		ContextID   string       `json:"context_id" jsonschema:"the context to append to"`
@@ -314,13 +316,14 @@ type (
 	}
 
 	PutInput struct {
-		Key              string  `json:"key" jsonschema:"the memory key (UTF-8, at most 512 bytes)"`
-		Value            string  `json:"value" jsonschema:"the value to store"`
-		ExpectedRevision *uint64 `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
-		Scope            string  `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
-		RequestID        string  `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id writes once and returns the same revision"`
-		ExpireAt         string  `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the key expires (not with ttl_seconds)"`
-		TTL              uint64  `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
+		Key              string    `json:"key" jsonschema:"the memory key (UTF-8, at most 512 bytes)"`
+		Value            string    `json:"value" jsonschema:"the value to store"`
+		ExpectedRevision *uint64   `json:"expected_revision,omitempty" jsonschema:"compare-and-set: write only if the key's current revision is this (0: only if the key does not exist)"`
+		Scope            string    `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		RequestID        string    `json:"request_id,omitempty" jsonschema:"optional idempotency key (1-128 characters of [A-Za-z0-9._-]): a retried call with the same request_id writes once and returns the same revision"`
+		ExpireAt         string    `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the key expires (not with ttl_seconds)"`
+		TTL              uint64    `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
+		Embedding        []float32 `json:"embedding,omitempty" jsonschema:"optional embedding of the value for vector search (memory_search with vector): finite numbers, not all zero; every embedding of the tenant's memory has the dimension of the first one written. A put without one removes the key's previous embedding"`
 	}
 	PutOutput struct {
 		Revision uint64 `json:"revision" jsonschema:"the key's new revision"`
@@ -902,7 +905,7 @@ func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (A
 		if e.Role == "" {
 			return AppendOutput{}, invalid(fmt.Sprintf("entries[%d].role", i), "is required")
 		}
-		entries[i] = &contextv1.Entry{Role: e.Role, Content: &contextv1.Entry_Text{Text: e.Content}, Metadata: e.Metadata}
+		entries[i] = &contextv1.Entry{Role: e.Role, Content: &contextv1.Entry_Text{Text: e.Content}, Metadata: e.Metadata, Embedding: e.Embedding}
 	}
 	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
 		return AppendOutput{}, err
@@ -1135,7 +1138,7 @@ func (w *Worker) memoryPut(ctx context.Context, c caller, in PutInput) (PutOutpu
 	if err != nil {
 		return PutOutput{}, err
 	}
-	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl}
+	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl, Embedding: in.Embedding}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.PutMemoryResponse, error) {
 		return w.cell.PutMemory(ctx, req)
 	})
