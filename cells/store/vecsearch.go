@@ -329,3 +329,34 @@ func (v *TenantView) VectorEntry(h VectorHit) (*contextv1.Entry, error) {
 	}
 	return &e, nil
 }
+
+// ExactVectors returns the view searching vectors exactly only (no
+// index): benchmarks' baseline.
+func (v *TenantView) ExactVectors() *TenantView {
+	c := *v
+	c.vec = nil
+	return &c
+}
+
+// VectorIndexStats describes a member's loaded vector indexes.
+type VectorIndexStats struct {
+	Loaded int
+	Bytes  int64
+}
+
+// VectorIndexStats returns the member's loaded indexes and their
+// estimated memory.
+func (s *Store) VectorIndexStats() VectorIndexStats {
+	x := s.fsm.vectors
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := 0
+	for _, ix := range x.m {
+		ix.mu.Lock()
+		if ix.ready {
+			n++
+		}
+		ix.mu.Unlock()
+	}
+	return VectorIndexStats{Loaded: n, Bytes: x.used}
+}
