@@ -38,7 +38,7 @@ type VectorConfig struct {
 
 // DefaultVectorConfig returns the defaults.
 func DefaultVectorConfig() VectorConfig {
-	return VectorConfig{ExactMax: 20000, IndexBudgetBytes: 1 << 30, M: 16, EfSearch: 200, EfConstruction: 100, OverFetch: 4}
+	return VectorConfig{ExactMax: 10000, IndexBudgetBytes: 1 << 30, M: 16, EfSearch: 200, EfConstruction: 100, OverFetch: 4}
 }
 
 // Validate reports a configuration error.

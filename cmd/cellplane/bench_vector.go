@@ -26,8 +26,9 @@ each exactly (a scan of the stored vectors: the baseline) and with the
 index, in the same run. Latencies are the store's search inside one read
 view (no RPC).
 
-Random unit vectors are the hard case for a graph index (no cluster
-structure): real embeddings recall better at the same settings.
+By default the vectors are uniform random unit vectors, the hard case for
+a graph index (no cluster structure); --clusters N draws them around N
+centres instead, closer to real embeddings.
 
 Results: load and build time, index memory, exact and HNSW p50/p99,
 recall@k, and the crossover size at which an exact scan costs what an
@@ -56,6 +57,7 @@ figure is --vectors 100000.`,
 	f.IntVar(&opts.Dims, "dims", opts.Dims, "dimension of every vector")
 	f.IntVar(&opts.Queries, "queries", opts.Queries, "query vectors searched (each exactly and with the index)")
 	f.IntVar(&opts.K, "k", opts.K, "nearest vectors asked for per query (recall@k)")
+	f.IntVar(&opts.Clusters, "clusters", opts.Clusters, "draw vectors and queries around this many random centres (0: uniform random unit vectors, the hard case)")
 	f.StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for the store's data (default: a new temporary directory, removed afterwards)")
 	f.StringVar(&logLevel, "log-level", logLevel, "level of component logs on stderr: trace, debug, info, warn or error")
 	return cmd
