@@ -195,6 +195,8 @@ type (
 		Role     string            `json:"role" jsonschema:"who wrote the entry, e.g. user, assistant, tool, system"`
 		Content  string            `json:"content" jsonschema:"the entry's text"`
 		Metadata map[string]string `json:"metadata,omitempty" jsonschema:"optional string metadata"`
+		// Embedding: a vector the client computed (cellplane runs no model).
+		Embedding []float32 `json:"embedding,omitempty" jsonschema:"optional embedding of the entry for vector search (context_search with vector): finite numbers, not all zero; every embedding of the tenant's contexts has the dimension of the first one written"`
 	}
 	AppendInput struct {
 		ContextID   string       `json:"context_id" jsonschema:"the context to append to"`
@@ -344,6 +346,7 @@ type (
 		ExpireAt         string            `json:"expire_at,omitempty" jsonschema:"optional RFC 3339 time at which the key expires (not with ttl_seconds)"`
 		TTL              uint64            `json:"ttl_seconds,omitempty" jsonschema:"optional lifetime in seconds from now (not with expire_at); neither: the tenant's default retention"`
 		Labels           map[string]string `json:"labels,omitempty" jsonschema:"optional labels (string to string) that memory_list filters on; every put sets them anew; keys starting with 'cellplane.' are reserved"`
+		Embedding        []float32         `json:"embedding,omitempty" jsonschema:"optional embedding of the value for vector search (memory_search with vector): finite numbers, not all zero; every embedding of the tenant's memory has the dimension of the first one written. A put without one removes the key's previous embedding"`
 	}
 	PutOutput struct {
 		Revision uint64 `json:"revision" jsonschema:"the key's new revision"`
@@ -1002,7 +1005,7 @@ func (w *Worker) contextAppend(ctx context.Context, c caller, in AppendInput) (A
 		if e.Role == "" {
 			return AppendOutput{}, invalid(fmt.Sprintf("entries[%d].role", i), "is required")
 		}
-		entries[i] = &contextv1.Entry{Role: e.Role, Content: &contextv1.Entry_Text{Text: e.Content}, Metadata: e.Metadata}
+		entries[i] = &contextv1.Entry{Role: e.Role, Content: &contextv1.Entry_Text{Text: e.Content}, Metadata: e.Metadata, Embedding: e.Embedding}
 	}
 	if err := w.checkOwner(ctx, c, in.ContextID); err != nil {
 		return AppendOutput{}, err
@@ -1246,7 +1249,7 @@ func (w *Worker) memoryPut(ctx context.Context, c caller, in PutInput) (PutOutpu
 	if err != nil {
 		return PutOutput{}, err
 	}
-	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl, Labels: labels}
+	req := &contextv1.PutMemoryRequest{Key: in.Key, Value: []byte(in.Value), ExpectedRevision: in.ExpectedRevision, RequestId: rid, Scope: scope, ExpireTime: at, Ttl: ttl, Labels: labels, Embedding: in.Embedding}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.PutMemoryResponse, error) {
 		return w.cell.PutMemory(ctx, req)
 	})

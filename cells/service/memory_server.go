@@ -19,7 +19,7 @@ import (
 func (s *ContextServer) PutMemory(ctx context.Context, req *contextv1.PutMemoryRequest) (*contextv1.PutMemoryResponse, error) {
 	return tenantCall(ctx, s.core, req, validate.PutMemory, func(tenant string, epoch uint64) (*contextv1.PutMemoryResponse, error) {
 		op := &contextv1.PutMemoryRequest{Key: req.GetKey(), Value: req.GetValue(), ExpectedRevision: req.ExpectedRevision, RequestId: req.GetRequestId(), Scope: req.GetScope(),
-			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl(), Labels: req.GetLabels()}
+			ExpireTime: req.GetExpireTime(), Ttl: req.GetTtl(), Labels: req.GetLabels(), Embedding: req.GetEmbedding()}
 		res, err := s.propose(ctx, &cellv1.Command{Tenant: tenant, Epoch: epoch, RequestId: req.GetRequestId(), Op: &cellv1.Command_PutMemory{PutMemory: op}})
 		if err != nil {
 			return nil, err

@@ -56,7 +56,7 @@ func (c *core) rememberEncoding(tenant, id, enc string) {
 func countEntries(enc string, in []*contextv1.Entry) []*contextv1.Entry {
 	out := make([]*contextv1.Entry, len(in))
 	for i, e := range in {
-		x := &contextv1.Entry{Role: e.GetRole(), Content: e.GetContent(), Metadata: e.GetMetadata()}
+		x := &contextv1.Entry{Role: e.GetRole(), Content: e.GetContent(), Metadata: e.GetMetadata(), Embedding: e.GetEmbedding()}
 		if enc != "" {
 			x.TokenCount = tokens.Entry(enc, e)
 		}

@@ -111,6 +111,9 @@ type Config struct {
 	// Disk is the free-space watermark below which this node, as leader,
 	// refuses new writes with STORAGE_FULL (disk.go).
 	Disk DiskConfig
+	// Vector tunes vector search: the exact/approximate threshold and the
+	// member's budget for its (derived, in-memory) HNSW indexes.
+	Vector VectorConfig
 	// ApplyTimeout bounds a proposal when the caller's context has no
 	// earlier deadline.
 	ApplyTimeout time.Duration
@@ -327,6 +330,7 @@ func DefaultConfig() Config {
 		StateCacheBytes:       64 << 20,
 		StateMemTableBytes:    32 << 20,
 		StateHeadCacheEntries: 16384,
+		Vector:                DefaultVectorConfig(),
 		StateDedupFilterBytes: 64 << 20,
 		MaxBatchCommands:      512,
 		MaxInflightBatches:    4,
@@ -354,6 +358,9 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("store config %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if err := c.Vector.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.NodeID == "" {
 		bad("NodeID", "required")

@@ -130,12 +130,13 @@ func (e *eraser) deleteContexts() {
 		}
 		p := entryPrefix(e.tenant, id)
 		e.o.tx.delRange(p, prefixEnd(p))
+		e.o.dropContextVectors(id, &kept)
 		sp := summaryPrefix(e.tenant, id)
 		e.o.tx.delRange(sp, prefixEnd(sp))
 		u := usage(e.o.st.rec)
 		u.Entries = sub(u.Entries, kept.GetEntryCount())
 		u.Bytes = sub(u.Bytes, kept.GetSizeBytes())
-		kept.EntryCount, kept.SizeBytes, kept.TotalTokens, kept.CompactedSeq, kept.Labels = 0, 0, 0, 0, nil
+		kept.EntryCount, kept.SizeBytes, kept.TotalTokens, kept.CompactedSeq, kept.Labels, kept.VectorCount = 0, 0, 0, 0, nil, 0
 		e.o.tx.put(contextKey(e.tenant, id), &kept)
 	}
 }
@@ -159,6 +160,7 @@ func (e *eraser) deleteMemory() {
 	for _, m := range gone {
 		e.keys[m.GetKey()] = true
 		e.o.tx.del(memoryKey(e.tenant, m.GetKey()))
+		e.o.dropMemoryVector("", m.GetKey(), m.GetEmbeddingDims())
 		e.o.indexExpiry(kindMemory, m.GetKey(), m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)
 		u.Bytes = sub(u.Bytes, memoryBytes(m))
@@ -186,6 +188,7 @@ func (e *eraser) deleteMemory() {
 	for _, o := range own {
 		e.keys[o.m.GetKey()] = true
 		e.o.tx.del(o.k)
+		e.o.dropMemoryVector(o.p, o.m.GetKey(), o.m.GetEmbeddingDims())
 		kind, id := memoryIndexID(o.p, o.m.GetKey())
 		e.o.indexExpiry(kind, id, o.m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)

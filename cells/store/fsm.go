@@ -70,6 +70,9 @@ type fsm struct {
 
 	// heads caches committed context heads for the apply path (nil: off).
 	heads *headCache
+	// vectors are the member's derived vector indexes (vecindex.go),
+	// kept current by commit.
+	vectors *vectorIndexes
 	// dedup holds per-tenant negative filters of remembered request ids
 	// (dedupfilter.go); nil: none.
 	dedup *dedupFilters
@@ -366,10 +369,12 @@ func (f *fsm) commit(tx *txn, last *raft.Log) {
 	if err := tx.b.Commit(pebble.NoSync); err != nil {
 		f.heads.clear()
 		f.dedup.clear()
+		f.vectors.clear()
 		f.fail(fmt.Errorf("commit state: %w", err))
 		return
 	}
 	tx.heads.publish(f.heads)
+	tx.vec.publish(f.vectors)
 	f.applied.Store(last.Index)
 	f.settings.Store(tx.settings)
 	for tenant := range tx.touched {
@@ -521,6 +526,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("reopen restored state: %w", err)
 	}
 	f.heads.clear() // the cache described the old database
+	f.vectors.clear()
 	f.dedup.clear()
 	f.db = db
 	if err := f.loadSettings(db); err != nil {

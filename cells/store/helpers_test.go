@@ -465,7 +465,9 @@ type tenantKeys struct {
 	expiry   [][]byte                         // expiry index keys, relative to the 'x' kind
 	memIdx   map[string]*contextv1.MemoryItem // by expiry-index kind and id
 	audit    []*cellv1.AuditRecord
-	erased   bool // an erase scrubbed dedup records
+	erased   bool              // an erase scrubbed dedup records
+	vectors  map[string]int    // vector keys (relative to the 'v' kind) -> bytes
+	vecNS    map[byte]vectorNS // 'V' records
 }
 
 func stateProblems(t testing.TB, f *fsm) []string {
@@ -608,6 +610,23 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				d.dedupQ = append(d.dedupQ, binary.BigEndian.Uint64(rest))
 			case kindExpiry:
 				d.expiry = append(d.expiry, bytes.Clone(rest))
+			case kindVector:
+				if _, ok := parseVectorKey(rest); !ok || len(v)%4 != 0 || len(v) == 0 {
+					bad("vector key %q is malformed (%d bytes)", k, len(v))
+				}
+				if d.vectors == nil {
+					d.vectors = map[string]int{}
+				}
+				d.vectors[string(rest)] = len(v)
+			case kindVectorDims:
+				if len(rest) != 1 || len(v) != 12 {
+					bad("vector namespace key %q is malformed", k)
+					continue
+				}
+				if d.vecNS == nil {
+					d.vecNS = map[byte]vectorNS{}
+				}
+				d.vecNS[rest[0]] = decodeVectorNS(v)
 			default:
 				bad("unknown tenant key kind in %q", k)
 			}
@@ -653,7 +672,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				if e.GetSeq() != c.GetParentSeq()+uint64(i)+1 {
 					bad("%s/%s: entry %d has seq %d", tenant, id, i, e.GetSeq())
 				}
-				size += EntrySize(e)
+				size += EntrySize(e) + 4*uint64(e.GetEmbeddingDims())
 				toks += uint64(e.GetTokenCount())
 			}
 			if c.GetTotalTokens() != toks {
@@ -729,6 +748,9 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if indexed != len(d.expiry) {
 			bad("%s: %d items have an expiry, %d index entries", tenant, indexed, len(d.expiry))
 		}
+		for _, p := range vectorProblems(tenant, d) {
+			bad("%s", p)
+		}
 		for id := range d.sums {
 			if d.contexts[id] == nil {
 				bad("%s: summaries of missing context %q", tenant, id)
@@ -788,6 +810,57 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				bad("%s: dedup queue slot %d is %d", tenant, i, q)
 				break
 			}
+		}
+	}
+	return probs
+}
+
+// vectorProblems checks a tenant's vectors: every entry and memory item
+// with embedding_dims has its vector (of that size) and no vector lacks
+// one; each namespace's count is its vectors'; a context's vector_count
+// is its own entries' vectors.
+func vectorProblems(tenant string, d *tenantKeys) []string {
+	var probs []string
+	bad := func(format string, args ...any) { probs = append(probs, tenant+": "+fmt.Sprintf(format, args...)) }
+	want := map[string]int{}
+	counts := map[byte]uint64{}
+	for id, es := range d.entries {
+		var n uint64
+		for _, e := range es {
+			if e.GetEmbeddingDims() > 0 {
+				want[string(contextVectorKey("", id, e.GetSeq())[len(tenantKey("", kindVector, 0)):])] = 4 * int(e.GetEmbeddingDims())
+				n++
+			}
+		}
+		if c := d.contexts[id]; c != nil && c.GetVectorCount() != n {
+			bad("context %q vector_count %d; %d entries have one", id, c.GetVectorCount(), n)
+		}
+		counts[VectorContexts] += n
+	}
+	for ik, m := range d.memIdx {
+		if m.GetEmbeddingDims() == 0 {
+			continue
+		}
+		p, key, ok := memoryScopeOfIndex(ik[0], ik[1:])
+		if !ok {
+			continue
+		}
+		want[string(memoryVectorKey("", p, key)[len(tenantKey("", kindVector, 0)):])] = 4 * int(m.GetEmbeddingDims())
+		counts[VectorMemory]++
+	}
+	for k, n := range want {
+		if d.vectors[k] != n {
+			bad("vector %q: %d bytes stored, %d expected", k, d.vectors[k], n)
+		}
+	}
+	for k := range d.vectors {
+		if _, ok := want[k]; !ok {
+			bad("vector %q has no entry or memory item", k)
+		}
+	}
+	for _, ns := range []byte{VectorContexts, VectorMemory} {
+		if d.vecNS[ns].count != counts[ns] {
+			bad("vector namespace %c counts %d; %d stored", ns, d.vecNS[ns].count, counts[ns])
 		}
 	}
 	return probs

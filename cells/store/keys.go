@@ -24,6 +24,9 @@ import (
 //	    'a' tseq(8)                      AuditRecord (audit.go)
 //	    'o' context id "\x00" seq(8)     contextv1.Summary (compaction overlay up to seq)
 //	    'x' expire(8) kind id            "" (expiry index: kind 'c' context, 'm' memory key)
+//	    'v' 'c' context id "\x00" seq(8) float32 LE embedding of entry seq (vector.go)
+//	    'v' 'm' len(p) p memory key      float32 LE embedding of a memory key (p "": tenant scope)
+//	    'V' namespace ('c' or 'm')       dims(4 LE) count(8 LE): the namespace's fixed dimension
 //
 // A principal p is a uvarint of its length and its bytes, so that no
 // principal's range is a prefix of another's (principals are free text:

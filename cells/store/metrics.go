@@ -141,7 +141,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	return []prometheus.Collector{
+	return append([]prometheus.Collector{
 		s.metrics.corruptSnapshots,
 		s.metrics.batchSize, s.metrics.commitLatency, s.metrics.readIndexLatency, s.metrics.readLatency, s.metrics.authorityRefusals, s.metrics.eventsRejected, s.metrics.raftConnsRefused,
 		s.metrics.staleIncarnations, s.metrics.wrongServer, s.metrics.promptElections,
@@ -198,7 +198,7 @@ func (s *Store) Collectors() []prometheus.Collector {
 			return timeSince(lc)
 		}),
 		gauge("cellplane_cell_tenants", "Tenants this cell holds (any role).", func() float64 { return float64(s.fsm.tenantCount()) }),
-	}
+	}, s.fsm.vectors.collectors()...)
 }
 
 func timeSince(t time.Time) float64 { return time.Since(t).Seconds() }

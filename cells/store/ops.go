@@ -166,9 +166,25 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 	for _, e := range req.GetEntries() {
 		size += EntrySize(e)
 	}
+	dims := 0
+	for i, e := range req.GetEntries() {
+		d := len(e.GetEmbedding())
+		if d == 0 {
+			continue
+		}
+		field := "entries[" + strconv.Itoa(i) + "].embedding"
+		if dims != 0 && d != dims {
+			return nil, cperr.Invalid(cperr.FieldViolation{Field: field, Description: fmt.Sprintf("has %d dimensions; an earlier entry's has %d", d, dims)})
+		}
+		if err := o.checkVectorDims(VectorContexts, field, d); err != nil {
+			return nil, err
+		}
+		dims = d
+	}
 	if err := o.checkQuota(0, 0, int64(size)); err != nil {
 		return nil, err // nothing of the append is written
 	}
+	var vectors uint64
 	first := ctx.GetLastSeq() + 1
 	ts := o.ts()
 	// Token counts: the proposer's, stamped in the command, when it
@@ -191,7 +207,16 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 		case *contextv1.Entry_Data:
 			ent.Content = &contextv1.Entry_Data{Data: c.Data}
 		}
+		if v := e.GetEmbedding(); len(v) > 0 {
+			ent.EmbeddingDims = uint32(len(v))
+			o.tx.setRaw(contextVectorKey(tenant, id, seq), encodeVector(v))
+			vectors++
+		}
 		o.tx.put(entryKey(tenant, id, seq), ent)
+	}
+	if vectors > 0 {
+		ctx.VectorCount += vectors
+		o.countVectors(VectorContexts, dims, int64(vectors))
 	}
 	n := uint64(len(req.GetEntries()))
 	ctx.LastSeq += n
@@ -250,9 +275,10 @@ func applyCompactContext(o *opCtx) (*cellv1.CommandResult, error) {
 	return &cellv1.CommandResult{Result: &cellv1.CommandResult_Compact{Compact: &contextv1.CompactResponse{Summary: sum, Context: ctx}}}, nil
 }
 
-// EntrySize is the accounted size of an entry: role, content and metadata.
+// EntrySize is the accounted size of an entry: role, content, metadata
+// and embedding (4 bytes a dimension, as stored).
 func EntrySize(e *contextv1.Entry) uint64 {
-	n := len(e.GetRole()) + len(e.GetText()) + len(e.GetData())
+	n := len(e.GetRole()) + len(e.GetText()) + len(e.GetData()) + 4*len(e.GetEmbedding())
 	for k, v := range e.GetMetadata() {
 		n += len(k) + len(v)
 	}
@@ -260,9 +286,9 @@ func EntrySize(e *contextv1.Entry) uint64 {
 }
 
 // memoryBytes is what a memory item counts in the tenant's usage: its
-// key, value and labels.
+// key, value and labels, and 4 bytes a dimension of its embedding.
 func memoryBytes(m *contextv1.MemoryItem) uint64 {
-	n := len(m.GetKey()) + len(m.GetValue())
+	n := len(m.GetKey()) + len(m.GetValue()) + 4*int(m.GetEmbeddingDims())
 	for k, v := range m.GetLabels() {
 		n += len(k) + len(v)
 	}
@@ -286,7 +312,12 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	if req.ExpectedRevision != nil && req.GetExpectedRevision() != oldRev {
 		return nil, revisionMismatch(req.GetExpectedRevision(), oldRev)
 	}
-	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Labels: req.GetLabels()}
+	principal := MemoryPrincipal(req.GetScope(), o.c.GetPrincipal())
+	dims := len(req.GetEmbedding())
+	if err := o.checkVectorDims(VectorMemory, "embedding", dims); err != nil {
+		return nil, err
+	}
+	item := &contextv1.MemoryItem{Key: key, Value: req.GetValue(), Labels: req.GetLabels(), EmbeddingDims: uint32(dims)}
 	newBytes, oldBytes, newKeys := int64(memoryBytes(item)), int64(0), int64(1)
 	if exists {
 		oldBytes, newKeys = int64(memoryBytes(&old)), 0
@@ -309,6 +340,11 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		u.MemoryKeys++
 	}
 	u.Bytes += memoryBytes(item)
+	o.dropMemoryVector(principal, key, old.GetEmbeddingDims())
+	if dims > 0 {
+		o.tx.setRaw(memoryVectorKey(tenant, principal, key), encodeVector(req.GetEmbedding()))
+		o.countVectors(VectorMemory, dims, 1)
+	}
 	o.tx.put(mkey, item)
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), item.GetExpireTime())
@@ -447,6 +483,7 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
 	o.tx.del(mkey)
+	o.dropMemoryVector(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key, old.GetEmbeddingDims())
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), nil)
 	u := usage(o.st.rec)

@@ -279,7 +279,7 @@ func (s *Store) ReadTenant(ctx context.Context, tenant string, epoch uint64, opt
 		if e := checkOwner(rec, epoch); e != nil {
 			return e
 		}
-		return fn(&TenantView{r: r, tenant: tenant, rec: rec, now: now})
+		return fn(&TenantView{r: r, tenant: tenant, rec: rec, now: now, vec: s.fsm.vectors})
 	})
 }
 
@@ -428,6 +428,8 @@ type TenantView struct {
 	// now is the read's time (unix nanos) against which expiry is
 	// checked; 0 (replication's raw views) hides nothing.
 	now int64
+	// vec are the member's vector indexes (nil: exact search only).
+	vec *vectorIndexes
 }
 
 // visible reports whether clients see context c at the view's time.

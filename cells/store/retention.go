@@ -137,6 +137,9 @@ func applyExpireSweep(o *opCtx) (*cellv1.CommandResult, error) {
 				continue
 			}
 			o.tx.del(mkey)
+			if p, k, ok := memoryScopeOfIndex(d.kind, d.id); ok {
+				o.dropMemoryVector(p, k, m.GetEmbeddingDims())
+			}
 			u := usage(o.st.rec)
 			u.MemoryKeys = sub(u.MemoryKeys, 1)
 			u.Bytes = sub(u.Bytes, memoryBytes(&m))

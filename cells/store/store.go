@@ -154,6 +154,9 @@ func (s *Store) open() error {
 	}
 	s.fsm = f
 	f.onTime = s.clock.observe // before Raft applies anything
+	f.vectors = newVectorIndexes(cfg.Vector, s.log)
+	f.vectors.closing, f.vectors.wg = s.closing, &s.workers
+	f.vectors.build = func(ix *vecIndex) { f.buildVectorIndex(ix, s.closing) }
 
 	walDir := filepath.Join(cfg.DataDir, "raft-wal")
 	segmentSize := raftwal.WithSegmentSize(cmp.Or(cfg.Raft.LogSegmentBytes, raftwal.DefaultSegmentSize))

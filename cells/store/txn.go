@@ -36,6 +36,9 @@ type txn struct {
 	// heads is what this batch read and wrote of context heads, published
 	// to the fsm's headCache once the batch is committed.
 	heads headTxn
+	// vec is what this batch changed of vector keys, published to the
+	// fsm's vector indexes once the batch is committed.
+	vec vecTxn
 }
 
 type tenantState struct {
@@ -116,6 +119,9 @@ func (tx *txn) setRaw(key, v []byte) {
 	if tx.f.heads != nil && isContextKey(key) {
 		tx.heads.wrote(key, bytes.Clone(v))
 	}
+	if tx.f.vectors != nil {
+		tx.vec.set(key, v)
+	}
 }
 
 func (tx *txn) del(key []byte) {
@@ -124,6 +130,9 @@ func (tx *txn) del(key []byte) {
 	}
 	if tx.f.heads != nil && isContextKey(key) {
 		tx.heads.wrote(key, nil)
+	}
+	if tx.f.vectors != nil {
+		tx.vec.del(key)
 	}
 }
 
@@ -142,6 +151,9 @@ func (tx *txn) delRange(start, end []byte) {
 	}
 	if tx.f.heads != nil && rangeMayHoldContexts(start, end) {
 		tx.heads.deletedRange(start, end)
+	}
+	if tx.f.vectors != nil {
+		tx.vec.delRange(start, end)
 	}
 }
 

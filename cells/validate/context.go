@@ -101,6 +101,7 @@ func (v *violations) entry(lim Limits, field string, e *contextv1.Entry) {
 		v.add(field+".content", "is %d bytes; the limit is %d bytes", n, lim.MaxEntryContentBytes)
 	}
 	v.stringMap(field+".metadata", e.GetMetadata(), lim.EntryMetadata)
+	v.vector(lim, field+".embedding", e.GetEmbedding())
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
@@ -134,6 +135,7 @@ func PutMemory(lim Limits, req *contextv1.PutMemoryRequest) error {
 	v.memoryScope(req.GetScope())
 	v.retention(req.GetExpireTime(), req.GetTtl())
 	v.stringMap("labels", req.GetLabels(), lim.Labels)
+	v.vector(lim, "embedding", req.GetEmbedding())
 	return v.err()
 }
 

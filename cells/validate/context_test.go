@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,10 @@ func TestAppend(t *testing.T) {
 		{"no entries", &contextv1.AppendRequest{ContextId: "c"}, []string{"entries"}},
 		{"too many entries", &contextv1.AppendRequest{ContextId: "c", Entries: many}, []string{"entries"}},
 		{"nil entry", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{nil}}, []string{"entries[0]"}},
+		{"embedding", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Embedding: []float32{0.1, -2}}}}, nil},
+		{"nan embedding", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Embedding: []float32{float32(math.NaN())}}}}, []string{"entries[0].embedding"}},
+		{"zero embedding", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u"}, {Role: "u", Embedding: []float32{0, 0}}}}, []string{"entries[1].embedding"}},
+		{"embedding too long", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Embedding: make([]float32, 5000)}}}, []string{"entries[0].embedding"}},
 		{"text too big", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("user", "ok"), text("user", "ok"), text("user", "ok"), text("user", strings.Repeat("x", 1<<20+1))}}, []string{"entries[3].content"}},
 		{"data too big", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "u", Content: &contextv1.Entry_Data{Data: make([]byte, 1<<20+1)}}}}, []string{"entries[0].content"}},
 		{"role missing", &contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{text("", "x")}}, []string{"entries[0].role"}},

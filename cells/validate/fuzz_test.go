@@ -66,6 +66,8 @@ func FuzzContextRequests(f *testing.F) {
 	seed(&contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "user", Content: &contextv1.Entry_Text{Text: "hi"}, Metadata: map[string]string{"k": "v"}}}, RequestId: "r", ExpectedSeq: proto.Uint64(0)})
 	seed(&contextv1.PutMemoryRequest{Key: "a/b", Value: []byte("v"), ExpectedRevision: proto.Uint64(1)})
 	seed(&contextv1.PutMemoryRequest{Key: "k", Value: []byte("v"), Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT})
+	seed(&contextv1.PutMemoryRequest{Key: "k", Value: []byte("v"), Embedding: []float32{0.5, -1, 0}})
+	seed(&contextv1.AppendRequest{ContextId: "c", Entries: []*contextv1.Entry{{Role: "user", Embedding: []float32{1, 2}}}})
 	seed(&contextv1.GetMemoryRequest{Key: "k", Scope: 7})
 	seed(&contextv1.CreateContextRequest{ContextId: "ctx", Labels: map[string]string{"a": "b"}})
 	seed(&contextv1.ReadRequest{ContextId: "c", Start: &contextv1.ReadRequest_Tail{Tail: 3}, ReadOptions: &contextv1.ReadOptions{Consistency: 3}})

@@ -39,8 +39,12 @@ Scenarios:
               first acknowledged write through the router; the RPO
   mtls        the cost of mutual TLS: the router and direct cell paths with
               mutual TLS on vs off, at 64 in flight
+  subscribe   change notifications from commit to subscriber: gRPC
+              WatchChanges direct vs MCP subscriptions/listen via a worker
   cache       the router's read cache on a skewed (Zipf) STALE read
-              workload: hit ratio, CPU per read and throughput, on vs off`,
+              workload: hit ratio, CPU per read and throughput, on vs off
+  vector      vector search: exact scan vs the HNSW index (p50/p99,
+              recall@k, index build time and memory)`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
   cellplane bench placement --json > placement.json
@@ -50,7 +54,9 @@ Scenarios:
   cellplane bench move --json > move.json
   cellplane bench failover --json > failover.json
   cellplane bench mtls --json > mtls.json
-  cellplane bench cache --json > cache.json`,
+  cellplane bench subscribe --json > subscribe.json
+  cellplane bench cache --json > cache.json
+  cellplane bench vector --json > vector.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -65,7 +71,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchSubscribeCmd(std), newBenchMTLSCmd(std), newBenchCacheCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchSubscribeCmd(std), newBenchMTLSCmd(std), newBenchCacheCmd(std), newBenchVectorCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
 	return cmd
 }
 

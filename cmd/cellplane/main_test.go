@@ -83,6 +83,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-subscribe.golden", []string{"bench", "subscribe", "--help"}},
 		{"help-bench-mtls.golden", []string{"bench", "mtls", "--help"}},
 		{"help-bench-cache.golden", []string{"bench", "cache", "--help"}},
+		{"help-bench-vector.golden", []string{"bench", "vector", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
 		{"help-worker.golden", []string{"worker", "--help"}},

@@ -392,7 +392,10 @@ type Context struct {
 	TotalTokens uint64 `protobuf:"varint,101,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
 	// The highest seq a compaction summary covers (0: none): reads return
 	// that summary in place of entries 1..compacted_seq unless raw.
-	CompactedSeq  uint64 `protobuf:"varint,102,opt,name=compacted_seq,json=compactedSeq,proto3" json:"compacted_seq,omitempty"`
+	CompactedSeq uint64 `protobuf:"varint,102,opt,name=compacted_seq,json=compactedSeq,proto3" json:"compacted_seq,omitempty"`
+	// Entries of this context stored with an embedding (vector search,
+	// docs/search.md "Vector search").
+	VectorCount   uint64 `protobuf:"varint,190,opt,name=vector_count,json=vectorCount,proto3" json:"vector_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +535,13 @@ func (x *Context) GetCompactedSeq() uint64 {
 	return 0
 }
 
+func (x *Context) GetVectorCount() uint64 {
+	if x != nil {
+		return x.VectorCount
+	}
+	return 0
+}
+
 // Entry is one item of a context.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,7 +562,15 @@ type Entry struct {
 	// Tokens of the entry's content in its context's token_encoding
 	// (binary data: a quarter of its bytes, rounded up). Counted once when
 	// the entry is appended and stored with it; ignored in requests.
-	TokenCount    uint32 `protobuf:"varint,100,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	TokenCount uint32 `protobuf:"varint,100,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	// Client-supplied embedding for vector search (AppendRequest only:
+	// stored apart from the entry and not returned by reads). Its dimension
+	// must be the tenant's context-vector dimension (fixed by the first
+	// embedding written).
+	Embedding []float32 `protobuf:"fixed32,190,rep,packed,name=embedding,proto3" json:"embedding,omitempty"`
+	// Set by the server: the dimension of the embedding stored with this
+	// entry (0: none).
+	EmbeddingDims uint32 `protobuf:"varint,191,opt,name=embedding_dims,json=embeddingDims,proto3" json:"embedding_dims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +661,20 @@ func (x *Entry) GetCreateTime() *timestamppb.Timestamp {
 func (x *Entry) GetTokenCount() uint32 {
 	if x != nil {
 		return x.TokenCount
+	}
+	return 0
+}
+
+func (x *Entry) GetEmbedding() []float32 {
+	if x != nil {
+		return x.Embedding
+	}
+	return nil
+}
+
+func (x *Entry) GetEmbeddingDims() uint32 {
+	if x != nil {
+		return x.EmbeddingDims
 	}
 	return 0
 }
@@ -1732,7 +1764,10 @@ type MemoryItem struct {
 	// The item's labels, as the last put gave them (ListMemory and
 	// SearchMemory filter on them). Their bytes count in the tenant's usage
 	// with the key and value.
-	Labels        map[string]string `protobuf:"bytes,180,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,180,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Set by the server: the dimension of the embedding stored with the
+	// item (0: none; the vector itself is not returned by reads).
+	EmbeddingDims uint32 `protobuf:"varint,191,opt,name=embedding_dims,json=embeddingDims,proto3" json:"embedding_dims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1816,6 +1851,13 @@ func (x *MemoryItem) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *MemoryItem) GetEmbeddingDims() uint32 {
+	if x != nil {
+		return x.EmbeddingDims
+	}
+	return 0
+}
+
 type PutMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1833,7 +1875,12 @@ type PutMemoryRequest struct {
 	Ttl        *durationpb.Duration   `protobuf:"bytes,121,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// The item's labels (bounded like a context's labels). Every put sets
 	// them anew: a put without labels leaves the item with none.
-	Labels        map[string]string `protobuf:"bytes,180,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,180,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Client-supplied embedding for vector search (SearchMemory.vector).
+	// Its dimension must be the tenant's memory-vector dimension (fixed by
+	// the first embedding written); a put without one removes the key's
+	// previous embedding.
+	Embedding     []float32 `protobuf:"fixed32,190,rep,packed,name=embedding,proto3" json:"embedding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1920,6 +1967,13 @@ func (x *PutMemoryRequest) GetTtl() *durationpb.Duration {
 func (x *PutMemoryRequest) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *PutMemoryRequest) GetEmbedding() []float32 {
+	if x != nil {
+		return x.Embedding
 	}
 	return nil
 }
@@ -3916,7 +3970,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\"cellplane/context/v1/context.proto\x12\x14cellplane.context.v1\x1a!cellplane/router/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
 	"\vReadOptions\x12C\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2!.cellplane.context.v1.ConsistencyR\vconsistency\x12>\n" +
-	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xa9\x05\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\"\xcd\x05\n" +
 	"\aContext\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x12A\n" +
@@ -3939,10 +3993,11 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"expireTime\x12%\n" +
 	"\x0etoken_encoding\x18d \x01(\tR\rtokenEncoding\x12!\n" +
 	"\ftotal_tokens\x18e \x01(\x04R\vtotalTokens\x12#\n" +
-	"\rcompacted_seq\x18f \x01(\x04R\fcompactedSeq\x1a9\n" +
+	"\rcompacted_seq\x18f \x01(\x04R\fcompactedSeq\x12\"\n" +
+	"\fvector_count\x18\xbe\x01 \x01(\x04R\vvectorCount\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x03\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -3952,7 +4007,9 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1f\n" +
 	"\vtoken_count\x18d \x01(\rR\n" +
-	"tokenCount\x1a;\n" +
+	"tokenCount\x12\x1d\n" +
+	"\tembedding\x18\xbe\x01 \x03(\x02R\tembedding\x12&\n" +
+	"\x0eembedding_dims\x18\xbf\x01 \x01(\rR\rembeddingDims\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -4043,7 +4100,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x06cursor\x18\xd2\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor\"\x83\x01\n" +
 	"\rWatchResponse\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.cellplane.context.v1.EntryR\aentries\x12;\n" +
-	"\x06cursor\x18\xd2\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor\"\x89\x03\n" +
+	"\x06cursor\x18\xd2\x01 \x01(\v2\".cellplane.context.v1.ChangeCursorR\x06cursor\"\xb1\x03\n" +
 	"\n" +
 	"MemoryItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -4055,10 +4112,11 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"updateTime\x12;\n" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12E\n" +
-	"\x06labels\x18\xb4\x01 \x03(\v2,.cellplane.context.v1.MemoryItem.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\xb4\x01 \x03(\v2,.cellplane.context.v1.MemoryItem.LabelsEntryR\x06labels\x12&\n" +
+	"\x0eembedding_dims\x18\xbf\x01 \x01(\rR\rembeddingDims\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x03\n" +
 	"\x10PutMemoryRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x120\n" +
@@ -4069,7 +4127,8 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\vexpire_time\x18x \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12+\n" +
 	"\x03ttl\x18y \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12K\n" +
-	"\x06labels\x18\xb4\x01 \x03(\v22.cellplane.context.v1.PutMemoryRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\xb4\x01 \x03(\v22.cellplane.context.v1.PutMemoryRequest.LabelsEntryR\x06labels\x12\x1d\n" +
+	"\tembedding\x18\xbe\x01 \x03(\x02R\tembedding\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x14\n" +
