@@ -130,6 +130,7 @@ func (e *eraser) deleteContexts() {
 		}
 		p := entryPrefix(e.tenant, id)
 		e.o.tx.delRange(p, prefixEnd(p))
+		e.o.unindexPrefix(entryDocPrefix(id))
 		sp := summaryPrefix(e.tenant, id)
 		e.o.tx.delRange(sp, prefixEnd(sp))
 		u := usage(e.o.st.rec)
@@ -159,6 +160,7 @@ func (e *eraser) deleteMemory() {
 	for _, m := range gone {
 		e.keys[m.GetKey()] = true
 		e.o.tx.del(memoryKey(e.tenant, m.GetKey()))
+		e.o.reindexMemory("", m.GetKey(), nil)
 		e.o.indexExpiry(kindMemory, m.GetKey(), m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)
 		u.Bytes = sub(u.Bytes, uint64(len(m.GetKey())+len(m.GetValue())))
@@ -186,6 +188,7 @@ func (e *eraser) deleteMemory() {
 	for _, o := range own {
 		e.keys[o.m.GetKey()] = true
 		e.o.tx.del(o.k)
+		e.o.reindexMemory(o.p, o.m.GetKey(), nil)
 		kind, id := memoryIndexID(o.p, o.m.GetKey())
 		e.o.indexExpiry(kind, id, o.m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)

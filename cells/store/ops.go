@@ -192,6 +192,7 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 			ent.Content = &contextv1.Entry_Data{Data: c.Data}
 		}
 		o.tx.put(entryKey(tenant, id, seq), ent)
+		o.indexEntry(id, ent)
 	}
 	n := uint64(len(req.GetEntries()))
 	ctx.LastSeq += n
@@ -299,6 +300,7 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	}
 	u.Bytes += uint64(len(key) + len(req.GetValue()))
 	o.tx.put(mkey, item)
+	o.reindexMemory(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key, item)
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), item.GetExpireTime())
 	o.changed = true
@@ -436,6 +438,7 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		return nil, revisionMismatch(req.GetExpectedRevision(), old.GetRevision())
 	}
 	o.tx.del(mkey)
+	o.reindexMemory(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key, nil)
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), nil)
 	u := usage(o.st.rec)

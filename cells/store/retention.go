@@ -137,6 +137,7 @@ func applyExpireSweep(o *opCtx) (*cellv1.CommandResult, error) {
 				continue
 			}
 			o.tx.del(mkey)
+			o.unindexDoc(mkey[len(tenantPrefix(tenant)):])
 			u := usage(o.st.rec)
 			u.MemoryKeys = sub(u.MemoryKeys, 1)
 			u.Bytes = sub(u.Bytes, uint64(len(m.GetKey())+len(m.GetValue())))

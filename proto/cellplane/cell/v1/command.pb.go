@@ -613,6 +613,16 @@ type CellSettings struct {
 	// (command time) and records past the count are trimmed in chunks.
 	AuditRetentionNanos int64  `protobuf:"varint,160,opt,name=audit_retention_nanos,json=auditRetentionNanos,proto3" json:"audit_retention_nanos,omitempty"`
 	AuditMaxRecords     uint64 `protobuf:"varint,161,opt,name=audit_max_records,json=auditMaxRecords,proto3" json:"audit_max_records,omitempty"`
+	// Keyword index (cells/store/keyword.go, docs/search.md): off stops
+	// indexing new entries and memory values (postings already written are
+	// still removed with their documents). Replicated, so every replica
+	// indexes alike.
+	KeywordIndexOff bool `protobuf:"varint,200,opt,name=keyword_index_off,json=keywordIndexOff,proto3" json:"keyword_index_off,omitempty"`
+	// The most tokens indexed per document (0: 4096) and the longest term
+	// in bytes (0: 64; longer words are cut at a rune boundary). Part of the
+	// tokenizer's definition: every replica must use the same values.
+	KeywordMaxTerms     uint32 `protobuf:"varint,201,opt,name=keyword_max_terms,json=keywordMaxTerms,proto3" json:"keyword_max_terms,omitempty"`
+	KeywordMaxTermBytes uint32 `protobuf:"varint,202,opt,name=keyword_max_term_bytes,json=keywordMaxTermBytes,proto3" json:"keyword_max_term_bytes,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -699,6 +709,27 @@ func (x *CellSettings) GetAuditRetentionNanos() int64 {
 func (x *CellSettings) GetAuditMaxRecords() uint64 {
 	if x != nil {
 		return x.AuditMaxRecords
+	}
+	return 0
+}
+
+func (x *CellSettings) GetKeywordIndexOff() bool {
+	if x != nil {
+		return x.KeywordIndexOff
+	}
+	return false
+}
+
+func (x *CellSettings) GetKeywordMaxTerms() uint32 {
+	if x != nil {
+		return x.KeywordMaxTerms
+	}
+	return 0
+}
+
+func (x *CellSettings) GetKeywordMaxTermBytes() uint32 {
+	if x != nil {
+		return x.KeywordMaxTermBytes
 	}
 	return 0
 }
@@ -2536,7 +2567,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
 	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
-	"\x02op\"\xa2\x03\n" +
+	"\x02op\"\xb2\x04\n" +
 	"\fCellSettings\x12!\n" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
@@ -2545,7 +2576,10 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\x12A\n" +
 	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\x123\n" +
 	"\x15audit_retention_nanos\x18\xa0\x01 \x01(\x03R\x13auditRetentionNanos\x12+\n" +
-	"\x11audit_max_records\x18\xa1\x01 \x01(\x04R\x0fauditMaxRecords\"\xad\x01\n" +
+	"\x11audit_max_records\x18\xa1\x01 \x01(\x04R\x0fauditMaxRecords\x12+\n" +
+	"\x11keyword_index_off\x18\xc8\x01 \x01(\bR\x0fkeywordIndexOff\x12+\n" +
+	"\x11keyword_max_terms\x18\xc9\x01 \x01(\rR\x0fkeywordMaxTerms\x124\n" +
+	"\x16keyword_max_term_bytes\x18\xca\x01 \x01(\rR\x13keywordMaxTermBytes\"\xad\x01\n" +
 	"\vTenantQuota\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12!\n" +
 	"\fmax_contexts\x18\x02 \x01(\x04R\vmaxContexts\x12&\n" +

@@ -1,0 +1,489 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"sort"
+	"unicode/utf8"
+
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
+	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The keyword index (docs/search.md "Keyword search", DESIGN.md "Keyword
+// index"). A document is an entry with text content or a memory item
+// whose value is valid UTF-8, named by its data key without the tenant
+// prefix ("doc": 'e' ctx \x00 seq(8), 'm' key, 'M' len(p) p key). The
+// state machine writes, in the batch of the mutation itself:
+//
+//	'i' term \x00 doc     uvarint tf, uvarint doc length (a posting)
+//	'w' doc               uvarint length, then (uvarint len, term, uvarint tf)...
+//	                      (the document's terms: how its postings are removed)
+//	'k' class             uvarint documents, uvarint total length (class
+//	                      'e' entries, 'm' memory: BM25's N and avgdl)
+//
+// Terms never contain \x00 (tokenizer), so a posting key splits at its
+// first \x00. Everything is in the tenant's range: snapshots, exports
+// (moves, standby bootstraps) and tenant deletes carry or drop it with the
+// data, and a standby's apply_changes writes it as its source did.
+const (
+	kindPosting      = 'i'
+	kindForward      = 'w'
+	kindKeywordStats = 'k'
+
+	classEntry  = 'e'
+	classMemory = 'm'
+)
+
+func postingPrefix(tenant, term string) []byte {
+	k := append(tenantKey(tenant, kindPosting, len(term)+1), term...)
+	return append(k, 0)
+}
+
+func forwardKey(tenant string, doc []byte) []byte {
+	return append(tenantKey(tenant, kindForward, len(doc)), doc...)
+}
+
+func keywordStatsKey(tenant string, class byte) []byte {
+	return append(tenantKey(tenant, kindKeywordStats, 1), class)
+}
+
+// entryDoc is an entry's document name; entryDocPrefix a context's.
+func entryDoc(id string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(entryDocPrefix(id), seq)
+}
+
+func entryDocPrefix(id string) []byte {
+	d := make([]byte, 0, len(id)+10)
+	d = append(d, kindEntry)
+	d = append(d, id...)
+	return append(d, 0)
+}
+
+// memoryDoc is a memory item's document name (principal "": the tenant's
+// shared memory).
+func memoryDoc(principal, key string) []byte {
+	return scopedMemoryKey("", principal, key)[len(tenantPrefix("")):]
+}
+
+func docClass(doc []byte) byte {
+	if len(doc) > 0 && doc[0] == kindEntry {
+		return classEntry
+	}
+	return classMemory
+}
+
+func (o *opCtx) tokenizer() tokenizer {
+	s := o.tx.settings
+	return newTokenizer(s.GetKeywordMaxTerms(), s.GetKeywordMaxTermBytes())
+}
+
+// indexDoc writes the postings of a new document (the caller removed any
+// earlier version with unindexDoc). Nothing is written with the index off
+// or for a text without terms.
+func (o *opCtx) indexDoc(doc []byte, text string) {
+	if o.tx.settings.GetKeywordIndexOff() || text == "" {
+		return
+	}
+	order, tf, length := o.tokenizer().terms(text)
+	if length == 0 {
+		return
+	}
+	tenant := o.c.GetTenant()
+	fwd := binary.AppendUvarint(make([]byte, 0, 8+len(text)), uint64(length))
+	var val [2 * binary.MaxVarintLen64]byte
+	for _, term := range order {
+		n := tf[term]
+		v := binary.AppendUvarint(val[:0], uint64(n))
+		v = binary.AppendUvarint(v, uint64(length))
+		k := append(postingPrefix(tenant, term), doc...)
+		if err := o.tx.b.Set(k, v, nil); err != nil {
+			o.tx.fail(err)
+			return
+		}
+		fwd = binary.AppendUvarint(fwd, uint64(len(term)))
+		fwd = append(fwd, term...)
+		fwd = binary.AppendUvarint(fwd, uint64(n))
+	}
+	if err := o.tx.b.Set(forwardKey(tenant, doc), fwd, nil); err != nil {
+		o.tx.fail(err)
+		return
+	}
+	o.addStats(docClass(doc), 1, int64(length))
+}
+
+// unindexDoc removes a document's postings (none: nothing to do).
+func (o *opCtx) unindexDoc(doc []byte) {
+	fk := forwardKey(o.c.GetTenant(), doc)
+	fwd := o.tx.getRaw(fk)
+	if fwd == nil {
+		return
+	}
+	o.dropPostings(doc, fwd)
+	o.tx.del(fk)
+}
+
+// unindexPrefix removes the postings of every document under prefix (a
+// context's entries): one scan of their forward keys, then one range
+// delete of them. The cost is the documents' distinct terms.
+func (o *opCtx) unindexPrefix(prefix []byte) {
+	lo := forwardKey(o.c.GetTenant(), prefix)
+	hi := prefixEnd(lo)
+	it, err := o.tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		o.tx.fail(err)
+		return
+	}
+	type fwdDoc struct{ doc, fwd []byte }
+	var docs []fwdDoc
+	for ok := it.First(); ok; ok = it.Next() {
+		docs = append(docs, fwdDoc{doc: bytes.Clone(it.Key()[len(lo)-len(prefix):]), fwd: bytes.Clone(it.Value())})
+	}
+	if err := it.Close(); err != nil {
+		o.tx.fail(err)
+		return
+	}
+	if len(docs) == 0 {
+		return
+	}
+	for _, d := range docs {
+		o.dropPostings(d.doc, d.fwd)
+	}
+	o.tx.delRange(lo, hi)
+}
+
+// dropPostings deletes the postings a forward value lists and takes the
+// document out of its class's counters.
+func (o *opCtx) dropPostings(doc, fwd []byte) {
+	tenant := o.c.GetTenant()
+	length, n := binary.Uvarint(fwd)
+	if n <= 0 {
+		o.tx.fail(errors.New("corrupt keyword forward entry"))
+		return
+	}
+	for b := fwd[n:]; len(b) > 0; {
+		l, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < l {
+			o.tx.fail(errors.New("corrupt keyword forward entry"))
+			return
+		}
+		term := b[w : w+int(l)]
+		b = b[w+int(l):]
+		_, w = binary.Uvarint(b)
+		if w <= 0 {
+			o.tx.fail(errors.New("corrupt keyword forward entry"))
+			return
+		}
+		b = b[w:]
+		k := append(postingPrefix(tenant, string(term)), doc...)
+		if err := o.tx.b.Delete(k, nil); err != nil {
+			o.tx.fail(err)
+			return
+		}
+	}
+	o.addStats(docClass(doc), -1, -int64(length))
+}
+
+// keywordStats are a class's BM25 counters.
+type keywordStats struct{ docs, length uint64 }
+
+func decodeKeywordStats(v []byte) keywordStats {
+	var s keywordStats
+	d, n := binary.Uvarint(v)
+	if n <= 0 {
+		return s
+	}
+	l, m := binary.Uvarint(v[n:])
+	if m <= 0 {
+		return s
+	}
+	return keywordStats{docs: d, length: l}
+}
+
+func (o *opCtx) addStats(class byte, docs, length int64) {
+	k := keywordStatsKey(o.c.GetTenant(), class)
+	s := decodeKeywordStats(o.tx.getRaw(k))
+	s.docs = uint64(max(int64(s.docs)+docs, 0))
+	s.length = uint64(max(int64(s.length)+length, 0))
+	if s.docs == 0 {
+		o.tx.del(k)
+		return
+	}
+	v := binary.AppendUvarint(nil, s.docs)
+	o.tx.setRaw(k, binary.AppendUvarint(v, s.length))
+}
+
+// indexEntry indexes an appended entry's text.
+func (o *opCtx) indexEntry(id string, e *contextv1.Entry) {
+	if t, ok := e.GetContent().(*contextv1.Entry_Text); ok {
+		o.indexDoc(entryDoc(id, e.GetSeq()), t.Text)
+	}
+}
+
+// reindexMemory replaces a memory item's postings: the old value's go,
+// the new value's (when it is UTF-8 text) come; item nil: deleted.
+func (o *opCtx) reindexMemory(principal, key string, item *contextv1.MemoryItem) {
+	doc := memoryDoc(principal, key)
+	o.unindexDoc(doc)
+	if item != nil && utf8.Valid(item.GetValue()) {
+		o.indexDoc(doc, string(item.GetValue()))
+	}
+}
+
+// BM25 parameters (Robertson, Zaragoza; Lucene's defaults).
+const (
+	bm25K1 = 1.2
+	bm25B  = 0.75
+)
+
+// DefaultKeywordMaxPostings bounds the postings one query scans.
+const DefaultKeywordMaxPostings = 200_000
+
+// KeywordQuery is a keyword search over a tenant's view.
+type KeywordQuery struct {
+	// Text is tokenized as documents are (the cell's settings).
+	Text string
+	// MatchAll keeps only documents holding every query term.
+	MatchAll bool
+	// MaxPostings bounds the postings scanned (0: DefaultKeywordMaxPostings).
+	MaxPostings int
+	// Limit is the most hits returned.
+	Limit int
+}
+
+// KeywordResult is what a keyword search found, best first.
+type KeywordResult struct {
+	Entries []EntryHit
+	Memory  []MemoryHit
+	// Truncated: the scan stopped at MaxPostings.
+	Truncated bool
+}
+
+// EntryHit is an entry found by a keyword search.
+type EntryHit struct {
+	ContextID string
+	Context   *contextv1.Context
+	Entry     *contextv1.Entry
+	Score     float64
+}
+
+// MemoryHit is a memory item found by a keyword search.
+type MemoryHit struct {
+	Item  *contextv1.MemoryItem
+	Score float64
+}
+
+type scoredDoc struct {
+	doc   string
+	score float64
+	terms int
+}
+
+// score ranks the documents under the given doc prefixes (one scan per
+// query term and prefix) by BM25 with the class's counters.
+func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) ([]scoredDoc, bool, error) {
+	settings, err := settingsIn(v.r)
+	if err != nil {
+		return nil, false, err
+	}
+	tok := newTokenizer(settings.GetKeywordMaxTerms(), settings.GetKeywordMaxTermBytes())
+	order, _, _ := tok.terms(q.Text)
+	if len(order) == 0 {
+		return nil, false, nil
+	}
+	stats := keywordStats{}
+	if val, ok, err := getRaw(v.r, keywordStatsKey(v.tenant, class)); err != nil {
+		return nil, false, err
+	} else if ok {
+		stats = decodeKeywordStats(val)
+	}
+	avgdl := 1.0
+	if stats.docs > 0 {
+		avgdl = float64(stats.length) / float64(stats.docs)
+	}
+	budget := q.MaxPostings
+	if budget <= 0 {
+		budget = DefaultKeywordMaxPostings
+	}
+	truncated := false
+	docs := map[string]*scoredDoc{}
+	type posting struct {
+		doc    string
+		tf, dl uint64
+	}
+	for _, term := range order {
+		var list []posting
+		for _, p := range prefixes {
+			pp := append(postingPrefix(v.tenant, term), p...)
+			err := scan(v.r, pp, prefixEnd(pp), func(k, val []byte) (bool, error) {
+				if budget == 0 {
+					truncated = true
+					return false, nil
+				}
+				budget--
+				tf, n := binary.Uvarint(val)
+				dl, m := uint64(0), 0
+				if n > 0 {
+					dl, m = binary.Uvarint(val[n:])
+				}
+				if n <= 0 || m <= 0 {
+					return false, errors.New("corrupt keyword posting")
+				}
+				list = append(list, posting{doc: string(k[len(pp)-len(p):]), tf: tf, dl: dl})
+				return true, nil
+			})
+			if err != nil {
+				return nil, false, err
+			}
+		}
+		df := float64(len(list))
+		n := max(float64(stats.docs), df)
+		idf := math.Log(1 + (n-df+0.5)/(df+0.5))
+		for _, p := range list {
+			tf := float64(p.tf)
+			s := idf * tf * (bm25K1 + 1) / (tf + bm25K1*(1-bm25B+bm25B*float64(p.dl)/avgdl))
+			d := docs[p.doc]
+			if d == nil {
+				d = &scoredDoc{doc: p.doc}
+				docs[p.doc] = d
+			}
+			d.score += s
+			d.terms++
+		}
+	}
+	out := make([]scoredDoc, 0, len(docs))
+	for _, d := range docs {
+		if q.MatchAll && d.terms < len(order) {
+			continue
+		}
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].score != out[j].score {
+			return out[i].score > out[j].score
+		}
+		return out[i].doc < out[j].doc
+	})
+	return out, truncated, nil
+}
+
+// KeywordEntries searches the text of entries: of the contexts ids (none:
+// every context of the tenant), visible at the view's time, that accept
+// takes (nil: all), best BM25 score first. A deleted context's entries
+// (kept for its forks) are not found; a fork's inherited entries are
+// found under the context that stores them.
+func (v *TenantView) KeywordEntries(q KeywordQuery, ids []string, accept func(c *contextv1.Context, e *contextv1.Entry) bool) (KeywordResult, error) {
+	prefixes := [][]byte{{kindEntry}}
+	if len(ids) > 0 {
+		prefixes = prefixes[:0]
+		for _, id := range dedupStrings(ids) {
+			prefixes = append(prefixes, entryDocPrefix(id))
+		}
+	}
+	ranked, truncated, err := v.score(q, classEntry, prefixes)
+	res := KeywordResult{Truncated: truncated}
+	if err != nil {
+		return res, err
+	}
+	ctxs := map[string]*contextv1.Context{}
+	for _, d := range ranked {
+		if len(res.Entries) >= q.Limit {
+			break
+		}
+		doc := d.doc
+		if len(doc) < 10 || doc[0] != kindEntry {
+			continue
+		}
+		id := doc[1 : len(doc)-9]
+		c, seen := ctxs[id]
+		if !seen {
+			var rc contextv1.Context
+			ok, err := getProto(v.r, contextKey(v.tenant, id), &rc)
+			if err != nil {
+				return res, err
+			}
+			if ok && v.visible(&rc) {
+				c = &rc
+			}
+			ctxs[id] = c
+		}
+		if c == nil {
+			continue
+		}
+		var e contextv1.Entry
+		ok, err := getProto(v.r, append(tenantPrefix(v.tenant), doc...), &e)
+		if err != nil {
+			return res, err
+		}
+		if !ok || (accept != nil && !accept(c, &e)) {
+			continue
+		}
+		res.Entries = append(res.Entries, EntryHit{ContextID: id, Context: c, Entry: &e, Score: d.score})
+	}
+	return res, nil
+}
+
+// KeywordMemory searches the values of principal's memory ("": the
+// tenant's shared memory) under key prefix, unexpired at the view's time,
+// that accept takes (nil: all).
+func (v *TenantView) KeywordMemory(q KeywordQuery, principal, prefix string, accept func(*contextv1.MemoryItem) bool) (KeywordResult, error) {
+	ranked, truncated, err := v.score(q, classMemory, [][]byte{memoryDoc(principal, prefix)})
+	res := KeywordResult{Truncated: truncated}
+	if err != nil {
+		return res, err
+	}
+	base := tenantPrefix(v.tenant)
+	for _, d := range ranked {
+		if len(res.Memory) >= q.Limit {
+			break
+		}
+		var m contextv1.MemoryItem
+		ok, err := getProto(v.r, append(bytes.Clone(base), d.doc...), &m)
+		if err != nil {
+			return res, err
+		}
+		if !ok || expired(m.GetExpireTime(), v.now) || (accept != nil && !accept(&m)) {
+			continue
+		}
+		res.Memory = append(res.Memory, MemoryHit{Item: &m, Score: d.score})
+	}
+	return res, nil
+}
+
+func dedupStrings(s []string) []string {
+	seen := map[string]bool{}
+	out := s[:0:0]
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// getRaw reads key from r (ok false: absent); the value is a copy.
+func getRaw(r pebble.Reader, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer closer.Close()
+	return bytes.Clone(v), true, nil
+}
+
+// settingsIn reads the cell settings stored in r (empty when none are).
+func settingsIn(r pebble.Reader) (*cellv1.CellSettings, error) {
+	var st cellv1.CellSettings
+	if _, err := getProto(r, keySettings, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
