@@ -2,15 +2,18 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"math"
 	"sort"
 	"unicode/utf8"
 
+	"github.com/cellplane/cellplane/internal/cperr"
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
 	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
 )
 
 // The keyword index (docs/search.md "Keyword search", DESIGN.md "Keyword
@@ -486,4 +489,133 @@ func settingsIn(r pebble.Reader) (*cellv1.CellSettings, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// defaultReindexBatch is a reindex_keywords batch when the op says 0.
+const defaultReindexBatch = 1024
+
+// reindexKinds are the document kinds in the order a rebuild visits them
+// (key order: 'M' < 'e' < 'm').
+var reindexKinds = []byte{kindPrincipalMemory, kindEntry, kindMemory}
+
+// applyReindexKeywords indexes a batch of documents that have no postings
+// (written while the index was off, or before it existed): at most
+// max_docs documents visited, in key order, after the op's cursor. With
+// the index off it indexes nothing (and says the rebuild is complete).
+func applyReindexKeywords(o *opCtx) (*cellv1.CommandResult, error) {
+	op := o.c.GetReindexKeywords()
+	limit := int(op.GetMaxDocs())
+	if limit <= 0 {
+		limit = defaultReindexBatch
+	}
+	res := &cellv1.ReindexKeywordsResult{}
+	out := &cellv1.CommandResult{Result: &cellv1.CommandResult_ReindexKeywords{ReindexKeywords: res}}
+	if o.tx.settings.GetKeywordIndexOff() {
+		return out, nil
+	}
+	tenant := o.c.GetTenant()
+	base := tenantPrefix(tenant)
+	after := op.GetAfter()
+	type doc struct{ name, val []byte }
+	var docs []doc
+	more := false
+	for _, kind := range reindexKinds {
+		if len(after) > 0 && after[0] > kind {
+			continue
+		}
+		lo := tenantKey(tenant, kind, 0)
+		if len(after) > 0 && after[0] == kind {
+			lo = append(append(bytes.Clone(base), after...), 0) // just after the cursor
+		}
+		it, err := o.tx.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(tenantKey(tenant, kind, 0))})
+		if err != nil {
+			o.tx.fail(err)
+			return nil, nil
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			if len(docs) == limit {
+				more = true
+				break
+			}
+			docs = append(docs, doc{name: bytes.Clone(it.Key()[len(base):]), val: bytes.Clone(it.Value())})
+		}
+		if err := it.Close(); err != nil {
+			o.tx.fail(err)
+			return nil, nil
+		}
+		if more {
+			break
+		}
+	}
+	for _, d := range docs {
+		res.Visited++
+		if o.tx.getRaw(forwardKey(tenant, d.name)) != nil {
+			continue
+		}
+		var text string
+		if d.name[0] == kindEntry {
+			var e contextv1.Entry
+			if err := proto.Unmarshal(d.val, &e); err != nil {
+				o.tx.fail(err)
+				return nil, nil
+			}
+			t, ok := e.GetContent().(*contextv1.Entry_Text)
+			if !ok {
+				continue
+			}
+			text = t.Text
+		} else {
+			var m contextv1.MemoryItem
+			if err := proto.Unmarshal(d.val, &m); err != nil {
+				o.tx.fail(err)
+				return nil, nil
+			}
+			if !utf8.Valid(m.GetValue()) {
+				continue
+			}
+			text = string(m.GetValue())
+		}
+		if o.tx.getRaw(forwardKey(tenant, d.name)) == nil {
+			o.indexDoc(d.name, text)
+			if o.tx.getRaw(forwardKey(tenant, d.name)) != nil {
+				res.Indexed++
+			}
+		}
+	}
+	if more && len(docs) > 0 {
+		res.Next = docs[len(docs)-1].name
+	}
+	o.changed = res.Indexed > 0
+	return out, nil
+}
+
+// ReindexKeywords rebuilds a tenant's keyword index for the documents
+// that have none (written while the index was off, or by a version
+// without it), in replicated batches of batch documents (0: 1024), from
+// the start or from a previous call's next cursor. It returns the
+// documents indexed and where a later call would resume (nil: complete).
+// Each batch is one command through Raft, so replicas and standbys index
+// alike; the tenant's writes interleave with the batches. The leader
+// runs it (Propose); a failed batch can be resumed from the cursor.
+func (s *Store) ReindexKeywords(ctx context.Context, tenant string, batch int, from []byte) (indexed uint64, next []byte, err error) {
+	cursor := from
+	for {
+		if err := ctx.Err(); err != nil {
+			return indexed, cursor, err
+		}
+		res, err := s.Propose(ctx, &cellv1.Command{Tenant: tenant,
+			Op: &cellv1.Command_ReindexKeywords{ReindexKeywords: &cellv1.ReindexKeywordsOp{After: cursor, MaxDocs: uint32(max(batch, 0))}}})
+		if err != nil {
+			return indexed, cursor, err
+		}
+		if e := res.GetError(); e != nil {
+			return indexed, cursor, cperr.New(cperr.Reason(e.GetReason()), "%s", e.GetMessage())
+		}
+		r := res.GetReindexKeywords()
+		indexed += uint64(r.GetIndexed())
+		if len(r.GetNext()) == 0 {
+			return indexed, nil, nil
+		}
+		cursor = r.GetNext()
+	}
 }

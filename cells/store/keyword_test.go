@@ -12,6 +12,7 @@ import (
 
 	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	contextv1 "github.com/cellplane/cellplane/proto/cellplane/context/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -449,3 +450,93 @@ func TestKeywordSnapshot(t *testing.T) {
 }
 
 var _ = contextv1.MemoryScope_MEMORY_SCOPE_TENANT
+
+// TestKeywordReindex: documents written with the index off are indexed by
+// reindex_keywords batches, resumable from the cursor, to exactly the
+// index a cell indexing all along holds; a standby applying the source's
+// batches ends byte-identical.
+func TestKeywordReindex(t *testing.T) {
+	write := func(h *fsmHarness) {
+		h.mustApply(createContext("acme", "c"))
+		h.mustApply(as("alice", putMemory("acme", "pm", "private plum")))
+		h.mustApply(appendText("acme", "c", "", "alpha plum", "beta", "gamma plum plum"))
+		h.mustApply(putMemory("acme", "k", "shared plum"))
+		h.mustApply(putMemory("acme", "bin", "\xff\xfe"))
+	}
+	on := newFSM(t)
+	on.mustApply(setTenant("acme", owner, 1))
+	write(on)
+
+	off := newFSM(t)
+	off.mustApply(&cellv1.Command{Op: &cellv1.Command_CellSettings{CellSettings: &cellv1.CellSettings{KeywordIndexOff: true}}})
+	off.mustApply(setTenant("acme", owner, 1))
+	write(off)
+	if got := searchEntries(t, off, "plum", false); got != nil {
+		t.Fatalf("indexed while off: %v", got)
+	}
+	// While off, a rebuild indexes nothing.
+	if r := off.mustApply(&cellv1.Command{Tenant: "acme", Op: &cellv1.Command_ReindexKeywords{ReindexKeywords: &cellv1.ReindexKeywordsOp{}}}).GetReindexKeywords(); r.GetIndexed() != 0 || len(r.GetNext()) != 0 {
+		t.Fatalf("rebuild with the index off: %v", r)
+	}
+	off.mustApply(&cellv1.Command{Op: &cellv1.Command_CellSettings{CellSettings: &cellv1.CellSettings{}}})
+	var cursor []byte
+	batches, indexed := 0, uint32(0)
+	for {
+		r := off.mustApply(&cellv1.Command{Tenant: "acme", Op: &cellv1.Command_ReindexKeywords{ReindexKeywords: &cellv1.ReindexKeywordsOp{After: cursor, MaxDocs: 2}}}).GetReindexKeywords()
+		batches++
+		indexed += r.GetIndexed()
+		if cursor = r.GetNext(); len(cursor) == 0 {
+			break
+		}
+		if batches > 10 {
+			t.Fatal("the rebuild does not end")
+		}
+	}
+	if indexed != 5 || batches != 3 { // 6 documents, one binary; batches of 2
+		t.Fatalf("indexed %d documents in %d batches", indexed, batches)
+	}
+	keyword := func(h *fsmHarness) []kv {
+		var out []kv
+		for _, kind := range []byte{kindPosting, kindForward, kindKeywordStats} {
+			p := tenantKey("acme", kind, 0)
+			out = append(out, dumpRange(t, h.f, p, prefixEnd(p), false)...)
+		}
+		return out
+	}
+	if d := diffDumps(keyword(on), keyword(off)); d != "" {
+		t.Fatalf("rebuilt index differs from one kept all along: %s", d)
+	}
+	checkState(t, off.f)
+	// A second rebuild finds everything indexed.
+	if r := off.mustApply(&cellv1.Command{Tenant: "acme", Op: &cellv1.Command_ReindexKeywords{ReindexKeywords: &cellv1.ReindexKeywordsOp{}}}); r.GetReindexKeywords().GetIndexed() != 0 || r.GetTseq() != 0 {
+		t.Fatalf("second rebuild: %v", r)
+	}
+}
+
+// TestReindexKeywordsStore: the Store's driver, through Raft, and a
+// standby applying the batches from the change log.
+func TestReindexKeywordsStore(t *testing.T) {
+	src, dst := openSingle(t, ""), openSingle(t, "")
+	setOwner(t, src, "acme", 1)
+	keywordOff := func(off bool) *cellv1.Command {
+		st := proto.Clone(src.fsm.settings.Load()).(*cellv1.CellSettings)
+		st.KeywordIndexOff = off
+		return &cellv1.Command{Op: &cellv1.Command_CellSettings{CellSettings: st}}
+	}
+	mustPropose(t, src, keywordOff(true))
+	mustPropose(t, src, createContext("acme", "c"))
+	mustPropose(t, src, appendText("acme", "c", "r1", "kiwi one", "kiwi two"))
+	mustPropose(t, dst, standbyOf("acme", "src", 1, false))
+	rec := bootstrap(t, src, dst, "acme")
+	mustPropose(t, src, keywordOff(false))
+	n, next, err := src.ReindexKeywords(testCtx(t), "acme", 1, nil)
+	if err != nil || n != 2 || next != nil {
+		t.Fatalf("ReindexKeywords = %d, %q, %v", n, next, err)
+	}
+	mustPropose(t, dst, applyEvents("acme", changesAfter(t, src, "acme", rec.GetTseq())))
+	if d := diffDumps(dumpRange(t, src.fsm, tenantPrefix("acme"), tenantEnd("acme"), false),
+		dumpRange(t, dst.fsm, tenantPrefix("acme"), tenantEnd("acme"), false)); d != "" {
+		t.Fatalf("standby differs from its source: %s", d)
+	}
+	checkState(t, dst.fsm)
+}

@@ -72,6 +72,7 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	30: {name: "register_node", apply: applyRegisterNode},
 	31: {name: "noop", apply: func(*opCtx) (*cellv1.CommandResult, error) { return nil, nil }},
 	32: {name: "cell_settings", apply: applyCellSettings},
+	40: {name: "reindex_keywords", tenant: true, owner: true, mutation: true, replicated: true, apply: applyReindexKeywords},
 }
 
 var opOneof = (&cellv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("op")
