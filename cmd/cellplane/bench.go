@@ -38,7 +38,9 @@ Scenarios:
   failover    in-cell leader kills and region promotions: the time to the
               first acknowledged write through the router; the RPO
   mtls        the cost of mutual TLS: the router and direct cell paths with
-              mutual TLS on vs off, at 64 in flight`,
+              mutual TLS on vs off, at 64 in flight
+  search      keyword search: append CPU with the index on vs off, search
+              p50/p99 over one tenant's entries, index rebuild time per GiB`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
   cellplane bench placement --json > placement.json
@@ -47,7 +49,8 @@ Scenarios:
   cellplane bench replication --json > replication.json
   cellplane bench move --json > move.json
   cellplane bench failover --json > failover.json
-  cellplane bench mtls --json > mtls.json`,
+  cellplane bench mtls --json > mtls.json
+  cellplane bench search --json > search.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -62,7 +65,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchMTLSCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchMTLSCmd(std), newBenchSearchCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
 	return cmd
 }
 

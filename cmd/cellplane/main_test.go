@@ -81,6 +81,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-router.golden", []string{"bench", "router", "--help"}},
 		{"help-bench-mcp.golden", []string{"bench", "mcp", "--help"}},
 		{"help-bench-mtls.golden", []string{"bench", "mtls", "--help"}},
+		{"help-bench-search.golden", []string{"bench", "search", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
 		{"help-worker.golden", []string{"worker", "--help"}},
