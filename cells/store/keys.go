@@ -24,6 +24,12 @@ import (
 //	    'a' tseq(8)                      AuditRecord (audit.go)
 //	    'o' context id "\x00" seq(8)     contextv1.Summary (compaction overlay up to seq)
 //	    'x' expire(8) kind id            "" (expiry index: kind 'c' context, 'm' memory key)
+//	    'i' term "\x00" doc               uvarint tf, uvarint doc length (keyword posting, keyword.go)
+//	    'w' doc                          the doc's terms and length (keyword forward entry)
+//	    'k' class                        keyword counters: documents, total length (class 'e', 'm')
+//
+// A keyword doc is a data key without the tenant prefix: 'e' context id
+// "\x00" seq(8), 'm' memory key, or 'M' len(p) p memory key.
 //
 // A principal p is a uvarint of its length and its bytes, so that no
 // principal's range is a prefix of another's (principals are free text:
