@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -285,9 +286,44 @@ type scoredDoc struct {
 	terms int
 }
 
+// posting is one scanned posting of a query term.
+type posting struct {
+	d      *scoredDoc
+	tf, dl uint64
+}
+
+// ranked yields scored documents best first (score, then name), lazily:
+// a heap, so taking the first few of many costs O(n + k log n).
+type ranked struct{ h []*scoredDoc }
+
+func better(a, b *scoredDoc) bool {
+	if a.score != b.score {
+		return a.score > b.score
+	}
+	return a.doc < b.doc
+}
+
+func (r *ranked) Len() int           { return len(r.h) }
+func (r *ranked) Less(i, j int) bool { return better(r.h[i], r.h[j]) }
+func (r *ranked) Swap(i, j int)      { r.h[i], r.h[j] = r.h[j], r.h[i] }
+func (r *ranked) Push(x any)         { r.h = append(r.h, x.(*scoredDoc)) }
+func (r *ranked) Pop() any {
+	x := r.h[len(r.h)-1]
+	r.h = r.h[:len(r.h)-1]
+	return x
+}
+
+// next pops the best remaining document (nil: none left).
+func (r *ranked) next() *scoredDoc {
+	if len(r.h) == 0 {
+		return nil
+	}
+	return heap.Pop(r).(*scoredDoc)
+}
+
 // score ranks the documents under the given doc prefixes (one scan per
 // query term and prefix) by BM25 with the class's counters.
-func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) ([]scoredDoc, bool, error) {
+func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) (*ranked, bool, error) {
 	settings, err := settingsIn(v.r)
 	if err != nil {
 		return nil, false, err
@@ -295,7 +331,7 @@ func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) ([]sco
 	tok := newTokenizer(settings.GetKeywordMaxTerms(), settings.GetKeywordMaxTermBytes())
 	order, _, _ := tok.terms(q.Text)
 	if len(order) == 0 {
-		return nil, false, nil
+		return &ranked{}, false, nil
 	}
 	stats := keywordStats{}
 	if val, ok, err := getRaw(v.r, keywordStatsKey(v.tenant, class)); err != nil {
@@ -313,14 +349,12 @@ func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) ([]sco
 	}
 	truncated := false
 	docs := map[string]*scoredDoc{}
-	type posting struct {
-		doc    string
-		tf, dl uint64
-	}
+	var list []posting
 	for _, term := range order {
-		var list []posting
+		list = list[:0]
 		for _, p := range prefixes {
 			pp := append(postingPrefix(v.tenant, term), p...)
+			skip := len(pp) - len(p)
 			err := scan(v.r, pp, prefixEnd(pp), func(k, val []byte) (bool, error) {
 				if budget == 0 {
 					truncated = true
@@ -335,7 +369,12 @@ func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) ([]sco
 				if n <= 0 || m <= 0 {
 					return false, errors.New("corrupt keyword posting")
 				}
-				list = append(list, posting{doc: string(k[len(pp)-len(p):]), tf: tf, dl: dl})
+				d := docs[string(k[skip:])] // no allocation for the lookup
+				if d == nil {
+					d = &scoredDoc{doc: string(k[skip:])}
+					docs[d.doc] = d
+				}
+				list = append(list, posting{d: d, tf: tf, dl: dl})
 				return true, nil
 			})
 			if err != nil {
@@ -347,30 +386,19 @@ func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) ([]sco
 		idf := math.Log(1 + (n-df+0.5)/(df+0.5))
 		for _, p := range list {
 			tf := float64(p.tf)
-			s := idf * tf * (bm25K1 + 1) / (tf + bm25K1*(1-bm25B+bm25B*float64(p.dl)/avgdl))
-			d := docs[p.doc]
-			if d == nil {
-				d = &scoredDoc{doc: p.doc}
-				docs[p.doc] = d
-			}
-			d.score += s
-			d.terms++
+			p.d.score += idf * tf * (bm25K1 + 1) / (tf + bm25K1*(1-bm25B+bm25B*float64(p.dl)/avgdl))
+			p.d.terms++
 		}
 	}
-	out := make([]scoredDoc, 0, len(docs))
+	r := &ranked{h: make([]*scoredDoc, 0, len(docs))}
 	for _, d := range docs {
 		if q.MatchAll && d.terms < len(order) {
 			continue
 		}
-		out = append(out, *d)
+		r.h = append(r.h, d)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].score != out[j].score {
-			return out[i].score > out[j].score
-		}
-		return out[i].doc < out[j].doc
-	})
-	return out, truncated, nil
+	heap.Init(r)
+	return r, truncated, nil
 }
 
 // KeywordEntries searches the text of entries: of the contexts ids (none:
@@ -392,10 +420,7 @@ func (v *TenantView) KeywordEntries(q KeywordQuery, ids []string, accept func(c 
 		return res, err
 	}
 	ctxs := map[string]*contextv1.Context{}
-	for _, d := range ranked {
-		if len(res.Entries) >= q.Limit {
-			break
-		}
+	for d := ranked.next(); d != nil && len(res.Entries) < q.Limit; d = ranked.next() {
 		doc := d.doc
 		if len(doc) < 10 || doc[0] != kindEntry {
 			continue
@@ -439,10 +464,7 @@ func (v *TenantView) KeywordMemory(q KeywordQuery, principal, prefix string, acc
 		return res, err
 	}
 	base := tenantPrefix(v.tenant)
-	for _, d := range ranked {
-		if len(res.Memory) >= q.Limit {
-			break
-		}
+	for d := ranked.next(); d != nil && len(res.Memory) < q.Limit; d = ranked.next() {
 		var m contextv1.MemoryItem
 		ok, err := getProto(v.r, append(bytes.Clone(base), d.doc...), &m)
 		if err != nil {
