@@ -569,11 +569,12 @@ func applyReindexKeywords(o *opCtx) (*cellv1.CommandResult, error) {
 			break
 		}
 	}
+	// What the result says and whether the tenant changed depend only on
+	// the data keys, never on the index (replicas that applied earlier
+	// commands with a binary without the index hold fewer postings: they
+	// must still assign the same tseq and log the same result).
 	for _, d := range docs {
 		res.Visited++
-		if o.tx.getRaw(forwardKey(tenant, d.name)) != nil {
-			continue
-		}
 		var text string
 		if d.name[0] == kindEntry {
 			var e contextv1.Entry
@@ -597,25 +598,27 @@ func applyReindexKeywords(o *opCtx) (*cellv1.CommandResult, error) {
 			}
 			text = string(m.GetValue())
 		}
+		if text == "" {
+			continue
+		}
+		res.Indexed++ // a text document: indexed now unless it was already
 		if o.tx.getRaw(forwardKey(tenant, d.name)) == nil {
 			o.indexDoc(d.name, text)
-			if o.tx.getRaw(forwardKey(tenant, d.name)) != nil {
-				res.Indexed++
-			}
 		}
 	}
 	if more && len(docs) > 0 {
 		res.Next = docs[len(docs)-1].name
 	}
-	o.changed = res.Indexed > 0
+	o.changed = len(docs) > 0
 	return out, nil
 }
 
 // ReindexKeywords rebuilds a tenant's keyword index for the documents
 // that have none (written while the index was off, or by a version
 // without it), in replicated batches of batch documents (0: 1024), from
-// the start or from a previous call's next cursor. It returns the
-// documents indexed and where a later call would resume (nil: complete).
+// the start or from a previous call's next cursor. It returns the text
+// documents visited (each indexed unless it was already) and where a
+// later call would resume (nil: complete).
 // Each batch is one command through Raft, so replicas and standbys index
 // alike; the tenant's writes interleave with the batches. The leader
 // runs it (Propose); a failed batch can be resumed from the cursor.

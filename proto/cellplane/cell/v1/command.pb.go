@@ -664,7 +664,9 @@ func (x *ReindexKeywordsOp) GetMaxDocs() uint32 {
 
 type ReindexKeywordsResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Documents visited and documents newly indexed by this batch.
+	// Documents visited, and those of them with text (indexed by this
+	// batch unless they were already: the count depends on the data only,
+	// so replicas whose index differs log the same result).
 	Visited uint32 `protobuf:"varint,1,opt,name=visited,proto3" json:"visited,omitempty"`
 	Indexed uint32 `protobuf:"varint,2,opt,name=indexed,proto3" json:"indexed,omitempty"`
 	// Where the next batch starts; empty: the rebuild is complete.
