@@ -350,8 +350,13 @@ func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) (*rank
 	truncated := false
 	docs := map[string]*scoredDoc{}
 	var list []posting
-	for _, term := range order {
+	// Each query word gets an equal share of the budget (a word common
+	// enough to use it all must not starve the rarer, more telling ones);
+	// a share a word leaves unused passes to the words after it.
+	for i, term := range order {
 		list = list[:0]
+		total := budget
+		budget = total / (len(order) - i)
 		for _, p := range prefixes {
 			pp := append(postingPrefix(v.tenant, term), p...)
 			skip := len(pp) - len(p)
@@ -381,6 +386,7 @@ func (v *TenantView) score(q KeywordQuery, class byte, prefixes [][]byte) (*rank
 				return nil, false, err
 			}
 		}
+		budget = total - total/(len(order)-i) + budget // the rest, with what this word left
 		df := float64(len(list))
 		n := max(float64(stats.docs), df)
 		idf := math.Log(1 + (n-df+0.5)/(df+0.5))

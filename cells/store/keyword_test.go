@@ -546,3 +546,18 @@ func TestReindexKeywordsStore(t *testing.T) {
 	}
 	checkState(t, dst.fsm)
 }
+
+// TestKeywordBudgetShared: a common word using up the scan budget does
+// not starve a rarer one.
+func TestKeywordBudgetShared(t *testing.T) {
+	h := newFSM(t)
+	h.mustApply(setTenant("acme", owner, 1))
+	h.mustApply(createContext("acme", "c"))
+	h.mustApply(appendText("acme", "c", "", "the a", "the b", "the c", "the d", "the e", "the rare"))
+	h.tenant("acme", func(v *TenantView) {
+		res, err := v.KeywordEntries(KeywordQuery{Text: "the rare", Limit: 1, MaxPostings: 4}, nil, nil)
+		if err != nil || !res.Truncated || len(res.Entries) != 1 || res.Entries[0].Entry.GetText() != "the rare" {
+			t.Fatalf("search = %+v, %v", res, err)
+		}
+	})
+}
