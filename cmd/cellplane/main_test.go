@@ -171,7 +171,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"bad id", []string{"cell", "--id", "n 1", "--data-dir", "x", "--insecure"}, 2, `NodeID "n 1" must be`},
 		{"bad log level", []string{"cell", "--id", "n1", "--data-dir", "x", "--insecure", "--log-level", "loud"}, 2, `unknown level "loud"`},
 		{"unknown flag", []string{"cell", "--nope"}, 2, "unknown flag: --nope"},
-		{"unknown scenario", []string{"bench", "nosuch"}, 2, `unknown scenario "nosuch" (available: cell, failover, mcp, move, mtls, placement, replication, router)`},
+		{"unknown scenario", []string{"bench", "nosuch"}, 2, `unknown scenario "nosuch" (available: cell, failover, mcp, move, mtls, placement, replication, router, search)`},
 		{"unknown command", []string{"frobnicate"}, 1, `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {
