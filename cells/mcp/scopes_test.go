@@ -60,7 +60,7 @@ func TestToolScopes(t *testing.T) {
 			names = append(names, tool.Name)
 		}
 		slices.Sort(names)
-		if want := []string{"memory_delete", "memory_get", "memory_list", "memory_put"}; !slices.Equal(names, want) {
+		if want := []string{"memory_delete", "memory_get", "memory_list", "memory_put", "memory_search"}; !slices.Equal(names, want) {
 			t.Errorf("memory-only tools/list = %v", names)
 		}
 		fails(t, ctx, mem, "context_create", obj{"context_id": "nope"}, cperr.PermissionDenied)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -98,6 +99,8 @@ var ToolScopes = map[string]auth.Scope{
 	"memory_get":      auth.ScopeMemoryRead,
 	"memory_delete":   auth.ScopeMemoryWrite,
 	"memory_list":     auth.ScopeMemoryRead,
+	"context_search":  auth.ScopeContextsRead,
+	"memory_search":   auth.ScopeMemoryRead,
 	"context_fork":    auth.ScopeContextsWrite,
 	"context_compact": auth.ScopeContextsWrite,
 	"audit_read":      auth.ScopeAdmin,
@@ -391,6 +394,45 @@ type (
 		Items         []MemItem `json:"items"`
 		NextPageToken string    `json:"next_page_token" jsonschema:"empty on the last page (a page may be short, even empty, with a token: a filtered listing examines a bounded number of keys per call)"`
 	}
+
+	ContextSearchInput struct {
+		Query      string            `json:"query,omitempty" jsonschema:"keywords: entries are ranked by BM25; words match after lower-casing (no stemming); at least one of query and vector"`
+		Vector     []float32         `json:"vector,omitempty" jsonschema:"optional embedding to rank entries by similarity (entries appended with an embedding); with query, both rankings are fused"`
+		MatchAll   bool              `json:"match_all,omitempty" jsonschema:"only entries holding every query word (default: any word)"`
+		Limit      uint32            `json:"limit,omitempty" jsonschema:"most hits (default 10, at most 100)"`
+		ContextIDs []string          `json:"context_ids,omitempty" jsonschema:"only entries of these contexts"`
+		Labels     map[string]string `json:"labels,omitempty" jsonschema:"only entries of contexts with these labels (every key equal)"`
+		Metadata   map[string]string `json:"metadata,omitempty" jsonschema:"only entries with this metadata (every key equal)"`
+		Roles      []string          `json:"roles,omitempty" jsonschema:"only entries with one of these roles"`
+	}
+	ContextHitOutput struct {
+		ContextID string      `json:"context_id"`
+		Score     float64     `json:"score" jsonschema:"higher is better; comparable within one answer only"`
+		Entry     EntryOutput `json:"entry"`
+	}
+	ContextSearchOutput struct {
+		Hits      []ContextHitOutput `json:"hits" jsonschema:"best first"`
+		Truncated bool               `json:"truncated,omitempty" jsonschema:"the search stopped at the server's bound of index work (very common words): hits are the best of what it scanned"`
+	}
+	MemorySearchInput struct {
+		Query    string    `json:"query,omitempty" jsonschema:"keywords: memory values (UTF-8 text) are ranked by BM25; at least one of query and vector"`
+		Vector   []float32 `json:"vector,omitempty" jsonschema:"optional embedding to rank items by similarity (items put with an embedding)"`
+		MatchAll bool      `json:"match_all,omitempty" jsonschema:"only items holding every query word (default: any word)"`
+		Limit    uint32    `json:"limit,omitempty" jsonschema:"most hits (default 10, at most 100)"`
+		Prefix   string    `json:"prefix,omitempty" jsonschema:"only keys starting with this"`
+		Scope    string    `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+	}
+	MemoryHitOutput struct {
+		Key      string  `json:"key"`
+		Value    string  `json:"value"`
+		Encoding string  `json:"encoding,omitempty" jsonschema:"base64 when the value is not UTF-8 text"`
+		Revision uint64  `json:"revision"`
+		Score    float64 `json:"score" jsonschema:"higher is better; comparable within one answer only"`
+	}
+	MemorySearchOutput struct {
+		Hits      []MemoryHitOutput `json:"hits" jsonschema:"best first"`
+		Truncated bool              `json:"truncated,omitempty" jsonschema:"the search stopped at the server's bound of index work: hits are the best of what it scanned"`
+	}
 )
 
 // addTools registers the tools and the resource template on w.server.
@@ -498,6 +540,21 @@ func (w *Worker) addTools() {
 		Description: "List memory keys (with revisions, labels and update times) with an optional prefix, one page at a time, optionally only those whose labels match (labels, label_selector) or written after updated_after. A filtered page may be short or empty and still carry a next_page_token: keep paging until it is empty.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.memoryList)
+	addTool(w, &sdk.Tool{
+		Name:  "context_search",
+		Title: "Search the caller's contexts",
+		Description: "Find entries of the caller's contexts by keywords (BM25 ranking) and/or an embedding, best first, with optional filters (context_ids, labels, metadata, roles). " +
+			"Each hit carries the entry; use context_read with from_seq to see what surrounds it.",
+		InputSchema: portableSchema[ContextSearchInput](),
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.contextSearch)
+	addTool(w, &sdk.Tool{
+		Name:        "memory_search",
+		Title:       "Search memory",
+		Description: "Find memory items by keywords in their values (BM25 ranking) and/or an embedding, best first: the caller's own memory, or the tenant's with scope tenant.",
+		InputSchema: portableSchema[MemorySearchInput](),
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
+	}, w.memorySearch)
 
 	addTool(w, &sdk.Tool{
 		Name:  "changes_read",
@@ -1331,6 +1388,96 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 	out := MemListOutput{Items: make([]MemItem, 0, len(res.GetItems())), NextPageToken: res.GetNextPageToken()}
 	for _, it := range res.GetItems() {
 		out.Items = append(out.Items, MemItem{Key: it.GetKey(), Revision: it.GetRevision(), Labels: visibleLabels(it.GetLabels()), UpdateTime: timeString(it.GetUpdateTime())})
+	}
+	return out, nil
+}
+
+// portableSchema is In's input schema (pre-serialized, see addTool) with
+// the nullable types jsonschema gives slices (["null","array"]) made plain
+// ("array"): an omitted argument is the same as an empty one, and strict
+// clients accept only a single type.
+func portableSchema[In any]() json.RawMessage {
+	schema, err := jsonschema.For[In](nil)
+	if err != nil {
+		panic(fmt.Sprintf("mcp: input schema: %v", err))
+	}
+	var plain func(s *jsonschema.Schema)
+	plain = func(s *jsonschema.Schema) {
+		if s == nil {
+			return
+		}
+		if len(s.Types) == 2 && s.Types[0] == "null" {
+			s.Type, s.Types = s.Types[1], nil
+		}
+		plain(s.Items)
+		plain(s.AdditionalProperties)
+		for _, p := range s.Properties {
+			plain(p)
+		}
+	}
+	plain(schema)
+	b, err := json.Marshal(schema)
+	if err != nil {
+		panic(fmt.Sprintf("mcp: input schema: %v", err))
+	}
+	return b
+}
+
+// equalsSelector is the selector of labels all equal to m's (nil: none).
+func equalsSelector(m map[string]string) *contextv1.LabelSelector {
+	if len(m) == 0 {
+		return nil
+	}
+	sel := &contextv1.LabelSelector{}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		sel.Requirements = append(sel.Requirements, &contextv1.LabelRequirement{Key: k, Operator: contextv1.LabelOperator_LABEL_OPERATOR_EQUALS, Values: []string{m[k]}})
+	}
+	return sel
+}
+
+func (w *Worker) contextSearch(ctx context.Context, c caller, in ContextSearchInput) (ContextSearchOutput, error) {
+	// Like context_list: with a principal, only the contexts it created.
+	req := &contextv1.SearchContextsRequest{Query: in.Query, Vector: in.Vector, MatchAll: in.MatchAll, Limit: in.Limit,
+		ContextIds: in.ContextIDs, ContextLabels: equalsSelector(in.Labels), EntryMetadata: equalsSelector(in.Metadata),
+		Roles: in.Roles, CreatedByCaller: c.principal != ""}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.SearchContextsResponse, error) {
+		return w.cell.SearchContexts(ctx, req)
+	})
+	if err != nil {
+		return ContextSearchOutput{}, err
+	}
+	out := ContextSearchOutput{Hits: make([]ContextHitOutput, 0, len(res.GetHits())), Truncated: res.GetTruncated()}
+	for _, h := range res.GetHits() {
+		e := h.GetEntry()
+		content, enc := entryContent(e)
+		out.Hits = append(out.Hits, ContextHitOutput{ContextID: h.GetContextId(), Score: h.GetScore(), Entry: EntryOutput{
+			Seq: e.GetSeq(), Role: e.GetRole(), Content: content, Encoding: enc,
+			Metadata: e.GetMetadata(), CreateTime: timeString(e.GetCreateTime()),
+		}})
+	}
+	return out, nil
+}
+
+func (w *Worker) memorySearch(ctx context.Context, c caller, in MemorySearchInput) (MemorySearchOutput, error) {
+	scope, _, err := memoryScope(in.Scope)
+	if err != nil {
+		return MemorySearchOutput{}, err
+	}
+	req := &contextv1.SearchMemoryRequest{Query: in.Query, Vector: in.Vector, MatchAll: in.MatchAll, Limit: in.Limit, Prefix: in.Prefix, Scope: scope}
+	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.SearchMemoryResponse, error) {
+		return w.cell.SearchMemory(ctx, req)
+	})
+	if err != nil {
+		return MemorySearchOutput{}, err
+	}
+	out := MemorySearchOutput{Hits: make([]MemoryHitOutput, 0, len(res.GetHits())), Truncated: res.GetTruncated()}
+	for _, h := range res.GetHits() {
+		it := h.GetItem()
+		o := MemoryHitOutput{Key: it.GetKey(), Value: string(it.GetValue()), Revision: it.GetRevision(), Score: h.GetScore()}
+		if !utf8.Valid(it.GetValue()) {
+			o.Value, o.Encoding = base64.StdEncoding.EncodeToString(it.GetValue()), "base64"
+		}
+		out.Hits = append(out.Hits, o)
 	}
 	return out, nil
 }

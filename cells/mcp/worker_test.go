@@ -86,7 +86,7 @@ func TestWorker(t *testing.T) {
 
 	t.Run("eras", func(t *testing.T) {
 		want := []string{"audit_read", "changes_read", "context_append", "context_compact", "context_create", "context_delete", "context_fork", "context_list", "context_read",
-			"erase_subject", "memory_delete", "memory_get", "memory_list", "memory_put"}
+			"context_search", "erase_subject", "memory_delete", "memory_get", "memory_list", "memory_put", "memory_search"}
 		for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"} {
 			t.Run(version, func(t *testing.T) {
 				ctx := tu.Context(t, 20*time.Second)
@@ -141,8 +141,9 @@ func TestWorker(t *testing.T) {
 			"context_fork": {false, false, false},
 			"audit_read":   {true, false, true}, "erase_subject": {false, true, true},
 			"memory_get": {true, false, true}, "memory_list": {true, false, true},
-			"memory_delete": {false, true, true},
-			"changes_read":  {true, false, true},
+			"memory_delete":  {false, true, true},
+			"changes_read":   {true, false, true},
+			"context_search": {true, false, true}, "memory_search": {true, false, true},
 		}
 		for _, tool := range res.Tools {
 			a := tool.Annotations

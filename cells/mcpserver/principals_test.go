@@ -164,7 +164,7 @@ func TestPrincipalsAndScopesThroughTheRouter(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	slices.Sort(names)
-	if want := []string{"changes_read", "context_list", "context_read", "memory_get", "memory_list"}; !slices.Equal(names, want) {
+	if want := []string{"changes_read", "context_list", "context_read", "context_search", "memory_get", "memory_list", "memory_search"}; !slices.Equal(names, want) {
 		t.Fatalf("read-only tools/list = %v, want %v", names, want)
 	}
 	fails(ro, "memory_put", map[string]any{"key": "k", "value": "x"}, cperr.PermissionDenied)

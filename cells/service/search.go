@@ -17,8 +17,10 @@ func (s *ContextServer) SearchContexts(ctx context.Context, req *contextv1.Searc
 	return tenantCall(ctx, s.core, req, validate.SearchContexts, func(tenant string, epoch uint64) (*contextv1.SearchContextsResponse, error) {
 		limit := s.lim.SearchHits(req.GetLimit())
 		var lists [][]*contextv1.ContextHit
+		truncated := false
 		if req.GetQuery() != "" {
-			hits, err := s.keywordContexts(ctx, tenant, epoch, req, limit)
+			hits, trunc, err := s.keywordContexts(ctx, tenant, epoch, req, limit)
+			truncated = trunc
 			if err != nil {
 				return nil, err
 			}
@@ -32,7 +34,7 @@ func (s *ContextServer) SearchContexts(ctx context.Context, req *contextv1.Searc
 			lists = append(lists, hits)
 		}
 		return &contextv1.SearchContextsResponse{Hits: fuse(lists, limit, contextHitKey,
-			func(h *contextv1.ContextHit, score float64) { h.Score = score })}, nil
+			func(h *contextv1.ContextHit, score float64) { h.Score = score }), Truncated: truncated}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.SearchContextsResponse, error) {
 		return client(cc).SearchContexts(ctx, req)
 	})
@@ -44,8 +46,10 @@ func (s *ContextServer) SearchMemory(ctx context.Context, req *contextv1.SearchM
 	return tenantCall(ctx, s.core, req, validate.SearchMemory, func(tenant string, epoch uint64) (*contextv1.SearchMemoryResponse, error) {
 		limit := s.lim.SearchHits(req.GetLimit())
 		var lists [][]*contextv1.MemoryHit
+		truncated := false
 		if req.GetQuery() != "" {
-			hits, err := s.keywordMemory(ctx, tenant, epoch, req, limit)
+			hits, trunc, err := s.keywordMemory(ctx, tenant, epoch, req, limit)
+			truncated = trunc
 			if err != nil {
 				return nil, err
 			}
@@ -59,7 +63,7 @@ func (s *ContextServer) SearchMemory(ctx context.Context, req *contextv1.SearchM
 			lists = append(lists, hits)
 		}
 		return &contextv1.SearchMemoryResponse{Hits: fuse(lists, limit, func(h *contextv1.MemoryHit) string { return h.GetItem().GetKey() },
-			func(h *contextv1.MemoryHit, score float64) { h.Score = score })}, nil
+			func(h *contextv1.MemoryHit, score float64) { h.Score = score }), Truncated: truncated}, nil
 	}, func(ctx context.Context, cc *grpc.ClientConn) (*contextv1.SearchMemoryResponse, error) {
 		return client(cc).SearchMemory(ctx, req)
 	})

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cellplane/cellplane/cells/validate"
 	"github.com/cellplane/cellplane/internal/pki"
+	cellv1 "github.com/cellplane/cellplane/proto/cellplane/cell/v1"
 	"github.com/hashicorp/raft"
 )
 
@@ -100,6 +102,9 @@ type Config struct {
 	// Audit bounds each tenant's audit log (docs/contexts.md "Audit"): a
 	// replicated cell setting like ChangeLog.
 	Audit AuditConfig
+	// Keyword is the keyword index (docs/search.md): a replicated cell
+	// setting like Audit, so every replica indexes alike.
+	Keyword KeywordConfig
 	// TenantQuota is the cell's default per-tenant quota (H4; a tenant's
 	// own quota, set with SetTenant, overrides it field by field). Like
 	// DedupWindow it is a replicated cell setting: the leader proposes its
@@ -241,6 +246,26 @@ type AuditConfig struct {
 	RetentionAge time.Duration
 	// MaxRecords bounds the records kept per tenant (0: no count bound).
 	MaxRecords uint64
+}
+
+// KeywordConfig is the keyword index's replicated settings.
+type KeywordConfig struct {
+	// Off stops indexing new entries and memory values (postings already
+	// written are still removed with their documents; data written while
+	// off is not found until a rebuild).
+	Off bool
+	// MaxTerms is the most tokens indexed per document (0:
+	// DefaultKeywordMaxTerms); MaxTermBytes the longest term (0:
+	// DefaultKeywordMaxTermBytes). Changing either applies to documents
+	// written from then on, and to queries at once.
+	MaxTerms     uint32
+	MaxTermBytes uint32
+}
+
+// withKeyword sets the keyword settings of s and returns s.
+func withKeyword(s *cellv1.CellSettings, k KeywordConfig) *cellv1.CellSettings {
+	s.KeywordIndexOff, s.KeywordMaxTerms, s.KeywordMaxTermBytes = k.Off, k.MaxTerms, k.MaxTermBytes
+	return s
 }
 
 // defaultAudit keeps a month of records, at most a million per tenant.
@@ -462,6 +487,9 @@ func (c Config) Validate() error {
 	}
 	if c.ChangeLog.RetentionAge < 0 {
 		bad("ChangeLog.RetentionAge", "must not be negative")
+	}
+	if c.Keyword.MaxTermBytes > 0 && c.Keyword.MaxTermBytes < utf8.UTFMax {
+		bad("Keyword.MaxTermBytes", "must be 0 (default) or at least %d (one rune)", utf8.UTFMax)
 	}
 	if c.Audit.RetentionAge < 0 {
 		bad("Audit.RetentionAge", "must not be negative")

@@ -131,6 +131,7 @@ func (e *eraser) deleteContexts() {
 		p := entryPrefix(e.tenant, id)
 		e.o.tx.delRange(p, prefixEnd(p))
 		e.o.dropContextVectors(id, &kept)
+		e.o.unindexPrefix(entryDocPrefix(id))
 		sp := summaryPrefix(e.tenant, id)
 		e.o.tx.delRange(sp, prefixEnd(sp))
 		u := usage(e.o.st.rec)
@@ -161,6 +162,7 @@ func (e *eraser) deleteMemory() {
 		e.keys[m.GetKey()] = true
 		e.o.tx.del(memoryKey(e.tenant, m.GetKey()))
 		e.o.dropMemoryVector("", m.GetKey(), m.GetEmbeddingDims())
+		e.o.reindexMemory("", m.GetKey(), nil)
 		e.o.indexExpiry(kindMemory, m.GetKey(), m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)
 		u.Bytes = sub(u.Bytes, memoryBytes(m))
@@ -189,6 +191,7 @@ func (e *eraser) deleteMemory() {
 		e.keys[o.m.GetKey()] = true
 		e.o.tx.del(o.k)
 		e.o.dropMemoryVector(o.p, o.m.GetKey(), o.m.GetEmbeddingDims())
+		e.o.reindexMemory(o.p, o.m.GetKey(), nil)
 		kind, id := memoryIndexID(o.p, o.m.GetKey())
 		e.o.indexExpiry(kind, id, o.m.GetExpireTime(), nil)
 		u.MemoryKeys = sub(u.MemoryKeys, 1)

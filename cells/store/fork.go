@@ -295,6 +295,7 @@ func (o *opCtx) removeContext(id string, c *contextv1.Context) {
 		p := entryPrefix(tenant, id)
 		o.tx.delRange(p, prefixEnd(p))
 		o.dropContextVectors(id, c)
+		o.unindexPrefix(entryDocPrefix(id))
 		if c.GetCompactedSeq() != 0 {
 			sp := summaryPrefix(tenant, id)
 			o.tx.delRange(sp, prefixEnd(sp))

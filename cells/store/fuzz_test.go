@@ -50,6 +50,10 @@ func fuzzSeedCommands() []*cellv1.Command {
 		ownerWithQuota("acme", 1, &cellv1.TenantQuota{}),
 		eraseCmd("acme", kindContextID, "c1"), eraseCmd("acme", kindPrincipal, "alice"), withReq(eraseCmd("acme", kindPrincipal, ""), "r1"),
 		{Tenant: "acme", Op: &cellv1.Command_EraseSubject{EraseSubject: &cellv1.EraseSubjectOp{ErasedOp: "append", ErasedAtTseq: 3}}},
+		{Op: &cellv1.Command_CellSettings{CellSettings: &cellv1.CellSettings{KeywordIndexOff: true, DedupWindow: 100}}},
+		{Op: &cellv1.Command_CellSettings{CellSettings: &cellv1.CellSettings{DedupWindow: 100, KeywordMaxTerms: 1}}},
+		{Tenant: "acme", Op: &cellv1.Command_ReindexKeywords{ReindexKeywords: &cellv1.ReindexKeywordsOp{MaxDocs: 1}}},
+		{Tenant: "acme", Op: &cellv1.Command_ReindexKeywords{ReindexKeywords: &cellv1.ReindexKeywordsOp{After: []byte("e"), MaxDocs: 2}}},
 	}
 	for i, c := range cs {
 		if c.Version == 0 {

@@ -468,6 +468,9 @@ type tenantKeys struct {
 	erased   bool              // an erase scrubbed dedup records
 	vectors  map[string]int    // vector keys (relative to the 'v' kind) -> bytes
 	vecNS    map[byte]vectorNS // 'V' records
+	// raw holds every key of the tenant (relative to its prefix) and the
+	// keyword index's keys by kind (keyword_test.go keywordProblems).
+	raw map[string][]byte
 }
 
 func stateProblems(t testing.TB, f *fsm) []string {
@@ -480,7 +483,7 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		if d, ok := data[tenant]; ok {
 			return d
 		}
-		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}, memIdx: map[string]*contextv1.MemoryItem{}, sums: map[string][]*contextv1.Summary{}}
+		d := &tenantKeys{contexts: map[string]*contextv1.Context{}, entries: map[string][]*contextv1.Entry{}, owned: map[string]string{}, memIdx: map[string]*contextv1.MemoryItem{}, sums: map[string][]*contextv1.Summary{}, raw: map[string][]byte{}}
 		data[tenant] = d
 		return d
 	}
@@ -526,7 +529,10 @@ func stateProblems(t testing.TB, f *fsm) []string {
 				continue
 			}
 			d, rest := tk(string(k[1:i])), k[i+2:]
+			d.raw[string(k[i+1:])] = v
 			switch k[i+1] {
+			case kindPosting, kindForward, kindKeywordStats:
+				// checked whole below (keywordProblems)
 			case kindContext:
 				var c contextv1.Context
 				if err := proto.Unmarshal(v, &c); err != nil || c.GetContextId() != string(rest) {
@@ -750,6 +756,9 @@ func stateProblems(t testing.TB, f *fsm) []string {
 		}
 		for _, p := range vectorProblems(tenant, d) {
 			bad("%s", p)
+		}
+		for _, p := range keywordProblems(d.raw) {
+			bad("%s: keyword index: %s", tenant, p)
 		}
 		for id := range d.sums {
 			if d.contexts[id] == nil {

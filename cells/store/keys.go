@@ -27,6 +27,12 @@ import (
 //	    'v' 'c' context id "\x00" seq(8) float32 LE embedding of entry seq (vector.go)
 //	    'v' 'm' len(p) p memory key      float32 LE embedding of a memory key (p "": tenant scope)
 //	    'V' namespace ('c' or 'm')       dims(4 LE) count(8 LE): the namespace's fixed dimension
+//	    'i' term "\x00" doc               uvarint tf, uvarint doc length (keyword posting, keyword.go)
+//	    'w' doc                          the doc's terms and length (keyword forward entry)
+//	    'k' class                        keyword counters: documents, total length (class 'e', 'm')
+//
+// A keyword doc is a data key without the tenant prefix: 'e' context id
+// "\x00" seq(8), 'm' memory key, or 'M' len(p) p memory key.
 //
 // A principal p is a uvarint of its length and its bytes, so that no
 // principal's range is a prefix of another's (principals are free text:

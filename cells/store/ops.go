@@ -72,6 +72,7 @@ var ops = map[protoreflect.FieldNumber]opSpec{
 	30: {name: "register_node", apply: applyRegisterNode},
 	31: {name: "noop", apply: func(*opCtx) (*cellv1.CommandResult, error) { return nil, nil }},
 	32: {name: "cell_settings", apply: applyCellSettings},
+	40: {name: "reindex_keywords", tenant: true, owner: true, mutation: true, replicated: true, apply: applyReindexKeywords},
 }
 
 var opOneof = (&cellv1.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("op")
@@ -213,6 +214,7 @@ func applyAppend(o *opCtx) (*cellv1.CommandResult, error) {
 			vectors++
 		}
 		o.tx.put(entryKey(tenant, id, seq), ent)
+		o.indexEntry(id, ent)
 	}
 	if vectors > 0 {
 		ctx.VectorCount += vectors
@@ -346,6 +348,7 @@ func applyPutMemory(o *opCtx) (*cellv1.CommandResult, error) {
 		o.countVectors(VectorMemory, dims, 1)
 	}
 	o.tx.put(mkey, item)
+	o.reindexMemory(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key, item)
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), item.GetExpireTime())
 	o.changed = true
@@ -484,6 +487,7 @@ func applyDeleteMemory(o *opCtx) (*cellv1.CommandResult, error) {
 	}
 	o.tx.del(mkey)
 	o.dropMemoryVector(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key, old.GetEmbeddingDims())
+	o.reindexMemory(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key, nil)
 	ikind, iid := memoryIndexID(MemoryPrincipal(req.GetScope(), o.c.GetPrincipal()), key)
 	o.indexExpiry(ikind, iid, old.GetExpireTime(), nil)
 	u := usage(o.st.rec)

@@ -140,6 +140,7 @@ func applyExpireSweep(o *opCtx) (*cellv1.CommandResult, error) {
 			if p, k, ok := memoryScopeOfIndex(d.kind, d.id); ok {
 				o.dropMemoryVector(p, k, m.GetEmbeddingDims())
 			}
+			o.unindexDoc(mkey[len(tenantPrefix(tenant)):])
 			u := usage(o.st.rec)
 			u.MemoryKeys = sub(u.MemoryKeys, 1)
 			u.Bytes = sub(u.Bytes, memoryBytes(&m))

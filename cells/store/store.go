@@ -910,7 +910,7 @@ func (s *Store) watchLeadership() {
 // is configured with. Until a leader has done so, every replica uses the
 // package defaults, so replicas never disagree.
 func (s *Store) ensureSettings() {
-	want := withAudit(settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog, s.cfg.TenantQuota), s.cfg.Audit)
+	want := withKeyword(withAudit(settingsOf(s.cfg.DedupWindow, s.cfg.DedupMaxIDs, s.cfg.ChangeLog, s.cfg.TenantQuota), s.cfg.Audit), s.cfg.Keyword)
 	if proto.Equal(s.fsm.settings.Load(), want) {
 		return
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -34,7 +32,7 @@ type VectorSearchStats struct {
 
 // VectorNamespace returns a namespace's dimension and vector count.
 func (v *TenantView) VectorNamespace(ns byte) (dims int, count uint64, err error) {
-	b, err := getRaw(v.r, vectorDimsKey(v.tenant, ns))
+	b, _, err := getRaw(v.r, vectorDimsKey(v.tenant, ns))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -264,7 +262,7 @@ func (f *fsm) buildVectorIndex(ix *vecIndex, closing <-chan struct{}) {
 	lower := vectorBase(ix.id.tenant, ix.id.ns)
 	n := 0
 	err = f.withSnapshot(snap, func(r pebble.Reader) error {
-		d, _ := getRaw(r, vectorDimsKey(ix.id.tenant, ix.id.ns))
+		d, _, _ := getRaw(r, vectorDimsKey(ix.id.tenant, ix.id.ns))
 		dims = int(decodeVectorNS(d).dims)
 		return scan(r, lower, prefixEnd(lower), func(k, v []byte) (bool, error) {
 			if n++; n%1024 == 0 {
@@ -304,19 +302,6 @@ func (f *fsm) buildVectorIndex(ix *vecIndex, closing <-chan struct{}) {
 	ix.g, ix.byContext, ix.bytes, ix.dims = g, byContext, bytesUsed, dims
 	ix.mu.Unlock()
 	x.finish(ix, true, time.Since(start))
-}
-
-// getRaw reads a key's value (nil: absent).
-func getRaw(r pebble.Reader, key []byte) ([]byte, error) {
-	v, closer, err := r.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
-	}
-	defer closer.Close()
-	return bytes.Clone(v), nil
 }
 
 // VectorEntry returns the entry a context hit names, as stored under its

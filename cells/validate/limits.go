@@ -89,6 +89,10 @@ type Limits struct {
 	MaxSearchHits     int
 	// MaxQueryBytes bounds a search's keyword query.
 	MaxQueryBytes int
+	// MaxKeywordPostings bounds the index postings one keyword search
+	// scans (a query of very common words stops there and says so:
+	// the response's truncated).
+	MaxKeywordPostings int
 	// MaxVectorDims bounds an embedding's dimension (in a search and, where
 	// entries and memory carry embeddings, in writes).
 	MaxVectorDims int
@@ -134,6 +138,7 @@ func DefaultLimits() Limits {
 		DefaultSearchHits:    10,
 		MaxSearchHits:        100,
 		MaxQueryBytes:        1 * kib,
+		MaxKeywordPostings:   200_000,
 		MaxVectorDims:        4096,
 	}
 }
@@ -175,6 +180,7 @@ func (l Limits) Validate() error {
 	positive("DefaultSearchHits", l.DefaultSearchHits)
 	positive("MaxSearchHits", l.MaxSearchHits)
 	positive("MaxQueryBytes", l.MaxQueryBytes)
+	positive("MaxKeywordPostings", l.MaxKeywordPostings)
 	positive("MaxVectorDims", l.MaxVectorDims)
 	if l.DefaultSearchHits > l.MaxSearchHits {
 		errs = append(errs, fmt.Errorf("validate: Limits.DefaultSearchHits (%d) exceeds MaxSearchHits (%d)", l.DefaultSearchHits, l.MaxSearchHits))

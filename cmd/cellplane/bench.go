@@ -44,7 +44,9 @@ Scenarios:
   cache       the router's read cache on a skewed (Zipf) STALE read
               workload: hit ratio, CPU per read and throughput, on vs off
   vector      vector search: exact scan vs the HNSW index (p50/p99,
-              recall@k, index build time and memory)`,
+              recall@k, index build time and memory)
+  search      keyword search: append CPU with the index on vs off, search
+              p50/p99 over one tenant's entries, index rebuild time per GiB`,
 		Example: `  cellplane bench cell
   cellplane bench cell --json --duration 2s > cell.json
   cellplane bench placement --json > placement.json
@@ -56,7 +58,8 @@ Scenarios:
   cellplane bench mtls --json > mtls.json
   cellplane bench subscribe --json > subscribe.json
   cellplane bench cache --json > cache.json
-  cellplane bench vector --json > vector.json`,
+  cellplane bench vector --json > vector.json
+  cellplane bench search --json > search.json`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -71,7 +74,7 @@ Scenarios:
 			return usageErrorf("unknown scenario %q (available: %s)", args[0], strings.Join(names, ", "))
 		},
 	}
-	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchSubscribeCmd(std), newBenchMTLSCmd(std), newBenchCacheCmd(std), newBenchVectorCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
+	cmd.AddCommand(append([]*cobra.Command{newBenchCellCmd(std), newBenchPlacementCmd(std), newBenchRouterCmd(std), newBenchMCPCmd(std), newBenchSubscribeCmd(std), newBenchMTLSCmd(std), newBenchCacheCmd(std), newBenchVectorCmd(std), newBenchSearchCmd(std)}, append(newBenchFailoverCmds(std), newBenchMemberCmds(std)...)...)...)
 	return cmd
 }
 

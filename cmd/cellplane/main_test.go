@@ -84,6 +84,7 @@ func TestHelp(t *testing.T) {
 		{"help-bench-mtls.golden", []string{"bench", "mtls", "--help"}},
 		{"help-bench-cache.golden", []string{"bench", "cache", "--help"}},
 		{"help-bench-vector.golden", []string{"bench", "vector", "--help"}},
+		{"help-bench-search.golden", []string{"bench", "search", "--help"}},
 		{"help-controlplane.golden", []string{"controlplane", "--help"}},
 		{"help-router.golden", []string{"router", "--help"}},
 		{"help-worker.golden", []string{"worker", "--help"}},
@@ -173,7 +174,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{"bad id", []string{"cell", "--id", "n 1", "--data-dir", "x", "--insecure"}, 2, `NodeID "n 1" must be`},
 		{"bad log level", []string{"cell", "--id", "n1", "--data-dir", "x", "--insecure", "--log-level", "loud"}, 2, `unknown level "loud"`},
 		{"unknown flag", []string{"cell", "--nope"}, 2, "unknown flag: --nope"},
-		{"unknown scenario", []string{"bench", "nosuch"}, 2, `unknown scenario "nosuch" (available: cell, failover, mcp, move, mtls, placement, replication, router, subscribe)`},
+		{"unknown scenario", []string{"bench", "nosuch"}, 2, `unknown scenario "nosuch" (available: cache, cell, failover, mcp, move, mtls, placement, replication, router, search, subscribe, vector)`},
 		{"unknown command", []string{"frobnicate"}, 1, `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {

@@ -128,7 +128,7 @@ func (x EraseSubjectOp_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EraseSubjectOp_Kind.Descriptor instead.
 func (EraseSubjectOp_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12, 0}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14, 0}
 }
 
 // CommandBatch is the payload of one Raft log entry. Concurrent proposals
@@ -226,6 +226,7 @@ type Command struct {
 	//	*Command_RegisterNode
 	//	*Command_Noop
 	//	*Command_CellSettings
+	//	*Command_ReindexKeywords
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -477,6 +478,15 @@ func (x *Command) GetCellSettings() *CellSettings {
 	return nil
 }
 
+func (x *Command) GetReindexKeywords() *ReindexKeywordsOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ReindexKeywords); ok {
+			return x.ReindexKeywords
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -553,6 +563,13 @@ type Command_CellSettings struct {
 	CellSettings *CellSettings `protobuf:"bytes,32,opt,name=cell_settings,json=cellSettings,proto3,oneof"`
 }
 
+type Command_ReindexKeywords struct {
+	// Indexes, for keyword search, a batch of the tenant's documents
+	// written while the index was off or before it existed (docs/search.md
+	// "Rebuild"). Replicated like a data mutation.
+	ReindexKeywords *ReindexKeywordsOp `protobuf:"bytes,40,opt,name=reindex_keywords,json=reindexKeywords,proto3,oneof"`
+}
+
 func (*Command_CreateContext) isCommand_Op() {}
 
 func (*Command_DeleteContext) isCommand_Op() {}
@@ -587,6 +604,128 @@ func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_CellSettings) isCommand_Op() {}
 
+func (*Command_ReindexKeywords) isCommand_Op() {}
+
+// ReindexKeywordsOp indexes up to max_docs (0: 1024) of the tenant's
+// entries and memory items after the document named after (empty: from
+// the first), skipping those indexed already. Its result says where the
+// next batch starts. Deterministic: it reads only the state.
+type ReindexKeywordsOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	After         []byte                 `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	MaxDocs       uint32                 `protobuf:"varint,2,opt,name=max_docs,json=maxDocs,proto3" json:"max_docs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReindexKeywordsOp) Reset() {
+	*x = ReindexKeywordsOp{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReindexKeywordsOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReindexKeywordsOp) ProtoMessage() {}
+
+func (x *ReindexKeywordsOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReindexKeywordsOp.ProtoReflect.Descriptor instead.
+func (*ReindexKeywordsOp) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReindexKeywordsOp) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ReindexKeywordsOp) GetMaxDocs() uint32 {
+	if x != nil {
+		return x.MaxDocs
+	}
+	return 0
+}
+
+type ReindexKeywordsResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Documents visited, and those of them with text (indexed by this
+	// batch unless they were already: the count depends on the data only,
+	// so replicas whose index differs log the same result).
+	Visited uint32 `protobuf:"varint,1,opt,name=visited,proto3" json:"visited,omitempty"`
+	Indexed uint32 `protobuf:"varint,2,opt,name=indexed,proto3" json:"indexed,omitempty"`
+	// Where the next batch starts; empty: the rebuild is complete.
+	Next          []byte `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReindexKeywordsResult) Reset() {
+	*x = ReindexKeywordsResult{}
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReindexKeywordsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReindexKeywordsResult) ProtoMessage() {}
+
+func (x *ReindexKeywordsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReindexKeywordsResult.ProtoReflect.Descriptor instead.
+func (*ReindexKeywordsResult) Descriptor() ([]byte, []int) {
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReindexKeywordsResult) GetVisited() uint32 {
+	if x != nil {
+		return x.Visited
+	}
+	return 0
+}
+
+func (x *ReindexKeywordsResult) GetIndexed() uint32 {
+	if x != nil {
+		return x.Indexed
+	}
+	return 0
+}
+
+func (x *ReindexKeywordsResult) GetNext() []byte {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
 // CellSettings are the bounds that decide what the state machine writes
 // (dedup window, change-log retention). They are replicated state, not node
 // configuration, so every replica applies the same bounds: the leader
@@ -613,13 +752,23 @@ type CellSettings struct {
 	// (command time) and records past the count are trimmed in chunks.
 	AuditRetentionNanos int64  `protobuf:"varint,160,opt,name=audit_retention_nanos,json=auditRetentionNanos,proto3" json:"audit_retention_nanos,omitempty"`
 	AuditMaxRecords     uint64 `protobuf:"varint,161,opt,name=audit_max_records,json=auditMaxRecords,proto3" json:"audit_max_records,omitempty"`
+	// Keyword index (cells/store/keyword.go, docs/search.md): off stops
+	// indexing new entries and memory values (postings already written are
+	// still removed with their documents). Replicated, so every replica
+	// indexes alike.
+	KeywordIndexOff bool `protobuf:"varint,200,opt,name=keyword_index_off,json=keywordIndexOff,proto3" json:"keyword_index_off,omitempty"`
+	// The most tokens indexed per document (0: 4096) and the longest term
+	// in bytes (0: 64; longer words are cut at a rune boundary). Part of the
+	// tokenizer's definition: every replica must use the same values.
+	KeywordMaxTerms     uint32 `protobuf:"varint,201,opt,name=keyword_max_terms,json=keywordMaxTerms,proto3" json:"keyword_max_terms,omitempty"`
+	KeywordMaxTermBytes uint32 `protobuf:"varint,202,opt,name=keyword_max_term_bytes,json=keywordMaxTermBytes,proto3" json:"keyword_max_term_bytes,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CellSettings) Reset() {
 	*x = CellSettings{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +780,7 @@ func (x *CellSettings) String() string {
 func (*CellSettings) ProtoMessage() {}
 
 func (x *CellSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[2]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +793,7 @@ func (x *CellSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellSettings.ProtoReflect.Descriptor instead.
 func (*CellSettings) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CellSettings) GetDedupWindow() uint64 {
@@ -703,6 +852,27 @@ func (x *CellSettings) GetAuditMaxRecords() uint64 {
 	return 0
 }
 
+func (x *CellSettings) GetKeywordIndexOff() bool {
+	if x != nil {
+		return x.KeywordIndexOff
+	}
+	return false
+}
+
+func (x *CellSettings) GetKeywordMaxTerms() uint32 {
+	if x != nil {
+		return x.KeywordMaxTerms
+	}
+	return 0
+}
+
+func (x *CellSettings) GetKeywordMaxTermBytes() uint32 {
+	if x != nil {
+		return x.KeywordMaxTermBytes
+	}
+	return 0
+}
+
 // TenantQuota bounds what one tenant stores in a cell (0: no bound). The
 // state machine refuses a client write that would take the tenant's usage
 // (TenantUsage) above a bound with QUOTA_EXCEEDED; writes that free space
@@ -723,7 +893,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +905,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[3]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +918,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TenantQuota) GetMaxBytes() uint64 {
@@ -792,7 +962,7 @@ type ExpireSweepOp struct {
 
 func (x *ExpireSweepOp) Reset() {
 	*x = ExpireSweepOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +974,7 @@ func (x *ExpireSweepOp) String() string {
 func (*ExpireSweepOp) ProtoMessage() {}
 
 func (x *ExpireSweepOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[4]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +987,7 @@ func (x *ExpireSweepOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSweepOp.ProtoReflect.Descriptor instead.
 func (*ExpireSweepOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExpireSweepOp) GetMaxItems() uint32 {
@@ -840,7 +1010,7 @@ type ExpireSweepResult struct {
 
 func (x *ExpireSweepResult) Reset() {
 	*x = ExpireSweepResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1022,7 @@ func (x *ExpireSweepResult) String() string {
 func (*ExpireSweepResult) ProtoMessage() {}
 
 func (x *ExpireSweepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[5]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1035,7 @@ func (x *ExpireSweepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSweepResult.ProtoReflect.Descriptor instead.
 func (*ExpireSweepResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExpireSweepResult) GetContexts() uint32 {
@@ -914,7 +1084,7 @@ type SetTenantOp struct {
 
 func (x *SetTenantOp) Reset() {
 	*x = SetTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1096,7 @@ func (x *SetTenantOp) String() string {
 func (*SetTenantOp) ProtoMessage() {}
 
 func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[6]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1109,7 @@ func (x *SetTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantOp.ProtoReflect.Descriptor instead.
 func (*SetTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SetTenantOp) GetRole() Role {
@@ -991,7 +1161,7 @@ type ApplyChangesOp struct {
 
 func (x *ApplyChangesOp) Reset() {
 	*x = ApplyChangesOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1173,7 @@ func (x *ApplyChangesOp) String() string {
 func (*ApplyChangesOp) ProtoMessage() {}
 
 func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[7]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1186,7 @@ func (x *ApplyChangesOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyChangesOp.ProtoReflect.Descriptor instead.
 func (*ApplyChangesOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApplyChangesOp) GetEvents() []*ChangeEvent {
@@ -1045,7 +1215,7 @@ type ImportTenantOp struct {
 
 func (x *ImportTenantOp) Reset() {
 	*x = ImportTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1227,7 @@ func (x *ImportTenantOp) String() string {
 func (*ImportTenantOp) ProtoMessage() {}
 
 func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[8]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1240,7 @@ func (x *ImportTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportTenantOp.ProtoReflect.Descriptor instead.
 func (*ImportTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ImportTenantOp) GetFirst() bool {
@@ -1112,7 +1282,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1294,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[9]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1307,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1166,7 +1336,7 @@ type ReplicaAckOp struct {
 
 func (x *ReplicaAckOp) Reset() {
 	*x = ReplicaAckOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1348,7 @@ func (x *ReplicaAckOp) String() string {
 func (*ReplicaAckOp) ProtoMessage() {}
 
 func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[10]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1361,7 @@ func (x *ReplicaAckOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaAckOp.ProtoReflect.Descriptor instead.
 func (*ReplicaAckOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReplicaAckOp) GetTseq() uint64 {
@@ -1220,7 +1390,7 @@ type DeleteTenantOp struct {
 
 func (x *DeleteTenantOp) Reset() {
 	*x = DeleteTenantOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1402,7 @@ func (x *DeleteTenantOp) String() string {
 func (*DeleteTenantOp) ProtoMessage() {}
 
 func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[11]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1415,7 @@ func (x *DeleteTenantOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantOp.ProtoReflect.Descriptor instead.
 func (*DeleteTenantOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteTenantOp) GetExpectedEpoch() uint64 {
@@ -1286,7 +1456,7 @@ type EraseSubjectOp struct {
 
 func (x *EraseSubjectOp) Reset() {
 	*x = EraseSubjectOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1468,7 @@ func (x *EraseSubjectOp) String() string {
 func (*EraseSubjectOp) ProtoMessage() {}
 
 func (x *EraseSubjectOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[12]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1481,7 @@ func (x *EraseSubjectOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseSubjectOp.ProtoReflect.Descriptor instead.
 func (*EraseSubjectOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EraseSubjectOp) GetKind() EraseSubjectOp_Kind {
@@ -1356,7 +1526,7 @@ type EraseSubjectResult struct {
 
 func (x *EraseSubjectResult) Reset() {
 	*x = EraseSubjectResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1538,7 @@ func (x *EraseSubjectResult) String() string {
 func (*EraseSubjectResult) ProtoMessage() {}
 
 func (x *EraseSubjectResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[13]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1551,7 @@ func (x *EraseSubjectResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseSubjectResult.ProtoReflect.Descriptor instead.
 func (*EraseSubjectResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EraseSubjectResult) GetContextsDeleted() uint64 {
@@ -1448,7 +1618,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1630,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[14]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1643,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuditRecord) GetTseq() uint64 {
@@ -1569,7 +1739,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1751,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[15]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1764,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 // CommandResult is the state machine's answer to one command.
@@ -1617,6 +1787,7 @@ type CommandResult struct {
 	//	*CommandResult_ExpireSweep
 	//	*CommandResult_Compact
 	//	*CommandResult_EraseSubject
+	//	*CommandResult_ReindexKeywords
 	Result        isCommandResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1624,7 +1795,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1807,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[16]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1820,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CommandResult) GetError() *CommandError {
@@ -1743,6 +1914,15 @@ func (x *CommandResult) GetEraseSubject() *EraseSubjectResult {
 	return nil
 }
 
+func (x *CommandResult) GetReindexKeywords() *ReindexKeywordsResult {
+	if x != nil {
+		if x, ok := x.Result.(*CommandResult_ReindexKeywords); ok {
+			return x.ReindexKeywords
+		}
+	}
+	return nil
+}
+
 type isCommandResult_Result interface {
 	isCommandResult_Result()
 }
@@ -1775,6 +1955,10 @@ type CommandResult_EraseSubject struct {
 	EraseSubject *EraseSubjectResult `protobuf:"bytes,160,opt,name=erase_subject,json=eraseSubject,proto3,oneof"`
 }
 
+type CommandResult_ReindexKeywords struct {
+	ReindexKeywords *ReindexKeywordsResult `protobuf:"bytes,200,opt,name=reindex_keywords,json=reindexKeywords,proto3,oneof"`
+}
+
 func (*CommandResult_Context) isCommandResult_Result() {}
 
 func (*CommandResult_Append) isCommandResult_Result() {}
@@ -1789,6 +1973,8 @@ func (*CommandResult_Compact) isCommandResult_Result() {}
 
 func (*CommandResult_EraseSubject) isCommandResult_Result() {}
 
+func (*CommandResult_ReindexKeywords) isCommandResult_Result() {}
+
 // CommandError is a rejection in the terms of the error contract.
 type CommandError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1801,7 +1987,7 @@ type CommandError struct {
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1999,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[17]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2012,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommandError) GetReason() string {
@@ -1896,7 +2082,7 @@ type TenantRecord struct {
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2094,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[18]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2107,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TenantRecord) GetRole() Role {
@@ -2085,7 +2271,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2283,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[19]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2296,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TenantUsage) GetContexts() uint64 {
@@ -2165,7 +2351,7 @@ type TenantInfo struct {
 
 func (x *TenantInfo) Reset() {
 	*x = TenantInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2363,7 @@ func (x *TenantInfo) String() string {
 func (*TenantInfo) ProtoMessage() {}
 
 func (x *TenantInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[20]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2376,7 @@ func (x *TenantInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantInfo.ProtoReflect.Descriptor instead.
 func (*TenantInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TenantInfo) GetTenant() string {
@@ -2298,7 +2484,7 @@ type ChangeEvent struct {
 
 func (x *ChangeEvent) Reset() {
 	*x = ChangeEvent{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2496,7 @@ func (x *ChangeEvent) String() string {
 func (*ChangeEvent) ProtoMessage() {}
 
 func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[21]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2509,7 @@ func (x *ChangeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeEvent.ProtoReflect.Descriptor instead.
 func (*ChangeEvent) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChangeEvent) GetTseq() uint64 {
@@ -2368,7 +2554,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[22]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2566,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[22]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2579,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DedupRecord) GetTseq() uint64 {
@@ -2435,7 +2621,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[23]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2633,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cellplane_cell_v1_command_proto_msgTypes[23]
+	mi := &file_cellplane_cell_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2646,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_cellplane_cell_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -2504,7 +2690,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1fcellplane/cell/v1/command.proto\x12\x11cellplane.cell.v1\x1a\"cellplane/context/v1/context.proto\"F\n" +
 	"\fCommandBatch\x126\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\xbe\v\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1a.cellplane.cell.v1.CommandR\bcommands\"\x91\f\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x16\n" +
@@ -2535,8 +2721,16 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"replicaAck\x12B\n" +
 	"\rregister_node\x18\x1e \x01(\v2\x1b.cellplane.cell.v1.NodeInfoH\x00R\fregisterNode\x12/\n" +
 	"\x04noop\x18\x1f \x01(\v2\x19.cellplane.cell.v1.NoopOpH\x00R\x04noop\x12F\n" +
-	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettingsB\x04\n" +
-	"\x02op\"\xa2\x03\n" +
+	"\rcell_settings\x18  \x01(\v2\x1f.cellplane.cell.v1.CellSettingsH\x00R\fcellSettings\x12Q\n" +
+	"\x10reindex_keywords\x18( \x01(\v2$.cellplane.cell.v1.ReindexKeywordsOpH\x00R\x0freindexKeywordsB\x04\n" +
+	"\x02op\"D\n" +
+	"\x11ReindexKeywordsOp\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\fR\x05after\x12\x19\n" +
+	"\bmax_docs\x18\x02 \x01(\rR\amaxDocs\"_\n" +
+	"\x15ReindexKeywordsResult\x12\x18\n" +
+	"\avisited\x18\x01 \x01(\rR\avisited\x12\x18\n" +
+	"\aindexed\x18\x02 \x01(\rR\aindexed\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\fR\x04next\"\xb2\x04\n" +
 	"\fCellSettings\x12!\n" +
 	"\fdedup_window\x18\x01 \x01(\x04R\vdedupWindow\x12:\n" +
 	"\x19changelog_retention_nanos\x18\x02 \x01(\x03R\x17changelogRetentionNanos\x12.\n" +
@@ -2545,7 +2739,10 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x12dedup_window_nanos\x18\x05 \x01(\x03R\x10dedupWindowNanos\x12A\n" +
 	"\ftenant_quota\x18\x06 \x01(\v2\x1e.cellplane.cell.v1.TenantQuotaR\vtenantQuota\x123\n" +
 	"\x15audit_retention_nanos\x18\xa0\x01 \x01(\x03R\x13auditRetentionNanos\x12+\n" +
-	"\x11audit_max_records\x18\xa1\x01 \x01(\x04R\x0fauditMaxRecords\"\xad\x01\n" +
+	"\x11audit_max_records\x18\xa1\x01 \x01(\x04R\x0fauditMaxRecords\x12+\n" +
+	"\x11keyword_index_off\x18\xc8\x01 \x01(\bR\x0fkeywordIndexOff\x12+\n" +
+	"\x11keyword_max_terms\x18\xc9\x01 \x01(\rR\x0fkeywordMaxTerms\x124\n" +
+	"\x16keyword_max_term_bytes\x18\xca\x01 \x01(\rR\x13keywordMaxTermBytes\"\xad\x01\n" +
 	"\vTenantQuota\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x04R\bmaxBytes\x12!\n" +
 	"\fmax_contexts\x18\x02 \x01(\x04R\vmaxContexts\x12&\n" +
@@ -2614,7 +2811,7 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	" \x01(\x0e2&.cellplane.cell.v1.EraseSubjectOp.KindR\teraseKind\x120\n" +
 	"\x14erase_subject_sha256\x18\v \x01(\fR\x12eraseSubjectSha256\x12=\n" +
 	"\x06erased\x18\f \x01(\v2%.cellplane.cell.v1.EraseSubjectResultR\x06erased\"\b\n" +
-	"\x06NoopOp\"\xe3\x04\n" +
+	"\x06NoopOp\"\xbb\x05\n" +
 	"\rCommandResult\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.cellplane.cell.v1.CommandErrorR\x05error\x12\x12\n" +
 	"\x04tseq\x18\x02 \x01(\x04R\x04tseq\x12\"\n" +
@@ -2627,7 +2824,8 @@ const file_cellplane_cell_v1_command_proto_rawDesc = "" +
 	"\x06tenant\x18\x14 \x01(\v2\x1d.cellplane.cell.v1.TenantInfoH\x00R\x06tenant\x12I\n" +
 	"\fexpire_sweep\x18x \x01(\v2$.cellplane.cell.v1.ExpireSweepResultH\x00R\vexpireSweep\x12A\n" +
 	"\acompact\x18d \x01(\v2%.cellplane.context.v1.CompactResponseH\x00R\acompact\x12M\n" +
-	"\rerase_subject\x18\xa0\x01 \x01(\v2%.cellplane.cell.v1.EraseSubjectResultH\x00R\feraseSubjectB\b\n" +
+	"\rerase_subject\x18\xa0\x01 \x01(\v2%.cellplane.cell.v1.EraseSubjectResultH\x00R\feraseSubject\x12V\n" +
+	"\x10reindex_keywords\x18\xc8\x01 \x01(\v2(.cellplane.cell.v1.ReindexKeywordsResultH\x00R\x0freindexKeywordsB\b\n" +
 	"\x06result\"\xc8\x01\n" +
 	"\fCommandError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
@@ -2721,99 +2919,103 @@ func file_cellplane_cell_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_cellplane_cell_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_cellplane_cell_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_cellplane_cell_v1_command_proto_goTypes = []any{
 	(Role)(0),                       // 0: cellplane.cell.v1.Role
 	(EraseSubjectOp_Kind)(0),        // 1: cellplane.cell.v1.EraseSubjectOp.Kind
 	(*CommandBatch)(nil),            // 2: cellplane.cell.v1.CommandBatch
 	(*Command)(nil),                 // 3: cellplane.cell.v1.Command
-	(*CellSettings)(nil),            // 4: cellplane.cell.v1.CellSettings
-	(*TenantQuota)(nil),             // 5: cellplane.cell.v1.TenantQuota
-	(*ExpireSweepOp)(nil),           // 6: cellplane.cell.v1.ExpireSweepOp
-	(*ExpireSweepResult)(nil),       // 7: cellplane.cell.v1.ExpireSweepResult
-	(*SetTenantOp)(nil),             // 8: cellplane.cell.v1.SetTenantOp
-	(*ApplyChangesOp)(nil),          // 9: cellplane.cell.v1.ApplyChangesOp
-	(*ImportTenantOp)(nil),          // 10: cellplane.cell.v1.ImportTenantOp
-	(*KeyValue)(nil),                // 11: cellplane.cell.v1.KeyValue
-	(*ReplicaAckOp)(nil),            // 12: cellplane.cell.v1.ReplicaAckOp
-	(*DeleteTenantOp)(nil),          // 13: cellplane.cell.v1.DeleteTenantOp
-	(*EraseSubjectOp)(nil),          // 14: cellplane.cell.v1.EraseSubjectOp
-	(*EraseSubjectResult)(nil),      // 15: cellplane.cell.v1.EraseSubjectResult
-	(*AuditRecord)(nil),             // 16: cellplane.cell.v1.AuditRecord
-	(*NoopOp)(nil),                  // 17: cellplane.cell.v1.NoopOp
-	(*CommandResult)(nil),           // 18: cellplane.cell.v1.CommandResult
-	(*CommandError)(nil),            // 19: cellplane.cell.v1.CommandError
-	(*TenantRecord)(nil),            // 20: cellplane.cell.v1.TenantRecord
-	(*TenantUsage)(nil),             // 21: cellplane.cell.v1.TenantUsage
-	(*TenantInfo)(nil),              // 22: cellplane.cell.v1.TenantInfo
-	(*ChangeEvent)(nil),             // 23: cellplane.cell.v1.ChangeEvent
-	(*DedupRecord)(nil),             // 24: cellplane.cell.v1.DedupRecord
-	(*NodeInfo)(nil),                // 25: cellplane.cell.v1.NodeInfo
-	nil,                             // 26: cellplane.cell.v1.CommandError.MetadataEntry
-	(*v1.CreateContextRequest)(nil), // 27: cellplane.context.v1.CreateContextRequest
-	(*v1.DeleteContextRequest)(nil), // 28: cellplane.context.v1.DeleteContextRequest
-	(*v1.AppendRequest)(nil),        // 29: cellplane.context.v1.AppendRequest
-	(*v1.PutMemoryRequest)(nil),     // 30: cellplane.context.v1.PutMemoryRequest
-	(*v1.DeleteMemoryRequest)(nil),  // 31: cellplane.context.v1.DeleteMemoryRequest
-	(*v1.ForkRequest)(nil),          // 32: cellplane.context.v1.ForkRequest
-	(*v1.CompactRequest)(nil),       // 33: cellplane.context.v1.CompactRequest
-	(*v1.Context)(nil),              // 34: cellplane.context.v1.Context
-	(*v1.AppendResponse)(nil),       // 35: cellplane.context.v1.AppendResponse
-	(*v1.PutMemoryResponse)(nil),    // 36: cellplane.context.v1.PutMemoryResponse
-	(*v1.CompactResponse)(nil),      // 37: cellplane.context.v1.CompactResponse
+	(*ReindexKeywordsOp)(nil),       // 4: cellplane.cell.v1.ReindexKeywordsOp
+	(*ReindexKeywordsResult)(nil),   // 5: cellplane.cell.v1.ReindexKeywordsResult
+	(*CellSettings)(nil),            // 6: cellplane.cell.v1.CellSettings
+	(*TenantQuota)(nil),             // 7: cellplane.cell.v1.TenantQuota
+	(*ExpireSweepOp)(nil),           // 8: cellplane.cell.v1.ExpireSweepOp
+	(*ExpireSweepResult)(nil),       // 9: cellplane.cell.v1.ExpireSweepResult
+	(*SetTenantOp)(nil),             // 10: cellplane.cell.v1.SetTenantOp
+	(*ApplyChangesOp)(nil),          // 11: cellplane.cell.v1.ApplyChangesOp
+	(*ImportTenantOp)(nil),          // 12: cellplane.cell.v1.ImportTenantOp
+	(*KeyValue)(nil),                // 13: cellplane.cell.v1.KeyValue
+	(*ReplicaAckOp)(nil),            // 14: cellplane.cell.v1.ReplicaAckOp
+	(*DeleteTenantOp)(nil),          // 15: cellplane.cell.v1.DeleteTenantOp
+	(*EraseSubjectOp)(nil),          // 16: cellplane.cell.v1.EraseSubjectOp
+	(*EraseSubjectResult)(nil),      // 17: cellplane.cell.v1.EraseSubjectResult
+	(*AuditRecord)(nil),             // 18: cellplane.cell.v1.AuditRecord
+	(*NoopOp)(nil),                  // 19: cellplane.cell.v1.NoopOp
+	(*CommandResult)(nil),           // 20: cellplane.cell.v1.CommandResult
+	(*CommandError)(nil),            // 21: cellplane.cell.v1.CommandError
+	(*TenantRecord)(nil),            // 22: cellplane.cell.v1.TenantRecord
+	(*TenantUsage)(nil),             // 23: cellplane.cell.v1.TenantUsage
+	(*TenantInfo)(nil),              // 24: cellplane.cell.v1.TenantInfo
+	(*ChangeEvent)(nil),             // 25: cellplane.cell.v1.ChangeEvent
+	(*DedupRecord)(nil),             // 26: cellplane.cell.v1.DedupRecord
+	(*NodeInfo)(nil),                // 27: cellplane.cell.v1.NodeInfo
+	nil,                             // 28: cellplane.cell.v1.CommandError.MetadataEntry
+	(*v1.CreateContextRequest)(nil), // 29: cellplane.context.v1.CreateContextRequest
+	(*v1.DeleteContextRequest)(nil), // 30: cellplane.context.v1.DeleteContextRequest
+	(*v1.AppendRequest)(nil),        // 31: cellplane.context.v1.AppendRequest
+	(*v1.PutMemoryRequest)(nil),     // 32: cellplane.context.v1.PutMemoryRequest
+	(*v1.DeleteMemoryRequest)(nil),  // 33: cellplane.context.v1.DeleteMemoryRequest
+	(*v1.ForkRequest)(nil),          // 34: cellplane.context.v1.ForkRequest
+	(*v1.CompactRequest)(nil),       // 35: cellplane.context.v1.CompactRequest
+	(*v1.Context)(nil),              // 36: cellplane.context.v1.Context
+	(*v1.AppendResponse)(nil),       // 37: cellplane.context.v1.AppendResponse
+	(*v1.PutMemoryResponse)(nil),    // 38: cellplane.context.v1.PutMemoryResponse
+	(*v1.CompactResponse)(nil),      // 39: cellplane.context.v1.CompactResponse
 }
 var file_cellplane_cell_v1_command_proto_depIdxs = []int32{
 	3,  // 0: cellplane.cell.v1.CommandBatch.commands:type_name -> cellplane.cell.v1.Command
-	27, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
-	28, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
-	29, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
-	30, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
-	31, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
-	32, // 6: cellplane.cell.v1.Command.fork_context:type_name -> cellplane.context.v1.ForkRequest
-	6,  // 7: cellplane.cell.v1.Command.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepOp
-	33, // 8: cellplane.cell.v1.Command.compact_context:type_name -> cellplane.context.v1.CompactRequest
-	14, // 9: cellplane.cell.v1.Command.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectOp
-	8,  // 10: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
-	13, // 11: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
-	9,  // 12: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
-	10, // 13: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
-	12, // 14: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
-	25, // 15: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
-	17, // 16: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
-	4,  // 17: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
-	5,  // 18: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 19: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
-	5,  // 20: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
-	23, // 21: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
-	11, // 22: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
-	20, // 23: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
-	0,  // 24: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
-	1,  // 25: cellplane.cell.v1.EraseSubjectOp.kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
-	1,  // 26: cellplane.cell.v1.AuditRecord.erase_kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
-	15, // 27: cellplane.cell.v1.AuditRecord.erased:type_name -> cellplane.cell.v1.EraseSubjectResult
-	19, // 28: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
-	34, // 29: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
-	35, // 30: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
-	36, // 31: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
-	22, // 32: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
-	7,  // 33: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
-	37, // 34: cellplane.cell.v1.CommandResult.compact:type_name -> cellplane.context.v1.CompactResponse
-	15, // 35: cellplane.cell.v1.CommandResult.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectResult
-	26, // 36: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
-	0,  // 37: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
-	21, // 38: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
-	5,  // 39: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
-	0,  // 40: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
-	21, // 41: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
-	5,  // 42: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
-	3,  // 43: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
-	18, // 44: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
-	18, // 45: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	29, // 1: cellplane.cell.v1.Command.create_context:type_name -> cellplane.context.v1.CreateContextRequest
+	30, // 2: cellplane.cell.v1.Command.delete_context:type_name -> cellplane.context.v1.DeleteContextRequest
+	31, // 3: cellplane.cell.v1.Command.append:type_name -> cellplane.context.v1.AppendRequest
+	32, // 4: cellplane.cell.v1.Command.put_memory:type_name -> cellplane.context.v1.PutMemoryRequest
+	33, // 5: cellplane.cell.v1.Command.delete_memory:type_name -> cellplane.context.v1.DeleteMemoryRequest
+	34, // 6: cellplane.cell.v1.Command.fork_context:type_name -> cellplane.context.v1.ForkRequest
+	8,  // 7: cellplane.cell.v1.Command.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepOp
+	35, // 8: cellplane.cell.v1.Command.compact_context:type_name -> cellplane.context.v1.CompactRequest
+	16, // 9: cellplane.cell.v1.Command.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectOp
+	10, // 10: cellplane.cell.v1.Command.set_tenant:type_name -> cellplane.cell.v1.SetTenantOp
+	15, // 11: cellplane.cell.v1.Command.delete_tenant:type_name -> cellplane.cell.v1.DeleteTenantOp
+	11, // 12: cellplane.cell.v1.Command.apply_changes:type_name -> cellplane.cell.v1.ApplyChangesOp
+	12, // 13: cellplane.cell.v1.Command.import_tenant:type_name -> cellplane.cell.v1.ImportTenantOp
+	14, // 14: cellplane.cell.v1.Command.replica_ack:type_name -> cellplane.cell.v1.ReplicaAckOp
+	27, // 15: cellplane.cell.v1.Command.register_node:type_name -> cellplane.cell.v1.NodeInfo
+	19, // 16: cellplane.cell.v1.Command.noop:type_name -> cellplane.cell.v1.NoopOp
+	6,  // 17: cellplane.cell.v1.Command.cell_settings:type_name -> cellplane.cell.v1.CellSettings
+	4,  // 18: cellplane.cell.v1.Command.reindex_keywords:type_name -> cellplane.cell.v1.ReindexKeywordsOp
+	7,  // 19: cellplane.cell.v1.CellSettings.tenant_quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 20: cellplane.cell.v1.SetTenantOp.role:type_name -> cellplane.cell.v1.Role
+	7,  // 21: cellplane.cell.v1.SetTenantOp.quota:type_name -> cellplane.cell.v1.TenantQuota
+	25, // 22: cellplane.cell.v1.ApplyChangesOp.events:type_name -> cellplane.cell.v1.ChangeEvent
+	13, // 23: cellplane.cell.v1.ImportTenantOp.pairs:type_name -> cellplane.cell.v1.KeyValue
+	22, // 24: cellplane.cell.v1.ImportTenantOp.record:type_name -> cellplane.cell.v1.TenantRecord
+	0,  // 25: cellplane.cell.v1.DeleteTenantOp.allowed_roles:type_name -> cellplane.cell.v1.Role
+	1,  // 26: cellplane.cell.v1.EraseSubjectOp.kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
+	1,  // 27: cellplane.cell.v1.AuditRecord.erase_kind:type_name -> cellplane.cell.v1.EraseSubjectOp.Kind
+	17, // 28: cellplane.cell.v1.AuditRecord.erased:type_name -> cellplane.cell.v1.EraseSubjectResult
+	21, // 29: cellplane.cell.v1.CommandResult.error:type_name -> cellplane.cell.v1.CommandError
+	36, // 30: cellplane.cell.v1.CommandResult.context:type_name -> cellplane.context.v1.Context
+	37, // 31: cellplane.cell.v1.CommandResult.append:type_name -> cellplane.context.v1.AppendResponse
+	38, // 32: cellplane.cell.v1.CommandResult.put_memory:type_name -> cellplane.context.v1.PutMemoryResponse
+	24, // 33: cellplane.cell.v1.CommandResult.tenant:type_name -> cellplane.cell.v1.TenantInfo
+	9,  // 34: cellplane.cell.v1.CommandResult.expire_sweep:type_name -> cellplane.cell.v1.ExpireSweepResult
+	39, // 35: cellplane.cell.v1.CommandResult.compact:type_name -> cellplane.context.v1.CompactResponse
+	17, // 36: cellplane.cell.v1.CommandResult.erase_subject:type_name -> cellplane.cell.v1.EraseSubjectResult
+	5,  // 37: cellplane.cell.v1.CommandResult.reindex_keywords:type_name -> cellplane.cell.v1.ReindexKeywordsResult
+	28, // 38: cellplane.cell.v1.CommandError.metadata:type_name -> cellplane.cell.v1.CommandError.MetadataEntry
+	0,  // 39: cellplane.cell.v1.TenantRecord.role:type_name -> cellplane.cell.v1.Role
+	23, // 40: cellplane.cell.v1.TenantRecord.usage:type_name -> cellplane.cell.v1.TenantUsage
+	7,  // 41: cellplane.cell.v1.TenantRecord.quota:type_name -> cellplane.cell.v1.TenantQuota
+	0,  // 42: cellplane.cell.v1.TenantInfo.role:type_name -> cellplane.cell.v1.Role
+	23, // 43: cellplane.cell.v1.TenantInfo.usage:type_name -> cellplane.cell.v1.TenantUsage
+	7,  // 44: cellplane.cell.v1.TenantInfo.quota:type_name -> cellplane.cell.v1.TenantQuota
+	3,  // 45: cellplane.cell.v1.ChangeEvent.command:type_name -> cellplane.cell.v1.Command
+	20, // 46: cellplane.cell.v1.ChangeEvent.result:type_name -> cellplane.cell.v1.CommandResult
+	20, // 47: cellplane.cell.v1.DedupRecord.result:type_name -> cellplane.cell.v1.CommandResult
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_cellplane_cell_v1_command_proto_init() }
@@ -2839,8 +3041,9 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*Command_RegisterNode)(nil),
 		(*Command_Noop)(nil),
 		(*Command_CellSettings)(nil),
+		(*Command_ReindexKeywords)(nil),
 	}
-	file_cellplane_cell_v1_command_proto_msgTypes[16].OneofWrappers = []any{
+	file_cellplane_cell_v1_command_proto_msgTypes[18].OneofWrappers = []any{
 		(*CommandResult_Context)(nil),
 		(*CommandResult_Append)(nil),
 		(*CommandResult_PutMemory)(nil),
@@ -2848,6 +3051,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 		(*CommandResult_ExpireSweep)(nil),
 		(*CommandResult_Compact)(nil),
 		(*CommandResult_EraseSubject)(nil),
+		(*CommandResult_ReindexKeywords)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2855,7 +3059,7 @@ func file_cellplane_cell_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cellplane_cell_v1_command_proto_rawDesc), len(file_cellplane_cell_v1_command_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

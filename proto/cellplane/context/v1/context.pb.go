@@ -3259,8 +3259,11 @@ type SearchContextsRequest struct {
 	// Only contexts the calling principal created (as ListContexts).
 	CreatedByCaller bool         `protobuf:"varint,8,opt,name=created_by_caller,json=createdByCaller,proto3" json:"created_by_caller,omitempty"`
 	ReadOptions     *ReadOptions `protobuf:"bytes,9,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Keyword query: every query word must occur in a hit (default: any
+	// word; hits ranked by BM25 either way).
+	MatchAll      bool `protobuf:"varint,200,opt,name=match_all,json=matchAll,proto3" json:"match_all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchContextsRequest) Reset() {
@@ -3356,6 +3359,13 @@ func (x *SearchContextsRequest) GetReadOptions() *ReadOptions {
 	return nil
 }
 
+func (x *SearchContextsRequest) GetMatchAll() bool {
+	if x != nil {
+		return x.MatchAll
+	}
+	return false
+}
+
 // ContextHit is one entry found by a search.
 type ContextHit struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -3421,7 +3431,10 @@ func (x *ContextHit) GetScore() float64 {
 type SearchContextsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Best first.
-	Hits          []*ContextHit `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	Hits []*ContextHit `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	// The keyword search stopped scanning postings at the server's bound
+	// (a query of very common words): hits are the best of what was scanned.
+	Truncated     bool `protobuf:"varint,200,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3463,6 +3476,13 @@ func (x *SearchContextsResponse) GetHits() []*ContextHit {
 	return nil
 }
 
+func (x *SearchContextsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 type SearchMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// As SearchContextsRequest.query, over memory values that are UTF-8 text.
@@ -3475,8 +3495,10 @@ type SearchMemoryRequest struct {
 	// Only keys with this prefix.
 	Prefix string `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	// Only items whose labels match.
-	Labels        *LabelSelector `protobuf:"bytes,6,opt,name=labels,proto3" json:"labels,omitempty"`
-	ReadOptions   *ReadOptions   `protobuf:"bytes,7,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	Labels      *LabelSelector `protobuf:"bytes,6,opt,name=labels,proto3" json:"labels,omitempty"`
+	ReadOptions *ReadOptions   `protobuf:"bytes,7,opt,name=read_options,json=readOptions,proto3" json:"read_options,omitempty"`
+	// As SearchContextsRequest.match_all.
+	MatchAll      bool `protobuf:"varint,200,opt,name=match_all,json=matchAll,proto3" json:"match_all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3560,6 +3582,13 @@ func (x *SearchMemoryRequest) GetReadOptions() *ReadOptions {
 	return nil
 }
 
+func (x *SearchMemoryRequest) GetMatchAll() bool {
+	if x != nil {
+		return x.MatchAll
+	}
+	return false
+}
+
 // MemoryHit is one memory item found by a search.
 type MemoryHit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3614,8 +3643,10 @@ func (x *MemoryHit) GetScore() float64 {
 }
 
 type SearchMemoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hits          []*MemoryHit           `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Hits  []*MemoryHit           `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	// As SearchContextsResponse.truncated.
+	Truncated     bool `protobuf:"varint,200,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3655,6 +3686,13 @@ func (x *SearchMemoryResponse) GetHits() []*MemoryHit {
 		return x.Hits
 	}
 	return nil
+}
+
+func (x *SearchMemoryResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 // ChangeCursor is a position in a tenant's change log: the tseq of a
@@ -4241,7 +4279,7 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\boperator\x18\x02 \x01(\x0e2#.cellplane.context.v1.LabelOperatorR\boperator\x12\x16\n" +
 	"\x06values\x18\x03 \x03(\tR\x06values\"[\n" +
 	"\rLabelSelector\x12J\n" +
-	"\frequirements\x18\x01 \x03(\v2&.cellplane.context.v1.LabelRequirementR\frequirements\"\x9c\x03\n" +
+	"\frequirements\x18\x01 \x03(\v2&.cellplane.context.v1.LabelRequirementR\frequirements\"\xba\x03\n" +
 	"\x15SearchContextsRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x16\n" +
 	"\x06vector\x18\x02 \x03(\x02R\x06vector\x12\x14\n" +
@@ -4252,15 +4290,17 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x0eentry_metadata\x18\x06 \x01(\v2#.cellplane.context.v1.LabelSelectorR\rentryMetadata\x12\x14\n" +
 	"\x05roles\x18\a \x03(\tR\x05roles\x12*\n" +
 	"\x11created_by_caller\x18\b \x01(\bR\x0fcreatedByCaller\x12D\n" +
-	"\fread_options\x18\t \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"t\n" +
+	"\fread_options\x18\t \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12\x1c\n" +
+	"\tmatch_all\x18\xc8\x01 \x01(\bR\bmatchAll\"t\n" +
 	"\n" +
 	"ContextHit\x12\x1d\n" +
 	"\n" +
 	"context_id\x18\x01 \x01(\tR\tcontextId\x121\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1b.cellplane.context.v1.EntryR\x05entry\x12\x14\n" +
-	"\x05score\x18\x03 \x01(\x01R\x05score\"N\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\"m\n" +
 	"\x16SearchContextsResponse\x124\n" +
-	"\x04hits\x18\x01 \x03(\v2 .cellplane.context.v1.ContextHitR\x04hits\"\xad\x02\n" +
+	"\x04hits\x18\x01 \x03(\v2 .cellplane.context.v1.ContextHitR\x04hits\x12\x1d\n" +
+	"\ttruncated\x18\xc8\x01 \x01(\bR\ttruncated\"\xcb\x02\n" +
 	"\x13SearchMemoryRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x16\n" +
 	"\x06vector\x18\x02 \x03(\x02R\x06vector\x12\x14\n" +
@@ -4268,12 +4308,14 @@ const file_cellplane_context_v1_context_proto_rawDesc = "" +
 	"\x05scope\x18\x04 \x01(\x0e2!.cellplane.context.v1.MemoryScopeR\x05scope\x12\x16\n" +
 	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12;\n" +
 	"\x06labels\x18\x06 \x01(\v2#.cellplane.context.v1.LabelSelectorR\x06labels\x12D\n" +
-	"\fread_options\x18\a \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\"W\n" +
+	"\fread_options\x18\a \x01(\v2!.cellplane.context.v1.ReadOptionsR\vreadOptions\x12\x1c\n" +
+	"\tmatch_all\x18\xc8\x01 \x01(\bR\bmatchAll\"W\n" +
 	"\tMemoryHit\x124\n" +
 	"\x04item\x18\x01 \x01(\v2 .cellplane.context.v1.MemoryItemR\x04item\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x01R\x05score\"K\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\"j\n" +
 	"\x14SearchMemoryResponse\x123\n" +
-	"\x04hits\x18\x01 \x03(\v2\x1f.cellplane.context.v1.MemoryHitR\x04hits\"H\n" +
+	"\x04hits\x18\x01 \x03(\v2\x1f.cellplane.context.v1.MemoryHitR\x04hits\x12\x1d\n" +
+	"\ttruncated\x18\xc8\x01 \x01(\bR\ttruncated\"H\n" +
 	"\fChangeCursor\x12\x12\n" +
 	"\x04tseq\x18\x01 \x01(\x04R\x04tseq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\"\xf0\x02\n" +
