@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -197,9 +198,11 @@ func TestS26WorkerKilledMidCall(t *testing.T) {
 			t.Errorf("call %s hung until its deadline (%v): %v", o.id, o.took, o.err)
 		}
 		// The defined ends of a call whose worker died: the connection
-		// closed under it, or refused.
-		if !errors.Is(o.err, io.EOF) && !errors.Is(o.err, io.ErrUnexpectedEOF) && !errors.Is(o.err, syscall.ECONNRESET) && !errors.Is(o.err, syscall.ECONNREFUSED) {
-			t.Errorf("call %s ended with %v, want EOF, ECONNRESET or ECONNREFUSED from the transport", o.id, o.err)
+		// closed under it (EOF, reset, or closed by the transport while it
+		// was still writing the request), or refused.
+		if !errors.Is(o.err, io.EOF) && !errors.Is(o.err, io.ErrUnexpectedEOF) && !errors.Is(o.err, syscall.ECONNRESET) &&
+			!errors.Is(o.err, syscall.ECONNREFUSED) && !errors.Is(o.err, net.ErrClosed) {
+			t.Errorf("call %s ended with %v, want EOF, ECONNRESET, ECONNREFUSED or a closed connection from the transport", o.id, o.err)
 		}
 	}
 	if len(failed) == 0 {

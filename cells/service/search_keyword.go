@@ -53,17 +53,22 @@ func (s *ContextServer) keywordContexts(ctx context.Context, tenant string, epoc
 
 // keywordMemory returns the best limit memory items for req.Query, in the
 // memory the scope names (the caller's own by default, as GetMemory).
-//
-// TODO(issue 18, merge): apply req.Labels once MemoryItem.labels exists
-// (the filters helper's branch); until then a labels filter is refused by
-// nothing and ignored here.
+// req.Labels filters the ranked items (labelsel).
 func (s *ContextServer) keywordMemory(ctx context.Context, tenant string, epoch uint64, req *contextv1.SearchMemoryRequest, limit int) ([]*contextv1.MemoryHit, bool, error) {
 	owner := memoryPrincipal(ctx, req.GetScope())
+	labels, err := labelsel.Compile(req.GetLabels())
+	if err != nil {
+		return nil, false, err // validated already
+	}
+	var accept func(*contextv1.MemoryItem) bool
+	if !labels.Empty() {
+		accept = func(m *contextv1.MemoryItem) bool { return labels.Matches(m.GetLabels()) }
+	}
 	var res store.KeywordResult
-	err := s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
+	err = s.st.ReadTenant(ctx, tenant, epoch, readOptions(req.GetReadOptions()), func(v *store.TenantView) error {
 		var err error
 		res, err = v.KeywordMemory(store.KeywordQuery{Text: req.GetQuery(), MatchAll: req.GetMatchAll(),
-			MaxPostings: s.lim.MaxKeywordPostings, Limit: limit}, owner, req.GetPrefix(), nil)
+			MaxPostings: s.lim.MaxKeywordPostings, Limit: limit}, owner, req.GetPrefix(), accept)
 		return err
 	})
 	if err != nil {

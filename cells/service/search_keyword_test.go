@@ -68,13 +68,18 @@ func TestSearchKeyword(t *testing.T) {
 	must(n.ctx.PutMemory(alice, &contextv1.PutMemoryRequest{Key: "pref/color", Value: []byte("favourite colour is green")}))(t)
 	must(n.ctx.PutMemory(bob, &contextv1.PutMemoryRequest{Key: "pref/color", Value: []byte("favourite colour is blue")}))(t)
 	must(n.ctx.PutMemory(alice, &contextv1.PutMemoryRequest{Key: "team", Value: []byte("the team colour is orange"), Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT}))(t)
+	must(n.ctx.PutMemory(alice, &contextv1.PutMemoryRequest{Key: "pref/shade", Value: []byte("a darker colour for the dashboard"), Labels: map[string]string{"kind": "ui"}}))(t)
+	uiOnly := &contextv1.LabelSelector{Requirements: []*contextv1.LabelRequirement{{Key: "kind", Operator: contextv1.LabelOperator_LABEL_OPERATOR_EQUALS, Values: []string{"ui"}}}}
+	notUI := &contextv1.LabelSelector{Requirements: []*contextv1.LabelRequirement{{Key: "kind", Operator: contextv1.LabelOperator_LABEL_OPERATOR_NOT_EQUALS, Values: []string{"ui"}}}}
 	for _, tc := range []struct {
 		name string
 		ctx  bool // alice (true) or bob
 		req  *contextv1.SearchMemoryRequest
 		want []string
 	}{
-		{"alice own", true, &contextv1.SearchMemoryRequest{Query: "colour"}, []string{"favourite colour is green"}},
+		{"alice own", true, &contextv1.SearchMemoryRequest{Query: "colour green"}, []string{"favourite colour is green", "a darker colour for the dashboard"}},
+		{"labels", true, &contextv1.SearchMemoryRequest{Query: "colour", Labels: uiOnly}, []string{"a darker colour for the dashboard"}},
+		{"labels excluded", true, &contextv1.SearchMemoryRequest{Query: "colour", Labels: notUI}, []string{"favourite colour is green"}},
 		{"bob own", false, &contextv1.SearchMemoryRequest{Query: "colour"}, []string{"favourite colour is blue"}},
 		{"tenant", false, &contextv1.SearchMemoryRequest{Query: "colour", Scope: contextv1.MemoryScope_MEMORY_SCOPE_TENANT}, []string{"the team colour is orange"}},
 		{"prefix", true, &contextv1.SearchMemoryRequest{Query: "colour", Prefix: "nope/"}, nil},

@@ -93,6 +93,14 @@ func TestStoreVectorSearch(t *testing.T) {
 	if len(r.GetHits()) != 1 || string(r.GetHits()[0].GetItem().GetValue()) != "shared" || r.GetHits()[0].GetItem().GetEmbeddingDims() != 3 {
 		t.Fatalf("tenant scope: %v", r)
 	}
+	// A label selector filters vector hits like keyword hits.
+	must(n.ctx.PutMemory(alice, &contextv1.PutMemoryRequest{Key: "l", Value: []byte("labelled"), Embedding: []float32{0.9, 0.1, 0},
+		Labels: map[string]string{"kind": "ui"}}))(t)
+	ui := &contextv1.LabelSelector{Requirements: []*contextv1.LabelRequirement{{Key: "kind", Operator: contextv1.LabelOperator_LABEL_OPERATOR_EXISTS}}}
+	r = must(n.ctx.SearchMemory(alice, &contextv1.SearchMemoryRequest{Vector: []float32{1, 0, 0}, Labels: ui}))(t)
+	if len(r.GetHits()) != 1 || string(r.GetHits()[0].GetItem().GetValue()) != "labelled" {
+		t.Fatalf("labels filter: %v", r)
+	}
 	_, err = n.ctx.PutMemory(alice, &contextv1.PutMemoryRequest{Key: "k2", Value: []byte("x"), Embedding: []float32{1, 0}})
 	wantErr(t, err, codes.InvalidArgument, cperr.InvalidArgument)
 	_, err = n.ctx.GetMemory(alice, &contextv1.GetMemoryRequest{Key: "k2"})
