@@ -85,6 +85,14 @@ func TestSearchTools(t *testing.T) {
 		t.Fatalf("tenant memory search %+v", m)
 	}
 	fails(t, ctx, alice, "memory_search", obj{"query": "picnic", "scope": "galaxy"}, cperr.InvalidArgument)
+	// Labels filter memory hits; reserved keys are refused.
+	ok(t, ctx, alice, "memory_put", obj{"key": "plan2", "value": "a picnic by the lake", "labels": obj{"kind": "outing"}}, nil)
+	ok(t, ctx, alice, "memory_search", obj{"query": "picnic", "labels": obj{"kind": "outing"}}, &m)
+	if len(m.Hits) != 1 || m.Hits[0].Key != "plan2" {
+		t.Fatalf("labelled memory search %+v", m)
+	}
+	fails(t, ctx, alice, "memory_search", obj{"query": "picnic", "labels": obj{"cellplane.principal": "bob"}}, cperr.InvalidArgument)
+	fails(t, ctx, alice, "context_search", obj{"query": "launch", "labels": obj{"cellplane.principal": "bob"}}, cperr.InvalidArgument)
 
 	// Scopes: memory:read alone cannot search contexts, and the reverse.
 	mem := connect(t, ctx, w.url("acme"), "2026-07-28", bearer("alice;memory:read"))

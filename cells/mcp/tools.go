@@ -415,19 +415,21 @@ type (
 		Truncated bool               `json:"truncated,omitempty" jsonschema:"the search stopped at the server's bound of index work (very common words): hits are the best of what it scanned"`
 	}
 	MemorySearchInput struct {
-		Query    string    `json:"query,omitempty" jsonschema:"keywords: memory values (UTF-8 text) are ranked by BM25; at least one of query and vector"`
-		Vector   []float32 `json:"vector,omitempty" jsonschema:"optional embedding to rank items by similarity (items put with an embedding)"`
-		MatchAll bool      `json:"match_all,omitempty" jsonschema:"only items holding every query word (default: any word)"`
-		Limit    uint32    `json:"limit,omitempty" jsonschema:"most hits (default 10, at most 100)"`
-		Prefix   string    `json:"prefix,omitempty" jsonschema:"only keys starting with this"`
-		Scope    string    `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		Query    string            `json:"query,omitempty" jsonschema:"keywords: memory values (UTF-8 text) are ranked by BM25; at least one of query and vector"`
+		Vector   []float32         `json:"vector,omitempty" jsonschema:"optional embedding to rank items by similarity (items put with an embedding)"`
+		MatchAll bool              `json:"match_all,omitempty" jsonschema:"only items holding every query word (default: any word)"`
+		Limit    uint32            `json:"limit,omitempty" jsonschema:"most hits (default 10, at most 100)"`
+		Prefix   string            `json:"prefix,omitempty" jsonschema:"only keys starting with this"`
+		Scope    string            `json:"scope,omitempty" jsonschema:"whose memory: principal (the default: the caller's own) or tenant (shared by every principal of the tenant)"`
+		Labels   map[string]string `json:"labels,omitempty" jsonschema:"only items with these labels (every key equal)"`
 	}
 	MemoryHitOutput struct {
-		Key      string  `json:"key"`
-		Value    string  `json:"value"`
-		Encoding string  `json:"encoding,omitempty" jsonschema:"base64 when the value is not UTF-8 text"`
-		Revision uint64  `json:"revision"`
-		Score    float64 `json:"score" jsonschema:"higher is better; comparable within one answer only"`
+		Key      string            `json:"key"`
+		Value    string            `json:"value"`
+		Encoding string            `json:"encoding,omitempty" jsonschema:"base64 when the value is not UTF-8 text"`
+		Revision uint64            `json:"revision"`
+		Score    float64           `json:"score" jsonschema:"higher is better; comparable within one answer only"`
+		Labels   map[string]string `json:"labels,omitempty"`
 	}
 	MemorySearchOutput struct {
 		Hits      []MemoryHitOutput `json:"hits" jsonschema:"best first"`
@@ -1437,8 +1439,12 @@ func equalsSelector(m map[string]string) *contextv1.LabelSelector {
 
 func (w *Worker) contextSearch(ctx context.Context, c caller, in ContextSearchInput) (ContextSearchOutput, error) {
 	// Like context_list: with a principal, only the contexts it created.
+	labels, err := labelSelector(in.Labels, nil)
+	if err != nil {
+		return ContextSearchOutput{}, err
+	}
 	req := &contextv1.SearchContextsRequest{Query: in.Query, Vector: in.Vector, MatchAll: in.MatchAll, Limit: in.Limit,
-		ContextIds: in.ContextIDs, ContextLabels: equalsSelector(in.Labels), EntryMetadata: equalsSelector(in.Metadata),
+		ContextIds: in.ContextIDs, ContextLabels: labels, EntryMetadata: equalsSelector(in.Metadata),
 		Roles: in.Roles, CreatedByCaller: c.principal != ""}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.SearchContextsResponse, error) {
 		return w.cell.SearchContexts(ctx, req)
@@ -1463,7 +1469,11 @@ func (w *Worker) memorySearch(ctx context.Context, c caller, in MemorySearchInpu
 	if err != nil {
 		return MemorySearchOutput{}, err
 	}
-	req := &contextv1.SearchMemoryRequest{Query: in.Query, Vector: in.Vector, MatchAll: in.MatchAll, Limit: in.Limit, Prefix: in.Prefix, Scope: scope}
+	labels, err := labelSelector(in.Labels, nil)
+	if err != nil {
+		return MemorySearchOutput{}, err
+	}
+	req := &contextv1.SearchMemoryRequest{Query: in.Query, Vector: in.Vector, MatchAll: in.MatchAll, Limit: in.Limit, Prefix: in.Prefix, Scope: scope, Labels: labels}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.SearchMemoryResponse, error) {
 		return w.cell.SearchMemory(ctx, req)
 	})
@@ -1473,7 +1483,7 @@ func (w *Worker) memorySearch(ctx context.Context, c caller, in MemorySearchInpu
 	out := MemorySearchOutput{Hits: make([]MemoryHitOutput, 0, len(res.GetHits())), Truncated: res.GetTruncated()}
 	for _, h := range res.GetHits() {
 		it := h.GetItem()
-		o := MemoryHitOutput{Key: it.GetKey(), Value: string(it.GetValue()), Revision: it.GetRevision(), Score: h.GetScore()}
+		o := MemoryHitOutput{Key: it.GetKey(), Value: string(it.GetValue()), Revision: it.GetRevision(), Score: h.GetScore(), Labels: it.GetLabels()}
 		if !utf8.Valid(it.GetValue()) {
 			o.Value, o.Encoding = base64.StdEncoding.EncodeToString(it.GetValue()), "base64"
 		}

@@ -496,6 +496,116 @@ func testMCP(t *testing.T, ctx context.Context, routerHTTP string, cs contextv1.
 	if k.UpToSeq != 2 || br.Summary == nil || br.Summary.Text != "asked about milk" || len(br.Entries) != 1 || br.Entries[0].Content != "thanks" || br.TokensReturned > 20 {
 		t.Fatalf("compacted, budgeted read: %+v", br)
 	}
+
+	testMCPSearchAndSubscribe(t, ctx, routerHTTP, call)
+}
+
+// testMCPSearchAndSubscribe: through the router, memory found by keyword
+// and by vector, and a subscription to a context whose last cursor
+// resumes the change stream after the listen ended (docs/mcp.md
+// "Subscriptions", docs/search.md).
+func testMCPSearchAndSubscribe(t *testing.T, ctx context.Context, routerHTTP string, call func(string, map[string]any, any)) {
+	call("memory_put", map[string]any{"key": "pref/drink", "value": "likes oat milk in coffee", "embedding": []float64{0.9, 0.1, 0}}, nil)
+	call("memory_put", map[string]any{"key": "pref/food", "value": "vegetarian, no mushrooms", "embedding": []float64{0, 0.2, 0.9}}, nil)
+	var ms struct {
+		Hits []struct {
+			Key string `json:"key"`
+		} `json:"hits"`
+	}
+	call("memory_search", map[string]any{"query": "oat milk"}, &ms)
+	if len(ms.Hits) == 0 || ms.Hits[0].Key != "pref/drink" {
+		t.Fatalf("memory_search by keyword: %+v", ms)
+	}
+	call("memory_search", map[string]any{"vector": []float64{0, 0.1, 1}, "limit": 1}, &ms)
+	if len(ms.Hits) != 1 || ms.Hits[0].Key != "pref/food" {
+		t.Fatalf("memory_search by vector: %+v", ms)
+	}
+
+	call("context_create", map[string]any{"context_id": "mcp-3"}, nil)
+	updates := make(chan *mcp.ResourceUpdatedNotificationParams, 64)
+	sc := mcp.NewClient(&mcp.Implementation{Name: "cellplane-e2e-listen", Version: "v0"}, &mcp.ClientOptions{
+		ResourceUpdatedHandler: func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) {
+			select {
+			case updates <- r.Params:
+			default:
+			}
+		},
+	})
+	ss, err := sc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: "http://" + routerHTTP + "/t/" + tenant + "/mcp"}, nil)
+	if err != nil {
+		t.Fatalf("MCP connect: %v", err)
+	}
+	defer ss.Close()
+	uri := "cellplane://t/" + tenant + "/contexts/mcp-3"
+	lctx, stopListen := context.WithCancel(ctx)
+	listened := make(chan error, 1)
+	go func() { listened <- ss.Subscribe(lctx, &mcp.SubscribeParams{URI: uri}) }()
+	n := 0
+	appendOne := func() {
+		n++
+		call("context_append", map[string]any{"context_id": "mcp-3", "request_id": fmt.Sprintf("mcp-s%d", n),
+			"entries": []map[string]any{{"role": "user", "content": fmt.Sprintf("turn %d", n)}}}, nil)
+	}
+	// The listen is open once an append made after it is notified.
+	var cursor string
+	deadline := time.Now().Add(20 * time.Second)
+	for cursor == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no notification for %s after %d appends", uri, n)
+		}
+		appendOne()
+		wait := time.NewTimer(500 * time.Millisecond)
+		select {
+		case p := <-updates:
+			if p.URI != uri {
+				t.Fatalf("notification for %s, subscribed to %s", p.URI, uri)
+			}
+			cursor, _ = p.Meta["cellplane/cursor"].(string)
+			if cursor == "" {
+				t.Fatalf("notification without a cursor: %+v", p)
+			}
+		case <-wait.C:
+		}
+		wait.Stop()
+	}
+	stopListen()
+	<-listened
+	// Two more turns while nobody listens; the cursor resumes after the
+	// last notified one and finds both (and nothing twice).
+	seenUpTo := n
+	appendOne()
+	appendOne()
+	var cr struct {
+		Changes []struct {
+			Kind      string `json:"kind"`
+			ContextID string `json:"context_id"`
+			FirstSeq  uint64 `json:"first_seq"`
+			LastSeq   uint64 `json:"last_seq"`
+		} `json:"changes"`
+	}
+	var seqs []uint64
+	for range 20 {
+		call("changes_read", map[string]any{"after": cursor, "contexts": true, "wait_ms": 1000}, &cr)
+		seqs = seqs[:0]
+		for _, ch := range cr.Changes {
+			if ch.ContextID == "mcp-3" && ch.Kind == "context_appended" {
+				for s := ch.FirstSeq; s <= ch.LastSeq; s++ {
+					seqs = append(seqs, s)
+				}
+			}
+		}
+		if len(seqs) > 0 && seqs[len(seqs)-1] == uint64(n) {
+			break
+		}
+	}
+	if len(seqs) == 0 || seqs[0] > uint64(seenUpTo+1) || seqs[len(seqs)-1] != uint64(n) {
+		t.Fatalf("changes after the last notified cursor: seqs %v, want up to %d (notified up to at least %d)", seqs, n, seenUpTo)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("changes after the cursor have a gap or a repeat: %v", seqs)
+		}
+	}
 }
 
 // ack is an acknowledged append of the load.
