@@ -323,7 +323,7 @@ func waitIndex(t testing.TB, h *fsmHarness, x *vectorIndexes, q []float32) {
 // room for the randomness of the graph's levels.
 func TestVectorIndexRecall(t *testing.T) {
 	n := 20000
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		n = 4000
 	}
 	h := newFSM(t)
