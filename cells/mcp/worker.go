@@ -64,7 +64,8 @@ func refuseStatelessSubscribe(context.Context, *sdk.SubscribeRequest) error {
 const metadataPrefix = "/.well-known/oauth-protected-resource"
 
 // Worker serves tenants' contexts and memory as MCP tools. It keeps no
-// state between requests: every tool call is a ContextService call.
+// state between requests but 2025-era sessions (legacy.go): every tool
+// call is a ContextService call.
 type Worker struct {
 	cfg     Config
 	base    string // PublicURL, no trailing slash
@@ -194,8 +195,8 @@ func (w *Worker) Collectors() []prometheus.Collector {
 	return cs
 }
 
-// Handler serves "/t/{tenant}/mcp" (MCP Streamable HTTP, stateless: POST;
-// GET and DELETE answer 405) and
+// Handler serves "/t/{tenant}/mcp" (MCP Streamable HTTP: POST, stateless
+// but for 2025-era sessions, whose GET and DELETE are served too) and
 // "/.well-known/oauth-protected-resource/t/{tenant}/mcp" (RFC 9728).
 func (w *Worker) Handler() http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {

@@ -1,7 +1,12 @@
 // Package mcpproxy is the router's HTTP front for MCP: it serves
 // /t/<tenant>/mcp (POST, GET, DELETE) by proxying each request to a worker
 // of the tenant's cell, chosen by least connections among the healthy
-// ones. Server-sent events stream through unbuffered (every write is
+// ones — except a 2025-era session's requests, which go to the worker
+// holding the session: the proxy hands the client Mcp-Session-Id
+// "<base64url worker address>.<worker's id>" and forwards a request
+// carrying one to that address only if it is one of the tenant's current
+// workers (else 404: the client initializes again). Server-sent events
+// stream through unbuffered (every write is
 // flushed, X-Accel-Buffering: no), the request body is bounded, hop-by-hop
 // headers are dropped, and the caller's check (auth, rate limit) runs
 // before anything is forwarded. With Config.TLS it reaches workers over
