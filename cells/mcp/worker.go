@@ -38,7 +38,8 @@ const (
 
 // ProtocolVersions are the MCP protocol versions the endpoint serves,
 // newest first: the stateless 2026-07-28 protocol and the three
-// initialize-handshake versions before it (served without sessions).
+// initialize-handshake versions before it (an initialize opens a
+// session: legacy.go).
 var ProtocolVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"}
 
 // instructions are the servers' MCP instructions.
