@@ -21,6 +21,12 @@ func (w *Worker) Close() {
 	w.sessions.close()
 }
 
+// CloseSessions ends the worker's 2025-era sessions (their SSE streams
+// would otherwise hold a graceful HTTP shutdown until its deadline) and
+// refuses new ones: the HTTP server's shutdown hook (RegisterOnShutdown).
+// Their clients initialize again elsewhere.
+func (w *Worker) CloseSessions() { w.sessions.close() }
+
 // watchChanges opens a tenant's change stream for the read cache, as the
 // worker itself: no principal and no scopes, so the cell sends every
 // change (principal memory with its principal named).

@@ -188,7 +188,10 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 // An Authenticator with metrics (a Collectors method, as mcpauth's has)
 // has them included.
 func (w *Worker) Collectors() []prometheus.Collector {
-	cs := []prometheus.Collector{w.requests, w.toolCalls, w.toolDur}
+	cs := []prometheus.Collector{w.requests, w.toolCalls, w.toolDur, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cellplane_mcp_sessions",
+		Help: "2025-era MCP sessions the worker holds (Config.MaxSessions caps them).",
+	}, func() float64 { return float64(w.sessions.count()) })}
 	cs = append(cs, w.cache.Collectors()...)
 	if m, ok := w.authn.(interface{ Collectors() []prometheus.Collector }); ok {
 		cs = append(cs, m.Collectors()...)
