@@ -110,6 +110,9 @@ func newSessions(w *Worker) *sessions {
 
 // wants reports whether a request goes to the sessions.
 func (l *sessions) wants(r *http.Request, p peeked) bool {
+	if r.Header.Get("Mcp-Protocol-Version") >= statelessVersion {
+		return false // 2026-07-28 has no sessions: a stray header is ignored
+	}
 	if r.Header.Get(SessionHeader) != "" {
 		return true
 	}

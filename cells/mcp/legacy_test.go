@@ -194,6 +194,11 @@ func TestLegacyCaps(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get(mcp.SessionHeader) != "" {
 		t.Fatalf("2026-07-28 request: %d, Mcp-Session-Id %q: want 200 without a session", resp.StatusCode, resp.Header.Get(mcp.SessionHeader))
 	}
+	// A stray Mcp-Session-Id on a 2026-07-28 request is ignored.
+	resp = rawDo(t, ctx, w.url("acme"), http.Header{"Authorization": {"Bearer carol"}, "Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/list"}, mcp.SessionHeader: {"stray"}}, modernList("2026-07-28"))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(mcp.SessionHeader) != "" {
+		t.Fatalf("2026-07-28 request with a stray session id: %d, Mcp-Session-Id %q", resp.StatusCode, resp.Header.Get(mcp.SessionHeader))
+	}
 	if n := w.Sessions(); n != 0 {
 		t.Fatalf("%d sessions after 2026-07-28 requests", n)
 	}

@@ -342,7 +342,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var addr string
 	pinned := false
-	if sid := r.Header.Get(SessionHeader); sid != "" {
+	if sid := r.Header.Get(SessionHeader); sid != "" && r.Header.Get("Mcp-Protocol-Version") < "2026-07-28" {
 		// A 2025-era session lives on the worker that opened it: forward
 		// to it, and only if it is still one of the tenant's workers
 		// (the address comes from the client: it must never steer
