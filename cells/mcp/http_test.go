@@ -198,6 +198,10 @@ func TestConfigValidate(t *testing.T) {
 		{"zero body", func(c *mcp.Config) { c.MaxBodyBytes = 0 }, false},
 		{"zero timeout", func(c *mcp.Config) { c.CallTimeout = 0 }, false},
 		{"zero read caps", func(c *mcp.Config) { c.MaxReadEntries, c.MaxReadBytes = 0, 0 }, false},
+		{"zero sessions", func(c *mcp.Config) { c.MaxSessions = 0 }, false},
+		{"zero subscriptions per session", func(c *mcp.Config) { c.MaxSubscriptionsPerSession = 0 }, false},
+		{"negative idle timeout", func(c *mcp.Config) { c.SessionIdleTimeout = -1 }, false},
+		{"no idle timeout", func(c *mcp.Config) { c.SessionIdleTimeout = 0 }, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
