@@ -115,7 +115,11 @@ func (n *Node) newHTTPServer(metrics *prometheus.Registry, w *mcp.Worker) *http.
 		handle(mcp.PatternMCP, h)
 		handle(mcp.PatternMetadata, h)
 	}
-	return serve.NewHTTPServer(mux, n.log, n.cfg.HTTPLimits)
+	srv := serve.NewHTTPServer(mux, n.log, n.cfg.HTTPLimits)
+	if w != nil {
+		srv.RegisterOnShutdown(w.CloseSessions) // their SSE streams would hold the drain
+	}
+	return srv
 }
 
 // httpListener is the listener the HTTP server serves: n.httpLis, wrapped

@@ -74,6 +74,16 @@ type Config struct {
 	// (wait_ms), MaxChangesPerRead how many changes it returns at once.
 	MaxChangesWait    time.Duration
 	MaxChangesPerRead int
+	// MaxSessions caps the 2025-era sessions (an initialize with a
+	// protocol version before 2026-07-28 opens one) a worker holds at
+	// once: beyond it an initialize is refused with 429 QUOTA_EXCEEDED.
+	// MaxSubscriptionsPerSession caps a session's resources/subscribe
+	// URIs (QUOTA_EXCEEDED beyond). SessionIdleTimeout ends a session
+	// that received no request for that long (0: never; clients keep a
+	// session alive with pings).
+	MaxSessions                int
+	MaxSubscriptionsPerSession int
+	SessionIdleTimeout         time.Duration
 	// Logger receives the worker's logs (nil: discarded).
 	Logger *slog.Logger
 }
@@ -92,6 +102,10 @@ func DefaultConfig() Config {
 		MaxChangesWait:    30 * time.Second,
 		MaxChangesPerRead: 1000,
 		ReadCache:         readcache.DefaultConfig(),
+
+		MaxSessions:                10000,
+		MaxSubscriptionsPerSession: 100,
+		SessionIdleTimeout:         10 * time.Minute,
 	}
 }
 
@@ -106,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxChangesWait < 0 || c.MaxChangesPerRead <= 0 {
 		errs = append(errs, errors.New("MaxChangesWait must not be negative and MaxChangesPerRead must be positive"))
+	}
+	if c.MaxSessions <= 0 || c.MaxSubscriptionsPerSession <= 0 || c.SessionIdleTimeout < 0 {
+		errs = append(errs, errors.New("MaxSessions and MaxSubscriptionsPerSession must be positive, SessionIdleTimeout not negative"))
 	}
 	if c.MaxReadEntries <= 0 {
 		errs = append(errs, errors.New("MaxReadEntries must be positive"))

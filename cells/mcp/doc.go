@@ -11,9 +11,10 @@
 //
 // # Statelessness
 //
-// The worker keeps no state between requests. It runs the go-sdk's
-// Streamable HTTP handler in stateless mode with one sdk.Server built in
-// New: no Mcp-Session-Id, GET and DELETE answer 405, and every tool call
+// The worker keeps no state between requests, but for 2025-era sessions
+// (below). It runs the go-sdk's Streamable HTTP handler in stateless mode
+// with one sdk.Server built in New: no Mcp-Session-Id, GET and DELETE
+// without a session id answer 405, and every tool call
 // is one or two ContextService calls to the cell (any member: members
 // forward writes to the leader), with x-cellplane-tenant set to the URL's
 // tenant. Any worker serves any request, and a worker killed mid-call
@@ -24,6 +25,21 @@
 // derive the backend id from it deterministically (tenant-wide dedup,
 // namespaced by tool, principal and context), so a retry through another
 // worker applies once too.
+//
+// 2025-era sessions (legacy.go): an initialize naming a protocol version
+// before 2026-07-28, and every request carrying an Mcp-Session-Id (GET:
+// the session's SSE stream; DELETE: its end), go to a second, stateful
+// SDK handler whose getServer builds a fresh sdk.Server per session (the
+// same tools, resources and middleware, registered through onServers),
+// so that resources/subscribe has a stream to notify on and
+// ResourceUpdated reaches that session alone. A session is bound to the
+// tenant and principal that opened it (another caller presenting its id
+// gets 404, like an unknown id), held in memory on this worker only (the
+// router pins its requests here: router/mcpproxy), and capped:
+// Config.MaxSessions per worker (an initialize beyond it: 429
+// QUOTA_EXCEEDED), Config.MaxSubscriptionsPerSession, and the SDK's idle
+// SessionTimeout (Config.SessionIdleTimeout). It is lost with the worker;
+// the client initializes again and catches up with changes_read.
 //
 // context_read's result text is a one-line summary (the entries are in
 // structuredContent only, on both the SDK and the fast path); a read that
@@ -47,9 +63,19 @@
 // the cell's stream (tenant moved, node closing): the client listens
 // again, through any worker, from its last cursor. The go-sdk client's
 // Subscribe cannot send listen _meta: such clients resume with the
-// changes_read tool (a long poll after a cursor), which is also what
-// 2025-era clients use — resources/subscribe is refused, as the
-// stateless endpoint has no session stream to notify on.
+// changes_read tool (a long poll after a cursor).
+//
+// A 2025-era session's resources/subscribe (SubscribeHandler of the
+// session's server) starts, once per session, a follower of the cell's
+// WatchChanges for the caller (principal and scopes, as a listen's) from
+// now, which calls the session server's ResourceUpdated per change and
+// subscribed URI (with the listen's _meta) on the session's standalone
+// SSE stream; the last unsubscribe, DELETE, the idle timeout or
+// Worker.Close stop it, and the cell's stream ending ends the session
+// (the client initializes again). URI parsing (parseSubURI), the
+// change-to-URI mapping (changeURIs) and the _meta (changeMeta) are the
+// listen's. Outside a session resources/subscribe is refused, pointing to
+// subscriptions/listen and changes_read.
 //
 // # Handles and principals
 //
@@ -109,7 +135,8 @@
 //
 // One endpoint serves the stateless 2026-07-28 protocol (server/discover,
 // per-request _meta) and the initialize-handshake versions 2025-11-25,
-// 2025-06-18 and 2025-03-26 (served without sessions, as the spec allows).
+// 2025-06-18 and 2025-03-26 (an initialize opens a session; requests
+// without one are served statelessly, as the spec allows).
 // An Mcp-Protocol-Version header naming another version is refused with
 // 400; for 2026-07-28 requests the SDK also checks that the header matches
 // the request's _meta protocol version (400, JSON-RPC -32020 otherwise).

@@ -7,3 +7,6 @@ func (w *Worker) FastServed() uint64 { return w.fastServed.Load() }
 
 // ReadCache is the worker's read cache (nil: off).
 func (w *Worker) ReadCache() *readcache.Cache { return w.cache }
+
+// Sessions is the number of open 2025-era sessions.
+func (w *Worker) Sessions() int { return w.sessions.count() }

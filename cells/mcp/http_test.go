@@ -78,8 +78,12 @@ func TestHTTP(t *testing.T) {
 			want: 400, contains: []string{`-32022`}},
 		{name: "GET is 405 without sessions", w: open, method: "GET", path: "/t/acme/mcp", header: hdr("Accept", "text/event-stream"),
 			want: 405, wantHdr: map[string]string{"Allow": "POST"}},
-		{name: "DELETE is 405 without sessions", w: open, method: "DELETE", path: "/t/acme/mcp", header: hdr("Mcp-Session-Id", "s1"),
+		{name: "DELETE is 405 without a session", w: open, method: "DELETE", path: "/t/acme/mcp",
 			want: 405, wantHdr: map[string]string{"Allow": "POST"}},
+		{name: "DELETE of an unknown session is 404", w: open, method: "DELETE", path: "/t/acme/mcp", header: hdr("Mcp-Session-Id", "s1"),
+			want: 404, contains: []string{"initialize again"}},
+		{name: "GET of an unknown session is 404", w: open, method: "GET", path: "/t/acme/mcp", header: hdr("Mcp-Session-Id", "s1", "Accept", "text/event-stream"),
+			want: 404},
 		{name: "body over the limit", w: open, method: "POST", path: "/t/acme/mcp", header: hdr(), body: big,
 			want: 413, contains: []string{"exceeds 4096 bytes"}},
 		{name: "chunked body over the limit", w: open, method: "POST", path: "/t/acme/mcp", header: hdr(), body: big, chunked: true,
@@ -194,6 +198,10 @@ func TestConfigValidate(t *testing.T) {
 		{"zero body", func(c *mcp.Config) { c.MaxBodyBytes = 0 }, false},
 		{"zero timeout", func(c *mcp.Config) { c.CallTimeout = 0 }, false},
 		{"zero read caps", func(c *mcp.Config) { c.MaxReadEntries, c.MaxReadBytes = 0, 0 }, false},
+		{"zero sessions", func(c *mcp.Config) { c.MaxSessions = 0 }, false},
+		{"zero subscriptions per session", func(c *mcp.Config) { c.MaxSubscriptionsPerSession = 0 }, false},
+		{"negative idle timeout", func(c *mcp.Config) { c.SessionIdleTimeout = -1 }, false},
+		{"no idle timeout", func(c *mcp.Config) { c.SessionIdleTimeout = 0 }, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,9 +13,19 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// Close stops the worker's read-cache followers. The worker serves on
-// afterwards, without its cache.
-func (w *Worker) Close() { w.cache.Close() }
+// Close stops the worker's read-cache followers and ends its 2025-era
+// sessions (their change followers with them). The worker serves on
+// afterwards, without its cache and refusing new sessions.
+func (w *Worker) Close() {
+	w.cache.Close()
+	w.sessions.close()
+}
+
+// CloseSessions ends the worker's 2025-era sessions (their SSE streams
+// would otherwise hold a graceful HTTP shutdown until its deadline) and
+// refuses new ones: the HTTP server's shutdown hook (RegisterOnShutdown).
+// Their clients initialize again elsewhere.
+func (w *Worker) CloseSessions() { w.sessions.close() }
 
 // watchChanges opens a tenant's change stream for the read cache, as the
 // worker itself: no principal and no scopes, so the cell sends every

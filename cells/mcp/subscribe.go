@@ -1,12 +1,9 @@
 package mcp
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -154,30 +151,6 @@ func cursorErr(err error) error {
 			With(cperr.MetaCurrentCursor, ce.Metadata[cperr.MetaCurrentCursor])
 	}
 	return toolError(err)
-}
-
-// isListen reports whether a body is one subscriptions/listen request
-// (a JSON-RPC object, not a batch).
-func isListen(body []byte) bool {
-	if !bytes.Contains(body, []byte("subscriptions/listen")) {
-		return false
-	}
-	var m struct {
-		Method string `json:"method"`
-	}
-	return json.Unmarshal(body, &m) == nil && m.Method == "subscriptions/listen"
-}
-
-// peekListen reads r's body (already bounded by MaxBodyBytes) and puts
-// it back, reporting whether it is a subscriptions/listen request.
-func peekListen(r *http.Request) bool {
-	body, err := io.ReadAll(r.Body)
-	rest := io.Reader(errReader{err})
-	if err == nil {
-		rest = bytes.NewReader(nil)
-	}
-	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), rest))
-	return err == nil && isListen(body)
 }
 
 // listen is one subscriptions/listen request: the worker serves it with
@@ -351,13 +324,6 @@ func (l *listen) end() {
 	for ss := range l.srv.Sessions() {
 		_ = ss.Close()
 	}
-}
-
-// refuseLegacySubscribe answers resources/subscribe on the stateless
-// endpoint: there is no session stream to deliver its notifications on.
-func refuseLegacySubscribe(context.Context, *sdk.SubscribeRequest) error {
-	return cperr.New(cperr.InvalidArgument, "this MCP endpoint is stateless: resources/subscribe has no stream to notify on; "+
-		"use subscriptions/listen (protocol 2026-07-28) or poll the changes_read tool with a cursor")
 }
 
 // ChangesReadInput and ChangesReadOutput are changes_read's.

@@ -437,7 +437,8 @@ type (
 	}
 )
 
-// addTools registers the tools and the resource template on w.server.
+// addTools registers the tools and the resource templates on w.server
+// (and, through onServers, on every 2025-era session's server).
 //
 // Annotations, per the MCP definitions (readOnly: no modification;
 // destructive: may delete or overwrite, as opposed to only adding;
@@ -566,14 +567,19 @@ func (w *Worker) addTools() {
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: closed},
 	}, w.changesRead)
 
-	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
+	w.onServers(func(s *sdk.Server) { w.addResources(s) })
+}
+
+// addResources registers the resource templates on s.
+func (w *Worker) addResources(s *sdk.Server) {
+	s.AddResourceTemplate(&sdk.ResourceTemplate{
 		Name:        "tenant-context",
 		Title:       "Context entries (tenant-qualified URI)",
 		Description: "The same as cellplane://contexts/{context_id}, naming the tenant: the URI to subscribe to (subscriptions/listen). The tenant must be the endpoint's.",
 		MIMEType:    "text/plain",
 		URITemplate: TenantContextURITemplate,
 	}, w.readContextResource)
-	w.server.AddResourceTemplate(&sdk.ResourceTemplate{
+	s.AddResourceTemplate(&sdk.ResourceTemplate{
 		Name:        "context",
 		Title:       "Context entries",
 		Description: "A context's entries as text, one \"role: content\" per entry (up to the worker's read caps).",
@@ -627,14 +633,15 @@ func addTool[In, Out any](w *Worker, t *sdk.Tool, h func(context.Context, caller
 		}
 		return out, nil
 	}
-	sdk.AddTool(w.server, t, func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
+	handler := func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
 		c, err := callerOf(req.Extra)
 		out, err := invoke(ctx, c, err, in)
 		if text, ok := toolText(out); ok && err == nil {
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: text}}}, out, nil
 		}
 		return nil, out, err
-	})
+	}
+	w.onServers(func(s *sdk.Server) { sdk.AddTool(s, t, handler) })
 	w.fast[name] = fastTool{
 		in:  resolveFor[In](),
 		out: resolveFor[Out](),

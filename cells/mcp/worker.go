@@ -38,14 +38,35 @@ const (
 
 // ProtocolVersions are the MCP protocol versions the endpoint serves,
 // newest first: the stateless 2026-07-28 protocol and the three
-// initialize-handshake versions before it (served without sessions).
+// initialize-handshake versions before it (an initialize opens a
+// session: legacy.go).
 var ProtocolVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"}
+
+// instructions are the servers' MCP instructions.
+const instructions = "Durable conversation contexts (append-only entry logs addressed by context_id handles) " +
+	"and a key-value memory with revisions, stored in cellplane. Handles are bound to the tenant and to the caller."
+
+// onServers applies a registration to w.server and keeps it for the
+// session servers.
+func (w *Worker) onServers(f func(*sdk.Server)) {
+	f(w.server)
+	w.registrations = append(w.registrations, f)
+}
+
+// refuseStatelessSubscribe answers resources/subscribe outside a
+// session (a 2025-era client that did not get one, or a 2026-07-28 one):
+// there is no session stream to deliver its notifications on.
+func refuseStatelessSubscribe(context.Context, *sdk.SubscribeRequest) error {
+	return cperr.New(cperr.InvalidArgument, "resources/subscribe needs a session (initialize with a 2025-era protocol version and keep its Mcp-Session-Id); "+
+		"otherwise use subscriptions/listen (protocol 2026-07-28) or poll the changes_read tool with a cursor")
+}
 
 // metadataPrefix is the RFC 9728 well-known path prefix.
 const metadataPrefix = "/.well-known/oauth-protected-resource"
 
 // Worker serves tenants' contexts and memory as MCP tools. It keeps no
-// state between requests: every tool call is a ContextService call.
+// state between requests but 2025-era sessions (legacy.go): every tool
+// call is a ContextService call.
 type Worker struct {
 	cfg     Config
 	base    string // PublicURL, no trailing slash
@@ -64,6 +85,11 @@ type Worker struct {
 	fastServed atomic.Uint64
 	// cache answers stale reads (nil: off, Config.ReadCache).
 	cache *readcache.Cache
+	// registrations add the tools and resources to a server: w.server's
+	// and every 2025-era session's (legacy.go), which share schemas.
+	registrations []func(*sdk.Server)
+	schemas       *sdk.SchemaCache
+	sessions      *sessions
 
 	requests  *prometheus.CounterVec
 	toolCalls *prometheus.CounterVec
@@ -126,20 +152,22 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 	}
 	w.impl = &sdk.Implementation{Name: "cellplane", Title: "cellplane contexts and memory", Version: "v1"}
 	w.fast = make(map[string]fastTool)
+	w.schemas = sdk.NewSchemaCache()
 	w.server = sdk.NewServer(w.impl, &sdk.ServerOptions{
-		Instructions: "Durable conversation contexts (append-only entry logs addressed by context_id handles) " +
-			"and a key-value memory with revisions, stored in cellplane. Handles are bound to the tenant and to the caller.",
+		Instructions:              instructions,
 		Logger:                    sdkLog,
 		SupportedProtocolVersions: ProtocolVersions,
 		SetCacheable:              cacheable,
-		// Stateless: resources/subscribe (2025 clients) has no session
-		// stream to deliver on; subscriptions/listen requests are served
-		// by serveListen. The handler refuses with the way out.
-		SubscribeHandler:   refuseLegacySubscribe,
+		// Stateless: resources/subscribe has no session stream to deliver
+		// on here; 2025-era sessions are served by w.sessions (each with
+		// a server of its own) and subscriptions/listen requests by
+		// serveListen. The handler refuses with the way out.
+		SubscribeHandler:   refuseStatelessSubscribe,
 		UnsubscribeHandler: func(context.Context, *sdk.UnsubscribeRequest) error { return nil },
 	})
 	w.server.AddReceivingMiddleware(filterTools)
 	w.addTools()
+	w.sessions = newSessions(w)
 	w.mcp = sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return w.server }, &sdk.StreamableHTTPOptions{
 		Stateless:           true,
 		JSONResponse:        true,
@@ -160,7 +188,10 @@ func New(cfg Config, cell grpc.ClientConnInterface, authn Authenticator) (*Worke
 // An Authenticator with metrics (a Collectors method, as mcpauth's has)
 // has them included.
 func (w *Worker) Collectors() []prometheus.Collector {
-	cs := []prometheus.Collector{w.requests, w.toolCalls, w.toolDur}
+	cs := []prometheus.Collector{w.requests, w.toolCalls, w.toolDur, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cellplane_mcp_sessions",
+		Help: "2025-era MCP sessions the worker holds (Config.MaxSessions caps them).",
+	}, func() float64 { return float64(w.sessions.count()) })}
 	cs = append(cs, w.cache.Collectors()...)
 	if m, ok := w.authn.(interface{ Collectors() []prometheus.Collector }); ok {
 		cs = append(cs, m.Collectors()...)
@@ -168,8 +199,8 @@ func (w *Worker) Collectors() []prometheus.Collector {
 	return cs
 }
 
-// Handler serves "/t/{tenant}/mcp" (MCP Streamable HTTP, stateless: POST;
-// GET and DELETE answer 405) and
+// Handler serves "/t/{tenant}/mcp" (MCP Streamable HTTP: POST, stateless
+// but for 2025-era sessions, whose GET and DELETE are served too) and
 // "/.well-known/oauth-protected-resource/t/{tenant}/mcp" (RFC 9728).
 func (w *Worker) Handler() http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -194,10 +225,11 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 		serve.WriteError(rw, rpcerr.HTTPStatus(cperr.TenantNotFound), string(cperr.TenantNotFound), "the tenant id "+ids.Rule(ids.MaxLen))
 		return
 	}
-	if r.Method != http.MethodPost {
-		// Stateless: no sessions, so no GET stream and nothing to DELETE.
+	if r.Method != http.MethodPost && ((r.Method != http.MethodGet && r.Method != http.MethodDelete) || r.Header.Get(SessionHeader) == "") {
+		// GET (a session's SSE stream) and DELETE (its end) exist only
+		// for 2025-era sessions.
 		rw.Header().Set("Allow", http.MethodPost)
-		serve.WriteError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this MCP endpoint is stateless: only POST is served")
+		serve.WriteError(rw, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "only POST is served (GET and DELETE only with the Mcp-Session-Id of a 2025-era session)")
 		return
 	}
 	if !w.originAllowed(r) {
@@ -230,8 +262,13 @@ func (w *Worker) serveMCP(rw http.ResponseWriter, r *http.Request) {
 		r2.Header.Set(PrincipalHeader, id.Principal)
 	}
 	r2.Header.Set(ScopesHeader, id.Scopes.String())
-	if peekListen(r2) {
+	p := peek(r2)
+	if p.method == "subscriptions/listen" {
 		w.serveListen(rw, r2)
+		return
+	}
+	if w.sessions.wants(r2, p) {
+		w.sessions.serve(rw, r2)
 		return
 	}
 	if w.cfg.FastToolCalls && w.serveFast(rw, r2) {

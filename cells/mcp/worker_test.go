@@ -511,7 +511,7 @@ func TestWorker(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"cellplane_mcp_requests_total", "cellplane_mcp_tool_calls_total", "cellplane_mcp_tool_duration_seconds"} {
+		for _, want := range []string{"cellplane_mcp_requests_total", "cellplane_mcp_tool_calls_total", "cellplane_mcp_tool_duration_seconds", "cellplane_mcp_sessions"} {
 			if !slices.Contains(names, want) {
 				t.Errorf("metric %s missing from %v", want, names)
 			}

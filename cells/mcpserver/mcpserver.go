@@ -197,6 +197,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}))
 	handle(mcp.PatternReadyz, http.HandlerFunc(s.serveReadyz))
 	s.http = serve.NewHTTPServer(mux, log, cfg.HTTPLimits)
+	s.http.RegisterOnShutdown(s.w.CloseSessions) // their SSE streams would hold the drain
 	lis := cfg.HTTPLimits.Listener(s.lis, log)
 	if cfg.TLS != nil {
 		lis = tls.NewListener(lis, mcp.ServerTLSConfig(cfg.TLS))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -25,6 +26,9 @@ type mcpFlags struct {
 	publicURL   string
 	fastCalls   bool
 	readCache   readcache.Config
+	sessions    int
+	subsPerSess int
+	sessionIdle time.Duration
 	keys        mcpauth.Config // the key caches and the miss budget
 }
 
@@ -39,6 +43,9 @@ func (f *mcpFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.Int64Var(&f.maxBody, prefix+"max-body-bytes", f.maxBody, "largest MCP request body (413 above it)")
 	fs.BoolVar(&f.fastCalls, prefix+"fast-tool-calls", d.FastToolCalls, "serve a single tools/call POST without the MCP SDK's per-request session (same checks, response and errors; everything else goes to the SDK); false sends every request through the SDK")
 	fs.StringVar(&f.publicURL, prefix+"public-url", "", "base URL clients reach MCP at (https://mcp.example.com): a JWT's audience must be <it>/t/<tenant>/mcp, and the RFC 9728 metadata names it; never taken from the Host header (default: http://<the advertised HTTP address>)")
+	fs.IntVar(&f.sessions, prefix+"max-sessions", d.MaxSessions, "most 2025-era MCP sessions (an initialize at a protocol version before 2026-07-28 opens one, for resources/subscribe) held at once; an initialize beyond it gets 429 QUOTA_EXCEEDED")
+	fs.IntVar(&f.subsPerSess, prefix+"max-subscriptions-per-session", d.MaxSubscriptionsPerSession, "most resources/subscribe URIs of one 2025-era session (QUOTA_EXCEEDED beyond)")
+	fs.DurationVar(&f.sessionIdle, prefix+"session-idle-timeout", d.SessionIdleTimeout, "a 2025-era session that receives no request for this long ends (its client initializes again); 0: never")
 	f.readCache = d.ReadCache
 	fs.Int64Var(&f.readCache.MaxBytes, prefix+"read-cache-bytes", f.readCache.MaxBytes, "byte budget of the read cache that serves context_read/memory_get calls asking for stale answers (max_staleness_ms), kept coherent by the tenants' change streams (docs/cache.md); 0 (default) turns it off")
 	fs.IntVar(&f.readCache.MaxEntries, prefix+"read-cache-entries", f.readCache.MaxEntries, "most answers the read cache holds")
@@ -62,6 +69,7 @@ func (f *mcpFlags) apply(cfg *mcp.Config) {
 	cfg.PublicURL = f.publicURL
 	cfg.FastToolCalls = f.fastCalls
 	cfg.ReadCache = f.readCache
+	cfg.MaxSessions, cfg.MaxSubscriptionsPerSession, cfg.SessionIdleTimeout = f.sessions, f.subsPerSess, f.sessionIdle
 }
 
 // authenticator builds the MCP authenticator; nil means no authentication.

@@ -1,7 +1,12 @@
 // Package mcpproxy is the router's HTTP front for MCP: it serves
 // /t/<tenant>/mcp (POST, GET, DELETE) by proxying each request to a worker
 // of the tenant's cell, chosen by least connections among the healthy
-// ones. Server-sent events stream through unbuffered (every write is
+// ones — except a 2025-era session's requests, which go to the worker
+// holding the session: the proxy hands the client Mcp-Session-Id
+// "<base64url worker address>.<worker's id>" and forwards a request
+// carrying one to that address only if it is one of the tenant's current
+// workers (else 404: the client initializes again). Server-sent events
+// stream through unbuffered (every write is
 // flushed, X-Accel-Buffering: no), the request body is bounded, hop-by-hop
 // headers are dropped, and the caller's check (auth, rate limit) runs
 // before anything is forwarded. With Config.TLS it reaches workers over
@@ -24,6 +29,7 @@ package mcpproxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +38,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -199,6 +206,7 @@ type ctxKey struct{}
 type target struct {
 	addr, path string
 	err        error
+	pinned     bool // a session's request: only its worker can serve it
 }
 
 // New returns a proxy.
@@ -257,6 +265,10 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 		FlushInterval: -1, // flush after every write: SSE events go out as they come
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Set("X-Accel-Buffering", "no")
+			if sid := resp.Header.Get(SessionHeader); sid != "" {
+				t := resp.Request.Context().Value(ctxKey{}).(*target)
+				resp.Header.Set(SessionHeader, encodeSession(t.addr, sid))
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -266,6 +278,10 @@ func New(cfg Config, resolve Resolver, check Check) (*Proxy, error) {
 			}
 			p.markFailed(t.addr)
 			p.log.Warn("MCP worker unreachable", "worker", t.addr, "err", err)
+			if t.pinned {
+				sessionNotFound(w, "the MCP session's worker did not answer")
+				return
+			}
 			p.writeError(w, r, cperr.New(cperr.CellUnavailable, "the tenant's MCP worker did not answer; retry").WithRetryAfter(time.Second))
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -324,16 +340,58 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.writeError(w, r, cperr.New(cperr.TenantNotFound, "tenant %s does not exist", tenant))
 		return
 	}
-	addr := p.pick(route.Workers)
-	if addr == "" {
+	var addr string
+	pinned := false
+	if sid := r.Header.Get(SessionHeader); sid != "" && r.Header.Get("Mcp-Protocol-Version") < "2026-07-28" {
+		// A 2025-era session lives on the worker that opened it: forward
+		// to it, and only if it is still one of the tenant's workers
+		// (the address comes from the client: it must never steer
+		// traffic anywhere else).
+		a, inner, ok := decodeSession(sid)
+		if !ok || !slices.Contains(route.Workers, a) {
+			sessionNotFound(w, "no such MCP session (its worker is gone)")
+			return
+		}
+		r.Header.Set(SessionHeader, inner)
+		addr, pinned = a, true
+	} else if addr = p.pick(route.Workers); addr == "" {
 		p.writeError(w, r, cperr.New(cperr.CellUnavailable, "no MCP worker of the tenant's cell is available").WithRetryAfter(time.Second))
 		return
 	}
 	b := p.get(addr)
 	b.active.Add(1)
 	defer b.active.Add(-1)
-	t := &target{addr: addr, path: p.cfg.Path(tenant)}
+	t := &target{addr: addr, path: p.cfg.Path(tenant), pinned: pinned}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+}
+
+// SessionHeader is the Streamable HTTP session header (2025-era MCP).
+const SessionHeader = "Mcp-Session-Id"
+
+// encodeSession is the session id the client sees: the worker's address
+// (base64url) and the worker's own id, so that the router (any router)
+// can send the session's next requests to its worker without a table.
+func encodeSession(addr, sid string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(addr)) + "." + sid
+}
+
+// decodeSession reverses encodeSession.
+func decodeSession(s string) (addr, sid string, ok bool) {
+	enc, sid, ok := strings.Cut(s, ".")
+	if !ok || enc == "" || sid == "" {
+		return "", "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return "", "", false
+	}
+	return string(b), sid, true
+}
+
+// sessionNotFound is the 2025 spec's answer to a session the server does
+// not hold: 404, upon which the client initializes again.
+func sessionNotFound(w http.ResponseWriter, msg string) {
+	serve.WriteError(w, http.StatusNotFound, "NOT_FOUND", msg+": initialize again (and catch up with changes_read from your last cursor)")
 }
 
 // tenantOf parses /t/<tenant>/mcp.

@@ -70,10 +70,18 @@ func newProxy(t *testing.T, workers map[string][]string, check Check) string {
 	if check == nil {
 		check = func(*http.Request, string) error { return nil }
 	}
-	p, err := New(cfg, func(tenant string) (Route, bool) {
+	return newProxyResolver(t, func(tenant string) (Route, bool) {
 		w, ok := workers[tenant]
 		return Route{Cell: "c1", Epoch: 1, Workers: w}, ok
 	}, check)
+}
+
+func newProxyResolver(t *testing.T, resolve Resolver, check Check) string {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Logger = testutil.Logger(t)
+	cfg.MaxBodyBytes = 64 << 10
+	p, err := New(cfg, resolve, check)
 	if err != nil {
 		t.Fatal(err)
 	}
