@@ -64,9 +64,12 @@ func TestMCPSessionThroughRouter(t *testing.T) {
 	}
 	id, _ := res.StructuredContent.(map[string]any)["context_id"].(string)
 	uri := cellmcp.ContextURI("acme", id)
-	if err := cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
-		t.Fatalf("subscribe through the router: %v", err)
-	}
+	// The session's worker may sit on a follower that has not applied the
+	// tenant's placement yet (WRONG_CELL for a moment after the tenant is
+	// created): a client retries.
+	testutil.Eventually(t, 20*time.Second, func() error {
+		return cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri})
+	})
 	for i := range 5 { // requests of the session, with the SSE stream open on its worker
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "context_append", Arguments: map[string]any{
 			"context_id": id, "entries": []map[string]any{{"role": "user", "content": "hi"}}}})
