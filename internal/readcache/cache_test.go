@@ -99,6 +99,10 @@ func (s *fakeStream) Recv() (*contextv1.WatchChangesResponse, error) {
 // the follower reads it) and waits until it is applied.
 func (f *fakeWatch) send(t *testing.T, c *Cache, tenant string, resp *contextv1.WatchChangesResponse) {
 	t.Helper()
+	// Every message marks the tenant fresh at c.now(): waiting for that
+	// (not only for the cursor, which a heartbeat need not move) is
+	// waiting for the follower to have handled it.
+	before := c.now()
 	select {
 	case f.ch(tenant) <- fakeMsg{resp: resp}:
 	case <-time.NewTimer(10 * time.Second).C:
@@ -111,8 +115,15 @@ func (f *fakeWatch) send(t *testing.T, c *Cache, tenant string, resp *contextv1.
 	testutil.Eventually(t, 10*time.Second, func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if tn := c.tenants[tenant]; tn != nil && tn.cursor.Tseq < want {
+		tn := c.tenants[tenant]
+		if tn == nil {
+			return nil // dropped (an ERASED change, a gap)
+		}
+		if tn.cursor.Tseq < want {
 			return fmt.Errorf("cursor %d < %d", tn.cursor.Tseq, want)
+		}
+		if tn.fresh.Before(before) {
+			return fmt.Errorf("the follower has not handled the message yet")
 		}
 		return nil
 	})
