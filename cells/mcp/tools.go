@@ -996,11 +996,20 @@ func retention(expireAt string, ttlSeconds uint64) (*timestamppb.Timestamp, *dur
 	if expireAt == "" {
 		return nil, nil, nil
 	}
-	t, err := time.Parse(time.RFC3339Nano, expireAt)
-	if err != nil {
-		return nil, nil, invalid("expire_at", "must be an RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
+	t, err := timeArg("expire_at", expireAt)
+	return t, nil, err
+}
+
+// timeArg parses a tool's RFC 3339 time argument (nil when empty).
+func timeArg(field, s string) (*timestamppb.Timestamp, error) {
+	if s == "" {
+		return nil, nil
 	}
-	return timestamppb.New(t), nil, nil
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return nil, invalid(field, "must be an RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
+	}
+	return timestamppb.New(t), nil
 }
 
 // forkRequestID derives the backend request id of a fork like
@@ -1223,13 +1232,11 @@ func (w *Worker) contextCompact(ctx context.Context, c caller, in CompactInput) 
 
 func (w *Worker) auditRead(ctx context.Context, c caller, in AuditInput) (AuditOutput, error) {
 	req := &contextv1.ReadAuditRequest{AfterTseq: in.AfterTseq, Limit: in.Limit, Principal: in.Principal}
-	if in.Since != "" {
-		t, err := time.Parse(time.RFC3339Nano, in.Since)
-		if err != nil {
-			return AuditOutput{}, invalid("since", "must be an RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
-		}
-		req.Since = timestamppb.New(t)
+	since, err := timeArg("since", in.Since)
+	if err != nil {
+		return AuditOutput{}, err
 	}
+	req.Since = since
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ReadAuditResponse, error) {
 		return w.cell.ReadAudit(ctx, req)
 	})
@@ -1381,12 +1388,8 @@ func (w *Worker) memoryList(ctx context.Context, c caller, in MemListInput) (Mem
 		return MemListOutput{}, err
 	}
 	req := &contextv1.ListMemoryRequest{Prefix: in.Prefix, PageToken: in.PageToken, KeysOnly: true, Scope: scope, LabelSelector: sel}
-	if in.UpdatedAfter != "" {
-		t, err := time.Parse(time.RFC3339Nano, in.UpdatedAfter)
-		if err != nil {
-			return MemListOutput{}, invalid("updated_after", "must be an RFC 3339 time")
-		}
-		req.UpdatedAfter = timestamppb.New(t)
+	if req.UpdatedAfter, err = timeArg("updated_after", in.UpdatedAfter); err != nil {
+		return MemListOutput{}, err
 	}
 	res, err := call(ctx, w, c, func(ctx context.Context) (*contextv1.ListMemoryResponse, error) {
 		return w.cell.ListMemory(ctx, req)
