@@ -62,6 +62,14 @@ func TestWatchChangesThroughRouter(t *testing.T) {
 	})
 	_, err := open(as(memOnly))
 	wantCode(t, "WatchChanges with a memory:read key", err, codes.PermissionDenied, cperr.PermissionDenied)
+	// The search RPCs: each needs its read scope, and a call without a
+	// credential is refused before the cell.
+	_, err = cs.SearchContexts(as(memOnly), &contextv1.SearchContextsRequest{Query: "x"})
+	wantCode(t, "SearchContexts with a memory:read key", err, codes.PermissionDenied, cperr.PermissionDenied)
+	_, err = cs.SearchMemory(as(ctxOnly), &contextv1.SearchMemoryRequest{Query: "x"})
+	wantCode(t, "SearchMemory with a contexts:read key", err, codes.PermissionDenied, cperr.PermissionDenied)
+	_, err = cs.SearchMemory(ctx, &contextv1.SearchMemoryRequest{Query: "x"})
+	wantCode(t, "SearchMemory without a credential", err, codes.Unauthenticated, cperr.Unauthenticated)
 
 	if _, err := cs.PutMemory(as(full), &contextv1.PutMemoryRequest{Key: "k", Value: []byte("v")}); err != nil {
 		t.Fatal(err)
